@@ -1,0 +1,53 @@
+# Driftline build. `make build` puts the binaries in bin/, `make test` runs every test with the race
+# detector, `make ci` installs what integration tests need and runs everything (see .ci/run).
+GO      ?= go
+BIN     := bin
+CMDS    := hub/cmd/driftline agent/cmd/driftline-agent firmware-sim/cmd/firmware-sim
+PKGS    := ./...
+TESTFLAGS ?= -race -count=1 -timeout 20m
+
+.PHONY: all build test ci ci-deps vet bench demo fuzz clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	@for d in $(CMDS); do \
+		if [ -d $$d ]; then echo "go build $$d"; $(GO) build -trimpath -o $(BIN)/$$(basename $$d) ./$$d || exit 1; fi; \
+	done
+
+vet:
+	$(GO) vet $(PKGS)
+
+test:
+	$(GO) test $(TESTFLAGS) $(PKGS)
+
+# ci-deps installs the outside programs that integration tests drive: Mosquitto (external broker
+# tests), Chromium (dashboard browser test) and promtool (metrics format check, in Debian's
+# prometheus package). Run as root on a Debian-like machine; elsewhere it says what is missing.
+ci-deps:
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends mosquitto prometheus chromium ca-certificates; \
+	else \
+		echo "ci-deps: not root or no apt-get: integration tests that need mosquitto/chromium/promtool will skip"; \
+	fi
+
+ci: ci-deps vet build
+	DRIFTLINE_INTEGRATION=1 $(GO) test $(TESTFLAGS) $(PKGS)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1x -timeout 30m $(PKGS)
+
+fuzz:
+	@for p in $$($(GO) list $(PKGS)); do \
+		for f in $$($(GO) test -list '^Fuzz' $$p 2>/dev/null | grep '^Fuzz'); do \
+			echo "fuzz $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$p || exit 1; \
+		done; \
+	done
+
+demo: build
+	@./scripts/demo.sh
+
+clean:
+	rm -rf $(BIN)

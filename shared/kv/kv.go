@@ -1,0 +1,90 @@
+// Package kv opens the badger databases that Driftline keeps on disk, with options sized for the
+// process that owns them, and runs their value-log garbage collection.
+//
+// Every on-disk store of a process lives in one badger database with a key prefix per purpose
+// (see ../shared/PITFALLS.md: several databases per process each carry their own memtables,
+// caches and compactors).
+package kv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Profile selects how a database is sized.
+type Profile int
+
+const (
+	// Server is for the hub: default-sized memtables and caches, synchronous writes so that the
+	// Raft log and stable store survive a power loss.
+	Server Profile = iota + 1
+	// Edge is for the agent: small memtables, a tiny block cache and small value-log files so a
+	// device stays within its memory goal. Writes are not synced on every commit.
+	Edge
+	// Test is for unit tests: everything in memory.
+	Test
+)
+
+// Options returns badger options for dir sized for p.
+func Options(dir string, p Profile) badger.Options {
+	opts := badger.DefaultOptions(dir).WithLogger(nil)
+	switch p {
+	case Server:
+		opts = opts.WithSyncWrites(true).
+			WithValueLogFileSize(256 << 20)
+	case Edge:
+		// The largest batch is 15% of MemTableSize and ValueThreshold must stay below it.
+		opts = opts.WithMemTableSize(4 << 20).
+			WithNumMemtables(2).
+			WithNumLevelZeroTables(2).
+			WithNumLevelZeroTablesStall(4).
+			WithBlockCacheSize(1 << 20).
+			WithIndexCacheSize(1 << 20).
+			WithValueThreshold(64 << 10).
+			WithValueLogFileSize(16 << 20).
+			WithNumCompactors(2).
+			WithSyncWrites(false)
+	case Test:
+		opts = badger.DefaultOptions("").WithInMemory(true).WithLogger(nil).
+			WithMemTableSize(8 << 20).WithBlockCacheSize(1 << 20)
+	}
+	return opts
+}
+
+// Open opens (creating if needed) the database in dir with the options of profile p.
+func Open(dir string, p Profile) (*badger.DB, error) {
+	db, err := badger.Open(Options(dir, p))
+	if err != nil {
+		return nil, fmt.Errorf("open badger %s: %w", dir, err)
+	}
+	return db, nil
+}
+
+// RunGC runs value-log garbage collection every interval until ctx is done. Each round calls
+// RunValueLogGC until it reports nothing left to collect.
+func RunGC(ctx context.Context, db *badger.DB, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for n := 0; n < 64; n++ {
+			err := db.RunValueLogGC(0.5)
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) && log != nil {
+				log.Warn("badger value-log gc", "err", err)
+			}
+			break
+		}
+	}
+}
