@@ -1,0 +1,291 @@
+package state
+
+import (
+	"errors"
+	"sort"
+	"strconv"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/driftline/driftline/hub/command"
+)
+
+// storedDevice is Device with its token hash, for storage.
+type storedDevice struct {
+	Device
+	TokenHash string `json:"token_hash"`
+}
+
+func getDevice(txn *badger.Txn, id string) (storedDevice, error) {
+	var d storedDevice
+	if err := getJSON(txn, nameKey(pDevice, id), &d); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return d, notFound("device %s", id)
+		}
+		return d, err
+	}
+	d.Device.TokenHash = d.TokenHash
+	return d, nil
+}
+
+func putDevice(txn *badger.Txn, d storedDevice) error {
+	d.TokenHash = d.Device.TokenHash
+	return putJSON(txn, nameKey(pDevice, d.ID), d)
+}
+
+func deviceCreate(txn *badger.Txn, env command.Envelope, c DeviceCreate) (any, *auditNote, error) {
+	if !ValidName(c.ID) {
+		return nil, nil, invalid("device id %q: use 1-128 letters, digits, '.', '_' or '-'", c.ID)
+	}
+	if c.TokenHash == "" {
+		return nil, nil, invalid("device needs a token hash")
+	}
+	for k := range c.Labels {
+		if !validLabelKey(k) {
+			return nil, nil, invalid("label key %q", k)
+		}
+	}
+	if ok, err := exists(txn, nameKey(pDevice, c.ID)); err != nil || ok {
+		if err != nil {
+			return nil, nil, err
+		}
+		return nil, nil, existsErr("device %s", c.ID)
+	}
+	labels := c.Labels
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	d := storedDevice{Device: Device{
+		ID: c.ID, Labels: labels, TokenHash: c.TokenHash, CreatedAt: env.Time,
+		Desired: map[string]DesiredModel{}, Reported: Reported{Models: map[string]ReportedModel{}},
+	}}
+	if err := putDevice(txn, d); err != nil {
+		return nil, nil, err
+	}
+	if err := txn.Set(nameKey(pDeviceToken, c.TokenHash), []byte(c.ID)); err != nil {
+		return nil, nil, err
+	}
+	if err := putNode(txn, LineageNode{ID: DeviceNode(c.ID), Kind: KindDevice}); err != nil {
+		return nil, nil, err
+	}
+	return d.Device, &auditNote{"device.create", DeviceNode(c.ID), ""}, nil
+}
+
+func validLabelKey(k string) bool { return ValidName(k) }
+
+func devicePatch(txn *badger.Txn, c DevicePatch) (any, *auditNote, error) {
+	d, err := getDevice(txn, c.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	for k := range c.Labels {
+		if !validLabelKey(k) {
+			return nil, nil, invalid("label key %q", k)
+		}
+	}
+	if d.Labels == nil {
+		d.Labels = map[string]string{}
+	}
+	keys := make([]string, 0, len(c.Labels))
+	for k, v := range c.Labels {
+		keys = append(keys, k)
+		if v == nil {
+			delete(d.Labels, k)
+		} else {
+			d.Labels[k] = *v
+		}
+	}
+	sort.Strings(keys)
+	if err := putDevice(txn, d); err != nil {
+		return nil, nil, err
+	}
+	return d.Device, &auditNote{"device.label", DeviceNode(c.ID), joinKeys(keys)}, nil
+}
+
+func joinKeys(keys []string) string {
+	out := ""
+	for i, k := range keys {
+		if i > 0 {
+			out += ","
+		}
+		out += k
+	}
+	return out
+}
+
+func deviceDelete(txn *badger.Txn, env command.Envelope, c DeviceDelete) (any, *auditNote, error) {
+	d, err := getDevice(txn, c.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := txn.Delete(nameKey(pDevice, c.ID)); err != nil {
+		return nil, nil, err
+	}
+	if err := txn.Delete(nameKey(pDeviceToken, d.Device.TokenHash)); err != nil {
+		return nil, nil, err
+	}
+	// Close any open runs edges: the device no longer runs anything we know of.
+	if err := closeRunsEdges(txn, c.ID, "", env.Time); err != nil {
+		return nil, nil, err
+	}
+	return d.Device, &auditNote{"device.delete", DeviceNode(c.ID), ""}, nil
+}
+
+// DesiredResult is the answer to a desired-state write: the device's new desired state.
+type DesiredResult struct {
+	ID      string                  `json:"id"`
+	Rev     int64                   `json:"rev"`
+	Desired map[string]DesiredModel `json:"desired"`
+}
+
+func deviceDesiredSet(txn *badger.Txn, env command.Envelope, c DeviceDesiredSet) (any, *auditNote, error) {
+	d, err := getDevice(txn, c.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c.Version < 0 {
+		return nil, nil, invalid("version must be positive (0 clears)")
+	}
+	if c.Version > 0 {
+		mv, err := getModelVersion(txn, c.Model, c.Version)
+		if err != nil {
+			return nil, nil, err
+		}
+		if mv.Status != StatusApproved {
+			return nil, nil, conflict("model:%s@%d is %s; only approved versions go to devices", c.Model, c.Version, mv.Status)
+		}
+	}
+	if d.Desired == nil {
+		d.Desired = map[string]DesiredModel{}
+	}
+	if cur, ok := d.Desired[c.Model]; ok && cur.Version == c.Version && cur.RolloutID == c.RolloutID {
+		return DesiredResult{ID: d.ID, Rev: d.DesiredRev, Desired: d.Desired}, nil, nil
+	}
+	if c.Version == 0 {
+		delete(d.Desired, c.Model)
+	} else {
+		d.Desired[c.Model] = DesiredModel{Version: c.Version, RolloutID: c.RolloutID, SetAt: env.Time}
+	}
+	d.DesiredRev++
+	if err := putDevice(txn, d); err != nil {
+		return nil, nil, err
+	}
+	return DesiredResult{ID: d.ID, Rev: d.DesiredRev, Desired: d.Desired},
+		&auditNote{"device.desired.set", DeviceNode(c.ID), ModelNode(c.Model, c.Version)}, nil
+}
+
+func deviceTelemetry(txn *badger.Txn, env command.Envelope, c DeviceTelemetry) (any, *auditNote, error) {
+	applied := 0
+	for _, o := range c.Devices {
+		d, err := getDevice(txn, o.ID)
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted meanwhile: news about it is dropped
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if o.LastSeen > d.LastSeen {
+			d.LastSeen = o.LastSeen
+			if d.FirstSeen == 0 {
+				d.FirstSeen = o.LastSeen
+			}
+		}
+		if o.Online != nil {
+			d.Online = *o.Online
+		}
+		if o.Reported != nil {
+			if err := updateRunsEdges(txn, d.ID, d.Reported, *o.Reported, env.Time); err != nil {
+				return nil, nil, err
+			}
+			d.Reported = *o.Reported
+			if d.Reported.Models == nil {
+				d.Reported.Models = map[string]ReportedModel{}
+			}
+		}
+		if o.Health != nil {
+			d.Health = o.Health
+			if err := attachHealth(txn, d.ID, *o.Health); err != nil {
+				return nil, nil, err
+			}
+		}
+		if err := putDevice(txn, d); err != nil {
+			return nil, nil, err
+		}
+		applied++
+	}
+	return map[string]int{"applied": applied}, nil, nil
+}
+
+// updateRunsEdges opens a runs edge for every model whose active version changed and closes the
+// edge of the version it replaced.
+func updateRunsEdges(txn *badger.Txn, id string, old, cur Reported, ts int64) error {
+	names := make([]string, 0, len(cur.Models)+len(old.Models))
+	seen := map[string]bool{}
+	for n := range cur.Models {
+		names, seen[n] = append(names, n), true
+	}
+	for n := range old.Models {
+		if !seen[n] {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		was, now := activeOf(old, name), activeOf(cur, name)
+		if was == now {
+			continue
+		}
+		if was > 0 {
+			if err := closeRunsEdges(txn, id, ModelNode(name, was), ts); err != nil {
+				return err
+			}
+		}
+		if now > 0 {
+			e := LineageEdge{From: DeviceNode(id), To: ModelNode(name, now), Kind: EdgeRuns, Since: ts}
+			if err := putEdge(txn, e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func activeOf(r Reported, model string) int {
+	if m, ok := r.Models[model]; ok && m.Active != nil {
+		return *m.Active
+	}
+	return 0
+}
+
+// attachHealth hangs the latest drift and validation summary off the runs edge it was observed on.
+func attachHealth(txn *badger.Txn, id string, h HealthSummary) error {
+	if h.Model == "" || h.Version <= 0 {
+		return nil
+	}
+	key := edgeKey(pLineageOut, DeviceNode(id), EdgeRuns, ModelNode(h.Model, h.Version))
+	var e LineageEdge
+	if err := getJSON(txn, key, &e); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	if e.Attr == nil {
+		e.Attr = map[string]any{}
+	}
+	rows, _ := e.Attr["rows"].(float64)
+	invalidRows, _ := e.Attr["invalid_rows"].(float64)
+	windows, _ := e.Attr["windows"].(float64)
+	drifted, _ := e.Attr["drift_windows"].(float64)
+	e.Attr["rows"] = rows + float64(h.Rows)
+	e.Attr["invalid_rows"] = invalidRows + float64(h.Invalid)
+	e.Attr["windows"] = windows + 1
+	if h.DatasetDrift {
+		drifted++
+	}
+	e.Attr["drift_windows"] = drifted
+	e.Attr["last_drift_share"] = h.DriftShare
+	e.Attr["last_dataset_drift"] = h.DatasetDrift
+	e.Attr["last_report"] = strconv.FormatInt(h.At, 10)
+	return putJSON(txn, key, e)
+}

@@ -1,0 +1,71 @@
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Key layout. Every key lives under the FSM prefix "fsm/" so that snapshots and restores of the
+// store cover exactly this state.
+const (
+	pDataset        = "fsm/ds/"
+	pDatasetVersion = "fsm/dsv/"
+	pModel          = "fsm/m/"
+	pModelVersion   = "fsm/mv/"
+	pChunk          = "fsm/chunk/"
+	pDevice         = "fsm/dev/"
+	pDeviceToken    = "fsm/devtok/" // token hash -> device id
+	pToken          = "fsm/tok/"
+	pTokenHash      = "fsm/tokh/" // token hash -> token id
+	pAudit          = "fsm/audit/"
+	kAuditHead      = "fsm/audithead"
+	pLineageNode    = "fsm/ln/"
+	pLineageOut     = "fsm/lo/" // from \x00 kind \x00 to -> edge
+	pLineageIn      = "fsm/li/" // to \x00 kind \x00 from -> ""
+	pSigningKey     = "fsm/key/"
+	pRequest        = "fsm/req/"
+)
+
+func versionKey(prefix, name string, v int) []byte {
+	return []byte(fmt.Sprintf("%s%s/%010d", prefix, name, v))
+}
+
+func nameKey(prefix, name string) []byte { return []byte(prefix + name) }
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// ValidName reports whether s may name a dataset, model, device, alias or token: 1 to 128
+// characters of letters, digits, '.', '_' and '-', starting with a letter or digit. Names become
+// parts of keys, MQTT topics and URLs, so '/', '+', '#' and spaces are refused.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+func getJSON(txn *badger.Txn, key []byte, v any) error {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	return item.Value(func(b []byte) error { return json.Unmarshal(b, v) })
+}
+
+func putJSON(txn *badger.Txn, key []byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", key, err)
+	}
+	return txn.Set(key, b)
+}
+
+func exists(txn *badger.Txn, key []byte) (bool, error) {
+	_, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}

@@ -1,0 +1,318 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/driftline/driftline/hub/command"
+)
+
+func datasetCreate(txn *badger.Txn, env command.Envelope, c DatasetCreate) (any, *auditNote, error) {
+	if !ValidName(c.Name) {
+		return nil, nil, invalid("dataset name %q: use 1-128 letters, digits, '.', '_' or '-'", c.Name)
+	}
+	if ok, err := exists(txn, nameKey(pDataset, c.Name)); err != nil || ok {
+		if err != nil {
+			return nil, nil, err
+		}
+		return nil, nil, existsErr("dataset %s", c.Name)
+	}
+	d := Dataset{Name: c.Name, Description: c.Description, CreatedBy: env.Actor, CreatedAt: env.Time}
+	if err := putJSON(txn, nameKey(pDataset, c.Name), d); err != nil {
+		return nil, nil, err
+	}
+	return d, &auditNote{"dataset.create", "dataset:" + c.Name, ""}, nil
+}
+
+func datasetVersionCreate(txn *badger.Txn, env command.Envelope, c DatasetVersionCreate) (any, *auditNote, error) {
+	var d Dataset
+	if err := getJSON(txn, nameKey(pDataset, c.Dataset), &d); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, nil, notFound("dataset %s", c.Dataset)
+		}
+		return nil, nil, err
+	}
+	for _, p := range c.Parents {
+		name := p.Dataset
+		if name == "" {
+			name = c.Dataset
+		}
+		if ok, err := exists(txn, versionKey(pDatasetVersion, name, p.Version)); err != nil || !ok {
+			if err != nil {
+				return nil, nil, err
+			}
+			return nil, nil, invalid("parent dataset:%s@%d does not exist", name, p.Version)
+		}
+	}
+	d.LatestVersion++
+	v := DatasetVersion{
+		Dataset: c.Dataset, Version: d.LatestVersion, Contract: c.Contract, ContractHash: c.ContractHash,
+		Profile: c.Profile, ProfileDigest: c.ProfileDigest, SampleSHA256: c.SampleSHA256,
+		SampleBytes: c.SampleBytes, SampleRows: c.SampleRows, InvalidRows: c.InvalidRows,
+		SourceURI: c.SourceURI, Parents: c.Parents, Notes: c.Notes, CreatedBy: env.Actor, CreatedAt: env.Time,
+	}
+	if err := putJSON(txn, nameKey(pDataset, c.Dataset), d); err != nil {
+		return nil, nil, err
+	}
+	if err := putJSON(txn, versionKey(pDatasetVersion, c.Dataset, v.Version), v); err != nil {
+		return nil, nil, err
+	}
+	node := DatasetNode(c.Dataset, v.Version)
+	if err := putNode(txn, LineageNode{ID: node, Kind: KindDataset}); err != nil {
+		return nil, nil, err
+	}
+	for _, p := range c.Parents {
+		name := p.Dataset
+		if name == "" {
+			name = c.Dataset
+		}
+		if err := putEdge(txn, LineageEdge{From: node, To: DatasetNode(name, p.Version), Kind: EdgeDerivedFrom, Since: env.Time}); err != nil {
+			return nil, nil, err
+		}
+	}
+	return v, &auditNote{"dataset.version.create", node, c.SampleSHA256}, nil
+}
+
+func modelCreate(txn *badger.Txn, env command.Envelope, c ModelCreate) (any, *auditNote, error) {
+	if !ValidName(c.Name) {
+		return nil, nil, invalid("model name %q: use 1-128 letters, digits, '.', '_' or '-'", c.Name)
+	}
+	if ok, err := exists(txn, nameKey(pModel, c.Name)); err != nil || ok {
+		if err != nil {
+			return nil, nil, err
+		}
+		return nil, nil, existsErr("model %s", c.Name)
+	}
+	m := Model{Name: c.Name, Description: c.Description, CreatedBy: env.Actor, CreatedAt: env.Time, Aliases: map[string]int{}}
+	if err := putJSON(txn, nameKey(pModel, c.Name), m); err != nil {
+		return nil, nil, err
+	}
+	return m, &auditNote{"model.create", "model:" + c.Name, ""}, nil
+}
+
+// ChunkPutResult says how many chunks a ChunksPut stored and how many were already there.
+type ChunkPutResult struct {
+	Stored  int `json:"stored"`
+	Present int `json:"present"`
+}
+
+func chunksPut(txn *badger.Txn, c ChunksPut) (any, *auditNote, error) {
+	for _, ch := range c.Chunks {
+		if !strings.HasPrefix(ch.Digest, "sha256:") || len(ch.Digest) != 71 || len(ch.Zstd) == 0 {
+			return nil, nil, invalid("chunk %q: bad digest or empty body", ch.Digest)
+		}
+	}
+	var res ChunkPutResult
+	for _, ch := range c.Chunks {
+		ok, err := exists(txn, nameKey(pChunk, ch.Digest))
+		if err != nil {
+			return nil, nil, err
+		}
+		if ok {
+			res.Present++
+			continue
+		}
+		if err := txn.Set(nameKey(pChunk, ch.Digest), ch.Zstd); err != nil {
+			return nil, nil, err
+		}
+		res.Stored++
+	}
+	return res, nil, nil
+}
+
+func getModelVersion(txn *badger.Txn, model string, version int) (ModelVersion, error) {
+	var mv ModelVersion
+	if err := getJSON(txn, versionKey(pModelVersion, model, version), &mv); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return mv, notFound("model:%s@%d", model, version)
+		}
+		return mv, err
+	}
+	return mv, nil
+}
+
+func modelVersionCreate(txn *badger.Txn, env command.Envelope, c ModelVersionCreate) (any, *auditNote, error) {
+	var m Model
+	if err := getJSON(txn, nameKey(pModel, c.Model), &m); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, nil, notFound("model %s", c.Model)
+		}
+		return nil, nil, err
+	}
+	if !strings.HasPrefix(c.Digest, "sha256:") || c.Size < 0 {
+		return nil, nil, invalid("model version needs a sha256 digest and a size")
+	}
+	var total int64
+	for _, ch := range c.Chunks {
+		ok, err := exists(txn, nameKey(pChunk, ch.Digest))
+		if err != nil {
+			return nil, nil, err
+		}
+		if !ok {
+			return nil, nil, invalid("chunk %s of the artifact is not stored", ch.Digest)
+		}
+		total += ch.Size
+	}
+	if total != c.Size {
+		return nil, nil, invalid("chunks add up to %d bytes, artifact size is %d", total, c.Size)
+	}
+	for _, t := range c.TrainedOn {
+		if ok, err := exists(txn, versionKey(pDatasetVersion, t.Dataset, t.Version)); err != nil || !ok {
+			if err != nil {
+				return nil, nil, err
+			}
+			return nil, nil, invalid("trained_on: dataset:%s@%d does not exist", t.Dataset, t.Version)
+		}
+	}
+	m.LatestVersion++
+	mv := ModelVersion{
+		Model: c.Model, Version: m.LatestVersion, Digest: c.Digest, Size: c.Size, Format: c.Format,
+		Filename: c.Filename, Chunks: c.Chunks, Manifest: c.Manifest, ManifestDigest: c.ManifestDigest,
+		Metrics: c.Metrics, Params: c.Params, CodeRef: c.CodeRef, TrainedOn: c.TrainedOn,
+		Status: StatusRegistered, Approvals: []Approval{}, Tags: c.Tags, CreatedBy: env.Actor, CreatedAt: env.Time,
+	}
+	if mv.TrainedOn == nil {
+		mv.TrainedOn = []VersionRef{}
+	}
+	if err := putJSON(txn, nameKey(pModel, c.Model), m); err != nil {
+		return nil, nil, err
+	}
+	if err := putJSON(txn, versionKey(pModelVersion, c.Model, mv.Version), mv); err != nil {
+		return nil, nil, err
+	}
+	node := ModelNode(c.Model, mv.Version)
+	if err := putNode(txn, LineageNode{ID: node, Kind: KindModel, Attr: map[string]any{"digest": c.Digest}}); err != nil {
+		return nil, nil, err
+	}
+	for _, t := range c.TrainedOn {
+		if err := putEdge(txn, LineageEdge{From: node, To: DatasetNode(t.Dataset, t.Version), Kind: EdgeTrainedOn, Since: env.Time}); err != nil {
+			return nil, nil, err
+		}
+	}
+	return mv, &auditNote{"model.version.create", node, c.Digest}, nil
+}
+
+func modelVersionApprove(txn *badger.Txn, env command.Envelope, c ModelVersionApprove) (any, *auditNote, error) {
+	mv, err := getModelVersion(txn, c.Model, c.Version)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case mv.Status == StatusDeprecated:
+		return nil, nil, conflict("model:%s@%d is deprecated", c.Model, c.Version)
+	case c.FourEyes && env.Actor == mv.CreatedBy:
+		return nil, nil, conflict("four-eyes: %s registered model:%s@%d and cannot approve it", env.Actor, c.Model, c.Version)
+	case c.Signature.KeyID == "" || c.Signature.Sig == "":
+		return nil, nil, invalid("approval needs a signature")
+	}
+	for _, a := range mv.Approvals {
+		if a.By == env.Actor {
+			return nil, nil, conflict("%s already approved model:%s@%d", env.Actor, c.Model, c.Version)
+		}
+	}
+	mv.Status = StatusApproved
+	mv.Approvals = append(mv.Approvals, Approval{By: env.Actor, At: env.Time, Comment: c.Comment})
+	replaced := false
+	for i, s := range mv.Signatures {
+		if s.KeyID == c.Signature.KeyID {
+			mv.Signatures[i], replaced = c.Signature, true
+		}
+	}
+	if !replaced {
+		mv.Signatures = append(mv.Signatures, c.Signature)
+	}
+	if err := putJSON(txn, versionKey(pModelVersion, c.Model, c.Version), mv); err != nil {
+		return nil, nil, err
+	}
+	return mv, &auditNote{"model.version.approve", ModelNode(c.Model, c.Version), c.Comment}, nil
+}
+
+func modelVersionDeprecate(txn *badger.Txn, c ModelVersionDeprecate) (any, *auditNote, error) {
+	mv, err := getModelVersion(txn, c.Model, c.Version)
+	if err != nil {
+		return nil, nil, err
+	}
+	if mv.Status == StatusDeprecated {
+		return mv, nil, nil
+	}
+	mv.Status = StatusDeprecated
+	if err := putJSON(txn, versionKey(pModelVersion, c.Model, c.Version), mv); err != nil {
+		return nil, nil, err
+	}
+	return mv, &auditNote{"model.version.deprecate", ModelNode(c.Model, c.Version), c.Comment}, nil
+}
+
+// AliasResult is the answer to an alias move.
+type AliasResult struct {
+	Model    string `json:"model"`
+	Alias    string `json:"alias"`
+	Version  int    `json:"version"`
+	Previous int    `json:"previous,omitempty"`
+}
+
+func aliasSet(txn *badger.Txn, c AliasSet) (any, *auditNote, error) {
+	if !ValidName(c.Alias) {
+		return nil, nil, invalid("alias %q: use 1-128 letters, digits, '.', '_' or '-'", c.Alias)
+	}
+	var m Model
+	if err := getJSON(txn, nameKey(pModel, c.Model), &m); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, nil, notFound("model %s", c.Model)
+		}
+		return nil, nil, err
+	}
+	if c.Version < 0 {
+		return nil, nil, invalid("version must be positive (0 deletes the alias)")
+	}
+	if c.Version > 0 {
+		mv, err := getModelVersion(txn, c.Model, c.Version)
+		if err != nil {
+			return nil, nil, err
+		}
+		if mv.Status == StatusDeprecated {
+			return nil, nil, conflict("model:%s@%d is deprecated", c.Model, c.Version)
+		}
+	}
+	if m.Aliases == nil {
+		m.Aliases = map[string]int{}
+	}
+	res := AliasResult{Model: c.Model, Alias: c.Alias, Version: c.Version, Previous: m.Aliases[c.Alias]}
+	if c.Version == 0 {
+		delete(m.Aliases, c.Alias)
+	} else {
+		m.Aliases[c.Alias] = c.Version
+	}
+	if err := putJSON(txn, nameKey(pModel, c.Model), m); err != nil {
+		return nil, nil, err
+	}
+	return res, &auditNote{"model.alias.set", "model:" + c.Model, fmt.Sprintf("%s=%d", c.Alias, c.Version)}, nil
+}
+
+func tagSet(txn *badger.Txn, c TagSet) (any, *auditNote, error) {
+	mv, err := getModelVersion(txn, c.Model, c.Version)
+	if err != nil {
+		return nil, nil, err
+	}
+	for k := range c.Tags {
+		if k == "" || len(k) > 128 {
+			return nil, nil, invalid("tag key %q", k)
+		}
+	}
+	if mv.Tags == nil {
+		mv.Tags = map[string]string{}
+	}
+	for k, v := range c.Tags {
+		if v == "" {
+			delete(mv.Tags, k)
+		} else {
+			mv.Tags[k] = v
+		}
+	}
+	if err := putJSON(txn, versionKey(pModelVersion, c.Model, c.Version), mv); err != nil {
+		return nil, nil, err
+	}
+	return mv, &auditNote{"model.version.tag", ModelNode(c.Model, c.Version), ""}, nil
+}

@@ -1,0 +1,274 @@
+package state
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/shared/kv"
+)
+
+// harness applies commands one per transaction, the way the store's FSM would.
+type harness struct {
+	t     *testing.T
+	db    *badger.DB
+	index uint64
+	now   int64
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	db, err := kv.Open("", kv.Test)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return &harness{t: t, db: db, now: 1_700_000_000_000}
+}
+
+func (h *harness) apply(typ command.Type, actor string, body any) (any, error) {
+	h.t.Helper()
+	h.index++
+	h.now += 1000
+	env, err := command.New(typ, "", h.now, actor, body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var res any
+	var aerr error
+	err = h.db.Update(func(txn *badger.Txn) error {
+		res, aerr = Processor{}.Apply(txn, h.index, env)
+		return nil
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return res, aerr
+}
+
+func (h *harness) must(typ command.Type, actor string, body any) any {
+	h.t.Helper()
+	res, err := h.apply(typ, actor, body)
+	if err != nil {
+		h.t.Fatalf("apply %d: %v", typ, err)
+	}
+	return res
+}
+
+const digestA = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+
+func seedRegistry(h *harness) {
+	h.must(command.TypeDatasetCreate, "alice", DatasetCreate{Name: "temps"})
+	h.must(command.TypeDatasetVersionCreate, "alice", DatasetVersionCreate{Dataset: "temps", SampleSHA256: "x"})
+	h.must(command.TypeModelCreate, "alice", ModelCreate{Name: "m"})
+	h.must(command.TypeChunksPut, "alice", ChunksPut{Chunks: []Chunk{{Digest: digestA, Size: 10, Zstd: []byte{1}}}})
+	h.must(command.TypeModelVersionCreate, "alice", ModelVersionCreate{
+		Model: "m", Digest: digestA, Size: 10, Chunks: []ChunkRef{{Digest: digestA, Size: 10}},
+		TrainedOn: []VersionRef{{Dataset: "temps", Version: 1}},
+	})
+}
+
+func TestRegistryCommands(t *testing.T) {
+	h := newHarness(t)
+	seedRegistry(h)
+	sig := Signature{KeyID: "k", Sig: "s"}
+	cases := []struct {
+		name  string
+		typ   command.Type
+		actor string
+		body  any
+		want  error
+	}{
+		{"duplicate dataset", command.TypeDatasetCreate, "a", DatasetCreate{Name: "temps"}, ErrExists},
+		{"bad dataset name", command.TypeDatasetCreate, "a", DatasetCreate{Name: "a/b"}, ErrInvalid},
+		{"version of missing dataset", command.TypeDatasetVersionCreate, "a", DatasetVersionCreate{Dataset: "nope"}, ErrNotFound},
+		{"missing parent", command.TypeDatasetVersionCreate, "a", DatasetVersionCreate{Dataset: "temps", Parents: []VersionRef{{Version: 9}}}, ErrInvalid},
+		{"trained_on missing", command.TypeModelVersionCreate, "a", ModelVersionCreate{Model: "m", Digest: digestA, Size: 10,
+			Chunks: []ChunkRef{{Digest: digestA, Size: 10}}, TrainedOn: []VersionRef{{Dataset: "temps", Version: 7}}}, ErrInvalid},
+		{"chunk not stored", command.TypeModelVersionCreate, "a", ModelVersionCreate{Model: "m", Digest: digestA, Size: 10,
+			Chunks: []ChunkRef{{Digest: "sha256:" + string(make([]byte, 0)) + "bb", Size: 10}}}, ErrInvalid},
+		{"sizes disagree", command.TypeModelVersionCreate, "a", ModelVersionCreate{Model: "m", Digest: digestA, Size: 11,
+			Chunks: []ChunkRef{{Digest: digestA, Size: 10}}}, ErrInvalid},
+		{"four eyes", command.TypeModelVersionApprove, "alice", ModelVersionApprove{Model: "m", Version: 1, Signature: sig, FourEyes: true}, ErrConflict},
+		{"unsigned approval", command.TypeModelVersionApprove, "bob", ModelVersionApprove{Model: "m", Version: 1}, ErrInvalid},
+		{"approve missing version", command.TypeModelVersionApprove, "bob", ModelVersionApprove{Model: "m", Version: 5, Signature: sig}, ErrNotFound},
+		{"desired unapproved", command.TypeDeviceDesiredSet, "a", DeviceDesiredSet{ID: "d1", Model: "m", Version: 1}, ErrNotFound},
+		{"alias to missing", command.TypeAliasSet, "a", AliasSet{Model: "m", Alias: "prod", Version: 3}, ErrNotFound},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := h.apply(c.typ, c.actor, c.body)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("got %v, want %v", err, c.want)
+			}
+		})
+	}
+	r := Reader{DB: h.db}
+	mv, err := r.ModelVersion("m", 1)
+	if err != nil || mv.Status != StatusRegistered {
+		t.Fatalf("failed commands changed state: %+v %v", mv, err)
+	}
+	h.must(command.TypeModelVersionApprove, "bob", ModelVersionApprove{Model: "m", Version: 1, Signature: sig, FourEyes: true})
+	if _, err := h.apply(command.TypeModelVersionApprove, "bob", ModelVersionApprove{Model: "m", Version: 1, Signature: sig}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("second approval by the same identity: %v", err)
+	}
+	res := h.must(command.TypeAliasSet, "a", AliasSet{Model: "m", Alias: "production", Version: 1}).(AliasResult)
+	if res.Version != 1 || res.Previous != 0 {
+		t.Fatalf("alias result %+v", res)
+	}
+	m, _ := r.Model("m")
+	if m.Aliases["production"] != 1 {
+		t.Fatalf("alias not stored: %+v", m)
+	}
+}
+
+func TestDevicesTelemetryAndLineage(t *testing.T) {
+	h := newHarness(t)
+	seedRegistry(h)
+	h.must(command.TypeModelVersionApprove, "bob", ModelVersionApprove{Model: "m", Version: 1, Signature: Signature{KeyID: "k", Sig: "s"}})
+	h.must(command.TypeDeviceCreate, "a", DeviceCreate{ID: "d1", Labels: map[string]string{"site": "berlin"}, TokenHash: "h1"})
+	if _, err := h.apply(command.TypeDeviceCreate, "a", DeviceCreate{ID: "d1", TokenHash: "h2"}); !errors.Is(err, ErrExists) {
+		t.Fatalf("duplicate device: %v", err)
+	}
+	res := h.must(command.TypeDeviceDesiredSet, "a", DeviceDesiredSet{ID: "d1", Model: "m", Version: 1}).(DesiredResult)
+	if res.Rev != 1 || res.Desired["m"].Version != 1 {
+		t.Fatalf("desired %+v", res)
+	}
+	one, on := 1, true
+	h.must(command.TypeDeviceTelemetry, "hub", DeviceTelemetry{Devices: []DeviceObservation{
+		{ID: "d1", Online: &on, LastSeen: 5, Reported: &Reported{Rev: 1, Models: map[string]ReportedModel{"m": {Active: &one, State: "active"}}}},
+		{ID: "ghost", LastSeen: 5},
+	}})
+	h.must(command.TypeDeviceTelemetry, "hub", DeviceTelemetry{Devices: []DeviceObservation{
+		{ID: "d1", Health: &HealthSummary{Model: "m", Version: 1, Rows: 100, Invalid: 3, DatasetDrift: true, DriftShare: 0.5}},
+	}})
+	r := Reader{DB: h.db}
+	d, err := r.Device("d1")
+	if err != nil || !d.Online || d.Reported.Models["m"].Active == nil || *d.Reported.Models["m"].Active != 1 {
+		t.Fatalf("device %+v %v", d, err)
+	}
+	off := "x"
+	h.must(command.TypeDevicePatch, "a", DevicePatch{ID: "d1", Labels: map[string]*string{"site": nil, "tier": &off}})
+	d, _ = r.Device("d1")
+	if _, ok := d.Labels["site"]; ok || d.Labels["tier"] != "x" {
+		t.Fatalf("labels %+v", d.Labels)
+	}
+	// Which devices ran a model trained on temps@1? Walk down from the dataset.
+	g, err := r.Lineage(DatasetNode("temps", 1), "down", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runs *LineageEdge
+	for i, e := range g.Edges {
+		if e.Kind == EdgeRuns {
+			runs = &g.Edges[i]
+		}
+	}
+	if runs == nil || runs.From != "device:d1" || runs.Attr["drift_windows"] != float64(1) || runs.Attr["invalid_rows"] != float64(3) {
+		t.Fatalf("runs edge with health not found: %+v", g)
+	}
+	up, err := r.Lineage("device:d1", "up", 3)
+	if err != nil || len(up.Nodes) != 3 {
+		t.Fatalf("upstream of device: %+v %v", up, err)
+	}
+	p, err := r.PrincipalByTokenHash("h1")
+	if err != nil || p.Kind != "device" || p.ID != "d1" {
+		t.Fatalf("principal %+v %v", p, err)
+	}
+	h.must(command.TypeDeviceDelete, "a", DeviceDelete{ID: "d1"})
+	if _, err := r.PrincipalByTokenHash("h1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted device's token still works: %v", err)
+	}
+}
+
+func TestAuditChain(t *testing.T) {
+	h := newHarness(t)
+	seedRegistry(h)
+	r := Reader{DB: h.db}
+	page, err := r.Audit(AuditFilter{}, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Items) != 4 { // dataset, dataset version, model, model version; chunks are not audited
+		t.Fatalf("want 4 audit entries, got %d", len(page.Items))
+	}
+	if i, err := VerifyChain("", page.Items); i != -1 || err != nil {
+		t.Fatalf("chain broken at %d: %v", i, err)
+	}
+	tampered := append([]AuditEntry(nil), page.Items...)
+	tampered[2].Actor = "mallory"
+	if i, _ := VerifyChain("", tampered); i != 2 {
+		t.Fatalf("tampered entry not found: %d", i)
+	}
+	alice, _ := r.Audit(AuditFilter{Actor: "nobody"}, "", 0)
+	if len(alice.Items) != 0 {
+		t.Fatalf("actor filter")
+	}
+	// Pagination walks every entry exactly once.
+	var all []AuditEntry
+	cursor := ""
+	for {
+		p, err := r.Audit(AuditFilter{}, cursor, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, p.Items...)
+		if p.NextCursor == nil {
+			break
+		}
+		cursor = *p.NextCursor
+	}
+	if len(all) != 4 {
+		t.Fatalf("paged %d entries", len(all))
+	}
+	if _, err := r.Audit(AuditFilter{}, "garbage!", 3); !errors.Is(err, ErrBadCursor) {
+		t.Fatalf("bad cursor: %v", err)
+	}
+}
+
+func TestSelector(t *testing.T) {
+	labels := map[string]string{"site": "berlin", "tier": "edge"}
+	cases := []struct {
+		sel  string
+		want bool
+		bad  bool
+	}{
+		{"", true, false},
+		{"site=berlin", true, false},
+		{"site=berlin,tier=edge", true, false},
+		{"site=paris", false, false},
+		{"site!=paris", true, false},
+		{"site in (paris,berlin)", true, false},
+		{"site notin (paris,berlin)", false, false},
+		{"canary", false, false},
+		{"!canary", true, false},
+		{"site in paris", false, true},
+		{"=x", false, true},
+	}
+	for _, c := range cases {
+		s, err := ParseSelector(c.sel)
+		if (err != nil) != c.bad {
+			t.Fatalf("%q: err %v", c.sel, err)
+		}
+		if err == nil && s.Matches(labels) != c.want {
+			t.Fatalf("%q: got %v", c.sel, !c.want)
+		}
+	}
+}
+
+func TestIdempotentRequestID(t *testing.T) {
+	h := newHarness(t)
+	env, _ := command.New(command.TypeDatasetCreate, "req-1", 1, "a", DatasetCreate{Name: "x"})
+	for i := 0; i < 2; i++ {
+		var err error
+		h.db.Update(func(txn *badger.Txn) error {
+			_, err = Processor{}.Apply(txn, uint64(i+1), env)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+	}
+}
