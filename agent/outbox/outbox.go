@@ -1,0 +1,273 @@
+// Package outbox is the agent's store-and-forward queue of outgoing MQTT reports.
+//
+// Enqueue persists a report (zstd-compressed, under a monotonic sequence key in the agent's state
+// namespace) and returns; Run publishes the queued reports oldest first through a Publisher and
+// deletes each one only after the Publisher says the broker acknowledged it. A failed publish is
+// retried, with exponential backoff, before anything younger is sent, so order is kept. The queue
+// is bounded by stored bytes and by age: to make room, or when a report is older than MaxAge, the
+// oldest reports are dropped and counted. Delivery is at least once: a crash between the
+// broker's acknowledgement and the delete sends that one report again after restart.
+package outbox
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/shared/zstdx"
+)
+
+// MaxPayload is the largest report payload Enqueue accepts (the shared zstd decoder's limit).
+const MaxPayload = zstdx.MaxDecoded
+
+var (
+	// ErrTooLarge is returned by Enqueue for a report that could never fit the bounds.
+	ErrTooLarge = errors.New("outbox: report too large")
+	// ErrBadReport is returned by Enqueue for a report that cannot be stored (topic empty or
+	// over 65,535 bytes, QoS over 2).
+	ErrBadReport = errors.New("outbox: bad report")
+	// ErrCorrupt marks a stored record that cannot be decoded; Run drops such records.
+	ErrCorrupt = errors.New("outbox: corrupt record")
+	// ErrRunning is returned by Run when another Run of the same Outbox is active.
+	ErrRunning = errors.New("outbox: already running")
+)
+
+// Publisher sends one report to the broker. Publish must return nil only once the broker has
+// acknowledged the message (the PUBACK for QoS 1; for QoS 0, once it is written to the
+// connection), and must return when ctx is done. It is called from one goroutine at a time.
+type Publisher interface {
+	Publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error
+}
+
+// Options bound and tune an Outbox. Zero values take the defaults.
+type Options struct {
+	// MaxBytes bounds the stored size of all queued reports (default 64 MiB).
+	MaxBytes int64
+	// MaxAge drops reports older than this instead of sending them (default 7 days).
+	MaxAge time.Duration
+	// RetryMin and RetryMax bound the backoff between failed publishes (default 250 ms, 30 s).
+	RetryMin, RetryMax time.Duration
+	// Logger receives drops, corrupt records and publish failures (default slog.Default()).
+	Logger *slog.Logger
+	// Registerer, when set, receives the MetricDropped, MetricDepth and MetricBytes collectors.
+	// Several outboxes in one process need distinct wrappers (prometheus.WrapRegistererWith).
+	Registerer prometheus.Registerer
+	// Now is the clock (default time.Now); tests set it.
+	Now func() time.Time
+}
+
+func (o *Options) defaults() {
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = 64 << 20
+	}
+	if o.MaxAge <= 0 {
+		o.MaxAge = 7 * 24 * time.Hour
+	}
+	if o.RetryMin <= 0 {
+		o.RetryMin = 250 * time.Millisecond
+	}
+	if o.RetryMax < o.RetryMin {
+		o.RetryMax = max(30*time.Second, o.RetryMin)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Stats is a snapshot of the queue.
+type Stats struct {
+	// Depth is the number of queued reports; Bytes their stored size.
+	Depth int
+	Bytes int64
+	// Dropped counts reports dropped since Open, by reason (ReasonSize, ReasonAge, ReasonCorrupt).
+	Dropped map[string]uint64
+	// Sent counts reports acknowledged and deleted since Open.
+	Sent uint64
+}
+
+// Outbox is a persistent FIFO of reports. Enqueue and Stats are safe for concurrent use; Run
+// runs once at a time.
+type Outbox struct {
+	ns      state.Namespace
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+	wake    chan struct{}
+	running atomic.Bool
+
+	mu       sync.Mutex
+	nextSeq  uint64
+	depth    int
+	bytes    int64
+	inflight uint64 // seq being published (never dropped meanwhile); 0 = none
+	dropped  map[string]uint64
+	sent     uint64
+}
+
+// Open loads the queue kept in ns (its size and last sequence number) and registers its metrics.
+func Open(ns state.Namespace, opts Options) (*Outbox, error) {
+	opts.defaults()
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	o := &Outbox{
+		ns: ns, opts: opts, log: opts.Logger.With("component", "outbox"), metrics: m,
+		wake: make(chan struct{}, 1), dropped: map[string]uint64{}, nextSeq: 1,
+	}
+	// Values are read (not just badger's size estimate) so that the byte count is exact.
+	err = ns.Iterate(false, func(k, v []byte) error {
+		if len(k) != 8 {
+			return nil // not ours; Run skips it too
+		}
+		o.depth++
+		o.bytes += recordSize(int64(len(v)))
+		o.nextSeq = binary.BigEndian.Uint64(k) + 1
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load outbox: %w", err)
+	}
+	o.publishGauges()
+	return o, nil
+}
+
+// recordSize is what one record costs against MaxBytes: its key and stored value.
+func recordSize(valueSize int64) int64 { return valueSize + 8 }
+
+func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+// Enqueue stores a report to be published later, in order after every report enqueued before it.
+// When the queue would exceed MaxBytes the oldest reports (except the one being published) are
+// dropped and counted. It returns once the report is written to the state database.
+func (o *Outbox) Enqueue(topic string, payload []byte, qos byte, retain bool) error {
+	if topic == "" || len(topic) > maxTopic || qos > 2 {
+		return fmt.Errorf("%w: topic of %d bytes, qos %d", ErrBadReport, len(topic), qos)
+	}
+	if len(payload) > MaxPayload {
+		return fmt.Errorf("%w: payload %d bytes, max %d", ErrTooLarge, len(payload), MaxPayload)
+	}
+	now := o.opts.Now()
+	val := encodeRecord(record{at: now, topic: topic, payload: payload, qos: qos, retain: retain})
+	size := recordSize(int64(len(val)))
+	if size > o.opts.MaxBytes {
+		return fmt.Errorf("%w: %d stored bytes, bound %d", ErrTooLarge, size, o.opts.MaxBytes)
+	}
+
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err := o.dropLocked(now, size); err != nil {
+		return err
+	}
+	seq := o.nextSeq
+	if err := o.ns.Set(seqKey(seq), val); err != nil {
+		return fmt.Errorf("enqueue %s: %w", topic, err)
+	}
+	o.nextSeq++
+	o.depth++
+	o.bytes += size
+	o.publishGauges()
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// dropLocked deletes, oldest first, the reports older than MaxAge and then as many as it takes
+// for need more bytes to fit MaxBytes. The in-flight report is never dropped.
+func (o *Outbox) dropLocked(now time.Time, need int64) error {
+	cutoff := now.Add(-o.opts.MaxAge)
+	type victim struct {
+		key    []byte
+		size   int64
+		reason string
+	}
+	var victims []victim
+	free := o.opts.MaxBytes - o.bytes
+	err := o.ns.Iterate(false, func(k, v []byte) error {
+		if len(k) != 8 {
+			return nil
+		}
+		seq := binary.BigEndian.Uint64(k)
+		if seq == o.inflight {
+			return nil
+		}
+		size := recordSize(int64(len(v)))
+		reason := ""
+		if r, _, err := decodeHeader(v); err != nil {
+			reason = ReasonCorrupt
+		} else if r.at.Before(cutoff) {
+			reason = ReasonAge
+		} else if free < need {
+			reason = ReasonSize
+		} else {
+			return state.ErrStop
+		}
+		victims = append(victims, victim{append([]byte(nil), k...), size, reason})
+		free += size
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("scan outbox for drops: %w", err)
+	}
+	for len(victims) > 0 {
+		batch := victims[:min(len(victims), 1000)]
+		victims = victims[len(batch):]
+		err := o.ns.Update(func(tx *state.Txn) error {
+			for _, v := range batch {
+				if err := tx.Delete(v.key); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("drop old reports: %w", err)
+		}
+		for _, v := range batch {
+			o.countDropLocked(v.reason, v.size, binary.BigEndian.Uint64(v.key), nil)
+		}
+	}
+	return nil
+}
+
+func (o *Outbox) countDropLocked(reason string, size int64, seq uint64, cause error) {
+	o.depth--
+	o.bytes -= size
+	o.dropped[reason]++
+	o.metrics.dropped.WithLabelValues(reason).Inc()
+	o.publishGauges()
+	if reason == ReasonCorrupt {
+		o.log.Warn("dropped corrupt buffered report", "seq", seq, "err", cause)
+	} else {
+		o.log.Debug("dropped buffered report", "seq", seq, "reason", reason)
+	}
+}
+
+func (o *Outbox) publishGauges() {
+	o.metrics.depth.Set(float64(o.depth))
+	o.metrics.bytes.Set(float64(o.bytes))
+}
+
+// Stats returns a snapshot of the queue's size and counters.
+func (o *Outbox) Stats() Stats {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	d := make(map[string]uint64, len(o.dropped))
+	for k, v := range o.dropped {
+		d[k] = v
+	}
+	return Stats{Depth: o.depth, Bytes: o.bytes, Dropped: d, Sent: o.sent}
+}
