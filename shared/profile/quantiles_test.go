@@ -1,0 +1,101 @@
+package profile
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+// exactRank returns the fraction of sorted values <= x.
+func exactRank(sorted []float64, x float64) float64 {
+	i, _ := slices.BinarySearch(sorted, math.Nextafter(x, math.Inf(1)))
+	return float64(i) / float64(len(sorted))
+}
+
+// maxRankError compares the sketch's CDF with the exact one at every value of the sample.
+func maxRankError(t *testing.T, q *Quantiles, vals []float64) float64 {
+	t.Helper()
+	sorted := slices.Clone(vals)
+	slices.Sort(sorted)
+	cdf := q.CDF()
+	if cdf.N != uint64(len(vals)) || cdf.Cum[len(cdf.Cum)-1] != cdf.N {
+		t.Fatalf("weight %d / %d, want %d", cdf.Cum[len(cdf.Cum)-1], cdf.N, len(vals))
+	}
+	worst := 0.0
+	for i := 0; i < len(sorted); i += max(1, len(sorted)/2000) {
+		x := sorted[i]
+		worst = max(worst, math.Abs(cdf.At(x)-exactRank(sorted, x)))
+	}
+	return worst
+}
+
+func TestQuantilesExactWhenSmall(t *testing.T) {
+	q := newQuantiles(DefaultQuantileK)
+	r := rand.New(rand.NewPCG(1, 2))
+	vals := make([]float64, DefaultQuantileK)
+	for i := range vals {
+		vals[i] = r.NormFloat64()
+		q.add(vals[i])
+	}
+	if e := maxRankError(t, q, vals); e != 0 {
+		t.Fatalf("sketch of %d values should be exact, rank error %v", len(vals), e)
+	}
+	slices.Sort(vals)
+	cdf := q.CDF()
+	if got := cdf.Quantile(0.5); got != vals[len(vals)/2-1] {
+		t.Fatalf("median %v, want %v", got, vals[len(vals)/2-1])
+	}
+}
+
+func TestQuantilesRankError(t *testing.T) {
+	gens := map[string]func(r *rand.Rand) float64{
+		"normal":      func(r *rand.Rand) float64 { return r.NormFloat64() },
+		"exponential": func(r *rand.Rand) float64 { return r.ExpFloat64() },
+		"discrete":    func(r *rand.Rand) float64 { return float64(r.IntN(50)) },
+		"sorted":      nil,
+	}
+	for name, gen := range gens {
+		for _, n := range []int{1000, 10000, 100000} {
+			r := rand.New(rand.NewPCG(uint64(n), 7))
+			q := newQuantiles(DefaultQuantileK)
+			vals := make([]float64, n)
+			for i := range vals {
+				if gen == nil {
+					vals[i] = float64(i)
+				} else {
+					vals[i] = gen(r)
+				}
+				q.add(vals[i])
+			}
+			e := maxRankError(t, q, vals)
+			t.Logf("%s n=%d retained=%d rank error %.4f", name, n, q.Retained(), e)
+			if e > 0.01 {
+				t.Errorf("%s n=%d: rank error %.4f over 0.01", name, n, e)
+			}
+		}
+	}
+}
+
+func TestQuantilesMergeRankError(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	var all []float64
+	total := newQuantiles(DefaultQuantileK)
+	for part := range 50 {
+		q := newQuantiles(DefaultQuantileK)
+		for range 1000 + part*37 {
+			x := r.NormFloat64() + float64(part%5)
+			all = append(all, x)
+			q.add(x)
+		}
+		total.merge(q)
+	}
+	if total.size >= total.maxSize {
+		t.Fatalf("merged sketch over capacity: %d >= %d", total.size, total.maxSize)
+	}
+	e := maxRankError(t, total, all)
+	t.Logf("merged 50 sketches of %d values: retained %d, rank error %.4f", len(all), total.Retained(), e)
+	if e > 0.01 {
+		t.Fatalf("merged rank error %.4f over 0.01", e)
+	}
+}
