@@ -1,0 +1,184 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/driftline/driftline/hub/command"
+)
+
+// request is one caller's command waiting for group commit.
+type request struct {
+	data []byte
+	done chan result // buffered 1: the committer never blocks on a caller that gave up
+}
+
+// Apply proposes env and returns its result once it is applied on this node (the leader). A
+// follower returns ErrNotLeader at once: forwarding is the API layer's job. A zero env.Time is
+// set to the leader's clock (Unix ms).
+//
+// Concurrent calls are combined into TypeBatch raft entries (group commit); each caller gets its
+// own command's result. If ctx ends first the result is ErrTimeout and the command may still be
+// applied; ErrLeadershipLost also means the outcome is unknown. Use request ids (env.ID) so a
+// retry is harmless.
+func (s *Store) Apply(ctx context.Context, env command.Envelope) (any, error) {
+	start := time.Now()
+	select {
+	case <-s.stop:
+		return nil, ErrShutdown
+	default:
+	}
+	if !s.IsLeader() {
+		return nil, ErrNotLeader
+	}
+	if env.Time == 0 {
+		env.Time = start.UnixMilli()
+	}
+	data, err := command.Encode(env)
+	if err != nil {
+		return nil, err
+	}
+	req := &request{data: data, done: make(chan result, 1)}
+	select {
+	case s.queue <- req:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: queueing command: %w", ErrTimeout, ctx.Err())
+	case <-s.stop:
+		return nil, ErrShutdown
+	}
+	select {
+	case r := <-req.done:
+		s.metrics.observeApply(start)
+		return r.val, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: waiting for command: %w", ErrTimeout, ctx.Err())
+	case <-s.stop:
+		return nil, ErrShutdown
+	}
+}
+
+// commitLoop takes queued requests, groups those that are waiting into one raft entry, and keeps
+// at most maxInflight entries in flight: while they are, new requests pile up and form the next,
+// bigger group.
+func (s *Store) commitLoop() {
+	defer s.wg.Done()
+	slots := make(chan struct{}, maxInflight)
+	var carry *request
+	for {
+		first := carry
+		carry = nil
+		if first == nil {
+			select {
+			case first = <-s.queue:
+			case <-s.stop:
+				s.failQueued()
+				return
+			}
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-s.stop:
+			first.done <- result{err: ErrShutdown}
+			s.failQueued()
+			return
+		}
+		group := []*request{first}
+		if len(first.data) < bigCommand {
+			group, carry = s.gather(group)
+		}
+		data, err := encodeGroup(group)
+		if err != nil {
+			deliverAll(group, err)
+			<-slots
+			continue
+		}
+		fut := s.raft.Apply(data, enqueueTimeout)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer func() { <-slots }()
+			s.deliver(group, fut)
+		}()
+	}
+}
+
+// gather adds queued requests to group without waiting, within the batch bounds. A request that
+// does not fit is returned as carry, to start the next group.
+func (s *Store) gather(group []*request) (all []*request, carry *request) {
+	size := len(group[0].data)
+	for len(group) < maxBatchCommands {
+		select {
+		case r := <-s.queue:
+			if len(r.data) >= bigCommand || size+len(r.data) > maxBatchBytes {
+				return group, r
+			}
+			group = append(group, r)
+			size += len(r.data)
+		default:
+			return group, nil
+		}
+	}
+	return group, nil
+}
+
+func encodeGroup(group []*request) ([]byte, error) {
+	if len(group) == 1 {
+		return group[0].data, nil
+	}
+	b := command.Batch{Entries: make([][]byte, len(group))}
+	for i, r := range group {
+		b.Entries[i] = r.data
+	}
+	env, err := command.New(command.TypeBatch, "", 0, "", b)
+	if err != nil {
+		return nil, err
+	}
+	return command.Encode(env)
+}
+
+// deliver waits for the entry and hands each request its own result.
+func (s *Store) deliver(group []*request, fut raft.ApplyFuture) {
+	if err := fut.Error(); err != nil {
+		deliverAll(group, translate("apply", err))
+		return
+	}
+	switch resp := fut.Response().(type) {
+	case *result:
+		if len(group) == 1 {
+			group[0].done <- *resp
+			return
+		}
+		deliverAll(group, resp.err) // the whole batch failed to decode
+	case []result:
+		if len(resp) != len(group) {
+			deliverAll(group, fmt.Errorf("%w: %d results for %d commands", ErrBadCommand, len(resp), len(group)))
+			return
+		}
+		for i, r := range group {
+			r.done <- resp[i]
+		}
+	default:
+		deliverAll(group, fmt.Errorf("%w: unexpected FSM response %T", ErrBadCommand, resp))
+	}
+}
+
+func deliverAll(group []*request, err error) {
+	for _, r := range group {
+		r.done <- result{err: err}
+	}
+}
+
+// failQueued answers every queued request with ErrShutdown.
+func (s *Store) failQueued() {
+	for {
+		select {
+		case r := <-s.queue:
+			r.done <- result{err: ErrShutdown}
+		default:
+			return
+		}
+	}
+}

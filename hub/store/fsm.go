@@ -1,0 +1,45 @@
+package store
+
+import (
+	"io"
+	"log/slog"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/raft"
+)
+
+// fsm is the raft.BatchingFSM of the hub. It only forwards: applying lives in applier, the
+// snapshot format in snapshot.go. Raft calls Apply, ApplyBatch, Snapshot and Restore from one
+// goroutine; Persist runs concurrently with later applies, on its own read transaction.
+type fsm struct {
+	db  *badger.DB
+	ap  *applier
+	log *slog.Logger
+}
+
+var _ raft.BatchingFSM = (*fsm)(nil)
+
+// ApplyBatch applies committed entries in as few badger transactions as fit.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	return f.ap.applyLogs(logs)
+}
+
+// Apply applies one committed entry.
+func (f *fsm) Apply(l *raft.Log) any {
+	return f.ap.applyLogs([]*raft.Log{l})[0]
+}
+
+// Snapshot pins a badger read transaction: the state as of the last applied entry.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	return &fsmSnapshot{txn: f.db.NewTransaction(false), log: f.log}, nil
+}
+
+// Restore replaces everything under FSMPrefix with the snapshot's keys.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	if err := restore(f.db, rc); err != nil {
+		f.log.Error("restore snapshot", "err", err)
+		return err
+	}
+	return f.ap.loadApplied()
+}

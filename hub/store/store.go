@@ -1,0 +1,275 @@
+// Package store is the hub's replicated state: hashicorp/raft over TCP, with the Raft log, the
+// stable store and the FSM's state in one badger database. Writes go through Apply (group commit
+// into TypeBatch entries); reads go straight to DB(), strong reads after Barrier. See DESIGN.md.
+package store
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/hub/raftstore"
+)
+
+// FSMPrefix starts every key the replicated state machine writes. Everything under it is in
+// snapshots; nothing else is.
+var FSMPrefix = []byte("fsm/")
+
+// Processor applies one decoded command to the replicated state inside txn.
+//
+// It must be deterministic: no clock, no randomness, no reads outside txn (use env.Time and the
+// raft index). It writes only keys under FSMPrefix. If it returns an error (a domain error such as
+// a conflict, which becomes that command's result) it must have written nothing. An error that
+// wraps badger.ErrTxnTooBig is not a result: the store commits what came before and calls Apply
+// again for the same command in a fresh transaction, so Apply may see a command more than once,
+// each time on a transaction that was discarded. It is called from one goroutine at a time.
+type Processor interface {
+	Apply(txn *badger.Txn, index uint64, env command.Envelope) (any, error)
+}
+
+// Config configures Open.
+type Config struct {
+	// DB is the process's one badger database, opened with SyncWrites (shared/kv Server profile).
+	// The store does not close it.
+	DB *badger.DB
+	// Dir holds raft snapshots (a FileSnapshotStore).
+	Dir string
+	// NodeID is this node's raft server id; stable across restarts.
+	NodeID string
+	// RaftBind is the TCP address the raft transport listens on ("127.0.0.1:0" picks a port).
+	RaftBind string
+	// RaftAdvertise is the address peers dial; empty means the bound address.
+	RaftAdvertise string
+	// HTTPAddr is this node's API address, recorded in the replicated node records so followers
+	// can forward writes to the leader.
+	HTTPAddr string
+	// Bootstrap bootstraps a one-node cluster when no raft state exists yet.
+	Bootstrap bool
+	// Processor applies the hub's commands.
+	Processor Processor
+	// Logger receives the store's and raft's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the store's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Tune, when set, may change raft's configuration before the node starts (timeouts and
+	// snapshot thresholds in tests). LocalID, Logger and NotifyCh are the store's.
+	Tune func(*raft.Config)
+}
+
+// Group-commit bounds: envelopes and bytes per TypeBatch entry, and raft entries in flight.
+const (
+	maxBatchCommands = 512
+	maxBatchBytes    = 1 << 20
+	bigCommand       = 256 << 10 // an envelope this big goes in an entry of its own
+	maxInflight      = 4
+	queueLen         = 4096
+	enqueueTimeout   = 10 * time.Second
+	opTimeout        = 10 * time.Second
+)
+
+// Store is one hub node's view of the replicated state. Its methods are safe for concurrent use.
+type Store struct {
+	cfg     Config
+	log     *slog.Logger
+	raft    *raft.Raft
+	trans   *raft.NetworkTransport
+	ap      *applier
+	metrics *metrics
+
+	queue     chan *request
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+
+	caughtUp    atomic.Bool
+	readyTarget atomic.Uint64
+}
+
+// Open starts a node. With cfg.Bootstrap and no existing raft state it bootstraps a one-node
+// cluster; a node with state rejoins its cluster from disk.
+func Open(cfg Config) (*Store, error) {
+	if cfg.DB == nil || cfg.Dir == "" || cfg.NodeID == "" || cfg.RaftBind == "" || cfg.Processor == nil {
+		return nil, fmt.Errorf("%w: DB, Dir, NodeID, RaftBind and Processor are required", ErrConfig)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	log := cfg.Logger.With("node", cfg.NodeID)
+	hlog := newRaftLogger(log)
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create raft dir: %w", err)
+	}
+	s := &Store{cfg: cfg, log: log, metrics: newMetrics(),
+		queue: make(chan *request, queueLen), stop: make(chan struct{})}
+	s.ap = &applier{db: cfg.DB, proc: cfg.Processor, log: log,
+		batches: func(n int) { s.metrics.batchCmds.Observe(float64(n)) }}
+	if err := s.ap.loadApplied(); err != nil {
+		return nil, err
+	}
+
+	logs := raftstore.New(cfg.DB)
+	cache, err := raft.NewLogCache(1024, logs)
+	if err != nil {
+		return nil, fmt.Errorf("raft log cache: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog)
+	if err != nil {
+		return nil, fmt.Errorf("raft snapshot store: %w", err)
+	}
+	var adv net.Addr
+	if cfg.RaftAdvertise != "" {
+		if adv, err = net.ResolveTCPAddr("tcp", cfg.RaftAdvertise); err != nil {
+			return nil, fmt.Errorf("%w: raft advertise address %q: %w", ErrConfig, cfg.RaftAdvertise, err)
+		}
+	}
+	s.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftBind, adv, 3, 10*time.Second, hlog)
+	if err != nil {
+		return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftBind, err)
+	}
+
+	notify := make(chan bool, 16)
+	rc := raft.DefaultConfig()
+	if cfg.Tune != nil {
+		cfg.Tune(rc)
+	}
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = hlog
+	rc.NotifyCh = notify
+	// The FSM's state is in badger, synced with every apply, so it is never behind the newest
+	// snapshot: restoring that snapshot at start would only rewrite what is there. If it is
+	// behind (the database was lost but not the snapshots), restore.
+	rc.NoSnapshotRestoreOnStart = s.ap.pos.index >= newestSnapshot(snaps)
+
+	f := &fsm{db: cfg.DB, ap: s.ap, log: log}
+	s.raft, err = raft.NewRaft(rc, f, cache, logs, snaps, s.trans)
+	if err != nil {
+		_ = s.trans.Close()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	if err := s.metrics.register(cfg.Registerer, s.raft); err != nil {
+		s.shutdown(false)
+		return nil, err
+	}
+	if cfg.Bootstrap {
+		if err := s.bootstrap(cache, logs, snaps); err != nil {
+			s.shutdown(false)
+			return nil, err
+		}
+	}
+	s.wg.Add(2)
+	go s.commitLoop()
+	go s.watchLeadership(notify)
+	log.Info("raft node started", "raft", s.RaftAddr(), "http", cfg.HTTPAddr, "applied", s.ap.pos.index)
+	return s, nil
+}
+
+func newestSnapshot(snaps raft.SnapshotStore) uint64 {
+	list, err := snaps.List()
+	if err != nil || len(list) == 0 {
+		return 0
+	}
+	return list[0].Index
+}
+
+func (s *Store) bootstrap(logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore) error {
+	has, err := raft.HasExistingState(logs, stable, snaps)
+	if err != nil {
+		return fmt.Errorf("check raft state: %w", err)
+	}
+	if has {
+		return nil
+	}
+	conf := raft.Configuration{Servers: []raft.Server{{
+		ID: raft.ServerID(s.cfg.NodeID), Address: s.trans.LocalAddr(), Suffrage: raft.Voter,
+	}}}
+	if err := s.raft.BootstrapCluster(conf).Error(); err != nil && err != raft.ErrCantBootstrap { //nolint:errorlint
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	s.log.Info("bootstrapped a one-node cluster")
+	return nil
+}
+
+// DB returns the shared badger database. Readers may read anything under FSMPrefix; writing
+// there outside the FSM breaks replication.
+func (s *Store) DB() *badger.DB { return s.cfg.DB }
+
+// NodeID returns this node's raft id.
+func (s *Store) NodeID() string { return s.cfg.NodeID }
+
+// RaftAddr returns the address peers use to reach this node's raft transport.
+func (s *Store) RaftAddr() string { return string(s.trans.LocalAddr()) }
+
+// HTTPAddr returns the API address given in Config.
+func (s *Store) HTTPAddr() string { return s.cfg.HTTPAddr }
+
+// IsLeader reports whether this node is the leader now.
+func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Close stops the node. A leader with other voters first hands leadership over, so the cluster
+// does not wait out an election timeout. Pending writes fail with ErrShutdown (or ErrLeadershipLost
+// when already proposed). Close does not close the database.
+func (s *Store) Close() error {
+	return s.shutdown(true)
+}
+
+// Abort stops the node the way a crash would as far as the cluster sees it: no leadership
+// transfer. Its disk state is whatever was committed, as after a process kill. For tests and for
+// fatal errors.
+func (s *Store) Abort() error {
+	return s.shutdown(false)
+}
+
+func (s *Store) shutdown(transfer bool) error {
+	s.closeOnce.Do(func() {
+		if transfer && s.IsLeader() && s.otherVoters() {
+			if err := s.raft.LeadershipTransfer().Error(); err != nil {
+				s.log.Warn("leadership transfer before shutdown", "err", err)
+			}
+		}
+		close(s.stop)
+		if err := s.raft.Shutdown().Error(); err != nil {
+			s.closeErr = fmt.Errorf("raft shutdown: %w", err)
+		}
+		if err := s.trans.Close(); err != nil && s.closeErr == nil {
+			s.closeErr = fmt.Errorf("close raft transport: %w", err)
+		}
+		s.wg.Wait()
+		s.log.Info("raft node stopped")
+	})
+	return s.closeErr
+}
+
+func (s *Store) otherVoters() bool {
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage == raft.Voter && string(srv.ID) != s.cfg.NodeID {
+			return true
+		}
+	}
+	return false
+}
+
+// timeoutFrom returns the time left before ctx's deadline, or def without one.
+func timeoutFrom(ctx context.Context, def time.Duration) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		if left := time.Until(d); left > 0 {
+			return left
+		}
+		return time.Millisecond
+	}
+	return def
+}
