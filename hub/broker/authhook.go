@@ -1,0 +1,209 @@
+package broker
+
+import (
+	"bytes"
+	"log/slog"
+	"sync"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// aclHook is the broker's only authentication and authorisation hook (mochi OR-s auth hooks, so
+// no other hook that allows anything may be registered beside it). At connect it asks the
+// Authenticator who the client is and keeps the answer in an in-memory table keyed by client id;
+// every publish, subscribe and delivery is then decided by one map read and the pure rules.
+type aclHook struct {
+	mqtt.HookBase
+	rules  rules
+	auth   Authenticator
+	m      *metrics
+	log    *slog.Logger
+	server *mqtt.Server // set before Serve; used for take-over checks and Revoke
+
+	mu       sync.RWMutex
+	sessions map[string]*aclEntry          // client id -> who holds it
+	byDevice map[string]map[string]*aclEntry // device id -> client id -> entry, for Revoke
+	epoch    uint64                          // incremented by every Revoke
+}
+
+// aclEntry binds a client id to the principal that authenticated it and to the client object
+// of that connection; a check made for any other object with the same id (a connection taken
+// over, a session restored from disk) finds no entry and is refused.
+type aclEntry struct {
+	p  Principal
+	cl *mqtt.Client
+}
+
+func newACLHook(r rules, auth Authenticator, m *metrics, log *slog.Logger) *aclHook {
+	return &aclHook{
+		rules:    r,
+		auth:     auth,
+		m:        m,
+		log:      log,
+		sessions: make(map[string]*aclEntry),
+		byDevice: make(map[string]map[string]*aclEntry),
+	}
+}
+
+// ID names the hook for mochi's logs.
+func (h *aclHook) ID() string { return "driftline-acl" }
+
+// Provides lists the callbacks the hook implements; mochi calls no other.
+func (h *aclHook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect, mqtt.OnClientExpired:
+		return true
+	}
+	return false
+}
+
+// OnConnectAuthenticate authenticates a connecting client and records its principal. It refuses
+// bad credentials, unusable principals, a Will on a topic the principal may not publish (mochi
+// sends Wills without an ACL check), and a client id already held by another user name (a
+// take-over would hand that session's subscriptions to a stranger, or cut a device off).
+func (h *aclHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	user := string(pk.Connect.Username)
+	if cl.ID == mqtt.InlineClientId {
+		h.refuse(reasonTakeover, cl, user, "client id is reserved for the hub")
+		return false
+	}
+	for {
+		h.mu.RLock()
+		epoch := h.epoch
+		h.mu.RUnlock()
+
+		p, err := h.auth.Authenticate(user, pk.Connect.Password)
+		if err != nil {
+			h.refuse(reasonAuth, cl, user, err.Error())
+			return false
+		}
+		if !validPrincipal(p) {
+			h.refuse(reasonPrincipal, cl, user, ErrBadPrincipal.Error()+": "+p.String())
+			return false
+		}
+		if pk.Connect.WillFlag && !h.rules.allow(p, pk.Connect.WillTopic, true) {
+			h.refuse(reasonWill, cl, user, "will topic not allowed: "+pk.Connect.WillTopic)
+			return false
+		}
+		if h.server != nil {
+			if old, ok := h.server.Clients.Get(cl.ID); ok && old != cl && !bytes.Equal(old.Properties.Username, pk.Connect.Username) {
+				h.refuse(reasonTakeover, cl, user, "client id held by another user")
+				return false
+			}
+		}
+
+		h.mu.Lock()
+		if h.epoch != epoch { // a Revoke ran meanwhile: the credentials may just have been revoked
+			h.mu.Unlock()
+			continue
+		}
+		h.put(cl, p)
+		h.mu.Unlock()
+		return true
+	}
+}
+
+// OnACLCheck decides a publish (write), a subscribe or a delivery (read) by the principal the
+// client authenticated as. It is called for every delivery to every subscriber: one read-locked
+// map lookup and string comparisons.
+func (h *aclHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	h.mu.RLock()
+	e := h.sessions[cl.ID]
+	h.mu.RUnlock()
+	if e != nil && e.cl == cl && h.rules.allow(e.p, topic, write) {
+		return true
+	}
+	if write {
+		h.m.reject(reasonPublish)
+	} else {
+		h.m.reject(reasonRead)
+	}
+	return false
+}
+
+// OnDisconnect forgets the client when its session ends with the connection; a persistent
+// session keeps its entry so that QoS 1 messages can queue for it while it is offline.
+func (h *aclHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
+	if expire {
+		h.remove(cl)
+	}
+}
+
+// OnClientExpired forgets a persistent session that expired.
+func (h *aclHook) OnClientExpired(cl *mqtt.Client) { h.remove(cl) }
+
+// revoke drops every entry of the device and disconnects those clients; it returns how many
+// connections it closed.
+func (h *aclHook) revoke(deviceID string) int {
+	h.mu.Lock()
+	h.epoch++
+	entries := h.byDevice[deviceID]
+	delete(h.byDevice, deviceID)
+	for id := range entries {
+		delete(h.sessions, id)
+	}
+	h.mu.Unlock()
+
+	closed := 0
+	for _, e := range entries {
+		if e.cl.Closed() {
+			continue
+		}
+		if h.server != nil {
+			_ = h.server.DisconnectClient(e.cl, packets.ErrNotAuthorized) // returns the code itself
+		} else {
+			e.cl.Stop(packets.ErrNotAuthorized)
+		}
+		h.m.reject(reasonRevoked)
+		closed++
+	}
+	h.log.Info("mqtt device revoked", "device", deviceID, "connections_closed", closed)
+	return closed
+}
+
+// put records cl as held by p; h.mu must be held.
+func (h *aclHook) put(cl *mqtt.Client, p Principal) {
+	if old := h.sessions[cl.ID]; old != nil {
+		h.unindex(cl.ID, old)
+	}
+	e := &aclEntry{p: p, cl: cl}
+	h.sessions[cl.ID] = e
+	if p.Kind == Device {
+		m := h.byDevice[p.ID]
+		if m == nil {
+			m = make(map[string]*aclEntry)
+			h.byDevice[p.ID] = m
+		}
+		m[cl.ID] = e
+	}
+}
+
+// remove forgets cl if the entry for its id is still this client's.
+func (h *aclHook) remove(cl *mqtt.Client) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if e := h.sessions[cl.ID]; e != nil && e.cl == cl {
+		delete(h.sessions, cl.ID)
+		h.unindex(cl.ID, e)
+	}
+}
+
+// unindex removes e from the per-device index; h.mu must be held.
+func (h *aclHook) unindex(clientID string, e *aclEntry) {
+	if e.p.Kind != Device {
+		return
+	}
+	if m := h.byDevice[e.p.ID]; m != nil {
+		delete(m, clientID)
+		if len(m) == 0 {
+			delete(h.byDevice, e.p.ID)
+		}
+	}
+}
+
+// refuse counts and logs a refused connect.
+func (h *aclHook) refuse(reason string, cl *mqtt.Client, user, why string) {
+	h.m.reject(reason)
+	h.log.Info("mqtt connect refused", "reason", reason, "client", cl.ID, "user", user, "remote", cl.Net.Remote, "why", why)
+}

@@ -1,0 +1,304 @@
+// Package broker is the hub's embedded MQTT broker: mochi-mqtt with Driftline's access control
+// (devices, viewers and the hub itself, SPEC section 3), retained messages and persistent
+// sessions kept in the hub's badger database, and a client API for the hub's own code (Publish,
+// Subscribe) that never lets a slow hub handler stall the broker.
+//
+// For an external broker (`--broker`), WriteMosquittoACL and WriteMosquittoPasswd render the same
+// rules for Mosquitto. See DESIGN.md for the invariants.
+package broker
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/dgraph-io/badger/v4"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Sizes of the broker, chosen for chunk transfer (SPEC section 3: chunk frames stay under 1 MiB).
+const (
+	// MaxFrame is the largest chunk frame payload the protocol sends.
+	MaxFrame = 1 << 20
+	// DefaultMaxPacketSize is the largest MQTT packet accepted or sent: a full frame plus room for
+	// the fixed header, the topic, the packet id and v5 properties.
+	DefaultMaxPacketSize = MaxFrame + 64<<10
+	// DefaultClientWritesPending is the per-client queue of packets waiting to be written. A device
+	// asks for chunks a window at a time (tens of frames) and otherwise receives a handful of
+	// retained states at subscribe; mochi drops a packet when the queue is full, QoS 1 included,
+	// so the queue holds several windows. It is a channel of pointers: 4 KiB per client at 512.
+	DefaultClientWritesPending = 512
+	// DefaultReceiveMaximum is how many QoS 1/2 publishes a client may have unacknowledged towards
+	// the broker (fetch requests and reports); mochi disconnects a client that exceeds it.
+	DefaultReceiveMaximum = 512
+	// DefaultSessionExpiry bounds how long a disconnected persistent session is kept (30 days),
+	// so sessions of devices that are gone do not pile up in memory and on disk.
+	DefaultSessionExpiry = 30 * 24 * time.Hour
+	// DefaultHandlerWorkers and DefaultHandlerQueue size the queue behind Subscribe handlers.
+	DefaultHandlerWorkers = 4
+	DefaultHandlerQueue   = 4096
+)
+
+// Config configures a Broker. Auth and at least one listener are required.
+type Config struct {
+	// Addr is the plain MQTT listener, e.g. ":1883" or "127.0.0.1:0"; empty disables it.
+	Addr string
+	// TLSAddr is the MQTTS listener beside the plain one, serving TLSCertFile and TLSKeyFile
+	// (PEM); empty disables it.
+	TLSAddr     string
+	TLSCertFile string
+	TLSKeyFile  string
+	// Prefix is the protocol topic prefix; empty means DefaultPrefix ("dl/v1").
+	Prefix string
+	// DB is the hub's badger database; retained messages and persistent sessions are kept in it
+	// under "broker/". Nil keeps them in memory only. The broker never closes it.
+	DB *badger.DB
+	// Auth authenticates every connecting client.
+	Auth Authenticator
+	// Registerer receives the broker's counters; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Logger receives the broker's and mochi's logs; nil discards them.
+	Logger *slog.Logger
+	// Zero values below mean the Default... constants.
+	MaxPacketSize       uint32
+	ClientWritesPending int32
+	ReceiveMaximum      uint16
+	SessionExpiry       time.Duration
+	HandlerWorkers      int
+	HandlerQueue        int
+}
+
+// Broker is a running embedded MQTT broker. Its methods are safe for concurrent use.
+type Broker struct {
+	srv     *mqtt.Server
+	acl     *aclHook
+	disp    *dispatcher
+	rules   rules
+	maxPkt  int
+	log     *slog.Logger
+	plain   *listeners.TCP
+	secure  *listeners.TCP
+	nextSub atomic.Int64
+	closed  atomic.Bool
+	once    sync.Once
+}
+
+// New builds the broker, binds its listeners, restores stored state from cfg.DB and starts
+// serving. When it returns without error, Addr and TLSAddr give the bound addresses.
+func New(cfg Config) (*Broker, error) {
+	if cfg.Auth == nil {
+		return nil, fmt.Errorf("%w: Auth is required", ErrConfig)
+	}
+	if cfg.Addr == "" && cfg.TLSAddr == "" {
+		return nil, fmt.Errorf("%w: no listener (Addr and TLSAddr are empty)", ErrConfig)
+	}
+	if cfg.TLSAddr != "" && (cfg.TLSCertFile == "" || cfg.TLSKeyFile == "") {
+		return nil, fmt.Errorf("%w: TLSAddr needs TLSCertFile and TLSKeyFile", ErrConfig)
+	}
+	r, err := newRules(cfg.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	cfg = withDefaults(cfg)
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+
+	caps := mqtt.NewDefaultServerCapabilities() // a partial struct would zero the rest
+	caps.MaximumMessageExpiryInterval = 0        // retained `desired` states never expire
+	caps.MaximumPacketSize = cfg.MaxPacketSize
+	caps.MaximumClientWritesPending = cfg.ClientWritesPending
+	caps.ReceiveMaximum = cfg.ReceiveMaximum
+	caps.MaximumSessionExpiryInterval = uint32(cfg.SessionExpiry / time.Second)
+	srv := mqtt.New(&mqtt.Options{
+		Capabilities:           caps,
+		InlineClient:           true,
+		Logger:                 cfg.Logger,
+		SysTopicResendInterval: 10,
+	})
+
+	b := &Broker{
+		srv:    srv,
+		rules:  r,
+		maxPkt: int(cfg.MaxPacketSize),
+		log:    cfg.Logger,
+		acl:    newACLHook(r, cfg.Auth, m, cfg.Logger),
+	}
+	b.acl.server = srv
+	hooks := []mqtt.Hook{b.acl, &metricsHook{rules: r, m: m}}
+	if cfg.DB != nil {
+		_ = 0
+	}
+	for _, h := range hooks {
+		if err := srv.AddHook(h, nil); err != nil {
+			return nil, fmt.Errorf("add mqtt hook %s: %w", h.ID(), err)
+		}
+	}
+	if err := b.listen(cfg); err != nil {
+		srv.Listeners.CloseAll(func(string) {})
+		return nil, err
+	}
+	b.disp = newDispatcher(cfg.HandlerWorkers, cfg.HandlerQueue, m, cfg.Logger)
+	if err := srv.Serve(); err != nil {
+		srv.Listeners.CloseAll(func(string) {})
+		b.disp.close()
+		return nil, fmt.Errorf("start mqtt broker: %w", err)
+	}
+	b.log.Info("mqtt broker started", "addr", b.Addr(), "tls_addr", b.TLSAddr(), "prefix", r.prefix, "persistent", cfg.DB != nil)
+	return b, nil
+}
+
+func withDefaults(cfg Config) Config {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxPacketSize == 0 {
+		cfg.MaxPacketSize = DefaultMaxPacketSize
+	}
+	if cfg.ClientWritesPending <= 0 {
+		cfg.ClientWritesPending = DefaultClientWritesPending
+	}
+	if cfg.ReceiveMaximum == 0 {
+		cfg.ReceiveMaximum = DefaultReceiveMaximum
+	}
+	if cfg.SessionExpiry <= 0 {
+		cfg.SessionExpiry = DefaultSessionExpiry
+	}
+	if cfg.HandlerWorkers <= 0 {
+		cfg.HandlerWorkers = DefaultHandlerWorkers
+	}
+	if cfg.HandlerQueue <= 0 {
+		cfg.HandlerQueue = DefaultHandlerQueue
+	}
+	return cfg
+}
+
+// listen binds the plain and TLS listeners.
+func (b *Broker) listen(cfg Config) error {
+	if cfg.Addr != "" {
+		b.plain = listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.Addr})
+		if err := b.srv.AddListener(b.plain); err != nil {
+			return fmt.Errorf("mqtt listener %s: %w", cfg.Addr, err)
+		}
+	}
+	if cfg.TLSAddr != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return fmt.Errorf("mqtts certificate %s: %w", cfg.TLSCertFile, err)
+		}
+		b.secure = listeners.NewTCP(listeners.Config{ID: "tls", Address: cfg.TLSAddr, TLSConfig: &tls.Config{
+			Certificates: []tls.Certificate{cert},
+			MinVersion:   tls.VersionTLS12,
+		}})
+		if err := b.srv.AddListener(b.secure); err != nil {
+			return fmt.Errorf("mqtts listener %s: %w", cfg.TLSAddr, err)
+		}
+	}
+	return nil
+}
+
+// Addr returns the bound address of the plain listener ("" when disabled).
+func (b *Broker) Addr() string {
+	if b.plain == nil {
+		return ""
+	}
+	return b.plain.Address()
+}
+
+// TLSAddr returns the bound address of the TLS listener ("" when disabled).
+func (b *Broker) TLSAddr() string {
+	if b.secure == nil {
+		return ""
+	}
+	return b.secure.Address()
+}
+
+// Publish publishes payload on topic as the hub, bypassing the ACL. A retained message replaces
+// the topic's retained state (and is stored when the broker has a DB); an empty retained payload
+// clears it. qos (0..2) caps the QoS subscribers receive it with. It returns once the message is
+// routed to every subscriber's queue; it does not wait for delivery.
+func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	if !validTopicName(topic) {
+		return fmt.Errorf("%w: %q", ErrBadTopic, topic)
+	}
+	if qos > 2 {
+		return fmt.Errorf("%w: qos %d", ErrBadTopic, qos)
+	}
+	if n := len(topic) + len(payload) + 16; n > b.maxPkt {
+		return fmt.Errorf("%w: %d bytes on %s, limit %d", ErrTooLarge, len(payload), topic, b.maxPkt)
+	}
+	if err := b.srv.Publish(topic, payload, retain, qos); err != nil {
+		return fmt.Errorf("publish %s: %w", topic, err)
+	}
+	return nil
+}
+
+// Subscribe calls handler for every message on a topic matching filter, retained ones included
+// (those are handed over before Subscribe returns). The handler runs on a worker of the broker's
+// bounded handler queue, never on the publisher's goroutine: messages of one topic arrive in
+// order, and when the queue is full a message is dropped and counted in MetricDropped, since
+// the broker never waits for the hub. The payload is the handler's own copy. Subscriptions
+// last until Close.
+func (b *Broker) Subscribe(filter string, handler func(topic string, payload []byte)) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	if handler == nil || !mqtt.IsValidFilter(filter, false) {
+		return fmt.Errorf("%w: filter %q", ErrBadTopic, filter)
+	}
+	id := int(b.nextSub.Add(1))
+	err := b.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		b.disp.enqueue(handler, pk.TopicName, pk.Payload)
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", filter, err)
+	}
+	return nil
+}
+
+// Revoke forgets every connection of the device and disconnects them at once (MQTT reason "not
+// authorized"). The hub must have stopped accepting the device's token first, so the device
+// cannot reconnect; a connection whose authentication overlaps Revoke is authenticated again.
+func (b *Broker) Revoke(deviceID string) {
+	b.acl.revoke(deviceID)
+}
+
+// Close disconnects every client, stops the listeners, waits (up to 5 s) for client goroutines
+// and for queued Subscribe handlers to finish. It leaves the DB open. Calling it again is a no-op.
+func (b *Broker) Close() error {
+	b.once.Do(func() {
+		b.closed.Store(true)
+		_ = b.srv.Close()
+		done := make(chan struct{})
+		go func() {
+			b.srv.Listeners.ClientsWg.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			b.log.Warn("mqtt broker: clients still closing after 5s")
+		}
+		b.disp.close()
+	})
+	return nil
+}
+
+// validTopicName reports whether topic can be published to: non-empty, valid UTF-8, no
+// wildcards or NUL, within the MQTT string limit.
+func validTopicName(topic string) bool {
+	return topic != "" && len(topic) <= 65535 && utf8.ValidString(topic) && !strings.ContainsAny(topic, "+#\x00")
+}
+

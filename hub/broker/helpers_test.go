@@ -1,0 +1,207 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// Test users, the same for the embedded broker and for Mosquitto.
+const (
+	userDevA   = "dev-a"
+	userDevB   = "dev-b"
+	userViewer = "viewer-1"
+	userHub    = "hub"
+)
+
+var testCreds = map[string]string{
+	userDevA:   "token-a-7f3c9e",
+	userDevB:   "token-b-21d0aa",
+	userViewer: "view-token-5b1e",
+	userHub:    "hub-secret-c4e2",
+}
+
+var errBadCredentials = errors.New("bad credentials")
+
+// tableAuth is the tests' Authenticator: a fixed table of users, as the hub's would be after its
+// lookups, with revocation.
+type tableAuth struct {
+	mu      sync.Mutex
+	users   map[string]string
+	revoked map[string]bool
+}
+
+func newTableAuth() *tableAuth {
+	u := make(map[string]string, len(testCreds))
+	for k, v := range testCreds {
+		u[k] = v
+	}
+	return &tableAuth{users: u, revoked: map[string]bool{}}
+}
+
+func (a *tableAuth) Authenticate(user string, password []byte) (Principal, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	want, ok := a.users[user]
+	if !ok || a.revoked[user] || want != string(password) {
+		return Principal{}, errBadCredentials
+	}
+	switch {
+	case user == userHub:
+		return Principal{Kind: Hub, ID: user}, nil
+	case strings.HasPrefix(user, "viewer"):
+		return Principal{Kind: Viewer, ID: user}, nil
+	default:
+		return Principal{Kind: Device, ID: user}, nil
+	}
+}
+
+func (a *tableAuth) revoke(user string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.revoked[user] = true
+}
+
+// testLogger sends logs to t.Log, so a passing test is quiet and a failing one tells its story.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// waitFor polls cond until it holds or timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// clientOpts are the paho options of a test client; adjust before connecting.
+func clientOpts(url, clientID, user string) *paho.ClientOptions {
+	return paho.NewClientOptions().
+		AddBroker(url).
+		SetClientID(clientID).
+		SetUsername(user).
+		SetPassword(testCreds[user]).
+		SetCleanSession(true).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetConnectTimeout(5 * time.Second).
+		SetWriteTimeout(5 * time.Second).
+		SetDefaultPublishHandler(func(paho.Client, paho.Message) {})
+}
+
+// connect connects a client and disconnects it at the end of the test.
+func connect(t testing.TB, opts *paho.ClientOptions) (paho.Client, error) {
+	t.Helper()
+	c := paho.NewClient(opts)
+	tok := c.Connect()
+	if !tok.WaitTimeout(10 * time.Second) {
+		return nil, fmt.Errorf("connect: timeout")
+	}
+	if err := tok.Error(); err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { c.Disconnect(50) })
+	return c, nil
+}
+
+func mustConnect(t testing.TB, opts *paho.ClientOptions) paho.Client {
+	t.Helper()
+	c, err := connect(t, opts)
+	if err != nil {
+		t.Fatalf("connect %s: %v", opts.ClientID, err)
+	}
+	return c
+}
+
+// subscribe subscribes and returns the granted code (0x80: refused).
+func subscribe(t testing.TB, c paho.Client, filter string, qos byte, h paho.MessageHandler) byte {
+	t.Helper()
+	tok := c.Subscribe(filter, qos, h)
+	if !tok.WaitTimeout(5 * time.Second) {
+		t.Fatalf("subscribe %s: timeout", filter)
+	}
+	if err := tok.Error(); err != nil {
+		t.Fatalf("subscribe %s: %v", filter, err)
+	}
+	st, ok := tok.(*paho.SubscribeToken)
+	if !ok {
+		t.Fatalf("subscribe %s: token type %T", filter, tok)
+	}
+	code, ok := st.Result()[filter]
+	if !ok {
+		t.Fatalf("subscribe %s: no result", filter)
+	}
+	return code
+}
+
+func publish(t testing.TB, c paho.Client, topic string, qos byte, retain bool, payload []byte) {
+	t.Helper()
+	tok := c.Publish(topic, qos, retain, payload)
+	if !tok.WaitTimeout(10 * time.Second) {
+		t.Fatalf("publish %s: timeout", topic)
+	}
+	if err := tok.Error(); err != nil {
+		t.Fatalf("publish %s: %v", topic, err)
+	}
+}
+
+// recorder collects the messages a client receives, in order.
+type recorder struct {
+	mu   sync.Mutex
+	msgs []received
+}
+
+type received struct {
+	topic   string
+	payload []byte
+	retain  bool
+}
+
+func (r *recorder) handle(_ paho.Client, m paho.Message) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, received{m.Topic(), append([]byte(nil), m.Payload()...), m.Retained()})
+}
+
+// find returns the first message on topic with payload (nil payload: any).
+func (r *recorder) find(topic string, payload []byte) (received, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range r.msgs {
+		if m.topic == topic && (payload == nil || string(m.payload) == string(payload)) {
+			return m, true
+		}
+	}
+	return received{}, false
+}
+
+func (r *recorder) wait(t testing.TB, topic string, payload []byte) received {
+	t.Helper()
+	var m received
+	waitFor(t, 10*time.Second, "message on "+topic, func() bool {
+		var ok bool
+		m, ok = r.find(topic, payload)
+		return ok
+	})
+	return m
+}
+
