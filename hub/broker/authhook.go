@@ -22,7 +22,7 @@ type aclHook struct {
 	server *mqtt.Server // set before Serve; used for take-over checks and Revoke
 
 	mu       sync.RWMutex
-	sessions map[string]*aclEntry          // client id -> who holds it
+	sessions map[string]*aclEntry            // client id -> who holds it
 	byDevice map[string]map[string]*aclEntry // device id -> client id -> entry, for Revoke
 	epoch    uint64                          // incremented by every Revoke
 }

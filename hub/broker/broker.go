@@ -114,7 +114,7 @@ func New(cfg Config) (*Broker, error) {
 	}
 
 	caps := mqtt.NewDefaultServerCapabilities() // a partial struct would zero the rest
-	caps.MaximumMessageExpiryInterval = 0        // retained `desired` states never expire
+	caps.MaximumMessageExpiryInterval = 0       // retained `desired` states never expire
 	caps.MaximumPacketSize = cfg.MaxPacketSize
 	caps.MaximumClientWritesPending = cfg.ClientWritesPending
 	caps.ReceiveMaximum = cfg.ReceiveMaximum
@@ -301,4 +301,3 @@ func (b *Broker) Close() error {
 func validTopicName(topic string) bool {
 	return topic != "" && len(topic) <= 65535 && utf8.ValidString(topic) && !strings.ContainsAny(topic, "+#\x00")
 }
-

@@ -204,4 +204,3 @@ func (r *recorder) wait(t testing.TB, topic string, payload []byte) received {
 	})
 	return m
 }
-
