@@ -1,0 +1,64 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+)
+
+func (s *Server) clusterStatus(c echo.Context) error {
+	return c.JSON(http.StatusOK, s.store.Cluster())
+}
+
+// JoinRequest asks the leader to add a node. The joiner first sends it with Promote false: the
+// node becomes a non-voter and the answer says which commit index it must apply; once it has,
+// the joiner sends it again with Promote true and the node becomes a voter. This keeps a slow
+// joiner from stalling commits (see PITFALLS: AddVoter counts the new node in the quorum at once).
+type JoinRequest struct {
+	ID      string `json:"id"`
+	Raft    string `json:"raft"`
+	HTTP    string `json:"http"`
+	Promote bool   `json:"promote,omitempty"`
+}
+
+// JoinResponse answers a JoinRequest.
+type JoinResponse struct {
+	ID          string `json:"id"`
+	Voter       bool   `json:"voter"`
+	CommitIndex uint64 `json:"commit_index"`
+}
+
+func (s *Server) clusterJoin(c echo.Context) error {
+	var req JoinRequest
+	if err := s.decodeJSON(c, &req); err != nil {
+		return err
+	}
+	switch {
+	case req.ID == "":
+		return badRequest("id", "id is required")
+	case req.Raft == "":
+		return badRequest("raft", "raft address is required")
+	case req.HTTP == "":
+		return badRequest("http", "http address is required")
+	}
+	ctx := c.Request().Context()
+	if req.Promote {
+		if err := s.store.Promote(ctx, req.ID, req.Raft); err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, JoinResponse{ID: req.ID, Voter: true})
+	}
+	idx, err := s.store.AddNonvoter(ctx, req.ID, req.Raft, req.HTTP)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, JoinResponse{ID: req.ID, CommitIndex: idx})
+}
+
+func (s *Server) clusterRemove(c echo.Context) error {
+	id := c.Param("id")
+	if err := s.store.Remove(c.Request().Context(), id); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"id": id, "removed": true})
+}

@@ -1,0 +1,148 @@
+package api
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/hub/state"
+)
+
+// NewToken returns a fresh bearer token: "dl_" and 32 random bytes, base64url.
+func NewToken() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic("crypto/rand failed: " + err.Error()) // the OS has no entropy: nothing safe to do
+	}
+	return "dl_" + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// DeviceRequest is the body of POST /api/v1/devices.
+type DeviceRequest struct {
+	ID     string            `json:"id"`
+	Labels map[string]string `json:"labels"`
+}
+
+// DeviceCreated answers POST /api/v1/devices: the token is shown this once.
+type DeviceCreated struct {
+	state.Device
+	Token string `json:"token"`
+}
+
+func (s *Server) deviceCreate(c echo.Context) error {
+	var req DeviceRequest
+	if err := s.decodeJSON(c, &req); err != nil {
+		return err
+	}
+	if !state.ValidName(req.ID) {
+		return badRequest("id", "device id %q: use 1-128 letters, digits, '.', '_' or '-'", req.ID)
+	}
+	for k := range req.Labels {
+		if !state.ValidName(k) {
+			return badRequest("labels."+k, "label key %q: use 1-128 letters, digits, '.', '_' or '-'", k)
+		}
+	}
+	tok := NewToken()
+	res, err := s.apply(c, command.TypeDeviceCreate, state.DeviceCreate{ID: req.ID, Labels: req.Labels, TokenHash: HashToken(tok)})
+	if err != nil {
+		return err
+	}
+	d, ok := res.(state.Device)
+	if !ok { // a retried request: the token of the first attempt cannot be shown again
+		return problem(http.StatusConflict, ProblemExists, "already exists", "device "+req.ID+" was created by an earlier attempt of this request")
+	}
+	return c.JSON(http.StatusCreated, DeviceCreated{Device: d, Token: tok})
+}
+
+func (s *Server) deviceList(c echo.Context) error {
+	sel, err := state.ParseSelector(c.QueryParam("selector"))
+	if err != nil {
+		return badRequest("selector", "%v", err)
+	}
+	cursor, limit, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	p, err := s.read.Devices(sel, cursor, limit)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, p)
+}
+
+// selfOrReader lets a device read only its own record.
+func selfOrReader(c echo.Context, id string) error {
+	p := principal(c)
+	if p.Role == state.RoleDevice && p.ID != id {
+		return forbidden("a device may read only its own record")
+	}
+	return nil
+}
+
+func (s *Server) deviceGet(c echo.Context) error {
+	if err := selfOrReader(c, c.Param("id")); err != nil {
+		return err
+	}
+	d, err := s.read.Device(c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, d)
+}
+
+// PatchRequest is the body of PATCH /api/v1/devices/{id}: labels merge, a null removes one.
+type PatchRequest struct {
+	Labels map[string]*string `json:"labels"`
+}
+
+func (s *Server) devicePatch(c echo.Context) error {
+	var req PatchRequest
+	if err := s.decodeJSON(c, &req); err != nil {
+		return err
+	}
+	for k := range req.Labels {
+		if !state.ValidName(k) {
+			return badRequest("labels."+k, "label key %q", k)
+		}
+	}
+	res, err := s.apply(c, command.TypeDevicePatch, state.DevicePatch{ID: c.Param("id"), Labels: req.Labels})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, res)
+}
+
+func (s *Server) deviceDelete(c echo.Context) error {
+	id := c.Param("id")
+	res, err := s.apply(c, command.TypeDeviceDelete, state.DeviceDelete{ID: id})
+	if err != nil {
+		return err
+	}
+	if s.cfg.OnDeviceDeleted != nil {
+		s.cfg.OnDeviceDeleted(id)
+	}
+	return c.JSON(http.StatusOK, res)
+}
+
+func (s *Server) deviceDesiredSet(c echo.Context) error {
+	var req VersionRequest
+	if err := s.decodeJSON(c, &req); err != nil {
+		return err
+	}
+	v, err := req.get()
+	if err != nil {
+		return err
+	}
+	id := c.Param("id")
+	res, err := s.apply(c, command.TypeDeviceDesiredSet, state.DeviceDesiredSet{ID: id, Model: c.Param("name"), Version: v})
+	if err != nil {
+		return err
+	}
+	if s.cfg.OnDesiredChanged != nil {
+		s.cfg.OnDesiredChanged(id)
+	}
+	return c.JSON(http.StatusOK, res)
+}

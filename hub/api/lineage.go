@@ -1,0 +1,252 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/hub/state"
+)
+
+var nodeRE = regexp.MustCompile(`^(dataset|model|rollout|device|job):[^\s]+$`)
+
+func (s *Server) lineage(c echo.Context) error {
+	node := c.QueryParam("node")
+	if !nodeRE.MatchString(node) {
+		return badRequest("node", "node must be KIND:NAME[@VERSION] with KIND dataset, model, rollout, device or job")
+	}
+	dir := c.QueryParam("direction")
+	if dir == "" {
+		dir = "both"
+	}
+	depth := 3
+	if d := c.QueryParam("depth"); d != "" {
+		n, err := strconv.Atoi(d)
+		if err != nil || n < 1 || n > 50 {
+			return badRequest("depth", "depth must be an integer from 1 to 50")
+		}
+		depth = n
+	}
+	g, err := s.read.Lineage(node, dir, depth)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, g)
+}
+
+// RunEvent is the part of an OpenLineage 2-0-2 RunEvent the hub reads and writes.
+type RunEvent struct {
+	EventType string      `json:"eventType,omitempty"`
+	EventTime string      `json:"eventTime"`
+	Producer  string      `json:"producer"`
+	SchemaURL string      `json:"schemaURL"`
+	Run       olRun       `json:"run"`
+	Job       olJob       `json:"job"`
+	Inputs    []olDataset `json:"inputs,omitempty"`
+	Outputs   []olDataset `json:"outputs,omitempty"`
+}
+
+type olRun struct {
+	RunID  string         `json:"runId"`
+	Facets map[string]any `json:"facets,omitempty"`
+}
+
+type olJob struct {
+	Namespace string         `json:"namespace"`
+	Name      string         `json:"name"`
+	Facets    map[string]any `json:"facets,omitempty"`
+}
+
+type olDataset struct {
+	Namespace    string         `json:"namespace"`
+	Name         string         `json:"name"`
+	Facets       map[string]any `json:"facets,omitempty"`
+	InputFacets  map[string]any `json:"inputFacets,omitempty"`
+	OutputFacets map[string]any `json:"outputFacets,omitempty"`
+}
+
+// OpenLineageNamespace is the dataset namespace that names Driftline's own registry objects: a
+// dataset {"namespace": "driftline", "name": "temps@3"} is the node dataset:temps@3, and a name
+// with a kind ("model:fraud@2") names that node. Any other namespace N and name X become the
+// node dataset:N/X.
+const OpenLineageNamespace = "driftline"
+
+const openLineageSchema = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
+
+var olEventTypes = map[string]bool{"START": true, "RUNNING": true, "COMPLETE": true, "ABORT": true, "FAIL": true, "OTHER": true}
+
+func olNode(d olDataset) string {
+	if d.Namespace == OpenLineageNamespace {
+		if strings.Contains(d.Name, ":") {
+			return d.Name
+		}
+		return "dataset:" + d.Name
+	}
+	return "dataset:" + d.Namespace + "/" + d.Name
+}
+
+// validate checks the fields OpenLineage 2-0-2 requires of a RunEvent.
+func (e RunEvent) validate() error {
+	switch {
+	case e.EventTime == "":
+		return badRequest("eventTime", "eventTime is required")
+	case e.Producer == "":
+		return badRequest("producer", "producer is required")
+	case e.SchemaURL == "":
+		return badRequest("schemaURL", "schemaURL is required")
+	case e.EventType == "":
+		return badRequest("eventType", "eventType is required")
+	case !olEventTypes[e.EventType]:
+		return badRequest("eventType", "eventType %q: want START, RUNNING, COMPLETE, ABORT, FAIL or OTHER", e.EventType)
+	case e.Job.Namespace == "":
+		return badRequest("job.namespace", "job.namespace is required")
+	case e.Job.Name == "":
+		return badRequest("job.name", "job.name is required")
+	}
+	if _, err := time.Parse(time.RFC3339Nano, e.EventTime); err != nil {
+		return badRequest("eventTime", "eventTime must be an ISO 8601 date-time with zone: %v", err)
+	}
+	if _, err := uuid.Parse(e.Run.RunID); err != nil || len(e.Run.RunID) != 36 {
+		return badRequest("run.runId", "run.runId must be a UUID")
+	}
+	for i, d := range append(append([]olDataset{}, e.Inputs...), e.Outputs...) {
+		if d.Namespace == "" || d.Name == "" {
+			return badRequest(fmt.Sprintf("datasets[%d]", i), "every input and output needs namespace and name")
+		}
+	}
+	return nil
+}
+
+// openLineageIngest accepts an OpenLineage RunEvent; its inputs and outputs become consumed and
+// produced edges of the job node. Unknown fields and facets are allowed, as the spec says.
+func (s *Server) openLineageIngest(c echo.Context) error {
+	var ev RunEvent
+	body, err := readBody(c, s.cfg.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	if err := decodeLenient(body, &ev); err != nil {
+		return err
+	}
+	if err := ev.validate(); err != nil {
+		return err
+	}
+	cmd := state.OpenLineageEvent{
+		RunID: ev.Run.RunID, EventType: ev.EventType, EventTime: ev.EventTime,
+		Job: ev.Job.Namespace + "/" + ev.Job.Name, Producer: ev.Producer,
+		Inputs: []string{}, Outputs: []string{},
+	}
+	for _, d := range ev.Inputs {
+		cmd.Inputs = append(cmd.Inputs, olNode(d))
+	}
+	for _, d := range ev.Outputs {
+		cmd.Outputs = append(cmd.Outputs, olNode(d))
+	}
+	res, err := s.apply(c, command.TypeOpenLineage, cmd)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, res)
+}
+
+// openLineageExport renders the registry's own actions (dataset versions and their parents,
+// model versions and their training data) as OpenLineage RunEvents.
+func (s *Server) openLineageExport(c echo.Context) error {
+	var events []RunEvent
+	ds, err := s.read.Datasets("", state.MaxLimit)
+	if err != nil {
+		return err
+	}
+	for _, d := range ds.Items {
+		vs, err := s.read.DatasetVersions(d.Name, "", state.MaxLimit)
+		if err != nil {
+			return err
+		}
+		for _, v := range vs.Items {
+			ev := registryEvent("dataset-version", state.DatasetNode(d.Name, v.Version), v.CreatedAt)
+			for _, p := range v.Parents {
+				name := p.Dataset
+				if name == "" {
+					name = d.Name
+				}
+				ev.Inputs = append(ev.Inputs, olDataset{Namespace: OpenLineageNamespace, Name: fmt.Sprintf("%s@%d", name, p.Version)})
+			}
+			ev.Outputs = []olDataset{{Namespace: OpenLineageNamespace, Name: fmt.Sprintf("%s@%d", d.Name, v.Version)}}
+			events = append(events, ev)
+		}
+	}
+	ms, err := s.read.Models("", state.MaxLimit)
+	if err != nil {
+		return err
+	}
+	for _, m := range ms.Items {
+		vs, err := s.read.ModelVersions(m.Name, "", state.MaxLimit)
+		if err != nil {
+			return err
+		}
+		for _, v := range vs.Items {
+			ev := registryEvent("model-version", state.ModelNode(m.Name, v.Version), v.CreatedAt)
+			for _, t := range v.TrainedOn {
+				ev.Inputs = append(ev.Inputs, olDataset{Namespace: OpenLineageNamespace, Name: fmt.Sprintf("%s@%d", t.Dataset, t.Version)})
+			}
+			ev.Outputs = []olDataset{{Namespace: OpenLineageNamespace, Name: state.ModelNode(m.Name, v.Version)}}
+			events = append(events, ev)
+		}
+	}
+	if events == nil {
+		events = []RunEvent{}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": events, "next_cursor": nil})
+}
+
+func registryEvent(job, node string, ts int64) RunEvent {
+	return RunEvent{
+		EventType: "COMPLETE",
+		EventTime: time.UnixMilli(ts).UTC().Format(time.RFC3339Nano),
+		Producer:  "https://github.com/driftline/driftline",
+		SchemaURL: openLineageSchema,
+		Run:       olRun{RunID: uuid.NewSHA1(uuid.NameSpaceURL, []byte("driftline:"+node)).String()},
+		Job:       olJob{Namespace: OpenLineageNamespace, Name: job},
+	}
+}
+
+func (s *Server) audit(c echo.Context) error {
+	var f state.AuditFilter
+	if v := c.QueryParam("since"); v != "" {
+		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			f.Since = t.UnixMilli()
+		} else if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			f.Since = n
+		} else {
+			return badRequest("since", "since must be RFC 3339 or Unix milliseconds")
+		}
+	}
+	f.Actor = c.QueryParam("actor")
+	cursor, limit, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	p, err := s.read.Audit(f, cursor, limit)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, p)
+}
+
+func (s *Server) keys(c echo.Context) error {
+	ks, err := s.read.SigningKeys()
+	if err != nil {
+		return err
+	}
+	if ks == nil {
+		ks = []state.SigningKey{}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": ks, "next_cursor": nil})
+}

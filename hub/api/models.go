@@ -1,0 +1,411 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/shared/artifact"
+	"github.com/driftline/driftline/shared/zstdx"
+)
+
+func (s *Server) modelCreate(c echo.Context) error {
+	var req CreateRequest
+	if err := s.decodeJSON(c, &req); err != nil {
+		return err
+	}
+	if !state.ValidName(req.Name) {
+		return badRequest("name", "name %q: use 1-128 letters, digits, '.', '_' or '-'", req.Name)
+	}
+	res, err := s.apply(c, command.TypeModelCreate, state.ModelCreate{Name: req.Name, Description: req.Description})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, res)
+}
+
+func (s *Server) modelList(c echo.Context) error {
+	cursor, limit, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	p, err := s.read.Models(cursor, limit)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, p)
+}
+
+func (s *Server) modelGet(c echo.Context) error {
+	m, err := s.read.Model(c.Param("name"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, m)
+}
+
+// VersionMetadata is the `metadata` part of POST /api/v1/models/{name}/versions.
+type VersionMetadata struct {
+	TrainedOn []state.VersionRef `json:"trained_on"`
+	Metrics   map[string]float64 `json:"metrics"`
+	Params    map[string]any     `json:"params"`
+	CodeRef   string             `json:"code_ref"`
+	Format    string             `json:"format"`
+	Tags      map[string]string  `json:"tags"`
+}
+
+// chunkBatchBytes bounds the compressed bytes of one ChunksPut Raft entry: big payloads stay in
+// bounded entries (see PITFALLS: MaxAppendEntries counts entries, not bytes).
+const chunkBatchBytes = 1 << 20
+
+// chunkUploader stores an artifact's chunks through Raft in bounded batches, skipping chunks the
+// hub already holds, so two versions that share content share chunks.
+type chunkUploader struct {
+	s      *Server
+	c      echo.Context
+	batch  []state.Chunk
+	bytes  int
+	seen   map[string]bool
+	Stored int
+	Reused int
+}
+
+func (u *chunkUploader) add(ch artifact.Chunk) error {
+	if u.seen[ch.Digest] {
+		u.Reused++
+		return nil
+	}
+	u.seen[ch.Digest] = true
+	have, err := u.s.read.HasChunk(ch.Digest)
+	if err != nil {
+		return err
+	}
+	if have {
+		u.Reused++
+		return nil
+	}
+	z := zstdx.Encode(nil, ch.Data)
+	u.batch = append(u.batch, state.Chunk{Digest: ch.Digest, Size: int64(len(ch.Data)), Zstd: z})
+	u.bytes += len(z)
+	u.Stored++
+	if u.bytes >= chunkBatchBytes {
+		return u.flush()
+	}
+	return nil
+}
+
+func (u *chunkUploader) flush() error {
+	if len(u.batch) == 0 {
+		return nil
+	}
+	_, err := u.s.apply(u.c, command.TypeChunksPut, state.ChunksPut{Chunks: u.batch})
+	u.batch, u.bytes = nil, 0
+	return err
+}
+
+func (s *Server) modelVersionCreate(c echo.Context) error {
+	name := c.Param("name")
+	if _, err := s.read.Model(name); err != nil {
+		return err
+	}
+	mr, err := s.multipart(c)
+	if err != nil {
+		return err
+	}
+	var (
+		meta     *VersionMetadata
+		man      *artifact.Manifest
+		filename string
+		up       = &chunkUploader{s: s, c: c, seen: map[string]bool{}}
+	)
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return uploadErr(err)
+		}
+		switch part.FormName() {
+		case "metadata":
+			b, err := readPart(part, s.cfg.MaxBodyBytes, "metadata")
+			if err != nil {
+				return err
+			}
+			meta = &VersionMetadata{}
+			if err := decodeStrict(b, meta); err != nil {
+				return badRequest("metadata", "metadata: %v", err)
+			}
+		case "artifact":
+			if man != nil {
+				return badRequest("artifact", "more than one artifact part")
+			}
+			filename = part.FileName()
+			m, err := artifact.Split(part, up.add)
+			if err != nil {
+				return uploadErr(err)
+			}
+			if err := up.flush(); err != nil {
+				return err
+			}
+			man = &m
+		default:
+			return badRequest(part.FormName(), "unknown part %q: send metadata and artifact", part.FormName())
+		}
+	}
+	if man == nil {
+		return badRequest("artifact", "the artifact part is required")
+	}
+	if meta == nil {
+		meta = &VersionMetadata{}
+	}
+	for i, t := range meta.TrainedOn {
+		if t.Dataset == "" || t.Version < 1 {
+			return badRequest(fmt.Sprintf("trained_on[%d]", i), "trained_on entries need a dataset and a version >= 1")
+		}
+	}
+	canon, err := man.Canonical()
+	if err != nil {
+		return err
+	}
+	refs := make([]state.ChunkRef, len(man.Chunks))
+	for i, ch := range man.Chunks {
+		refs[i] = state.ChunkRef{Digest: ch.Digest, Size: ch.Size}
+	}
+	req := state.ModelVersionCreate{
+		Model: name, Digest: man.Digest, Size: man.Size, Format: meta.Format, Filename: filename,
+		Chunks: refs, Manifest: canon, ManifestDigest: artifact.DigestOf(canon),
+		Metrics: meta.Metrics, Params: meta.Params, CodeRef: meta.CodeRef, TrainedOn: meta.TrainedOn, Tags: meta.Tags,
+	}
+	res, err := s.apply(c, command.TypeModelVersionCreate, req)
+	if err != nil {
+		return err
+	}
+	if mv, ok := res.(state.ModelVersion); ok {
+		return c.JSON(http.StatusCreated, versionView{mv, up.Stored, up.Reused})
+	}
+	return c.JSON(http.StatusCreated, res)
+}
+
+// versionView is a model version as the API shows it: without the chunk list and manifest
+// bytes, with the upload's chunk counts when it was just created.
+type versionView struct {
+	state.ModelVersion
+	ChunksStored int `json:"chunks_stored,omitempty"`
+	ChunksReused int `json:"chunks_reused,omitempty"`
+}
+
+func (v versionView) MarshalJSON() ([]byte, error) {
+	type plain state.ModelVersion
+	p := plain(v.ModelVersion)
+	p.Chunks, p.Manifest = nil, nil
+	out := struct {
+		plain
+		ChunkCount   int `json:"chunk_count"`
+		ChunksStored int `json:"chunks_stored,omitempty"`
+		ChunksReused int `json:"chunks_reused,omitempty"`
+	}{p, len(v.ModelVersion.Chunks), v.ChunksStored, v.ChunksReused}
+	return json.Marshal(out)
+}
+
+func (s *Server) modelVersionList(c echo.Context) error {
+	if _, err := s.read.Model(c.Param("name")); err != nil {
+		return err
+	}
+	cursor, limit, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	p, err := s.read.ModelVersions(c.Param("name"), cursor, limit)
+	if err != nil {
+		return err
+	}
+	views := make([]versionView, len(p.Items))
+	for i, mv := range p.Items {
+		views[i] = versionView{ModelVersion: mv}
+	}
+	return c.JSON(http.StatusOK, state.Page[versionView]{Items: views, NextCursor: p.NextCursor})
+}
+
+func (s *Server) modelVersion(c echo.Context) (state.ModelVersion, error) {
+	v, err := versionParam(c)
+	if err != nil {
+		return state.ModelVersion{}, err
+	}
+	return s.read.ModelVersion(c.Param("name"), v)
+}
+
+func (s *Server) modelVersionGet(c echo.Context) error {
+	mv, err := s.modelVersion(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, versionView{ModelVersion: mv})
+}
+
+// modelVersionArtifact streams the whole artifact, verifying each chunk as it goes. A chunk
+// that fails verification after the response started cuts the connection, so a client never
+// gets a silently wrong file (the Digest header lets it check too).
+func (s *Server) modelVersionArtifact(c echo.Context) error {
+	mv, err := s.modelVersion(c)
+	if err != nil {
+		return err
+	}
+	h := c.Response().Header()
+	h.Set(echo.HeaderContentType, "application/octet-stream")
+	h.Set(echo.HeaderContentLength, strconv.FormatInt(mv.Size, 10))
+	h.Set("X-Driftline-Digest", mv.Digest)
+	if mv.Filename != "" {
+		h.Set(echo.HeaderContentDisposition, fmt.Sprintf("attachment; filename=%q", mv.Filename))
+	}
+	man, err := artifact.DecodeManifest(mv.Manifest)
+	if err != nil {
+		return err
+	}
+	c.Response().WriteHeader(http.StatusOK)
+	var zbuf []byte
+	return artifact.Assemble(c.Response(), man, func(digest string) ([]byte, error) {
+		z, err := s.read.Chunk(zbuf[:0], digest)
+		if err != nil {
+			return nil, err
+		}
+		zbuf = z
+		return zstdx.Decode(nil, z, artifact.MaxChunkSize)
+	})
+}
+
+// ApproveRequest is the body of POST .../approve and .../deprecate.
+type ApproveRequest struct {
+	Comment string `json:"comment"`
+}
+
+func (s *Server) optionalComment(c echo.Context) (string, error) {
+	if c.Request().ContentLength == 0 {
+		return "", nil
+	}
+	var req ApproveRequest
+	if err := s.decodeJSON(c, &req); err != nil {
+		return "", err
+	}
+	return req.Comment, nil
+}
+
+func (s *Server) modelVersionApprove(c echo.Context) error {
+	comment, err := s.optionalComment(c)
+	if err != nil {
+		return err
+	}
+	mv, err := s.modelVersion(c)
+	if err != nil {
+		return err
+	}
+	if s.cfg.SigningKey == nil {
+		return problem(http.StatusServiceUnavailable, ProblemNoLeader, "no signing key",
+			"this leader has no signing key (--signing-key); approvals need one")
+	}
+	sig := artifact.Sign(s.cfg.SigningKey, mv.Manifest)
+	res, err := s.apply(c, command.TypeModelVersionApprove, state.ModelVersionApprove{
+		Model: mv.Model, Version: mv.Version, Comment: comment, FourEyes: s.cfg.FourEyes,
+		Signature: state.Signature{KeyID: sig.KeyID, Sig: sig.Sig},
+	})
+	if err != nil {
+		return err
+	}
+	if out, ok := res.(state.ModelVersion); ok {
+		return c.JSON(http.StatusOK, versionView{ModelVersion: out})
+	}
+	return c.JSON(http.StatusOK, res)
+}
+
+func (s *Server) modelVersionDeprecate(c echo.Context) error {
+	comment, err := s.optionalComment(c)
+	if err != nil {
+		return err
+	}
+	v, err := versionParam(c)
+	if err != nil {
+		return err
+	}
+	res, err := s.apply(c, command.TypeModelVersionDeprecate, state.ModelVersionDeprecate{Model: c.Param("name"), Version: v, Comment: comment})
+	if err != nil {
+		return err
+	}
+	if out, ok := res.(state.ModelVersion); ok {
+		return c.JSON(http.StatusOK, versionView{ModelVersion: out})
+	}
+	return c.JSON(http.StatusOK, res)
+}
+
+// TagsRequest is the body of PUT .../versions/{v}/tags: an empty value deletes a tag.
+type TagsRequest struct {
+	Tags map[string]string `json:"tags"`
+}
+
+func (s *Server) modelVersionTags(c echo.Context) error {
+	v, err := versionParam(c)
+	if err != nil {
+		return err
+	}
+	var req TagsRequest
+	if err := s.decodeJSON(c, &req); err != nil {
+		return err
+	}
+	res, err := s.apply(c, command.TypeTagSet, state.TagSet{Model: c.Param("name"), Version: v, Tags: req.Tags})
+	if err != nil {
+		return err
+	}
+	if out, ok := res.(state.ModelVersion); ok {
+		return c.JSON(http.StatusOK, versionView{ModelVersion: out})
+	}
+	return c.JSON(http.StatusOK, res)
+}
+
+// VersionRequest is the body of PUT .../aliases/{alias} and PUT /devices/{id}/models/{name}.
+type VersionRequest struct {
+	Version *int `json:"version"`
+}
+
+func (r VersionRequest) get() (int, error) {
+	if r.Version == nil {
+		return 0, badRequest("version", "version is required")
+	}
+	if *r.Version < 0 {
+		return 0, badRequest("version", "version must be >= 0 (0 clears)")
+	}
+	return *r.Version, nil
+}
+
+func (s *Server) aliasSet(c echo.Context) error {
+	var req VersionRequest
+	if err := s.decodeJSON(c, &req); err != nil {
+		return err
+	}
+	v, err := req.get()
+	if err != nil {
+		return err
+	}
+	res, err := s.apply(c, command.TypeAliasSet, state.AliasSet{Model: c.Param("name"), Alias: c.Param("alias"), Version: v})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, res)
+}
+
+func (s *Server) aliasGet(c echo.Context) error {
+	m, err := s.read.Model(c.Param("name"))
+	if err != nil {
+		return err
+	}
+	v, ok := m.Aliases[c.Param("alias")]
+	if !ok {
+		return &Error{P: Problem{Type: ProblemNotFound, Title: "not found", Status: 404,
+			Detail: fmt.Sprintf("model %s has no alias %q", m.Name, c.Param("alias"))}}
+	}
+	return c.JSON(http.StatusOK, state.AliasResult{Model: m.Name, Alias: c.Param("alias"), Version: v})
+}

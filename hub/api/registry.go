@@ -1,0 +1,344 @@
+package api
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/hub/state"
+)
+
+// CreateRequest is the body of POST /api/v1/datasets and POST /api/v1/models.
+type CreateRequest struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+}
+
+func (s *Server) datasetCreate(c echo.Context) error {
+	var req CreateRequest
+	if err := s.decodeJSON(c, &req); err != nil {
+		return err
+	}
+	if !state.ValidName(req.Name) {
+		return badRequest("name", "name %q: use 1-128 letters, digits, '.', '_' or '-'", req.Name)
+	}
+	res, err := s.apply(c, command.TypeDatasetCreate, state.DatasetCreate{Name: req.Name, Description: req.Description})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, res)
+}
+
+func (s *Server) datasetList(c echo.Context) error {
+	cursor, limit, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	p, err := s.read.Datasets(cursor, limit)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, p)
+}
+
+func (s *Server) datasetGet(c echo.Context) error {
+	d, err := s.read.Dataset(c.Param("name"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, d)
+}
+
+func (s *Server) datasetVersionList(c echo.Context) error {
+	if _, err := s.read.Dataset(c.Param("name")); err != nil {
+		return err
+	}
+	cursor, limit, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	p, err := s.read.DatasetVersions(c.Param("name"), cursor, limit)
+	if err != nil {
+		return err
+	}
+	for i := range p.Items {
+		p.Items[i].Profile = nil // large; served by .../profile
+	}
+	return c.JSON(http.StatusOK, p)
+}
+
+func (s *Server) datasetVersion(c echo.Context) (state.DatasetVersion, error) {
+	v, err := versionParam(c)
+	if err != nil {
+		return state.DatasetVersion{}, err
+	}
+	return s.read.DatasetVersion(c.Param("name"), v)
+}
+
+func (s *Server) datasetVersionGet(c echo.Context) error {
+	dv, err := s.datasetVersion(c)
+	if err != nil {
+		return err
+	}
+	dv.Profile = nil
+	return c.JSON(http.StatusOK, dv)
+}
+
+func (s *Server) datasetVersionContract(c echo.Context) error {
+	dv, err := s.datasetVersion(c)
+	if err != nil {
+		return err
+	}
+	return c.Blob(http.StatusOK, "application/json", dv.Contract)
+}
+
+// datasetVersionProfile serves the reference profile: its binary form by default, or the JSON
+// summary the profile package renders when the client asks for application/json.
+func (s *Server) datasetVersionProfile(c echo.Context) error {
+	dv, err := s.datasetVersion(c)
+	if err != nil {
+		return err
+	}
+	if len(dv.Profile) == 0 {
+		return &Error{P: Problem{Type: ProblemNotFound, Title: "not found", Status: 404,
+			Detail: fmt.Sprintf("dataset:%s@%d has no reference profile", dv.Dataset, dv.Version)}}
+	}
+	if s.cfg.ProfileJSON != nil && c.Request().Header.Get("Accept") == "application/json" {
+		js, err := s.cfg.ProfileJSON(dv.Profile)
+		if err != nil {
+			return err
+		}
+		return c.JSONBlob(http.StatusOK, js)
+	}
+	c.Response().Header().Set("Digest", "sha-256="+dv.ProfileDigest)
+	return c.Blob(http.StatusOK, "application/octet-stream", dv.Profile)
+}
+
+// SampleResult is what a SampleProcessor learned from a training sample.
+type SampleResult struct {
+	Rows          int64
+	InvalidRows   int64
+	Profile       []byte
+	ProfileDigest string
+	// ContractDigest is the digest of the parsed contract's canonical form.
+	ContractDigest string
+	Notes          []string
+}
+
+// SampleProcessor validates a training sample against its contract and computes the reference
+// profile, streaming. format is "csv" or "jsonl". An error wrapping ErrBadInput is the client's
+// fault (400).
+type SampleProcessor func(contract []byte, sample io.Reader, format string) (SampleResult, error)
+
+// ErrBadInput marks a SampleProcessor error caused by the uploaded contract or sample.
+var ErrBadInput = errors.New("bad input")
+
+func (s *Server) datasetVersionCreate(c echo.Context) error {
+	name := c.Param("name")
+	if _, err := s.read.Dataset(name); err != nil {
+		return err
+	}
+	mr, err := s.multipart(c)
+	if err != nil {
+		return err
+	}
+	var (
+		contract  []byte
+		sampleTmp *os.File
+		format    string
+		req       = state.DatasetVersionCreate{Dataset: name}
+		res       SampleResult
+		sampled   bool
+	)
+	defer func() {
+		if sampleTmp != nil {
+			sampleTmp.Close()
+			os.Remove(sampleTmp.Name())
+		}
+	}()
+	process := func(r io.Reader) error {
+		h := sha256.New()
+		cr := &countingReader{r: io.TeeReader(r, h)}
+		out, err := s.processSample(contract, cr, format)
+		if err != nil {
+			return err
+		}
+		// Drain what the processor did not read so the hash covers the whole sample.
+		if _, err := io.Copy(io.Discard, cr); err != nil {
+			return uploadErr(err)
+		}
+		req.SampleSHA256 = "sha256:" + hex.EncodeToString(h.Sum(nil))
+		req.SampleBytes = cr.n
+		res, sampled = out, true
+		return nil
+	}
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return uploadErr(err)
+		}
+		switch part.FormName() {
+		case "contract":
+			contract, err = readPart(part, s.cfg.MaxBodyBytes, "contract")
+			if err != nil {
+				return err
+			}
+			if sampleTmp != nil { // the sample came first: it waited on disk
+				if _, err := sampleTmp.Seek(0, io.SeekStart); err != nil {
+					return err
+				}
+				if err := process(sampleTmp); err != nil {
+					return err
+				}
+			}
+		case "sample":
+			if sampled || sampleTmp != nil {
+				return badRequest("sample", "more than one sample part")
+			}
+			format = sampleFormat(part)
+			if contract == nil {
+				if sampleTmp, err = os.CreateTemp("", "driftline-sample-*"); err != nil {
+					return err
+				}
+				if _, err := io.Copy(sampleTmp, part); err != nil {
+					return uploadErr(err)
+				}
+				continue
+			}
+			if err := process(part); err != nil {
+				return err
+			}
+		case "source_uri":
+			b, err := readPart(part, 4096, "source_uri")
+			if err != nil {
+				return err
+			}
+			req.SourceURI = string(b)
+		case "parents":
+			b, err := readPart(part, 64<<10, "parents")
+			if err != nil {
+				return err
+			}
+			if err := decodeStrict(b, &req.Parents); err != nil {
+				return badRequest("parents", "parents must be a JSON list of {\"dataset\", \"version\"}: %v", err)
+			}
+		default:
+			return badRequest(part.FormName(), "unknown part %q: send contract, sample, source_uri, parents", part.FormName())
+		}
+	}
+	if contract == nil {
+		return badRequest("contract", "the contract part is required")
+	}
+	if !sampled {
+		return badRequest("sample", "the sample part is required")
+	}
+	req.Contract = json.RawMessage(contract)
+	req.ContractHash = res.ContractDigest
+	req.Profile, req.ProfileDigest = res.Profile, res.ProfileDigest
+	req.SampleRows, req.InvalidRows, req.Notes = res.Rows, res.InvalidRows, res.Notes
+	out, err := s.apply(c, command.TypeDatasetVersionCreate, req)
+	if err != nil {
+		return err
+	}
+	if dv, ok := out.(state.DatasetVersion); ok {
+		dv.Profile = nil
+		out = dv
+	}
+	return c.JSON(http.StatusCreated, out)
+}
+
+// processSample runs the configured SampleProcessor, or, without one, only checks that the
+// contract is a JSON object and counts the sample's lines.
+func (s *Server) processSample(contract []byte, r io.Reader, format string) (SampleResult, error) {
+	if s.cfg.Samples != nil {
+		res, err := s.cfg.Samples(contract, r, format)
+		if errors.Is(err, ErrBadInput) {
+			return res, badRequest("", "%v", err)
+		}
+		if err != nil {
+			return res, uploadErr(err)
+		}
+		return res, nil
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(contract, &obj); err != nil {
+		return SampleResult{}, badRequest("contract", "contract is not a JSON object: %v", err)
+	}
+	sum := sha256.Sum256(contract)
+	return SampleResult{ContractDigest: "sha256:" + hex.EncodeToString(sum[:]),
+		Notes: []string{"reference profile not computed: this hub was built without the profile package"}}, nil
+}
+
+func sampleFormat(p *multipart.Part) string {
+	ct := p.Header.Get("Content-Type")
+	switch {
+	case ct == "application/x-ndjson" || ct == "application/jsonl" || ct == "application/json":
+		return "jsonl"
+	case len(p.FileName()) > 6 && p.FileName()[len(p.FileName())-6:] == ".jsonl":
+		return "jsonl"
+	case len(p.FileName()) > 5 && p.FileName()[len(p.FileName())-5:] == ".json":
+		return "jsonl"
+	}
+	return "csv"
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// multipart returns a streaming reader of the request's multipart body, bounded by the upload
+// limit. No form accessor is touched before it (see PITFALLS: they parse the whole body).
+func (s *Server) multipart(c echo.Context) (*multipart.Reader, error) {
+	c.Request().Body = http.MaxBytesReader(c.Response(), c.Request().Body, s.cfg.MaxUploadBytes)
+	mr, err := c.Request().MultipartReader()
+	if err != nil {
+		return nil, problem(http.StatusUnsupportedMediaType, ProblemUnsupported, "unsupported media type",
+			"send multipart/form-data: "+err.Error())
+	}
+	return mr, nil
+}
+
+// uploadErr turns a body read error into 413 when the upload limit was hit.
+func uploadErr(err error) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return problem(http.StatusRequestEntityTooLarge, ProblemTooLarge, "payload too large",
+			"uploads are limited to "+strconv.FormatInt(mbe.Limit, 10)+" bytes")
+	}
+	var ae *Error
+	if errors.As(err, &ae) {
+		return err
+	}
+	return badRequest("", "read upload: %v", err)
+}
+
+func readPart(p *multipart.Part, limit int64, field string) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(p, limit+1))
+	if err != nil {
+		return nil, uploadErr(err)
+	}
+	if int64(len(b)) > limit {
+		return nil, badRequest(field, "part %q is larger than %d bytes", field, limit)
+	}
+	return b, nil
+}

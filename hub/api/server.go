@@ -1,0 +1,169 @@
+// Package api is the hub's HTTP API (echo): routes, authentication by bearer token, role checks,
+// problem+json errors, and forwarding of writes from followers to the leader.
+//
+// Reads are answered from the local FSM; `?consistency=strong` makes a read linearizable (a
+// barrier on the leader; a follower forwards such reads). Writes on a follower are proxied to the
+// leader's HTTP address, so clients never chase the leader.
+package api
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/hub/state"
+)
+
+// Store is what the API needs from the replicated store.
+type Store interface {
+	// Apply proposes a command and returns its result; on a follower it fails with an error
+	// that Store.IsNotLeader recognises.
+	Apply(ctx context.Context, env command.Envelope) (any, error)
+	// Barrier returns once this node (the leader) has applied every committed entry.
+	Barrier(ctx context.Context) error
+	// IsLeader reports whether this node is the leader now.
+	IsLeader() bool
+	// LeaderHTTP returns the leader's id and HTTP address, if known.
+	LeaderHTTP() (id, httpAddr string, ok bool)
+	// Ready reports whether a leader is known and the FSM has caught up.
+	Ready() bool
+	// Cluster returns the Raft status.
+	Cluster() ClusterStatus
+	// AppliedIndex is the index of the last entry this node applied.
+	AppliedIndex() uint64
+	// AddNonvoter adds a node as non-voter and returns the commit index it must reach.
+	AddNonvoter(ctx context.Context, id, raftAddr, httpAddr string) (uint64, error)
+	// Promote makes a caught-up non-voter a voter.
+	Promote(ctx context.Context, id, raftAddr string) error
+	// Remove takes a node out of the cluster.
+	Remove(ctx context.Context, id string) error
+	// IsNotLeader reports whether err means "this node is not the leader".
+	IsNotLeader(err error) bool
+}
+
+// ClusterStatus is the answer of GET /api/v1/cluster.
+type ClusterStatus struct {
+	Leader       *NodeRef     `json:"leader"`
+	Nodes        []NodeStatus `json:"nodes"`
+	Term         uint64       `json:"term"`
+	CommitIndex  uint64       `json:"commit_index"`
+	AppliedIndex uint64       `json:"applied_index"`
+	Self         string       `json:"self"`
+	State        string       `json:"state"`
+}
+
+// NodeRef names a node.
+type NodeRef struct {
+	ID   string `json:"id"`
+	HTTP string `json:"http"`
+}
+
+// NodeStatus is one node of the cluster.
+type NodeStatus struct {
+	ID    string `json:"id"`
+	Raft  string `json:"raft"`
+	HTTP  string `json:"http"`
+	State string `json:"state"`
+	Voter bool   `json:"voter"`
+}
+
+// Config holds what the API needs besides the store.
+type Config struct {
+	Store  Store
+	Reader state.Reader
+	// SigningKey signs manifests on approval (nil: approvals fail with a clear error).
+	SigningKey ed25519.PrivateKey
+	// FourEyes refuses an approval by the identity that registered the version.
+	FourEyes bool
+	// MaxUploadBytes bounds one upload (artifact or dataset sample); 0 means 64 GiB.
+	MaxUploadBytes int64
+	// MaxBodyBytes bounds JSON bodies; 0 means 4 MiB.
+	MaxBodyBytes int64
+	Logger       *slog.Logger
+	Registerer   prometheus.Registerer
+	// Gatherer serves /metrics; nil means prometheus.DefaultGatherer.
+	Gatherer prometheus.Gatherer
+	// Samples validates dataset samples and computes reference profiles; nil stores the
+	// contract and the sample's hash only (the answer says so in notes).
+	Samples SampleProcessor
+	// ProfileJSON renders an encoded profile as JSON for GET .../profile with Accept:
+	// application/json. May be nil.
+	ProfileJSON func(profile []byte) ([]byte, error)
+	// OnDesiredChanged is called after a device's desired state changed (the MQTT side
+	// publishes it). May be nil.
+	OnDesiredChanged func(deviceID string)
+	// OnDeviceDeleted is called after a device was removed (the broker revokes it). May be nil.
+	OnDeviceDeleted func(deviceID string)
+	// Extra registers more routes (dashboard, drift, rollouts) on the same server. May be nil.
+	Extra func(e *echo.Echo, s *Server)
+}
+
+// Server is the HTTP API.
+type Server struct {
+	cfg     Config
+	store   Store
+	read    state.Reader
+	log     *slog.Logger
+	echo    *echo.Echo
+	metrics *apiMetrics
+	client  *http.Client
+}
+
+// New builds the API server and its routes.
+func New(cfg Config) *Server {
+	if cfg.MaxUploadBytes <= 0 {
+		cfg.MaxUploadBytes = 64 << 30
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 4 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{
+		cfg: cfg, store: cfg.Store, read: cfg.Reader, log: cfg.Logger,
+		client: &http.Client{Timeout: 10 * time.Second},
+	}
+	s.metrics = newAPIMetrics(cfg.Registerer)
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.errorHandler
+	e.Use(s.recoverMiddleware, s.metrics.middleware)
+	s.echo = e
+	s.routes()
+	if cfg.Extra != nil {
+		cfg.Extra(e, s)
+	}
+	return s
+}
+
+// Handler returns the HTTP handler.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Echo returns the underlying router (tests walk it against docs/openapi.yaml).
+func (s *Server) Echo() *echo.Echo { return s.echo }
+
+func (s *Server) recoverMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				s.log.Error("panic in handler", "path", c.Path(), "panic", r)
+				err = problem(500, ProblemInternal, "internal error", "the server hit a bug; see its log")
+			}
+		}()
+		return next(c)
+	}
+}
+
+func jsonEncode(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	return enc.Encode(v)
+}
