@@ -285,3 +285,8 @@ func (s *Store) announceSelf() {
 		}
 	}
 }
+
+// Snapshot makes raft take a snapshot now and compact its log (operators' backups, tests).
+func (s *Store) Snapshot() error {
+	return translate("snapshot", s.raft.Snapshot().Error())
+}

@@ -1,0 +1,348 @@
+// Package storetest runs in-process hub clusters for tests: real store.Store nodes with real TCP
+// raft transports on 127.0.0.1 and on-disk badger databases in temp dirs, like hashicorp/raft's
+// testing.go. Every helper fails the test (t.Fatal) rather than returning an error.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/raft"
+
+	"github.com/driftline/driftline/hub/store"
+	"github.com/driftline/driftline/shared/kv"
+)
+
+// WaitTimeout bounds every wait of the harness.
+const WaitTimeout = 15 * time.Second
+
+// Node is one member of a test cluster.
+type Node struct {
+	// ID is the raft server id ("n0", "n1", ...).
+	ID string
+	// Dir holds the node's badger database (Dir/db) and raft snapshots (Dir/raft).
+	Dir string
+	// RaftAddr is the node's raft address, kept across restarts.
+	RaftAddr string
+	// HTTPAddr is a made-up API address recorded in the node records.
+	HTTPAddr string
+	// Store is the running store; nil while the node is down.
+	Store *store.Store
+	// DB is the node's database; nil while the node is down.
+	DB *badger.DB
+}
+
+// Live reports whether the node is running.
+func (n *Node) Live() bool { return n.Store != nil }
+
+// Options change how MakeCluster builds nodes.
+type Options struct {
+	// Tune changes each node's raft configuration after the harness's fast test timeouts.
+	Tune func(*raft.Config)
+	// Logger receives the nodes' logs; nil discards them (t.Log would make passing runs noisy).
+	Logger *slog.Logger
+}
+
+// Cluster is a set of nodes started by MakeCluster.
+type Cluster struct {
+	t       testing.TB
+	nodes   []*Node
+	factory func(id string) store.Processor
+	opts    Options
+}
+
+// FastTimeouts makes elections and heartbeats quick enough for tests on a busy machine.
+func FastTimeouts(c *raft.Config) {
+	c.HeartbeatTimeout = 300 * time.Millisecond
+	c.ElectionTimeout = 300 * time.Millisecond
+	c.LeaderLeaseTimeout = 150 * time.Millisecond
+	c.CommitTimeout = 5 * time.Millisecond
+}
+
+// MakeCluster starts n nodes: n0 bootstraps, the others join through the leader as non-voters,
+// catch up, and are promoted (the hub's join protocol). processor makes each node's Processor.
+// The cluster is shut down when the test ends.
+func MakeCluster(t testing.TB, n int, processor func(id string) store.Processor, opts ...Options) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, factory: processor}
+	if len(opts) > 0 {
+		c.opts = opts[0]
+	}
+	t.Cleanup(c.Close)
+	for i := range n {
+		node := &Node{ID: fmt.Sprintf("n%d", i), Dir: t.TempDir(), RaftAddr: "127.0.0.1:0",
+			HTTPAddr: fmt.Sprintf("127.0.0.1:%d", 18080+i)}
+		c.nodes = append(c.nodes, node)
+		c.start(node, i == 0)
+		if i == 0 {
+			c.Leader()
+			continue
+		}
+		c.Join(node)
+	}
+	return c
+}
+
+// Join adds a running node to the cluster with the join protocol: non-voter, wait until it has
+// applied the leader's commit index, promote.
+func (c *Cluster) Join(node *Node) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), WaitTimeout)
+	defer cancel()
+	idx, err := c.Leader().Store.AddNonvoter(ctx, node.ID, node.RaftAddr, node.HTTPAddr)
+	if err != nil {
+		c.t.Fatalf("add %s as non-voter: %v", node.ID, err)
+	}
+	if err := node.Store.WaitApplied(ctx, idx); err != nil {
+		c.t.Fatalf("%s catching up to %d: %v", node.ID, idx, err)
+	}
+	if err := c.Leader().Store.Promote(ctx, node.ID, node.RaftAddr); err != nil {
+		c.t.Fatalf("promote %s: %v", node.ID, err)
+	}
+}
+
+func (c *Cluster) start(node *Node, bootstrap bool) {
+	c.t.Helper()
+	db, err := badger.Open(kv.Options(filepath.Join(node.Dir, "db"), kv.Server).WithNumVersionsToKeep(1))
+	if err != nil {
+		c.t.Fatalf("open %s db: %v", node.ID, err)
+	}
+	log := c.opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s, err := store.Open(store.Config{
+		DB: db, Dir: filepath.Join(node.Dir, "raft"), NodeID: node.ID,
+		RaftBind: node.RaftAddr, HTTPAddr: node.HTTPAddr, Bootstrap: bootstrap,
+		Processor: c.factory(node.ID), Logger: log,
+		Tune: func(rc *raft.Config) {
+			FastTimeouts(rc)
+			if c.opts.Tune != nil {
+				c.opts.Tune(rc)
+			}
+		},
+	})
+	if err != nil {
+		_ = db.Close()
+		c.t.Fatalf("open %s: %v", node.ID, err)
+	}
+	node.DB, node.Store, node.RaftAddr = db, s, s.RaftAddr()
+}
+
+// Nodes returns every node, live or not.
+func (c *Cluster) Nodes() []*Node { return c.nodes }
+
+// LiveNodes returns the running nodes.
+func (c *Cluster) LiveNodes() []*Node {
+	var out []*Node
+	for _, n := range c.nodes {
+		if n.Live() {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Leader waits until exactly one live node is leader and every live node agrees, and returns it.
+func (c *Cluster) Leader() *Node {
+	c.t.Helper()
+	var leader *Node
+	WaitFor(c.t, WaitTimeout, "a single leader", func() bool {
+		leader = c.currentLeader()
+		return leader != nil
+	})
+	return leader
+}
+
+func (c *Cluster) currentLeader() *Node {
+	var leader *Node
+	for _, n := range c.LiveNodes() {
+		if n.Store.IsLeader() {
+			if leader != nil {
+				return nil
+			}
+			leader = n
+		}
+	}
+	if leader == nil {
+		return nil
+	}
+	for _, n := range c.LiveNodes() {
+		if n.Store.Status().LeaderID != leader.ID {
+			return nil
+		}
+	}
+	return leader
+}
+
+// WaitForNewLeader waits for a leader other than old and returns it.
+func (c *Cluster) WaitForNewLeader(old *Node) *Node {
+	c.t.Helper()
+	var leader *Node
+	WaitFor(c.t, WaitTimeout, "a new leader", func() bool {
+		leader = c.currentLeader()
+		return leader != nil && leader != old
+	})
+	return leader
+}
+
+// Followers returns the live nodes other than the leader.
+func (c *Cluster) Followers() []*Node {
+	c.t.Helper()
+	l := c.Leader()
+	var out []*Node
+	for _, n := range c.LiveNodes() {
+		if n != l {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Kill stops node abruptly (no leadership transfer) and closes its database.
+func (c *Cluster) Kill(node *Node) {
+	c.t.Helper()
+	if !node.Live() {
+		return
+	}
+	if err := node.Store.Abort(); err != nil {
+		c.t.Logf("abort %s: %v", node.ID, err)
+	}
+	if err := node.DB.Close(); err != nil {
+		c.t.Errorf("close %s db: %v", node.ID, err)
+	}
+	node.Store, node.DB = nil, nil
+}
+
+// Restart starts a stopped node again from its directory, on its old raft address.
+func (c *Cluster) Restart(node *Node) {
+	c.t.Helper()
+	if node.Live() {
+		c.t.Fatalf("restart %s: still running", node.ID)
+	}
+	c.start(node, false)
+}
+
+// Close stops every live node gracefully. It runs at test cleanup.
+func (c *Cluster) Close() {
+	for _, n := range c.LiveNodes() {
+		if err := n.Store.Close(); err != nil {
+			c.t.Logf("close %s: %v", n.ID, err)
+		}
+		if err := n.DB.Close(); err != nil {
+			c.t.Logf("close %s db: %v", n.ID, err)
+		}
+		n.Store, n.DB = nil, nil
+	}
+}
+
+// WaitReplicated waits until every live node has applied the leader's last index.
+func (c *Cluster) WaitReplicated() {
+	c.t.Helper()
+	WaitFor(c.t, WaitTimeout, "all nodes to apply the leader's log", func() bool {
+		l := c.currentLeader()
+		if l == nil {
+			return false
+		}
+		want := l.Store.Status().CommitIndex
+		for _, n := range c.LiveNodes() {
+			if n.Store.Status().AppliedIndex < want {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// EnsureSame waits for replication, then fails the test unless every live node holds the same keys
+// and values under store.FSMPrefix.
+func (c *Cluster) EnsureSame() {
+	c.t.Helper()
+	var diff string
+	ok := Poll(WaitTimeout, func() bool {
+		c.WaitReplicated()
+		nodes := c.LiveNodes()
+		ref := Dump(c.t, nodes[0].DB)
+		for _, n := range nodes[1:] {
+			if d := diffDumps(ref, Dump(c.t, n.DB)); d != "" {
+				diff = fmt.Sprintf("%s vs %s: %s", nodes[0].ID, n.ID, d)
+				return false
+			}
+		}
+		return true
+	})
+	if !ok {
+		c.t.Fatalf("FSM states differ: %s", diff)
+	}
+}
+
+// KV is one key and value.
+type KV struct{ Key, Value []byte }
+
+// Dump returns every key and value under store.FSMPrefix in key order.
+func Dump(t testing.TB, db *badger.DB) []KV {
+	t.Helper()
+	var out []KV
+	err := db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = store.FSMPrefix
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			out = append(out, KV{it.Item().KeyCopy(nil), v})
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("dump: %v", err)
+	}
+	return out
+}
+
+func diffDumps(a, b []KV) string {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if !bytes.Equal(a[i].Key, b[i].Key) {
+			return fmt.Sprintf("key %d: %q vs %q", i, a[i].Key, b[i].Key)
+		}
+		if !bytes.Equal(a[i].Value, b[i].Value) {
+			return fmt.Sprintf("key %q: %q vs %q", a[i].Key, a[i].Value, b[i].Value)
+		}
+	}
+	if len(a) != len(b) {
+		return fmt.Sprintf("%d keys vs %d", len(a), len(b))
+	}
+	return ""
+}
+
+// WaitFor polls cond until it holds, failing the test with what after timeout.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !Poll(timeout, cond) {
+		t.Fatalf("timed out after %v waiting for %s", timeout, what)
+	}
+}
+
+// Poll calls cond every 10 ms until it returns true (true) or timeout passes (false).
+func Poll(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
