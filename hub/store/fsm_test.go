@@ -246,7 +246,9 @@ func TestTooBigCommitsEarly(t *testing.T) {
 	// Each fill is ~40% of the largest transaction: three of them cannot share one.
 	size := 4096
 	n := int(db.MaxBatchSize()*4/10) / size
-	fill := func(k string, count int) []byte { return enc(t, command.TypeTagSet, kvOp{K: k, Fill: count, Size: size}) }
+	fill := func(k string, count int) []byte {
+		return enc(t, command.TypeTagSet, kvOp{K: k, Fill: count, Size: size})
+	}
 	in := logs(1, batch(t, fill("f0", n), fill("f1", n), fill("huge", 3*n), fill("f2", n)), put(t, "after", "1"))
 	out := a.applyLogs(in)
 	rs := out[0].([]result)
