@@ -23,7 +23,7 @@ func (f FetchRequest) Validate() error {
 		return err
 	}
 	if err := ValidateRequestID(f.RequestID); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadPayload, err)
+		return fmt.Errorf("request_id: %w", err)
 	}
 	if len(f.Digests) < 1 || len(f.Digests) > MaxFetchDigests {
 		return bad("digests", "must list 1..%d digests, got %d", MaxFetchDigests, len(f.Digests))

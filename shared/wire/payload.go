@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 )
@@ -61,7 +62,7 @@ func (h Header) MatchTopic(topicDeviceID string) error {
 // Encode validates p and returns its JSON encoding.
 func Encode(p Payload) ([]byte, error) {
 	if err := p.Validate(); err != nil {
-		return nil, fmt.Errorf("encode %T: %w", p, err)
+		return nil, fmt.Errorf("encode %T: %w", p, asBadPayload(err))
 	}
 	b, err := json.Marshal(p)
 	if err != nil {
@@ -91,9 +92,18 @@ func decode[T any, PT interface {
 	}
 	if err := PT(&v).Validate(); err != nil {
 		var zero T
-		return zero, fmt.Errorf("%T: %w", v, err)
+		return zero, fmt.Errorf("%T: %w", v, asBadPayload(err))
 	}
 	return v, nil
+}
+
+// asBadPayload makes every validation error wrap ErrBadPayload, keeping what it wrapped
+// (ErrBadName for a bad device id, say).
+func asBadPayload(err error) error {
+	if errors.Is(err, ErrBadPayload) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrBadPayload, err)
 }
 
 // bad returns an ErrBadPayload error about one field.
