@@ -1,0 +1,191 @@
+package modelstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+)
+
+// Recovery actions reported by Recover.
+const (
+	// ActionCompleted: an interrupted activation was finished (its health check passed).
+	ActionCompleted = "completed"
+	// ActionRolledBack: an interrupted activation was undone; Err says why.
+	ActionRolledBack = "rolled_back"
+	// ActionRepaired: a link pointed at a version that failed verification and was moved.
+	ActionRepaired = "repaired"
+)
+
+// Recovery reports what Recover did to one model.
+type Recovery struct {
+	Name string
+	// Action is one of the Action constants.
+	Action string
+	// Current is the version current points at afterwards (0: none).
+	Current int
+	// Err is the reason for a rollback or repair (a failed health check, too many attempts, a
+	// version that failed verification).
+	Err error
+}
+
+// Recover brings MODELDIR and the journal back to a rest state after a start. For each model
+// with a pending activation journal:
+//   - if it was rolling back, the rollback is finished;
+//   - if it has been tried MaxAttempts times already (the health check itself may be what kills
+//     the agent), or the new version no longer verifies, it is rolled back;
+//   - otherwise the switch is redone and the health check re-run, then committed or rolled back
+//     exactly as Activate does.
+//
+// Then every current and previous link is checked (the file re-hashed against its marker): a
+// current that fails moves to a previous that passes, or is removed; a previous that fails is
+// removed. Finally staging directories, link temporaries and version directories that no link
+// points at are deleted. Recover returns what it did; an error means the disk or the state
+// database failed, or ctx ended.
+func (s *Store) Recover(ctx context.Context) ([]Recovery, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Recovery
+	good, bad, err := s.pendingJournals()
+	if err != nil {
+		return nil, fmt.Errorf("list activation journals: %w", err)
+	}
+	for _, k := range bad {
+		s.log.Warn("dropping undecodable activation journal", "key", k)
+		if err := s.journal.Delete([]byte(k)); err != nil {
+			return nil, fmt.Errorf("drop journal %q: %w", k, err)
+		}
+	}
+	for _, j := range good {
+		r, err := s.recoverJournal(ctx, j)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, r)
+	}
+	names, err := s.modelNames()
+	if err != nil {
+		return out, err
+	}
+	for _, name := range names {
+		r, repaired, err := s.repairLinks(name)
+		if err != nil {
+			return out, err
+		}
+		if repaired {
+			out = append(out, r)
+		}
+		if err := s.prune(name); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) recoverJournal(ctx context.Context, j journal) (Recovery, error) {
+	r := Recovery{Name: j.Name, Action: ActionRolledBack}
+	var reason error
+	switch {
+	case j.Step == stepRollingBack:
+		reason = errors.New("rollback was interrupted")
+	case j.Attempts >= s.opts.MaxAttempts:
+		reason = fmt.Errorf("activation of %s@%d interrupted %d times, giving up", j.Name, j.New, j.Attempts)
+	default:
+		if _, err := s.checkVersion(j.Name, j.New, true); err != nil {
+			reason = fmt.Errorf("new version no longer verifies: %w", err)
+		}
+	}
+	if reason != nil {
+		s.log.Warn("rolling back interrupted activation", "model", j.Name, "version", j.New, "reason", reason)
+		if err := s.rollback(j); err != nil {
+			return r, err
+		}
+		r.Current, r.Err = j.Old, reason
+		return r, nil
+	}
+	j.Attempts++
+	j.Step = stepSwitching
+	if err := s.saveJournal(j); err != nil {
+		return r, err
+	}
+	s.log.Info("resuming interrupted activation", "model", j.Name, "version", j.New, "attempt", j.Attempts)
+	err := s.finish(ctx, j)
+	switch {
+	case err == nil:
+		r.Action, r.Current = ActionCompleted, j.New
+		return r, nil
+	case errors.Is(err, ErrHealthCheck):
+		r.Current, r.Err = j.Old, err
+		return r, nil
+	default:
+		return r, err
+	}
+}
+
+// repairLinks makes current and previous point at versions that verify, or removes them.
+func (s *Store) repairLinks(name string) (Recovery, bool, error) {
+	modelDir := filepath.Join(s.dir, name)
+	check := func(link string) (int, error) {
+		v, err := readLink(modelDir, link)
+		if err != nil || v == 0 {
+			return 0, err
+		}
+		if _, err := s.checkVersion(name, v, true); err != nil {
+			return 0, err
+		}
+		return v, nil
+	}
+	cur, curErr := check(CurrentLink)
+	prev, prevErr := check(PreviousLink)
+	if prevErr != nil {
+		s.log.Warn("removing previous link to a version that does not verify", "model", name, "err", prevErr)
+		if err := removeLink(modelDir, PreviousLink); err != nil {
+			return Recovery{}, false, err
+		}
+	}
+	if curErr == nil {
+		return Recovery{Name: name, Action: ActionRepaired, Current: cur, Err: prevErr}, prevErr != nil, nil
+	}
+	r := Recovery{Name: name, Action: ActionRepaired, Err: curErr}
+	if prev != 0 {
+		s.log.Warn("current does not verify, switching to previous", "model", name, "previous", prev, "err", curErr)
+		if err := setLink(modelDir, CurrentLink, prev); err != nil {
+			return r, false, err
+		}
+		if err := removeLink(modelDir, PreviousLink); err != nil {
+			return r, false, err
+		}
+		r.Current = prev
+		return r, true, nil
+	}
+	s.log.Warn("current does not verify and there is no previous; removing current", "model", name, "err", curErr)
+	if err := removeLink(modelDir, CurrentLink); err != nil {
+		return r, false, err
+	}
+	return r, true, nil
+}
+
+// modelNames lists the model directories under MODELDIR, sorted.
+func (s *Store) modelNames() ([]string, error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("list model directory: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		if e.IsDir() && ValidName(e.Name()) == nil {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// Models lists the names of the models that have a directory under MODELDIR.
+func (s *Store) Models() ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.modelNames()
+}
