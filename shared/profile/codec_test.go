@@ -12,10 +12,14 @@ import (
 
 func TestRoundTrip(t *testing.T) {
 	cases := map[string]*Profile{
-		"empty":   mustProfile(t, nil),
-		"small":   mustProfile(t, testRows(1, 50)),
-		"large":   mustProfile(t, testRows(2, 20000)),
-		"merged":  func() *Profile { p := mustProfile(t, testRows(3, 5000)); _ = p.Merge(mustProfile(t, testRows(4, 7000))); return p }(),
+		"empty": mustProfile(t, nil),
+		"small": mustProfile(t, testRows(1, 50)),
+		"large": mustProfile(t, testRows(2, 20000)),
+		"merged": func() *Profile {
+			p := mustProfile(t, testRows(3, 5000))
+			_ = p.Merge(mustProfile(t, testRows(4, 7000)))
+			return p
+		}(),
 		"all-nil": mustProfile(t, [][]contract.Value{make([]contract.Value, len(testCols))}),
 	}
 	for name, p := range cases {
