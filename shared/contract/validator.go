@@ -244,13 +244,17 @@ func equal(a, b Value) bool {
 
 // quote makes reported text safe: valid UTF-8, at most MaxViolationValue bytes.
 func quote(b []byte) string {
-	if n := MaxViolationValue; len(b) > n {
-		for n > 0 && !utf8.RuneStart(b[n]) {
+	s := string(b)
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	if n := MaxViolationValue; len(s) > n {
+		for n > 0 && !utf8.RuneStart(s[n]) {
 			n--
 		}
-		b = b[:n]
+		s = s[:n]
 	}
-	return strings.ToValidUTF8(string(b), "\uFFFD")
+	return s
 }
 
 // formatValue renders a typed key part for a violation report.

@@ -45,8 +45,8 @@ func (a *JSONArray) Next(row *contract.RawRow) error {
 		}
 		_, _ = a.br.ReadByte()
 		if b, err := peekNonSpace(a.br); err == nil && b == ']' {
-			a.done = true
-			return io.EOF
+			_, _ = a.br.ReadByte()
+			return a.finish(row)
 		}
 	} else {
 		b, err := peekNonSpace(a.br)
@@ -56,8 +56,7 @@ func (a *JSONArray) Next(row *contract.RawRow) error {
 		_, _ = a.br.ReadByte()
 		switch b {
 		case ']':
-			a.done = true
-			return io.EOF
+			return a.finish(row)
 		case ',':
 		default:
 			return a.fail(row, fmt.Sprintf("found %q between elements, want ',' or ']'", b))
@@ -81,6 +80,15 @@ func (a *JSONArray) Next(row *contract.RawRow) error {
 		setParseErr(row, a.nf, perr.Error(), a.elem)
 	}
 	return nil
+}
+
+// finish ends the stream after the closing ']': io.EOF, or a last parse row if text follows.
+func (a *JSONArray) finish(row *contract.RawRow) error {
+	if _, err := peekNonSpace(a.br); err == nil {
+		return a.fail(row, "text after the array")
+	}
+	a.done = true
+	return io.EOF
 }
 
 // end turns a read error into either a last parse row (the input was cut short) or the error.

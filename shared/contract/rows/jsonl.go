@@ -2,7 +2,6 @@ package rows
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -80,5 +79,14 @@ func (j *JSONL) readLine() ([]byte, error) {
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
-	return bytes.TrimSpace(line), err
+	return trimSpace(line), err
+}
+
+// trimSpace drops JSON whitespace (not Unicode spaces, which JSON does not allow) at both ends.
+func trimSpace(b []byte) []byte {
+	b = b[skipSpace(b, 0):]
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t' || b[len(b)-1] == '\r' || b[len(b)-1] == '\n') {
+		b = b[:len(b)-1]
+	}
+	return b
 }

@@ -112,6 +112,8 @@ func TestJSONArray(t *testing.T) {
 	runCases(t, []readerCase{
 		{"basic", " [ {\"a\":1,\"b\":\"x,]}\"} ,\n{\"c\":2} ] ", []string{"1 a=N:1 b=S:x,]} c=-", "2 a=- b=- c=N:2"}, nil},
 		{"empty array", "[ ]", nil, nil},
+		{"text after", "[{\"a\":1}] x", []string{"1 a=N:1 b=- c=-", "2 PARSE"}, nil},
+		{"text after empty", "[] x", []string{"1 PARSE"}, nil},
 		{"bad element goes on", `[{"a":1}, 5, {"a":}, {"a":2}]`, []string{"1 a=N:1 b=- c=-", "2 PARSE", "3 PARSE", "4 a=N:2 b=- c=-"}, nil},
 		{"nested", `[{"d":[{"x":"]"}],"a":3}]`, []string{`1 a=N:3 b=- c=- +d=[{"x":"]"}]`}, nil},
 		{"missing comma stops", `[{"a":1} {"a":2}]`, []string{"1 a=N:1 b=- c=-", "2 PARSE"}, nil},
