@@ -136,7 +136,7 @@ func New(cfg Config) (*Broker, error) {
 	b.acl.server = srv
 	hooks := []mqtt.Hook{b.acl, &metricsHook{rules: r, m: m}}
 	if cfg.DB != nil {
-		_ = 0
+		hooks = append(hooks, &storeHook{db: cfg.DB, log: cfg.Logger})
 	}
 	for _, h := range hooks {
 		if err := srv.AddHook(h, nil); err != nil {
