@@ -1,0 +1,108 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// AgentConfig is the file `driftline device add --agent-config FILE` writes: everything an agent
+// needs to connect to the hub as that device. docs/cli.md documents the format; the agent's own
+// config struct reads these keys.
+type AgentConfig struct {
+	// DeviceID is the device's id; it is also the MQTT client id and username.
+	DeviceID string `yaml:"device_id"`
+	// Token is the device token, shown by the hub only once; it is the MQTT password and the
+	// bearer token for the HTTP API.
+	Token string `yaml:"token"`
+	// Brokers are the MQTT broker URLs to try in order (tcp:// or ssl://).
+	Brokers []string `yaml:"brokers"`
+	// TrustedKeys are base64 ed25519 public keys whose manifest signatures the agent accepts.
+	TrustedKeys []string `yaml:"trusted_keys"`
+	// Hub is the hub's HTTP API URL.
+	Hub string `yaml:"hub"`
+}
+
+// DefaultBroker is the broker URL written into an agent config when the hub advertises none and
+// --broker is not given.
+const DefaultBroker = "tcp://127.0.0.1:1883"
+
+// advertisedBrokers reads the MQTT URLs the hub advertises from GET /api/v1/cluster, looking at
+// the members "advertise_mqtt", "mqtt" and "brokers" (a list of URLs). It returns nil when the
+// hub advertises none.
+func advertisedBrokers(ctx context.Context, c *client) ([]string, error) {
+	var st map[string]json.RawMessage
+	if _, err := c.JSON(ctx, http.MethodGet, "/api/v1/cluster", nil, nil, &st); err != nil {
+		return nil, err
+	}
+	for _, k := range []string{"advertise_mqtt", "mqtt", "brokers"} {
+		var urls []string
+		if raw, ok := st[k]; ok && json.Unmarshal(raw, &urls) == nil && len(urls) > 0 {
+			return urls, nil
+		}
+	}
+	return nil, nil
+}
+
+// trustedKeys reads the hub's public signing keys from GET /api/v1/keys.
+func trustedKeys(ctx context.Context, c *client) ([]string, error) {
+	var page struct {
+		Items []struct {
+			PublicKey string `json:"public_key"`
+		} `json:"items"`
+	}
+	if _, err := c.JSON(ctx, http.MethodGet, "/api/v1/keys", nil, nil, &page); err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(page.Items))
+	for _, k := range page.Items {
+		if k.PublicKey != "" {
+			keys = append(keys, k.PublicKey)
+		}
+	}
+	return keys, nil
+}
+
+// writeAgentConfig writes cfg as YAML to path with mode 0600 (it holds a secret), atomically.
+func writeAgentConfig(path string, cfg AgentConfig) error {
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		return fmt.Errorf("encode agent config: %w", err)
+	}
+	head := "# driftline agent config for device " + cfg.DeviceID + ", written by `driftline device add`.\n" +
+		"# It holds the device token: keep it secret.\n"
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.WriteString(head + string(b)); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// splitURLs splits a comma-separated URL list, dropping empty items.
+func splitURLs(s string) []string {
+	var out []string
+	for _, u := range strings.Split(s, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}

@@ -1,0 +1,178 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/driftline/driftline/hub/node"
+)
+
+// serveEnv names the environment variable of each `hub serve` flag whose variable is not simply
+// DRIFTLINE_ and the flag's name in upper case with '_' for '-'.
+var serveEnv = map[string]string{"join-token": "DRIFTLINE_TOKEN"}
+
+// envName is the environment variable that sets a `hub serve` flag.
+func envName(flag string) string {
+	if n, ok := serveEnv[flag]; ok {
+		return n
+	}
+	return "DRIFTLINE_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// serveOptions are the flags of `driftline hub serve`.
+type serveOptions struct {
+	data, nodeID, http, advertiseHTTP, raft, mqtt string
+	broker, join, joinToken, tlsCert, tlsKey      string
+	advertiseMQTT, signingKey, logLevel           string
+	fourEyes                                      bool
+	maxUpload                                     int64
+}
+
+func (a *app) hubCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "hub", Short: "Run a hub node"}
+	cmd.AddCommand(a.serveCmd())
+	return cmd
+}
+
+func (a *app) serveCmd() *cobra.Command {
+	var o serveOptions
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a hub node (a first start with no --join bootstraps a one-node cluster)",
+		Long: "serve runs one hub node: Raft store, HTTP API and embedded MQTT broker. Every flag can also be set by an\n" +
+			"environment variable, DRIFTLINE_ and the flag's name in upper case (--node-id: DRIFTLINE_NODE_ID;\n" +
+			"--join-token: DRIFTLINE_TOKEN); a flag on the command line wins. SIGINT or SIGTERM stops the node cleanly.",
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := a.applyEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			cfg, level, err := o.config()
+			if err != nil {
+				return err
+			}
+			return a.serve(cfg, level)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.data, "data", DefaultDataDir, "data directory: database, Raft snapshots, signing key, admin.token")
+	f.StringVar(&o.nodeID, "node-id", "", "this node's id in the cluster (default: derived from --raft)")
+	f.StringVar(&o.http, "http", ":8080", "HTTP API listen address")
+	f.StringVar(&o.advertiseHTTP, "advertise-http", "", "API address other nodes use (default: --http with the --raft host)")
+	f.StringVar(&o.raft, "raft", "127.0.0.1:7000", "Raft listen and advertise address")
+	f.StringVar(&o.mqtt, "mqtt", ":1883", `embedded MQTT broker listen address; "" disables it`)
+	f.StringVar(&o.broker, "broker", "", "external broker URL(s), comma-separated (tcp:// or ssl://), instead of the embedded one")
+	f.StringVar(&o.join, "join", "", "HTTP URL of a node of an existing cluster to join")
+	f.StringVar(&o.joinToken, "join-token", "", "admin token of the cluster to join")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "TLS certificate (PEM) for HTTPS and MQTTS")
+	f.StringVar(&o.tlsKey, "tls-key", "", "TLS key (PEM) for HTTPS and MQTTS")
+	f.StringVar(&o.advertiseMQTT, "advertise-mqtt", "", "broker URL(s) agents are told to connect to, comma-separated")
+	f.StringVar(&o.signingKey, "signing-key", "", "ed25519 signing key file (default DATA/signing.key, generated when absent)")
+	f.BoolVar(&o.fourEyes, "four-eyes", false, "refuse an approval by the identity that registered the version")
+	f.Int64Var(&o.maxUpload, "max-upload-bytes", 0, "largest upload accepted (0: the API's default)")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.VisitAll(func(fl *pflag.Flag) { fl.Usage += " (env " + envName(fl.Name) + ")" })
+	return cmd
+}
+
+// applyEnv sets every flag not given on the command line from its environment variable.
+func (a *app) applyEnv(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed {
+			return
+		}
+		name := envName(f.Name)
+		v, ok := a.getenv(name)
+		if !ok {
+			return
+		}
+		if serr := fs.Set(f.Name, v); serr != nil {
+			err = usagef("%s=%q: %v", name, v, serr)
+		}
+	})
+	return err
+}
+
+// config validates the options and turns them into a node.Config.
+func (o serveOptions) config() (node.Config, slog.Level, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return node.Config{}, 0, usagef("--log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	if o.data == "" {
+		return node.Config{}, 0, usagef("--data must not be empty")
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return node.Config{}, 0, usagef("--tls-cert and --tls-key go together")
+	}
+	if o.raft == "" || o.http == "" {
+		return node.Config{}, 0, usagef("--raft and --http must not be empty")
+	}
+	brokers, err := brokerURLs("--broker", o.broker)
+	if err != nil {
+		return node.Config{}, 0, err
+	}
+	adv, err := brokerURLs("--advertise-mqtt", o.advertiseMQTT)
+	if err != nil {
+		return node.Config{}, 0, err
+	}
+	if o.join != "" {
+		if u, err := url.Parse(o.join); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return node.Config{}, 0, usagef("--join %q: want the HTTP URL of a hub node", o.join)
+		}
+	}
+	if o.maxUpload < 0 {
+		return node.Config{}, 0, usagef("--max-upload-bytes must be >= 0")
+	}
+	return node.Config{
+		DataDir: o.data, NodeID: o.nodeID, HTTPAddr: o.http, AdvertiseHTTP: o.advertiseHTTP, RaftAddr: o.raft,
+		MQTTAddr: o.mqtt, Brokers: brokers, AdvertiseMQTT: adv, Join: o.join, JoinToken: o.joinToken,
+		TLSCert: o.tlsCert, TLSKey: o.tlsKey, SigningKey: o.signingKey, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload,
+	}, level, nil
+}
+
+// brokerURLs parses a comma-separated list of MQTT broker URLs.
+func brokerURLs(flag, s string) ([]string, error) {
+	urls := splitURLs(s)
+	for _, u := range urls {
+		p, err := url.Parse(u)
+		if err != nil || p.Host == "" {
+			return nil, usagef("%s %q: want tcp://HOST:PORT or ssl://HOST:PORT", flag, u)
+		}
+		switch p.Scheme {
+		case "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss":
+		default:
+			return nil, usagef("%s %q: scheme must be tcp:// or ssl:// (or mqtt, mqtts, tls, ws, wss)", flag, u)
+		}
+	}
+	return urls, nil
+}
+
+// serve runs the node until the context ends or SIGINT/SIGTERM arrives, then closes it.
+func (a *app) serve(cfg node.Config, level slog.Level) error {
+	log := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Logger = log
+	ctx, stop := signal.NotifyContext(a.ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	n, err := node.Start(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("%w: start hub: %w", ErrUnavailable, err)
+	}
+	log.Info("admin token file", "path", n.AdminTokenPath(), "note", "written on the cluster's first start, mode 0600")
+	fmt.Fprintf(a.stdout, "driftline hub %s serving %s (raft %s)\nadmin token: %s\n", n.ID(), n.URL(), cfg.RaftAddr, n.AdminTokenPath())
+	<-ctx.Done()
+	log.Info("stopping hub node", "id", n.ID())
+	if err := n.Close(); err != nil {
+		return fmt.Errorf("%w: close hub: %w", ErrUnavailable, err)
+	}
+	log.Info("hub node stopped", "id", n.ID())
+	return nil
+}
