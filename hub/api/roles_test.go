@@ -1,0 +1,141 @@
+package api_test
+
+import (
+	"net/http"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/driftline/driftline/hub/api"
+	"github.com/driftline/driftline/hub/state"
+)
+
+// admitted marks a cell where the role is admitted and the exact answer does not matter (only
+// that it is neither 401 nor 403).
+const admitted = -1
+
+// roleCase is one row of the role table: a request and the status each role gets. Requests are
+// chosen so that an admitted role gets a deterministic answer without changing shared state
+// (a 400 for an empty body, a 404 for a missing object, or a read).
+type roleCase struct {
+	route  string // the echo route it exercises
+	method string
+	path   string
+	body   any
+	// want is the status per role: admin, viewer, publisher, approver, device.
+	want [5]int
+}
+
+var roleOrder = [5]string{state.RoleAdmin, state.RoleViewer, state.RolePublisher, state.RoleApprover, state.RoleDevice}
+
+// roleTable lists every /api/v1 route. Viewer cannot write; publisher cannot approve, deprecate
+// or add devices; approver cannot push; a device reads only its own record and the objects it
+// needs to run a model.
+var roleTable = []roleCase{
+	{"/api/v1/cluster", "GET", "/api/v1/cluster", nil, [5]int{200, 200, 200, 200, 403}},
+	{"/api/v1/cluster/join", "POST", "/api/v1/cluster/join", `{}`, [5]int{400, 403, 403, 403, 403}},
+	{"/api/v1/cluster/nodes/:id", "DELETE", "/api/v1/cluster/nodes/ghost", nil, [5]int{admitted, 403, 403, 403, 403}},
+
+	{"/api/v1/datasets", "POST", "/api/v1/datasets", `{}`, [5]int{400, 403, 400, 403, 403}},
+	{"/api/v1/datasets", "GET", "/api/v1/datasets", nil, [5]int{200, 200, 200, 200, 403}},
+	{"/api/v1/datasets/:name", "GET", "/api/v1/datasets/temps", nil, [5]int{200, 200, 200, 200, 403}},
+	{"/api/v1/datasets/:name/versions", "POST", "/api/v1/datasets/temps/versions", `{}`, [5]int{415, 403, 415, 403, 403}},
+	{"/api/v1/datasets/:name/versions", "GET", "/api/v1/datasets/temps/versions", nil, [5]int{200, 200, 200, 200, 403}},
+	{"/api/v1/datasets/:name/versions/:v", "GET", "/api/v1/datasets/temps/versions/1", nil, [5]int{200, 200, 200, 200, 200}},
+	{"/api/v1/datasets/:name/versions/:v/contract", "GET", "/api/v1/datasets/temps/versions/1/contract", nil, [5]int{200, 200, 200, 200, 200}},
+	{"/api/v1/datasets/:name/versions/:v/profile", "GET", "/api/v1/datasets/temps/versions/9/profile", nil, [5]int{404, 404, 404, 404, 404}},
+
+	{"/api/v1/models", "POST", "/api/v1/models", `{}`, [5]int{400, 403, 400, 403, 403}},
+	{"/api/v1/models", "GET", "/api/v1/models", nil, [5]int{200, 200, 200, 200, 403}},
+	{"/api/v1/models/:name", "GET", "/api/v1/models/m", nil, [5]int{200, 200, 200, 200, 403}},
+	{"/api/v1/models/:name/versions", "POST", "/api/v1/models/m/versions", `{}`, [5]int{415, 403, 415, 403, 403}},
+	{"/api/v1/models/:name/versions", "GET", "/api/v1/models/m/versions", nil, [5]int{200, 200, 200, 200, 403}},
+	{"/api/v1/models/:name/versions/:v", "GET", "/api/v1/models/m/versions/1", nil, [5]int{200, 200, 200, 200, 200}},
+	{"/api/v1/models/:name/versions/:v/artifact", "GET", "/api/v1/models/m/versions/1/artifact", nil, [5]int{200, 200, 200, 200, 200}},
+	{"/api/v1/models/:name/versions/:v/approve", "POST", "/api/v1/models/m/versions/9/approve", nil, [5]int{404, 403, 403, 404, 403}},
+	{"/api/v1/models/:name/versions/:v/deprecate", "POST", "/api/v1/models/m/versions/9/deprecate", nil, [5]int{404, 403, 403, 404, 403}},
+	{"/api/v1/models/:name/versions/:v/tags", "PUT", "/api/v1/models/m/versions/9/tags", `{"tags":{}}`, [5]int{404, 403, 404, 404, 403}},
+	{"/api/v1/models/:name/aliases/:alias", "PUT", "/api/v1/models/m/aliases/production", `{}`, [5]int{400, 403, 400, 400, 403}},
+	{"/api/v1/models/:name/aliases/:alias", "GET", "/api/v1/models/m/aliases/none", nil, [5]int{404, 404, 404, 404, 404}},
+
+	{"/api/v1/devices", "POST", "/api/v1/devices", `{}`, [5]int{400, 403, 403, 403, 403}},
+	{"/api/v1/devices", "GET", "/api/v1/devices", nil, [5]int{200, 200, 200, 200, 403}},
+	{"/api/v1/devices/:id", "GET", "/api/v1/devices/dev-1", nil, [5]int{200, 200, 200, 200, 200}},
+	{"/api/v1/devices/:id", "GET", "/api/v1/devices/dev-2", nil, [5]int{404, 404, 404, 404, 403}},
+	{"/api/v1/devices/:id", "PATCH", "/api/v1/devices/dev-1", `{"labels":{"a b":"x"}}`, [5]int{400, 403, 403, 403, 403}},
+	{"/api/v1/devices/:id", "DELETE", "/api/v1/devices/ghost", nil, [5]int{404, 403, 403, 403, 403}},
+	{"/api/v1/devices/telemetry", "POST", "/api/v1/devices/telemetry", `{"devices":[{"id":"a b"}]}`, [5]int{400, 403, 403, 403, 403}},
+	{"/api/v1/devices/:id/models/:name", "PUT", "/api/v1/devices/dev-1/models/m", `{}`, [5]int{400, 403, 403, 403, 403}},
+
+	{"/api/v1/tokens", "POST", "/api/v1/tokens", `{}`, [5]int{400, 403, 403, 403, 403}},
+	{"/api/v1/tokens", "GET", "/api/v1/tokens", nil, [5]int{200, 403, 403, 403, 403}},
+	{"/api/v1/tokens/:id", "DELETE", "/api/v1/tokens/ghost", nil, [5]int{404, 403, 403, 403, 403}},
+
+	{"/api/v1/lineage", "GET", "/api/v1/lineage?node=dataset:temps@1", nil, [5]int{200, 200, 200, 200, 403}},
+	{"/api/v1/openlineage", "POST", "/api/v1/openlineage", `{}`, [5]int{400, 403, 400, 403, 403}},
+	{"/api/v1/openlineage/events", "GET", "/api/v1/openlineage/events", nil, [5]int{200, 200, 200, 200, 403}},
+	{"/api/v1/audit", "GET", "/api/v1/audit", nil, [5]int{200, 200, 200, 200, 403}},
+	{"/api/v1/keys", "GET", "/api/v1/keys", nil, [5]int{200, 200, 200, 200, 200}},
+}
+
+// TestRoleTable runs every route as every role and checks the status each gets.
+func TestRoleTable(t *testing.T) {
+	h := startHub(t, nil)
+	h.pushDataset("temps", "")
+	h.pushModel("m", h.admin, []byte("model"), "")
+	var dev api.DeviceCreated
+	h.must(http.StatusCreated, "POST", "/api/v1/devices", h.admin, api.DeviceRequest{ID: "dev-1"}, &dev)
+	tokens := map[string]string{
+		state.RoleAdmin:     h.admin,
+		state.RoleViewer:    h.token("viewer", state.RoleViewer),
+		state.RolePublisher: h.token("publisher", state.RolePublisher),
+		state.RoleApprover:  h.token("approver", state.RoleApprover),
+		state.RoleDevice:    dev.Token,
+	}
+	for _, c := range roleTable {
+		for i, role := range roleOrder {
+			t.Run(role+" "+c.method+" "+c.path, func(t *testing.T) {
+				r := h.do(c.method, c.path, tokens[role], c.body)
+				switch want := c.want[i]; {
+				case want == admitted:
+					if r.code == http.StatusUnauthorized || r.code == http.StatusForbidden {
+						t.Errorf("%s was refused: %d %s", role, r.code, r.body)
+					}
+				case want >= 400:
+					wantProblem(t, r, want, "")
+				case r.code != want:
+					t.Errorf("status = %d, want %d: %s", r.code, want, r.body)
+				}
+			})
+		}
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		h.must(http.StatusOK, "GET", path, "", nil, nil)
+	}
+}
+
+// TestRoleTableCoversEveryRoute keeps the role table honest: a new route must get a row.
+func TestRoleTableCoversEveryRoute(t *testing.T) {
+	inTable := map[string]bool{}
+	for _, c := range roleTable {
+		inTable[c.method+" "+c.route] = true
+	}
+	var missing []string
+	for _, r := range api.New(api.Config{}).Echo().Routes() {
+		if !strings.HasPrefix(r.Path, "/api/v1/") {
+			continue
+		}
+		k := r.Method + " " + r.Path
+		if !inTable[k] {
+			missing = append(missing, k)
+		}
+		delete(inTable, k)
+	}
+	sort.Strings(missing)
+	for _, m := range missing {
+		t.Errorf("route %s has no row in roleTable", m)
+	}
+	for k := range inTable {
+		t.Errorf("roleTable row %s names no route", k)
+	}
+}
