@@ -123,6 +123,7 @@ func (s *Store) rollback(j journal) error {
 	if err := restore(CurrentLink, j.Old); err != nil {
 		return err
 	}
+	hook("rollback")
 	if err := restore(PreviousLink, j.OldPrevious); err != nil {
 		return err
 	}

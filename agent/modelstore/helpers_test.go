@@ -20,10 +20,10 @@ import (
 
 const testModel = "anomaly-detector"
 
-// content is version v's file: 200 KiB that differ per version.
+// content is version v's file: 96 KiB that differ per version (three 32 KiB writes).
 func content(v int) []byte {
 	var b bytes.Buffer
-	for i := 0; b.Len() < 200<<10; i++ {
+	for i := 0; b.Len() < 96<<10; i++ {
 		fmt.Fprintf(&b, "model %d weights line %d\n", v, i)
 	}
 	return b.Bytes()
