@@ -28,7 +28,7 @@ type CSV struct {
 
 // NewCSV returns a CSV reader of r for schema s.
 func NewCSV(r io.Reader, s *contract.Schema) *CSV {
-	cr := csv.NewReader(&lineLimiter{r: newBuffered(r), max: MaxLine})
+	cr := csv.NewReader(&lineLimiter{r: newBuffered(r), max: maxLine})
 	cr.FieldsPerRecord = -1
 	cr.ReuseRecord = true
 	idx := make(map[string]int, len(s.Fields))

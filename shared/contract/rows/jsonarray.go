@@ -69,7 +69,7 @@ func (a *JSONArray) Next(row *contract.RawRow) error {
 	a.n++
 	row.Num = a.n
 	if tooBig {
-		setParseErr(row, a.nf, fmt.Sprintf("element longer than %d bytes", MaxLine), a.elem)
+		setParseErr(row, a.nf, fmt.Sprintf("element longer than %d bytes", maxLine), a.elem)
 		return nil
 	}
 	end, perr := a.sc.scan(a.elem, row)
@@ -152,7 +152,7 @@ func (a *JSONArray) readElement() (tooBig bool, err error) {
 
 // keep appends b to the element unless it is already MaxLine long.
 func (a *JSONArray) keep(b byte, tooBig *bool) {
-	if len(a.elem) < MaxLine {
+	if len(a.elem) < maxLine {
 		a.elem = append(a.elem, b)
 	} else {
 		*tooBig = true

@@ -43,7 +43,7 @@ func (j *JSONL) Next(row *contract.RawRow) error {
 		j.n++
 		row.Num = j.n
 		if j.tooBig {
-			setParseErr(row, j.nf, fmt.Sprintf("line longer than %d bytes", MaxLine), line)
+			setParseErr(row, j.nf, fmt.Sprintf("line longer than %d bytes", maxLine), line)
 			return nil
 		}
 		end, perr := j.sc.scan(line, row)
@@ -68,7 +68,7 @@ func (j *JSONL) readLine() ([]byte, error) {
 		j.long = append(j.long[:0], line...)
 		for errors.Is(err, bufio.ErrBufferFull) {
 			line, err = j.br.ReadSlice('\n')
-			if len(j.long)+len(line) > MaxLine {
+			if len(j.long)+len(line) > maxLine {
 				j.tooBig = true
 				continue
 			}

@@ -30,6 +30,9 @@ var (
 // with ErrLineTooLong.
 const MaxLine = 16 << 20
 
+// maxLine is MaxLine, lowered by tests.
+var maxLine = MaxLine
+
 // maxText is the most bytes of an unparsable row kept in RawRow.Text.
 const maxText = contract.MaxViolationValue
 

@@ -192,8 +192,10 @@ func TestOpenAndFormat(t *testing.T) {
 }
 
 func TestLongLines(t *testing.T) {
+	defer func(old int) { maxLine = old }(maxLine)
+	maxLine = 100 // JSONL checks lines that overflow its 64 KiB buffer, so the rows below are 100 KiB
 	s := schema(t)
-	big := `{"b":"` + strings.Repeat("x", MaxLine) + `"}`
+	big := `{"b":"` + strings.Repeat("x", 100<<10) + `"}`
 	got, err := readAll(t, NewJSONL(strings.NewReader(big+"\n{\"a\":1}\n"), s), s)
 	if err != nil || len(got) != 2 || got[0] != "1 PARSE" || got[1] != "2 a=N:1 b=- c=-" {
 		t.Errorf("JSONL long line: %q %v", got, err)
@@ -202,7 +204,7 @@ func TestLongLines(t *testing.T) {
 	if err != nil || len(got) != 2 || got[0] != "1 PARSE" || got[1] != "2 a=N:1 b=- c=-" {
 		t.Errorf("array long element: %q %v", got, err)
 	}
-	_, err = readAll(t, NewCSV(strings.NewReader("a,b\n1,"+strings.Repeat("x", MaxLine+1)), s), s)
+	_, err = readAll(t, NewCSV(strings.NewReader("a,b\n1,"+strings.Repeat("x", 100<<10)), s), s)
 	if !errors.Is(err, ErrLineTooLong) {
 		t.Errorf("CSV long line: err = %v, want ErrLineTooLong", err)
 	}
