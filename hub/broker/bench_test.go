@@ -51,4 +51,3 @@ func BenchmarkHandlerEnqueue(b *testing.B) {
 		d.enqueue(h, "dl/v1/dev/edge-00001/heartbeat", payload)
 	}
 }
-
