@@ -1,0 +1,147 @@
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/driftline/driftline/hub/api"
+	"github.com/driftline/driftline/hub/state"
+)
+
+func TestDeviceCommands(t *testing.T) {
+	h := startHub(t)
+	cfgPath := filepath.Join(t.TempDir(), "agent.yaml")
+	out := h.ok(t, "device", "add", "edge-1", "--label", "site=berlin", "--label", "tier=edge", "--agent-config", cfgPath)
+	if !strings.Contains(out, "added device edge-1") || strings.Contains(out, "dl_") {
+		t.Errorf("device add with --agent-config printed %q (the token belongs in the file only)", out)
+	}
+	st, err := os.Stat(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("agent config mode %v, want 0600", st.Mode().Perm())
+	}
+	raw, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg AgentConfig
+	if err := yaml.Unmarshal(raw, &cfg); err != nil {
+		t.Fatalf("agent config is not YAML: %v\n%s", err, raw)
+	}
+	ks, err := h.n.Reader().SigningKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DeviceID != "edge-1" || !strings.HasPrefix(cfg.Token, "dl_") || cfg.Hub != h.url ||
+		len(cfg.Brokers) != 1 || cfg.Brokers[0] != DefaultBroker || len(cfg.TrustedKeys) != 1 || cfg.TrustedKeys[0] != ks[0].PublicKey {
+		t.Fatalf("agent config %+v", cfg)
+	}
+
+	// The token in the file works: the device reads its own record and nobody else's.
+	asDevice := map[string]string{"DRIFTLINE_HUB": h.url, "DRIFTLINE_TOKEN": cfg.Token}
+	if r := runCLI(t, asDevice, "device", "show", "edge-1"); r.code != 0 || !strings.Contains(r.stdout, "site=berlin,tier=edge") {
+		t.Errorf("device token reading itself: exit %d\n%s", r.code, r.stdout)
+	}
+	h.ok(t, "device", "add", "edge-2", "--label", "site=paris")
+	if r := runCLI(t, asDevice, "device", "show", "edge-2"); r.code != ExitRefused || !strings.Contains(r.stderr, "403") {
+		t.Errorf("device token reading another device: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	// --broker wins over the default.
+	cfg2 := filepath.Join(t.TempDir(), "agent2.yaml")
+	h.ok(t, "device", "add", "edge-3", "--agent-config", cfg2, "--broker", "ssl://a:8883,ssl://b:8883")
+	raw, _ = os.ReadFile(cfg2)
+	cfg = AgentConfig{}
+	if err := yaml.Unmarshal(raw, &cfg); err != nil || len(cfg.Brokers) != 2 || cfg.Brokers[1] != "ssl://b:8883" {
+		t.Errorf("agent config with --broker: %+v (%v)", cfg, err)
+	}
+
+	// Without --agent-config the token is printed once.
+	var created api.DeviceCreated
+	h.okJSON(t, &created, "device", "add", "edge-4")
+	if created.ID != "edge-4" || !strings.HasPrefix(created.Token, "dl_") {
+		t.Errorf("device add -o json: %+v", created)
+	}
+
+	h.ok(t, "device", "label", "edge-1", "tier-", "rack=7")
+	var d state.Device
+	h.okJSON(t, &d, "device", "show", "edge-1")
+	if d.Labels["rack"] != "7" || d.Labels["site"] != "berlin" || d.Labels["tier"] != "" || len(d.Labels) != 2 {
+		t.Errorf("labels after label edge-1 tier- rack=7: %v", d.Labels)
+	}
+	var page state.Page[state.Device]
+	h.okJSON(t, &page, "device", "list", "--selector", "site=berlin")
+	if len(page.Items) != 1 || page.Items[0].ID != "edge-1" {
+		t.Errorf("list --selector site=berlin: %+v", page.Items)
+	}
+	if table := h.ok(t, "device", "list"); strings.Count(table, "edge-") != 4 {
+		t.Errorf("device list table:\n%s", table)
+	}
+
+	h.ok(t, "model", "create", "m")
+	h.ok(t, "model", "push", "m", "--artifact", writeFile(t, t.TempDir(), "m.bin", []byte("weights")))
+	if r := h.run(t, "device", "pin", "edge-2", "m", "1"); r.code != ExitRefused || !strings.Contains(r.stderr, "409") {
+		t.Errorf("pin of a registered version: exit %d, stderr %q", r.code, r.stderr)
+	}
+	h.ok(t, "model", "approve", "m", "1")
+	h.ok(t, "device", "pin", "edge-2", "m", "1")
+	h.okJSON(t, &d, "device", "show", "edge-2")
+	if d.Desired["m"].Version != 1 {
+		t.Errorf("desired after pin: %+v", d.Desired)
+	}
+
+	h.ok(t, "device", "remove", "edge-1")
+	if r := h.run(t, "device", "show", "edge-1"); r.code != ExitRefused || !strings.Contains(r.stderr, "404") {
+		t.Errorf("show after remove: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := runCLI(t, asDevice, "device", "show", "edge-1"); r.code != ExitRefused || !strings.Contains(r.stderr, "401") {
+		t.Errorf("removed device's token: exit %d, stderr %q", r.code, r.stderr)
+	}
+	for _, args := range [][]string{
+		{"device", "label", "edge-2"},
+		{"device", "label", "edge-2", "novalue"},
+		{"device", "label", "edge-2", "-"},
+		{"device", "add", "x", "--label", "=v"},
+		{"device", "pin", "edge-2", "m", "-1"},
+	} {
+		if r := h.run(t, args...); r.code != ExitUsage {
+			t.Errorf("%v: exit %d, want %d", args, r.code, ExitUsage)
+		}
+	}
+}
+
+func TestTokenCommands(t *testing.T) {
+	h := startHub(t)
+	var tok api.TokenCreated
+	h.okJSON(t, &tok, "token", "create", "ci", "--role", "viewer")
+	if tok.Role != "viewer" || !strings.HasPrefix(tok.Token, "dl_") {
+		t.Fatalf("token create: %+v", tok)
+	}
+	list := h.ok(t, "token", "list")
+	if !strings.Contains(list, tok.ID) || !strings.Contains(list, "viewer") || strings.Contains(list, tok.Token) {
+		t.Errorf("token list:\n%s", list)
+	}
+	viewer := map[string]string{"DRIFTLINE_HUB": h.url, "DRIFTLINE_TOKEN": tok.Token}
+	if r := runCLI(t, viewer, "dataset", "list"); r.code != 0 {
+		t.Errorf("viewer reads datasets: exit %d", r.code)
+	}
+	if r := runCLI(t, viewer, "dataset", "create", "x"); r.code != ExitRefused || !strings.Contains(r.stderr, "403") {
+		t.Errorf("viewer creates a dataset: exit %d, stderr %q", r.code, r.stderr)
+	}
+	h.ok(t, "token", "revoke", tok.ID)
+	if r := runCLI(t, viewer, "dataset", "list"); r.code != ExitRefused || !strings.Contains(r.stderr, "401") {
+		t.Errorf("revoked token: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := h.run(t, "token", "create", "x"); r.code != ExitUsage {
+		t.Errorf("token create without --role: exit %d", r.code)
+	}
+	if r := h.run(t, "token", "create", "x", "--role", "wizard"); r.code != ExitRefused || !strings.Contains(r.stderr, "field: role") {
+		t.Errorf("token create --role wizard: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
