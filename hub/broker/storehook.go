@@ -263,26 +263,34 @@ func (h *storeHook) del(key string) {
 	}
 }
 
-// deleteClient deletes a client record and all its subscriptions in one transaction.
+// deleteClient deletes a client record and all its subscriptions in one transaction. It looks
+// first and writes only when there is something to delete: clean-session clients, the common
+// case, would otherwise cost a synchronous write at every connect and disconnect.
 func (h *storeHook) deleteClient(clientID string) {
-	subs := []byte(keySub + clientID + "\x00")
-	err := h.db.Update(func(txn *badger.Txn) error {
-		if err := txn.Delete([]byte(keyClient + clientID)); err != nil {
+	var keys [][]byte
+	err := h.db.View(func(txn *badger.Txn) error {
+		if _, err := txn.Get([]byte(keyClient + clientID)); err == nil {
+			keys = append(keys, []byte(keyClient+clientID))
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
 			return err
 		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: subs})
-		var keys [][]byte
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(keySub + clientID + "\x00")})
+		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			keys = append(keys, it.Item().KeyCopy(nil))
 		}
-		it.Close()
-		for _, k := range keys {
-			if err := txn.Delete(k); err != nil {
-				return err
-			}
-		}
 		return nil
 	})
+	if err == nil && len(keys) > 0 {
+		err = h.db.Update(func(txn *badger.Txn) error {
+			for _, k := range keys {
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		h.log.Warn("broker store delete client", "client", clientID, "err", err)
 	}
