@@ -108,6 +108,11 @@ func Compare(ref, cur *profile.Profile, opts Options) (*Report, error) {
 			m = defaultMethod(rc.Kind(), ref.Rows(), small)
 		}
 		fr := scoreFeature(rc, cc, m)
+		if fr.Skipped == "" && !finite(fr) {
+			// Only reachable with values near the float64 limits, e.g. from a hostile profile;
+			// JSON cannot carry an infinity, and no verdict is better than a wrong one.
+			fr = FeatureReport{Kind: fr.Kind, Method: m, Skipped: "statistic not finite"}
+		}
 		if fr.Skipped == "" {
 			fr.Threshold = m.DefaultThreshold()
 			if t, ok := rc.Threshold(); ok && !opts.IgnoreCalibration && Method(t.Method) == m {
@@ -203,6 +208,16 @@ func scoreFeature(rc, cc *profile.ColumnProfile, m Method) FeatureReport {
 		}
 	}
 	return fr
+}
+
+func finite(fr FeatureReport) bool {
+	ok := func(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
+	for _, p := range []*float64{fr.KS, fr.PSI, fr.Wasserstein} {
+		if p != nil && !ok(*p) {
+			return false
+		}
+	}
+	return ok(fr.Score)
 }
 
 func normalise(c []float64) []float64 {

@@ -270,3 +270,20 @@ func TestManyCategoriesUseOtherBucket(t *testing.T) {
 		t.Fatalf("same distribution drifted: %+v", fr)
 	}
 }
+
+func TestNonFiniteStatisticsAreSkipped(t *testing.T) {
+	// Values at the float64 limits overflow W1 and the moments: the feature is skipped and the
+	// report still encodes as JSON.
+	ref := numericProfile(t, []float64{-math.MaxFloat64, math.MaxFloat64, 0})
+	cur := numericProfile(t, []float64{math.MaxFloat64, math.MaxFloat64})
+	rep, err := Compare(ref, cur, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Features["x"].Skipped == "" || rep.Scored != 0 || rep.DatasetDrift {
+		t.Fatalf("report %+v", rep.Features["x"])
+	}
+	if _, err := json.Marshal(rep); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -318,13 +318,21 @@ func (r *reader) threshold(c *ColumnProfile) error {
 }
 
 func (r *reader) moments(m *moments, n uint64) error {
+	// min and max are values seen, so finite; the sums and M2 may overflow to ±Inf (or NaN)
+	// on values near the float64 limits, and must still round-trip.
 	var fs [6]float64
 	for i := range fs {
-		f, err := r.float("moments")
+		var err error
+		if i < 2 {
+			fs[i], err = r.float("moments")
+		} else {
+			var u uint64
+			u, err = r.u64("moments")
+			fs[i] = math.Float64frombits(u)
+		}
 		if err != nil {
 			return err
 		}
-		fs[i] = f
 	}
 	m.n = n
 	m.min, m.max, m.sum, m.comp, m.wmean, m.m2 = fs[0], fs[1], fs[2], fs[3], fs[4], fs[5]

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"math"
 	"testing"
 
 	"github.com/driftline/driftline/shared/contract"
@@ -21,6 +22,10 @@ func TestRoundTrip(t *testing.T) {
 			return p
 		}(),
 		"all-nil": mustProfile(t, [][]contract.Value{make([]contract.Value, len(testCols))}),
+		"overflowing sums": mustProfile(t, [][]contract.Value{
+			{num(math.MaxFloat64), num(-math.MaxFloat64), str("a"), {}},
+			{num(math.MaxFloat64), num(-math.MaxFloat64), str("a"), {}},
+		}),
 	}
 	for name, p := range cases {
 		enc := p.Encode()
