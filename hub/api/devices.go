@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"net/http"
+	"strconv"
 
 	"github.com/labstack/echo/v4"
 
@@ -143,6 +144,25 @@ func (s *Server) deviceDesiredSet(c echo.Context) error {
 	}
 	if s.cfg.OnDesiredChanged != nil {
 		s.cfg.OnDesiredChanged(id)
+	}
+	return c.JSON(http.StatusOK, res)
+}
+
+// deviceTelemetry applies a batch of device observations a follower's MQTT side gathered (hub
+// nodes forward their batches to the leader here; see hub/protocol).
+func (s *Server) deviceTelemetry(c echo.Context) error {
+	var req state.DeviceTelemetry
+	if err := s.decodeJSON(c, &req); err != nil {
+		return err
+	}
+	for i, o := range req.Devices {
+		if !state.ValidName(o.ID) {
+			return badRequest("devices["+strconv.Itoa(i)+"].id", "bad device id %q", o.ID)
+		}
+	}
+	res, err := s.apply(c, command.TypeDeviceTelemetry, req)
+	if err != nil {
+		return err
 	}
 	return c.JSON(http.StatusOK, res)
 }

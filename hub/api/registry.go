@@ -16,6 +16,7 @@ import (
 
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/shared/artifact"
 )
 
 // CreateRequest is the body of POST /api/v1/datasets and POST /api/v1/models.
@@ -246,8 +247,12 @@ func (s *Server) datasetVersionCreate(c echo.Context) error {
 		return badRequest("sample", "the sample part is required")
 	}
 	req.Contract = json.RawMessage(contract)
-	req.ContractHash = res.ContractDigest
-	req.Profile, req.ProfileDigest = res.Profile, res.ProfileDigest
+	// The digest names the stored bytes exactly: agents fetch the contract by it and check it.
+	req.ContractHash = artifact.DigestOf(contract)
+	req.Profile = res.Profile
+	if len(res.Profile) > 0 {
+		req.ProfileDigest = artifact.DigestOf(res.Profile)
+	}
 	req.SampleRows, req.InvalidRows, req.Notes = res.Rows, res.InvalidRows, res.Notes
 	out, err := s.apply(c, command.TypeDatasetVersionCreate, req)
 	if err != nil {

@@ -61,6 +61,7 @@ func (s *Server) routes() {
 	v1.PATCH("/devices/:id", s.devicePatch, w(adminOnly...)...)
 	v1.DELETE("/devices/:id", s.deviceDelete, w(adminOnly...)...)
 	v1.PUT("/devices/:id/models/:name", s.deviceDesiredSet, w(adminOnly...)...)
+	v1.POST("/devices/telemetry", s.deviceTelemetry, w(adminOnly...)...)
 
 	v1.POST("/tokens", s.tokenCreate, w(adminOnly...)...)
 	v1.GET("/tokens", s.tokenList, r(adminOnly...)...)

@@ -28,6 +28,7 @@ const (
 	pLineageIn      = "fsm/li/" // to \x00 kind \x00 from -> ""
 	pSigningKey     = "fsm/key/"
 	pRequest        = "fsm/req/"
+	pObject         = "fsm/obj/" // digest -> ObjectRef of a manifest, contract or profile
 )
 
 func versionKey(prefix, name string, v int) []byte {

@@ -373,3 +373,24 @@ func adjacent(txn *badger.Txn, n string) ([]LineageEdge, error) {
 	}
 	return out, nil
 }
+
+// Object returns the bytes of the manifest, contract or reference profile whose sha256 digest
+// is digest ("sha256:HEX").
+func (r Reader) Object(digest string) ([]byte, ObjectRef, error) {
+	ref, err := get[ObjectRef](r.DB, nameKey(pObject, digest), "object "+digest)
+	if err != nil {
+		return nil, ref, err
+	}
+	switch ref.Kind {
+	case ObjectManifest:
+		mv, err := r.ModelVersion(ref.Name, ref.Version)
+		return mv.Manifest, ref, err
+	case ObjectContract:
+		dv, err := r.DatasetVersion(ref.Name, ref.Version)
+		return dv.Contract, ref, err
+	case ObjectProfile:
+		dv, err := r.DatasetVersion(ref.Name, ref.Version)
+		return dv.Profile, ref, err
+	}
+	return nil, ref, notFound("object %s of kind %q", digest, ref.Kind)
+}

@@ -60,6 +60,16 @@ func datasetVersionCreate(txn *badger.Txn, env command.Envelope, c DatasetVersio
 	if err := putJSON(txn, versionKey(pDatasetVersion, c.Dataset, v.Version), v); err != nil {
 		return nil, nil, err
 	}
+	if c.ContractHash != "" {
+		if err := putJSON(txn, nameKey(pObject, c.ContractHash), ObjectRef{Kind: ObjectContract, Name: c.Dataset, Version: v.Version}); err != nil {
+			return nil, nil, err
+		}
+	}
+	if c.ProfileDigest != "" {
+		if err := putJSON(txn, nameKey(pObject, c.ProfileDigest), ObjectRef{Kind: ObjectProfile, Name: c.Dataset, Version: v.Version}); err != nil {
+			return nil, nil, err
+		}
+	}
 	node := DatasetNode(c.Dataset, v.Version)
 	if err := putNode(txn, LineageNode{ID: node, Kind: KindDataset}); err != nil {
 		return nil, nil, err
@@ -182,6 +192,11 @@ func modelVersionCreate(txn *badger.Txn, env command.Envelope, c ModelVersionCre
 	}
 	if err := putJSON(txn, versionKey(pModelVersion, c.Model, mv.Version), mv); err != nil {
 		return nil, nil, err
+	}
+	if c.ManifestDigest != "" {
+		if err := putJSON(txn, nameKey(pObject, c.ManifestDigest), ObjectRef{Kind: ObjectManifest, Name: c.Model, Version: mv.Version}); err != nil {
+			return nil, nil, err
+		}
 	}
 	node := ModelNode(c.Model, mv.Version)
 	if err := putNode(txn, LineageNode{ID: node, Kind: KindModel, Attr: map[string]any{"digest": c.Digest}}); err != nil {

@@ -212,3 +212,17 @@ type LineageEdge struct {
 	Until int64          `json:"until,omitempty"`
 	Attr  map[string]any `json:"attr,omitempty"`
 }
+
+// Kinds of objects agents fetch by digest besides chunks.
+const (
+	ObjectManifest = "manifest"
+	ObjectContract = "contract"
+	ObjectProfile  = "profile"
+)
+
+// ObjectRef says which registry object a digest names.
+type ObjectRef struct {
+	Kind    string `json:"kind"`
+	Name    string `json:"name"`
+	Version int    `json:"version"`
+}

@@ -1,0 +1,399 @@
+// Package node assembles one hub node: the badger database, the Raft store, the state machine,
+// the HTTP API and (when enabled) the embedded MQTT broker, and runs the chores that only the
+// leader does (first admin token, registering the signing key).
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/driftline/driftline/hub/api"
+	"github.com/driftline/driftline/hub/broker"
+	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/hub/protocol"
+	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/hub/store"
+	"github.com/driftline/driftline/shared/artifact"
+	"github.com/driftline/driftline/shared/kv"
+)
+
+// Config is everything `driftline hub serve` takes. Each field has a flag and a DRIFTLINE_* env
+// var (see hub/cli); docs/operations.md documents them.
+type Config struct {
+	// DataDir holds the database, Raft snapshots, the signing key and admin.token.
+	DataDir string
+	// NodeID names this node in the cluster; default: derived from the Raft address.
+	NodeID string
+	// HTTPAddr is where the API listens (":8080"); port 0 picks a free port.
+	HTTPAddr string
+	// AdvertiseHTTP is the API address other nodes use to reach this one; default: HTTPAddr with
+	// an empty or wildcard host replaced by the Raft host.
+	AdvertiseHTTP string
+	// RaftAddr is where Raft listens and what it advertises ("127.0.0.1:7000").
+	RaftAddr string
+	// MQTTAddr is the embedded broker's listener; empty disables it.
+	MQTTAddr string
+	// MQTTSAddr is the embedded broker's TLS listener when TLSCert is set; default: port 8883
+	// beside a plain 1883, else the plain port + 1.
+	MQTTSAddr string
+	// Brokers are external broker URLs used instead of the embedded one.
+	Brokers []string
+	// AdvertiseMQTT are the broker URLs agents are told to connect to.
+	AdvertiseMQTT []string
+	// Join is the HTTP URL of a node of an existing cluster; empty bootstraps a one-node cluster
+	// on first start.
+	Join string
+	// JoinToken is an admin token of the cluster being joined.
+	JoinToken string
+	// TLSCert and TLSKey enable HTTPS (and MQTTS on the embedded broker).
+	TLSCert, TLSKey string
+	// SigningKey is the ed25519 key file; default DataDir/signing.key, generated when absent.
+	SigningKey string
+	// FourEyes refuses an approval by the identity that registered the version.
+	FourEyes bool
+	// MaxUploadBytes bounds one upload; 0 means the API default.
+	MaxUploadBytes int64
+	Logger         *slog.Logger
+}
+
+// Node is a running hub node.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	db       *badger.DB
+	store    *store.Store
+	api      *api.Server
+	http     *http.Server
+	httpLn   net.Listener
+	key      ed25519.PrivateKey
+	registry *prometheus.Registry
+	broker   *broker.Broker
+	paho     *protocol.PahoTransport
+	proto    *protocol.Service
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	closeMu  sync.Mutex
+	closed   bool
+}
+
+// AdminTokenFile is the file under the data dir where the first start writes the admin token.
+const AdminTokenFile = "admin.token"
+
+// Start opens the node's state and starts serving. It returns once the HTTP API listens; leader
+// chores run in the background.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("node: data dir is required")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("node: data dir: %w", err)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, registry: prometheus.NewRegistry()}
+	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ok := false
+	defer func() {
+		if !ok {
+			n.Close()
+		}
+	}()
+	var err error
+	keyPath := cfg.SigningKey
+	if keyPath == "" {
+		keyPath = filepath.Join(cfg.DataDir, "signing.key")
+	}
+	if n.key, err = artifact.LoadOrGenerateKey(keyPath); err != nil {
+		return nil, fmt.Errorf("node: signing key: %w", err)
+	}
+	if n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("node: listen http %s: %w", cfg.HTTPAddr, err)
+	}
+	if n.db, err = kv.Open(filepath.Join(cfg.DataDir, "db"), kv.Server); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	advHTTP := cfg.AdvertiseHTTP
+	if advHTTP == "" {
+		advHTTP = advertise(n.httpLn.Addr().String(), cfg.RaftAddr)
+	}
+	if cfg.NodeID == "" {
+		cfg.NodeID = "hub-" + strings.NewReplacer(":", "-", ".", "-").Replace(cfg.RaftAddr)
+	}
+	n.cfg = cfg
+	n.store, err = store.Open(store.Config{
+		DB: n.db, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID,
+		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertise(cfg.RaftAddr), HTTPAddr: advHTTP,
+		Bootstrap: cfg.Join == "", Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	if err := n.startMQTT(); err != nil {
+		return nil, fmt.Errorf("node: mqtt: %w", err)
+	}
+	n.api = api.New(api.Config{
+		Store: storeAdapter{n.store}, Reader: state.Reader{DB: n.db}, SigningKey: n.key, FourEyes: cfg.FourEyes,
+		MaxUploadBytes: cfg.MaxUploadBytes, Logger: cfg.Logger, Registerer: n.registry, Gatherer: n.registry,
+		OnDesiredChanged: func(id string) {
+			if n.proto != nil {
+				n.proto.DesiredChanged(id)
+			}
+		},
+	})
+	n.http = &http.Server{Handler: n.api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		var err error
+		if cfg.TLSCert != "" {
+			err = n.http.ServeTLS(n.httpLn, cfg.TLSCert, cfg.TLSKey)
+		} else {
+			err = n.http.Serve(n.httpLn)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server stopped", "err", err)
+		}
+	}()
+	bg, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	if cfg.Join != "" {
+		if err := n.join(ctx, advHTTP); err != nil {
+			return nil, err
+		}
+	}
+	n.wg.Add(2)
+	go func() { defer n.wg.Done(); n.leaderChores(bg) }()
+	go func() { defer n.wg.Done(); kv.RunGC(bg, n.db, 5*time.Minute, n.log) }()
+	n.log.Info("hub node started", "id", cfg.NodeID, "http", n.httpLn.Addr().String(), "raft", cfg.RaftAddr, "data", cfg.DataDir)
+	ok = true
+	return n, nil
+}
+
+// advertise turns a listen address into one other hosts can dial.
+func advertise(listen, raft string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		rh, _, err := net.SplitHostPort(raft)
+		if err != nil || rh == "" || rh == "0.0.0.0" {
+			rh = "127.0.0.1"
+		}
+		host = rh
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// raftAdvertise is the Raft address to advertise: the configured one when it names a host and a
+// port, else empty (the transport then advertises the address it bound).
+func raftAdvertise(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "0" || host == "" || host == "0.0.0.0" || host == "::" {
+		return ""
+	}
+	return addr
+}
+
+// HTTPAddr is the address the API listens on.
+func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
+
+// URL is the base URL of the API.
+func (n *Node) URL() string {
+	scheme := "http"
+	if n.cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + advertise(n.HTTPAddr(), n.cfg.RaftAddr)
+}
+
+// ID is the node's id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// Store is the node's Raft store.
+func (n *Node) Store() *store.Store { return n.store }
+
+// Reader reads the node's local state.
+func (n *Node) Reader() state.Reader { return state.Reader{DB: n.db} }
+
+// AdminTokenPath is where the first start wrote the admin token.
+func (n *Node) AdminTokenPath() string { return filepath.Join(n.cfg.DataDir, AdminTokenFile) }
+
+// Close stops serving and closes the store and database. It transfers leadership first when
+// this node leads a cluster of several.
+func (n *Node) Close() error {
+	n.closeMu.Lock()
+	defer n.closeMu.Unlock()
+	if n.closed {
+		return nil
+	}
+	n.closed = true
+	if n.cancel != nil {
+		n.cancel()
+	}
+	var errs []error
+	if n.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, n.http.Shutdown(ctx))
+		cancel()
+	} else if n.httpLn != nil {
+		n.httpLn.Close()
+	}
+	n.wg.Wait()
+	if n.proto != nil {
+		n.proto.Close()
+	}
+	if n.broker != nil {
+		errs = append(errs, n.broker.Close())
+	}
+	if n.paho != nil {
+		n.paho.Close()
+	}
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+	}
+	if n.db != nil {
+		errs = append(errs, n.db.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// leaderChores runs while the node lives: whenever it is the leader it makes sure its signing key
+// is registered and, on a cluster that has no token yet, creates the admin token.
+func (n *Node) leaderChores(ctx context.Context) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	keyDone, tokenDone := false, false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if keyDone && tokenDone {
+			t.Reset(5 * time.Second)
+			keyDone = false // re-check after a leader change: SigningKeyAdd is idempotent
+		}
+		if !n.store.IsLeader() {
+			continue
+		}
+		if !keyDone {
+			pub := n.key.Public().(ed25519.PublicKey)
+			env, _ := command.New(command.TypeSigningKeyAdd, "", 0, "hub:"+n.cfg.NodeID,
+				state.SigningKeyAdd{KeyID: artifact.KeyID(pub), PublicKey: artifact.PublicKeyBase64(pub)})
+			if _, err := n.store.Apply(ctx, env); err == nil {
+				keyDone = true
+			} else {
+				n.log.Warn("register signing key", "err", err)
+			}
+		}
+		if !tokenDone {
+			if err := n.ensureAdminToken(ctx); err != nil {
+				n.log.Warn("create admin token", "err", err)
+			} else {
+				tokenDone = true
+			}
+		}
+	}
+}
+
+// ensureAdminToken creates the first admin token and writes it to DATA/admin.token (0600) when
+// the cluster has no token at all.
+func (n *Node) ensureAdminToken(ctx context.Context) error {
+	if err := n.store.Barrier(ctx); err != nil {
+		return err
+	}
+	count, err := n.Reader().TokenCount()
+	if err != nil || count > 0 {
+		return err
+	}
+	tok := api.NewToken()
+	path := n.AdminTokenPath()
+	if err := os.WriteFile(path+".tmp", []byte(tok+"\n"), 0o600); err != nil {
+		return err
+	}
+	env, _ := command.New(command.TypeTokenCreate, "admin-bootstrap", 0, "hub:"+n.cfg.NodeID,
+		state.TokenCreate{ID: "admin", Name: "admin", Role: state.RoleAdmin, Hash: api.HashToken(tok)})
+	if _, err := n.store.Apply(ctx, env); err != nil {
+		os.Remove(path + ".tmp")
+		return err
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		return err
+	}
+	n.log.Info("created the admin token", "file", path)
+	return nil
+}
+
+// join adds this node to the cluster at cfg.Join: first as a non-voter, then, once it has
+// applied the log up to the commit index the leader named, as a voter.
+func (n *Node) join(ctx context.Context, advHTTP string) error {
+	req := api.JoinRequest{ID: n.cfg.NodeID, Raft: n.store.RaftAddr(), HTTP: advHTTP}
+	var resp api.JoinResponse
+	if err := n.postJoin(ctx, req, &resp); err != nil {
+		return fmt.Errorf("node: join %s: %w", n.cfg.Join, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := n.store.WaitApplied(wctx, resp.CommitIndex); err != nil {
+		return fmt.Errorf("node: join: catching up to index %d: %w", resp.CommitIndex, err)
+	}
+	req.Promote = true
+	if err := n.postJoin(ctx, req, &resp); err != nil {
+		return fmt.Errorf("node: join %s (promote): %w", n.cfg.Join, err)
+	}
+	if err := n.createNodeToken(ctx); err != nil {
+		return fmt.Errorf("node: join: %w", err)
+	}
+	n.log.Info("joined the cluster", "via", n.cfg.Join)
+	return nil
+}
+
+func (n *Node) postJoin(ctx context.Context, req api.JoinRequest, out *api.JoinResponse) error {
+	body, _ := json.Marshal(req)
+	var last error
+	for attempt := 0; attempt < 30; attempt++ {
+		hr, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(n.cfg.Join, "/")+"/api/v1/cluster/join", bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		hr.Header.Set("Content-Type", "application/json")
+		hr.Header.Set("Authorization", "Bearer "+n.cfg.JoinToken)
+		res, err := http.DefaultClient.Do(hr)
+		if err == nil {
+			b, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return json.Unmarshal(b, out)
+			}
+			last = fmt.Errorf("%s: %s", res.Status, strings.TrimSpace(string(b)))
+			if res.StatusCode != http.StatusServiceUnavailable {
+				return last
+			}
+		} else {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(200*(attempt+1)) * time.Millisecond):
+		}
+	}
+	return last
+}

@@ -1,0 +1,247 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/driftline/driftline/shared/artifact"
+	"github.com/driftline/driftline/shared/wire"
+)
+
+// testNode starts a one-node hub with the embedded broker on free ports and returns it with its
+// admin token.
+func testNode(t *testing.T) (*Node, string) {
+	t.Helper()
+	dir := t.TempDir()
+	n, err := Start(context.Background(), Config{
+		DataDir: dir, NodeID: "n1", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	var tok string
+	waitFor(t, 10*time.Second, "admin token", func() bool {
+		b, err := os.ReadFile(filepath.Join(dir, AdminTokenFile))
+		tok = strings.TrimSpace(string(b))
+		return err == nil && tok != ""
+	})
+	return n, tok
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// call sends a JSON request and decodes the answer into out, failing on an unexpected status.
+func call(t *testing.T, n *Node, tok, method, path string, body any, want int, out any) {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, n.URL()+path, r)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	doReq(t, req, want, out)
+}
+
+func doReq(t *testing.T, req *http.Request, want int, out any) {
+	t.Helper()
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != want {
+		t.Fatalf("%s %s: got %d want %d: %s", req.Method, req.URL.Path, res.StatusCode, want, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("decode %s: %v", b, err)
+		}
+	}
+}
+
+// pushModel registers a model version from data and approves it.
+func pushModel(t *testing.T, n *Node, tok, model string, data []byte) (version int, digest string) {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	mw.WriteField("metadata", `{"format":"onnx"}`)
+	fw, _ := mw.CreateFormFile("artifact", "model.bin")
+	fw.Write(data)
+	mw.Close()
+	req, _ := http.NewRequest(http.MethodPost, n.URL()+"/api/v1/models/"+model+"/versions", &buf)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	var out struct {
+		Version int    `json:"version"`
+		Digest  string `json:"digest"`
+	}
+	doReq(t, req, http.StatusCreated, &out)
+	call(t, n, tok, http.MethodPost, fmt.Sprintf("/api/v1/models/%s/versions/%d/approve", model, out.Version), map[string]string{"comment": "ok"}, http.StatusOK, nil)
+	return out.Version, out.Digest
+}
+
+// TestDeviceProtocol drives the hub's MQTT side the way an agent does: it receives its retained
+// desired state, fetches the manifest and chunks by digest, and its reports become device state.
+func TestDeviceProtocol(t *testing.T) {
+	n, tok := testNode(t)
+	call(t, n, tok, http.MethodPost, "/api/v1/models", map[string]string{"name": "m"}, http.StatusCreated, nil)
+	data := make([]byte, 300<<10)
+	rand.Read(data)
+	v, digest := pushModel(t, n, tok, "m", data)
+	var dev struct {
+		ID    string `json:"id"`
+		Token string `json:"token"`
+	}
+	call(t, n, tok, http.MethodPost, "/api/v1/devices", map[string]any{"id": "d1", "labels": map[string]string{"site": "x"}}, http.StatusCreated, &dev)
+
+	msgs := make(chan paho.Message, 64)
+	opts := paho.NewClientOptions().AddBroker(n.MQTTURL()).SetClientID("d1").SetUsername("d1").SetPassword(dev.Token).
+		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { msgs <- m })
+	c := paho.NewClient(opts)
+	if tk := c.Connect(); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
+		t.Fatalf("connect: %v", tk.Error())
+	}
+	defer c.Disconnect(100)
+	topics := wire.Default()
+	for _, f := range []string{topics.Desired("d1"), topics.Chunk("d1")} {
+		tk := c.Subscribe(f, 1, nil)
+		if !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
+			t.Fatalf("subscribe %s: %v", f, tk.Error())
+		}
+		if code := tk.(*paho.SubscribeToken).Result()[f]; code >= 0x80 {
+			t.Fatalf("subscribe %s refused: %#x", f, code)
+		}
+	}
+	call(t, n, tok, http.MethodPut, "/api/v1/devices/d1/models/m", map[string]int{"version": v}, http.StatusOK, nil)
+	var desired wire.Desired
+	next := func(topic string) paho.Message {
+		t.Helper()
+		for {
+			select {
+			case m := <-msgs:
+				if m.Topic() == topic {
+					return m
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no message on %s", topic)
+			}
+		}
+	}
+	m := next(topics.Desired("d1"))
+	desired, err := wire.DecodeDesired(m.Payload())
+	if err != nil || desired.Rev != 1 || len(desired.Models) != 1 || desired.Models[0].Version != v || desired.Models[0].Signature.IsZero() {
+		t.Fatalf("desired %+v %v", desired, err)
+	}
+	// Fetch the manifest, then every chunk it lists, and rebuild the file.
+	fetch := func(id string, digests ...string) map[string][]byte {
+		t.Helper()
+		b, err := wire.Encode(wire.FetchRequest{Header: wire.Header{DeviceID: "d1", TS: time.Now().UnixMilli()}, RequestID: id, Digests: digests})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tk := c.Publish(topics.Fetch("d1"), 1, false, b); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
+			t.Fatalf("publish fetch: %v", tk.Error())
+		}
+		got := map[string][]byte{}
+		objs := map[string]*wire.Object{}
+		for len(got) < len(digests) {
+			f, err := wire.DecodeFrame(next(topics.Chunk("d1")).Payload())
+			if err != nil || f.RequestID != id || f.Kind != wire.FrameData {
+				t.Fatalf("frame %+v %v", f, err)
+			}
+			o := objs[f.DigestString()]
+			if o == nil {
+				if o, err = wire.NewObject(f); err != nil {
+					t.Fatal(err)
+				}
+				objs[f.DigestString()] = o
+			}
+			if _, err := o.Add(f); err != nil {
+				t.Fatal(err)
+			}
+			if o.Bytes() != nil {
+				got[f.DigestString()] = o.Bytes()
+			}
+		}
+		return got
+	}
+	man, err := artifact.DecodeManifest(fetch("r1", desired.Models[0].ManifestDigest)[desired.Models[0].ManifestDigest])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := artifact.NewKeyRing().Verify(nil, artifact.Signature{}); err == nil {
+		t.Fatal("an empty key ring verified an unsigned manifest")
+	}
+	var all []string
+	for _, ch := range man.Chunks {
+		all = append(all, ch.Digest)
+	}
+	chunks := fetch("r2", artifact.Missing(man, func(string) bool { return false })...)
+	var out bytes.Buffer
+	if err := artifact.Assemble(&out, man, func(d string) ([]byte, error) { return chunks[d], nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), data) || man.Digest != digest {
+		t.Fatalf("reassembled file differs (chunks %d)", len(all))
+	}
+	// Reports become device state within a batching interval.
+	one := v
+	rep, _ := wire.Encode(wire.Reported{Header: wire.Header{DeviceID: "d1", TS: time.Now().UnixMilli()}, Rev: 1,
+		Models: map[string]wire.ReportedModel{"m": {Active: &one, State: wire.StateActive}}})
+	c.Publish(topics.Reported("d1"), 1, true, rep).WaitTimeout(5 * time.Second)
+	st, _ := wire.Encode(wire.Status{Header: wire.Header{DeviceID: "d1", TS: time.Now().UnixMilli()}, Online: true})
+	c.Publish(topics.Status("d1"), 1, true, st).WaitTimeout(5 * time.Second)
+	waitFor(t, 10*time.Second, "device state", func() bool {
+		var d struct {
+			Online   bool `json:"online"`
+			Reported struct {
+				Models map[string]struct {
+					Active *int   `json:"active"`
+					State  string `json:"state"`
+				} `json:"models"`
+			} `json:"reported"`
+		}
+		call(t, n, tok, http.MethodGet, "/api/v1/devices/d1", nil, http.StatusOK, &d)
+		a := d.Reported.Models["m"].Active
+		return d.Online && a != nil && *a == v && d.Reported.Models["m"].State == "active"
+	})
+	// A bad payload is refused and counted, and the hub goes on.
+	c.Publish(topics.Reported("d1"), 1, false, []byte("{not json")).WaitTimeout(5 * time.Second)
+	// Deleting the device disconnects it.
+	call(t, n, tok, http.MethodDelete, "/api/v1/devices/d1", nil, http.StatusOK, nil)
+	waitFor(t, 10*time.Second, "revoked device disconnected", func() bool { return !c.IsConnectionOpen() })
+}

@@ -1,0 +1,133 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/shared/artifact"
+	"github.com/driftline/driftline/shared/wire"
+)
+
+type fetchJob struct {
+	device string
+	req    wire.FetchRequest
+}
+
+// enqueueFetch validates a fetch request and queues it, refusing it (counted) when the device
+// already has PerDeviceQueued requests waiting or the global queue is full: the agent's own
+// window and retry make up for a drop, and the broker's per-client write queue is never flooded.
+func (s *Service) enqueueFetch(id string, payload []byte) bool {
+	req, err := wire.DecodeFetchRequest(payload)
+	if err == nil {
+		err = req.MatchTopic(id)
+	}
+	if err != nil {
+		s.m.fetches.WithLabelValues("bad").Inc()
+		s.log.Warn("bad fetch request", "device", id, "err", err)
+		return false
+	}
+	s.queuedMu.Lock()
+	if s.queued[id] >= s.cfg.PerDeviceQueued {
+		s.queuedMu.Unlock()
+		s.m.fetches.WithLabelValues("dropped").Inc()
+		return false
+	}
+	s.queued[id]++
+	s.queuedMu.Unlock()
+	select {
+	case s.fetchCh <- fetchJob{device: id, req: req}:
+		return true
+	default:
+		s.dequeued(id)
+		s.m.fetches.WithLabelValues("dropped").Inc()
+		return false
+	}
+}
+
+func (s *Service) dequeued(id string) {
+	s.queuedMu.Lock()
+	if s.queued[id]--; s.queued[id] <= 0 {
+		delete(s.queued, id)
+	}
+	s.queuedMu.Unlock()
+}
+
+func (s *Service) fetchWorker(ctx context.Context) {
+	var zbuf []byte
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case job := <-s.fetchCh:
+			start := time.Now()
+			zbuf = s.serve(job, zbuf)
+			s.dequeued(job.device)
+			s.m.serveSecs.Observe(time.Since(start).Seconds())
+			s.m.fetches.WithLabelValues("served").Inc()
+		}
+	}
+}
+
+// serve answers every digest of one request: a stored chunk goes out as one frame built from the
+// zstd bytes at rest (no recompression); a manifest, contract or profile is framed from its
+// plain bytes; an unknown digest gets a not-found frame so the agent fails fast.
+func (s *Service) serve(job fetchJob, zbuf []byte) []byte {
+	topic := s.cfg.Topics.Chunk(job.device)
+	send := func(kind string, frame []byte) {
+		if err := s.cfg.Transport.Publish(topic, frame, false, 1); err != nil {
+			s.log.Warn("publish chunk frame", "device", job.device, "err", err)
+			return
+		}
+		s.m.chunkBytes.WithLabelValues(kind).Add(float64(len(frame)))
+	}
+	for _, d := range job.req.Digests {
+		sum, err := artifact.ParseDigest(d)
+		if err != nil {
+			continue // validated already
+		}
+		z, err := s.cfg.Reader.Chunk(zbuf[:0], d)
+		if err == nil {
+			zbuf = z
+			var h zstd.Header
+			if herr := h.Decode(z); herr != nil || !h.HasFCS || h.FrameContentSize > wire.MaxPartSize {
+				s.log.Error("stored chunk has a bad zstd header", "digest", d, "err", herr)
+				continue
+			}
+			frame, err := wire.EncodeFrame(wire.Frame{
+				Kind: wire.FrameData, RequestID: job.req.RequestID, Digest: sum,
+				Total: uint32(h.FrameContentSize), Plain: uint32(h.FrameContentSize), Payload: z,
+			})
+			if err != nil {
+				s.log.Error("encode chunk frame", "digest", d, "err", err)
+				continue
+			}
+			send("chunk", frame)
+			continue
+		}
+		if !errors.Is(err, state.ErrNotFound) {
+			s.log.Error("read chunk", "digest", d, "err", err)
+			continue
+		}
+		obj, ref, err := s.cfg.Reader.Object(d)
+		if err != nil {
+			frame, ferr := wire.NotFoundFrame(job.req.RequestID, sum)
+			if ferr == nil {
+				send("not_found", frame)
+			}
+			continue
+		}
+		frames, err := wire.DataFrames(job.req.RequestID, obj)
+		if err != nil {
+			s.log.Error("frame object", "digest", d, "err", err)
+			continue
+		}
+		for _, f := range frames {
+			send(ref.Kind, f)
+		}
+	}
+	return zbuf
+}

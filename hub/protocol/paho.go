@@ -1,0 +1,133 @@
+package protocol
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// PahoConfig configures the hub's client of an external broker.
+type PahoConfig struct {
+	// URLs are broker URLs (tcp://, ssl://), tried in order; user:password in the first URL's
+	// userinfo are the hub's credentials (the Mosquitto password file's hub user).
+	URLs     []string
+	ClientID string
+	// CAFile, when set, is the CA bundle that signs the brokers' certificates.
+	CAFile string
+	Logger *slog.Logger
+}
+
+// PahoTransport is a Transport over an external broker. Subscriptions are remembered and made
+// again on every (re)connect, since a clean session forgets them (see PITFALLS).
+type PahoTransport struct {
+	client paho.Client
+	log    *slog.Logger
+	mu     sync.Mutex
+	subs   map[string]paho.MessageHandler
+}
+
+// DialPaho connects to the external broker, waiting up to 30 s for the first connection.
+func DialPaho(cfg PahoConfig) (*PahoTransport, error) {
+	if len(cfg.URLs) == 0 {
+		return nil, errors.New("protocol: no broker URL")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	t := &PahoTransport{log: cfg.Logger, subs: map[string]paho.MessageHandler{}}
+	opts := paho.NewClientOptions()
+	for i, raw := range cfg.URLs {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("protocol: broker URL %q: want tcp://HOST:PORT or ssl://HOST:PORT", raw)
+		}
+		if i == 0 && u.User != nil {
+			opts.SetUsername(u.User.Username())
+			if pw, ok := u.User.Password(); ok {
+				opts.SetPassword(pw)
+			}
+		}
+		u.User = nil
+		opts.AddBroker(u.String())
+	}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("protocol: CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("protocol: CA file %s has no certificate", cfg.CAFile)
+		}
+		opts.SetTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
+	}
+	opts.SetClientID(cfg.ClientID).
+		SetCleanSession(true).
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(time.Second).
+		SetMaxReconnectInterval(10 * time.Second).
+		SetOrderMatters(false).
+		SetDefaultPublishHandler(func(paho.Client, paho.Message) {}).
+		SetOnConnectHandler(t.resubscribe).
+		SetConnectionLostHandler(func(_ paho.Client, err error) { t.log.Warn("external broker connection lost", "err", err) })
+	t.client = paho.NewClient(opts)
+	tok := t.client.Connect()
+	if !tok.WaitTimeout(30 * time.Second) {
+		t.client.Disconnect(0)
+		return nil, fmt.Errorf("protocol: connect to %v: timed out", cfg.URLs)
+	}
+	if err := tok.Error(); err != nil {
+		return nil, fmt.Errorf("protocol: connect to %v: %w", cfg.URLs, err)
+	}
+	return t, nil
+}
+
+func (t *PahoTransport) resubscribe(c paho.Client) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for f, h := range t.subs {
+		// Not waited on: this runs on paho's connect goroutine.
+		c.Subscribe(f, 1, h)
+	}
+}
+
+// Publish sends one message and waits for the broker's acknowledgement (QoS 1) up to 10 s.
+func (t *PahoTransport) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	tok := t.client.Publish(topic, qos, retain, payload)
+	if !tok.WaitTimeout(10 * time.Second) {
+		return fmt.Errorf("publish %s: timed out", topic)
+	}
+	return tok.Error()
+}
+
+// Subscribe routes messages matching filter to handler, and checks the broker granted it.
+func (t *PahoTransport) Subscribe(filter string, handler func(topic string, payload []byte)) error {
+	h := func(_ paho.Client, m paho.Message) { handler(m.Topic(), m.Payload()) }
+	t.mu.Lock()
+	t.subs[filter] = h
+	t.mu.Unlock()
+	tok := t.client.Subscribe(filter, 1, h)
+	if !tok.WaitTimeout(10 * time.Second) {
+		return fmt.Errorf("subscribe %s: timed out", filter)
+	}
+	if err := tok.Error(); err != nil {
+		return err
+	}
+	if st, ok := tok.(*paho.SubscribeToken); ok && st.Result()[filter] >= 0x80 {
+		return fmt.Errorf("subscribe %s: refused by the broker", filter)
+	}
+	return nil
+}
+
+// Close disconnects.
+func (t *PahoTransport) Close() { t.client.Disconnect(500) }

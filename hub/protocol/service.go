@@ -1,0 +1,193 @@
+// Package protocol is the hub's side of the MQTT protocol (SPEC section 3): it publishes each
+// device's retained `desired` state whenever it changes in the replicated state, answers `fetch`
+// requests with `chunk` frames, and folds `status`, `heartbeat`, `reported`, `validation` and
+// `drift` messages into device state with one batched Raft command per interval.
+//
+// Every hub node runs one Service against its own broker (embedded) or against the shared
+// external broker. Publishing desired states is driven by the node's local FSM, so it works the
+// same on the leader and on followers; telemetry batches are applied on the leader (a follower
+// forwards them through Config.Apply).
+package protocol
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/shared/wire"
+)
+
+// Transport is the hub's MQTT connection: the embedded broker's inline client or a paho client
+// of an external broker. Handlers must return quickly; they run on the transport's goroutines.
+type Transport interface {
+	// Publish sends one message.
+	Publish(topic string, payload []byte, retain bool, qos byte) error
+	// Subscribe routes messages matching filter to handler.
+	Subscribe(filter string, handler func(topic string, payload []byte)) error
+}
+
+// Metric names of the protocol service.
+const (
+	MetricChunkBytesServed = "driftline_hub_chunk_bytes_served_total"
+	MetricChunkServeSecs   = "driftline_hub_chunk_serve_seconds"
+	MetricFetchRequests    = "driftline_hub_fetch_requests_total"
+	MetricDesiredPublished = "driftline_hub_desired_published_total"
+	MetricTelemetryBatches = "driftline_hub_telemetry_batches_total"
+	MetricDeviceMessages   = "driftline_hub_device_messages_total"
+)
+
+// Config configures a Service.
+type Config struct {
+	Transport Transport
+	// DB is the node's database: the service watches the FSM's device keys in it.
+	DB     *badger.DB
+	Reader state.Reader
+	Topics wire.Topics
+	// Apply proposes a command (on the leader) or forwards it to the leader.
+	Apply func(ctx context.Context, env command.Envelope) error
+	// Interval is how often observed telemetry becomes one Raft command; default 1 s.
+	Interval time.Duration
+	// FetchWorkers answer fetch requests; default 4. FetchQueue bounds queued requests
+	// (default 1024); a request beyond it is dropped and counted (the agent retries).
+	FetchWorkers, FetchQueue int
+	// PerDeviceQueued bounds one device's queued fetch requests (default 8).
+	PerDeviceQueued int
+	// OnDeviceRemoved is called when the service sees a device disappear from the state (the
+	// embedded broker disconnects it). May be nil.
+	OnDeviceRemoved func(id string)
+	Logger          *slog.Logger
+	Registerer      prometheus.Registerer
+}
+
+// Service runs the hub side of the protocol.
+type Service struct {
+	cfg     Config
+	log     *slog.Logger
+	m       *metrics
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	fetchCh chan fetchJob
+	tele    *telemetry
+	desired *desiredPublisher
+
+	queuedMu sync.Mutex
+	queued   map[string]int
+}
+
+// Start subscribes to the device topics and starts the workers.
+func Start(cfg Config) (*Service, error) {
+	if cfg.Transport == nil || cfg.DB == nil || cfg.Apply == nil {
+		return nil, errors.New("protocol: transport, db and apply are required")
+	}
+	if cfg.Topics == (wire.Topics{}) {
+		cfg.Topics = wire.Default()
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.FetchWorkers <= 0 {
+		cfg.FetchWorkers = 4
+	}
+	if cfg.FetchQueue <= 0 {
+		cfg.FetchQueue = 1024
+	}
+	if cfg.PerDeviceQueued <= 0 {
+		cfg.PerDeviceQueued = 8
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Service{
+		cfg: cfg, log: cfg.Logger, m: newMetrics(cfg.Registerer), cancel: cancel,
+		fetchCh: make(chan fetchJob, cfg.FetchQueue), queued: map[string]int{},
+	}
+	s.tele = newTelemetry(s)
+	s.desired = newDesiredPublisher(s)
+	for _, k := range []wire.Kind{wire.KindStatus, wire.KindHeartbeat, wire.KindReported, wire.KindValidation, wire.KindDrift, wire.KindFetch} {
+		if err := cfg.Transport.Subscribe(cfg.Topics.AllDevices(k), s.handle); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
+	for i := 0; i < cfg.FetchWorkers; i++ {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.fetchWorker(ctx) }()
+	}
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); s.tele.run(ctx) }()
+	go func() { defer s.wg.Done(); s.desired.run(ctx) }()
+	return s, nil
+}
+
+// Close stops the workers, flushing pending telemetry once.
+func (s *Service) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+// DesiredChanged asks the service to publish the device's desired state now (the FSM watch
+// would find it too; this makes the API's write visible without waiting).
+func (s *Service) DesiredChanged(id string) { s.desired.notify(id) }
+
+// handle routes one device message. It never blocks: work is queued or folded into the pending
+// telemetry batch.
+func (s *Service) handle(topic string, payload []byte) {
+	kind, id, _, err := s.cfg.Topics.Parse(topic)
+	if err != nil {
+		s.m.messages.WithLabelValues("unknown", "rejected").Inc()
+		s.log.Debug("message on unknown topic", "topic", topic, "err", err)
+		return
+	}
+	ok := true
+	switch kind {
+	case wire.KindFetch:
+		ok = s.enqueueFetch(id, payload)
+	case wire.KindStatus, wire.KindHeartbeat, wire.KindReported, wire.KindValidation, wire.KindDrift:
+		ok = s.tele.observe(kind, id, payload)
+	default:
+		ok = false
+	}
+	result := "ok"
+	if !ok {
+		result = "rejected"
+	}
+	s.m.messages.WithLabelValues(kind.String(), result).Inc()
+}
+
+type metrics struct {
+	chunkBytes *prometheus.CounterVec
+	serveSecs  prometheus.Histogram
+	fetches    *prometheus.CounterVec
+	desired    prometheus.Counter
+	batches    *prometheus.CounterVec
+	messages   *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		chunkBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricChunkBytesServed,
+			Help: "Bytes of chunk frames sent to agents, by object kind."}, []string{"kind"}),
+		serveSecs: prometheus.NewHistogram(prometheus.HistogramOpts{Name: MetricChunkServeSecs,
+			Help: "Time to answer one fetch request.", Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12)}),
+		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricFetchRequests,
+			Help: "Fetch requests by result (served, dropped, bad)."}, []string{"result"}),
+		desired: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricDesiredPublished,
+			Help: "Retained desired-state messages published."}),
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricTelemetryBatches,
+			Help: "Telemetry batches proposed, by result."}, []string{"result"}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricDeviceMessages,
+			Help: "Device messages the hub handled, by topic kind and result."}, []string{"topic_kind", "result"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.chunkBytes, m.serveSecs, m.fetches, m.desired, m.batches, m.messages)
+	}
+	return m
+}

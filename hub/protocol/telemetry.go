@@ -1,0 +1,183 @@
+package protocol
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/shared/wire"
+)
+
+// telemetry folds device messages into one pending observation per device and proposes them as
+// one DeviceTelemetry command per interval: the Raft log grows with the interval, not with the
+// message rate. A batch that cannot be applied (no leader) is merged back and retried.
+type telemetry struct {
+	s       *Service
+	mu      sync.Mutex
+	pending map[string]*state.DeviceObservation
+}
+
+func newTelemetry(s *Service) *telemetry {
+	return &telemetry{s: s, pending: map[string]*state.DeviceObservation{}}
+}
+
+func (t *telemetry) obs(id string) *state.DeviceObservation {
+	o := t.pending[id]
+	if o == nil {
+		o = &state.DeviceObservation{ID: id}
+		t.pending[id] = o
+	}
+	return o
+}
+
+// observe decodes one message and folds it in. It reports false for a payload it refused.
+func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
+	now := time.Now().UnixMilli()
+	var apply func(o *state.DeviceObservation)
+	var err error
+	switch kind {
+	case wire.KindStatus:
+		if len(payload) == 0 {
+			return true // a cleared retained message
+		}
+		var st wire.Status
+		if st, err = wire.DecodeStatus(payload); err == nil {
+			err = st.MatchTopic(id)
+		}
+		online := st.Online
+		apply = func(o *state.DeviceObservation) { o.Online = &online }
+	case wire.KindHeartbeat:
+		var hb wire.Heartbeat
+		if hb, err = wire.DecodeHeartbeat(payload); err == nil {
+			err = hb.MatchTopic(id)
+		}
+		online := true
+		apply = func(o *state.DeviceObservation) { o.Online = &online }
+	case wire.KindReported:
+		if len(payload) == 0 {
+			return true
+		}
+		var r wire.Reported
+		if r, err = wire.DecodeReported(payload); err == nil {
+			err = r.MatchTopic(id)
+		}
+		rep := toStateReported(r)
+		apply = func(o *state.DeviceObservation) { o.Reported = &rep }
+	case wire.KindValidation:
+		var v wire.Validation
+		if v, err = wire.DecodeValidation(payload); err == nil {
+			err = v.MatchTopic(id)
+		}
+		apply = func(o *state.DeviceObservation) {
+			h := health(o, v.Model, v.Version, v.WindowEnd)
+			h.Rows += v.Rows
+			h.Invalid += v.Invalid
+		}
+	case wire.KindDrift:
+		var d wire.Drift
+		if d, err = wire.DecodeDrift(payload); err == nil {
+			err = d.MatchTopic(id)
+		}
+		apply = func(o *state.DeviceObservation) {
+			h := health(o, d.Model, d.Version, d.WindowEnd)
+			h.DatasetDrift = h.DatasetDrift || d.DatasetDrift == 1
+			h.DriftShare = max(h.DriftShare, d.DriftShare)
+		}
+	}
+	if err != nil {
+		t.s.log.Warn("bad device message", "device", id, "kind", kind.String(), "err", err)
+		return false
+	}
+	t.mu.Lock()
+	o := t.obs(id)
+	o.LastSeen = now
+	apply(o)
+	t.mu.Unlock()
+	return true
+}
+
+// health returns the observation's summary for one model version, starting a new one when the
+// model or version changed (a summary describes one runs edge).
+func health(o *state.DeviceObservation, model string, version int, at int64) *state.HealthSummary {
+	if o.Health == nil || o.Health.Model != model || o.Health.Version != version {
+		o.Health = &state.HealthSummary{Model: model, Version: version}
+	}
+	if at > o.Health.At {
+		o.Health.At = at
+	}
+	return o.Health
+}
+
+func toStateReported(r wire.Reported) state.Reported {
+	out := state.Reported{Rev: int64(r.Rev), AgentVersion: r.AgentVersion, Models: map[string]state.ReportedModel{}}
+	for name, m := range r.Models {
+		out.Models[name] = state.ReportedModel{Active: m.Active, Previous: m.Previous, State: string(m.State), LastError: m.LastError}
+	}
+	return out
+}
+
+func (t *telemetry) run(ctx context.Context) {
+	tick := time.NewTicker(t.s.cfg.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			t.flush(fctx)
+			cancel()
+			return
+		case <-tick.C:
+			t.flush(ctx)
+		}
+	}
+}
+
+// flush proposes the pending observations as one command.
+func (t *telemetry) flush(ctx context.Context) {
+	t.mu.Lock()
+	if len(t.pending) == 0 {
+		t.mu.Unlock()
+		return
+	}
+	batch := t.pending
+	t.pending = map[string]*state.DeviceObservation{}
+	t.mu.Unlock()
+	cmd := state.DeviceTelemetry{Devices: make([]state.DeviceObservation, 0, len(batch))}
+	for _, o := range batch {
+		cmd.Devices = append(cmd.Devices, *o)
+	}
+	sort.Slice(cmd.Devices, func(i, j int) bool { return cmd.Devices[i].ID < cmd.Devices[j].ID })
+	env, err := command.New(command.TypeDeviceTelemetry, "", 0, "hub", cmd)
+	if err == nil {
+		err = t.s.cfg.Apply(ctx, env)
+	}
+	if err == nil {
+		t.s.m.batches.WithLabelValues("applied").Inc()
+		return
+	}
+	t.s.m.batches.WithLabelValues("retry").Inc()
+	t.s.log.Warn("telemetry batch not applied; will retry", "devices", len(batch), "err", err)
+	// Merge back under newer news: what arrived meanwhile wins.
+	t.mu.Lock()
+	for id, old := range batch {
+		cur, ok := t.pending[id]
+		if !ok {
+			t.pending[id] = old
+			continue
+		}
+		if cur.Online == nil {
+			cur.Online = old.Online
+		}
+		if cur.Reported == nil {
+			cur.Reported = old.Reported
+		}
+		if cur.Health == nil {
+			cur.Health = old.Health
+		}
+		cur.LastSeen = max(cur.LastSeen, old.LastSeen)
+	}
+	t.mu.Unlock()
+}
