@@ -111,6 +111,9 @@ type Outbox struct {
 	depth    int
 	bytes    int64
 	inflight uint64 // seq being published (never dropped meanwhile); 0 = none
+	// head is a seq at or below the oldest live record: scans start there instead of walking
+	// over the deletion markers of everything already sent (see state.Namespace.IterateFrom).
+	head uint64
 	dropped  map[string]uint64
 	sent     uint64
 }
@@ -130,6 +133,9 @@ func Open(ns state.Namespace, opts Options) (*Outbox, error) {
 	err = ns.Iterate(false, func(k, v []byte) error {
 		if len(k) != 8 {
 			return nil // not ours; Run skips it too
+		}
+		if o.depth == 0 {
+			o.head = binary.BigEndian.Uint64(k)
 		}
 		o.depth++
 		o.bytes += recordSize(int64(len(v)))
@@ -196,7 +202,7 @@ func (o *Outbox) dropLocked(now time.Time, need int64) error {
 	}
 	var victims []victim
 	free := o.opts.MaxBytes - o.bytes
-	err := o.ns.Iterate(false, func(k, v []byte) error {
+	err := o.ns.IterateFrom(seqKey(o.head), func(k, v []byte) error {
 		if len(k) != 8 {
 			return nil
 		}
@@ -237,7 +243,11 @@ func (o *Outbox) dropLocked(now time.Time, need int64) error {
 			return fmt.Errorf("drop old reports: %w", err)
 		}
 		for _, v := range batch {
-			o.countDropLocked(v.reason, v.size, binary.BigEndian.Uint64(v.key), nil)
+			seq := binary.BigEndian.Uint64(v.key)
+			o.countDropLocked(v.reason, v.size, seq, nil)
+			if o.inflight == 0 {
+				o.head = seq + 1
+			}
 		}
 	}
 	return nil

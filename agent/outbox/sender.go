@@ -81,7 +81,7 @@ func (o *Outbox) next() (record, bool, error) {
 			size   int64
 			decErr error
 		)
-		err := o.ns.Iterate(false, func(k, v []byte) error {
+		err := o.ns.IterateFrom(seqKey(o.head), func(k, v []byte) error {
 			if len(k) != 8 {
 				return nil
 			}
@@ -98,6 +98,7 @@ func (o *Outbox) next() (record, bool, error) {
 			return record{}, false, nil
 		}
 		seq := binary.BigEndian.Uint64(key)
+		o.head = seq
 		reason := ""
 		switch {
 		case decErr != nil:
@@ -114,6 +115,7 @@ func (o *Outbox) next() (record, bool, error) {
 			return record{}, false, fmt.Errorf("drop report %d: %w", seq, err)
 		}
 		o.countDropLocked(reason, size, seq, decErr)
+		o.head = seq + 1
 	}
 }
 
@@ -128,6 +130,7 @@ func (o *Outbox) ack(seq uint64) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.inflight = 0
+	o.head = seq + 1
 	key := seqKey(seq)
 	var size int64 = -1
 	err := o.ns.Update(func(tx *state.Txn) error {

@@ -159,6 +159,13 @@ func (n Namespace) Iterate(reverse bool, fn func(key, value []byte) error) error
 	return n.View(func(tx *Txn) error { return tx.Iterate(reverse, fn) })
 }
 
+// IterateFrom is Iterate forward, starting at the first key >= start. A queue that deletes from
+// its head should start past what it deleted: badger's iterator otherwise steps over every
+// deletion marker from the beginning on each call, until compaction removes them.
+func (n Namespace) IterateFrom(start []byte, fn func(key, value []byte) error) error {
+	return n.View(func(tx *Txn) error { return tx.IterateFrom(start, fn) })
+}
+
 // IterateKeys is Iterate without reading values (cheaper: no value-log reads). size is the value's
 // size in bytes.
 func (n Namespace) IterateKeys(reverse bool, fn func(key []byte, size int64) error) error {

@@ -223,3 +223,30 @@ func TestValidName(t *testing.T) {
 		}
 	}
 }
+
+func TestIterateFrom(t *testing.T) {
+	db := openMem(t)
+	ns := db.Namespace("q")
+	for _, k := range []string{"a", "b", "c", "d"} {
+		if err := ns.Set([]byte(k), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A neighbour namespace's keys must not leak in.
+	if err := db.Namespace("r").Set([]byte("a"), nil); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ from, want string }{
+		{"", "a,b,c,d"}, {"b", "b,c,d"}, {"bb", "c,d"}, {"e", ""},
+	}
+	for _, tc := range tests {
+		var got []string
+		err := ns.IterateFrom([]byte(tc.from), func(k, _ []byte) error {
+			got = append(got, string(k))
+			return nil
+		})
+		if err != nil || strings.Join(got, ",") != tc.want {
+			t.Errorf("IterateFrom(%q) = %v, %v; want %s", tc.from, got, err, tc.want)
+		}
+	}
+}

@@ -60,6 +60,13 @@ func (t *Txn) Iterate(reverse bool, fn func(key, value []byte) error) error {
 	})
 }
 
+// IterateFrom is Namespace.IterateFrom inside this transaction.
+func (t *Txn) IterateFrom(start []byte, fn func(key, value []byte) error) error {
+	return t.iterateFrom(start, false, true, func(it *badger.Item, k []byte) error {
+		return it.Value(func(v []byte) error { return fn(k, v) })
+	})
+}
+
 // IterateKeys is Namespace.IterateKeys inside this transaction.
 func (t *Txn) IterateKeys(reverse bool, fn func(key []byte, size int64) error) error {
 	return t.iterate(reverse, false, func(it *badger.Item, k []byte) error {
@@ -68,9 +75,14 @@ func (t *Txn) IterateKeys(reverse bool, fn func(key []byte, size int64) error) e
 }
 
 func (t *Txn) iterate(reverse, values bool, fn func(it *badger.Item, key []byte) error) error {
+	return t.iterateFrom(nil, reverse, values, fn)
+}
+
+// iterateFrom walks the keys of the namespace from start (forward only; nil: the first key).
+func (t *Txn) iterateFrom(from []byte, reverse, values bool, fn func(it *badger.Item, key []byte) error) error {
 	p := t.ns.keyPrefix()
 	opts := badger.IteratorOptions{Prefix: p, PrefetchValues: values, PrefetchSize: 4}
-	start := p
+	start := append(p[:len(p):len(p)], from...)
 	if reverse {
 		// badger's reverse Seek lands on the largest key <= the seek key and its Valid stops at the
 		// first key outside Prefix: so seek to the successor of p without the Prefix option and
