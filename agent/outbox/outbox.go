@@ -113,9 +113,9 @@ type Outbox struct {
 	inflight uint64 // seq being published (never dropped meanwhile); 0 = none
 	// head is a seq at or below the oldest live record: scans start there instead of walking
 	// over the deletion markers of everything already sent (see state.Namespace.IterateFrom).
-	head uint64
-	dropped  map[string]uint64
-	sent     uint64
+	head    uint64
+	dropped map[string]uint64
+	sent    uint64
 }
 
 // Open loads the queue kept in ns (its size and last sequence number) and registers its metrics.
