@@ -285,6 +285,21 @@ func TestRecoverRepairsDisk(t *testing.T) {
 	}
 }
 
+func TestRecoverDropsJournalOfRemovedModel(t *testing.T) {
+	e := newEnv(t)
+	s := e.store(t, HealthCheck{})
+	if err := s.saveJournal(journal{Name: "gone", New: 2, Old: 1, Step: stepChecking, Attempts: 1}); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := s.Recover(context.Background())
+	if err != nil || len(rs) != 1 || rs[0].Err == nil {
+		t.Fatalf("Recover = %+v, %v", rs, err)
+	}
+	if _, pending, err := s.loadJournal("gone"); pending || err != nil {
+		t.Fatalf("journal still pending: %v", err)
+	}
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {

@@ -86,6 +86,12 @@ func (s *Store) Recover(ctx context.Context) ([]Recovery, error) {
 
 func (s *Store) recoverJournal(ctx context.Context, j journal) (Recovery, error) {
 	r := Recovery{Name: j.Name, Action: ActionRolledBack}
+	if _, err := os.Stat(filepath.Join(s.dir, j.Name)); errors.Is(err, os.ErrNotExist) {
+		// The model's directory is gone (removed by an operator): nothing to finish or undo.
+		s.log.Warn("dropping activation journal of a model with no directory", "model", j.Name)
+		r.Err = fmt.Errorf("model directory of %s is missing", j.Name)
+		return r, s.deleteJournal(j.Name)
+	}
 	var reason error
 	switch {
 	case j.Step == stepRollingBack:

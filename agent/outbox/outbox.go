@@ -74,9 +74,10 @@ func (o *Options) defaults() {
 	if o.RetryMin <= 0 {
 		o.RetryMin = 250 * time.Millisecond
 	}
-	if o.RetryMax < o.RetryMin {
-		o.RetryMax = max(30*time.Second, o.RetryMin)
+	if o.RetryMax <= 0 {
+		o.RetryMax = 30 * time.Second
 	}
+	o.RetryMax = max(o.RetryMax, o.RetryMin)
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
