@@ -1,0 +1,130 @@
+package cli
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func TestServeRunsAndStopsCleanly(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	httpAddr := freeAddr(t)
+	env := map[string]string{
+		"DRIFTLINE_DATA":      dir,
+		"DRIFTLINE_HTTP":      "256.0.0.1:1", // the flag below must win
+		"DRIFTLINE_RAFT":      freeAddr(t),
+		"DRIFTLINE_MQTT":      "",
+		"DRIFTLINE_NODE_ID":   "n-env",
+		"DRIFTLINE_FOUR_EYES": "true",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan result, 1)
+	go func() { done <- runCLICtx(t, ctx, env, "hub", "serve", "--http", httpAddr, "--log-level", "warn") }()
+	tokPath := filepath.Join(dir, "admin.token")
+	var tok string
+	waitFor(t, "admin token", 30*time.Second, func() bool {
+		b, err := os.ReadFile(tokPath)
+		tok = strings.TrimSpace(string(b))
+		return err == nil && tok != ""
+	})
+	client := map[string]string{"DRIFTLINE_HUB": "http://" + httpAddr, "DRIFTLINE_DATA": dir}
+	r := runCLI(t, client, "cluster", "status")
+	if r.code != 0 || !strings.Contains(r.stdout, "n-env") || !strings.Contains(r.stdout, "leader") {
+		t.Fatalf("cluster status: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// --four-eyes came from DRIFTLINE_FOUR_EYES: the admin may not approve its own push.
+	runCLI(t, client, "model", "create", "m")
+	runCLI(t, client, "model", "push", "m", "--artifact", writeFile(t, t.TempDir(), "a", []byte("x")))
+	if r := runCLI(t, client, "model", "approve", "m", "1"); r.code != ExitRefused {
+		t.Errorf("approval of one's own version under four-eyes: exit %d", r.code)
+	}
+	cancel()
+	select {
+	case r := <-done:
+		if r.code != 0 {
+			t.Fatalf("hub serve exited %d: %s", r.code, r.stderr)
+		}
+		if !strings.Contains(r.stdout, "admin token: "+tokPath) {
+			t.Errorf("hub serve did not say where the admin token is:\n%s", r.stdout)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("hub serve did not stop")
+	}
+}
+
+func TestServeConfigErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"tls cert without key", nil, []string{"--tls-cert", "c.pem"}, "go together"},
+		{"bad broker scheme", nil, []string{"--broker", "http://x:1883"}, "--broker"},
+		{"bad advertise-mqtt", map[string]string{"DRIFTLINE_ADVERTISE_MQTT": "nohost"}, nil, "--advertise-mqtt"},
+		{"bad join URL", nil, []string{"--join", "10.0.0.1:8080"}, "--join"},
+		{"bad env bool", map[string]string{"DRIFTLINE_FOUR_EYES": "maybe"}, nil, "DRIFTLINE_FOUR_EYES"},
+		{"bad log level", nil, []string{"--log-level", "loud"}, "--log-level"},
+		{"empty data", map[string]string{"DRIFTLINE_DATA": ""}, nil, "--data"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runCLI(t, tc.env, append([]string{"hub", "serve"}, tc.args...)...)
+			if r.code != ExitUsage || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("exit %d, stderr %q; want %d naming %q", r.code, r.stderr, ExitUsage, tc.want)
+			}
+		})
+	}
+}
+
+func TestServeEnvNames(t *testing.T) {
+	want := map[string]string{
+		"data": "DRIFTLINE_DATA", "node-id": "DRIFTLINE_NODE_ID", "http": "DRIFTLINE_HTTP", "raft": "DRIFTLINE_RAFT",
+		"mqtt": "DRIFTLINE_MQTT", "broker": "DRIFTLINE_BROKER", "join": "DRIFTLINE_JOIN", "tls-cert": "DRIFTLINE_TLS_CERT",
+		"tls-key": "DRIFTLINE_TLS_KEY", "advertise-mqtt": "DRIFTLINE_ADVERTISE_MQTT", "signing-key": "DRIFTLINE_SIGNING_KEY",
+		"four-eyes": "DRIFTLINE_FOUR_EYES", "join-token": "DRIFTLINE_TOKEN",
+	}
+	a := &app{}
+	fs := a.serveCmd().Flags()
+	for flag, env := range want {
+		if fs.Lookup(flag) == nil {
+			t.Errorf("hub serve has no --%s", flag)
+			continue
+		}
+		if got := envName(flag); got != env {
+			t.Errorf("--%s: env %s, want %s", flag, got, env)
+		}
+	}
+	defaults := map[string]string{"data": "./driftline-data", "http": ":8080", "raft": "127.0.0.1:7000", "mqtt": ":1883"}
+	for flag, def := range defaults {
+		if got := fs.Lookup(flag).DefValue; got != def {
+			t.Errorf("--%s default %q, want %q", flag, got, def)
+		}
+	}
+}
+
+func TestApplyEnvFlagWins(t *testing.T) {
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	fs.String("http", ":8080", "")
+	fs.String("raft", "127.0.0.1:7000", "")
+	fs.String("mqtt", ":1883", "")
+	if err := fs.Parse([]string{"--http", ":9000"}); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"DRIFTLINE_HTTP": ":1", "DRIFTLINE_RAFT": "10.0.0.1:7000", "DRIFTLINE_MQTT": ""}
+	a := &app{getenv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}
+	if err := a.applyEnv(fs); err != nil {
+		t.Fatal(err)
+	}
+	for flag, want := range map[string]string{"http": ":9000", "raft": "10.0.0.1:7000", "mqtt": ""} {
+		if got, _ := fs.GetString(flag); got != want {
+			t.Errorf("--%s = %q, want %q", flag, got, want)
+		}
+	}
+}
