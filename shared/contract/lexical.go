@@ -101,10 +101,55 @@ func (c *caster) cast(f *Field, cell RawCell) (v Value, ok bool) {
 	return Value{}, false
 }
 
-// parseFloat reads a JSON number literal.
+// parseFloat reads a decimal number (grammar already checked).
 func parseFloat(b []byte) (float64, bool) {
+	if x, ok := fastFloat(b); ok {
+		return x, true
+	}
 	x, err := strconv.ParseFloat(view(b), 64)
 	return x, err == nil
+}
+
+// pow10 holds the powers of ten that float64 represents exactly.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+	1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
+
+// fastFloat reads -?digits(.digits)? with at most 15 significant digits exactly: the mantissa
+// and the power of ten are both exact in a float64, so one correctly rounded division gives the
+// correctly rounded result (Clinger's fast path, as strconv uses). Anything else returns false.
+func fastFloat(b []byte) (float64, bool) {
+	i, neg := 0, false
+	if len(b) > 0 && b[0] == '-' {
+		neg, i = true, 1
+	}
+	var m uint64
+	digits, frac, dot, sawDigit := 0, 0, false, false
+	for ; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case c >= '0' && c <= '9':
+			if digits > 0 || c != '0' {
+				digits++
+			}
+			m = m*10 + uint64(c-'0')
+			sawDigit = true
+			if dot {
+				frac++
+			}
+		case c == '.' && !dot:
+			dot = true
+		default:
+			return 0, false
+		}
+	}
+	if !sawDigit || digits > 15 || frac >= len(pow10) || (dot && frac == 0) {
+		return 0, false
+	}
+	x := float64(m) / pow10[frac]
+	if neg {
+		x = -x
+	}
+	return x, true
 }
 
 // jsonInteger reads a JSON number as an integer: 3, 3.0 and 3e2 are integers, 3.5 is not.

@@ -66,8 +66,13 @@ func (p *parser) field(v any, path string, f *Field) {
 	if typeOK {
 		p.typeOptions(m, f, path)
 	}
-	if v, ok := m["constraints"]; ok && typeOK {
-		p.constraints(v, f, path+".constraints")
+	if v, ok := m["constraints"]; ok {
+		if typeOK {
+			p.constraints(v, f, path+".constraints")
+		} else {
+			// Without a type the values cannot be checked, but unknown keys can.
+			p.object(v, path+".constraints", constraintKeys, false)
+		}
 	}
 	if v, ok := m["x-driftline"]; ok {
 		p.fieldExt(v, f, path+".x-driftline", typeOK)

@@ -144,6 +144,7 @@ func TestParseProblems(t *testing.T) {
 		{"bad schema drift", `{"fields":[{"name":"a"}],"x-driftline":{"drift":{"calibrate":"x","factor":0}}}`, []string{"x-driftline.drift.calibrate", "x-driftline.drift.factor"}},
 		{"primary key unknown", `{"fields":[{"name":"a"}],"primaryKey":["a","b"]}`, []string{"primaryKey[1]"}},
 		{"primary key wrong type", `{"fields":[{"name":"a"}],"primaryKey":3}`, []string{"primaryKey"}},
+		{"bad type and constraint", `{"fields":[{"name":"a","type":"int","constraints":{"max":1}}]}`, []string{"fields[0].type", "fields[0].constraints.max"}},
 		{"many problems at once", `{"fields":[{"name":"a","type":"int"},{"name":"b","constraints":{"pattern":"(","foo":1}},{"name":"c","type":"number","constraints":{"minimum":3,"maximum":2},"x-driftline":{"role":"x"}}]}`,
 			[]string{"fields[0].type", "fields[1].constraints.foo", "fields[1].constraints.pattern", "fields[2].constraints.minimum", "fields[2].x-driftline.role"}},
 	}

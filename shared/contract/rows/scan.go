@@ -24,6 +24,8 @@ func (e *syntaxError) Error() string { return fmt.Sprintf("invalid JSON at byte 
 // an arena sized to the input, so cells never move while the row is built).
 type objectScanner struct {
 	index map[string]int
+	names []string
+	order []int // field index of the k-th key of the previous object, -1 for an extra key
 	arena []byte
 	data  []byte
 }
@@ -33,7 +35,32 @@ func newObjectScanner(s *contract.Schema) *objectScanner {
 	for i, f := range s.Fields {
 		idx[f.Name] = i
 	}
-	return &objectScanner{index: idx}
+	names := make([]string, len(s.Fields))
+	for i, f := range s.Fields {
+		names[i] = f.Name
+	}
+	return &objectScanner{index: idx, names: names}
+}
+
+// field maps the k-th key of an object to a field index (-1: not a field). Producers write keys
+// in the same order row after row, so the previous row's k-th key is tried first: one string
+// comparison instead of a map lookup.
+func (sc *objectScanner) field(k int, key []byte) int {
+	if k < len(sc.order) {
+		if f := sc.order[k]; f >= 0 && sc.names[f] == string(key) {
+			return f
+		}
+	}
+	f, ok := sc.index[string(key)]
+	if !ok {
+		f = -1
+	}
+	if k < len(sc.order) {
+		sc.order[k] = f
+	} else if k == len(sc.order) && k < 4*len(sc.names)+8 {
+		sc.order = append(sc.order, f)
+	}
+	return f
 }
 
 // scan parses the object at the start of data (after optional whitespace) into row, which the
@@ -56,7 +83,7 @@ func (sc *objectScanner) scan(data []byte, row *contract.RawRow) (int, error) {
 	if i < len(data) && data[i] == '}' {
 		return i + 1, nil
 	}
-	for {
+	for k := 0; ; k++ {
 		if i >= len(data) || data[i] != '"' {
 			return i, sc.want(i, "a string key")
 		}
@@ -73,7 +100,7 @@ func (sc *objectScanner) scan(data []byte, row *contract.RawRow) (int, error) {
 		if err != nil {
 			return next, err
 		}
-		if f, ok := sc.index[string(key)]; ok {
+		if f := sc.field(k, key); f >= 0 {
 			row.Cells[f] = cell
 		} else {
 			row.Extra = append(row.Extra, contract.RawExtra{Name: key, Value: data[i:next]})

@@ -1,4 +1,4 @@
-package rows
+package rowsbench
 
 import (
 	"bufio"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/shared/contract"
+	"github.com/driftline/driftline/shared/contract/rows"
 	"github.com/driftline/driftline/shared/profile"
 )
 
@@ -82,7 +83,7 @@ func profileOf(b *testing.B, s *contract.Schema) *profile.Profile {
 // validateAll reads data as JSONL, validates every row and, when p is not nil, profiles the
 // valid ones.
 func validateAll(b *testing.B, s *contract.Schema, data []byte, p *profile.Profile) {
-	r := NewJSONL(bytes.NewReader(data), s)
+	r := rows.NewJSONL(bytes.NewReader(data), s)
 	v := contract.NewValidator(s, contract.Options{})
 	out := make([]contract.Value, len(s.Fields))
 	var row contract.RawRow
