@@ -353,3 +353,45 @@ func FuzzGetStored(f *testing.F) {
 		_ = fmt.Sprint(c.Stats())
 	})
 }
+
+func TestConcurrentUse(t *testing.T) {
+	one := storedSize(t, 1000)
+	c, err := Open(memNS(t), Options{MaxBytes: 20 * one, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, pinned := chunk(0, 1000)
+	if err := c.Pin("active", []string{pinned}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 4)
+	for w := range 4 {
+		go func() {
+			for i := range 40 {
+				seed := uint64(w*1000 + i%30)
+				if i%30 == 0 {
+					seed = 0 // everyone also touches the pinned chunk
+				}
+				b, d := chunk(seed, 1000)
+				if err := c.Put(d, b); err != nil {
+					done <- err
+					return
+				}
+				if got, err := c.Get(d); err == nil && !bytes.Equal(got, b) {
+					done <- fmt.Errorf("Get returned other bytes for %s", d)
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := c.Stats()
+	if s.Bytes > 20*one || !c.Has(pinned) || s.Evicted == 0 {
+		t.Fatalf("after concurrent use: %+v, pinned held %v", s, c.Has(pinned))
+	}
+}

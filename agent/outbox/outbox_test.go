@@ -385,3 +385,40 @@ func TestRunTwiceRefused(t *testing.T) {
 		t.Fatalf("second Run = %v", err)
 	}
 }
+
+func TestConcurrentEnqueueWhileSending(t *testing.T) {
+	o, err := Open(openMem(t), fastOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	flaky := newBroker(func(n int, _ msg) error {
+		if n%7 == 3 {
+			return errors.New("transient")
+		}
+		return nil
+	})
+	runOutbox(t, o, flaky)
+	const writers, each = 4, 50
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if err := o.Enqueue(fmt.Sprintf("w%d", w), []byte(fmt.Sprint(i)), 1, false); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	waitFor(t, "all reports", func() bool { return len(flaky.received()) == writers*each })
+	next := map[string]int{}
+	for _, m := range flaky.received() {
+		if m.payload != fmt.Sprint(next[m.topic]) {
+			t.Fatalf("writer %s: got %s, want %d (per-writer order broken)", m.topic, m.payload, next[m.topic])
+		}
+		next[m.topic]++
+	}
+}
