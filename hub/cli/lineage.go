@@ -61,8 +61,9 @@ func (a *app) lineageCmd() *cobra.Command {
 }
 
 // printTree prints the subgraph as a tree rooted at root: "-[kind]->" for edges leaving a node
-// (toward what it was made from), "<-[kind]-" for edges arriving. A node seen before is printed
-// once more with "(see above)" and not expanded again, so cycles end.
+// (toward what it was made from), "<-[kind]-" for edges arriving. The edge a node was reached by
+// is not printed again under it; a node seen before is printed with "(see above)" and not
+// expanded again, so cycles end.
 func printTree(w io.Writer, root string, g state.Graph, direction string) error {
 	out := map[string][]state.LineageEdge{}
 	in := map[string][]state.LineageEdge{}
@@ -81,19 +82,27 @@ func printTree(w io.Writer, root string, g state.Graph, direction string) error 
 		}
 	}
 	seen := map[string]bool{}
-	var walk func(node, prefix string) error
-	walk = func(node, prefix string) error {
+	type edgeKey struct{ from, to, kind string }
+	type child struct {
+		label, node string
+		via         edgeKey
+	}
+	var walk func(node, prefix string, via edgeKey) error
+	walk = func(node, prefix string, via edgeKey) error {
 		seen[node] = true
-		type child struct{ label, node string }
 		var kids []child
 		if direction != "down" {
 			for _, e := range out[node] {
-				kids = append(kids, child{"-[" + e.Kind + "]-> ", e.To})
+				if k := (edgeKey{e.From, e.To, e.Kind}); k != via {
+					kids = append(kids, child{"-[" + e.Kind + "]-> ", e.To, k})
+				}
 			}
 		}
 		if direction != "up" {
 			for _, e := range in[node] {
-				kids = append(kids, child{"<-[" + e.Kind + "]- ", e.From})
+				if k := (edgeKey{e.From, e.To, e.Kind}); k != via {
+					kids = append(kids, child{"<-[" + e.Kind + "]- ", e.From, k})
+				}
 			}
 		}
 		for i, k := range kids {
@@ -109,7 +118,7 @@ func printTree(w io.Writer, root string, g state.Graph, direction string) error 
 				return err
 			}
 			if !seen[k.node] {
-				if err := walk(k.node, prefix+next); err != nil {
+				if err := walk(k.node, prefix+next, k.via); err != nil {
 					return err
 				}
 			}
@@ -119,5 +128,5 @@ func printTree(w io.Writer, root string, g state.Graph, direction string) error 
 	if _, err := fmt.Fprintln(w, root); err != nil {
 		return err
 	}
-	return walk(root, "")
+	return walk(root, "", edgeKey{})
 }
