@@ -10,8 +10,6 @@ import (
 var (
 	// ErrInvalidContract is wrapped by every *ContractError: the contract document was refused.
 	ErrInvalidContract = errors.New("invalid data contract")
-	// ErrFieldCount is returned when a row buffer's length differs from the schema's field count.
-	ErrFieldCount = errors.New("row buffer length differs from the number of schema fields")
 )
 
 // Problem is one reason a contract was refused. Path is a JSON path into the contract document,

@@ -209,7 +209,12 @@ func (p *parser) constraints(v any, f *Field, path string) {
 	}
 	if applies("pattern", lengthTypes) {
 		if s, ok := p.str(m["pattern"], path+".pattern"); ok {
-			re, err := regexp.Compile(`^(?:` + s + `)$`)
+			// Compile the pattern alone first: "a)|(b" must not slip out of the anchoring group.
+			_, err := regexp.Compile(s)
+			var re *regexp.Regexp
+			if err == nil {
+				re, err = regexp.Compile(`^(?:` + s + `)$`)
+			}
 			if err != nil {
 				p.add(path+".pattern", "bad regular expression: %v", err)
 			} else {

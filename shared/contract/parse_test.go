@@ -114,6 +114,7 @@ func TestParseProblems(t *testing.T) {
 		{"bad date format", `{"fields":[{"name":"a","type":"date","format":"%Q"}]}`, []string{"fields[0].format"}},
 		{"date format without directive", `{"fields":[{"name":"a","type":"date","format":"yyyy"}]}`, []string{"fields[0].format"}},
 		{"bad regex", `{"fields":[{"name":"a","constraints":{"pattern":"(["}}]}`, []string{"fields[0].constraints.pattern"}},
+		{"pattern escaping its anchors", `{"fields":[{"name":"a","constraints":{"pattern":"a)|(?:b"}}]}`, []string{"fields[0].constraints.pattern"}},
 		{"unknown constraint", `{"fields":[{"name":"a","constraints":{"maximun":3}}]}`, []string{"fields[0].constraints.maximun"}},
 		{"min > max", `{"fields":[{"name":"a","type":"number","constraints":{"minimum":5,"maximum":1}}]}`, []string{"fields[0].constraints.minimum"}},
 		{"exclusive empty", `{"fields":[{"name":"a","type":"integer","constraints":{"exclusiveMinimum":1,"exclusiveMaximum":1}}]}`, []string{"fields[0].constraints.exclusiveMinimum"}},

@@ -113,6 +113,7 @@ type lineLimiter struct {
 	run int
 }
 
+// Read passes reads through, failing with ErrLineTooLong once the current line exceeds max.
 func (l *lineLimiter) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	if i := bytes.LastIndexByte(p[:n], '\n'); i >= 0 {

@@ -17,6 +17,7 @@ type syntaxError struct {
 	msg string
 }
 
+// Error says where the JSON broke.
 func (e *syntaxError) Error() string { return fmt.Sprintf("invalid JSON at byte %d: %s", e.off, e.msg) }
 
 // objectScanner reads one JSON object into a RawRow without reflection or a map per row: keys
