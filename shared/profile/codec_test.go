@@ -106,6 +106,20 @@ func FuzzDecode(f *testing.F) {
 		if err := q.Merge(p); err != nil {
 			t.Fatalf("merge with itself: %v", err)
 		}
+		// And keeps accepting rows: drive every sketch through compactions.
+		row := make([]contract.Value, q.Len())
+		for i := range 500 {
+			for c := range row {
+				if q.At(c).Kind() == Numeric {
+					row[c] = contract.Value{Kind: contract.KindNumber, Num: float64(i % 37)}
+				} else {
+					row[c] = contract.Value{Kind: contract.KindString, Str: string(rune('a' + i%29))}
+				}
+			}
+			if err := q.Add(row); err != nil {
+				t.Fatalf("add after decode: %v", err)
+			}
+		}
 		for c := range q.Len() {
 			col := q.At(c)
 			_ = col.Distinct()

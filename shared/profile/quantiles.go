@@ -34,6 +34,7 @@ type Quantiles struct {
 	size    int   // values retained over all levels
 	maxSize int   // sum of caps: compaction starts when size reaches it
 	rng     uint64
+	scr     []float64 // merge scratch, swapped with a level buffer
 }
 
 func newQuantiles(k int) *Quantiles {
@@ -96,21 +97,48 @@ func (q *Quantiles) compress() {
 }
 
 // compact sorts level h and promotes every other value to level h+1. With an odd count the
-// smallest value stays behind, so weight is conserved exactly.
+// smallest value stays behind, so weight is conserved exactly. Promoted runs are merged into
+// level h+1 in order, so levels above 0 stay sorted and only level 0 (or a level filled by a
+// profile merge) pays for a sort.
 func (q *Quantiles) compact(h int) {
 	lv := q.levels[h]
-	slices.Sort(lv)
+	if !slices.IsSorted(lv) {
+		slices.Sort(lv)
+	}
 	start := len(lv) % 2
+	left := lv[0]
 	q.rng ^= math.Float64bits(lv[len(lv)/2]) ^ q.n
 	q.rng = mix64(q.rng)
 	off := start + int(q.rng>>63)
-	up := q.levels[h+1]
+	run := lv[:0] // in place: the write index never passes the read index
 	for i := off; i < len(lv); i += 2 {
-		up = append(up, lv[i])
+		run = append(run, lv[i])
 	}
-	q.levels[h+1] = up
+	q.mergeUp(h+1, run)
 	q.size -= (len(lv) - start) / 2
 	q.levels[h] = lv[:start]
+	if start == 1 {
+		q.levels[h][0] = left
+	}
+}
+
+// mergeUp merges the sorted run into level h through the scratch buffer, then swaps them.
+func (q *Quantiles) mergeUp(h int, run []float64) {
+	up := q.levels[h]
+	out := q.scr[:0]
+	i, j := 0, 0
+	for i < len(up) && j < len(run) {
+		if run[j] < up[i] {
+			out = append(out, run[j])
+			j++
+		} else {
+			out = append(out, up[i])
+			i++
+		}
+	}
+	out = append(out, up[i:]...)
+	out = append(out, run[j:]...)
+	q.levels[h], q.scr = out, up[:0]
 }
 
 // merge adds o's values into q. Both must have the same k.
@@ -136,6 +164,7 @@ func (q *Quantiles) clone() *Quantiles {
 		c.levels[i] = slices.Clone(lv)
 	}
 	c.caps = slices.Clone(q.caps)
+	c.scr = nil
 	return &c
 }
 
