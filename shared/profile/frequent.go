@@ -18,7 +18,9 @@ const MaxItemBytes = 128
 // Item is one frequent value with its counter. The true count lies in
 // [Count, Count+Frequent.MaxError()].
 type Item struct {
+	// Value is the categorical value (cut to MaxItemBytes).
 	Value string
+	// Count is its counter, a lower bound of its true count.
 	Count uint64
 }
 

@@ -40,15 +40,19 @@ func (k Kind) String() string {
 
 // Column names one profiled column and its kind.
 type Column struct {
+	// Name is the column's name, unique within a profile.
 	Name string
+	// Kind says how the column is summarised.
 	Kind Kind
 }
 
 // Threshold is a drift threshold calibrated for one column: it applies when the column is
 // compared with Method (a drift method name such as "wasserstein").
 type Threshold struct {
+	// Method is the drift method the threshold was calibrated for.
 	Method string
-	Value  float64
+	// Value is the threshold (a p-value for ks and chisquare, a distance otherwise).
+	Value float64
 }
 
 // Limits on what a profile may describe; Decode enforces the same.

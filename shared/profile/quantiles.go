@@ -171,9 +171,12 @@ func (q *Quantiles) clone() *Quantiles {
 // CDF is the step distribution function a sketch describes: Values ascending and distinct,
 // Cum[i] the total weight of values <= Values[i], Cum[len-1] == N.
 type CDF struct {
+	// Values are the distinct retained values, ascending.
 	Values []float64
-	Cum    []uint64
-	N      uint64
+	// Cum[i] is the total weight of values <= Values[i].
+	Cum []uint64
+	// N is the total weight (the number of values summarised).
+	N uint64
 }
 
 // CDF returns the sketch's distribution as a sorted step function. It allocates; call it once
