@@ -130,3 +130,28 @@ func TestPipeline(t *testing.T) {
 		}
 	}
 }
+
+func TestEncodingViolations(t *testing.T) {
+	s := schema(t)
+	for name, r := range map[string]Reader{
+		"csv":     NewCSV(strings.NewReader("b,a\nok,1\nx\xffy,2\n"), s),
+		"jsonl":   NewJSONL(strings.NewReader("{\"b\":\"ok\",\"a\":1}\n{\"b\":\"x\xffy\",\"a\":2}\n"), s),
+		"payload": NewPayload([]byte("[{\"b\":\"ok\",\"a\":1},{\"b\":\"x\xffy\",\"a\":2}]"), s),
+	} {
+		viol, valid := validateStream(t, r, s)
+		// Every row lacks field c; row 2 also has a bad b.
+		var enc []contract.Violation
+		for _, x := range viol {
+			if x.Rule == contract.RuleEncoding {
+				enc = append(enc, x)
+			}
+		}
+		if valid != 0 || len(enc) != 1 || enc[0].Row != 2 || enc[0].Field != "b" || enc[0].Value != "x\uFFFDy" {
+			t.Errorf("%s: valid %d, encoding violations %+v", name, valid, enc)
+		}
+	}
+	viol, _ := validateStream(t, NewPayload([]byte("{\"\xff\":1,\"a\":1,\"b\":\"\",\"c\":1}"), s), s)
+	if len(viol) != 1 || viol[0].Rule != contract.RuleExtraColumn || viol[0].Field != "\uFFFD" {
+		t.Errorf("invalid key: %+v", viol)
+	}
+}
