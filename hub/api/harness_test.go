@@ -103,6 +103,13 @@ func startHub(t testing.TB, mod func(*node.Config)) *testHub {
 	return h
 }
 
+// with returns a copy of h that reports to t (a fuzz function must not fail its *testing.F).
+func (h *testHub) with(t testing.TB) *testHub {
+	c := *h
+	c.t = t
+	return &c
+}
+
 // response is a finished HTTP exchange.
 type response struct {
 	code   int

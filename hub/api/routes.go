@@ -63,6 +63,12 @@ func (s *Server) routes() {
 	v1.PUT("/devices/:id/models/:name", s.deviceDesiredSet, w(adminOnly...)...)
 	v1.POST("/devices/telemetry", s.deviceTelemetry, w(adminOnly...)...)
 
+	v1.POST("/rollouts", s.rolloutCreate, w(approver...)...)
+	v1.GET("/rollouts", s.rolloutList, r(readers...)...)
+	v1.GET("/rollouts/:id", s.rolloutGet, r(readers...)...)
+	v1.GET("/rollouts/:id/devices", s.rolloutDevices, r(readers...)...)
+	v1.POST("/rollouts/:id/:action", s.rolloutAction, w(approver...)...)
+
 	v1.POST("/tokens", s.tokenCreate, w(adminOnly...)...)
 	v1.GET("/tokens", s.tokenList, r(adminOnly...)...)
 	v1.DELETE("/tokens/:id", s.tokenDelete, w(adminOnly...)...)

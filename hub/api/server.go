@@ -100,6 +100,9 @@ type Config struct {
 	// OnDesiredChanged is called after a device's desired state changed (the MQTT side
 	// publishes it). May be nil.
 	OnDesiredChanged func(deviceID string)
+	// OnRolloutChanged is called after a rollout was created or acted on (the controller
+	// wakes). May be nil.
+	OnRolloutChanged func(id string)
 	// OnDeviceDeleted is called after a device was removed (the broker revokes it). May be nil.
 	OnDeviceDeleted func(deviceID string)
 	// Extra registers more routes (dashboard, drift, rollouts) on the same server. May be nil.

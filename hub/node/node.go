@@ -28,6 +28,7 @@ import (
 	"github.com/driftline/driftline/hub/broker"
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/protocol"
+	"github.com/driftline/driftline/hub/rollout"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/hub/store"
 	"github.com/driftline/driftline/shared/artifact"
@@ -87,6 +88,7 @@ type Node struct {
 	broker   *broker.Broker
 	paho     *protocol.PahoTransport
 	proto    *protocol.Service
+	rollouts *rollout.Controller
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	closeMu  sync.Mutex
@@ -146,12 +148,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	n.rollouts = rollout.New(rollout.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
 	if err := n.startMQTT(); err != nil {
 		return nil, fmt.Errorf("node: mqtt: %w", err)
 	}
 	n.api = api.New(api.Config{
 		Store: storeAdapter{n.store}, Reader: state.Reader{DB: n.db}, SigningKey: n.key, FourEyes: cfg.FourEyes,
 		MaxUploadBytes: cfg.MaxUploadBytes, Logger: cfg.Logger, Registerer: n.registry, Gatherer: n.registry,
+		OnRolloutChanged: func(string) { n.rollouts.Wake() },
 		OnDesiredChanged: func(id string) {
 			if n.proto != nil {
 				n.proto.DesiredChanged(id)
@@ -177,7 +181,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
+	go func() { defer n.wg.Done(); n.rollouts.Run(bg) }()
 	go func() { defer n.wg.Done(); n.leaderChores(bg) }()
 	go func() { defer n.wg.Done(); kv.RunGC(bg, n.db, 5*time.Minute, n.log) }()
 	n.log.Info("hub node started", "id", cfg.NodeID, "http", n.httpLn.Addr().String(), "raft", cfg.RaftAddr, "data", cfg.DataDir)

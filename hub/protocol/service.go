@@ -121,7 +121,8 @@ func Start(cfg Config) (*Service, error) {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.fetchWorker(ctx) }()
 	}
-	s.wg.Add(2)
+	s.wg.Add(3)
+	go func() { defer s.wg.Done(); s.runRolloutPublisher(ctx) }()
 	go func() { defer s.wg.Done(); s.tele.run(ctx) }()
 	go func() { defer s.wg.Done(); s.desired.run(ctx) }()
 	return s, nil

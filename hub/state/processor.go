@@ -108,6 +108,12 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 	case command.TypeOpenLineage:
 		var c OpenLineageEvent
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return openLineage(txn, env, c) })
+	case command.TypeRolloutCreate:
+		var c RolloutCreate
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return rolloutCreate(txn, env, c) })
+	case command.TypeRolloutTransition:
+		var c RolloutTransition
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return rolloutTransition(txn, env, c) })
 	case command.TypeSigningKeyAdd:
 		var c SigningKeyAdd
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return signingKeyAdd(txn, env, c) })

@@ -103,6 +103,8 @@ type ModelVersion struct {
 type ReportedModel struct {
 	Active    *int   `json:"active"`
 	Previous  *int   `json:"previous,omitempty"`
+	// Target is the version the device is moving to (during a pull or activation).
+	Target    int    `json:"target,omitempty"`
 	State     string `json:"state,omitempty"`
 	LastError string `json:"last_error,omitempty"`
 }

@@ -1,0 +1,551 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/driftline/driftline/hub/command"
+)
+
+// Rollout states.
+const (
+	RolloutRunning    = "running"
+	RolloutPaused     = "paused"
+	RolloutCompleted  = "completed"
+	RolloutAborted    = "aborted"
+	RolloutRolledBack = "rolled_back"
+)
+
+// Per-device rollout states (SPEC section 5); the same words as wire.State.
+const (
+	DevPending     = "pending"
+	DevNotified    = "notified"
+	DevDownloading = "downloading"
+	DevActivating  = "activating"
+	DevActive      = "active"
+	DevFailed      = "failed"
+	DevRolledBack  = "rolled_back"
+)
+
+// DeviceStates lists the per-device states in lifecycle order.
+var DeviceStates = []string{DevPending, DevNotified, DevDownloading, DevActivating, DevActive, DevFailed, DevRolledBack}
+
+// Gate names.
+const (
+	GateFailureRate = "max_failure_rate"
+	GateDriftShare  = "max_drift_share"
+	GateInvalidRate = "max_invalid_rate"
+)
+
+// Gates are a rollout's thresholds; a nil gate is not checked.
+type Gates struct {
+	MaxFailureRate *float64 `json:"max_failure_rate,omitempty"`
+	MaxDriftShare  *float64 `json:"max_drift_share,omitempty"`
+	MaxInvalidRate *float64 `json:"max_invalid_rate,omitempty"`
+}
+
+// GateValue is one gate's value as the controller last saw it.
+type GateValue struct {
+	Value     float64 `json:"value"`
+	Threshold float64 `json:"threshold"`
+	Failed    bool    `json:"failed"`
+	// Evidence is how many devices (or rows, for the invalid rate) the value rests on.
+	Evidence int64 `json:"evidence"`
+}
+
+// Rollout is one staged deployment of a model version to a fixed set of devices.
+type Rollout struct {
+	ID       string `json:"id"`
+	Model    string `json:"model"`
+	Version  int    `json:"version"`
+	Selector string `json:"selector"`
+	// WaveSizes are cumulative device counts: wave i covers devices [WaveSizes[i-1], WaveSizes[i]).
+	WaveSizes     []int                `json:"wave_sizes"`
+	BakeSeconds   int                  `json:"bake_seconds"`
+	Gates         Gates                `json:"gate_thresholds"`
+	OnGateFailure string               `json:"on_gate_failure"`
+	DeviceTimeout int                  `json:"device_timeout_seconds"`
+	SetAlias      string               `json:"set_alias,omitempty"`
+	State         string               `json:"state"`
+	Wave          int                  `json:"wave"`
+	WaveStartedAt int64                `json:"wave_started_at,omitempty"`
+	WaveDoneAt    int64                `json:"wave_done_at,omitempty"`
+	Reason        string               `json:"reason,omitempty"`
+	GateValues    map[string]GateValue `json:"gates"`
+	Total         int                  `json:"total"`
+	Counts        map[string]int       `json:"devices"`
+	CreatedBy     string               `json:"created_by"`
+	CreatedAt     int64                `json:"created_at"`
+	UpdatedAt     int64                `json:"updated_at"`
+}
+
+// Active reports whether the rollout still holds its devices (running or paused).
+func (r Rollout) Active() bool { return r.State == RolloutRunning || r.State == RolloutPaused }
+
+// Waves is the number of waves.
+func (r Rollout) Waves() int { return len(r.WaveSizes) }
+
+// RolloutDevice is one device's place in a rollout.
+type RolloutDevice struct {
+	Rollout string `json:"rollout"`
+	ID      string `json:"id"`
+	Wave    int    `json:"wave"`
+	// Order is the device's position in the rollout's deterministic order.
+	Order int `json:"order"`
+	// Previous is the version the device ran before the rollout (0: none).
+	Previous int    `json:"previous"`
+	State    string `json:"state"`
+	Since    int64  `json:"since"`
+	Error    string `json:"error,omitempty"`
+}
+
+// RolloutCreate creates a rollout; the proposer resolved the selector and ordered the devices.
+// Payload of command.TypeRolloutCreate.
+type RolloutCreate struct {
+	ID            string   `json:"id"`
+	Model         string   `json:"model"`
+	Version       int      `json:"version"`
+	Selector      string   `json:"selector"`
+	Devices       []string `json:"devices"`
+	WaveSizes     []int    `json:"wave_sizes"`
+	BakeSeconds   int      `json:"bake_seconds"`
+	Gates         Gates    `json:"gates"`
+	OnGateFailure string   `json:"on_gate_failure"`
+	DeviceTimeout int      `json:"device_timeout_seconds"`
+	SetAlias      string   `json:"set_alias,omitempty"`
+}
+
+// Rollout transition actions.
+const (
+	ActStartWave = "start_wave" // the controller starts the next wave
+	ActWaveDone  = "wave_done"  // every device of the wave settled; the bake starts
+	ActDevices   = "devices"    // per-device state changes observed from reports
+	ActGates     = "gates"      // gate values refreshed (no state change)
+	ActComplete  = "complete"
+	ActPause     = "pause"
+	ActResume    = "resume"
+	ActAbort     = "abort"
+	ActRollback  = "rollback"
+)
+
+// DeviceUpdate is one device's new state in a rollout.
+type DeviceUpdate struct {
+	ID    string `json:"id"`
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
+}
+
+// RolloutTransition is one decision about a rollout, with the inputs it was made on (the gate
+// values), so the audit log shows why. Payload of command.TypeRolloutTransition.
+//
+// FromState and FromWave are what the proposer saw: Apply refuses (ErrConflict) a transition
+// whose precondition no longer holds, so a decision replayed by a new leader is never applied
+// twice.
+type RolloutTransition struct {
+	ID        string               `json:"id"`
+	Action    string               `json:"action"`
+	FromState string               `json:"from_state"`
+	FromWave  int                  `json:"from_wave"`
+	Reason    string               `json:"reason,omitempty"`
+	Gates     map[string]GateValue `json:"gates,omitempty"`
+	Devices   []DeviceUpdate       `json:"devices,omitempty"`
+}
+
+func rolloutKey(id string) []byte              { return []byte("fsm/ro/" + id) }
+func rolloutDevicePrefix(id string) string     { return "fsm/rd/" + id + "/" }
+func rolloutDeviceKey(id, dev string) []byte   { return []byte(rolloutDevicePrefix(id) + dev) }
+func rolloutIndexKey(model, dev string) []byte { return []byte("fsm/rx/" + model + "/" + dev) }
+
+func getRollout(txn *badger.Txn, id string) (Rollout, error) {
+	var r Rollout
+	if err := getJSON(txn, rolloutKey(id), &r); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return r, notFound("rollout %s", id)
+		}
+		return r, err
+	}
+	return r, nil
+}
+
+// ConflictError lists the devices a new rollout shares with an active rollout of the same model.
+type ConflictError struct {
+	Rollout string
+	Devices []string
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("devices already in active rollout %s of this model: %s", e.Rollout, strings.Join(e.Devices, ", "))
+}
+
+func (e *ConflictError) Unwrap() error { return ErrConflict }
+
+func rolloutCreate(txn *badger.Txn, env command.Envelope, c RolloutCreate) (any, *auditNote, error) {
+	if !ValidName(c.ID) || len(c.Devices) == 0 || len(c.WaveSizes) == 0 {
+		return nil, nil, invalid("rollout needs an id, devices and waves")
+	}
+	if c.OnGateFailure != "pause" && c.OnGateFailure != "rollback" {
+		return nil, nil, invalid("on_gate_failure must be pause or rollback")
+	}
+	if ok, err := exists(txn, rolloutKey(c.ID)); err != nil || ok {
+		if err != nil {
+			return nil, nil, err
+		}
+		return nil, nil, existsErr("rollout %s", c.ID)
+	}
+	mv, err := getModelVersion(txn, c.Model, c.Version)
+	if err != nil {
+		return nil, nil, err
+	}
+	if mv.Status != StatusApproved {
+		return nil, nil, invalid("model:%s@%d is %s: only approved versions roll out", c.Model, c.Version, mv.Status)
+	}
+	prev := 0
+	for _, s := range c.WaveSizes {
+		if s <= prev || s > len(c.Devices) {
+			return nil, nil, invalid("wave sizes must grow and stay within the %d devices", len(c.Devices))
+		}
+		prev = s
+	}
+	var overlap []string
+	owner := ""
+	devices := make([]storedDevice, len(c.Devices))
+	for i, id := range c.Devices {
+		d, err := getDevice(txn, id)
+		if err != nil {
+			return nil, nil, err
+		}
+		devices[i] = d
+		var other string
+		if err := getJSON(txn, rolloutIndexKey(c.Model, id), &other); err == nil {
+			if owner == "" {
+				owner = other
+			}
+			if len(overlap) < 20 {
+				overlap = append(overlap, id)
+			}
+		}
+	}
+	if len(overlap) > 0 {
+		return nil, nil, &ConflictError{Rollout: owner, Devices: overlap}
+	}
+	r := Rollout{
+		ID: c.ID, Model: c.Model, Version: c.Version, Selector: c.Selector, WaveSizes: c.WaveSizes,
+		BakeSeconds: c.BakeSeconds, Gates: c.Gates, OnGateFailure: c.OnGateFailure, DeviceTimeout: c.DeviceTimeout,
+		SetAlias: c.SetAlias, State: RolloutRunning, GateValues: map[string]GateValue{}, Total: len(c.Devices),
+		Counts: map[string]int{DevPending: len(c.Devices)}, CreatedBy: env.Actor, CreatedAt: env.Time, UpdatedAt: env.Time,
+	}
+	for i, d := range devices {
+		previous := 0
+		if rm, ok := d.Reported.Models[c.Model]; ok && rm.Active != nil {
+			previous = *rm.Active
+		} else if dm, ok := d.Desired[c.Model]; ok {
+			previous = dm.Version
+		}
+		rd := RolloutDevice{Rollout: c.ID, ID: d.ID, Wave: waveOf(c.WaveSizes, i), Order: i, Previous: previous, State: DevPending, Since: env.Time}
+		if err := putJSON(txn, rolloutDeviceKey(c.ID, d.ID), rd); err != nil {
+			return nil, nil, err
+		}
+		if err := putJSON(txn, rolloutIndexKey(c.Model, d.ID), c.ID); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := putJSON(txn, rolloutKey(c.ID), r); err != nil {
+		return nil, nil, err
+	}
+	if err := PutRolloutDeploys(txn, c.ID, c.Model, c.Version, env.Time); err != nil {
+		return nil, nil, err
+	}
+	return r, &auditNote{"rollout.create", RolloutNode(c.ID),
+		fmt.Sprintf("%s devices=%d waves=%v gates=%s", ModelNode(c.Model, c.Version), len(c.Devices), c.WaveSizes, gatesString(c.Gates))}, nil
+}
+
+// waveOf returns the 1-based wave of the device at position i.
+func waveOf(sizes []int, i int) int {
+	for w, s := range sizes {
+		if i < s {
+			return w + 1
+		}
+	}
+	return 0 // beyond the last wave: never deployed
+}
+
+func gatesString(g Gates) string {
+	var parts []string
+	if g.MaxFailureRate != nil {
+		parts = append(parts, fmt.Sprintf("%s=%g", GateFailureRate, *g.MaxFailureRate))
+	}
+	if g.MaxDriftShare != nil {
+		parts = append(parts, fmt.Sprintf("%s=%g", GateDriftShare, *g.MaxDriftShare))
+	}
+	if g.MaxInvalidRate != nil {
+		parts = append(parts, fmt.Sprintf("%s=%g", GateInvalidRate, *g.MaxInvalidRate))
+	}
+	return strings.Join(parts, ",")
+}
+
+func gateValuesString(g map[string]GateValue) string {
+	keys := make([]string, 0, len(g))
+	for k := range g {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		v := g[k]
+		mark := ""
+		if v.Failed {
+			mark = "!"
+		}
+		parts = append(parts, fmt.Sprintf("%s=%.4g/%g%s(n=%d)", k, v.Value, v.Threshold, mark, v.Evidence))
+	}
+	return strings.Join(parts, " ")
+}
+
+// rolloutDevices returns the rollout's devices in order, optionally of one wave (0: all).
+func rolloutDevices(txn *badger.Txn, id string, wave int) ([]RolloutDevice, error) {
+	var out []RolloutDevice
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(rolloutDevicePrefix(id)), PrefetchValues: true, PrefetchSize: 64})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		var rd RolloutDevice
+		if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &rd) }); err != nil {
+			return nil, err
+		}
+		if wave == 0 || rd.Wave == wave {
+			out = append(out, rd)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Order < out[j].Order })
+	return out, nil
+}
+
+// setDesired points one device at a version (0 clears) as part of a rollout.
+func setDesired(txn *badger.Txn, env command.Envelope, id, model string, version int, rollout string) error {
+	d, err := getDevice(txn, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil // removed meanwhile
+	}
+	if err != nil {
+		return err
+	}
+	if d.Desired == nil {
+		d.Desired = map[string]DesiredModel{}
+	}
+	if cur, ok := d.Desired[model]; ok && cur.Version == version && cur.RolloutID == rollout {
+		return nil
+	}
+	if version == 0 {
+		if _, ok := d.Desired[model]; !ok {
+			return nil
+		}
+		delete(d.Desired, model)
+	} else {
+		d.Desired[model] = DesiredModel{Version: version, RolloutID: rollout, SetAt: env.Time}
+	}
+	d.DesiredRev++
+	return putDevice(txn, d)
+}
+
+func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransition) (any, *auditNote, error) {
+	r, err := getRollout(txn, c.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c.FromState != "" && (r.State != c.FromState || r.Wave != c.FromWave) {
+		return nil, nil, conflict("rollout %s is %s in wave %d, not %s in wave %d", c.ID, r.State, r.Wave, c.FromState, c.FromWave)
+	}
+	if c.Gates != nil {
+		r.GateValues = c.Gates
+	}
+	note := &auditNote{"rollout." + c.Action, RolloutNode(c.ID), strings.TrimSpace(c.Reason + " " + gateValuesString(c.Gates))}
+	switch c.Action {
+	case ActGates:
+		note = nil
+	case ActDevices:
+		note = nil
+		if err := applyDeviceUpdates(txn, &r, c.Devices, env.Time); err != nil {
+			return nil, nil, err
+		}
+	case ActStartWave:
+		if r.State != RolloutRunning || r.Wave >= r.Waves() {
+			return nil, nil, conflict("rollout %s cannot start a wave: %s, wave %d of %d", c.ID, r.State, r.Wave, r.Waves())
+		}
+		r.Wave++
+		r.WaveStartedAt, r.WaveDoneAt = env.Time, 0
+		devs, err := rolloutDevices(txn, c.ID, r.Wave)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, rd := range devs {
+			if err := setDesired(txn, env, rd.ID, r.Model, r.Version, r.ID); err != nil {
+				return nil, nil, err
+			}
+			if err := setDeviceState(txn, &r, rd, DevNotified, "", env.Time); err != nil {
+				return nil, nil, err
+			}
+		}
+		note.detail = fmt.Sprintf("wave %d of %d (%d devices) %s", r.Wave, r.Waves(), len(devs), note.detail)
+	case ActWaveDone:
+		if r.WaveDoneAt != 0 {
+			return nil, nil, conflict("wave %d of rollout %s already settled", r.Wave, c.ID)
+		}
+		r.WaveDoneAt = env.Time
+		note.detail = fmt.Sprintf("wave %d settled; baking %ds %s", r.Wave, r.BakeSeconds, note.detail)
+	case ActComplete:
+		if r.State != RolloutRunning {
+			return nil, nil, conflict("rollout %s is %s", c.ID, r.State)
+		}
+		r.State = RolloutCompleted
+		if r.SetAlias != "" {
+			if _, _, err := aliasSet(txn, AliasSet{Model: r.Model, Alias: r.SetAlias, Version: r.Version}); err != nil {
+				return nil, nil, err
+			}
+		}
+		if err := releaseDevices(txn, r); err != nil {
+			return nil, nil, err
+		}
+	case ActPause:
+		if r.State != RolloutRunning {
+			return nil, nil, conflict("rollout %s is %s, not running", c.ID, r.State)
+		}
+		r.State = RolloutPaused
+	case ActResume:
+		if r.State != RolloutPaused {
+			return nil, nil, conflict("rollout %s is %s, not paused", c.ID, r.State)
+		}
+		r.State = RolloutRunning
+		// The bake of the current wave starts over: the gate that paused it must pass anew.
+		if r.WaveDoneAt != 0 {
+			r.WaveDoneAt = env.Time
+		}
+	case ActAbort:
+		if !r.Active() {
+			return nil, nil, conflict("rollout %s is %s", c.ID, r.State)
+		}
+		r.State = RolloutAborted
+		if err := releaseDevices(txn, r); err != nil {
+			return nil, nil, err
+		}
+	case ActRollback:
+		if !r.Active() && r.State != RolloutCompleted {
+			return nil, nil, conflict("rollout %s is %s", c.ID, r.State)
+		}
+		devs, err := rolloutDevices(txn, c.ID, 0)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, rd := range devs {
+			if rd.State == DevPending {
+				continue // never told: nothing to undo
+			}
+			if err := setDesired(txn, env, rd.ID, r.Model, rd.Previous, r.ID); err != nil {
+				return nil, nil, err
+			}
+			if err := setDeviceState(txn, &r, rd, DevRolledBack, "", env.Time); err != nil {
+				return nil, nil, err
+			}
+		}
+		r.State = RolloutRolledBack
+		if err := releaseDevices(txn, r); err != nil {
+			return nil, nil, err
+		}
+	default:
+		return nil, nil, invalid("unknown rollout action %q", c.Action)
+	}
+	if c.Reason != "" || c.Action == ActPause || c.Action == ActRollback || c.Action == ActAbort {
+		r.Reason = c.Reason
+	}
+	r.UpdatedAt = env.Time
+	if err := putJSON(txn, rolloutKey(c.ID), r); err != nil {
+		return nil, nil, err
+	}
+	return r, note, nil
+}
+
+// deviceStateRank orders states so that reports can only move a device forward (no duplicate
+// or backward transitions from late or repeated messages).
+var deviceStateRank = map[string]int{
+	DevPending: 0, DevNotified: 1, DevDownloading: 2, DevActivating: 3, DevActive: 4, DevFailed: 4, DevRolledBack: 5,
+}
+
+func applyDeviceUpdates(txn *badger.Txn, r *Rollout, ups []DeviceUpdate, ts int64) error {
+	for _, u := range ups {
+		var rd RolloutDevice
+		if err := getJSON(txn, rolloutDeviceKey(r.ID, u.ID), &rd); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			return err
+		}
+		if _, ok := deviceStateRank[u.State]; !ok {
+			return invalid("device state %q", u.State)
+		}
+		if rd.State == u.State || deviceStateRank[u.State] < deviceStateRank[rd.State] || rd.State == DevPending {
+			continue
+		}
+		if err := setDeviceState(txn, r, rd, u.State, u.Error, ts); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func setDeviceState(txn *badger.Txn, r *Rollout, rd RolloutDevice, st, errText string, ts int64) error {
+	if r.Counts == nil {
+		r.Counts = map[string]int{}
+	}
+	if r.Counts[rd.State]--; r.Counts[rd.State] <= 0 {
+		delete(r.Counts, rd.State)
+	}
+	r.Counts[st]++
+	rd.State, rd.Since, rd.Error = st, ts, errText
+	return putJSON(txn, rolloutDeviceKey(r.ID, rd.ID), rd)
+}
+
+// releaseDevices drops the rollout's claim on its devices so another rollout may take them.
+func releaseDevices(txn *badger.Txn, r Rollout) error {
+	devs, err := rolloutDevices(txn, r.ID, 0)
+	if err != nil {
+		return err
+	}
+	for _, rd := range devs {
+		var owner string
+		if err := getJSON(txn, rolloutIndexKey(r.Model, rd.ID), &owner); err == nil && owner == r.ID {
+			if err := txn.Delete(rolloutIndexKey(r.Model, rd.ID)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Rollouts lists rollouts by id.
+func (r Reader) Rollouts(cursor string, limit int) (Page[Rollout], error) {
+	return list[Rollout](r.DB, "fsm/ro/", cursor, limit, false, nil)
+}
+
+// Rollout returns one rollout.
+func (r Reader) Rollout(id string) (Rollout, error) {
+	return get[Rollout](r.DB, rolloutKey(id), "rollout "+id)
+}
+
+// RolloutDevices returns a rollout's devices in order (wave 0: every wave).
+func (r Reader) RolloutDevices(id string, wave int) ([]RolloutDevice, error) {
+	var out []RolloutDevice
+	err := r.DB.View(func(txn *badger.Txn) error {
+		var err error
+		out, err = rolloutDevices(txn, id, wave)
+		return err
+	})
+	return out, err
+}
+
+// RunsEdge returns the runs edge from a device to a model version (its health attributes), or
+// ErrNotFound.
+func (r Reader) RunsEdge(device, model string, version int) (LineageEdge, error) {
+	return get[LineageEdge](r.DB, edgeKey(pLineageOut, DeviceNode(device), EdgeRuns, ModelNode(model, version)), "runs edge")
+}
