@@ -1,0 +1,55 @@
+package cli
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/driftline/driftline/hub/api"
+	"github.com/driftline/driftline/hub/node"
+)
+
+func TestClusterRemoveAndJoin(t *testing.T) {
+	h := startHub(t)
+	raft2 := freeAddr(t)
+	n2, err := node.Start(context.Background(), node.Config{
+		DataDir: t.TempDir(), NodeID: "n2", HTTPAddr: "127.0.0.1:0", RaftAddr: raft2, Join: h.url, JoinToken: h.admin,
+		Logger: slog.New(slog.NewTextHandler(tLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatalf("start n2: %v", err)
+	}
+	t.Cleanup(func() { n2.Close() })
+	voters := func() map[string]bool {
+		var st api.ClusterStatus
+		h.okJSON(t, &st, "cluster", "status")
+		m := map[string]bool{}
+		for _, n := range st.Nodes {
+			m[n.ID] = n.Voter
+		}
+		return m
+	}
+	if v := voters(); !v["n2"] || len(v) != 2 {
+		t.Fatalf("after n2 joined: %v", v)
+	}
+	if out := h.ok(t, "cluster", "status"); !strings.Contains(out, "n2") || !strings.Contains(out, "leader:") {
+		t.Errorf("cluster status table:\n%s", out)
+	}
+	h.ok(t, "cluster", "remove", "n2")
+	if v := voters(); len(v) != 1 {
+		t.Fatalf("after remove: %v", v)
+	}
+	h.ok(t, "cluster", "join", n2.URL(), "--id", "n2", "--raft", raft2, "--wait", "30s")
+	waitFor(t, "n2 a voter again", 10*time.Second, func() bool { return voters()["n2"] })
+	// A write through the leader reaches n2.
+	h.ok(t, "dataset", "create", "replicated")
+	waitFor(t, "n2 applies the write", 10*time.Second, func() bool {
+		_, err := n2.Reader().Dataset("replicated")
+		return err == nil
+	})
+	if r := h.run(t, "cluster", "join", n2.URL(), "--id", "n3"); r.code != ExitUsage {
+		t.Errorf("join without --raft: exit %d", r.code)
+	}
+}
