@@ -67,6 +67,12 @@ var roleTable = []roleCase{
 	{"/api/v1/devices/telemetry", "POST", "/api/v1/devices/telemetry", `{"devices":[{"id":"a b"}]}`, [5]int{400, 403, 403, 403, 403}},
 	{"/api/v1/devices/:id/models/:name", "PUT", "/api/v1/devices/dev-1/models/m", `{}`, [5]int{400, 403, 403, 403, 403}},
 
+	{"/api/v1/rollouts", "POST", "/api/v1/rollouts", `{}`, [5]int{400, 403, 403, 400, 403}},
+	{"/api/v1/rollouts", "GET", "/api/v1/rollouts", nil, [5]int{200, 200, 200, 200, 403}},
+	{"/api/v1/rollouts/:id", "GET", "/api/v1/rollouts/ghost", nil, [5]int{404, 404, 404, 404, 403}},
+	{"/api/v1/rollouts/:id/devices", "GET", "/api/v1/rollouts/ghost/devices", nil, [5]int{404, 404, 404, 404, 403}},
+	{"/api/v1/rollouts/:id/:action", "POST", "/api/v1/rollouts/ghost/pause", nil, [5]int{404, 403, 403, 404, 403}},
+
 	{"/api/v1/tokens", "POST", "/api/v1/tokens", `{}`, [5]int{400, 403, 403, 403, 403}},
 	{"/api/v1/tokens", "GET", "/api/v1/tokens", nil, [5]int{200, 403, 403, 403, 403}},
 	{"/api/v1/tokens/:id", "DELETE", "/api/v1/tokens/ghost", nil, [5]int{404, 403, 403, 403, 403}},
