@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -71,8 +72,13 @@ func trustedKeys(ctx context.Context, c *client) ([]string, error) {
 
 // writeAgentConfig writes cfg as YAML to path with mode 0600 (it holds a secret), atomically.
 func writeAgentConfig(path string, cfg AgentConfig) error {
-	b, err := yaml.Marshal(cfg)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(cfg); err != nil {
+		return fmt.Errorf("encode agent config: %w", err)
+	}
+	if err := enc.Close(); err != nil {
 		return fmt.Errorf("encode agent config: %w", err)
 	}
 	head := "# driftline agent config for device " + cfg.DeviceID + ", written by `driftline device add`.\n" +
@@ -86,7 +92,7 @@ func writeAgentConfig(path string, cfg AgentConfig) error {
 		tmp.Close()
 		return err
 	}
-	if _, err := tmp.WriteString(head + string(b)); err != nil {
+	if _, err := tmp.WriteString(head + buf.String()); err != nil {
 		tmp.Close()
 		return err
 	}
