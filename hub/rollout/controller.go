@@ -163,11 +163,16 @@ func (c *Controller) observe(r state.Rollout) (observation, error) {
 		}
 		o.started++
 		st, errText := rd.State, ""
-		if st != state.DevActive && st != state.DevFailed && st != state.DevRolledBack {
+		// A failed device is looked at again: one an operator fixed that now runs the version
+		// counts as active (a timed-out device likewise, once it activates).
+		if st != state.DevActive && st != state.DevRolledBack {
 			if d, err := c.cfg.Reader.Device(rd.ID); err == nil {
 				st, errText = deviceState(d, r, st)
 			} else if errors.Is(err, state.ErrNotFound) {
 				st, errText = state.DevFailed, "device removed"
+			}
+			if st == state.DevFailed && rd.State == state.DevFailed {
+				errText = rd.Error
 			}
 			if st != state.DevActive && st != state.DevFailed && timeout > 0 && r.WaveStartedAt > 0 && now-r.WaveStartedAt > timeout && rd.Wave == r.Wave {
 				st, errText = state.DevFailed, "timed out: no activation within device_timeout_seconds"
