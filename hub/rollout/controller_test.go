@@ -19,7 +19,10 @@ import (
 
 type testLog struct{ t *testing.T }
 
-func (w testLog) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 // localStore applies commands with the real state processor on an in-memory database, one
 // transaction per command, the way the Raft FSM does on the leader.

@@ -101,8 +101,8 @@ type ModelVersion struct {
 
 // ReportedModel is what a device says about one model.
 type ReportedModel struct {
-	Active    *int   `json:"active"`
-	Previous  *int   `json:"previous,omitempty"`
+	Active   *int `json:"active"`
+	Previous *int `json:"previous,omitempty"`
 	// Target is the version the device is moving to (during a pull or activation).
 	Target    int    `json:"target,omitempty"`
 	State     string `json:"state,omitempty"`
