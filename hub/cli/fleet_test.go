@@ -8,6 +8,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	agentconfig "github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/state"
 )
@@ -41,6 +42,13 @@ func TestDeviceCommands(t *testing.T) {
 	if cfg.DeviceID != "edge-1" || !strings.HasPrefix(cfg.Token, "dl_") || cfg.Hub != h.url ||
 		len(cfg.Brokers) != 1 || cfg.Brokers[0] != DefaultBroker || len(cfg.TrustedKeys) != 1 || cfg.TrustedKeys[0] != ks[0].PublicKey {
 		t.Fatalf("agent config %+v", cfg)
+	}
+
+	// The agent reads the file as written.
+	if ac, err := agentconfig.Load(cfgPath); err != nil {
+		t.Errorf("the agent refuses the config the CLI wrote: %v", err)
+	} else if ac.DeviceID != "edge-1" || ac.Token != cfg.Token {
+		t.Errorf("the agent read %q/%q", ac.DeviceID, ac.Token)
 	}
 
 	// The token in the file works: the device reads its own record and nobody else's.

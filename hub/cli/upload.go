@@ -76,13 +76,13 @@ func (c *client) upload(ctx context.Context, path string, parts []formPart, stde
 	res, err := c.send(req)
 	pr.Close() // unblocks the writer if the hub answered before reading everything
 	werr := <-written
+	prog.done()
 	if err != nil {
 		if werr != nil && !isPipeClosed(werr) {
 			return nil, usagef("read upload: %v", werr)
 		}
 		return nil, err
 	}
-	prog.done()
 	if werr != nil && !isPipeClosed(werr) && res.StatusCode < 300 {
 		res.Body.Close()
 		return nil, usagef("read upload: %v", werr)
