@@ -1,11 +1,13 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -317,10 +319,34 @@ func (s *Server) modelVersionApprove(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	// Every node must hold the version's chunks before the approval answers.
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 30*time.Second)
+	lagging := s.waitReplicated(ctx, s.store.AppliedIndex())
+	cancel()
 	if out, ok := res.(state.ModelVersion); ok {
-		return c.JSON(http.StatusOK, versionView{ModelVersion: out})
+		return c.JSON(http.StatusOK, approvedView{versionView{ModelVersion: out}, lagging})
 	}
 	return c.JSON(http.StatusOK, res)
+}
+
+// approvedView is the answer to an approval: the version, and the nodes that had not yet
+// applied it after 30 s (empty when every node holds the version).
+type approvedView struct {
+	versionView
+	ReplicationPending []string `json:"replication_pending,omitempty"`
+}
+
+func (v approvedView) MarshalJSON() ([]byte, error) {
+	b, err := v.versionView.MarshalJSON()
+	if err != nil || len(v.ReplicationPending) == 0 {
+		return b, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	m["replication_pending"] = v.ReplicationPending
+	return json.Marshal(m)
 }
 
 func (s *Server) modelVersionDeprecate(c echo.Context) error {

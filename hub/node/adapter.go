@@ -26,7 +26,7 @@ func (a storeAdapter) Cluster() api.ClusterStatus {
 	st := a.s.Status()
 	out := api.ClusterStatus{
 		Term: st.Term, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex,
-		State: st.State, Nodes: []api.NodeStatus{},
+		State: st.State, Nodes: []api.NodeStatus{}, Self: a.s.NodeID(),
 	}
 	if st.LeaderID != "" {
 		out.Leader = &api.NodeRef{ID: st.LeaderID, HTTP: st.LeaderHTTP}
