@@ -7,7 +7,12 @@ import (
 )
 
 func (s *Server) clusterStatus(c echo.Context) error {
-	return c.JSON(http.StatusOK, s.store.Cluster())
+	st := s.store.Cluster()
+	st.AdvertiseMQTT = s.cfg.AdvertiseMQTT
+	if st.AdvertiseMQTT == nil {
+		st.AdvertiseMQTT = []string{}
+	}
+	return c.JSON(http.StatusOK, st)
 }
 
 // JoinRequest asks the leader to add a node. The joiner first sends it with Promote false: the

@@ -57,7 +57,10 @@ type ClusterStatus struct {
 	CommitIndex  uint64       `json:"commit_index"`
 	AppliedIndex uint64       `json:"applied_index"`
 	Self         string       `json:"self"`
-	State        string       `json:"state"`
+	// AdvertiseMQTT are the broker URLs agents should connect to (`--advertise-mqtt`, else this
+	// node's embedded broker).
+	AdvertiseMQTT []string `json:"advertise_mqtt"`
+	State         string   `json:"state"`
 }
 
 // NodeRef names a node.
@@ -91,6 +94,8 @@ type Config struct {
 	Registerer   prometheus.Registerer
 	// Gatherer serves /metrics; nil means prometheus.DefaultGatherer.
 	Gatherer prometheus.Gatherer
+	// AdvertiseMQTT are the broker URLs agents are told to connect to.
+	AdvertiseMQTT []string
 	// Samples validates dataset samples and computes reference profiles; nil stores the
 	// contract and the sample's hash only (the answer says so in notes).
 	Samples SampleProcessor

@@ -156,6 +156,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		Store: storeAdapter{n.store}, Reader: state.Reader{DB: n.db}, SigningKey: n.key, FourEyes: cfg.FourEyes,
 		MaxUploadBytes: cfg.MaxUploadBytes, Logger: cfg.Logger, Registerer: n.registry, Gatherer: n.registry,
 		OnRolloutChanged: func(string) { n.rollouts.Wake() },
+		AdvertiseMQTT:    n.advertisedMQTT(),
 		OnDesiredChanged: func(id string) {
 			if n.proto != nil {
 				n.proto.DesiredChanged(id)
@@ -401,4 +402,25 @@ func (n *Node) postJoin(ctx context.Context, req api.JoinRequest, out *api.JoinR
 		}
 	}
 	return last
+}
+
+// advertisedMQTT is what agents are told to connect to: --advertise-mqtt, else the embedded
+// broker's URL, else the external brokers.
+func (n *Node) advertisedMQTT() []string {
+	if len(n.cfg.AdvertiseMQTT) > 0 {
+		return n.cfg.AdvertiseMQTT
+	}
+	if u := n.MQTTURL(); u != "" {
+		return []string{u}
+	}
+	var out []string
+	for _, b := range n.cfg.Brokers {
+		if i := strings.Index(b, "@"); i >= 0 { // never hand out the hub's credentials
+			if j := strings.Index(b, "://"); j >= 0 && j < i {
+				b = b[:j+3] + b[i+1:]
+			}
+		}
+		out = append(out, b)
+	}
+	return out
 }
