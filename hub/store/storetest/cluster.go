@@ -56,6 +56,7 @@ type Cluster struct {
 	nodes   []*Node
 	factory func(id string) store.Processor
 	opts    Options
+	base    string
 }
 
 // FastTimeouts makes elections and heartbeats quick enough for tests on a busy machine.
@@ -71,13 +72,15 @@ func FastTimeouts(c *raft.Config) {
 // The cluster is shut down when the test ends.
 func MakeCluster(t testing.TB, n int, processor func(id string) store.Processor, opts ...Options) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, factory: processor}
+	// The base dir is made before Close is registered: cleanups run last-in first-out, and the
+	// databases must close before their directories go.
+	c := &Cluster{t: t, factory: processor, base: t.TempDir()}
 	if len(opts) > 0 {
 		c.opts = opts[0]
 	}
 	t.Cleanup(c.Close)
 	for i := range n {
-		node := &Node{ID: fmt.Sprintf("n%d", i), Dir: t.TempDir(), RaftAddr: "127.0.0.1:0",
+		node := &Node{ID: fmt.Sprintf("n%d", i), Dir: filepath.Join(c.base, fmt.Sprintf("n%d", i)), RaftAddr: "127.0.0.1:0",
 			HTTPAddr: fmt.Sprintf("127.0.0.1:%d", 18080+i)}
 		c.nodes = append(c.nodes, node)
 		c.start(node, i == 0)
@@ -150,7 +153,7 @@ func (c *Cluster) LiveNodes() []*Node {
 	return out
 }
 
-// Leader waits until exactly one live node is leader and every live node agrees, and returns it.
+// Leader waits until exactly one live node is leader and every live member agrees, and returns it.
 func (c *Cluster) Leader() *Node {
 	c.t.Helper()
 	var leader *Node
@@ -174,8 +177,14 @@ func (c *Cluster) currentLeader() *Node {
 	if leader == nil {
 		return nil
 	}
+	// Every live member of the leader's configuration must know it (a node not yet joined, or
+	// removed, does not count).
+	members := map[string]bool{}
+	for _, m := range leader.Store.Status().Nodes {
+		members[m.ID] = true
+	}
 	for _, n := range c.LiveNodes() {
-		if n.Store.Status().LeaderID != leader.ID {
+		if members[n.ID] && n.Store.Status().LeaderID != leader.ID {
 			return nil
 		}
 	}

@@ -1,0 +1,225 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/driftline/driftline/hub/raftstore"
+	"github.com/driftline/driftline/hub/store"
+	"github.com/driftline/driftline/hub/store/storetest"
+)
+
+func kvProcessor(string) store.Processor { return storetest.KVProcessor{} }
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), storetest.WaitTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustPut(t testing.TB, s *store.Store, k, v string) storetest.KVResult {
+	t.Helper()
+	res, err := s.Apply(ctxT(t), storetest.Put(k, v))
+	if err != nil {
+		t.Fatalf("put %s: %v", k, err)
+	}
+	r, ok := res.(storetest.KVResult)
+	if !ok || r.Value != v {
+		t.Fatalf("put %s: result %#v", k, res)
+	}
+	return r
+}
+
+func wantValue(t testing.TB, n *storetest.Node, k, want string) {
+	t.Helper()
+	got, ok, err := storetest.Get(n.DB, k)
+	if err != nil || !ok || got != want {
+		t.Fatalf("%s: %s = %q (present %v, err %v), want %q", n.ID, k, got, ok, err, want)
+	}
+}
+
+// TestGroupCommitResults has many concurrent writers on one node: each gets its own result,
+// domain errors included, while writes share raft entries.
+func TestGroupCommitResults(t *testing.T) {
+	c := storetest.MakeCluster(t, 1, kvProcessor)
+	s := c.Leader().Store
+	const writers, each = 64, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*each)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				k := fmt.Sprintf("w%02d-%02d", w, i)
+				res, err := s.Apply(context.Background(), storetest.Put(k, k))
+				if err != nil {
+					errs <- err
+					continue
+				}
+				if r := res.(storetest.KVResult); r.Value != k {
+					errs <- fmt.Errorf("%s got result of %s", k, r.Value)
+				}
+				// A create of the same key is a conflict: that caller alone gets the error.
+				_, err = s.Apply(context.Background(), storetest.Op(storetest.KVOp{Op: storetest.OpCreate, Key: k, Value: "again"}))
+				if !errors.Is(err, storetest.ErrExists) {
+					errs <- fmt.Errorf("second create of %s: %v, want ErrExists", k, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	n := c.Leader()
+	for w := range writers {
+		wantValue(t, n, fmt.Sprintf("w%02d-%02d", w, each-1), fmt.Sprintf("w%02d-%02d", w, each-1))
+	}
+}
+
+func TestFollowerApplyNotLeader(t *testing.T) {
+	c := storetest.MakeCluster(t, 3, kvProcessor)
+	for _, f := range c.Followers() {
+		if _, err := f.Store.Apply(ctxT(t), storetest.Put("k", "v")); !errors.Is(err, store.ErrNotLeader) {
+			t.Errorf("%s: Apply = %v, want ErrNotLeader", f.ID, err)
+		}
+		for name, err := range map[string]error{
+			"barrier":       f.Store.Barrier(ctxT(t)),
+			"verify leader": f.Store.VerifyLeader(ctxT(t)),
+			"promote":       f.Store.Promote(ctxT(t), "x", "127.0.0.1:1"),
+			"remove":        f.Store.Remove(ctxT(t), "x"),
+		} {
+			if !errors.Is(err, store.ErrNotLeader) {
+				t.Errorf("%s: %s = %v, want ErrNotLeader", f.ID, name, err)
+			}
+		}
+		if _, err := f.Store.AddNonvoter(ctxT(t), "x", "127.0.0.1:1", ""); !errors.Is(err, store.ErrNotLeader) {
+			t.Errorf("%s: AddNonvoter = %v, want ErrNotLeader", f.ID, err)
+		}
+	}
+}
+
+func TestThreeNodeReplication(t *testing.T) {
+	c := storetest.MakeCluster(t, 3, kvProcessor)
+	l := c.Leader()
+	for i := range 50 {
+		mustPut(t, l.Store, fmt.Sprintf("k%d", i), fmt.Sprint(i))
+	}
+	c.EnsureSame()
+	for _, n := range c.Nodes() {
+		wantValue(t, n, "k49", "49")
+		if !n.Store.Ready() {
+			t.Errorf("%s not ready", n.ID)
+		}
+		id, http, ok := n.Store.LeaderHTTP()
+		if !ok || id != l.ID || http != l.HTTPAddr {
+			t.Errorf("%s: LeaderHTTP = %s %s %v, want %s %s", n.ID, id, http, ok, l.ID, l.HTTPAddr)
+		}
+	}
+	st := c.Followers()[0].Store.Status()
+	if st.LeaderID != l.ID || st.LeaderHTTP != l.HTTPAddr || len(st.Nodes) != 3 || st.State != "follower" {
+		t.Fatalf("follower status: %+v", st)
+	}
+	for _, n := range st.Nodes {
+		if !n.Voter || n.HTTP == "" || (n.State != "leader") != (n.ID != l.ID) {
+			t.Errorf("status node %+v", n)
+		}
+	}
+	if err := l.Store.Barrier(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Store.VerifyLeader(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRestartKeepsState restarts a one-node cluster from disk, before and after a snapshot.
+func TestRestartKeepsState(t *testing.T) {
+	c := storetest.MakeCluster(t, 1, kvProcessor)
+	n := c.Leader()
+	for i := range 20 {
+		mustPut(t, n.Store, fmt.Sprintf("k%d", i), "a")
+	}
+	c.Kill(n)
+	c.Restart(n)
+	wantValue(t, c.Leader(), "k19", "a")
+	mustPut(t, n.Store, "k19", "b")
+	if err := n.Store.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, n.Store, "after-snapshot", "c")
+	c.Kill(n)
+	c.Restart(n)
+	l := c.Leader()
+	wantValue(t, l, "k19", "b")
+	wantValue(t, l, "after-snapshot", "c")
+	storetest.WaitFor(t, storetest.WaitTimeout, "ready after restart", l.Store.Ready)
+}
+
+// TestLaggingFollowerGetsSnapshot makes the leader compact its log past what a stopped follower
+// has, so the follower must be brought back with InstallSnapshot (GetLog's ErrLogNotFound path).
+func TestLaggingFollowerGetsSnapshot(t *testing.T) {
+	c := storetest.MakeCluster(t, 3, kvProcessor, storetest.Options{Tune: func(rc *raft.Config) {
+		rc.TrailingLogs = 5
+		rc.SnapshotThreshold = 1 << 20
+	}})
+	f := c.Followers()[0]
+	had := f.Store.Status().AppliedIndex
+	c.Kill(f)
+	l := c.Leader()
+	for i := range 100 {
+		mustPut(t, l.Store, fmt.Sprintf("k%d", i), "v")
+	}
+	if err := l.Store.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	first, err := raftstore.New(l.DB).FirstIndex()
+	if err != nil || first <= had+1 {
+		t.Fatalf("leader log starts at %d (%v); the follower needs %d, so no snapshot would be sent", first, err, had+1)
+	}
+	c.Restart(f)
+	c.EnsureSame()
+	wantValue(t, f, "k99", "v")
+}
+
+func TestRemoveAndAddBack(t *testing.T) {
+	c := storetest.MakeCluster(t, 3, kvProcessor)
+	l := c.Leader()
+	gone := c.Followers()[1]
+	if err := l.Store.Remove(ctxT(t), gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(gone)
+	st := l.Store.Status()
+	if len(st.Nodes) != 2 {
+		t.Fatalf("after remove: %+v", st.Nodes)
+	}
+	mustPut(t, l.Store, "while-away", "1")
+	c.Restart(gone)
+	c.Join(gone)
+	mustPut(t, c.Leader().Store, "back", "1")
+	c.EnsureSame()
+	wantValue(t, gone, "while-away", "1")
+	if st := c.Leader().Store.Status(); len(st.Nodes) != 3 {
+		t.Fatalf("after add back: %+v", st.Nodes)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := storetest.MakeCluster(t, 1, kvProcessor)
+	_ = c
+	s, err := store.Open(store.Config{}) // refused: nothing configured
+	if err == nil || !errors.Is(err, store.ErrConfig) || s != nil {
+		t.Fatalf("Open(empty config) = %v, %v", s, err)
+	}
+	_ = reg
+}
