@@ -125,6 +125,9 @@ func scanSample(r io.Reader, schema *contract.Schema, f rows.Format, idx []int, 
 	for {
 		err := rd.Next(&raw)
 		if err == io.EOF {
+			if n == 0 {
+				return 0, 0, nil, fmt.Errorf("%w: the sample has no rows", api.ErrBadInput)
+			}
 			return n, bad, first, nil
 		}
 		if errors.Is(err, rows.ErrBadHeader) || errors.Is(err, rows.ErrLineTooLong) {
@@ -159,9 +162,6 @@ func scanSample(r io.Reader, schema *contract.Schema, f rows.Format, idx []int, 
 
 func violationNotes(n, bad int64, first []contract.Violation) []string {
 	var notes []string
-	if n == 0 {
-		notes = append(notes, "the sample has no rows")
-	}
 	if bad > 0 {
 		notes = append(notes, fmt.Sprintf("%d of %d rows are invalid and are not in the reference profile", bad, n))
 		for _, v := range first {
