@@ -472,3 +472,133 @@ func TestArtifactRoundTrip(t *testing.T) {
 		t.Fatal("second artifact does not round-trip")
 	}
 }
+
+// TestClusterAndHealth checks the shapes outside tools read: GET /api/v1/cluster, /readyz.
+func TestClusterAndHealth(t *testing.T) {
+	h := startHub(t, nil)
+	var cs struct {
+		Leader *struct {
+			ID   string `json:"id"`
+			HTTP string `json:"http"`
+		} `json:"leader"`
+		Nodes []struct {
+			ID    string `json:"id"`
+			Raft  string `json:"raft"`
+			HTTP  string `json:"http"`
+			State string `json:"state"`
+			Voter bool   `json:"voter"`
+		} `json:"nodes"`
+		Term         uint64 `json:"term"`
+		CommitIndex  uint64 `json:"commit_index"`
+		AppliedIndex uint64 `json:"applied_index"`
+	}
+	h.must(http.StatusOK, "GET", "/api/v1/cluster?consistency=strong", h.admin, nil, &cs)
+	if cs.Leader == nil || cs.Leader.ID != h.n.ID() || len(cs.Nodes) != 1 || !cs.Nodes[0].Voter || cs.Term == 0 || cs.CommitIndex == 0 {
+		t.Errorf("cluster = %+v, want this node as the one voter and leader", cs)
+	}
+	if u := "http://" + cs.Leader.HTTP; u != h.url {
+		t.Errorf("leader http = %q, want %q", u, h.url)
+	}
+	var ready map[string]any
+	h.must(http.StatusOK, "GET", "/readyz", "", nil, &ready)
+	if ready["ready"] != true {
+		t.Errorf("readyz = %v", ready)
+	}
+	r := h.must(http.StatusOK, "GET", "/metrics", "", nil, nil)
+	if !bytes.Contains(r.body, []byte(api.MetricRequests)) {
+		t.Errorf("/metrics has no %s", api.MetricRequests)
+	}
+}
+
+// TestRollouts covers the rollout routes' answers: create, overlap, refusals, reads and the
+// operator actions.
+func TestRollouts(t *testing.T) {
+	h := startHub(t, nil)
+	for i, site := range []string{"berlin", "berlin", "paris", "paris"} {
+		h.must(http.StatusCreated, "POST", "/api/v1/devices", h.admin,
+			api.DeviceRequest{ID: "dev-" + string(rune('1'+i)), Labels: map[string]string{"site": site}}, nil)
+	}
+	appr := h.token("appr", state.RoleApprover)
+	h.pushModel("m", h.admin, []byte("v1"), "")
+	h.pushModel("m", h.admin, []byte("v2"), "")
+	h.must(http.StatusOK, "POST", "/api/v1/models/m/versions/1/approve", appr, nil, nil)
+
+	var ro state.Rollout
+	h.must(http.StatusCreated, "POST", "/api/v1/rollouts", appr,
+		`{"model":"m","version":1,"selector":"site=berlin","waves":[50,100],"bake_seconds":0,"gates":{"max_failure_rate":0.5}}`, &ro)
+	if ro.ID == "" || ro.State != state.RolloutRunning || ro.Total != 2 {
+		t.Fatalf("rollout = %+v, want running over 2 devices", ro)
+	}
+
+	refused := []struct {
+		name, body string
+		status     int
+		field      string
+	}{
+		{"overlapping devices", `{"model":"m","version":1}`, http.StatusConflict, ""},
+		{"version not approved", `{"model":"m","version":2,"selector":"site=paris"}`, http.StatusBadRequest, "version"},
+		{"missing version", `{"model":"m","version":9,"selector":"site=paris"}`, http.StatusBadRequest, "version"},
+		{"selector picks nothing", `{"model":"m","version":1,"selector":"site=rome"}`, http.StatusBadRequest, "selector"},
+		{"bad gate", `{"model":"m","version":1,"selector":"site=paris","gates":{"max_drift_share":2}}`, http.StatusBadRequest, "gates.max_drift_share"},
+		{"bad on_gate_failure", `{"model":"m","version":1,"selector":"site=paris","on_gate_failure":"ignore"}`, http.StatusBadRequest, "on_gate_failure"},
+	}
+	for _, c := range refused {
+		t.Run(c.name, func(t *testing.T) {
+			p := wantProblem(t, h.do("POST", "/api/v1/rollouts", appr, c.body), c.status, c.field)
+			if c.status == http.StatusConflict && p.Extra["rollout"] != ro.ID {
+				t.Errorf("conflict extra = %v, want the rollout %s", p.Extra, ro.ID)
+			}
+		})
+	}
+
+	var list state.Page[state.Rollout]
+	h.must(http.StatusOK, "GET", "/api/v1/rollouts", h.admin, nil, &list)
+	if len(list.Items) != 1 || list.Items[0].ID != ro.ID {
+		t.Errorf("rollout list = %+v", list.Items)
+	}
+	var got map[string]any
+	h.must(http.StatusOK, "GET", "/api/v1/rollouts/"+ro.ID, h.admin, nil, &got)
+	for _, k := range []string{"state", "wave", "gates", "devices"} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("rollout has no %q: %v", k, got)
+		}
+	}
+	var devs state.Page[state.RolloutDevice]
+	h.must(http.StatusOK, "GET", "/api/v1/rollouts/"+ro.ID+"/devices", h.admin, nil, &devs)
+	if len(devs.Items) != 2 {
+		t.Errorf("rollout devices = %+v, want dev-1 and dev-2", devs.Items)
+	}
+
+	steps := []struct {
+		action string
+		status int
+		state  string
+	}{
+		{"pause", http.StatusOK, state.RolloutPaused},
+		{"pause", http.StatusConflict, ""},
+		{"resume", http.StatusOK, state.RolloutRunning},
+		{"abort", http.StatusOK, state.RolloutAborted},
+		{"resume", http.StatusConflict, ""},
+		{"explode", http.StatusNotFound, ""},
+	}
+	for _, s := range steps {
+		r := h.do("POST", "/api/v1/rollouts/"+ro.ID+"/"+s.action, appr, reasonBody(s.action))
+		if s.status != http.StatusOK {
+			wantProblem(t, r, s.status, "")
+			continue
+		}
+		var after state.Rollout
+		if r.code != http.StatusOK {
+			t.Fatalf("%s: %d %s", s.action, r.code, r.body)
+		}
+		r.decode(t, &after)
+		if after.State != s.state {
+			t.Errorf("after %s: state %q, want %q", s.action, after.State, s.state)
+		}
+	}
+	// Once aborted, the devices are free for another rollout.
+	h.must(http.StatusCreated, "POST", "/api/v1/rollouts", appr, `{"model":"m","version":1}`, nil)
+}
+
+// reasonBody is an operator action's body.
+func reasonBody(action string) any { return map[string]string{"reason": "test " + action} }
