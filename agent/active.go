@@ -1,0 +1,84 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/driftline/driftline/agent/state"
+)
+
+// ActiveModel is what the data pipeline needs about a running model version: which version
+// reports are made for, and the training data's contract and reference profile to check live
+// data against.
+type ActiveModel struct {
+	// Name and Version identify the running model version.
+	Name    string
+	Version int
+	// Dataset and DatasetVersion name the training dataset version (empty when the desired
+	// state named none).
+	Dataset        string
+	DatasetVersion int
+	// Path is MODELDIR/NAME/current/model, the stable path of the running file.
+	Path string
+	// Contract is the Table Schema JSON, nil when the model came without one.
+	Contract []byte
+	// Profile is the encoded reference profile (shared/profile), nil when none came.
+	Profile []byte
+}
+
+// ActiveModels returns every model with a running version, sorted by name. Safe for
+// concurrent use; the bytes are copies the caller owns.
+func (a *Agent) ActiveModels() ([]ActiveModel, error) {
+	type ref struct {
+		m                  ActiveModel
+		contract, profile string
+	}
+	var refs []ref
+	a.mu.Lock()
+	for n, r := range a.models {
+		if r.Current == 0 || r.ActiveVersion != r.Current {
+			continue
+		}
+		refs = append(refs, ref{ActiveModel{Name: n, Version: r.Current, Dataset: r.Dataset, DatasetVersion: r.DatasetVersion,
+			Path: a.store.CurrentPath(n)}, r.ContractDigest, r.ProfileDigest})
+	}
+	a.mu.Unlock()
+	sort.Slice(refs, func(i, j int) bool { return refs[i].m.Name < refs[j].m.Name })
+	out := make([]ActiveModel, 0, len(refs))
+	for _, r := range refs {
+		var err error
+		if r.m.Contract, err = a.assetBytes(r.contract); err != nil {
+			return nil, err
+		}
+		if r.m.Profile, err = a.assetBytes(r.profile); err != nil {
+			return nil, err
+		}
+		out = append(out, r.m)
+	}
+	return out, nil
+}
+
+// ActiveModel returns the first running model by name (the usual device runs one), and false
+// when none runs: the pipeline then uses the configured contract.
+func (a *Agent) ActiveModel() (ActiveModel, bool, error) {
+	ms, err := a.ActiveModels()
+	if err != nil || len(ms) == 0 {
+		return ActiveModel{}, false, err
+	}
+	return ms[0], true, nil
+}
+
+func (a *Agent) assetBytes(digest string) ([]byte, error) {
+	if digest == "" {
+		return nil, nil
+	}
+	b, err := a.assets.Get([]byte(digest))
+	if errors.Is(err, state.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read asset %s: %w", digest, err)
+	}
+	return b, nil
+}

@@ -1,0 +1,479 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/driftline/driftline/agent/chunkcache"
+	"github.com/driftline/driftline/agent/modelstore"
+	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/shared/artifact"
+	"github.com/driftline/driftline/shared/wire"
+)
+
+// desiredLoop acts on desired states, one at a time, until ctx ends. It is the only goroutine
+// that changes MODELDIR, the chunk cache's pins and the model records' versions.
+func (a *Agent) desiredLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case b := <-a.conn.frames:
+			a.fetch.drainIdle(b)
+		case <-a.conn.desiredCh:
+			b := a.conn.takeDesired()
+			if b == nil {
+				continue
+			}
+			for {
+				err := a.handleDesired(ctx, b)
+				if !errors.Is(err, errPreempted) {
+					break
+				}
+				// A newer revision arrived during the pull: act on it now; what was fetched
+				// stays in the cache.
+				if b = a.conn.takeDesired(); b == nil {
+					break
+				}
+			}
+		}
+	}
+}
+
+// decodeDesired parses and checks a desired payload, counting what it refuses.
+func (a *Agent) decodeDesired(b []byte) (wire.Desired, bool) {
+	d, err := wire.DecodeDesired(b)
+	if err == nil {
+		err = d.MatchTopic(a.cfg.DeviceID)
+	}
+	if err != nil {
+		a.reject(ReasonMalformedDesired, "malformed desired state", "err", err)
+		return wire.Desired{}, false
+	}
+	return d, true
+}
+
+// handleDesired acts on one desired payload if its revision is above the last acted on. The
+// revision is persisted only once every model reached a terminal state, so a restart or a
+// preemption resumes it (chunks already verified are in the cache and are not fetched again).
+func (a *Agent) handleDesired(ctx context.Context, b []byte) error {
+	d, ok := a.decodeDesired(b)
+	if !ok {
+		return nil
+	}
+	if d.Rev <= a.lastRev {
+		a.log.Debug("desired revision already acted on", "rev", d.Rev, "last", a.lastRev)
+		return nil
+	}
+	a.log.Info("acting on desired state", "rev", d.Rev, "models", len(d.Models))
+	a.mu.Lock()
+	a.reportRev = d.Rev
+	a.mu.Unlock()
+	preempt := func() bool {
+		nb := a.conn.peekDesired()
+		if nb == nil {
+			return false
+		}
+		nd, err := wire.DecodeDesired(nb)
+		return err == nil && nd.Rev > d.Rev
+	}
+	want := map[string]bool{}
+	models := append([]wire.DesiredModel(nil), d.Models...)
+	sort.Slice(models, func(i, j int) bool { return models[i].Name < models[j].Name })
+	for _, m := range models {
+		want[m.Name] = true
+		if err := a.applyModel(ctx, m, preempt); err != nil {
+			return err
+		}
+	}
+	a.mu.Lock()
+	var gone []string
+	for n := range a.models {
+		if !want[n] {
+			gone = append(gone, n)
+		}
+	}
+	a.mu.Unlock()
+	sort.Strings(gone)
+	for _, n := range gone {
+		a.deactivate(n)
+	}
+	a.gcAssets()
+	if err := a.saveRev(d.Rev); err != nil {
+		a.log.Error("persist desired revision", "err", err)
+	}
+	a.report()
+	return nil
+}
+
+// applyModel brings one model to the desired version. Failures end in state failed with the
+// reason in last_error; only ctx's end and preemption are returned.
+func (a *Agent) applyModel(ctx context.Context, m wire.DesiredModel, preempt func() bool) error {
+	log := a.log.With("model", m.Name, "version", m.Version)
+	if err := modelstore.ValidName(m.Name); err != nil {
+		a.reject(ReasonUnknownModel, "model name unusable as a directory", "model", m.Name, "err", err)
+		a.fail(m, fmt.Errorf("%w: %v", ErrRejected, err))
+		return nil
+	}
+	a.refreshLinks(m.Name)
+	cur, curErr := a.store.Current(m.Name)
+	if curErr == nil && cur.Version == m.Version && cur.ManifestDigest == m.ManifestDigest {
+		// Already running: make sure what the pipeline needs is here, and say so.
+		if err := a.fetchAssets(ctx, m, preempt); err != nil {
+			return a.pullFailed(m, err)
+		}
+		a.setState(m.Name, a.stateFor(m.Name, wire.StateActive), func(r *modelRecord) { a.adopt(r, m); r.Target = 0; r.LastError = "" })
+		return nil
+	}
+	back := curErr == nil && m.Version < cur.Version
+	a.setState(m.Name, wire.StateNotified, func(r *modelRecord) { r.Target = m.Version; r.RolloutID = m.RolloutID })
+
+	man, err := a.manifest(ctx, m, preempt)
+	if err != nil {
+		return a.pullFailed(m, err)
+	}
+	pin := pinName(m.Name, m.Version)
+	digests := make([]string, 0, len(man.Chunks))
+	for _, c := range man.Chunks {
+		digests = append(digests, c.Digest)
+	}
+	if err := a.cache.Pin(pin, digests); err != nil {
+		return a.pullFailed(m, err)
+	}
+	a.mu.Lock()
+	if r := a.models[m.Name]; r != nil && !contains(r.Pins, pin) {
+		r.Pins = append(r.Pins, pin)
+		_ = a.saveRecordLocked(m.Name)
+	}
+	a.mu.Unlock()
+
+	if err := a.download(ctx, m, man, preempt); err != nil {
+		return a.pullFailed(m, err)
+	}
+	if err := a.fetchAssets(ctx, m, preempt); err != nil {
+		return a.pullFailed(m, err)
+	}
+
+	a.setState(m.Name, wire.StateActivating, nil)
+	// The activation runs to its end even when a newer desired arrives: a health check cut
+	// short leaves the journal pending until the next start (modelstore).
+	err = a.install(ctx, m, man)
+	if err != nil && errors.Is(err, chunkcache.ErrNotFound) {
+		// A cached chunk failed its check on the way out and was deleted: fetch it again once.
+		log.Warn("a cached chunk was corrupt, fetching it again", "err", err)
+		if err = a.download(ctx, m, man, preempt); err == nil {
+			err = a.install(ctx, m, man)
+		}
+	}
+	a.refreshLinks(m.Name)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil {
+		log.Warn("activation failed", "err", err)
+		a.m.activations.WithLabelValues(ResultFailed).Inc()
+		a.setState(m.Name, wire.StateFailed, func(r *modelRecord) { r.LastError = err.Error() })
+		a.releasePins(m.Name)
+		return nil
+	}
+	result, st := ResultActive, wire.StateActive
+	if back {
+		result, st = ResultRolledBack, wire.StateRolledBack
+	}
+	a.m.activations.WithLabelValues(result).Inc()
+	log.Info("model version running", "state", st)
+	a.setState(m.Name, st, func(r *modelRecord) { a.adopt(r, m); r.Target = 0; r.LastError = "" })
+	a.releasePins(m.Name)
+	return nil
+}
+
+// stateFor keeps rolled_back for a version reached by going back, instead of active.
+func (a *Agent) stateFor(name string, st wire.State) wire.State {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if r := a.models[name]; r != nil && r.State == wire.StateRolledBack && st == wire.StateActive {
+		return wire.StateRolledBack
+	}
+	return st
+}
+
+// adopt records what the active version m brought.
+func (a *Agent) adopt(r *modelRecord, m wire.DesiredModel) {
+	r.ActiveVersion, r.ManifestDigest = m.Version, m.ManifestDigest
+	r.ContractDigest, r.ProfileDigest = m.ContractDigest, m.ProfileDigest
+	r.Dataset, r.DatasetVersion = m.Dataset, m.DatasetVersion
+	r.RolloutID = m.RolloutID
+}
+
+// pullFailed reports a failed pull, or passes ctx's end and preemption through.
+func (a *Agent) pullFailed(m wire.DesiredModel, err error) error {
+	if errors.Is(err, errPreempted) || ctx(err) {
+		return err
+	}
+	a.fail(m, err)
+	return nil
+}
+
+func ctx(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+func (a *Agent) fail(m wire.DesiredModel, err error) {
+	a.log.Warn("model version not activated", "model", m.Name, "version", m.Version, "err", err)
+	a.m.activations.WithLabelValues(ResultFailed).Inc()
+	a.setState(m.Name, wire.StateFailed, func(r *modelRecord) { r.Target = m.Version; r.LastError = err.Error() })
+	if modelstore.ValidName(m.Name) == nil {
+		a.releasePins(m.Name)
+	}
+}
+
+// manifest returns m's manifest, from the asset store or fetched, after checking its digest
+// (the fetch verifies it), its form and its signature against the trusted keys.
+func (a *Agent) manifest(ctx context.Context, m wire.DesiredModel, preempt func() bool) (artifact.Manifest, error) {
+	b, err := a.asset(ctx, kindManifest, m.ManifestDigest, preempt)
+	if err != nil {
+		return artifact.Manifest{}, fmt.Errorf("fetch manifest: %w", err)
+	}
+	if err := a.keys.Verify(b, m.Signature); err != nil {
+		reason := ReasonBadSignature
+		switch {
+		case errors.Is(err, artifact.ErrUnsigned):
+			reason = ReasonUnsigned
+		case errors.Is(err, artifact.ErrUnknownKey):
+			reason = ReasonUnknownKey
+		}
+		a.reject(reason, "manifest signature refused", "model", m.Name, "version", m.Version, "err", err)
+		a.deleteAsset(m.ManifestDigest)
+		return artifact.Manifest{}, fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+	man, err := artifact.DecodeManifest(b)
+	if err == nil && m.Size > 0 && man.Size != m.Size {
+		err = fmt.Errorf("%w: manifest says %d bytes, desired %d", artifact.ErrBadManifest, man.Size, m.Size)
+	}
+	if err != nil {
+		a.reject(ReasonBadManifest, "manifest refused", "model", m.Name, "version", m.Version, "err", err)
+		a.deleteAsset(m.ManifestDigest)
+		return artifact.Manifest{}, fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+	return man, nil
+}
+
+// download fetches the chunks of man the cache lacks, reporting progress.
+func (a *Agent) download(ctx context.Context, m wire.DesiredModel, man artifact.Manifest, preempt func() bool) error {
+	missing := artifact.Missing(man, a.cache.Has)
+	missingSet := make(map[string]bool, len(missing))
+	for _, d := range missing {
+		missingSet[d] = true
+	}
+	var done int64
+	seen := map[string]bool{}
+	reused := 0
+	for _, c := range man.Chunks {
+		if !missingSet[c.Digest] {
+			done += c.Size
+			if !seen[c.Digest] {
+				seen[c.Digest] = true
+				reused++
+			}
+		}
+	}
+	a.m.chunksReused.Add(float64(reused))
+	sizes := make(map[string]int64, len(man.Chunks))
+	count := make(map[string]int64, len(man.Chunks))
+	for _, c := range man.Chunks {
+		sizes[c.Digest] = c.Size
+		count[c.Digest]++
+	}
+	a.log.Info("downloading model", "model", m.Name, "version", m.Version, "chunks", len(man.Chunks), "missing", len(missing), "reused", reused, "bytes", man.Size)
+	a.setState(m.Name, wire.StateDownloading, func(r *modelRecord) { r.BytesDone, r.BytesTotal = done, man.Size })
+	if len(missing) == 0 {
+		return nil
+	}
+	return a.fetch.fetch(ctx, kindChunk, missing, func(d string, data []byte) error {
+		if err := a.cache.Put(d, data); err != nil {
+			return fmt.Errorf("store chunk: %w", err)
+		}
+		a.m.fetchedChunks.Inc()
+		done += sizes[d] * count[d]
+		a.progress(m.Name, done, man.Size)
+		if a.opts.OnChunk != nil {
+			a.opts.OnChunk()
+		}
+		return nil
+	}, preempt)
+}
+
+// install writes the version through modelstore (which verifies the whole file, switches
+// current atomically and runs the health check).
+func (a *Agent) install(ctx context.Context, m wire.DesiredModel, man artifact.Manifest) error {
+	return a.store.Install(ctx, m.Name, m.Version, m.ManifestDigest, man.Digest, func(w io.Writer) error {
+		return artifact.Assemble(w, man, a.cache.Get)
+	})
+}
+
+// fetchAssets makes sure the contract and reference profile m names are in the asset store.
+func (a *Agent) fetchAssets(ctx context.Context, m wire.DesiredModel, preempt func() bool) error {
+	for _, d := range []string{m.ContractDigest, m.ProfileDigest} {
+		if d == "" {
+			continue
+		}
+		if _, err := a.asset(ctx, kindAsset, d, preempt); err != nil {
+			return fmt.Errorf("fetch contract or profile %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// releasePins unpins every set of name except those of its current and previous versions.
+func (a *Agent) releasePins(name string) {
+	keep := map[string]bool{}
+	if v, err := a.store.Current(name); err == nil {
+		keep[pinName(name, v.Version)] = true
+	}
+	if v, err := a.store.Previous(name); err == nil {
+		keep[pinName(name, v.Version)] = true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r := a.models[name]
+	if r == nil {
+		return
+	}
+	var kept []string
+	for _, p := range r.Pins {
+		if keep[p] {
+			kept = append(kept, p)
+			continue
+		}
+		if err := a.cache.Unpin(p); err != nil {
+			a.log.Warn("unpin", "set", p, "err", err)
+			kept = append(kept, p)
+		}
+	}
+	r.Pins = kept
+	if err := a.saveRecordLocked(name); err != nil {
+		a.log.Error("persist model record", "model", name, "err", err)
+	}
+}
+
+// deactivate handles a model no longer in the desired state: its directory is renamed away
+// (so current disappears in one step) and deleted, its chunks unpinned, its record dropped. The
+// chunks stay in the cache until evicted, so assigning it again costs little.
+func (a *Agent) deactivate(name string) {
+	a.log.Info("model removed from desired state: deactivating", "model", name)
+	if modelstore.ValidName(name) == nil {
+		dir := filepath.Join(a.store.Dir(), name)
+		if _, err := os.Stat(dir); err == nil {
+			b := make([]byte, 4)
+			_, _ = rand.Read(b)
+			trash := filepath.Join(a.store.Dir(), ".removed-"+name+"-"+hex.EncodeToString(b))
+			if err := os.Rename(dir, trash); err != nil {
+				a.log.Error("deactivate model", "model", name, "err", err)
+				return
+			}
+			if err := os.RemoveAll(trash); err != nil {
+				a.log.Warn("remove deactivated model", "model", name, "err", err)
+			}
+		}
+	}
+	a.mu.Lock()
+	r := a.models[name]
+	delete(a.models, name)
+	err := a.saveRecordLocked(name)
+	a.mu.Unlock()
+	if err != nil {
+		a.log.Error("drop model record", "model", name, "err", err)
+	}
+	if r != nil {
+		for _, p := range r.Pins {
+			if err := a.cache.Unpin(p); err != nil {
+				a.log.Warn("unpin", "set", p, "err", err)
+			}
+		}
+	}
+}
+
+// asset returns the object digest from the asset store, fetching and storing it when absent.
+// The fetch verifies the digest.
+func (a *Agent) asset(ctx context.Context, kind objectKind, digest string, preempt func() bool) ([]byte, error) {
+	key := []byte(digest)
+	b, err := a.assets.Get(key)
+	if err == nil && artifact.DigestOf(b) == digest {
+		return b, nil
+	}
+	if err != nil && !errors.Is(err, state.ErrNotFound) {
+		return nil, err
+	}
+	var got []byte
+	err = a.fetch.fetch(ctx, kind, []string{digest}, func(_ string, data []byte) error {
+		got = append([]byte(nil), data...)
+		return a.assets.Set(key, got)
+	}, preempt)
+	if err != nil {
+		return nil, err
+	}
+	return got, nil
+}
+
+func (a *Agent) deleteAsset(digest string) {
+	if err := a.assets.Delete([]byte(digest)); err != nil {
+		a.log.Warn("delete asset", "digest", digest, "err", err)
+	}
+}
+
+// gcAssets deletes manifests, contracts and profiles no model record and no version on disk
+// refers to.
+func (a *Agent) gcAssets() {
+	keep := map[string]bool{}
+	a.mu.Lock()
+	names := make([]string, 0, len(a.models))
+	for n, r := range a.models {
+		names = append(names, n)
+		for _, d := range []string{r.ManifestDigest, r.ContractDigest, r.ProfileDigest} {
+			keep[d] = true
+		}
+	}
+	a.mu.Unlock()
+	for _, n := range names {
+		if v, err := a.store.Current(n); err == nil {
+			keep[v.ManifestDigest] = true
+		}
+		if v, err := a.store.Previous(n); err == nil {
+			keep[v.ManifestDigest] = true
+		}
+	}
+	var drop [][]byte
+	err := a.assets.IterateKeys(false, func(k []byte, _ int64) error {
+		if !keep[string(k)] {
+			drop = append(drop, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	if err != nil {
+		a.log.Warn("list assets", "err", err)
+		return
+	}
+	for _, k := range drop {
+		if err := a.assets.Delete(k); err != nil {
+			a.log.Warn("delete asset", "err", err)
+		}
+	}
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+

@@ -1,0 +1,79 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/driftline/driftline/shared/wire"
+)
+
+// PipelineStats are the data pipeline's counters the heartbeat carries.
+type PipelineStats struct {
+	// RecordsSeen and RecordsInvalid count input rows since start.
+	RecordsSeen, RecordsInvalid int64
+	// QuarantineDepth is the number of rows held in quarantine.
+	QuarantineDepth int64
+}
+
+// heartbeatLoop queues a heartbeat every cfg.Heartbeat until ctx ends. Heartbeats go through
+// the outbox like every report (QoS 0), so an outage delays them rather than losing them.
+func (a *Agent) heartbeatLoop(ctx context.Context) {
+	t := time.NewTicker(a.cfg.Heartbeat.D())
+	defer t.Stop()
+	last, lastAt := processStats(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			ps := processStats()
+			cpu := 0.0
+			if dt := now.Sub(lastAt).Seconds(); dt > 0 && ps.CPUSeconds >= last.CPUSeconds {
+				cpu = (ps.CPUSeconds - last.CPUSeconds) / dt * 100
+			}
+			last, lastAt = ps, now
+			if err := a.heartbeat(now, ps, cpu); err != nil {
+				a.log.Warn("heartbeat not queued", "err", err)
+			}
+		}
+	}
+}
+
+func (a *Agent) heartbeat(now time.Time, ps procStats, cpu float64) error {
+	st := a.out.Stats()
+	var dropped int64
+	for _, n := range st.Dropped {
+		dropped += int64(n)
+	}
+	hb := wire.Heartbeat{
+		Header:  wire.Header{DeviceID: a.cfg.DeviceID, TS: now.UnixMilli()},
+		UptimeS: int64(now.Sub(a.started).Seconds()), AgentVersion: Version,
+		ActiveModels: a.activeNames(), BufferDepth: int64(st.Depth), BufferBytes: st.Bytes,
+		BufferDropped: dropped, CPU: cpu, RSS: ps.RSS,
+	}
+	if a.opts.Stats != nil {
+		p := a.opts.Stats()
+		hb.RecordsSeen, hb.RecordsInvalid, hb.QuarantineDepth = max(p.RecordsSeen, 0), max(p.RecordsInvalid, 0), max(p.QuarantineDepth, 0)
+	}
+	b, err := wire.Encode(hb)
+	if err != nil {
+		return err
+	}
+	return a.out.Enqueue(a.topics.Heartbeat(a.cfg.DeviceID), b, wire.KindHeartbeat.QoS(), wire.KindHeartbeat.Retained())
+}
+
+// activeNames lists the running models as NAME@VERSION.
+func (a *Agent) activeNames() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := []string{}
+	for n, r := range a.models {
+		if r.Current > 0 && len(out) < wire.MaxModels {
+			out = append(out, fmt.Sprintf("%s@%d", n, r.Current))
+		}
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,132 @@
+package agent
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/procfs"
+)
+
+// Metric names the agent exports on GET /metrics. The buffer's own (depth, bytes, dropped) are
+// outbox.MetricDepth, outbox.MetricBytes and outbox.MetricDropped.
+const (
+	// MetricFetchedBytes counts chunk-frame bytes received for model pulls (what crossed the wire).
+	MetricFetchedBytes = "driftline_agent_fetched_bytes_total"
+	// MetricFetchedChunks counts chunks fetched, verified and stored.
+	MetricFetchedChunks = "driftline_agent_chunks_fetched_total"
+	// MetricChunksReused counts chunks a pull found already verified in the cache.
+	MetricChunksReused = "driftline_agent_chunks_reused_total"
+	// MetricActivations counts activation attempts by result (ResultActive, ResultFailed,
+	// ResultRolledBack).
+	MetricActivations = "driftline_agent_activations_total"
+	// MetricRejected counts refused input from outside, by reason (the Reason constants).
+	MetricRejected = "driftline_agent_rejected_total"
+	// MetricRSS is the process's resident memory.
+	MetricRSS = "driftline_agent_rss_bytes"
+	// MetricConnected is 1 while the MQTT connection is up.
+	MetricConnected = "driftline_agent_connected"
+	// MetricConnects counts MQTT connections made (first connect and reconnects).
+	MetricConnects = "driftline_agent_connects_total"
+	// MetricInfo carries the agent's version as a label, value 1.
+	MetricInfo = "driftline_agent_info"
+)
+
+// Activation results, the values of MetricActivations' result label.
+const (
+	ResultActive     = "active"
+	ResultFailed     = "failed"
+	ResultRolledBack = "rolled_back"
+)
+
+// Rejection reasons, the values of MetricRejected's reason label.
+const (
+	ReasonMalformedDesired = "malformed_desired"
+	ReasonUnknownModel     = "unknown_model"
+	ReasonManifestDigest   = "manifest_digest"
+	ReasonBadManifest      = "bad_manifest"
+	ReasonUnsigned         = "unsigned"
+	ReasonUnknownKey       = "unknown_key"
+	ReasonBadSignature     = "bad_signature"
+	ReasonChunkDigest      = "chunk_digest"
+	ReasonBadFrame         = "bad_frame"
+	ReasonOversizedFrame   = "oversized_frame"
+	ReasonUnknownRequest   = "unknown_request"
+	ReasonQueueFull        = "queue_full"
+	ReasonForeignMessage   = "foreign_message"
+)
+
+var rejectReasons = []string{
+	ReasonMalformedDesired, ReasonUnknownModel, ReasonManifestDigest, ReasonBadManifest, ReasonUnsigned,
+	ReasonUnknownKey, ReasonBadSignature, ReasonChunkDigest, ReasonBadFrame, ReasonOversizedFrame,
+	ReasonUnknownRequest, ReasonQueueFull, ReasonForeignMessage,
+}
+
+type metrics struct {
+	fetchedBytes  prometheus.Counter
+	fetchedChunks prometheus.Counter
+	chunksReused  prometheus.Counter
+	activations   *prometheus.CounterVec
+	rejected      *prometheus.CounterVec
+	connected     prometheus.Gauge
+	connects      prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, version string, rss bool) (*metrics, error) {
+	m := &metrics{
+		fetchedBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricFetchedBytes,
+			Help: "Chunk-frame bytes received for model pulls."}),
+		fetchedChunks: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricFetchedChunks,
+			Help: "Artifact chunks fetched, verified and stored."}),
+		chunksReused: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricChunksReused,
+			Help: "Artifact chunks a pull found already verified in the chunk cache."}),
+		activations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricActivations,
+			Help: "Model activation attempts by result."}, []string{"result"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricRejected,
+			Help: "Input refused by the agent (malformed, unverifiable or unexpected), by reason."}, []string{"reason"}),
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{Name: MetricConnected,
+			Help: "1 while the MQTT connection is up."}),
+		connects: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricConnects,
+			Help: "MQTT connections made, first connect and reconnects."}),
+	}
+	for _, r := range []string{ResultActive, ResultFailed, ResultRolledBack} {
+		m.activations.WithLabelValues(r)
+	}
+	for _, r := range rejectReasons {
+		m.rejected.WithLabelValues(r)
+	}
+	cs := []prometheus.Collector{m.fetchedBytes, m.fetchedChunks, m.chunksReused, m.activations, m.rejected, m.connected, m.connects,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricInfo, Help: "Agent build information.",
+			ConstLabels: prometheus.Labels{"version": version}}, func() float64 { return 1 }),
+	}
+	if rss {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricRSS,
+			Help: "Resident memory of the agent process."}, func() float64 { return float64(processStats().RSS) }))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register agent metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// procStats is what the heartbeat reports about the process.
+type procStats struct {
+	// RSS is resident memory in bytes; CPUSeconds the user and system CPU time so far.
+	RSS        int64
+	CPUSeconds float64
+}
+
+// processStats reads /proc/self (zero values where /proc is unavailable). In fleet mode every
+// agent of the process reports the process's figures.
+func processStats() procStats {
+	p, err := procfs.Self()
+	if err != nil {
+		return procStats{}
+	}
+	st, err := p.Stat()
+	if err != nil {
+		return procStats{}
+	}
+	return procStats{RSS: int64(st.ResidentMemory()), CPUSeconds: st.CPUTime()}
+}

@@ -1,0 +1,267 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/driftline/driftline/agent/modelstore"
+	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/shared/wire"
+)
+
+// modelRecord is what the agent remembers about one model beside MODELDIR: the state it last
+// reported and what the active version brought (contract, profile). modelstore's links are the
+// truth about which versions are on disk; the record never contradicts them because Active and
+// Previous are read from modelstore at each report.
+type modelRecord struct {
+	State      wire.State `json:"state"`
+	Target     int        `json:"target,omitempty"`
+	LastError  string     `json:"last_error,omitempty"`
+	RolloutID  string     `json:"rollout_id,omitempty"`
+	BytesDone  int64      `json:"bytes_done,omitempty"`
+	BytesTotal int64      `json:"bytes_total,omitempty"`
+	Since      int64      `json:"since,omitempty"`
+
+	// Active* describe the version current points at, as the desired state named it.
+	ActiveVersion  int    `json:"active_version,omitempty"`
+	ManifestDigest string `json:"manifest_digest,omitempty"`
+	ContractDigest string `json:"contract_digest,omitempty"`
+	ProfileDigest  string `json:"profile_digest,omitempty"`
+	Dataset        string `json:"dataset,omitempty"`
+	DatasetVersion int    `json:"dataset_version,omitempty"`
+
+	// Current and Previous are the versions MODELDIR's links named when last read (0: none).
+	// refreshLinks reads them after every change, so reports never wait on modelstore.
+	Current  int `json:"current,omitempty"`
+	Previous int `json:"previous,omitempty"`
+
+	// Pins are the chunk-cache pin sets this model holds ("NAME@VERSION").
+	Pins []string `json:"pins,omitempty"`
+}
+
+// Keys in the agent's own namespace (ns.Sub("agent")).
+const (
+	keyRev         = "rev"
+	keyModelPrefix = "model/"
+)
+
+func pinName(name string, v int) string { return name + "@" + strconv.Itoa(v) }
+
+// loadRecords reads every model record and the last desired revision acted on.
+func (a *Agent) loadRecords() error {
+	b, err := a.own.Get([]byte(keyRev))
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("load desired revision: %w", err)
+	default:
+		a.lastRev, err = strconv.ParseUint(string(b), 10, 64)
+		if err != nil {
+			a.log.Warn("damaged desired revision, acting on the next desired", "err", err)
+			a.lastRev = 0
+		}
+	}
+	return a.own.Iterate(false, func(k, v []byte) error {
+		name, ok := cutPrefix(string(k), keyModelPrefix)
+		if !ok {
+			return nil
+		}
+		var r modelRecord
+		if err := json.Unmarshal(v, &r); err != nil || !r.State.Valid() {
+			a.log.Warn("dropping damaged model record", "model", name, "err", err)
+			return nil
+		}
+		a.models[name] = &r
+		return nil
+	})
+}
+
+func cutPrefix(s, p string) (string, bool) {
+	if len(s) > len(p) && s[:len(p)] == p {
+		return s[len(p):], true
+	}
+	return "", false
+}
+
+// saveRecordLocked persists one model's record (a.mu held).
+func (a *Agent) saveRecordLocked(name string) error {
+	r, ok := a.models[name]
+	if !ok {
+		return a.own.Delete([]byte(keyModelPrefix + name))
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode model record %s: %w", name, err)
+	}
+	return a.own.Set([]byte(keyModelPrefix+name), b)
+}
+
+func (a *Agent) saveRev(rev uint64) error {
+	if err := a.own.Set([]byte(keyRev), []byte(strconv.FormatUint(rev, 10))); err != nil {
+		return fmt.Errorf("save desired revision: %w", err)
+	}
+	a.lastRev = rev
+	return nil
+}
+
+// setState moves model name to st, persists the record and reports. mut, if set, edits the
+// record first (under the lock).
+func (a *Agent) setState(name string, st wire.State, mut func(r *modelRecord)) {
+	a.mu.Lock()
+	r := a.models[name]
+	if r == nil {
+		r = &modelRecord{}
+		a.models[name] = r
+	}
+	if r.State != st {
+		r.Since = time.Now().UnixMilli()
+	}
+	r.State = st
+	if st != wire.StateDownloading {
+		r.BytesDone, r.BytesTotal = 0, 0
+	}
+	if mut != nil {
+		mut(r)
+	}
+	err := a.saveRecordLocked(name)
+	a.mu.Unlock()
+	if err != nil {
+		a.log.Error("persist model state", "model", name, "err", err)
+	}
+	a.report()
+}
+
+// progress records download progress and reports it at most once a second.
+func (a *Agent) progress(name string, done, total int64) {
+	a.mu.Lock()
+	r := a.models[name]
+	if r == nil {
+		a.mu.Unlock()
+		return
+	}
+	r.BytesDone, r.BytesTotal = done, total
+	due := time.Since(a.lastProgress) >= time.Second || done == total
+	if due {
+		a.lastProgress = time.Now()
+	}
+	a.mu.Unlock()
+	if due {
+		a.report()
+	}
+}
+
+// report enqueues the retained reported state: every model's record with the active and
+// previous versions read from MODELDIR.
+func (a *Agent) report() {
+	a.mu.Lock()
+	rep := wire.Reported{
+		Header: wire.Header{DeviceID: a.cfg.DeviceID, TS: time.Now().UnixMilli()},
+		Rev:    a.reportRev, AgentVersion: Version, Models: map[string]wire.ReportedModel{},
+	}
+	names := make([]string, 0, len(a.models))
+	for n := range a.models {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if len(rep.Models) == wire.MaxModels {
+			break
+		}
+		r := a.models[n]
+		rm := wire.ReportedModel{State: r.State, Target: r.Target, LastError: truncate(r.LastError, wire.MaxTextLen),
+			RolloutID: r.RolloutID, BytesDone: r.BytesDone, BytesTotal: r.BytesTotal, Since: r.Since}
+		if rm.BytesTotal > 0 && rm.BytesDone > rm.BytesTotal {
+			rm.BytesDone = rm.BytesTotal
+		}
+		if r.Current > 0 {
+			v := r.Current
+			rm.Active = &v
+		}
+		if r.Previous > 0 {
+			v := r.Previous
+			rm.Previous = &v
+		}
+		rep.Models[n] = rm
+	}
+	a.mu.Unlock()
+	b, err := wire.Encode(rep)
+	if err != nil {
+		a.log.Error("encode reported state", "err", err)
+		return
+	}
+	if err := a.out.Enqueue(a.topics.Reported(a.cfg.DeviceID), b, wire.KindReported.QoS(), wire.KindReported.Retained()); err != nil {
+		a.log.Error("queue reported state", "err", err)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// adoptDisk makes sure every model on disk has a record (state lost, or a model directory an
+// operator restored) and that records match what modelstore says is current.
+func (a *Agent) adoptDisk() error {
+	names, err := a.store.Models()
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, n := range names {
+		cur, err := a.store.Current(n)
+		if err != nil {
+			continue
+		}
+		r := a.models[n]
+		if r == nil {
+			r = &modelRecord{State: wire.StateActive, Since: time.Now().UnixMilli()}
+			a.models[n] = r
+		}
+		r.Current = cur.Version
+		if p, err := a.store.Previous(n); err == nil {
+			r.Previous = p.Version
+		} else {
+			r.Previous = 0
+		}
+		if r.ActiveVersion != cur.Version || r.ManifestDigest != cur.ManifestDigest {
+			// The record's assets belong to another version: forget them rather than serve
+			// the wrong contract.
+			r.ActiveVersion, r.ManifestDigest = cur.Version, cur.ManifestDigest
+			r.ContractDigest, r.ProfileDigest, r.Dataset, r.DatasetVersion = "", "", "", 0
+		}
+		if err := a.saveRecordLocked(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// refreshLinks reads name's current and previous versions from MODELDIR into its record.
+// Called by the desired loop only, never under a.mu (modelstore may be busy with a health
+// check).
+func (a *Agent) refreshLinks(name string) {
+	cur, prev := 0, 0
+	if v, err := a.store.Current(name); err == nil {
+		cur = v.Version
+	} else if !errors.Is(err, modelstore.ErrNoModel) {
+		a.log.Warn("read current model", "model", name, "err", err)
+	}
+	if v, err := a.store.Previous(name); err == nil {
+		prev = v.Version
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if r := a.models[name]; r != nil {
+		r.Current, r.Previous = cur, prev
+		if err := a.saveRecordLocked(name); err != nil {
+			a.log.Error("persist model record", "model", name, "err", err)
+		}
+	}
+}

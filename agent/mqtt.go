@@ -1,0 +1,262 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/shared/wire"
+)
+
+// Queue sizes between paho's handler and the agent's goroutines. The handler never blocks: a
+// full queue drops the message and counts it (ReasonQueueFull); the pull's timeout asks again.
+const (
+	frameQueue = 1024
+	dataQueue  = 1024
+)
+
+// conn is the agent's MQTT connection. Paho's handler only sorts incoming messages into the
+// agent's own queues (PITFALLS: never block or wait on a token inside a handler); every wait
+// happens on the agent's goroutines.
+type conn struct {
+	client paho.Client
+	topics wire.Topics
+	id     string
+	log    *slog.Logger
+	m      *metrics
+
+	// gen changes on every connect and every loss, so a publish can tell that the connection it
+	// was made on is gone.
+	gen       atomic.Uint64
+	up        atomic.Bool
+	connected chan struct{} // 1-slot: a (re)connect happened
+
+	desiredMu sync.Mutex
+	desired   []byte        // latest desired payload, nil once taken
+	desiredCh chan struct{} // 1-slot: desired holds something new
+
+	frames   chan []byte
+	data     chan []byte
+	wantData bool
+	// onFrameBytes counts every chunk-topic byte received.
+	onFrameBytes func(n int)
+}
+
+func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger, started time.Time, version string, wantData bool) (*conn, error) {
+	c := &conn{
+		topics: topics, id: cfg.DeviceID, log: log, m: m,
+		connected: make(chan struct{}, 1), desiredCh: make(chan struct{}, 1),
+		frames: make(chan []byte, frameQueue), data: make(chan []byte, dataQueue), wantData: wantData,
+	}
+	will, err := wire.Encode(wire.Status{Header: wire.Header{DeviceID: cfg.DeviceID, TS: started.UnixMilli()},
+		Online: false, AgentVersion: version, StartedTS: started.UnixMilli(), Reason: wire.ReasonWill})
+	if err != nil {
+		return nil, fmt.Errorf("encode will: %w", err)
+	}
+	opts := paho.NewClientOptions()
+	for _, b := range cfg.Brokers {
+		opts.AddBroker(b)
+	}
+	if tc, err := tlsConfig(cfg.TLS); err != nil {
+		return nil, err
+	} else if tc != nil {
+		opts.SetTLSConfig(tc)
+	}
+	opts.SetClientID(cfg.DeviceID).SetUsername(cfg.DeviceID).SetPassword(cfg.Token).
+		SetCleanSession(true).
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(time.Second).
+		SetMaxReconnectInterval(5 * time.Second).
+		SetConnectTimeout(10 * time.Second).
+		SetKeepAlive(30 * time.Second).
+		SetWriteTimeout(10 * time.Second).
+		SetOrderMatters(true).
+		SetBinaryWill(topics.Status(cfg.DeviceID), will, 1, true).
+		SetDefaultPublishHandler(c.route).
+		SetOnConnectHandler(c.onConnect).
+		SetConnectionLostHandler(c.onLost)
+	c.client = paho.NewClient(opts)
+	return c, nil
+}
+
+// tlsConfig builds the client TLS settings; nil when nothing is configured (paho then uses the
+// system pool for ssl:// URLs).
+func tlsConfig(t config.TLS) (*tls.Config, error) {
+	if t == (config.TLS{}) {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify} // #nosec G402 -- opt-in, for tests
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.ca_file %s: no PEM certificate", t.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// onConnect runs on paho's goroutine after every (re)connect: with a clean session nothing is
+// subscribed any more, so subscribe again, without waiting on the tokens here.
+func (c *conn) onConnect(cl paho.Client) {
+	c.gen.Add(1)
+	c.up.Store(true)
+	c.m.connected.Set(1)
+	c.m.connects.Inc()
+	subs := map[string]byte{c.topics.Desired(c.id): 1, c.topics.Chunk(c.id): 1}
+	if c.wantData {
+		subs[c.topics.Data(c.id)] = 1
+	}
+	tok := cl.SubscribeMultiple(subs, nil)
+	go func() {
+		if !tok.WaitTimeout(30 * time.Second) {
+			c.log.Warn("subscribe not acknowledged")
+			return
+		}
+		if err := tok.Error(); err != nil {
+			c.log.Warn("subscribe failed", "err", err)
+			return
+		}
+		if st, ok := tok.(*paho.SubscribeToken); ok {
+			for f, code := range st.Result() {
+				if code >= 0x80 {
+					c.log.Error("broker refused a subscription", "filter", f)
+				}
+			}
+		}
+	}()
+	c.log.Info("connected to broker")
+	select {
+	case c.connected <- struct{}{}:
+	default:
+	}
+}
+
+func (c *conn) onLost(_ paho.Client, err error) {
+	c.gen.Add(1)
+	c.up.Store(false)
+	c.m.connected.Set(0)
+	c.log.Warn("broker connection lost", "err", err)
+}
+
+// route sorts one incoming message into the agent's queues. It never blocks.
+func (c *conn) route(_ paho.Client, msg paho.Message) {
+	p := msg.Payload()
+	switch msg.Topic() {
+	case c.topics.Chunk(c.id):
+		if c.onFrameBytes != nil {
+			c.onFrameBytes(len(p))
+		}
+		select {
+		case c.frames <- p:
+		default:
+			c.m.rejected.WithLabelValues(ReasonQueueFull).Inc()
+		}
+	case c.topics.Desired(c.id):
+		// Desired replaces the previous one whole: keep only the latest.
+		c.desiredMu.Lock()
+		c.desired = p
+		c.desiredMu.Unlock()
+		select {
+		case c.desiredCh <- struct{}{}:
+		default:
+		}
+	case c.topics.Data(c.id):
+		if !c.wantData {
+			return
+		}
+		select {
+		case c.data <- p:
+		default:
+			c.m.rejected.WithLabelValues(ReasonQueueFull).Inc()
+		}
+	default:
+		c.m.rejected.WithLabelValues(ReasonForeignMessage).Inc()
+		c.log.Warn("message on an unexpected topic", "topic", msg.Topic())
+	}
+}
+
+// peekDesired returns the latest desired payload without taking it.
+func (c *conn) peekDesired() []byte {
+	c.desiredMu.Lock()
+	defer c.desiredMu.Unlock()
+	return c.desired
+}
+
+// takeDesired returns the latest desired payload and forgets it.
+func (c *conn) takeDesired() []byte {
+	c.desiredMu.Lock()
+	defer c.desiredMu.Unlock()
+	b := c.desired
+	c.desired = nil
+	return b
+}
+
+// Publish sends one message and returns nil only once the broker acknowledged it (QoS 1) or
+// it was written (QoS 0) on a connection that stayed up meanwhile. It implements
+// outbox.Publisher; ackTimeout bounds the wait.
+func (c *conn) Publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error {
+	return c.publish(ctx, topic, payload, qos, retain, 30*time.Second)
+}
+
+func (c *conn) publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool, timeout time.Duration) error {
+	if !c.up.Load() || !c.client.IsConnectionOpen() {
+		return ErrNotConnected
+	}
+	gen := c.gen.Load()
+	tok := c.client.Publish(topic, qos, retain, payload)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return fmt.Errorf("%w: %s after %v", ErrAckTimeout, topic, timeout)
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("publish %s: %w", topic, err)
+	}
+	if c.gen.Load() != gen {
+		return fmt.Errorf("%w: %s", ErrReconnected, topic)
+	}
+	return nil
+}
+
+// connect starts connecting in the background (paho retries until it succeeds).
+func (c *conn) connect() { c.client.Connect() }
+
+// close publishes the offline status (when connected) and disconnects.
+func (c *conn) close(offline []byte) {
+	if c.up.Load() && offline != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := c.publish(ctx, c.topics.Status(c.id), offline, 1, true, 2*time.Second); err != nil {
+			c.log.Warn("offline status not sent", "err", err)
+		}
+		cancel()
+	}
+	c.client.Disconnect(250)
+	c.up.Store(false)
+	c.m.connected.Set(0)
+}

@@ -1,0 +1,316 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/driftline/driftline/shared/wire"
+)
+
+// objectKind says what a pull fetches, for rejection reasons and logs.
+type objectKind int
+
+const (
+	kindChunk objectKind = iota
+	kindManifest
+	kindAsset // contract or reference profile
+)
+
+// fetcher requests objects by digest on the fetch topic and collects the frames the hub
+// answers on the chunk topic. One pull runs at a time (the desired loop's goroutine).
+//
+// Request ids are "PREFIX-SEQ" with a random PREFIX per process, so a frame naming an id this
+// process never issued is told apart (ReasonUnknownRequest) from a late answer to a request
+// that was retried (used if its digest is still wanted: it is verified by digest anyway).
+type fetcher struct {
+	a      *Agent
+	prefix string
+	seq    uint64
+}
+
+func newFetcher(a *Agent) *fetcher {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return &fetcher{a: a, prefix: hex.EncodeToString(b)}
+}
+
+// issued reports whether id is one this fetcher sent.
+func (f *fetcher) issued(id string) bool {
+	p, s, ok := strings.Cut(id, "-")
+	if !ok || p != f.prefix {
+		return false
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	return err == nil && n < f.seq
+}
+
+type request struct {
+	id       string
+	digests  map[string]bool
+	deadline time.Time
+}
+
+// pullState is one fetch call's bookkeeping.
+type pullState struct {
+	queue    []string                // not yet requested (or to be requested again), in order
+	inflight map[string]*request     // by request id
+	owner    map[string]string       // digest -> request id
+	attempts map[string]int          // digest -> requests sent
+	objects  map[string]*wire.Object // multi-part objects being collected
+	wanted   map[string]bool
+	gen      uint64
+}
+
+// fetch gets every digest, calling got with each verified object's bytes (got's error ends the
+// pull). It keeps Fetch.Requests requests of up to Fetch.Digests digests in flight, asks again
+// for what a request did not bring within Fetch.Timeout, fails a digest requested
+// Fetch.Attempts times (ErrAttempts), fails when nothing verified for Fetch.Stall (ErrStalled),
+// and fails at once when the hub has no such digest (wire.ErrNotFound). preempt, when it
+// reports true, ends the pull with errPreempted.
+func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, got func(digest string, data []byte) error, preempt func() bool) error {
+	if len(digests) == 0 {
+		return nil
+	}
+	cfg := f.a.cfg.Fetch
+	st := &pullState{
+		queue: append([]string(nil), digests...), inflight: map[string]*request{}, owner: map[string]string{},
+		attempts: map[string]int{}, objects: map[string]*wire.Object{}, wanted: map[string]bool{},
+		gen: f.a.conn.gen.Load(),
+	}
+	for _, d := range digests {
+		st.wanted[d] = true
+	}
+	lastProgress := time.Now()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	if err := f.fill(ctx, st); err != nil {
+		return err
+	}
+	for len(st.wanted) > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-f.a.conn.desiredCh:
+			// Put the signal back for the desired loop, and stop if the news is newer.
+			select {
+			case f.a.conn.desiredCh <- struct{}{}:
+			default:
+			}
+			if preempt != nil && preempt() {
+				return errPreempted
+			}
+		case b := <-f.a.conn.frames:
+			done, err := f.handleFrame(kind, st, b, got)
+			if err != nil {
+				return err
+			}
+			if done {
+				lastProgress = time.Now()
+				if err := f.fill(ctx, st); err != nil {
+					return err
+				}
+			}
+		case now := <-tick.C:
+			if now.Sub(lastProgress) > cfg.Stall.D() {
+				return fmt.Errorf("%w: nothing verified for %v, %d objects missing", ErrStalled, cfg.Stall.D(), len(st.wanted))
+			}
+			if g := f.a.conn.gen.Load(); g != st.gen {
+				// The connection changed: answers to what was in flight are lost with the
+				// old session. Ask again at once (not counted as an attempt).
+				st.gen = g
+				for id, r := range st.inflight {
+					st.requeue(r, false)
+					delete(st.inflight, id)
+				}
+			}
+			for id, r := range st.inflight {
+				if now.After(r.deadline) {
+					f.a.log.Debug("fetch request timed out", "request", id, "missing", len(r.digests))
+					st.requeue(r, true)
+					delete(st.inflight, id)
+				}
+			}
+			for _, d := range st.queue {
+				if st.attempts[d] >= cfg.Attempts {
+					return fmt.Errorf("%w: %s requested %d times", ErrAttempts, d, st.attempts[d])
+				}
+			}
+			if err := f.fill(ctx, st); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// requeue puts what r still misses at the front of the queue; counted says whether the
+// request counts as a failed attempt.
+func (st *pullState) requeue(r *request, counted bool) {
+	var back []string
+	for d := range r.digests {
+		if st.owner[d] == r.id {
+			delete(st.owner, d)
+		}
+		if st.wanted[d] {
+			back = append(back, d)
+			if !counted {
+				st.attempts[d]--
+			}
+		}
+	}
+	st.queue = append(back, st.queue...)
+}
+
+// fill sends requests until the window is full or nothing is left to ask. While disconnected
+// it sends nothing: the tick asks again once the connection is back.
+func (f *fetcher) fill(ctx context.Context, st *pullState) error {
+	cfg := f.a.cfg.Fetch
+	for len(st.inflight) < cfg.Requests && len(st.queue) > 0 {
+		if !f.a.conn.up.Load() {
+			return nil
+		}
+		var batch []string
+		rest := st.queue[:0:0]
+		for _, d := range st.queue {
+			switch {
+			case !st.wanted[d] || st.owner[d] != "":
+			case len(batch) < cfg.Digests:
+				batch = append(batch, d)
+			default:
+				rest = append(rest, d)
+			}
+		}
+		st.queue = rest
+		if len(batch) == 0 {
+			return nil
+		}
+		id := f.prefix + "-" + strconv.FormatUint(f.seq, 10)
+		f.seq++
+		r := &request{id: id, digests: map[string]bool{}, deadline: time.Now().Add(cfg.Timeout.D())}
+		for _, d := range batch {
+			r.digests[d] = true
+			st.owner[d] = id
+			st.attempts[d]++
+		}
+		st.inflight[id] = r
+		b, err := wire.Encode(wire.FetchRequest{Header: wire.Header{DeviceID: f.a.cfg.DeviceID, TS: time.Now().UnixMilli()}, RequestID: id, Digests: batch})
+		if err != nil {
+			return fmt.Errorf("encode fetch request: %w", err)
+		}
+		if err := f.a.conn.publish(ctx, f.a.topics.Fetch(f.a.cfg.DeviceID), b, 1, false, cfg.Timeout.D()); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			// The deadline asks again; a lost connection is noticed by the tick.
+			f.a.log.Debug("fetch request not sent", "request", id, "err", err)
+		}
+	}
+	return nil
+}
+
+// handleFrame decodes and verifies one frame. done reports that an object was completed.
+func (f *fetcher) handleFrame(kind objectKind, st *pullState, b []byte, got func(string, []byte) error) (done bool, err error) {
+	fr, ok := f.decode(b)
+	if !ok {
+		return false, nil
+	}
+	d := fr.DigestString()
+	if !st.wanted[d] {
+		return false, nil // a duplicate or late answer: already have it
+	}
+	if fr.Kind == wire.FrameNotFound {
+		if kind == kindManifest {
+			f.a.reject(ReasonUnknownModel, "hub has no such manifest", "digest", d)
+		}
+		return false, fmt.Errorf("fetch %s: %w", d, wire.ErrNotFound)
+	}
+	var data []byte
+	if fr.Offset == 0 && fr.Plain == fr.Total {
+		data, err = fr.Open()
+	} else {
+		o := st.objects[d]
+		if o == nil {
+			if o, err = wire.NewObject(fr); err != nil {
+				f.a.reject(ReasonBadFrame, "bad frame", "digest", d, "err", err)
+				return false, nil
+			}
+			st.objects[d] = o
+		}
+		var complete bool
+		complete, err = o.Add(fr)
+		if err == nil && !complete {
+			return false, nil
+		}
+		data = o.Bytes()
+	}
+	if err != nil {
+		reason := ReasonBadFrame
+		if errors.Is(err, wire.ErrFrameDigest) {
+			reason = ReasonChunkDigest
+			if kind == kindManifest {
+				reason = ReasonManifestDigest
+			}
+			delete(st.objects, d)
+			// Forged or damaged: ask again now rather than at the request's deadline.
+			if id := st.owner[d]; id != "" {
+				delete(st.owner, d)
+				if r := st.inflight[id]; r != nil {
+					delete(r.digests, d)
+					if len(r.digests) == 0 {
+						delete(st.inflight, id)
+					}
+				}
+				st.queue = append([]string{d}, st.queue...)
+			}
+		}
+		f.a.reject(reason, "frame refused", "digest", d, "err", err)
+		return false, nil // otherwise the request's deadline asks again
+	}
+	if err := got(d, data); err != nil {
+		return false, err
+	}
+	delete(st.wanted, d)
+	delete(st.objects, d)
+	if id := st.owner[d]; id != "" {
+		delete(st.owner, d)
+		if r := st.inflight[id]; r != nil {
+			delete(r.digests, d)
+			if len(r.digests) == 0 {
+				delete(st.inflight, id)
+			}
+		}
+	}
+	return true, nil
+}
+
+// decode parses a chunk-topic message and checks its request id, counting what it refuses.
+func (f *fetcher) decode(b []byte) (wire.Frame, bool) {
+	if len(b) > wire.MaxFrameSize {
+		f.a.reject(ReasonOversizedFrame, "oversized chunk frame", "bytes", len(b))
+		return wire.Frame{}, false
+	}
+	fr, err := wire.DecodeFrame(b)
+	if err != nil {
+		f.a.reject(ReasonBadFrame, "bad chunk frame", "err", err)
+		return wire.Frame{}, false
+	}
+	if !f.issued(fr.RequestID) {
+		f.a.reject(ReasonUnknownRequest, "chunk frame for a request this agent never sent", "request", fr.RequestID)
+		return wire.Frame{}, false
+	}
+	return fr, true
+}
+
+// drainIdle handles frames that arrive while no pull runs: they are checked and counted like
+// any other, then dropped.
+func (f *fetcher) drainIdle(b []byte) {
+	if _, ok := f.decode(b); ok {
+		f.a.log.Debug("late chunk frame dropped")
+	}
+}
