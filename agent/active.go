@@ -31,7 +31,7 @@ type ActiveModel struct {
 // concurrent use; the bytes are copies the caller owns.
 func (a *Agent) ActiveModels() ([]ActiveModel, error) {
 	type ref struct {
-		m                  ActiveModel
+		m                 ActiveModel
 		contract, profile string
 	}
 	var refs []ref

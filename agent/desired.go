@@ -475,5 +475,3 @@ func contains(s []string, v string) bool {
 	}
 	return false
 }
-
-

@@ -76,10 +76,10 @@ func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
-		SetMaxReconnectInterval(5 * time.Second).
-		SetConnectTimeout(10 * time.Second).
-		SetKeepAlive(30 * time.Second).
-		SetWriteTimeout(10 * time.Second).
+		SetMaxReconnectInterval(5*time.Second).
+		SetConnectTimeout(10*time.Second).
+		SetKeepAlive(30*time.Second).
+		SetWriteTimeout(10*time.Second).
 		SetOrderMatters(true).
 		SetBinaryWill(topics.Status(cfg.DeviceID), will, 1, true).
 		SetDefaultPublishHandler(c.route).
