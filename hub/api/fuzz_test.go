@@ -149,3 +149,13 @@ func FuzzVersionMetadata(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRolloutRequest fuzzes the body of POST /api/v1/rollouts (the waves field has its own
+// decoder, which takes a list or {"counts": [...]}).
+func FuzzRolloutRequest(f *testing.F) {
+	fuzzJSONRoute(f, "POST", "/api/v1/rollouts",
+		`{"model":"m","version":1,"selector":"","waves":[1,10,50,100],"bake_seconds":0,"gates":{"max_failure_rate":0.1},"on_gate_failure":"rollback"}`,
+		`{"model":"m","version":1,"waves":{"counts":[1]}}`, `{"model":"m","version":1,"waves":{"counts":[1],"x":2}}`,
+		`{"model":"m","version":1,"waves":[]}`, `{"model":"m","version":1,"waves":[0,-5,1e308]}`,
+		`{"model":"m","version":1,"selector":"site in (a"}`, `{"model":"m","version":2}`, `{"model":"","version":1}`)
+}
