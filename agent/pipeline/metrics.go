@@ -1,0 +1,63 @@
+package pipeline
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metric names the pipeline exports (registered through Options.Registerer).
+const (
+	// MetricRecords counts rows checked, by result (ResultValid, ResultInvalid).
+	MetricRecords = "driftline_agent_records_total"
+	// MetricWindows counts windows closed and reported.
+	MetricWindows = "driftline_agent_windows_total"
+	// MetricWindowSeconds is a histogram of the time to close one window (profile encoding,
+	// drift, reports).
+	MetricWindowSeconds = "driftline_agent_window_seconds"
+	// MetricQuarantineEvicted counts quarantined rows evicted for space.
+	MetricQuarantineEvicted = "driftline_agent_quarantine_evicted_total"
+	// MetricDriftShare is the drift share of the last window scored against a reference.
+	MetricDriftShare = "driftline_agent_drift_share"
+)
+
+// Values of MetricRecords' result label.
+const (
+	ResultValid   = "valid"
+	ResultInvalid = "invalid"
+)
+
+type metrics struct {
+	valid, invalid prometheus.Counter
+	windows        prometheus.Counter
+	windowSeconds  prometheus.Histogram
+	evicted        prometheus.Counter
+	driftShare     prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	records := prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricRecords,
+		Help: "Rows checked against the data contract, by result."}, []string{"result"})
+	m := &metrics{
+		valid:   records.WithLabelValues(ResultValid),
+		invalid: records.WithLabelValues(ResultInvalid),
+		windows: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricWindows,
+			Help: "Windows closed and reported."}),
+		windowSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: MetricWindowSeconds,
+			Help:    "Time to close one window: profile encoding, drift against the reference, reports.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8)}),
+		evicted: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricQuarantineEvicted,
+			Help: "Quarantined rows evicted for space, oldest first."}),
+		driftShare: prometheus.NewGauge(prometheus.GaugeOpts{Name: MetricDriftShare,
+			Help: "Share of drifted features in the last window scored against a reference profile."}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{records, m.windows, m.windowSeconds, m.evicted, m.driftShare} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register pipeline metrics: %w", err)
+		}
+	}
+	return m, nil
+}
