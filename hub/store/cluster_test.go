@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/driftline/driftline/hub/raftstore"
 	"github.com/driftline/driftline/hub/store"
@@ -215,11 +216,42 @@ func TestRemoveAndAddBack(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	c := storetest.MakeCluster(t, 1, kvProcessor)
-	_ = c
-	s, err := store.Open(store.Config{}) // refused: nothing configured
-	if err == nil || !errors.Is(err, store.ErrConfig) || s != nil {
-		t.Fatalf("Open(empty config) = %v, %v", s, err)
+	c := storetest.MakeCluster(t, 1, kvProcessor, storetest.Options{
+		Registerer: func(string) prometheus.Registerer { return reg },
+	})
+	l := c.Leader()
+	for i := range 5 {
+		mustPut(t, l.Store, fmt.Sprint(i), "v")
 	}
-	_ = reg
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*dto.MetricFamily{}
+	for _, f := range families {
+		got[f.GetName()] = f
+	}
+	for _, name := range []string{"driftline_hub_raft_state", "driftline_hub_raft_term",
+		"driftline_hub_raft_commit_index", "driftline_hub_raft_applied_index",
+		"driftline_hub_raft_apply_seconds", "driftline_hub_raft_batch_commands"} {
+		if got[name] == nil {
+			t.Errorf("metric %s missing", name)
+		}
+	}
+	if n := got["driftline_hub_raft_apply_seconds"].GetMetric()[0].GetHistogram().GetSampleCount(); n < 5 {
+		t.Errorf("apply_seconds counted %d applies, want at least 5", n)
+	}
+	for _, m := range got["driftline_hub_raft_state"].GetMetric() {
+		leader := m.GetLabel()[0].GetValue() == "leader"
+		if (m.GetGauge().GetValue() == 1) != leader {
+			t.Errorf("state gauge %s = %v", m.GetLabel()[0].GetValue(), m.GetGauge().GetValue())
+		}
+	}
+}
+
+func TestOpenRefusesBadConfig(t *testing.T) {
+	s, err := store.Open(store.Config{NodeID: "n"})
+	if !errors.Is(err, store.ErrConfig) || s != nil {
+		t.Fatalf("Open(incomplete config) = %v, %v; want ErrConfig", s, err)
+	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/driftline/driftline/hub/store"
 	"github.com/driftline/driftline/shared/kv"
@@ -48,6 +49,8 @@ type Options struct {
 	Tune func(*raft.Config)
 	// Logger receives the nodes' logs; nil discards them (t.Log would make passing runs noisy).
 	Logger *slog.Logger
+	// Registerer, when set, gives each node (by id) a metrics registerer; nil registers nothing.
+	Registerer func(id string) prometheus.Registerer
 }
 
 // Cluster is a set of nodes started by MakeCluster.
@@ -121,7 +124,12 @@ func (c *Cluster) start(node *Node, bootstrap bool) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	var reg prometheus.Registerer
+	if c.opts.Registerer != nil {
+		reg = c.opts.Registerer(node.ID)
+	}
 	s, err := store.Open(store.Config{
+		Registerer: reg,
 		DB: db, Dir: filepath.Join(node.Dir, "raft"), NodeID: node.ID,
 		RaftBind: node.RaftAddr, HTTPAddr: node.HTTPAddr, Bootstrap: bootstrap,
 		Processor: c.factory(node.ID), Logger: log,
