@@ -180,7 +180,7 @@ func (p *Pipeline) ingestFrom(source string, open func(*contract.Schema) (rows.R
 	}()
 	rd, err := open(g.schema)
 	if err != nil {
-		return sum, fmt.Errorf("%w: %v", ErrInput, err)
+		return sum, fmt.Errorf("%w: %w", ErrInput, err)
 	}
 	var row contract.RawRow
 	var n int64
@@ -190,7 +190,7 @@ func (p *Pipeline) ingestFrom(source string, open func(*contract.Schema) (rows.R
 			return sum, nil
 		}
 		if err != nil {
-			return sum, fmt.Errorf("%w: after row %d: %v", ErrInput, n, err)
+			return sum, fmt.Errorf("%w: after row %d: %w", ErrInput, n, err)
 		}
 		n++
 		if n <= skip {
