@@ -1,0 +1,73 @@
+// One device: labels, presence, what it runs and should run, and its latest health and drift.
+
+import { ApiError, get } from '../api.js';
+import { ago, badge, h, kv, labels, num, pct, sparkline, table, when } from '../dom.js';
+import { remember } from './history.js';
+
+export default {
+  title: 'Device',
+  mount(el, ctx) {
+    const id = ctx.arg;
+    const body = h('div', {});
+    el.append(h('p', {}, h('a', { href: '#/fleet' }, '← Fleet')), h('h1', {}, 'Device ', h('code', {}, id)), body);
+    return {
+      async refresh() {
+        const d = await get(`/api/v1/devices/${encodeURIComponent(id)}`);
+        let drift = null;
+        try {
+          drift = await get(`/api/v1/devices/${encodeURIComponent(id)}/drift`);
+        } catch (err) {
+          if (!(err instanceof ApiError) || (err.status !== 404 && err.status !== 405)) throw err;
+        }
+        const hs = d.health;
+        const shares = hs ? remember(`device:${id}:drift_share`, hs.at, hs.drift_share) : [];
+        const models = Object.entries(d.reported?.models || {}).sort();
+        const desired = Object.entries(d.desired || {}).sort();
+        body.replaceChildren(
+          h('div', { class: 'grid2' },
+            h('section', { class: 'card', 'aria-labelledby': 'h-dev' }, h('h2', { id: 'h-dev' }, 'Presence'),
+              kv([
+                ['Status', d.online ? badge('online', 'ok') : badge('offline', 'idle')],
+                ['Labels', labels(d.labels)],
+                ['Agent version', d.reported?.agent_version || '—'],
+                ['First seen', when(d.first_seen)], ['Last seen', ago(d.last_seen)],
+                ['Registered', when(d.created_at)], ['Desired revision', String(d.desired_rev ?? 0)],
+                ['Acknowledged revision', String(d.reported?.rev ?? 0)],
+              ])),
+            h('section', { class: 'card', 'aria-labelledby': 'h-health' }, h('h2', { id: 'h-health' }, 'Health and drift'),
+              hs ? kv([
+                ['Model', hs.model ? h('code', {}, `${hs.model}@${hs.version}`) : '—'],
+                ['Rows in the last window', String(hs.rows)],
+                ['Invalid rows', `${hs.invalid} (${pct(hs.rows ? hs.invalid / hs.rows : 0)})`],
+                ['Dataset drift', hs.dataset_drift ? badge('drift', 'bad') : badge('no drift', 'ok')],
+                ['Drift share', [pct(hs.drift_share), ' ', sparkline(shares, { label: 'drift share' })]],
+                ['Reported', ago(hs.at)],
+              ]) : h('p', { class: 'muted' }, 'No validation or drift report from this device yet.'))),
+          h('section', { class: 'card', 'aria-labelledby': 'h-models' }, h('h2', { id: 'h-models' }, 'Reported models'),
+            table(['Model', 'Active', 'Previous', 'Target', 'State', 'Last error'], models.map(([name, m]) => [
+              h('code', {}, name), m.active ?? '—', m.previous ?? '—', m.target || '—',
+              m.state ? badge(m.state, m.state === 'active' ? 'ok' : m.state === 'failed' ? 'bad' : 'info') : '—',
+              m.last_error || '',
+            ]), { empty: 'The device has not reported any model.' })),
+          h('section', { class: 'card', 'aria-labelledby': 'h-desired' }, h('h2', { id: 'h-desired' }, 'Desired models'),
+            table(['Model', 'Version', 'Rollout', 'Set'], desired.map(([name, m]) => [
+              h('code', {}, name), String(m.version),
+              m.rollout_id ? h('a', { href: `#/rollouts?id=${encodeURIComponent(m.rollout_id)}` }, m.rollout_id) : 'pinned',
+              when(m.set_at),
+            ]), { empty: 'Nothing is desired for this device.' })),
+          drift ? h('section', { class: 'card', 'aria-labelledby': 'h-drift' }, h('h2', { id: 'h-drift' }, 'Drift by feature'),
+            featureTable(drift)) : null);
+      },
+    };
+  },
+};
+
+/** featureTable renders {features: {name: {method, score, threshold, drift}}} or a list of the same. */
+export function featureTable(report) {
+  const fs = report?.features;
+  const rows = Array.isArray(fs) ? fs.map((f) => [f.feature || f.name, f]) : Object.entries(fs || {});
+  return table(['Feature', 'Method', 'Score', 'Threshold', 'Drift'], rows.sort((a, b) => String(a[0]).localeCompare(String(b[0]))).map(([name, f]) => [
+    h('code', {}, name), f.method || '—', num(f.score), num(f.threshold),
+    f.drift ? badge('drift', 'bad') : badge('ok', 'ok'),
+  ]), { empty: 'No per-feature drift yet.', numeric: [2, 3] });
+}

@@ -1,0 +1,89 @@
+// Drift: fleet-wide drift per model version and feature (GET /api/v1/drift, the merged device
+// profiles against the training reference) and each device's latest health summary, with the
+// values seen since the tab opened drawn as sparklines.
+
+import { ApiError, get, listAll } from '../api.js';
+import { ago, badge, h, num, pct, sparkline, table } from '../dom.js';
+import { remember } from './history.js';
+
+/** versionsInUse lists the model versions the fleet reports, from health summaries and active models. */
+export function versionsInUse(devices) {
+  const seen = new Map();
+  const add = (model, version) => { if (model && version) seen.set(`${model}@${version}`, { model, version }); };
+  for (const d of devices) {
+    add(d.health?.model, d.health?.version);
+    for (const [name, m] of Object.entries(d.reported?.models || {})) add(name, m.active);
+  }
+  return [...seen.values()].sort((a, b) => a.model.localeCompare(b.model) || a.version - b.version);
+}
+
+function features(report) {
+  const fs = report.features;
+  return (Array.isArray(fs) ? fs.map((f) => [f.feature || f.name, f]) : Object.entries(fs || {}))
+    .sort((a, b) => String(a[0]).localeCompare(String(b[0])));
+}
+
+function fleetCard(mv, report) {
+  const key = `fleet:${mv.model}@${mv.version}`;
+  const title = h('h2', {}, 'Fleet drift of ', h('code', {}, `${mv.model}@${mv.version}`));
+  if (!report) {
+    return h('section', { class: 'card', 'data-drift': `${mv.model}@${mv.version}` }, title,
+      h('p', { class: 'muted no-fleet-drift' }, 'No fleet drift data yet for this model version.'));
+  }
+  const at = report.ts || report.at || report.computed_at || Date.now();
+  const shares = remember(`${key}:share`, at, report.drift_share);
+  return h('section', { class: 'card', 'data-drift': `${mv.model}@${mv.version}` }, title,
+    h('p', {},
+      report.dataset_drift ? badge('dataset drift', 'bad') : badge('no dataset drift', 'ok'),
+      ` drift share ${pct(report.drift_share)} `, sparkline(shares, { label: 'fleet drift share', threshold: 0.5 }),
+      report.devices !== undefined ? h('span', { class: 'muted' }, ` · ${report.devices} devices merged, ${report.drifting_devices ?? 0} drifting`) : null),
+    table(['Feature', 'Method', 'Score', 'Threshold', 'Over time', 'Devices drifting', 'Drift'],
+      features(report).map(([name, f]) => [
+        h('code', {}, name), f.method || '—', num(f.score, 4), num(f.threshold, 4),
+        sparkline(remember(`${key}:${name}`, at, f.score), { threshold: f.threshold, label: `${name} score` }),
+        f.devices !== undefined ? String(f.devices) : '—',
+        f.drift ? badge('drift', 'bad') : badge('ok', 'ok'),
+      ]), { empty: 'No features in the report.', numeric: [2, 3, 5] }));
+}
+
+export default {
+  title: 'Drift',
+  mount(el, ctx) {
+    const fleetBox = h('div', {});
+    const devBox = h('div', {});
+    el.append(h('h1', {}, 'Drift'), fleetBox, devBox);
+    return {
+      async refresh() {
+        const { items: devices } = await listAll('/api/v1/devices');
+        const mvs = versionsInUse(devices);
+        const reports = await Promise.all(mvs.map(async (mv) => {
+          try {
+            const r = await get(`/api/v1/drift?model=${encodeURIComponent(mv.model)}&version=${mv.version}`);
+            return Array.isArray(r?.items) ? r.items[0] || null : r;
+          } catch (err) {
+            if (err instanceof ApiError && [404, 405, 501, 503].includes(err.status)) return null;
+            throw err;
+          }
+        }));
+        fleetBox.replaceChildren(mvs.length
+          ? mvs.map((mv, i) => fleetCard(mv, reports[i]))
+          : h('section', { class: 'card' }, h('h2', {}, 'Fleet drift'),
+            h('p', { class: 'muted no-fleet-drift' }, 'No fleet drift data yet: no device reports a model version.')));
+        const healthy = devices.filter((d) => d.health).sort((a, b) => a.id.localeCompare(b.id));
+        devBox.replaceChildren(h('section', { class: 'card', 'aria-labelledby': 'h-devhealth' },
+          h('h2', { id: 'h-devhealth' }, 'Per device'),
+          table(['Device', 'Model', 'Rows', 'Invalid', 'Dataset drift', 'Drift share', 'Over time', 'Reported'], healthy.map((d) => {
+            const hs = d.health;
+            return [
+              h('a', { href: `#/device/${encodeURIComponent(d.id)}` }, d.id),
+              hs.model ? h('code', {}, `${hs.model}@${hs.version}`) : '—',
+              String(hs.rows), `${hs.invalid} (${pct(hs.rows ? hs.invalid / hs.rows : 0)})`,
+              hs.dataset_drift ? badge('drift', 'bad') : badge('no drift', 'ok'), pct(hs.drift_share),
+              sparkline(remember(`device:${d.id}:drift_share`, hs.at, hs.drift_share), { threshold: 0.5, label: `${d.id} drift share` }),
+              ago(hs.at),
+            ];
+          }), { empty: 'No device has sent a validation or drift report yet.', numeric: [2] })));
+      },
+    };
+  },
+};
