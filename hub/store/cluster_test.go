@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
@@ -253,5 +254,44 @@ func TestOpenRefusesBadConfig(t *testing.T) {
 	s, err := store.Open(store.Config{NodeID: "n"})
 	if !errors.Is(err, store.ErrConfig) || s != nil {
 		t.Fatalf("Open(incomplete config) = %v, %v; want ErrConfig", s, err)
+	}
+}
+
+// TestCloseHandsOverLeadership closes the leader gracefully: another node leads at once, and the
+// closed store refuses work with ErrShutdown.
+func TestCloseHandsOverLeadership(t *testing.T) {
+	c := storetest.MakeCluster(t, 3, kvProcessor, storetest.Options{Tune: func(rc *raft.Config) {
+		// An election would take at least 3 s; a leadership transfer takes milliseconds.
+		rc.HeartbeatTimeout = 3 * time.Second
+		rc.ElectionTimeout = 3 * time.Second
+		rc.LeaderLeaseTimeout = 500 * time.Millisecond
+	}})
+	old := c.Leader()
+	mustPut(t, old.Store, "before", "1")
+	s := old.Store
+	c.Stop(old)
+	if _, err := s.Apply(ctxT(t), storetest.Put("k", "v")); !errors.Is(err, store.ErrShutdown) {
+		t.Fatalf("Apply on a closed store = %v, want ErrShutdown", err)
+	}
+	start := time.Now()
+	l := c.WaitForNewLeader(old)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("new leader after %v: leadership was not handed over", d)
+	}
+	mustPut(t, l.Store, "after", "1")
+	wantValue(t, l, "before", "1")
+}
+
+func TestWaitAppliedTimeout(t *testing.T) {
+	c := storetest.MakeCluster(t, 1, kvProcessor)
+	s := c.Leader().Store
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := s.WaitApplied(ctx, 1<<40); !errors.Is(err, store.ErrTimeout) {
+		t.Fatalf("WaitApplied(far future) = %v, want ErrTimeout", err)
+	}
+	r := mustPut(t, s, "k", "v")
+	if err := s.WaitApplied(ctxT(t), r.Index); err != nil {
+		t.Fatalf("WaitApplied(%d) = %v", r.Index, err)
 	}
 }

@@ -130,7 +130,7 @@ func (c *Cluster) start(node *Node, bootstrap bool) {
 	}
 	s, err := store.Open(store.Config{
 		Registerer: reg,
-		DB: db, Dir: filepath.Join(node.Dir, "raft"), NodeID: node.ID,
+		DB:         db, Dir: filepath.Join(node.Dir, "raft"), NodeID: node.ID,
 		RaftBind: node.RaftAddr, HTTPAddr: node.HTTPAddr, Bootstrap: bootstrap,
 		Processor: c.factory(node.ID), Logger: log,
 		Tune: func(rc *raft.Config) {
@@ -221,6 +221,21 @@ func (c *Cluster) Followers() []*Node {
 		}
 	}
 	return out
+}
+
+// Stop closes node gracefully (a leader hands leadership over first) and closes its database.
+func (c *Cluster) Stop(node *Node) {
+	c.t.Helper()
+	if !node.Live() {
+		return
+	}
+	if err := node.Store.Close(); err != nil {
+		c.t.Errorf("close %s: %v", node.ID, err)
+	}
+	if err := node.DB.Close(); err != nil {
+		c.t.Errorf("close %s db: %v", node.ID, err)
+	}
+	node.Store, node.DB = nil, nil
 }
 
 // Kill stops node abruptly (no leadership transfer) and closes its database.
