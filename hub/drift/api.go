@@ -1,0 +1,81 @@
+package drift
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/driftline/driftline/hub/state"
+)
+
+// Register mounts the drift routes on g (the /api/v1 group), each behind mw (the caller's
+// authentication and role checks):
+//
+//	GET /drift?model=M&version=V[&since=T]  fleet drift of a model version (FleetView)
+//	GET /devices/:id/drift                  one device's drift (DeviceView)
+//
+// since is Unix milliseconds or RFC 3339. Errors are *echo.HTTPError (400, 404), which the
+// hub's error handler renders as problem+json.
+func Register(g *echo.Group, s *Service, mw ...echo.MiddlewareFunc) {
+	g.GET("/drift", s.handleFleet, mw...)
+	g.GET("/devices/:id/drift", s.handleDevice, mw...)
+}
+
+func (s *Service) handleFleet(c echo.Context) error {
+	model := c.QueryParam("model")
+	if model == "" || !state.ValidName(model) {
+		return echo.NewHTTPError(http.StatusBadRequest, "model: give ?model=NAME")
+	}
+	version, err := strconv.Atoi(c.QueryParam("version"))
+	if err != nil || version < 1 {
+		return echo.NewHTTPError(http.StatusBadRequest, "version: give ?version=N (a positive integer)")
+	}
+	since, err := parseSince(c.QueryParam("since"))
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, err.Error())
+	}
+	if _, err := s.cfg.Registry.ModelVersion(model, version); err != nil {
+		if errors.Is(err, state.ErrNotFound) {
+			return echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("model:%s@%d not found", model, version))
+		}
+		return err
+	}
+	v, err := s.Fleet(ModelKey{Model: model, Version: version}, since)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, v)
+}
+
+func (s *Service) handleDevice(c echo.Context) error {
+	v, err := s.Device(c.Param("id"))
+	if errors.Is(err, state.ErrNotFound) {
+		return echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("device %q not found", c.Param("id")))
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, v)
+}
+
+// parseSince reads a since parameter: empty (everything), Unix milliseconds, or RFC 3339.
+func parseSince(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if ms < 0 {
+			return 0, fmt.Errorf("since: %d is negative", ms)
+		}
+		return ms, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return 0, fmt.Errorf("since: %q is neither Unix milliseconds nor RFC 3339", s)
+	}
+	return t.UnixMilli(), nil
+}
