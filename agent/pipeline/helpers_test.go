@@ -44,12 +44,17 @@ type sent struct {
 type recorder struct {
 	mu  sync.Mutex
 	out []sent
+	// onReport, when set, is called after each report is kept.
+	onReport func(wire.Kind)
 }
 
 func (r *recorder) Report(kind wire.Kind, topic string, payload []byte) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.out = append(r.out, sent{kind, topic, append([]byte(nil), payload...)})
+	if r.onReport != nil {
+		r.onReport(kind)
+	}
 	return nil
 }
 
@@ -144,6 +149,9 @@ func newHarness(t testing.TB, opts Options) *harness {
 	opts.Quarantine = q
 	opts.Now = h.clock.Now
 	opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if _, fuzz := t.(*testing.F); fuzz {
+		opts.Logger = slog.New(slog.DiscardHandler) // f.Log may not be called inside a fuzz target
+	}
 	if h.p, err = New(opts); err != nil {
 		t.Fatal(err)
 	}
