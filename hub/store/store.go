@@ -149,7 +149,8 @@ func Open(cfg Config) (*Store, error) {
 	// The FSM's state is in badger, synced with every apply, so it is never behind the newest
 	// snapshot: restoring that snapshot at start would only rewrite what is there. If it is
 	// behind (the database was lost but not the snapshots), restore.
-	rc.NoSnapshotRestoreOnStart = s.ap.pos.index >= newestSnapshot(snaps)
+	applied := s.ap.pos.index // the FSM goroutine owns pos once raft runs
+	rc.NoSnapshotRestoreOnStart = applied >= newestSnapshot(snaps)
 
 	f := &fsm{db: cfg.DB, ap: s.ap, log: log}
 	s.raft, err = raft.NewRaft(rc, f, cache, logs, snaps, s.trans)
@@ -170,7 +171,7 @@ func Open(cfg Config) (*Store, error) {
 	s.wg.Add(2)
 	go s.commitLoop()
 	go s.watchLeadership(notify)
-	log.Info("raft node started", "raft", s.RaftAddr(), "http", cfg.HTTPAddr, "applied", s.ap.pos.index)
+	log.Info("raft node started", "raft", s.RaftAddr(), "http", cfg.HTTPAddr, "applied", applied)
 	return s, nil
 }
 
