@@ -1,0 +1,158 @@
+package agent_test
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/shared/artifact"
+	"github.com/driftline/driftline/shared/wire"
+	"github.com/driftline/driftline/shared/zstdx"
+)
+
+// TestBadInput feeds the agent each kind of bad input a broker or a compromised hub could send.
+// Each is refused, counted under its reason and, where a model was asked for, reported failed
+// with the reason; the agent stays up and activates a good version at the end.
+func TestBadInput(t *testing.T) {
+	b := startBroker(t, 0)
+	h := newFakeHub(t, b, "dev-bad")
+	latest := h.watchReported()
+	cfg := agentConfig(t, "dev-bad", "any", []string{b.url()}, []string{h.publicKey()})
+	cfg.Fetch.Timeout = config.Duration(500 * time.Millisecond)
+	cfg.Fetch.Attempts = 3
+	a := startAgent(t, cfg, agent.Options{})
+	waitFor(t, 10*time.Second, "connected", a.Connected)
+
+	good := h.addModel(randomBytes(600 << 10))
+	other := h.addModel(randomBytes(100 << 10))
+	_, strangerKey, _ := ed25519.GenerateKey(rand.Reader)
+
+	rejected := func(reason string) float64 { return metric(t, a.reg, agent.MetricRejected, "reason", reason) }
+	// failedWith waits for model name to be reported failed with an error holding msg.
+	failedWith := func(t *testing.T, name, msg string) {
+		t.Helper()
+		waitFor(t, 10*time.Second, name+" failed with "+msg, func() bool {
+			m, ok := latest().Models[name]
+			return ok && m.State == wire.StateFailed && strings.Contains(m.LastError, msg)
+		})
+	}
+	frame := func(reqID string, digest [32]byte, plain []byte) []byte {
+		f, err := wire.EncodeFrame(wire.Frame{Kind: wire.FrameData, RequestID: reqID, Digest: digest,
+			Total: uint32(len(plain)), Plain: uint32(len(plain)), Payload: zstdx.Encode(nil, plain)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+
+	cases := []struct {
+		name   string
+		reason string
+		run    func(t *testing.T)
+	}{
+		{"malformed desired", agent.ReasonMalformedDesired, func(t *testing.T) {
+			h.publish(h.topics.Desired(h.id), []byte("{not json"), true)
+		}},
+		{"desired for another device", agent.ReasonMalformedDesired, func(t *testing.T) {
+			p, _ := wire.Encode(wire.Desired{Header: wire.Header{DeviceID: "someone-else", TS: 1}, Rev: 99})
+			h.publish(h.topics.Desired(h.id), p, true)
+		}},
+		{"unknown model", agent.ReasonUnknownModel, func(t *testing.T) {
+			e := h.entry("ghost", 1, good)
+			e.ManifestDigest = artifact.DigestOf([]byte("no such manifest"))
+			h.desire(e)
+			failedWith(t, "ghost", "no such digest")
+		}},
+		{"model name unusable on disk", agent.ReasonUnknownModel, func(t *testing.T) {
+			h.desire(h.entry(".hidden", 1, good))
+			failedWith(t, ".hidden", "bad model name")
+		}},
+		{"unsigned manifest", agent.ReasonUnsigned, func(t *testing.T) {
+			e := h.entry("m-unsigned", 1, good)
+			e.Signature = artifact.Signature{}
+			h.desire(e)
+			failedWith(t, "m-unsigned", "not signed")
+		}},
+		{"unknown key", agent.ReasonUnknownKey, func(t *testing.T) {
+			e := h.entry("m-stranger", 1, good)
+			e.Signature = artifact.Sign(strangerKey, good.manifestBytes)
+			h.desire(e)
+			failedWith(t, "m-stranger", "untrusted key")
+		}},
+		{"bad signature", agent.ReasonBadSignature, func(t *testing.T) {
+			e := h.entry("m-badsig", 1, good)
+			e.Signature = artifact.Sign(h.key, other.manifestBytes) // trusted key, other bytes
+			h.desire(e)
+			failedWith(t, "m-badsig", "signature")
+		}},
+		{"manifest with a wrong digest", agent.ReasonManifestDigest, func(t *testing.T) {
+			h.mu.Lock()
+			h.tamper = func(reqID, d string) ([][]byte, bool) {
+				if d != good.manifestDigest {
+					return nil, false
+				}
+				sum, _ := artifact.ParseDigest(d)
+				return [][]byte{frame(reqID, sum, other.manifestBytes)}, true // other bytes under good's name
+			}
+			h.mu.Unlock()
+			defer func() { h.mu.Lock(); h.tamper = nil; h.mu.Unlock() }()
+			h.desire(h.entry("m-forged", 1, good))
+			failedWith(t, "m-forged", "too many attempts")
+		}},
+		{"chunk whose bytes do not match its digest, then the real one", agent.ReasonChunkDigest, func(t *testing.T) {
+			first := good.manifest.Chunks[0].Digest
+			forged := 0
+			h.mu.Lock()
+			h.tamper = func(reqID, d string) ([][]byte, bool) {
+				if d != first || forged >= 2 {
+					return nil, false
+				}
+				forged++
+				sum, _ := artifact.ParseDigest(d)
+				return [][]byte{frame(reqID, sum, []byte("forged chunk"))}, true
+			}
+			h.mu.Unlock()
+			defer func() { h.mu.Lock(); h.tamper = nil; h.mu.Unlock() }()
+			h.desire(h.entry("m-good", 1, good))
+			waitFor(t, 20*time.Second, "m-good active", func() bool {
+				m := latest().Models["m-good"]
+				return m.State == wire.StateActive && m.Active != nil && *m.Active == 1
+			})
+		}},
+		{"oversized frame", agent.ReasonOversizedFrame, func(t *testing.T) {
+			h.publish(h.topics.Chunk(h.id), make([]byte, wire.MaxFrameSize+1), false)
+		}},
+		{"garbage frame", agent.ReasonBadFrame, func(t *testing.T) {
+			h.publish(h.topics.Chunk(h.id), []byte("DLCF garbage"), false)
+		}},
+		{"frame for an unknown request id", agent.ReasonUnknownRequest, func(t *testing.T) {
+			h.publish(h.topics.Chunk(h.id), frame("never-sent-1", sha256.Sum256([]byte("x")), []byte("x")), false)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := rejected(tc.reason)
+			tc.run(t)
+			waitFor(t, 10*time.Second, "rejection counted under "+tc.reason, func() bool { return rejected(tc.reason) > before })
+			if !a.Connected() {
+				t.Fatal("agent disconnected")
+			}
+		})
+	}
+	// Still alive and acting: a good desired state (m-good only) activates and the rest is
+	// dropped from the report.
+	h.desire(h.entry("m-good", 1, good))
+	waitFor(t, 10*time.Second, "final state", func() bool {
+		r := latest()
+		m, ok := r.Models["m-good"]
+		return ok && m.State == wire.StateActive && len(r.Models) == 1
+	})
+	if got := fileDigest(t, modelFile(cfg.ModelDir, "m-good")); got != good.manifest.Digest {
+		t.Fatalf("current %s, want %s", got, good.manifest.Digest)
+	}
+}
