@@ -419,27 +419,29 @@ func (s *Service) closeDue(f *fleet, now int64) []wire.FleetDrift {
 	if f.win != nil && now >= f.win.end {
 		pt := s.score(f, f.win, ResolutionWindow)
 		f.fine = append(f.fine, pt)
-		cut := now - s.cfg.FineRetention.Milliseconds()
-		i := 0
-		for i < len(f.fine) && f.fine[i].End <= cut {
-			i++
-		}
-		f.fine = append(f.fine[:0], f.fine[i:]...)
 		pubs = append(pubs, s.fleetMessage(f, f.win, pt))
 		s.m.windows.Inc()
 		f.win = nil
 	}
 	if f.step != nil && now >= f.step.end {
 		f.coarse = append(f.coarse, s.score(f, f.step, ResolutionCoarse))
-		cut := now - s.cfg.CoarseRetention.Milliseconds()
-		i := 0
-		for i < len(f.coarse) && f.coarse[i].End <= cut {
-			i++
-		}
-		f.coarse = append(f.coarse[:0], f.coarse[i:]...)
 		f.step = nil
 	}
+	f.fine = trim(f.fine, now-s.cfg.FineRetention.Milliseconds())
+	f.coarse = trim(f.coarse, now-s.cfg.CoarseRetention.Milliseconds())
 	return pubs
+}
+
+// trim drops the points that ended by cut (points are in time order).
+func trim(pts []Point, cut int64) []Point {
+	i := 0
+	for i < len(pts) && pts[i].End <= cut {
+		i++
+	}
+	if i == 0 {
+		return pts
+	}
+	return append(pts[:0], pts[i:]...)
 }
 
 // score compares a span's merged profile with the reference.
