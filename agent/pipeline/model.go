@@ -28,14 +28,28 @@ func Columns(s *contract.Schema) []profile.Column {
 	return cols
 }
 
+// Scored reports whether drift is computed for a field: features (role "feature") only, and of
+// those, date and datetime fields only when their x-driftline.drift is set — time moves
+// forward, so a timestamp column would drift in every window.
+func Scored(f *contract.Field) bool {
+	if f.Role != contract.RoleFeature {
+		return false
+	}
+	if f.Type == contract.TypeDate || f.Type == contract.TypeDatetime {
+		return f.Drift != nil
+	}
+	return true
+}
+
 // DriftOptions returns the drift.Compare options a contract asks for against ref: only the
-// contract's features (role "feature") that ref profiles with the same kind are scored, with
+// contract's scored fields (see Scored) that ref profiles with the same kind are scored, with
 // the per-field x-driftline.drift method and threshold. ok is false when no feature can be
 // scored. An unknown method name is an error (Parse already refuses it, so it is a bug).
 func DriftOptions(s *contract.Schema, ref *profile.Profile) (opts drift.Options, ok bool, err error) {
 	cols := Columns(s)
-	for i, f := range s.Fields {
-		if f.Role != contract.RoleFeature {
+	for i := range s.Fields {
+		f := &s.Fields[i]
+		if !Scored(f) {
 			continue
 		}
 		rc, found := ref.Column(f.Name)

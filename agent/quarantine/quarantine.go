@@ -24,6 +24,10 @@ var (
 	ErrStop = state.ErrStop
 )
 
+// Namespace is the name of the agent namespace's child that holds the quarantine
+// (state.Namespace.Sub(Namespace)): the agent and `driftline-agent quarantine` both use it.
+const Namespace = "quarantine"
+
 // Defaults of Options.
 const (
 	// DefaultMaxRows is the number of entries kept when Options.MaxRows is 0.
