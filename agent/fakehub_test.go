@@ -26,10 +26,15 @@ type broker struct {
 	t    testing.TB
 	s    *mqtt.Server
 	port int
+	once sync.Once
 }
 
-// startBroker starts a broker on port (0: a free one).
-func startBroker(t testing.TB, port int) *broker {
+// stop closes the broker (idempotent).
+func (b *broker) stop() { b.once.Do(func() { b.s.Close() }) }
+
+// startBroker starts a broker on port (0: a free one). setup runs before it listens (inline
+// subscriptions that must see the first message).
+func startBroker(t testing.TB, port int, setup ...func(s *mqtt.Server)) *broker {
 	t.Helper()
 	if port == 0 {
 		port = freePort(t)
@@ -37,6 +42,9 @@ func startBroker(t testing.TB, port int) *broker {
 	s := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
 	if err := s.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range setup {
+		f(s)
 	}
 	var err error
 	for i := 0; i < 50; i++ { // the port may still be held by a broker just closed
@@ -51,7 +59,7 @@ func startBroker(t testing.TB, port int) *broker {
 	}
 	go func() { _ = s.Serve() }()
 	b := &broker{t: t, s: s, port: port}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(b.stop)
 	return b
 }
 

@@ -3,6 +3,8 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -24,6 +26,7 @@ import (
 	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/hub/node"
+	"github.com/driftline/driftline/shared/artifact"
 )
 
 // testWriter sends log lines to t.Log, so a passing run is quiet.
@@ -316,4 +319,14 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// testKey returns a fresh public key in config form (for agents that never see a manifest).
+func testKey(t testing.TB) string {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return artifact.PublicKeyBase64(pub)
 }

@@ -38,6 +38,8 @@ type conn struct {
 	// was made on is gone.
 	gen       atomic.Uint64
 	up        atomic.Bool
+	lostMu    sync.Mutex
+	lost      chan struct{} // closed (and replaced) when the connection drops
 	connected chan struct{} // 1-slot: a (re)connect happened
 
 	desiredMu sync.Mutex
@@ -54,7 +56,7 @@ type conn struct {
 func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger, started time.Time, version string, wantData bool) (*conn, error) {
 	c := &conn{
 		topics: topics, id: cfg.DeviceID, log: log, m: m,
-		connected: make(chan struct{}, 1), desiredCh: make(chan struct{}, 1),
+		connected: make(chan struct{}, 1), desiredCh: make(chan struct{}, 1), lost: make(chan struct{}),
 		frames: make(chan []byte, frameQueue), data: make(chan []byte, dataQueue), wantData: wantData,
 	}
 	will, err := wire.Encode(wire.Status{Header: wire.Header{DeviceID: cfg.DeviceID, TS: started.UnixMilli()},
@@ -156,6 +158,10 @@ func (c *conn) onConnect(cl paho.Client) {
 func (c *conn) onLost(_ paho.Client, err error) {
 	c.gen.Add(1)
 	c.up.Store(false)
+	c.lostMu.Lock()
+	close(c.lost)
+	c.lost = make(chan struct{})
+	c.lostMu.Unlock()
 	c.m.connected.Set(0)
 	c.log.Warn("broker connection lost", "err", err)
 }
@@ -224,12 +230,18 @@ func (c *conn) publish(ctx context.Context, topic string, payload []byte, qos by
 	if !c.up.Load() || !c.client.IsConnectionOpen() {
 		return ErrNotConnected
 	}
+	c.lostMu.Lock()
+	lost := c.lost
+	c.lostMu.Unlock()
 	gen := c.gen.Load()
 	tok := c.client.Publish(topic, qos, retain, payload)
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case <-tok.Done():
+	case <-lost:
+		// Whatever paho does with the token later, this delivery is not confirmed.
+		return fmt.Errorf("%w: %s", ErrReconnected, topic)
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-t.C:
