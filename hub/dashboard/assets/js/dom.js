@@ -120,3 +120,9 @@ export function actionButton(text, fn, report, attrs = {}) {
   });
   return b;
 }
+
+/** fill replaces el's children with children, flattened, skipping null, undefined and false. */
+export function fill(el, ...children) {
+  el.replaceChildren();
+  return build(el, {}, children);
+}

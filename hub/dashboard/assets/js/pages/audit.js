@@ -2,7 +2,7 @@
 // browser (see ../auditchain.js).
 
 import { listAll } from '../api.js';
-import { badge, h, table, when } from '../dom.js';
+import { badge, h, table, when, fill } from '../dom.js';
 import { verifyChain } from '../auditchain.js';
 
 const SHOWN = 300;
@@ -50,14 +50,14 @@ export default {
         const v = await verifyChain(items);
         const filtered = Boolean(actor || since);
         mark.dataset.ok = String(v.ok);
-        mark.replaceChildren(v.ok
+        fill(mark, v.ok
           ? [badge('✓ chain verified', 'ok'), ' ', h('span', { class: 'muted' },
             `${v.hashes} entry hashes recomputed with SHA-256 in this browser, ${v.links} links checked`
             + `${filtered ? ' (the filter hides the entries between the ones shown)' : ''}${truncated ? '; only the first 20,000 entries were read' : ''}.`)]
           : [badge('✗ chain broken', 'bad'), ' ', v.reason]);
         mark.className = 'verified';
         const rows = [...items].sort((a, b) => b.seq - a.seq).slice(0, SHOWN);
-        body.replaceChildren(
+        fill(body, 
           items.length > SHOWN ? h('p', { class: 'muted' }, `Showing the newest ${SHOWN} of ${items.length} entries.`) : null,
           table(['Seq', 'Time', 'Actor', 'Action', 'Object', 'Detail', 'Raft index', 'Hash'], rows.map((e) => ({
             attrs: { 'data-seq': e.seq, class: v.bad === e.seq ? 'bad' : null },

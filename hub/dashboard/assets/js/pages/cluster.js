@@ -1,7 +1,7 @@
 // Cluster: the Raft status this node sees (leader, nodes, term, indexes) and its readiness.
 
 import { get } from '../api.js';
-import { badge, h, kv, table } from '../dom.js';
+import { badge, h, kv, table, fill } from '../dom.js';
 
 export default {
   title: 'Cluster',
@@ -17,7 +17,7 @@ export default {
           ready = res.ok;
         } catch { ready = false; }
         const leader = c.leader?.id || '';
-        body.replaceChildren(
+        fill(body, 
           h('div', { class: 'tiles' },
             h('div', { class: 'tile' }, h('div', { class: 'n', id: 'cluster-leader' }, leader || '—'), h('div', { class: 'l' }, 'leader')),
             h('div', { class: 'tile' }, h('div', { class: 'n', id: 'cluster-nodes' }, String((c.nodes || []).length)), h('div', { class: 'l' }, 'nodes')),

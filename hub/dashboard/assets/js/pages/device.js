@@ -1,7 +1,7 @@
 // One device: labels, presence, what it runs and should run, and its latest health and drift.
 
 import { ApiError, get } from '../api.js';
-import { ago, badge, h, kv, labels, num, pct, sparkline, table, when } from '../dom.js';
+import { ago, badge, h, kv, labels, num, pct, sparkline, table, when, fill } from '../dom.js';
 import { remember } from './history.js';
 
 export default {
@@ -23,7 +23,7 @@ export default {
         const shares = hs ? remember(`device:${id}:drift_share`, hs.at, hs.drift_share) : [];
         const models = Object.entries(d.reported?.models || {}).sort();
         const desired = Object.entries(d.desired || {}).sort();
-        body.replaceChildren(
+        fill(body, 
           h('div', { class: 'grid2' },
             h('section', { class: 'card', 'aria-labelledby': 'h-dev' }, h('h2', { id: 'h-dev' }, 'Presence'),
               kv([

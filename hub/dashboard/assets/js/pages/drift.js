@@ -3,7 +3,7 @@
 // values seen since the tab opened drawn as sparklines.
 
 import { ApiError, get, listAll } from '../api.js';
-import { ago, badge, h, num, pct, sparkline, table } from '../dom.js';
+import { ago, badge, h, num, pct, sparkline, table, fill } from '../dom.js';
 import { remember } from './history.js';
 
 /** versionsInUse lists the model versions the fleet reports, from health summaries and active models. */
@@ -65,12 +65,12 @@ export default {
             throw err;
           }
         }));
-        fleetBox.replaceChildren(mvs.length
+        fill(fleetBox, mvs.length
           ? mvs.map((mv, i) => fleetCard(mv, reports[i]))
           : h('section', { class: 'card' }, h('h2', {}, 'Fleet drift'),
             h('p', { class: 'muted no-fleet-drift' }, 'No fleet drift data yet: no device reports a model version.')));
         const healthy = devices.filter((d) => d.health).sort((a, b) => a.id.localeCompare(b.id));
-        devBox.replaceChildren(h('section', { class: 'card', 'aria-labelledby': 'h-devhealth' },
+        fill(devBox, h('section', { class: 'card', 'aria-labelledby': 'h-devhealth' },
           h('h2', { id: 'h-devhealth' }, 'Per device'),
           table(['Device', 'Model', 'Rows', 'Invalid', 'Dataset drift', 'Drift share', 'Over time', 'Reported'], healthy.map((d) => {
             const hs = d.health;

@@ -2,7 +2,7 @@
 // was last seen.
 
 import { listAll } from '../api.js';
-import { ago, badge, h, labels, table, tile } from '../dom.js';
+import { ago, badge, h, labels, table, tile, fill } from '../dom.js';
 
 /** runningVersions counts devices by "model@version" they report active. */
 export function runningVersions(devices) {
@@ -43,7 +43,7 @@ export default {
         const { items, truncated } = await listAll(`/api/v1/devices${q}`);
         const online = items.filter((d) => d.online).length;
         const versions = runningVersions(items);
-        body.replaceChildren(
+        fill(body, 
           h('div', { class: 'tiles' },
             tile(items.length, selector ? `devices matching ${selector}` : 'devices', 'fleet-total'),
             tile(online, 'online', 'fleet-online'),

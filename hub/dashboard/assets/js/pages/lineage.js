@@ -2,7 +2,7 @@
 // sources (left) to what was made from them (right). Clicking a node re-centres the graph on it.
 
 import { get, listAll } from '../api.js';
-import { h, s, table, when } from '../dom.js';
+import { h, s, table, when, fill } from '../dom.js';
 
 const NODE_W = 180;
 const NODE_H = 34;
@@ -142,7 +142,7 @@ export default {
           node = await defaultNode();
           nodeIn.value = node;
           if (!node) {
-            graphBox.replaceChildren(h('p', { class: 'muted' }, 'The registry is empty: push a dataset or a model version first.'));
+            fill(graphBox, h('p', { class: 'muted' }, 'The registry is empty: push a dataset or a model version first.'));
             return;
           }
         }
@@ -151,8 +151,8 @@ export default {
         if (key === last) return;
         last = key;
         const lay = layout(g, node);
-        graphBox.replaceChildren(draw(lay, node, (id) => ctx.setQuery({ node: id })));
-        info.replaceChildren(h('section', { class: 'card', 'aria-labelledby': 'h-edges' },
+        fill(graphBox, draw(lay, node, (id) => ctx.setQuery({ node: id })));
+        fill(info, h('section', { class: 'card', 'aria-labelledby': 'h-edges' },
           h('h2', { id: 'h-edges' }, `Edges (${g.edges.length})`),
           table(['From', 'Edge', 'To', 'Since', 'Until'], g.edges.map((e) => [
             h('a', { href: `#/lineage?node=${encodeURIComponent(e.from)}` }, e.from), e.kind,

@@ -2,7 +2,7 @@
 // datasets and their versions; approve and alias actions for the roles that may take them.
 
 import { can, get, listAll, post, put } from '../api.js';
-import { badge, bytes, h, num, shortDigest, table, when } from '../dom.js';
+import { badge, bytes, h, num, shortDigest, table, when, fill } from '../dom.js';
 
 const MAX_MODELS = 50;
 
@@ -65,7 +65,7 @@ export default {
 
     const fillSelect = (sel, names) => {
       const keep = sel.value;
-      sel.replaceChildren(...names.map((n) => h('option', { value: n }, n)));
+      fill(sel, ...names.map((n) => h('option', { value: n }, n)));
       if (names.includes(keep)) sel.value = keep;
     };
 
@@ -79,7 +79,7 @@ export default {
         const shown = models.slice(0, MAX_MODELS);
         const versions = await Promise.all(shown.map((m) => listAll(`/api/v1/models/${encodeURIComponent(m.name)}/versions`, 1)));
         const dversions = await Promise.all(datasets.slice(0, MAX_MODELS).map((d) => listAll(`/api/v1/datasets/${encodeURIComponent(d.name)}/versions`, 1)));
-        body.replaceChildren(
+        fill(body, 
           h('h2', {}, `Models (${models.length})`),
           models.length ? null : h('p', { class: 'muted' }, 'No models yet: driftline model create NAME.'),
           shown.map((m, i) => modelCard(m, versions[i].items, mayApprove, (v) => {

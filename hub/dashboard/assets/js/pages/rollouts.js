@@ -2,7 +2,7 @@
 // their thresholds, per-device states, and the operator actions pause, resume, abort, rollback.
 
 import { can, get, listAll, post } from '../api.js';
-import { ago, badge, h, num, table, when } from '../dom.js';
+import { ago, badge, h, num, table, when, fill } from '../dom.js';
 
 const MAX_SHOWN = 20;
 const STATES = ['pending', 'notified', 'downloading', 'activating', 'active', 'failed', 'rolled_back'];
@@ -140,7 +140,7 @@ export default {
         const devs = await Promise.all(shown.map((r) => get(`/api/v1/rollouts/${encodeURIComponent(r.id)}/devices`).then((p) => p.items || [])));
         const running = items.filter((r) => r.state === 'running').length;
         const paused = items.filter((r) => r.state === 'paused').length;
-        body.replaceChildren(
+        fill(body, 
           h('p', { class: 'muted' }, `${items.length} rollouts · `, h('span', { id: 'rollouts-running' }, String(running)), ' running · ',
             h('span', { id: 'rollouts-paused' }, String(paused)), ' paused',
             items.length > MAX_SHOWN ? ` · showing the ${MAX_SHOWN} newest` : ''),

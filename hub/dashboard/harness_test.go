@@ -1,0 +1,191 @@
+package dashboard_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/driftline/driftline/hub/dashboard"
+	"github.com/driftline/driftline/hub/node"
+)
+
+// testHub is a real one-node hub (hub/node.Start, embedded broker) and the base URL that serves
+// both its API and the dashboard.
+type testHub struct {
+	t     *testing.T
+	node  *node.Node
+	token string
+	// URL serves the dashboard at / and the API under /api/v1. It is the node itself once
+	// hub/node registers the dashboard; until then a front server adds the dashboard's routes
+	// and proxies everything else to the node.
+	URL string
+}
+
+// startHub starts a hub on free ports in a temporary directory and waits for its admin token.
+func startHub(t *testing.T) *testHub {
+	t.Helper()
+	dir := t.TempDir()
+	n, err := node.Start(context.Background(), node.Config{
+		DataDir: dir, NodeID: "n1", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	h := &testHub{t: t, node: n, URL: n.URL()}
+	waitFor(t, 15*time.Second, "admin token", func() bool {
+		b, err := os.ReadFile(filepath.Join(dir, node.AdminTokenFile))
+		h.token = strings.TrimSpace(string(b))
+		return err == nil && h.token != ""
+	})
+	if !servesDashboard(n.URL()) {
+		t.Log("hub/node does not serve the dashboard yet: using a front server that proxies the API")
+		target, _ := url.Parse(n.URL())
+		proxy := httputil.NewSingleHostReverseProxy(target)
+		e := echo.New()
+		dashboard.Register(e)
+		e.Any("/*", echo.WrapHandler(proxy))
+		front := httptest.NewServer(e)
+		t.Cleanup(front.Close)
+		h.URL = front.URL
+	}
+	return h
+}
+
+func servesDashboard(base string) bool {
+	res, err := http.Get(base + "/")
+	if err != nil {
+		return false
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode == http.StatusOK && bytes.Contains(b, []byte(`name="driftline-dashboard"`))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// waitFor polls cond every 20 ms until it holds, failing the test after d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// call sends a JSON request with the admin token and decodes the answer into out, failing on
+// any status but want.
+func (h *testHub) call(method, path string, body any, want int, out any) {
+	h.t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, h.URL+path, r)
+	req.Header.Set("Authorization", "Bearer "+h.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	h.do(req, want, out)
+}
+
+func (h *testHub) do(req *http.Request, want int, out any) {
+	h.t.Helper()
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != want {
+		h.t.Fatalf("%s %s: got %d want %d: %s", req.Method, req.URL.Path, res.StatusCode, want, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			h.t.Fatalf("decode %s: %v", b, err)
+		}
+	}
+}
+
+// multipart posts form fields and files (name -> [filename, content]) to path.
+func (h *testHub) multipart(path string, fields map[string]string, files map[string][2]string, want int, out any) {
+	h.t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for k, v := range fields {
+		mw.WriteField(k, v)
+	}
+	for k, f := range files {
+		fw, _ := mw.CreateFormFile(k, f[0])
+		fw.Write([]byte(f[1]))
+	}
+	mw.Close()
+	req, _ := http.NewRequest(http.MethodPost, h.URL+path, &buf)
+	req.Header.Set("Authorization", "Bearer "+h.token)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	h.do(req, want, out)
+}
+
+// fleet is what seed created.
+type fleet struct {
+	Devices   []string
+	Model     string
+	Version   int
+	RolloutID string
+}
+
+// seed fills the hub with what every page shows: devices with labels, a dataset version, a
+// model version trained on it and approved, and a rollout of it in two waves with a long bake.
+func (h *testHub) seed() fleet {
+	h.t.Helper()
+	f := fleet{Model: "temp-model"}
+	for i, site := range []string{"berlin", "berlin", "paris", "paris", "oslo"} {
+		id := fmt.Sprintf("edge-%d", i+1)
+		h.call(http.MethodPost, "/api/v1/devices", map[string]any{"id": id, "labels": map[string]string{"site": site, "tier": "edge"}}, http.StatusCreated, nil)
+		f.Devices = append(f.Devices, id)
+	}
+	h.call(http.MethodPost, "/api/v1/datasets", map[string]string{"name": "temps", "description": "machine temperatures"}, http.StatusCreated, nil)
+	contract := `{"fields":[{"name":"ts","type":"integer"},{"name":"value","type":"number","constraints":{"required":true}}]}`
+	sample := "ts,value\n1,20.5\n2,21.0\n3,20.8\n4,22.1\n5,21.7\n"
+	h.multipart("/api/v1/datasets/temps/versions", nil, map[string][2]string{"contract": {"contract.json", contract}, "sample": {"sample.csv", sample}}, http.StatusCreated, nil)
+	h.call(http.MethodPost, "/api/v1/models", map[string]string{"name": f.Model, "description": "anomaly model"}, http.StatusCreated, nil)
+	var mv struct {
+		Version int `json:"version"`
+	}
+	meta := `{"format":"onnx","trained_on":[{"dataset":"temps","version":1}],"metrics":{"f1":0.91},"code_ref":"git:abc123"}`
+	h.multipart("/api/v1/models/"+f.Model+"/versions", map[string]string{"metadata": meta}, map[string][2]string{"artifact": {"model.onnx", strings.Repeat("weights", 5000)}}, http.StatusCreated, &mv)
+	f.Version = mv.Version
+	h.call(http.MethodPost, fmt.Sprintf("/api/v1/models/%s/versions/%d/approve", f.Model, f.Version), map[string]string{"comment": "passes offline eval"}, http.StatusOK, nil)
+	var ro struct {
+		ID    string `json:"id"`
+		State string `json:"state"`
+	}
+	h.call(http.MethodPost, "/api/v1/rollouts", map[string]any{"model": f.Model, "version": f.Version, "selector": "", "waves": []int{50, 100}, "bake_seconds": 3600}, http.StatusCreated, &ro)
+	f.RolloutID = ro.ID
+	return f
+}
