@@ -15,10 +15,11 @@ import (
 // Register mounts the drift routes on g (the /api/v1 group), each behind mw (the caller's
 // authentication and role checks):
 //
-//	GET /drift?model=M&version=V[&since=T]  fleet drift of a model version (FleetView)
+//	GET /drift?model=M[&version=V][&since=T]  fleet drift of a model version (FleetView)
 //	GET /devices/:id/drift                  one device's drift (DeviceView)
 //
-// since is Unix milliseconds or RFC 3339. Errors are *echo.HTTPError (400, 404), which the
+// Without version, the version this node received profiles for last is shown, else the
+// model's latest version. since is Unix milliseconds or RFC 3339. Errors are *echo.HTTPError (400, 404), which the
 // hub's error handler renders as problem+json.
 func Register(g *echo.Group, s *Service, mw ...echo.MiddlewareFunc) {
 	g.GET("/drift", s.handleFleet, mw...)
@@ -30,9 +31,27 @@ func (s *Service) handleFleet(c echo.Context) error {
 	if model == "" || !state.ValidName(model) {
 		return echo.NewHTTPError(http.StatusBadRequest, "model: give ?model=NAME")
 	}
-	version, err := strconv.Atoi(c.QueryParam("version"))
-	if err != nil || version < 1 {
-		return echo.NewHTTPError(http.StatusBadRequest, "version: give ?version=N (a positive integer)")
+	var version int
+	if q := c.QueryParam("version"); q != "" {
+		v, err := strconv.Atoi(q)
+		if err != nil || v < 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, "version: give ?version=N (a positive integer)")
+		}
+		version = v
+	} else if v, ok := s.LatestVersion(model); ok {
+		version = v
+	} else {
+		m, err := s.cfg.Registry.Model(model)
+		if errors.Is(err, state.ErrNotFound) {
+			return echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("model %s not found", model))
+		}
+		if err != nil {
+			return err
+		}
+		if m.LatestVersion < 1 {
+			return echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("model %s has no versions", model))
+		}
+		version = m.LatestVersion
 	}
 	since, err := parseSince(c.QueryParam("since"))
 	if err != nil {

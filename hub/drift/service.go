@@ -24,6 +24,8 @@ type Registry interface {
 	// Device returns a device's record, state.ErrNotFound when the hub does not know it. Its
 	// reported state names the active model versions.
 	Device(id string) (state.Device, error)
+	// Model returns a model (its latest version).
+	Model(name string) (state.Model, error)
 	// ModelVersion returns a model version (its trained_on list).
 	ModelVersion(name string, v int) (state.ModelVersion, error)
 	// DatasetVersion returns a dataset version with its contract and reference profile.

@@ -3,6 +3,7 @@ package drift_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -260,6 +261,11 @@ func TestAPI(t *testing.T) {
 	if len(fv.DriftingDevices) != 2 || fv.DriftingDevices[0] != "d2" || fv.DriftingDevices[1] != "d3" {
 		t.Errorf("drifting devices %v, want [d2 d3]", fv.DriftingDevices)
 	}
+	var latest drift.FleetView
+	get("/api/v1/drift?model=m", http.StatusOK, &latest)
+	if latest.Version != 1 || fmt.Sprint(latest.Versions) != "[1]" || latest.Devices != 1 || !latest.DatasetDrift || latest.DriftShare != 0.5 {
+		t.Errorf("without version: %+v", latest)
+	}
 	get("/api/v1/drift?model=m&version=1&since=2026-03-01T13:00:00Z", http.StatusOK, &fv)
 	if len(fv.Series) != 0 {
 		t.Errorf("since an hour later: %d points", len(fv.Series))
@@ -278,7 +284,8 @@ func TestAPI(t *testing.T) {
 		want int
 	}{
 		{"/api/v1/drift", http.StatusBadRequest},
-		{"/api/v1/drift?model=m", http.StatusBadRequest},
+		{"/api/v1/drift?model=m&version=0", http.StatusBadRequest},
+		{"/api/v1/drift?model=nope", http.StatusNotFound},
 		{"/api/v1/drift?model=m&version=x", http.StatusBadRequest},
 		{"/api/v1/drift?model=m&version=1&since=yesterday", http.StatusBadRequest},
 		{"/api/v1/drift?model=m&version=9", http.StatusNotFound},

@@ -30,6 +30,13 @@ type FleetView struct {
 	// WindowSeconds and CoarseSeconds are the spans of Series and Coarse points.
 	WindowSeconds float64 `json:"window_seconds"`
 	CoarseSeconds float64 `json:"coarse_seconds"`
+	// Versions are the versions of the model this node has profiles for, ascending.
+	Versions []int `json:"versions"`
+	// Devices, DatasetDrift and DriftShare summarise Latest (or Current before any window
+	// closed): the devices merged and the merged profile's dataset verdict.
+	Devices      int     `json:"devices"`
+	DatasetDrift bool    `json:"dataset_drift"`
+	DriftShare   float64 `json:"drift_share"`
 	// Latest is the last closed window; Current the open one, scored on what arrived so far.
 	Latest  *Point `json:"latest"`
 	Current *Point `json:"current"`
@@ -50,7 +57,7 @@ type FleetView struct {
 // when one exists.
 func (s *Service) Fleet(key ModelKey, since int64) (FleetView, error) {
 	v := FleetView{Model: key.Model, Version: key.Version, WindowSeconds: s.cfg.Window.Seconds(), CoarseSeconds: s.cfg.CoarseStep.Seconds(),
-		Features: map[string]FleetFeatureView{}, DriftingDevices: []string{}, Series: []Point{}, Coarse: []Point{}}
+		Features: map[string]FleetFeatureView{}, DriftingDevices: []string{}, Series: []Point{}, Coarse: []Point{}, Versions: []int{}}
 	ref, err := s.reference(key)
 	if err != nil && !errors.Is(err, ErrNoReference) {
 		return v, err
@@ -90,9 +97,18 @@ func (s *Service) Fleet(key ModelKey, since int64) (FleetView, error) {
 			v.Current = &cur
 		}
 	}
+	for k := range s.fleets {
+		if k.Model == key.Model {
+			v.Versions = append(v.Versions, k.Version)
+		}
+	}
+	sort.Ints(v.Versions)
 	base := v.Latest
 	if base == nil {
 		base = v.Current
+	}
+	if base != nil {
+		v.Devices, v.DatasetDrift, v.DriftShare = base.Devices, base.DatasetDrift, base.DriftShare
 	}
 	perFeature := map[string][]string{}
 	recent := now - s.cfg.FineRetention.Milliseconds()
@@ -122,6 +138,20 @@ func (s *Service) Fleet(key ModelKey, since int64) (FleetView, error) {
 	}
 	v.DriftingDevices = sortedKeys(drifting)
 	return v, nil
+}
+
+// LatestVersion returns the version of model whose profiles this node received last, or
+// false when it has none.
+func (s *Service) LatestVersion(model string) (int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	best, at := 0, int64(-1)
+	for k, f := range s.fleets {
+		if k.Model == model && (f.lastUpdate > at || (f.lastUpdate == at && k.Version > best)) {
+			best, at = k.Version, f.lastUpdate
+		}
+	}
+	return best, at >= 0
 }
 
 // healthDrifting lists the devices whose replicated health says their latest window on this
