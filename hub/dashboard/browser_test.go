@@ -135,6 +135,9 @@ func (b *browser) open(ctx context.Context, hash, page string) {
 	b.t.Helper()
 	b.do(ctx, "open "+hash, chromedp.Evaluate[chromedp.Void](fmt.Sprintf("location.hash = %q", hash)))
 	b.wait(ctx, page+" loaded", fmt.Sprintf(`document.querySelector('#page.page-%s')?.dataset.ready >= 1`, page))
+	if bad := eval[string](b, ctx, `(document.querySelector('#page').innerText.match(/\bnull\b|\bundefined\b|\bNaN\b|\[object /) || [''])[0]`); bad != "" {
+		b.t.Errorf("%s shows %q: a value rendered as text by mistake", hash, bad)
+	}
 }
 
 // problems returns what the page logged as an error or warning, and exceptions. Failed

@@ -39,7 +39,7 @@ export default {
     });
     const mark = h('p', { id: 'audit-verified', 'aria-live': 'polite' });
     const body = h('div', {});
-    el.append(h('h1', {}, 'Audit log'), form, mark, body);
+    fill(el, h('h1', {}, 'Audit log'), form, mark, body);
     return {
       async refresh() {
         const q = new URLSearchParams();

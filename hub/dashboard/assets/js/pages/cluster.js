@@ -7,7 +7,7 @@ export default {
   title: 'Cluster',
   mount(el) {
     const body = h('div', {});
-    el.append(h('h1', {}, 'Cluster'), body);
+    fill(el, h('h1', {}, 'Cluster'), body);
     return {
       async refresh() {
         const c = await get('/api/v1/cluster');

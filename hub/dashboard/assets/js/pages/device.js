@@ -9,7 +9,7 @@ export default {
   mount(el, ctx) {
     const id = ctx.arg;
     const body = h('div', {});
-    el.append(h('p', {}, h('a', { href: '#/fleet' }, '← Fleet')), h('h1', {}, 'Device ', h('code', {}, id)), body);
+    fill(el, h('p', {}, h('a', { href: '#/fleet' }, '← Fleet')), h('h1', {}, 'Device ', h('code', {}, id)), body);
     return {
       async refresh() {
         const d = await get(`/api/v1/devices/${encodeURIComponent(id)}`);

@@ -51,7 +51,7 @@ export default {
   mount(el, ctx) {
     const fleetBox = h('div', {});
     const devBox = h('div', {});
-    el.append(h('h1', {}, 'Drift'), fleetBox, devBox);
+    fill(el, h('h1', {}, 'Drift'), fleetBox, devBox);
     return {
       async refresh() {
         const { items: devices } = await listAll('/api/v1/devices');

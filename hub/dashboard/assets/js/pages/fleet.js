@@ -36,7 +36,7 @@ export default {
       selector ? h('button', { type: 'button', class: 'secondary', onclick: () => ctx.setQuery({ selector: '' }) }, 'Clear') : null);
     form.addEventListener('submit', (ev) => { ev.preventDefault(); ctx.setQuery({ selector: input.value.trim() }); });
     const body = h('div', {});
-    el.append(h('h1', {}, 'Fleet'), form, body);
+    fill(el, h('h1', {}, 'Fleet'), form, body);
     return {
       async refresh() {
         const q = selector ? `?selector=${encodeURIComponent(selector)}` : '';

@@ -132,7 +132,7 @@ export default {
     });
     const graphBox = h('div', { class: 'graph', id: 'lineage-graph' });
     const info = h('div', {});
-    el.append(h('h1', {}, 'Lineage'), form,
+    fill(el, h('h1', {}, 'Lineage'), form,
       h('p', { class: 'muted' }, 'Arrows follow the data: dataset → model → rollout and device. Select a node to centre the graph on it.'),
       graphBox, info);
     let last = '';

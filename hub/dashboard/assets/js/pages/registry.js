@@ -61,7 +61,7 @@ export default {
     });
     if (mayApprove) forms.append(h('section', { class: 'card', 'aria-labelledby': 'h-approve' }, h('h2', { id: 'h-approve' }, 'Approve'), approveForm));
     if (mayAlias) forms.append(h('section', { class: 'card', 'aria-labelledby': 'h-alias' }, h('h2', { id: 'h-alias' }, 'Aliases'), aliasForm));
-    el.append(h('h1', {}, 'Registry'), forms, body);
+    fill(el, h('h1', {}, 'Registry'), forms, body);
 
     const fillSelect = (sel, names) => {
       const keep = sel.value;

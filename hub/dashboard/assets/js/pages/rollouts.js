@@ -127,7 +127,7 @@ export default {
   mount(el, ctx) {
     const only = ctx.query.get('id');
     const body = h('div', {});
-    el.append(h('h1', {}, 'Rollouts'),
+    fill(el, h('h1', {}, 'Rollouts'),
       only ? h('p', {}, `Showing rollout ${only}. `, h('a', { href: '#/rollouts' }, 'Show all')) : null,
       body);
     return {
