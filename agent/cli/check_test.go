@@ -21,7 +21,7 @@ func offlineMain(t *testing.T, args ...string) (code int, stdout, stderr string)
 	t.Helper()
 	var out, errb bytes.Buffer
 	code = Main(args, &out, &errb)
-	t.Logf("driftline-agent %s -> %d\nstderr: %s", strings.Join(args, " "), code, errb.String())
+	t.Logf("driftline-agent %s -> %d\nstdout:\n%s\nstderr: %s", strings.Join(args, " "), code, out.String(), errb.String())
 	return code, out.String(), errb.String()
 }
 

@@ -134,12 +134,18 @@ type harness struct {
 
 func newHarness(t testing.TB, opts Options) *harness {
 	t.Helper()
+	return newHarnessQ(t, opts, quarantine.Options{})
+}
+
+// newHarnessQ is newHarness with quarantine bounds.
+func newHarnessQ(t testing.TB, opts Options, qopts quarantine.Options) *harness {
+	t.Helper()
 	db, err := state.OpenInMemory()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	q, err := quarantine.Open(db.Root().Sub("quarantine"), quarantine.Options{})
+	q, err := quarantine.Open(db.Root().Sub(quarantine.Namespace), qopts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -252,9 +252,13 @@ func (p *Pipeline) flushQuarantineLocked() {
 	if len(p.pending) == 0 {
 		return
 	}
+	before := p.opts.Quarantine.Stats().Evicted
 	if err := p.opts.Quarantine.Add(p.pending...); err != nil {
 		p.log.Error("quarantine write failed; rows are counted in the validation report only",
 			"rows", len(p.pending), "err", err)
+	}
+	if after := p.opts.Quarantine.Stats().Evicted; after > before {
+		p.m.evicted.Add(float64(after - before))
 	}
 	clear(p.pending)
 	p.pending = p.pending[:0]
