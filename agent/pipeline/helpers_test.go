@@ -195,3 +195,15 @@ func refProfile(t testing.TB, s *contract.Schema, temps []float64) []byte {
 	}
 	return p.Encode()
 }
+
+// waitFor polls cond until it holds or timeout passes (then the test fails).
+func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v", timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
