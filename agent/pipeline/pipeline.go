@@ -94,6 +94,27 @@ type Pipeline struct {
 	nextIdx  int64
 	pending  []quarantine.Entry
 	inflight int // streams being ingested; the generation changes only when 0
+	seen     int64
+	invalid  int64
+}
+
+// Stats are the pipeline's counters since New, for the agent's heartbeat.
+type Stats struct {
+	// RecordsSeen counts rows checked; RecordsInvalid those that broke a rule.
+	RecordsSeen, RecordsInvalid int64
+	// QuarantineDepth is the number of rows held in quarantine; QuarantineEvicted those
+	// evicted for space since the store was created.
+	QuarantineDepth, QuarantineEvicted int64
+}
+
+// Stats returns the counters. Safe for concurrent use.
+func (p *Pipeline) Stats() Stats {
+	p.mu.Lock()
+	st := Stats{RecordsSeen: p.seen, RecordsInvalid: p.invalid}
+	p.mu.Unlock()
+	qs := p.opts.Quarantine.Stats()
+	st.QuarantineDepth, st.QuarantineEvicted = int64(qs.Rows), int64(qs.Evicted)
+	return st
 }
 
 // generation is what the active model (or the config) decides: contract, reference, window.
@@ -219,6 +240,7 @@ func (p *Pipeline) rowLocked(source string, row *contract.RawRow, sum *Summary) 
 	var ok bool
 	p.viol, ok = p.v.Validate(row, p.out, p.viol[:0])
 	p.w.rows++
+	p.seen++
 	if ok {
 		if err := p.w.prof.Add(p.out); err != nil {
 			// Columns come from the same schema as the values: a bug, not bad input.
@@ -229,6 +251,7 @@ func (p *Pipeline) rowLocked(source string, row *contract.RawRow, sum *Summary) 
 		sum.add(nil)
 	} else {
 		p.w.invalid++
+		p.invalid++
 		p.m.invalid.Inc()
 		for _, v := range p.viol {
 			countViolation(p.w.violations, v.Field, v.Rule)

@@ -131,6 +131,9 @@ not json
 	if v.Rows != 6 || v.Valid != 1 || v.Invalid != 5 || v.Quarantined != 5 || v.QuarantineEvicted != 0 {
 		t.Fatalf("report %+v", v)
 	}
+	if st := h.p.Stats(); st != (Stats{RecordsSeen: 6, RecordsInvalid: 5, QuarantineDepth: 5}) {
+		t.Fatalf("stats %+v", st)
+	}
 	type got struct {
 		row         int64
 		field, rule string
