@@ -292,3 +292,32 @@ func TestNABAnomalyDrifts(t *testing.T) {
 		})
 	}
 }
+
+// FuzzInferContract: any file content gives a usable contract or an ErrBadInput, never a
+// panic; a guessed contract profiles its own file.
+func FuzzInferContract(f *testing.F) {
+	f.Add(true, []byte("a,b\n1,x\n2,y\n"))
+	f.Add(true, []byte("a,a\n1,2\n"))
+	f.Add(false, []byte(`{"a":1,"b":"x","c":true}`+"\n{bad\n"))
+	f.Add(false, []byte(`{"a":[1,2]}`))
+	f.Fuzz(func(t *testing.T, isCSV bool, content []byte) {
+		name := "in.jsonl"
+		if isCSV {
+			name = "in.csv"
+		}
+		path := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(path, content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s, err := InferContract(path)
+		if err != nil {
+			if !errors.Is(err, ErrBadInput) {
+				t.Fatalf("error %v does not wrap ErrBadInput", err)
+			}
+			return
+		}
+		if _, _, err := BuildProfile(s, path, 0); err != nil && !errors.Is(err, ErrBadInput) {
+			t.Fatalf("profile of the inferred contract: %v", err)
+		}
+	})
+}
