@@ -89,6 +89,9 @@ func BenchmarkIngestVsStdlib(b *testing.B) {
 // csvSizeEnv sets the CSV size (MB) of BenchmarkProfileLargeCSV; default 50.
 const csvSizeEnv = "DRIFTLINE_BENCH_CSV_MB"
 
+// calibrateEnv, when set, makes BenchmarkProfileLargeCSV calibrate on windows of that many rows.
+const calibrateEnv = "DRIFTLINE_BENCH_CALIBRATE"
+
 // childEnv makes the test binary profile one CSV and print its peak RSS (TestProfileChild).
 const childEnv = "DRIFTLINE_PROFILE_CHILD"
 
@@ -136,7 +139,8 @@ func TestProfileChild(t *testing.T) {
 		return
 	}
 	s := benchContract(t)
-	p, sum, err := BuildProfile(s, path, 0)
+	calibrate, _ := strconv.Atoi(os.Getenv(calibrateEnv))
+	p, sum, err := BuildProfile(s, path, calibrate)
 	if err != nil {
 		t.Fatal(err)
 	}

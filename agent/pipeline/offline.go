@@ -6,6 +6,7 @@ import (
 	"io"
 	"iter"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -156,25 +157,18 @@ func BuildProfile(s *contract.Schema, path string, calibrate int) (*profile.Prof
 		return nil, sum, fmt.Errorf("%w: calibration: no feature to calibrate (%v)", ErrBadInput, err)
 	}
 	factor := s.Driftline.Drift.Factor
+	if factor == 0 {
+		factor = drift.DefaultFactor
+	}
 	for _, size := range slices.Sorted(maps.Keys(groups)) {
 		co := dopts
 		co.Only = groups[size]
-		var readErr error
-		seq := validRows(s, path, &readErr)
-		cal, err := drift.CalibrateRows(Columns(s), seq, size, drift.CalibrateOptions{Factor: factor, Compare: co})
-		if readErr != nil {
-			return nil, sum, readErr
-		}
+		th, err := calibrateStream(s, path, ref, size, factor, co)
 		if err != nil {
-			return nil, sum, fmt.Errorf("%w: calibration on windows of %d rows (%d valid rows): %w", ErrBadInput, size, sum.ValidRows, err)
+			return nil, sum, err
 		}
-		for _, name := range groups[size] {
-			c, _ := cal.Column(name)
-			if t, ok := c.Threshold(); ok {
-				if err := ref.SetThreshold(name, t); err != nil {
-					return nil, sum, fmt.Errorf("%w: calibration: %w", ErrBadInput, err)
-				}
-			}
+		if err := drift.Apply(ref, th); err != nil {
+			return nil, sum, fmt.Errorf("%w: calibration: %w", ErrBadInput, err)
 		}
 	}
 	return ref, sum, nil
@@ -236,6 +230,74 @@ func profileFile(s *contract.Schema, path string) (*profile.Profile, Summary, er
 		return nil
 	})
 	return p, sum, err
+}
+
+// calibrateStream scores each consecutive window of size valid rows of the file against ref
+// (a trailing partial window is dropped) and returns per feature mean + factor x sd of the
+// scores (max(0, mean - factor x sd) for p-values), as drift.Calibrate does. It keeps only the
+// scores, not the windows, so memory stays flat however many windows the file holds (a test
+// checks it agrees with drift.CalibrateRows).
+func calibrateStream(s *contract.Schema, path string, ref *profile.Profile, size int, factor float64, co drift.Options) (map[string]profile.Threshold, error) {
+	co.IgnoreCalibration = true
+	cols := Columns(s)
+	scores := map[string][]float64{}
+	methods := map[string]drift.Method{}
+	windows := 0
+	var cur *profile.Profile
+	var readErr error
+	for row := range validRows(s, path, &readErr) {
+		if cur == nil {
+			var err error
+			if cur, err = profile.New(cols); err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrBadInput, err)
+			}
+		}
+		if err := cur.Add(row); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadInput, err)
+		}
+		if cur.Rows() < uint64(size) {
+			continue
+		}
+		rep, err := drift.Compare(ref, cur, co)
+		if err != nil {
+			return nil, fmt.Errorf("%w: calibration window %d: %w", ErrBadInput, windows, err)
+		}
+		for name, fr := range rep.Features {
+			if fr.Skipped == "" {
+				scores[name] = append(scores[name], fr.Score)
+				methods[name] = fr.Method
+			}
+		}
+		windows++
+		cur = nil
+	}
+	if readErr != nil {
+		return nil, readErr
+	}
+	if windows < 2 {
+		return nil, fmt.Errorf("%w: calibration on windows of %d rows: %w: got %d", ErrBadInput, size, drift.ErrTooFewWindows, windows)
+	}
+	out := map[string]profile.Threshold{}
+	for name, sc := range scores {
+		if len(sc) < 2 {
+			continue
+		}
+		var mean, ss float64
+		for _, v := range sc {
+			mean += v
+		}
+		mean /= float64(len(sc))
+		for _, v := range sc {
+			ss += (v - mean) * (v - mean)
+		}
+		sd := math.Sqrt(ss / float64(len(sc)-1))
+		t := mean + factor*sd
+		if methods[name].IsPValue() {
+			t = max(0, mean-factor*sd)
+		}
+		out[name] = profile.Threshold{Method: string(methods[name]), Value: t}
+	}
+	return out, nil
 }
 
 // validRows yields the valid rows of a file; a read failure ends the sequence and is stored
