@@ -164,17 +164,17 @@ func New(opts Options) (*Pipeline, error) {
 // checking every row; source names it in the quarantine ("file:NAME", "http"). The summary
 // covers the rows read, also when the stream fails part-way (ErrInput).
 func (p *Pipeline) Ingest(source string, f rows.Format, r io.Reader) (Summary, error) {
-	return p.ingest(source, func(s *contract.Schema) (rows.Reader, error) { return rows.Open(r, f, s) }, 0)
+	return p.ingest(source, func(s *contract.Schema) (rows.Reader, error) { return rows.Open(r, f, s) })
 }
 
 // IngestPayload checks the rows of one MQTT data payload (a JSON object or an array of them).
 func (p *Pipeline) IngestPayload(source string, payload []byte) (Summary, error) {
-	return p.ingest(source, func(s *contract.Schema) (rows.Reader, error) { return rows.NewPayload(payload, s), nil }, 0)
+	return p.ingest(source, func(s *contract.Schema) (rows.Reader, error) { return rows.NewPayload(payload, s), nil })
 }
 
 // ingest runs one stream from its start.
-func (p *Pipeline) ingest(source string, open func(*contract.Schema) (rows.Reader, error), skip int64) (Summary, error) {
-	return p.ingestFrom(source, open, skip, nil)
+func (p *Pipeline) ingest(source string, open func(*contract.Schema) (rows.Reader, error)) (Summary, error) {
+	return p.ingestFrom(source, open, 0, nil)
 }
 
 // ingestFrom runs one stream. The first skip rows are read but not processed (a file resumed
