@@ -491,7 +491,9 @@ func (s *Service) fleetMessage(f *fleet, b *bucket, pt Point) wire.FleetDrift {
 		}
 	}
 	for name, fp := range pt.Features {
-		if fp.Skipped != "" {
+		// A skipped feature has no score; a field name that is not a valid topic-safe name
+		// (the contract allows more) would make the whole message invalid: leave both out.
+		if fp.Skipped != "" || wire.ValidateName("feature", name) != nil {
 			continue
 		}
 		ff := wire.FleetFeature{Method: fp.Method, Score: fp.Score, Threshold: fp.Threshold, Devices: min(perFeature[name], msg.Devices)}
