@@ -82,9 +82,15 @@ func runACLSuite(t *testing.T, url string, strictSubscribe bool) {
 		c   paho.Client
 		rec *recorder
 	}
+	// Actors live as long as the suite (connections made with the parent test's t): reconnecting
+	// a client id at once after a clean disconnect races mochi's teardown of the old session,
+	// which unsubscribes by client id.
 	actors := map[string]actorConn{}
-	actor := func(t *testing.T, user string) actorConn {
-		if a, ok := actors[user]; ok && a.c.IsConnectionOpen() {
+	actor := func(user string) actorConn {
+		if a, ok := actors[user]; ok {
+			if !a.c.IsConnectionOpen() {
+				t.Fatalf("actor %s lost its connection", user)
+			}
 			return a
 		}
 		rec := &recorder{}
@@ -98,7 +104,7 @@ func runACLSuite(t *testing.T, url string, strictSubscribe bool) {
 
 	for i, tc := range aclCases {
 		t.Run(tc.name, func(t *testing.T) {
-			a := actor(t, tc.user)
+			a := actor(tc.user)
 			fence := []byte(fmt.Sprintf("fence-%d", i))
 			var got bool
 			if tc.sub {
