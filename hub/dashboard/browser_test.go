@@ -172,6 +172,17 @@ func TestDashboardInBrowser(t *testing.T) {
 	b := startBrowser(t)
 	h := startHub(t)
 	f := h.seed()
+	// Two devices report as agents running the rolled-out version: one clean, one drifting.
+	h.reportAsAgent(f.Devices[0], f.Tokens[f.Devices[0]], f.Model, f.Version, 0, 0)
+	h.reportAsAgent(f.Devices[1], f.Tokens[f.Devices[1]], f.Model, f.Version, 120, 0.5)
+	waitFor(t, 15*time.Second, "device reports applied", func() bool {
+		var d struct {
+			Online bool            `json:"online"`
+			Health *map[string]any `json:"health"`
+		}
+		h.call(http.MethodGet, "/api/v1/devices/"+f.Devices[1], nil, http.StatusOK, &d)
+		return d.Online && d.Health != nil
+	})
 	ctx := b.ctx
 	b.login(ctx, h.URL, h.token)
 	if got := text(b, ctx, "#role"); got != "admin" {
@@ -196,8 +207,11 @@ func TestDashboardInBrowser(t *testing.T) {
 	if got, want := text(b, ctx, "#fleet-total"), fmt.Sprint(len(devices.Items)); got != want {
 		t.Errorf("fleet total %q, API has %s devices", got, want)
 	}
-	if got, want := text(b, ctx, "#fleet-online"), fmt.Sprint(online); got != want {
-		t.Errorf("fleet online %q, API says %s", got, want)
+	if got, want := text(b, ctx, "#fleet-online"), fmt.Sprint(online); got != want || online == 0 {
+		t.Errorf("fleet online %q, API says %s (the test's agents make it at least 1)", got, want)
+	}
+	if got := text(b, ctx, "#fleet-versions"); got != "1" {
+		t.Errorf("model versions running %q, want 1 (%s@%d)", got, f.Model, f.Version)
 	}
 	b.screenshot(ctx, "fleet")
 	h.call(http.MethodPost, "/api/v1/devices", map[string]any{"id": "late-1", "labels": map[string]string{"site": "rome"}}, http.StatusCreated, nil)
@@ -207,9 +221,12 @@ func TestDashboardInBrowser(t *testing.T) {
 	if got := text(b, ctx, "#fleet-total"); got != "2" {
 		t.Errorf("fleet total with selector site=berlin: %q, want 2", got)
 	}
-	b.open(ctx, "#/device/"+f.Devices[0], "device")
-	if got := text(b, ctx, "#page h1"); !strings.Contains(got, f.Devices[0]) {
+	b.open(ctx, "#/device/"+f.Devices[1], "device")
+	if got := text(b, ctx, "#page h1"); !strings.Contains(got, f.Devices[1]) {
 		t.Errorf("device page heading %q", got)
+	}
+	if got := text(b, ctx, "#page"); !strings.Contains(got, "120 (12.0%)") || !strings.Contains(got, "50.0%") {
+		t.Errorf("device page lacks the reported invalid rows or drift share: %.500s", got)
 	}
 	b.screenshot(ctx, "device")
 
@@ -261,9 +278,13 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.wait(ctx, "resume offered", fmt.Sprintf(`!!document.querySelector('%s button[data-action="resume"]')`, card))
 	b.screenshot(ctx, "rollouts-paused")
 
-	// Drift: no fleet drift until devices report; the page says so plainly.
+	// Drift: the fleet card of the version the devices run (fleet drift data, or a plain "no
+	// fleet drift data yet"), and each reporting device's health.
 	b.open(ctx, "#/drift", "drift")
-	b.wait(ctx, "drift page content", `document.querySelector('#page .no-fleet-drift, #page [data-drift] table')`)
+	b.wait(ctx, "fleet drift card", fmt.Sprintf(`document.querySelector('[data-drift="%s@%d"]')`, f.Model, f.Version))
+	if got := text(b, ctx, "#page"); !strings.Contains(got, f.Devices[0]) || !strings.Contains(got, f.Devices[1]) {
+		t.Errorf("drift page lacks the reporting devices: %.500s", got)
+	}
 	b.screenshot(ctx, "drift")
 
 	// Audit: the chain verifies in the browser, and the SHA-256 fallback agrees with WebCrypto.

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/driftline/driftline/hub/api"
 )
 
 // Paths the dashboard is served at.
@@ -43,7 +45,7 @@ func Assets() fs.FS {
 // assets. Any other path is 404. Responses carry ContentSecurityPolicy and no-cache (the files
 // are small and change with the binary).
 func Handler() http.Handler {
-	files := http.FileServerFS(Assets())
+	assets := Assets()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Content-Security-Policy", ContentSecurityPolicy)
@@ -55,15 +57,30 @@ func Handler() http.Handler {
 			h.Set("Allow", "GET, HEAD")
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		case r.URL.Path == IndexPath:
-			http.ServeFileFS(w, r, Assets(), "index.html")
-		case strings.HasPrefix(r.URL.Path, AssetPrefix) && !strings.HasSuffix(r.URL.Path, "/"):
-			r2 := r.Clone(r.Context())
-			r2.URL.Path = strings.TrimPrefix(r.URL.Path, AssetPrefix[:len(AssetPrefix)-1])
-			files.ServeHTTP(w, r2)
+			http.ServeFileFS(w, r, assets, "index.html")
 		default:
-			http.NotFound(w, r)
+			name, ok := assetName(assets, r.URL.Path)
+			if !ok {
+				http.NotFound(w, r)
+				return
+			}
+			http.ServeFileFS(w, r, assets, name)
 		}
 	})
+}
+
+// assetName maps a request path under AssetPrefix to an embedded file. Directories, paths
+// that are not valid io/fs names (.., invalid UTF-8) and missing files are not assets.
+func assetName(assets fs.FS, urlPath string) (string, bool) {
+	name, ok := strings.CutPrefix(urlPath, AssetPrefix)
+	if !ok || !fs.ValidPath(name) {
+		return "", false
+	}
+	st, err := fs.Stat(assets, name)
+	if err != nil || st.IsDir() {
+		return "", false
+	}
+	return name, true
 }
 
 // Register adds the dashboard's routes to e: GET (and HEAD) IndexPath and AssetPrefix + "*".
@@ -75,3 +92,7 @@ func Register(e *echo.Echo) {
 		e.HEAD(p, h)
 	}
 }
+
+// Extra has the shape of api.Config.Extra: a hub node serves the dashboard beside its API with
+// api.Config{..., Extra: dashboard.Extra}.
+func Extra(e *echo.Echo, _ *api.Server) { Register(e) }

@@ -154,6 +154,7 @@ func (h *testHub) multipart(path string, fields map[string]string, files map[str
 // fleet is what seed created.
 type fleet struct {
 	Devices   []string
+	Tokens    map[string]string // device id -> device token
 	Model     string
 	Version   int
 	RolloutID string
@@ -163,11 +164,15 @@ type fleet struct {
 // model version trained on it and approved, and a rollout of it in two waves with a long bake.
 func (h *testHub) seed() fleet {
 	h.t.Helper()
-	f := fleet{Model: "temp-model"}
+	f := fleet{Model: "temp-model", Tokens: map[string]string{}}
 	for i, site := range []string{"berlin", "berlin", "paris", "paris", "oslo"} {
 		id := fmt.Sprintf("edge-%d", i+1)
-		h.call(http.MethodPost, "/api/v1/devices", map[string]any{"id": id, "labels": map[string]string{"site": site, "tier": "edge"}}, http.StatusCreated, nil)
+		var dev struct {
+			Token string `json:"token"`
+		}
+		h.call(http.MethodPost, "/api/v1/devices", map[string]any{"id": id, "labels": map[string]string{"site": site, "tier": "edge"}}, http.StatusCreated, &dev)
 		f.Devices = append(f.Devices, id)
+		f.Tokens[id] = dev.Token
 	}
 	h.call(http.MethodPost, "/api/v1/datasets", map[string]string{"name": "temps", "description": "machine temperatures"}, http.StatusCreated, nil)
 	contract := `{"fields":[{"name":"ts","type":"integer"},{"name":"value","type":"number","constraints":{"required":true}}]}`

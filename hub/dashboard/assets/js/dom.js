@@ -88,11 +88,14 @@ export const labels = (m) => {
 };
 
 /**
- * sparkline draws values as a small SVG line, with an optional dashed threshold line. It is
- * labelled for screen readers with the latest value.
+ * sparkline draws values as a small SVG line, with an optional dashed threshold line, once there
+ * are two values to join. It is labelled for screen readers with the latest value.
  */
 export function sparkline(values, { width = 120, height = 28, threshold, label = 'trend' } = {}) {
   const vs = values.filter((v) => Number.isFinite(v));
+  if (vs.length < 2) {
+    return h('span', { class: 'muted spark-wait', title: 'Values are collected while this page is open; the line appears from the second report.' }, 'collecting…');
+  }
   const hi = Math.max(...vs, threshold ?? -Infinity, 1e-9);
   const lo = Math.min(0, ...vs);
   const y = (v) => height - 2 - ((v - lo) / (hi - lo || 1)) * (height - 4);
@@ -102,7 +105,7 @@ export function sparkline(values, { width = 120, height = 28, threshold, label =
   return s('svg', { class: 'spark', width, height, viewBox: `0 0 ${width} ${height}`, role: 'img',
     'aria-label': `${label}: ${vs.length} samples, latest ${last === undefined ? 'none' : num(last)}` },
   threshold !== undefined ? s('line', { x1: 0, x2: width, y1: y(threshold), y2: y(threshold) }) : null,
-  vs.length ? s('path', { d: vs.length === 1 ? `${d} L${x(0) + 1},${y(vs[0])}` : d }) : null);
+  s('path', { d }));
 }
 
 /** actionButton runs fn on click, disables itself meanwhile and reports failures through report. */
