@@ -16,4 +16,8 @@ var (
 	// ErrBadPrincipal is what a connect is refused with when the Authenticator returns a principal
 	// that cannot be placed in the ACL (unknown kind, a device id that is not one topic level).
 	ErrBadPrincipal = errors.New("broker: invalid principal")
+	// ErrBadUser is returned by the Mosquitto writers for a user name or device id that cannot be
+	// written safely (empty, control characters, ':' in a password file, a device id that is not
+	// one topic level, surrounding spaces).
+	ErrBadUser = errors.New("broker: invalid mosquitto user name")
 )

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/sha512"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -24,11 +23,6 @@ const mosquittoIterations = 101
 
 // mosquittoSaltLen is the salt length mosquitto_passwd 2.0 uses.
 const mosquittoSaltLen = 12
-
-// ErrBadUser is returned by the Mosquitto writers for a user name or device id that cannot be
-// written safely (empty, control characters, ':' in a password file, a device id that is not one
-// topic level, surrounding spaces).
-var ErrBadUser = errors.New("broker: invalid mosquitto user name")
 
 // Cred is one user of a Mosquitto password file.
 type Cred struct {
