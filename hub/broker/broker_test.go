@@ -363,3 +363,25 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		t.Logf("%s: %v", c.name, err)
 	}
 }
+
+// TestRetainedNeverExpires checks the expiry mochi computes for retained messages from the hub
+// and from a device: with mochi's default maximum (24 h) both would carry a deadline.
+func TestRetainedNeverExpires(t *testing.T) {
+	b := startBroker(t, Config{})
+	if err := b.Publish("dl/v1/dev/dev-a/desired", []byte(`{"rev":1}`), true, 1); err != nil {
+		t.Fatal(err)
+	}
+	dev := mustConnect(t, clientOpts(b.url, userDevA, userDevA))
+	publish(t, dev, "dl/v1/dev/dev-a/status", 1, true, []byte(`{"online":true}`))
+	for _, topic := range []string{"dl/v1/dev/dev-a/desired", "dl/v1/dev/dev-a/status"} {
+		var ok bool
+		waitFor(t, 5*time.Second, "retained "+topic, func() bool {
+			_, ok = b.srv.Topics.Retained.Get(topic)
+			return ok
+		})
+		pk, _ := b.srv.Topics.Retained.Get(topic)
+		if pk.Expiry != 0 {
+			t.Errorf("retained %s expires at %d, want never", topic, pk.Expiry)
+		}
+	}
+}
