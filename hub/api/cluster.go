@@ -48,6 +48,21 @@ func (s *Server) clusterJoin(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	if req.Promote {
+		// Only a node that joined as a non-voter at this address may become a voter: promoting
+		// an unknown or unreachable node would cost the cluster its majority.
+		known := false
+		for _, n := range s.store.Cluster().Nodes {
+			if n.ID == req.ID && n.Raft == req.Raft {
+				if n.Voter {
+					return c.JSON(http.StatusOK, JoinResponse{ID: req.ID, Voter: true})
+				}
+				known = true
+			}
+		}
+		if !known {
+			return &Error{P: Problem{Type: ProblemConflict, Title: "conflict", Status: http.StatusConflict, Field: "id",
+				Detail: "node " + req.ID + " at " + req.Raft + " is not a non-voter of this cluster: join without promote first"}}
+		}
 		if err := s.store.Promote(ctx, req.ID, req.Raft); err != nil {
 			return err
 		}

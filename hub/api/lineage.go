@@ -101,9 +101,7 @@ func (e RunEvent) validate() error {
 		return badRequest("producer", "producer is required")
 	case e.SchemaURL == "":
 		return badRequest("schemaURL", "schemaURL is required")
-	case e.EventType == "":
-		return badRequest("eventType", "eventType is required")
-	case !olEventTypes[e.EventType]:
+	case e.EventType != "" && !olEventTypes[e.EventType]:
 		return badRequest("eventType", "eventType %q: want START, RUNNING, COMPLETE, ABORT, FAIL or OTHER", e.EventType)
 	case e.Job.Namespace == "":
 		return badRequest("job.namespace", "job.namespace is required")
@@ -137,6 +135,9 @@ func (s *Server) openLineageIngest(c echo.Context) error {
 	}
 	if err := ev.validate(); err != nil {
 		return err
+	}
+	if ev.EventType == "" {
+		ev.EventType = "OTHER" // optional in 2-0-2: an event without a type is a run state update
 	}
 	cmd := state.OpenLineageEvent{
 		RunID: ev.Run.RunID, EventType: ev.EventType, EventTime: ev.EventTime,

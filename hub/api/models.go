@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -144,6 +145,10 @@ func (s *Server) modelVersionCreate(c echo.Context) error {
 			if err := decodeStrict(b, meta); err != nil {
 				return badRequest("metadata", "metadata: %v", err)
 			}
+			// Checked before the artifact streams in, so a bad reference costs no upload.
+			if err := s.checkTrainedOn(meta.TrainedOn); err != nil {
+				return err
+			}
 		case "artifact":
 			if man != nil {
 				return badRequest("artifact", "more than one artifact part")
@@ -167,10 +172,8 @@ func (s *Server) modelVersionCreate(c echo.Context) error {
 	if meta == nil {
 		meta = &VersionMetadata{}
 	}
-	for i, t := range meta.TrainedOn {
-		if t.Dataset == "" || t.Version < 1 {
-			return badRequest(fmt.Sprintf("trained_on[%d]", i), "trained_on entries need a dataset and a version >= 1")
-		}
+	if err := s.checkTrainedOn(meta.TrainedOn); err != nil {
+		return err
 	}
 	canon, err := man.Canonical()
 	if err != nil {
@@ -434,4 +437,21 @@ func (s *Server) aliasGet(c echo.Context) error {
 			Detail: fmt.Sprintf("model %s has no alias %q", m.Name, c.Param("alias"))}}
 	}
 	return c.JSON(http.StatusOK, state.AliasResult{Model: m.Name, Alias: c.Param("alias"), Version: v})
+}
+
+// checkTrainedOn refuses trained_on entries that do not name an existing dataset version, with
+// the entry at fault as the problem's field.
+func (s *Server) checkTrainedOn(refs []state.VersionRef) error {
+	for i, t := range refs {
+		if t.Dataset == "" || t.Version < 1 {
+			return badRequest(fmt.Sprintf("trained_on[%d]", i), "trained_on entries need a dataset and a version >= 1")
+		}
+		if _, err := s.read.DatasetVersion(t.Dataset, t.Version); err != nil {
+			if errors.Is(err, state.ErrNotFound) {
+				return badRequest(fmt.Sprintf("trained_on[%d]", i), "trained_on: dataset %s@%d does not exist", t.Dataset, t.Version)
+			}
+			return err
+		}
+	}
+	return nil
 }
