@@ -175,7 +175,7 @@ func (a *revokingAuth) Authenticate(user string, pw []byte) (Principal, error) {
 	p, err := a.auth.Authenticate(user, pw)
 	if a.calls == 1 {
 		a.auth.revoke(user)
-		a.hook.revoke(user)
+		a.hook.revoke(Principal{Kind: Device, ID: user})
 	}
 	return p, err
 }

@@ -22,9 +22,9 @@ type aclHook struct {
 	server *mqtt.Server // set before Serve; used for take-over checks and Revoke
 
 	mu       sync.RWMutex
-	sessions map[string]*aclEntry            // client id -> who holds it
-	byDevice map[string]map[string]*aclEntry // device id -> client id -> entry, for Revoke
-	epoch    uint64                          // incremented by every Revoke
+	sessions map[string]*aclEntry               // client id -> who holds it
+	byOwner  map[Principal]map[string]*aclEntry // principal -> client id -> entry, for Revoke
+	epoch    uint64                             // incremented by every Revoke
 }
 
 // aclEntry binds a client id to the principal that authenticated it and to the client object
@@ -42,7 +42,7 @@ func newACLHook(r rules, auth Authenticator, m *metrics, log *slog.Logger) *aclH
 		m:        m,
 		log:      log,
 		sessions: make(map[string]*aclEntry),
-		byDevice: make(map[string]map[string]*aclEntry),
+		byOwner:  make(map[Principal]map[string]*aclEntry),
 	}
 }
 
@@ -133,13 +133,13 @@ func (h *aclHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 // OnClientExpired forgets a persistent session that expired.
 func (h *aclHook) OnClientExpired(cl *mqtt.Client) { h.remove(cl) }
 
-// revoke drops every entry of the device and disconnects those clients; it returns how many
+// revoke drops every entry of principal p and disconnects those clients; it returns how many
 // connections it closed.
-func (h *aclHook) revoke(deviceID string) int {
+func (h *aclHook) revoke(p Principal) int {
 	h.mu.Lock()
 	h.epoch++
-	entries := h.byDevice[deviceID]
-	delete(h.byDevice, deviceID)
+	entries := h.byOwner[p]
+	delete(h.byOwner, p)
 	for id := range entries {
 		delete(h.sessions, id)
 	}
@@ -158,7 +158,7 @@ func (h *aclHook) revoke(deviceID string) int {
 		h.m.reject(reasonRevoked)
 		closed++
 	}
-	h.log.Info("mqtt device revoked", "device", deviceID, "connections_closed", closed)
+	h.log.Info("mqtt principal revoked", "principal", p.String(), "connections_closed", closed)
 	return closed
 }
 
@@ -169,14 +169,12 @@ func (h *aclHook) put(cl *mqtt.Client, p Principal) {
 	}
 	e := &aclEntry{p: p, cl: cl}
 	h.sessions[cl.ID] = e
-	if p.Kind == Device {
-		m := h.byDevice[p.ID]
-		if m == nil {
-			m = make(map[string]*aclEntry)
-			h.byDevice[p.ID] = m
-		}
-		m[cl.ID] = e
+	m := h.byOwner[p]
+	if m == nil {
+		m = make(map[string]*aclEntry)
+		h.byOwner[p] = m
 	}
+	m[cl.ID] = e
 }
 
 // remove forgets cl if the entry for its id is still this client's.
@@ -189,15 +187,12 @@ func (h *aclHook) remove(cl *mqtt.Client) {
 	}
 }
 
-// unindex removes e from the per-device index; h.mu must be held.
+// unindex removes e from the per-principal index; h.mu must be held.
 func (h *aclHook) unindex(clientID string, e *aclEntry) {
-	if e.p.Kind != Device {
-		return
-	}
-	if m := h.byDevice[e.p.ID]; m != nil {
+	if m := h.byOwner[e.p]; m != nil {
 		delete(m, clientID)
 		if len(m) == 0 {
-			delete(h.byDevice, e.p.ID)
+			delete(h.byOwner, e.p)
 		}
 	}
 }

@@ -282,7 +282,13 @@ func (b *Broker) Subscribe(filter string, handler func(topic string, payload []b
 // authorized"). The hub must have stopped accepting the device's token first, so the device
 // cannot reconnect; a connection whose authentication overlaps Revoke is authenticated again.
 func (b *Broker) Revoke(deviceID string) {
-	b.acl.revoke(deviceID)
+	b.acl.revoke(Principal{Kind: Device, ID: deviceID})
+}
+
+// RevokePrincipal is Revoke for any principal, e.g. a deleted viewer token: every connection
+// that authenticated as exactly p (kind and id) is forgotten and disconnected.
+func (b *Broker) RevokePrincipal(p Principal) {
+	b.acl.revoke(p)
 }
 
 // Close disconnects every client, stops the listeners, waits (up to 5 s) for client goroutines

@@ -170,8 +170,26 @@ func TestRevokeDisconnectsAtOnce(t *testing.T) {
 	}
 	b.acl.mu.RLock()
 	defer b.acl.mu.RUnlock()
-	if _, ok := b.acl.byDevice[userDevA]; ok {
+	if _, ok := b.acl.byOwner[Principal{Kind: Device, ID: userDevA}]; ok {
 		t.Error("ACL still indexes the revoked device")
+	}
+}
+
+func TestRevokeViewer(t *testing.T) {
+	b := startBroker(t, Config{})
+	lost := make(chan error, 1)
+	mustConnect(t, clientOpts(b.url, "dashboard", userViewer).
+		SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err }))
+	dev := mustConnect(t, clientOpts(b.url, userDevA, userDevA))
+	b.RevokePrincipal(Principal{Kind: Device, ID: userViewer}) // wrong kind: nobody
+	b.RevokePrincipal(Principal{Kind: Viewer, ID: userViewer})
+	select {
+	case <-lost:
+	case <-time.After(5 * time.Second):
+		t.Fatal("revoked viewer still connected after 5s")
+	}
+	if !dev.IsConnectionOpen() {
+		t.Fatal("revoking the viewer disconnected a device")
 	}
 }
 
