@@ -1,0 +1,121 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/driftline/driftline/hub/broker"
+	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/shared/wire"
+)
+
+func (a *app) brokerCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "broker", Short: "External broker helpers (Mosquitto ACL and password file)"}
+	cmd.AddCommand(a.brokerACL())
+	return cmd
+}
+
+// brokerACL renders the embedded broker's access rules for Mosquitto. The hub keeps only hashes
+// of device tokens, so password entries come from a credentials file the operator kept when
+// enrolling devices ("user:password" per line; `device add` prints each token once).
+func (a *app) brokerACL() *cobra.Command {
+	var (
+		hubUser, prefix, aclOut, passwdOut, credsFile string
+		viewers                                       []string
+	)
+	cmd := &cobra.Command{
+		Use:   "acl [--acl-out FILE] [--credentials FILE --passwd-out FILE]",
+		Short: "Print the Mosquitto ACL (and password entries) for the enrolled fleet",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			items, err := c.listAll(a.ctx, "/api/v1/devices", nil)
+			if err != nil {
+				return err
+			}
+			devs, err := decodeItems[state.Device](items)
+			if err != nil {
+				return err
+			}
+			ids := make([]string, 0, len(devs))
+			for _, d := range devs {
+				ids = append(ids, d.ID)
+			}
+			sort.Strings(ids)
+			var acl bytes.Buffer
+			if err := broker.WriteMosquittoACL(&acl, prefix, ids, viewers, hubUser); err != nil {
+				return usagef("%v", err)
+			}
+			if err := writeOut(a.stdout, aclOut, acl.Bytes(), 0o644); err != nil {
+				return err
+			}
+			if credsFile == "" {
+				if passwdOut != "" {
+					return usagef("--passwd-out needs --credentials FILE (user:password lines)")
+				}
+				return nil
+			}
+			creds, err := readCreds(credsFile)
+			if err != nil {
+				return usagef("%v", err)
+			}
+			var pw bytes.Buffer
+			if err := broker.WriteMosquittoPasswd(&pw, creds); err != nil {
+				return usagef("%v", err)
+			}
+			return writeOut(a.stdout, passwdOut, pw.Bytes(), 0o600)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&hubUser, "hub-user", "driftline-hub", "the broker user the hub connects as (may do everything)")
+	f.StringArrayVar(&viewers, "viewer", nil, "a read-only user (e.g. grafana); repeatable")
+	f.StringVar(&prefix, "prefix", wire.DefaultPrefix, "topic prefix")
+	f.StringVar(&aclOut, "acl-out", "", "write the ACL here instead of stdout")
+	f.StringVar(&credsFile, "credentials", "", "user:password lines to hash into a Mosquitto password file")
+	f.StringVar(&passwdOut, "passwd-out", "", "write the password file here (mode 0600) instead of stdout")
+	return cmd
+}
+
+func writeOut(stdout io.Writer, path string, b []byte, mode os.FileMode) error {
+	if path == "" {
+		_, err := stdout.Write(b)
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func readCreds(path string) ([]broker.Cred, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []broker.Cred
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		user, pass, ok := strings.Cut(line, ":")
+		if !ok || user == "" || pass == "" {
+			return nil, fmt.Errorf("%s:%d: want user:password", path, n)
+		}
+		out = append(out, broker.Cred{User: user, Password: pass})
+	}
+	return out, sc.Err()
+}
