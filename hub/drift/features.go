@@ -11,55 +11,70 @@ import (
 	"github.com/driftline/driftline/shared/profile"
 )
 
-// Features returns the profile columns of a contract's feature fields, in field order, and for
-// each column the index of its field in schema.Fields. Numbers, integers, dates and datetimes
-// are numeric; strings and booleans categorical. Fields with role prediction or label are not
-// profiled: drift is about the model's inputs.
-func Features(s *contract.Schema) (cols []profile.Column, fieldIdx []int) {
+// The rules below are the agent's (agent/pipeline Columns, Scored, DriftOptions): a reference
+// the hub builds must have the columns of the window profiles agents build, and the hub must
+// score the fleet as agents score their windows. features_test.go checks they agree.
+
+// Columns returns the profile columns of a contract: every field in order, numeric for number,
+// integer, date and datetime, categorical for string and boolean.
+func Columns(s *contract.Schema) []profile.Column {
+	cols := make([]profile.Column, len(s.Fields))
 	for i, f := range s.Fields {
-		if f.Role != contract.RoleFeature {
-			continue
+		cols[i] = profile.Column{Name: f.Name, Kind: profile.Numeric}
+		if f.Type == contract.TypeString || f.Type == contract.TypeBoolean {
+			cols[i].Kind = profile.Categorical
 		}
-		kind := profile.Categorical
-		switch f.Type {
-		case contract.TypeNumber, contract.TypeInteger, contract.TypeDate, contract.TypeDatetime:
-			kind = profile.Numeric
-		}
-		cols = append(cols, profile.Column{Name: f.Name, Kind: kind})
-		fieldIdx = append(fieldIdx, i)
 	}
-	return cols, fieldIdx
+	return cols
 }
 
-// CompareOptions returns the drift options a contract asks for: per feature the method and
-// threshold of x-driftline.drift, restricted to the feature fields. Everything the contract
-// leaves out keeps the defaults of shared/drift.
+// Scored reports whether drift is computed for a field: features only (not predictions or
+// labels), and date or datetime features only when their x-driftline.drift is set (time moves
+// forward, so a timestamp would drift in every window).
+func Scored(f *contract.Field) bool {
+	if f.Role != contract.RoleFeature {
+		return false
+	}
+	if f.Type == contract.TypeDate || f.Type == contract.TypeDatetime {
+		return f.Drift != nil
+	}
+	return true
+}
+
+// CompareOptions returns the drift options a contract asks for: its scored fields, each with
+// the method and threshold of its x-driftline.drift. What the contract leaves out keeps the
+// defaults of shared/drift.
 func CompareOptions(s *contract.Schema) driftstat.Options {
-	opts := driftstat.Options{Features: map[string]driftstat.FeatureOptions{}}
-	for _, f := range s.Fields {
-		if f.Role != contract.RoleFeature {
+	var opts driftstat.Options
+	for i := range s.Fields {
+		f := &s.Fields[i]
+		if !Scored(f) {
 			continue
 		}
 		opts.Only = append(opts.Only, f.Name)
 		if f.Drift == nil || (f.Drift.Method == "" && f.Drift.Threshold == nil) {
 			continue
 		}
-		fo := driftstat.FeatureOptions{Method: driftstat.Method(f.Drift.Method)}
+		fo := driftstat.FeatureOptions{Method: driftstat.Method(f.Drift.Method)} // Parse checked the name
 		if f.Drift.Threshold != nil {
 			t := *f.Drift.Threshold
 			fo.Threshold = &t
+		}
+		if opts.Features == nil {
+			opts.Features = map[string]driftstat.FeatureOptions{}
 		}
 		opts.Features[f.Name] = fo
 	}
 	return opts
 }
 
-// CalibrationWindows groups the features to calibrate by window size in rows: a field's own
-// x-driftline.drift.calibrate wins over the schema's. An empty map means no calibration.
+// CalibrationWindows groups the scored fields to calibrate by window size in rows: a field's
+// own x-driftline.drift.calibrate wins over the schema's. An empty map means no calibration.
 func CalibrationWindows(s *contract.Schema) map[int][]string {
 	out := map[int][]string{}
-	for _, f := range s.Fields {
-		if f.Role != contract.RoleFeature {
+	for i := range s.Fields {
+		f := &s.Fields[i]
+		if !Scored(f) {
 			continue
 		}
 		rows := s.Driftline.Drift.Calibrate

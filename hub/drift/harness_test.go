@@ -198,7 +198,7 @@ func windowProfile(t testing.TB, n int, mean float64, sites string, seed uint64)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cols, _ := drift.Features(schema)
+	cols := drift.Columns(schema)
 	p, err := profile.New(cols)
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +206,7 @@ func windowProfile(t testing.TB, n int, mean float64, sites string, seed uint64)
 	r := rand.New(rand.NewPCG(seed, 2))
 	for i := 0; i < n; i++ {
 		row := []contract.Value{{Kind: contract.KindNumber, Num: mean + 2*r.NormFloat64()},
-			{Kind: contract.KindString, Str: string(sites[r.IntN(len(sites))])}}
+			{Kind: contract.KindString, Str: string(sites[r.IntN(len(sites))])}, {Kind: contract.KindNull}}
 		if err := p.Add(row); err != nil {
 			t.Fatal(err)
 		}

@@ -99,13 +99,13 @@ func TestNodeFleetDrift(t *testing.T) {
 
 	// A window whose temperatures sit 30 degrees above the reference's.
 	cols := []profile.Column{{Name: "ts", Kind: profile.Numeric}, {Name: "temp", Kind: profile.Numeric},
-		{Name: "site", Kind: profile.Categorical}, {Name: "ok", Kind: profile.Categorical}}
+		{Name: "site", Kind: profile.Categorical}, {Name: "ok", Kind: profile.Categorical}, {Name: "score", Kind: profile.Numeric}}
 	p, _ := profile.New(cols)
 	for i := 0; i < 500; i++ {
 		ts, temp, site, ok := sensorRow(i)
 		tm, _ := time.Parse(time.RFC3339, ts)
 		p.Add([]contract.Value{{Kind: contract.KindTime, Num: float64(tm.UnixMilli())}, {Kind: contract.KindNumber, Num: temp + 30},
-			{Kind: contract.KindString, Str: site}, {Kind: contract.KindBool, Bool: ok}})
+			{Kind: contract.KindString, Str: site}, {Kind: contract.KindBool, Bool: ok}, {Kind: contract.KindNumber, Num: 0.5}})
 	}
 	c.Publish(topics.Profile("d1"), 1, false, p.Encode()).WaitTimeout(5 * time.Second)
 	var fv struct {

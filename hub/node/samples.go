@@ -24,9 +24,11 @@ const maxNotedViolations = 5
 // NewSampleProcessor returns the SampleProcessor the API runs on a dataset version's upload.
 // It parses the contract (a refused contract is an error wrapping api.ErrBadInput that lists
 // every problem with its JSON path), streams the sample (format "csv" or "jsonl"; "jsonl" also
-// reads a JSON array) through the contract's validator, profiles the valid rows' feature
-// columns into the reference profile, and, when the contract sets x-driftline.drift.calibrate,
-// calibrates per-feature thresholds into it.
+// reads a JSON array) through the contract's validator, profiles the valid rows into the
+// reference profile with the columns agents use (hub/drift.Columns: every field), and, when the
+// contract sets x-driftline.drift.calibrate, calibrates the thresholds of the scored features
+// into it (fewer than two windows of valid rows is the client's error, as for the agent's
+// offline `profile` command).
 //
 // Memory stays flat whatever the sample's size: rows are read one at a time, and calibration,
 // which needs the finished reference before any window can be scored, spools the sample to a
@@ -57,16 +59,7 @@ func processSample(contractJSON []byte, sample io.Reader, format string) (api.Sa
 		return api.SampleResult{}, fmt.Errorf("%w: sample format %q: send csv or jsonl", api.ErrBadInput, format)
 	}
 	res := api.SampleResult{ContractDigest: schema.Digest()}
-	cols, idx := drift.Features(schema)
-	if len(cols) == 0 {
-		n, bad, viol, err := scanSample(sample, schema, f, nil, nil)
-		if err != nil {
-			return api.SampleResult{}, err
-		}
-		res.Rows, res.InvalidRows = n, bad
-		res.Notes = append(violationNotes(n, bad, viol), "the contract has no feature fields: no reference profile")
-		return res, nil
-	}
+	cols := drift.Columns(schema)
 	windows := drift.CalibrationWindows(schema)
 	var spool *os.File
 	var spoolBuf *bufio.Writer
@@ -84,9 +77,9 @@ func processSample(contractJSON []byte, sample io.Reader, format string) (api.Sa
 	}
 	ref, err := profile.New(cols)
 	if err != nil {
-		return api.SampleResult{}, fmt.Errorf("%w: feature columns: %v", api.ErrBadInput, err)
+		return api.SampleResult{}, fmt.Errorf("%w: profile columns: %v", api.ErrBadInput, err)
 	}
-	n, bad, viol, err := scanSample(in, schema, f, idx, func(row []contract.Value) error { return ref.Add(row) })
+	n, bad, viol, err := scanSample(in, schema, f, ref.Add)
 	if err != nil {
 		return api.SampleResult{}, err
 	}
@@ -99,7 +92,7 @@ func processSample(contractJSON []byte, sample io.Reader, format string) (api.Sa
 		if _, err := spool.Seek(0, io.SeekStart); err != nil {
 			return api.SampleResult{}, fmt.Errorf("calibration spool: %w", err)
 		}
-		notes, err := calibrate(bufio.NewReaderSize(spool, 1<<20), schema, f, cols, idx, ref, windows)
+		notes, err := calibrate(bufio.NewReaderSize(spool, 1<<20), schema, f, cols, ref, windows)
 		if err != nil {
 			return api.SampleResult{}, err
 		}
@@ -109,10 +102,11 @@ func processSample(contractJSON []byte, sample io.Reader, format string) (api.Sa
 	return res, nil
 }
 
-// scanSample validates every row of r; each valid row's feature values (fields idx) go to
-// add. It returns the row count, the invalid row count and the first violations. Only a
-// stream that cannot go on is an error (a bad CSV header or over-long line is the client's).
-func scanSample(r io.Reader, schema *contract.Schema, f rows.Format, idx []int, add func([]contract.Value) error) (n, bad int64, first []contract.Violation, err error) {
+// scanSample validates every row of r and passes each valid row's values (indexed like the
+// schema's fields) to add. It returns the row count, the invalid row count and the first
+// violations. Only a stream that cannot go on is an error (a bad CSV header, an over-long line
+// or an empty sample is the client's).
+func scanSample(r io.Reader, schema *contract.Schema, f rows.Format, add func([]contract.Value) error) (n, bad int64, first []contract.Violation, err error) {
 	rd, err := rows.Open(r, f, schema)
 	if err != nil {
 		return 0, 0, nil, fmt.Errorf("%w: %v", api.ErrBadInput, err)
@@ -120,7 +114,6 @@ func scanSample(r io.Reader, schema *contract.Schema, f rows.Format, idx []int, 
 	v := contract.NewValidator(schema, contract.Options{})
 	var raw contract.RawRow
 	out := make([]contract.Value, len(schema.Fields))
-	feat := make([]contract.Value, len(idx))
 	var dst []contract.Violation
 	for {
 		err := rd.Next(&raw)
@@ -148,13 +141,7 @@ func scanSample(r io.Reader, schema *contract.Schema, f rows.Format, idx []int, 
 			}
 			continue
 		}
-		if add == nil {
-			continue
-		}
-		for j, i := range idx {
-			feat[j] = out[i]
-		}
-		if err := add(feat); err != nil {
+		if err := add(out); err != nil {
 			return n, bad, first, fmt.Errorf("profile sample row %d: %w", n, err)
 		}
 	}
@@ -191,7 +178,7 @@ func (s *scoreStats) add(x float64) {
 // finished reference as it closes, and stores mean + factor*sd (distances) or
 // max(0, mean - factor*sd) (p-values) per feature in ref: drift.Calibrate's rule, computed
 // from running sums so that no window outlives its scoring.
-func calibrate(r io.Reader, schema *contract.Schema, f rows.Format, cols []profile.Column, idx []int, ref *profile.Profile, windows map[int][]string) ([]string, error) {
+func calibrate(r io.Reader, schema *contract.Schema, f rows.Format, cols []profile.Column, ref *profile.Profile, windows map[int][]string) ([]string, error) {
 	factor := schema.Driftline.Drift.Factor
 	if factor <= 0 {
 		factor = driftstat.DefaultFactor
@@ -217,7 +204,7 @@ func calibrate(r io.Reader, schema *contract.Schema, f rows.Format, cols []profi
 	}
 	stats := map[string]*scoreStats{}
 	var scoreErr error
-	_, _, _, err := scanSample(r, schema, f, idx, func(row []contract.Value) error {
+	_, _, _, err := scanSample(r, schema, f, func(row []contract.Value) error {
 		for _, g := range groups {
 			if g.cur == nil {
 				var err error
@@ -260,6 +247,10 @@ func calibrate(r io.Reader, schema *contract.Schema, f rows.Format, cols []profi
 	}
 	var notes []string
 	for _, g := range groups {
+		if g.count < 2 {
+			return nil, fmt.Errorf("%w: calibration on windows of %d rows needs at least 2 windows of valid rows, the sample has %d: %w",
+				api.ErrBadInput, g.size, g.count, driftstat.ErrTooFewWindows)
+		}
 		notes = append(notes, fmt.Sprintf("calibration: %d windows of %d rows for %s (factor %g)", g.count, g.size, strings.Join(g.opts.Only, ", "), factor))
 	}
 	asked := map[string]bool{}

@@ -175,9 +175,9 @@ func TestDatasetPushProfiles(t *testing.T) {
 				t.Fatalf("decode served profile: %v", err)
 			}
 			want := []profile.Column{{Name: "ts", Kind: profile.Numeric}, {Name: "temp", Kind: profile.Numeric},
-				{Name: "site", Kind: profile.Categorical}, {Name: "ok", Kind: profile.Categorical}}
+				{Name: "site", Kind: profile.Categorical}, {Name: "ok", Kind: profile.Categorical}, {Name: "score", Kind: profile.Numeric}}
 			if got := p.Columns(); fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Fatalf("columns %v, want %v (prediction fields are not profiled)", got, want)
+				t.Fatalf("columns %v, want %v (every field, as agents profile)", got, want)
 			}
 			if p.Rows() != uint64(tc.rows-tc.invalid) {
 				t.Fatalf("profile rows %d, want the %d valid rows", p.Rows(), tc.rows-tc.invalid)
@@ -243,14 +243,15 @@ func TestSampleCalibrationMatchesLibrary(t *testing.T) {
 	}
 	cols := got.Columns()
 	var valid [][]contract.Value
-	_, _, _, err = scanSample(strings.NewReader(sample), schema, rows.FormatCSV, []int{0, 1, 2, 3}, func(r []contract.Value) error {
+	_, _, _, err = scanSample(strings.NewReader(sample), schema, rows.FormatCSV, func(r []contract.Value) error {
 		valid = append(valid, append([]contract.Value(nil), r...))
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := driftstat.CalibrateOptions{Factor: 2, Compare: driftstat.Options{Only: []string{"ts", "temp", "site", "ok"}}}
+	// Scored: temp, site, ok (ts is a datetime without a drift setting, score a prediction).
+	opts := driftstat.CalibrateOptions{Factor: 2, Compare: driftstat.Options{Only: []string{"temp", "site", "ok"}}}
 	want, err := driftstat.CalibrateRows(cols, func(yield func([]contract.Value) bool) {
 		for _, r := range valid {
 			if !yield(r) {
@@ -274,7 +275,7 @@ func TestSampleCalibrationMatchesLibrary(t *testing.T) {
 			n++
 		}
 	}
-	if n < 3 {
+	if n != 3 {
 		t.Errorf("only %d features calibrated; notes %v", n, res.Notes)
 	}
 	t.Logf("notes: %v", res.Notes)
@@ -292,9 +293,10 @@ func TestSampleProcessorInputs(t *testing.T) {
 		{"unknown format", sensorContract, "parquet", "", api.ErrBadInput, 0, 0, false},
 		{"contract not json", `{"fields":`, "csv", "a\n", api.ErrBadInput, 0, 0, false},
 		{"malformed jsonl lines are invalid rows", sensorContract, "jsonl", "{\"temp\":1,\"site\":\"a\",\"ts\":\"2026-01-01T00:00:00Z\",\"ok\":true}\n{oops\n", nil, 2, 1, true},
-		{"no feature fields", `{"fields":[{"name":"y","type":"number","x-driftline":{"role":"label"}}]}`, "csv", "y\n1\n2\n", nil, 2, 0, false},
+		{"no feature fields", `{"fields":[{"name":"y","type":"number","x-driftline":{"role":"label"}}]}`, "csv", "y\n1\n2\n", nil, 2, 0, true},
 		{"empty sample", sensorContract, "csv", "", api.ErrBadInput, 0, 0, false},
-		{"calibration with too few windows keeps defaults", strings.Replace(sensorContract, `"fields": [`, `"x-driftline": {"drift": {"calibrate": 1000}}, "fields": [`, 1), "csv", sensorCSV(50, 0), nil, 50, 0, true},
+		{"calibration needs two windows", strings.Replace(sensorContract, `"fields": [`, `"x-driftline": {"drift": {"calibrate": 30}}, "fields": [`, 1), "csv", sensorCSV(50, 0), api.ErrBadInput, 0, 0, false},
+		{"calibration on two windows", strings.Replace(sensorContract, `"fields": [`, `"x-driftline": {"drift": {"calibrate": 25}}, "fields": [`, 1), "csv", sensorCSV(50, 0), nil, 50, 0, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
