@@ -56,18 +56,32 @@ export default {
               when(m.set_at),
             ]), { empty: 'Nothing is desired for this device.' })),
           drift ? h('section', { class: 'card', 'aria-labelledby': 'h-drift' }, h('h2', { id: 'h-drift' }, 'Drift by feature'),
-            featureTable(drift)) : null);
+            driftModels(drift)) : null);
       },
     };
   },
 };
 
-/** featureTable renders {features: {name: {method, score, threshold, drift}}} or a list of the same. */
-export function featureTable(report) {
-  const fs = report?.features;
-  const rows = Array.isArray(fs) ? fs.map((f) => [f.feature || f.name, f]) : Object.entries(fs || {});
-  return table(['Feature', 'Method', 'Score', 'Threshold', 'Drift'], rows.sort((a, b) => String(a[0]).localeCompare(String(b[0]))).map(([name, f]) => [
-    h('code', {}, name), f.method || '—', num(f.score), num(f.threshold),
-    f.drift ? badge('drift', 'bad') : badge('ok', 'ok'),
-  ]), { empty: 'No per-feature drift yet.', numeric: [2, 3] });
+/**
+ * driftModels renders GET /api/v1/devices/{id}/drift: per model version the latest window's
+ * verdict per feature, with each feature's score over the device's recent windows.
+ */
+export function driftModels(view) {
+  const models = view?.models || [];
+  if (!models.length) return h('p', { class: 'muted' }, 'The hub has not scored a profile from this device yet.');
+  return models.map((m) => {
+    const hist = m.history || [];
+    const idx = new Map((m.features || []).map((f, i) => [f, i]));
+    const feats = Object.entries(m.latest?.features || {}).sort((a, b) => a[0].localeCompare(b[0]));
+    return h('div', { 'data-drift-model': `${m.model}@${m.version}` },
+      h('h3', {}, h('code', {}, `${m.model}@${m.version}`), m.reference ? h('span', { class: 'muted' }, ` against ${m.reference.dataset}@${m.reference.version}`) : null),
+      h('p', {}, m.latest?.dataset_drift ? badge('dataset drift', 'bad') : badge('no dataset drift', 'ok'),
+        ` drift share ${pct(m.latest?.drift_share)} `, sparkline(hist.map((p) => p.drift_share), { threshold: 0.5, label: 'drift share' }),
+        h('span', { class: 'muted' }, ` · ${hist.length} windows`)),
+      table(['Feature', 'Method', 'Score', 'Threshold', 'Over time', 'Drift'], feats.map(([name, f]) => [
+        h('code', {}, name), f.method || '—', f.skipped ? h('span', { class: 'muted', title: f.skipped }, 'skipped') : num(f.score, 4), num(f.threshold, 4),
+        sparkline(hist.map((p) => p.scores?.[idx.get(name)]), { threshold: f.threshold, label: `${name} score` }),
+        f.drift ? badge('drift', 'bad') : badge('ok', 'ok'),
+      ]), { empty: 'No per-feature drift yet.', numeric: [2, 3] }));
+  });
 }

@@ -23,27 +23,51 @@ function features(report) {
     .sort((a, b) => String(a[0]).localeCompare(String(b[0])));
 }
 
-function fleetCard(mv, report) {
+/** hasData says whether a fleet drift answer holds any scored window. */
+export function hasData(report) {
+  if (!report) return false;
+  if (report.latest || report.current || (report.series || []).length) return true;
+  return Object.keys(report.features || {}).length > 0 && report.latest !== null;
+}
+
+const count = (x) => (Array.isArray(x) ? x.length : x);
+const names = (x) => (Array.isArray(x) ? (x.length ? x.join(', ') : '—') : String(x ?? '—'));
+
+/**
+ * history returns the values of pick over the answer's closed windows (series, oldest first),
+ * or, when the answer carries none, the values this tab has seen at each poll.
+ */
+function history(report, key, pick) {
+  const series = (report.series || []).map(pick).filter((v) => Number.isFinite(v));
+  if (series.length >= 2) return series;
+  const p = report.latest || report.current || {};
+  return remember(key, p.end ?? report.ts ?? Date.now(), pick(report.latest || report.current || report));
+}
+
+/** fleetCard renders one model version's GET /api/v1/drift answer (or its absence). */
+export function fleetCard(mv, report) {
   const key = `fleet:${mv.model}@${mv.version}`;
   const title = h('h2', {}, 'Fleet drift of ', h('code', {}, `${mv.model}@${mv.version}`));
-  if (!report) {
+  if (!hasData(report)) {
     return h('section', { class: 'card', 'data-drift': `${mv.model}@${mv.version}` }, title,
-      h('p', { class: 'muted no-fleet-drift' }, 'No fleet drift data yet for this model version.'));
+      h('p', { class: 'muted no-fleet-drift' }, 'No fleet drift data yet for this model version: the hub has not merged any device profile of it.'));
   }
-  const at = report.ts || report.at || report.computed_at || Date.now();
-  const shares = remember(`${key}:share`, at, report.drift_share);
+  const shares = history(report, `${key}:share`, (p) => p.drift_share);
+  const ref = report.reference ? ` against ${report.reference.dataset}@${report.reference.version}` : '';
+  const open = !report.latest && report.current ? ' (window still open)' : '';
   return h('section', { class: 'card', 'data-drift': `${mv.model}@${mv.version}` }, title,
     h('p', {},
       report.dataset_drift ? badge('dataset drift', 'bad') : badge('no dataset drift', 'ok'),
-      ` drift share ${pct(report.drift_share)} `, sparkline(shares, { label: 'fleet drift share', threshold: 0.5 }),
-      report.devices !== undefined ? h('span', { class: 'muted' }, ` · ${report.devices} devices merged, ${report.drifting_devices ?? 0} drifting`) : null),
+      ` drift share ${pct(report.drift_share)}${ref}${open} `, sparkline(shares, { label: 'fleet drift share', threshold: 0.5 }),
+      h('span', { class: 'muted' }, ` · ${count(report.devices) ?? 0} devices merged · drifting: ${names(report.drifting_devices)}`)),
     table(['Feature', 'Method', 'Score', 'Threshold', 'Over time', 'Devices drifting', 'Drift'],
       features(report).map(([name, f]) => [
-        h('code', {}, name), f.method || '—', num(f.score, 4), num(f.threshold, 4),
-        sparkline(remember(`${key}:${name}`, at, f.score), { threshold: f.threshold, label: `${name} score` }),
-        f.devices !== undefined ? String(f.devices) : '—',
+        h('code', {}, name), f.method || '—', f.skipped ? h('span', { class: 'muted', title: f.skipped }, 'skipped') : num(f.score, 4),
+        [num(f.threshold, 4), f.calibrated ? h('span', { class: 'muted' }, ' (calibrated)') : null],
+        sparkline(history(report, `${key}:${name}`, (p) => p.features?.[name]?.score), { threshold: f.threshold, label: `${name} score` }),
+        names(f.devices),
         f.drift ? badge('drift', 'bad') : badge('ok', 'ok'),
-      ]), { empty: 'No features in the report.', numeric: [2, 3, 5] }));
+      ]), { empty: 'No features in the report.', numeric: [2, 3] }));
 }
 
 export default {
