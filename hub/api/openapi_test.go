@@ -1,6 +1,10 @@
 package api_test
 
 import (
+	"github.com/labstack/echo/v4"
+
+	"github.com/driftline/driftline/hub/drift"
+
 	"fmt"
 	"os"
 	"regexp"
@@ -64,12 +68,19 @@ func operations(t *testing.T, doc map[string]any) []operation {
 	return out
 }
 
+// fullAPI is the API with the extra routes hub/node mounts (fleet drift), as a node serves it.
+func fullAPI() *api.Server {
+	return api.New(api.Config{Extra: func(e *echo.Echo, s *api.Server) {
+		drift.Register(e.Group("/api/v1"), nil, s.ReadMiddleware()...)
+	}})
+}
+
 var echoParam = regexp.MustCompile(`:([A-Za-z0-9_]+)`)
 
 // routerOperations lists what the API's echo router serves, with :param written {param}.
 func routerOperations() map[string]bool {
 	out := map[string]bool{}
-	for _, r := range api.New(api.Config{}).Echo().Routes() {
+	for _, r := range fullAPI().Echo().Routes() {
 		if r.Method == "echo_route_any" || strings.HasSuffix(r.Path, "/*") {
 			continue
 		}

@@ -90,6 +90,10 @@ func (n *Node) startMQTT() error {
 		return err
 	}
 	n.proto = svc
+	n.transport = transport
+	if err := protocol.SubscribeProfiles(transport, wire.Default(), n.drift.Enqueue); err != nil {
+		return err
+	}
 	return nil
 }
 

@@ -21,18 +21,21 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/broker"
 	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/hub/drift"
 	"github.com/driftline/driftline/hub/protocol"
 	"github.com/driftline/driftline/hub/rollout"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/hub/store"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/kv"
+	"github.com/driftline/driftline/shared/wire"
 )
 
 // Config is everything `driftline hub serve` takes. Each field has a flag and a DRIFTLINE_* env
@@ -89,10 +92,13 @@ type Node struct {
 	paho     *protocol.PahoTransport
 	proto    *protocol.Service
 	rollouts *rollout.Controller
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	closeMu  sync.Mutex
-	closed   bool
+	drift    *drift.Service
+	// transport is the MQTT connection the protocol service uses (nil without MQTT).
+	transport protocol.Transport
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeMu   sync.Mutex
+	closed    bool
 }
 
 // AdminTokenFile is the file under the data dir where the first start writes the admin token.
@@ -149,12 +155,30 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.rollouts = rollout.New(rollout.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
+	n.drift, err = drift.New(drift.Config{
+		Registry: n.Reader(), Topics: wire.Default(), Logger: cfg.Logger, Registerer: n.registry,
+		Publish: func(topic string, payload []byte) error {
+			if n.transport == nil {
+				return nil
+			}
+			return n.transport.Publish(topic, payload, false, 1)
+		},
+		// With an external broker every node hears every device: only the leader publishes.
+		ShouldPublish: func() bool { return len(cfg.Brokers) == 0 || n.store.IsLeader() },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
 	if err := n.startMQTT(); err != nil {
 		return nil, fmt.Errorf("node: mqtt: %w", err)
 	}
 	n.api = api.New(api.Config{
 		Store: storeAdapter{n.store}, Reader: state.Reader{DB: n.db}, SigningKey: n.key, FourEyes: cfg.FourEyes,
 		MaxUploadBytes: cfg.MaxUploadBytes, Logger: cfg.Logger, Registerer: n.registry, Gatherer: n.registry,
+		Samples: NewSampleProcessor(), ProfileJSON: ProfileJSON,
+		Extra: func(e *echo.Echo, s *api.Server) {
+			drift.Register(e.Group("/api/v1"), n.drift, s.ReadMiddleware()...)
+		},
 		OnRolloutChanged: func(string) { n.rollouts.Wake() },
 		AdvertiseMQTT:    n.advertisedMQTT(),
 		OnDesiredChanged: func(id string) {
@@ -182,7 +206,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
+	go func() { defer n.wg.Done(); n.drift.Run(bg) }()
 	go func() { defer n.wg.Done(); n.rollouts.Run(bg) }()
 	go func() { defer n.wg.Done(); n.leaderChores(bg) }()
 	go func() { defer n.wg.Done(); kv.RunGC(bg, n.db, 5*time.Minute, n.log) }()

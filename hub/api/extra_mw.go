@@ -1,0 +1,9 @@
+package api
+
+import "github.com/labstack/echo/v4"
+
+// ReadMiddleware is what a read route registered through Config.Extra puts in front of its
+// handler: the bearer token must belong to admin, viewer, publisher or approver.
+func (s *Server) ReadMiddleware() []echo.MiddlewareFunc {
+	return []echo.MiddlewareFunc{s.allow(readers...), s.strongRead}
+}
