@@ -348,6 +348,24 @@ func TestDashboardInBrowser(t *testing.T) {
 		cancel()
 	}
 
+	// Abort asks for a second click; a finished rollout reads its device list only when opened.
+	b.do(ctx, "laptop viewport", chromedp.EmulateViewport(1366, 900))
+	b.open(ctx, "#/rollouts", "rollouts")
+	b.do(ctx, "click abort once", chromedp.Click(chromedp.CSS(card+` button[data-action="abort"]`)))
+	b.wait(ctx, "abort asks to confirm", fmt.Sprintf(`document.querySelector('%s button[data-action="abort"]').textContent === 'Confirm abort'`, card))
+	h.call(http.MethodGet, "/api/v1/rollouts/"+f.RolloutID, nil, http.StatusOK, &ro)
+	if ro.State != "paused" {
+		t.Fatalf("one click on abort changed the rollout to %s", ro.State)
+	}
+	b.do(ctx, "confirm abort", chromedp.Click(chromedp.CSS(card+` button[data-action="abort"]`)))
+	b.wait(ctx, "aborted on the page", fmt.Sprintf(`document.querySelector('%s .rollout-state')?.dataset.state === 'aborted'`, card))
+	h.call(http.MethodGet, "/api/v1/rollouts/"+f.RolloutID, nil, http.StatusOK, &ro)
+	if ro.State != "aborted" {
+		t.Errorf("API says %s after abort on the page", ro.State)
+	}
+	b.do(ctx, "open the device list", chromedp.Click(chromedp.CSS(card+` details summary`)))
+	b.wait(ctx, "device rows of the finished rollout", fmt.Sprintf(`document.querySelectorAll('%s details tbody tr').length === %d`, card, len(f.Devices)))
+
 	if p := b.problems(); len(p) > 0 {
 		t.Errorf("browser console:\n%s", strings.Join(p, "\n"))
 	}

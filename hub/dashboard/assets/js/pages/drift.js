@@ -93,7 +93,9 @@ export default {
           ? mvs.map((mv, i) => fleetCard(mv, reports[i]))
           : h('section', { class: 'card' }, h('h2', {}, 'Fleet drift'),
             h('p', { class: 'muted no-fleet-drift' }, 'No fleet drift data yet: no device reports a model version.')));
-        const healthy = devices.filter((d) => d.health).sort((a, b) => a.id.localeCompare(b.id));
+        // Drifting devices first, then by id; at most 500 rows.
+        const healthy = devices.filter((d) => d.health)
+          .sort((a, b) => Number(b.health.dataset_drift) - Number(a.health.dataset_drift) || a.id.localeCompare(b.id)).slice(0, 500);
         fill(devBox, h('section', { class: 'card', 'aria-labelledby': 'h-devhealth' },
           h('h2', { id: 'h-devhealth' }, 'Per device'),
           table(['Device', 'Model', 'Rows', 'Invalid', 'Dataset drift', 'Drift share', 'Over time', 'Reported'], healthy.map((d) => {

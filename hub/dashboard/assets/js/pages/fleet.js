@@ -4,6 +4,8 @@
 import { listAll } from '../api.js';
 import { ago, badge, h, labels, table, tile, fill } from '../dom.js';
 
+const MAX_ROWS = 500;
+
 /** runningVersions counts devices by "model@version" they report active. */
 export function runningVersions(devices) {
   const counts = new Map();
@@ -57,7 +59,8 @@ export default {
             h('section', { class: 'card', 'aria-labelledby': 'h-agents' }, h('h2', { id: 'h-agents' }, 'Agent versions'),
               table(['Agent version', 'Devices'], agentVersions(items), { empty: 'No device has reported yet.', numeric: [1] }))),
           h('section', { class: 'card', 'aria-labelledby': 'h-devices' }, h('h2', { id: 'h-devices' }, 'Devices'),
-            table(['Device', 'Status', 'Labels', 'Models', 'Agent', 'Last seen'], items.map((d) => ({
+            items.length > MAX_ROWS ? h('p', { class: 'muted' }, `Listing the first ${MAX_ROWS} of ${items.length}; narrow the list with a label selector.`) : null,
+            table(['Device', 'Status', 'Labels', 'Models', 'Agent', 'Last seen'], items.slice(0, MAX_ROWS).map((d) => ({
               attrs: { 'data-device': d.id },
               cells: [
                 h('a', { href: `#/device/${encodeURIComponent(d.id)}` }, d.id),

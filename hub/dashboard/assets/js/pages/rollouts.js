@@ -5,6 +5,7 @@ import { can, get, listAll, post } from '../api.js';
 import { ago, badge, h, num, table, when, fill } from '../dom.js';
 
 const MAX_SHOWN = 20;
+const MAX_ROWS = 500;
 const STATES = ['pending', 'notified', 'downloading', 'activating', 'active', 'failed', 'rolled_back'];
 const stateTone = { running: 'info', paused: 'warn', completed: 'ok', aborted: 'idle', rolled_back: 'bad' };
 const devTone = { active: 'ok', failed: 'bad', rolled_back: 'warn', pending: 'idle' };
@@ -86,19 +87,28 @@ function actions(r, ctx) {
     active || r.state === 'completed' ? confirmButton('Rollback', act('rollback'), ctx.report) : null);
 }
 
+/**
+ * card renders one rollout. devices is its per-device list, or null when it was not read (a
+ * finished rollout whose list is closed): then only the overall bar shows.
+ */
 function card(r, devices, ctx) {
-  const waves = waveCounts(r, devices);
+  const waves = devices ? waveCounts(r, devices) : [];
   const sizes = r.wave_sizes || [];
   const total = r.total || sizes[sizes.length - 1] || 0;
   const overall = Object.fromEntries(STATES.map((s) => [s, (r.devices || {})[s] || 0]));
   const det = h('details', { 'data-devices': r.id },
-    h('summary', {}, `Devices (${devices.length})`),
-    table(['Device', 'Wave', 'State', 'Since', 'Previous version', 'Error'], devices.map((d) => [
+    h('summary', {}, `Devices (${devices ? devices.length : r.total ?? '…'})`),
+    devices && devices.length > MAX_ROWS ? h('p', { class: 'muted' }, `Showing the first ${MAX_ROWS}.`) : null,
+    table(['Device', 'Wave', 'State', 'Since', 'Previous version', 'Error'], (devices || []).slice(0, MAX_ROWS).map((d) => [
       h('a', { href: `#/device/${encodeURIComponent(d.id)}` }, d.id), String(d.wave || '—'),
       badge(d.state, devTone[d.state] || 'info'), ago(d.since), d.previous ? `v${d.previous}` : 'none', d.error || '',
     ]), { empty: 'No devices.' }));
   det.open = opened.has(r.id);
-  det.addEventListener('toggle', () => { if (det.open) opened.add(r.id); else opened.delete(r.id); });
+  det.addEventListener('toggle', () => {
+    if (det.open === opened.has(r.id)) return;
+    if (det.open) opened.add(r.id); else opened.delete(r.id);
+    if (det.open && !devices) ctx.refresh();
+  });
   return h('section', { class: 'card', 'data-rollout': r.id, 'aria-label': `rollout ${r.id}` },
     h('h2', {}, 'Rollout ', h('code', {}, r.id), ' ', h('span', { class: 'rollout-state', 'data-state': r.state }, badge(r.state, stateTone[r.state] || 'idle'))),
     h('p', {}, h('a', { href: `#/lineage?node=${encodeURIComponent(`model:${r.model}@${r.version}`)}` }, `${r.model}@${r.version}`),
@@ -137,7 +147,10 @@ export default {
         else ({ items } = await listAll('/api/v1/rollouts', 1));
         items.sort((a, b) => (b.created_at || 0) - (a.created_at || 0));
         const shown = items.slice(0, MAX_SHOWN);
-        const devs = await Promise.all(shown.map((r) => get(`/api/v1/rollouts/${encodeURIComponent(r.id)}/devices`).then((p) => p.items || [])));
+        // Per-device lists are read for rollouts still under way and for lists opened on screen.
+        const devs = await Promise.all(shown.map((r) => (r.state === 'running' || r.state === 'paused' || opened.has(r.id) || only
+          ? get(`/api/v1/rollouts/${encodeURIComponent(r.id)}/devices`).then((p) => p.items || [])
+          : null)));
         const running = items.filter((r) => r.state === 'running').length;
         const paused = items.filter((r) => r.state === 'paused').length;
         fill(body, 
