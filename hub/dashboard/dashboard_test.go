@@ -12,6 +12,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/dashboard"
 )
 
@@ -132,5 +133,32 @@ func TestAssetReferences(t *testing.T) {
 	}
 	if modules < 10 {
 		t.Fatalf("walked %d modules; the pages are missing", modules)
+	}
+}
+
+// TestExtraOnAPIServer mounts the dashboard the way a hub node does (api.Config.Extra) and
+// checks that it answers beside the API without taking any of its routes.
+func TestExtraOnAPIServer(t *testing.T) {
+	s := api.New(api.Config{Extra: dashboard.Extra})
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	for _, c := range []struct {
+		path   string
+		status int
+		ctype  string
+	}{
+		{"/", 200, "text/html"},
+		{"/ui/js/app.js", 200, "text/javascript"},
+		{"/api/v1/cluster", 401, "application/problem+json"},
+		{"/nope", 404, "application/problem+json"},
+	} {
+		res, err := http.Get(srv.URL + c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != c.status || !strings.HasPrefix(res.Header.Get("Content-Type"), c.ctype) {
+			t.Errorf("GET %s: %d %s, want %d %s", c.path, res.StatusCode, res.Header.Get("Content-Type"), c.status, c.ctype)
+		}
 	}
 }
