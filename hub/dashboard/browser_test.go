@@ -325,6 +325,11 @@ func TestDashboardInBrowser(t *testing.T) {
 		if w := eval[bool](b, ctx, `document.documentElement.scrollWidth <= window.innerWidth + 1`); !w {
 			t.Errorf("%s scrolls sideways on a phone", p.hash)
 		}
+		// Nor does any cell or table spill out of its box.
+		if over := eval[[]string](b, ctx, `[...document.querySelectorAll('#page td, #page .tablewrap')]
+			.filter((e) => e.scrollWidth > e.clientWidth + 1).map((e) => e.textContent.slice(0, 60))`); len(over) > 0 {
+			t.Errorf("%s on a phone: content wider than its box: %q", p.hash, over)
+		}
 		b.screenshot(ctx, "phone-"+p.page)
 	}
 
