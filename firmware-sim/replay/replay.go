@@ -84,10 +84,10 @@ func ReadCSV(r io.Reader, timeColumn string, fields []string) (*Series, error) {
 		if errors.Is(err, io.EOF) {
 			break
 		}
-		line, _ := cr.FieldPos(0)
-		if err != nil {
+		if err != nil { // FieldPos panics after a failed Read; the csv error names the line
 			return nil, fmt.Errorf("%w: %v", ErrFormat, err)
 		}
+		line, _ := cr.FieldPos(0)
 		if len(s.Points) >= MaxRows {
 			return nil, fmt.Errorf("%w: more than %d rows", ErrTooLarge, MaxRows)
 		}

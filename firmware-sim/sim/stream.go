@@ -2,8 +2,8 @@ package sim
 
 import (
 	"math"
-	"sort"
 	"math/rand/v2"
+	"sort"
 	"time"
 )
 
@@ -31,16 +31,16 @@ type Message struct {
 // its own. Values come from one random source and event effects from another, so an event
 // changes the readings it targets and nothing else.
 type Stream struct {
-	f       *Fleet
-	dev     int
-	id      string
-	vals    *rand.Rand
-	events  *rand.Rand
-	walk    []float64
-	seq     int
-	off     []Window
-	names   []string
-	decs    []int
+	f      *Fleet
+	dev    int
+	id     string
+	vals   *rand.Rand
+	events *rand.Rand
+	walk   []float64
+	seq    int
+	off    []Window
+	names  []string
+	decs   []int
 }
 
 // Stream returns device i's stream (0-based), positioned at its first message.
