@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -330,3 +331,5 @@ func testKey(t testing.TB) string {
 	}
 	return artifact.PublicKeyBase64(pub)
 }
+
+func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }

@@ -1,0 +1,218 @@
+package agent_test
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/config"
+)
+
+// child is a driftline-agent process (this test binary in child mode).
+type child struct {
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	exited chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// writeConfig writes cfg as the YAML file the agent reads.
+func writeConfig(t testing.TB, cfg config.Config) string {
+	t.Helper()
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// startChild runs the agent process with the config file; killAfter > 0 makes it SIGKILL
+// itself after that many fetched chunks.
+func startChild(t testing.TB, cfgPath string, killAfter int) *child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "run", "--config", cfgPath)
+	cmd.Env = append(os.Environ(), "DRIFTLINE_AGENT_CHILD=1", "DRIFTLINE_AGENT_KILL_AFTER_CHUNKS="+strconv.Itoa(killAfter))
+	c := &child{cmd: cmd, out: &syncBuffer{}, exited: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = c.out, c.out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-c.exited
+		if t.Failed() {
+			t.Logf("agent process output:\n%s", c.out.String())
+		}
+	})
+	return c
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (c *child) stop(t testing.TB) {
+	t.Helper()
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-c.exited:
+		c.exited <- err
+		if err != nil {
+			t.Fatalf("agent exited with %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("agent did not stop on SIGTERM")
+	}
+}
+
+// scrape reads the numeric samples of a Prometheus text page (labels kept in the key).
+func scrape(addr string) (map[string]float64, error) {
+	res, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out, sc.Err()
+}
+
+// TestCrashDuringPull kills the agent process (SIGKILL) in the middle of pulling v2 while v1
+// runs. Throughout, MODELDIR/NAME/current/model is whole v1 or whole v2. After a restart the
+// pull completes without fetching again any chunk verified before the kill.
+func TestCrashDuringPull(t *testing.T) {
+	h := startHub(t)
+	tok := h.enroll("dev-crash")
+	v1data, v2data := randomBytes(4<<20), randomBytes(6<<20)
+	v1, d1 := h.pushModel("m", v1data)
+	v2, d2 := h.pushModel("m", v2data)
+	cfg := agentConfig(t, "dev-crash", tok, []string{h.n.MQTTURL()}, h.keys())
+	cfg.Fetch.Requests, cfg.Fetch.Digests = 2, 4 // small window: the kill lands mid-pull
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.Metrics = metricsAddr
+	path := writeConfig(t, cfg)
+
+	// The invariant, checked while everything below happens.
+	var checks, bad atomic.Int64
+	var badMsg atomic.Value
+	stopCheck := make(chan struct{})
+	checkDone := make(chan struct{})
+	go func() {
+		defer close(checkDone)
+		f := modelFile(cfg.ModelDir, "m")
+		for {
+			select {
+			case <-stopCheck:
+				return
+			default:
+			}
+			b, err := os.ReadFile(f)
+			if errors.Is(err, os.ErrNotExist) {
+				time.Sleep(2 * time.Millisecond)
+				continue
+			}
+			if err != nil {
+				continue // the link moved between resolving and reading: read again
+			}
+			if d := fmt.Sprintf("sha256:%x", sha256Sum(b)); d != d1 && d != d2 {
+				bad.Add(1)
+				badMsg.Store(fmt.Sprintf("current/model has %d bytes hashing to %s", len(b), d))
+			}
+			checks.Add(1)
+		}
+	}()
+	defer func() {
+		close(stopCheck)
+		<-checkDone
+		if bad.Load() > 0 {
+			t.Fatalf("%d reads of current saw a partial or unverified model: %v", bad.Load(), badMsg.Load())
+		}
+		t.Logf("current read and verified %d times", checks.Load())
+	}()
+
+	c1 := startChild(t, path, 0)
+	h.assign("dev-crash", "m", v1)
+	waitActive(t, h, "dev-crash", "m", v1, "active")
+	c1.stop(t)
+
+	const killAfter = 30
+	c2 := startChild(t, path, killAfter)
+	h.assign("dev-crash", "m", v2)
+	select {
+	case err := <-c2.exited:
+		c2.exited <- err // for the cleanup
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("agent exited with %v, want SIGKILL at chunk %d", err, killAfter)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("agent was not killed mid-pull")
+	}
+	if got := fileDigest(t, modelFile(cfg.ModelDir, "m")); got != d1 {
+		t.Fatalf("after the kill current is %s, want v1 %s", got, d1)
+	}
+
+	c3 := startChild(t, path, 0)
+	waitActive(t, h, "dev-crash", "m", v2, "active")
+	if got := fileDigest(t, modelFile(cfg.ModelDir, "m")); got != d2 {
+		t.Fatalf("current %s, want v2 %s", got, d2)
+	}
+	var ms map[string]float64
+	waitFor(t, 10*time.Second, "agent metrics", func() bool {
+		var err error
+		ms, err = scrape(metricsAddr)
+		return err == nil && ms[agent.MetricChunksReused] > 0
+	})
+	fetched, reused := ms[agent.MetricFetchedChunks], ms[agent.MetricChunksReused]
+	t.Logf("after restart: %v chunks fetched, %v reused (killed after %d)", fetched, reused, killAfter)
+	if reused < killAfter {
+		t.Fatalf("restart reused %v chunks, want at least the %d verified before the kill", reused, killAfter)
+	}
+	if fetched+reused > float64(len(v2data)/(16<<10)) || fetched == 0 {
+		t.Fatalf("restart fetched %v and reused %v chunks: implausible", fetched, reused)
+	}
+	c3.stop(t)
+}

@@ -1,0 +1,51 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/cli"
+)
+
+// Child mode: the test binary re-executed with DRIFTLINE_AGENT_CHILD=1 is driftline-agent
+// itself (cli.Main with its arguments), so crash tests kill a real agent process.
+// DRIFTLINE_AGENT_KILL_AFTER_CHUNKS=N makes it SIGKILL itself right after the Nth fetched chunk
+// is verified and stored: a kill at a known point of a pull.
+func TestMain(m *testing.M) {
+	if os.Getenv("DRIFTLINE_AGENT_CHILD") != "1" {
+		os.Exit(m.Run())
+	}
+	n, _ := strconv.ParseInt(os.Getenv("DRIFTLINE_AGENT_KILL_AFTER_CHUNKS"), 10, 64)
+	if n <= 0 {
+		os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	var seen atomic.Int64
+	opts := agent.Options{OnChunk: func() {
+		if seen.Add(1) == n {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		}
+	}}
+	if len(os.Args) < 4 || os.Args[1] != "run" || os.Args[2] != "--config" {
+		fmt.Fprintln(os.Stderr, "child with a kill point: want run --config FILE")
+		os.Exit(2)
+	}
+	cfg, err := cli.LoadConfig(os.Args[3], "", "", "")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := cli.Run(ctx, cfg, os.Stderr, opts); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
