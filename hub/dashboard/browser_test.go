@@ -248,6 +248,29 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	b.screenshot(ctx, "registry")
 
+	// A second version, registered but not approved, is approved from its row's button.
+	var v2 struct {
+		Version int `json:"version"`
+	}
+	h.multipart("/api/v1/models/"+f.Model+"/versions", map[string]string{"metadata": `{"format":"onnx","trained_on":[{"dataset":"temps","version":1}]}`},
+		map[string][2]string{"artifact": {"model.onnx", strings.Repeat("weights2", 5000)}}, http.StatusCreated, &v2)
+	row2 := fmt.Sprintf(`[data-model=%q] tr[data-version="%d"]`, f.Model, v2.Version)
+	b.wait(ctx, "the new version listed as registered", fmt.Sprintf(`document.querySelector(%q)?.textContent.includes('registered')`, row2))
+	b.do(ctx, "approve from the row", chromedp.Click(chromedp.CSS(row2+" button")),
+		chromedp.SendKeys(chromedp.ID("approve-comment"), "canary looked fine"),
+		chromedp.Click(chromedp.CSS(`form[aria-label^="Approve"] button`)))
+	b.wait(ctx, "the version approved on the page", fmt.Sprintf(`document.querySelector(%q)?.textContent.includes('canary looked fine')`, row2))
+	var mv2 struct {
+		Status    string `json:"status"`
+		Approvals []struct {
+			Comment string `json:"comment"`
+		} `json:"approvals"`
+	}
+	h.call(http.MethodGet, fmt.Sprintf("/api/v1/models/%s/versions/%d", f.Model, v2.Version), nil, http.StatusOK, &mv2)
+	if mv2.Status != "approved" || len(mv2.Approvals) != 1 || mv2.Approvals[0].Comment != "canary looked fine" {
+		t.Errorf("after approving on the page the API has %+v", mv2)
+	}
+
 	// Lineage: the model's graph; selecting the dataset re-centres on it.
 	b.open(ctx, fmt.Sprintf("#/lineage?node=model:%s@%d", f.Model, f.Version), "lineage")
 	b.wait(ctx, "lineage nodes", `document.querySelectorAll('#lineage-graph g.node').length >= 3`)
