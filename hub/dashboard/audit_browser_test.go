@@ -3,13 +3,8 @@ package dashboard_test
 import (
 	"encoding/json"
 	"fmt"
-	"net/http/httptest"
 	"testing"
 
-	"github.com/chromedp/chromedp"
-	"github.com/labstack/echo/v4"
-
-	"github.com/driftline/driftline/hub/dashboard"
 	"github.com/driftline/driftline/hub/state"
 )
 
@@ -18,11 +13,7 @@ import (
 // entry.
 func TestAuditChainInBrowser(t *testing.T) {
 	b := startBrowser(t)
-	e := echo.New()
-	dashboard.Register(e)
-	srv := httptest.NewServer(e)
-	defer srv.Close()
-	b.do(b.ctx, "load the dashboard", chromedp.Navigate(srv.URL+"/"), chromedp.WaitVisible(chromedp.ID("token")))
+	b.loadDashboard()
 
 	chain := func() []state.AuditEntry {
 		details := []string{"", "production=3", "ünïcödé € 日本", "a:b;c", "model:temp-model@1 devices=5 waves=[3 5] gates="}

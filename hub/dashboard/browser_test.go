@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/labstack/echo/v4"
+
+	"github.com/driftline/driftline/hub/dashboard"
 )
 
 // browser is one headless Chromium with its console collected.
@@ -44,6 +48,16 @@ func startBrowser(t *testing.T) *browser {
 	}
 	b.listen(ctx)
 	return b
+}
+
+// loadDashboard serves only the dashboard (no hub) and loads it, for tests of its modules.
+func (b *browser) loadDashboard() {
+	b.t.Helper()
+	e := echo.New()
+	dashboard.Register(e)
+	srv := httptest.NewServer(e)
+	b.t.Cleanup(srv.Close)
+	b.do(b.ctx, "load the dashboard", chromedp.Navigate(srv.URL+"/"), chromedp.WaitVisible(chromedp.ID("token")))
 }
 
 // listen collects the console of the tab of ctx.

@@ -3,14 +3,9 @@ package dashboard_test
 import (
 	"encoding/json"
 	"fmt"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
-	"github.com/chromedp/chromedp"
-	"github.com/labstack/echo/v4"
-
-	"github.com/driftline/driftline/hub/dashboard"
 	"github.com/driftline/driftline/hub/drift"
 )
 
@@ -19,11 +14,7 @@ import (
 // with the API's shapes even before a node serves them.
 func TestDriftViewsInBrowser(t *testing.T) {
 	b := startBrowser(t)
-	e := echo.New()
-	dashboard.Register(e)
-	srv := httptest.NewServer(e)
-	defer srv.Close()
-	b.do(b.ctx, "load the dashboard", chromedp.Navigate(srv.URL+"/"), chromedp.WaitVisible(chromedp.ID("token")))
+	b.loadDashboard()
 
 	f64 := func(x float64) *float64 { return &x }
 	point := func(end int64, share, score float64) drift.Point {

@@ -10,6 +10,9 @@ const COL_GAP = 80;
 const ROW_GAP = 14;
 const PAD = 16;
 const kindOrder = { dataset: 0, job: 1, model: 2, rollout: 3, device: 4 };
+/** MAX_PER_KIND is how many nodes of one kind a column shows before they fold into one. */
+export const MAX_PER_KIND = 25;
+const MAX_EDGE_ROWS = 500;
 
 /**
  * flow returns an edge as data flows: from the source to what was made from it. Stored edges
@@ -51,6 +54,18 @@ export function layout(graph, focus) {
     if (!cols.has(c)) cols.set(c, []);
     cols.get(c).push(n);
   }
+  // Fold a crowd (a model deployed to thousands of devices) into one node per kind and column.
+  const folded = new Map(); // node id -> id of the node it folded into
+  for (const [c, ns] of cols) {
+    const byKind = new Map();
+    for (const n of ns) if (n.id !== start) byKind.set(n.kind, [...(byKind.get(n.kind) || []), n]);
+    for (const [kind, group] of byKind) {
+      if (group.length <= MAX_PER_KIND) continue;
+      const id = `${kind}:…${group.length}@${c}`;
+      for (const n of group) folded.set(n.id, id);
+      cols.set(c, [...cols.get(c).filter((n) => n.kind !== kind || n.id === start), { id, kind, folded: group.length }]);
+    }
+  }
   const placed = new Map();
   let rows = 0;
   for (const [c, ns] of cols) {
@@ -59,17 +74,28 @@ export function layout(graph, focus) {
     rows = Math.max(rows, ns.length);
   }
   const ncols = cols.size ? Math.max(...cols.keys()) + 1 : 0;
+  const seen = new Set();
+  const edges = [];
+  for (const e of graph.edges) {
+    const from = folded.get(e.from) || e.from;
+    const to = folded.get(e.to) || e.to;
+    const key = `${from}|${to}|${e.kind}`;
+    if (!placed.has(from) || !placed.has(to) || seen.has(key)) continue;
+    seen.add(key);
+    edges.push({ ...e, from, to });
+  }
   return {
     nodes: [...placed.values()],
-    edges: graph.edges.filter((e) => placed.has(e.from) && placed.has(e.to)),
+    edges,
     width: PAD * 2 + ncols * NODE_W + Math.max(0, ncols - 1) * COL_GAP,
     height: PAD * 2 + rows * NODE_H + Math.max(0, rows - 1) * ROW_GAP,
     placed,
   };
 }
 
-function label(id) {
-  const t = id.replace(/^(dataset|model|rollout|device|job):/, '');
+function label(n) {
+  if (n.folded) return `${n.folded} ${n.kind}s`;
+  const t = n.id.replace(/^(dataset|model|rollout|device|job):/, '');
   return t.length > 24 ? `${t.slice(0, 23)}…` : t;
 }
 
@@ -91,11 +117,18 @@ function draw(lay, focus, onPick) {
       s('text', { class: 'elabel', x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 4, 'text-anchor': 'middle' }, e.kind)));
   }
   for (const n of lay.nodes) {
+    if (n.folded) {
+      svg.append(s('g', { class: `node folded k-${n.kind}`, 'data-folded': n.folded, transform: `translate(${n.x},${n.y})` },
+        s('title', {}, `${n.folded} ${n.kind}s, folded; the table below lists them`),
+        s('rect', { width: NODE_W, height: NODE_H }),
+        s('text', { x: 10, y: NODE_H / 2 + 4 }, `${n.kind[0].toUpperCase()} ${label(n)}`)));
+      continue;
+    }
     const g = s('g', { class: `node k-${n.kind}${n.id === focus ? ' focus' : ''}`, tabindex: 0, role: 'button', 'data-node': n.id,
       'aria-label': `${n.id}${n.id === focus ? ' (centre)' : ''}: show its lineage`, transform: `translate(${n.x},${n.y})` },
     s('title', {}, n.id),
     s('rect', { width: NODE_W, height: NODE_H }),
-    s('text', { x: 10, y: NODE_H / 2 + 4 }, `${n.kind[0].toUpperCase()} ${label(n.id)}`));
+    s('text', { x: 10, y: NODE_H / 2 + 4 }, `${n.kind[0].toUpperCase()} ${label(n)}`));
     g.addEventListener('click', () => onPick(n.id));
     g.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); onPick(n.id); } });
     svg.append(g);
@@ -154,7 +187,8 @@ export default {
         fill(graphBox, draw(lay, node, (id) => ctx.setQuery({ node: id })));
         fill(info, h('section', { class: 'card', 'aria-labelledby': 'h-edges' },
           h('h2', { id: 'h-edges' }, `Edges (${g.edges.length})`),
-          table(['From', 'Edge', 'To', 'Since', 'Until'], g.edges.map((e) => [
+          g.edges.length > MAX_EDGE_ROWS ? h('p', { class: 'muted' }, `Listing the first ${MAX_EDGE_ROWS}.`) : null,
+          table(['From', 'Edge', 'To', 'Since', 'Until'], g.edges.slice(0, MAX_EDGE_ROWS).map((e) => [
             h('a', { href: `#/lineage?node=${encodeURIComponent(e.from)}` }, e.from), e.kind,
             h('a', { href: `#/lineage?node=${encodeURIComponent(e.to)}` }, e.to), when(e.since), e.until ? when(e.until) : '',
           ]), { empty: 'This node has no edges within the depth.' })));
