@@ -305,6 +305,11 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("seeded rollout is %s, want running", ro.State)
 	}
 	b.wait(ctx, "rollout wave as in the API", fmt.Sprintf(`document.querySelector('%s .rollout-wave')?.textContent.startsWith('%d of 2')`, card, ro.Wave))
+	for _, gate := range []string{"max_failure_rate", "max_drift_share", "max_invalid_rate"} {
+		if got := text(b, ctx, fmt.Sprintf(`%s tr[data-gate=%q]`, card, gate)); !strings.Contains(got, "≤ 0.") {
+			t.Errorf("gate %s row %q lacks its threshold", gate, got)
+		}
+	}
 	b.screenshot(ctx, "rollouts")
 	b.do(ctx, "click pause", chromedp.Click(chromedp.CSS(card+` button[data-action="pause"]`)))
 	b.wait(ctx, "paused on the page", fmt.Sprintf(`document.querySelector('%s .rollout-state')?.dataset.state === 'paused'`, card))

@@ -190,7 +190,8 @@ func (h *testHub) seed() fleet {
 		ID    string `json:"id"`
 		State string `json:"state"`
 	}
-	h.call(http.MethodPost, "/api/v1/rollouts", map[string]any{"model": f.Model, "version": f.Version, "selector": "", "waves": []int{50, 100}, "bake_seconds": 3600}, http.StatusCreated, &ro)
+	h.call(http.MethodPost, "/api/v1/rollouts", map[string]any{"model": f.Model, "version": f.Version, "selector": "", "waves": []int{50, 100}, "bake_seconds": 3600,
+		"gates": map[string]float64{"max_failure_rate": 0.5, "max_drift_share": 0.9, "max_invalid_rate": 0.5}}, http.StatusCreated, &ro)
 	f.RolloutID = ro.ID
 	return f
 }
