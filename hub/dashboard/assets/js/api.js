@@ -98,7 +98,7 @@ export async function detectRole(tok) {
       await call(path, { method, body, tok });
       return 200;
     } catch (err) {
-      if (err.status === 0) throw err;
+      if (err.status === 0 || err.status >= 500) throw err; // no answer, or no leader: retry later
       return err.status;
     }
   };
