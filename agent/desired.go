@@ -300,13 +300,14 @@ func (a *Agent) download(ctx context.Context, m wire.DesiredModel, man artifact.
 		if err := a.cache.Put(d, data); err != nil {
 			return fmt.Errorf("store chunk: %w", err)
 		}
+		return nil
+	}, func(d string) {
 		a.m.fetchedChunks.Inc()
 		done += sizes[d] * count[d]
 		a.progress(m.Name, done, man.Size)
 		if a.opts.OnChunk != nil {
 			a.opts.OnChunk()
 		}
-		return nil
 	}, preempt)
 }
 
@@ -415,7 +416,7 @@ func (a *Agent) asset(ctx context.Context, kind objectKind, digest string, preem
 	err = a.fetch.fetch(ctx, kind, []string{digest}, func(_ string, data []byte) error {
 		got = append([]byte(nil), data...)
 		return a.assets.Set(key, got)
-	}, preempt)
+	}, func(string) {}, preempt)
 	if err != nil {
 		return nil, err
 	}

@@ -67,16 +67,67 @@ type pullState struct {
 	gen      uint64
 }
 
-// fetch gets every digest, calling got with each verified object's bytes (got's error ends the
-// pull). It keeps Fetch.Requests requests of up to Fetch.Digests digests in flight, asks again
+// verifyWorkers decompress, hash and store frames beside the pull's loop, which keeps the
+// bookkeeping: on a small device the hashing and the store's compression are the pull's cost.
+const verifyWorkers = 2
+
+// verifyJob is one object to check and store: a single-part frame (data nil) or the bytes of a
+// multi-part object already verified by wire.Object.
+type verifyJob struct {
+	digest string
+	frame  wire.Frame
+	data   []byte
+}
+
+type verifyResult struct {
+	digest string
+	err    error
+	stored bool // false: the frame failed its check (err); true with err: store failed
+}
+
+// fetch gets every digest: store is called with each verified object's bytes, on worker
+// goroutines (it must be safe for concurrent use; its error ends the pull), and onStored on
+// the caller's goroutine after it. It keeps Fetch.Requests requests of up to Fetch.Digests digests in flight, asks again
 // for what a request did not bring within Fetch.Timeout, fails a digest requested
 // Fetch.Attempts times (ErrAttempts), fails when nothing verified for Fetch.Stall (ErrStalled),
 // and fails at once when the hub has no such digest (wire.ErrNotFound). preempt, when it
 // reports true, ends the pull with errPreempted.
-func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, got func(digest string, data []byte) error, preempt func() bool) error {
+func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, store func(digest string, data []byte) error, onStored func(digest string), preempt func() bool) error {
 	if len(digests) == 0 {
 		return nil
 	}
+	jobs := make(chan verifyJob)
+	results := make(chan verifyResult, verifyWorkers)
+	quit := make(chan struct{})
+	defer close(quit)
+	for i := 0; i < verifyWorkers; i++ {
+		go func() {
+			for {
+				var j verifyJob
+				select {
+				case <-quit:
+					return
+				case j = <-jobs:
+				}
+				r := verifyResult{digest: j.digest}
+				data := j.data
+				if data == nil {
+					data, r.err = j.frame.Open()
+				}
+				if r.err == nil {
+					r.stored = true
+					r.err = store(j.digest, data)
+				}
+				select {
+				case <-quit:
+					return
+				case results <- r:
+				}
+			}
+		}()
+	}
+	var pending []verifyJob
+	verifying := map[string]bool{}
 	cfg := f.a.cfg.Fetch
 	st := &pullState{
 		queue: append([]string(nil), digests...), inflight: map[string]*request{}, owner: map[string]string{},
@@ -93,7 +144,27 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 		return err
 	}
 	for len(st.wanted) > 0 {
+		var send chan verifyJob
+		var next verifyJob
+		if len(pending) > 0 {
+			send, next = jobs, pending[0]
+		}
 		select {
+		case send <- next:
+			pending = pending[1:]
+		case r := <-results:
+			delete(verifying, r.digest)
+			done, err := f.verified(kind, st, r)
+			if err != nil {
+				return err
+			}
+			if done {
+				onStored(r.digest)
+				lastProgress = time.Now()
+				if err := f.fill(ctx, st); err != nil {
+					return err
+				}
+			}
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-f.a.conn.desiredCh:
@@ -106,15 +177,13 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 				return errPreempted
 			}
 		case b := <-f.a.conn.frames:
-			done, err := f.handleFrame(kind, st, b, got)
+			j, ok, err := f.handleFrame(kind, st, b, verifying)
 			if err != nil {
 				return err
 			}
-			if done {
-				lastProgress = time.Now()
-				if err := f.fill(ctx, st); err != nil {
-					return err
-				}
+			if ok {
+				verifying[j.digest] = true
+				pending = append(pending, j)
 			}
 		case now := <-tick.C:
 			if now.Sub(lastProgress) > cfg.Stall.D() {
@@ -214,66 +283,55 @@ func (f *fetcher) fill(ctx context.Context, st *pullState) error {
 	return nil
 }
 
-// handleFrame decodes and verifies one frame. done reports that an object was completed.
-func (f *fetcher) handleFrame(kind objectKind, st *pullState, b []byte, got func(string, []byte) error) (done bool, err error) {
+// handleFrame decodes one frame and returns the job that verifies and stores its object, once
+// the object is whole (single-part frames at once; parts are collected here).
+func (f *fetcher) handleFrame(kind objectKind, st *pullState, b []byte, verifying map[string]bool) (verifyJob, bool, error) {
 	fr, ok := f.decode(b)
 	if !ok {
-		return false, nil
+		return verifyJob{}, false, nil
 	}
 	d := fr.DigestString()
-	if !st.wanted[d] {
-		return false, nil // a duplicate or late answer: already have it
+	if !st.wanted[d] || verifying[d] {
+		return verifyJob{}, false, nil // a duplicate or late answer: already have it
 	}
 	if fr.Kind == wire.FrameNotFound {
 		if kind == kindManifest {
 			f.a.reject(ReasonUnknownModel, "hub has no such manifest", "digest", d)
 		}
-		return false, fmt.Errorf("fetch %s: %w", d, wire.ErrNotFound)
+		return verifyJob{}, false, fmt.Errorf("fetch %s: %w", d, wire.ErrNotFound)
 	}
-	var data []byte
 	if fr.Offset == 0 && fr.Plain == fr.Total {
-		data, err = fr.Open()
-	} else {
-		o := st.objects[d]
-		if o == nil {
-			if o, err = wire.NewObject(fr); err != nil {
-				f.a.reject(ReasonBadFrame, "bad frame", "digest", d, "err", err)
-				return false, nil
-			}
-			st.objects[d] = o
-		}
-		var complete bool
-		complete, err = o.Add(fr)
-		if err == nil && !complete {
-			return false, nil
-		}
-		data = o.Bytes()
+		return verifyJob{digest: d, frame: fr}, true, nil
 	}
+	o := st.objects[d]
+	if o == nil {
+		var err error
+		if o, err = wire.NewObject(fr); err != nil {
+			f.a.reject(ReasonBadFrame, "bad frame", "digest", d, "err", err)
+			return verifyJob{}, false, nil
+		}
+		st.objects[d] = o
+	}
+	complete, err := o.Add(fr)
 	if err != nil {
-		reason := ReasonBadFrame
-		if errors.Is(err, wire.ErrFrameDigest) {
-			reason = ReasonChunkDigest
-			if kind == kindManifest {
-				reason = ReasonManifestDigest
-			}
-			delete(st.objects, d)
-			// Forged or damaged: ask again now rather than at the request's deadline.
-			if id := st.owner[d]; id != "" {
-				delete(st.owner, d)
-				if r := st.inflight[id]; r != nil {
-					delete(r.digests, d)
-					if len(r.digests) == 0 {
-						delete(st.inflight, id)
-					}
-				}
-				st.queue = append([]string{d}, st.queue...)
-			}
-		}
-		f.a.reject(reason, "frame refused", "digest", d, "err", err)
-		return false, nil // otherwise the request's deadline asks again
+		f.refused(kind, st, d, err)
+		return verifyJob{}, false, nil
 	}
-	if err := got(d, data); err != nil {
-		return false, err
+	if !complete {
+		return verifyJob{}, false, nil
+	}
+	return verifyJob{digest: d, data: o.Bytes()}, true, nil
+}
+
+// verified books a worker's result: done reports that the object is stored.
+func (f *fetcher) verified(kind objectKind, st *pullState, r verifyResult) (done bool, err error) {
+	d := r.digest
+	if r.err != nil {
+		if r.stored {
+			return false, r.err
+		}
+		f.refused(kind, st, d, r.err)
+		return false, nil
 	}
 	delete(st.wanted, d)
 	delete(st.objects, d)
@@ -287,6 +345,30 @@ func (f *fetcher) handleFrame(kind objectKind, st *pullState, b []byte, got func
 		}
 	}
 	return true, nil
+}
+
+// refused counts an object whose frames failed their check. A digest mismatch (forged or
+// damaged bytes) is asked for again at once; other damage waits for the request's deadline.
+func (f *fetcher) refused(kind objectKind, st *pullState, d string, err error) {
+	reason := ReasonBadFrame
+	if errors.Is(err, wire.ErrFrameDigest) {
+		reason = ReasonChunkDigest
+		if kind == kindManifest {
+			reason = ReasonManifestDigest
+		}
+		delete(st.objects, d)
+		if id := st.owner[d]; id != "" {
+			delete(st.owner, d)
+			if r := st.inflight[id]; r != nil {
+				delete(r.digests, d)
+				if len(r.digests) == 0 {
+					delete(st.inflight, id)
+				}
+			}
+			st.queue = append([]string{d}, st.queue...)
+		}
+	}
+	f.a.reject(reason, "frame refused", "digest", d, "err", err)
 }
 
 // decode parses a chunk-topic message and checks its request id, counting what it refuses.
