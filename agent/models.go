@@ -247,6 +247,9 @@ func (a *Agent) adoptDisk() error {
 // Called by the desired loop only, never under a.mu (modelstore may be busy with a health
 // check).
 func (a *Agent) refreshLinks(name string) {
+	if modelstore.ValidName(name) != nil {
+		return
+	}
 	cur, prev := 0, 0
 	if v, err := a.store.Current(name); err == nil {
 		cur = v.Version

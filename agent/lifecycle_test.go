@@ -1,0 +1,94 @@
+package agent_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/shared/wire"
+)
+
+// TestModelLifecycle drives one agent through what a hub asks over a device's life: a version
+// with its contract and reference profile, a version that fails its health check (switched
+// back, reported failed), a second model, and the removal of a model from the desired state.
+func TestModelLifecycle(t *testing.T) {
+	b := startBroker(t, 0)
+	h := newFakeHub(t, b, "dev-life")
+	latest := h.watchReported()
+	cfg := agentConfig(t, "dev-life", "any", []string{b.url()}, []string{h.publicKey()})
+	// Version 2 of any model is unhealthy.
+	cfg.HealthCheck.Command = []string{"sh", "-c", `test "$DRIFTLINE_MODEL_VERSION" != 2 || { echo "v2 is broken" >&2; exit 3; }`}
+	a := startAgent(t, cfg, agent.Options{})
+	waitFor(t, 10*time.Second, "connected", a.Connected)
+
+	v1, v2, other := h.addModel(randomBytes(300<<10)), h.addModel(randomBytes(300<<10)), h.addModel(randomBytes(50<<10))
+	contract := []byte(`{"fields":[{"name":"temp","type":"number"}]}`)
+	profile := bytes.Repeat([]byte("profile bytes "), 30000) // > one frame part: fetched as a multi-part object
+	e1 := h.entry("clf", 1, v1)
+	e1.ContractDigest, e1.ProfileDigest = h.addObject(contract), h.addObject(profile)
+	e1.Dataset, e1.DatasetVersion = "sensors", 3
+
+	waitState := func(name string, st wire.State, active int) wire.ReportedModel {
+		t.Helper()
+		var m wire.ReportedModel
+		waitFor(t, 15*time.Second, name+" "+string(st), func() bool {
+			var ok bool
+			m, ok = latest().Models[name]
+			return ok && m.State == st && m.Active != nil && *m.Active == active
+		})
+		return m
+	}
+
+	h.desire(e1)
+	waitState("clf", wire.StateActive, 1)
+	am, ok, err := a.ActiveModel()
+	if err != nil || !ok || am.Name != "clf" || am.Version != 1 || am.Dataset != "sensors" || am.DatasetVersion != 3 ||
+		!bytes.Equal(am.Contract, contract) || !bytes.Equal(am.Profile, profile) {
+		t.Fatalf("ActiveModel = %+v %v %v (contract %d bytes, profile %d bytes)", am.Name, ok, err, len(am.Contract), len(am.Profile))
+	}
+	if got := fileDigest(t, am.Path); got != v1.manifest.Digest {
+		t.Fatalf("ActiveModel path holds %s", got)
+	}
+
+	// v2 fails its health check: current goes back to v1, the state says failed and why.
+	e2 := h.entry("clf", 2, v2)
+	h.desire(e2)
+	m := waitState("clf", wire.StateFailed, 1)
+	if !strings.Contains(m.LastError, "health check") || !strings.Contains(m.LastError, "v2 is broken") {
+		t.Fatalf("last_error %q", m.LastError)
+	}
+	if got := fileDigest(t, modelFile(cfg.ModelDir, "clf")); got != v1.manifest.Digest {
+		t.Fatalf("current %s after a failed health check, want v1", got)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.ModelDir, "clf", "2")); !os.IsNotExist(err) {
+		t.Fatalf("failed version left on disk: %v", err)
+	}
+	if n := metric(t, a.reg, agent.MetricActivations, "result", agent.ResultFailed); n != 1 {
+		t.Fatalf("%v failed activations", n)
+	}
+
+	// A second model beside the first, then the first is removed from the desired state.
+	h.desire(e1, h.entry("aux", 1, other))
+	waitState("aux", wire.StateActive, 1)
+	waitState("clf", wire.StateActive, 1)
+	h.desire(h.entry("aux", 1, other))
+	waitFor(t, 10*time.Second, "clf dropped from the report", func() bool {
+		_, ok := latest().Models["clf"]
+		return !ok && len(latest().Models) == 1
+	})
+	if _, err := os.Stat(filepath.Join(cfg.ModelDir, "clf")); !os.IsNotExist(err) {
+		t.Fatalf("deactivated model still on disk: %v", err)
+	}
+	am, ok, err = a.ActiveModel()
+	if err != nil || !ok || am.Name != "aux" || am.Contract != nil {
+		t.Fatalf("ActiveModel after removal = %+v %v %v", am.Name, ok, err)
+	}
+	ms, _ := a.ActiveModels()
+	if len(ms) != 1 {
+		t.Fatalf("%d active models", len(ms))
+	}
+}
