@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -32,7 +33,7 @@ const (
 
 // Options returns badger options for dir sized for p.
 func Options(dir string, p Profile) badger.Options {
-	opts := badger.DefaultOptions(dir).WithLogger(nil)
+	opts := badger.DefaultOptions(dir).WithLogger(slogLogger{})
 	switch p {
 	case Server:
 		opts = opts.WithSyncWrites(true).
@@ -88,3 +89,18 @@ func RunGC(ctx context.Context, db *badger.DB, interval time.Duration, log *slog
 		}
 	}
 }
+
+// slogLogger sends badger's warnings and errors to the process's default slog logger; its info
+// and debug chatter is dropped.
+type slogLogger struct{}
+
+func (slogLogger) Errorf(f string, args ...any) {
+	slog.Error("badger: " + strings.TrimSpace(fmt.Sprintf(f, args...)))
+}
+
+func (slogLogger) Warningf(f string, args ...any) {
+	slog.Warn("badger: " + strings.TrimSpace(fmt.Sprintf(f, args...)))
+}
+
+func (slogLogger) Infof(string, ...any)  {}
+func (slogLogger) Debugf(string, ...any) {}
