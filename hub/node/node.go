@@ -28,6 +28,7 @@ import (
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/broker"
 	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/hub/dashboard"
 	"github.com/driftline/driftline/hub/drift"
 	"github.com/driftline/driftline/hub/protocol"
 	"github.com/driftline/driftline/hub/rollout"
@@ -178,6 +179,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		Samples: NewSampleProcessor(), ProfileJSON: ProfileJSON,
 		Extra: func(e *echo.Echo, s *api.Server) {
 			drift.Register(e.Group("/api/v1"), n.drift, s.ReadMiddleware()...)
+			dashboard.Register(e)
 		},
 		OnRolloutChanged: func(string) { n.rollouts.Wake() },
 		AdvertiseMQTT:    n.advertisedMQTT(),
