@@ -1,16 +1,12 @@
 #!/usr/bin/env bash
-# make demo: starts a one-node hub with the embedded broker and embedded defaults under
-# ./driftline-data/demo and says how to reach it. DEMO_SECONDS=N stops it after N seconds.
+# make demo: runs the whole system on this machine (see docs/demo.md). Needs Go only.
+# DEMO_SECONDS=N stops it by itself after N seconds and prints a summary; Ctrl-C stops it
+# cleanly. The demo program stops every process it started (each in its own process group).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data=./driftline-data/demo
-mkdir -p "$data"
-./bin/driftline hub serve --data "$data" --http 127.0.0.1:8080 --raft 127.0.0.1:7000 --mqtt 127.0.0.1:1883 &
-hub=$!
-trap 'kill $hub 2>/dev/null; wait $hub 2>/dev/null' EXIT INT TERM
-echo "driftline demo: hub on http://127.0.0.1:8080, admin token in $data/admin.token"
-if [ -n "${DEMO_SECONDS:-}" ]; then
-  sleep "$DEMO_SECONDS"
-else
-  wait $hub
-fi
+go=${GO:-go}
+mkdir -p bin
+for cmd in hub/cmd/driftline agent/cmd/driftline-agent firmware-sim/cmd/firmware-sim firmware-sim/cmd/driftline-demo; do
+  "$go" build -trimpath -o "bin/$(basename "$cmd")" "./$cmd"
+done
+exec ./bin/driftline-demo "$@"
