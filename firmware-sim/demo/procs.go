@@ -124,4 +124,3 @@ func lastLines(b []byte) string {
 	}
 	return string(b)
 }
-
