@@ -154,8 +154,18 @@ func (a *Agent) applyModel(ctx context.Context, m wire.DesiredModel, preempt fun
 	}
 	a.mu.Unlock()
 
-	if err := a.download(ctx, m, man, preempt); err != nil {
+	// The file is assembled and staged while the chunks arrive (Assemble waits for each one in
+	// manifest order), so verifying and writing overlap the download.
+	staged, err := a.downloadAndStage(ctx, m, man, preempt)
+	if err != nil {
 		return a.pullFailed(m, err)
+	}
+	if errors.Is(staged, chunkcache.ErrNotFound) {
+		// A cached chunk failed its check on the way out and was deleted: fetch it again once.
+		log.Warn("a cached chunk was corrupt, fetching it again", "err", staged)
+		if staged, err = a.downloadAndStage(ctx, m, man, preempt); err != nil {
+			return a.pullFailed(m, err)
+		}
 	}
 	if err := a.fetchAssets(ctx, m, preempt); err != nil {
 		return a.pullFailed(m, err)
@@ -164,13 +174,9 @@ func (a *Agent) applyModel(ctx context.Context, m wire.DesiredModel, preempt fun
 	a.setState(m.Name, wire.StateActivating, nil)
 	// The activation runs to its end even when a newer desired arrives: a health check cut
 	// short leaves the journal pending until the next start (modelstore).
-	err = a.install(ctx, m, man)
-	if err != nil && errors.Is(err, chunkcache.ErrNotFound) {
-		// A cached chunk failed its check on the way out and was deleted: fetch it again once.
-		log.Warn("a cached chunk was corrupt, fetching it again", "err", err)
-		if err = a.download(ctx, m, man, preempt); err == nil {
-			err = a.install(ctx, m, man)
-		}
+	err = staged
+	if err == nil {
+		err = a.store.Activate(ctx, m.Name, m.Version)
 	}
 	a.refreshLinks(m.Name)
 	if ctx.Err() != nil {
@@ -266,7 +272,7 @@ func (a *Agent) manifest(ctx context.Context, m wire.DesiredModel, preempt func(
 }
 
 // download fetches the chunks of man the cache lacks, reporting progress.
-func (a *Agent) download(ctx context.Context, m wire.DesiredModel, man artifact.Manifest, preempt func() bool) error {
+func (a *Agent) download(ctx context.Context, m wire.DesiredModel, man artifact.Manifest, preempt func() bool, onChunk func(digest string)) error {
 	missing := artifact.Missing(man, a.cache.Has)
 	missingSet := make(map[string]bool, len(missing))
 	for _, d := range missing {
@@ -302,6 +308,7 @@ func (a *Agent) download(ctx context.Context, m wire.DesiredModel, man artifact.
 		}
 		return nil
 	}, func(d string) {
+		onChunk(d)
 		a.m.fetchedChunks.Inc()
 		done += sizes[d] * count[d]
 		a.progress(m.Name, done, man.Size)
@@ -311,12 +318,58 @@ func (a *Agent) download(ctx context.Context, m wire.DesiredModel, man artifact.
 	}, preempt)
 }
 
-// install writes the version through modelstore (which verifies the whole file, switches
-// current atomically and runs the health check).
-func (a *Agent) install(ctx context.Context, m wire.DesiredModel, man artifact.Manifest) error {
-	return a.store.Install(ctx, m.Name, m.Version, m.ManifestDigest, man.Digest, func(w io.Writer) error {
-		return artifact.Assemble(w, man, a.cache.Get)
+// errFetchEnded tells the staging goroutine that the download ended without a chunk it waits
+// for.
+var errFetchEnded = errors.New("agent: download ended")
+
+// downloadAndStage fetches the chunks of man the cache lacks and, at the same time, stages the
+// version through modelstore (which hashes the whole file and keeps it only if it matches),
+// assembling it from the cache as the chunks arrive. err is the download's failure (the staging
+// is then cancelled); staged is the staging's result.
+func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man artifact.Manifest, preempt func() bool) (staged, err error) {
+	waiters := map[string]chan struct{}{} // written before the goroutine starts, then only read
+	for _, d := range artifact.Missing(man, a.cache.Has) {
+		waiters[d] = make(chan struct{})
+	}
+	fetchDone := make(chan struct{})
+	stageCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	get := func(d string) ([]byte, error) {
+		if w, ok := waiters[d]; ok {
+			select {
+			case <-w:
+			case <-fetchDone:
+				select {
+				case <-w:
+				default:
+					return nil, errFetchEnded
+				}
+			case <-stageCtx.Done():
+				return nil, stageCtx.Err()
+			}
+		}
+		return a.cache.Get(d)
+	}
+	stageCh := make(chan error, 1)
+	go func() {
+		stageCh <- a.store.Stage(stageCtx, m.Name, m.Version, m.ManifestDigest, man.Digest, func(w io.Writer) error {
+			return artifact.Assemble(w, man, get)
+		})
+	}()
+	closed := map[string]bool{}
+	err = a.download(ctx, m, man, preempt, func(d string) {
+		if w, ok := waiters[d]; ok && !closed[d] {
+			closed[d] = true
+			close(w)
+		}
 	})
+	close(fetchDone)
+	if err != nil {
+		cancel()
+		<-stageCh
+		return nil, err
+	}
+	return <-stageCh, nil
 }
 
 // fetchAssets makes sure the contract and reference profile m names are in the asset store.
