@@ -63,6 +63,7 @@ type Agent struct {
 	keys    artifact.KeyRing
 	started time.Time
 
+	ns     state.Namespace
 	own    state.Namespace // records, revision
 	assets state.Namespace // manifests, contracts, profiles by digest
 	out    *outbox.Outbox
@@ -74,14 +75,19 @@ type Agent struct {
 
 	mux      *http.ServeMux
 	gatherer prometheus.Gatherer
+	reg      prometheus.Registerer
 
 	mu           sync.Mutex
 	models       map[string]*modelRecord
 	reportRev    uint64
 	lastProgress time.Time
 
+	activeKey   string // what activeCache holds (Active)
+	activeCache ActiveModel
+
 	lastRev uint64 // desired loop only
 	ran     bool
+	extra   []func(context.Context)
 }
 
 // New validates cfg and opens the agent's stores inside ns (children "agent", "assets",
@@ -114,8 +120,8 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: cfg, opts: opts, log: opts.Logger.With("device", cfg.DeviceID), topics: topics, keys: keys,
-		started: time.Now(), own: ns.Sub("agent"), assets: ns.Sub("assets"),
-		models: map[string]*modelRecord{}, mux: http.NewServeMux(), gatherer: gat,
+		started: time.Now(), ns: ns, own: ns.Sub("agent"), assets: ns.Sub("assets"),
+		models: map[string]*modelRecord{}, mux: http.NewServeMux(), gatherer: gat, reg: reg,
 	}
 	if a.m, err = newMetrics(reg, Version, !opts.NoRSSGauge); err != nil {
 		return nil, err
@@ -148,6 +154,10 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 // Handle registers an HTTP handler on the agent's listener (the metrics address) before Run:
 // the pipeline adds POST /ingest here.
 func (a *Agent) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }
+
+// Registerer returns where the agent's collectors are registered, for an extension's own (they
+// are served on the same GET /metrics).
+func (a *Agent) Registerer() prometheus.Registerer { return a.reg }
 
 // Config returns the agent's configuration.
 func (a *Agent) Config() config.Config { return a.cfg }
@@ -270,6 +280,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	spawn(a.heartbeatLoop)
 	if a.opts.OnData != nil {
 		spawn(a.dataLoop)
+	}
+	for _, f := range a.extra {
+		spawn(f)
 	}
 	a.conn.connect()
 	a.report()

@@ -239,6 +239,15 @@ type runningAgent struct {
 
 func startAgent(t testing.TB, cfg config.Config, opts agent.Options) *runningAgent {
 	t.Helper()
+	return startAgentHook(t, cfg, opts, nil)
+}
+
+// agentConfigT is config.Config, named for helpers in files that use "config" otherwise.
+type agentConfigT = config.Config
+
+// startAgentHook starts an agent, calling hook (if set) between New and Run.
+func startAgentHook(t testing.TB, cfg config.Config, opts agent.Options, hook func(a *agent.Agent)) *runningAgent {
+	t.Helper()
 	db, err := state.Open(cfg.StateDir)
 	if err != nil {
 		t.Fatal(err)
@@ -252,6 +261,9 @@ func startAgent(t testing.TB, cfg config.Config, opts agent.Options) *runningAge
 	if err != nil {
 		db.Close()
 		t.Fatal(err)
+	}
+	if hook != nil {
+		hook(a)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ra := &runningAgent{Agent: a, reg: reg, cancel: cancel, done: make(chan error, 1), db: db}

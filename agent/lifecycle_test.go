@@ -50,6 +50,12 @@ func TestModelLifecycle(t *testing.T) {
 		!bytes.Equal(am.Contract, contract) || !bytes.Equal(am.Profile, profile) {
 		t.Fatalf("ActiveModel = %+v %v %v (contract %d bytes, profile %d bytes)", am.Name, ok, err, len(am.Contract), len(am.Profile))
 	}
+	for i := 0; i < 2; i++ { // the second call is served from the cache
+		name, v, c, p, ok := a.Active()
+		if !ok || name != "clf" || v != 1 || !bytes.Equal(c, contract) || !bytes.Equal(p, profile) {
+			t.Fatalf("Active = %s %d %d bytes %d bytes %v", name, v, len(c), len(p), ok)
+		}
+	}
 	if got := fileDigest(t, am.Path); got != v1.manifest.Digest {
 		t.Fatalf("ActiveModel path holds %s", got)
 	}
@@ -86,6 +92,9 @@ func TestModelLifecycle(t *testing.T) {
 	am, ok, err = a.ActiveModel()
 	if err != nil || !ok || am.Name != "aux" || am.Contract != nil {
 		t.Fatalf("ActiveModel after removal = %+v %v %v", am.Name, ok, err)
+	}
+	if name, _, c, _, ok := a.Active(); !ok || name != "aux" || c != nil {
+		t.Fatalf("Active after removal = %s %v", name, ok)
 	}
 	ms, _ := a.ActiveModels()
 	if len(ms) != 1 {

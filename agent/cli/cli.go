@@ -40,7 +40,18 @@ var ErrUsage = errors.New("usage")
 var (
 	regMu      sync.Mutex
 	registered []func() *cobra.Command
+	runHooks   []func(a *agent.Agent) error
 )
+
+// RegisterRunHook adds h to `run`: it is called with the agent after agent.New and before Run,
+// in registration order, to wire an extension (the data pipeline: a.OnData, a.Handle("POST
+// /ingest", ...), a.SetStats, a.Go, a.Namespace, a.Registerer). An error stops the start.
+// Files of this package call it from init().
+func RegisterRunHook(h func(a *agent.Agent) error) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	runHooks = append(runHooks, h)
+}
 
 // Register adds a subcommand to the root command. Files of this package call it from init();
 // f is called once per NewRoot.
@@ -198,6 +209,14 @@ func Run(ctx context.Context, cfg config.Config, logOut io.Writer, opts agent.Op
 	a, err := agent.New(cfg, db.Root(), opts)
 	if err != nil {
 		return err
+	}
+	regMu.Lock()
+	hooks := append([]func(*agent.Agent) error(nil), runHooks...)
+	regMu.Unlock()
+	for _, h := range hooks {
+		if err := h(a); err != nil {
+			return fmt.Errorf("start extension: %w", err)
+		}
 	}
 	opts.Logger.Info("driftline-agent starting", "version", agent.Version, "device", cfg.DeviceID, "brokers", cfg.Brokers)
 	return a.Run(ctx)

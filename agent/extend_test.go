@@ -1,0 +1,152 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/common/expfmt"
+	pmodel "github.com/prometheus/common/model"
+
+	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/outbox"
+	"github.com/driftline/driftline/shared/wire"
+)
+
+// TestExtensionPoints wires a stand-in pipeline the way agent/pipeline does: data messages
+// reach OnData in order, POST /ingest shares the metrics listener, reports go out through
+// Report, its counters ride the heartbeat, its goroutine stops with the agent, and GET
+// /metrics is valid Prometheus text with every metric the agent promises.
+func TestExtensionPoints(t *testing.T) {
+	const id = "dev-ext"
+	var hbMu sync.Mutex
+	var lastHB wire.Heartbeat
+	var validations atomic.Int64
+	b := startBroker(t, 0, func(s *mqtt.Server) {
+		topics := wire.Default()
+		s.Subscribe(topics.Heartbeat(id), 1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+			if hb, err := wire.DecodeHeartbeat(pk.Payload); err == nil {
+				hbMu.Lock()
+				lastHB = hb
+				hbMu.Unlock()
+			}
+		})
+		s.Subscribe(topics.Validation(id), 2, func(*mqtt.Client, packets.Subscription, packets.Packet) { validations.Add(1) })
+	})
+	cfg := agentConfig(t, id, "any", []string{b.url()}, []string{testKey(t)})
+	cfg.Metrics = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.Heartbeat = 200_000_000 // 200 ms
+
+	// Built by hand (not startAgent) to wire the extension between New and Run.
+	ra := startAgentWith(t, cfg, func(a *agent.Agent) {
+		var mu sync.Mutex
+		var got []string
+		a.OnData(func(p []byte) { mu.Lock(); got = append(got, string(p)); mu.Unlock() })
+		a.Handle("POST /ingest", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			got = append(got, "ingest:"+string(body))
+			mu.Unlock()
+			w.WriteHeader(http.StatusAccepted)
+		}))
+		a.SetStats(func() agent.PipelineStats {
+			mu.Lock()
+			defer mu.Unlock()
+			return agent.PipelineStats{RecordsSeen: int64(len(got)), RecordsInvalid: 1}
+		})
+		a.Go(func(ctx context.Context) { <-ctx.Done() })
+		if err := a.Namespace("quarantine").Set([]byte("k"), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			mu.Lock()
+			defer mu.Unlock()
+			want := []string{"r1", "r2", "r3", "ingest:row"}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("pipeline saw %q, want %q", got, want)
+			}
+		})
+	})
+	waitFor(t, 10*time.Second, "connected", ra.Connected)
+	waitFor(t, 10*time.Second, "data subscription", func() bool { return metric(t, ra.reg, agent.MetricConnects) >= 1 })
+	time.Sleep(100 * time.Millisecond) // the subscription is made on connect, not waited for
+	for _, r := range []string{"r1", "r2", "r3"} {
+		if err := b.s.Publish(wire.Default().Data(id), []byte(r), false, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "data handled", func() bool {
+		hbMu.Lock()
+		defer hbMu.Unlock()
+		return lastHB.RecordsSeen >= 3 && lastHB.RecordsInvalid == 1
+	})
+	res, err := http.Post("http://"+cfg.Metrics+"/ingest", "text/csv", bytes.NewReader([]byte("row")))
+	if err != nil || res.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST /ingest: %v %v", res, err)
+	}
+	res.Body.Close()
+
+	// Report: the device's own report topics only.
+	topics := wire.Default()
+	now := time.Now().UnixMilli()
+	v, _ := wire.Encode(wire.Validation{Header: wire.Header{DeviceID: id, TS: now}, Window: wire.Window{Index: 1, WindowStart: now, WindowEnd: now}, ValidShare: 1})
+	if err := ra.Report(wire.KindValidation, topics.Validation(id), v); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []struct {
+		k     wire.Kind
+		topic string
+	}{{wire.KindValidation, topics.Validation("other")}, {wire.KindDesired, topics.Desired(id)}, {wire.KindDrift, topics.Validation(id)}, {wire.KindChunk, topics.Chunk(id)}, {wire.KindValidation, "elsewhere/x"}} {
+		if err := ra.Report(bad.k, bad.topic, v); err == nil {
+			t.Errorf("Report(%v, %s) accepted", bad.k, bad.topic)
+		}
+	}
+	waitFor(t, 5*time.Second, "validation report", func() bool { return validations.Load() == 1 })
+	if _, _, _, _, ok := ra.Active(); ok {
+		t.Fatal("Active with no model")
+	}
+
+	// GET /metrics: valid text format, every promised name.
+	res, err = http.Get("http://" + cfg.Metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	parser := expfmt.NewTextParser(pmodel.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("GET /metrics is not valid Prometheus text: %v\n%s", err, body)
+	}
+	for _, name := range []string{agent.MetricFetchedBytes, agent.MetricFetchedChunks, agent.MetricChunksReused, agent.MetricActivations,
+		agent.MetricRejected, agent.MetricRSS, agent.MetricConnected, agent.MetricConnects, agent.MetricInfo,
+		outbox.MetricDepth, outbox.MetricBytes, outbox.MetricDropped} {
+		if fams[name] == nil {
+			t.Errorf("GET /metrics lacks %s", name)
+		}
+	}
+	if p, err := exec.LookPath("promtool"); err == nil {
+		cmd := exec.Command(p, "check", "metrics")
+		cmd.Stdin = bytes.NewReader(body)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("promtool check metrics: %v\n%s", err, out)
+		}
+	} else {
+		t.Log("promtool not installed: format checked with the Go parser only")
+	}
+	ra.stop() // returns only once the extension goroutine has stopped
+}
+
+// startAgentWith is startAgent with a hook between New and Run.
+func startAgentWith(t testing.TB, cfg agentConfigT, hook func(a *agent.Agent)) *runningAgent {
+	return startAgentHook(t, cfg, agent.Options{}, hook)
+}
