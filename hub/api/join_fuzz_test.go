@@ -32,6 +32,40 @@ func (s *joinStore) Promote(_ context.Context, id, raftAddr string) error {
 
 func (s *joinStore) IsNotLeader(error) bool { return false }
 
+// Cluster has n2 as a non-voter at 127.0.0.1:7001: only its promotion reaches the store.
+func (s *joinStore) Cluster() ClusterStatus {
+	return ClusterStatus{Self: "n1", Nodes: []NodeStatus{
+		{ID: "n1", Raft: "127.0.0.1:7000", Voter: true},
+		{ID: "n2", Raft: "127.0.0.1:7001", Voter: false},
+	}}
+}
+
+// TestPromoteOnlyKnownNonVoters: promoting a node that did not join as a non-voter at that
+// address is refused, so one bad request cannot cost the cluster its majority.
+func TestPromoteOnlyKnownNonVoters(t *testing.T) {
+	for _, c := range []struct {
+		body string
+		want int
+	}{
+		{`{"id":"n2","raft":"127.0.0.1:7001","http":"h","promote":true}`, http.StatusOK},
+		{`{"id":"ghost","raft":"127.0.0.1:1","http":"x","promote":true}`, http.StatusConflict},
+		{`{"id":"n2","raft":"127.0.0.1:9999","http":"h","promote":true}`, http.StatusConflict},
+	} {
+		st := &joinStore{}
+		s := New(Config{Store: st})
+		req := httptest.NewRequest(http.MethodPost, "/api/v1/cluster/join", strings.NewReader(c.body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		ctx := s.echo.NewContext(req, rec)
+		if err := s.clusterJoin(ctx); err != nil {
+			s.errorHandler(err, ctx)
+		}
+		if rec.Code != c.want || (c.want != http.StatusOK && len(st.calls) != 0) {
+			t.Fatalf("%s: got %d (%d store calls), want %d", c.body, rec.Code, len(st.calls), c.want)
+		}
+	}
+}
+
 // FuzzJoinRequest feeds the body of POST /api/v1/cluster/join to the real handler: it never
 // panics, answers 200 or a 4xx problem, and reaches the store only with an id and both
 // addresses.
