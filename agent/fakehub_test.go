@@ -227,3 +227,39 @@ func (h *fakeHub) watchReported() func() wire.Reported {
 		return last
 	}
 }
+
+// watchStates records, per model, the states the agent reports in order (consecutive repeats
+// folded) and the largest bytes_total seen while downloading.
+func (h *fakeHub) watchStates() (states func(name string) []wire.State, bytesTotal func(name string) int64) {
+	var mu sync.Mutex
+	seen := map[string][]wire.State{}
+	total := map[string]int64{}
+	err := h.b.s.Subscribe(h.topics.Reported(h.id), 3, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		r, err := wire.DecodeReported(pk.Payload)
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for n, m := range r.Models {
+			if s := seen[n]; len(s) == 0 || s[len(s)-1] != m.State {
+				seen[n] = append(s, m.State)
+			}
+			if m.State == wire.StateDownloading {
+				total[n] = max(total[n], m.BytesTotal)
+			}
+		}
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return func(name string) []wire.State {
+			mu.Lock()
+			defer mu.Unlock()
+			return append([]wire.State(nil), seen[name]...)
+		}, func(name string) int64 {
+			mu.Lock()
+			defer mu.Unlock()
+			return total[name]
+		}
+}

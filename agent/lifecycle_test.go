@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,7 @@ func TestModelLifecycle(t *testing.T) {
 	b := startBroker(t, 0)
 	h := newFakeHub(t, b, "dev-life")
 	latest := h.watchReported()
+	states, bytesTotal := h.watchStates()
 	cfg := agentConfig(t, "dev-life", "any", []string{b.url()}, []string{h.publicKey()})
 	// Version 2 of any model is unhealthy.
 	cfg.HealthCheck.Command = []string{"sh", "-c", `test "$DRIFTLINE_MODEL_VERSION" != 2 || { echo "v2 is broken" >&2; exit 3; }`}
@@ -45,6 +47,12 @@ func TestModelLifecycle(t *testing.T) {
 
 	h.desire(e1)
 	waitState("clf", wire.StateActive, 1)
+	if got := fmt.Sprint(states("clf")); got != "[notified downloading activating active]" {
+		t.Fatalf("reported states %s", got)
+	}
+	if bytesTotal("clf") != int64(len(v1.data)) {
+		t.Fatalf("bytes_total %d, want %d", bytesTotal("clf"), len(v1.data))
+	}
 	am, ok, err := a.ActiveModel()
 	if err != nil || !ok || am.Name != "clf" || am.Version != 1 || am.Dataset != "sensors" || am.DatasetVersion != 3 ||
 		!bytes.Equal(am.Contract, contract) || !bytes.Equal(am.Profile, profile) {
