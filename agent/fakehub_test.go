@@ -76,6 +76,7 @@ type fakeHub struct {
 	rev    atomic.Uint64
 
 	mu       sync.Mutex
+	delay    time.Duration // before each frame: slows a pull down
 	objects  map[string][]byte
 	tamper   func(reqID, digest string) (frames [][]byte, handled bool)
 	requests []wire.FetchRequest
@@ -135,9 +136,40 @@ func (h *fakeHub) serve(req wire.FetchRequest) {
 			frames = [][]byte{f}
 		}
 		for _, f := range frames {
+			h.mu.Lock()
+			delay := h.delay
+			h.mu.Unlock()
+			time.Sleep(delay)
 			h.publish(h.topics.Chunk(h.id), f, false)
 		}
 	}
+}
+
+// requested returns the distinct digests asked for so far.
+func (h *fakeHub) requested() map[string]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := map[string]int{}
+	for _, r := range h.requests {
+		for _, d := range r.Digests {
+			out[d]++
+		}
+	}
+	return out
+}
+
+// successor returns a fake hub on broker b with the same key, objects and revision counter:
+// the same hub after its broker restarted.
+func (h *fakeHub) successor(b *broker) *fakeHub {
+	n := newFakeHub(h.t, b, h.id)
+	n.key = h.key
+	n.rev.Store(h.rev.Load())
+	h.mu.Lock()
+	for d, o := range h.objects {
+		n.objects[d] = o
+	}
+	h.mu.Unlock()
+	return n
 }
 
 func (h *fakeHub) publish(topic string, payload []byte, retain bool) {

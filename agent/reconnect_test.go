@@ -1,0 +1,63 @@
+package agent_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/shared/wire"
+)
+
+// TestPullSurvivesReconnect takes the broker away in the middle of a pull. The agent asks
+// again for what was in flight once it is back, never for a chunk it had already verified, and
+// the version activates.
+func TestPullSurvivesReconnect(t *testing.T) {
+	const id = "dev-recon"
+	b1 := startBroker(t, 0)
+	h1 := newFakeHub(t, b1, id)
+	cfg := agentConfig(t, id, "any", []string{b1.url()}, []string{h1.publicKey()})
+	cfg.Fetch.Requests, cfg.Fetch.Digests = 1, 2
+	cfg.Fetch.Timeout = config.Duration(3 * time.Second)
+	a := startAgent(t, cfg, agent.Options{})
+	waitFor(t, 10*time.Second, "connected", a.Connected)
+
+	m := h1.addModel(randomBytes(2 << 20))
+	chunks := map[string]bool{}
+	for _, c := range m.manifest.Chunks {
+		chunks[c.Digest] = true
+	}
+	h1.mu.Lock()
+	h1.delay = 20 * time.Millisecond
+	h1.mu.Unlock()
+	h1.desire(h1.entry("m", 1, m))
+	waitFor(t, 20*time.Second, "a few chunks", func() bool { return metric(t, a.reg, agent.MetricFetchedChunks) >= 6 })
+	b1.stop()
+	waitFor(t, 10*time.Second, "disconnect noticed", func() bool { return !a.Connected() })
+	verified := int(metric(t, a.reg, agent.MetricFetchedChunks))
+	if verified >= len(chunks) {
+		t.Fatalf("pull finished before the outage (%d chunks)", verified)
+	}
+
+	b2 := startBroker(t, b1.port)
+	h2 := h1.successor(b2)
+	latest := h2.watchReported()
+	h2.desire(h2.entry("m", 1, m)) // the new broker has no retained message: the hub publishes again
+	waitFor(t, 30*time.Second, "active after the reconnect", func() bool {
+		r, ok := latest().Models["m"]
+		return ok && r.State == wire.StateActive
+	})
+	if got := fileDigest(t, modelFile(cfg.ModelDir, "m")); got != m.manifest.Digest {
+		t.Fatalf("current %s", got)
+	}
+	asked := h2.requested()
+	for d := range asked {
+		if !chunks[d] {
+			t.Fatalf("asked the new broker for %s, not a chunk", d)
+		}
+	}
+	if len(asked)+verified != len(chunks) {
+		t.Fatalf("%d chunks verified before the outage, %d asked after, of %d: a verified chunk was fetched again or one was skipped", verified, len(asked), len(chunks))
+	}
+	t.Logf("%d chunks before the outage, %d after", verified, len(asked))
+}
