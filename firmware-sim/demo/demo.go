@@ -102,6 +102,9 @@ type Summary struct {
 	DriftSeen []string `json:"drift_seen"`
 	// Shifted are the devices whose sensors the scenario shifted.
 	Shifted []string `json:"shifted"`
+	// RowsReported adds up the rows of the devices' latest validation summaries: 0 means no
+	// agent has reported a data window yet.
+	RowsReported int64 `json:"rows_reported"`
 }
 
 // RolloutSummary is one rollout at the end of the demo.
@@ -425,6 +428,9 @@ func (d *run) summary() Summary {
 				v = fmt.Sprintf("v%d", *m.Active)
 			}
 			s.Versions[v]++
+			if dv.Health != nil {
+				s.RowsReported += dv.Health.Rows
+			}
 		}
 	}
 	if rs, err := d.api.rollouts(ctx); err == nil {

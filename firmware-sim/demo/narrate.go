@@ -85,7 +85,7 @@ func (n *narrator) device(d device) {
 		n.seenDrft[d.ID] = true
 	}
 	n.mu.Unlock()
-	if !seen || prev != key {
+	if (!seen && (d.Online || active != "none")) || (seen && prev != key) {
 		online := "offline"
 		if d.Online {
 			online = "online"
