@@ -2,6 +2,8 @@ package agent
 
 import (
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/procfs"
@@ -117,9 +119,25 @@ type procStats struct {
 	CPUSeconds float64
 }
 
-// processStats reads /proc/self (zero values where /proc is unavailable). In fleet mode every
-// agent of the process reports the process's figures.
+var procCache struct {
+	sync.Mutex
+	at time.Time
+	st procStats
+}
+
+// processStats reads /proc/self (zero values where /proc is unavailable), at most every 200 ms:
+// in fleet mode every agent of the process reports the process's figures.
 func processStats() procStats {
+	procCache.Lock()
+	defer procCache.Unlock()
+	if time.Since(procCache.at) < 200*time.Millisecond {
+		return procCache.st
+	}
+	procCache.at, procCache.st = time.Now(), readProcessStats()
+	return procCache.st
+}
+
+func readProcessStats() procStats {
 	p, err := procfs.Self()
 	if err != nil {
 		return procStats{}
