@@ -4,9 +4,21 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"time"
 
 	"github.com/labstack/echo/v4"
 )
+
+// forwardTransport keeps connections to the leader open across forwarded requests (the default
+// transport keeps only two idle connections per host, so concurrent writes through a follower
+// would dial the leader for nearly every request).
+var forwardTransport = &http.Transport{
+	Proxy:               nil,
+	MaxIdleConns:        256,
+	MaxIdleConnsPerHost: 256,
+	IdleConnTimeout:     90 * time.Second,
+	ForceAttemptHTTP2:   false,
+}
 
 // forwardedHeader marks a request a follower proxied to the leader; a node that receives one
 // and is not the leader answers 503 instead of forwarding again (no loops during elections).
@@ -32,6 +44,7 @@ func (s *Server) leaderOnly(next echo.HandlerFunc) echo.HandlerFunc {
 			target.Scheme = "https"
 		}
 		proxy := httputil.NewSingleHostReverseProxy(target)
+		proxy.Transport = forwardTransport
 		proxy.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
 			s.log.Warn("forward to leader failed", "leader", addr, "err", err)
 			w.Header().Set("Content-Type", "application/problem+json")

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"os"
@@ -40,7 +41,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -78,7 +79,7 @@ func (s *syncBuffer) String() string {
 }
 
 type cluster struct {
-	t *testing.T
+	t testing.TB
 	// base holds the nodes' data dirs; it is removed after every process has stopped.
 	base  string
 	hubs  []*hub
@@ -133,7 +134,12 @@ func (c *cluster) stop(h *hub) {
 	h.cmd = nil
 }
 
-func newCluster(t *testing.T, n int) *cluster {
+func newCluster(t *testing.T, n int) *cluster { return startCluster(t, n) }
+
+// newBenchCluster starts a cluster for a benchmark.
+func newBenchCluster(b *testing.B, n int) *cluster { return startCluster(b, n) }
+
+func startCluster(t testing.TB, n int) *cluster {
 	t.Helper()
 	// The temp dir is made before the cleanup that stops the processes, so it is removed after
 	// them (cleanups run last-in first-out): a hub whose data dir vanishes cannot shut down.
@@ -179,7 +185,7 @@ func tail(s string, n int) string {
 	return s
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -190,7 +196,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-var client = &http.Client{Timeout: 5 * time.Second}
+var client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 128}}
 
 // do sends one request and returns the status and body (status 0 when the node did not answer).
 func (c *cluster) do(h *hub, method, path string, body any) (int, []byte) {
@@ -443,4 +449,23 @@ func TestRemoveAndReAdd(t *testing.T) {
 	if !c.datasets(gone)["after-remove"] {
 		t.Fatal("re-added node lacks the state")
 	}
+}
+
+// uploadTiny registers a one-chunk model version.
+func (c *cluster) uploadTiny(h *hub, model string) (int, []byte) {
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	fw, _ := mw.CreateFormFile("artifact", "m.bin")
+	fw.Write([]byte("a tiny model"))
+	mw.Close()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+h.http+"/api/v1/models/"+model+"/versions", &buf)
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	res, err := client.Do(req)
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, b
 }
