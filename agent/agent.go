@@ -85,9 +85,11 @@ type Agent struct {
 	activeKey   string // what activeCache holds (Active)
 	activeCache ActiveModel
 
-	lastRev uint64 // desired loop only
-	ran     bool
-	extra   []func(context.Context)
+	lastRev  uint64        // desired loop only
+	retry    bool          // desired loop only: a model of the current revision failed transiently
+	retryMin time.Duration // first wait before a failed revision is tried again
+	ran      bool
+	extra    []func(context.Context)
 }
 
 // New validates cfg and opens the agent's stores inside ns (children "agent", "assets",
@@ -147,6 +149,7 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 	}
 	a.conn.onFrameBytes = func(n int) { a.m.fetchedBytes.Add(float64(n)) }
 	a.fetch = newFetcher(a)
+	a.retryMin = cfg.Fetch.Retry.D()
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(gat, promhttp.HandlerOpts{}))
 	return a, nil
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
 
 	"github.com/driftline/driftline/agent/chunkcache"
 	"github.com/driftline/driftline/agent/modelstore"
@@ -20,7 +21,41 @@ import (
 
 // desiredLoop acts on desired states, one at a time, until ctx ends. It is the only goroutine
 // that changes MODELDIR, the chunk cache's pins and the model records' versions.
+//
+// A revision whose pull failed for a reason that may pass (a stall, too many attempts, a store
+// error) is not marked as acted on: it is tried again after a backoff (retryMin doubling to
+// retryMax), and at the next start, until it succeeds or a newer revision replaces it.
 func (a *Agent) desiredLoop(ctx context.Context) {
+	var (
+		retryB    []byte // the desired to try again, nil when none
+		retryWait time.Duration
+		retryT    = time.NewTimer(time.Hour)
+	)
+	retryT.Stop()
+	defer retryT.Stop()
+	act := func(b []byte) {
+		for {
+			err := a.handleDesired(ctx, b)
+			switch {
+			case errors.Is(err, errPreempted):
+				// A newer revision arrived during the pull: act on it now; what was fetched
+				// stays in the cache.
+				if nb := a.conn.takeDesired(); nb != nil {
+					b = nb
+					continue
+				}
+			case errors.Is(err, errRetry):
+				retryWait = min(max(2*retryWait, a.retryMin), retryMax)
+				retryB = b
+				retryT.Reset(retryWait)
+				a.log.Info("desired state will be tried again", "in", retryWait)
+				return
+			}
+			retryB, retryWait = nil, 0
+			retryT.Stop()
+			return
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -28,23 +63,33 @@ func (a *Agent) desiredLoop(ctx context.Context) {
 		case b := <-a.conn.frames:
 			a.fetch.drainIdle(b)
 		case <-a.conn.desiredCh:
-			b := a.conn.takeDesired()
-			if b == nil {
-				continue
+			if b := a.conn.takeDesired(); b != nil {
+				act(b)
 			}
-			for {
-				err := a.handleDesired(ctx, b)
-				if !errors.Is(err, errPreempted) {
-					break
-				}
-				// A newer revision arrived during the pull: act on it now; what was fetched
-				// stays in the cache.
-				if b = a.conn.takeDesired(); b == nil {
-					break
-				}
+		case <-retryT.C:
+			if retryB != nil {
+				act(retryB)
 			}
 		}
 	}
+}
+
+// retryMax bounds the wait before a failed pull is tried again.
+const retryMax = 10 * time.Minute
+
+// errRetry reports that a model failed for a reason that may pass: the revision is tried again.
+var errRetry = errors.New("agent: desired state to be tried again")
+
+// transient reports whether a pull failure may pass by itself (so the revision is retried):
+// a stall, too many attempts, a store or disk error. Refusals of what the hub sent (signature,
+// manifest, not found) and failed health checks are final for the revision.
+func transient(err error) bool {
+	switch {
+	case errors.Is(err, ErrRejected), errors.Is(err, wire.ErrNotFound), errors.Is(err, modelstore.ErrHealthCheck),
+		errors.Is(err, modelstore.ErrConflict), errors.Is(err, modelstore.ErrDigestMismatch), errors.Is(err, artifact.ErrFileDigest):
+		return false
+	}
+	return true
 }
 
 // decodeDesired parses and checks a desired payload, counting what it refuses.
@@ -73,6 +118,7 @@ func (a *Agent) handleDesired(ctx context.Context, b []byte) error {
 		return nil
 	}
 	a.log.Info("acting on desired state", "rev", d.Rev, "models", len(d.Models))
+	a.retry = false
 	a.mu.Lock()
 	a.reportRev = d.Rev
 	a.mu.Unlock()
@@ -106,6 +152,10 @@ func (a *Agent) handleDesired(ctx context.Context, b []byte) error {
 		a.deactivate(n)
 	}
 	a.gcAssets()
+	if a.retry {
+		a.report()
+		return errRetry
+	}
 	if err := a.saveRev(d.Rev); err != nil {
 		a.log.Error("persist desired revision", "err", err)
 	}
@@ -224,6 +274,9 @@ func (a *Agent) pullFailed(m wire.DesiredModel, err error) error {
 		return err
 	}
 	a.fail(m, err)
+	if transient(err) {
+		a.retry = true
+	}
 	return nil
 }
 

@@ -1,11 +1,13 @@
 package agent_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -60,4 +62,57 @@ func TestPullSurvivesReconnect(t *testing.T) {
 		t.Fatalf("%d chunks verified before the outage, %d asked after, of %d: a verified chunk was fetched again or one was skipped", verified, len(asked), len(chunks))
 	}
 	t.Logf("%d chunks before the outage, %d after", verified, len(asked))
+}
+
+// TestTransientFailureRetried: a pull that stalls (the hub never answers one chunk) is reported
+// failed, then tried again after fetch.retry without a new desired revision, and activates once
+// the hub answers. A refused signature is not retried.
+func TestTransientFailureRetried(t *testing.T) {
+	const id = "dev-retry"
+	b := startBroker(t, 0)
+	h := newFakeHub(t, b, id)
+	latest := h.watchReported()
+	cfg := agentConfig(t, id, "any", []string{b.url()}, []string{h.publicKey()})
+	cfg.Fetch.Timeout = config.Duration(200 * time.Millisecond)
+	cfg.Fetch.Attempts = 2
+	cfg.Fetch.Retry = config.Duration(300 * time.Millisecond)
+	a := startAgent(t, cfg, agent.Options{})
+	waitFor(t, 10*time.Second, "connected", a.Connected)
+
+	m := h.addModel(randomBytes(300 << 10))
+	silent := m.manifest.Chunks[1].Digest
+	h.mu.Lock()
+	h.tamper = func(_, d string) ([][]byte, bool) { return nil, d == silent } // no answer at all
+	h.mu.Unlock()
+	h.desire(h.entry("m", 1, m))
+	waitFor(t, 10*time.Second, "failed for too many attempts", func() bool {
+		r, ok := latest().Models["m"]
+		return ok && r.State == wire.StateFailed && strings.Contains(r.LastError, "attempts")
+	})
+	h.mu.Lock()
+	h.tamper = nil
+	h.mu.Unlock()
+	waitFor(t, 10*time.Second, "active after the retry", func() bool {
+		r, ok := latest().Models["m"]
+		return ok && r.State == wire.StateActive
+	})
+
+	// A refused signature is final for the revision: no request after the refusal.
+	e := h.entry("n", 1, h.addModel(randomBytes(10<<10))) // its manifest is fetched, then refused
+	e.Signature = artifact.Signature{}
+	h.desire(h.entry("m", 1, m), e)
+	waitFor(t, 10*time.Second, "n refused", func() bool {
+		r, ok := latest().Models["n"]
+		return ok && r.State == wire.StateFailed
+	})
+	h.mu.Lock()
+	nreq := len(h.requests)
+	h.mu.Unlock()
+	time.Sleep(4 * time.Duration(cfg.Fetch.Retry))
+	h.mu.Lock()
+	after := len(h.requests)
+	h.mu.Unlock()
+	if after != nreq {
+		t.Fatalf("%d fetch requests after a final refusal", after-nreq)
+	}
 }

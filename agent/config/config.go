@@ -122,6 +122,8 @@ type Fetch struct {
 	Stall Duration `yaml:"stall" default:"2m" doc:"A pull that verifies no object for this long fails (and is tried again on the next desired revision or restart)."`
 	// Attempts bounds how many times one digest is requested.
 	Attempts int `yaml:"attempts" default:"8" doc:"How many times one digest is requested before the pull fails."`
+	// Retry is the first wait before a pull that failed for a passing reason is tried again.
+	Retry Duration `yaml:"retry" default:"30s" doc:"First wait before a pull that failed for a reason that may pass (stall, attempts, disk) is tried again; it doubles up to 10m. Refused signatures, unknown digests and failed health checks are not retried until the desired state changes."`
 }
 
 // Duration is a time.Duration read from YAML as Go duration text ("10s", "1h30m") or as a
@@ -166,7 +168,7 @@ func Default() Config {
 		Heartbeat:       Duration(10 * time.Second),
 		Fetch: Fetch{
 			Requests: 6, Digests: 16, Timeout: Duration(10 * time.Second),
-			Stall: Duration(2 * time.Minute), Attempts: 8,
+			Stall: Duration(2 * time.Minute), Attempts: 8, Retry: Duration(30 * time.Second),
 		},
 		LogLevel: "info",
 	}
@@ -271,6 +273,7 @@ func (c Config) validate(lines map[string]int) error {
 	}
 	positive("fetch.timeout", c.Fetch.Timeout)
 	positive("fetch.stall", c.Fetch.Stall)
+	positive("fetch.retry", c.Fetch.Retry)
 	if c.Fetch.Attempts < 1 {
 		add("fetch.attempts", "must be at least 1")
 	}
