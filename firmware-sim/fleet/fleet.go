@@ -1,0 +1,312 @@
+// Package fleet is `firmware-sim fleet`: N real agents (the agent package itself, each with
+// its own identity, MQTT connection, agent/state namespace and model directory) in one process,
+// sharing one badger database, fed in-process by a scenario. It exists for scale tests of the
+// hub: enrolment, rollouts to thousands of devices, telemetry load.
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/pipeline"
+	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/firmware-sim/publish"
+	"github.com/driftline/driftline/firmware-sim/sim"
+)
+
+var (
+	// ErrHub is a hub API call that failed.
+	ErrHub = errors.New("fleet: hub")
+	// ErrIdentity is a device that exists on the hub but whose token fleet mode does not hold.
+	ErrIdentity = errors.New("fleet: device identity")
+	// ErrConfig is a bad Config.
+	ErrConfig = errors.New("fleet: bad config")
+)
+
+// Config is one fleet run.
+type Config struct {
+	// Devices is the number of agents (at least 1).
+	Devices int
+	// Hub is the hub's HTTP API URL; Token an admin (or device-creating) API token.
+	Hub, Token string
+	// Brokers overrides the broker URLs the hub advertises (default: advertised, else
+	// tcp://127.0.0.1:1883).
+	Brokers []string
+	// StateDir holds the shared database (db/), the model directories (models/ID/) and the
+	// credentials file.
+	StateDir string
+	// IDPattern names the devices (sim.DeviceID pattern; default "fleet-{n:05}").
+	IDPattern string
+	// Labels are set on devices fleet mode enrols (default fleet=firmware-sim).
+	Labels map[string]string
+	// Scenario, when set, feeds every agent's pipeline in-process.
+	Scenario *sim.Scenario
+	// Seed is the scenario's seed.
+	Seed uint64
+	// Window overrides the agents' reporting window (zero: the agent default).
+	Window config.Window
+	// Heartbeat is the agents' heartbeat interval (default 10 s).
+	Heartbeat time.Duration
+	// Duration stops the run (0: until ctx ends).
+	Duration time.Duration
+	// SummaryEvery is the live summary interval (default 5 s); Out receives it (default
+	// os.Stderr).
+	SummaryEvery time.Duration
+	Out          io.Writer
+	// Logger receives the agents' logs (default: warnings and errors on stderr).
+	Logger *slog.Logger
+}
+
+// Summary is a snapshot of the fleet.
+type Summary struct {
+	// Devices, Online count the agents and those connected to a broker.
+	Devices, Online int
+	// Versions counts agents by running model versions ("NAME@V", "none").
+	Versions map[string]int
+	// Rows counts rows the pipelines checked, Invalid those that broke a rule; Reports counts
+	// reports the brokers acknowledged.
+	Rows, Invalid, Reports int64
+}
+
+// String is the one-line summary.
+func (s Summary) String() string {
+	var vs []string
+	for v, n := range s.Versions {
+		vs = append(vs, fmt.Sprintf("%s=%d", v, n))
+	}
+	sort.Strings(vs)
+	return fmt.Sprintf("devices online %d/%d, versions %s, rows %d (invalid %d), reports %d", s.Online, s.Devices, strings.Join(vs, " "), s.Rows, s.Invalid, s.Reports)
+}
+
+// member is one agent of the fleet.
+type member struct {
+	id string
+	a  *agent.Agent
+	pl *pipeline.Pipeline
+	// started is set once the agent has connected: its start-up (which loads its model
+	// records without the agent's lock) is over, so its model state may be read.
+	started atomic.Bool
+}
+
+// waitStarted waits until m's agent has connected once (see member.started); false when ctx
+// ends first.
+func waitStarted(ctx context.Context, m *member) bool {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for !m.a.Connected() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+	m.started.Store(true)
+	return true
+}
+
+// Run enrols (or reuses) the devices, runs their agents until ctx ends or cfg.Duration
+// passes, prints a live summary, and returns the final one.
+func Run(ctx context.Context, cfg Config) (Summary, error) {
+	if cfg.Devices < 1 || cfg.Hub == "" || cfg.Token == "" || cfg.StateDir == "" {
+		return Summary{}, fmt.Errorf("%w: --devices ≥ 1, --hub, --token and --state-dir are required", ErrConfig)
+	}
+	if cfg.IDPattern == "" {
+		cfg.IDPattern = "fleet-{n:05}"
+	}
+	if cfg.Labels == nil {
+		cfg.Labels = map[string]string{"fleet": "firmware-sim"}
+	}
+	if cfg.Out == nil {
+		cfg.Out = os.Stderr
+	}
+	if cfg.SummaryEvery == 0 {
+		cfg.SummaryEvery = 5 * time.Second
+	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return Summary{}, err
+	}
+	h := &hubClient{url: strings.TrimRight(cfg.Hub, "/"), token: cfg.Token, c: &http.Client{}}
+	ids := make([]string, cfg.Devices)
+	for i := range ids {
+		ids[i] = sim.DeviceID(cfg.IDPattern, i+1)
+	}
+	cs, err := enroll(ctx, h, cfg.StateDir, ids, cfg.Labels)
+	if err != nil {
+		return Summary{}, err
+	}
+	keys, brokers, err := hubFacts(ctx, h)
+	if err != nil {
+		return Summary{}, err
+	}
+	if len(cfg.Brokers) > 0 {
+		brokers = cfg.Brokers
+	}
+	if len(brokers) == 0 {
+		brokers = []string{"tcp://127.0.0.1:1883"}
+	}
+
+	db, err := state.Open(filepath.Join(cfg.StateDir, "db"))
+	if err != nil {
+		return Summary{}, err
+	}
+	defer db.Close()
+	gcCtx, gcStop := context.WithCancel(ctx)
+	defer gcStop()
+	go db.RunGC(gcCtx, 5*time.Minute, cfg.Logger)
+
+	reg := prometheus.NewRegistry()
+	members := make([]*member, len(cs))
+	for i, c := range cs {
+		ac := config.Default()
+		ac.DeviceID, ac.Token, ac.Brokers, ac.TrustedKeys, ac.Hub = c.ID, c.Token, brokers, keys, cfg.Hub
+		ac.StateDir = filepath.Join(cfg.StateDir, "db")
+		ac.ModelDir = filepath.Join(cfg.StateDir, "models", c.ID)
+		ac.Metrics = config.MetricsOff
+		ac.Heartbeat = config.Duration(cfg.Heartbeat)
+		if cfg.Window.Rows > 0 {
+			ac.Window.Rows = cfg.Window.Rows
+		}
+		if cfg.Window.Seconds > 0 {
+			ac.Window.Seconds = cfg.Window.Seconds
+		}
+		a, err := agent.New(ac, db.Namespace(c.ID), agent.Options{
+			Logger:     cfg.Logger,
+			Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"device": c.ID}, reg),
+			Gatherer:   reg,
+			NoRSSGauge: true,
+		})
+		if err != nil {
+			return Summary{}, fmt.Errorf("agent %s: %w", c.ID, err)
+		}
+		pl, err := attachPipeline(a)
+		if err != nil {
+			return Summary{}, fmt.Errorf("agent %s pipeline: %w", c.ID, err)
+		}
+		members[i] = &member{id: c.ID, a: a, pl: pl}
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, len(members))
+	for _, m := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := m.a.Run(ctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				errs <- fmt.Errorf("agent %s: %w", m.id, err)
+			}
+		}()
+	}
+	var stats publish.Stats
+	if cfg.Scenario != nil {
+		f, err := sim.NewFleet(cfg.Scenario, sim.Options{Seed: cfg.Seed, Devices: len(members), IDs: ids, Start: time.Now()})
+		if err != nil {
+			return Summary{}, err
+		}
+		start := time.Now()
+		for i, m := range members {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if waitStarted(ctx, m) {
+					_ = publish.Play(ctx, f.Stream(i), start, inproc{m.pl}, &stats)
+				}
+			}()
+		}
+	}
+	tick := time.NewTicker(cfg.SummaryEvery)
+	defer tick.Stop()
+	last, lastAt := snapshot(members), time.Now()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-tick.C:
+			s := snapshot(members)
+			dt := time.Since(lastAt).Seconds()
+			fmt.Fprintf(cfg.Out, "%s, %.0f rows/s, %.1f reports/s\n", s, float64(s.Rows-last.Rows)/dt, float64(s.Reports-last.Reports)/dt)
+			last, lastAt = s, time.Now()
+		}
+	}
+	final := snapshot(members)
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	fmt.Fprintf(cfg.Out, "final: %s\n", final)
+	return final, errors.Join(all...)
+}
+
+// snapshot reads every agent's counters.
+func snapshot(ms []*member) Summary {
+	s := Summary{Devices: len(ms), Versions: map[string]int{}}
+	for _, m := range ms {
+		if m.a.Connected() {
+			s.Online++
+			m.started.Store(true)
+		}
+		if !m.started.Load() {
+			s.Versions["none"]++
+			continue
+		}
+		act, err := m.a.ActiveModels()
+		if err != nil || len(act) == 0 {
+			s.Versions["none"]++
+		}
+		for _, am := range act {
+			s.Versions[fmt.Sprintf("%s@%d", am.Name, am.Version)]++
+		}
+		ps := m.pl.Stats()
+		s.Rows += ps.RecordsSeen
+		s.Invalid += ps.RecordsInvalid
+		s.Reports += int64(m.a.BufferStats().Sent)
+	}
+	return s
+}
+
+// inproc is the in-process link from a simulated firmware to its agent's pipeline.
+type inproc struct{ pl *pipeline.Pipeline }
+
+// Send hands the payload to the pipeline as the data topic would; invalid rows are the
+// pipeline's business (quarantine), not a failed send.
+func (d inproc) Send(_ context.Context, m sim.Message) error {
+	_, err := d.pl.IngestPayload("mqtt", m.Payload)
+	if err != nil && !errors.Is(err, pipeline.ErrInput) {
+		return err
+	}
+	return nil
+}
+
+// Disconnect does nothing: the firmware-to-agent link is in-process; the readings due during a
+// disconnect are skipped by the stream.
+func (inproc) Disconnect() {}
+
+// Connect does nothing (see Disconnect).
+func (inproc) Connect(context.Context) error { return nil }

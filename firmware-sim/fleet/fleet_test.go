@@ -1,0 +1,163 @@
+package fleet
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/driftline/driftline/firmware-sim/internal/hubtest"
+	"github.com/driftline/driftline/firmware-sim/sim"
+)
+
+// syncBuffer is a bytes.Buffer safe for the summary writer and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type hubDevice struct {
+	ID       string `json:"id"`
+	Online   bool   `json:"online"`
+	Reported struct {
+		Models map[string]struct {
+			Active *int `json:"active"`
+		} `json:"models"`
+	} `json:"reported"`
+}
+
+func devices(h *hubtest.Hub) []hubDevice {
+	var page struct{ Items []hubDevice }
+	h.Call(http.MethodGet, "/api/v1/devices?limit=100", nil, http.StatusOK, &page)
+	return page.Items
+}
+
+// TestFleet runs three real agents in one process against a real hub: they enrol, come
+// online, take a pinned model version, and their pipelines check the scenario's rows. A second
+// run with the same state dir keeps the identities and the installed model.
+func TestFleet(t *testing.T) {
+	h := hubtest.Start(t)
+	stateDir := t.TempDir()
+	s, err := sim.Parse([]byte("rate: 20\nfields:\n  - {name: x, dist: normal, mean: 1, stddev: 0.1}\n"), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &syncBuffer{}
+	cfg := Config{
+		Devices: 3, Hub: h.URL(), Token: h.Admin, Brokers: []string{h.MQTTURL()}, StateDir: stateDir,
+		Scenario: s, Seed: 3, SummaryEvery: 200 * time.Millisecond, Out: out, Logger: hubtest.Logger(t),
+		Heartbeat: time.Second,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	type result struct {
+		s   Summary
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		s, err := Run(ctx, cfg)
+		done <- result{s, err}
+	}()
+	defer func() { cancel(); <-done }()
+
+	hubtest.WaitFor(t, 20*time.Second, "3 fleet devices online", func() bool {
+		n := 0
+		for _, d := range devices(h) {
+			if d.Online {
+				n++
+			}
+		}
+		return n == 3
+	})
+	art := make([]byte, 300<<10)
+	rand.Read(art)
+	var sample strings.Builder
+	sample.WriteString("device_id,ts,x\n")
+	for i := 0; i < 300; i++ {
+		fmt.Fprintf(&sample, "d,%d,%.3f\n", i, 1+0.1*mrand.NormFloat64())
+	}
+	dsv := h.PushDataset("ds", `{"fields": [
+		{"name": "device_id", "type": "string", "x-driftline": {"role": "label"}},
+		{"name": "ts", "type": "integer", "x-driftline": {"role": "label"}},
+		{"name": "x", "type": "number", "constraints": {"required": true}}]}`, sample.String())
+	v := h.PushModel("m", art, "ds", dsv)
+	for _, d := range devices(h) {
+		h.Call(http.MethodPut, "/api/v1/devices/"+d.ID+"/models/m", map[string]any{"version": v}, http.StatusOK, nil)
+	}
+	hubtest.WaitFor(t, 30*time.Second, "model active on every agent", func() bool {
+		n := 0
+		for _, d := range devices(h) {
+			if m, ok := d.Reported.Models["m"]; ok && m.Active != nil && *m.Active == v {
+				n++
+			}
+		}
+		return n == 3
+	})
+	cancel()
+	r := <-done
+	done <- r // for the deferred receive
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Logf("final: %s", r.s)
+	if r.s.Devices != 3 || r.s.Versions["m@1"] != 3 || r.s.Rows == 0 {
+		t.Fatalf("summary %+v", r.s)
+	}
+	for _, id := range []string{"fleet-00001", "fleet-00002", "fleet-00003"} {
+		if _, err := os.Stat(filepath.Join(stateDir, "models", id, "m")); err != nil {
+			t.Fatalf("model directory of %s: %v", id, err)
+		}
+	}
+	if !bytes.Contains([]byte(out.String()), []byte("devices online 3/3")) {
+		t.Fatalf("no live summary with every device online:\n%s", out.String())
+	}
+	credsBefore, err := os.ReadFile(filepath.Join(stateDir, CredentialsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Again: the same identities (no new enrolment), the model still installed.
+	cfg.Scenario, cfg.Duration = nil, 3*time.Second
+	s2, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	credsAfter, _ := os.ReadFile(filepath.Join(stateDir, CredentialsFile))
+	if !bytes.Equal(credsBefore, credsAfter) || s2.Versions["m@1"] != 3 || s2.Online != 3 {
+		t.Fatalf("second run: %+v, credentials changed: %v", s2, !bytes.Equal(credsBefore, credsAfter))
+	}
+	if n := len(devices(h)); n != 3 {
+		t.Fatalf("%d devices on the hub after the second run", n)
+	}
+}
+
+// TestFleetIdentityConflict refuses a device that exists on the hub without a kept token.
+func TestFleetIdentityConflict(t *testing.T) {
+	h := hubtest.Start(t)
+	h.Enroll("fleet-00001")
+	_, err := Run(context.Background(), Config{Devices: 1, Hub: h.URL(), Token: h.Admin, StateDir: t.TempDir(), Logger: hubtest.Logger(t)})
+	if !errors.Is(err, ErrIdentity) {
+		t.Fatalf("err = %v, want ErrIdentity", err)
+	}
+}
