@@ -17,7 +17,7 @@ import (
 	"github.com/driftline/driftline/shared/kv"
 )
 
-type testLog struct{ t *testing.T }
+type testLog struct{ t testing.TB }
 
 func (w testLog) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
@@ -55,14 +55,14 @@ func (s *localStore) Apply(_ context.Context, env command.Envelope) (any, error)
 }
 
 type fleet struct {
-	t     *testing.T
+	t     testing.TB
 	store *localStore
 	read  state.Reader
 	ctl   *Controller
 	clock time.Time
 }
 
-func newFleet(t *testing.T, devices int, labels func(i int) map[string]string) *fleet {
+func newFleet(t testing.TB, devices int, labels func(i int) map[string]string) *fleet {
 	t.Helper()
 	db, err := kv.Open("", kv.Test)
 	if err != nil {

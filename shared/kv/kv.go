@@ -52,7 +52,7 @@ func Options(dir string, p Profile) badger.Options {
 			WithSyncWrites(false)
 	case Test:
 		opts = badger.DefaultOptions("").WithInMemory(true).WithLogger(nil).
-			WithMemTableSize(8 << 20).WithBlockCacheSize(1 << 20)
+			WithMemTableSize(32 << 20).WithNumMemtables(2).WithBlockCacheSize(1 << 20)
 	}
 	return opts
 }
