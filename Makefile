@@ -6,6 +6,8 @@ CMDS    := hub/cmd/driftline agent/cmd/driftline-agent firmware-sim/cmd/firmware
 PKGS    := ./...
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
+SHELL   := /bin/bash
+
 .PHONY: all build test ci ci-deps vet bench demo fuzz clean
 
 all: build
@@ -36,8 +38,10 @@ ci-deps:
 ci: ci-deps vet build
 	DRIFTLINE_INTEGRATION=1 $(GO) test $(TESTFLAGS) $(PKGS)
 
+# bench runs every benchmark once through and prints one table (scripts/benchtable); the raw
+# output stays in bench.out. Figures and their baselines are recorded in docs/benchmarks.md.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1x -timeout 30m $(PKGS)
+	@set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 60m $(PKGS) 2>&1 | tee bench.out | $(GO) run ./scripts/benchtable
 
 fuzz:
 	@for p in $$($(GO) list $(PKGS)); do \
