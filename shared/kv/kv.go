@@ -46,7 +46,10 @@ func Options(dir string, p Profile) badger.Options {
 			WithNumLevelZeroTablesStall(4).
 			WithBlockCacheSize(1 << 20).
 			WithIndexCacheSize(1 << 20).
-			WithValueThreshold(64 << 10).
+			// Values above 1 KiB (chunks, buffered reports) go to the value log instead of
+			// churning the small memtables and L0 tables (measured by the agent's pull
+			// benchmark: 120-135 MiB anonymous memory at 64 KiB, 40-53 MiB at 1 KiB).
+			WithValueThreshold(1 << 10).
 			WithValueLogFileSize(16 << 20).
 			WithNumCompactors(2).
 			WithSyncWrites(false)
