@@ -118,7 +118,7 @@ func (a *app) rolloutCreate() *cobra.Command {
 	f.IntVar(&req.Version, "version", 0, "approved model version to roll out")
 	f.StringVar(&req.Selector, "selector", "", "devices by labels, e.g. site=berlin,tier=edge (empty: every device)")
 	f.StringVar(&waves, "waves", "", "wave sizes in percent of the selected devices, e.g. 1,10,50,100")
-	f.DurationVar(&bake, "bake", 0, "how long each wave bakes before the next starts, e.g. 10m")
+	f.DurationVar(&bake, "bake", 5*time.Minute, "how long each wave bakes before the next starts, e.g. 10m")
 	f.DurationVar(&timeout, "device-timeout", 0, "after this, an offline device counts against its wave")
 	f.Float64Var(&failRate, "max-failure-rate", 0, "gate: failed activations / devices in the wave")
 	f.Float64Var(&driftShare, "max-drift-share", 0, "gate: share of the wave's devices reporting dataset drift")
