@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/driftline/driftline/agent/chunkcache"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -111,12 +112,21 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 				}
 				r := verifyResult{digest: j.digest}
 				data := j.data
-				if data == nil {
+				switch {
+				case data != nil: // verified by wire.Object
+				case kind == kindChunk:
+					// chunkcache.Put hashes what it stores and refuses a mismatch: hashing
+					// here too would cost a pass over every byte for nothing.
+					data, r.err = j.frame.Decompress()
+				default:
 					data, r.err = j.frame.Open()
 				}
 				if r.err == nil {
 					r.stored = true
 					r.err = store(j.digest, data)
+					if errors.Is(r.err, chunkcache.ErrDigestMismatch) {
+						r.stored, r.err = false, fmt.Errorf("%w: %v", wire.ErrFrameDigest, r.err)
+					}
 				}
 				select {
 				case <-quit:
