@@ -183,7 +183,7 @@ func (a *Agent) applyModel(ctx context.Context, m wire.DesiredModel, preempt fun
 		return nil
 	}
 	back := curErr == nil && m.Version < cur.Version
-	a.setState(m.Name, wire.StateNotified, func(r *modelRecord) { r.Target = m.Version; r.RolloutID = m.RolloutID })
+	a.setState(m.Name, wire.StateNotified, func(r *modelRecord) { r.Target = m.Version; r.RolloutID = m.RolloutID; r.LastError = "" })
 
 	man, err := a.manifest(ctx, m, preempt)
 	if err != nil {
@@ -237,6 +237,9 @@ func (a *Agent) applyModel(ctx context.Context, m wire.DesiredModel, preempt fun
 		a.m.activations.WithLabelValues(ResultFailed).Inc()
 		a.setState(m.Name, wire.StateFailed, func(r *modelRecord) { r.LastError = err.Error() })
 		a.releasePins(m.Name)
+		if transient(err) {
+			a.retry = true // a disk or store error, not a verdict on the version
+		}
 		return nil
 	}
 	result, st := ResultActive, wire.StateActive
