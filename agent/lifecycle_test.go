@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -24,6 +25,7 @@ func TestModelLifecycle(t *testing.T) {
 	cfg := agentConfig(t, "dev-life", "any", []string{b.url()}, []string{h.publicKey()})
 	// Version 2 of any model is unhealthy.
 	cfg.HealthCheck.Command = []string{"sh", "-c", `test "$DRIFTLINE_MODEL_VERSION" != 2 || { echo "v2 is broken" >&2; exit 3; }`}
+	cfg.Fetch.Retry = config.Duration(100 * time.Millisecond) // a failed health check must not be retried
 	a := startAgent(t, cfg, agent.Options{})
 	waitFor(t, 10*time.Second, "connected", a.Connected)
 
@@ -81,8 +83,9 @@ func TestModelLifecycle(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(cfg.ModelDir, "clf", "2")); !os.IsNotExist(err) {
 		t.Fatalf("failed version left on disk: %v", err)
 	}
+	time.Sleep(time.Second) // ten retry periods
 	if n := metric(t, a.reg, agent.MetricActivations, "result", agent.ResultFailed); n != 1 {
-		t.Fatalf("%v failed activations", n)
+		t.Fatalf("%v failed activations: an unhealthy version was tried again", n)
 	}
 
 	// A second model beside the first, then the first is removed from the desired state.
