@@ -32,11 +32,18 @@ func Load(path string) (Config, error) {
 // Parse decodes one YAML document over Default(), refusing unknown keys and values of the wrong
 // type (ErrSyntax, with the line), then validates it (ErrInvalid, every problem with its key and
 // line). It never panics, whatever the input.
-func Parse(b []byte) (Config, error) {
+func Parse(b []byte) (c Config, err error) {
+	// yaml.v3 has panicked on some malformed inputs in the past: a config file is outside input,
+	// so a panic inside the decoder becomes a syntax error here.
+	defer func() {
+		if r := recover(); r != nil {
+			c, err = Config{}, fmt.Errorf("%w: the YAML decoder failed: %v", ErrSyntax, r)
+		}
+	}()
 	if len(b) > MaxFileSize {
 		return Config{}, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(b), MaxFileSize)
 	}
-	c := Default()
+	c = Default()
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
