@@ -59,7 +59,15 @@ type Config struct {
 	Rate float64
 	// Out receives the narrative (default os.Stdout).
 	Out io.Writer
+	// Fleet runs the agents as one `firmware-sim fleet` process (real agents in one process,
+	// fed in-process) instead of five driftline-agent processes and `firmware-sim run`.
+	Fleet bool
 }
+
+// fleetLead is how long after the fleet starts its firmware clock starts in fleet mode: the
+// fleet plays the scenario from its own start, before v1 has rolled out, so the shift is
+// pushed back by about the time v1 takes.
+const fleetLead = 15 * time.Second
 
 func (c *Config) defaults() {
 	def := func(s *string, v string) {
@@ -272,11 +280,24 @@ func (d *run) steps(ctx context.Context) error {
 	}
 	d.narr.say("model %s v1 and v2 (1 MiB each, 95%% shared) registered, trained_on %s@1, approved and signed", ModelName, DatasetName)
 
-	// 5. The agents: real driftline-agent processes.
-	for _, id := range ids {
-		if _, err := d.procs.start(id, d.bin("driftline-agent"), "run", "--config", filepath.Join(dirs["agents"], id+".yaml"),
-			"--state-dir", filepath.Join(dirs["agents"], id, "state"), "--model-dir", filepath.Join(dirs["agents"], id, "models"), "--metrics", "off"); err != nil {
+	// 5. The agents: real driftline-agent processes, or one firmware-sim fleet process (which
+	// also plays the firmware, in-process).
+	d.shifted = []string{ids[1], ids[3]}
+	scen := filepath.Join(dirs["assets"], "scenario.yaml")
+	lead := time.Duration(0) // how long before the firmware's clock starts the scenario does
+	var fwStart time.Time
+	if cfg.Fleet {
+		lead = fleetLead
+		if err := d.startFleet(dirs, url, token, mqttURL, scen, lead, ids); err != nil {
 			return err
+		}
+		fwStart = time.Now().Add(lead)
+	} else {
+		for _, id := range ids {
+			if _, err := d.procs.start(id, d.bin("driftline-agent"), "run", "--config", filepath.Join(dirs["agents"], id+".yaml"),
+				"--state-dir", filepath.Join(dirs["agents"], id, "state"), "--model-dir", filepath.Join(dirs["agents"], id, "models"), "--metrics", "off"); err != nil {
+				return err
+			}
 		}
 	}
 	go d.narr.run(ctx, time.Second)
@@ -296,17 +317,17 @@ func (d *run) steps(ctx context.Context) error {
 	}
 
 	// 7. The firmware: readings on every device's data topic; two devices drift later.
-	d.shifted = []string{ids[1], ids[3]}
-	scen := filepath.Join(dirs["assets"], "scenario.yaml")
-	if err := os.WriteFile(scen, []byte(scenarioYAML(cfg.Rate, cfg.ShiftAfter, d.shifted)), 0o644); err != nil {
-		return err
+	if !cfg.Fleet {
+		if err := os.WriteFile(scen, []byte(scenarioYAML(cfg.Rate, cfg.ShiftAfter, d.shifted)), 0o644); err != nil {
+			return err
+		}
+		if _, err := d.procs.start("firmware-sim", d.bin("firmware-sim"), "run", "--scenario", scen, "--broker", mqttURL,
+			"--credentials", dirs["agents"], "--seed", "7", "--log-level", "info"); err != nil {
+			return err
+		}
+		fwStart = time.Now()
 	}
-	if _, err := d.procs.start("firmware-sim", d.bin("firmware-sim"), "run", "--scenario", scen, "--broker", mqttURL,
-		"--credentials", dirs["agents"], "--seed", "7", "--log-level", "info"); err != nil {
-		return err
-	}
-	fwStart := time.Now()
-	d.narr.say("firmware-sim: %d devices publish %.0f readings/s each; %s will run hot in %s", len(ids), cfg.Rate, strings.Join(d.shifted, " and "), cfg.ShiftAfter)
+	d.narr.say("firmware: %d devices send %.0f readings/s each; %s will run hot in %s", len(ids), cfg.Rate, strings.Join(d.shifted, " and "), time.Until(fwStart.Add(cfg.ShiftAfter)).Round(time.Second))
 
 	// 8. At the shift, roll v2 out behind a drift gate.
 	if err := sleepCtx(ctx, time.Until(fwStart.Add(cfg.ShiftAfter))); err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,13 +31,9 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// TestDemo runs the whole demo for 90 s against freshly built binaries and checks its summary:
-// every device online, v1 rolled out, and the drift-gated v2 rollout stopped by its gate.
-// It runs when DRIFTLINE_INTEGRATION=1 or without -short.
-func TestDemo(t *testing.T) {
-	if testing.Short() && os.Getenv("DRIFTLINE_INTEGRATION") != "1" {
-		t.Skip("integration test: set DRIFTLINE_INTEGRATION=1 or drop -short")
-	}
+// buildBinaries builds the demo's three binaries into a temporary directory.
+func buildBinaries(t *testing.T) string {
+	t.Helper()
 	bin := t.TempDir()
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -49,10 +46,16 @@ func TestDemo(t *testing.T) {
 			t.Fatalf("build %s: %v\n%s", cmd, err, out)
 		}
 	}
+	return bin
+}
+
+// runDemo runs the demo for 90 s on free ports with the shift at 15 s and checks the summary up
+// to the v2 rollout; it returns the summary.
+func runDemo(t *testing.T, fleet bool) Summary {
 	cfg := Config{
-		Bin: bin, DataDir: filepath.Join(t.TempDir(), "demo"),
+		Bin: buildBinaries(t), DataDir: filepath.Join(t.TempDir(), "demo"),
 		HTTPAddr: freeAddr(t), RaftAddr: freeAddr(t), MQTTAddr: freeAddr(t),
-		Seconds: 90, ShiftAfter: 15 * time.Second, Out: testWriter{t},
+		Seconds: 90, ShiftAfter: 15 * time.Second, Out: testWriter{t}, Fleet: fleet,
 	}
 	sum, err := Run(context.Background(), cfg)
 	sum.Print(testWriter{t})
@@ -65,12 +68,16 @@ func TestDemo(t *testing.T) {
 	if len(sum.Rollouts) != 2 || sum.Rollouts[0].Version != 1 || sum.Rollouts[0].State != "completed" {
 		t.Fatalf("rollouts %+v: want v1 completed, then v2", sum.Rollouts)
 	}
-	if n := sum.Rollouts[0].Devices["active"] + sum.Rollouts[0].Devices["rolled_back"]; n != 5 {
+	if sum.Rollouts[0].Devices["active"]+sum.Rollouts[0].Devices["rolled_back"] != 5 {
 		t.Fatalf("v1 rollout devices %v", sum.Rollouts[0].Devices)
 	}
-	if sum.RowsReported == 0 {
-		t.Skip("no agent reported a data window: the agent runtime does not run the data pipeline yet, so the drift gate cannot fire")
-	}
+	return sum
+}
+
+// checkGate checks that the drift gate stopped v2 and every device runs v1 again (or still, when
+// the rollout only paused).
+func checkGate(t *testing.T, sum Summary) {
+	t.Helper()
 	v2 := sum.Rollouts[1]
 	if v2.State != "rolled_back" && v2.State != "paused" {
 		t.Fatalf("v2 rollout %s (%s), want rolled_back or paused by the drift gate", v2.State, v2.Reason)
@@ -78,9 +85,37 @@ func TestDemo(t *testing.T) {
 	if g, ok := v2.Gates["max_drift_share"]; !ok || !g.Failed {
 		t.Fatalf("v2 gates %+v: want max_drift_share failed", v2.Gates)
 	}
-	if sum.Versions["v1"] != 5 {
+	if v2.State == "rolled_back" && sum.Versions["v1"] != 5 {
 		t.Fatalf("versions %v: after the rollback every device runs v1", sum.Versions)
 	}
+	for _, id := range sum.Shifted {
+		if !slices.Contains(sum.DriftSeen, id) {
+			t.Fatalf("shifted device %s never reported drift (seen: %v)", id, sum.DriftSeen)
+		}
+	}
+}
+
+// TestDemo runs the demo (agents in one firmware-sim fleet process) for 90 s against freshly
+// built binaries and checks its summary: every device online, v1 rolled out, and the v2
+// rollout stopped by its drift gate. It runs when DRIFTLINE_INTEGRATION=1 or without -short.
+func TestDemo(t *testing.T) {
+	if testing.Short() && os.Getenv("DRIFTLINE_INTEGRATION") != "1" {
+		t.Skip("integration test: set DRIFTLINE_INTEGRATION=1 or drop -short")
+	}
+	checkGate(t, runDemo(t, true))
+}
+
+// TestDemoProcesses runs the demo as `make demo` does, with five driftline-agent processes and
+// firmware-sim run. It runs when DRIFTLINE_INTEGRATION=1.
+func TestDemoProcesses(t *testing.T) {
+	if os.Getenv("DRIFTLINE_INTEGRATION") != "1" {
+		t.Skip("integration test: set DRIFTLINE_INTEGRATION=1")
+	}
+	sum := runDemo(t, false)
+	if sum.RowsReported == 0 {
+		t.Skip("no agent reported a data window: driftline-agent run does not run the data pipeline yet, so the drift gate cannot fire")
+	}
+	checkGate(t, sum)
 }
 
 // TestSummaryPrint checks the machine-readable last line.

@@ -98,7 +98,7 @@ func (n *narrator) device(d device) {
 	}
 	if drift != prevDrift && d.Health != nil {
 		if drift {
-			n.say("device %s reports dataset drift on %s v%d: drift share %.2f", d.ID, n.model, d.Health.Version, d.Health.DriftShare)
+			n.say("device %s reports dataset drift on %s v%d: drift share %.2f (window of %d rows)", d.ID, n.model, d.Health.Version, d.Health.DriftShare, d.Health.Rows)
 		} else {
 			n.say("device %s: drift cleared (v%d, drift share %.2f)", d.ID, d.Health.Version, d.Health.DriftShare)
 		}

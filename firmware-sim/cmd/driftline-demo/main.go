@@ -1,7 +1,8 @@
 // Command driftline-demo runs the Driftline demo (`make demo`): a one-node hub, five real
 // agents and simulated firmware on this machine, a model rollout stopped by a drift gate. See
 // docs/demo.md. Environment: DEMO_SECONDS=N stops it after N seconds with a summary;
-// DEMO_SHIFT_SECONDS=N sets when the sensors drift (default 60).
+// DEMO_SHIFT_SECONDS=N sets when the sensors drift (default 60); DEMO_FLEET=1 runs the agents
+// in one firmware-sim fleet process.
 package main
 
 import (
@@ -37,6 +38,7 @@ func main() {
 		os.Exit(2)
 	}
 	cfg.ShiftAfter = time.Duration(shift) * time.Second
+	cfg.Fleet = os.Getenv("DEMO_FLEET") == "1"
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	sum, err := demo.Run(ctx, cfg)
