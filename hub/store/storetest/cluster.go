@@ -6,6 +6,7 @@ package storetest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -102,16 +103,31 @@ func (c *Cluster) Join(node *Node) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), WaitTimeout)
 	defer cancel()
-	idx, err := c.Leader().Store.AddNonvoter(ctx, node.ID, node.RaftAddr, node.HTTPAddr)
-	if err != nil {
-		c.t.Fatalf("add %s as non-voter: %v", node.ID, err)
+	// Membership changes are retried when leadership moves meanwhile (a loaded machine can
+	// miss a heartbeat): both steps are idempotent, as the hub's join protocol relies on.
+	retry := func(what string, f func() error) {
+		for {
+			err := f()
+			if err == nil {
+				return
+			}
+			if !errors.Is(err, store.ErrLeadershipLost) && !errors.Is(err, store.ErrNotLeader) || ctx.Err() != nil {
+				c.t.Fatalf("%s %s: %v", what, node.ID, err)
+			}
+			c.t.Logf("%s %s: %v; retrying", what, node.ID, err)
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
+	var idx uint64
+	retry("add as non-voter", func() error {
+		var err error
+		idx, err = c.Leader().Store.AddNonvoter(ctx, node.ID, node.RaftAddr, node.HTTPAddr)
+		return err
+	})
 	if err := node.Store.WaitApplied(ctx, idx); err != nil {
 		c.t.Fatalf("%s catching up to %d: %v", node.ID, idx, err)
 	}
-	if err := c.Leader().Store.Promote(ctx, node.ID, node.RaftAddr); err != nil {
-		c.t.Fatalf("promote %s: %v", node.ID, err)
-	}
+	retry("promote", func() error { return c.Leader().Store.Promote(ctx, node.ID, node.RaftAddr) })
 }
 
 func (c *Cluster) start(node *Node, bootstrap bool) {
