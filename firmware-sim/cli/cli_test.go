@@ -61,3 +61,24 @@ func TestRunUsage(t *testing.T) {
 		t.Fatalf("missing file: exit %d: %s", code, errs)
 	}
 }
+
+func TestFleetUsage(t *testing.T) {
+	t.Setenv("DRIFTLINE_HUB", "")
+	t.Setenv("DRIFTLINE_TOKEN", "")
+	for _, args := range [][]string{
+		{"fleet"},
+		{"fleet", "--devices", "2"},
+		{"fleet", "--devices", "2", "--hub", "http://127.0.0.1:1"},
+		{"fleet", "--devices", "0", "--hub", "http://127.0.0.1:1", "--token", "t"},
+		{"fleet", "--devices", "2", "--hub", "http://127.0.0.1:1", "--token", "t", "--log-level", "loud"},
+	} {
+		if code, _, errs := run(args...); code != 2 {
+			t.Fatalf("%v: exit %d, want 2 (%s)", args, code, errs)
+		}
+	}
+	// A hub that is not there is a failure, not a usage error.
+	code, _, errs := run("fleet", "--devices", "1", "--hub", "http://127.0.0.1:1", "--token", "t", "--state-dir", t.TempDir())
+	if code != 1 || !strings.Contains(errs, "hub") {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+}
