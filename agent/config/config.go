@@ -65,6 +65,8 @@ type Config struct {
 	Window Window `yaml:"window" doc:"Reporting window of validation, profile and drift: whichever of rows or seconds comes first. Overrides the contract's x-driftline.window."`
 	// Contract is a data contract used while no model (with its own contract) is active.
 	Contract string `yaml:"contract" doc:"Path of a Table Schema contract the pipeline uses while no active model brings one."`
+	// WatchDir is a directory whose .csv and .jsonl files the pipeline reads once each.
+	WatchDir string `yaml:"watch_dir" doc:"Directory of .csv and .jsonl files to ingest, each once: read files move to done/, unreadable ones to failed/ with a .error note. Empty: no watched directory."`
 	// TopicPrefix is the MQTT topic prefix.
 	TopicPrefix string `yaml:"topic_prefix" default:"dl/v1" doc:"MQTT topic prefix; must match the hub's."`
 	// Heartbeat is the heartbeat interval.
