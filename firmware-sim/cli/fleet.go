@@ -47,7 +47,7 @@ func fleetCmd() *cobra.Command {
 	fl.StringVar(&f.hub, "hub", os.Getenv("DRIFTLINE_HUB"), "hub API URL (env DRIFTLINE_HUB)")
 	fl.StringVar(&f.token, "token", os.Getenv("DRIFTLINE_TOKEN"), "API token that may create devices (env DRIFTLINE_TOKEN)")
 	fl.StringVar(&f.scenario, "scenario", "", "scenario feeding every agent in-process (none: agents only)")
-	fl.StringVar(&f.stateDir, "state-dir", "firmware-sim-fleet", "shared database, model directories and kept device tokens")
+	fl.StringVar(&f.stateDir, "state-dir", "driftline-data/fleet", "shared database, model directories and kept device tokens")
 	fl.StringSliceVar(&f.brokers, "broker", nil, "broker URL(s) (default: what the hub advertises)")
 	fl.StringVar(&f.idPattern, "id-pattern", "fleet-{n:05}", "device id pattern ({n} or {n:W})")
 	fl.Uint64Var(&f.seed, "seed", 1, "scenario seed")

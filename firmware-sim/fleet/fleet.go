@@ -204,7 +204,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		if err != nil {
 			return Summary{}, fmt.Errorf("agent %s: %w", c.ID, err)
 		}
-		pl, err := attachPipeline(a)
+		pl, err := pipeline.Attach(a, pipeline.AttachOptions{}) // wired as driftline-agent run wires it
 		if err != nil {
 			return Summary{}, fmt.Errorf("agent %s pipeline: %w", c.ID, err)
 		}
