@@ -28,8 +28,8 @@ func TestBadInput(t *testing.T) {
 	a := startAgent(t, cfg, agent.Options{})
 	waitFor(t, 10*time.Second, "connected", a.Connected)
 
-	good := h.addModel(randomBytes(600 << 10))
-	other := h.addModel(randomBytes(100 << 10))
+	good := h.addModel(randomBytes(1, 600<<10))
+	other := h.addModel(randomBytes(2, 100<<10))
 	_, strangerKey, _ := ed25519.GenerateKey(rand.Reader)
 
 	rejected := func(reason string) float64 { return metric(t, a.reg, agent.MetricRejected, "reason", reason) }

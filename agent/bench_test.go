@@ -27,7 +27,7 @@ import (
 func BenchmarkPull100MB(b *testing.B) {
 	const size = 100 << 20
 	h := startHub(b)
-	data := randomBytes(size)
+	data := randomBytes(3, size)
 	v1, d1 := h.pushModel("big", data)
 	v2data := mutate(data, 0.05, 5)
 	v2, _ := h.pushModel("big", v2data)

@@ -126,7 +126,7 @@ func scrape(addr string) (map[string]float64, error) {
 func TestCrashDuringPull(t *testing.T) {
 	h := startHub(t)
 	tok := h.enroll("dev-crash")
-	v1data, v2data := randomBytes(4<<20), randomBytes(6<<20)
+	v1data, v2data := randomBytes(4, 4<<20), randomBytes(5, 6<<20)
 	v1, d1 := h.pushModel("m", v1data)
 	v2, d2 := h.pushModel("m", v2data)
 	cfg := agentConfig(t, "dev-crash", tok, []string{h.n.MQTTURL()}, h.keys())

@@ -2,9 +2,9 @@ package agent_test
 
 import (
 	"bytes"
-	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,10 +14,12 @@ import (
 	"github.com/driftline/driftline/agent/modelstore"
 )
 
-// randomBytes returns n bytes from a seeded generator (deterministic content, incompressible).
-func randomBytes(n int) []byte {
+// randomBytes returns n incompressible bytes from a generator seeded with seed: the same bytes
+// on every run, so content-defined chunk boundaries (and the bytes a delta moves) are the same.
+func randomBytes(seed uint64, n int) []byte {
 	b := make([]byte, n)
-	_, _ = rand.Read(b)
+	r := rand.NewChaCha8([32]byte{0: byte(seed), 1: byte(seed >> 8), 2: byte(seed >> 16), 31: 0x5a})
+	_, _ = r.Read(b)
 	return b
 }
 
@@ -28,7 +30,7 @@ func mutate(base []byte, share float64, runs int) []byte {
 	per := int(float64(len(base))*share) / runs
 	for i := 0; i < runs; i++ {
 		off := (len(base) / runs) * i
-		copy(out[off:off+per], randomBytes(per))
+		copy(out[off:off+per], randomBytes(uint64(1000+i), per))
 	}
 	return out
 }
@@ -71,7 +73,7 @@ func waitActive(t *testing.T, h *hub, id, model string, version int, state strin
 func TestEndToEnd(t *testing.T) {
 	h := startHub(t)
 	tok := h.enroll("dev-1")
-	v1data := randomBytes(8 << 20)
+	v1data := randomBytes(6, 8<<20)
 	v1, d1 := h.pushModel("clf", v1data)
 	cfg := agentConfig(t, "dev-1", tok, []string{h.n.MQTTURL()}, h.keys())
 	a := startAgent(t, cfg, agent.Options{})

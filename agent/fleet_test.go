@@ -20,7 +20,7 @@ import (
 func TestFleetOneDatabase(t *testing.T) {
 	const n = 25
 	h := startHub(t)
-	data := randomBytes(256 << 10)
+	data := randomBytes(7, 256<<10)
 	v, digest := h.pushModel("fleet", data)
 	keys := h.keys()
 	dir := t.TempDir()

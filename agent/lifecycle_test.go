@@ -29,7 +29,7 @@ func TestModelLifecycle(t *testing.T) {
 	a := startAgent(t, cfg, agent.Options{})
 	waitFor(t, 10*time.Second, "connected", a.Connected)
 
-	v1, v2, other := h.addModel(randomBytes(300<<10)), h.addModel(randomBytes(300<<10)), h.addModel(randomBytes(50<<10))
+	v1, v2, other := h.addModel(randomBytes(8, 300<<10)), h.addModel(randomBytes(9, 300<<10)), h.addModel(randomBytes(10, 50<<10))
 	contract := []byte(`{"fields":[{"name":"temp","type":"number"}]}`)
 	profile := bytes.Repeat([]byte("profile bytes "), 30000) // > one frame part: fetched as a multi-part object
 	e1 := h.entry("clf", 1, v1)

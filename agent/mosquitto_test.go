@@ -131,7 +131,7 @@ func TestEndToEndMosquitto(t *testing.T) {
 	m.writeFiles(map[string]string{"dev-mq": tok})
 	time.Sleep(200 * time.Millisecond) // SIGHUP is asynchronous; the agent retries anyway
 
-	v1data := randomBytes(8 << 20)
+	v1data := randomBytes(11, 8<<20)
 	v1, d1 := h.pushModel("mq", v1data)
 	cfg := agentConfig(t, "dev-mq", tok, []string{m.url()}, h.keys())
 	a := startAgent(t, cfg, agent.Options{})

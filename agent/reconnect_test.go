@@ -24,7 +24,7 @@ func TestPullSurvivesReconnect(t *testing.T) {
 	a := startAgent(t, cfg, agent.Options{})
 	waitFor(t, 10*time.Second, "connected", a.Connected)
 
-	m := h1.addModel(randomBytes(2 << 20))
+	m := h1.addModel(randomBytes(12, 2<<20))
 	chunks := map[string]bool{}
 	for _, c := range m.manifest.Chunks {
 		chunks[c.Digest] = true
@@ -79,7 +79,7 @@ func TestTransientFailureRetried(t *testing.T) {
 	a := startAgent(t, cfg, agent.Options{})
 	waitFor(t, 10*time.Second, "connected", a.Connected)
 
-	m := h.addModel(randomBytes(300 << 10))
+	m := h.addModel(randomBytes(13, 300<<10))
 	silent := m.manifest.Chunks[1].Digest
 	h.mu.Lock()
 	h.tamper = func(_, d string) ([][]byte, bool) { return nil, d == silent } // no answer at all
@@ -98,7 +98,7 @@ func TestTransientFailureRetried(t *testing.T) {
 	})
 
 	// A refused signature is final for the revision: no request after the refusal.
-	e := h.entry("n", 1, h.addModel(randomBytes(10<<10))) // its manifest is fetched, then refused
+	e := h.entry("n", 1, h.addModel(randomBytes(14, 10<<10))) // its manifest is fetched, then refused
 	e.Signature = artifact.Signature{}
 	h.desire(h.entry("m", 1, m), e)
 	waitFor(t, 10*time.Second, "n refused", func() bool {
