@@ -36,8 +36,15 @@ func Options(dir string, p Profile) badger.Options {
 	opts := badger.DefaultOptions(dir).WithLogger(slogLogger{})
 	switch p {
 	case Server:
+		// Artifact chunks (~64 KiB) and the Raft entries carrying them go to the value log
+		// (values above 1 KiB); the LSM tree keeps the small state documents. Memory stays
+		// bounded whatever the uploads: 3 memtables of 64 MiB (a transaction may hold ~9.6 MB)
+		// and a 64 MiB block cache.
 		opts = opts.WithSyncWrites(true).
-			WithValueLogFileSize(256 << 20)
+			WithValueLogFileSize(256 << 20).
+			WithValueThreshold(1 << 10).
+			WithNumMemtables(3).
+			WithBlockCacheSize(64 << 20)
 	case Edge:
 		// The largest batch is 15% of MemTableSize and ValueThreshold must stay below it.
 		opts = opts.WithMemTableSize(4 << 20).
