@@ -12,6 +12,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/shared/wire"
@@ -83,6 +84,7 @@ func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger
 		SetKeepAlive(30*time.Second).
 		SetWriteTimeout(10*time.Second).
 		SetOrderMatters(true).
+		SetStore(noStore{}).
 		SetBinaryWill(topics.Status(cfg.DeviceID), will, 1, true).
 		SetDefaultPublishHandler(c.route).
 		SetOnConnectHandler(c.onConnect).
@@ -90,6 +92,21 @@ func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger
 	c.client = paho.NewClient(opts)
 	return c, nil
 }
+
+// noStore is paho's message store keeping nothing. With a clean session the broker forgets
+// unacknowledged messages anyway, and the agent's own outbox resends what was not acknowledged
+// (PITFALLS: paho); paho's resend of its stored publishes after a reconnect would only send
+// duplicates, and races with its own writer (a data race the race detector reports in
+// client.resume, paho v1.5.1).
+type noStore struct{}
+
+func (noStore) Open()                             {}
+func (noStore) Put(string, packets.ControlPacket) {}
+func (noStore) Get(string) packets.ControlPacket  { return nil }
+func (noStore) All() []string                     { return nil }
+func (noStore) Del(string)                        {}
+func (noStore) Close()                            {}
+func (noStore) Reset()                            {}
 
 // tlsConfig builds the client TLS settings; nil when nothing is configured (paho then uses the
 // system pool for ssl:// URLs).
@@ -233,6 +250,9 @@ func (c *conn) publish(ctx context.Context, topic string, payload []byte, qos by
 	c.lostMu.Lock()
 	lost := c.lost
 	c.lostMu.Unlock()
+	if !c.up.Load() { // a loss after this point closes lost
+		return ErrNotConnected
+	}
 	gen := c.gen.Load()
 	tok := c.client.Publish(topic, qos, retain, payload)
 	t := time.NewTimer(timeout)
