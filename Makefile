@@ -5,6 +5,8 @@ BIN     := bin
 CMDS    := hub/cmd/driftline agent/cmd/driftline-agent firmware-sim/cmd/firmware-sim
 PKGS    := ./...
 TESTFLAGS ?= -race -count=1 -timeout 20m
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/driftline/driftline/agent.Version=$(VERSION) -X github.com/driftline/driftline/hub/cli.Version=$(VERSION)
 
 SHELL   := /bin/bash
 
@@ -15,7 +17,7 @@ all: build
 build:
 	@mkdir -p $(BIN)
 	@for d in $(CMDS); do \
-		if [ -d $$d ]; then echo "go build $$d"; $(GO) build -trimpath -o $(BIN)/$$(basename $$d) ./$$d || exit 1; fi; \
+		if [ -d $$d ]; then echo "go build $$d"; $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/$$(basename $$d) ./$$d || exit 1; fi; \
 	done
 
 vet:

@@ -8,6 +8,7 @@ package zstdx
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -28,8 +29,11 @@ var (
 
 func setup() {
 	var err error
+	// One encoder state per core (at most 4): EncodeAll from parallel goroutines (chunk
+	// uploads, a pull's frames) would otherwise take turns; each state costs ~2 MB with the
+	// small window below, so an edge device stays within its memory goal.
 	encoder, err = zstd.NewWriter(nil,
-		zstd.WithEncoderConcurrency(1),
+		zstd.WithEncoderConcurrency(min(runtime.GOMAXPROCS(0), 4)),
 		zstd.WithLowerEncoderMem(true),
 		zstd.WithWindowSize(1<<20),
 		zstd.WithEncoderLevel(zstd.SpeedDefault))
