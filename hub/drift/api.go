@@ -17,6 +17,9 @@ import (
 //
 //	GET /drift?model=M[&version=V][&since=T]  fleet drift of a model version (FleetView)
 //	GET /devices/:id/drift                  one device's drift (DeviceView)
+//	GET /drift/heatmap?model=M[&version=V]   devices x features latest scores (HeatmapView)
+//	GET /drift/distribution?model=M[&version=V]&feature=F
+//	                                        reference vs current distribution (DistributionView)
 //
 // Without version, the version this node received profiles for last is shown, else the
 // model's latest version. since is Unix milliseconds or RFC 3339. Errors are *echo.HTTPError (400, 404), which the
@@ -24,18 +27,65 @@ import (
 func Register(g *echo.Group, s *Service, mw ...echo.MiddlewareFunc) {
 	g.GET("/drift", s.handleFleet, mw...)
 	g.GET("/devices/:id/drift", s.handleDevice, mw...)
+	g.GET("/drift/heatmap", s.handleHeatmap, mw...)
+	g.GET("/drift/distribution", s.handleDistribution, mw...)
 }
 
 func (s *Service) handleFleet(c echo.Context) error {
+	key, err := s.modelKey(c)
+	if err != nil {
+		return err
+	}
+	since, err := parseSince(c.QueryParam("since"))
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, err.Error())
+	}
+	v, err := s.Fleet(key, since)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, v)
+}
+
+func (s *Service) handleHeatmap(c echo.Context) error {
+	key, err := s.modelKey(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, s.Heatmap(key))
+}
+
+func (s *Service) handleDistribution(c echo.Context) error {
+	key, err := s.modelKey(c)
+	if err != nil {
+		return err
+	}
+	feature := c.QueryParam("feature")
+	if feature == "" {
+		return echo.NewHTTPError(http.StatusBadRequest, "feature: give ?feature=NAME")
+	}
+	v, err := s.Distribution(key, feature)
+	if errors.Is(err, ErrNoReference) || errors.Is(err, ErrUnknownFeature) {
+		return echo.NewHTTPError(http.StatusNotFound, err.Error())
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, v)
+}
+
+// modelKey reads ?model=M[&version=V] and checks the version exists. Without version: the
+// version this node received profiles for last, else the model's latest version.
+func (s *Service) modelKey(c echo.Context) (ModelKey, error) {
 	model := c.QueryParam("model")
 	if model == "" || !state.ValidName(model) {
-		return echo.NewHTTPError(http.StatusBadRequest, "model: give ?model=NAME")
+		return ModelKey{}, echo.NewHTTPError(http.StatusBadRequest, "model: give ?model=NAME")
 	}
 	var version int
 	if q := c.QueryParam("version"); q != "" {
 		v, err := strconv.Atoi(q)
 		if err != nil || v < 1 {
-			return echo.NewHTTPError(http.StatusBadRequest, "version: give ?version=N (a positive integer)")
+			return ModelKey{}, echo.NewHTTPError(http.StatusBadRequest, "version: give ?version=N (a positive integer)")
 		}
 		version = v
 	} else if v, ok := s.LatestVersion(model); ok {
@@ -43,31 +93,23 @@ func (s *Service) handleFleet(c echo.Context) error {
 	} else {
 		m, err := s.cfg.Registry.Model(model)
 		if errors.Is(err, state.ErrNotFound) {
-			return echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("model %s not found", model))
+			return ModelKey{}, echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("model %s not found", model))
 		}
 		if err != nil {
-			return err
+			return ModelKey{}, err
 		}
 		if m.LatestVersion < 1 {
-			return echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("model %s has no versions", model))
+			return ModelKey{}, echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("model %s has no versions", model))
 		}
 		version = m.LatestVersion
 	}
-	since, err := parseSince(c.QueryParam("since"))
-	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, err.Error())
-	}
 	if _, err := s.cfg.Registry.ModelVersion(model, version); err != nil {
 		if errors.Is(err, state.ErrNotFound) {
-			return echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("model:%s@%d not found", model, version))
+			return ModelKey{}, echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("model:%s@%d not found", model, version))
 		}
-		return err
+		return ModelKey{}, err
 	}
-	v, err := s.Fleet(ModelKey{Model: model, Version: version}, since)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, v)
+	return ModelKey{Model: model, Version: version}, nil
 }
 
 func (s *Service) handleDevice(c echo.Context) error {

@@ -13,4 +13,6 @@ var (
 	ErrUnknownDevice = errors.New("drift: unknown device")
 	// ErrNoModel: no active model of the device has a reference the profile fits.
 	ErrNoModel = errors.New("drift: no active model fits the profile")
+	// ErrUnknownFeature: the model version's reference does not score the named feature.
+	ErrUnknownFeature = errors.New("drift: unknown feature")
 )

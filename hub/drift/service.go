@@ -87,9 +87,11 @@ type observation struct {
 
 // fleet is one model version's merged view.
 type fleet struct {
-	key        ModelKey
-	ref        *reference
-	win, step  *bucket
+	key       ModelKey
+	ref       *reference
+	win, step *bucket
+	// last is the window closed last, kept for the current distribution until the next closes.
+	last       *bucket
 	fine       []Point
 	coarse     []Point
 	lastUpdate int64
@@ -423,7 +425,7 @@ func (s *Service) closeDue(f *fleet, now int64) []wire.FleetDrift {
 		f.fine = append(f.fine, pt)
 		pubs = append(pubs, s.fleetMessage(f, f.win, pt))
 		s.m.windows.Inc()
-		f.win = nil
+		f.last, f.win = f.win, nil
 	}
 	if f.step != nil && now >= f.step.end {
 		f.coarse = append(f.coarse, s.score(f, f.step, ResolutionCoarse))
