@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
 	"github.com/driftline/driftline/hub/command"
@@ -61,15 +60,16 @@ func decodeStrict(body []byte, v any) error {
 	return nil
 }
 
-// requestID returns the caller's Idempotency-Key (or X-Request-Id), else a fresh id. The state
-// machine uses it to apply a retried request once.
+// requestID returns the caller's Idempotency-Key (or X-Request-Id), scoped to the caller, or ""
+// when it sent none. The state machine keeps the result of a keyed command for an hour and
+// answers a retry with it instead of applying it again; an unkeyed write costs no such record.
 func requestID(c echo.Context) string {
 	for _, h := range []string{"Idempotency-Key", "X-Request-Id"} {
 		if v := c.Request().Header.Get(h); v != "" && len(v) <= 128 {
 			return actor(c) + "/" + v
 		}
 	}
-	return uuid.NewString()
+	return ""
 }
 
 // apply proposes a command on behalf of the caller and returns its result.

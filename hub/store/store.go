@@ -39,9 +39,17 @@ type Processor interface {
 
 // Config configures Open.
 type Config struct {
-	// DB is the process's one badger database, opened with SyncWrites (shared/kv Server profile).
-	// The store does not close it.
+	// DB holds the FSM state (keys under FSMPrefix) and, when LogDB is nil, the Raft log and
+	// stable store too, in which case it must be opened with SyncWrites (shared/kv Server
+	// profile). The store does not close it.
 	DB *badger.DB
+	// LogDB, when set, holds the Raft log and stable store instead of DB. It must sync every
+	// write (kv.Server); DB may then skip the sync (kv.State): every applied command is
+	// durable in the log, the applied position commits with the state it describes, and a node
+	// whose state lost its last writes in a power cut replays them from the log (or restores
+	// the newest snapshot when its state is older than that). One fsync per batch instead of
+	// two: the hub's write throughput depends on it.
+	LogDB *badger.DB
 	// Dir holds raft snapshots (a FileSnapshotStore).
 	Dir string
 	// NodeID is this node's raft server id; stable across restarts.
@@ -121,7 +129,11 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 
-	logs := raftstore.New(cfg.DB)
+	logDB := cfg.LogDB
+	if logDB == nil {
+		logDB = cfg.DB
+	}
+	logs := raftstore.New(logDB)
 	// The cache counts entries, not bytes, and chunk uploads travel in ~1 MiB entries: 1,024 of
 	// them pinned over a gigabyte of heap during a big upload. GetLog from badger costs about a
 	// microsecond, so a short cache for followers just behind is all that pays.

@@ -2,7 +2,10 @@ package systemtest
 
 import (
 	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"testing"
@@ -29,6 +32,19 @@ func BenchmarkAPIWrites(b *testing.B) {
 				per := max(b.N, 200) / clients
 				lat := make([][]time.Duration, clients)
 				var wg sync.WaitGroup
+				if dir := os.Getenv("DRIFTLINE_PROFILE_DIR"); dir != "" {
+					// A CPU profile of the leader while the writes run.
+					go func() {
+						res, err := client.Get("http://" + lead.http + "/debug/pprof/profile?seconds=4")
+						if err != nil {
+							return
+						}
+						defer res.Body.Close()
+						f, _ := os.Create(filepath.Join(dir, fmt.Sprintf("leader-%d-%d.prof", nodes, clients)))
+						io.Copy(f, res.Body)
+						f.Close()
+					}()
+				}
 				b.ResetTimer()
 				start := time.Now()
 				for w := 0; w < clients; w++ {

@@ -98,6 +98,9 @@ func (c *cluster) start(h *hub, join string) {
 	}
 	h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
 	h.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + h.dir}
+	if os.Getenv("DRIFTLINE_PROFILE_DIR") != "" {
+		h.cmd.Env = append(h.cmd.Env, "DRIFTLINE_PPROF=1")
+	}
 	if err := h.cmd.Start(); err != nil {
 		c.t.Fatal(err)
 	}
@@ -196,7 +199,7 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-var client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 128}}
+var client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 128}}
 
 // do sends one request and returns the status and body (status 0 when the node did not answer).
 func (c *cluster) do(h *hub, method, path string, body any) (int, []byte) {

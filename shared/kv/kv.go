@@ -24,6 +24,9 @@ const (
 	// Server is for the hub: default-sized memtables and caches, synchronous writes so that the
 	// Raft log and stable store survive a power loss.
 	Server Profile = iota + 1
+	// State is for the hub's replicated state machine beside a synced Raft log: Server's
+	// sizing without a sync on every commit (the log makes applied commands durable).
+	State
 	// Edge is for the agent: small memtables, a tiny block cache and small value-log files so a
 	// device stays within its memory goal. Writes are not synced on every commit.
 	Edge
@@ -41,6 +44,12 @@ func Options(dir string, p Profile) badger.Options {
 		// bounded whatever the uploads: 3 memtables of 64 MiB (a transaction may hold ~9.6 MB)
 		// and a 64 MiB block cache.
 		opts = opts.WithSyncWrites(true).
+			WithValueLogFileSize(256 << 20).
+			WithValueThreshold(1 << 10).
+			WithNumMemtables(3).
+			WithBlockCacheSize(64 << 20)
+	case State:
+		opts = opts.WithSyncWrites(false).
 			WithValueLogFileSize(256 << 20).
 			WithValueThreshold(1 << 10).
 			WithNumMemtables(3).
