@@ -14,8 +14,9 @@ import (
 
 // BenchmarkAPIWrites measures registry writes (tag sets on one model version, small values)
 // through the HTTP API of real hub processes with fsync on: 1 and 3 nodes, 1, 16 and 64
-// concurrent clients spread over every node (followers forward to the leader). It reports
-// writes/s, p50 and p99 latency.
+// concurrent clients spread over every node (followers forward to the leader; with
+// DRIFTLINE_BENCH_LEADER_ONLY set, every client writes to the leader). It reports writes/s, p50
+// and p99 latency.
 func BenchmarkAPIWrites(b *testing.B) {
 	for _, nodes := range []int{1, 3} {
 		for _, clients := range []int{1, 16, 64} {
@@ -53,6 +54,9 @@ func BenchmarkAPIWrites(b *testing.B) {
 						defer wg.Done()
 						for i := 0; i < per; i++ {
 							h := c.hubs[(w+i)%len(c.hubs)]
+							if os.Getenv("DRIFTLINE_BENCH_LEADER_ONLY") != "" {
+								h = lead
+							}
 							t0 := time.Now()
 							code, body := c.do(h, http.MethodPut, "/api/v1/models/m/versions/1/tags",
 								map[string]any{"tags": map[string]string{fmt.Sprintf("w%d", w): fmt.Sprint(i)}})
