@@ -1,10 +1,12 @@
 // Drift: fleet-wide drift per model version and feature (GET /api/v1/drift, the merged device
-// profiles against the training reference) and each device's latest health summary, with the
-// values seen since the tab opened drawn as sparklines.
+// profiles against the training reference) with its series as sparklines, the devices x
+// features heatmap and one feature's reference vs current distribution (driftviews.js), and
+// each device's latest health summary.
 
 import { ApiError, get, listAll } from '../api.js';
 import { ago, badge, h, num, pct, sparkline, table, fill } from '../dom.js';
 import { remember } from './history.js';
+import { distribution, heatmap } from './driftviews.js';
 
 /** versionsInUse lists the model versions the fleet reports, from health summaries and active models. */
 export function versionsInUse(devices) {
@@ -44,8 +46,8 @@ function history(report, key, pick) {
   return remember(key, p.end ?? report.ts ?? Date.now(), pick(report.latest || report.current || report));
 }
 
-/** fleetCard renders one model version's GET /api/v1/drift answer (or its absence). */
-export function fleetCard(mv, report) {
+/** fleetCard renders one model version's GET /api/v1/drift answer (or its absence); more (the heatmap and distribution) goes below the features. */
+export function fleetCard(mv, report, more) {
   const key = `fleet:${mv.model}@${mv.version}`;
   const title = h('h2', {}, 'Fleet drift of ', h('code', {}, `${mv.model}@${mv.version}`));
   if (!hasData(report)) {
@@ -67,8 +69,35 @@ export function fleetCard(mv, report) {
         sparkline(history(report, `${key}:${name}`, (p) => p.features?.[name]?.score), { threshold: f.threshold, label: `${name} score` }),
         names(f.devices),
         f.drift ? badge('drift', 'bad') : badge('ok', 'ok'),
-      ]), { empty: 'No features in the report.', numeric: [2, 3] }));
+      ]), { empty: 'No features in the report.', numeric: [2, 3] }),
+    more || null);
 }
+
+/** defaultFeature picks the feature to draw first: the one furthest over (or nearest) its threshold. */
+export function defaultFeature(report) {
+  let best = null;
+  let bestRel = -Infinity;
+  for (const [name, f] of features(report)) {
+    const rel = !f.skipped && f.threshold > 0 ? f.score / f.threshold : -1;
+    if (best === null || rel > bestRel) { best = name; bestRel = rel; }
+  }
+  return best;
+}
+
+const q = (mv) => `model=${encodeURIComponent(mv.model)}&version=${mv.version}`;
+
+/** optional reads an API path, answering null where the route or the data is absent. */
+async function optional(path) {
+  try {
+    return await get(path);
+  } catch (err) {
+    if (err instanceof ApiError && [404, 405, 501, 503].includes(err.status)) return null;
+    throw err;
+  }
+}
+
+/** loadDistribution reads one feature's reference vs current distribution. */
+const loadDistribution = (mv, feature) => optional(`/api/v1/drift/distribution?${q(mv)}&feature=${encodeURIComponent(feature)}`);
 
 export default {
   title: 'Drift',
@@ -76,6 +105,33 @@ export default {
     const fleetBox = h('div', {});
     const devBox = h('div', {});
     fill(el, h('h1', {}, 'Drift'), fleetBox, devBox);
+    // One feature picker per model version, kept across polls so an open list is not replaced.
+    const pickers = new Map();
+    const picker = (mv, report) => {
+      const key = `${mv.model}@${mv.version}`;
+      const names = features(report).map(([name]) => name);
+      let p = pickers.get(key);
+      if (!p) {
+        const select = h('select', { 'aria-label': `Feature of ${key} to compare`, class: 'feature-pick' });
+        const box = h('div', {});
+        p = { select, box, names: '' };
+        select.addEventListener('change', async () => {
+          try {
+            fill(box, distribution(await loadDistribution(mv, select.value), select));
+          } catch (err) {
+            ctx.report(err);
+          }
+        });
+        pickers.set(key, p);
+      }
+      if (p.names !== names.join('\n')) {
+        const keep = names.includes(p.select.value) ? p.select.value : defaultFeature(report);
+        p.names = names.join('\n');
+        fill(p.select, names.map((n) => h('option', { value: n }, n)));
+        p.select.value = keep;
+      }
+      return p;
+    };
     return {
       async refresh() {
         const { items: devices } = await listAll('/api/v1/devices');
@@ -89,8 +145,15 @@ export default {
             throw err;
           }
         }));
+        const extras = await Promise.all(mvs.map(async (mv, i) => {
+          if (!hasData(reports[i]) || !features(reports[i]).length) return null;
+          const p = picker(mv, reports[i]);
+          const [hm, dist] = await Promise.all([optional(`/api/v1/drift/heatmap?${q(mv)}`), loadDistribution(mv, p.select.value)]);
+          fill(p.box, distribution(dist, p.select));
+          return h('div', { class: 'drift-more' }, heatmap(hm), p.box);
+        }));
         fill(fleetBox, mvs.length
-          ? mvs.map((mv, i) => fleetCard(mv, reports[i]))
+          ? mvs.map((mv, i) => fleetCard(mv, reports[i], extras[i]))
           : h('section', { class: 'card' }, h('h2', {}, 'Fleet drift'),
             h('p', { class: 'muted no-fleet-drift' }, 'No fleet drift data yet: no device reports a model version.')));
         // Drifting devices first, then by id; at most 500 rows.
