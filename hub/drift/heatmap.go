@@ -8,7 +8,8 @@ import (
 const MaxHeatmapDevices = 500
 
 // HeatmapCell is one device's latest verdict on one feature. Relative is Score/Threshold (1 is
-// the drift line), 0 when the threshold is not positive or the feature was skipped.
+// the drift line), 0 when the threshold is not positive, the ratio not finite or the feature
+// was skipped.
 type HeatmapCell struct {
 	Score     float64 `json:"score"`
 	Threshold float64 `json:"threshold"`
@@ -88,8 +89,8 @@ func (s *Service) Heatmap(key ModelKey) HeatmapView {
 				continue
 			}
 			c := &HeatmapCell{Score: fp.Score, Threshold: fp.Threshold, Drift: fp.Drift, Method: fp.Method, Skipped: fp.Skipped}
-			if fp.Skipped == "" && fp.Threshold > 0 {
-				c.Relative = fp.Score / fp.Threshold
+			if rel := fp.Score / fp.Threshold; fp.Skipped == "" && fp.Threshold > 0 && finite(rel) {
+				c.Relative = rel
 			}
 			row.Cells[i] = c
 		}
