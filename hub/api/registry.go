@@ -197,6 +197,9 @@ func (s *Server) datasetVersionCreate(c echo.Context) error {
 			if err != nil {
 				return err
 			}
+			if contract, err = storedJSON(contract); err != nil {
+				return badRequest("contract", "the contract is not JSON: %v", err)
+			}
 			if sampleTmp != nil { // the sample came first: it waited on disk
 				if _, err := sampleTmp.Seek(0, io.SeekStart); err != nil {
 					return err
@@ -346,4 +349,14 @@ func readPart(p *multipart.Part, limit int64, field string) ([]byte, error) {
 		return nil, badRequest(field, "part %q is larger than %d bytes", field, limit)
 	}
 	return b, nil
+}
+
+// storedJSON returns b in the form the state machine stores and serves it (encoding/json's
+// compact form of a RawMessage, HTML characters escaped), so that the digest agents receive
+// names exactly the bytes they will fetch.
+func storedJSON(b []byte) ([]byte, error) {
+	if !json.Valid(b) {
+		return nil, errors.New("malformed JSON")
+	}
+	return json.Marshal(json.RawMessage(b))
 }

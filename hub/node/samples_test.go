@@ -3,6 +3,8 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -329,5 +331,20 @@ func TestProfileJSONRefusesGarbage(t *testing.T) {
 		if _, err := ProfileJSON(b); err == nil {
 			t.Errorf("ProfileJSON(%q) accepted garbage", b)
 		}
+	}
+}
+
+// TestContractDigestNamesServedBytes: a pretty-printed contract (with characters JSON encoding
+// escapes) is served by digest exactly: the sha256 of GET .../contract equals contract_digest,
+// which is what agents check after fetching it (they stalled when the two differed).
+func TestContractDigestNamesServedBytes(t *testing.T) {
+	h := newSampleHub(t)
+	doc := strings.Replace(sensorContract, `"fields"`, `"description": "a <b> & c",`+"\n  "+`"fields"`, 1)
+	out := h.push(t, doc, "s.csv", sensorCSV(50, 0), http.StatusCreated)
+	v := int(out["version"].(float64))
+	served := h.do(t, http.MethodGet, fmt.Sprintf("/api/v1/datasets/sensors/versions/%d/contract", v), "", nil, http.StatusOK, nil)
+	sum := sha256.Sum256(served)
+	if got, want := "sha256:"+hex.EncodeToString(sum[:]), out["contract_digest"]; got != want {
+		t.Fatalf("served contract hashes to %s, version says %v", got, want)
 	}
 }
