@@ -3,6 +3,7 @@ package rollout
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"sync"
@@ -140,8 +141,10 @@ type observation struct {
 	updates []state.DeviceUpdate
 	// started counts devices of started waves; failed those failed (timeouts included).
 	started, failed int
-	// waveSettled is true when every device of the current wave is active or failed.
+	// waveSettled is true when every device of the current wave is active or failed;
+	// waveActive counts the current wave's active devices.
 	waveSettled bool
+	waveActive  int
 	// withEvidence counts active devices that reported at least one window on the new version;
 	// drifted those whose windows showed dataset drift; active counts active devices.
 	active, withEvidence, drifted int
@@ -203,6 +206,9 @@ func (c *Controller) observe(r state.Rollout) (observation, error) {
 		}
 		if rd.Wave == r.Wave && st != state.DevActive && st != state.DevFailed {
 			o.waveSettled = false
+		}
+		if rd.Wave == r.Wave && st == state.DevActive {
+			o.waveActive++
 		}
 	}
 	return o, nil
@@ -332,6 +338,11 @@ func (c *Controller) step(ctx context.Context, r state.Rollout) error {
 		return c.propose(ctx, r, state.RolloutTransition{Action: action, Reason: reason, Gates: g})
 	}
 	now := c.cfg.Now()
+	if o.waveSettled && o.waveActive == 0 {
+		// Whatever the gates: a wave in which no device runs the version never proceeds.
+		return c.propose(ctx, r, state.RolloutTransition{Action: state.ActPause,
+			Reason: fmt.Sprintf("every device of wave %d failed", r.Wave), Gates: g})
+	}
 	if r.WaveDoneAt == 0 {
 		if o.waveSettled {
 			return c.propose(ctx, r, state.RolloutTransition{Action: state.ActWaveDone, Gates: g})

@@ -363,3 +363,20 @@ func TestOverlapAndUnapproved(t *testing.T) {
 		t.Fatalf("replayed wave start: %v (wave %d)", err, r.Wave)
 	}
 }
+
+// TestWaveWithNoActiveDevicePauses: without a failure gate, a wave whose every device failed
+// still stops the rollout instead of completing it.
+func TestWaveWithNoActiveDevicePauses(t *testing.T) {
+	f := newFleet(t, 4, nil)
+	f.create(state.RolloutCreate{WaveSizes: []int{2, 4}, BakeSeconds: 0})
+	f.pass()
+	fail := map[string]bool{}
+	for _, id := range waveDevices(t, f.read, 1) {
+		fail[id] = true
+	}
+	f.agentsFollow(fail, nil, 0)
+	r := f.pass()
+	if r.State != state.RolloutPaused || !strings.Contains(r.Reason, "every device of wave 1 failed") {
+		t.Fatalf("want paused, got %s (%s)", r.State, r.Reason)
+	}
+}
