@@ -75,7 +75,11 @@ func (a *Agent) loadRecords() error {
 			a.log.Warn("dropping damaged model record", "model", name, "err", err)
 			return nil
 		}
+		// Active and ActiveModels may already be called from other goroutines (the
+		// pipeline) while Run starts: the map is written under the lock they read it under.
+		a.mu.Lock()
 		a.models[name] = &r
+		a.mu.Unlock()
 		return nil
 	})
 }
