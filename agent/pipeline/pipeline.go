@@ -50,6 +50,9 @@ type ActiveModel interface {
 	Active() (model string, version int, contract []byte, profile []byte, ok bool)
 }
 
+// DefaultMinDriftRows is Options.MinDriftRows when unset.
+const DefaultMinDriftRows = 30
+
 // Options configure a Pipeline.
 type Options struct {
 	// DeviceID is this device's id (required): the reports' device_id and topic level.
@@ -73,6 +76,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock (default time.Now); tests inject one to close windows by time.
 	Now func() time.Time
+	// MinDriftRows is the fewest valid rows a window needs to be scored for drift (default
+	// DefaultMinDriftRows; negative: any). A window cut short (a model switch, a quiet device)
+	// still reports validation and its profile; scoring a handful of rows against the
+	// reference would flag drift on a steady device.
+	MinDriftRows int
 }
 
 // quarantineBatch is how many invalid rows are buffered before they are written together.

@@ -115,7 +115,7 @@ func (p *Pipeline) closeLocked(now time.Time) {
 	}
 	p.send(wire.KindValidation, p.opts.Topics.Validation(p.opts.DeviceID), val)
 	p.report(wire.KindProfile, p.opts.Topics.Profile(p.opts.DeviceID), w.prof.Encode())
-	if p.g.drift.ok && w.valid > 0 {
+	if p.g.drift.ok && w.valid > 0 && w.valid >= int64(p.minDriftRows()) {
 		p.driftLocked(hdr, win, ref, w.prof)
 	}
 	prof, _ := profile.New(p.g.cols) // the same columns succeeded before
@@ -184,4 +184,14 @@ func (p *Pipeline) report(kind wire.Kind, topic string, b []byte) {
 	if err := p.opts.Reporter.Report(kind, topic, b); err != nil {
 		p.log.Error("report not queued", "kind", kind, "topic", topic, "err", err)
 	}
+}
+
+func (p *Pipeline) minDriftRows() int {
+	switch {
+	case p.opts.MinDriftRows < 0:
+		return 0
+	case p.opts.MinDriftRows == 0:
+		return DefaultMinDriftRows
+	}
+	return p.opts.MinDriftRows
 }
