@@ -10,7 +10,7 @@ LDFLAGS := -X github.com/driftline/driftline/agent.Version=$(VERSION) -X github.
 
 SHELL   := /bin/bash
 
-.PHONY: all build test ci ci-deps vet bench demo fuzz clean
+.PHONY: all build test ci ci-deps vet bench bench-fleet demo fuzz clean
 
 all: build
 
@@ -51,6 +51,12 @@ fuzz:
 			echo "fuzz $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$p || exit 1; \
 		done; \
 	done
+
+# bench-fleet times a 1 MiB rollout to 1,000 and 10,000 fleet-mode agents on one hub (hub and
+# fleet in separate processes; see docs/benchmarks.md). 10,000 agents need ~30 GiB.
+bench-fleet: build
+	$(GO) build -trimpath -o $(BIN)/bench-fleet ./firmware-sim/cmd/bench-fleet
+	$(BIN)/bench-fleet -devices $${FLEET_SIZES:-1000,10000}
 
 demo: build
 	@./scripts/demo.sh
