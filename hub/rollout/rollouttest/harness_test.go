@@ -169,8 +169,8 @@ func (h *hub) pushModel(model string, first bool, weights, dataset string, appro
 	var out struct {
 		Version int `json:"version"`
 	}
-	// A few KiB: shared/zstdx writes no frame content size for inputs of a few bytes, and the
-	// hub's chunk server refuses such frames (see the package report).
+	// A few KiB: a chunk under 256 bytes is stored without a zstd frame content size, which
+	// the hub's chunk server refuses (see DESIGN.md).
 	art := bytes.Repeat([]byte(weights), 4096/len(weights)+1)
 	h.multipartPost("/api/v1/models/"+model+"/versions", map[string]string{"metadata": meta}, "artifact", "model.bin", art, http.StatusCreated, &out)
 	if approve {
@@ -527,10 +527,8 @@ func (f *fleet) close() {
 	f.db.Close()
 }
 
-// sensorContract is the contract of the test dataset: two numeric features with bounds. The
-// descriptions keep it above 256 bytes: shared/zstdx writes smaller inputs without a frame
-// content size, and such an object never reaches the agent (see the package report).
-const sensorContract = `{"description":"Test sensor readings: a temperature and a relative humidity per row.","fields":[
+// sensorContract is the contract of the test dataset: two numeric features with bounds.
+const sensorContract = `{"fields":[
   {"name":"temp","type":"number","constraints":{"required":true,"minimum":-40,"maximum":125}},
   {"name":"hum","type":"number","constraints":{"required":true,"minimum":0,"maximum":100}}
 ]}`
