@@ -116,6 +116,13 @@ func TestLeaderKilledMidWave(t *testing.T) {
 		t.Fatalf("completed with counts %v", r.Counts)
 	}
 	f.waitActive(devs, "m", v, 10*time.Second)
+	for _, d := range devs {
+		// One desired write per device: the rollout's, made once.
+		dd, err := h.n.Reader().Device(d.id)
+		if err != nil || dd.DesiredRev != 1 || dd.Desired["m"].RolloutID != id {
+			t.Errorf("%s: desired rev %d %+v (%v), want one write by rollout %s", d.id, dd.DesiredRev, dd.Desired, err, id)
+		}
+	}
 	close(stop)
 	<-sampling
 
