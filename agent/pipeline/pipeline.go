@@ -92,6 +92,10 @@ type Pipeline struct {
 	opts Options
 	log  *slog.Logger
 	m    *metrics
+	// noSchemaLogged and noSchemaKey remember that the model version noSchemaKey brings no
+	// contract, so it is logged once.
+	noSchemaLogged bool
+	noSchemaKey    string
 
 	mu       sync.Mutex
 	g        *generation // nil when there is no contract

@@ -56,7 +56,10 @@ func (p *Pipeline) refreshLocked() {
 		}
 	}
 	if g.schema == nil {
-		p.log.Error("no data contract: rows are refused until a model with one is active", "model", key)
+		if !p.noSchemaLogged || p.noSchemaKey != key { // once per model version, not per tick
+			p.log.Warn("no data contract: rows are refused until a model with one is active", "model", key)
+			p.noSchemaLogged, p.noSchemaKey = true, key
+		}
 		if p.g != nil && p.w.rows > 0 {
 			p.closeLocked(p.opts.Now())
 		}

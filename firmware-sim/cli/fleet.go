@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -30,6 +32,9 @@ type fleetFlags struct {
 	heartbeat time.Duration
 	every     time.Duration
 	logLevel  string
+	// heapProfile and heapAfter write a heap profile once, for sizing fleets.
+	heapProfile string
+	heapAfter   time.Duration
 }
 
 func fleetCmd() *cobra.Command {
@@ -56,12 +61,29 @@ func fleetCmd() *cobra.Command {
 	fl.DurationVar(&f.heartbeat, "heartbeat", 10*time.Second, "agents' heartbeat interval")
 	fl.DurationVar(&f.every, "summary-every", 5*time.Second, "live summary interval")
 	fl.StringVar(&f.logLevel, "log-level", "warn", "agents' log level")
+	fl.StringVar(&f.heapProfile, "heap-profile", "", "write a heap profile here after --heap-after (for sizing fleets)")
+	fl.DurationVar(&f.heapAfter, "heap-after", time.Minute, "when to write --heap-profile")
 	return cmd
 }
 
 func runFleet(ctx context.Context, f fleetFlags, stderr io.Writer) error {
 	if f.devices < 1 || f.hub == "" || f.token == "" {
 		return fmt.Errorf("%w: fleet needs --devices N, --hub URL and --token T", ErrUsage)
+	}
+	if f.heapProfile != "" {
+		go func() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(f.heapAfter):
+			}
+			runtime.GC()
+			if out, err := os.Create(f.heapProfile); err == nil {
+				_ = pprof.WriteHeapProfile(out)
+				out.Close()
+				fmt.Fprintf(stderr, "heap profile written to %s\n", f.heapProfile)
+			}
+		}()
 	}
 	log, err := newLogger(stderr, f.logLevel)
 	if err != nil {

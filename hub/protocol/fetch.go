@@ -3,6 +3,7 @@ package protocol
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -10,6 +11,7 @@ import (
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/wire"
+	"github.com/driftline/driftline/shared/zstdx"
 )
 
 type fetchJob struct {
@@ -92,14 +94,14 @@ func (s *Service) serve(job fetchJob, zbuf []byte) []byte {
 		z, err := s.cfg.Reader.Chunk(zbuf[:0], d)
 		if err == nil {
 			zbuf = z
-			var h zstd.Header
-			if herr := h.Decode(z); herr != nil || !h.HasFCS || h.FrameContentSize > wire.MaxPartSize {
-				s.log.Error("stored chunk has a bad zstd header", "digest", d, "err", herr)
+			plainSize, err := storedPlainSize(z)
+			if err != nil {
+				s.log.Error("stored chunk is unreadable", "digest", d, "err", err)
 				continue
 			}
 			frame, err := wire.EncodeFrame(wire.Frame{
 				Kind: wire.FrameData, RequestID: job.req.RequestID, Digest: sum,
-				Total: uint32(h.FrameContentSize), Plain: uint32(h.FrameContentSize), Payload: z,
+				Total: plainSize, Plain: plainSize, Payload: z,
 			})
 			if err != nil {
 				s.log.Error("encode chunk frame", "digest", d, "err", err)
@@ -130,4 +132,24 @@ func (s *Service) serve(job fetchJob, zbuf []byte) []byte {
 		}
 	}
 	return zbuf
+}
+
+// storedPlainSize returns the plain size of a chunk stored as zstd: from the frame header when it
+// declares it, else (zstd omits it for very small inputs) by decoding the chunk.
+func storedPlainSize(z []byte) (uint32, error) {
+	var h zstd.Header
+	if err := h.Decode(z); err != nil {
+		return 0, err
+	}
+	if h.HasFCS {
+		if h.FrameContentSize > wire.MaxPartSize {
+			return 0, fmt.Errorf("chunk declares %d bytes, at most %d", h.FrameContentSize, wire.MaxPartSize)
+		}
+		return uint32(h.FrameContentSize), nil
+	}
+	plain, err := zstdx.Decode(nil, z, wire.MaxPartSize)
+	if err != nil {
+		return 0, err
+	}
+	return uint32(len(plain)), nil
 }
