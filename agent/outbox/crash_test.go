@@ -87,7 +87,9 @@ func TestKilledBeforeAckResends(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer db.Close()
+			// A cleanup, not a defer: it must run after runOutbox's cleanup has stopped Run
+			// (cleanups run last-in first-out, after the test's defers).
+			t.Cleanup(func() { db.Close() })
 			o, err := Open(db.Root().Sub("outbox"), fastOpts())
 			if err != nil {
 				t.Fatal(err)

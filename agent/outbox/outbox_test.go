@@ -205,7 +205,7 @@ func TestRestartBetweenEnqueueAndAck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() }) // after runOutbox's cleanup stops Run (LIFO)
 	o, err = Open(db.Root().Sub("outbox"), fastOpts())
 	if err != nil {
 		t.Fatal(err)
