@@ -212,10 +212,9 @@ func (v versionView) MarshalJSON() ([]byte, error) {
 	p.Chunks, p.Manifest = nil, nil
 	out := struct {
 		plain
-		ChunkCount   int `json:"chunk_count"`
 		ChunksStored int `json:"chunks_stored,omitempty"`
 		ChunksReused int `json:"chunks_reused,omitempty"`
-	}{p, len(v.ModelVersion.Chunks), v.ChunksStored, v.ChunksReused}
+	}{p, v.ChunksStored, v.ChunksReused}
 	return json.Marshal(out)
 }
 

@@ -16,6 +16,7 @@ const (
 	pDatasetVersion = "fsm/dsv/"
 	pModel          = "fsm/m/"
 	pModelVersion   = "fsm/mv/"
+	pManifest       = "fsm/mvm/" // model/%010d -> canonical manifest bytes
 	pChunk          = "fsm/chunk/"
 	pDevice         = "fsm/dev/"
 	pDeviceToken    = "fsm/devtok/" // token hash -> device id

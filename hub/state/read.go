@@ -131,9 +131,24 @@ func (r Reader) ModelVersions(name, cursor string, limit int) (Page[ModelVersion
 	return list[ModelVersion](r.DB, pModelVersion+name+"/", cursor, limit, false, nil)
 }
 
-// ModelVersion returns one model version.
+// ModelVersion returns one model version with its manifest.
 func (r Reader) ModelVersion(name string, v int) (ModelVersion, error) {
-	return get[ModelVersion](r.DB, versionKey(pModelVersion, name, v), ModelNode(name, v))
+	mv, err := get[ModelVersion](r.DB, versionKey(pModelVersion, name, v), ModelNode(name, v))
+	if err != nil {
+		return mv, err
+	}
+	err = r.DB.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(versionKey(pManifest, name, v))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		mv.Manifest, err = item.ValueCopy(nil)
+		return err
+	})
+	return mv, err
 }
 
 // HasChunk reports whether a chunk is stored.

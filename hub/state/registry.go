@@ -190,7 +190,13 @@ func modelVersionCreate(txn *badger.Txn, env command.Envelope, c ModelVersionCre
 	if err := putJSON(txn, nameKey(pModel, c.Model), m); err != nil {
 		return nil, nil, err
 	}
-	if err := putJSON(txn, versionKey(pModelVersion, c.Model, mv.Version), mv); err != nil {
+	mv.ChunkCount = len(c.Chunks)
+	doc := mv
+	doc.Chunks, doc.Manifest = nil, nil
+	if err := putJSON(txn, versionKey(pModelVersion, c.Model, mv.Version), doc); err != nil {
+		return nil, nil, err
+	}
+	if err := txn.Set(versionKey(pManifest, c.Model, mv.Version), c.Manifest); err != nil {
 		return nil, nil, err
 	}
 	if c.ManifestDigest != "" {

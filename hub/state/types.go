@@ -77,14 +77,21 @@ type ChunkRef struct {
 
 // ModelVersion is one registered version of a model and its artifact.
 type ModelVersion struct {
-	Model    string     `json:"model"`
-	Version  int        `json:"version"`
-	Digest   string     `json:"digest"`
-	Size     int64      `json:"size"`
-	Format   string     `json:"format,omitempty"`
-	Filename string     `json:"filename,omitempty"`
-	Chunks   []ChunkRef `json:"chunks,omitempty"`
-	Manifest []byte     `json:"manifest,omitempty"`
+	Model    string `json:"model"`
+	Version  int    `json:"version"`
+	Digest   string `json:"digest"`
+	Size     int64  `json:"size"`
+	Format   string `json:"format,omitempty"`
+	Filename string `json:"filename,omitempty"`
+	// ChunkCount is the number of chunks of the artifact.
+	ChunkCount int `json:"chunk_count"`
+	// Chunks is filled only in the result of the command that registers the version; the
+	// chunk list lives in the manifest.
+	Chunks []ChunkRef `json:"chunks,omitempty"`
+	// Manifest is the canonical manifest. It is stored under its own key, not in the version
+	// document, so that approvals, tags and deprecations of a large model rewrite a small
+	// document; Reader.ModelVersion fills it in.
+	Manifest []byte `json:"manifest,omitempty"`
 	// ManifestDigest is the sha256 of Manifest, the bytes that approval signs.
 	ManifestDigest string             `json:"manifest_digest,omitempty"`
 	Metrics        map[string]float64 `json:"metrics,omitempty"`
