@@ -2,7 +2,8 @@
 // their thresholds, per-device states, and the operator actions pause, resume, abort, rollback.
 
 import { can, get, listAll, post } from '../api.js';
-import { ago, badge, h, num, table, when, fill } from '../dom.js';
+import { ago, badge, h, num, sparkline, table, when, fill } from '../dom.js';
+import { remember } from './history.js';
 
 const MAX_SHOWN = 20;
 const MAX_ROWS = 500;
@@ -45,7 +46,9 @@ function gateRows(r) {
       attrs: { 'data-gate': name },
       cells: [name.replace(/^max_/, '').replaceAll('_', ' '), g ? num(g.value, 4) : h('span', { class: 'muted' }, 'not measured yet'),
         `≤ ${num(threshold, 4)}`, g ? String(g.evidence ?? '') : '',
-        g ? (g.failed ? badge('failed', 'bad') : badge('passing', 'ok')) : badge('waiting', 'idle')],
+        g ? (g.failed ? badge('failed', 'bad') : badge('passing', 'ok')) : badge('waiting', 'idle'),
+        // The gate's value over time (in this tab), against its threshold.
+        sparkline(remember(`rollout:${r.id}:${name}`, r.updated_at, g ? g.value : NaN), { threshold, label: `${name} over time` })],
     };
   });
 }
@@ -128,7 +131,7 @@ function card(r, devices, ctx) {
       ? h('p', { class: 'muted' }, `Wave ${r.wave} settled ${new Date(r.wave_done_at).toLocaleTimeString()}; the next wave starts after the bake, at ${new Date(r.wave_done_at + r.bake_seconds * 1000).toLocaleTimeString()}.`)
       : null,
     h('h3', {}, 'Gates'),
-    table(['Gate', 'Value', 'Threshold', 'Evidence', 'Result'], gateRows(r), { empty: 'This rollout has no gates.', numeric: [1, 3] }),
+    table(['Gate', 'Value', 'Threshold', 'Evidence', 'Result', 'Over time'], gateRows(r), { empty: 'This rollout has no gates.', numeric: [1, 3] }),
     actions(r, ctx), det);
 }
 
