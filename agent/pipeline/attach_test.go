@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/driftline/driftline/shared/contract"
+	"github.com/driftline/driftline/shared/drift"
+	"github.com/driftline/driftline/shared/profile"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -136,5 +140,29 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestDriftOptionsAgainstFullReference: against a reference profiling every contract field, the
+// agent scores exactly what the contract asks (the rules the hub uses too).
+func TestDriftOptionsAgainstFullReference(t *testing.T) {
+	s, err := contract.Parse([]byte(`{"fields":[{"name":"t","type":"number","x-driftline":{"drift":{"method":"ks"}}},
+	  {"name":"c","type":"string"},{"name":"y","type":"number","x-driftline":{"role":"label"}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := profile.New(drift.Columns(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := pipeline.DriftOptions(s, ref)
+	want, werr := drift.ContractOptions(s)
+	if err != nil || werr != nil || !ok || !reflect.DeepEqual(got, want) {
+		t.Fatalf("agent options %+v (%v, %v), contract options %+v (%v)", got, ok, err, want, werr)
+	}
+	// A reference without a scored column (or of another kind) drops it.
+	narrow, _ := profile.New([]profile.Column{{Name: "t", Kind: profile.Categorical}, {Name: "c", Kind: profile.Categorical}})
+	if got, _, _ := pipeline.DriftOptions(s, narrow); !reflect.DeepEqual(got.Only, []string{"c"}) {
+		t.Fatalf("scored %v, want [c]", got.Only)
 	}
 }

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"fmt"
+	"github.com/driftline/driftline/shared/drift"
 	"log/slog"
 	"strings"
 	"sync"
@@ -183,7 +184,7 @@ func jsonRows(start, n int, temp func(i int) float64) string {
 // refProfile profiles temps as the testContract's columns.
 func refProfile(t testing.TB, s *contract.Schema, temps []float64) []byte {
 	t.Helper()
-	p, err := profile.New(Columns(s))
+	p, err := profile.New(drift.Columns(s))
 	if err != nil {
 		t.Fatal(err)
 	}

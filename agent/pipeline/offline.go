@@ -148,7 +148,7 @@ func BuildProfile(s *contract.Schema, path string, calibrate int) (*profile.Prof
 	if err != nil {
 		return nil, sum, err
 	}
-	groups := calibrationGroups(s, calibrate)
+	groups := drift.CalibrationWindows(s, calibrate)
 	if len(groups) == 0 {
 		return ref, sum, nil
 	}
@@ -174,28 +174,6 @@ func BuildProfile(s *contract.Schema, path string, calibrate int) (*profile.Prof
 	return ref, sum, nil
 }
 
-// calibrationGroups maps each calibration window size to the features calibrated with it.
-func calibrationGroups(s *contract.Schema, override int) map[int][]string {
-	out := map[int][]string{}
-	for i := range s.Fields {
-		f := &s.Fields[i]
-		if !Scored(f) {
-			continue
-		}
-		size := s.Driftline.Drift.Calibrate
-		if f.Drift != nil && f.Drift.Calibrate > 0 {
-			size = f.Drift.Calibrate
-		}
-		if override > 0 {
-			size = override
-		}
-		if size > 0 {
-			out[size] = append(out[size], f.Name)
-		}
-	}
-	return out
-}
-
 // openRows opens a data file by its extension.
 func openRows(s *contract.Schema, path string) (rows.Reader, io.Closer, error) {
 	format, err := rows.FormatOf(filepath.Base(path))
@@ -218,7 +196,7 @@ func openRows(s *contract.Schema, path string) (rows.Reader, io.Closer, error) {
 // valid ones, in constant memory.
 func profileFile(s *contract.Schema, path string) (*profile.Profile, Summary, error) {
 	sum := newSummary()
-	p, err := profile.New(Columns(s))
+	p, err := profile.New(drift.Columns(s))
 	if err != nil {
 		return nil, sum, fmt.Errorf("%w: %w", ErrBadInput, err)
 	}
@@ -239,7 +217,7 @@ func profileFile(s *contract.Schema, path string) (*profile.Profile, Summary, er
 // checks it agrees with drift.CalibrateRows).
 func calibrateStream(s *contract.Schema, path string, ref *profile.Profile, size int, factor float64, co drift.Options) (map[string]profile.Threshold, error) {
 	co.IgnoreCalibration = true
-	cols := Columns(s)
+	cols := drift.Columns(s)
 	scores := map[string][]float64{}
 	methods := map[string]drift.Method{}
 	windows := 0

@@ -344,7 +344,7 @@ func TestStreamingCalibrationMatchesDrift(t *testing.T) {
 			t.Fatal(err)
 		}
 		var readErr error
-		want, err := drift.CalibrateRows(Columns(s), validRows(s, path, &readErr), size,
+		want, err := drift.CalibrateRows(drift.Columns(s), validRows(s, path, &readErr), size,
 			drift.CalibrateOptions{Factor: 2, Compare: dopts})
 		if err != nil || readErr != nil {
 			t.Fatal(err, readErr)

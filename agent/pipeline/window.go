@@ -66,7 +66,7 @@ func (p *Pipeline) refreshLocked() {
 		p.g = nil
 		return
 	}
-	g.cols = Columns(g.schema)
+	g.cols = drift.Columns(g.schema)
 	g.window = EffectiveWindow(p.opts.Window, g.schema)
 	if active && len(pb) > 0 {
 		ref, err := profile.Decode(pb)

@@ -2,6 +2,7 @@ package dashboard_test
 
 import (
 	"fmt"
+	driftstat "github.com/driftline/driftline/shared/drift"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -38,7 +39,7 @@ func mapsProfile(t *testing.T, rows [][2]string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := profile.New(drift.Columns(schema))
+	p, err := profile.New(driftstat.Columns(schema))
 	if err != nil {
 		t.Fatal(err)
 	}

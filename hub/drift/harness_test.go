@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	driftstat "github.com/driftline/driftline/shared/drift"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -18,7 +19,6 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/hub/command"
-	"github.com/driftline/driftline/hub/drift"
 	"github.com/driftline/driftline/hub/node"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/shared/artifact"
@@ -198,7 +198,7 @@ func windowProfile(t testing.TB, n int, mean float64, sites string, seed uint64)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cols := drift.Columns(schema)
+	cols := driftstat.Columns(schema)
 	p, err := profile.New(cols)
 	if err != nil {
 		t.Fatal(err)

@@ -64,7 +64,9 @@ func resolveReference(reg Registry, key ModelKey) (*reference, error) {
 		}
 		opts := driftstat.Options{}
 		if schema, err := contract.Parse(dv.Contract); err == nil {
-			opts = CompareOptions(schema)
+			if o, err := driftstat.ContractOptions(schema); err == nil {
+				opts = o
+			}
 		}
 		return &reference{dataset: dv.Dataset, version: dv.Version, prof: p, opts: opts}, nil
 	}

@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/driftline/driftline/hub/api"
-	"github.com/driftline/driftline/hub/drift"
 	"github.com/driftline/driftline/shared/contract"
 	"github.com/driftline/driftline/shared/contract/rows"
 	driftstat "github.com/driftline/driftline/shared/drift"
@@ -25,7 +24,7 @@ const maxNotedViolations = 5
 // It parses the contract (a refused contract is an error wrapping api.ErrBadInput that lists
 // every problem with its JSON path), streams the sample (format "csv" or "jsonl"; "jsonl" also
 // reads a JSON array) through the contract's validator, profiles the valid rows into the
-// reference profile with the columns agents use (hub/drift.Columns: every field), and, when the
+// reference profile with the columns agents use (shared/drift.Columns: every field), and, when the
 // contract sets x-driftline.drift.calibrate, calibrates the thresholds of the scored features
 // into it (fewer than two windows of valid rows is the client's error, as for the agent's
 // offline `profile` command).
@@ -59,8 +58,8 @@ func processSample(contractJSON []byte, sample io.Reader, format string) (api.Sa
 		return api.SampleResult{}, fmt.Errorf("%w: sample format %q: send csv or jsonl", api.ErrBadInput, format)
 	}
 	res := api.SampleResult{ContractDigest: schema.Digest()}
-	cols := drift.Columns(schema)
-	windows := drift.CalibrationWindows(schema)
+	cols := driftstat.Columns(schema)
+	windows := driftstat.CalibrationWindows(schema, 0)
 	var spool *os.File
 	var spoolBuf *bufio.Writer
 	in := sample
@@ -188,7 +187,10 @@ func calibrate(r io.Reader, schema *contract.Schema, f rows.Format, cols []profi
 		sizes = append(sizes, size)
 	}
 	sort.Ints(sizes)
-	base := drift.CompareOptions(schema)
+	base, err := driftstat.ContractOptions(schema)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", api.ErrBadInput, err)
+	}
 	base.IgnoreCalibration = true
 	type group struct {
 		size  int
@@ -204,7 +206,7 @@ func calibrate(r io.Reader, schema *contract.Schema, f rows.Format, cols []profi
 	}
 	stats := map[string]*scoreStats{}
 	var scoreErr error
-	_, _, _, err := scanSample(r, schema, f, func(row []contract.Value) error {
+	_, _, _, err = scanSample(r, schema, f, func(row []contract.Value) error {
 		for _, g := range groups {
 			if g.cur == nil {
 				var err error
