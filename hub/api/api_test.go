@@ -96,11 +96,11 @@ func TestRegistryHappyPath(t *testing.T) {
 	if len(trusted) != 1 {
 		t.Fatalf("GET /api/v1/keys = %+v, want the key %s", keys.Items, sig.KeyID)
 	}
-	stored, err := h.n.Reader().ModelVersion("fraud", 1)
+	manifest, err := h.n.Reader().Manifest("fraud", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := artifact.Verify(trusted, stored.Manifest, sig); err != nil {
+	if err := artifact.Verify(trusted, manifest, sig); err != nil {
 		t.Errorf("signature does not verify against the listed key: %v", err)
 	}
 

@@ -268,7 +268,11 @@ func (s *Server) modelVersionArtifact(c echo.Context) error {
 	if mv.Filename != "" {
 		h.Set(echo.HeaderContentDisposition, fmt.Sprintf("attachment; filename=%q", mv.Filename))
 	}
-	man, err := artifact.DecodeManifest(mv.Manifest)
+	raw, err := s.read.Manifest(mv.Model, mv.Version)
+	if err != nil {
+		return err
+	}
+	man, err := artifact.DecodeManifest(raw)
 	if err != nil {
 		return err
 	}
@@ -313,7 +317,11 @@ func (s *Server) modelVersionApprove(c echo.Context) error {
 		return problem(http.StatusServiceUnavailable, ProblemNoLeader, "no signing key",
 			"this leader has no signing key (--signing-key); approvals need one")
 	}
-	sig := artifact.Sign(s.cfg.SigningKey, mv.Manifest)
+	manifest, err := s.read.Manifest(mv.Model, mv.Version)
+	if err != nil {
+		return err
+	}
+	sig := artifact.Sign(s.cfg.SigningKey, manifest)
 	res, err := s.apply(c, command.TypeModelVersionApprove, state.ModelVersionApprove{
 		Model: mv.Model, Version: mv.Version, Comment: comment, FourEyes: s.cfg.FourEyes,
 		Signature: state.Signature{KeyID: sig.KeyID, Sig: sig.Sig},

@@ -131,24 +131,26 @@ func (r Reader) ModelVersions(name, cursor string, limit int) (Page[ModelVersion
 	return list[ModelVersion](r.DB, pModelVersion+name+"/", cursor, limit, false, nil)
 }
 
-// ModelVersion returns one model version with its manifest.
+// ModelVersion returns one model version's document (without its manifest: see Manifest).
 func (r Reader) ModelVersion(name string, v int) (ModelVersion, error) {
-	mv, err := get[ModelVersion](r.DB, versionKey(pModelVersion, name, v), ModelNode(name, v))
-	if err != nil {
-		return mv, err
-	}
-	err = r.DB.View(func(txn *badger.Txn) error {
+	return get[ModelVersion](r.DB, versionKey(pModelVersion, name, v), ModelNode(name, v))
+}
+
+// Manifest returns the canonical manifest of a model version, the bytes approval signs.
+func (r Reader) Manifest(name string, v int) ([]byte, error) {
+	var out []byte
+	err := r.DB.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(versionKey(pManifest, name, v))
 		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
+			return notFound("manifest of %s", ModelNode(name, v))
 		}
 		if err != nil {
 			return err
 		}
-		mv.Manifest, err = item.ValueCopy(nil)
+		out, err = item.ValueCopy(nil)
 		return err
 	})
-	return mv, err
+	return out, err
 }
 
 // HasChunk reports whether a chunk is stored.
@@ -398,8 +400,8 @@ func (r Reader) Object(digest string) ([]byte, ObjectRef, error) {
 	}
 	switch ref.Kind {
 	case ObjectManifest:
-		mv, err := r.ModelVersion(ref.Name, ref.Version)
-		return mv.Manifest, ref, err
+		m, err := r.Manifest(ref.Name, ref.Version)
+		return m, ref, err
 	case ObjectContract:
 		dv, err := r.DatasetVersion(ref.Name, ref.Version)
 		return dv.Contract, ref, err

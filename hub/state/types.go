@@ -88,9 +88,10 @@ type ModelVersion struct {
 	// Chunks is filled only in the result of the command that registers the version; the
 	// chunk list lives in the manifest.
 	Chunks []ChunkRef `json:"chunks,omitempty"`
-	// Manifest is the canonical manifest. It is stored under its own key, not in the version
-	// document, so that approvals, tags and deprecations of a large model rewrite a small
-	// document; Reader.ModelVersion fills it in.
+	// Manifest is filled only in the result of the command that registers the version. It is
+	// stored under its own key, not in the version document, so that approvals, tags,
+	// deprecations and desired-state publishing of a large model touch a small document;
+	// Reader.Manifest reads it.
 	Manifest []byte `json:"manifest,omitempty"`
 	// ManifestDigest is the sha256 of Manifest, the bytes that approval signs.
 	ManifestDigest string             `json:"manifest_digest,omitempty"`
