@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"sort"
-	"strings"
 	"sync"
 	"time"
-
-	"github.com/dgraph-io/badger/v4/pb"
 
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/shared/artifact"
@@ -46,21 +43,7 @@ func (p *desiredPublisher) notify(id string) {
 }
 
 func (p *desiredPublisher) run(ctx context.Context) {
-	watchCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		err := p.s.cfg.DB.Subscribe(watchCtx, func(kvs *pb.KVList) error {
-			for _, kv := range kvs.Kv {
-				if id, ok := strings.CutPrefix(string(kv.Key), devicePrefix); ok {
-					p.notify(id)
-				}
-			}
-			return nil
-		}, []pb.Match{{Prefix: []byte(devicePrefix)}})
-		if err != nil && !errors.Is(err, context.Canceled) && watchCtx.Err() == nil {
-			p.s.log.Error("watch device state", "err", err)
-		}
-	}()
+	go p.s.watchPrefix(ctx, devicePrefix, p.notify)
 	p.publishAll()
 	// A periodic full pass repairs what a broker restart or a failed publish lost.
 	full := time.NewTicker(time.Minute)

@@ -19,22 +19,12 @@ const rolloutPrefix = "fsm/ro/"
 // rollout's replicated state, for dashboards.
 func (s *Service) runRolloutPublisher(ctx context.Context) {
 	dirty := make(chan string, 1024)
-	go func() {
-		err := s.cfg.DB.Subscribe(ctx, func(kvs *pb.KVList) error {
-			for _, kv := range kvs.Kv {
-				if id, ok := strings.CutPrefix(string(kv.Key), rolloutPrefix); ok {
-					select {
-					case dirty <- id:
-					default: // the next full pass catches up
-					}
-				}
-			}
-			return nil
-		}, []pb.Match{{Prefix: []byte(rolloutPrefix)}})
-		if err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
-			s.log.Error("watch rollout state", "err", err)
+	go s.watchPrefix(ctx, rolloutPrefix, func(id string) {
+		select {
+		case dirty <- id:
+		default: // the next full pass catches up
 		}
-	}()
+	})
 	full := time.NewTicker(time.Minute)
 	defer full.Stop()
 	s.publishAllRollouts()
@@ -92,5 +82,21 @@ func (s *Service) publishRollout(r state.Rollout) {
 	}
 	if err := s.cfg.Transport.Publish(s.cfg.Topics.FleetRollout(r.ID), b, true, 1); err != nil {
 		s.log.Warn("publish fleet rollout", "rollout", r.ID, "err", err)
+	}
+}
+
+// watchPrefix calls changed with the rest of every key written under prefix in the node's
+// database (badger's Subscribe), until ctx ends. changed must not block.
+func (s *Service) watchPrefix(ctx context.Context, prefix string, changed func(rest string)) {
+	err := s.cfg.DB.Subscribe(ctx, func(kvs *pb.KVList) error {
+		for _, kv := range kvs.Kv {
+			if rest, ok := strings.CutPrefix(string(kv.Key), prefix); ok {
+				changed(rest)
+			}
+		}
+		return nil
+	}, []pb.Match{{Prefix: []byte(prefix)}})
+	if err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
+		s.log.Error("watch state", "prefix", prefix, "err", err)
 	}
 }
