@@ -19,39 +19,14 @@ import (
 )
 
 func (s *Server) modelCreate(c echo.Context) error {
-	var req CreateRequest
-	if err := s.decodeJSON(c, &req); err != nil {
-		return err
-	}
-	if !state.ValidName(req.Name) {
-		return badRequest("name", "name %q: use 1-128 letters, digits, '.', '_' or '-'", req.Name)
-	}
-	res, err := s.apply(c, command.TypeModelCreate, state.ModelCreate{Name: req.Name, Description: req.Description})
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusCreated, res)
+	return s.createNamed(c, func(r CreateRequest) (command.Type, any) {
+		return command.TypeModelCreate, state.ModelCreate{Name: r.Name, Description: r.Description}
+	})
 }
 
-func (s *Server) modelList(c echo.Context) error {
-	cursor, limit, err := pageParams(c)
-	if err != nil {
-		return err
-	}
-	p, err := s.read.Models(cursor, limit)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, p)
-}
+func (s *Server) modelList(c echo.Context) error { return listPage(c, s.read.Models) }
 
-func (s *Server) modelGet(c echo.Context) error {
-	m, err := s.read.Model(c.Param("name"))
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, m)
-}
+func (s *Server) modelGet(c echo.Context) error { return getOne(c, s.read.Model) }
 
 // VersionMetadata is the `metadata` part of POST /api/v1/models/{name}/versions.
 type VersionMetadata struct {

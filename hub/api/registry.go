@@ -26,6 +26,18 @@ type CreateRequest struct {
 }
 
 func (s *Server) datasetCreate(c echo.Context) error {
+	return s.createNamed(c, func(r CreateRequest) (command.Type, any) {
+		return command.TypeDatasetCreate, state.DatasetCreate{Name: r.Name, Description: r.Description}
+	})
+}
+
+func (s *Server) datasetList(c echo.Context) error { return listPage(c, s.read.Datasets) }
+
+func (s *Server) datasetGet(c echo.Context) error { return getOne(c, s.read.Dataset) }
+
+// createNamed answers POST /api/v1/datasets and /models: it checks the name and proposes the
+// create command build makes of the request.
+func (s *Server) createNamed(c echo.Context, build func(CreateRequest) (command.Type, any)) error {
 	var req CreateRequest
 	if err := s.decodeJSON(c, &req); err != nil {
 		return err
@@ -33,31 +45,34 @@ func (s *Server) datasetCreate(c echo.Context) error {
 	if !state.ValidName(req.Name) {
 		return badRequest("name", "name %q: use 1-128 letters, digits, '.', '_' or '-'", req.Name)
 	}
-	res, err := s.apply(c, command.TypeDatasetCreate, state.DatasetCreate{Name: req.Name, Description: req.Description})
+	t, body := build(req)
+	res, err := s.apply(c, t, body)
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusCreated, res)
 }
 
-func (s *Server) datasetList(c echo.Context) error {
+// listPage answers a list read with limit and cursor.
+func listPage[T any](c echo.Context, list func(cursor string, limit int) (state.Page[T], error)) error {
 	cursor, limit, err := pageParams(c)
 	if err != nil {
 		return err
 	}
-	p, err := s.read.Datasets(cursor, limit)
+	p, err := list(cursor, limit)
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, p)
 }
 
-func (s *Server) datasetGet(c echo.Context) error {
-	d, err := s.read.Dataset(c.Param("name"))
+// getOne answers a read of the object named by the :name path parameter.
+func getOne[T any](c echo.Context, get func(name string) (T, error)) error {
+	v, err := get(c.Param("name"))
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, d)
+	return c.JSON(http.StatusOK, v)
 }
 
 func (s *Server) datasetVersionList(c echo.Context) error {

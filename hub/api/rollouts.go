@@ -168,17 +168,7 @@ func (s *Server) rolloutCreate(c echo.Context) error {
 	return c.JSON(http.StatusCreated, res)
 }
 
-func (s *Server) rolloutList(c echo.Context) error {
-	cursor, limit, err := pageParams(c)
-	if err != nil {
-		return err
-	}
-	p, err := s.read.Rollouts(cursor, limit)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, p)
-}
+func (s *Server) rolloutList(c echo.Context) error { return listPage(c, s.read.Rollouts) }
 
 func (s *Server) rolloutGet(c echo.Context) error {
 	r, err := s.read.Rollout(c.Param("id"))

@@ -48,17 +48,7 @@ func (s *Server) tokenCreate(c echo.Context) error {
 	return c.JSON(http.StatusCreated, TokenCreated{ID: t.ID, Name: t.Name, Role: t.Role, CreatedAt: t.CreatedAt, Token: tok})
 }
 
-func (s *Server) tokenList(c echo.Context) error {
-	cursor, limit, err := pageParams(c)
-	if err != nil {
-		return err
-	}
-	p, err := s.read.Tokens(cursor, limit)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, p)
-}
+func (s *Server) tokenList(c echo.Context) error { return listPage(c, s.read.Tokens) }
 
 func (s *Server) tokenDelete(c echo.Context) error {
 	res, err := s.apply(c, command.TypeTokenDelete, state.TokenDelete{ID: c.Param("id")})
