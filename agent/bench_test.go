@@ -24,6 +24,8 @@ import (
 // file, stage, switch current. mqtt_fetch_MB/s is the fetch phase alone (until the frames
 // received add up to the artifact's size). rss_* is the agent's driftline_agent_rss_bytes (file
 // pages of badger's memory-mapped files included); anon_* is RssAnon from /proc (heap, stacks).
+// agent_cpu_s and hub_cpu_s are the CPU seconds (user and system) the agent process and this
+// process (the hub) used during the first pull: less noisy than the rates on a shared machine.
 func BenchmarkPull100MB(b *testing.B) {
 	const size = 100 << 20
 	h := startHub(b)
@@ -59,7 +61,7 @@ func BenchmarkPull100MB(b *testing.B) {
 	httpSecs := time.Since(httpStart).Seconds()
 
 	b.ResetTimer()
-	var mqttSecs, mqttFetchSecs, movedShare, rssIdle, rssPeak, anonIdle, anonPeak float64
+	var mqttSecs, mqttFetchSecs, movedShare, rssIdle, rssPeak, anonIdle, anonPeak, agentCPU, hubCPU float64
 	for i := 0; i < b.N; i++ {
 		id := fmt.Sprintf("bench-%d", i)
 		tok := h.enroll(id)
@@ -102,8 +104,10 @@ func BenchmarkPull100MB(b *testing.B) {
 				time.Sleep(20 * time.Millisecond)
 			}
 		}
+		agentCPU0, hubCPU0 := procCPU(c.cmd.Process.Pid), procCPU(os.Getpid())
 		mqttSecs = pull(v1, 1)
 		mqttFetchSecs = fetchSecs
+		agentCPU, hubCPU = procCPU(c.cmd.Process.Pid)-agentCPU0, procCPU(os.Getpid())-hubCPU0
 		fetched1 := ms[agent.MetricFetchedBytes]
 		pull(v2, 2)
 		movedShare = (ms[agent.MetricFetchedBytes] - fetched1) / float64(len(v2data))
@@ -123,6 +127,29 @@ func BenchmarkPull100MB(b *testing.B) {
 	b.ReportMetric(rssPeak/(1<<20), "rss_pull_MiB")
 	b.ReportMetric(anonIdle/(1<<20), "anon_idle_MiB")
 	b.ReportMetric(anonPeak/(1<<20), "anon_pull_MiB")
+	b.ReportMetric(agentCPU, "agent_cpu_s")
+	b.ReportMetric(hubCPU, "hub_cpu_s")
+}
+
+// procCPU reads the user and system CPU seconds process pid has used (/proc/PID/stat, in clock
+// ticks of 1/100 s).
+func procCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	user, _ := strconv.ParseFloat(f[11], 64)
+	sys, _ := strconv.ParseFloat(f[12], 64)
+	return (user + sys) / 100
 }
 
 // rssAnon reads RssAnon (resident memory that is not file-backed: heap, stacks) of process pid.

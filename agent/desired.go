@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/driftline/driftline/agent/chunkcache"
@@ -327,8 +328,9 @@ func (a *Agent) manifest(ctx context.Context, m wire.DesiredModel, preempt func(
 	return man, nil
 }
 
-// download fetches the chunks of man the cache lacks, reporting progress.
-func (a *Agent) download(ctx context.Context, m wire.DesiredModel, man artifact.Manifest, preempt func() bool, onChunk func(digest string)) error {
+// download fetches the chunks of man the cache lacks, reporting progress. Each chunk, once
+// stored, is offered to hand (when not nil) and then announced to onChunk.
+func (a *Agent) download(ctx context.Context, m wire.DesiredModel, man artifact.Manifest, preempt func() bool, hand *handoff, onChunk func(digest string)) error {
 	missing := artifact.Missing(man, a.cache.Has)
 	missingSet := make(map[string]bool, len(missing))
 	for _, d := range missing {
@@ -358,9 +360,12 @@ func (a *Agent) download(ctx context.Context, m wire.DesiredModel, man artifact.
 	if len(missing) == 0 {
 		return nil
 	}
-	return a.fetch.fetch(ctx, kindChunk, missing, func(d string, data []byte) error {
-		if err := a.cache.Put(d, data); err != nil {
+	return a.fetch.fetch(ctx, kindChunk, missing, func(d string, data, zst []byte) error {
+		if err := a.cache.PutCompressed(d, data, zst); err != nil {
 			return fmt.Errorf("store chunk: %w", err)
+		}
+		if !hand.offer(d, data) {
+			putPlainBuf(data)
 		}
 		return nil
 	}, func(d string) {
@@ -378,19 +383,74 @@ func (a *Agent) download(ctx context.Context, m wire.DesiredModel, man artifact.
 // for.
 var errFetchEnded = errors.New("agent: download ended")
 
+// handoffBytes bounds the plain chunk bytes a download holds for its staging goroutine.
+const handoffBytes = 8 << 20
+
+// handoff passes the plain bytes of chunks just verified and stored by a download to the
+// staging goroutine that writes them out in manifest order, so that it need not read,
+// decompress and hash them again from the cache. It holds at most limit bytes (the staging
+// usually takes each chunk moments after it arrives); a chunk offered beyond that, or needed
+// twice, is read back from the cache. A nil *handoff holds nothing. Safe for concurrent use.
+type handoff struct {
+	mu    sync.Mutex
+	limit int
+	held  int
+	plain map[string][]byte
+}
+
+func newHandoff(limit int) *handoff { return &handoff{limit: limit, plain: map[string][]byte{}} }
+
+// offer keeps plain, verified against digest, for take, and reports whether it did; plain must
+// not be changed afterwards.
+func (h *handoff) offer(digest string, plain []byte) bool {
+	if h == nil {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.plain[digest]; ok || h.held+len(plain) > h.limit {
+		return false
+	}
+	h.plain[digest] = plain
+	h.held += len(plain)
+	return true
+}
+
+// take returns and forgets the bytes offered for digest.
+func (h *handoff) take(digest string) ([]byte, bool) {
+	if h == nil {
+		return nil, false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	b, ok := h.plain[digest]
+	if ok {
+		delete(h.plain, digest)
+		h.held -= len(b)
+	}
+	return b, ok
+}
+
 // downloadAndStage fetches the chunks of man the cache lacks and, at the same time, stages the
 // version through modelstore (which hashes the whole file and keeps it only if it matches),
-// assembling it from the cache as the chunks arrive. err is the download's failure (the staging
-// is then cancelled); staged is the staging's result.
+// assembling it as the chunks arrive: from the download's handoff when it still holds a chunk,
+// else from the cache. err is the download's failure (the staging is then cancelled); staged is
+// the staging's result.
 func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man artifact.Manifest, preempt func() bool) (staged, err error) {
 	waiters := map[string]chan struct{}{} // written before the goroutine starts, then only read
 	for _, d := range artifact.Missing(man, a.cache.Has) {
 		waiters[d] = make(chan struct{})
 	}
+	hand := newHandoff(handoffBytes)
 	fetchDone := make(chan struct{})
 	stageCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// taken is the handoff buffer the staging wrote last: writeChunks is done with it when it
+	// asks for the next chunk, so it goes back to the pool then.
+	var taken []byte
 	get := func(d string) ([]byte, error) {
+		putPlainBuf(taken)
+		taken = nil
 		if w, ok := waiters[d]; ok {
 			select {
 			case <-w:
@@ -404,6 +464,10 @@ func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man a
 				return nil, stageCtx.Err()
 			}
 		}
+		if b, ok := hand.take(d); ok {
+			taken = b
+			return b, nil
+		}
 		return a.cache.Get(d)
 	}
 	stageCh := make(chan error, 1)
@@ -413,7 +477,7 @@ func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man a
 		})
 	}()
 	closed := map[string]bool{}
-	err = a.download(ctx, m, man, preempt, func(d string) {
+	err = a.download(ctx, m, man, preempt, hand, func(d string) {
 		if w, ok := waiters[d]; ok && !closed[d] {
 			closed[d] = true
 			close(w)
@@ -429,8 +493,8 @@ func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man a
 }
 
 // writeChunks writes the file man describes from get, in order. It is artifact.Assemble without
-// Assemble's own hashing: get is chunkcache.Get, which hashes every chunk against its digest on
-// the way out, and Stage hashes the whole file against man.Digest before it keeps it, so the two
+// Assemble's own hashing: get returns bytes hashed against their digest (by chunkcache.Put just
+// before the handoff, or by chunkcache.Get on the way out), and Stage hashes the whole file against man.Digest before it keeps it, so the two
 // extra passes over every byte would check nothing new. Sizes are still checked here.
 func writeChunks(w io.Writer, man artifact.Manifest, get func(digest string) ([]byte, error)) error {
 	if err := man.Validate(); err != nil {
@@ -545,7 +609,7 @@ func (a *Agent) asset(ctx context.Context, kind objectKind, digest string, preem
 		return nil, err
 	}
 	var got []byte
-	err = a.fetch.fetch(ctx, kind, []string{digest}, func(_ string, data []byte) error {
+	err = a.fetch.fetch(ctx, kind, []string{digest}, func(_ string, data, _ []byte) error {
 		got = append([]byte(nil), data...)
 		return a.assets.Set(key, got)
 	}, func(string) {}, preempt)

@@ -236,6 +236,18 @@ func (c *conn) takeDesired() []byte {
 	return b
 }
 
+// send hands one message to the client without waiting for the broker's acknowledgement: for
+// requests whose answer is the confirmation (fetch requests, asked again at their deadline).
+// Waiting for a PUBACK that queues behind megabytes of chunk frames on the same connection
+// would stall the pull's loop while its workers starve.
+func (c *conn) send(topic string, payload []byte, qos byte) error {
+	if !c.up.Load() || !c.client.IsConnectionOpen() {
+		return ErrNotConnected
+	}
+	c.client.Publish(topic, qos, false, payload)
+	return nil
+}
+
 // Publish sends one message and returns nil only once the broker acknowledged it (QoS 1) or
 // it was written (QoS 0) on a connection that stayed up meanwhile. It implements
 // outbox.Publisher; ackTimeout bounds the wait.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/driftline/driftline/agent/chunkcache"
@@ -65,12 +66,40 @@ type pullState struct {
 	attempts map[string]int          // digest -> requests sent
 	objects  map[string]*wire.Object // multi-part objects being collected
 	wanted   map[string]bool
-	gen      uint64
+	// verifying holds the digests received whole and handed to the workers. A request leaves
+	// inflight once every digest it asked for is received, not verified, so that the next
+	// requests go out while the workers catch up; fill stops asking while verifying holds a
+	// whole window (Requests x Digests), which bounds the frames held in memory.
+	verifying map[string]bool
+	gen       uint64
 }
 
 // verifyWorkers decompress, hash and store frames beside the pull's loop, which keeps the
 // bookkeeping: on a small device the hashing and the store's compression are the pull's cost.
 const verifyWorkers = 2
+
+// plainBufs recycles the buffers chunks are decompressed into: a pull decompresses every chunk,
+// and a fresh buffer per chunk costs as much in zeroing and garbage collection as the
+// decompression itself. Buffers go back with putPlainBuf once nothing refers to them.
+var plainBufs sync.Pool // of *[]byte
+
+// maxPooledBuf bounds the buffers kept for reuse (artifact chunks are at most 256 KiB).
+const maxPooledBuf = 512 << 10
+
+func getPlainBuf() []byte {
+	if p, ok := plainBufs.Get().(*[]byte); ok {
+		return (*p)[:0]
+	}
+	return nil
+}
+
+func putPlainBuf(b []byte) {
+	if cap(b) == 0 || cap(b) > maxPooledBuf {
+		return
+	}
+	b = b[:0]
+	plainBufs.Put(&b)
+}
 
 // verifyJob is one object to check and store: a single-part frame (data nil) or the bytes of a
 // multi-part object already verified by wire.Object.
@@ -87,13 +116,15 @@ type verifyResult struct {
 }
 
 // fetch gets every digest: store is called with each verified object's bytes, on worker
-// goroutines (it must be safe for concurrent use; its error ends the pull), and onStored on
+// goroutines (it must be safe for concurrent use; its error ends the pull), with the zstd frame
+// they came in when the object came in one frame (else nil). The bytes are store's to keep; a
+// chunk's come from getPlainBuf, and store may give them back with putPlainBuf. onStored is called on
 // the caller's goroutine after it. It keeps Fetch.Requests requests of up to Fetch.Digests digests in flight, asks again
 // for what a request did not bring within Fetch.Timeout, fails a digest requested
 // Fetch.Attempts times (ErrAttempts), fails when nothing verified for Fetch.Stall (ErrStalled),
 // and fails at once when the hub has no such digest (wire.ErrNotFound). preempt, when it
 // reports true, ends the pull with errPreempted.
-func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, store func(digest string, data []byte) error, onStored func(digest string), preempt func() bool) error {
+func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, store func(digest string, data, zst []byte) error, onStored func(digest string), preempt func() bool) error {
 	if len(digests) == 0 {
 		return nil
 	}
@@ -111,19 +142,20 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 				case j = <-jobs:
 				}
 				r := verifyResult{digest: j.digest}
-				data := j.data
+				data, zst := j.data, []byte(nil)
 				switch {
 				case data != nil: // verified by wire.Object
 				case kind == kindChunk:
 					// chunkcache.Put hashes what it stores and refuses a mismatch: hashing
 					// here too would cost a pass over every byte for nothing.
-					data, r.err = j.frame.Decompress()
+					data, r.err = j.frame.DecompressTo(getPlainBuf())
+					zst = j.frame.Payload
 				default:
 					data, r.err = j.frame.Open()
 				}
 				if r.err == nil {
 					r.stored = true
-					r.err = store(j.digest, data)
+					r.err = store(j.digest, data, zst)
 					if errors.Is(r.err, chunkcache.ErrDigestMismatch) {
 						r.stored, r.err = false, fmt.Errorf("%w: %v", wire.ErrFrameDigest, r.err)
 					}
@@ -137,12 +169,11 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 		}()
 	}
 	var pending []verifyJob
-	verifying := map[string]bool{}
 	cfg := f.a.cfg.Fetch
 	st := &pullState{
 		queue: append([]string(nil), digests...), inflight: map[string]*request{}, owner: map[string]string{},
 		attempts: map[string]int{}, objects: map[string]*wire.Object{}, wanted: map[string]bool{},
-		gen: f.a.conn.gen.Load(),
+		verifying: map[string]bool{}, gen: f.a.conn.gen.Load(),
 	}
 	for _, d := range digests {
 		st.wanted[d] = true
@@ -163,7 +194,7 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 		case send <- next:
 			pending = pending[1:]
 		case r := <-results:
-			delete(verifying, r.digest)
+			delete(st.verifying, r.digest)
 			done, err := f.verified(kind, st, r)
 			if err != nil {
 				return err
@@ -187,13 +218,17 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 				return errPreempted
 			}
 		case b := <-f.a.conn.frames:
-			j, ok, err := f.handleFrame(kind, st, b, verifying)
+			j, ok, err := f.handleFrame(kind, st, b)
 			if err != nil {
 				return err
 			}
 			if ok {
-				verifying[j.digest] = true
 				pending = append(pending, j)
+				if st.received(j.digest) {
+					if err := f.fill(ctx, st); err != nil {
+						return err
+					}
+				}
 			}
 		case now := <-tick.C:
 			if now.Sub(lastProgress) > cfg.Stall.D() {
@@ -228,6 +263,22 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 	return nil
 }
 
+// received books digest d as received whole and handed to the workers: it leaves its request,
+// and a request with nothing left to receive leaves inflight (freed reports that).
+func (st *pullState) received(d string) (freed bool) {
+	st.verifying[d] = true
+	r := st.inflight[st.owner[d]]
+	if r == nil {
+		return false
+	}
+	delete(r.digests, d)
+	if len(r.digests) > 0 {
+		return false
+	}
+	delete(st.inflight, r.id)
+	return true
+}
+
 // requeue puts what r still misses at the front of the queue; counted says whether the
 // request counts as a failed attempt.
 func (st *pullState) requeue(r *request, counted bool) {
@@ -250,7 +301,7 @@ func (st *pullState) requeue(r *request, counted bool) {
 // it sends nothing: the tick asks again once the connection is back.
 func (f *fetcher) fill(ctx context.Context, st *pullState) error {
 	cfg := f.a.cfg.Fetch
-	for len(st.inflight) < cfg.Requests && len(st.queue) > 0 {
+	for len(st.inflight) < cfg.Requests && len(st.verifying) < cfg.Requests*cfg.Digests && len(st.queue) > 0 {
 		if !f.a.conn.up.Load() {
 			return nil
 		}
@@ -282,10 +333,7 @@ func (f *fetcher) fill(ctx context.Context, st *pullState) error {
 		if err != nil {
 			return fmt.Errorf("encode fetch request: %w", err)
 		}
-		if err := f.a.conn.publish(ctx, f.a.topics.Fetch(f.a.cfg.DeviceID), b, 1, false, cfg.Timeout.D()); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
+		if err := f.a.conn.send(f.a.topics.Fetch(f.a.cfg.DeviceID), b, 1); err != nil {
 			// The deadline asks again; a lost connection is noticed by the tick.
 			f.a.log.Debug("fetch request not sent", "request", id, "err", err)
 		}
@@ -295,13 +343,13 @@ func (f *fetcher) fill(ctx context.Context, st *pullState) error {
 
 // handleFrame decodes one frame and returns the job that verifies and stores its object, once
 // the object is whole (single-part frames at once; parts are collected here).
-func (f *fetcher) handleFrame(kind objectKind, st *pullState, b []byte, verifying map[string]bool) (verifyJob, bool, error) {
+func (f *fetcher) handleFrame(kind objectKind, st *pullState, b []byte) (verifyJob, bool, error) {
 	fr, ok := f.decode(b)
 	if !ok {
 		return verifyJob{}, false, nil
 	}
 	d := fr.DigestString()
-	if !st.wanted[d] || verifying[d] {
+	if !st.wanted[d] || st.verifying[d] {
 		return verifyJob{}, false, nil // a duplicate or late answer: already have it
 	}
 	if fr.Kind == wire.FrameNotFound {
@@ -358,25 +406,30 @@ func (f *fetcher) verified(kind objectKind, st *pullState, r verifyResult) (done
 }
 
 // refused counts an object whose frames failed their check. A digest mismatch (forged or
-// damaged bytes) is asked for again at once; other damage waits for the request's deadline.
+// damaged bytes), or any damage to an object already received whole (its request no longer
+// waits for it, so no deadline would ask again), is asked for again at once; a damaged part of
+// an object still arriving waits for the request's deadline.
 func (f *fetcher) refused(kind objectKind, st *pullState, d string, err error) {
 	reason := ReasonBadFrame
-	if errors.Is(err, wire.ErrFrameDigest) {
+	digestErr := errors.Is(err, wire.ErrFrameDigest)
+	if digestErr {
 		reason = ReasonChunkDigest
 		if kind == kindManifest {
 			reason = ReasonManifestDigest
 		}
+	}
+	id := st.owner[d]
+	r := st.inflight[id]
+	if id != "" && (digestErr || r == nil || !r.digests[d]) {
 		delete(st.objects, d)
-		if id := st.owner[d]; id != "" {
-			delete(st.owner, d)
-			if r := st.inflight[id]; r != nil {
-				delete(r.digests, d)
-				if len(r.digests) == 0 {
-					delete(st.inflight, id)
-				}
+		delete(st.owner, d)
+		if r != nil {
+			delete(r.digests, d)
+			if len(r.digests) == 0 {
+				delete(st.inflight, id)
 			}
-			st.queue = append([]string{d}, st.queue...)
 		}
+		st.queue = append([]string{d}, st.queue...)
 	}
 	f.a.reject(reason, "frame refused", "digest", d, "err", err)
 }

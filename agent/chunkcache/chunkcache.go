@@ -140,6 +140,15 @@ func (c *Cache) Get(digest string) ([]byte, error) {
 	}
 	stored, err := c.data.Get(s[:])
 	if errors.Is(err, state.ErrNotFound) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if _, ok := c.index[s]; ok {
+			// Indexed without data (a corrupt copy was dropped while a Put of it was in
+			// flight): forget it so that Has stops claiming it.
+			if err := c.removeLocked([]sum{s}); err != nil {
+				return nil, fmt.Errorf("drop missing chunk %s: %w", digest, err)
+			}
+		}
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, digest)
 	}
 	if err != nil {
@@ -178,7 +187,12 @@ func (c *Cache) Get(digest string) ([]byte, error) {
 // Storing a chunk already held only marks it used. To stay under the cap it evicts the least
 // recently used unpinned chunks; if pinned chunks leave no room, an unpinned chunk is refused
 // with ErrNoRoom and a pinned one is stored over the cap.
-func (c *Cache) Put(digest string, plain []byte) error {
+func (c *Cache) Put(digest string, plain []byte) error { return c.PutCompressed(digest, plain, nil) }
+
+// PutCompressed is Put for a chunk that arrived compressed: zst, when not nil, must be a zstd
+// frame that decompresses to plain (as the caller found by decompressing it), and is stored as
+// it is instead of compressing plain again. plain is still hashed against digest.
+func (c *Cache) PutCompressed(digest string, plain, zst []byte) error {
 	s, err := artifact.ParseDigest(digest)
 	if err != nil {
 		return err
@@ -189,33 +203,34 @@ func (c *Cache) Put(digest string, plain []byte) error {
 	if sha256.Sum256(plain) != s {
 		return fmt.Errorf("%w: bytes given for %s hash to %s", ErrDigestMismatch, digest, artifact.DigestOf(plain))
 	}
-	stored := zstdx.Encode(nil, plain)
+	stored := zst
+	if stored == nil {
+		stored = zstdx.Encode(nil, plain)
+	}
 	size := int64(len(stored) + len(s))
 	if size > c.opts.MaxBytes {
 		return fmt.Errorf("%w: %s needs %d stored bytes, cap %d", ErrTooLarge, digest, size, c.opts.MaxBytes)
 	}
 
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if el, ok := c.index[s]; ok {
+		defer c.mu.Unlock()
 		c.tick++
 		el.Value.(*entry).tick = c.tick
 		c.lru.MoveToFront(el)
 		return c.meta.Set(s[:], encodeMeta(el.Value.(*entry)))
 	}
-	victims, fits := c.victimsLocked(size)
-	if !fits && c.pinCount[s] == 0 {
+	if _, fits := c.victimsLocked(size); !fits && c.pinCount[s] == 0 {
+		defer c.mu.Unlock()
 		return fmt.Errorf("%w: %s needs %d bytes, %d held, cap %d", ErrNoRoom, digest, size, c.bytes, c.opts.MaxBytes)
 	}
-	if !fits {
-		c.log.Warn("pinned chunks hold the cache over its cap", "bytes", c.bytes+size, "cap", c.opts.MaxBytes)
-	}
-	if err := c.removeLocked(victims); err != nil {
-		return fmt.Errorf("evict for %s: %w", digest, err)
-	}
-	c.evicted += uint64(len(victims))
 	c.tick++
 	e := &entry{sum: s, size: size, tick: c.tick}
+	c.mu.Unlock()
+
+	// The chunk is written outside the lock, so that the Puts of a pull's workers commit
+	// together. Until it is in the index it is invisible to Has and to eviction; a crash
+	// before that leaves data and meta on disk, which Open indexes like any other entry.
 	err = c.ns.Update(func(tx *state.Txn) error {
 		// data and meta are siblings: one transaction on the parent keeps them in step.
 		if err := tx.Sub(subData).Set(s[:], stored); err != nil {
@@ -226,6 +241,33 @@ func (c *Cache) Put(digest string, plain []byte) error {
 	if err != nil {
 		return fmt.Errorf("store chunk %s: %w", digest, err)
 	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.index[s]; ok {
+		return nil // a concurrent Put of the same chunk indexed it first
+	}
+	victims, fits := c.victimsLocked(size)
+	if !fits && c.pinCount[s] == 0 {
+		// Concurrent Puts took the room meanwhile: take this one back out.
+		err := c.ns.Update(func(tx *state.Txn) error {
+			if err := tx.Sub(subData).Delete(s[:]); err != nil {
+				return err
+			}
+			return tx.Sub(subMeta).Delete(s[:])
+		})
+		if err != nil {
+			return fmt.Errorf("drop unindexed chunk %s: %w", digest, err)
+		}
+		return fmt.Errorf("%w: %s needs %d bytes, %d held, cap %d", ErrNoRoom, digest, size, c.bytes, c.opts.MaxBytes)
+	}
+	if !fits {
+		c.log.Warn("pinned chunks hold the cache over its cap", "bytes", c.bytes+size, "cap", c.opts.MaxBytes)
+	}
+	if err := c.removeLocked(victims); err != nil {
+		return fmt.Errorf("evict for %s: %w", digest, err)
+	}
+	c.evicted += uint64(len(victims))
 	c.index[s] = c.lru.PushFront(e)
 	c.bytes += size
 	return nil

@@ -356,7 +356,8 @@ func FuzzGetStored(f *testing.F) {
 
 func TestConcurrentUse(t *testing.T) {
 	one := storedSize(t, 1000)
-	c, err := Open(memNS(t), Options{MaxBytes: 20 * one, Logger: quiet()})
+	ns := memNS(t)
+	c, err := Open(ns, Options{MaxBytes: 20 * one, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,6 +370,9 @@ func TestConcurrentUse(t *testing.T) {
 		go func() {
 			for i := range 40 {
 				seed := uint64(w*1000 + i%30)
+				if i%2 == 1 {
+					seed = uint64(i % 30) // the same chunks Put by every worker at once
+				}
 				if i%30 == 0 {
 					seed = 0 // everyone also touches the pinned chunk
 				}
@@ -393,5 +397,13 @@ func TestConcurrentUse(t *testing.T) {
 	s := c.Stats()
 	if s.Bytes > 20*one || !c.Has(pinned) || s.Evicted == 0 {
 		t.Fatalf("after concurrent use: %+v, pinned held %v", s, c.Has(pinned))
+	}
+	// What is on disk is what the index holds: nothing stored twice, nothing left unindexed.
+	again, err := Open(ns, Options{MaxBytes: 20 * one, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := again.Stats(); r.Entries != s.Entries || r.Bytes != s.Bytes || r.Corrupt != 0 {
+		t.Fatalf("reopened: %+v, before: %+v", r, s)
 	}
 }

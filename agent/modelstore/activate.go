@@ -36,7 +36,9 @@ func (s *Store) Activate(ctx context.Context, name string, v int) error {
 	if cur == v {
 		return nil
 	}
-	if _, err := s.checkVersion(name, v, true); err != nil {
+	// A version this Store staged (and so hashed) moments ago is not hashed again while its file
+	// is unchanged; any other is.
+	if _, err := s.checkVersion(name, v, !s.verifiedUnchanged(name, v)); err != nil {
 		return fmt.Errorf("%w: %v", ErrNotStaged, err)
 	}
 	prev, err := readLink(modelDir, PreviousLink)

@@ -87,6 +87,39 @@ type Store struct {
 	opts    Options
 	log     *slog.Logger
 	mu      sync.Mutex
+	// fresh holds, by versionKey, the model file this Store verified (hashed) while staging it
+	// in this process: Activate trusts that hash while the file is the same one, unchanged.
+	fresh map[string]os.FileInfo
+}
+
+// versionKey names version v of name in Store.fresh.
+func versionKey(name string, v int) string { return name + "@" + strconv.Itoa(v) }
+
+// rememberVerified records that the model file of name@v, as it is now on disk, hashed to its
+// marker. Call with s.mu held.
+func (s *Store) rememberVerified(name string, v int) {
+	fi, err := os.Stat(filepath.Join(s.versionDir(name, v), ModelFile))
+	if err != nil {
+		return
+	}
+	if s.fresh == nil {
+		s.fresh = map[string]os.FileInfo{}
+	}
+	s.fresh[versionKey(name, v)] = fi
+}
+
+// verifiedUnchanged reports whether name@v's model file is the one rememberVerified saw, with
+// the same size and modification time, and forgets it: the shortcut serves one Activate. Call
+// with s.mu held.
+func (s *Store) verifiedUnchanged(name string, v int) bool {
+	k := versionKey(name, v)
+	was, ok := s.fresh[k]
+	delete(s.fresh, k)
+	if !ok {
+		return false
+	}
+	now, err := os.Stat(filepath.Join(s.versionDir(name, v), ModelFile))
+	return err == nil && os.SameFile(was, now) && now.Size() == was.Size() && now.ModTime().Equal(was.ModTime())
 }
 
 // Version describes one verified version directory.

@@ -155,6 +155,29 @@ func TestStageRejects(t *testing.T) {
 	checkAtRest(t, s, 0, 0)
 }
 
+// TestActivateRehashesChangedFile: Activate skips the hash of a file this Store staged only
+// while it is the same, unchanged file (inode, size, modification time); one rewritten after
+// staging is hashed and refused.
+func TestActivateRehashesChangedFile(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	s := e.store(t, HealthCheck{})
+	if err := s.Stage(ctx, testModel, 1, manifestDigest(1), fileDigest(1), writer(content(1))); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(s.Dir(), testModel, "1", ModelFile)
+	bad := append([]byte(nil), content(1)...)
+	bad[0] ^= 0xff // same size: only the hash tells
+	must(t, os.WriteFile(path, bad, 0o644))
+	// A rewrite within the file system's timestamp granularity could keep the old mtime; a
+	// writer that comes later does not.
+	later := time.Now().Add(time.Second)
+	must(t, os.Chtimes(path, later, later))
+	if err := s.Activate(ctx, testModel, 1); !errors.Is(err, ErrNotStaged) {
+		t.Fatalf("Activate of a changed file = %v, want ErrNotStaged", err)
+	}
+}
+
 func TestStageConflictAndRepair(t *testing.T) {
 	e := newEnv(t)
 	s := e.store(t, HealthCheck{})

@@ -57,6 +57,7 @@ func (s *Store) Stage(ctx context.Context, name string, v int, manifestDigest, f
 	if _, err := os.Lstat(final); err == nil {
 		m, verr := verifyDir(final, name, v, true)
 		if verr == nil && m.FileDigest == fileDigest && m.ManifestDigest == manifestDigest {
+			s.rememberVerified(name, v)
 			return nil
 		}
 		cur, _ := readLink(modelDir, CurrentLink)
@@ -98,6 +99,7 @@ func (s *Store) Stage(ctx context.Context, name string, v int, manifestDigest, f
 	if err := syncDir(modelDir); err != nil {
 		return err
 	}
+	s.rememberVerified(name, v)
 	s.log.Info("model version staged", "model", name, "version", v, "size", m.Size, "digest", fileDigest)
 	hook("staged")
 	return nil

@@ -169,11 +169,15 @@ func DecodeFrame(b []byte) (Frame, error) {
 // Decompress returns this part's plain bytes, refusing to produce more than Plain bytes
 // (decompression bombs) and any count other than Plain (ErrBadFrame). It does not check the
 // digest: see Open and Object. A not-found frame yields ErrNotFound.
-func (f Frame) Decompress() ([]byte, error) {
+func (f Frame) Decompress() ([]byte, error) { return f.DecompressTo(nil) }
+
+// DecompressTo is Decompress into dst's storage (dst[:0] is appended to, so a buffer with room
+// for the plain bytes is reused instead of allocating).
+func (f Frame) DecompressTo(dst []byte) ([]byte, error) {
 	if f.Kind == FrameNotFound {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, f.DigestString())
 	}
-	out, err := zstdx.Decode(nil, f.Payload, max(int(f.Plain), 1))
+	out, err := zstdx.Decode(dst[:0], f.Payload, max(int(f.Plain), 1))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s part at %d: %v", ErrBadFrame, f.DigestString(), f.Offset, err)
 	}
