@@ -178,8 +178,12 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 	for _, d := range digests {
 		st.wanted[d] = true
 	}
+	sawDesired := false // a desired signal was taken during this fetch
 	lastProgress := time.Now()
-	tick := time.NewTicker(100 * time.Millisecond)
+	// The tick checks deadlines and the connection: a twentieth of the request timeout (100 ms
+	// to 1 s) is soon enough, and thousands of fleet-mode agents pulling at once would spend a
+	// core waking every 100 ms.
+	tick := time.NewTicker(min(max(cfg.Timeout.D()/20, 100*time.Millisecond), time.Second))
 	defer tick.Stop()
 	if err := f.fill(ctx, st); err != nil {
 		return err
@@ -209,10 +213,18 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-f.a.conn.desiredCh:
-			// Put the signal back for the desired loop, and stop if the news is newer.
-			select {
-			case f.a.conn.desiredCh <- struct{}{}:
-			default:
+			// Stop if the news is newer. The signal goes back for the desired loop when this
+			// fetch ends (deferred), not now: put back at once, it would be received again at
+			// once, and a desired that does not preempt (the same revision sent again) would
+			// spin this loop for the rest of the pull. A newer desired signals anew.
+			if !sawDesired {
+				sawDesired = true
+				defer func() {
+					select {
+					case f.a.conn.desiredCh <- struct{}{}:
+					default:
+					}
+				}()
 			}
 			if preempt != nil && preempt() {
 				return errPreempted
