@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -61,7 +62,13 @@ func (a *Agent) heartbeat(now time.Time, ps procStats, cpu float64) error {
 	if err != nil {
 		return err
 	}
-	return a.out.Enqueue(a.topics.Heartbeat(a.cfg.DeviceID), b, wire.KindHeartbeat.QoS(), wire.KindHeartbeat.Retained())
+	// A heartbeat says the device is alive now: it goes straight out at its QoS 0, never
+	// through the durable outbox (two database commits each, and late heartbeats replayed after
+	// an outage say nothing). While disconnected it is skipped.
+	if err := a.conn.send(a.topics.Heartbeat(a.cfg.DeviceID), b, wire.KindHeartbeat.QoS()); err != nil && !errors.Is(err, ErrNotConnected) {
+		return err
+	}
+	return nil
 }
 
 // activeNames lists the running models as NAME@VERSION.

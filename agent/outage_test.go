@@ -82,7 +82,7 @@ func validation(id string, index int64) []byte {
 
 // TestBrokerOutage stops the broker while the agent keeps reporting (what would be ~30 s of
 // windows at one a second, made faster), starts it again on the same port, and checks that
-// every report arrives, in order, and heartbeats too.
+// every report arrives, in order; heartbeats (not buffered: they are about now) resume in order.
 func TestBrokerOutage(t *testing.T) {
 	const id = "dev-out"
 	var first collector
@@ -109,7 +109,7 @@ func TestBrokerOutage(t *testing.T) {
 	b.stop()
 	waitFor(t, 10*time.Second, "disconnect noticed", func() bool { return !a.Connected() })
 	send(during, time.Millisecond)
-	time.Sleep(500 * time.Millisecond) // heartbeats pile up too
+	time.Sleep(500 * time.Millisecond) // heartbeats are skipped meanwhile
 	if st := a.BufferStats(); st.Depth < during {
 		t.Fatalf("buffer holds %d reports during the outage, want at least %d", st.Depth, during)
 	}
@@ -129,12 +129,13 @@ func TestBrokerOutage(t *testing.T) {
 			t.Fatalf("report %d is window %d, want %d (lost or reordered): %v", i, w, before+1+i, got)
 		}
 	}
-	second.mu.Lock()
-	hbs := append([]int64(nil), second.heartbeats...)
-	second.mu.Unlock()
-	if len(hbs) < 3 {
-		t.Fatalf("%d heartbeats after the outage", len(hbs))
-	}
+	var hbs []int64
+	waitFor(t, 10*time.Second, "heartbeats after the outage", func() bool {
+		second.mu.Lock()
+		defer second.mu.Unlock()
+		hbs = append([]int64(nil), second.heartbeats...)
+		return len(hbs) >= 3
+	})
 	for i := 1; i < len(hbs); i++ {
 		if hbs[i] < hbs[i-1] {
 			t.Fatalf("heartbeat %d (ts %d) before %d: out of order", i, hbs[i], hbs[i-1])
