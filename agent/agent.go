@@ -52,6 +52,11 @@ type Options struct {
 	OnChunk func()
 	// NoRSSGauge leaves out driftline_agent_rss_bytes (fleet mode registers it once).
 	NoRSSGauge bool
+	// PullSlots, when not nil, bounds the pulls that run at once: a pull holds one slot (a value
+	// sent into the channel) from its manifest request until its file is staged. Fleet mode
+	// shares one among its agents, so that the frames and buffers of thousands of simultaneous
+	// pulls do not all sit in one process's memory.
+	PullSlots chan struct{}
 }
 
 // Agent is one device's runtime. New prepares it; Run runs it until its context ends.

@@ -164,6 +164,22 @@ func (a *Agent) handleDesired(ctx context.Context, b []byte) error {
 	return nil
 }
 
+// takePullSlot waits for one of Options.PullSlots (none configured: at once) and returns its
+// release, which may be called more than once.
+func (a *Agent) takePullSlot(ctx context.Context) (release func(), err error) {
+	slots := a.opts.PullSlots
+	if slots == nil {
+		return func() {}, nil
+	}
+	select {
+	case slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	var once sync.Once
+	return func() { once.Do(func() { <-slots }) }, nil
+}
+
 // applyModel brings one model to the desired version. Failures end in state failed with the
 // reason in last_error; only ctx's end and preemption are returned.
 func (a *Agent) applyModel(ctx context.Context, m wire.DesiredModel, preempt func() bool) error {
@@ -186,6 +202,13 @@ func (a *Agent) applyModel(ctx context.Context, m wire.DesiredModel, preempt fun
 	back := curErr == nil && m.Version < cur.Version
 	a.setState(m.Name, wire.StateNotified, func(r *modelRecord) { r.Target = m.Version; r.RolloutID = m.RolloutID; r.LastError = "" })
 
+	// A pull slot (fleet mode) is held from the manifest's request until the file is staged and
+	// the contract and profile are here.
+	release, err := a.takePullSlot(ctx)
+	if err != nil {
+		return a.pullFailed(m, err)
+	}
+	defer release()
 	man, err := a.manifest(ctx, m, preempt)
 	if err != nil {
 		return a.pullFailed(m, err)
@@ -221,6 +244,7 @@ func (a *Agent) applyModel(ctx context.Context, m wire.DesiredModel, preempt fun
 	if err := a.fetchAssets(ctx, m, preempt); err != nil {
 		return a.pullFailed(m, err)
 	}
+	release()
 
 	a.setState(m.Name, wire.StateActivating, nil)
 	// The activation runs to its end even when a newer desired arrives: a health check cut

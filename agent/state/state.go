@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -43,16 +44,23 @@ const (
 
 // DB is the process's one badger database. It is safe for concurrent use.
 type DB struct {
-	db *badger.DB
+	db   *badger.DB
+	sync *groupSync
 }
 
 // Open opens (creating if needed) the agent database in dir with shared/kv's Edge profile.
-func Open(dir string) (*DB, error) {
-	db, err := kv.Open(dir, kv.Edge)
+func Open(dir string) (*DB, error) { return OpenProfile(dir, kv.Edge) }
+
+// OpenProfile is Open with another shared/kv sizing: fleet mode opens the one database its
+// thousands of agents share with kv.Fleet (server-sized memtables and value-log files, no sync
+// on every commit, no conflict detection), where the Edge sizing of one device would rotate and
+// sync its small value-log files hundreds of times per rollout.
+func OpenProfile(dir string, p kv.Profile) (*DB, error) {
+	db, err := kv.Open(dir, p)
 	if err != nil {
 		return nil, fmt.Errorf("open agent state: %w", err)
 	}
-	return &DB{db: db}, nil
+	return &DB{db: db, sync: &groupSync{}}, nil
 }
 
 // OpenInMemory opens an in-memory database (shared/kv's Test profile): for tests only, since
@@ -62,7 +70,7 @@ func OpenInMemory() (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open in-memory agent state: %w", err)
 	}
-	return &DB{db: db}, nil
+	return &DB{db: db, sync: &groupSync{}}, nil
 }
 
 // Close flushes and closes the database. Namespaces derived from it must not be used afterwards.
@@ -80,7 +88,7 @@ func (d *DB) RunGC(ctx context.Context, interval time.Duration, log *slog.Logger
 
 // Root is the namespace of a single-agent process: the empty prefix.
 func (d *DB) Root() Namespace {
-	return Namespace{db: d.db}
+	return Namespace{db: d.db, sync: d.sync}
 }
 
 // Namespace is Root().Sub(name): the namespace of one agent in fleet mode.
@@ -93,6 +101,7 @@ func (d *DB) Namespace(name string) Namespace {
 // from several goroutines.
 type Namespace struct {
 	db     *badger.DB
+	sync   *groupSync
 	prefix []byte
 }
 
@@ -106,7 +115,7 @@ func (n Namespace) Sub(name string) Namespace {
 	p = append(p, n.prefix...)
 	p = append(p, tagSub, byte(len(name)))
 	p = append(p, name...)
-	return Namespace{db: n.db, prefix: p}
+	return Namespace{db: n.db, sync: n.sync, prefix: p}
 }
 
 // ValidName reports whether name can name a namespace (1 to 255 bytes).
@@ -202,12 +211,53 @@ func (n Namespace) DeleteAll() error {
 
 // Sync forces what was written so far to stable storage. The Edge profile does not sync every
 // commit (a killed process keeps its writes, a power loss may not); callers that order a write
-// before a file-system change (the activation journal) call Sync in between.
+// before a file-system change (the activation journal) call Sync in between. Concurrent calls
+// share one badger sync that starts after all of them (group commit: in fleet mode thousands of
+// agents share the database).
 func (n Namespace) Sync() error {
-	if err := n.db.Sync(); err != nil {
+	if err := n.sync.do(n.db.Sync); err != nil {
 		return fmt.Errorf("sync agent state: %w", err)
 	}
 	return nil
+}
+
+// groupSync runs one sync for every caller waiting when it starts: a caller returns once a
+// sync that began after its call has ended, so concurrent callers share it.
+type groupSync struct {
+	mu      sync.Mutex
+	running bool
+	waiting []chan error
+}
+
+func (g *groupSync) do(syncFn func() error) error {
+	ch := make(chan error, 1)
+	g.mu.Lock()
+	g.waiting = append(g.waiting, ch)
+	if !g.running {
+		g.running = true
+		go g.run(syncFn)
+	}
+	g.mu.Unlock()
+	return <-ch
+}
+
+// run syncs for the callers waiting, again while new ones came during a sync, then stops.
+func (g *groupSync) run(syncFn func() error) {
+	for {
+		g.mu.Lock()
+		batch := g.waiting
+		g.waiting = nil
+		if len(batch) == 0 {
+			g.running = false
+			g.mu.Unlock()
+			return
+		}
+		g.mu.Unlock()
+		err := syncFn()
+		for _, ch := range batch {
+			ch <- err
+		}
+	}
 }
 
 // View runs fn in a read-only transaction scoped to n.
