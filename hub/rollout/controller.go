@@ -90,9 +90,12 @@ func (c *Controller) Wake() {
 }
 
 // Run passes over the running rollouts every interval while this node is the leader, until
-// ctx ends.
+// ctx ends. A pass reads every device of the started waves, so on a large fleet it takes long:
+// the wait before the next pass is at least passBackoff times the last pass's duration, which
+// keeps the controller to a bounded share of the leader's CPU (the telemetry, the broker and
+// the chunks the devices are pulling need the rest) at the cost of slower decisions.
 func (c *Controller) Run(ctx context.Context) {
-	t := time.NewTicker(c.cfg.Interval)
+	t := time.NewTimer(c.cfg.Interval)
 	defer t.Stop()
 	for {
 		select {
@@ -100,17 +103,29 @@ func (c *Controller) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-c.wake:
+			if !t.Stop() {
+				select {
+				case <-t.C:
+				default:
+				}
+			}
 		}
-		if !c.cfg.Store.IsLeader() {
-			continue
+		var took time.Duration
+		if c.cfg.Store.IsLeader() {
+			start := time.Now()
+			if err := c.Pass(ctx); err != nil && ctx.Err() == nil {
+				c.log.Warn("rollout controller pass", "err", err)
+			}
+			took = time.Since(start)
+			c.tick.Observe(took.Seconds())
 		}
-		start := time.Now()
-		if err := c.Pass(ctx); err != nil && ctx.Err() == nil {
-			c.log.Warn("rollout controller pass", "err", err)
-		}
-		c.tick.Observe(time.Since(start).Seconds())
+		t.Reset(max(c.cfg.Interval, passBackoff*took))
 	}
 }
+
+// passBackoff is how many times a pass's own duration the controller waits before the next
+// one: at most a quarter of a core goes to passes.
+const passBackoff = 4
 
 // Pass makes one round of decisions for every running rollout.
 func (c *Controller) Pass(ctx context.Context) error {
