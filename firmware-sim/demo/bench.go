@@ -1,20 +1,26 @@
 package demo
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
 // BenchConfig is one fleet benchmark: a one-node hub, Devices real agents in one `firmware-sim
-// fleet` process, and a rollout of a ModelBytes model to all of them.
+// fleet` process (heartbeats every 10 s, one reporting window per minute, fed one reading per
+// second each in-process), and a rollout of a ModelBytes model to all of them.
 type BenchConfig struct {
 	// Bin holds driftline and firmware-sim (default "bin").
 	Bin string
@@ -28,6 +34,9 @@ type BenchConfig struct {
 	HTTPAddr, RaftAddr, MQTTAddr string
 	// Timeout bounds each phase (default 10 min).
 	Timeout time.Duration
+	// Steady is how long the steady state after the rollout is measured (default 60 s: one
+	// reporting window of every agent).
+	Steady time.Duration
 	// Log receives progress lines (default os.Stderr).
 	Log io.Writer
 }
@@ -37,26 +46,46 @@ type BenchResult struct {
 	Devices int
 	// Online is the time from starting the fleet to every device online at the hub.
 	Online time.Duration
-	// Rollout is the time from creating the rollout to its completion.
-	Rollout time.Duration
-	// HubCPU is the hub's CPU time during the rollout; HubPeakRSS and FleetPeakRSS the largest
-	// resident sizes seen over the whole run (sampled every 500 ms).
-	HubCPU                   time.Duration
-	HubPeakRSS, FleetPeakRSS int64
+	// Rollout is the time from creating the rollout (waves [1, 10, 100] %, bake 5 s) to its
+	// completion; RolloutCPU the hub's CPU time meanwhile; RolloutBytes the chunk frame bytes the
+	// hub sent meanwhile.
+	Rollout, RolloutCPU time.Duration
+	RolloutBytes        int64
+	// FleetRolloutCPU is the fleet process's CPU time during the rollout.
+	FleetRolloutCPU time.Duration
+	// SteadyCores is the hub's CPU use in the steady state after the rollout (cores), SteadyRSS
+	// its resident size at the end of it, and MessagesPerSec the MQTT messages the hub's broker
+	// accepted per second meanwhile.
+	SteadyCores    float64
+	SteadyRSS      int64
+	MessagesPerSec float64
+	// IdleRSS is the hub's resident size before the fleet connected; PerDevice is
+	// (SteadyRSS - IdleRSS) / Devices.
+	IdleRSS, PerDevice int64
+	// HubPeakRSS and FleetPeakRSS are the largest resident sizes seen over the whole run
+	// (sampled every 500 ms); FleetPeakAnon the largest anonymous part of the fleet's (heap and
+	// stacks, without the file pages of its memory-mapped database).
+	HubPeakRSS, FleetPeakRSS, FleetPeakAnon int64
 	// State is the rollout's final state, with the device counts.
-	State   string
-	Counts  map[string]int
-	Summary string
+	State  string
+	Counts map[string]int
 }
 
 // Row formats r as one line of the benchmark table.
 func (r BenchResult) Row() string {
-	return fmt.Sprintf("| %d | %.1f s | %.1f s | %.1f s | %d MiB | %d MiB | %s %s |", r.Devices, r.Online.Seconds(), r.Rollout.Seconds(),
-		r.HubCPU.Seconds(), r.HubPeakRSS>>20, r.FleetPeakRSS>>20, r.State, countsText(r.Counts))
+	return fmt.Sprintf("| %d | %.1f s | %.1f s (%s %s) | %.1f s (fleet %.1f s) | %d MiB | %.2f | %d MiB | %.0f | %.0f KiB | %d MiB | %d MiB (%d MiB anon) |",
+		r.Devices, r.Online.Seconds(), r.Rollout.Seconds(), r.State, countsText(r.Counts), r.RolloutCPU.Seconds(), r.FleetRolloutCPU.Seconds(), r.RolloutBytes>>20,
+		r.SteadyCores, r.SteadyRSS>>20, r.MessagesPerSec, float64(r.PerDevice)/1024, r.HubPeakRSS>>20, r.FleetPeakRSS>>20, r.FleetPeakAnon>>20)
 }
 
 // BenchHeader is the benchmark table's header.
-const BenchHeader = "| agents | all online | rollout of the model to all | hub CPU during rollout | hub peak RSS | fleet process peak RSS | rollout |\n| --- | --- | --- | --- | --- | --- | --- |"
+const BenchHeader = "| agents | all online | rollout [1, 10, 100] %, bake 5 s | hub CPU during rollout (fleet process) | hub bytes sent (chunk frames) | hub CPU steady (cores) | hub RSS steady | MQTT messages/s steady | hub memory per device | hub peak RSS | fleet process peak RSS |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+
+// benchScenario feeds every fleet agent one reading per second from the demo's fields, without
+// events: steady traffic for the agents' windows.
+func benchScenario() string {
+	return "name: bench-steady\ndescription: the demo's fields, one reading per second, no events\nrate: 1\n" + fieldsYAML
+}
 
 // BenchFleet runs one fleet benchmark and stops everything it started.
 func BenchFleet(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
@@ -71,6 +100,9 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Minute
+	}
+	if cfg.Steady == 0 {
+		cfg.Steady = time.Minute
 	}
 	if cfg.Log == nil {
 		cfg.Log = os.Stderr
@@ -122,7 +154,10 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 	// Peak RSS sampling of the hub and the fleet process.
 	sampleCtx, stopSample := context.WithCancel(ctx)
 	defer stopSample()
-	var fleet *proc
+	var (
+		mu    sync.Mutex
+		fleet *proc
+	)
 	go func() {
 		t := time.NewTicker(500 * time.Millisecond)
 		defer t.Stop()
@@ -131,78 +166,196 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 			case <-sampleCtx.Done():
 				return
 			case <-t.C:
-				res.HubPeakRSS = max(res.HubPeakRSS, rss(hub.cmd.Process.Pid))
+				hubRSS, _ := memory(hub.cmd.Process.Pid)
+				mu.Lock()
+				res.HubPeakRSS = max(res.HubPeakRSS, hubRSS)
 				if fleet != nil {
-					res.FleetPeakRSS = max(res.FleetPeakRSS, rss(fleet.cmd.Process.Pid))
+					total, anon := memory(fleet.cmd.Process.Pid)
+					res.FleetPeakRSS, res.FleetPeakAnon = max(res.FleetPeakRSS, total), max(res.FleetPeakAnon, anon)
 				}
+				mu.Unlock()
 			}
 		}
 	}()
+	result := func() BenchResult {
+		mu.Lock()
+		defer mu.Unlock()
+		return res
+	}
 
-	v1, _, err := writeArtifacts(filepath.Join(dir, "assets"), cfg.ModelBytes)
+	// A dataset with a contract and a reference profile, and a model version trained on it, so
+	// that the agents validate, profile and score their windows once it runs.
+	assets := filepath.Join(dir, "assets")
+	contract, sample, scen := filepath.Join(assets, "contract.json"), filepath.Join(assets, "sample.csv"), filepath.Join(assets, "scenario.yaml")
+	var cbuf bytes.Buffer
+	if err := json.Compact(&cbuf, []byte(contractJSON)); err != nil {
+		return result(), err
+	}
+	for path, b := range map[string][]byte{contract: cbuf.Bytes(), scen: []byte(benchScenario())} {
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			return result(), err
+		}
+	}
+	if err := writeSample(sample, 1000); err != nil {
+		return result(), err
+	}
+	v1, _, err := writeArtifacts(assets, cfg.ModelBytes)
 	if err != nil {
-		return res, err
+		return result(), err
 	}
 	dl := filepath.Join(bin, "driftline")
 	for _, args := range [][]string{
+		{dl, "dataset", "create", DatasetName},
+		{dl, "dataset", "push", DatasetName, "--contract", contract, "--sample", sample},
 		{dl, "model", "create", "bench"},
-		{dl, "model", "push", "bench", "--artifact", v1, "--format", "bench"},
+		{dl, "model", "push", "bench", "--artifact", v1, "--trained-on", DatasetName + "@1", "--format", "bench"},
 		{dl, "model", "approve", "bench", "1", "--comment", "bench"},
 	} {
 		if _, err := ps.run(ctx, args...); err != nil {
-			return res, err
+			return result(), err
 		}
 	}
+	idle, _ := memory(hub.cmd.Process.Pid)
 
 	t0 := time.Now()
-	fleet, err = ps.start("fleet", filepath.Join(bin, "firmware-sim"), "fleet", "--devices", strconv.Itoa(cfg.Devices), "--hub", hubURL,
-		"--token", token, "--broker", mqttURL, "--state-dir", filepath.Join(dir, "fleet"), "--heartbeat", "30s", "--summary-every", "10s")
+	fl, err := ps.start("fleet", filepath.Join(bin, "firmware-sim"), "fleet", "--devices", strconv.Itoa(cfg.Devices), "--hub", hubURL,
+		"--token", token, "--broker", mqttURL, "--state-dir", filepath.Join(dir, "fleet"), "--scenario", scen,
+		"--heartbeat", "10s", "--window", "60s", "--summary-every", "10s")
 	if err != nil {
-		return res, err
+		return result(), err
 	}
+	mu.Lock()
+	fleet = fl
+	mu.Unlock()
 	fmt.Fprintf(cfg.Log, "bench-fleet: %d agents starting\n", cfg.Devices)
 	for {
 		n, err := countOnline(ctx, api)
 		if err == nil && n >= cfg.Devices {
 			break
 		}
-		if done, perr := fleet.exited(); done {
-			return res, fmt.Errorf("%w: fleet: %v (see %s)", ErrExited, perr, filepath.Join(ps.logDir, "fleet.log"))
+		if done, perr := fl.exited(); done {
+			return result(), fmt.Errorf("%w: fleet: %v (see %s)", ErrExited, perr, filepath.Join(ps.logDir, "fleet.log"))
 		}
 		if time.Since(t0) > cfg.Timeout {
-			return res, fmt.Errorf("%w: %d of %d agents online", ErrNotReady, n, cfg.Devices)
+			return result(), fmt.Errorf("%w: %d of %d agents online", ErrNotReady, n, cfg.Devices)
 		}
 		if err := sleepCtx(ctx, time.Second); err != nil {
-			return res, err
+			return result(), err
 		}
 	}
-	res.Online = time.Since(t0)
-	fmt.Fprintf(cfg.Log, "bench-fleet: %d agents online after %s\n", cfg.Devices, res.Online.Round(time.Millisecond))
+	online := time.Since(t0)
+	fmt.Fprintf(cfg.Log, "bench-fleet: %d agents online after %s\n", cfg.Devices, online.Round(time.Millisecond))
 
-	cpu0 := cpuTime(hub.cmd.Process.Pid)
+	pid := hub.cmd.Process.Pid
+	cpu0, bytes0 := cpuTime(pid), metricSum(ctx, api, "driftline_hub_chunk_bytes_served_total")
+	fleetCPU0 := cpuTime(fl.cmd.Process.Pid)
 	t1 := time.Now()
 	var ro rollout
 	if err := api.do(ctx, http.MethodPost, "/api/v1/rollouts", map[string]any{"model": "bench", "version": 1, "selector": "",
-		"waves": []float64{100}, "bake_seconds": 0, "device_timeout_seconds": int(cfg.Timeout.Seconds())}, &ro); err != nil {
-		return res, err
+		"waves": []float64{1, 10, 100}, "bake_seconds": 5, "device_timeout_seconds": int(cfg.Timeout.Seconds())}, &ro); err != nil {
+		return result(), err
 	}
+	var state string
+	var counts map[string]int
+	lastLog := ""
 	for {
 		cur, err := api.rollout(ctx, ro.ID)
 		if err == nil && cur.State != "running" {
-			res.State, res.Counts = cur.State, cur.Devices
+			state, counts = cur.State, cur.Devices
 			break
 		}
+		if err == nil {
+			if line := fmt.Sprintf("wave %d: %s", cur.Wave, countsText(cur.Devices)); line != lastLog {
+				fmt.Fprintf(cfg.Log, "bench-fleet: %5.1f s rollout %s\n", time.Since(t1).Seconds(), line)
+				lastLog = line
+			}
+		}
 		if time.Since(t1) > cfg.Timeout {
-			return res, fmt.Errorf("%w: rollout still running: %v", ErrNotReady, cur.Devices)
+			return result(), fmt.Errorf("%w: rollout still running: %v", ErrNotReady, cur.Devices)
 		}
 		if err := sleepCtx(ctx, 250*time.Millisecond); err != nil {
-			return res, err
+			return result(), err
 		}
 	}
-	res.Rollout = time.Since(t1)
-	res.HubCPU = cpuTime(hub.cmd.Process.Pid) - cpu0
-	fmt.Fprintf(cfg.Log, "bench-fleet: rollout %s after %s\n", res.State, res.Rollout.Round(time.Millisecond))
+	rolloutTime, rolloutCPU, fleetCPU := time.Since(t1), cpuTime(pid)-cpu0, cpuTime(fl.cmd.Process.Pid)-fleetCPU0
+	rolloutBytes := int64(metricSum(ctx, api, "driftline_hub_chunk_bytes_served_total") - bytes0)
+	fmt.Fprintf(cfg.Log, "bench-fleet: rollout %s after %s (fetch requests: %s; broker drops: %s); measuring the steady state for %s\n",
+		state, rolloutTime.Round(time.Millisecond), metricText(ctx, api, "driftline_hub_fetch_requests_total"),
+		metricText(ctx, api, "driftline_hub_mqtt_dropped_total"), cfg.Steady)
+
+	// Steady state: heartbeats, and one window per agent per minute now that v1 runs.
+	cpu0, msgs0, t2 := cpuTime(pid), metricSum(ctx, api, "driftline_hub_mqtt_messages_total"), time.Now()
+	if err := sleepCtx(ctx, cfg.Steady); err != nil {
+		return result(), err
+	}
+	secs := time.Since(t2).Seconds()
+	steadyCores := (cpuTime(pid) - cpu0).Seconds() / secs
+	msgsPerSec := (metricSum(ctx, api, "driftline_hub_mqtt_messages_total") - msgs0) / secs
+	steadyRSS, _ := memory(pid)
+
+	mu.Lock()
+	defer mu.Unlock()
+	res.Online, res.Rollout, res.RolloutCPU, res.RolloutBytes, res.FleetRolloutCPU = online, rolloutTime, rolloutCPU, rolloutBytes, fleetCPU
+	res.State, res.Counts = state, counts
+	res.SteadyCores, res.SteadyRSS, res.MessagesPerSec = steadyCores, steadyRSS, msgsPerSec
+	res.IdleRSS, res.PerDevice = idle, (steadyRSS-idle)/int64(max(cfg.Devices, 1))
 	return res, nil
+}
+
+// metricSum reads the hub's /metrics and returns the sum of every sample of the metric family
+// name (NaN when it cannot be read).
+func metricSum(ctx context.Context, api *hubAPI, name string) float64 {
+	sum, _ := metricSamples(ctx, api, name)
+	return sum
+}
+
+// metricText lists the samples of the metric family name, for the log ("none" when it has none).
+func metricText(ctx context.Context, api *hubAPI, name string) string {
+	_, lines := metricSamples(ctx, api, name)
+	if len(lines) == 0 {
+		return "none"
+	}
+	return strings.Join(lines, ", ")
+}
+
+// metricSamples reads the hub's /metrics and returns the sum of every sample of the metric
+// family name (NaN when it cannot be read) and the samples' lines without the family name.
+func metricSamples(ctx context.Context, api *hubAPI, name string) (float64, []string) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api.url+"/metrics", nil)
+	if err != nil {
+		return math.NaN(), nil
+	}
+	req.Header.Set("Authorization", "Bearer "+api.token)
+	resp, err := api.c.Do(req)
+	if err != nil {
+		return math.NaN(), nil
+	}
+	defer resp.Body.Close()
+	sum := 0.0
+	var lines []string
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) {
+			continue
+		}
+		rest := line[len(name):]
+		if rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue // another family sharing the prefix
+		}
+		f := strings.Fields(line)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			sum += v
+			lines = append(lines, rest)
+		}
+	}
+	if sc.Err() != nil || resp.StatusCode != http.StatusOK {
+		return math.NaN(), nil
+	}
+	return sum, lines
 }
 
 // countOnline counts online devices, page by page.
@@ -232,19 +385,27 @@ func countOnline(ctx context.Context, api *hubAPI) (int, error) {
 	}
 }
 
-// rss reads a process's resident set size from /proc (0 where there is none).
-func rss(pid int) int64 {
+// memory reads a process's resident set size and its anonymous part (heap and stacks) from
+// /proc (0 where there is none).
+func memory(pid int) (rss, anon int64) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = kb << 10
+		case "RssAnon:":
+			anon = kb << 10
 		}
 	}
-	return 0
+	return rss, anon
 }
 
 // cpuTime reads a process's user+system CPU time from /proc (clock ticks at 100 Hz).

@@ -27,6 +27,7 @@ import (
 	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/firmware-sim/publish"
 	"github.com/driftline/driftline/firmware-sim/sim"
+	"github.com/driftline/driftline/shared/kv"
 )
 
 var (
@@ -62,6 +63,10 @@ type Config struct {
 	Window config.Window
 	// Heartbeat is the agents' heartbeat interval (default 10 s).
 	Heartbeat time.Duration
+	// PullConcurrency bounds the model pulls the agents run at once (default 256; see
+	// agent.Options.PullSlots): real devices each have their own memory, the fleet process
+	// would otherwise hold every simultaneous pull's frames at once.
+	PullConcurrency int
 	// Duration stops the run (0: until ctx ends).
 	Duration time.Duration
 	// SummaryEvery is the live summary interval (default 5 s); Out receives it (default
@@ -140,6 +145,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = 10 * time.Second
 	}
+	if cfg.PullConcurrency <= 0 {
+		cfg.PullConcurrency = 256
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
@@ -171,7 +179,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		brokers = []string{"tcp://127.0.0.1:1883"}
 	}
 
-	db, err := state.Open(filepath.Join(cfg.StateDir, "db"))
+	db, err := state.OpenProfile(filepath.Join(cfg.StateDir, "db"), kv.Fleet)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -181,6 +189,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	go db.RunGC(gcCtx, 5*time.Minute, cfg.Logger)
 
 	reg := prometheus.NewRegistry()
+	slots := make(chan struct{}, cfg.PullConcurrency)
 	members := make([]*member, len(cs))
 	for i, c := range cs {
 		ac := config.Default()
@@ -200,6 +209,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"device": c.ID}, reg),
 			Gatherer:   reg,
 			NoRSSGauge: true,
+			PullSlots:  slots,
 		})
 		if err != nil {
 			return Summary{}, fmt.Errorf("agent %s: %w", c.ID, err)

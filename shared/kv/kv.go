@@ -32,6 +32,12 @@ const (
 	Edge
 	// Test is for unit tests: everything in memory.
 	Test
+	// Fleet is for the one database that thousands of simulated agents share in firmware-sim's
+	// fleet mode: State's sizing, and no conflict detection. Every read-modify-write of the
+	// agent's stores is serialized by its owner's mutex, so badger's conflict detection only
+	// costs: with thousands of agents' transactions overlapping, its list of committed
+	// transactions stays long and every commit scans it.
+	Fleet
 )
 
 // Options returns badger options for dir sized for p.
@@ -48,12 +54,13 @@ func Options(dir string, p Profile) badger.Options {
 			WithValueThreshold(1 << 10).
 			WithNumMemtables(3).
 			WithBlockCacheSize(64 << 20)
-	case State:
+	case State, Fleet:
 		opts = opts.WithSyncWrites(false).
 			WithValueLogFileSize(256 << 20).
 			WithValueThreshold(1 << 10).
 			WithNumMemtables(3).
-			WithBlockCacheSize(64 << 20)
+			WithBlockCacheSize(64 << 20).
+			WithDetectConflicts(p != Fleet)
 	case Edge:
 		// The largest batch is 15% of MemTableSize and ValueThreshold must stay below it.
 		opts = opts.WithMemTableSize(4 << 20).
