@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -39,25 +40,47 @@ func (s *Server) leaderOnly(next echo.HandlerFunc) echo.HandlerFunc {
 		if !ok || addr == "" {
 			return noLeader("no leader is known; the cluster is electing one")
 		}
-		target := &url.URL{Scheme: "http", Host: addr}
+		scheme := "http"
 		if c.Request().TLS != nil {
-			target.Scheme = "https"
-		}
-		proxy := httputil.NewSingleHostReverseProxy(target)
-		proxy.Transport = forwardTransport
-		proxy.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
-			s.log.Warn("forward to leader failed", "leader", addr, "err", err)
-			w.Header().Set("Content-Type", "application/problem+json")
-			w.Header().Set("Retry-After", "1")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_ = jsonEncode(w, Problem{Type: ProblemNoLeader, Title: "no leader", Status: 503,
-				Detail: "the leader at " + addr + " did not answer: " + err.Error()})
+			scheme = "https"
 		}
 		c.Request().Header.Set(forwardedHeader, "1")
-		proxy.ServeHTTP(c.Response(), c.Request())
+		s.proxyTo(scheme, addr).ServeHTTP(c.Response(), c.Request())
 		return nil
 	}
 }
+
+// proxyTo returns the reverse proxy to the leader at scheme://addr, built once per address: a
+// proxy per request, and a fresh 32 KiB copy buffer per response, were a measurable part of
+// every forwarded write.
+func (s *Server) proxyTo(scheme, addr string) *httputil.ReverseProxy {
+	key := scheme + "://" + addr
+	if p, ok := s.proxies.Load(key); ok {
+		return p.(*httputil.ReverseProxy)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: scheme, Host: addr})
+	proxy.Transport = forwardTransport
+	proxy.BufferPool = forwardBuffers
+	proxy.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+		s.log.Warn("forward to leader failed", "leader", addr, "err", err)
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = jsonEncode(w, Problem{Type: ProblemNoLeader, Title: "no leader", Status: 503,
+			Detail: "the leader at " + addr + " did not answer: " + err.Error()})
+	}
+	p, _ := s.proxies.LoadOrStore(key, proxy)
+	return p.(*httputil.ReverseProxy)
+}
+
+// forwardBuffers recycles the reverse proxy's copy buffers.
+var forwardBuffers = &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+// bufferPool is an httputil.BufferPool over a sync.Pool.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
+func (b *bufferPool) Put(v []byte) { b.p.Put(&v) }
 
 // strongRead forwards `?consistency=strong` reads to the leader and runs a barrier there, so the
 // read sees every write acknowledged before it began.

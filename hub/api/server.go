@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -116,6 +117,8 @@ type Config struct {
 
 // Server is the HTTP API.
 type Server struct {
+	// proxies holds the reverse proxy to each leader address seen (forward.go).
+	proxies sync.Map
 	cfg     Config
 	store   Store
 	read    state.Reader
