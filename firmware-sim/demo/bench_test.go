@@ -1,0 +1,46 @@
+package demo
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBenchFleetSmall runs the fleet benchmark (`make bench-fleet`) with 20 agents and a short
+// steady state against freshly built binaries, and checks that every phase measured something:
+// all online, the rollout in waves completed on every device, chunk bytes sent for every
+// device, steady-state messages and memory figures. It runs when DRIFTLINE_INTEGRATION=1.
+func TestBenchFleetSmall(t *testing.T) {
+	if os.Getenv("DRIFTLINE_INTEGRATION") != "1" {
+		t.Skip("integration test: set DRIFTLINE_INTEGRATION=1")
+	}
+	const n = 20
+	res, err := BenchFleet(context.Background(), BenchConfig{
+		Bin: buildBinaries(t), Dir: filepath.Join(t.TempDir(), "bench"), Devices: n,
+		HTTPAddr: freeAddr(t), RaftAddr: freeAddr(t), MQTTAddr: freeAddr(t),
+		Timeout: 2 * time.Minute, Steady: 15 * time.Second, Log: testWriter{t},
+	})
+	t.Logf("%s\n%s", BenchHeader, res.Row())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.State != "completed" || res.Counts["active"] != n {
+		t.Fatalf("rollout %s %v, want completed with %d active", res.State, res.Counts, n)
+	}
+	if res.Online <= 0 || res.Rollout <= 10*time.Second { // two bakes of 5 s at least
+		t.Fatalf("online after %v, rollout %v: implausible", res.Online, res.Rollout)
+	}
+	if res.RolloutBytes < int64(n)<<20 {
+		t.Fatalf("hub sent %d chunk bytes for %d devices of a 1 MiB model", res.RolloutBytes, n)
+	}
+	// Heartbeats alone are n per 10 s.
+	if res.MessagesPerSec < float64(n)/10/2 || res.SteadyRSS <= 0 || res.IdleRSS <= 0 || res.FleetPeakRSS <= 0 {
+		t.Fatalf("steady state not measured: %+v", res)
+	}
+	if row := res.Row(); !strings.HasPrefix(row, "| 20 |") {
+		t.Fatalf("row %q", row)
+	}
+}
