@@ -7,10 +7,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/procfs"
 
 	"github.com/driftline/driftline/agent"
 )
@@ -131,38 +131,29 @@ func BenchmarkPull100MB(b *testing.B) {
 	b.ReportMetric(hubCPU, "hub_cpu_s")
 }
 
-// procCPU reads the user and system CPU seconds process pid has used (/proc/PID/stat, in clock
-// ticks of 1/100 s).
+// procCPU returns the user and system CPU seconds process pid has used (0 where /proc is
+// unavailable).
 func procCPU(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return 0
 	}
-	// The command name (field 2) may hold spaces: count fields after its closing parenthesis.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
+	st, err := p.Stat()
+	if err != nil {
 		return 0
 	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	user, _ := strconv.ParseFloat(f[11], 64)
-	sys, _ := strconv.ParseFloat(f[12], 64)
-	return (user + sys) / 100
+	return st.CPUTime()
 }
 
 // rssAnon reads RssAnon (resident memory that is not file-backed: heap, stacks) of process pid.
 func rssAnon(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return 0
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "RssAnon:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb * 1024
-		}
+	st, err := p.NewStatus()
+	if err != nil {
+		return 0
 	}
-	return 0
+	return float64(st.RssAnon)
 }

@@ -2,7 +2,6 @@ package agent_test
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // child is a driftline-agent process (this test binary in child mode).
@@ -30,22 +29,8 @@ type child struct {
 	exited chan error
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects a process's output for the test (testhelp.SyncBuffer).
+type syncBuffer = testhelp.SyncBuffer
 
 // writeConfig writes cfg as the YAML file the agent reads.
 func writeConfig(t testing.TB, cfg config.Config) string {

@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -27,6 +26,7 @@ import (
 	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/hub/node"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/artifact"
 )
 
@@ -55,13 +55,7 @@ func testLogger(t testing.TB, level slog.Level) *slog.Logger {
 
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testhelp.WaitFor(t, d, what, cond)
 }
 
 // hub is a one-node hub with its admin token.
@@ -325,13 +319,7 @@ func hasLabels(m *dto.Metric, kv []string) bool {
 
 // freePort returns a TCP port that was free a moment ago.
 func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return testhelp.FreePort(t)
 }
 
 // testKey returns a fresh public key in config form (for agents that never see a manifest).

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // msg is one publish a fakeBroker accepted.
@@ -70,13 +71,7 @@ func (b *fakeBroker) received() []msg {
 // waitFor polls cond until it holds or a deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testhelp.WaitFor(t, 10*time.Second, what, cond)
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

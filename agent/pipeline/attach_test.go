@@ -24,6 +24,7 @@ import (
 	"github.com/driftline/driftline/agent/pipeline"
 	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/hub/node"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -134,13 +135,7 @@ func TestAttachReportsReachTheHub(t *testing.T) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testhelp.WaitFor(t, 15*time.Second, what, cond)
 }
 
 // TestDriftOptionsAgainstFullReference: against a reference profiling every contract field, the

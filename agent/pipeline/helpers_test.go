@@ -11,6 +11,7 @@ import (
 
 	"github.com/driftline/driftline/agent/quarantine"
 	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/contract"
 	"github.com/driftline/driftline/shared/profile"
 	"github.com/driftline/driftline/shared/wire"
@@ -200,11 +201,5 @@ func refProfile(t testing.TB, s *contract.Schema, temps []float64) []byte {
 // waitFor polls cond until it holds or timeout passes (then the test fails).
 func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testhelp.WaitFor(t, timeout, "condition", cond)
 }

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/procfs"
 )
 
 // BenchConfig is one fleet benchmark: a one-node hub, Devices real agents in one `firmware-sim
@@ -388,42 +390,26 @@ func countOnline(ctx context.Context, api *hubAPI) (int, error) {
 // memory reads a process's resident set size and its anonymous part (heap and stacks) from
 // /proc (0 where there is none).
 func memory(pid int) (rss, anon int64) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return 0, 0
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = kb << 10
-		case "RssAnon:":
-			anon = kb << 10
-		}
+	st, err := p.NewStatus()
+	if err != nil {
+		return 0, 0
 	}
-	return rss, anon
+	return int64(st.VmRSS), int64(st.RssAnon)
 }
 
-// cpuTime reads a process's user+system CPU time from /proc (clock ticks at 100 Hz).
+// cpuTime reads a process's user+system CPU time from /proc (0 where there is none).
 func cpuTime(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return 0
 	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
+	st, err := p.Stat()
+	if err != nil {
 		return 0
 	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
+	return time.Duration(st.CPUTime() * float64(time.Second))
 }

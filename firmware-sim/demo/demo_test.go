@@ -2,7 +2,6 @@ package demo
 
 import (
 	"context"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/firmware-sim/sim"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 type testWriter struct{ t *testing.T }
@@ -22,13 +22,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return testhelp.FreeAddr(t)
 }
 
 // buildBinaries builds the demo's three binaries into a temporary directory.

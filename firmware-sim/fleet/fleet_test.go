@@ -11,31 +11,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/driftline/driftline/firmware-sim/internal/hubtest"
 	"github.com/driftline/driftline/firmware-sim/sim"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
-// syncBuffer is a bytes.Buffer safe for the summary writer and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects a process's output for the test (testhelp.SyncBuffer).
+type syncBuffer = testhelp.SyncBuffer
 
 type hubDevice struct {
 	ID       string `json:"id"`

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"net/textproto"
 	"os"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/node"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // testHub is one real hub node (Raft, badger, HTTP API) started for a test, with its admin
@@ -34,26 +34,13 @@ type testHub struct {
 // freeAddr returns a 127.0.0.1 address with a port nothing listens on right now (Raft needs a
 // concrete address it can advertise, so ":0" does not do).
 func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	return testhelp.FreeAddr(t)
 }
 
 // waitFor polls cond until it holds or the timeout passes.
 func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval of the wait, not a fixed delay
-	}
+	testhelp.WaitFor(t, timeout, what, cond)
 }
 
 // tLogWriter sends the node's log lines to t.Log so a passing run stays quiet.

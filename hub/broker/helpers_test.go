@@ -10,6 +10,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // Test users, the same for the embedded broker and for Mosquitto.
@@ -99,13 +101,7 @@ func (w *tWriter) Write(p []byte) (int, error) {
 // waitFor polls cond until it holds or timeout passes.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testhelp.WaitFor(t, timeout, what, cond)
 }
 
 // clientOpts are the paho options of a test client; adjust before connecting.

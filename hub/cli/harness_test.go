@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/hub/node"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // testHub is one real hub node (Raft, badger, HTTP API) for a test, with its admin token.
@@ -25,26 +25,13 @@ type testHub struct {
 // freeAddr returns a 127.0.0.1 address nothing listens on right now: Raft must advertise a
 // concrete port, so "127.0.0.1:0" does not do for it.
 func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	return testhelp.FreeAddr(t)
 }
 
 // waitFor polls cond until it holds or the timeout passes.
 func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval, not a fixed delay
-	}
+	testhelp.WaitFor(t, timeout, what, cond)
 }
 
 // tLog sends log lines to t.Log so a passing run stays quiet.

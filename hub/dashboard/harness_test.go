@@ -22,6 +22,7 @@ import (
 
 	"github.com/driftline/driftline/hub/dashboard"
 	"github.com/driftline/driftline/hub/node"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // testHub is a real one-node hub (hub/node.Start, embedded broker) and the base URL that serves
@@ -88,13 +89,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 // waitFor polls cond every 20 ms until it holds, failing the test after d.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testhelp.WaitFor(t, d, what, cond)
 }
 
 // call sends a JSON request with the admin token and decodes the answer into out, failing on

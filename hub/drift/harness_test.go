@@ -21,6 +21,7 @@ import (
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/node"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/contract"
 	"github.com/driftline/driftline/shared/profile"
@@ -74,13 +75,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testhelp.WaitFor(t, d, what, cond)
 }
 
 func (h hub) call(t testing.TB, method, path string, body any, want int, out any) {

@@ -18,6 +18,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -53,13 +54,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testhelp.WaitFor(t, d, what, cond)
 }
 
 // call sends a JSON request and decodes the answer into out, failing on an unexpected status.

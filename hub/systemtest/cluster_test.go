@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 var binary string
@@ -42,13 +43,7 @@ func TestMain(m *testing.M) {
 }
 
 func freePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return testhelp.FreeAddr(t)
 }
 
 // hub is one `driftline hub serve` process.
@@ -60,23 +55,8 @@ type hub struct {
 	exited chan struct{}
 }
 
-// syncBuffer is a bytes.Buffer safe for the process's output copier and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects a process's output for the test (testhelp.SyncBuffer).
+type syncBuffer = testhelp.SyncBuffer
 
 type cluster struct {
 	t testing.TB
@@ -190,13 +170,7 @@ func tail(s string, n int) string {
 
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testhelp.WaitFor(t, d, what, cond)
 }
 
 var client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 128}}

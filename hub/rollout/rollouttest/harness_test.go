@@ -28,6 +28,7 @@ import (
 	agentstate "github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/hub/node"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -53,16 +54,10 @@ func testLogger(t testing.TB, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t, mu, &on}, &slog.HandlerOptions{Level: level}))
 }
 
-// waitFor polls cond every 20 ms until it holds, failing the test after d.
+// waitFor polls cond until it holds, failing the test after d.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testhelp.WaitFor(t, d, what, cond)
 }
 
 // hub is a hub node (one of a cluster, or alone) and the admin token of its cluster.
