@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/state"
 )
 
@@ -22,28 +21,7 @@ func (a *app) datasetCmd() *cobra.Command {
 }
 
 func (a *app) datasetCreate() *cobra.Command {
-	var desc string
-	cmd := &cobra.Command{
-		Use: "create NAME", Short: "Create a dataset", Args: exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			var d state.Dataset
-			raw, err := c.JSON(a.ctx, http.MethodPost, "/api/v1/datasets", nil, api.CreateRequest{Name: args[0], Description: desc}, &d)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut() {
-				return printRaw(a.stdout, raw)
-			}
-			_, err = fmt.Fprintf(a.stdout, "created dataset %s\n", d.Name)
-			return err
-		},
-	}
-	cmd.Flags().StringVar(&desc, "description", "", "what the dataset holds")
-	return cmd
+	return a.createCmd("dataset", "/api/v1/datasets", "what the dataset holds")
 }
 
 // sampleType is the Content-Type a sample file is sent with, from its extension.
@@ -193,26 +171,10 @@ func (a *app) datasetList() *cobra.Command {
 	return &cobra.Command{
 		Use: "list", Short: "List datasets", Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			items, err := c.listAll(a.ctx, "/api/v1/datasets", nil)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut() {
-				return printList(a.stdout, items)
-			}
-			ds, err := decodeItems[state.Dataset](items)
-			if err != nil {
-				return err
-			}
-			t := newTable(a.stdout, "NAME", "LATEST", "CREATED", "DESCRIPTION")
-			for _, d := range ds {
-				t.row(d.Name, strconv.Itoa(d.LatestVersion), when(d.CreatedAt), dash(d.Description))
-			}
-			return t.flush()
+			return listTable(a, "/api/v1/datasets", nil, []string{"NAME", "LATEST", "CREATED", "DESCRIPTION"},
+				func(d state.Dataset) []string {
+					return []string{d.Name, strconv.Itoa(d.LatestVersion), when(d.CreatedAt), dash(d.Description)}
+				})
 		},
 	}
 }

@@ -98,30 +98,14 @@ func (a *app) deviceList() *cobra.Command {
 	cmd := &cobra.Command{
 		Use: "list [--selector k=v,k2=v2]", Short: "List devices, optionally those whose labels match a selector", Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{}
 			if selector != "" {
 				q.Set("selector", selector)
 			}
-			items, err := c.listAll(a.ctx, "/api/v1/devices", q)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut() {
-				return printList(a.stdout, items)
-			}
-			ds, err := decodeItems[state.Device](items)
-			if err != nil {
-				return err
-			}
-			t := newTable(a.stdout, "ID", "ONLINE", "LAST SEEN", "MODELS", "LABELS")
-			for _, d := range ds {
-				t.row(d.ID, strconv.FormatBool(d.Online), when(d.LastSeen), activeModels(d), labels(d.Labels))
-			}
-			return t.flush()
+			return listTable(a, "/api/v1/devices", q, []string{"ID", "ONLINE", "LAST SEEN", "MODELS", "LABELS"},
+				func(d state.Device) []string {
+					return []string{d.ID, strconv.FormatBool(d.Online), when(d.LastSeen), activeModels(d), labels(d.Labels)}
+				})
 		},
 	}
 	cmd.Flags().StringVar(&selector, "selector", "", "label selector, e.g. site=berlin,tier=edge")

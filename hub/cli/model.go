@@ -29,28 +29,7 @@ func (a *app) modelCmd() *cobra.Command {
 }
 
 func (a *app) modelCreate() *cobra.Command {
-	var desc string
-	cmd := &cobra.Command{
-		Use: "create NAME", Short: "Create a model", Args: exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			var m state.Model
-			raw, err := c.JSON(a.ctx, http.MethodPost, "/api/v1/models", nil, api.CreateRequest{Name: args[0], Description: desc}, &m)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut() {
-				return printRaw(a.stdout, raw)
-			}
-			_, err = fmt.Fprintf(a.stdout, "created model %s\n", m.Name)
-			return err
-		},
-	}
-	cmd.Flags().StringVar(&desc, "description", "", "what the model does")
-	return cmd
+	return a.createCmd("model", "/api/v1/models", "what the model does")
 }
 
 func (a *app) modelPush() *cobra.Command {
@@ -267,26 +246,10 @@ func (a *app) modelList() *cobra.Command {
 	return &cobra.Command{
 		Use: "list", Short: "List models", Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			items, err := c.listAll(a.ctx, "/api/v1/models", nil)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut() {
-				return printList(a.stdout, items)
-			}
-			ms, err := decodeItems[state.Model](items)
-			if err != nil {
-				return err
-			}
-			t := newTable(a.stdout, "NAME", "LATEST", "ALIASES", "CREATED", "DESCRIPTION")
-			for _, m := range ms {
-				t.row(m.Name, strconv.Itoa(m.LatestVersion), labels(m.Aliases), when(m.CreatedAt), dash(m.Description))
-			}
-			return t.flush()
+			return listTable(a, "/api/v1/models", nil, []string{"NAME", "LATEST", "ALIASES", "CREATED", "DESCRIPTION"},
+				func(m state.Model) []string {
+					return []string{m.Name, strconv.Itoa(m.LatestVersion), labels(m.Aliases), when(m.CreatedAt), dash(m.Description)}
+				})
 		},
 	}
 }

@@ -135,15 +135,18 @@ func (a *app) rolloutStatus() *cobra.Command {
 		Short: "List rollouts, or show one (--watch: until it ends)",
 		Args:  rangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
 			if len(args) == 0 {
 				if watch {
 					return usagef("--watch needs a rollout ID")
 				}
-				return a.rolloutList(c)
+				return listTable(a, "/api/v1/rollouts", nil, []string{"ID", "MODEL", "STATE", "WAVE", "DEVICES"},
+					func(r rolloutView) []string {
+						return []string{r.ID, fmt.Sprintf("%s@%d", r.Model, r.Version), r.State, strconv.Itoa(r.Wave), labels(r.Devices)}
+					})
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
 			}
 			path := "/api/v1/rollouts/" + seg(args[0])
 			var prog *progress
@@ -225,25 +228,6 @@ func fnum(f *float64) string {
 		return "-"
 	}
 	return strconv.FormatFloat(*f, 'g', 4, 64)
-}
-
-func (a *app) rolloutList(c *client) error {
-	items, err := c.listAll(a.ctx, "/api/v1/rollouts", nil)
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return printList(a.stdout, items)
-	}
-	rs, err := decodeItems[rolloutView](items)
-	if err != nil {
-		return err
-	}
-	t := newTable(a.stdout, "ID", "MODEL", "STATE", "WAVE", "DEVICES")
-	for _, r := range rs {
-		t.row(r.ID, fmt.Sprintf("%s@%d", r.Model, r.Version), r.State, strconv.Itoa(r.Wave), labels(r.Devices))
-	}
-	return t.flush()
 }
 
 func (a *app) rolloutAction(action, short string) *cobra.Command {

@@ -48,26 +48,10 @@ func (a *app) tokenList() *cobra.Command {
 	return &cobra.Command{
 		Use: "list", Short: "List API tokens (never the secrets)", Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			items, err := c.listAll(a.ctx, "/api/v1/tokens", nil)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut() {
-				return printList(a.stdout, items)
-			}
-			ts, err := decodeItems[state.Token](items)
-			if err != nil {
-				return err
-			}
-			t := newTable(a.stdout, "ID", "NAME", "ROLE", "CREATED", "BY")
-			for _, tk := range ts {
-				t.row(tk.ID, tk.Name, tk.Role, when(tk.CreatedAt), dash(tk.CreatedBy))
-			}
-			return t.flush()
+			return listTable(a, "/api/v1/tokens", nil, []string{"ID", "NAME", "ROLE", "CREATED", "BY"},
+				func(tk state.Token) []string {
+					return []string{tk.ID, tk.Name, tk.Role, when(tk.CreatedAt), dash(tk.CreatedBy)}
+				})
 		},
 	}
 }
