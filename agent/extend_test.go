@@ -78,7 +78,10 @@ func TestExtensionPoints(t *testing.T) {
 	})
 	waitFor(t, 10*time.Second, "connected", ra.Connected)
 	waitFor(t, 10*time.Second, "data subscription", func() bool { return metric(t, ra.reg, agent.MetricConnects) >= 1 })
-	time.Sleep(100 * time.Millisecond) // the subscription is made on connect, not waited for
+	// The agent subscribes to its data topic on connect without waiting: wait for the broker.
+	waitFor(t, 10*time.Second, "data topic subscribed", func() bool {
+		return len(b.s.Topics.Subscribers(wire.Default().Data(id)).Subscriptions) > 0
+	})
 	for _, r := range []string{"r1", "r2", "r3"} {
 		if err := b.s.Publish(wire.Default().Data(id), []byte(r), false, 1); err != nil {
 			t.Fatal(err)
