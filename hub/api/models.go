@@ -367,14 +367,16 @@ func (s *Server) modelVersionTags(c echo.Context) error {
 	if err := s.decodeJSON(c, &req); err != nil {
 		return err
 	}
-	res, err := s.apply(c, command.TypeTagSet, state.TagSet{Model: c.Param("name"), Version: v, Tags: req.Tags})
+	if _, err := s.apply(c, command.TypeTagSet, state.TagSet{Model: c.Param("name"), Version: v, Tags: req.Tags}); err != nil {
+		return err
+	}
+	// The command returns nothing (tags live under their own keys): answer with the version as
+	// this node, the leader, holds it now.
+	mv, err := s.read.ModelVersion(c.Param("name"), v)
 	if err != nil {
 		return err
 	}
-	if out, ok := res.(state.ModelVersion); ok {
-		return c.JSON(http.StatusOK, versionView{ModelVersion: out})
-	}
-	return c.JSON(http.StatusOK, res)
+	return c.JSON(http.StatusOK, versionView{ModelVersion: mv})
 }
 
 // VersionRequest is the body of PUT .../aliases/{alias} and PUT /devices/{id}/models/{name}.

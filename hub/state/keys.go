@@ -17,6 +17,7 @@ const (
 	pModel          = "fsm/m/"
 	pModelVersion   = "fsm/mv/"
 	pManifest       = "fsm/mvm/" // model/%010d -> canonical manifest bytes
+	pVersionTags    = "fsm/mvt/" // model/%010d -> the version's tags (encodeTags)
 	pChunk          = "fsm/chunk/"
 	pDevice         = "fsm/dev/"
 	pDeviceToken    = "fsm/devtok/" // token hash -> device id

@@ -110,6 +110,13 @@ type TagSet struct {
 	Tags    map[string]string `json:"tags"`
 }
 
+// TagSetResult is the result of command.TypeTagSet: which version's tags changed. It is small
+// on purpose (a tag write does not read the version document); Reader.ModelVersion has the tags.
+type TagSetResult struct {
+	Model   string `json:"model"`
+	Version int    `json:"version"`
+}
+
 // DeviceCreate enrolls a device. Payload of command.TypeDeviceCreate.
 type DeviceCreate struct {
 	ID        string            `json:"id"`

@@ -33,8 +33,9 @@ const (
 var ErrBadCursor = errors.New("invalid cursor")
 
 // list walks keys under prefix in order, starting after cursor, decoding each value as T and
-// keeping those keep accepts, until limit items are collected.
-func list[T any](db *badger.DB, prefix, cursor string, limit int, reverse bool, keep func(*T) bool) (Page[T], error) {
+// keeping those keep accepts, until limit items are collected. keep runs in the read
+// transaction, so it may complete an item from other keys of the same snapshot.
+func list[T any](db *badger.DB, prefix, cursor string, limit int, reverse bool, keep func(*badger.Txn, *T) (bool, error)) (Page[T], error) {
 	if limit <= 0 {
 		limit = DefaultLimit
 	}
@@ -76,8 +77,14 @@ func list[T any](db *badger.DB, prefix, cursor string, limit int, reverse bool, 
 			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &v) }); err != nil {
 				return fmt.Errorf("decode %s: %w", k, err)
 			}
-			if keep != nil && !keep(&v) {
-				continue
+			if keep != nil {
+				ok, err := keep(txn, &v)
+				if err != nil {
+					return fmt.Errorf("read %s: %w", k, err)
+				}
+				if !ok {
+					continue
+				}
 			}
 			page.Items = append(page.Items, v)
 			last = it.Item().KeyCopy(nil)
@@ -128,12 +135,23 @@ func (r Reader) Model(name string) (Model, error) {
 
 // ModelVersions lists a model's versions, oldest first.
 func (r Reader) ModelVersions(name, cursor string, limit int) (Page[ModelVersion], error) {
-	return list[ModelVersion](r.DB, pModelVersion+name+"/", cursor, limit, false, nil)
+	return list[ModelVersion](r.DB, pModelVersion+name+"/", cursor, limit, false, func(txn *badger.Txn, mv *ModelVersion) (bool, error) {
+		return true, withTags(txn, mv)
+	})
 }
+
 
 // ModelVersion returns one model version's document (without its manifest: see Manifest).
 func (r Reader) ModelVersion(name string, v int) (ModelVersion, error) {
-	return get[ModelVersion](r.DB, versionKey(pModelVersion, name, v), ModelNode(name, v))
+	var mv ModelVersion
+	err := r.DB.View(func(txn *badger.Txn) error {
+		var err error
+		if mv, err = getModelVersion(txn, name, v); err != nil {
+			return err
+		}
+		return withTags(txn, &mv)
+	})
+	return mv, err
 }
 
 // Manifest returns the canonical manifest of a model version, the bytes approval signs.
@@ -182,7 +200,7 @@ func (r Reader) Chunk(dst []byte, digest string) ([]byte, error) {
 
 // Devices lists devices whose labels match sel (nil matches all).
 func (r Reader) Devices(sel Selector, cursor string, limit int) (Page[Device], error) {
-	p, err := list[storedDevice](r.DB, pDevice, cursor, limit, false, func(d *storedDevice) bool { return sel.Matches(d.Labels) })
+	p, err := list[storedDevice](r.DB, pDevice, cursor, limit, false, func(_ *badger.Txn, d *storedDevice) (bool, error) { return sel.Matches(d.Labels), nil })
 	out := Page[Device]{Items: make([]Device, len(p.Items)), NextCursor: p.NextCursor}
 	for i, d := range p.Items {
 		out.Items[i] = d.Device
@@ -280,8 +298,8 @@ type AuditFilter struct {
 
 // Audit lists audit entries, oldest first.
 func (r Reader) Audit(f AuditFilter, cursor string, limit int) (Page[AuditEntry], error) {
-	return list[AuditEntry](r.DB, pAudit, cursor, limit, false, func(e *AuditEntry) bool {
-		return e.Time >= f.Since && (f.Actor == "" || e.Actor == f.Actor)
+	return list[AuditEntry](r.DB, pAudit, cursor, limit, false, func(_ *badger.Txn, e *AuditEntry) (bool, error) {
+		return e.Time >= f.Since && (f.Actor == "" || e.Actor == f.Actor), nil
 	})
 }
 

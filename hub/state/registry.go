@@ -155,6 +155,14 @@ func modelVersionCreate(txn *badger.Txn, env command.Envelope, c ModelVersionCre
 	if !strings.HasPrefix(c.Digest, "sha256:") || c.Size < 0 {
 		return nil, nil, invalid("model version needs a sha256 digest and a size")
 	}
+	for k, v := range c.Tags {
+		if err := validTagKey(k); err != nil {
+			return nil, nil, err
+		}
+		if v == "" {
+			delete(c.Tags, k)
+		}
+	}
 	var total int64
 	for _, ch := range c.Chunks {
 		ok, err := exists(txn, nameKey(pChunk, ch.Digest))
@@ -192,7 +200,12 @@ func modelVersionCreate(txn *badger.Txn, env command.Envelope, c ModelVersionCre
 	}
 	mv.ChunkCount = len(c.Chunks)
 	doc := mv
-	doc.Chunks, doc.Manifest = nil, nil
+	doc.Chunks, doc.Manifest, doc.Tags = nil, nil, nil
+	if len(c.Tags) > 0 {
+		if err := txn.Set(versionKey(pVersionTags, c.Model, mv.Version), encodeTags(c.Tags)); err != nil {
+			return nil, nil, err
+		}
+	}
 	if err := putJSON(txn, versionKey(pModelVersion, c.Model, mv.Version), doc); err != nil {
 		return nil, nil, err
 	}
@@ -312,28 +325,3 @@ func aliasSet(txn *badger.Txn, c AliasSet) (any, *auditNote, error) {
 	return res, &auditNote{"model.alias.set", "model:" + c.Model, fmt.Sprintf("%s=%d", c.Alias, c.Version)}, nil
 }
 
-func tagSet(txn *badger.Txn, c TagSet) (any, *auditNote, error) {
-	mv, err := getModelVersion(txn, c.Model, c.Version)
-	if err != nil {
-		return nil, nil, err
-	}
-	for k := range c.Tags {
-		if k == "" || len(k) > 128 {
-			return nil, nil, invalid("tag key %q", k)
-		}
-	}
-	if mv.Tags == nil {
-		mv.Tags = map[string]string{}
-	}
-	for k, v := range c.Tags {
-		if v == "" {
-			delete(mv.Tags, k)
-		} else {
-			mv.Tags[k] = v
-		}
-	}
-	if err := putJSON(txn, versionKey(pModelVersion, c.Model, c.Version), mv); err != nil {
-		return nil, nil, err
-	}
-	return mv, &auditNote{"model.version.tag", ModelNode(c.Model, c.Version), ""}, nil
-}

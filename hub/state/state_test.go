@@ -2,6 +2,7 @@ package state
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
@@ -271,4 +272,139 @@ func TestIdempotentRequestID(t *testing.T) {
 			t.Fatalf("attempt %d: %v", i, err)
 		}
 	}
+}
+
+func TestVersionTags(t *testing.T) {
+	h := newHarness(t)
+	seedRegistry(h)
+	r := Reader{DB: h.db}
+	if _, err := h.apply(command.TypeTagSet, "a", TagSet{Model: "m", Version: 9, Tags: map[string]string{"k": "v"}}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("tag on a missing version: %v", err)
+	}
+	if _, err := h.apply(command.TypeTagSet, "a", TagSet{Model: "m", Version: 1, Tags: map[string]string{"": "v"}}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("empty tag key: %v", err)
+	}
+	res := h.must(command.TypeTagSet, "a", TagSet{Model: "m", Version: 1, Tags: map[string]string{"stage": "eval", "team": "ml", "a/b c": "x"}})
+	if res != (TagSetResult{Model: "m", Version: 1}) {
+		t.Fatalf("result %+v", res)
+	}
+	h.must(command.TypeTagSet, "a", TagSet{Model: "m", Version: 1, Tags: map[string]string{"stage": "prod", "team": ""}})
+	mv, err := r.ModelVersion("m", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mv.Tags) != 2 || mv.Tags["stage"] != "prod" || mv.Tags["a/b c"] != "x" {
+		t.Fatalf("tags %v", mv.Tags)
+	}
+	// Version 2, created with tags (an empty value is dropped): its tags do not leak into 1's.
+	h.must(command.TypeModelVersionCreate, "alice", ModelVersionCreate{Model: "m", Digest: digestA, Size: 10,
+		Chunks: []ChunkRef{{Digest: digestA, Size: 10}}, Tags: map[string]string{"stage": "new", "empty": ""}})
+	page, err := r.ModelVersions("m", "", 0)
+	if err != nil || len(page.Items) != 2 {
+		t.Fatalf("versions %+v %v", page, err)
+	}
+	if got := page.Items[1].Tags; len(got) != 1 || got["stage"] != "new" {
+		t.Fatalf("v2 tags %v", got)
+	}
+	if got := page.Items[0].Tags; len(got) != 2 || got["stage"] != "prod" {
+		t.Fatalf("v1 tags in a list %v", got)
+	}
+
+	// A document written before tags had their own keys keeps its tags readable, and the first
+	// tag write moves them out so that a deleted one stays deleted.
+	legacy := mv
+	legacy.Tags = map[string]string{"old": "1", "gone": "2"}
+	if err := h.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Delete(versionKey(pVersionTags, "m", 1)); err != nil {
+			return err
+		}
+		return putJSON(txn, versionKey(pModelVersion, "m", 1), legacy)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if mv, _ := r.ModelVersion("m", 1); len(mv.Tags) != 2 || mv.Tags["old"] != "1" {
+		t.Fatalf("legacy tags not read: %v", mv.Tags)
+	}
+	h.must(command.TypeTagSet, "a", TagSet{Model: "m", Version: 1, Tags: map[string]string{"gone": "", "new": "3"}})
+	mv, _ = r.ModelVersion("m", 1)
+	if len(mv.Tags) != 2 || mv.Tags["old"] != "1" || mv.Tags["new"] != "3" {
+		t.Fatalf("after the first tag write on a legacy document: %v", mv.Tags)
+	}
+	if err := h.db.View(func(txn *badger.Txn) error {
+		doc, err := getModelVersion(txn, "m", 1)
+		if err == nil && doc.Tags != nil {
+			t.Errorf("legacy tags left in the document: %v", doc.Tags)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTagEncoding(t *testing.T) {
+	tags := map[string]string{}
+	var enc []byte
+	for i, step := range []map[string]string{
+		{"b": "2", "a": "1", "c": "3"},
+		{"b": "", "d": "4", "a": "one"},
+		{"zz": "", "0": "zero"},
+		{"0": "", "a": "", "c": "", "d": ""},
+	} {
+		var err error
+		if enc, err = mergeTags(enc, step); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		for k, v := range step {
+			if v == "" {
+				delete(tags, k)
+			} else {
+				tags[k] = v
+			}
+		}
+		mv := ModelVersion{}
+		pairs, err := decodeTagPairs(enc)
+		if len(tags) == 0 {
+			if enc != nil {
+				t.Fatalf("step %d: no tags left but %q", i, enc)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("step %d: decode: %v", i, err)
+		}
+		mv.Tags = map[string]string{}
+		for _, p := range pairs {
+			mv.Tags[string(p.k)] = string(p.v)
+		}
+		if fmt.Sprint(mv.Tags) != fmt.Sprint(tags) {
+			t.Fatalf("step %d: got %v, want %v", i, mv.Tags, tags)
+		}
+	}
+	good := encodeTags(map[string]string{"a": "1", "b": "2"})
+	for _, bad := range [][]byte{
+		{}, {0xff}, {5}, good[:len(good)-1], append(append([]byte{}, good...), 0),
+		appendTagPairs(nil, []tagPair{{[]byte("b"), []byte("1")}, {[]byte("a"), []byte("2")}}), // unsorted
+	} {
+		if _, err := decodeTagPairs(bad); err == nil {
+			t.Errorf("decode %q: no error", bad)
+		}
+		if _, err := mergeTags(bad, map[string]string{"x": "y"}); err == nil && len(bad) > 0 {
+			t.Errorf("merge into %q: no error", bad)
+		}
+	}
+}
+
+func FuzzDecodeTags(f *testing.F) {
+	f.Add(encodeTags(map[string]string{"a": "1", "stage": "prod"}))
+	f.Add([]byte{1, 1, 'a'})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		pairs, err := decodeTagPairs(b)
+		if err != nil {
+			return
+		}
+		again, err := decodeTagPairs(appendTagPairs(nil, pairs))
+		if err != nil || fmt.Sprint(again) != fmt.Sprint(pairs) {
+			t.Fatalf("round trip of %q: %q %v", b, again, err)
+		}
+	})
 }

@@ -34,17 +34,23 @@ func BenchmarkAPIWrites(b *testing.B) {
 				lat := make([][]time.Duration, clients)
 				var wg sync.WaitGroup
 				if dir := os.Getenv("DRIFTLINE_PROFILE_DIR"); dir != "" {
-					// A CPU profile of the leader while the writes run.
-					go func() {
-						res, err := client.Get("http://" + lead.http + "/debug/pprof/profile?seconds=4")
-						if err != nil {
-							return
+					// A CPU profile of every node while the writes run.
+					for _, h := range c.hubs {
+						role := "follower-" + h.id
+						if h == lead {
+							role = "leader"
 						}
-						defer res.Body.Close()
-						f, _ := os.Create(filepath.Join(dir, fmt.Sprintf("leader-%d-%d.prof", nodes, clients)))
-						io.Copy(f, res.Body)
-						f.Close()
-					}()
+						go func() {
+							res, err := client.Get("http://" + h.http + "/debug/pprof/profile?seconds=4")
+							if err != nil {
+								return
+							}
+							defer res.Body.Close()
+							f, _ := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d-%d.prof", role, nodes, clients)))
+							io.Copy(f, res.Body)
+							f.Close()
+						}()
+					}
 				}
 				b.ResetTimer()
 				start := time.Now()
