@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -168,29 +167,24 @@ func (s *Server) modelVersionCreate(c echo.Context) error {
 		return err
 	}
 	if mv, ok := res.(state.ModelVersion); ok {
-		return c.JSON(http.StatusCreated, versionView{mv, up.Stored, up.Reused})
+		v := newVersionView(mv)
+		v.ChunksStored, v.ChunksReused = up.Stored, up.Reused
+		return c.JSON(http.StatusCreated, v)
 	}
 	return c.JSON(http.StatusCreated, res)
 }
 
 // versionView is a model version as the API shows it: without the chunk list and manifest
-// bytes, with the upload's chunk counts when it was just created.
+// bytes (newVersionView drops them), with the upload's chunk counts when it was just created.
 type versionView struct {
 	state.ModelVersion
 	ChunksStored int `json:"chunks_stored,omitempty"`
 	ChunksReused int `json:"chunks_reused,omitempty"`
 }
 
-func (v versionView) MarshalJSON() ([]byte, error) {
-	type plain state.ModelVersion
-	p := plain(v.ModelVersion)
-	p.Chunks, p.Manifest = nil, nil
-	out := struct {
-		plain
-		ChunksStored int `json:"chunks_stored,omitempty"`
-		ChunksReused int `json:"chunks_reused,omitempty"`
-	}{p, v.ChunksStored, v.ChunksReused}
-	return json.Marshal(out)
+func newVersionView(mv state.ModelVersion) versionView {
+	mv.Chunks, mv.Manifest = nil, nil
+	return versionView{ModelVersion: mv}
 }
 
 func (s *Server) modelVersionList(c echo.Context) error {
@@ -207,7 +201,7 @@ func (s *Server) modelVersionList(c echo.Context) error {
 	}
 	views := make([]versionView, len(p.Items))
 	for i, mv := range p.Items {
-		views[i] = versionView{ModelVersion: mv}
+		views[i] = newVersionView(mv)
 	}
 	return c.JSON(http.StatusOK, state.Page[versionView]{Items: views, NextCursor: p.NextCursor})
 }
@@ -225,7 +219,7 @@ func (s *Server) modelVersionGet(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, versionView{ModelVersion: mv})
+	return c.JSON(http.StatusOK, newVersionView(mv))
 }
 
 // modelVersionArtifact streams the whole artifact, verifying each chunk as it goes. A chunk
@@ -309,7 +303,7 @@ func (s *Server) modelVersionApprove(c echo.Context) error {
 	lagging := s.waitReplicated(ctx, s.store.AppliedIndex())
 	cancel()
 	if out, ok := res.(state.ModelVersion); ok {
-		return c.JSON(http.StatusOK, approvedView{versionView{ModelVersion: out}, lagging})
+		return c.JSON(http.StatusOK, approvedView{newVersionView(out), lagging})
 	}
 	return c.JSON(http.StatusOK, res)
 }
@@ -319,19 +313,6 @@ func (s *Server) modelVersionApprove(c echo.Context) error {
 type approvedView struct {
 	versionView
 	ReplicationPending []string `json:"replication_pending,omitempty"`
-}
-
-func (v approvedView) MarshalJSON() ([]byte, error) {
-	b, err := v.versionView.MarshalJSON()
-	if err != nil || len(v.ReplicationPending) == 0 {
-		return b, err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	m["replication_pending"] = v.ReplicationPending
-	return json.Marshal(m)
 }
 
 func (s *Server) modelVersionDeprecate(c echo.Context) error {
@@ -348,7 +329,7 @@ func (s *Server) modelVersionDeprecate(c echo.Context) error {
 		return err
 	}
 	if out, ok := res.(state.ModelVersion); ok {
-		return c.JSON(http.StatusOK, versionView{ModelVersion: out})
+		return c.JSON(http.StatusOK, newVersionView(out))
 	}
 	return c.JSON(http.StatusOK, res)
 }
@@ -376,7 +357,7 @@ func (s *Server) modelVersionTags(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, versionView{ModelVersion: mv})
+	return c.JSON(http.StatusOK, newVersionView(mv))
 }
 
 // VersionRequest is the body of PUT .../aliases/{alias} and PUT /devices/{id}/models/{name}.

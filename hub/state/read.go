@@ -140,7 +140,6 @@ func (r Reader) ModelVersions(name, cursor string, limit int) (Page[ModelVersion
 	})
 }
 
-
 // ModelVersion returns one model version's document (without its manifest: see Manifest).
 func (r Reader) ModelVersion(name string, v int) (ModelVersion, error) {
 	var mv ModelVersion

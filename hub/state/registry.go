@@ -247,6 +247,10 @@ func modelVersionApprove(txn *badger.Txn, env command.Envelope, c ModelVersionAp
 			return nil, nil, conflict("%s already approved model:%s@%d", env.Actor, c.Model, c.Version)
 		}
 	}
+	tags, err := versionTags(txn, c.Model, c.Version, mv.Tags) // for the result
+	if err != nil {
+		return nil, nil, err
+	}
 	mv.Status = StatusApproved
 	mv.Approvals = append(mv.Approvals, Approval{By: env.Actor, At: env.Time, Comment: c.Comment})
 	replaced := false
@@ -261,6 +265,7 @@ func modelVersionApprove(txn *badger.Txn, env command.Envelope, c ModelVersionAp
 	if err := putJSON(txn, versionKey(pModelVersion, c.Model, c.Version), mv); err != nil {
 		return nil, nil, err
 	}
+	mv.Tags = tags
 	return mv, &auditNote{"model.version.approve", ModelNode(c.Model, c.Version), c.Comment}, nil
 }
 
@@ -269,13 +274,19 @@ func modelVersionDeprecate(txn *badger.Txn, c ModelVersionDeprecate) (any, *audi
 	if err != nil {
 		return nil, nil, err
 	}
+	tags, err := versionTags(txn, c.Model, c.Version, mv.Tags) // for the result
+	if err != nil {
+		return nil, nil, err
+	}
 	if mv.Status == StatusDeprecated {
+		mv.Tags = tags
 		return mv, nil, nil
 	}
 	mv.Status = StatusDeprecated
 	if err := putJSON(txn, versionKey(pModelVersion, c.Model, c.Version), mv); err != nil {
 		return nil, nil, err
 	}
+	mv.Tags = tags
 	return mv, &auditNote{"model.version.deprecate", ModelNode(c.Model, c.Version), c.Comment}, nil
 }
 
@@ -324,4 +335,3 @@ func aliasSet(txn *badger.Txn, c AliasSet) (any, *auditNote, error) {
 	}
 	return res, &auditNote{"model.alias.set", "model:" + c.Model, fmt.Sprintf("%s=%d", c.Alias, c.Version)}, nil
 }
-

@@ -296,6 +296,16 @@ func TestVersionTags(t *testing.T) {
 	if len(mv.Tags) != 2 || mv.Tags["stage"] != "prod" || mv.Tags["a/b c"] != "x" {
 		t.Fatalf("tags %v", mv.Tags)
 	}
+	// Approval and deprecation answer with the version's tags.
+	approved := h.must(command.TypeModelVersionApprove, "bob", ModelVersionApprove{Model: "m", Version: 1, Signature: Signature{KeyID: "k", Sig: "s"}}).(ModelVersion)
+	if approved.Tags["stage"] != "prod" {
+		t.Fatalf("approval result tags %v", approved.Tags)
+	}
+	for range 2 { // the second time it is already deprecated
+		if dep := h.must(command.TypeModelVersionDeprecate, "bob", ModelVersionDeprecate{Model: "m", Version: 1}).(ModelVersion); dep.Tags["stage"] != "prod" {
+			t.Fatalf("deprecation result tags %v", dep.Tags)
+		}
+	}
 	// Version 2, created with tags (an empty value is dropped): its tags do not leak into 1's.
 	h.must(command.TypeModelVersionCreate, "alice", ModelVersionCreate{Model: "m", Digest: digestA, Size: 10,
 		Chunks: []ChunkRef{{Digest: digestA, Size: 10}}, Tags: map[string]string{"stage": "new", "empty": ""}})

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/dgraph-io/badger/v4"
@@ -207,24 +208,39 @@ func tagSet(txn *badger.Txn, c TagSet) (any, *auditNote, error) {
 // withTags fills in a version's tags from their value, over any left in a document written
 // before tags had their own value. Tags stays nil when there are none.
 func withTags(txn *badger.Txn, mv *ModelVersion) error {
-	item, err := txn.Get(versionKey(pVersionTags, mv.Model, mv.Version))
+	tags, err := versionTags(txn, mv.Model, mv.Version, mv.Tags)
+	if err == nil {
+		mv.Tags = tags
+	}
+	return err
+}
+
+// versionTags returns a version's tags, those in the tag value over those of legacy (a document's
+// own tags), in a new map; nil when there are none.
+func versionTags(txn *badger.Txn, model string, v int, legacy map[string]string) (map[string]string, error) {
+	var tags map[string]string
+	if len(legacy) > 0 {
+		tags = maps.Clone(legacy)
+	}
+	item, err := txn.Get(versionKey(pVersionTags, model, v))
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil
+		return tags, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return item.Value(func(b []byte) error {
+	err = item.Value(func(b []byte) error {
 		pairs, err := decodeTagPairs(b)
 		if err != nil {
-			return fmt.Errorf("tags of model:%s@%d: %w", mv.Model, mv.Version, err)
+			return fmt.Errorf("tags of model:%s@%d: %w", model, v, err)
 		}
-		if mv.Tags == nil && len(pairs) > 0 {
-			mv.Tags = make(map[string]string, len(pairs))
+		if tags == nil && len(pairs) > 0 {
+			tags = make(map[string]string, len(pairs))
 		}
 		for _, p := range pairs {
-			mv.Tags[string(p.k)] = string(p.v)
+			tags[string(p.k)] = string(p.v)
 		}
 		return nil
 	})
+	return tags, err
 }
