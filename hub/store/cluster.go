@@ -107,8 +107,18 @@ func (s *Store) LeaderHTTP() (id, httpAddr string, ok bool) {
 	if lid == "" {
 		return "", "", false
 	}
-	n, found := s.nodeRecords()[string(lid)]
-	return string(lid), n.HTTP, found && n.HTTP != ""
+	var n command.NodeSet
+	err := s.cfg.DB.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(nodeKey(string(lid)))
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error { return json.Unmarshal(v, &n) })
+	})
+	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+		s.log.Warn("read the leader's node record", "leader", lid, "err", err)
+	}
+	return string(lid), n.HTTP, err == nil && n.HTTP != ""
 }
 
 // Ready reports whether a leader is known and this node's FSM has applied everything that was
