@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,8 +28,13 @@ import (
 // pages of badger's memory-mapped files included); anon_* is RssAnon from /proc (heap, stacks).
 // agent_cpu_s and hub_cpu_s are the CPU seconds (user and system) the agent process and this
 // process (the hub) used during the first pull: less noisy than the rates on a shared machine.
+// With DRIFTLINE_PROFILE_DIR=DIR it writes CPU profiles of both and a trace of the agent during
+// the first pull to DIR (agent-pull.profile, agent-pull.trace, hub-pull.profile).
 func BenchmarkPull100MB(b *testing.B) {
 	const size = 100 << 20
+	if os.Getenv("DRIFTLINE_PROFILE_DIR") != "" {
+		b.Setenv("DRIFTLINE_PPROF", "1") // the agent processes serve the profiles (main_test.go)
+	}
 	h := startHub(b)
 	data := randomBytes(3, size)
 	v1, d1 := h.pushModel("big", data)
@@ -105,7 +112,9 @@ func BenchmarkPull100MB(b *testing.B) {
 			}
 		}
 		agentCPU0, hubCPU0 := procCPU(c.cmd.Process.Pid), procCPU(os.Getpid())
+		profiled := profileAgent(b, cfg.Metrics)
 		mqttSecs = pull(v1, 1)
+		profiled()
 		mqttFetchSecs = fetchSecs
 		agentCPU, hubCPU = procCPU(c.cmd.Process.Pid)-agentCPU0, procCPU(os.Getpid())-hubCPU0
 		fetched1 := ms[agent.MetricFetchedBytes]
@@ -129,6 +138,47 @@ func BenchmarkPull100MB(b *testing.B) {
 	b.ReportMetric(anonPeak/(1<<20), "anon_pull_MiB")
 	b.ReportMetric(agentCPU, "agent_cpu_s")
 	b.ReportMetric(hubCPU, "hub_cpu_s")
+}
+
+// profileAgent, with DRIFTLINE_PROFILE_DIR set, saves a 2 s CPU profile and execution trace of the agent at addr, and a CPU profile of this
+// process (the hub) until the returned func is called, into that directory.
+func profileAgent(b *testing.B, addr string) (stop func()) {
+	dir := os.Getenv("DRIFTLINE_PROFILE_DIR")
+	if dir == "" {
+		return func() {}
+	}
+	var wg sync.WaitGroup
+	for _, kind := range []string{"profile", "trace"} {
+		wg.Go(func() {
+			res, err := http.Get("http://" + addr + "/debug/pprof/" + kind + "?seconds=2")
+			if err != nil {
+				b.Logf("agent %s: %v", kind, err)
+				return
+			}
+			defer res.Body.Close()
+			f, err := os.Create(filepath.Join(dir, "agent-pull."+kind))
+			if err == nil {
+				_, err = io.Copy(f, res.Body)
+				f.Close()
+			}
+			if err != nil {
+				b.Logf("agent %s: %v", kind, err)
+			}
+		})
+	}
+	hub, err := os.Create(filepath.Join(dir, "hub-pull.profile"))
+	if err == nil {
+		err = pprof.StartCPUProfile(hub)
+	}
+	if err != nil {
+		b.Logf("hub profile: %v", err)
+	}
+	time.Sleep(50 * time.Millisecond) // let the agent's start before the pull does
+	return func() {
+		pprof.StopCPUProfile()
+		hub.Close()
+		wg.Wait()
+	}
 }
 
 // procCPU returns the user and system CPU seconds process pid has used (0 where /proc is

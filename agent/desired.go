@@ -472,6 +472,7 @@ func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man a
 	// taken is the handoff buffer the staging wrote last: writeChunks is done with it when it
 	// asks for the next chunk, so it goes back to the pool then.
 	var taken []byte
+	var fromHandoff, fromCache int // chunks staged from each source, for the log
 	get := func(d string) ([]byte, error) {
 		putPlainBuf(taken)
 		taken = nil
@@ -490,8 +491,10 @@ func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man a
 		}
 		if b, ok := hand.take(d); ok {
 			taken = b
+			fromHandoff++
 			return b, nil
 		}
+		fromCache++
 		return a.cache.Get(d)
 	}
 	stageCh := make(chan error, 1)
@@ -513,7 +516,9 @@ func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man a
 		<-stageCh
 		return nil, err
 	}
-	return <-stageCh, nil
+	staged = <-stageCh
+	a.log.Debug("chunks staged", "model", m.Name, "version", m.Version, "from_handoff", fromHandoff, "from_cache", fromCache)
+	return staged, nil
 }
 
 // writeChunks writes the file man describes from get, in order. It is artifact.Assemble without

@@ -3,6 +3,8 @@ package agent_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -21,6 +23,15 @@ import (
 func TestMain(m *testing.M) {
 	if os.Getenv("DRIFTLINE_AGENT_CHILD") != "1" {
 		os.Exit(m.Run())
+	}
+	if os.Getenv("DRIFTLINE_PPROF") != "" {
+		// Profiling for the benchmarks (BenchmarkPull100MB's DRIFTLINE_PROFILE_DIR), served on
+		// the metrics listener of the test binary only: the shipped agent does not carry it.
+		cli.RegisterRunHook(func(a *agent.Agent) error {
+			a.Handle("GET /debug/pprof/profile", http.HandlerFunc(pprof.Profile))
+			a.Handle("GET /debug/pprof/trace", http.HandlerFunc(pprof.Trace))
+			return nil
+		})
 	}
 	n, _ := strconv.ParseInt(os.Getenv("DRIFTLINE_AGENT_KILL_AFTER_CHUNKS"), 10, 64)
 	if n <= 0 {
