@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -43,29 +44,14 @@ func BenchmarkPull100MB(b *testing.B) {
 	keys := h.keys()
 
 	// HTTP: the whole artifact from the same hub, written to a file and hashed as a puller
-	// would (the MQTT side also verifies and writes to disk).
-	httpFile, err := os.Create(filepath.Join(b.TempDir(), "artifact"))
-	if err != nil {
-		b.Fatal(err)
+	// would (the MQTT side also verifies and writes to disk). Three downloads, the median kept:
+	// one 0.3 s sample varied by ±15% on the shared machine.
+	var httpRuns []float64
+	for i := range 3 {
+		httpRuns = append(httpRuns, httpDownload(b, h, v1, d1, size, filepath.Join(b.TempDir(), fmt.Sprint("artifact", i))))
 	}
-	defer httpFile.Close()
-	httpStart := time.Now()
-	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/api/v1/models/big/versions/%d/artifact", h.n.URL(), v1), nil)
-	req.Header.Set("Authorization", "Bearer "+h.tok)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	hash := sha256.New()
-	n, err := io.Copy(io.MultiWriter(httpFile, hash), res.Body)
-	res.Body.Close()
-	if err == nil {
-		err = httpFile.Sync()
-	}
-	if err != nil || n != size || fmt.Sprintf("sha256:%x", hash.Sum(nil)) != d1 {
-		b.Fatalf("HTTP download: %d bytes, %v", n, err)
-	}
-	httpSecs := time.Since(httpStart).Seconds()
+	slices.Sort(httpRuns)
+	httpSecs := httpRuns[1]
 
 	b.ResetTimer()
 	var mqttSecs, mqttFetchSecs, movedShare, rssIdle, rssPeak, anonIdle, anonPeak, agentCPU, hubCPU float64
@@ -78,6 +64,7 @@ func BenchmarkPull100MB(b *testing.B) {
 		c := startChild(b, writeConfig(b, cfg), 0)
 		var ms map[string]float64
 		waitFor(b, 20*time.Second, "agent connected", func() bool {
+			var err error
 			ms, err = scrape(cfg.Metrics)
 			return err == nil && ms[agent.MetricConnected] == 1
 		})
@@ -179,6 +166,33 @@ func profileAgent(b *testing.B, addr string) (stop func()) {
 		hub.Close()
 		wg.Wait()
 	}
+}
+
+// httpDownload fetches version v of model "big" from h over HTTP into a new file at path,
+// hashing it on the way and syncing it, checks its size and digest, and returns the seconds taken.
+func httpDownload(b *testing.B, h *hub, v int, digest string, size int64, path string) float64 {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	start := time.Now()
+	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/api/v1/models/big/versions/%d/artifact", h.n.URL(), v), nil)
+	req.Header.Set("Authorization", "Bearer "+h.tok)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hash := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, hash), res.Body)
+	res.Body.Close()
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil || n != size || fmt.Sprintf("sha256:%x", hash.Sum(nil)) != digest {
+		b.Fatalf("HTTP download: %d bytes, %v", n, err)
+	}
+	return time.Since(start).Seconds()
 }
 
 // procCPU returns the user and system CPU seconds process pid has used (0 where /proc is

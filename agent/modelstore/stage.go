@@ -112,7 +112,7 @@ func writeModel(ctx context.Context, path, fileDigest string, write func(io.Writ
 		return 0, fmt.Errorf("create model file: %w", err)
 	}
 	defer f.Close()
-	hw := &hashWriter{ctx: ctx, w: f, h: sha256.New()}
+	hw := &hashWriter{ctx: ctx, w: f, h: sha256.New(), file: f}
 	if err := write(hw); err != nil {
 		return 0, fmt.Errorf("write model file: %w", err)
 	}
@@ -149,12 +149,19 @@ func writeMarker(path string, m Marker) error {
 	return f.Close()
 }
 
-// hashWriter writes through to the file, hashing and counting, and stops when ctx is done.
+// writebackEvery is how many bytes of a model file are written before their writeback is
+// started (startWriteback), like RocksDB's bytes_per_sync.
+const writebackEvery = 8 << 20
+
+// hashWriter writes through to the file, hashing and counting, and stops when ctx is done. With
+// file set, it starts the writeback of every writebackEvery bytes written.
 type hashWriter struct {
-	ctx context.Context
-	w   io.Writer
-	h   hash.Hash
-	n   int64
+	ctx     context.Context
+	w       io.Writer
+	h       hash.Hash
+	n       int64
+	file    *os.File
+	flushed int64 // bytes whose writeback was started
 }
 
 func (hw *hashWriter) Write(p []byte) (int, error) {
@@ -167,6 +174,10 @@ func (hw *hashWriter) Write(p []byte) (int, error) {
 	hw.n += int64(n)
 	if first {
 		hook("partial")
+	}
+	if hw.file != nil && hw.n-hw.flushed >= writebackEvery {
+		startWriteback(hw.file, hw.flushed, hw.n-hw.flushed)
+		hw.flushed = hw.n
 	}
 	if err == nil && n < len(p) {
 		err = io.ErrShortWrite
