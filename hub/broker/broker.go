@@ -255,6 +255,11 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) er
 	return nil
 }
 
+// PublishCopiesPayload reports that Publish is done with the payload when it returns: mochi
+// copies it for each subscriber (packets.Packet.Copy) before queueing, and keeps nothing else
+// of it (chunk frames are not retained). protocol.PayloadCopier.
+func (b *Broker) PublishCopiesPayload() bool { return true }
+
 // Subscribe calls handler for every message on a topic matching filter, retained ones included
 // (those are handed over before Subscribe returns). The handler runs on a worker of the broker's
 // bounded handler queue, never on the publisher's goroutine: messages of one topic arrive in

@@ -59,14 +59,17 @@ func (s *Service) dequeued(id string) {
 }
 
 func (s *Service) fetchWorker(ctx context.Context) {
-	var zbuf []byte
+	var bufs frameBufs
+	if pc, ok := s.cfg.Transport.(PayloadCopier); ok && pc.PublishCopiesPayload() {
+		bufs.reuse = true
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case job := <-s.fetchCh:
 			start := time.Now()
-			zbuf = s.serve(job, zbuf)
+			s.serve(job, &bufs)
 			s.dequeued(job.device)
 			s.m.serveSecs.Observe(time.Since(start).Seconds())
 			s.m.fetches.WithLabelValues("served").Inc()
@@ -74,10 +77,26 @@ func (s *Service) fetchWorker(ctx context.Context) {
 	}
 }
 
+// frameBufs are a fetch worker's buffers: the chunk read from the store, and, when the transport
+// copies what it publishes (reuse), the frame built from it.
+type frameBufs struct {
+	zst, frame []byte
+	reuse      bool
+}
+
+// next returns a buffer to append a frame of about n bytes to: the worker's own when it may be
+// reused, else a new one.
+func (b *frameBufs) next(n int) []byte {
+	if !b.reuse {
+		return make([]byte, 0, n)
+	}
+	return b.frame[:0]
+}
+
 // serve answers every digest of one request: a stored chunk goes out as one frame built from the
 // zstd bytes at rest (no recompression); a manifest, contract or profile is framed from its
 // plain bytes; an unknown digest gets a not-found frame so the agent fails fast.
-func (s *Service) serve(job fetchJob, zbuf []byte) []byte {
+func (s *Service) serve(job fetchJob, bufs *frameBufs) {
 	topic := s.cfg.Topics.Chunk(job.device)
 	send := func(kind string, frame []byte) {
 		if err := s.cfg.Transport.Publish(topic, frame, false, 1); err != nil {
@@ -91,21 +110,24 @@ func (s *Service) serve(job fetchJob, zbuf []byte) []byte {
 		if err != nil {
 			continue // validated already
 		}
-		z, err := s.cfg.Reader.Chunk(zbuf[:0], d)
+		z, err := s.cfg.Reader.Chunk(bufs.zst[:0], d)
 		if err == nil {
-			zbuf = z
+			bufs.zst = z
 			plainSize, err := storedPlainSize(z)
 			if err != nil {
 				s.log.Error("stored chunk is unreadable", "digest", d, "err", err)
 				continue
 			}
-			frame, err := wire.EncodeFrame(wire.Frame{
+			frame, err := wire.AppendFrame(bufs.next(len(z)+256), wire.Frame{
 				Kind: wire.FrameData, RequestID: job.req.RequestID, Digest: sum,
 				Total: plainSize, Plain: plainSize, Payload: z,
 			})
 			if err != nil {
 				s.log.Error("encode chunk frame", "digest", d, "err", err)
 				continue
+			}
+			if bufs.reuse {
+				bufs.frame = frame
 			}
 			send("chunk", frame)
 			continue
@@ -131,7 +153,6 @@ func (s *Service) serve(job fetchJob, zbuf []byte) []byte {
 			send(ref.Kind, f)
 		}
 	}
-	return zbuf
 }
 
 // storedPlainSize returns the plain size of a chunk stored as zstd: from the frame header when it

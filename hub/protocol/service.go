@@ -33,6 +33,14 @@ type Transport interface {
 	Subscribe(filter string, handler func(topic string, payload []byte)) error
 }
 
+// PayloadCopier is a Transport whose Publish is done with the payload when it returns (it has
+// copied what it keeps), so the caller may reuse the buffer: the service then encodes chunk
+// frames into one buffer per worker instead of allocating one per frame. The embedded broker
+// is one; a client of an external broker, which holds QoS 1 payloads until their PUBACK, is not.
+type PayloadCopier interface {
+	PublishCopiesPayload() bool
+}
+
 // Metric names of the protocol service.
 const (
 	MetricChunkBytesServed = "driftline_hub_chunk_bytes_served_total"

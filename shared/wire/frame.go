@@ -108,11 +108,16 @@ func (f Frame) validate() error {
 
 // EncodeFrame validates f and returns its wire bytes (at most MaxFrameSize).
 func EncodeFrame(f Frame) ([]byte, error) {
+	return AppendFrame(make([]byte, 0, frameFixed+len(f.RequestID)+len(f.Payload)), f)
+}
+
+// AppendFrame validates f and appends its wire bytes to dst (a sender that may reuse its
+// buffer once the transport has copied the frame avoids an allocation per frame).
+func AppendFrame(dst []byte, f Frame) ([]byte, error) {
 	if err := f.validate(); err != nil {
-		return nil, err
+		return dst, err
 	}
-	b := make([]byte, 0, frameFixed+len(f.RequestID)+len(f.Payload))
-	b = append(b, FrameMagic...)
+	b := append(dst, FrameMagic...)
 	b = append(b, FrameVersion, byte(f.Kind), byte(len(f.RequestID)))
 	b = append(b, f.RequestID...)
 	b = append(b, f.Digest[:]...)
