@@ -111,6 +111,12 @@ func TestEncodeFrame(t *testing.T) {
 			if !bytes.Equal(b, tc.raw) {
 				t.Fatalf("encoded %x\nwant    %x", b, tc.raw)
 			}
+			// AppendFrame into a reused buffer that held a longer frame.
+			reused := append(make([]byte, 0, 4096), bytes.Repeat([]byte{0xee}, 300)...)
+			b, err = AppendFrame(reused[:0], tc.want)
+			if err != nil || !bytes.Equal(b, tc.raw) {
+				t.Fatalf("appended %x (%v)\nwant     %x", b, err, tc.raw)
+			}
 		})
 	}
 	if _, err := EncodeFrame(Frame{Kind: FrameData, RequestID: "r", Total: 1, Plain: 1, Payload: make([]byte, MaxFrameSize)}); !errors.Is(err, ErrBadFrame) {
