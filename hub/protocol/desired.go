@@ -44,19 +44,17 @@ func (p *desiredPublisher) notify(id string) {
 
 func (p *desiredPublisher) run(ctx context.Context) {
 	go p.s.watchPrefix(ctx, devicePrefix, p.notify)
-	p.publishAll()
-	// A periodic full pass repairs what a broker restart or a failed publish lost.
-	full := time.NewTicker(time.Minute)
-	defer full.Stop()
+	p.publishAll(false)
+	// A periodic pass repairs what a failed publish or a broker restart lost, for the devices
+	// that have not acted on their desired revision yet: one that has reported it holds it.
+	repair := time.NewTicker(time.Minute)
+	defer repair.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-full.C:
-			p.mu.Lock()
-			p.published = map[string]int64{}
-			p.mu.Unlock()
-			p.publishAll()
+		case <-repair.C:
+			p.publishAll(true)
 		case <-p.signal:
 			p.mu.Lock()
 			ids := make([]string, 0, len(p.dirty))
@@ -73,7 +71,9 @@ func (p *desiredPublisher) run(ctx context.Context) {
 	}
 }
 
-func (p *desiredPublisher) publishAll() {
+// publishAll publishes every device's desired state that was not published at its revision yet;
+// with repair, it publishes again those whose agents have not reported acting on it.
+func (p *desiredPublisher) publishAll(repair bool) {
 	cursor := ""
 	for {
 		page, err := p.s.cfg.Reader.Devices(nil, cursor, state.MaxLimit)
@@ -82,6 +82,9 @@ func (p *desiredPublisher) publishAll() {
 			return
 		}
 		for _, d := range page.Items {
+			if repair && unacknowledged(d) {
+				p.forget(d.ID)
+			}
 			p.publishDevice(d)
 		}
 		if page.NextCursor == nil {
@@ -113,6 +116,16 @@ func (p *desiredPublisher) publish(id string) {
 		return
 	}
 	p.publishDevice(d)
+}
+
+// unacknowledged reports whether d's agent has not reported acting on its desired revision.
+func unacknowledged(d state.Device) bool { return d.DesiredRev > 0 && d.Reported.Rev < d.DesiredRev }
+
+// forget makes the next publishDevice of id publish whatever was published before.
+func (p *desiredPublisher) forget(id string) {
+	p.mu.Lock()
+	delete(p.published, id)
+	p.mu.Unlock()
 }
 
 func (p *desiredPublisher) publishDevice(d state.Device) {
