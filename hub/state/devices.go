@@ -203,10 +203,15 @@ func deviceTelemetry(txn *badger.Txn, env command.Envelope, c DeviceTelemetry) (
 			}
 		}
 		if o.Health != nil {
-			d.Health = o.Health
-			if err := attachHealth(txn, d.ID, *o.Health); err != nil {
+			part := *o.Health
+			merged, same := part, sameWindow(d.Health, part)
+			if same {
+				merged = mergeHealth(*d.Health, part)
+			}
+			if err := attachHealth(txn, d.ID, part, merged, same, same && d.Health.DatasetDrift); err != nil {
 				return nil, nil, err
 			}
+			d.Health = &merged
 		}
 		if err := putDevice(txn, d); err != nil {
 			return nil, nil, err
@@ -257,8 +262,27 @@ func activeOf(r Reported, model string) int {
 	return 0
 }
 
-// attachHealth hangs the latest drift and validation summary off the runs edge it was observed on.
-func attachHealth(txn *badger.Txn, id string, h HealthSummary) error {
+// sameWindow reports whether part continues the summary prev of the same window: the hub batches
+// MQTT messages by interval, so a window's validation and drift reports may arrive in two
+// telemetry commands, and the second must not count as a window of its own.
+func sameWindow(prev *HealthSummary, part HealthSummary) bool {
+	return prev != nil && part.At > 0 && prev.At == part.At && prev.Model == part.Model && prev.Version == part.Version
+}
+
+// mergeHealth adds part to the summary prev of the same window.
+func mergeHealth(prev, part HealthSummary) HealthSummary {
+	prev.Rows += part.Rows
+	prev.Invalid += part.Invalid
+	prev.DatasetDrift = prev.DatasetDrift || part.DatasetDrift
+	prev.DriftShare = max(prev.DriftShare, part.DriftShare)
+	return prev
+}
+
+// attachHealth hangs a drift and validation summary off the runs edge it was observed on: part is
+// what this command brought, merged the window's summary with it. continued says the window was
+// already counted on the edge, driftCounted that its drift was too.
+func attachHealth(txn *badger.Txn, id string, part, merged HealthSummary, continued, driftCounted bool) error {
+	h := merged
 	if h.Model == "" || h.Version <= 0 {
 		return nil
 	}
@@ -277,10 +301,13 @@ func attachHealth(txn *badger.Txn, id string, h HealthSummary) error {
 	invalidRows, _ := e.Attr["invalid_rows"].(float64)
 	windows, _ := e.Attr["windows"].(float64)
 	drifted, _ := e.Attr["drift_windows"].(float64)
-	e.Attr["rows"] = rows + float64(h.Rows)
-	e.Attr["invalid_rows"] = invalidRows + float64(h.Invalid)
-	e.Attr["windows"] = windows + 1
-	if h.DatasetDrift {
+	e.Attr["rows"] = rows + float64(part.Rows)
+	e.Attr["invalid_rows"] = invalidRows + float64(part.Invalid)
+	if !continued {
+		windows++
+	}
+	e.Attr["windows"] = windows
+	if h.DatasetDrift && !driftCounted {
 		drifted++
 	}
 	e.Attr["drift_windows"] = drifted

@@ -142,10 +142,31 @@ func TestDevicesTelemetryAndLineage(t *testing.T) {
 		{ID: "d1", Online: &on, LastSeen: 5, Reported: &Reported{Rev: 1, Models: map[string]ReportedModel{"m": {Active: &one, State: "active"}}}},
 		{ID: "ghost", LastSeen: 5},
 	}})
+	// One window's validation and drift reports, split over two telemetry commands (the hub
+	// batches by interval), count as one window; the next window counts again.
 	h.must(command.TypeDeviceTelemetry, "hub", DeviceTelemetry{Devices: []DeviceObservation{
-		{ID: "d1", Health: &HealthSummary{Model: "m", Version: 1, Rows: 100, Invalid: 3, DatasetDrift: true, DriftShare: 0.5}},
+		{ID: "d1", Health: &HealthSummary{Model: "m", Version: 1, Rows: 100, Invalid: 3, At: 60_000}},
+	}})
+	h.must(command.TypeDeviceTelemetry, "hub", DeviceTelemetry{Devices: []DeviceObservation{
+		{ID: "d1", Health: &HealthSummary{Model: "m", Version: 1, DatasetDrift: true, DriftShare: 0.5, At: 60_000}},
 	}})
 	r := Reader{DB: h.db}
+	if d, _ := r.Device("d1"); d.Health == nil || d.Health.Rows != 100 || !d.Health.DatasetDrift || d.Health.DriftShare != 0.5 {
+		t.Fatalf("health of a window reported in two parts: %+v", d.Health)
+	}
+	edge, err := r.RunsEdge("d1", "m", 1)
+	if err != nil || edge.Attr["windows"] != float64(1) || edge.Attr["drift_windows"] != float64(1) || edge.Attr["rows"] != float64(100) {
+		t.Fatalf("runs edge after one window in two parts: %+v %v", edge.Attr, err)
+	}
+	h.must(command.TypeDeviceTelemetry, "hub", DeviceTelemetry{Devices: []DeviceObservation{
+		{ID: "d1", Health: &HealthSummary{Model: "m", Version: 1, Rows: 50, DatasetDrift: true, DriftShare: 0.25, At: 120_000}},
+	}})
+	if d, _ := r.Device("d1"); d.Health.Rows != 50 || d.Health.DriftShare != 0.25 {
+		t.Fatalf("health of the next window: %+v", d.Health)
+	}
+	if edge, _ = r.RunsEdge("d1", "m", 1); edge.Attr["windows"] != float64(2) || edge.Attr["drift_windows"] != float64(2) || edge.Attr["rows"] != float64(150) {
+		t.Fatalf("runs edge after the next window: %+v", edge.Attr)
+	}
 	d, err := r.Device("d1")
 	if err != nil || !d.Online || d.Reported.Models["m"].Active == nil || *d.Reported.Models["m"].Active != 1 {
 		t.Fatalf("device %+v %v", d, err)
@@ -167,7 +188,7 @@ func TestDevicesTelemetryAndLineage(t *testing.T) {
 			runs = &g.Edges[i]
 		}
 	}
-	if runs == nil || runs.From != "device:d1" || runs.Attr["drift_windows"] != float64(1) || runs.Attr["invalid_rows"] != float64(3) {
+	if runs == nil || runs.From != "device:d1" || runs.Attr["drift_windows"] != float64(2) || runs.Attr["invalid_rows"] != float64(3) {
 		t.Fatalf("runs edge with health not found: %+v", g)
 	}
 	up, err := r.Lineage("device:d1", "up", 3)
