@@ -13,9 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/procfs"
-
 	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/internal/procstat"
 )
 
 // BenchmarkPull100MB measures, on one hub on loopback: the pull of a 100 MB artifact by a real
@@ -71,7 +70,7 @@ func BenchmarkPull100MB(b *testing.B) {
 		time.Sleep(time.Second)
 		ms, _ = scrape(cfg.Metrics)
 		rssIdle = ms[agent.MetricRSS]
-		anonIdle = rssAnon(c.cmd.Process.Pid)
+		anonIdle = anonBytes(c.cmd.Process.Pid)
 
 		activations := func() float64 { return ms[agent.MetricActivations+`{result="active"}`] }
 		var fetchSecs, fetchedBefore float64
@@ -84,7 +83,7 @@ func BenchmarkPull100MB(b *testing.B) {
 				if m, err := scrape(cfg.Metrics); err == nil {
 					ms = m
 					rssPeak = max(rssPeak, ms[agent.MetricRSS])
-					anonPeak = max(anonPeak, rssAnon(c.cmd.Process.Pid))
+					anonPeak = max(anonPeak, anonBytes(c.cmd.Process.Pid))
 					if fetchSecs == 0 && ms[agent.MetricFetchedBytes]-fetchedBefore >= float64(size) {
 						fetchSecs = time.Since(start).Seconds()
 					}
@@ -98,12 +97,12 @@ func BenchmarkPull100MB(b *testing.B) {
 				time.Sleep(20 * time.Millisecond)
 			}
 		}
-		agentCPU0, hubCPU0 := procCPU(c.cmd.Process.Pid), procCPU(os.Getpid())
+		agentCPU0, hubCPU0 := procstat.CPU(c.cmd.Process.Pid), procstat.CPU(os.Getpid())
 		profiled := profileAgent(b, cfg.Metrics)
 		mqttSecs = pull(v1, 1)
 		profiled()
 		mqttFetchSecs = fetchSecs
-		agentCPU, hubCPU = procCPU(c.cmd.Process.Pid)-agentCPU0, procCPU(os.Getpid())-hubCPU0
+		agentCPU, hubCPU = (procstat.CPU(c.cmd.Process.Pid) - agentCPU0).Seconds(), (procstat.CPU(os.Getpid()) - hubCPU0).Seconds()
 		fetched1 := ms[agent.MetricFetchedBytes]
 		pull(v2, 2)
 		movedShare = (ms[agent.MetricFetchedBytes] - fetched1) / float64(len(v2data))
@@ -160,7 +159,6 @@ func profileAgent(b *testing.B, addr string) (stop func()) {
 	if err != nil {
 		b.Logf("hub profile: %v", err)
 	}
-	time.Sleep(50 * time.Millisecond) // let the agent's start before the pull does
 	return func() {
 		pprof.StopCPUProfile()
 		hub.Close()
@@ -195,29 +193,8 @@ func httpDownload(b *testing.B, h *hub, v int, digest string, size int64, path s
 	return time.Since(start).Seconds()
 }
 
-// procCPU returns the user and system CPU seconds process pid has used (0 where /proc is
-// unavailable).
-func procCPU(pid int) float64 {
-	p, err := procfs.NewProc(pid)
-	if err != nil {
-		return 0
-	}
-	st, err := p.Stat()
-	if err != nil {
-		return 0
-	}
-	return st.CPUTime()
-}
-
-// rssAnon reads RssAnon (resident memory that is not file-backed: heap, stacks) of process pid.
-func rssAnon(pid int) float64 {
-	p, err := procfs.NewProc(pid)
-	if err != nil {
-		return 0
-	}
-	st, err := p.NewStatus()
-	if err != nil {
-		return 0
-	}
-	return float64(st.RssAnon)
+// anonBytes is the anonymous resident memory (heap, stacks) of process pid.
+func anonBytes(pid int) float64 {
+	_, anon := procstat.Memory(pid)
+	return float64(anon)
 }

@@ -523,8 +523,9 @@ func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man a
 
 // writeChunks writes the file man describes from get, in order. It is artifact.Assemble without
 // Assemble's own hashing: get returns bytes hashed against their digest (by chunkcache.Put just
-// before the handoff, or by chunkcache.Get on the way out), and Stage hashes the whole file against man.Digest before it keeps it, so the two
-// extra passes over every byte would check nothing new. Sizes are still checked here.
+// before the handoff, or by chunkcache.Get on the way out), and Stage hashes the whole file
+// against man.Digest before it keeps it, so the two extra passes over every byte would check
+// nothing new. Sizes are still checked here.
 func writeChunks(w io.Writer, man artifact.Manifest, get func(digest string) ([]byte, error)) error {
 	if err := man.Validate(); err != nil {
 		return err

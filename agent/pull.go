@@ -275,11 +275,16 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 	return nil
 }
 
-// received books digest d as received whole and handed to the workers: it leaves its request,
-// and a request with nothing left to receive leaves inflight (freed reports that).
+// received books digest d as received whole and handed to the workers: it leaves its request
+// (freed reports whether that emptied the request).
 func (st *pullState) received(d string) (freed bool) {
 	st.verifying[d] = true
-	r := st.inflight[st.owner[d]]
+	return st.leave(d, st.inflight[st.owner[d]])
+}
+
+// leave takes digest d out of request r (nil: none); a request with nothing left to receive
+// leaves inflight, and freed reports that.
+func (st *pullState) leave(d string, r *request) (freed bool) {
 	if r == nil {
 		return false
 	}
@@ -435,12 +440,7 @@ func (f *fetcher) refused(kind objectKind, st *pullState, d string, err error) {
 	if id != "" && (digestErr || r == nil || !r.digests[d]) {
 		delete(st.objects, d)
 		delete(st.owner, d)
-		if r != nil {
-			delete(r.digests, d)
-			if len(r.digests) == 0 {
-				delete(st.inflight, id)
-			}
-		}
+		st.leave(d, r)
 		st.queue = append([]string{d}, st.queue...)
 	}
 	f.a.reject(reason, "frame refused", "digest", d, "err", err)

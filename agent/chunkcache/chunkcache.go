@@ -249,14 +249,9 @@ func (c *Cache) PutCompressed(digest string, plain, zst []byte) error {
 	}
 	victims, fits := c.victimsLocked(size)
 	if !fits && c.pinCount[s] == 0 {
-		// Concurrent Puts took the room meanwhile: take this one back out.
-		err := c.ns.Update(func(tx *state.Txn) error {
-			if err := tx.Sub(subData).Delete(s[:]); err != nil {
-				return err
-			}
-			return tx.Sub(subMeta).Delete(s[:])
-		})
-		if err != nil {
+		// Concurrent Puts took the room meanwhile: take this one back out (it is not indexed,
+		// so removeLocked only deletes its data and meta).
+		if err := c.removeLocked([]sum{s}); err != nil {
 			return fmt.Errorf("drop unindexed chunk %s: %w", digest, err)
 		}
 		return fmt.Errorf("%w: %s needs %d bytes, %d held, cap %d", ErrNoRoom, digest, size, c.bytes, c.opts.MaxBytes)

@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/procfs"
+	"github.com/driftline/driftline/internal/procstat"
 )
 
 // BenchConfig is one fleet benchmark: a one-node hub, Devices real agents in one `firmware-sim
@@ -168,11 +168,11 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 			case <-sampleCtx.Done():
 				return
 			case <-t.C:
-				hubRSS, _ := memory(hub.cmd.Process.Pid)
+				hubRSS, _ := procstat.Memory(hub.cmd.Process.Pid)
 				mu.Lock()
 				res.HubPeakRSS = max(res.HubPeakRSS, hubRSS)
 				if fleet != nil {
-					total, anon := memory(fleet.cmd.Process.Pid)
+					total, anon := procstat.Memory(fleet.cmd.Process.Pid)
 					res.FleetPeakRSS, res.FleetPeakAnon = max(res.FleetPeakRSS, total), max(res.FleetPeakAnon, anon)
 				}
 				mu.Unlock()
@@ -217,7 +217,7 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 			return result(), err
 		}
 	}
-	idle, _ := memory(hub.cmd.Process.Pid)
+	idle, _ := procstat.Memory(hub.cmd.Process.Pid)
 
 	t0 := time.Now()
 	fl, err := ps.start("fleet", filepath.Join(bin, "firmware-sim"), "fleet", "--devices", strconv.Itoa(cfg.Devices), "--hub", hubURL,
@@ -249,8 +249,8 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 	fmt.Fprintf(cfg.Log, "bench-fleet: %d agents online after %s\n", cfg.Devices, online.Round(time.Millisecond))
 
 	pid := hub.cmd.Process.Pid
-	cpu0, bytes0 := cpuTime(pid), metricSum(ctx, api, "driftline_hub_chunk_bytes_served_total")
-	fleetCPU0 := cpuTime(fl.cmd.Process.Pid)
+	cpu0, bytes0 := procstat.CPU(pid), metricSum(ctx, api, "driftline_hub_chunk_bytes_served_total")
+	fleetCPU0 := procstat.CPU(fl.cmd.Process.Pid)
 	t1 := time.Now()
 	var ro rollout
 	if err := api.do(ctx, http.MethodPost, "/api/v1/rollouts", map[string]any{"model": "bench", "version": 1, "selector": "",
@@ -279,21 +279,21 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 			return result(), err
 		}
 	}
-	rolloutTime, rolloutCPU, fleetCPU := time.Since(t1), cpuTime(pid)-cpu0, cpuTime(fl.cmd.Process.Pid)-fleetCPU0
+	rolloutTime, rolloutCPU, fleetCPU := time.Since(t1), procstat.CPU(pid)-cpu0, procstat.CPU(fl.cmd.Process.Pid)-fleetCPU0
 	rolloutBytes := int64(metricSum(ctx, api, "driftline_hub_chunk_bytes_served_total") - bytes0)
 	fmt.Fprintf(cfg.Log, "bench-fleet: rollout %s after %s (fetch requests: %s; broker drops: %s); measuring the steady state for %s\n",
 		state, rolloutTime.Round(time.Millisecond), metricText(ctx, api, "driftline_hub_fetch_requests_total"),
 		metricText(ctx, api, "driftline_hub_mqtt_dropped_total"), cfg.Steady)
 
 	// Steady state: heartbeats, and one window per agent per minute now that v1 runs.
-	cpu0, msgs0, t2 := cpuTime(pid), metricSum(ctx, api, "driftline_hub_mqtt_messages_total"), time.Now()
+	cpu0, msgs0, t2 := procstat.CPU(pid), metricSum(ctx, api, "driftline_hub_mqtt_messages_total"), time.Now()
 	if err := sleepCtx(ctx, cfg.Steady); err != nil {
 		return result(), err
 	}
 	secs := time.Since(t2).Seconds()
-	steadyCores := (cpuTime(pid) - cpu0).Seconds() / secs
+	steadyCores := (procstat.CPU(pid) - cpu0).Seconds() / secs
 	msgsPerSec := (metricSum(ctx, api, "driftline_hub_mqtt_messages_total") - msgs0) / secs
-	steadyRSS, _ := memory(pid)
+	steadyRSS, _ := procstat.Memory(pid)
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -385,31 +385,4 @@ func countOnline(ctx context.Context, api *hubAPI) (int, error) {
 		}
 		cursor = page.NextCursor
 	}
-}
-
-// memory reads a process's resident set size and its anonymous part (heap and stacks) from
-// /proc (0 where there is none).
-func memory(pid int) (rss, anon int64) {
-	p, err := procfs.NewProc(pid)
-	if err != nil {
-		return 0, 0
-	}
-	st, err := p.NewStatus()
-	if err != nil {
-		return 0, 0
-	}
-	return int64(st.VmRSS), int64(st.RssAnon)
-}
-
-// cpuTime reads a process's user+system CPU time from /proc (0 where there is none).
-func cpuTime(pid int) time.Duration {
-	p, err := procfs.NewProc(pid)
-	if err != nil {
-		return 0
-	}
-	st, err := p.Stat()
-	if err != nil {
-		return 0
-	}
-	return time.Duration(st.CPUTime() * float64(time.Second))
 }

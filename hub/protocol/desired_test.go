@@ -6,12 +6,11 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
-	"github.com/driftline/driftline/shared/kv"
+	"github.com/driftline/driftline/hub/state/statetest"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -42,48 +41,22 @@ func (r *recorder) take() []string {
 // publishes nothing new, and the periodic repair pass publishes again only the devices whose
 // agents have not reported acting on their revision.
 func TestDesiredRepairPass(t *testing.T) {
-	db, err := kv.Open("", kv.Test)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	index := uint64(0)
-	apply := func(typ command.Type, body any) {
-		t.Helper()
-		index++
-		env, err := command.New(typ, "", 1_700_000_000_000+int64(index), "alice", body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var aerr error
-		if err := db.Update(func(txn *badger.Txn) error {
-			_, aerr = state.Processor{}.Apply(txn, index, env)
-			return aerr
-		}); err != nil {
-			t.Fatalf("apply %d: %v", typ, err)
-		}
-	}
-	const digest = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-	apply(command.TypeModelCreate, state.ModelCreate{Name: "m"})
-	apply(command.TypeChunksPut, state.ChunksPut{Chunks: []state.Chunk{{Digest: digest, Size: 10, Zstd: []byte{1}}}})
-	apply(command.TypeModelVersionCreate, state.ModelVersionCreate{Model: "m", Digest: digest, Size: 10,
-		Chunks: []state.ChunkRef{{Digest: digest, Size: 10}}, Manifest: []byte("{}"), ManifestDigest: digest})
-	apply(command.TypeModelVersionApprove, state.ModelVersionApprove{Model: "m", Version: 1,
-		Signature: state.Signature{KeyID: "k", Sig: "s"}})
+	st := statetest.New(t)
+	st.ApprovedModel(t, "m", 1)
 	for _, id := range []string{"acked", "behind"} {
-		apply(command.TypeDeviceCreate, state.DeviceCreate{ID: id, TokenHash: "h-" + id})
-		apply(command.TypeDeviceDesiredSet, state.DeviceDesiredSet{ID: id, Model: "m", Version: 1})
+		st.Must(t, command.TypeDeviceCreate, state.DeviceCreate{ID: id, TokenHash: "h-" + id})
+		st.Must(t, command.TypeDeviceDesiredSet, state.DeviceDesiredSet{ID: id, Model: "m", Version: 1})
 	}
-	acked, err := state.Reader{DB: db}.Device("acked")
+	acked, err := st.Reader().Device("acked")
 	if err != nil {
 		t.Fatal(err)
 	}
-	apply(command.TypeDeviceTelemetry, state.DeviceTelemetry{Devices: []state.DeviceObservation{
+	st.Must(t, command.TypeDeviceTelemetry, state.DeviceTelemetry{Devices: []state.DeviceObservation{
 		{ID: "acked", Reported: &state.Reported{Rev: acked.DesiredRev}},
 	}})
 
 	tr := &recorder{}
-	s := &Service{cfg: Config{Transport: tr, Reader: state.Reader{DB: db}, Topics: wire.Default()},
+	s := &Service{cfg: Config{Transport: tr, Reader: st.Reader(), Topics: wire.Default()},
 		log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: newMetrics(prometheus.NewRegistry())}
 	p := newDesiredPublisher(s)
 	topics := wire.Default()

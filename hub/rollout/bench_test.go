@@ -49,13 +49,13 @@ func BenchmarkController10k(b *testing.B) {
 		var latency time.Duration
 		entries, waves := 0, 0
 		for step := 0; step < 100; step++ {
-			before := f.store.index
+			before := f.store.Index()
 			t0 := time.Now()
 			if err := f.ctl.Pass(context.Background()); err != nil {
 				b.Fatal(err)
 			}
 			r, _ := f.read.Rollout("r1")
-			entries += int(f.store.index - before)
+			entries += int(f.store.Index() - before)
 			if r.Wave > waves {
 				waves = r.Wave
 				if waves > 1 {

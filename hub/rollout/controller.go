@@ -102,13 +102,7 @@ func (c *Controller) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-c.wake:
-			if !t.Stop() {
-				select {
-				case <-t.C:
-				default:
-				}
-			}
+		case <-c.wake: // the Reset below discards the pending tick (Go 1.23 timers)
 		}
 		var took time.Duration
 		if c.cfg.Store.IsLeader() {

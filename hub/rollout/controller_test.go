@@ -6,15 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
-	"github.com/driftline/driftline/shared/kv"
+	"github.com/driftline/driftline/hub/state/statetest"
 )
 
 type testLog struct{ t testing.TB }
@@ -24,39 +21,9 @@ func (w testLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// localStore applies commands with the real state processor on an in-memory database, one
-// transaction per command, the way the Raft FSM does on the leader.
-type localStore struct {
-	mu    sync.Mutex
-	db    *badger.DB
-	index uint64
-	now   func() time.Time
-}
-
-func (s *localStore) IsLeader() bool { return true }
-
-func (s *localStore) Apply(_ context.Context, env command.Envelope) (any, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.index++
-	if env.Time == 0 {
-		env.Time = s.now().UnixMilli()
-	}
-	var res any
-	var aerr error
-	err := s.db.Update(func(txn *badger.Txn) error {
-		res, aerr = state.Processor{}.Apply(txn, s.index, env)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return res, aerr
-}
-
 type fleet struct {
 	t     testing.TB
-	store *localStore
+	store *statetest.Store
 	read  state.Reader
 	ctl   *Controller
 	clock time.Time
@@ -64,22 +31,12 @@ type fleet struct {
 
 func newFleet(t testing.TB, devices int, labels func(i int) map[string]string) *fleet {
 	t.Helper()
-	db, err := kv.Open("", kv.Test)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	f := &fleet{t: t, read: state.Reader{DB: db}, clock: time.UnixMilli(1_700_000_000_000)}
-	f.store = &localStore{db: db, now: func() time.Time { return f.clock }}
+	f := &fleet{t: t, store: statetest.New(t), clock: time.UnixMilli(1_700_000_000_000)}
+	f.store.Now = func() time.Time { return f.clock }
+	f.read = f.store.Reader()
 	f.ctl = New(Config{Store: f.store, Reader: f.read, Now: func() time.Time { return f.clock },
 		Logger: slog.New(slog.NewTextHandler(testLog{t}, nil))})
-	f.must(command.TypeModelCreate, state.ModelCreate{Name: "m"})
-	digest := "sha256:" + strings.Repeat("ab", 32)
-	f.must(command.TypeChunksPut, state.ChunksPut{Chunks: []state.Chunk{{Digest: digest, Size: 4, Zstd: []byte{1}}}})
-	for v := 1; v <= 2; v++ {
-		f.must(command.TypeModelVersionCreate, state.ModelVersionCreate{Model: "m", Digest: digest, Size: 4, Chunks: []state.ChunkRef{{Digest: digest, Size: 4}}})
-		f.must(command.TypeModelVersionApprove, state.ModelVersionApprove{Model: "m", Version: v, Signature: state.Signature{KeyID: "k", Sig: "s"}})
-	}
+	f.store.ApprovedModel(t, "m", 2)
 	for i := 0; i < devices; i++ {
 		var l map[string]string
 		if labels != nil {
@@ -95,15 +52,7 @@ func newFleet(t testing.TB, devices int, labels func(i int) map[string]string) *
 
 func (f *fleet) must(t command.Type, body any) any {
 	f.t.Helper()
-	env, err := command.New(t, "", 0, "tester", body)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	res, err := f.store.Apply(context.Background(), env)
-	if err != nil {
-		f.t.Fatalf("apply %d: %v", t, err)
-	}
-	return res
+	return f.store.Must(f.t, t, body)
 }
 
 // report makes a device say what it runs, as the MQTT telemetry batch would.

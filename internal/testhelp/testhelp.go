@@ -6,6 +6,7 @@ package testhelp
 import (
 	"bytes"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -27,12 +28,7 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 // FreeAddr returns a loopback "127.0.0.1:PORT" that was free a moment ago.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.

@@ -30,7 +30,7 @@ type Broker struct {
 	port            int
 	pwFile, aclFile string
 	exited          chan error
-	out             *syncBuffer
+	out             *testhelp.SyncBuffer
 }
 
 // Binary returns the path of mosquitto, or skips (fails under DRIFTLINE_INTEGRATION=1) with
@@ -59,7 +59,7 @@ func Start(t testing.TB, what string, files Files, probeUser, probePass string) 
 	t.Helper()
 	bin := Binary(t, what)
 	dir := t.TempDir()
-	b := &Broker{t: t, port: freePort(t), pwFile: filepath.Join(dir, "passwd"), aclFile: filepath.Join(dir, "acl")}
+	b := &Broker{t: t, port: testhelp.FreePort(t), pwFile: filepath.Join(dir, "passwd"), aclFile: filepath.Join(dir, "acl")}
 	b.write(files)
 	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\nacl_file %s\npersistence false\nlog_dest stdout\nlog_type all\n",
 		b.port, b.pwFile, b.aclFile)
@@ -70,7 +70,7 @@ func Start(t testing.TB, what string, files Files, probeUser, probePass string) 
 	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out := &syncBuffer{}
+	out := &testhelp.SyncBuffer{}
 	b.cmd = exec.Command(bin, "-c", confFile)
 	b.cmd.Stdout, b.cmd.Stderr = out, out
 	if err := b.cmd.Start(); err != nil {
@@ -136,10 +136,3 @@ func (b *Broker) write(files Files) {
 		}
 	}
 }
-
-func freePort(t testing.TB) int {
-	return testhelp.FreePort(t)
-}
-
-// syncBuffer collects the process's output (testhelp.SyncBuffer).
-type syncBuffer = testhelp.SyncBuffer

@@ -1,0 +1,102 @@
+// Package statetest applies commands to an in-memory state database with the real state
+// processor, one transaction per command, the way the Raft FSM does on the leader: for the tests
+// of the packages that act on the state (the rollout controller, the protocol's publishers).
+// (hub/state's own tests keep a harness inside the package, which cannot import this one.)
+package statetest
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/shared/artifact"
+	"github.com/driftline/driftline/shared/kv"
+)
+
+// Store is a leader that applies commands to DB at once. It is safe for concurrent use.
+type Store struct {
+	DB *badger.DB
+	// Now stamps commands that carry no time (default time.Now).
+	Now func() time.Time
+
+	mu    sync.Mutex
+	index uint64
+}
+
+// New opens an in-memory database, closed when t ends.
+func New(t testing.TB) *Store {
+	t.Helper()
+	db, err := kv.Open("", kv.Test)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return &Store{DB: db, Now: time.Now}
+}
+
+// Reader reads the store's state.
+func (s *Store) Reader() state.Reader { return state.Reader{DB: s.DB} }
+
+// IsLeader is always true.
+func (s *Store) IsLeader() bool { return true }
+
+// Index is the log index of the last command applied.
+func (s *Store) Index() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.index
+}
+
+// Apply applies env in a transaction of its own and returns the processor's result.
+func (s *Store) Apply(_ context.Context, env command.Envelope) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.index++
+	if env.Time == 0 {
+		env.Time = s.Now().UnixMilli()
+	}
+	var res any
+	var aerr error
+	err := s.DB.Update(func(txn *badger.Txn) error {
+		res, aerr = state.Processor{}.Apply(txn, s.index, env)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, aerr
+}
+
+// Must applies a command of type typ with body on behalf of "tester", failing t on an error.
+func (s *Store) Must(t testing.TB, typ command.Type, body any) any {
+	t.Helper()
+	env, err := command.New(typ, "", 0, "tester", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Apply(context.Background(), env)
+	if err != nil {
+		t.Fatalf("apply %d: %v", typ, err)
+	}
+	return res
+}
+
+// ApprovedModel registers model name with versions approved versions of a tiny artifact.
+func (s *Store) ApprovedModel(t testing.TB, name string, versions int) {
+	t.Helper()
+	digest, manifest := "sha256:"+strings.Repeat("ab", 32), []byte("{}")
+	s.Must(t, command.TypeModelCreate, state.ModelCreate{Name: name})
+	s.Must(t, command.TypeChunksPut, state.ChunksPut{Chunks: []state.Chunk{{Digest: digest, Size: 4, Zstd: []byte{1}}}})
+	for v := 1; v <= versions; v++ {
+		s.Must(t, command.TypeModelVersionCreate, state.ModelVersionCreate{Model: name, Digest: digest, Size: 4,
+			Chunks: []state.ChunkRef{{Digest: digest, Size: 4}}, Manifest: manifest, ManifestDigest: artifact.DigestOf(manifest)})
+		s.Must(t, command.TypeModelVersionApprove, state.ModelVersionApprove{Model: name, Version: v,
+			Signature: state.Signature{KeyID: "k", Sig: "s"}})
+	}
+}
