@@ -31,6 +31,36 @@ func rangeArgs(lo, hi int) cobra.PositionalArgs {
 	}
 }
 
+// minArgs is cobra.MinimumNArgs with the usage line in the message and ErrUsage wrapped.
+func minArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return usagef("%s takes at least %d arguments, got %d: usage: %s", cmd.CommandPath(), n, len(args), cmd.UseLine())
+		}
+		return nil
+	}
+}
+
+// parseEdits turns KEY=VALUE (set) and KEY- (remove: a nil value) arguments into a patch.
+func parseEdits(what string, args []string) (map[string]*string, error) {
+	patch := make(map[string]*string, len(args))
+	for _, s := range args {
+		if k, ok := strings.CutSuffix(s, "-"); ok && !strings.Contains(s, "=") {
+			if k == "" {
+				return nil, usagef("%s %q: want KEY=VALUE or KEY-", what, s)
+			}
+			patch[k] = nil
+			continue
+		}
+		k, v, err := splitKV(what, s)
+		if err != nil {
+			return nil, usagef("%s %q: want KEY=VALUE or KEY-", what, s)
+		}
+		patch[k] = &v
+	}
+	return patch, nil
+}
+
 // parseVersion parses a version argument: a positive integer.
 func parseVersion(what, s string) (int, error) {
 	v, err := strconv.Atoi(s)

@@ -186,27 +186,11 @@ func (a *app) deviceLabel() *cobra.Command {
 	return &cobra.Command{
 		Use:   "label ID k=v... k2-...",
 		Short: "Set labels (k=v) and remove them (k-) on a device",
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) < 2 {
-				return usagef("usage: %s", cmd.UseLine())
-			}
-			return nil
-		},
+		Args:  minArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			patch := map[string]*string{}
-			for _, s := range args[1:] {
-				if k, ok := strings.CutSuffix(s, "-"); ok && !strings.Contains(s, "=") {
-					if k == "" {
-						return usagef("label %q: want KEY=VALUE or KEY-", s)
-					}
-					patch[k] = nil
-					continue
-				}
-				k, v, err := splitKV("label", s)
-				if err != nil {
-					return usagef("label %q: want KEY=VALUE or KEY-", s)
-				}
-				patch[k] = &v
+			patch, err := parseEdits("label", args[1:])
+			if err != nil {
+				return err
 			}
 			c, err := a.client()
 			if err != nil {

@@ -24,7 +24,7 @@ type modelVersion struct {
 func (a *app) modelCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "model", Short: "Register, govern and fetch models"}
 	cmd.AddCommand(a.modelCreate(), a.modelPush(), a.modelApprove(), a.modelDeprecate(), a.modelAlias(),
-		a.modelShow(), a.modelList(), a.modelDownload())
+		a.modelTag(), a.modelShow(), a.modelList(), a.modelDownload())
 	return cmd
 }
 
@@ -156,6 +156,48 @@ func (a *app) modelAlias() *cobra.Command {
 				return printRaw(a.stdout, raw)
 			}
 			_, err = fmt.Fprintf(a.stdout, "%s:%s -> version %d\n", args[0], args[1], v)
+			return err
+		},
+	}
+}
+
+func (a *app) modelTag() *cobra.Command {
+	return &cobra.Command{
+		Use:   "tag NAME VERSION k=v... k2-...",
+		Short: "Set tags (k=v) and remove them (k-) on a model version",
+		Args:  minArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := parseVersion("VERSION", args[1])
+			if err != nil {
+				return err
+			}
+			edits, err := parseEdits("tag", args[2:])
+			if err != nil {
+				return err
+			}
+			tags := make(map[string]string, len(edits))
+			for k, val := range edits {
+				tags[k] = "" // an empty value removes the tag (API)
+				if val != nil {
+					if *val == "" {
+						return usagef("tag %q: an empty value would remove the tag; write %s- for that", k+"=", k)
+					}
+					tags[k] = *val
+				}
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var mv state.ModelVersion
+			raw, err := c.JSON(a.ctx, http.MethodPut, fmt.Sprintf("/api/v1/models/%s/versions/%d/tags", seg(args[0]), v), nil, api.TagsRequest{Tags: tags}, &mv)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut() {
+				return printRaw(a.stdout, raw)
+			}
+			_, err = fmt.Fprintf(a.stdout, "%s@%d tags: %s\n", args[0], v, labels(mv.Tags))
 			return err
 		},
 	}

@@ -107,6 +107,19 @@ func TestModelLifecycle(t *testing.T) {
 		t.Errorf("approve output %q", out)
 	}
 	h.ok(t, "model", "alias", "fraud", "production", "1")
+	if out := h.ok(t, "model", "tag", "fraud", "1", "team=risk", "stage=eval"); !strings.Contains(out, "stage=eval") || !strings.Contains(out, "team=risk") {
+		t.Errorf("tag output %q", out)
+	}
+	var tagged modelVersion
+	h.okJSON(t, &tagged, "model", "tag", "fraud", "1", "stage-")
+	if len(tagged.Tags) != 1 || tagged.Tags["team"] != "risk" {
+		t.Errorf("tags after removing stage: %v", tagged.Tags)
+	}
+	for _, bad := range [][]string{{"fraud", "1"}, {"fraud", "1", "team="}, {"fraud", "1", "-"}, {"fraud", "x", "a=b"}} {
+		if r := h.run(t, append([]string{"model", "tag"}, bad...)...); r.code != ExitUsage {
+			t.Errorf("model tag %v: exit %d, want %d (usage)", bad, r.code, ExitUsage)
+		}
+	}
 	table := h.ok(t, "model", "show", "fraud")
 	for _, want := range []string{"production=1", "approved", "temps@1"} {
 		if !strings.Contains(table, want) {
