@@ -27,7 +27,8 @@ type PahoConfig struct {
 }
 
 // PahoTransport is a Transport over an external broker. Subscriptions are remembered and made
-// again on every (re)connect, since a clean session forgets them (see PITFALLS).
+// again on every (re)connect, since a clean session forgets them (see PITFALLS). Handlers run
+// one at a time on paho's router, in the order the broker delivered the messages.
 type PahoTransport struct {
 	client paho.Client
 	log    *slog.Logger
@@ -76,7 +77,10 @@ func DialPaho(cfg PahoConfig) (*PahoTransport, error) {
 		SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
 		SetMaxReconnectInterval(10 * time.Second).
-		SetOrderMatters(false).
+		// In order: the handlers never block (Transport), and the hub keeps the last report
+		// a device sent, so one handled before an earlier one would stick. With false, paho
+		// runs each message's handler on a goroutine of its own.
+		SetOrderMatters(true).
 		SetDefaultPublishHandler(func(paho.Client, paho.Message) {}).
 		SetOnConnectHandler(t.resubscribe).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { t.log.Warn("external broker connection lost", "err", err) })

@@ -25,7 +25,9 @@ import (
 )
 
 // Transport is the hub's MQTT connection: the embedded broker's inline client or a paho client
-// of an external broker. Handlers must return quickly; they run on the transport's goroutines.
+// of an external broker. Handlers must not block; they run on the transport's goroutines, and
+// get the messages of one topic in the order the broker delivered them (the hub keeps the last
+// report a device sent).
 type Transport interface {
 	// Publish sends one message.
 	Publish(topic string, payload []byte, retain bool, qos byte) error

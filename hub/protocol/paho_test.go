@@ -1,0 +1,95 @@
+package protocol_test
+
+import (
+	"bytes"
+	"fmt"
+	"net/url"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	hubbroker "github.com/driftline/driftline/hub/broker"
+	"github.com/driftline/driftline/hub/broker/mosquittotest"
+	"github.com/driftline/driftline/hub/protocol"
+	"github.com/driftline/driftline/shared/wire"
+)
+
+// TestPahoTransportKeepsOrder: the external-broker transport hands the messages of a topic to
+// the handler in the order the broker delivered them. The hub keeps the last reported state a
+// device sent; handled out of order, "activating" could land after "active" and stay.
+func TestPahoTransportKeepsOrder(t *testing.T) {
+	const user, pass, dev = "driftline-hub", "hub-secret", "dev-order"
+	var pw, acl bytes.Buffer
+	if err := hubbroker.WriteMosquittoPasswd(&pw, []hubbroker.Cred{{User: user, Password: pass}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := hubbroker.WriteMosquittoACL(&acl, wire.DefaultPrefix, nil, nil, user); err != nil {
+		t.Fatal(err)
+	}
+	b := mosquittotest.Start(t, "the external-broker order test", mosquittotest.Files{Passwd: pw.Bytes(), ACL: acl.Bytes()}, user, pass)
+	u, err := url.Parse(b.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(user, pass)
+	dial := func(id string) *protocol.PahoTransport {
+		tr, err := protocol.DialPaho(protocol.PahoConfig{URLs: []string{u.String()}, ClientID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(tr.Close)
+		return tr
+	}
+	sub := dial("order-sub")
+	// The publisher does not wait for each PUBACK, so messages arrive back to back.
+	pub := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("order-pub").
+		SetUsername(user).SetPassword(pass))
+	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect publisher: %v", tok.Error())
+	}
+	defer pub.Disconnect(100)
+
+	const n = 500
+	topic := wire.Default().Reported(dev)
+	var mu sync.Mutex
+	var got []int
+	done := make(chan struct{})
+	err = sub.Subscribe(topic, func(_ string, payload []byte) {
+		i, _ := strconv.Atoi(string(payload))
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, i)
+		if len(got) == n {
+			close(done)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks := make([]paho.Token, n)
+	for i := range n {
+		toks[i] = pub.Publish(topic, 1, false, []byte(strconv.Itoa(i)))
+	}
+	for _, tok := range toks {
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("%d of %d messages arrived", len(got), n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, v := range got {
+		if v != i {
+			t.Fatalf("message %d handled at position %d: %s", v, i, fmt.Sprint(got[max(0, i-3):min(len(got), i+4)]))
+		}
+	}
+}
