@@ -145,6 +145,7 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 	}
 	a.store, err = modelstore.Open(ns.Sub("models"), modelstore.Options{
 		Dir: cfg.ModelDir, Health: modelstore.HealthCheck{Argv: cfg.HealthCheck.Command, Timeout: cfg.HealthCheck.Timeout.D()}, Logger: a.log,
+		BeforeRemove: a.keepChunks,
 	})
 	if err != nil {
 		return nil, err

@@ -6,14 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"sync"
 	"time"
 
-	"github.com/driftline/driftline/agent/chunkcache"
 	"github.com/driftline/driftline/agent/modelstore"
 	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/shared/artifact"
@@ -228,18 +226,9 @@ func (a *Agent) applyModel(ctx context.Context, m wire.DesiredModel, preempt fun
 	}
 	a.mu.Unlock()
 
-	// The file is assembled and staged while the chunks arrive (Assemble waits for each one in
-	// manifest order), so verifying and writing overlap the download.
 	staged, err := a.downloadAndStage(ctx, m, man, preempt)
 	if err != nil {
 		return a.pullFailed(m, err)
-	}
-	if errors.Is(staged, chunkcache.ErrNotFound) {
-		// A cached chunk failed its check on the way out and was deleted: fetch it again once.
-		log.Warn("a cached chunk was corrupt, fetching it again", "err", staged)
-		if staged, err = a.downloadAndStage(ctx, m, man, preempt); err != nil {
-			return a.pullFailed(m, err)
-		}
 	}
 	if err := a.fetchAssets(ctx, m, preempt); err != nil {
 		return a.pullFailed(m, err)
@@ -352,197 +341,67 @@ func (a *Agent) manifest(ctx context.Context, m wire.DesiredModel, preempt func(
 	return man, nil
 }
 
-// download fetches the chunks of man the cache lacks, reporting progress. Each chunk, once
-// stored, is offered to hand (when not nil) and then announced to onChunk.
-func (a *Agent) download(ctx context.Context, m wire.DesiredModel, man artifact.Manifest, preempt func() bool, hand *handoff, onChunk func(digest string)) error {
-	missing := artifact.Missing(man, a.cache.Has)
-	missingSet := make(map[string]bool, len(missing))
-	for _, d := range missing {
-		missingSet[d] = true
+// downloadAndStage brings name@version's file to disk as a staged version directory: into a
+// resumable modelstore.Partial it writes the chunks this device already holds (fillLocal), then
+// fetches the rest, writing each at its places as soon as it is verified, while hashLoop hashes
+// the file's completed prefix; modelstore then keeps the file only if it hashes to man.Digest.
+// err is the download's failure (the partial download stays on disk, to be resumed); staged is
+// the staging's result.
+func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man artifact.Manifest, preempt func() bool) (staged, err error) {
+	if err := man.Validate(); err != nil {
+		return err, nil
 	}
-	var done int64
-	seen := map[string]bool{}
-	reused := 0
-	for _, c := range man.Chunks {
-		if !missingSet[c.Digest] {
-			done += c.Size
-			if !seen[c.Digest] {
-				seen[c.Digest] = true
-				reused++
-			}
+	p, done, err := a.store.OpenPartial(m.Name, m.Version, m.ManifestDigest, man.Digest, man.Size)
+	if err != nil || done {
+		return err, nil
+	}
+	as := newAssembly(p, man)
+	reused, err := a.fillLocal(ctx, m.Name, m.Version, as)
+	if err != nil {
+		p.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
+		return err, nil
+	}
+	// What other partial downloads of this model held is in this one now.
+	if err := a.store.DropPartials(m.Name, m.Version); err != nil {
+		a.log.Warn("remove other partial downloads", "model", m.Name, "err", err)
 	}
 	a.m.chunksReused.Add(float64(reused))
-	sizes := make(map[string]int64, len(man.Chunks))
-	count := make(map[string]int64, len(man.Chunks))
-	for _, c := range man.Chunks {
-		sizes[c.Digest] = c.Size
-		count[c.Digest]++
-	}
-	a.log.Info("downloading model", "model", m.Name, "version", m.Version, "chunks", len(man.Chunks), "missing", len(missing), "reused", reused, "bytes", man.Size)
-	a.setState(m.Name, wire.StateDownloading, func(r *modelRecord) { r.BytesDone, r.BytesTotal = done, man.Size })
-	if len(missing) == 0 {
-		return nil
-	}
-	return a.fetch.fetch(ctx, kindChunk, missing, func(d string, data, zst []byte) error {
-		if err := a.cache.PutCompressed(d, data, zst); err != nil {
-			return fmt.Errorf("store chunk: %w", err)
-		}
-		if !hand.offer(d, data) {
-			putPlainBuf(data)
-		}
-		return nil
-	}, func(d string) {
-		onChunk(d)
+	missing := as.missing()
+	a.log.Info("downloading model", "model", m.Name, "version", m.Version, "chunks", len(man.Chunks), "missing", len(missing), "reused", reused, "bytes", man.Size, "resumed", p.Resumed())
+	a.setState(m.Name, wire.StateDownloading, func(r *modelRecord) { r.BytesDone, r.BytesTotal = as.done(), man.Size })
+
+	hashCtx, stopHash := context.WithCancel(ctx)
+	defer stopHash()
+	hashed := make(chan error, 1)
+	go func() { hashed <- as.hashLoop(hashCtx) }()
+	err = a.fetch.fetch(ctx, kindChunk, missing, func(d string, data []byte) error {
+		err := as.put(d, data, -1)
+		putPlainBuf(data)
+		return err
+	}, func(string) {
 		a.m.fetchedChunks.Inc()
-		done += sizes[d] * count[d]
-		a.progress(m.Name, done, man.Size)
+		a.progress(m.Name, as.done(), man.Size)
 		if a.opts.OnChunk != nil {
 			a.opts.OnChunk()
 		}
 	}, preempt)
-}
-
-// errFetchEnded tells the staging goroutine that the download ended without a chunk it waits
-// for.
-var errFetchEnded = errors.New("agent: download ended")
-
-// handoffBytes bounds the plain chunk bytes a download holds for its staging goroutine.
-const handoffBytes = 8 << 20
-
-// handoff passes the plain bytes of chunks just verified and stored by a download to the
-// staging goroutine that writes them out in manifest order, so that it need not read,
-// decompress and hash them again from the cache. It holds at most limit bytes (the staging
-// usually takes each chunk moments after it arrives); a chunk offered beyond that, or needed
-// twice, is read back from the cache. A nil *handoff holds nothing. Safe for concurrent use.
-type handoff struct {
-	mu    sync.Mutex
-	limit int
-	held  int
-	plain map[string][]byte
-}
-
-func newHandoff(limit int) *handoff { return &handoff{limit: limit, plain: map[string][]byte{}} }
-
-// offer keeps plain, verified against digest, for take, and reports whether it did; plain must
-// not be changed afterwards.
-func (h *handoff) offer(digest string, plain []byte) bool {
-	if h == nil {
-		return false
+	if err == nil && len(as.missing()) > 0 {
+		err = fmt.Errorf("download of %s@%d ended with %d chunks missing", m.Name, m.Version, len(as.missing()))
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if _, ok := h.plain[digest]; ok || h.held+len(plain) > h.limit {
-		return false
-	}
-	h.plain[digest] = plain
-	h.held += len(plain)
-	return true
-}
-
-// take returns and forgets the bytes offered for digest.
-func (h *handoff) take(digest string) ([]byte, bool) {
-	if h == nil {
-		return nil, false
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	b, ok := h.plain[digest]
-	if ok {
-		delete(h.plain, digest)
-		h.held -= len(b)
-	}
-	return b, ok
-}
-
-// downloadAndStage fetches the chunks of man the cache lacks and, at the same time, stages the
-// version through modelstore (which hashes the whole file and keeps it only if it matches),
-// assembling it as the chunks arrive: from the download's handoff when it still holds a chunk,
-// else from the cache. err is the download's failure (the staging is then cancelled); staged is
-// the staging's result.
-func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man artifact.Manifest, preempt func() bool) (staged, err error) {
-	waiters := map[string]chan struct{}{} // written before the goroutine starts, then only read
-	for _, d := range artifact.Missing(man, a.cache.Has) {
-		waiters[d] = make(chan struct{})
-	}
-	hand := newHandoff(handoffBytes)
-	fetchDone := make(chan struct{})
-	stageCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// taken is the handoff buffer the staging wrote last: writeChunks is done with it when it
-	// asks for the next chunk, so it goes back to the pool then.
-	var taken []byte
-	var fromHandoff, fromCache int // chunks staged from each source, for the log
-	get := func(d string) ([]byte, error) {
-		putPlainBuf(taken)
-		taken = nil
-		if w, ok := waiters[d]; ok {
-			select {
-			case <-w:
-			case <-fetchDone:
-				select {
-				case <-w:
-				default:
-					return nil, errFetchEnded
-				}
-			case <-stageCtx.Done():
-				return nil, stageCtx.Err()
-			}
-		}
-		if b, ok := hand.take(d); ok {
-			taken = b
-			fromHandoff++
-			return b, nil
-		}
-		fromCache++
-		return a.cache.Get(d)
-	}
-	stageCh := make(chan error, 1)
-	go func() {
-		stageCh <- a.store.Stage(stageCtx, m.Name, m.Version, m.ManifestDigest, man.Digest, func(w io.Writer) error {
-			return writeChunks(w, man, get)
-		})
-	}()
-	closed := map[string]bool{}
-	err = a.download(ctx, m, man, preempt, hand, func(d string) {
-		if w, ok := waiters[d]; ok && !closed[d] {
-			closed[d] = true
-			close(w)
-		}
-	})
-	close(fetchDone)
 	if err != nil {
-		cancel()
-		<-stageCh
+		stopHash()
+		<-hashed
+		p.Close()
 		return nil, err
 	}
-	staged = <-stageCh
-	a.log.Debug("chunks staged", "model", m.Name, "version", m.Version, "from_handoff", fromHandoff, "from_cache", fromCache)
-	return staged, nil
-}
-
-// writeChunks writes the file man describes from get, in order. It is artifact.Assemble without
-// Assemble's own hashing: get returns bytes hashed against their digest (by chunkcache.Put just
-// before the handoff, or by chunkcache.Get on the way out), and Stage hashes the whole file
-// against man.Digest before it keeps it, so the two extra passes over every byte would check
-// nothing new. Sizes are still checked here.
-func writeChunks(w io.Writer, man artifact.Manifest, get func(digest string) ([]byte, error)) error {
-	if err := man.Validate(); err != nil {
-		return err
+	if err := <-hashed; err != nil {
+		p.Close()
+		return err, nil
 	}
-	for i, c := range man.Chunks {
-		data, err := get(c.Digest)
-		if err != nil {
-			return fmt.Errorf("assemble: chunk %d %s: %w", i, c.Digest, err)
-		}
-		if int64(len(data)) != c.Size {
-			return fmt.Errorf("assemble: chunk %d %s: %w: got %d bytes, want %d", i, c.Digest, artifact.ErrChunkSize, len(data), c.Size)
-		}
-		if _, err := w.Write(data); err != nil {
-			return fmt.Errorf("assemble: write chunk %d: %w", i, err)
-		}
-	}
-	return nil
+	return p.Commit(ctx), nil
 }
 
 // fetchAssets makes sure the contract and reference profile m names are in the asset store.
@@ -590,14 +449,20 @@ func (a *Agent) releasePins(name string) {
 	}
 }
 
-// deactivate handles a model no longer in the desired state: its directory is renamed away
-// (so current disappears in one step) and deleted, its chunks unpinned, its record dropped. The
-// chunks stay in the cache until evicted, so assigning it again costs little.
+// deactivate handles a model no longer in the desired state: the chunks of its current and
+// previous versions go into the chunk cache (until evicted: assigning it again costs little),
+// its directory is renamed away (so current disappears in one step) and deleted, its chunks
+// unpinned, its record dropped.
 func (a *Agent) deactivate(name string) {
 	a.log.Info("model removed from desired state: deactivating", "model", name)
 	if modelstore.ValidName(name) == nil {
 		dir := filepath.Join(a.store.Dir(), name)
 		if _, err := os.Stat(dir); err == nil {
+			for _, get := range []func(string) (modelstore.Version, error){a.store.Current, a.store.Previous} {
+				if ver, err := get(name); err == nil {
+					a.keepChunks(ver)
+				}
+			}
 			b := make([]byte, 4)
 			_, _ = rand.Read(b)
 			trash := filepath.Join(a.store.Dir(), ".removed-"+name+"-"+hex.EncodeToString(b))
@@ -639,7 +504,7 @@ func (a *Agent) asset(ctx context.Context, kind objectKind, digest string, preem
 		return nil, err
 	}
 	var got []byte
-	err = a.fetch.fetch(ctx, kind, []string{digest}, func(_ string, data, _ []byte) error {
+	err = a.fetch.fetch(ctx, kind, []string{digest}, func(_ string, data []byte) error {
 		got = append([]byte(nil), data...)
 		return a.assets.Set(key, got)
 	}, func(string) {}, preempt)

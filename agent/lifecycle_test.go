@@ -11,6 +11,7 @@ import (
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -111,4 +112,27 @@ func TestModelLifecycle(t *testing.T) {
 	if len(ms) != 1 {
 		t.Fatalf("%d active models", len(ms))
 	}
+
+	// The removed model's chunks went into the chunk cache: assigning it again fetches none.
+	fetched, reused := metric(t, a.reg, agent.MetricFetchedChunks), metric(t, a.reg, agent.MetricChunksReused)
+	h.desire(e1, h.entry("aux", 1, other))
+	waitState("clf", wire.StateActive, 1)
+	if got := fileDigest(t, modelFile(cfg.ModelDir, "clf")); got != v1.manifest.Digest {
+		t.Fatalf("current %s after assigning clf again, want v1", got)
+	}
+	if n := metric(t, a.reg, agent.MetricFetchedChunks) - fetched; n != 0 {
+		t.Fatalf("assigning a removed model again fetched %v chunks, want 0 (from the cache)", n)
+	}
+	if n := metric(t, a.reg, agent.MetricChunksReused) - reused; n != float64(len(uniqueDigests(v1.manifest))) {
+		t.Fatalf("assigning a removed model again reused %v chunks, want %d", n, len(uniqueDigests(v1.manifest)))
+	}
+}
+
+// uniqueDigests lists the distinct chunk digests of m.
+func uniqueDigests(m artifact.Manifest) map[string]bool {
+	out := map[string]bool{}
+	for _, c := range m.Chunks {
+		out[c.Digest] = true
+	}
+	return out
 }

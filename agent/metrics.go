@@ -16,7 +16,8 @@ const (
 	MetricFetchedBytes = "driftline_agent_fetched_bytes_total"
 	// MetricFetchedChunks counts chunks fetched, verified and stored.
 	MetricFetchedChunks = "driftline_agent_chunks_fetched_total"
-	// MetricChunksReused counts chunks a pull found already verified in the cache.
+	// MetricChunksReused counts chunks a pull did not fetch because the device held them: in a
+	// partial download it resumed, in another version's file on disk, or in the chunk cache.
 	MetricChunksReused = "driftline_agent_chunks_reused_total"
 	// MetricActivations counts activation attempts by result (ResultActive, ResultFailed,
 	// ResultRolledBack).
@@ -80,7 +81,7 @@ func newMetrics(reg prometheus.Registerer, version string, rss bool) (*metrics, 
 		fetchedChunks: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricFetchedChunks,
 			Help: "Artifact chunks fetched, verified and stored."}),
 		chunksReused: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricChunksReused,
-			Help: "Artifact chunks a pull found already verified in the chunk cache."}),
+			Help: "Artifact chunks a pull did not fetch because the device held them (partial download, another version on disk, chunk cache)."}),
 		activations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricActivations,
 			Help: "Model activation attempts by result."}, []string{"result"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricRejected,

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -11,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/driftline/driftline/agent/chunkcache"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -75,7 +75,7 @@ type pullState struct {
 }
 
 // verifyWorkers decompress, hash and store frames beside the pull's loop, which keeps the
-// bookkeeping: on a small device the hashing and the store's compression are the pull's cost.
+// bookkeeping: on a small device the hashing and the writing are the pull's cost.
 const verifyWorkers = 2
 
 // plainBufs recycles the buffers chunks are decompressed into: a pull decompresses every chunk,
@@ -116,15 +116,14 @@ type verifyResult struct {
 }
 
 // fetch gets every digest: store is called with each verified object's bytes, on worker
-// goroutines (it must be safe for concurrent use; its error ends the pull), with the zstd frame
-// they came in when the object came in one frame (else nil). The bytes are store's to keep; a
-// chunk's come from getPlainBuf, and store may give them back with putPlainBuf. onStored is called on
-// the caller's goroutine after it. It keeps Fetch.Requests requests of up to Fetch.Digests digests in flight, asks again
+// goroutines (it must be safe for concurrent use; its error ends the pull). The bytes are
+// store's to keep; a chunk's come from getPlainBuf, and store may give them back with
+// putPlainBuf. onStored is called on the caller's goroutine after it. It keeps Fetch.Requests requests of up to Fetch.Digests digests in flight, asks again
 // for what a request did not bring within Fetch.Timeout, fails a digest requested
 // Fetch.Attempts times (ErrAttempts), fails when nothing verified for Fetch.Stall (ErrStalled),
 // and fails at once when the hub has no such digest (wire.ErrNotFound). preempt, when it
 // reports true, ends the pull with errPreempted.
-func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, store func(digest string, data, zst []byte) error, onStored func(digest string), preempt func() bool) error {
+func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, store func(digest string, data []byte) error, onStored func(digest string), preempt func() bool) error {
 	if len(digests) == 0 {
 		return nil
 	}
@@ -142,23 +141,23 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 				case j = <-jobs:
 				}
 				r := verifyResult{digest: j.digest}
-				data, zst := j.data, []byte(nil)
+				data := j.data
 				switch {
 				case data != nil: // verified by wire.Object
 				case kind == kindChunk:
-					// chunkcache.Put hashes what it stores and refuses a mismatch: hashing
-					// here too would cost a pass over every byte for nothing.
+					// Into a pooled buffer: a fresh one per chunk costs as much as the
+					// decompression.
 					data, r.err = j.frame.DecompressTo(getPlainBuf())
-					zst = j.frame.Payload
+					if r.err == nil && sha256.Sum256(data) != j.frame.Digest {
+						putPlainBuf(data)
+						r.err = fmt.Errorf("%w: %s", wire.ErrFrameDigest, j.digest)
+					}
 				default:
 					data, r.err = j.frame.Open()
 				}
 				if r.err == nil {
 					r.stored = true
-					r.err = store(j.digest, data, zst)
-					if errors.Is(r.err, chunkcache.ErrDigestMismatch) {
-						r.stored, r.err = false, fmt.Errorf("%w: %v", wire.ErrFrameDigest, r.err)
-					}
+					r.err = store(j.digest, data)
 				}
 				select {
 				case <-quit:

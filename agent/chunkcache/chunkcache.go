@@ -187,12 +187,7 @@ func (c *Cache) Get(digest string) ([]byte, error) {
 // Storing a chunk already held only marks it used. To stay under the cap it evicts the least
 // recently used unpinned chunks; if pinned chunks leave no room, an unpinned chunk is refused
 // with ErrNoRoom and a pinned one is stored over the cap.
-func (c *Cache) Put(digest string, plain []byte) error { return c.PutCompressed(digest, plain, nil) }
-
-// PutCompressed is Put for a chunk that arrived compressed: zst, when not nil, must be a zstd
-// frame that decompresses to plain (as the caller found by decompressing it), and is stored as
-// it is instead of compressing plain again. plain is still hashed against digest.
-func (c *Cache) PutCompressed(digest string, plain, zst []byte) error {
+func (c *Cache) Put(digest string, plain []byte) error {
 	s, err := artifact.ParseDigest(digest)
 	if err != nil {
 		return err
@@ -203,10 +198,7 @@ func (c *Cache) PutCompressed(digest string, plain, zst []byte) error {
 	if sha256.Sum256(plain) != s {
 		return fmt.Errorf("%w: bytes given for %s hash to %s", ErrDigestMismatch, digest, artifact.DigestOf(plain))
 	}
-	stored := zst
-	if stored == nil {
-		stored = zstdx.Encode(nil, plain)
-	}
+	stored := zstdx.Encode(nil, plain)
 	size := int64(len(stored) + len(s))
 	if size > c.opts.MaxBytes {
 		return fmt.Errorf("%w: %s needs %d stored bytes, cap %d", ErrTooLarge, digest, size, c.opts.MaxBytes)

@@ -57,8 +57,8 @@ type Config struct {
 	Metrics string `yaml:"metrics" default:"127.0.0.1:9100" doc:"Listen address of GET /metrics and POST /ingest. \"off\" disables the listener. --metrics overrides it."`
 	// HealthCheck is the command run after each model switch.
 	HealthCheck HealthCheck `yaml:"health_check" doc:"Command run after each switch of current; a non-zero exit switches back."`
-	// ChunkCacheBytes caps the verified chunks kept for delta pulls.
-	ChunkCacheBytes int64 `yaml:"chunk_cache_bytes" default:"268435456" doc:"Cap on the stored size of verified artifact chunks (kept for delta pulls). Chunks of the active and the downloading version are never evicted, so they may exceed it."`
+	// ChunkCacheBytes caps the chunk cache: chunks of versions no longer on disk.
+	ChunkCacheBytes int64 `yaml:"chunk_cache_bytes" default:"268435456" doc:"Cap on the stored size of the chunk cache: the verified chunks of model versions no longer on disk (pruned or removed), kept so that going back to them, or to a version sharing their content, costs little. Versions on disk and partial downloads are read directly and do not count. Chunks of the active and the downloading version are never evicted, so they may exceed it."`
 	// Buffer bounds the store-and-forward report buffer.
 	Buffer Buffer `yaml:"buffer" doc:"Bounds of the store-and-forward buffer of reports made while the broker is unreachable."`
 	// Window is the pipeline's reporting window.

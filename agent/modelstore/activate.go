@@ -136,10 +136,11 @@ func (s *Store) rollback(j journal) error {
 	return s.prune(j.Name)
 }
 
-// prune deletes every version directory of name that neither current nor previous points at,
-// and leftover staging directories and link temporaries. It must not run while a Stage of name
-// is between its rename and the Activate that follows (the Store's lock sees to it within one
-// process; Recover runs before anything else).
+// prune deletes every version directory of name that neither current nor previous points at
+// (after Options.BeforeRemove), and leftover staging directories and link temporaries; partial
+// downloads and the directories a Stage is still writing stay. A version staged and not yet
+// activated is not linked either: whoever stages and activates a model must do both from one
+// goroutine (the agent's desired loop), so that no activation of the same model prunes between.
 func (s *Store) prune(name string) error {
 	modelDir := filepath.Join(s.dir, name)
 	cur, _ := readLink(modelDir, CurrentLink)
@@ -157,9 +158,17 @@ func (s *Store) prune(name string) error {
 		if v, err := parseVersion(n); err == nil && (v == cur || v == prev) && e.IsDir() {
 			continue
 		}
+		if s.writing[filepath.Join(modelDir, n)] {
+			continue // a Stage is writing it
+		}
 		if !strings.HasPrefix(n, tmpPrefix) && !strings.HasPrefix(n, linkTmpPrefix) {
 			if _, err := parseVersion(n); err != nil {
 				continue // not ours: leave what an operator put there
+			}
+		}
+		if v, err := parseVersion(n); err == nil && e.IsDir() && s.opts.BeforeRemove != nil {
+			if ver, err := s.checkVersion(name, v, false); err == nil {
+				s.opts.BeforeRemove(ver)
 			}
 		}
 		if err := os.RemoveAll(filepath.Join(modelDir, n)); err != nil {

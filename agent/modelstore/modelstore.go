@@ -2,8 +2,10 @@
 //
 // Layout: MODELDIR/NAME/VERSION/model is the artifact, MODELDIR/NAME/VERSION/.verified its
 // verified-marker, MODELDIR/NAME/current and MODELDIR/NAME/previous are relative symlinks to a
-// VERSION directory. The invariant, whatever is killed when: current points at a whole, verified
-// model (or does not exist). DESIGN.md says how each step keeps it.
+// VERSION directory, and MODELDIR/NAME/.partial-VERSION/ holds a download in progress (Partial),
+// which becomes the VERSION directory once its file hashes to the file digest. The invariant,
+// whatever is killed when: current points at a whole, verified model (or does not exist).
+// DESIGN.md says how each step keeps it.
 package modelstore
 
 import (
@@ -77,6 +79,11 @@ type Options struct {
 	MaxAttempts int
 	// Logger receives every switch, rollback and cleanup (default slog.Default()).
 	Logger *slog.Logger
+	// BeforeRemove, when set, is called with each version directory that verifies (marker and
+	// size; the file is not re-hashed) just before it is deleted because neither current nor
+	// previous names it: the agent keeps its chunks in the chunk cache. It runs with the Store's
+	// lock held and must not call the Store.
+	BeforeRemove func(Version)
 }
 
 // Store owns MODELDIR. Its methods are safe for concurrent use and run one at a time; a process
@@ -90,6 +97,9 @@ type Store struct {
 	// fresh holds, by versionKey, the model file this Store verified (hashed) while staging it
 	// in this process: Activate trusts that hash while the file is the same one, unchanged.
 	fresh map[string]os.FileInfo
+	// writing holds the .tmp- directories Stage is filling (it does not hold the lock while it
+	// writes): prune leaves them.
+	writing map[string]bool
 }
 
 // versionKey names version v of name in Store.fresh.

@@ -1,0 +1,72 @@
+package agent_test
+
+import (
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/shared/wire"
+)
+
+// TestPreemptedPullSeedsNext: a newer desired revision preempts a download; the chunks it had
+// fetched stay in its partial download, and the next pull, of a version sharing most of its
+// content, takes them from there instead of fetching them again. The preempted partial is then
+// removed.
+func TestPreemptedPullSeedsNext(t *testing.T) {
+	b := startBroker(t, 0)
+	h := newFakeHub(t, b, "dev-pre")
+	latest := h.watchReported()
+	cfg := agentConfig(t, "dev-pre", "any", []string{b.url()}, []string{h.publicKey()})
+	const window = 2
+	cfg.Fetch.Requests, cfg.Fetch.Digests = 1, window // a small window: the preemption lands mid-pull
+	v2data := randomBytes(21, 2<<20)
+	v2, v3 := h.addModel(v2data), h.addModel(mutate(v2data, 0.05, 3))
+	h.mu.Lock()
+	h.delay = 5 * time.Millisecond
+	h.mu.Unlock()
+
+	const preemptAt = 8
+	var chunks atomic.Int64
+	preempt := make(chan struct{})
+	a := startAgent(t, cfg, agent.Options{OnChunk: func() {
+		if chunks.Add(1) == preemptAt {
+			close(preempt)
+		}
+	}})
+	waitFor(t, 10*time.Second, "connected", a.Connected)
+	h.desire(h.entry("m", 2, v2))
+	select {
+	case <-preempt:
+	case <-time.After(30 * time.Second):
+		t.Fatal("v2's download did not start")
+	}
+	h.desire(h.entry("m", 3, v3))
+	waitFor(t, 30*time.Second, "v3 active", func() bool {
+		m, ok := latest().Models["m"]
+		return ok && m.State == wire.StateActive && m.Active != nil && *m.Active == 3
+	})
+	if got := fileDigest(t, modelFile(cfg.ModelDir, "m")); got != v3.manifest.Digest {
+		t.Fatalf("current holds %s, want v3", got)
+	}
+	// A chunk v2's download had verified is not asked for again; only those in flight when it
+	// was preempted may be.
+	requested := h.requested()
+	var again []string
+	for d := range uniqueDigests(v3.manifest) {
+		if requested[d] > 1 {
+			again = append(again, d)
+		}
+	}
+	if len(again) > window {
+		t.Fatalf("%d chunks of v3 were fetched again after the preemption (window %d): %v", len(again), window, again)
+	}
+	if reused := metric(t, a.reg, agent.MetricChunksReused); reused < preemptAt/2 {
+		t.Fatalf("v3 reused %v chunks, want most of the %d v2 had", reused, preemptAt)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.ModelDir, "m", ".partial-2")); !os.IsNotExist(err) {
+		t.Fatalf("v2's partial download is still on disk: %v", err)
+	}
+}
