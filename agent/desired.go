@@ -195,6 +195,7 @@ func (a *Agent) applyModel(ctx context.Context, m wire.DesiredModel, preempt fun
 			return a.pullFailed(m, err)
 		}
 		a.setState(m.Name, a.stateFor(m.Name, wire.StateActive), func(r *modelRecord) { a.adopt(r, m); r.Target = 0; r.LastError = "" })
+		a.dropPartials(m.Name) // e.g. of a pull this desired preempted
 		return nil
 	}
 	back := curErr == nil && m.Version < cur.Version
@@ -264,7 +265,17 @@ func (a *Agent) applyModel(ctx context.Context, m wire.DesiredModel, preempt fun
 	log.Info("model version running", "state", st)
 	a.setState(m.Name, st, func(r *modelRecord) { a.adopt(r, m); r.Target = 0; r.LastError = "" })
 	a.releasePins(m.Name)
+	a.dropPartials(m.Name)
 	return nil
+}
+
+// dropPartials deletes the partial downloads of name once nothing will resume them: the model
+// runs what is desired, or its pull failed for good. A pull that failed for a reason that may
+// pass keeps its partial for the retry, and a preempted one for the next pull, which reads it.
+func (a *Agent) dropPartials(name string) {
+	if err := a.store.DropPartials(name, 0); err != nil {
+		a.log.Warn("remove partial downloads", "model", name, "err", err)
+	}
 }
 
 // stateFor keeps rolled_back for a version reached by going back, instead of active.
@@ -293,6 +304,8 @@ func (a *Agent) pullFailed(m wire.DesiredModel, err error) error {
 	a.fail(m, err)
 	if transient(err) {
 		a.retry = true
+	} else if modelstore.ValidName(m.Name) == nil {
+		a.dropPartials(m.Name)
 	}
 	return nil
 }

@@ -70,6 +70,7 @@ func TestModelLifecycle(t *testing.T) {
 	if got := fileDigest(t, am.Path); got != v1.manifest.Digest {
 		t.Fatalf("ActiveModel path holds %s", got)
 	}
+	noPartials(t, filepath.Join(cfg.ModelDir, "clf"))
 
 	// v2 fails its health check: current goes back to v1, the state says failed and why.
 	e2 := h.entry("clf", 2, v2)
@@ -125,6 +126,21 @@ func TestModelLifecycle(t *testing.T) {
 	}
 	if n := metric(t, a.reg, agent.MetricChunksReused) - reused; n != float64(len(uniqueDigests(v1.manifest))) {
 		t.Fatalf("assigning a removed model again reused %v chunks, want %d", n, len(uniqueDigests(v1.manifest)))
+	}
+}
+
+// noPartials fails if modelDir holds a partial download: none may stay once the model runs
+// what is desired.
+func noPartials(t *testing.T, modelDir string) {
+	t.Helper()
+	entries, err := os.ReadDir(modelDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".partial-") {
+			t.Fatalf("%s still holds the partial download %s", modelDir, e.Name())
+		}
 	}
 }
 

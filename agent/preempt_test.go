@@ -14,7 +14,8 @@ import (
 // TestPreemptedPullSeedsNext: a newer desired revision preempts a download; the chunks it had
 // fetched stay in its partial download, and the next pull, of a version sharing most of its
 // content, takes them from there instead of fetching them again. The preempted partial is then
-// removed.
+// removed. A download preempted by a revision that asks for the version already running leaves
+// no partial behind either.
 func TestPreemptedPullSeedsNext(t *testing.T) {
 	b := startBroker(t, 0)
 	h := newFakeHub(t, b, "dev-pre")
@@ -29,11 +30,12 @@ func TestPreemptedPullSeedsNext(t *testing.T) {
 	h.mu.Unlock()
 
 	const preemptAt = 8
-	var chunks atomic.Int64
-	preempt := make(chan struct{})
+	var chunks, at atomic.Int64
+	at.Store(preemptAt)
+	preempt := make(chan struct{}, 2)
 	a := startAgent(t, cfg, agent.Options{OnChunk: func() {
-		if chunks.Add(1) == preemptAt {
-			close(preempt)
+		if chunks.Add(1) == at.Load() {
+			preempt <- struct{}{}
 		}
 	}})
 	waitFor(t, 10*time.Second, "connected", a.Connected)
@@ -69,4 +71,20 @@ func TestPreemptedPullSeedsNext(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(cfg.ModelDir, "m", ".partial-2")); !os.IsNotExist(err) {
 		t.Fatalf("v2's partial download is still on disk: %v", err)
 	}
+
+	// v4 is preempted by a revision that asks for v3 again, which runs already.
+	at.Store(chunks.Load() + preemptAt)
+	h.desire(h.entry("m", 4, h.addModel(randomBytes(22, 2<<20))))
+	select {
+	case <-preempt:
+	case <-time.After(30 * time.Second):
+		t.Fatal("v4's download did not start")
+	}
+	rev := h.desire(h.entry("m", 3, v3))
+	waitFor(t, 30*time.Second, "v3 reported active again", func() bool {
+		r := latest()
+		m, ok := r.Models["m"]
+		return r.Rev == rev && ok && m.State == wire.StateActive && m.Active != nil && *m.Active == 3
+	})
+	noPartials(t, filepath.Join(cfg.ModelDir, "m"))
 }
