@@ -95,10 +95,14 @@ func (as *assembly) put(digest string, plain []byte, skip int) error {
 	return nil
 }
 
+// hashStep bounds one HashThrough of hashLoop, so that it notices ctx's end soon.
+const hashStep = 8 << 20
+
 // hashLoop feeds the file hash with the written prefix of the file as it grows, until the whole
-// file is hashed or ctx ends.
+// file is hashed or ctx ends. It is the Partial's only HashThrough caller before Commit.
 func (as *assembly) hashLoop(ctx context.Context) error {
 	next := 0
+	var hashed int64
 	for {
 		as.mu.Lock()
 		for next < len(as.man.Chunks) && as.held[as.man.Chunks[next].Digest] {
@@ -109,8 +113,15 @@ func (as *assembly) hashLoop(ctx context.Context) error {
 		if next < len(as.man.Chunks) {
 			end = as.off[next]
 		}
-		if err := as.p.HashThrough(end); err != nil {
-			return err
+		for hashed < end {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			step := min(end, hashed+hashStep)
+			if err := as.p.HashThrough(step); err != nil {
+				return err
+			}
+			hashed = step
 		}
 		if next == len(as.man.Chunks) {
 			return nil
@@ -136,11 +147,8 @@ func (as *assembly) scan(ctx context.Context, buf []byte) (found int, err error)
 			continue
 		}
 		b := buf[:c.Size]
-		if _, err := as.p.ReadAt(b, as.off[i]); err != nil {
-			return found, err
-		}
-		if !matches(b, c.Digest) {
-			continue
+		if _, err := as.p.ReadAt(b, as.off[i]); err != nil || !matches(b, c.Digest) {
+			continue // not there, or unreadable: fetched and written again
 		}
 		if err := as.put(c.Digest, b, i); err != nil {
 			return found, err
@@ -206,8 +214,8 @@ func (a *Agent) seeds(name string, v int) []seed {
 // fillLocal writes into as every chunk this device already holds, so that only the rest is
 // fetched: what a resumed partial download holds, then the chunks in the seeds (the model's
 // other versions on disk and other partial downloads), then the chunk cache. Each is verified
-// on the way; one that fails is simply fetched. It returns how many distinct chunks it reused.
-// Only a write into the partial file fails it.
+// on the way; one that fails or cannot be read is simply fetched. It returns how many distinct
+// chunks it reused. Only a write into the partial file, or ctx's end, fails it.
 func (a *Agent) fillLocal(ctx context.Context, name string, v int, as *assembly) (reused int, err error) {
 	buf := make([]byte, artifact.MaxChunkSize)
 	if as.p.Resumed() {
@@ -265,13 +273,23 @@ func (a *Agent) fillLocal(ctx context.Context, name string, v int, as *assembly)
 }
 
 // keepChunks puts the chunks of version ver, whose directory is about to be deleted, into the
-// chunk cache (modelstore.Options.BeforeRemove): assigning it again, or a version that shares
-// its content, then costs little. The cache's cap and eviction order decide what stays. Failures
-// are logged: the chunks can always be fetched again.
-func (a *Agent) keepChunks(ver modelstore.Version) {
+// chunk cache (modelstore.Options.BeforeRemove), except those the kept versions' files hold:
+// assigning it again, or a version that shares its content, then costs little. It never takes
+// the cache over its cap (PutIfRoom), whatever the pins, and stops at the first chunk that does
+// not fit; least recently used chunks are evicted for the rest. Failures are logged: the chunks
+// can always be fetched again.
+func (a *Agent) keepChunks(ver modelstore.Version, kept []modelstore.Version) {
 	man, ok := a.storedManifest(ver.ManifestDigest)
 	if !ok {
 		return
+	}
+	onDisk := map[string]bool{}
+	for _, k := range kept {
+		if km, ok := a.storedManifest(k.ManifestDigest); ok {
+			for _, c := range km.Chunks {
+				onDisk[c.Digest] = true
+			}
+		}
 	}
 	f, err := os.Open(ver.Path)
 	if err != nil {
@@ -280,27 +298,27 @@ func (a *Agent) keepChunks(ver modelstore.Version) {
 	defer f.Close()
 	buf := make([]byte, artifact.MaxChunkSize)
 	var off int64
-	kept := 0
+	stored := 0
 	for _, c := range man.Chunks {
 		b := buf[:c.Size]
 		at := off
 		off += c.Size
-		if a.cache.Has(c.Digest) {
+		if onDisk[c.Digest] || a.cache.Has(c.Digest) {
 			continue
 		}
 		if _, err := f.ReadAt(b, at); err != nil {
 			a.log.Warn("keep chunks of a removed version", "model", ver.Name, "version", ver.Version, "err", err)
-			return
+			break
 		}
-		if err := a.cache.Put(c.Digest, b); err != nil {
+		if err := a.cache.PutIfRoom(c.Digest, b); err != nil {
 			if !errors.Is(err, chunkcache.ErrNoRoom) && !errors.Is(err, chunkcache.ErrTooLarge) {
 				a.log.Warn("keep chunks of a removed version", "model", ver.Name, "version", ver.Version, "err", err)
 			}
 			break
 		}
-		kept++
+		stored++
 	}
-	a.log.Info("chunks of a removed version kept in the cache", "model", ver.Name, "version", ver.Version, "chunks", kept)
+	a.log.Info("chunks of a removed version kept in the cache", "model", ver.Name, "version", ver.Version, "chunks", stored)
 }
 
 // storedManifest returns the manifest named digest from the asset store, when it is there and

@@ -254,6 +254,8 @@ func (a *Agent) applyModel(ctx context.Context, m wire.DesiredModel, preempt fun
 		a.releasePins(m.Name)
 		if transient(err) {
 			a.retry = true // a disk or store error, not a verdict on the version
+		} else {
+			a.dropPartials(m.Name)
 		}
 		return nil
 	}
@@ -411,7 +413,7 @@ func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man a
 		return nil, err
 	}
 	if err := <-hashed; err != nil {
-		p.Close()
+		p.Discard() // unreadable: the retry starts over
 		return err, nil
 	}
 	return p.Commit(ctx), nil
@@ -473,7 +475,7 @@ func (a *Agent) deactivate(name string) {
 		if _, err := os.Stat(dir); err == nil {
 			for _, get := range []func(string) (modelstore.Version, error){a.store.Current, a.store.Previous} {
 				if ver, err := get(name); err == nil {
-					a.keepChunks(ver)
+					a.keepChunks(ver, nil)
 				}
 			}
 			b := make([]byte, 4)
@@ -552,6 +554,12 @@ func (a *Agent) gcAssets() {
 		}
 		if v, err := a.store.Previous(n); err == nil {
 			keep[v.ManifestDigest] = true
+		}
+		// A partial download kept for a retry or the next pull is read with its manifest.
+		if ps, err := a.store.Partials(n); err == nil {
+			for _, p := range ps {
+				keep[p.ManifestDigest] = true
+			}
 		}
 	}
 	var drop [][]byte

@@ -152,3 +152,38 @@ func uniqueDigests(m artifact.Manifest) map[string]bool {
 	}
 	return out
 }
+
+// TestPrunedVersionCached: a version pruned from disk (neither current nor previous any more)
+// leaves its chunks in the chunk cache, so going back to it fetches nothing.
+func TestPrunedVersionCached(t *testing.T) {
+	b := startBroker(t, 0)
+	h := newFakeHub(t, b, "dev-prune")
+	latest := h.watchReported()
+	cfg := agentConfig(t, "dev-prune", "any", []string{b.url()}, []string{h.publicKey()})
+	a := startAgent(t, cfg, agent.Options{})
+	waitFor(t, 10*time.Second, "connected", a.Connected)
+	v1data := randomBytes(31, 600<<10)
+	versions := []model{h.addModel(v1data), h.addModel(randomBytes(32, 600<<10)), h.addModel(mutate(v1data, 0.3, 3))}
+	run := func(v int) {
+		t.Helper()
+		h.desire(h.entry("m", v, versions[v-1]))
+		waitFor(t, 15*time.Second, fmt.Sprint("v", v, " active"), func() bool {
+			m, ok := latest().Models["m"]
+			return ok && m.Active != nil && *m.Active == v && (m.State == wire.StateActive || m.State == wire.StateRolledBack)
+		})
+	}
+	for v := 1; v <= 3; v++ {
+		run(v)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.ModelDir, "m", "1")); !os.IsNotExist(err) {
+		t.Fatalf("v1 still on disk after v3 was activated: %v", err)
+	}
+	fetched := metric(t, a.reg, agent.MetricFetchedChunks)
+	run(1)
+	if got := fileDigest(t, modelFile(cfg.ModelDir, "m")); got != versions[0].manifest.Digest {
+		t.Fatalf("current holds %s, want v1", got)
+	}
+	if n := metric(t, a.reg, agent.MetricFetchedChunks) - fetched; n != 0 {
+		t.Fatalf("going back to a pruned version fetched %v chunks, want 0 (from the cache and v3's file)", n)
+	}
+}

@@ -187,7 +187,15 @@ func (c *Cache) Get(digest string) ([]byte, error) {
 // Storing a chunk already held only marks it used. To stay under the cap it evicts the least
 // recently used unpinned chunks; if pinned chunks leave no room, an unpinned chunk is refused
 // with ErrNoRoom and a pinned one is stored over the cap.
-func (c *Cache) Put(digest string, plain []byte) error {
+func (c *Cache) Put(digest string, plain []byte) error { return c.put(digest, plain, true) }
+
+// PutIfRoom is Put that never goes over the cap: when evicting every unpinned chunk would not
+// make room, it refuses even a pinned chunk (ErrNoRoom). For chunks kept in case they are
+// needed again, which must not crowd out what is.
+func (c *Cache) PutIfRoom(digest string, plain []byte) error { return c.put(digest, plain, false) }
+
+// put is Put; overCap allows a pinned chunk to be stored over the cap.
+func (c *Cache) put(digest string, plain []byte, overCap bool) error {
 	s, err := artifact.ParseDigest(digest)
 	if err != nil {
 		return err
@@ -212,7 +220,7 @@ func (c *Cache) Put(digest string, plain []byte) error {
 		c.lru.MoveToFront(el)
 		return c.meta.Set(s[:], encodeMeta(el.Value.(*entry)))
 	}
-	if _, fits := c.victimsLocked(size); !fits && c.pinCount[s] == 0 {
+	if _, fits := c.victimsLocked(size); !fits && (!overCap || c.pinCount[s] == 0) {
 		defer c.mu.Unlock()
 		return fmt.Errorf("%w: %s needs %d bytes, %d held, cap %d", ErrNoRoom, digest, size, c.bytes, c.opts.MaxBytes)
 	}
@@ -240,7 +248,7 @@ func (c *Cache) Put(digest string, plain []byte) error {
 		return nil // a concurrent Put of the same chunk indexed it first
 	}
 	victims, fits := c.victimsLocked(size)
-	if !fits && c.pinCount[s] == 0 {
+	if !fits && (!overCap || c.pinCount[s] == 0) {
 		// Concurrent Puts took the room meanwhile: take this one back out (it is not indexed,
 		// so removeLocked only deletes its data and meta).
 		if err := c.removeLocked([]sum{s}); err != nil {

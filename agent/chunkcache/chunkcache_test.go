@@ -166,6 +166,9 @@ func TestPinsAreNeverEvicted(t *testing.T) {
 	if err := c.Pin("model-b@1", []string{d6}); err != nil {
 		t.Fatal(err)
 	}
+	if err := c.PutIfRoom(d6, b6); !errors.Is(err, ErrNoRoom) || c.Has(d6) {
+		t.Fatalf("PutIfRoom of a pinned chunk over the cap = %v (held %v), want ErrNoRoom", err, c.Has(d6))
+	}
 	if err := c.Put(d6, b6); err != nil {
 		t.Fatalf("pinned Put over cap = %v", err)
 	}

@@ -149,6 +149,15 @@ func (s *Store) prune(name string) error {
 	if err != nil {
 		return fmt.Errorf("list %s: %w", modelDir, err)
 	}
+	var kept []Version // for BeforeRemove
+	for _, v := range []int{cur, prev} {
+		if v == 0 || s.opts.BeforeRemove == nil {
+			continue
+		}
+		if ver, err := s.checkVersion(name, v, false); err == nil {
+			kept = append(kept, ver)
+		}
+	}
 	removed := false
 	for _, e := range entries {
 		n := e.Name()
@@ -168,7 +177,7 @@ func (s *Store) prune(name string) error {
 		}
 		if v, err := parseVersion(n); err == nil && e.IsDir() && s.opts.BeforeRemove != nil {
 			if ver, err := s.checkVersion(name, v, false); err == nil {
-				s.opts.BeforeRemove(ver)
+				s.opts.BeforeRemove(ver, kept)
 			}
 		}
 		if err := os.RemoveAll(filepath.Join(modelDir, n)); err != nil {

@@ -81,9 +81,10 @@ type Options struct {
 	Logger *slog.Logger
 	// BeforeRemove, when set, is called with each version directory that verifies (marker and
 	// size; the file is not re-hashed) just before it is deleted because neither current nor
-	// previous names it: the agent keeps its chunks in the chunk cache. It runs with the Store's
-	// lock held and must not call the Store.
-	BeforeRemove func(Version)
+	// previous names it, and with the versions they name (kept): the agent keeps the removed
+	// version's chunks that the kept ones lack in its chunk cache. It runs with the Store's lock
+	// held and must not call the Store.
+	BeforeRemove func(removed Version, kept []Version)
 }
 
 // Store owns MODELDIR. Its methods are safe for concurrent use and run one at a time; a process

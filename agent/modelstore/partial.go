@@ -315,10 +315,10 @@ func (p *Partial) commit(ctx context.Context) error {
 	}
 	m := p.m
 	m.Size = size
-	for _, n := range []string{partialMetaFile, MarkerFile} { // a marker a crashed Commit left
-		if err := os.Remove(filepath.Join(p.dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("remove %s: %w", n, err)
-		}
+	// A marker a crashed Commit left. The meta file stays until the directory is in place: a
+	// crash before that finds the whole download again, to be committed once more.
+	if err := os.Remove(filepath.Join(p.dir, MarkerFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale marker: %w", err)
 	}
 	if err := writeMarker(filepath.Join(p.dir, MarkerFile), m); err != nil {
 		return err
@@ -337,8 +337,13 @@ func (p *Partial) commit(ctx context.Context) error {
 	if done { // staged meanwhile, with the same bytes
 		return os.RemoveAll(p.dir)
 	}
-	if err := os.Rename(p.dir, s.versionDir(m.Name, m.Version)); err != nil {
+	final := s.versionDir(m.Name, m.Version)
+	if err := os.Rename(p.dir, final); err != nil {
 		return fmt.Errorf("move %s@%d into place: %w", m.Name, m.Version, err)
+	}
+	// Left behind by a crash here, the meta file is an extra file verifyDir does not read.
+	if err := os.Remove(filepath.Join(final, partialMetaFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("remove partial meta file", "dir", final, "err", err)
 	}
 	p.m.Size = size
 	if err := syncDir(modelDir); err != nil {

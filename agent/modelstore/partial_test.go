@@ -3,6 +3,7 @@ package modelstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -146,11 +147,15 @@ func TestPartialCommitMismatch(t *testing.T) {
 func TestBeforeRemove(t *testing.T) {
 	e := newEnv(t)
 	var removed []Version
-	s, err := Open(e.db.Root().Sub("models"), Options{Dir: e.modelDir, Logger: quiet(), BeforeRemove: func(v Version) {
+	var keptWith []int
+	s, err := Open(e.db.Root().Sub("models"), Options{Dir: e.modelDir, Logger: quiet(), BeforeRemove: func(v Version, kept []Version) {
 		if _, err := os.Stat(v.Path); err != nil {
 			t.Errorf("BeforeRemove of %d: %v", v.Version, err)
 		}
 		removed = append(removed, v)
+		for _, k := range kept {
+			keptWith = append(keptWith, k.Version)
+		}
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -164,5 +169,36 @@ func TestBeforeRemove(t *testing.T) {
 	if len(removed) != 1 || removed[0].Version != 1 || removed[0].ManifestDigest != manifestDigest(1) ||
 		removed[0].Path != filepath.Join(e.modelDir, testModel, "1", ModelFile) {
 		t.Fatalf("BeforeRemove saw %+v, want version 1 only", removed)
+	}
+	if fmt.Sprint(keptWith) != "[3 2]" {
+		t.Fatalf("BeforeRemove was told the kept versions are %v, want [3 2]", keptWith)
+	}
+}
+
+// TestPartialCommitAgain: a Commit killed after writing the marker, before the rename, leaves a
+// whole download that is found again and committed once more.
+func TestPartialCommitAgain(t *testing.T) {
+	e := newEnv(t)
+	s := e.store(t, HealthCheck{})
+	size := int64(len(content(1)))
+	p, _, err := s.OpenPartial(testModel, 1, manifestDigest(1), fileDigest(1), size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeRanges(t, p, 1, 0, int(size))
+	// What the killed Commit left: the marker beside the file and the meta file.
+	must(t, writeMarker(filepath.Join(p.dir, MarkerFile), Marker{Name: testModel, Version: 1, ManifestDigest: manifestDigest(1), FileDigest: fileDigest(1), Size: size}))
+	p.Close()
+
+	p, _, err = s.OpenPartial(testModel, 1, manifestDigest(1), fileDigest(1), size)
+	if err != nil || !p.Resumed() {
+		t.Fatalf("reopen = %v, resumed %v", err, p != nil && p.Resumed())
+	}
+	if err := p.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	checkWhole(t, s, 1)
+	if _, err := os.Stat(filepath.Join(s.versionDir(testModel, 1), partialMetaFile)); !os.IsNotExist(err) {
+		t.Fatalf("meta file left in the version directory: %v", err)
 	}
 }
