@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -86,5 +87,60 @@ func TestPreemptedPullSeedsNext(t *testing.T) {
 		m, ok := r.Models["m"]
 		return r.Rev == rev && ok && m.State == wire.StateActive && m.Active != nil && *m.Active == 3
 	})
+	noPartials(t, filepath.Join(cfg.ModelDir, "m"))
+}
+
+// TestFailedPullSeedsNext: a pull that failed for a reason that may pass (here a stall: the hub
+// stopped answering) keeps its partial download and the manifest that places its chunks, so a
+// later pull of another version sharing its content takes them from there.
+func TestFailedPullSeedsNext(t *testing.T) {
+	b := startBroker(t, 0)
+	h := newFakeHub(t, b, "dev-stall")
+	latest := h.watchReported()
+	cfg := agentConfig(t, "dev-stall", "any", []string{b.url()}, []string{h.publicKey()})
+	const window = 2
+	cfg.Fetch.Requests, cfg.Fetch.Digests = 1, window
+	cfg.Fetch.Timeout = config.Duration(200 * time.Millisecond)
+	cfg.Fetch.Stall = config.Duration(time.Second)
+	cfg.Fetch.Attempts = 100
+	cfg.Fetch.Retry = config.Duration(time.Hour) // no retry of v2 within the test
+	v2data := randomBytes(41, 2<<20)
+	v2, v3 := h.addModel(v2data), h.addModel(mutate(v2data, 0.05, 3))
+
+	// The hub answers the manifest and 8 chunks, then nothing.
+	var served atomic.Int64
+	h.mu.Lock()
+	h.tamper = func(_, d string) ([][]byte, bool) {
+		if d == v2.manifestDigest {
+			return nil, false
+		}
+		return nil, served.Add(1) > 8
+	}
+	h.mu.Unlock()
+	a := startAgent(t, cfg, agent.Options{})
+	waitFor(t, 10*time.Second, "connected", a.Connected)
+	h.desire(h.entry("m", 2, v2))
+	waitFor(t, 30*time.Second, "v2 failed (stalled)", func() bool {
+		m, ok := latest().Models["m"]
+		return ok && m.State == wire.StateFailed
+	})
+	if _, err := os.Stat(filepath.Join(cfg.ModelDir, "m", ".partial-2")); err != nil {
+		t.Fatalf("the stalled pull's partial download is gone: %v", err)
+	}
+
+	h.mu.Lock()
+	h.tamper = nil
+	h.mu.Unlock()
+	h.desire(h.entry("m", 3, v3))
+	waitFor(t, 30*time.Second, "v3 active", func() bool {
+		m, ok := latest().Models["m"]
+		return ok && m.State == wire.StateActive && m.Active != nil && *m.Active == 3
+	})
+	if got := fileDigest(t, modelFile(cfg.ModelDir, "m")); got != v3.manifest.Digest {
+		t.Fatalf("current holds %s, want v3", got)
+	}
+	if reused := metric(t, a.reg, agent.MetricChunksReused); reused < 6 {
+		t.Fatalf("v3 reused %v chunks, want most of the 8 the stalled v2 had", reused)
+	}
 	noPartials(t, filepath.Join(cfg.ModelDir, "m"))
 }
