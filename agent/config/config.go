@@ -52,7 +52,7 @@ type Config struct {
 	// StateDir holds the agent's badger database (outbox, chunk cache, journal).
 	StateDir string `yaml:"state_dir" default:"driftline-agent/state" doc:"Directory of the agent's database: report buffer, chunk cache, activation journal, desired revision. --state-dir overrides it."`
 	// ModelDir holds MODELDIR/NAME/VERSION and the current and previous links.
-	ModelDir string `yaml:"model_dir" default:"driftline-agent/models" doc:"Model directory: MODELDIR/NAME/VERSION/model, and the current and previous links. --model-dir overrides it."`
+	ModelDir string `yaml:"model_dir" default:"driftline-agent/models" doc:"Model directory: MODELDIR/NAME/VERSION/model, the current and previous links, and downloads in progress (.partial-VERSION, resumed after a restart). During a pull a model takes up to three times its size here. --model-dir overrides it."`
 	// Metrics is the listen address of GET /metrics (and the pipeline's POST /ingest).
 	Metrics string `yaml:"metrics" default:"127.0.0.1:9100" doc:"Listen address of GET /metrics and POST /ingest. \"off\" disables the listener. --metrics overrides it."`
 	// HealthCheck is the command run after each model switch.
