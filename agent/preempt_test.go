@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -47,13 +48,7 @@ func TestPreemptedPullSeedsNext(t *testing.T) {
 		t.Fatal("v2's download did not start")
 	}
 	h.desire(h.entry("m", 3, v3))
-	waitFor(t, 30*time.Second, "v3 active", func() bool {
-		m, ok := latest().Models["m"]
-		return ok && m.State == wire.StateActive && m.Active != nil && *m.Active == 3
-	})
-	if got := fileDigest(t, modelFile(cfg.ModelDir, "m")); got != v3.manifest.Digest {
-		t.Fatalf("current holds %s, want v3", got)
-	}
+	waitRunning(t, latest, cfg.ModelDir, 3, v3)
 	// A chunk v2's download had verified is not asked for again; only those in flight when it
 	// was preempted may be.
 	requested := h.requested()
@@ -132,15 +127,22 @@ func TestFailedPullSeedsNext(t *testing.T) {
 	h.tamper = nil
 	h.mu.Unlock()
 	h.desire(h.entry("m", 3, v3))
-	waitFor(t, 30*time.Second, "v3 active", func() bool {
-		m, ok := latest().Models["m"]
-		return ok && m.State == wire.StateActive && m.Active != nil && *m.Active == 3
-	})
-	if got := fileDigest(t, modelFile(cfg.ModelDir, "m")); got != v3.manifest.Digest {
-		t.Fatalf("current holds %s, want v3", got)
-	}
+	waitRunning(t, latest, cfg.ModelDir, 3, v3)
 	if reused := metric(t, a.reg, agent.MetricChunksReused); reused < 6 {
 		t.Fatalf("v3 reused %v chunks, want most of the 8 the stalled v2 had", reused)
 	}
 	noPartials(t, filepath.Join(cfg.ModelDir, "m"))
+}
+
+// waitRunning waits until the device reports model "m" active at version v, and checks that
+// current holds m's file.
+func waitRunning(t *testing.T, latest func() wire.Reported, modelDir string, v int, m model) {
+	t.Helper()
+	waitFor(t, 30*time.Second, fmt.Sprint("v", v, " active"), func() bool {
+		r, ok := latest().Models["m"]
+		return ok && r.State == wire.StateActive && r.Active != nil && *r.Active == v
+	})
+	if got := fileDigest(t, modelFile(modelDir, "m")); got != m.manifest.Digest {
+		t.Fatalf("current holds %s, want v%d", got, v)
+	}
 }

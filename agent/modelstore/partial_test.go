@@ -20,6 +20,16 @@ func writeRanges(t *testing.T, p *Partial, v int, from, to int) {
 	}
 }
 
+// openPartial opens the resumable download of version v's content as version asV.
+func openPartial(t *testing.T, s *Store, asV, v int) *Partial {
+	t.Helper()
+	p, done, err := s.OpenPartial(testModel, asV, manifestDigest(v), fileDigest(v), int64(len(content(v))))
+	if err != nil || done {
+		t.Fatalf("OpenPartial = %v, %v", done, err)
+	}
+	return p
+}
+
 // TestPartialResume: a partial download written out of order survives a close and a new Store
 // (a restart) with its bytes, is resumed only for the same digests and size, is left alone by
 // Recover, and becomes a whole, verified version directory on Commit.
@@ -130,12 +140,8 @@ func TestPartialFreshForOtherDigests(t *testing.T) {
 func TestPartialCommitMismatch(t *testing.T) {
 	e := newEnv(t)
 	s := e.store(t, HealthCheck{})
-	size := int64(len(content(1)))
-	p, _, err := s.OpenPartial(testModel, 1, manifestDigest(1), fileDigest(1), size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeRanges(t, p, 2, 0, int(size)) // version 2's bytes, same length
+	p := openPartial(t, s, 1, 1)
+	writeRanges(t, p, 2, 0, len(content(1))) // version 2's bytes, same length
 	if err := p.Commit(context.Background()); !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("Commit of wrong bytes = %v", err)
 	}
@@ -181,18 +187,14 @@ func TestPartialCommitAgain(t *testing.T) {
 	e := newEnv(t)
 	s := e.store(t, HealthCheck{})
 	size := int64(len(content(1)))
-	p, _, err := s.OpenPartial(testModel, 1, manifestDigest(1), fileDigest(1), size)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := openPartial(t, s, 1, 1)
 	writeRanges(t, p, 1, 0, int(size))
 	// What the killed Commit left: the marker beside the file and the meta file.
 	must(t, writeMarker(filepath.Join(p.dir, MarkerFile), Marker{Name: testModel, Version: 1, ManifestDigest: manifestDigest(1), FileDigest: fileDigest(1), Size: size}))
 	p.Close()
 
-	p, _, err = s.OpenPartial(testModel, 1, manifestDigest(1), fileDigest(1), size)
-	if err != nil || !p.Resumed() {
-		t.Fatalf("reopen = %v, resumed %v", err, p != nil && p.Resumed())
+	if p = openPartial(t, s, 1, 1); !p.Resumed() {
+		t.Fatal("a whole download left by a killed Commit was not resumed")
 	}
 	if err := p.Commit(context.Background()); err != nil {
 		t.Fatal(err)
