@@ -32,13 +32,10 @@ type assembly struct {
 
 func newAssembly(p *modelstore.Partial, man artifact.Manifest) *assembly {
 	as := &assembly{
-		p: p, man: man, off: make([]int64, len(man.Chunks)), at: make(map[string][]int, len(man.Chunks)),
+		p: p, man: man, off: man.Offsets(), at: make(map[string][]int, len(man.Chunks)),
 		wake: make(chan struct{}, 1), held: make(map[string]bool, len(man.Chunks)),
 	}
-	var off int64
 	for i, c := range man.Chunks {
-		as.off[i] = off
-		off += c.Size
 		as.at[c.Digest] = append(as.at[c.Digest], i)
 	}
 	return as
@@ -95,14 +92,10 @@ func (as *assembly) put(digest string, plain []byte, skip int) error {
 	return nil
 }
 
-// hashStep bounds one HashThrough of hashLoop, so that it notices ctx's end soon.
-const hashStep = 8 << 20
-
 // hashLoop feeds the file hash with the written prefix of the file as it grows, until the whole
 // file is hashed or ctx ends. It is the Partial's only HashThrough caller before Commit.
 func (as *assembly) hashLoop(ctx context.Context) error {
 	next := 0
-	var hashed int64
 	for {
 		as.mu.Lock()
 		for next < len(as.man.Chunks) && as.held[as.man.Chunks[next].Digest] {
@@ -113,15 +106,8 @@ func (as *assembly) hashLoop(ctx context.Context) error {
 		if next < len(as.man.Chunks) {
 			end = as.off[next]
 		}
-		for hashed < end {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			step := min(end, hashed+hashStep)
-			if err := as.p.HashThrough(step); err != nil {
-				return err
-			}
-			hashed = step
+		if err := as.p.HashThrough(ctx, end); err != nil {
+			return err
 		}
 		if next == len(as.man.Chunks) {
 			return nil
@@ -199,12 +185,11 @@ func (a *Agent) seeds(name string, v int) []seed {
 			continue
 		}
 		sd := seed{path: f.path, at: make(map[string]place, len(man.Chunks))}
-		var off int64
-		for _, c := range man.Chunks {
+		offs := man.Offsets()
+		for i, c := range man.Chunks {
 			if _, ok := sd.at[c.Digest]; !ok {
-				sd.at[c.Digest] = place{off, c.Size}
+				sd.at[c.Digest] = place{offs[i], c.Size}
 			}
-			off += c.Size
 		}
 		out = append(out, sd)
 	}
@@ -297,16 +282,14 @@ func (a *Agent) keepChunks(ver modelstore.Version, kept []modelstore.Version) {
 	}
 	defer f.Close()
 	buf := make([]byte, artifact.MaxChunkSize)
-	var off int64
+	offs := man.Offsets()
 	stored := 0
-	for _, c := range man.Chunks {
-		b := buf[:c.Size]
-		at := off
-		off += c.Size
+	for i, c := range man.Chunks {
 		if onDisk[c.Digest] || a.cache.Has(c.Digest) {
 			continue
 		}
-		if _, err := f.ReadAt(b, at); err != nil {
+		b := buf[:c.Size]
+		if _, err := f.ReadAt(b, offs[i]); err != nil {
 			a.log.Warn("keep chunks of a removed version", "model", ver.Name, "version", ver.Version, "err", err)
 			break
 		}

@@ -306,7 +306,7 @@ func (a *Agent) pullFailed(m wire.DesiredModel, err error) error {
 	a.fail(m, err)
 	if transient(err) {
 		a.retry = true
-	} else if modelstore.ValidName(m.Name) == nil {
+	} else {
 		a.dropPartials(m.Name)
 	}
 	return nil
@@ -361,11 +361,8 @@ func (a *Agent) manifest(ctx context.Context, m wire.DesiredModel, preempt func(
 // fetches the rest, writing each at its places as soon as it is verified, while hashLoop hashes
 // the file's completed prefix; modelstore then keeps the file only if it hashes to man.Digest.
 // err is the download's failure (the partial download stays on disk, to be resumed); staged is
-// the staging's result.
+// the staging's result. man is valid (a.manifest decoded it).
 func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man artifact.Manifest, preempt func() bool) (staged, err error) {
-	if err := man.Validate(); err != nil {
-		return err, nil
-	}
 	p, done, err := a.store.OpenPartial(m.Name, m.Version, m.ManifestDigest, man.Digest, man.Size)
 	if err != nil || done {
 		return err, nil
@@ -403,8 +400,8 @@ func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man a
 			a.opts.OnChunk()
 		}
 	}, preempt)
-	if err == nil && len(as.missing()) > 0 {
-		err = fmt.Errorf("download of %s@%d ended with %d chunks missing", m.Name, m.Version, len(as.missing()))
+	if left := len(as.missing()); err == nil && left > 0 {
+		err = fmt.Errorf("download of %s@%d ended with %d chunks missing", m.Name, m.Version, left)
 	}
 	if err != nil {
 		stopHash()

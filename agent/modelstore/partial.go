@@ -99,12 +99,11 @@ func (s *Store) OpenPartial(name string, v int, manifestDigest, fileDigest strin
 	}
 	p, err = s.newPartial(dir, want, os.O_RDWR|os.O_CREATE|os.O_EXCL)
 	if err == nil {
-		err = p.f.Truncate(size)
+		if err = p.f.Truncate(size); err != nil {
+			_ = p.f.Close()
+		}
 	}
 	if err != nil {
-		if p != nil {
-			p.Discard()
-		}
 		_ = os.RemoveAll(dir)
 		return nil, false, fmt.Errorf("create model file in %s: %w", dir, err)
 	}
@@ -246,12 +245,15 @@ func (p *Partial) WriteAt(b []byte, off int64) error {
 func (p *Partial) ReadAt(b []byte, off int64) (int, error) { return p.f.ReadAt(b, off) }
 
 // HashThrough feeds the file's bytes up to end into the file hash, from where the last call
-// stopped. The caller must be done writing them.
-func (p *Partial) HashThrough(end int64) error {
+// stopped. The caller must be done writing them. It stops with ctx's error when ctx ends.
+func (p *Partial) HashThrough(ctx context.Context, end int64) error {
 	if p.buf == nil {
 		p.buf = make([]byte, hashBlock)
 	}
 	for p.hashed < end {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		b := p.buf[:min(int64(len(p.buf)), end-p.hashed)]
 		n, err := p.f.ReadAt(b, p.hashed)
 		p.h.Write(b[:n])
@@ -295,13 +297,8 @@ func (p *Partial) commit(ctx context.Context) error {
 		}
 		size = st.Size()
 	}
-	for p.hashed < size {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := p.HashThrough(min(size, p.hashed+8*hashBlock)); err != nil {
-			return err
-		}
+	if err := p.HashThrough(ctx, size); err != nil {
+		return err
 	}
 	var sum [sha256.Size]byte
 	if got := artifact.FormatDigest([sha256.Size]byte(p.h.Sum(sum[:0]))); got != p.m.FileDigest {

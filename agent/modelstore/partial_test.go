@@ -66,7 +66,7 @@ func TestPartialResume(t *testing.T) {
 	if _, err := p.ReadAt(got, 0); err != nil || string(got) != string(content(1)[:half]) {
 		t.Fatalf("resumed partial lost its bytes: %v", err)
 	}
-	if err := p.HashThrough(int64(half)); err != nil {
+	if err := p.HashThrough(ctx, int64(half)); err != nil {
 		t.Fatal(err)
 	}
 	writeRanges(t, p, 1, half, len(content(1)))

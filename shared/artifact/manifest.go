@@ -121,6 +121,17 @@ func DecodeManifest(b []byte) (Manifest, error) {
 	return m, nil
 }
 
+// Offsets returns where each chunk of m starts in the file, in manifest order.
+func (m Manifest) Offsets() []int64 {
+	out := make([]int64, len(m.Chunks))
+	var off int64
+	for i, c := range m.Chunks {
+		out[i] = off
+		off += c.Size
+	}
+	return out
+}
+
 // Missing returns, in manifest order and without repeats, the digests of the chunks of m for
 // which have reports false: what a puller still has to fetch.
 func Missing(m Manifest, have func(digest string) bool) []string {

@@ -148,6 +148,16 @@ func TestMissing(t *testing.T) {
 	}
 }
 
+func TestOffsets(t *testing.T) {
+	m := Manifest{Chunks: []ChunkRef{{dA, 3}, {dB, 1}, {dA, 3}, {dF, 5}}}
+	if got := fmt.Sprint(m.Offsets()); got != "[0 3 4 7]" {
+		t.Fatalf("Offsets = %s, want [0 3 4 7]", got)
+	}
+	if got := (Manifest{}).Offsets(); len(got) != 0 {
+		t.Fatalf("Offsets of no chunks = %v", got)
+	}
+}
+
 func FuzzDecodeManifest(f *testing.F) {
 	for _, tc := range manifestCases {
 		f.Add([]byte(tc.raw))

@@ -195,11 +195,14 @@ func (f Frame) DecompressTo(dst []byte) ([]byte, error) {
 // Open returns the plain bytes of a single-part object (every chunk is one) after checking
 // that they hash to the frame's digest (ErrFrameDigest). A part of a larger object is
 // ErrBadFrame here: collect those with an Object. A not-found frame yields ErrNotFound.
-func (f Frame) Open() ([]byte, error) {
+func (f Frame) Open() ([]byte, error) { return f.OpenTo(nil) }
+
+// OpenTo is Open into dst's storage, as DecompressTo.
+func (f Frame) OpenTo(dst []byte) ([]byte, error) {
 	if f.Kind == FrameData && (f.Offset != 0 || f.Plain != f.Total) {
 		return nil, fmt.Errorf("%w: %s is a part (%d+%d of %d), not a whole object", ErrBadFrame, f.DigestString(), f.Offset, f.Plain, f.Total)
 	}
-	plain, err := f.Decompress()
+	plain, err := f.DecompressTo(dst)
 	if err != nil {
 		return nil, err
 	}
