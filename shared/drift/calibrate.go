@@ -200,3 +200,17 @@ func Apply(ref *profile.Profile, th map[string]profile.Threshold) error {
 	}
 	return nil
 }
+
+// String describes the calibration for a person, e.g. in a dataset version's notes.
+func (c Calibration) String() string {
+	on := "distance"
+	if Method(c.Threshold.Method).IsPValue() {
+		on = "statistic"
+	}
+	s := fmt.Sprintf("calibration: %s threshold %s %s %.6g (mean %.6g, sd %.6g over %d windows)",
+		c.Feature, c.Threshold.Method, on, c.Threshold.Value, c.Mean, c.SD, c.Windows)
+	if c.Floored {
+		s += "; raised to the method's default"
+	}
+	return s
+}
