@@ -181,4 +181,3 @@ func buildFile(s *contract.Schema, path string, opts reference.Options) (*refere
 	}
 	return res, sum, nil
 }
-
