@@ -168,39 +168,6 @@ func floor(fr FeatureReport, rc, wc *profile.ColumnProfile) float64 {
 	return alpha
 }
 
-// Calibrate scores every window against ref and returns per feature the threshold a
-// Calibrator learns from them (see Calibrator). ErrTooFewWindows with fewer than two windows.
-func Calibrate(windows []*profile.Profile, ref *profile.Profile, opts CalibrateOptions) (map[string]profile.Threshold, error) {
-	c, err := NewCalibrator(ref, opts)
-	if err != nil {
-		return nil, err
-	}
-	for _, w := range windows {
-		if err := c.Add(w); err != nil {
-			return nil, err
-		}
-	}
-	res, err := c.Result()
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]profile.Threshold, len(res))
-	for _, r := range res {
-		out[r.Feature] = r.Threshold
-	}
-	return out, nil
-}
-
-// Apply stores calibrated thresholds in ref, where they travel with its encoding.
-func Apply(ref *profile.Profile, th map[string]profile.Threshold) error {
-	for name, t := range th {
-		if err := ref.SetThreshold(name, t); err != nil {
-			return fmt.Errorf("apply calibration: %w", err)
-		}
-	}
-	return nil
-}
-
 // String describes the calibration for a person, e.g. in a dataset version's notes.
 func (c Calibration) String() string {
 	on := "distance"

@@ -2,6 +2,7 @@ package drift
 
 import (
 	"errors"
+	"fmt"
 	"iter"
 	"math"
 	"math/rand/v2"
@@ -41,6 +42,42 @@ func profileOf(t testing.TB, rows iter.Seq[[]contract.Value]) *profile.Profile {
 		}
 	}
 	return p
+}
+
+// Calibrate and Apply are the in-memory form of calibration the tests state expectations with:
+// shared/reference.Build streams windows through a Calibrator instead.
+
+// Calibrate scores every window against ref and returns per feature the threshold a
+// Calibrator learns from them (see Calibrator). ErrTooFewWindows with fewer than two windows.
+func Calibrate(windows []*profile.Profile, ref *profile.Profile, opts CalibrateOptions) (map[string]profile.Threshold, error) {
+	c, err := NewCalibrator(ref, opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range windows {
+		if err := c.Add(w); err != nil {
+			return nil, err
+		}
+	}
+	res, err := c.Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]profile.Threshold, len(res))
+	for _, r := range res {
+		out[r.Feature] = r.Threshold
+	}
+	return out, nil
+}
+
+// Apply stores calibrated thresholds in ref, where they travel with its encoding.
+func Apply(ref *profile.Profile, th map[string]profile.Threshold) error {
+	for name, t := range th {
+		if err := ref.SetThreshold(name, t); err != nil {
+			return fmt.Errorf("apply calibration: %w", err)
+		}
+	}
+	return nil
 }
 
 // calibrateRows profiles rows in one pass as the whole reference and as consecutive windows

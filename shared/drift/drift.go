@@ -2,7 +2,7 @@
 // sketches only (never raw reference rows), with Evidently's default tests: KS or normalised
 // Wasserstein for numeric features, chi-square or Jensen-Shannon for categorical ones, PSI
 // reported for every numeric feature. Thresholds are per feature: explicit, calibrated from the
-// reference's own windows (Calibrate), or the method's default. See DESIGN.md for error bounds.
+// reference's own windows (Calibrator), or the method's default. See DESIGN.md for error bounds.
 package drift
 
 import (

@@ -51,8 +51,8 @@ func parse(t *testing.T, doc string) *contract.Schema {
 type onlyReader struct{ io.Reader }
 
 // TestBuildCalibrationMatchesDrift: the streaming two-pass calibration (per window size, as the
-// contract groups the features) stores exactly the thresholds drift.Calibrate learns from the
-// same windows profiled in memory, whether Build seeks the input back or spools it.
+// contract groups the features) stores exactly the thresholds a drift.Calibrator learns from the
+// same windows held in memory, whether Build seeks the input back or spools it.
 func TestBuildCalibrationMatchesDrift(t *testing.T) {
 	s := parse(t, sensorContract)
 	sample := sensorCSV(1030, 97)
@@ -91,12 +91,21 @@ func TestBuildCalibrationMatchesDrift(t *testing.T) {
 		}
 		o := base
 		o.Only = names
-		th, err := drift.Calibrate(windows, ref, drift.CalibrateOptions{Factor: 2, Compare: o})
+		cal, err := drift.NewCalibrator(ref, drift.CalibrateOptions{Factor: 2, Compare: o})
 		if err != nil {
 			t.Fatal(err)
 		}
-		for k, v := range th {
-			want[k] = v
+		for _, w := range windows {
+			if err := cal.Add(w); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res, err := cal.Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range res {
+			want[c.Feature] = c.Threshold
 		}
 	}
 	if len(want) != 3 {
