@@ -117,3 +117,43 @@ func TestCalibrateZeroSpread(t *testing.T) {
 		}
 	}
 }
+
+// TestLegacyPValueThresholdIgnored: a profile calibrated on p-values (what hubs stored before
+// statistic calibration: 0 or 1 in the degenerate cases) must not decide; the method's default
+// does, and the report does not claim calibration. A distance threshold still applies.
+func TestLegacyPValueThresholdIgnored(t *testing.T) {
+	cyc := func(shift float64) func(int) (float64, string) {
+		return func(i int) (float64, string) {
+			if i == 1 { // a 51/49 mode mix in a window: p < 1, far from 0.05
+				return float64(i%100) + shift, "a"
+			}
+			return float64(i%100) + shift, []string{"a", "b"}[i%2]
+		}
+	}
+	ref := rowsOf(t, 400, func(i int) (float64, string) { return float64(i % 100), []string{"a", "b"}[i%2] })
+	if err := ref.SetThreshold("temp", profile.Threshold{Method: string(KS), Value: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ref.SetThreshold("mode", profile.Threshold{Method: string(ChiSquare), Value: 1}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Compare(ref, rowsOf(t, 100, cyc(60)), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fr := rep.Features["temp"]; fr.Calibrated || fr.Threshold != 0.05 || !fr.Drift || fr.ScoreType != ScorePValue {
+		t.Errorf("legacy ks threshold 0 decided: %+v", fr)
+	}
+	if fr := rep.Features["mode"]; fr.Calibrated || fr.Drift {
+		t.Errorf("legacy chisquare threshold 1 decided: %+v", fr)
+	}
+	if err := ref.SetThreshold("temp", profile.Threshold{Method: string(Wasserstein), Value: 0.7}); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err = Compare(ref, rowsOf(t, 100, cyc(60)), Options{Features: map[string]FeatureOptions{"temp": {Method: Wasserstein}}}); err != nil {
+		t.Fatal(err)
+	}
+	if fr := rep.Features["temp"]; !fr.Calibrated || fr.Threshold != 0.7 || fr.ScoreType != ScoreDistance {
+		t.Errorf("distance threshold not applied: %+v", fr)
+	}
+}
