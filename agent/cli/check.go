@@ -145,6 +145,6 @@ func writeCheckText(w io.Writer, r *pipeline.CheckReport) {
 		if fr.Drift {
 			mark = "  DRIFT"
 		}
-		fmt.Fprintf(w, "  %-20s %-13s score %.4g threshold %.4g%s\n", name, fr.Method, fr.Score, fr.Threshold, mark)
+		fmt.Fprintf(w, "  %-20s %-13s %s %.4g threshold %.4g%s\n", name, fr.Method, fr.ScoreType, fr.Score, fr.Threshold, mark)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/shared/contract"
-	"github.com/driftline/driftline/shared/drift"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -322,39 +320,4 @@ func FuzzInferContract(f *testing.F) {
 			t.Fatalf("profile of the inferred contract: %v", err)
 		}
 	})
-}
-
-func TestStreamingCalibrationMatchesDrift(t *testing.T) {
-	s, err := LoadContract(checkData + "contract.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := checkData + "ref.csv"
-	ref, _, err := profileFile(s, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dopts, _, err := DriftOptions(s, ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, size := range []int{50, 100, 150} {
-		got, err := calibrateStream(s, path, ref, size, 2, dopts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var readErr error
-		want, err := drift.CalibrateRows(drift.Columns(s), validRows(s, path, &readErr), size,
-			drift.CalibrateOptions{Factor: 2, Compare: dopts})
-		if err != nil || readErr != nil {
-			t.Fatal(err, readErr)
-		}
-		for _, name := range dopts.Only {
-			c, _ := want.Column(name)
-			w, ok := c.Threshold()
-			if g, found := got[name]; ok != found || (ok && (g.Method != w.Method || math.Abs(g.Value-w.Value) > 1e-12)) {
-				t.Errorf("size %d, %s: streaming %+v, drift.CalibrateRows %+v (%v)", size, name, g, w, ok)
-			}
-		}
-	}
 }

@@ -160,11 +160,9 @@ func (p *Pipeline) driftLocked(hdr wire.Header, win wire.Window, ref wire.ModelR
 		if fr.Drift {
 			df.Drift = 1
 		}
-		score := fr.Score
-		switch {
-		case fr.Method.IsPValue():
-			df.PValue = &score
-		case fr.Method == drift.JensenShannon:
+		df.ScoreType, df.PValue = fr.ScoreType, fr.PValue
+		if fr.Method == drift.JensenShannon {
+			score := fr.Score
 			df.JensenShannon = &score
 		}
 		p.send(wire.KindDriftFeature, p.opts.Topics.DriftFeature(p.opts.DeviceID, name), df)

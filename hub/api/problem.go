@@ -39,6 +39,10 @@ const (
 	ProblemUnsupported  = ProblemBase + "unsupported-media-type"
 	ProblemMethod       = ProblemBase + "method-not-allowed"
 	ProblemInternal     = ProblemBase + "internal"
+	// ProblemInvalidSample: a dataset sample that cannot give a reference profile (no rows,
+	// no valid row, too few valid rows to calibrate, an unreadable header); the detail names
+	// the first problems.
+	ProblemInvalidSample = ProblemBase + "invalid-sample"
 )
 
 // Error is an error that knows its problem document.

@@ -149,6 +149,9 @@ type SampleResult struct {
 	// ContractDigest is the digest of the parsed contract's canonical form.
 	ContractDigest string
 	Notes          []string
+	// Warnings say what the publisher should look at (a low valid share); they are in Notes
+	// too, so they stay with the version, and the push's answer lists them under "warnings".
+	Warnings []string
 }
 
 // SampleProcessor validates a training sample against its contract and computes the reference
@@ -156,8 +159,13 @@ type SampleResult struct {
 // fault (400).
 type SampleProcessor func(contract []byte, sample io.Reader, format string) (SampleResult, error)
 
-// ErrBadInput marks a SampleProcessor error caused by the uploaded contract or sample.
+// ErrBadInput marks a SampleProcessor error caused by the uploaded contract or sample (400,
+// ProblemInvalid).
 var ErrBadInput = errors.New("bad input")
+
+// ErrBadSample marks a SampleProcessor error for a sample that cannot give a reference
+// profile: no rows, no valid row, too few valid rows to calibrate (400, ProblemInvalidSample).
+var ErrBadSample = errors.New("bad sample")
 
 func (s *Server) datasetVersionCreate(c echo.Context) error {
 	name := c.Param("name")
@@ -278,9 +286,15 @@ func (s *Server) datasetVersionCreate(c echo.Context) error {
 	}
 	if dv, ok := out.(state.DatasetVersion); ok {
 		dv.Profile = nil
-		out = dv
+		out = createdVersion{DatasetVersion: dv, Warnings: res.Warnings}
 	}
 	return c.JSON(http.StatusCreated, out)
+}
+
+// createdVersion is the answer to a dataset push: the version and the build's warnings.
+type createdVersion struct {
+	state.DatasetVersion
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // processSample runs the configured SampleProcessor, or, without one, only checks that the
@@ -288,6 +302,11 @@ func (s *Server) datasetVersionCreate(c echo.Context) error {
 func (s *Server) processSample(contract []byte, r io.Reader, format string) (SampleResult, error) {
 	if s.cfg.Samples != nil {
 		res, err := s.cfg.Samples(contract, r, format)
+		if errors.Is(err, ErrBadSample) {
+			e := problem(http.StatusBadRequest, ProblemInvalidSample, "invalid sample", err.Error())
+			e.P.Field = "sample"
+			return res, e
+		}
 		if errors.Is(err, ErrBadInput) {
 			return res, badRequest("", "%v", err)
 		}

@@ -19,8 +19,10 @@ const (
 // FeaturePoint is one feature's verdict in a point. Scores that are not finite are reported
 // as 0 with Skipped set, so the JSON always encodes.
 type FeaturePoint struct {
-	Method      string   `json:"method"`
-	Score       float64  `json:"score"`
+	Method string  `json:"method"`
+	Score  float64 `json:"score"`
+	// ScoreType says what Score is: shared/drift.ScorePValue, ScoreStatistic or ScoreDistance.
+	ScoreType   string   `json:"score_type,omitempty"`
 	Threshold   float64  `json:"threshold"`
 	Calibrated  bool     `json:"calibrated,omitempty"`
 	Drift       bool     `json:"drift"`
@@ -55,7 +57,7 @@ type Point struct {
 func featurePoints(rep *driftstat.Report) map[string]FeaturePoint {
 	out := make(map[string]FeaturePoint, len(rep.Features))
 	for name, fr := range rep.Features {
-		fp := FeaturePoint{Method: string(fr.Method), Score: fr.Score, Threshold: fr.Threshold, Calibrated: fr.Calibrated,
+		fp := FeaturePoint{Method: string(fr.Method), Score: fr.Score, ScoreType: fr.ScoreType, Threshold: fr.Threshold, Calibrated: fr.Calibrated,
 			Drift: fr.Drift, KS: finitePtr(fr.KS), PSI: finitePtr(fr.PSI), Wasserstein: finitePtr(fr.Wasserstein), Skipped: fr.Skipped}
 		if !finite(fp.Score) {
 			fp.Score = 0

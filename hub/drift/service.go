@@ -498,7 +498,7 @@ func (s *Service) fleetMessage(f *fleet, b *bucket, pt Point) wire.FleetDrift {
 		if fp.Skipped != "" || wire.ValidateName("feature", name) != nil {
 			continue
 		}
-		ff := wire.FleetFeature{Method: fp.Method, Score: fp.Score, Threshold: fp.Threshold, Devices: min(perFeature[name], msg.Devices)}
+		ff := wire.FleetFeature{Method: fp.Method, Score: fp.Score, ScoreType: fp.ScoreType, Threshold: fp.Threshold, Devices: min(perFeature[name], msg.Devices)}
 		if fp.Drift {
 			ff.Drift = 1
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	driftstat "github.com/driftline/driftline/shared/drift"
 	"github.com/driftline/driftline/shared/profile"
 )
 
@@ -57,10 +58,13 @@ type ItemView struct {
 	Count uint64 `json:"count"`
 }
 
-// ThresholdView is a calibrated threshold.
+// ThresholdView is a calibrated threshold. On says what Value bounds: "statistic" (KS D, the
+// chi-square statistic), "distance", or "p_value" (a profile calibrated before statistics,
+// which drift scoring ignores for ks and chisquare).
 type ThresholdView struct {
 	Method string  `json:"method"`
 	Value  float64 `json:"value"`
+	On     string  `json:"on"`
 }
 
 func profileView(p *profile.Profile) ProfileView {
@@ -69,7 +73,7 @@ func profileView(p *profile.Profile) ProfileView {
 		c := p.At(i)
 		cv := ColumnView{Name: c.Name(), Kind: c.Kind().String(), Count: c.Count(), Nulls: c.Nulls(), Distinct: c.Distinct()}
 		if th, ok := c.Threshold(); ok {
-			cv.Threshold = &ThresholdView{Method: th.Method, Value: th.Value}
+			cv.Threshold = &ThresholdView{Method: th.Method, Value: th.Value, On: thresholdOn(th)}
 		}
 		if q := c.Quantiles(); q != nil && c.Count() > 0 {
 			cv.Min, cv.Max, cv.Mean, cv.StdDev = finite(c.Min()), finite(c.Max()), finite(c.Mean()), finite(c.StdDev())
@@ -105,4 +109,14 @@ func finite(x float64) *float64 {
 		return nil
 	}
 	return &x
+}
+
+func thresholdOn(th profile.Threshold) string {
+	switch {
+	case th.OnStatistic:
+		return driftstat.ScoreStatistic
+	case driftstat.Method(th.Method).IsPValue():
+		return driftstat.ScorePValue
+	}
+	return driftstat.ScoreDistance
 }

@@ -2,10 +2,13 @@ package drift
 
 import (
 	"errors"
+	"fmt"
 	"iter"
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"gonum.org/v1/gonum/stat/distuv"
 
 	"github.com/driftline/driftline/shared/contract"
 	"github.com/driftline/driftline/shared/profile"
@@ -41,10 +44,94 @@ func profileOf(t testing.TB, rows iter.Seq[[]contract.Value]) *profile.Profile {
 	return p
 }
 
+// Calibrate and Apply are the in-memory form of calibration the tests state expectations with:
+// shared/reference.Build streams windows through a Calibrator instead.
+
+// Calibrate scores every window against ref and returns per feature the threshold a
+// Calibrator learns from them (see Calibrator). ErrTooFewWindows with fewer than two windows.
+func Calibrate(windows []*profile.Profile, ref *profile.Profile, opts CalibrateOptions) (map[string]profile.Threshold, error) {
+	c, err := NewCalibrator(ref, opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range windows {
+		if err := c.Add(w); err != nil {
+			return nil, err
+		}
+	}
+	res, err := c.Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]profile.Threshold, len(res))
+	for _, r := range res {
+		out[r.Feature] = r.Threshold
+	}
+	return out, nil
+}
+
+// Apply stores calibrated thresholds in ref, where they travel with its encoding.
+func Apply(ref *profile.Profile, th map[string]profile.Threshold) error {
+	for name, t := range th {
+		if err := ref.SetThreshold(name, t); err != nil {
+			return fmt.Errorf("apply calibration: %w", err)
+		}
+	}
+	return nil
+}
+
+// calibrateRows profiles rows in one pass as the whole reference and as consecutive windows
+// of windowRows rows (a trailing partial window is dropped), calibrates, and returns the
+// reference with the thresholds stored in it: the simplest correct calibration, which the
+// streaming builders (shared/reference) are checked against.
+func calibrateRows(cols []profile.Column, rows iter.Seq[[]contract.Value], windowRows int, opts CalibrateOptions) (*profile.Profile, error) {
+	if windowRows < 1 {
+		return nil, ErrTooFewWindows
+	}
+	ref, err := profile.New(cols)
+	if err != nil {
+		return nil, err
+	}
+	var windows []*profile.Profile
+	var cur *profile.Profile
+	for row := range rows {
+		if cur == nil {
+			if cur, err = profile.New(cols); err != nil {
+				return nil, err
+			}
+		}
+		if err := ref.Add(row); err != nil {
+			return nil, err
+		}
+		_ = cur.Add(row)
+		if cur.Rows() == uint64(windowRows) {
+			windows = append(windows, cur)
+			cur = nil
+		}
+	}
+	th, err := Calibrate(windows, ref, opts)
+	if err != nil {
+		return nil, err
+	}
+	return ref, Apply(ref, th)
+}
+
+func meanSD(s []float64) (mean, sd float64) {
+	for _, v := range s {
+		mean += v
+	}
+	mean /= float64(len(s))
+	var ss float64
+	for _, v := range s {
+		ss += (v - mean) * (v - mean)
+	}
+	return mean, math.Sqrt(ss / float64(len(s)-1))
+}
+
 func TestCalibrateRows(t *testing.T) {
 	// Windows of 100 rows see a third of the cycle: far from the whole reference by fixed
 	// thresholds, ordinary once calibrated.
-	ref, err := CalibrateRows(twoCols, seasonal(1, 288*10, 0), 100, CalibrateOptions{})
+	ref, err := calibrateRows(twoCols, seasonal(1, 288*10, 0), 100, CalibrateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,19 +207,25 @@ func TestCalibrateFormula(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Both are calibrated on the statistic (W1/sd; the chi-square statistic, not its p-value),
+	// never below the statistic at the method's default threshold (0.1; chi-square with 2
+	// degrees of freedom at p = 0.05).
+	floors := map[string]float64{"temp": 0.1, "mode": distuv.ChiSquared{K: 2}.Quantile(0.95)}
 	for name, m := range map[string]Method{"temp": Wasserstein, "mode": ChiSquare} {
 		var s []float64
 		for _, w := range windows {
 			rep, _ := Compare(ref, w, opts.Compare)
-			s = append(s, rep.Features[name].Score)
+			fr := rep.Features[name]
+			if m == ChiSquare {
+				s = append(s, *fr.ChiSquare)
+			} else {
+				s = append(s, fr.Score)
+			}
 		}
 		mean, sd := meanSD(s)
-		want := mean + 2*sd
-		if m.IsPValue() {
-			want = max(0, mean-2*sd)
-		}
-		if th[name].Method != string(m) || math.Abs(th[name].Value-want) > 1e-12 {
-			t.Errorf("%s: %+v, want %s %v", name, th[name], m, want)
+		want := max(mean+2*sd, floors[name])
+		if th[name].Method != string(m) || th[name].OnStatistic != m.IsPValue() || math.Abs(th[name].Value-want) > 1e-9 {
+			t.Errorf("%s: %+v, want %s %v (mean %v sd %v)", name, th[name], m, want, mean, sd)
 		}
 	}
 }
@@ -147,14 +240,14 @@ func TestCalibrateErrors(t *testing.T) {
 	if _, err := Calibrate(two, ref, CalibrateOptions{Factor: math.Inf(1)}); !errors.Is(err, ErrThreshold) {
 		t.Errorf("infinite factor: %v", err)
 	}
-	if _, err := CalibrateRows(twoCols, seasonal(1, 150, 0), 100, CalibrateOptions{}); !errors.Is(err, ErrTooFewWindows) {
+	if _, err := calibrateRows(twoCols, seasonal(1, 150, 0), 100, CalibrateOptions{}); !errors.Is(err, ErrTooFewWindows) {
 		t.Errorf("one full window: %v", err)
 	}
-	if _, err := CalibrateRows(twoCols, seasonal(1, 150, 0), 0, CalibrateOptions{}); !errors.Is(err, ErrTooFewWindows) {
+	if _, err := calibrateRows(twoCols, seasonal(1, 150, 0), 0, CalibrateOptions{}); !errors.Is(err, ErrTooFewWindows) {
 		t.Errorf("zero window rows: %v", err)
 	}
 	bad := func(yield func([]contract.Value) bool) { yield([]contract.Value{{}}) }
-	if _, err := CalibrateRows(twoCols, bad, 10, CalibrateOptions{}); !errors.Is(err, profile.ErrRowShape) {
+	if _, err := calibrateRows(twoCols, bad, 10, CalibrateOptions{}); !errors.Is(err, profile.ErrRowShape) {
 		t.Errorf("bad row: %v", err)
 	}
 }

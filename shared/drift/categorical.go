@@ -75,6 +75,17 @@ func chiSquareP(rc, cc []float64) (stat, p float64) {
 	return stat, distuv.ChiSquared{K: float64(k - 1)}.Survival(stat)
 }
 
+// categories counts the categories seen on either side.
+func categories(rc, cc []float64) int {
+	k := 0
+	for i := range rc {
+		if rc[i] != 0 || cc[i] != 0 {
+			k++
+		}
+	}
+	return k
+}
+
 // jensenShannon returns the Jensen-Shannon distance (square root of the divergence, natural
 // log) of the two count vectors' normalised shares, as scipy.spatial.distance.jensenshannon.
 func jensenShannon(rc, cc []float64) float64 {

@@ -40,8 +40,9 @@ func Scored(f *contract.Field) bool {
 
 // ContractOptions returns the Compare options a contract asks for: its scored fields (Scored),
 // each with the method and threshold of its x-driftline.drift; what the contract leaves out
-// keeps this package's defaults. An unknown method name is an error (contract.Parse already
-// refuses it).
+// keeps this package's defaults. A field with x-driftline.drift is scored even when its
+// reference looks like an identifier (FeatureOptions.Always): the contract asked for it. An
+// unknown method name is an error (contract.Parse already refuses it).
 func ContractOptions(s *contract.Schema) (Options, error) {
 	var opts Options
 	for i := range s.Fields {
@@ -50,10 +51,10 @@ func ContractOptions(s *contract.Schema) (Options, error) {
 			continue
 		}
 		opts.Only = append(opts.Only, f.Name)
-		if f.Drift == nil || (f.Drift.Method == "" && f.Drift.Threshold == nil) {
+		if f.Drift == nil {
 			continue
 		}
-		var fo FeatureOptions
+		fo := FeatureOptions{Always: true}
 		if f.Drift.Method != "" {
 			m, err := ParseMethod(f.Drift.Method)
 			if err != nil {

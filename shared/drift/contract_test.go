@@ -29,7 +29,7 @@ func TestContractRules(t *testing.T) {
 	}
 	th03, th001 := 0.3, 0.01
 	want := Options{Only: []string{"day", "n", "b", "s"}, Features: map[string]FeatureOptions{
-		"day": {Method: PSI}, "n": {Threshold: &th03}, "s": {Method: ChiSquare, Threshold: &th001}}}
+		"day": {Method: PSI, Always: true}, "n": {Threshold: &th03, Always: true}, "s": {Method: ChiSquare, Threshold: &th001, Always: true}}}
 	if !reflect.DeepEqual(opts, want) {
 		t.Fatalf("options %+v, want %+v", opts, want)
 	}

@@ -34,6 +34,10 @@ const (
 	DefaultDriftShare = 0.5
 	// DefaultFactor is the number of standard deviations calibration adds to the mean score.
 	DefaultFactor = 3.0
+	// DefaultMaxDistinctShare is the share of distinct values above which a categorical
+	// reference column with more than profile.DefaultFrequentK distinct values is taken for an
+	// identifier and not scored (Options.MaxDistinctShare).
+	DefaultMaxDistinctShare = 0.5
 )
 
 // ParseMethod returns the Method named s, or an error wrapping ErrMethod.

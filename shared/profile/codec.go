@@ -62,7 +62,11 @@ func (p *Profile) appendPlain(b []byte) []byte {
 			b = append(b, thrAbsent)
 		} else {
 			b = append(b, thrPresent)
-			b = appendString(b, c.thr.Method)
+			m := c.thr.Method
+			if c.thr.OnStatistic {
+				m += statisticSuffix
+			}
+			b = appendString(b, m)
 			b = appendFloat(b, c.thr.Value)
 		}
 		if c.col.Kind == Numeric {
@@ -307,6 +311,7 @@ func (r *reader) threshold(c *ColumnProfile) error {
 	if t.Method, err = r.str("threshold method", maxMethodBytes); err != nil {
 		return err
 	}
+	t.Method, t.OnStatistic = strings.CutSuffix(t.Method, statisticSuffix)
 	if t.Method == "" {
 		return fmt.Errorf("empty threshold method")
 	}

@@ -8,6 +8,7 @@ package profile
 import (
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -51,9 +52,19 @@ type Column struct {
 type Threshold struct {
 	// Method is the drift method the threshold was calibrated for.
 	Method string
-	// Value is the threshold (a p-value for ks and chisquare, a distance otherwise).
+	// Value is the threshold: a distance for the distance methods; for the p-value methods
+	// (ks, chisquare) a bound on the test statistic (KS D, chi-square statistic) when
+	// OnStatistic is set, else on the p-value (what profiles encoded before statistic
+	// calibration; shared/drift ignores those).
 	Value float64
+	// OnStatistic says Value bounds the test statistic of a p-value method, not its p-value.
+	// It travels in the encoding as the method name with statisticSuffix, so that a decoder
+	// that predates it sees an unknown method and keeps its default threshold.
+	OnStatistic bool
 }
+
+// statisticSuffix marks, in the encoded method name, a threshold with OnStatistic set.
+const statisticSuffix = ":statistic"
 
 // Limits on what a profile may describe; Decode enforces the same.
 const (
@@ -276,7 +287,7 @@ func (p *Profile) SetThreshold(column string, t Threshold) error {
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownColumn, column)
 	}
-	if t.Method == "" || len(t.Method) > maxMethodBytes || math.IsNaN(t.Value) || math.IsInf(t.Value, 0) {
+	if t.Method == "" || len(t.Method)+len(statisticSuffix) > maxMethodBytes || strings.HasSuffix(t.Method, statisticSuffix) || math.IsNaN(t.Value) || math.IsInf(t.Value, 0) {
 		return fmt.Errorf("%w: threshold %q=%v for column %q", ErrIncompatible, t.Method, t.Value, column)
 	}
 	c.thr = &t

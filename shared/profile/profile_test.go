@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/driftline/driftline/shared/contract"
+	"github.com/driftline/driftline/shared/zstdx"
 )
 
 var testCols = []Column{
@@ -236,10 +237,33 @@ func TestThresholdsTravel(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, _ := q.Column("temp")
-	if th, ok := c.Threshold(); !ok || th != (Threshold{"wasserstein", 0.31}) {
+	if th, ok := c.Threshold(); !ok || th != (Threshold{Method: "wasserstein", Value: 0.31}) {
 		t.Fatalf("threshold %+v %v", th, ok)
 	}
 	if _, ok := q.At(2).Threshold(); ok {
 		t.Fatal("site has no threshold")
+	}
+	// A statistic threshold round-trips; a decoder that predates OnStatistic reads the method
+	// "ks:statistic", which no drift method matches.
+	if err := p.SetThreshold("temp", Threshold{Method: "ks", Value: 0.12, OnStatistic: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SetThreshold("temp", Threshold{Method: "ks" + statisticSuffix, Value: 0.12}); err == nil {
+		t.Fatal("a method named with the statistic suffix is accepted")
+	}
+	b := p.Encode()
+	if q, err = Decode(b); err != nil {
+		t.Fatal(err)
+	}
+	c, _ = q.Column("temp")
+	if th, _ := c.Threshold(); th != (Threshold{Method: "ks", Value: 0.12, OnStatistic: true}) {
+		t.Fatalf("statistic threshold %+v", th)
+	}
+	plain, err := zstdx.Decode(nil, b[1:], MaxPlainBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(plain, []byte("ks:statistic")) {
+		t.Fatal("the encoding does not name the statistic threshold's method as ks:statistic")
 	}
 }

@@ -113,8 +113,10 @@ type FleetDrift struct {
 
 // FleetFeature is one feature's drift over a merged fleet profile.
 type FleetFeature struct {
-	Method    string  `json:"method"`
-	Score     float64 `json:"score"`
+	Method string  `json:"method"`
+	Score  float64 `json:"score"`
+	// ScoreType is what Score is, as in DriftFeature: "p_value", "statistic" or "distance".
+	ScoreType string  `json:"score_type,omitempty"`
 	Threshold float64 `json:"threshold"`
 	Drift     int     `json:"drift"`
 	// Devices is the number of devices on which this feature drifted in their latest window.

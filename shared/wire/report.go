@@ -214,8 +214,13 @@ type DriftFeature struct {
 	// Method is the test that decides drift: "ks", "wasserstein", "chi2", "jensen_shannon",
 	// "psi", ... (lowercase, digits and '_').
 	Method string `json:"method"`
-	// Score is the method's statistic (for p-value tests, the p-value).
+	// Score is what Threshold applies to; ScoreType says which.
 	Score float64 `json:"score"`
+	// ScoreType is "p_value" (drift when Score < Threshold), "statistic" (a p-value test's
+	// statistic, KS D or chi-square, when its threshold was calibrated) or "distance" (both
+	// drift when Score > Threshold); empty from agents that predate it (then p-value for ks
+	// and chi-square methods, distance otherwise).
+	ScoreType string `json:"score_type,omitempty"`
 	// Threshold is the fixed or calibrated threshold the score was compared with.
 	Threshold float64 `json:"threshold"`
 	// Drift is 1 when the feature drifted, else 0.
