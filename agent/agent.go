@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -79,6 +80,7 @@ type Agent struct {
 	m      *metrics
 
 	mux      *http.ServeMux
+	addr     atomic.Value // string: the listener's address once Run serves it
 	gatherer prometheus.Gatherer
 	reg      prometheus.Registerer
 
@@ -163,6 +165,13 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 // Handle registers an HTTP handler on the agent's listener (the metrics address) before Run:
 // the pipeline adds POST /ingest here.
 func (a *Agent) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }
+
+// MetricsAddr returns the address GET /metrics (and the agent's other local endpoints) listen
+// on once Run has started serving, else "" (not yet, or Config.Metrics is "off").
+func (a *Agent) MetricsAddr() string {
+	s, _ := a.addr.Load().(string)
+	return s
+}
 
 // Registerer returns where the agent's collectors are registered, for an extension's own (they
 // are served on the same GET /metrics).
@@ -270,6 +279,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.log.Error("metrics listener", "err", err)
 			}
 		}()
+		a.addr.Store(ln.Addr().String())
 		a.log.Info("serving metrics", "addr", ln.Addr().String())
 	}
 

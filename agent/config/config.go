@@ -62,7 +62,7 @@ type Config struct {
 	// Buffer bounds the store-and-forward report buffer.
 	Buffer Buffer `yaml:"buffer" doc:"Bounds of the store-and-forward buffer of reports made while the broker is unreachable."`
 	// Window is the pipeline's reporting window.
-	Window Window `yaml:"window" doc:"Reporting window of validation, profile and drift: whichever of rows or seconds comes first. Overrides the contract's x-driftline.window."`
+	Window Window `yaml:"window" doc:"Reporting window of validation, profile and drift: whichever of rows or seconds comes first. Each bound set here overrides the active contract's x-driftline.window; a bound left out comes from the contract, else from the default (10000 rows, 60 s). The agent logs, and /metrics shows (driftline_agent_window_limit_rows and _seconds, label source = config, contract or default), which one is in force."`
 	// Contract is a data contract used while no model (with its own contract) is active.
 	Contract string `yaml:"contract" doc:"Path of a Table Schema contract the pipeline uses while no active model brings one."`
 	// WatchDir is a directory whose .csv and .jsonl files the pipeline reads once each.
@@ -104,12 +104,13 @@ type Buffer struct {
 	MaxAge Duration `yaml:"max_age" default:"168h" doc:"Reports older than this are dropped instead of sent, and counted."`
 }
 
-// Window is the pipeline's reporting window.
+// Window is the pipeline's reporting window. A zero bound is unset: the contract's
+// x-driftline.window, else the pipeline's default, applies (pipeline.ResolveWindow).
 type Window struct {
 	// Rows closes a window after this many rows.
-	Rows int `yaml:"rows" default:"10000" doc:"Rows per window."`
+	Rows int `yaml:"rows" doc:"Rows per window. Unset: the contract's, else 10000."`
 	// Seconds closes a window after this many seconds.
-	Seconds int `yaml:"seconds" default:"60" doc:"Seconds per window."`
+	Seconds int `yaml:"seconds" doc:"Seconds per window. Unset: the contract's, else 60."`
 }
 
 // Fetch tunes model pulls over MQTT.
@@ -165,7 +166,6 @@ func Default() Config {
 		HealthCheck:     HealthCheck{Timeout: Duration(30 * time.Second)},
 		ChunkCacheBytes: 256 << 20,
 		Buffer:          Buffer{MaxBytes: 64 << 20, MaxAge: Duration(7 * 24 * time.Hour)},
-		Window:          Window{Rows: 10000, Seconds: 60},
 		TopicPrefix:     wire.DefaultPrefix,
 		Heartbeat:       Duration(10 * time.Second),
 		Fetch: Fetch{
@@ -255,11 +255,15 @@ func (c Config) validate(lines map[string]int) error {
 		add("buffer.max_bytes", "%d is below the 64 KiB minimum", c.Buffer.MaxBytes)
 	}
 	positive("buffer.max_age", c.Buffer.MaxAge)
-	if c.Window.Rows < 1 {
-		add("window.rows", "must be at least 1")
-	}
-	if c.Window.Seconds < 1 {
-		add("window.seconds", "must be at least 1")
+	// Zero is "not set" (the contract's window applies); a negative bound, or a zero written
+	// in the file, is a mistake.
+	for _, b := range []struct {
+		path string
+		v    int
+	}{{"window.rows", c.Window.Rows}, {"window.seconds", c.Window.Seconds}} {
+		if _, written := lines[b.path]; b.v < 0 || (b.v == 0 && written) {
+			add(b.path, "must be at least 1, got %d (leave it out to use the contract's window)", b.v)
+		}
 	}
 	if _, err := wire.NewTopics(c.TopicPrefix); err != nil {
 		add("topic_prefix", "%v", err)

@@ -46,7 +46,7 @@ func TestParse(t *testing.T) {
 	}{
 		{name: "minimal gets defaults", yaml: minimal, check: func(t *testing.T, c config.Config) {
 			d := config.Default()
-			if c.Metrics != d.Metrics || c.Heartbeat.D() != 10*time.Second || c.Window.Rows != 10000 || c.Window.Seconds != 60 || c.TopicPrefix != "dl/v1" || c.StateDir == "" {
+			if c.Metrics != d.Metrics || c.Heartbeat.D() != 10*time.Second || c.Window != (config.Window{}) || c.TopicPrefix != "dl/v1" || c.StateDir == "" {
 				t.Fatalf("defaults not applied: %+v", c)
 			}
 		}},
@@ -61,6 +61,12 @@ func TestParse(t *testing.T) {
 			}},
 		{name: "empty file", yaml: "", wantErr: config.ErrInvalid, errHas: []string{"device_id: required", "token: required", "brokers", "trusted_keys"}},
 		{name: "unknown key with line", yaml: minimal + "heartbeet: 5s\n", wantErr: config.ErrSyntax, errHas: []string{"line 5", "heartbeet"}},
+		// The window is unset unless written, so the contract's x-driftline.window applies.
+		{name: "window part set", yaml: minimal + "window: {seconds: 5}\n", check: func(t *testing.T, c config.Config) {
+			if c.Window != (config.Window{Seconds: 5}) {
+				t.Fatalf("window %+v, want seconds 5 and rows unset", c.Window)
+			}
+		}},
 		{name: "wrong type with line", yaml: minimal + "window:\n  rows: many\n", wantErr: config.ErrSyntax, errHas: []string{"line 6"}},
 		{name: "bad duration", yaml: minimal + "heartbeat: soon\n", wantErr: config.ErrSyntax, errHas: []string{"line 5", "soon"}},
 		{name: "bad broker scheme with line", yaml: "device_id: d1\ntoken: x\ntrusted_keys: [3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=]\nbrokers:\n  - tcp://a:1\n  - http://b:2\n", wantErr: config.ErrInvalid, errHas: []string{"line 6: brokers[1]", "http"}},

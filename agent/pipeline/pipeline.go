@@ -138,7 +138,7 @@ type generation struct {
 	cols    []profile.Column
 	ref     *profile.Profile // nil: no drift
 	drift   driftSetup
-	window  contract.Window
+	window  ResolvedWindow
 }
 
 // New checks opts and returns a Pipeline; no window is open until the first row.
