@@ -108,9 +108,9 @@ type Buffer struct {
 // x-driftline.window, else the pipeline's default, applies (pipeline.ResolveWindow).
 type Window struct {
 	// Rows closes a window after this many rows.
-	Rows int `yaml:"rows" doc:"Rows per window. Unset: the contract's, else 10000."`
+	Rows int `yaml:"rows,omitempty" doc:"Rows per window. Unset: the contract's, else 10000."`
 	// Seconds closes a window after this many seconds.
-	Seconds int `yaml:"seconds" doc:"Seconds per window. Unset: the contract's, else 60."`
+	Seconds int `yaml:"seconds,omitempty" doc:"Seconds per window. Unset: the contract's, else 60."`
 }
 
 // Fetch tunes model pulls over MQTT.

@@ -222,3 +222,24 @@ func TestParseDuration(t *testing.T) {
 		}
 	}
 }
+
+// TestMarshalRoundTrip: a Config written as YAML (as tests and tools write agent.yaml) parses
+// back to the same Config; an unset window stays unset.
+func TestMarshalRoundTrip(t *testing.T) {
+	c, err := config.Parse([]byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := config.Parse(b)
+	if err != nil {
+		t.Fatalf("%v:\n%s", err, b)
+	}
+	again, _ := yaml.Marshal(back)
+	if string(again) != string(b) || back.Window != (config.Window{}) {
+		t.Fatalf("round trip changed the config:\n%s\n%s", b, again)
+	}
+}
