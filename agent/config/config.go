@@ -61,6 +61,8 @@ type Config struct {
 	ChunkCacheBytes int64 `yaml:"chunk_cache_bytes" default:"268435456" doc:"Cap on the stored size of the chunk cache: the verified chunks of model versions no longer on disk (pruned or removed), kept so that going back to them, or to a version sharing their content, costs little. Versions on disk and partial downloads are read directly and do not count. Chunks of the active and the downloading version are never evicted, so they may exceed it."`
 	// Buffer bounds the store-and-forward report buffer.
 	Buffer Buffer `yaml:"buffer" doc:"Bounds of the store-and-forward buffer of reports made while the broker is unreachable."`
+	// Quarantine bounds the store of invalid rows.
+	Quarantine Quarantine `yaml:"quarantine" doc:"Bounds of the quarantine, where every invalid row is kept with its field, rule and value (driftline-agent quarantine list and export read it). Past a bound the oldest rows go first, and are counted (driftline_agent_quarantine_evicted_total, _expired_total, and the validation report's quarantine_evicted)."`
 	// Window is the pipeline's reporting window.
 	Window Window `yaml:"window" doc:"Reporting window of validation, profile and drift: whichever of rows or seconds comes first. Each bound set here overrides the active contract's x-driftline.window; a bound left out comes from the contract, else from the default (10000 rows, 60 s). The agent logs, and /metrics shows (driftline_agent_window_limit_rows and _seconds, label source = config, contract or default), which one is in force."`
 	// Contract is a data contract used while no model (with its own contract) is active.
@@ -103,6 +105,23 @@ type Buffer struct {
 	// MaxAge drops reports older than this.
 	MaxAge Duration `yaml:"max_age" default:"168h" doc:"Reports older than this are dropped instead of sent, and counted."`
 }
+
+// Quarantine bounds the quarantine of invalid rows (agent/quarantine).
+type Quarantine struct {
+	// MaxRows bounds the rows kept.
+	MaxRows int `yaml:"max_rows" default:"10000" doc:"Most rows kept (1 to 1000000; each costs 24 bytes of memory besides its stored entry)."`
+	// MaxBytes bounds the stored size.
+	MaxBytes int64 `yaml:"max_bytes" default:"16777216" doc:"Stored size bound (at least 64 KiB; one row's entry is at most 16 KiB)."`
+	// MaxAge expires older rows.
+	MaxAge Duration `yaml:"max_age" default:"720h" doc:"Rows older than this are dropped, oldest first, and counted as expired."`
+}
+
+// Quarantine limits enforced by Validate.
+const (
+	MaxQuarantineRows     = 1_000_000
+	MinQuarantineBytes    = 64 << 10
+	DefaultQuarantineRows = 10000
+)
 
 // Window is the pipeline's reporting window. A zero bound is unset: the contract's
 // x-driftline.window, else the pipeline's default, applies (pipeline.ResolveWindow).
@@ -166,6 +185,7 @@ func Default() Config {
 		HealthCheck:     HealthCheck{Timeout: Duration(30 * time.Second)},
 		ChunkCacheBytes: 256 << 20,
 		Buffer:          Buffer{MaxBytes: 64 << 20, MaxAge: Duration(7 * 24 * time.Hour)},
+		Quarantine:      Quarantine{MaxRows: DefaultQuarantineRows, MaxBytes: 16 << 20, MaxAge: Duration(30 * 24 * time.Hour)},
 		TopicPrefix:     wire.DefaultPrefix,
 		Heartbeat:       Duration(10 * time.Second),
 		Fetch: Fetch{
@@ -255,6 +275,13 @@ func (c Config) validate(lines map[string]int) error {
 		add("buffer.max_bytes", "%d is below the 64 KiB minimum", c.Buffer.MaxBytes)
 	}
 	positive("buffer.max_age", c.Buffer.MaxAge)
+	if c.Quarantine.MaxRows < 1 || c.Quarantine.MaxRows > MaxQuarantineRows {
+		add("quarantine.max_rows", "must be within 1..%d, got %d", MaxQuarantineRows, c.Quarantine.MaxRows)
+	}
+	if c.Quarantine.MaxBytes < MinQuarantineBytes {
+		add("quarantine.max_bytes", "%d is below the 64 KiB minimum (one row's entry takes up to 16 KiB)", c.Quarantine.MaxBytes)
+	}
+	positive("quarantine.max_age", c.Quarantine.MaxAge)
 	// Zero is "not set" (the contract's window applies); a negative bound, or a zero written
 	// in the file, is a mistake.
 	for _, b := range []struct {

@@ -67,6 +67,19 @@ func TestParse(t *testing.T) {
 				t.Fatalf("window %+v, want seconds 5 and rows unset", c.Window)
 			}
 		}},
+		{name: "quarantine caps", yaml: minimal + "quarantine:\n  max_rows: 500\n  max_bytes: 1048576\n  max_age: 48h\n", check: func(t *testing.T, c config.Config) {
+			if c.Quarantine != (config.Quarantine{MaxRows: 500, MaxBytes: 1 << 20, MaxAge: config.Duration(48 * time.Hour)}) {
+				t.Fatalf("quarantine %+v", c.Quarantine)
+			}
+		}},
+		{name: "quarantine defaults", yaml: minimal, check: func(t *testing.T, c config.Config) {
+			if c.Quarantine != (config.Quarantine{MaxRows: 10000, MaxBytes: 16 << 20, MaxAge: config.Duration(720 * time.Hour)}) {
+				t.Fatalf("quarantine %+v", c.Quarantine)
+			}
+		}},
+		{name: "quarantine out of range", yaml: minimal + "quarantine:\n  max_rows: 0\n  max_bytes: 100\n  max_age: -1h\n", wantErr: config.ErrInvalid,
+			errHas: []string{"line 6: quarantine.max_rows: must be within 1..1000000, got 0", "line 7: quarantine.max_bytes: 100 is below the 64 KiB minimum", "line 8: quarantine.max_age: must be positive"}},
+		{name: "quarantine unknown key", yaml: minimal + "quarantine:\n  max_rowz: 5\n", wantErr: config.ErrSyntax, errHas: []string{"line 6", "max_rowz"}},
 		{name: "wrong type with line", yaml: minimal + "window:\n  rows: many\n", wantErr: config.ErrSyntax, errHas: []string{"line 6"}},
 		{name: "bad duration", yaml: minimal + "heartbeat: soon\n", wantErr: config.ErrSyntax, errHas: []string{"line 5", "soon"}},
 		{name: "bad broker scheme with line", yaml: "device_id: d1\ntoken: x\ntrusted_keys: [3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=]\nbrokers:\n  - tcp://a:1\n  - http://b:2\n", wantErr: config.ErrInvalid, errHas: []string{"line 6: brokers[1]", "http"}},

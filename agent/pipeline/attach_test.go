@@ -383,3 +383,36 @@ func (h *testAPI) pushModel(name string, artifact []byte, dataset string, dsVers
 	h.call(http.MethodPost, fmt.Sprintf("/api/v1/models/%s/versions/%d/approve", name, mv.Version), map[string]any{"comment": "test"}, http.StatusOK, nil)
 	return mv.Version
 }
+
+// TestAttachQuarantineCaps: the quarantine bounds of agent.yaml reach the store Attach opens.
+func TestAttachQuarantineCaps(t *testing.T) {
+	dir := t.TempDir()
+	contractPath := filepath.Join(dir, "contract.json")
+	os.WriteFile(contractPath, []byte(`{"fields":[{"name":"temp","type":"number","constraints":{"maximum":100}}]}`), 0o600)
+	cfg := config.Default()
+	cfg.DeviceID, cfg.Token, cfg.Brokers = "edge-q", "t", []string{"tcp://127.0.0.1:1"}
+	cfg.TrustedKeys = []string{"3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}
+	cfg.StateDir, cfg.ModelDir, cfg.Metrics = filepath.Join(dir, "state"), filepath.Join(dir, "models"), config.MetricsOff
+	cfg.Contract = contractPath
+	cfg.Quarantine.MaxRows = 3
+	db, err := state.OpenInMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	a, err := agent.New(cfg, db.Root(), agent.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, err := pipeline.Attach(a, pipeline.AttachOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pl.IngestPayload("mqtt", []byte(`[{"temp":500},{"temp":501},{"temp":502},{"temp":503},{"temp":504}]`)); err != nil {
+		t.Fatal(err)
+	}
+	pl.Flush()
+	if st := pl.Stats(); st.QuarantineDepth != 3 || st.QuarantineEvicted != 2 {
+		t.Fatalf("quarantine %+v, want 3 rows held and 2 evicted (max_rows 3)", st)
+	}
+}

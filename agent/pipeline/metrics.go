@@ -23,6 +23,8 @@ const (
 	// MetricWindowSecondsLimit is the time bound of the window in force, in seconds, labelled
 	// like MetricWindowRowsLimit.
 	MetricWindowSecondsLimit = "driftline_agent_window_limit_seconds"
+	// MetricQuarantineExpired counts quarantined rows dropped for age (quarantine max_age).
+	MetricQuarantineExpired = "driftline_agent_quarantine_expired_total"
 	// MetricDriftShare is the drift share of the last window scored against a reference.
 	MetricDriftShare = "driftline_agent_drift_share"
 )
@@ -38,6 +40,7 @@ type metrics struct {
 	windows        prometheus.Counter
 	windowSeconds  prometheus.Histogram
 	evicted        prometheus.Counter
+	expired        prometheus.Counter
 	driftShare     prometheus.Gauge
 	// limitRows and limitSeconds hold one series each: the window in force.
 	limitRows, limitSeconds *prometheus.GaugeVec
@@ -56,6 +59,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8)}),
 		evicted: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricQuarantineEvicted,
 			Help: "Quarantined rows evicted for space, oldest first."}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricQuarantineExpired,
+			Help: "Quarantined rows dropped for age (older than the quarantine's max_age)."}),
 		driftShare: prometheus.NewGauge(prometheus.GaugeOpts{Name: MetricDriftShare,
 			Help: "Share of drifted features in the last window scored against a reference profile."}),
 		limitRows: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricWindowRowsLimit,
@@ -66,7 +71,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{records, m.windows, m.windowSeconds, m.evicted, m.driftShare, m.limitRows, m.limitSeconds} {
+	for _, c := range []prometheus.Collector{records, m.windows, m.windowSeconds, m.evicted, m.expired, m.driftShare, m.limitRows, m.limitSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register pipeline metrics: %w", err)
 		}
