@@ -157,7 +157,11 @@ func (c *conn) run(ctx context.Context) {
 			if lastRefusal.Attempts > 0 {
 				c.log.Info("broker accepted the connection after refusing it", "refused_attempts", lastRefusal.Attempts, "broker", c.status().Broker)
 			}
-			lastRefusal, failures = Refusal{}, 0
+			lastRefusal, failures, refusedStep = Refusal{}, 0, 0
+			select { // a token set before this connect has been used
+			case <-c.kick:
+			default:
+			}
 			connectedAt := time.Now()
 			select {
 			case <-lost:
@@ -165,7 +169,7 @@ func (c *conn) run(ctx context.Context) {
 				return
 			}
 			if time.Since(connectedAt) >= stableConnection {
-				netStep, refusedStep = 0, 0
+				netStep = 0
 				continue // reconnect at once
 			}
 			netStep = grow(netStep, c.pace.netMin, c.pace.netMax)
@@ -221,8 +225,11 @@ func (c *conn) run(ctx context.Context) {
 		if c.st.Connected || c.st.Refused != reason || since.IsZero() {
 			since = now
 		}
-		c.st = ConnStatus{Broker: broker, Since: since, Refused: reason, RefusedCode: code, Error: err.Error(),
+		c.st = ConnStatus{Broker: broker, Since: since, Refused: reason, Error: err.Error(),
 			FailedAttempts: failures, NextAttempt: now.Add(wait)}
+		if reason != "" {
+			c.st.RefusedCode = code
+		}
 		c.stMu.Unlock()
 		c.m.backoff.Set(wait.Seconds())
 		if !c.wait(ctx, wait) {
