@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,6 +58,17 @@ type Options struct {
 	// shares one among its agents, so that the frames and buffers of thousands of simultaneous
 	// pulls do not all sit in one process's memory.
 	PullSlots chan struct{}
+	// ConnectBackoff is the first wait after a connect attempt that reached no broker; it
+	// doubles up to MaxConnectBackoff (default DefaultConnectBackoff).
+	ConnectBackoff time.Duration
+	// RefusedBackoff is the first wait after a CONNECT the broker refused (bad token, not
+	// authorised); it doubles up to RefusedBackoffMax (defaults DefaultRefusedBackoff and
+	// DefaultRefusedBackoffMax). Every wait is jittered into [d/2, d].
+	RefusedBackoff, RefusedBackoffMax time.Duration
+	// OnConnectRefused, when set, is called after every refused CONNECT, on the connect loop's
+	// goroutine (it delays the next attempt while it runs). Fleet mode re-enrols a device the
+	// hub no longer knows from here (SetToken).
+	OnConnectRefused func(Refusal)
 }
 
 // Agent is one device's runtime. New prepares it; Run runs it until its context ends.
@@ -79,6 +91,7 @@ type Agent struct {
 	m      *metrics
 
 	mux      *http.ServeMux
+	addr     atomic.Value // string: the listener's address once Run serves it
 	gatherer prometheus.Gatherer
 	reg      prometheus.Registerer
 
@@ -150,19 +163,40 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.conn, err = newConn(cfg, topics, a.m, a.log, a.started, Version, opts.OnData != nil); err != nil {
+	pace := pacing{netMin: opts.ConnectBackoff, netMax: MaxConnectBackoff, refusedMin: opts.RefusedBackoff, refusedMax: opts.RefusedBackoffMax}
+	if pace.netMin <= 0 {
+		pace.netMin = DefaultConnectBackoff
+	}
+	pace.netMax = max(pace.netMax, pace.netMin)
+	if pace.refusedMin <= 0 {
+		pace.refusedMin = DefaultRefusedBackoff
+	}
+	if pace.refusedMax <= 0 {
+		pace.refusedMax = DefaultRefusedBackoffMax
+	}
+	pace.refusedMax = max(pace.refusedMax, pace.refusedMin)
+	if a.conn, err = newConn(cfg, topics, a.m, a.log, a.started, Version, opts.OnData != nil, pace); err != nil {
 		return nil, err
 	}
+	a.conn.onRefused = opts.OnConnectRefused
 	a.conn.onFrameBytes = func(n int) { a.m.fetchedBytes.Add(float64(n)) }
 	a.fetch = newFetcher(a)
 	a.retryMin = cfg.Fetch.Retry.D()
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(gat, promhttp.HandlerOpts{}))
+	a.mux.HandleFunc("GET /status", a.serveStatus)
 	return a, nil
 }
 
 // Handle registers an HTTP handler on the agent's listener (the metrics address) before Run:
 // the pipeline adds POST /ingest here.
 func (a *Agent) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }
+
+// MetricsAddr returns the address GET /metrics (and the agent's other local endpoints) listen
+// on once Run has started serving, else "" (not yet, or Config.Metrics is "off").
+func (a *Agent) MetricsAddr() string {
+	s, _ := a.addr.Load().(string)
+	return s
+}
 
 // Registerer returns where the agent's collectors are registered, for an extension's own (they
 // are served on the same GET /metrics).
@@ -207,6 +241,14 @@ func (a *Agent) BufferStats() outbox.Stats { return a.out.Stats() }
 
 // Connected reports whether the MQTT connection is up.
 func (a *Agent) Connected() bool { return a.conn.up.Load() }
+
+// Connection returns the MQTT connection's state: up or not, the broker, and while down the
+// last error, whether the broker refuses the device's CONNECT and why, and the next attempt.
+func (a *Agent) Connection() ConnStatus { return a.conn.status() }
+
+// SetToken replaces the device token (the MQTT password) for the next connect and cuts the
+// wait before it short. The running connection, if any, is not touched.
+func (a *Agent) SetToken(token string) { a.conn.setToken(token) }
 
 // reject counts refused input and logs why.
 func (a *Agent) reject(reason, msg string, args ...any) {
@@ -270,6 +312,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.log.Error("metrics listener", "err", err)
 			}
 		}()
+		a.addr.Store(ln.Addr().String())
 		a.log.Info("serving metrics", "addr", ln.Addr().String())
 	}
 
@@ -293,7 +336,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, f := range a.extra {
 		spawn(f)
 	}
-	a.conn.connect()
+	spawn(a.conn.run)
 	a.report()
 
 	<-ctx.Done()

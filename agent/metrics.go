@@ -30,6 +30,15 @@ const (
 	MetricConnected = "driftline_agent_connected"
 	// MetricConnects counts MQTT connections made (first connect and reconnects).
 	MetricConnects = "driftline_agent_connects_total"
+	// MetricConnectRefused counts CONNECTs the broker refused, by reason (the Refused*
+	// constants: bad_credentials, not_authorized, ...).
+	MetricConnectRefused = "driftline_agent_connect_refused_total"
+	// MetricConnectErrors counts connect attempts that reached no broker (network, TLS,
+	// timeout).
+	MetricConnectErrors = "driftline_agent_connect_errors_total"
+	// MetricConnectBackoff is the wait before the next connect attempt, in seconds (0 while
+	// connected).
+	MetricConnectBackoff = "driftline_agent_connect_backoff_seconds"
 	// MetricInfo carries the agent's version as a label, value 1.
 	MetricInfo = "driftline_agent_info"
 )
@@ -72,6 +81,9 @@ type metrics struct {
 	rejected      *prometheus.CounterVec
 	connected     prometheus.Gauge
 	connects      prometheus.Counter
+	refused       *prometheus.CounterVec
+	connectErrors prometheus.Counter
+	backoff       prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer, version string, rss bool) (*metrics, error) {
@@ -90,6 +102,12 @@ func newMetrics(reg prometheus.Registerer, version string, rss bool) (*metrics, 
 			Help: "1 while the MQTT connection is up."}),
 		connects: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricConnects,
 			Help: "MQTT connections made, first connect and reconnects."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricConnectRefused,
+			Help: "MQTT CONNECTs the broker refused, by reason (bad_credentials, not_authorized, identifier_rejected, server_unavailable, protocol_version)."}, []string{"reason"}),
+		connectErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricConnectErrors,
+			Help: "MQTT connect attempts that reached no broker (network, TLS, timeout)."}),
+		backoff: prometheus.NewGauge(prometheus.GaugeOpts{Name: MetricConnectBackoff,
+			Help: "Wait before the next MQTT connect attempt, in seconds; 0 while connected."}),
 	}
 	for _, r := range []string{ResultActive, ResultFailed, ResultRolledBack} {
 		m.activations.WithLabelValues(r)
@@ -97,7 +115,11 @@ func newMetrics(reg prometheus.Registerer, version string, rss bool) (*metrics, 
 	for _, r := range rejectReasons {
 		m.rejected.WithLabelValues(r)
 	}
+	for _, r := range refusedReasons {
+		m.refused.WithLabelValues(r)
+	}
 	cs := []prometheus.Collector{m.fetchedBytes, m.fetchedChunks, m.chunksReused, m.activations, m.rejected, m.connected, m.connects,
+		m.refused, m.connectErrors, m.backoff,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricInfo, Help: "Agent build information.",
 			ConstLabels: prometheus.Labels{"version": version}}, func() float64 { return 1 }),
 	}

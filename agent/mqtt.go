@@ -52,14 +52,30 @@ type conn struct {
 	wantData bool
 	// onFrameBytes counts every chunk-topic byte received.
 	onFrameBytes func(n int)
+
+	// token is the MQTT password, read at every connect (SetToken replaces it); kick (1-slot)
+	// cuts the wait before the next connect attempt short.
+	token atomic.Pointer[string]
+	kick  chan struct{}
+	pace  pacing
+	// onRefused, when set, is called (on the connect loop's goroutine) after every refused
+	// CONNECT.
+	onRefused func(Refusal)
+
+	stMu     sync.Mutex
+	st       ConnStatus
+	tryingAt string // the broker of the attempt in progress (paho's notifications)
 }
 
-func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger, started time.Time, version string, wantData bool) (*conn, error) {
+func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger, started time.Time, version string, wantData bool, pace pacing) (*conn, error) {
 	c := &conn{
 		topics: topics, id: cfg.DeviceID, log: log, m: m,
 		connected: make(chan struct{}, 1), desiredCh: make(chan struct{}, 1), lost: make(chan struct{}),
 		frames: make(chan []byte, frameQueue), data: make(chan []byte, dataQueue), wantData: wantData,
+		kick: make(chan struct{}, 1), pace: pace,
 	}
+	tok := cfg.Token
+	c.token.Store(&tok)
 	will, err := wire.Encode(wire.Status{Header: wire.Header{DeviceID: cfg.DeviceID, TS: started.UnixMilli()},
 		Online: false, AgentVersion: version, StartedTS: started.UnixMilli(), Reason: wire.ReasonWill})
 	if err != nil {
@@ -74,12 +90,16 @@ func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger
 	} else if tc != nil {
 		opts.SetTLSConfig(tc)
 	}
-	opts.SetClientID(cfg.DeviceID).SetUsername(cfg.DeviceID).SetPassword(cfg.Token).
+	// The agent's own loop (conn.run) connects and reconnects, not paho's: paho retries a
+	// CONNECT the broker refused (bad token, not authorised) at the pace of a network error,
+	// forever (PITFALLS: agents and refused credentials). MQTT 3.1.1 is set explicitly, so a
+	// refusal is not tried a second time as MQTT 3.1 (which would also hide its return code).
+	opts.SetClientID(cfg.DeviceID).
+		SetCredentialsProvider(func() (string, string) { return cfg.DeviceID, *c.token.Load() }).
+		SetProtocolVersion(4).
 		SetCleanSession(true).
-		SetAutoReconnect(true).
-		SetConnectRetry(true).
-		SetConnectRetryInterval(time.Second).
-		SetMaxReconnectInterval(5*time.Second).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
 		SetConnectTimeout(10*time.Second).
 		SetKeepAlive(30*time.Second).
 		SetWriteTimeout(10*time.Second).
@@ -88,7 +108,8 @@ func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger
 		SetBinaryWill(topics.Status(cfg.DeviceID), will, 1, true).
 		SetDefaultPublishHandler(c.route).
 		SetOnConnectHandler(c.onConnect).
-		SetConnectionLostHandler(c.onLost)
+		SetConnectionLostHandler(c.onLost).
+		SetConnectionNotificationHandler(c.onNotification)
 	c.client = paho.NewClient(opts)
 	return c, nil
 }
@@ -165,7 +186,12 @@ func (c *conn) onConnect(cl paho.Client) {
 			}
 		}
 	}()
-	c.log.Info("connected to broker")
+	c.stMu.Lock()
+	broker := c.tryingAt
+	c.st = ConnStatus{Connected: true, Broker: broker, Since: time.Now()}
+	c.stMu.Unlock()
+	c.m.backoff.Set(0)
+	c.log.Info("connected to broker", "broker", broker)
 	select {
 	case c.connected <- struct{}{}:
 	default:
@@ -180,7 +206,19 @@ func (c *conn) onLost(_ paho.Client, err error) {
 	c.lost = make(chan struct{})
 	c.lostMu.Unlock()
 	c.m.connected.Set(0)
+	c.stMu.Lock()
+	c.st = ConnStatus{Broker: c.st.Broker, Since: time.Now(), Error: fmt.Sprint(err)}
+	c.stMu.Unlock()
 	c.log.Warn("broker connection lost", "err", err)
+}
+
+// onNotification records which broker paho is trying (for the logs and the status).
+func (c *conn) onNotification(_ paho.Client, n paho.ConnectionNotification) {
+	if b, ok := n.(paho.ConnectionNotificationBroker); ok && b.Broker != nil {
+		c.stMu.Lock()
+		c.tryingAt = b.Broker.String()
+		c.stMu.Unlock()
+	}
 }
 
 // route sorts one incoming message into the agent's queues. It never blocks.
@@ -287,9 +325,6 @@ func (c *conn) publish(ctx context.Context, topic string, payload []byte, qos by
 	}
 	return nil
 }
-
-// connect starts connecting in the background (paho retries until it succeeds).
-func (c *conn) connect() { c.client.Connect() }
 
 // close publishes the offline status (when connected) and disconnects.
 func (c *conn) close(offline []byte) {

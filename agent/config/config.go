@@ -61,8 +61,10 @@ type Config struct {
 	ChunkCacheBytes int64 `yaml:"chunk_cache_bytes" default:"268435456" doc:"Cap on the stored size of the chunk cache: the verified chunks of model versions no longer on disk (pruned or removed), kept so that going back to them, or to a version sharing their content, costs little. Versions on disk and partial downloads are read directly and do not count. Chunks of the active and the downloading version are never evicted, so they may exceed it."`
 	// Buffer bounds the store-and-forward report buffer.
 	Buffer Buffer `yaml:"buffer" doc:"Bounds of the store-and-forward buffer of reports made while the broker is unreachable."`
+	// Quarantine bounds the store of invalid rows.
+	Quarantine Quarantine `yaml:"quarantine" doc:"Bounds of the quarantine, where every invalid row is kept with its field, rule and value (driftline-agent quarantine list and export read it). Past a bound the oldest rows go first, and are counted (driftline_agent_quarantine_evicted_total, _expired_total, and the validation report's quarantine_evicted)."`
 	// Window is the pipeline's reporting window.
-	Window Window `yaml:"window" doc:"Reporting window of validation, profile and drift: whichever of rows or seconds comes first. Overrides the contract's x-driftline.window."`
+	Window Window `yaml:"window" doc:"Reporting window of validation, profile and drift: whichever of rows or seconds comes first. Each bound set here overrides the active contract's x-driftline.window; a bound left out comes from the contract, else from the default (10000 rows, 60 s). The agent logs, and /metrics shows (driftline_agent_window_limit_rows and _seconds, label source = config, contract or default), which one is in force."`
 	// Contract is a data contract used while no model (with its own contract) is active.
 	Contract string `yaml:"contract" doc:"Path of a Table Schema contract the pipeline uses while no active model brings one."`
 	// WatchDir is a directory whose .csv and .jsonl files the pipeline reads once each.
@@ -104,12 +106,30 @@ type Buffer struct {
 	MaxAge Duration `yaml:"max_age" default:"168h" doc:"Reports older than this are dropped instead of sent, and counted."`
 }
 
-// Window is the pipeline's reporting window.
+// Quarantine bounds the quarantine of invalid rows (agent/quarantine).
+type Quarantine struct {
+	// MaxRows bounds the rows kept.
+	MaxRows int `yaml:"max_rows" default:"10000" doc:"Most rows kept (1 to 1000000; each costs 24 bytes of memory besides its stored entry)."`
+	// MaxBytes bounds the stored size.
+	MaxBytes int64 `yaml:"max_bytes" default:"16777216" doc:"Stored size bound (at least 64 KiB; one row's entry is at most 16 KiB)."`
+	// MaxAge expires older rows.
+	MaxAge Duration `yaml:"max_age" default:"720h" doc:"Rows older than this are dropped, oldest first, and counted as expired."`
+}
+
+// Quarantine limits enforced by Validate.
+const (
+	MaxQuarantineRows     = 1_000_000
+	MinQuarantineBytes    = 64 << 10
+	DefaultQuarantineRows = 10000
+)
+
+// Window is the pipeline's reporting window. A zero bound is unset: the contract's
+// x-driftline.window, else the pipeline's default, applies (pipeline.ResolveWindow).
 type Window struct {
 	// Rows closes a window after this many rows.
-	Rows int `yaml:"rows" default:"10000" doc:"Rows per window."`
+	Rows int `yaml:"rows,omitempty" doc:"Rows per window. Unset: the contract's, else 10000."`
 	// Seconds closes a window after this many seconds.
-	Seconds int `yaml:"seconds" default:"60" doc:"Seconds per window."`
+	Seconds int `yaml:"seconds,omitempty" doc:"Seconds per window. Unset: the contract's, else 60."`
 }
 
 // Fetch tunes model pulls over MQTT.
@@ -165,7 +185,7 @@ func Default() Config {
 		HealthCheck:     HealthCheck{Timeout: Duration(30 * time.Second)},
 		ChunkCacheBytes: 256 << 20,
 		Buffer:          Buffer{MaxBytes: 64 << 20, MaxAge: Duration(7 * 24 * time.Hour)},
-		Window:          Window{Rows: 10000, Seconds: 60},
+		Quarantine:      Quarantine{MaxRows: DefaultQuarantineRows, MaxBytes: 16 << 20, MaxAge: Duration(30 * 24 * time.Hour)},
 		TopicPrefix:     wire.DefaultPrefix,
 		Heartbeat:       Duration(10 * time.Second),
 		Fetch: Fetch{
@@ -255,11 +275,22 @@ func (c Config) validate(lines map[string]int) error {
 		add("buffer.max_bytes", "%d is below the 64 KiB minimum", c.Buffer.MaxBytes)
 	}
 	positive("buffer.max_age", c.Buffer.MaxAge)
-	if c.Window.Rows < 1 {
-		add("window.rows", "must be at least 1")
+	if c.Quarantine.MaxRows < 1 || c.Quarantine.MaxRows > MaxQuarantineRows {
+		add("quarantine.max_rows", "must be within 1..%d, got %d", MaxQuarantineRows, c.Quarantine.MaxRows)
 	}
-	if c.Window.Seconds < 1 {
-		add("window.seconds", "must be at least 1")
+	if c.Quarantine.MaxBytes < MinQuarantineBytes {
+		add("quarantine.max_bytes", "%d is below the 64 KiB minimum (one row's entry takes up to 16 KiB)", c.Quarantine.MaxBytes)
+	}
+	positive("quarantine.max_age", c.Quarantine.MaxAge)
+	// Zero is "not set" (the contract's window applies); a negative bound, or a zero written
+	// in the file, is a mistake.
+	for _, b := range []struct {
+		path string
+		v    int
+	}{{"window.rows", c.Window.Rows}, {"window.seconds", c.Window.Seconds}} {
+		if _, written := lines[b.path]; b.v < 0 || (b.v == 0 && written) {
+			add(b.path, "must be at least 1, got %d (leave it out to use the contract's window)", b.v)
+		}
 	}
 	if _, err := wire.NewTopics(c.TopicPrefix); err != nil {
 		add("topic_prefix", "%v", err)

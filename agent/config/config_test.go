@@ -46,7 +46,7 @@ func TestParse(t *testing.T) {
 	}{
 		{name: "minimal gets defaults", yaml: minimal, check: func(t *testing.T, c config.Config) {
 			d := config.Default()
-			if c.Metrics != d.Metrics || c.Heartbeat.D() != 10*time.Second || c.Window.Rows != 10000 || c.Window.Seconds != 60 || c.TopicPrefix != "dl/v1" || c.StateDir == "" {
+			if c.Metrics != d.Metrics || c.Heartbeat.D() != 10*time.Second || c.Window != (config.Window{}) || c.TopicPrefix != "dl/v1" || c.StateDir == "" {
 				t.Fatalf("defaults not applied: %+v", c)
 			}
 		}},
@@ -61,6 +61,25 @@ func TestParse(t *testing.T) {
 			}},
 		{name: "empty file", yaml: "", wantErr: config.ErrInvalid, errHas: []string{"device_id: required", "token: required", "brokers", "trusted_keys"}},
 		{name: "unknown key with line", yaml: minimal + "heartbeet: 5s\n", wantErr: config.ErrSyntax, errHas: []string{"line 5", "heartbeet"}},
+		// The window is unset unless written, so the contract's x-driftline.window applies.
+		{name: "window part set", yaml: minimal + "window: {seconds: 5}\n", check: func(t *testing.T, c config.Config) {
+			if c.Window != (config.Window{Seconds: 5}) {
+				t.Fatalf("window %+v, want seconds 5 and rows unset", c.Window)
+			}
+		}},
+		{name: "quarantine caps", yaml: minimal + "quarantine:\n  max_rows: 500\n  max_bytes: 1048576\n  max_age: 48h\n", check: func(t *testing.T, c config.Config) {
+			if c.Quarantine != (config.Quarantine{MaxRows: 500, MaxBytes: 1 << 20, MaxAge: config.Duration(48 * time.Hour)}) {
+				t.Fatalf("quarantine %+v", c.Quarantine)
+			}
+		}},
+		{name: "quarantine defaults", yaml: minimal, check: func(t *testing.T, c config.Config) {
+			if c.Quarantine != (config.Quarantine{MaxRows: 10000, MaxBytes: 16 << 20, MaxAge: config.Duration(720 * time.Hour)}) {
+				t.Fatalf("quarantine %+v", c.Quarantine)
+			}
+		}},
+		{name: "quarantine out of range", yaml: minimal + "quarantine:\n  max_rows: 0\n  max_bytes: 100\n  max_age: -1h\n", wantErr: config.ErrInvalid,
+			errHas: []string{"line 6: quarantine.max_rows: must be within 1..1000000, got 0", "line 7: quarantine.max_bytes: 100 is below the 64 KiB minimum", "line 8: quarantine.max_age: must be positive"}},
+		{name: "quarantine unknown key", yaml: minimal + "quarantine:\n  max_rowz: 5\n", wantErr: config.ErrSyntax, errHas: []string{"line 6", "max_rowz"}},
 		{name: "wrong type with line", yaml: minimal + "window:\n  rows: many\n", wantErr: config.ErrSyntax, errHas: []string{"line 6"}},
 		{name: "bad duration", yaml: minimal + "heartbeat: soon\n", wantErr: config.ErrSyntax, errHas: []string{"line 5", "soon"}},
 		{name: "bad broker scheme with line", yaml: "device_id: d1\ntoken: x\ntrusted_keys: [3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=]\nbrokers:\n  - tcp://a:1\n  - http://b:2\n", wantErr: config.ErrInvalid, errHas: []string{"line 6: brokers[1]", "http"}},
@@ -214,5 +233,26 @@ func TestParseDuration(t *testing.T) {
 		if (err == nil) != tc.ok || tc.ok && got.D() != tc.want {
 			t.Errorf("ParseDuration(%q) = %v, %v", tc.in, got, err)
 		}
+	}
+}
+
+// TestMarshalRoundTrip: a Config written as YAML (as tests and tools write agent.yaml) parses
+// back to the same Config; an unset window stays unset.
+func TestMarshalRoundTrip(t *testing.T) {
+	c, err := config.Parse([]byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := config.Parse(b)
+	if err != nil {
+		t.Fatalf("%v:\n%s", err, b)
+	}
+	again, _ := yaml.Marshal(back)
+	if string(again) != string(b) || back.Window != (config.Window{}) {
+		t.Fatalf("round trip changed the config:\n%s\n%s", b, again)
 	}
 }

@@ -81,6 +81,10 @@ chunk_cache_bytes: 536870912
 buffer:
   max_bytes: 134217728
   max_age: 72h
+quarantine:
+  max_rows: 50000
+  max_bytes: 33554432
+  max_age: 336h
 window:
   rows: 5000
   seconds: 30

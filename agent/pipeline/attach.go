@@ -38,7 +38,9 @@ func Attach(a *agent.Agent, opts AttachOptions) (*Pipeline, error) {
 		}
 		schema = s
 	}
-	q, err := quarantine.Open(a.Namespace(quarantine.Namespace), quarantine.Options{})
+	q, err := quarantine.Open(a.Namespace(quarantine.Namespace), quarantine.Options{
+		MaxRows: cfg.Quarantine.MaxRows, MaxBytes: cfg.Quarantine.MaxBytes, MaxAge: cfg.Quarantine.MaxAge.D(),
+	})
 	if err != nil {
 		return nil, err
 	}

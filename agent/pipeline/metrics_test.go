@@ -3,6 +3,7 @@ package pipeline
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -59,5 +60,31 @@ driftline_agent_windows_total 1
 	// A second pipeline on the same registry is refused, not silently unregistered.
 	if _, err := New(Options{DeviceID: "d", Reporter: h.rec, Quarantine: h.q, Registerer: reg}); err == nil {
 		t.Fatal("duplicate registration accepted")
+	}
+}
+
+// TestQuarantineExpiresOnTick: with an age bound, Tick drops quarantined rows older than it and
+// counts them, even when no new bad row arrives.
+func TestQuarantineExpiresOnTick(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s := mustSchema(t, testContract)
+	h := newHarnessQ(t, Options{Contract: s, Window: contract.Window{Rows: 100, Seconds: 60}, Registerer: reg},
+		quarantine.Options{MaxAge: time.Hour})
+	if _, err := h.p.IngestPayload("mqtt", payload(0, 4, constant(500))); err != nil {
+		t.Fatal(err)
+	}
+	h.p.Flush()
+	h.clock.Add(30 * time.Minute)
+	h.p.Tick()
+	if st := h.p.Stats(); st.QuarantineDepth != 4 {
+		t.Fatalf("depth %d after 30 min, want 4", st.QuarantineDepth)
+	}
+	h.clock.Add(31 * time.Minute)
+	h.p.Tick()
+	if st := h.p.Stats(); st.QuarantineDepth != 0 {
+		t.Fatalf("depth %d after 61 min, want 0", st.QuarantineDepth)
+	}
+	if got := testutil.ToFloat64(h.p.m.expired); got != 4 {
+		t.Fatalf("%s = %v, want 4", MetricQuarantineExpired, got)
 	}
 }

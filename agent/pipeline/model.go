@@ -42,21 +42,48 @@ func DriftOptions(s *contract.Schema, ref *profile.Profile) (opts drift.Options,
 	return opts, len(opts.Only) > 0, nil
 }
 
-// EffectiveWindow resolves the window: the agent config's parts first (cfg, zero = unset),
-// then the contract's x-driftline.window, then the defaults (10,000 rows, 60 s).
-func EffectiveWindow(cfg contract.Window, s *contract.Schema) contract.Window {
-	w := cfg
-	if w.Rows <= 0 {
-		w.Rows = s.Driftline.Window.Rows
+// Window sources: where a bound of the window in force came from (the source label of
+// MetricWindowRowsLimit and MetricWindowSecondsLimit, and the log line of a new contract).
+const (
+	WindowFromConfig   = "config"
+	WindowFromContract = "contract"
+	WindowFromDefault  = "default"
+)
+
+// ResolvedWindow is the window in force and where each of its bounds came from (a Window*
+// source constant).
+type ResolvedWindow struct {
+	contract.Window
+	RowsSource, SecondsSource string
+}
+
+// ResolveWindow resolves each bound of the window separately: the agent config's (cfg; zero
+// means the operator did not set it), else the contract's x-driftline.window, else the default
+// (DefaultWindowRows, DefaultWindowSeconds).
+func ResolveWindow(cfg contract.Window, s *contract.Schema) ResolvedWindow {
+	var cw contract.Window
+	if s != nil {
+		cw = s.Driftline.Window
 	}
-	if w.Seconds <= 0 {
-		w.Seconds = s.Driftline.Window.Seconds
+	w := ResolvedWindow{Window: cfg, RowsSource: WindowFromConfig, SecondsSource: WindowFromConfig}
+	switch {
+	case cfg.Rows > 0:
+	case cw.Rows > 0:
+		w.Rows, w.RowsSource = cw.Rows, WindowFromContract
+	default:
+		w.Rows, w.RowsSource = DefaultWindowRows, WindowFromDefault
 	}
-	if w.Rows <= 0 {
-		w.Rows = DefaultWindowRows
-	}
-	if w.Seconds <= 0 {
-		w.Seconds = DefaultWindowSeconds
+	switch {
+	case cfg.Seconds > 0:
+	case cw.Seconds > 0:
+		w.Seconds, w.SecondsSource = cw.Seconds, WindowFromContract
+	default:
+		w.Seconds, w.SecondsSource = DefaultWindowSeconds, WindowFromDefault
 	}
 	return w
+}
+
+// EffectiveWindow is ResolveWindow's window without the sources.
+func EffectiveWindow(cfg contract.Window, s *contract.Schema) contract.Window {
+	return ResolveWindow(cfg, s).Window
 }

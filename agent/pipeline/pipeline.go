@@ -138,7 +138,7 @@ type generation struct {
 	cols    []profile.Column
 	ref     *profile.Profile // nil: no drift
 	drift   driftSetup
-	window  contract.Window
+	window  ResolvedWindow
 }
 
 // New checks opts and returns a Pipeline; no window is open until the first row.
@@ -287,13 +287,17 @@ func (p *Pipeline) flushQuarantineLocked() {
 	if len(p.pending) == 0 {
 		return
 	}
-	before := p.opts.Quarantine.Stats().Evicted
+	before := p.opts.Quarantine.Stats()
 	if err := p.opts.Quarantine.Add(p.pending...); err != nil {
 		p.log.Error("quarantine write failed; rows are counted in the validation report only",
 			"rows", len(p.pending), "err", err)
 	}
-	if after := p.opts.Quarantine.Stats().Evicted; after > before {
-		p.m.evicted.Add(float64(after - before))
+	after := p.opts.Quarantine.Stats()
+	if after.Evicted > before.Evicted {
+		p.m.evicted.Add(float64(after.Evicted - before.Evicted))
+	}
+	if after.Expired > before.Expired {
+		p.m.expired.Add(float64(after.Expired - before.Expired))
 	}
 	clear(p.pending)
 	p.pending = p.pending[:0]
@@ -310,6 +314,19 @@ func (p *Pipeline) Tick() {
 	}
 	if p.inflight == 0 {
 		p.refreshLocked()
+	}
+	p.expireLocked(now)
+}
+
+// expireLocked drops the quarantined rows older than the quarantine's age bound (and counts
+// them); the quarantine's Add does the same, this covers an agent that stopped seeing bad rows.
+func (p *Pipeline) expireLocked(now time.Time) {
+	n, err := p.opts.Quarantine.Expire(now)
+	if err != nil {
+		p.log.Error("quarantine expiry failed", "err", err)
+	}
+	if n > 0 {
+		p.m.expired.Add(float64(n))
 	}
 }
 

@@ -75,22 +75,35 @@ func TestWindows(t *testing.T) {
 	}
 }
 
+// TestContractWindowAndDefaults: each bound comes from the agent config when set, else from the
+// contract's x-driftline.window, else from the default, and says which.
 func TestContractWindowAndDefaults(t *testing.T) {
 	withWindow := mustSchema(t, strings.Replace(testContract, `"fields"`, `"x-driftline": {"window": {"rows": 3, "seconds": 9}}, "fields"`, 1))
+	rowsOnly := mustSchema(t, strings.Replace(testContract, `"fields"`, `"x-driftline": {"window": {"rows": 3}}, "fields"`, 1))
 	plain := mustSchema(t, testContract)
+	const cfg, ctr, def = WindowFromConfig, WindowFromContract, WindowFromDefault
+	w := func(rows int, secs float64, rs, ss string) ResolvedWindow {
+		return ResolvedWindow{Window: contract.Window{Rows: rows, Seconds: secs}, RowsSource: rs, SecondsSource: ss}
+	}
 	cases := []struct {
 		cfg  contract.Window
 		s    *contract.Schema
-		want contract.Window
+		want ResolvedWindow
 	}{
-		{contract.Window{}, plain, contract.Window{Rows: DefaultWindowRows, Seconds: DefaultWindowSeconds}},
-		{contract.Window{}, withWindow, contract.Window{Rows: 3, Seconds: 9}},
-		{contract.Window{Rows: 5}, withWindow, contract.Window{Rows: 5, Seconds: 9}},
-		{contract.Window{Rows: 5, Seconds: 1}, withWindow, contract.Window{Rows: 5, Seconds: 1}},
+		{contract.Window{}, plain, w(DefaultWindowRows, DefaultWindowSeconds, def, def)},
+		{contract.Window{}, nil, w(DefaultWindowRows, DefaultWindowSeconds, def, def)},
+		{contract.Window{}, withWindow, w(3, 9, ctr, ctr)},
+		{contract.Window{}, rowsOnly, w(3, DefaultWindowSeconds, ctr, def)},
+		{contract.Window{Rows: 5}, withWindow, w(5, 9, cfg, ctr)},
+		{contract.Window{Seconds: 2}, plain, w(DefaultWindowRows, 2, def, cfg)},
+		{contract.Window{Rows: 5, Seconds: 1}, withWindow, w(5, 1, cfg, cfg)},
 	}
 	for i, tc := range cases {
-		if got := EffectiveWindow(tc.cfg, tc.s); got != tc.want {
+		if got := ResolveWindow(tc.cfg, tc.s); got != tc.want {
 			t.Errorf("case %d: %+v, want %+v", i, got, tc.want)
+		}
+		if got := EffectiveWindow(tc.cfg, tc.s); got != tc.want.Window {
+			t.Errorf("case %d: EffectiveWindow %+v, want %+v", i, got, tc.want.Window)
 		}
 	}
 }

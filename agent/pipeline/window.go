@@ -67,7 +67,7 @@ func (p *Pipeline) refreshLocked() {
 		return
 	}
 	g.cols = drift.Columns(g.schema)
-	g.window = EffectiveWindow(p.opts.Window, g.schema)
+	g.window = ResolveWindow(p.opts.Window, g.schema)
 	if active && len(pb) > 0 {
 		ref, err := profile.Decode(pb)
 		if err != nil {
@@ -92,8 +92,10 @@ func (p *Pipeline) refreshLocked() {
 	p.v = contract.NewValidator(g.schema, contract.Options{})
 	p.out = make([]contract.Value, len(g.schema.Fields))
 	p.w = window{violations: map[string]map[string]int64{}, prof: prof}
+	p.m.setWindow(g.window)
 	p.log.Info("data contract in use", "model", key, "fields", len(g.cols), "drift", g.drift.ok,
-		"window_rows", g.window.Rows, "window_seconds", g.window.Seconds)
+		"window_rows", g.window.Rows, "window_rows_source", g.window.RowsSource,
+		"window_seconds", g.window.Seconds, "window_seconds_source", g.window.SecondsSource)
 }
 
 // closeLocked reports the open window and starts the next one.

@@ -1,7 +1,8 @@
 // Package quarantine is the agent's bounded store of invalid rows: every row the validator
 // refuses lands here with its field, rule, value, source and time, so that nothing is dropped
 // silently. The store lives in a namespace of the agent's badger database; when it is full the
-// oldest entries are evicted first and counted (the count survives restarts).
+// oldest entries are evicted first and counted, and entries older than the age bound expire
+// and are counted apart (both counts survive restarts).
 package quarantine
 
 import (
@@ -46,6 +47,9 @@ type Options struct {
 	MaxRows int
 	// MaxBytes is the most stored bytes kept (default DefaultMaxBytes).
 	MaxBytes int64
+	// MaxAge, when positive, expires entries older than this (by Entry.Time), oldest first, on
+	// every Add and Expire. Zero keeps entries until space runs out.
+	MaxAge time.Duration
 	// OnEvict, when set, is called with the number of entries each Add evicted (for a metric).
 	// It runs with the store's lock held and must not call back into the store.
 	OnEvict func(n int)
@@ -60,11 +64,14 @@ type Stats struct {
 	Bytes int64 `json:"bytes"`
 	// Evicted counts entries evicted for space since the store was first created.
 	Evicted uint64 `json:"evicted"`
+	// Expired counts entries dropped for age (Options.MaxAge) since the store was created.
+	Expired uint64 `json:"expired"`
 }
 
 type item struct {
 	seq  uint64
 	size int64
+	at   int64 // Entry.Time in Unix nanoseconds; 0: not read yet (loaded by Open)
 }
 
 // Store is a bounded FIFO of quarantined rows. It is safe for concurrent use.
@@ -79,14 +86,18 @@ type Store struct {
 	bytes   int64
 	next    uint64
 	evicted uint64
+	expired uint64
 }
 
-var keyEvicted = []byte("evicted")
+var (
+	keyEvicted = []byte("evicted")
+	keyExpired = []byte("expired")
+)
 
 // Open loads the store kept in ns (entries under ns.Sub("rows"), counters in ns itself).
 func Open(ns state.Namespace, opts Options) (*Store, error) {
-	if opts.MaxRows < 0 || opts.MaxBytes < 0 {
-		return nil, fmt.Errorf("%w: max rows %d, max bytes %d", ErrBadOptions, opts.MaxRows, opts.MaxBytes)
+	if opts.MaxRows < 0 || opts.MaxBytes < 0 || opts.MaxAge < 0 {
+		return nil, fmt.Errorf("%w: max rows %d, max bytes %d, max age %v", ErrBadOptions, opts.MaxRows, opts.MaxBytes, opts.MaxAge)
 	}
 	if opts.MaxRows == 0 {
 		opts.MaxRows = DefaultMaxRows
@@ -103,7 +114,7 @@ func Open(ns state.Namespace, opts Options) (*Store, error) {
 			return fmt.Errorf("%w: key of %d bytes", ErrCorrupt, len(k))
 		}
 		seq := binary.BigEndian.Uint64(k)
-		s.queue = append(s.queue, item{seq, size})
+		s.queue = append(s.queue, item{seq: seq, size: size})
 		s.bytes += size
 		s.next = seq + 1
 		return nil
@@ -111,16 +122,90 @@ func Open(ns state.Namespace, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open quarantine: %w", err)
 	}
-	switch b, err := s.meta.Get(keyEvicted); {
-	case errors.Is(err, state.ErrNotFound):
-	case err != nil:
-		return nil, fmt.Errorf("open quarantine: %w", err)
-	case len(b) == 8:
-		s.evicted = binary.BigEndian.Uint64(b)
-	default:
-		return nil, fmt.Errorf("open quarantine: %w: eviction counter of %d bytes", ErrCorrupt, len(b))
+	for _, c := range []struct {
+		key []byte
+		v   *uint64
+	}{{keyEvicted, &s.evicted}, {keyExpired, &s.expired}} {
+		switch b, err := s.meta.Get(c.key); {
+		case errors.Is(err, state.ErrNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("open quarantine: %w", err)
+		case len(b) == 8:
+			*c.v = binary.BigEndian.Uint64(b)
+		default:
+			return nil, fmt.Errorf("open quarantine: %w: %s counter of %d bytes", ErrCorrupt, c.key, len(b))
+		}
 	}
 	return s, nil
+}
+
+// Expire drops the entries older than Options.MaxAge at now, oldest first, and returns how
+// many it dropped (none without MaxAge). Add does the same before it stores.
+func (s *Store) Expire(now time.Time) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.expireLocked(now)
+}
+
+// expireLocked drops expired entries from the head of the queue. An entry's time is read from
+// the database the first time it reaches the head after Open (the queue is rebuilt from keys
+// only). Entries are in arrival order, so the first one young enough ends the walk; an entry
+// that does not decode counts as expired (it can only be skipped by Iterate anyway).
+func (s *Store) expireLocked(now time.Time) (int, error) {
+	if s.opts.MaxAge <= 0 {
+		return 0, nil
+	}
+	cutoff := now.Add(-s.opts.MaxAge).UnixNano()
+	n := 0
+	var freed int64
+	for i := s.head; i < len(s.queue); i++ {
+		it := &s.queue[i]
+		if it.at == 0 {
+			b, err := s.rows.Get(seqKey(it.seq))
+			if err != nil && !errors.Is(err, state.ErrNotFound) {
+				return 0, fmt.Errorf("quarantine expire: %w", err)
+			}
+			it.at = 1 // undecodable or gone: expire it
+			if e, err := decode(it.seq, b); err == nil && !e.Time.IsZero() {
+				it.at = e.Time.UnixNano()
+			}
+		}
+		if it.at >= cutoff {
+			break
+		}
+		n++
+		freed += it.size
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	expired := s.expired + uint64(n)
+	gone := s.queue[s.head : s.head+n]
+	err := s.meta.Update(func(tx *state.Txn) error {
+		rt := tx.Sub("rows")
+		for _, it := range gone {
+			if err := rt.Delete(seqKey(it.seq)); err != nil {
+				return err
+			}
+		}
+		return tx.Set(keyExpired, binary.BigEndian.AppendUint64(nil, expired))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("quarantine expire: %w", err)
+	}
+	s.head += n
+	s.bytes -= freed
+	s.expired = expired
+	s.compactLocked()
+	return n, nil
+}
+
+// compactLocked drops the consumed front of the queue once it is more than half of it.
+func (s *Store) compactLocked() {
+	if s.head > len(s.queue)/2 {
+		s.queue = append(s.queue[:0], s.queue[s.head:]...)
+		s.head = 0
+	}
 }
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
@@ -132,8 +217,14 @@ func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) 
 func (s *Store) Add(entries ...Entry) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, err := s.expireLocked(s.opts.Now()); err != nil {
+		return err
+	}
 	for len(entries) > 0 {
-		var vals [][]byte
+		var (
+			vals [][]byte
+			ats  []int64
+		)
 		var size int64
 		n := 0
 		for ; n < len(entries); n++ {
@@ -150,9 +241,10 @@ func (s *Store) Add(entries ...Entry) error {
 				break
 			}
 			vals = append(vals, b)
+			ats = append(ats, max(e.Time.UnixNano(), 1))
 			size += int64(len(b))
 		}
-		if err := s.write(vals); err != nil {
+		if err := s.write(vals, ats); err != nil {
 			return err
 		}
 		entries = entries[n:]
@@ -160,9 +252,9 @@ func (s *Store) Add(entries ...Entry) error {
 	return nil
 }
 
-// write stores one batch of encoded entries with seqs s.next.. and evicts what the bounds
-// require, in one transaction; the in-memory queue changes only after the commit.
-func (s *Store) write(vals [][]byte) error {
+// write stores one batch of encoded entries (times ats) with seqs s.next.. and evicts what the
+// bounds require, in one transaction; the in-memory queue changes only after the commit.
+func (s *Store) write(vals [][]byte, ats []int64) error {
 	live := s.queue[s.head:]
 	total := len(live) + len(vals)
 	bytes := s.bytes
@@ -204,7 +296,7 @@ func (s *Store) write(vals [][]byte) error {
 	}
 	s.head += evictOld
 	for i := evictNew; i < len(vals); i++ {
-		s.queue = append(s.queue, item{s.next + uint64(i), int64(len(vals[i]))})
+		s.queue = append(s.queue, item{s.next + uint64(i), int64(len(vals[i])), ats[i]})
 	}
 	s.bytes = bytes
 	s.next += uint64(len(vals))
@@ -214,10 +306,7 @@ func (s *Store) write(vals [][]byte) error {
 			s.opts.OnEvict(n)
 		}
 	}
-	if s.head > len(s.queue)/2 {
-		s.queue = append(s.queue[:0], s.queue[s.head:]...)
-		s.head = 0
-	}
+	s.compactLocked()
 	return nil
 }
 
@@ -225,7 +314,7 @@ func (s *Store) write(vals [][]byte) error {
 func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{Rows: len(s.queue) - s.head, Bytes: s.bytes, Evicted: s.evicted}
+	return Stats{Rows: len(s.queue) - s.head, Bytes: s.bytes, Evicted: s.evicted, Expired: s.expired}
 }
 
 // Iterate calls fn with each stored entry, oldest first, until fn returns an error (ErrStop

@@ -206,3 +206,57 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestMaxAgeExpiresOldestFirst: entries older than MaxAge expire on Expire and on Add, oldest
+// first, counted apart from evictions for space; after a reopen (times not in memory) the
+// count survives and expiry reads the head entries' times.
+func TestMaxAgeExpiresOldestFirst(t *testing.T) {
+	db, err := state.OpenInMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	t0 := time.Unix(1700000000, 0)
+	now := t0
+	opts := Options{MaxAge: 90 * time.Minute, Now: func() time.Time { return now }}
+	s, err := Open(db.Root().Sub("q"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(row int64, d time.Duration) Entry {
+		e := entry(row, "x")
+		e.Time = t0.Add(d)
+		return e
+	}
+	if err := s.Add(at(1, 0), at(2, time.Hour), at(3, 2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Expire(t0.Add(2 * time.Hour)); err != nil || n != 1 {
+		t.Fatalf("Expire = %d, %v; want 1 (row 1 is 2 h old)", n, err)
+	}
+	if got := rowsOf(t, s); fmt.Sprint(got) != "[2 3]" {
+		t.Fatalf("rows %v after expiry", got)
+	}
+	before := s.Stats()
+
+	s, err = Open(db.Root().Sub("q"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Expired != 1 || st.Rows != 2 || st.Bytes != before.Bytes {
+		t.Fatalf("after reopen %+v, before %+v", st, before)
+	}
+	now = t0.Add(3 * time.Hour) // Add expires first: row 2 is 2 h old now
+	if err := s.Add(at(4, 3*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got := rowsOf(t, s); fmt.Sprint(got) != "[3 4]" {
+		t.Fatalf("rows %v after Add at +3h", got)
+	}
+	if st := s.Stats(); st.Expired != 2 || st.Evicted != 0 || st.Rows != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	if _, err := Open(db.Root().Sub("q2"), Options{MaxAge: -time.Second}); !errors.Is(err, ErrBadOptions) {
+		t.Fatalf("negative max age: %v", err)
+	}
+}

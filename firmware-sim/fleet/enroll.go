@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
-	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/driftline/driftline/firmware-sim/creds"
@@ -65,59 +67,166 @@ func (h *hubClient) do(ctx context.Context, method, path string, body, out any) 
 }
 
 // enroll returns credentials for ids: those already in the state dir are kept (a device keeps
-// its identity across runs), the others are created on the hub and saved at once.
-func enroll(ctx context.Context, h *hubClient, stateDir string, ids []string, labels map[string]string) ([]creds.Credential, error) {
-	path := filepath.Join(stateDir, CredentialsFile)
-	known := map[string]creds.Credential{}
-	var saved []creds.Credential
+// its identity across runs) when the hub knows the device, the others are created on the hub.
+// A kept device the hub does not know (the state dir was used against another hub, or the hub
+// was reset) is enrolled again: its kept token would be refused forever. The credentials are
+// saved as they change.
+func enroll(ctx context.Context, h *hubClient, store *credStore, ids []string, labels map[string]string, log *slog.Logger) ([]creds.Credential, error) {
+	var onHub map[string]bool
+	if store.len() > 0 {
+		var err error
+		if onHub, err = hubDeviceIDs(ctx, h); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]creds.Credential, 0, len(ids))
+	again := 0
+	for i, id := range ids {
+		if tok, ok := store.get(id); ok && onHub[id] {
+			out = append(out, creds.Credential{ID: id, Token: tok})
+			continue
+		} else if ok {
+			again++
+		}
+		tok, err := enrollOne(ctx, h, store.path, id, labels)
+		if err != nil {
+			return nil, err
+		}
+		store.set(id, tok)
+		out = append(out, creds.Credential{ID: id, Token: tok})
+		if (i+1)%100 == 0 { // keep what is enrolled even if the run stops part-way
+			if err := store.flush(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if again > 0 {
+		log.Warn("the hub does not know devices whose tokens fleet mode kept (another or a reset hub): enrolled them again",
+			"devices", again, "credentials", store.path)
+	}
+	return out, store.flush()
+}
+
+// enrollOne creates device id on the hub and returns its token. A device that exists already
+// is an ErrIdentity: fleet mode does not hold its token, and will not delete a device it may not
+// own.
+func enrollOne(ctx context.Context, h *hubClient, credPath, id string, labels map[string]string) (string, error) {
+	var resp struct {
+		ID    string `json:"id"`
+		Token string `json:"token"`
+	}
+	code, err := h.do(ctx, http.MethodPost, "/api/v1/devices", map[string]any{"id": id, "labels": labels}, &resp)
+	if code == http.StatusConflict {
+		return "", fmt.Errorf("%w: %s exists on the hub but its token is not in %s (remove the device, or use another --id-pattern)", ErrIdentity, id, credPath)
+	}
+	if err != nil {
+		return "", err
+	}
+	if resp.Token == "" {
+		return "", fmt.Errorf("%w: enrolment of %s returned no token", ErrHub, id)
+	}
+	return resp.Token, nil
+}
+
+// hubDeviceIDs lists the ids of every device the hub knows.
+func hubDeviceIDs(ctx context.Context, h *hubClient) (map[string]bool, error) {
+	ids := map[string]bool{}
+	q := url.Values{"limit": {"1000"}}
+	for {
+		var page struct {
+			Items []struct {
+				ID string `json:"id"`
+			} `json:"items"`
+			NextCursor *string `json:"next_cursor"`
+		}
+		if _, err := h.do(ctx, http.MethodGet, "/api/v1/devices?"+q.Encode(), nil, &page); err != nil {
+			return nil, err
+		}
+		for _, d := range page.Items {
+			ids[d.ID] = true
+		}
+		if page.NextCursor == nil || *page.NextCursor == "" || *page.NextCursor == q.Get("cursor") {
+			return ids, nil
+		}
+		q.Set("cursor", *page.NextCursor)
+	}
+}
+
+// deviceExists asks the hub whether it knows device id.
+func deviceExists(ctx context.Context, h *hubClient, id string) (bool, error) {
+	code, err := h.do(ctx, http.MethodGet, "/api/v1/devices/"+url.PathEscape(id), nil, nil)
+	if code == http.StatusNotFound {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// credStore is the credentials file of a fleet, in memory, saved by flush.
+type credStore struct {
+	path  string
+	mu    sync.Mutex
+	list  []creds.Credential
+	index map[string]int
+	dirty bool
+}
+
+// openCredStore loads path (a missing file is an empty store).
+func openCredStore(path string) (*credStore, error) {
+	s := &credStore{path: path, index: map[string]int{}}
 	if _, err := os.Stat(path); err == nil {
 		cs, err := creds.Load(path)
 		if err != nil {
 			return nil, err
 		}
 		for _, c := range cs {
-			known[c.ID] = c
-		}
-		saved = cs
-	}
-	out := make([]creds.Credential, 0, len(ids))
-	dirty := false
-	for i, id := range ids {
-		if c, ok := known[id]; ok {
-			out = append(out, c)
-			continue
-		}
-		var resp struct {
-			ID    string `json:"id"`
-			Token string `json:"token"`
-		}
-		code, err := h.do(ctx, http.MethodPost, "/api/v1/devices", map[string]any{"id": id, "labels": labels}, &resp)
-		if code == http.StatusConflict {
-			return nil, fmt.Errorf("%w: %s exists on the hub but its token is not in %s (remove the device, or use another --id-pattern)", ErrIdentity, id, path)
-		}
-		if err != nil {
-			return nil, err
-		}
-		if resp.Token == "" {
-			return nil, fmt.Errorf("%w: enrolment of %s returned no token", ErrHub, id)
-		}
-		c := creds.Credential{ID: id, Token: resp.Token}
-		out = append(out, c)
-		saved = append(saved, c)
-		dirty = true
-		if (i+1)%100 == 0 { // keep what is enrolled even if the run stops part-way
-			if err := creds.Save(path, saved); err != nil {
-				return nil, err
-			}
-			dirty = false
+			s.index[c.ID] = len(s.list)
+			s.list = append(s.list, c)
 		}
 	}
-	if dirty {
-		if err := creds.Save(path, saved); err != nil {
-			return nil, err
-		}
+	return s, nil
+}
+
+func (s *credStore) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.list)
+}
+
+func (s *credStore) get(id string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, ok := s.index[id]
+	if !ok {
+		return "", false
 	}
-	return out, nil
+	return s.list[i].Token, true
+}
+
+// set records id's token (replacing a kept one); flush saves it.
+func (s *credStore) set(id, tok string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i, ok := s.index[id]; ok {
+		s.list[i].Token = tok
+	} else {
+		s.index[id] = len(s.list)
+		s.list = append(s.list, creds.Credential{ID: id, Token: tok})
+	}
+	s.dirty = true
+}
+
+// flush saves the file if anything changed.
+func (s *credStore) flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.dirty {
+		return nil
+	}
+	if err := creds.Save(s.path, s.list); err != nil {
+		return err
+	}
+	s.dirty = false
+	return nil
 }
 
 // hubFacts reads the trusted keys and the advertised broker URLs.

@@ -86,6 +86,8 @@ type Summary struct {
 	// Rows counts rows the pipelines checked, Invalid those that broke a rule; Reports counts
 	// reports the brokers acknowledged.
 	Rows, Invalid, Reports int64
+	// Refused counts the agents whose broker refuses their CONNECT now (wrong or revoked token).
+	Refused int
 }
 
 // String is the one-line summary.
@@ -95,7 +97,11 @@ func (s Summary) String() string {
 		vs = append(vs, fmt.Sprintf("%s=%d", v, n))
 	}
 	sort.Strings(vs)
-	return fmt.Sprintf("devices online %d/%d, versions %s, rows %d (invalid %d), reports %d", s.Online, s.Devices, strings.Join(vs, " "), s.Rows, s.Invalid, s.Reports)
+	out := fmt.Sprintf("devices online %d/%d, versions %s, rows %d (invalid %d), reports %d", s.Online, s.Devices, strings.Join(vs, " "), s.Rows, s.Invalid, s.Reports)
+	if s.Refused > 0 {
+		out += fmt.Sprintf(", refused by the broker %d", s.Refused)
+	}
+	return out
 }
 
 // member is one agent of the fleet.
@@ -106,6 +112,59 @@ type member struct {
 	// started is set once the agent has connected: its start-up (which loads its model
 	// records without the agent's lock) is over, so its model state may be read.
 	started atomic.Bool
+	// warned says that a refusal fleet mode cannot mend was logged. It belongs to the agent's
+	// connect loop (reenroller.refused).
+	warned bool
+}
+
+// reenroller mends refused connects at run time: a device the hub no longer knows (deleted, or
+// the hub was reset under a running fleet) is enrolled again and its agent given the new token.
+// A device the hub knows but whose token it refuses cannot be mended without deleting it, which
+// fleet mode does not do: that is logged once, with what to do.
+type reenroller struct {
+	ctx    context.Context
+	h      *hubClient
+	store  *credStore
+	labels map[string]string
+	log    *slog.Logger
+	sem    chan struct{} // bounds the hub API calls in flight
+}
+
+// refused runs on m's agent's connect loop after each refused CONNECT.
+func (r *reenroller) refused(m *member, ref agent.Refusal) {
+	if ref.Reason != agent.RefusedBadCredentials && ref.Reason != agent.RefusedNotAuthorized {
+		return
+	}
+	select {
+	case r.sem <- struct{}{}:
+	case <-r.ctx.Done():
+		return
+	}
+	defer func() { <-r.sem }()
+	exists, err := deviceExists(r.ctx, r.h, m.id)
+	if err != nil {
+		r.log.Warn("fleet: cannot ask the hub about a refused device", "device", m.id, "err", err)
+		return
+	}
+	if exists {
+		// A device enrolled moments ago may be refused until the broker's table has it: the
+		// agent's backoff tries again, and only a refusal that lasts is reported.
+		if !m.warned && ref.Attempts >= 3 {
+			m.warned = true
+			r.log.Error("fleet: the broker refuses the kept token of a device the hub knows; fleet mode does not delete devices: remove it (driftline device rm ID) and run again, or use another --id-pattern",
+				"device", m.id, "reason", ref.Reason, "credentials", r.store.path)
+		}
+		return
+	}
+	tok, err := enrollOne(r.ctx, r.h, r.store.path, m.id, r.labels)
+	if err != nil {
+		r.log.Error("fleet: enrolling a refused device again failed", "device", m.id, "err", err)
+		return
+	}
+	r.store.set(m.id, tok)
+	m.warned = false
+	m.a.SetToken(tok)
+	r.log.Warn("fleet: the hub no longer knew the device; enrolled it again", "device", m.id)
 }
 
 // waitStarted waits until m's agent has connected once (see member.started); false when ctx
@@ -164,7 +223,11 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	for i := range ids {
 		ids[i] = sim.DeviceID(cfg.IDPattern, i+1)
 	}
-	cs, err := enroll(ctx, h, cfg.StateDir, ids, cfg.Labels)
+	store, err := openCredStore(filepath.Join(cfg.StateDir, CredentialsFile))
+	if err != nil {
+		return Summary{}, err
+	}
+	cs, err := enroll(ctx, h, store, ids, cfg.Labels, cfg.Logger)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -191,7 +254,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	reg := prometheus.NewRegistry()
 	slots := make(chan struct{}, cfg.PullConcurrency)
 	members := make([]*member, len(cs))
+	re := &reenroller{ctx: ctx, h: h, store: store, labels: cfg.Labels, log: cfg.Logger, sem: make(chan struct{}, 8)}
 	for i, c := range cs {
+		m := &member{id: c.ID}
 		ac := config.Default()
 		ac.DeviceID, ac.Token, ac.Brokers, ac.TrustedKeys, ac.Hub = c.ID, c.Token, brokers, keys, cfg.Hub
 		ac.StateDir = filepath.Join(cfg.StateDir, "db")
@@ -205,11 +270,12 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			ac.Window.Seconds = cfg.Window.Seconds
 		}
 		a, err := agent.New(ac, db.Namespace(c.ID), agent.Options{
-			Logger:     cfg.Logger,
-			Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"device": c.ID}, reg),
-			Gatherer:   reg,
-			NoRSSGauge: true,
-			PullSlots:  slots,
+			Logger:           cfg.Logger,
+			Registerer:       prometheus.WrapRegistererWith(prometheus.Labels{"device": c.ID}, reg),
+			Gatherer:         reg,
+			NoRSSGauge:       true,
+			PullSlots:        slots,
+			OnConnectRefused: func(r agent.Refusal) { re.refused(m, r) },
 		})
 		if err != nil {
 			return Summary{}, fmt.Errorf("agent %s: %w", c.ID, err)
@@ -218,11 +284,29 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		if err != nil {
 			return Summary{}, fmt.Errorf("agent %s pipeline: %w", c.ID, err)
 		}
-		members[i] = &member{id: c.ID, a: a, pl: pl}
+		m.a, m.pl = a, pl
+		members[i] = m
 	}
 
 	var wg sync.WaitGroup
 	errs := make(chan error, len(members))
+	// Tokens enrolled again at run time are saved every 2 s and at the end.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := store.flush(); err != nil {
+					cfg.Logger.Error("fleet: saving credentials", "err", err)
+				}
+			}
+		}
+	}()
 	for _, m := range members {
 		wg.Add(1)
 		go func() {
@@ -267,6 +351,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	wg.Wait()
 	close(errs)
 	var all []error
+	if err := store.flush(); err != nil {
+		all = append(all, err)
+	}
 	for err := range errs {
 		all = append(all, err)
 	}
@@ -281,6 +368,8 @@ func snapshot(ms []*member) Summary {
 		if m.a.Connected() {
 			s.Online++
 			m.started.Store(true)
+		} else if m.a.Connection().Refused != "" {
+			s.Refused++
 		}
 		if !m.started.Load() {
 			s.Versions["none"]++

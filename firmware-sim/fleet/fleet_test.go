@@ -146,3 +146,102 @@ func TestFleetIdentityConflict(t *testing.T) {
 		t.Fatalf("err = %v, want ErrIdentity", err)
 	}
 }
+
+// runFleet starts Run with cfg and returns a stop function that ends it and returns its error.
+func runFleet(t *testing.T, cfg Config) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := Run(ctx, cfg)
+		done <- err
+	}()
+	var once bool
+	var err error
+	stop = func() error {
+		if !once {
+			once = true
+			cancel()
+			err = <-done
+		}
+		return err
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// onlineOn counts the devices h shows online.
+func onlineOn(h *hubtest.Hub) int {
+	n := 0
+	for _, d := range devices(h) {
+		if d.Online {
+			n++
+		}
+	}
+	return n
+}
+
+// TestFleetNewHub runs a fleet against hub A, then against a fresh hub B with the same state
+// dir: B does not know the devices whose tokens fleet mode kept, so it enrols them again (with
+// the admin token it holds) instead of connecting with tokens B refuses forever.
+func TestFleetNewHub(t *testing.T) {
+	stateDir := t.TempDir()
+	a := hubtest.Start(t)
+	cfg := Config{Devices: 3, Hub: a.URL(), Token: a.Admin, Brokers: []string{a.MQTTURL()}, StateDir: stateDir,
+		SummaryEvery: 200 * time.Millisecond, Out: &syncBuffer{}, Logger: hubtest.Logger(t), Heartbeat: time.Second}
+	stop := runFleet(t, cfg)
+	hubtest.WaitFor(t, 20*time.Second, "3 devices online on hub A", func() bool { return onlineOn(a) == 3 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(filepath.Join(stateDir, CredentialsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	b := hubtest.Start(t)
+	cfg.Hub, cfg.Token, cfg.Brokers = b.URL(), b.Admin, []string{b.MQTTURL()}
+	out := &syncBuffer{}
+	cfg.Out = out
+	stop = runFleet(t, cfg)
+	hubtest.WaitFor(t, 20*time.Second, "3 devices online on hub B", func() bool { return onlineOn(b) == 3 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadFile(filepath.Join(stateDir, CredentialsFile))
+	if bytes.Equal(before, after) {
+		t.Fatal("the credentials file still holds hub A's tokens")
+	}
+	if n := len(devices(b)); n != 3 {
+		t.Fatalf("%d devices on hub B", n)
+	}
+}
+
+// TestFleetDeviceDeletedWhileRunning: a device deleted on the hub under a running fleet is
+// disconnected and then refused; fleet mode notices, enrols it again and gives its agent the new
+// token, and the device is back online (without waiting out the refused backoff).
+func TestFleetDeviceDeletedWhileRunning(t *testing.T) {
+	h := hubtest.Start(t)
+	stateDir := t.TempDir()
+	out := &syncBuffer{}
+	cfg := Config{Devices: 2, Hub: h.URL(), Token: h.Admin, Brokers: []string{h.MQTTURL()}, StateDir: stateDir,
+		SummaryEvery: 200 * time.Millisecond, Out: out, Logger: hubtest.Logger(t), Heartbeat: time.Second}
+	stop := runFleet(t, cfg)
+	hubtest.WaitFor(t, 20*time.Second, "2 devices online", func() bool { return onlineOn(h) == 2 })
+	h.Call(http.MethodDelete, "/api/v1/devices/fleet-00002", nil, http.StatusOK, nil)
+	hubtest.WaitFor(t, 30*time.Second, "fleet-00002 enrolled again and online", func() bool {
+		for _, d := range devices(h) {
+			if d.ID == "fleet-00002" && d.Online {
+				return onlineOn(h) == 2
+			}
+		}
+		return false
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := os.ReadFile(filepath.Join(stateDir, CredentialsFile))
+	if err != nil || !bytes.Contains(cs, []byte("fleet-00002")) {
+		t.Fatalf("credentials file: %v\n%s", err, cs)
+	}
+}

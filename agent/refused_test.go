@@ -1,0 +1,200 @@
+package agent_test
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/internal/testhelp"
+)
+
+// connProxy forwards TCP connections to a broker and records when each was opened: what the
+// broker sees of an agent's connect attempts.
+type connProxy struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	at    []time.Time
+	conns []net.Conn
+}
+
+func newConnProxy(t *testing.T, brokerURL string) *connProxy {
+	t.Helper()
+	u, err := url.Parse(brokerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &connProxy{ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			p.at = append(p.at, time.Now())
+			up, err := net.Dial("tcp", u.Host)
+			if err != nil {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			go func() { io.Copy(up, c); up.Close() }()
+			go func() { io.Copy(c, up); c.Close() }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+	})
+	return p
+}
+
+func (p *connProxy) url() string { return "tcp://" + p.ln.Addr().String() }
+
+// attempts returns the times connections were opened.
+func (p *connProxy) attempts() []time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]time.Time(nil), p.at...)
+}
+
+// refusedAgent runs an agent whose broker refuses its token, with a refused backoff starting
+// at base, and returns it with its log.
+func refusedAgent(t *testing.T, id, broker string, keys []string, base time.Duration) (*runningAgent, *testhelp.SyncBuffer) {
+	t.Helper()
+	logs := &testhelp.SyncBuffer{}
+	logger := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriterFor(t)), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	cfg := agentConfig(t, id, "dl_dev_not-the-token", []string{broker}, keys)
+	cfg.Metrics = "127.0.0.1:0"
+	a := startAgent(t, cfg, agent.Options{Logger: logger, RefusedBackoff: base, RefusedBackoffMax: 60 * base})
+	return a, logs
+}
+
+// testWriterFor is testLogger's writer: lines go to t.Log until the test ends.
+func testWriterFor(t *testing.T) io.Writer {
+	mu, on := &sync.Mutex{}, true
+	t.Cleanup(func() { mu.Lock(); on = false; mu.Unlock() })
+	return testWriter{t, mu, &on}
+}
+
+// TestRefusedTokenBacksOff runs an agent with a wrong token against the real embedded hub
+// broker: the refusal is logged once as an error naming the cause and the broker, counted by
+// reason in /metrics, shown in GET /status, and retried with growing (jittered, never shorter
+// than half the step) waits instead of about once a second forever.
+func TestRefusedTokenBacksOff(t *testing.T) {
+	const id = "dev-revoked"
+	h := startHub(t)
+	h.enroll(id) // the device exists; the agent holds a token that is not its own
+	p := newConnProxy(t, h.n.MQTTURL())
+	const base = 200 * time.Millisecond
+	a, logs := refusedAgent(t, id, p.url(), h.keys(), base)
+
+	waitFor(t, 30*time.Second, "six refused attempts", func() bool {
+		return credentialRefusals(t, a) >= 6
+	})
+	at := p.attempts()
+	if len(at) < 6 {
+		t.Fatalf("%d connections seen by the broker for 6 refusals", len(at))
+	}
+	// The wait before attempt k+1 is jittered into [step/2, step], step = base·2^(k-1): paho's
+	// own retry (1 s, or its 5 s cap) breaks these lower bounds, and timers never fire early.
+	for k := 1; k < 6; k++ {
+		gap := at[k].Sub(at[k-1])
+		if floor := base << (k - 1) / 2; gap < floor {
+			t.Errorf("attempt %d came %v after the previous one, want at least %v (attempts at %v)", k+1, gap, floor, at[:6])
+		}
+	}
+	if a.Connected() {
+		t.Fatal("connected with a wrong token")
+	}
+	out := logs.String()
+	if n := strings.Count(out, "level=ERROR msg=\"broker refused the connection\""); n != 1 {
+		t.Fatalf("%d error lines for the refusal, want 1:\n%s", n, out)
+	}
+	// mochi answers a 3.1.1 client's bad password with 5, not authorised (V5CodesToV3).
+	for _, want := range []string{"reason=" + agent.RefusedNotAuthorized, "broker=" + p.url(), "code=5"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the refusal's log line does not say %q:\n%s", want, out)
+		}
+	}
+
+	waitFor(t, 10*time.Second, "the status listener", func() bool { return a.MetricsAddr() != "" })
+	res, err := http.Get("http://" + a.MetricsAddr() + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var st agent.Status
+	if err := json.NewDecoder(res.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	c := st.Connection
+	if st.DeviceID != id || c.Connected || c.Refused != agent.RefusedNotAuthorized || c.RefusedCode != 5 || c.Broker != p.url() ||
+		c.FailedAttempts < 6 || c.NextAttempt.IsZero() || c.Since.IsZero() {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestRefusedThenNewToken: after refusals, SetToken with the device's real token connects at
+// once (without waiting out the backoff), and the status clears.
+func TestRefusedThenNewToken(t *testing.T) {
+	const id = "dev-reissued"
+	h := startHub(t)
+	tok := h.enroll(id)
+	a, logs := refusedAgent(t, id, h.n.MQTTURL(), h.keys(), time.Minute)
+	waitFor(t, 20*time.Second, "a refusal", func() bool {
+		return credentialRefusals(t, a) >= 1
+	})
+	if c := a.Connection(); c.NextAttempt.Before(time.Now().Add(20 * time.Second)) {
+		t.Fatalf("next attempt %v: the refused backoff (≥ 30 s) is not in force", c.NextAttempt)
+	}
+	a.SetToken(tok)
+	waitFor(t, 10*time.Second, "connected with the new token", a.Connected)
+	if c := a.Connection(); c.Refused != "" || !c.Connected || c.FailedAttempts != 0 {
+		t.Fatalf("status after the new token %+v", c)
+	}
+	if !strings.Contains(logs.String(), "broker accepted the connection after refusing it") {
+		t.Fatalf("no line saying the refusal ended:\n%s", logs.String())
+	}
+	if v := metric(t, a.reg, agent.MetricConnectBackoff); v != 0 {
+		t.Fatalf("backoff gauge %v while connected", v)
+	}
+}
+
+// TestRefusedByMosquitto: Mosquitto refuses a device missing from its password file (3.1.1
+// return code 5, not authorised); the agent logs it once and counts it.
+func TestRefusedByMosquitto(t *testing.T) {
+	m := startMosquitto(t)
+	a, logs := refusedAgent(t, "dev-unknown", m.url(), []string{testKey(t)}, 100*time.Millisecond)
+	waitFor(t, 20*time.Second, "three refusals", func() bool {
+		return credentialRefusals(t, a) >= 3
+	})
+	if n := strings.Count(logs.String(), "level=ERROR msg=\"broker refused the connection\""); n != 1 {
+		t.Fatalf("%d error lines for the refusal, want 1:\n%s", n, logs.String())
+	}
+}
+
+// credentialRefusals sums the agent's refusals for bad credentials and not authorised (brokers
+// answer a wrong password with either).
+func credentialRefusals(t *testing.T, a *runningAgent) float64 {
+	return metric(t, a.reg, agent.MetricConnectRefused, "reason", agent.RefusedNotAuthorized) +
+		metric(t, a.reg, agent.MetricConnectRefused, "reason", agent.RefusedBadCredentials)
+}
