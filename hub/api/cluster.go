@@ -77,6 +77,14 @@ func (s *Server) clusterJoin(c echo.Context) error {
 
 func (s *Server) clusterRemove(c echo.Context) error {
 	id := c.Param("id")
+	known := false
+	for _, n := range s.store.Cluster().Nodes {
+		known = known || n.ID == id
+	}
+	if !known {
+		return &Error{P: Problem{Type: ProblemNotFound, Title: "not found", Status: http.StatusNotFound, Field: "id",
+			Detail: "node " + id + " is not a member of this cluster"}}
+	}
 	if err := s.store.Remove(c.Request().Context(), id); err != nil {
 		return err
 	}
