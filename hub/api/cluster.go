@@ -4,6 +4,8 @@ import (
 	"net/http"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/driftline/driftline/shared/wire"
 )
 
 func (s *Server) clusterStatus(c echo.Context) error {
@@ -11,6 +13,10 @@ func (s *Server) clusterStatus(c echo.Context) error {
 	st.AdvertiseMQTT = s.cfg.AdvertiseMQTT
 	if st.AdvertiseMQTT == nil {
 		st.AdvertiseMQTT = []string{}
+	}
+	st.TopicPrefix = s.cfg.TopicPrefix
+	if st.TopicPrefix == "" {
+		st.TopicPrefix = wire.DefaultPrefix
 	}
 	return c.JSON(http.StatusOK, st)
 }
