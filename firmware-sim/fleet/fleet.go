@@ -188,6 +188,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	defer gcStop()
 	go db.RunGC(gcCtx, 5*time.Minute, cfg.Logger)
 
+	prefix := hubTopicPrefix(ctx, h) // the agents talk on the hub's topics
 	reg := prometheus.NewRegistry()
 	slots := make(chan struct{}, cfg.PullConcurrency)
 	members := make([]*member, len(cs))
@@ -198,6 +199,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		ac.ModelDir = filepath.Join(cfg.StateDir, "models", c.ID)
 		ac.Metrics = config.MetricsOff
 		ac.Heartbeat = config.Duration(cfg.Heartbeat)
+		if prefix != "" {
+			ac.TopicPrefix = prefix
+		}
 		if cfg.Window.Rows > 0 {
 			ac.Window.Rows = cfg.Window.Rows
 		}
