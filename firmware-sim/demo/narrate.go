@@ -26,7 +26,7 @@ type narrator struct {
 
 	mu       sync.Mutex
 	devs     map[string]string // id -> last printed device line key
-	drift    map[string]int // id -> the version whose drift was last narrated (0: none)
+	drift    map[string]int    // id -> the version whose drift was last narrated (0: none)
 	rolls    map[string]string // id -> last printed rollout key
 	gates    map[string]string
 	seenDrft map[string]bool // devices that reported dataset drift at least once

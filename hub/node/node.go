@@ -80,7 +80,7 @@ type Config struct {
 	// broker's access rules, the protocol service and fleet drift use it, and GET /api/v1/cluster
 	// tells it to `device add --agent-config`, which writes it into the agent's config.
 	TopicPrefix string
-	Logger         *slog.Logger
+	Logger      *slog.Logger
 }
 
 // Node is a running hub node.
@@ -103,11 +103,11 @@ type Node struct {
 	// transport is the MQTT connection the protocol service uses (nil without MQTT).
 	transport protocol.Transport
 	// topics are the protocol's topics under Config.TopicPrefix.
-	topics wire.Topics
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	closeMu   sync.Mutex
-	closed    bool
+	topics  wire.Topics
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closeMu sync.Mutex
+	closed  bool
 }
 
 // AdminTokenFile is the file under the data dir where the first start writes the admin token.
