@@ -251,6 +251,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	defer gcStop()
 	go db.RunGC(gcCtx, 5*time.Minute, cfg.Logger)
 
+	prefix := hubTopicPrefix(ctx, h) // the agents talk on the hub's topics
 	reg := prometheus.NewRegistry()
 	slots := make(chan struct{}, cfg.PullConcurrency)
 	members := make([]*member, len(cs))
@@ -263,6 +264,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		ac.ModelDir = filepath.Join(cfg.StateDir, "models", c.ID)
 		ac.Metrics = config.MetricsOff
 		ac.Heartbeat = config.Duration(cfg.Heartbeat)
+		if prefix != "" {
+			ac.TopicPrefix = prefix
+		}
 		if cfg.Window.Rows > 0 {
 			ac.Window.Rows = cfg.Window.Rows
 		}

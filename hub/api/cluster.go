@@ -4,6 +4,8 @@ import (
 	"net/http"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/driftline/driftline/shared/wire"
 )
 
 func (s *Server) clusterStatus(c echo.Context) error {
@@ -11,6 +13,10 @@ func (s *Server) clusterStatus(c echo.Context) error {
 	st.AdvertiseMQTT = s.cfg.AdvertiseMQTT
 	if st.AdvertiseMQTT == nil {
 		st.AdvertiseMQTT = []string{}
+	}
+	st.TopicPrefix = s.cfg.TopicPrefix
+	if st.TopicPrefix == "" {
+		st.TopicPrefix = wire.DefaultPrefix
 	}
 	return c.JSON(http.StatusOK, st)
 }
@@ -77,6 +83,14 @@ func (s *Server) clusterJoin(c echo.Context) error {
 
 func (s *Server) clusterRemove(c echo.Context) error {
 	id := c.Param("id")
+	known := false
+	for _, n := range s.store.Cluster().Nodes {
+		known = known || n.ID == id
+	}
+	if !known {
+		return &Error{P: Problem{Type: ProblemNotFound, Title: "not found", Status: http.StatusNotFound, Field: "id",
+			Detail: "node " + id + " is not a member of this cluster"}}
+	}
 	if err := s.store.Remove(c.Request().Context(), id); err != nil {
 		return err
 	}

@@ -83,6 +83,8 @@ var roleTable = []roleCase{
 	{"/api/v1/drift/distribution", "GET", "/api/v1/drift/distribution?model=ghost&feature=x", nil, [5]int{admitted, admitted, admitted, admitted, 403}},
 	{"/api/v1/lineage", "GET", "/api/v1/lineage?node=dataset:temps@1", nil, [5]int{200, 200, 200, 200, 403}},
 	{"/api/v1/openlineage", "POST", "/api/v1/openlineage", `{}`, [5]int{400, 403, 400, 403, 403}},
+	{"/api/v1/lineage", "POST", "/api/v1/lineage", `{}`, [5]int{400, 403, 400, 403, 403}},
+	{"/api/v1/lineage/batch", "POST", "/api/v1/lineage/batch", `[]`, [5]int{400, 403, 400, 403, 403}},
 	{"/api/v1/openlineage/events", "GET", "/api/v1/openlineage/events", nil, [5]int{200, 200, 200, 200, 403}},
 	{"/api/v1/audit", "GET", "/api/v1/audit", nil, [5]int{200, 200, 200, 200, 403}},
 	{"/api/v1/keys", "GET", "/api/v1/keys", nil, [5]int{200, 200, 200, 200, 200}},

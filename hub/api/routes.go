@@ -74,6 +74,8 @@ func (s *Server) routes() {
 	v1.DELETE("/tokens/:id", s.tokenDelete, w(adminOnly...)...)
 
 	v1.GET("/lineage", s.lineage, r(readers...)...)
+	v1.POST("/lineage", s.openLineageIngest, w(publisher...)...)
+	v1.POST("/lineage/batch", s.openLineageIngest, w(publisher...)...)
 	v1.POST("/openlineage", s.openLineageIngest, w(publisher...)...)
 	v1.GET("/openlineage/events", s.openLineageExport, r(readers...)...)
 	v1.GET("/audit", s.audit, r(readers...)...)

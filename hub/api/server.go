@@ -61,7 +61,10 @@ type ClusterStatus struct {
 	// AdvertiseMQTT are the broker URLs agents should connect to (`--advertise-mqtt`, else this
 	// node's embedded broker).
 	AdvertiseMQTT []string `json:"advertise_mqtt"`
-	State         string   `json:"state"`
+	// TopicPrefix is the MQTT topic prefix of the protocol (`--topic-prefix`); agents must use
+	// the same.
+	TopicPrefix string `json:"topic_prefix"`
+	State       string `json:"state"`
 }
 
 // NodeRef names a node.
@@ -97,6 +100,9 @@ type Config struct {
 	Gatherer prometheus.Gatherer
 	// AdvertiseMQTT are the broker URLs agents are told to connect to.
 	AdvertiseMQTT []string
+	// TopicPrefix is the MQTT topic prefix GET /api/v1/cluster reports ("" reports wire's
+	// default).
+	TopicPrefix string
 	// Samples validates dataset samples and computes reference profiles; nil stores the
 	// contract and the sample's hash only (the answer says so in notes).
 	Samples SampleProcessor

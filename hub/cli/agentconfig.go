@@ -28,27 +28,34 @@ type AgentConfig struct {
 	TrustedKeys []string `yaml:"trusted_keys"`
 	// Hub is the hub's HTTP API URL.
 	Hub string `yaml:"hub"`
+	// TopicPrefix is the hub's MQTT topic prefix (`hub serve --topic-prefix`); written only when
+	// it is not the default, which the agent assumes.
+	TopicPrefix string `yaml:"topic_prefix,omitempty"`
 }
 
 // DefaultBroker is the broker URL written into an agent config when the hub advertises none and
 // --broker is not given.
 const DefaultBroker = "tcp://127.0.0.1:1883"
 
-// advertisedBrokers reads the MQTT URLs the hub advertises from GET /api/v1/cluster, looking at
-// the members "advertise_mqtt", "mqtt" and "brokers" (a list of URLs). It returns nil when the
-// hub advertises none.
-func advertisedBrokers(ctx context.Context, c *client) ([]string, error) {
+// advertised reads what the hub tells its agents from GET /api/v1/cluster: the MQTT URLs it
+// advertises (the members "advertise_mqtt", "mqtt" and "brokers", a list of URLs; nil when it
+// advertises none) and its topic prefix ("topic_prefix"; "" when the hub does not say, which
+// means the default).
+func advertised(ctx context.Context, c *client) (brokers []string, prefix string, err error) {
 	var st map[string]json.RawMessage
 	if _, err := c.JSON(ctx, http.MethodGet, "/api/v1/cluster", nil, nil, &st); err != nil {
-		return nil, err
+		return nil, "", err
+	}
+	if raw, ok := st["topic_prefix"]; ok {
+		_ = json.Unmarshal(raw, &prefix) // a hub that says something else has no prefix to tell
 	}
 	for _, k := range []string{"advertise_mqtt", "mqtt", "brokers"} {
 		var urls []string
 		if raw, ok := st[k]; ok && json.Unmarshal(raw, &urls) == nil && len(urls) > 0 {
-			return urls, nil
+			return urls, prefix, nil
 		}
 	}
-	return nil, nil
+	return nil, prefix, nil
 }
 
 // trustedKeys reads the hub's public signing keys from GET /api/v1/keys.

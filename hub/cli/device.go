@@ -12,6 +12,7 @@ import (
 
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/shared/wire"
 )
 
 func (a *app) deviceCmd() *cobra.Command {
@@ -72,7 +73,7 @@ func (a *app) agentConfig(c *client, path, broker string, d api.DeviceCreated) e
 		fmt.Fprintf(a.stderr, "device %s was created, but its agent config could not be written; its token is %s\n", d.ID, d.Token)
 		return err
 	}
-	brokers, err := advertisedBrokers(a.ctx, c)
+	brokers, prefix, err := advertised(a.ctx, c)
 	if err != nil {
 		return fail(err)
 	}
@@ -87,6 +88,9 @@ func (a *app) agentConfig(c *client, path, broker string, d api.DeviceCreated) e
 		return fail(err)
 	}
 	cfg := AgentConfig{DeviceID: d.ID, Token: d.Token, Brokers: brokers, TrustedKeys: keys, Hub: c.base}
+	if prefix != wire.DefaultPrefix {
+		cfg.TopicPrefix = prefix
+	}
 	if err := writeAgentConfig(path, cfg); err != nil {
 		return fail(usagef("--agent-config %s: %v", path, err))
 	}

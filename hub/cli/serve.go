@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/driftline/driftline/hub/node"
+	"github.com/driftline/driftline/shared/wire"
 )
 
 // serveEnv names the environment variable of each `hub serve` flag whose variable is not simply
@@ -31,6 +32,7 @@ type serveOptions struct {
 	data, nodeID, http, advertiseHTTP, raft, mqtt string
 	broker, join, joinToken, tlsCert, tlsKey      string
 	advertiseMQTT, signingKey, logLevel           string
+	topicPrefix                                   string
 	fourEyes                                      bool
 	maxUpload                                     int64
 }
@@ -74,6 +76,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.StringVar(&o.tlsCert, "tls-cert", "", "TLS certificate (PEM) for HTTPS and MQTTS")
 	f.StringVar(&o.tlsKey, "tls-key", "", "TLS key (PEM) for HTTPS and MQTTS")
 	f.StringVar(&o.advertiseMQTT, "advertise-mqtt", "", "broker URL(s) agents are told to connect to, comma-separated")
+	f.StringVar(&o.topicPrefix, "topic-prefix", wire.DefaultPrefix, "MQTT topic prefix of the protocol; agents enrolled with device add --agent-config get it in their config")
 	f.StringVar(&o.signingKey, "signing-key", "", "ed25519 signing key file (default DATA/signing.key, generated when absent)")
 	f.BoolVar(&o.fourEyes, "four-eyes", false, "refuse an approval by the identity that registered the version")
 	f.Int64Var(&o.maxUpload, "max-upload-bytes", 0, "largest upload accepted (0: the API's default)")
@@ -132,10 +135,14 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 	if o.maxUpload < 0 {
 		return node.Config{}, 0, usagef("--max-upload-bytes must be >= 0")
 	}
+	if _, err := wire.NewTopics(o.topicPrefix); err != nil {
+		return node.Config{}, 0, usagef("--topic-prefix %q: want topic levels of letters, digits, '.', '_' or '-', no wildcard, no leading '$' (%v)", o.topicPrefix, err)
+	}
 	return node.Config{
 		DataDir: o.data, NodeID: o.nodeID, HTTPAddr: o.http, AdvertiseHTTP: o.advertiseHTTP, RaftAddr: o.raft,
 		MQTTAddr: o.mqtt, Brokers: brokers, AdvertiseMQTT: adv, Join: o.join, JoinToken: o.joinToken,
 		TLSCert: o.tlsCert, TLSKey: o.tlsKey, SigningKey: o.signingKey, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload,
+		TopicPrefix: o.topicPrefix,
 	}, level, nil
 }
 

@@ -20,7 +20,6 @@ import (
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/protocol"
 	"github.com/driftline/driftline/hub/state"
-	"github.com/driftline/driftline/shared/wire"
 )
 
 // mqttAuth authenticates MQTT clients against the replicated state: a device by its id
@@ -64,6 +63,7 @@ func (n *Node) startMQTT() error {
 	case n.cfg.MQTTAddr != "":
 		bcfg := broker.Config{
 			Addr: n.cfg.MQTTAddr, DB: n.db, Auth: mqttAuth{n.Reader()}, Registerer: n.registry, Logger: n.log,
+			Prefix: n.topics.Prefix(),
 		}
 		if n.cfg.TLSCert != "" {
 			bcfg.TLSAddr, bcfg.TLSCertFile, bcfg.TLSKeyFile = tlsMQTTAddr(n.cfg.MQTTAddr, n.cfg.MQTTSAddr), n.cfg.TLSCert, n.cfg.TLSKey
@@ -78,7 +78,7 @@ func (n *Node) startMQTT() error {
 		return nil
 	}
 	svc, err := protocol.Start(protocol.Config{
-		Transport: transport, DB: n.db, Reader: n.Reader(), Topics: wire.Default(),
+		Transport: transport, DB: n.db, Reader: n.Reader(), Topics: n.topics,
 		Apply: n.applyOrForward, Logger: n.log, Registerer: n.registry,
 		OnDeviceRemoved: func(id string) {
 			if n.broker != nil {
@@ -91,7 +91,7 @@ func (n *Node) startMQTT() error {
 	}
 	n.proto = svc
 	n.transport = transport
-	if err := protocol.SubscribeProfiles(transport, wire.Default(), n.drift.Enqueue); err != nil {
+	if err := protocol.SubscribeProfiles(transport, n.topics, n.drift.Enqueue); err != nil {
 		return err
 	}
 	return nil

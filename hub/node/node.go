@@ -76,7 +76,11 @@ type Config struct {
 	FourEyes bool
 	// MaxUploadBytes bounds one upload; 0 means the API default.
 	MaxUploadBytes int64
-	Logger         *slog.Logger
+	// TopicPrefix is the MQTT topic prefix of the protocol; empty means wire.DefaultPrefix. The
+	// broker's access rules, the protocol service and fleet drift use it, and GET /api/v1/cluster
+	// tells it to `device add --agent-config`, which writes it into the agent's config.
+	TopicPrefix string
+	Logger      *slog.Logger
 }
 
 // Node is a running hub node.
@@ -98,10 +102,12 @@ type Node struct {
 	drift    *drift.Service
 	// transport is the MQTT connection the protocol service uses (nil without MQTT).
 	transport protocol.Transport
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	closeMu   sync.Mutex
-	closed    bool
+	// topics are the protocol's topics under Config.TopicPrefix.
+	topics  wire.Topics
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closeMu sync.Mutex
+	closed  bool
 }
 
 // AdminTokenFile is the file under the data dir where the first start writes the admin token.
@@ -119,7 +125,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, registry: prometheus.NewRegistry()}
+	if cfg.TopicPrefix == "" {
+		cfg.TopicPrefix = wire.DefaultPrefix
+	}
+	topics, err := wire.NewTopics(cfg.TopicPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("node: topic prefix: %w", err)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, registry: prometheus.NewRegistry(), topics: topics}
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ok := false
 	defer func() {
@@ -127,7 +140,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			n.Close()
 		}
 	}()
-	var err error
 	keyPath := cfg.SigningKey
 	if keyPath == "" {
 		keyPath = filepath.Join(cfg.DataDir, "signing.key")
@@ -164,7 +176,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.rollouts = rollout.New(rollout.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
 	n.drift, err = drift.New(drift.Config{
-		Registry: n.Reader(), Topics: wire.Default(), Logger: cfg.Logger, Registerer: n.registry,
+		Registry: n.Reader(), Topics: n.topics, Logger: cfg.Logger, Registerer: n.registry,
 		Publish: func(topic string, payload []byte) error {
 			if n.transport == nil {
 				return nil
@@ -193,6 +205,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		},
 		OnRolloutChanged: func(string) { n.rollouts.Wake() },
 		AdvertiseMQTT:    n.advertisedMQTT(),
+		TopicPrefix:      cfg.TopicPrefix,
 		OnDesiredChanged: func(id string) {
 			if n.proto != nil {
 				n.proto.DesiredChanged(id)
