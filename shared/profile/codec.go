@@ -74,31 +74,42 @@ func (p *Profile) appendPlain(b []byte) []byte {
 			for _, f := range [...]float64{m.min, m.max, m.sum, m.comp, m.wmean, m.m2} {
 				b = appendFloat(b, f)
 			}
-			q := c.quant
-			b = binary.AppendUvarint(b, uint64(q.k))
-			b = binary.LittleEndian.AppendUint64(b, q.rng)
-			b = binary.AppendUvarint(b, uint64(len(q.levels)))
-			for _, lv := range q.levels {
-				b = binary.AppendUvarint(b, uint64(len(lv)))
-				for _, f := range lv {
-					b = appendFloat(b, f)
-				}
-			}
+			b = c.quant.appendTo(b)
 		} else {
-			f := c.freq
-			b = binary.AppendUvarint(b, uint64(f.k))
-			keys := make([]string, 0, len(f.counts))
-			for k := range f.counts {
-				keys = append(keys, k)
-			}
-			slices.Sort(keys)
-			b = binary.AppendUvarint(b, uint64(len(keys)))
-			for _, k := range keys {
-				b = appendString(b, k)
-				b = binary.AppendUvarint(b, f.counts[k])
-			}
+			b = c.freq.appendTo(b)
 		}
 		b = c.distinct.appendTo(b)
+	}
+	return b
+}
+
+// appendTo appends the KLL sketch's plain encoding: k, coin state, levels.
+func (q *Quantiles) appendTo(b []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(q.k))
+	b = binary.LittleEndian.AppendUint64(b, q.rng)
+	b = binary.AppendUvarint(b, uint64(len(q.levels)))
+	for _, lv := range q.levels {
+		b = binary.AppendUvarint(b, uint64(len(lv)))
+		for _, f := range lv {
+			b = appendFloat(b, f)
+		}
+	}
+	return b
+}
+
+// appendTo appends the frequent-items summary's plain encoding: k, then items in ascending
+// key order with their counts.
+func (f *Frequent) appendTo(b []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(f.k))
+	keys := make([]string, 0, len(f.counts))
+	for k := range f.counts {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b = binary.AppendUvarint(b, uint64(len(keys)))
+	for _, k := range keys {
+		b = appendString(b, k)
+		b = binary.AppendUvarint(b, f.counts[k])
 	}
 	return b
 }
