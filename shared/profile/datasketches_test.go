@@ -16,8 +16,8 @@ import (
 	"testing"
 
 	"github.com/apache/datasketches-go/common"
-	dshll "github.com/apache/datasketches-go/hll"
 	dsfreq "github.com/apache/datasketches-go/frequencies"
+	dshll "github.com/apache/datasketches-go/hll"
 	dskll "github.com/apache/datasketches-go/kll"
 	"github.com/cespare/xxhash/v2"
 
@@ -498,5 +498,3 @@ func BenchmarkSketchSerialize(b *testing.B) {
 		}
 	})
 }
-
-
