@@ -327,10 +327,6 @@ func (c *ColumnProfile) Max() float64 {
 // Mean returns the mean of a numeric column (NaN when none).
 func (c *ColumnProfile) Mean() float64 { return c.mom.mean() }
 
-// Variance returns the population variance (divided by the count) of a numeric column, NaN
-// when there are no values.
-func (c *ColumnProfile) Variance() float64 { return c.mom.variance() }
-
 // StdDev returns the population standard deviation of a numeric column.
 func (c *ColumnProfile) StdDev() float64 { return math.Sqrt(c.mom.variance()) }
 
