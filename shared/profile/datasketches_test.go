@@ -1,7 +1,7 @@
 package profile
 
 // The sketches of this package measured against Apache DataSketches for Go
-// (github.com/apache/datasketches-go, a test-only dependency) on the same streams: rank error
+// (github.com/apache/datasketches-go) on the same streams: rank error
 // (KLL), cardinality error (HLL), frequent-item error, serialized size, and, in the benchmarks,
 // time and allocations per update and per merge. The figures and the decision they support are
 // in docs/benchmarks.md and docs/dependencies.md; reproduce them with
@@ -16,7 +16,6 @@ import (
 	"testing"
 
 	"github.com/apache/datasketches-go/common"
-	dsfreq "github.com/apache/datasketches-go/frequencies"
 	dshll "github.com/apache/datasketches-go/hll"
 	dskll "github.com/apache/datasketches-go/kll"
 	"github.com/cespare/xxhash/v2"
@@ -26,12 +25,12 @@ import (
 
 // Parameters chosen for parity with ours: the same k for KLL (400, m = 8 as in DataSketches'
 // default), the same 2^12 registers for HLL (8-bit registers like ours, so update work is
-// comparable), and a frequent-items map whose purge keeps about as many counters as our k = 128
-// (DataSketches keeps up to 0.75 * 2^lgMax before purging about half).
+// comparable). Frequent items compare the Misra-Gries summary of EncodingVersion 1 (k = 128,
+// misragries_test.go) with Frequent, the DataSketches sketch profiles use since version 2
+// (2^8 map, up to 192 counters, purging about half).
 const (
-	dsKLLM      = 8
-	dsHLLLgK    = hllP
-	dsFreqLgMax = 8
+	dsKLLM   = 8
+	dsHLLLgK = hllP
 )
 
 func newDSKLL(t testing.TB) *dskll.ItemsSketch[float64] {
@@ -44,14 +43,6 @@ func newDSKLL(t testing.TB) *dskll.ItemsSketch[float64] {
 
 func newDSHLL(t testing.TB) dshll.HllSketch {
 	s, err := dshll.NewHllSketch(dsHLLLgK, dshll.TgtHllTypeHll8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func newDSFreq(t testing.TB) *dsfreq.ItemsSketch[string] {
-	s, err := dsfreq.NewFrequencyItemsSketch[string](dsFreqLgMax, dsFreqLgMax, common.ItemSketchStringHasher{}, common.ItemSketchStringSerDe{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,32 +198,28 @@ func TestDataSketchesComparison(t *testing.T) {
 		}
 	})
 	t.Run("frequent", func(t *testing.T) {
+		// "mg" is the Misra-Gries summary (k = 128) of EncodingVersion 1; "ds" is Frequent, the
+		// DataSketches sketch profiles now use. Both are read through Count, the lower bound
+		// shared/drift uses.
 		const distinct = 10_000
 		stream := zipfStream(200_000, distinct)
-		ours, theirs := newFrequent(DefaultFrequentK), newDSFreq(t)
+		mg, ds := newMG(DefaultFrequentK), newFrequent(FrequentLgMapSize)
 		truth := map[string]uint64{}
 		for _, s := range stream {
-			ours.add(s)
-			if err := theirs.Update(s); err != nil {
-				t.Fatal(err)
-			}
+			mg.add(s)
+			ds.add(s)
 			truth[s]++
 		}
 		// Merge: 20 sketches of 10,000 values each.
-		oursM, theirsM := newFrequent(DefaultFrequentK), newDSFreq(t)
+		mgM, dsM := newMG(DefaultFrequentK), newFrequent(FrequentLgMapSize)
 		for part := range 20 {
-			o, d := newFrequent(DefaultFrequentK), newDSFreq(t)
+			o, d := newMG(DefaultFrequentK), newFrequent(FrequentLgMapSize)
 			for _, s := range stream[part*10_000 : (part+1)*10_000] {
 				o.add(s)
-				if err := d.Update(s); err != nil {
-					t.Fatal(err)
-				}
+				d.add(s)
 			}
-			oursM.merge(o)
-			var err error
-			if theirsM, err = theirsM.Merge(d); err != nil {
-				t.Fatal(err)
-			}
+			mgM.merge(o)
+			dsM.merge(d)
 		}
 		keys := make([]string, 0, len(truth))
 		for k := range truth {
@@ -240,39 +227,28 @@ func TestDataSketchesComparison(t *testing.T) {
 		}
 		slices.SortFunc(keys, func(a, b string) int { return int(truth[b]) - int(truth[a]) })
 		top := keys[:50]
-		maxErr := func(est func(string) uint64) float64 {
+		maxErr := func(count func(string) uint64) float64 {
 			worst := 0.0
 			for _, k := range top {
-				worst = max(worst, math.Abs(float64(est(k))-float64(truth[k])))
+				worst = max(worst, math.Abs(float64(count(k))-float64(truth[k])))
 			}
 			return worst / float64(len(stream))
 		}
-		dsEst := func(s *dsfreq.ItemsSketch[string]) func(string) uint64 {
-			return func(k string) uint64 {
-				e, err := s.GetEstimate(k)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return uint64(e)
+		em, emM := maxErr(mg.Count), maxErr(mgM.Count)
+		ed, edM := maxErr(ds.Count), maxErr(dsM.Count)
+		mgBytes, dsBytes := mg.appendTo(nil), ds.appendTo(nil)
+		t.Logf("frequent zipf(1.1) n=%d distinct=%d top-50 max error/n mg %.5f (merged %.5f, bound %.5f) ds %.5f (merged %.5f, bound %.5f); counters mg %d ds %d; bytes mg %d (zstd %d) ds %d (zstd %d)",
+			len(stream), distinct, em, emM, float64(mg.MaxError())/float64(len(stream)),
+			ed, edM, float64(ds.MaxError())/float64(len(stream)),
+			len(mg.counts), len(ds.Items()),
+			len(mgBytes), len(zstdx.Encode(nil, mgBytes)), len(dsBytes), len(zstdx.Encode(nil, dsBytes)))
+		for who, c := range map[string]struct {
+			err   float64
+			bound uint64
+		}{"mg": {em, mg.MaxError()}, "mg merged": {emM, mgM.MaxError()}, "ds": {ed, ds.MaxError()}, "ds merged": {edM, dsM.MaxError()}} {
+			if c.err*float64(len(stream)) > float64(c.bound) {
+				t.Errorf("%s: error %.5f above its own bound %d", who, c.err, c.bound)
 			}
-		}
-		eo, eoM := maxErr(ours.Count), maxErr(oursM.Count)
-		ed, edM := maxErr(dsEst(theirs)), maxErr(dsEst(theirsM))
-		dsBytes, err := theirs.ToSlice()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ourBytes := ours.appendTo(nil)
-		t.Logf("frequent zipf(1.1) n=%d distinct=%d top-50 max error/n ours %.5f (merged %.5f, bound %.5f) ds %.5f (merged %.5f, bound %.5f); counters ours %d ds %d; bytes ours %d (zstd %d) ds %d (zstd %d)",
-			len(stream), distinct, eo, eoM, float64(ours.MaxError())/float64(len(stream)),
-			ed, edM, float64(theirs.GetMaximumError())/float64(len(stream)),
-			len(ours.counts), theirs.GetNumActiveItems(),
-			len(ourBytes), len(zstdx.Encode(nil, ourBytes)), len(dsBytes), len(zstdx.Encode(nil, dsBytes)))
-		if eo*float64(len(stream)) > float64(ours.MaxError()) {
-			t.Errorf("ours: error %.5f above its own bound", eo)
-		}
-		if ed*float64(len(stream)) > float64(theirs.GetMaximumError()) {
-			t.Errorf("datasketches: error %.5f above its own bound", ed)
 		}
 	})
 }
@@ -333,20 +309,18 @@ func BenchmarkSketchUpdate(b *testing.B) {
 			}
 		}
 	})
-	b.Run("frequent/ours", func(b *testing.B) {
-		f := newFrequent(DefaultFrequentK)
+	b.Run("frequent/ours", func(b *testing.B) { // Misra-Gries of EncodingVersion 1
+		f := newMG(DefaultFrequentK)
 		b.ReportAllocs()
 		for i := range b.N {
 			f.add(strs[i&mask])
 		}
 	})
-	b.Run("frequent/datasketches", func(b *testing.B) {
-		s := newDSFreq(b)
+	b.Run("frequent/datasketches", func(b *testing.B) { // Frequent, as profiles use it
+		f := newFrequent(FrequentLgMapSize)
 		b.ReportAllocs()
 		for i := range b.N {
-			if err := s.Update(strs[i&mask]); err != nil {
-				b.Fatal(err)
-			}
+			f.add(strs[i&mask])
 		}
 	})
 }
@@ -415,7 +389,7 @@ func BenchmarkSketchMerge(b *testing.B) {
 		}
 	})
 	b.Run("frequent/ours", func(b *testing.B) {
-		w, agg := newFrequent(DefaultFrequentK), newFrequent(DefaultFrequentK)
+		w, agg := newMG(DefaultFrequentK), newMG(DefaultFrequentK)
 		for _, s := range strs {
 			w.add(s)
 			agg.add(s)
@@ -427,21 +401,15 @@ func BenchmarkSketchMerge(b *testing.B) {
 		}
 	})
 	b.Run("frequent/datasketches", func(b *testing.B) {
-		w, agg := newDSFreq(b), newDSFreq(b)
+		w, agg := newFrequent(FrequentLgMapSize), newFrequent(FrequentLgMapSize)
 		for _, s := range strs {
-			if err := w.Update(s); err != nil {
-				b.Fatal(err)
-			}
-			if err := agg.Update(s); err != nil {
-				b.Fatal(err)
-			}
+			w.add(s)
+			agg.add(s)
 		}
 		b.ReportAllocs()
 		b.ResetTimer()
 		for range b.N {
-			if _, err := agg.Merge(w); err != nil {
-				b.Fatal(err)
-			}
+			agg.merge(w)
 		}
 	})
 }

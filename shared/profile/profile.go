@@ -116,7 +116,7 @@ func New(cols []Column) (*Profile, error) {
 		case Numeric:
 			cp.quant = newQuantiles(DefaultQuantileK)
 		case Categorical:
-			cp.freq = newFrequent(DefaultFrequentK)
+			cp.freq = newFrequent(FrequentLgMapSize)
 		default:
 			return nil, fmt.Errorf("%w: column %q has %v", ErrIncompatible, c.Name, c.Kind)
 		}
@@ -225,8 +225,8 @@ func (p *Profile) compatible(o *Profile) error {
 		if a.quant != nil && a.quant.k != b.quant.k {
 			return fmt.Errorf("%w: column %q quantile k %d against %d", ErrIncompatible, a.col.Name, a.quant.k, b.quant.k)
 		}
-		if a.freq != nil && a.freq.k != b.freq.k {
-			return fmt.Errorf("%w: column %q frequent k %d against %d", ErrIncompatible, a.col.Name, a.freq.k, b.freq.k)
+		if a.freq != nil && a.freq.K() != b.freq.K() {
+			return fmt.Errorf("%w: column %q frequent capacity %d against %d", ErrIncompatible, a.col.Name, a.freq.K(), b.freq.K())
 		}
 	}
 	return nil
