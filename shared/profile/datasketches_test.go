@@ -309,6 +309,24 @@ func BenchmarkSketchUpdate(b *testing.B) {
 			}
 		}
 	})
+	few := make([]string, 1<<16) // a typical categorical column: 50 values, all counted exactly
+	for i := range few {
+		few[i] = "site-" + strconv.Itoa(i*7%50)
+	}
+	b.Run("frequent-50/ours", func(b *testing.B) {
+		f := newMG(DefaultFrequentK)
+		b.ReportAllocs()
+		for i := range b.N {
+			f.add(few[i&mask])
+		}
+	})
+	b.Run("frequent-50/datasketches", func(b *testing.B) {
+		f := newFrequent(FrequentLgMapSize)
+		b.ReportAllocs()
+		for i := range b.N {
+			f.add(few[i&mask])
+		}
+	})
 	b.Run("frequent/ours", func(b *testing.B) { // Misra-Gries of EncodingVersion 1
 		f := newMG(DefaultFrequentK)
 		b.ReportAllocs()

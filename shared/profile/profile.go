@@ -1,8 +1,9 @@
 // Package profile builds mergeable statistical profiles of typed rows: per column count, nulls,
 // min, max, mean, variance, a KLL quantile sketch, a HyperLogLog distinct count and, for
-// categorical columns, Misra-Gries frequent items. Profiles of disjoint row sets merge into the
-// profile of their union (exactly for counts and extremes, within sketch error otherwise), so a
-// hub can add up a fleet's windows. See DESIGN.md for the invariants and error bounds.
+// categorical columns, Apache DataSketches' frequent-items sketch. Profiles of disjoint row sets
+// merge into the profile of their union (exactly for counts and extremes, within sketch error
+// otherwise), so a hub can add up a fleet's windows. See DESIGN.md for the invariants and error
+// bounds.
 package profile
 
 import (
