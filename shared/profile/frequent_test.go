@@ -95,3 +95,19 @@ func TestFrequentTruncatesLongValues(t *testing.T) {
 		t.Fatalf("cut mid-rune: %d bytes", len(items[0].Value))
 	}
 }
+
+// Merging a summary into itself (Profile.Merge(p) with p itself) doubles it: the library's
+// merge reads the other sketch's table while it writes its own.
+func TestFrequentMergeWithItself(t *testing.T) {
+	f := newFrequent(FrequentLgMapSize)
+	truth := map[string]uint64{}
+	for _, v := range zipfStream(20_000, 1_000) {
+		f.add(v)
+		truth[v] += 2
+	}
+	f.merge(f)
+	if f.Total() != 40_000 {
+		t.Fatalf("total %d", f.Total())
+	}
+	checkBound(t, f, truth)
+}
