@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,23 +50,6 @@ func (s *Store) Activate(ctx context.Context, name string, v int) error {
 	}
 	hook("journaled")
 	return s.finish(ctx, j)
-}
-
-// Install is Stage followed by Activate.
-func (s *Store) Install(ctx context.Context, name string, v int, manifestDigest, fileDigest string, write func(io.Writer) error) error {
-	if err := s.Stage(ctx, name, v, manifestDigest, fileDigest, write); err != nil {
-		return err
-	}
-	return s.Activate(ctx, name, v)
-}
-
-// SwitchBack activates the previous version of name (health check included).
-func (s *Store) SwitchBack(ctx context.Context, name string) error {
-	prev, err := s.Previous(name)
-	if err != nil {
-		return err
-	}
-	return s.Activate(ctx, name, prev.Version)
 }
 
 // finish does the switch and the health check of journal j, then commits or rolls back. Every

@@ -65,7 +65,7 @@ func TestTelemetryDocExamples(t *testing.T) {
 			v, decode = &p, func(b []byte) error { _, err := wire.DecodeDrift(b); check(p.DeviceID, ""); return err }
 		case wire.KindDriftFeature:
 			var p wire.DriftFeature
-			v, decode = &p, func(b []byte) error { _, err := wire.DecodeDriftFeature(b); check(p.DeviceID, p.Feature); return err }
+			v, decode = &p, func([]byte) error { check(p.DeviceID, p.Feature); return p.Validate() }
 		case wire.KindDesired:
 			var p wire.Desired
 			v, decode = &p, func(b []byte) error { _, err := wire.DecodeDesired(b); check(p.DeviceID, ""); return err }
@@ -77,10 +77,10 @@ func TestTelemetryDocExamples(t *testing.T) {
 			v, decode = &p, func(b []byte) error { _, err := wire.DecodeFetchRequest(b); check(p.DeviceID, ""); return err }
 		case wire.KindFleetRollout:
 			var p wire.FleetRollout
-			v, decode = &p, func(b []byte) error { _, err := wire.DecodeFleetRollout(b); check("", p.RolloutID); return err }
+			v, decode = &p, func([]byte) error { check("", p.RolloutID); return p.Validate() }
 		case wire.KindFleetDrift:
 			var p wire.FleetDrift
-			v, decode = &p, func(b []byte) error { _, err := wire.DecodeFleetDrift(b); check("", p.Model); return err }
+			v, decode = &p, func([]byte) error { check("", p.Model); return p.Validate() }
 		default:
 			t.Errorf("example for %s, which is not JSON", topic)
 			continue

@@ -163,9 +163,6 @@ func (s *Server) deviceDelete(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if s.cfg.OnDeviceDeleted != nil {
-		s.cfg.OnDeviceDeleted(id)
-	}
 	return c.JSON(http.StatusOK, res)
 }
 

@@ -115,8 +115,6 @@ type Config struct {
 	// OnRolloutChanged is called after a rollout was created or acted on (the controller
 	// wakes). May be nil.
 	OnRolloutChanged func(id string)
-	// OnDeviceDeleted is called after a device was removed (the broker revokes it). May be nil.
-	OnDeviceDeleted func(deviceID string)
 	// Extra registers more routes (dashboard, drift, rollouts) on the same server. May be nil.
 	Extra func(e *echo.Echo, s *Server)
 }

@@ -96,16 +96,6 @@ func Verify(trusted []ed25519.PublicKey, manifest []byte, sig Signature) error {
 	return NewKeyRing(trusted...).Verify(manifest, sig)
 }
 
-// EncodePublicKey returns pub as a PEM "PUBLIC KEY" block (PKIX, as openssl writes it): the
-// form GET /api/v1/keys serves and key files hold.
-func EncodePublicKey(pub ed25519.PublicKey) []byte {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil { // only for a key of the wrong length, a programming error
-		panic(fmt.Sprintf("marshal ed25519 public key: %v", err))
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
-}
-
 // PublicKeyBase64 returns the 32 raw bytes of pub in standard base64: the one-line form agent
 // configs use for trusted keys.
 func PublicKeyBase64(pub ed25519.PublicKey) string {

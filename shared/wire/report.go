@@ -278,6 +278,3 @@ func (d DriftFeature) Validate() error {
 	}
 	return nil
 }
-
-// DecodeDriftFeature parses and validates a per-feature drift payload.
-func DecodeDriftFeature(b []byte) (DriftFeature, error) { return decode[DriftFeature](b) }

@@ -175,9 +175,6 @@ func TestStates(t *testing.T) {
 	if State("done").Valid() || State("").Valid() {
 		t.Error("unknown state valid")
 	}
-	if !StateFailed.Terminal() || StateDownloading.Terminal() {
-		t.Error("Terminal")
-	}
 }
 
 func FuzzParseTopic(f *testing.F) {
