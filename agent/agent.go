@@ -23,7 +23,6 @@ import (
 	"github.com/driftline/driftline/agent/modelstore"
 	"github.com/driftline/driftline/agent/outbox"
 	"github.com/driftline/driftline/agent/state"
-	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -65,7 +64,7 @@ type Agent struct {
 	opts    Options
 	log     *slog.Logger
 	topics  wire.Topics
-	keys    artifact.KeyRing
+	trust   *trustStore
 	started time.Time
 
 	ns     state.Namespace
@@ -107,6 +106,10 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	root, err := cfg.Root()
+	if err != nil {
+		return nil, err
+	}
 	topics, err := wire.NewTopics(cfg.TopicPrefix)
 	if err != nil {
 		return nil, err
@@ -126,11 +129,17 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 		gat = prometheus.DefaultGatherer
 	}
 	a := &Agent{
-		cfg: cfg, opts: opts, log: opts.Logger.With("device", cfg.DeviceID), topics: topics, keys: keys,
+		cfg: cfg, opts: opts, log: opts.Logger.With("device", cfg.DeviceID), topics: topics,
 		started: time.Now(), ns: ns, own: ns.Sub("agent"), assets: ns.Sub("assets"),
 		models: map[string]*modelRecord{}, mux: http.NewServeMux(), gatherer: gat, reg: reg,
 	}
 	if a.m, err = newMetrics(reg, Version, !opts.NoRSSGauge); err != nil {
+		return nil, err
+	}
+	if a.trust, err = newTrustStore(a.own, root, keys); err != nil {
+		return nil, err
+	}
+	if err := a.trust.register(reg); err != nil {
 		return nil, err
 	}
 	a.out, err = outbox.Open(ns.Sub("outbox"), outbox.Options{
@@ -154,6 +163,7 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.conn.onFrameBytes = func(n int) { a.m.fetchedBytes.Add(float64(n)) }
+	a.conn.acceptDesired = a.acceptDesired
 	a.fetch = newFetcher(a)
 	a.retryMin = cfg.Fetch.Retry.D()
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(gat, promhttp.HandlerOpts{}))

@@ -168,7 +168,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
-	keys, brokers, err := hubFacts(ctx, h)
+	root, brokers, err := hubFacts(ctx, h)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -193,7 +193,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	members := make([]*member, len(cs))
 	for i, c := range cs {
 		ac := config.Default()
-		ac.DeviceID, ac.Token, ac.Brokers, ac.TrustedKeys, ac.Hub = c.ID, c.Token, brokers, keys, cfg.Hub
+		ac.DeviceID, ac.Token, ac.Brokers, ac.TrustedRoot, ac.Hub = c.ID, c.Token, brokers, root, cfg.Hub
 		ac.StateDir = filepath.Join(cfg.StateDir, "db")
 		ac.ModelDir = filepath.Join(cfg.StateDir, "models", c.ID)
 		ac.Metrics = config.MetricsOff

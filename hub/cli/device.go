@@ -82,11 +82,11 @@ func (a *app) agentConfig(c *client, path, broker string, d api.DeviceCreated) e
 	if len(brokers) == 0 {
 		brokers = []string{DefaultBroker}
 	}
-	keys, err := trustedKeys(a.ctx, c)
+	root, err := trustedRoot(a.ctx, c)
 	if err != nil {
 		return fail(err)
 	}
-	cfg := AgentConfig{DeviceID: d.ID, Token: d.Token, Brokers: brokers, TrustedKeys: keys, Hub: c.base}
+	cfg := AgentConfig{DeviceID: d.ID, Token: d.Token, Brokers: brokers, TrustedRoot: root, Hub: c.base}
 	if err := writeAgentConfig(path, cfg); err != nil {
 		return fail(usagef("--agent-config %s: %v", path, err))
 	}

@@ -52,6 +52,8 @@ const (
 	TypeRolloutCreate
 	TypeRolloutTransition
 	TypeSigningKeyAdd
+	// TypeTrustSet installs the next root of trust and the online keys. Payload: state.TrustSet.
+	TypeTrustSet
 	typeEnd // sentinel: first unassigned value
 )
 

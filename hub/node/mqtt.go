@@ -79,7 +79,7 @@ func (n *Node) startMQTT() error {
 	}
 	svc, err := protocol.Start(protocol.Config{
 		Transport: transport, DB: n.db, Reader: n.Reader(), Topics: wire.Default(),
-		Apply: n.applyOrForward, Logger: n.log, Registerer: n.registry,
+		Apply: n.applyOrForward, Logger: n.log, Registerer: n.registry, Keys: n.keys, DesiredTTL: n.cfg.DesiredTTL,
 		OnDeviceRemoved: func(id string) {
 			if n.broker != nil {
 				n.broker.Revoke(id)
