@@ -240,4 +240,3 @@ func (s *Server) audit(c echo.Context) error {
 	}
 	return c.JSON(http.StatusOK, p)
 }
-
