@@ -28,7 +28,7 @@ type Desired struct {
 	// Expires is when this message stops being valid, Unix milliseconds.
 	Expires int64 `json:"expires,omitempty"`
 	// Signature is the hub's signature over SignedBytes.
-	Signature artifact.Signature `json:"signature"`
+	Signature artifact.Signature `json:"signature,omitzero"`
 	// Roots are the cluster's root metadata documents after version 1, oldest first (TUF
 	// root.json, see shared/trust): how agents learn a rotated key set. Each one is signed by
 	// the root keys of the one before it; the Desired signature does not cover them.
