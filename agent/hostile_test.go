@@ -16,6 +16,73 @@ import (
 	"github.com/driftline/driftline/shared/wire"
 )
 
+// openBroker is a Mosquitto whose ACL lets every authenticated client publish and subscribe
+// anything, with Mallory connected and recording every desired state published.
+type openBroker struct {
+	t    *testing.T
+	mq   *mosquittotest.Broker
+	evil paho.Client
+	mu   sync.Mutex
+	seen map[string][][]byte // topic -> desired payloads, oldest first
+}
+
+const (
+	openHubUser, openHubPass   = "driftline-hub", "hub-secret"
+	openEvilUser, openEvilPass = "mallory", "mallory-secret"
+)
+
+func startOpenBroker(t *testing.T) *openBroker {
+	ob := &openBroker{t: t, seen: map[string][][]byte{}}
+	ob.mq = mosquittotest.Start(t, "the hostile-broker tests", ob.files(nil), openHubUser, openHubPass)
+	ob.evil = paho.NewClient(paho.NewClientOptions().AddBroker(ob.mq.URL()).SetClientID("mallory").
+		SetUsername(openEvilUser).SetPassword(openEvilPass))
+	if tk := ob.evil.Connect(); !tk.WaitTimeout(10*time.Second) || tk.Error() != nil {
+		t.Fatalf("mallory connect: %v", tk.Error())
+	}
+	t.Cleanup(func() { ob.evil.Disconnect(0) })
+	if tk := ob.evil.Subscribe(wire.DefaultPrefix+"/dev/+/desired", 1, func(_ paho.Client, m paho.Message) {
+		ob.mu.Lock()
+		ob.seen[m.Topic()] = append(ob.seen[m.Topic()], append([]byte(nil), m.Payload()...))
+		ob.mu.Unlock()
+	}); !tk.WaitTimeout(10*time.Second) || tk.Error() != nil {
+		t.Fatalf("mallory subscribe: %v", tk.Error())
+	}
+	return ob
+}
+
+func (ob *openBroker) files(devices map[string]string) mosquittotest.Files {
+	creds := []hubbroker.Cred{{User: openHubUser, Password: openHubPass}, {User: openEvilUser, Password: openEvilPass}}
+	for id, tok := range devices {
+		creds = append(creds, hubbroker.Cred{User: id, Password: tok})
+	}
+	var pw bytes.Buffer
+	if err := hubbroker.WriteMosquittoPasswd(&pw, creds); err != nil {
+		ob.t.Fatal(err)
+	}
+	return mosquittotest.Files{Passwd: pw.Bytes(), ACL: []byte("pattern readwrite #\n")} // no access control at all
+}
+
+// allow lets the devices (id -> token) log in.
+func (ob *openBroker) allow(devices map[string]string) {
+	ob.mq.Reload(ob.files(devices))
+	for id, tok := range devices {
+		ob.mq.WaitAccepts(id, tok)
+	}
+}
+
+// hubURL is the broker URL with the hub's credentials.
+func (ob *openBroker) hubURL() string {
+	return strings.Replace(ob.mq.URL(), "tcp://", "tcp://"+openHubUser+":"+openHubPass+"@", 1)
+}
+
+// publish publishes p retained on topic as Mallory.
+func (ob *openBroker) publish(topic string, p []byte) {
+	ob.t.Helper()
+	if tk := ob.evil.Publish(topic, 1, true, p); !tk.WaitTimeout(10*time.Second) || tk.Error() != nil {
+		ob.t.Fatalf("mallory publish: %v", tk.Error())
+	}
+}
+
 // TestHostileBroker runs the hub on a Mosquitto whose ACL lets every client publish anything
 // (the broker is the attacker's): a device running v2 is sent a forged desired state that
 // would deactivate everything, a replay of its own real desired state for v1, another
@@ -25,42 +92,13 @@ import (
 // Before desired states were signed, the forged one deactivated v2, the replay rolled the
 // device back to v1, and the forged rev froze it for good.
 func TestHostileBroker(t *testing.T) {
-	const hubUser, hubPass, evilUser, evilPass = "driftline-hub", "hub-secret", "mallory", "mallory-secret"
-	files := func(devices map[string]string) mosquittotest.Files {
-		creds := []hubbroker.Cred{{User: hubUser, Password: hubPass}, {User: evilUser, Password: evilPass}}
-		for id, tok := range devices {
-			creds = append(creds, hubbroker.Cred{User: id, Password: tok})
-		}
-		var pw bytes.Buffer
-		if err := hubbroker.WriteMosquittoPasswd(&pw, creds); err != nil {
-			t.Fatal(err)
-		}
-		return mosquittotest.Files{Passwd: pw.Bytes(), ACL: []byte("pattern readwrite #\n")} // no access control at all
-	}
-	mq := mosquittotest.Start(t, "the hostile-broker test", files(nil), hubUser, hubPass)
+	ob := startOpenBroker(t)
 	const ttl = 4 * time.Second
-	h := startHubWith(t, func(c *node.Config) { c.DesiredTTL = ttl }, strings.Replace(mq.URL(), "tcp://", "tcp://"+hubUser+":"+hubPass+"@", 1))
+	h := startHubWith(t, func(c *node.Config) { c.DesiredTTL = ttl }, ob.hubURL())
 	tok, other := h.enroll("dev-h"), h.enroll("dev-other")
-	mq.Reload(files(map[string]string{"dev-h": tok, "dev-other": other}))
-	mq.WaitAccepts("dev-h", tok)
-
-	// Mallory watches every desired state on the broker.
+	ob.allow(map[string]string{"dev-h": tok, "dev-other": other})
 	topics := wire.Default()
-	var mu sync.Mutex
-	seen := map[string][][]byte{} // topic -> payloads, oldest first
-	evil := paho.NewClient(paho.NewClientOptions().AddBroker(mq.URL()).SetClientID("mallory").
-		SetUsername(evilUser).SetPassword(evilPass))
-	if tk := evil.Connect(); !tk.WaitTimeout(10*time.Second) || tk.Error() != nil {
-		t.Fatalf("mallory connect: %v", tk.Error())
-	}
-	defer evil.Disconnect(0)
-	if tk := evil.Subscribe(wire.DefaultPrefix+"/dev/+/desired", 1, func(_ paho.Client, m paho.Message) {
-		mu.Lock()
-		seen[m.Topic()] = append(seen[m.Topic()], append([]byte(nil), m.Payload()...))
-		mu.Unlock()
-	}); !tk.WaitTimeout(10*time.Second) || tk.Error() != nil {
-		t.Fatalf("mallory subscribe: %v", tk.Error())
-	}
+	mu, seen := &ob.mu, ob.seen
 	captured := func(id string, rev uint64) []byte {
 		t.Helper()
 		var out []byte
@@ -77,16 +115,11 @@ func TestHostileBroker(t *testing.T) {
 		})
 		return out
 	}
-	publish := func(topic string, p []byte) {
-		t.Helper()
-		if tk := evil.Publish(topic, 1, true, p); !tk.WaitTimeout(10*time.Second) || tk.Error() != nil {
-			t.Fatalf("mallory publish: %v", tk.Error())
-		}
-	}
+	publish := ob.publish
 
 	v1, _ := h.pushModel("hm", randomBytes(31, 64<<10))
 	v2, _ := h.pushModel("hm", randomBytes(32, 64<<10))
-	cfg := agentConfig(t, "dev-h", tok, []string{mq.URL()}, nil)
+	cfg := agentConfig(t, "dev-h", tok, []string{ob.mq.URL()}, nil)
 	cfg.TrustedRoot = h.root()
 	a := startAgent(t, cfg, agent.Options{})
 	waitFor(t, 20*time.Second, "agent connected", a.Connected)
