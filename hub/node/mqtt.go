@@ -44,7 +44,7 @@ func (a mqttAuth) Authenticate(username string, password []byte) (broker.Princip
 	case p.Kind == "token" && p.Role == state.RoleViewer:
 		return broker.Principal{Kind: broker.Viewer, ID: p.Name}, nil
 	case p.Kind == "token" && p.Role == state.RoleAdmin:
-		return broker.Principal{Kind: broker.Hub, ID: p.Name}, nil
+		return broker.Principal{Kind: broker.Admin, ID: p.Name}, nil
 	}
 	return broker.Principal{}, errMQTTAuth
 }
