@@ -133,11 +133,20 @@ func (a *Agent) verifyDesired(b []byte) (wire.Desired, bool) {
 		return d, false
 	case verdictFresh, verdictIgnore:
 		a.trust.seen(d)
+		a.learnRevoked(d)
 		a.log.Debug("desired revision already acted on", "rev", d.Rev)
 		return d, false
 	}
 	a.trust.seen(d)
+	a.learnRevoked(d)
 	return d, true
+}
+
+// learnRevoked keeps the revocation list a valid desired state carries.
+func (a *Agent) learnRevoked(d wire.Desired) {
+	if err := a.trust.revoke(d.Revoked); err != nil {
+		a.log.Error("keep revocation list", "err", err)
+	}
 }
 
 // acceptDesired is the connection's filter: whether an incoming payload may take the desired
@@ -240,6 +249,12 @@ func (a *Agent) applyModel(ctx context.Context, m wire.DesiredModel, preempt fun
 		}
 		a.setState(m.Name, a.stateFor(m.Name, wire.StateActive), func(r *modelRecord) { a.adopt(r, m); r.Target = 0; r.LastError = "" })
 		a.dropPartials(m.Name) // e.g. of a pull this desired preempted
+		return nil
+	}
+	if a.trust.isRevoked(m.Name, m.Version) {
+		// Withdrawn by the hub: never activated again, whatever signature it comes with.
+		a.reject(ReasonRevoked, "revoked model version refused", "model", m.Name, "version", m.Version)
+		a.fail(m, fmt.Errorf("%w: %s@%d was revoked", ErrRejected, m.Name, m.Version))
 		return nil
 	}
 	back := curErr == nil && m.Version < cur.Version

@@ -237,12 +237,25 @@ func (h *fakeHub) desire(models ...wire.DesiredModel) uint64 {
 	return rev
 }
 
+// desireRevoking is desire with a revocation list ("NAME@VERSION").
+func (h *fakeHub) desireRevoking(revoked []string, models ...wire.DesiredModel) uint64 {
+	h.t.Helper()
+	rev := h.rev.Add(1)
+	h.publish(h.topics.Desired(h.id), h.signedDesiredRevoking(rev, time.Hour, revoked, models...), true)
+	return rev
+}
+
 // signedDesired encodes a desired state for rev, signed by the hub's key, valid for ttl.
 func (h *fakeHub) signedDesired(rev uint64, ttl time.Duration, models ...wire.DesiredModel) []byte {
 	h.t.Helper()
+	return h.signedDesiredRevoking(rev, ttl, nil, models...)
+}
+
+func (h *fakeHub) signedDesiredRevoking(rev uint64, ttl time.Duration, revoked []string, models ...wire.DesiredModel) []byte {
+	h.t.Helper()
 	now := time.Now()
 	d := wire.Desired{Header: wire.Header{DeviceID: h.id, TS: now.UnixMilli()}, Rev: rev, Models: models,
-		IssuedAt: now.UnixMilli(), Expires: now.Add(ttl).UnixMilli()}
+		IssuedAt: now.UnixMilli(), Expires: now.Add(ttl).UnixMilli(), Revoked: revoked}
 	d.Sign(h.key)
 	b, err := wire.Encode(d)
 	if err != nil {

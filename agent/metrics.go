@@ -69,12 +69,14 @@ const (
 	ReasonReplayed = "replayed"
 	// ReasonBadRoot: a root document that does not chain from the trusted root.
 	ReasonBadRoot = "bad_root"
+	// ReasonRevoked: a model version the hub withdrew (its revocation list) named again.
+	ReasonRevoked = "revoked"
 )
 
 var rejectReasons = []string{
 	ReasonMalformedDesired, ReasonUnknownModel, ReasonManifestDigest, ReasonBadManifest, ReasonUnsigned,
 	ReasonUnknownKey, ReasonBadSignature, ReasonChunkDigest, ReasonBadFrame, ReasonOversizedFrame,
-	ReasonUnknownRequest, ReasonQueueFull, ReasonForeignMessage, ReasonExpired, ReasonReplayed, ReasonBadRoot,
+	ReasonUnknownRequest, ReasonQueueFull, ReasonForeignMessage, ReasonExpired, ReasonReplayed, ReasonBadRoot, ReasonRevoked,
 }
 
 type metrics struct {

@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,8 +16,15 @@ import (
 	"github.com/driftline/driftline/shared/wire"
 )
 
-// keyTrustRoot is where the agent keeps the newest root of trust it chained to.
-const keyTrustRoot = "trust/root"
+// keyTrustRoot is where the agent keeps the newest root of trust it chained to; keyRevoked the
+// revocation list it learnt.
+const (
+	keyTrustRoot = "trust/root"
+	keyRevoked   = "trust/revoked"
+)
+
+// maxRevoked bounds the revocation list the agent keeps (the newest are kept).
+const maxRevoked = 4096
 
 // trustStore holds what the agent trusts: the cluster's root (its online keys sign approvals
 // and desired states), or, for an agent configured with trusted_keys only, that fixed key set;
@@ -30,12 +39,18 @@ type trustStore struct {
 	lastRev uint64           // the last rev acted on (a copy of Agent.lastRev)
 	issued  int64            // IssuedAt of the newest valid desired state seen
 	expires int64            // its Expires, Unix ms (0: none yet)
+	revoked []string         // "NAME@VERSION" the hub withdrew, oldest first
 }
 
 // newTrustStore starts from the configured root, or from the newer one the agent chained to
 // before (kept in ns), whichever is newer; fixed are the configured trusted_keys.
 func newTrustStore(ns state.Namespace, configured trust.Root, fixed artifact.KeyRing) (*trustStore, error) {
 	t := &trustStore{ns: ns, root: configured, fixed: fixed}
+	if b, err := ns.Get([]byte(keyRevoked)); err == nil {
+		_ = json.Unmarshal(b, &t.revoked) // damaged: start empty, the next desired state refills it
+	} else if !errors.Is(err, state.ErrNotFound) {
+		return nil, fmt.Errorf("load revocation list: %w", err)
+	}
 	if configured.IsZero() {
 		return t, nil
 	}
@@ -144,6 +159,36 @@ func (t *trustStore) seen(d wire.Desired) {
 	if d.IssuedAt >= t.issued {
 		t.issued, t.expires = d.IssuedAt, d.Expires
 	}
+}
+
+// revoke adds refs ("NAME@VERSION") to the revocation list and persists it when it grew.
+func (t *trustStore) revoke(refs []string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	grew := false
+	for _, r := range refs {
+		if !slices.Contains(t.revoked, r) {
+			t.revoked, grew = append(t.revoked, r), true
+		}
+	}
+	if !grew {
+		return nil
+	}
+	if len(t.revoked) > maxRevoked {
+		t.revoked = t.revoked[len(t.revoked)-maxRevoked:]
+	}
+	b, _ := json.Marshal(t.revoked)
+	if err := t.ns.Set([]byte(keyRevoked), b); err != nil {
+		return fmt.Errorf("save revocation list: %w", err)
+	}
+	return nil
+}
+
+// isRevoked reports whether name@version was withdrawn.
+func (t *trustStore) isRevoked(name string, version int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Contains(t.revoked, wire.VersionRef(name, version))
 }
 
 // actedOn records the rev the agent acted on.

@@ -3,7 +3,6 @@ package protocol
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -211,11 +210,12 @@ func (p *desiredPublisher) publishDevice(d state.Device) {
 // cluster's current online key for the time from now to now+ttl: per model the version, its
 // manifest digest and approval signature, and the digests of the training data's contract and
 // reference profile (from the first trained_on dataset version); and the root documents after
-// version 1, so an agent enrolled with an older root learns the current key set.
+// version 1, so an agent enrolled with an older root learns the current key set; and the
+// deprecated versions of its models (the revocation list).
 //
 // A version approved before approvals were bound (or whose approval key was since retired)
 // has no approval signature the agents accept: it is signed here with the current key, as TUF
-// re-signs targets metadata after a key rotation. A deprecated version is never signed.
+// re-signs targets metadata after a key rotation. A deprecated version is never signed again.
 func BuildDesired(r state.Reader, d state.Device, cur keys.Current, now time.Time, ttl time.Duration) (wire.Desired, error) {
 	msg := wire.Desired{Header: wire.Header{DeviceID: d.ID, TS: now.UnixMilli()}, Rev: uint64(d.DesiredRev), Models: []wire.DesiredModel{},
 		IssuedAt: now.UnixMilli(), Expires: now.Add(ttl).UnixMilli(), Roots: cur.Roots}
@@ -235,11 +235,17 @@ func BuildDesired(r state.Reader, d state.Device, cur keys.Current, now time.Tim
 			return msg, err
 		}
 		sig, ok := state.ApprovalSignature(mv, cur.Online)
-		if !ok {
-			if mv.Status != state.StatusApproved {
-				return msg, fmt.Errorf("desired %s@%d is %s and has no valid approval signature", name, mv.Version, mv.Status)
-			}
+		if !ok && mv.Status == state.StatusApproved {
 			sig = artifact.SignApproval(cur.Key, a)
+		}
+		// A deprecated version without a current approval goes out unsigned: a device already
+		// running it keeps it, no device starts it.
+		revoked, err := r.Revoked(name)
+		if err != nil {
+			return msg, err
+		}
+		for _, v := range revoked {
+			msg.Revoked = append(msg.Revoked, wire.VersionRef(name, v))
 		}
 		msg.Models = append(msg.Models, wire.DesiredModel{
 			Name: name, Version: mv.Version, ManifestDigest: mv.ManifestDigest, Size: mv.Size, RolloutID: want.RolloutID,

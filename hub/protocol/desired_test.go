@@ -165,4 +165,19 @@ func TestDesiredSignedRefreshedRotated(t *testing.T) {
 	if after.Signature.KeyID != rot.Signer || len(after.Roots) != 1 {
 		t.Fatalf("after rotation: signed by %s with %d roots, want %s and root v2", after.Signature.KeyID, len(after.Roots), rot.Signer)
 	}
+
+	// Deprecating m@1 puts it on the signed revocation list of every desired state naming m.
+	st.Must(t, command.TypeModelVersionDeprecate, state.ModelVersionDeprecate{Model: "m", Version: 1})
+	d, err := st.Reader().Device("d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, _ = src.Current()
+	msg, err := BuildDesired(st.Reader(), d, cur, time.Now(), ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msg.Revoked) != 1 || msg.Revoked[0] != "m@1" || msg.Verify(cur.Online) != nil {
+		t.Fatalf("after deprecation: revoked %v, verify %v", msg.Revoked, msg.Verify(cur.Online))
+	}
 }

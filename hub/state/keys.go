@@ -31,6 +31,7 @@ const (
 	pSigningKey     = "fsm/key/"
 	pTrustRoot      = "fsm/trust/root/" // %020d version -> root metadata (TUF root.json)
 	kTrust          = "fsm/trust/state" // Trust: online keys and the signer
+	pRevoked        = "fsm/revoked/"    // model -> its deprecated versions (the revocation list)
 	pRequest        = "fsm/req/"
 	pObject         = "fsm/obj/" // digest -> ObjectRef of a manifest, contract or profile
 )

@@ -207,3 +207,36 @@ func ApprovalSignature(mv ModelVersion, online artifact.KeyRing) (artifact.Signa
 	}
 	return artifact.Signature{}, false
 }
+
+// MaxRevoked bounds the revocation list kept per model (the newest are kept).
+const MaxRevoked = 256
+
+// addRevoked appends version to model's revocation list.
+func addRevoked(txn *badger.Txn, model string, version int) error {
+	var list []int
+	if err := getJSON(txn, nameKey(pRevoked, model), &list); err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	for _, v := range list {
+		if v == version {
+			return nil
+		}
+	}
+	list = append(list, version)
+	if len(list) > MaxRevoked {
+		list = list[len(list)-MaxRevoked:]
+	}
+	return putJSON(txn, nameKey(pRevoked, model), list)
+}
+
+// Revoked returns the versions of model deprecated since revocation lists exist, oldest first:
+// desired states carry them, signed, so agents refuse those versions even under an old valid
+// approval.
+func (r Reader) Revoked(model string) ([]int, error) {
+	var list []int
+	err := r.DB.View(func(txn *badger.Txn) error { return getJSON(txn, nameKey(pRevoked, model), &list) })
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	return list, err
+}

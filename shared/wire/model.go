@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/driftline/driftline/shared/artifact"
 )
@@ -29,14 +31,21 @@ type Desired struct {
 	Expires int64 `json:"expires,omitempty"`
 	// Signature is the hub's signature over SignedBytes.
 	Signature artifact.Signature `json:"signature,omitzero"`
+	// Revoked names ("NAME@VERSION", VersionRef) the versions of the listed models that were
+	// withdrawn (deprecated): the agent keeps them and never activates those versions again,
+	// whatever later message names them. Covered by the signature.
+	Revoked []string `json:"revoked,omitempty"`
 	// Roots are the cluster's root metadata documents after version 1, oldest first (TUF
 	// root.json, see shared/trust): how agents learn a rotated key set. Each one is signed by
 	// the root keys of the one before it; the Desired signature does not cover them.
 	Roots []json.RawMessage `json:"roots,omitempty"`
 }
 
-// MaxRoots is the most root documents a Desired carries.
-const MaxRoots = 64
+// MaxRoots is the most root documents a Desired carries; MaxRevoked the most revoked digests.
+const (
+	MaxRoots   = 64
+	MaxRevoked = 1024
+)
 
 // desiredContext prefixes every desired-state signature (artifact.SignStatement).
 const desiredContext = "driftline desired v1\x00"
@@ -69,6 +78,10 @@ func (d Desired) SignedBytes() []byte {
 		num(uint64(m.DatasetVersion))
 		str(m.RolloutID)
 	}
+	num(uint64(len(d.Revoked)))
+	for _, r := range d.Revoked {
+		str(r)
+	}
 	return b
 }
 
@@ -81,6 +94,9 @@ func (d *Desired) Sign(priv ed25519.PrivateKey) {
 func (d Desired) Verify(r artifact.KeyRing) error {
 	return r.VerifyStatement(desiredContext, d.SignedBytes(), d.Signature)
 }
+
+// VersionRef names a model version as "NAME@VERSION".
+func VersionRef(name string, version int) string { return name + "@" + strconv.Itoa(version) }
 
 // Approval is what the approval signature of m binds (artifact.Approval).
 func (m DesiredModel) Approval() artifact.Approval {
@@ -132,6 +148,16 @@ func (d Desired) Validate() error {
 	}
 	if len(d.Roots) > MaxRoots {
 		return bad("roots", "%d root documents, at most %d", len(d.Roots), MaxRoots)
+	}
+	if len(d.Revoked) > MaxRevoked {
+		return bad("revoked", "%d digests, at most %d", len(d.Revoked), MaxRevoked)
+	}
+	for i, r := range d.Revoked {
+		name, v, ok := strings.Cut(r, "@")
+		n, err := strconv.Atoi(v)
+		if !ok || err != nil || n < 1 || ValidateName("model", name) != nil {
+			return bad(fmt.Sprintf("revoked[%d]", i), "%.80q is not NAME@VERSION", r)
+		}
 	}
 	if len(d.Models) > MaxModels {
 		return bad("models", "%d models, at most %d", len(d.Models), MaxModels)
