@@ -65,9 +65,9 @@ func startHub(t testing.TB) *testHub {
 		h.admin = strings.TrimSpace(string(b))
 		return err == nil && h.admin != ""
 	})
-	waitFor(t, "signing key registered", 30*time.Second, func() bool {
-		ks, err := n.Reader().SigningKeys()
-		return err == nil && len(ks) > 0
+	waitFor(t, "root of trust created", 30*time.Second, func() bool {
+		_, err := n.Reader().Trust()
+		return err == nil
 	})
 	return h
 }
