@@ -133,7 +133,7 @@ func (s *Server) changeTrust(c echo.Context, build func(state.Trust, []byte, tim
 	case err != nil:
 		return err
 	}
-	if _, err := s.apply(c, command.TypeTrustSet, set); err != nil {
+	if _, err := s.apply(c, command.TypeTrustSet|command.IgnoreIfUnknown, set); err != nil {
 		return err
 	}
 	v, err := s.keysView()

@@ -399,7 +399,7 @@ func (n *Node) ensureTrust(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	env, err := command.New(command.TypeTrustSet, "", 0, "hub:"+n.cfg.NodeID, set)
+	env, err := command.New(command.TypeTrustSet|command.IgnoreIfUnknown, "", 0, "hub:"+n.cfg.NodeID, set)
 	if err != nil {
 		return err
 	}
