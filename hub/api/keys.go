@@ -1,6 +1,9 @@
 package api
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -81,10 +84,48 @@ func (s *Server) keysRoot(c echo.Context) error {
 	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, b)
 }
 
+// SignedRootRequest is the optional body of POST /api/v1/keys/rotate and .../retire: a root
+// version signed away from the hub with the offline root key (`driftline key rotate
+// --root-key`), and for a rotation the new online key's private half (standard base64 of the
+// 64-byte ed25519 key). Without a body the leader signs with the root key it holds.
+type SignedRootRequest struct {
+	Root       json.RawMessage `json:"root"`
+	PrivateKey string          `json:"private_key,omitempty"`
+}
+
+// signedRoot reads the optional SignedRootRequest; nil when the body is empty.
+func (s *Server) signedRoot(c echo.Context) (*SignedRootRequest, error) {
+	if c.Request().ContentLength == 0 {
+		return nil, nil
+	}
+	var req SignedRootRequest
+	if err := s.decodeJSON(c, &req); err != nil {
+		return nil, err
+	}
+	if len(req.Root) == 0 {
+		return nil, badRequest("root", "a signed root document is required")
+	}
+	return &req, nil
+}
+
 // keysRotate adds a fresh online key, makes it the signer, and certifies it in the next root
 // version (POST /api/v1/keys/rotate). The old keys stay certified until retired.
 func (s *Server) keysRotate(c echo.Context) error {
-	return s.changeTrust(c, func(t state.Trust, latest []byte, now time.Time) (state.TrustSet, error) {
+	req, err := s.signedRoot(c)
+	if err != nil {
+		return err
+	}
+	if req != nil {
+		raw, err := base64.StdEncoding.Strict().DecodeString(req.PrivateKey)
+		if err != nil || len(raw) != ed25519.PrivateKeySize {
+			return badRequest("private_key", "want the standard base64 of a %d-byte ed25519 private key", ed25519.PrivateKeySize)
+		}
+		next := keys.ActiveKey(ed25519.PrivateKey(raw), time.Now())
+		return s.changeTrust(c, true, func(t state.Trust, _ []byte, _ time.Time) (state.TrustSet, error) {
+			return state.TrustSet{Root: req.Root, Signer: next.KeyID, Keys: append(append([]state.TrustKey(nil), t.Keys...), next)}, nil
+		})
+	}
+	return s.changeTrust(c, false, func(t state.Trust, latest []byte, now time.Time) (state.TrustSet, error) {
 		return keys.Rotate(t, latest, s.rootKey(), nil, now)
 	})
 }
@@ -93,7 +134,16 @@ func (s *Server) keysRotate(c echo.Context) error {
 // that learn that root refuse its signatures from then on.
 func (s *Server) keysRetire(c echo.Context) error {
 	id := c.Param("id")
-	return s.changeTrust(c, func(t state.Trust, latest []byte, now time.Time) (state.TrustSet, error) {
+	req, err := s.signedRoot(c)
+	if err != nil {
+		return err
+	}
+	if req != nil {
+		return s.changeTrust(c, true, func(t state.Trust, _ []byte, now time.Time) (state.TrustSet, error) {
+			return keys.RetireSigned(t, req.Root, id, now)
+		})
+	}
+	return s.changeTrust(c, false, func(t state.Trust, latest []byte, now time.Time) (state.TrustSet, error) {
 		return keys.Retire(t, latest, s.rootKey(), id, now)
 	})
 }
@@ -105,10 +155,13 @@ func (s *Server) rootKey() []byte {
 	return s.cfg.RootKey()
 }
 
-func (s *Server) changeTrust(c echo.Context, build func(state.Trust, []byte, time.Time) (state.TrustSet, error)) error {
-	if s.rootKey() == nil {
+// changeTrust builds the next TrustSet from the current trust state and applies it; the state
+// machine refuses a root that does not chain (400). offline says the root was signed elsewhere,
+// so this node need not hold the root key.
+func (s *Server) changeTrust(c echo.Context, offline bool, build func(state.Trust, []byte, time.Time) (state.TrustSet, error)) error {
+	if !offline && s.rootKey() == nil {
 		return problem(http.StatusConflict, ProblemConflict, "root key not on this node",
-			"the leader does not hold the root key (DATA/root.key or --root-key); run this on the node that does, or make it the leader")
+			"the leader does not hold the root key (DATA/root.key or --root-key): sign the new root where the key is (driftline key rotate --root-key FILE), or make the node that holds it the leader")
 	}
 	if err := s.store.Barrier(c.Request().Context()); err != nil {
 		return err

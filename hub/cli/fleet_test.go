@@ -10,7 +10,9 @@ import (
 
 	agentconfig "github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/hub/api"
+	"github.com/driftline/driftline/hub/node"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/shared/artifact"
 )
 
 func TestDeviceCommands(t *testing.T) {
@@ -175,5 +177,30 @@ func TestKeyCommands(t *testing.T) {
 	out := h.ok(t, "key", "retire", old.KeyID)
 	if !strings.Contains(out, "root version 3") || !strings.Contains(out, "retired") {
 		t.Fatalf("key retire:\n%s", out)
+	}
+
+	// Offline: the new root is signed by the CLI with a root key file; a stranger's root key is
+	// refused before anything is sent.
+	stranger := filepath.Join(t.TempDir(), "stranger.key")
+	if _, err := artifact.LoadOrGenerateKey(stranger); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.run(t, "key", "rotate", "--root-key", stranger); r.code != ExitUsage || !strings.Contains(r.stderr, "not this cluster's root key") {
+		t.Fatalf("rotate with a stranger's root key: exit %d, stderr %q", r.code, r.stderr)
+	}
+	rootKey := filepath.Join(h.dir, node.RootKeyFile)
+	h.okJSON(t, &page, "key", "rotate", "--root-key", rootKey)
+	if page.RootVersion != 4 || len(page.Items) != 3 {
+		t.Fatalf("offline rotate: %+v", page)
+	}
+	var prev string
+	for _, k := range page.Items {
+		if k.Status == "active" && !k.Signer {
+			prev = k.KeyID
+		}
+	}
+	out = h.ok(t, "key", "retire", prev, "--root-key", rootKey)
+	if !strings.Contains(out, "root version 5") {
+		t.Fatalf("offline retire:\n%s", out)
 	}
 }

@@ -40,7 +40,7 @@ func Bootstrap(rootKey, online ed25519.PrivateKey, now time.Time) (state.TrustSe
 	if err != nil {
 		return state.TrustSet{}, err
 	}
-	k := activeKey(online, now)
+	k := ActiveKey(online, now)
 	return state.TrustSet{Root: root, Signer: k.KeyID, Keys: []state.TrustKey{k}}, nil
 }
 
@@ -54,7 +54,7 @@ func Rotate(cur state.Trust, latest []byte, rootKey, next ed25519.PrivateKey, no
 			return state.TrustSet{}, err
 		}
 	}
-	k := activeKey(next, now)
+	k := ActiveKey(next, now)
 	keys := append(append([]state.TrustKey(nil), cur.Keys...), k)
 	return build(latest, rootKey, k.KeyID, keys, now)
 }
@@ -62,8 +62,27 @@ func Rotate(cur state.Trust, latest []byte, rootKey, next ed25519.PrivateKey, no
 // Retire returns the command installing the root after latest without key id: agents that
 // learn it refuse that key's signatures from then on. The signer cannot be retired.
 func Retire(cur state.Trust, latest []byte, rootKey ed25519.PrivateKey, id string, now time.Time) (state.TrustSet, error) {
+	keys, err := retired(cur, id, now)
+	if err != nil {
+		return state.TrustSet{}, err
+	}
+	return build(latest, rootKey, cur.Signer, keys, now)
+}
+
+// RetireSigned is Retire with the next root already signed elsewhere (offline root key); the
+// state machine checks that it chains and certifies exactly the remaining keys.
+func RetireSigned(cur state.Trust, root []byte, id string, now time.Time) (state.TrustSet, error) {
+	keys, err := retired(cur, id, now)
+	if err != nil {
+		return state.TrustSet{}, err
+	}
+	return state.TrustSet{Root: root, Signer: cur.Signer, Keys: keys}, nil
+}
+
+// retired returns cur's keys with id retired.
+func retired(cur state.Trust, id string, now time.Time) ([]state.TrustKey, error) {
 	if id == cur.Signer {
-		return state.TrustSet{}, ErrLastKey
+		return nil, ErrLastKey
 	}
 	keys := append([]state.TrustKey(nil), cur.Keys...)
 	found := false
@@ -74,9 +93,9 @@ func Retire(cur state.Trust, latest []byte, rootKey ed25519.PrivateKey, id strin
 		}
 	}
 	if !found {
-		return state.TrustSet{}, fmt.Errorf("%w: %s", ErrKeyUnknown, id)
+		return nil, fmt.Errorf("%w: %s", ErrKeyUnknown, id)
 	}
-	return build(latest, rootKey, cur.Signer, keys, now)
+	return keys, nil
 }
 
 func build(latest []byte, rootKey ed25519.PrivateKey, signer string, keys []state.TrustKey, now time.Time) (state.TrustSet, error) {
@@ -93,7 +112,8 @@ func build(latest []byte, rootKey ed25519.PrivateKey, signer string, keys []stat
 	return state.TrustSet{Root: root, Signer: signer, Keys: keys}, nil
 }
 
-func activeKey(priv ed25519.PrivateKey, now time.Time) state.TrustKey {
+// ActiveKey describes priv as a new active online key added at now.
+func ActiveKey(priv ed25519.PrivateKey, now time.Time) state.TrustKey {
 	pub := priv.Public().(ed25519.PublicKey)
 	return state.TrustKey{KeyID: artifact.KeyID(pub), PublicKey: artifact.PublicKeyBase64(pub),
 		Private: append([]byte(nil), priv...), Status: state.KeyActive, AddedAt: now.UnixMilli()}
