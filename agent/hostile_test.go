@@ -171,11 +171,26 @@ func TestHostileBroker(t *testing.T) {
 	waitActive(t, h, "dev-h", "hm", v3, "active")
 
 	// Freeze: the hub goes silent (and Mallory keeps its last message retained). Once the last
-	// valid desired state expires the device says so, and keeps running v3.
+	// valid desired state expires the device says so, in its metrics and its retained reported
+	// state, and keeps running v3.
+	reported := make(chan struct{})
+	var once sync.Once
+	if tk := ob.evil.Subscribe(topics.Reported("dev-h"), 1, func(_ paho.Client, m paho.Message) {
+		if r, err := wire.DecodeReported(m.Payload()); err == nil && r.DesiredStale {
+			once.Do(func() { close(reported) })
+		}
+	}); !tk.WaitTimeout(10*time.Second) || tk.Error() != nil {
+		t.Fatalf("mallory subscribe: %v", tk.Error())
+	}
 	h.n.Close()
 	waitFor(t, 3*ttl, "the device to report a frozen desired feed", func() bool {
 		return metric(t, a.reg, agent.MetricDesiredStale) == 1
 	})
+	select {
+	case <-reported:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reported state never said desired_stale")
+	}
 	if got, err := a.ActiveModels(); err != nil || len(got) != 1 || got[0].Version != v3 {
 		t.Fatalf("active models after the freeze %+v (%v), want hm@%d", got, err, v3)
 	}

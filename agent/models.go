@@ -194,6 +194,7 @@ func (a *Agent) report() {
 		rep.Models[n] = rm
 	}
 	a.mu.Unlock()
+	rep.DesiredStale, _ = a.trust.stale(time.Now())
 	b, err := wire.Encode(rep)
 	if err != nil {
 		a.log.Error("encode reported state", "err", err)

@@ -129,6 +129,8 @@ type Reported struct {
 	Rev          int64                    `json:"rev"`
 	AgentVersion string                   `json:"agent_version,omitempty"`
 	Models       map[string]ReportedModel `json:"models"`
+	// DesiredStale: the agent heard no valid desired state since the last one expired.
+	DesiredStale bool `json:"desired_stale,omitempty"`
 }
 
 // DesiredModel is what a device should run for one model.

@@ -216,6 +216,9 @@ type Reported struct {
 	AgentVersion string `json:"agent_version,omitempty"`
 	// Models holds, per model name, where the device stands on it.
 	Models map[string]ReportedModel `json:"models"`
+	// DesiredStale is true while the device has heard no valid desired state for longer than
+	// the last one's expiry (a frozen or cut-off feed); it keeps running what it has.
+	DesiredStale bool `json:"desired_stale,omitempty"`
 }
 
 // ReportedModel is one model's state on one device.
