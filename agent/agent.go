@@ -24,7 +24,6 @@ import (
 	"github.com/driftline/driftline/agent/modelstore"
 	"github.com/driftline/driftline/agent/outbox"
 	"github.com/driftline/driftline/agent/state"
-	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -77,7 +76,7 @@ type Agent struct {
 	opts    Options
 	log     *slog.Logger
 	topics  wire.Topics
-	keys    artifact.KeyRing
+	trust   *trustStore
 	started time.Time
 
 	ns     state.Namespace
@@ -103,11 +102,13 @@ type Agent struct {
 	activeKey   string // what activeCache holds (Active)
 	activeCache ActiveModel
 
-	lastRev  uint64        // desired loop only
-	retry    bool          // desired loop only: a model of the current revision failed transiently
-	retryMin time.Duration // first wait before a failed revision is tried again
-	ran      bool
-	extra    []func(context.Context)
+	lastRev uint64 // desired loop only
+	// reportedStale is the desired_stale the last reported state carried (heartbeat loop only).
+	reportedStale bool
+	retry         bool          // desired loop only: a model of the current revision failed transiently
+	retryMin      time.Duration // first wait before a failed revision is tried again
+	ran           bool
+	extra         []func(context.Context)
 }
 
 // New validates cfg and opens the agent's stores inside ns (children "agent", "assets",
@@ -117,6 +118,10 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 		return nil, err
 	}
 	keys, err := cfg.Keys()
+	if err != nil {
+		return nil, err
+	}
+	root, err := cfg.Root()
 	if err != nil {
 		return nil, err
 	}
@@ -139,11 +144,17 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 		gat = prometheus.DefaultGatherer
 	}
 	a := &Agent{
-		cfg: cfg, opts: opts, log: opts.Logger.With("device", cfg.DeviceID), topics: topics, keys: keys,
+		cfg: cfg, opts: opts, log: opts.Logger.With("device", cfg.DeviceID), topics: topics,
 		started: time.Now(), ns: ns, own: ns.Sub("agent"), assets: ns.Sub("assets"),
 		models: map[string]*modelRecord{}, mux: http.NewServeMux(), gatherer: gat, reg: reg,
 	}
 	if a.m, err = newMetrics(reg, Version, !opts.NoRSSGauge); err != nil {
+		return nil, err
+	}
+	if a.trust, err = newTrustStore(a.own, root, keys); err != nil {
+		return nil, err
+	}
+	if err := a.trust.register(reg); err != nil {
 		return nil, err
 	}
 	a.out, err = outbox.Open(ns.Sub("outbox"), outbox.Options{
@@ -180,6 +191,7 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 	}
 	a.conn.onRefused = opts.OnConnectRefused
 	a.conn.onFrameBytes = func(n int) { a.m.fetchedBytes.Add(float64(n)) }
+	a.conn.acceptDesired = a.acceptDesired
 	a.fetch = newFetcher(a)
 	a.retryMin = cfg.Fetch.Retry.D()
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(gat, promhttp.HandlerOpts{}))

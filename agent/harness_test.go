@@ -69,9 +69,18 @@ type hub struct {
 // startHub starts a hub node on free ports: the embedded broker, or the external brokers given.
 func startHub(t testing.TB, brokers ...string) *hub {
 	t.Helper()
+	return startHubWith(t, nil, brokers...)
+}
+
+// startHubWith is startHub with edit applied to the node's config first (when not nil).
+func startHubWith(t testing.TB, edit func(*node.Config), brokers ...string) *hub {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := node.Config{DataDir: dir, NodeID: "n1", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
 		Logger: testLogger(t, slog.LevelWarn)}
+	if edit != nil {
+		edit(&cfg)
+	}
 	if len(brokers) > 0 {
 		cfg.Brokers = brokers
 	} else {
@@ -188,6 +197,23 @@ func (h *hub) keys() []string {
 		h.t.Fatal("hub has no signing key")
 	}
 	return out
+}
+
+// root returns the cluster's newest root of trust (root.json), as device add writes it.
+func (h *hub) root() string {
+	h.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, h.n.URL()+"/api/v1/keys/root", nil)
+	req.Header.Set("Authorization", "Bearer "+h.tok)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		h.t.Fatalf("GET /api/v1/keys/root: %d %s", res.StatusCode, b)
+	}
+	return string(b)
 }
 
 // deviceModel is what GET /api/v1/devices/{id} says about one model.

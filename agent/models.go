@@ -65,6 +65,7 @@ func (a *Agent) loadRecords() error {
 			a.lastRev = 0
 		}
 	}
+	a.trust.actedOn(a.lastRev)
 	return a.own.Iterate(false, func(k, v []byte) error {
 		name, ok := cutPrefix(string(k), keyModelPrefix)
 		if !ok {
@@ -109,6 +110,7 @@ func (a *Agent) saveRev(rev uint64) error {
 		return fmt.Errorf("save desired revision: %w", err)
 	}
 	a.lastRev = rev
+	a.trust.actedOn(rev)
 	return nil
 }
 
@@ -192,6 +194,7 @@ func (a *Agent) report() {
 		rep.Models[n] = rm
 	}
 	a.mu.Unlock()
+	rep.DesiredStale, _ = a.trust.stale(time.Now())
 	b, err := wire.Encode(rep)
 	if err != nil {
 		a.log.Error("encode reported state", "err", err)

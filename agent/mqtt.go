@@ -46,6 +46,9 @@ type conn struct {
 	desiredMu sync.Mutex
 	desired   []byte        // latest desired payload, nil once taken
 	desiredCh chan struct{} // 1-slot: desired holds something new
+	// acceptDesired, when set, decides whether an incoming desired payload is worth acting on
+	// (Agent.acceptDesired); it runs on the MQTT client's goroutine.
+	acceptDesired func([]byte) bool
 
 	frames   chan []byte
 	data     chan []byte
@@ -235,6 +238,11 @@ func (c *conn) route(_ paho.Client, msg paho.Message) {
 			c.m.rejected.WithLabelValues(ReasonQueueFull).Inc()
 		}
 	case c.topics.Desired(c.id):
+		// Only a desired state the agent would act on takes the slot: a forged, replayed or
+		// expired one must not push a real one out before the desired loop reads it.
+		if c.acceptDesired != nil && !c.acceptDesired(p) {
+			return
+		}
 		// Desired replaces the previous one whole: keep only the latest.
 		c.desiredMu.Lock()
 		c.desired = p

@@ -231,7 +231,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
-	keys, brokers, err := hubFacts(ctx, h)
+	root, brokers, err := hubFacts(ctx, h)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -259,7 +259,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	for i, c := range cs {
 		m := &member{id: c.ID}
 		ac := config.Default()
-		ac.DeviceID, ac.Token, ac.Brokers, ac.TrustedKeys, ac.Hub = c.ID, c.Token, brokers, keys, cfg.Hub
+		ac.DeviceID, ac.Token, ac.Brokers, ac.TrustedRoot, ac.Hub = c.ID, c.Token, brokers, root, cfg.Hub
 		ac.StateDir = filepath.Join(cfg.StateDir, "db")
 		ac.ModelDir = filepath.Join(cfg.StateDir, "models", c.ID)
 		ac.Metrics = config.MetricsOff

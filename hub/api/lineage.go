@@ -328,14 +328,3 @@ func (s *Server) audit(c echo.Context) error {
 	}
 	return c.JSON(http.StatusOK, p)
 }
-
-func (s *Server) keys(c echo.Context) error {
-	ks, err := s.read.SigningKeys()
-	if err != nil {
-		return err
-	}
-	if ks == nil {
-		ks = []state.SigningKey{}
-	}
-	return c.JSON(http.StatusOK, map[string]any{"items": ks, "next_cursor": nil})
-}

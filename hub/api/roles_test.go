@@ -88,6 +88,9 @@ var roleTable = []roleCase{
 	{"/api/v1/openlineage/events", "GET", "/api/v1/openlineage/events", nil, [5]int{200, 200, 200, 200, 403}},
 	{"/api/v1/audit", "GET", "/api/v1/audit", nil, [5]int{200, 200, 200, 200, 403}},
 	{"/api/v1/keys", "GET", "/api/v1/keys", nil, [5]int{200, 200, 200, 200, 200}},
+	{"/api/v1/keys/root", "GET", "/api/v1/keys/root", nil, [5]int{200, 200, 200, 200, 200}},
+	{"/api/v1/keys/rotate", "POST", "/api/v1/keys/rotate", nil, [5]int{admitted, 403, 403, 403, 403}},
+	{"/api/v1/keys/:id/retire", "POST", "/api/v1/keys/ghost/retire", nil, [5]int{404, 403, 403, 403, 403}},
 }
 
 // TestRoleTable runs every route as every role and checks the status each gets.

@@ -80,6 +80,9 @@ func (s *Server) routes() {
 	v1.GET("/openlineage/events", s.openLineageExport, r(readers...)...)
 	v1.GET("/audit", s.audit, r(readers...)...)
 	v1.GET("/keys", s.keys, r(anyRole...)...)
+	v1.GET("/keys/root", s.keysRoot, r(anyRole...)...)
+	v1.POST("/keys/rotate", s.keysRotate, w(adminOnly...)...)
+	v1.POST("/keys/:id/retire", s.keysRetire, w(adminOnly...)...)
 }
 
 func (s *Server) healthz(c echo.Context) error {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/hub/keys"
 	"github.com/driftline/driftline/hub/state"
 )
 
@@ -82,12 +83,21 @@ type NodeStatus struct {
 	Voter bool   `json:"voter"`
 }
 
+// KeySource gives the cluster's current online signing key (hub/keys.Source).
+type KeySource interface {
+	// Current returns the signer and the online keys; keys.ErrNoTrust before the first root.
+	Current() (keys.Current, error)
+}
+
 // Config holds what the API needs besides the store.
 type Config struct {
 	Store  Store
 	Reader state.Reader
-	// SigningKey signs manifests on approval (nil: approvals fail with a clear error).
-	SigningKey ed25519.PrivateKey
+	// Keys gives the cluster's current online signing key (approvals sign with it).
+	Keys KeySource
+	// RootKey returns this node's root key, or nil when the node does not hold it (then key
+	// rotation must be signed offline, see docs/security.md).
+	RootKey func() ed25519.PrivateKey
 	// FourEyes refuses an approval by the identity that registered the version.
 	FourEyes bool
 	// MaxUploadBytes bounds one upload (artifact or dataset sample); 0 means 64 GiB.

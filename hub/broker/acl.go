@@ -58,7 +58,7 @@ func validPrincipal(p Principal) bool {
 	switch p.Kind {
 	case Device:
 		return validLevel(p.ID)
-	case Viewer, Hub:
+	case Viewer, Hub, Admin:
 		return true
 	default:
 		return false
@@ -72,6 +72,16 @@ func validPrincipal(p Principal) bool {
 func (r rules) allow(p Principal, topic string, write bool) bool {
 	switch p.Kind {
 	case Hub:
+		return true
+	case Admin:
+		if write {
+			if rest, ok := strings.CutPrefix(topic, r.devBase); ok {
+				if _, rest, ok = strings.Cut(rest, "/"); ok { // skip the device id
+					kind, _, _ := strings.Cut(rest, "/")
+					return kind != kindDesired && kind != kindChunk
+				}
+			}
+		}
 		return true
 	case Viewer:
 		return !write && len(topic) > len(r.prefix)+1 && strings.HasPrefix(topic, r.prefix) && topic[len(r.prefix)] == '/'

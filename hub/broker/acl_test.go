@@ -17,6 +17,7 @@ func TestRulesAllow(t *testing.T) {
 	dev := Principal{Kind: Device, ID: "d1"}
 	viewer := Principal{Kind: Viewer, ID: "grafana"}
 	hub := Principal{Kind: Hub, ID: "hub"}
+	admin := Principal{Kind: Admin, ID: "admin"}
 	cases := []struct {
 		p     Principal
 		topic string
@@ -51,6 +52,13 @@ func TestRulesAllow(t *testing.T) {
 		{viewer, "#", false, false},
 		{hub, "anything/at/all", true, true},
 		{hub, "#", false, true},
+		{admin, "#", false, true},
+		{admin, "dl/v1/dev/d1/desired", false, true},
+		{admin, "dl/v1/dev/d1/status", true, true},
+		{admin, "dl/v1/fleet/rollouts/r1", true, true},
+		{admin, "dl/v1/dev/d1/desired", true, false},
+		{admin, "dl/v1/dev/d1/chunk", true, false},
+		{admin, "dl/v1/dev/d1/desired/x", true, false},
 		{Principal{}, "dl/v1/dev/d1/status", false, false},
 	}
 	for _, c := range cases {

@@ -14,11 +14,16 @@ const (
 	Device
 	// Viewer holds a viewer API token: it may subscribe anywhere under "{prefix}/" and publish nothing.
 	Viewer
-	// Hub is the hub's own credential: it may do everything.
+	// Hub is the hub's own credential: it may do everything. No API token maps to it: the hub
+	// publishes through the broker's inline client, and a person cannot log in as it.
 	Hub
+	// Admin holds an admin API token: it may subscribe anywhere and publish anything except a
+	// device's `desired` and `chunk` topics, which only the hub publishes (a person with an admin
+	// token cannot hand a device a desired state or a chunk).
+	Admin
 )
 
-// String returns the lower-case name of the kind ("device", "viewer", "hub", "unknown").
+// String returns the lower-case name of the kind ("device", "viewer", "hub", "admin", "unknown").
 func (k PrincipalKind) String() string {
 	switch k {
 	case Device:
@@ -27,6 +32,8 @@ func (k PrincipalKind) String() string {
 		return "viewer"
 	case Hub:
 		return "hub"
+	case Admin:
+		return "admin"
 	default:
 		return "unknown"
 	}

@@ -24,8 +24,11 @@ type AgentConfig struct {
 	Token string `yaml:"token"`
 	// Brokers are the MQTT broker URLs to try in order (tcp:// or ssl://).
 	Brokers []string `yaml:"brokers"`
-	// TrustedKeys are base64 ed25519 public keys whose manifest signatures the agent accepts.
-	TrustedKeys []string `yaml:"trusted_keys"`
+	// TrustedRoot is the cluster's root of trust (root.json) from GET /api/v1/keys/root.
+	TrustedRoot string `yaml:"trusted_root"`
+	// TrustedKeys are fixed public keys (the older form of trust); device add no longer writes
+	// them.
+	TrustedKeys []string `yaml:"trusted_keys,omitempty"`
 	// Hub is the hub's HTTP API URL.
 	Hub string `yaml:"hub"`
 	// TopicPrefix is the hub's MQTT topic prefix (`hub serve --topic-prefix`); written only when
@@ -56,6 +59,15 @@ func advertised(ctx context.Context, c *client) (brokers []string, prefix string
 		}
 	}
 	return nil, prefix, nil
+}
+
+// trustedRoot reads the cluster's newest root of trust from GET /api/v1/keys/root.
+func trustedRoot(ctx context.Context, c *client) (string, error) {
+	var raw json.RawMessage
+	if _, err := c.JSON(ctx, http.MethodGet, "/api/v1/keys/root", nil, nil, &raw); err != nil {
+		return "", err
+	}
+	return string(raw), nil
 }
 
 // trustedKeys reads the hub's public signing keys from GET /api/v1/keys.

@@ -93,7 +93,7 @@ func (a *app) root() *cobra.Command {
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json (the API's JSON as is)")
 	root.AddCommand(
 		a.hubCmd(), a.datasetCmd(), a.modelCmd(), a.deviceCmd(), a.rolloutCmd(), a.lineageCmd(),
-		a.driftCmd(), a.clusterCmd(), a.auditCmd(), a.tokenCmd(), a.brokerCmd(), a.versionCmd(),
+		a.driftCmd(), a.clusterCmd(), a.auditCmd(), a.tokenCmd(), a.keyCmd(), a.brokerCmd(), a.versionCmd(),
 	)
 	refuseUnknownSubcommands(root)
 	return root

@@ -83,11 +83,11 @@ func (a *app) agentConfig(c *client, path, broker string, d api.DeviceCreated) e
 	if len(brokers) == 0 {
 		brokers = []string{DefaultBroker}
 	}
-	keys, err := trustedKeys(a.ctx, c)
+	root, err := trustedRoot(a.ctx, c)
 	if err != nil {
 		return fail(err)
 	}
-	cfg := AgentConfig{DeviceID: d.ID, Token: d.Token, Brokers: brokers, TrustedKeys: keys, Hub: c.base}
+	cfg := AgentConfig{DeviceID: d.ID, Token: d.Token, Brokers: brokers, TrustedRoot: root, Hub: c.base}
 	if prefix != wire.DefaultPrefix {
 		cfg.TopicPrefix = prefix
 	}

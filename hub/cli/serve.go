@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -33,6 +34,8 @@ type serveOptions struct {
 	broker, join, joinToken, tlsCert, tlsKey      string
 	advertiseMQTT, signingKey, logLevel           string
 	topicPrefix                                   string
+	rootKey                                       string
+	desiredTTL                                    time.Duration
 	fourEyes                                      bool
 	maxUpload                                     int64
 }
@@ -78,6 +81,8 @@ func (a *app) serveCmd() *cobra.Command {
 	f.StringVar(&o.advertiseMQTT, "advertise-mqtt", "", "broker URL(s) agents are told to connect to, comma-separated")
 	f.StringVar(&o.topicPrefix, "topic-prefix", wire.DefaultPrefix, "MQTT topic prefix of the protocol; agents enrolled with device add --agent-config get it in their config")
 	f.StringVar(&o.signingKey, "signing-key", "", "ed25519 signing key file (default DATA/signing.key, generated when absent)")
+	f.StringVar(&o.rootKey, "root-key", "", "root-of-trust key file: signs key rotations (default DATA/root.key; the cluster's first leader generates it; may be kept offline)")
+	f.DurationVar(&o.desiredTTL, "desired-ttl", 0, "how long a signed desired state stays valid; signed again at half of it (default 24h)")
 	f.BoolVar(&o.fourEyes, "four-eyes", false, "refuse an approval by the identity that registered the version")
 	f.Int64Var(&o.maxUpload, "max-upload-bytes", 0, "largest upload accepted (0: the API's default)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -141,7 +146,7 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 	return node.Config{
 		DataDir: o.data, NodeID: o.nodeID, HTTPAddr: o.http, AdvertiseHTTP: o.advertiseHTTP, RaftAddr: o.raft,
 		MQTTAddr: o.mqtt, Brokers: brokers, AdvertiseMQTT: adv, Join: o.join, JoinToken: o.joinToken,
-		TLSCert: o.tlsCert, TLSKey: o.tlsKey, SigningKey: o.signingKey, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload,
+		TLSCert: o.tlsCert, TLSKey: o.tlsKey, SigningKey: o.signingKey, RootKey: o.rootKey, DesiredTTL: o.desiredTTL, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload,
 		TopicPrefix: o.topicPrefix,
 	}, level, nil
 }

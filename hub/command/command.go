@@ -52,6 +52,10 @@ const (
 	TypeRolloutCreate
 	TypeRolloutTransition
 	TypeSigningKeyAdd
+	// TypeTrustSet installs the next root of trust and the online keys. Payload: state.TrustSet.
+	// Proposed with IgnoreIfUnknown, so that an older node of a cluster being upgraded skips
+	// it instead of stopping (it then keeps signing with its own key until upgraded).
+	TypeTrustSet
 	typeEnd // sentinel: first unassigned value
 )
 

@@ -43,7 +43,7 @@ func (a mqttAuth) Authenticate(username string, password []byte) (broker.Princip
 	case p.Kind == "token" && p.Role == state.RoleViewer:
 		return broker.Principal{Kind: broker.Viewer, ID: p.Name}, nil
 	case p.Kind == "token" && p.Role == state.RoleAdmin:
-		return broker.Principal{Kind: broker.Hub, ID: p.Name}, nil
+		return broker.Principal{Kind: broker.Admin, ID: p.Name}, nil
 	}
 	return broker.Principal{}, errMQTTAuth
 }
@@ -79,7 +79,7 @@ func (n *Node) startMQTT() error {
 	}
 	svc, err := protocol.Start(protocol.Config{
 		Transport: transport, DB: n.db, Reader: n.Reader(), Topics: n.topics,
-		Apply: n.applyOrForward, Logger: n.log, Registerer: n.registry,
+		Apply: n.applyOrForward, Logger: n.log, Registerer: n.registry, Keys: n.keys, DesiredTTL: n.cfg.DesiredTTL,
 		OnDeviceRemoved: func(id string) {
 			if n.broker != nil {
 				n.broker.Revoke(id)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -31,6 +32,7 @@ import (
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/dashboard"
 	"github.com/driftline/driftline/hub/drift"
+	"github.com/driftline/driftline/hub/keys"
 	"github.com/driftline/driftline/hub/protocol"
 	"github.com/driftline/driftline/hub/rollout"
 	"github.com/driftline/driftline/hub/state"
@@ -71,7 +73,14 @@ type Config struct {
 	// TLSCert and TLSKey enable HTTPS (and MQTTS on the embedded broker).
 	TLSCert, TLSKey string
 	// SigningKey is the ed25519 key file; default DataDir/signing.key, generated when absent.
+	// The cluster's first leader makes it the first online key of the root of trust; other
+	// nodes sign with the online keys the replicated state holds.
 	SigningKey string
+	// RootKey is the root-of-trust key file; default DataDir/root.key. The first leader
+	// generates it there; it signs only key rotations and can be moved offline (docs/security.md).
+	RootKey string
+	// DesiredTTL is how long a signed desired state is valid (protocol.DefaultDesiredTTL when 0).
+	DesiredTTL time.Duration
 	// FourEyes refuses an approval by the identity that registered the version.
 	FourEyes bool
 	// MaxUploadBytes bounds one upload; 0 means the API default.
@@ -94,6 +103,9 @@ type Node struct {
 	http     *http.Server
 	httpLn   net.Listener
 	key      ed25519.PrivateKey
+	keys     *keys.Source
+	rootMu   sync.Mutex
+	rootKey  ed25519.PrivateKey // nil when this node does not hold the root key
 	registry *prometheus.Registry
 	broker   *broker.Broker
 	paho     *protocol.PahoTransport
@@ -112,6 +124,10 @@ type Node struct {
 
 // AdminTokenFile is the file under the data dir where the first start writes the admin token.
 const AdminTokenFile = "admin.token"
+
+// RootKeyFile is the file under the data dir where the cluster's first leader writes the root
+// key (mode 0600).
+const RootKeyFile = "root.key"
 
 // Start opens the node's state and starts serving. It returns once the HTTP API listens; leader
 // chores run in the background.
@@ -147,6 +163,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if n.key, err = artifact.LoadOrGenerateKey(keyPath); err != nil {
 		return nil, fmt.Errorf("node: signing key: %w", err)
 	}
+	if cfg.RootKey == "" {
+		cfg.RootKey = filepath.Join(cfg.DataDir, RootKeyFile)
+	}
+	if n.rootKey, err = artifact.LoadKey(cfg.RootKey); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("node: root key: %w", err)
+	}
 	if n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("node: listen http %s: %w", cfg.HTTPAddr, err)
 	}
@@ -166,6 +188,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.NodeID = "hub-" + strings.NewReplacer(":", "-", ".", "-").Replace(cfg.RaftAddr)
 	}
 	n.cfg = cfg
+	n.keys = &keys.Source{R: n.Reader()}
 	n.store, err = store.Open(store.Config{
 		DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID,
 		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertise(cfg.RaftAddr), HTTPAddr: advHTTP,
@@ -193,7 +216,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node: mqtt: %w", err)
 	}
 	n.api = api.New(api.Config{
-		Store: storeAdapter{n.store}, Reader: state.Reader{DB: n.db}, SigningKey: n.key, FourEyes: cfg.FourEyes,
+		Store: storeAdapter{n.store}, Reader: state.Reader{DB: n.db}, Keys: n.keys, RootKey: n.currentRootKey, FourEyes: cfg.FourEyes,
 		MaxUploadBytes: cfg.MaxUploadBytes, Logger: cfg.Logger, Registerer: n.registry, Gatherer: n.registry,
 		Samples: NewSampleProcessor(), ProfileJSON: ProfileJSON,
 		Extra: func(e *echo.Echo, s *api.Server) {
@@ -335,8 +358,8 @@ func (n *Node) Close() error {
 	return errors.Join(errs...)
 }
 
-// leaderChores runs while the node lives: whenever it is the leader it makes sure its signing key
-// is registered and, on a cluster that has no token yet, creates the admin token.
+// leaderChores runs while the node lives: whenever it is the leader it makes sure the cluster
+// has a root of trust and, on a cluster that has no token yet, creates the admin token.
 func (n *Node) leaderChores(ctx context.Context) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
@@ -349,19 +372,16 @@ func (n *Node) leaderChores(ctx context.Context) {
 		}
 		if keyDone && tokenDone {
 			t.Reset(5 * time.Second)
-			keyDone = false // re-check after a leader change: SigningKeyAdd is idempotent
+			keyDone = false // re-check after a leader change
 		}
 		if !n.store.IsLeader() {
 			continue
 		}
 		if !keyDone {
-			pub := n.key.Public().(ed25519.PublicKey)
-			env, _ := command.New(command.TypeSigningKeyAdd, "", 0, "hub:"+n.cfg.NodeID,
-				state.SigningKeyAdd{KeyID: artifact.KeyID(pub), PublicKey: artifact.PublicKeyBase64(pub)})
-			if _, err := n.store.Apply(ctx, env); err == nil {
+			if err := n.ensureTrust(ctx); err == nil {
 				keyDone = true
 			} else {
-				n.log.Warn("register signing key", "err", err)
+				n.log.Warn("create the root of trust", "err", err)
 			}
 		}
 		if !tokenDone {
@@ -372,6 +392,45 @@ func (n *Node) leaderChores(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// ensureTrust creates the cluster's root of trust when it has none: a root key (written to
+// RootKey, 0600) certifying this node's signing key as the first online key. Using the existing
+// signing key keeps agents enrolled with it (trusted_keys) working.
+func (n *Node) ensureTrust(ctx context.Context) error {
+	if err := n.store.Barrier(ctx); err != nil {
+		return err
+	}
+	if _, err := n.Reader().Trust(); !errors.Is(err, state.ErrNotFound) {
+		return err
+	}
+	rootKey, err := artifact.LoadOrGenerateKey(n.cfg.RootKey)
+	if err != nil {
+		return fmt.Errorf("root key: %w", err)
+	}
+	set, err := keys.Bootstrap(rootKey, n.key, time.Now())
+	if err != nil {
+		return err
+	}
+	env, err := command.New(command.TypeTrustSet|command.IgnoreIfUnknown, "", 0, "hub:"+n.cfg.NodeID, set)
+	if err != nil {
+		return err
+	}
+	if _, err := n.store.Apply(ctx, env); err != nil {
+		return err
+	}
+	n.rootMu.Lock()
+	n.rootKey = rootKey
+	n.rootMu.Unlock()
+	n.log.Info("created the cluster's root of trust", "root_key", n.cfg.RootKey, "online_key", set.Signer)
+	return nil
+}
+
+// currentRootKey returns the root key if this node holds it, else nil.
+func (n *Node) currentRootKey() ed25519.PrivateKey {
+	n.rootMu.Lock()
+	defer n.rootMu.Unlock()
+	return n.rootKey
 }
 
 // ensureAdminToken creates the first admin token and writes it to DATA/admin.token (0600) when

@@ -69,6 +69,10 @@ type Config struct {
 	FetchWorkers, FetchQueue int
 	// PerDeviceQueued bounds one device's queued fetch requests (default 8).
 	PerDeviceQueued int
+	// Keys signs desired states (the cluster's current online key). Required.
+	Keys KeySource
+	// DesiredTTL is how long a signed desired state is valid; default DefaultDesiredTTL.
+	DesiredTTL time.Duration
 	// OnDeviceRemoved is called when the service sees a device disappear from the state (the
 	// embedded broker disconnects it). May be nil.
 	OnDeviceRemoved func(id string)
@@ -93,8 +97,8 @@ type Service struct {
 
 // Start subscribes to the device topics and starts the workers.
 func Start(cfg Config) (*Service, error) {
-	if cfg.Transport == nil || cfg.DB == nil || cfg.Apply == nil {
-		return nil, errors.New("protocol: transport, db and apply are required")
+	if cfg.Transport == nil || cfg.DB == nil || cfg.Apply == nil || cfg.Keys == nil {
+		return nil, errors.New("protocol: transport, db, apply and keys are required")
 	}
 	if cfg.Topics == (wire.Topics{}) {
 		cfg.Topics = wire.Default()

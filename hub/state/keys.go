@@ -29,6 +29,9 @@ const (
 	pLineageOut     = "fsm/lo/" // from \x00 kind \x00 to -> edge
 	pLineageIn      = "fsm/li/" // to \x00 kind \x00 from -> ""
 	pSigningKey     = "fsm/key/"
+	pTrustRoot      = "fsm/trust/root/" // %020d version -> root metadata (TUF root.json)
+	kTrust          = "fsm/trust/state" // Trust: online keys and the signer
+	pRevoked        = "fsm/revoked/"    // model -> its deprecated versions (the revocation list)
 	pRequest        = "fsm/req/"
 	pObject         = "fsm/obj/" // digest -> ObjectRef of a manifest, contract or profile
 )

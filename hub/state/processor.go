@@ -114,6 +114,9 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 	case command.TypeRolloutTransition:
 		var c RolloutTransition
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return rolloutTransition(txn, env, c) })
+	case command.TypeTrustSet:
+		var c TrustSet
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return trustSet(txn, env, c) })
 	case command.TypeSigningKeyAdd:
 		var c SigningKeyAdd
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return signingKeyAdd(txn, env, c) })

@@ -286,6 +286,9 @@ func modelVersionDeprecate(txn *badger.Txn, c ModelVersionDeprecate) (any, *audi
 	if err := putJSON(txn, versionKey(pModelVersion, c.Model, c.Version), mv); err != nil {
 		return nil, nil, err
 	}
+	if err := addRevoked(txn, c.Model, c.Version); err != nil {
+		return nil, nil, err
+	}
 	mv.Tags = tags
 	return mv, &auditNote{"model.version.deprecate", ModelNode(c.Model, c.Version), c.Comment}, nil
 }

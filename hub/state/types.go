@@ -63,11 +63,18 @@ type Approval struct {
 	Comment string `json:"comment,omitempty"`
 }
 
-// Signature is an ed25519 signature of a manifest by one of the hub's keys.
+// Signature is an approval signature by one of the cluster's online keys.
 type Signature struct {
 	KeyID string `json:"key_id"`
 	Sig   string `json:"sig"`
+	// Kind is SigApproval for a signature over artifact.Approval; empty for one made before
+	// approvals were bound (over the manifest bytes only), which agents no longer accept.
+	Kind string `json:"kind,omitempty"`
 }
+
+// SigApproval marks a Signature over artifact.Approval (name, version, manifest, contract,
+// profile, dataset version).
+const SigApproval = "approval/v1"
 
 // ChunkRef is one chunk of an artifact, in order.
 type ChunkRef struct {
@@ -122,6 +129,8 @@ type Reported struct {
 	Rev          int64                    `json:"rev"`
 	AgentVersion string                   `json:"agent_version,omitempty"`
 	Models       map[string]ReportedModel `json:"models"`
+	// DesiredStale: the agent heard no valid desired state since the last one expired.
+	DesiredStale bool `json:"desired_stale,omitempty"`
 }
 
 // DesiredModel is what a device should run for one model.
