@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"log/slog"
 	"sync"
 
@@ -60,8 +59,9 @@ func (h *aclHook) Provides(b byte) bool {
 
 // OnConnectAuthenticate authenticates a connecting client and records its principal. It refuses
 // bad credentials, unusable principals, a Will on a topic the principal may not publish (mochi
-// sends Wills without an ACL check), and a client id already held by another user name (a
-// take-over would hand that session's subscriptions to a stranger, or cut a device off).
+// sends Wills without an ACL check), and a client id outside the principal's namespace
+// (ClientIDAllowed: a session belongs to one principal, so nobody can take over, squat on or
+// lock out another's session).
 func (h *aclHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	user := string(pk.Connect.Username)
 	if cl.ID == mqtt.InlineClientId {
@@ -86,17 +86,22 @@ func (h *aclHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool
 			h.refuse(reasonWill, cl, user, "will topic not allowed: "+pk.Connect.WillTopic)
 			return false
 		}
-		if h.server != nil {
-			if old, ok := h.server.Clients.Get(cl.ID); ok && old != cl && !bytes.Equal(old.Properties.Username, pk.Connect.Username) {
-				h.refuse(reasonTakeover, cl, user, "client id held by another user")
-				return false
-			}
+		if !ClientIDAllowed(p, cl.ID) {
+			h.refuse(reasonClientID, cl, user, "client id outside the namespace of "+p.String()+" (want "+ClientIDFor(p, "")+"[:suffix])")
+			return false
 		}
 
 		h.mu.Lock()
 		if h.epoch != epoch { // a Revoke ran meanwhile: the credentials may just have been revoked
 			h.mu.Unlock()
 			continue
+		}
+		// The namespaces make a take-over by another principal impossible; this is the second
+		// lock on that door, comparing principals (never user names: token principals ignore them).
+		if e := h.sessions[cl.ID]; e != nil && e.cl != cl && e.p != p {
+			h.mu.Unlock()
+			h.refuse(reasonTakeover, cl, user, "client id held by "+e.p.String())
+			return false
 		}
 		h.put(cl, p)
 		h.mu.Unlock()

@@ -90,6 +90,7 @@ type Config struct {
 type Broker struct {
 	srv     *mqtt.Server
 	acl     *aclHook
+	store   *storeHook // nil without a DB
 	disp    *dispatcher
 	rules   rules
 	maxPkt  int
@@ -146,7 +147,8 @@ func New(cfg Config) (*Broker, error) {
 	b.acl.server = srv
 	hooks := []mqtt.Hook{b.acl, &metricsHook{rules: r, m: m}}
 	if cfg.DB != nil {
-		hooks = append(hooks, &storeHook{db: cfg.DB, log: cfg.Logger})
+		b.store = &storeHook{db: cfg.DB, log: cfg.Logger}
+		hooks = append(hooks, b.store)
 	}
 	for _, h := range hooks {
 		if err := srv.AddHook(h, nil); err != nil {

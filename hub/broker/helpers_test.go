@@ -232,3 +232,12 @@ func (r *recorder) wait(t testing.TB, topic string, payload []byte) received {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// cid is a client id in user's namespace (see ClientIDFor), with suffix ("": the root).
+func cid(user, suffix string) string {
+	p, err := newTableAuth().Authenticate(user, []byte(testCreds[user]))
+	if err != nil { // an unknown user: a device-shaped id
+		p = Principal{Kind: Device, ID: user}
+	}
+	return ClientIDFor(p, suffix)
+}

@@ -23,7 +23,8 @@ const (
 const (
 	reasonAuth         = "auth"          // bad credentials, or an Authenticator error
 	reasonPrincipal    = "principal"     // the Authenticator returned an unusable principal
-	reasonTakeover     = "takeover"      // a client id held by another user name
+	reasonTakeover     = "takeover"      // a client id held by another principal, or the hub's own
+	reasonClientID     = "client_id"     // a client id outside the principal's namespace
 	reasonWill         = "will"          // a Will on a topic the principal may not publish
 	reasonPublish      = "publish"       // a publish outside the principal's rights
 	reasonRead         = "read"          // a subscribe or delivery outside the principal's rights

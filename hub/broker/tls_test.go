@@ -80,7 +80,7 @@ func TestTLSListenerBesidePlain(t *testing.T) {
 	mustConnect(t, clientOpts(b.url, userDevB, userDevB))
 
 	// A client that does not trust the certificate cannot connect.
-	untrusting := clientOpts("ssl://"+b.TLSAddr(), userViewer, userViewer).SetTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12})
+	untrusting := clientOpts("ssl://"+b.TLSAddr(), cid(userViewer, ""), userViewer).SetTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12})
 	if _, err := connect(t, untrusting); err == nil {
 		t.Fatal("connected without trusting the certificate")
 	}

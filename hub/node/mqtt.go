@@ -25,7 +25,9 @@ import (
 
 // mqttAuth authenticates MQTT clients against the replicated state: a device by its id
 // (username) and token (password); an API token of role viewer as a viewer; an admin token as
-// the hub (it may do everything). Other roles have no MQTT access.
+// the hub (it may do everything). Other roles have no MQTT access. A token principal's id is the
+// token's id (names are not unique), which is also its client-id namespace ("@viewer:ID",
+// "@admin:ID"; broker.ClientIDAllowed); the user name of a token client is not checked.
 type mqttAuth struct{ r state.Reader }
 
 var errMQTTAuth = errors.New("bad credentials")
@@ -42,9 +44,9 @@ func (a mqttAuth) Authenticate(username string, password []byte) (broker.Princip
 	case p.Kind == "device" && p.ID == username:
 		return broker.Principal{Kind: broker.Device, ID: p.ID}, nil
 	case p.Kind == "token" && p.Role == state.RoleViewer:
-		return broker.Principal{Kind: broker.Viewer, ID: p.Name}, nil
+		return broker.Principal{Kind: broker.Viewer, ID: p.ID}, nil
 	case p.Kind == "token" && p.Role == state.RoleAdmin:
-		return broker.Principal{Kind: broker.Hub, ID: p.Name}, nil
+		return broker.Principal{Kind: broker.Hub, ID: p.ID}, nil
 	}
 	return broker.Principal{}, errMQTTAuth
 }
@@ -81,8 +83,8 @@ func (n *Node) startMQTT() error {
 		Transport: transport, DB: n.db, Reader: n.Reader(), Topics: wire.Default(),
 		Apply: n.applyOrForward, Logger: n.log, Registerer: n.registry,
 		OnDeviceRemoved: func(id string) {
-			if n.broker != nil {
-				n.broker.Revoke(id)
+			if n.broker != nil { // its sessions and retained topics go with it
+				n.broker.Forget(broker.Principal{Kind: broker.Device, ID: id}, false)
 			}
 		},
 	})

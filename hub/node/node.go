@@ -218,7 +218,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
-	n.wg.Add(4)
+	n.wg.Add(5)
+	go func() { defer n.wg.Done(); n.watchCredentials(bg) }()
 	go func() { defer n.wg.Done(); n.drift.Run(bg) }()
 	go func() { defer n.wg.Done(); n.rollouts.Run(bg) }()
 	go func() { defer n.wg.Done(); n.leaderChores(bg) }()
