@@ -87,8 +87,13 @@ type Config struct {
 	SigningKey ed25519.PrivateKey
 	// FourEyes refuses an approval by the identity that registered the version.
 	FourEyes bool
-	// MaxUploadBytes bounds one upload (artifact or dataset sample); 0 means 64 GiB.
+	// MaxUploadBytes bounds one upload (artifact or dataset sample); 0 means
+	// DefaultMaxUploadBytes.
 	MaxUploadBytes int64
+	// SpoolDir is where uploads are spooled to disk while they are processed (a dataset sample
+	// that arrives before its contract); "" means the system's temporary directory. The hub
+	// puts it inside its data dir.
+	SpoolDir string
 	// MaxBodyBytes bounds JSON bodies; 0 means 4 MiB.
 	MaxBodyBytes int64
 	Logger       *slog.Logger
@@ -115,6 +120,11 @@ type Config struct {
 	Extra func(e *echo.Echo, s *Server)
 }
 
+// DefaultMaxUploadBytes is the largest upload accepted unless configured (4 GiB): above the
+// 2 GiB an ONNX protobuf can hold, well above the models an edge fleet runs, and small enough
+// that one client cannot fill the hub's disk in one request. `--max-upload-bytes` changes it.
+const DefaultMaxUploadBytes = 4 << 30
+
 // Server is the HTTP API.
 type Server struct {
 	// proxies holds the reverse proxy to each leader address seen (forward.go).
@@ -131,7 +141,7 @@ type Server struct {
 // New builds the API server and its routes.
 func New(cfg Config) *Server {
 	if cfg.MaxUploadBytes <= 0 {
-		cfg.MaxUploadBytes = 64 << 30
+		cfg.MaxUploadBytes = DefaultMaxUploadBytes
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 4 << 20

@@ -3,6 +3,7 @@ package broker
 import (
 	"log/slog"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -19,6 +20,8 @@ type aclHook struct {
 	m      *metrics
 	log    *slog.Logger
 	server *mqtt.Server // set before Serve; used for take-over checks and Revoke
+	// refusals rate-limits the log lines of refused connects.
+	refusals *logLimiter
 
 	mu       sync.RWMutex
 	sessions map[string]*aclEntry               // client id -> who holds it
@@ -42,6 +45,7 @@ func newACLHook(r rules, auth Authenticator, m *metrics, log *slog.Logger) *aclH
 		log:      log,
 		sessions: make(map[string]*aclEntry),
 		byOwner:  make(map[Principal]map[string]*aclEntry),
+		refusals: newLogLimiter(DefaultRefusedLogInterval, 100),
 	}
 }
 
@@ -105,6 +109,9 @@ func (h *aclHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool
 		}
 		h.put(cl, p)
 		h.mu.Unlock()
+		if pc, ok := cl.Net.Conn.(*pendingConn); ok {
+			pc.authenticated() // no longer counts against MaxPendingSockets
+		}
 		return true
 	}
 }
@@ -202,8 +209,29 @@ func (h *aclHook) unindex(clientID string, e *aclEntry) {
 	}
 }
 
-// refuse counts and logs a refused connect.
+// refuse counts a refused connect and logs it, at most once per client id per
+// RefusedLogInterval (a device with a revoked token retrying every second would otherwise
+// write a line a second for ever), saying how many refusals of that client were not logged.
 func (h *aclHook) refuse(reason string, cl *mqtt.Client, user, why string) {
 	h.m.reject(reason)
-	h.log.Info("mqtt connect refused", "reason", reason, "client", cl.ID, "user", user, "remote", cl.Net.Remote, "why", why)
+	log, suppressed, overflow := h.refusals.note(cl.ID, time.Now())
+	if overflow > 0 {
+		h.log.Info("mqtt connect refusals not logged (log budget spent)", "count", overflow)
+	}
+	if log {
+		h.log.Info("mqtt connect refused", "reason", reason, "client", cl.ID, "user", user, "remote", cl.Net.Remote,
+			"why", why, "refused_since_last_line", suppressed)
+	}
+}
+
+// principalOf returns the principal cl authenticated as, if cl is the connection on record for
+// its client id.
+func (h *aclHook) principalOf(cl *mqtt.Client) (Principal, bool) {
+	h.mu.RLock()
+	e := h.sessions[cl.ID]
+	h.mu.RUnlock()
+	if e == nil || e.cl != cl {
+		return Principal{}, false
+	}
+	return e.p, true
 }

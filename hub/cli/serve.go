@@ -76,7 +76,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.StringVar(&o.advertiseMQTT, "advertise-mqtt", "", "broker URL(s) agents are told to connect to, comma-separated")
 	f.StringVar(&o.signingKey, "signing-key", "", "ed25519 signing key file (default DATA/signing.key, generated when absent)")
 	f.BoolVar(&o.fourEyes, "four-eyes", false, "refuse an approval by the identity that registered the version")
-	f.Int64Var(&o.maxUpload, "max-upload-bytes", 0, "largest upload accepted (0: the API's default)")
+	f.Int64Var(&o.maxUpload, "max-upload-bytes", 0, "largest upload accepted (0: 4 GiB)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.VisitAll(func(fl *pflag.Flag) { fl.Usage += " (env " + envName(fl.Name) + ")" })
 	return cmd

@@ -74,9 +74,11 @@ type Config struct {
 	SigningKey string
 	// FourEyes refuses an approval by the identity that registered the version.
 	FourEyes bool
-	// MaxUploadBytes bounds one upload; 0 means the API default.
+	// MaxUploadBytes bounds one upload; 0 means api.DefaultMaxUploadBytes (4 GiB).
 	MaxUploadBytes int64
 	Logger         *slog.Logger
+	// httpLimits are the API server's timeouts; zero means defaultHTTPLimits (tests shorten them).
+	httpLimits httpLimits
 }
 
 // Node is a running hub node.
@@ -180,10 +182,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := n.startMQTT(); err != nil {
 		return nil, fmt.Errorf("node: mqtt: %w", err)
 	}
+	spool, err := prepareSpool(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	n.api = api.New(api.Config{
 		Store: storeAdapter{n.store}, Reader: state.Reader{DB: n.db}, SigningKey: n.key, FourEyes: cfg.FourEyes,
 		MaxUploadBytes: cfg.MaxUploadBytes, Logger: cfg.Logger, Registerer: n.registry, Gatherer: n.registry,
-		Samples: NewSampleProcessor(), ProfileJSON: ProfileJSON,
+		Samples: NewSampleProcessor(spool), ProfileJSON: ProfileJSON, SpoolDir: spool,
 		Extra: func(e *echo.Echo, s *api.Server) {
 			drift.Register(e.Group("/api/v1"), n.drift, s.ReadMiddleware()...)
 			dashboard.Register(e)
@@ -199,7 +205,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			}
 		},
 	})
-	n.http = &http.Server{Handler: n.api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	n.http = newHTTPServer(n.api.Handler(), cfg.httpLimits, n.registry)
 	go func() {
 		var err error
 		if cfg.TLSCert != "" {

@@ -33,9 +33,20 @@ const maxNotedViolations = 5
 // which needs the finished reference before any window can be scored, spools the sample to a
 // temporary file on the first pass and reads it again, scoring each window as it closes and
 // keeping only running sums of the scores.
-func NewSampleProcessor() api.SampleProcessor { return processSample }
+// Calibration spools the sample into spoolDir ("" means the system's temporary directory; the
+// hub passes a directory inside its data dir).
+func NewSampleProcessor(spoolDir string) api.SampleProcessor {
+	return func(contractJSON []byte, sample io.Reader, format string) (api.SampleResult, error) {
+		return processSampleIn(spoolDir, contractJSON, sample, format)
+	}
+}
 
+// processSample is processSampleIn the system's temporary directory.
 func processSample(contractJSON []byte, sample io.Reader, format string) (api.SampleResult, error) {
+	return processSampleIn("", contractJSON, sample, format)
+}
+
+func processSampleIn(spoolDir string, contractJSON []byte, sample io.Reader, format string) (api.SampleResult, error) {
 	schema, err := contract.Parse(contractJSON)
 	if err != nil {
 		var ce *contract.ContractError
@@ -64,7 +75,7 @@ func processSample(contractJSON []byte, sample io.Reader, format string) (api.Sa
 	var spoolBuf *bufio.Writer
 	in := sample
 	if len(windows) > 0 {
-		if spool, err = os.CreateTemp("", "driftline-calibrate-*"); err != nil {
+		if spool, err = os.CreateTemp(spoolDir, "driftline-calibrate-*"); err != nil {
 			return api.SampleResult{}, fmt.Errorf("calibration spool: %w", err)
 		}
 		defer func() {
