@@ -118,6 +118,12 @@ type Config struct {
 	OnDeviceDeleted func(deviceID string)
 	// Extra registers more routes (dashboard, drift, rollouts) on the same server. May be nil.
 	Extra func(e *echo.Echo, s *Server)
+	// PeerScheme ("http" or "https") and PeerTransport are how this node calls the others
+	// (forwarding to the leader, replication checks): hub/cluster's Client. Empty scheme: the
+	// scheme of the request being forwarded, and http for replication checks; nil transport:
+	// a pooled plain transport.
+	PeerScheme    string
+	PeerTransport http.RoundTripper
 }
 
 // DefaultMaxUploadBytes is the largest upload accepted unless configured (4 GiB): above the
@@ -151,7 +157,7 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{
 		cfg: cfg, store: cfg.Store, read: cfg.Reader, log: cfg.Logger,
-		client: &http.Client{Timeout: 10 * time.Second},
+		client: &http.Client{Timeout: 10 * time.Second, Transport: cfg.PeerTransport},
 	}
 	s.metrics = newAPIMetrics(cfg.Registerer)
 	e := echo.New()

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/broker"
@@ -67,8 +66,10 @@ func (n *Node) startMQTT() error {
 		bcfg := broker.Config{
 			Addr: n.cfg.MQTTAddr, DB: n.db, Auth: mqttAuth{n.Reader()}, Registerer: n.registry, Logger: n.log,
 		}
-		if n.cfg.TLSCert != "" {
+		if n.cfg.TLSCert != "" { // device tokens never travel in clear unless a plain listener is asked for
+			bcfg.Addr = n.cfg.MQTTPlainAddr
 			bcfg.TLSAddr, bcfg.TLSCertFile, bcfg.TLSKeyFile = tlsMQTTAddr(n.cfg.MQTTAddr, n.cfg.MQTTSAddr), n.cfg.TLSCert, n.cfg.TLSKey
+			bcfg.TLSClientCAFile = n.cfg.TLSClientCA
 		}
 		b, err := broker.New(bcfg)
 		if err != nil {
@@ -128,8 +129,20 @@ func (n *Node) MQTTAddr() string {
 	return n.broker.Addr()
 }
 
-// MQTTURL is the URL agents on this host use to reach the embedded broker.
+// MQTTSAddr is the embedded broker's TLS listener address ("" when there is none).
+func (n *Node) MQTTSAddr() string {
+	if n.broker == nil {
+		return ""
+	}
+	return n.broker.TLSAddr()
+}
+
+// MQTTURL is the URL agents on this host use to reach the embedded broker: ssl:// when it
+// serves TLS, else tcp://.
 func (n *Node) MQTTURL() string {
+	if a := n.MQTTSAddr(); a != "" {
+		return "ssl://" + advertise(a, n.cfg.RaftAddr)
+	}
 	if a := n.MQTTAddr(); a != "" {
 		return "tcp://" + advertise(a, n.cfg.RaftAddr)
 	}
@@ -154,18 +167,13 @@ func (n *Node) applyOrForward(ctx context.Context, env command.Envelope) error {
 	if err != nil {
 		return err
 	}
-	scheme := "http"
-	if n.cfg.TLSCert != "" {
-		scheme = "https"
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, scheme+"://"+addr+"/api/v1/devices/telemetry", bytes.NewReader(env.Payload))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.peers.URL(addr, "/api/v1/devices/telemetry"), bytes.NewReader(env.Payload))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+tok)
-	cl := &http.Client{Timeout: 10 * time.Second}
-	res, err := cl.Do(req)
+	res, err := n.peers.HTTP.Do(req)
 	if err != nil {
 		return err
 	}
@@ -208,7 +216,7 @@ func (n *Node) createNodeToken(ctx context.Context) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+n.cfg.JoinToken)
-	res, err := http.DefaultClient.Do(req)
+	res, err := n.peers.HTTP.Do(req)
 	if err != nil {
 		return err
 	}

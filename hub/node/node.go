@@ -28,6 +28,7 @@ import (
 
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/broker"
+	"github.com/driftline/driftline/hub/cluster"
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/dashboard"
 	"github.com/driftline/driftline/hub/drift"
@@ -68,8 +69,18 @@ type Config struct {
 	Join string
 	// JoinToken is an admin token of the cluster being joined.
 	JoinToken string
-	// TLSCert and TLSKey enable HTTPS (and MQTTS on the embedded broker).
+	// TLSCert and TLSKey enable HTTPS and MQTTS on the embedded broker; the broker's plain
+	// listener is then off unless MQTTPlainAddr asks for it, and agents are told ssl:// URLs.
 	TLSCert, TLSKey string
+	// TLSCA is the cluster CA (PEM): with it, Raft runs over mutual TLS and node-to-node HTTP
+	// presents and checks certificates; TLSCert must be signed by it. Without it Raft is plain,
+	// unauthenticated TCP (docs/security.md).
+	TLSCA string
+	// TLSClientCA, when set, makes the MQTTS listener require a device certificate signed by
+	// it, besides the device token.
+	TLSClientCA string
+	// MQTTPlainAddr is a plain MQTT listener kept beside MQTTS when TLSCert is set ("": none).
+	MQTTPlainAddr string
 	// SigningKey is the ed25519 key file; default DataDir/signing.key, generated when absent.
 	SigningKey string
 	// FourEyes refuses an approval by the identity that registered the version.
@@ -94,6 +105,8 @@ type Node struct {
 	key      ed25519.PrivateKey
 	registry *prometheus.Registry
 	broker   *broker.Broker
+	// peers is how this node calls the others' APIs.
+	peers    *cluster.Client
 	paho     *protocol.PahoTransport
 	proto    *protocol.Service
 	rollouts *rollout.Controller
@@ -156,12 +169,20 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.NodeID = "hub-" + strings.NewReplacer(":", "-", ".", "-").Replace(cfg.RaftAddr)
 	}
 	n.cfg = cfg
+	ctls, layer, err := clusterTLS(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n.peers = cluster.NewClient(ctls, cfg.TLSCert != "")
 	n.store, err = store.Open(store.Config{
-		DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID,
+		DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID, StreamLayer: layer,
 		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertise(cfg.RaftAddr), HTTPAddr: advHTTP,
 		Bootstrap: cfg.Join == "", Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
 	})
 	if err != nil {
+		if layer != nil {
+			layer.Close()
+		}
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.rollouts = rollout.New(rollout.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
@@ -198,7 +219,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			}
 		},
 		OnRolloutChanged: func(string) { n.rollouts.Wake() },
-		AdvertiseMQTT:    n.advertisedMQTT(),
+		PeerScheme:       n.peers.Scheme, PeerTransport: n.peers.Transport,
+		AdvertiseMQTT: n.advertisedMQTT(),
 		OnDesiredChanged: func(id string) {
 			if n.proto != nil {
 				n.proto.DesiredChanged(id)
@@ -206,6 +228,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		},
 	})
 	n.http = newHTTPServer(n.api.Handler(), cfg.httpLimits, n.registry)
+	if ctls != nil {
+		n.http.TLSConfig = ctls.APIServerConfig()
+	}
 	go func() {
 		var err error
 		if cfg.TLSCert != "" {
@@ -430,7 +455,7 @@ func (n *Node) postJoin(ctx context.Context, req api.JoinRequest, out *api.JoinR
 		}
 		hr.Header.Set("Content-Type", "application/json")
 		hr.Header.Set("Authorization", "Bearer "+n.cfg.JoinToken)
-		res, err := http.DefaultClient.Do(hr)
+		res, err := n.peers.HTTP.Do(hr)
 		if err == nil {
 			b, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
 			res.Body.Close()
