@@ -60,6 +60,7 @@ func (s *Server) routes() {
 	v1.GET("/devices/:id", s.deviceGet, r(anyRole...)...)
 	v1.PATCH("/devices/:id", s.devicePatch, w(adminOnly...)...)
 	v1.DELETE("/devices/:id", s.deviceDelete, w(adminOnly...)...)
+	v1.POST("/devices/:id/token", s.deviceRotateToken, w(adminOnly...)...)
 	v1.PUT("/devices/:id/models/:name", s.deviceDesiredSet, w(adminOnly...)...)
 	v1.POST("/devices/telemetry", s.deviceTelemetry, w(adminOnly...)...)
 

@@ -52,6 +52,9 @@ const (
 	TypeRolloutCreate
 	TypeRolloutTransition
 	TypeSigningKeyAdd
+	// TypeDeviceRekey replaces a device's token, keeping the device (its desired revision
+	// history included). Payload: state.DeviceRekey.
+	TypeDeviceRekey
 	typeEnd // sentinel: first unassigned value
 )
 

@@ -136,6 +136,15 @@ type DeviceDelete struct {
 	ID string `json:"id"`
 }
 
+// DeviceRekey replaces a device's token with the one whose hash is TokenHash; the old token stops
+// working in the same entry. Everything else of the device stays, its desired revision included,
+// so its agent goes on accepting the desired states that follow. Payload of
+// command.TypeDeviceRekey.
+type DeviceRekey struct {
+	ID        string `json:"id"`
+	TokenHash string `json:"token_hash"`
+}
+
 // DeviceDesiredSet sets what one device should run for one model (Version 0 clears it). Payload
 // of command.TypeDeviceDesiredSet.
 type DeviceDesiredSet struct {

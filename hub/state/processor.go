@@ -99,6 +99,9 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 	case command.TypeDeviceDelete:
 		var c DeviceDelete
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return deviceDelete(txn, env, c) })
+	case command.TypeDeviceRekey:
+		var c DeviceRekey
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return deviceRekey(txn, c) })
 	case command.TypeDeviceDesiredSet:
 		var c DeviceDesiredSet
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return deviceDesiredSet(txn, env, c) })
