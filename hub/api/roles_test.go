@@ -93,9 +93,12 @@ var roleTable = []roleCase{
 func TestRoleTable(t *testing.T) {
 	h := startHub(t, nil)
 	h.pushDataset("temps", "")
-	h.pushModel("m", h.admin, []byte("model"), "")
+	h.pushModel("m", h.admin, []byte("model"), `{"trained_on":[{"dataset":"temps","version":1}]}`)
 	var dev api.DeviceCreated
 	h.must(http.StatusCreated, "POST", "/api/v1/devices", h.admin, api.DeviceRequest{ID: "dev-1"}, &dev)
+	// The device runs m@1 (trained on temps@1): those are the registry objects it may read.
+	h.must(http.StatusOK, "POST", "/api/v1/models/m/versions/1/approve", h.admin, map[string]string{"comment": "ok"}, nil)
+	h.must(http.StatusOK, "PUT", "/api/v1/devices/dev-1/models/m", h.admin, api.VersionRequest{Version: ptr(1)}, nil)
 	tokens := map[string]string{
 		state.RoleAdmin:     h.admin,
 		state.RoleViewer:    h.token("viewer", state.RoleViewer),
