@@ -35,6 +35,14 @@ func actor(c echo.Context) string {
 	return p.Name
 }
 
+// tokenID is the id of the caller's API token ("" for a device): unique where names are not.
+func tokenID(c echo.Context) string {
+	if p := principal(c); p.Kind == "token" {
+		return p.ID
+	}
+	return ""
+}
+
 // allow authenticates the bearer token and lets the request through when the caller's role is
 // admin or one of roles.
 func (s *Server) allow(roles ...string) echo.MiddlewareFunc {

@@ -76,6 +76,8 @@ type ModelVersionCreate struct {
 	CodeRef        string             `json:"code_ref,omitempty"`
 	TrainedOn      []VersionRef       `json:"trained_on,omitempty"`
 	Tags           map[string]string  `json:"tags,omitempty"`
+	// TokenID is the id of the registering token (four-eyes compares ids).
+	TokenID string `json:"token_id,omitempty"`
 }
 
 // ModelVersionApprove approves a version with the leader's signature over its manifest. Payload
@@ -86,6 +88,9 @@ type ModelVersionApprove struct {
 	Comment   string    `json:"comment,omitempty"`
 	Signature Signature `json:"signature"`
 	FourEyes  bool      `json:"four_eyes"`
+	// TokenID is the id of the approving token: under four-eyes it must differ from the
+	// registering token's (names are not unique, ids are).
+	TokenID string `json:"token_id,omitempty"`
 }
 
 // ModelVersionDeprecate deprecates a version. Payload of command.TypeModelVersionDeprecate.

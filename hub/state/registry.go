@@ -190,7 +190,7 @@ func modelVersionCreate(txn *badger.Txn, env command.Envelope, c ModelVersionCre
 		Model: c.Model, Version: m.LatestVersion, Digest: c.Digest, Size: c.Size, Format: c.Format,
 		Filename: c.Filename, Chunks: c.Chunks, Manifest: c.Manifest, ManifestDigest: c.ManifestDigest,
 		Metrics: c.Metrics, Params: c.Params, CodeRef: c.CodeRef, TrainedOn: c.TrainedOn,
-		Status: StatusRegistered, Approvals: []Approval{}, Tags: c.Tags, CreatedBy: env.Actor, CreatedAt: env.Time,
+		Status: StatusRegistered, Approvals: []Approval{}, Tags: c.Tags, CreatedBy: env.Actor, CreatedByToken: c.TokenID, CreatedAt: env.Time,
 	}
 	if mv.TrainedOn == nil {
 		mv.TrainedOn = []VersionRef{}
@@ -229,6 +229,16 @@ func modelVersionCreate(txn *badger.Txn, env command.Envelope, c ModelVersionCre
 	return mv, &auditNote{"model.version.create", node, c.Digest}, nil
 }
 
+// sameIdentity reports whether two acts were made by the same token: by token id when both
+// recorded one (names are not unique), else, for entries from before ids were recorded, by
+// actor name.
+func sameIdentity(tokenA, nameA, tokenB, nameB string) bool {
+	if tokenA != "" && tokenB != "" {
+		return tokenA == tokenB
+	}
+	return nameA == nameB
+}
+
 func modelVersionApprove(txn *badger.Txn, env command.Envelope, c ModelVersionApprove) (any, *auditNote, error) {
 	mv, err := getModelVersion(txn, c.Model, c.Version)
 	if err != nil {
@@ -237,13 +247,13 @@ func modelVersionApprove(txn *badger.Txn, env command.Envelope, c ModelVersionAp
 	switch {
 	case mv.Status == StatusDeprecated:
 		return nil, nil, conflict("model:%s@%d is deprecated", c.Model, c.Version)
-	case c.FourEyes && env.Actor == mv.CreatedBy:
-		return nil, nil, conflict("four-eyes: %s registered model:%s@%d and cannot approve it", env.Actor, c.Model, c.Version)
+	case c.FourEyes && sameIdentity(mv.CreatedByToken, mv.CreatedBy, c.TokenID, env.Actor):
+		return nil, nil, conflict("four-eyes: the token that registered model:%s@%d (%s) cannot approve it", c.Model, c.Version, env.Actor)
 	case c.Signature.KeyID == "" || c.Signature.Sig == "":
 		return nil, nil, invalid("approval needs a signature")
 	}
 	for _, a := range mv.Approvals {
-		if a.By == env.Actor {
+		if sameIdentity(a.ByToken, a.By, c.TokenID, env.Actor) {
 			return nil, nil, conflict("%s already approved model:%s@%d", env.Actor, c.Model, c.Version)
 		}
 	}
@@ -252,7 +262,7 @@ func modelVersionApprove(txn *badger.Txn, env command.Envelope, c ModelVersionAp
 		return nil, nil, err
 	}
 	mv.Status = StatusApproved
-	mv.Approvals = append(mv.Approvals, Approval{By: env.Actor, At: env.Time, Comment: c.Comment})
+	mv.Approvals = append(mv.Approvals, Approval{By: env.Actor, ByToken: c.TokenID, At: env.Time, Comment: c.Comment})
 	replaced := false
 	for i, s := range mv.Signatures {
 		if s.KeyID == c.Signature.KeyID {

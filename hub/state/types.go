@@ -58,7 +58,9 @@ const (
 
 // Approval records who approved a model version.
 type Approval struct {
-	By      string `json:"by"`
+	By string `json:"by"`
+	// ByToken is the id of the approving token.
+	ByToken string `json:"by_token,omitempty"`
 	At      int64  `json:"at"`
 	Comment string `json:"comment,omitempty"`
 }
@@ -104,7 +106,10 @@ type ModelVersion struct {
 	Signatures     []Signature        `json:"signatures,omitempty"`
 	Tags           map[string]string  `json:"tags,omitempty"`
 	CreatedBy      string             `json:"created_by"`
-	CreatedAt      int64              `json:"created_at"`
+	// CreatedByToken is the id of the token that registered the version (names are not unique;
+	// four-eyes compares ids). Empty for versions registered before it was recorded.
+	CreatedByToken string `json:"created_by_token,omitempty"`
+	CreatedAt      int64  `json:"created_at"`
 }
 
 // ReportedModel is what a device says about one model.
