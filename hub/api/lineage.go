@@ -136,6 +136,9 @@ func (s *Server) openLineageIngest(c echo.Context) error {
 	if err := ev.validate(); err != nil {
 		return err
 	}
+	if err := s.checkReservedNamespace(ev); err != nil {
+		return err
+	}
 	if ev.EventType == "" {
 		ev.EventType = "OTHER" // optional in 2-0-2: an event without a type is a run state update
 	}
