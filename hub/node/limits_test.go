@@ -150,3 +150,29 @@ func metricValue(t *testing.T, n *Node, name, label string) float64 {
 	}
 	return 0
 }
+
+// TestPprofAdminOnly: the profiles (DRIFTLINE_PPROF) answer an admin token only.
+func TestPprofAdminOnly(t *testing.T) {
+	t.Setenv("DRIFTLINE_PPROF", "1")
+	n, tok := testNode(t)
+	_, view := createToken(t, n, tok, "dash", "viewer")
+	for _, c := range []struct {
+		token string
+		want  int
+	}{{"", 401}, {view, 403}, {tok, 200}} {
+		for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/cmdline"} {
+			req, _ := http.NewRequest(http.MethodGet, n.URL()+path, nil)
+			if c.token != "" {
+				req.Header.Set("Authorization", "Bearer "+c.token)
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != c.want {
+				t.Errorf("GET %s with %q: %d, want %d", path, c.token, res.StatusCode, c.want)
+			}
+		}
+	}
+}

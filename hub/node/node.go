@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	_ "net/http/pprof" // served only with DRIFTLINE_PPROF set
 	"os"
 	"path/filepath"
 	"strings"
@@ -215,7 +214,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			drift.Register(e.Group("/api/v1"), n.drift, s.ReadMiddleware()...)
 			dashboard.Register(e)
 			if os.Getenv("DRIFTLINE_PPROF") != "" { // profiling for operators, off by default
-				e.GET("/debug/pprof/*", echo.WrapHandler(http.DefaultServeMux))
+				registerPprof(e, s.AdminMiddleware()...)
 			}
 		},
 		OnRolloutChanged: func(string) { n.rollouts.Wake() },
