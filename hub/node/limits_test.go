@@ -176,3 +176,35 @@ func TestPprofAdminOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestInternalErrorNotEchoed: a 500 names an incident id, never the internal cause (here a
+// spool file path inside the data dir); the log has the cause.
+func TestInternalErrorNotEchoed(t *testing.T) {
+	n, tok := testNode(t)
+	call(t, n, tok, http.MethodPost, "/api/v1/datasets", map[string]string{"name": "sensors"}, http.StatusCreated, nil)
+	if err := os.RemoveAll(filepath.Join(n.cfg.DataDir, spoolDirName)); err != nil { // the spool cannot be written
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	sw, _ := mw.CreateFormFile("sample", "s.csv")
+	sw.Write([]byte(sensorCSV(20, 0)))
+	cw, _ := mw.CreateFormField("contract")
+	cw.Write([]byte(sensorContract))
+	mw.Close()
+	req, _ := http.NewRequest(http.MethodPost, n.URL()+"/api/v1/datasets/sensors/versions", &buf)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusInternalServerError {
+		t.Fatalf("status %d: %s", res.StatusCode, body)
+	}
+	if strings.Contains(string(body), n.cfg.DataDir) || strings.Contains(string(body), "no such file") || !strings.Contains(string(body), "incident") {
+		t.Fatalf("500 answer echoes the internal error: %s", body)
+	}
+}
