@@ -175,7 +175,7 @@ func Open(cfg Config) (*Store, error) {
 	applied := s.ap.pos.index // the FSM goroutine owns pos once raft runs
 	rc.NoSnapshotRestoreOnStart = applied >= newestSnapshot(snaps)
 
-	f := &fsm{db: cfg.DB, ap: s.ap, log: log}
+	f := &fsm{db: cfg.DB, ap: s.ap, log: log, dir: cfg.Dir}
 	s.raft, err = raft.NewRaft(rc, f, cache, logs, snaps, s.trans)
 	if err != nil {
 		_ = s.trans.Close()
