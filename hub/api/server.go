@@ -94,7 +94,7 @@ type Config struct {
 	// that arrives before its contract); "" means the system's temporary directory. The hub
 	// puts it inside its data dir.
 	SpoolDir string
-	// MaxBodyBytes bounds JSON bodies; 0 means 4 MiB.
+	// MaxBodyBytes bounds JSON bodies; 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	Logger       *slog.Logger
 	Registerer   prometheus.Registerer
@@ -131,6 +131,10 @@ type Config struct {
 // that one client cannot fill the hub's disk in one request. `--max-upload-bytes` changes it.
 const DefaultMaxUploadBytes = 4 << 30
 
+// DefaultMaxBodyBytes bounds a JSON body unless configured (4 MiB). A follower splits the
+// telemetry batches it forwards to fit it.
+const DefaultMaxBodyBytes = 4 << 20
+
 // Server is the HTTP API.
 type Server struct {
 	// proxies holds the reverse proxy to each leader address seen (forward.go).
@@ -150,7 +154,7 @@ func New(cfg Config) *Server {
 		cfg.MaxUploadBytes = DefaultMaxUploadBytes
 	}
 	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = 4 << 20
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

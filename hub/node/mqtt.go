@@ -167,7 +167,24 @@ func (n *Node) applyOrForward(ctx context.Context, env command.Envelope) error {
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.peers.URL(addr, "/api/v1/devices/telemetry"), bytes.NewReader(env.Payload))
+	parts, dropped, err := splitTelemetry(env.Payload, n.forwardLimit())
+	if err != nil {
+		return err
+	}
+	if len(dropped) > 0 {
+		n.log.Warn("telemetry too large to forward to the leader, left out", "devices", dropped, "limit", n.forwardLimit())
+	}
+	for _, p := range parts {
+		if err := n.forwardTelemetry(ctx, addr, tok, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// forwardTelemetry posts one telemetry payload to the leader's API at addr.
+func (n *Node) forwardTelemetry(ctx context.Context, addr, tok string, payload []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.peers.URL(addr, "/api/v1/devices/telemetry"), bytes.NewReader(payload))
 	if err != nil {
 		return err
 	}

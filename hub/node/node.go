@@ -89,6 +89,8 @@ type Config struct {
 	Logger         *slog.Logger
 	// httpLimits are the API server's timeouts; zero means defaultHTTPLimits (tests shorten them).
 	httpLimits httpLimits
+	// forwardLimit overrides the largest telemetry body forwarded to the leader (tests).
+	forwardLimit int
 }
 
 // Node is a running hub node.
