@@ -55,6 +55,9 @@ const (
 	// TypeDeviceRekey replaces a device's token, keeping the device (its desired revision
 	// history included). Payload: state.DeviceRekey.
 	TypeDeviceRekey
+	// TypeChunksSweep deletes chunks that no model version lists and that were stored before a
+	// time (aborted uploads). Payload: state.ChunksSweep.
+	TypeChunksSweep
 	typeEnd // sentinel: first unassigned value
 )
 

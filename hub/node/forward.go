@@ -1,10 +1,13 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/driftline/driftline/hub/api"
+	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
 )
 
@@ -69,4 +72,32 @@ func splitTelemetry(payload []byte, limit int) (parts [][]byte, dropped []string
 		return nil, nil, err
 	}
 	return out, dropped, nil
+}
+
+// Chunks an aborted upload left are deleted by a sweep the leader proposes every
+// chunkSweepInterval, for chunks stored more than chunkSweepGrace ago that no version lists:
+// an upload in progress keeps its chunks (each batch it sends refreshes the time of chunks it
+// shares with another pending upload).
+const (
+	chunkSweepInterval = 10 * time.Minute
+	chunkSweepGrace    = time.Hour
+)
+
+// sweepChunks proposes a ChunksSweep of chunks stored more than grace ago that no version lists,
+// and returns how many it deleted.
+func (n *Node) sweepChunks(ctx context.Context, grace time.Duration) (int, error) {
+	env, err := command.New(command.TypeChunksSweep, "", 0, "hub:"+n.cfg.NodeID,
+		state.ChunksSweep{Before: time.Now().Add(-grace).UnixMilli()})
+	if err != nil {
+		return 0, err
+	}
+	res, err := n.store.Apply(ctx, env)
+	if err != nil {
+		return 0, err
+	}
+	swept, _ := res.(state.ChunksSwept)
+	if swept.Deleted > 0 {
+		n.log.Info("deleted chunks of aborted uploads", "chunks", swept.Deleted)
+	}
+	return swept.Deleted, nil
 }

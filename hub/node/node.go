@@ -361,11 +361,18 @@ func (n *Node) leaderChores(ctx context.Context) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	keyDone, tokenDone := false, false
+	lastSweep := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if n.store.IsLeader() && time.Since(lastSweep) >= chunkSweepInterval {
+			lastSweep = time.Now()
+			if _, err := n.sweepChunks(ctx, chunkSweepGrace); err != nil {
+				n.log.Warn("sweep chunks of aborted uploads", "err", err)
+			}
 		}
 		if keyDone && tokenDone {
 			t.Reset(5 * time.Second)

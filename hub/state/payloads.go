@@ -60,6 +60,14 @@ type ChunksPut struct {
 	Chunks []Chunk `json:"chunks"`
 }
 
+// ChunksSweep deletes every chunk stored before Before (Unix ms) that no model version has
+// listed since: what aborted uploads left. The leader proposes it periodically with Before a
+// grace period in the past, so uploads in progress keep their chunks. Payload of
+// command.TypeChunksSweep.
+type ChunksSweep struct {
+	Before int64 `json:"before"`
+}
+
 // ModelVersionCreate registers the next version of a model; every chunk must already be stored.
 // Payload of command.TypeModelVersionCreate.
 type ModelVersionCreate struct {

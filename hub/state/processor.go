@@ -74,7 +74,10 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return modelCreate(txn, env, c) })
 	case command.TypeChunksPut:
 		var c ChunksPut
-		return decodeAnd(env, &c, func() (any, *auditNote, error) { return chunksPut(txn, c) })
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return chunksPut(txn, env, c) })
+	case command.TypeChunksSweep:
+		var c ChunksSweep
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return chunksSweep(txn, c) })
 	case command.TypeModelVersionCreate:
 		var c ModelVersionCreate
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return modelVersionCreate(txn, env, c) })

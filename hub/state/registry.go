@@ -3,6 +3,7 @@ package state
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
@@ -109,12 +110,17 @@ type ChunkPutResult struct {
 	Present int `json:"present"`
 }
 
-func chunksPut(txn *badger.Txn, c ChunksPut) (any, *auditNote, error) {
+// chunksPut stores the chunks an upload sends ahead of its version. A chunk no version lists yet
+// is marked pending with the command's time (a present pending chunk gets the new time: another
+// upload needs it), so that ChunksSweep can delete what an aborted upload left; the version's
+// create clears the marks.
+func chunksPut(txn *badger.Txn, env command.Envelope, c ChunksPut) (any, *auditNote, error) {
 	for _, ch := range c.Chunks {
 		if !strings.HasPrefix(ch.Digest, "sha256:") || len(ch.Digest) != 71 || len(ch.Zstd) == 0 {
 			return nil, nil, invalid("chunk %q: bad digest or empty body", ch.Digest)
 		}
 	}
+	stamp := strconv.AppendInt(nil, env.Time, 10)
 	var res ChunkPutResult
 	for _, ch := range c.Chunks {
 		ok, err := exists(txn, nameKey(pChunk, ch.Digest))
@@ -123,14 +129,63 @@ func chunksPut(txn *badger.Txn, c ChunksPut) (any, *auditNote, error) {
 		}
 		if ok {
 			res.Present++
+			if pending, err := exists(txn, nameKey(pChunkPending, ch.Digest)); err != nil {
+				return nil, nil, err
+			} else if pending {
+				if err := txn.Set(nameKey(pChunkPending, ch.Digest), stamp); err != nil {
+					return nil, nil, err
+				}
+			}
 			continue
 		}
 		if err := txn.Set(nameKey(pChunk, ch.Digest), ch.Zstd); err != nil {
 			return nil, nil, err
 		}
+		if err := txn.Set(nameKey(pChunkPending, ch.Digest), stamp); err != nil {
+			return nil, nil, err
+		}
 		res.Stored++
 	}
 	return res, nil, nil
+}
+
+// ChunksSwept answers a ChunksSweep: how many chunks it deleted.
+type ChunksSwept struct {
+	Deleted int `json:"deleted"`
+}
+
+// chunksSweep deletes the pending chunks (no version lists them) stored before c.Before.
+func chunksSweep(txn *badger.Txn, c ChunksSweep) (any, *auditNote, error) {
+	var stale [][]byte
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pChunkPending)})
+	for it.Rewind(); it.Valid(); it.Next() {
+		err := it.Item().Value(func(v []byte) error {
+			at, err := strconv.ParseInt(string(v), 10, 64)
+			if err != nil || at < c.Before {
+				stale = append(stale, it.Item().KeyCopy(nil))
+			}
+			return nil
+		})
+		if err != nil {
+			it.Close()
+			return nil, nil, err
+		}
+	}
+	it.Close()
+	for _, k := range stale {
+		digest := strings.TrimPrefix(string(k), pChunkPending)
+		if err := txn.Delete(k); err != nil {
+			return nil, nil, err
+		}
+		if err := txn.Delete(nameKey(pChunk, digest)); err != nil {
+			return nil, nil, err
+		}
+	}
+	var note *auditNote
+	if len(stale) > 0 {
+		note = &auditNote{"chunks.sweep", "", strconv.Itoa(len(stale))}
+	}
+	return ChunksSwept{Deleted: len(stale)}, note, nil
 }
 
 func getModelVersion(txn *badger.Txn, model string, version int) (ModelVersion, error) {
@@ -223,6 +278,11 @@ func modelVersionCreate(txn *badger.Txn, env command.Envelope, c ModelVersionCre
 	}
 	for _, t := range c.TrainedOn {
 		if err := putEdge(txn, LineageEdge{From: node, To: DatasetNode(t.Dataset, t.Version), Kind: EdgeTrainedOn, Since: env.Time}); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, ch := range c.Chunks { // listed by a version now: no longer the sweep's
+		if err := txn.Delete(nameKey(pChunkPending, ch.Digest)); err != nil {
 			return nil, nil, err
 		}
 	}
