@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -60,6 +61,9 @@ func (s *Server) allow(roles ...string) echo.MiddlewareFunc {
 			if err != nil {
 				return err
 			}
+			if p.ExpiresAt != 0 && time.Now().UnixMilli() >= p.ExpiresAt {
+				return unauthorized("token expired")
+			}
 			c.Set(principalKey, p)
 			if p.Role == state.RoleAdmin {
 				return next(c)
@@ -82,4 +86,5 @@ var (
 	approver  = []string{state.RoleApprover}
 	governor  = []string{state.RolePublisher, state.RoleApprover}
 	adminOnly = []string{}
+	joiners   = []string{state.RoleJoin}
 )

@@ -34,7 +34,8 @@ func (s *Server) routes() {
 	}
 
 	v1.GET("/cluster", s.clusterStatus, r(readers...)...)
-	v1.POST("/cluster/join", s.clusterJoin, w(adminOnly...)...)
+	v1.POST("/cluster/join", s.clusterJoin, w(joiners...)...)
+	v1.POST("/cluster/join-tokens", s.clusterJoinToken, w(adminOnly...)...)
 	v1.DELETE("/cluster/nodes/:id", s.clusterRemove, w(adminOnly...)...)
 
 	v1.POST("/datasets", s.datasetCreate, w(publisher...)...)

@@ -1,8 +1,15 @@
 package cluster
 
 import (
+	"bytes"
+	"context"
 	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -46,3 +53,56 @@ func NewClient(t *TLS, https bool) *Client {
 
 // URL is the URL of path on the node whose API is at addr (host:port).
 func (c *Client) URL(addr, path string) string { return c.Scheme + "://" + addr + path }
+
+// ErrUnavailable is a peer's 503 (no leader yet, an election): the call may be retried.
+var ErrUnavailable = errors.New("cluster: peer unavailable")
+
+// PostJSON posts body as JSON to url with the bearer token and decodes a 200 or 201 answer into
+// out (nil: discarded). Another status is an error quoting the answer; a 503 wraps
+// ErrUnavailable.
+func (c *Client) PostJSON(ctx context.Context, url, token string, body, out any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	defer res.Body.Close()
+	rb, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	switch {
+	case res.StatusCode == http.StatusOK || res.StatusCode == http.StatusCreated:
+		if out == nil {
+			return nil
+		}
+		return json.Unmarshal(rb, out)
+	case res.StatusCode == http.StatusServiceUnavailable:
+		return fmt.Errorf("%w: %s: %s", ErrUnavailable, res.Status, strings.TrimSpace(string(rb)))
+	}
+	return fmt.Errorf("cluster: %s: %s", res.Status, strings.TrimSpace(string(rb)))
+}
+
+// PostRetry is PostJSON retried with a growing pause while the peer is unavailable (up to 30
+// attempts), for calls made while a cluster forms.
+func (c *Client) PostRetry(ctx context.Context, url, token string, body, out any) error {
+	var last error
+	for attempt := 0; attempt < 30; attempt++ {
+		last = c.PostJSON(ctx, url, token, body, out)
+		if !errors.Is(last, ErrUnavailable) {
+			return last
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(200*(attempt+1)) * time.Millisecond):
+		}
+	}
+	return last
+}

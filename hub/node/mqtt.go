@@ -1,14 +1,11 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -184,25 +181,14 @@ func (n *Node) applyOrForward(ctx context.Context, env command.Envelope) error {
 
 // forwardTelemetry posts one telemetry payload to the leader's API at addr.
 func (n *Node) forwardTelemetry(ctx context.Context, addr, tok string, payload []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.peers.URL(addr, "/api/v1/devices/telemetry"), bytes.NewReader(payload))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+tok)
-	res, err := n.peers.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
-		return fmt.Errorf("node: leader refused telemetry: %s: %s", res.Status, strings.TrimSpace(string(b)))
+	if err := n.peers.PostJSON(ctx, n.peers.URL(addr, "/api/v1/devices/telemetry"), tok, json.RawMessage(payload), nil); err != nil {
+		return fmt.Errorf("node: leader refused telemetry: %w", err)
 	}
 	return nil
 }
 
-// NodeTokenFile holds the admin token a joined node created for itself (node-to-node calls).
+// NodeTokenFile holds the admin token the leader gave this node when it joined (node-to-node
+// calls).
 const NodeTokenFile = "node.token"
 
 // nodeToken returns the token this node authenticates to other nodes with.
@@ -219,32 +205,26 @@ func (n *Node) nodeToken() (string, error) {
 	return "", errors.New("node: no node token: neither node.token nor admin.token in the data dir")
 }
 
-// createNodeToken asks the cluster (with the join token) for an admin token of this node's own
-// and keeps it in DATA/node.token (0600).
+// createNodeToken asks the cluster (with the join token, which must then be an admin token: a
+// leader older than join tokens does not hand out node tokens) for an admin token of this
+// node's own and keeps it in DATA/node.token (0600).
 func (n *Node) createNodeToken(ctx context.Context) error {
 	path := filepath.Join(n.cfg.DataDir, NodeTokenFile)
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
-	body, _ := json.Marshal(api.TokenRequest{Name: "node-" + strings.NewReplacer(":", "-").Replace(n.cfg.NodeID), Role: state.RoleAdmin})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(n.cfg.Join, "/")+"/api/v1/tokens", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+n.cfg.JoinToken)
-	res, err := n.peers.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
-	if res.StatusCode != http.StatusCreated {
-		return fmt.Errorf("create node token: %s: %s", res.Status, strings.TrimSpace(string(b)))
-	}
+	body := api.TokenRequest{Name: "node-" + strings.NewReplacer(":", "-").Replace(n.cfg.NodeID), Role: state.RoleAdmin}
 	var out api.TokenCreated
-	if err := json.Unmarshal(b, &out); err != nil {
+	if err := n.peers.PostJSON(ctx, strings.TrimRight(n.cfg.Join, "/")+"/api/v1/tokens", n.cfg.JoinToken, body, &out); err != nil {
+		return fmt.Errorf("create node token: %w", err)
+	}
+	return writeSecret(path, out.Token)
+}
+
+// writeSecret writes a token to path (0600), replacing it atomically.
+func writeSecret(path, secret string) error {
+	if err := os.WriteFile(path+".tmp", []byte(secret+"\n"), 0o600); err != nil {
 		return err
 	}
-	return os.WriteFile(path, []byte(out.Token+"\n"), 0o600)
+	return os.Rename(path+".tmp", path)
 }

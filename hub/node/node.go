@@ -4,13 +4,10 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -446,7 +443,11 @@ func (n *Node) join(ctx context.Context, advHTTP string) error {
 	if err := n.postJoin(ctx, req, &resp); err != nil {
 		return fmt.Errorf("node: join %s (promote): %w", n.cfg.Join, err)
 	}
-	if err := n.createNodeToken(ctx); err != nil {
+	if resp.NodeToken != "" { // the leader made this node's token with the promotion
+		if err := writeSecret(filepath.Join(n.cfg.DataDir, NodeTokenFile), resp.NodeToken); err != nil {
+			return fmt.Errorf("node: join: %w", err)
+		}
+	} else if err := n.createNodeToken(ctx); err != nil { // a leader of an older version
 		return fmt.Errorf("node: join: %w", err)
 	}
 	n.log.Info("joined the cluster", "via", n.cfg.Join)
@@ -454,36 +455,7 @@ func (n *Node) join(ctx context.Context, advHTTP string) error {
 }
 
 func (n *Node) postJoin(ctx context.Context, req api.JoinRequest, out *api.JoinResponse) error {
-	body, _ := json.Marshal(req)
-	var last error
-	for attempt := 0; attempt < 30; attempt++ {
-		hr, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(n.cfg.Join, "/")+"/api/v1/cluster/join", bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		hr.Header.Set("Content-Type", "application/json")
-		hr.Header.Set("Authorization", "Bearer "+n.cfg.JoinToken)
-		res, err := n.peers.HTTP.Do(hr)
-		if err == nil {
-			b, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return json.Unmarshal(b, out)
-			}
-			last = fmt.Errorf("%s: %s", res.Status, strings.TrimSpace(string(b)))
-			if res.StatusCode != http.StatusServiceUnavailable {
-				return last
-			}
-		} else {
-			last = err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(200*(attempt+1)) * time.Millisecond):
-		}
-	}
-	return last
+	return n.peers.PostRetry(ctx, strings.TrimRight(n.cfg.Join, "/")+"/api/v1/cluster/join", n.cfg.JoinToken, req, out)
 }
 
 // advertisedMQTT is what agents are told to connect to: --advertise-mqtt, else the embedded

@@ -11,6 +11,8 @@ type TokenCreate struct {
 	Name string `json:"name"`
 	Role string `json:"role"`
 	Hash string `json:"hash"`
+	// ExpiresAt is when the token stops working (Unix ms); 0 never. A join token needs one.
+	ExpiresAt int64 `json:"expires_at,omitempty"`
 }
 
 // TokenDelete revokes a token. Payload of command.TypeTokenDelete.

@@ -160,7 +160,10 @@ func tokenCreate(txn *badger.Txn, env command.Envelope, c TokenCreate) (any, *au
 		}
 		return nil, nil, existsErr("token %s", c.ID)
 	}
-	t := Token{ID: c.ID, Name: c.Name, Role: c.Role, Hash: c.Hash, CreatedBy: env.Actor, CreatedAt: env.Time}
+	if c.Role == RoleJoin && c.ExpiresAt <= env.Time {
+		return nil, nil, invalid("a join token needs an expiry in the future")
+	}
+	t := Token{ID: c.ID, Name: c.Name, Role: c.Role, Hash: c.Hash, CreatedBy: env.Actor, CreatedAt: env.Time, ExpiresAt: c.ExpiresAt}
 	if err := putToken(txn, t); err != nil {
 		return nil, nil, err
 	}

@@ -169,12 +169,14 @@ const (
 	RoleApprover  = "approver"
 	RoleViewer    = "viewer"
 	RoleDevice    = "device"
+	// RoleJoin is a join token's: it admits POST /api/v1/cluster/join only, and it expires.
+	RoleJoin = "join"
 )
 
 // ValidRole reports whether r is one of the token roles.
 func ValidRole(r string) bool {
 	switch r {
-	case RoleAdmin, RolePublisher, RoleApprover, RoleViewer, RoleDevice:
+	case RoleAdmin, RolePublisher, RoleApprover, RoleViewer, RoleDevice, RoleJoin:
 		return true
 	}
 	return false
@@ -188,6 +190,8 @@ type Token struct {
 	Hash      string `json:"-"`
 	CreatedBy string `json:"created_by,omitempty"`
 	CreatedAt int64  `json:"created_at"`
+	// ExpiresAt is when the token stops working (Unix ms); 0 never (join tokens expire).
+	ExpiresAt int64 `json:"expires_at,omitempty"`
 }
 
 // SigningKey is a public key the hub signs manifests with.
