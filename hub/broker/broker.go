@@ -123,6 +123,7 @@ type Broker struct {
 	srv     *mqtt.Server
 	acl     *aclHook
 	store   *storeHook // nil without a DB
+	limits  *limitsHook
 	disp    *dispatcher
 	rules   rules
 	maxPkt  int
@@ -179,9 +180,9 @@ func New(cfg Config) (*Broker, error) {
 		acl:    newACLHook(r, cfg.Auth, m, cfg.Logger),
 	}
 	b.acl.server = srv
-	limits := &limitsHook{acl: b.acl, rules: r, srv: srv, m: m, rate: cfg.MaxDeviceRate, burst: cfg.DeviceBurst,
-		maxRetained: cfg.MaxRetainedPerDevice, now: time.Now, buckets: map[string]*bucket{}}
-	hooks := []mqtt.Hook{b.acl, limits, &metricsHook{rules: r, m: m}}
+	b.limits = &limitsHook{acl: b.acl, m: m, rate: cfg.MaxDeviceRate, burst: cfg.DeviceBurst,
+		maxRetained: cfg.MaxRetainedPerDevice, now: time.Now, buckets: map[string]*bucket{}, retained: map[string]map[string]bool{}}
+	hooks := []mqtt.Hook{b.acl, b.limits, &metricsHook{rules: r, m: m}}
 	if cfg.DB != nil {
 		b.store = &storeHook{db: cfg.DB, log: cfg.Logger}
 		hooks = append(hooks, b.store)

@@ -21,16 +21,15 @@ import (
 type limitsHook struct {
 	mqtt.HookBase
 	acl         *aclHook
-	rules       rules
-	srv         *mqtt.Server
 	m           *metrics
 	rate, burst float64
 	maxRetained int
 	now         func() time.Time
 
-	mu      sync.Mutex
-	buckets map[string]*bucket // device id -> its publish allowance
-	adds    int
+	mu       sync.Mutex
+	buckets  map[string]*bucket         // device id -> its publish allowance
+	retained map[string]map[string]bool // device id -> topics it retains
+	adds     int
 }
 
 // bucket is a token bucket: tokens refill at the hook's rate up to its burst.
@@ -61,14 +60,46 @@ func (h *limitsHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		}
 		return pk, packets.ErrRejectPacket
 	}
-	if pk.FixedHeader.Retain && len(pk.Payload) > 0 && h.maxRetained > 0 {
-		if _, exists := h.srv.Topics.Retained.Get(pk.TopicName); !exists &&
-			len(h.srv.Topics.Messages(h.rules.devicePrefix(p.ID)+"#")) >= h.maxRetained {
-			h.m.reject(reasonRetainedCap)
-			pk.FixedHeader.Retain = false
-		}
+	if pk.FixedHeader.Retain && h.maxRetained > 0 && !h.retain(p.ID, pk.TopicName, len(pk.Payload) == 0) {
+		h.m.reject(reasonRetainedCap)
+		pk.FixedHeader.Retain = false
 	}
 	return pk, nil
+}
+
+// retain records that device id retains topic (clear: clears it) and reports whether it may:
+// replacing or clearing a topic it holds always may, one more topic only under the cap. The
+// count is the hook's own (mochi's topic index cannot be read safely beside its writers); it
+// starts empty at each broker start, so retained messages restored from the store are not
+// counted until the device publishes them again.
+func (h *limitsHook) retain(id, topic string, clear bool) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	set := h.retained[id]
+	if clear {
+		delete(set, topic)
+		return true
+	}
+	if set[topic] {
+		return true
+	}
+	if len(set) >= h.maxRetained {
+		return false
+	}
+	if set == nil {
+		set = map[string]bool{}
+		h.retained[id] = set
+	}
+	set[topic] = true
+	return true
+}
+
+// forget drops what the hook keeps of device id (a deleted or re-keyed device).
+func (h *limitsHook) forget(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.retained, id)
+	delete(h.buckets, id)
 }
 
 // allow takes one token from device id's bucket, reporting whether there was one.

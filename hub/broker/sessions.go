@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"strings"
+
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -35,8 +37,11 @@ func (b *Broker) Forget(p Principal, keepHubRetained bool) int {
 	}
 	cleared := 0
 	if p.Kind == Device && validPrincipal(p) {
-		for _, pk := range b.srv.Topics.Messages(b.rules.devicePrefix(p.ID) + "#") {
-			if keepHubRetained && b.rules.hubKind(pk.TopicName) {
+		// Retained.GetAll is a locked copy; Topics.Messages walks the topic tree without the
+		// locks RetainMessage takes (a data race in mochi 2.7.9).
+		prefix := b.rules.devicePrefix(p.ID)
+		for topic, pk := range b.srv.Topics.Retained.GetAll() {
+			if !strings.HasPrefix(topic, prefix) || (keepHubRetained && b.rules.hubKind(pk.TopicName)) {
 				continue
 			}
 			b.srv.Topics.RetainMessage(packets.Packet{TopicName: pk.TopicName})
@@ -45,6 +50,7 @@ func (b *Broker) Forget(p Principal, keepHubRetained bool) int {
 			}
 			cleared++
 		}
+		b.limits.forget(p.ID)
 	}
 	b.log.Info("mqtt principal forgotten", "principal", p.String(), "sessions_removed", removed, "retained_cleared", cleared)
 	return removed
