@@ -170,7 +170,9 @@ func (h *aclHook) revoke(p Principal) int {
 		h.m.reject(reasonRevoked)
 		closed++
 	}
-	h.log.Info("mqtt principal revoked", "principal", p.String(), "connections_closed", closed)
+	if len(entries) > 0 { // a new device's credentials are "revoked" too: nothing to say then
+		h.log.Info("mqtt principal revoked", "principal", p.String(), "connections_closed", closed)
+	}
 	return closed
 }
 

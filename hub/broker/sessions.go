@@ -52,7 +52,9 @@ func (b *Broker) Forget(p Principal, keepHubRetained bool) int {
 		}
 		b.limits.forget(p.ID)
 	}
-	b.log.Info("mqtt principal forgotten", "principal", p.String(), "sessions_removed", removed, "retained_cleared", cleared)
+	if removed > 0 || cleared > 0 {
+		b.log.Info("mqtt principal forgotten", "principal", p.String(), "sessions_removed", removed, "retained_cleared", cleared)
+	}
 	return removed
 }
 
