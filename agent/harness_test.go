@@ -64,6 +64,15 @@ type hub struct {
 	n   *node.Node
 	tok string
 	dir string
+	// client calls the API (nil: http.DefaultClient; a TLS hub's test sets one trusting its CA).
+	client *http.Client
+}
+
+func (h *hub) httpClient() *http.Client {
+	if h.client != nil {
+		return h.client
+	}
+	return http.DefaultClient
 }
 
 // startHub starts a hub node on free ports: the embedded broker, or the external brokers given.
@@ -118,7 +127,7 @@ func (h *hub) call(method, path string, body any, want int, out any) {
 
 func (h *hub) do(req *http.Request, want int, out any) {
 	h.t.Helper()
-	res, err := http.DefaultClient.Do(req)
+	res, err := h.httpClient().Do(req)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -140,7 +149,7 @@ func (h *hub) pushModel(model string, data []byte) (version int, digest string) 
 	h.t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, h.n.URL()+"/api/v1/models/"+model, nil)
 	req.Header.Set("Authorization", "Bearer "+h.tok)
-	if res, err := http.DefaultClient.Do(req); err == nil {
+	if res, err := h.httpClient().Do(req); err == nil {
 		res.Body.Close()
 		if res.StatusCode == http.StatusNotFound {
 			h.call(http.MethodPost, "/api/v1/models", map[string]string{"name": model}, http.StatusCreated, nil)

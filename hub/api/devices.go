@@ -92,6 +92,23 @@ func (s *Server) deviceCreate(c echo.Context) error {
 	return c.JSON(http.StatusCreated, DeviceCreated{DeviceView: viewDevice(d), Token: tok})
 }
 
+// deviceRotateToken gives a device a new token (shown this once) and stops accepting the old
+// one; the device keeps everything else, its desired revision history included. Its MQTT
+// sessions made with the old token are closed by every node's broker (hub/node).
+func (s *Server) deviceRotateToken(c echo.Context) error {
+	id := c.Param("id")
+	tok := NewToken()
+	res, err := s.apply(c, command.TypeDeviceRekey, state.DeviceRekey{ID: id, TokenHash: HashToken(tok)})
+	if err != nil {
+		return err
+	}
+	d, ok := res.(state.Device)
+	if !ok || d.TokenHash != HashToken(tok) {
+		return problem(http.StatusConflict, ProblemExists, "already rotated", "this request rotated the token already; its token cannot be shown again")
+	}
+	return c.JSON(http.StatusOK, DeviceCreated{DeviceView: viewDevice(d), Token: tok})
+}
+
 func (s *Server) deviceList(c echo.Context) error {
 	sel, err := state.ParseSelector(c.QueryParam("selector"))
 	if err != nil {

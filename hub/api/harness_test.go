@@ -188,6 +188,14 @@ func (h *testHub) token(name, role string) string {
 	return tc.Token
 }
 
+// joinToken creates a join token (an hour).
+func (h *testHub) joinToken() string {
+	h.t.Helper()
+	var tc api.TokenCreated
+	h.must(http.StatusCreated, "POST", "/api/v1/cluster/join-tokens", h.admin, api.JoinTokenRequest{}, &tc)
+	return tc.Token
+}
+
 // part is one part of a multipart body.
 type part struct {
 	name, filename, contentType string

@@ -141,7 +141,7 @@ func (s *Server) openLineageIngest(c echo.Context) error {
 	}
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 || trimmed[0] != '[' {
-		cmd, err := decodeRunEvent(body)
+		cmd, err := s.decodeRunEvent(body)
 		if err != nil {
 			return err
 		}
@@ -163,7 +163,7 @@ func (s *Server) openLineageIngest(c echo.Context) error {
 	}
 	cmds := make([]state.OpenLineageEvent, len(raw))
 	for i, r := range raw {
-		if cmds[i], err = decodeRunEvent(r); err != nil {
+		if cmds[i], err = s.decodeRunEvent(r); err != nil {
 			var ae *Error
 			if errors.As(err, &ae) {
 				ae.P.Field = fmt.Sprintf("[%d]", i) + dotted(ae.P.Field)
@@ -209,7 +209,7 @@ func batchRequestID(c echo.Context, i int) string {
 // decodeRunEvent decodes and checks one RunEvent and reduces it to the command the graph keeps.
 // The spec's static events (DatasetEvent, JobEvent: no run) are refused by name: the graph
 // records runs.
-func decodeRunEvent(body []byte) (state.OpenLineageEvent, error) {
+func (s *Server) decodeRunEvent(body []byte) (state.OpenLineageEvent, error) {
 	var ev RunEvent
 	if err := decodeLenient(body, &ev); err != nil {
 		return state.OpenLineageEvent{}, err
@@ -226,6 +226,9 @@ func decodeRunEvent(body []byte) (state.OpenLineageEvent, error) {
 		return state.OpenLineageEvent{}, badRequest("run", "a JobEvent (static job lineage, no run) is not accepted: the hub records runs; send RunEvents")
 	}
 	if err := ev.validate(); err != nil {
+		return state.OpenLineageEvent{}, err
+	}
+	if err := s.checkReservedNamespace(ev); err != nil {
 		return state.OpenLineageEvent{}, err
 	}
 	if ev.EventType == "" {

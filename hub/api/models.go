@@ -161,6 +161,7 @@ func (s *Server) modelVersionCreate(c echo.Context) error {
 		Model: name, Digest: man.Digest, Size: man.Size, Format: meta.Format, Filename: filename,
 		Chunks: refs, Manifest: canon, ManifestDigest: artifact.DigestOf(canon),
 		Metrics: meta.Metrics, Params: meta.Params, CodeRef: meta.CodeRef, TrainedOn: meta.TrainedOn, Tags: meta.Tags,
+		TokenID: tokenID(c),
 	}
 	res, err := s.apply(c, command.TypeModelVersionCreate, req)
 	if err != nil {
@@ -292,7 +293,7 @@ func (s *Server) modelVersionApprove(c echo.Context) error {
 	}
 	sig := artifact.SignApproval(cur.Key, subject)
 	res, err := s.apply(c, command.TypeModelVersionApprove, state.ModelVersionApprove{
-		Model: mv.Model, Version: mv.Version, Comment: comment, FourEyes: s.cfg.FourEyes,
+		Model: mv.Model, Version: mv.Version, Comment: comment, FourEyes: s.cfg.FourEyes, TokenID: tokenID(c),
 		Signature: state.Signature{KeyID: sig.KeyID, Sig: sig.Sig, Kind: state.SigApproval},
 	})
 	if err != nil {

@@ -100,9 +100,14 @@ type Config struct {
 	RootKey func() ed25519.PrivateKey
 	// FourEyes refuses an approval by the identity that registered the version.
 	FourEyes bool
-	// MaxUploadBytes bounds one upload (artifact or dataset sample); 0 means 64 GiB.
+	// MaxUploadBytes bounds one upload (artifact or dataset sample); 0 means
+	// DefaultMaxUploadBytes.
 	MaxUploadBytes int64
-	// MaxBodyBytes bounds JSON bodies; 0 means 4 MiB.
+	// SpoolDir is where uploads are spooled to disk while they are processed (a dataset sample
+	// that arrives before its contract); "" means the system's temporary directory. The hub
+	// puts it inside its data dir.
+	SpoolDir string
+	// MaxBodyBytes bounds JSON bodies; 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	Logger       *slog.Logger
 	Registerer   prometheus.Registerer
@@ -127,7 +132,22 @@ type Config struct {
 	OnRolloutChanged func(id string)
 	// Extra registers more routes (dashboard, drift, rollouts) on the same server. May be nil.
 	Extra func(e *echo.Echo, s *Server)
+	// PeerScheme ("http" or "https") and PeerTransport are how this node calls the others
+	// (forwarding to the leader, replication checks): hub/cluster's Client. Empty scheme: the
+	// scheme of the request being forwarded, and http for replication checks; nil transport:
+	// a pooled plain transport.
+	PeerScheme    string
+	PeerTransport http.RoundTripper
 }
+
+// DefaultMaxUploadBytes is the largest upload accepted unless configured (4 GiB): above the
+// 2 GiB an ONNX protobuf can hold, well above the models an edge fleet runs, and small enough
+// that one client cannot fill the hub's disk in one request. `--max-upload-bytes` changes it.
+const DefaultMaxUploadBytes = 4 << 30
+
+// DefaultMaxBodyBytes bounds a JSON body unless configured (4 MiB). A follower splits the
+// telemetry batches it forwards to fit it.
+const DefaultMaxBodyBytes = 4 << 20
 
 // Server is the HTTP API.
 type Server struct {
@@ -145,17 +165,17 @@ type Server struct {
 // New builds the API server and its routes.
 func New(cfg Config) *Server {
 	if cfg.MaxUploadBytes <= 0 {
-		cfg.MaxUploadBytes = 64 << 30
+		cfg.MaxUploadBytes = DefaultMaxUploadBytes
 	}
 	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = 4 << 20
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{
 		cfg: cfg, store: cfg.Store, read: cfg.Reader, log: cfg.Logger,
-		client: &http.Client{Timeout: 10 * time.Second},
+		client: &http.Client{Timeout: 10 * time.Second, Transport: cfg.PeerTransport},
 	}
 	s.metrics = newAPIMetrics(cfg.Registerer)
 	e := echo.New()

@@ -56,10 +56,10 @@ func validLevel(s string) bool {
 // validPrincipal reports whether p can be given an ACL entry.
 func validPrincipal(p Principal) bool {
 	switch p.Kind {
-	case Device:
-		return validLevel(p.ID)
+	case Device: // one topic level, and outside the token client-id namespaces (principal.go)
+		return validLevel(p.ID) && !strings.Contains(p.ID, ":") && !strings.HasPrefix(p.ID, "@")
 	case Viewer, Hub, Admin:
-		return true
+		return p.ID != "" && !strings.Contains(p.ID, ":")
 	default:
 		return false
 	}

@@ -15,7 +15,38 @@ import (
 
 func (a *app) clusterCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "cluster", Short: "Raft cluster status and membership"}
-	cmd.AddCommand(a.clusterStatus(), a.clusterJoin(), a.clusterRemove())
+	cmd.AddCommand(a.clusterStatus(), a.clusterJoin(), a.clusterRemove(), a.clusterJoinToken())
+	return cmd
+}
+
+func (a *app) clusterJoinToken() *cobra.Command {
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "join-token [--ttl 1h]",
+		Short: "Create a join token: it lets a new node join (hub serve --join-token) and nothing else, and expires",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if ttl <= 0 || ttl > api.MaxJoinTokenTTL {
+				return usagef("--ttl must be within 1s..%s", api.MaxJoinTokenTTL)
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var out api.TokenCreated
+			raw, err := c.JSON(a.ctx, http.MethodPost, "/api/v1/cluster/join-tokens", nil, api.JoinTokenRequest{TTLSeconds: int64(ttl / time.Second)}, &out)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut() {
+				return printRaw(a.stdout, raw)
+			}
+			_, err = fmt.Fprintf(a.stdout, "join token: %s\nexpires: %s\n(shown once; pass it to `driftline hub serve --join URL --join-token TOKEN`)\n",
+				out.Token, time.UnixMilli(out.ExpiresAt).UTC().Format(time.RFC3339))
+			return err
+		},
+	}
+	cmd.Flags().DurationVar(&ttl, "ttl", api.DefaultJoinTokenTTL, "how long the token works (at most 168h)")
 	return cmd
 }
 

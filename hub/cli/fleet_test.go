@@ -204,3 +204,46 @@ func TestKeyCommands(t *testing.T) {
 		t.Fatalf("offline retire:\n%s", out)
 	}
 }
+
+// TestDeviceRotateToken: `device rotate-token` prints a new token once (or writes it into an agent
+// config); the old token is refused from then on and the new one works.
+func TestDeviceRotateToken(t *testing.T) {
+	h := startHub(t)
+	out := h.ok(t, "device", "add", "edge-1")
+	old := tokenIn(t, out)
+	out = h.ok(t, "device", "rotate-token", "edge-1")
+	if !strings.Contains(out, "rotated the token of device edge-1") {
+		t.Fatalf("rotate-token printed %q", out)
+	}
+	fresh := tokenIn(t, out)
+	if fresh == old {
+		t.Fatal("the token did not change")
+	}
+	if r := runCLI(t, map[string]string{"DRIFTLINE_HUB": h.url, "DRIFTLINE_TOKEN": old}, "device", "show", "edge-1"); r.code == 0 {
+		t.Fatal("the old token still works")
+	}
+	if r := runCLI(t, map[string]string{"DRIFTLINE_HUB": h.url, "DRIFTLINE_TOKEN": fresh}, "device", "show", "edge-1"); r.code != 0 {
+		t.Fatalf("the new token does not work: %d %s", r.code, r.stderr)
+	}
+	cfgPath := filepath.Join(t.TempDir(), "agent.yaml")
+	h.ok(t, "device", "rotate-token", "edge-1", "--agent-config", cfgPath)
+	ac, err := agentconfig.Load(cfgPath)
+	if err != nil || ac.Token == fresh || !strings.HasPrefix(ac.Token, "dl_") {
+		t.Fatalf("agent config after a second rotation: %+v %v", ac, err)
+	}
+	if r := h.run(t, "device", "rotate-token", "ghost"); r.code == 0 {
+		t.Fatal("rotating an unknown device succeeded")
+	}
+}
+
+// tokenIn returns the token of a "token: ..." line.
+func tokenIn(t *testing.T, out string) string {
+	t.Helper()
+	for _, l := range strings.Split(out, "\n") {
+		if tok, ok := strings.CutPrefix(l, "token: "); ok {
+			return strings.TrimSpace(tok)
+		}
+	}
+	t.Fatalf("no token in %q", out)
+	return ""
+}

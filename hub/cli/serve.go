@@ -32,6 +32,7 @@ func envName(flag string) string {
 type serveOptions struct {
 	data, nodeID, http, advertiseHTTP, raft, mqtt string
 	broker, join, joinToken, tlsCert, tlsKey      string
+	tlsCA, tlsClientCA, mqttPlain                 string
 	advertiseMQTT, signingKey, logLevel           string
 	topicPrefix                                   string
 	rootKey                                       string
@@ -78,13 +79,16 @@ func (a *app) serveCmd() *cobra.Command {
 	f.StringVar(&o.joinToken, "join-token", "", "admin token of the cluster to join")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "TLS certificate (PEM) for HTTPS and MQTTS")
 	f.StringVar(&o.tlsKey, "tls-key", "", "TLS key (PEM) for HTTPS and MQTTS")
+	f.StringVar(&o.tlsCA, "tls-ca", "", "cluster CA (PEM): Raft and node-to-node HTTP use mutual TLS with certificates it signs; without it Raft is unauthenticated")
+	f.StringVar(&o.tlsClientCA, "tls-client-ca", "", "CA (PEM) that must sign device certificates on MQTTS (mutual TLS for devices, besides the token)")
+	f.StringVar(&o.mqttPlain, "mqtt-plain", "", `with --tls-cert, a plain MQTT listener beside MQTTS (device tokens then travel in clear); "" (default) none`)
 	f.StringVar(&o.advertiseMQTT, "advertise-mqtt", "", "broker URL(s) agents are told to connect to, comma-separated")
 	f.StringVar(&o.topicPrefix, "topic-prefix", wire.DefaultPrefix, "MQTT topic prefix of the protocol; agents enrolled with device add --agent-config get it in their config")
 	f.StringVar(&o.signingKey, "signing-key", "", "ed25519 signing key file (default DATA/signing.key, generated when absent)")
 	f.StringVar(&o.rootKey, "root-key", "", "root-of-trust key file: signs key rotations (default DATA/root.key; the cluster's first leader generates it; may be kept offline)")
 	f.DurationVar(&o.desiredTTL, "desired-ttl", 0, "how long a signed desired state stays valid; signed again at half of it (default 24h)")
 	f.BoolVar(&o.fourEyes, "four-eyes", false, "refuse an approval by the identity that registered the version")
-	f.Int64Var(&o.maxUpload, "max-upload-bytes", 0, "largest upload accepted (0: the API's default)")
+	f.Int64Var(&o.maxUpload, "max-upload-bytes", 0, "largest upload accepted (0: 4 GiB)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.VisitAll(func(fl *pflag.Flag) { fl.Usage += " (env " + envName(fl.Name) + ")" })
 	return cmd
@@ -121,6 +125,12 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		return node.Config{}, 0, usagef("--tls-cert and --tls-key go together")
 	}
+	if o.tlsCA != "" && o.tlsCert == "" {
+		return node.Config{}, 0, usagef("--tls-ca needs --tls-cert and --tls-key (a certificate the CA signed)")
+	}
+	if (o.tlsClientCA != "" || o.mqttPlain != "") && o.tlsCert == "" {
+		return node.Config{}, 0, usagef("--tls-client-ca and --mqtt-plain go with --tls-cert")
+	}
 	if o.raft == "" || o.http == "" {
 		return node.Config{}, 0, usagef("--raft and --http must not be empty")
 	}
@@ -146,7 +156,8 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 	return node.Config{
 		DataDir: o.data, NodeID: o.nodeID, HTTPAddr: o.http, AdvertiseHTTP: o.advertiseHTTP, RaftAddr: o.raft,
 		MQTTAddr: o.mqtt, Brokers: brokers, AdvertiseMQTT: adv, Join: o.join, JoinToken: o.joinToken,
-		TLSCert: o.tlsCert, TLSKey: o.tlsKey, SigningKey: o.signingKey, RootKey: o.rootKey, DesiredTTL: o.desiredTTL, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload,
+		TLSCert: o.tlsCert, TLSKey: o.tlsKey, TLSCA: o.tlsCA, TLSClientCA: o.tlsClientCA, MQTTPlainAddr: o.mqttPlain,
+		SigningKey: o.signingKey, RootKey: o.rootKey, DesiredTTL: o.desiredTTL, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload,
 		TopicPrefix: o.topicPrefix,
 	}, level, nil
 }

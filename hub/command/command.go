@@ -56,6 +56,12 @@ const (
 	// Proposed with IgnoreIfUnknown, so that an older node of a cluster being upgraded skips
 	// it instead of stopping (it then keeps signing with its own key until upgraded).
 	TypeTrustSet
+	// TypeDeviceRekey replaces a device's token, keeping the device (its desired revision
+	// history included). Payload: state.DeviceRekey.
+	TypeDeviceRekey
+	// TypeChunksSweep deletes chunks that no model version lists and that were stored before a
+	// time (aborted uploads). Payload: state.ChunksSweep.
+	TypeChunksSweep
 	typeEnd // sentinel: first unassigned value
 )
 

@@ -4,18 +4,14 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
-	_ "net/http/pprof" // served only with DRIFTLINE_PPROF set
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,6 +25,7 @@ import (
 
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/broker"
+	"github.com/driftline/driftline/hub/cluster"
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/dashboard"
 	"github.com/driftline/driftline/hub/drift"
@@ -70,8 +67,18 @@ type Config struct {
 	Join string
 	// JoinToken is an admin token of the cluster being joined.
 	JoinToken string
-	// TLSCert and TLSKey enable HTTPS (and MQTTS on the embedded broker).
+	// TLSCert and TLSKey enable HTTPS and MQTTS on the embedded broker; the broker's plain
+	// listener is then off unless MQTTPlainAddr asks for it, and agents are told ssl:// URLs.
 	TLSCert, TLSKey string
+	// TLSCA is the cluster CA (PEM): with it, Raft runs over mutual TLS and node-to-node HTTP
+	// presents and checks certificates; TLSCert must be signed by it. Without it Raft is plain,
+	// unauthenticated TCP (docs/security.md).
+	TLSCA string
+	// TLSClientCA, when set, makes the MQTTS listener require a device certificate signed by
+	// it, besides the device token.
+	TLSClientCA string
+	// MQTTPlainAddr is a plain MQTT listener kept beside MQTTS when TLSCert is set ("": none).
+	MQTTPlainAddr string
 	// SigningKey is the ed25519 key file; default DataDir/signing.key, generated when absent.
 	// The cluster's first leader makes it the first online key of the root of trust; other
 	// nodes sign with the online keys the replicated state holds.
@@ -83,13 +90,17 @@ type Config struct {
 	DesiredTTL time.Duration
 	// FourEyes refuses an approval by the identity that registered the version.
 	FourEyes bool
-	// MaxUploadBytes bounds one upload; 0 means the API default.
+	// MaxUploadBytes bounds one upload; 0 means api.DefaultMaxUploadBytes (4 GiB).
 	MaxUploadBytes int64
 	// TopicPrefix is the MQTT topic prefix of the protocol; empty means wire.DefaultPrefix. The
 	// broker's access rules, the protocol service and fleet drift use it, and GET /api/v1/cluster
 	// tells it to `device add --agent-config`, which writes it into the agent's config.
 	TopicPrefix string
 	Logger      *slog.Logger
+	// httpLimits are the API server's timeouts; zero means defaultHTTPLimits (tests shorten them).
+	httpLimits httpLimits
+	// forwardLimit overrides the largest telemetry body forwarded to the leader (tests).
+	forwardLimit int
 }
 
 // Node is a running hub node.
@@ -108,6 +119,8 @@ type Node struct {
 	rootKey  ed25519.PrivateKey // nil when this node does not hold the root key
 	registry *prometheus.Registry
 	broker   *broker.Broker
+	// peers is how this node calls the others' APIs.
+	peers    *cluster.Client
 	paho     *protocol.PahoTransport
 	proto    *protocol.Service
 	rollouts *rollout.Controller
@@ -189,12 +202,20 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.cfg = cfg
 	n.keys = &keys.Source{R: n.Reader()}
+	ctls, layer, err := clusterTLS(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n.peers = cluster.NewClient(ctls, cfg.TLSCert != "")
 	n.store, err = store.Open(store.Config{
-		DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID,
+		DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID, StreamLayer: layer,
 		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertise(cfg.RaftAddr), HTTPAddr: advHTTP,
 		Bootstrap: cfg.Join == "", Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
 	})
 	if err != nil {
+		if layer != nil {
+			layer.Close()
+		}
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.rollouts = rollout.New(rollout.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
@@ -215,27 +236,35 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := n.startMQTT(); err != nil {
 		return nil, fmt.Errorf("node: mqtt: %w", err)
 	}
+	spool, err := prepareSpool(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	n.api = api.New(api.Config{
 		Store: storeAdapter{n.store}, Reader: state.Reader{DB: n.db}, Keys: n.keys, RootKey: n.currentRootKey, FourEyes: cfg.FourEyes,
 		MaxUploadBytes: cfg.MaxUploadBytes, Logger: cfg.Logger, Registerer: n.registry, Gatherer: n.registry,
-		Samples: NewSampleProcessor(), ProfileJSON: ProfileJSON,
+		Samples: NewSampleProcessor(spool), ProfileJSON: ProfileJSON, SpoolDir: spool,
 		Extra: func(e *echo.Echo, s *api.Server) {
 			drift.Register(e.Group("/api/v1"), n.drift, s.ReadMiddleware()...)
 			dashboard.Register(e)
 			if os.Getenv("DRIFTLINE_PPROF") != "" { // profiling for operators, off by default
-				e.GET("/debug/pprof/*", echo.WrapHandler(http.DefaultServeMux))
+				registerPprof(e, s.AdminMiddleware()...)
 			}
 		},
 		OnRolloutChanged: func(string) { n.rollouts.Wake() },
-		AdvertiseMQTT:    n.advertisedMQTT(),
-		TopicPrefix:      cfg.TopicPrefix,
+		PeerScheme:       n.peers.Scheme, PeerTransport: n.peers.Transport,
+		AdvertiseMQTT: n.advertisedMQTT(),
+		TopicPrefix:   cfg.TopicPrefix,
 		OnDesiredChanged: func(id string) {
 			if n.proto != nil {
 				n.proto.DesiredChanged(id)
 			}
 		},
 	})
-	n.http = &http.Server{Handler: n.api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	n.http = newHTTPServer(n.api.Handler(), cfg.httpLimits, n.registry)
+	if ctls != nil {
+		n.http.TLSConfig = ctls.APIServerConfig()
+	}
 	go func() {
 		var err error
 		if cfg.TLSCert != "" {
@@ -254,7 +283,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
-	n.wg.Add(4)
+	n.wg.Add(5)
+	go func() { defer n.wg.Done(); n.watchCredentials(bg) }()
 	go func() { defer n.wg.Done(); n.drift.Run(bg) }()
 	go func() { defer n.wg.Done(); n.rollouts.Run(bg) }()
 	go func() { defer n.wg.Done(); n.leaderChores(bg) }()
@@ -364,11 +394,18 @@ func (n *Node) leaderChores(ctx context.Context) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	keyDone, tokenDone := false, false
+	lastSweep := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if n.store.IsLeader() && time.Since(lastSweep) >= chunkSweepInterval {
+			lastSweep = time.Now()
+			if _, err := n.sweepChunks(ctx, chunkSweepGrace); err != nil {
+				n.log.Warn("sweep chunks of aborted uploads", "err", err)
+			}
 		}
 		if keyDone && tokenDone {
 			t.Reset(5 * time.Second)
@@ -478,7 +515,11 @@ func (n *Node) join(ctx context.Context, advHTTP string) error {
 	if err := n.postJoin(ctx, req, &resp); err != nil {
 		return fmt.Errorf("node: join %s (promote): %w", n.cfg.Join, err)
 	}
-	if err := n.createNodeToken(ctx); err != nil {
+	if resp.NodeToken != "" { // the leader made this node's token with the promotion
+		if err := writeSecret(filepath.Join(n.cfg.DataDir, NodeTokenFile), resp.NodeToken); err != nil {
+			return fmt.Errorf("node: join: %w", err)
+		}
+	} else if err := n.createNodeToken(ctx); err != nil { // a leader of an older version
 		return fmt.Errorf("node: join: %w", err)
 	}
 	n.log.Info("joined the cluster", "via", n.cfg.Join)
@@ -486,36 +527,7 @@ func (n *Node) join(ctx context.Context, advHTTP string) error {
 }
 
 func (n *Node) postJoin(ctx context.Context, req api.JoinRequest, out *api.JoinResponse) error {
-	body, _ := json.Marshal(req)
-	var last error
-	for attempt := 0; attempt < 30; attempt++ {
-		hr, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(n.cfg.Join, "/")+"/api/v1/cluster/join", bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		hr.Header.Set("Content-Type", "application/json")
-		hr.Header.Set("Authorization", "Bearer "+n.cfg.JoinToken)
-		res, err := http.DefaultClient.Do(hr)
-		if err == nil {
-			b, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return json.Unmarshal(b, out)
-			}
-			last = fmt.Errorf("%s: %s", res.Status, strings.TrimSpace(string(b)))
-			if res.StatusCode != http.StatusServiceUnavailable {
-				return last
-			}
-		} else {
-			last = err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(200*(attempt+1)) * time.Millisecond):
-		}
-	}
-	return last
+	return n.peers.PostRetry(ctx, strings.TrimRight(n.cfg.Join, "/")+"/api/v1/cluster/join", n.cfg.JoinToken, req, out)
 }
 
 // advertisedMQTT is what agents are told to connect to: --advertise-mqtt, else the embedded

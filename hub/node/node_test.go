@@ -94,6 +94,12 @@ func doReq(t *testing.T, req *http.Request, want int, out any) {
 // pushModel registers a model version from data and approves it.
 func pushModel(t *testing.T, n *Node, tok, model string, data []byte) (version int, digest string) {
 	t.Helper()
+	return pushModelWith(t, http.DefaultClient, n, tok, model, data)
+}
+
+// pushModelWith is pushModel over client cl.
+func pushModelWith(t *testing.T, cl *http.Client, n *Node, tok, model string, data []byte) (version int, digest string) {
+	t.Helper()
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
 	mw.WriteField("metadata", `{"format":"onnx"}`)
@@ -103,12 +109,23 @@ func pushModel(t *testing.T, n *Node, tok, model string, data []byte) (version i
 	req, _ := http.NewRequest(http.MethodPost, n.URL()+"/api/v1/models/"+model+"/versions", &buf)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", mw.FormDataContentType())
+	res, err := cl.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("register: %d %s", res.StatusCode, b)
+	}
 	var out struct {
 		Version int    `json:"version"`
 		Digest  string `json:"digest"`
 	}
-	doReq(t, req, http.StatusCreated, &out)
-	call(t, n, tok, http.MethodPost, fmt.Sprintf("/api/v1/models/%s/versions/%d/approve", model, out.Version), map[string]string{"comment": "ok"}, http.StatusOK, nil)
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	callWith(t, cl, n, tok, http.MethodPost, fmt.Sprintf("/api/v1/models/%s/versions/%d/approve", model, out.Version), map[string]string{"comment": "ok"}, http.StatusOK, nil)
 	return out.Version, out.Digest
 }
 

@@ -93,6 +93,8 @@ type Service struct {
 
 	queuedMu sync.Mutex
 	queued   map[string]int
+	// chunkSets caches the chunk digests of manifests, for fetch scopes.
+	chunkSets chunkSets
 }
 
 // Start subscribes to the device topics and starts the workers.
@@ -193,7 +195,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		serveSecs: prometheus.NewHistogram(prometheus.HistogramOpts{Name: MetricChunkServeSecs,
 			Help: "Time to answer one fetch request.", Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12)}),
 		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricFetchRequests,
-			Help: "Fetch requests by result (served, dropped, bad)."}, []string{"result"}),
+			Help: "Fetch requests by result (served, dropped, bad, out_of_scope)."}, []string{"result"}),
 		desired: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricDesiredPublished,
 			Help: "Retained desired-state messages published."}),
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricTelemetryBatches,

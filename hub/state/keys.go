@@ -19,6 +19,7 @@ const (
 	pManifest       = "fsm/mvm/" // model/%010d -> canonical manifest bytes
 	pVersionTags    = "fsm/mvt/" // model/%010d -> the version's tags (encodeTags)
 	pChunk          = "fsm/chunk/"
+	pChunkPending   = "fsm/chunkp/" // digest -> Unix ms it was stored: no version lists it yet
 	pDevice         = "fsm/dev/"
 	pDeviceToken    = "fsm/devtok/" // token hash -> device id
 	pToken          = "fsm/tok/"

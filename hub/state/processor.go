@@ -74,7 +74,10 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return modelCreate(txn, env, c) })
 	case command.TypeChunksPut:
 		var c ChunksPut
-		return decodeAnd(env, &c, func() (any, *auditNote, error) { return chunksPut(txn, c) })
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return chunksPut(txn, env, c) })
+	case command.TypeChunksSweep:
+		var c ChunksSweep
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return chunksSweep(txn, c) })
 	case command.TypeModelVersionCreate:
 		var c ModelVersionCreate
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return modelVersionCreate(txn, env, c) })
@@ -99,6 +102,9 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 	case command.TypeDeviceDelete:
 		var c DeviceDelete
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return deviceDelete(txn, env, c) })
+	case command.TypeDeviceRekey:
+		var c DeviceRekey
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return deviceRekey(txn, c) })
 	case command.TypeDeviceDesiredSet:
 		var c DeviceDesiredSet
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return deviceDesiredSet(txn, env, c) })
@@ -157,7 +163,10 @@ func tokenCreate(txn *badger.Txn, env command.Envelope, c TokenCreate) (any, *au
 		}
 		return nil, nil, existsErr("token %s", c.ID)
 	}
-	t := Token{ID: c.ID, Name: c.Name, Role: c.Role, Hash: c.Hash, CreatedBy: env.Actor, CreatedAt: env.Time}
+	if c.Role == RoleJoin && c.ExpiresAt <= env.Time {
+		return nil, nil, invalid("a join token needs an expiry in the future")
+	}
+	t := Token{ID: c.ID, Name: c.Name, Role: c.Role, Hash: c.Hash, CreatedBy: env.Actor, CreatedAt: env.Time, ExpiresAt: c.ExpiresAt}
 	if err := putToken(txn, t); err != nil {
 		return nil, nil, err
 	}

@@ -58,7 +58,9 @@ const (
 
 // Approval records who approved a model version.
 type Approval struct {
-	By      string `json:"by"`
+	By string `json:"by"`
+	// ByToken is the id of the approving token.
+	ByToken string `json:"by_token,omitempty"`
 	At      int64  `json:"at"`
 	Comment string `json:"comment,omitempty"`
 }
@@ -111,7 +113,10 @@ type ModelVersion struct {
 	Signatures     []Signature        `json:"signatures,omitempty"`
 	Tags           map[string]string  `json:"tags,omitempty"`
 	CreatedBy      string             `json:"created_by"`
-	CreatedAt      int64              `json:"created_at"`
+	// CreatedByToken is the id of the token that registered the version (names are not unique;
+	// four-eyes compares ids). Empty for versions registered before it was recorded.
+	CreatedByToken string `json:"created_by_token,omitempty"`
+	CreatedAt      int64  `json:"created_at"`
 }
 
 // ReportedModel is what a device says about one model.
@@ -173,12 +178,14 @@ const (
 	RoleApprover  = "approver"
 	RoleViewer    = "viewer"
 	RoleDevice    = "device"
+	// RoleJoin is a join token's: it admits POST /api/v1/cluster/join only, and it expires.
+	RoleJoin = "join"
 )
 
 // ValidRole reports whether r is one of the token roles.
 func ValidRole(r string) bool {
 	switch r {
-	case RoleAdmin, RolePublisher, RoleApprover, RoleViewer, RoleDevice:
+	case RoleAdmin, RolePublisher, RoleApprover, RoleViewer, RoleDevice, RoleJoin:
 		return true
 	}
 	return false
@@ -192,6 +199,8 @@ type Token struct {
 	Hash      string `json:"-"`
 	CreatedBy string `json:"created_by,omitempty"`
 	CreatedAt int64  `json:"created_at"`
+	// ExpiresAt is when the token stops working (Unix ms); 0 never (join tokens expire).
+	ExpiresAt int64 `json:"expires_at,omitempty"`
 }
 
 // SigningKey is a public key the hub signs manifests with.

@@ -456,3 +456,26 @@ func FuzzApply(f *testing.F) {
 		}
 	})
 }
+
+// TestRestoreKeepsStateOnCorruptSnapshot: a snapshot that turns out corrupt at its end (bad
+// checksum, truncated) leaves the old state whole: it is checked before anything is dropped.
+func TestRestoreKeepsStateOnCorruptSnapshot(t *testing.T) {
+	good := snapshotOf(t, map[string]string{"fsm/a": "1", "fsm/b": "22"})
+	flip := append([]byte(nil), good...)
+	flip[len(flip)-1] ^= 1
+	for name, in := range map[string][]byte{"bad checksum": flip, "truncated": good[:len(good)-3]} {
+		t.Run(name, func(t *testing.T) {
+			dst := memDB(t)
+			if err := dst.Update(func(txn *badger.Txn) error { return txn.Set([]byte("fsm/t/old"), []byte("kept")) }); err != nil {
+				t.Fatal(err)
+			}
+			g := &fsm{db: dst, ap: newApplier(t, dst, &kvProc{}), log: quiet(), dir: t.TempDir()}
+			if err := g.Restore(io.NopCloser(bytes.NewReader(in))); !errors.Is(err, ErrCorruptSnapshot) {
+				t.Fatalf("Restore: %v, want ErrCorruptSnapshot", err)
+			}
+			if got := dump(t, dst, "fsm/"); len(got) != 1 || got["fsm/t/old"] != "kept" {
+				t.Fatalf("state after a corrupt snapshot: %v", got)
+			}
+		})
+	}
+}

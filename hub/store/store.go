@@ -58,6 +58,10 @@ type Config struct {
 	RaftBind string
 	// RaftAdvertise is the address peers dial; empty means the bound address.
 	RaftAdvertise string
+	// StreamLayer, when set, carries Raft instead of a plain TCP listener on RaftBind (which is
+	// then ignored): the hub passes cluster.StreamLayer, mutual TLS with the cluster CA. Without
+	// it Raft is unauthenticated: anyone who reaches RaftBind can append entries.
+	StreamLayer raft.StreamLayer
 	// HTTPAddr is this node's API address, recorded in the replicated node records so followers
 	// can forward writes to the leader.
 	HTTPAddr string
@@ -110,7 +114,7 @@ const logCacheEntries = 32
 // Open starts a node. With cfg.Bootstrap and no existing raft state it bootstraps a one-node
 // cluster; a node with state rejoins its cluster from disk.
 func Open(cfg Config) (*Store, error) {
-	if cfg.DB == nil || cfg.Dir == "" || cfg.NodeID == "" || cfg.RaftBind == "" || cfg.Processor == nil {
+	if cfg.DB == nil || cfg.Dir == "" || cfg.NodeID == "" || (cfg.RaftBind == "" && cfg.StreamLayer == nil) || cfg.Processor == nil {
 		return nil, fmt.Errorf("%w: DB, Dir, NodeID, RaftBind and Processor are required", ErrConfig)
 	}
 	if cfg.Logger == nil {
@@ -151,8 +155,9 @@ func Open(cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("%w: raft advertise address %q: %w", ErrConfig, cfg.RaftAdvertise, err)
 		}
 	}
-	s.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftBind, adv, 3, 10*time.Second, hlog)
-	if err != nil {
+	if cfg.StreamLayer != nil {
+		s.trans = raft.NewNetworkTransportWithLogger(cfg.StreamLayer, 3, 10*time.Second, hlog)
+	} else if s.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftBind, adv, 3, 10*time.Second, hlog); err != nil {
 		return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftBind, err)
 	}
 
@@ -170,7 +175,7 @@ func Open(cfg Config) (*Store, error) {
 	applied := s.ap.pos.index // the FSM goroutine owns pos once raft runs
 	rc.NoSnapshotRestoreOnStart = applied >= newestSnapshot(snaps)
 
-	f := &fsm{db: cfg.DB, ap: s.ap, log: log}
+	f := &fsm{db: cfg.DB, ap: s.ap, log: log, dir: cfg.Dir}
 	s.raft, err = raft.NewRaft(rc, f, cache, logs, snaps, s.trans)
 	if err != nil {
 		_ = s.trans.Close()

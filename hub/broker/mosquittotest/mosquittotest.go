@@ -21,6 +21,8 @@ import (
 // Files are the access files Mosquitto reads.
 type Files struct {
 	Passwd, ACL []byte
+	// Listener is extra configuration of the listener (lines after "listener"), read at Start.
+	Listener string
 }
 
 // Broker is a running Mosquitto.
@@ -61,8 +63,8 @@ func Start(t testing.TB, what string, files Files, probeUser, probePass string) 
 	dir := t.TempDir()
 	b := &Broker{t: t, port: testhelp.FreePort(t), pwFile: filepath.Join(dir, "passwd"), aclFile: filepath.Join(dir, "acl")}
 	b.write(files)
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\nacl_file %s\npersistence false\nlog_dest stdout\nlog_type all\n",
-		b.port, b.pwFile, b.aclFile)
+	conf := fmt.Sprintf("listener %d 127.0.0.1\n%sallow_anonymous false\npassword_file %s\nacl_file %s\npersistence false\nlog_dest stdout\nlog_type all\n",
+		b.port, files.Listener, b.pwFile, b.aclFile)
 	if os.Geteuid() == 0 {
 		conf += "user root\n" // as root Mosquitto would switch to user mosquitto, who cannot read t.TempDir()
 	}
