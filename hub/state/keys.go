@@ -21,6 +21,7 @@ const (
 	pChunk          = "fsm/chunk/"
 	pDevice         = "fsm/dev/"
 	pDeviceToken    = "fsm/devtok/" // token hash -> device id
+	pReportCursor   = "fsm/devrep/" // device id -> ReportCursor
 	pToken          = "fsm/tok/"
 	pTokenHash      = "fsm/tokh/" // token hash -> token id
 	pAudit          = "fsm/audit/"
