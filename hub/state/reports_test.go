@@ -19,10 +19,10 @@ func TestReportCursorAccept(t *testing.T) {
 		{5, 3, 1, true, "5:1[3]"}, // a hole at 2
 		{5, 4, 1, true, "5:1[3 4]"},
 		{5, 3, 1, false, "5:1[3 4]"},
-		{5, 2, 1, true, "5:4[]"},    // the hole filled
-		{4, 9, 1, false, "5:4[]"},   // an older epoch: a redelivery
-		{5, 9, 7, true, "5:6[9]"},   // the agent dropped 5 and 6: do not wait for them
-		{6, 3, 2, true, "6:1[3]"},   // a new epoch starts over
+		{5, 2, 1, true, "5:4[]"},  // the hole filled
+		{4, 9, 1, false, "5:4[]"}, // an older epoch: a redelivery
+		{5, 9, 7, true, "5:6[9]"}, // the agent dropped 5 and 6: do not wait for them
+		{6, 3, 2, true, "6:1[3]"}, // a new epoch starts over
 		{6, 2, 2, true, "6:3[]"},
 	}
 	for i, s := range steps {
