@@ -135,7 +135,7 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 	}
 	a.out, err = outbox.Open(ns.Sub("outbox"), outbox.Options{
 		MaxBytes: cfg.Buffer.MaxBytes, MaxAge: cfg.Buffer.MaxAge.D(), RetryMin: 100 * time.Millisecond, RetryMax: 2 * time.Second,
-		Logger: a.log, Registerer: reg,
+		Logger: a.log, Registerer: reg, Numbered: a.numbered,
 	})
 	if err != nil {
 		return nil, err
@@ -285,6 +285,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	})
 	spawn(a.connectedLoop)
+	spawn(a.ackLoop)
 	spawn(a.desiredLoop)
 	spawn(a.heartbeatLoop)
 	if a.opts.OnData != nil {
@@ -320,6 +321,9 @@ func (a *Agent) connectedLoop(ctx context.Context) {
 			return
 		case <-a.conn.connected:
 		}
+		// What the broker acknowledged before may be lost with it: numbered reports the hub
+		// has not acknowledged go again.
+		a.out.Rewind()
 		b, err := wire.Encode(wire.Status{Header: wire.Header{DeviceID: a.cfg.DeviceID, TS: time.Now().UnixMilli()},
 			Online: true, AgentVersion: Version, StartedTS: a.started.UnixMilli(), Reason: wire.ReasonConnect})
 		if err != nil {
@@ -336,6 +340,36 @@ func (a *Agent) connectedLoop(ctx context.Context) {
 			a.log.Warn("online status not sent", "err", err)
 		}
 		a.report()
+	}
+}
+
+// numbered says which reports the hub acknowledges end to end: the validation and drift reports
+// it stores (docs/telemetry.md, "Delivery").
+func (a *Agent) numbered(topic string) bool {
+	k, id, _, err := a.topics.Parse(topic)
+	return err == nil && id == a.cfg.DeviceID && (k == wire.KindValidation || k == wire.KindDrift)
+}
+
+// ackLoop hands the hub's acknowledgements to the outbox.
+func (a *Agent) ackLoop(ctx context.Context) {
+	for {
+		var b []byte
+		select {
+		case <-ctx.Done():
+			return
+		case b = <-a.conn.acks:
+		}
+		ack, err := wire.DecodeAck(b)
+		if err == nil {
+			err = ack.MatchTopic(a.cfg.DeviceID)
+		}
+		if err != nil {
+			a.reject(ReasonMalformedAck, "bad ack from the hub", "err", err)
+			continue
+		}
+		if err := a.out.HubAck(ack); err != nil {
+			a.log.Error("apply the hub's ack", "err", err)
+		}
 	}
 }
 

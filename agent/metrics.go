@@ -56,12 +56,14 @@ const (
 	ReasonUnknownRequest   = "unknown_request"
 	ReasonQueueFull        = "queue_full"
 	ReasonForeignMessage   = "foreign_message"
+	ReasonMalformedAck     = "malformed_ack"
 )
 
 var rejectReasons = []string{
 	ReasonMalformedDesired, ReasonUnknownModel, ReasonManifestDigest, ReasonBadManifest, ReasonUnsigned,
 	ReasonUnknownKey, ReasonBadSignature, ReasonChunkDigest, ReasonBadFrame, ReasonOversizedFrame,
 	ReasonUnknownRequest, ReasonQueueFull, ReasonForeignMessage,
+	ReasonMalformedAck,
 }
 
 type metrics struct {

@@ -19,19 +19,36 @@ import (
 type PahoConfig struct {
 	// URLs are broker URLs (tcp://, ssl://), tried in order; user:password in the first URL's
 	// userinfo are the hub's credentials (the Mosquitto password file's hub user).
-	URLs     []string
+	URLs []string
+	// ClientID names the hub node's session on the broker: stable per node (the session, with its
+	// subscriptions and the QoS 1 messages queued for it, outlives disconnects), unique per node.
 	ClientID string
+	// SharedGroup is the shared-subscription group ($share/GROUP/...) of SubscribeShared; default
+	// "driftline-hub". Every node of one hub cluster uses the same group, so a device message is
+	// handled by one of them.
+	SharedGroup string
+	// CleanSession makes the broker forget the session on disconnect (tests; never in production:
+	// the device messages sent while the hub was away would be dropped).
+	CleanSession bool
 	// CAFile, when set, is the CA bundle that signs the brokers' certificates.
 	CAFile string
 	Logger *slog.Logger
 }
 
-// PahoTransport is a Transport over an external broker. Subscriptions are remembered and made
-// again on every (re)connect, since a clean session forgets them (see PITFALLS). Handlers run
-// one at a time on paho's router, in the order the broker delivered the messages.
+// PahoTransport is a Transport over an external broker, on a persistent session: the broker
+// keeps the node's subscriptions and queues QoS 1 messages for it while it is disconnected
+// (PITFALLS: a clean session drops what devices send before the hub is back). Subscriptions are
+// made again on every (re)connect anyway, since a broker that lost its state (restarted without
+// persistence, or killed before saving it) answers with no session. Handlers run one at a time
+// on paho's router, in the order the broker delivered the messages.
+//
+// Nothing here makes a broker's delivery the hub's receipt: messages delivered before the
+// handler's route exists, or accepted by a broker that then lost them, are gone; the agents'
+// numbered reports are acknowledged from the replicated state instead (ackPublisher).
 type PahoTransport struct {
 	client paho.Client
 	log    *slog.Logger
+	group  string
 	mu     sync.Mutex
 	subs   map[string]paho.MessageHandler
 }
@@ -44,7 +61,16 @@ func DialPaho(cfg PahoConfig) (*PahoTransport, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	t := &PahoTransport{log: cfg.Logger, subs: map[string]paho.MessageHandler{}}
+	if cfg.SharedGroup == "" {
+		cfg.SharedGroup = "driftline-hub"
+	}
+	if strings.ContainsAny(cfg.SharedGroup, "/+#") {
+		return nil, fmt.Errorf("protocol: shared group %q: no '/', '+' or '#'", cfg.SharedGroup)
+	}
+	if cfg.ClientID == "" && !cfg.CleanSession {
+		return nil, errors.New("protocol: a persistent session needs a client id")
+	}
+	t := &PahoTransport{log: cfg.Logger, group: cfg.SharedGroup, subs: map[string]paho.MessageHandler{}}
 	opts := paho.NewClientOptions()
 	for i, raw := range cfg.URLs {
 		u, err := url.Parse(strings.TrimSpace(raw))
@@ -72,7 +98,8 @@ func DialPaho(cfg PahoConfig) (*PahoTransport, error) {
 		opts.SetTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
 	}
 	opts.SetClientID(cfg.ClientID).
-		SetCleanSession(true).
+		SetCleanSession(cfg.CleanSession).
+		SetResumeSubs(true).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
@@ -114,6 +141,12 @@ func (t *PahoTransport) Publish(topic string, payload []byte, retain bool, qos b
 	return tok.Error()
 }
 
+// SubscribeShared subscribes filter in the transport's shared-subscription group: the broker
+// hands each matching message to one subscriber of the group (one hub node), not to each.
+func (t *PahoTransport) SubscribeShared(filter string, handler func(topic string, payload []byte)) error {
+	return t.Subscribe("$share/"+t.group+"/"+filter, handler)
+}
+
 // Subscribe routes messages matching filter to handler, and checks the broker granted it.
 func (t *PahoTransport) Subscribe(filter string, handler func(topic string, payload []byte)) error {
 	h := func(_ paho.Client, m paho.Message) { handler(m.Topic(), m.Payload()) }
@@ -133,5 +166,5 @@ func (t *PahoTransport) Subscribe(filter string, handler func(topic string, payl
 	return nil
 }
 
-// Close disconnects.
+// Close disconnects; the broker keeps the session (and queues for it) until the node is back.
 func (t *PahoTransport) Close() { t.client.Disconnect(500) }

@@ -21,7 +21,7 @@ const (
 	pChunk          = "fsm/chunk/"
 	pDevice         = "fsm/dev/"
 	pDeviceToken    = "fsm/devtok/" // token hash -> device id
-	pReportCursor   = "fsm/devrep/" // device id -> ReportCursor
+	pReportCursor   = ReportCursorPrefix
 	pToken          = "fsm/tok/"
 	pTokenHash      = "fsm/tokh/" // token hash -> token id
 	pAudit          = "fsm/audit/"
@@ -33,6 +33,10 @@ const (
 	pRequest        = "fsm/req/"
 	pObject         = "fsm/obj/" // digest -> ObjectRef of a manifest, contract or profile
 )
+
+// ReportCursorPrefix is the key prefix of the devices' report cursors (device id -> JSON
+// ReportCursor): the hub's protocol service watches it to send acknowledgements.
+const ReportCursorPrefix = "fsm/devrep/"
 
 func versionKey(prefix, name string, v int) []byte {
 	return []byte(fmt.Sprintf("%s%s/%010d", prefix, name, v))
