@@ -42,16 +42,25 @@ type PahoConfig struct {
 // persistence, or killed before saving it) answers with no session. Handlers run one at a time
 // on paho's router, in the order the broker delivered the messages.
 //
-// Nothing here makes a broker's delivery the hub's receipt: messages delivered before the
-// handler's route exists, or accepted by a broker that then lost them, are gone; the agents'
-// numbered reports are acknowledged from the replicated state instead (ackPublisher).
+// A resumed session delivers what the broker queued right after the CONNACK, before the service
+// has subscribed (and so before paho has a route for it): such messages are held (up to
+// maxEarly) and handed to the handler of the first subscription that matches them, before any
+// later message, so none is acknowledged unhandled.
+//
+// Nothing here makes a broker's delivery the hub's receipt: a broker can accept a message and
+// lose it; the agents' numbered reports are acknowledged from the replicated state instead
+// (ackPublisher).
 type PahoTransport struct {
 	client paho.Client
 	log    *slog.Logger
 	group  string
 	mu     sync.Mutex
 	subs   map[string]paho.MessageHandler
+	early  []paho.Message
 }
+
+// maxEarly bounds the messages held for a subscription not made yet.
+const maxEarly = 16384
 
 // DialPaho connects to the external broker, waiting up to 30 s for the first connection.
 func DialPaho(cfg PahoConfig) (*PahoTransport, error) {
@@ -108,7 +117,7 @@ func DialPaho(cfg PahoConfig) (*PahoTransport, error) {
 		// a device sent, so one handled before an earlier one would stick. With false, paho
 		// runs each message's handler on a goroutine of its own.
 		SetOrderMatters(true).
-		SetDefaultPublishHandler(func(paho.Client, paho.Message) {}).
+		SetDefaultPublishHandler(t.unrouted).
 		SetOnConnectHandler(t.resubscribe).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { t.log.Warn("external broker connection lost", "err", err) })
 	t.client = paho.NewClient(opts)
@@ -121,6 +130,43 @@ func DialPaho(cfg PahoConfig) (*PahoTransport, error) {
 		return nil, fmt.Errorf("protocol: connect to %v: %w", cfg.URLs, err)
 	}
 	return t, nil
+}
+
+// unrouted gets the messages paho has no route for: those of a subscription the service has
+// not made yet on this connection (a resumed session), or, racing with Subscribe, one made
+// just now.
+func (t *PahoTransport) unrouted(c paho.Client, m paho.Message) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for f, h := range t.subs {
+		if filterMatches(f, m.Topic()) {
+			h(c, m)
+			return
+		}
+	}
+	if len(t.early) >= maxEarly {
+		t.log.Warn("message for no subscription dropped", "topic", m.Topic())
+		return
+	}
+	t.early = append(t.early, m)
+}
+
+// filterMatches reports whether an MQTT filter (with + and #, and a $share/GROUP/ prefix)
+// matches topic.
+func filterMatches(filter, topic string) bool {
+	if rest, ok := strings.CutPrefix(filter, "$share/"); ok {
+		_, filter, _ = strings.Cut(rest, "/")
+	}
+	f, tp := strings.Split(filter, "/"), strings.Split(topic, "/")
+	for i, level := range f {
+		if level == "#" {
+			return true
+		}
+		if i >= len(tp) || (level != "+" && level != tp[i]) {
+			return false
+		}
+	}
+	return len(f) == len(tp)
 }
 
 func (t *PahoTransport) resubscribe(c paho.Client) {
@@ -152,6 +198,18 @@ func (t *PahoTransport) Subscribe(filter string, handler func(topic string, payl
 	h := func(_ paho.Client, m paho.Message) { handler(m.Topic(), m.Payload()) }
 	t.mu.Lock()
 	t.subs[filter] = h
+	// Held messages first, in the order they came, then the route (a message that meanwhile
+	// reaches unrouted waits for the lock and finds the handler in subs).
+	kept := t.early[:0]
+	for _, m := range t.early {
+		if filterMatches(filter, m.Topic()) {
+			h(t.client, m)
+		} else {
+			kept = append(kept, m)
+		}
+	}
+	clear(t.early[len(kept):])
+	t.early = kept
 	t.mu.Unlock()
 	tok := t.client.Subscribe(filter, 1, h)
 	if !tok.WaitTimeout(10 * time.Second) {
