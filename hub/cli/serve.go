@@ -32,7 +32,7 @@ type serveOptions struct {
 	broker, join, joinToken, tlsCert, tlsKey      string
 	advertiseMQTT, signingKey, logLevel           string
 	fourEyes                                      bool
-	maxUpload                                     int64
+	maxUpload, diskReserve                        int64
 }
 
 func (a *app) hubCmd() *cobra.Command {
@@ -77,6 +77,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.StringVar(&o.signingKey, "signing-key", "", "ed25519 signing key file (default DATA/signing.key, generated when absent)")
 	f.BoolVar(&o.fourEyes, "four-eyes", false, "refuse an approval by the identity that registered the version")
 	f.Int64Var(&o.maxUpload, "max-upload-bytes", 0, "largest upload accepted (0: the API's default)")
+	f.Int64Var(&o.diskReserve, "disk-reserve-bytes", node.DefaultDiskReserve, "free space the data dir must keep; below it the node stops before a write fails (negative: no check)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.VisitAll(func(fl *pflag.Flag) { fl.Usage += " (env " + envName(fl.Name) + ")" })
 	return cmd
@@ -135,7 +136,7 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 	return node.Config{
 		DataDir: o.data, NodeID: o.nodeID, HTTPAddr: o.http, AdvertiseHTTP: o.advertiseHTTP, RaftAddr: o.raft,
 		MQTTAddr: o.mqtt, Brokers: brokers, AdvertiseMQTT: adv, Join: o.join, JoinToken: o.joinToken,
-		TLSCert: o.tlsCert, TLSKey: o.tlsKey, SigningKey: o.signingKey, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload,
+		TLSCert: o.tlsCert, TLSKey: o.tlsKey, SigningKey: o.signingKey, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload, DiskReserve: o.diskReserve,
 	}, level, nil
 }
 
@@ -168,7 +169,11 @@ func (a *app) serve(cfg node.Config, level slog.Level) error {
 	}
 	log.Info("admin token file", "path", n.AdminTokenPath(), "note", "written on the cluster's first start, mode 0600")
 	fmt.Fprintf(a.stdout, "driftline hub %s serving %s (raft %s)\nadmin token: %s\n", n.ID(), n.URL(), cfg.RaftAddr, n.AdminTokenPath())
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-n.Failed():
+		return fmt.Errorf("%w: hub node stopped: %w", ErrUnavailable, n.FailErr())
+	}
 	log.Info("stopping hub node", "id", n.ID())
 	if err := n.Close(); err != nil {
 		return fmt.Errorf("%w: close hub: %w", ErrUnavailable, err)

@@ -76,7 +76,12 @@ type Config struct {
 	FourEyes bool
 	// MaxUploadBytes bounds one upload; 0 means the API default.
 	MaxUploadBytes int64
-	Logger         *slog.Logger
+	// DiskReserve is the free space the data dir's file system must keep: below it the node
+	// stops (Failed) before a write can fail; 0 means DefaultDiskReserve, negative disables.
+	DiskReserve int64
+	// DiskCheckInterval is how often free space is checked; 0 means DefaultDiskCheckInterval.
+	DiskCheckInterval time.Duration
+	Logger            *slog.Logger
 }
 
 // Node is a running hub node.
@@ -102,6 +107,9 @@ type Node struct {
 	wg        sync.WaitGroup
 	closeMu   sync.Mutex
 	closed    bool
+	failOnce  sync.Once
+	failed    chan struct{}
+	failErr   error
 }
 
 // AdminTokenFile is the file under the data dir where the first start writes the admin token.
@@ -119,7 +127,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, registry: prometheus.NewRegistry()}
+	n := &Node{cfg: cfg, log: cfg.Logger, registry: prometheus.NewRegistry(), failed: make(chan struct{})}
+	if reserve := n.diskReserve(); reserve > 0 {
+		if free, err := freeBytes(cfg.DataDir); err == nil && free < reserve {
+			return nil, fmt.Errorf("%w: %s has %d MiB free, below the %d MiB reserve: free space first", ErrDiskFull, cfg.DataDir, free>>20, reserve>>20)
+		}
+	}
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ok := false
 	defer func() {
@@ -223,8 +236,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	go func() { defer n.wg.Done(); n.rollouts.Run(bg) }()
 	go func() { defer n.wg.Done(); n.leaderChores(bg) }()
 	go func() { defer n.wg.Done(); kv.RunGC(bg, n.db, 5*time.Minute, n.log) }()
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go func() { defer n.wg.Done(); kv.RunGC(bg, n.logDB, 5*time.Minute, n.log) }()
+	go func() { defer n.wg.Done(); n.watchDisk(bg) }()
 	n.log.Info("hub node started", "id", cfg.NodeID, "http", n.httpLn.Addr().String(), "raft", cfg.RaftAddr, "data", cfg.DataDir)
 	ok = true
 	return n, nil

@@ -91,12 +91,17 @@ func checkManifest(dir string, opts badger.Options) error {
 
 // verifyTable checks one table file's index and block checksums. badger can do this at Open
 // (ChecksumVerificationMode OnTableRead), but v4.9.6 dereferences a nil block while reporting a
-// damaged one and crashes the process, so it runs here, with that crash contained.
+// damaged one and crashes the process, so it runs here, with that crash contained. The file is
+// mapped read-only and closed with MmapFile.Close, never through Table.DecrRef, which deletes the
+// file when the last reference goes.
 func verifyTable(path string, c options.CompressionType, blockSize int) (err error) {
 	mf, err := z.OpenMmapFile(path, os.O_RDONLY, 0)
 	if err != nil && !errors.Is(err, z.NewFile) {
 		return fmt.Errorf("%w: %s: %w", ErrDamaged, path, err)
 	}
+	// OpenTable closes the file itself only on errors that cannot happen here (stat, file name,
+	// checksum verification, which is off).
+	defer func() { _ = mf.Close(-1) }()
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %s: unreadable table (%v)", ErrDamaged, path, r)
@@ -106,7 +111,6 @@ func verifyTable(path string, c options.CompressionType, blockSize int) (err err
 	if err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrDamaged, path, err)
 	}
-	defer func() { _ = t.DecrRef() }()
 	if err := t.VerifyChecksum(); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrDamaged, path, err)
 	}
