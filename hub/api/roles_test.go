@@ -33,6 +33,7 @@ var roleOrder = [5]string{state.RoleAdmin, state.RoleViewer, state.RolePublisher
 // needs to run a model.
 var roleTable = []roleCase{
 	{"/api/v1/cluster", "GET", "/api/v1/cluster", nil, [5]int{200, 200, 200, 200, 403}},
+	{"/api/v1/cluster/digest", "GET", "/api/v1/cluster/digest", nil, [5]int{200, 200, 200, 200, 403}},
 	{"/api/v1/cluster/join", "POST", "/api/v1/cluster/join", `{}`, [5]int{400, 403, 403, 403, 403}},
 	{"/api/v1/cluster/nodes/:id", "DELETE", "/api/v1/cluster/nodes/ghost", nil, [5]int{admitted, 403, 403, 403, 403}},
 

@@ -30,6 +30,7 @@ func (s *Server) routes() {
 	}
 
 	v1.GET("/cluster", s.clusterStatus, r(readers...)...)
+	v1.GET("/cluster/digest", s.clusterDigest, r(readers...)...)
 	v1.POST("/cluster/join", s.clusterJoin, w(adminOnly...)...)
 	v1.DELETE("/cluster/nodes/:id", s.clusterRemove, w(adminOnly...)...)
 
