@@ -28,11 +28,11 @@ func envName(flag string) string {
 
 // serveOptions are the flags of `driftline hub serve`.
 type serveOptions struct {
-	data, nodeID, http, advertiseHTTP, raft, mqtt string
-	broker, join, joinToken, tlsCert, tlsKey      string
-	advertiseMQTT, signingKey, logLevel           string
-	fourEyes                                      bool
-	maxUpload, diskReserve                        int64
+	data, nodeID, http, advertiseHTTP, raft, advertiseRaft, mqtt string
+	broker, join, joinToken, tlsCert, tlsKey                     string
+	advertiseMQTT, signingKey, logLevel                          string
+	fourEyes                                                     bool
+	maxUpload, diskReserve                                       int64
 }
 
 func (a *app) hubCmd() *cobra.Command {
@@ -67,6 +67,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.StringVar(&o.http, "http", ":8080", "HTTP API listen address")
 	f.StringVar(&o.advertiseHTTP, "advertise-http", "", "API address other nodes use (default: --http with the --raft host)")
 	f.StringVar(&o.raft, "raft", "127.0.0.1:7000", "Raft listen and advertise address")
+	f.StringVar(&o.advertiseRaft, "advertise-raft", "", "Raft address peers dial, when not --raft (NAT, proxy)")
 	f.StringVar(&o.mqtt, "mqtt", ":1883", `embedded MQTT broker listen address; "" disables it`)
 	f.StringVar(&o.broker, "broker", "", "external broker URL(s), comma-separated (tcp:// or ssl://), instead of the embedded one")
 	f.StringVar(&o.join, "join", "", "HTTP URL of a node of an existing cluster to join")
@@ -134,7 +135,7 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 		return node.Config{}, 0, usagef("--max-upload-bytes must be >= 0")
 	}
 	return node.Config{
-		DataDir: o.data, NodeID: o.nodeID, HTTPAddr: o.http, AdvertiseHTTP: o.advertiseHTTP, RaftAddr: o.raft,
+		DataDir: o.data, NodeID: o.nodeID, HTTPAddr: o.http, AdvertiseHTTP: o.advertiseHTTP, RaftAddr: o.raft, AdvertiseRaft: o.advertiseRaft,
 		MQTTAddr: o.mqtt, Brokers: brokers, AdvertiseMQTT: adv, Join: o.join, JoinToken: o.joinToken,
 		TLSCert: o.tlsCert, TLSKey: o.tlsKey, SigningKey: o.signingKey, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload, DiskReserve: o.diskReserve,
 	}, level, nil

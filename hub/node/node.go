@@ -54,6 +54,9 @@ type Config struct {
 	AdvertiseHTTP string
 	// RaftAddr is where Raft listens and what it advertises ("127.0.0.1:7000").
 	RaftAddr string
+	// AdvertiseRaft, when set, is the Raft address peers dial instead of RaftAddr (a NAT or a
+	// proxy in front of the node: the fault-injection harness puts one on every node).
+	AdvertiseRaft string
 	// MQTTAddr is the embedded broker's listener; empty disables it.
 	MQTTAddr string
 	// MQTTSAddr is the embedded broker's TLS listener when TLSCert is set; default: port 8883
@@ -169,7 +172,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.cfg = cfg
 	n.store, err = store.Open(store.Config{
 		DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID,
-		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertise(cfg.RaftAddr), HTTPAddr: advHTTP,
+		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertiseOf(cfg), HTTPAddr: advHTTP,
 		Bootstrap: cfg.Join == "", Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
 	})
 	if err != nil {
@@ -258,6 +261,14 @@ func advertise(listen, raft string) string {
 		host = rh
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// raftAdvertiseOf is Config.AdvertiseRaft, else raftAdvertise(RaftAddr).
+func raftAdvertiseOf(cfg Config) string {
+	if cfg.AdvertiseRaft != "" {
+		return cfg.AdvertiseRaft
+	}
+	return raftAdvertise(cfg.RaftAddr)
 }
 
 // raftAdvertise is the Raft address to advertise: the configured one when it names a host and a
