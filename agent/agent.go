@@ -50,6 +50,10 @@ type Options struct {
 	// OnChunk, when set, is called after each fetched chunk is verified and stored (progress
 	// displays and crash tests).
 	OnChunk func()
+	// Failpoint, when set, is called at each named step of a pull and an activation: "manifest"
+	// (the manifest fetched and verified), "reported" (a reported state queued in the outbox),
+	// and modelstore's steps (modelstore.Options.Failpoint). Crash tests kill the process there.
+	Failpoint func(step string)
 	// NoRSSGauge leaves out driftline_agent_rss_bytes (fleet mode registers it once).
 	NoRSSGauge bool
 	// PullSlots, when not nil, bounds the pulls that run at once: a pull holds one slot (a value
@@ -145,7 +149,7 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 	}
 	a.store, err = modelstore.Open(ns.Sub("models"), modelstore.Options{
 		Dir: cfg.ModelDir, Health: modelstore.HealthCheck{Argv: cfg.HealthCheck.Command, Timeout: cfg.HealthCheck.Timeout.D()}, Logger: a.log,
-		BeforeRemove: a.keepChunks,
+		BeforeRemove: a.keepChunks, Failpoint: opts.Failpoint,
 	})
 	if err != nil {
 		return nil, err
@@ -200,6 +204,13 @@ func (a *Agent) Send(k wire.Kind, feature string, payload []byte) error {
 		return fmt.Errorf("agent: %v is not a report kind the agent sends", k)
 	}
 	return a.out.Enqueue(topic, payload, k.QoS(), k.Retained())
+}
+
+// failpoint calls Options.Failpoint at step.
+func (a *Agent) failpoint(step string) {
+	if a.opts.Failpoint != nil {
+		a.opts.Failpoint(step)
+	}
 }
 
 // BufferStats returns the outbox's depth, bytes and counters.

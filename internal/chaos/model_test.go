@@ -40,3 +40,16 @@ func TestBackInTime(t *testing.T) {
 		t.Errorf("a read going back: %d, want 2", i)
 	}
 }
+
+func TestPruneUnobserved(t *testing.T) {
+	ops := []porcupine.Operation{
+		{Input: Input{Write: true, Key: "tag/t0", Value: "a"}, Output: Output{}, Call: 0, Return: math.MaxInt64},
+		{Input: Input{Write: true, Key: "tag/t0", Value: "b"}, Output: Output{}, Call: 0, Return: math.MaxInt64},
+		{Input: Input{Write: true, Key: "alias/a0", Value: "1"}, Output: Output{}, Call: 0, Return: math.MaxInt64},
+		{Input: Input{Key: "tag/t0"}, Output: Output{Value: "b"}, Call: 1, Return: 2},
+	}
+	out, n := pruneUnobserved(ops)
+	if n != 1 || len(out) != 3 || out[0].Input.(Input).Value != "b" {
+		t.Fatalf("pruned %d, kept %+v", n, out)
+	}
+}
