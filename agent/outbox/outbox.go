@@ -201,9 +201,9 @@ func Open(ns state.Namespace, opts Options) (*Outbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load outbox: %w", err)
 	}
-	if maxNum > 0 && o.epoch > 0 {
-		o.nextNum = maxNum + 1
-	} else {
+	// Numbers stay unique among the records held, whatever the epoch.
+	o.nextNum = maxNum + 1
+	if maxNum == 0 || o.epoch == 0 {
 		// Nothing numbered is waiting: start a new epoch (later than any before, so the hub
 		// takes it for the newer), numbering from 1.
 		o.epoch = max(o.epoch+1, uint64(opts.Now().UnixMilli()))
