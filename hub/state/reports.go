@@ -1,74 +1,74 @@
 package state
 
 import (
+	"cmp"
 	"errors"
 	"slices"
 
 	"github.com/dgraph-io/badger/v4"
 )
 
-// MaxReportsAbove bounds how many numbered reports past a hole a ReportCursor remembers; a
-// report beyond it is not counted now (the agent sends it again after the hole is filled).
-const MaxReportsAbove = 4096
+// MaxReportsPending bounds how many numbered reports past a hole a ReportCursor holds; a report
+// beyond it is not taken now (the agent sends it again after the hole is filled).
+const MaxReportsPending = 1024
 
 // ReportCursor is what the hub has stored of one device's numbered reports (wire.ReportSeq):
-// every report of Epoch up to Through, and the ones in Above (sorted, each > Through+1). It is
-// the source of the hub's acknowledgement to the agent (wire.Ack).
+// every report of Epoch up to Through is applied, in order; Pending holds reports received after
+// a hole (sorted by Seq), applied once the hole is filled (or the agent says, with seq_first,
+// that it no longer holds what is missing). It is the source of the hub's acknowledgement to the
+// agent (wire.Ack), which covers Through only.
 type ReportCursor struct {
-	Epoch   uint64   `json:"epoch"`
-	Through uint64   `json:"through"`
-	Above   []uint64 `json:"above,omitempty"`
+	Epoch   uint64           `json:"epoch"`
+	Through uint64           `json:"through"`
+	Pending []NumberedReport `json:"pending,omitempty"`
 }
 
 // Gap reports whether the hub holds reports after a missing one.
-func (c ReportCursor) Gap() bool { return len(c.Above) > 0 }
+func (c ReportCursor) Gap() bool { return len(c.Pending) > 0 }
 
-// accept records one numbered report and reports whether it is news (to be counted): false for
-// a repeat, for a report of an older epoch (the agent numbers a new epoch only once the hub
-// has acknowledged every report of the old one, so such a report is a broker's redelivery),
-// and for one past MaxReportsAbove.
-func (c *ReportCursor) accept(epoch, seq, first uint64) bool {
+// offer records one numbered report and returns the reports it makes applicable, in sequence
+// order: none for a repeat, for a report of an older epoch (the agent numbers a new epoch only
+// once the hub has acknowledged every report of the old one, so such a report is a broker's
+// redelivery) and for one past a hole (held in Pending, or refused past MaxReportsPending).
+func (c *ReportCursor) offer(r NumberedReport) []NumberedReport {
 	switch {
-	case epoch < c.Epoch:
-		return false
-	case epoch > c.Epoch:
-		*c = ReportCursor{Epoch: epoch}
+	case r.Epoch < c.Epoch:
+		return nil
+	case r.Epoch > c.Epoch:
+		*c = ReportCursor{Epoch: r.Epoch}
 	}
-	if first > 0 && first-1 > c.Through {
-		// The agent no longer holds anything below first (dropped for its bounds): stop waiting.
-		c.Through = first - 1
+	var out []NumberedReport
+	if r.First > 0 && r.First-1 > c.Through {
+		// The agent no longer holds anything below First (dropped for its bounds): stop waiting,
+		// and apply what was held behind the hole.
+		n := 0
+		for n < len(c.Pending) && c.Pending[n].Seq < r.First {
+			out = append(out, c.Pending[n])
+			n++
+		}
+		c.Pending = c.Pending[n:]
+		c.Through = r.First - 1
 	}
-	c.advance()
-	if seq <= c.Through {
-		return false
+	i, found := slices.BinarySearchFunc(c.Pending, r.Seq, func(p NumberedReport, s uint64) int { return cmp.Compare(p.Seq, s) })
+	switch {
+	case r.Seq <= c.Through || found:
+	case r.Seq == c.Through+1:
+		out = append(out, r)
+		c.Through = r.Seq
+	case len(c.Pending) < MaxReportsPending:
+		c.Pending = slices.Insert(c.Pending, i, r)
 	}
-	i, found := slices.BinarySearch(c.Above, seq)
-	if found {
-		return false
+	for len(c.Pending) > 0 && c.Pending[0].Seq <= c.Through+1 {
+		if c.Pending[0].Seq == c.Through+1 {
+			out = append(out, c.Pending[0])
+			c.Through++
+		}
+		c.Pending = c.Pending[1:]
 	}
-	if seq == c.Through+1 {
-		c.Through = seq
-		c.advance()
-		return true
+	if len(c.Pending) == 0 {
+		c.Pending = nil
 	}
-	if len(c.Above) >= MaxReportsAbove {
-		return false
-	}
-	c.Above = slices.Insert(c.Above, i, seq)
-	return true
-}
-
-// advance drops what Through covers from Above and moves Through over what Above continues.
-func (c *ReportCursor) advance() {
-	n := 0
-	for n < len(c.Above) && c.Above[n] <= c.Through+1 {
-		c.Through = max(c.Through, c.Above[n])
-		n++
-	}
-	c.Above = c.Above[n:]
-	if len(c.Above) == 0 {
-		c.Above = nil
-	}
+	return out
 }
 
 func getReportCursor(txn *badger.Txn, id string) (ReportCursor, error) {
@@ -80,8 +80,8 @@ func getReportCursor(txn *badger.Txn, id string) (ReportCursor, error) {
 	return c, err
 }
 
-// applyNumbered counts the device's numbered reports that are news into its health summary and
-// stores the advanced cursor.
+// applyNumbered counts the device's numbered reports into its health summary, each once and in
+// sequence order, and stores the advanced cursor.
 func applyNumbered(txn *badger.Txn, d *storedDevice, reports []NumberedReport) error {
 	if len(reports) == 0 {
 		return nil
@@ -91,11 +91,10 @@ func applyNumbered(txn *badger.Txn, d *storedDevice, reports []NumberedReport) e
 		return err
 	}
 	for _, r := range reports {
-		if !c.accept(r.Epoch, r.Seq, r.First) {
-			continue
-		}
-		if err := applyHealth(txn, d, r.Health); err != nil {
-			return err
+		for _, a := range c.offer(r) {
+			if err := applyHealth(txn, d, a.Health); err != nil {
+				return err
+			}
 		}
 	}
 	return putJSON(txn, nameKey(pReportCursor, d.ID), c)
