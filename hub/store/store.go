@@ -96,6 +96,7 @@ type Store struct {
 	log     *slog.Logger
 	raft    *raft.Raft
 	trans   *raft.NetworkTransport
+	guard   *guardedTransport
 	ap      *applier
 	metrics *metrics
 
@@ -179,7 +180,8 @@ func Open(cfg Config) (*Store, error) {
 	rc.NoSnapshotRestoreOnStart = applied >= newestSnapshot(snaps)
 
 	f := &fsm{db: cfg.DB, ap: s.ap, log: log}
-	s.raft, err = raft.NewRaft(rc, f, cache, logs, snaps, s.trans)
+	s.guard = &guardedTransport{NetworkTransport: s.trans}
+	s.raft, err = raft.NewRaft(rc, f, cache, logs, snaps, s.guard)
 	if err != nil {
 		_ = s.trans.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
@@ -303,6 +305,7 @@ func (s *Store) shutdown(transfer bool) error {
 		if err := s.raft.Shutdown().Error(); err != nil {
 			s.closeErr = fmt.Errorf("raft shutdown: %w", err)
 		}
+		s.guard.closeHeartbeats()
 		if err := s.trans.Close(); err != nil && s.closeErr == nil {
 			s.closeErr = fmt.Errorf("close raft transport: %w", err)
 		}
