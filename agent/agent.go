@@ -50,6 +50,10 @@ type Options struct {
 	// OnChunk, when set, is called after each fetched chunk is verified and stored (progress
 	// displays and crash tests).
 	OnChunk func()
+	// Failpoint, when set, is called at each named step of a pull and an activation: "manifest"
+	// (the manifest fetched and verified), "reported" (a reported state queued in the outbox),
+	// and modelstore's steps (modelstore.Options.Failpoint). Crash tests kill the process there.
+	Failpoint func(step string)
 	// NoRSSGauge leaves out driftline_agent_rss_bytes (fleet mode registers it once).
 	NoRSSGauge bool
 	// PullSlots, when not nil, bounds the pulls that run at once: a pull holds one slot (a value
@@ -159,7 +163,7 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 	}
 	a.out, err = outbox.Open(ns.Sub("outbox"), outbox.Options{
 		MaxBytes: cfg.Buffer.MaxBytes, MaxAge: cfg.Buffer.MaxAge.D(), RetryMin: 100 * time.Millisecond, RetryMax: 2 * time.Second,
-		Logger: a.log, Registerer: reg,
+		Logger: a.log, Registerer: reg, Numbered: a.numbered,
 	})
 	if err != nil {
 		return nil, err
@@ -169,7 +173,7 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 	}
 	a.store, err = modelstore.Open(ns.Sub("models"), modelstore.Options{
 		Dir: cfg.ModelDir, Health: modelstore.HealthCheck{Argv: cfg.HealthCheck.Command, Timeout: cfg.HealthCheck.Timeout.D()}, Logger: a.log,
-		BeforeRemove: a.keepChunks,
+		BeforeRemove: a.keepChunks, Failpoint: opts.Failpoint,
 	})
 	if err != nil {
 		return nil, err
@@ -246,6 +250,13 @@ func (a *Agent) Send(k wire.Kind, feature string, payload []byte) error {
 		return fmt.Errorf("agent: %v is not a report kind the agent sends", k)
 	}
 	return a.out.Enqueue(topic, payload, k.QoS(), k.Retained())
+}
+
+// failpoint calls Options.Failpoint at step.
+func (a *Agent) failpoint(step string) {
+	if a.opts.Failpoint != nil {
+		a.opts.Failpoint(step)
+	}
 }
 
 // BufferStats returns the outbox's depth, bytes and counters.
@@ -340,6 +351,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	})
 	spawn(a.connectedLoop)
+	spawn(a.ackLoop)
 	spawn(a.desiredLoop)
 	spawn(a.heartbeatLoop)
 	if a.opts.OnData != nil {
@@ -375,6 +387,9 @@ func (a *Agent) connectedLoop(ctx context.Context) {
 			return
 		case <-a.conn.connected:
 		}
+		// What the broker acknowledged before may be lost with it: numbered reports the hub
+		// has not acknowledged go again.
+		a.out.Rewind()
 		b, err := wire.Encode(wire.Status{Header: wire.Header{DeviceID: a.cfg.DeviceID, TS: time.Now().UnixMilli()},
 			Online: true, AgentVersion: Version, StartedTS: a.started.UnixMilli(), Reason: wire.ReasonConnect})
 		if err != nil {
@@ -391,6 +406,36 @@ func (a *Agent) connectedLoop(ctx context.Context) {
 			a.log.Warn("online status not sent", "err", err)
 		}
 		a.report()
+	}
+}
+
+// numbered says which reports the hub acknowledges end to end: the validation and drift reports
+// it stores (docs/telemetry.md, "Delivery").
+func (a *Agent) numbered(topic string) bool {
+	k, id, _, err := a.topics.Parse(topic)
+	return err == nil && id == a.cfg.DeviceID && (k == wire.KindValidation || k == wire.KindDrift)
+}
+
+// ackLoop hands the hub's acknowledgements to the outbox.
+func (a *Agent) ackLoop(ctx context.Context) {
+	for {
+		var b []byte
+		select {
+		case <-ctx.Done():
+			return
+		case b = <-a.conn.acks:
+		}
+		ack, err := wire.DecodeAck(b)
+		if err == nil {
+			err = ack.MatchTopic(a.cfg.DeviceID)
+		}
+		if err != nil {
+			a.reject(ReasonMalformedAck, "bad ack from the hub", "err", err)
+			continue
+		}
+		if err := a.out.HubAck(ack); err != nil {
+			a.log.Error("apply the hub's ack", "err", err)
+		}
 	}
 }
 

@@ -271,6 +271,7 @@ func (a *Agent) applyModel(ctx context.Context, m wire.DesiredModel, preempt fun
 	if err != nil {
 		return a.pullFailed(m, err)
 	}
+	a.failpoint("manifest")
 	pin := pinName(m.Name, m.Version)
 	digests := make([]string, 0, len(man.Chunks))
 	for _, c := range man.Chunks {

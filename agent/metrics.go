@@ -79,13 +79,15 @@ const (
 	// ReasonBadRoot: a root document that does not chain from the trusted root.
 	ReasonBadRoot = "bad_root"
 	// ReasonRevoked: a model version the hub withdrew (its revocation list) named again.
-	ReasonRevoked = "revoked"
+	ReasonRevoked      = "revoked"
+	ReasonMalformedAck = "malformed_ack"
 )
 
 var rejectReasons = []string{
 	ReasonMalformedDesired, ReasonUnknownModel, ReasonManifestDigest, ReasonBadManifest, ReasonUnsigned,
 	ReasonUnknownKey, ReasonBadSignature, ReasonChunkDigest, ReasonBadFrame, ReasonOversizedFrame,
 	ReasonUnknownRequest, ReasonQueueFull, ReasonForeignMessage, ReasonExpired, ReasonReplayed, ReasonBadRoot, ReasonRevoked,
+	ReasonMalformedAck,
 }
 
 type metrics struct {

@@ -202,7 +202,9 @@ func (a *Agent) report() {
 	}
 	if err := a.out.Enqueue(a.topics.Reported(a.cfg.DeviceID), b, wire.KindReported.QoS(), wire.KindReported.Retained()); err != nil {
 		a.log.Error("queue reported state", "err", err)
+		return
 	}
+	a.failpoint("reported")
 }
 
 func truncate(s string, n int) string {

@@ -78,6 +78,9 @@ func TestTelemetryDocExamples(t *testing.T) {
 		case wire.KindFleetRollout:
 			var p wire.FleetRollout
 			v, decode = &p, func([]byte) error { check("", p.RolloutID); return p.Validate() }
+		case wire.KindAck:
+			var p wire.Ack
+			v, decode = &p, func(b []byte) error { _, err := wire.DecodeAck(b); check(p.DeviceID, ""); return err }
 		case wire.KindFleetDrift:
 			var p wire.FleetDrift
 			v, decode = &p, func([]byte) error { check("", p.Model); return p.Validate() }
@@ -94,7 +97,7 @@ func TestTelemetryDocExamples(t *testing.T) {
 		}
 	}
 	for _, k := range []wire.Kind{wire.KindStatus, wire.KindHeartbeat, wire.KindValidation, wire.KindDrift, wire.KindDriftFeature,
-		wire.KindDesired, wire.KindReported, wire.KindFetch, wire.KindFleetRollout, wire.KindFleetDrift} {
+		wire.KindDesired, wire.KindReported, wire.KindFetch, wire.KindFleetRollout, wire.KindFleetDrift, wire.KindAck} {
 		if !seen[k] {
 			t.Errorf("docs/telemetry.md has no example payload for %s", k)
 		}

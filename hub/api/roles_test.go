@@ -33,6 +33,7 @@ var roleOrder = [6]string{state.RoleAdmin, state.RoleViewer, state.RolePublisher
 // needs to run a model.
 var roleTable = []roleCase{
 	{"/api/v1/cluster", "GET", "/api/v1/cluster", nil, [6]int{200, 200, 200, 200, 403, 403}},
+	{"/api/v1/cluster/digest", "GET", "/api/v1/cluster/digest", nil, [6]int{200, 200, 200, 200, 403, 403}},
 	{"/api/v1/cluster/join", "POST", "/api/v1/cluster/join", `{}`, [6]int{400, 403, 403, 403, 403, 400}},
 	{"/api/v1/cluster/join-tokens", "POST", "/api/v1/cluster/join-tokens", `{"ttl_seconds":-1}`, [6]int{400, 403, 403, 403, 403, 403}},
 	{"/api/v1/cluster/nodes/:id", "DELETE", "/api/v1/cluster/nodes/ghost", nil, [6]int{admitted, 403, 403, 403, 403, 403}},

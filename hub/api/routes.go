@@ -34,6 +34,7 @@ func (s *Server) routes() {
 	}
 
 	v1.GET("/cluster", s.clusterStatus, r(readers...)...)
+	v1.GET("/cluster/digest", s.clusterDigest, r(readers...)...)
 	v1.POST("/cluster/join", s.clusterJoin, w(joiners...)...)
 	v1.POST("/cluster/join-tokens", s.clusterJoinToken, w(adminOnly...)...)
 	v1.DELETE("/cluster/nodes/:id", s.clusterRemove, w(adminOnly...)...)

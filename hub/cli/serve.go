@@ -30,15 +30,15 @@ func envName(flag string) string {
 
 // serveOptions are the flags of `driftline hub serve`.
 type serveOptions struct {
-	data, nodeID, http, advertiseHTTP, raft, mqtt string
-	broker, join, joinToken, tlsCert, tlsKey      string
-	tlsCA, tlsClientCA, mqttPlain                 string
-	advertiseMQTT, signingKey, logLevel           string
-	topicPrefix                                   string
-	rootKey                                       string
-	desiredTTL                                    time.Duration
-	fourEyes                                      bool
-	maxUpload                                     int64
+	data, nodeID, http, advertiseHTTP, raft, advertiseRaft, mqtt string
+	broker, join, joinToken, tlsCert, tlsKey                     string
+	tlsCA, tlsClientCA, mqttPlain                                string
+	advertiseMQTT, signingKey, logLevel                          string
+	topicPrefix                                                  string
+	rootKey                                                      string
+	desiredTTL                                                   time.Duration
+	fourEyes                                                     bool
+	maxUpload, diskReserve                                       int64
 }
 
 func (a *app) hubCmd() *cobra.Command {
@@ -73,6 +73,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.StringVar(&o.http, "http", ":8080", "HTTP API listen address")
 	f.StringVar(&o.advertiseHTTP, "advertise-http", "", "API address other nodes use (default: --http with the --raft host)")
 	f.StringVar(&o.raft, "raft", "127.0.0.1:7000", "Raft listen and advertise address")
+	f.StringVar(&o.advertiseRaft, "advertise-raft", "", "Raft address peers dial, when not --raft (NAT, proxy)")
 	f.StringVar(&o.mqtt, "mqtt", ":1883", `embedded MQTT broker listen address; "" disables it`)
 	f.StringVar(&o.broker, "broker", "", "external broker URL(s), comma-separated (tcp:// or ssl://), instead of the embedded one")
 	f.StringVar(&o.join, "join", "", "HTTP URL of a node of an existing cluster to join")
@@ -89,6 +90,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.DurationVar(&o.desiredTTL, "desired-ttl", 0, "how long a signed desired state stays valid; signed again at half of it (default 24h)")
 	f.BoolVar(&o.fourEyes, "four-eyes", false, "refuse an approval by the identity that registered the version")
 	f.Int64Var(&o.maxUpload, "max-upload-bytes", 0, "largest upload accepted (0: 4 GiB)")
+	f.Int64Var(&o.diskReserve, "disk-reserve-bytes", node.DefaultDiskReserve, "free space the data dir must keep; below it the node stops before a write fails (negative: no check)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.VisitAll(func(fl *pflag.Flag) { fl.Usage += " (env " + envName(fl.Name) + ")" })
 	return cmd
@@ -154,11 +156,11 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 		return node.Config{}, 0, usagef("--topic-prefix %q: want topic levels of letters, digits, '.', '_' or '-', no wildcard, no leading '$' (%v)", o.topicPrefix, err)
 	}
 	return node.Config{
-		DataDir: o.data, NodeID: o.nodeID, HTTPAddr: o.http, AdvertiseHTTP: o.advertiseHTTP, RaftAddr: o.raft,
+		DataDir: o.data, NodeID: o.nodeID, HTTPAddr: o.http, AdvertiseHTTP: o.advertiseHTTP, RaftAddr: o.raft, AdvertiseRaft: o.advertiseRaft,
 		MQTTAddr: o.mqtt, Brokers: brokers, AdvertiseMQTT: adv, Join: o.join, JoinToken: o.joinToken,
 		TLSCert: o.tlsCert, TLSKey: o.tlsKey, TLSCA: o.tlsCA, TLSClientCA: o.tlsClientCA, MQTTPlainAddr: o.mqttPlain,
 		SigningKey: o.signingKey, RootKey: o.rootKey, DesiredTTL: o.desiredTTL, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload,
-		TopicPrefix: o.topicPrefix,
+		TopicPrefix: o.topicPrefix, DiskReserve: o.diskReserve,
 	}, level, nil
 }
 
@@ -191,7 +193,11 @@ func (a *app) serve(cfg node.Config, level slog.Level) error {
 	}
 	log.Info("admin token file", "path", n.AdminTokenPath(), "note", "written on the cluster's first start, mode 0600")
 	fmt.Fprintf(a.stdout, "driftline hub %s serving %s (raft %s)\nadmin token: %s\n", n.ID(), n.URL(), cfg.RaftAddr, n.AdminTokenPath())
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-n.Failed():
+		return fmt.Errorf("%w: hub node stopped: %w", ErrUnavailable, n.FailErr())
+	}
 	log.Info("stopping hub node", "id", n.ID())
 	if err := n.Close(); err != nil {
 		return fmt.Errorf("%w: close hub: %w", ErrUnavailable, err)

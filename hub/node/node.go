@@ -53,6 +53,9 @@ type Config struct {
 	AdvertiseHTTP string
 	// RaftAddr is where Raft listens and what it advertises ("127.0.0.1:7000").
 	RaftAddr string
+	// AdvertiseRaft, when set, is the Raft address peers dial instead of RaftAddr (a NAT or a
+	// proxy in front of the node: the fault-injection harness puts one on every node).
+	AdvertiseRaft string
 	// MQTTAddr is the embedded broker's listener; empty disables it.
 	MQTTAddr string
 	// MQTTSAddr is the embedded broker's TLS listener when TLSCert is set; default: port 8883
@@ -96,7 +99,12 @@ type Config struct {
 	// broker's access rules, the protocol service and fleet drift use it, and GET /api/v1/cluster
 	// tells it to `device add --agent-config`, which writes it into the agent's config.
 	TopicPrefix string
-	Logger      *slog.Logger
+	// DiskReserve is the free space the data dir's file system must keep: below it the node
+	// stops (Failed) before a write can fail; 0 means DefaultDiskReserve, negative disables.
+	DiskReserve int64
+	// DiskCheckInterval is how often free space is checked; 0 means DefaultDiskCheckInterval.
+	DiskCheckInterval time.Duration
+	Logger            *slog.Logger
 	// httpLimits are the API server's timeouts; zero means defaultHTTPLimits (tests shorten them).
 	httpLimits httpLimits
 	// forwardLimit overrides the largest telemetry body forwarded to the leader (tests).
@@ -128,11 +136,14 @@ type Node struct {
 	// transport is the MQTT connection the protocol service uses (nil without MQTT).
 	transport protocol.Transport
 	// topics are the protocol's topics under Config.TopicPrefix.
-	topics  wire.Topics
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	closeMu sync.Mutex
-	closed  bool
+	topics   wire.Topics
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	closeMu  sync.Mutex
+	closed   bool
+	failOnce sync.Once
+	failed   chan struct{}
+	failErr  error
 }
 
 // AdminTokenFile is the file under the data dir where the first start writes the admin token.
@@ -161,7 +172,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: topic prefix: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, registry: prometheus.NewRegistry(), topics: topics}
+	n := &Node{cfg: cfg, log: cfg.Logger, registry: prometheus.NewRegistry(), topics: topics, failed: make(chan struct{})}
+	if reserve := n.diskReserve(); reserve > 0 {
+		if free, err := freeBytes(cfg.DataDir); err == nil && free < reserve {
+			return nil, fmt.Errorf("%w: %s has %d MiB free, below the %d MiB reserve: free space first", ErrDiskFull, cfg.DataDir, free>>20, reserve>>20)
+		}
+	}
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ok := false
 	defer func() {
@@ -209,7 +225,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.peers = cluster.NewClient(ctls, cfg.TLSCert != "")
 	n.store, err = store.Open(store.Config{
 		DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID, StreamLayer: layer,
-		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertise(cfg.RaftAddr), HTTPAddr: advHTTP,
+		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertiseOf(cfg), HTTPAddr: advHTTP,
 		Bootstrap: cfg.Join == "", Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
 	})
 	if err != nil {
@@ -289,8 +305,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	go func() { defer n.wg.Done(); n.rollouts.Run(bg) }()
 	go func() { defer n.wg.Done(); n.leaderChores(bg) }()
 	go func() { defer n.wg.Done(); kv.RunGC(bg, n.db, 5*time.Minute, n.log) }()
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go func() { defer n.wg.Done(); kv.RunGC(bg, n.logDB, 5*time.Minute, n.log) }()
+	go func() { defer n.wg.Done(); n.watchDisk(bg) }()
 	n.log.Info("hub node started", "id", cfg.NodeID, "http", n.httpLn.Addr().String(), "raft", cfg.RaftAddr, "data", cfg.DataDir)
 	ok = true
 	return n, nil
@@ -310,6 +327,14 @@ func advertise(listen, raft string) string {
 		host = rh
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// raftAdvertiseOf is Config.AdvertiseRaft, else raftAdvertise(RaftAddr).
+func raftAdvertiseOf(cfg Config) string {
+	if cfg.AdvertiseRaft != "" {
+		return cfg.AdvertiseRaft
+	}
+	return raftAdvertise(cfg.RaftAddr)
 }
 
 // raftAdvertise is the Raft address to advertise: the configured one when it names a host and a

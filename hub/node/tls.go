@@ -20,7 +20,7 @@ func clusterTLS(cfg Config) (*cluster.TLS, raft.StreamLayer, error) {
 		return nil, nil, err
 	}
 	var adv net.Addr
-	if a := raftAdvertise(cfg.RaftAddr); a != "" {
+	if a := raftAdvertiseOf(cfg); a != "" {
 		if adv, err = net.ResolveTCPAddr("tcp", a); err != nil {
 			return nil, nil, fmt.Errorf("raft advertise address %q: %w", a, err)
 		}

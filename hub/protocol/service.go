@@ -35,6 +35,14 @@ type Transport interface {
 	Subscribe(filter string, handler func(topic string, payload []byte)) error
 }
 
+// SharedSubscriber is a Transport whose subscriptions can be shared among the hub's nodes
+// (MQTT shared subscriptions, $share/GROUP/FILTER): a client of an external broker that every
+// node subscribes to. The service subscribes device reports and fetch requests so, and each is
+// handled by one node instead of all of them.
+type SharedSubscriber interface {
+	SubscribeShared(filter string, handler func(topic string, payload []byte)) error
+}
+
 // PayloadCopier is a Transport whose Publish is done with the payload when it returns (it has
 // copied what it keeps), so the caller may reuse the buffer: the service then encodes chunk
 // frames into one buffer per worker instead of allocating one per frame. The embedded broker
@@ -51,6 +59,7 @@ const (
 	MetricDesiredPublished = "driftline_hub_desired_published_total"
 	MetricTelemetryBatches = "driftline_hub_telemetry_batches_total"
 	MetricDeviceMessages   = "driftline_hub_device_messages_total"
+	MetricAcksPublished    = "driftline_hub_report_acks_published_total"
 )
 
 // Config configures a Service.
@@ -90,6 +99,7 @@ type Service struct {
 	fetchCh chan fetchJob
 	tele    *telemetry
 	desired *desiredPublisher
+	acks    *ackPublisher
 
 	queuedMu sync.Mutex
 	queued   map[string]int
@@ -127,8 +137,13 @@ func Start(cfg Config) (*Service, error) {
 	}
 	s.tele = newTelemetry(s)
 	s.desired = newDesiredPublisher(s)
+	s.acks = newAckPublisher(s)
+	subscribe := cfg.Transport.Subscribe
+	if sh, ok := cfg.Transport.(SharedSubscriber); ok {
+		subscribe = sh.SubscribeShared
+	}
 	for _, k := range []wire.Kind{wire.KindStatus, wire.KindHeartbeat, wire.KindReported, wire.KindValidation, wire.KindDrift, wire.KindFetch} {
-		if err := cfg.Transport.Subscribe(cfg.Topics.AllDevices(k), s.handle); err != nil {
+		if err := subscribe(cfg.Topics.AllDevices(k), s.handle); err != nil {
 			cancel()
 			return nil, err
 		}
@@ -137,7 +152,8 @@ func Start(cfg Config) (*Service, error) {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.fetchWorker(ctx) }()
 	}
-	s.wg.Add(3)
+	s.wg.Add(4)
+	go func() { defer s.wg.Done(); s.acks.run(ctx) }()
 	go func() { defer s.wg.Done(); s.runRolloutPublisher(ctx) }()
 	go func() { defer s.wg.Done(); s.tele.run(ctx) }()
 	go func() { defer s.wg.Done(); s.desired.run(ctx) }()
@@ -186,6 +202,7 @@ type metrics struct {
 	desired    prometheus.Counter
 	batches    *prometheus.CounterVec
 	messages   *prometheus.CounterVec
+	acks       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -202,9 +219,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Telemetry batches proposed, by result."}, []string{"result"}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricDeviceMessages,
 			Help: "Device messages the hub handled, by topic kind and result."}, []string{"topic_kind", "result"}),
+		acks: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricAcksPublished,
+			Help: "Acknowledgements of numbered reports sent to agents."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.chunkBytes, m.serveSecs, m.fetches, m.desired, m.batches, m.messages)
+		reg.MustRegister(m.chunkBytes, m.serveSecs, m.fetches, m.desired, m.batches, m.messages, m.acks)
 	}
 	return m
 }

@@ -124,6 +124,9 @@ func deviceDelete(txn *badger.Txn, env command.Envelope, c DeviceDelete) (any, *
 	if err := txn.Delete(nameKey(pDeviceToken, d.Device.TokenHash)); err != nil {
 		return nil, nil, err
 	}
+	if err := txn.Delete(nameKey(pReportCursor, c.ID)); err != nil {
+		return nil, nil, err
+	}
 	// Close any open runs edges: the device no longer runs anything we know of.
 	if err := closeRunsEdges(txn, c.ID, "", env.Time); err != nil {
 		return nil, nil, err
@@ -234,15 +237,12 @@ func deviceTelemetry(txn *badger.Txn, env command.Envelope, c DeviceTelemetry) (
 			}
 		}
 		if o.Health != nil {
-			part := *o.Health
-			merged, same := part, sameWindow(d.Health, part)
-			if same {
-				merged = mergeHealth(*d.Health, part)
-			}
-			if err := attachHealth(txn, d.ID, part, merged, same, same && d.Health.DatasetDrift); err != nil {
+			if err := applyHealth(txn, &d, *o.Health); err != nil {
 				return nil, nil, err
 			}
-			d.Health = &merged
+		}
+		if err := applyNumbered(txn, &d, o.Reports); err != nil {
+			return nil, nil, err
 		}
 		if err := putDevice(txn, d); err != nil {
 			return nil, nil, err

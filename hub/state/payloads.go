@@ -176,6 +176,19 @@ type DeviceObservation struct {
 	LastSeen int64          `json:"last_seen,omitempty"`
 	Reported *Reported      `json:"reported,omitempty"`
 	Health   *HealthSummary `json:"health,omitempty"`
+	// Reports are the numbered reports (wire.ReportSeq) of the interval, one each, in the order
+	// the node received them. Apply counts each one once per epoch and sequence number, however
+	// often it arrives and through whichever node, and advances the device's ReportCursor.
+	Reports []NumberedReport `json:"reports,omitempty"`
+}
+
+// NumberedReport is one report an agent numbered for the hub's acknowledgement: a validation or
+// drift report's contribution to the device's health summary.
+type NumberedReport struct {
+	Epoch  uint64        `json:"epoch"`
+	Seq    uint64        `json:"seq"`
+	First  uint64        `json:"first"`
+	Health HealthSummary `json:"health"`
 }
 
 // DeviceTelemetry is a batch of device observations: one command per interval, never one per

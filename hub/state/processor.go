@@ -127,7 +127,9 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 		var c SigningKeyAdd
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return signingKeyAdd(txn, env, c) })
 	}
-	return nil, nil, fmt.Errorf("%w: command type %d is not handled by the registry", ErrInvalid, uint16(env.Type))
+	// A type the command package knows but nothing here applies: a build mistake. The store
+	// stops the node on it rather than letting it diverge.
+	return nil, nil, fmt.Errorf("%w %d: not handled by the registry", command.ErrUnknownType, uint16(env.Type))
 }
 
 func decodeAnd(env command.Envelope, v any, f func() (any, *auditNote, error)) (any, *auditNote, error) {

@@ -5,10 +5,15 @@ package store
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,6 +100,7 @@ type Store struct {
 	log     *slog.Logger
 	raft    *raft.Raft
 	trans   *raft.NetworkTransport
+	guard   *guardedTransport
 	ap      *applier
 	metrics *metrics
 
@@ -149,6 +155,9 @@ func Open(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raft snapshot store: %w", err)
 	}
+	if err := checkSnapshots(filepath.Join(cfg.Dir, "snapshots"), snaps); err != nil {
+		return nil, err
+	}
 	var adv net.Addr
 	if cfg.RaftAdvertise != "" {
 		if adv, err = net.ResolveTCPAddr("tcp", cfg.RaftAdvertise); err != nil {
@@ -176,7 +185,8 @@ func Open(cfg Config) (*Store, error) {
 	rc.NoSnapshotRestoreOnStart = applied >= newestSnapshot(snaps)
 
 	f := &fsm{db: cfg.DB, ap: s.ap, log: log, dir: cfg.Dir}
-	s.raft, err = raft.NewRaft(rc, f, cache, logs, snaps, s.trans)
+	s.guard = &guardedTransport{NetworkTransport: s.trans}
+	s.raft, err = raft.NewRaft(rc, f, cache, logs, snaps, s.guard)
 	if err != nil {
 		_ = s.trans.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
@@ -196,6 +206,41 @@ func Open(cfg Config) (*Store, error) {
 	go s.watchLeadership(notify)
 	log.Info("raft node started", "raft", s.RaftAddr(), "http", cfg.HTTPAddr, "applied", applied)
 	return s, nil
+}
+
+// checkSnapshots verifies every snapshot kept in dir before raft starts: its meta.json parses
+// and its state.bin has the CRC the meta records. hashicorp/raft skips a snapshot whose meta it
+// cannot read (an older one, or none, then looks newest) and checks a state file only when it
+// restores or sends it, so a damaged snapshot would surface later, on a follower that needs it.
+// Snapshots still being written (".tmp") are raft's to discard.
+func checkSnapshots(dir string, snaps *raft.FileSnapshotStore) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrCorruptSnapshot, dir, err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasSuffix(e.Name(), ".tmp") {
+			continue
+		}
+		meta := filepath.Join(dir, e.Name(), "meta.json")
+		b, err := os.ReadFile(meta)
+		if err == nil {
+			var m raft.SnapshotMeta
+			err = json.Unmarshal(b, &m)
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrCorruptSnapshot, meta, err)
+		}
+		_, rc, err := snaps.Open(e.Name())
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrCorruptSnapshot, filepath.Join(dir, e.Name(), "state.bin"), err)
+		}
+		_ = rc.Close()
+	}
+	return nil
 }
 
 func newestSnapshot(snaps raft.SnapshotStore) uint64 {
@@ -265,6 +310,7 @@ func (s *Store) shutdown(transfer bool) error {
 		if err := s.raft.Shutdown().Error(); err != nil {
 			s.closeErr = fmt.Errorf("raft shutdown: %w", err)
 		}
+		s.guard.closeHeartbeats()
 		if err := s.trans.Close(); err != nil && s.closeErr == nil {
 			s.closeErr = fmt.Errorf("close raft transport: %w", err)
 		}
