@@ -282,7 +282,9 @@ func TestAdminTokenCannotPublishDesired(t *testing.T) {
 			t.Fatalf("subscribe: %v", tk.Error())
 		}
 	}
-	ac := paho.NewClient(paho.NewClientOptions().AddBroker(n.MQTTURL()).SetClientID("person").SetUsername("admin").SetPassword(tok))
+	// A person's admin token: it connects in its own client-id namespace ("@admin:ID").
+	adminID, adminTok := createToken(t, n, tok, "person", "admin")
+	ac := paho.NewClient(paho.NewClientOptions().AddBroker(n.MQTTURL()).SetClientID("@admin:" + adminID).SetUsername("person").SetProtocolVersion(4).SetPassword(adminTok))
 	if tk := ac.Connect(); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
 		t.Fatalf("admin connect: %v", tk.Error())
 	}
