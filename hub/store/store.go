@@ -91,6 +91,7 @@ type Store struct {
 	log     *slog.Logger
 	raft    *raft.Raft
 	trans   *raft.NetworkTransport
+	snaps   raft.SnapshotStore
 	ap      *applier
 	metrics *metrics
 
@@ -145,6 +146,7 @@ func Open(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raft snapshot store: %w", err)
 	}
+	s.snaps = snaps
 	var adv net.Addr
 	if cfg.RaftAdvertise != "" {
 		if adv, err = net.ResolveTCPAddr("tcp", cfg.RaftAdvertise); err != nil {
