@@ -35,6 +35,9 @@ var roleTable = []roleCase{
 	{"/api/v1/cluster", "GET", "/api/v1/cluster", nil, [5]int{200, 200, 200, 200, 403}},
 	{"/api/v1/cluster/join", "POST", "/api/v1/cluster/join", `{}`, [5]int{400, 403, 403, 403, 403}},
 	{"/api/v1/cluster/nodes/:id", "DELETE", "/api/v1/cluster/nodes/ghost", nil, [5]int{admitted, 403, 403, 403, 403}},
+	{"/api/v1/cluster/backup", "GET", "/api/v1/cluster/backup", nil, [5]int{200, 403, 403, 403, 403}},
+	{"/api/v1/cluster/leadership", "POST", "/api/v1/cluster/leadership", `{"to":"ghost"}`, [5]int{404, 403, 403, 403, 403}},
+	{"/api/v1/node", "GET", "/api/v1/node", nil, [5]int{200, 403, 403, 403, 403}},
 
 	{"/api/v1/datasets", "POST", "/api/v1/datasets", `{}`, [5]int{400, 403, 400, 403, 403}},
 	{"/api/v1/datasets", "GET", "/api/v1/datasets", nil, [5]int{200, 200, 200, 200, 403}},

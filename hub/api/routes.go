@@ -32,6 +32,7 @@ func (s *Server) routes() {
 	v1.GET("/cluster", s.clusterStatus, r(readers...)...)
 	v1.POST("/cluster/join", s.clusterJoin, w(adminOnly...)...)
 	v1.DELETE("/cluster/nodes/:id", s.clusterRemove, w(adminOnly...)...)
+	s.opsRoutes(v1) // backup, leadership transfer, node report (ops.go)
 
 	v1.POST("/datasets", s.datasetCreate, w(publisher...)...)
 	v1.GET("/datasets", s.datasetList, r(readers...)...)

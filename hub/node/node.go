@@ -151,7 +151,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		advHTTP = advertise(n.httpLn.Addr().String(), cfg.RaftAddr)
 	}
 	if cfg.NodeID == "" {
-		cfg.NodeID = "hub-" + strings.NewReplacer(":", "-", ".", "-").Replace(cfg.RaftAddr)
+		cfg.NodeID = DefaultNodeID(cfg.RaftAddr)
 	}
 	n.cfg = cfg
 	n.store, err = store.Open(store.Config{
@@ -162,6 +162,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	n.registerOps()
 	n.rollouts = rollout.New(rollout.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
 	n.drift, err = drift.New(drift.Config{
 		Registry: n.Reader(), Topics: wire.Default(), Logger: cfg.Logger, Registerer: n.registry,
@@ -181,7 +182,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node: mqtt: %w", err)
 	}
 	n.api = api.New(api.Config{
-		Store: storeAdapter{n.store}, Reader: state.Reader{DB: n.db}, SigningKey: n.key, FourEyes: cfg.FourEyes,
+		Store: opsAdapter{storeAdapter{n.store}, cfg.DataDir}, Reader: state.Reader{DB: n.db}, SigningKey: n.key, FourEyes: cfg.FourEyes,
 		MaxUploadBytes: cfg.MaxUploadBytes, Logger: cfg.Logger, Registerer: n.registry, Gatherer: n.registry,
 		Samples: NewSampleProcessor(), ProfileJSON: ProfileJSON,
 		Extra: func(e *echo.Echo, s *api.Server) {
