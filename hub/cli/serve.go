@@ -38,6 +38,7 @@ type serveOptions struct {
 func (a *app) hubCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "hub", Short: "Run a hub node"}
 	cmd.AddCommand(a.serveCmd())
+	cmd.AddCommand(a.hubOpsCmds()...) // backup, restore, status (ops.go)
 	return cmd
 }
 

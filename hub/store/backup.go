@@ -205,7 +205,10 @@ func ReadBackup(r io.Reader, put func(info BackupInfo, k, v []byte) error, progr
 	var info BackupInfo
 	magic := make([]byte, len(backupMagic))
 	if _, err := io.ReadFull(hr, magic); err != nil || !bytes.Equal(magic, backupMagic) {
-		if err != nil && hr.n == 0 {
+		switch {
+		case err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF):
+			return info, fmt.Errorf("read backup: %w", err)
+		case err != nil && hr.n == 0:
 			return info, fmt.Errorf("%w: the file is empty", ErrBadBackup)
 		}
 		return info, fmt.Errorf("%w: not a driftline backup (no %q header)", ErrBadBackup, strings.TrimSpace(string(backupMagic)))
@@ -437,8 +440,21 @@ func (s *Store) TransferLeadership(ctx context.Context, id string) (string, erro
 	if err := s.wait(ctx, "leadership transfer", f); err != nil {
 		return "", err
 	}
-	_, lid := s.raft.LeaderWithID()
-	return string(lid), nil
+	// The old leader has stepped down; it learns the new one from its first heartbeat.
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	for {
+		if _, lid := s.raft.LeaderWithID(); lid != "" && string(lid) != s.cfg.NodeID {
+			return string(lid), nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%w: leadership was handed over but no new leader is known yet", ErrTimeout)
+		case <-s.stop:
+			return "", ErrShutdown
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // ErrUnknownNode means a node id names no member of the cluster.

@@ -221,8 +221,8 @@ func TestTransferLeadership(t *testing.T) {
 	if _, err := target.Store.TransferLeadership(ctx, ""); !errors.Is(err, store.ErrNotLeader) {
 		t.Fatalf("transfer from a follower: %v", err)
 	}
-	if _, err := old.Store.TransferLeadership(ctx, target.ID); err != nil {
-		t.Fatalf("transfer: %v", err)
+	if got, err := old.Store.TransferLeadership(ctx, target.ID); err != nil || got != target.ID {
+		t.Fatalf("transfer: %q, %v", got, err)
 	}
 	storetest.WaitFor(t, storetest.WaitTimeout, target.ID+" leads", target.Store.IsLeader)
 }
