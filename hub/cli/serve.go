@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -33,6 +34,9 @@ type serveOptions struct {
 	advertiseMQTT, signingKey, logLevel           string
 	fourEyes                                      bool
 	maxUpload                                     int64
+	backupDir                                     string
+	backupEvery                                   time.Duration
+	backupKeep                                    int
 }
 
 func (a *app) hubCmd() *cobra.Command {
@@ -79,6 +83,9 @@ func (a *app) serveCmd() *cobra.Command {
 	f.BoolVar(&o.fourEyes, "four-eyes", false, "refuse an approval by the identity that registered the version")
 	f.Int64Var(&o.maxUpload, "max-upload-bytes", 0, "largest upload accepted (0: the API's default)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.backupDir, "backup-dir", "", "write a checked backup here every --backup-every while this node leads")
+	f.DurationVar(&o.backupEvery, "backup-every", time.Hour, "interval of scheduled backups (with --backup-dir)")
+	f.IntVar(&o.backupKeep, "backup-keep", 24, "scheduled backups to keep in --backup-dir (0: all)")
 	f.VisitAll(func(fl *pflag.Flag) { fl.Usage += " (env " + envName(fl.Name) + ")" })
 	return cmd
 }
@@ -133,10 +140,17 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 	if o.maxUpload < 0 {
 		return node.Config{}, 0, usagef("--max-upload-bytes must be >= 0")
 	}
+	if o.backupDir != "" && o.backupEvery < time.Second {
+		return node.Config{}, 0, usagef("--backup-every %s: want at least 1s", o.backupEvery)
+	}
+	if o.backupKeep < 0 {
+		return node.Config{}, 0, usagef("--backup-keep must be >= 0")
+	}
 	return node.Config{
 		DataDir: o.data, NodeID: o.nodeID, HTTPAddr: o.http, AdvertiseHTTP: o.advertiseHTTP, RaftAddr: o.raft,
 		MQTTAddr: o.mqtt, Brokers: brokers, AdvertiseMQTT: adv, Join: o.join, JoinToken: o.joinToken,
 		TLSCert: o.tlsCert, TLSKey: o.tlsKey, SigningKey: o.signingKey, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload,
+		BackupDir: o.backupDir, BackupEvery: o.backupEvery, BackupKeep: o.backupKeep,
 	}, level, nil
 }
 

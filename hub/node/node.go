@@ -76,7 +76,12 @@ type Config struct {
 	FourEyes bool
 	// MaxUploadBytes bounds one upload; 0 means the API default.
 	MaxUploadBytes int64
-	Logger         *slog.Logger
+	// BackupDir, when set, receives a checked backup every BackupEvery from the node that leads
+	// then; the newest BackupKeep are kept (0: all). See backups.go.
+	BackupDir   string
+	BackupEvery time.Duration
+	BackupKeep  int
+	Logger      *slog.Logger
 }
 
 // Node is a running hub node.
@@ -226,6 +231,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	go func() { defer n.wg.Done(); kv.RunGC(bg, n.db, 5*time.Minute, n.log) }()
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); kv.RunGC(bg, n.logDB, 5*time.Minute, n.log) }()
+	if cfg.BackupDir != "" && cfg.BackupEvery > 0 {
+		m := newBackupMetrics(n.registry)
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.runBackups(bg, m) }()
+	}
 	n.log.Info("hub node started", "id", cfg.NodeID, "http", n.httpLn.Addr().String(), "raft", cfg.RaftAddr, "data", cfg.DataDir)
 	ok = true
 	return n, nil

@@ -116,7 +116,11 @@ func newDiskCollector(dir string) *diskCollector {
 	}
 }
 
-func (c *diskCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.used; ch <- c.free; ch <- c.size }
+func (c *diskCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.used
+	ch <- c.free
+	ch <- c.size
+}
 
 func (c *diskCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
