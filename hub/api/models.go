@@ -283,6 +283,7 @@ func (s *Server) modelVersionApprove(c echo.Context) error {
 		return err
 	}
 	if s.cfg.SigningKey == nil {
+		s.metrics.signFailed.WithLabelValues("no_key").Inc()
 		return problem(http.StatusServiceUnavailable, ProblemNoLeader, "no signing key",
 			"this leader has no signing key (--signing-key); approvals need one")
 	}

@@ -195,5 +195,5 @@ func Restore(cfg RestoreConfig, r io.Reader) (store.BackupInfo, error) {
 
 // registerOps adds the disk gauges to the node's registry.
 func (n *Node) registerOps() {
-	n.registry.MustRegister(newDiskCollector(n.cfg.DataDir))
+	n.registry.MustRegister(newDiskCollector(n.cfg.DataDir), newFleetCollector(n.Reader()))
 }
