@@ -10,7 +10,7 @@ LDFLAGS := -X github.com/driftline/driftline/agent.Version=$(VERSION) -X github.
 
 SHELL   := /bin/bash
 
-.PHONY: all build test ci ci-deps vet bench bench-fleet demo fuzz clean
+.PHONY: all build test ci ci-deps vet bench bench-fleet demo fuzz clean release
 
 all: build
 
@@ -62,5 +62,23 @@ bench-fleet: build
 demo: build
 	@./scripts/demo.sh
 
+# release cross-compiles static binaries (CGO_ENABLED=0) of the hub and the agent for the hosts
+# they run on, builds .deb packages of both with their systemd units (scripts/release, its own Go
+# module: nfpm), and writes SHA256SUMS; everything lands in dist/.
+DIST           := dist
+RELEASE_ARCHES := amd64 arm64 armv7
+release:
+	@rm -rf $(DIST) && mkdir -p $(DIST)
+	@for a in $(RELEASE_ARCHES); do \
+		goarch=$$a; goarm=; if [ $$a = armv7 ]; then goarch=arm; goarm=7; fi; \
+		for c in hub/cmd/driftline agent/cmd/driftline-agent; do \
+			echo "go build $$c linux/$$a"; \
+			CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch GOARM=$$goarm $(GO) build -trimpath -ldflags "$(LDFLAGS) -s -w" \
+				-o $(DIST)/$$(basename $$c)-linux-$$a ./$$c || exit 1; \
+		done; \
+	done
+	cd scripts/release && $(GO) run . -repo ../.. -dist ../../$(DIST) -version $(VERSION)
+	@cd $(DIST) && sha256sum -c --quiet SHA256SUMS && ls -l
+
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DIST)
