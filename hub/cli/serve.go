@@ -34,7 +34,7 @@ type serveOptions struct {
 	advertiseMQTT, signingKey, logLevel           string
 	fourEyes                                      bool
 	maxUpload                                     int64
-	backupDir                                     string
+	backupDir, adminTokenFile                     string
 	backupEvery                                   time.Duration
 	backupKeep                                    int
 }
@@ -76,6 +76,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.StringVar(&o.broker, "broker", "", "external broker URL(s), comma-separated (tcp:// or ssl://), instead of the embedded one")
 	f.StringVar(&o.join, "join", "", "HTTP URL of a node of an existing cluster to join")
 	f.StringVar(&o.joinToken, "join-token", "", "admin token of the cluster to join")
+	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "file with the admin token a new cluster is bootstrapped with (and the join token when --join-token is empty)")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "TLS certificate (PEM) for HTTPS and MQTTS")
 	f.StringVar(&o.tlsKey, "tls-key", "", "TLS key (PEM) for HTTPS and MQTTS")
 	f.StringVar(&o.advertiseMQTT, "advertise-mqtt", "", "broker URL(s) agents are told to connect to, comma-separated")
@@ -150,7 +151,7 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 		DataDir: o.data, NodeID: o.nodeID, HTTPAddr: o.http, AdvertiseHTTP: o.advertiseHTTP, RaftAddr: o.raft,
 		MQTTAddr: o.mqtt, Brokers: brokers, AdvertiseMQTT: adv, Join: o.join, JoinToken: o.joinToken,
 		TLSCert: o.tlsCert, TLSKey: o.tlsKey, SigningKey: o.signingKey, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload,
-		BackupDir: o.backupDir, BackupEvery: o.backupEvery, BackupKeep: o.backupKeep,
+		AdminTokenFile: o.adminTokenFile, BackupDir: o.backupDir, BackupEvery: o.backupEvery, BackupKeep: o.backupKeep,
 	}, level, nil
 }
 

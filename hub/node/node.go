@@ -68,6 +68,12 @@ type Config struct {
 	Join string
 	// JoinToken is an admin token of the cluster being joined.
 	JoinToken string
+	// AdminTokenFile, when set, holds the admin token for hands-off bootstrap: the first leader
+	// of a new cluster creates the admin token with it (instead of a random one), and it is the
+	// join token when JoinToken is empty. See bootstrap.go.
+	AdminTokenFile string
+	// adminToken is AdminTokenFile's content, read at Start.
+	adminToken string
 	// TLSCert and TLSKey enable HTTPS (and MQTTS on the embedded broker).
 	TLSCert, TLSKey string
 	// SigningKey is the ed25519 key file; default DataDir/signing.key, generated when absent.
@@ -123,6 +129,16 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
+	}
+	if cfg.AdminTokenFile != "" {
+		tok, err := readBootstrapToken(cfg.AdminTokenFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.adminToken = tok
+		if cfg.JoinToken == "" {
+			cfg.JoinToken = tok
+		}
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, registry: prometheus.NewRegistry()}
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -382,7 +398,10 @@ func (n *Node) ensureAdminToken(ctx context.Context) error {
 	if err != nil || count > 0 {
 		return err
 	}
-	tok := api.NewToken()
+	tok := n.cfg.adminToken
+	if tok == "" {
+		tok = api.NewToken()
+	}
 	path := n.AdminTokenPath()
 	if err := os.WriteFile(path+".tmp", []byte(tok+"\n"), 0o600); err != nil {
 		return err
@@ -442,7 +461,10 @@ func (n *Node) postJoin(ctx context.Context, req api.JoinRequest, out *api.JoinR
 				return json.Unmarshal(b, out)
 			}
 			last = fmt.Errorf("%s: %s", res.Status, strings.TrimSpace(string(b)))
-			if res.StatusCode != http.StatusServiceUnavailable {
+			// With a bootstrap token (--admin-token-file) every node starts at once: until the
+			// first leader has created the admin token from the same file, it answers 401.
+			bootstrapping := res.StatusCode == http.StatusUnauthorized && n.cfg.adminToken != "" && n.cfg.JoinToken == n.cfg.adminToken
+			if res.StatusCode != http.StatusServiceUnavailable && !bootstrapping {
 				return last
 			}
 		} else {
