@@ -61,7 +61,9 @@ func (a opsAdapter) NodeReport() api.NodeReport {
 	return r
 }
 
-// diskUse sums the data dir by part and asks the file system for its free space.
+// diskUse sums the data dir by part (allocated blocks, as du does: badger's value-log and
+// memtable files are preallocated sparse files whose apparent size is their maximum) and asks the
+// file system for its free space.
 func diskUse(dir string) api.DiskUse {
 	d := api.DiskUse{DataDir: dir, Bytes: map[string]int64{"db": 0, "raftlog": 0, "raft": 0, "other": 0}}
 	_ = filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
@@ -80,8 +82,12 @@ func diskUse(dir string) api.DiskUse {
 				}
 			}
 		}
-		d.Bytes[part] += info.Size()
-		d.TotalBytes += info.Size()
+		size := info.Size()
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			size = st.Blocks * 512 // allocated, as du counts: badger preallocates sparse files
+		}
+		d.Bytes[part] += size
+		d.TotalBytes += size
 		return nil
 	})
 	var sfs syscall.Statfs_t
