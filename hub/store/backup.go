@@ -459,3 +459,25 @@ func (s *Store) TransferLeadership(ctx context.Context, id string) (string, erro
 
 // ErrUnknownNode means a node id names no member of the cluster.
 var ErrUnknownNode = errors.New("store: no such node")
+
+// fixOwnAddress makes the raft configuration name this node at the address its transport
+// advertises, when it names another (a node restored from a backup with another --raft, or moved
+// to a new address): peers elected later must reach it. Leader only; a no-op when they match.
+func (s *Store) fixOwnAddress(ctx context.Context) error {
+	if !s.IsLeader() {
+		return nil
+	}
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return translate("configuration", err)
+	}
+	for _, srv := range cf.Configuration().Servers {
+		if string(srv.ID) != s.cfg.NodeID || srv.Address == s.trans.LocalAddr() || srv.Suffrage != raft.Voter {
+			continue
+		}
+		s.log.Info("updating this node's raft address in the configuration", "from", srv.Address, "to", s.trans.LocalAddr())
+		f := s.raft.AddVoter(srv.ID, s.trans.LocalAddr(), 0, timeoutFrom(ctx, opTimeout))
+		return s.wait(ctx, "update own address", f)
+	}
+	return nil
+}

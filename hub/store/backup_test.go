@@ -79,7 +79,8 @@ func TestBackupSeedRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	seeded, err := store.Seed(store.SeedConfig{LogDB: db, Dir: filepath.Join(dir, "raft"), NodeID: "r0", RaftAddr: raftAddr}, bytes.NewReader(file))
+	// Seeded with an address the node will not be served on: the leader corrects it.
+	seeded, err := store.Seed(store.SeedConfig{LogDB: db, Dir: filepath.Join(dir, "raft"), NodeID: "r0", RaftAddr: "127.0.0.1:1"}, bytes.NewReader(file))
 	if err != nil {
 		t.Fatalf("seed: %v", err)
 	}
@@ -109,6 +110,10 @@ func TestBackupSeedRoundTrip(t *testing.T) {
 	if len(st.Nodes) != 1 || st.Nodes[0].ID != "r0" || st.Term <= info.Term {
 		t.Fatalf("restored cluster %+v, backup term %d", st, info.Term)
 	}
+	storetest.WaitFor(t, storetest.WaitTimeout, "own raft address corrected", func() bool {
+		st := s.Status()
+		return len(st.Nodes) == 1 && st.Nodes[0].Raft == raftAddr
+	})
 	mustPut(t, s, "after-restore", "yes")
 	if st := s.Status(); st.AppliedIndex <= info.Index {
 		t.Fatalf("applied %d after a write, backup at %d", st.AppliedIndex, info.Index)
