@@ -66,6 +66,21 @@ func TestHandsOffBootstrap(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "restarted node serves", func() bool { return c.datasets(c.hubs[1])["hands-off"] })
 
+	// A member replaced with an empty volume (a new pod for a lost disk) comes back with the same
+	// id and command line and catches up from the leader.
+	c.kill(c.hubs[2])
+	if err := os.RemoveAll(c.hubs[2].dir); err != nil {
+		t.Fatal(err)
+	}
+	c.hubs[2].dir = c.dir("hub3")
+	start(c.hubs[2], first)
+	c.waitVoters(3)
+	c.waitSame(c.hubs)
+	waitFor(t, 10*time.Second, "replaced node serves", func() bool { return c.datasets(c.hubs[2])["hands-off"] })
+	if st, _ := c.status(c.hubs[0]); len(st.Nodes) != 3 {
+		t.Fatalf("after replacing a member: %+v", st.Nodes)
+	}
+
 	// A token too short to be safe is refused at start.
 	os.WriteFile(tokFile, []byte("short\n"), 0o600)
 	code, _, errOut := cli(t, "hub", "serve", "--data", t.TempDir(), "--http", freePort(t), "--raft", freePort(t), "--mqtt", "",
