@@ -10,7 +10,7 @@ LDFLAGS := -X github.com/driftline/driftline/agent.Version=$(VERSION) -X github.
 
 SHELL   := /bin/bash
 
-.PHONY: all build test ci ci-deps vet bench bench-fleet demo fuzz soak clean
+.PHONY: all build test ci ci-deps vet bench bench-fleet demo fuzz soak clean release
 
 all: build
 
@@ -27,18 +27,20 @@ test:
 	$(GO) test $(TESTFLAGS) $(PKGS)
 
 # ci-deps installs the outside programs that integration tests drive: Mosquitto (external broker
-# tests), Chromium (dashboard browser test) and promtool (metrics format check, in Debian's
-# prometheus package). Run as root on a Debian-like machine; elsewhere it says what is missing.
+# tests), Chromium (dashboard browser test), promtool (metrics format check, alert rules and their
+# unit tests; in Debian's prometheus package) and qemu-user-static (the arm64 and armv7 agents run
+# under it in hub/systemtest). Run as root on a Debian-like machine; elsewhere it says what is missing.
 ci-deps:
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -q && apt-get install -y -q --no-install-recommends mosquitto prometheus chromium ca-certificates; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends mosquitto prometheus chromium qemu-user-static ca-certificates; \
 	else \
 		echo "ci-deps: not root or no apt-get: integration tests that need mosquitto/chromium/promtool will skip"; \
 	fi
 
 ci: ci-deps vet build
 	DRIFTLINE_INTEGRATION=1 $(GO) test $(TESTFLAGS) $(PKGS)
+	cd scripts/release && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # bench runs every benchmark once through and prints one table (scripts/benchtable); the raw
 # output stays in bench.out. Figures and their baselines are recorded in docs/benchmarks.md.
@@ -72,5 +74,23 @@ soak:
 demo: build
 	@./scripts/demo.sh
 
+# release cross-compiles static binaries (CGO_ENABLED=0) of the hub and the agent for the hosts
+# they run on, builds .deb packages of both with their systemd units (scripts/release, its own Go
+# module: nfpm), and writes SHA256SUMS; everything lands in dist/.
+DIST           := dist
+RELEASE_ARCHES := amd64 arm64 armv7
+release:
+	@rm -rf $(DIST) && mkdir -p $(DIST)
+	@for a in $(RELEASE_ARCHES); do \
+		goarch=$$a; goarm=; if [ $$a = armv7 ]; then goarch=arm; goarm=7; fi; \
+		for c in hub/cmd/driftline agent/cmd/driftline-agent; do \
+			echo "go build $$c linux/$$a"; \
+			CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch GOARM=$$goarm $(GO) build -trimpath -ldflags "$(LDFLAGS) -s -w" \
+				-o $(DIST)/$$(basename $$c)-linux-$$a ./$$c || exit 1; \
+		done; \
+	done
+	cd scripts/release && $(GO) run . -repo ../.. -dist ../../$(DIST) -version $(VERSION)
+	@cd $(DIST) && sha256sum -c --quiet SHA256SUMS && ls -l
+
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DIST)

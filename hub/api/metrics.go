@@ -12,11 +12,14 @@ import (
 const (
 	MetricRequests       = "driftline_hub_api_requests_total"
 	MetricRequestSeconds = "driftline_hub_api_request_seconds"
+	// MetricSigningFailures counts approvals this node could not sign, by reason (no_key).
+	MetricSigningFailures = "driftline_hub_signing_failures_total"
 )
 
 type apiMetrics struct {
-	requests *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
+	requests   *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	signFailed *prometheus.CounterVec
 }
 
 func newAPIMetrics(reg prometheus.Registerer) *apiMetrics {
@@ -28,9 +31,13 @@ func newAPIMetrics(reg prometheus.Registerer) *apiMetrics {
 			Name: MetricRequestSeconds, Help: "HTTP API request latency by route and method.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12),
 		}, []string{"route", "method"}),
+		signFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricSigningFailures, Help: "Approvals this node could not sign, by reason (no_key).",
+		}, []string{"reason"}),
 	}
+	m.signFailed.WithLabelValues("no_key")
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency)
+		reg.MustRegister(m.requests, m.latency, m.signFailed)
 	}
 	return m
 }

@@ -285,6 +285,9 @@ func (s *Server) modelVersionApprove(c echo.Context) error {
 	}
 	cur, err := s.currentKey()
 	if err != nil {
+		s.metrics.signFailed.WithLabelValues("no_key").Inc()
+	}
+	if err != nil {
 		return err
 	}
 	subject, err := s.read.ApprovalOf(mv)

@@ -37,6 +37,9 @@ var roleTable = []roleCase{
 	{"/api/v1/cluster/join", "POST", "/api/v1/cluster/join", `{}`, [6]int{400, 403, 403, 403, 403, 400}},
 	{"/api/v1/cluster/join-tokens", "POST", "/api/v1/cluster/join-tokens", `{"ttl_seconds":-1}`, [6]int{400, 403, 403, 403, 403, 403}},
 	{"/api/v1/cluster/nodes/:id", "DELETE", "/api/v1/cluster/nodes/ghost", nil, [6]int{admitted, 403, 403, 403, 403, 403}},
+	{"/api/v1/cluster/backup", "GET", "/api/v1/cluster/backup", nil, [6]int{200, 403, 403, 403, 403, 403}},
+	{"/api/v1/cluster/leadership", "POST", "/api/v1/cluster/leadership", `{"to":"ghost"}`, [6]int{404, 403, 403, 403, 403, 403}},
+	{"/api/v1/node", "GET", "/api/v1/node", nil, [6]int{200, 403, 403, 403, 403, 403}},
 
 	{"/api/v1/datasets", "POST", "/api/v1/datasets", `{}`, [6]int{400, 403, 400, 403, 403, 403}},
 	{"/api/v1/datasets", "GET", "/api/v1/datasets", nil, [6]int{200, 200, 200, 200, 403, 403}},

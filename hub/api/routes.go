@@ -38,6 +38,7 @@ func (s *Server) routes() {
 	v1.POST("/cluster/join", s.clusterJoin, w(joiners...)...)
 	v1.POST("/cluster/join-tokens", s.clusterJoinToken, w(adminOnly...)...)
 	v1.DELETE("/cluster/nodes/:id", s.clusterRemove, w(adminOnly...)...)
+	s.opsRoutes(v1) // backup, leadership transfer, node report (ops.go)
 
 	v1.POST("/datasets", s.datasetCreate, w(publisher...)...)
 	v1.GET("/datasets", s.datasetList, r(readers...)...)

@@ -16,6 +16,7 @@ import (
 func (a *app) clusterCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "cluster", Short: "Raft cluster status and membership"}
 	cmd.AddCommand(a.clusterStatus(), a.clusterJoin(), a.clusterRemove(), a.clusterJoinToken())
+	cmd.AddCommand(a.clusterOpsCmds()...) // list, transfer-leadership (ops.go)
 	return cmd
 }
 

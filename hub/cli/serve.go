@@ -39,11 +39,15 @@ type serveOptions struct {
 	desiredTTL                                                   time.Duration
 	fourEyes                                                     bool
 	maxUpload, diskReserve                                       int64
+	backupDir, adminTokenFile                                    string
+	backupEvery                                                  time.Duration
+	backupKeep                                                   int
 }
 
 func (a *app) hubCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "hub", Short: "Run a hub node"}
 	cmd.AddCommand(a.serveCmd())
+	cmd.AddCommand(a.hubOpsCmds()...) // backup, restore, status (ops.go)
 	return cmd
 }
 
@@ -78,6 +82,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.StringVar(&o.broker, "broker", "", "external broker URL(s), comma-separated (tcp:// or ssl://), instead of the embedded one")
 	f.StringVar(&o.join, "join", "", "HTTP URL of a node of an existing cluster to join")
 	f.StringVar(&o.joinToken, "join-token", "", "admin token of the cluster to join")
+	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "file with the admin token a new cluster is bootstrapped with (and the join token when --join-token is empty)")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "TLS certificate (PEM) for HTTPS and MQTTS")
 	f.StringVar(&o.tlsKey, "tls-key", "", "TLS key (PEM) for HTTPS and MQTTS")
 	f.StringVar(&o.tlsCA, "tls-ca", "", "cluster CA (PEM): Raft and node-to-node HTTP use mutual TLS with certificates it signs; without it Raft is unauthenticated")
@@ -92,6 +97,9 @@ func (a *app) serveCmd() *cobra.Command {
 	f.Int64Var(&o.maxUpload, "max-upload-bytes", 0, "largest upload accepted (0: 4 GiB)")
 	f.Int64Var(&o.diskReserve, "disk-reserve-bytes", node.DefaultDiskReserve, "free space the data dir must keep; below it the node stops before a write fails (negative: no check)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.backupDir, "backup-dir", "", "write a checked backup here every --backup-every while this node leads")
+	f.DurationVar(&o.backupEvery, "backup-every", time.Hour, "interval of scheduled backups (with --backup-dir)")
+	f.IntVar(&o.backupKeep, "backup-keep", 24, "scheduled backups to keep in --backup-dir (0: all)")
 	f.VisitAll(func(fl *pflag.Flag) { fl.Usage += " (env " + envName(fl.Name) + ")" })
 	return cmd
 }
@@ -155,12 +163,19 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 	if _, err := wire.NewTopics(o.topicPrefix); err != nil {
 		return node.Config{}, 0, usagef("--topic-prefix %q: want topic levels of letters, digits, '.', '_' or '-', no wildcard, no leading '$' (%v)", o.topicPrefix, err)
 	}
+	if o.backupDir != "" && o.backupEvery < time.Second {
+		return node.Config{}, 0, usagef("--backup-every %s: want at least 1s", o.backupEvery)
+	}
+	if o.backupKeep < 0 {
+		return node.Config{}, 0, usagef("--backup-keep must be >= 0")
+	}
 	return node.Config{
 		DataDir: o.data, NodeID: o.nodeID, HTTPAddr: o.http, AdvertiseHTTP: o.advertiseHTTP, RaftAddr: o.raft, AdvertiseRaft: o.advertiseRaft,
 		MQTTAddr: o.mqtt, Brokers: brokers, AdvertiseMQTT: adv, Join: o.join, JoinToken: o.joinToken,
 		TLSCert: o.tlsCert, TLSKey: o.tlsKey, TLSCA: o.tlsCA, TLSClientCA: o.tlsClientCA, MQTTPlainAddr: o.mqttPlain,
 		SigningKey: o.signingKey, RootKey: o.rootKey, DesiredTTL: o.desiredTTL, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload,
 		TopicPrefix: o.topicPrefix, DiskReserve: o.diskReserve,
+		AdminTokenFile: o.adminTokenFile, BackupDir: o.backupDir, BackupEvery: o.backupEvery, BackupKeep: o.backupKeep,
 	}, level, nil
 }
 

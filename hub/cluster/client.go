@@ -54,8 +54,12 @@ func NewClient(t *TLS, https bool) *Client {
 // URL is the URL of path on the node whose API is at addr (host:port).
 func (c *Client) URL(addr, path string) string { return c.Scheme + "://" + addr + path }
 
-// ErrUnavailable is a peer's 503 (no leader yet, an election): the call may be retried.
-var ErrUnavailable = errors.New("cluster: peer unavailable")
+var (
+	// ErrUnavailable is a peer's 503 (no leader yet, an election): the call may be retried.
+	ErrUnavailable = errors.New("cluster: peer unavailable")
+	// ErrUnauthorized is a peer's 401: it does not (yet) know the token.
+	ErrUnauthorized = errors.New("cluster: token refused")
+)
 
 // PostJSON posts body as JSON to url with the bearer token and decodes a 200 or 201 answer into
 // out (nil: discarded). Another status is an error quoting the answer; a 503 wraps
@@ -85,6 +89,8 @@ func (c *Client) PostJSON(ctx context.Context, url, token string, body, out any)
 		return json.Unmarshal(rb, out)
 	case res.StatusCode == http.StatusServiceUnavailable:
 		return fmt.Errorf("%w: %s: %s", ErrUnavailable, res.Status, strings.TrimSpace(string(rb)))
+	case res.StatusCode == http.StatusUnauthorized:
+		return fmt.Errorf("%w: %s: %s", ErrUnauthorized, res.Status, strings.TrimSpace(string(rb)))
 	}
 	return fmt.Errorf("cluster: %s: %s", res.Status, strings.TrimSpace(string(rb)))
 }
@@ -92,10 +98,16 @@ func (c *Client) PostJSON(ctx context.Context, url, token string, body, out any)
 // PostRetry is PostJSON retried with a growing pause while the peer is unavailable (up to 30
 // attempts), for calls made while a cluster forms.
 func (c *Client) PostRetry(ctx context.Context, url, token string, body, out any) error {
+	return c.PostRetryWhile(ctx, url, token, body, out, func(err error) bool { return errors.Is(err, ErrUnavailable) })
+}
+
+// PostRetryWhile is PostJSON retried with a growing pause (up to 30 attempts) while retry says
+// the error may pass.
+func (c *Client) PostRetryWhile(ctx context.Context, url, token string, body, out any, retry func(error) bool) error {
 	var last error
 	for attempt := 0; attempt < 30; attempt++ {
 		last = c.PostJSON(ctx, url, token, body, out)
-		if !errors.Is(last, ErrUnavailable) {
+		if last == nil || !retry(last) {
 			return last
 		}
 		select {

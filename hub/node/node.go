@@ -70,6 +70,12 @@ type Config struct {
 	Join string
 	// JoinToken is an admin token of the cluster being joined.
 	JoinToken string
+	// AdminTokenFile, when set, holds the admin token for hands-off bootstrap: the first leader
+	// of a new cluster creates the admin token with it (instead of a random one), and it is the
+	// join token when JoinToken is empty. See bootstrap.go.
+	AdminTokenFile string
+	// adminToken is AdminTokenFile's content, read at Start.
+	adminToken string
 	// TLSCert and TLSKey enable HTTPS and MQTTS on the embedded broker; the broker's plain
 	// listener is then off unless MQTTPlainAddr asks for it, and agents are told ssl:// URLs.
 	TLSCert, TLSKey string
@@ -104,7 +110,12 @@ type Config struct {
 	DiskReserve int64
 	// DiskCheckInterval is how often free space is checked; 0 means DefaultDiskCheckInterval.
 	DiskCheckInterval time.Duration
-	Logger            *slog.Logger
+	// BackupDir, when set, receives a checked backup every BackupEvery from the node that leads
+	// then; the newest BackupKeep are kept (0: all). See backups.go.
+	BackupDir   string
+	BackupEvery time.Duration
+	BackupKeep  int
+	Logger      *slog.Logger
 	// httpLimits are the API server's timeouts; zero means defaultHTTPLimits (tests shorten them).
 	httpLimits httpLimits
 	// forwardLimit overrides the largest telemetry body forwarded to the leader (tests).
@@ -165,6 +176,16 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
+	if cfg.AdminTokenFile != "" {
+		tok, err := readBootstrapToken(cfg.AdminTokenFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.adminToken = tok
+		if cfg.JoinToken == "" {
+			cfg.JoinToken = tok
+		}
+	}
 	if cfg.TopicPrefix == "" {
 		cfg.TopicPrefix = wire.DefaultPrefix
 	}
@@ -214,7 +235,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		advHTTP = advertise(n.httpLn.Addr().String(), cfg.RaftAddr)
 	}
 	if cfg.NodeID == "" {
-		cfg.NodeID = "hub-" + strings.NewReplacer(":", "-", ".", "-").Replace(cfg.RaftAddr)
+		cfg.NodeID = DefaultNodeID(cfg.RaftAddr)
 	}
 	n.cfg = cfg
 	n.keys = &keys.Source{R: n.Reader()}
@@ -234,6 +255,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	n.registerOps()
 	n.rollouts = rollout.New(rollout.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
 	n.drift, err = drift.New(drift.Config{
 		Registry: n.Reader(), Topics: n.topics, Logger: cfg.Logger, Registerer: n.registry,
@@ -257,7 +279,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.api = api.New(api.Config{
-		Store: storeAdapter{n.store}, Reader: state.Reader{DB: n.db}, Keys: n.keys, RootKey: n.currentRootKey, FourEyes: cfg.FourEyes,
+		Store: opsAdapter{storeAdapter{n.store}, cfg.DataDir}, Reader: state.Reader{DB: n.db}, Keys: n.keys, RootKey: n.currentRootKey, FourEyes: cfg.FourEyes,
 		MaxUploadBytes: cfg.MaxUploadBytes, Logger: cfg.Logger, Registerer: n.registry, Gatherer: n.registry,
 		Samples: NewSampleProcessor(spool), ProfileJSON: ProfileJSON, SpoolDir: spool,
 		Extra: func(e *echo.Echo, s *api.Server) {
@@ -308,6 +330,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.wg.Add(2)
 	go func() { defer n.wg.Done(); kv.RunGC(bg, n.logDB, 5*time.Minute, n.log) }()
 	go func() { defer n.wg.Done(); n.watchDisk(bg) }()
+	if cfg.BackupDir != "" && cfg.BackupEvery > 0 {
+		m := newBackupMetrics(n.registry)
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.runBackups(bg, m) }()
+	}
 	n.log.Info("hub node started", "id", cfg.NodeID, "http", n.httpLn.Addr().String(), "raft", cfg.RaftAddr, "data", cfg.DataDir)
 	ok = true
 	return n, nil
@@ -505,7 +532,10 @@ func (n *Node) ensureAdminToken(ctx context.Context) error {
 	if err != nil || count > 0 {
 		return err
 	}
-	tok := api.NewToken()
+	tok := n.cfg.adminToken
+	if tok == "" {
+		tok = api.NewToken()
+	}
 	path := n.AdminTokenPath()
 	if err := os.WriteFile(path+".tmp", []byte(tok+"\n"), 0o600); err != nil {
 		return err
@@ -552,7 +582,12 @@ func (n *Node) join(ctx context.Context, advHTTP string) error {
 }
 
 func (n *Node) postJoin(ctx context.Context, req api.JoinRequest, out *api.JoinResponse) error {
-	return n.peers.PostRetry(ctx, strings.TrimRight(n.cfg.Join, "/")+"/api/v1/cluster/join", n.cfg.JoinToken, req, out)
+	// With a bootstrap token (--admin-token-file) every node starts at once: until the first
+	// leader has created the admin token from the same file, it answers 401.
+	bootstrapping := n.cfg.adminToken != "" && n.cfg.JoinToken == n.cfg.adminToken
+	return n.peers.PostRetryWhile(ctx, strings.TrimRight(n.cfg.Join, "/")+"/api/v1/cluster/join", n.cfg.JoinToken, req, out, func(err error) bool {
+		return errors.Is(err, cluster.ErrUnavailable) || (bootstrapping && errors.Is(err, cluster.ErrUnauthorized))
+	})
 }
 
 // advertisedMQTT is what agents are told to connect to: --advertise-mqtt, else the embedded

@@ -287,6 +287,9 @@ func (s *Store) announceSelf() {
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		err := s.setNode(ctx, s.cfg.NodeID, s.RaftAddr(), s.cfg.HTTPAddr)
+		if err == nil {
+			err = s.fixOwnAddress(ctx) // backup.go
+		}
 		cancel()
 		if err == nil || errors.Is(err, ErrNotLeader) || errors.Is(err, ErrShutdown) {
 			return

@@ -49,46 +49,75 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 func (s *fsmSnapshot) Release() { s.txn.Discard() }
 
 func writeSnapshot(txn *badger.Txn, w io.Writer) error {
-	crc := crc32.New(castagnoli)
-	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 256<<10)
-	if _, err := bw.Write(snapMagic); err != nil {
-		return fmt.Errorf("write snapshot: %w", err)
+	_, err := writeSnapshotCount(txn, w)
+	return err
+}
+
+// writeSnapshotCount is writeSnapshot returning the number of records written.
+func writeSnapshotCount(txn *badger.Txn, w io.Writer) (int, error) {
+	sw, err := newSnapWriter(w)
+	if err != nil {
+		return 0, err
 	}
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix = FSMPrefix
 	opts.PrefetchSize = 16
 	it := txn.NewIterator(opts)
 	defer it.Close()
-	var hdr [binary.MaxVarintLen64]byte
 	for it.Rewind(); it.Valid(); it.Next() {
 		item := it.Item()
 		k := item.Key()
-		if _, err := bw.Write(hdr[:binary.PutUvarint(hdr[:], uint64(len(k)))]); err != nil {
-			return fmt.Errorf("write snapshot: %w", err)
-		}
-		if _, err := bw.Write(k); err != nil {
-			return fmt.Errorf("write snapshot: %w", err)
-		}
-		err := item.Value(func(v []byte) error {
-			if _, err := bw.Write(hdr[:binary.PutUvarint(hdr[:], uint64(len(v)))]); err != nil {
-				return err
-			}
-			_, err := bw.Write(v)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("write snapshot key %q: %w", k, err)
+		if err := item.Value(func(v []byte) error { return sw.put(k, v) }); err != nil {
+			return sw.n, fmt.Errorf("write snapshot key %q: %w", k, err)
 		}
 	}
-	if err := bw.WriteByte(0); err != nil {
+	return sw.n, sw.finish()
+}
+
+// snapWriter writes a snapshot stream record by record.
+type snapWriter struct {
+	w   io.Writer
+	crc hashWriter
+	bw  *bufio.Writer
+	hdr [binary.MaxVarintLen64]byte
+	n   int // records written
+}
+
+// newSnapWriter starts a stream on w (writes the magic).
+func newSnapWriter(w io.Writer) (*snapWriter, error) {
+	crc := crc32.New(castagnoli)
+	sw := &snapWriter{w: w, crc: crc, bw: bufio.NewWriterSize(io.MultiWriter(w, crc), 256<<10)}
+	if _, err := sw.bw.Write(snapMagic); err != nil {
+		return nil, fmt.Errorf("write snapshot: %w", err)
+	}
+	return sw, nil
+}
+
+// put writes one record.
+func (sw *snapWriter) put(k, v []byte) error {
+	for _, b := range [][]byte{k, v} {
+		if _, err := sw.bw.Write(sw.hdr[:binary.PutUvarint(sw.hdr[:], uint64(len(b)))]); err != nil {
+			return fmt.Errorf("write snapshot: %w", err)
+		}
+		if _, err := sw.bw.Write(b); err != nil {
+			return fmt.Errorf("write snapshot: %w", err)
+		}
+	}
+	sw.n++
+	return nil
+}
+
+// finish writes the terminator and the checksum.
+func (sw *snapWriter) finish() error {
+	if err := sw.bw.WriteByte(0); err != nil {
 		return fmt.Errorf("write snapshot: %w", err)
 	}
-	if err := bw.Flush(); err != nil {
+	if err := sw.bw.Flush(); err != nil {
 		return fmt.Errorf("write snapshot: %w", err)
 	}
 	var sum [4]byte
-	binary.BigEndian.PutUint32(sum[:], crc.Sum32())
-	if _, err := w.Write(sum[:]); err != nil {
+	binary.BigEndian.PutUint32(sum[:], sw.crc.Sum32())
+	if _, err := sw.w.Write(sum[:]); err != nil {
 		return fmt.Errorf("write snapshot checksum: %w", err)
 	}
 	return nil
@@ -96,8 +125,14 @@ func writeSnapshot(txn *badger.Txn, w io.Writer) error {
 
 // snapReader parses a snapshot stream, keeping the running checksum.
 type snapReader struct {
-	r   *bufio.Reader
+	r   byteReader
 	crc hashWriter
+}
+
+// byteReader is what snapReader reads from (a bufio.Reader, or a hashing reader over one).
+type byteReader interface {
+	io.Reader
+	io.ByteReader
 }
 
 type hashWriter interface {
@@ -109,7 +144,20 @@ type hashWriter interface {
 // checksum. It returns ErrCorruptSnapshot (wrapped) for any malformed stream, and put's error as
 // it is. Keys outside FSMPrefix are refused: a snapshot never writes elsewhere.
 func readSnapshot(r io.Reader, put func(k, v []byte) error) error {
-	sr := &snapReader{r: bufio.NewReaderSize(r, 256<<10), crc: crc32.New(castagnoli)}
+	br := bufio.NewReaderSize(r, 256<<10)
+	if err := readSnapshotStream(br, put); err != nil {
+		return err
+	}
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: trailing bytes after checksum", ErrCorruptSnapshot)
+	}
+	return nil
+}
+
+// readSnapshotStream is readSnapshot without the check that the stream ends after the checksum
+// (a backup file carries a trailer after it).
+func readSnapshotStream(r byteReader, put func(k, v []byte) error) error {
+	sr := &snapReader{r: r, crc: crc32.New(castagnoli)}
 	magic := make([]byte, len(snapMagic))
 	if err := sr.full(magic); err != nil || !bytes.Equal(magic, snapMagic) {
 		return fmt.Errorf("%w: bad header", ErrCorruptSnapshot)
@@ -154,9 +202,6 @@ func readSnapshot(r io.Reader, put func(k, v []byte) error) error {
 	}
 	if got := binary.BigEndian.Uint32(sum[:]); got != want {
 		return fmt.Errorf("%w: checksum %08x, computed %08x", ErrCorruptSnapshot, got, want)
-	}
-	if _, err := sr.r.ReadByte(); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("%w: trailing bytes after checksum", ErrCorruptSnapshot)
 	}
 	return nil
 }

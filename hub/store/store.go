@@ -101,6 +101,7 @@ type Store struct {
 	raft    *raft.Raft
 	trans   *raft.NetworkTransport
 	guard   *guardedTransport
+	snaps   raft.SnapshotStore
 	ap      *applier
 	metrics *metrics
 
@@ -158,6 +159,7 @@ func Open(cfg Config) (*Store, error) {
 	if err := checkSnapshots(filepath.Join(cfg.Dir, "snapshots"), snaps); err != nil {
 		return nil, err
 	}
+	s.snaps = snaps
 	var adv net.Addr
 	if cfg.RaftAdvertise != "" {
 		if adv, err = net.ResolveTCPAddr("tcp", cfg.RaftAdvertise); err != nil {

@@ -1,0 +1,154 @@
+package kubernetes
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// TestManifestsDecodeStrictly decodes every document of hub.yaml into its Kubernetes API type,
+// refusing unknown fields (a misspelt field is silently ignored by kubectl apply without
+// --validate), and checks the hands-off bootstrap wiring.
+func TestManifestsDecodeStrictly(t *testing.T) {
+	b, err := os.ReadFile("hub.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sts *appsv1.StatefulSet
+	services := map[string]*corev1.Service{}
+	for i, doc := range bytes.Split(b, []byte("\n---\n")) {
+		var meta struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+		}
+		if err := yaml.Unmarshal(doc, &meta); err != nil {
+			t.Fatalf("document %d: %v", i, err)
+		}
+		switch meta.APIVersion + " " + meta.Kind {
+		case "v1 Service":
+			var s corev1.Service
+			if err := yaml.UnmarshalStrict(doc, &s); err != nil {
+				t.Fatalf("document %d (Service): %v", i, err)
+			}
+			services[s.Name] = &s
+		case "apps/v1 StatefulSet":
+			sts = &appsv1.StatefulSet{}
+			if err := yaml.UnmarshalStrict(doc, sts); err != nil {
+				t.Fatalf("document %d (StatefulSet): %v", i, err)
+			}
+		default:
+			t.Fatalf("document %d: unexpected %s %s", i, meta.APIVersion, meta.Kind)
+		}
+	}
+	if sts == nil || services[sts.Spec.ServiceName] == nil || services["driftline-hub"] == nil {
+		t.Fatalf("want the StatefulSet, its headless service and the client service; have %v", services)
+	}
+	if services[sts.Spec.ServiceName].Spec.ClusterIP != corev1.ClusterIPNone {
+		t.Error("the peers service must be headless (stable pod DNS names for Raft)")
+	}
+	pod := sts.Spec.Template.Spec
+	script := strings.Join(pod.Containers[0].Args, " ")
+	var secretMount string
+	for _, m := range pod.Containers[0].VolumeMounts {
+		for _, v := range pod.Volumes {
+			if v.Name == m.Name && v.Secret != nil && v.Secret.SecretName == "driftline-admin" {
+				secretMount = m.MountPath
+			}
+		}
+	}
+	if secretMount == "" || !strings.Contains(script, "--admin-token-file "+secretMount+"/token") {
+		t.Errorf("every pod must read the admin token from the driftline-admin secret (mounted at %q): %s", secretMount, script)
+	}
+	if !strings.Contains(script, "--join http://driftline-hub-0.") {
+		t.Errorf("pods other than 0 must join pod 0: %s", script)
+	}
+	if len(sts.Spec.VolumeClaimTemplates) == 0 || pod.Containers[0].ReadinessProbe == nil {
+		t.Error("the StatefulSet needs a volume claim template and a readiness probe")
+	}
+}
+
+// TestComposeFile checks the compose file's hands-off bootstrap: an init service writes the token
+// and every hub waits for it and reads it. With docker compose installed it also runs `docker
+// compose config`.
+func TestComposeFile(t *testing.T) {
+	path := filepath.Join("..", "compose", "docker-compose.yml")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Services map[string]struct {
+			Command   []string       `json:"command"`
+			Volumes   []string       `json:"volumes"`
+			DependsOn map[string]any `json:"depends_on"`
+		} `json:"services"`
+		Volumes map[string]any `json:"volumes"`
+	}
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := doc.Services["init"]; !ok {
+		t.Fatal("no init service")
+	}
+	hubs := 0
+	for name, s := range doc.Services {
+		if name == "init" {
+			continue
+		}
+		hubs++
+		cmd := strings.Join(s.Command, " ")
+		if !strings.Contains(cmd, "--admin-token-file /run/driftline/admin-token") || s.DependsOn["init"] == nil {
+			t.Errorf("%s does not read the init service's token: %s", name, cmd)
+		}
+		if name != "hub1" && !strings.Contains(cmd, "--join http://hub1:8080") {
+			t.Errorf("%s does not join hub1: %s", name, cmd)
+		}
+	}
+	if hubs != 3 {
+		t.Errorf("%d hubs, want 3", hubs)
+	}
+	if exec.Command("docker", "compose", "version").Run() != nil {
+		t.Log("SKIPPED docker compose config: docker compose is not installed")
+		return
+	}
+	if out, err := exec.Command("docker", "compose", "-f", path, "config", "-q").CombinedOutput(); err != nil {
+		t.Fatalf("docker compose config: %v\n%s", err, out)
+	}
+}
+
+// TestSystemdUnitsVerify runs systemd-analyze verify on the units, with the binaries they start
+// stood in for by empty scripts (skipped loudly without systemd-analyze).
+func TestSystemdUnitsVerify(t *testing.T) {
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		if os.Getenv("DRIFTLINE_INTEGRATION") == "1" {
+			t.Fatal("systemd-analyze is not installed")
+		}
+		t.Skip("SKIPPED: systemd-analyze is not installed")
+	}
+	dir := t.TempDir()
+	var units []string
+	for _, bin := range []string{"driftline", "driftline-agent"} {
+		os.WriteFile(filepath.Join(dir, bin), []byte("#!/bin/sh\n"), 0o755)
+	}
+	for _, u := range []string{"driftline-hub.service", "driftline-agent.service"} {
+		b, err := os.ReadFile(filepath.Join("..", "systemd", u))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, u)
+		os.WriteFile(p, []byte(strings.ReplaceAll(string(b), "/usr/local/bin/", dir+"/")), 0o644)
+		units = append(units, p)
+	}
+	out, err := exec.Command(sa, append([]string{"verify"}, units...)...).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
