@@ -5,8 +5,11 @@ package testhelp
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,21 +28,66 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// FreeAddr returns a loopback "127.0.0.1:PORT" that was free a moment ago.
+// FreeAddr returns a loopback "127.0.0.1:PORT" that was free a moment ago (see FreePort).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback TCP port that was free a moment ago, for a process the test starts
+// later with that port on its command line. It picks at random below the kernel's ephemeral range
+// (ip_local_port_range): a port taken from that range (":0") is released before the process binds
+// it, and in that gap the kernel may hand it to any outgoing connection on the machine, which on
+// a busy machine running many tests it does ("address already in use"). A port is never handed
+// out twice by one test binary.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	lo, hi := portRange()
+	for range 200 {
+		port := lo + rand.IntN(hi-lo)
+		portsMu.Lock()
+		taken := portsGiven[port]
+		portsMu.Unlock()
+		if taken {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsMu.Lock()
+		portsGiven[port] = true
+		portsMu.Unlock()
+		return port
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// portRange is where FreePort picks: from 10000 up to the start of the ephemeral range.
+func portRange() (lo, hi int) {
+	lo, hi = 10000, 32768
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, hi
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 2 {
+		if start, err := strconv.Atoi(f[0]); err == nil && start > lo+1000 {
+			hi = start
+		}
+	}
+	return lo, hi
 }
 
 // SyncBuffer is a bytes.Buffer safe for concurrent writes and reads.
