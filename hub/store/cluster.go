@@ -49,7 +49,7 @@ func (s *Store) Status() Status {
 	st := Status{
 		Term:         s.raft.CurrentTerm(),
 		CommitIndex:  s.raft.CommitIndex(),
-		AppliedIndex: s.raft.AppliedIndex(),
+		AppliedIndex: s.appliedIndex(),
 		State:        stateName(s.raft.State()),
 	}
 	_, lid := s.raft.LeaderWithID()
@@ -139,7 +139,7 @@ func (s *Store) Ready() bool {
 		t = s.raft.CommitIndex()
 		s.readyTarget.Store(t)
 	}
-	if s.raft.AppliedIndex() >= t {
+	if s.appliedIndex() >= t {
 		s.caughtUp.Store(true)
 		return true
 	}
@@ -151,11 +151,11 @@ func (s *Store) Ready() bool {
 func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
-	for s.raft.AppliedIndex() < index {
+	for s.appliedIndex() < index {
 		select {
 		case <-t.C:
 		case <-ctx.Done():
-			return fmt.Errorf("%w: waiting for index %d (applied %d): %w", ErrTimeout, index, s.raft.AppliedIndex(), ctx.Err())
+			return fmt.Errorf("%w: waiting for index %d (applied %d): %w", ErrTimeout, index, s.appliedIndex(), ctx.Err())
 		case <-s.stop:
 			return ErrShutdown
 		}
@@ -357,4 +357,30 @@ func (s *Store) Digest() (StateDigest, error) {
 	}
 	out.Digest = hex.EncodeToString(h.Sum(nil))
 	return out, nil
+}
+
+// appliedIndex is the highest raft index whose effects are in the state. raft's AppliedIndex
+// moves when raft hands entries to the FSM goroutine, before the FSM has applied them, so a node
+// restarting or catching up reports entries as applied that readers cannot see yet. The FSM's own
+// position covers every command it applied; the entries after it up to raft's index count as
+// applied only when none of them is a command (no-ops and configuration changes, which never
+// reach the FSM).
+func (s *Store) appliedIndex() uint64 {
+	raftIdx := s.raft.AppliedIndex()
+	fsmIdx := s.ap.applied.Load()
+	if fsmIdx >= raftIdx {
+		return raftIdx
+	}
+	for i := fsmIdx + 1; i <= raftIdx; i++ {
+		var l raft.Log
+		if err := s.logs.GetLog(i, &l); err != nil {
+			// Compacted into a snapshot: raft restores it before going on, and Restore moves the
+			// FSM's position, so what is gone from the log is not pending here.
+			continue
+		}
+		if l.Type == raft.LogCommand {
+			return i - 1
+		}
+	}
+	return raftIdx
 }

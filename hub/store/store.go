@@ -102,6 +102,7 @@ type Store struct {
 	trans   *raft.NetworkTransport
 	guard   *guardedTransport
 	snaps   raft.SnapshotStore
+	logs    raft.LogStore // the log cache raft reads through (appliedIndex)
 	ap      *applier
 	metrics *metrics
 
@@ -188,6 +189,7 @@ func Open(cfg Config) (*Store, error) {
 
 	f := &fsm{db: cfg.DB, ap: s.ap, log: log, dir: cfg.Dir}
 	s.guard = &guardedTransport{NetworkTransport: s.trans}
+	s.logs = cache
 	s.raft, err = raft.NewRaft(rc, f, cache, logs, snaps, s.guard)
 	if err != nil {
 		_ = s.trans.Close()
