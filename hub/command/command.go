@@ -52,6 +52,14 @@ const (
 	TypeRolloutCreate
 	TypeRolloutTransition
 	TypeSigningKeyAdd
+	// TypeWebhookCreate registers a webhook. Payload: state.WebhookCreate.
+	TypeWebhookCreate
+	// TypeWebhookDelete removes a webhook and its pending deliveries. Payload: state.WebhookDelete.
+	TypeWebhookDelete
+	// TypeWebhookTest queues a test event for one webhook. Payload: state.WebhookTest.
+	TypeWebhookTest
+	// TypeWebhookAttempt records the outcome of one delivery attempt. Payload: state.WebhookAttempt.
+	TypeWebhookAttempt
 	typeEnd // sentinel: first unassigned value
 )
 
