@@ -76,6 +76,13 @@ var roleTable = []roleCase{
 	{"/api/v1/tokens", "POST", "/api/v1/tokens", `{}`, [5]int{400, 403, 403, 403, 403}},
 	{"/api/v1/tokens", "GET", "/api/v1/tokens", nil, [5]int{200, 403, 403, 403, 403}},
 	{"/api/v1/tokens/:id", "DELETE", "/api/v1/tokens/ghost", nil, [5]int{404, 403, 403, 403, 403}},
+	{"/api/v1/webhooks", "POST", "/api/v1/webhooks", `{}`, [5]int{400, 403, 403, 403, 403}},
+	{"/api/v1/webhooks", "GET", "/api/v1/webhooks", nil, [5]int{200, 403, 403, 403, 403}},
+	{"/api/v1/webhooks/:id", "GET", "/api/v1/webhooks/ghost", nil, [5]int{404, 403, 403, 403, 403}},
+	{"/api/v1/webhooks/:id", "DELETE", "/api/v1/webhooks/ghost", nil, [5]int{404, 403, 403, 403, 403}},
+	{"/api/v1/webhooks/:id/test", "POST", "/api/v1/webhooks/ghost/test", nil, [5]int{404, 403, 403, 403, 403}},
+	{"/api/v1/webhooks/:id/deliveries", "GET", "/api/v1/webhooks/ghost/deliveries", nil, [5]int{404, 403, 403, 403, 403}},
+	{"/api/v1/webhooks/:id/pending", "GET", "/api/v1/webhooks/ghost/pending", nil, [5]int{404, 403, 403, 403, 403}},
 
 	{"/api/v1/drift", "GET", "/api/v1/drift?model=ghost", nil, [5]int{admitted, admitted, admitted, admitted, 403}},
 	{"/api/v1/devices/:id/drift", "GET", "/api/v1/devices/ghost/drift", nil, [5]int{admitted, admitted, admitted, admitted, 403}},

@@ -78,6 +78,8 @@ func (s *Server) routes() {
 	v1.GET("/openlineage/events", s.openLineageExport, r(readers...)...)
 	v1.GET("/audit", s.audit, r(readers...)...)
 	v1.GET("/keys", s.keys, r(anyRole...)...)
+
+	s.webhookRoutes(v1)
 }
 
 func (s *Server) healthz(c echo.Context) error {

@@ -35,6 +35,7 @@ import (
 	"github.com/driftline/driftline/hub/rollout"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/hub/store"
+	"github.com/driftline/driftline/hub/webhook"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/kv"
 	"github.com/driftline/driftline/shared/wire"
@@ -96,6 +97,7 @@ type Node struct {
 	proto    *protocol.Service
 	rollouts *rollout.Controller
 	drift    *drift.Service
+	webhooks *webhook.Dispatcher
 	// transport is the MQTT connection the protocol service uses (nil without MQTT).
 	transport protocol.Transport
 	cancel    context.CancelFunc
@@ -163,6 +165,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.rollouts = rollout.New(rollout.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
+	n.webhooks = webhook.New(webhook.Config{Store: n.store, Reader: n.Reader(), NodeID: cfg.NodeID,
+		Logger: cfg.Logger, Registerer: n.registry})
 	n.drift, err = drift.New(drift.Config{
 		Registry: n.Reader(), Topics: wire.Default(), Logger: cfg.Logger, Registerer: n.registry,
 		Publish: func(topic string, payload []byte) error {
@@ -222,6 +226,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	go func() { defer n.wg.Done(); n.drift.Run(bg) }()
 	go func() { defer n.wg.Done(); n.rollouts.Run(bg) }()
 	go func() { defer n.wg.Done(); n.leaderChores(bg) }()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.webhooks.Run(bg) }()
 	go func() { defer n.wg.Done(); kv.RunGC(bg, n.db, 5*time.Minute, n.log) }()
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); kv.RunGC(bg, n.logDB, 5*time.Minute, n.log) }()
