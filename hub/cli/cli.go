@@ -94,6 +94,7 @@ func (a *app) root() *cobra.Command {
 	root.AddCommand(
 		a.hubCmd(), a.datasetCmd(), a.modelCmd(), a.deviceCmd(), a.rolloutCmd(), a.lineageCmd(),
 		a.driftCmd(), a.clusterCmd(), a.auditCmd(), a.tokenCmd(), a.brokerCmd(), a.versionCmd(),
+		a.webhookCmd(),
 	)
 	return root
 }
