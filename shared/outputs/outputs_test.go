@@ -43,14 +43,14 @@ func TestParseContract(t *testing.T) {
 		t.Fatalf("%+v %v", r, err)
 	}
 	bad := map[string]string{
-		"no primary key":   strings.Replace(classContract, `"primaryKey":["id"],`, "", 1),
-		"no label":         strings.Replace(classContract, `"role":"label"`, `"role":"prediction"`, 1),
-		"extra feature":    strings.Replace(classContract, `{"name":"id","type":"string"},`, `{"name":"id","type":"string"},{"name":"x","type":"number"},`, 1),
-		"types differ":     strings.Replace(classContract, `"name":"label","type":"string"`, `"name":"label","type":"integer"`, 1),
-		"metric vs task":   strings.Replace(regContract, `"mae"`, `"f1"`, 1),
-		"unknown task":     strings.Replace(regContract, `"metric":"mae"`, `"task":"ranking"`, 1),
-		"number classes":   strings.Replace(regContract, `"metric":"mae"`, `"task":"classification"`, 1),
-		"not json":         `{`,
+		"no primary key": strings.Replace(classContract, `"primaryKey":["id"],`, "", 1),
+		"no label":       strings.Replace(classContract, `"role":"label"`, `"role":"prediction"`, 1),
+		"extra feature":  strings.Replace(classContract, `{"name":"id","type":"string"},`, `{"name":"id","type":"string"},{"name":"x","type":"number"},`, 1),
+		"types differ":   strings.Replace(classContract, `"name":"label","type":"string"`, `"name":"label","type":"integer"`, 1),
+		"metric vs task": strings.Replace(regContract, `"mae"`, `"f1"`, 1),
+		"unknown task":   strings.Replace(regContract, `"metric":"mae"`, `"task":"ranking"`, 1),
+		"number classes": strings.Replace(regContract, `"metric":"mae"`, `"task":"classification"`, 1),
+		"not json":       `{`,
 	}
 	for name, doc := range bad {
 		if _, err := outputs.ParseContract([]byte(doc)); err == nil || !errors.Is(err, outputs.ErrContract) {
