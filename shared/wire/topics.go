@@ -40,6 +40,10 @@ const (
 	KindFleetRollout
 	// KindFleetDrift is PREFIX/fleet/drift/{model}: hub, JSON FleetDrift.
 	KindFleetDrift
+	// KindPredictionDrift is PREFIX/dev/{id}/prediction_drift: agent, JSON PredictionDrift.
+	KindPredictionDrift
+	// KindPerformance is PREFIX/dev/{id}/performance: agent, JSON Performance.
+	KindPerformance
 )
 
 // kindLevels is the last topic level (under dev/{id}/) of each device kind.
@@ -57,6 +61,9 @@ var kindLevels = map[Kind]string{
 	KindChunk:        "chunk",
 	KindFleetRollout: "fleet/rollouts",
 	KindFleetDrift:   "fleet/drift",
+
+	KindPredictionDrift: "prediction_drift",
+	KindPerformance:     "performance",
 }
 
 // String returns the kind's topic suffix, e.g. "heartbeat" or "drift/+".
@@ -250,4 +257,7 @@ var deviceKinds = map[string]Kind{
 	"reported":   KindReported,
 	"fetch":      KindFetch,
 	"chunk":      KindChunk,
+
+	"prediction_drift": KindPredictionDrift,
+	"performance":      KindPerformance,
 }
