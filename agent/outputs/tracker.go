@@ -303,8 +303,9 @@ func (t *Tracker) refreshLocked() {
 	}
 	t.g = g
 	t.w = t.newWindow()
+	refValue, _ := ref.Performance.Value(c.Metric)
 	t.log.Info("output contract in use", "model", key, "task", c.Task, "metric", c.Metric,
-		"reference", ref.Performance, "window_rows", g.window.Rows, "window_seconds", g.window.Seconds)
+		"reference", refValue, "reference_labels", ref.Performance.Labels, "window_rows", g.window.Rows, "window_seconds", g.window.Seconds)
 }
 
 func (t *Tracker) newWindow() window {

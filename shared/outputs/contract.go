@@ -122,7 +122,8 @@ func ParseContract(b []byte) (*Contract, error) {
 }
 
 // derive returns the contract of s restricted to the fields in roles, each with its new role
-// (only a "feature" is scored for drift), keeping everything else as written.
+// (only a "feature" is scored for drift), keeping everything else as written but the primary
+// key's uniqueness.
 func derive(s *contract.Schema, roles map[string]contract.Role) (*contract.Schema, error) {
 	b, err := json.Marshal(s)
 	if err != nil {
@@ -145,9 +146,21 @@ func derive(s *contract.Schema, roles map[string]contract.Role) (*contract.Schem
 		}
 		ext["role"] = string(role)
 		fm["x-driftline"] = ext
+		if fm["name"] == s.PrimaryKey[0] {
+			cons, _ := fm["constraints"].(map[string]any)
+			if cons == nil {
+				cons = map[string]any{}
+			}
+			cons["required"] = true
+			delete(cons, "unique")
+			fm["constraints"] = cons
+		}
 		kept = append(kept, fm)
 	}
 	doc["fields"] = kept
+	// The id stays required but not unique: a repeated id is the join's business (the first
+	// prediction and the first label count), across windows as within one.
+	delete(doc, "primaryKey")
 	if ext, ok := doc["x-driftline"].(map[string]any); ok {
 		delete(ext, "task")
 		delete(ext, "metric")
