@@ -102,6 +102,8 @@ type Agent struct {
 
 	activeKey   string // what activeCache holds (Active)
 	activeCache ActiveModel
+	outputKey   string // what outputCache holds (Output)
+	outputCache []byte
 
 	lastRev  uint64        // desired loop only
 	retry    bool          // desired loop only: a model of the current revision failed transiently

@@ -2,14 +2,20 @@ package cli
 
 import (
 	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/outputs"
 	"github.com/driftline/driftline/agent/pipeline"
 )
 
 // The data pipeline rides on every `driftline-agent run`: readings from the data topic and
-// POST /ingest are validated, profiled and reported (see agent/pipeline.Attach).
+// POST /ingest are validated, profiled and reported (see agent/pipeline.Attach); predictions and
+// labels are tracked against the running version's output reference (agent/outputs.Attach).
 func init() {
 	RegisterRunHook(func(a *agent.Agent) error {
-		_, err := pipeline.Attach(a, pipeline.AttachOptions{Registerer: a.Registerer(), Ingest: true, WatchDir: a.Config().WatchDir})
+		pl, err := pipeline.Attach(a, pipeline.AttachOptions{Registerer: a.Registerer(), Ingest: true, WatchDir: a.Config().WatchDir})
+		if err != nil {
+			return err
+		}
+		_, err = outputs.Attach(a, pl, a.Registerer())
 		return err
 	})
 }

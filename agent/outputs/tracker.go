@@ -35,7 +35,7 @@ const (
 
 // ErrNoReference means no active model version carries an output reference: predictions and
 // labels are refused (503 on POST /ingest), not dropped.
-var ErrNoReference = errors.New("outputs: the active model version has no output reference")
+var ErrNoReference = pipeline.ErrNoReference
 
 // Model says which model version runs and its encoded output reference (ok false: none).
 type Model interface {

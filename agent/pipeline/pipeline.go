@@ -108,6 +108,8 @@ type Pipeline struct {
 	inflight int // streams being ingested; the generation changes only when 0
 	seen     int64
 	invalid  int64
+	// kinds takes predictions and labels (nil: refused).
+	kinds KindIngester
 }
 
 // Stats are the pipeline's counters since New, for the agent's heartbeat.

@@ -60,6 +60,9 @@ const (
 	TypeWebhookTest
 	// TypeWebhookAttempt records the outcome of one delivery attempt. Payload: state.WebhookAttempt.
 	TypeWebhookAttempt
+	// TypeModelVersionOutputSet attaches an output reference to a model version. Payload:
+	// state.ModelVersionOutputSet.
+	TypeModelVersionOutputSet
 	typeEnd // sentinel: first unassigned value
 )
 

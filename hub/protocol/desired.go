@@ -177,6 +177,9 @@ func BuildDesired(r state.Reader, d state.Device, now int64) (wire.Desired, erro
 		dm := wire.DesiredModel{
 			Name: name, Version: mv.Version, ManifestDigest: mv.ManifestDigest, Size: mv.Size, RolloutID: want.RolloutID,
 		}
+		if mv.Output != nil {
+			dm.OutputDigest = mv.Output.Digest
+		}
 		if n := len(mv.Signatures); n > 0 {
 			dm.Signature = artifact.Signature{KeyID: mv.Signatures[n-1].KeyID, Sig: mv.Signatures[n-1].Sig}
 		}

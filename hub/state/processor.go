@@ -133,6 +133,9 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 	case command.TypeWebhookTest:
 		var c WebhookTest
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return webhookTest(txn, env, c) })
+	case command.TypeModelVersionOutputSet:
+		var c ModelVersionOutputSet
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return modelVersionOutputSet(txn, c) })
 	case command.TypeWebhookAttempt:
 		var c WebhookAttempt
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return webhookAttempt(txn, env, c) })

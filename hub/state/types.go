@@ -105,6 +105,8 @@ type ModelVersion struct {
 	Tags           map[string]string  `json:"tags,omitempty"`
 	CreatedBy      string             `json:"created_by"`
 	CreatedAt      int64              `json:"created_at"`
+	// Output describes the version's output reference, when one was attached.
+	Output *OutputSummary `json:"output,omitempty"`
 }
 
 // ReportedModel is what a device says about one model.
@@ -228,6 +230,8 @@ const (
 	ObjectManifest = "manifest"
 	ObjectContract = "contract"
 	ObjectProfile  = "profile"
+	// ObjectOutput is a model version's output reference (shared/outputs.Reference JSON).
+	ObjectOutput = "output"
 )
 
 // ObjectRef says which registry object a digest names.

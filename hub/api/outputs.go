@@ -1,0 +1,102 @@
+package api
+
+import (
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/shared/artifact"
+	"github.com/driftline/driftline/shared/contract/rows"
+	"github.com/driftline/driftline/shared/outputs"
+)
+
+// MaxOutputSample bounds the validation sample of PUT .../outputs (read whole: it is read twice,
+// once for the profile and once for the reference performance).
+const MaxOutputSample = 64 << 20
+
+// modelVersionOutputs attaches an output reference to a registered model version: multipart
+// parts `contract` (the output contract) and `sample` (the validation set's predictions with
+// their labels, CSV or JSONL).
+func (s *Server) modelVersionOutputs(c echo.Context) error {
+	v, err := versionParam(c)
+	if err != nil {
+		return err
+	}
+	name := c.Param("name")
+	if _, err := s.read.ModelVersion(name, v); err != nil {
+		return err
+	}
+	mr, err := s.multipart(c)
+	if err != nil {
+		return err
+	}
+	var doc, sample []byte
+	format := rows.FormatCSV
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return uploadErr(err)
+		}
+		switch part.FormName() {
+		case "contract":
+			if doc, err = readPart(part, s.cfg.MaxBodyBytes, "contract"); err != nil {
+				return err
+			}
+		case "sample":
+			if sampleFormat(part) == "jsonl" {
+				format = rows.FormatJSONL
+			}
+			if sample, err = readPart(part, MaxOutputSample, "sample"); err != nil {
+				return err
+			}
+		default:
+			return badRequest(part.FormName(), "unknown part %q: send contract and sample", part.FormName())
+		}
+	}
+	if doc == nil || sample == nil {
+		return badRequest("", "send the parts contract (output contract) and sample (validation predictions with labels)")
+	}
+	oc, err := outputs.ParseContract(doc)
+	if err != nil {
+		return badRequest("contract", "%v", err)
+	}
+	ref, err := outputs.Build(oc, sample, format)
+	if errors.Is(err, outputs.ErrSample) {
+		return problem(http.StatusBadRequest, ProblemInvalidSample, "invalid sample", err.Error())
+	}
+	if err != nil {
+		return err
+	}
+	b, err := ref.Encode()
+	if err != nil {
+		return err
+	}
+	value, _ := ref.Performance.Value(oc.Metric)
+	res, err := s.apply(c, command.TypeModelVersionOutputSet, state.ModelVersionOutputSet{Model: name, Version: v, Reference: b,
+		Summary: state.OutputSummary{Digest: artifact.DigestOf(b), Task: oc.Task, Metric: oc.Metric, Reference: value,
+			Labels: ref.Performance.Labels, Prediction: oc.Prediction}})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"version": res, "notes": ref.Notes, "performance": ref.Performance})
+}
+
+// modelVersionOutputsGet answers the output reference (JSON) of a model version.
+func (s *Server) modelVersionOutputsGet(c echo.Context) error {
+	v, err := versionParam(c)
+	if err != nil {
+		return err
+	}
+	b, err := s.read.OutputReference(c.Param("name"), v)
+	if err != nil {
+		return err
+	}
+	return c.JSONBlob(http.StatusOK, b)
+}
