@@ -121,7 +121,8 @@ func Start(cfg Config) (*Service, error) {
 	}
 	s.tele = newTelemetry(s)
 	s.desired = newDesiredPublisher(s)
-	for _, k := range []wire.Kind{wire.KindStatus, wire.KindHeartbeat, wire.KindReported, wire.KindValidation, wire.KindDrift, wire.KindFetch} {
+	for _, k := range []wire.Kind{wire.KindStatus, wire.KindHeartbeat, wire.KindReported, wire.KindValidation, wire.KindDrift, wire.KindFetch,
+		wire.KindPredictionDrift, wire.KindPerformance} {
 		if err := cfg.Transport.Subscribe(cfg.Topics.AllDevices(k), s.handle); err != nil {
 			cancel()
 			return nil, err
@@ -161,7 +162,8 @@ func (s *Service) handle(topic string, payload []byte) {
 	switch kind {
 	case wire.KindFetch:
 		ok = s.enqueueFetch(id, payload)
-	case wire.KindStatus, wire.KindHeartbeat, wire.KindReported, wire.KindValidation, wire.KindDrift:
+	case wire.KindStatus, wire.KindHeartbeat, wire.KindReported, wire.KindValidation, wire.KindDrift,
+		wire.KindPredictionDrift, wire.KindPerformance:
 		ok = s.tele.observe(kind, id, payload)
 	default:
 		ok = false

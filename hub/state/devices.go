@@ -213,6 +213,11 @@ func deviceTelemetry(txn *badger.Txn, env command.Envelope, c DeviceTelemetry) (
 			}
 			d.Health = &merged
 		}
+		if o.Outputs != nil {
+			if err := attachOutputs(txn, &d, *o.Outputs); err != nil {
+				return nil, nil, err
+			}
+		}
 		if err := putDevice(txn, d); err != nil {
 			return nil, nil, err
 		}

@@ -3,6 +3,7 @@ package state
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
@@ -80,4 +81,75 @@ func (r Reader) OutputReference(model string, version int) ([]byte, error) {
 		return nil, notFound("output reference of model:%s@%d", model, version)
 	}
 	return out, err
+}
+
+// OutputHealth is what a device's output reports (prediction drift, performance) said about one
+// model version. In a DeviceObservation the counts are what arrived since the last telemetry
+// command (deltas); on a Device they are the latest windows' values.
+type OutputHealth struct {
+	Model   string `json:"model"`
+	Version int    `json:"version"`
+	// At is the end of the latest window reported, Unix ms.
+	At int64 `json:"at"`
+	// PredictionWindows counts prediction drift windows, PredictionDrifted those that drifted;
+	// PredictionDrift is the latest window's verdict.
+	PredictionWindows int64 `json:"prediction_windows"`
+	PredictionDrifted int64 `json:"prediction_drifted"`
+	PredictionDrift   bool  `json:"prediction_drift"`
+	// Labels counts joined labels; RelativeSum is the sum over performance windows of relative
+	// performance × labels (so RelativeSum / Labels is the label-weighted relative
+	// performance); Relative and Metric are the latest window's.
+	Labels      int64   `json:"labels"`
+	RelativeSum float64 `json:"relative_sum"`
+	Relative    float64 `json:"relative"`
+	Metric      string  `json:"metric,omitempty"`
+	Value       float64 `json:"value"`
+}
+
+// attachOutputs records one device's output news: on the device (latest values) and, as running
+// totals, on the runs edge of the version they were observed on, where rollout gates read them
+// (attributes prediction_windows, prediction_drift_windows, labels, relative_sum).
+func attachOutputs(txn *badger.Txn, d *storedDevice, o OutputHealth) error {
+	if o.Model == "" || o.Version <= 0 {
+		return nil
+	}
+	cur := d.Outputs
+	if cur == nil || cur.Model != o.Model || cur.Version != o.Version {
+		cur = &OutputHealth{Model: o.Model, Version: o.Version}
+	}
+	cur.At = max(cur.At, o.At)
+	cur.PredictionWindows += o.PredictionWindows
+	cur.PredictionDrifted += o.PredictionDrifted
+	if o.PredictionWindows > 0 {
+		cur.PredictionDrift = o.PredictionDrift
+	}
+	cur.Labels += o.Labels
+	cur.RelativeSum += o.RelativeSum
+	if o.Labels > 0 {
+		cur.Relative, cur.Metric, cur.Value = o.Relative, o.Metric, o.Value
+	}
+	d.Outputs = cur
+	key := edgeKey(pLineageOut, DeviceNode(d.ID), EdgeRuns, ModelNode(o.Model, o.Version))
+	var e LineageEdge
+	if err := getJSON(txn, key, &e); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	if e.Attr == nil {
+		e.Attr = map[string]any{}
+	}
+	add := func(k string, v float64) {
+		was, _ := e.Attr[k].(float64)
+		e.Attr[k] = was + v
+	}
+	add("prediction_windows", float64(o.PredictionWindows))
+	add("prediction_drift_windows", float64(o.PredictionDrifted))
+	add("labels", float64(o.Labels))
+	add("relative_sum", o.RelativeSum)
+	if o.Labels > 0 {
+		e.Attr["last_relative_performance"] = o.Relative
+	}
+	return putJSON(txn, key, e)
 }

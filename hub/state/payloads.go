@@ -152,6 +152,8 @@ type DeviceObservation struct {
 	LastSeen int64          `json:"last_seen,omitempty"`
 	Reported *Reported      `json:"reported,omitempty"`
 	Health   *HealthSummary `json:"health,omitempty"`
+	// Outputs are the output reports since the last command (counts are deltas).
+	Outputs *OutputHealth `json:"outputs,omitempty"`
 }
 
 // DeviceTelemetry is a batch of device observations: one command per interval, never one per

@@ -157,6 +157,8 @@ type Device struct {
 	DesiredRev int64                   `json:"desired_rev"`
 	Reported   Reported                `json:"reported"`
 	Health     *HealthSummary          `json:"health,omitempty"`
+	// Outputs is the latest prediction drift and performance of the running version.
+	Outputs *OutputHealth `json:"outputs,omitempty"`
 }
 
 // Token roles.
