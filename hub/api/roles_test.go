@@ -76,6 +76,8 @@ var roleTable = []roleCase{
 	{"/api/v1/tokens", "POST", "/api/v1/tokens", `{}`, [5]int{400, 403, 403, 403, 403}},
 	{"/api/v1/tokens", "GET", "/api/v1/tokens", nil, [5]int{200, 403, 403, 403, 403}},
 	{"/api/v1/tokens/:id", "DELETE", "/api/v1/tokens/ghost", nil, [5]int{404, 403, 403, 403, 403}},
+	{"/api/v1/models/:name/versions/:v/outputs", "PUT", "/api/v1/models/ghost/versions/1/outputs", nil, [5]int{404, 403, 404, 403, 403}},
+	{"/api/v1/models/:name/versions/:v/outputs", "GET", "/api/v1/models/ghost/versions/1/outputs", nil, [5]int{404, 404, 404, 404, 404}},
 	{"/api/v1/webhooks", "POST", "/api/v1/webhooks", `{}`, [5]int{400, 403, 403, 403, 403}},
 	{"/api/v1/webhooks", "GET", "/api/v1/webhooks", nil, [5]int{200, 403, 403, 403, 403}},
 	{"/api/v1/webhooks/:id", "GET", "/api/v1/webhooks/ghost", nil, [5]int{404, 403, 403, 403, 403}},

@@ -1,0 +1,65 @@
+package api_test
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/driftline/driftline/hub/state"
+)
+
+const outputContract = `{"primaryKey":["id"],"fields":[{"name":"id","type":"string"},
+ {"name":"pred","type":"string","x-driftline":{"role":"prediction"}},
+ {"name":"label","type":"string","x-driftline":{"role":"label"}}]}`
+
+func TestModelVersionOutputs(t *testing.T) {
+	h := startHub(t, nil)
+	h.pushModel("clf", h.admin, []byte("model bytes"), "")
+	var sample strings.Builder
+	sample.WriteString("id,pred,label\n")
+	correct := 0
+	for i := range 200 {
+		label := []string{"a", "b"}[i%2]
+		pred := label
+		if i%8 == 0 {
+			pred = "b"
+		}
+		if pred == label {
+			correct++
+		}
+		fmt.Fprintf(&sample, "r%d,%s,%s\n", i, pred, label)
+	}
+	put := func(contract, sampleText string) response {
+		body, ct := multipartBody([]part{
+			{name: "contract", contentType: "application/json", data: strings.NewReader(contract)},
+			{name: "sample", filename: "val.csv", contentType: "text/csv", data: strings.NewReader(sampleText)},
+		})
+		return h.raw("PUT", "/api/v1/models/clf/versions/1/outputs", h.admin, ct, body)
+	}
+	r := put(outputContract, sample.String())
+	if r.code != http.StatusOK {
+		t.Fatalf("put outputs: %d %s", r.code, r.body)
+	}
+	var mv state.ModelVersion
+	h.must(200, "GET", "/api/v1/models/clf/versions/1", h.admin, nil, &mv)
+	want := float64(correct) / 200
+	if mv.Output == nil || mv.Output.Metric != "accuracy" || mv.Output.Reference != want || mv.Output.Labels != 200 || !strings.HasPrefix(mv.Output.Digest, "sha256:") {
+		t.Fatalf("output summary %+v, want accuracy %v on 200 labels", mv.Output, want)
+	}
+	ref := h.must(200, "GET", "/api/v1/models/clf/versions/1/outputs", h.admin, nil, nil)
+	if !bytes.Contains(ref.body, []byte(`"metric":"accuracy"`)) {
+		t.Fatalf("reference %s", ref.body)
+	}
+	if r := put(strings.Replace(outputContract, `"role":"label"`, `"role":"feature"`, 1), sample.String()); r.code != 400 {
+		t.Fatalf("bad contract: %d %s", r.code, r.body)
+	}
+	if r := put(outputContract, "id,pred,label\nr1,a,\n"); r.code != 400 || !bytes.Contains(r.body, []byte("invalid-sample")) {
+		t.Fatalf("sample without labels: %d %s", r.code, r.body)
+	}
+	h.must(200, "POST", "/api/v1/models/clf/versions/1/approve", h.admin, map[string]string{"comment": "ok"}, nil)
+	if r := put(outputContract, sample.String()); r.code != http.StatusConflict {
+		t.Fatalf("outputs of an approved version: %d %s", r.code, r.body)
+	}
+}
