@@ -4,6 +4,7 @@ import (
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/outputs"
 	"github.com/driftline/driftline/agent/pipeline"
+	"github.com/driftline/driftline/agent/samples"
 )
 
 // The data pipeline rides on every `driftline-agent run`: readings from the data topic and
@@ -15,7 +16,10 @@ func init() {
 		if err != nil {
 			return err
 		}
-		_, err = outputs.Attach(a, pl, a.Registerer())
+		if _, err = outputs.Attach(a, pl, a.Registerer()); err != nil {
+			return err
+		}
+		_, err = samples.Attach(a, pl, a.Registerer())
 		return err
 	})
 }

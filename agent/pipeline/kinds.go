@@ -6,7 +6,9 @@ import (
 	"errors"
 	"io"
 
+	"github.com/driftline/driftline/shared/contract"
 	"github.com/driftline/driftline/shared/contract/rows"
+	"github.com/driftline/driftline/shared/wire"
 )
 
 // Row kinds. Inputs are the model's input rows (this package); predictions and labels go to the
@@ -31,6 +33,21 @@ type KindIngester interface {
 	Ingest(kind, source string, f rows.Format, r io.Reader) (Summary, error)
 	// IngestPayload reads the rows of one data-topic payload (a JSON object or array).
 	IngestPayload(kind, source string, payload []byte) (Summary, error)
+}
+
+// WindowSampler sees every valid row of a window and the window's verdict (agent/samples keeps
+// a reservoir and sends it when the window drifted and the contract allows collection). It is
+// called with the pipeline's lock held: it must not block.
+type WindowSampler interface {
+	Row(s *contract.Schema, values []contract.Value)
+	Close(s *contract.Schema, hdr wire.Header, win wire.Window, ref wire.ModelRef, drifted bool, reason string, invalid int64)
+}
+
+// SetSampler hands every window's valid rows and verdict to ws. Call before rows arrive.
+func (p *Pipeline) SetSampler(ws WindowSampler) {
+	p.mu.Lock()
+	p.sampler = ws
+	p.mu.Unlock()
 }
 
 // SetKinds routes predictions and labels to k. Call before rows arrive.

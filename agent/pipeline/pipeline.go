@@ -110,6 +110,8 @@ type Pipeline struct {
 	invalid  int64
 	// kinds takes predictions and labels (nil: refused).
 	kinds KindIngester
+	// sampler sees valid rows and window verdicts (nil: none).
+	sampler WindowSampler
 }
 
 // Stats are the pipeline's counters since New, for the agent's heartbeat.
@@ -262,6 +264,9 @@ func (p *Pipeline) rowLocked(source string, row *contract.RawRow, sum *Summary) 
 		}
 		p.w.valid++
 		p.m.valid.Inc()
+		if p.sampler != nil {
+			p.sampler.Row(p.g.schema, p.out)
+		}
 		sum.add(nil)
 	} else {
 		p.w.invalid++

@@ -1,5 +1,10 @@
 package wire
 
+import (
+	"encoding/json"
+	"fmt"
+)
+
 // Reports about a model's outputs (SPEC section 10): prediction drift against the model
 // version's output reference, and performance over the labels that joined predictions. Both are
 // flat JSON, one message per window, so Grafana or Node-RED graph a field without unpacking.
@@ -144,3 +149,60 @@ func (t Topics) PredictionDrift(id string) string { return t.dev(id, "prediction
 
 // Performance returns PREFIX/dev/{id}/performance.
 func (t Topics) Performance(id string) string { return t.dev(id, "performance") }
+
+// Sample is the PREFIX/dev/{id}/sample message: rows of one drifted window, reservoir-sampled on
+// the device, sent only when the training dataset's contract allows collection
+// (x-driftline.collect) and within the device's byte budget. Rows are JSON objects keyed by the
+// contract's field names.
+type Sample struct {
+	Header
+	Window
+	ModelRef
+	// Reason is "input_drift" or "prediction_drift".
+	Reason string `json:"reason"`
+	// WindowRows is how many valid rows the window had; Rows the sampled ones.
+	WindowRows int64             `json:"window_rows"`
+	Rows       []json.RawMessage `json:"rows"`
+	// Invalid counts the window's invalid rows (not sent).
+	Invalid int64 `json:"invalid"`
+}
+
+// MaxSampleRows bounds the rows of one Sample.
+const MaxSampleRows = 10000
+
+// Validate checks the model reference (required), the reason and the rows.
+func (s Sample) Validate() error {
+	if err := s.Header.Validate(); err != nil {
+		return err
+	}
+	if err := s.Window.Validate(); err != nil {
+		return err
+	}
+	if err := s.ModelRef.Validate(); err != nil {
+		return err
+	}
+	if s.Model == "" {
+		return bad("model", "required")
+	}
+	if s.Reason != "input_drift" && s.Reason != "prediction_drift" {
+		return bad("reason", "must be input_drift or prediction_drift, got %q", s.Reason)
+	}
+	if len(s.Rows) == 0 || len(s.Rows) > MaxSampleRows {
+		return bad("rows", "%d rows, want 1..%d", len(s.Rows), MaxSampleRows)
+	}
+	for i, r := range s.Rows {
+		if len(r) == 0 || r[0] != '{' {
+			return bad(fmt.Sprintf("rows[%d]", i), "must be a JSON object")
+		}
+	}
+	if err := checkNonNeg("window_rows", s.WindowRows); err != nil {
+		return err
+	}
+	return checkNonNeg("invalid", s.Invalid)
+}
+
+// DecodeSample parses and validates a sample payload.
+func DecodeSample(b []byte) (Sample, error) { return decode[Sample](b) }
+
+// Sample returns PREFIX/dev/{id}/sample.
+func (t Topics) Sample(id string) string { return t.dev(id, "sample") }

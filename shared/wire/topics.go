@@ -44,6 +44,8 @@ const (
 	KindPredictionDrift
 	// KindPerformance is PREFIX/dev/{id}/performance: agent, JSON Performance.
 	KindPerformance
+	// KindSample is PREFIX/dev/{id}/sample: agent, JSON Sample.
+	KindSample
 )
 
 // kindLevels is the last topic level (under dev/{id}/) of each device kind.
@@ -64,6 +66,7 @@ var kindLevels = map[Kind]string{
 
 	KindPredictionDrift: "prediction_drift",
 	KindPerformance:     "performance",
+	KindSample:          "sample",
 }
 
 // String returns the kind's topic suffix, e.g. "heartbeat" or "drift/+".
@@ -260,4 +263,5 @@ var deviceKinds = map[string]Kind{
 
 	"prediction_drift": KindPredictionDrift,
 	"performance":      KindPerformance,
+	"sample":           KindSample,
 }
