@@ -12,6 +12,7 @@ import (
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/contract/rows"
 	"github.com/driftline/driftline/shared/outputs"
+	"github.com/driftline/driftline/shared/zstdx"
 )
 
 // MaxOutputSample bounds the validation sample of PUT .../outputs (read whole: it is read twice,
@@ -99,4 +100,38 @@ func (s *Server) modelVersionOutputsGet(c echo.Context) error {
 		return err
 	}
 	return c.JSONBlob(http.StatusOK, b)
+}
+
+// datasetVersionSample streams a candidate dataset version's rows (JSONL), reassembled from
+// their chunks. Only candidates keep their rows; a pushed version's sample is not stored (404).
+func (s *Server) datasetVersionSample(c echo.Context) error {
+	v, err := versionParam(c)
+	if err != nil {
+		return err
+	}
+	mb, err := s.read.CandidateRows(c.Param("name"), v)
+	if err != nil {
+		return err
+	}
+	m, err := artifact.DecodeManifest(mb)
+	if err != nil {
+		return err
+	}
+	w := c.Response()
+	w.Header().Set(echo.HeaderContentType, "application/x-ndjson")
+	w.Header().Set("Digest", "sha-256="+m.Digest)
+	w.WriteHeader(http.StatusOK)
+	var z, plain []byte
+	for _, ch := range m.Chunks {
+		if z, err = s.read.Chunk(z[:0], ch.Digest); err != nil {
+			return err
+		}
+		if plain, err = zstdx.Decode(plain[:0], z, artifact.MaxChunkSize); err != nil {
+			return err
+		}
+		if _, err := w.Write(plain); err != nil {
+			return nil // the client went away
+		}
+	}
+	return nil
 }

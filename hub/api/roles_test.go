@@ -44,6 +44,7 @@ var roleTable = []roleCase{
 	{"/api/v1/datasets/:name/versions/:v", "GET", "/api/v1/datasets/temps/versions/1", nil, [5]int{200, 200, 200, 200, 200}},
 	{"/api/v1/datasets/:name/versions/:v/contract", "GET", "/api/v1/datasets/temps/versions/1/contract", nil, [5]int{200, 200, 200, 200, 200}},
 	{"/api/v1/datasets/:name/versions/:v/profile", "GET", "/api/v1/datasets/temps/versions/9/profile", nil, [5]int{404, 404, 404, 404, 404}},
+	{"/api/v1/datasets/:name/versions/:v/sample", "GET", "/api/v1/datasets/temps/versions/1/sample", nil, [5]int{404, 404, 404, 404, 403}},
 
 	{"/api/v1/models", "POST", "/api/v1/models", `{}`, [5]int{400, 403, 400, 403, 403}},
 	{"/api/v1/models", "GET", "/api/v1/models", nil, [5]int{200, 200, 200, 200, 403}},

@@ -41,6 +41,7 @@ func (s *Server) routes() {
 	v1.GET("/datasets/:name/versions/:v", s.datasetVersionGet, r(anyRole...)...)
 	v1.GET("/datasets/:name/versions/:v/contract", s.datasetVersionContract, r(anyRole...)...)
 	v1.GET("/datasets/:name/versions/:v/profile", s.datasetVersionProfile, r(anyRole...)...)
+	v1.GET("/datasets/:name/versions/:v/sample", s.datasetVersionSample, r(readers...)...)
 
 	v1.POST("/models", s.modelCreate, w(publisher...)...)
 	v1.GET("/models", s.modelList, r(readers...)...)

@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -33,6 +34,7 @@ type serveOptions struct {
 	advertiseMQTT, signingKey, logLevel           string
 	fourEyes                                      bool
 	maxUpload                                     int64
+	sampleSettle                                  time.Duration
 }
 
 func (a *app) hubCmd() *cobra.Command {
@@ -77,6 +79,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.StringVar(&o.signingKey, "signing-key", "", "ed25519 signing key file (default DATA/signing.key, generated when absent)")
 	f.BoolVar(&o.fourEyes, "four-eyes", false, "refuse an approval by the identity that registered the version")
 	f.Int64Var(&o.maxUpload, "max-upload-bytes", 0, "largest upload accepted (0: the API's default)")
+	f.DurationVar(&o.sampleSettle, "sample-settle", 0, "how long devices' samples of drifted windows wait for others before they become a candidate dataset version (0: 30s)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.VisitAll(func(fl *pflag.Flag) { fl.Usage += " (env " + envName(fl.Name) + ")" })
 	return cmd
@@ -136,6 +139,7 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 		DataDir: o.data, NodeID: o.nodeID, HTTPAddr: o.http, AdvertiseHTTP: o.advertiseHTTP, RaftAddr: o.raft,
 		MQTTAddr: o.mqtt, Brokers: brokers, AdvertiseMQTT: adv, Join: o.join, JoinToken: o.joinToken,
 		TLSCert: o.tlsCert, TLSKey: o.tlsKey, SigningKey: o.signingKey, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload,
+		SampleSettle: o.sampleSettle,
 	}, level, nil
 }
 

@@ -63,6 +63,12 @@ const (
 	// TypeModelVersionOutputSet attaches an output reference to a model version. Payload:
 	// state.ModelVersionOutputSet.
 	TypeModelVersionOutputSet
+	// TypeSampleStage keeps a device's sample of a drifted window until it joins a candidate
+	// dataset version. Payload: state.SampleStage.
+	TypeSampleStage
+	// TypeCandidateCreate registers a candidate dataset version from staged samples. Payload:
+	// state.CandidateCreate.
+	TypeCandidateCreate
 	typeEnd // sentinel: first unassigned value
 )
 

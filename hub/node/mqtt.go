@@ -94,6 +94,14 @@ func (n *Node) startMQTT() error {
 	if err := protocol.SubscribeProfiles(transport, wire.Default(), n.drift.Enqueue); err != nil {
 		return err
 	}
+	topics := wire.Default()
+	if err := transport.Subscribe(topics.AllDevices(wire.KindSample), func(topic string, payload []byte) {
+		if kind, id, _, err := topics.Parse(topic); err == nil && kind == wire.KindSample {
+			n.samples.Handle(topic, id, payload)
+		}
+	}); err != nil {
+		return err
+	}
 	return nil
 }
 

@@ -33,6 +33,7 @@ import (
 	"github.com/driftline/driftline/hub/drift"
 	"github.com/driftline/driftline/hub/protocol"
 	"github.com/driftline/driftline/hub/rollout"
+	"github.com/driftline/driftline/hub/samples"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/hub/store"
 	"github.com/driftline/driftline/hub/webhook"
@@ -77,6 +78,9 @@ type Config struct {
 	FourEyes bool
 	// MaxUploadBytes bounds one upload; 0 means the API default.
 	MaxUploadBytes int64
+	// SampleSettle is how long devices' samples of drifted windows wait for others before they
+	// become a candidate dataset version (0: hub/samples' default, 30 s).
+	SampleSettle time.Duration
 	Logger         *slog.Logger
 }
 
@@ -98,6 +102,7 @@ type Node struct {
 	rollouts *rollout.Controller
 	drift    *drift.Service
 	webhooks *webhook.Dispatcher
+	samples  *samples.Collector
 	// transport is the MQTT connection the protocol service uses (nil without MQTT).
 	transport protocol.Transport
 	cancel    context.CancelFunc
@@ -167,6 +172,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.rollouts = rollout.New(rollout.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
 	n.webhooks = webhook.New(webhook.Config{Store: n.store, Reader: n.Reader(), NodeID: cfg.NodeID,
 		Logger: cfg.Logger, Registerer: n.registry})
+	n.samples = samples.New(samples.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry,
+		Settle: cfg.SampleSettle})
 	n.drift, err = drift.New(drift.Config{
 		Registry: n.Reader(), Topics: wire.Default(), Logger: cfg.Logger, Registerer: n.registry,
 		Publish: func(topic string, payload []byte) error {
@@ -228,6 +235,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	go func() { defer n.wg.Done(); n.leaderChores(bg) }()
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.webhooks.Run(bg) }()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.samples.Run(bg) }()
 	go func() { defer n.wg.Done(); kv.RunGC(bg, n.db, 5*time.Minute, n.log) }()
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); kv.RunGC(bg, n.logDB, 5*time.Minute, n.log) }()

@@ -136,6 +136,12 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 	case command.TypeModelVersionOutputSet:
 		var c ModelVersionOutputSet
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return modelVersionOutputSet(txn, c) })
+	case command.TypeSampleStage:
+		var c SampleStage
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return sampleStage(txn, env, c) })
+	case command.TypeCandidateCreate:
+		var c CandidateCreate
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return candidateCreate(txn, env, c) })
 	case command.TypeWebhookAttempt:
 		var c WebhookAttempt
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return webhookAttempt(txn, env, c) })

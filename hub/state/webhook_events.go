@@ -63,7 +63,7 @@ type eventsPre struct {
 
 func emitsEvents(t command.Type) bool {
 	switch t &^ command.IgnoreIfUnknown {
-	case command.TypeDeviceTelemetry, command.TypeRolloutTransition, command.TypeDatasetVersionCreate:
+	case command.TypeDeviceTelemetry, command.TypeRolloutTransition, command.TypeDatasetVersionCreate, command.TypeCandidateCreate:
 		return true
 	}
 	return false
@@ -130,7 +130,7 @@ func eventsAfter(txn *badger.Txn, env command.Envelope, pre *eventsPre, res any)
 			Rollout: r.ID, Model: r.Model, Version: r.Version, Action: c.Action, Decision: decision,
 			State: r.State, Wave: r.Wave, Waves: r.Waves(), Reason: c.Reason, Gates: c.Gates,
 		})
-	case command.TypeDatasetVersionCreate:
+	case command.TypeDatasetVersionCreate, command.TypeCandidateCreate:
 		v, ok := res.(DatasetVersion)
 		if !ok {
 			return nil
