@@ -81,7 +81,7 @@ type Config struct {
 	// SampleSettle is how long devices' samples of drifted windows wait for others before they
 	// become a candidate dataset version (0: hub/samples' default, 30 s).
 	SampleSettle time.Duration
-	Logger         *slog.Logger
+	Logger       *slog.Logger
 }
 
 // Node is a running hub node.
