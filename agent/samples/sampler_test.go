@@ -2,6 +2,8 @@ package samples
 
 import (
 	"encoding/json"
+	"io"
+	"log/slog"
 	"math"
 	"sync"
 	"testing"
@@ -46,7 +48,7 @@ func newSampler(t testing.TB, rep *reporter, maxRows int, budget int64, now func
 	}
 	t.Cleanup(func() { db.Close() })
 	s, err := New(Options{DeviceID: "d1", Reporter: rep, State: db.Namespace("samples"), MaxRows: maxRows,
-		MaxBytesPerDay: budget, Now: now, Seed: 42})
+		MaxBytesPerDay: budget, Now: now, Seed: 42, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
