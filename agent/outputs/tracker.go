@@ -69,11 +69,12 @@ type Tracker struct {
 	join *Join
 	m    *metrics
 
-	mu       sync.Mutex
-	g        *generation
-	w        window
-	nextIdx  int64
-	inflight int
+	mu         sync.Mutex
+	g          *generation
+	w          window
+	nextIdx    int64
+	inflight   int
+	lastExpire time.Time
 }
 
 // generation is what the active model version's output reference decides.
@@ -394,10 +395,16 @@ func (t *Tracker) Tick() {
 	if t.inflight == 0 {
 		t.refreshLocked()
 	}
-	if err := t.join.Expire(now); err != nil {
-		t.log.Error("join state expiry", "err", err)
+	if now.Sub(t.lastExpire) >= expireEvery {
+		t.lastExpire = now
+		if err := t.join.Expire(now); err != nil {
+			t.log.Error("join state expiry", "err", err)
+		}
 	}
 }
+
+// expireEvery is how often Tick expires old join entries.
+const expireEvery = time.Minute
 
 // Flush closes the open window now.
 func (t *Tracker) Flush() {
