@@ -78,6 +78,15 @@ func TestTelemetryDocExamples(t *testing.T) {
 		case wire.KindFleetRollout:
 			var p wire.FleetRollout
 			v, decode = &p, func(b []byte) error { _, err := wire.DecodeFleetRollout(b); check("", p.RolloutID); return err }
+		case wire.KindPredictionDrift:
+			var p wire.PredictionDrift
+			v, decode = &p, func(b []byte) error { _, err := wire.DecodePredictionDrift(b); check(p.DeviceID, ""); return err }
+		case wire.KindPerformance:
+			var p wire.Performance
+			v, decode = &p, func(b []byte) error { _, err := wire.DecodePerformance(b); check(p.DeviceID, ""); return err }
+		case wire.KindSample:
+			var p wire.Sample
+			v, decode = &p, func(b []byte) error { _, err := wire.DecodeSample(b); check(p.DeviceID, ""); return err }
 		case wire.KindFleetDrift:
 			var p wire.FleetDrift
 			v, decode = &p, func(b []byte) error { _, err := wire.DecodeFleetDrift(b); check("", p.Model); return err }
@@ -94,7 +103,8 @@ func TestTelemetryDocExamples(t *testing.T) {
 		}
 	}
 	for _, k := range []wire.Kind{wire.KindStatus, wire.KindHeartbeat, wire.KindValidation, wire.KindDrift, wire.KindDriftFeature,
-		wire.KindDesired, wire.KindReported, wire.KindFetch, wire.KindFleetRollout, wire.KindFleetDrift} {
+		wire.KindDesired, wire.KindReported, wire.KindFetch, wire.KindFleetRollout, wire.KindFleetDrift,
+		wire.KindPredictionDrift, wire.KindPerformance, wire.KindSample} {
 		if !seen[k] {
 			t.Errorf("docs/telemetry.md has no example payload for %s", k)
 		}
