@@ -50,6 +50,10 @@ type Config struct {
 	// they become a candidate (default 30 s); MaxRows makes one at once (default 5,000).
 	Settle  time.Duration
 	MaxRows int
+	// Every is the least time between two candidates of the same training dataset version
+	// (default 10 min): a device that keeps drifting adds to the next candidate instead of
+	// making one per Settle. MaxRows staged rows make one regardless.
+	Every time.Duration
 	// Queue bounds the samples waiting to be staged (default 256; beyond, new ones are dropped
 	// and counted).
 	Queue      int
@@ -69,6 +73,7 @@ type Collector struct {
 	cfg        Config
 	log        *slog.Logger
 	queue      chan staged
+	last       map[string]time.Time // training dataset version -> its last candidate (Run only)
 	samples    *prometheus.CounterVec
 	candidates prometheus.Counter
 }
@@ -86,6 +91,9 @@ func New(cfg Config) *Collector {
 	if cfg.MaxRows <= 0 {
 		cfg.MaxRows = 5000
 	}
+	if cfg.Every <= 0 {
+		cfg.Every = 10 * time.Minute
+	}
 	if cfg.Queue <= 0 {
 		cfg.Queue = 256
 	}
@@ -98,7 +106,7 @@ func New(cfg Config) *Collector {
 	if cfg.Forward == nil {
 		cfg.Forward = func(ctx context.Context, env command.Envelope) error { _, err := cfg.Store.Apply(ctx, env); return err }
 	}
-	c := &Collector{cfg: cfg, log: cfg.Logger, queue: make(chan staged, cfg.Queue),
+	c := &Collector{cfg: cfg, log: cfg.Logger, queue: make(chan staged, cfg.Queue), last: map[string]time.Time{},
 		samples: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricSamples,
 			Help: "Device samples by result (staged, refused, not_allowed, not_leader, dropped)."}, []string{"result"}),
 		candidates: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricCandidates, Help: "Candidate dataset versions registered."}),
@@ -198,7 +206,9 @@ func (c *Collector) trainingData(model string, version int) (string, state.Datas
 	return t.Dataset, dv, err
 }
 
-// Collect makes a candidate of every training dataset version whose staged samples settled.
+// Collect makes a candidate of every training dataset version whose staged samples settled (the
+// oldest waited Settle, and the version's last candidate is at least Every old) or reached
+// MaxRows. It is called from Run only (on the leader).
 func (c *Collector) Collect(ctx context.Context) error {
 	all, err := c.cfg.Reader.StagedSamples()
 	if err != nil {
@@ -222,12 +232,15 @@ func (c *Collector) Collect(ctx context.Context) error {
 			oldest = min(oldest, s.StagedAt)
 			rows += len(s.Rows)
 		}
-		if now-oldest < c.cfg.Settle.Milliseconds() && rows < c.cfg.MaxRows {
+		settled := now-oldest >= c.cfg.Settle.Milliseconds() && c.cfg.Now().Sub(c.last[k]) >= c.cfg.Every
+		if !settled && rows < c.cfg.MaxRows {
 			continue
 		}
 		if err := c.candidate(ctx, g); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", k, err))
+			continue
 		}
+		c.last[k] = c.cfg.Now()
 	}
 	return errors.Join(errs...)
 }
