@@ -16,10 +16,11 @@ func init() {
 		if err != nil {
 			return err
 		}
-		if _, err = outputs.Attach(a, pl, a.Registerer()); err != nil {
+		sm, err := samples.Attach(a, pl, a.Registerer())
+		if err != nil {
 			return err
 		}
-		_, err = samples.Attach(a, pl, a.Registerer())
+		_, err = outputs.AttachWith(a, pl, a.Registerer(), sm.PredictionDrift)
 		return err
 	})
 }

@@ -19,8 +19,14 @@ const Namespace = "outputs"
 // tracker; its reports go through the agent's outbox; the output reference is the running
 // version's.
 func Attach(a *agent.Agent, pl *pipeline.Pipeline, reg prometheus.Registerer) (*Tracker, error) {
+	return AttachWith(a, pl, reg, nil)
+}
+
+// AttachWith is Attach with a callback for drifted prediction windows (agent/samples'
+// Sampler.PredictionDrift, so the open input window is sampled).
+func AttachWith(a *agent.Agent, pl *pipeline.Pipeline, reg prometheus.Registerer, onPredictionDrift func()) (*Tracker, error) {
 	cfg := a.Config()
-	t, err := New(Options{
+	t, err := New(Options{OnPredictionDrift: onPredictionDrift,
 		DeviceID: cfg.DeviceID, Topics: a.Topics(), Reporter: a, Model: a, State: a.Namespace(Namespace),
 		Window:     contract.Window{Rows: cfg.Window.Rows, Seconds: float64(cfg.Window.Seconds)},
 		Registerer: reg, Logger: a.Logger(),

@@ -57,9 +57,12 @@ type Options struct {
 	// MinDriftRows is the fewest valid predictions a window needs to be scored for drift
 	// (default pipeline.DefaultMinDriftRows; negative: any).
 	MinDriftRows int
-	Registerer   prometheus.Registerer
-	Logger       *slog.Logger
-	Now          func() time.Time
+	// OnPredictionDrift, when set, is called (with the tracker's lock held: it must not block)
+	// when a window's predictions drifted; agent/samples then samples the open input window.
+	OnPredictionDrift func()
+	Registerer        prometheus.Registerer
+	Logger            *slog.Logger
+	Now               func() time.Time
 }
 
 // Tracker scores predictions and labels per window. Safe for concurrent use.
@@ -338,6 +341,9 @@ func (t *Tracker) closeLocked(now time.Time) {
 				ScoreType: fr.ScoreType, Threshold: fr.Threshold, Calibrated: fr.Calibrated, PValue: fr.PValue}
 			if fr.Drift {
 				d.Drift = 1
+				if t.opts.OnPredictionDrift != nil {
+					t.opts.OnPredictionDrift()
+				}
 			}
 			t.send(wire.KindPredictionDrift, t.opts.Topics.PredictionDrift(t.opts.DeviceID), d)
 			t.m.drift.Set(float64(d.Drift))

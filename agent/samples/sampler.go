@@ -64,6 +64,9 @@ type Sampler struct {
 	rng  *rand.Rand
 	seen int64              // valid rows offered in this window
 	kept [][]contract.Value // the reservoir
+	// predDrift says the model's predictions drifted since the last window closed: the next
+	// input window is sampled as if it drifted (reason prediction_drift).
+	predDrift bool
 
 	sent, skipped *prometheus.CounterVec
 }
@@ -133,6 +136,10 @@ func (s *Sampler) Close(sc *contract.Schema, hdr wire.Header, win wire.Window, r
 	s.mu.Lock()
 	kept, seen := s.kept, s.seen
 	s.kept, s.seen = nil, 0
+	if !drifted && s.predDrift {
+		drifted, reason = true, "prediction_drift"
+	}
+	s.predDrift = false
 	s.mu.Unlock()
 	if !drifted || ref.Model == "" {
 		return
@@ -187,6 +194,14 @@ func (s *Sampler) Close(sc *contract.Schema, hdr wire.Header, win wire.Window, r
 	s.sent.WithLabelValues(reason).Inc()
 	s.log.Info("sampled a drifted window", "model", ref.Model, "version", ref.Version, "window", win.Index,
 		"rows", len(msg.Rows), "of", seen, "bytes", len(payload))
+}
+
+// PredictionDrift tells the sampler that the model's predictions drifted (agent/outputs): the
+// input window open now is sampled when it closes, even if its inputs do not drift.
+func (s *Sampler) PredictionDrift() {
+	s.mu.Lock()
+	s.predDrift = true
+	s.mu.Unlock()
 }
 
 // budgetLeft returns the bytes left today and today's key.

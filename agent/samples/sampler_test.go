@@ -158,3 +158,24 @@ func TestDailyBudget(t *testing.T) {
 		t.Fatal("no sample on a new day")
 	}
 }
+
+// Predictions that drifted make the open input window sampled once, with its reason.
+func TestPredictionDriftSamplesTheInputWindow(t *testing.T) {
+	rep := &reporter{}
+	s := newSampler(t, rep, 20, 1<<30, time.Now)
+	sc := schema(t, true)
+	feed(s, sc, 100)
+	s.PredictionDrift()
+	h, win := window(1)
+	s.Close(sc, h, win, ref, false, "input_drift", 0)
+	feed(s, sc, 100)
+	h, win = window(2)
+	s.Close(sc, h, win, ref, false, "input_drift", 0) // the flag is spent
+	if len(rep.msgs) != 1 {
+		t.Fatalf("%d samples, want 1", len(rep.msgs))
+	}
+	m, err := wire.DecodeSample(rep.msgs[0])
+	if err != nil || m.Reason != "prediction_drift" || m.Index != 1 {
+		t.Fatalf("sample %+v (%v)", m, err)
+	}
+}

@@ -286,11 +286,12 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		if err != nil {
 			return Summary{}, fmt.Errorf("agent %s pipeline: %w", c.ID, err)
 		}
-		if _, err := outputs.Attach(a, pl, nil); err != nil {
-			return Summary{}, fmt.Errorf("agent %s outputs: %w", c.ID, err)
-		}
-		if _, err := samples.Attach(a, pl, nil); err != nil {
+		sm, err := samples.Attach(a, pl, nil)
+		if err != nil {
 			return Summary{}, fmt.Errorf("agent %s samples: %w", c.ID, err)
+		}
+		if _, err := outputs.AttachWith(a, pl, nil, sm.PredictionDrift); err != nil {
+			return Summary{}, fmt.Errorf("agent %s outputs: %w", c.ID, err)
 		}
 		m.a, m.pl = a, pl
 		members[i] = m
