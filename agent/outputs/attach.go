@@ -29,6 +29,7 @@ func AttachWith(a *agent.Agent, pl *pipeline.Pipeline, reg prometheus.Registerer
 	t, err := New(Options{OnPredictionDrift: onPredictionDrift,
 		DeviceID: cfg.DeviceID, Topics: a.Topics(), Reporter: a, Model: a, State: a.Namespace(Namespace),
 		Window:     contract.Window{Rows: cfg.Window.Rows, Seconds: float64(cfg.Window.Seconds)},
+		Join:       JoinOptions{MaxEntries: cfg.Outputs.MaxPending, MaxAge: cfg.Outputs.MaxAge.D()},
 		Registerer: reg, Logger: a.Logger(),
 	})
 	if err != nil {
