@@ -12,6 +12,7 @@ import (
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/contract/rows"
 	"github.com/driftline/driftline/shared/outputs"
+	"github.com/driftline/driftline/shared/wire"
 	"github.com/driftline/driftline/shared/zstdx"
 )
 
@@ -134,4 +135,21 @@ func (s *Server) datasetVersionSample(c echo.Context) error {
 		}
 	}
 	return nil
+}
+
+// sampleStage stages a device's sample of a drifted window, as checked by the node that heard
+// it (a follower forwards what its embedded broker received; docs: hub/samples).
+func (s *Server) sampleStage(c echo.Context) error {
+	var req state.SampleStage
+	if err := s.decodeJSON(c, &req); err != nil {
+		return err
+	}
+	if !state.ValidName(req.Sample.Device) || len(req.Sample.Rows) == 0 || len(req.Sample.Rows) > wire.MaxSampleRows {
+		return badRequest("sample", "a staged sample needs a valid device id and 1..%d rows", wire.MaxSampleRows)
+	}
+	res, err := s.apply(c, command.TypeSampleStage, req)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, res)
 }

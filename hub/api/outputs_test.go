@@ -63,3 +63,30 @@ func TestModelVersionOutputs(t *testing.T) {
 		t.Fatalf("outputs of an approved version: %d %s", r.code, r.body)
 	}
 }
+
+// A follower forwards a checked sample to the leader's POST /api/v1/devices/samples: staged
+// once, a repeat changes nothing.
+func TestSampleStageRoute(t *testing.T) {
+	h := startHub(t, nil)
+	h.pushDataset("temps", "")
+	body := map[string]any{"sample": map[string]any{"device": "edge-1", "model": "m", "model_version": 1, "dataset": "temps",
+		"dataset_version": 1, "window_index": 3, "window_end": 1000, "reason": "input_drift", "window_rows": 10,
+		"rows": []map[string]any{{"temp": 40.5, "site": "a"}}}}
+	var res map[string]bool
+	h.must(200, "POST", "/api/v1/devices/samples", h.admin, body, &res)
+	if !res["staged"] {
+		t.Fatalf("first stage: %v", res)
+	}
+	h.must(200, "POST", "/api/v1/devices/samples", h.admin, body, &res)
+	if res["staged"] {
+		t.Fatalf("a repeat was staged again: %v", res)
+	}
+	staged, err := h.n.Reader().StagedSamples()
+	if err != nil || len(staged) != 1 {
+		t.Fatalf("%d staged (%v)", len(staged), err)
+	}
+	body["sample"].(map[string]any)["dataset_version"] = 9
+	if r := h.do("POST", "/api/v1/devices/samples", h.admin, body); r.code != 404 {
+		t.Fatalf("unknown dataset version: %d %s", r.code, r.body)
+	}
+}

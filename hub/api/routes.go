@@ -65,6 +65,7 @@ func (s *Server) routes() {
 	v1.DELETE("/devices/:id", s.deviceDelete, w(adminOnly...)...)
 	v1.PUT("/devices/:id/models/:name", s.deviceDesiredSet, w(adminOnly...)...)
 	v1.POST("/devices/telemetry", s.deviceTelemetry, w(adminOnly...)...)
+	v1.POST("/devices/samples", s.sampleStage, w(adminOnly...)...)
 
 	v1.POST("/rollouts", s.rolloutCreate, w(approver...)...)
 	v1.GET("/rollouts", s.rolloutList, r(readers...)...)

@@ -142,15 +142,20 @@ func (n *Node) MQTTURL() string {
 	return ""
 }
 
-// applyOrForward proposes a command on the leader, or sends a telemetry batch to the leader's
-// API from a follower, authenticated with this node's token.
+// applyOrForward proposes a command on the leader, or sends a telemetry batch (or a device's
+// staged sample) to the leader's API from a follower, authenticated with this node's token.
 func (n *Node) applyOrForward(ctx context.Context, env command.Envelope) error {
 	if n.store.IsLeader() {
 		_, err := n.store.Apply(ctx, env)
 		return err
 	}
-	if env.Type != command.TypeDeviceTelemetry {
-		return fmt.Errorf("node: only telemetry is forwarded, not command type %d", env.Type)
+	path := "/api/v1/devices/telemetry"
+	switch env.Type {
+	case command.TypeDeviceTelemetry:
+	case command.TypeSampleStage:
+		path = "/api/v1/devices/samples"
+	default:
+		return fmt.Errorf("node: only telemetry and samples are forwarded, not command type %d", env.Type)
 	}
 	_, addr, ok := n.store.LeaderHTTP()
 	if !ok {
@@ -164,7 +169,7 @@ func (n *Node) applyOrForward(ctx context.Context, env command.Envelope) error {
 	if n.cfg.TLSCert != "" {
 		scheme = "https"
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, scheme+"://"+addr+"/api/v1/devices/telemetry", bytes.NewReader(env.Payload))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, scheme+"://"+addr+path, bytes.NewReader(env.Payload))
 	if err != nil {
 		return err
 	}
@@ -178,7 +183,7 @@ func (n *Node) applyOrForward(ctx context.Context, env command.Envelope) error {
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
-		return fmt.Errorf("node: leader refused telemetry: %s: %s", res.Status, strings.TrimSpace(string(b)))
+		return fmt.Errorf("node: leader refused %s: %s: %s", path, res.Status, strings.TrimSpace(string(b)))
 	}
 	return nil
 }

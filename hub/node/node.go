@@ -173,7 +173,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.webhooks = webhook.New(webhook.Config{Store: n.store, Reader: n.Reader(), NodeID: cfg.NodeID,
 		Logger: cfg.Logger, Registerer: n.registry})
 	n.samples = samples.New(samples.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry,
-		Settle: cfg.SampleSettle})
+		Settle: cfg.SampleSettle, Forward: n.applyOrForward,
+		// With an external broker every node hears every device: the leader stages alone.
+		LeaderOnly: len(cfg.Brokers) > 0})
 	n.drift, err = drift.New(drift.Config{
 		Registry: n.Reader(), Topics: wire.Default(), Logger: cfg.Logger, Registerer: n.registry,
 		Publish: func(topic string, payload []byte) error {

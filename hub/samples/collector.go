@@ -44,8 +44,12 @@ type Store interface {
 type Config struct {
 	Store  Store
 	Reader state.Reader
-	// Forward proposes a staging command (default Store.Apply).
+	// Forward proposes a staging command from any node: the leader applies it, a follower
+	// sends it to the leader (default Store.Apply, leader only).
 	Forward func(ctx context.Context, env command.Envelope) error
+	// LeaderOnly makes followers ignore samples (an external broker: every node hears every
+	// device, and the leader stages each sample once).
+	LeaderOnly bool
 	// Settle is how long the oldest staged sample of a dataset version waits for others before
 	// they become a candidate (default 30 s); MaxRows makes one at once (default 5,000).
 	Settle  time.Duration
@@ -148,11 +152,10 @@ func (c *Collector) Run(ctx context.Context) {
 	}
 }
 
-// stage checks one sample against the hub's state and proposes it. Only the leader stages: with
-// an external broker every node hears every device and the leader stages each sample once; with
-// the embedded broker a follower's devices' samples are not staged (counted not_leader).
+// stage checks one sample against the hub's state and proposes it through Forward (a follower
+// with the embedded broker sends it to the leader; with LeaderOnly a follower ignores it).
 func (c *Collector) stage(ctx context.Context, s staged) {
-	if !c.cfg.Store.IsLeader() {
+	if c.cfg.LeaderOnly && !c.cfg.Store.IsLeader() {
 		c.samples.WithLabelValues("not_leader").Inc()
 		return
 	}
