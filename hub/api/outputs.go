@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 
 	"github.com/labstack/echo/v4"
 
@@ -152,4 +153,87 @@ func (s *Server) sampleStage(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, res)
+}
+
+// OutputsView answers GET /api/v1/outputs: a model version's outputs across the fleet.
+type OutputsView struct {
+	Model   string `json:"model"`
+	Version int    `json:"version"`
+	// Reference is the version's output summary (metric, reference value), if it has one.
+	Reference *state.OutputSummary `json:"reference"`
+	// Devices counts devices reporting outputs of the version; PredictionDrifted those whose
+	// latest prediction window drifted, PredictionDriftShare their share.
+	Devices              int     `json:"devices"`
+	PredictionDrifted    int     `json:"prediction_drifted"`
+	PredictionDriftShare float64 `json:"prediction_drift_share"`
+	// Labels and Relative: joined labels over the fleet and the label-weighted performance
+	// relative to the reference (null without labels).
+	Labels   int64                `json:"labels"`
+	Relative *float64             `json:"relative"`
+	Items    []DeviceOutputsEntry `json:"items"`
+}
+
+// DeviceOutputsEntry is one device's line of OutputsView.
+type DeviceOutputsEntry struct {
+	Device  string             `json:"device"`
+	Outputs state.OutputHealth `json:"outputs"`
+}
+
+func (s *Server) outputsView(c echo.Context) error {
+	model := c.QueryParam("model")
+	if model == "" {
+		return badRequest("model", "model is required")
+	}
+	version := 0
+	if v := c.QueryParam("version"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return badRequest("version", "version must be a positive integer")
+		}
+		version = n
+	}
+	m, err := s.read.Model(model)
+	if err != nil {
+		return err
+	}
+	if version == 0 {
+		version = m.LatestVersion
+	}
+	view := OutputsView{Model: model, Version: version, Items: []DeviceOutputsEntry{}}
+	if mv, err := s.read.ModelVersion(model, version); err == nil {
+		view.Reference = mv.Output
+	}
+	var relSum float64
+	cursor := ""
+	for {
+		p, err := s.read.Devices(nil, cursor, state.MaxLimit)
+		if err != nil {
+			return err
+		}
+		for _, d := range p.Items {
+			o := d.Outputs
+			if o == nil || o.Model != model || o.Version != version {
+				continue
+			}
+			view.Devices++
+			if o.PredictionWindows > 0 && o.PredictionDrift {
+				view.PredictionDrifted++
+			}
+			view.Labels += o.Labels
+			relSum += o.RelativeSum
+			view.Items = append(view.Items, DeviceOutputsEntry{Device: d.ID, Outputs: *o})
+		}
+		if p.NextCursor == nil {
+			break
+		}
+		cursor = *p.NextCursor
+	}
+	if view.Devices > 0 {
+		view.PredictionDriftShare = float64(view.PredictionDrifted) / float64(view.Devices)
+	}
+	if view.Labels > 0 {
+		r := relSum / float64(view.Labels)
+		view.Relative = &r
+	}
+	return c.JSON(http.StatusOK, view)
 }

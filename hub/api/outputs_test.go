@@ -90,3 +90,39 @@ func TestSampleStageRoute(t *testing.T) {
 		t.Fatalf("unknown dataset version: %d %s", r.code, r.body)
 	}
 }
+
+// GET /api/v1/outputs adds the devices' output health up: drifted share, labels and the
+// label-weighted relative performance.
+func TestOutputsView(t *testing.T) {
+	h := startHub(t, nil)
+	h.pushModel("clf", h.admin, []byte("weights"), "")
+	for _, id := range []string{"d1", "d2", "d3"} {
+		h.must(201, "POST", "/api/v1/devices", h.admin, map[string]any{"id": id}, nil)
+	}
+	obs := func(id string, drift bool, labels int64, rel float64) map[string]any {
+		pd := int64(0)
+		if drift {
+			pd = 1
+		}
+		return map[string]any{"id": id, "outputs": map[string]any{"model": "clf", "version": 1, "at": 1000, "prediction_windows": 1,
+			"prediction_drifted": pd, "prediction_drift": drift, "labels": labels, "relative_sum": rel * float64(labels),
+			"relative": rel, "metric": "accuracy", "value": rel}}
+	}
+	h.must(200, "POST", "/api/v1/devices/telemetry", h.admin, map[string]any{"devices": []any{
+		obs("d1", true, 100, 0.5), obs("d2", false, 300, 0.9)}}, nil)
+	var v struct {
+		Devices              int      `json:"devices"`
+		PredictionDrifted    int      `json:"prediction_drifted"`
+		PredictionDriftShare float64  `json:"prediction_drift_share"`
+		Labels               int64    `json:"labels"`
+		Relative             *float64 `json:"relative"`
+	}
+	h.must(200, "GET", "/api/v1/outputs?model=clf", h.admin, nil, &v)
+	want := (100*0.5 + 300*0.9) / 400
+	if v.Devices != 2 || v.PredictionDrifted != 1 || v.PredictionDriftShare != 0.5 || v.Labels != 400 || v.Relative == nil || *v.Relative != want {
+		t.Fatalf("view %+v (relative %v), want 2 devices, 1 drifted, 400 labels, relative %v", v, v.Relative, want)
+	}
+	if r := h.do("GET", "/api/v1/outputs", h.admin, nil); r.code != 400 {
+		t.Fatalf("no model: %d", r.code)
+	}
+}

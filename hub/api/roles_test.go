@@ -66,6 +66,7 @@ var roleTable = []roleCase{
 	{"/api/v1/devices/:id", "PATCH", "/api/v1/devices/dev-1", `{"labels":{"a b":"x"}}`, [5]int{400, 403, 403, 403, 403}},
 	{"/api/v1/devices/:id", "DELETE", "/api/v1/devices/ghost", nil, [5]int{404, 403, 403, 403, 403}},
 	{"/api/v1/devices/telemetry", "POST", "/api/v1/devices/telemetry", `{"devices":[{"id":"a b"}]}`, [5]int{400, 403, 403, 403, 403}},
+	{"/api/v1/outputs", "GET", "/api/v1/outputs?model=ghost", nil, [5]int{404, 404, 404, 404, 403}},
 	{"/api/v1/devices/samples", "POST", "/api/v1/devices/samples", `{"sample":{"device":"a b"}}`, [5]int{400, 403, 403, 403, 403}},
 	{"/api/v1/devices/:id/models/:name", "PUT", "/api/v1/devices/dev-1/models/m", `{}`, [5]int{400, 403, 403, 403, 403}},
 

@@ -77,6 +77,7 @@ func (s *Server) routes() {
 	v1.GET("/tokens", s.tokenList, r(adminOnly...)...)
 	v1.DELETE("/tokens/:id", s.tokenDelete, w(adminOnly...)...)
 
+	v1.GET("/outputs", s.outputsView, r(readers...)...)
 	v1.GET("/lineage", s.lineage, r(readers...)...)
 	v1.POST("/openlineage", s.openLineageIngest, w(publisher...)...)
 	v1.GET("/openlineage/events", s.openLineageExport, r(readers...)...)
