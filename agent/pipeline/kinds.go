@@ -40,6 +40,8 @@ type KindIngester interface {
 // called with the pipeline's lock held: it must not block.
 type WindowSampler interface {
 	Row(s *contract.Schema, values []contract.Value)
+	// Invalid sees an invalid row as read (its cells are only valid during the call).
+	Invalid(s *contract.Schema, row *contract.RawRow)
 	Close(s *contract.Schema, hdr wire.Header, win wire.Window, ref wire.ModelRef, drifted bool, reason string, invalid int64)
 }
 

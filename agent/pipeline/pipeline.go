@@ -272,6 +272,9 @@ func (p *Pipeline) rowLocked(source string, row *contract.RawRow, sum *Summary) 
 		p.w.invalid++
 		p.invalid++
 		p.m.invalid.Inc()
+		if p.sampler != nil {
+			p.sampler.Invalid(p.g.schema, row)
+		}
 		for _, v := range p.viol {
 			countViolation(p.w.violations, v.Field, v.Rule)
 		}

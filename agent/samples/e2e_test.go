@@ -175,7 +175,10 @@ func (l *loop) ingestShifted(windows int) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	body := strings.TrimPrefix(temps(rng, 100*windows, 40), "temp\n")
 	var jl strings.Builder
-	for _, line := range strings.Fields(body) {
+	for i, line := range strings.Fields(body) {
+		if i%50 == 7 {
+			jl.WriteString("{\"temp\":\"hot\"}\n") // invalid: not a number
+		}
 		fmt.Fprintf(&jl, "{\"temp\":%s}\n", line)
 	}
 	req, _ := http.NewRequest("POST", "http://"+l.agent.MetricsAddr()+"/ingest", strings.NewReader(jl.String()))
@@ -287,6 +290,10 @@ func TestDriftBecomesCandidate(t *testing.T) {
 	var rows []byte
 	if code := l.send("GET", "/api/v1/datasets/temps/versions/2/sample", "", nil, &rows); code != 200 || int64(bytes.Count(rows, []byte("\n"))) != cand.SampleRows {
 		t.Fatalf("sample rows: %d, %d lines for %d rows", code, bytes.Count(rows, []byte("\n")), cand.SampleRows)
+	}
+	var bad []byte
+	if code := l.send("GET", "/api/v1/datasets/temps/versions/2/sample?invalid=true", "", nil, &bad); code != 200 || !bytes.Contains(bad, []byte(`{"temp":"hot"}`)) {
+		t.Fatalf("invalid rows: %d %s", code, bad)
 	}
 	testhelp.WaitFor(t, 20*time.Second, "the candidate webhook event", func() bool {
 		mu.Lock()

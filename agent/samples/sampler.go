@@ -64,6 +64,9 @@ type Sampler struct {
 	rng  *rand.Rand
 	seen int64              // valid rows offered in this window
 	kept [][]contract.Value // the reservoir
+	// badSeen and bad are the reservoir of invalid rows (MaxRows/4 of them), as JSON objects.
+	badSeen int64
+	bad     [][]byte
 	// predDrift says the model's predictions drifted since the last window closed: the next
 	// input window is sampled as if it drifted (reason prediction_drift).
 	predDrift bool
@@ -130,12 +133,65 @@ func (s *Sampler) Row(sc *contract.Schema, values []contract.Value) {
 	}
 }
 
+// Invalid offers one invalid row of the open window, as read, to a separate reservoir of
+// MaxRows/4 rows (at least one).
+func (s *Sampler) Invalid(sc *contract.Schema, row *contract.RawRow) {
+	if sc == nil || !sc.Driftline.Collect {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.badSeen++
+	k := max(s.opts.MaxRows/4, 1)
+	j := int64(len(s.bad))
+	if len(s.bad) >= k {
+		if j = s.rng.Int64N(s.badSeen); j >= int64(k) {
+			return
+		}
+	}
+	b, err := rawJSON(sc, row)
+	if err != nil {
+		return
+	}
+	if int(j) == len(s.bad) {
+		s.bad = append(s.bad, b)
+	} else {
+		s.bad[j] = b
+	}
+}
+
+// rawJSON renders an invalid row as read: each field's text (null when absent), the columns the
+// contract does not name, or {"_row": text} for a row that could not be parsed.
+func rawJSON(sc *contract.Schema, row *contract.RawRow) ([]byte, error) {
+	if row.ParseErr != "" {
+		return json.Marshal(map[string]string{"_row": string(row.Text)})
+	}
+	m := make(map[string]any, len(row.Cells)+len(row.Extra))
+	for i, c := range row.Cells {
+		if i >= len(sc.Fields) {
+			break
+		}
+		switch c.Kind {
+		case contract.RawAbsent, contract.RawNull:
+			m[sc.Fields[i].Name] = nil
+		case contract.RawComplex:
+			m[sc.Fields[i].Name] = json.RawMessage(append([]byte(nil), c.Data...))
+		default:
+			m[sc.Fields[i].Name] = string(c.Data)
+		}
+	}
+	for _, x := range row.Extra {
+		m[string(x.Name)] = string(x.Value)
+	}
+	return json.Marshal(m)
+}
+
 // Close ends the window: when it drifted and its contract allows collection, the reservoir is
 // sent within the day's budget; in every case the reservoir is emptied.
 func (s *Sampler) Close(sc *contract.Schema, hdr wire.Header, win wire.Window, ref wire.ModelRef, drifted bool, reason string, invalid int64) {
 	s.mu.Lock()
-	kept, seen := s.kept, s.seen
-	s.kept, s.seen = nil, 0
+	kept, seen, bad := s.kept, s.seen, s.bad
+	s.kept, s.seen, s.bad, s.badSeen = nil, 0, nil, 0
 	if !drifted && s.predDrift {
 		drifted, reason = true, "prediction_drift"
 	}
@@ -148,7 +204,7 @@ func (s *Sampler) Close(sc *contract.Schema, hdr wire.Header, win wire.Window, r
 		s.skipped.WithLabelValues("not_allowed").Inc()
 		return
 	}
-	if len(kept) == 0 {
+	if len(kept) == 0 && len(bad) == 0 {
 		s.skipped.WithLabelValues("empty").Inc()
 		return
 	}
@@ -162,13 +218,16 @@ func (s *Sampler) Close(sc *contract.Schema, hdr wire.Header, win wire.Window, r
 		rows = append(rows, b)
 	}
 	msg := wire.Sample{Header: hdr, Window: win, ModelRef: ref, Reason: reason, WindowRows: seen, Rows: rows, Invalid: invalid}
+	for _, b := range bad {
+		msg.InvalidRows = append(msg.InvalidRows, b)
+	}
 	left, day, err := s.budgetLeft()
 	if err != nil {
 		s.log.Error("sample budget", "err", err)
 		return
 	}
 	var payload []byte
-	for len(msg.Rows) > 0 {
+	for len(msg.Rows)+len(msg.InvalidRows) > 0 {
 		if payload, err = wire.Encode(msg); err != nil {
 			s.log.Error("sample not encodable", "err", err)
 			return
@@ -176,7 +235,9 @@ func (s *Sampler) Close(sc *contract.Schema, hdr wire.Header, win wire.Window, r
 		if int64(len(payload)) <= left && len(payload) <= wire.MaxPayloadSize {
 			break
 		}
-		msg.Rows = msg.Rows[:len(msg.Rows)*3/4] // the reservoir is random: any prefix is a sample
+		// The reservoirs are random: any prefix is a sample.
+		msg.Rows = msg.Rows[:len(msg.Rows)*3/4]
+		msg.InvalidRows = msg.InvalidRows[:len(msg.InvalidRows)*3/4]
 		payload = nil
 	}
 	if payload == nil {
@@ -193,7 +254,7 @@ func (s *Sampler) Close(sc *contract.Schema, hdr wire.Header, win wire.Window, r
 	}
 	s.sent.WithLabelValues(reason).Inc()
 	s.log.Info("sampled a drifted window", "model", ref.Model, "version", ref.Version, "window", win.Index,
-		"rows", len(msg.Rows), "of", seen, "bytes", len(payload))
+		"rows", len(msg.Rows), "of", seen, "invalid_rows", len(msg.InvalidRows), "bytes", len(payload))
 }
 
 // PredictionDrift tells the sampler that the model's predictions drifted (agent/outputs): the

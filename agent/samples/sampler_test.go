@@ -179,3 +179,41 @@ func TestPredictionDriftSamplesTheInputWindow(t *testing.T) {
 		t.Fatalf("sample %+v (%v)", m, err)
 	}
 }
+
+// Invalid rows go to their own reservoir (MaxRows/4), as read, and travel with the sample.
+func TestInvalidRowsSampledApart(t *testing.T) {
+	rep := &reporter{}
+	s := newSampler(t, rep, 20, 1<<30, time.Now)
+	sc := schema(t, true)
+	feed(s, sc, 100)
+	for i := range 30 {
+		row := contract.RawRow{Num: int64(i + 1), Cells: []contract.RawCell{{Kind: contract.RawString, Data: []byte("hot")}, {}},
+			Extra: []contract.RawExtra{{Name: []byte("extra"), Value: []byte("x")}}}
+		s.Invalid(sc, &row)
+	}
+	s.Invalid(sc, &contract.RawRow{ParseErr: "bad json", Text: []byte("{oops")})
+	h, win := window(1)
+	s.Close(sc, h, win, ref, true, "input_drift", 31)
+	m, err := wire.DecodeSample(rep.msgs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Rows) != 20 || len(m.InvalidRows) != 5 || m.Invalid != 31 {
+		t.Fatalf("%d rows, %d invalid rows, invalid %d", len(m.Rows), len(m.InvalidRows), m.Invalid)
+	}
+	for _, r := range m.InvalidRows {
+		var row map[string]any
+		if err := json.Unmarshal(r, &row); err != nil {
+			t.Fatal(err)
+		}
+		if row["_row"] == nil && (row["x"] != "hot" || row["s"] != nil || row["extra"] != "x") {
+			t.Fatalf("invalid row %s", r)
+		}
+	}
+	// A contract without the opt-in keeps no invalid row either.
+	closed := schema(t, false)
+	s.Invalid(closed, &contract.RawRow{Cells: []contract.RawCell{{Kind: contract.RawString, Data: []byte("hot")}, {}}})
+	if len(s.bad) != 0 {
+		t.Fatal("kept an invalid row of a contract without the opt-in")
+	}
+}

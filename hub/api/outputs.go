@@ -105,13 +105,14 @@ func (s *Server) modelVersionOutputsGet(c echo.Context) error {
 }
 
 // datasetVersionSample streams a candidate dataset version's rows (JSONL), reassembled from
-// their chunks. Only candidates keep their rows; a pushed version's sample is not stored (404).
+// their chunks; with ?invalid=true the sampled invalid rows, as read. Only candidates keep their
+// rows; a pushed version's sample is not stored (404).
 func (s *Server) datasetVersionSample(c echo.Context) error {
 	v, err := versionParam(c)
 	if err != nil {
 		return err
 	}
-	mb, err := s.read.CandidateRows(c.Param("name"), v)
+	mb, err := s.read.CandidateRows(c.Param("name"), v, c.QueryParam("invalid") == "true")
 	if err != nil {
 		return err
 	}
@@ -145,7 +146,8 @@ func (s *Server) sampleStage(c echo.Context) error {
 	if err := s.decodeJSON(c, &req); err != nil {
 		return err
 	}
-	if !state.ValidName(req.Sample.Device) || len(req.Sample.Rows) == 0 || len(req.Sample.Rows) > wire.MaxSampleRows {
+	if !state.ValidName(req.Sample.Device) || len(req.Sample.Rows)+len(req.Sample.InvalidRows) == 0 ||
+		len(req.Sample.Rows) > wire.MaxSampleRows || len(req.Sample.InvalidRows) > wire.MaxSampleRows {
 		return badRequest("sample", "a staged sample needs a valid device id and 1..%d rows", wire.MaxSampleRows)
 	}
 	res, err := s.apply(c, command.TypeSampleStage, req)

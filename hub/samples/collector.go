@@ -182,7 +182,8 @@ func (c *Collector) stage(ctx context.Context, s staged) {
 	}
 	env, err := command.New(command.TypeSampleStage, "", 0, "device:"+s.device, state.SampleStage{Sample: state.StagedSample{
 		Device: s.device, Model: m.Model, ModelVersion: m.Version, Dataset: ds, DatasetVersion: dv.Version,
-		WindowIndex: m.Index, WindowEnd: m.WindowEnd, Reason: m.Reason, WindowRows: m.WindowRows, Rows: m.Rows}})
+		WindowIndex: m.Index, WindowEnd: m.WindowEnd, Reason: m.Reason, WindowRows: m.WindowRows, Rows: m.Rows,
+		InvalidRows: m.InvalidRows}})
 	if err != nil {
 		c.log.Error("encode sample", "err", err)
 		return
@@ -259,13 +260,17 @@ func (c *Collector) candidate(ctx context.Context, g []state.StagedSample) error
 	if err != nil {
 		return fmt.Errorf("training contract: %w", err)
 	}
-	var buf bytes.Buffer
+	var buf, bad bytes.Buffer
 	devices := map[string]bool{}
 	keys := make([]string, 0, len(g))
 	for _, s := range g {
 		for _, r := range s.Rows {
 			buf.Write(r)
 			buf.WriteByte('\n')
+		}
+		for _, r := range s.InvalidRows {
+			bad.Write(r)
+			bad.WriteByte('\n')
 		}
 		devices[s.Device] = true
 		keys = append(keys, s.Key)
@@ -274,25 +279,17 @@ func (c *Collector) candidate(ctx context.Context, g []state.StagedSample) error
 	if err != nil {
 		return fmt.Errorf("profile the samples: %w", err)
 	}
-	// The rows travel into the store as content-addressed chunks, as a model's artifact does.
-	var chunks []state.Chunk
-	man, err := artifact.Split(bytes.NewReader(buf.Bytes()), func(ch artifact.Chunk) error {
-		chunks = append(chunks, state.Chunk{Digest: ch.Digest, Size: int64(len(ch.Data)), Zstd: zstdx.Encode(nil, ch.Data)})
-		return nil
-	})
+	// The rows travel into the store as content-addressed chunks, as a model's artifact does;
+	// the sampled invalid rows likewise, apart.
+	manifest, err := c.storeChunks(ctx, buf.Bytes())
 	if err != nil {
-		return err
-	}
-	manifest, err := man.Canonical()
-	if err != nil {
-		return err
-	}
-	put, err := command.New(command.TypeChunksPut, "", 0, "hub:samples", state.ChunksPut{Chunks: chunks})
-	if err != nil {
-		return err
-	}
-	if _, err := c.cfg.Store.Apply(ctx, put); err != nil {
 		return fmt.Errorf("store the rows: %w", err)
+	}
+	var badManifest []byte
+	if bad.Len() > 0 {
+		if badManifest, err = c.storeChunks(ctx, bad.Bytes()); err != nil {
+			return fmt.Errorf("store the invalid rows: %w", err)
+		}
 	}
 	sum := sha256.Sum256(buf.Bytes())
 	devs := make([]string, 0, len(devices))
@@ -310,7 +307,7 @@ func (c *Collector) candidate(ctx context.Context, g []state.StagedSample) error
 			SampleSHA256: "sha256:" + hex.EncodeToString(sum[:]), SampleBytes: int64(buf.Len()), SampleRows: res.Rows,
 			InvalidRows: res.InvalidRows, SourceURI: fmt.Sprintf("%s%s@%d", state.CandidateSourcePrefix, first.Model, first.ModelVersion),
 			Parents: []state.VersionRef{{Dataset: first.Dataset, Version: first.DatasetVersion}}, Notes: notes},
-		Devices: devs, Staged: keys, Model: first.Model, ModelVersion: first.ModelVersion, Manifest: manifest,
+		Devices: devs, Staged: keys, Model: first.Model, ModelVersion: first.ModelVersion, Manifest: manifest, InvalidManifest: badManifest,
 	})
 	if err != nil {
 		return err
@@ -325,4 +322,30 @@ func (c *Collector) candidate(ctx context.Context, g []state.StagedSample) error
 			"rows", v.SampleRows, "devices", devs)
 	}
 	return nil
+}
+
+// storeChunks stores b as content-addressed zstd chunks and returns its canonical manifest.
+func (c *Collector) storeChunks(ctx context.Context, b []byte) ([]byte, error) {
+	var chunks []state.Chunk
+	man, err := artifact.Split(bytes.NewReader(b), func(ch artifact.Chunk) error {
+		chunks = append(chunks, state.Chunk{Digest: ch.Digest, Size: int64(len(ch.Data)), Zstd: zstdx.Encode(nil, ch.Data)})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	manifest, err := man.Canonical()
+	if err != nil {
+		return nil, err
+	}
+	if len(chunks) > 0 {
+		put, err := command.New(command.TypeChunksPut, "", 0, "hub:samples", state.ChunksPut{Chunks: chunks})
+		if err != nil {
+			return nil, err
+		}
+		if _, err := c.cfg.Store.Apply(ctx, put); err != nil {
+			return nil, err
+		}
+	}
+	return manifest, nil
 }

@@ -34,6 +34,7 @@ type StagedSample struct {
 	Reason         string            `json:"reason"`
 	WindowRows     int64             `json:"window_rows"`
 	Rows           []json.RawMessage `json:"rows"`
+	InvalidRows    []json.RawMessage `json:"invalid_rows,omitempty"`
 	StagedAt       int64             `json:"staged_at"`
 }
 
@@ -57,9 +58,14 @@ type CandidateCreate struct {
 	// Manifest is the canonical artifact manifest of the rows (JSONL), whose chunks a
 	// ChunksPut stored first: the candidate's rows stay on the hub, ready to train on.
 	Manifest []byte `json:"manifest"`
+	// InvalidManifest is the manifest of the sampled invalid rows (as read), kept apart.
+	InvalidManifest []byte `json:"invalid_manifest,omitempty"`
 }
 
-const pCandidateRows = "fsm/candm/" // dataset/%010d -> manifest of the candidate's rows
+const (
+	pCandidateRows    = "fsm/candm/" // dataset/%010d -> manifest of the candidate's rows
+	pCandidateInvalid = "fsm/candi/" // dataset/%010d -> manifest of its sampled invalid rows
+)
 
 func sampleKey(s StagedSample) string {
 	return fmt.Sprintf("%s%s@%d/%s/%020d/%010d", pSample, s.Dataset, s.DatasetVersion, s.Device, s.WindowEnd, s.WindowIndex)
@@ -67,7 +73,7 @@ func sampleKey(s StagedSample) string {
 
 func sampleStage(txn *badger.Txn, env command.Envelope, c SampleStage) (any, *auditNote, error) {
 	s := c.Sample
-	if !ValidName(s.Device) || !ValidName(s.Dataset) || s.DatasetVersion < 1 || len(s.Rows) == 0 {
+	if !ValidName(s.Device) || !ValidName(s.Dataset) || s.DatasetVersion < 1 || len(s.Rows)+len(s.InvalidRows) == 0 {
 		return nil, nil, invalid("a staged sample needs a device, a dataset version and rows")
 	}
 	if ok, err := exists(txn, versionKey(pDatasetVersion, s.Dataset, s.DatasetVersion)); err != nil || !ok {
@@ -114,6 +120,11 @@ func candidateCreate(txn *badger.Txn, env command.Envelope, c CandidateCreate) (
 	if err := txn.Set(versionKey(pCandidateRows, v.Dataset, v.Version), c.Manifest); err != nil {
 		return nil, nil, err
 	}
+	if len(c.InvalidManifest) > 0 {
+		if err := txn.Set(versionKey(pCandidateInvalid, v.Dataset, v.Version), c.InvalidManifest); err != nil {
+			return nil, nil, err
+		}
+	}
 	for _, d := range c.Devices {
 		if err := putEdge(txn, LineageEdge{From: node, To: DeviceNode(d), Kind: EdgeCollectedOn, Since: env.Time,
 			Attr: map[string]any{"model": ModelNode(c.Model, c.ModelVersion)}}); err != nil {
@@ -148,12 +159,16 @@ func (r Reader) StagedSamples() ([]StagedSample, error) {
 	return out, err
 }
 
-// CandidateRows returns the manifest of a candidate dataset version's rows (JSONL); its chunks
-// are read with Chunk.
-func (r Reader) CandidateRows(dataset string, version int) ([]byte, error) {
+// CandidateRows returns the manifest of a candidate dataset version's rows (JSONL), or with
+// invalid of its sampled invalid rows; the chunks are read with Chunk.
+func (r Reader) CandidateRows(dataset string, version int, invalid bool) ([]byte, error) {
+	prefix := pCandidateRows
+	if invalid {
+		prefix = pCandidateInvalid
+	}
 	var out []byte
 	err := r.DB.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(versionKey(pCandidateRows, dataset, version))
+		item, err := txn.Get(versionKey(prefix, dataset, version))
 		if err != nil {
 			return err
 		}

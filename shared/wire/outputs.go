@@ -163,8 +163,11 @@ type Sample struct {
 	// WindowRows is how many valid rows the window had; Rows the sampled ones.
 	WindowRows int64             `json:"window_rows"`
 	Rows       []json.RawMessage `json:"rows"`
-	// Invalid counts the window's invalid rows (not sent).
-	Invalid int64 `json:"invalid"`
+	// Invalid counts the window's invalid rows; InvalidRows is a separate reservoir sample of
+	// them, as read (each cell's text, or null when absent; columns the contract does not name
+	// included; an unparsable row as {"_row": text}).
+	Invalid     int64             `json:"invalid"`
+	InvalidRows []json.RawMessage `json:"invalid_rows,omitempty"`
 }
 
 // MaxSampleRows bounds the rows of one Sample.
@@ -187,12 +190,14 @@ func (s Sample) Validate() error {
 	if s.Reason != "input_drift" && s.Reason != "prediction_drift" {
 		return bad("reason", "must be input_drift or prediction_drift, got %q", s.Reason)
 	}
-	if len(s.Rows) == 0 || len(s.Rows) > MaxSampleRows {
-		return bad("rows", "%d rows, want 1..%d", len(s.Rows), MaxSampleRows)
+	if len(s.Rows)+len(s.InvalidRows) == 0 || len(s.Rows) > MaxSampleRows || len(s.InvalidRows) > MaxSampleRows {
+		return bad("rows", "%d rows and %d invalid rows, want 1..%d in all, at most %d each", len(s.Rows), len(s.InvalidRows), 2*MaxSampleRows, MaxSampleRows)
 	}
-	for i, r := range s.Rows {
-		if len(r) == 0 || r[0] != '{' {
-			return bad(fmt.Sprintf("rows[%d]", i), "must be a JSON object")
+	for name, rs := range map[string][]json.RawMessage{"rows": s.Rows, "invalid_rows": s.InvalidRows} {
+		for i, r := range rs {
+			if len(r) == 0 || r[0] != '{' {
+				return bad(fmt.Sprintf("%s[%d]", name, i), "must be a JSON object")
+			}
 		}
 	}
 	if err := checkNonNeg("window_rows", s.WindowRows); err != nil {
