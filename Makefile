@@ -10,7 +10,7 @@ LDFLAGS := -X github.com/driftline/driftline/agent.Version=$(VERSION) -X github.
 
 SHELL   := /bin/bash
 
-.PHONY: all build test ci ci-deps vet bench bench-fleet demo fuzz clean
+.PHONY: all build test ci ci-deps vet bench bench-fleet demo fuzz soak clean
 
 all: build
 
@@ -58,6 +58,16 @@ fuzz:
 bench-fleet: build
 	$(GO) build -trimpath -o $(BIN)/bench-fleet ./firmware-sim/cmd/bench-fleet
 	$(BIN)/bench-fleet -devices $${FLEET_SIZES:-1000,10000}
+
+# soak runs the fault-injection harness (internal/chaos) for DURATION with SEED (default: from the
+# clock; a failure prints the seed to replay), on NODES hub processes (3 or 5). make ci runs a
+# bounded 30 s version. The porcupine visualisation of a failure goes to CHAOS_OUT (default: a
+# temp dir named in the output).
+SEED ?=
+DURATION ?= 10m
+NODES ?= 3
+soak:
+	CHAOS_SEED=$(SEED) CHAOS_DURATION=$(DURATION) CHAOS_NODES=$(NODES) $(GO) test -count=1 -v -timeout 0 -run '^TestChaos$$' ./internal/chaos/
 
 demo: build
 	@./scripts/demo.sh

@@ -24,7 +24,6 @@ import (
 	"github.com/driftline/driftline/agent/modelstore"
 	"github.com/driftline/driftline/agent/outbox"
 	"github.com/driftline/driftline/agent/state"
-	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -51,6 +50,10 @@ type Options struct {
 	// OnChunk, when set, is called after each fetched chunk is verified and stored (progress
 	// displays and crash tests).
 	OnChunk func()
+	// Failpoint, when set, is called at each named step of a pull and an activation: "manifest"
+	// (the manifest fetched and verified), "reported" (a reported state queued in the outbox),
+	// and modelstore's steps (modelstore.Options.Failpoint). Crash tests kill the process there.
+	Failpoint func(step string)
 	// NoRSSGauge leaves out driftline_agent_rss_bytes (fleet mode registers it once).
 	NoRSSGauge bool
 	// PullSlots, when not nil, bounds the pulls that run at once: a pull holds one slot (a value
@@ -77,7 +80,7 @@ type Agent struct {
 	opts    Options
 	log     *slog.Logger
 	topics  wire.Topics
-	keys    artifact.KeyRing
+	trust   *trustStore
 	started time.Time
 
 	ns     state.Namespace
@@ -105,11 +108,13 @@ type Agent struct {
 	outputKey   string // what outputCache holds (Output)
 	outputCache []byte
 
-	lastRev  uint64        // desired loop only
-	retry    bool          // desired loop only: a model of the current revision failed transiently
-	retryMin time.Duration // first wait before a failed revision is tried again
-	ran      bool
-	extra    []func(context.Context)
+	lastRev uint64 // desired loop only
+	// reportedStale is the desired_stale the last reported state carried (heartbeat loop only).
+	reportedStale bool
+	retry         bool          // desired loop only: a model of the current revision failed transiently
+	retryMin      time.Duration // first wait before a failed revision is tried again
+	ran           bool
+	extra         []func(context.Context)
 }
 
 // New validates cfg and opens the agent's stores inside ns (children "agent", "assets",
@@ -119,6 +124,10 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 		return nil, err
 	}
 	keys, err := cfg.Keys()
+	if err != nil {
+		return nil, err
+	}
+	root, err := cfg.Root()
 	if err != nil {
 		return nil, err
 	}
@@ -141,16 +150,22 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 		gat = prometheus.DefaultGatherer
 	}
 	a := &Agent{
-		cfg: cfg, opts: opts, log: opts.Logger.With("device", cfg.DeviceID), topics: topics, keys: keys,
+		cfg: cfg, opts: opts, log: opts.Logger.With("device", cfg.DeviceID), topics: topics,
 		started: time.Now(), ns: ns, own: ns.Sub("agent"), assets: ns.Sub("assets"),
 		models: map[string]*modelRecord{}, mux: http.NewServeMux(), gatherer: gat, reg: reg,
 	}
 	if a.m, err = newMetrics(reg, Version, !opts.NoRSSGauge); err != nil {
 		return nil, err
 	}
+	if a.trust, err = newTrustStore(a.own, root, keys); err != nil {
+		return nil, err
+	}
+	if err := a.trust.register(reg); err != nil {
+		return nil, err
+	}
 	a.out, err = outbox.Open(ns.Sub("outbox"), outbox.Options{
 		MaxBytes: cfg.Buffer.MaxBytes, MaxAge: cfg.Buffer.MaxAge.D(), RetryMin: 100 * time.Millisecond, RetryMax: 2 * time.Second,
-		Logger: a.log, Registerer: reg,
+		Logger: a.log, Registerer: reg, Numbered: a.numbered,
 	})
 	if err != nil {
 		return nil, err
@@ -160,7 +175,7 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 	}
 	a.store, err = modelstore.Open(ns.Sub("models"), modelstore.Options{
 		Dir: cfg.ModelDir, Health: modelstore.HealthCheck{Argv: cfg.HealthCheck.Command, Timeout: cfg.HealthCheck.Timeout.D()}, Logger: a.log,
-		BeforeRemove: a.keepChunks,
+		BeforeRemove: a.keepChunks, Failpoint: opts.Failpoint,
 	})
 	if err != nil {
 		return nil, err
@@ -182,6 +197,7 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 	}
 	a.conn.onRefused = opts.OnConnectRefused
 	a.conn.onFrameBytes = func(n int) { a.m.fetchedBytes.Add(float64(n)) }
+	a.conn.acceptDesired = a.acceptDesired
 	a.fetch = newFetcher(a)
 	a.retryMin = cfg.Fetch.Retry.D()
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(gat, promhttp.HandlerOpts{}))
@@ -236,6 +252,13 @@ func (a *Agent) Send(k wire.Kind, feature string, payload []byte) error {
 		return fmt.Errorf("agent: %v is not a report kind the agent sends", k)
 	}
 	return a.out.Enqueue(topic, payload, k.QoS(), k.Retained())
+}
+
+// failpoint calls Options.Failpoint at step.
+func (a *Agent) failpoint(step string) {
+	if a.opts.Failpoint != nil {
+		a.opts.Failpoint(step)
+	}
 }
 
 // BufferStats returns the outbox's depth, bytes and counters.
@@ -330,6 +353,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	})
 	spawn(a.connectedLoop)
+	spawn(a.ackLoop)
 	spawn(a.desiredLoop)
 	spawn(a.heartbeatLoop)
 	if a.opts.OnData != nil {
@@ -365,6 +389,9 @@ func (a *Agent) connectedLoop(ctx context.Context) {
 			return
 		case <-a.conn.connected:
 		}
+		// What the broker acknowledged before may be lost with it: numbered reports the hub
+		// has not acknowledged go again.
+		a.out.Rewind()
 		b, err := wire.Encode(wire.Status{Header: wire.Header{DeviceID: a.cfg.DeviceID, TS: time.Now().UnixMilli()},
 			Online: true, AgentVersion: Version, StartedTS: a.started.UnixMilli(), Reason: wire.ReasonConnect})
 		if err != nil {
@@ -381,6 +408,36 @@ func (a *Agent) connectedLoop(ctx context.Context) {
 			a.log.Warn("online status not sent", "err", err)
 		}
 		a.report()
+	}
+}
+
+// numbered says which reports the hub acknowledges end to end: the validation and drift reports
+// it stores (docs/telemetry.md, "Delivery").
+func (a *Agent) numbered(topic string) bool {
+	k, id, _, err := a.topics.Parse(topic)
+	return err == nil && id == a.cfg.DeviceID && (k == wire.KindValidation || k == wire.KindDrift)
+}
+
+// ackLoop hands the hub's acknowledgements to the outbox.
+func (a *Agent) ackLoop(ctx context.Context) {
+	for {
+		var b []byte
+		select {
+		case <-ctx.Done():
+			return
+		case b = <-a.conn.acks:
+		}
+		ack, err := wire.DecodeAck(b)
+		if err == nil {
+			err = ack.MatchTopic(a.cfg.DeviceID)
+		}
+		if err != nil {
+			a.reject(ReasonMalformedAck, "bad ack from the hub", "err", err)
+			continue
+		}
+		if err := a.out.HubAck(ack); err != nil {
+			a.log.Error("apply the hub's ack", "err", err)
+		}
 	}
 }
 

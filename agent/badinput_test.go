@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -65,7 +66,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown model", agent.ReasonUnknownModel, func(t *testing.T) {
 			e := h.entry("ghost", 1, good)
 			e.ManifestDigest = artifact.DigestOf([]byte("no such manifest"))
-			h.desire(e)
+			h.desire(h.approve(e))
 			failedWith(t, "ghost", "no such digest")
 		}},
 		{"model name unusable on disk", agent.ReasonUnknownModel, func(t *testing.T) {
@@ -80,15 +81,43 @@ func TestBadInput(t *testing.T) {
 		}},
 		{"unknown key", agent.ReasonUnknownKey, func(t *testing.T) {
 			e := h.entry("m-stranger", 1, good)
-			e.Signature = artifact.Sign(strangerKey, good.manifestBytes)
+			e.Signature = artifact.SignApproval(strangerKey, e.Approval())
 			h.desire(e)
 			failedWith(t, "m-stranger", "untrusted key")
 		}},
 		{"bad signature", agent.ReasonBadSignature, func(t *testing.T) {
 			e := h.entry("m-badsig", 1, good)
-			e.Signature = artifact.Sign(h.key, other.manifestBytes) // trusted key, other bytes
+			e.Signature = h.entry("m-badsig", 1, other).Signature // trusted key, another artifact
 			h.desire(e)
 			failedWith(t, "m-badsig", "signature")
+		}},
+		{"contract digest swapped after approval", agent.ReasonBadSignature, func(t *testing.T) {
+			// The desired state itself is validly signed: only the approval binds the contract.
+			e := h.entry("m-swapped", 1, good)
+			e.ContractDigest, e.Dataset, e.DatasetVersion = h.addObject([]byte(`{"fields":[]}`)), "sensors", 1
+			h.desire(e)
+			failedWith(t, "m-swapped", "signature")
+		}},
+		{"unsigned desired (forged)", agent.ReasonUnsigned, func(t *testing.T) {
+			p, _ := wire.Encode(wire.Desired{Header: wire.Header{DeviceID: h.id, TS: 1}, Rev: 9007199254740991, Models: []wire.DesiredModel{}})
+			h.publish(h.topics.Desired(h.id), p, true)
+		}},
+		{"desired signed by a stranger", agent.ReasonUnknownKey, func(t *testing.T) {
+			d := wire.Desired{Header: wire.Header{DeviceID: h.id, TS: 1}, Rev: 9007199254740991, Models: []wire.DesiredModel{},
+				IssuedAt: time.Now().UnixMilli(), Expires: time.Now().Add(time.Hour).UnixMilli()}
+			d.Sign(strangerKey)
+			p, _ := wire.Encode(d)
+			h.publish(h.topics.Desired(h.id), p, true)
+		}},
+		{"desired with a tampered rev", agent.ReasonBadSignature, func(t *testing.T) {
+			var d wire.Desired
+			json.Unmarshal(h.signedDesired(h.rev.Load()+1, time.Hour), &d)
+			d.Rev = 9007199254740991
+			p, _ := wire.Encode(d)
+			h.publish(h.topics.Desired(h.id), p, true)
+		}},
+		{"expired desired", agent.ReasonExpired, func(t *testing.T) {
+			h.publish(h.topics.Desired(h.id), h.signedDesired(h.rev.Load()+1, -time.Second), true)
 		}},
 		{"manifest with a wrong digest", agent.ReasonManifestDigest, func(t *testing.T) {
 			h.mu.Lock()
@@ -123,6 +152,9 @@ func TestBadInput(t *testing.T) {
 				m := latest().Models["m-good"]
 				return m.State == wire.StateActive && m.Active != nil && *m.Active == 1
 			})
+		}},
+		{"replay of an older signed desired", agent.ReasonReplayed, func(t *testing.T) {
+			h.publish(h.topics.Desired(h.id), h.signedDesired(1, time.Hour), true)
 		}},
 		{"oversized frame", agent.ReasonOversizedFrame, func(t *testing.T) {
 			h.publish(h.topics.Chunk(h.id), make([]byte, wire.MaxFrameSize+1), false)

@@ -48,10 +48,11 @@ func writeConfig(t testing.TB, cfg config.Config) string {
 
 // startChild runs the agent process with the config file; killAfter > 0 makes it SIGKILL
 // itself after that many fetched chunks.
-func startChild(t testing.TB, cfgPath string, killAfter int) *child {
+func startChild(t testing.TB, cfgPath string, killAfter int, env ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "run", "--config", cfgPath)
 	cmd.Env = append(os.Environ(), "DRIFTLINE_AGENT_CHILD=1", "DRIFTLINE_AGENT_KILL_AFTER_CHUNKS="+strconv.Itoa(killAfter))
+	cmd.Env = append(cmd.Env, env...)
 	c := &child{cmd: cmd, out: &syncBuffer{}, exited: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = c.out, c.out
 	if err := cmd.Start(); err != nil {
@@ -200,4 +201,101 @@ func TestCrashDuringPull(t *testing.T) {
 		t.Fatalf("restart fetched %v and reused %v chunks: implausible", fetched, reused)
 	}
 	c3.stop(t)
+}
+
+// waitKilled waits until the child died of SIGKILL.
+func (c *child) waitKilled(t testing.TB, what string) {
+	t.Helper()
+	select {
+	case err := <-c.exited:
+		c.exited <- err // for the cleanup
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("agent exited with %v, want SIGKILL at %s", err, what)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("agent was not killed at %s", what)
+	}
+}
+
+// TestFailpointKills kills the agent process with SIGKILL at each named step of pulling and
+// activating v2 over a running v1, one run per step (agent.Options.Failpoint). After each kill
+// MODELDIR holds one whole version as current (old or new) and a valid previous; after a
+// restart the pinned version ends active, or, when its health check fails and the kill landed
+// in the rollback, v1 stays current and v2 is reported failed.
+func TestFailpointKills(t *testing.T) {
+	if os.Getenv("DRIFTLINE_INTEGRATION") != "1" {
+		t.Skip("one agent kill per failpoint (~10 s each): runs with DRIFTLINE_INTEGRATION=1")
+	}
+	steps := []struct {
+		step      string
+		unhealthy bool // v2's health check fails
+		armed     bool // kill at the first occurrence after v2 is assigned
+	}{
+		{step: "manifest"}, {step: "partial"}, {step: "staged"}, {step: "journaled"}, {step: "previous-set"},
+		{step: "switched"}, {step: "checking"}, {step: "rollback", unhealthy: true}, {step: "reported", armed: true},
+	}
+	for _, tc := range steps {
+		t.Run(tc.step, func(t *testing.T) {
+			h := startHub(t)
+			tok := h.enroll("dev-fp")
+			v1data := randomBytes(21, 512<<10)
+			v1, d1 := h.pushModel("m", v1data)
+			v2, d2 := h.pushModel("m", mutate(v1data, 0.3, 2))
+			cfg := agentConfig(t, "dev-fp", tok, []string{h.n.MQTTURL()}, h.keys())
+			if tc.unhealthy {
+				cfg.HealthCheck.Command = []string{"sh", "-c", `test "$DRIFTLINE_MODEL_VERSION" != "2"`}
+			}
+			path := writeConfig(t, cfg)
+			c1 := startChild(t, path, 0)
+			h.assign("dev-fp", "m", v1)
+			waitActive(t, h, "dev-fp", "m", v1, "active")
+			c1.stop(t)
+
+			env := []string{"DRIFTLINE_AGENT_FAILPOINT=" + tc.step}
+			armed := filepath.Join(t.TempDir(), "armed")
+			if tc.armed {
+				env = append(env, "DRIFTLINE_AGENT_FAILPOINT_ARMED="+armed)
+			}
+			c2 := startChild(t, path, 0, env...)
+			if tc.armed {
+				waitFor(t, 20*time.Second, "agent back online", func() bool { on, _ := h.device("dev-fp"); return on })
+				if err := os.WriteFile(armed, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			h.assign("dev-fp", "m", v2)
+			c2.waitKilled(t, tc.step)
+
+			cur := fileDigest(t, modelFile(cfg.ModelDir, "m"))
+			if cur != d1 && cur != d2 {
+				t.Fatalf("after the kill at %s current is %s: neither v1 nor v2", tc.step, cur)
+			}
+			prev := filepath.Join(cfg.ModelDir, "m", "previous", "model")
+			if _, err := os.Stat(prev); err == nil {
+				if p := fileDigest(t, prev); p != d1 && p != d2 {
+					t.Fatalf("after the kill at %s previous is %s", tc.step, p)
+				}
+			}
+			t.Logf("killed at %s: current is v%d", tc.step, map[string]int{d1: v1, d2: v2}[cur])
+
+			c3 := startChild(t, path, 0)
+			if tc.unhealthy {
+				waitFor(t, 60*time.Second, "v2 refused", func() bool {
+					_, ms := h.device("dev-fp")
+					st := ms["m"].State
+					return st == "failed" || st == "rolled_back"
+				})
+				if got := fileDigest(t, modelFile(cfg.ModelDir, "m")); got != d1 {
+					t.Fatalf("after recovery current is %s, want v1", got)
+				}
+			} else {
+				waitActive(t, h, "dev-fp", "m", v2, "active")
+				if got := fileDigest(t, modelFile(cfg.ModelDir, "m")); got != d2 {
+					t.Fatalf("after recovery current is %s, want v2", got)
+				}
+			}
+			c3.stop(t)
+		})
+	}
 }

@@ -104,16 +104,65 @@ func (a *Agent) decodeDesired(b []byte) (wire.Desired, bool) {
 	return d, true
 }
 
-// handleDesired acts on one desired payload if its revision is above the last acted on. The
-// revision is persisted only once every model reached a terminal state, so a restart or a
-// preemption resumes it (chunks already verified are in the cache and are not fetched again).
-func (a *Agent) handleDesired(ctx context.Context, b []byte) error {
+// verifyDesired decodes a desired payload and decides what to make of it: it learns the root
+// documents it carries (a rotated key set), then checks the signature, the expiry and the rev
+// (trustStore.check). Refusals are counted and logged; a valid one is recorded as heard (the
+// freeze detector's clock). It returns the desired state and whether to act on it.
+func (a *Agent) verifyDesired(b []byte) (wire.Desired, bool) {
 	d, ok := a.decodeDesired(b)
 	if !ok {
-		return nil
+		return d, false
 	}
-	if d.Rev <= a.lastRev {
-		a.log.Debug("desired revision already acted on", "rev", d.Rev, "last", a.lastRev)
+	if len(d.Roots) > 0 {
+		roots := make([][]byte, len(d.Roots))
+		for i, r := range d.Roots {
+			roots[i] = r
+		}
+		changed, err := a.trust.learn(roots)
+		if err != nil {
+			a.reject(ReasonBadRoot, "root of trust refused", "err", err)
+		}
+		if changed {
+			a.log.Info("learnt a new root of trust", "version", a.trust.rootVersion(), "online_keys", a.trust.ring().IDs())
+		}
+	}
+	v, reason, err := a.trust.check(d, time.Now())
+	switch v {
+	case verdictRefuse:
+		a.reject(reason, "desired state refused", "rev", d.Rev, "err", err)
+		return d, false
+	case verdictFresh, verdictIgnore:
+		a.trust.seen(d)
+		a.learnRevoked(d)
+		a.log.Debug("desired revision already acted on", "rev", d.Rev)
+		return d, false
+	}
+	a.trust.seen(d)
+	a.learnRevoked(d)
+	return d, true
+}
+
+// learnRevoked keeps the revocation list a valid desired state carries.
+func (a *Agent) learnRevoked(d wire.Desired) {
+	if err := a.trust.revoke(d.Revoked); err != nil {
+		a.log.Error("keep revocation list", "err", err)
+	}
+}
+
+// acceptDesired is the connection's filter: whether an incoming payload may take the desired
+// slot.
+func (a *Agent) acceptDesired(b []byte) bool {
+	_, ok := a.verifyDesired(b)
+	return ok
+}
+
+// handleDesired acts on one desired payload if it verifies and its revision is above the last
+// acted on. The revision is persisted only once every model reached a terminal state, so a
+// restart or a preemption resumes it (chunks already verified are in the cache and are not
+// fetched again).
+func (a *Agent) handleDesired(ctx context.Context, b []byte) error {
+	d, ok := a.verifyDesired(b)
+	if !ok {
 		return nil
 	}
 	a.log.Info("acting on desired state", "rev", d.Rev, "models", len(d.Models))
@@ -127,7 +176,11 @@ func (a *Agent) handleDesired(ctx context.Context, b []byte) error {
 			return false
 		}
 		nd, err := wire.DecodeDesired(nb)
-		return err == nil && nd.Rev > d.Rev
+		if err != nil || nd.Rev <= d.Rev {
+			return false
+		}
+		v, _, _ := a.trust.check(nd, time.Now())
+		return v == verdictAct
 	}
 	want := map[string]bool{}
 	models := append([]wire.DesiredModel(nil), d.Models...)
@@ -198,6 +251,12 @@ func (a *Agent) applyModel(ctx context.Context, m wire.DesiredModel, preempt fun
 		a.dropPartials(m.Name) // e.g. of a pull this desired preempted
 		return nil
 	}
+	if a.trust.isRevoked(m.Name, m.Version) {
+		// Withdrawn by the hub: never activated again, whatever signature it comes with.
+		a.reject(ReasonRevoked, "revoked model version refused", "model", m.Name, "version", m.Version)
+		a.fail(m, fmt.Errorf("%w: %s@%d was revoked", ErrRejected, m.Name, m.Version))
+		return nil
+	}
 	back := curErr == nil && m.Version < cur.Version
 	a.setState(m.Name, wire.StateNotified, func(r *modelRecord) { r.Target = m.Version; r.RolloutID = m.RolloutID; r.LastError = "" })
 
@@ -212,6 +271,7 @@ func (a *Agent) applyModel(ctx context.Context, m wire.DesiredModel, preempt fun
 	if err != nil {
 		return a.pullFailed(m, err)
 	}
+	a.failpoint("manifest")
 	pin := pinName(m.Name, m.Version)
 	digests := make([]string, 0, len(man.Chunks))
 	for _, c := range man.Chunks {
@@ -333,7 +393,9 @@ func (a *Agent) manifest(ctx context.Context, m wire.DesiredModel, preempt func(
 	if err != nil {
 		return artifact.Manifest{}, fmt.Errorf("fetch manifest: %w", err)
 	}
-	if err := a.keys.Verify(b, m.Signature); err != nil {
+	// The fetch checked that b hashes to m.ManifestDigest; the approval signature binds that
+	// digest with the name, version, contract, profile and dataset version.
+	if err := a.trust.ring().VerifyApproval(m.Approval(), m.Signature); err != nil {
 		reason := ReasonBadSignature
 		switch {
 		case errors.Is(err, artifact.ErrUnsigned):
@@ -341,7 +403,7 @@ func (a *Agent) manifest(ctx context.Context, m wire.DesiredModel, preempt func(
 		case errors.Is(err, artifact.ErrUnknownKey):
 			reason = ReasonUnknownKey
 		}
-		a.reject(reason, "manifest signature refused", "model", m.Name, "version", m.Version, "err", err)
+		a.reject(reason, "approval signature refused", "model", m.Name, "version", m.Version, "err", err)
 		a.deleteAsset(m.ManifestDigest)
 		return artifact.Manifest{}, fmt.Errorf("%w: %w", ErrRejected, err)
 	}

@@ -216,22 +216,52 @@ func (h *fakeHub) addObject(b []byte) string {
 	return d
 }
 
-// entry is the desired entry for m as name@version, signed by the hub's key.
+// entry is the desired entry for m as name@version, its approval signed by the hub's key.
 func (h *fakeHub) entry(name string, version int, m model) wire.DesiredModel {
-	return wire.DesiredModel{Name: name, Version: version, ManifestDigest: m.manifestDigest, Size: int64(len(m.data)),
-		Signature: artifact.Sign(h.key, m.manifestBytes)}
+	e := wire.DesiredModel{Name: name, Version: version, ManifestDigest: m.manifestDigest, Size: int64(len(m.data))}
+	return h.approve(e)
 }
 
-// desire publishes a retained desired state with the next revision.
+// approve signs e's approval (after its digests were set) with the hub's key.
+func (h *fakeHub) approve(e wire.DesiredModel) wire.DesiredModel {
+	e.Signature = artifact.SignApproval(h.key, e.Approval())
+	return e
+}
+
+// desire publishes a retained desired state with the next revision, signed by the hub's key
+// and valid for an hour.
 func (h *fakeHub) desire(models ...wire.DesiredModel) uint64 {
 	h.t.Helper()
 	rev := h.rev.Add(1)
-	b, err := wire.Encode(wire.Desired{Header: wire.Header{DeviceID: h.id, TS: time.Now().UnixMilli()}, Rev: rev, Models: models})
+	h.publish(h.topics.Desired(h.id), h.signedDesired(rev, time.Hour, models...), true)
+	return rev
+}
+
+// desireRevoking is desire with a revocation list ("NAME@VERSION").
+func (h *fakeHub) desireRevoking(revoked []string, models ...wire.DesiredModel) uint64 {
+	h.t.Helper()
+	rev := h.rev.Add(1)
+	h.publish(h.topics.Desired(h.id), h.signedDesiredRevoking(rev, time.Hour, revoked, models...), true)
+	return rev
+}
+
+// signedDesired encodes a desired state for rev, signed by the hub's key, valid for ttl.
+func (h *fakeHub) signedDesired(rev uint64, ttl time.Duration, models ...wire.DesiredModel) []byte {
+	h.t.Helper()
+	return h.signedDesiredRevoking(rev, ttl, nil, models...)
+}
+
+func (h *fakeHub) signedDesiredRevoking(rev uint64, ttl time.Duration, revoked []string, models ...wire.DesiredModel) []byte {
+	h.t.Helper()
+	now := time.Now()
+	d := wire.Desired{Header: wire.Header{DeviceID: h.id, TS: now.UnixMilli()}, Rev: rev, Models: models,
+		IssuedAt: now.UnixMilli(), Expires: now.Add(ttl).UnixMilli(), Revoked: revoked}
+	d.Sign(h.key)
+	b, err := wire.Encode(d)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	h.publish(h.topics.Desired(h.id), b, true)
-	return rev
+	return b
 }
 
 // reported subscribes to the device's reported state; latest returns the last one seen.

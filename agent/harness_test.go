@@ -64,14 +64,32 @@ type hub struct {
 	n   *node.Node
 	tok string
 	dir string
+	// client calls the API (nil: http.DefaultClient; a TLS hub's test sets one trusting its CA).
+	client *http.Client
+}
+
+func (h *hub) httpClient() *http.Client {
+	if h.client != nil {
+		return h.client
+	}
+	return http.DefaultClient
 }
 
 // startHub starts a hub node on free ports: the embedded broker, or the external brokers given.
 func startHub(t testing.TB, brokers ...string) *hub {
 	t.Helper()
+	return startHubWith(t, nil, brokers...)
+}
+
+// startHubWith is startHub with edit applied to the node's config first (when not nil).
+func startHubWith(t testing.TB, edit func(*node.Config), brokers ...string) *hub {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := node.Config{DataDir: dir, NodeID: "n1", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
 		Logger: testLogger(t, slog.LevelWarn)}
+	if edit != nil {
+		edit(&cfg)
+	}
 	if len(brokers) > 0 {
 		cfg.Brokers = brokers
 	} else {
@@ -109,7 +127,7 @@ func (h *hub) call(method, path string, body any, want int, out any) {
 
 func (h *hub) do(req *http.Request, want int, out any) {
 	h.t.Helper()
-	res, err := http.DefaultClient.Do(req)
+	res, err := h.httpClient().Do(req)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -131,7 +149,7 @@ func (h *hub) pushModel(model string, data []byte) (version int, digest string) 
 	h.t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, h.n.URL()+"/api/v1/models/"+model, nil)
 	req.Header.Set("Authorization", "Bearer "+h.tok)
-	if res, err := http.DefaultClient.Do(req); err == nil {
+	if res, err := h.httpClient().Do(req); err == nil {
 		res.Body.Close()
 		if res.StatusCode == http.StatusNotFound {
 			h.call(http.MethodPost, "/api/v1/models", map[string]string{"name": model}, http.StatusCreated, nil)
@@ -188,6 +206,23 @@ func (h *hub) keys() []string {
 		h.t.Fatal("hub has no signing key")
 	}
 	return out
+}
+
+// root returns the cluster's newest root of trust (root.json), as device add writes it.
+func (h *hub) root() string {
+	h.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, h.n.URL()+"/api/v1/keys/root", nil)
+	req.Header.Set("Authorization", "Bearer "+h.tok)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		h.t.Fatalf("GET /api/v1/keys/root: %d %s", res.StatusCode, b)
+	}
+	return string(b)
 }
 
 // deviceModel is what GET /api/v1/devices/{id} says about one model.

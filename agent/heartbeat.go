@@ -54,6 +54,15 @@ func (a *Agent) heartbeat(now time.Time, ps procStats, cpu float64) error {
 		ActiveModels: a.activeNames(), BufferDepth: int64(st.Depth), BufferBytes: st.Bytes,
 		BufferDropped: dropped, CPU: cpu, RSS: ps.RSS,
 	}
+	hb.DesiredStale, hb.DesiredExpires = a.trust.stale(now)
+	if hb.DesiredStale {
+		a.log.Warn("no valid desired state heard since the last one expired: the hub's feed may be frozen; running what is active",
+			"expired_at", time.UnixMilli(hb.DesiredExpires).UTC())
+	}
+	if hb.DesiredStale != a.reportedStale { // the retained reported state says so too
+		a.reportedStale = hb.DesiredStale
+		a.report()
+	}
 	if a.opts.Stats != nil {
 		p := a.opts.Stats()
 		hb.RecordsSeen, hb.RecordsInvalid, hb.QuarantineDepth = max(p.RecordsSeen, 0), max(p.RecordsInvalid, 0), max(p.QuarantineDepth, 0)

@@ -36,6 +36,7 @@ func TestModelLifecycle(t *testing.T) {
 	e1 := h.entry("clf", 1, v1)
 	e1.ContractDigest, e1.ProfileDigest = h.addObject(contract), h.addObject(profile)
 	e1.Dataset, e1.DatasetVersion = "sensors", 3
+	e1 = h.approve(e1) // the approval binds the contract, profile and dataset version
 
 	waitState := func(name string, st wire.State, active int) wire.ReportedModel {
 		t.Helper()

@@ -34,16 +34,40 @@ func TestMain(m *testing.M) {
 		})
 	}
 	n, _ := strconv.ParseInt(os.Getenv("DRIFTLINE_AGENT_KILL_AFTER_CHUNKS"), 10, 64)
-	if n <= 0 {
+	fp := os.Getenv("DRIFTLINE_AGENT_FAILPOINT")
+	if n <= 0 && fp == "" {
 		os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
 	}
+	die := func() {
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
 	var seen atomic.Int64
-	opts := agent.Options{OnChunk: func() {
-		if seen.Add(1) == n {
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {}
+	opts := agent.Options{}
+	if n > 0 {
+		opts.OnChunk = func() {
+			if seen.Add(1) == n {
+				die()
+			}
 		}
-	}}
+	}
+	if fp != "" {
+		// DRIFTLINE_AGENT_FAILPOINT=STEP kills the agent at a named step of a pull or activation
+		// (agent.Options.Failpoint); with DRIFTLINE_AGENT_FAILPOINT_ARMED=FILE, only once FILE
+		// exists (the test creates it when the step it wants is near).
+		armed := os.Getenv("DRIFTLINE_AGENT_FAILPOINT_ARMED")
+		opts.Failpoint = func(s string) {
+			if s != fp {
+				return
+			}
+			if armed != "" {
+				if _, err := os.Stat(armed); err != nil {
+					return
+				}
+			}
+			die()
+		}
+	}
 	if len(os.Args) < 4 || os.Args[1] != "run" || os.Args[2] != "--config" {
 		fmt.Fprintln(os.Stderr, "child with a kill point: want run --config FILE")
 		os.Exit(2)

@@ -39,6 +39,13 @@ const (
 	// MetricConnectBackoff is the wait before the next connect attempt, in seconds (0 while
 	// connected).
 	MetricConnectBackoff = "driftline_agent_connect_backoff_seconds"
+	// MetricDesiredExpires is when the last valid desired state expires, Unix seconds (0: none).
+	MetricDesiredExpires = "driftline_agent_desired_expires_timestamp_seconds"
+	// MetricDesiredStale is 1 while the device has heard no valid desired state for longer than
+	// the last one's expiry: the hub's feed is cut or frozen (the agent keeps running what it has).
+	MetricDesiredStale = "driftline_agent_desired_stale"
+	// MetricTrustRoot is the version of the root of trust the agent holds (0: trusted_keys).
+	MetricTrustRoot = "driftline_agent_trust_root_version"
 	// MetricInfo carries the agent's version as a label, value 1.
 	MetricInfo = "driftline_agent_info"
 )
@@ -65,12 +72,22 @@ const (
 	ReasonUnknownRequest   = "unknown_request"
 	ReasonQueueFull        = "queue_full"
 	ReasonForeignMessage   = "foreign_message"
+	// ReasonExpired: a signed desired state past its expiry (a replay, or a frozen feed).
+	ReasonExpired = "expired"
+	// ReasonReplayed: a signed desired state with a rev below the last acted on.
+	ReasonReplayed = "replayed"
+	// ReasonBadRoot: a root document that does not chain from the trusted root.
+	ReasonBadRoot = "bad_root"
+	// ReasonRevoked: a model version the hub withdrew (its revocation list) named again.
+	ReasonRevoked      = "revoked"
+	ReasonMalformedAck = "malformed_ack"
 )
 
 var rejectReasons = []string{
 	ReasonMalformedDesired, ReasonUnknownModel, ReasonManifestDigest, ReasonBadManifest, ReasonUnsigned,
 	ReasonUnknownKey, ReasonBadSignature, ReasonChunkDigest, ReasonBadFrame, ReasonOversizedFrame,
-	ReasonUnknownRequest, ReasonQueueFull, ReasonForeignMessage,
+	ReasonUnknownRequest, ReasonQueueFull, ReasonForeignMessage, ReasonExpired, ReasonReplayed, ReasonBadRoot, ReasonRevoked,
+	ReasonMalformedAck,
 }
 
 type metrics struct {

@@ -67,6 +67,7 @@ func (a *Agent) loadRecords() error {
 			a.lastRev = 0
 		}
 	}
+	a.trust.actedOn(a.lastRev)
 	return a.own.Iterate(false, func(k, v []byte) error {
 		name, ok := cutPrefix(string(k), keyModelPrefix)
 		if !ok {
@@ -111,6 +112,7 @@ func (a *Agent) saveRev(rev uint64) error {
 		return fmt.Errorf("save desired revision: %w", err)
 	}
 	a.lastRev = rev
+	a.trust.actedOn(rev)
 	return nil
 }
 
@@ -194,6 +196,7 @@ func (a *Agent) report() {
 		rep.Models[n] = rm
 	}
 	a.mu.Unlock()
+	rep.DesiredStale, _ = a.trust.stale(time.Now())
 	b, err := wire.Encode(rep)
 	if err != nil {
 		a.log.Error("encode reported state", "err", err)
@@ -201,7 +204,9 @@ func (a *Agent) report() {
 	}
 	if err := a.out.Enqueue(a.topics.Reported(a.cfg.DeviceID), b, wire.KindReported.QoS(), wire.KindReported.Retained()); err != nil {
 		a.log.Error("queue reported state", "err", err)
+		return
 	}
+	a.failpoint("reported")
 }
 
 func truncate(s string, n int) string {

@@ -43,9 +43,15 @@ type conn struct {
 	lost      chan struct{} // closed (and replaced) when the connection drops
 	connected chan struct{} // 1-slot: a (re)connect happened
 
+	// acks holds the hub's latest acknowledgement of numbered reports (older ones are implied).
+	acks chan []byte
+
 	desiredMu sync.Mutex
 	desired   []byte        // latest desired payload, nil once taken
 	desiredCh chan struct{} // 1-slot: desired holds something new
+	// acceptDesired, when set, decides whether an incoming desired payload is worth acting on
+	// (Agent.acceptDesired); it runs on the MQTT client's goroutine.
+	acceptDesired func([]byte) bool
 
 	frames   chan []byte
 	data     chan []byte
@@ -70,7 +76,7 @@ type conn struct {
 func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger, started time.Time, version string, wantData bool, pace pacing) (*conn, error) {
 	c := &conn{
 		topics: topics, id: cfg.DeviceID, log: log, m: m,
-		connected: make(chan struct{}, 1), desiredCh: make(chan struct{}, 1), lost: make(chan struct{}),
+		connected: make(chan struct{}, 1), desiredCh: make(chan struct{}, 1), lost: make(chan struct{}), acks: make(chan []byte, 1),
 		frames: make(chan []byte, frameQueue), data: make(chan []byte, dataQueue), wantData: wantData,
 		kick: make(chan struct{}, 1), pace: pace,
 	}
@@ -164,7 +170,7 @@ func (c *conn) onConnect(cl paho.Client) {
 	c.up.Store(true)
 	c.m.connected.Set(1)
 	c.m.connects.Inc()
-	subs := map[string]byte{c.topics.Desired(c.id): 1, c.topics.Chunk(c.id): 1}
+	subs := map[string]byte{c.topics.Desired(c.id): 1, c.topics.Chunk(c.id): 1, c.topics.Ack(c.id): 1}
 	if c.wantData {
 		subs[c.topics.Data(c.id)] = 1
 	}
@@ -235,6 +241,11 @@ func (c *conn) route(_ paho.Client, msg paho.Message) {
 			c.m.rejected.WithLabelValues(ReasonQueueFull).Inc()
 		}
 	case c.topics.Desired(c.id):
+		// Only a desired state the agent would act on takes the slot: a forged, replayed or
+		// expired one must not push a real one out before the desired loop reads it.
+		if c.acceptDesired != nil && !c.acceptDesired(p) {
+			return
+		}
 		// Desired replaces the previous one whole: keep only the latest.
 		c.desiredMu.Lock()
 		c.desired = p
@@ -242,6 +253,19 @@ func (c *conn) route(_ paho.Client, msg paho.Message) {
 		select {
 		case c.desiredCh <- struct{}{}:
 		default:
+		}
+	case c.topics.Ack(c.id):
+		// Keep the latest: an ack covers everything before it.
+		for {
+			select {
+			case c.acks <- p:
+				return
+			default:
+			}
+			select {
+			case <-c.acks:
+			default:
+			}
 		}
 	case c.topics.Data(c.id):
 		if !c.wantData {

@@ -52,17 +52,6 @@ func (c *Cache) Unpin(name string) error {
 	return nil
 }
 
-// Pinned reports whether some pin set names digest.
-func (c *Cache) Pinned(digest string) bool {
-	s, err := artifact.ParseDigest(digest)
-	if err != nil {
-		return false
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.pinCount[s] > 0
-}
-
 // setPinsLocked replaces set name's sums in memory and keeps pinCount in step.
 func (c *Cache) setPinsLocked(name string, sums []sum) {
 	for _, s := range c.pinSets[name] {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/shared/artifact"
+	"github.com/driftline/driftline/shared/trust"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -45,8 +46,11 @@ type Config struct {
 	Brokers []string `yaml:"brokers" doc:"MQTT broker URLs, tcp://HOST:PORT or ssl://HOST:PORT, tried in order. Required."`
 	// TLS configures ssl:// brokers.
 	TLS TLS `yaml:"tls" doc:"TLS for ssl:// brokers."`
-	// TrustedKeys are the ed25519 public keys whose manifest signatures the agent accepts.
-	TrustedKeys []string `yaml:"trusted_keys" doc:"Public keys (standard base64 of the 32 raw bytes, or a PEM PUBLIC KEY block) whose signatures on model manifests the agent accepts. At least one is required: unsigned models are never activated."`
+	// TrustedRoot is the cluster's root of trust (TUF root.json) the agent is enrolled with.
+	TrustedRoot string `yaml:"trusted_root" doc:"The hub cluster's root of trust: the JSON of a TUF root.json (GET /api/v1/keys/root; driftline device add writes it). Its online keys sign approvals and desired states; the agent learns rotated keys from newer roots signed by this one's root key. Required unless trusted_keys is set."`
+	// TrustedKeys are fixed ed25519 public keys whose signatures the agent accepts (configs
+	// written before trusted_root existed).
+	TrustedKeys []string `yaml:"trusted_keys" doc:"Older form of trust: fixed public keys (standard base64 of the 32 raw bytes, or a PEM PUBLIC KEY block) whose signatures on approvals and desired states the agent accepts. Keys never rotate this way; prefer trusted_root. Unsigned models and desired states are never acted on."`
 	// Hub is the hub's HTTP API URL (informational; the agent speaks MQTT only).
 	Hub string `yaml:"hub" doc:"The hub's HTTP API URL, as the CLI writes it. Optional; the agent itself talks to the hub over MQTT only."`
 	// StateDir holds the agent's badger database (outbox, chunk cache, journal).
@@ -255,8 +259,13 @@ func (c Config) validate(lines map[string]int) error {
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		add("tls", "cert_file and key_file go together")
 	}
-	if len(c.TrustedKeys) == 0 {
-		add("trusted_keys", "at least one trusted public key is required (driftline device add writes the hub's)")
+	if len(c.TrustedKeys) == 0 && strings.TrimSpace(c.TrustedRoot) == "" {
+		add("trusted_root", "a root of trust is required (driftline device add writes the hub's; or list trusted_keys)")
+	}
+	if strings.TrimSpace(c.TrustedRoot) != "" {
+		if _, err := trust.Parse([]byte(c.TrustedRoot)); err != nil {
+			add("trusted_root", "%v", err)
+		}
 	}
 	for i, k := range c.TrustedKeys {
 		if _, err := artifact.ParsePublicKey([]byte(k)); err != nil {
@@ -395,6 +404,18 @@ func checkBroker(raw string) error {
 		return fmt.Errorf("%q: no user, path or query allowed (the token is the password)", raw)
 	}
 	return nil
+}
+
+// Root parses TrustedRoot (the zero Root when unset); call it on a validated Config.
+func (c Config) Root() (trust.Root, error) {
+	if strings.TrimSpace(c.TrustedRoot) == "" {
+		return trust.Root{}, nil
+	}
+	r, err := trust.Parse([]byte(c.TrustedRoot))
+	if err != nil {
+		return trust.Root{}, fmt.Errorf("trusted_root: %w", err)
+	}
+	return r, nil
 }
 
 // Keys parses TrustedKeys; call it on a validated Config.

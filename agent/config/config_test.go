@@ -35,7 +35,8 @@ trusted_keys: [3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=]
 `
 
 func TestParse(t *testing.T) {
-	pem := strings.ReplaceAll(strings.TrimSpace(string(artifact.EncodePublicKey(make(ed25519.PublicKey, 32)))), "\n", "\n    ")
+	// The all-zero ed25519 key as a PEM PUBLIC KEY block (PKIX, as openssl writes it).
+	pem := strings.ReplaceAll("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n-----END PUBLIC KEY-----", "\n", "\n    ")
 	cases := []struct {
 		name    string
 		yaml    string

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,25 +48,8 @@ func (s *Store) Activate(ctx context.Context, name string, v int) error {
 	if err := s.saveJournal(j); err != nil {
 		return err
 	}
-	hook("journaled")
+	s.hook("journaled")
 	return s.finish(ctx, j)
-}
-
-// Install is Stage followed by Activate.
-func (s *Store) Install(ctx context.Context, name string, v int, manifestDigest, fileDigest string, write func(io.Writer) error) error {
-	if err := s.Stage(ctx, name, v, manifestDigest, fileDigest, write); err != nil {
-		return err
-	}
-	return s.Activate(ctx, name, v)
-}
-
-// SwitchBack activates the previous version of name (health check included).
-func (s *Store) SwitchBack(ctx context.Context, name string) error {
-	prev, err := s.Previous(name)
-	if err != nil {
-		return err
-	}
-	return s.Activate(ctx, name, prev.Version)
 }
 
 // finish does the switch and the health check of journal j, then commits or rolls back. Every
@@ -78,17 +60,18 @@ func (s *Store) finish(ctx context.Context, j journal) error {
 		if err := setLink(modelDir, PreviousLink, j.Old); err != nil {
 			return err
 		}
+		s.hook("previous-set") // between the two renames
 	}
 	if err := setLink(modelDir, CurrentLink, j.New); err != nil {
 		return err
 	}
 	s.log.Info("current switched", "model", j.Name, "version", j.New, "previous", j.Old)
-	hook("switched")
+	s.hook("switched")
 	j.Step = stepChecking
 	if err := s.saveJournal(j); err != nil {
 		return err
 	}
-	hook("checking")
+	s.hook("checking")
 	herr := s.health(ctx, j.Name, j.New)
 	if herr != nil && ctx.Err() != nil {
 		s.log.Warn("activation interrupted during health check; Recover will finish it", "model", j.Name, "version", j.New)
@@ -125,7 +108,7 @@ func (s *Store) rollback(j journal) error {
 	if err := restore(CurrentLink, j.Old); err != nil {
 		return err
 	}
-	hook("rollback")
+	s.hook("rollback")
 	if err := restore(PreviousLink, j.OldPrevious); err != nil {
 		return err
 	}

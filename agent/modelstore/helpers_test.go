@@ -166,3 +166,20 @@ func checkWhole(t *testing.T, s *Store, v int) {
 }
 
 func contains(err error, s string) bool { return err != nil && strings.Contains(err.Error(), s) }
+
+// Install is Stage followed by Activate.
+func (s *Store) Install(ctx context.Context, name string, v int, manifestDigest, fileDigest string, write func(io.Writer) error) error {
+	if err := s.Stage(ctx, name, v, manifestDigest, fileDigest, write); err != nil {
+		return err
+	}
+	return s.Activate(ctx, name, v)
+}
+
+// SwitchBack activates the previous version of name (health check included).
+func (s *Store) SwitchBack(ctx context.Context, name string) error {
+	prev, err := s.Previous(name)
+	if err != nil {
+		return err
+	}
+	return s.Activate(ctx, name, prev.Version)
+}

@@ -85,6 +85,10 @@ type Options struct {
 	// version's chunks that the kept ones lack in its chunk cache. It runs with the Store's lock
 	// held and must not call the Store.
 	BeforeRemove func(removed Version, kept []Version)
+	// Failpoint, when set, is called at each named step of Stage and Activate ("partial",
+	// "staged", "journaled", "previous-set", "switched", "checking", "rollback"): crash tests
+	// kill the process there. It must not call the Store.
+	Failpoint func(step string)
 }
 
 // Store owns MODELDIR. Its methods are safe for concurrent use and run one at a time; a process

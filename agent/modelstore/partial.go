@@ -228,7 +228,7 @@ func (p *Partial) WriteAt(b []byte, off int64) error {
 		return fmt.Errorf("write model file: %d bytes at %d outside its %d", len(b), off, p.m.Size)
 	}
 	if !p.wrote.Swap(true) {
-		hook("partial")
+		p.s.hook("partial")
 	}
 	n, err := p.f.WriteAt(b, off)
 	w := p.written.Add(int64(n))
@@ -284,7 +284,7 @@ func (p *Partial) Commit(ctx context.Context) error {
 		return fmt.Errorf("stage %s@%d: %w", m.Name, m.Version, err)
 	}
 	s.log.Info("model version staged", "model", m.Name, "version", m.Version, "size", p.m.Size, "digest", m.FileDigest)
-	hook("staged")
+	s.hook("staged")
 	return nil
 }
 

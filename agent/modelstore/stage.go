@@ -20,6 +20,14 @@ func hook(step string) {
 	}
 }
 
+// hook calls the package's test hook and the Store's Options.Failpoint at step.
+func (s *Store) hook(step string) {
+	hook(step)
+	if s.opts.Failpoint != nil {
+		s.opts.Failpoint(step)
+	}
+}
+
 // Stage writes version v of model name into MODELDIR/NAME/VERSION without touching current.
 // write is called once with the file to fill, in order (for example artifact.Assemble from the
 // chunk cache); Stage hashes the file and keeps it only if it hashes to fileDigest. The file is

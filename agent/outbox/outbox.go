@@ -1,12 +1,19 @@
 // Package outbox is the agent's store-and-forward queue of outgoing MQTT reports.
 //
 // Enqueue persists a report (zstd-compressed, under a monotonic sequence key in the agent's state
-// namespace) and returns; Run publishes the queued reports oldest first through a Publisher and
-// deletes each one only after the Publisher says the broker acknowledged it. A failed publish is
-// retried, with exponential backoff, before anything younger is sent, so order is kept. The queue
-// is bounded by stored bytes and by age: to make room, or when a report is older than MaxAge, the
-// oldest reports are dropped and counted. Delivery is at least once: a crash between the
-// broker's acknowledgement and the delete sends that one report again after restart.
+// namespace) and returns; Run publishes the queued reports oldest first through a Publisher. A
+// failed publish is retried, with exponential backoff, before anything younger is sent, so order
+// is kept. The queue is bounded by stored bytes and by age: to make room, or when a report is
+// older than MaxAge, the oldest reports are dropped and counted.
+//
+// A report is deleted once it is delivered. For most reports that is the broker's
+// acknowledgement. Numbered reports (Options.Numbered: the ones the hub stores) carry a
+// wire.ReportSeq, and once the hub has acknowledged any (HubAck, the hub's wire.Ack) they are
+// kept after the broker's acknowledgement until the hub's says it stored them: a broker can
+// accept a message and lose it (restarted, or nobody subscribed). Unacknowledged numbered reports
+// are sent again, in order, after Rewind (the agent calls it on every reconnect), when the hub
+// reports a gap, and when the hub has acknowledged nothing for ResendAfter. Delivery is at least
+// once; the hub counts each numbered report once.
 package outbox
 
 import (
@@ -22,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/shared/wire"
 	"github.com/driftline/driftline/shared/zstdx"
 )
 
@@ -62,6 +70,13 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Now is the clock (default time.Now); tests set it.
 	Now func() time.Time
+	// Numbered says, by topic, which reports are numbered for the hub's acknowledgement (only
+	// JSON objects can be: others are sent unnumbered). nil numbers none.
+	Numbered func(topic string) bool
+	// ResendAfter is how long numbered reports wait for the hub's acknowledgement, the hub
+	// acknowledging nothing meanwhile, before they are sent again (default 10 s). GapWait is the
+	// least time between two resends for a gap the hub reported (default 2 s).
+	ResendAfter, GapWait time.Duration
 }
 
 func (o *Options) defaults() {
@@ -84,7 +99,20 @@ func (o *Options) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.ResendAfter <= 0 {
+		o.ResendAfter = 10 * time.Second
+	}
+	if o.GapWait <= 0 {
+		o.GapWait = 2 * time.Second
+	}
 }
+
+// Keys of the outbox's own settings beside the records (never 8 bytes long, so the record scans
+// skip them).
+var (
+	keyEpoch   = []byte("epoch")   // the numbering epoch, 8 bytes big endian
+	keyHubAcks = []byte("hubacks") // present once the hub has acknowledged a numbered report
+)
 
 // Stats is a snapshot of the queue.
 type Stats struct {
@@ -95,6 +123,12 @@ type Stats struct {
 	Dropped map[string]uint64
 	// Sent counts reports acknowledged and deleted since Open.
 	Sent uint64
+	// Epoch is the numbering epoch of numbered reports; NextNumber the number the next one gets.
+	Epoch, NextNumber uint64
+	// AwaitHub says numbered reports are kept until the hub acknowledges them.
+	AwaitHub bool
+	// Resends counts rewinds that sent numbered reports again since Open.
+	Resends uint64
 }
 
 // Outbox is a persistent FIFO of reports. Enqueue and Stats are safe for concurrent use; Run
@@ -117,6 +151,16 @@ type Outbox struct {
 	head    uint64
 	dropped map[string]uint64
 	sent    uint64
+
+	// Numbering (see the package doc). sendFrom is the next key the sender considers: the live
+	// records below it are numbered reports sent and waiting for the hub (0: start at head).
+	epoch        uint64
+	nextNum      uint64
+	awaitHub     bool
+	sendFrom     uint64
+	rewinds      uint64
+	lastRewind   time.Time
+	lastProgress time.Time
 }
 
 // Open loads the queue kept in ns (its size and last sequence number) and registers its metrics.
@@ -128,11 +172,19 @@ func Open(ns state.Namespace, opts Options) (*Outbox, error) {
 	}
 	o := &Outbox{
 		ns: ns, opts: opts, log: opts.Logger.With("component", "outbox"), metrics: m,
-		wake: make(chan struct{}, 1), dropped: map[string]uint64{}, nextSeq: 1,
+		wake: make(chan struct{}, 1), dropped: map[string]uint64{}, nextSeq: 1, nextNum: 1,
 	}
 	// Values are read (not just badger's size estimate) so that the byte count is exact.
+	var maxNum uint64
 	err = ns.Iterate(false, func(k, v []byte) error {
-		if len(k) != 8 {
+		switch {
+		case string(k) == string(keyEpoch) && len(v) == 8:
+			o.epoch = binary.BigEndian.Uint64(v)
+			return nil
+		case string(k) == string(keyHubAcks):
+			o.awaitHub = true
+			return nil
+		case len(k) != 8:
 			return nil // not ours; Run skips it too
 		}
 		if o.depth == 0 {
@@ -141,11 +193,25 @@ func Open(ns state.Namespace, opts Options) (*Outbox, error) {
 		o.depth++
 		o.bytes += recordSize(int64(len(v)))
 		o.nextSeq = binary.BigEndian.Uint64(k) + 1
+		if r, _, err := decodeHeader(v); err == nil {
+			maxNum = max(maxNum, r.num)
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load outbox: %w", err)
 	}
+	// Numbers stay unique among the records held, whatever the epoch.
+	o.nextNum = maxNum + 1
+	if maxNum == 0 || o.epoch == 0 {
+		// Nothing numbered is waiting: start a new epoch (later than any before, so the hub
+		// takes it for the newer), numbering from 1.
+		o.epoch = max(o.epoch+1, uint64(opts.Now().UnixMilli()))
+		if err := ns.Set(keyEpoch, binary.BigEndian.AppendUint64(nil, o.epoch)); err != nil {
+			return nil, fmt.Errorf("store outbox epoch: %w", err)
+		}
+	}
+	o.lastProgress = opts.Now()
 	o.publishGauges()
 	return o, nil
 }
@@ -166,8 +232,10 @@ func (o *Outbox) Enqueue(topic string, payload []byte, qos byte, retain bool) er
 		return fmt.Errorf("%w: payload %d bytes, max %d", ErrTooLarge, len(payload), MaxPayload)
 	}
 	now := o.opts.Now()
-	val := encodeRecord(record{at: now, topic: topic, payload: payload, qos: qos, retain: retain})
-	size := recordSize(int64(len(val)))
+	numbered := o.opts.Numbered != nil && o.opts.Numbered(topic) && jsonObject(payload)
+	rec := record{at: now, topic: topic, payload: payload, qos: qos, retain: retain}
+	// The number is filled in under the lock; it does not change the encoded size.
+	size := recordSize(int64(len(encodeRecord(rec))))
 	if size > o.opts.MaxBytes {
 		return fmt.Errorf("%w: %d stored bytes, bound %d", ErrTooLarge, size, o.opts.MaxBytes)
 	}
@@ -177,11 +245,18 @@ func (o *Outbox) Enqueue(topic string, payload []byte, qos byte, retain bool) er
 	if err := o.dropLocked(now, size); err != nil {
 		return err
 	}
+	if numbered {
+		rec.num = o.nextNum
+	}
+	val := encodeRecord(rec)
 	seq := o.nextSeq
 	if err := o.ns.Set(seqKey(seq), val); err != nil {
 		return fmt.Errorf("enqueue %s: %w", topic, err)
 	}
 	o.nextSeq++
+	if numbered {
+		o.nextNum++
+	}
 	o.depth++
 	o.bytes += size
 	o.publishGauges()
@@ -190,6 +265,19 @@ func (o *Outbox) Enqueue(topic string, payload []byte, qos byte, retain bool) er
 	default:
 	}
 	return nil
+}
+
+// jsonObject reports whether b starts (after white space) a JSON object, so that a number can be
+// stamped into it.
+func jsonObject(b []byte) bool {
+	for _, c := range b {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		}
+		return c == '{'
+	}
+	return false
 }
 
 // dropLocked deletes, oldest first, the reports older than MaxAge and then as many as it takes
@@ -280,5 +368,105 @@ func (o *Outbox) Stats() Stats {
 	for k, v := range o.dropped {
 		d[k] = v
 	}
-	return Stats{Depth: o.depth, Bytes: o.bytes, Dropped: d, Sent: o.sent}
+	return Stats{Depth: o.depth, Bytes: o.bytes, Dropped: d, Sent: o.sent,
+		Epoch: o.epoch, NextNumber: o.nextNum, AwaitHub: o.awaitHub, Resends: o.rewinds}
+}
+
+// Rewind makes the sender send the numbered reports still waiting for the hub again, oldest
+// first, before anything younger. The agent calls it on every (re)connect: the broker may have
+// lost what it acknowledged.
+func (o *Outbox) Rewind() {
+	o.mu.Lock()
+	o.rewindLocked()
+	o.mu.Unlock()
+}
+
+func (o *Outbox) rewindLocked() {
+	o.sendFrom = 0
+	o.rewinds++
+	now := o.opts.Now()
+	o.lastRewind, o.lastProgress = now, now
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// HubAck applies the hub's acknowledgement: the numbered reports of a.Epoch up to a.Seq are
+// deleted (the hub stored them), and from now on numbered reports wait for it (persisted: a
+// restart keeps waiting). An ack of another epoch is ignored. With a.Gap, the reports after
+// a.Seq are sent again (at most once per GapWait). It returns an error only when the state
+// database fails.
+func (o *Outbox) HubAck(a wire.Ack) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if a.Epoch != o.epoch {
+		return nil
+	}
+	if !o.awaitHub {
+		if err := o.ns.Set(keyHubAcks, []byte{1}); err != nil {
+			return fmt.Errorf("store hub acks: %w", err)
+		}
+		o.awaitHub = true
+		o.log.Info("the hub acknowledges reports: numbered reports are kept until it has them")
+	}
+	type victim struct {
+		key  []byte
+		size int64
+	}
+	var victims []victim
+	newHead, headSet := o.head, false
+	var last uint64
+	err := o.ns.IterateFrom(seqKey(o.head), func(k, v []byte) error {
+		if len(k) != 8 {
+			return nil
+		}
+		seq := binary.BigEndian.Uint64(k)
+		r, _, err := decodeHeader(v)
+		if err != nil || r.num == 0 || r.num > a.Seq {
+			if !headSet {
+				newHead, headSet = seq, true
+			}
+			if err == nil && r.num > a.Seq {
+				return state.ErrStop // numbers grow with keys: nothing later is acknowledged
+			}
+			return nil
+		}
+		victims = append(victims, victim{append([]byte(nil), k...), recordSize(int64(len(v)))})
+		last = seq
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("scan outbox for acknowledged reports: %w", err)
+	}
+	if len(victims) > 0 {
+		err = o.ns.Update(func(tx *state.Txn) error {
+			for _, v := range victims {
+				if err := tx.Delete(v.key); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("delete acknowledged reports: %w", err)
+		}
+		for _, v := range victims {
+			o.depth--
+			o.bytes -= v.size
+			o.sent++
+		}
+		o.publishGauges()
+		o.lastProgress = o.opts.Now()
+		if !headSet {
+			newHead = last + 1
+		}
+		// Still at or below the oldest live record (the in-flight one included, if live).
+		o.head = max(o.head, newHead)
+	}
+	if a.Gap && o.sendFrom > o.head && o.opts.Now().Sub(o.lastRewind) >= o.opts.GapWait {
+		o.log.Info("the hub misses a report: sending again", "from", a.Seq+1)
+		o.rewindLocked()
+	}
+	return nil
 }

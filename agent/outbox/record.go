@@ -13,12 +13,17 @@ import (
 //	byte 0      format version (recordVersion)
 //	bytes 1-8   enqueue time, Unix milliseconds, big endian
 //	byte 9      flags: bits 0-1 QoS, bit 2 retain
-//	bytes 10-11 topic length, big endian
+//	bytes 10-17 report number for the hub's acknowledgement (0: not numbered), big endian
+//	bytes 18-19 topic length, big endian
 //	topic
 //	the payload as one zstd frame
+//
+// Version 1 (written before reports were numbered) lacks bytes 10-17; it is still read, as a
+// report that is not numbered.
 const (
-	recordVersion = 1
-	headerLen     = 12
+	recordVersion = 2
+	headerLen     = 20
+	headerLenV1   = 12
 	flagRetain    = 1 << 2
 	maxTopic      = 1<<16 - 1
 )
@@ -31,6 +36,11 @@ type record struct {
 	payload []byte
 	qos     byte
 	retain  bool
+	// num numbers the report for the hub's acknowledgement (wire.ReportSeq); 0 when it is not
+	// numbered (deleted once the broker acknowledged it).
+	num uint64
+	// rewinds is Outbox.rewinds when next returned the record.
+	rewinds uint64
 }
 
 // encodeRecord returns the stored form of r (r.seq is not part of it).
@@ -42,33 +52,43 @@ func encodeRecord(r record) []byte {
 	if r.retain {
 		b[9] |= flagRetain
 	}
-	binary.BigEndian.PutUint16(b[10:12], uint16(len(r.topic)))
+	binary.BigEndian.PutUint64(b[10:18], r.num)
+	binary.BigEndian.PutUint16(b[18:20], uint16(len(r.topic)))
 	b = append(b, r.topic...)
 	return zstdx.Encode(b, r.payload)
 }
 
 // decodeHeader parses everything but the payload and returns the offset of the zstd frame.
 func decodeHeader(b []byte) (record, int, error) {
-	if len(b) < headerLen {
-		return record{}, 0, fmt.Errorf("%w: %d bytes, header needs %d", ErrCorrupt, len(b), headerLen)
+	hl := headerLen
+	if len(b) > 0 && b[0] == 1 {
+		hl = headerLenV1
 	}
-	if b[0] != recordVersion {
+	if len(b) < hl {
+		return record{}, 0, fmt.Errorf("%w: %d bytes, header needs %d", ErrCorrupt, len(b), hl)
+	}
+	if b[0] != recordVersion && b[0] != 1 {
 		return record{}, 0, fmt.Errorf("%w: format version %d", ErrCorrupt, b[0])
 	}
 	if b[9]&^(3|flagRetain) != 0 || b[9]&3 == 3 {
 		return record{}, 0, fmt.Errorf("%w: flags %#x", ErrCorrupt, b[9])
 	}
-	n := int(binary.BigEndian.Uint16(b[10:12]))
-	if len(b) < headerLen+n {
+	var num uint64
+	if hl == headerLen {
+		num = binary.BigEndian.Uint64(b[10:18])
+	}
+	n := int(binary.BigEndian.Uint16(b[hl-2 : hl]))
+	if len(b) < hl+n {
 		return record{}, 0, fmt.Errorf("%w: topic of %d bytes truncated", ErrCorrupt, n)
 	}
 	r := record{
 		at:     time.UnixMilli(int64(binary.BigEndian.Uint64(b[1:9]))),
 		qos:    b[9] & 3,
 		retain: b[9]&flagRetain != 0,
-		topic:  string(b[headerLen : headerLen+n]),
+		num:    num,
+		topic:  string(b[hl : hl+n]),
 	}
-	return r, headerLen + n, nil
+	return r, hl + n, nil
 }
 
 // decodeRecord parses a stored record, payload included. Any damage returns an error wrapping

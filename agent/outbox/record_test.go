@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/driftline/driftline/shared/zstdx"
 )
 
 var recordCases = []struct {
@@ -13,6 +15,7 @@ var recordCases = []struct {
 }{
 	{"plain", record{at: time.UnixMilli(1_700_000_000_123), topic: "dl/v1/dev/a/validation", payload: []byte(`{"rows":3}`), qos: 1}},
 	{"retained qos0 empty payload", record{at: time.UnixMilli(0), topic: "t", payload: []byte{}, retain: true}},
+	{"numbered", record{at: time.UnixMilli(1_700_000_000_123), topic: "dl/v1/dev/a/drift", payload: []byte(`{"rows":3}`), qos: 1, num: 1 << 40}},
 	{"binary", record{at: time.UnixMilli(42), topic: "dl/v1/dev/a/profile", payload: bytes.Repeat([]byte{0, 1, 2, 0xff}, 5000), qos: 2}},
 }
 
@@ -24,10 +27,20 @@ func TestRecordRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !got.at.Equal(tc.rec.at) || got.topic != tc.rec.topic || !bytes.Equal(got.payload, tc.rec.payload) ||
-				got.qos != tc.rec.qos || got.retain != tc.rec.retain {
+				got.qos != tc.rec.qos || got.retain != tc.rec.retain || got.num != tc.rec.num {
 				t.Fatalf("round trip: got %+v, want %+v", got, tc.rec)
 			}
 		})
+	}
+}
+
+// TestDecodeRecordV1 reads a record queued by an agent from before reports were numbered.
+func TestDecodeRecordV1(t *testing.T) {
+	v1 := []byte{1, 0, 0, 0, 0, 0, 0, 0, 42, 1, 0, 1, 't'}
+	v1 = zstdx.Encode(v1, []byte(`{"a":1}`))
+	r, err := decodeRecord(v1)
+	if err != nil || r.topic != "t" || r.qos != 1 || r.num != 0 || string(r.payload) != `{"a":1}` || r.at.UnixMilli() != 42 {
+		t.Fatalf("v1 record: %+v %v", r, err)
 	}
 }
 

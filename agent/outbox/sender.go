@@ -3,18 +3,21 @@ package outbox
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
 
 	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/shared/wire"
 )
 
 // Run publishes queued reports through pub, oldest first, until ctx is done; it then returns
-// ctx.Err(). A report is deleted only after pub.Publish returned nil for it; a failed publish
-// is retried with backoff before any later report is tried. Reports older than MaxAge are dropped
-// instead of sent, and corrupt records are dropped, counted and logged. Run returns another error
-// only when the state database fails.
+// ctx.Err(). A report is deleted only after pub.Publish returned nil for it (a numbered report,
+// once the hub waits are on, only after HubAck); a failed publish is retried with backoff before
+// any later report is tried. Reports older than MaxAge are dropped instead of sent, and corrupt
+// records are dropped, counted and logged. Run returns another error only when the state
+// database fails.
 func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
 	if !o.running.CompareAndSwap(false, true) {
 		return ErrRunning
@@ -25,19 +28,37 @@ func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		o.resendIfStale()
 		r, ok, err := o.next()
 		if err != nil {
 			return err
 		}
 		if !ok {
+			var timeout <-chan time.Time
+			var t *time.Timer
+			if d, waiting := o.resendIn(); waiting {
+				t = time.NewTimer(d)
+				timeout = t.C
+			}
 			select {
 			case <-ctx.Done():
-				return ctx.Err()
 			case <-o.wake:
+			case <-timeout:
+			}
+			if t != nil {
+				t.Stop()
 			}
 			continue
 		}
-		err = pub.Publish(ctx, r.topic, r.payload, r.qos, r.retain)
+		payload := r.payload
+		if r.num > 0 {
+			if p, err := wire.StampSeq(payload, o.seqOf(r)); err == nil {
+				payload = p
+			} else {
+				o.log.Warn("numbered report not stamped", "seq", r.seq, "err", err)
+			}
+		}
+		err = pub.Publish(ctx, r.topic, payload, r.qos, r.retain)
 		if err != nil {
 			o.clearInflight()
 			if ctx.Err() != nil {
@@ -55,10 +76,51 @@ func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
 			continue
 		}
 		backoff = 0
-		if err := o.ack(r.seq); err != nil {
+		if err := o.sent1(r); err != nil {
 			return err
 		}
 	}
+}
+
+// seqOf returns the number stamped into numbered report r: its number, the epoch, and the
+// oldest number the outbox still holds (the hub need not wait for anything below).
+func (o *Outbox) seqOf(r record) wire.ReportSeq {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	first := r.num
+	_ = o.ns.IterateFrom(seqKey(o.head), func(k, v []byte) error {
+		if len(k) != 8 {
+			return nil
+		}
+		if h, _, err := decodeHeader(v); err == nil && h.num > 0 {
+			first = min(first, h.num)
+			return state.ErrStop
+		}
+		return nil
+	})
+	return wire.ReportSeq{Seq: r.num, Epoch: o.epoch, First: first}
+}
+
+// resendIfStale rewinds when numbered reports have waited ResendAfter for the hub, the hub
+// acknowledging nothing meanwhile.
+func (o *Outbox) resendIfStale() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.awaitHub && o.sendFrom > o.head && o.opts.Now().Sub(o.lastProgress) >= o.opts.ResendAfter {
+		o.log.Info("the hub acknowledged nothing for a while: sending unacknowledged reports again", "after", o.opts.ResendAfter)
+		o.rewindLocked()
+	}
+}
+
+// resendIn says whether sent numbered reports wait for the hub, and how long until they are
+// sent again.
+func (o *Outbox) resendIn() (time.Duration, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.awaitHub || o.sendFrom <= o.head {
+		return 0, false
+	}
+	return max(o.opts.ResendAfter-o.opts.Now().Sub(o.lastProgress), time.Millisecond), true
 }
 
 // nextBackoff doubles the previous wait within [RetryMin, RetryMax], with up to 20% jitter.
@@ -67,8 +129,8 @@ func (o *Outbox) nextBackoff(prev time.Duration) time.Duration {
 	return d - time.Duration(rand.Int64N(int64(d)/5+1))
 }
 
-// next returns the oldest deliverable report and marks it in flight, dropping expired and corrupt
-// records it meets on the way. ok is false when the queue is empty.
+// next returns the oldest report not sent yet (from sendFrom) and marks it in flight, dropping
+// expired and corrupt records it meets on the way. ok is false when there is none.
 func (o *Outbox) next() (record, bool, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -81,7 +143,9 @@ func (o *Outbox) next() (record, bool, error) {
 			size   int64
 			decErr error
 		)
-		err := o.ns.IterateFrom(seqKey(o.head), func(k, v []byte) error {
+		from := max(o.head, o.sendFrom)
+		atHead := from == o.head
+		err := o.ns.IterateFrom(seqKey(from), func(k, v []byte) error {
 			if len(k) != 8 {
 				return nil
 			}
@@ -98,7 +162,9 @@ func (o *Outbox) next() (record, bool, error) {
 			return record{}, false, nil
 		}
 		seq := binary.BigEndian.Uint64(key)
-		o.head = seq
+		if atHead {
+			o.head = seq
+		}
 		reason := ""
 		switch {
 		case decErr != nil:
@@ -108,6 +174,7 @@ func (o *Outbox) next() (record, bool, error) {
 		}
 		if reason == "" {
 			r.seq = seq
+			r.rewinds = o.rewinds
 			o.inflight = seq
 			return r, true, nil
 		}
@@ -115,7 +182,11 @@ func (o *Outbox) next() (record, bool, error) {
 			return record{}, false, fmt.Errorf("drop report %d: %w", seq, err)
 		}
 		o.countDropLocked(reason, size, seq, decErr)
-		o.head = seq + 1
+		if atHead {
+			o.head = seq + 1
+		} else {
+			o.sendFrom = seq + 1
+		}
 	}
 }
 
@@ -125,13 +196,22 @@ func (o *Outbox) clearInflight() {
 	o.mu.Unlock()
 }
 
-// ack deletes the acknowledged report seq.
-func (o *Outbox) ack(seq uint64) error {
+// sent1 records that the broker acknowledged r: a numbered report waiting for the hub is kept
+// (the sender moves past it), anything else is deleted.
+func (o *Outbox) sent1(r record) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.inflight = 0
-	o.head = seq + 1
-	key := seqKey(seq)
+	if o.rewinds == r.rewinds {
+		if o.sendFrom <= o.head {
+			o.lastProgress = o.opts.Now() // the first report to wait: its wait starts now
+		}
+		o.sendFrom = r.seq + 1
+	}
+	if r.num > 0 && o.awaitHub {
+		return nil
+	}
+	key := seqKey(r.seq)
 	var size int64 = -1
 	err := o.ns.Update(func(tx *state.Txn) error {
 		v, err := tx.Get(key)
@@ -141,8 +221,14 @@ func (o *Outbox) ack(seq uint64) error {
 		size = recordSize(int64(len(v)))
 		return tx.Delete(key)
 	})
+	if errors.Is(err, state.ErrNotFound) {
+		return nil // the hub's acknowledgement came first
+	}
 	if err != nil {
-		return fmt.Errorf("delete acknowledged report %d: %w", seq, err)
+		return fmt.Errorf("delete acknowledged report %d: %w", r.seq, err)
+	}
+	if o.head == r.seq {
+		o.head = r.seq + 1
 	}
 	o.depth--
 	o.bytes -= size

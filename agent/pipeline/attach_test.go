@@ -110,7 +110,7 @@ func TestAttachReportsReachTheHub(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	// The device's firmware publishes readings on its data topic (as the device, another client id).
-	c := paho.NewClient(paho.NewClientOptions().AddBroker(hub.MQTTURL()).SetClientID("edge-1-sensor").
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(hub.MQTTURL()).SetClientID("edge-1:sensor").
 		SetUsername("edge-1").SetPassword(dev.Token))
 	if tk := c.Connect(); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
 		t.Fatalf("connect: %v", tk.Error())
@@ -223,7 +223,7 @@ func TestContractWindowHonoured(t *testing.T) {
 
 	// A dashboard client (another connection of the device) watches the drift topic.
 	drifts := make(chan []byte, 4)
-	c := paho.NewClient(paho.NewClientOptions().AddBroker(hub.MQTTURL()).SetClientID("edge-w-dash").
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(hub.MQTTURL()).SetClientID("edge-w:dash").
 		SetUsername("edge-w").SetPassword(dev.Token))
 	if tk := c.Connect(); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
 		t.Fatalf("connect: %v", tk.Error())

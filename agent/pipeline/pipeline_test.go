@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -236,8 +237,11 @@ func TestDriftAgainstActiveModel(t *testing.T) {
 			last := fs[len(fs)-3:]
 			byTopic := map[string]wire.DriftFeature{}
 			for _, f := range last {
-				df, err := wire.DecodeDriftFeature(f.payload)
-				if err != nil {
+				var df wire.DriftFeature
+				if err := json.Unmarshal(f.payload, &df); err != nil {
+					t.Fatal(err)
+				}
+				if err := df.Validate(); err != nil {
 					t.Fatal(err)
 				}
 				byTopic[f.topic] = df

@@ -197,7 +197,7 @@ func (l *loop) ingestShifted(windows int) {
 func (l *loop) watch() func() map[wire.Kind]int {
 	var mu sync.Mutex
 	seen := map[wire.Kind]int{}
-	c := paho.NewClient(paho.NewClientOptions().AddBroker(l.hub.MQTTURL()).SetClientID("watcher").
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(l.hub.MQTTURL()).SetClientID("@admin:admin").
 		SetUsername("admin").SetPassword(l.admin))
 	if tk := c.Connect(); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
 		l.t.Fatalf("connect watcher: %v", tk.Error())

@@ -181,34 +181,6 @@ func (n Namespace) IterateKeys(reverse bool, fn func(key []byte, size int64) err
 	return n.View(func(tx *Txn) error { return tx.IterateKeys(reverse, fn) })
 }
 
-// DeleteAll removes every key of n and of all its children, in batches, without blocking other
-// namespaces' writes.
-func (n Namespace) DeleteAll() error {
-	var keys [][]byte
-	err := n.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: n.prefix})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			keys = append(keys, it.Item().KeyCopy(nil))
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("list namespace for delete: %w", err)
-	}
-	wb := n.db.NewWriteBatch()
-	defer wb.Cancel()
-	for _, k := range keys {
-		if err := wb.Delete(k); err != nil {
-			return fmt.Errorf("delete namespace key: %w", err)
-		}
-	}
-	if err := wb.Flush(); err != nil {
-		return fmt.Errorf("delete namespace: %w", err)
-	}
-	return nil
-}
-
 // Sync forces what was written so far to stable storage. The Edge profile does not sync every
 // commit (a killed process keeps its writes, a power loss may not); callers that order a write
 // before a file-system change (the activation journal) call Sync in between. Concurrent calls

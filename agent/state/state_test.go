@@ -161,28 +161,6 @@ func TestTxnSpansChildrenAtomically(t *testing.T) {
 	}
 }
 
-func TestDeleteAllKeepsNeighbours(t *testing.T) {
-	db := openMem(t)
-	a, a2, b := db.Namespace("a"), db.Namespace("a").Sub("x"), db.Namespace("b")
-	for _, ns := range []Namespace{a, a2, b} {
-		if err := ns.Set([]byte("k"), []byte("v")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := a.DeleteAll(); err != nil {
-		t.Fatal(err)
-	}
-	if got := keys(t, a, false); len(got) != 0 {
-		t.Fatalf("a not empty: %q", got)
-	}
-	if got := keys(t, a2, false); len(got) != 0 {
-		t.Fatalf("child of a not empty: %q", got)
-	}
-	if got := keys(t, b, false); len(got) != 1 {
-		t.Fatalf("b lost its key: %q", got)
-	}
-}
-
 func TestSurvivesReopen(t *testing.T) {
 	dir := t.TempDir()
 	db, err := Open(dir)

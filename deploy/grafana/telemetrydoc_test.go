@@ -65,7 +65,7 @@ func TestTelemetryDocExamples(t *testing.T) {
 			v, decode = &p, func(b []byte) error { _, err := wire.DecodeDrift(b); check(p.DeviceID, ""); return err }
 		case wire.KindDriftFeature:
 			var p wire.DriftFeature
-			v, decode = &p, func(b []byte) error { _, err := wire.DecodeDriftFeature(b); check(p.DeviceID, p.Feature); return err }
+			v, decode = &p, func([]byte) error { check(p.DeviceID, p.Feature); return p.Validate() }
 		case wire.KindDesired:
 			var p wire.Desired
 			v, decode = &p, func(b []byte) error { _, err := wire.DecodeDesired(b); check(p.DeviceID, ""); return err }
@@ -77,7 +77,10 @@ func TestTelemetryDocExamples(t *testing.T) {
 			v, decode = &p, func(b []byte) error { _, err := wire.DecodeFetchRequest(b); check(p.DeviceID, ""); return err }
 		case wire.KindFleetRollout:
 			var p wire.FleetRollout
-			v, decode = &p, func(b []byte) error { _, err := wire.DecodeFleetRollout(b); check("", p.RolloutID); return err }
+			v, decode = &p, func([]byte) error { check("", p.RolloutID); return p.Validate() }
+		case wire.KindAck:
+			var p wire.Ack
+			v, decode = &p, func(b []byte) error { _, err := wire.DecodeAck(b); check(p.DeviceID, ""); return err }
 		case wire.KindPredictionDrift:
 			var p wire.PredictionDrift
 			v, decode = &p, func(b []byte) error { _, err := wire.DecodePredictionDrift(b); check(p.DeviceID, ""); return err }
@@ -89,7 +92,7 @@ func TestTelemetryDocExamples(t *testing.T) {
 			v, decode = &p, func(b []byte) error { _, err := wire.DecodeSample(b); check(p.DeviceID, ""); return err }
 		case wire.KindFleetDrift:
 			var p wire.FleetDrift
-			v, decode = &p, func(b []byte) error { _, err := wire.DecodeFleetDrift(b); check("", p.Model); return err }
+			v, decode = &p, func([]byte) error { check("", p.Model); return p.Validate() }
 		default:
 			t.Errorf("example for %s, which is not JSON", topic)
 			continue
@@ -103,7 +106,7 @@ func TestTelemetryDocExamples(t *testing.T) {
 		}
 	}
 	for _, k := range []wire.Kind{wire.KindStatus, wire.KindHeartbeat, wire.KindValidation, wire.KindDrift, wire.KindDriftFeature,
-		wire.KindDesired, wire.KindReported, wire.KindFetch, wire.KindFleetRollout, wire.KindFleetDrift,
+		wire.KindDesired, wire.KindReported, wire.KindFetch, wire.KindFleetRollout, wire.KindFleetDrift, wire.KindAck,
 		wire.KindPredictionDrift, wire.KindPerformance, wire.KindSample} {
 		if !seen[k] {
 			t.Errorf("docs/telemetry.md has no example payload for %s", k)

@@ -256,7 +256,7 @@ func (d *run) steps(ctx context.Context) error {
 			return err
 		}
 	}
-	d.narr.say("enrolled %s (site=berlin|munich, %s canary=true); agent configs in %s", strings.Join(ids, ", "), ids[0], dirs["agents"])
+	d.narr.say("enrolled %s (site=berlin|munich, %s canary=true); agent configs in %s, each trusting the cluster's root of trust", strings.Join(ids, ", "), ids[0], dirs["agents"])
 
 	// 3. The dataset version the models are trained on: contract and a generated sample.
 	contract, sample := filepath.Join(dirs["assets"], "contract.json"), filepath.Join(dirs["assets"], "sample.csv")
@@ -332,7 +332,7 @@ func (d *run) steps(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.narr.say("rollout %s: %s v1 to every device, one wave, bake 3 s", short(r1), ModelName)
+	d.narr.say("rollout %s: %s v1 to every device, one wave, bake 3 s; each device's desired state is signed for it (rev, expiry) and verified by its agent", short(r1), ModelName)
 	if err := d.waitRollout(ctx, r1, 90*time.Second, "completed"); err != nil {
 		return err
 	}

@@ -13,6 +13,11 @@ import (
 // narrator polls the hub and prints one line per change it sees: a device going online or
 // offline, a device's active version or model state changing, drift appearing or clearing,
 // and a rollout's state, wave or gate values changing.
+//
+// Drift belongs to a version's series of windows: "drift cleared" is said only when the version
+// that drifted is still the one running and its newest window is clean. A device that leaves
+// the drifting version (rolled back, or moved on) ends that series instead: the windows of the
+// new version, or a last clean window of the old one, say nothing about the old drift.
 type narrator struct {
 	api   *hubAPI
 	out   io.Writer
@@ -21,7 +26,7 @@ type narrator struct {
 
 	mu       sync.Mutex
 	devs     map[string]string // id -> last printed device line key
-	drift    map[string]bool
+	drift    map[string]int    // id -> the version whose drift was last narrated (0: none)
 	rolls    map[string]string // id -> last printed rollout key
 	gates    map[string]string
 	seenDrft map[string]bool // devices that reported dataset drift at least once
@@ -29,7 +34,7 @@ type narrator struct {
 
 func newNarrator(api *hubAPI, out io.Writer, model string, start time.Time) *narrator {
 	return &narrator{api: api, out: out, model: model, start: start,
-		devs: map[string]string{}, drift: map[string]bool{}, rolls: map[string]string{}, gates: map[string]string{}, seenDrft: map[string]bool{}}
+		devs: map[string]string{}, drift: map[string]int{}, rolls: map[string]string{}, gates: map[string]string{}, seenDrft: map[string]bool{}}
 }
 
 // say prints one narrative line, stamped with the time since the demo started.
@@ -67,21 +72,26 @@ func (n *narrator) poll(ctx context.Context) {
 }
 
 func (n *narrator) device(d device) {
-	active, state := "none", ""
+	active, state, activeV := "none", "", 0
 	if m, ok := d.Reported.Models[n.model]; ok {
 		if m.Active != nil {
-			active = fmt.Sprintf("v%d", *m.Active)
+			active, activeV = fmt.Sprintf("v%d", *m.Active), *m.Active
 		}
 		state = m.State
 	}
 	key := fmt.Sprintf("%v|%s|%s", d.Online, active, state)
-	drift := d.Health != nil && d.Health.DatasetDrift
+	// The version whose drift the device reports now: its summary says drift, and it is about
+	// the version running (or the device has not said what runs).
+	drifting := 0
+	if h := d.Health; h != nil && h.DatasetDrift && (activeV == 0 || h.Version == activeV) {
+		drifting = h.Version
+	}
 	n.mu.Lock()
 	prev, seen := n.devs[d.ID]
 	n.devs[d.ID] = key
 	prevDrift := n.drift[d.ID]
-	n.drift[d.ID] = drift
-	if drift {
+	n.drift[d.ID] = drifting
+	if d.Health != nil && d.Health.DatasetDrift {
 		n.seenDrft[d.ID] = true
 	}
 	n.mu.Unlock()
@@ -96,12 +106,20 @@ func (n *narrator) device(d device) {
 		}
 		n.say("%s", line)
 	}
-	if drift != prevDrift && d.Health != nil {
-		if drift {
-			n.say("device %s reports dataset drift on %s v%d: drift share %.2f (window of %d rows)", d.ID, n.model, d.Health.Version, d.Health.DriftShare, d.Health.Rows)
-		} else {
-			n.say("device %s: drift cleared (v%d, drift share %.2f)", d.ID, d.Health.Version, d.Health.DriftShare)
+	if drifting == prevDrift {
+		return
+	}
+	switch {
+	case drifting != 0:
+		n.say("device %s reports dataset drift on %s v%d: drift share %.2f (window of %d rows)", d.ID, n.model, drifting, d.Health.DriftShare, d.Health.Rows)
+	case activeV != 0 && activeV != prevDrift:
+		how := "moved"
+		if state == "rolled_back" {
+			how = "rolled back"
 		}
+		n.say("device %s: %s, now on %s v%d: the v%d drift series ended (not cleared)", d.ID, how, n.model, activeV, prevDrift)
+	case d.Health != nil && d.Health.Version == prevDrift:
+		n.say("device %s: drift cleared (v%d, drift share %.2f)", d.ID, prevDrift, d.Health.DriftShare)
 	}
 }
 

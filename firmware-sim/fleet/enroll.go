@@ -229,20 +229,11 @@ func (s *credStore) flush() error {
 	return nil
 }
 
-// hubFacts reads the trusted keys and the advertised broker URLs.
-func hubFacts(ctx context.Context, h *hubClient) (keys, brokers []string, err error) {
-	var page struct {
-		Items []struct {
-			PublicKey string `json:"public_key"`
-		} `json:"items"`
-	}
-	if _, err := h.do(ctx, http.MethodGet, "/api/v1/keys", nil, &page); err != nil {
-		return nil, nil, err
-	}
-	for _, k := range page.Items {
-		if k.PublicKey != "" {
-			keys = append(keys, k.PublicKey)
-		}
+// hubFacts reads the cluster's root of trust and the advertised broker URLs.
+func hubFacts(ctx context.Context, h *hubClient) (root string, brokers []string, err error) {
+	var raw json.RawMessage
+	if _, err := h.do(ctx, http.MethodGet, "/api/v1/keys/root", nil, &raw); err != nil {
+		return "", nil, err
 	}
 	var st map[string]json.RawMessage
 	if _, err := h.do(ctx, http.MethodGet, "/api/v1/cluster", nil, &st); err == nil {
@@ -254,8 +245,8 @@ func hubFacts(ctx context.Context, h *hubClient) (keys, brokers []string, err er
 			}
 		}
 	}
-	if len(keys) == 0 {
-		return nil, nil, errors.New("fleet: the hub lists no signing key")
+	if len(raw) == 0 {
+		return "", nil, errors.New("fleet: the hub serves no root of trust")
 	}
-	return keys, brokers, nil
+	return string(raw), brokers, nil
 }

@@ -233,7 +233,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
-	keys, brokers, err := hubFacts(ctx, h)
+	root, brokers, err := hubFacts(ctx, h)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -253,6 +253,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	defer gcStop()
 	go db.RunGC(gcCtx, 5*time.Minute, cfg.Logger)
 
+	prefix := hubTopicPrefix(ctx, h) // the agents talk on the hub's topics
 	reg := prometheus.NewRegistry()
 	slots := make(chan struct{}, cfg.PullConcurrency)
 	members := make([]*member, len(cs))
@@ -260,11 +261,14 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	for i, c := range cs {
 		m := &member{id: c.ID}
 		ac := config.Default()
-		ac.DeviceID, ac.Token, ac.Brokers, ac.TrustedKeys, ac.Hub = c.ID, c.Token, brokers, keys, cfg.Hub
+		ac.DeviceID, ac.Token, ac.Brokers, ac.TrustedRoot, ac.Hub = c.ID, c.Token, brokers, root, cfg.Hub
 		ac.StateDir = filepath.Join(cfg.StateDir, "db")
 		ac.ModelDir = filepath.Join(cfg.StateDir, "models", c.ID)
 		ac.Metrics = config.MetricsOff
 		ac.Heartbeat = config.Duration(cfg.Heartbeat)
+		if prefix != "" {
+			ac.TopicPrefix = prefix
+		}
 		if cfg.Window.Rows > 0 {
 			ac.Window.Rows = cfg.Window.Rows
 		}

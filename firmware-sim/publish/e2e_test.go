@@ -40,7 +40,7 @@ events:
 
 	var mu sync.Mutex
 	got := map[string][][]byte{}
-	sub := paho.NewClient(paho.NewClientOptions().AddBroker(n.MQTTURL()).SetClientID("e2e-sub").
+	sub := paho.NewClient(paho.NewClientOptions().AddBroker(n.MQTTURL()).SetClientID("@admin:admin:e2e-sub").
 		SetUsername("hub-admin").SetPassword(admin).SetOrderMatters(false).
 		SetDefaultPublishHandler(func(paho.Client, paho.Message) {}))
 	if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {

@@ -23,9 +23,10 @@ var (
 	ErrNoCredentials = errors.New("publish: no credentials for device")
 )
 
-// DefaultClientSuffix is appended to the device id to make the simulator's MQTT client id, so
+// DefaultClientSuffix is appended to the device id to make the simulator's MQTT client id (a
+// device may use its id or its id, ':' and a suffix; docs/security.md), so
 // it never takes over the session of the device's agent (which uses the bare id).
-const DefaultClientSuffix = "-sim"
+const DefaultClientSuffix = ":sim"
 
 // MQTTOptions configure the MQTT devices of a run.
 type MQTTOptions struct {

@@ -124,9 +124,6 @@ func (f *Fleet) IDs() []string { return append([]string(nil), f.ids...) }
 // Scenario returns the fleet's scenario.
 func (f *Fleet) Scenario() *Scenario { return f.s }
 
-// Selected reports whether event ei applies to device i.
-func (f *Fleet) Selected(ei, i int) bool { return f.selected[ei][i] }
-
 // Window is a span of scenario time [From, To).
 type Window struct{ From, To time.Duration }
 

@@ -223,3 +223,6 @@ func TestDisconnect(t *testing.T) {
 		t.Fatalf("%d messages", n)
 	}
 }
+
+// Selected reports whether event ei applies to device i.
+func (f *Fleet) Selected(ei, i int) bool { return f.selected[ei][i] }

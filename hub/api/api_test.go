@@ -96,12 +96,19 @@ func TestRegistryHappyPath(t *testing.T) {
 	if len(trusted) != 1 {
 		t.Fatalf("GET /api/v1/keys = %+v, want the key %s", keys.Items, sig.KeyID)
 	}
-	manifest, err := h.n.Reader().Manifest("fraud", 1)
+	mvs, err := h.n.Reader().ModelVersion("fraud", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := artifact.Verify(trusted, manifest, sig); err != nil {
-		t.Errorf("signature does not verify against the listed key: %v", err)
+	subject, err := h.n.Reader().ApprovalOf(mvs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if subject.ContractDigest == "" || subject.Dataset != "temps" {
+		t.Errorf("approval binds %+v, want the contract of temps@1", subject)
+	}
+	if err := artifact.NewKeyRing(trusted...).VerifyApproval(subject, sig); err != nil {
+		t.Errorf("approval signature does not verify against the listed key: %v", err)
 	}
 
 	// Aliases: set, read, move atomically to a second version.

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -35,6 +36,14 @@ func actor(c echo.Context) string {
 	return p.Name
 }
 
+// tokenID is the id of the caller's API token ("" for a device): unique where names are not.
+func tokenID(c echo.Context) string {
+	if p := principal(c); p.Kind == "token" {
+		return p.ID
+	}
+	return ""
+}
+
 // allow authenticates the bearer token and lets the request through when the caller's role is
 // admin or one of roles.
 func (s *Server) allow(roles ...string) echo.MiddlewareFunc {
@@ -51,6 +60,9 @@ func (s *Server) allow(roles ...string) echo.MiddlewareFunc {
 			}
 			if err != nil {
 				return err
+			}
+			if p.ExpiresAt != 0 && time.Now().UnixMilli() >= p.ExpiresAt {
+				return unauthorized("token expired")
 			}
 			c.Set(principalKey, p)
 			if p.Role == state.RoleAdmin {
@@ -74,4 +86,5 @@ var (
 	approver  = []string{state.RoleApprover}
 	governor  = []string{state.RolePublisher, state.RoleApprover}
 	adminOnly = []string{}
+	joiners   = []string{state.RoleJoin}
 )

@@ -10,6 +10,7 @@ import (
 
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/shared/wire"
 )
 
 // NewToken returns a fresh bearer token: "dl_" and 32 random bytes, base64url.
@@ -29,8 +30,41 @@ type DeviceRequest struct {
 
 // DeviceCreated answers POST /api/v1/devices: the token is shown this once.
 type DeviceCreated struct {
-	state.Device
+	DeviceView
 	Token string `json:"token"`
+}
+
+// DeviceView is a device as the API shows it (SPEC section 2): "first_seen" and "last_seen" are
+// null until the device first connects, and reported.models has an entry for every model the
+// device is told to run, so reported.models.NAME.active reads null (state "pending", target the
+// desired version) until the device reports on that model. The stored record is not changed:
+// the pending entries exist only in the answer.
+type DeviceView struct {
+	state.Device
+	FirstSeen *int64         `json:"first_seen"`
+	LastSeen  *int64         `json:"last_seen"`
+	Reported  state.Reported `json:"reported"`
+}
+
+// viewDevice renders d for an answer.
+func viewDevice(d state.Device) DeviceView {
+	v := DeviceView{Device: d, Reported: d.Reported}
+	if d.FirstSeen != 0 {
+		v.FirstSeen = &d.FirstSeen
+	}
+	if d.LastSeen != 0 {
+		v.LastSeen = &d.LastSeen
+	}
+	v.Reported.Models = make(map[string]state.ReportedModel, len(d.Reported.Models)+len(d.Desired))
+	for name, m := range d.Reported.Models {
+		v.Reported.Models[name] = m
+	}
+	for name, want := range d.Desired {
+		if _, ok := v.Reported.Models[name]; !ok {
+			v.Reported.Models[name] = state.ReportedModel{State: string(wire.StatePending), Target: want.Version}
+		}
+	}
+	return v
 }
 
 func (s *Server) deviceCreate(c echo.Context) error {
@@ -55,7 +89,24 @@ func (s *Server) deviceCreate(c echo.Context) error {
 	if !ok { // a retried request: the token of the first attempt cannot be shown again
 		return problem(http.StatusConflict, ProblemExists, "already exists", "device "+req.ID+" was created by an earlier attempt of this request")
 	}
-	return c.JSON(http.StatusCreated, DeviceCreated{Device: d, Token: tok})
+	return c.JSON(http.StatusCreated, DeviceCreated{DeviceView: viewDevice(d), Token: tok})
+}
+
+// deviceRotateToken gives a device a new token (shown this once) and stops accepting the old
+// one; the device keeps everything else, its desired revision history included. Its MQTT
+// sessions made with the old token are closed by every node's broker (hub/node).
+func (s *Server) deviceRotateToken(c echo.Context) error {
+	id := c.Param("id")
+	tok := NewToken()
+	res, err := s.apply(c, command.TypeDeviceRekey, state.DeviceRekey{ID: id, TokenHash: HashToken(tok)})
+	if err != nil {
+		return err
+	}
+	d, ok := res.(state.Device)
+	if !ok || d.TokenHash != HashToken(tok) {
+		return problem(http.StatusConflict, ProblemExists, "already rotated", "this request rotated the token already; its token cannot be shown again")
+	}
+	return c.JSON(http.StatusOK, DeviceCreated{DeviceView: viewDevice(d), Token: tok})
 }
 
 func (s *Server) deviceList(c echo.Context) error {
@@ -71,7 +122,11 @@ func (s *Server) deviceList(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, p)
+	items := make([]DeviceView, len(p.Items))
+	for i, d := range p.Items {
+		items[i] = viewDevice(d)
+	}
+	return c.JSON(http.StatusOK, state.Page[DeviceView]{Items: items, NextCursor: p.NextCursor})
 }
 
 // selfOrReader lets a device read only its own record.
@@ -91,7 +146,7 @@ func (s *Server) deviceGet(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, d)
+	return c.JSON(http.StatusOK, viewDevice(d))
 }
 
 // PatchRequest is the body of PATCH /api/v1/devices/{id}: labels merge, a null removes one.
@@ -113,6 +168,9 @@ func (s *Server) devicePatch(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if d, ok := res.(state.Device); ok {
+		return c.JSON(http.StatusOK, viewDevice(d))
+	}
 	return c.JSON(http.StatusOK, res)
 }
 
@@ -121,9 +179,6 @@ func (s *Server) deviceDelete(c echo.Context) error {
 	res, err := s.apply(c, command.TypeDeviceDelete, state.DeviceDelete{ID: id})
 	if err != nil {
 		return err
-	}
-	if s.cfg.OnDeviceDeleted != nil {
-		s.cfg.OnDeviceDeleted(id)
 	}
 	return c.JSON(http.StatusOK, res)
 }

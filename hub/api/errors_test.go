@@ -274,25 +274,29 @@ func TestConflicts(t *testing.T) {
 	}
 }
 
-// TestFourEyes: with four-eyes on, the identity that registered a version cannot approve it.
+// TestFourEyes: with four-eyes on, the token that registered a version cannot approve it. The
+// identity is the token (its id): names are not unique, so another token that happens to have
+// the same name is another principal, and may approve.
 func TestFourEyes(t *testing.T) {
 	h := startHub(t, func(c *node.Config) { c.FourEyes = true })
 	alice := h.token("alice", state.RolePublisher)
-	aliceApprover := h.token("alice", state.RoleApprover)
+	otherAlice := h.token("alice", state.RoleApprover) // a second token with the same name
 	bob := h.token("bob", state.RoleApprover)
 	h.pushModel("m", alice, []byte("model"), "")
 	h.pushModel("m", h.admin, []byte("model 2"), "")
 
-	p := wantProblem(t, h.do("POST", "/api/v1/models/m/versions/1/approve", aliceApprover, nil), http.StatusConflict, "")
+	p := wantProblem(t, h.do("POST", "/api/v1/models/m/versions/2/approve", h.admin, nil), http.StatusConflict, "")
 	if !strings.Contains(p.Detail, "four-eyes") {
 		t.Errorf("detail %q does not say four-eyes", p.Detail)
 	}
-	wantProblem(t, h.do("POST", "/api/v1/models/m/versions/2/approve", h.admin, nil), http.StatusConflict, "")
 	var mv modelVersionOut
-	h.must(http.StatusOK, "POST", "/api/v1/models/m/versions/1/approve", bob, api.ApproveRequest{Comment: "ok"}, &mv)
+	h.must(http.StatusOK, "POST", "/api/v1/models/m/versions/1/approve", otherAlice, api.ApproveRequest{Comment: "ok"}, &mv)
 	if mv.Status != state.StatusApproved {
-		t.Errorf("status after bob's approval = %q", mv.Status)
+		t.Errorf("status after the approval = %q", mv.Status)
 	}
+	// The same token cannot approve twice; bob still can.
+	wantProblem(t, h.do("POST", "/api/v1/models/m/versions/1/approve", otherAlice, nil), http.StatusConflict, "")
+	h.must(http.StatusOK, "POST", "/api/v1/models/m/versions/1/approve", bob, nil, nil)
 	h.must(http.StatusOK, "POST", "/api/v1/models/m/versions/2/approve", bob, nil, nil)
 }
 

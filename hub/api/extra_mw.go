@@ -7,3 +7,8 @@ import "github.com/labstack/echo/v4"
 func (s *Server) ReadMiddleware() []echo.MiddlewareFunc {
 	return []echo.MiddlewareFunc{s.allow(readers...), s.strongRead}
 }
+
+// AdminMiddleware admits an admin token only, for routes that Extra registers (profiling).
+func (s *Server) AdminMiddleware() []echo.MiddlewareFunc {
+	return []echo.MiddlewareFunc{s.allow(adminOnly...)}
+}

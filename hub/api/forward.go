@@ -40,9 +40,12 @@ func (s *Server) leaderOnly(next echo.HandlerFunc) echo.HandlerFunc {
 		if !ok || addr == "" {
 			return noLeader("no leader is known; the cluster is electing one")
 		}
-		scheme := "http"
-		if c.Request().TLS != nil {
-			scheme = "https"
+		scheme := s.cfg.PeerScheme
+		if scheme == "" {
+			scheme = "http"
+			if c.Request().TLS != nil {
+				scheme = "https"
+			}
 		}
 		c.Request().Header.Set(forwardedHeader, "1")
 		s.proxyTo(scheme, addr).ServeHTTP(c.Response(), c.Request())
@@ -60,6 +63,9 @@ func (s *Server) proxyTo(scheme, addr string) *httputil.ReverseProxy {
 	}
 	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: scheme, Host: addr})
 	proxy.Transport = forwardTransport
+	if s.cfg.PeerTransport != nil {
+		proxy.Transport = s.cfg.PeerTransport
+	}
 	proxy.BufferPool = forwardBuffers
 	proxy.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.Warn("forward to leader failed", "leader", addr, "err", err)

@@ -83,9 +83,9 @@ func startHub(t testing.TB, mod func(*node.Config)) *testHub {
 		return err == nil && len(bytes.TrimSpace(tok)) > 0
 	})
 	h.admin = strings.TrimSpace(string(tok))
-	waitFor(t, "signing key registered", 30*time.Second, func() bool {
-		ks, err := n.Reader().SigningKeys()
-		return err == nil && len(ks) > 0
+	waitFor(t, "root of trust created", 30*time.Second, func() bool {
+		_, err := n.Reader().Trust()
+		return err == nil
 	})
 	return h
 }
@@ -185,6 +185,14 @@ func (h *testHub) token(name, role string) string {
 	h.t.Helper()
 	var tc api.TokenCreated
 	h.must(http.StatusCreated, "POST", "/api/v1/tokens", h.admin, api.TokenRequest{Name: name, Role: role}, &tc)
+	return tc.Token
+}
+
+// joinToken creates a join token (an hour).
+func (h *testHub) joinToken() string {
+	h.t.Helper()
+	var tc api.TokenCreated
+	h.must(http.StatusCreated, "POST", "/api/v1/cluster/join-tokens", h.admin, api.JoinTokenRequest{}, &tc)
 	return tc.Token
 }
 

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,13 +23,9 @@ func (s *Server) decodeJSON(c echo.Context, v any) error {
 	if ct != "" && !strings.HasPrefix(ct, "application/json") {
 		return problem(http.StatusUnsupportedMediaType, ProblemUnsupported, "unsupported media type", "send application/json")
 	}
-	body, err := io.ReadAll(io.LimitReader(c.Request().Body, s.cfg.MaxBodyBytes+1))
+	body, err := readBody(c, s.cfg.MaxBodyBytes)
 	if err != nil {
-		return badRequest("", "read body: %v", err)
-	}
-	if int64(len(body)) > s.cfg.MaxBodyBytes {
-		return problem(http.StatusRequestEntityTooLarge, ProblemTooLarge, "payload too large",
-			fmt.Sprintf("JSON bodies are limited to %d bytes", s.cfg.MaxBodyBytes))
+		return err
 	}
 	return decodeStrict(body, v)
 }
@@ -103,17 +100,42 @@ func versionParam(c echo.Context) (int, error) {
 	return v, nil
 }
 
-// readBody reads a JSON body of at most limit bytes.
+// readBody reads a JSON body of at most limit bytes. A body sent with Content-Encoding gzip (as
+// the OpenLineage HTTP transport sends with compression on) is inflated, and the limit applies
+// to the compressed and to the inflated bytes alike, so a gzip bomb costs at most limit bytes
+// of memory and is refused with 413; broken gzip is 400, any other encoding 415.
 func readBody(c echo.Context, limit int64) ([]byte, error) {
+	tooLarge := func() error {
+		return problem(http.StatusRequestEntityTooLarge, ProblemTooLarge, "payload too large",
+			fmt.Sprintf("JSON bodies are limited to %d bytes (after decompression)", limit))
+	}
 	body, err := io.ReadAll(io.LimitReader(c.Request().Body, limit+1))
 	if err != nil {
 		return nil, badRequest("", "read body: %v", err)
 	}
 	if int64(len(body)) > limit {
-		return nil, problem(http.StatusRequestEntityTooLarge, ProblemTooLarge, "payload too large",
-			fmt.Sprintf("JSON bodies are limited to %d bytes", limit))
+		return nil, tooLarge()
 	}
-	return body, nil
+	switch enc := strings.ToLower(strings.TrimSpace(c.Request().Header.Get(echo.HeaderContentEncoding))); enc {
+	case "", "identity":
+		return body, nil
+	case "gzip", "x-gzip":
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			return nil, badRequest("", "Content-Encoding gzip: %v", err)
+		}
+		plain, err := io.ReadAll(io.LimitReader(zr, limit+1))
+		if err != nil {
+			return nil, badRequest("", "Content-Encoding gzip: %v", err)
+		}
+		if int64(len(plain)) > limit {
+			return nil, tooLarge()
+		}
+		return plain, nil
+	default:
+		return nil, problem(http.StatusUnsupportedMediaType, ProblemUnsupported, "unsupported content encoding",
+			fmt.Sprintf("Content-Encoding %q: send the body plain or gzip", enc))
+	}
 }
 
 // decodeLenient decodes one JSON value allowing unknown fields (for documents whose standard

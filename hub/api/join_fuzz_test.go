@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/hub/state"
 )
 
 // joinStore records the membership calls the join handler makes. The fuzz target below cannot
@@ -17,7 +21,8 @@ import (
 // one panics and fails the target.
 type joinStore struct {
 	Store
-	calls []JoinRequest
+	calls  []JoinRequest
+	tokens int // node tokens created
 }
 
 func (s *joinStore) AddNonvoter(_ context.Context, id, raftAddr, httpAddr string) (uint64, error) {
@@ -31,6 +36,15 @@ func (s *joinStore) Promote(_ context.Context, id, raftAddr string) error {
 }
 
 func (s *joinStore) IsNotLeader(error) bool { return false }
+
+// Apply takes the node token a promotion creates (TokenCreate); any other command fails the test.
+func (s *joinStore) Apply(_ context.Context, env command.Envelope) (any, error) {
+	if env.Type != command.TypeTokenCreate {
+		return nil, errors.New("the join handler applied a command other than the node token")
+	}
+	s.tokens++
+	return state.Token{}, nil
+}
 
 // Cluster has n2 as a non-voter at 127.0.0.1:7001: only its promotion reaches the store.
 func (s *joinStore) Cluster() ClusterStatus {

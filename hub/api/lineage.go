@@ -1,6 +1,9 @@
 package api
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -122,19 +125,111 @@ func (e RunEvent) validate() error {
 	return nil
 }
 
-// openLineageIngest accepts an OpenLineage RunEvent; its inputs and outputs become consumed and
-// produced edges of the job node. Unknown fields and facets are allowed, as the spec says.
+// MaxOpenLineageBatch is the most events one request may carry.
+const MaxOpenLineageBatch = 1000
+
+// openLineageIngest accepts what the OpenLineage HTTP transport posts (POST /api/v1/lineage,
+// its default path, and POST /api/v1/openlineage): one RunEvent, or a JSON array of RunEvents (the
+// batch shape, also at .../batch), plain or gzip. Every event is checked before any is applied,
+// so a batch with one bad event is refused whole, naming it; the events are then applied in
+// order (START before COMPLETE). Each event's inputs and outputs become consumed and produced
+// edges of its job node. Unknown fields and facets are allowed, as the spec says.
 func (s *Server) openLineageIngest(c echo.Context) error {
-	var ev RunEvent
 	body, err := readBody(c, s.cfg.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
-	if err := decodeLenient(body, &ev); err != nil {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 || trimmed[0] != '[' {
+		cmd, err := s.decodeRunEvent(body)
+		if err != nil {
+			return err
+		}
+		res, err := s.apply(c, command.TypeOpenLineage, cmd)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusCreated, res)
+	}
+	var raw []json.RawMessage
+	if err := decodeLenient(body, &raw); err != nil {
 		return err
 	}
+	switch {
+	case len(raw) == 0:
+		return badRequest("", "empty batch: send at least one RunEvent")
+	case len(raw) > MaxOpenLineageBatch:
+		return badRequest("", "a batch holds at most %d events, got %d", MaxOpenLineageBatch, len(raw))
+	}
+	cmds := make([]state.OpenLineageEvent, len(raw))
+	for i, r := range raw {
+		if cmds[i], err = s.decodeRunEvent(r); err != nil {
+			var ae *Error
+			if errors.As(err, &ae) {
+				ae.P.Field = fmt.Sprintf("[%d]", i) + dotted(ae.P.Field)
+				ae.P.Detail = fmt.Sprintf("event %d: %s", i, ae.P.Detail)
+			}
+			return err
+		}
+	}
+	items := make([]any, 0, len(cmds))
+	for i, cmd := range cmds {
+		env, err := command.New(command.TypeOpenLineage, batchRequestID(c, i), 0, actor(c), cmd)
+		if err != nil {
+			return err
+		}
+		res, err := s.store.Apply(c.Request().Context(), env)
+		if err != nil {
+			return fmt.Errorf("event %d of %d (the earlier ones are applied): %w", i, len(cmds), err)
+		}
+		items = append(items, res)
+	}
+	return c.JSON(http.StatusCreated, map[string]any{"accepted": len(items), "items": items})
+}
+
+// dotted prefixes a non-empty field path with a dot.
+func dotted(field string) string {
+	if field == "" {
+		return ""
+	}
+	return "." + field
+}
+
+// batchRequestID is the request id of the i-th command of a request: the request's own id (from
+// Idempotency-Key) with the position, so a retried batch applies each event once, and distinct
+// events are never taken for retries of each other.
+func batchRequestID(c echo.Context, i int) string {
+	id := requestID(c)
+	if id == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s#%d", id, i)
+}
+
+// decodeRunEvent decodes and checks one RunEvent and reduces it to the command the graph keeps.
+// The spec's static events (DatasetEvent, JobEvent: no run) are refused by name: the graph
+// records runs.
+func (s *Server) decodeRunEvent(body []byte) (state.OpenLineageEvent, error) {
+	var ev RunEvent
+	if err := decodeLenient(body, &ev); err != nil {
+		return state.OpenLineageEvent{}, err
+	}
+	var shape struct {
+		Run     json.RawMessage `json:"run"`
+		Dataset json.RawMessage `json:"dataset"`
+	}
+	_ = json.Unmarshal(body, &shape) // decodeLenient accepted it, so this cannot fail
+	switch {
+	case shape.Run == nil && (shape.Dataset != nil || strings.Contains(ev.SchemaURL, "DatasetEvent")):
+		return state.OpenLineageEvent{}, badRequest("run", "a DatasetEvent (static dataset metadata) is not accepted: the hub records runs; send RunEvents")
+	case shape.Run == nil && strings.Contains(ev.SchemaURL, "JobEvent"):
+		return state.OpenLineageEvent{}, badRequest("run", "a JobEvent (static job lineage, no run) is not accepted: the hub records runs; send RunEvents")
+	}
 	if err := ev.validate(); err != nil {
-		return err
+		return state.OpenLineageEvent{}, err
+	}
+	if err := s.checkReservedNamespace(ev); err != nil {
+		return state.OpenLineageEvent{}, err
 	}
 	if ev.EventType == "" {
 		ev.EventType = "OTHER" // optional in 2-0-2: an event without a type is a run state update
@@ -150,11 +245,7 @@ func (s *Server) openLineageIngest(c echo.Context) error {
 	for _, d := range ev.Outputs {
 		cmd.Outputs = append(cmd.Outputs, olNode(d))
 	}
-	res, err := s.apply(c, command.TypeOpenLineage, cmd)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusCreated, res)
+	return cmd, nil
 }
 
 // openLineageExport renders the registry's own actions (dataset versions and their parents,
@@ -239,15 +330,4 @@ func (s *Server) audit(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, p)
-}
-
-func (s *Server) keys(c echo.Context) error {
-	ks, err := s.read.SigningKeys()
-	if err != nil {
-		return err
-	}
-	if ks == nil {
-		ks = []state.SigningKey{}
-	}
-	return c.JSON(http.StatusOK, map[string]any{"items": ks, "next_cursor": nil})
 }

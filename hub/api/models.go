@@ -161,6 +161,7 @@ func (s *Server) modelVersionCreate(c echo.Context) error {
 		Model: name, Digest: man.Digest, Size: man.Size, Format: meta.Format, Filename: filename,
 		Chunks: refs, Manifest: canon, ManifestDigest: artifact.DigestOf(canon),
 		Metrics: meta.Metrics, Params: meta.Params, CodeRef: meta.CodeRef, TrainedOn: meta.TrainedOn, Tags: meta.Tags,
+		TokenID: tokenID(c),
 	}
 	res, err := s.apply(c, command.TypeModelVersionCreate, req)
 	if err != nil {
@@ -282,18 +283,18 @@ func (s *Server) modelVersionApprove(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if s.cfg.SigningKey == nil {
-		return problem(http.StatusServiceUnavailable, ProblemNoLeader, "no signing key",
-			"this leader has no signing key (--signing-key); approvals need one")
-	}
-	manifest, err := s.read.Manifest(mv.Model, mv.Version)
+	cur, err := s.currentKey()
 	if err != nil {
 		return err
 	}
-	sig := artifact.Sign(s.cfg.SigningKey, manifest)
+	subject, err := s.read.ApprovalOf(mv)
+	if err != nil {
+		return err
+	}
+	sig := artifact.SignApproval(cur.Key, subject)
 	res, err := s.apply(c, command.TypeModelVersionApprove, state.ModelVersionApprove{
-		Model: mv.Model, Version: mv.Version, Comment: comment, FourEyes: s.cfg.FourEyes,
-		Signature: state.Signature{KeyID: sig.KeyID, Sig: sig.Sig},
+		Model: mv.Model, Version: mv.Version, Comment: comment, FourEyes: s.cfg.FourEyes, TokenID: tokenID(c),
+		Signature: state.Signature{KeyID: sig.KeyID, Sig: sig.Sig, Kind: state.SigApproval},
 	})
 	if err != nil {
 		return err

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -120,7 +122,16 @@ func toProblem(err error) Problem {
 	case errors.Is(err, state.ErrInvalid), errors.Is(err, state.ErrBadCursor):
 		return Problem{Type: ProblemInvalid, Title: "invalid request", Status: 400, Detail: err.Error()}
 	}
-	return Problem{Type: ProblemInternal, Title: "internal error", Status: 500, Detail: err.Error()}
+	// The cause (a file path, a database message) is for the hub's log, not for the client:
+	// errorHandler logs it under an incident id and answers with the id only.
+	return Problem{Type: ProblemInternal, Title: "internal error", Status: 500}
+}
+
+// newIncidentID is a short random id that ties a 500 answer to its log line.
+func newIncidentID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // errorHandler writes every error as application/problem+json. It does nothing once the
@@ -136,7 +147,11 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	}
 	p.Instance = c.Request().URL.Path
 	if p.Status >= 500 && p.Status != http.StatusServiceUnavailable {
-		s.log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+		incident := newIncidentID()
+		if p.Detail == "" {
+			p.Detail = "the hub failed to answer; its log has the cause under incident " + incident
+		}
+		s.log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "incident", incident, "err", err)
 	}
 	if p.Status == http.StatusServiceUnavailable {
 		c.Response().Header().Set("Retry-After", strconv.Itoa(1))

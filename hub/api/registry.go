@@ -237,7 +237,7 @@ func (s *Server) datasetVersionCreate(c echo.Context) error {
 			}
 			format = sampleFormat(part)
 			if contract == nil {
-				if sampleTmp, err = os.CreateTemp("", "driftline-sample-*"); err != nil {
+				if sampleTmp, err = os.CreateTemp(s.cfg.SpoolDir, "driftline-sample-*"); err != nil {
 					return err
 				}
 				if _, err := io.Copy(sampleTmp, part); err != nil {

@@ -44,7 +44,11 @@ func (s *Server) waitReplicated(ctx context.Context, index uint64) []string {
 }
 
 func (s *Server) appliedAt(ctx context.Context, addr string) uint64 {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
+	scheme := s.cfg.PeerScheme
+	if scheme == "" {
+		scheme = "http"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+addr+"/readyz", nil)
 	if err != nil {
 		return 0
 	}

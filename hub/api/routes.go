@@ -28,9 +28,15 @@ func (s *Server) routes() {
 	w := func(roles ...string) []echo.MiddlewareFunc {
 		return []echo.MiddlewareFunc{s.allow(roles...), s.leaderOnly}
 	}
+	// rs is r for a registry read a device token may make only within its scope (scope.go).
+	rs := func(kind scopeKind, roles ...string) []echo.MiddlewareFunc {
+		return []echo.MiddlewareFunc{s.allow(roles...), s.deviceScoped(kind), s.strongRead}
+	}
 
 	v1.GET("/cluster", s.clusterStatus, r(readers...)...)
-	v1.POST("/cluster/join", s.clusterJoin, w(adminOnly...)...)
+	v1.GET("/cluster/digest", s.clusterDigest, r(readers...)...)
+	v1.POST("/cluster/join", s.clusterJoin, w(joiners...)...)
+	v1.POST("/cluster/join-tokens", s.clusterJoinToken, w(adminOnly...)...)
 	v1.DELETE("/cluster/nodes/:id", s.clusterRemove, w(adminOnly...)...)
 
 	v1.POST("/datasets", s.datasetCreate, w(publisher...)...)
@@ -38,31 +44,32 @@ func (s *Server) routes() {
 	v1.GET("/datasets/:name", s.datasetGet, r(readers...)...)
 	v1.POST("/datasets/:name/versions", s.datasetVersionCreate, w(publisher...)...)
 	v1.GET("/datasets/:name/versions", s.datasetVersionList, r(readers...)...)
-	v1.GET("/datasets/:name/versions/:v", s.datasetVersionGet, r(anyRole...)...)
-	v1.GET("/datasets/:name/versions/:v/contract", s.datasetVersionContract, r(anyRole...)...)
-	v1.GET("/datasets/:name/versions/:v/profile", s.datasetVersionProfile, r(anyRole...)...)
-	v1.GET("/datasets/:name/versions/:v/sample", s.datasetVersionSample, r(readers...)...)
+	v1.GET("/datasets/:name/versions/:v", s.datasetVersionGet, rs(scopeDataset, anyRole...)...)
+	v1.GET("/datasets/:name/versions/:v/contract", s.datasetVersionContract, rs(scopeDataset, anyRole...)...)
+	v1.GET("/datasets/:name/versions/:v/profile", s.datasetVersionProfile, rs(scopeDataset, anyRole...)...)
+	v1.GET("/datasets/:name/versions/:v/sample", s.datasetVersionSample, rs(scopeDataset, readers...)...)
 
 	v1.POST("/models", s.modelCreate, w(publisher...)...)
 	v1.GET("/models", s.modelList, r(readers...)...)
 	v1.GET("/models/:name", s.modelGet, r(readers...)...)
 	v1.POST("/models/:name/versions", s.modelVersionCreate, w(publisher...)...)
 	v1.GET("/models/:name/versions", s.modelVersionList, r(readers...)...)
-	v1.GET("/models/:name/versions/:v", s.modelVersionGet, r(anyRole...)...)
-	v1.GET("/models/:name/versions/:v/artifact", s.modelVersionArtifact, r(anyRole...)...)
+	v1.GET("/models/:name/versions/:v", s.modelVersionGet, rs(scopeModelVersion, anyRole...)...)
+	v1.GET("/models/:name/versions/:v/artifact", s.modelVersionArtifact, rs(scopeModelVersion, anyRole...)...)
 	v1.POST("/models/:name/versions/:v/approve", s.modelVersionApprove, w(approver...)...)
 	v1.POST("/models/:name/versions/:v/deprecate", s.modelVersionDeprecate, w(approver...)...)
 	v1.PUT("/models/:name/versions/:v/tags", s.modelVersionTags, w(governor...)...)
 	v1.PUT("/models/:name/versions/:v/outputs", s.modelVersionOutputs, w(publisher...)...)
 	v1.GET("/models/:name/versions/:v/outputs", s.modelVersionOutputsGet, r(anyRole...)...)
 	v1.PUT("/models/:name/aliases/:alias", s.aliasSet, w(governor...)...)
-	v1.GET("/models/:name/aliases/:alias", s.aliasGet, r(anyRole...)...)
+	v1.GET("/models/:name/aliases/:alias", s.aliasGet, rs(scopeModel, anyRole...)...)
 
 	v1.POST("/devices", s.deviceCreate, w(adminOnly...)...)
 	v1.GET("/devices", s.deviceList, r(readers...)...)
 	v1.GET("/devices/:id", s.deviceGet, r(anyRole...)...)
 	v1.PATCH("/devices/:id", s.devicePatch, w(adminOnly...)...)
 	v1.DELETE("/devices/:id", s.deviceDelete, w(adminOnly...)...)
+	v1.POST("/devices/:id/token", s.deviceRotateToken, w(adminOnly...)...)
 	v1.PUT("/devices/:id/models/:name", s.deviceDesiredSet, w(adminOnly...)...)
 	v1.POST("/devices/telemetry", s.deviceTelemetry, w(adminOnly...)...)
 	v1.POST("/devices/samples", s.sampleStage, w(adminOnly...)...)
@@ -79,10 +86,15 @@ func (s *Server) routes() {
 
 	v1.GET("/outputs", s.outputsView, r(readers...)...)
 	v1.GET("/lineage", s.lineage, r(readers...)...)
+	v1.POST("/lineage", s.openLineageIngest, w(publisher...)...)
+	v1.POST("/lineage/batch", s.openLineageIngest, w(publisher...)...)
 	v1.POST("/openlineage", s.openLineageIngest, w(publisher...)...)
 	v1.GET("/openlineage/events", s.openLineageExport, r(readers...)...)
 	v1.GET("/audit", s.audit, r(readers...)...)
 	v1.GET("/keys", s.keys, r(anyRole...)...)
+	v1.GET("/keys/root", s.keysRoot, r(anyRole...)...)
+	v1.POST("/keys/rotate", s.keysRotate, w(adminOnly...)...)
+	v1.POST("/keys/:id/retire", s.keysRetire, w(adminOnly...)...)
 
 	s.webhookRoutes(v1)
 }

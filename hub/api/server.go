@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/hub/keys"
 	"github.com/driftline/driftline/hub/state"
 )
 
@@ -61,7 +62,10 @@ type ClusterStatus struct {
 	// AdvertiseMQTT are the broker URLs agents should connect to (`--advertise-mqtt`, else this
 	// node's embedded broker).
 	AdvertiseMQTT []string `json:"advertise_mqtt"`
-	State         string   `json:"state"`
+	// TopicPrefix is the MQTT topic prefix of the protocol (`--topic-prefix`); agents must use
+	// the same.
+	TopicPrefix string `json:"topic_prefix"`
+	State       string `json:"state"`
 }
 
 // NodeRef names a node.
@@ -79,17 +83,31 @@ type NodeStatus struct {
 	Voter bool   `json:"voter"`
 }
 
+// KeySource gives the cluster's current online signing key (hub/keys.Source).
+type KeySource interface {
+	// Current returns the signer and the online keys; keys.ErrNoTrust before the first root.
+	Current() (keys.Current, error)
+}
+
 // Config holds what the API needs besides the store.
 type Config struct {
 	Store  Store
 	Reader state.Reader
-	// SigningKey signs manifests on approval (nil: approvals fail with a clear error).
-	SigningKey ed25519.PrivateKey
+	// Keys gives the cluster's current online signing key (approvals sign with it).
+	Keys KeySource
+	// RootKey returns this node's root key, or nil when the node does not hold it (then key
+	// rotation must be signed offline, see docs/security.md).
+	RootKey func() ed25519.PrivateKey
 	// FourEyes refuses an approval by the identity that registered the version.
 	FourEyes bool
-	// MaxUploadBytes bounds one upload (artifact or dataset sample); 0 means 64 GiB.
+	// MaxUploadBytes bounds one upload (artifact or dataset sample); 0 means
+	// DefaultMaxUploadBytes.
 	MaxUploadBytes int64
-	// MaxBodyBytes bounds JSON bodies; 0 means 4 MiB.
+	// SpoolDir is where uploads are spooled to disk while they are processed (a dataset sample
+	// that arrives before its contract); "" means the system's temporary directory. The hub
+	// puts it inside its data dir.
+	SpoolDir string
+	// MaxBodyBytes bounds JSON bodies; 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	Logger       *slog.Logger
 	Registerer   prometheus.Registerer
@@ -97,6 +115,9 @@ type Config struct {
 	Gatherer prometheus.Gatherer
 	// AdvertiseMQTT are the broker URLs agents are told to connect to.
 	AdvertiseMQTT []string
+	// TopicPrefix is the MQTT topic prefix GET /api/v1/cluster reports ("" reports wire's
+	// default).
+	TopicPrefix string
 	// Samples validates dataset samples and computes reference profiles; nil stores the
 	// contract and the sample's hash only (the answer says so in notes).
 	Samples SampleProcessor
@@ -109,11 +130,24 @@ type Config struct {
 	// OnRolloutChanged is called after a rollout was created or acted on (the controller
 	// wakes). May be nil.
 	OnRolloutChanged func(id string)
-	// OnDeviceDeleted is called after a device was removed (the broker revokes it). May be nil.
-	OnDeviceDeleted func(deviceID string)
 	// Extra registers more routes (dashboard, drift, rollouts) on the same server. May be nil.
 	Extra func(e *echo.Echo, s *Server)
+	// PeerScheme ("http" or "https") and PeerTransport are how this node calls the others
+	// (forwarding to the leader, replication checks): hub/cluster's Client. Empty scheme: the
+	// scheme of the request being forwarded, and http for replication checks; nil transport:
+	// a pooled plain transport.
+	PeerScheme    string
+	PeerTransport http.RoundTripper
 }
+
+// DefaultMaxUploadBytes is the largest upload accepted unless configured (4 GiB): above the
+// 2 GiB an ONNX protobuf can hold, well above the models an edge fleet runs, and small enough
+// that one client cannot fill the hub's disk in one request. `--max-upload-bytes` changes it.
+const DefaultMaxUploadBytes = 4 << 30
+
+// DefaultMaxBodyBytes bounds a JSON body unless configured (4 MiB). A follower splits the
+// telemetry batches it forwards to fit it.
+const DefaultMaxBodyBytes = 4 << 20
 
 // Server is the HTTP API.
 type Server struct {
@@ -131,17 +165,17 @@ type Server struct {
 // New builds the API server and its routes.
 func New(cfg Config) *Server {
 	if cfg.MaxUploadBytes <= 0 {
-		cfg.MaxUploadBytes = 64 << 30
+		cfg.MaxUploadBytes = DefaultMaxUploadBytes
 	}
 	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = 4 << 20
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{
 		cfg: cfg, store: cfg.Store, read: cfg.Reader, log: cfg.Logger,
-		client: &http.Client{Timeout: 10 * time.Second},
+		client: &http.Client{Timeout: 10 * time.Second, Transport: cfg.PeerTransport},
 	}
 	s.metrics = newAPIMetrics(cfg.Registerer)
 	e := echo.New()

@@ -22,6 +22,8 @@ type TokenCreated struct {
 	Name      string `json:"name"`
 	Role      string `json:"role"`
 	CreatedAt int64  `json:"created_at"`
+	// ExpiresAt is when the token stops working (Unix ms); absent: never.
+	ExpiresAt int64  `json:"expires_at,omitempty"`
 	Token     string `json:"token"`
 }
 
@@ -33,8 +35,8 @@ func (s *Server) tokenCreate(c echo.Context) error {
 	if !state.ValidName(req.Name) {
 		return badRequest("name", "token name %q: use 1-128 letters, digits, '.', '_' or '-'", req.Name)
 	}
-	if !state.ValidRole(req.Role) || req.Role == state.RoleDevice {
-		return badRequest("role", "role must be admin, publisher, approver or viewer (device tokens come from POST /api/v1/devices)")
+	if !state.ValidRole(req.Role) || req.Role == state.RoleDevice || req.Role == state.RoleJoin {
+		return badRequest("role", "role must be admin, publisher, approver or viewer (device tokens come from POST /api/v1/devices, join tokens from POST /api/v1/cluster/join-tokens)")
 	}
 	tok := NewToken()
 	res, err := s.apply(c, command.TypeTokenCreate, state.TokenCreate{ID: uuid.NewString()[:8], Name: req.Name, Role: req.Role, Hash: HashToken(tok)})

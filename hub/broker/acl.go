@@ -56,10 +56,10 @@ func validLevel(s string) bool {
 // validPrincipal reports whether p can be given an ACL entry.
 func validPrincipal(p Principal) bool {
 	switch p.Kind {
-	case Device:
-		return validLevel(p.ID)
-	case Viewer, Hub:
-		return true
+	case Device: // one topic level, and outside the token client-id namespaces (principal.go)
+		return validLevel(p.ID) && !strings.Contains(p.ID, ":") && !strings.HasPrefix(p.ID, "@")
+	case Viewer, Hub, Admin:
+		return p.ID != "" && !strings.Contains(p.ID, ":")
 	default:
 		return false
 	}
@@ -72,6 +72,16 @@ func validPrincipal(p Principal) bool {
 func (r rules) allow(p Principal, topic string, write bool) bool {
 	switch p.Kind {
 	case Hub:
+		return true
+	case Admin:
+		if write {
+			if rest, ok := strings.CutPrefix(topic, r.devBase); ok {
+				if _, rest, ok = strings.Cut(rest, "/"); ok { // skip the device id
+					kind, _, _ := strings.Cut(rest, "/")
+					return kind != kindDesired && kind != kindChunk
+				}
+			}
+		}
 		return true
 	case Viewer:
 		return !write && len(topic) > len(r.prefix)+1 && strings.HasPrefix(topic, r.prefix) && topic[len(r.prefix)] == '/'

@@ -17,6 +17,7 @@ func TestRulesAllow(t *testing.T) {
 	dev := Principal{Kind: Device, ID: "d1"}
 	viewer := Principal{Kind: Viewer, ID: "grafana"}
 	hub := Principal{Kind: Hub, ID: "hub"}
+	admin := Principal{Kind: Admin, ID: "admin"}
 	cases := []struct {
 		p     Principal
 		topic string
@@ -51,6 +52,13 @@ func TestRulesAllow(t *testing.T) {
 		{viewer, "#", false, false},
 		{hub, "anything/at/all", true, true},
 		{hub, "#", false, true},
+		{admin, "#", false, true},
+		{admin, "dl/v1/dev/d1/desired", false, true},
+		{admin, "dl/v1/dev/d1/status", true, true},
+		{admin, "dl/v1/fleet/rollouts/r1", true, true},
+		{admin, "dl/v1/dev/d1/desired", true, false},
+		{admin, "dl/v1/dev/d1/chunk", true, false},
+		{admin, "dl/v1/dev/d1/desired/x", true, false},
 		{Principal{}, "dl/v1/dev/d1/status", false, false},
 	}
 	for _, c := range cases {
@@ -84,7 +92,11 @@ func TestValidPrincipal(t *testing.T) {
 		{Principal{Device, "a\x00"}, false},
 		{Principal{Device, "\xff"}, false},
 		{Principal{Device, strings.Repeat("a", maxIDLen+1)}, false},
-		{Principal{Viewer, ""}, true},
+		{Principal{Device, "a:b"}, false},     // ':' separates a device's client-id suffix
+		{Principal{Device, "@viewer"}, false}, // '@' starts the token client-id namespaces
+		{Principal{Viewer, ""}, false},
+		{Principal{Viewer, "t:1"}, false},
+		{Principal{Viewer, "3f2a9c1b"}, true},
 		{Principal{Hub, "hub"}, true},
 		{Principal{Unknown, "x"}, false},
 	}
@@ -201,5 +213,37 @@ func TestConnectOverlappingRevokeIsAuthenticatedAgain(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(m.rejected.WithLabelValues(reasonAuth)); n != 1 {
 		t.Fatalf("rejected{auth} = %v, want 1", n)
+	}
+}
+
+func TestClientIDAllowed(t *testing.T) {
+	dev, view, hub := Principal{Device, "d1"}, Principal{Viewer, "t1"}, Principal{Hub, "t2"}
+	cases := []struct {
+		p    Principal
+		id   string
+		want bool
+	}{
+		{dev, "d1", true},
+		{dev, "d1:sim", true},
+		{dev, "d1:", false},
+		{dev, "d10", false},
+		{dev, "d1-sim", false},
+		{dev, "d2", false},
+		{dev, "@viewer:t1", false},
+		{view, "@viewer:t1", true},
+		{view, "@viewer:t1:grafana", true},
+		{view, "@viewer:t10", false},
+		{view, "t1", false},
+		{view, "d1", false},
+		{view, "@admin:t1", false},
+		{hub, "@admin:t2", true},
+		{hub, "@admin:t2:x", true},
+		{hub, "d1", false},
+		{Principal{Unknown, "x"}, "x", false},
+	}
+	for _, c := range cases {
+		if got := ClientIDAllowed(c.p, c.id); got != c.want {
+			t.Errorf("ClientIDAllowed(%v, %q) = %v, want %v", c.p, c.id, got, c.want)
+		}
 	}
 }

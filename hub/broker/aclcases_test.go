@@ -73,7 +73,7 @@ func syncFilter(user string) string {
 // observer's stream before the fence, the broker refused it. For a subscription, the observer
 // publishes a probe matching the filter and then a fence to the actor's own sync topic.
 func runACLSuite(t *testing.T, url string, strictSubscribe bool) {
-	observer := mustConnect(t, clientOpts(url, "observer", userHub))
+	observer := mustConnect(t, clientOpts(url, cid(userHub, "observer"), userHub))
 	obs := &recorder{}
 	if code := subscribe(t, observer, "dl/v1/#", 1, obs.handle); code == 0x80 {
 		t.Fatalf("observer subscription refused")
@@ -94,7 +94,7 @@ func runACLSuite(t *testing.T, url string, strictSubscribe bool) {
 			return a
 		}
 		rec := &recorder{}
-		c := mustConnect(t, clientOpts(url, "actor-"+user, user).SetDefaultPublishHandler(rec.handle))
+		c := mustConnect(t, clientOpts(url, cid(user, "actor"), user).SetDefaultPublishHandler(rec.handle))
 		if code := subscribe(t, c, syncFilter(user), 1, rec.handle); code == 0x80 {
 			t.Fatalf("sync subscription of %s refused", user)
 		}
@@ -148,7 +148,7 @@ func runACLSuite(t *testing.T, url string, strictSubscribe bool) {
 			{"unknown user", "dev-z", "whatever"},
 			{"empty password", userViewer, ""},
 		} {
-			opts := clientOpts(url, "refused-"+c.user, c.user).SetPassword(c.pass)
+			opts := clientOpts(url, cid(c.user, "refused"), c.user).SetPassword(c.pass)
 			if _, err := connect(t, opts); err == nil {
 				t.Errorf("%s: connect accepted", c.name)
 			} else {

@@ -1,9 +1,9 @@
 package broker
 
 import (
-	"bytes"
 	"log/slog"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -20,6 +20,8 @@ type aclHook struct {
 	m      *metrics
 	log    *slog.Logger
 	server *mqtt.Server // set before Serve; used for take-over checks and Revoke
+	// refusals rate-limits the log lines of refused connects.
+	refusals *logLimiter
 
 	mu       sync.RWMutex
 	sessions map[string]*aclEntry               // client id -> who holds it
@@ -43,6 +45,7 @@ func newACLHook(r rules, auth Authenticator, m *metrics, log *slog.Logger) *aclH
 		log:      log,
 		sessions: make(map[string]*aclEntry),
 		byOwner:  make(map[Principal]map[string]*aclEntry),
+		refusals: newLogLimiter(DefaultRefusedLogInterval, 100),
 	}
 }
 
@@ -60,8 +63,9 @@ func (h *aclHook) Provides(b byte) bool {
 
 // OnConnectAuthenticate authenticates a connecting client and records its principal. It refuses
 // bad credentials, unusable principals, a Will on a topic the principal may not publish (mochi
-// sends Wills without an ACL check), and a client id already held by another user name (a
-// take-over would hand that session's subscriptions to a stranger, or cut a device off).
+// sends Wills without an ACL check), and a client id outside the principal's namespace
+// (ClientIDAllowed: a session belongs to one principal, so nobody can take over, squat on or
+// lock out another's session).
 func (h *aclHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	user := string(pk.Connect.Username)
 	if cl.ID == mqtt.InlineClientId {
@@ -86,11 +90,9 @@ func (h *aclHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool
 			h.refuse(reasonWill, cl, user, "will topic not allowed: "+pk.Connect.WillTopic)
 			return false
 		}
-		if h.server != nil {
-			if old, ok := h.server.Clients.Get(cl.ID); ok && old != cl && !bytes.Equal(old.Properties.Username, pk.Connect.Username) {
-				h.refuse(reasonTakeover, cl, user, "client id held by another user")
-				return false
-			}
+		if !ClientIDAllowed(p, cl.ID) {
+			h.refuse(reasonClientID, cl, user, "client id outside the namespace of "+p.String()+" (want "+ClientIDFor(p, "")+"[:suffix])")
+			return false
 		}
 
 		h.mu.Lock()
@@ -98,8 +100,18 @@ func (h *aclHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool
 			h.mu.Unlock()
 			continue
 		}
+		// The namespaces make a take-over by another principal impossible; this is the second
+		// lock on that door, comparing principals (never user names: token principals ignore them).
+		if e := h.sessions[cl.ID]; e != nil && e.cl != cl && e.p != p {
+			h.mu.Unlock()
+			h.refuse(reasonTakeover, cl, user, "client id held by "+e.p.String())
+			return false
+		}
 		h.put(cl, p)
 		h.mu.Unlock()
+		if pc, ok := cl.Net.Conn.(*pendingConn); ok {
+			pc.authenticated() // no longer counts against MaxPendingSockets
+		}
 		return true
 	}
 }
@@ -158,7 +170,9 @@ func (h *aclHook) revoke(p Principal) int {
 		h.m.reject(reasonRevoked)
 		closed++
 	}
-	h.log.Info("mqtt principal revoked", "principal", p.String(), "connections_closed", closed)
+	if len(entries) > 0 { // a new device's credentials are "revoked" too: nothing to say then
+		h.log.Info("mqtt principal revoked", "principal", p.String(), "connections_closed", closed)
+	}
 	return closed
 }
 
@@ -197,8 +211,29 @@ func (h *aclHook) unindex(clientID string, e *aclEntry) {
 	}
 }
 
-// refuse counts and logs a refused connect.
+// refuse counts a refused connect and logs it, at most once per client id per
+// RefusedLogInterval (a device with a revoked token retrying every second would otherwise
+// write a line a second for ever), saying how many refusals of that client were not logged.
 func (h *aclHook) refuse(reason string, cl *mqtt.Client, user, why string) {
 	h.m.reject(reason)
-	h.log.Info("mqtt connect refused", "reason", reason, "client", cl.ID, "user", user, "remote", cl.Net.Remote, "why", why)
+	log, suppressed, overflow := h.refusals.note(cl.ID, time.Now())
+	if overflow > 0 {
+		h.log.Info("mqtt connect refusals not logged (log budget spent)", "count", overflow)
+	}
+	if log {
+		h.log.Info("mqtt connect refused", "reason", reason, "client", cl.ID, "user", user, "remote", cl.Net.Remote,
+			"why", why, "refused_since_last_line", suppressed)
+	}
+}
+
+// principalOf returns the principal cl authenticated as, if cl is the connection on record for
+// its client id.
+func (h *aclHook) principalOf(cl *mqtt.Client) (Principal, bool) {
+	h.mu.RLock()
+	e := h.sessions[cl.ID]
+	h.mu.RUnlock()
+	if e == nil || e.cl != cl {
+		return Principal{}, false
+	}
+	return e.p, true
 }

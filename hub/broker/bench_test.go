@@ -3,8 +3,10 @@ package broker
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // BenchmarkACLCheck measures the per-delivery access check with 10,000 connected devices.
@@ -50,4 +52,36 @@ func BenchmarkHandlerEnqueue(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		d.enqueue(h, "dl/v1/dev/edge-00001/heartbeat", payload)
 	}
+}
+
+// BenchmarkDeviceLimits measures the per-publish cost of the device limits (rate bucket and
+// retained count) for 10,000 devices publishing retained status messages.
+func BenchmarkDeviceLimits(b *testing.B) {
+	m, _ := newMetrics(nil)
+	r, _ := newRules("")
+	acl := newACLHook(r, nil, m, testLogger(b))
+	srv := mqtt.New(&mqtt.Options{Logger: testLogger(b)})
+	h := &limitsHook{acl: acl, m: m, rate: 1e9, burst: 1e9, maxRetained: DefaultMaxRetainedPerDevice, now: time.Now,
+		buckets: map[string]*bucket{}, retained: map[string]map[string]bool{}}
+	var cls []*mqtt.Client
+	var pks []packets.Packet
+	for i := 0; i < 10000; i++ {
+		id := fmt.Sprintf("edge-%05d", i)
+		cl := srv.NewClient(nil, "tcp", id, false)
+		acl.put(cl, Principal{Kind: Device, ID: id})
+		cls = append(cls, cl)
+		pks = append(pks, packets.Packet{TopicName: "dl/v1/dev/" + id + "/status", Payload: []byte(`{}`),
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true, Qos: 1}})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if pk, err := h.OnPublish(cls[i%len(cls)], pks[i%len(pks)]); err != nil || !pk.FixedHeader.Retain {
+				b.Fatal("limited")
+			}
+			i++
+		}
+	})
 }

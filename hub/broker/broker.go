@@ -9,8 +9,10 @@ package broker
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +21,6 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -47,6 +48,23 @@ const (
 	// DefaultHandlerQueue is the queue length of each handler worker: about a second of
 	// telemetry from a 10,000-device fleet across the workers.
 	DefaultHandlerQueue = 4096
+	// DefaultConnectTimeout is how long a socket has to finish its TLS handshake, send CONNECT
+	// and be authenticated before it is closed.
+	DefaultConnectTimeout = 10 * time.Second
+	// DefaultMaxPendingSockets caps the sockets accepted but not yet authenticated (each holds a
+	// goroutine and buffers, ~30 KiB). A fleet reconnecting after a hub restart sees some refused
+	// at accept and retries with its backoff.
+	DefaultMaxPendingSockets = 1024
+	// DefaultMaxDeviceRate is the messages a second one device may publish on average, and
+	// DefaultDeviceBurst the burst above it: far above what an agent sends (a heartbeat, reports,
+	// fetch requests a window at a time, a sensor at a few readings a second).
+	DefaultMaxDeviceRate = 100
+	DefaultDeviceBurst   = 500
+	// DefaultMaxRetainedPerDevice caps the retained topics a device may hold under its subtree
+	// (the protocol retains `status` and `reported`; the rest is room).
+	DefaultMaxRetainedPerDevice = 16
+	// DefaultRefusedLogInterval is how often one client's refused connects may be logged.
+	DefaultRefusedLogInterval = time.Minute
 )
 
 // Config configures a Broker. Auth and at least one listener are required.
@@ -84,18 +102,35 @@ type Config struct {
 	HandlerWorkers int
 	// HandlerQueue is the queue length of each handler worker; 0 means DefaultHandlerQueue.
 	HandlerQueue int
+	// TLSClientCAFile, when set, makes the TLS listener require a client certificate signed by
+	// one of these CAs (PEM) besides the token: mutual TLS for devices.
+	TLSClientCAFile string
+	// ConnectTimeout bounds the time from accept to an authenticated CONNECT; 0 means
+	// DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// MaxPendingSockets caps sockets not yet authenticated; 0 means DefaultMaxPendingSockets,
+	// negative means no cap.
+	MaxPendingSockets int
+	// MaxDeviceRate and DeviceBurst limit a device's publishes (messages a second, burst);
+	// 0 means the defaults, negative means no limit.
+	MaxDeviceRate, DeviceBurst float64
+	// MaxRetainedPerDevice caps a device's retained topics; 0 means the default, negative none.
+	MaxRetainedPerDevice int
 }
 
 // Broker is a running embedded MQTT broker. Its methods are safe for concurrent use.
 type Broker struct {
 	srv     *mqtt.Server
 	acl     *aclHook
+	store   *storeHook // nil without a DB
+	limits  *limitsHook
 	disp    *dispatcher
 	rules   rules
 	maxPkt  int
 	log     *slog.Logger
-	plain   *listeners.TCP
-	secure  *listeners.TCP
+	m       *metrics
+	plain   *listener
+	secure  *listener
 	nextSub atomic.Int64
 	closed  atomic.Bool
 	once    sync.Once
@@ -141,12 +176,16 @@ func New(cfg Config) (*Broker, error) {
 		rules:  r,
 		maxPkt: int(cfg.MaxPacketSize),
 		log:    cfg.Logger,
+		m:      m,
 		acl:    newACLHook(r, cfg.Auth, m, cfg.Logger),
 	}
 	b.acl.server = srv
-	hooks := []mqtt.Hook{b.acl, &metricsHook{rules: r, m: m}}
+	b.limits = &limitsHook{acl: b.acl, m: m, rate: cfg.MaxDeviceRate, burst: cfg.DeviceBurst,
+		maxRetained: cfg.MaxRetainedPerDevice, now: time.Now, buckets: map[string]*bucket{}, retained: map[string]map[string]bool{}}
+	hooks := []mqtt.Hook{b.acl, b.limits, &metricsHook{rules: r, m: m}}
 	if cfg.DB != nil {
-		hooks = append(hooks, &storeHook{db: cfg.DB, log: cfg.Logger})
+		b.store = &storeHook{db: cfg.DB, log: cfg.Logger}
+		hooks = append(hooks, b.store)
 	}
 	for _, h := range hooks {
 		if err := srv.AddHook(h, nil); err != nil {
@@ -189,13 +228,38 @@ func withDefaults(cfg Config) Config {
 	if cfg.HandlerQueue <= 0 {
 		cfg.HandlerQueue = DefaultHandlerQueue
 	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	switch {
+	case cfg.MaxPendingSockets == 0:
+		cfg.MaxPendingSockets = DefaultMaxPendingSockets
+	case cfg.MaxPendingSockets < 0:
+		cfg.MaxPendingSockets = 0 // no cap
+	}
+	if cfg.MaxDeviceRate == 0 {
+		cfg.MaxDeviceRate = DefaultMaxDeviceRate
+	}
+	if cfg.DeviceBurst <= 0 {
+		cfg.DeviceBurst = max(DefaultDeviceBurst, cfg.MaxDeviceRate)
+	}
+	switch {
+	case cfg.MaxRetainedPerDevice == 0:
+		cfg.MaxRetainedPerDevice = DefaultMaxRetainedPerDevice
+	case cfg.MaxRetainedPerDevice < 0:
+		cfg.MaxRetainedPerDevice = 0 // no cap
+	}
 	return cfg
 }
 
 // listen binds the plain and TLS listeners.
 func (b *Broker) listen(cfg Config) error {
+	mk := func(id, addr string, tc *tls.Config) *listener {
+		return &listener{id: id, address: addr, tlsConfig: tc, connectTimeout: cfg.ConnectTimeout,
+			maxPending: int64(cfg.MaxPendingSockets), m: b.m, log: cfg.Logger}
+	}
 	if cfg.Addr != "" {
-		b.plain = listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.Addr})
+		b.plain = mk("tcp", cfg.Addr, nil)
 		if err := b.srv.AddListener(b.plain); err != nil {
 			return fmt.Errorf("mqtt listener %s: %w", cfg.Addr, err)
 		}
@@ -205,10 +269,19 @@ func (b *Broker) listen(cfg Config) error {
 		if err != nil {
 			return fmt.Errorf("mqtts certificate %s: %w", cfg.TLSCertFile, err)
 		}
-		b.secure = listeners.NewTCP(listeners.Config{ID: "tls", Address: cfg.TLSAddr, TLSConfig: &tls.Config{
-			Certificates: []tls.Certificate{cert},
-			MinVersion:   tls.VersionTLS12,
-		}})
+		tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if cfg.TLSClientCAFile != "" {
+			pem, err := os.ReadFile(cfg.TLSClientCAFile)
+			if err != nil {
+				return fmt.Errorf("%w: mqtts client CA: %v", ErrConfig, err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("%w: mqtts client CA %s: no PEM certificate", ErrConfig, cfg.TLSClientCAFile)
+			}
+			tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+		}
+		b.secure = mk("tls", cfg.TLSAddr, tc)
 		if err := b.srv.AddListener(b.secure); err != nil {
 			return fmt.Errorf("mqtts listener %s: %w", cfg.TLSAddr, err)
 		}

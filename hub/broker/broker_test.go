@@ -178,7 +178,7 @@ func TestRevokeDisconnectsAtOnce(t *testing.T) {
 func TestRevokeViewer(t *testing.T) {
 	b := startBroker(t, Config{})
 	lost := make(chan error, 1)
-	mustConnect(t, clientOpts(b.url, "dashboard", userViewer).
+	mustConnect(t, clientOpts(b.url, cid(userViewer, "dashboard"), userViewer).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err }))
 	dev := mustConnect(t, clientOpts(b.url, userDevA, userDevA))
 	b.RevokePrincipal(Principal{Kind: Device, ID: userViewer}) // wrong kind: nobody
@@ -196,16 +196,16 @@ func TestRevokeViewer(t *testing.T) {
 func TestClientIDTakeoverByOtherUserRefused(t *testing.T) {
 	b := startBroker(t, Config{})
 	lost := make(chan error, 1)
-	devA := mustConnect(t, clientOpts(b.url, "shared-id", userDevA).
+	devA := mustConnect(t, clientOpts(b.url, cid(userDevA, "x"), userDevA).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err }))
-	if _, err := connect(t, clientOpts(b.url, "shared-id", userDevB)); err == nil {
+	if _, err := connect(t, clientOpts(b.url, cid(userDevA, "x"), userDevB)); err == nil {
 		t.Fatal("device B took over device A's client id")
 	}
 	if _, err := connect(t, clientOpts(b.url, "inline", userHub)); err == nil {
 		t.Fatal("a client took the hub's inline client id")
 	}
-	// The same user may take its own session over (a reconnecting agent).
-	mustConnect(t, clientOpts(b.url, "shared-id", userDevA))
+	// The same principal may take its own session over (a reconnecting agent).
+	mustConnect(t, clientOpts(b.url, cid(userDevA, "x"), userDevA))
 	select {
 	case <-lost:
 	case <-time.After(5 * time.Second):
@@ -225,7 +225,7 @@ func TestWillOutsideOwnSubtreeRefused(t *testing.T) {
 		{"dl/v1/dev/dev-a/desired", false},
 	}
 	for i, c := range cases {
-		opts := clientOpts(b.url, "will-"+string(rune('0'+i)), userDevA).SetWill(c.topic, `{"online":false}`, 1, true)
+		opts := clientOpts(b.url, cid(userDevA, "will-"+string(rune('0'+i))), userDevA).SetWill(c.topic, `{"online":false}`, 1, true)
 		cl, err := connect(t, opts)
 		if (err == nil) != c.ok {
 			t.Errorf("will on %s: connect err = %v, want ok=%v", c.topic, err, c.ok)
@@ -312,7 +312,7 @@ func TestRetainedDesiredSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A persistent session: device A subscribes with clean session off.
-	sess := mustConnect(t, clientOpts(b1.url, "agent-a", userDevA).SetCleanSession(false))
+	sess := mustConnect(t, clientOpts(b1.url, cid(userDevA, "agent"), userDevA).SetCleanSession(false))
 	subscribe(t, sess, "dl/v1/dev/dev-a/chunk", 1, func(paho.Client, paho.Message) {})
 	sess.Disconnect(50)
 	_ = b1.Close()
@@ -349,7 +349,7 @@ func TestRetainedDesiredSurvivesRestart(t *testing.T) {
 
 	// The persistent session kept its subscription: reconnect without subscribing and receive.
 	recS := &recorder{}
-	opts := clientOpts(b2.url, "agent-a", userDevA).SetCleanSession(false).SetDefaultPublishHandler(recS.handle)
+	opts := clientOpts(b2.url, cid(userDevA, "agent"), userDevA).SetCleanSession(false).SetDefaultPublishHandler(recS.handle)
 	mustConnect(t, opts)
 	if err := b2.Publish("dl/v1/dev/dev-a/chunk", []byte("frame-1"), false, 1); err != nil {
 		t.Fatal(err)

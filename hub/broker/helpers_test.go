@@ -232,3 +232,24 @@ func (r *recorder) wait(t testing.TB, topic string, payload []byte) received {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// cid is a client id in user's namespace (see ClientIDFor), with suffix ("": the root).
+func cid(user, suffix string) string {
+	p, err := newTableAuth().Authenticate(user, []byte(testCreds[user]))
+	if err != nil { // an unknown user: a device-shaped id
+		p = Principal{Kind: Device, ID: user}
+	}
+	return ClientIDFor(p, suffix)
+}
+
+// retainedUnder counts the broker's retained messages whose topic starts with prefix (from mochi's
+// locked copy: Topics.Messages races with RetainMessage).
+func retainedUnder(b *Broker, prefix string) int {
+	n := 0
+	for topic := range b.srv.Topics.Retained.GetAll() {
+		if strings.HasPrefix(topic, prefix) {
+			n++
+		}
+	}
+	return n
+}

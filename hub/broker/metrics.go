@@ -17,19 +17,26 @@ const (
 	MetricRejected = "driftline_hub_mqtt_rejected_total"
 	// MetricDropped counts messages accepted but never handed on, by reason.
 	MetricDropped = "driftline_hub_mqtt_dropped_total"
+	// MetricPending is the number of sockets accepted but not yet authenticated.
+	MetricPending = "driftline_hub_mqtt_unauthenticated_sockets"
 )
 
 // Values of the reason label of MetricRejected and MetricDropped.
 const (
-	reasonAuth         = "auth"          // bad credentials, or an Authenticator error
-	reasonPrincipal    = "principal"     // the Authenticator returned an unusable principal
-	reasonTakeover     = "takeover"      // a client id held by another user name
-	reasonWill         = "will"          // a Will on a topic the principal may not publish
-	reasonPublish      = "publish"       // a publish outside the principal's rights
-	reasonRead         = "read"          // a subscribe or delivery outside the principal's rights
-	reasonRevoked      = "revoked"       // a connection closed by Revoke
-	reasonHandlerQueue = "handler_queue" // a hub Subscribe handler's queue was full
-	reasonClientQueue  = "client_queue"  // a client's write queue was full (mochi drops)
+	reasonAuth           = "auth"            // bad credentials, or an Authenticator error
+	reasonPrincipal      = "principal"       // the Authenticator returned an unusable principal
+	reasonTakeover       = "takeover"        // a client id held by another principal, or the hub's own
+	reasonClientID       = "client_id"       // a client id outside the principal's namespace
+	reasonWill           = "will"            // a Will on a topic the principal may not publish
+	reasonPublish        = "publish"         // a publish outside the principal's rights
+	reasonRead           = "read"            // a subscribe or delivery outside the principal's rights
+	reasonRevoked        = "revoked"         // a connection closed by Revoke
+	reasonConnectTimeout = "connect_timeout" // no CONNECT (or no TLS handshake) within ConnectTimeout
+	reasonPendingCap     = "pending_cap"     // closed at accept: MaxPendingSockets unauthenticated already
+	reasonRetainedCap    = "retained_cap"    // a device's retained message beyond MaxRetainedPerDevice
+	reasonRate           = "rate"            // a device publishing faster than MaxDeviceRate
+	reasonHandlerQueue   = "handler_queue"   // a hub Subscribe handler's queue was full
+	reasonClientQueue    = "client_queue"    // a client's write queue was full (mochi drops)
 )
 
 // metrics holds the broker's counters.
@@ -37,6 +44,7 @@ type metrics struct {
 	messages *prometheus.CounterVec
 	rejected *prometheus.CounterVec
 	dropped  *prometheus.CounterVec
+	pending  prometheus.Gauge
 }
 
 // newMetrics creates the counters and registers them on reg (nil: not registered). A counter
@@ -56,6 +64,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: MetricDropped,
 			Help: "MQTT messages accepted but dropped before delivery (full hub handler queue, full client write queue), by reason.",
 		}, []string{"reason"}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: MetricPending,
+			Help: "Sockets the embedded broker accepted that have not authenticated yet.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -72,6 +84,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			}
 			*c = existing
 		}
+	}
+	if err := reg.Register(m.pending); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		g, ok := prometheus.Gauge(nil), false
+		if errors.As(err, &are) {
+			g, ok = are.ExistingCollector.(prometheus.Gauge)
+		}
+		if !ok {
+			return nil, fmt.Errorf("register broker metrics: %w", err)
+		}
+		m.pending = g
 	}
 	return m, nil
 }

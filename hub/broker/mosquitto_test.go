@@ -5,6 +5,9 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/driftline/driftline/hub/broker/mosquittotest"
 )
@@ -57,5 +60,68 @@ func TestMosquittoPasswdMatchesMosquittoPasswdTool(t *testing.T) {
 	}
 	if other, _ := mosquittoHash("s3creT", salt, 101); other == ref {
 		t.Fatal("a different password gave the same hash")
+	}
+}
+
+// TestMosquittoReloadDisconnectsRemovedUser: with an external broker, deleting a device (or a
+// token) takes effect when the files are rendered again without it and Mosquitto is sent
+// SIGHUP: Mosquitto re-checks connected clients against the new password file and closes
+// those whose credentials are gone (docs/operations.md relies on this).
+func TestMosquittoReloadDisconnectsRemovedUser(t *testing.T) {
+	render := func(devices ...string) mosquittotest.Files {
+		creds := []Cred{{User: userHub, Password: testCreds[userHub]}}
+		for _, d := range devices {
+			creds = append(creds, Cred{User: d, Password: testCreds[d]})
+		}
+		var pw, acl bytes.Buffer
+		if err := WriteMosquittoPasswd(&pw, creds); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteMosquittoACL(&acl, DefaultPrefix, devices, nil, userHub); err != nil {
+			t.Fatal(err)
+		}
+		return mosquittotest.Files{Passwd: pw.Bytes(), ACL: acl.Bytes()}
+	}
+	b := mosquittotest.Start(t, "the external-broker reload test", render(userDevA, userDevB), userHub, testCreds[userHub])
+	lost := make(chan error, 1)
+	mustConnect(t, clientOpts(b.URL(), userDevA, userDevA).
+		SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err }))
+	other := mustConnect(t, clientOpts(b.URL(), userDevB, userDevB))
+	b.Reload(render(userDevB))
+	select {
+	case err := <-lost:
+		t.Logf("removed device disconnected: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a device removed from the password file is still connected after SIGHUP")
+	}
+	if !other.IsConnectionOpen() {
+		t.Fatal("the reload disconnected a device that is still in the files")
+	}
+}
+
+// TestMosquittoUsernameAsClientID: the device listener of deploy/mosquitto/mosquitto.conf sets
+// use_username_as_clientid, which binds a session to its user: a device that connects with
+// another device's client id gets a session of its own and cannot cut the other off.
+func TestMosquittoUsernameAsClientID(t *testing.T) {
+	var pw, acl bytes.Buffer
+	creds := []Cred{{User: userHub, Password: testCreds[userHub]}, {User: userDevA, Password: testCreds[userDevA]}, {User: userDevB, Password: testCreds[userDevB]}}
+	if err := WriteMosquittoPasswd(&pw, creds); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteMosquittoACL(&acl, DefaultPrefix, []string{userDevA, userDevB}, nil, userHub); err != nil {
+		t.Fatal(err)
+	}
+	b := mosquittotest.Start(t, "the external-broker client-id test",
+		mosquittotest.Files{Passwd: pw.Bytes(), ACL: acl.Bytes(), Listener: "use_username_as_clientid true\n"}, userHub, testCreds[userHub])
+	lost := make(chan error, 1)
+	mustConnect(t, clientOpts(b.URL(), userDevA, userDevA).
+		SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err }))
+	squatter := mustConnect(t, clientOpts(b.URL(), userDevA, userDevB).SetCleanSession(false))
+	rec := &recorder{}
+	subscribe(t, squatter, "dl/v1/dev/dev-b/desired", 1, rec.handle)
+	select {
+	case err := <-lost:
+		t.Fatalf("device B, connecting with device A's client id, cut device A off: %v", err)
+	case <-time.After(500 * time.Millisecond):
 	}
 }

@@ -1,6 +1,9 @@
 package broker
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // PrincipalKind says what an authenticated MQTT client is, and so which rules of the ACL apply.
 type PrincipalKind int
@@ -14,11 +17,16 @@ const (
 	Device
 	// Viewer holds a viewer API token: it may subscribe anywhere under "{prefix}/" and publish nothing.
 	Viewer
-	// Hub is the hub's own credential: it may do everything.
+	// Hub is the hub's own credential: it may do everything. No API token maps to it: the hub
+	// publishes through the broker's inline client, and a person cannot log in as it.
 	Hub
+	// Admin holds an admin API token: it may subscribe anywhere and publish anything except a
+	// device's `desired` and `chunk` topics, which only the hub publishes (a person with an admin
+	// token cannot hand a device a desired state or a chunk).
+	Admin
 )
 
-// String returns the lower-case name of the kind ("device", "viewer", "hub", "unknown").
+// String returns the lower-case name of the kind ("device", "viewer", "hub", "admin", "unknown").
 func (k PrincipalKind) String() string {
 	switch k {
 	case Device:
@@ -27,6 +35,8 @@ func (k PrincipalKind) String() string {
 		return "viewer"
 	case Hub:
 		return "hub"
+	case Admin:
+		return "admin"
 	default:
 		return "unknown"
 	}
@@ -53,4 +63,47 @@ func (p Principal) String() string { return fmt.Sprintf("%s:%s", p.Kind, p.ID) }
 // for that device: Revoke re-checks connections that were being authenticated while it ran.
 type Authenticator interface {
 	Authenticate(username string, password []byte) (Principal, error)
+}
+
+// Client-id namespaces. A session belongs to the principal that may use its client id, so no
+// principal can hold, take over or squat on another's session:
+//
+//   - a device uses its id, or its id, ':' and a suffix ("d1", "d1:sim"); device ids never
+//     contain ':' nor start with '@';
+//   - a viewer token uses "@viewer:" and the token id, optionally ':' and a suffix
+//     ("@viewer:3f2a9c1b", "@viewer:3f2a9c1b:grafana");
+//   - an admin token (the Admin kind) likewise with "@admin:".
+//
+// Every device client id starts with a device id and every token client id with '@', so the
+// namespaces are disjoint by construction.
+const (
+	viewerIDPrefix = "@viewer:"
+	hubIDPrefix    = "@admin:"
+)
+
+// ClientIDFor returns the client id p connects with: its namespace's root, followed by ':' and
+// suffix when suffix is not empty.
+func ClientIDFor(p Principal, suffix string) string {
+	root := p.ID
+	switch p.Kind {
+	case Viewer:
+		root = viewerIDPrefix + p.ID
+	case Admin, Hub:
+		root = hubIDPrefix + p.ID
+	}
+	if suffix == "" {
+		return root
+	}
+	return root + ":" + suffix
+}
+
+// ClientIDAllowed reports whether p may connect with clientID: the root of its namespace, or the
+// root, ':' and a non-empty suffix.
+func ClientIDAllowed(p Principal, clientID string) bool {
+	root := ClientIDFor(p, "")
+	if p.Kind == Unknown || p.ID == "" || !strings.HasPrefix(clientID, root) {
+		return false
+	}
+	rest := clientID[len(root):]
+	return rest == "" || (len(rest) > 1 && rest[0] == ':')
 }

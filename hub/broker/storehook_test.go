@@ -62,12 +62,12 @@ func TestStoreKeepsOnlyWhatARestartNeeds(t *testing.T) {
 	if err := b.Subscribe("dl/v1/dev/+/status", func(string, []byte) {}); err != nil {
 		t.Fatal(err)
 	}
-	clean := mustConnect(t, clientOpts(b.url, "clean-a", userDevA))
+	clean := mustConnect(t, clientOpts(b.url, cid(userDevA, "clean"), userDevA))
 	subscribe(t, clean, "dl/v1/dev/dev-a/desired", 1, func(paho.Client, paho.Message) {})
 	clean.Disconnect(50)
 
 	// A persistent session: its record and its granted subscription, not the refused one.
-	sess := mustConnect(t, clientOpts(b.url, "agent-a", userDevA).SetCleanSession(false))
+	sess := mustConnect(t, clientOpts(b.url, cid(userDevA, "agent"), userDevA).SetCleanSession(false))
 	subscribe(t, sess, "dl/v1/dev/dev-a/chunk", 1, func(paho.Client, paho.Message) {})
 	if code := subscribe(t, sess, "dl/v1/dev/dev-b/#", 1, func(paho.Client, paho.Message) {}); code != 0x80 {
 		t.Fatalf("cross-device subscription granted %#x", code)
@@ -76,9 +76,9 @@ func TestStoreKeepsOnlyWhatARestartNeeds(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitKeys("persistent session stored", []string{
-		"broker/cli/agent-a",
+		"broker/cli/dev-a:agent",
 		"broker/ret/dl/v1/dev/dev-a/desired",
-		"broker/sub/agent-a|dl/v1/dev/dev-a/chunk",
+		"broker/sub/dev-a:agent|dl/v1/dev/dev-a/chunk",
 	})
 
 	// Unsubscribing and clearing the retained state delete their records.
@@ -88,12 +88,12 @@ func TestStoreKeepsOnlyWhatARestartNeeds(t *testing.T) {
 	if err := b.Publish("dl/v1/dev/dev-a/desired", nil, true, 1); err != nil {
 		t.Fatal(err)
 	}
-	waitKeys("unsubscribe and cleared retained deleted", []string{"broker/cli/agent-a"})
+	waitKeys("unsubscribe and cleared retained deleted", []string{"broker/cli/dev-a:agent"})
 
 	// A clean start with the same client id discards the stored session.
 	subscribe(t, sess, "dl/v1/dev/dev-a/fetch", 1, func(paho.Client, paho.Message) {})
 	sess.Disconnect(50)
-	again := mustConnect(t, clientOpts(b.url, "agent-a", userDevA))
+	again := mustConnect(t, clientOpts(b.url, cid(userDevA, "agent"), userDevA))
 	waitKeys("clean start discarded the session", nil)
 	again.Disconnect(50)
 }

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/driftline/driftline/hub/cluster/clustertest"
 )
 
 // selfSigned writes a certificate for 127.0.0.1 and its key into dir and returns the files and
@@ -80,8 +82,48 @@ func TestTLSListenerBesidePlain(t *testing.T) {
 	mustConnect(t, clientOpts(b.url, userDevB, userDevB))
 
 	// A client that does not trust the certificate cannot connect.
-	untrusting := clientOpts("ssl://"+b.TLSAddr(), userViewer, userViewer).SetTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12})
+	untrusting := clientOpts("ssl://"+b.TLSAddr(), cid(userViewer, ""), userViewer).SetTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12})
 	if _, err := connect(t, untrusting); err == nil {
 		t.Fatal("connected without trusting the certificate")
 	}
+}
+
+// TestDeviceMutualTLS: with TLSClientCAFile the MQTTS listener requires a client certificate the
+// CA signed (and the token still): no certificate and a foreign one are refused.
+func TestDeviceMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	hubCA := clustertest.NewCA(t, dir, "hub")
+	devCA := clustertest.NewCA(t, dir, "devices")
+	other := clustertest.NewCA(t, dir, "other")
+	sc, sk := hubCA.Issue(t, "broker")
+	b := startBroker(t, Config{TLSAddr: "127.0.0.1:0", TLSCertFile: sc, TLSKeyFile: sk, TLSClientCAFile: devCA.CertFile})
+	pem, err := os.ReadFile(hubCA.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	tc := func(ca *clustertest.CA) *tls.Config {
+		c := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		if ca != nil {
+			cf, kf := ca.Issue(t, "dev-a-cert")
+			cert, err := tls.LoadX509KeyPair(cf, kf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Certificates = []tls.Certificate{cert}
+		}
+		return c
+	}
+	url := "ssl://" + b.TLSAddr()
+	if _, err := connect(t, clientOpts(url, userDevA, userDevA).SetTLSConfig(tc(nil))); err == nil {
+		t.Fatal("a device without a client certificate connected")
+	}
+	if _, err := connect(t, clientOpts(url, userDevA, userDevA).SetTLSConfig(tc(other))); err == nil {
+		t.Fatal("a device with a foreign client certificate connected")
+	}
+	if _, err := connect(t, clientOpts(url, userDevA, userDevA).SetTLSConfig(tc(devCA)).SetPassword("wrong")); err == nil {
+		t.Fatal("a device certificate replaced the token")
+	}
+	mustConnect(t, clientOpts(url, userDevA, userDevA).SetTLSConfig(tc(devCA)))
 }

@@ -24,31 +24,50 @@ type AgentConfig struct {
 	Token string `yaml:"token"`
 	// Brokers are the MQTT broker URLs to try in order (tcp:// or ssl://).
 	Brokers []string `yaml:"brokers"`
-	// TrustedKeys are base64 ed25519 public keys whose manifest signatures the agent accepts.
-	TrustedKeys []string `yaml:"trusted_keys"`
+	// TrustedRoot is the cluster's root of trust (root.json) from GET /api/v1/keys/root.
+	TrustedRoot string `yaml:"trusted_root"`
+	// TrustedKeys are fixed public keys (the older form of trust); device add no longer writes
+	// them.
+	TrustedKeys []string `yaml:"trusted_keys,omitempty"`
 	// Hub is the hub's HTTP API URL.
 	Hub string `yaml:"hub"`
+	// TopicPrefix is the hub's MQTT topic prefix (`hub serve --topic-prefix`); written only when
+	// it is not the default, which the agent assumes.
+	TopicPrefix string `yaml:"topic_prefix,omitempty"`
 }
 
 // DefaultBroker is the broker URL written into an agent config when the hub advertises none and
 // --broker is not given.
 const DefaultBroker = "tcp://127.0.0.1:1883"
 
-// advertisedBrokers reads the MQTT URLs the hub advertises from GET /api/v1/cluster, looking at
-// the members "advertise_mqtt", "mqtt" and "brokers" (a list of URLs). It returns nil when the
-// hub advertises none.
-func advertisedBrokers(ctx context.Context, c *client) ([]string, error) {
+// advertised reads what the hub tells its agents from GET /api/v1/cluster: the MQTT URLs it
+// advertises (the members "advertise_mqtt", "mqtt" and "brokers", a list of URLs; nil when it
+// advertises none) and its topic prefix ("topic_prefix"; "" when the hub does not say, which
+// means the default).
+func advertised(ctx context.Context, c *client) (brokers []string, prefix string, err error) {
 	var st map[string]json.RawMessage
 	if _, err := c.JSON(ctx, http.MethodGet, "/api/v1/cluster", nil, nil, &st); err != nil {
-		return nil, err
+		return nil, "", err
+	}
+	if raw, ok := st["topic_prefix"]; ok {
+		_ = json.Unmarshal(raw, &prefix) // a hub that says something else has no prefix to tell
 	}
 	for _, k := range []string{"advertise_mqtt", "mqtt", "brokers"} {
 		var urls []string
 		if raw, ok := st[k]; ok && json.Unmarshal(raw, &urls) == nil && len(urls) > 0 {
-			return urls, nil
+			return urls, prefix, nil
 		}
 	}
-	return nil, nil
+	return nil, prefix, nil
+}
+
+// trustedRoot reads the cluster's newest root of trust from GET /api/v1/keys/root.
+func trustedRoot(ctx context.Context, c *client) (string, error) {
+	var raw json.RawMessage
+	if _, err := c.JSON(ctx, http.MethodGet, "/api/v1/keys/root", nil, nil, &raw); err != nil {
+		return "", err
+	}
+	return string(raw), nil
 }
 
 // trustedKeys reads the hub's public signing keys from GET /api/v1/keys.

@@ -93,10 +93,47 @@ func (a *app) root() *cobra.Command {
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json (the API's JSON as is)")
 	root.AddCommand(
 		a.hubCmd(), a.datasetCmd(), a.modelCmd(), a.deviceCmd(), a.rolloutCmd(), a.lineageCmd(),
-		a.driftCmd(), a.clusterCmd(), a.auditCmd(), a.tokenCmd(), a.brokerCmd(), a.versionCmd(),
+		a.driftCmd(), a.clusterCmd(), a.auditCmd(), a.tokenCmd(), a.keyCmd(), a.brokerCmd(), a.versionCmd(),
 		a.webhookCmd(),
 	)
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// refuseUnknownSubcommands makes every command group below root refuse an unknown subcommand
+// with a usage error, as cobra does only at the root: a group without an action of its own
+// prints its help when called alone and says "unknown command" for anything else; a group that
+// runs something itself (audit) keeps its action but names an unknown subcommand the same way.
+// See PITFALLS (cobra issues #706, #1156).
+func refuseUnknownSubcommands(root *cobra.Command) {
+	for _, c := range root.Commands() {
+		refuseUnknownSubcommands(c)
+		if !c.HasSubCommands() {
+			continue
+		}
+		if !c.Runnable() {
+			c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+		}
+		c.Args = unknownSubcommand(c.Args)
+	}
+}
+
+// unknownSubcommand wraps a group's argument check: a first argument that is no subcommand is
+// an unknown command (with cobra's suggestions); otherwise next decides (nil: no arguments).
+func unknownSubcommand(next cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += "; did you mean " + strings.Join(s, " or ") + "?"
+			}
+			return usagef("%s", msg)
+		}
+		if next != nil {
+			return next(cmd, args)
+		}
+		return nil
+	}
 }
 
 // env returns the value of an environment variable, "" when unset.

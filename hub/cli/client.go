@@ -222,12 +222,6 @@ func decodeItems[T any](raw []json.RawMessage) ([]T, error) {
 	return out, nil
 }
 
-// isNotFound reports whether err is a 404 answer.
-func isNotFound(err error) bool {
-	var ae *APIError
-	return errors.As(err, &ae) && ae.Status == http.StatusNotFound
-}
-
 // jsonMarshal encodes a request part; a failure is a bug in the caller's value, reported as usage.
 func jsonMarshal(v any) ([]byte, error) {
 	b, err := json.Marshal(v)

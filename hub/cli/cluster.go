@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -14,20 +15,50 @@ import (
 
 func (a *app) clusterCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "cluster", Short: "Raft cluster status and membership"}
-	cmd.AddCommand(a.clusterStatus(), a.clusterJoin(), a.clusterRemove())
+	cmd.AddCommand(a.clusterStatus(), a.clusterJoin(), a.clusterRemove(), a.clusterJoinToken())
 	return cmd
 }
 
-func (a *app) clusterStatus() *cobra.Command {
-	return &cobra.Command{
-		Use: "status", Short: "Show the leader, the nodes, the term and the commit and applied index", Args: exactArgs(0),
+func (a *app) clusterJoinToken() *cobra.Command {
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "join-token [--ttl 1h]",
+		Short: "Create a join token: it lets a new node join (hub serve --join-token) and nothing else, and expires",
+		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if ttl <= 0 || ttl > api.MaxJoinTokenTTL {
+				return usagef("--ttl must be within 1s..%s", api.MaxJoinTokenTTL)
+			}
 			c, err := a.client()
 			if err != nil {
 				return err
 			}
+			var out api.TokenCreated
+			raw, err := c.JSON(a.ctx, http.MethodPost, "/api/v1/cluster/join-tokens", nil, api.JoinTokenRequest{TTLSeconds: int64(ttl / time.Second)}, &out)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut() {
+				return printRaw(a.stdout, raw)
+			}
+			_, err = fmt.Fprintf(a.stdout, "join token: %s\nexpires: %s\n(shown once; pass it to `driftline hub serve --join URL --join-token TOKEN`)\n",
+				out.Token, time.UnixMilli(out.ExpiresAt).UTC().Format(time.RFC3339))
+			return err
+		},
+	}
+	cmd.Flags().DurationVar(&ttl, "ttl", api.DefaultJoinTokenTTL, "how long the token works (at most 168h)")
+	return cmd
+}
+
+func (a *app) clusterStatus() *cobra.Command {
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use: "status [--wait D]", Short: "Show the leader, the nodes, the term and the commit and applied index", Args: exactArgs(0),
+		Long: "status shows the cluster as the hub sees it. --wait D retries until the hub answers with a leader\n" +
+			"(a hub just started in the background, its admin token not yet written) or D has passed.",
+		RunE: func(cmd *cobra.Command, args []string) error {
 			var st api.ClusterStatus
-			raw, err := c.JSON(a.ctx, http.MethodGet, "/api/v1/cluster", nil, nil, &st)
+			raw, err := a.clusterStatusWait(wait, &st)
 			if err != nil {
 				return err
 			}
@@ -49,6 +80,38 @@ func (a *app) clusterStatus() *cobra.Command {
 			}
 			return t.flush()
 		},
+	}
+	cmd.Flags().DurationVar(&wait, "wait", 0, "retry until the hub answers with a leader, at most this long (e.g. 30s)")
+	return cmd
+}
+
+// clusterStatusWait reads GET /api/v1/cluster into st, retrying for up to wait until the hub
+// answers with a leader. The client is made anew each try, so an admin token file that the hub
+// writes on its first start is found once it exists.
+func (a *app) clusterStatusWait(wait time.Duration, st *api.ClusterStatus) ([]byte, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		raw, err := func() ([]byte, error) {
+			c, err := a.client()
+			if err != nil {
+				return nil, err
+			}
+			return c.JSON(a.ctx, http.MethodGet, "/api/v1/cluster", nil, nil, st)
+		}()
+		if errors.Is(err, ErrUsage) || (err == nil && (st.Leader != nil || wait == 0)) {
+			return raw, err
+		}
+		if time.Now().After(deadline) {
+			if err == nil {
+				err = fmt.Errorf("%w: the hub answers but knows no leader after %s", ErrUnavailable, wait)
+			}
+			return nil, err
+		}
+		select {
+		case <-a.ctx.Done():
+			return nil, a.ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 }
 

@@ -53,3 +53,25 @@ func TestClusterRemoveAndJoin(t *testing.T) {
 		t.Errorf("join without --raft: exit %d", r.code)
 	}
 }
+
+// TestClusterJoinToken: `cluster join-token` prints a join token and its expiry; the token
+// admits a join and nothing else.
+func TestClusterJoinToken(t *testing.T) {
+	h := startHub(t)
+	out := h.ok(t, "cluster", "join-token", "--ttl", "10m")
+	var tok string
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(l, "join token: "); ok {
+			tok = strings.TrimSpace(v)
+		}
+	}
+	if tok == "" || !strings.Contains(out, "expires: ") {
+		t.Fatalf("join-token printed %q", out)
+	}
+	if r := runCLI(t, map[string]string{"DRIFTLINE_HUB": h.url, "DRIFTLINE_TOKEN": tok}, "device", "list"); r.code == 0 {
+		t.Fatal("a join token listed devices")
+	}
+	if r := h.run(t, "cluster", "join-token", "--ttl", "1000h"); r.code == 0 {
+		t.Fatal("a 1000h join token was accepted")
+	}
+}

@@ -12,11 +12,12 @@ import (
 
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/shared/wire"
 )
 
 func (a *app) deviceCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "device", Short: "Manage the device fleet"}
-	cmd.AddCommand(a.deviceAdd(), a.deviceList(), a.deviceShow(), a.deviceLabel(), a.deviceRemove(), a.devicePin())
+	cmd.AddCommand(a.deviceAdd(), a.deviceList(), a.deviceShow(), a.deviceLabel(), a.deviceRemove(), a.devicePin(), a.deviceRotateToken())
 	return cmd
 }
 
@@ -65,14 +66,55 @@ func (a *app) deviceAdd() *cobra.Command {
 	return cmd
 }
 
+func (a *app) deviceRotateToken() *cobra.Command {
+	var agentConfig, broker string
+	cmd := &cobra.Command{
+		Use:   "rotate-token ID [--agent-config FILE]",
+		Short: "Give a device a new token (printed once); the old one stops working and its connections are closed",
+		Long: "rotate-token replaces the device's token. The device keeps its labels, desired state and revision\n" +
+			"history, so its agent accepts the next desired state as soon as it runs with the new token.",
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var d api.DeviceCreated
+			raw, err := c.JSON(a.ctx, http.MethodPost, "/api/v1/devices/"+url.PathEscape(args[0])+"/token", nil, struct{}{}, &d)
+			if err != nil {
+				return err
+			}
+			if agentConfig != "" {
+				if err := a.agentConfig(c, agentConfig, broker, d); err != nil {
+					return err
+				}
+			}
+			if a.jsonOut() {
+				return printRaw(a.stdout, raw)
+			}
+			fmt.Fprintf(a.stdout, "rotated the token of device %s\n", d.ID)
+			if agentConfig != "" {
+				_, err = fmt.Fprintf(a.stdout, "agent config written to %s (it holds the token)\n", agentConfig)
+				return err
+			}
+			_, err = fmt.Fprintf(a.stdout, "token: %s\n(shown once: keep it now)\n", d.Token)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&agentConfig, "agent-config", "", "write a ready agent config (YAML) with the new token to this file")
+	f.StringVar(&broker, "broker", "", "broker URL(s), comma-separated, for the agent config when the hub advertises none (default "+DefaultBroker+")")
+	return cmd
+}
+
 // agentConfig writes the agent config of a just-created device. The device exists already: a
 // failure here says so, with the token, so that it is not lost.
 func (a *app) agentConfig(c *client, path, broker string, d api.DeviceCreated) error {
 	fail := func(err error) error {
-		fmt.Fprintf(a.stderr, "device %s was created, but its agent config could not be written; its token is %s\n", d.ID, d.Token)
+		fmt.Fprintf(a.stderr, "device %s has a new token, but its agent config could not be written; its token is %s\n", d.ID, d.Token)
 		return err
 	}
-	brokers, err := advertisedBrokers(a.ctx, c)
+	brokers, prefix, err := advertised(a.ctx, c)
 	if err != nil {
 		return fail(err)
 	}
@@ -82,11 +124,14 @@ func (a *app) agentConfig(c *client, path, broker string, d api.DeviceCreated) e
 	if len(brokers) == 0 {
 		brokers = []string{DefaultBroker}
 	}
-	keys, err := trustedKeys(a.ctx, c)
+	root, err := trustedRoot(a.ctx, c)
 	if err != nil {
 		return fail(err)
 	}
-	cfg := AgentConfig{DeviceID: d.ID, Token: d.Token, Brokers: brokers, TrustedKeys: keys, Hub: c.base}
+	cfg := AgentConfig{DeviceID: d.ID, Token: d.Token, Brokers: brokers, TrustedRoot: root, Hub: c.base}
+	if prefix != wire.DefaultPrefix {
+		cfg.TopicPrefix = prefix
+	}
 	if err := writeAgentConfig(path, cfg); err != nil {
 		return fail(usagef("--agent-config %s: %v", path, err))
 	}

@@ -10,7 +10,9 @@ import (
 
 	agentconfig "github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/hub/api"
+	"github.com/driftline/driftline/hub/node"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/shared/artifact"
 )
 
 func TestDeviceCommands(t *testing.T) {
@@ -35,12 +37,12 @@ func TestDeviceCommands(t *testing.T) {
 	if err := yaml.Unmarshal(raw, &cfg); err != nil {
 		t.Fatalf("agent config is not YAML: %v\n%s", err, raw)
 	}
-	ks, err := h.n.Reader().SigningKeys()
-	if err != nil {
-		t.Fatal(err)
+	roots, err := h.n.Reader().TrustRoots()
+	if err != nil || len(roots) == 0 {
+		t.Fatalf("roots %d, %v", len(roots), err)
 	}
 	if cfg.DeviceID != "edge-1" || !strings.HasPrefix(cfg.Token, "dl_") || cfg.Hub != h.url ||
-		len(cfg.Brokers) != 1 || cfg.Brokers[0] != DefaultBroker || len(cfg.TrustedKeys) != 1 || cfg.TrustedKeys[0] != ks[0].PublicKey {
+		len(cfg.Brokers) != 1 || cfg.Brokers[0] != DefaultBroker || len(cfg.TrustedKeys) != 0 || cfg.TrustedRoot != string(roots[len(roots)-1]) {
 		t.Fatalf("agent config %+v", cfg)
 	}
 
@@ -152,4 +154,96 @@ func TestTokenCommands(t *testing.T) {
 	if r := h.run(t, "token", "create", "x", "--role", "wizard"); r.code != ExitRefused || !strings.Contains(r.stderr, "field: role") {
 		t.Errorf("token create --role wizard: exit %d, stderr %q", r.code, r.stderr)
 	}
+}
+
+func TestKeyCommands(t *testing.T) {
+	h := startHub(t)
+	list := h.ok(t, "key", "list")
+	if !strings.Contains(list, "root of trust: version 1") || strings.Count(list, "active") != 1 {
+		t.Fatalf("key list:\n%s", list)
+	}
+	var page keyPage
+	h.okJSON(t, &page, "key", "rotate")
+	if page.RootVersion != 2 || len(page.Items) != 2 {
+		t.Fatalf("key rotate: %+v", page)
+	}
+	old := page.Items[0]
+	if old.Signer {
+		old = page.Items[1]
+	}
+	if r := h.run(t, "key", "retire", "ed25519:0000000000000000"); r.code != ExitRefused || !strings.Contains(r.stderr, "404") {
+		t.Errorf("retire an unknown key: exit %d, stderr %q", r.code, r.stderr)
+	}
+	out := h.ok(t, "key", "retire", old.KeyID)
+	if !strings.Contains(out, "root version 3") || !strings.Contains(out, "retired") {
+		t.Fatalf("key retire:\n%s", out)
+	}
+
+	// Offline: the new root is signed by the CLI with a root key file; a stranger's root key is
+	// refused before anything is sent.
+	stranger := filepath.Join(t.TempDir(), "stranger.key")
+	if _, err := artifact.LoadOrGenerateKey(stranger); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.run(t, "key", "rotate", "--root-key", stranger); r.code != ExitUsage || !strings.Contains(r.stderr, "not this cluster's root key") {
+		t.Fatalf("rotate with a stranger's root key: exit %d, stderr %q", r.code, r.stderr)
+	}
+	rootKey := filepath.Join(h.dir, node.RootKeyFile)
+	h.okJSON(t, &page, "key", "rotate", "--root-key", rootKey)
+	if page.RootVersion != 4 || len(page.Items) != 3 {
+		t.Fatalf("offline rotate: %+v", page)
+	}
+	var prev string
+	for _, k := range page.Items {
+		if k.Status == "active" && !k.Signer {
+			prev = k.KeyID
+		}
+	}
+	out = h.ok(t, "key", "retire", prev, "--root-key", rootKey)
+	if !strings.Contains(out, "root version 5") {
+		t.Fatalf("offline retire:\n%s", out)
+	}
+}
+
+// TestDeviceRotateToken: `device rotate-token` prints a new token once (or writes it into an agent
+// config); the old token is refused from then on and the new one works.
+func TestDeviceRotateToken(t *testing.T) {
+	h := startHub(t)
+	out := h.ok(t, "device", "add", "edge-1")
+	old := tokenIn(t, out)
+	out = h.ok(t, "device", "rotate-token", "edge-1")
+	if !strings.Contains(out, "rotated the token of device edge-1") {
+		t.Fatalf("rotate-token printed %q", out)
+	}
+	fresh := tokenIn(t, out)
+	if fresh == old {
+		t.Fatal("the token did not change")
+	}
+	if r := runCLI(t, map[string]string{"DRIFTLINE_HUB": h.url, "DRIFTLINE_TOKEN": old}, "device", "show", "edge-1"); r.code == 0 {
+		t.Fatal("the old token still works")
+	}
+	if r := runCLI(t, map[string]string{"DRIFTLINE_HUB": h.url, "DRIFTLINE_TOKEN": fresh}, "device", "show", "edge-1"); r.code != 0 {
+		t.Fatalf("the new token does not work: %d %s", r.code, r.stderr)
+	}
+	cfgPath := filepath.Join(t.TempDir(), "agent.yaml")
+	h.ok(t, "device", "rotate-token", "edge-1", "--agent-config", cfgPath)
+	ac, err := agentconfig.Load(cfgPath)
+	if err != nil || ac.Token == fresh || !strings.HasPrefix(ac.Token, "dl_") {
+		t.Fatalf("agent config after a second rotation: %+v %v", ac, err)
+	}
+	if r := h.run(t, "device", "rotate-token", "ghost"); r.code == 0 {
+		t.Fatal("rotating an unknown device succeeded")
+	}
+}
+
+// tokenIn returns the token of a "token: ..." line.
+func tokenIn(t *testing.T, out string) string {
+	t.Helper()
+	for _, l := range strings.Split(out, "\n") {
+		if tok, ok := strings.CutPrefix(l, "token: "); ok {
+			return strings.TrimSpace(tok)
+		}
+	}
+	t.Fatalf("no token in %q", out)
+	return ""
 }

@@ -20,6 +20,7 @@ type testHub struct {
 	n     *node.Node
 	url   string
 	admin string
+	dir   string // the node's data dir
 }
 
 // freeAddr returns a 127.0.0.1 address nothing listens on right now: Raft must advertise a
@@ -59,15 +60,15 @@ func startHub(t testing.TB) *testHub {
 			t.Logf("close node: %v", err)
 		}
 	})
-	h := &testHub{n: n, url: n.URL()}
+	h := &testHub{n: n, url: n.URL(), dir: dir}
 	waitFor(t, "admin token file", 30*time.Second, func() bool {
 		b, err := os.ReadFile(filepath.Join(dir, node.AdminTokenFile))
 		h.admin = strings.TrimSpace(string(b))
 		return err == nil && h.admin != ""
 	})
-	waitFor(t, "signing key registered", 30*time.Second, func() bool {
-		ks, err := n.Reader().SigningKeys()
-		return err == nil && len(ks) > 0
+	waitFor(t, "root of trust created", 30*time.Second, func() bool {
+		_, err := n.Reader().Trust()
+		return err == nil
 	})
 	return h
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/driftline/driftline/hub/node"
+	"github.com/driftline/driftline/shared/wire"
 )
 
 // serveEnv names the environment variable of each `hub serve` flag whose variable is not simply
@@ -29,12 +30,16 @@ func envName(flag string) string {
 
 // serveOptions are the flags of `driftline hub serve`.
 type serveOptions struct {
-	data, nodeID, http, advertiseHTTP, raft, mqtt string
-	broker, join, joinToken, tlsCert, tlsKey      string
-	advertiseMQTT, signingKey, logLevel           string
-	fourEyes                                      bool
-	maxUpload                                     int64
-	sampleSettle                                  time.Duration
+	data, nodeID, http, advertiseHTTP, raft, advertiseRaft, mqtt string
+	broker, join, joinToken, tlsCert, tlsKey                     string
+	tlsCA, tlsClientCA, mqttPlain                                string
+	advertiseMQTT, signingKey, logLevel                          string
+	topicPrefix                                                  string
+	rootKey                                                      string
+	desiredTTL                                                   time.Duration
+	fourEyes                                                     bool
+	maxUpload, diskReserve                                       int64
+	sampleSettle                                                 time.Duration
 }
 
 func (a *app) hubCmd() *cobra.Command {
@@ -69,16 +74,24 @@ func (a *app) serveCmd() *cobra.Command {
 	f.StringVar(&o.http, "http", ":8080", "HTTP API listen address")
 	f.StringVar(&o.advertiseHTTP, "advertise-http", "", "API address other nodes use (default: --http with the --raft host)")
 	f.StringVar(&o.raft, "raft", "127.0.0.1:7000", "Raft listen and advertise address")
+	f.StringVar(&o.advertiseRaft, "advertise-raft", "", "Raft address peers dial, when not --raft (NAT, proxy)")
 	f.StringVar(&o.mqtt, "mqtt", ":1883", `embedded MQTT broker listen address; "" disables it`)
 	f.StringVar(&o.broker, "broker", "", "external broker URL(s), comma-separated (tcp:// or ssl://), instead of the embedded one")
 	f.StringVar(&o.join, "join", "", "HTTP URL of a node of an existing cluster to join")
 	f.StringVar(&o.joinToken, "join-token", "", "admin token of the cluster to join")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "TLS certificate (PEM) for HTTPS and MQTTS")
 	f.StringVar(&o.tlsKey, "tls-key", "", "TLS key (PEM) for HTTPS and MQTTS")
+	f.StringVar(&o.tlsCA, "tls-ca", "", "cluster CA (PEM): Raft and node-to-node HTTP use mutual TLS with certificates it signs; without it Raft is unauthenticated")
+	f.StringVar(&o.tlsClientCA, "tls-client-ca", "", "CA (PEM) that must sign device certificates on MQTTS (mutual TLS for devices, besides the token)")
+	f.StringVar(&o.mqttPlain, "mqtt-plain", "", `with --tls-cert, a plain MQTT listener beside MQTTS (device tokens then travel in clear); "" (default) none`)
 	f.StringVar(&o.advertiseMQTT, "advertise-mqtt", "", "broker URL(s) agents are told to connect to, comma-separated")
+	f.StringVar(&o.topicPrefix, "topic-prefix", wire.DefaultPrefix, "MQTT topic prefix of the protocol; agents enrolled with device add --agent-config get it in their config")
 	f.StringVar(&o.signingKey, "signing-key", "", "ed25519 signing key file (default DATA/signing.key, generated when absent)")
+	f.StringVar(&o.rootKey, "root-key", "", "root-of-trust key file: signs key rotations (default DATA/root.key; the cluster's first leader generates it; may be kept offline)")
+	f.DurationVar(&o.desiredTTL, "desired-ttl", 0, "how long a signed desired state stays valid; signed again at half of it (default 24h)")
 	f.BoolVar(&o.fourEyes, "four-eyes", false, "refuse an approval by the identity that registered the version")
-	f.Int64Var(&o.maxUpload, "max-upload-bytes", 0, "largest upload accepted (0: the API's default)")
+	f.Int64Var(&o.maxUpload, "max-upload-bytes", 0, "largest upload accepted (0: 4 GiB)")
+	f.Int64Var(&o.diskReserve, "disk-reserve-bytes", node.DefaultDiskReserve, "free space the data dir must keep; below it the node stops before a write fails (negative: no check)")
 	f.DurationVar(&o.sampleSettle, "sample-settle", 0, "how long devices' samples of drifted windows wait for others before they become a candidate dataset version (0: 30s)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.VisitAll(func(fl *pflag.Flag) { fl.Usage += " (env " + envName(fl.Name) + ")" })
@@ -116,6 +129,12 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		return node.Config{}, 0, usagef("--tls-cert and --tls-key go together")
 	}
+	if o.tlsCA != "" && o.tlsCert == "" {
+		return node.Config{}, 0, usagef("--tls-ca needs --tls-cert and --tls-key (a certificate the CA signed)")
+	}
+	if (o.tlsClientCA != "" || o.mqttPlain != "") && o.tlsCert == "" {
+		return node.Config{}, 0, usagef("--tls-client-ca and --mqtt-plain go with --tls-cert")
+	}
 	if o.raft == "" || o.http == "" {
 		return node.Config{}, 0, usagef("--raft and --http must not be empty")
 	}
@@ -135,10 +154,15 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 	if o.maxUpload < 0 {
 		return node.Config{}, 0, usagef("--max-upload-bytes must be >= 0")
 	}
+	if _, err := wire.NewTopics(o.topicPrefix); err != nil {
+		return node.Config{}, 0, usagef("--topic-prefix %q: want topic levels of letters, digits, '.', '_' or '-', no wildcard, no leading '$' (%v)", o.topicPrefix, err)
+	}
 	return node.Config{
-		DataDir: o.data, NodeID: o.nodeID, HTTPAddr: o.http, AdvertiseHTTP: o.advertiseHTTP, RaftAddr: o.raft,
+		DataDir: o.data, NodeID: o.nodeID, HTTPAddr: o.http, AdvertiseHTTP: o.advertiseHTTP, RaftAddr: o.raft, AdvertiseRaft: o.advertiseRaft,
 		MQTTAddr: o.mqtt, Brokers: brokers, AdvertiseMQTT: adv, Join: o.join, JoinToken: o.joinToken,
-		TLSCert: o.tlsCert, TLSKey: o.tlsKey, SigningKey: o.signingKey, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload,
+		TLSCert: o.tlsCert, TLSKey: o.tlsKey, TLSCA: o.tlsCA, TLSClientCA: o.tlsClientCA, MQTTPlainAddr: o.mqttPlain,
+		SigningKey: o.signingKey, RootKey: o.rootKey, DesiredTTL: o.desiredTTL, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload,
+		TopicPrefix: o.topicPrefix, DiskReserve: o.diskReserve,
 		SampleSettle: o.sampleSettle,
 	}, level, nil
 }
@@ -172,7 +196,11 @@ func (a *app) serve(cfg node.Config, level slog.Level) error {
 	}
 	log.Info("admin token file", "path", n.AdminTokenPath(), "note", "written on the cluster's first start, mode 0600")
 	fmt.Fprintf(a.stdout, "driftline hub %s serving %s (raft %s)\nadmin token: %s\n", n.ID(), n.URL(), cfg.RaftAddr, n.AdminTokenPath())
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-n.Failed():
+		return fmt.Errorf("%w: hub node stopped: %w", ErrUnavailable, n.FailErr())
+	}
 	log.Info("stopping hub node", "id", n.ID())
 	if err := n.Close(); err != nil {
 		return fmt.Errorf("%w: close hub: %w", ErrUnavailable, err)

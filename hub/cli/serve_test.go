@@ -72,6 +72,8 @@ func TestServeConfigErrors(t *testing.T) {
 		{"bad env bool", map[string]string{"DRIFTLINE_FOUR_EYES": "maybe"}, nil, "DRIFTLINE_FOUR_EYES"},
 		{"bad log level", nil, []string{"--log-level", "loud"}, "--log-level"},
 		{"empty data", map[string]string{"DRIFTLINE_DATA": ""}, nil, "--data"},
+		{"wildcard topic prefix", nil, []string{"--topic-prefix", "plant/+/dl"}, "--topic-prefix"},
+		{"empty topic prefix level", map[string]string{"DRIFTLINE_TOPIC_PREFIX": "plant//dl"}, nil, "--topic-prefix"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -88,7 +90,7 @@ func TestServeEnvNames(t *testing.T) {
 		"data": "DRIFTLINE_DATA", "node-id": "DRIFTLINE_NODE_ID", "http": "DRIFTLINE_HTTP", "raft": "DRIFTLINE_RAFT",
 		"mqtt": "DRIFTLINE_MQTT", "broker": "DRIFTLINE_BROKER", "join": "DRIFTLINE_JOIN", "tls-cert": "DRIFTLINE_TLS_CERT",
 		"tls-key": "DRIFTLINE_TLS_KEY", "advertise-mqtt": "DRIFTLINE_ADVERTISE_MQTT", "signing-key": "DRIFTLINE_SIGNING_KEY",
-		"four-eyes": "DRIFTLINE_FOUR_EYES", "join-token": "DRIFTLINE_TOKEN",
+		"four-eyes": "DRIFTLINE_FOUR_EYES", "join-token": "DRIFTLINE_TOKEN", "topic-prefix": "DRIFTLINE_TOPIC_PREFIX",
 	}
 	a := &app{}
 	fs := a.serveCmd().Flags()
@@ -101,7 +103,7 @@ func TestServeEnvNames(t *testing.T) {
 			t.Errorf("--%s: env %s, want %s", flag, got, env)
 		}
 	}
-	defaults := map[string]string{"data": "./driftline-data", "http": ":8080", "raft": "127.0.0.1:7000", "mqtt": ":1883"}
+	defaults := map[string]string{"data": "./driftline-data", "http": ":8080", "raft": "127.0.0.1:7000", "mqtt": ":1883", "topic-prefix": "dl/v1"}
 	for flag, def := range defaults {
 		if got := fs.Lookup(flag).DefValue; got != def {
 			t.Errorf("--%s default %q, want %q", flag, got, def)

@@ -48,9 +48,9 @@ func (a *app) tokenList() *cobra.Command {
 	return &cobra.Command{
 		Use: "list", Short: "List API tokens (never the secrets)", Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return listTable(a, "/api/v1/tokens", nil, []string{"ID", "NAME", "ROLE", "CREATED", "BY"},
+			return listTable(a, "/api/v1/tokens", nil, []string{"ID", "NAME", "ROLE", "CREATED", "BY", "EXPIRES"},
 				func(tk state.Token) []string {
-					return []string{tk.ID, tk.Name, tk.Role, when(tk.CreatedAt), dash(tk.CreatedBy)}
+					return []string{tk.ID, tk.Name, tk.Role, when(tk.CreatedAt), dash(tk.CreatedBy), when(tk.ExpiresAt)}
 				})
 		},
 	}

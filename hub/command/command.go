@@ -2,9 +2,15 @@
 // travels through Raft, and the one place that encodes and decodes it.
 //
 // Wire form of a Raft log entry: byte 0 is the format version (currently 1), bytes 1-2 the command
-// Type (big endian), the rest the JSON envelope. A Type with the IgnoreIfUnknown bit set may be
-// skipped by an older node that does not know it (rolling upgrades); any other unknown type is a
-// bug and stops the node.
+// Type (big endian), the rest the JSON envelope.
+//
+// Unknown types: a Type with the IgnoreIfUnknown bit set is skipped by an older node that does not
+// know it (rolling upgrades: only for commands whose absence cannot make the state diverge). Any
+// other unknown type (Decode returns ErrUnknownType) means the entry was written by a newer build:
+// the hub's store stops the node at that entry rather than skip it and diverge from its peers, and
+// its leader never proposes a type it does not know. Bytes that do not decode (a short entry, an
+// unknown format version, bad JSON) are a proposer's bug confined to that entry: the store answers
+// it with an error and goes on.
 //
 // Time, ids and randomness travel inside the command: the leader fills Envelope.Time when it
 // proposes, so Apply never reads the clock.
@@ -52,6 +58,16 @@ const (
 	TypeRolloutCreate
 	TypeRolloutTransition
 	TypeSigningKeyAdd
+	// TypeTrustSet installs the next root of trust and the online keys. Payload: state.TrustSet.
+	// Proposed with IgnoreIfUnknown, so that an older node of a cluster being upgraded skips
+	// it instead of stopping (it then keeps signing with its own key until upgraded).
+	TypeTrustSet
+	// TypeDeviceRekey replaces a device's token, keeping the device (its desired revision
+	// history included). Payload: state.DeviceRekey.
+	TypeDeviceRekey
+	// TypeChunksSweep deletes chunks that no model version lists and that were stored before a
+	// time (aborted uploads). Payload: state.ChunksSweep.
+	TypeChunksSweep
 	// TypeWebhookCreate registers a webhook. Payload: state.WebhookCreate.
 	TypeWebhookCreate
 	// TypeWebhookDelete removes a webhook and its pending deliveries. Payload: state.WebhookDelete.
@@ -102,7 +118,9 @@ var (
 	ErrShort = errors.New("command: entry too short")
 	// ErrVersion means the entry has a format version this build does not know.
 	ErrVersion = errors.New("command: unknown format version")
-	// ErrUnknownType means the type is unknown and not marked IgnoreIfUnknown.
+	// ErrUnknownType means the type is unknown and not marked IgnoreIfUnknown. A committed entry
+	// of such a type stops the node that cannot apply it (see the package doc); a processor
+	// returns it for a type it does not handle.
 	ErrUnknownType = errors.New("command: unknown type")
 	// ErrSkippable means the type is unknown but marked IgnoreIfUnknown: skip the entry.
 	ErrSkippable = errors.New("command: unknown type marked ignore-if-unknown")

@@ -133,7 +133,7 @@ func (h hub) apply(t testing.TB, typ command.Type, body any) {
 func (h hub) pushDataset(t testing.TB, name, doc, sample string) {
 	t.Helper()
 	h.call(t, http.MethodPost, "/api/v1/datasets", map[string]string{"name": name}, http.StatusCreated, nil)
-	res, err := node.NewSampleProcessor()([]byte(doc), strings.NewReader(sample), "csv")
+	res, err := node.NewSampleProcessor("")([]byte(doc), strings.NewReader(sample), "csv")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,7 +110,11 @@ func TestFleetDrift(t *testing.T) {
 	if len(msgs) != 3 {
 		t.Fatalf("%d fleet messages, want 3", len(msgs))
 	}
-	fd, err := wire.DecodeFleetDrift(msgs[0].payload)
+	var fd wire.FleetDrift
+	err = json.Unmarshal(msgs[0].payload, &fd)
+	if err == nil {
+		err = fd.Validate()
+	}
 	if err != nil || msgs[0].topic != "dl/v1/fleet/drift/m" {
 		t.Fatalf("message 1 on %s: %v", msgs[0].topic, err)
 	}

@@ -46,3 +46,8 @@ func (a storeAdapter) Remove(ctx context.Context, id string) error { return a.s.
 func (a storeAdapter) IsNotLeader(err error) bool {
 	return errors.Is(err, store.ErrNotLeader) || errors.Is(err, store.ErrLeadershipLost)
 }
+
+func (a storeAdapter) StateDigest() (api.StateDigest, error) {
+	d, err := a.s.Digest()
+	return api.StateDigest{AppliedIndex: d.AppliedIndex, Digest: d.Digest, Keys: d.Keys}, err
+}

@@ -1,19 +1,15 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/broker"
@@ -25,7 +21,9 @@ import (
 
 // mqttAuth authenticates MQTT clients against the replicated state: a device by its id
 // (username) and token (password); an API token of role viewer as a viewer; an admin token as
-// the hub (it may do everything). Other roles have no MQTT access.
+// the hub (it may do everything). Other roles have no MQTT access. A token principal's id is the
+// token's id (names are not unique), which is also its client-id namespace ("@viewer:ID",
+// "@admin:ID"; broker.ClientIDAllowed); the user name of a token client is not checked.
 type mqttAuth struct{ r state.Reader }
 
 var errMQTTAuth = errors.New("bad credentials")
@@ -42,9 +40,9 @@ func (a mqttAuth) Authenticate(username string, password []byte) (broker.Princip
 	case p.Kind == "device" && p.ID == username:
 		return broker.Principal{Kind: broker.Device, ID: p.ID}, nil
 	case p.Kind == "token" && p.Role == state.RoleViewer:
-		return broker.Principal{Kind: broker.Viewer, ID: p.Name}, nil
+		return broker.Principal{Kind: broker.Viewer, ID: p.ID}, nil
 	case p.Kind == "token" && p.Role == state.RoleAdmin:
-		return broker.Principal{Kind: broker.Hub, ID: p.Name}, nil
+		return broker.Principal{Kind: broker.Admin, ID: p.ID}, nil
 	}
 	return broker.Principal{}, errMQTTAuth
 }
@@ -64,9 +62,12 @@ func (n *Node) startMQTT() error {
 	case n.cfg.MQTTAddr != "":
 		bcfg := broker.Config{
 			Addr: n.cfg.MQTTAddr, DB: n.db, Auth: mqttAuth{n.Reader()}, Registerer: n.registry, Logger: n.log,
+			Prefix: n.topics.Prefix(),
 		}
-		if n.cfg.TLSCert != "" {
+		if n.cfg.TLSCert != "" { // device tokens never travel in clear unless a plain listener is asked for
+			bcfg.Addr = n.cfg.MQTTPlainAddr
 			bcfg.TLSAddr, bcfg.TLSCertFile, bcfg.TLSKeyFile = tlsMQTTAddr(n.cfg.MQTTAddr, n.cfg.MQTTSAddr), n.cfg.TLSCert, n.cfg.TLSKey
+			bcfg.TLSClientCAFile = n.cfg.TLSClientCA
 		}
 		b, err := broker.New(bcfg)
 		if err != nil {
@@ -78,11 +79,11 @@ func (n *Node) startMQTT() error {
 		return nil
 	}
 	svc, err := protocol.Start(protocol.Config{
-		Transport: transport, DB: n.db, Reader: n.Reader(), Topics: wire.Default(),
-		Apply: n.applyOrForward, Logger: n.log, Registerer: n.registry,
+		Transport: transport, DB: n.db, Reader: n.Reader(), Topics: n.topics,
+		Apply: n.applyOrForward, Logger: n.log, Registerer: n.registry, Keys: n.keys, DesiredTTL: n.cfg.DesiredTTL,
 		OnDeviceRemoved: func(id string) {
-			if n.broker != nil {
-				n.broker.Revoke(id)
+			if n.broker != nil { // its sessions and retained topics go with it
+				n.broker.Forget(broker.Principal{Kind: broker.Device, ID: id}, false)
 			}
 		},
 	})
@@ -91,11 +92,17 @@ func (n *Node) startMQTT() error {
 	}
 	n.proto = svc
 	n.transport = transport
-	if err := protocol.SubscribeProfiles(transport, wire.Default(), n.drift.Enqueue); err != nil {
+	if err := protocol.SubscribeProfiles(transport, n.topics, n.drift.Enqueue); err != nil {
 		return err
 	}
-	topics := wire.Default()
-	if err := transport.Subscribe(topics.AllDevices(wire.KindSample), func(topic string, payload []byte) {
+	// Samples are handled by whichever node hears them (a follower forwards the staging command
+	// to the leader); with an external broker they come through the shared subscription, once.
+	topics := n.topics
+	subscribe := transport.Subscribe
+	if sh, ok := transport.(protocol.SharedSubscriber); ok {
+		subscribe = sh.SubscribeShared
+	}
+	if err := subscribe(topics.AllDevices(wire.KindSample), func(topic string, payload []byte) {
 		if kind, id, _, err := topics.Parse(topic); err == nil && kind == wire.KindSample {
 			n.samples.Handle(topic, id, payload)
 		}
@@ -134,8 +141,20 @@ func (n *Node) MQTTAddr() string {
 	return n.broker.Addr()
 }
 
-// MQTTURL is the URL agents on this host use to reach the embedded broker.
+// MQTTSAddr is the embedded broker's TLS listener address ("" when there is none).
+func (n *Node) MQTTSAddr() string {
+	if n.broker == nil {
+		return ""
+	}
+	return n.broker.TLSAddr()
+}
+
+// MQTTURL is the URL agents on this host use to reach the embedded broker: ssl:// when it
+// serves TLS, else tcp://.
 func (n *Node) MQTTURL() string {
+	if a := n.MQTTSAddr(); a != "" {
+		return "ssl://" + advertise(a, n.cfg.RaftAddr)
+	}
 	if a := n.MQTTAddr(); a != "" {
 		return "tcp://" + advertise(a, n.cfg.RaftAddr)
 	}
@@ -149,11 +168,8 @@ func (n *Node) applyOrForward(ctx context.Context, env command.Envelope) error {
 		_, err := n.store.Apply(ctx, env)
 		return err
 	}
-	path := "/api/v1/devices/telemetry"
 	switch env.Type {
-	case command.TypeDeviceTelemetry:
-	case command.TypeSampleStage:
-		path = "/api/v1/devices/samples"
+	case command.TypeDeviceTelemetry, command.TypeSampleStage:
 	default:
 		return fmt.Errorf("node: only telemetry and samples are forwarded, not command type %d", env.Type)
 	}
@@ -165,30 +181,37 @@ func (n *Node) applyOrForward(ctx context.Context, env command.Envelope) error {
 	if err != nil {
 		return err
 	}
-	scheme := "http"
-	if n.cfg.TLSCert != "" {
-		scheme = "https"
+	if env.Type == command.TypeSampleStage {
+		if err := n.peers.PostJSON(ctx, n.peers.URL(addr, "/api/v1/devices/samples"), tok, json.RawMessage(env.Payload), nil); err != nil {
+			return fmt.Errorf("node: leader refused the sample: %w", err)
+		}
+		return nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, scheme+"://"+addr+path, bytes.NewReader(env.Payload))
+	parts, dropped, err := splitTelemetry(env.Payload, n.forwardLimit())
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+tok)
-	cl := &http.Client{Timeout: 10 * time.Second}
-	res, err := cl.Do(req)
-	if err != nil {
-		return err
+	if len(dropped) > 0 {
+		n.log.Warn("telemetry too large to forward to the leader, left out", "devices", dropped, "limit", n.forwardLimit())
 	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
-		return fmt.Errorf("node: leader refused %s: %s: %s", path, res.Status, strings.TrimSpace(string(b)))
+	for _, p := range parts {
+		if err := n.forwardTelemetry(ctx, addr, tok, p); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// NodeTokenFile holds the admin token a joined node created for itself (node-to-node calls).
+// forwardTelemetry posts one telemetry payload to the leader's API at addr.
+func (n *Node) forwardTelemetry(ctx context.Context, addr, tok string, payload []byte) error {
+	if err := n.peers.PostJSON(ctx, n.peers.URL(addr, "/api/v1/devices/telemetry"), tok, json.RawMessage(payload), nil); err != nil {
+		return fmt.Errorf("node: leader refused telemetry: %w", err)
+	}
+	return nil
+}
+
+// NodeTokenFile holds the admin token the leader gave this node when it joined (node-to-node
+// calls).
 const NodeTokenFile = "node.token"
 
 // nodeToken returns the token this node authenticates to other nodes with.
@@ -205,32 +228,26 @@ func (n *Node) nodeToken() (string, error) {
 	return "", errors.New("node: no node token: neither node.token nor admin.token in the data dir")
 }
 
-// createNodeToken asks the cluster (with the join token) for an admin token of this node's own
-// and keeps it in DATA/node.token (0600).
+// createNodeToken asks the cluster (with the join token, which must then be an admin token: a
+// leader older than join tokens does not hand out node tokens) for an admin token of this
+// node's own and keeps it in DATA/node.token (0600).
 func (n *Node) createNodeToken(ctx context.Context) error {
 	path := filepath.Join(n.cfg.DataDir, NodeTokenFile)
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
-	body, _ := json.Marshal(api.TokenRequest{Name: "node-" + strings.NewReplacer(":", "-").Replace(n.cfg.NodeID), Role: state.RoleAdmin})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(n.cfg.Join, "/")+"/api/v1/tokens", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+n.cfg.JoinToken)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
-	if res.StatusCode != http.StatusCreated {
-		return fmt.Errorf("create node token: %s: %s", res.Status, strings.TrimSpace(string(b)))
-	}
+	body := api.TokenRequest{Name: "node-" + strings.NewReplacer(":", "-").Replace(n.cfg.NodeID), Role: state.RoleAdmin}
 	var out api.TokenCreated
-	if err := json.Unmarshal(b, &out); err != nil {
+	if err := n.peers.PostJSON(ctx, strings.TrimRight(n.cfg.Join, "/")+"/api/v1/tokens", n.cfg.JoinToken, body, &out); err != nil {
+		return fmt.Errorf("create node token: %w", err)
+	}
+	return writeSecret(path, out.Token)
+}
+
+// writeSecret writes a token to path (0600), replacing it atomically.
+func writeSecret(path, secret string) error {
+	if err := os.WriteFile(path+".tmp", []byte(secret+"\n"), 0o600); err != nil {
 		return err
 	}
-	return os.WriteFile(path, []byte(out.Token+"\n"), 0o600)
+	return os.Rename(path+".tmp", path)
 }

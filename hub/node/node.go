@@ -4,17 +4,14 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
-	_ "net/http/pprof" // served only with DRIFTLINE_PPROF set
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,9 +25,11 @@ import (
 
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/broker"
+	"github.com/driftline/driftline/hub/cluster"
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/dashboard"
 	"github.com/driftline/driftline/hub/drift"
+	"github.com/driftline/driftline/hub/keys"
 	"github.com/driftline/driftline/hub/protocol"
 	"github.com/driftline/driftline/hub/rollout"
 	"github.com/driftline/driftline/hub/samples"
@@ -56,6 +55,9 @@ type Config struct {
 	AdvertiseHTTP string
 	// RaftAddr is where Raft listens and what it advertises ("127.0.0.1:7000").
 	RaftAddr string
+	// AdvertiseRaft, when set, is the Raft address peers dial instead of RaftAddr (a NAT or a
+	// proxy in front of the node: the fault-injection harness puts one on every node).
+	AdvertiseRaft string
 	// MQTTAddr is the embedded broker's listener; empty disables it.
 	MQTTAddr string
 	// MQTTSAddr is the embedded broker's TLS listener when TLSCert is set; default: port 8883
@@ -70,18 +72,48 @@ type Config struct {
 	Join string
 	// JoinToken is an admin token of the cluster being joined.
 	JoinToken string
-	// TLSCert and TLSKey enable HTTPS (and MQTTS on the embedded broker).
+	// TLSCert and TLSKey enable HTTPS and MQTTS on the embedded broker; the broker's plain
+	// listener is then off unless MQTTPlainAddr asks for it, and agents are told ssl:// URLs.
 	TLSCert, TLSKey string
+	// TLSCA is the cluster CA (PEM): with it, Raft runs over mutual TLS and node-to-node HTTP
+	// presents and checks certificates; TLSCert must be signed by it. Without it Raft is plain,
+	// unauthenticated TCP (docs/security.md).
+	TLSCA string
+	// TLSClientCA, when set, makes the MQTTS listener require a device certificate signed by
+	// it, besides the device token.
+	TLSClientCA string
+	// MQTTPlainAddr is a plain MQTT listener kept beside MQTTS when TLSCert is set ("": none).
+	MQTTPlainAddr string
 	// SigningKey is the ed25519 key file; default DataDir/signing.key, generated when absent.
+	// The cluster's first leader makes it the first online key of the root of trust; other
+	// nodes sign with the online keys the replicated state holds.
 	SigningKey string
+	// RootKey is the root-of-trust key file; default DataDir/root.key. The first leader
+	// generates it there; it signs only key rotations and can be moved offline (docs/security.md).
+	RootKey string
+	// DesiredTTL is how long a signed desired state is valid (protocol.DefaultDesiredTTL when 0).
+	DesiredTTL time.Duration
 	// FourEyes refuses an approval by the identity that registered the version.
 	FourEyes bool
-	// MaxUploadBytes bounds one upload; 0 means the API default.
+	// MaxUploadBytes bounds one upload; 0 means api.DefaultMaxUploadBytes (4 GiB).
 	MaxUploadBytes int64
+	// TopicPrefix is the MQTT topic prefix of the protocol; empty means wire.DefaultPrefix. The
+	// broker's access rules, the protocol service and fleet drift use it, and GET /api/v1/cluster
+	// tells it to `device add --agent-config`, which writes it into the agent's config.
+	TopicPrefix string
+	// DiskReserve is the free space the data dir's file system must keep: below it the node
+	// stops (Failed) before a write can fail; 0 means DefaultDiskReserve, negative disables.
+	DiskReserve int64
+	// DiskCheckInterval is how often free space is checked; 0 means DefaultDiskCheckInterval.
+	DiskCheckInterval time.Duration
 	// SampleSettle is how long devices' samples of drifted windows wait for others before they
 	// become a candidate dataset version (0: hub/samples' default, 30 s).
 	SampleSettle time.Duration
 	Logger       *slog.Logger
+	// httpLimits are the API server's timeouts; zero means defaultHTTPLimits (tests shorten them).
+	httpLimits httpLimits
+	// forwardLimit overrides the largest telemetry body forwarded to the leader (tests).
+	forwardLimit int
 }
 
 // Node is a running hub node.
@@ -95,8 +127,13 @@ type Node struct {
 	http     *http.Server
 	httpLn   net.Listener
 	key      ed25519.PrivateKey
+	keys     *keys.Source
+	rootMu   sync.Mutex
+	rootKey  ed25519.PrivateKey // nil when this node does not hold the root key
 	registry *prometheus.Registry
 	broker   *broker.Broker
+	// peers is how this node calls the others' APIs.
+	peers    *cluster.Client
 	paho     *protocol.PahoTransport
 	proto    *protocol.Service
 	rollouts *rollout.Controller
@@ -105,14 +142,23 @@ type Node struct {
 	samples  *samples.Collector
 	// transport is the MQTT connection the protocol service uses (nil without MQTT).
 	transport protocol.Transport
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	closeMu   sync.Mutex
-	closed    bool
+	// topics are the protocol's topics under Config.TopicPrefix.
+	topics   wire.Topics
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	closeMu  sync.Mutex
+	closed   bool
+	failOnce sync.Once
+	failed   chan struct{}
+	failErr  error
 }
 
 // AdminTokenFile is the file under the data dir where the first start writes the admin token.
 const AdminTokenFile = "admin.token"
+
+// RootKeyFile is the file under the data dir where the cluster's first leader writes the root
+// key (mode 0600).
+const RootKeyFile = "root.key"
 
 // Start opens the node's state and starts serving. It returns once the HTTP API listens; leader
 // chores run in the background.
@@ -126,7 +172,19 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, registry: prometheus.NewRegistry()}
+	if cfg.TopicPrefix == "" {
+		cfg.TopicPrefix = wire.DefaultPrefix
+	}
+	topics, err := wire.NewTopics(cfg.TopicPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("node: topic prefix: %w", err)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, registry: prometheus.NewRegistry(), topics: topics, failed: make(chan struct{})}
+	if reserve := n.diskReserve(); reserve > 0 {
+		if free, err := freeBytes(cfg.DataDir); err == nil && free < reserve {
+			return nil, fmt.Errorf("%w: %s has %d MiB free, below the %d MiB reserve: free space first", ErrDiskFull, cfg.DataDir, free>>20, reserve>>20)
+		}
+	}
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ok := false
 	defer func() {
@@ -134,13 +192,18 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			n.Close()
 		}
 	}()
-	var err error
 	keyPath := cfg.SigningKey
 	if keyPath == "" {
 		keyPath = filepath.Join(cfg.DataDir, "signing.key")
 	}
 	if n.key, err = artifact.LoadOrGenerateKey(keyPath); err != nil {
 		return nil, fmt.Errorf("node: signing key: %w", err)
+	}
+	if cfg.RootKey == "" {
+		cfg.RootKey = filepath.Join(cfg.DataDir, RootKeyFile)
+	}
+	if n.rootKey, err = artifact.LoadKey(cfg.RootKey); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("node: root key: %w", err)
 	}
 	if n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("node: listen http %s: %w", cfg.HTTPAddr, err)
@@ -161,12 +224,21 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.NodeID = "hub-" + strings.NewReplacer(":", "-", ".", "-").Replace(cfg.RaftAddr)
 	}
 	n.cfg = cfg
+	n.keys = &keys.Source{R: n.Reader()}
+	ctls, layer, err := clusterTLS(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n.peers = cluster.NewClient(ctls, cfg.TLSCert != "")
 	n.store, err = store.Open(store.Config{
-		DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID,
-		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertise(cfg.RaftAddr), HTTPAddr: advHTTP,
+		DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID, StreamLayer: layer,
+		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertiseOf(cfg), HTTPAddr: advHTTP,
 		Bootstrap: cfg.Join == "", Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
 	})
 	if err != nil {
+		if layer != nil {
+			layer.Close()
+		}
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.rollouts = rollout.New(rollout.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
@@ -177,7 +249,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		// With an external broker every node hears every device: the leader stages alone.
 		LeaderOnly: len(cfg.Brokers) > 0})
 	n.drift, err = drift.New(drift.Config{
-		Registry: n.Reader(), Topics: wire.Default(), Logger: cfg.Logger, Registerer: n.registry,
+		Registry: n.Reader(), Topics: n.topics, Logger: cfg.Logger, Registerer: n.registry,
 		Publish: func(topic string, payload []byte) error {
 			if n.transport == nil {
 				return nil
@@ -193,26 +265,35 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := n.startMQTT(); err != nil {
 		return nil, fmt.Errorf("node: mqtt: %w", err)
 	}
+	spool, err := prepareSpool(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	n.api = api.New(api.Config{
-		Store: storeAdapter{n.store}, Reader: state.Reader{DB: n.db}, SigningKey: n.key, FourEyes: cfg.FourEyes,
+		Store: storeAdapter{n.store}, Reader: state.Reader{DB: n.db}, Keys: n.keys, RootKey: n.currentRootKey, FourEyes: cfg.FourEyes,
 		MaxUploadBytes: cfg.MaxUploadBytes, Logger: cfg.Logger, Registerer: n.registry, Gatherer: n.registry,
-		Samples: NewSampleProcessor(), ProfileJSON: ProfileJSON,
+		Samples: NewSampleProcessor(spool), ProfileJSON: ProfileJSON, SpoolDir: spool,
 		Extra: func(e *echo.Echo, s *api.Server) {
 			drift.Register(e.Group("/api/v1"), n.drift, s.ReadMiddleware()...)
 			dashboard.Register(e)
 			if os.Getenv("DRIFTLINE_PPROF") != "" { // profiling for operators, off by default
-				e.GET("/debug/pprof/*", echo.WrapHandler(http.DefaultServeMux))
+				registerPprof(e, s.AdminMiddleware()...)
 			}
 		},
 		OnRolloutChanged: func(string) { n.rollouts.Wake() },
-		AdvertiseMQTT:    n.advertisedMQTT(),
+		PeerScheme:       n.peers.Scheme, PeerTransport: n.peers.Transport,
+		AdvertiseMQTT: n.advertisedMQTT(),
+		TopicPrefix:   cfg.TopicPrefix,
 		OnDesiredChanged: func(id string) {
 			if n.proto != nil {
 				n.proto.DesiredChanged(id)
 			}
 		},
 	})
-	n.http = &http.Server{Handler: n.api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	n.http = newHTTPServer(n.api.Handler(), cfg.httpLimits, n.registry)
+	if ctls != nil {
+		n.http.TLSConfig = ctls.APIServerConfig()
+	}
 	go func() {
 		var err error
 		if cfg.TLSCert != "" {
@@ -231,7 +312,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
-	n.wg.Add(4)
+	n.wg.Add(5)
+	go func() { defer n.wg.Done(); n.watchCredentials(bg) }()
 	go func() { defer n.wg.Done(); n.drift.Run(bg) }()
 	go func() { defer n.wg.Done(); n.rollouts.Run(bg) }()
 	go func() { defer n.wg.Done(); n.leaderChores(bg) }()
@@ -240,8 +322,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.samples.Run(bg) }()
 	go func() { defer n.wg.Done(); kv.RunGC(bg, n.db, 5*time.Minute, n.log) }()
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go func() { defer n.wg.Done(); kv.RunGC(bg, n.logDB, 5*time.Minute, n.log) }()
+	go func() { defer n.wg.Done(); n.watchDisk(bg) }()
 	n.log.Info("hub node started", "id", cfg.NodeID, "http", n.httpLn.Addr().String(), "raft", cfg.RaftAddr, "data", cfg.DataDir)
 	ok = true
 	return n, nil
@@ -261,6 +344,14 @@ func advertise(listen, raft string) string {
 		host = rh
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// raftAdvertiseOf is Config.AdvertiseRaft, else raftAdvertise(RaftAddr).
+func raftAdvertiseOf(cfg Config) string {
+	if cfg.AdvertiseRaft != "" {
+		return cfg.AdvertiseRaft
+	}
+	return raftAdvertise(cfg.RaftAddr)
 }
 
 // raftAdvertise is the Raft address to advertise: the configured one when it names a host and a
@@ -339,33 +430,37 @@ func (n *Node) Close() error {
 	return errors.Join(errs...)
 }
 
-// leaderChores runs while the node lives: whenever it is the leader it makes sure its signing key
-// is registered and, on a cluster that has no token yet, creates the admin token.
+// leaderChores runs while the node lives: whenever it is the leader it makes sure the cluster
+// has a root of trust and, on a cluster that has no token yet, creates the admin token.
 func (n *Node) leaderChores(ctx context.Context) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	keyDone, tokenDone := false, false
+	lastSweep := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		if n.store.IsLeader() && time.Since(lastSweep) >= chunkSweepInterval {
+			lastSweep = time.Now()
+			if _, err := n.sweepChunks(ctx, chunkSweepGrace); err != nil {
+				n.log.Warn("sweep chunks of aborted uploads", "err", err)
+			}
+		}
 		if keyDone && tokenDone {
 			t.Reset(5 * time.Second)
-			keyDone = false // re-check after a leader change: SigningKeyAdd is idempotent
+			keyDone = false // re-check after a leader change
 		}
 		if !n.store.IsLeader() {
 			continue
 		}
 		if !keyDone {
-			pub := n.key.Public().(ed25519.PublicKey)
-			env, _ := command.New(command.TypeSigningKeyAdd, "", 0, "hub:"+n.cfg.NodeID,
-				state.SigningKeyAdd{KeyID: artifact.KeyID(pub), PublicKey: artifact.PublicKeyBase64(pub)})
-			if _, err := n.store.Apply(ctx, env); err == nil {
+			if err := n.ensureTrust(ctx); err == nil {
 				keyDone = true
 			} else {
-				n.log.Warn("register signing key", "err", err)
+				n.log.Warn("create the root of trust", "err", err)
 			}
 		}
 		if !tokenDone {
@@ -376,6 +471,45 @@ func (n *Node) leaderChores(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// ensureTrust creates the cluster's root of trust when it has none: a root key (written to
+// RootKey, 0600) certifying this node's signing key as the first online key. Using the existing
+// signing key keeps agents enrolled with it (trusted_keys) working.
+func (n *Node) ensureTrust(ctx context.Context) error {
+	if err := n.store.Barrier(ctx); err != nil {
+		return err
+	}
+	if _, err := n.Reader().Trust(); !errors.Is(err, state.ErrNotFound) {
+		return err
+	}
+	rootKey, err := artifact.LoadOrGenerateKey(n.cfg.RootKey)
+	if err != nil {
+		return fmt.Errorf("root key: %w", err)
+	}
+	set, err := keys.Bootstrap(rootKey, n.key, time.Now())
+	if err != nil {
+		return err
+	}
+	env, err := command.New(command.TypeTrustSet|command.IgnoreIfUnknown, "", 0, "hub:"+n.cfg.NodeID, set)
+	if err != nil {
+		return err
+	}
+	if _, err := n.store.Apply(ctx, env); err != nil {
+		return err
+	}
+	n.rootMu.Lock()
+	n.rootKey = rootKey
+	n.rootMu.Unlock()
+	n.log.Info("created the cluster's root of trust", "root_key", n.cfg.RootKey, "online_key", set.Signer)
+	return nil
+}
+
+// currentRootKey returns the root key if this node holds it, else nil.
+func (n *Node) currentRootKey() ed25519.PrivateKey {
+	n.rootMu.Lock()
+	defer n.rootMu.Unlock()
+	return n.rootKey
 }
 
 // ensureAdminToken creates the first admin token and writes it to DATA/admin.token (0600) when
@@ -423,7 +557,11 @@ func (n *Node) join(ctx context.Context, advHTTP string) error {
 	if err := n.postJoin(ctx, req, &resp); err != nil {
 		return fmt.Errorf("node: join %s (promote): %w", n.cfg.Join, err)
 	}
-	if err := n.createNodeToken(ctx); err != nil {
+	if resp.NodeToken != "" { // the leader made this node's token with the promotion
+		if err := writeSecret(filepath.Join(n.cfg.DataDir, NodeTokenFile), resp.NodeToken); err != nil {
+			return fmt.Errorf("node: join: %w", err)
+		}
+	} else if err := n.createNodeToken(ctx); err != nil { // a leader of an older version
 		return fmt.Errorf("node: join: %w", err)
 	}
 	n.log.Info("joined the cluster", "via", n.cfg.Join)
@@ -431,36 +569,7 @@ func (n *Node) join(ctx context.Context, advHTTP string) error {
 }
 
 func (n *Node) postJoin(ctx context.Context, req api.JoinRequest, out *api.JoinResponse) error {
-	body, _ := json.Marshal(req)
-	var last error
-	for attempt := 0; attempt < 30; attempt++ {
-		hr, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(n.cfg.Join, "/")+"/api/v1/cluster/join", bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		hr.Header.Set("Content-Type", "application/json")
-		hr.Header.Set("Authorization", "Bearer "+n.cfg.JoinToken)
-		res, err := http.DefaultClient.Do(hr)
-		if err == nil {
-			b, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return json.Unmarshal(b, out)
-			}
-			last = fmt.Errorf("%s: %s", res.Status, strings.TrimSpace(string(b)))
-			if res.StatusCode != http.StatusServiceUnavailable {
-				return last
-			}
-		} else {
-			last = err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(200*(attempt+1)) * time.Millisecond):
-		}
-	}
-	return last
+	return n.peers.PostRetry(ctx, strings.TrimRight(n.cfg.Join, "/")+"/api/v1/cluster/join", n.cfg.JoinToken, req, out)
 }
 
 // advertisedMQTT is what agents are told to connect to: --advertise-mqtt, else the embedded

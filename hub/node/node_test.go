@@ -94,6 +94,12 @@ func doReq(t *testing.T, req *http.Request, want int, out any) {
 // pushModel registers a model version from data and approves it.
 func pushModel(t *testing.T, n *Node, tok, model string, data []byte) (version int, digest string) {
 	t.Helper()
+	return pushModelWith(t, http.DefaultClient, n, tok, model, data)
+}
+
+// pushModelWith is pushModel over client cl.
+func pushModelWith(t *testing.T, cl *http.Client, n *Node, tok, model string, data []byte) (version int, digest string) {
+	t.Helper()
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
 	mw.WriteField("metadata", `{"format":"onnx"}`)
@@ -103,12 +109,23 @@ func pushModel(t *testing.T, n *Node, tok, model string, data []byte) (version i
 	req, _ := http.NewRequest(http.MethodPost, n.URL()+"/api/v1/models/"+model+"/versions", &buf)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", mw.FormDataContentType())
+	res, err := cl.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("register: %d %s", res.StatusCode, b)
+	}
 	var out struct {
 		Version int    `json:"version"`
 		Digest  string `json:"digest"`
 	}
-	doReq(t, req, http.StatusCreated, &out)
-	call(t, n, tok, http.MethodPost, fmt.Sprintf("/api/v1/models/%s/versions/%d/approve", model, out.Version), map[string]string{"comment": "ok"}, http.StatusOK, nil)
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	callWith(t, cl, n, tok, http.MethodPost, fmt.Sprintf("/api/v1/models/%s/versions/%d/approve", model, out.Version), map[string]string{"comment": "ok"}, http.StatusOK, nil)
 	return out.Version, out.Digest
 }
 
@@ -242,4 +259,53 @@ func TestDeviceProtocol(t *testing.T) {
 	// Deleting the device disconnects it.
 	call(t, n, tok, http.MethodDelete, "/api/v1/devices/d1", nil, http.StatusOK, nil)
 	waitFor(t, 10*time.Second, "revoked device disconnected", func() bool { return !c.IsConnectionOpen() })
+}
+
+// TestAdminTokenCannotPublishDesired: an admin API token logs in to the embedded broker but may
+// not publish a device's desired state or chunks (only the hub's own client may); a device
+// subscribed to them receives the hub's real desired state and nothing the admin sent.
+func TestAdminTokenCannotPublishDesired(t *testing.T) {
+	n, tok := testNode(t)
+	var dev struct {
+		Token string `json:"token"`
+	}
+	call(t, n, tok, http.MethodPost, "/api/v1/devices", map[string]any{"id": "d2"}, http.StatusCreated, &dev)
+	topics := wire.Default()
+	got := make(chan paho.Message, 16)
+	dc := paho.NewClient(paho.NewClientOptions().AddBroker(n.MQTTURL()).SetClientID("d2").SetUsername("d2").SetPassword(dev.Token))
+	if tk := dc.Connect(); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
+		t.Fatalf("device connect: %v", tk.Error())
+	}
+	defer dc.Disconnect(100)
+	for _, f := range []string{topics.Desired("d2"), topics.Chunk("d2"), topics.Status("d2") + "/fence"} {
+		if tk := dc.Subscribe(f, 0, func(_ paho.Client, m paho.Message) { got <- m }); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
+			t.Fatalf("subscribe: %v", tk.Error())
+		}
+	}
+	// A person's admin token: it connects in its own client-id namespace ("@admin:ID").
+	adminID, adminTok := createToken(t, n, tok, "person", "admin")
+	ac := paho.NewClient(paho.NewClientOptions().AddBroker(n.MQTTURL()).SetClientID("@admin:" + adminID).SetUsername("person").SetProtocolVersion(4).SetPassword(adminTok))
+	if tk := ac.Connect(); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
+		t.Fatalf("admin connect: %v", tk.Error())
+	}
+	defer ac.Disconnect(100)
+	for _, topic := range []string{topics.Desired("d2"), topics.Chunk("d2")} {
+		ac.Publish(topic, 0, false, []byte(`{"device_id":"d2","ts":1,"rev":9007199254740991,"models":[]}`)).WaitTimeout(5 * time.Second)
+	}
+	// A fence the admin may publish: the broker handles one client's packets in order, so once
+	// it arrives the two publishes before it were routed or refused.
+	if tk := ac.Publish(topics.Status("d2")+"/fence", 0, false, []byte("fence")); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
+		t.Fatalf("admin publish fence: %v", tk.Error())
+	}
+	for {
+		select {
+		case m := <-got:
+			if m.Topic() == topics.Status("d2")+"/fence" {
+				return
+			}
+			t.Fatalf("the device received %s from an admin token: %s", m.Topic(), m.Payload())
+		case <-time.After(10 * time.Second):
+			t.Fatal("the admin's fence never arrived")
+		}
+	}
 }

@@ -19,9 +19,20 @@ import (
 // when the contract sets x-driftline.drift.calibrate, calibrates in flat memory. A sample that
 // cannot give a reference (no rows, no valid row, too few valid rows to calibrate) is an error
 // wrapping api.ErrBadSample that names the first problems; a low valid share is a warning.
-func NewSampleProcessor() api.SampleProcessor { return processSample }
+// A sample that cannot seek is spooled for calibration into spoolDir ("" means the system's
+// temporary directory; the hub passes a directory inside its data dir).
+func NewSampleProcessor(spoolDir string) api.SampleProcessor {
+	return func(contractJSON []byte, sample io.Reader, format string) (api.SampleResult, error) {
+		return processSampleIn(spoolDir, contractJSON, sample, format)
+	}
+}
 
+// processSample is processSampleIn the system's temporary directory.
 func processSample(contractJSON []byte, sample io.Reader, format string) (api.SampleResult, error) {
+	return processSampleIn("", contractJSON, sample, format)
+}
+
+func processSampleIn(spoolDir string, contractJSON []byte, sample io.Reader, format string) (api.SampleResult, error) {
 	schema, err := contract.Parse(contractJSON)
 	if err != nil {
 		var ce *contract.ContractError
@@ -43,7 +54,7 @@ func processSample(contractJSON []byte, sample io.Reader, format string) (api.Sa
 	default:
 		return api.SampleResult{}, fmt.Errorf("%w: sample format %q: send csv or jsonl", api.ErrBadInput, format)
 	}
-	res, err := reference.Build(schema, sample, f, reference.Options{})
+	res, err := reference.Build(schema, sample, f, reference.Options{TempDir: spoolDir})
 	if errors.Is(err, reference.ErrBadSample) {
 		return api.SampleResult{}, fmt.Errorf("%w: %v", api.ErrBadSample, err)
 	}

@@ -58,7 +58,7 @@ func newSampleHub(t *testing.T) sampleHub {
 		t.Fatal(err)
 	}
 	srv := api.New(api.Config{Store: storeAdapter{st}, Reader: state.Reader{DB: db}, Logger: log,
-		Samples: NewSampleProcessor(), ProfileJSON: ProfileJSON})
+		Samples: NewSampleProcessor(""), ProfileJSON: ProfileJSON})
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	h := sampleHub{url: hs.URL, tok: tok}

@@ -17,11 +17,13 @@ func TestTinyArtifactChunkServed(t *testing.T) {
 	n, tok := testNode(t)
 	call(t, n, tok, http.MethodPost, "/api/v1/models", map[string]string{"name": "tiny"}, http.StatusCreated, nil)
 	data := []byte("a tiny model")
-	pushModel(t, n, tok, "tiny", data)
+	v, _ := pushModel(t, n, tok, "tiny", data)
 	var dev struct {
 		Token string `json:"token"`
 	}
 	call(t, n, tok, http.MethodPost, "/api/v1/devices", map[string]string{"id": "d1"}, http.StatusCreated, &dev)
+	// A device fetches only what it is told to run.
+	call(t, n, tok, http.MethodPut, "/api/v1/devices/d1/models/tiny", map[string]int{"version": v}, http.StatusOK, nil)
 	msgs := make(chan paho.Message, 8)
 	c := paho.NewClient(paho.NewClientOptions().AddBroker(n.MQTTURL()).SetClientID("d1").SetUsername("d1").SetPassword(dev.Token).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { msgs <- m }))

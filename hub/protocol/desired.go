@@ -7,29 +7,61 @@ import (
 	"sync"
 	"time"
 
+	"github.com/driftline/driftline/hub/keys"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/wire"
 )
 
-// devicePrefix is where the FSM keeps devices (hub/state key layout).
-const devicePrefix = "fsm/dev/"
+// devicePrefix is where the FSM keeps devices (hub/state key layout); trustPrefix its root of
+// trust.
+const (
+	devicePrefix = "fsm/dev/"
+	trustPrefix  = "fsm/trust/"
+)
+
+// DefaultDesiredTTL is how long a signed desired state is valid when Config.DesiredTTL is 0.
+// The hub signs it again once half of it has passed, so a device that hears nothing valid for
+// longer knows it is cut off (frozen) rather than idle.
+const DefaultDesiredTTL = 24 * time.Hour
+
+// KeySource gives the cluster's current online signing key (hub/keys.Source).
+type KeySource interface {
+	// Current returns the signer; keys.ErrNoTrust before the first root exists.
+	Current() (keys.Current, error)
+}
 
 // desiredPublisher keeps every device's retained desired message equal to the FSM. It watches
 // the node's database for writes under the device prefix (badger's Subscribe), so it reacts to
 // changes however they were made (API, rollout controller, a snapshot restore) and on every node.
-// It publishes a device only when its desired revision moved.
+// It publishes a device when its desired revision moved, when the root of trust changed (a
+// rotated key signs it again and carries the new root to the agent), and when half of the
+// last signature's lifetime has passed (a refresh: same rev, new issue and expiry times).
 type desiredPublisher struct {
 	s      *Service
+	ttl    time.Duration
 	mu     sync.Mutex
 	dirty  map[string]bool
 	signal chan struct{}
-	// published is the last desired rev published per device (0: cleared or never).
-	published map[string]int64
+	trust  chan struct{}
+	// published is what was last published per device (absent: cleared or never).
+	published map[string]publishedDesired
+}
+
+// publishedDesired is one device's last published desired state.
+type publishedDesired struct {
+	rev     int64
+	root    int64     // root version it was signed under
+	refresh time.Time // when to sign it again
 }
 
 func newDesiredPublisher(s *Service) *desiredPublisher {
-	return &desiredPublisher{s: s, dirty: map[string]bool{}, signal: make(chan struct{}, 1), published: map[string]int64{}}
+	ttl := s.cfg.DesiredTTL
+	if ttl <= 0 {
+		ttl = DefaultDesiredTTL
+	}
+	return &desiredPublisher{s: s, ttl: ttl, dirty: map[string]bool{}, signal: make(chan struct{}, 1),
+		trust: make(chan struct{}, 1), published: map[string]publishedDesired{}}
 }
 
 func (p *desiredPublisher) notify(id string) {
@@ -44,10 +76,17 @@ func (p *desiredPublisher) notify(id string) {
 
 func (p *desiredPublisher) run(ctx context.Context) {
 	go p.s.watchPrefix(ctx, devicePrefix, p.notify)
+	go p.s.watchPrefix(ctx, trustPrefix, func(string) {
+		select {
+		case p.trust <- struct{}{}:
+		default:
+		}
+	})
 	p.publishAll(false)
 	// A periodic pass repairs what a failed publish or a broker restart lost, for the devices
-	// that have not acted on their desired revision yet: one that has reported it holds it.
-	repair := time.NewTicker(time.Minute)
+	// that have not acted on their desired revision yet (one that has reported it holds it),
+	// and signs again the desired states whose refresh time has come.
+	repair := time.NewTicker(min(time.Minute, p.ttl/4))
 	defer repair.Stop()
 	for {
 		select {
@@ -55,6 +94,8 @@ func (p *desiredPublisher) run(ctx context.Context) {
 			return
 		case <-repair.C:
 			p.publishAll(true)
+		case <-p.trust:
+			p.publishAll(false)
 		case <-p.signal:
 			p.mu.Lock()
 			ids := make([]string, 0, len(p.dirty))
@@ -101,7 +142,7 @@ func (p *desiredPublisher) publish(id string) {
 			p.s.cfg.OnDeviceRemoved(id)
 		}
 		p.mu.Lock()
-		had := p.published[id] != 0
+		_, had := p.published[id]
 		delete(p.published, id)
 		p.mu.Unlock()
 		if had { // clear the retained message of a removed device
@@ -132,13 +173,20 @@ func (p *desiredPublisher) publishDevice(d state.Device) {
 	if d.DesiredRev == 0 {
 		return
 	}
-	p.mu.Lock()
-	same := p.published[d.ID] == d.DesiredRev
-	p.mu.Unlock()
-	if same {
+	cur, err := p.s.cfg.Keys.Current()
+	if err != nil {
+		// Before the first root exists nothing can be signed; its creation republishes all.
+		p.s.log.Debug("no signing key for desired states yet", "device", d.ID, "err", err)
 		return
 	}
-	msg, err := BuildDesired(p.s.cfg.Reader, d, time.Now().UnixMilli())
+	now := time.Now()
+	p.mu.Lock()
+	last, ok := p.published[d.ID]
+	p.mu.Unlock()
+	if ok && last.rev == d.DesiredRev && last.root == cur.RootVersion && now.Before(last.refresh) {
+		return
+	}
+	msg, err := BuildDesired(p.s.cfg.Reader, d, cur, now, p.ttl)
 	if err != nil {
 		p.s.log.Error("build desired", "device", d.ID, "err", err)
 		return
@@ -154,15 +202,23 @@ func (p *desiredPublisher) publishDevice(d state.Device) {
 	}
 	p.s.m.desired.Inc()
 	p.mu.Lock()
-	p.published[d.ID] = d.DesiredRev
+	p.published[d.ID] = publishedDesired{rev: d.DesiredRev, root: cur.RootVersion, refresh: now.Add(p.ttl / 2)}
 	p.mu.Unlock()
 }
 
-// BuildDesired renders a device's desired state as the wire message: per model the version,
-// its manifest digest and signature, and the digests of the training data's contract and
-// reference profile (from the first trained_on dataset version).
-func BuildDesired(r state.Reader, d state.Device, now int64) (wire.Desired, error) {
-	msg := wire.Desired{Header: wire.Header{DeviceID: d.ID, TS: now}, Rev: uint64(d.DesiredRev), Models: []wire.DesiredModel{}}
+// BuildDesired renders a device's desired state as the wire message and signs it with the
+// cluster's current online key for the time from now to now+ttl: per model the version, its
+// manifest digest and approval signature, and the digests of the training data's contract and
+// reference profile (from the first trained_on dataset version); and the root documents after
+// version 1, so an agent enrolled with an older root learns the current key set; and the
+// deprecated versions of its models (the revocation list).
+//
+// A version approved before approvals were bound (or whose approval key was since retired)
+// has no approval signature the agents accept: it is signed here with the current key, as TUF
+// re-signs targets metadata after a key rotation. A deprecated version is never signed again.
+func BuildDesired(r state.Reader, d state.Device, cur keys.Current, now time.Time, ttl time.Duration) (wire.Desired, error) {
+	msg := wire.Desired{Header: wire.Header{DeviceID: d.ID, TS: now.UnixMilli()}, Rev: uint64(d.DesiredRev), Models: []wire.DesiredModel{},
+		IssuedAt: now.UnixMilli(), Expires: now.Add(ttl).UnixMilli(), Roots: cur.Roots}
 	names := make([]string, 0, len(d.Desired))
 	for n := range d.Desired {
 		names = append(names, n)
@@ -174,27 +230,37 @@ func BuildDesired(r state.Reader, d state.Device, now int64) (wire.Desired, erro
 		if err != nil {
 			return msg, err
 		}
-		dm := wire.DesiredModel{
+		a, err := r.ApprovalOf(mv)
+		if err != nil {
+			return msg, err
+		}
+		sig, ok := state.ApprovalSignature(mv, cur.Online)
+		if !ok && mv.Status == state.StatusApproved {
+			sig = artifact.SignApproval(cur.Key, a)
+		}
+		// A deprecated version without a current approval goes out unsigned: a device already
+		// running it keeps it, no device starts it.
+		revoked, err := r.Revoked(name)
+		if err != nil {
+			return msg, err
+		}
+		for _, v := range revoked {
+			msg.Revoked = append(msg.Revoked, wire.VersionRef(name, v))
+		}
+		msg.Models = append(msg.Models, wire.DesiredModel{
 			Name: name, Version: mv.Version, ManifestDigest: mv.ManifestDigest, Size: mv.Size, RolloutID: want.RolloutID,
-		}
-		if mv.Output != nil {
-			dm.OutputDigest = mv.Output.Digest
-		}
-		if n := len(mv.Signatures); n > 0 {
-			dm.Signature = artifact.Signature{KeyID: mv.Signatures[n-1].KeyID, Sig: mv.Signatures[n-1].Sig}
-		}
-		if len(mv.TrainedOn) > 0 {
-			t := mv.TrainedOn[0]
-			dv, err := r.DatasetVersion(t.Dataset, t.Version)
-			if err != nil && !errors.Is(err, state.ErrNotFound) {
-				return msg, err
-			}
-			if err == nil {
-				dm.Dataset, dm.DatasetVersion = t.Dataset, t.Version
-				dm.ContractDigest, dm.ProfileDigest = dv.ContractHash, dv.ProfileDigest
-			}
-		}
-		msg.Models = append(msg.Models, dm)
+			Signature: sig, ContractDigest: a.ContractDigest, ProfileDigest: a.ProfileDigest,
+			Dataset: a.Dataset, DatasetVersion: a.DatasetVersion, OutputDigest: outputDigest(mv),
+		})
 	}
+	msg.Sign(cur.Key)
 	return msg, nil
+}
+
+// outputDigest names a model version's output reference, "" when it has none.
+func outputDigest(mv state.ModelVersion) string {
+	if mv.Output == nil {
+		return ""
+	}
+	return mv.Output.Digest
 }

@@ -1,30 +1,46 @@
 package protocol
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"io"
 	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/hub/keys"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/hub/state/statetest"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
 )
 
 // recorder is a Transport that records the topics published to.
 type recorder struct {
-	mu     sync.Mutex
-	topics []string
+	mu       sync.Mutex
+	topics   []string
+	payloads map[string][]byte // topic -> last payload
 }
 
-func (r *recorder) Publish(topic string, _ []byte, _ bool, _ byte) error {
+func (r *recorder) Publish(topic string, p []byte, _ bool, _ byte) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.topics = append(r.topics, topic)
+	if r.payloads == nil {
+		r.payloads = map[string][]byte{}
+	}
+	r.payloads[topic] = p
 	return nil
+}
+
+func (r *recorder) last(topic string) []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.payloads[topic]
 }
 
 func (r *recorder) Subscribe(string, func(string, []byte)) error { return nil }
@@ -55,8 +71,16 @@ func TestDesiredRepairPass(t *testing.T) {
 		{ID: "acked", Reported: &state.Reported{Rev: acked.DesiredRev}},
 	}})
 
+	_, online, _ := ed25519.GenerateKey(rand.Reader)
+	_, rootKey, _ := ed25519.GenerateKey(rand.Reader)
+	set, err := keys.Bootstrap(rootKey, online, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Must(t, command.TypeTrustSet, set)
+
 	tr := &recorder{}
-	s := &Service{cfg: Config{Transport: tr, Reader: st.Reader(), Topics: wire.Default()},
+	s := &Service{cfg: Config{Transport: tr, Reader: st.Reader(), Topics: wire.Default(), Keys: &keys.Source{R: st.Reader()}},
 		log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: newMetrics(prometheus.NewRegistry())}
 	p := newDesiredPublisher(s)
 	topics := wire.Default()
@@ -72,5 +96,88 @@ func TestDesiredRepairPass(t *testing.T) {
 	p.publishAll(true)
 	if got := tr.take(); len(got) != 1 || got[0] != topics.Desired("behind") {
 		t.Fatalf("repair pass published %v, want only %s", got, topics.Desired("behind"))
+	}
+}
+
+// TestDesiredSignedRefreshedRotated: a published desired state verifies against the current
+// root's online keys and expires after the TTL; once half the TTL passed the next pass signs it
+// again (same rev, later issue time); after a key rotation every device's desired state is
+// signed by the new key and carries the new root.
+func TestDesiredSignedRefreshedRotated(t *testing.T) {
+	st := statetest.New(t)
+	st.ApprovedModel(t, "m", 1)
+	st.Must(t, command.TypeDeviceCreate, state.DeviceCreate{ID: "d1", TokenHash: "h-d1"})
+	st.Must(t, command.TypeDeviceDesiredSet, state.DeviceDesiredSet{ID: "d1", Model: "m", Version: 1})
+	_, online, _ := ed25519.GenerateKey(rand.Reader)
+	_, rootKey, _ := ed25519.GenerateKey(rand.Reader)
+	set, err := keys.Bootstrap(rootKey, online, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Must(t, command.TypeTrustSet, set)
+	src := &keys.Source{R: st.Reader()}
+
+	tr := &recorder{}
+	const ttl = 200 * time.Millisecond
+	s := &Service{cfg: Config{Transport: tr, Reader: st.Reader(), Topics: wire.Default(), Keys: src, DesiredTTL: ttl},
+		log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: newMetrics(prometheus.NewRegistry())}
+	p := newDesiredPublisher(s)
+	topic := wire.Default().Desired("d1")
+	decode := func() wire.Desired {
+		t.Helper()
+		d, err := wire.DecodeDesired(tr.last(topic))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+
+	p.publishAll(false)
+	first := decode()
+	cur, _ := src.Current()
+	if err := first.Verify(cur.Online); err != nil {
+		t.Fatalf("published desired does not verify: %v", err)
+	}
+	if got := first.Expires - first.IssuedAt; got != ttl.Milliseconds() {
+		t.Fatalf("valid for %d ms, want %d", got, ttl.Milliseconds())
+	}
+	if err := cur.Online.VerifyApproval(first.Models[0].Approval(), first.Models[0].Signature); err != nil {
+		t.Fatalf("approval signature does not verify: %v", err)
+	}
+	tr.take()
+	testhelp.WaitFor(t, 5*time.Second, "a refresh", func() bool {
+		p.publishAll(false)
+		return len(tr.take()) == 1
+	})
+	if again := decode(); again.Rev != first.Rev || again.IssuedAt <= first.IssuedAt {
+		t.Fatalf("refresh: rev %d issued %d, want rev %d issued after %d", again.Rev, again.IssuedAt, first.Rev, first.IssuedAt)
+	}
+
+	roots, _ := st.Reader().TrustRoots()
+	tset, _ := st.Reader().Trust()
+	rot, err := keys.Rotate(tset, roots[len(roots)-1], rootKey, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Must(t, command.TypeTrustSet, rot)
+	p.publishAll(false)
+	after := decode()
+	if after.Signature.KeyID != rot.Signer || len(after.Roots) != 1 {
+		t.Fatalf("after rotation: signed by %s with %d roots, want %s and root v2", after.Signature.KeyID, len(after.Roots), rot.Signer)
+	}
+
+	// Deprecating m@1 puts it on the signed revocation list of every desired state naming m.
+	st.Must(t, command.TypeModelVersionDeprecate, state.ModelVersionDeprecate{Model: "m", Version: 1})
+	d, err := st.Reader().Device("d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, _ = src.Current()
+	msg, err := BuildDesired(st.Reader(), d, cur, time.Now(), ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msg.Revoked) != 1 || msg.Revoked[0] != "m@1" || msg.Verify(cur.Online) != nil {
+		t.Fatalf("after deprecation: revoked %v, verify %v", msg.Revoked, msg.Verify(cur.Online))
 	}
 }

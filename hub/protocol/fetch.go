@@ -95,7 +95,9 @@ func (b *frameBufs) next(n int) []byte {
 
 // serve answers every digest of one request: a stored chunk goes out as one frame built from the
 // zstd bytes at rest (no recompression); a manifest, contract or profile is framed from its
-// plain bytes; an unknown digest gets a not-found frame so the agent fails fast.
+// plain bytes; an unknown digest gets a not-found frame so the agent fails fast. Only objects of
+// the device's scope (scope.go) are served: anything else gets a not-found frame too, and the
+// request is counted as out_of_scope.
 func (s *Service) serve(job fetchJob, bufs *frameBufs) {
 	topic := s.cfg.Topics.Chunk(job.device)
 	send := func(kind string, frame []byte) {
@@ -105,12 +107,33 @@ func (s *Service) serve(job fetchJob, bufs *frameBufs) {
 		}
 		s.m.chunkBytes.WithLabelValues(kind).Add(float64(len(frame)))
 	}
+	scope, err := s.scopeFor(job.device)
+	if err != nil {
+		s.log.Error("device scope for fetch", "device", job.device, "err", err)
+		return
+	}
+	refused := false
+	notFound := func(sum [32]byte) {
+		if frame, err := wire.NotFoundFrame(job.req.RequestID, sum); err == nil {
+			send("not_found", frame)
+		}
+	}
+	defer func() {
+		if refused {
+			s.m.fetches.WithLabelValues("out_of_scope").Inc()
+		}
+	}()
 	for _, d := range job.req.Digests {
 		sum, err := artifact.ParseDigest(d)
 		if err != nil {
 			continue // validated already
 		}
-		z, err := s.cfg.Reader.Chunk(bufs.zst[:0], d)
+		var z []byte
+		if scope.chunk(d) {
+			z, err = s.cfg.Reader.Chunk(bufs.zst[:0], d)
+		} else {
+			err = state.ErrNotFound // not a chunk this device may fetch: perhaps an object of its scope
+		}
 		if err == nil {
 			bufs.zst = z
 			plainSize, err := storedPlainSize(z)
@@ -137,11 +160,14 @@ func (s *Service) serve(job fetchJob, bufs *frameBufs) {
 			continue
 		}
 		obj, ref, err := s.cfg.Reader.Object(d)
+		if err == nil && !scope.object(ref) {
+			refused, err = true, state.ErrNotFound
+		}
 		if err != nil {
-			frame, ferr := wire.NotFoundFrame(job.req.RequestID, sum)
-			if ferr == nil {
-				send("not_found", frame)
+			if ok, _ := s.cfg.Reader.HasChunk(d); ok {
+				refused = true // a chunk outside the scope
 			}
+			notFound(sum)
 			continue
 		}
 		frames, err := wire.DataFrames(job.req.RequestID, obj)

@@ -19,22 +19,48 @@ import (
 type PahoConfig struct {
 	// URLs are broker URLs (tcp://, ssl://), tried in order; user:password in the first URL's
 	// userinfo are the hub's credentials (the Mosquitto password file's hub user).
-	URLs     []string
+	URLs []string
+	// ClientID names the hub node's session on the broker: stable per node (the session, with its
+	// subscriptions and the QoS 1 messages queued for it, outlives disconnects), unique per node.
 	ClientID string
+	// SharedGroup is the shared-subscription group ($share/GROUP/...) of SubscribeShared; default
+	// "driftline-hub". Every node of one hub cluster uses the same group, so a device message is
+	// handled by one of them.
+	SharedGroup string
+	// CleanSession makes the broker forget the session on disconnect (tests; never in production:
+	// the device messages sent while the hub was away would be dropped).
+	CleanSession bool
 	// CAFile, when set, is the CA bundle that signs the brokers' certificates.
 	CAFile string
 	Logger *slog.Logger
 }
 
-// PahoTransport is a Transport over an external broker. Subscriptions are remembered and made
-// again on every (re)connect, since a clean session forgets them (see PITFALLS). Handlers run
-// one at a time on paho's router, in the order the broker delivered the messages.
+// PahoTransport is a Transport over an external broker, on a persistent session: the broker
+// keeps the node's subscriptions and queues QoS 1 messages for it while it is disconnected
+// (PITFALLS: a clean session drops what devices send before the hub is back). Subscriptions are
+// made again on every (re)connect anyway, since a broker that lost its state (restarted without
+// persistence, or killed before saving it) answers with no session. Handlers run one at a time
+// on paho's router, in the order the broker delivered the messages.
+//
+// A resumed session delivers what the broker queued right after the CONNACK, before the service
+// has subscribed (and so before paho has a route for it): such messages are held (up to
+// maxEarly) and handed to the handler of the first subscription that matches them, before any
+// later message, so none is acknowledged unhandled.
+//
+// Nothing here makes a broker's delivery the hub's receipt: a broker can accept a message and
+// lose it; the agents' numbered reports are acknowledged from the replicated state instead
+// (ackPublisher).
 type PahoTransport struct {
 	client paho.Client
 	log    *slog.Logger
+	group  string
 	mu     sync.Mutex
 	subs   map[string]paho.MessageHandler
+	early  []paho.Message
 }
+
+// maxEarly bounds the messages held for a subscription not made yet.
+const maxEarly = 16384
 
 // DialPaho connects to the external broker, waiting up to 30 s for the first connection.
 func DialPaho(cfg PahoConfig) (*PahoTransport, error) {
@@ -44,7 +70,16 @@ func DialPaho(cfg PahoConfig) (*PahoTransport, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	t := &PahoTransport{log: cfg.Logger, subs: map[string]paho.MessageHandler{}}
+	if cfg.SharedGroup == "" {
+		cfg.SharedGroup = "driftline-hub"
+	}
+	if strings.ContainsAny(cfg.SharedGroup, "/+#") {
+		return nil, fmt.Errorf("protocol: shared group %q: no '/', '+' or '#'", cfg.SharedGroup)
+	}
+	if cfg.ClientID == "" && !cfg.CleanSession {
+		return nil, errors.New("protocol: a persistent session needs a client id")
+	}
+	t := &PahoTransport{log: cfg.Logger, group: cfg.SharedGroup, subs: map[string]paho.MessageHandler{}}
 	opts := paho.NewClientOptions()
 	for i, raw := range cfg.URLs {
 		u, err := url.Parse(strings.TrimSpace(raw))
@@ -72,7 +107,8 @@ func DialPaho(cfg PahoConfig) (*PahoTransport, error) {
 		opts.SetTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
 	}
 	opts.SetClientID(cfg.ClientID).
-		SetCleanSession(true).
+		SetCleanSession(cfg.CleanSession).
+		SetResumeSubs(true).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
@@ -81,7 +117,7 @@ func DialPaho(cfg PahoConfig) (*PahoTransport, error) {
 		// a device sent, so one handled before an earlier one would stick. With false, paho
 		// runs each message's handler on a goroutine of its own.
 		SetOrderMatters(true).
-		SetDefaultPublishHandler(func(paho.Client, paho.Message) {}).
+		SetDefaultPublishHandler(t.unrouted).
 		SetOnConnectHandler(t.resubscribe).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { t.log.Warn("external broker connection lost", "err", err) })
 	t.client = paho.NewClient(opts)
@@ -94,6 +130,43 @@ func DialPaho(cfg PahoConfig) (*PahoTransport, error) {
 		return nil, fmt.Errorf("protocol: connect to %v: %w", cfg.URLs, err)
 	}
 	return t, nil
+}
+
+// unrouted gets the messages paho has no route for: those of a subscription the service has
+// not made yet on this connection (a resumed session), or, racing with Subscribe, one made
+// just now.
+func (t *PahoTransport) unrouted(c paho.Client, m paho.Message) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for f, h := range t.subs {
+		if filterMatches(f, m.Topic()) {
+			h(c, m)
+			return
+		}
+	}
+	if len(t.early) >= maxEarly {
+		t.log.Warn("message for no subscription dropped", "topic", m.Topic())
+		return
+	}
+	t.early = append(t.early, m)
+}
+
+// filterMatches reports whether an MQTT filter (with + and #, and a $share/GROUP/ prefix)
+// matches topic.
+func filterMatches(filter, topic string) bool {
+	if rest, ok := strings.CutPrefix(filter, "$share/"); ok {
+		_, filter, _ = strings.Cut(rest, "/")
+	}
+	f, tp := strings.Split(filter, "/"), strings.Split(topic, "/")
+	for i, level := range f {
+		if level == "#" {
+			return true
+		}
+		if i >= len(tp) || (level != "+" && level != tp[i]) {
+			return false
+		}
+	}
+	return len(f) == len(tp)
 }
 
 func (t *PahoTransport) resubscribe(c paho.Client) {
@@ -114,11 +187,29 @@ func (t *PahoTransport) Publish(topic string, payload []byte, retain bool, qos b
 	return tok.Error()
 }
 
+// SubscribeShared subscribes filter in the transport's shared-subscription group: the broker
+// hands each matching message to one subscriber of the group (one hub node), not to each.
+func (t *PahoTransport) SubscribeShared(filter string, handler func(topic string, payload []byte)) error {
+	return t.Subscribe("$share/"+t.group+"/"+filter, handler)
+}
+
 // Subscribe routes messages matching filter to handler, and checks the broker granted it.
 func (t *PahoTransport) Subscribe(filter string, handler func(topic string, payload []byte)) error {
 	h := func(_ paho.Client, m paho.Message) { handler(m.Topic(), m.Payload()) }
 	t.mu.Lock()
 	t.subs[filter] = h
+	// Held messages first, in the order they came, then the route (a message that meanwhile
+	// reaches unrouted waits for the lock and finds the handler in subs).
+	kept := t.early[:0]
+	for _, m := range t.early {
+		if filterMatches(filter, m.Topic()) {
+			h(t.client, m)
+		} else {
+			kept = append(kept, m)
+		}
+	}
+	clear(t.early[len(kept):])
+	t.early = kept
 	t.mu.Unlock()
 	tok := t.client.Subscribe(filter, 1, h)
 	if !tok.WaitTimeout(10 * time.Second) {
@@ -133,5 +224,5 @@ func (t *PahoTransport) Subscribe(filter string, handler func(topic string, payl
 	return nil
 }
 
-// Close disconnects.
+// Close disconnects; the broker keeps the session (and queues for it) until the node is back.
 func (t *PahoTransport) Close() { t.client.Disconnect(500) }

@@ -14,6 +14,7 @@ import (
 	hubbroker "github.com/driftline/driftline/hub/broker"
 	"github.com/driftline/driftline/hub/broker/mosquittotest"
 	"github.com/driftline/driftline/hub/protocol"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -91,5 +92,102 @@ func TestPahoTransportKeepsOrder(t *testing.T) {
 		if v != i {
 			t.Fatalf("message %d handled at position %d: %s", v, i, fmt.Sprint(got[max(0, i-3):min(len(got), i+4)]))
 		}
+	}
+}
+
+// TestPahoSharedSubscriptionsAndSessions: three hub nodes' transports on one Mosquitto share the
+// device-report subscription, so each message is handled by exactly one of them; and a node that
+// is away keeps its session, so what the broker queued for it while it was disconnected arrives
+// when it is back.
+func TestPahoSharedSubscriptionsAndSessions(t *testing.T) {
+	const user, pass = "driftline-hub", "hub-secret"
+	var pw, acl bytes.Buffer
+	if err := hubbroker.WriteMosquittoPasswd(&pw, []hubbroker.Cred{{User: user, Password: pass}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := hubbroker.WriteMosquittoACL(&acl, wire.DefaultPrefix, nil, nil, user); err != nil {
+		t.Fatal(err)
+	}
+	b := mosquittotest.Start(t, "the shared-subscription test", mosquittotest.Files{Passwd: pw.Bytes(), ACL: acl.Bytes()}, user, pass)
+	u, err := url.Parse(b.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(user, pass)
+	filter := wire.Default().AllDevices(wire.KindValidation)
+	var mu sync.Mutex
+	counts := map[string]map[string]int{} // node -> payload -> times
+	total := func() (n int, dup bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen := map[string]bool{}
+		for _, m := range counts {
+			for p, c := range m {
+				n += c
+				if c > 1 || seen[p] {
+					dup = true
+				}
+				seen[p] = true
+			}
+		}
+		return n, dup
+	}
+	dial := func(node string) *protocol.PahoTransport {
+		tr, err := protocol.DialPaho(protocol.PahoConfig{URLs: []string{u.String()}, ClientID: "driftline-hub-" + node})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = tr.SubscribeShared(filter, func(_ string, payload []byte) {
+			mu.Lock()
+			defer mu.Unlock()
+			if counts[node] == nil {
+				counts[node] = map[string]int{}
+			}
+			counts[node][string(payload)]++
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr
+	}
+	nodes := []*protocol.PahoTransport{dial("n1"), dial("n2"), dial("n3")}
+	defer func() {
+		for _, n := range nodes {
+			n.Close()
+		}
+	}()
+	pub := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("shared-pub").SetUsername(user).SetPassword(pass))
+	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect publisher: %v", tok.Error())
+	}
+	defer pub.Disconnect(100)
+	publish := func(from, to int) {
+		for i := from; i < to; i++ {
+			tok := pub.Publish(wire.Default().Validation(fmt.Sprintf("d%d", i%7)), 1, false, []byte(strconv.Itoa(i)))
+			if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+				t.Fatalf("publish: %v", tok.Error())
+			}
+		}
+	}
+	publish(0, 300)
+	testhelp.WaitFor(t, 20*time.Second, "300 messages handled", func() bool { n, _ := total(); return n >= 300 })
+	if n, dup := total(); n != 300 || dup {
+		t.Fatalf("%d deliveries for 300 messages (duplicates: %v)", n, dup)
+	}
+	mu.Lock()
+	if len(counts) < 2 {
+		t.Errorf("one node handled everything: %d nodes", len(counts))
+	}
+	mu.Unlock()
+
+	// All three away: the broker queues for their sessions; back, they get every message.
+	for _, n := range nodes {
+		n.Close()
+	}
+	publish(300, 400)
+	nodes = []*protocol.PahoTransport{dial("n1"), dial("n2"), dial("n3")}
+	testhelp.WaitFor(t, 20*time.Second, "the messages queued while away", func() bool { n, _ := total(); return n >= 400 })
+	if n, dup := total(); n != 400 || dup {
+		t.Fatalf("%d deliveries for 400 messages (duplicates: %v)", n, dup)
 	}
 }

@@ -35,6 +35,14 @@ type Transport interface {
 	Subscribe(filter string, handler func(topic string, payload []byte)) error
 }
 
+// SharedSubscriber is a Transport whose subscriptions can be shared among the hub's nodes
+// (MQTT shared subscriptions, $share/GROUP/FILTER): a client of an external broker that every
+// node subscribes to. The service subscribes device reports and fetch requests so, and each is
+// handled by one node instead of all of them.
+type SharedSubscriber interface {
+	SubscribeShared(filter string, handler func(topic string, payload []byte)) error
+}
+
 // PayloadCopier is a Transport whose Publish is done with the payload when it returns (it has
 // copied what it keeps), so the caller may reuse the buffer: the service then encodes chunk
 // frames into one buffer per worker instead of allocating one per frame. The embedded broker
@@ -51,6 +59,7 @@ const (
 	MetricDesiredPublished = "driftline_hub_desired_published_total"
 	MetricTelemetryBatches = "driftline_hub_telemetry_batches_total"
 	MetricDeviceMessages   = "driftline_hub_device_messages_total"
+	MetricAcksPublished    = "driftline_hub_report_acks_published_total"
 )
 
 // Config configures a Service.
@@ -69,6 +78,10 @@ type Config struct {
 	FetchWorkers, FetchQueue int
 	// PerDeviceQueued bounds one device's queued fetch requests (default 8).
 	PerDeviceQueued int
+	// Keys signs desired states (the cluster's current online key). Required.
+	Keys KeySource
+	// DesiredTTL is how long a signed desired state is valid; default DefaultDesiredTTL.
+	DesiredTTL time.Duration
 	// OnDeviceRemoved is called when the service sees a device disappear from the state (the
 	// embedded broker disconnects it). May be nil.
 	OnDeviceRemoved func(id string)
@@ -86,15 +99,18 @@ type Service struct {
 	fetchCh chan fetchJob
 	tele    *telemetry
 	desired *desiredPublisher
+	acks    *ackPublisher
 
 	queuedMu sync.Mutex
 	queued   map[string]int
+	// chunkSets caches the chunk digests of manifests, for fetch scopes.
+	chunkSets chunkSets
 }
 
 // Start subscribes to the device topics and starts the workers.
 func Start(cfg Config) (*Service, error) {
-	if cfg.Transport == nil || cfg.DB == nil || cfg.Apply == nil {
-		return nil, errors.New("protocol: transport, db and apply are required")
+	if cfg.Transport == nil || cfg.DB == nil || cfg.Apply == nil || cfg.Keys == nil {
+		return nil, errors.New("protocol: transport, db, apply and keys are required")
 	}
 	if cfg.Topics == (wire.Topics{}) {
 		cfg.Topics = wire.Default()
@@ -121,9 +137,14 @@ func Start(cfg Config) (*Service, error) {
 	}
 	s.tele = newTelemetry(s)
 	s.desired = newDesiredPublisher(s)
+	s.acks = newAckPublisher(s)
+	subscribe := cfg.Transport.Subscribe
+	if sh, ok := cfg.Transport.(SharedSubscriber); ok {
+		subscribe = sh.SubscribeShared
+	}
 	for _, k := range []wire.Kind{wire.KindStatus, wire.KindHeartbeat, wire.KindReported, wire.KindValidation, wire.KindDrift, wire.KindFetch,
 		wire.KindPredictionDrift, wire.KindPerformance} {
-		if err := cfg.Transport.Subscribe(cfg.Topics.AllDevices(k), s.handle); err != nil {
+		if err := subscribe(cfg.Topics.AllDevices(k), s.handle); err != nil {
 			cancel()
 			return nil, err
 		}
@@ -132,7 +153,8 @@ func Start(cfg Config) (*Service, error) {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.fetchWorker(ctx) }()
 	}
-	s.wg.Add(3)
+	s.wg.Add(4)
+	go func() { defer s.wg.Done(); s.acks.run(ctx) }()
 	go func() { defer s.wg.Done(); s.runRolloutPublisher(ctx) }()
 	go func() { defer s.wg.Done(); s.tele.run(ctx) }()
 	go func() { defer s.wg.Done(); s.desired.run(ctx) }()
@@ -182,6 +204,7 @@ type metrics struct {
 	desired    prometheus.Counter
 	batches    *prometheus.CounterVec
 	messages   *prometheus.CounterVec
+	acks       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -191,16 +214,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		serveSecs: prometheus.NewHistogram(prometheus.HistogramOpts{Name: MetricChunkServeSecs,
 			Help: "Time to answer one fetch request.", Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12)}),
 		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricFetchRequests,
-			Help: "Fetch requests by result (served, dropped, bad)."}, []string{"result"}),
+			Help: "Fetch requests by result (served, dropped, bad, out_of_scope)."}, []string{"result"}),
 		desired: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricDesiredPublished,
 			Help: "Retained desired-state messages published."}),
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricTelemetryBatches,
 			Help: "Telemetry batches proposed, by result."}, []string{"result"}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricDeviceMessages,
 			Help: "Device messages the hub handled, by topic kind and result."}, []string{"topic_kind", "result"}),
+		acks: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricAcksPublished,
+			Help: "Acknowledgements of numbered reports sent to agents."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.chunkBytes, m.serveSecs, m.fetches, m.desired, m.batches, m.messages)
+		reg.MustRegister(m.chunkBytes, m.serveSecs, m.fetches, m.desired, m.batches, m.messages, m.acks)
 	}
 	return m
 }

@@ -20,6 +20,10 @@ type telemetry struct {
 	pending map[string]*state.DeviceObservation
 }
 
+// maxPendingReports bounds one device's numbered reports waiting for a batch (while no leader
+// applies them); more are left unacknowledged, and the agent sends them again.
+const maxPendingReports = 4096
+
 func newTelemetry(s *Service) *telemetry {
 	return &telemetry{s: s, pending: map[string]*state.DeviceObservation{}}
 }
@@ -72,6 +76,14 @@ func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
 			err = v.MatchTopic(id)
 		}
 		apply = func(o *state.DeviceObservation) {
+			if v.Numbered() {
+				if len(o.Reports) >= maxPendingReports {
+					return // not acknowledged: the agent sends it again
+				}
+				o.Reports = append(o.Reports, state.NumberedReport{Epoch: v.Epoch, Seq: v.Seq, First: v.First,
+					Health: state.HealthSummary{Model: v.Model, Version: v.Version, Rows: v.Rows, Invalid: v.Invalid, At: v.WindowEnd}})
+				return
+			}
 			h := health(o, v.Model, v.Version, v.WindowEnd)
 			h.Rows += v.Rows
 			h.Invalid += v.Invalid
@@ -82,6 +94,14 @@ func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
 			err = d.MatchTopic(id)
 		}
 		apply = func(o *state.DeviceObservation) {
+			if d.Numbered() {
+				if len(o.Reports) >= maxPendingReports {
+					return
+				}
+				o.Reports = append(o.Reports, state.NumberedReport{Epoch: d.Epoch, Seq: d.Seq, First: d.First,
+					Health: state.HealthSummary{Model: d.Model, Version: d.Version, DatasetDrift: d.DatasetDrift == 1, DriftShare: d.DriftShare, At: d.WindowEnd}})
+				return
+			}
 			h := health(o, d.Model, d.Version, d.WindowEnd)
 			h.DatasetDrift = h.DatasetDrift || d.DatasetDrift == 1
 			h.DriftShare = max(h.DriftShare, d.DriftShare)
@@ -171,7 +191,7 @@ func mergeOutputs(old, cur *state.OutputHealth) *state.OutputHealth {
 }
 
 func toStateReported(r wire.Reported) state.Reported {
-	out := state.Reported{Rev: int64(r.Rev), AgentVersion: r.AgentVersion, Models: map[string]state.ReportedModel{}}
+	out := state.Reported{Rev: int64(r.Rev), AgentVersion: r.AgentVersion, Models: map[string]state.ReportedModel{}, DesiredStale: r.DesiredStale}
 	for name, m := range r.Models {
 		out.Models[name] = state.ReportedModel{Active: m.Active, Previous: m.Previous, Target: m.Target, State: string(m.State), LastError: m.LastError}
 	}
@@ -236,6 +256,7 @@ func (t *telemetry) flush(ctx context.Context) {
 		if cur.Health == nil {
 			cur.Health = old.Health
 		}
+		cur.Reports = append(old.Reports, cur.Reports...)
 		cur.Outputs = mergeOutputs(old.Outputs, cur.Outputs)
 		cur.LastSeen = max(cur.LastSeen, old.LastSeen)
 	}

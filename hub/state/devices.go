@@ -124,11 +124,45 @@ func deviceDelete(txn *badger.Txn, env command.Envelope, c DeviceDelete) (any, *
 	if err := txn.Delete(nameKey(pDeviceToken, d.Device.TokenHash)); err != nil {
 		return nil, nil, err
 	}
+	if err := txn.Delete(nameKey(pReportCursor, c.ID)); err != nil {
+		return nil, nil, err
+	}
 	// Close any open runs edges: the device no longer runs anything we know of.
 	if err := closeRunsEdges(txn, c.ID, "", env.Time); err != nil {
 		return nil, nil, err
 	}
 	return d.Device, &auditNote{"device.delete", DeviceNode(c.ID), ""}, nil
+}
+
+// deviceRekey replaces a device's token hash (and its reverse index) and keeps the rest.
+func deviceRekey(txn *badger.Txn, c DeviceRekey) (any, *auditNote, error) {
+	if c.TokenHash == "" {
+		return nil, nil, invalid("device needs a token hash")
+	}
+	d, err := getDevice(txn, c.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if d.Device.TokenHash == c.TokenHash { // a retried command: done already
+		return d.Device, nil, nil
+	}
+	if ok, err := exists(txn, nameKey(pDeviceToken, c.TokenHash)); err != nil || ok {
+		if err != nil {
+			return nil, nil, err
+		}
+		return nil, nil, existsErr("token hash in use")
+	}
+	if err := txn.Delete(nameKey(pDeviceToken, d.Device.TokenHash)); err != nil {
+		return nil, nil, err
+	}
+	if err := txn.Set(nameKey(pDeviceToken, c.TokenHash), []byte(c.ID)); err != nil {
+		return nil, nil, err
+	}
+	d.Device.TokenHash = c.TokenHash
+	if err := putDevice(txn, d); err != nil {
+		return nil, nil, err
+	}
+	return d.Device, &auditNote{"device.rekey", DeviceNode(c.ID), ""}, nil
 }
 
 // DesiredResult is the answer to a desired-state write: the device's new desired state.
@@ -203,15 +237,12 @@ func deviceTelemetry(txn *badger.Txn, env command.Envelope, c DeviceTelemetry) (
 			}
 		}
 		if o.Health != nil {
-			part := *o.Health
-			merged, same := part, sameWindow(d.Health, part)
-			if same {
-				merged = mergeHealth(*d.Health, part)
-			}
-			if err := attachHealth(txn, d.ID, part, merged, same, same && d.Health.DatasetDrift); err != nil {
+			if err := applyHealth(txn, &d, *o.Health); err != nil {
 				return nil, nil, err
 			}
-			d.Health = &merged
+		}
+		if err := applyNumbered(txn, &d, o.Reports); err != nil {
+			return nil, nil, err
 		}
 		if o.Outputs != nil {
 			if err := attachOutputs(txn, &d, *o.Outputs); err != nil {

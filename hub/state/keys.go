@@ -19,8 +19,10 @@ const (
 	pManifest       = "fsm/mvm/" // model/%010d -> canonical manifest bytes
 	pVersionTags    = "fsm/mvt/" // model/%010d -> the version's tags (encodeTags)
 	pChunk          = "fsm/chunk/"
+	pChunkPending   = "fsm/chunkp/" // digest -> Unix ms it was stored: no version lists it yet
 	pDevice         = "fsm/dev/"
 	pDeviceToken    = "fsm/devtok/" // token hash -> device id
+	pReportCursor   = ReportCursorPrefix
 	pToken          = "fsm/tok/"
 	pTokenHash      = "fsm/tokh/" // token hash -> token id
 	pAudit          = "fsm/audit/"
@@ -29,9 +31,16 @@ const (
 	pLineageOut     = "fsm/lo/" // from \x00 kind \x00 to -> edge
 	pLineageIn      = "fsm/li/" // to \x00 kind \x00 from -> ""
 	pSigningKey     = "fsm/key/"
+	pTrustRoot      = "fsm/trust/root/" // %020d version -> root metadata (TUF root.json)
+	kTrust          = "fsm/trust/state" // Trust: online keys and the signer
+	pRevoked        = "fsm/revoked/"    // model -> its deprecated versions (the revocation list)
 	pRequest        = "fsm/req/"
 	pObject         = "fsm/obj/" // digest -> ObjectRef of a manifest, contract or profile
 )
+
+// ReportCursorPrefix is the key prefix of the devices' report cursors (device id -> JSON
+// ReportCursor): the hub's protocol service watches it to send acknowledgements.
+const ReportCursorPrefix = "fsm/devrep/"
 
 func versionKey(prefix, name string, v int) []byte {
 	return []byte(fmt.Sprintf("%s%s/%010d", prefix, name, v))

@@ -40,9 +40,6 @@ func DeviceNode(id string) string { return "device:" + id }
 // RolloutNode names a rollout node.
 func RolloutNode(id string) string { return "rollout:" + id }
 
-// JobNode names an OpenLineage job node.
-func JobNode(namespace, name string) string { return "job:" + namespace + "/" + name }
-
 // Upstream returns, for an edge, which end is downstream and which upstream: walking "up" from a
 // node goes from the downstream end to the upstream end. Every kind points from downstream to
 // upstream except produced, where the job (From) is upstream of what it wrote (To).

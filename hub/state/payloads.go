@@ -11,6 +11,8 @@ type TokenCreate struct {
 	Name string `json:"name"`
 	Role string `json:"role"`
 	Hash string `json:"hash"`
+	// ExpiresAt is when the token stops working (Unix ms); 0 never. A join token needs one.
+	ExpiresAt int64 `json:"expires_at,omitempty"`
 }
 
 // TokenDelete revokes a token. Payload of command.TypeTokenDelete.
@@ -60,6 +62,14 @@ type ChunksPut struct {
 	Chunks []Chunk `json:"chunks"`
 }
 
+// ChunksSweep deletes every chunk stored before Before (Unix ms) that no model version has
+// listed since: what aborted uploads left. The leader proposes it periodically with Before a
+// grace period in the past, so uploads in progress keep their chunks. Payload of
+// command.TypeChunksSweep.
+type ChunksSweep struct {
+	Before int64 `json:"before"`
+}
+
 // ModelVersionCreate registers the next version of a model; every chunk must already be stored.
 // Payload of command.TypeModelVersionCreate.
 type ModelVersionCreate struct {
@@ -76,6 +86,8 @@ type ModelVersionCreate struct {
 	CodeRef        string             `json:"code_ref,omitempty"`
 	TrainedOn      []VersionRef       `json:"trained_on,omitempty"`
 	Tags           map[string]string  `json:"tags,omitempty"`
+	// TokenID is the id of the registering token (four-eyes compares ids).
+	TokenID string `json:"token_id,omitempty"`
 }
 
 // ModelVersionApprove approves a version with the leader's signature over its manifest. Payload
@@ -86,6 +98,9 @@ type ModelVersionApprove struct {
 	Comment   string    `json:"comment,omitempty"`
 	Signature Signature `json:"signature"`
 	FourEyes  bool      `json:"four_eyes"`
+	// TokenID is the id of the approving token: under four-eyes it must differ from the
+	// registering token's (names are not unique, ids are).
+	TokenID string `json:"token_id,omitempty"`
 }
 
 // ModelVersionDeprecate deprecates a version. Payload of command.TypeModelVersionDeprecate.
@@ -136,6 +151,15 @@ type DeviceDelete struct {
 	ID string `json:"id"`
 }
 
+// DeviceRekey replaces a device's token with the one whose hash is TokenHash; the old token stops
+// working in the same entry. Everything else of the device stays, its desired revision included,
+// so its agent goes on accepting the desired states that follow. Payload of
+// command.TypeDeviceRekey.
+type DeviceRekey struct {
+	ID        string `json:"id"`
+	TokenHash string `json:"token_hash"`
+}
+
 // DeviceDesiredSet sets what one device should run for one model (Version 0 clears it). Payload
 // of command.TypeDeviceDesiredSet.
 type DeviceDesiredSet struct {
@@ -154,6 +178,19 @@ type DeviceObservation struct {
 	Health   *HealthSummary `json:"health,omitempty"`
 	// Outputs are the output reports since the last command (counts are deltas).
 	Outputs *OutputHealth `json:"outputs,omitempty"`
+	// Reports are the numbered reports (wire.ReportSeq) of the interval, one each, in the order
+	// the node received them. Apply counts each one once per epoch and sequence number, however
+	// often it arrives and through whichever node, and advances the device's ReportCursor.
+	Reports []NumberedReport `json:"reports,omitempty"`
+}
+
+// NumberedReport is one report an agent numbered for the hub's acknowledgement: a validation or
+// drift report's contribution to the device's health summary.
+type NumberedReport struct {
+	Epoch  uint64        `json:"epoch"`
+	Seq    uint64        `json:"seq"`
+	First  uint64        `json:"first"`
+	Health HealthSummary `json:"health"`
 }
 
 // DeviceTelemetry is a batch of device observations: one command per interval, never one per

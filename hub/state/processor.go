@@ -81,7 +81,10 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return modelCreate(txn, env, c) })
 	case command.TypeChunksPut:
 		var c ChunksPut
-		return decodeAnd(env, &c, func() (any, *auditNote, error) { return chunksPut(txn, c) })
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return chunksPut(txn, env, c) })
+	case command.TypeChunksSweep:
+		var c ChunksSweep
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return chunksSweep(txn, c) })
 	case command.TypeModelVersionCreate:
 		var c ModelVersionCreate
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return modelVersionCreate(txn, env, c) })
@@ -106,6 +109,9 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 	case command.TypeDeviceDelete:
 		var c DeviceDelete
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return deviceDelete(txn, env, c) })
+	case command.TypeDeviceRekey:
+		var c DeviceRekey
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return deviceRekey(txn, c) })
 	case command.TypeDeviceDesiredSet:
 		var c DeviceDesiredSet
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return deviceDesiredSet(txn, env, c) })
@@ -121,6 +127,9 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 	case command.TypeRolloutTransition:
 		var c RolloutTransition
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return rolloutTransition(txn, env, c) })
+	case command.TypeTrustSet:
+		var c TrustSet
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return trustSet(txn, env, c) })
 	case command.TypeSigningKeyAdd:
 		var c SigningKeyAdd
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return signingKeyAdd(txn, env, c) })
@@ -146,7 +155,9 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 		var c WebhookAttempt
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return webhookAttempt(txn, env, c) })
 	}
-	return nil, nil, fmt.Errorf("%w: command type %d is not handled by the registry", ErrInvalid, uint16(env.Type))
+	// A type the command package knows but nothing here applies: a build mistake. The store
+	// stops the node on it rather than letting it diverge.
+	return nil, nil, fmt.Errorf("%w %d: not handled by the registry", command.ErrUnknownType, uint16(env.Type))
 }
 
 func decodeAnd(env command.Envelope, v any, f func() (any, *auditNote, error)) (any, *auditNote, error) {
@@ -182,7 +193,10 @@ func tokenCreate(txn *badger.Txn, env command.Envelope, c TokenCreate) (any, *au
 		}
 		return nil, nil, existsErr("token %s", c.ID)
 	}
-	t := Token{ID: c.ID, Name: c.Name, Role: c.Role, Hash: c.Hash, CreatedBy: env.Actor, CreatedAt: env.Time}
+	if c.Role == RoleJoin && c.ExpiresAt <= env.Time {
+		return nil, nil, invalid("a join token needs an expiry in the future")
+	}
+	t := Token{ID: c.ID, Name: c.Name, Role: c.Role, Hash: c.Hash, CreatedBy: env.Actor, CreatedAt: env.Time, ExpiresAt: c.ExpiresAt}
 	if err := putToken(txn, t); err != nil {
 		return nil, nil, err
 	}

@@ -246,6 +246,8 @@ type Principal struct {
 	// Name is the token's name (the identity recorded as actor), or the device id.
 	Name string
 	Role string
+	// ExpiresAt is when an API token stops working (Unix ms); 0 never.
+	ExpiresAt int64
 }
 
 // PrincipalByTokenHash finds the API token or device owning a token hash.
@@ -261,7 +263,7 @@ func (r Reader) PrincipalByTokenHash(hash string) (Principal, error) {
 			if err := getJSON(txn, nameKey(pToken, string(id)), &t); err != nil {
 				return err
 			}
-			p = Principal{Kind: "token", ID: t.ID, Name: t.Name, Role: t.Role}
+			p = Principal{Kind: "token", ID: t.ID, Name: t.Name, Role: t.Role, ExpiresAt: t.ExpiresAt}
 			return nil
 		}
 		item, err := txn.Get(nameKey(pDeviceToken, hash))

@@ -3,6 +3,7 @@ package state
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
@@ -109,12 +110,17 @@ type ChunkPutResult struct {
 	Present int `json:"present"`
 }
 
-func chunksPut(txn *badger.Txn, c ChunksPut) (any, *auditNote, error) {
+// chunksPut stores the chunks an upload sends ahead of its version. A chunk no version lists yet
+// is marked pending with the command's time (a present pending chunk gets the new time: another
+// upload needs it), so that ChunksSweep can delete what an aborted upload left; the version's
+// create clears the marks.
+func chunksPut(txn *badger.Txn, env command.Envelope, c ChunksPut) (any, *auditNote, error) {
 	for _, ch := range c.Chunks {
 		if !strings.HasPrefix(ch.Digest, "sha256:") || len(ch.Digest) != 71 || len(ch.Zstd) == 0 {
 			return nil, nil, invalid("chunk %q: bad digest or empty body", ch.Digest)
 		}
 	}
+	stamp := strconv.AppendInt(nil, env.Time, 10)
 	var res ChunkPutResult
 	for _, ch := range c.Chunks {
 		ok, err := exists(txn, nameKey(pChunk, ch.Digest))
@@ -123,14 +129,63 @@ func chunksPut(txn *badger.Txn, c ChunksPut) (any, *auditNote, error) {
 		}
 		if ok {
 			res.Present++
+			if pending, err := exists(txn, nameKey(pChunkPending, ch.Digest)); err != nil {
+				return nil, nil, err
+			} else if pending {
+				if err := txn.Set(nameKey(pChunkPending, ch.Digest), stamp); err != nil {
+					return nil, nil, err
+				}
+			}
 			continue
 		}
 		if err := txn.Set(nameKey(pChunk, ch.Digest), ch.Zstd); err != nil {
 			return nil, nil, err
 		}
+		if err := txn.Set(nameKey(pChunkPending, ch.Digest), stamp); err != nil {
+			return nil, nil, err
+		}
 		res.Stored++
 	}
 	return res, nil, nil
+}
+
+// ChunksSwept answers a ChunksSweep: how many chunks it deleted.
+type ChunksSwept struct {
+	Deleted int `json:"deleted"`
+}
+
+// chunksSweep deletes the pending chunks (no version lists them) stored before c.Before.
+func chunksSweep(txn *badger.Txn, c ChunksSweep) (any, *auditNote, error) {
+	var stale [][]byte
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pChunkPending)})
+	for it.Rewind(); it.Valid(); it.Next() {
+		err := it.Item().Value(func(v []byte) error {
+			at, err := strconv.ParseInt(string(v), 10, 64)
+			if err != nil || at < c.Before {
+				stale = append(stale, it.Item().KeyCopy(nil))
+			}
+			return nil
+		})
+		if err != nil {
+			it.Close()
+			return nil, nil, err
+		}
+	}
+	it.Close()
+	for _, k := range stale {
+		digest := strings.TrimPrefix(string(k), pChunkPending)
+		if err := txn.Delete(k); err != nil {
+			return nil, nil, err
+		}
+		if err := txn.Delete(nameKey(pChunk, digest)); err != nil {
+			return nil, nil, err
+		}
+	}
+	var note *auditNote
+	if len(stale) > 0 {
+		note = &auditNote{"chunks.sweep", "", strconv.Itoa(len(stale))}
+	}
+	return ChunksSwept{Deleted: len(stale)}, note, nil
 }
 
 func getModelVersion(txn *badger.Txn, model string, version int) (ModelVersion, error) {
@@ -190,7 +245,7 @@ func modelVersionCreate(txn *badger.Txn, env command.Envelope, c ModelVersionCre
 		Model: c.Model, Version: m.LatestVersion, Digest: c.Digest, Size: c.Size, Format: c.Format,
 		Filename: c.Filename, Chunks: c.Chunks, Manifest: c.Manifest, ManifestDigest: c.ManifestDigest,
 		Metrics: c.Metrics, Params: c.Params, CodeRef: c.CodeRef, TrainedOn: c.TrainedOn,
-		Status: StatusRegistered, Approvals: []Approval{}, Tags: c.Tags, CreatedBy: env.Actor, CreatedAt: env.Time,
+		Status: StatusRegistered, Approvals: []Approval{}, Tags: c.Tags, CreatedBy: env.Actor, CreatedByToken: c.TokenID, CreatedAt: env.Time,
 	}
 	if mv.TrainedOn == nil {
 		mv.TrainedOn = []VersionRef{}
@@ -226,7 +281,22 @@ func modelVersionCreate(txn *badger.Txn, env command.Envelope, c ModelVersionCre
 			return nil, nil, err
 		}
 	}
+	for _, ch := range c.Chunks { // listed by a version now: no longer the sweep's
+		if err := txn.Delete(nameKey(pChunkPending, ch.Digest)); err != nil {
+			return nil, nil, err
+		}
+	}
 	return mv, &auditNote{"model.version.create", node, c.Digest}, nil
+}
+
+// sameIdentity reports whether two acts were made by the same token: by token id when both
+// recorded one (names are not unique), else, for entries from before ids were recorded, by
+// actor name.
+func sameIdentity(tokenA, nameA, tokenB, nameB string) bool {
+	if tokenA != "" && tokenB != "" {
+		return tokenA == tokenB
+	}
+	return nameA == nameB
 }
 
 func modelVersionApprove(txn *badger.Txn, env command.Envelope, c ModelVersionApprove) (any, *auditNote, error) {
@@ -237,13 +307,13 @@ func modelVersionApprove(txn *badger.Txn, env command.Envelope, c ModelVersionAp
 	switch {
 	case mv.Status == StatusDeprecated:
 		return nil, nil, conflict("model:%s@%d is deprecated", c.Model, c.Version)
-	case c.FourEyes && env.Actor == mv.CreatedBy:
-		return nil, nil, conflict("four-eyes: %s registered model:%s@%d and cannot approve it", env.Actor, c.Model, c.Version)
+	case c.FourEyes && sameIdentity(mv.CreatedByToken, mv.CreatedBy, c.TokenID, env.Actor):
+		return nil, nil, conflict("four-eyes: the token that registered model:%s@%d (%s) cannot approve it", c.Model, c.Version, env.Actor)
 	case c.Signature.KeyID == "" || c.Signature.Sig == "":
 		return nil, nil, invalid("approval needs a signature")
 	}
 	for _, a := range mv.Approvals {
-		if a.By == env.Actor {
+		if sameIdentity(a.ByToken, a.By, c.TokenID, env.Actor) {
 			return nil, nil, conflict("%s already approved model:%s@%d", env.Actor, c.Model, c.Version)
 		}
 	}
@@ -252,7 +322,7 @@ func modelVersionApprove(txn *badger.Txn, env command.Envelope, c ModelVersionAp
 		return nil, nil, err
 	}
 	mv.Status = StatusApproved
-	mv.Approvals = append(mv.Approvals, Approval{By: env.Actor, At: env.Time, Comment: c.Comment})
+	mv.Approvals = append(mv.Approvals, Approval{By: env.Actor, ByToken: c.TokenID, At: env.Time, Comment: c.Comment})
 	replaced := false
 	for i, s := range mv.Signatures {
 		if s.KeyID == c.Signature.KeyID {
@@ -284,6 +354,9 @@ func modelVersionDeprecate(txn *badger.Txn, c ModelVersionDeprecate) (any, *audi
 	}
 	mv.Status = StatusDeprecated
 	if err := putJSON(txn, versionKey(pModelVersion, c.Model, c.Version), mv); err != nil {
+		return nil, nil, err
+	}
+	if err := addRevoked(txn, c.Model, c.Version); err != nil {
 		return nil, nil, err
 	}
 	mv.Tags = tags

@@ -439,3 +439,14 @@ func FuzzDecodeTags(f *testing.F) {
 		}
 	})
 }
+
+// TestUnhandledTypeIsUnknown: a type the processor does not apply is reported as
+// command.ErrUnknownType, which makes the store stop the node instead of skipping it.
+func TestUnhandledTypeIsUnknown(t *testing.T) {
+	h := newHarness(t)
+	for _, typ := range []command.Type{command.TypeNodeSet, command.TypeBatch, 0x0777} {
+		if _, err := h.apply(typ, "a", struct{}{}); !errors.Is(err, command.ErrUnknownType) {
+			t.Errorf("type %d: %v, want command.ErrUnknownType", typ, err)
+		}
+	}
+}

@@ -58,16 +58,25 @@ const (
 
 // Approval records who approved a model version.
 type Approval struct {
-	By      string `json:"by"`
+	By string `json:"by"`
+	// ByToken is the id of the approving token.
+	ByToken string `json:"by_token,omitempty"`
 	At      int64  `json:"at"`
 	Comment string `json:"comment,omitempty"`
 }
 
-// Signature is an ed25519 signature of a manifest by one of the hub's keys.
+// Signature is an approval signature by one of the cluster's online keys.
 type Signature struct {
 	KeyID string `json:"key_id"`
 	Sig   string `json:"sig"`
+	// Kind is SigApproval for a signature over artifact.Approval; empty for one made before
+	// approvals were bound (over the manifest bytes only), which agents no longer accept.
+	Kind string `json:"kind,omitempty"`
 }
+
+// SigApproval marks a Signature over artifact.Approval (name, version, manifest, contract,
+// profile, dataset version).
+const SigApproval = "approval/v1"
 
 // ChunkRef is one chunk of an artifact, in order.
 type ChunkRef struct {
@@ -104,7 +113,10 @@ type ModelVersion struct {
 	Signatures     []Signature        `json:"signatures,omitempty"`
 	Tags           map[string]string  `json:"tags,omitempty"`
 	CreatedBy      string             `json:"created_by"`
-	CreatedAt      int64              `json:"created_at"`
+	// CreatedByToken is the id of the token that registered the version (names are not unique;
+	// four-eyes compares ids). Empty for versions registered before it was recorded.
+	CreatedByToken string `json:"created_by_token,omitempty"`
+	CreatedAt      int64  `json:"created_at"`
 	// Output describes the version's output reference, when one was attached.
 	Output *OutputSummary `json:"output,omitempty"`
 }
@@ -124,6 +136,8 @@ type Reported struct {
 	Rev          int64                    `json:"rev"`
 	AgentVersion string                   `json:"agent_version,omitempty"`
 	Models       map[string]ReportedModel `json:"models"`
+	// DesiredStale: the agent heard no valid desired state since the last one expired.
+	DesiredStale bool `json:"desired_stale,omitempty"`
 }
 
 // DesiredModel is what a device should run for one model.
@@ -168,12 +182,14 @@ const (
 	RoleApprover  = "approver"
 	RoleViewer    = "viewer"
 	RoleDevice    = "device"
+	// RoleJoin is a join token's: it admits POST /api/v1/cluster/join only, and it expires.
+	RoleJoin = "join"
 )
 
 // ValidRole reports whether r is one of the token roles.
 func ValidRole(r string) bool {
 	switch r {
-	case RoleAdmin, RolePublisher, RoleApprover, RoleViewer, RoleDevice:
+	case RoleAdmin, RolePublisher, RoleApprover, RoleViewer, RoleDevice, RoleJoin:
 		return true
 	}
 	return false
@@ -187,6 +203,8 @@ type Token struct {
 	Hash      string `json:"-"`
 	CreatedBy string `json:"created_by,omitempty"`
 	CreatedAt int64  `json:"created_at"`
+	// ExpiresAt is when the token stops working (Unix ms); 0 never (join tokens expire).
+	ExpiresAt int64 `json:"expires_at,omitempty"`
 }
 
 // SigningKey is a public key the hub signs manifests with.

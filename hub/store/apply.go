@@ -68,6 +68,41 @@ type applier struct {
 	pos     position      // last committed position (FSM goroutine only)
 	applied atomic.Uint64 // highest raft index whose envelopes are all applied
 	batches func(n int)   // observes envelopes per raft entry; may be nil
+	// onHalt is called when the FSM must stop (see halt); nil panics, which stops the node.
+	// Tests set it to observe the halt without losing the process.
+	onHalt func(err error)
+	halted error // once set, nothing more is applied
+}
+
+// haltError is a committed command this node cannot apply without diverging from its peers: a
+// type it does not know and that is not marked command.IgnoreIfUnknown (written by a newer
+// build), or one its processor does not handle.
+type haltError struct {
+	index uint64
+	pos   uint32
+	err   error
+}
+
+func (e *haltError) Error() string {
+	return fmt.Sprintf("store: committed command at raft index %d (position %d) cannot be applied by this build: %v; "+
+		"the node stops instead of diverging from its peers: run the build that wrote it (finish the upgrade)", e.index, e.pos, e.err)
+}
+
+func (e *haltError) Unwrap() error { return e.err }
+
+// halt stops applying for good: every later batch is refused the same way. By default it panics,
+// which stops the node (as Nomad's FSM does); an operator sees the message in the log, and the
+// node replays and stops at the same entry on every start until it runs a build that knows it.
+func (a *applier) halt(err error) {
+	if a.halted == nil {
+		a.halted = err
+		a.log.Error("FSM halted", "err", err)
+	}
+	if a.onHalt != nil {
+		a.onHalt(a.halted)
+		return
+	}
+	panic(a.halted.Error())
 }
 
 // loadApplied reads the applied position from the database (at start and after Restore).
@@ -100,18 +135,41 @@ func (a *applier) loadApplied() error {
 // applyLogs applies a batch of committed entries and returns one response per entry: a result for
 // a lone envelope, a []result for a TypeBatch entry, nil for entries that carry no command or were
 // applied before a restart.
+//
+// A command this build cannot apply (haltError) stops it: what comes before it is applied, the
+// rest of the batch and everything later is not, and halt is called.
 func (a *applier) applyLogs(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
+	if a.halted != nil {
+		for i := range out {
+			out[i] = &result{err: a.halted}
+		}
+		a.halt(a.halted)
+		return out
+	}
 	var units []unit
+	var stop *haltError
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		units = a.expand(i, l, out, units)
+		units, stop = a.expand(i, l, out, units)
+		if stop != nil {
+			out[i] = &result{err: stop}
+			break
+		}
+	}
+	if len(units) > 0 && stop == nil {
+		units[len(units)-1].after.next = entryDone
 	}
 	if len(units) > 0 {
-		units[len(units)-1].after.next = entryDone
-		a.run(units)
+		if h := a.run(units); h != nil && stop == nil {
+			stop = h
+		}
+	}
+	if stop != nil {
+		a.halt(stop)
+		return out
 	}
 	if n := len(logs); n > 0 && a.applied.Load() < logs[n-1].Index {
 		a.applied.Store(logs[n-1].Index)
@@ -119,34 +177,42 @@ func (a *applier) applyLogs(logs []*raft.Log) []any {
 	return out
 }
 
-// expand decodes entry l and appends its envelopes that still need applying to units.
-func (a *applier) expand(i int, l *raft.Log, out []any, units []unit) []unit {
+// expand decodes entry l and appends its envelopes that still need applying to units. It stops
+// with a haltError at an envelope of a type this build does not know; bytes that do not decode
+// (a buggy proposer) are an error result for that envelope only.
+func (a *applier) expand(i int, l *raft.Log, out []any, units []unit) ([]unit, *haltError) {
 	env, err := command.Decode(l.Data)
 	if errors.Is(err, command.ErrSkippable) {
 		a.log.Warn("skipping command of unknown type marked ignore-if-unknown", "index", l.Index, "type", uint16(env.Type))
-		return units
+		return units, nil
+	}
+	if errors.Is(err, command.ErrUnknownType) {
+		if a.pos.covers(l.Index, 0) {
+			return units, nil
+		}
+		return units, &haltError{index: l.Index, err: err}
 	}
 	if err != nil {
 		a.log.Error("undecodable committed command", "index", l.Index, "err", err)
 		out[i] = &result{err: fmt.Errorf("%w at index %d: %w", ErrBadCommand, l.Index, err)}
-		return units
+		return units, nil
 	}
 	if env.Type != command.TypeBatch {
 		if a.pos.covers(l.Index, 0) {
-			return units
+			return units, nil
 		}
 		r := &result{}
 		out[i] = r
 		if a.batches != nil {
 			a.batches(1)
 		}
-		return append(units, unit{log: i, index: l.Index, after: position{l.Index, entryDone}, env: env, res: r})
+		return append(units, unit{log: i, index: l.Index, after: position{l.Index, entryDone}, env: env, res: r}), nil
 	}
 	var b command.Batch
 	if err := env.DecodePayload(&b); err != nil {
 		a.log.Error("undecodable batch", "index", l.Index, "err", err)
 		out[i] = &result{err: fmt.Errorf("%w at index %d: %w", ErrBadCommand, l.Index, err)}
-		return units
+		return units, nil
 	}
 	rs := make([]result, len(b.Entries))
 	out[i] = rs
@@ -167,6 +233,8 @@ func (a *applier) expand(i int, l *raft.Log, out []any, units []unit) []unit {
 		case errors.Is(err, command.ErrSkippable):
 			a.log.Warn("skipping batched command of unknown type marked ignore-if-unknown", "index", l.Index, "pos", j)
 			continue
+		case errors.Is(err, command.ErrUnknownType):
+			return units, &haltError{index: l.Index, pos: pos, err: err}
 		case err == nil && inner.Type == command.TypeBatch:
 			err = errors.New("nested batch")
 		}
@@ -177,15 +245,17 @@ func (a *applier) expand(i int, l *raft.Log, out []any, units []unit) []unit {
 		}
 		units = append(units, unit{log: i, index: l.Index, pos: pos, after: after, env: inner, res: &rs[j]})
 	}
-	return units
+	return units, nil
 }
 
 // run applies units in as few transactions as badger allows. Each transaction also writes the
 // applied position of its last unit, so a restart never applies a unit twice. When badger refuses
 // a transaction as too big the prefix that fitted is applied again in a fresh transaction and
 // committed (the processor is deterministic, so it produces the same writes and results), and the
-// rest continues in the next one. A unit too big on its own gets ErrCommandTooBig.
-func (a *applier) run(units []unit) {
+// rest continues in the next one. A unit too big on its own gets ErrCommandTooBig. A unit the
+// processor cannot apply for its type (haltError) ends the run: the units before it are
+// committed, and the haltError is returned.
+func (a *applier) run(units []unit) *haltError {
 	for len(units) > 0 {
 		n := len(units)
 		for {
@@ -193,6 +263,15 @@ func (a *applier) run(units []unit) {
 			if err == nil {
 				units = units[n:]
 				break
+			}
+			var h *haltError
+			if errors.As(err, &h) {
+				if fit > 0 {
+					if _, err := a.attempt(units[:fit]); err != nil {
+						panic(fmt.Sprintf("store: apply at index %d: %v", units[0].index, err))
+					}
+				}
+				return h
 			}
 			if !errors.Is(err, badger.ErrTxnTooBig) {
 				// The database failed under us (closed, disk error). The FSM cannot go on without
@@ -214,6 +293,7 @@ func (a *applier) run(units []unit) {
 			break
 		}
 	}
+	return nil
 }
 
 // attempt applies units in one transaction with the applied position after the last, and commits.
@@ -227,6 +307,9 @@ func (a *applier) attempt(units []unit, only ...position) (int, error) {
 		val, err := a.one(txn, u)
 		if errors.Is(err, badger.ErrTxnTooBig) {
 			return i, err
+		}
+		if errors.Is(err, command.ErrUnknownType) {
+			return i, &haltError{index: u.index, pos: u.pos, err: err}
 		}
 		*u.res = result{val: val, err: err}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/raftstore"
 	"github.com/driftline/driftline/hub/store"
 	"github.com/driftline/driftline/hub/store/storetest"
@@ -85,6 +86,18 @@ func TestGroupCommitResults(t *testing.T) {
 	for w := range writers {
 		wantValue(t, n, fmt.Sprintf("w%02d-%02d", w, each-1), fmt.Sprintf("w%02d-%02d", w, each-1))
 	}
+}
+
+// TestApplyRefusesUnknownType: the leader never proposes a command of a type its build does not
+// know (it would stop every node); the cluster keeps working.
+func TestApplyRefusesUnknownType(t *testing.T) {
+	c := storetest.MakeCluster(t, 1, kvProcessor)
+	s := c.Leader().Store
+	if _, err := s.Apply(ctxT(t), command.Envelope{Type: 0x0777}); !errors.Is(err, store.ErrBadCommand) {
+		t.Fatalf("Apply of an unknown type = %v, want ErrBadCommand", err)
+	}
+	mustPut(t, s, "after", "ok")
+	wantValue(t, c.Leader(), "after", "ok")
 }
 
 func TestFollowerApplyNotLeader(t *testing.T) {

@@ -34,6 +34,10 @@ func (s *Store) Apply(ctx context.Context, env command.Envelope) (any, error) {
 	if !s.IsLeader() {
 		return nil, ErrNotLeader
 	}
+	if !env.Type.Known() && env.Type&command.IgnoreIfUnknown == 0 {
+		// It would stop every node that applies it (applier.halt).
+		return nil, fmt.Errorf("%w: type %d is unknown to this build and not marked ignore-if-unknown", ErrBadCommand, uint16(env.Type))
+	}
 	if env.Time == 0 {
 		env.Time = start.UnixMilli()
 	}

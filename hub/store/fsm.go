@@ -15,6 +15,8 @@ type fsm struct {
 	db  *badger.DB
 	ap  *applier
 	log *slog.Logger
+	// dir is where Restore spools a snapshot while checking it ("" means the temporary dir).
+	dir string
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -34,10 +36,11 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	return &fsmSnapshot{txn: f.db.NewTransaction(false), log: f.log}, nil
 }
 
-// Restore replaces everything under FSMPrefix with the snapshot's keys.
+// Restore replaces everything under FSMPrefix with the snapshot's keys, once the whole snapshot
+// has been read and checked: a corrupt one leaves the state as it was.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	if err := restore(f.db, rc); err != nil {
+	if err := restore(f.db, rc, f.dir); err != nil {
 		f.log.Error("restore snapshot", "err", err)
 		return err
 	}

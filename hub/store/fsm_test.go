@@ -31,8 +31,15 @@ type kvOp struct {
 	Size   int    `json:"size,omitempty"`
 }
 
+// typeUnhandled is a type command knows that kvProc does not handle (as a processor of a build
+// that forgot one would).
+const typeUnhandled = command.TypeOpenLineage
+
 func (p *kvProc) Apply(txn *badger.Txn, index uint64, env command.Envelope) (any, error) {
 	p.calls++
+	if env.Type == typeUnhandled {
+		return nil, fmt.Errorf("%w %d: not handled", command.ErrUnknownType, env.Type)
+	}
 	var op kvOp
 	if err := env.DecodePayload(&op); err != nil {
 		return nil, err
@@ -129,7 +136,7 @@ func TestApplyResults(t *testing.T) {
 	in := logs(1,
 		put(t, "a", "1"),
 		batch(t, put(t, "b", "2"), enc(t, command.TypeTagSet, kvOp{K: "a", V: "x", Create: true}), []byte{9}, skippable, put(t, "c", "3")),
-		[]byte{command.Version, 0, 99, '{', '}'},
+		[]byte{command.Version, 0, 3, '{', 'x'}, // a known type, undecodable JSON: a buggy proposer
 		skippable,
 		enc(t, command.TypeNodeSet, command.NodeSet{ID: "n1", Raft: "r:1", HTTP: "h:1"}),
 		batch(t, batch(t, put(t, "z", "z"))),
@@ -160,7 +167,7 @@ func TestApplyResults(t *testing.T) {
 		t.Errorf("skippable batched entry: %+v, want empty", rs[3])
 	}
 	if r, ok := out[2].(*result); !ok || !errors.Is(r.err, ErrBadCommand) {
-		t.Errorf("unknown type: %#v, want ErrBadCommand", out[2])
+		t.Errorf("corrupt entry: %#v, want ErrBadCommand", out[2])
 	}
 	if out[3] != nil {
 		t.Errorf("skippable entry: %#v, want nil", out[3])
@@ -447,6 +454,7 @@ func FuzzApply(f *testing.F) {
 	f.Add([]byte{})
 	db := memDB(f)
 	a := newApplier(f, db, &kvProc{})
+	a.onHalt = func(error) {}
 	var index uint64
 	f.Fuzz(func(t *testing.T, b []byte) {
 		index++
@@ -454,5 +462,85 @@ func FuzzApply(f *testing.F) {
 		if len(out) != 1 {
 			t.Fatalf("%d responses for one entry", len(out))
 		}
+		a.halted = nil // an unknown type halts; the next input starts afresh
 	})
+}
+
+// TestUnknownTypeHalts: a committed command of a type this build does not know (not marked
+// ignore-if-unknown), or that the processor does not handle, stops the FSM at that command:
+// what came before it is applied, nothing after it, on this and every later batch and after a
+// restart (the replay stops at the same place). A corrupt entry stays a per-entry error.
+func TestUnknownTypeHalts(t *testing.T) {
+	unknown := []byte{command.Version, 0x01, 0x23, '{', '}'} // type 0x0123, no ignore bit
+	for _, tc := range []struct {
+		name  string
+		entry []byte
+		want  string
+	}{
+		{"unknown type", unknown, "raft index 2 (position 1)"},
+		{"unhandled type", enc(t, typeUnhandled, kvOp{K: "x", V: "y"}), "raft index 2 (position 1)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := memDB(t)
+			a := newApplier(t, db, &kvProc{})
+			var halts []error
+			a.onHalt = func(err error) { halts = append(halts, err) }
+			a.applyLogs(logs(1, put(t, "a", "1"), batch(t, put(t, "b", "2"), tc.entry, put(t, "c", "3")), put(t, "d", "4")))
+			if len(halts) != 1 || !strings.Contains(halts[0].Error(), tc.want) || !errors.Is(halts[0], command.ErrUnknownType) {
+				t.Fatalf("halts %v, want one naming %q", halts, tc.want)
+			}
+			for k, want := range map[string]bool{"a": true, "b": true, "c": false, "d": false} {
+				if _, ok := get(t, db, "fsm/t/"+k); ok != want {
+					t.Errorf("%s applied: %v, want %v", k, ok, want)
+				}
+			}
+			a.applyLogs(logs(4, put(t, "e", "5")))
+			if _, ok := get(t, db, "fsm/t/e"); ok || len(halts) != 2 {
+				t.Fatalf("applied after the halt (halts %d)", len(halts))
+			}
+			// A restart replays the entry and stops at the same command.
+			b := newApplier(t, db, &kvProc{})
+			var again []error
+			b.onHalt = func(err error) { again = append(again, err) }
+			b.applyLogs(logs(2, batch(t, put(t, "b", "2"), tc.entry, put(t, "c", "3")), put(t, "d", "4")))
+			if len(again) != 1 || !strings.Contains(again[0].Error(), tc.want) {
+				t.Fatalf("replay halts %v", again)
+			}
+			if _, ok := get(t, db, "fsm/t/c"); ok {
+				t.Fatal("the replay went past the unknown command")
+			}
+		})
+	}
+	t.Run("default panics", func(t *testing.T) {
+		a := newApplier(t, memDB(t), &kvProc{})
+		defer func() {
+			if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "cannot be applied by this build") {
+				t.Fatalf("recovered %v, want the halt message", r)
+			}
+		}()
+		a.applyLogs(logs(1, unknown))
+	})
+}
+
+// TestRestoreKeepsStateOnCorruptSnapshot: a snapshot that turns out corrupt at its end (bad
+// checksum, truncated) leaves the old state whole: it is checked before anything is dropped.
+func TestRestoreKeepsStateOnCorruptSnapshot(t *testing.T) {
+	good := snapshotOf(t, map[string]string{"fsm/a": "1", "fsm/b": "22"})
+	flip := append([]byte(nil), good...)
+	flip[len(flip)-1] ^= 1
+	for name, in := range map[string][]byte{"bad checksum": flip, "truncated": good[:len(good)-3]} {
+		t.Run(name, func(t *testing.T) {
+			dst := memDB(t)
+			if err := dst.Update(func(txn *badger.Txn) error { return txn.Set([]byte("fsm/t/old"), []byte("kept")) }); err != nil {
+				t.Fatal(err)
+			}
+			g := &fsm{db: dst, ap: newApplier(t, dst, &kvProc{}), log: quiet(), dir: t.TempDir()}
+			if err := g.Restore(io.NopCloser(bytes.NewReader(in))); !errors.Is(err, ErrCorruptSnapshot) {
+				t.Fatalf("Restore: %v, want ErrCorruptSnapshot", err)
+			}
+			if got := dump(t, dst, "fsm/"); len(got) != 1 || got["fsm/t/old"] != "kept" {
+				t.Fatalf("state after a corrupt snapshot: %v", got)
+			}
+		})
+	}
 }

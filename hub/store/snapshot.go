@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
@@ -206,16 +207,36 @@ func (sr *snapReader) value(n uint64) ([]byte, error) {
 	return v, nil
 }
 
-// restore replaces every key under FSMPrefix with the snapshot in r. It drops the old keys first,
-// then loads with a WriteBatch (which splits itself under badger's transaction limits).
-func restore(db *badger.DB, r io.Reader) error {
+// restore replaces every key under FSMPrefix with the snapshot in r. It first reads the whole
+// snapshot into a spool file in dir ("" means the system's temporary directory), checking every
+// record and the checksum; only a snapshot found whole drops the old keys, and is then loaded from
+// the spool with a WriteBatch (which splits itself under badger's transaction limits). A corrupt
+// or truncated snapshot leaves the state as it was.
+func restore(db *badger.DB, r io.Reader, dir string) error {
+	spool, err := os.CreateTemp(dir, "restore-*.snap")
+	if err != nil {
+		return fmt.Errorf("restore: spool: %w", err)
+	}
+	defer func() {
+		spool.Close()
+		os.Remove(spool.Name())
+	}()
+	bw := bufio.NewWriterSize(spool, 1<<20)
+	if err := readSnapshot(io.TeeReader(r, bw), func(k, v []byte) error { return nil }); err != nil {
+		return fmt.Errorf("restore: the old state is kept: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("restore: spool: %w", err)
+	}
+	if _, err := spool.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("restore: spool: %w", err)
+	}
 	if err := db.DropPrefix(FSMPrefix); err != nil {
 		return fmt.Errorf("restore: drop %q: %w", FSMPrefix, err)
 	}
 	wb := db.NewWriteBatch()
 	defer wb.Cancel()
-	err := readSnapshot(r, func(k, v []byte) error { return wb.Set(k, v) })
-	if err != nil {
+	if err := readSnapshot(bufio.NewReaderSize(spool, 1<<20), func(k, v []byte) error { return wb.Set(k, v) }); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	if err := wb.Flush(); err != nil {

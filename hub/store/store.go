@@ -5,10 +5,15 @@ package store
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +63,10 @@ type Config struct {
 	RaftBind string
 	// RaftAdvertise is the address peers dial; empty means the bound address.
 	RaftAdvertise string
+	// StreamLayer, when set, carries Raft instead of a plain TCP listener on RaftBind (which is
+	// then ignored): the hub passes cluster.StreamLayer, mutual TLS with the cluster CA. Without
+	// it Raft is unauthenticated: anyone who reaches RaftBind can append entries.
+	StreamLayer raft.StreamLayer
 	// HTTPAddr is this node's API address, recorded in the replicated node records so followers
 	// can forward writes to the leader.
 	HTTPAddr string
@@ -91,6 +100,7 @@ type Store struct {
 	log     *slog.Logger
 	raft    *raft.Raft
 	trans   *raft.NetworkTransport
+	guard   *guardedTransport
 	ap      *applier
 	metrics *metrics
 
@@ -110,7 +120,7 @@ const logCacheEntries = 32
 // Open starts a node. With cfg.Bootstrap and no existing raft state it bootstraps a one-node
 // cluster; a node with state rejoins its cluster from disk.
 func Open(cfg Config) (*Store, error) {
-	if cfg.DB == nil || cfg.Dir == "" || cfg.NodeID == "" || cfg.RaftBind == "" || cfg.Processor == nil {
+	if cfg.DB == nil || cfg.Dir == "" || cfg.NodeID == "" || (cfg.RaftBind == "" && cfg.StreamLayer == nil) || cfg.Processor == nil {
 		return nil, fmt.Errorf("%w: DB, Dir, NodeID, RaftBind and Processor are required", ErrConfig)
 	}
 	if cfg.Logger == nil {
@@ -145,14 +155,18 @@ func Open(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raft snapshot store: %w", err)
 	}
+	if err := checkSnapshots(filepath.Join(cfg.Dir, "snapshots"), snaps); err != nil {
+		return nil, err
+	}
 	var adv net.Addr
 	if cfg.RaftAdvertise != "" {
 		if adv, err = net.ResolveTCPAddr("tcp", cfg.RaftAdvertise); err != nil {
 			return nil, fmt.Errorf("%w: raft advertise address %q: %w", ErrConfig, cfg.RaftAdvertise, err)
 		}
 	}
-	s.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftBind, adv, 3, 10*time.Second, hlog)
-	if err != nil {
+	if cfg.StreamLayer != nil {
+		s.trans = raft.NewNetworkTransportWithLogger(cfg.StreamLayer, 3, 10*time.Second, hlog)
+	} else if s.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftBind, adv, 3, 10*time.Second, hlog); err != nil {
 		return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftBind, err)
 	}
 
@@ -170,8 +184,9 @@ func Open(cfg Config) (*Store, error) {
 	applied := s.ap.pos.index // the FSM goroutine owns pos once raft runs
 	rc.NoSnapshotRestoreOnStart = applied >= newestSnapshot(snaps)
 
-	f := &fsm{db: cfg.DB, ap: s.ap, log: log}
-	s.raft, err = raft.NewRaft(rc, f, cache, logs, snaps, s.trans)
+	f := &fsm{db: cfg.DB, ap: s.ap, log: log, dir: cfg.Dir}
+	s.guard = &guardedTransport{NetworkTransport: s.trans}
+	s.raft, err = raft.NewRaft(rc, f, cache, logs, snaps, s.guard)
 	if err != nil {
 		_ = s.trans.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
@@ -191,6 +206,41 @@ func Open(cfg Config) (*Store, error) {
 	go s.watchLeadership(notify)
 	log.Info("raft node started", "raft", s.RaftAddr(), "http", cfg.HTTPAddr, "applied", applied)
 	return s, nil
+}
+
+// checkSnapshots verifies every snapshot kept in dir before raft starts: its meta.json parses
+// and its state.bin has the CRC the meta records. hashicorp/raft skips a snapshot whose meta it
+// cannot read (an older one, or none, then looks newest) and checks a state file only when it
+// restores or sends it, so a damaged snapshot would surface later, on a follower that needs it.
+// Snapshots still being written (".tmp") are raft's to discard.
+func checkSnapshots(dir string, snaps *raft.FileSnapshotStore) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrCorruptSnapshot, dir, err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasSuffix(e.Name(), ".tmp") {
+			continue
+		}
+		meta := filepath.Join(dir, e.Name(), "meta.json")
+		b, err := os.ReadFile(meta)
+		if err == nil {
+			var m raft.SnapshotMeta
+			err = json.Unmarshal(b, &m)
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrCorruptSnapshot, meta, err)
+		}
+		_, rc, err := snaps.Open(e.Name())
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrCorruptSnapshot, filepath.Join(dir, e.Name(), "state.bin"), err)
+		}
+		_ = rc.Close()
+	}
+	return nil
 }
 
 func newestSnapshot(snaps raft.SnapshotStore) uint64 {
@@ -260,6 +310,7 @@ func (s *Store) shutdown(transfer bool) error {
 		if err := s.raft.Shutdown().Error(); err != nil {
 			s.closeErr = fmt.Errorf("raft shutdown: %w", err)
 		}
+		s.guard.closeHeartbeats()
 		if err := s.trans.Close(); err != nil && s.closeErr == nil {
 			s.closeErr = fmt.Errorf("close raft transport: %w", err)
 		}

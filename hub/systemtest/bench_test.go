@@ -41,7 +41,9 @@ func BenchmarkAPIWrites(b *testing.B) {
 							role = "leader"
 						}
 						go func() {
-							res, err := client.Get("http://" + h.http + "/debug/pprof/profile?seconds=4")
+							req, _ := http.NewRequest(http.MethodGet, "http://"+h.http+"/debug/pprof/profile?seconds=4", nil)
+							req.Header.Set("Authorization", "Bearer "+c.token) // profiles are admin-only
+							res, err := client.Do(req)
 							if err != nil {
 								return
 							}

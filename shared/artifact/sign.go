@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 )
 
@@ -45,10 +46,17 @@ func KeyID(pub ed25519.PublicKey) string {
 
 // Sign signs manifest (its canonical bytes) with priv.
 func Sign(priv ed25519.PrivateKey, manifest []byte) Signature {
-	msg := make([]byte, 0, len(signContext)+len(manifest))
-	msg = append(append(msg, signContext...), manifest...)
+	return SignStatement(priv, signContext, manifest)
+}
+
+// SignStatement signs msg under context (a constant naming what msg is, ending in a NUL byte):
+// a signature made for one context never verifies for another, so a key that signs approvals,
+// desired states and manifests cannot be tricked into one being taken for another.
+func SignStatement(priv ed25519.PrivateKey, context string, msg []byte) Signature {
+	buf := make([]byte, 0, len(context)+len(msg))
+	buf = append(append(buf, context...), msg...)
 	pub := priv.Public().(ed25519.PublicKey)
-	return Signature{KeyID: KeyID(pub), Sig: base64.StdEncoding.EncodeToString(ed25519.Sign(priv, msg))}
+	return Signature{KeyID: KeyID(pub), Sig: base64.StdEncoding.EncodeToString(ed25519.Sign(priv, buf))}
 }
 
 // KeyRing is a set of trusted public keys indexed by key id. The zero KeyRing trusts nothing.
@@ -72,6 +80,25 @@ func (r KeyRing) Len() int { return len(r.keys) }
 // It returns nil, or an error wrapping ErrUnsigned (zero sig), ErrUnknownKey (key id not
 // trusted) or ErrBadSignature (malformed or not matching).
 func (r KeyRing) Verify(manifest []byte, sig Signature) error {
+	return r.VerifyStatement(signContext, manifest, sig)
+}
+
+// Has reports whether r trusts the key with id.
+func (r KeyRing) Has(id string) bool { _, ok := r.keys[id]; return ok }
+
+// IDs returns the ids of the trusted keys, sorted.
+func (r KeyRing) IDs() []string {
+	out := make([]string, 0, len(r.keys))
+	for id := range r.keys {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// VerifyStatement checks that sig is a valid signature over msg made with SignStatement under
+// context by a key in r; errors as Verify.
+func (r KeyRing) VerifyStatement(context string, msg []byte, sig Signature) error {
 	if sig.IsZero() {
 		return ErrUnsigned
 	}
@@ -83,9 +110,9 @@ func (r KeyRing) Verify(manifest []byte, sig Signature) error {
 	if err != nil || len(raw) != ed25519.SignatureSize {
 		return fmt.Errorf("%w: key %s: signature is not %d bytes of base64", ErrBadSignature, sig.KeyID, ed25519.SignatureSize)
 	}
-	msg := make([]byte, 0, len(signContext)+len(manifest))
-	msg = append(append(msg, signContext...), manifest...)
-	if !ed25519.Verify(pub, msg, raw) {
+	buf := make([]byte, 0, len(context)+len(msg))
+	buf = append(append(buf, context...), msg...)
+	if !ed25519.Verify(pub, buf, raw) {
 		return fmt.Errorf("%w: key %s", ErrBadSignature, sig.KeyID)
 	}
 	return nil
@@ -94,16 +121,6 @@ func (r KeyRing) Verify(manifest []byte, sig Signature) error {
 // Verify checks sig over manifest against the trusted keys; see KeyRing.Verify.
 func Verify(trusted []ed25519.PublicKey, manifest []byte, sig Signature) error {
 	return NewKeyRing(trusted...).Verify(manifest, sig)
-}
-
-// EncodePublicKey returns pub as a PEM "PUBLIC KEY" block (PKIX, as openssl writes it): the
-// form GET /api/v1/keys serves and key files hold.
-func EncodePublicKey(pub ed25519.PublicKey) []byte {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil { // only for a key of the wrong length, a programming error
-		panic(fmt.Sprintf("marshal ed25519 public key: %v", err))
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 }
 
 // PublicKeyBase64 returns the 32 raw bytes of pub in standard base64: the one-line form agent
@@ -186,6 +203,10 @@ func LoadOrGenerateKey(path string) (ed25519.PrivateKey, error) {
 	}
 	return priv, nil
 }
+
+// LoadKey reads the ed25519 private key in the PKCS#8 PEM file at path, refusing a file readable
+// or writable by group or others (ErrKeyPermissions). A missing file wraps fs.ErrNotExist.
+func LoadKey(path string) (ed25519.PrivateKey, error) { return loadKey(path) }
 
 // loadKey reads a PKCS#8 PEM ed25519 private key, refusing loose permissions.
 func loadKey(path string) (ed25519.PrivateKey, error) {

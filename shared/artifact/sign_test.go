@@ -3,8 +3,11 @@ package artifact
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,7 +78,7 @@ func TestKeyID(t *testing.T) {
 
 func TestParsePublicKey(t *testing.T) {
 	k := pubOf(newKey(t))
-	pem := EncodePublicKey(k)
+	pem := encodePublicKey(k)
 	cases := []struct {
 		name string
 		in   string
@@ -112,7 +115,7 @@ func TestParsePublicKey(t *testing.T) {
 
 func FuzzParsePublicKey(f *testing.F) {
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	f.Add(EncodePublicKey(pubOf(priv)))
+	f.Add(encodePublicKey(pubOf(priv)))
 	f.Add([]byte(PublicKeyBase64(pubOf(priv))))
 	f.Add([]byte("-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----"))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -163,7 +166,7 @@ func TestLoadOrGenerateKey(t *testing.T) {
 	}{
 		{"loose mode", "", 0o644, ErrKeyPermissions},
 		{"not PEM", "hello", 0o600, ErrBadKey},
-		{"public key PEM", string(EncodePublicKey(pubOf(k1))), 0o600, ErrBadKey},
+		{"public key PEM", string(encodePublicKey(pubOf(k1))), 0o600, ErrBadKey},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
@@ -206,4 +209,14 @@ func TestLoadOrGenerateKeyConcurrent(t *testing.T) {
 			t.Fatal("concurrent callers got different keys")
 		}
 	}
+}
+
+// encodePublicKey returns pub as a PEM "PUBLIC KEY" block (PKIX, as openssl writes it), one
+// of the two forms ParsePublicKey accepts.
+func encodePublicKey(pub ed25519.PublicKey) []byte {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil { // only for a key of the wrong length, a programming error
+		panic(fmt.Sprintf("marshal ed25519 public key: %v", err))
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 }

@@ -83,9 +83,18 @@ func Options(dir string, p Profile) badger.Options {
 	return opts
 }
 
-// Open opens (creating if needed) the database in dir with the options of profile p.
+// Open opens (creating if needed) the database in dir with the options of profile p. For the
+// hub's profiles (Server, State) it first checks that the MANIFEST describes the table files
+// present and that every table's checksums hold: a damaged database is refused with an error
+// naming the file (wrapping ErrDamaged), never opened short of part of its data.
 func Open(dir string, p Profile) (*badger.DB, error) {
-	db, err := badger.Open(Options(dir, p))
+	opts := Options(dir, p)
+	if p == Server || p == State {
+		if err := checkManifest(dir, opts); err != nil {
+			return nil, err
+		}
+	}
+	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open badger %s: %w", dir, err)
 	}

@@ -12,8 +12,13 @@ import (
 )
 
 // EncodingVersion is the first byte of an encoded profile. The rest is one zstd frame holding
-// the plain encoding described in DESIGN.md.
-const EncodingVersion = 1
+// the plain encoding described in DESIGN.md. Version 2 carries a categorical column's frequent
+// items as a DataSketches frequent-items sketch; Decode still reads version 1 (Misra-Gries
+// counters), which profiles stored by the hub and sent by older agents use.
+const EncodingVersion = 2
+
+// encodingV1 is the version whose categorical columns hold Misra-Gries counters.
+const encodingV1 = 1
 
 // MaxPlainBytes bounds the decompressed size Decode accepts.
 const MaxPlainBytes = zstdx.MaxDecoded
@@ -74,33 +79,35 @@ func (p *Profile) appendPlain(b []byte) []byte {
 			for _, f := range [...]float64{m.min, m.max, m.sum, m.comp, m.wmean, m.m2} {
 				b = appendFloat(b, f)
 			}
-			q := c.quant
-			b = binary.AppendUvarint(b, uint64(q.k))
-			b = binary.LittleEndian.AppendUint64(b, q.rng)
-			b = binary.AppendUvarint(b, uint64(len(q.levels)))
-			for _, lv := range q.levels {
-				b = binary.AppendUvarint(b, uint64(len(lv)))
-				for _, f := range lv {
-					b = appendFloat(b, f)
-				}
-			}
+			b = c.quant.appendTo(b)
 		} else {
-			f := c.freq
-			b = binary.AppendUvarint(b, uint64(f.k))
-			keys := make([]string, 0, len(f.counts))
-			for k := range f.counts {
-				keys = append(keys, k)
-			}
-			slices.Sort(keys)
-			b = binary.AppendUvarint(b, uint64(len(keys)))
-			for _, k := range keys {
-				b = appendString(b, k)
-				b = binary.AppendUvarint(b, f.counts[k])
-			}
+			b = c.freq.appendTo(b)
 		}
 		b = c.distinct.appendTo(b)
 	}
 	return b
+}
+
+// appendTo appends the KLL sketch's plain encoding: k, coin state, levels.
+func (q *Quantiles) appendTo(b []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(q.k))
+	b = binary.LittleEndian.AppendUint64(b, q.rng)
+	b = binary.AppendUvarint(b, uint64(len(q.levels)))
+	for _, lv := range q.levels {
+		b = binary.AppendUvarint(b, uint64(len(lv)))
+		for _, f := range lv {
+			b = appendFloat(b, f)
+		}
+	}
+	return b
+}
+
+// appendTo appends the frequent-items sketch's plain encoding: its length, then its
+// DataSketches serialization (appendDSFrequent).
+func (f *Frequent) appendTo(b []byte) []byte {
+	ds := appendDSFrequent(nil, f.lgMapSize(), f.byValue(), f.Total(), f.MaxError())
+	b = binary.AppendUvarint(b, uint64(len(ds)))
+	return append(b, ds...)
 }
 
 func (d *Distinct) appendTo(b []byte) []byte {
@@ -146,14 +153,14 @@ func Decode(b []byte) (*Profile, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("%w: empty input", ErrCorrupt)
 	}
-	if b[0] != EncodingVersion {
+	if b[0] != EncodingVersion && b[0] != encodingV1 {
 		return nil, fmt.Errorf("%w: %d", ErrVersion, b[0])
 	}
 	plain, err := zstdx.Decode(nil, b[1:], MaxPlainBytes)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
-	r := &reader{b: plain}
+	r := &reader{b: plain, version: b[0]}
 	p, err := r.profile()
 	if err != nil {
 		return nil, fmt.Errorf("%w: at byte %d: %w", ErrCorrupt, r.off, err)
@@ -165,8 +172,9 @@ func Decode(b []byte) (*Profile, error) {
 }
 
 type reader struct {
-	b   []byte
-	off int
+	b       []byte
+	off     int
+	version byte
 }
 
 func (r *reader) left() int { return len(r.b) - r.off }
@@ -286,7 +294,12 @@ func (r *reader) column(c *ColumnProfile) error {
 			return err
 		}
 	case Categorical:
-		if c.freq, err = r.frequent(c.count); err != nil {
+		if r.version == encodingV1 {
+			c.freq, err = r.frequentV1(c.count)
+		} else {
+			c.freq, err = r.frequent(c.count)
+		}
+		if err != nil {
 			return err
 		}
 	default:
@@ -402,7 +415,9 @@ func (r *reader) quantiles(n uint64) (*Quantiles, error) {
 	return q, nil
 }
 
-func (r *reader) frequent(n uint64) (*Frequent, error) {
+// frequentV1 reads version 1's Misra-Gries counters (k, items ascending with their counts) into
+// a frequent-items sketch with the same counters, total and error bound, (n - tracked)/(k+1).
+func (r *reader) frequentV1(n uint64) (*Frequent, error) {
 	k, err := r.uvarint("frequent k")
 	if err != nil {
 		return nil, err
@@ -414,18 +429,16 @@ func (r *reader) frequent(n uint64) (*Frequent, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &Frequent{k: int(k), n: n, counts: make(map[string]uint64, cnt)}
+	items := make([]Item, 0, cnt)
 	var sum uint64
-	prev := ""
 	for i := range cnt {
 		v, err := r.str("item", MaxItemBytes)
 		if err != nil {
 			return nil, err
 		}
-		if i > 0 && strings.Compare(prev, v) >= 0 {
+		if i > 0 && strings.Compare(items[i-1].Value, v) >= 0 {
 			return nil, fmt.Errorf("items not in ascending order")
 		}
-		prev = v
 		c, err := r.uvarint("item count")
 		if err != nil {
 			return nil, err
@@ -437,9 +450,105 @@ func (r *reader) frequent(n uint64) (*Frequent, error) {
 		if sum, carry = bits.Add64(sum, c, 0); carry != 0 || sum > n {
 			return nil, fmt.Errorf("item counts exceed total %d", n)
 		}
-		f.counts[v] = c
+		items = append(items, Item{v, c})
+	}
+	lg := FrequentLgMapSize
+	for 3<<(lg-2) < cnt {
+		lg++
+	}
+	return fromParts(lg, items, n, (n-sum)/(k+1)), nil
+}
+
+// frequent reads a length-prefixed DataSketches frequent-items sketch of strings, checking
+// every field before the library sees it: its own decoder trusts its input (a map size byte
+// sizes an allocation; short input is indexed past its end). The stream length must be the
+// column's count n; items must be distinct.
+func (r *reader) frequent(n uint64) (*Frequent, error) {
+	size, err := r.count("frequent sketch length", MaxPlainBytes, 1)
+	if err != nil {
+		return nil, err
+	}
+	d := &reader{b: r.b[r.off : r.off+size]}
+	r.off += size
+	f, err := d.dsFrequent(n)
+	if err != nil {
+		return nil, fmt.Errorf("frequent sketch: at byte %d: %w", d.off, err)
+	}
+	if d.left() != 0 {
+		return nil, fmt.Errorf("frequent sketch: %d trailing bytes", d.left())
 	}
 	return f, nil
+}
+
+func (r *reader) dsFrequent(n uint64) (*Frequent, error) {
+	pre0, err := r.u64("preamble")
+	if err != nil {
+		return nil, err
+	}
+	preLongs, serVer, family := pre0&0x3F, pre0>>8&0xFF, pre0>>16&0xFF
+	lgMax, lgCur, flags := int(pre0>>24&0xFF), int(pre0>>32&0xFF), pre0>>40&0xFF
+	if pre0&0xC0 != 0 || pre0>>48 != 0 || serVer != dsSerVer || family != dsFamilyFrequency {
+		return nil, fmt.Errorf("not a frequent-items sketch of serial version %d", dsSerVer)
+	}
+	if lgMax < dsLgMinMapSize || lgMax > dsLgMaxMapSize || lgCur < dsLgMinMapSize || lgCur > lgMax {
+		return nil, fmt.Errorf("map sizes 2^%d, 2^%d out of range", lgCur, lgMax)
+	}
+	switch {
+	case preLongs == 1 && flags == dsEmptyFlags:
+		if n != 0 {
+			return nil, fmt.Errorf("empty sketch for %d values", n)
+		}
+		return newFrequent(lgMax), nil
+	case preLongs != 4 || flags != 0:
+		return nil, fmt.Errorf("bad preamble length %d or flags %#x", preLongs, flags)
+	}
+	var pre [3]uint64
+	for i := range pre {
+		if pre[i], err = r.u64("preamble"); err != nil {
+			return nil, err
+		}
+	}
+	active, weight, offset := pre[0], pre[1], pre[2]
+	if active > uint64(3<<(lgMax-2)) || active*12 > uint64(r.left()) {
+		return nil, fmt.Errorf("%d items out of range", active)
+	}
+	if weight != n || weight > math.MaxInt64 || offset > weight {
+		return nil, fmt.Errorf("stream length %d, offset %d for %d values", weight, offset, n)
+	}
+	items := make([]Item, active)
+	var sum uint64
+	for i := range items {
+		c, _ := r.u64("item count") // length checked above
+		if c == 0 || c > weight {
+			return nil, fmt.Errorf("item count %d out of range", c)
+		}
+		var carry uint64
+		if sum, carry = bits.Add64(sum, c, 0); carry != 0 || sum > weight {
+			return nil, fmt.Errorf("item counts exceed total %d", weight)
+		}
+		items[i].Count = c
+	}
+	for i := range items {
+		if r.left() < 4 {
+			return nil, fmt.Errorf("truncated at item length")
+		}
+		l := int(binary.LittleEndian.Uint32(r.b[r.off:]))
+		r.off += 4
+		if l > MaxItemBytes || l > r.left() {
+			return nil, fmt.Errorf("item length %d out of range", l)
+		}
+		items[i].Value = string(r.b[r.off : r.off+l])
+		r.off += l
+	}
+	// Encode writes items in ascending order; other DataSketches libraries write them in their
+	// hash-table order. Either is accepted, duplicates are not.
+	slices.SortFunc(items, func(a, b Item) int { return strings.Compare(a.Value, b.Value) })
+	for i := 1; i < len(items); i++ {
+		if items[i].Value == items[i-1].Value {
+			return nil, fmt.Errorf("duplicate item %q", items[i].Value)
+		}
+	}
+	return fromParts(lgMax, items, weight, offset), nil
 }
 
 func (r *reader) distinct(d *Distinct, n uint64) error {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"os"
 	"testing"
 
 	"github.com/driftline/driftline/shared/contract"
@@ -93,6 +94,9 @@ func FuzzDecode(f *testing.F) {
 	f.Add(mustProfile(f, testRows(2, 3000)).Encode())
 	f.Add(frame(plainOf(mustProfile(f, testRows(3, 10)))[:20]))
 	f.Add([]byte{EncodingVersion})
+	if v1, err := os.ReadFile("testdata/profile-v1.bin"); err == nil {
+		f.Add(v1)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := Decode(b)
 		if err != nil {
@@ -135,6 +139,16 @@ func FuzzDecodePlain(f *testing.F) {
 	f.Add(plainOf(mustProfile(f, nil)))
 	f.Add(plainOf(mustProfile(f, testRows(1, 30))))
 	f.Add(plainOf(mustProfile(f, testRows(2, 1500))))
+	many, err := New([]Column{{"c", Categorical}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range zipfStream(5000, 1000) { // purges: counters, stream length and offset
+		if err := many.Add([]contract.Value{{Kind: contract.KindString, Str: s}}); err != nil {
+			f.Fatal(err)
+		}
+	}
+	f.Add(plainOf(many))
 	f.Fuzz(func(t *testing.T, plain []byte) {
 		p, err := Decode(frame(plain))
 		if err != nil {

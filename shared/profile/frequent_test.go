@@ -31,7 +31,7 @@ func checkBound(t *testing.T, f *Frequent, truth map[string]uint64) {
 }
 
 func TestFrequentExactUnderK(t *testing.T) {
-	f := newFrequent(DefaultFrequentK)
+	f := newFrequent(FrequentLgMapSize)
 	truth := map[string]uint64{}
 	r := rand.New(rand.NewPCG(5, 6))
 	for range 20000 {
@@ -61,7 +61,7 @@ func TestFrequentBoundZipf(t *testing.T) {
 	parts := make([]*Frequent, 4)
 	truth := map[string]uint64{}
 	for i := range parts {
-		parts[i] = newFrequent(32)
+		parts[i] = newFrequent(5) // 24 counters
 		for range 20000 {
 			v := strconv.FormatUint(z.Uint64(), 10)
 			parts[i].add(v)
@@ -73,7 +73,7 @@ func TestFrequentBoundZipf(t *testing.T) {
 		merged.merge(p)
 	}
 	checkBound(t, merged, truth)
-	if merged.Total() != 80000 || len(merged.Items()) > 32 {
+	if merged.Total() != 80000 || len(merged.Items()) > merged.K() {
 		t.Fatalf("total %d, %d items", merged.Total(), len(merged.Items()))
 	}
 	if top := merged.Items()[0]; top.Value != "0" {
@@ -83,7 +83,7 @@ func TestFrequentBoundZipf(t *testing.T) {
 }
 
 func TestFrequentTruncatesLongValues(t *testing.T) {
-	f := newFrequent(4)
+	f := newFrequent(3)
 	long := strings.Repeat("é", MaxItemBytes) // 2 bytes a rune: cut must land on a boundary
 	f.add(long)
 	f.add(long + "x")
@@ -94,4 +94,20 @@ func TestFrequentTruncatesLongValues(t *testing.T) {
 	if !strings.HasPrefix(long, items[0].Value) || len(items[0].Value)%2 != 0 {
 		t.Fatalf("cut mid-rune: %d bytes", len(items[0].Value))
 	}
+}
+
+// Merging a summary into itself (Profile.Merge(p) with p itself) doubles it: the library's
+// merge reads the other sketch's table while it writes its own.
+func TestFrequentMergeWithItself(t *testing.T) {
+	f := newFrequent(FrequentLgMapSize)
+	truth := map[string]uint64{}
+	for _, v := range zipfStream(20_000, 1_000) {
+		f.add(v)
+		truth[v] += 2
+	}
+	f.merge(f)
+	if f.Total() != 40_000 {
+		t.Fatalf("total %d", f.Total())
+	}
+	checkBound(t, f, truth)
 }

@@ -1,8 +1,9 @@
 // Package profile builds mergeable statistical profiles of typed rows: per column count, nulls,
 // min, max, mean, variance, a KLL quantile sketch, a HyperLogLog distinct count and, for
-// categorical columns, Misra-Gries frequent items. Profiles of disjoint row sets merge into the
-// profile of their union (exactly for counts and extremes, within sketch error otherwise), so a
-// hub can add up a fleet's windows. See DESIGN.md for the invariants and error bounds.
+// categorical columns, Apache DataSketches' frequent-items sketch. Profiles of disjoint row sets
+// merge into the profile of their union (exactly for counts and extremes, within sketch error
+// otherwise), so a hub can add up a fleet's windows. See DESIGN.md for the invariants and error
+// bounds.
 package profile
 
 import (
@@ -116,7 +117,7 @@ func New(cols []Column) (*Profile, error) {
 		case Numeric:
 			cp.quant = newQuantiles(DefaultQuantileK)
 		case Categorical:
-			cp.freq = newFrequent(DefaultFrequentK)
+			cp.freq = newFrequent(FrequentLgMapSize)
 		default:
 			return nil, fmt.Errorf("%w: column %q has %v", ErrIncompatible, c.Name, c.Kind)
 		}
@@ -225,8 +226,8 @@ func (p *Profile) compatible(o *Profile) error {
 		if a.quant != nil && a.quant.k != b.quant.k {
 			return fmt.Errorf("%w: column %q quantile k %d against %d", ErrIncompatible, a.col.Name, a.quant.k, b.quant.k)
 		}
-		if a.freq != nil && a.freq.k != b.freq.k {
-			return fmt.Errorf("%w: column %q frequent k %d against %d", ErrIncompatible, a.col.Name, a.freq.k, b.freq.k)
+		if a.freq != nil && a.freq.K() != b.freq.K() {
+			return fmt.Errorf("%w: column %q frequent capacity %d against %d", ErrIncompatible, a.col.Name, a.freq.K(), b.freq.K())
 		}
 	}
 	return nil
@@ -326,10 +327,6 @@ func (c *ColumnProfile) Max() float64 {
 
 // Mean returns the mean of a numeric column (NaN when none).
 func (c *ColumnProfile) Mean() float64 { return c.mom.mean() }
-
-// Variance returns the population variance (divided by the count) of a numeric column, NaN
-// when there are no values.
-func (c *ColumnProfile) Variance() float64 { return c.mom.variance() }
 
 // StdDev returns the population standard deviation of a numeric column.
 func (c *ColumnProfile) StdDev() float64 { return math.Sqrt(c.mom.variance()) }

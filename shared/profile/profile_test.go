@@ -267,3 +267,7 @@ func TestThresholdsTravel(t *testing.T) {
 		t.Fatal("the encoding does not name the statistic threshold's method as ks:statistic")
 	}
 }
+
+// Variance returns the population variance (divided by the count) of a numeric column, NaN
+// when there are no values.
+func (c *ColumnProfile) Variance() float64 { return c.mom.variance() }

@@ -88,9 +88,6 @@ func (f FleetRollout) Validate() error {
 	return nil
 }
 
-// DecodeFleetRollout parses and validates a fleet rollout payload.
-func DecodeFleetRollout(b []byte) (FleetRollout, error) { return decode[FleetRollout](b) }
-
 // FleetDrift is the PREFIX/fleet/drift/{model} message: drift of a model version's fleet,
 // computed by the hub from the merged device profiles against the reference.
 type FleetDrift struct {
@@ -168,6 +165,3 @@ func (f FleetDrift) Validate() error {
 	}
 	return nil
 }
-
-// DecodeFleetDrift parses and validates a fleet drift payload.
-func DecodeFleetDrift(b []byte) (FleetDrift, error) { return decode[FleetDrift](b) }

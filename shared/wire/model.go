@@ -1,13 +1,22 @@
 package wire
 
 import (
+	"crypto/ed25519"
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/driftline/driftline/shared/artifact"
 )
 
 // Desired is the retained PREFIX/dev/{id}/desired message: what the hub wants the device to run.
 // It is the hub's message to the agent, so it nests; it replaces the previous one whole.
+//
+// The hub signs it for its device with an online key of the cluster's root of trust (see
+// SignedBytes: device, rev, issue and expiry times, every model field); an agent acts only on
+// a desired state signed for it, unexpired, with a rev above the last it acted on.
 type Desired struct {
 	Header
 	// Rev increases with every change of the device's desired state, from 1. An agent ignores
@@ -15,6 +24,84 @@ type Desired struct {
 	Rev uint64 `json:"rev"`
 	// Models lists every model the device should run; a model absent here should not run.
 	Models []DesiredModel `json:"models"`
+	// IssuedAt is when the hub signed this message, Unix milliseconds. The hub signs the same
+	// rev again before it expires (a refresh), so a device can tell silence from a freeze.
+	IssuedAt int64 `json:"issued_at,omitempty"`
+	// Expires is when this message stops being valid, Unix milliseconds.
+	Expires int64 `json:"expires,omitempty"`
+	// Signature is the hub's signature over SignedBytes.
+	Signature artifact.Signature `json:"signature,omitzero"`
+	// Revoked names ("NAME@VERSION", VersionRef) the versions of the listed models that were
+	// withdrawn (deprecated): the agent keeps them and never activates those versions again,
+	// whatever later message names them. Covered by the signature.
+	Revoked []string `json:"revoked,omitempty"`
+	// Roots are the cluster's root metadata documents after version 1, oldest first (TUF
+	// root.json, see shared/trust): how agents learn a rotated key set. Each one is signed by
+	// the root keys of the one before it; the Desired signature does not cover them.
+	Roots []json.RawMessage `json:"roots,omitempty"`
+}
+
+// MaxRoots is the most root documents a Desired carries; MaxRevoked the most revoked digests.
+const (
+	MaxRoots   = 64
+	MaxRevoked = 1024
+)
+
+// desiredContext prefixes every desired-state signature (artifact.SignStatement).
+const desiredContext = "driftline desired v1\x00"
+
+// SignedBytes is what the desired state's signature covers: the device id, rev, issue and
+// expiry times and every field of every model (the approval signature included), each
+// length-prefixed in a fixed order.
+func (d Desired) SignedBytes() []byte {
+	b := make([]byte, 0, 128+len(d.Models)*384)
+	str := func(s string) {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+		b = append(b, s...)
+	}
+	num := func(n uint64) { b = binary.BigEndian.AppendUint64(b, n) }
+	str(d.DeviceID)
+	num(d.Rev)
+	num(uint64(d.IssuedAt))
+	num(uint64(d.Expires))
+	num(uint64(len(d.Models)))
+	for _, m := range d.Models {
+		str(m.Name)
+		num(uint64(m.Version))
+		str(m.ManifestDigest)
+		num(uint64(m.Size))
+		str(m.Signature.KeyID)
+		str(m.Signature.Sig)
+		str(m.ContractDigest)
+		str(m.ProfileDigest)
+		str(m.Dataset)
+		num(uint64(m.DatasetVersion))
+		str(m.RolloutID)
+	}
+	num(uint64(len(d.Revoked)))
+	for _, r := range d.Revoked {
+		str(r)
+	}
+	return b
+}
+
+// Sign sets d's signature, made with priv over SignedBytes.
+func (d *Desired) Sign(priv ed25519.PrivateKey) {
+	d.Signature = artifact.SignStatement(priv, desiredContext, d.SignedBytes())
+}
+
+// Verify checks d's signature against the keys of r (errors as artifact.KeyRing.Verify).
+func (d Desired) Verify(r artifact.KeyRing) error {
+	return r.VerifyStatement(desiredContext, d.SignedBytes(), d.Signature)
+}
+
+// VersionRef names a model version as "NAME@VERSION".
+func VersionRef(name string, version int) string { return name + "@" + strconv.Itoa(version) }
+
+// Approval is what the approval signature of m binds (artifact.Approval).
+func (m DesiredModel) Approval() artifact.Approval {
+	return artifact.Approval{Name: m.Name, Version: m.Version, ManifestDigest: m.ManifestDigest,
+		ContractDigest: m.ContractDigest, ProfileDigest: m.ProfileDigest, Dataset: m.Dataset, DatasetVersion: m.DatasetVersion}
 }
 
 // DesiredModel is one model version a device should run, with what it needs to fetch and
@@ -28,8 +115,10 @@ type DesiredModel struct {
 	ManifestDigest string `json:"manifest_digest"`
 	// Size is the artifact's size in bytes, for progress and disk checks.
 	Size int64 `json:"size,omitempty"`
-	// Signature is the hub's signature over the manifest's canonical bytes. Agents refuse an
-	// unsigned manifest (artifact.ErrUnsigned); the decoder leaves that decision to them.
+	// Signature is the approval signature over Approval(): name, version, manifest digest,
+	// contract and profile digests and the dataset version, made when the version was
+	// approved. Agents refuse an unsigned one (artifact.ErrUnsigned); the decoder leaves that
+	// decision to them.
 	Signature artifact.Signature `json:"signature"`
 	// ContractDigest names the data contract of the training dataset version, if any.
 	ContractDigest string `json:"contract_digest,omitempty"`
@@ -53,6 +142,25 @@ func (d Desired) Validate() error {
 	}
 	if d.Rev < 1 {
 		return bad("rev", "must be at least 1")
+	}
+	if d.IssuedAt < 0 || d.Expires < 0 {
+		return bad("expires", "times must not be negative")
+	}
+	if len(d.Signature.KeyID) > MaxNameLen || len(d.Signature.Sig) > 2*MaxNameLen {
+		return bad("signature", "too long")
+	}
+	if len(d.Roots) > MaxRoots {
+		return bad("roots", "%d root documents, at most %d", len(d.Roots), MaxRoots)
+	}
+	if len(d.Revoked) > MaxRevoked {
+		return bad("revoked", "%d digests, at most %d", len(d.Revoked), MaxRevoked)
+	}
+	for i, r := range d.Revoked {
+		name, v, ok := strings.Cut(r, "@")
+		n, err := strconv.Atoi(v)
+		if !ok || err != nil || n < 1 || ValidateName("model", name) != nil {
+			return bad(fmt.Sprintf("revoked[%d]", i), "%.80q is not NAME@VERSION", r)
+		}
 	}
 	if len(d.Models) > MaxModels {
 		return bad("models", "%d models, at most %d", len(d.Models), MaxModels)
@@ -111,6 +219,9 @@ type Reported struct {
 	AgentVersion string `json:"agent_version,omitempty"`
 	// Models holds, per model name, where the device stands on it.
 	Models map[string]ReportedModel `json:"models"`
+	// DesiredStale is true while the device has heard no valid desired state for longer than
+	// the last one's expiry (a frozen or cut-off feed); it keeps running what it has.
+	DesiredStale bool `json:"desired_stale,omitempty"`
 }
 
 // ReportedModel is one model's state on one device.

@@ -28,12 +28,12 @@ var (
 	decHeartbeat    = as(DecodeHeartbeat)
 	decValidation   = as(DecodeValidation)
 	decDrift        = as(DecodeDrift)
-	decDriftFeature = as(DecodeDriftFeature)
+	decDriftFeature = as(decode[DriftFeature])
 	decDesired      = as(DecodeDesired)
 	decReported     = as(DecodeReported)
 	decFetch        = as(DecodeFetchRequest)
-	decFleetRollout = as(DecodeFleetRollout)
-	decFleetDrift   = as(DecodeFleetDrift)
+	decFleetRollout = as(decode[FleetRollout])
+	decFleetDrift   = as(decode[FleetDrift])
 )
 
 const hdr = `"device_id":"d1","ts":1700000000000`

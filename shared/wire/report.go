@@ -72,6 +72,8 @@ type Validation struct {
 	Header
 	Window
 	ModelRef
+	// ReportSeq numbers the report for the hub's acknowledgement (zero from older agents).
+	ReportSeq
 	// Rows is the number of rows checked: Valid + Invalid.
 	Rows int64 `json:"rows"`
 	// Valid is the number of rows that passed every rule.
@@ -92,6 +94,9 @@ type Validation struct {
 // Validate checks that counts are consistent and not negative, and the violation table's size.
 func (v Validation) Validate() error {
 	if err := v.Header.Validate(); err != nil {
+		return err
+	}
+	if err := v.ReportSeq.Validate(); err != nil {
 		return err
 	}
 	if err := v.Window.Validate(); err != nil {
@@ -145,6 +150,8 @@ type Drift struct {
 	Header
 	Window
 	ModelRef
+	// ReportSeq numbers the report for the hub's acknowledgement (zero from older agents).
+	ReportSeq
 	// Rows is the number of valid rows the window's profile holds.
 	Rows int64 `json:"rows"`
 	// DatasetDrift is 1 when DriftShare reached the dataset threshold, else 0 (a number, so
@@ -163,6 +170,9 @@ type Drift struct {
 // Validate checks the model reference (required), ranges and feature counts.
 func (d Drift) Validate() error {
 	if err := d.Header.Validate(); err != nil {
+		return err
+	}
+	if err := d.ReportSeq.Validate(); err != nil {
 		return err
 	}
 	if err := d.Window.Validate(); err != nil {
@@ -278,6 +288,3 @@ func (d DriftFeature) Validate() error {
 	}
 	return nil
 }
-
-// DecodeDriftFeature parses and validates a per-feature drift payload.
-func DecodeDriftFeature(b []byte) (DriftFeature, error) { return decode[DriftFeature](b) }

@@ -29,8 +29,3 @@ func (s State) Valid() bool {
 	}
 	return false
 }
-
-// Terminal reports whether s ends an activation attempt: active, failed or rolled_back.
-func (s State) Terminal() bool {
-	return s == StateActive || s == StateFailed || s == StateRolledBack
-}

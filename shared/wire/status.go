@@ -64,6 +64,11 @@ type Heartbeat struct {
 	CPU float64 `json:"cpu"`
 	// RSS is the process's resident memory in bytes.
 	RSS int64 `json:"rss"`
+	// DesiredStale is true while the device has heard no valid desired state for longer than
+	// the last one's expiry: the hub's feed is cut or frozen (it keeps running what it has).
+	DesiredStale bool `json:"desired_stale,omitempty"`
+	// DesiredExpires is when the last valid desired state expires, Unix milliseconds.
+	DesiredExpires int64 `json:"desired_expires,omitempty"`
 }
 
 // Validate checks the header, that counters are not negative and that CPU is finite.

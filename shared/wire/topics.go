@@ -40,6 +40,8 @@ const (
 	KindFleetRollout
 	// KindFleetDrift is PREFIX/fleet/drift/{model}: hub, JSON FleetDrift.
 	KindFleetDrift
+	// KindAck is PREFIX/dev/{id}/ack: hub, JSON Ack (the hub's receipt of numbered reports).
+	KindAck
 	// KindPredictionDrift is PREFIX/dev/{id}/prediction_drift: agent, JSON PredictionDrift.
 	KindPredictionDrift
 	// KindPerformance is PREFIX/dev/{id}/performance: agent, JSON Performance.
@@ -63,6 +65,7 @@ var kindLevels = map[Kind]string{
 	KindChunk:        "chunk",
 	KindFleetRollout: "fleet/rollouts",
 	KindFleetDrift:   "fleet/drift",
+	KindAck:          "ack",
 
 	KindPredictionDrift: "prediction_drift",
 	KindPerformance:     "performance",
@@ -102,7 +105,7 @@ func (k Kind) Binary() bool { return k == KindProfile || k == KindChunk }
 // desired or chunk, nor anything under fleet/.
 func (k Kind) FromHub() bool {
 	switch k {
-	case KindDesired, KindChunk, KindFleetRollout, KindFleetDrift:
+	case KindDesired, KindChunk, KindFleetRollout, KindFleetDrift, KindAck:
 		return true
 	}
 	return false
@@ -162,6 +165,9 @@ func (t Topics) Profile(id string) string { return t.dev(id, "profile") }
 
 // Desired returns PREFIX/dev/{id}/desired.
 func (t Topics) Desired(id string) string { return t.dev(id, "desired") }
+
+// Ack returns PREFIX/dev/{id}/ack.
+func (t Topics) Ack(id string) string { return t.dev(id, "ack") }
 
 // Reported returns PREFIX/dev/{id}/reported.
 func (t Topics) Reported(id string) string { return t.dev(id, "reported") }
@@ -260,6 +266,7 @@ var deviceKinds = map[string]Kind{
 	"reported":   KindReported,
 	"fetch":      KindFetch,
 	"chunk":      KindChunk,
+	"ack":        KindAck,
 
 	"prediction_drift": KindPredictionDrift,
 	"performance":      KindPerformance,

@@ -25,6 +25,7 @@ func TestTopicsBuildAndParse(t *testing.T) {
 		{tp.Reported("pump-7"), KindReported, "pump-7", ""},
 		{tp.Fetch("pump-7"), KindFetch, "pump-7", ""},
 		{tp.Chunk("pump-7"), KindChunk, "pump-7", ""},
+		{tp.Ack("pump-7"), KindAck, "pump-7", ""},
 		{tp.FleetRollout("r-1"), KindFleetRollout, "", "r-1"},
 		{tp.FleetDrift("iris"), KindFleetDrift, "", "iris"},
 	}
@@ -143,6 +144,7 @@ func TestKindRules(t *testing.T) {
 		{KindChunk, 1, false, true, true, "dl/v1/dev/+/chunk"},
 		{KindFleetRollout, 1, true, false, true, "dl/v1/fleet/rollouts/+"},
 		{KindFleetDrift, 1, false, false, true, "dl/v1/fleet/drift/+"},
+		{KindAck, 1, false, false, true, "dl/v1/dev/+/ack"},
 		{KindUnknown, 1, false, false, false, ""},
 	}
 	for _, tc := range cases {
@@ -174,9 +176,6 @@ func TestStates(t *testing.T) {
 	}
 	if State("done").Valid() || State("").Valid() {
 		t.Error("unknown state valid")
-	}
-	if !StateFailed.Terminal() || StateDownloading.Terminal() {
-		t.Error("Terminal")
 	}
 }
 

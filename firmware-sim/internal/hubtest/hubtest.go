@@ -53,11 +53,21 @@ func WaitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // Start starts a one-node hub on free ports; it stops when the test ends.
 func Start(t *testing.T) *Hub {
 	t.Helper()
+	return StartWith(t, nil)
+}
+
+// StartWith is Start with the node's config changed by mod (when not nil) before it starts.
+func StartWith(t *testing.T, mod func(*node.Config)) *Hub {
+	t.Helper()
 	dir := t.TempDir()
-	n, err := node.Start(context.Background(), node.Config{
+	cfg := node.Config{
 		DataDir: dir, NodeID: "n1", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0",
 		Logger: Logger(t),
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	n, err := node.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

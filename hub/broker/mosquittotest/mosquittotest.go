@@ -21,16 +21,29 @@ import (
 // Files are the access files Mosquitto reads.
 type Files struct {
 	Passwd, ACL []byte
+	// Listener is extra configuration of the listener (lines after "listener"), read at Start.
+	Listener string
+}
+
+// Options are Start's settings beyond the access files.
+type Options struct {
+	// Persistence turns Mosquitto's persistence on (as deploy/mosquitto configures it), in a
+	// directory of the test's: sessions, their queued messages and retained messages survive a
+	// restart of the broker that saved them (on a clean stop; Kill loses what was not saved).
+	Persistence bool
 }
 
 // Broker is a running Mosquitto.
 type Broker struct {
 	t               testing.TB
+	bin, confFile   string
 	cmd             *exec.Cmd
 	port            int
 	pwFile, aclFile string
 	exited          chan error
 	out             *testhelp.SyncBuffer
+	probeUser       string
+	probePass       string
 }
 
 // Binary returns the path of mosquitto, or skips (fails under DRIFTLINE_INTEGRATION=1) with
@@ -57,42 +70,76 @@ func Binary(t testing.TB, what string) string {
 // what names the test for the skip message.
 func Start(t testing.TB, what string, files Files, probeUser, probePass string) *Broker {
 	t.Helper()
+	return StartWith(t, what, files, probeUser, probePass, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, what string, files Files, probeUser, probePass string, opts Options) *Broker {
+	t.Helper()
 	bin := Binary(t, what)
 	dir := t.TempDir()
-	b := &Broker{t: t, port: testhelp.FreePort(t), pwFile: filepath.Join(dir, "passwd"), aclFile: filepath.Join(dir, "acl")}
+	b := &Broker{t: t, bin: bin, port: testhelp.FreePort(t), pwFile: filepath.Join(dir, "passwd"), aclFile: filepath.Join(dir, "acl"),
+		probeUser: probeUser, probePass: probePass}
 	b.write(files)
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\nacl_file %s\npersistence false\nlog_dest stdout\nlog_type all\n",
-		b.port, b.pwFile, b.aclFile)
+	persistence := "persistence false\n"
+	if opts.Persistence {
+		persistence = fmt.Sprintf("persistence true\npersistence_location %s/\nmax_queued_messages 4096\n", dir)
+	}
+	conf := fmt.Sprintf("listener %d 127.0.0.1\n%sallow_anonymous false\npassword_file %s\nacl_file %s\n%slog_dest stdout\nlog_type all\n",
+		b.port, files.Listener, b.pwFile, b.aclFile, persistence)
 	if os.Geteuid() == 0 {
 		conf += "user root\n" // as root Mosquitto would switch to user mosquitto, who cannot read t.TempDir()
 	}
-	confFile := filepath.Join(dir, "mosquitto.conf")
-	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
+	b.confFile = filepath.Join(dir, "mosquitto.conf")
+	if err := os.WriteFile(b.confFile, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out := &testhelp.SyncBuffer{}
-	b.cmd = exec.Command(bin, "-c", confFile)
-	b.cmd.Stdout, b.cmd.Stderr = out, out
-	if err := b.cmd.Start(); err != nil {
-		t.Fatalf("start mosquitto: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- b.cmd.Wait() }()
+	b.out = &testhelp.SyncBuffer{}
+	b.run()
 	t.Cleanup(func() {
-		_ = b.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = b.cmd.Process.Kill()
-			<-exited
+		if b.cmd != nil {
+			_ = b.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-b.exited:
+			case <-time.After(5 * time.Second):
+				_ = b.cmd.Process.Kill()
+				<-b.exited
+			}
 		}
 		if t.Failed() {
-			t.Logf("mosquitto output:\n%s", out.String())
+			t.Logf("mosquitto output:\n%s", b.out.String())
 		}
 	})
-	b.exited, b.out = exited, out
 	b.WaitAccepts(probeUser, probePass)
 	return b
+}
+
+func (b *Broker) run() {
+	b.cmd = exec.Command(b.bin, "-c", b.confFile)
+	b.cmd.Stdout, b.cmd.Stderr = b.out, b.out
+	if err := b.cmd.Start(); err != nil {
+		b.t.Fatalf("start mosquitto: %v", err)
+	}
+	exited := make(chan error, 1)
+	cmd := b.cmd
+	go func() { exited <- cmd.Wait() }()
+	b.exited = exited
+}
+
+// Kill stops the broker with SIGKILL (it saves nothing) and waits for it to exit.
+func (b *Broker) Kill() {
+	b.t.Helper()
+	_ = b.cmd.Process.Kill()
+	<-b.exited
+	b.cmd = nil
+}
+
+// Restart starts a killed broker again, on the same port with the same configuration and
+// persistence directory, and returns once it accepts the probe user.
+func (b *Broker) Restart() {
+	b.t.Helper()
+	b.run()
+	b.WaitAccepts(b.probeUser, b.probePass)
 }
 
 // WaitAccepts returns once Mosquitto accepts user with pass (after Start, or after a Reload,

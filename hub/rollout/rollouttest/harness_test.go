@@ -455,7 +455,7 @@ func (d *device) activeVersion(model string) int {
 // with the device's credentials).
 func (f *fleet) publish(d *device, rows []byte) error {
 	if d.sensor == nil {
-		c := paho.NewClient(paho.NewClientOptions().AddBroker(f.h.n.MQTTURL()).SetClientID(d.id + "-sensor").
+		c := paho.NewClient(paho.NewClientOptions().AddBroker(f.h.n.MQTTURL()).SetClientID(d.id + ":sensor").
 			SetUsername(d.id).SetPassword(d.token))
 		if tk := c.Connect(); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
 			return fmt.Errorf("connect %s sensor: %v", d.id, tk.Error())

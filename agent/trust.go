@@ -1,0 +1,234 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/shared/artifact"
+	"github.com/driftline/driftline/shared/trust"
+	"github.com/driftline/driftline/shared/wire"
+)
+
+// keyTrustRoot is where the agent keeps the newest root of trust it chained to; keyRevoked the
+// revocation list it learnt.
+const (
+	keyTrustRoot = "trust/root"
+	keyRevoked   = "trust/revoked"
+)
+
+// maxRevoked bounds the revocation list the agent keeps (the newest are kept).
+const maxRevoked = 4096
+
+// trustStore holds what the agent trusts: the cluster's root (its online keys sign approvals
+// and desired states), or, for an agent configured with trusted_keys only, that fixed key set;
+// and what it last accepted, to refuse replays and notice a frozen feed. Safe for concurrent
+// use: the MQTT goroutine filters desired messages with it while the desired loop acts.
+type trustStore struct {
+	ns state.Namespace
+
+	mu      sync.Mutex
+	root    trust.Root       // zero with trusted_keys only
+	fixed   artifact.KeyRing // the trusted_keys
+	lastRev uint64           // the last rev acted on (a copy of Agent.lastRev)
+	issued  int64            // IssuedAt of the newest valid desired state seen
+	expires int64            // its Expires, Unix ms (0: none yet)
+	revoked []string         // "NAME@VERSION" the hub withdrew, oldest first
+}
+
+// newTrustStore starts from the configured root, or from the newer one the agent chained to
+// before (kept in ns), whichever is newer; fixed are the configured trusted_keys.
+func newTrustStore(ns state.Namespace, configured trust.Root, fixed artifact.KeyRing) (*trustStore, error) {
+	t := &trustStore{ns: ns, root: configured, fixed: fixed}
+	if b, err := ns.Get([]byte(keyRevoked)); err == nil {
+		_ = json.Unmarshal(b, &t.revoked) // damaged: start empty, the next desired state refills it
+	} else if !errors.Is(err, state.ErrNotFound) {
+		return nil, fmt.Errorf("load revocation list: %w", err)
+	}
+	if configured.IsZero() {
+		return t, nil
+	}
+	b, err := ns.Get([]byte(keyTrustRoot))
+	if errors.Is(err, state.ErrNotFound) {
+		return t, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load trusted root: %w", err)
+	}
+	// What was stored chained from a root the agent trusted; it is taken only if it also
+	// chains from (or is) the configured one, e.g. not after re-enrolment into another cluster.
+	saved, err := trust.Parse(b)
+	if err == nil && saved.Version() > configured.Version() && sameRootKeys(configured, saved) {
+		t.root = saved
+	}
+	return t, nil
+}
+
+// sameRootKeys reports whether b's root role is a successor of a's: for the roots Driftline
+// issues (the root key does not rotate) the root key ids are equal.
+func sameRootKeys(a, b trust.Root) bool { return a.RootKeyIDs() == b.RootKeyIDs() }
+
+// ring returns the keys that may sign approvals and desired states now.
+func (t *trustStore) ring() artifact.KeyRing {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.root.IsZero() {
+		return t.fixed
+	}
+	return t.root.Online()
+}
+
+// rootVersion is the version of the root held, 0 with trusted_keys only.
+func (t *trustStore) rootVersion() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.root.Version()
+}
+
+// learn chains to the newest of roots that chains from the root held, and persists it. It
+// returns an error (ErrChain, ErrBadRoot) for the first that does not, keeping what it reached.
+func (t *trustStore) learn(roots [][]byte) (changed bool, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.root.IsZero() || len(roots) == 0 {
+		return false, nil
+	}
+	next, err := t.root.Chain(roots)
+	if next.Version() > t.root.Version() {
+		if serr := t.ns.Set([]byte(keyTrustRoot), next.Bytes()); serr != nil {
+			return false, fmt.Errorf("save trusted root: %w", serr)
+		}
+		t.root, changed = next, true
+	}
+	return changed, err
+}
+
+// desiredVerdict is what the agent makes of a desired state.
+type desiredVerdict int
+
+const (
+	// verdictAct: valid, with a rev above the last acted on.
+	verdictAct desiredVerdict = iota
+	// verdictFresh: valid, the rev already acted on, signed again (a refresh).
+	verdictFresh
+	// verdictIgnore: valid, the rev already acted on, not newer than what was seen.
+	verdictIgnore
+	// verdictRefuse: refused (reason says why).
+	verdictRefuse
+)
+
+// check verifies a decoded desired state that names this device: the signature against the
+// online keys, the expiry against now, the rev against the last acted on. It changes nothing.
+func (t *trustStore) check(d wire.Desired, now time.Time) (desiredVerdict, string, error) {
+	if err := d.Verify(t.ring()); err != nil {
+		reason := ReasonBadSignature
+		switch {
+		case errors.Is(err, artifact.ErrUnsigned):
+			reason = ReasonUnsigned
+		case errors.Is(err, artifact.ErrUnknownKey):
+			reason = ReasonUnknownKey
+		}
+		return verdictRefuse, reason, err
+	}
+	if d.Expires <= now.UnixMilli() {
+		return verdictRefuse, ReasonExpired, fmt.Errorf("desired rev %d expired at %s", d.Rev, time.UnixMilli(d.Expires).UTC().Format(time.RFC3339))
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case d.Rev < t.lastRev:
+		return verdictRefuse, ReasonReplayed, fmt.Errorf("desired rev %d is below rev %d, acted on already", d.Rev, t.lastRev)
+	case d.Rev == t.lastRev && d.IssuedAt > t.issued:
+		return verdictFresh, "", nil
+	case d.Rev == t.lastRev:
+		return verdictIgnore, "", nil
+	}
+	return verdictAct, "", nil
+}
+
+// seen records a valid desired state: it is the newest the device heard.
+func (t *trustStore) seen(d wire.Desired) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if d.IssuedAt >= t.issued {
+		t.issued, t.expires = d.IssuedAt, d.Expires
+	}
+}
+
+// revoke adds refs ("NAME@VERSION") to the revocation list and persists it when it grew.
+func (t *trustStore) revoke(refs []string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	grew := false
+	for _, r := range refs {
+		if !slices.Contains(t.revoked, r) {
+			t.revoked, grew = append(t.revoked, r), true
+		}
+	}
+	if !grew {
+		return nil
+	}
+	if len(t.revoked) > maxRevoked {
+		t.revoked = t.revoked[len(t.revoked)-maxRevoked:]
+	}
+	b, _ := json.Marshal(t.revoked)
+	if err := t.ns.Set([]byte(keyRevoked), b); err != nil {
+		return fmt.Errorf("save revocation list: %w", err)
+	}
+	return nil
+}
+
+// isRevoked reports whether name@version was withdrawn.
+func (t *trustStore) isRevoked(name string, version int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Contains(t.revoked, wire.VersionRef(name, version))
+}
+
+// actedOn records the rev the agent acted on.
+func (t *trustStore) actedOn(rev uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lastRev = rev
+}
+
+// stale reports whether the last valid desired state expired before now without a newer one
+// (false before the first one).
+func (t *trustStore) stale(now time.Time) (stale bool, expires int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.expires > 0 && now.UnixMilli() >= t.expires, t.expires
+}
+
+// register exports the trust gauges.
+func (t *trustStore) register(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricDesiredExpires,
+			Help: "When the last valid desired state expires, Unix seconds (0: none yet)."}, func() float64 {
+			_, e := t.stale(time.Now())
+			return float64(e) / 1000
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricDesiredStale,
+			Help: "1 while no valid desired state was heard for longer than the last one's expiry (frozen or cut-off feed)."}, func() float64 {
+			if s, _ := t.stale(time.Now()); s {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricTrustRoot,
+			Help: "Version of the root of trust the agent holds (0: a fixed trusted_keys set)."}, func() float64 {
+			return float64(t.rootVersion())
+		}),
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register agent trust metrics: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,108 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Client is how a node calls another node's HTTP API: the scheme to use and a transport that
+// keeps connections to peers open (the default transport keeps two idle connections per host,
+// so concurrent writes forwarded through a follower would dial the leader for nearly every
+// request) and, with a cluster CA, presents the node's certificate and accepts only a peer
+// certificate the CA signed.
+type Client struct {
+	// Scheme is "https" when the API serves TLS, else "http".
+	Scheme string
+	// Transport is shared by every node-to-node call.
+	Transport *http.Transport
+	// HTTP is a client over Transport with a 10 s timeout, for short calls (health, join).
+	HTTP *http.Client
+}
+
+// NewClient returns the client for a cluster whose API serves TLS when https is set. t is the
+// cluster TLS (nil: peers' certificates are checked against the system's roots, as any HTTPS
+// client would).
+func NewClient(t *TLS, https bool) *Client {
+	tr := &http.Transport{
+		Proxy:               nil,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: HandshakeTimeout,
+		ForceAttemptHTTP2:   false,
+	}
+	if t != nil {
+		tr.TLSClientConfig = t.ClientConfig()
+	} else {
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	scheme := "http"
+	if https {
+		scheme = "https"
+	}
+	return &Client{Scheme: scheme, Transport: tr, HTTP: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
+}
+
+// URL is the URL of path on the node whose API is at addr (host:port).
+func (c *Client) URL(addr, path string) string { return c.Scheme + "://" + addr + path }
+
+// ErrUnavailable is a peer's 503 (no leader yet, an election): the call may be retried.
+var ErrUnavailable = errors.New("cluster: peer unavailable")
+
+// PostJSON posts body as JSON to url with the bearer token and decodes a 200 or 201 answer into
+// out (nil: discarded). Another status is an error quoting the answer; a 503 wraps
+// ErrUnavailable.
+func (c *Client) PostJSON(ctx context.Context, url, token string, body, out any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	defer res.Body.Close()
+	rb, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	switch {
+	case res.StatusCode == http.StatusOK || res.StatusCode == http.StatusCreated:
+		if out == nil {
+			return nil
+		}
+		return json.Unmarshal(rb, out)
+	case res.StatusCode == http.StatusServiceUnavailable:
+		return fmt.Errorf("%w: %s: %s", ErrUnavailable, res.Status, strings.TrimSpace(string(rb)))
+	}
+	return fmt.Errorf("cluster: %s: %s", res.Status, strings.TrimSpace(string(rb)))
+}
+
+// PostRetry is PostJSON retried with a growing pause while the peer is unavailable (up to 30
+// attempts), for calls made while a cluster forms.
+func (c *Client) PostRetry(ctx context.Context, url, token string, body, out any) error {
+	var last error
+	for attempt := 0; attempt < 30; attempt++ {
+		last = c.PostJSON(ctx, url, token, body, out)
+		if !errors.Is(last, ErrUnavailable) {
+			return last
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(200*(attempt+1)) * time.Millisecond):
+		}
+	}
+	return last
+}

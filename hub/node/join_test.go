@@ -1,0 +1,58 @@
+package node
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/driftline/driftline/hub/api"
+)
+
+// TestJoinWithJoinToken: a node joins with a join token (not the admin token), becomes a voter,
+// and receives its own node token; the join token admits nothing but joins, and an expired one
+// admits nothing at all.
+func TestJoinWithJoinToken(t *testing.T) {
+	n1, tok := testNode(t)
+	var jt api.TokenCreated
+	call(t, n1, tok, http.MethodPost, "/api/v1/cluster/join-tokens", api.JoinTokenRequest{TTLSeconds: 600}, http.StatusCreated, &jt)
+	if jt.Role != "join" || jt.ExpiresAt <= time.Now().UnixMilli() {
+		t.Fatalf("join token %+v", jt)
+	}
+	// It opens nothing else.
+	call(t, n1, jt.Token, http.MethodGet, "/api/v1/devices", nil, http.StatusForbidden, nil)
+	call(t, n1, jt.Token, http.MethodPost, "/api/v1/tokens", map[string]string{"name": "x", "role": "admin"}, http.StatusForbidden, nil)
+	call(t, n1, jt.Token, http.MethodPost, "/api/v1/cluster/join-tokens", api.JoinTokenRequest{}, http.StatusForbidden, nil)
+
+	dir := t.TempDir()
+	n2, err := Start(context.Background(), Config{DataDir: dir, NodeID: "n2", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
+		Join: n1.URL(), JoinToken: jt.Token, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n2.Close() })
+	waitFor(t, 20*time.Second, "n2 a voter", func() bool {
+		for _, nd := range n1.Store().Status().Nodes {
+			if nd.ID == "n2" && nd.Voter {
+				return true
+			}
+		}
+		return false
+	})
+	b, err := os.ReadFile(filepath.Join(dir, NodeTokenFile))
+	if err != nil {
+		t.Fatalf("no node token: %v", err)
+	}
+	// The node token works for node-to-node calls (an admin token).
+	call(t, n1, strings.TrimSpace(string(b)), http.MethodGet, "/api/v1/cluster", nil, http.StatusOK, nil)
+
+	// An expired join token is refused.
+	var short api.TokenCreated
+	call(t, n1, tok, http.MethodPost, "/api/v1/cluster/join-tokens", api.JoinTokenRequest{TTLSeconds: 1}, http.StatusCreated, &short)
+	waitFor(t, 5*time.Second, "the short join token expired", func() bool { return time.Now().UnixMilli() > short.ExpiresAt })
+	call(t, n1, short.Token, http.MethodPost, "/api/v1/cluster/join", api.JoinRequest{ID: "n3", Raft: "127.0.0.1:1", HTTP: "127.0.0.1:2"}, http.StatusUnauthorized, nil)
+}

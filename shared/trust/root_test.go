@@ -1,0 +1,83 @@
+package trust_test
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/driftline/driftline/shared/artifact"
+	"github.com/driftline/driftline/shared/trust"
+)
+
+func key(t *testing.T) ed25519.PrivateKey {
+	t.Helper()
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func pub(k ed25519.PrivateKey) ed25519.PublicKey { return k.Public().(ed25519.PublicKey) }
+
+// TestRootChain: a rotated root chains from the one before it and certifies exactly its online
+// keys; a root signed by another root key, a skipped version, a replayed older root and a
+// tampered one are refused, and the trusted root stays what it was.
+func TestRootChain(t *testing.T) {
+	rootKey, k1, k2 := key(t), key(t), key(t)
+	exp := time.Now().Add(time.Hour)
+	b1, err := trust.New(rootKey, []ed25519.PublicKey{pub(k1)}, exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1, err := trust.Parse(b1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1.Version() != 1 || !r1.Online().Has(artifact.KeyID(pub(k1))) || r1.Online().Len() != 1 {
+		t.Fatalf("v1: version %d, online %v", r1.Version(), r1.Online().IDs())
+	}
+	b2, err := trust.Next(b1, rootKey, []ed25519.PublicKey{pub(k1), pub(k2)}, exp) // rotate: add k2
+	if err != nil {
+		t.Fatal(err)
+	}
+	b3, err := trust.Next(b2, rootKey, []ed25519.PublicKey{pub(k2)}, exp) // retire k1
+	if err != nil {
+		t.Fatal(err)
+	}
+	r3, err := r1.Chain([][]byte{b2, b3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r3.Version() != 3 || r3.Online().Has(artifact.KeyID(pub(k1))) || !r3.Online().Has(artifact.KeyID(pub(k2))) {
+		t.Fatalf("v3: version %d, online %v", r3.Version(), r3.Online().IDs())
+	}
+	if again, err := r3.Chain([][]byte{b2, b3}); err != nil || again.Version() != 3 {
+		t.Fatalf("re-chaining what was passed: version %d, %v", again.Version(), err)
+	}
+
+	otherRoot := key(t)
+	f1, _ := trust.New(otherRoot, []ed25519.PublicKey{pub(key(t))}, exp)
+	forged, _ := trust.Next(f1, otherRoot, []ed25519.PublicKey{pub(key(t))}, exp) // version 2, wrong root key
+	tampered := []byte(string(b2[:len(b2)-10]) + string(b2[len(b2)-10:]))
+	for i := range tampered {
+		if tampered[i] == '1' { // flip one digit inside the signed part
+			tampered[i] = '2'
+			break
+		}
+	}
+	for name, b := range map[string][]byte{"other root key": forged, "skipped version": b3, "tampered": tampered} {
+		got, err := r1.Update(b)
+		if err == nil {
+			t.Errorf("%s: accepted as version %d", name, got.Version())
+		}
+		if !errors.Is(err, trust.ErrChain) && !errors.Is(err, trust.ErrBadRoot) {
+			t.Errorf("%s: error %v, want ErrChain or ErrBadRoot", name, err)
+		}
+	}
+	if _, err := trust.Parse([]byte(`{"signed":{"_type":"root"}}`)); !errors.Is(err, trust.ErrBadRoot) {
+		t.Errorf("unsigned root: %v, want ErrBadRoot", err)
+	}
+}
