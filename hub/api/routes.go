@@ -60,7 +60,7 @@ func (s *Server) routes() {
 	v1.POST("/models/:name/versions/:v/deprecate", s.modelVersionDeprecate, w(approver...)...)
 	v1.PUT("/models/:name/versions/:v/tags", s.modelVersionTags, w(governor...)...)
 	v1.PUT("/models/:name/versions/:v/outputs", s.modelVersionOutputs, w(publisher...)...)
-	v1.GET("/models/:name/versions/:v/outputs", s.modelVersionOutputsGet, r(anyRole...)...)
+	v1.GET("/models/:name/versions/:v/outputs", s.modelVersionOutputsGet, rs(scopeModelVersion, anyRole...)...)
 	v1.PUT("/models/:name/aliases/:alias", s.aliasSet, w(governor...)...)
 	v1.GET("/models/:name/aliases/:alias", s.aliasGet, rs(scopeModel, anyRole...)...)
 
