@@ -105,6 +105,8 @@ type Agent struct {
 
 	activeKey   string // what activeCache holds (Active)
 	activeCache ActiveModel
+	outputKey   string // what outputCache holds (Output)
+	outputCache []byte
 
 	lastRev uint64 // desired loop only
 	// reportedStale is the desired_stale the last reported state carried (heartbeat loop only).

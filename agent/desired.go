@@ -354,6 +354,7 @@ func (a *Agent) stateFor(name string, st wire.State) wire.State {
 func (a *Agent) adopt(r *modelRecord, m wire.DesiredModel) {
 	r.ActiveVersion, r.ManifestDigest = m.Version, m.ManifestDigest
 	r.ContractDigest, r.ProfileDigest = m.ContractDigest, m.ProfileDigest
+	r.OutputDigest = m.OutputDigest
 	r.Dataset, r.DatasetVersion = m.Dataset, m.DatasetVersion
 	r.RolloutID = m.RolloutID
 }
@@ -480,7 +481,7 @@ func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man a
 
 // fetchAssets makes sure the contract and reference profile m names are in the asset store.
 func (a *Agent) fetchAssets(ctx context.Context, m wire.DesiredModel, preempt func() bool) error {
-	for _, d := range []string{m.ContractDigest, m.ProfileDigest} {
+	for _, d := range []string{m.ContractDigest, m.ProfileDigest, m.OutputDigest} {
 		if d == "" {
 			continue
 		}
@@ -602,7 +603,7 @@ func (a *Agent) gcAssets() {
 	names := make([]string, 0, len(a.models))
 	for n, r := range a.models {
 		names = append(names, n)
-		for _, d := range []string{r.ManifestDigest, r.ContractDigest, r.ProfileDigest} {
+		for _, d := range []string{r.ManifestDigest, r.ContractDigest, r.ProfileDigest, r.OutputDigest} {
 			keep[d] = true
 		}
 	}

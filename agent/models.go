@@ -31,6 +31,8 @@ type modelRecord struct {
 	ManifestDigest string `json:"manifest_digest,omitempty"`
 	ContractDigest string `json:"contract_digest,omitempty"`
 	ProfileDigest  string `json:"profile_digest,omitempty"`
+	// OutputDigest names the active version's output reference (agent/outputs).
+	OutputDigest   string `json:"output_digest,omitempty"`
 	Dataset        string `json:"dataset,omitempty"`
 	DatasetVersion int    `json:"dataset_version,omitempty"`
 
@@ -244,6 +246,7 @@ func (a *Agent) adoptDisk() error {
 			// the wrong contract.
 			r.ActiveVersion, r.ManifestDigest = cur.Version, cur.ManifestDigest
 			r.ContractDigest, r.ProfileDigest, r.Dataset, r.DatasetVersion = "", "", "", 0
+			r.OutputDigest = ""
 		}
 		if err := a.saveRecordLocked(n); err != nil {
 			return err

@@ -67,6 +67,10 @@ type Config struct {
 	Buffer Buffer `yaml:"buffer" doc:"Bounds of the store-and-forward buffer of reports made while the broker is unreachable."`
 	// Quarantine bounds the store of invalid rows.
 	Quarantine Quarantine `yaml:"quarantine" doc:"Bounds of the quarantine, where every invalid row is kept with its field, rule and value (driftline-agent quarantine list and export read it). Past a bound the oldest rows go first, and are counted (driftline_agent_quarantine_evicted_total, _expired_total, and the validation report's quarantine_evicted)."`
+	// Outputs bounds the join of predictions and labels.
+	Outputs Outputs `yaml:"outputs" doc:"Bounds of the join of predictions and labels (POST /ingest?kind=predictions, ?kind=labels): each waits on disk for its other half; past a bound the oldest go first and are counted (the performance report's expired)."`
+	// Samples bounds what the agent sends of drifted windows.
+	Samples Samples `yaml:"samples" doc:"Samples of drifted windows, sent to the hub only when the training dataset's contract allows collection (x-driftline.collect)."`
 	// Window is the pipeline's reporting window.
 	Window Window `yaml:"window" doc:"Reporting window of validation, profile and drift: whichever of rows or seconds comes first. Each bound set here overrides the active contract's x-driftline.window; a bound left out comes from the contract, else from the default (10000 rows, 60 s). The agent logs, and /metrics shows (driftline_agent_window_limit_rows and _seconds, label source = config, contract or default), which one is in force."`
 	// Contract is a data contract used while no model (with its own contract) is active.
@@ -118,6 +122,22 @@ type Quarantine struct {
 	MaxBytes int64 `yaml:"max_bytes" default:"16777216" doc:"Stored size bound (at least 64 KiB; one row's entry is at most 16 KiB)."`
 	// MaxAge expires older rows.
 	MaxAge Duration `yaml:"max_age" default:"720h" doc:"Rows older than this are dropped, oldest first, and counted as expired."`
+}
+
+// Outputs bounds the join state of agent/outputs.
+type Outputs struct {
+	// MaxPending bounds the entries waiting on disk.
+	MaxPending int `yaml:"max_pending" default:"200000" doc:"Most entries kept: predictions waiting for a label, labels waiting for a prediction, and joined ids (to recognise repeats)."`
+	// MaxAge expires older entries.
+	MaxAge Duration `yaml:"max_age" default:"168h" doc:"Entries older than this are dropped, oldest first: a label later than this never joins."`
+}
+
+// Samples bounds agent/samples.
+type Samples struct {
+	// MaxRows is the reservoir's size.
+	MaxRows int `yaml:"max_rows" default:"200" doc:"Rows of a drifted window sent at most (a uniform reservoir sample of its valid rows)."`
+	// MaxBytesPerDay is the per-device budget.
+	MaxBytesPerDay int64 `yaml:"max_bytes_per_day" default:"1048576" doc:"Bytes of samples sent per UTC day at most; past it drifted windows are not sampled, and counted."`
 }
 
 // Quarantine limits enforced by Validate.
@@ -190,6 +210,8 @@ func Default() Config {
 		ChunkCacheBytes: 256 << 20,
 		Buffer:          Buffer{MaxBytes: 64 << 20, MaxAge: Duration(7 * 24 * time.Hour)},
 		Quarantine:      Quarantine{MaxRows: DefaultQuarantineRows, MaxBytes: 16 << 20, MaxAge: Duration(30 * 24 * time.Hour)},
+		Outputs:         Outputs{MaxPending: 200000, MaxAge: Duration(7 * 24 * time.Hour)},
+		Samples:         Samples{MaxRows: 200, MaxBytesPerDay: 1 << 20},
 		TopicPrefix:     wire.DefaultPrefix,
 		Heartbeat:       Duration(10 * time.Second),
 		Fetch: Fetch{
@@ -291,6 +313,16 @@ func (c Config) validate(lines map[string]int) error {
 		add("quarantine.max_bytes", "%d is below the 64 KiB minimum (one row's entry takes up to 16 KiB)", c.Quarantine.MaxBytes)
 	}
 	positive("quarantine.max_age", c.Quarantine.MaxAge)
+	if c.Outputs.MaxPending < 1 {
+		add("outputs.max_pending", "must be at least 1, got %d", c.Outputs.MaxPending)
+	}
+	positive("outputs.max_age", c.Outputs.MaxAge)
+	if c.Samples.MaxRows < 1 || c.Samples.MaxRows > 10000 {
+		add("samples.max_rows", "must be within 1..10000, got %d", c.Samples.MaxRows)
+	}
+	if c.Samples.MaxBytesPerDay < 1 {
+		add("samples.max_bytes_per_day", "must be at least 1, got %d (a dataset's contract decides whether anything is collected)", c.Samples.MaxBytesPerDay)
+	}
 	// Zero is "not set" (the contract's window applies); a negative bound, or a zero written
 	// in the file, is a mistake.
 	for _, b := range []struct {

@@ -80,6 +80,13 @@ func TestParse(t *testing.T) {
 		}},
 		{name: "quarantine out of range", yaml: minimal + "quarantine:\n  max_rows: 0\n  max_bytes: 100\n  max_age: -1h\n", wantErr: config.ErrInvalid,
 			errHas: []string{"line 6: quarantine.max_rows: must be within 1..1000000, got 0", "line 7: quarantine.max_bytes: 100 is below the 64 KiB minimum", "line 8: quarantine.max_age: must be positive"}},
+		{name: "outputs and samples", yaml: minimal + "outputs:\n  max_pending: 5000\n  max_age: 24h\nsamples:\n  max_rows: 50\n  max_bytes_per_day: 65536\n", check: func(t *testing.T, c config.Config) {
+			if c.Outputs != (config.Outputs{MaxPending: 5000, MaxAge: config.Duration(24 * time.Hour)}) || c.Samples != (config.Samples{MaxRows: 50, MaxBytesPerDay: 65536}) {
+				t.Fatalf("outputs %+v samples %+v", c.Outputs, c.Samples)
+			}
+		}},
+		{name: "outputs and samples out of range", yaml: minimal + "outputs:\n  max_pending: 0\nsamples:\n  max_rows: 0\n  max_bytes_per_day: 0\n", wantErr: config.ErrInvalid,
+			errHas: []string{"line 6: outputs.max_pending", "line 8: samples.max_rows", "line 9: samples.max_bytes_per_day"}},
 		{name: "quarantine unknown key", yaml: minimal + "quarantine:\n  max_rowz: 5\n", wantErr: config.ErrSyntax, errHas: []string{"line 6", "max_rowz"}},
 		{name: "wrong type with line", yaml: minimal + "window:\n  rows: many\n", wantErr: config.ErrSyntax, errHas: []string{"line 6"}},
 		{name: "bad duration", yaml: minimal + "heartbeat: soon\n", wantErr: config.ErrSyntax, errHas: []string{"line 5", "soon"}},

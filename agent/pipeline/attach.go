@@ -52,7 +52,7 @@ func Attach(a *agent.Agent, opts AttachOptions) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.OnData(func(p []byte) { _, _ = pl.IngestPayload("mqtt", p) })
+	a.OnData(func(p []byte) { _, _ = pl.IngestData("mqtt", p) })
 	a.SetStats(func() agent.PipelineStats {
 		s := pl.Stats()
 		return agent.PipelineStats{RecordsSeen: s.RecordsSeen, RecordsInvalid: s.RecordsInvalid, QuarantineDepth: s.QuarantineDepth}

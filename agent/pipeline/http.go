@@ -13,6 +13,9 @@ import (
 // IngestPath is where Handler answers.
 const IngestPath = "/ingest"
 
+// KindHeader names the row kind of a POST /ingest body when the query has no kind parameter.
+const KindHeader = "X-Driftline-Kind"
+
 // DefaultMaxBody bounds one POST /ingest body.
 const DefaultMaxBody = 256 << 20
 
@@ -23,7 +26,10 @@ const DefaultMaxBody = 256 << 20
 // invalid rows included: they are quarantined, not refused — 400 when the body cannot be read
 // to its end (the rows before that point were processed; the summary says how many), 405 for
 // another method, 413 for a body over the limit, 415 for another media type, and 503 while the
-// agent has no contract. Errors are application/problem+json.
+// agent has no contract. The kind query parameter (or the X-Driftline-Kind header) says what the
+// rows are: inputs (default), predictions or labels; predictions and labels answer 503 while the
+// active model version has no output reference, and an unknown kind is 400. Errors are
+// application/problem+json.
 func (p *Pipeline) Handler(maxBody int64) http.Handler {
 	if maxBody <= 0 {
 		maxBody = DefaultMaxBody
@@ -39,10 +45,19 @@ func (p *Pipeline) Handler(maxBody int64) http.Handler {
 			problem(w, http.StatusUnsupportedMediaType, "unsupported-media-type", err.Error(), nil)
 			return
 		}
+		kind := r.URL.Query().Get("kind")
+		if kind == "" {
+			kind = r.Header.Get(KindHeader)
+		}
 		body := http.MaxBytesReader(w, r.Body, maxBody)
-		sum, err := p.Ingest("http", f, body)
+		sum, err := p.IngestKind(kind, "http", f, body)
 		var tooBig *http.MaxBytesError
 		switch {
+		case errors.Is(err, ErrUnknownKind):
+			problem(w, http.StatusBadRequest, "unknown-kind", fmt.Sprintf("kind %q: use inputs, predictions or labels (predictions and labels need an active model version with an output reference)", kind), nil)
+		case errors.Is(err, ErrNoReference):
+			w.Header().Set("Retry-After", "10")
+			problem(w, http.StatusServiceUnavailable, "no-output-reference", err.Error(), nil)
 		case errors.Is(err, ErrNoContract):
 			w.Header().Set("Retry-After", "10")
 			problem(w, http.StatusServiceUnavailable, "no-contract", err.Error(), nil)

@@ -108,6 +108,10 @@ type Pipeline struct {
 	inflight int // streams being ingested; the generation changes only when 0
 	seen     int64
 	invalid  int64
+	// kinds takes predictions and labels (nil: refused).
+	kinds KindIngester
+	// sampler sees valid rows and window verdicts (nil: none).
+	sampler WindowSampler
 }
 
 // Stats are the pipeline's counters since New, for the agent's heartbeat.
@@ -260,11 +264,17 @@ func (p *Pipeline) rowLocked(source string, row *contract.RawRow, sum *Summary) 
 		}
 		p.w.valid++
 		p.m.valid.Inc()
+		if p.sampler != nil {
+			p.sampler.Row(p.g.schema, p.out)
+		}
 		sum.add(nil)
 	} else {
 		p.w.invalid++
 		p.invalid++
 		p.m.invalid.Inc()
+		if p.sampler != nil {
+			p.sampler.Invalid(p.g.schema, row)
+		}
 		for _, v := range p.viol {
 			countViolation(p.w.violations, v.Field, v.Rule)
 		}

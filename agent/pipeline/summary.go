@@ -135,3 +135,9 @@ func clip(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// NewSummary returns an empty Summary, for the other row kinds' ingesters (agent/outputs).
+func NewSummary() Summary { return newSummary() }
+
+// Add counts one row with its violations (none for a valid row).
+func (s *Summary) Add(vs []contract.Violation) { s.add(vs) }

@@ -120,8 +120,12 @@ func (p *Pipeline) closeLocked(now time.Time) {
 	}
 	p.send(wire.KindValidation, p.opts.Topics.Validation(p.opts.DeviceID), val)
 	p.report(wire.KindProfile, p.opts.Topics.Profile(p.opts.DeviceID), w.prof.Encode())
+	drifted := false
 	if p.g.drift.ok && w.valid > 0 && w.valid >= int64(p.minDriftRows()) {
-		p.driftLocked(hdr, win, ref, w.prof)
+		drifted = p.driftLocked(hdr, win, ref, w.prof)
+	}
+	if p.sampler != nil {
+		p.sampler.Close(p.g.schema, hdr, win, ref, drifted, "input_drift", w.invalid)
 	}
 	prof, _ := profile.New(p.g.cols) // the same columns succeeded before
 	p.w = window{violations: map[string]map[string]int64{}, prof: prof}
@@ -130,12 +134,13 @@ func (p *Pipeline) closeLocked(now time.Time) {
 	p.m.windowSeconds.Observe(time.Since(t0).Seconds())
 }
 
-// driftLocked scores the window against the reference and sends drift and drift/{feature}.
-func (p *Pipeline) driftLocked(hdr wire.Header, win wire.Window, ref wire.ModelRef, cur *profile.Profile) {
+// driftLocked scores the window against the reference, sends drift and drift/{feature}, and
+// reports whether the window drifted.
+func (p *Pipeline) driftLocked(hdr wire.Header, win wire.Window, ref wire.ModelRef, cur *profile.Profile) bool {
 	rep, err := drift.Compare(p.g.ref, cur, p.g.drift.opts)
 	if err != nil {
 		p.log.Error("drift against the reference failed", "model", p.g.key, "window", win.Index, "err", err)
-		return
+		return false
 	}
 	d := wire.Drift{Header: hdr, Window: win, ModelRef: ref, Rows: int64(cur.Rows()),
 		DriftShare: rep.DriftShare, Features: rep.Scored, DriftedFeatures: rep.Drifted}
@@ -171,6 +176,7 @@ func (p *Pipeline) driftLocked(hdr wire.Header, win wire.Window, ref wire.ModelR
 	}
 	p.send(wire.KindDrift, p.opts.Topics.Drift(p.opts.DeviceID), d)
 	p.m.driftShare.Set(rep.DriftShare)
+	return rep.DatasetDrift
 }
 
 // send encodes a JSON report and hands it to the Reporter.

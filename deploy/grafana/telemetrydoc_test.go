@@ -81,6 +81,15 @@ func TestTelemetryDocExamples(t *testing.T) {
 		case wire.KindAck:
 			var p wire.Ack
 			v, decode = &p, func(b []byte) error { _, err := wire.DecodeAck(b); check(p.DeviceID, ""); return err }
+		case wire.KindPredictionDrift:
+			var p wire.PredictionDrift
+			v, decode = &p, func(b []byte) error { _, err := wire.DecodePredictionDrift(b); check(p.DeviceID, ""); return err }
+		case wire.KindPerformance:
+			var p wire.Performance
+			v, decode = &p, func(b []byte) error { _, err := wire.DecodePerformance(b); check(p.DeviceID, ""); return err }
+		case wire.KindSample:
+			var p wire.Sample
+			v, decode = &p, func(b []byte) error { _, err := wire.DecodeSample(b); check(p.DeviceID, ""); return err }
 		case wire.KindFleetDrift:
 			var p wire.FleetDrift
 			v, decode = &p, func([]byte) error { check("", p.Model); return p.Validate() }
@@ -97,7 +106,8 @@ func TestTelemetryDocExamples(t *testing.T) {
 		}
 	}
 	for _, k := range []wire.Kind{wire.KindStatus, wire.KindHeartbeat, wire.KindValidation, wire.KindDrift, wire.KindDriftFeature,
-		wire.KindDesired, wire.KindReported, wire.KindFetch, wire.KindFleetRollout, wire.KindFleetDrift, wire.KindAck} {
+		wire.KindDesired, wire.KindReported, wire.KindFetch, wire.KindFleetRollout, wire.KindFleetDrift, wire.KindAck,
+		wire.KindPredictionDrift, wire.KindPerformance, wire.KindSample} {
 		if !seen[k] {
 			t.Errorf("docs/telemetry.md has no example payload for %s", k)
 		}

@@ -23,7 +23,8 @@ const fieldsYAML = `fields:
   - {name: mode, dist: categorical, values: [idle, run, clean], weights: [0.2, 0.75, 0.05]}
 `
 
-// contractJSON is the demo dataset's data contract. device_id and ts are in every reading but
+// contractJSON is the demo dataset's data contract. It allows collection (x-driftline.collect):
+// drifted windows' sampled rows go to the hub and become a candidate dataset version. device_id and ts are in every reading but
 // are no model input: they are marked as labels so they are profiled and never scored (a
 // timestamp would drift in every window). Numeric features use the normalised Wasserstein
 // distance with a threshold of 0.5 reference standard deviations: a window of 50 steady rows
@@ -38,7 +39,8 @@ const contractJSON = `{
     {"name": "humidity", "type": "number", "constraints": {"minimum": 0, "maximum": 100}, "x-driftline": {"drift": {"method": "wasserstein", "threshold": 0.5}}},
     {"name": "vibration", "type": "number", "constraints": {"minimum": 0}, "x-driftline": {"drift": {"method": "wasserstein", "threshold": 0.5}}},
     {"name": "mode", "type": "string", "constraints": {"enum": ["idle", "run", "clean"]}}
-  ]
+  ],
+  "x-driftline": {"collect": true}
 }
 `
 

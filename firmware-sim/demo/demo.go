@@ -20,6 +20,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/driftline/driftline/hub/state"
 )
 
 // Model and dataset names the demo registers.
@@ -113,6 +115,10 @@ type Summary struct {
 	// RowsReported adds up the rows of the devices' latest validation summaries: 0 means no
 	// agent has reported a data window yet.
 	RowsReported int64 `json:"rows_reported"`
+	// Candidates are the candidate dataset versions the shifted devices' samples became.
+	Candidates []string `json:"candidates"`
+	// Webhooks are the events the demo's webhook receiver got ("TYPE SUBJECT").
+	Webhooks []string `json:"webhooks"`
 }
 
 // RolloutSummary is one rollout at the end of the demo.
@@ -158,6 +164,7 @@ type run struct {
 	bin     func(string) string
 	shifted []string
 	hubProc *proc
+	hooks   *receiver
 }
 
 func (d *run) steps(ctx context.Context) error {
@@ -201,7 +208,8 @@ func (d *run) steps(ctx context.Context) error {
 	// 1. The hub: one node, embedded broker.
 	mqttURL := "tcp://" + cfg.MQTTAddr
 	d.hubProc, err = d.procs.start("hub", d.bin("driftline"), "hub", "serve", "--data", dirs["hub"], "--node-id", "demo",
-		"--http", cfg.HTTPAddr, "--raft", cfg.RaftAddr, "--mqtt", cfg.MQTTAddr, "--advertise-mqtt", mqttURL)
+		"--http", cfg.HTTPAddr, "--raft", cfg.RaftAddr, "--mqtt", cfg.MQTTAddr, "--advertise-mqtt", mqttURL,
+		"--sample-settle", "15s")
 	if err != nil {
 		return err
 	}
@@ -215,6 +223,19 @@ func (d *run) steps(ctx context.Context) error {
 	d.narr = newNarrator(d.api, out, ModelName, d.start)
 	fmt.Fprintf(out, "Dashboard: %s/\nAdmin token: %s\n", url, tokenPath)
 	d.narr.say("hub ready (one node, embedded MQTT broker on %s)", mqttURL)
+
+	// 1b. A webhook receiver, as a CI system would run one, subscribed to drift, gate and
+	// candidate dataset events.
+	if d.hooks, err = startReceiver(); err != nil {
+		return err
+	}
+	defer d.hooks.close()
+	d.hooks.narr = d.narr
+	if _, err := d.procs.run(ctx, d.bin("driftline"), "webhook", "add", d.hooks.URL(), "--id", "demo-ci", "--secret", d.hooks.secret,
+		"--event", "drift", "--event", "gate", "--event", "candidate"); err != nil {
+		return err
+	}
+	d.narr.say("webhook demo-ci: signed CloudEvents for drift, gate decisions and candidate datasets go to %s", d.hooks.URL())
 
 	// 2. Enrol the devices, with labels, writing each agent's config.
 	ids := make([]string, cfg.Devices)
@@ -463,6 +484,16 @@ func (d *run) summary() Summary {
 	if d.narr != nil {
 		s.DriftSeen = d.narr.driftSeen()
 	}
+	if vs, err := d.api.datasetVersions(ctx, DatasetName); err == nil {
+		for _, v := range vs {
+			if state.IsCandidate(v) {
+				s.Candidates = append(s.Candidates, state.DatasetNode(v.Dataset, v.Version))
+			}
+		}
+	}
+	if d.hooks != nil {
+		s.Webhooks = d.hooks.received()
+	}
 	return s
 }
 
@@ -486,6 +517,8 @@ func (s Summary) Print(w io.Writer) {
 		fmt.Fprintln(w, line)
 	}
 	fmt.Fprintf(w, "  drift seen on: %s (sensors shifted on: %s)\n", orNone(s.DriftSeen), orNone(s.Shifted))
+	fmt.Fprintf(w, "  candidate datasets from drifted windows: %s\n", orNone(s.Candidates))
+	fmt.Fprintf(w, "  webhook events received: %d\n", len(s.Webhooks))
 	b, _ := json.Marshal(s)
 	fmt.Fprintf(w, "SUMMARY %s\n", b)
 }

@@ -87,6 +87,11 @@ func checkGate(t *testing.T, sum Summary) {
 			t.Fatalf("shifted device %s never reported drift (seen: %v)", id, sum.DriftSeen)
 		}
 	}
+	// The loop: the shifted devices' samples became a candidate dataset, and the demo's webhook
+	// receiver got its event.
+	if len(sum.Candidates) == 0 || !slices.Contains(sum.Webhooks, "io.driftline.dataset.candidate "+sum.Candidates[0]) {
+		t.Fatalf("candidates %v, webhook events %v: want a candidate and its event", sum.Candidates, sum.Webhooks)
+	}
 }
 
 // TestDemo runs the demo as `make demo` does (five driftline-agent processes and firmware-sim

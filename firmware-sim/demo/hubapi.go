@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/driftline/driftline/hub/state"
 )
 
 // hubAPI is the little of the hub's HTTP API the demo reads and writes directly (the rest goes
@@ -115,4 +117,12 @@ func (h *hubAPI) rollout(ctx context.Context, id string) (rollout, error) {
 	var r rollout
 	err := h.do(ctx, http.MethodGet, "/api/v1/rollouts/"+id, nil, &r)
 	return r, err
+}
+
+func (h *hubAPI) datasetVersions(ctx context.Context, name string) ([]state.DatasetVersion, error) {
+	var p struct {
+		Items []state.DatasetVersion `json:"items"`
+	}
+	err := h.do(ctx, http.MethodGet, "/api/v1/datasets/"+name+"/versions", nil, &p)
+	return p.Items, err
 }

@@ -23,7 +23,9 @@ import (
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/outputs"
 	"github.com/driftline/driftline/agent/pipeline"
+	"github.com/driftline/driftline/agent/samples"
 	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/firmware-sim/publish"
 	"github.com/driftline/driftline/firmware-sim/sim"
@@ -287,6 +289,13 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		pl, err := pipeline.Attach(a, pipeline.AttachOptions{}) // wired as driftline-agent run wires it
 		if err != nil {
 			return Summary{}, fmt.Errorf("agent %s pipeline: %w", c.ID, err)
+		}
+		sm, err := samples.Attach(a, pl, nil)
+		if err != nil {
+			return Summary{}, fmt.Errorf("agent %s samples: %w", c.ID, err)
+		}
+		if _, err := outputs.AttachWith(a, pl, nil, sm.PredictionDrift); err != nil {
+			return Summary{}, fmt.Errorf("agent %s outputs: %w", c.ID, err)
 		}
 		m.a, m.pl = a, pl
 		members[i] = m

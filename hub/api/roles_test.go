@@ -49,6 +49,7 @@ var roleTable = []roleCase{
 	{"/api/v1/datasets/:name/versions/:v", "GET", "/api/v1/datasets/temps/versions/1", nil, [6]int{200, 200, 200, 200, 200, 403}},
 	{"/api/v1/datasets/:name/versions/:v/contract", "GET", "/api/v1/datasets/temps/versions/1/contract", nil, [6]int{200, 200, 200, 200, 200, 403}},
 	{"/api/v1/datasets/:name/versions/:v/profile", "GET", "/api/v1/datasets/temps/versions/9/profile", nil, [6]int{404, 404, 404, 404, 404, 403}},
+	{"/api/v1/datasets/:name/versions/:v/sample", "GET", "/api/v1/datasets/temps/versions/1/sample", nil, [6]int{404, 404, 404, 404, 403, 403}},
 
 	{"/api/v1/models", "POST", "/api/v1/models", `{}`, [6]int{400, 403, 400, 403, 403, 403}},
 	{"/api/v1/models", "GET", "/api/v1/models", nil, [6]int{200, 200, 200, 200, 403, 403}},
@@ -72,6 +73,8 @@ var roleTable = []roleCase{
 	{"/api/v1/devices/:id/token", "POST", "/api/v1/devices/ghost/token", `{}`, [6]int{404, 403, 403, 403, 403, 403}},
 	{"/api/v1/devices/telemetry", "POST", "/api/v1/devices/telemetry", `{"devices":[{"id":"a b"}]}`, [6]int{400, 403, 403, 403, 403, 403}},
 	{"/api/v1/devices/:id/models/:name", "PUT", "/api/v1/devices/dev-1/models/m", `{}`, [6]int{400, 403, 403, 403, 403, 403}},
+	{"/api/v1/outputs", "GET", "/api/v1/outputs?model=ghost", nil, [6]int{404, 404, 404, 404, 403, 403}},
+	{"/api/v1/devices/samples", "POST", "/api/v1/devices/samples", `{"sample":{"device":"a b"}}`, [6]int{400, 403, 403, 403, 403, 403}},
 
 	{"/api/v1/rollouts", "POST", "/api/v1/rollouts", `{}`, [6]int{400, 403, 403, 400, 403, 403}},
 	{"/api/v1/rollouts", "GET", "/api/v1/rollouts", nil, [6]int{200, 200, 200, 200, 403, 403}},
@@ -82,6 +85,15 @@ var roleTable = []roleCase{
 	{"/api/v1/tokens", "POST", "/api/v1/tokens", `{}`, [6]int{400, 403, 403, 403, 403, 403}},
 	{"/api/v1/tokens", "GET", "/api/v1/tokens", nil, [6]int{200, 403, 403, 403, 403, 403}},
 	{"/api/v1/tokens/:id", "DELETE", "/api/v1/tokens/ghost", nil, [6]int{404, 403, 403, 403, 403, 403}},
+	{"/api/v1/models/:name/versions/:v/outputs", "PUT", "/api/v1/models/ghost/versions/1/outputs", nil, [6]int{404, 403, 404, 403, 403, 403}},
+	{"/api/v1/models/:name/versions/:v/outputs", "GET", "/api/v1/models/ghost/versions/1/outputs", nil, [6]int{404, 404, 404, 404, 404, 403}},
+	{"/api/v1/webhooks", "POST", "/api/v1/webhooks", `{}`, [6]int{400, 403, 403, 403, 403, 403}},
+	{"/api/v1/webhooks", "GET", "/api/v1/webhooks", nil, [6]int{200, 403, 403, 403, 403, 403}},
+	{"/api/v1/webhooks/:id", "GET", "/api/v1/webhooks/ghost", nil, [6]int{404, 403, 403, 403, 403, 403}},
+	{"/api/v1/webhooks/:id", "DELETE", "/api/v1/webhooks/ghost", nil, [6]int{404, 403, 403, 403, 403, 403}},
+	{"/api/v1/webhooks/:id/test", "POST", "/api/v1/webhooks/ghost/test", nil, [6]int{404, 403, 403, 403, 403, 403}},
+	{"/api/v1/webhooks/:id/deliveries", "GET", "/api/v1/webhooks/ghost/deliveries", nil, [6]int{404, 403, 403, 403, 403, 403}},
+	{"/api/v1/webhooks/:id/pending", "GET", "/api/v1/webhooks/ghost/pending", nil, [6]int{404, 403, 403, 403, 403, 403}},
 
 	{"/api/v1/drift", "GET", "/api/v1/drift?model=ghost", nil, [6]int{admitted, admitted, admitted, admitted, 403, 403}},
 	{"/api/v1/devices/:id/drift", "GET", "/api/v1/devices/ghost/drift", nil, [6]int{admitted, admitted, admitted, admitted, 403, 403}},

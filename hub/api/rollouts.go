@@ -101,10 +101,17 @@ func (s *Server) rolloutCreate(c echo.Context) error {
 		return badRequest("on_gate_failure", "on_gate_failure must be pause or rollback")
 	}
 	for name, g := range map[string]*float64{"gates.max_failure_rate": req.Gates.MaxFailureRate,
-		"gates.max_drift_share": req.Gates.MaxDriftShare, "gates.max_invalid_rate": req.Gates.MaxInvalidRate} {
+		"gates.max_drift_share": req.Gates.MaxDriftShare, "gates.max_invalid_rate": req.Gates.MaxInvalidRate,
+		"gates.max_prediction_drift_share": req.Gates.MaxPredictionDriftShare} {
 		if g != nil && (*g < 0 || *g > 1) {
 			return badRequest(name, "%s must be between 0 and 1", name)
 		}
+	}
+	if g := req.Gates.MinPerformance; g != nil && (*g < 0 || *g > 10) {
+		return badRequest("gates.min_performance", "gates.min_performance is relative to the reference metric (1 = as good): give 0 to 10")
+	}
+	if req.Gates.MinPerformanceLabels < 0 {
+		return badRequest("gates.min_performance_labels", "gates.min_performance_labels must not be negative")
 	}
 	if req.SetAlias != "" && !state.ValidName(req.SetAlias) {
 		return badRequest("set_alias", "bad alias %q", req.SetAlias)

@@ -48,6 +48,7 @@ func (s *Server) routes() {
 	v1.GET("/datasets/:name/versions/:v", s.datasetVersionGet, rs(scopeDataset, anyRole...)...)
 	v1.GET("/datasets/:name/versions/:v/contract", s.datasetVersionContract, rs(scopeDataset, anyRole...)...)
 	v1.GET("/datasets/:name/versions/:v/profile", s.datasetVersionProfile, rs(scopeDataset, anyRole...)...)
+	v1.GET("/datasets/:name/versions/:v/sample", s.datasetVersionSample, rs(scopeDataset, readers...)...)
 
 	v1.POST("/models", s.modelCreate, w(publisher...)...)
 	v1.GET("/models", s.modelList, r(readers...)...)
@@ -59,6 +60,8 @@ func (s *Server) routes() {
 	v1.POST("/models/:name/versions/:v/approve", s.modelVersionApprove, w(approver...)...)
 	v1.POST("/models/:name/versions/:v/deprecate", s.modelVersionDeprecate, w(approver...)...)
 	v1.PUT("/models/:name/versions/:v/tags", s.modelVersionTags, w(governor...)...)
+	v1.PUT("/models/:name/versions/:v/outputs", s.modelVersionOutputs, w(publisher...)...)
+	v1.GET("/models/:name/versions/:v/outputs", s.modelVersionOutputsGet, rs(scopeModelVersion, anyRole...)...)
 	v1.PUT("/models/:name/aliases/:alias", s.aliasSet, w(governor...)...)
 	v1.GET("/models/:name/aliases/:alias", s.aliasGet, rs(scopeModel, anyRole...)...)
 
@@ -70,6 +73,7 @@ func (s *Server) routes() {
 	v1.POST("/devices/:id/token", s.deviceRotateToken, w(adminOnly...)...)
 	v1.PUT("/devices/:id/models/:name", s.deviceDesiredSet, w(adminOnly...)...)
 	v1.POST("/devices/telemetry", s.deviceTelemetry, w(adminOnly...)...)
+	v1.POST("/devices/samples", s.sampleStage, w(adminOnly...)...)
 
 	v1.POST("/rollouts", s.rolloutCreate, w(approver...)...)
 	v1.GET("/rollouts", s.rolloutList, r(readers...)...)
@@ -81,6 +85,7 @@ func (s *Server) routes() {
 	v1.GET("/tokens", s.tokenList, r(adminOnly...)...)
 	v1.DELETE("/tokens/:id", s.tokenDelete, w(adminOnly...)...)
 
+	v1.GET("/outputs", s.outputsView, r(readers...)...)
 	v1.GET("/lineage", s.lineage, r(readers...)...)
 	v1.POST("/lineage", s.openLineageIngest, w(publisher...)...)
 	v1.POST("/lineage/batch", s.openLineageIngest, w(publisher...)...)
@@ -91,6 +96,8 @@ func (s *Server) routes() {
 	v1.GET("/keys/root", s.keysRoot, r(anyRole...)...)
 	v1.POST("/keys/rotate", s.keysRotate, w(adminOnly...)...)
 	v1.POST("/keys/:id/retire", s.keysRetire, w(adminOnly...)...)
+
+	s.webhookRoutes(v1)
 }
 
 func (s *Server) healthz(c echo.Context) error {

@@ -94,6 +94,7 @@ func (a *app) root() *cobra.Command {
 	root.AddCommand(
 		a.hubCmd(), a.datasetCmd(), a.modelCmd(), a.deviceCmd(), a.rolloutCmd(), a.lineageCmd(),
 		a.driftCmd(), a.clusterCmd(), a.auditCmd(), a.tokenCmd(), a.keyCmd(), a.brokerCmd(), a.versionCmd(),
+		a.webhookCmd(),
 	)
 	refuseUnknownSubcommands(root)
 	return root

@@ -24,7 +24,7 @@ type modelVersion struct {
 func (a *app) modelCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "model", Short: "Register, govern and fetch models"}
 	cmd.AddCommand(a.modelCreate(), a.modelPush(), a.modelApprove(), a.modelDeprecate(), a.modelAlias(),
-		a.modelTag(), a.modelShow(), a.modelList(), a.modelDownload())
+		a.modelTag(), a.modelShow(), a.modelList(), a.modelDownload(), a.modelOutputs())
 	return cmd
 }
 

@@ -29,6 +29,10 @@ type RolloutGates struct {
 	MaxFailureRate *float64 `json:"max_failure_rate,omitempty"`
 	MaxDriftShare  *float64 `json:"max_drift_share,omitempty"`
 	MaxInvalidRate *float64 `json:"max_invalid_rate,omitempty"`
+	// MaxPredictionDriftShare, MinPerformance and MinPerformanceLabels watch the outputs.
+	MaxPredictionDriftShare *float64 `json:"max_prediction_drift_share,omitempty"`
+	MinPerformance          *float64 `json:"min_performance,omitempty"`
+	MinPerformanceLabels    int64    `json:"min_performance_labels,omitempty"`
 }
 
 // rolloutView is the part of a rollout the human output reads; -o json prints the whole answer.
@@ -62,7 +66,8 @@ func (a *app) rolloutCreate() *cobra.Command {
 	var req RolloutRequest
 	var waves string
 	var bake, timeout time.Duration
-	var failRate, driftShare, invalidRate float64
+	var failRate, driftShare, invalidRate, predDrift, minPerf float64
+	var minLabels int64
 	cmd := &cobra.Command{
 		Use:   "create --model M --version V [--selector S] [--waves 1,10,50,100]",
 		Short: "Start a rollout",
@@ -94,6 +99,13 @@ func (a *app) rolloutCreate() *cobra.Command {
 			if fl.Changed("max-invalid-rate") {
 				g.MaxInvalidRate = &invalidRate
 			}
+			if fl.Changed("max-prediction-drift-share") {
+				g.MaxPredictionDriftShare = &predDrift
+			}
+			if fl.Changed("min-performance") {
+				g.MinPerformance = &minPerf
+			}
+			g.MinPerformanceLabels = minLabels
 			if *g != (RolloutGates{}) {
 				req.Gates = g
 			}
@@ -123,6 +135,9 @@ func (a *app) rolloutCreate() *cobra.Command {
 	f.Float64Var(&failRate, "max-failure-rate", 0, "gate: failed activations / devices in the wave")
 	f.Float64Var(&driftShare, "max-drift-share", 0, "gate: share of the wave's devices reporting dataset drift")
 	f.Float64Var(&invalidRate, "max-invalid-rate", 0, "gate: invalid rows / rows on the wave's devices")
+	f.Float64Var(&predDrift, "max-prediction-drift-share", 0, "gate: share of the wave's devices whose predictions drift from the version's output reference")
+	f.Float64Var(&minPerf, "min-performance", 0, "gate: floor on performance relative to the version's reference metric (1 = as good)")
+	f.Int64Var(&minLabels, "min-performance-labels", 0, "joined labels min-performance needs before it decides (hub default 100)")
 	f.StringVar(&req.OnGateFailure, "on-gate-failure", "", "pause (the hub's default) or rollback")
 	return cmd
 }

@@ -42,6 +42,7 @@ type serveOptions struct {
 	backupDir, adminTokenFile                                    string
 	backupEvery                                                  time.Duration
 	backupKeep                                                   int
+	sampleSettle                                                 time.Duration
 }
 
 func (a *app) hubCmd() *cobra.Command {
@@ -96,6 +97,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.BoolVar(&o.fourEyes, "four-eyes", false, "refuse an approval by the identity that registered the version")
 	f.Int64Var(&o.maxUpload, "max-upload-bytes", 0, "largest upload accepted (0: 4 GiB)")
 	f.Int64Var(&o.diskReserve, "disk-reserve-bytes", node.DefaultDiskReserve, "free space the data dir must keep; below it the node stops before a write fails (negative: no check)")
+	f.DurationVar(&o.sampleSettle, "sample-settle", 0, "how long devices' samples of drifted windows wait for others before they become a candidate dataset version (0: 30s)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.backupDir, "backup-dir", "", "write a checked backup here every --backup-every while this node leads")
 	f.DurationVar(&o.backupEvery, "backup-every", time.Hour, "interval of scheduled backups (with --backup-dir)")
@@ -176,6 +178,7 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 		SigningKey: o.signingKey, RootKey: o.rootKey, DesiredTTL: o.desiredTTL, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload,
 		TopicPrefix: o.topicPrefix, DiskReserve: o.diskReserve,
 		AdminTokenFile: o.adminTokenFile, BackupDir: o.backupDir, BackupEvery: o.backupEvery, BackupKeep: o.backupKeep,
+		SampleSettle: o.sampleSettle,
 	}, level, nil
 }
 

@@ -25,6 +25,11 @@ type formPart struct {
 // upload POSTs parts as multipart/form-data, streaming file parts through an io.Pipe so no file
 // is ever held in memory, and draws upload progress on stderr when it is a terminal.
 func (c *client) upload(ctx context.Context, path string, parts []formPart, stderr io.Writer, out any) ([]byte, error) {
+	return c.uploadMethod(ctx, http.MethodPost, path, parts, stderr, out)
+}
+
+// uploadMethod is upload with another method (PUT).
+func (c *client) uploadMethod(ctx context.Context, method, path string, parts []formPart, stderr io.Writer, out any) ([]byte, error) {
 	files := make([]*os.File, len(parts))
 	defer func() {
 		for _, f := range files {
@@ -67,7 +72,7 @@ func (c *client) upload(ctx context.Context, path string, parts []formPart, stde
 		pw.CloseWithError(err)
 		written <- err
 	}()
-	req, err := c.request(ctx, http.MethodPost, path, nil, pr, mw.FormDataContentType())
+	req, err := c.request(ctx, method, path, nil, pr, mw.FormDataContentType())
 	if err != nil {
 		pr.Close()
 		<-written

@@ -68,6 +68,23 @@ const (
 	// TypeChunksSweep deletes chunks that no model version lists and that were stored before a
 	// time (aborted uploads). Payload: state.ChunksSweep.
 	TypeChunksSweep
+	// TypeWebhookCreate registers a webhook. Payload: state.WebhookCreate.
+	TypeWebhookCreate
+	// TypeWebhookDelete removes a webhook and its pending deliveries. Payload: state.WebhookDelete.
+	TypeWebhookDelete
+	// TypeWebhookTest queues a test event for one webhook. Payload: state.WebhookTest.
+	TypeWebhookTest
+	// TypeWebhookAttempt records the outcome of one delivery attempt. Payload: state.WebhookAttempt.
+	TypeWebhookAttempt
+	// TypeModelVersionOutputSet attaches an output reference to a model version. Payload:
+	// state.ModelVersionOutputSet.
+	TypeModelVersionOutputSet
+	// TypeSampleStage keeps a device's sample of a drifted window until it joins a candidate
+	// dataset version. Payload: state.SampleStage.
+	TypeSampleStage
+	// TypeCandidateCreate registers a candidate dataset version from staged samples. Payload:
+	// state.CandidateCreate.
+	TypeCandidateCreate
 	typeEnd // sentinel: first unassigned value
 )
 

@@ -16,6 +16,7 @@ import (
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/protocol"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/shared/wire"
 )
 
 // mqttAuth authenticates MQTT clients against the replicated state: a device by its id
@@ -94,6 +95,20 @@ func (n *Node) startMQTT() error {
 	if err := protocol.SubscribeProfiles(transport, n.topics, n.drift.Enqueue); err != nil {
 		return err
 	}
+	// Samples are handled by whichever node hears them (a follower forwards the staging command
+	// to the leader); with an external broker they come through the shared subscription, once.
+	topics := n.topics
+	subscribe := transport.Subscribe
+	if sh, ok := transport.(protocol.SharedSubscriber); ok {
+		subscribe = sh.SubscribeShared
+	}
+	if err := subscribe(topics.AllDevices(wire.KindSample), func(topic string, payload []byte) {
+		if kind, id, _, err := topics.Parse(topic); err == nil && kind == wire.KindSample {
+			n.samples.Handle(topic, id, payload)
+		}
+	}); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -146,15 +161,17 @@ func (n *Node) MQTTURL() string {
 	return ""
 }
 
-// applyOrForward proposes a command on the leader, or sends a telemetry batch to the leader's
-// API from a follower, authenticated with this node's token.
+// applyOrForward proposes a command on the leader, or sends a telemetry batch (or a device's
+// staged sample) to the leader's API from a follower, authenticated with this node's token.
 func (n *Node) applyOrForward(ctx context.Context, env command.Envelope) error {
 	if n.store.IsLeader() {
 		_, err := n.store.Apply(ctx, env)
 		return err
 	}
-	if env.Type != command.TypeDeviceTelemetry {
-		return fmt.Errorf("node: only telemetry is forwarded, not command type %d", env.Type)
+	switch env.Type {
+	case command.TypeDeviceTelemetry, command.TypeSampleStage:
+	default:
+		return fmt.Errorf("node: only telemetry and samples are forwarded, not command type %d", env.Type)
 	}
 	_, addr, ok := n.store.LeaderHTTP()
 	if !ok {
@@ -163,6 +180,12 @@ func (n *Node) applyOrForward(ctx context.Context, env command.Envelope) error {
 	tok, err := n.nodeToken()
 	if err != nil {
 		return err
+	}
+	if env.Type == command.TypeSampleStage {
+		if err := n.peers.PostJSON(ctx, n.peers.URL(addr, "/api/v1/devices/samples"), tok, json.RawMessage(env.Payload), nil); err != nil {
+			return fmt.Errorf("node: leader refused the sample: %w", err)
+		}
+		return nil
 	}
 	parts, dropped, err := splitTelemetry(env.Payload, n.forwardLimit())
 	if err != nil {

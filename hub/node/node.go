@@ -32,8 +32,10 @@ import (
 	"github.com/driftline/driftline/hub/keys"
 	"github.com/driftline/driftline/hub/protocol"
 	"github.com/driftline/driftline/hub/rollout"
+	"github.com/driftline/driftline/hub/samples"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/hub/store"
+	"github.com/driftline/driftline/hub/webhook"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/kv"
 	"github.com/driftline/driftline/shared/wire"
@@ -115,7 +117,10 @@ type Config struct {
 	BackupDir   string
 	BackupEvery time.Duration
 	BackupKeep  int
-	Logger      *slog.Logger
+	// SampleSettle is how long devices' samples of drifted windows wait for others before they
+	// become a candidate dataset version (0: hub/samples' default, 30 s).
+	SampleSettle time.Duration
+	Logger       *slog.Logger
 	// httpLimits are the API server's timeouts; zero means defaultHTTPLimits (tests shorten them).
 	httpLimits httpLimits
 	// forwardLimit overrides the largest telemetry body forwarded to the leader (tests).
@@ -144,6 +149,8 @@ type Node struct {
 	proto    *protocol.Service
 	rollouts *rollout.Controller
 	drift    *drift.Service
+	webhooks *webhook.Dispatcher
+	samples  *samples.Collector
 	// transport is the MQTT connection the protocol service uses (nil without MQTT).
 	transport protocol.Transport
 	// topics are the protocol's topics under Config.TopicPrefix.
@@ -257,6 +264,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.registerOps()
 	n.rollouts = rollout.New(rollout.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
+	n.webhooks = webhook.New(webhook.Config{Store: n.store, Reader: n.Reader(), NodeID: cfg.NodeID,
+		Logger: cfg.Logger, Registerer: n.registry})
+	n.samples = samples.New(samples.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry,
+		Settle: cfg.SampleSettle, Forward: n.applyOrForward,
+		// With an external broker every node hears every device: the leader stages alone.
+		LeaderOnly: len(cfg.Brokers) > 0})
 	n.drift, err = drift.New(drift.Config{
 		Registry: n.Reader(), Topics: n.topics, Logger: cfg.Logger, Registerer: n.registry,
 		Publish: func(topic string, payload []byte) error {
@@ -326,6 +339,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	go func() { defer n.wg.Done(); n.drift.Run(bg) }()
 	go func() { defer n.wg.Done(); n.rollouts.Run(bg) }()
 	go func() { defer n.wg.Done(); n.leaderChores(bg) }()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.webhooks.Run(bg) }()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.samples.Run(bg) }()
 	go func() { defer n.wg.Done(); kv.RunGC(bg, n.db, 5*time.Minute, n.log) }()
 	n.wg.Add(2)
 	go func() { defer n.wg.Done(); kv.RunGC(bg, n.logDB, 5*time.Minute, n.log) }()

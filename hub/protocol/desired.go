@@ -250,9 +250,17 @@ func BuildDesired(r state.Reader, d state.Device, cur keys.Current, now time.Tim
 		msg.Models = append(msg.Models, wire.DesiredModel{
 			Name: name, Version: mv.Version, ManifestDigest: mv.ManifestDigest, Size: mv.Size, RolloutID: want.RolloutID,
 			Signature: sig, ContractDigest: a.ContractDigest, ProfileDigest: a.ProfileDigest,
-			Dataset: a.Dataset, DatasetVersion: a.DatasetVersion,
+			Dataset: a.Dataset, DatasetVersion: a.DatasetVersion, OutputDigest: outputDigest(mv),
 		})
 	}
 	msg.Sign(cur.Key)
 	return msg, nil
+}
+
+// outputDigest names a model version's output reference, "" when it has none.
+func outputDigest(mv state.ModelVersion) string {
+	if mv.Output == nil {
+		return ""
+	}
+	return mv.Output.Digest
 }

@@ -34,7 +34,8 @@ func (f *fetchScope) chunk(d string) bool {
 // object reports whether the registry object ref is in the scope.
 func (f *fetchScope) object(ref state.ObjectRef) bool {
 	switch ref.Kind {
-	case state.ObjectManifest:
+	case state.ObjectManifest, state.ObjectOutput:
+		// An output reference belongs to the model version, as its manifest does.
 		return f.sc.Model(ref.Name, ref.Version)
 	case state.ObjectContract, state.ObjectProfile:
 		return f.sc.Dataset(ref.Name, ref.Version)

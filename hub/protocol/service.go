@@ -142,7 +142,8 @@ func Start(cfg Config) (*Service, error) {
 	if sh, ok := cfg.Transport.(SharedSubscriber); ok {
 		subscribe = sh.SubscribeShared
 	}
-	for _, k := range []wire.Kind{wire.KindStatus, wire.KindHeartbeat, wire.KindReported, wire.KindValidation, wire.KindDrift, wire.KindFetch} {
+	for _, k := range []wire.Kind{wire.KindStatus, wire.KindHeartbeat, wire.KindReported, wire.KindValidation, wire.KindDrift, wire.KindFetch,
+		wire.KindPredictionDrift, wire.KindPerformance} {
 		if err := subscribe(cfg.Topics.AllDevices(k), s.handle); err != nil {
 			cancel()
 			return nil, err
@@ -183,7 +184,8 @@ func (s *Service) handle(topic string, payload []byte) {
 	switch kind {
 	case wire.KindFetch:
 		ok = s.enqueueFetch(id, payload)
-	case wire.KindStatus, wire.KindHeartbeat, wire.KindReported, wire.KindValidation, wire.KindDrift:
+	case wire.KindStatus, wire.KindHeartbeat, wire.KindReported, wire.KindValidation, wire.KindDrift,
+		wire.KindPredictionDrift, wire.KindPerformance:
 		ok = s.tele.observe(kind, id, payload)
 	default:
 		ok = false

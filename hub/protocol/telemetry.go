@@ -106,6 +106,30 @@ func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
 			h.DatasetDrift = h.DatasetDrift || d.DatasetDrift == 1
 			h.DriftShare = max(h.DriftShare, d.DriftShare)
 		}
+	case wire.KindPredictionDrift:
+		var d wire.PredictionDrift
+		if d, err = wire.DecodePredictionDrift(payload); err == nil {
+			err = d.MatchTopic(id)
+		}
+		apply = func(o *state.DeviceObservation) {
+			h := outputHealth(o, d.Model, d.Version, d.WindowEnd)
+			h.PredictionWindows++
+			h.PredictionDrift = d.Drift == 1
+			if h.PredictionDrift {
+				h.PredictionDrifted++
+			}
+		}
+	case wire.KindPerformance:
+		var p wire.Performance
+		if p, err = wire.DecodePerformance(payload); err == nil {
+			err = p.MatchTopic(id)
+		}
+		apply = func(o *state.DeviceObservation) {
+			h := outputHealth(o, p.Model, p.Version, p.WindowEnd)
+			h.Labels += p.Labels
+			h.RelativeSum += p.Relative * float64(p.Labels)
+			h.Relative, h.Metric, h.Value = p.Relative, p.Metric, p.Value
+		}
 	}
 	if err != nil {
 		t.s.log.Warn("bad device message", "device", id, "kind", kind.String(), "err", err)
@@ -129,6 +153,41 @@ func health(o *state.DeviceObservation, model string, version int, at int64) *st
 		o.Health.At = at
 	}
 	return o.Health
+}
+
+// outputHealth returns the observation's output news for one model version (the news of
+// another version, not yet flushed, is replaced: it describes a version the device left).
+func outputHealth(o *state.DeviceObservation, model string, version int, at int64) *state.OutputHealth {
+	if o.Outputs == nil || o.Outputs.Model != model || o.Outputs.Version != version {
+		o.Outputs = &state.OutputHealth{Model: model, Version: version}
+	}
+	o.Outputs.At = max(o.Outputs.At, at)
+	return o.Outputs
+}
+
+// mergeOutputs adds the counts of an unapplied older batch to the newer news of the same
+// version (the counts are deltas: none may be lost or counted twice).
+func mergeOutputs(old, cur *state.OutputHealth) *state.OutputHealth {
+	switch {
+	case old == nil:
+		return cur
+	case cur == nil:
+		return old
+	case old.Model != cur.Model || old.Version != cur.Version:
+		return cur
+	}
+	if cur.PredictionWindows == 0 {
+		cur.PredictionDrift = old.PredictionDrift
+	}
+	cur.PredictionWindows += old.PredictionWindows
+	cur.PredictionDrifted += old.PredictionDrifted
+	if cur.Labels == 0 {
+		cur.Relative, cur.Metric, cur.Value = old.Relative, old.Metric, old.Value
+	}
+	cur.Labels += old.Labels
+	cur.RelativeSum += old.RelativeSum
+	cur.At = max(cur.At, old.At)
+	return cur
 }
 
 func toStateReported(r wire.Reported) state.Reported {
@@ -198,6 +257,7 @@ func (t *telemetry) flush(ctx context.Context) {
 			cur.Health = old.Health
 		}
 		cur.Reports = append(old.Reports, cur.Reports...)
+		cur.Outputs = mergeOutputs(old.Outputs, cur.Outputs)
 		cur.LastSeen = max(cur.LastSeen, old.LastSeen)
 	}
 	t.mu.Unlock()

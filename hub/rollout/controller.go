@@ -158,6 +158,12 @@ type observation struct {
 	// drifted those whose windows showed dataset drift; active counts active devices.
 	active, withEvidence, drifted int
 	rows, invalid                 int64
+	// predEvidence counts active devices that reported prediction drift on the new version,
+	// predDrifted those with a drifted prediction window; labels and relativeSum add up the
+	// joined labels and label-weighted relative performance.
+	predEvidence, predDrifted int
+	labels                    int64
+	relativeSum               float64
 }
 
 func (c *Controller) observe(r state.Rollout) (observation, error) {
@@ -211,6 +217,18 @@ func (c *Controller) observe(r state.Rollout) (observation, error) {
 				}
 				o.rows += int64(rows)
 				o.invalid += int64(inv)
+				pw, _ := e.Attr["prediction_windows"].(float64)
+				pd, _ := e.Attr["prediction_drift_windows"].(float64)
+				if pw > 0 {
+					o.predEvidence++
+					if pd > 0 {
+						o.predDrifted++
+					}
+				}
+				labels, _ := e.Attr["labels"].(float64)
+				rel, _ := e.Attr["relative_sum"].(float64)
+				o.labels += int64(labels)
+				o.relativeSum += rel
 			}
 		}
 		if rd.Wave == r.Wave && st != state.DevActive && st != state.DevFailed {
@@ -280,18 +298,45 @@ func gates(r state.Rollout, o observation) (map[string]state.GateValue, bool, st
 		ir = float64(o.invalid) / float64(o.rows)
 	}
 	check(state.GateInvalidRate, r.Gates.MaxInvalidRate, ir, o.rows)
+	ps := 0.0
+	if o.predEvidence > 0 {
+		ps = float64(o.predDrifted) / float64(o.predEvidence)
+	}
+	check(state.GatePredictionDriftShare, r.Gates.MaxPredictionDriftShare, ps, int64(o.predEvidence))
+	if thr := r.Gates.MinPerformance; thr != nil {
+		// A floor, not a ceiling: it fails below the threshold, and only once enough labels
+		// joined for the value to mean something.
+		rel := 0.0
+		if o.labels > 0 {
+			rel = o.relativeSum / float64(o.labels)
+		}
+		g := state.GateValue{Value: round(rel), Threshold: *thr, Evidence: o.labels}
+		g.Failed = o.labels >= r.Gates.MinPerfLabels() && rel < *thr
+		if g.Failed && !failed {
+			failed, reason = true, state.GatePerformance+" not met"
+		}
+		out[state.GatePerformance] = g
+	}
 	return out, failed, reason
 }
 
 func round(v float64) float64 { return math.Round(v*1e6) / 1e6 }
 
 // enoughEvidence reports whether the data gates can pass: every active device of the started
-// waves reported at least one window on the new version.
+// waves reported at least one window on the new version (inputs for the input gates,
+// predictions for max_prediction_drift_share), and min_performance has its minimum of joined
+// labels. Until then the wave waits: no evidence, no promotion.
 func enoughEvidence(r state.Rollout, o observation) bool {
-	if r.Gates.MaxDriftShare == nil && r.Gates.MaxInvalidRate == nil {
+	if r.Gates.MaxDriftShare == nil && r.Gates.MaxInvalidRate == nil && r.Gates.MaxPredictionDriftShare == nil && r.Gates.MinPerformance == nil {
 		return true
 	}
-	return o.withEvidence >= o.active
+	if (r.Gates.MaxDriftShare != nil || r.Gates.MaxInvalidRate != nil) && o.withEvidence < o.active {
+		return false
+	}
+	if r.Gates.MaxPredictionDriftShare != nil && o.predEvidence < o.active {
+		return false
+	}
+	return r.Gates.MinPerformance == nil || o.labels >= r.Gates.MinPerfLabels()
 }
 
 func sameGates(a, b map[string]state.GateValue) bool {

@@ -244,6 +244,11 @@ func deviceTelemetry(txn *badger.Txn, env command.Envelope, c DeviceTelemetry) (
 		if err := applyNumbered(txn, &d, o.Reports); err != nil {
 			return nil, nil, err
 		}
+		if o.Outputs != nil {
+			if err := attachOutputs(txn, &d, *o.Outputs); err != nil {
+				return nil, nil, err
+			}
+		}
 		if err := putDevice(txn, d); err != nil {
 			return nil, nil, err
 		}

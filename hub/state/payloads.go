@@ -176,6 +176,8 @@ type DeviceObservation struct {
 	LastSeen int64          `json:"last_seen,omitempty"`
 	Reported *Reported      `json:"reported,omitempty"`
 	Health   *HealthSummary `json:"health,omitempty"`
+	// Outputs are the output reports since the last command (counts are deltas).
+	Outputs *OutputHealth `json:"outputs,omitempty"`
 	// Reports are the numbered reports (wire.ReportSeq) of the interval, one each, in the order
 	// the node received them. Apply counts each one once per epoch and sequence number, however
 	// often it arrives and through whichever node, and advances the device's ReportCursor.

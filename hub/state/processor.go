@@ -30,8 +30,15 @@ func (p Processor) Apply(txn *badger.Txn, index uint64, env command.Envelope) (a
 			return prev, nil
 		}
 	}
+	pre, err := eventsBefore(txn, env)
+	if err != nil {
+		return nil, err
+	}
 	res, audit, err := p.dispatch(txn, env)
 	if err != nil {
+		return nil, err
+	}
+	if err := eventsAfter(txn, env, pre, res); err != nil {
 		return nil, err
 	}
 	if audit != nil {
@@ -126,6 +133,27 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 	case command.TypeSigningKeyAdd:
 		var c SigningKeyAdd
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return signingKeyAdd(txn, env, c) })
+	case command.TypeWebhookCreate:
+		var c WebhookCreate
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return webhookCreate(txn, env, c) })
+	case command.TypeWebhookDelete:
+		var c WebhookDelete
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return webhookDelete(txn, c) })
+	case command.TypeWebhookTest:
+		var c WebhookTest
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return webhookTest(txn, env, c) })
+	case command.TypeModelVersionOutputSet:
+		var c ModelVersionOutputSet
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return modelVersionOutputSet(txn, c) })
+	case command.TypeSampleStage:
+		var c SampleStage
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return sampleStage(txn, env, c) })
+	case command.TypeCandidateCreate:
+		var c CandidateCreate
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return candidateCreate(txn, env, c) })
+	case command.TypeWebhookAttempt:
+		var c WebhookAttempt
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return webhookAttempt(txn, env, c) })
 	}
 	// A type the command package knows but nothing here applies: a build mistake. The store
 	// stops the node on it rather than letting it diverge.

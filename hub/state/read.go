@@ -427,6 +427,9 @@ func (r Reader) Object(digest string) ([]byte, ObjectRef, error) {
 	case ObjectProfile:
 		dv, err := r.DatasetVersion(ref.Name, ref.Version)
 		return dv.Profile, ref, err
+	case ObjectOutput:
+		b, err := r.OutputReference(ref.Name, ref.Version)
+		return b, ref, err
 	}
 	return nil, ref, notFound("object %s of kind %q", digest, ref.Kind)
 }

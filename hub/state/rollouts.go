@@ -39,13 +39,29 @@ const (
 	GateFailureRate = "max_failure_rate"
 	GateDriftShare  = "max_drift_share"
 	GateInvalidRate = "max_invalid_rate"
+	// GatePredictionDriftShare is the share of devices (with prediction evidence) whose
+	// predictions drifted from the version's output reference.
+	GatePredictionDriftShare = "max_prediction_drift_share"
+	// GatePerformance is the label-weighted performance relative to the version's reference
+	// metric (1: as good as the validation set); it fails when below the threshold, and decides
+	// only once MinPerformanceLabels labels joined.
+	GatePerformance = "min_performance"
 )
+
+// DefaultMinPerformanceLabels is Gates.MinPerformanceLabels when unset.
+const DefaultMinPerformanceLabels = 100
 
 // Gates are a rollout's thresholds; a nil gate is not checked.
 type Gates struct {
 	MaxFailureRate *float64 `json:"max_failure_rate,omitempty"`
 	MaxDriftShare  *float64 `json:"max_drift_share,omitempty"`
 	MaxInvalidRate *float64 `json:"max_invalid_rate,omitempty"`
+	// MaxPredictionDriftShare and MinPerformance watch the model's outputs (SPEC section 10).
+	MaxPredictionDriftShare *float64 `json:"max_prediction_drift_share,omitempty"`
+	MinPerformance          *float64 `json:"min_performance,omitempty"`
+	// MinPerformanceLabels is how many joined labels min_performance needs before it may
+	// decide (default DefaultMinPerformanceLabels).
+	MinPerformanceLabels int64 `json:"min_performance_labels,omitempty"`
 }
 
 // GateValue is one gate's value as the controller last saw it.
@@ -273,6 +289,14 @@ func waveOf(sizes []int, i int) int {
 	return 0 // beyond the last wave: never deployed
 }
 
+// MinPerfLabels is MinPerformanceLabels with its default.
+func (g Gates) MinPerfLabels() int64 {
+	if g.MinPerformanceLabels > 0 {
+		return g.MinPerformanceLabels
+	}
+	return DefaultMinPerformanceLabels
+}
+
 func gatesString(g Gates) string {
 	var parts []string
 	if g.MaxFailureRate != nil {
@@ -283,6 +307,12 @@ func gatesString(g Gates) string {
 	}
 	if g.MaxInvalidRate != nil {
 		parts = append(parts, fmt.Sprintf("%s=%g", GateInvalidRate, *g.MaxInvalidRate))
+	}
+	if g.MaxPredictionDriftShare != nil {
+		parts = append(parts, fmt.Sprintf("%s=%g", GatePredictionDriftShare, *g.MaxPredictionDriftShare))
+	}
+	if g.MinPerformance != nil {
+		parts = append(parts, fmt.Sprintf("%s=%g(labels>=%d)", GatePerformance, *g.MinPerformance, g.MinPerfLabels()))
 	}
 	return strings.Join(parts, ",")
 }

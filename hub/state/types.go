@@ -117,6 +117,8 @@ type ModelVersion struct {
 	// four-eyes compares ids). Empty for versions registered before it was recorded.
 	CreatedByToken string `json:"created_by_token,omitempty"`
 	CreatedAt      int64  `json:"created_at"`
+	// Output describes the version's output reference, when one was attached.
+	Output *OutputSummary `json:"output,omitempty"`
 }
 
 // ReportedModel is what a device says about one model.
@@ -169,6 +171,8 @@ type Device struct {
 	DesiredRev int64                   `json:"desired_rev"`
 	Reported   Reported                `json:"reported"`
 	Health     *HealthSummary          `json:"health,omitempty"`
+	// Outputs is the latest prediction drift and performance of the running version.
+	Outputs *OutputHealth `json:"outputs,omitempty"`
 }
 
 // Token roles.
@@ -246,6 +250,8 @@ const (
 	ObjectManifest = "manifest"
 	ObjectContract = "contract"
 	ObjectProfile  = "profile"
+	// ObjectOutput is a model version's output reference (shared/outputs.Reference JSON).
+	ObjectOutput = "output"
 )
 
 // ObjectRef says which registry object a digest names.

@@ -57,7 +57,7 @@ var (
 	constraintKeys = []string{"required", "unique", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern", "enum"}
 	fieldExtKeys   = []string{"role", "drift"}
 	driftKeys      = []string{"method", "threshold", "calibrate"}
-	schemaExtKeys  = []string{"mostly", "window", "drift"}
+	schemaExtKeys  = []string{"mostly", "window", "drift", "task", "metric", "collect"}
 	windowKeys     = []string{"rows", "seconds"}
 	schemaDrift    = []string{"calibrate", "factor"}
 	types          = []string{TypeString, TypeNumber, TypeInteger, TypeBoolean, TypeDatetime, TypeDate}
@@ -296,6 +296,31 @@ func (p *parser) schemaExt(v any, s *Schema) {
 					}
 				}
 			}
+		}
+	}
+	if v, ok := m["task"]; ok {
+		if t, ok := p.str(v, path+".task"); ok {
+			if t != TaskClassification && t != TaskRegression {
+				p.add(path+".task", "unknown task %q (classification or regression)", t)
+			} else {
+				s.Driftline.Task = t
+			}
+		}
+	}
+	if v, ok := m["metric"]; ok {
+		if t, ok := p.str(v, path+".metric"); ok {
+			if !slices.Contains([]string{MetricAccuracy, MetricF1, MetricMAE, MetricRMSE}, t) {
+				p.add(path+".metric", "unknown metric %q (accuracy, f1, mae or rmse)", t)
+			} else {
+				s.Driftline.Metric = t
+			}
+		}
+	}
+	if v, ok := m["collect"]; ok {
+		if b, ok := v.(bool); ok {
+			s.Driftline.Collect = b
+		} else {
+			p.add(path+".collect", "must be true or false")
 		}
 	}
 	if v, ok := m["drift"]; ok {

@@ -121,7 +121,30 @@ type Extension struct {
 	Window Window `json:"window"`
 	// Drift is the schema-level drift calibration.
 	Drift SchemaDrift `json:"drift"`
+	// Task is what an output contract's prediction is: TaskClassification or TaskRegression
+	// ("" on an input contract, or to decide from the prediction field's type).
+	Task string `json:"task,omitempty"`
+	// Metric is the performance metric an output contract is judged by (Metric* constants;
+	// "" for the task's default: accuracy, rmse).
+	Metric string `json:"metric,omitempty"`
+	// Collect allows the agent to send sampled rows of drifted windows to the hub (opt-in:
+	// without it no row of this dataset leaves the device).
+	Collect bool `json:"collect,omitempty"`
 }
+
+// Tasks of an output contract (x-driftline.task).
+const (
+	TaskClassification = "classification"
+	TaskRegression     = "regression"
+)
+
+// Performance metrics of an output contract (x-driftline.metric).
+const (
+	MetricAccuracy = "accuracy"
+	MetricF1       = "f1"
+	MetricMAE      = "mae"
+	MetricRMSE     = "rmse"
+)
 
 // Window says when a window closes: after Rows rows or Seconds seconds, whichever comes first.
 type Window struct {

@@ -16,6 +16,11 @@ type wireSchemaExt struct {
 	Mostly float64     `json:"mostly"`
 	Window *Window     `json:"window,omitempty"`
 	Drift  SchemaDrift `json:"drift"`
+	// Task, Metric and Collect are omitted when unset, so an input contract's digest does not
+	// change with their introduction.
+	Task    string `json:"task,omitempty"`
+	Metric  string `json:"metric,omitempty"`
+	Collect bool   `json:"collect,omitempty"`
 }
 
 type wireField struct {
@@ -60,6 +65,7 @@ func toWire(s *Schema) wireSchema {
 		Driftline: wireSchemaExt{
 			Mostly: s.Driftline.Mostly,
 			Drift:  s.Driftline.Drift,
+			Task:   s.Driftline.Task, Metric: s.Driftline.Metric, Collect: s.Driftline.Collect,
 		},
 	}
 	if w.MissingValues == nil {

@@ -334,3 +334,11 @@ func scan(r io.Reader, s *contract.Schema, f rows.Format, fn func(out []contract
 		}
 	}
 }
+
+// Scan reads and validates every row of r against s, calling fn with each row's values
+// (indexed like s.Fields, reused after the call) and violations (none for a valid row). A
+// stream that cannot go on is an error (ErrBadSample for an unreadable CSV header or an
+// over-long line). shared/outputs scores a validation sample with it.
+func Scan(r io.Reader, s *contract.Schema, f rows.Format, fn func(out []contract.Value, vs []contract.Violation) error) error {
+	return scan(r, s, f, fn)
+}

@@ -130,6 +130,9 @@ type DesiredModel struct {
 	DatasetVersion int    `json:"dataset_version,omitempty"`
 	// RolloutID is the rollout that set this version, empty for a pin.
 	RolloutID string `json:"rollout_id,omitempty"`
+	// OutputDigest names the version's output reference (shared/outputs.Reference JSON: output
+	// contract, prediction profile, reference performance), if any.
+	OutputDigest string `json:"output_digest,omitempty"`
 }
 
 // Validate checks rev, each model's name (unique), version and digests.
@@ -185,7 +188,7 @@ func (m DesiredModel) validate() error {
 	if !artifact.ValidDigest(m.ManifestDigest) {
 		return bad("manifest_digest", "%.80q is not a digest", m.ManifestDigest)
 	}
-	for _, c := range []struct{ f, d string }{{"contract_digest", m.ContractDigest}, {"profile_digest", m.ProfileDigest}} {
+	for _, c := range []struct{ f, d string }{{"contract_digest", m.ContractDigest}, {"profile_digest", m.ProfileDigest}, {"output_digest", m.OutputDigest}} {
 		if c.d != "" && !artifact.ValidDigest(c.d) {
 			return bad(c.f, "%.80q is not a digest", c.d)
 		}

@@ -42,6 +42,12 @@ const (
 	KindFleetDrift
 	// KindAck is PREFIX/dev/{id}/ack: hub, JSON Ack (the hub's receipt of numbered reports).
 	KindAck
+	// KindPredictionDrift is PREFIX/dev/{id}/prediction_drift: agent, JSON PredictionDrift.
+	KindPredictionDrift
+	// KindPerformance is PREFIX/dev/{id}/performance: agent, JSON Performance.
+	KindPerformance
+	// KindSample is PREFIX/dev/{id}/sample: agent, JSON Sample.
+	KindSample
 )
 
 // kindLevels is the last topic level (under dev/{id}/) of each device kind.
@@ -60,6 +66,10 @@ var kindLevels = map[Kind]string{
 	KindFleetRollout: "fleet/rollouts",
 	KindFleetDrift:   "fleet/drift",
 	KindAck:          "ack",
+
+	KindPredictionDrift: "prediction_drift",
+	KindPerformance:     "performance",
+	KindSample:          "sample",
 }
 
 // String returns the kind's topic suffix, e.g. "heartbeat" or "drift/+".
@@ -257,4 +267,8 @@ var deviceKinds = map[string]Kind{
 	"fetch":      KindFetch,
 	"chunk":      KindChunk,
 	"ack":        KindAck,
+
+	"prediction_drift": KindPredictionDrift,
+	"performance":      KindPerformance,
+	"sample":           KindSample,
 }

@@ -21,6 +21,8 @@ export default {
         }
         const hs = d.health;
         const shares = hs ? remember(`device:${id}:drift_share`, hs.at, hs.drift_share) : [];
+        const os = d.outputs;
+        const rel = os && os.labels > 0 ? remember(`device:${id}:relative`, os.at, os.relative) : [];
         const models = Object.entries(d.reported?.models || {}).sort();
         const desired = Object.entries(d.desired || {}).sort();
         fill(body, 
@@ -43,6 +45,18 @@ export default {
                 ['Drift share', [pct(hs.drift_share), ' ', sparkline(shares, { label: 'drift share' })]],
                 ['Reported', ago(hs.at)],
               ]) : h('p', { class: 'muted' }, 'No validation or drift report from this device yet.'))),
+          os ? h('section', { class: 'card', 'aria-labelledby': 'h-outputs' }, h('h2', { id: 'h-outputs' }, 'Predictions and performance'),
+            kv([
+              ['Model', h('code', {}, `${os.model}@${os.version}`)],
+              ['Prediction drift', os.prediction_windows
+                ? [os.prediction_drift ? badge('drift', 'bad') : badge('no drift', 'ok'), ` ${os.prediction_drifted} of ${os.prediction_windows} windows drifted`]
+                : '—'],
+              ['Performance', os.labels > 0
+                ? [`${os.metric} ${num(os.value)}, ${pct(os.relative)} of the reference `, sparkline(rel, { threshold: 1, label: 'relative performance' })]
+                : 'no label joined yet'],
+              ['Labels joined', String(os.labels)],
+              ['Reported', ago(os.at)],
+            ])) : null,
           h('section', { class: 'card', 'aria-labelledby': 'h-models' }, h('h2', { id: 'h-models' }, 'Reported models'),
             table(['Model', 'Active', 'Previous', 'Target', 'State', 'Last error'], models.map(([name, m]) => [
               h('code', {}, name), m.active ?? '—', m.previous ?? '—', m.target || '—',

@@ -171,8 +171,30 @@ export default {
               sparkline(remember(`device:${d.id}:drift_share`, hs.at, hs.drift_share), { threshold: 0.5, label: `${d.id} drift share` }),
               ago(hs.at),
             ];
-          }), { empty: 'No device has sent a validation or drift report yet.', numeric: [2] })));
+          }), { empty: 'No device has sent a validation or drift report yet.', numeric: [2] })),
+          outputsCard(devices));
       },
     };
   },
 };
+
+/** outputsCard lists the devices' prediction drift and performance beside their input drift. */
+function outputsCard(devices) {
+  const rows = devices.filter((d) => d.outputs)
+    .sort((a, b) => Number(b.outputs.prediction_drift) - Number(a.outputs.prediction_drift) || a.id.localeCompare(b.id)).slice(0, 500);
+  if (!rows.length) return null;
+  return h('section', { class: 'card', 'aria-labelledby': 'h-devoutputs' },
+    h('h2', { id: 'h-devoutputs' }, 'Predictions and performance'),
+    table(['Device', 'Model', 'Prediction drift', 'Drifted windows', 'Performance', 'Relative', 'Labels', 'Reported'], rows.map((d) => {
+      const o = d.outputs;
+      return [
+        h('a', { href: `#/device/${encodeURIComponent(d.id)}` }, d.id),
+        h('code', {}, `${o.model}@${o.version}`),
+        o.prediction_windows ? (o.prediction_drift ? badge('drift', 'bad') : badge('no drift', 'ok')) : '—',
+        `${o.prediction_drifted} of ${o.prediction_windows}`,
+        o.labels > 0 ? `${o.metric} ${num(o.value)}` : '—',
+        o.labels > 0 ? pct(o.relative) : '—',
+        String(o.labels), ago(o.at),
+      ];
+    }), { numeric: [6] }));
+}
