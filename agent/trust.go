@@ -91,6 +91,21 @@ func (t *trustStore) rootVersion() int64 {
 	return t.root.Version()
 }
 
+// rootExpiry returns trust.ErrExpired (wrapped) when the root held expired before now; nil
+// with trusted_keys only.
+func (t *trustStore) rootExpiry(now time.Time) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.root.CheckExpiry(now)
+}
+
+// rootExpires is when the root held expires (zero with trusted_keys only).
+func (t *trustStore) rootExpires() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.root.Expires()
+}
+
 // learn chains to the newest of roots that chains from the root held, and persists it. It
 // returns an error (ErrChain, ErrBadRoot) for the first that does not, keeping what it reached.
 func (t *trustStore) learn(roots [][]byte) (changed bool, err error) {
@@ -123,9 +138,13 @@ const (
 	verdictRefuse
 )
 
-// check verifies a decoded desired state that names this device: the signature against the
-// online keys, the expiry against now, the rev against the last acted on. It changes nothing.
+// check verifies a decoded desired state that names this device: the root of trust's own
+// expiry (TUF: nothing new is verified under an expired root), the signature against the online
+// keys, the expiry against now, the rev against the last acted on. It changes nothing.
 func (t *trustStore) check(d wire.Desired, now time.Time) (desiredVerdict, string, error) {
+	if err := t.rootExpiry(now); err != nil {
+		return verdictRefuse, ReasonRootExpired, err
+	}
 	if err := d.Verify(t.ring()); err != nil {
 		reason := ReasonBadSignature
 		switch {
@@ -224,6 +243,20 @@ func (t *trustStore) register(reg prometheus.Registerer) error {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricTrustRoot,
 			Help: "Version of the root of trust the agent holds (0: a fixed trusted_keys set)."}, func() float64 {
 			return float64(t.rootVersion())
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricTrustRootExpires,
+			Help: "When the root of trust the agent holds expires, Unix seconds (0: a fixed trusted_keys set)."}, func() float64 {
+			if e := t.rootExpires(); !e.IsZero() {
+				return float64(e.Unix())
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricTrustRootExpired,
+			Help: "1 while the root of trust the agent holds has expired: desired states are refused until a renewed root arrives."}, func() float64 {
+			if t.rootExpiry(time.Now()) != nil {
+				return 1
+			}
+			return 0
 		}),
 	} {
 		if err := reg.Register(c); err != nil {

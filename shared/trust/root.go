@@ -35,6 +35,10 @@ var (
 	// ErrChain means a newer root does not chain from the trusted one: not the next version, or
 	// not signed by the threshold of the trusted root's keys.
 	ErrChain = errors.New("trust: root does not chain from the trusted root")
+	// ErrExpired means the newest trusted root has expired: TUF refuses to verify anything new
+	// with it (a freeze attack, or a cluster whose root was not renewed) until a newer,
+	// unexpired root chains from it.
+	ErrExpired = errors.New("trust: root of trust expired")
 )
 
 // Root is a root metadata document that verified (against itself when parsed, against its
@@ -187,6 +191,17 @@ func (r Root) Expires() time.Time {
 		return time.Time{}
 	}
 	return r.meta.Signed.Expires
+}
+
+// CheckExpiry returns an error wrapping ErrExpired when r expired at or before now (nil for the
+// zero Root, which has no expiry). As in TUF's client workflow (5.3.10), it is checked on the
+// newest root reached: roots passed on the way may have expired, and an expired root still
+// parses and chains (Parse, Update), so a renewed root can replace it.
+func (r Root) CheckExpiry(now time.Time) error {
+	if r.meta == nil || now.Before(r.meta.Signed.Expires) {
+		return nil
+	}
+	return fmt.Errorf("%w: version %d expired at %s", ErrExpired, r.Version(), r.meta.Signed.Expires.UTC().Format(time.RFC3339))
 }
 
 // RootKeyIDs names the root role's keys and threshold, for comparing two roots' root roles.

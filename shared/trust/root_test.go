@@ -81,3 +81,54 @@ func TestRootChain(t *testing.T) {
 		t.Errorf("unsigned root: %v, want ErrBadRoot", err)
 	}
 }
+
+// TestRootExpiry follows TUF's rule (client workflow 5.3.10): a root's own expiry is checked on
+// the newest root reached, not on the roots passed on the way. An expired root still parses and
+// still chains (so a renewed one can replace it, and a device keeps its place in the chain), but
+// CheckExpiry refuses it until a newer, unexpired root arrives.
+func TestRootExpiry(t *testing.T) {
+	rootKey, k1 := key(t), key(t)
+	now := time.Now()
+	past, future := now.Add(-time.Hour), now.Add(time.Hour)
+	online := []ed25519.PublicKey{pub(k1)}
+
+	b1, err := trust.New(rootKey, online, past)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1, err := trust.Parse(b1)
+	if err != nil {
+		t.Fatalf("an expired root must still parse (the agent keeps it and reports it): %v", err)
+	}
+	if err := r1.CheckExpiry(now); !errors.Is(err, trust.ErrExpired) {
+		t.Fatalf("expired root v1: CheckExpiry = %v, want ErrExpired", err)
+	}
+	if err := r1.CheckExpiry(past.Add(-time.Minute)); err != nil {
+		t.Fatalf("root v1 before its expiry: %v", err)
+	}
+	b2, err := trust.Next(b1, rootKey, online, past) // also expired: passed on the way
+	if err != nil {
+		t.Fatal(err)
+	}
+	b3, err := trust.Next(b2, rootKey, online, future) // renewed
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := r1.Chain([][]byte{b2})
+	if err != nil || r2.Version() != 2 {
+		t.Fatalf("chain to expired v2: version %d, %v", r2.Version(), err)
+	}
+	if err := r2.CheckExpiry(now); !errors.Is(err, trust.ErrExpired) {
+		t.Fatalf("expired root v2: CheckExpiry = %v, want ErrExpired", err)
+	}
+	r3, err := r1.Chain([][]byte{b2, b3})
+	if err != nil || r3.Version() != 3 {
+		t.Fatalf("chain through expired roots to v3: version %d, %v", r3.Version(), err)
+	}
+	if err := r3.CheckExpiry(now); err != nil {
+		t.Fatalf("renewed root v3: %v", err)
+	}
+	if err := (trust.Root{}).CheckExpiry(now); err != nil {
+		t.Fatalf("the zero root has no expiry to check: %v", err)
+	}
+}
