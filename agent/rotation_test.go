@@ -184,6 +184,16 @@ func TestRootKeyRotationOnline(t *testing.T) {
 	v2, _ := h.pushModel("rk", randomBytes(72, 16<<10)) // approved with the new online key
 	h.assign("dev-rk", "rk", v2)
 	waitActive(t, h, "dev-rk", "rk", v2, "active")
+
+	// Restarted with the same config (trusted_root: version 1, another root key), the agent
+	// resumes from root version 3, which it re-verifies from version 1 through the chain it
+	// kept, before it hears anything from the hub (no broker here).
+	a.stop()
+	cfg.Brokers = []string{"tcp://127.0.0.1:1"}
+	b := startAgent(t, cfg, agent.Options{})
+	if v := metric(t, b.reg, agent.MetricTrustRoot); v != 3 {
+		t.Fatalf("after a restart the agent holds root version %v, want 3", v)
+	}
 }
 
 // stripSignature removes key's signature from a signed root document.
