@@ -111,10 +111,13 @@ type Agent struct {
 	lastRev uint64 // desired loop only
 	// reportedStale is the desired_stale the last reported state carried (heartbeat loop only).
 	reportedStale bool
-	retry         bool          // desired loop only: a model of the current revision failed transiently
-	retryMin      time.Duration // first wait before a failed revision is tried again
-	ran           bool
-	extra         []func(context.Context)
+	// reportedRootExpired is the root_expired the last reported state carried (heartbeat loop
+	// only).
+	reportedRootExpired bool
+	retry               bool          // desired loop only: a model of the current revision failed transiently
+	retryMin            time.Duration // first wait before a failed revision is tried again
+	ran                 bool
+	extra               []func(context.Context)
 }
 
 // New validates cfg and opens the agent's stores inside ns (children "agent", "assets",

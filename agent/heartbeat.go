@@ -59,8 +59,14 @@ func (a *Agent) heartbeat(now time.Time, ps procStats, cpu float64) error {
 		a.log.Warn("no valid desired state heard since the last one expired: the hub's feed may be frozen; running what is active",
 			"expired_at", time.UnixMilli(hb.DesiredExpires).UTC())
 	}
-	if hb.DesiredStale != a.reportedStale { // the retained reported state says so too
-		a.reportedStale = hb.DesiredStale
+	rootErr := a.trust.rootExpiry(now)
+	hb.RootExpired = rootErr != nil
+	if hb.RootExpired && !a.reportedRootExpired {
+		a.log.Warn("the root of trust expired: desired states are refused until the hub sends a renewed root (driftline key rotate); running what is active",
+			"err", rootErr)
+	}
+	if hb.DesiredStale != a.reportedStale || hb.RootExpired != a.reportedRootExpired { // the retained reported state says so too
+		a.reportedStale, a.reportedRootExpired = hb.DesiredStale, hb.RootExpired
 		a.report()
 	}
 	if a.opts.Stats != nil {

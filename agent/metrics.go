@@ -46,6 +46,11 @@ const (
 	MetricDesiredStale = "driftline_agent_desired_stale"
 	// MetricTrustRoot is the version of the root of trust the agent holds (0: trusted_keys).
 	MetricTrustRoot = "driftline_agent_trust_root_version"
+	// MetricTrustRootExpires is when that root expires, Unix seconds (0: trusted_keys).
+	MetricTrustRootExpires = "driftline_agent_trust_root_expires_timestamp_seconds"
+	// MetricTrustRootExpired is 1 while that root has expired: desired states are refused until
+	// a renewed root arrives (the agent keeps running what it has).
+	MetricTrustRootExpired = "driftline_agent_trust_root_expired"
 	// MetricInfo carries the agent's version as a label, value 1.
 	MetricInfo = "driftline_agent_info"
 )
@@ -78,6 +83,9 @@ const (
 	ReasonReplayed = "replayed"
 	// ReasonBadRoot: a root document that does not chain from the trusted root.
 	ReasonBadRoot = "bad_root"
+	// ReasonRootExpired: a desired state refused because the newest root of trust the agent
+	// holds has expired (TUF refuses new metadata under an expired root).
+	ReasonRootExpired = "root_expired"
 	// ReasonRevoked: a model version the hub withdrew (its revocation list) named again.
 	ReasonRevoked      = "revoked"
 	ReasonMalformedAck = "malformed_ack"
@@ -87,7 +95,7 @@ var rejectReasons = []string{
 	ReasonMalformedDesired, ReasonUnknownModel, ReasonManifestDigest, ReasonBadManifest, ReasonUnsigned,
 	ReasonUnknownKey, ReasonBadSignature, ReasonChunkDigest, ReasonBadFrame, ReasonOversizedFrame,
 	ReasonUnknownRequest, ReasonQueueFull, ReasonForeignMessage, ReasonExpired, ReasonReplayed, ReasonBadRoot, ReasonRevoked,
-	ReasonMalformedAck,
+	ReasonMalformedAck, ReasonRootExpired,
 }
 
 type metrics struct {

@@ -197,6 +197,7 @@ func (a *Agent) report() {
 	}
 	a.mu.Unlock()
 	rep.DesiredStale, _ = a.trust.stale(time.Now())
+	rep.RootExpired = a.trust.rootExpiry(time.Now()) != nil
 	b, err := wire.Encode(rep)
 	if err != nil {
 		a.log.Error("encode reported state", "err", err)

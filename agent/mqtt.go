@@ -15,6 +15,7 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/outbox"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -41,6 +42,8 @@ type conn struct {
 	up        atomic.Bool
 	lostMu    sync.Mutex
 	lost      chan struct{} // closed (and replaced) when the connection drops
+	upCh      chan struct{} // closed while the connection is up (replaced when it drops); under lostMu
+	upClosed  bool
 	connected chan struct{} // 1-slot: a (re)connect happened
 
 	// acks holds the hub's latest acknowledgement of numbered reports (older ones are implied).
@@ -76,7 +79,7 @@ type conn struct {
 func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger, started time.Time, version string, wantData bool, pace pacing) (*conn, error) {
 	c := &conn{
 		topics: topics, id: cfg.DeviceID, log: log, m: m,
-		connected: make(chan struct{}, 1), desiredCh: make(chan struct{}, 1), lost: make(chan struct{}), acks: make(chan []byte, 1),
+		connected: make(chan struct{}, 1), desiredCh: make(chan struct{}, 1), lost: make(chan struct{}), upCh: make(chan struct{}), acks: make(chan []byte, 1),
 		frames: make(chan []byte, frameQueue), data: make(chan []byte, dataQueue), wantData: wantData,
 		kick: make(chan struct{}, 1), pace: pace,
 	}
@@ -168,6 +171,12 @@ func tlsConfig(t config.TLS) (*tls.Config, error) {
 func (c *conn) onConnect(cl paho.Client) {
 	c.gen.Add(1)
 	c.up.Store(true)
+	c.lostMu.Lock()
+	if !c.upClosed {
+		close(c.upCh)
+		c.upClosed = true
+	}
+	c.lostMu.Unlock()
 	c.m.connected.Set(1)
 	c.m.connects.Inc()
 	subs := map[string]byte{c.topics.Desired(c.id): 1, c.topics.Chunk(c.id): 1, c.topics.Ack(c.id): 1}
@@ -210,6 +219,10 @@ func (c *conn) onLost(_ paho.Client, err error) {
 	c.lostMu.Lock()
 	close(c.lost)
 	c.lost = make(chan struct{})
+	if c.upClosed {
+		c.upCh = make(chan struct{})
+		c.upClosed = false
+	}
 	c.lostMu.Unlock()
 	c.m.connected.Set(0)
 	c.stMu.Lock()
@@ -309,6 +322,26 @@ func (c *conn) send(topic string, payload []byte, qos byte) error {
 	c.client.Publish(topic, qos, false, payload)
 	return nil
 }
+
+var _ outbox.Connection = (*conn)(nil)
+
+// WaitConnected returns nil once the connection is up, or ctx.Err(). It implements
+// outbox.Connection: the outbox waits here while the connection is down (refused, unreachable)
+// instead of failing a publish every few seconds.
+func (c *conn) WaitConnected(ctx context.Context) error {
+	c.lostMu.Lock()
+	up := c.upCh
+	c.lostMu.Unlock()
+	select {
+	case <-up:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Connected reports whether the connection is up now (outbox.Connection).
+func (c *conn) Connected() bool { return c.up.Load() && c.client.IsConnectionOpen() }
 
 // Publish sends one message and returns nil only once the broker acknowledged it (QoS 1) or
 // it was written (QoS 0) on a connection that stayed up meanwhile. It implements

@@ -198,3 +198,57 @@ func credentialRefusals(t *testing.T, a *runningAgent) float64 {
 	return metric(t, a.reg, agent.MetricConnectRefused, "reason", agent.RefusedNotAuthorized) +
 		metric(t, a.reg, agent.MetricConnectRefused, "reason", agent.RefusedBadCredentials)
 }
+
+// TestOutboxQuietWhileDown: while the connection is down, refused or unreachable, the outbox
+// waits for it instead of trying each queued report and logging every failure ("publish
+// failed, will retry ... not connected" about every 2 s, forever): the outage is told once, by
+// the connection, and the queued reports are still sent once it comes up.
+func TestOutboxQuietWhileDown(t *testing.T) {
+	t.Run("refused", func(t *testing.T) {
+		const id = "dev-quiet"
+		h := startHub(t)
+		h.enroll(id)
+		a, logs := refusedAgent(t, id, h.n.MQTTURL(), h.keys(), 100*time.Millisecond)
+		// Refusals at about 0.1, 0.3, 0.7, 1.5, 3.1 s: the outbox (retries from 100 ms up to 2 s)
+		// tried about eight times meanwhile.
+		waitFor(t, 30*time.Second, "five refusals", func() bool { return credentialRefusals(t, a) >= 5 })
+		if a.BufferStats().Depth == 0 {
+			t.Fatal("nothing queued: the test proves nothing")
+		}
+		out := logs.String()
+		if n := strings.Count(out, "publish failed"); n != 0 {
+			t.Fatalf("%d publish failures logged while refused, want 0:\n%s", n, out)
+		}
+		if n := strings.Count(out, "level=ERROR msg=\"broker refused the connection\""); n != 1 {
+			t.Fatalf("%d lines for the refusal, want 1:\n%s", n, out)
+		}
+	})
+	t.Run("unreachable", func(t *testing.T) {
+		h := startHub(t)
+		tok := h.enroll("dev-away")
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dead := "tcp://" + ln.Addr().String()
+		ln.Close() // nothing listens there: every attempt is a network error
+		logs := &testhelp.SyncBuffer{}
+		logger := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriterFor(t)), &slog.HandlerOptions{Level: slog.LevelInfo}))
+		cfg := agentConfig(t, "dev-away", tok, []string{dead}, h.keys())
+		cfg.Metrics = "127.0.0.1:0"
+		a := startAgent(t, cfg, agent.Options{Logger: logger, ConnectBackoff: 100 * time.Millisecond})
+		waitFor(t, 30*time.Second, "five failed connects", func() bool {
+			return metric(t, a.reg, agent.MetricConnectErrors) >= 5
+		})
+		if a.BufferStats().Depth == 0 {
+			t.Fatal("nothing queued: the test proves nothing")
+		}
+		out := logs.String()
+		if n := strings.Count(out, "publish failed"); n != 0 {
+			t.Fatalf("%d publish failures logged while unreachable, want 0:\n%s", n, out)
+		}
+		if n := strings.Count(out, "cannot connect to a broker"); n != 1 {
+			t.Fatalf("%d lines for the outage, want 1:\n%s", n, out)
+		}
+	})
+}

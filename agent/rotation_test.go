@@ -2,12 +2,22 @@ package agent_test
 
 import (
 	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"net/http"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/hub/api"
+	"github.com/driftline/driftline/hub/keys"
+	"github.com/driftline/driftline/hub/node"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/shared/artifact"
+	"github.com/driftline/driftline/shared/trust"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -92,4 +102,126 @@ func TestKeyRotationOnline(t *testing.T) {
 	v3, _ := h.pushModel("rm", randomBytes(43, 32<<10))
 	h.assign("dev-r", "rm", v3)
 	waitActive(t, h, "dev-r", "rm", v3, "active")
+}
+
+// TestRootKeyRotationOnline replaces the cluster's root key while an agent enrolled with root
+// version 1 runs: root version 2 names the new root key and is signed by the old and the new
+// one (TUF's rule), posted to POST /api/v1/keys/root as `driftline key rotate-root` does. The
+// agent chains to it; an online-key rotation then signed offline with the new root key (root
+// version 3) reaches it, and a version approved with that online key activates. The leader,
+// which still holds the old root key, can no longer sign a root version.
+func TestRootKeyRotationOnline(t *testing.T) {
+	h := startHub(t)
+	tok := h.enroll("dev-rk")
+	cfg := agentConfig(t, "dev-rk", tok, []string{h.n.MQTTURL()}, nil)
+	cfg.TrustedRoot = h.root()
+	a := startAgent(t, cfg, agent.Options{})
+	waitFor(t, 20*time.Second, "agent connected", a.Connected)
+	rootVersion := func() float64 { return metric(t, a.reg, agent.MetricTrustRoot) }
+	v1, _ := h.pushModel("rk", randomBytes(71, 16<<10))
+	h.assign("dev-rk", "rk", v1)
+	waitActive(t, h, "dev-rk", "rk", v1, "active")
+
+	oldRoot, err := artifact.LoadKey(filepath.Join(h.dir, node.RootKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, newRoot, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := trust.NextRootKey([]byte(h.root()), oldRoot, newRoot, time.Now().Add(keys.RootLifetime))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var page struct {
+		Items []struct {
+			PublicKey string `json:"public_key"`
+			Status    string `json:"status"`
+		} `json:"items"`
+		RootVersion int64 `json:"root_version"`
+	}
+	// A root key swap signed by the new key alone does not chain: refused.
+	alone, err := trust.NextRootKey([]byte(h.root()), oldRoot, newRoot, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alone = stripSignature(t, alone, oldRoot)
+	h.call(http.MethodPost, "/api/v1/keys/root", api.SignedRootRequest{Root: alone}, http.StatusBadRequest, nil)
+
+	h.call(http.MethodPost, "/api/v1/keys/root", api.SignedRootRequest{Root: r2}, http.StatusOK, &page)
+	if page.RootVersion != 2 {
+		t.Fatalf("after rotate-root: %+v", page)
+	}
+	waitFor(t, 20*time.Second, "agent to learn root version 2", func() bool { return rootVersion() == 2 })
+	// The leader's own root key (DATA/root.key) is the old one: it cannot sign any more.
+	h.call(http.MethodPost, "/api/v1/keys/rotate", nil, http.StatusConflict, nil)
+
+	// An online-key rotation signed offline with the new root key.
+	var online []ed25519.PublicKey
+	for _, k := range page.Items {
+		if k.Status == state.KeyActive {
+			p, err := artifact.ParsePublicKey([]byte(k.PublicKey))
+			if err != nil {
+				t.Fatal(err)
+			}
+			online = append(online, p)
+		}
+	}
+	_, next, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r3, err := trust.Next(r2, newRoot, append(online, next.Public().(ed25519.PublicKey)), time.Now().Add(keys.RootLifetime))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.call(http.MethodPost, "/api/v1/keys/rotate", api.SignedRootRequest{Root: r3, PrivateKey: base64.StdEncoding.EncodeToString(next)}, http.StatusOK, &page)
+	if page.RootVersion != 3 {
+		t.Fatalf("after the offline rotate: %+v", page)
+	}
+	waitFor(t, 20*time.Second, "agent to learn root version 3", func() bool { return rootVersion() == 3 })
+	v2, _ := h.pushModel("rk", randomBytes(72, 16<<10)) // approved with the new online key
+	h.assign("dev-rk", "rk", v2)
+	waitActive(t, h, "dev-rk", "rk", v2, "active")
+
+	// Restarted with the same config (trusted_root: version 1, another root key), the agent
+	// resumes from root version 3, which it re-verifies from version 1 through the chain it
+	// kept, before it hears anything from the hub (no broker here).
+	a.stop()
+	cfg.Brokers = []string{"tcp://127.0.0.1:1"}
+	b := startAgent(t, cfg, agent.Options{})
+	if v := metric(t, b.reg, agent.MetricTrustRoot); v != 3 {
+		t.Fatalf("after a restart the agent holds root version %v, want 3", v)
+	}
+}
+
+// stripSignature removes key's signature from a signed root document.
+func stripSignature(t *testing.T, root []byte, key ed25519.PrivateKey) []byte {
+	t.Helper()
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(root, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var sigs []struct {
+		KeyID string `json:"keyid"`
+		Sig   string `json:"sig"`
+	}
+	if err := json.Unmarshal(doc["signatures"], &sigs); err != nil {
+		t.Fatal(err)
+	}
+	pk := key.Public().(ed25519.PublicKey)
+	var keep []any
+	for _, s := range sigs {
+		raw, _ := hex.DecodeString(s.Sig)
+		if !ed25519.Verify(pk, []byte(doc["signed"]), raw) {
+			keep = append(keep, s)
+		}
+	}
+	if len(keep) != len(sigs)-1 {
+		t.Fatalf("root has %d signatures, %d not by the key", len(sigs), len(keep))
+	}
+	doc["signatures"], _ = json.Marshal(keep)
+	b, _ := json.Marshal(doc)
+	return b
 }

@@ -18,13 +18,20 @@ type Status struct {
 	BufferBytes int64 `json:"buffer_bytes"`
 	// ActiveModels lists the running models as NAME@VERSION.
 	ActiveModels []string `json:"active_models"`
+	// RootVersion and RootExpires describe the root of trust held (0 and zero with
+	// trusted_keys only); RootExpired is true once it expired: desired states are refused
+	// until a renewed root arrives, and the active models keep running.
+	RootVersion int64     `json:"root_version,omitempty"`
+	RootExpires time.Time `json:"root_expires,omitzero"`
+	RootExpired bool      `json:"root_expired,omitempty"`
 }
 
 // Status returns the agent's local status (GET /status).
 func (a *Agent) Status() Status {
 	st := a.out.Stats()
 	return Status{DeviceID: a.cfg.DeviceID, AgentVersion: Version, StartedAt: a.started.UTC(),
-		Connection: a.conn.status(), BufferDepth: st.Depth, BufferBytes: st.Bytes, ActiveModels: a.activeNames()}
+		Connection: a.conn.status(), BufferDepth: st.Depth, BufferBytes: st.Bytes, ActiveModels: a.activeNames(),
+		RootVersion: a.trust.rootVersion(), RootExpires: a.trust.rootExpires(), RootExpired: a.trust.rootExpiry(time.Now()) != nil}
 }
 
 func (a *Agent) serveStatus(w http.ResponseWriter, _ *http.Request) {

@@ -16,11 +16,14 @@ import (
 	"github.com/driftline/driftline/shared/wire"
 )
 
-// keyTrustRoot is where the agent keeps the newest root of trust it chained to; keyRevoked the
-// revocation list it learnt.
+// keyTrustChain is where the agent keeps the root documents it chained through (a JSON array,
+// oldest first), re-verified from the configured root at every start; keyTrustRoot the newest
+// root alone, as agents before root key rotation kept it; keyRevoked the revocation list it
+// learnt.
 const (
-	keyTrustRoot = "trust/root"
-	keyRevoked   = "trust/revoked"
+	keyTrustChain = "trust/chain"
+	keyTrustRoot  = "trust/root"
+	keyRevoked    = "trust/revoked"
 )
 
 // maxRevoked bounds the revocation list the agent keeps (the newest are kept).
@@ -54,6 +57,23 @@ func newTrustStore(ns state.Namespace, configured trust.Root, fixed artifact.Key
 	if configured.IsZero() {
 		return t, nil
 	}
+	if b, err := ns.Get([]byte(keyTrustChain)); err == nil {
+		// The chain is verified again from the configured root, by TUF's rule: it survives a
+		// root key rotation, and a chain from another cluster (re-enrolment) is not taken.
+		var docs []json.RawMessage
+		if json.Unmarshal(b, &docs) == nil {
+			roots := make([][]byte, len(docs))
+			for i, d := range docs {
+				roots[i] = d
+			}
+			if saved, _ := configured.Chain(roots); saved.Version() > configured.Version() {
+				t.root = saved
+			}
+			return t, nil
+		}
+	} else if !errors.Is(err, state.ErrNotFound) {
+		return nil, fmt.Errorf("load trusted root chain: %w", err)
+	}
 	b, err := ns.Get([]byte(keyTrustRoot))
 	if errors.Is(err, state.ErrNotFound) {
 		return t, nil
@@ -61,8 +81,8 @@ func newTrustStore(ns state.Namespace, configured trust.Root, fixed artifact.Key
 	if err != nil {
 		return nil, fmt.Errorf("load trusted root: %w", err)
 	}
-	// What was stored chained from a root the agent trusted; it is taken only if it also
-	// chains from (or is) the configured one, e.g. not after re-enrolment into another cluster.
+	// Kept by an agent before chains were: it is taken only if it has the configured root's
+	// root key (no root key rotation then), e.g. not after re-enrolment into another cluster.
 	saved, err := trust.Parse(b)
 	if err == nil && saved.Version() > configured.Version() && sameRootKeys(configured, saved) {
 		t.root = saved
@@ -70,8 +90,8 @@ func newTrustStore(ns state.Namespace, configured trust.Root, fixed artifact.Key
 	return t, nil
 }
 
-// sameRootKeys reports whether b's root role is a successor of a's: for the roots Driftline
-// issues (the root key does not rotate) the root key ids are equal.
+// sameRootKeys reports whether b's root role is a successor of a's, for a root kept alone (from
+// before root key rotation existed, when the root key ids stayed equal).
 func sameRootKeys(a, b trust.Root) bool { return a.RootKeyIDs() == b.RootKeyIDs() }
 
 // ring returns the keys that may sign approvals and desired states now.
@@ -91,6 +111,21 @@ func (t *trustStore) rootVersion() int64 {
 	return t.root.Version()
 }
 
+// rootExpiry returns trust.ErrExpired (wrapped) when the root held expired before now; nil
+// with trusted_keys only.
+func (t *trustStore) rootExpiry(now time.Time) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.root.CheckExpiry(now)
+}
+
+// rootExpires is when the root held expires (zero with trusted_keys only).
+func (t *trustStore) rootExpires() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.root.Expires()
+}
+
 // learn chains to the newest of roots that chains from the root held, and persists it. It
 // returns an error (ErrChain, ErrBadRoot) for the first that does not, keeping what it reached.
 func (t *trustStore) learn(roots [][]byte) (changed bool, err error) {
@@ -101,12 +136,48 @@ func (t *trustStore) learn(roots [][]byte) (changed bool, err error) {
 	}
 	next, err := t.root.Chain(roots)
 	if next.Version() > t.root.Version() {
-		if serr := t.ns.Set([]byte(keyTrustRoot), next.Bytes()); serr != nil {
-			return false, fmt.Errorf("save trusted root: %w", serr)
+		if serr := t.saveChain(roots, next); serr != nil {
+			return false, serr
 		}
 		t.root, changed = next, true
 	}
 	return changed, err
+}
+
+// saveChain persists the root documents up to next's version: the chain from version 2 that
+// the hub sends, which the next start re-verifies from the configured root. Documents of
+// versions the agent passed before are kept from the stored chain when roots lacks them.
+func (t *trustStore) saveChain(roots [][]byte, next trust.Root) error {
+	byVersion := map[int64]json.RawMessage{}
+	if b, err := t.ns.Get([]byte(keyTrustChain)); err == nil {
+		var old []json.RawMessage
+		_ = json.Unmarshal(b, &old) // damaged: rebuilt from roots
+		for _, d := range old {
+			if r, err := trust.Parse(d); err == nil {
+				byVersion[r.Version()] = d
+			}
+		}
+	}
+	for _, d := range roots {
+		if r, err := trust.Parse(d); err == nil && r.Version() <= next.Version() {
+			byVersion[r.Version()] = d
+		}
+	}
+	byVersion[next.Version()] = next.Bytes()
+	var chain []json.RawMessage
+	for v := int64(1); v <= next.Version(); v++ {
+		if d, ok := byVersion[v]; ok {
+			chain = append(chain, d)
+		}
+	}
+	b, err := json.Marshal(chain)
+	if err != nil {
+		return fmt.Errorf("save trusted root chain: %w", err)
+	}
+	if err := t.ns.Set([]byte(keyTrustChain), b); err != nil {
+		return fmt.Errorf("save trusted root chain: %w", err)
+	}
+	return nil
 }
 
 // desiredVerdict is what the agent makes of a desired state.
@@ -123,9 +194,13 @@ const (
 	verdictRefuse
 )
 
-// check verifies a decoded desired state that names this device: the signature against the
-// online keys, the expiry against now, the rev against the last acted on. It changes nothing.
+// check verifies a decoded desired state that names this device: the root of trust's own
+// expiry (TUF: nothing new is verified under an expired root), the signature against the online
+// keys, the expiry against now, the rev against the last acted on. It changes nothing.
 func (t *trustStore) check(d wire.Desired, now time.Time) (desiredVerdict, string, error) {
+	if err := t.rootExpiry(now); err != nil {
+		return verdictRefuse, ReasonRootExpired, err
+	}
 	if err := d.Verify(t.ring()); err != nil {
 		reason := ReasonBadSignature
 		switch {
@@ -224,6 +299,20 @@ func (t *trustStore) register(reg prometheus.Registerer) error {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricTrustRoot,
 			Help: "Version of the root of trust the agent holds (0: a fixed trusted_keys set)."}, func() float64 {
 			return float64(t.rootVersion())
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricTrustRootExpires,
+			Help: "When the root of trust the agent holds expires, Unix seconds (0: a fixed trusted_keys set)."}, func() float64 {
+			if e := t.rootExpires(); !e.IsZero() {
+				return float64(e.Unix())
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricTrustRootExpired,
+			Help: "1 while the root of trust the agent holds has expired: desired states are refused until a renewed root arrives."}, func() float64 {
+			if t.rootExpiry(time.Now()) != nil {
+				return 1
+			}
+			return 0
 		}),
 	} {
 		if err := reg.Register(c); err != nil {

@@ -55,6 +55,17 @@ type Publisher interface {
 	Publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error
 }
 
+// Connection is implemented by a Publisher that knows whether its connection is up. Run then
+// waits for the connection before each publish instead of trying, failing and logging every
+// attempt while it is down (a refused token, an unreachable broker): the connection's owner
+// tells the outage, once. A publish that fails while Connected is false is not logged.
+type Connection interface {
+	// WaitConnected returns nil once the connection is up (at once if it is), or ctx.Err().
+	WaitConnected(ctx context.Context) error
+	// Connected reports whether the connection is up now.
+	Connected() bool
+}
+
 // Options bound and tune an Outbox. Zero values take the defaults.
 type Options struct {
 	// MaxBytes bounds the stored size of all queued reports (default 64 MiB).

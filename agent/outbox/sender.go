@@ -15,18 +15,25 @@ import (
 // Run publishes queued reports through pub, oldest first, until ctx is done; it then returns
 // ctx.Err(). A report is deleted only after pub.Publish returned nil for it (a numbered report,
 // once the hub waits are on, only after HubAck); a failed publish is retried with backoff before
-// any later report is tried. Reports older than MaxAge are dropped instead of sent, and corrupt
-// records are dropped, counted and logged. Run returns another error only when the state
-// database fails.
+// any later report is tried. When pub is also a Connection, each publish waits for the
+// connection first, and a failure because the connection went down is retried, unlogged, once
+// it is back. Reports older than MaxAge are dropped instead of sent, and corrupt records are
+// dropped, counted and logged. Run returns another error only when the state database fails.
 func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
 	if !o.running.CompareAndSwap(false, true) {
 		return ErrRunning
 	}
 	defer o.running.Store(false)
+	link, _ := pub.(Connection)
 	backoff := time.Duration(0)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if link != nil {
+			if err := link.WaitConnected(ctx); err != nil {
+				return err
+			}
 		}
 		o.resendIfStale()
 		r, ok, err := o.next()
@@ -64,9 +71,18 @@ func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			backoff = o.nextBackoff(backoff)
-			o.log.Info("publish failed, will retry", "topic", r.topic, "seq", r.seq, "retry_in", backoff, "err", err)
-			t := time.NewTimer(backoff)
+			wait := o.nextBackoff(backoff)
+			if link != nil && !link.Connected() {
+				// The connection went down: the next attempt waits for it (above). The short
+				// wait only keeps a connection that reports up while it is already failing from
+				// spinning the loop. The connection's owner logs the outage.
+				wait = o.nextBackoff(0)
+				o.log.Debug("publish failed, connection down; waiting for it", "topic", r.topic, "seq", r.seq, "err", err)
+			} else {
+				backoff = wait
+				o.log.Info("publish failed, will retry", "topic", r.topic, "seq", r.seq, "retry_in", wait, "err", err)
+			}
+			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
 				t.Stop()

@@ -14,6 +14,7 @@ import (
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/keys"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/shared/trust"
 )
 
 // keyView is one online key as GET /api/v1/keys lists it: never the private half.
@@ -148,6 +149,24 @@ func (s *Server) keysRetire(c echo.Context) error {
 	})
 }
 
+// keysRootRotate installs a root version whose root role changed (POST /api/v1/keys/root): the
+// body is a SignedRootRequest whose root was signed away from the hub by the old and the new
+// root key (`driftline key rotate-root`). The online keys stay as they are; the state machine
+// refuses a root that does not chain by TUF's rule (signed by the threshold of the current
+// root's keys and of its own) or that certifies other online keys (400).
+func (s *Server) keysRootRotate(c echo.Context) error {
+	req, err := s.signedRoot(c)
+	if err != nil {
+		return err
+	}
+	if req == nil {
+		return badRequest("root", "a root document signed by the old and the new root key is required (driftline key rotate-root)")
+	}
+	return s.changeTrust(c, true, func(t state.Trust, _ []byte, _ time.Time) (state.TrustSet, error) {
+		return state.TrustSet{Root: req.Root, Signer: t.Signer, Keys: t.Keys}, nil
+	})
+}
+
 func (s *Server) rootKey() []byte {
 	if s.cfg.RootKey == nil {
 		return nil
@@ -177,7 +196,14 @@ func (s *Server) changeTrust(c echo.Context, offline bool, build func(state.Trus
 	if err != nil {
 		return err
 	}
-	set, err := build(t, roots[len(roots)-1], time.Now())
+	latest := roots[len(roots)-1]
+	if !offline {
+		if r, err := trust.Parse(latest); err == nil && !r.HasRootKey(ed25519.PrivateKey(s.rootKey()).Public().(ed25519.PublicKey)) {
+			return problem(http.StatusConflict, ProblemConflict, "root key rotated",
+				"the root key this node holds is no longer the cluster's root key (driftline key rotate-root replaced it): sign with the current one (--root-key FILE)")
+		}
+	}
+	set, err := build(t, latest, time.Now())
 	switch {
 	case errors.Is(err, keys.ErrKeyUnknown):
 		return problem(http.StatusNotFound, ProblemNotFound, "no such key", err.Error())

@@ -108,6 +108,7 @@ var roleTable = []roleCase{
 	{"/api/v1/keys", "GET", "/api/v1/keys", nil, [6]int{200, 200, 200, 200, 200, 403}},
 	{"/api/v1/keys/root", "GET", "/api/v1/keys/root", nil, [6]int{200, 200, 200, 200, 200, 403}},
 	{"/api/v1/keys/rotate", "POST", "/api/v1/keys/rotate", nil, [6]int{admitted, 403, 403, 403, 403, 403}},
+	{"/api/v1/keys/root", "POST", "/api/v1/keys/root", nil, [6]int{admitted, 403, 403, 403, 403, 403}},
 	{"/api/v1/keys/:id/retire", "POST", "/api/v1/keys/ghost/retire", nil, [6]int{404, 403, 403, 403, 403, 403}},
 }
 

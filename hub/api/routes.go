@@ -95,6 +95,7 @@ func (s *Server) routes() {
 	v1.GET("/keys", s.keys, r(anyRole...)...)
 	v1.GET("/keys/root", s.keysRoot, r(anyRole...)...)
 	v1.POST("/keys/rotate", s.keysRotate, w(adminOnly...)...)
+	v1.POST("/keys/root", s.keysRootRotate, w(adminOnly...)...)
 	v1.POST("/keys/:id/retire", s.keysRetire, w(adminOnly...)...)
 
 	s.webhookRoutes(v1)

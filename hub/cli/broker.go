@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"fmt"
 	"io"
 	"os"
@@ -52,6 +53,14 @@ func (a *app) brokerACL() *cobra.Command {
 				ids = append(ids, d.ID)
 			}
 			sort.Strings(ids)
+			if prefix == "" {
+				// The ACL must match the topics the hub and its agents use: the hub's prefix.
+				_, hp, err := advertised(a.ctx, c)
+				if err != nil {
+					return err
+				}
+				prefix = cmp.Or(hp, wire.DefaultPrefix)
+			}
 			var acl bytes.Buffer
 			if err := broker.WriteMosquittoACL(&acl, prefix, ids, viewers, hubUser); err != nil {
 				return usagef("%v", err)
@@ -79,7 +88,7 @@ func (a *app) brokerACL() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&hubUser, "hub-user", "driftline-hub", "the broker user the hub connects as (may do everything)")
 	f.StringArrayVar(&viewers, "viewer", nil, "a read-only user (e.g. grafana); repeatable")
-	f.StringVar(&prefix, "prefix", wire.DefaultPrefix, "topic prefix")
+	f.StringVar(&prefix, "prefix", "", "topic prefix (default: the hub's, from GET /api/v1/cluster; "+wire.DefaultPrefix+" if it does not say)")
 	f.StringVar(&aclOut, "acl-out", "", "write the ACL here instead of stdout")
 	f.StringVar(&credsFile, "credentials", "", "user:password lines to hash into a Mosquitto password file")
 	f.StringVar(&passwdOut, "passwd-out", "", "write the password file here (mode 0600) instead of stdout")

@@ -203,6 +203,30 @@ func TestKeyCommands(t *testing.T) {
 	if !strings.Contains(out, "root version 5") {
 		t.Fatalf("offline retire:\n%s", out)
 	}
+
+	// Root key rotation: version 6 is signed by the old and the new root key (generated here).
+	newRoot := filepath.Join(t.TempDir(), "new-root.key")
+	out = h.ok(t, "key", "rotate-root", "--root-key", rootKey, "--new-root-key", newRoot)
+	if !strings.Contains(out, "root key rotated: root version 6") {
+		t.Fatalf("key rotate-root:\n%s", out)
+	}
+	if st, err := os.Stat(newRoot); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("new root key file: %v %v", st, err)
+	}
+	// The old root key signs nothing any more: not through the leader, not offline.
+	if r := h.run(t, "key", "rotate"); r.code == 0 || !strings.Contains(r.stderr, "409") {
+		t.Fatalf("rotate with the leader's old root key: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := h.run(t, "key", "rotate", "--root-key", rootKey); r.code != ExitUsage || !strings.Contains(r.stderr, "not this cluster's root key") {
+		t.Fatalf("rotate with the old root key: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := h.run(t, "key", "rotate-root", "--root-key", rootKey, "--new-root-key", stranger); r.code != ExitUsage {
+		t.Fatalf("rotate-root with the old root key: exit %d, stderr %q", r.code, r.stderr)
+	}
+	h.okJSON(t, &page, "key", "rotate", "--root-key", newRoot)
+	if page.RootVersion != 7 {
+		t.Fatalf("rotate with the new root key: %+v", page)
+	}
 }
 
 // TestDeviceRotateToken: `device rotate-token` prints a new token once (or writes it into an agent

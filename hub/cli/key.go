@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -36,7 +37,7 @@ type keyPage struct {
 
 func (a *app) keyCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "key", Short: "List, rotate and retire the cluster's online signing keys"}
-	cmd.AddCommand(a.keyList(), a.keyRotate(), a.keyRetire())
+	cmd.AddCommand(a.keyList(), a.keyRotate(), a.keyRetire(), a.keyRotateRoot())
 	return cmd
 }
 
@@ -109,6 +110,54 @@ func (a *app) keyRetire() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&rootKey, "root-key", "", "sign the new root version here with this root key file (kept offline)")
+	return cmd
+}
+
+func (a *app) keyRotateRoot() *cobra.Command {
+	var oldPath, newPath string
+	cmd := &cobra.Command{
+		Use:   "rotate-root --root-key OLD --new-root-key NEW",
+		Short: "Replace the root key: the next root version is signed by the old and the new root key",
+		Long: "Makes root version N+1 with NEW as the root role's key and the same online keys, signed by OLD (so agents\n" +
+			"holding version N accept it) and by NEW (TUF's rule), here, and sends it to the hub. NEW is generated (mode\n" +
+			"0600) when the file does not exist. From then on only NEW signs root versions (key rotate/retire --root-key NEW).",
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if oldPath == "" || newPath == "" {
+				return usagef("--root-key OLD and --new-root-key NEW are both required")
+			}
+			oldKey, err := artifact.LoadKey(oldPath)
+			if err != nil {
+				return usagef("--root-key %s: %v", oldPath, err)
+			}
+			newKey, err := artifact.LoadOrGenerateKey(newPath)
+			if err != nil {
+				return usagef("--new-root-key %s: %v", newPath, err)
+			}
+			if newKey.Equal(oldKey) {
+				return usagef("--new-root-key is the same key as --root-key")
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var latest json.RawMessage
+			if _, err := c.JSON(a.ctx, http.MethodGet, "/api/v1/keys/root", nil, nil, &latest); err != nil {
+				return err
+			}
+			root, err := trust.NextRootKey(latest, oldKey, newKey, time.Now().Add(keys.RootLifetime))
+			if errors.Is(err, trust.ErrBadRoot) || errors.Is(err, trust.ErrChain) {
+				return usagef("--root-key %s is not this cluster's root key: %v", oldPath, err)
+			}
+			if err != nil {
+				return err
+			}
+			return a.keyCall(http.MethodPost, "/api/v1/keys/root", api.SignedRootRequest{Root: root},
+				"root key rotated: root version %d (online signer %s); keep "+strings.ReplaceAll(newPath, "%", "%%")+" offline, and delete the old root key\n")
+		},
+	}
+	cmd.Flags().StringVar(&oldPath, "root-key", "", "the current root key file")
+	cmd.Flags().StringVar(&newPath, "new-root-key", "", "the new root key file (generated when missing)")
 	return cmd
 }
 

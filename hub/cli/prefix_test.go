@@ -72,6 +72,13 @@ func TestTopicPrefix(t *testing.T) {
 	if cfg.TopicPrefix != prefix {
 		t.Fatalf("agent config topic_prefix = %q, want the hub's %q", cfg.TopicPrefix, prefix)
 	}
+	// The Mosquitto ACL for this hub is under the hub's prefix unless --prefix says otherwise.
+	if acl := ok("broker", "acl"); !strings.Contains(acl, "topic write "+prefix+"/dev/edge-1/reported") || strings.Contains(acl, "dl/v1") {
+		t.Fatalf("broker acl is not under the hub's prefix %q:\n%s", prefix, acl)
+	}
+	if acl := ok("broker", "acl", "--prefix", "other/p"); !strings.Contains(acl, "topic write other/p/dev/edge-1/reported") {
+		t.Fatalf("broker acl --prefix other/p:\n%s", acl)
+	}
 	ok("device", "pin", "edge-1", "m", "1")
 
 	actx, acancel := context.WithCancel(context.Background())

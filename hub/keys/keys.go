@@ -18,8 +18,9 @@ import (
 	"github.com/driftline/driftline/shared/trust"
 )
 
-// RootLifetime is how long a root version is valid. Agents do not freeze on an expired root
-// (desired states carry their own, short expiry); a rotation issues a fresh one.
+// RootLifetime is how long a root version is valid. An agent whose newest root expired refuses
+// desired states until a renewed one reaches it (TUF); every rotation (key rotate, retire,
+// rotate-root) issues a fresh one.
 const RootLifetime = 10 * 365 * 24 * time.Hour
 
 // Errors of this package.

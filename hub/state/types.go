@@ -138,6 +138,9 @@ type Reported struct {
 	Models       map[string]ReportedModel `json:"models"`
 	// DesiredStale: the agent heard no valid desired state since the last one expired.
 	DesiredStale bool `json:"desired_stale,omitempty"`
+	// RootExpired: the agent's root of trust expired; it refuses desired states until a
+	// renewed root reaches it (driftline key rotate issues one).
+	RootExpired bool `json:"root_expired,omitempty"`
 }
 
 // DesiredModel is what a device should run for one model.

@@ -10,6 +10,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -35,6 +36,10 @@ var (
 	// ErrChain means a newer root does not chain from the trusted one: not the next version, or
 	// not signed by the threshold of the trusted root's keys.
 	ErrChain = errors.New("trust: root does not chain from the trusted root")
+	// ErrExpired means the newest trusted root has expired: TUF refuses to verify anything new
+	// with it (a freeze attack, or a cluster whose root was not renewed) until a newer,
+	// unexpired root chains from it.
+	ErrExpired = errors.New("trust: root of trust expired")
 )
 
 // Root is a root metadata document that verified (against itself when parsed, against its
@@ -90,6 +95,62 @@ func Next(prev []byte, rootKey ed25519.PrivateKey, online []ed25519.PublicKey, e
 	return sign(m, rootKey)
 }
 
+// NextRootKey returns the root after prev (which must verify) with the root role's key replaced:
+// version + 1, the same online keys, newRootKey the root role's only key (threshold 1). As TUF
+// requires for a root rotation, it is signed by oldRootKey (a key of prev's root role, so
+// holders of prev accept it) and by newRootKey (its own threshold). From then on only
+// newRootKey can sign the next version (Next).
+func NextRootKey(prev []byte, oldRootKey, newRootKey ed25519.PrivateKey, expires time.Time) ([]byte, error) {
+	p, err := Parse(prev)
+	if err != nil {
+		return nil, err
+	}
+	if !p.HasRootKey(oldRootKey.Public().(ed25519.PublicKey)) {
+		return nil, fmt.Errorf("%w: the old root key is not a root key of version %d", ErrBadRoot, p.Version())
+	}
+	m, err := metadata.Root().FromBytes(p.raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadRoot, err)
+	}
+	m.ClearSignatures()
+	m.Signed.Version++
+	m.Signed.Expires = expires.UTC().Truncate(time.Second)
+	for _, id := range append([]string(nil), m.Signed.Roles[metadata.ROOT].KeyIDs...) {
+		if err := m.Signed.RevokeKey(id, metadata.ROOT); err != nil {
+			return nil, fmt.Errorf("trust: %w", err)
+		}
+	}
+	nk, err := metadata.KeyFromPublicKey(newRootKey.Public())
+	if err != nil {
+		return nil, fmt.Errorf("trust: new root key: %w", err)
+	}
+	if err := m.Signed.AddKey(nk, metadata.ROOT); err != nil {
+		return nil, fmt.Errorf("trust: new root key: %w", err)
+	}
+	m.Signed.Roles[metadata.ROOT].Threshold = 1
+	b, err := sign(m, oldRootKey, newRootKey)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := p.Update(b); err != nil { // what holders of prev will do
+		return nil, err
+	}
+	return b, nil
+}
+
+// HasRootKey reports whether pub is a key of r's root role (one that may sign its successor).
+func (r Root) HasRootKey(pub ed25519.PublicKey) bool {
+	if r.meta == nil {
+		return false
+	}
+	k, err := metadata.KeyFromPublicKey(pub)
+	if err != nil {
+		return false
+	}
+	id, err := k.ID()
+	return err == nil && slices.Contains(r.meta.Signed.Roles[metadata.ROOT].KeyIDs, id)
+}
+
 func setOnline(m *metadata.Metadata[metadata.RootType], online []ed25519.PublicKey) error {
 	if len(online) == 0 {
 		return fmt.Errorf("%w: no online key", ErrBadRoot)
@@ -108,13 +169,15 @@ func setOnline(m *metadata.Metadata[metadata.RootType], online []ed25519.PublicK
 	return nil
 }
 
-func sign(m *metadata.Metadata[metadata.RootType], rootKey ed25519.PrivateKey) ([]byte, error) {
-	signer, err := signature.LoadED25519Signer(rootKey)
-	if err != nil {
-		return nil, fmt.Errorf("trust: root signer: %w", err)
-	}
-	if _, err := m.Sign(signer); err != nil {
-		return nil, fmt.Errorf("trust: sign root: %w", err)
+func sign(m *metadata.Metadata[metadata.RootType], rootKeys ...ed25519.PrivateKey) ([]byte, error) {
+	for _, rootKey := range rootKeys {
+		signer, err := signature.LoadED25519Signer(rootKey)
+		if err != nil {
+			return nil, fmt.Errorf("trust: root signer: %w", err)
+		}
+		if _, err := m.Sign(signer); err != nil {
+			return nil, fmt.Errorf("trust: sign root: %w", err)
+		}
 	}
 	b, err := m.ToBytes(false)
 	if err != nil {
@@ -187,6 +250,17 @@ func (r Root) Expires() time.Time {
 		return time.Time{}
 	}
 	return r.meta.Signed.Expires
+}
+
+// CheckExpiry returns an error wrapping ErrExpired when r expired at or before now (nil for the
+// zero Root, which has no expiry). As in TUF's client workflow (5.3.10), it is checked on the
+// newest root reached: roots passed on the way may have expired, and an expired root still
+// parses and chains (Parse, Update), so a renewed root can replace it.
+func (r Root) CheckExpiry(now time.Time) error {
+	if r.meta == nil || now.Before(r.meta.Signed.Expires) {
+		return nil
+	}
+	return fmt.Errorf("%w: version %d expired at %s", ErrExpired, r.Version(), r.meta.Signed.Expires.UTC().Format(time.RFC3339))
 }
 
 // RootKeyIDs names the root role's keys and threshold, for comparing two roots' root roles.

@@ -222,6 +222,9 @@ type Reported struct {
 	// DesiredStale is true while the device has heard no valid desired state for longer than
 	// the last one's expiry (a frozen or cut-off feed); it keeps running what it has.
 	DesiredStale bool `json:"desired_stale,omitempty"`
+	// RootExpired is true while the root of trust the device holds has expired: it refuses
+	// desired states until a renewed root arrives, and keeps running what it has.
+	RootExpired bool `json:"root_expired,omitempty"`
 }
 
 // ReportedModel is one model's state on one device.

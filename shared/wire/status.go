@@ -69,6 +69,9 @@ type Heartbeat struct {
 	DesiredStale bool `json:"desired_stale,omitempty"`
 	// DesiredExpires is when the last valid desired state expires, Unix milliseconds.
 	DesiredExpires int64 `json:"desired_expires,omitempty"`
+	// RootExpired is true while the root of trust the device holds has expired: it refuses
+	// desired states until a renewed root arrives, and keeps running what it has.
+	RootExpired bool `json:"root_expired,omitempty"`
 }
 
 // Validate checks the header, that counters are not negative and that CPU is finite.
