@@ -30,6 +30,7 @@ import (
 // connection through it every interval.
 type dropper struct {
 	p     *toxiproxy.Proxy
+	addr  string // the proxy's address, read once (toxiproxy rewrites p.Listen at each start)
 	drops atomic.Int64
 	stop  chan struct{}
 	done  chan struct{}
@@ -50,7 +51,7 @@ func startDropper(t testing.TB, upstream string, interval time.Duration, rateKB 
 			t.Fatal(err)
 		}
 	}
-	d := &dropper{p: p, stop: make(chan struct{}), done: make(chan struct{})}
+	d := &dropper{p: p, addr: p.Listen, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(d.done)
 		tick := time.NewTicker(interval)
@@ -87,7 +88,7 @@ func (d *dropper) halt() {
 	<-d.done
 }
 
-func (d *dropper) url() string { return "tcp://" + d.p.Listen }
+func (d *dropper) url() string { return "tcp://" + d.addr }
 
 // distinctChunks is the number of distinct chunk digests of data.
 func distinctChunks(t testing.TB, data []byte) int {
@@ -127,7 +128,7 @@ func TestPullThroughConnectionDropsMosquitto(t *testing.T) {
 	}
 	m := startMosquitto(t)
 	d := startDropper(t, strings.TrimPrefix(m.url(), "tcp://"), 5*time.Second, 1024)
-	h := startHub(t, "tcp://"+m.hubUser+":"+m.hubPass+"@"+d.p.Listen)
+	h := startHub(t, "tcp://"+m.hubUser+":"+m.hubPass+"@"+d.addr)
 	pullThroughDrops(t, h, d, m, 6<<20)
 }
 
