@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -77,6 +78,7 @@ type fakeHub struct {
 
 	mu       sync.Mutex
 	delay    time.Duration // before each frame: slows a pull down
+	reverse  bool          // answer a request's digests, and each object's frames, last first
 	objects  map[string][]byte
 	tamper   func(reqID, digest string) (frames [][]byte, handled bool)
 	requests []wire.FetchRequest
@@ -109,9 +111,14 @@ func (h *fakeHub) publicKey() string {
 func (h *fakeHub) serve(req wire.FetchRequest) {
 	h.mu.Lock()
 	h.requests = append(h.requests, req)
-	tamper := h.tamper
+	tamper, reverse := h.tamper, h.reverse
 	h.mu.Unlock()
-	for _, d := range req.Digests {
+	digests := req.Digests
+	if reverse {
+		digests = slices.Clone(digests)
+		slices.Reverse(digests)
+	}
+	for _, d := range digests {
 		if tamper != nil {
 			if frames, ok := tamper(req.RequestID, d); ok {
 				for _, f := range frames {
@@ -134,6 +141,9 @@ func (h *fakeHub) serve(req wire.FetchRequest) {
 			sum, _ := artifact.ParseDigest(d)
 			f, _ := wire.NotFoundFrame(req.RequestID, sum)
 			frames = [][]byte{f}
+		}
+		if reverse {
+			slices.Reverse(frames)
 		}
 		for _, f := range frames {
 			h.mu.Lock()
