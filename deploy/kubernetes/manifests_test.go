@@ -10,6 +10,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -23,6 +24,7 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 	}
 	var sts *appsv1.StatefulSet
 	services := map[string]*corev1.Service{}
+	var raftPolicy *networkingv1.NetworkPolicy
 	for i, doc := range bytes.Split(b, []byte("\n---\n")) {
 		var meta struct {
 			APIVersion string `json:"apiVersion"`
@@ -43,9 +45,18 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 			if err := yaml.UnmarshalStrict(doc, sts); err != nil {
 				t.Fatalf("document %d (StatefulSet): %v", i, err)
 			}
+		case "networking.k8s.io/v1 NetworkPolicy":
+			var np networkingv1.NetworkPolicy
+			if err := yaml.UnmarshalStrict(doc, &np); err != nil {
+				t.Fatalf("document %d (NetworkPolicy): %v", i, err)
+			}
+			raftPolicy = &np
 		default:
 			t.Fatalf("document %d: unexpected %s %s", i, meta.APIVersion, meta.Kind)
 		}
+	}
+	if raftPolicy == nil || len(raftPolicy.Spec.Ingress) == 0 || len(raftPolicy.Spec.Ingress[0].From) == 0 {
+		t.Error("the Raft port (7000) must be closed to all but hub pods by a NetworkPolicy (docs/security.md)")
 	}
 	if sts == nil || services[sts.Spec.ServiceName] == nil || services["driftline-hub"] == nil {
 		t.Fatalf("want the StatefulSet, its headless service and the client service; have %v", services)

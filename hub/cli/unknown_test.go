@@ -35,7 +35,7 @@ func TestUnknownSubcommand(t *testing.T) {
 	}
 	env := map[string]string{"DRIFTLINE_HUB": "http://127.0.0.1:1", "DRIFTLINE_TOKEN": "x"}
 	for _, g := range groups {
-		for _, extra := range [][]string{{"no-such-command"}, {"backup", "FILE"}} {
+		for _, extra := range [][]string{{"no-such-command"}, {"no-such-command", "FILE"}} {
 			args := append(append([]string{}, g...), extra...)
 			t.Run(strings.Join(args, " "), func(t *testing.T) {
 				r := runCLI(t, env, args...)
