@@ -75,19 +75,19 @@ func TestBadInput(t *testing.T) {
 		}},
 		{"unsigned manifest", agent.ReasonUnsigned, func(t *testing.T) {
 			e := h.entry("m-unsigned", 1, good)
-			e.Signature = artifact.Signature{}
+			e.ApprovalSignature = artifact.Signature{}
 			h.desire(e)
 			failedWith(t, "m-unsigned", "not signed")
 		}},
 		{"unknown key", agent.ReasonUnknownKey, func(t *testing.T) {
 			e := h.entry("m-stranger", 1, good)
-			e.Signature = artifact.SignApproval(strangerKey, e.Approval())
+			e.ApprovalSignature = artifact.SignApproval(strangerKey, e.Approval())
 			h.desire(e)
 			failedWith(t, "m-stranger", "untrusted key")
 		}},
 		{"bad signature", agent.ReasonBadSignature, func(t *testing.T) {
 			e := h.entry("m-badsig", 1, good)
-			e.Signature = h.entry("m-badsig", 1, other).Signature // trusted key, another artifact
+			e.ApprovalSignature = h.entry("m-badsig", 1, other).ApprovalSignature // trusted key, another artifact
 			h.desire(e)
 			failedWith(t, "m-badsig", "signature")
 		}},

@@ -395,7 +395,7 @@ func (a *Agent) manifest(ctx context.Context, m wire.DesiredModel, preempt func(
 	}
 	// The fetch checked that b hashes to m.ManifestDigest; the approval signature binds that
 	// digest with the name, version, contract, profile and dataset version.
-	if err := a.trust.ring().VerifyApproval(m.Approval(), m.Signature); err != nil {
+	if err := a.trust.ring().VerifyApproval(m.Approval(), m.ApprovalSignature); err != nil {
 		reason := ReasonBadSignature
 		switch {
 		case errors.Is(err, artifact.ErrUnsigned):

@@ -234,7 +234,7 @@ func (h *fakeHub) entry(name string, version int, m model) wire.DesiredModel {
 
 // approve signs e's approval (after its digests were set) with the hub's key.
 func (h *fakeHub) approve(e wire.DesiredModel) wire.DesiredModel {
-	e.Signature = artifact.SignApproval(h.key, e.Approval())
+	e.ApprovalSignature = artifact.SignApproval(h.key, e.Approval())
 	return e
 }
 

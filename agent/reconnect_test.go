@@ -99,7 +99,7 @@ func TestTransientFailureRetried(t *testing.T) {
 
 	// A refused signature is final for the revision: no request after the refusal.
 	e := h.entry("n", 1, h.addModel(randomBytes(14, 10<<10))) // its manifest is fetched, then refused
-	e.Signature = artifact.Signature{}
+	e.ApprovalSignature = artifact.Signature{}
 	h.desire(h.entry("m", 1, m), e)
 	waitFor(t, 10*time.Second, "n refused", func() bool {
 		r, ok := latest().Models["n"]

@@ -72,8 +72,17 @@ func TestRegistryHappyPath(t *testing.T) {
 
 	var approved modelVersionOut
 	h.must(http.StatusOK, "POST", "/api/v1/models/fraud/versions/1/approve", appr, api.ApproveRequest{Comment: "looks good"}, &approved)
-	if approved.Status != state.StatusApproved || len(approved.Signatures) != 1 || len(approved.Approvals) != 1 {
-		t.Fatalf("approved = %+v, want approved with one signature and one approval", approved)
+	// Two signatures: the approval signature, and the legacy one over the manifest by the
+	// leader's node key (for agents of the previous release).
+	if approved.Status != state.StatusApproved || len(approved.Signatures) != 2 || len(approved.Approvals) != 1 {
+		t.Fatalf("approved = %+v, want approved with two signatures and one approval", approved)
+	}
+	approvalSig, legacySig := approved.Signatures[0], approved.Signatures[1]
+	if approvalSig["kind"] != state.SigApproval {
+		approvalSig, legacySig = legacySig, approvalSig
+	}
+	if approvalSig["kind"] != state.SigApproval || legacySig["kind"] != "" {
+		t.Fatalf("signatures = %v, want one of kind %s and one legacy", approved.Signatures, state.SigApproval)
 	}
 	if approved.Approvals[0]["by"] != "appr" || approved.Approvals[0]["comment"] != "looks good" {
 		t.Errorf("approval = %v, want by appr with the comment", approved.Approvals[0])
@@ -82,7 +91,7 @@ func TestRegistryHappyPath(t *testing.T) {
 		Items []state.SigningKey `json:"items"`
 	}
 	h.must(http.StatusOK, "GET", "/api/v1/keys", appr, nil, &keys)
-	sig := artifact.Signature{KeyID: approved.Signatures[0]["key_id"], Sig: approved.Signatures[0]["sig"]}
+	sig := artifact.Signature{KeyID: approvalSig["key_id"], Sig: approvalSig["sig"]}
 	var trusted []ed25519.PublicKey
 	for _, k := range keys.Items {
 		if k.KeyID == sig.KeyID {
@@ -109,6 +118,23 @@ func TestRegistryHappyPath(t *testing.T) {
 	}
 	if err := artifact.NewKeyRing(trusted...).VerifyApproval(subject, sig); err != nil {
 		t.Errorf("approval signature does not verify against the listed key: %v", err)
+	}
+	manifest, err := h.n.Reader().Manifest("fraud", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeKeys, err := h.n.Reader().SigningKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var registered []ed25519.PublicKey
+	for _, k := range nodeKeys {
+		if pk, err := artifact.ParsePublicKey([]byte(k.PublicKey)); err == nil {
+			registered = append(registered, pk)
+		}
+	}
+	if err := artifact.Verify(registered, manifest, artifact.Signature{KeyID: legacySig["key_id"], Sig: legacySig["sig"]}); err != nil {
+		t.Errorf("legacy signature does not verify over the manifest against the registered node keys: %v", err)
 	}
 
 	// Aliases: set, read, move atomically to a second version.

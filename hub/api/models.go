@@ -295,10 +295,20 @@ func (s *Server) modelVersionApprove(c echo.Context) error {
 		return err
 	}
 	sig := artifact.SignApproval(cur.Key, subject)
-	res, err := s.apply(c, command.TypeModelVersionApprove, state.ModelVersionApprove{
+	cmd := state.ModelVersionApprove{
 		Model: mv.Model, Version: mv.Version, Comment: comment, FourEyes: s.cfg.FourEyes, TokenID: tokenID(c),
-		Signature: state.Signature{KeyID: sig.KeyID, Sig: sig.Sig, Kind: state.SigApproval},
-	})
+		Approval: state.Signature{KeyID: sig.KeyID, Sig: sig.Sig, Kind: state.SigApproval},
+	}
+	if s.cfg.NodeKey != nil {
+		// The legacy signature: what agents of the previous release verify (docs/upgrading.md).
+		manifest, err := s.read.Manifest(mv.Model, mv.Version)
+		if err != nil {
+			return err
+		}
+		legacy := artifact.Sign(s.cfg.NodeKey, manifest)
+		cmd.Signature = state.Signature{KeyID: legacy.KeyID, Sig: legacy.Sig}
+	}
+	res, err := s.apply(c, command.TypeModelVersionApprove, cmd)
 	if err != nil {
 		return err
 	}

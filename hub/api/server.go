@@ -95,6 +95,11 @@ type Config struct {
 	Reader state.Reader
 	// Keys gives the cluster's current online signing key (approvals sign with it).
 	Keys KeySource
+	// NodeKey is this node's own signing key (DATA/signing.key). An approval also signs the
+	// manifest bytes with it (artifact.Sign): the legacy signature desired states carry for
+	// agents of the previous release, which trust the node keys they were enrolled with
+	// (docs/upgrading.md). nil makes approvals without it.
+	NodeKey ed25519.PrivateKey
 	// RootKey returns this node's root key, or nil when the node does not hold it (then key
 	// rotation must be signed offline, see docs/security.md).
 	RootKey func() ed25519.PrivateKey

@@ -275,6 +275,9 @@ func showModelVersion(a *app, mv modelVersion) error {
 	sigs := make([]string, len(mv.Signatures))
 	for i, s := range mv.Signatures {
 		sigs[i] = s.KeyID
+		if s.Kind == "" { // the node key's manifest signature, for agents of the previous release
+			sigs[i] += " (legacy)"
+		}
 	}
 	return fields(a.stdout, "model", fmt.Sprintf("%s@%d", mv.Model, mv.Version), "status", mv.Status,
 		"digest", mv.Digest, "size", strconv.FormatInt(mv.Size, 10), "format", dash(mv.Format), "file", dash(mv.Filename),

@@ -127,7 +127,7 @@ func TestModelLifecycle(t *testing.T) {
 		}
 	}
 	h.okJSON(t, &mv, "model", "show", "fraud", "1")
-	if mv.Status != state.StatusApproved || len(mv.Approvals) != 1 || mv.Approvals[0].Comment != "looks good" || len(mv.Signatures) != 1 {
+	if mv.Status != state.StatusApproved || len(mv.Approvals) != 1 || mv.Approvals[0].Comment != "looks good" || len(mv.Signatures) != 2 {
 		t.Errorf("approved version: %+v", mv)
 	}
 	if out := h.ok(t, "model", "show", "fraud", "1"); !strings.Contains(out, mv.Signatures[0].KeyID) {

@@ -292,7 +292,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.api = api.New(api.Config{
-		Store: opsAdapter{storeAdapter{n.store}, cfg.DataDir}, Reader: state.Reader{DB: n.db}, Keys: n.keys, RootKey: n.currentRootKey, FourEyes: cfg.FourEyes,
+		Store: opsAdapter{storeAdapter{n.store}, cfg.DataDir}, Reader: state.Reader{DB: n.db}, Keys: n.keys, NodeKey: n.key, RootKey: n.currentRootKey, FourEyes: cfg.FourEyes,
 		MaxUploadBytes: cfg.MaxUploadBytes, Logger: cfg.Logger, Registerer: n.registry, Gatherer: n.registry,
 		Samples: NewSampleProcessor(spool), ProfileJSON: ProfileJSON, SpoolDir: spool,
 		Extra: func(e *echo.Echo, s *api.Server) {
@@ -458,7 +458,8 @@ func (n *Node) Close() error {
 }
 
 // leaderChores runs while the node lives: whenever it is the leader it makes sure the cluster
-// has a root of trust and, on a cluster that has no token yet, creates the admin token.
+// has a root of trust and its own node key is registered (ensureNodeKey) and, on a cluster that
+// has no token yet, creates the admin token.
 func (n *Node) leaderChores(ctx context.Context) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
@@ -484,10 +485,12 @@ func (n *Node) leaderChores(ctx context.Context) {
 			continue
 		}
 		if !keyDone {
-			if err := n.ensureTrust(ctx); err == nil {
-				keyDone = true
-			} else {
+			if err := n.ensureTrust(ctx); err != nil {
 				n.log.Warn("create the root of trust", "err", err)
+			} else if err := n.ensureNodeKey(ctx); err != nil {
+				n.log.Warn("register signing key", "err", err)
+			} else {
+				keyDone = true
 			}
 		}
 		if !tokenDone {
@@ -498,6 +501,33 @@ func (n *Node) leaderChores(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// ensureNodeKey registers this node's public signing key (key/KEYID, command SigningKeyAdd) when
+// the replicated state does not hold it yet, as the previous release did for every node that
+// led. This release signs approvals for its own agents with the online keys of the root of
+// trust, but the leader still signs each approval's manifest with its node key (the legacy
+// signature desired states carry for agents of the previous release), and `device add` of that
+// release enrolled agents with the registered node keys (trusted_keys). Call after a barrier.
+func (n *Node) ensureNodeKey(ctx context.Context) error {
+	pub := n.key.Public().(ed25519.PublicKey)
+	id := artifact.KeyID(pub)
+	have, err := n.Reader().SigningKeys()
+	if err != nil {
+		return err
+	}
+	for _, k := range have {
+		if k.KeyID == id {
+			return nil
+		}
+	}
+	env, err := command.New(command.TypeSigningKeyAdd, "", 0, "hub:"+n.cfg.NodeID,
+		state.SigningKeyAdd{KeyID: id, PublicKey: artifact.PublicKeyBase64(pub)})
+	if err != nil {
+		return err
+	}
+	_, err = n.store.Apply(ctx, env)
+	return err
 }
 
 // ensureTrust creates the cluster's root of trust when it has none: a root key (written to

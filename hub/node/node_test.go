@@ -178,7 +178,7 @@ func TestDeviceProtocol(t *testing.T) {
 	}
 	m := next(topics.Desired("d1"))
 	desired, err := wire.DecodeDesired(m.Payload())
-	if err != nil || desired.Rev != 1 || len(desired.Models) != 1 || desired.Models[0].Version != v || desired.Models[0].Signature.IsZero() {
+	if err != nil || desired.Rev != 1 || len(desired.Models) != 1 || desired.Models[0].Version != v || desired.Models[0].ApprovalSignature.IsZero() {
 		t.Fatalf("desired %+v %v", desired, err)
 	}
 	// Fetch the manifest, then every chunk it lists, and rebuild the file.

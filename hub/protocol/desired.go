@@ -208,7 +208,8 @@ func (p *desiredPublisher) publishDevice(d state.Device) {
 
 // BuildDesired renders a device's desired state as the wire message and signs it with the
 // cluster's current online key for the time from now to now+ttl: per model the version, its
-// manifest digest and approval signature, and the digests of the training data's contract and
+// manifest digest, approval signature and legacy manifest signature (for agents of the
+// previous release, wire.DesiredModel.LegacySignature), and the digests of the training data's contract and
 // reference profile (from the first trained_on dataset version); and the root documents after
 // version 1, so an agent enrolled with an older root learns the current key set; and the
 // deprecated versions of its models (the revocation list).
@@ -247,9 +248,13 @@ func BuildDesired(r state.Reader, d state.Device, cur keys.Current, now time.Tim
 		for _, v := range revoked {
 			msg.Revoked = append(msg.Revoked, wire.VersionRef(name, v))
 		}
+		// The legacy signature (a node key's over the manifest bytes, stored at approval) goes
+		// out as the previous release sent it: agents of that release verify it, not the
+		// approval signature.
+		legacy, _ := state.LegacySignature(mv)
 		msg.Models = append(msg.Models, wire.DesiredModel{
 			Name: name, Version: mv.Version, ManifestDigest: mv.ManifestDigest, Size: mv.Size, RolloutID: want.RolloutID,
-			Signature: sig, ContractDigest: a.ContractDigest, ProfileDigest: a.ProfileDigest,
+			LegacySignature: legacy, ApprovalSignature: sig, ContractDigest: a.ContractDigest, ProfileDigest: a.ProfileDigest,
 			Dataset: a.Dataset, DatasetVersion: a.DatasetVersion, OutputDigest: outputDigest(mv),
 		})
 	}

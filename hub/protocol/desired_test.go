@@ -141,7 +141,7 @@ func TestDesiredSignedRefreshedRotated(t *testing.T) {
 	if got := first.Expires - first.IssuedAt; got != ttl.Milliseconds() {
 		t.Fatalf("valid for %d ms, want %d", got, ttl.Milliseconds())
 	}
-	if err := cur.Online.VerifyApproval(first.Models[0].Approval(), first.Models[0].Signature); err != nil {
+	if err := cur.Online.VerifyApproval(first.Models[0].Approval(), first.Models[0].ApprovalSignature); err != nil {
 		t.Fatalf("approval signature does not verify: %v", err)
 	}
 	tr.take()

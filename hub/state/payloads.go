@@ -90,13 +90,20 @@ type ModelVersionCreate struct {
 	TokenID string `json:"token_id,omitempty"`
 }
 
-// ModelVersionApprove approves a version with the leader's signature over its manifest. Payload
-// of command.TypeModelVersionApprove.
+// ModelVersionApprove approves a version with the leader's signatures. Payload of
+// command.TypeModelVersionApprove.
+//
+// Signature keeps the previous release's meaning (the leader's node-key signature over the
+// manifest bytes, Kind empty), so a node of the previous release applying this command during
+// a rolling upgrade stores what its own agents verify; Approval is the approval signature by
+// the current online key (Kind SigApproval), which older nodes ignore. A command from an older
+// leader carries only Signature. At least one must be set.
 type ModelVersionApprove struct {
 	Model     string    `json:"model"`
 	Version   int       `json:"version"`
 	Comment   string    `json:"comment,omitempty"`
 	Signature Signature `json:"signature"`
+	Approval  Signature `json:"approval,omitzero"`
 	FourEyes  bool      `json:"four_eyes"`
 	// TokenID is the id of the approving token: under four-eyes it must differ from the
 	// registering token's (names are not unique, ids are).

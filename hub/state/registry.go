@@ -309,7 +309,7 @@ func modelVersionApprove(txn *badger.Txn, env command.Envelope, c ModelVersionAp
 		return nil, nil, conflict("model:%s@%d is deprecated", c.Model, c.Version)
 	case c.FourEyes && sameIdentity(mv.CreatedByToken, mv.CreatedBy, c.TokenID, env.Actor):
 		return nil, nil, conflict("four-eyes: the token that registered model:%s@%d (%s) cannot approve it", c.Model, c.Version, env.Actor)
-	case c.Signature.KeyID == "" || c.Signature.Sig == "":
+	case !c.Signature.valid() && !c.Approval.valid():
 		return nil, nil, invalid("approval needs a signature")
 	}
 	for _, a := range mv.Approvals {
@@ -323,20 +323,36 @@ func modelVersionApprove(txn *badger.Txn, env command.Envelope, c ModelVersionAp
 	}
 	mv.Status = StatusApproved
 	mv.Approvals = append(mv.Approvals, Approval{By: env.Actor, ByToken: c.TokenID, At: env.Time, Comment: c.Comment})
-	replaced := false
-	for i, s := range mv.Signatures {
-		if s.KeyID == c.Signature.KeyID {
-			mv.Signatures[i], replaced = c.Signature, true
-		}
+	if c.Signature.valid() {
+		legacy := c.Signature
+		legacy.Kind = ""
+		mv.Signatures = addSignature(mv.Signatures, legacy)
 	}
-	if !replaced {
-		mv.Signatures = append(mv.Signatures, c.Signature)
+	if c.Approval.valid() {
+		approval := c.Approval
+		approval.Kind = SigApproval
+		mv.Signatures = addSignature(mv.Signatures, approval)
 	}
 	if err := putJSON(txn, versionKey(pModelVersion, c.Model, c.Version), mv); err != nil {
 		return nil, nil, err
 	}
 	mv.Tags = tags
 	return mv, &auditNote{"model.version.approve", ModelNode(c.Model, c.Version), c.Comment}, nil
+}
+
+// valid reports whether s names a key and carries a signature.
+func (s Signature) valid() bool { return s.KeyID != "" && s.Sig != "" }
+
+// addSignature puts s into list, replacing the one of the same key and kind (a fresh cluster's
+// first online key is its first leader's node key: one key signs both kinds).
+func addSignature(list []Signature, s Signature) []Signature {
+	for i, have := range list {
+		if have.KeyID == s.KeyID && have.Kind == s.Kind {
+			list[i] = s
+			return list
+		}
+	}
+	return append(list, s)
 }
 
 func modelVersionDeprecate(txn *badger.Txn, c ModelVersionDeprecate) (any, *auditNote, error) {

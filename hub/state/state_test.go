@@ -8,6 +8,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/kv"
 )
 
@@ -448,5 +449,41 @@ func TestUnhandledTypeIsUnknown(t *testing.T) {
 		if _, err := h.apply(typ, "a", struct{}{}); !errors.Is(err, command.ErrUnknownType) {
 			t.Errorf("type %d: %v, want command.ErrUnknownType", typ, err)
 		}
+	}
+}
+
+// TestApproveStoresBothSignatures: an approval of this release stores the legacy manifest
+// signature (kind empty) and the approval signature (kind SigApproval) side by side, also when
+// one key made both (a fresh cluster's first online key is its first leader's node key); an
+// approval proposed by a leader of the previous release (legacy signature only) applies; one
+// with neither is refused.
+func TestApproveStoresBothSignatures(t *testing.T) {
+	h := newHarness(t)
+	seedRegistry(h)
+	h.must(command.TypeModelVersionCreate, "alice", ModelVersionCreate{
+		Model: "m", Digest: digestA, Size: 10, Chunks: []ChunkRef{{Digest: digestA, Size: 10}}})
+	if _, err := h.apply(command.TypeModelVersionApprove, "bob", ModelVersionApprove{Model: "m", Version: 1}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("approval without signatures: %v, want ErrInvalid", err)
+	}
+	mv := h.must(command.TypeModelVersionApprove, "bob", ModelVersionApprove{Model: "m", Version: 1,
+		Signature: Signature{KeyID: "k", Sig: "legacy"}, Approval: Signature{KeyID: "k", Sig: "approval"}}).(ModelVersion)
+	if len(mv.Signatures) != 2 {
+		t.Fatalf("signatures %+v, want the legacy and the approval one", mv.Signatures)
+	}
+	if got, ok := LegacySignature(mv); !ok || got.Sig != "legacy" {
+		t.Errorf("LegacySignature = %+v %v, want the legacy one", got, ok)
+	}
+	if got, ok := ApprovalSignature(mv, artifact.NewKeyRing()); ok {
+		t.Errorf("ApprovalSignature with no online key = %+v, want none", got)
+	}
+	for _, s := range mv.Signatures {
+		if (s.Sig == "approval") != (s.Kind == SigApproval) {
+			t.Errorf("signature %+v has the wrong kind", s)
+		}
+	}
+	old := h.must(command.TypeModelVersionApprove, "carol", ModelVersionApprove{Model: "m", Version: 2,
+		Signature: Signature{KeyID: "k2", Sig: "old"}}).(ModelVersion)
+	if got, ok := LegacySignature(old); len(old.Signatures) != 1 || !ok || got.Sig != "old" {
+		t.Errorf("approval of an older leader stored %+v", old.Signatures)
 	}
 }

@@ -208,6 +208,17 @@ func ApprovalSignature(mv ModelVersion, online artifact.KeyRing) (artifact.Signa
 	return artifact.Signature{}, false
 }
 
+// LegacySignature returns the newest legacy signature of mv (Kind empty: a node key's signature
+// over the manifest bytes), the one the previous release put in desired states, if any.
+func LegacySignature(mv ModelVersion) (artifact.Signature, bool) {
+	for i := len(mv.Signatures) - 1; i >= 0; i-- {
+		if s := mv.Signatures[i]; s.Kind == "" {
+			return artifact.Signature{KeyID: s.KeyID, Sig: s.Sig}, true
+		}
+	}
+	return artifact.Signature{}, false
+}
+
 // MaxRevoked bounds the revocation list kept per model (the newest are kept).
 const MaxRevoked = 256
 

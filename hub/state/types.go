@@ -65,12 +65,16 @@ type Approval struct {
 	Comment string `json:"comment,omitempty"`
 }
 
-// Signature is an approval signature by one of the cluster's online keys.
+// Signature is a signature of a model version, of one of two kinds (Kind).
 type Signature struct {
 	KeyID string `json:"key_id"`
 	Sig   string `json:"sig"`
-	// Kind is SigApproval for a signature over artifact.Approval; empty for one made before
-	// approvals were bound (over the manifest bytes only), which agents no longer accept.
+	// Kind is SigApproval for an approval signature over artifact.Approval by one of the
+	// cluster's online keys (what agents of this release verify). Empty for a legacy signature
+	// over the manifest bytes (artifact.Sign) by the approving leader's node key, as every
+	// approval of the previous release made and every approval still makes: desired states
+	// carry it in the field agents of the previous release verify (wire.DesiredModel
+	// LegacySignature).
 	Kind string `json:"kind,omitempty"`
 }
 

@@ -18,7 +18,7 @@ func BenchmarkVerifyDesired(b *testing.B) {
 	dig := artifact.DigestOf([]byte("manifest"))
 	m := wire.DesiredModel{Name: "iris", Version: 3, ManifestDigest: dig, Size: 1 << 20,
 		ContractDigest: artifact.DigestOf([]byte("c")), ProfileDigest: artifact.DigestOf([]byte("p")), Dataset: "flowers", DatasetVersion: 2}
-	m.Signature = artifact.SignApproval(key, m.Approval())
+	m.ApprovalSignature = artifact.SignApproval(key, m.Approval())
 	now := time.Now()
 	d := wire.Desired{Header: wire.Header{DeviceID: "pump-7", TS: now.UnixMilli()}, Rev: 42, Models: []wire.DesiredModel{m},
 		IssuedAt: now.UnixMilli(), Expires: now.Add(time.Hour).UnixMilli()}
@@ -35,7 +35,7 @@ func BenchmarkVerifyDesired(b *testing.B) {
 		if err := got.Verify(ring); err != nil {
 			b.Fatal(err)
 		}
-		if err := ring.VerifyApproval(got.Models[0].Approval(), got.Models[0].Signature); err != nil {
+		if err := ring.VerifyApproval(got.Models[0].Approval(), got.Models[0].ApprovalSignature); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -51,7 +51,7 @@ const (
 const desiredContext = "driftline desired v1\x00"
 
 // SignedBytes is what the desired state's signature covers: the device id, rev, issue and
-// expiry times and every field of every model (the approval signature included), each
+// expiry times and every field of every model (both signatures included), each
 // length-prefixed in a fixed order.
 func (d Desired) SignedBytes() []byte {
 	b := make([]byte, 0, 128+len(d.Models)*384)
@@ -70,8 +70,10 @@ func (d Desired) SignedBytes() []byte {
 		num(uint64(m.Version))
 		str(m.ManifestDigest)
 		num(uint64(m.Size))
-		str(m.Signature.KeyID)
-		str(m.Signature.Sig)
+		str(m.LegacySignature.KeyID)
+		str(m.LegacySignature.Sig)
+		str(m.ApprovalSignature.KeyID)
+		str(m.ApprovalSignature.Sig)
 		str(m.ContractDigest)
 		str(m.ProfileDigest)
 		str(m.Dataset)
@@ -115,11 +117,17 @@ type DesiredModel struct {
 	ManifestDigest string `json:"manifest_digest"`
 	// Size is the artifact's size in bytes, for progress and disk checks.
 	Size int64 `json:"size,omitempty"`
-	// Signature is the approval signature over Approval(): name, version, manifest digest,
-	// contract and profile digests and the dataset version, made when the version was
-	// approved. Agents refuse an unsigned one (artifact.ErrUnsigned); the decoder leaves that
-	// decision to them.
-	Signature artifact.Signature `json:"signature"`
+	// LegacySignature is the approving leader's signature, by its node key (DATA/signing.key),
+	// over the manifest's canonical bytes (artifact.Sign): what the field "signature" meant
+	// before approvals were bound, kept so agents of earlier releases, which verify it against
+	// their trusted_keys, keep working against this hub (docs/upgrading.md). Agents of this
+	// release ignore it.
+	LegacySignature artifact.Signature `json:"signature"`
+	// ApprovalSignature is the approval signature over Approval(): name, version, manifest
+	// digest, contract and profile digests and the dataset version, by an online key of the
+	// cluster's root of trust. Agents refuse a model without one (artifact.ErrUnsigned); the
+	// decoder leaves that decision to them.
+	ApprovalSignature artifact.Signature `json:"approval,omitzero"`
 	// ContractDigest names the data contract of the training dataset version, if any.
 	ContractDigest string `json:"contract_digest,omitempty"`
 	// ProfileDigest names the reference profile of the training dataset version, if any.
@@ -196,8 +204,13 @@ func (m DesiredModel) validate() error {
 	if err := checkNonNeg("size", m.Size); err != nil {
 		return err
 	}
-	if len(m.Signature.KeyID) > MaxNameLen || len(m.Signature.Sig) > 2*MaxNameLen {
-		return bad("signature", "too long")
+	for _, s := range []struct {
+		f   string
+		sig artifact.Signature
+	}{{"signature", m.LegacySignature}, {"approval", m.ApprovalSignature}} {
+		if len(s.sig.KeyID) > MaxNameLen || len(s.sig.Sig) > 2*MaxNameLen {
+			return bad(s.f, "too long")
+		}
 	}
 	if m.RolloutID != "" {
 		if err := ValidateName("rollout_id", m.RolloutID); err != nil {

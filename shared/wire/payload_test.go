@@ -111,8 +111,8 @@ var payloadCases = []struct {
 	{"drift feature name with slash", decDriftFeature, `{` + hdr + `,` + win + `,"model":"iris","version":3,"feature":"a/b","method":"ks"}`, nil, ErrBadName},
 
 	// desired
-	{"desired", decDesired, `{` + hdr + `,"rev":7,"models":[{"name":"iris","version":3,"manifest_digest":"` + dig1 + `","size":1048576,"signature":{"key_id":"ed25519:0123456789abcdef","sig":"c2ln"},"contract_digest":"` + dig2 + `","dataset":"flowers","dataset_version":2,"rollout_id":"r-1"}]}`,
-		Desired{Header: h1, Rev: 7, Models: []DesiredModel{{Name: "iris", Version: 3, ManifestDigest: dig1, Size: 1 << 20, Signature: sigGood, ContractDigest: dig2, Dataset: "flowers", DatasetVersion: 2, RolloutID: "r-1"}}}, nil},
+	{"desired", decDesired, `{` + hdr + `,"rev":7,"models":[{"name":"iris","version":3,"manifest_digest":"` + dig1 + `","size":1048576,"signature":{"key_id":"ed25519:0123456789abcdef","sig":"c2ln"},"approval":{"key_id":"ed25519:0123456789abcdef","sig":"c2ln"},"contract_digest":"` + dig2 + `","dataset":"flowers","dataset_version":2,"rollout_id":"r-1"}]}`,
+		Desired{Header: h1, Rev: 7, Models: []DesiredModel{{Name: "iris", Version: 3, ManifestDigest: dig1, Size: 1 << 20, LegacySignature: sigGood, ApprovalSignature: sigGood, ContractDigest: dig2, Dataset: "flowers", DatasetVersion: 2, RolloutID: "r-1"}}}, nil},
 	{"desired nothing", decDesired, `{` + hdr + `,"rev":1,"models":[]}`, Desired{Header: h1, Rev: 1, Models: []DesiredModel{}}, nil},
 	{"desired rev zero", decDesired, `{` + hdr + `,"rev":0,"models":[]}`, nil, ErrBadPayload},
 	{"desired negative rev", decDesired, `{` + hdr + `,"rev":-1,"models":[]}`, nil, ErrBadPayload},
