@@ -287,6 +287,7 @@ func TestDriftBecomesCandidate(t *testing.T) {
 	if !bytes.Contains(b, []byte(`"collected_on"`)) || !bytes.Contains(b, []byte(`"device:edge-1"`)) || !bytes.Contains(b, []byte(`"derived_from"`)) {
 		t.Fatalf("lineage %s", b)
 	}
+	checkLoopLineage(t, l)
 	var rows []byte
 	if code := l.send("GET", "/api/v1/datasets/temps/versions/2/sample", "", nil, &rows); code != 200 || int64(bytes.Count(rows, []byte("\n"))) != cand.SampleRows {
 		t.Fatalf("sample rows: %d, %d lines for %d rows", code, bytes.Count(rows, []byte("\n")), cand.SampleRows)
@@ -302,5 +303,53 @@ func TestDriftBecomesCandidate(t *testing.T) {
 	})
 	if events[0].Type != hubstate.EventDatasetCandidate || events[0].Subject != "dataset:temps@2" || events[0].DataSchema != webhook.OpenLineageSchema {
 		t.Fatalf("event %+v", events[0])
+	}
+}
+
+// checkLoopLineage walks down from the training data and expects the loop: dataset:temps@1 ->
+// model:m@1 -> device:edge-1 -> a drifted window -> the candidate dataset:temps@2, every hop an
+// edge of the graph.
+func checkLoopLineage(t *testing.T, l *loop) {
+	t.Helper()
+	var g hubstate.Graph
+	if code := l.call("GET", "/api/v1/lineage?node=dataset:temps@1&direction=down&depth=6", nil, &g); code != 200 {
+		t.Fatalf("lineage: %d", code)
+	}
+	kinds := map[string]string{}
+	for _, n := range g.Nodes {
+		kinds[n.ID] = n.Kind
+	}
+	has := func(from, kind, to string) bool {
+		for _, e := range g.Edges {
+			if e.From == from && e.Kind == kind && e.To == to {
+				return true
+			}
+		}
+		return false
+	}
+	var windows []hubstate.LineageNode
+	for _, n := range g.Nodes {
+		if n.Kind == hubstate.KindWindow {
+			windows = append(windows, n)
+		}
+	}
+	b, _ := json.Marshal(g)
+	if len(windows) == 0 {
+		t.Fatalf("no drifted window in the lineage below the training data: %s", b)
+	}
+	if !has("model:m@1", hubstate.EdgeTrainedOn, "dataset:temps@1") || !has("device:edge-1", hubstate.EdgeRuns, "model:m@1") {
+		t.Fatalf("training data -> model -> device missing: %s", b)
+	}
+	for _, w := range windows {
+		if reason, _ := w.Attr["reason"].(string); !strings.HasPrefix(w.ID, "window:edge-1/m@1/") || reason == "" || w.Attr["model"] != "model:m@1" {
+			t.Fatalf("window node %+v", w)
+		}
+		if !has(w.ID, hubstate.EdgeObservedOn, "device:edge-1") || !has("dataset:temps@2", hubstate.EdgeSampledFrom, w.ID) {
+			t.Fatalf("device -> %s -> candidate missing: %s", w.ID, b)
+		}
+	}
+	var w hubstate.Graph
+	if code := l.call("GET", "/api/v1/lineage?node="+windows[0].ID+"&direction=both&depth=1", nil, &w); code != 200 || len(w.Nodes) != 3 {
+		t.Fatalf("lineage of the window itself: %d %+v", code, w)
 	}
 }

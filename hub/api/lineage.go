@@ -18,12 +18,12 @@ import (
 	"github.com/driftline/driftline/hub/state"
 )
 
-var nodeRE = regexp.MustCompile(`^(dataset|model|rollout|device|job):[^\s]+$`)
+var nodeRE = regexp.MustCompile(`^(dataset|model|rollout|device|job|window):[^\s]+$`)
 
 func (s *Server) lineage(c echo.Context) error {
 	node := c.QueryParam("node")
 	if !nodeRE.MatchString(node) {
-		return badRequest("node", "node must be KIND:NAME[@VERSION] with KIND dataset, model, rollout, device or job")
+		return badRequest("node", "node must be KIND:NAME[@VERSION] with KIND dataset, model, rollout, device, job or window")
 	}
 	dir := c.QueryParam("direction")
 	if dir == "" {

@@ -76,6 +76,19 @@ func TestLineageLayoutInBrowser(t *testing.T) {
 	if !(g["dataset:raw@1"].Col < g["job:etl/clean"].Col && g["job:etl/clean"].Col < g["dataset:temps@1"].Col) {
 		t.Errorf("job lineage columns %v: want input, job, output", g)
 	}
+	// The loop: training data -> model -> device -> drifted window -> the candidate sampled from it.
+	loop := state.Graph{Nodes: []state.LineageNode{{ID: "dataset:temps@1", Kind: "dataset"}, {ID: "model:m@1", Kind: "model"},
+		{ID: "device:edge-1", Kind: "device"}, {ID: "window:edge-1/m@1/1700000000000", Kind: state.KindWindow}, {ID: "dataset:temps@2", Kind: "dataset"}},
+		Edges: []state.LineageEdge{{From: "model:m@1", To: "dataset:temps@1", Kind: "trained_on"}, {From: "device:edge-1", To: "model:m@1", Kind: "runs"},
+			{From: "window:edge-1/m@1/1700000000000", To: "device:edge-1", Kind: state.EdgeObservedOn},
+			{From: "dataset:temps@2", To: "window:edge-1/m@1/1700000000000", Kind: state.EdgeSampledFrom}}}
+	g = lay(loop, "dataset:temps@1")
+	if !(g["device:edge-1"].Col < g["window:edge-1/m@1/1700000000000"].Col && g["window:edge-1/m@1/1700000000000"].Col < g["dataset:temps@2"].Col) {
+		t.Errorf("loop columns %v: want device, window, candidate", g)
+	}
+	if l := eval[string](b, b.ctx, `import('/ui/js/pages/lineage.js').then((m) => m.label({ id: 'window:edge-1/m@1/1700000000000', kind: 'window' }))`); l != "edge-1 11-14 22:13:20" {
+		t.Errorf("window label %q, want its device and start", l)
+	}
 	if p := b.problems(); len(p) > 0 {
 		t.Errorf("browser console: %v", p)
 	}

@@ -182,7 +182,7 @@ func (c *Collector) stage(ctx context.Context, s staged) {
 	}
 	env, err := command.New(command.TypeSampleStage, "", 0, "device:"+s.device, state.SampleStage{Sample: state.StagedSample{
 		Device: s.device, Model: m.Model, ModelVersion: m.Version, Dataset: ds, DatasetVersion: dv.Version,
-		WindowIndex: m.Index, WindowEnd: m.WindowEnd, Reason: m.Reason, WindowRows: m.WindowRows, Rows: m.Rows,
+		WindowIndex: m.Index, WindowStart: m.WindowStart, WindowEnd: m.WindowEnd, Reason: m.Reason, WindowRows: m.WindowRows, Rows: m.Rows,
 		InvalidRows: m.InvalidRows}})
 	if err != nil {
 		c.log.Error("encode sample", "err", err)

@@ -91,6 +91,13 @@ func TestCollectorMakesOneCandidatePerPeriod(t *testing.T) {
 	if !edges["collected_on device:d1"] || !edges["collected_on device:d2"] || !edges["derived_from dataset:temps@1"] {
 		t.Fatalf("edges %v", edges)
 	}
+	// One drifted window per staged sample (the repeat is one), between its device and the candidate.
+	if !edges["sampled_from window:d1/m2@1/1"] || !edges["sampled_from window:d2/m2@1/1"] || len(g.Edges) != 5 {
+		t.Fatalf("edges %v", edges)
+	}
+	if w, err := f.st.Reader().Lineage("window:d2/m2@1/1", "up", 1); err != nil || len(w.Edges) != 1 || w.Edges[0].Kind != state.EdgeObservedOn || w.Edges[0].To != "device:d2" {
+		t.Fatalf("window lineage %+v %v", w, err)
+	}
 	// More drift within Every waits; MaxRows rows make a candidate at once.
 	f.c.stage(ctx, staged{device: "d1", payload: sample("d1", 3, 10)})
 	f.now = f.now.Add(11 * time.Second)

@@ -19,23 +19,43 @@ import (
 // EdgeCollectedOn links a candidate dataset version to a device it was collected on.
 const EdgeCollectedOn = "collected_on"
 
+// The drifted window between a device and the candidate sampled from it. CandidateCreate writes,
+// in the same Raft entry that registers the candidate, one node window:DEVICE/MODEL@V/START per
+// staged sample (START is the window's start, Unix ms), an edge window -observed_on-> device (the
+// device that saw the drift, with the model version whose runs edge carries the drift summary)
+// and candidate -sampled_from-> window. Walking down from the training dataset version thus reads
+// dataset -> model -> device -> window -> candidate dataset -> the model trained on it.
+const (
+	KindWindow      = "window"
+	EdgeObservedOn  = "observed_on"  // window -> device it was observed on
+	EdgeSampledFrom = "sampled_from" // candidate dataset version -> drifted window its rows came from
+)
+
+// WindowNode names the drifted window of device on model@version that started at start (Unix ms).
+func WindowNode(device, model string, version int, start int64) string {
+	return fmt.Sprintf("window:%s/%s@%d/%d", device, model, version, start)
+}
+
 const pSample = "fsm/smp/" // DATASET@V/DEVICE/%020d window end/%010d window index -> StagedSample
 
 // StagedSample is one device's sample of one drifted window, waiting for a candidate.
 type StagedSample struct {
-	Key            string            `json:"key"`
-	Device         string            `json:"device"`
-	Model          string            `json:"model"`
-	ModelVersion   int               `json:"model_version"`
-	Dataset        string            `json:"dataset"`
-	DatasetVersion int               `json:"dataset_version"`
-	WindowIndex    int64             `json:"window_index"`
-	WindowEnd      int64             `json:"window_end"`
-	Reason         string            `json:"reason"`
-	WindowRows     int64             `json:"window_rows"`
-	Rows           []json.RawMessage `json:"rows"`
-	InvalidRows    []json.RawMessage `json:"invalid_rows,omitempty"`
-	StagedAt       int64             `json:"staged_at"`
+	Key            string `json:"key"`
+	Device         string `json:"device"`
+	Model          string `json:"model"`
+	ModelVersion   int    `json:"model_version"`
+	Dataset        string `json:"dataset"`
+	DatasetVersion int    `json:"dataset_version"`
+	WindowIndex    int64  `json:"window_index"`
+	// WindowStart is absent from samples staged before the window node existed; WindowEnd
+	// stands in for it then.
+	WindowStart int64             `json:"window_start,omitempty"`
+	WindowEnd   int64             `json:"window_end"`
+	Reason      string            `json:"reason"`
+	WindowRows  int64             `json:"window_rows"`
+	Rows        []json.RawMessage `json:"rows"`
+	InvalidRows []json.RawMessage `json:"invalid_rows,omitempty"`
+	StagedAt    int64             `json:"staged_at"`
 }
 
 // SampleStage stages a sample. Payload of command.TypeSampleStage. A repeat (the agent's outbox
@@ -132,6 +152,9 @@ func candidateCreate(txn *badger.Txn, env command.Envelope, c CandidateCreate) (
 		}
 	}
 	for _, k := range c.Staged {
+		if err := putWindow(txn, env, node, k); err != nil {
+			return nil, nil, err
+		}
 		if err := txn.Delete([]byte(k)); err != nil {
 			return nil, nil, err
 		}
@@ -139,6 +162,33 @@ func candidateCreate(txn *badger.Txn, env command.Envelope, c CandidateCreate) (
 	note.action = "dataset.candidate.create"
 	note.detail = fmt.Sprintf("%d samples from %d devices after drift on %s", len(c.Staged), len(c.Devices), ModelNode(c.Model, c.ModelVersion))
 	return v, note, nil
+}
+
+// putWindow writes the drifted window of the staged sample under key, observed_on its device
+// and sampled_from by the candidate node cand.
+func putWindow(txn *badger.Txn, env command.Envelope, cand, key string) error {
+	var s StagedSample
+	if err := getJSON(txn, []byte(key), &s); err != nil {
+		return err
+	}
+	start := s.WindowStart
+	if start == 0 {
+		start = s.WindowEnd
+	}
+	model := ModelNode(s.Model, s.ModelVersion)
+	w := WindowNode(s.Device, s.Model, s.ModelVersion, start)
+	if err := putNode(txn, LineageNode{ID: w, Kind: KindWindow, Attr: map[string]any{
+		"device": DeviceNode(s.Device), "model": model, "window_index": s.WindowIndex,
+		"window_start": start, "window_end": s.WindowEnd, "reason": s.Reason, "window_rows": s.WindowRows,
+	}}); err != nil {
+		return err
+	}
+	if err := putEdge(txn, LineageEdge{From: w, To: DeviceNode(s.Device), Kind: EdgeObservedOn, Since: start, Until: s.WindowEnd,
+		Attr: map[string]any{"model": model, "reason": s.Reason}}); err != nil {
+		return err
+	}
+	return putEdge(txn, LineageEdge{From: cand, To: w, Kind: EdgeSampledFrom, Since: env.Time,
+		Attr: map[string]any{"rows": len(s.Rows), "invalid_rows": len(s.InvalidRows)}})
 }
 
 // StagedSamples returns every staged sample, grouped by training dataset version in key order.

@@ -9,7 +9,7 @@ const NODE_H = 34;
 const COL_GAP = 80;
 const ROW_GAP = 14;
 const PAD = 16;
-const kindOrder = { dataset: 0, job: 1, model: 2, rollout: 3, device: 4 };
+const kindOrder = { dataset: 0, job: 1, model: 2, rollout: 3, device: 4, window: 5 };
 /** MAX_PER_KIND is how many nodes of one kind a column shows before they fold into one. */
 export const MAX_PER_KIND = 25;
 const MAX_EDGE_ROWS = 500;
@@ -93,9 +93,15 @@ export function layout(graph, focus) {
   };
 }
 
-function label(n) {
+/**
+ * label is the text a node shows: its id without the kind, cut to 24 characters; a drifted
+ * window (window:DEVICE/MODEL@V/START, START in Unix ms) shows its device and start time (UTC).
+ */
+export function label(n) {
   if (n.folded) return `${n.folded} ${n.kind}s`;
-  const t = n.id.replace(/^(dataset|model|rollout|device|job):/, '');
+  const w = /^window:(.+)\/[^/]+\/(\d+)$/.exec(n.id);
+  if (w) return `${w[1]} ${new Date(Number(w[2])).toISOString().slice(5, 19).replace('T', ' ')}`.slice(0, 24);
+  const t = n.id.replace(/^(dataset|model|rollout|device|job|window):/, '');
   return t.length > 24 ? `${t.slice(0, 23)}…` : t;
 }
 
@@ -166,7 +172,7 @@ export default {
     const graphBox = h('div', { class: 'graph', id: 'lineage-graph' });
     const info = h('div', {});
     fill(el, h('h1', {}, 'Lineage'), form,
-      h('p', { class: 'muted' }, 'Arrows follow the data: dataset → model → rollout and device. Select a node to centre the graph on it.'),
+      h('p', { class: 'muted' }, 'Arrows follow the data: dataset → model → rollout and device → drifted window → the candidate dataset sampled from it. Select a node to centre the graph on it.'),
       graphBox, info);
     let last = '';
     return {
