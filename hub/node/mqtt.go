@@ -62,7 +62,7 @@ func (n *Node) startMQTT() error {
 	case n.cfg.MQTTAddr != "":
 		bcfg := broker.Config{
 			Addr: n.cfg.MQTTAddr, DB: n.db, Auth: mqttAuth{n.Reader()}, Registerer: n.registry, Logger: n.log,
-			Prefix: n.topics.Prefix(),
+			Prefix: n.topics.Prefix(), Limits: n.cfg.BrokerLimits,
 		}
 		if n.cfg.TLSCert != "" { // device tokens never travel in clear unless a plain listener is asked for
 			bcfg.Addr = n.cfg.MQTTPlainAddr

@@ -90,6 +90,9 @@ type Config struct {
 	TLSClientCA string
 	// MQTTPlainAddr is a plain MQTT listener kept beside MQTTS when TLSCert is set ("": none).
 	MQTTPlainAddr string
+	// BrokerLimits are the embedded broker's limits on its clients; zero fields take the
+	// broker's defaults (see broker.Limits).
+	BrokerLimits broker.Limits
 	// SigningKey is the ed25519 key file; default DataDir/signing.key, generated when absent.
 	// The cluster's first leader makes it the first online key of the root of trust; other
 	// nodes sign with the online keys the replicated state holds.
