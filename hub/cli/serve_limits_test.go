@@ -67,7 +67,6 @@ func TestServeBrokerLimitFlag(t *testing.T) {
 		}
 	}
 	want := fmt.Sprintf(`%s{reason="retained_cap"} 2`, broker.MetricRejected)
-	var body string
 	waitFor(t, "retained_cap refusals counted", 10*time.Second, func() bool {
 		resp, err := http.Get("http://" + httpAddr + "/metrics")
 		if err != nil {
@@ -75,8 +74,7 @@ func TestServeBrokerLimitFlag(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		body = string(b)
-		return strings.Contains(body, want)
+		return strings.Contains(string(b), want)
 	})
 }
 
