@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/driftline/driftline/hub/cluster"
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/shared/wire"
@@ -52,26 +54,11 @@ func (s *Server) clusterDigest(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
-// JoinRequest asks the leader to add a node. The joiner first sends it with Promote false: the
-// node becomes a non-voter and the answer says which commit index it must apply; once it has,
-// the joiner sends it again with Promote true and the node becomes a voter. This keeps a slow
-// joiner from stalling commits (see PITFALLS: AddVoter counts the new node in the quorum at once).
-type JoinRequest struct {
-	ID      string `json:"id"`
-	Raft    string `json:"raft"`
-	HTTP    string `json:"http"`
-	Promote bool   `json:"promote,omitempty"`
-}
+// JoinRequest asks the leader to add a node; see cluster.JoinRequest.
+type JoinRequest = cluster.JoinRequest
 
-// JoinResponse answers a JoinRequest.
-type JoinResponse struct {
-	ID          string `json:"id"`
-	Voter       bool   `json:"voter"`
-	CommitIndex uint64 `json:"commit_index"`
-	// NodeToken answers a promotion: the admin token the new node calls the others with
-	// (forwarded telemetry), shown this once. The join token itself admits nothing but joins.
-	NodeToken string `json:"node_token,omitempty"`
-}
+// JoinResponse answers a JoinRequest; see cluster.JoinResponse.
+type JoinResponse = cluster.JoinResponse
 
 // JoinTokenRequest is the body of POST /api/v1/cluster/join-tokens.
 type JoinTokenRequest struct {
@@ -128,38 +115,45 @@ func (s *Server) nodeToken(c echo.Context, nodeID string) (string, error) {
 	return tok, nil
 }
 
+// membership is the cluster.Service over this server's store: join, promotion and removal
+// are carried out by hub/cluster, the handlers only translate HTTP.
+func (s *Server) membership() cluster.Service { return cluster.Service{M: storeMembership{s.store}} }
+
+// storeMembership is the Store seen as cluster.Membership.
+type storeMembership struct{ Store }
+
+func (m storeMembership) Members() []cluster.Member {
+	nodes := m.Cluster().Nodes
+	out := make([]cluster.Member, len(nodes))
+	for i, n := range nodes {
+		out[i] = cluster.Member{ID: n.ID, Raft: n.Raft, Voter: n.Voter}
+	}
+	return out
+}
+
+// membershipError turns the Service's refusals into problems; other errors pass through.
+func membershipError(err error) error {
+	var fe *cluster.FieldError
+	switch {
+	case errors.As(err, &fe):
+		return badRequest(fe.Field, "%s", fe.Detail)
+	case errors.Is(err, cluster.ErrNotNonvoter):
+		return &Error{P: Problem{Type: ProblemConflict, Title: "conflict", Status: http.StatusConflict, Field: "id", Detail: err.Error()}}
+	case errors.Is(err, cluster.ErrNotMember):
+		return &Error{P: Problem{Type: ProblemNotFound, Title: "not found", Status: http.StatusNotFound, Field: "id", Detail: err.Error()}}
+	}
+	return err
+}
+
 func (s *Server) clusterJoin(c echo.Context) error {
 	var req JoinRequest
 	if err := s.decodeJSON(c, &req); err != nil {
 		return err
 	}
-	switch {
-	case req.ID == "":
-		return badRequest("id", "id is required")
-	case req.Raft == "":
-		return badRequest("raft", "raft address is required")
-	case req.HTTP == "":
-		return badRequest("http", "http address is required")
-	}
 	ctx := c.Request().Context()
 	if req.Promote {
-		// Only a node that joined as a non-voter at this address may become a voter: promoting
-		// an unknown or unreachable node would cost the cluster its majority.
-		known := false
-		voter := false
-		for _, n := range s.store.Cluster().Nodes {
-			if n.ID == req.ID && n.Raft == req.Raft {
-				known, voter = true, n.Voter
-			}
-		}
-		if !known {
-			return &Error{P: Problem{Type: ProblemConflict, Title: "conflict", Status: http.StatusConflict, Field: "id",
-				Detail: "node " + req.ID + " at " + req.Raft + " is not a non-voter of this cluster: join without promote first"}}
-		}
-		if !voter {
-			if err := s.store.Promote(ctx, req.ID, req.Raft); err != nil {
-				return err
-			}
+		if err := s.membership().Promote(ctx, req); err != nil {
+			return membershipError(err)
 		}
 		// A voter gets its node token with the answer (again on a retried promotion, whose
 		// first answer may have been lost).
@@ -169,25 +163,17 @@ func (s *Server) clusterJoin(c echo.Context) error {
 		}
 		return c.JSON(http.StatusOK, JoinResponse{ID: req.ID, Voter: true, NodeToken: tok})
 	}
-	idx, err := s.store.AddNonvoter(ctx, req.ID, req.Raft, req.HTTP)
+	res, err := s.membership().Join(ctx, req)
 	if err != nil {
-		return err
+		return membershipError(err)
 	}
-	return c.JSON(http.StatusOK, JoinResponse{ID: req.ID, CommitIndex: idx})
+	return c.JSON(http.StatusOK, res)
 }
 
 func (s *Server) clusterRemove(c echo.Context) error {
 	id := c.Param("id")
-	known := false
-	for _, n := range s.store.Cluster().Nodes {
-		known = known || n.ID == id
-	}
-	if !known {
-		return &Error{P: Problem{Type: ProblemNotFound, Title: "not found", Status: http.StatusNotFound, Field: "id",
-			Detail: "node " + id + " is not a member of this cluster"}}
-	}
-	if err := s.store.Remove(c.Request().Context(), id); err != nil {
-		return err
+	if err := s.membership().Remove(c.Request().Context(), id); err != nil {
+		return membershipError(err)
 	}
 	return c.JSON(http.StatusOK, map[string]any{"id": id, "removed": true})
 }

@@ -105,14 +105,22 @@ type Config struct {
 	// TLSClientCAFile, when set, makes the TLS listener require a client certificate signed by
 	// one of these CAs (PEM) besides the token: mutual TLS for devices.
 	TLSClientCAFile string
-	// ConnectTimeout bounds the time from accept to an authenticated CONNECT; 0 means
-	// DefaultConnectTimeout.
+	// Limits protect the broker from misbehaving clients.
+	Limits
+}
+
+// Limits are the broker's limits on its clients (`hub serve --mqtt-connect-timeout` and the
+// flags beside it set them). A zero field takes its default.
+type Limits struct {
+	// ConnectTimeout bounds the time from accept to an authenticated CONNECT; 0 or negative
+	// means DefaultConnectTimeout.
 	ConnectTimeout time.Duration
 	// MaxPendingSockets caps sockets not yet authenticated; 0 means DefaultMaxPendingSockets,
 	// negative means no cap.
 	MaxPendingSockets int
-	// MaxDeviceRate and DeviceBurst limit a device's publishes (messages a second, burst);
-	// 0 means the defaults, negative means no limit.
+	// MaxDeviceRate and DeviceBurst limit a device's publishes (messages a second, burst).
+	// A zero MaxDeviceRate means DefaultMaxDeviceRate, a negative one no limit; a zero or
+	// negative DeviceBurst means the larger of DefaultDeviceBurst and MaxDeviceRate.
 	MaxDeviceRate, DeviceBurst float64
 	// MaxRetainedPerDevice caps a device's retained topics; 0 means the default, negative none.
 	MaxRetainedPerDevice int

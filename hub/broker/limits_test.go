@@ -19,7 +19,7 @@ import (
 func TestIdleSocketClosed(t *testing.T) {
 	dir := t.TempDir()
 	cert, key, _ := selfSigned(t, dir)
-	b := startBroker(t, Config{ConnectTimeout: 300 * time.Millisecond, TLSAddr: "127.0.0.1:0", TLSCertFile: cert, TLSKeyFile: key})
+	b := startBroker(t, Config{Limits: Limits{ConnectTimeout: 300 * time.Millisecond}, TLSAddr: "127.0.0.1:0", TLSCertFile: cert, TLSKeyFile: key})
 	for _, addr := range []string{b.Addr(), b.TLSAddr()} {
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -54,7 +54,7 @@ func TestDefaultConnectTimeout(t *testing.T) {
 // TestPendingSocketCap: with two sockets unauthenticated, a third is closed at accept; a client
 // that authenticates no longer counts, so the broker serves again once the idle ones are gone.
 func TestPendingSocketCap(t *testing.T) {
-	b := startBroker(t, Config{MaxPendingSockets: 2, ConnectTimeout: 2 * time.Second})
+	b := startBroker(t, Config{Limits: Limits{MaxPendingSockets: 2, ConnectTimeout: 2 * time.Second}})
 	mustConnect(t, clientOpts(b.url, userDevA, userDevA)) // authenticated: not pending
 	var idle []net.Conn
 	for i := 0; i < 2; i++ {
@@ -92,7 +92,7 @@ func isTimeout(err error) bool {
 // TestDeviceRateLimit: a device publishing far beyond its rate has the excess dropped and
 // counted; the hub receives no more than the burst.
 func TestDeviceRateLimit(t *testing.T) {
-	b := startBroker(t, Config{MaxDeviceRate: 1, DeviceBurst: 5})
+	b := startBroker(t, Config{Limits: Limits{MaxDeviceRate: 1, DeviceBurst: 5}})
 	var got int64
 	gotc := make(chan struct{}, 100)
 	if err := b.Subscribe("dl/v1/dev/+/heartbeat", func(string, []byte) { gotc <- struct{}{} }); err != nil {
@@ -117,7 +117,7 @@ func TestDeviceRateLimit(t *testing.T) {
 // TestDeviceRetainedCap: a device cannot retain more topics than MaxRetainedPerDevice; it can
 // still replace and clear those it holds.
 func TestDeviceRetainedCap(t *testing.T) {
-	b := startBroker(t, Config{MaxRetainedPerDevice: 2})
+	b := startBroker(t, Config{Limits: Limits{MaxRetainedPerDevice: 2}})
 	dev := mustConnect(t, clientOpts(b.url, userDevA, userDevA))
 	for _, k := range []string{"status", "reported", "heartbeat", "drift/x"} {
 		publish(t, dev, "dl/v1/dev/dev-a/"+k, 1, true, []byte(`{"v":1}`))

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"net/url"
 	"os/signal"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/driftline/driftline/hub/broker"
 	"github.com/driftline/driftline/hub/node"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -43,6 +45,9 @@ type serveOptions struct {
 	backupEvery                                                  time.Duration
 	backupKeep                                                   int
 	sampleSettle                                                 time.Duration
+	mqttConnectTimeout                                           time.Duration
+	mqttMaxPending, mqttMaxRetained                              int
+	mqttDeviceRate, mqttDeviceBurst                              float64
 }
 
 func (a *app) hubCmd() *cobra.Command {
@@ -90,6 +95,11 @@ func (a *app) serveCmd() *cobra.Command {
 	f.StringVar(&o.tlsClientCA, "tls-client-ca", "", "CA (PEM) that must sign device certificates on MQTTS (mutual TLS for devices, besides the token)")
 	f.StringVar(&o.mqttPlain, "mqtt-plain", "", `with --tls-cert, a plain MQTT listener beside MQTTS (device tokens then travel in clear); "" (default) none`)
 	f.StringVar(&o.advertiseMQTT, "advertise-mqtt", "", "broker URL(s) agents are told to connect to, comma-separated")
+	f.DurationVar(&o.mqttConnectTimeout, "mqtt-connect-timeout", broker.DefaultConnectTimeout, "embedded broker: time a client has from accept to an authenticated CONNECT (TLS handshake included)")
+	f.IntVar(&o.mqttMaxPending, "mqtt-max-pending", broker.DefaultMaxPendingSockets, "embedded broker: sockets accepted but not yet authenticated; more are closed at accept (0: no cap)")
+	f.Float64Var(&o.mqttDeviceRate, "mqtt-device-rate", broker.DefaultMaxDeviceRate, "embedded broker: messages a second one device may publish on average; the excess is dropped (0: no limit)")
+	f.Float64Var(&o.mqttDeviceBurst, "mqtt-device-burst", broker.DefaultDeviceBurst, "embedded broker: messages a device may publish at once above --mqtt-device-rate (at least 1)")
+	f.IntVar(&o.mqttMaxRetained, "mqtt-max-retained", broker.DefaultMaxRetainedPerDevice, "embedded broker: retained topics one device may hold; a retained message on one more topic is refused (0: no cap)")
 	f.StringVar(&o.topicPrefix, "topic-prefix", wire.DefaultPrefix, "MQTT topic prefix of the protocol; agents enrolled with device add --agent-config get it in their config")
 	f.StringVar(&o.signingKey, "signing-key", "", "ed25519 signing key file (default DATA/signing.key, generated when absent)")
 	f.StringVar(&o.rootKey, "root-key", "", "root-of-trust key file: signs key rotations (default DATA/root.key; the cluster's first leader generates it; may be kept offline)")
@@ -171,6 +181,10 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 	if o.backupKeep < 0 {
 		return node.Config{}, 0, usagef("--backup-keep must be >= 0")
 	}
+	limits, err := o.brokerLimits()
+	if err != nil {
+		return node.Config{}, 0, err
+	}
 	return node.Config{
 		DataDir: o.data, NodeID: o.nodeID, HTTPAddr: o.http, AdvertiseHTTP: o.advertiseHTTP, RaftAddr: o.raft, AdvertiseRaft: o.advertiseRaft,
 		MQTTAddr: o.mqtt, Brokers: brokers, AdvertiseMQTT: adv, Join: o.join, JoinToken: o.joinToken,
@@ -178,8 +192,41 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 		SigningKey: o.signingKey, RootKey: o.rootKey, DesiredTTL: o.desiredTTL, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload,
 		TopicPrefix: o.topicPrefix, DiskReserve: o.diskReserve,
 		AdminTokenFile: o.adminTokenFile, BackupDir: o.backupDir, BackupEvery: o.backupEvery, BackupKeep: o.backupKeep,
-		SampleSettle: o.sampleSettle,
+		SampleSettle: o.sampleSettle, BrokerLimits: limits,
 	}, level, nil
+}
+
+// brokerLimits validates the embedded broker's limit flags. On the command line 0 means no
+// cap (broker.Limits takes a negative number for that, 0 for its default).
+func (o serveOptions) brokerLimits() (broker.Limits, error) {
+	var l broker.Limits
+	if o.mqttConnectTimeout <= 0 {
+		return l, usagef("--mqtt-connect-timeout %s: want a positive duration such as 10s", o.mqttConnectTimeout)
+	}
+	if o.mqttMaxPending < 0 {
+		return l, usagef("--mqtt-max-pending %d: want a number of sockets >= 0 (0: no cap)", o.mqttMaxPending)
+	}
+	if o.mqttDeviceRate < 0 || math.IsNaN(o.mqttDeviceRate) || math.IsInf(o.mqttDeviceRate, 0) {
+		return l, usagef("--mqtt-device-rate %v: want messages a second >= 0 (0: no limit)", o.mqttDeviceRate)
+	}
+	if o.mqttDeviceBurst < 1 || math.IsNaN(o.mqttDeviceBurst) || math.IsInf(o.mqttDeviceBurst, 0) {
+		return l, usagef("--mqtt-device-burst %v: want a number of messages >= 1", o.mqttDeviceBurst)
+	}
+	if o.mqttMaxRetained < 0 {
+		return l, usagef("--mqtt-max-retained %d: want a number of topics >= 0 (0: no cap)", o.mqttMaxRetained)
+	}
+	noCap := func(n int) int {
+		if n == 0 {
+			return -1
+		}
+		return n
+	}
+	l = broker.Limits{ConnectTimeout: o.mqttConnectTimeout, MaxPendingSockets: noCap(o.mqttMaxPending),
+		MaxDeviceRate: o.mqttDeviceRate, DeviceBurst: o.mqttDeviceBurst, MaxRetainedPerDevice: noCap(o.mqttMaxRetained)}
+	if l.MaxDeviceRate == 0 {
+		l.MaxDeviceRate = -1
+	}
+	return l, nil
 }
 
 // brokerURLs parses a comma-separated list of MQTT broker URLs.

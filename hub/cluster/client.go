@@ -65,15 +65,26 @@ var (
 // out (nil: discarded). Another status is an error quoting the answer; a 503 wraps
 // ErrUnavailable.
 func (c *Client) PostJSON(ctx context.Context, url, token string, body, out any) error {
-	b, err := json.Marshal(body)
+	return c.do(ctx, http.MethodPost, url, token, body, out)
+}
+
+// do is PostJSON with any method; a nil body sends none.
+func (c *Client) do(ctx context.Context, method, url, token string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
-	if err != nil {
-		return err
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+token)
 	res, err := c.HTTP.Do(req)
 	if err != nil {

@@ -56,3 +56,39 @@ func TestJoinWithJoinToken(t *testing.T) {
 	waitFor(t, 5*time.Second, "the short join token expired", func() bool { return time.Now().UnixMilli() > short.ExpiresAt })
 	call(t, n1, short.Token, http.MethodPost, "/api/v1/cluster/join", api.JoinRequest{ID: "n3", Raft: "127.0.0.1:1", HTTP: "127.0.0.1:2"}, http.StatusUnauthorized, nil)
 }
+
+// TestClusterClientJoinRemove: the cluster client's typed calls reach the real leader: a node
+// joined through cluster.Client.Join is taken out by cluster.Client.Remove with the node token
+// of another member; removing an unknown node is refused as a 404.
+func TestClusterClientJoinRemove(t *testing.T) {
+	n1, tok := testNode(t)
+	n2, err := Start(context.Background(), Config{DataDir: t.TempDir(), NodeID: "n2", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
+		Join: n1.URL(), JoinToken: tok, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n2.Close() })
+	member := func(id string) bool {
+		for _, nd := range n1.Store().Status().Nodes {
+			if nd.ID == id {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, 20*time.Second, "n2 a member", func() bool { return member("n2") })
+	nodeTok, err := n2.nodeToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := n2.peers.Remove(ctx, n1.URL(), nodeTok, "ghost"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("removing an unknown node: %v, want a 404", err)
+	}
+	if err := n2.peers.Remove(ctx, n1.URL(), nodeTok, "n2"); err != nil {
+		t.Fatalf("remove n2: %v", err)
+	}
+	if member("n2") {
+		t.Fatalf("n2 still in the configuration: %+v", n1.Store().Status().Nodes)
+	}
+}

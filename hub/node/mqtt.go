@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -62,7 +61,7 @@ func (n *Node) startMQTT() error {
 	case n.cfg.MQTTAddr != "":
 		bcfg := broker.Config{
 			Addr: n.cfg.MQTTAddr, DB: n.db, Auth: mqttAuth{n.Reader()}, Registerer: n.registry, Logger: n.log,
-			Prefix: n.topics.Prefix(),
+			Prefix: n.topics.Prefix(), Limits: n.cfg.BrokerLimits,
 		}
 		if n.cfg.TLSCert != "" { // device tokens never travel in clear unless a plain listener is asked for
 			bcfg.Addr = n.cfg.MQTTPlainAddr
@@ -182,7 +181,7 @@ func (n *Node) applyOrForward(ctx context.Context, env command.Envelope) error {
 		return err
 	}
 	if env.Type == command.TypeSampleStage {
-		if err := n.peers.PostJSON(ctx, n.peers.URL(addr, "/api/v1/devices/samples"), tok, json.RawMessage(env.Payload), nil); err != nil {
+		if err := n.peers.ForwardSample(ctx, addr, tok, env.Payload); err != nil {
 			return fmt.Errorf("node: leader refused the sample: %w", err)
 		}
 		return nil
@@ -204,7 +203,7 @@ func (n *Node) applyOrForward(ctx context.Context, env command.Envelope) error {
 
 // forwardTelemetry posts one telemetry payload to the leader's API at addr.
 func (n *Node) forwardTelemetry(ctx context.Context, addr, tok string, payload []byte) error {
-	if err := n.peers.PostJSON(ctx, n.peers.URL(addr, "/api/v1/devices/telemetry"), tok, json.RawMessage(payload), nil); err != nil {
+	if err := n.peers.ForwardTelemetry(ctx, addr, tok, payload); err != nil {
 		return fmt.Errorf("node: leader refused telemetry: %w", err)
 	}
 	return nil

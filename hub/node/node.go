@@ -90,6 +90,9 @@ type Config struct {
 	TLSClientCA string
 	// MQTTPlainAddr is a plain MQTT listener kept beside MQTTS when TLSCert is set ("": none).
 	MQTTPlainAddr string
+	// BrokerLimits are the embedded broker's limits on its clients; zero fields take the
+	// broker's defaults (see broker.Limits).
+	BrokerLimits broker.Limits
 	// SigningKey is the ed25519 key file; default DataDir/signing.key, generated when absent.
 	// The cluster's first leader makes it the first online key of the root of trust; other
 	// nodes sign with the online keys the replicated state holds.
@@ -603,9 +606,9 @@ func (n *Node) ensureAdminToken(ctx context.Context) error {
 // join adds this node to the cluster at cfg.Join: first as a non-voter, then, once it has
 // applied the log up to the commit index the leader named, as a voter.
 func (n *Node) join(ctx context.Context, advHTTP string) error {
-	req := api.JoinRequest{ID: n.cfg.NodeID, Raft: n.store.RaftAddr(), HTTP: advHTTP}
-	var resp api.JoinResponse
-	if err := n.postJoin(ctx, req, &resp); err != nil {
+	req := cluster.JoinRequest{ID: n.cfg.NodeID, Raft: n.store.RaftAddr(), HTTP: advHTTP}
+	resp, err := n.postJoin(ctx, req)
+	if err != nil {
 		return fmt.Errorf("node: join %s: %w", n.cfg.Join, err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -614,7 +617,7 @@ func (n *Node) join(ctx context.Context, advHTTP string) error {
 		return fmt.Errorf("node: join: catching up to index %d: %w", resp.CommitIndex, err)
 	}
 	req.Promote = true
-	if err := n.postJoin(ctx, req, &resp); err != nil {
+	if resp, err = n.postJoin(ctx, req); err != nil {
 		return fmt.Errorf("node: join %s (promote): %w", n.cfg.Join, err)
 	}
 	if resp.NodeToken != "" { // the leader made this node's token with the promotion
@@ -628,11 +631,11 @@ func (n *Node) join(ctx context.Context, advHTTP string) error {
 	return nil
 }
 
-func (n *Node) postJoin(ctx context.Context, req api.JoinRequest, out *api.JoinResponse) error {
+func (n *Node) postJoin(ctx context.Context, req cluster.JoinRequest) (cluster.JoinResponse, error) {
 	// With a bootstrap token (--admin-token-file) every node starts at once: until the first
 	// leader has created the admin token from the same file, it answers 401.
 	bootstrapping := n.cfg.adminToken != "" && n.cfg.JoinToken == n.cfg.adminToken
-	return n.peers.PostRetryWhile(ctx, strings.TrimRight(n.cfg.Join, "/")+"/api/v1/cluster/join", n.cfg.JoinToken, req, out, func(err error) bool {
+	return n.peers.Join(ctx, n.cfg.Join, n.cfg.JoinToken, req, func(err error) bool {
 		return errors.Is(err, cluster.ErrUnavailable) || (bootstrapping && errors.Is(err, cluster.ErrUnauthorized))
 	})
 }
