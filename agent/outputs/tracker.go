@@ -194,22 +194,12 @@ func (t *Tracker) ingest(kind string, open func(*contract.Schema) (rows.Reader, 
 	if err != nil {
 		return sum, fmt.Errorf("%w: %w", pipeline.ErrInput, err)
 	}
-	var row contract.RawRow
-	for n := int64(0); ; n++ {
-		err := rd.Next(&row)
-		if errors.Is(err, io.EOF) {
-			return sum, nil
-		}
-		if err != nil {
-			return sum, fmt.Errorf("%w: after row %d: %w", pipeline.ErrInput, n, err)
-		}
+	err = pipeline.ReadRows(rd, func(_ int64, row *contract.RawRow) error {
 		t.mu.Lock()
-		err = t.rowLocked(kind, rs, &row, &sum)
-		t.mu.Unlock()
-		if err != nil {
-			return sum, err
-		}
-	}
+		defer t.mu.Unlock()
+		return t.rowLocked(kind, rs, row, &sum)
+	})
+	return sum, err
 }
 
 // rowLocked checks one prediction or label, joins it and closes windows as the bounds say.

@@ -219,27 +219,36 @@ func (p *Pipeline) ingestFrom(source string, open func(*contract.Schema) (rows.R
 	if err != nil {
 		return sum, fmt.Errorf("%w: %w", ErrInput, err)
 	}
-	var row contract.RawRow
-	var n int64
-	for {
-		err := rd.Next(&row)
-		if errors.Is(err, io.EOF) {
-			return sum, nil
-		}
-		if err != nil {
-			return sum, fmt.Errorf("%w: after row %d: %w", ErrInput, n, err)
-		}
-		n++
+	err = ReadRows(rd, func(n int64, row *contract.RawRow) error {
 		if n <= skip {
-			continue
+			return nil
 		}
 		p.mu.Lock()
-		p.rowLocked(source, &row, &sum)
+		p.rowLocked(source, row, &sum)
 		p.mu.Unlock()
 		if progress != nil {
-			if err := progress(n); err != nil {
-				return sum, err
-			}
+			return progress(n)
+		}
+		return nil
+	})
+	return sum, err
+}
+
+// ReadRows reads rd to its end, calling each with every row and its number, from 1; the row is
+// reused by the next call. A read error ends it wrapped in ErrInput, naming how many rows were
+// read before it; an error from each ends it as is. It returns nil at the end of the stream.
+func ReadRows(rd rows.Reader, each func(n int64, row *contract.RawRow) error) error {
+	var row contract.RawRow
+	for n := int64(0); ; n++ {
+		err := rd.Next(&row)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%w: after row %d: %w", ErrInput, n, err)
+		}
+		if err := each(n+1, &row); err != nil {
+			return err
 		}
 	}
 }

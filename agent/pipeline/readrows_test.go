@@ -1,0 +1,55 @@
+package pipeline
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"github.com/driftline/driftline/shared/contract"
+	"github.com/driftline/driftline/shared/contract/rows"
+)
+
+// ReadRows numbers the rows from 1, wraps a read error in ErrInput naming the rows read before
+// it, and returns an error from the callback as is.
+func TestReadRowsNumbersAndErrors(t *testing.T) {
+	s := mustSchema(t, testContract)
+	broken := errors.New("disk gone")
+	open := func(in string) rows.Reader {
+		rd, err := rows.Open(io.MultiReader(strings.NewReader(in), iotest.ErrReader(broken)), rows.FormatJSONL, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rd
+	}
+	var got []int64
+	err := ReadRows(open(`{"id":1,"temp":1}`+"\n"+`{"id":2,"temp":2}`+"\n"), func(n int64, _ *contract.RawRow) error {
+		got = append(got, n)
+		return nil
+	})
+	if !errors.Is(err, ErrInput) || !errors.Is(err, broken) || !strings.Contains(err.Error(), "after row 2:") {
+		t.Fatalf("read error = %v, want ErrInput after row 2", err)
+	}
+	if len(got) != 2 || got[0] != 1 || got[1] != 2 {
+		t.Fatalf("row numbers %v, want [1 2]", got)
+	}
+
+	stop := errors.New("stop")
+	calls := 0
+	err = ReadRows(open(`{"id":1,"temp":1}`+"\n"+`{"id":2,"temp":2}`+"\n"), func(int64, *contract.RawRow) error {
+		calls++
+		return stop
+	})
+	if err != stop || calls != 1 {
+		t.Fatalf("callback error: got %v after %d calls, want stop after 1", err, calls)
+	}
+
+	end, err := rows.Open(strings.NewReader(`{"id":1,"temp":1}`+"\n"), rows.FormatJSONL, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ReadRows(end, func(int64, *contract.RawRow) error { return nil }); err != nil {
+		t.Fatalf("end of stream: %v", err)
+	}
+}
