@@ -169,23 +169,11 @@ func (t *Tracker) ingest(kind string, open func(*contract.Schema) (rows.Reader, 
 	if kind != KindPredictions && kind != KindLabels {
 		return sum, fmt.Errorf("outputs: unknown row kind %q (predictions or labels)", kind)
 	}
-	t.mu.Lock()
-	if t.inflight == 0 {
-		t.refreshLocked()
-	}
-	g := t.g
-	if g != nil {
-		t.inflight++
-	}
-	t.mu.Unlock()
+	g, release := pipeline.Pin(&t.mu, &t.inflight, t.refreshLocked, func() *generation { return t.g })
 	if g == nil {
 		return sum, ErrNoReference
 	}
-	defer func() {
-		t.mu.Lock()
-		t.inflight--
-		t.mu.Unlock()
-	}()
+	defer release()
 	rs := &g.pred
 	if kind == KindLabels {
 		rs = &g.label

@@ -198,23 +198,11 @@ func (p *Pipeline) ingest(source string, open func(*contract.Schema) (rows.Reade
 // number, and an error from it ends the stream.
 func (p *Pipeline) ingestFrom(source string, open func(*contract.Schema) (rows.Reader, error), skip int64, progress func(row int64) error) (Summary, error) {
 	sum := newSummary()
-	p.mu.Lock()
-	if p.inflight == 0 {
-		p.refreshLocked()
-	}
-	g := p.g
-	if g != nil {
-		p.inflight++
-	}
-	p.mu.Unlock()
+	g, release := Pin(&p.mu, &p.inflight, p.refreshLocked, func() *generation { return p.g })
 	if g == nil {
 		return sum, ErrNoContract
 	}
-	defer func() {
-		p.mu.Lock()
-		p.inflight--
-		p.mu.Unlock()
-	}()
+	defer release()
 	rd, err := open(g.schema)
 	if err != nil {
 		return sum, fmt.Errorf("%w: %w", ErrInput, err)
@@ -232,6 +220,28 @@ func (p *Pipeline) ingestFrom(source string, open func(*contract.Schema) (rows.R
 		return nil
 	})
 	return sum, err
+}
+
+// Pin gives one ingest stream the current generation of its owner's state (the contract or
+// reference a stream is checked against), which may change only while no stream is in flight.
+// With mu held it refreshes the generation when inflight is 0 (refreshLocked), reads it
+// (current) and, when there is one, counts the stream in inflight; release, to be called once
+// when the stream ends, uncounts it. With no generation it returns nil and a nil release.
+func Pin[G any](mu sync.Locker, inflight *int, refreshLocked func(), current func() *G) (g *G, release func()) {
+	mu.Lock()
+	defer mu.Unlock()
+	if *inflight == 0 {
+		refreshLocked()
+	}
+	if g = current(); g == nil {
+		return nil, nil
+	}
+	*inflight++
+	return g, func() {
+		mu.Lock()
+		*inflight--
+		mu.Unlock()
+	}
 }
 
 // ReadRows reads rd to its end, calling each with every row and its number, from 1; the row is

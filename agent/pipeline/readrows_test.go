@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 	"testing/iotest"
 
@@ -51,5 +52,36 @@ func TestReadRowsNumbersAndErrors(t *testing.T) {
 	}
 	if err := ReadRows(end, func(int64, *contract.RawRow) error { return nil }); err != nil {
 		t.Fatalf("end of stream: %v", err)
+	}
+}
+
+// Pin refreshes the generation only while no stream holds one, counts each stream that got one
+// and uncounts it on release; with no generation it counts nothing.
+func TestPinRefreshesOnlyWhenIdle(t *testing.T) {
+	var mu sync.Mutex
+	inflight, refreshes := 0, 0
+	var cur *int
+	gen := 7
+	refresh := func() { refreshes++ }
+	current := func() *int { return cur }
+
+	if g, release := Pin(&mu, &inflight, refresh, current); g != nil || release != nil || inflight != 0 || refreshes != 1 {
+		t.Fatalf("no generation: g=%v release set=%v inflight=%d refreshes=%d", g, release != nil, inflight, refreshes)
+	}
+	cur = &gen
+	g1, release1 := Pin(&mu, &inflight, refresh, current)
+	g2, release2 := Pin(&mu, &inflight, refresh, current)
+	if g1 != &gen || g2 != &gen || inflight != 2 || refreshes != 2 {
+		t.Fatalf("two streams: inflight=%d refreshes=%d, want 2 and 2 (no refresh while one is in flight)", inflight, refreshes)
+	}
+	release1()
+	release2()
+	if inflight != 0 {
+		t.Fatalf("released: inflight=%d", inflight)
+	}
+	if _, release := Pin(&mu, &inflight, refresh, current); refreshes != 3 {
+		t.Fatalf("idle again: refreshes=%d, want 3", refreshes)
+	} else {
+		release()
 	}
 }
