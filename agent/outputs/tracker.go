@@ -401,20 +401,7 @@ func (t *Tracker) Flush() {
 
 // Run calls Tick every interval until ctx ends, then Flush.
 func (t *Tracker) Run(ctx context.Context, interval time.Duration) {
-	if interval <= 0 {
-		interval = time.Second
-	}
-	tk := time.NewTicker(interval)
-	defer tk.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			t.Flush()
-			return
-		case <-tk.C:
-			t.Tick()
-		}
-	}
+	pipeline.RunTicks(ctx, interval, t.Tick, t.Flush)
 }
 
 // JoinStats returns the join's counters.

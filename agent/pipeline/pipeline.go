@@ -372,6 +372,12 @@ func (p *Pipeline) Flush() {
 // Run calls Tick every interval (1 s when 0) until ctx is done, then Flush, so a clean stop
 // reports the last partial window.
 func (p *Pipeline) Run(ctx context.Context, interval time.Duration) {
+	RunTicks(ctx, interval, p.Tick, p.Flush)
+}
+
+// RunTicks calls tick every interval (1 s when 0 or less) until ctx is done, then flush: the
+// loop that closes a window by time and reports the last partial one on a clean stop.
+func RunTicks(ctx context.Context, interval time.Duration, tick, flush func()) {
 	if interval <= 0 {
 		interval = time.Second
 	}
@@ -380,10 +386,10 @@ func (p *Pipeline) Run(ctx context.Context, interval time.Duration) {
 	for {
 		select {
 		case <-ctx.Done():
-			p.Flush()
+			flush()
 			return
 		case <-t.C:
-			p.Tick()
+			tick()
 		}
 	}
 }

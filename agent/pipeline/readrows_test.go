@@ -1,12 +1,14 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
 	"io"
 	"strings"
 	"sync"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/driftline/driftline/shared/contract"
 	"github.com/driftline/driftline/shared/contract/rows"
@@ -83,5 +85,36 @@ func TestPinRefreshesOnlyWhenIdle(t *testing.T) {
 		t.Fatalf("idle again: refreshes=%d, want 3", refreshes)
 	} else {
 		release()
+	}
+}
+
+// RunTicks ticks until its context ends, then flushes once and returns.
+func TestRunTicksTicksThenFlushes(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ticked := make(chan struct{}, 1)
+	flushes := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		RunTicks(ctx, time.Millisecond, func() {
+			select {
+			case ticked <- struct{}{}:
+			default:
+			}
+		}, func() { flushes++ })
+	}()
+	select {
+	case <-ticked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no tick")
+	}
+	if flushes != 0 {
+		t.Fatal("flushed before the context ended")
+	}
+	cancel()
+	<-done
+	if flushes != 1 {
+		t.Fatalf("flushes=%d, want 1", flushes)
 	}
 }
