@@ -300,14 +300,10 @@ func (t *Tracker) newWindow() window {
 
 // closeLocked reports the open window (prediction drift, performance) and starts the next.
 func (t *Tracker) closeLocked(now time.Time) {
-	if now.Before(t.w.start) {
-		now = t.w.start
-	}
 	w := t.w
 	idx := t.nextIdx
 	t.nextIdx++
-	hdr := wire.Header{DeviceID: t.opts.DeviceID, TS: now.UnixMilli()}
-	win := wire.Window{Index: idx, WindowStart: w.start.UnixMilli(), WindowEnd: now.UnixMilli()}
+	hdr, win := pipeline.ClosedWindow(t.opts.DeviceID, idx, w.start, now)
 	ref := wire.ModelRef{Model: t.g.model, Version: t.g.version}
 	c := t.g.ref.Contract
 	if t.g.driftOK && w.predictions > 0 && w.predictions >= int64(t.minDriftRows()) {

@@ -118,3 +118,20 @@ func TestRunTicksTicksThenFlushes(t *testing.T) {
 		t.Fatalf("flushes=%d, want 1", flushes)
 	}
 }
+
+// ClosedWindow closes a window at its start when the clock stepped back, so its bounds stay
+// ordered and the report validates.
+func TestClosedWindowClampsABackwardClock(t *testing.T) {
+	start := time.UnixMilli(1_700_000_000_000)
+	hdr, win := ClosedWindow("edge-1", 3, start, start.Add(-time.Minute))
+	if win.WindowEnd != win.WindowStart || hdr.TS != win.WindowStart || win.Index != 3 || hdr.DeviceID != "edge-1" {
+		t.Fatalf("backward clock: %+v %+v", hdr, win)
+	}
+	if err := win.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	hdr, win = ClosedWindow("edge-1", 4, start, start.Add(time.Second))
+	if win.WindowEnd-win.WindowStart != 1000 || hdr.TS != win.WindowEnd {
+		t.Fatalf("forward clock: %+v %+v", hdr, win)
+	}
+}
