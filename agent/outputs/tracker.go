@@ -169,23 +169,11 @@ func (t *Tracker) ingest(kind string, open func(*contract.Schema) (rows.Reader, 
 	if kind != KindPredictions && kind != KindLabels {
 		return sum, fmt.Errorf("outputs: unknown row kind %q (predictions or labels)", kind)
 	}
-	t.mu.Lock()
-	if t.inflight == 0 {
-		t.refreshLocked()
-	}
-	g := t.g
-	if g != nil {
-		t.inflight++
-	}
-	t.mu.Unlock()
+	g, release := pipeline.Pin(&t.mu, &t.inflight, t.refreshLocked, func() *generation { return t.g })
 	if g == nil {
 		return sum, ErrNoReference
 	}
-	defer func() {
-		t.mu.Lock()
-		t.inflight--
-		t.mu.Unlock()
-	}()
+	defer release()
 	rs := &g.pred
 	if kind == KindLabels {
 		rs = &g.label
@@ -194,22 +182,12 @@ func (t *Tracker) ingest(kind string, open func(*contract.Schema) (rows.Reader, 
 	if err != nil {
 		return sum, fmt.Errorf("%w: %w", pipeline.ErrInput, err)
 	}
-	var row contract.RawRow
-	for n := int64(0); ; n++ {
-		err := rd.Next(&row)
-		if errors.Is(err, io.EOF) {
-			return sum, nil
-		}
-		if err != nil {
-			return sum, fmt.Errorf("%w: after row %d: %w", pipeline.ErrInput, n, err)
-		}
+	err = pipeline.ReadRows(rd, func(_ int64, row *contract.RawRow) error {
 		t.mu.Lock()
-		err = t.rowLocked(kind, rs, &row, &sum)
-		t.mu.Unlock()
-		if err != nil {
-			return sum, err
-		}
-	}
+		defer t.mu.Unlock()
+		return t.rowLocked(kind, rs, row, &sum)
+	})
+	return sum, err
 }
 
 // rowLocked checks one prediction or label, joins it and closes windows as the bounds say.
@@ -322,14 +300,10 @@ func (t *Tracker) newWindow() window {
 
 // closeLocked reports the open window (prediction drift, performance) and starts the next.
 func (t *Tracker) closeLocked(now time.Time) {
-	if now.Before(t.w.start) {
-		now = t.w.start
-	}
 	w := t.w
 	idx := t.nextIdx
 	t.nextIdx++
-	hdr := wire.Header{DeviceID: t.opts.DeviceID, TS: now.UnixMilli()}
-	win := wire.Window{Index: idx, WindowStart: w.start.UnixMilli(), WindowEnd: now.UnixMilli()}
+	hdr, win := pipeline.ClosedWindow(t.opts.DeviceID, idx, w.start, now)
 	ref := wire.ModelRef{Model: t.g.model, Version: t.g.version}
 	c := t.g.ref.Contract
 	if t.g.driftOK && w.predictions > 0 && w.predictions >= int64(t.minDriftRows()) {
@@ -423,20 +397,7 @@ func (t *Tracker) Flush() {
 
 // Run calls Tick every interval until ctx ends, then Flush.
 func (t *Tracker) Run(ctx context.Context, interval time.Duration) {
-	if interval <= 0 {
-		interval = time.Second
-	}
-	tk := time.NewTicker(interval)
-	defer tk.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			t.Flush()
-			return
-		case <-tk.C:
-			t.Tick()
-		}
-	}
+	pipeline.RunTicks(ctx, interval, t.Tick, t.Flush)
 }
 
 // JoinStats returns the join's counters.

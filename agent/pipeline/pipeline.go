@@ -198,48 +198,67 @@ func (p *Pipeline) ingest(source string, open func(*contract.Schema) (rows.Reade
 // number, and an error from it ends the stream.
 func (p *Pipeline) ingestFrom(source string, open func(*contract.Schema) (rows.Reader, error), skip int64, progress func(row int64) error) (Summary, error) {
 	sum := newSummary()
-	p.mu.Lock()
-	if p.inflight == 0 {
-		p.refreshLocked()
-	}
-	g := p.g
-	if g != nil {
-		p.inflight++
-	}
-	p.mu.Unlock()
+	g, release := Pin(&p.mu, &p.inflight, p.refreshLocked, func() *generation { return p.g })
 	if g == nil {
 		return sum, ErrNoContract
 	}
-	defer func() {
-		p.mu.Lock()
-		p.inflight--
-		p.mu.Unlock()
-	}()
+	defer release()
 	rd, err := open(g.schema)
 	if err != nil {
 		return sum, fmt.Errorf("%w: %w", ErrInput, err)
 	}
-	var row contract.RawRow
-	var n int64
-	for {
-		err := rd.Next(&row)
-		if errors.Is(err, io.EOF) {
-			return sum, nil
-		}
-		if err != nil {
-			return sum, fmt.Errorf("%w: after row %d: %w", ErrInput, n, err)
-		}
-		n++
+	err = ReadRows(rd, func(n int64, row *contract.RawRow) error {
 		if n <= skip {
-			continue
+			return nil
 		}
 		p.mu.Lock()
-		p.rowLocked(source, &row, &sum)
+		p.rowLocked(source, row, &sum)
 		p.mu.Unlock()
 		if progress != nil {
-			if err := progress(n); err != nil {
-				return sum, err
-			}
+			return progress(n)
+		}
+		return nil
+	})
+	return sum, err
+}
+
+// Pin gives one ingest stream the current generation of its owner's state (the contract or
+// reference a stream is checked against), which may change only while no stream is in flight.
+// With mu held it refreshes the generation when inflight is 0 (refreshLocked), reads it
+// (current) and, when there is one, counts the stream in inflight; release, to be called once
+// when the stream ends, uncounts it. With no generation it returns nil and a nil release.
+func Pin[G any](mu sync.Locker, inflight *int, refreshLocked func(), current func() *G) (g *G, release func()) {
+	mu.Lock()
+	defer mu.Unlock()
+	if *inflight == 0 {
+		refreshLocked()
+	}
+	if g = current(); g == nil {
+		return nil, nil
+	}
+	*inflight++
+	return g, func() {
+		mu.Lock()
+		*inflight--
+		mu.Unlock()
+	}
+}
+
+// ReadRows reads rd to its end, calling each with every row and its number, from 1; the row is
+// reused by the next call. A read error ends it wrapped in ErrInput, naming how many rows were
+// read before it; an error from each ends it as is. It returns nil at the end of the stream.
+func ReadRows(rd rows.Reader, each func(n int64, row *contract.RawRow) error) error {
+	var row contract.RawRow
+	for n := int64(0); ; n++ {
+		err := rd.Next(&row)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%w: after row %d: %w", ErrInput, n, err)
+		}
+		if err := each(n+1, &row); err != nil {
+			return err
 		}
 	}
 }
@@ -353,6 +372,12 @@ func (p *Pipeline) Flush() {
 // Run calls Tick every interval (1 s when 0) until ctx is done, then Flush, so a clean stop
 // reports the last partial window.
 func (p *Pipeline) Run(ctx context.Context, interval time.Duration) {
+	RunTicks(ctx, interval, p.Tick, p.Flush)
+}
+
+// RunTicks calls tick every interval (1 s when 0 or less) until ctx is done, then flush: the
+// loop that closes a window by time and reports the last partial one on a clean stop.
+func RunTicks(ctx context.Context, interval time.Duration, tick, flush func()) {
 	if interval <= 0 {
 		interval = time.Second
 	}
@@ -361,10 +386,10 @@ func (p *Pipeline) Run(ctx context.Context, interval time.Duration) {
 	for {
 		select {
 		case <-ctx.Done():
-			p.Flush()
+			flush()
 			return
 		case <-t.C:
-			p.Tick()
+			tick()
 		}
 	}
 }

@@ -98,18 +98,25 @@ func (p *Pipeline) refreshLocked() {
 		"window_seconds", g.window.Seconds, "window_seconds_source", g.window.SecondsSource)
 }
 
+// ClosedWindow returns the header and window of report idx, for device, about a window that
+// started at start and closes at now; a now before start (the clock stepped back) closes it at
+// start, so the window's bounds stay ordered.
+func ClosedWindow(device string, idx int64, start, now time.Time) (wire.Header, wire.Window) {
+	if now.Before(start) {
+		now = start
+	}
+	return wire.Header{DeviceID: device, TS: now.UnixMilli()},
+		wire.Window{Index: idx, WindowStart: start.UnixMilli(), WindowEnd: now.UnixMilli()}
+}
+
 // closeLocked reports the open window and starts the next one.
 func (p *Pipeline) closeLocked(now time.Time) {
 	t0 := time.Now()
 	p.flushQuarantineLocked()
-	if now.Before(p.w.start) {
-		now = p.w.start
-	}
 	w := p.w
 	idx := p.nextIdx
 	p.nextIdx++
-	hdr := wire.Header{DeviceID: p.opts.DeviceID, TS: now.UnixMilli()}
-	win := wire.Window{Index: idx, WindowStart: w.start.UnixMilli(), WindowEnd: now.UnixMilli()}
+	hdr, win := ClosedWindow(p.opts.DeviceID, idx, w.start, now)
 	ref := wire.ModelRef{Model: p.g.model, Version: p.g.version}
 	qs := p.opts.Quarantine.Stats()
 	val := wire.Validation{Header: hdr, Window: win, ModelRef: ref, Rows: w.rows, Valid: w.valid,

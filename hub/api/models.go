@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"mime/multipart"
 	"net/http"
 	"strconv"
 	"time"
@@ -101,14 +101,7 @@ func (s *Server) modelVersionCreate(c echo.Context) error {
 		filename string
 		up       = &chunkUploader{s: s, c: c, seen: map[string]bool{}}
 	)
-	for {
-		part, err := mr.NextPart()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return uploadErr(err)
-		}
+	err = eachPart(mr, func(part *multipart.Part) (err error) {
 		switch part.FormName() {
 		case "metadata":
 			b, err := readPart(part, s.cfg.MaxBodyBytes, "metadata")
@@ -139,6 +132,10 @@ func (s *Server) modelVersionCreate(c echo.Context) error {
 		default:
 			return badRequest(part.FormName(), "unknown part %q: send metadata and artifact", part.FormName())
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if man == nil {
 		return badRequest("artifact", "the artifact part is required")

@@ -2,7 +2,7 @@ package api
 
 import (
 	"errors"
-	"io"
+	"mime/multipart"
 	"net/http"
 	"strconv"
 
@@ -39,14 +39,7 @@ func (s *Server) modelVersionOutputs(c echo.Context) error {
 	}
 	var doc, sample []byte
 	format := rows.FormatCSV
-	for {
-		part, err := mr.NextPart()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return uploadErr(err)
-		}
+	err = eachPart(mr, func(part *multipart.Part) (err error) {
 		switch part.FormName() {
 		case "contract":
 			if doc, err = readPart(part, s.cfg.MaxBodyBytes, "contract"); err != nil {
@@ -62,6 +55,10 @@ func (s *Server) modelVersionOutputs(c echo.Context) error {
 		default:
 			return badRequest(part.FormName(), "unknown part %q: send contract and sample", part.FormName())
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if doc == nil || sample == nil {
 		return badRequest("", "send the parts contract (output contract) and sample (validation predictions with labels)")

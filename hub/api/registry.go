@@ -206,14 +206,7 @@ func (s *Server) datasetVersionCreate(c echo.Context) error {
 		res, sampled = out, true
 		return nil
 	}
-	for {
-		part, err := mr.NextPart()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return uploadErr(err)
-		}
+	err = eachPart(mr, func(part *multipart.Part) (err error) {
 		switch part.FormName() {
 		case "contract":
 			contract, err = readPart(part, s.cfg.MaxBodyBytes, "contract")
@@ -243,7 +236,7 @@ func (s *Server) datasetVersionCreate(c echo.Context) error {
 				if _, err := io.Copy(sampleTmp, part); err != nil {
 					return uploadErr(err)
 				}
-				continue
+				return nil
 			}
 			if err := process(part); err != nil {
 				return err
@@ -265,6 +258,10 @@ func (s *Server) datasetVersionCreate(c echo.Context) error {
 		default:
 			return badRequest(part.FormName(), "unknown part %q: send contract, sample, source_uri, parents", part.FormName())
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if contract == nil {
 		return badRequest("contract", "the contract part is required")
@@ -358,6 +355,24 @@ func (s *Server) multipart(c echo.Context) (*multipart.Reader, error) {
 			"send multipart/form-data: "+err.Error())
 	}
 	return mr, nil
+}
+
+// eachPart calls fn with every part of a multipart body, in order, to the body's end. A body
+// that cannot be read ends it with uploadErr's error (413 at the upload limit); an error from fn
+// ends it as is.
+func eachPart(mr *multipart.Reader, fn func(*multipart.Part) error) error {
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return uploadErr(err)
+		}
+		if err := fn(part); err != nil {
+			return err
+		}
+	}
 }
 
 // uploadErr turns a body read error into 413 when the upload limit was hit.

@@ -82,6 +82,26 @@ func (c *client) send(req *http.Request) (*http.Response, error) {
 	return res, nil
 }
 
+// download GETs path for its body, asking for accept when that is set, and returns the answer
+// of a 200 for the caller to read and close; any other status becomes an *APIError.
+func (c *client) download(ctx context.Context, path, accept string) (*http.Response, error) {
+	req, err := c.request(ctx, http.MethodGet, path, nil, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	res, err := c.send(req)
+	if err != nil {
+		return nil, err
+	}
+	if res.StatusCode != http.StatusOK {
+		return nil, errorOf(res)
+	}
+	return res, nil
+}
+
 // JSON sends body (nil for none) as JSON and returns the raw answer of a 2xx, decoding it into
 // out when out is not nil. A non-2xx answer becomes an *APIError. A 503 is retried with the same
 // Idempotency-Key, honouring Retry-After.

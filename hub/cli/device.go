@@ -42,21 +42,7 @@ func (a *app) deviceAdd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if agentConfig != "" {
-				if err := a.agentConfig(c, agentConfig, broker, d); err != nil {
-					return err
-				}
-			}
-			if a.jsonOut() {
-				return printRaw(a.stdout, raw)
-			}
-			fmt.Fprintf(a.stdout, "added device %s\n", d.ID)
-			if agentConfig != "" {
-				_, err = fmt.Fprintf(a.stdout, "agent config written to %s (it holds the token)\n", agentConfig)
-				return err
-			}
-			_, err = fmt.Fprintf(a.stdout, "token: %s\n(shown once: keep it now)\n", d.Token)
-			return err
+			return a.newToken(c, raw, d, "added device", agentConfig, broker)
 		},
 	}
 	f := cmd.Flags()
@@ -84,27 +70,34 @@ func (a *app) deviceRotateToken() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if agentConfig != "" {
-				if err := a.agentConfig(c, agentConfig, broker, d); err != nil {
-					return err
-				}
-			}
-			if a.jsonOut() {
-				return printRaw(a.stdout, raw)
-			}
-			fmt.Fprintf(a.stdout, "rotated the token of device %s\n", d.ID)
-			if agentConfig != "" {
-				_, err = fmt.Fprintf(a.stdout, "agent config written to %s (it holds the token)\n", agentConfig)
-				return err
-			}
-			_, err = fmt.Fprintf(a.stdout, "token: %s\n(shown once: keep it now)\n", d.Token)
-			return err
+			return a.newToken(c, raw, d, "rotated the token of device", agentConfig, broker)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&agentConfig, "agent-config", "", "write a ready agent config (YAML) with the new token to this file")
 	f.StringVar(&broker, "broker", "", "broker URL(s), comma-separated, for the agent config when the hub advertises none (default "+DefaultBroker+")")
 	return cmd
+}
+
+// newToken finishes a command that gave device d a new token (add, rotate-token): it writes the
+// agent config to agentConfig when that is set, then prints the hub's answer raw (--json), or
+// "DONE ID" and where the token went (the config file, or printed once).
+func (a *app) newToken(c *client, raw []byte, d api.DeviceCreated, done, agentConfig, broker string) error {
+	if agentConfig != "" {
+		if err := a.agentConfig(c, agentConfig, broker, d); err != nil {
+			return err
+		}
+	}
+	if a.jsonOut() {
+		return printRaw(a.stdout, raw)
+	}
+	fmt.Fprintf(a.stdout, "%s %s\n", done, d.ID)
+	if agentConfig != "" {
+		_, err := fmt.Fprintf(a.stdout, "agent config written to %s (it holds the token)\n", agentConfig)
+		return err
+	}
+	_, err := fmt.Fprintf(a.stdout, "token: %s\n(shown once: keep it now)\n", d.Token)
+	return err
 }
 
 // agentConfig writes the agent config of a just-created device. The device exists already: a

@@ -32,16 +32,9 @@ func (a *app) modelDownload() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req, err := c.request(a.ctx, http.MethodGet, fmt.Sprintf("/api/v1/models/%s/versions/%d/artifact", seg(args[0]), v), nil, nil, "")
+			res, err := c.download(a.ctx, fmt.Sprintf("/api/v1/models/%s/versions/%d/artifact", seg(args[0]), v), "")
 			if err != nil {
 				return err
-			}
-			res, err := c.send(req)
-			if err != nil {
-				return err
-			}
-			if res.StatusCode != http.StatusOK {
-				return errorOf(res)
 			}
 			defer res.Body.Close()
 			want := res.Header.Get("X-Driftline-Digest")

@@ -59,17 +59,9 @@ func (a *app) hubBackup() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req, err := c.request(a.ctx, http.MethodGet, "/api/v1/cluster/backup", nil, nil, "")
+			res, err := c.download(a.ctx, "/api/v1/cluster/backup", "application/octet-stream, application/problem+json")
 			if err != nil {
 				return err
-			}
-			req.Header.Set("Accept", "application/octet-stream, application/problem+json")
-			res, err := c.send(req)
-			if err != nil {
-				return err
-			}
-			if res.StatusCode != http.StatusOK {
-				return errorOf(res)
 			}
 			defer res.Body.Close()
 			est, _ := strconv.ParseInt(res.Header.Get(api.HeaderBackupEstimate), 10, 64)

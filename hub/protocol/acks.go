@@ -2,8 +2,6 @@ package protocol
 
 import (
 	"context"
-	"sort"
-	"sync"
 	"time"
 
 	"github.com/driftline/driftline/hub/state"
@@ -17,25 +15,15 @@ import (
 // report of the device, repeats included) is acknowledged again, so a lost ack is repaired by
 // the agent's next resend.
 type ackPublisher struct {
-	s      *Service
-	mu     sync.Mutex
-	dirty  map[string]bool
-	signal chan struct{}
+	s     *Service
+	dirty *dirtySet
 }
 
 func newAckPublisher(s *Service) *ackPublisher {
-	return &ackPublisher{s: s, dirty: map[string]bool{}, signal: make(chan struct{}, 1)}
+	return &ackPublisher{s: s, dirty: newDirtySet()}
 }
 
-func (p *ackPublisher) notify(id string) {
-	p.mu.Lock()
-	p.dirty[id] = true
-	p.mu.Unlock()
-	select {
-	case p.signal <- struct{}{}:
-	default:
-	}
-}
+func (p *ackPublisher) notify(id string) { p.dirty.mark(id) }
 
 func (p *ackPublisher) run(ctx context.Context) {
 	go p.s.watchPrefix(ctx, state.ReportCursorPrefix, p.notify)
@@ -43,17 +31,9 @@ func (p *ackPublisher) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-p.signal:
+		case <-p.dirty.signal:
 		}
-		p.mu.Lock()
-		ids := make([]string, 0, len(p.dirty))
-		for id := range p.dirty {
-			ids = append(ids, id)
-		}
-		p.dirty = map[string]bool{}
-		p.mu.Unlock()
-		sort.Strings(ids)
-		for _, id := range ids {
+		for _, id := range p.dirty.take() {
 			p.publish(id)
 		}
 	}

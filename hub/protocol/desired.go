@@ -38,12 +38,12 @@ type KeySource interface {
 // rotated key signs it again and carries the new root to the agent), and when half of the
 // last signature's lifetime has passed (a refresh: same rev, new issue and expiry times).
 type desiredPublisher struct {
-	s      *Service
-	ttl    time.Duration
-	mu     sync.Mutex
-	dirty  map[string]bool
-	signal chan struct{}
-	trust  chan struct{}
+	s     *Service
+	ttl   time.Duration
+	dirty *dirtySet
+	trust chan struct{}
+	// mu guards published.
+	mu sync.Mutex
 	// published is what was last published per device (absent: cleared or never).
 	published map[string]publishedDesired
 }
@@ -60,19 +60,11 @@ func newDesiredPublisher(s *Service) *desiredPublisher {
 	if ttl <= 0 {
 		ttl = DefaultDesiredTTL
 	}
-	return &desiredPublisher{s: s, ttl: ttl, dirty: map[string]bool{}, signal: make(chan struct{}, 1),
+	return &desiredPublisher{s: s, ttl: ttl, dirty: newDirtySet(),
 		trust: make(chan struct{}, 1), published: map[string]publishedDesired{}}
 }
 
-func (p *desiredPublisher) notify(id string) {
-	p.mu.Lock()
-	p.dirty[id] = true
-	p.mu.Unlock()
-	select {
-	case p.signal <- struct{}{}:
-	default:
-	}
-}
+func (p *desiredPublisher) notify(id string) { p.dirty.mark(id) }
 
 func (p *desiredPublisher) run(ctx context.Context) {
 	go p.s.watchPrefix(ctx, devicePrefix, p.notify)
@@ -96,16 +88,8 @@ func (p *desiredPublisher) run(ctx context.Context) {
 			p.publishAll(true)
 		case <-p.trust:
 			p.publishAll(false)
-		case <-p.signal:
-			p.mu.Lock()
-			ids := make([]string, 0, len(p.dirty))
-			for id := range p.dirty {
-				ids = append(ids, id)
-			}
-			p.dirty = map[string]bool{}
-			p.mu.Unlock()
-			sort.Strings(ids)
-			for _, id := range ids {
+		case <-p.dirty.signal:
+			for _, id := range p.dirty.take() {
 				p.publish(id)
 			}
 		}

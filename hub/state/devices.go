@@ -322,7 +322,32 @@ func attachHealth(txn *badger.Txn, id string, part, merged HealthSummary, contin
 	if h.Model == "" || h.Version <= 0 {
 		return nil
 	}
-	key := edgeKey(pLineageOut, DeviceNode(id), EdgeRuns, ModelNode(h.Model, h.Version))
+	return updateRunsEdge(txn, id, h.Model, h.Version, func(attr map[string]any) {
+		rows, _ := attr["rows"].(float64)
+		invalidRows, _ := attr["invalid_rows"].(float64)
+		windows, _ := attr["windows"].(float64)
+		drifted, _ := attr["drift_windows"].(float64)
+		attr["rows"] = rows + float64(part.Rows)
+		attr["invalid_rows"] = invalidRows + float64(part.Invalid)
+		if !continued {
+			windows++
+		}
+		attr["windows"] = windows
+		if h.DatasetDrift && !driftCounted {
+			drifted++
+		}
+		attr["drift_windows"] = drifted
+		attr["last_drift_share"] = h.DriftShare
+		attr["last_dataset_drift"] = h.DatasetDrift
+		attr["last_report"] = strconv.FormatInt(h.At, 10)
+	})
+}
+
+// updateRunsEdge lets update change the attributes of the runs edge from device id to model
+// version (model, version) and stores the edge again; a device with no such edge (the version
+// is not, or no longer, in its lineage) is left alone.
+func updateRunsEdge(txn *badger.Txn, id, model string, version int, update func(attr map[string]any)) error {
+	key := edgeKey(pLineageOut, DeviceNode(id), EdgeRuns, ModelNode(model, version))
 	var e LineageEdge
 	if err := getJSON(txn, key, &e); err != nil {
 		if errors.Is(err, ErrNotFound) {
@@ -333,22 +358,6 @@ func attachHealth(txn *badger.Txn, id string, part, merged HealthSummary, contin
 	if e.Attr == nil {
 		e.Attr = map[string]any{}
 	}
-	rows, _ := e.Attr["rows"].(float64)
-	invalidRows, _ := e.Attr["invalid_rows"].(float64)
-	windows, _ := e.Attr["windows"].(float64)
-	drifted, _ := e.Attr["drift_windows"].(float64)
-	e.Attr["rows"] = rows + float64(part.Rows)
-	e.Attr["invalid_rows"] = invalidRows + float64(part.Invalid)
-	if !continued {
-		windows++
-	}
-	e.Attr["windows"] = windows
-	if h.DatasetDrift && !driftCounted {
-		drifted++
-	}
-	e.Attr["drift_windows"] = drifted
-	e.Attr["last_drift_share"] = h.DriftShare
-	e.Attr["last_dataset_drift"] = h.DatasetDrift
-	e.Attr["last_report"] = strconv.FormatInt(h.At, 10)
+	update(e.Attr)
 	return putJSON(txn, key, e)
 }

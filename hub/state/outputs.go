@@ -3,7 +3,6 @@ package state
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
@@ -129,27 +128,17 @@ func attachOutputs(txn *badger.Txn, d *storedDevice, o OutputHealth) error {
 		cur.Relative, cur.Metric, cur.Value = o.Relative, o.Metric, o.Value
 	}
 	d.Outputs = cur
-	key := edgeKey(pLineageOut, DeviceNode(d.ID), EdgeRuns, ModelNode(o.Model, o.Version))
-	var e LineageEdge
-	if err := getJSON(txn, key, &e); err != nil {
-		if errors.Is(err, ErrNotFound) {
-			return nil
+	return updateRunsEdge(txn, d.ID, o.Model, o.Version, func(attr map[string]any) {
+		add := func(k string, v float64) {
+			was, _ := attr[k].(float64)
+			attr[k] = was + v
 		}
-		return err
-	}
-	if e.Attr == nil {
-		e.Attr = map[string]any{}
-	}
-	add := func(k string, v float64) {
-		was, _ := e.Attr[k].(float64)
-		e.Attr[k] = was + v
-	}
-	add("prediction_windows", float64(o.PredictionWindows))
-	add("prediction_drift_windows", float64(o.PredictionDrifted))
-	add("labels", float64(o.Labels))
-	add("relative_sum", o.RelativeSum)
-	if o.Labels > 0 {
-		e.Attr["last_relative_performance"] = o.Relative
-	}
-	return putJSON(txn, key, e)
+		add("prediction_windows", float64(o.PredictionWindows))
+		add("prediction_drift_windows", float64(o.PredictionDrifted))
+		add("labels", float64(o.Labels))
+		add("relative_sum", o.RelativeSum)
+		if o.Labels > 0 {
+			attr["last_relative_performance"] = o.Relative
+		}
+	})
 }

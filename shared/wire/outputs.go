@@ -34,17 +34,8 @@ type PredictionDrift struct {
 
 // Validate checks the model reference (required) and the ranges.
 func (d PredictionDrift) Validate() error {
-	if err := d.Header.Validate(); err != nil {
+	if err := checkModelReport(d.Header, nil, d.Window, d.ModelRef); err != nil {
 		return err
-	}
-	if err := d.Window.Validate(); err != nil {
-		return err
-	}
-	if err := d.ModelRef.Validate(); err != nil {
-		return err
-	}
-	if d.Model == "" {
-		return bad("model", "required")
 	}
 	if err := ValidateName("prediction", d.Prediction); err != nil {
 		return err
@@ -102,17 +93,8 @@ type Performance struct {
 
 // Validate checks the model reference (required), the metric and the ranges.
 func (p Performance) Validate() error {
-	if err := p.Header.Validate(); err != nil {
+	if err := checkModelReport(p.Header, nil, p.Window, p.ModelRef); err != nil {
 		return err
-	}
-	if err := p.Window.Validate(); err != nil {
-		return err
-	}
-	if err := p.ModelRef.Validate(); err != nil {
-		return err
-	}
-	if p.Model == "" {
-		return bad("model", "required")
 	}
 	switch p.Task {
 	case "classification", "regression":
@@ -175,17 +157,8 @@ const MaxSampleRows = 10000
 
 // Validate checks the model reference (required), the reason and the rows.
 func (s Sample) Validate() error {
-	if err := s.Header.Validate(); err != nil {
+	if err := checkModelReport(s.Header, nil, s.Window, s.ModelRef); err != nil {
 		return err
-	}
-	if err := s.Window.Validate(); err != nil {
-		return err
-	}
-	if err := s.ModelRef.Validate(); err != nil {
-		return err
-	}
-	if s.Model == "" {
-		return bad("model", "required")
 	}
 	if s.Reason != "input_drift" && s.Reason != "prediction_drift" {
 		return bad("reason", "must be input_drift or prediction_drift, got %q", s.Reason)

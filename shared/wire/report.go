@@ -67,6 +67,35 @@ func checkRef(nameField, name, versionField string, version int, optional bool) 
 	return nil
 }
 
+// checkReportHead validates the parts every report starts with, in order: the header, the
+// report sequence when the report has one (seq not nil), the window and the model reference.
+func checkReportHead(h Header, seq *ReportSeq, w Window, m ModelRef) error {
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	if seq != nil {
+		if err := seq.Validate(); err != nil {
+			return err
+		}
+	}
+	if err := w.Validate(); err != nil {
+		return err
+	}
+	return m.Validate()
+}
+
+// checkModelReport is checkReportHead for a report made for a model version: it also requires
+// the model reference to name a model.
+func checkModelReport(h Header, seq *ReportSeq, w Window, m ModelRef) error {
+	if err := checkReportHead(h, seq, w, m); err != nil {
+		return err
+	}
+	if m.Model == "" {
+		return bad("model", "required")
+	}
+	return nil
+}
+
 // Validation is the PREFIX/dev/{id}/validation message: one window's validation counts.
 type Validation struct {
 	Header
@@ -93,16 +122,7 @@ type Validation struct {
 
 // Validate checks that counts are consistent and not negative, and the violation table's size.
 func (v Validation) Validate() error {
-	if err := v.Header.Validate(); err != nil {
-		return err
-	}
-	if err := v.ReportSeq.Validate(); err != nil {
-		return err
-	}
-	if err := v.Window.Validate(); err != nil {
-		return err
-	}
-	if err := v.ModelRef.Validate(); err != nil {
+	if err := checkReportHead(v.Header, &v.ReportSeq, v.Window, v.ModelRef); err != nil {
 		return err
 	}
 	for _, c := range []struct {
@@ -169,20 +189,8 @@ type Drift struct {
 
 // Validate checks the model reference (required), ranges and feature counts.
 func (d Drift) Validate() error {
-	if err := d.Header.Validate(); err != nil {
+	if err := checkModelReport(d.Header, &d.ReportSeq, d.Window, d.ModelRef); err != nil {
 		return err
-	}
-	if err := d.ReportSeq.Validate(); err != nil {
-		return err
-	}
-	if err := d.Window.Validate(); err != nil {
-		return err
-	}
-	if err := d.ModelRef.Validate(); err != nil {
-		return err
-	}
-	if d.Model == "" {
-		return bad("model", "required")
 	}
 	if err := checkNonNeg("rows", d.Rows); err != nil {
 		return err
@@ -254,17 +262,8 @@ type DriftFeature struct {
 // Validate checks the feature name, method, model reference (required) and that the numbers
 // are finite.
 func (d DriftFeature) Validate() error {
-	if err := d.Header.Validate(); err != nil {
+	if err := checkModelReport(d.Header, nil, d.Window, d.ModelRef); err != nil {
 		return err
-	}
-	if err := d.Window.Validate(); err != nil {
-		return err
-	}
-	if err := d.ModelRef.Validate(); err != nil {
-		return err
-	}
-	if d.Model == "" {
-		return bad("model", "required")
 	}
 	if err := ValidateName("feature", d.Feature); err != nil {
 		return err
