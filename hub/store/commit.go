@@ -143,9 +143,22 @@ func encodeGroup(group []*request) ([]byte, error) {
 	return command.Encode(env)
 }
 
-// deliver waits for the entry and hands each request its own result.
+// deliver waits for the entry and hands each request its own result. It gives up with
+// ErrShutdown once the store stops: raft does not answer every future still in its pipeline
+// when it shuts down (a leader aborted mid-write left one waiting forever, and shutdown waiting
+// for this goroutine with it), so the wait for raft runs on a goroutine of its own that the
+// store does not wait for.
 func (s *Store) deliver(group []*request, fut raft.ApplyFuture) {
-	if err := fut.Error(); err != nil {
+	errc := make(chan error, 1)
+	go func() { errc <- fut.Error() }()
+	var err error
+	select {
+	case err = <-errc:
+	case <-s.stop:
+		deliverAll(group, ErrShutdown)
+		return
+	}
+	if err != nil {
 		deliverAll(group, translate("apply", err))
 		return
 	}
