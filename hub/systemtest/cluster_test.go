@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -80,6 +81,21 @@ func (c *cluster) start(h *hub, join string) {
 	args := []string{"hub", "serve", "--node-id", h.id, "--data", h.dir, "--http", h.http, "--raft", h.raft, "--mqtt", h.mqtt}
 	if join != "" {
 		args = append(args, "--join", join, "--join-token", c.token)
+	}
+	// A node restarted on its addresses right after a kill may find one still held for a moment
+	// by the dead process's sockets: wait until each can be bound again.
+	for _, addr := range []string{h.http, h.raft, h.mqtt} {
+		if addr == "" {
+			continue
+		}
+		waitFor(c.t, 30*time.Second, h.id+"'s address "+addr+" to be free", func() bool {
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				return false
+			}
+			l.Close()
+			return true
+		})
 	}
 	h.cmd = exec.Command(binary, args...)
 	if h.log == nil {
