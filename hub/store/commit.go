@@ -100,9 +100,12 @@ func (s *Store) commitLoop() {
 			continue
 		}
 		fut := s.raft.Apply(data, enqueueTimeout)
-		s.wg.Add(1)
+		// The delivering goroutine is not one the store waits for at shutdown: raft does not
+		// answer every future still in its pipeline when it shuts down (an aborted leader left
+		// one waiting forever, and shutdown with it), and nothing here needs it to finish: it
+		// touches only the requests' buffered channels and slots, and every caller stops
+		// waiting at s.stop (wait).
 		go func() {
-			defer s.wg.Done()
 			defer func() { <-slots }()
 			s.deliver(group, fut)
 		}()
@@ -143,22 +146,9 @@ func encodeGroup(group []*request) ([]byte, error) {
 	return command.Encode(env)
 }
 
-// deliver waits for the entry and hands each request its own result. It gives up with
-// ErrShutdown once the store stops: raft does not answer every future still in its pipeline
-// when it shuts down (a leader aborted mid-write left one waiting forever, and shutdown waiting
-// for this goroutine with it), so the wait for raft runs on a goroutine of its own that the
-// store does not wait for.
+// deliver waits for the entry and hands each request its own result.
 func (s *Store) deliver(group []*request, fut raft.ApplyFuture) {
-	errc := make(chan error, 1)
-	go func() { errc <- fut.Error() }()
-	var err error
-	select {
-	case err = <-errc:
-	case <-s.stop:
-		deliverAll(group, ErrShutdown)
-		return
-	}
-	if err != nil {
+	if err := fut.Error(); err != nil {
 		deliverAll(group, translate("apply", err))
 		return
 	}
