@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"mime/multipart"
 	"net/http"
 	"os"
 	"os/exec"
@@ -147,22 +146,9 @@ func (c *cluster) createModel(h *hub, name string) {
 // pushApproved registers data as a new version of model on h and approves it.
 func (c *cluster) pushApproved(h *hub, model string, data []byte) int {
 	c.t.Helper()
-	var buf bytes.Buffer
-	mw := multipart.NewWriter(&buf)
-	fw, _ := mw.CreateFormFile("artifact", "m.bin")
-	fw.Write(data)
-	mw.Close()
-	req, _ := http.NewRequest(http.MethodPost, "http://"+h.http+"/api/v1/models/"+model+"/versions", &buf)
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Content-Type", mw.FormDataContentType())
-	res, err := client.Do(req)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != http.StatusCreated {
-		c.t.Fatalf("push %s: %d %s", model, res.StatusCode, b)
+	code, b := c.uploadBytes(h, model, data)
+	if code != http.StatusCreated {
+		c.t.Fatalf("push %s: %d %s", model, code, b)
 	}
 	var v struct {
 		Version int `json:"version"`
@@ -170,10 +156,10 @@ func (c *cluster) pushApproved(h *hub, model string, data []byte) int {
 	json.Unmarshal(b, &v)
 	// An approval waits up to 30 s for every node to hold the version: longer than client's
 	// timeout while a node is down.
-	req, _ = http.NewRequest(http.MethodPost, fmt.Sprintf("http://%s/api/v1/models/%s/versions/%d/approve", h.http, model, v.Version), bytes.NewReader([]byte(`{"comment":"ok"}`)))
+	req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("http://%s/api/v1/models/%s/versions/%d/approve", h.http, model, v.Version), bytes.NewReader([]byte(`{"comment":"ok"}`)))
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Content-Type", "application/json")
-	res, err = slowClient.Do(req)
+	res, err := slowClient.Do(req)
 	if err != nil {
 		c.t.Fatal(err)
 	}
