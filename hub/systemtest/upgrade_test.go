@@ -244,7 +244,15 @@ func TestRollingUpgrade(t *testing.T) {
 	if code, b := c.uploadBytes(c.hubs[0], "m", []byte("version two of a tiny model")); code != http.StatusCreated {
 		t.Fatalf("upload v2: %d %s", code, b)
 	}
-	if code, b := c.do(c.hubs[0], http.MethodPost, "/api/v1/models/m/versions/2/approve", nil); code != http.StatusOK {
+	// The first leader on the new build creates the root of trust; until it has, an approval
+	// answers 503 (Retry-After), and a client tries again.
+	var code int
+	var b []byte
+	waitFor(t, 30*time.Second, "the new leader to take the approval of v2", func() bool {
+		code, b = c.do(c.hubs[0], http.MethodPost, "/api/v1/models/m/versions/2/approve", nil)
+		return code != http.StatusServiceUnavailable
+	})
+	if code != http.StatusOK {
 		t.Fatalf("approve v2: %d %s", code, b)
 	}
 	for _, dev := range devs {
