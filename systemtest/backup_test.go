@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // cli runs the driftline binary with args and returns its exit code and output.
@@ -107,7 +109,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 			}
 		}(w)
 	}
-	waitFor(t, 20*time.Second, "load", func() bool { mu.Lock(); defer mu.Unlock(); return len(acked) > 50 })
+	testhelp.WaitFor(t, 20*time.Second, "load", func() bool { mu.Lock(); defer mu.Unlock(); return len(acked) > 50 })
 	mu.Lock()
 	before := make([]string, 0, len(acked))
 	for k := range acked {
@@ -115,7 +117,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	}
 	mu.Unlock()
 	file := filepath.Join(c.base, "cluster.backup")
-	code, out, errOut := cli(t, "hub", "backup", file, "--hub", "http://"+follower.http, "--token", c.token, "-o", "json")
+	code, out, errOut := cli(t, "hub", "backup", file, "--hub", "http://"+follower.HTTP, "--token", c.token, "-o", "json")
 	close(stop)
 	wg.Wait()
 	if code != 0 {
@@ -129,7 +131,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 		t.Fatalf("backup result %q: %v", out, err)
 	}
 	t.Logf("backup at index %d, %d records, %d writes acknowledged before it", res.Index, res.Records, len(before))
-	if code, _, errOut := cli(t, "hub", "backup", file, "--hub", "http://"+follower.http, "--token", c.token); code != 2 || !strings.Contains(errOut, "exists") {
+	if code, _, errOut := cli(t, "hub", "backup", file, "--hub", "http://"+follower.HTTP, "--token", c.token); code != 2 || !strings.Contains(errOut, "exists") {
 		t.Fatalf("backup over an existing file: exit %d %s", code, errOut)
 	}
 
@@ -146,19 +148,19 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	}
 
 	// Restore into a new node and serve it.
-	r := &hub{id: "restored", dir: c.dir("restored"), http: freePort(t), raft: freePort(t)}
-	code, out, errOut = cli(t, "hub", "restore", file, "--data", r.dir, "--raft", r.raft, "--node-id", r.id)
+	r := c.newHub("restored")
+	code, out, errOut = cli(t, "hub", "restore", file, "--data", r.Dir, "--raft", r.Raft, "--node-id", r.ID)
 	if code != 0 {
 		t.Fatalf("hub restore: exit %d: %s %s", code, out, errOut)
 	}
-	if code, _, errOut := cli(t, "hub", "restore", file, "--data", r.dir, "--raft", r.raft); code != 2 || !strings.Contains(errOut, "already holds") {
+	if code, _, errOut := cli(t, "hub", "restore", file, "--data", r.Dir, "--raft", r.Raft); code != 2 || !strings.Contains(errOut, "already holds") {
 		t.Fatalf("restore over a node: exit %d: %s", code, errOut)
 	}
 	c.hubs = append(c.hubs, r) // stopped at cleanup
 	c.start(r, "")
-	waitFor(t, 30*time.Second, "restored node leads", func() bool {
+	testhelp.WaitFor(t, 30*time.Second, "restored node leads", func() bool {
 		st, ok := c.status(r)
-		return ok && st.Leader != nil && st.Leader.ID == r.id && st.AppliedIndex >= res.Index
+		return ok && st.Leader != nil && st.Leader.ID == r.ID && st.AppliedIndex >= res.Index
 	})
 	have := c.datasets(r)
 	for _, name := range before {
@@ -176,7 +178,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 		t.Fatalf("keys after restore: %d %s, before %s", code, got, keys)
 	}
 	for name, tok := range map[string]string{"viewer": viewer.Token, "device": dev.Token} {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+r.http+"/api/v1/devices/dev-1", nil)
+		req, _ := http.NewRequest(http.MethodGet, "http://"+r.HTTP+"/api/v1/devices/dev-1", nil)
 		req.Header.Set("Authorization", "Bearer "+tok)
 		resp, err := client.Do(req)
 		if err != nil {
@@ -188,7 +190,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 			t.Fatalf("%s token after restore: %d", name, resp.StatusCode)
 		}
 	}
-	if code, out, errOut := cli(t, "audit", "verify", "--hub", "http://"+r.http, "--token", c.token); code != 0 {
+	if code, out, errOut := cli(t, "audit", "verify", "--hub", "http://"+r.HTTP, "--token", c.token); code != 0 {
 		t.Fatalf("audit verify after restore: exit %d: %s %s", code, out, errOut)
 	}
 	if code, b := c.do(r, http.MethodPost, "/api/v1/datasets", map[string]string{"name": "after-restore"}); code != http.StatusCreated {
@@ -196,10 +198,10 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	}
 
 	// A new node joins the restored cluster and gets its state.
-	j := &hub{id: "joiner", dir: c.dir("joiner"), http: freePort(t), raft: freePort(t)}
+	j := c.newHub("joiner")
 	c.hubs = append(c.hubs, j)
-	c.start(j, "http://"+r.http)
-	waitFor(t, 60*time.Second, "joiner is a voter of the restored cluster", func() bool {
+	c.start(j, "http://"+r.HTTP)
+	testhelp.WaitFor(t, 60*time.Second, "joiner is a voter of the restored cluster", func() bool {
 		st, ok := c.status(r)
 		voters := 0
 		for _, n := range st.Nodes {
@@ -261,12 +263,12 @@ func TestClusterOpsCLI(t *testing.T) {
 			break
 		}
 	}
-	hubURL := "http://" + lead.http
+	hubURL := "http://" + lead.HTTP
 	code, out, errOut := cli(t, "cluster", "list", "--hub", hubURL, "--token", c.token)
 	if code != 0 || strings.Count(out, "hub") < 3 {
 		t.Fatalf("cluster list: exit %d: %s %s", code, out, errOut)
 	}
-	code, out, errOut = cli(t, "hub", "status", "--hub", "http://"+target.http, "--token", c.token, "-o", "json")
+	code, out, errOut = cli(t, "hub", "status", "--hub", "http://"+target.HTTP, "--token", c.token, "-o", "json")
 	var st struct {
 		ID           string `json:"id"`
 		State        string `json:"state"`
@@ -276,7 +278,7 @@ func TestClusterOpsCLI(t *testing.T) {
 			FreeBytes  int64 `json:"free_bytes"`
 		} `json:"disk"`
 	}
-	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.ID != target.id || st.State != "follower" || st.AppliedIndex == 0 ||
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.ID != target.ID || st.State != "follower" || st.AppliedIndex == 0 ||
 		st.Disk.TotalBytes == 0 || st.Disk.FreeBytes == 0 {
 		t.Fatalf("hub status -o json: exit %d: %s %s", code, out, errOut)
 	}
@@ -299,9 +301,9 @@ func TestClusterOpsCLI(t *testing.T) {
 	if code, _, errOut := cli(t, "hub", "status", "--hub", hubURL, "--token", "wrong"); code != 1 || !strings.Contains(errOut, "401") {
 		t.Errorf("hub status with a bad token: exit %d: %s", code, errOut)
 	}
-	code, out, errOut = cli(t, "cluster", "transfer-leadership", target.id, "--hub", "http://"+target.http, "--token", c.token)
-	if code != 0 || !strings.Contains(out, target.id) {
+	code, out, errOut = cli(t, "cluster", "transfer-leadership", target.ID, "--hub", "http://"+target.HTTP, "--token", c.token)
+	if code != 0 || !strings.Contains(out, target.ID) {
 		t.Fatalf("transfer-leadership via a follower: exit %d: %s %s", code, out, errOut)
 	}
-	waitFor(t, 10*time.Second, target.id+" leads", func() bool { return c.leader(c.hubs) == target })
+	testhelp.WaitFor(t, 10*time.Second, target.ID+" leads", func() bool { return c.leader(c.hubs) == target })
 }

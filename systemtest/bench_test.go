@@ -36,12 +36,12 @@ func BenchmarkAPIWrites(b *testing.B) {
 				if dir := os.Getenv("DRIFTLINE_PROFILE_DIR"); dir != "" {
 					// A CPU profile of every node while the writes run.
 					for _, h := range c.hubs {
-						role := "follower-" + h.id
+						role := "follower-" + h.ID
 						if h == lead {
 							role = "leader"
 						}
 						go func() {
-							req, _ := http.NewRequest(http.MethodGet, "http://"+h.http+"/debug/pprof/profile?seconds=4", nil)
+							req, _ := http.NewRequest(http.MethodGet, "http://"+h.HTTP+"/debug/pprof/profile?seconds=4", nil)
 							req.Header.Set("Authorization", "Bearer "+c.token) // profiles are admin-only
 							res, err := client.Do(req)
 							if err != nil {

@@ -1,13 +1,15 @@
 package systemtest
 
 import (
+	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // TestHandsOffBootstrap starts three nodes at once from one shared admin token file (as the
@@ -15,39 +17,22 @@ import (
 // the cluster forms, the file's token is the admin token, and a restarted member rejoins with the
 // same command line.
 func TestHandsOffBootstrap(t *testing.T) {
-	c := &cluster{t: t, base: t.TempDir()}
-	t.Cleanup(func() {
-		for _, h := range c.hubs {
-			c.stop(h)
-			if t.Failed() {
-				t.Logf("log of %s:\n%s", h.id, tail(h.log.String(), 4000))
-			}
-		}
-	})
+	c := emptyCluster(t)
 	tokFile := filepath.Join(c.base, "admin-token")
 	c.token = "dl_bootstrap_" + strings.Repeat("k", 32)
 	os.WriteFile(tokFile, []byte(c.token+"\n"), 0o600)
 	start := func(h *hub, join string) {
-		args := []string{"hub", "serve", "--node-id", h.id, "--data", h.dir, "--http", h.http, "--raft", h.raft, "--mqtt", "",
-			"--admin-token-file", tokFile}
+		h.Args = []string{"--admin-token-file", tokFile}
 		if join != "" {
-			args = append(args, "--join", join)
+			h.Start(t, binary, "--join", join)
+			return
 		}
-		h.cmd = exec.Command(binary, args...)
-		if h.log == nil {
-			h.log = &syncBuffer{}
-		}
-		h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
-		if err := h.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		h.exited = make(chan struct{})
-		go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(h.cmd, h.exited)
+		h.Start(t, binary)
 	}
 	for i := 1; i <= 3; i++ {
-		c.hubs = append(c.hubs, &hub{id: "hub" + string(rune('0'+i)), dir: c.dir("hub" + string(rune('0'+i))), http: freePort(t), raft: freePort(t)})
+		c.hubs = append(c.hubs, c.newHub(fmt.Sprintf("hub%d", i)))
 	}
-	first := "http://" + c.hubs[0].http
+	first := "http://" + c.hubs[0].HTTP
 	// The joiners start first: they retry until the first node answers.
 	start(c.hubs[1], first)
 	start(c.hubs[2], first)
@@ -64,19 +49,19 @@ func TestHandsOffBootstrap(t *testing.T) {
 	if len(st.Nodes) != 3 {
 		t.Fatalf("after a restart: %+v", st.Nodes)
 	}
-	waitFor(t, 10*time.Second, "restarted node serves", func() bool { return c.datasets(c.hubs[1])["hands-off"] })
+	testhelp.WaitFor(t, 10*time.Second, "restarted node serves", func() bool { return c.datasets(c.hubs[1])["hands-off"] })
 
 	// A member replaced with an empty volume (a new pod for a lost disk) comes back with the same
 	// id and command line and catches up from the leader.
 	c.kill(c.hubs[2])
-	if err := os.RemoveAll(c.hubs[2].dir); err != nil {
+	if err := os.RemoveAll(c.hubs[2].Dir); err != nil {
 		t.Fatal(err)
 	}
-	c.hubs[2].dir = c.dir("hub3")
+	c.hubs[2].Dir = c.dir("hub3")
 	start(c.hubs[2], first)
 	c.waitVoters(3)
 	c.waitSame(c.hubs)
-	waitFor(t, 10*time.Second, "replaced node serves", func() bool { return c.datasets(c.hubs[2])["hands-off"] })
+	testhelp.WaitFor(t, 10*time.Second, "replaced node serves", func() bool { return c.datasets(c.hubs[2])["hands-off"] })
 	if st, _ := c.status(c.hubs[0]); len(st.Nodes) != 3 {
 		t.Fatalf("after replacing a member: %+v", st.Nodes)
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/driftline/driftline/internal/hubproc"
 )
 
 // qemuTargets are the edge architectures smoke-tested under qemu-user-static: GOARCH, GOARM and
@@ -58,29 +60,12 @@ func TestAgentUnderQemu(t *testing.T) {
 	}
 
 	// A hub with its embedded broker, a model, and one device per architecture.
-	c := &cluster{t: t, base: t.TempDir()}
-	h := &hub{id: "hub1", dir: c.dir("hub1"), http: freePort(t), raft: freePort(t)}
-	mqtt := freePort(t)
-	h.cmd = exec.Command(binary, "hub", "serve", "--node-id", h.id, "--data", h.dir, "--http", h.http, "--raft", h.raft, "--mqtt", mqtt)
-	h.log = &syncBuffer{}
-	h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
-	if err := h.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	h.exited = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(h.cmd, h.exited)
+	c := emptyCluster(t)
+	h := c.newHub("hub1")
+	h.MQTT = freePort(t)
+	h.Start(t, binary)
 	c.hubs = []*hub{h}
-	t.Cleanup(func() {
-		c.stop(h)
-		if t.Failed() {
-			t.Logf("hub log:\n%s", tail(h.log.String(), 4000))
-		}
-	})
-	waitFor(t, 20*time.Second, "admin token", func() bool {
-		b, err := os.ReadFile(filepath.Join(h.dir, "admin.token"))
-		c.token = strings.TrimSpace(string(b))
-		return err == nil && c.token != ""
-	})
+	c.token = hubproc.ReadToken(t, h.Dir)
 	if code, b := c.do(h, http.MethodPost, "/api/v1/models", map[string]string{"name": "edge"}); code != http.StatusCreated {
 		t.Fatalf("model: %d %s", code, b)
 	}
@@ -93,7 +78,7 @@ func TestAgentUnderQemu(t *testing.T) {
 	for _, q := range qemuTargets {
 		dev := "edge-" + q.name
 		cfg := filepath.Join(bin, dev+".yaml")
-		if code, out, errOut := cli(t, "device", "add", dev, "--agent-config", cfg, "--hub", "http://"+h.http, "--token", c.token); code != 0 {
+		if code, out, errOut := cli(t, "device", "add", dev, "--agent-config", cfg, "--hub", "http://"+h.HTTP, "--token", c.token); code != 0 {
 			t.Fatalf("device add: %d %s %s", code, out, errOut)
 		}
 		if code, b := c.do(h, http.MethodPut, "/api/v1/devices/"+dev+"/models/edge", map[string]int{"version": 1}); code != http.StatusOK {

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // BenchmarkEtcdBaseline runs the write loop of BenchmarkAPIWrites against a real etcd cluster on
@@ -102,7 +104,7 @@ func startEtcd(b *testing.B, bin string, n int) []string {
 		}
 		cmds = append(cmds, cmd)
 	}
-	waitFor(b, 30*time.Second, "etcd to accept writes", func() bool {
+	testhelp.WaitFor(b, 30*time.Second, "etcd to accept writes", func() bool {
 		res, err := client.Post(clients[0]+"/v3/kv/put", "application/json", strings.NewReader(`{"key":"cmVhZHk=","value":"eQ=="}`))
 		if err != nil {
 			return false

@@ -8,10 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/internal/hubproc"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/enrol"
 )
 
@@ -26,7 +27,7 @@ func TestTopicPrefix(t *testing.T) {
 	httpAddr := freePort(t)
 	hubEnv := []string{"DRIFTLINE_DATA=" + dir, "DRIFTLINE_HTTP=" + httpAddr, "DRIFTLINE_RAFT=" + freePort(t),
 		"DRIFTLINE_MQTT=" + freePort(t), "DRIFTLINE_TOPIC_PREFIX=" + prefix}
-	startProcess(t, "hub", hubEnv, binary, "hub", "serve", "--log-level", "warn")
+	hubproc.StartT(t, "hub", hubEnv, binary, "hub", "serve", "--log-level", "warn")
 	client := []string{"DRIFTLINE_HUB=http://" + httpAddr, "DRIFTLINE_DATA=" + dir}
 	run := func(args ...string) (string, error) {
 		cmd := exec.Command(binary, args...)
@@ -39,7 +40,7 @@ func TestTopicPrefix(t *testing.T) {
 		}
 		return stdout.String(), err
 	}
-	waitFor(t, 30*time.Second, "hub answers", func() bool { _, err := run("cluster", "status"); return err == nil })
+	testhelp.WaitFor(t, 30*time.Second, "hub answers", func() bool { _, err := run("cluster", "status"); return err == nil })
 	ok := func(args ...string) string {
 		t.Helper()
 		out, err := run(args...)
@@ -82,9 +83,9 @@ func TestTopicPrefix(t *testing.T) {
 
 	// The agent runs on the file as written (with its own state and model dirs).
 	agentDir := t.TempDir()
-	startProcess(t, "agent", nil, agentBinary, "run", "--config", cfgPath, "--state-dir", filepath.Join(agentDir, "state"),
+	hubproc.StartT(t, "agent", nil, agentBinary, "run", "--config", cfgPath, "--state-dir", filepath.Join(agentDir, "state"),
 		"--model-dir", filepath.Join(agentDir, "models"), "--metrics", "off")
-	waitFor(t, 60*time.Second, "edge-1 runs m v1", func() bool {
+	testhelp.WaitFor(t, 60*time.Second, "edge-1 runs m v1", func() bool {
 		out, err := run("device", "show", "edge-1", "-o", "json")
 		var d struct {
 			Online   bool `json:"online"`
@@ -99,37 +100,5 @@ func TestTopicPrefix(t *testing.T) {
 		}
 		a := d.Reported.Models["m"].Active
 		return d.Online && a != nil && *a == 1
-	})
-}
-
-// startProcess starts bin with args and env (plus PATH and HOME) and stops it with SIGTERM when
-// the test ends, failing the test unless it exits 0 within 30 s; its output is logged when the
-// test failed.
-func startProcess(t *testing.T, name string, env []string, bin string, args ...string) {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("%s exited: %v", name, err)
-			}
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-done
-			t.Errorf("%s did not stop within 30 s of SIGTERM", name)
-		}
-		if t.Failed() {
-			t.Logf("output of %s:\n%s", name, tail(out.String(), 6000))
-		}
 	})
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/internal/hubproc"
+	"github.com/driftline/driftline/internal/testhelp"
 	"gopkg.in/yaml.v3"
 )
 
@@ -38,8 +40,8 @@ func TestApprovalsSurviveFailover(t *testing.T) {
 	c.kill(old)
 	live := c.hubs[1:]
 	var nl *hub
-	waitFor(t, 30*time.Second, "a new leader", func() bool { nl = c.leader(live); return nl != nil })
-	t.Logf("new leader %s", nl.id)
+	testhelp.WaitFor(t, 30*time.Second, "a new leader", func() bool { nl = c.leader(live); return nl != nil })
+	t.Logf("new leader %s", nl.ID)
 	v2 := c.pushApproved(nl, "m", []byte("model version two"))
 	c.assign(nl, "dev1", "m", v2)
 	c.waitActive(live, "dev1", "m", v2, ag)
@@ -61,11 +63,10 @@ func newMQTTCluster(t *testing.T, n int) *cluster {
 // slowClient is for requests that may wait for a node that is down.
 var slowClient = &http.Client{Timeout: 2 * time.Minute}
 
-// agentProc is one driftline-agent process.
+// agentProc is one driftline-agent process and its output.
 type agentProc struct {
-	cmd    *exec.Cmd
-	log    *syncBuffer
-	exited chan struct{}
+	*hubproc.Process
+	log *hubproc.Output
 }
 
 // enrolAgent adds device id through `driftline device add --agent-config` on h (as an operator
@@ -75,7 +76,7 @@ func (c *cluster) enrolAgent(h *hub, id string) string {
 	dir := c.dir("agent-" + id)
 	path := filepath.Join(dir, "agent.yaml")
 	cmd := exec.Command(binary, "device", "add", id, "--agent-config", path)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "DRIFTLINE_HUB=http://" + h.http, "DRIFTLINE_TOKEN=" + c.token}
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "DRIFTLINE_HUB=http://" + h.HTTP, "DRIFTLINE_TOKEN=" + c.token}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		c.t.Fatalf("device add: %v\n%s", err, out)
 	}
@@ -89,7 +90,7 @@ func (c *cluster) enrolAgent(h *hub, id string) string {
 	}
 	var brokers []string
 	for _, x := range c.hubs {
-		brokers = append(brokers, "tcp://"+x.mqtt)
+		brokers = append(brokers, "tcp://"+x.MQTT)
 	}
 	cfg["brokers"] = brokers
 	cfg["state_dir"] = filepath.Join(dir, "state")
@@ -105,24 +106,16 @@ func (c *cluster) enrolAgent(h *hub, id string) string {
 // startAgent runs driftline-agent with cfgPath until the test ends.
 func (c *cluster) startAgent(id, cfgPath string) *agentProc {
 	c.t.Helper()
-	a := &agentProc{log: &syncBuffer{}, exited: make(chan struct{})}
-	a.cmd = exec.Command(agentBinary, "run", "--config", cfgPath)
-	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
-	a.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + filepath.Dir(cfgPath)}
-	if err := a.cmd.Start(); err != nil {
+	a := &agentProc{log: &hubproc.Output{}}
+	p, err := hubproc.Start(a.log, filepath.Dir(cfgPath), nil, agentBinary, "run", "--config", cfgPath)
+	if err != nil {
 		c.t.Fatal(err)
 	}
-	go func() { a.cmd.Wait(); close(a.exited) }()
+	a.Process = p
 	c.t.Cleanup(func() {
-		a.cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-a.exited:
-		case <-time.After(15 * time.Second):
-			a.cmd.Process.Kill()
-			<-a.exited
-		}
+		p.Stop(15 * time.Second)
 		if c.t.Failed() {
-			c.t.Logf("log of agent %s:\n%s", id, tail(a.log.String(), 6000))
+			c.t.Logf("log of agent %s:\n%s", id, a.log.Tail(6000))
 		}
 	})
 	return a
@@ -133,7 +126,7 @@ func (c *cluster) mustDo(h *hub, method, path string, body any, want int) []byte
 	c.t.Helper()
 	code, b := c.do(h, method, path, body)
 	if code != want {
-		c.t.Fatalf("%s %s on %s: %d %s", method, path, h.id, code, b)
+		c.t.Fatalf("%s %s on %s: %d %s", method, path, h.ID, code, b)
 	}
 	return b
 }
@@ -156,7 +149,7 @@ func (c *cluster) pushApproved(h *hub, model string, data []byte) int {
 	json.Unmarshal(b, &v)
 	// An approval waits up to 30 s for every node to hold the version: longer than client's
 	// timeout while a node is down.
-	req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("http://%s/api/v1/models/%s/versions/%d/approve", h.http, model, v.Version), bytes.NewReader([]byte(`{"comment":"ok"}`)))
+	req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("http://%s/api/v1/models/%s/versions/%d/approve", h.HTTP, model, v.Version), bytes.NewReader([]byte(`{"comment":"ok"}`)))
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Content-Type", "application/json")
 	res, err := slowClient.Do(req)
@@ -205,5 +198,5 @@ func (c *cluster) waitActive(live []*hub, id, model string, version int, a *agen
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	c.t.Fatalf("%s never ran %s@%d; last device state: %s\nagent log:\n%s", id, model, version, tail(last, 2000), tail(a.log.String(), 4000))
+	c.t.Fatalf("%s never ran %s@%d; last device state: %s\nagent log:\n%s", id, model, version, tail(last, 2000), a.log.Tail(4000))
 }

@@ -14,6 +14,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/driftline/driftline/internal/hubproc"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // previousRelease reads the commit of testdata/previous-release.
@@ -70,7 +73,7 @@ func TestRollingUpgrade(t *testing.T) {
 		t.Skip("SKIPPED in -short: builds the previous release")
 	}
 	oldHub, oldAgent := buildPrevious(t, previousRelease(t))
-	c := &cluster{t: t, base: t.TempDir()}
+	c := emptyCluster(t) // its cleanup, registered first, runs after the agents'
 	mqtt := map[string]string{}
 	var agents []*exec.Cmd
 	var agentLogs []*syncBuffer
@@ -79,13 +82,7 @@ func TestRollingUpgrade(t *testing.T) {
 			a.Process.Signal(os.Interrupt)
 			a.Wait()
 		}
-		for _, h := range c.hubs {
-			c.stop(h)
-		}
 		if t.Failed() {
-			for _, h := range c.hubs {
-				t.Logf("log of %s:\n%s", h.id, tail(h.log.String(), 3000))
-			}
 			for i, l := range agentLogs {
 				t.Logf("log of agent %d:\n%s", i, tail(l.String(), 3000))
 			}
@@ -93,37 +90,25 @@ func TestRollingUpgrade(t *testing.T) {
 	})
 	for i := 1; i <= 3; i++ {
 		id := fmt.Sprintf("hub%d", i)
-		c.hubs = append(c.hubs, &hub{id: id, dir: c.dir(id), http: freePort(t), raft: freePort(t)})
+		c.hubs = append(c.hubs, c.newHub(id))
 		mqtt[id] = freePort(t)
 	}
 	var brokers []string
 	for _, h := range c.hubs {
-		brokers = append(brokers, "tcp://"+mqtt[h.id])
+		brokers = append(brokers, "tcp://"+mqtt[h.ID])
 	}
 	start := func(bin string, h *hub, join string) {
-		args := []string{"hub", "serve", "--node-id", h.id, "--data", h.dir, "--http", h.http, "--raft", h.raft,
-			"--mqtt", mqtt[h.id], "--advertise-mqtt", strings.Join(brokers, ",")}
+		h.MQTT = mqtt[h.ID]
+		h.Args = []string{"--advertise-mqtt", strings.Join(brokers, ",")}
 		if join != "" {
-			args = append(args, "--join", join, "--join-token", c.token)
+			h.Start(t, bin, "--join", join, "--join-token", c.token)
+			return
 		}
-		h.cmd = exec.Command(bin, args...)
-		if h.log == nil {
-			h.log = &syncBuffer{}
-		}
-		h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
-		if err := h.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		h.exited = make(chan struct{})
-		go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(h.cmd, h.exited)
+		h.Start(t, bin)
 	}
-	first := "http://" + c.hubs[0].http
+	first := "http://" + c.hubs[0].HTTP
 	start(oldHub, c.hubs[0], "")
-	waitFor(t, 20*time.Second, "admin token", func() bool {
-		b, err := os.ReadFile(filepath.Join(c.hubs[0].dir, "admin.token"))
-		c.token = strings.TrimSpace(string(b))
-		return err == nil && c.token != ""
-	})
+	c.token = hubproc.ReadToken(t, c.hubs[0].Dir)
 	start(oldHub, c.hubs[1], first)
 	start(oldHub, c.hubs[2], first)
 	c.waitVoters(3)
@@ -147,7 +132,7 @@ func TestRollingUpgrade(t *testing.T) {
 	devs := []string{"edge-1", "edge-2"}
 	for _, dev := range devs {
 		cfg := filepath.Join(c.base, dev+".yaml")
-		out, err := exec.Command(oldHub, "device", "add", dev, "--agent-config", cfg, "--hub", "http://"+lead.http, "--token", c.token).CombinedOutput()
+		out, err := exec.Command(oldHub, "device", "add", dev, "--agent-config", cfg, "--hub", "http://"+lead.HTTP, "--token", c.token).CombinedOutput()
 		if err != nil {
 			t.Fatalf("device add: %v\n%s", err, out)
 		}
@@ -180,7 +165,7 @@ func TestRollingUpgrade(t *testing.T) {
 		return ok && m.Active != nil && *m.Active == version
 	}
 	for _, dev := range devs {
-		waitFor(t, 60*time.Second, dev+" runs version 1 on the old cluster", func() bool { return active(c.hubs[0], dev, 1) })
+		testhelp.WaitFor(t, 60*time.Second, dev+" runs version 1 on the old cluster", func() bool { return active(c.hubs[0], dev, 1) })
 	}
 	_, artifact := c.do(lead, http.MethodGet, "/api/v1/models/m/versions/1/artifact", nil)
 
@@ -197,50 +182,50 @@ func TestRollingUpgrade(t *testing.T) {
 		c.stop(h)
 		join := first
 		if h == c.hubs[0] {
-			join = "http://" + c.hubs[1].http
+			join = "http://" + c.hubs[1].HTTP
 		}
 		start(binary, h, join)
 		c.waitVoters(3)
 		c.waitSame(c.hubs)
-		if code, b := c.do(h, http.MethodPost, "/api/v1/datasets", map[string]string{"name": "after-" + h.id}); code != http.StatusCreated {
-			t.Fatalf("write after upgrading %s: %d %s", h.id, code, b)
+		if code, b := c.do(h, http.MethodPost, "/api/v1/datasets", map[string]string{"name": "after-" + h.ID}); code != http.StatusCreated {
+			t.Fatalf("write after upgrading %s: %d %s", h.ID, code, b)
 		}
-		t.Logf("%s runs the new build", h.id)
+		t.Logf("%s runs the new build", h.ID)
 	}
 	c.waitSame(c.hubs)
 	for _, h := range c.hubs {
 		have := c.datasets(h)
 		for i := 0; i < 20; i++ {
 			if !have[fmt.Sprintf("old-%02d", i)] {
-				t.Fatalf("%s lost old-%02d", h.id, i)
+				t.Fatalf("%s lost old-%02d", h.ID, i)
 			}
 		}
 		for _, x := range c.hubs {
-			if !have["after-"+x.id] {
-				t.Fatalf("%s lacks after-%s", h.id, x.id)
+			if !have["after-"+x.ID] {
+				t.Fatalf("%s lacks after-%s", h.ID, x.ID)
 			}
 		}
 		if code, got := c.do(h, http.MethodGet, "/api/v1/models/m/versions/1/artifact", nil); code != http.StatusOK || string(got) != string(artifact) {
-			t.Fatalf("%s: artifact %d, %d bytes", h.id, code, len(got))
+			t.Fatalf("%s: artifact %d, %d bytes", h.ID, code, len(got))
 		}
 		for _, dev := range devs {
 			if !active(h, dev, 1) {
-				t.Fatalf("%s: %s no longer reports version 1 active", h.id, dev)
+				t.Fatalf("%s: %s no longer reports version 1 active", h.ID, dev)
 			}
 		}
 	}
-	if code, out, errOut := cli(t, "audit", "verify", "--hub", "http://"+c.hubs[0].http, "--token", c.token); code != 0 {
+	if code, out, errOut := cli(t, "audit", "verify", "--hub", "http://"+c.hubs[0].HTTP, "--token", c.token); code != 0 {
 		t.Fatalf("audit verify after the upgrade: %d %s %s", code, out, errOut)
 	}
 
 	// The old agents take a new version from the new hubs. Approvals are signed by the leader's
 	// key and the agents trust the keys they were enrolled with (hub1's), so hub1 leads.
 	if l := c.leader(c.hubs); l != c.hubs[0] {
-		if code, out, errOut := cli(t, "cluster", "transfer-leadership", "hub1", "--hub", "http://"+l.http, "--token", c.token); code != 0 {
+		if code, out, errOut := cli(t, "cluster", "transfer-leadership", "hub1", "--hub", "http://"+l.HTTP, "--token", c.token); code != 0 {
 			t.Fatalf("transfer leadership to hub1: %d %s %s", code, out, errOut)
 		}
 	}
-	waitFor(t, 10*time.Second, "hub1 leads", func() bool { return c.leader(c.hubs) == c.hubs[0] })
+	testhelp.WaitFor(t, 10*time.Second, "hub1 leads", func() bool { return c.leader(c.hubs) == c.hubs[0] })
 	if code, b := c.uploadBytes(c.hubs[0], "m", []byte("version two of a tiny model")); code != http.StatusCreated {
 		t.Fatalf("upload v2: %d %s", code, b)
 	}
@@ -248,7 +233,7 @@ func TestRollingUpgrade(t *testing.T) {
 	// answers 503 (Retry-After), and a client tries again.
 	var code int
 	var b []byte
-	waitFor(t, 30*time.Second, "the new leader to take the approval of v2", func() bool {
+	testhelp.WaitFor(t, 30*time.Second, "the new leader to take the approval of v2", func() bool {
 		code, b = c.do(c.hubs[0], http.MethodPost, "/api/v1/models/m/versions/2/approve", nil)
 		return code != http.StatusServiceUnavailable
 	})
@@ -261,7 +246,7 @@ func TestRollingUpgrade(t *testing.T) {
 		}
 	}
 	for _, dev := range devs {
-		waitFor(t, 60*time.Second, dev+" (old agent) runs version 2 from the new hubs", func() bool { return active(c.hubs[0], dev, 2) })
+		testhelp.WaitFor(t, 60*time.Second, dev+" (old agent) runs version 2 from the new hubs", func() bool { return active(c.hubs[0], dev, 2) })
 	}
 }
 
@@ -272,7 +257,7 @@ func (c *cluster) uploadBytes(h *hub, model string, data []byte) (int, []byte) {
 	fw, _ := mw.CreateFormFile("artifact", "m.bin")
 	fw.Write(data)
 	mw.Close()
-	req, _ := http.NewRequest(http.MethodPost, "http://"+h.http+"/api/v1/models/"+model+"/versions", &buf)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+h.HTTP+"/api/v1/models/"+model+"/versions", &buf)
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Content-Type", mw.FormDataContentType())
 	res, err := client.Do(req)

@@ -122,10 +122,10 @@ func (c *Cluster) upload(nd *Node) (int, []byte) {
 	fw, _ := mw.CreateFormFile("artifact", "m.bin")
 	fmt.Fprintf(fw, "a tiny model %d", time.Now().UnixNano())
 	mw.Close()
-	req, _ := http.NewRequest(http.MethodPost, "http://"+nd.HTTP+"/api/v1/models/"+model+"/versions", &buf)
+	req, _ := http.NewRequest(http.MethodPost, nd.URL()+"/api/v1/models/"+model+"/versions", &buf)
 	req.Header.Set("Authorization", "Bearer "+c.Token)
 	req.Header.Set("Content-Type", mw.FormDataContentType())
-	res, err := client.Do(req)
+	res, err := c.httpClient().Do(req)
 	if err != nil {
 		return 0, []byte(err.Error())
 	}

@@ -5,9 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/driftline/driftline/shared/contract"
-	"github.com/driftline/driftline/shared/drift"
-	"github.com/driftline/driftline/shared/profile"
 	"io"
 	"log/slog"
 	"mime/multipart"
@@ -18,6 +15,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/driftline/driftline/shared/contract"
+	"github.com/driftline/driftline/shared/drift"
+	"github.com/driftline/driftline/shared/profile"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,7 +45,7 @@ func TestAttachReportsReachTheHub(t *testing.T) {
 	}
 	defer hub.Close()
 	var admin string
-	waitFor(t, "admin token", func() bool {
+	testhelp.WaitFor(t, 15*time.Second, "admin token", func() bool {
 		b, err := os.ReadFile(hub.AdminTokenPath())
 		admin = strings.TrimSpace(string(b))
 		return err == nil && admin != ""
@@ -82,7 +83,7 @@ func TestAttachReportsReachTheHub(t *testing.T) {
 			PublicKey string `json:"public_key"`
 		} `json:"items"`
 	}
-	waitFor(t, "the hub's signing key", func() bool {
+	testhelp.WaitFor(t, 15*time.Second, "the hub's signing key", func() bool {
 		call(http.MethodGet, "/api/v1/keys", nil, &keys)
 		return len(keys.Items) > 0
 	})
@@ -116,12 +117,12 @@ func TestAttachReportsReachTheHub(t *testing.T) {
 		t.Fatalf("connect: %v", tk.Error())
 	}
 	defer c.Disconnect(100)
-	waitFor(t, "the agent to subscribe", func() bool {
+	testhelp.WaitFor(t, 15*time.Second, "the agent to subscribe", func() bool {
 		tk := c.Publish(wire.Default().Data("edge-1"), 1, false, []byte(`[{"temp":20.5},{"temp":21},{"temp":500},{"temp":null}]`))
 		tk.WaitTimeout(5 * time.Second)
 		return pl.Stats().RecordsSeen >= 4
 	})
-	waitFor(t, "the validation report in the hub's device state", func() bool {
+	testhelp.WaitFor(t, 15*time.Second, "the validation report in the hub's device state", func() bool {
 		var d struct {
 			Health *struct {
 				Rows    int64 `json:"rows"`
@@ -134,11 +135,6 @@ func TestAttachReportsReachTheHub(t *testing.T) {
 	if s := pl.Stats(); s.RecordsInvalid < 2 || s.QuarantineDepth < 2 {
 		t.Fatalf("invalid rows not quarantined: %+v", s)
 	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	testhelp.WaitFor(t, 15*time.Second, what, cond)
 }
 
 // TestDriftOptionsAgainstFullReference: against a reference profiling every contract field, the
@@ -214,9 +210,9 @@ func TestContractWindowHonoured(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	waitFor(t, "the agent online", a.Connected)
+	testhelp.WaitFor(t, 15*time.Second, "the agent online", a.Connected)
 	api.call(http.MethodPut, "/api/v1/devices/edge-w/models/m", map[string]int{"version": mv}, http.StatusOK, nil)
-	waitFor(t, "the model active", func() bool {
+	testhelp.WaitFor(t, 15*time.Second, "the model active", func() bool {
 		am, ok, err := a.ActiveModel()
 		return err == nil && ok && am.Version == mv
 	})
@@ -246,7 +242,7 @@ func TestContractWindowHonoured(t *testing.T) {
 		fmt.Fprintf(&rows, `{"temp":%d}`, 20+i%10)
 	}
 	rows.WriteString("]")
-	waitFor(t, "the rows checked under the model's contract", func() bool {
+	testhelp.WaitFor(t, 15*time.Second, "the rows checked under the model's contract", func() bool {
 		if pl.Schema() == nil || pl.Schema().Driftline.Window.Rows != 100 {
 			return false
 		}
@@ -265,7 +261,7 @@ func TestContractWindowHonoured(t *testing.T) {
 	case <-time.After(12 * time.Second):
 		t.Fatal("no drift report within 12 s: the contract's 3-second window is not in force")
 	}
-	waitFor(t, "the metrics listener", func() bool { return a.MetricsAddr() != "" })
+	testhelp.WaitFor(t, 15*time.Second, "the metrics listener", func() bool { return a.MetricsAddr() != "" })
 	body := api.get("http://" + a.MetricsAddr() + "/metrics")
 	for _, want := range []string{
 		pipeline.MetricWindowRowsLimit + `{source="contract"} 100`,
@@ -287,7 +283,7 @@ type testAPI struct {
 func newAPI(t *testing.T, hub *node.Node) *testAPI {
 	t.Helper()
 	api := &testAPI{t: t, url: hub.URL()}
-	waitFor(t, "admin token", func() bool {
+	testhelp.WaitFor(t, 15*time.Second, "admin token", func() bool {
 		b, err := os.ReadFile(hub.AdminTokenPath())
 		api.admin = strings.TrimSpace(string(b))
 		return err == nil && api.admin != ""
@@ -343,7 +339,7 @@ func (h *testAPI) keys() []string {
 			PublicKey string `json:"public_key"`
 		} `json:"items"`
 	}
-	waitFor(h.t, "the hub's signing key", func() bool {
+	testhelp.WaitFor(h.t, 15*time.Second, "the hub's signing key", func() bool {
 		h.call(http.MethodGet, "/api/v1/keys", nil, http.StatusOK, &page)
 		return len(page.Items) > 0
 	})

@@ -7,21 +7,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/hub/node/nodetest"
 	"github.com/driftline/driftline/hub/state"
 )
 
 // dataSetup starts a hub with dataset "sensors" (contract and a reference sample) and two
 // approved versions of model m trained on it, and n agents (window of 50 rows) running m@1.
-func dataSetup(t *testing.T, n int) (*hub, *fleet, []*device, int, int) {
+func dataSetup(t *testing.T, n int) (*nodetest.Hub, *fleet, []*device, int, int) {
 	t.Helper()
-	h := startHub(t)
+	h := nodetest.Start(t)
 	f := newFleet(t, h)
-	h.pushDataset("sensors", sensorContract, sensorCSV(600))
-	v1 := h.pushModel("m", true, "weights-v1", "sensors", true)
-	v2 := h.pushModel("m", false, "weights-v2", "sensors", true)
+	h.PushDataset("sensors", sensorContract, sensorCSV(600))
+	v1 := pushModel(h, "m", true, "weights-v1", "sensors", true)
+	v2 := pushModel(h, "m", false, "weights-v2", "sensors", true)
 	devs := f.startAll("d", n, map[string]string{"site": "lab"}, agentOpts{windowRows: 50})
 	for _, d := range devs {
-		h.call(http.MethodPut, "/api/v1/devices/"+d.id+"/models/m", map[string]int{"version": v1}, http.StatusOK, nil)
+		h.Call(http.MethodPut, "/api/v1/devices/"+d.id+"/models/m", map[string]int{"version": v1}, http.StatusOK, nil)
 	}
 	f.waitActive(devs, "m", v1, 30*time.Second)
 	return h, f, devs, v1, v2
@@ -34,16 +35,16 @@ func dataSetup(t *testing.T, n int) (*hub, *fleet, []*device, int, int) {
 func TestDriftGateRollsBackRealAgents(t *testing.T) {
 	h, f, devs, v1, v2 := dataSetup(t, 4)
 	f.feed(devs, "m", v2, shiftedRow, 50)
-	id := h.startRollout(rolloutReq{Model: "m", Version: v2, Waves: map[string][]int{"counts": {2, 4}}, BakeSeconds: 1,
+	id := startRollout(h, rolloutReq{Model: "m", Version: v2, Waves: map[string][]int{"counts": {2, 4}}, BakeSeconds: 1,
 		Gates: map[string]float64{"max_drift_share": 0.3}, OnGateFailure: "rollback", DeviceTimeout: 20})
-	r := h.waitState(id, state.RolloutRolledBack, 45*time.Second)
+	r := waitState(h, id, state.RolloutRolledBack, 45*time.Second)
 	g := r.GateValues[state.GateDriftShare]
 	if !g.Failed || g.Value <= 0.3 || r.Wave != 1 || !strings.Contains(r.Reason, state.GateDriftShare) {
 		t.Fatalf("rolled back in wave %d for %q with drift gate %+v", r.Wave, r.Reason, g)
 	}
 	f.waitActive(devs, "m", v1, 30*time.Second)
 	told := 0
-	for _, rd := range h.rolloutDevices(id) {
+	for _, rd := range rolloutDevices(h, id) {
 		if rd.State == state.DevRolledBack {
 			told++
 		} else if rd.State != state.DevPending {
@@ -61,15 +62,15 @@ func TestDriftGateRollsBackRealAgents(t *testing.T) {
 func TestInvalidRateGatePausesRealAgents(t *testing.T) {
 	h, f, devs, _, v2 := dataSetup(t, 4)
 	f.feed(devs, "m", v2, invalidRow, 50)
-	id := h.startRollout(rolloutReq{Model: "m", Version: v2, Waves: map[string][]int{"counts": {2, 4}}, BakeSeconds: 1,
+	id := startRollout(h, rolloutReq{Model: "m", Version: v2, Waves: map[string][]int{"counts": {2, 4}}, BakeSeconds: 1,
 		Gates: map[string]float64{"max_invalid_rate": 0.1}, DeviceTimeout: 20})
-	r := h.waitState(id, state.RolloutPaused, 45*time.Second)
+	r := waitState(h, id, state.RolloutPaused, 45*time.Second)
 	g := r.GateValues[state.GateInvalidRate]
 	if !g.Failed || g.Value < 0.4 || g.Value > 0.6 || r.Wave != 1 {
 		t.Fatalf("paused in wave %d for %q with invalid gate %+v", r.Wave, r.Reason, g)
 	}
 	waves := 0
-	for _, rd := range h.rolloutDevices(id) {
+	for _, rd := range rolloutDevices(h, id) {
 		if rd.State != state.DevPending {
 			waves++
 		}
@@ -84,9 +85,9 @@ func TestInvalidRateGatePausesRealAgents(t *testing.T) {
 // 400; a device that is enrolled but whose agent never starts times out after
 // device_timeout_seconds and counts as failed, while the others complete.
 func TestOverlapUnapprovedAndOfflineDevice(t *testing.T) {
-	h := startHub(t)
+	h := nodetest.Start(t)
 	f := newFleet(t, h)
-	v1 := h.pushModel("m", true, "weights-v1", "", true)
+	v1 := pushModel(h, "m", true, "weights-v1", "", true)
 	online := []*device{f.enroll("a-0", map[string]string{"site": "lab", "row": "1"}), f.enroll("a-1", map[string]string{"site": "lab", "row": "2"})}
 	f.enroll("a-2", map[string]string{"site": "lab", "row": "2"}) // offline: never started
 	for _, d := range online {
@@ -94,36 +95,36 @@ func TestOverlapUnapprovedAndOfflineDevice(t *testing.T) {
 	}
 	f.waitConnected(online)
 
-	id := h.startRollout(rolloutReq{Model: "m", Version: v1, Selector: "site=lab", Waves: []float64{100}, BakeSeconds: 1,
+	id := startRollout(h, rolloutReq{Model: "m", Version: v1, Selector: "site=lab", Waves: []float64{100}, BakeSeconds: 1,
 		Gates: map[string]float64{"max_failure_rate": 0.5}, DeviceTimeout: 2})
-	h.call(http.MethodPost, "/api/v1/rollouts/"+id+"/pause", nil, http.StatusOK, nil) // hold it active while we probe
+	h.Call(http.MethodPost, "/api/v1/rollouts/"+id+"/pause", nil, http.StatusOK, nil) // hold it active while we probe
 	var problem struct {
 		Extra struct {
 			Rollout string   `json:"rollout"`
 			Devices []string `json:"devices"`
 		} `json:"extra"`
 	}
-	h.call(http.MethodPost, "/api/v1/rollouts", rolloutReq{Model: "m", Version: v1, Selector: "row=2", Waves: []float64{100}}, http.StatusConflict, &problem)
+	h.Call(http.MethodPost, "/api/v1/rollouts", rolloutReq{Model: "m", Version: v1, Selector: "row=2", Waves: []float64{100}}, http.StatusConflict, &problem)
 	conflict := problem.Extra
 	slices.Sort(conflict.Devices)
 	if conflict.Rollout != id || !slices.Equal(conflict.Devices, []string{"a-1", "a-2"}) {
 		t.Errorf("409 names rollout %q devices %v, want %s [a-1 a-2]", conflict.Rollout, conflict.Devices, id)
 	}
-	v2 := h.pushModel("m", false, "weights-v2", "", false)
-	body := h.call(http.MethodPost, "/api/v1/rollouts", rolloutReq{Model: "m", Version: v2, Selector: "row=9", Waves: []float64{100}}, http.StatusBadRequest, nil)
+	v2 := pushModel(h, "m", false, "weights-v2", "", false)
+	body := h.Call(http.MethodPost, "/api/v1/rollouts", rolloutReq{Model: "m", Version: v2, Selector: "row=9", Waves: []float64{100}}, http.StatusBadRequest, nil)
 	if !strings.Contains(string(body), "approved") {
 		t.Errorf("unapproved version refused with %s", body)
 	}
 
-	h.call(http.MethodPost, "/api/v1/rollouts/"+id+"/resume", nil, http.StatusOK, nil)
-	r := h.waitState(id, state.RolloutCompleted, 30*time.Second)
+	h.Call(http.MethodPost, "/api/v1/rollouts/"+id+"/resume", nil, http.StatusOK, nil)
+	r := waitState(h, id, state.RolloutCompleted, 30*time.Second)
 	if r.Counts[state.DevActive] != 2 || r.Counts[state.DevFailed] != 1 {
 		t.Fatalf("completed with counts %v", r.Counts)
 	}
 	if g := r.GateValues[state.GateFailureRate]; g.Evidence != 3 || g.Value < 0.33 || g.Value > 0.34 {
 		t.Errorf("failure gate %+v, want 1/3 over 3 devices", g)
 	}
-	rd := h.rolloutDevices(id)["a-2"]
+	rd := rolloutDevices(h, id)["a-2"]
 	if rd.State != state.DevFailed || !strings.Contains(rd.Error, "timed out") {
 		t.Errorf("offline device: %+v", rd)
 	}

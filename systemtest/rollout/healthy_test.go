@@ -7,26 +7,28 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/hub/node/nodetest"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // TestHealthyRolloutRealAgents: 20 real agents, waves [10, 50, 100] percent. The rollout
 // completes, every device runs the new version (hub state and the agent's model dir), the
 // alias moves, and the audit log shows each wave's start once, with its gate values.
 func TestHealthyRolloutRealAgents(t *testing.T) {
-	h := startHub(t)
+	h := nodetest.Start(t)
 	f := newFleet(t, h)
-	v := h.pushModel("m", true, "weights-v1", "", true)
+	v := pushModel(h, "m", true, "weights-v1", "", true)
 	devs := f.startAll("d", 20, map[string]string{"site": "lab"}, agentOpts{})
 
-	id := h.startRollout(rolloutReq{Model: "m", Version: v, Selector: "site=lab", Waves: []float64{10, 50, 100},
+	id := startRollout(h, rolloutReq{Model: "m", Version: v, Selector: "site=lab", Waves: []float64{10, 50, 100},
 		BakeSeconds: 1, Gates: map[string]float64{"max_failure_rate": 0.1}, DeviceTimeout: 20, SetAlias: "prod"})
-	r := h.waitState(id, state.RolloutCompleted, 60*time.Second)
+	r := waitState(h, id, state.RolloutCompleted, 60*time.Second)
 	if r.Wave != 3 || r.Counts[state.DevActive] != 20 || len(r.WaveSizes) != 3 || r.WaveSizes[0] != 2 || r.WaveSizes[1] != 10 {
 		t.Fatalf("completed rollout: wave %d sizes %v counts %v", r.Wave, r.WaveSizes, r.Counts)
 	}
 	f.waitActive(devs, "m", v, 10*time.Second)
-	for _, rd := range h.rolloutDevices(id) {
+	for _, rd := range rolloutDevices(h, id) {
 		if rd.State != state.DevActive {
 			t.Errorf("device %s is %s in the rollout", rd.ID, rd.State)
 		}
@@ -34,13 +36,13 @@ func TestHealthyRolloutRealAgents(t *testing.T) {
 	var alias struct {
 		Version int `json:"version"`
 	}
-	h.call(http.MethodGet, "/api/v1/models/m/aliases/prod", nil, http.StatusOK, &alias)
+	h.Call(http.MethodGet, "/api/v1/models/m/aliases/prod", nil, http.StatusOK, &alias)
 	if alias.Version != v {
 		t.Errorf("alias prod -> %d, want %d", alias.Version, v)
 	}
 
 	starts := 0
-	for _, e := range h.audit(id) {
+	for _, e := range audit(h, id) {
 		t.Logf("audit %s %s", e.Action, e.Detail)
 		if e.Action != "rollout.start_wave" {
 			continue
@@ -65,9 +67,9 @@ func TestHealthyRolloutRealAgents(t *testing.T) {
 // desired revision, which the agent acts on; a failed health check is final for a revision) and
 // resumes: the controller counts the fixed devices active and the rollout completes.
 func TestHealthCheckFailurePausesThenFixedDevicesContinue(t *testing.T) {
-	h := startHub(t)
+	h := nodetest.Start(t)
 	f := newFleet(t, h)
-	v := h.pushModel("m", true, "weights-v1", "", true)
+	v := pushModel(h, "m", true, "weights-v1", "", true)
 	ok, bad := true, false
 	var canaries, broken, rest []*device
 	for i := range 5 {
@@ -87,15 +89,15 @@ func TestHealthCheckFailurePausesThenFixedDevicesContinue(t *testing.T) {
 	}
 	f.waitConnected(append(append([]*device{}, canaries...), rest...))
 
-	id := h.startRollout(rolloutReq{Model: "m", Version: v, Waves: map[string][]int{"counts": {5, 20}},
+	id := startRollout(h, rolloutReq{Model: "m", Version: v, Waves: map[string][]int{"counts": {5, 20}},
 		BakeSeconds: 1, Gates: map[string]float64{"max_failure_rate": 0.2}, DeviceTimeout: 20})
-	r := h.waitState(id, state.RolloutPaused, 30*time.Second)
+	r := waitState(h, id, state.RolloutPaused, 30*time.Second)
 	if r.Wave != 1 || !strings.Contains(r.Reason, state.GateFailureRate) {
 		t.Fatalf("paused in wave %d: %q", r.Wave, r.Reason)
 	}
-	waitFor(t, 20*time.Second, "the broken canaries to report failed", func() bool {
+	testhelp.WaitFor(t, 20*time.Second, "the broken canaries to report failed", func() bool {
 		for _, d := range broken {
-			d2, err := h.n.Reader().Device(d.id)
+			d2, err := h.Reader().Device(d.id)
 			if err != nil || d2.Reported.Models["m"].State != state.DevFailed {
 				return false
 			}
@@ -108,18 +110,18 @@ func TestHealthCheckFailurePausesThenFixedDevicesContinue(t *testing.T) {
 		}
 	}
 	for _, d := range rest {
-		if dd, _ := h.n.Reader().Device(d.id); dd.Desired["m"].Version != 0 || d.current(t, "m") != 0 {
+		if dd, _ := h.Reader().Device(d.id); dd.Desired["m"].Version != 0 || d.current(t, "m") != 0 {
 			t.Errorf("%s of wave 2 got the version while paused in wave 1", d.id)
 		}
 	}
 
 	for _, d := range broken {
 		f.setHealth(d, true)
-		h.call(http.MethodPut, "/api/v1/devices/"+d.id+"/models/m", map[string]int{"version": v}, http.StatusOK, nil)
+		h.Call(http.MethodPut, "/api/v1/devices/"+d.id+"/models/m", map[string]int{"version": v}, http.StatusOK, nil)
 	}
 	f.waitActive(broken, "m", v, 20*time.Second)
-	h.call(http.MethodPost, "/api/v1/rollouts/"+id+"/resume", nil, http.StatusOK, nil)
-	r = h.waitState(id, state.RolloutCompleted, 60*time.Second)
+	h.Call(http.MethodPost, "/api/v1/rollouts/"+id+"/resume", nil, http.StatusOK, nil)
+	r = waitState(h, id, state.RolloutCompleted, 60*time.Second)
 	if r.Counts[state.DevActive] != 20 {
 		t.Fatalf("completed with counts %v", r.Counts)
 	}

@@ -1,61 +1,30 @@
 package rollout_test
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/driftline/driftline/hub/node"
+	"github.com/driftline/driftline/hub/node/nodetest"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/internal/testhelp"
 )
-
-// startCluster starts three in-process hub nodes, each with its embedded broker: n1 bootstraps
-// and the others join it. It returns them with n1 (the leader) first.
-func startCluster(t *testing.T) []*hub {
-	t.Helper()
-	first := startHub(t)
-	hubs := []*hub{first}
-	for i := 2; i <= 3; i++ {
-		n, err := node.Start(context.Background(), node.Config{DataDir: t.TempDir(), NodeID: fmt.Sprintf("n%d", i),
-			HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", Join: first.n.URL(), JoinToken: first.tok,
-			Logger: testLogger(t, slog.LevelWarn)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		hubs = append(hubs, &hub{t: t, n: n, tok: first.tok})
-	}
-	waitFor(t, 60*time.Second, "3 voters", func() bool {
-		voters := 0
-		for _, nd := range first.n.Store().Status().Nodes {
-			if nd.Voter {
-				voters++
-			}
-		}
-		return voters == 3
-	})
-	return hubs
-}
 
 // TestLeaderKilledMidWave: a 3-node hub; 10 real agents on a follower's broker; the leader is
 // stopped the way a crash stops it (raft shut down with no leadership transfer) while wave 2 of
 // 3 is under way. The rollout completes under the new leader; the audit log has exactly one
 // start per wave; and every device's rollout state, sampled throughout, only moved forward.
 func TestLeaderKilledMidWave(t *testing.T) {
-	hubs := startCluster(t)
-	leader, h := hubs[0], hubs[1]
-	if !leader.n.Store().IsLeader() {
-		t.Fatal("n1 does not lead after bootstrap")
-	}
+	c := nodetest.StartCluster(t, 3)
+	leader := c.Leader()
+	h := c.Followers()[0]
 	f := newFleet(t, h) // agents connect to n2's broker, which survives
-	v := h.pushModel("m", true, "weights-v1", "", true)
+	v := pushModel(h, "m", true, "weights-v1", "", true)
 	devs := f.startAll("d", 10, map[string]string{"site": "lab"}, agentOpts{})
 
-	id := h.startRollout(rolloutReq{Model: "m", Version: v, Waves: map[string][]int{"counts": {3, 6, 10}}, BakeSeconds: 2,
+	id := startRollout(h, rolloutReq{Model: "m", Version: v, Waves: map[string][]int{"counts": {3, 6, 10}}, BakeSeconds: 2,
 		Gates: map[string]float64{"max_failure_rate": 0.1}, DeviceTimeout: 30})
 
 	// Sample every device's rollout state on the surviving node until the rollout ends.
@@ -73,7 +42,7 @@ func TestLeaderKilledMidWave(t *testing.T) {
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
-			devsNow, err := h.n.Reader().RolloutDevices(id, 0)
+			devsNow, err := h.Reader().RolloutDevices(id, 0)
 			if err != nil {
 				continue
 			}
@@ -97,28 +66,24 @@ func TestLeaderKilledMidWave(t *testing.T) {
 	}()
 
 	var atKill state.Rollout
-	waitFor(t, 30*time.Second, "wave 2 under way", func() bool {
-		r, err := h.n.Reader().Rollout(id)
+	testhelp.WaitFor(t, 30*time.Second, "wave 2 under way", func() bool {
+		r, err := h.Reader().Rollout(id)
 		atKill = r
 		return err == nil && r.Wave == 2 && r.WaveDoneAt == 0
 	})
-	if err := leader.n.Store().Abort(); err != nil {
-		t.Fatalf("abort the leader: %v", err)
-	}
+	t.Logf("killing leader %s in wave %d, devices %v", leader.ID(), atKill.Wave, atKill.Counts)
+	c.Kill(leader)
 	killed := time.Now()
-	t.Logf("leader n1 killed in wave %d, devices %v", atKill.Wave, atKill.Counts)
-	waitFor(t, 20*time.Second, "a new leader", func() bool {
-		return hubs[1].n.Store().IsLeader() || hubs[2].n.Store().IsLeader()
-	})
+	c.WaitForNewLeader(leader)
 	t.Logf("new leader after %v", time.Since(killed).Round(10*time.Millisecond))
-	r := h.waitState(id, state.RolloutCompleted, 60*time.Second)
+	r := waitState(h, id, state.RolloutCompleted, 60*time.Second)
 	if r.Counts[state.DevActive] != 10 {
 		t.Fatalf("completed with counts %v", r.Counts)
 	}
 	f.waitActive(devs, "m", v, 10*time.Second)
 	for _, d := range devs {
 		// One desired write per device: the rollout's, made once.
-		dd, err := h.n.Reader().Device(d.id)
+		dd, err := h.Reader().Device(d.id)
 		if err != nil || dd.DesiredRev != 1 || dd.Desired["m"].RolloutID != id {
 			t.Errorf("%s: desired rev %d %+v (%v), want one write by rollout %s", d.id, dd.DesiredRev, dd.Desired, err, id)
 		}
@@ -127,7 +92,7 @@ func TestLeaderKilledMidWave(t *testing.T) {
 	<-sampling
 
 	starts := map[int]int{}
-	for _, e := range h.audit(id) {
+	for _, e := range audit(h, id) {
 		if e.Action == "rollout.start_wave" {
 			var w, of int
 			fmt.Sscanf(e.Detail, "wave %d of %d", &w, &of)

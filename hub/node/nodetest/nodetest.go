@@ -93,6 +93,11 @@ func start(t testing.TB, cfg node.Config) *Hub {
 			t.Logf("close node %s: %v", cfg.NodeID, err)
 		}
 	})
+	// A restart binds the addresses this start was given.
+	cfg.HTTPAddr = n.HTTPAddr()
+	if a := n.MQTTAddr(); a != "" {
+		cfg.MQTTAddr = a
+	}
 	return &Hub{Node: n, T: t, Dir: cfg.DataDir, Client: &http.Client{Timeout: 60 * time.Second}, cfg: cfg}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/driftline/driftline/hub/store"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/kv"
 )
 
@@ -181,7 +182,7 @@ func (c *Cluster) LiveNodes() []*Node {
 func (c *Cluster) Leader() *Node {
 	c.t.Helper()
 	var leader *Node
-	WaitFor(c.t, WaitTimeout, "a single leader", func() bool {
+	testhelp.WaitFor(c.t, WaitTimeout, "a single leader", func() bool {
 		leader = c.currentLeader()
 		return leader != nil
 	})
@@ -219,7 +220,7 @@ func (c *Cluster) currentLeader() *Node {
 func (c *Cluster) WaitForNewLeader(old *Node) *Node {
 	c.t.Helper()
 	var leader *Node
-	WaitFor(c.t, WaitTimeout, "a new leader", func() bool {
+	testhelp.WaitFor(c.t, WaitTimeout, "a new leader", func() bool {
 		leader = c.currentLeader()
 		return leader != nil && leader != old
 	})
@@ -294,7 +295,7 @@ func (c *Cluster) Close() {
 // WaitReplicated waits until every live node has applied the leader's last index.
 func (c *Cluster) WaitReplicated() {
 	c.t.Helper()
-	WaitFor(c.t, WaitTimeout, "all nodes to apply the leader's log", func() bool {
+	testhelp.WaitFor(c.t, WaitTimeout, "all nodes to apply the leader's log", func() bool {
 		l := c.currentLeader()
 		if l == nil {
 			return false
@@ -314,7 +315,7 @@ func (c *Cluster) WaitReplicated() {
 func (c *Cluster) EnsureSame() {
 	c.t.Helper()
 	var diff string
-	ok := Poll(WaitTimeout, func() bool {
+	ok := poll(WaitTimeout, func() bool {
 		c.WaitReplicated()
 		nodes := c.LiveNodes()
 		ref := Dump(c.t, nodes[0].DB)
@@ -373,16 +374,8 @@ func diffDumps(a, b []KV) string {
 	return ""
 }
 
-// WaitFor polls cond until it holds, failing the test with what after timeout.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	if !Poll(timeout, cond) {
-		t.Fatalf("timed out after %v waiting for %s", timeout, what)
-	}
-}
-
-// Poll calls cond every 10 ms until it returns true (true) or timeout passes (false).
-func Poll(timeout time.Duration, cond func() bool) bool {
+// poll calls cond every 10 ms until it returns true (true) or timeout passes (false).
+func poll(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for {
 		if cond() {
