@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"mime/multipart"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,7 +19,7 @@ import (
 	"github.com/driftline/driftline/agent/outputs"
 	"github.com/driftline/driftline/agent/pipeline"
 	"github.com/driftline/driftline/agent/state"
-	"github.com/driftline/driftline/hub/node"
+	"github.com/driftline/driftline/hub/node/nodetest"
 	hubstate "github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/internal/testhelp"
 )
@@ -31,18 +30,8 @@ import (
 func TestOutputsReachTheHub(t *testing.T) {
 	dir := t.TempDir()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	hub, err := node.Start(context.Background(), node.Config{DataDir: filepath.Join(dir, "hub"), NodeID: "n1",
-		HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hub.Close()
-	var admin string
-	testhelp.WaitFor(t, 20*time.Second, "admin token", func() bool {
-		b, err := os.ReadFile(hub.AdminTokenPath())
-		admin = strings.TrimSpace(string(b))
-		return err == nil && admin != ""
-	})
+	h := nodetest.Start(t)
+	hub, admin := h.Node, h.Token
 	send := func(method, path, ct string, body io.Reader, out any) int {
 		req, _ := http.NewRequest(method, hub.URL()+path, body)
 		req.Header.Set("Authorization", "Bearer "+admin)
@@ -99,17 +88,8 @@ func TestOutputsReachTheHub(t *testing.T) {
 	}
 	call("POST", "/api/v1/devices", map[string]string{"id": "edge-1"}, &dev)
 	call("PUT", "/api/v1/devices/edge-1/models/clf", map[string]int{"version": 1}, nil)
-	var keys struct {
-		Items []struct {
-			PublicKey string `json:"public_key"`
-		} `json:"items"`
-	}
-	testhelp.WaitFor(t, 20*time.Second, "signing key", func() bool {
-		call("GET", "/api/v1/keys", nil, &keys)
-		return len(keys.Items) > 0
-	})
 	cfg := config.Default()
-	cfg.TrustedKeys = []string{keys.Items[0].PublicKey}
+	cfg.TrustedKeys = h.Keys()
 	cfg.DeviceID, cfg.Token, cfg.Brokers = "edge-1", dev.Token, []string{hub.MQTTURL()}
 	cfg.StateDir, cfg.ModelDir, cfg.Metrics = filepath.Join(dir, "state"), filepath.Join(dir, "models"), "127.0.0.1:0"
 	cfg.Window.Rows = 90

@@ -18,8 +18,8 @@ func dataSetup(t *testing.T, n int) (*nodetest.Hub, *fleet, []*device, int, int)
 	h := nodetest.Start(t)
 	f := newFleet(t, h)
 	h.PushDataset("sensors", sensorContract, sensorCSV(600))
-	v1 := pushModel(h, "m", true, "weights-v1", "sensors", true)
-	v2 := pushModel(h, "m", false, "weights-v2", "sensors", true)
+	v1 := pushModel(h, "m", "weights-v1", "sensors", true)
+	v2 := pushModel(h, "m", "weights-v2", "sensors", true)
 	devs := f.startAll("d", n, map[string]string{"site": "lab"}, agentOpts{windowRows: 50})
 	for _, d := range devs {
 		h.Call(http.MethodPut, "/api/v1/devices/"+d.id+"/models/m", map[string]int{"version": v1}, http.StatusOK, nil)
@@ -87,7 +87,7 @@ func TestInvalidRateGatePausesRealAgents(t *testing.T) {
 func TestOverlapUnapprovedAndOfflineDevice(t *testing.T) {
 	h := nodetest.Start(t)
 	f := newFleet(t, h)
-	v1 := pushModel(h, "m", true, "weights-v1", "", true)
+	v1 := pushModel(h, "m", "weights-v1", "", true)
 	online := []*device{f.enroll("a-0", map[string]string{"site": "lab", "row": "1"}), f.enroll("a-1", map[string]string{"site": "lab", "row": "2"})}
 	f.enroll("a-2", map[string]string{"site": "lab", "row": "2"}) // offline: never started
 	for _, d := range online {
@@ -110,7 +110,7 @@ func TestOverlapUnapprovedAndOfflineDevice(t *testing.T) {
 	if conflict.Rollout != id || !slices.Equal(conflict.Devices, []string{"a-1", "a-2"}) {
 		t.Errorf("409 names rollout %q devices %v, want %s [a-1 a-2]", conflict.Rollout, conflict.Devices, id)
 	}
-	v2 := pushModel(h, "m", false, "weights-v2", "", false)
+	v2 := pushModel(h, "m", "weights-v2", "", false)
 	body := h.Call(http.MethodPost, "/api/v1/rollouts", rolloutReq{Model: "m", Version: v2, Selector: "row=9", Waves: []float64{100}}, http.StatusBadRequest, nil)
 	if !strings.Contains(string(body), "approved") {
 		t.Errorf("unapproved version refused with %s", body)

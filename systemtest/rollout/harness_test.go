@@ -28,13 +28,10 @@ import (
 	"github.com/driftline/driftline/shared/wire"
 )
 
-// pushModel registers a version of model (creating the model first when first is set), trained
+// pushModel registers a version of model (creating the model when it does not exist), trained
 // on dataset@1 when dataset is not empty, and approves it when approve is set.
-func pushModel(h *nodetest.Hub, model string, first bool, weights, dataset string, approve bool) int {
+func pushModel(h *nodetest.Hub, model string, weights, dataset string, approve bool) int {
 	h.T.Helper()
-	if first {
-		h.Call(http.MethodPost, "/api/v1/models", map[string]string{"name": model}, http.StatusCreated, nil)
-	}
 	meta := `{"format":"onnx"}`
 	if dataset != "" {
 		meta = fmt.Sprintf(`{"format":"onnx","trained_on":[{"dataset":%q,"version":1}]}`, dataset)

@@ -18,7 +18,7 @@ import (
 func TestHealthyRolloutRealAgents(t *testing.T) {
 	h := nodetest.Start(t)
 	f := newFleet(t, h)
-	v := pushModel(h, "m", true, "weights-v1", "", true)
+	v := pushModel(h, "m", "weights-v1", "", true)
 	devs := f.startAll("d", 20, map[string]string{"site": "lab"}, agentOpts{})
 
 	id := startRollout(h, rolloutReq{Model: "m", Version: v, Selector: "site=lab", Waves: []float64{10, 50, 100},
@@ -69,7 +69,7 @@ func TestHealthyRolloutRealAgents(t *testing.T) {
 func TestHealthCheckFailurePausesThenFixedDevicesContinue(t *testing.T) {
 	h := nodetest.Start(t)
 	f := newFleet(t, h)
-	v := pushModel(h, "m", true, "weights-v1", "", true)
+	v := pushModel(h, "m", "weights-v1", "", true)
 	ok, bad := true, false
 	var canaries, broken, rest []*device
 	for i := range 5 {

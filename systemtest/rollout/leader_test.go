@@ -21,7 +21,7 @@ func TestLeaderKilledMidWave(t *testing.T) {
 	leader := c.Leader()
 	h := c.Followers()[0]
 	f := newFleet(t, h) // agents connect to n2's broker, which survives
-	v := pushModel(h, "m", true, "weights-v1", "", true)
+	v := pushModel(h, "m", "weights-v1", "", true)
 	devs := f.startAll("d", 10, map[string]string{"site": "lab"}, agentOpts{})
 
 	id := startRollout(h, rolloutReq{Model: "m", Version: v, Waves: map[string][]int{"counts": {3, 6, 10}}, BakeSeconds: 2,

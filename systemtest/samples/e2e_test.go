@@ -11,7 +11,6 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -26,6 +25,7 @@ import (
 	"github.com/driftline/driftline/agent/samples"
 	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/hub/node"
+	"github.com/driftline/driftline/hub/node/nodetest"
 	hubstate "github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/hub/webhook"
 	"github.com/driftline/driftline/internal/testhelp"
@@ -95,18 +95,9 @@ func temps(rng *rand.Rand, n int, mean float64) string {
 func startLoop(t *testing.T, collect bool) *loop {
 	dir := t.TempDir()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	hub, err := node.Start(context.Background(), node.Config{DataDir: filepath.Join(dir, "hub"), NodeID: "n1",
-		HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", Logger: logger, SampleSettle: 500 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hub.Close() })
-	l := &loop{t: t, hub: hub}
-	testhelp.WaitFor(t, 20*time.Second, "admin token", func() bool {
-		b, err := os.ReadFile(hub.AdminTokenPath())
-		l.admin = strings.TrimSpace(string(b))
-		return err == nil && l.admin != ""
-	})
+	h := nodetest.Start(t, func(c *node.Config) { c.SampleSettle = 500 * time.Millisecond })
+	hub := h.Node
+	l := &loop{t: t, hub: hub, admin: h.Token}
 	ext := ""
 	if collect {
 		ext = `,"x-driftline":{"collect":true}`
@@ -127,17 +118,8 @@ func startLoop(t *testing.T, collect bool) *loop {
 	}
 	l.call("POST", "/api/v1/devices", map[string]string{"id": "edge-1"}, &dev)
 	l.call("PUT", "/api/v1/devices/edge-1/models/m", map[string]int{"version": 1}, nil)
-	var keys struct {
-		Items []struct {
-			PublicKey string `json:"public_key"`
-		} `json:"items"`
-	}
-	testhelp.WaitFor(t, 20*time.Second, "signing key", func() bool {
-		l.call("GET", "/api/v1/keys", nil, &keys)
-		return len(keys.Items) > 0
-	})
 	cfg := config.Default()
-	cfg.TrustedKeys = []string{keys.Items[0].PublicKey}
+	cfg.TrustedKeys = h.Keys()
 	cfg.DeviceID, cfg.Token, cfg.Brokers = "edge-1", dev.Token, []string{hub.MQTTURL()}
 	cfg.StateDir, cfg.ModelDir, cfg.Metrics = filepath.Join(dir, "state"), filepath.Join(dir, "models"), "127.0.0.1:0"
 	cfg.Window.Rows = 100

@@ -281,8 +281,8 @@ func (h *Hub) PushDataset(name, contract, sampleCSV string) int {
 // returns the version and the artifact's digest.
 func (h *Hub) PushModel(name string, artifact []byte, metadata string, approve bool) (version int, digest string) {
 	h.T.Helper()
-	if code, _ := h.Request(http.MethodGet, "/api/v1/models/"+name, nil); code == http.StatusNotFound {
-		h.Call(http.MethodPost, "/api/v1/models", map[string]string{"name": name}, http.StatusCreated, nil)
+	if code, b := h.Request(http.MethodPost, "/api/v1/models", map[string]string{"name": name}); code != http.StatusCreated && code != http.StatusConflict {
+		h.T.Fatalf("create model %s: %d %s", name, code, b)
 	}
 	if metadata == "" {
 		metadata = `{"format":"onnx"}`
