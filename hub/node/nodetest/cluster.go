@@ -5,7 +5,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/driftline/driftline/hub/node"
+	"github.com/driftline/driftline/hub/store"
+	"github.com/driftline/driftline/hub/store/storetest"
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
@@ -89,31 +93,21 @@ func (c *Cluster) WaitForNewLeader(old *Hub) *Hub {
 	return leader
 }
 
-// currentLeader is the live node that leads when exactly one does and every live member of its
-// configuration knows it; nil otherwise.
+// currentLeader is the live node that leads with every live member agreeing (nil otherwise).
 func (c *Cluster) currentLeader() *Hub {
-	var leader *Hub
-	for _, h := range c.LiveHubs() {
-		if h.Store().IsLeader() {
-			if leader != nil {
-				return nil
-			}
-			leader = h
-		}
+	live := c.LiveHubs()
+	if i := storetest.AgreedLeader(stores(live)); i >= 0 {
+		return live[i]
 	}
-	if leader == nil {
-		return nil
+	return nil
+}
+
+func stores(hubs []*Hub) []*store.Store {
+	out := make([]*store.Store, len(hubs))
+	for i, h := range hubs {
+		out[i] = h.Store()
 	}
-	members := map[string]bool{}
-	for _, m := range leader.Store().Status().Nodes {
-		members[m.ID] = true
-	}
-	for _, h := range c.LiveHubs() {
-		if members[h.ID()] && h.Store().Status().LeaderID != leader.ID() {
-			return nil
-		}
-	}
-	return leader
+	return out
 }
 
 // Followers returns the live nodes other than the leader.
@@ -158,41 +152,29 @@ func (c *Cluster) Restart(h *Hub) {
 func (c *Cluster) WaitReplicated() {
 	c.t.Helper()
 	testhelp.WaitFor(c.t, WaitTimeout, "all nodes to apply the leader's log", func() bool {
-		l := c.currentLeader()
-		if l == nil {
-			return false
-		}
-		want := l.Store().Status().CommitIndex
-		for _, h := range c.LiveHubs() {
-			if h.Store().Status().AppliedIndex < want {
-				return false
-			}
-		}
-		return true
+		return storetest.Replicated(stores(c.LiveHubs()))
 	})
 }
 
-// EnsureSame waits until every live node's replicated state has the same digest (at the same
-// applied index), failing the test with the digests when they stay apart.
+// EnsureSame waits until every live node has applied the leader's log and holds the same
+// replicated state (keys and values under store.FSMPrefix), failing the test with the first
+// difference when they stay apart.
 func (c *Cluster) EnsureSame() {
 	c.t.Helper()
 	deadline := time.Now().Add(WaitTimeout)
 	for {
 		c.WaitReplicated()
-		digests, same := map[string]string{}, map[string]bool{}
-		for _, h := range c.LiveHubs() {
-			d, err := h.Store().Digest()
-			if err != nil {
-				c.t.Fatalf("digest of %s: %v", h.ID(), err)
-			}
-			digests[h.ID()] = fmt.Sprintf("%d:%s", d.AppliedIndex, d.Digest)
-			same[digests[h.ID()]] = true
+		live := c.LiveHubs()
+		ids, dbs := make([]string, len(live)), make([]*badger.DB, len(live))
+		for i, h := range live {
+			ids[i], dbs[i] = h.ID(), h.Store().DB()
 		}
-		if len(same) == 1 {
+		diff := storetest.StateDiff(c.t, ids, dbs)
+		if diff == "" {
 			return
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("node states differ after %v: %v", WaitTimeout, digests)
+			c.t.Fatalf("node states differ after %v: %s", WaitTimeout, diff)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -190,30 +190,61 @@ func (c *Cluster) Leader() *Node {
 }
 
 func (c *Cluster) currentLeader() *Node {
-	var leader *Node
-	for _, n := range c.LiveNodes() {
-		if n.Store.IsLeader() {
-			if leader != nil {
-				return nil
+	live := c.LiveNodes()
+	stores := make([]*store.Store, len(live))
+	for i, n := range live {
+		stores[i] = n.Store
+	}
+	if i := AgreedLeader(stores); i >= 0 {
+		return live[i]
+	}
+	return nil
+}
+
+// AgreedLeader returns the index of the store in stores that leads when exactly one does and
+// every store that is a member of its configuration names it as leader; -1 otherwise (no
+// leader yet, two during a change, or a member that has not heard). A store not in the leader's
+// configuration (not yet joined, or removed) does not count. nodetest's clusters use it too.
+func AgreedLeader(stores []*store.Store) int {
+	leader := -1
+	for i, s := range stores {
+		if s.IsLeader() {
+			if leader >= 0 {
+				return -1
 			}
-			leader = n
+			leader = i
 		}
 	}
-	if leader == nil {
-		return nil
+	if leader < 0 {
+		return -1
 	}
-	// Every live member of the leader's configuration must know it (a node not yet joined, or
-	// removed, does not count).
+	l := stores[leader]
 	members := map[string]bool{}
-	for _, m := range leader.Store.Status().Nodes {
+	for _, m := range l.Status().Nodes {
 		members[m.ID] = true
 	}
-	for _, n := range c.LiveNodes() {
-		if members[n.ID] && n.Store.Status().LeaderID != leader.ID {
-			return nil
+	for _, s := range stores {
+		if members[s.NodeID()] && s.Status().LeaderID != l.NodeID() {
+			return -1
 		}
 	}
 	return leader
+}
+
+// Replicated reports whether every store has applied the commit index of the agreed leader
+// among them (false without one).
+func Replicated(stores []*store.Store) bool {
+	i := AgreedLeader(stores)
+	if i < 0 {
+		return false
+	}
+	want := stores[i].Status().CommitIndex
+	for _, s := range stores {
+		if s.Status().AppliedIndex < want {
+			return false
+		}
+	}
+	return true
 }
 
 // WaitForNewLeader waits for a leader other than old and returns it.
@@ -296,17 +327,12 @@ func (c *Cluster) Close() {
 func (c *Cluster) WaitReplicated() {
 	c.t.Helper()
 	testhelp.WaitFor(c.t, WaitTimeout, "all nodes to apply the leader's log", func() bool {
-		l := c.currentLeader()
-		if l == nil {
-			return false
+		live := c.LiveNodes()
+		stores := make([]*store.Store, len(live))
+		for i, n := range live {
+			stores[i] = n.Store
 		}
-		want := l.Store.Status().CommitIndex
-		for _, n := range c.LiveNodes() {
-			if n.Store.Status().AppliedIndex < want {
-				return false
-			}
-		}
-		return true
+		return Replicated(stores)
 	})
 }
 
@@ -317,19 +343,30 @@ func (c *Cluster) EnsureSame() {
 	var diff string
 	ok := poll(WaitTimeout, func() bool {
 		c.WaitReplicated()
-		nodes := c.LiveNodes()
-		ref := Dump(c.t, nodes[0].DB)
-		for _, n := range nodes[1:] {
-			if d := diffDumps(ref, Dump(c.t, n.DB)); d != "" {
-				diff = fmt.Sprintf("%s vs %s: %s", nodes[0].ID, n.ID, d)
-				return false
-			}
+		live := c.LiveNodes()
+		ids, dbs := make([]string, len(live)), make([]*badger.DB, len(live))
+		for i, n := range live {
+			ids[i], dbs[i] = n.ID, n.DB
 		}
-		return true
+		diff = StateDiff(c.t, ids, dbs)
+		return diff == ""
 	})
 	if !ok {
 		c.t.Fatalf("FSM states differ: %s", diff)
 	}
+}
+
+// StateDiff compares the keys and values under store.FSMPrefix of the databases dbs (of the nodes
+// ids) with the first one's, and describes the first difference ("" when all are the same).
+func StateDiff(t testing.TB, ids []string, dbs []*badger.DB) string {
+	t.Helper()
+	ref := Dump(t, dbs[0])
+	for i, db := range dbs[1:] {
+		if d := diffDumps(ref, Dump(t, db)); d != "" {
+			return fmt.Sprintf("%s vs %s: %s", ids[0], ids[i+1], d)
+		}
+	}
+	return ""
 }
 
 // KV is one key and value.
