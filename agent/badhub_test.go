@@ -5,7 +5,6 @@ package agent_test
 // and never activates a partial file. The test plays the hub (fakehub_test.go).
 
 import (
-	"bytes"
 	"errors"
 	"io/fs"
 	"os"
@@ -18,23 +17,8 @@ import (
 	"github.com/driftline/driftline/agent/agenttest"
 	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/internal/testhelp"
-	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/wire"
 )
-
-// distinctChunks is the number of distinct chunk digests of data.
-func distinctChunks(t testing.TB, data []byte) int {
-	t.Helper()
-	man, err := artifact.Split(bytes.NewReader(data), func(artifact.Chunk) error { return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]bool{}
-	for _, c := range man.Chunks {
-		seen[c.Digest] = true
-	}
-	return len(seen)
-}
 
 // TestPullFromBadHub pulls a 1 MiB model from a hub that answers chunk requests badly.
 //   - slowly: each frame 400 ms late, so every request outlives its 1 s timeout and is asked
@@ -65,7 +49,7 @@ func TestPullFromBadHub(t *testing.T) {
 		})
 	}
 	data := agenttest.RandomBytes(51, 1<<20)
-	want := distinctChunks(t, data)
+	want := agenttest.DistinctChunks(t, data)
 
 	t.Run("slow", func(t *testing.T) {
 		h, latest, a, cfg := setup(t, "dev-slow")

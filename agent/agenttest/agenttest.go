@@ -183,3 +183,18 @@ func FileDigest(t testing.TB, path string) string {
 func ModelFile(dir, name string) string {
 	return filepath.Join(dir, name, modelstore.CurrentLink, modelstore.ModelFile)
 }
+
+// DistinctChunks is the number of distinct chunk digests of data as the hub cuts it: what a pull
+// of data into an empty chunk cache fetches.
+func DistinctChunks(t testing.TB, data []byte) int {
+	t.Helper()
+	man, err := artifact.Split(bytes.NewReader(data), func(artifact.Chunk) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, c := range man.Chunks {
+		seen[c.Digest] = true
+	}
+	return len(seen)
+}

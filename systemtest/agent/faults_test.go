@@ -23,7 +23,6 @@ import (
 	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/hub/node/nodetest"
 	"github.com/driftline/driftline/internal/testhelp"
-	"github.com/driftline/driftline/shared/artifact"
 )
 
 // dropper is a TCP proxy (toxiproxy, in process) in front of a broker that closes every
@@ -89,20 +88,6 @@ func (d *dropper) halt() {
 }
 
 func (d *dropper) url() string { return "tcp://" + d.addr }
-
-// distinctChunks is the number of distinct chunk digests of data.
-func distinctChunks(t testing.TB, data []byte) int {
-	t.Helper()
-	man, err := artifact.Split(bytes.NewReader(data), func(artifact.Chunk) error { return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]bool{}
-	for _, c := range man.Chunks {
-		seen[c.Digest] = true
-	}
-	return len(seen)
-}
 
 // TestPullThroughConnectionDrops pulls an 8 MiB model from a real hub through a link that closes
 // every connection every 3 s, at 1 MiB/s (at least 8 s of transfer, so at least two drops; the agent backs off up to 5 s after each drop of a connection younger than 10 s). The pull resumes over each reconnect and finishes with the
@@ -182,7 +167,7 @@ func pullThroughDrops(t *testing.T, h *nodetest.Hub, d *dropper, m *mosquitto, s
 	if sawPartial.Load() {
 		t.Fatal("the current link named a file other than the whole model during the pull")
 	}
-	want := distinctChunks(t, data)
+	want := agenttest.DistinctChunks(t, data)
 	fetched := agenttest.Metric(t, a.Reg, agent.MetricFetchedChunks)
 	moved := agenttest.Metric(t, a.Reg, agent.MetricFetchedBytes)
 	t.Logf("pull of %d bytes (%d chunks) took %v through %d connection drops; %v chunks verified, %.0f frame bytes received (%.2fx the file), %v reconnects",
