@@ -1,11 +1,11 @@
-package drift
+package fleetdrift
 
 import (
 	"errors"
 	"sort"
 
 	"github.com/driftline/driftline/hub/state"
-	driftstat "github.com/driftline/driftline/shared/drift"
+	"github.com/driftline/driftline/shared/drift"
 )
 
 // RefView names the reference a model version is compared with.
@@ -234,6 +234,6 @@ func (s *Service) Device(id string) (DeviceView, error) {
 	return v, nil
 }
 
-func deviceLatest(ts int64, rows uint64, rep *driftstat.Report) DeviceLatest {
+func deviceLatest(ts int64, rows uint64, rep *drift.Report) DeviceLatest {
 	return DeviceLatest{TS: ts, Rows: rows, DatasetDrift: rep.DatasetDrift, DriftShare: share(rep.DriftShare), Features: featurePoints(rep)}
 }

@@ -1,4 +1,4 @@
-package drift_test
+package fleetdrift_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/driftline/driftline/hub/broker"
-	"github.com/driftline/driftline/hub/drift"
+	"github.com/driftline/driftline/hub/fleetdrift"
 	"github.com/driftline/driftline/hub/protocol"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -27,7 +27,7 @@ func (deviceAuth) Authenticate(user string, pw []byte) (broker.Principal, error)
 // TestProfilesOverMQTT sends window profiles the way an agent does, on dl/v1/dev/d1/profile
 // through the embedded broker, into the service via protocol.SubscribeProfiles and Enqueue.
 func TestProfilesOverMQTT(t *testing.T) {
-	s := newFleetSetup(t, drift.Config{})
+	s := newFleetSetup(t, fleetdrift.Config{})
 	b, err := broker.New(broker.Config{Addr: "127.0.0.1:0", Auth: deviceAuth{}, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +53,7 @@ func TestProfilesOverMQTT(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "both profiles handled", func() bool {
 		st := s.svc.Stats()
-		return st[drift.ResultOK] == 1 && st[drift.ResultBad] == 1
+		return st[fleetdrift.ResultOK] == 1 && st[fleetdrift.ResultBad] == 1
 	})
 	d1, err := s.svc.Device("d1")
 	if err != nil || len(d1.Models) != 1 || !d1.Models[0].Latest.Features["temp"].Drift || d1.Models[0].Latest.Rows != 300 {

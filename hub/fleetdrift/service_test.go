@@ -1,4 +1,4 @@
-package drift_test
+package fleetdrift_test
 
 import (
 	"encoding/json"
@@ -12,7 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/driftline/driftline/hub/command"
-	"github.com/driftline/driftline/hub/drift"
+	"github.com/driftline/driftline/hub/fleetdrift"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/shared/profile"
 	"github.com/driftline/driftline/shared/wire"
@@ -23,12 +23,12 @@ import (
 // clock at the start of a minute.
 type fleetSetup struct {
 	h   hub
-	svc *drift.Service
+	svc *fleetdrift.Service
 	clk *clock
 	pub *published
 }
 
-func newFleetSetup(t testing.TB, cfg drift.Config) fleetSetup {
+func newFleetSetup(t testing.TB, cfg fleetdrift.Config) fleetSetup {
 	t.Helper()
 	h := startHub(t, false)
 	h.pushDataset(t, "sensors", testContract, referenceCSV(2000, 7))
@@ -39,7 +39,7 @@ func newFleetSetup(t testing.TB, cfg drift.Config) fleetSetup {
 	clk := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	pub := &published{}
 	cfg.Registry, cfg.Now, cfg.Publish, cfg.Logger = h.n.Reader(), clk.Now, pub.Publish, testLogger(t)
-	svc, err := drift.New(cfg)
+	svc, err := fleetdrift.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,8 +47,8 @@ func newFleetSetup(t testing.TB, cfg drift.Config) fleetSetup {
 }
 
 func TestFleetDrift(t *testing.T) {
-	s := newFleetSetup(t, drift.Config{})
-	key := drift.ModelKey{Model: "m", Version: 1}
+	s := newFleetSetup(t, fleetdrift.Config{})
+	key := fleetdrift.ModelKey{Model: "m", Version: 1}
 
 	// Window 1: d1 looks like the reference; d2's temperature moved by 4 sd and a category swapped.
 	s.clk.Add(10 * time.Second)
@@ -65,7 +65,7 @@ func TestFleetDrift(t *testing.T) {
 	if v.Latest != nil || v.Current == nil || !v.Current.Partial || v.Current.Devices != 2 || v.Current.Rows != 1000 {
 		t.Fatalf("before the window closes: latest %+v current %+v", v.Latest, v.Current)
 	}
-	if v.Reference == nil || *v.Reference != (drift.RefView{Dataset: "sensors", Version: 1}) {
+	if v.Reference == nil || *v.Reference != (fleetdrift.RefView{Dataset: "sensors", Version: 1}) {
 		t.Fatalf("reference %+v", v.Reference)
 	}
 
@@ -148,7 +148,7 @@ func TestFleetDrift(t *testing.T) {
 }
 
 func TestObserveRefusals(t *testing.T) {
-	s := newFleetSetup(t, drift.Config{})
+	s := newFleetSetup(t, fleetdrift.Config{})
 	good := windowProfile(t, 100, 20, "abc", 3)
 	other, _ := profile.New([]profile.Column{{Name: "pressure", Kind: profile.Numeric}})
 	cases := []struct {
@@ -157,13 +157,13 @@ func TestObserveRefusals(t *testing.T) {
 		payload []byte
 		want    error
 	}{
-		{"empty", "d1", nil, drift.ErrBadProfile},
-		{"text", "d1", []byte("not a profile"), drift.ErrBadProfile},
-		{"truncated", "d1", good[:len(good)/2], drift.ErrBadProfile},
-		{"bad version", "d1", append([]byte{99}, good[1:]...), drift.ErrBadProfile},
-		{"unknown device", "ghost", good, drift.ErrUnknownDevice},
-		{"no active model", "d3", good, drift.ErrNoModel},
-		{"columns of another contract", "d1", other.Encode(), drift.ErrNoModel},
+		{"empty", "d1", nil, fleetdrift.ErrBadProfile},
+		{"text", "d1", []byte("not a profile"), fleetdrift.ErrBadProfile},
+		{"truncated", "d1", good[:len(good)/2], fleetdrift.ErrBadProfile},
+		{"bad version", "d1", append([]byte{99}, good[1:]...), fleetdrift.ErrBadProfile},
+		{"unknown device", "ghost", good, fleetdrift.ErrUnknownDevice},
+		{"no active model", "d3", good, fleetdrift.ErrNoModel},
+		{"columns of another contract", "d1", other.Encode(), fleetdrift.ErrNoModel},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -173,16 +173,16 @@ func TestObserveRefusals(t *testing.T) {
 		})
 	}
 	st := s.svc.Stats()
-	if st[drift.ResultBad] != 4 || st[drift.ResultUnknown] != 1 || st[drift.ResultUnmatched] != 2 || st[drift.ResultOK] != 0 {
+	if st[fleetdrift.ResultBad] != 4 || st[fleetdrift.ResultUnknown] != 1 || st[fleetdrift.ResultUnmatched] != 2 || st[fleetdrift.ResultOK] != 0 {
 		t.Errorf("stats %v", st)
 	}
-	if v, _ := s.svc.Fleet(drift.ModelKey{Model: "m", Version: 1}, 0); v.Current != nil || len(v.Series) != 0 {
+	if v, _ := s.svc.Fleet(fleetdrift.ModelKey{Model: "m", Version: 1}, 0); v.Current != nil || len(v.Series) != 0 {
 		t.Errorf("refused profiles reached the fleet: %+v", v)
 	}
 }
 
 func TestBounds(t *testing.T) {
-	s := newFleetSetup(t, drift.Config{MaxDevices: 1, DeviceHistory: 3})
+	s := newFleetSetup(t, fleetdrift.Config{MaxDevices: 1, DeviceHistory: 3})
 	for i := 0; i < 5; i++ {
 		s.clk.Add(time.Minute)
 		if err := s.svc.Observe("d1", windowProfile(t, 50, 20, "abc", uint64(i))); err != nil {
@@ -205,7 +205,7 @@ func TestBounds(t *testing.T) {
 }
 
 func TestEnqueueRun(t *testing.T) {
-	s := newFleetSetup(t, drift.Config{Queue: 2})
+	s := newFleetSetup(t, fleetdrift.Config{Queue: 2})
 	if !s.svc.Enqueue("d1", windowProfile(t, 50, 20, "abc", 1)) || !s.svc.Enqueue("d1", []byte("junk")) {
 		t.Fatal("enqueue refused below the bound")
 	}
@@ -217,14 +217,14 @@ func TestEnqueueRun(t *testing.T) {
 	go func() { s.svc.Run(ctx); close(done) }()
 	waitFor(t, 5*time.Second, "queued profiles observed", func() bool {
 		st := s.svc.Stats()
-		return st[drift.ResultOK] == 1 && st[drift.ResultBad] == 1 && st[drift.ResultDropped] == 1
+		return st[fleetdrift.ResultOK] == 1 && st[fleetdrift.ResultBad] == 1 && st[fleetdrift.ResultDropped] == 1
 	})
 	cancel()
 	<-done
 }
 
 func TestAPI(t *testing.T) {
-	s := newFleetSetup(t, drift.Config{})
+	s := newFleetSetup(t, fleetdrift.Config{})
 	// d3's agent says it drifted on m@1 (device health, as the MQTT side records it); this
 	// node never saw its profiles, yet the fleet view names it.
 	one := 1
@@ -238,7 +238,7 @@ func TestAPI(t *testing.T) {
 	s.svc.Flush()
 
 	e := echo.New()
-	drift.Register(e.Group("/api/v1"), s.svc)
+	fleetdrift.Register(e.Group("/api/v1"), s.svc)
 	srv := httptest.NewServer(e)
 	defer srv.Close()
 	get := func(path string, want int, out any) {
@@ -257,7 +257,7 @@ func TestAPI(t *testing.T) {
 			}
 		}
 	}
-	var fv drift.FleetView
+	var fv fleetdrift.FleetView
 	get("/api/v1/drift?model=m&version=1", http.StatusOK, &fv)
 	if len(fv.Series) != 1 || fv.Latest == nil || !fv.Features["temp"].Drift || fv.Features["temp"].Threshold != 0.1 {
 		t.Errorf("fleet view %+v", fv)
@@ -265,7 +265,7 @@ func TestAPI(t *testing.T) {
 	if len(fv.DriftingDevices) != 2 || fv.DriftingDevices[0] != "d2" || fv.DriftingDevices[1] != "d3" {
 		t.Errorf("drifting devices %v, want [d2 d3]", fv.DriftingDevices)
 	}
-	var latest drift.FleetView
+	var latest fleetdrift.FleetView
 	get("/api/v1/drift?model=m", http.StatusOK, &latest)
 	if latest.Version != 1 || fmt.Sprint(latest.Versions) != "[1]" || latest.Devices != 1 || !latest.DatasetDrift || latest.DriftShare != 0.5 {
 		t.Errorf("without version: %+v", latest)
@@ -274,7 +274,7 @@ func TestAPI(t *testing.T) {
 	if len(fv.Series) != 0 {
 		t.Errorf("since an hour later: %d points", len(fv.Series))
 	}
-	var dv drift.DeviceView
+	var dv fleetdrift.DeviceView
 	get("/api/v1/devices/d2/drift", http.StatusOK, &dv)
 	if len(dv.Models) != 1 || dv.Models[0].Reference == nil || dv.Models[0].Reference.Dataset != "sensors" || !dv.Models[0].Latest.DatasetDrift {
 		t.Errorf("d2 view %+v", dv)

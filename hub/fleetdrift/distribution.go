@@ -1,10 +1,10 @@
-package drift
+package fleetdrift
 
 import (
 	"fmt"
 	"sort"
 
-	driftstat "github.com/driftline/driftline/shared/drift"
+	"github.com/driftline/driftline/shared/drift"
 	"github.com/driftline/driftline/shared/profile"
 )
 
@@ -112,7 +112,7 @@ func (s *Service) Distribution(key ModelKey, feature string) (DistributionView, 
 			Partial: cur.end > now, Devices: len(cur.devices), Profiles: cur.profiles}
 		opts := ref.opts
 		opts.Only = []string{feature}
-		if rep, err := driftstat.Compare(ref.prof, cur.prof, opts); err == nil {
+		if rep, err := drift.Compare(ref.prof, cur.prof, opts); err == nil {
 			if fp, ok := featurePoints(rep)[feature]; ok {
 				v.Current.Verdict = &fp
 			}

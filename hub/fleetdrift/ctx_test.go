@@ -1,4 +1,4 @@
-package drift_test
+package fleetdrift_test
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package drift_test
+package fleetdrift_test
 
 import (
 	"encoding/json"
@@ -11,13 +11,13 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/driftline/driftline/hub/drift"
+	"github.com/driftline/driftline/hub/fleetdrift"
 )
 
 // apiServer serves the drift routes of s.svc.
 func apiServer(t *testing.T, s fleetSetup) func(path string, want int, out any) {
 	e := echo.New()
-	drift.Register(e.Group("/api/v1"), s.svc)
+	fleetdrift.Register(e.Group("/api/v1"), s.svc)
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
 	return func(path string, want int, out any) {
@@ -39,9 +39,9 @@ func apiServer(t *testing.T, s fleetSetup) func(path string, want int, out any) 
 }
 
 func TestHeatmap(t *testing.T) {
-	s := newFleetSetup(t, drift.Config{})
+	s := newFleetSetup(t, fleetdrift.Config{})
 	get := apiServer(t, s)
-	var empty drift.HeatmapView
+	var empty fleetdrift.HeatmapView
 	get("/api/v1/drift/heatmap?model=m&version=1", http.StatusOK, &empty)
 	if empty.Total != 0 || len(empty.Devices) != 0 || len(empty.Features) != 0 {
 		t.Fatalf("before any profile: %+v", empty)
@@ -53,7 +53,7 @@ func TestHeatmap(t *testing.T) {
 	if err := s.svc.Observe("d2", windowProfile(t, 500, 28, "abd", 2)); err != nil {
 		t.Fatal(err)
 	}
-	var v drift.HeatmapView
+	var v fleetdrift.HeatmapView
 	get("/api/v1/drift/heatmap?model=m", http.StatusOK, &v)
 	if v.Model != "m" || v.Version != 1 || v.Total != 2 || strings.Join(v.Features, ",") != "site,temp" {
 		t.Fatalf("heatmap %+v", v)

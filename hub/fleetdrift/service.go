@@ -1,4 +1,4 @@
-package drift
+package fleetdrift
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/driftline/driftline/hub/state"
-	driftstat "github.com/driftline/driftline/shared/drift"
+	"github.com/driftline/driftline/shared/drift"
 	"github.com/driftline/driftline/shared/profile"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -113,7 +113,7 @@ type device struct {
 
 type deviceModel struct {
 	features []string
-	latest   *driftstat.Report
+	latest   *drift.Report
 	latestTS int64
 	rows     uint64
 	history  []DevicePoint
@@ -248,7 +248,7 @@ func (s *Service) Observe(deviceID string, payload []byte) error {
 		if err != nil || !ref.fits(p) {
 			continue
 		}
-		rep, err := driftstat.Compare(ref.prof, p, ref.opts)
+		rep, err := drift.Compare(ref.prof, p, ref.opts)
 		if err != nil {
 			s.log.Debug("device profile not comparable", "device", deviceID, "model", key.String(), "err", err)
 			continue
@@ -296,7 +296,7 @@ func (s *Service) reference(key ModelKey) (*reference, error) {
 }
 
 // recordDevice keeps the device's latest report and compact history. Called with s.mu held.
-func (s *Service) recordDevice(now int64, id string, key ModelKey, ref *reference, p *profile.Profile, rep *driftstat.Report) {
+func (s *Service) recordDevice(now int64, id string, key ModelKey, ref *reference, p *profile.Profile, rep *drift.Report) {
 	d := s.devices[id]
 	if d == nil {
 		if len(s.devices) >= s.cfg.MaxDevices {
@@ -455,7 +455,7 @@ func (s *Service) score(f *fleet, b *bucket, resolution string) Point {
 		return pt
 	}
 	pt.Rows = b.prof.Rows()
-	rep, err := driftstat.Compare(f.ref.prof, b.prof, f.ref.opts)
+	rep, err := drift.Compare(f.ref.prof, b.prof, f.ref.opts)
 	if err != nil {
 		s.log.Warn("fleet profile not comparable", "model", f.key.String(), "err", err)
 		return pt

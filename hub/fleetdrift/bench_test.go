@@ -1,16 +1,16 @@
-package drift_test
+package fleetdrift_test
 
 import (
 	"testing"
 	"time"
 
-	"github.com/driftline/driftline/hub/drift"
+	"github.com/driftline/driftline/hub/fleetdrift"
 )
 
 // BenchmarkObserve measures one device window profile (1,000 rows, one numeric and one
 // categorical feature) going through Observe: decode, registry read, compare, merge.
 func BenchmarkObserve(b *testing.B) {
-	s := newFleetSetup(b, drift.Config{})
+	s := newFleetSetup(b, fleetdrift.Config{})
 	payload := windowProfile(b, 1000, 20, "abc", 1)
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -1,10 +1,10 @@
-package drift
+package fleetdrift
 
 import (
 	"math"
 	"sort"
 
-	driftstat "github.com/driftline/driftline/shared/drift"
+	"github.com/driftline/driftline/shared/drift"
 )
 
 // Resolutions of a series point.
@@ -54,7 +54,7 @@ type Point struct {
 	Features map[string]FeaturePoint `json:"features"`
 }
 
-func featurePoints(rep *driftstat.Report) map[string]FeaturePoint {
+func featurePoints(rep *drift.Report) map[string]FeaturePoint {
 	out := make(map[string]FeaturePoint, len(rep.Features))
 	for name, fr := range rep.Features {
 		fp := FeaturePoint{Method: string(fr.Method), Score: fr.Score, ScoreType: fr.ScoreType, Threshold: fr.Threshold, Calibrated: fr.Calibrated,
@@ -104,7 +104,7 @@ type DevicePoint struct {
 }
 
 // compactPoint turns a report into a DevicePoint over the features named in order.
-func compactPoint(ts int64, rows uint64, rep *driftstat.Report, features []string) DevicePoint {
+func compactPoint(ts int64, rows uint64, rep *drift.Report, features []string) DevicePoint {
 	p := DevicePoint{TS: ts, Rows: rows, DatasetDrift: rep.DatasetDrift, DriftShare: share(rep.DriftShare), Scores: make([]float64, len(features))}
 	for i, name := range features {
 		fr, ok := rep.Features[name]

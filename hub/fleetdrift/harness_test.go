@@ -1,11 +1,11 @@
-package drift_test
+package fleetdrift_test
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	driftstat "github.com/driftline/driftline/shared/drift"
+	"github.com/driftline/driftline/shared/drift"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -193,7 +193,7 @@ func windowProfile(t testing.TB, n int, mean float64, sites string, seed uint64)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cols := driftstat.Columns(schema)
+	cols := drift.Columns(schema)
 	p, err := profile.New(cols)
 	if err != nil {
 		t.Fatal(err)

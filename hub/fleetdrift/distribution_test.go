@@ -1,4 +1,4 @@
-package drift_test
+package fleetdrift_test
 
 import (
 	"math"
@@ -8,22 +8,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/driftline/driftline/hub/drift"
+	"github.com/driftline/driftline/hub/fleetdrift"
 )
 
 // median returns the value at p = 0.5 of a side's quantiles.
-func median(t *testing.T, qs []drift.QuantilePoint) float64 {
+func median(t *testing.T, qs []fleetdrift.QuantilePoint) float64 {
 	t.Helper()
-	if len(qs) != drift.DistributionQuantiles {
-		t.Fatalf("%d quantile points, want %d", len(qs), drift.DistributionQuantiles)
+	if len(qs) != fleetdrift.DistributionQuantiles {
+		t.Fatalf("%d quantile points, want %d", len(qs), fleetdrift.DistributionQuantiles)
 	}
 	if !sort.SliceIsSorted(qs, func(i, j int) bool { return qs[i].Value < qs[j].Value }) || qs[0].P != 0 || qs[len(qs)-1].P != 1 {
 		t.Fatalf("quantiles not ascending from p=0 to p=1: %+v", qs)
 	}
-	return qs[drift.DistributionQuantiles/2].Value
+	return qs[fleetdrift.DistributionQuantiles/2].Value
 }
 
-func share(items []drift.ItemShare, v string) float64 {
+func share(items []fleetdrift.ItemShare, v string) float64 {
 	for _, it := range items {
 		if it.Value == v {
 			return it.Share
@@ -33,10 +33,10 @@ func share(items []drift.ItemShare, v string) float64 {
 }
 
 func TestDistribution(t *testing.T) {
-	s := newFleetSetup(t, drift.Config{})
+	s := newFleetSetup(t, fleetdrift.Config{})
 	get := apiServer(t, s)
 
-	var v drift.DistributionView
+	var v fleetdrift.DistributionView
 	get("/api/v1/drift/distribution?model=m&version=1&feature=temp", http.StatusOK, &v)
 	if v.Kind != "numeric" || v.Current != nil || v.Dataset == nil || v.Dataset.Dataset != "sensors" || strings.Join(v.Features, ",") != "site,temp" {
 		t.Fatalf("before any profile: %+v", v)
@@ -66,7 +66,7 @@ func TestDistribution(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			s.clk.Add(c.advance)
 			s.svc.Flush()
-			var num, cat drift.DistributionView
+			var num, cat fleetdrift.DistributionView
 			get("/api/v1/drift/distribution?model=m&version=1&feature=temp", http.StatusOK, &num)
 			cur := num.Current
 			if cur == nil || cur.Partial != c.partial || cur.Devices != 2 || cur.Profiles != 2 || cur.Rows != 1000 || cur.End-cur.Start != 60_000 {

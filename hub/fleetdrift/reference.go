@@ -1,4 +1,4 @@
-package drift
+package fleetdrift
 
 import (
 	"errors"
@@ -7,7 +7,7 @@ import (
 
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/shared/contract"
-	driftstat "github.com/driftline/driftline/shared/drift"
+	"github.com/driftline/driftline/shared/drift"
 	"github.com/driftline/driftline/shared/profile"
 )
 
@@ -26,7 +26,7 @@ type reference struct {
 	dataset string
 	version int
 	prof    *profile.Profile
-	opts    driftstat.Options
+	opts    drift.Options
 }
 
 // refEntry caches one resolution; a failed one (err set) is retried after refRetry.
@@ -62,9 +62,9 @@ func resolveReference(reg Registry, key ModelKey) (*reference, error) {
 		if err != nil {
 			return nil, fmt.Errorf("model %s: reference profile of %s@%d: %w", key, dv.Dataset, dv.Version, err)
 		}
-		opts := driftstat.Options{}
+		opts := drift.Options{}
 		if schema, err := contract.Parse(dv.Contract); err == nil {
-			if o, err := driftstat.ContractOptions(schema); err == nil {
+			if o, err := drift.ContractOptions(schema); err == nil {
 				opts = o
 			}
 		}

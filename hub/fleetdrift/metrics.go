@@ -1,4 +1,4 @@
-package drift
+package fleetdrift
 
 import "github.com/prometheus/client_golang/prometheus"
 
