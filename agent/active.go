@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 )
 
 // ActiveModel is what the data pipeline needs about a running model version: which version
@@ -74,7 +74,7 @@ func (a *Agent) assetBytes(digest string) ([]byte, error) {
 		return nil, nil
 	}
 	b, err := a.assets.Get([]byte(digest))
-	if errors.Is(err, state.ErrNotFound) {
+	if errors.Is(err, devicedb.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {

@@ -1,7 +1,7 @@
 // Package agent is the edge runtime of driftline-agent: one Agent per device connects to the
 // broker over MQTT, acts on the hub's desired state (pulls, verifies and activates model
 // versions), reports what runs, sends heartbeats, and forwards every report through the
-// store-and-forward outbox. Everything it keeps lives in the state.Namespace it is given, so
+// store-and-forward outbox. Everything it keeps lives in the devicedb.Namespace it is given, so
 // fleet mode runs thousands of Agents on one shared database. DESIGN.md has the invariants.
 package agent
 
@@ -21,9 +21,9 @@ import (
 
 	"github.com/driftline/driftline/agent/chunkcache"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/modelstore"
 	"github.com/driftline/driftline/agent/outbox"
-	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -83,9 +83,9 @@ type Agent struct {
 	trust   *trustStore
 	started time.Time
 
-	ns     state.Namespace
-	own    state.Namespace // records, revision
-	assets state.Namespace // manifests, contracts, profiles by digest
+	ns     devicedb.Namespace
+	own    devicedb.Namespace // records, revision
+	assets devicedb.Namespace // manifests, contracts, profiles by digest
 	out    *outbox.Outbox
 	cache  *chunkcache.Cache
 	store  *modelstore.Store
@@ -122,7 +122,7 @@ type Agent struct {
 
 // New validates cfg and opens the agent's stores inside ns (children "agent", "assets",
 // "outbox", "chunks", "models"). It connects nothing; Run does.
-func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
+func New(cfg config.Config, ns devicedb.Namespace, opts Options) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

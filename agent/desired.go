@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/modelstore"
-	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -575,7 +575,7 @@ func (a *Agent) asset(ctx context.Context, kind objectKind, digest string, preem
 	if err == nil && artifact.DigestOf(b) == digest {
 		return b, nil
 	}
-	if err != nil && !errors.Is(err, state.ErrNotFound) {
+	if err != nil && !errors.Is(err, devicedb.ErrNotFound) {
 		return nil, err
 	}
 	var got []byte

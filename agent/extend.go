@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -28,7 +28,7 @@ func (a *Agent) Go(f func(ctx context.Context)) { a.extra = append(a.extra, f) }
 
 // Namespace returns a namespace of the agent's state for an extension (the quarantine, say),
 // apart from the runtime's own.
-func (a *Agent) Namespace(name string) state.Namespace { return a.ns.Sub("x").Sub(name) }
+func (a *Agent) Namespace(name string) devicedb.Namespace { return a.ns.Sub("x").Sub(name) }
 
 // Report queues a report on topic for the broker through the outbox, like Send, for callers that
 // build their own topics (pipeline.Reporter). The topic must be the device's own topic of kind

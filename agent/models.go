@@ -8,8 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/modelstore"
-	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -57,7 +57,7 @@ func pinName(name string, v int) string { return name + "@" + strconv.Itoa(v) }
 func (a *Agent) loadRecords() error {
 	b, err := a.own.Get([]byte(keyRev))
 	switch {
-	case errors.Is(err, state.ErrNotFound):
+	case errors.Is(err, devicedb.ErrNotFound):
 	case err != nil:
 		return fmt.Errorf("load desired revision: %w", err)
 	default:

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/quarantine"
-	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/shared/contract"
 )
 
@@ -101,7 +101,7 @@ func TestProfileThenCheckCommands(t *testing.T) {
 
 func TestQuarantineCommands(t *testing.T) {
 	dir := t.TempDir()
-	db, err := state.Open(dir)
+	db, err := devicedb.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

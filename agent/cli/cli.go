@@ -20,7 +20,7 @@ import (
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/config"
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 )
 
 // Exit codes of driftline-agent.
@@ -198,7 +198,7 @@ func Run(ctx context.Context, cfg config.Config, logOut io.Writer, opts agent.Op
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
-	db, err := state.Open(cfg.StateDir)
+	db, err := devicedb.Open(cfg.StateDir)
 	if err != nil {
 		return err
 	}

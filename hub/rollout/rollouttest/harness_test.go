@@ -23,9 +23,9 @@ import (
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/modelstore"
 	"github.com/driftline/driftline/agent/pipeline"
-	agentstate "github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/hub/node"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/internal/testhelp"
@@ -305,7 +305,7 @@ func (h *hub) reportedActive(id, model string) int {
 type fleet struct {
 	t    testing.TB
 	h    *hub
-	db   *agentstate.DB
+	db   *devicedb.DB
 	dir  string
 	keys []string
 	mu   sync.Mutex
@@ -328,7 +328,7 @@ type device struct {
 func newFleet(t testing.TB, h *hub) *fleet {
 	t.Helper()
 	dir := t.TempDir()
-	db, err := agentstate.Open(filepath.Join(dir, "db"))
+	db, err := devicedb.Open(filepath.Join(dir, "db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-// Package state is the agent's durable key-value namespace.
+// Package devicedb is the agent's durable key-value namespace.
 //
 // A process opens one badger database (Open, sized by shared/kv's Edge profile) and hands out
 // Namespaces. A Namespace is a key prefix inside that database: every read, write, iteration and
@@ -10,7 +10,7 @@
 // Key layout: a namespace's prefix is a sequence of segments 's', len(name), name; a key stored in
 // the namespace is prefix, 'k', key. The tag byte keeps a namespace's own keys and its children's
 // keys disjoint whatever bytes a key or a name holds.
-package state
+package devicedb
 
 import (
 	"context"
