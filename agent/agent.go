@@ -24,6 +24,7 @@ import (
 	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/modelstore"
 	"github.com/driftline/driftline/agent/outbox"
+	"github.com/driftline/driftline/agent/reconcile"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -90,7 +91,7 @@ type Agent struct {
 	cache  *chunkcache.Cache
 	store  *modelstore.Store
 	conn   *conn
-	fetch  *fetcher
+	rec    *reconcile.Reconciler
 	m      *metrics
 
 	mux      *http.ServeMux
@@ -98,24 +99,11 @@ type Agent struct {
 	gatherer prometheus.Gatherer
 	reg      prometheus.Registerer
 
-	mu           sync.Mutex
-	models       map[string]*modelRecord
-	reportRev    uint64
-	lastProgress time.Time
-
-	activeKey   string // what activeCache holds (Active)
-	activeCache ActiveModel
-	outputKey   string // what outputCache holds (Output)
-	outputCache []byte
-
-	lastRev uint64 // desired loop only
 	// reportedStale is the desired_stale the last reported state carried (heartbeat loop only).
 	reportedStale bool
 	// reportedRootExpired is the root_expired the last reported state carried (heartbeat loop
 	// only).
 	reportedRootExpired bool
-	retry               bool          // desired loop only: a model of the current revision failed transiently
-	retryMin            time.Duration // first wait before a failed revision is tried again
 	ran                 bool
 	extra               []func(context.Context)
 }
@@ -155,7 +143,7 @@ func New(cfg config.Config, ns devicedb.Namespace, opts Options) (*Agent, error)
 	a := &Agent{
 		cfg: cfg, opts: opts, log: opts.Logger.With("device", cfg.DeviceID), topics: topics,
 		started: time.Now(), ns: ns, own: ns.Sub("agent"), assets: ns.Sub("assets"),
-		models: map[string]*modelRecord{}, mux: http.NewServeMux(), gatherer: gat, reg: reg,
+		mux: http.NewServeMux(), gatherer: gat, reg: reg,
 	}
 	if a.m, err = newMetrics(reg, Version, !opts.NoRSSGauge); err != nil {
 		return nil, err
@@ -178,7 +166,7 @@ func New(cfg config.Config, ns devicedb.Namespace, opts Options) (*Agent, error)
 	}
 	a.store, err = modelstore.Open(ns.Sub("models"), modelstore.Options{
 		Dir: cfg.ModelDir, Health: modelstore.HealthCheck{Argv: cfg.HealthCheck.Command, Timeout: cfg.HealthCheck.Timeout.D()}, Logger: a.log,
-		BeforeRemove: a.keepChunks, Failpoint: opts.Failpoint,
+		BeforeRemove: func(v modelstore.Version, kept []modelstore.Version) { a.rec.KeepChunks(v, kept) }, Failpoint: opts.Failpoint,
 	})
 	if err != nil {
 		return nil, err
@@ -201,8 +189,13 @@ func New(cfg config.Config, ns devicedb.Namespace, opts Options) (*Agent, error)
 	a.conn.onRefused = opts.OnConnectRefused
 	a.conn.onFrameBytes = func(n int) { a.m.fetchedBytes.Add(float64(n)) }
 	a.conn.acceptDesired = a.acceptDesired
-	a.fetch = newFetcher(a)
-	a.retryMin = cfg.Fetch.Retry.D()
+	a.rec = reconcile.New(reconcile.Config{
+		DeviceID: cfg.DeviceID, Topics: topics, Fetch: cfg.Fetch, Logger: a.log,
+		Metrics: reconcile.Metrics{FetchedChunks: a.m.fetchedChunks, ChunksReused: a.m.chunksReused,
+			Activations: a.m.activations, Rejected: a.m.rejected},
+		Conn: a.conn, Trust: reconcileTrust{a}, Store: a.store, Cache: a.cache, Assets: a.assets, Records: a.own,
+		PullSlots: opts.PullSlots, OnChunk: opts.OnChunk, Failpoint: opts.Failpoint, OnChange: a.report,
+	})
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(gat, promhttp.HandlerOpts{}))
 	a.mux.HandleFunc("GET /status", a.serveStatus)
 	return a, nil
@@ -264,6 +257,26 @@ func (a *Agent) failpoint(step string) {
 	}
 }
 
+// report queues the retained reported state: the reconciler's records (the active and previous
+// versions as read from MODELDIR) with the trust flags.
+func (a *Agent) report() {
+	now := time.Now()
+	rev, models := a.rec.Reported()
+	rep := wire.Reported{Header: wire.Header{DeviceID: a.cfg.DeviceID, TS: now.UnixMilli()}, Rev: rev, AgentVersion: Version, Models: models}
+	rep.DesiredStale, _ = a.trust.stale(now)
+	rep.RootExpired = a.trust.rootExpiry(now) != nil
+	b, err := wire.Encode(rep)
+	if err != nil {
+		a.log.Error("encode reported state", "err", err)
+		return
+	}
+	if err := a.out.Enqueue(a.topics.Reported(a.cfg.DeviceID), b, wire.KindReported.QoS(), wire.KindReported.Retained()); err != nil {
+		a.log.Error("queue reported state", "err", err)
+		return
+	}
+	a.failpoint("reported")
+}
+
 // BufferStats returns the outbox's depth, bytes and counters.
 func (a *Agent) BufferStats() outbox.Stats { return a.out.Stats() }
 
@@ -297,35 +310,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("recover model directory: %w", err)
 	}
-	if err := a.loadRecords(); err != nil {
+	if err := a.rec.Load(recs); err != nil {
 		return err
-	}
-	for _, r := range recs {
-		a.log.Warn("model directory recovered", "model", r.Name, "action", r.Action, "current", r.Current, "err", r.Err)
-		if r.Action == modelstore.ActionRolledBack {
-			a.m.activations.WithLabelValues(ResultFailed).Inc()
-			msg := "activation interrupted and rolled back"
-			if r.Err != nil {
-				msg = r.Err.Error()
-			}
-			a.setState(r.Name, wire.StateFailed, func(rec *modelRecord) { rec.LastError = msg })
-		}
-	}
-	if err := a.adoptDisk(); err != nil {
-		return err
-	}
-	a.mu.Lock()
-	names := make([]string, 0, len(a.models))
-	for n := range a.models {
-		names = append(names, n)
-	}
-	a.reportRev = a.lastRev
-	a.mu.Unlock()
-	for _, n := range names {
-		a.refreshLinks(n)
-		if modelstore.ValidName(n) == nil {
-			a.releasePins(n)
-		}
 	}
 
 	var srv *http.Server
@@ -357,7 +343,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	})
 	spawn(a.connectedLoop)
 	spawn(a.ackLoop)
-	spawn(a.desiredLoop)
+	spawn(a.rec.Run)
 	spawn(a.heartbeatLoop)
 	if a.opts.OnData != nil {
 		spawn(a.dataLoop)

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/driftline/driftline/agent/devicedb"
+	"github.com/driftline/driftline/agent/reconcile"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -48,29 +49,9 @@ func (a *Agent) Report(k wire.Kind, topic string, payload []byte) error {
 }
 
 // Active returns the first running model by name with its contract and reference profile
-// (pipeline.ActiveModel). ok is false while none runs. The bytes are cached per version, so
-// calling it between streams is cheap.
+// (pipeline.ActiveModel). ok is false while none runs.
 func (a *Agent) Active() (model string, version int, contract, profile []byte, ok bool) {
-	a.mu.Lock()
-	var name string
-	var r *modelRecord
-	for n, rec := range a.models {
-		if rec.Current > 0 && rec.ActiveVersion == rec.Current && (name == "" || n < name) {
-			name, r = n, rec
-		}
-	}
-	if r == nil {
-		a.mu.Unlock()
-		return "", 0, nil, nil, false
-	}
-	key := fmt.Sprintf("%s@%d %s %s", name, r.Current, r.ContractDigest, r.ProfileDigest)
-	if a.activeKey == key {
-		c := a.activeCache
-		a.mu.Unlock()
-		return c.Name, c.Version, c.Contract, c.Profile, true
-	}
-	a.mu.Unlock()
-	ms, err := a.ActiveModels()
+	ms, err := a.rec.ActiveModels()
 	if err != nil || len(ms) == 0 {
 		if err != nil {
 			a.log.Warn("read active model", "err", err)
@@ -78,8 +59,27 @@ func (a *Agent) Active() (model string, version int, contract, profile []byte, o
 		return "", 0, nil, nil, false
 	}
 	m := ms[0]
-	a.mu.Lock()
-	a.activeKey, a.activeCache = key, m
-	a.mu.Unlock()
 	return m.Name, m.Version, m.Contract, m.Profile, true
+}
+
+// ActiveModel is what the data pipeline needs about a running model version.
+type ActiveModel = reconcile.ActiveModel
+
+// ActiveModels returns every model with a running version, sorted by name.
+func (a *Agent) ActiveModels() ([]ActiveModel, error) { return a.rec.ActiveModels() }
+
+// ActiveModel returns the first running model by name (the usual device runs one), and false
+// when none runs: the pipeline then uses the configured contract.
+func (a *Agent) ActiveModel() (ActiveModel, bool, error) {
+	ms, err := a.rec.ActiveModels()
+	if err != nil || len(ms) == 0 {
+		return ActiveModel{}, false, err
+	}
+	return ms[0], true, nil
+}
+
+// Output returns the first running model by name with its output reference (agent/outputs'
+// Model). ok is false while no model runs or the running version has no output reference.
+func (a *Agent) Output() (model string, version int, reference []byte, ok bool) {
+	return a.rec.Output()
 }

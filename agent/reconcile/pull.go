@@ -1,4 +1,4 @@
-package agent
+package reconcile
 
 import (
 	"context"
@@ -6,11 +6,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -30,15 +32,20 @@ const (
 // process never issued is told apart (ReasonUnknownRequest) from a late answer to a request
 // that was retried (used if its digest is still wanted: it is verified by digest anyway).
 type fetcher struct {
-	a      *Agent
+	conn   Conn
+	cfg    config.Fetch
+	device string
+	topics wire.Topics
+	log    *slog.Logger
+	reject func(reason, msg string, args ...any)
 	prefix string
 	seq    uint64
 }
 
-func newFetcher(a *Agent) *fetcher {
+func newFetcher(conn Conn, cfg config.Fetch, device string, topics wire.Topics, log *slog.Logger, reject func(reason, msg string, args ...any)) *fetcher {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	return &fetcher{a: a, prefix: hex.EncodeToString(b)}
+	return &fetcher{conn: conn, cfg: cfg, device: device, topics: topics, log: log, reject: reject, prefix: hex.EncodeToString(b)}
 }
 
 // issued reports whether id is one this fetcher sent.
@@ -166,11 +173,11 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 		}()
 	}
 	var pending []verifyJob
-	cfg := f.a.cfg.Fetch
+	cfg := f.cfg
 	st := &pullState{
 		queue: append([]string(nil), digests...), inflight: map[string]*request{}, owner: map[string]string{},
 		attempts: map[string]int{}, objects: map[string]*wire.Object{}, wanted: map[string]bool{},
-		verifying: map[string]bool{}, gen: f.a.conn.gen.Load(),
+		verifying: map[string]bool{}, gen: f.conn.Gen(),
 	}
 	for _, d := range digests {
 		st.wanted[d] = true
@@ -209,7 +216,7 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 			}
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-f.a.conn.desiredCh:
+		case <-f.conn.DesiredSignal():
 			// Stop if the news is newer. The signal goes back for the desired loop when this
 			// fetch ends (deferred), not now: put back at once, it would be received again at
 			// once, and a desired that does not preempt (the same revision sent again) would
@@ -218,7 +225,7 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 				sawDesired = true
 				defer func() {
 					select {
-					case f.a.conn.desiredCh <- struct{}{}:
+					case f.conn.DesiredSignal() <- struct{}{}:
 					default:
 					}
 				}()
@@ -226,7 +233,7 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 			if preempt != nil && preempt() {
 				return errPreempted
 			}
-		case b := <-f.a.conn.frames:
+		case b := <-f.conn.Frames():
 			j, ok, err := f.handleFrame(kind, st, b)
 			if err != nil {
 				return err
@@ -243,7 +250,7 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 			if now.Sub(lastProgress) > cfg.Stall.D() {
 				return fmt.Errorf("%w: nothing verified for %v, %d objects missing", ErrStalled, cfg.Stall.D(), len(st.wanted))
 			}
-			if g := f.a.conn.gen.Load(); g != st.gen {
+			if g := f.conn.Gen(); g != st.gen {
 				// The connection changed: answers to what was in flight are lost with the
 				// old session. Ask again at once (not counted as an attempt).
 				st.gen = g
@@ -254,7 +261,7 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 			}
 			for id, r := range st.inflight {
 				if now.After(r.deadline) {
-					f.a.log.Debug("fetch request timed out", "request", id, "missing", len(r.digests))
+					f.log.Debug("fetch request timed out", "request", id, "missing", len(r.digests))
 					st.requeue(r, true)
 					delete(st.inflight, id)
 				}
@@ -314,9 +321,9 @@ func (st *pullState) requeue(r *request, counted bool) {
 // fill sends requests until the window is full or nothing is left to ask. While disconnected
 // it sends nothing: the tick asks again once the connection is back.
 func (f *fetcher) fill(ctx context.Context, st *pullState) error {
-	cfg := f.a.cfg.Fetch
+	cfg := f.cfg
 	for len(st.inflight) < cfg.Requests && len(st.verifying) < cfg.Requests*cfg.Digests && len(st.queue) > 0 {
-		if !f.a.conn.up.Load() {
+		if !f.conn.Up() {
 			return nil
 		}
 		var batch []string
@@ -343,13 +350,13 @@ func (f *fetcher) fill(ctx context.Context, st *pullState) error {
 			st.attempts[d]++
 		}
 		st.inflight[id] = r
-		b, err := wire.Encode(wire.FetchRequest{Header: wire.Header{DeviceID: f.a.cfg.DeviceID, TS: time.Now().UnixMilli()}, RequestID: id, Digests: batch})
+		b, err := wire.Encode(wire.FetchRequest{Header: wire.Header{DeviceID: f.device, TS: time.Now().UnixMilli()}, RequestID: id, Digests: batch})
 		if err != nil {
 			return fmt.Errorf("encode fetch request: %w", err)
 		}
-		if err := f.a.conn.send(f.a.topics.Fetch(f.a.cfg.DeviceID), b, 1); err != nil {
+		if err := f.conn.Send(f.topics.Fetch(f.device), b, 1); err != nil {
 			// The deadline asks again; a lost connection is noticed by the tick.
-			f.a.log.Debug("fetch request not sent", "request", id, "err", err)
+			f.log.Debug("fetch request not sent", "request", id, "err", err)
 		}
 	}
 	return nil
@@ -368,7 +375,7 @@ func (f *fetcher) handleFrame(kind objectKind, st *pullState, b []byte) (verifyJ
 	}
 	if fr.Kind == wire.FrameNotFound {
 		if kind == kindManifest {
-			f.a.reject(ReasonUnknownModel, "hub has no such manifest", "digest", d)
+			f.reject(ReasonUnknownModel, "hub has no such manifest", "digest", d)
 		}
 		return verifyJob{}, false, fmt.Errorf("fetch %s: %w", d, wire.ErrNotFound)
 	}
@@ -379,7 +386,7 @@ func (f *fetcher) handleFrame(kind objectKind, st *pullState, b []byte) (verifyJ
 	if o == nil {
 		var err error
 		if o, err = wire.NewObject(fr); err != nil {
-			f.a.reject(ReasonBadFrame, "bad frame", "digest", d, "err", err)
+			f.reject(ReasonBadFrame, "bad frame", "digest", d, "err", err)
 			return verifyJob{}, false, nil
 		}
 		st.objects[d] = o
@@ -440,22 +447,22 @@ func (f *fetcher) refused(kind objectKind, st *pullState, d string, err error) {
 		st.leave(d, r)
 		st.queue = append([]string{d}, st.queue...)
 	}
-	f.a.reject(reason, "frame refused", "digest", d, "err", err)
+	f.reject(reason, "frame refused", "digest", d, "err", err)
 }
 
 // decode parses a chunk-topic message and checks its request id, counting what it refuses.
 func (f *fetcher) decode(b []byte) (wire.Frame, bool) {
 	if len(b) > wire.MaxFrameSize {
-		f.a.reject(ReasonOversizedFrame, "oversized chunk frame", "bytes", len(b))
+		f.reject(ReasonOversizedFrame, "oversized chunk frame", "bytes", len(b))
 		return wire.Frame{}, false
 	}
 	fr, err := wire.DecodeFrame(b)
 	if err != nil {
-		f.a.reject(ReasonBadFrame, "bad chunk frame", "err", err)
+		f.reject(ReasonBadFrame, "bad chunk frame", "err", err)
 		return wire.Frame{}, false
 	}
 	if !f.issued(fr.RequestID) {
-		f.a.reject(ReasonUnknownRequest, "chunk frame for a request this agent never sent", "request", fr.RequestID)
+		f.reject(ReasonUnknownRequest, "chunk frame for a request this agent never sent", "request", fr.RequestID)
 		return wire.Frame{}, false
 	}
 	return fr, true
@@ -465,6 +472,6 @@ func (f *fetcher) decode(b []byte) (wire.Frame, bool) {
 // any other, then dropped.
 func (f *fetcher) drainIdle(b []byte) {
 	if _, ok := f.decode(b); ok {
-		f.a.log.Debug("late chunk frame dropped")
+		f.log.Debug("late chunk frame dropped")
 	}
 }

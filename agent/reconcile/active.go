@@ -1,4 +1,4 @@
-package agent
+package reconcile
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/driftline/driftline/agent/devicedb"
+	"github.com/driftline/driftline/shared/wire"
 )
 
 // ActiveModel is what the data pipeline needs about a running model version: which version
@@ -29,29 +30,29 @@ type ActiveModel struct {
 
 // ActiveModels returns every model with a running version, sorted by name. Safe for
 // concurrent use; the bytes are copies the caller owns.
-func (a *Agent) ActiveModels() ([]ActiveModel, error) {
+func (rc *Reconciler) ActiveModels() ([]ActiveModel, error) {
 	type ref struct {
 		m                 ActiveModel
 		contract, profile string
 	}
 	var refs []ref
-	a.mu.Lock()
-	for n, r := range a.models {
+	rc.mu.Lock()
+	for n, r := range rc.models {
 		if r.Current == 0 || r.ActiveVersion != r.Current {
 			continue
 		}
 		refs = append(refs, ref{ActiveModel{Name: n, Version: r.Current, Dataset: r.Dataset, DatasetVersion: r.DatasetVersion,
-			Path: a.store.CurrentPath(n)}, r.ContractDigest, r.ProfileDigest})
+			Path: rc.store.CurrentPath(n)}, r.ContractDigest, r.ProfileDigest})
 	}
-	a.mu.Unlock()
+	rc.mu.Unlock()
 	sort.Slice(refs, func(i, j int) bool { return refs[i].m.Name < refs[j].m.Name })
 	out := make([]ActiveModel, 0, len(refs))
 	for _, r := range refs {
 		var err error
-		if r.m.Contract, err = a.assetBytes(r.contract); err != nil {
+		if r.m.Contract, err = rc.assetBytes(r.contract); err != nil {
 			return nil, err
 		}
-		if r.m.Profile, err = a.assetBytes(r.profile); err != nil {
+		if r.m.Profile, err = rc.assetBytes(r.profile); err != nil {
 			return nil, err
 		}
 		out = append(out, r.m)
@@ -59,21 +60,11 @@ func (a *Agent) ActiveModels() ([]ActiveModel, error) {
 	return out, nil
 }
 
-// ActiveModel returns the first running model by name (the usual device runs one), and false
-// when none runs: the pipeline then uses the configured contract.
-func (a *Agent) ActiveModel() (ActiveModel, bool, error) {
-	ms, err := a.ActiveModels()
-	if err != nil || len(ms) == 0 {
-		return ActiveModel{}, false, err
-	}
-	return ms[0], true, nil
-}
-
-func (a *Agent) assetBytes(digest string) ([]byte, error) {
+func (rc *Reconciler) assetBytes(digest string) ([]byte, error) {
 	if digest == "" {
 		return nil, nil
 	}
-	b, err := a.assets.Get([]byte(digest))
+	b, err := rc.assets.Get([]byte(digest))
 	if errors.Is(err, devicedb.ErrNotFound) {
 		return nil, nil
 	}
@@ -81,4 +72,18 @@ func (a *Agent) assetBytes(digest string) ([]byte, error) {
 		return nil, fmt.Errorf("read asset %s: %w", digest, err)
 	}
 	return b, nil
+}
+
+// ActiveNames lists the running models as NAME@VERSION.
+func (rc *Reconciler) ActiveNames() []string {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	out := []string{}
+	for n, r := range rc.models {
+		if r.Current > 0 && len(out) < wire.MaxModels {
+			out = append(out, fmt.Sprintf("%s@%d", n, r.Current))
+		}
+	}
+	sort.Strings(out)
+	return out
 }

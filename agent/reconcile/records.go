@@ -1,4 +1,4 @@
-package agent
+package reconcile
 
 import (
 	"encoding/json"
@@ -54,35 +54,35 @@ const (
 func pinName(name string, v int) string { return name + "@" + strconv.Itoa(v) }
 
 // loadRecords reads every model record and the last desired revision acted on.
-func (a *Agent) loadRecords() error {
-	b, err := a.own.Get([]byte(keyRev))
+func (rc *Reconciler) loadRecords() error {
+	b, err := rc.own.Get([]byte(keyRev))
 	switch {
 	case errors.Is(err, devicedb.ErrNotFound):
 	case err != nil:
 		return fmt.Errorf("load desired revision: %w", err)
 	default:
-		a.lastRev, err = strconv.ParseUint(string(b), 10, 64)
+		rc.lastRev, err = strconv.ParseUint(string(b), 10, 64)
 		if err != nil {
-			a.log.Warn("damaged desired revision, acting on the next desired", "err", err)
-			a.lastRev = 0
+			rc.log.Warn("damaged desired revision, acting on the next desired", "err", err)
+			rc.lastRev = 0
 		}
 	}
-	a.trust.actedOn(a.lastRev)
-	return a.own.Iterate(false, func(k, v []byte) error {
+	rc.trust.ActedOn(rc.lastRev)
+	return rc.own.Iterate(false, func(k, v []byte) error {
 		name, ok := cutPrefix(string(k), keyModelPrefix)
 		if !ok {
 			return nil
 		}
 		var r modelRecord
 		if err := json.Unmarshal(v, &r); err != nil || !r.State.Valid() {
-			a.log.Warn("dropping damaged model record", "model", name, "err", err)
+			rc.log.Warn("dropping damaged model record", "model", name, "err", err)
 			return nil
 		}
 		// Active and ActiveModels may already be called from other goroutines (the
 		// pipeline) while Run starts: the map is written under the lock they read it under.
-		a.mu.Lock()
-		a.models[name] = &r
-		a.mu.Unlock()
+		rc.mu.Lock()
+		rc.models[name] = &r
+		rc.mu.Unlock()
 		return nil
 	})
 }
@@ -94,36 +94,36 @@ func cutPrefix(s, p string) (string, bool) {
 	return "", false
 }
 
-// saveRecordLocked persists one model's record (a.mu held).
-func (a *Agent) saveRecordLocked(name string) error {
-	r, ok := a.models[name]
+// saveRecordLocked persists one model's record (rc.mu held).
+func (rc *Reconciler) saveRecordLocked(name string) error {
+	r, ok := rc.models[name]
 	if !ok {
-		return a.own.Delete([]byte(keyModelPrefix + name))
+		return rc.own.Delete([]byte(keyModelPrefix + name))
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encode model record %s: %w", name, err)
 	}
-	return a.own.Set([]byte(keyModelPrefix+name), b)
+	return rc.own.Set([]byte(keyModelPrefix+name), b)
 }
 
-func (a *Agent) saveRev(rev uint64) error {
-	if err := a.own.Set([]byte(keyRev), []byte(strconv.FormatUint(rev, 10))); err != nil {
+func (rc *Reconciler) saveRev(rev uint64) error {
+	if err := rc.own.Set([]byte(keyRev), []byte(strconv.FormatUint(rev, 10))); err != nil {
 		return fmt.Errorf("save desired revision: %w", err)
 	}
-	a.lastRev = rev
-	a.trust.actedOn(rev)
+	rc.lastRev = rev
+	rc.trust.ActedOn(rev)
 	return nil
 }
 
 // setState moves model name to st, persists the record and reports. mut, if set, edits the
 // record first (under the lock).
-func (a *Agent) setState(name string, st wire.State, mut func(r *modelRecord)) {
-	a.mu.Lock()
-	r := a.models[name]
+func (rc *Reconciler) setState(name string, st wire.State, mut func(r *modelRecord)) {
+	rc.mu.Lock()
+	r := rc.models[name]
 	if r == nil {
 		r = &modelRecord{}
-		a.models[name] = r
+		rc.models[name] = r
 	}
 	if r.State != st {
 		r.Since = time.Now().UnixMilli()
@@ -135,51 +135,50 @@ func (a *Agent) setState(name string, st wire.State, mut func(r *modelRecord)) {
 	if mut != nil {
 		mut(r)
 	}
-	err := a.saveRecordLocked(name)
-	a.mu.Unlock()
+	err := rc.saveRecordLocked(name)
+	rc.mu.Unlock()
 	if err != nil {
-		a.log.Error("persist model state", "model", name, "err", err)
+		rc.log.Error("persist model state", "model", name, "err", err)
 	}
-	a.report()
+	rc.changed()
 }
 
 // progress records download progress and reports it at most once a second.
-func (a *Agent) progress(name string, done, total int64) {
-	a.mu.Lock()
-	r := a.models[name]
+func (rc *Reconciler) progress(name string, done, total int64) {
+	rc.mu.Lock()
+	r := rc.models[name]
 	if r == nil {
-		a.mu.Unlock()
+		rc.mu.Unlock()
 		return
 	}
 	r.BytesDone, r.BytesTotal = done, total
-	due := time.Since(a.lastProgress) >= time.Second || done == total
+	due := time.Since(rc.lastProgress) >= time.Second || done == total
 	if due {
-		a.lastProgress = time.Now()
+		rc.lastProgress = time.Now()
 	}
-	a.mu.Unlock()
+	rc.mu.Unlock()
 	if due {
-		a.report()
+		rc.changed()
 	}
 }
 
-// report enqueues the retained reported state: every model's record with the active and
-// previous versions read from MODELDIR.
-func (a *Agent) report() {
-	a.mu.Lock()
-	rep := wire.Reported{
-		Header: wire.Header{DeviceID: a.cfg.DeviceID, TS: time.Now().UnixMilli()},
-		Rev:    a.reportRev, AgentVersion: Version, Models: map[string]wire.ReportedModel{},
-	}
-	names := make([]string, 0, len(a.models))
-	for n := range a.models {
+// Reported returns the reported state's revision and models: every model's record, with the
+// active and previous versions read from MODELDIR, at most wire.MaxModels by name. The agent
+// fills in the rest (header, agent version, trust flags) and queues it.
+func (rc *Reconciler) Reported() (rev uint64, models map[string]wire.ReportedModel) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	models = map[string]wire.ReportedModel{}
+	names := make([]string, 0, len(rc.models))
+	for n := range rc.models {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		if len(rep.Models) == wire.MaxModels {
+		if len(models) == wire.MaxModels {
 			break
 		}
-		r := a.models[n]
+		r := rc.models[n]
 		rm := wire.ReportedModel{State: r.State, Target: r.Target, LastError: truncate(r.LastError, wire.MaxTextLen),
 			RolloutID: r.RolloutID, BytesDone: r.BytesDone, BytesTotal: r.BytesTotal, Since: r.Since}
 		if rm.BytesTotal > 0 && rm.BytesDone > rm.BytesTotal {
@@ -193,21 +192,9 @@ func (a *Agent) report() {
 			v := r.Previous
 			rm.Previous = &v
 		}
-		rep.Models[n] = rm
+		models[n] = rm
 	}
-	a.mu.Unlock()
-	rep.DesiredStale, _ = a.trust.stale(time.Now())
-	rep.RootExpired = a.trust.rootExpiry(time.Now()) != nil
-	b, err := wire.Encode(rep)
-	if err != nil {
-		a.log.Error("encode reported state", "err", err)
-		return
-	}
-	if err := a.out.Enqueue(a.topics.Reported(a.cfg.DeviceID), b, wire.KindReported.QoS(), wire.KindReported.Retained()); err != nil {
-		a.log.Error("queue reported state", "err", err)
-		return
-	}
-	a.failpoint("reported")
+	return rc.reportRev, models
 }
 
 func truncate(s string, n int) string {
@@ -219,25 +206,25 @@ func truncate(s string, n int) string {
 
 // adoptDisk makes sure every model on disk has a record (state lost, or a model directory an
 // operator restored) and that records match what modelstore says is current.
-func (a *Agent) adoptDisk() error {
-	names, err := a.store.Models()
+func (rc *Reconciler) adoptDisk() error {
+	names, err := rc.store.Models()
 	if err != nil {
 		return err
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
 	for _, n := range names {
-		cur, err := a.store.Current(n)
+		cur, err := rc.store.Current(n)
 		if err != nil {
 			continue
 		}
-		r := a.models[n]
+		r := rc.models[n]
 		if r == nil {
 			r = &modelRecord{State: wire.StateActive, Since: time.Now().UnixMilli()}
-			a.models[n] = r
+			rc.models[n] = r
 		}
 		r.Current = cur.Version
-		if p, err := a.store.Previous(n); err == nil {
+		if p, err := rc.store.Previous(n); err == nil {
 			r.Previous = p.Version
 		} else {
 			r.Previous = 0
@@ -249,7 +236,7 @@ func (a *Agent) adoptDisk() error {
 			r.ContractDigest, r.ProfileDigest, r.Dataset, r.DatasetVersion = "", "", "", 0
 			r.OutputDigest = ""
 		}
-		if err := a.saveRecordLocked(n); err != nil {
+		if err := rc.saveRecordLocked(n); err != nil {
 			return err
 		}
 	}
@@ -257,27 +244,27 @@ func (a *Agent) adoptDisk() error {
 }
 
 // refreshLinks reads name's current and previous versions from MODELDIR into its record.
-// Called by the desired loop only, never under a.mu (modelstore may be busy with a health
+// Called by the desired loop only, never under rc.mu (modelstore may be busy with a health
 // check).
-func (a *Agent) refreshLinks(name string) {
+func (rc *Reconciler) refreshLinks(name string) {
 	if modelstore.ValidName(name) != nil {
 		return
 	}
 	cur, prev := 0, 0
-	if v, err := a.store.Current(name); err == nil {
+	if v, err := rc.store.Current(name); err == nil {
 		cur = v.Version
 	} else if !errors.Is(err, modelstore.ErrNoModel) {
-		a.log.Warn("read current model", "model", name, "err", err)
+		rc.log.Warn("read current model", "model", name, "err", err)
 	}
-	if v, err := a.store.Previous(name); err == nil {
+	if v, err := rc.store.Previous(name); err == nil {
 		prev = v.Version
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if r := a.models[name]; r != nil {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if r := rc.models[name]; r != nil {
 		r.Current, r.Previous = cur, prev
-		if err := a.saveRecordLocked(name); err != nil {
-			a.log.Error("persist model record", "model", name, "err", err)
+		if err := rc.saveRecordLocked(name); err != nil {
+			rc.log.Error("persist model record", "model", name, "err", err)
 		}
 	}
 }

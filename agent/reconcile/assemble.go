@@ -1,4 +1,4 @@
-package agent
+package reconcile
 
 import (
 	"context"
@@ -163,15 +163,15 @@ type place struct{ off, size int64 }
 // seeds returns the local files that may hold chunks of name@v: its current and previous
 // versions and the partial downloads of its other versions, whose manifests are in the asset
 // store. A file whose manifest is not there is skipped.
-func (a *Agent) seeds(name string, v int) []seed {
+func (rc *Reconciler) seeds(name string, v int) []seed {
 	type file struct{ path, manifest string }
 	var files []file
-	for _, get := range []func(string) (modelstore.Version, error){a.store.Current, a.store.Previous} {
+	for _, get := range []func(string) (modelstore.Version, error){rc.store.Current, rc.store.Previous} {
 		if ver, err := get(name); err == nil && ver.Version != v {
 			files = append(files, file{ver.Path, ver.ManifestDigest})
 		}
 	}
-	if ps, err := a.store.Partials(name); err == nil {
+	if ps, err := rc.store.Partials(name); err == nil {
 		for _, p := range ps {
 			if p.Version != v {
 				files = append(files, file{p.Path, p.ManifestDigest})
@@ -180,7 +180,7 @@ func (a *Agent) seeds(name string, v int) []seed {
 	}
 	var out []seed
 	for _, f := range files {
-		man, ok := a.storedManifest(f.manifest)
+		man, ok := rc.storedManifest(f.manifest)
 		if !ok {
 			continue
 		}
@@ -201,7 +201,7 @@ func (a *Agent) seeds(name string, v int) []seed {
 // other versions on disk and other partial downloads), then the chunk cache. Each is verified
 // on the way; one that fails or cannot be read is simply fetched. It returns how many distinct
 // chunks it reused. Only a write into the partial file, or ctx's end, fails it.
-func (a *Agent) fillLocal(ctx context.Context, name string, v int, as *assembly) (reused int, err error) {
+func (rc *Reconciler) fillLocal(ctx context.Context, name string, v int, as *assembly) (reused int, err error) {
 	buf := make([]byte, artifact.MaxChunkSize)
 	if as.p.Resumed() {
 		if reused, err = as.scan(ctx, buf); err != nil {
@@ -212,7 +212,7 @@ func (a *Agent) fillLocal(ctx context.Context, name string, v int, as *assembly)
 	if len(need) == 0 {
 		return reused, nil
 	}
-	for _, sd := range a.seeds(name, v) {
+	for _, sd := range rc.seeds(name, v) {
 		f, err := os.Open(sd.path)
 		if err != nil {
 			continue
@@ -238,15 +238,15 @@ func (a *Agent) fillLocal(ctx context.Context, name string, v int, as *assembly)
 		}
 	}
 	for _, d := range need {
-		if as.holds(d) || !a.cache.Has(d) {
+		if as.holds(d) || !rc.cache.Has(d) {
 			continue
 		}
-		b, err := a.cache.Get(d) // verified on the way out; a corrupt copy is dropped
+		b, err := rc.cache.Get(d) // verified on the way out; a corrupt copy is dropped
 		if errors.Is(err, chunkcache.ErrNotFound) {
 			continue
 		}
 		if err != nil {
-			a.log.Warn("chunk cache read failed: fetching the chunk", "digest", d, "err", err)
+			rc.log.Warn("chunk cache read failed: fetching the chunk", "digest", d, "err", err)
 			continue
 		}
 		if err := as.put(d, b, -1); err != nil {
@@ -257,20 +257,20 @@ func (a *Agent) fillLocal(ctx context.Context, name string, v int, as *assembly)
 	return reused, nil
 }
 
-// keepChunks puts the chunks of version ver, whose directory is about to be deleted, into the
+// KeepChunks puts the chunks of version ver, whose directory is about to be deleted, into the
 // chunk cache (modelstore.Options.BeforeRemove), except those the kept versions' files hold:
 // assigning it again, or a version that shares its content, then costs little. It never takes
 // the cache over its cap (PutIfRoom), whatever the pins, and stops at the first chunk that does
 // not fit; least recently used chunks are evicted for the rest. Failures are logged: the chunks
 // can always be fetched again.
-func (a *Agent) keepChunks(ver modelstore.Version, kept []modelstore.Version) {
-	man, ok := a.storedManifest(ver.ManifestDigest)
+func (rc *Reconciler) KeepChunks(ver modelstore.Version, kept []modelstore.Version) {
+	man, ok := rc.storedManifest(ver.ManifestDigest)
 	if !ok {
 		return
 	}
 	onDisk := map[string]bool{}
 	for _, k := range kept {
-		if km, ok := a.storedManifest(k.ManifestDigest); ok {
+		if km, ok := rc.storedManifest(k.ManifestDigest); ok {
 			for _, c := range km.Chunks {
 				onDisk[c.Digest] = true
 			}
@@ -285,30 +285,30 @@ func (a *Agent) keepChunks(ver modelstore.Version, kept []modelstore.Version) {
 	offs := man.Offsets()
 	stored := 0
 	for i, c := range man.Chunks {
-		if onDisk[c.Digest] || a.cache.Has(c.Digest) {
+		if onDisk[c.Digest] || rc.cache.Has(c.Digest) {
 			continue
 		}
 		b := buf[:c.Size]
 		if _, err := f.ReadAt(b, offs[i]); err != nil {
-			a.log.Warn("keep chunks of a removed version", "model", ver.Name, "version", ver.Version, "err", err)
+			rc.log.Warn("keep chunks of a removed version", "model", ver.Name, "version", ver.Version, "err", err)
 			break
 		}
-		if err := a.cache.PutIfRoom(c.Digest, b); err != nil {
+		if err := rc.cache.PutIfRoom(c.Digest, b); err != nil {
 			if !errors.Is(err, chunkcache.ErrNoRoom) && !errors.Is(err, chunkcache.ErrTooLarge) {
-				a.log.Warn("keep chunks of a removed version", "model", ver.Name, "version", ver.Version, "err", err)
+				rc.log.Warn("keep chunks of a removed version", "model", ver.Name, "version", ver.Version, "err", err)
 			}
 			break
 		}
 		stored++
 	}
-	a.log.Info("chunks of a removed version kept in the cache", "model", ver.Name, "version", ver.Version, "chunks", stored)
+	rc.log.Info("chunks of a removed version kept in the cache", "model", ver.Name, "version", ver.Version, "chunks", stored)
 }
 
 // storedManifest returns the manifest named digest from the asset store, when it is there and
 // intact. It only says where chunks may sit in a local file: what is read there is hashed
 // against the digests of the manifest being pulled.
-func (a *Agent) storedManifest(digest string) (artifact.Manifest, bool) {
-	b, err := a.assets.Get([]byte(digest))
+func (rc *Reconciler) storedManifest(digest string) (artifact.Manifest, bool) {
+	b, err := rc.assets.Get([]byte(digest))
 	if err != nil || artifact.DigestOf(b) != digest {
 		return artifact.Manifest{}, false
 	}

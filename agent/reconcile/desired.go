@@ -1,4 +1,4 @@
-package agent
+package reconcile
 
 import (
 	"context"
@@ -24,7 +24,7 @@ import (
 // A revision whose pull failed for a reason that may pass (a stall, too many attempts, a store
 // error) is not marked as acted on: it is tried again after a backoff (retryMin doubling to
 // retryMax), and at the next start, until it succeeds or a newer revision replaces it.
-func (a *Agent) desiredLoop(ctx context.Context) {
+func (rc *Reconciler) Run(ctx context.Context) {
 	var (
 		retryB    []byte // the desired to try again, nil when none
 		retryWait time.Duration
@@ -34,20 +34,20 @@ func (a *Agent) desiredLoop(ctx context.Context) {
 	defer retryT.Stop()
 	act := func(b []byte) {
 		for {
-			err := a.handleDesired(ctx, b)
+			err := rc.handleDesired(ctx, b)
 			switch {
 			case errors.Is(err, errPreempted):
 				// A newer revision arrived during the pull: act on it now; what was fetched
 				// stays in the cache.
-				if nb := a.conn.takeDesired(); nb != nil {
+				if nb := rc.conn.TakeDesired(); nb != nil {
 					b = nb
 					continue
 				}
 			case errors.Is(err, errRetry):
-				retryWait = min(max(2*retryWait, a.retryMin), retryMax)
+				retryWait = min(max(2*retryWait, rc.retryMin), retryMax)
 				retryB = b
 				retryT.Reset(retryWait)
-				a.log.Info("desired state will be tried again", "in", retryWait)
+				rc.log.Info("desired state will be tried again", "in", retryWait)
 				return
 			}
 			retryB, retryWait = nil, 0
@@ -59,10 +59,10 @@ func (a *Agent) desiredLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case b := <-a.conn.frames:
-			a.fetch.drainIdle(b)
-		case <-a.conn.desiredCh:
-			if b := a.conn.takeDesired(); b != nil {
+		case b := <-rc.conn.Frames():
+			rc.fetch.drainIdle(b)
+		case <-rc.conn.DesiredSignal():
+			if b := rc.conn.TakeDesired(); b != nil {
 				act(b)
 			}
 		case <-retryT.C:
@@ -91,134 +91,61 @@ func transient(err error) bool {
 	return true
 }
 
-// decodeDesired parses and checks a desired payload, counting what it refuses.
-func (a *Agent) decodeDesired(b []byte) (wire.Desired, bool) {
-	d, err := wire.DecodeDesired(b)
-	if err == nil {
-		err = d.MatchTopic(a.cfg.DeviceID)
-	}
-	if err != nil {
-		a.reject(ReasonMalformedDesired, "malformed desired state", "err", err)
-		return wire.Desired{}, false
-	}
-	return d, true
-}
-
-// verifyDesired decodes a desired payload and decides what to make of it: it learns the root
-// documents it carries (a rotated key set), then checks the signature, the expiry and the rev
-// (trustStore.check). Refusals are counted and logged; a valid one is recorded as heard (the
-// freeze detector's clock). It returns the desired state and whether to act on it.
-func (a *Agent) verifyDesired(b []byte) (wire.Desired, bool) {
-	d, ok := a.decodeDesired(b)
-	if !ok {
-		return d, false
-	}
-	if len(d.Roots) > 0 {
-		roots := make([][]byte, len(d.Roots))
-		for i, r := range d.Roots {
-			roots[i] = r
-		}
-		changed, err := a.trust.learn(roots)
-		if err != nil {
-			a.reject(ReasonBadRoot, "root of trust refused", "err", err)
-		}
-		if changed {
-			a.log.Info("learnt a new root of trust", "version", a.trust.rootVersion(), "online_keys", a.trust.ring().IDs())
-		}
-	}
-	v, reason, err := a.trust.check(d, time.Now())
-	switch v {
-	case verdictRefuse:
-		a.reject(reason, "desired state refused", "rev", d.Rev, "err", err)
-		return d, false
-	case verdictFresh, verdictIgnore:
-		a.trust.seen(d)
-		a.learnRevoked(d)
-		a.log.Debug("desired revision already acted on", "rev", d.Rev)
-		return d, false
-	}
-	a.trust.seen(d)
-	a.learnRevoked(d)
-	return d, true
-}
-
-// learnRevoked keeps the revocation list a valid desired state carries.
-func (a *Agent) learnRevoked(d wire.Desired) {
-	if err := a.trust.revoke(d.Revoked); err != nil {
-		a.log.Error("keep revocation list", "err", err)
-	}
-}
-
-// acceptDesired is the connection's filter: whether an incoming payload may take the desired
-// slot.
-func (a *Agent) acceptDesired(b []byte) bool {
-	_, ok := a.verifyDesired(b)
-	return ok
-}
-
 // handleDesired acts on one desired payload if it verifies and its revision is above the last
 // acted on. The revision is persisted only once every model reached a terminal state, so a
 // restart or a preemption resumes it (chunks already verified are in the cache and are not
 // fetched again).
-func (a *Agent) handleDesired(ctx context.Context, b []byte) error {
-	d, ok := a.verifyDesired(b)
+func (rc *Reconciler) handleDesired(ctx context.Context, b []byte) error {
+	d, ok := rc.trust.Desired(b)
 	if !ok {
 		return nil
 	}
-	a.log.Info("acting on desired state", "rev", d.Rev, "models", len(d.Models))
-	a.retry = false
-	a.mu.Lock()
-	a.reportRev = d.Rev
-	a.mu.Unlock()
+	rc.log.Info("acting on desired state", "rev", d.Rev, "models", len(d.Models))
+	rc.retry = false
+	rc.mu.Lock()
+	rc.reportRev = d.Rev
+	rc.mu.Unlock()
 	preempt := func() bool {
-		nb := a.conn.peekDesired()
-		if nb == nil {
-			return false
-		}
-		nd, err := wire.DecodeDesired(nb)
-		if err != nil || nd.Rev <= d.Rev {
-			return false
-		}
-		v, _, _ := a.trust.check(nd, time.Now())
-		return v == verdictAct
+		nb := rc.conn.PeekDesired()
+		return nb != nil && rc.trust.Preempts(nb, d.Rev)
 	}
 	want := map[string]bool{}
 	models := append([]wire.DesiredModel(nil), d.Models...)
 	sort.Slice(models, func(i, j int) bool { return models[i].Name < models[j].Name })
 	for _, m := range models {
 		want[m.Name] = true
-		if err := a.applyModel(ctx, m, preempt); err != nil {
+		if err := rc.applyModel(ctx, m, preempt); err != nil {
 			return err
 		}
 	}
-	a.mu.Lock()
+	rc.mu.Lock()
 	var gone []string
-	for n := range a.models {
+	for n := range rc.models {
 		if !want[n] {
 			gone = append(gone, n)
 		}
 	}
-	a.mu.Unlock()
+	rc.mu.Unlock()
 	sort.Strings(gone)
 	for _, n := range gone {
-		a.deactivate(n)
+		rc.deactivate(n)
 	}
-	a.gcAssets()
-	if a.retry {
-		a.report()
+	rc.gcAssets()
+	if rc.retry {
+		rc.changed()
 		return errRetry
 	}
-	if err := a.saveRev(d.Rev); err != nil {
-		a.log.Error("persist desired revision", "err", err)
+	if err := rc.saveRev(d.Rev); err != nil {
+		rc.log.Error("persist desired revision", "err", err)
 	}
-	a.report()
+	rc.changed()
 	return nil
 }
 
 // takePullSlot waits for one of Options.PullSlots (none configured: at once) and returns its
 // release, which may be called more than once.
-func (a *Agent) takePullSlot(ctx context.Context) (release func(), err error) {
-	slots := a.opts.PullSlots
+func (rc *Reconciler) takePullSlot(ctx context.Context) (release func(), err error) {
+	slots := rc.cfg.PullSlots
 	if slots == nil {
 		return func() {}, nil
 	}
@@ -233,89 +160,89 @@ func (a *Agent) takePullSlot(ctx context.Context) (release func(), err error) {
 
 // applyModel brings one model to the desired version. Failures end in state failed with the
 // reason in last_error; only ctx's end and preemption are returned.
-func (a *Agent) applyModel(ctx context.Context, m wire.DesiredModel, preempt func() bool) error {
-	log := a.log.With("model", m.Name, "version", m.Version)
+func (rc *Reconciler) applyModel(ctx context.Context, m wire.DesiredModel, preempt func() bool) error {
+	log := rc.log.With("model", m.Name, "version", m.Version)
 	if err := modelstore.ValidName(m.Name); err != nil {
-		a.reject(ReasonUnknownModel, "model name unusable as a directory", "model", m.Name, "err", err)
-		a.fail(m, fmt.Errorf("%w: %v", ErrRejected, err))
+		rc.reject(ReasonUnknownModel, "model name unusable as a directory", "model", m.Name, "err", err)
+		rc.fail(m, fmt.Errorf("%w: %v", ErrRejected, err))
 		return nil
 	}
-	a.refreshLinks(m.Name)
-	cur, curErr := a.store.Current(m.Name)
+	rc.refreshLinks(m.Name)
+	cur, curErr := rc.store.Current(m.Name)
 	if curErr == nil && cur.Version == m.Version && cur.ManifestDigest == m.ManifestDigest {
 		// Already running: make sure what the pipeline needs is here, and say so.
-		if err := a.fetchAssets(ctx, m, preempt); err != nil {
-			return a.pullFailed(m, err)
+		if err := rc.fetchAssets(ctx, m, preempt); err != nil {
+			return rc.pullFailed(m, err)
 		}
-		a.setState(m.Name, a.stateFor(m.Name, wire.StateActive), func(r *modelRecord) { a.adopt(r, m); r.Target = 0; r.LastError = "" })
-		a.dropPartials(m.Name) // e.g. of a pull this desired preempted
+		rc.setState(m.Name, rc.stateFor(m.Name, wire.StateActive), func(r *modelRecord) { rc.adopt(r, m); r.Target = 0; r.LastError = "" })
+		rc.dropPartials(m.Name) // e.g. of a pull this desired preempted
 		return nil
 	}
-	if a.trust.isRevoked(m.Name, m.Version) {
+	if rc.trust.Revoked(m.Name, m.Version) {
 		// Withdrawn by the hub: never activated again, whatever signature it comes with.
-		a.reject(ReasonRevoked, "revoked model version refused", "model", m.Name, "version", m.Version)
-		a.fail(m, fmt.Errorf("%w: %s@%d was revoked", ErrRejected, m.Name, m.Version))
+		rc.reject(ReasonRevoked, "revoked model version refused", "model", m.Name, "version", m.Version)
+		rc.fail(m, fmt.Errorf("%w: %s@%d was revoked", ErrRejected, m.Name, m.Version))
 		return nil
 	}
 	back := curErr == nil && m.Version < cur.Version
-	a.setState(m.Name, wire.StateNotified, func(r *modelRecord) { r.Target = m.Version; r.RolloutID = m.RolloutID; r.LastError = "" })
+	rc.setState(m.Name, wire.StateNotified, func(r *modelRecord) { r.Target = m.Version; r.RolloutID = m.RolloutID; r.LastError = "" })
 
 	// A pull slot (fleet mode) is held from the manifest's request until the file is staged and
 	// the contract and profile are here.
-	release, err := a.takePullSlot(ctx)
+	release, err := rc.takePullSlot(ctx)
 	if err != nil {
-		return a.pullFailed(m, err)
+		return rc.pullFailed(m, err)
 	}
 	defer release()
-	man, err := a.manifest(ctx, m, preempt)
+	man, err := rc.manifest(ctx, m, preempt)
 	if err != nil {
-		return a.pullFailed(m, err)
+		return rc.pullFailed(m, err)
 	}
-	a.failpoint("manifest")
+	rc.failpoint("manifest")
 	pin := pinName(m.Name, m.Version)
 	digests := make([]string, 0, len(man.Chunks))
 	for _, c := range man.Chunks {
 		digests = append(digests, c.Digest)
 	}
-	if err := a.cache.Pin(pin, digests); err != nil {
-		return a.pullFailed(m, err)
+	if err := rc.cache.Pin(pin, digests); err != nil {
+		return rc.pullFailed(m, err)
 	}
-	a.mu.Lock()
-	if r := a.models[m.Name]; r != nil && !contains(r.Pins, pin) {
+	rc.mu.Lock()
+	if r := rc.models[m.Name]; r != nil && !contains(r.Pins, pin) {
 		r.Pins = append(r.Pins, pin)
-		_ = a.saveRecordLocked(m.Name)
+		_ = rc.saveRecordLocked(m.Name)
 	}
-	a.mu.Unlock()
+	rc.mu.Unlock()
 
-	staged, err := a.downloadAndStage(ctx, m, man, preempt)
+	stageErr, err := rc.downloadAndStage(ctx, m, man, preempt)
 	if err != nil {
-		return a.pullFailed(m, err)
+		return rc.pullFailed(m, err)
 	}
-	if err := a.fetchAssets(ctx, m, preempt); err != nil {
-		return a.pullFailed(m, err)
+	if err := rc.fetchAssets(ctx, m, preempt); err != nil {
+		return rc.pullFailed(m, err)
 	}
 	release()
 
-	a.setState(m.Name, wire.StateActivating, nil)
+	rc.setState(m.Name, wire.StateActivating, nil)
 	// The activation runs to its end even when a newer desired arrives: a health check cut
 	// short leaves the journal pending until the next start (modelstore).
-	err = staged
+	err = stageErr
 	if err == nil {
-		err = a.store.Activate(ctx, m.Name, m.Version)
+		err = rc.store.Activate(ctx, m.Name, m.Version)
 	}
-	a.refreshLinks(m.Name)
+	rc.refreshLinks(m.Name)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	if err != nil {
 		log.Warn("activation failed", "err", err)
-		a.m.activations.WithLabelValues(ResultFailed).Inc()
-		a.setState(m.Name, wire.StateFailed, func(r *modelRecord) { r.LastError = err.Error() })
-		a.releasePins(m.Name)
+		rc.m.Activations.WithLabelValues(ResultFailed).Inc()
+		rc.setState(m.Name, wire.StateFailed, func(r *modelRecord) { r.LastError = err.Error() })
+		rc.releasePins(m.Name)
 		if transient(err) {
-			a.retry = true // a disk or store error, not a verdict on the version
+			rc.retry = true // a disk or store error, not a verdict on the version
 		} else {
-			a.dropPartials(m.Name)
+			rc.dropPartials(m.Name)
 		}
 		return nil
 	}
@@ -323,35 +250,35 @@ func (a *Agent) applyModel(ctx context.Context, m wire.DesiredModel, preempt fun
 	if back {
 		result, st = ResultRolledBack, wire.StateRolledBack
 	}
-	a.m.activations.WithLabelValues(result).Inc()
+	rc.m.Activations.WithLabelValues(result).Inc()
 	log.Info("model version running", "state", st)
-	a.setState(m.Name, st, func(r *modelRecord) { a.adopt(r, m); r.Target = 0; r.LastError = "" })
-	a.releasePins(m.Name)
-	a.dropPartials(m.Name)
+	rc.setState(m.Name, st, func(r *modelRecord) { rc.adopt(r, m); r.Target = 0; r.LastError = "" })
+	rc.releasePins(m.Name)
+	rc.dropPartials(m.Name)
 	return nil
 }
 
 // dropPartials deletes the partial downloads of name once nothing will resume them: the model
 // runs what is desired, or its pull failed for good. A pull that failed for a reason that may
 // pass keeps its partial for the retry, and a preempted one for the next pull, which reads it.
-func (a *Agent) dropPartials(name string) {
-	if err := a.store.DropPartials(name, 0); err != nil {
-		a.log.Warn("remove partial downloads", "model", name, "err", err)
+func (rc *Reconciler) dropPartials(name string) {
+	if err := rc.store.DropPartials(name, 0); err != nil {
+		rc.log.Warn("remove partial downloads", "model", name, "err", err)
 	}
 }
 
 // stateFor keeps rolled_back for a version reached by going back, instead of active.
-func (a *Agent) stateFor(name string, st wire.State) wire.State {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if r := a.models[name]; r != nil && r.State == wire.StateRolledBack && st == wire.StateActive {
+func (rc *Reconciler) stateFor(name string, st wire.State) wire.State {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if r := rc.models[name]; r != nil && r.State == wire.StateRolledBack && st == wire.StateActive {
 		return wire.StateRolledBack
 	}
 	return st
 }
 
 // adopt records what the active version m brought.
-func (a *Agent) adopt(r *modelRecord, m wire.DesiredModel) {
+func (rc *Reconciler) adopt(r *modelRecord, m wire.DesiredModel) {
 	r.ActiveVersion, r.ManifestDigest = m.Version, m.ManifestDigest
 	r.ContractDigest, r.ProfileDigest = m.ContractDigest, m.ProfileDigest
 	r.OutputDigest = m.OutputDigest
@@ -360,42 +287,38 @@ func (a *Agent) adopt(r *modelRecord, m wire.DesiredModel) {
 }
 
 // pullFailed reports a failed pull, or passes ctx's end and preemption through.
-func (a *Agent) pullFailed(m wire.DesiredModel, err error) error {
-	if errors.Is(err, errPreempted) || ctx(err) {
+func (rc *Reconciler) pullFailed(m wire.DesiredModel, err error) error {
+	if errors.Is(err, errPreempted) || canceled(err) {
 		return err
 	}
-	a.fail(m, err)
+	rc.fail(m, err)
 	if transient(err) {
-		a.retry = true
+		rc.retry = true
 	} else {
-		a.dropPartials(m.Name)
+		rc.dropPartials(m.Name)
 	}
 	return nil
 }
 
-func ctx(err error) bool {
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
-}
-
-func (a *Agent) fail(m wire.DesiredModel, err error) {
-	a.log.Warn("model version not activated", "model", m.Name, "version", m.Version, "err", err)
-	a.m.activations.WithLabelValues(ResultFailed).Inc()
-	a.setState(m.Name, wire.StateFailed, func(r *modelRecord) { r.Target = m.Version; r.LastError = err.Error() })
+func (rc *Reconciler) fail(m wire.DesiredModel, err error) {
+	rc.log.Warn("model version not activated", "model", m.Name, "version", m.Version, "err", err)
+	rc.m.Activations.WithLabelValues(ResultFailed).Inc()
+	rc.setState(m.Name, wire.StateFailed, func(r *modelRecord) { r.Target = m.Version; r.LastError = err.Error() })
 	if modelstore.ValidName(m.Name) == nil {
-		a.releasePins(m.Name)
+		rc.releasePins(m.Name)
 	}
 }
 
 // manifest returns m's manifest, from the asset store or fetched, after checking its digest
 // (the fetch verifies it), its form and its signature against the trusted keys.
-func (a *Agent) manifest(ctx context.Context, m wire.DesiredModel, preempt func() bool) (artifact.Manifest, error) {
-	b, err := a.asset(ctx, kindManifest, m.ManifestDigest, preempt)
+func (rc *Reconciler) manifest(ctx context.Context, m wire.DesiredModel, preempt func() bool) (artifact.Manifest, error) {
+	b, err := rc.asset(ctx, kindManifest, m.ManifestDigest, preempt)
 	if err != nil {
 		return artifact.Manifest{}, fmt.Errorf("fetch manifest: %w", err)
 	}
 	// The fetch checked that b hashes to m.ManifestDigest; the approval signature binds that
 	// digest with the name, version, contract, profile and dataset version.
-	if err := a.trust.ring().VerifyApproval(m.Approval(), m.ApprovalSignature); err != nil {
+	if err := rc.trust.Approval(m); err != nil {
 		reason := ReasonBadSignature
 		switch {
 		case errors.Is(err, artifact.ErrUnsigned):
@@ -403,8 +326,8 @@ func (a *Agent) manifest(ctx context.Context, m wire.DesiredModel, preempt func(
 		case errors.Is(err, artifact.ErrUnknownKey):
 			reason = ReasonUnknownKey
 		}
-		a.reject(reason, "approval signature refused", "model", m.Name, "version", m.Version, "err", err)
-		a.deleteAsset(m.ManifestDigest)
+		rc.reject(reason, "approval signature refused", "model", m.Name, "version", m.Version, "err", err)
+		rc.deleteAsset(m.ManifestDigest)
 		return artifact.Manifest{}, fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	man, err := artifact.DecodeManifest(b)
@@ -412,8 +335,8 @@ func (a *Agent) manifest(ctx context.Context, m wire.DesiredModel, preempt func(
 		err = fmt.Errorf("%w: manifest says %d bytes, desired %d", artifact.ErrBadManifest, man.Size, m.Size)
 	}
 	if err != nil {
-		a.reject(ReasonBadManifest, "manifest refused", "model", m.Name, "version", m.Version, "err", err)
-		a.deleteAsset(m.ManifestDigest)
+		rc.reject(ReasonBadManifest, "manifest refused", "model", m.Name, "version", m.Version, "err", err)
+		rc.deleteAsset(m.ManifestDigest)
 		return artifact.Manifest{}, fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	return man, nil
@@ -423,15 +346,15 @@ func (a *Agent) manifest(ctx context.Context, m wire.DesiredModel, preempt func(
 // resumable modelstore.Partial it writes the chunks this device already holds (fillLocal), then
 // fetches the rest, writing each at its places as soon as it is verified, while hashLoop hashes
 // the file's completed prefix; modelstore then keeps the file only if it hashes to man.Digest.
-// err is the download's failure (the partial download stays on disk, to be resumed); staged is
-// the staging's result. man is valid (a.manifest decoded it).
-func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man artifact.Manifest, preempt func() bool) (staged, err error) {
-	p, done, err := a.store.OpenPartial(m.Name, m.Version, m.ManifestDigest, man.Digest, man.Size)
+// err is the download's failure (the partial download stays on disk, to be resumed); stageErr is
+// the staging's result. man is valid (rc.manifest decoded it).
+func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel, man artifact.Manifest, preempt func() bool) (stageErr, err error) {
+	p, done, err := rc.store.OpenPartial(m.Name, m.Version, m.ManifestDigest, man.Digest, man.Size)
 	if err != nil || done {
 		return err, nil
 	}
 	as := newAssembly(p, man)
-	reused, err := a.fillLocal(ctx, m.Name, m.Version, as)
+	reused, err := rc.fillLocal(ctx, m.Name, m.Version, as)
 	if err != nil {
 		p.Close()
 		if ctx.Err() != nil {
@@ -440,27 +363,27 @@ func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man a
 		return err, nil
 	}
 	// What other partial downloads of this model held is in this one now.
-	if err := a.store.DropPartials(m.Name, m.Version); err != nil {
-		a.log.Warn("remove other partial downloads", "model", m.Name, "err", err)
+	if err := rc.store.DropPartials(m.Name, m.Version); err != nil {
+		rc.log.Warn("remove other partial downloads", "model", m.Name, "err", err)
 	}
-	a.m.chunksReused.Add(float64(reused))
+	rc.m.ChunksReused.Add(float64(reused))
 	missing := as.missing()
-	a.log.Info("downloading model", "model", m.Name, "version", m.Version, "chunks", len(man.Chunks), "missing", len(missing), "reused", reused, "bytes", man.Size, "resumed", p.Resumed())
-	a.setState(m.Name, wire.StateDownloading, func(r *modelRecord) { r.BytesDone, r.BytesTotal = as.done(), man.Size })
+	rc.log.Info("downloading model", "model", m.Name, "version", m.Version, "chunks", len(man.Chunks), "missing", len(missing), "reused", reused, "bytes", man.Size, "resumed", p.Resumed())
+	rc.setState(m.Name, wire.StateDownloading, func(r *modelRecord) { r.BytesDone, r.BytesTotal = as.done(), man.Size })
 
 	hashCtx, stopHash := context.WithCancel(ctx)
 	defer stopHash()
 	hashed := make(chan error, 1)
 	go func() { hashed <- as.hashLoop(hashCtx) }()
-	err = a.fetch.fetch(ctx, kindChunk, missing, func(d string, data []byte) error {
+	err = rc.fetch.fetch(ctx, kindChunk, missing, func(d string, data []byte) error {
 		err := as.put(d, data, -1)
 		putPlainBuf(data)
 		return err
 	}, func(string) {
-		a.m.fetchedChunks.Inc()
-		a.progress(m.Name, as.done(), man.Size)
-		if a.opts.OnChunk != nil {
-			a.opts.OnChunk()
+		rc.m.FetchedChunks.Inc()
+		rc.progress(m.Name, as.done(), man.Size)
+		if rc.cfg.OnChunk != nil {
+			rc.cfg.OnChunk()
 		}
 	}, preempt)
 	if left := len(as.missing()); err == nil && left > 0 {
@@ -480,12 +403,12 @@ func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man a
 }
 
 // fetchAssets makes sure the contract and reference profile m names are in the asset store.
-func (a *Agent) fetchAssets(ctx context.Context, m wire.DesiredModel, preempt func() bool) error {
+func (rc *Reconciler) fetchAssets(ctx context.Context, m wire.DesiredModel, preempt func() bool) error {
 	for _, d := range []string{m.ContractDigest, m.ProfileDigest, m.OutputDigest} {
 		if d == "" {
 			continue
 		}
-		if _, err := a.asset(ctx, kindAsset, d, preempt); err != nil {
+		if _, err := rc.asset(ctx, kindAsset, d, preempt); err != nil {
 			return fmt.Errorf("fetch contract or profile %s: %w", d, err)
 		}
 	}
@@ -493,17 +416,17 @@ func (a *Agent) fetchAssets(ctx context.Context, m wire.DesiredModel, preempt fu
 }
 
 // releasePins unpins every set of name except those of its current and previous versions.
-func (a *Agent) releasePins(name string) {
+func (rc *Reconciler) releasePins(name string) {
 	keep := map[string]bool{}
-	if v, err := a.store.Current(name); err == nil {
+	if v, err := rc.store.Current(name); err == nil {
 		keep[pinName(name, v.Version)] = true
 	}
-	if v, err := a.store.Previous(name); err == nil {
+	if v, err := rc.store.Previous(name); err == nil {
 		keep[pinName(name, v.Version)] = true
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	r := a.models[name]
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	r := rc.models[name]
 	if r == nil {
 		return
 	}
@@ -513,14 +436,14 @@ func (a *Agent) releasePins(name string) {
 			kept = append(kept, p)
 			continue
 		}
-		if err := a.cache.Unpin(p); err != nil {
-			a.log.Warn("unpin", "set", p, "err", err)
+		if err := rc.cache.Unpin(p); err != nil {
+			rc.log.Warn("unpin", "set", p, "err", err)
 			kept = append(kept, p)
 		}
 	}
 	r.Pins = kept
-	if err := a.saveRecordLocked(name); err != nil {
-		a.log.Error("persist model record", "model", name, "err", err)
+	if err := rc.saveRecordLocked(name); err != nil {
+		rc.log.Error("persist model record", "model", name, "err", err)
 	}
 }
 
@@ -528,40 +451,40 @@ func (a *Agent) releasePins(name string) {
 // previous versions go into the chunk cache (until evicted: assigning it again costs little),
 // its directory is renamed away (so current disappears in one step) and deleted, its chunks
 // unpinned, its record dropped.
-func (a *Agent) deactivate(name string) {
-	a.log.Info("model removed from desired state: deactivating", "model", name)
+func (rc *Reconciler) deactivate(name string) {
+	rc.log.Info("model removed from desired state: deactivating", "model", name)
 	if modelstore.ValidName(name) == nil {
-		dir := filepath.Join(a.store.Dir(), name)
+		dir := filepath.Join(rc.store.Dir(), name)
 		if _, err := os.Stat(dir); err == nil {
-			for _, get := range []func(string) (modelstore.Version, error){a.store.Current, a.store.Previous} {
+			for _, get := range []func(string) (modelstore.Version, error){rc.store.Current, rc.store.Previous} {
 				if ver, err := get(name); err == nil {
-					a.keepChunks(ver, nil)
+					rc.KeepChunks(ver, nil)
 				}
 			}
 			b := make([]byte, 4)
 			_, _ = rand.Read(b)
-			trash := filepath.Join(a.store.Dir(), ".removed-"+name+"-"+hex.EncodeToString(b))
+			trash := filepath.Join(rc.store.Dir(), ".removed-"+name+"-"+hex.EncodeToString(b))
 			if err := os.Rename(dir, trash); err != nil {
-				a.log.Error("deactivate model", "model", name, "err", err)
+				rc.log.Error("deactivate model", "model", name, "err", err)
 				return
 			}
 			if err := os.RemoveAll(trash); err != nil {
-				a.log.Warn("remove deactivated model", "model", name, "err", err)
+				rc.log.Warn("remove deactivated model", "model", name, "err", err)
 			}
 		}
 	}
-	a.mu.Lock()
-	r := a.models[name]
-	delete(a.models, name)
-	err := a.saveRecordLocked(name)
-	a.mu.Unlock()
+	rc.mu.Lock()
+	r := rc.models[name]
+	delete(rc.models, name)
+	err := rc.saveRecordLocked(name)
+	rc.mu.Unlock()
 	if err != nil {
-		a.log.Error("drop model record", "model", name, "err", err)
+		rc.log.Error("drop model record", "model", name, "err", err)
 	}
 	if r != nil {
 		for _, p := range r.Pins {
-			if err := a.cache.Unpin(p); err != nil {
-				a.log.Warn("unpin", "set", p, "err", err)
+			if err := rc.cache.Unpin(p); err != nil {
+				rc.log.Warn("unpin", "set", p, "err", err)
 			}
 		}
 	}
@@ -569,9 +492,9 @@ func (a *Agent) deactivate(name string) {
 
 // asset returns the object digest from the asset store, fetching and storing it when absent.
 // The fetch verifies the digest.
-func (a *Agent) asset(ctx context.Context, kind objectKind, digest string, preempt func() bool) ([]byte, error) {
+func (rc *Reconciler) asset(ctx context.Context, kind objectKind, digest string, preempt func() bool) ([]byte, error) {
 	key := []byte(digest)
-	b, err := a.assets.Get(key)
+	b, err := rc.assets.Get(key)
 	if err == nil && artifact.DigestOf(b) == digest {
 		return b, nil
 	}
@@ -579,9 +502,9 @@ func (a *Agent) asset(ctx context.Context, kind objectKind, digest string, preem
 		return nil, err
 	}
 	var got []byte
-	err = a.fetch.fetch(ctx, kind, []string{digest}, func(_ string, data []byte) error {
+	err = rc.fetch.fetch(ctx, kind, []string{digest}, func(_ string, data []byte) error {
 		got = append([]byte(nil), data...)
-		return a.assets.Set(key, got)
+		return rc.assets.Set(key, got)
 	}, func(string) {}, preempt)
 	if err != nil {
 		return nil, err
@@ -589,53 +512,53 @@ func (a *Agent) asset(ctx context.Context, kind objectKind, digest string, preem
 	return got, nil
 }
 
-func (a *Agent) deleteAsset(digest string) {
-	if err := a.assets.Delete([]byte(digest)); err != nil {
-		a.log.Warn("delete asset", "digest", digest, "err", err)
+func (rc *Reconciler) deleteAsset(digest string) {
+	if err := rc.assets.Delete([]byte(digest)); err != nil {
+		rc.log.Warn("delete asset", "digest", digest, "err", err)
 	}
 }
 
 // gcAssets deletes manifests, contracts and profiles no model record and no version on disk
 // refers to.
-func (a *Agent) gcAssets() {
+func (rc *Reconciler) gcAssets() {
 	keep := map[string]bool{}
-	a.mu.Lock()
-	names := make([]string, 0, len(a.models))
-	for n, r := range a.models {
+	rc.mu.Lock()
+	names := make([]string, 0, len(rc.models))
+	for n, r := range rc.models {
 		names = append(names, n)
 		for _, d := range []string{r.ManifestDigest, r.ContractDigest, r.ProfileDigest, r.OutputDigest} {
 			keep[d] = true
 		}
 	}
-	a.mu.Unlock()
+	rc.mu.Unlock()
 	for _, n := range names {
-		if v, err := a.store.Current(n); err == nil {
+		if v, err := rc.store.Current(n); err == nil {
 			keep[v.ManifestDigest] = true
 		}
-		if v, err := a.store.Previous(n); err == nil {
+		if v, err := rc.store.Previous(n); err == nil {
 			keep[v.ManifestDigest] = true
 		}
 		// A partial download kept for a retry or the next pull is read with its manifest.
-		if ps, err := a.store.Partials(n); err == nil {
+		if ps, err := rc.store.Partials(n); err == nil {
 			for _, p := range ps {
 				keep[p.ManifestDigest] = true
 			}
 		}
 	}
 	var drop [][]byte
-	err := a.assets.IterateKeys(false, func(k []byte, _ int64) error {
+	err := rc.assets.IterateKeys(false, func(k []byte, _ int64) error {
 		if !keep[string(k)] {
 			drop = append(drop, append([]byte(nil), k...))
 		}
 		return nil
 	})
 	if err != nil {
-		a.log.Warn("list assets", "err", err)
+		rc.log.Warn("list assets", "err", err)
 		return
 	}
 	for _, k := range drop {
-		if err := a.assets.Delete(k); err != nil {
-			a.log.Warn("delete asset", "err", err)
+		if err := rc.assets.Delete(k); err != nil {
+			rc.log.Warn("delete asset", "err", err)
 		}
 	}
 }
