@@ -43,11 +43,6 @@ type Options struct {
 	// Gatherer is what GET /metrics serves (default: the registry created for Registerer, or
 	// prometheus.DefaultGatherer when Registerer was given).
 	Gatherer prometheus.Gatherer
-	// OnData, when set, receives each message of the device's data topic, on one agent
-	// goroutine, in order (the data pipeline's ingestion). The payload is the caller's.
-	OnData func(payload []byte)
-	// Stats, when set, supplies the pipeline's counters for heartbeats.
-	Stats func() PipelineStats
 	// OnChunk, when set, is called after each fetched chunk is verified and stored (progress
 	// displays and crash tests).
 	OnChunk func()
@@ -105,7 +100,7 @@ type Agent struct {
 	// only).
 	reportedRootExpired bool
 	ran                 bool
-	extra               []func(context.Context)
+	exts                []Extension // AddExtension
 }
 
 // New validates cfg and opens the agent's stores inside ns (children "agent", "assets",
@@ -183,7 +178,7 @@ func New(cfg config.Config, ns devicedb.Namespace, opts Options) (*Agent, error)
 		pace.refusedMax = DefaultRefusedBackoffMax
 	}
 	pace.refusedMax = max(pace.refusedMax, pace.refusedMin)
-	if a.conn, err = newConn(cfg, topics, a.m, a.log, a.started, Version, opts.OnData != nil, pace); err != nil {
+	if a.conn, err = newConn(cfg, topics, a.m, a.log, a.started, Version, pace); err != nil {
 		return nil, err
 	}
 	a.conn.onRefused = opts.OnConnectRefused
@@ -200,10 +195,6 @@ func New(cfg config.Config, ns devicedb.Namespace, opts Options) (*Agent, error)
 	a.mux.HandleFunc("GET /status", a.serveStatus)
 	return a, nil
 }
-
-// Handle registers an HTTP handler on the agent's listener (the metrics address) before Run:
-// the pipeline adds POST /ingest here.
-func (a *Agent) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }
 
 // MetricsAddr returns the address GET /metrics (and the agent's other local endpoints) listen
 // on once Run has started serving, else "" (not yet, or Config.Metrics is "off").
@@ -224,31 +215,6 @@ func (a *Agent) Topics() wire.Topics { return a.topics }
 
 // Logger returns the agent's logger.
 func (a *Agent) Logger() *slog.Logger { return a.log }
-
-// Send queues a report of kind k (validation, drift, drift/{feature} with feature set, profile,
-// ...) for the broker through the outbox: kept on disk while the broker is unreachable and sent
-// in order, within the buffer's bounds. It refuses kinds only the hub may publish.
-func (a *Agent) Send(k wire.Kind, feature string, payload []byte) error {
-	var topic string
-	switch k {
-	case wire.KindValidation:
-		topic = a.topics.Validation(a.cfg.DeviceID)
-	case wire.KindDrift:
-		topic = a.topics.Drift(a.cfg.DeviceID)
-	case wire.KindDriftFeature:
-		if err := wire.ValidateName("feature", feature); err != nil {
-			return err
-		}
-		topic = a.topics.DriftFeature(a.cfg.DeviceID, feature)
-	case wire.KindProfile:
-		topic = a.topics.Profile(a.cfg.DeviceID)
-	case wire.KindHeartbeat:
-		topic = a.topics.Heartbeat(a.cfg.DeviceID)
-	default:
-		return fmt.Errorf("agent: %v is not a report kind the agent sends", k)
-	}
-	return a.out.Enqueue(topic, payload, k.QoS(), k.Retained())
-}
 
 // failpoint calls Options.Failpoint at step.
 func (a *Agent) failpoint(step string) {
@@ -345,11 +311,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	spawn(a.ackLoop)
 	spawn(a.rec.Run)
 	spawn(a.heartbeatLoop)
-	if a.opts.OnData != nil {
+	if a.conn.wantData {
 		spawn(a.dataLoop)
 	}
-	for _, f := range a.extra {
-		spawn(f)
+	for _, x := range a.exts {
+		spawn(x.Run)
 	}
 	spawn(a.conn.run)
 	a.report()
@@ -426,18 +392,6 @@ func (a *Agent) ackLoop(ctx context.Context) {
 		}
 		if err := a.out.HubAck(ack); err != nil {
 			a.log.Error("apply the hub's ack", "err", err)
-		}
-	}
-}
-
-// dataLoop hands data-topic messages to Options.OnData, in order.
-func (a *Agent) dataLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case b := <-a.conn.data:
-			a.opts.OnData(b)
 		}
 	}
 }

@@ -67,9 +67,8 @@ func (a *Agent) heartbeat(now time.Time, ps procStats, cpu float64) error {
 		a.reportedStale, a.reportedRootExpired = hb.DesiredStale, hb.RootExpired
 		a.report()
 	}
-	if a.opts.Stats != nil {
-		p := a.opts.Stats()
-		hb.RecordsSeen, hb.RecordsInvalid, hb.QuarantineDepth = max(p.RecordsSeen, 0), max(p.RecordsInvalid, 0), max(p.QuarantineDepth, 0)
+	if p, ok := a.extensionStats(); ok {
+		hb.RecordsSeen, hb.RecordsInvalid, hb.QuarantineDepth = p.RecordsSeen, p.RecordsInvalid, p.QuarantineDepth
 	}
 	b, err := wire.Encode(hb)
 	if err != nil {

@@ -59,7 +59,7 @@ type conn struct {
 
 	frames   chan []byte
 	data     chan []byte
-	wantData bool
+	wantData bool // an extension provides EventData (AddExtension, before Run)
 	// onFrameBytes counts every chunk-topic byte received.
 	onFrameBytes func(n int)
 
@@ -77,11 +77,11 @@ type conn struct {
 	tryingAt string // the broker of the attempt in progress (paho's notifications)
 }
 
-func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger, started time.Time, version string, wantData bool, pace pacing) (*conn, error) {
+func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger, started time.Time, version string, pace pacing) (*conn, error) {
 	c := &conn{
 		topics: topics, id: cfg.DeviceID, log: log, m: m,
 		connected: make(chan struct{}, 1), desiredCh: make(chan struct{}, 1), lost: make(chan struct{}), upCh: make(chan struct{}), acks: make(chan []byte, 1),
-		frames: make(chan []byte, frameQueue), data: make(chan []byte, dataQueue), wantData: wantData,
+		frames: make(chan []byte, frameQueue), data: make(chan []byte, dataQueue),
 		kick: make(chan struct{}, 1), pace: pace,
 	}
 	tok := cfg.Token

@@ -44,8 +44,8 @@ var (
 )
 
 // RegisterRunHook adds h to `run`: it is called with the agent after agent.New and before Run,
-// in registration order, to wire an extension (the data pipeline: a.OnData, a.Handle("POST
-// /ingest", ...), a.SetStats, a.Go, a.Namespace, a.Registerer). An error stops the start.
+// in registration order, to add extensions (agent.AddExtension: the data pipeline, the
+// sampler, the outputs tracker). An error stops the start.
 // Files of this package call it from init().
 func RegisterRunHook(h func(a *agent.Agent) error) {
 	regMu.Lock()

@@ -134,8 +134,8 @@ func TestOutputsReachTheHub(t *testing.T) {
 	go func() { done <- a.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	testhelp.WaitFor(t, 30*time.Second, "the output reference on the agent", func() bool {
-		_, _, b, ok := a.Output()
-		return ok && len(b) > 0
+		ms, _ := a.ActiveModels()
+		return len(ms) > 0 && len(ms[0].Output) > 0
 	})
 	ingest := func(kind, body string) {
 		t.Helper()

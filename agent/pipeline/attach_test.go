@@ -217,8 +217,8 @@ func TestContractWindowHonoured(t *testing.T) {
 	waitFor(t, "the agent online", a.Connected)
 	api.call(http.MethodPut, "/api/v1/devices/edge-w/models/m", map[string]int{"version": mv}, http.StatusOK, nil)
 	waitFor(t, "the model active", func() bool {
-		am, ok, err := a.ActiveModel()
-		return err == nil && ok && am.Version == mv
+		ms, err := a.ActiveModels()
+		return err == nil && len(ms) > 0 && ms[0].Version == mv
 	})
 
 	// A dashboard client (another connection of the device) watches the drift topic.

@@ -9,9 +9,9 @@ import (
 	"github.com/driftline/driftline/shared/wire"
 )
 
-// ActiveModel is what the data pipeline needs about a running model version: which version
-// reports are made for, and the training data's contract and reference profile to check live
-// data against.
+// ActiveModel is a running model version and what came with it: which version reports are
+// made for, the training data's contract and reference profile to check live data against, and
+// the output reference to check predictions against.
 type ActiveModel struct {
 	// Name and Version identify the running model version.
 	Name    string
@@ -26,14 +26,17 @@ type ActiveModel struct {
 	Contract []byte
 	// Profile is the encoded reference profile (shared/profile), nil when none came.
 	Profile []byte
+	// Output is the output reference (shared/outputs.Reference JSON), nil when none came.
+	Output []byte
 }
 
-// ActiveModels returns every model with a running version, sorted by name. Safe for
-// concurrent use; the bytes are copies the caller owns.
+// ActiveModels returns every model with a running version, sorted by name. Safe for concurrent
+// use, and cheap to call between streams: the bytes are read from the asset store once per
+// digest and shared, so callers must not modify them.
 func (rc *Reconciler) ActiveModels() ([]ActiveModel, error) {
 	type ref struct {
-		m                 ActiveModel
-		contract, profile string
+		m                         ActiveModel
+		contract, profile, output string
 	}
 	var refs []ref
 	rc.mu.Lock()
@@ -42,27 +45,46 @@ func (rc *Reconciler) ActiveModels() ([]ActiveModel, error) {
 			continue
 		}
 		refs = append(refs, ref{ActiveModel{Name: n, Version: r.Current, Dataset: r.Dataset, DatasetVersion: r.DatasetVersion,
-			Path: rc.store.CurrentPath(n)}, r.ContractDigest, r.ProfileDigest})
+			Path: rc.store.CurrentPath(n)}, r.ContractDigest, r.ProfileDigest, r.OutputDigest})
 	}
 	rc.mu.Unlock()
 	sort.Slice(refs, func(i, j int) bool { return refs[i].m.Name < refs[j].m.Name })
 	out := make([]ActiveModel, 0, len(refs))
+	used := map[string]bool{}
 	for _, r := range refs {
-		var err error
-		if r.m.Contract, err = rc.assetBytes(r.contract); err != nil {
-			return nil, err
-		}
-		if r.m.Profile, err = rc.assetBytes(r.profile); err != nil {
-			return nil, err
+		for _, a := range []struct {
+			digest string
+			to     *[]byte
+		}{{r.contract, &r.m.Contract}, {r.profile, &r.m.Profile}, {r.output, &r.m.Output}} {
+			b, err := rc.assetBytes(a.digest)
+			if err != nil {
+				return nil, err
+			}
+			*a.to, used[a.digest] = b, true
 		}
 		out = append(out, r.m)
 	}
+	rc.assetMu.Lock()
+	for d := range rc.assetCache {
+		if !used[d] {
+			delete(rc.assetCache, d)
+		}
+	}
+	rc.assetMu.Unlock()
 	return out, nil
 }
 
+// assetBytes returns the asset named digest (nil: none named, or not in the store), through
+// the cache of the active models' assets.
 func (rc *Reconciler) assetBytes(digest string) ([]byte, error) {
 	if digest == "" {
 		return nil, nil
+	}
+	rc.assetMu.Lock()
+	b, ok := rc.assetCache[digest]
+	rc.assetMu.Unlock()
+	if ok {
+		return b, nil
 	}
 	b, err := rc.assets.Get([]byte(digest))
 	if errors.Is(err, devicedb.ErrNotFound) {
@@ -71,6 +93,9 @@ func (rc *Reconciler) assetBytes(digest string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read asset %s: %w", digest, err)
 	}
+	rc.assetMu.Lock()
+	rc.assetCache[digest] = b
+	rc.assetMu.Unlock()
 	return b, nil
 }
 

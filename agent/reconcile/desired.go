@@ -18,7 +18,7 @@ import (
 	"github.com/driftline/driftline/shared/wire"
 )
 
-// desiredLoop acts on desired states, one at a time, until ctx ends. It is the only goroutine
+// Run acts on desired states, one at a time, until ctx ends. It is the only goroutine
 // that changes MODELDIR, the chunk cache's pins and the model records' versions.
 //
 // A revision whose pull failed for a reason that may pass (a stall, too many attempts, a store
@@ -34,7 +34,7 @@ func (rc *Reconciler) Run(ctx context.Context) {
 	defer retryT.Stop()
 	act := func(b []byte) {
 		for {
-			err := rc.handleDesired(ctx, b)
+			rev, err := rc.handleDesired(ctx, b)
 			switch {
 			case errors.Is(err, errPreempted):
 				// A newer revision arrived during the pull: act on it now; what was fetched
@@ -43,7 +43,7 @@ func (rc *Reconciler) Run(ctx context.Context) {
 					b = nb
 					continue
 				}
-			case errors.Is(err, errRetry):
+			case err == nil && rev.RetryAfter():
 				retryWait = min(max(2*retryWait, rc.retryMin), retryMax)
 				retryB = b
 				retryT.Reset(retryWait)
@@ -76,9 +76,6 @@ func (rc *Reconciler) Run(ctx context.Context) {
 // retryMax bounds the wait before a failed pull is tried again.
 const retryMax = 10 * time.Minute
 
-// errRetry reports that a model failed for a reason that may pass: the revision is tried again.
-var errRetry = errors.New("agent: desired state to be tried again")
-
 // transient reports whether a pull failure may pass by itself (so the revision is retried):
 // a stall, too many attempts, a store or disk error. Refusals of what the hub sent (signature,
 // manifest, not found) and failed health checks are final for the revision.
@@ -92,16 +89,16 @@ func transient(err error) bool {
 }
 
 // handleDesired acts on one desired payload if it verifies and its revision is above the last
-// acted on. The revision is persisted only once every model reached a terminal state, so a
-// restart or a preemption resumes it (chunks already verified are in the cache and are not
-// fetched again).
-func (rc *Reconciler) handleDesired(ctx context.Context, b []byte) error {
+// acted on, and returns each model's outcome. The revision is persisted only when no model is
+// to be retried, so a restart or a preemption resumes it (chunks already verified are in the
+// cache and are not fetched again). Only ctx's end and preemption are returned as errors.
+func (rc *Reconciler) handleDesired(ctx context.Context, b []byte) (Revision, error) {
 	d, ok := rc.trust.Desired(b)
 	if !ok {
-		return nil
+		return Revision{}, nil
 	}
 	rc.log.Info("acting on desired state", "rev", d.Rev, "models", len(d.Models))
-	rc.retry = false
+	rev := Revision{Rev: d.Rev, Models: make(map[string]Outcome, len(d.Models))}
 	rc.mu.Lock()
 	rc.reportRev = d.Rev
 	rc.mu.Unlock()
@@ -114,9 +111,11 @@ func (rc *Reconciler) handleDesired(ctx context.Context, b []byte) error {
 	sort.Slice(models, func(i, j int) bool { return models[i].Name < models[j].Name })
 	for _, m := range models {
 		want[m.Name] = true
-		if err := rc.applyModel(ctx, m, preempt); err != nil {
-			return err
+		out, err := rc.applyModel(ctx, m, preempt)
+		if err != nil {
+			return rev, err
 		}
+		rev.Models[m.Name] = out
 	}
 	rc.mu.Lock()
 	var gone []string
@@ -131,15 +130,13 @@ func (rc *Reconciler) handleDesired(ctx context.Context, b []byte) error {
 		rc.deactivate(n)
 	}
 	rc.gcAssets()
-	if rc.retry {
-		rc.changed()
-		return errRetry
-	}
-	if err := rc.saveRev(d.Rev); err != nil {
-		rc.log.Error("persist desired revision", "err", err)
+	if !rev.RetryAfter() {
+		if err := rc.saveRev(d.Rev); err != nil {
+			rc.log.Error("persist desired revision", "err", err)
+		}
 	}
 	rc.changed()
-	return nil
+	return rev, nil
 }
 
 // takePullSlot waits for one of Options.PullSlots (none configured: at once) and returns its
@@ -158,14 +155,15 @@ func (rc *Reconciler) takePullSlot(ctx context.Context) (release func(), err err
 	return func() { once.Do(func() { <-slots }) }, nil
 }
 
-// applyModel brings one model to the desired version. Failures end in state failed with the
-// reason in last_error; only ctx's end and preemption are returned.
-func (rc *Reconciler) applyModel(ctx context.Context, m wire.DesiredModel, preempt func() bool) error {
+// applyModel brings one model to the desired version and returns the outcome. Failures end in
+// state failed with the reason in last_error; only ctx's end and preemption are returned as
+// errors.
+func (rc *Reconciler) applyModel(ctx context.Context, m wire.DesiredModel, preempt func() bool) (Outcome, error) {
 	log := rc.log.With("model", m.Name, "version", m.Version)
 	if err := modelstore.ValidName(m.Name); err != nil {
 		rc.reject(ReasonUnknownModel, "model name unusable as a directory", "model", m.Name, "err", err)
 		rc.fail(m, fmt.Errorf("%w: %v", ErrRejected, err))
-		return nil
+		return OutcomeFailed, nil
 	}
 	rc.refreshLinks(m.Name)
 	cur, curErr := rc.store.Current(m.Name)
@@ -176,13 +174,13 @@ func (rc *Reconciler) applyModel(ctx context.Context, m wire.DesiredModel, preem
 		}
 		rc.setState(m.Name, rc.stateFor(m.Name, wire.StateActive), func(r *modelRecord) { rc.adopt(r, m); r.Target = 0; r.LastError = "" })
 		rc.dropPartials(m.Name) // e.g. of a pull this desired preempted
-		return nil
+		return OutcomeActive, nil
 	}
 	if rc.trust.Revoked(m.Name, m.Version) {
 		// Withdrawn by the hub: never activated again, whatever signature it comes with.
 		rc.reject(ReasonRevoked, "revoked model version refused", "model", m.Name, "version", m.Version)
 		rc.fail(m, fmt.Errorf("%w: %s@%d was revoked", ErrRejected, m.Name, m.Version))
-		return nil
+		return OutcomeFailed, nil
 	}
 	back := curErr == nil && m.Version < cur.Version
 	rc.setState(m.Name, wire.StateNotified, func(r *modelRecord) { r.Target = m.Version; r.RolloutID = m.RolloutID; r.LastError = "" })
@@ -232,19 +230,18 @@ func (rc *Reconciler) applyModel(ctx context.Context, m wire.DesiredModel, preem
 	}
 	rc.refreshLinks(m.Name)
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 	if err != nil {
 		log.Warn("activation failed", "err", err)
 		rc.m.Activations.WithLabelValues(ResultFailed).Inc()
 		rc.setState(m.Name, wire.StateFailed, func(r *modelRecord) { r.LastError = err.Error() })
 		rc.releasePins(m.Name)
-		if transient(err) {
-			rc.retry = true // a disk or store error, not a verdict on the version
-		} else {
+		out := failure(err) // retry: a disk or store error, not a verdict on the version
+		if out == OutcomeFailed {
 			rc.dropPartials(m.Name)
 		}
-		return nil
+		return out, nil
 	}
 	result, st := ResultActive, wire.StateActive
 	if back {
@@ -255,7 +252,7 @@ func (rc *Reconciler) applyModel(ctx context.Context, m wire.DesiredModel, preem
 	rc.setState(m.Name, st, func(r *modelRecord) { rc.adopt(r, m); r.Target = 0; r.LastError = "" })
 	rc.releasePins(m.Name)
 	rc.dropPartials(m.Name)
-	return nil
+	return OutcomeActive, nil
 }
 
 // dropPartials deletes the partial downloads of name once nothing will resume them: the model
@@ -286,18 +283,18 @@ func (rc *Reconciler) adopt(r *modelRecord, m wire.DesiredModel) {
 	r.RolloutID = m.RolloutID
 }
 
-// pullFailed reports a failed pull, or passes ctx's end and preemption through.
-func (rc *Reconciler) pullFailed(m wire.DesiredModel, err error) error {
+// pullFailed records a failed pull and returns its outcome, or passes ctx's end and preemption
+// through.
+func (rc *Reconciler) pullFailed(m wire.DesiredModel, err error) (Outcome, error) {
 	if errors.Is(err, errPreempted) || canceled(err) {
-		return err
+		return 0, err
 	}
 	rc.fail(m, err)
-	if transient(err) {
-		rc.retry = true
-	} else {
+	out := failure(err)
+	if out == OutcomeFailed {
 		rc.dropPartials(m.Name)
 	}
-	return nil
+	return out, nil
 }
 
 func (rc *Reconciler) fail(m wire.DesiredModel, err error) {

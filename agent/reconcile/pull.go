@@ -124,11 +124,12 @@ type verifyResult struct {
 // fetch gets every digest: store is called with each verified object's bytes, on worker
 // goroutines (it must be safe for concurrent use; its error ends the pull). The bytes are
 // store's to keep; a chunk's come from getPlainBuf, and store may give them back with
-// putPlainBuf. onStored is called on the caller's goroutine after it. It keeps Fetch.Requests requests of up to Fetch.Digests digests in flight, asks again
-// for what a request did not bring within Fetch.Timeout, fails a digest requested
-// Fetch.Attempts times (ErrAttempts), fails when nothing verified for Fetch.Stall (ErrStalled),
-// and fails at once when the hub has no such digest (wire.ErrNotFound). preempt, when it
-// reports true, ends the pull with errPreempted.
+// putPlainBuf. onStored is called on the caller's goroutine after it. It keeps Fetch.Requests
+// requests of up to Fetch.Digests digests in flight, asks again for what a request did not
+// bring within Fetch.Timeout, fails a digest requested Fetch.Attempts times (ErrAttempts),
+// fails when nothing verified for Fetch.Stall (ErrStalled), and fails at once when the hub has
+// no such digest (wire.ErrNotFound). preempt, when it reports true, ends the pull with
+// errPreempted.
 func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, store func(digest string, data []byte) error, onStored func(digest string), preempt func() bool) error {
 	if len(digests) == 0 {
 		return nil
@@ -138,56 +139,16 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 	quit := make(chan struct{})
 	defer close(quit)
 	for i := 0; i < verifyWorkers; i++ {
-		go func() {
-			for {
-				var j verifyJob
-				select {
-				case <-quit:
-					return
-				case j = <-jobs:
-				}
-				r := verifyResult{digest: j.digest}
-				data := j.data
-				switch {
-				case data != nil: // verified by wire.Object
-				case kind == kindChunk:
-					// Into a pooled buffer: a fresh one per chunk costs as much as the
-					// decompression.
-					buf := getPlainBuf()
-					if data, r.err = j.frame.OpenTo(buf); r.err != nil {
-						putPlainBuf(buf)
-					}
-				default:
-					data, r.err = j.frame.Open()
-				}
-				if r.err == nil {
-					r.stored = true
-					r.err = store(j.digest, data)
-				}
-				select {
-				case <-quit:
-					return
-				case results <- r:
-				}
-			}
-		}()
+		go verifyWorker(kind, store, jobs, results, quit)
 	}
 	var pending []verifyJob
-	cfg := f.cfg
-	st := &pullState{
-		queue: append([]string(nil), digests...), inflight: map[string]*request{}, owner: map[string]string{},
-		attempts: map[string]int{}, objects: map[string]*wire.Object{}, wanted: map[string]bool{},
-		verifying: map[string]bool{}, gen: f.conn.Gen(),
-	}
-	for _, d := range digests {
-		st.wanted[d] = true
-	}
+	st := newPullState(digests, f.conn.Gen())
 	sawDesired := false // a desired signal was taken during this fetch
 	lastProgress := time.Now()
 	// The tick checks deadlines and the connection: a twentieth of the request timeout (100 ms
 	// to 1 s) is soon enough, and thousands of fleet-mode agents pulling at once would spend a
 	// core waking every 100 ms.
-	tick := time.NewTicker(min(max(cfg.Timeout.D()/20, 100*time.Millisecond), time.Second))
+	tick := time.NewTicker(min(max(f.cfg.Timeout.D()/20, 100*time.Millisecond), time.Second))
 	defer tick.Stop()
 	if err := f.fill(ctx, st); err != nil {
 		return err
@@ -217,18 +178,13 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-f.conn.DesiredSignal():
-			// Stop if the news is newer. The signal goes back for the desired loop when this
+			// Stop if the news is newer. The signal goes back for the reconciler when this
 			// fetch ends (deferred), not now: put back at once, it would be received again at
 			// once, and a desired that does not preempt (the same revision sent again) would
 			// spin this loop for the rest of the pull. A newer desired signals anew.
 			if !sawDesired {
 				sawDesired = true
-				defer func() {
-					select {
-					case f.conn.DesiredSignal() <- struct{}{}:
-					default:
-					}
-				}()
+				defer f.resignalDesired()
 			}
 			if preempt != nil && preempt() {
 				return errPreempted
@@ -247,36 +203,98 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 				}
 			}
 		case now := <-tick.C:
-			if now.Sub(lastProgress) > cfg.Stall.D() {
-				return fmt.Errorf("%w: nothing verified for %v, %d objects missing", ErrStalled, cfg.Stall.D(), len(st.wanted))
-			}
-			if g := f.conn.Gen(); g != st.gen {
-				// The connection changed: answers to what was in flight are lost with the
-				// old session. Ask again at once (not counted as an attempt).
-				st.gen = g
-				for id, r := range st.inflight {
-					st.requeue(r, false)
-					delete(st.inflight, id)
-				}
-			}
-			for id, r := range st.inflight {
-				if now.After(r.deadline) {
-					f.log.Debug("fetch request timed out", "request", id, "missing", len(r.digests))
-					st.requeue(r, true)
-					delete(st.inflight, id)
-				}
-			}
-			for _, d := range st.queue {
-				if st.attempts[d] >= cfg.Attempts {
-					return fmt.Errorf("%w: %s requested %d times", ErrAttempts, d, st.attempts[d])
-				}
-			}
-			if err := f.fill(ctx, st); err != nil {
+			if err := f.tick(ctx, st, now, lastProgress); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// newPullState returns the bookkeeping of a fetch of digests on connection generation gen.
+func newPullState(digests []string, gen uint64) *pullState {
+	st := &pullState{
+		queue: append([]string(nil), digests...), inflight: map[string]*request{}, owner: map[string]string{},
+		attempts: map[string]int{}, objects: map[string]*wire.Object{}, wanted: map[string]bool{},
+		verifying: map[string]bool{}, gen: gen,
+	}
+	for _, d := range digests {
+		st.wanted[d] = true
+	}
+	return st
+}
+
+// verifyWorker decompresses and checks the jobs it receives and hands each object's bytes to
+// store, until quit is closed. kind chunk is decompressed into a pooled buffer: a fresh one per
+// chunk costs as much as the decompression.
+func verifyWorker(kind objectKind, store func(digest string, data []byte) error, jobs <-chan verifyJob, results chan<- verifyResult, quit <-chan struct{}) {
+	for {
+		var j verifyJob
+		select {
+		case <-quit:
+			return
+		case j = <-jobs:
+		}
+		r := verifyResult{digest: j.digest}
+		data := j.data
+		switch {
+		case data != nil: // verified by wire.Object
+		case kind == kindChunk:
+			buf := getPlainBuf()
+			if data, r.err = j.frame.OpenTo(buf); r.err != nil {
+				putPlainBuf(buf)
+			}
+		default:
+			data, r.err = j.frame.Open()
+		}
+		if r.err == nil {
+			r.stored = true
+			r.err = store(j.digest, data)
+		}
+		select {
+		case <-quit:
+			return
+		case results <- r:
+		}
+	}
+}
+
+// resignalDesired puts back a desired signal a fetch took (non-blocking: one is enough).
+func (f *fetcher) resignalDesired() {
+	select {
+	case f.conn.DesiredSignal() <- struct{}{}:
+	default:
+	}
+}
+
+// tick is a fetch's periodic check: the stall, a changed connection (everything in flight is
+// asked again, not counted as an attempt), requests past their deadline (asked again, counted),
+// digests out of attempts; then it refills the window.
+func (f *fetcher) tick(ctx context.Context, st *pullState, now, lastProgress time.Time) error {
+	if now.Sub(lastProgress) > f.cfg.Stall.D() {
+		return fmt.Errorf("%w: nothing verified for %v, %d objects missing", ErrStalled, f.cfg.Stall.D(), len(st.wanted))
+	}
+	if g := f.conn.Gen(); g != st.gen {
+		// The answers to what was in flight are lost with the old session.
+		st.gen = g
+		for id, r := range st.inflight {
+			st.requeue(r, false)
+			delete(st.inflight, id)
+		}
+	}
+	for id, r := range st.inflight {
+		if now.After(r.deadline) {
+			f.log.Debug("fetch request timed out", "request", id, "missing", len(r.digests))
+			st.requeue(r, true)
+			delete(st.inflight, id)
+		}
+	}
+	for _, d := range st.queue {
+		if st.attempts[d] >= f.cfg.Attempts {
+			return fmt.Errorf("%w: %s requested %d times", ErrAttempts, d, st.attempts[d])
+		}
+	}
+	return f.fill(ctx, st)
 }
 
 // received books digest d as received whole and handed to the workers: it leaves its request

@@ -129,11 +129,11 @@ type Reconciler struct {
 	models       map[string]*modelRecord
 	reportRev    uint64
 	lastProgress time.Time
-	outputKey    string // what outputCache holds (Output)
-	outputCache  []byte
+
+	assetMu    sync.Mutex
+	assetCache map[string][]byte // the active models' assets by digest (ActiveModels)
 
 	lastRev  uint64        // Run only
-	retry    bool          // Run only: a model of the current revision failed transiently
 	retryMin time.Duration // first wait before a failed revision is tried again
 }
 
@@ -141,7 +141,7 @@ type Reconciler struct {
 func New(cfg Config) *Reconciler {
 	rc := &Reconciler{
 		cfg: cfg, log: cfg.Logger, conn: cfg.Conn, trust: cfg.Trust, store: cfg.Store, cache: cfg.Cache,
-		assets: cfg.Assets, own: cfg.Records, m: cfg.Metrics, models: map[string]*modelRecord{},
+		assets: cfg.Assets, own: cfg.Records, m: cfg.Metrics, models: map[string]*modelRecord{}, assetCache: map[string][]byte{},
 		retryMin: cfg.Fetch.Retry.D(),
 	}
 	rc.fetch = newFetcher(cfg.Conn, cfg.Fetch, cfg.DeviceID, cfg.Topics, cfg.Logger, rc.reject)

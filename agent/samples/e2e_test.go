@@ -163,8 +163,8 @@ func startLoop(t *testing.T, collect bool) *loop {
 	t.Cleanup(func() { cancel(); <-done })
 	l.agent = a
 	testhelp.WaitFor(t, 30*time.Second, "the model with its contract on the agent", func() bool {
-		_, _, c, _, ok := a.Active()
-		return ok && len(c) > 0
+		ms, _ := a.ActiveModels()
+		return len(ms) > 0 && len(ms[0].Contract) > 0
 	})
 	return l
 }

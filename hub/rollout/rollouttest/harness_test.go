@@ -444,11 +444,13 @@ func (d *device) current(t testing.TB, model string) int {
 
 // activeVersion is the version d's agent runs of model, from the agent itself (0: none).
 func (d *device) activeVersion(model string) int {
-	name, v, _, _, ok := d.a.Active()
-	if !ok || name != model {
-		return 0
+	ms, _ := d.a.ActiveModels()
+	for _, m := range ms {
+		if m.Name == model {
+			return m.Version
+		}
 	}
-	return v
+	return 0
 }
 
 // publish sends rows on d's data topic as the device's firmware does (its own MQTT client
