@@ -263,7 +263,7 @@ func (a *Agent) reject(reason, msg string, args ...any) {
 	a.log.Warn(msg, append([]any{"reason", reason}, args...)...)
 }
 
-// Run recovers MODELDIR, starts the HTTP listener, connects and runs the desired loop, the
+// Run recovers MODELDIR, starts the HTTP listener, connects and runs the reconciler, the
 // outbox sender and the heartbeat until ctx ends; then it publishes the offline status,
 // disconnects and returns nil. It returns an error only when start-up fails. Run may be called
 // once.

@@ -256,7 +256,7 @@ func (c *conn) route(_ paho.Client, msg paho.Message) {
 		}
 	case c.topics.Desired(c.id):
 		// Only a desired state the agent would act on takes the slot: a forged, replayed or
-		// expired one must not push a real one out before the desired loop reads it.
+		// expired one must not push a real one out before the reconciler reads it.
 		if c.acceptDesired != nil && !c.acceptDesired(p) {
 			return
 		}

@@ -32,14 +32,14 @@ const maxRevoked = 4096
 // trustStore holds what the agent trusts: the cluster's root (its online keys sign approvals
 // and desired states), or, for an agent configured with trusted_keys only, that fixed key set;
 // and what it last accepted, to refuse replays and notice a frozen feed. Safe for concurrent
-// use: the MQTT goroutine filters desired messages with it while the desired loop acts.
+// use: the MQTT goroutine filters desired messages with it while the reconciler acts.
 type trustStore struct {
 	ns devicedb.Namespace
 
 	mu      sync.Mutex
 	root    trust.Root       // zero with trusted_keys only
 	fixed   artifact.KeyRing // the trusted_keys
-	lastRev uint64           // the last rev acted on (a copy of Agent.lastRev)
+	lastRev uint64           // the last rev acted on (reconcile.Trust.ActedOn)
 	issued  int64            // IssuedAt of the newest valid desired state seen
 	expires int64            // its Expires, Unix ms (0: none yet)
 	revoked []string         // "NAME@VERSION" the hub withdrew, oldest first

@@ -139,7 +139,7 @@ func (rc *Reconciler) handleDesired(ctx context.Context, b []byte) (Revision, er
 	return rev, nil
 }
 
-// takePullSlot waits for one of Options.PullSlots (none configured: at once) and returns its
+// takePullSlot waits for one of Config.PullSlots (none configured: at once) and returns its
 // release, which may be called more than once.
 func (rc *Reconciler) takePullSlot(ctx context.Context) (release func(), err error) {
 	slots := rc.cfg.PullSlots

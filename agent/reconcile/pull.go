@@ -26,7 +26,7 @@ const (
 )
 
 // fetcher requests objects by digest on the fetch topic and collects the frames the hub
-// answers on the chunk topic. One pull runs at a time (the desired loop's goroutine).
+// answers on the chunk topic. One pull runs at a time (Run's goroutine).
 //
 // Request ids are "PREFIX-SEQ" with a random PREFIX per process, so a frame naming an id this
 // process never issued is told apart (ReasonUnknownRequest) from a late answer to a request

@@ -78,7 +78,7 @@ func (rc *Reconciler) loadRecords() error {
 			rc.log.Warn("dropping damaged model record", "model", name, "err", err)
 			return nil
 		}
-		// Active and ActiveModels may already be called from other goroutines (the
+		// ActiveModels may already be called from other goroutines (the
 		// pipeline) while Run starts: the map is written under the lock they read it under.
 		rc.mu.Lock()
 		rc.models[name] = &r
@@ -244,7 +244,7 @@ func (rc *Reconciler) adoptDisk() error {
 }
 
 // refreshLinks reads name's current and previous versions from MODELDIR into its record.
-// Called by the desired loop only, never under rc.mu (modelstore may be busy with a health
+// Called by Run only (and Load before it), never under rc.mu (modelstore may be busy with a health
 // check).
 func (rc *Reconciler) refreshLinks(name string) {
 	if modelstore.ValidName(name) != nil {
