@@ -79,13 +79,17 @@ type Host struct {
 	Mux *http.ServeMux
 }
 
+// ExtensionState returns the extensions' part of an agent's namespace ns (Host.State): the
+// offline commands (`driftline-agent quarantine`) open an extension's data there.
+func ExtensionState(ns devicedb.Namespace) devicedb.Namespace { return ns.Sub("x") }
+
 // AddExtension initialises x and has Run run its hooks. Call before Run.
 func (a *Agent) AddExtension(x Extension) error {
 	if a.ran {
 		return fmt.Errorf("agent: extension %s added after Run", x.ID())
 	}
 	err := x.Init(Host{Agent: a, Config: a.cfg, Topics: a.topics, Logger: a.log.With("extension", x.ID()),
-		Registerer: a.reg, State: a.ns.Sub("x"), Mux: a.mux})
+		Registerer: a.reg, State: ExtensionState(a.ns), Mux: a.mux})
 	if err != nil {
 		return fmt.Errorf("extension %s: %w", x.ID(), err)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/quarantine"
 	"github.com/driftline/driftline/shared/contract"
@@ -105,7 +106,7 @@ func TestQuarantineCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := quarantine.Open(db.Root().Sub(quarantine.Namespace), quarantine.Options{MaxRows: 2})
+	q, err := quarantine.Open(agent.ExtensionState(db.Root()).Sub(quarantine.Namespace), quarantine.Options{MaxRows: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

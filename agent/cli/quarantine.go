@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/quarantine"
 )
@@ -47,7 +48,7 @@ func quarantineSub(name, short string, write func(io.Writer, *quarantine.Store) 
 				return fmt.Errorf("%w (is the agent still running?)", err)
 			}
 			defer db.Close()
-			q, err := quarantine.Open(db.Root().Sub(quarantine.Namespace), quarantine.Options{})
+			q, err := quarantine.Open(agent.ExtensionState(db.Root()).Sub(quarantine.Namespace), quarantine.Options{})
 			if err != nil {
 				return err
 			}

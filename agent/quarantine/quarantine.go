@@ -25,8 +25,9 @@ var (
 	ErrStop = devicedb.ErrStop
 )
 
-// Namespace is the name of the agent namespace's child that holds the quarantine
-// (devicedb.Namespace.Sub(Namespace)): the agent and `driftline-agent quarantine` both use it.
+// Namespace is the name of the child of the agent's extension namespace that holds the
+// quarantine (agent.ExtensionState(ns).Sub(Namespace)): the agent and `driftline-agent
+// quarantine` both use it.
 const Namespace = "quarantine"
 
 // Defaults of Options.
