@@ -79,20 +79,16 @@ type Agent struct {
 	trust   *trustStore
 	started time.Time
 
-	ns     devicedb.Namespace
-	own    devicedb.Namespace // records, revision
-	assets devicedb.Namespace // manifests, contracts, profiles by digest
-	out    *outbox.Outbox
-	cache  *chunkcache.Cache
-	store  *modelstore.Store
-	conn   *conn
-	rec    *reconcile.Reconciler
-	m      *metrics
+	ns    devicedb.Namespace
+	out   *outbox.Outbox
+	store *modelstore.Store
+	conn  *conn
+	rec   *reconcile.Reconciler
+	m     *metrics
 
-	mux      *http.ServeMux
-	addr     atomic.Value // string: the listener's address once Run serves it
-	gatherer prometheus.Gatherer
-	reg      prometheus.Registerer
+	mux  *http.ServeMux
+	addr atomic.Value // string: the listener's address once Run serves it
+	reg  prometheus.Registerer
 
 	// reportedStale is the desired_stale the last reported state carried (heartbeat loop only).
 	reportedStale bool
@@ -137,13 +133,13 @@ func New(cfg config.Config, ns devicedb.Namespace, opts Options) (*Agent, error)
 	}
 	a := &Agent{
 		cfg: cfg, opts: opts, log: opts.Logger.With("device", cfg.DeviceID), topics: topics,
-		started: time.Now(), ns: ns, own: ns.Sub("agent"), assets: ns.Sub("assets"),
-		mux: http.NewServeMux(), gatherer: gat, reg: reg,
+		started: time.Now(), ns: ns, mux: http.NewServeMux(), reg: reg,
 	}
 	if a.m, err = newMetrics(reg, Version, !opts.NoRSSGauge); err != nil {
 		return nil, err
 	}
-	if a.trust, err = newTrustStore(a.own, root, keys); err != nil {
+	own := ns.Sub("agent") // trust, model records, desired revision
+	if a.trust, err = newTrustStore(own, root, keys); err != nil {
 		return nil, err
 	}
 	if err := a.trust.register(reg); err != nil {
@@ -156,7 +152,8 @@ func New(cfg config.Config, ns devicedb.Namespace, opts Options) (*Agent, error)
 	if err != nil {
 		return nil, err
 	}
-	if a.cache, err = chunkcache.Open(ns.Sub("chunks"), chunkcache.Options{MaxBytes: cfg.ChunkCacheBytes, Logger: a.log}); err != nil {
+	cache, err := chunkcache.Open(ns.Sub("chunks"), chunkcache.Options{MaxBytes: cfg.ChunkCacheBytes, Logger: a.log})
+	if err != nil {
 		return nil, err
 	}
 	a.store, err = modelstore.Open(ns.Sub("models"), modelstore.Options{
@@ -188,7 +185,7 @@ func New(cfg config.Config, ns devicedb.Namespace, opts Options) (*Agent, error)
 		DeviceID: cfg.DeviceID, Topics: topics, Fetch: cfg.Fetch, Logger: a.log,
 		Metrics: reconcile.Metrics{FetchedChunks: a.m.fetchedChunks, ChunksReused: a.m.chunksReused,
 			Activations: a.m.activations, Rejected: a.m.rejected},
-		Conn: a.conn, Trust: reconcileTrust{a}, Store: a.store, Cache: a.cache, Assets: a.assets, Records: a.own,
+		Conn: a.conn, Trust: reconcileTrust{a}, Store: a.store, Cache: cache, Assets: ns.Sub("assets"), Records: own,
 		PullSlots: opts.PullSlots, OnChunk: opts.OnChunk, Failpoint: opts.Failpoint, OnChange: a.report,
 	})
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(gat, promhttp.HandlerOpts{}))
