@@ -23,8 +23,8 @@ import (
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/modelstore"
-	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/artifact"
 )
@@ -49,7 +49,7 @@ type Agent struct {
 	Reg    *prometheus.Registry
 	cancel context.CancelFunc
 	done   chan error
-	db     *state.DB
+	db     *devicedb.DB
 }
 
 // Start starts an agent with cfg and opts (a fresh metrics registry; the log on t at info level
@@ -62,7 +62,7 @@ func Start(t testing.TB, cfg config.Config, opts agent.Options) *Agent {
 // StartHook is Start calling hook (if set) between New and Run.
 func StartHook(t testing.TB, cfg config.Config, opts agent.Options, hook func(a *agent.Agent)) *Agent {
 	t.Helper()
-	db, err := state.Open(cfg.StateDir)
+	db, err := devicedb.Open(cfg.StateDir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
@@ -46,7 +46,7 @@ func (b *killingBroker) Publish(_ context.Context, _ string, payload []byte, _ b
 }
 
 func crashChild() int {
-	db, err := state.Open(os.Getenv(envDir))
+	db, err := devicedb.Open(os.Getenv(envDir))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -85,7 +85,7 @@ func TestKilledBeforeAckResends(t *testing.T) {
 				t.Fatalf("child acked %d, want %d", n, tc.acks)
 			}
 
-			db, err := state.Open(dir)
+			db, err := devicedb.Open(dir)
 			if err != nil {
 				t.Fatal(err)
 			}

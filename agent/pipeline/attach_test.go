@@ -13,8 +13,8 @@ import (
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/pipeline"
-	"github.com/driftline/driftline/agent/state"
 )
 
 // TestDriftOptionsAgainstFullReference: against a reference profiling every contract field, the
@@ -52,7 +52,7 @@ func TestAttachQuarantineCaps(t *testing.T) {
 	cfg.StateDir, cfg.ModelDir, cfg.Metrics = filepath.Join(dir, "state"), filepath.Join(dir, "models"), config.MetricsOff
 	cfg.Contract = contractPath
 	cfg.Quarantine.MaxRows = 3
-	db, err := state.OpenInMemory()
+	db, err := devicedb.OpenInMemory()
 	if err != nil {
 		t.Fatal(err)
 	}

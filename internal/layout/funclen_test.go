@@ -20,9 +20,7 @@ const maxFuncLines = 100
 // fails on a stale one.
 var longFuncsAllowed = map[string]bool{
 	"firmware-sim/fleet/fleet.go:Run":        true,
-	"agent/pull.go:fetcher.fetch":            true,
 	"agent/config/config.go:Config.validate": true,
-	"agent/connect.go:conn.run":              true,
 }
 
 // TestFunctionLength: no non-test function (closures counted in the function they are in) is

@@ -12,7 +12,7 @@ import (
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/agenttest"
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/hub/node/nodetest"
 	"github.com/driftline/driftline/internal/testhelp"
 )
@@ -27,7 +27,7 @@ func TestFleetOneDatabase(t *testing.T) {
 	v, digest := h.PushModel("fleet", data, "", true)
 	keys := h.Keys()
 	dir := t.TempDir()
-	db, err := state.Open(filepath.Join(dir, "state"))
+	db, err := devicedb.Open(filepath.Join(dir, "state"))
 	if err != nil {
 		t.Fatal(err)
 	}
