@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -123,7 +124,7 @@ func startClusterWith(t testing.TB, n int, mqtt bool) *cluster {
 
 // dir makes and returns a directory under the cluster's base.
 func (c *cluster) dir(name string) string {
-	d := c.base + "/" + name
+	d := filepath.Join(c.base, name)
 	if err := os.MkdirAll(d, 0o700); err != nil {
 		c.t.Fatal(err)
 	}

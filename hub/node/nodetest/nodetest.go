@@ -18,6 +18,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -106,7 +107,7 @@ func ReadToken(t testing.TB, dir string) string {
 	t.Helper()
 	var tok string
 	testhelp.WaitFor(t, WaitTimeout, "the admin token in "+dir, func() bool {
-		b, err := os.ReadFile(dir + "/" + node.AdminTokenFile)
+		b, err := os.ReadFile(filepath.Join(dir, node.AdminTokenFile))
 		tok = strings.TrimSpace(string(b))
 		return err == nil && tok != ""
 	})
@@ -130,9 +131,9 @@ func (h *Hub) With(t testing.TB) *Hub {
 	return &c
 }
 
-// Request sends method path with body (JSON-encoded unless nil or an io.Reader, sent with
-// contentType then) and the admin token, and returns the status and body. It fails the test
-// only when the request cannot be sent.
+// Request sends method path with body (JSON-encoded; nil sends none) and the admin token, and
+// returns the status and body whatever the status. It fails the test only when the request
+// cannot be sent.
 func (h *Hub) Request(method, path string, body any) (int, []byte) {
 	h.T.Helper()
 	req := h.NewRequest(method, path, body)
