@@ -112,6 +112,14 @@ func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
 			err = d.MatchTopic(id)
 		}
 		apply = func(o *state.DeviceObservation) {
+			if d.Numbered() {
+				part := state.OutputHealth{Model: d.Model, Version: d.Version, At: d.WindowEnd, PredictionWindows: 1, PredictionDrift: d.Drift == 1}
+				if part.PredictionDrift {
+					part.PredictionDrifted = 1
+				}
+				addNumbered(o, d.ReportSeq, state.NumberedReport{Outputs: &part})
+				return
+			}
 			h := outputHealth(o, d.Model, d.Version, d.WindowEnd)
 			h.PredictionWindows++
 			h.PredictionDrift = d.Drift == 1
@@ -125,6 +133,11 @@ func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
 			err = p.MatchTopic(id)
 		}
 		apply = func(o *state.DeviceObservation) {
+			if p.Numbered() {
+				addNumbered(o, p.ReportSeq, state.NumberedReport{Outputs: &state.OutputHealth{Model: p.Model, Version: p.Version, At: p.WindowEnd,
+					Labels: p.Labels, RelativeSum: p.Relative * float64(p.Labels), Relative: p.Relative, Metric: p.Metric, Value: p.Value}})
+				return
+			}
 			h := outputHealth(o, p.Model, p.Version, p.WindowEnd)
 			h.Labels += p.Labels
 			h.RelativeSum += p.Relative * float64(p.Labels)
@@ -141,6 +154,16 @@ func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
 	apply(o)
 	t.mu.Unlock()
 	return true
+}
+
+// addNumbered queues one numbered report of the observation, unless maxPendingReports are
+// queued already (it is then not acknowledged, and the agent sends it again).
+func addNumbered(o *state.DeviceObservation, seq wire.ReportSeq, r state.NumberedReport) {
+	if len(o.Reports) >= maxPendingReports {
+		return
+	}
+	r.Epoch, r.Seq, r.First = seq.Epoch, seq.Seq, seq.First
+	o.Reports = append(o.Reports, r)
 }
 
 // health returns the observation's summary for one model version, starting a new one when the
