@@ -67,6 +67,10 @@ type Config struct {
 	// then ignored): the hub passes cluster.StreamLayer, mutual TLS with the cluster CA. Without
 	// it Raft is unauthenticated: anyone who reaches RaftBind can append entries.
 	StreamLayer raft.StreamLayer
+	// RaftDialVia maps a peer's Raft address (as the Raft configuration holds it) to the address
+	// this node dials instead: a per-link proxy of a fault-injection harness, or a tunnel.
+	// Peers not named are dialled directly.
+	RaftDialVia map[string]string
 	// HTTPAddr is this node's API address, recorded in the replicated node records so followers
 	// can forward writes to the leader.
 	HTTPAddr string
@@ -167,10 +171,21 @@ func Open(cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("%w: raft advertise address %q: %w", ErrConfig, cfg.RaftAdvertise, err)
 		}
 	}
-	if cfg.StreamLayer != nil {
+	switch {
+	case len(cfg.RaftDialVia) > 0:
+		layer := cfg.StreamLayer
+		if layer == nil {
+			if layer, err = newTCPLayer(cfg.RaftBind, adv); err != nil {
+				return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftBind, err)
+			}
+		}
+		s.trans = raft.NewNetworkTransportWithLogger(dialVia{StreamLayer: layer, via: cfg.RaftDialVia}, 3, 10*time.Second, hlog)
+	case cfg.StreamLayer != nil:
 		s.trans = raft.NewNetworkTransportWithLogger(cfg.StreamLayer, 3, 10*time.Second, hlog)
-	} else if s.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftBind, adv, 3, 10*time.Second, hlog); err != nil {
-		return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftBind, err)
+	default:
+		if s.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftBind, adv, 3, 10*time.Second, hlog); err != nil {
+			return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftBind, err)
+		}
 	}
 
 	notify := make(chan bool, 16)

@@ -1,8 +1,10 @@
 // Package chaos is Driftline's fault-injection harness: it runs real `driftline hub serve`
 // processes on loopback, each behind a TCP proxy on its Raft port (toxiproxy, in process; every
-// node advertises its proxy's address, so all Raft traffic to a node crosses it), throws a seeded
+// node advertises its proxy's address, so all Raft traffic to a node crosses it) and with a proxy
+// of its own per peer (it dials each peer through it, --raft-dial-via), throws a seeded
 // schedule of faults at them (SIGKILL and restart, leader preferred; SIGSTOP/SIGCONT; a node cut
-// off or slowed at its proxy) while concurrent clients write and read through random nodes, and
+// off or slowed at its proxy; one link or both directions between two nodes cut while both
+// reach the rest, or slowed) while concurrent clients write and read through random nodes, and
 // then checks the recorded history: strong reads and writes linearizable (porcupine), default
 // reads never going back in time on one node, every node's state digest equal, the audit chain
 // whole on every node, no acknowledged write missing.
@@ -42,6 +44,9 @@ type Node struct {
 	// RaftListen is where the process listens for Raft; RaftAdv the proxy address peers dial.
 	RaftListen, RaftAdv string
 	proxy               *toxiproxy.Proxy
+	// links holds this node's own proxy per peer, by peer id: the node dials the peer's Raft
+	// address through it (--raft-dial-via), so one directed link can be cut or slowed alone.
+	links map[string]*toxiproxy.Proxy
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -100,6 +105,9 @@ func StartCluster(t testing.TB, bin string, n int) *Cluster {
 		for _, nd := range c.Nodes {
 			c.stop(nd)
 			nd.proxy.Stop()
+			for _, l := range nd.links {
+				l.Stop()
+			}
 			if t.Failed() {
 				t.Logf("log of %s (tail):\n%s", nd.ID, tail(nd.out.String(), 4000))
 			}
@@ -114,6 +122,19 @@ func StartCluster(t testing.TB, bin string, n int) *Cluster {
 		}
 		nd.RaftAdv = nd.proxy.Listen
 		c.Nodes = append(c.Nodes, nd)
+	}
+	for _, from := range c.Nodes {
+		from.links = map[string]*toxiproxy.Proxy{}
+		for _, to := range c.Nodes {
+			if to == from {
+				continue
+			}
+			l := toxiproxy.NewProxy(c.toxic, from.ID+"->"+to.ID, "127.0.0.1:0", to.RaftAdv)
+			if err := l.Start(); err != nil {
+				t.Fatalf("proxy %s->%s: %v", from.ID, to.ID, err)
+			}
+			from.links[to.ID] = l
+		}
 	}
 	c.start(c.Nodes[0], "")
 	testhelp.WaitFor(t, 30*time.Second, "admin token", func() bool {
@@ -150,6 +171,11 @@ func (c *Cluster) start(nd *Node, join string) {
 		"--advertise-raft", nd.RaftAdv, "--mqtt", "", "--log-level", "warn", "--disk-reserve-bytes", "-1"}
 	if join != "" {
 		args = append(args, "--join", join, "--join-token", c.Token)
+	}
+	for _, to := range c.Nodes {
+		if l := nd.links[to.ID]; l != nil {
+			args = append(args, "--raft-dial-via", to.RaftAdv+"="+l.Listen)
+		}
 	}
 	cmd := exec.Command(c.bin, args...)
 	cmd.Stdout, cmd.Stderr = nd.out, nd.out
@@ -240,11 +266,39 @@ func (c *Cluster) toxicate(nd *Node, name, body string) {
 	}
 }
 
-// Heal removes every toxic from nd's proxy.
-func (c *Cluster) Heal(nd *Node) {
+// CutLink black-holes the directed link from -> to: the Raft connections from dials to to (its
+// requests and their answers) hold their data, while to's own connections to from, and both
+// nodes' links to everyone else, work. CutLink(a, b) and CutLink(b, a) partition a from b while
+// both reach the rest; one of them alone is an asymmetric partition.
+func (c *Cluster) CutLink(from, to *Node) {
+	c.toxicateProxy(from.links[to.ID], "cut", `"type":"timeout","attributes":{"timeout":0}`)
+}
+
+// SlowLink delays the directed link from -> to by latency ± jitter.
+func (c *Cluster) SlowLink(from, to *Node, latency, jitter time.Duration) {
+	c.toxicateProxy(from.links[to.ID], "slow", fmt.Sprintf(`"type":"latency","attributes":{"latency":%d,"jitter":%d}`, latency.Milliseconds(), jitter.Milliseconds()))
+}
+
+func (c *Cluster) toxicateProxy(p *toxiproxy.Proxy, name, body string) {
 	for _, stream := range []string{"upstream", "downstream"} {
-		for _, name := range []string{"cut", "slow"} {
-			_ = nd.proxy.Toxics.RemoveToxic(bgctx, name+"_"+stream)
+		js := fmt.Sprintf(`{"name":%q,"stream":%q,"toxicity":1,%s}`, name+"_"+stream, stream, body)
+		if _, err := p.Toxics.AddToxicJson(strings.NewReader(js)); err != nil {
+			c.t.Errorf("toxic %s on %s: %v", name, p.Name, err)
+		}
+	}
+}
+
+// Heal removes every toxic from nd's proxy and from nd's own links to its peers.
+func (c *Cluster) Heal(nd *Node) {
+	proxies := []*toxiproxy.Proxy{nd.proxy}
+	for _, l := range nd.links {
+		proxies = append(proxies, l)
+	}
+	for _, p := range proxies {
+		for _, stream := range []string{"upstream", "downstream"} {
+			for _, name := range []string{"cut", "slow"} {
+				_ = p.Toxics.RemoveToxic(bgctx, name+"_"+stream)
+			}
 		}
 	}
 }

@@ -204,12 +204,44 @@ func (c *Cluster) fault(r *rand.Rand, count map[string]int, t testing.TB) {
 		c.Pause(nd)
 		time.Sleep(hold)
 		c.Resume(nd)
-	case k < 85:
+	case k < 70:
 		nd := pick(true)
 		count["cut"]++
 		c.Cut(nd)
 		time.Sleep(hold)
 		c.Heal(nd)
+	case k < 80:
+		// A partition between two nodes (the leader preferred) that both still reach the rest:
+		// both directions cut, or one only (asymmetric).
+		a := pick(true)
+		b := c.Nodes[r.IntN(len(c.Nodes))]
+		for b == a {
+			b = c.Nodes[r.IntN(len(c.Nodes))]
+		}
+		if r.IntN(2) == 0 {
+			count["link_cut"]++
+			c.CutLink(a, b)
+			c.CutLink(b, a)
+		} else {
+			count["link_cut_one_way"]++
+			if r.IntN(2) == 0 {
+				a, b = b, a
+			}
+			c.CutLink(a, b)
+		}
+		time.Sleep(hold)
+		c.Heal(a)
+		c.Heal(b)
+	case k < 85:
+		// One directed link slowed.
+		a, b := c.Nodes[r.IntN(len(c.Nodes))], pick(true)
+		for b == a {
+			a = c.Nodes[r.IntN(len(c.Nodes))]
+		}
+		count["link_slow"]++
+		c.SlowLink(a, b, 200*time.Millisecond, 100*time.Millisecond)
+		time.Sleep(hold)
+		c.Heal(a)
 	default:
 		nd := pick(false)
 		count["slow"]++
