@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -117,5 +118,51 @@ func TestLinkCuts(t *testing.T) {
 	}
 	if msg := c.compareDigests(); msg != "" {
 		t.Fatal(msg)
+	}
+}
+
+// TestSlowDisk checks the slow-disk fault: while strace delays a one-node hub's fsyncs by
+// 300 ms, a write (which the hub syncs before it answers) takes at least that long; afterwards
+// writes are fast again. It skips loudly without strace.
+func TestSlowDisk(t *testing.T) {
+	if os.Getenv("DRIFTLINE_INTEGRATION") != "1" {
+		t.Skip("real hub processes: set DRIFTLINE_INTEGRATION=1")
+	}
+	bin, err := BuildBinary(t.TempDir())
+	if err != nil {
+		t.Fatalf("build driftline: %v", err)
+	}
+	c := StartCluster(t, bin, 1)
+	if err := Setup(c); err != nil {
+		t.Fatal(err)
+	}
+	nd := c.Nodes[0]
+	median := func(n int) time.Duration {
+		var ds []time.Duration
+		for i := 0; i < n; i++ {
+			start := time.Now()
+			code, b := c.Do(nd, http.MethodPut, "/api/v1/models/"+model+"/versions/1/tags", map[string]any{"tags": map[string]string{"disk": strconv.Itoa(i)}})
+			if code != http.StatusOK {
+				t.Fatalf("write: %d %s", code, b)
+			}
+			ds = append(ds, time.Since(start))
+		}
+		slices.Sort(ds)
+		return ds[len(ds)/2]
+	}
+	before := median(5)
+	undo, ok := c.SlowDisk(nd, 300*time.Millisecond)
+	if !ok {
+		t.Skip("SKIPPED: strace is missing or cannot attach (make ci-deps installs it)")
+	}
+	during := median(5)
+	undo()
+	after := median(5)
+	t.Logf("median write: %v before, %v with fsync delayed 300 ms, %v after", before, during, after)
+	if during < 300*time.Millisecond {
+		t.Fatalf("writes took %v with every fsync delayed 300 ms: the delay did not reach the hub's syncs", during)
+	}
+	if after >= during {
+		t.Fatalf("writes still slow (%v) after the slow disk was undone", after)
 	}
 }

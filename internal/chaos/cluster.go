@@ -288,6 +288,44 @@ func (c *Cluster) toxicateProxy(p *toxiproxy.Proxy, name, body string) {
 	}
 }
 
+// SlowDisk delays every fsync, fdatasync and msync of nd's process by delay (strace's fault
+// injection, attached to all its threads) until the returned function is called. ok is false,
+// and nothing is done, when strace is not installed or cannot attach (make ci-deps installs it).
+func (c *Cluster) SlowDisk(nd *Node, delay time.Duration) (undo func(), ok bool) {
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		return nil, false
+	}
+	nd.mu.Lock()
+	cmd := nd.cmd
+	nd.mu.Unlock()
+	if cmd == nil {
+		return nil, false
+	}
+	us := delay.Microseconds()
+	s := exec.Command(strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync,fdatasync,msync",
+		"-e", fmt.Sprintf("inject=fsync,fdatasync,msync:delay_enter=%d", us), "-p", fmt.Sprint(cmd.Process.Pid))
+	var out syncBuffer
+	s.Stdout, s.Stderr = &out, &out
+	if err := s.Start(); err != nil {
+		return nil, false
+	}
+	done := make(chan struct{})
+	go func() { _ = s.Wait(); close(done) }()
+	return func() {
+		_ = s.Process.Signal(syscall.SIGINT) // strace detaches, the node runs on
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = s.Process.Kill()
+			<-done
+		}
+		if o := strings.TrimSpace(out.String()); o != "" {
+			c.t.Logf("strace on %s: %s", nd.ID, tail(o, 500))
+		}
+	}, true
+}
+
 // Heal removes every toxic from nd's proxy and from nd's own links to its peers.
 func (c *Cluster) Heal(nd *Node) {
 	proxies := []*toxiproxy.Proxy{nd.proxy}

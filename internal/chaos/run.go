@@ -242,6 +242,20 @@ func (c *Cluster) fault(r *rand.Rand, count map[string]int, t testing.TB) {
 		c.SlowLink(a, b, 200*time.Millisecond, 100*time.Millisecond)
 		time.Sleep(hold)
 		c.Heal(a)
+	case k < 92:
+		// A slow disk on one node (the leader preferred): every fsync 200 ms late.
+		nd := pick(true)
+		undo, ok := c.SlowDisk(nd, 200*time.Millisecond)
+		if !ok {
+			if count["slow_fsync_skipped"] == 0 {
+				t.Logf("SKIPPED slow-disk faults: strace is missing or cannot attach (make ci-deps installs it)")
+			}
+			count["slow_fsync_skipped"]++
+			return
+		}
+		count["slow_fsync"]++
+		time.Sleep(hold)
+		undo()
 	default:
 		nd := pick(false)
 		count["slow"]++
