@@ -41,6 +41,9 @@ type Result struct {
 	Linearizable string
 	// Pruned counts writes of unknown outcome left out of the check because no read saw them.
 	Pruned int
+	// RolloutOps counts the rollout operations sent (RolloutOpsAcked acknowledged) and
+	// Rollouts the rollouts checked on every node.
+	RolloutOps, RolloutOpsAcked, Rollouts int
 	// Findings, each a failed check; empty when the run passed.
 	Findings []string
 }
@@ -63,6 +66,9 @@ func Run(t testing.TB, bin string, o Options) Result {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); c.MonoWriter(o.Seed, stop) }()
+	rl := &RolloutLog{}
+	wg.Add(1)
+	go func() { defer wg.Done(); c.RolloutClient(o.Seed, rl, stop) }()
 	for _, nd := range c.Nodes {
 		wg.Add(1)
 		go func(nd *Node) { defer wg.Done(); c.MonoReader(nd, h, stop) }(nd)
@@ -131,6 +137,11 @@ func Run(t testing.TB, bin string, o Options) Result {
 	if f := c.compareDigests(); f != "" {
 		res.Findings = append(res.Findings, f)
 	}
+	// 6. Rollouts: every acknowledged one on every node, in a state its operations allow; no
+	// device told to run a version nobody approved.
+	rf, n := c.checkRollouts(rl)
+	res.Findings = append(res.Findings, rf...)
+	res.RolloutOps, res.RolloutOpsAcked, res.Rollouts = rl.Ops, rl.Acked, n
 	// 4. Whole audit chains, 5. no acknowledged version missing, on every node.
 	for _, nd := range c.Nodes {
 		if err := c.verifyAudit(nd); err != nil {
@@ -379,8 +390,8 @@ func (c *Cluster) verifyAudit(nd *Node) error {
 
 // Summary is one line of figures.
 func (r Result) Summary() string {
-	return fmt.Sprintf("seed %d: faults %v; %d operations checked (%d writes, %d of unknown outcome, %d unobserved ones pruned), linearizable: %s; %d versions registered, %d default reads; %d findings",
-		r.Seed, r.Faults, r.Ops, r.Writes, r.Unknown, r.Pruned, r.Linearizable, r.Versions, r.MonoReads, len(r.Findings))
+	return fmt.Sprintf("seed %d: faults %v; %d operations checked (%d writes, %d of unknown outcome, %d unobserved ones pruned), linearizable: %s; %d versions registered, %d default reads; %d rollout operations (%d acknowledged) over %d rollouts checked; %d findings",
+		r.Seed, r.Faults, r.Ops, r.Writes, r.Unknown, r.Pruned, r.Linearizable, r.Versions, r.MonoReads, r.RolloutOps, r.RolloutOpsAcked, r.Rollouts, len(r.Findings))
 }
 
 // EnvSeed reads CHAOS_SEED, else picks one from the clock.
