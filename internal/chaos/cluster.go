@@ -36,6 +36,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/driftline/driftline/internal/testhelp"
+	"github.com/driftline/driftline/shared/clock"
 )
 
 // Node is one hub process and the proxy in front of its Raft port.
@@ -179,7 +180,7 @@ func (c *Cluster) start(nd *Node, join string) {
 	}
 	cmd := exec.Command(c.bin, args...)
 	cmd.Stdout, cmd.Stderr = nd.out, nd.out
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + nd.Dir}
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + nd.Dir, clock.EnvOffsetFile + "=" + nd.clockFile()}
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
 	}
@@ -325,6 +326,16 @@ func (c *Cluster) SlowDisk(nd *Node, delay time.Duration) (undo func(), ok bool)
 		}
 	}, true
 }
+
+// ClockJump sets nd's wall clock to run d ahead of the real one (behind when negative; 0: back
+// to the real one), through shared/clock's offset file: the node reads it within 100 ms.
+func (c *Cluster) ClockJump(nd *Node, d time.Duration) {
+	if err := os.WriteFile(nd.clockFile(), []byte(d.String()), 0o600); err != nil {
+		c.t.Errorf("clock jump on %s: %v", nd.ID, err)
+	}
+}
+
+func (nd *Node) clockFile() string { return filepath.Join(filepath.Dir(nd.Dir), nd.ID+".clock-offset") }
 
 // Heal removes every toxic from nd's proxy and from nd's own links to its peers.
 func (c *Cluster) Heal(nd *Node) {

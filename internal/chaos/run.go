@@ -203,18 +203,30 @@ func (c *Cluster) fault(r *rand.Rand, count map[string]int, t testing.TB) {
 	}
 	hold := time.Duration(1000+r.IntN(3000)) * time.Millisecond
 	switch k := r.IntN(100); {
-	case k < 35:
+	case k < 30:
 		nd := pick(true)
 		count["kill"]++
 		c.Kill(nd)
 		time.Sleep(hold / 2)
 		c.Restart(nd)
-	case k < 60:
+	case k < 50:
 		nd := pick(true)
 		count["pause"]++
 		c.Pause(nd)
 		time.Sleep(hold)
 		c.Resume(nd)
+	case k < 60:
+		// One node's wall clock jumps (the leader preferred), by up to two hours either way,
+		// and back after the hold.
+		nd := pick(true)
+		jump := time.Duration(1+r.IntN(120)) * time.Minute
+		if r.IntN(2) == 0 {
+			jump = -jump
+		}
+		count["clock_jump"]++
+		c.ClockJump(nd, jump)
+		time.Sleep(hold)
+		c.ClockJump(nd, 0)
 	case k < 70:
 		nd := pick(true)
 		count["cut"]++
@@ -279,6 +291,7 @@ func (c *Cluster) fault(r *rand.Rand, count map[string]int, t testing.TB) {
 func (c *Cluster) healAll() {
 	for _, nd := range c.Nodes {
 		c.Heal(nd)
+		c.ClockJump(nd, 0)
 		nd.mu.Lock()
 		paused := nd.paused
 		nd.mu.Unlock()
