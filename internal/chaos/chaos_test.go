@@ -30,13 +30,24 @@ func TestChaos(t *testing.T) {
 	if err != nil {
 		t.Fatalf("build driftline: %v", err)
 	}
+	// Real agents beside the hub nodes (CHAOS_AGENTS, default 3; 0: none).
+	agents := 3
+	if n, err := strconv.Atoi(os.Getenv("CHAOS_AGENTS")); err == nil && n >= 0 {
+		agents = n
+	}
+	var fleetBin string
+	if agents > 0 {
+		if fleetBin, err = BuildFleet(t.TempDir()); err != nil {
+			t.Fatalf("build firmware-sim: %v", err)
+		}
+	}
 	out := os.Getenv("CHAOS_OUT")
 	if out == "" {
 		out = t.TempDir()
 	}
 	seed := EnvSeed()
 	t.Logf("seed %d (replay: make soak SEED=%d DURATION=%v)", seed, seed, dur)
-	res := Run(t, bin, Options{Seed: seed, Nodes: nodes, Clients: 6, Duration: dur, OutDir: out})
+	res := Run(t, bin, Options{Seed: seed, Nodes: nodes, Clients: 6, Duration: dur, OutDir: out, Agents: agents, FleetBin: fleetBin})
 	t.Log(res.Summary())
 	for _, f := range res.Findings {
 		t.Errorf("seed %d: %s", seed, f)

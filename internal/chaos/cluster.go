@@ -42,6 +42,8 @@ import (
 // Node is one hub process and the proxy in front of its Raft port.
 type Node struct {
 	ID, Dir, HTTP string
+	// MQTT is the node's embedded broker (agents connect to every node's).
+	MQTT string
 	// RaftListen is where the process listens for Raft; RaftAdv the proxy address peers dial.
 	RaftListen, RaftAdv string
 	proxy               *toxiproxy.Proxy
@@ -95,6 +97,15 @@ func BuildBinary(dir string) (string, error) {
 	return bin, cmd.Run()
 }
 
+// BuildFleet builds `firmware-sim` (whose fleet mode runs real agents) into dir and returns its
+// path.
+func BuildFleet(dir string) (string, error) {
+	bin := filepath.Join(dir, "firmware-sim")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/driftline/driftline/firmware-sim/cmd/firmware-sim")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	return bin, cmd.Run()
+}
+
 // StartCluster starts n nodes (the first bootstraps, the others join) and returns once all are
 // voters. Everything stops when the test ends.
 func StartCluster(t testing.TB, bin string, n int) *Cluster {
@@ -116,7 +127,7 @@ func StartCluster(t testing.TB, bin string, n int) *Cluster {
 	})
 	for i := 1; i <= n; i++ {
 		nd := &Node{ID: fmt.Sprintf("hub%d", i), Dir: filepath.Join(base, fmt.Sprintf("hub%d", i)),
-			HTTP: testhelp.FreeAddr(t), RaftListen: testhelp.FreeAddr(t), out: &syncBuffer{}}
+			HTTP: testhelp.FreeAddr(t), RaftListen: testhelp.FreeAddr(t), MQTT: testhelp.FreeAddr(t), out: &syncBuffer{}}
 		nd.proxy = toxiproxy.NewProxy(c.toxic, nd.ID, "127.0.0.1:0", nd.RaftListen)
 		if err := nd.proxy.Start(); err != nil {
 			t.Fatalf("proxy for %s: %v", nd.ID, err)
@@ -169,7 +180,7 @@ func (c *Cluster) start(nd *Node, join string) {
 		c.t.Fatal(err)
 	}
 	args := []string{"hub", "serve", "--node-id", nd.ID, "--data", nd.Dir, "--http", nd.HTTP, "--raft", nd.RaftListen,
-		"--advertise-raft", nd.RaftAdv, "--mqtt", "", "--log-level", "warn", "--disk-reserve-bytes", "-1"}
+		"--advertise-raft", nd.RaftAdv, "--mqtt", nd.MQTT, "--log-level", "warn", "--disk-reserve-bytes", "-1"}
 	if join != "" {
 		args = append(args, "--join", join, "--join-token", c.Token)
 	}

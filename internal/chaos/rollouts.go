@@ -39,7 +39,8 @@ const (
 // RolloutClient creates, pauses, resumes and aborts rollouts of the workload's model over every
 // device through random nodes until stop, and now and then tries a rollout of a version nobody
 // approved (it must be refused).
-func (c *Cluster) RolloutClient(seed uint64, l *RolloutLog, stop <-chan struct{}) {
+// selector picks the rollouts' devices ("" every device).
+func (c *Cluster) RolloutClient(seed uint64, selector string, l *RolloutLog, stop <-chan struct{}) {
 	r := rand.New(rand.NewPCG(seed, 99))
 	l.mu.Lock()
 	l.ops = map[string][]rolloutOp{}
@@ -71,7 +72,7 @@ func (c *Cluster) RolloutClient(seed uint64, l *RolloutLog, stop <-chan struct{}
 			record("", "approve", code)
 			approved = code == http.StatusOK || code == http.StatusConflict
 		case r.IntN(10) == 0:
-			code, b := c.Do(nd, http.MethodPost, "/api/v1/rollouts", map[string]any{"model": model, "version": unapprovedVersion})
+			code, b := c.Do(nd, http.MethodPost, "/api/v1/rollouts", map[string]any{"model": model, "version": unapprovedVersion, "selector": selector})
 			record("", "create-unapproved", code)
 			if code == http.StatusCreated {
 				l.mu.Lock()
@@ -85,7 +86,7 @@ func (c *Cluster) RolloutClient(seed uint64, l *RolloutLog, stop <-chan struct{}
 			}
 		case cur == "":
 			code, b := c.Do(nd, http.MethodPost, "/api/v1/rollouts", map[string]any{"model": model, "version": approvedVersion,
-				"waves": []int{50, 100}, "bake_seconds": 0})
+				"selector": selector, "waves": []int{50, 100}, "bake_seconds": 0})
 			var ro struct {
 				ID      string `json:"id"`
 				Rollout string `json:"rollout"` // a conflict's: the rollout holding the devices
@@ -160,7 +161,7 @@ func (c *Cluster) checkRollouts(l *RolloutLog) ([]string, int) {
 				}
 			}
 			if allowed["running"] {
-				allowed["completed"] = true // no device reports, but a rollout may complete
+				allowed["completed"] = true // its devices (real agents) may all have got there
 			}
 			if !allowed[ro.State] {
 				out = append(out, fmt.Sprintf("%s: rollout %s is %s; its operations %+v allow %v", nd.ID, id, ro.State, ops, allowed))

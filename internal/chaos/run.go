@@ -28,6 +28,10 @@ type Options struct {
 	Duration time.Duration // how long faults are thrown
 	// OutDir receives porcupine's HTML visualisation when the history is not linearizable.
 	OutDir string
+	// Agents real agents (firmware-sim fleet mode, FleetBin) run through the faults; the
+	// rollouts then target them only. 0: none.
+	Agents   int
+	FleetBin string
 }
 
 // Result is what a run did and found.
@@ -44,6 +48,8 @@ type Result struct {
 	// RolloutOps counts the rollout operations sent (RolloutOpsAcked acknowledged) and
 	// Rollouts the rollouts checked on every node.
 	RolloutOps, RolloutOpsAcked, Rollouts int
+	// Agents ran through the faults; AgentsConverged reached their desired version after.
+	Agents, AgentsConverged int
 	// Findings, each a failed check; empty when the run passed.
 	Findings []string
 }
@@ -66,9 +72,23 @@ func Run(t testing.TB, bin string, o Options) Result {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); c.MonoWriter(o.Seed, stop) }()
+	var fleet *Fleet
+	selector := ""
+	if o.Agents > 0 && o.FleetBin != "" {
+		fleet = c.StartFleet(t, o.FleetBin, o.Agents)
+		selector = "fleet=firmware-sim"
+		testhelp.WaitFor(t, 60*time.Second, "the agents enrolled", func() bool {
+			lead := c.Leader()
+			if lead == nil {
+				return false
+			}
+			code, b := c.Do(lead, http.MethodGet, "/api/v1/devices?limit=1000&selector="+selector, nil)
+			return code == http.StatusOK && strings.Count(string(b), `"id":"`+fleetPrefix) == o.Agents
+		})
+	}
 	rl := &RolloutLog{}
 	wg.Add(1)
-	go func() { defer wg.Done(); c.RolloutClient(o.Seed, rl, stop) }()
+	go func() { defer wg.Done(); c.RolloutClient(o.Seed, selector, rl, stop) }()
 	for _, nd := range c.Nodes {
 		wg.Add(1)
 		go func(nd *Node) { defer wg.Done(); c.MonoReader(nd, h, stop) }(nd)
@@ -142,6 +162,12 @@ func Run(t testing.TB, bin string, o Options) Result {
 	rf, n := c.checkRollouts(rl)
 	res.Findings = append(res.Findings, rf...)
 	res.RolloutOps, res.RolloutOpsAcked, res.Rollouts = rl.Ops, rl.Acked, n
+	// 7. Real agents: none runs an unapproved version; all reach their desired version.
+	if fleet != nil {
+		af, conv := c.checkAgents(fleet, 120*time.Second)
+		res.Findings = append(res.Findings, af...)
+		res.Agents, res.AgentsConverged = fleet.N, conv
+	}
 	// 4. Whole audit chains, 5. no acknowledged version missing, on every node.
 	for _, nd := range c.Nodes {
 		if err := c.verifyAudit(nd); err != nil {
@@ -403,8 +429,8 @@ func (c *Cluster) verifyAudit(nd *Node) error {
 
 // Summary is one line of figures.
 func (r Result) Summary() string {
-	return fmt.Sprintf("seed %d: faults %v; %d operations checked (%d writes, %d of unknown outcome, %d unobserved ones pruned), linearizable: %s; %d versions registered, %d default reads; %d rollout operations (%d acknowledged) over %d rollouts checked; %d findings",
-		r.Seed, r.Faults, r.Ops, r.Writes, r.Unknown, r.Pruned, r.Linearizable, r.Versions, r.MonoReads, r.RolloutOps, r.RolloutOpsAcked, r.Rollouts, len(r.Findings))
+	return fmt.Sprintf("seed %d: faults %v; %d operations checked (%d writes, %d of unknown outcome, %d unobserved ones pruned), linearizable: %s; %d versions registered, %d default reads; %d rollout operations (%d acknowledged) over %d rollouts checked; %d of %d agents converged; %d findings",
+		r.Seed, r.Faults, r.Ops, r.Writes, r.Unknown, r.Pruned, r.Linearizable, r.Versions, r.MonoReads, r.RolloutOps, r.RolloutOpsAcked, r.Rollouts, r.AgentsConverged, r.Agents, len(r.Findings))
 }
 
 // EnvSeed reads CHAOS_SEED, else picks one from the clock.

@@ -1,0 +1,147 @@
+package chaos
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// fleetPrefix starts the ids of the harness's real agents (firmware-sim fleet mode).
+const fleetPrefix = "agent-"
+
+// Fleet is a firmware-sim fleet process: n real agents in one process, each connected to every
+// node's embedded broker (they fail over when a node dies).
+type Fleet struct {
+	N    int
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+}
+
+// StartFleet starts n agents enrolled through the leader. They run until StopFleet.
+func (c *Cluster) StartFleet(t testing.TB, bin string, n int) *Fleet {
+	t.Helper()
+	lead := c.Leader()
+	if lead == nil {
+		t.Fatal("no leader to enroll the agents")
+	}
+	var brokers []string
+	for _, nd := range c.Nodes {
+		brokers = append(brokers, "tcp://"+nd.MQTT)
+	}
+	f := &Fleet{N: n, out: &syncBuffer{}, done: make(chan struct{})}
+	f.cmd = exec.Command(bin, "fleet", "--devices", fmt.Sprint(n), "--hub", "http://"+lead.HTTP, "--token", c.Token,
+		"--broker", strings.Join(brokers, ","), "--state-dir", filepath.Join(t.TempDir(), "fleet"),
+		"--id-pattern", fleetPrefix+"{n}", "--heartbeat", "2s", "--summary-every", "1h", "--log-level", "warn")
+	f.cmd.Stdout, f.cmd.Stderr = f.out, f.out
+	if err := f.cmd.Start(); err != nil {
+		t.Fatalf("start the agents: %v", err)
+	}
+	go func() { _ = f.cmd.Wait(); close(f.done) }()
+	t.Cleanup(func() {
+		f.Stop()
+		if t.Failed() {
+			t.Logf("agents' log (tail):\n%s", tail(f.out.String(), 3000))
+		}
+	})
+	return f
+}
+
+// Stop ends the fleet process (SIGTERM, SIGKILL after 15 s).
+func (f *Fleet) Stop() {
+	select {
+	case <-f.done:
+		return
+	default:
+	}
+	_ = f.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-f.done:
+	case <-time.After(15 * time.Second):
+		_ = f.cmd.Process.Kill()
+		<-f.done
+	}
+}
+
+// agentView is the part of a device record the agent checks read.
+type agentView struct {
+	ID      string `json:"id"`
+	Desired map[string]struct {
+		Version int `json:"version"`
+	} `json:"desired"`
+	Reported struct {
+		Models map[string]struct {
+			Active *int   `json:"active"`
+			State  string `json:"state"`
+		} `json:"models"`
+	} `json:"reported"`
+}
+
+// checkAgents checks the real agents once the faults stopped: none ever reports running a
+// version of the workload's model other than the approved one (the others are unapproved and
+// unsigned), and within timeout every agent runs what the hub wants it to (its desired version,
+// or, with none, whatever approved version it had). It returns the findings and how many agents
+// converged.
+func (c *Cluster) checkAgents(f *Fleet, timeout time.Duration) ([]string, int) {
+	var out []string
+	var last []agentView
+	converged := 0
+	deadline := time.Now().Add(timeout)
+	for {
+		lead := c.Leader()
+		var devs []agentView
+		if lead != nil {
+			code, b := c.Do(lead, http.MethodGet, "/api/v1/devices?limit=1000&consistency=strong", nil)
+			var page struct {
+				Items []agentView `json:"items"`
+			}
+			if code == http.StatusOK && json.Unmarshal(b, &page) == nil {
+				for _, d := range page.Items {
+					if strings.HasPrefix(d.ID, fleetPrefix) {
+						devs = append(devs, d)
+					}
+				}
+			}
+		}
+		converged = 0
+		for _, d := range devs {
+			m, ok := d.Reported.Models[model]
+			if ok && m.Active != nil && *m.Active != approvedVersion {
+				out = append(out, fmt.Sprintf("agent %s runs %s@%d, which nobody approved", d.ID, model, *m.Active))
+			}
+			want := d.Desired[model].Version
+			if want == 0 || (ok && m.Active != nil && *m.Active == want) {
+				converged++
+			}
+		}
+		if len(out) > 0 {
+			return out, converged
+		}
+		last = devs
+		if len(devs) == f.N && converged == f.N {
+			return nil, converged
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond) // polling the cluster for a condition
+	}
+	var lag []string
+	for _, d := range last {
+		m := d.Reported.Models[model]
+		active := 0
+		if m.Active != nil {
+			active = *m.Active
+		}
+		lag = append(lag, fmt.Sprintf("%s wants %d runs %d (%s)", d.ID, d.Desired[model].Version, active, m.State))
+	}
+	sort.Strings(lag)
+	return []string{fmt.Sprintf("%d of %d agents converged to their desired version within %v: %v", converged, f.N, timeout, lag)}, converged
+}
