@@ -8,6 +8,7 @@
 #   LOAD_CPU    CPU hogs beside the tests (default 2)
 #   LOAD_VM     memory held by the memory hog (default 1G)
 #   LOAD_FLAGS  go test flags (default -race -count=1 -timeout 30m)
+#   LOAD_KEEP   keep a failed run's whole output in LOAD_KEEP.N
 #
 # stress-ng is used when installed (make ci-deps installs it); otherwise shell busy loops, a
 # process holding LOAD_VM of memory and a dd loop writing and syncing a file stand in.
@@ -58,6 +59,9 @@ while [ "$run" -le "$RUNS" ]; do
 		failed=$((failed + 1))
 		echo "loadtest: run $run FAILED (exit $rc); failing tests:"
 		grep -E -- '--- FAIL' "$tmp/out" || tail -40 "$tmp/out"
+		echo "loadtest: their messages:"
+		grep -E '^\s+[A-Za-z0-9_]+_test\.go:[0-9]+:' "$tmp/out" | grep -v 'level=' | head -40
+		if [ -n "${LOAD_KEEP:-}" ]; then cp "$tmp/out" "$LOAD_KEEP.$run"; echo "loadtest: full output in $LOAD_KEEP.$run"; fi
 	fi
 	run=$((run + 1))
 done

@@ -87,12 +87,12 @@ type agentView struct {
 // checkAgents checks the real agents once the faults stopped: none ever reports running a
 // version of the workload's model other than the approved one (the others are unapproved and
 // unsigned), and within timeout every agent runs what the hub wants it to (its desired version,
-// or, with none, whatever approved version it had). It returns the findings and how many agents
-// converged.
-func (c *Cluster) checkAgents(f *Fleet, timeout time.Duration) ([]string, int) {
+// or, with none, whatever approved version it had). It returns the findings, how many agents
+// converged and how many run the approved version.
+func (c *Cluster) checkAgents(f *Fleet, timeout time.Duration) ([]string, int, int) {
 	var out []string
 	var last []agentView
-	converged := 0
+	converged, running := 0, 0
 	deadline := time.Now().Add(timeout)
 	for {
 		lead := c.Leader()
@@ -110,11 +110,14 @@ func (c *Cluster) checkAgents(f *Fleet, timeout time.Duration) ([]string, int) {
 				}
 			}
 		}
-		converged = 0
+		converged, running = 0, 0
 		for _, d := range devs {
 			m, ok := d.Reported.Models[model]
 			if ok && m.Active != nil && *m.Active != approvedVersion {
 				out = append(out, fmt.Sprintf("agent %s runs %s@%d, which nobody approved", d.ID, model, *m.Active))
+			}
+			if ok && m.Active != nil && *m.Active == approvedVersion {
+				running++
 			}
 			want := d.Desired[model].Version
 			if want == 0 || (ok && m.Active != nil && *m.Active == want) {
@@ -122,11 +125,11 @@ func (c *Cluster) checkAgents(f *Fleet, timeout time.Duration) ([]string, int) {
 			}
 		}
 		if len(out) > 0 {
-			return out, converged
+			return out, converged, running
 		}
 		last = devs
 		if len(devs) == f.N && converged == f.N {
-			return nil, converged
+			return nil, converged, running
 		}
 		if time.Now().After(deadline) {
 			break
@@ -143,5 +146,5 @@ func (c *Cluster) checkAgents(f *Fleet, timeout time.Duration) ([]string, int) {
 		lag = append(lag, fmt.Sprintf("%s wants %d runs %d (%s)", d.ID, d.Desired[model].Version, active, m.State))
 	}
 	sort.Strings(lag)
-	return []string{fmt.Sprintf("%d of %d agents converged to their desired version within %v: %v", converged, f.N, timeout, lag)}, converged
+	return []string{fmt.Sprintf("%d of %d agents converged to their desired version within %v: %v", converged, f.N, timeout, lag)}, converged, running
 }

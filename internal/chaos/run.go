@@ -50,6 +50,8 @@ type Result struct {
 	RolloutOps, RolloutOpsAcked, Rollouts int
 	// Agents ran through the faults; AgentsConverged reached their desired version after.
 	Agents, AgentsConverged int
+	// AgentsRunning run the approved version at the end (the others have no desired version).
+	AgentsRunning int
 	// Findings, each a failed check; empty when the run passed.
 	Findings []string
 }
@@ -164,9 +166,9 @@ func Run(t testing.TB, bin string, o Options) Result {
 	res.RolloutOps, res.RolloutOpsAcked, res.Rollouts = rl.Ops, rl.Acked, n
 	// 7. Real agents: none runs an unapproved version; all reach their desired version.
 	if fleet != nil {
-		af, conv := c.checkAgents(fleet, 120*time.Second)
+		af, conv, running := c.checkAgents(fleet, 120*time.Second)
 		res.Findings = append(res.Findings, af...)
-		res.Agents, res.AgentsConverged = fleet.N, conv
+		res.Agents, res.AgentsConverged, res.AgentsRunning = fleet.N, conv, running
 	}
 	// 4. Whole audit chains, 5. no acknowledged version missing, on every node.
 	for _, nd := range c.Nodes {
@@ -429,8 +431,8 @@ func (c *Cluster) verifyAudit(nd *Node) error {
 
 // Summary is one line of figures.
 func (r Result) Summary() string {
-	return fmt.Sprintf("seed %d: faults %v; %d operations checked (%d writes, %d of unknown outcome, %d unobserved ones pruned), linearizable: %s; %d versions registered, %d default reads; %d rollout operations (%d acknowledged) over %d rollouts checked; %d of %d agents converged; %d findings",
-		r.Seed, r.Faults, r.Ops, r.Writes, r.Unknown, r.Pruned, r.Linearizable, r.Versions, r.MonoReads, r.RolloutOps, r.RolloutOpsAcked, r.Rollouts, r.AgentsConverged, r.Agents, len(r.Findings))
+	return fmt.Sprintf("seed %d: faults %v; %d operations checked (%d writes, %d of unknown outcome, %d unobserved ones pruned), linearizable: %s; %d versions registered, %d default reads; %d rollout operations (%d acknowledged) over %d rollouts checked; %d of %d agents converged (%d running the approved version); %d findings",
+		r.Seed, r.Faults, r.Ops, r.Writes, r.Unknown, r.Pruned, r.Linearizable, r.Versions, r.MonoReads, r.RolloutOps, r.RolloutOpsAcked, r.Rollouts, r.AgentsConverged, r.Agents, r.AgentsRunning, len(r.Findings))
 }
 
 // EnvSeed reads CHAOS_SEED, else picks one from the clock.
