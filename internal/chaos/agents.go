@@ -54,6 +54,16 @@ func (c *Cluster) StartFleet(t testing.TB, bin string, n int) *Fleet {
 	return f
 }
 
+// Exited reports whether the fleet process ended.
+func (f *Fleet) Exited() bool {
+	select {
+	case <-f.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Stop ends the fleet process (SIGTERM, SIGKILL after 15 s).
 func (f *Fleet) Stop() {
 	select {
@@ -90,6 +100,9 @@ type agentView struct {
 // or, with none, whatever approved version it had). It returns the findings, how many agents
 // converged and how many run the approved version.
 func (c *Cluster) checkAgents(f *Fleet, timeout time.Duration) ([]string, int, int) {
+	if f.Exited() {
+		return []string{"the agents' process exited during the run: " + tail(f.out.String(), 1000)}, 0, 0
+	}
 	var out []string
 	var last []agentView
 	converged, running := 0, 0

@@ -79,13 +79,18 @@ func Run(t testing.TB, bin string, o Options) Result {
 	if o.Agents > 0 && o.FleetBin != "" {
 		fleet = c.StartFleet(t, o.FleetBin, o.Agents)
 		selector = "fleet=firmware-sim"
-		testhelp.WaitFor(t, 60*time.Second, "the agents enrolled", func() bool {
+		// The fleet enrolls and fetches the root of trust through one node: faults start once
+		// every agent is connected (it then fails over between the nodes' brokers by itself).
+		testhelp.WaitFor(t, 90*time.Second, "the agents online", func() bool {
+			if fleet.Exited() {
+				t.Fatalf("seed %d: the agents' process exited before the faults: %s", o.Seed, tail(fleet.out.String(), 2000))
+			}
 			lead := c.Leader()
 			if lead == nil {
 				return false
 			}
-			code, b := c.Do(lead, http.MethodGet, "/api/v1/devices?limit=1000&selector="+selector, nil)
-			return code == http.StatusOK && strings.Count(string(b), `"id":"`+fleetPrefix) == o.Agents
+			code, b := c.Do(lead, http.MethodGet, "/api/v1/devices?limit=1000&consistency=strong&selector="+selector, nil)
+			return code == http.StatusOK && strings.Count(string(b), `"online":true`) == o.Agents
 		})
 	}
 	rl := &RolloutLog{}
