@@ -326,7 +326,11 @@ func (s *Store) shutdown(transfer bool) error {
 			}
 		}
 		close(s.stop)
-		if err := s.raft.Shutdown().Error(); err != nil {
+		fut := s.raft.Shutdown()
+		// Raft's replication may be stuck in a pipeline whose reader stopped: closing the
+		// pipelines lets it see the shutdown (guardedTransport.closePipelines).
+		s.guard.closePipelines()
+		if err := fut.Error(); err != nil {
 			s.closeErr = fmt.Errorf("raft shutdown: %w", err)
 		}
 		s.guard.closeHeartbeats()
