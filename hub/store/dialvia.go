@@ -5,8 +5,34 @@ import (
 	"net"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
+
+// newTransport returns the Raft transport cfg asks for: over cfg.StreamLayer, else plain TCP on
+// cfg.RaftBind advertising adv, dialling through cfg.RaftDialVia when it is set.
+func newTransport(cfg Config, adv net.Addr, hlog hclog.Logger) (*raft.NetworkTransport, error) {
+	switch {
+	case len(cfg.RaftDialVia) > 0:
+		layer := cfg.StreamLayer
+		if layer == nil {
+			l, err := newTCPLayer(cfg.RaftBind, adv)
+			if err != nil {
+				return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftBind, err)
+			}
+			layer = l
+		}
+		return raft.NewNetworkTransportWithLogger(dialVia{StreamLayer: layer, via: cfg.RaftDialVia}, 3, 10*time.Second, hlog), nil
+	case cfg.StreamLayer != nil:
+		return raft.NewNetworkTransportWithLogger(cfg.StreamLayer, 3, 10*time.Second, hlog), nil
+	default:
+		t, err := raft.NewTCPTransportWithLogger(cfg.RaftBind, adv, 3, 10*time.Second, hlog)
+		if err != nil {
+			return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftBind, err)
+		}
+		return t, nil
+	}
+}
 
 // dialVia is a raft.StreamLayer that dials some peers' Raft addresses through another address
 // (Config.RaftDialVia): a proxy of this node's own per peer, so that a test harness can cut or

@@ -171,21 +171,8 @@ func Open(cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("%w: raft advertise address %q: %w", ErrConfig, cfg.RaftAdvertise, err)
 		}
 	}
-	switch {
-	case len(cfg.RaftDialVia) > 0:
-		layer := cfg.StreamLayer
-		if layer == nil {
-			if layer, err = newTCPLayer(cfg.RaftBind, adv); err != nil {
-				return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftBind, err)
-			}
-		}
-		s.trans = raft.NewNetworkTransportWithLogger(dialVia{StreamLayer: layer, via: cfg.RaftDialVia}, 3, 10*time.Second, hlog)
-	case cfg.StreamLayer != nil:
-		s.trans = raft.NewNetworkTransportWithLogger(cfg.StreamLayer, 3, 10*time.Second, hlog)
-	default:
-		if s.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftBind, adv, 3, 10*time.Second, hlog); err != nil {
-			return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftBind, err)
-		}
+	if s.trans, err = newTransport(cfg, adv, hlog); err != nil {
+		return nil, err
 	}
 
 	notify := make(chan bool, 16)

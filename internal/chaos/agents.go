@@ -4,13 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/driftline/driftline/internal/hubproc"
 )
 
 // fleetPrefix starts the ids of the harness's real agents (firmware-sim fleet mode).
@@ -20,9 +20,8 @@ const fleetPrefix = "agent-"
 // node's embedded broker (they fail over when a node dies).
 type Fleet struct {
 	N    int
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{}
+	proc *hubproc.Process
+	out  *hubproc.Output
 }
 
 // StartFleet starts n agents enrolled through the leader. They run until StopFleet.
@@ -36,19 +35,18 @@ func (c *Cluster) StartFleet(t testing.TB, bin string, n int) *Fleet {
 	for _, nd := range c.Nodes {
 		brokers = append(brokers, "tcp://"+nd.MQTT)
 	}
-	f := &Fleet{N: n, out: &syncBuffer{}, done: make(chan struct{})}
-	f.cmd = exec.Command(bin, "fleet", "--devices", fmt.Sprint(n), "--hub", "http://"+lead.HTTP, "--token", c.Token,
+	f := &Fleet{N: n, out: &hubproc.Output{}}
+	var err error
+	f.proc, err = hubproc.Start(f.out, t.TempDir(), nil, bin, "fleet", "--devices", fmt.Sprint(n), "--hub", lead.URL(), "--token", c.Token,
 		"--broker", strings.Join(brokers, ","), "--state-dir", filepath.Join(t.TempDir(), "fleet"),
 		"--id-pattern", fleetPrefix+"{n}", "--heartbeat", "2s", "--summary-every", "1h", "--log-level", "warn")
-	f.cmd.Stdout, f.cmd.Stderr = f.out, f.out
-	if err := f.cmd.Start(); err != nil {
+	if err != nil {
 		t.Fatalf("start the agents: %v", err)
 	}
-	go func() { _ = f.cmd.Wait(); close(f.done) }()
 	t.Cleanup(func() {
-		f.Stop()
+		f.proc.Stop(15 * time.Second)
 		if t.Failed() {
-			t.Logf("agents' log (tail):\n%s", tail(f.out.String(), 3000))
+			t.Logf("agents' log (tail):\n%s", f.out.Tail(3000))
 		}
 	})
 	return f
@@ -57,26 +55,10 @@ func (c *Cluster) StartFleet(t testing.TB, bin string, n int) *Fleet {
 // Exited reports whether the fleet process ended.
 func (f *Fleet) Exited() bool {
 	select {
-	case <-f.done:
+	case <-f.proc.Exited():
 		return true
 	default:
 		return false
-	}
-}
-
-// Stop ends the fleet process (SIGTERM, SIGKILL after 15 s).
-func (f *Fleet) Stop() {
-	select {
-	case <-f.done:
-		return
-	default:
-	}
-	_ = f.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-f.done:
-	case <-time.After(15 * time.Second):
-		_ = f.cmd.Process.Kill()
-		<-f.done
 	}
 }
 
@@ -101,7 +83,7 @@ type agentView struct {
 // converged and how many run the approved version.
 func (c *Cluster) checkAgents(f *Fleet, timeout time.Duration) ([]string, int, int) {
 	if f.Exited() {
-		return []string{"the agents' process exited during the run: " + tail(f.out.String(), 1000)}, 0, 0
+		return []string{"the agents' process exited during the run: " + f.out.Tail(1000)}, 0, 0
 	}
 	var out []string
 	var last []agentView

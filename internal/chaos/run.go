@@ -68,38 +68,9 @@ func Run(t testing.TB, bin string, o Options) Result {
 	h := &History{start: time.Now()}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for i := 0; i < o.Clients; i++ {
-		wg.Add(1)
-		go func(i int) { defer wg.Done(); c.Client(i+1, o.Seed, h, stop) }(i)
-	}
-	wg.Add(1)
-	go func() { defer wg.Done(); c.MonoWriter(o.Seed, stop) }()
-	var fleet *Fleet
-	selector := ""
-	if o.Agents > 0 && o.FleetBin != "" {
-		fleet = c.StartFleet(t, o.FleetBin, o.Agents)
-		selector = "fleet=firmware-sim"
-		// The fleet enrolls and fetches the root of trust through one node: faults start once
-		// every agent is connected (it then fails over between the nodes' brokers by itself).
-		testhelp.WaitFor(t, 90*time.Second, "the agents online", func() bool {
-			if fleet.Exited() {
-				t.Fatalf("seed %d: the agents' process exited before the faults: %s", o.Seed, tail(fleet.out.String(), 2000))
-			}
-			lead := c.Leader()
-			if lead == nil {
-				return false
-			}
-			code, b := c.Do(lead, http.MethodGet, "/api/v1/devices?limit=1000&consistency=strong&selector="+selector, nil)
-			return code == http.StatusOK && strings.Count(string(b), `"online":true`) == o.Agents
-		})
-	}
+	fleet, selector := c.startAgents(t, o)
 	rl := &RolloutLog{}
-	wg.Add(1)
-	go func() { defer wg.Done(); c.RolloutClient(o.Seed, selector, rl, stop) }()
-	for _, nd := range c.Nodes {
-		wg.Add(1)
-		go func(nd *Node) { defer wg.Done(); c.MonoReader(nd, h, stop) }(nd)
-	}
+	c.startWorkload(o, h, rl, selector, stop, &wg)
 
 	r := rand.New(rand.NewPCG(o.Seed, 7))
 	deadline := time.Now().Add(o.Duration)
@@ -164,17 +135,7 @@ func Run(t testing.TB, bin string, o Options) Result {
 	if f := c.compareDigests(); f != "" {
 		res.Findings = append(res.Findings, f)
 	}
-	// 6. Rollouts: every acknowledged one on every node, in a state its operations allow; no
-	// device told to run a version nobody approved.
-	rf, n := c.checkRollouts(rl)
-	res.Findings = append(res.Findings, rf...)
-	res.RolloutOps, res.RolloutOpsAcked, res.Rollouts = rl.Ops, rl.Acked, n
-	// 7. Real agents: none runs an unapproved version; all reach their desired version.
-	if fleet != nil {
-		af, conv, running := c.checkAgents(fleet, 120*time.Second)
-		res.Findings = append(res.Findings, af...)
-		res.Agents, res.AgentsConverged, res.AgentsRunning = fleet.N, conv, running
-	}
+	c.checkRolloutsAndAgents(rl, fleet, &res)
 	// 4. Whole audit chains, 5. no acknowledged version missing, on every node.
 	for _, nd := range c.Nodes {
 		if err := c.verifyAudit(nd); err != nil {
@@ -187,6 +148,61 @@ func Run(t testing.TB, bin string, o Options) Result {
 		}
 	}
 	return res
+}
+
+// startWorkload starts the clients, the monotonic writer and readers and the rollout client
+// (over the devices selector picks); they run until stop is closed, counted in wg.
+func (c *Cluster) startWorkload(o Options, h *History, rl *RolloutLog, selector string, stop <-chan struct{}, wg *sync.WaitGroup) {
+	for i := 0; i < o.Clients; i++ {
+		wg.Add(1)
+		go func(i int) { defer wg.Done(); c.Client(i+1, o.Seed, h, stop) }(i)
+	}
+	wg.Add(2)
+	go func() { defer wg.Done(); c.MonoWriter(o.Seed, stop) }()
+	go func() { defer wg.Done(); c.RolloutClient(o.Seed, selector, rl, stop) }()
+	for _, nd := range c.Nodes {
+		wg.Add(1)
+		go func(nd *Node) { defer wg.Done(); c.MonoReader(nd, h, stop) }(nd)
+	}
+}
+
+// startAgents starts o.Agents real agents (none without o.FleetBin) and waits until every one is
+// online; it returns them and the selector the rollouts use ("" every device, without agents).
+func (c *Cluster) startAgents(t testing.TB, o Options) (*Fleet, string) {
+	if o.Agents <= 0 || o.FleetBin == "" {
+		return nil, ""
+	}
+	fleet := c.StartFleet(t, o.FleetBin, o.Agents)
+	const selector = "fleet=firmware-sim"
+	// The fleet enrolls and fetches the root of trust through one node: faults start once
+	// every agent is connected (it then fails over between the nodes' brokers by itself).
+	testhelp.WaitFor(t, 90*time.Second, "the agents online", func() bool {
+		if fleet.Exited() {
+			t.Fatalf("seed %d: the agents' process exited before the faults: %s", o.Seed, fleet.out.Tail(2000))
+		}
+		lead := c.Leader()
+		if lead == nil {
+			return false
+		}
+		code, b := c.Do(lead, http.MethodGet, "/api/v1/devices?limit=1000&consistency=strong&selector="+selector, nil)
+		return code == http.StatusOK && strings.Count(string(b), `"online":true`) == o.Agents
+	})
+	return fleet, selector
+}
+
+// checkRolloutsAndAgents runs checks 6 and 7 and adds their figures and findings to res.
+func (c *Cluster) checkRolloutsAndAgents(rl *RolloutLog, fleet *Fleet, res *Result) {
+	// 6. Rollouts: every acknowledged one on every node, in a state its operations allow; no
+	// device told to run a version nobody approved.
+	rf, n := c.checkRollouts(rl)
+	res.Findings = append(res.Findings, rf...)
+	res.RolloutOps, res.RolloutOpsAcked, res.Rollouts = rl.Ops, rl.Acked, n
+	// 7. Real agents: none runs an unapproved version; all reach their desired version.
+	if fleet != nil {
+		af, conv, running := c.checkAgents(fleet, 120*time.Second)
+		res.Findings = append(res.Findings, af...)
+		res.Agents, res.AgentsConverged, res.AgentsRunning = fleet.N, conv, running
+	}
 }
 
 // pruneUnobserved leaves out the writes of unknown outcome whose value no read returned, on
@@ -325,10 +341,7 @@ func (c *Cluster) healAll() {
 	for _, nd := range c.Nodes {
 		c.Heal(nd)
 		c.ClockJump(nd, 0)
-		nd.mu.Lock()
-		paused := nd.paused
-		nd.mu.Unlock()
-		if paused {
+		if nd.Paused() {
 			c.Resume(nd)
 		}
 		if !nd.Running() {
