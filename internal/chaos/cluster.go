@@ -193,7 +193,7 @@ func (c *Cluster) SlowDisk(nd *Node, delay time.Duration) (undo func(), ok bool)
 	if proc == nil {
 		return nil, false
 	}
-	s := exec.Command(strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync,fdatasync,msync",
+	s := exec.Command(strace, "-f", "-o", "/dev/null", "-e", "trace=fsync,fdatasync,msync",
 		"-e", fmt.Sprintf("inject=fsync,fdatasync,msync:delay_enter=%d", delay.Microseconds()), "-p", fmt.Sprint(proc.Pid()))
 	out := &hubproc.Output{}
 	s.Stdout, s.Stderr = out, out
@@ -202,6 +202,22 @@ func (c *Cluster) SlowDisk(nd *Node, delay time.Duration) (undo func(), ok bool)
 	}
 	done := make(chan struct{})
 	go func() { _ = s.Wait(); close(done) }()
+	// strace says "Process N attached" (on stderr) once it holds the process: the fault is on
+	// from then, not from its start.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "attached") {
+		select {
+		case <-done:
+			c.t.Logf("strace could not attach to %s: %s", nd.ID, out.Tail(500))
+			return nil, false
+		case <-time.After(10 * time.Millisecond): // polling strace's output for a condition
+		}
+		if time.Now().After(deadline) {
+			_ = s.Process.Kill()
+			<-done
+			return nil, false
+		}
+	}
 	return func() {
 		_ = s.Process.Signal(syscall.SIGINT) // strace detaches, the node runs on
 		select {
@@ -210,7 +226,7 @@ func (c *Cluster) SlowDisk(nd *Node, delay time.Duration) (undo func(), ok bool)
 			_ = s.Process.Kill()
 			<-done
 		}
-		if o := strings.TrimSpace(out.String()); o != "" {
+		if o := out.String(); strings.Contains(o, "strace: ") && !strings.Contains(o, "detached") {
 			c.t.Logf("strace on %s: %s", nd.ID, out.Tail(500))
 		}
 	}, true
