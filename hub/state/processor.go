@@ -151,6 +151,9 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 	case command.TypeCandidateCreate:
 		var c CandidateCreate
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return candidateCreate(txn, env, c) })
+	case command.TypeRetentionPrune:
+		var c RetentionPrune
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return retentionPrune(txn, env, c) })
 	case command.TypeWebhookAttempt:
 		var c WebhookAttempt
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return webhookAttempt(txn, env, c) })
