@@ -120,6 +120,14 @@ type Config struct {
 	BackupDir   string
 	BackupEvery time.Duration
 	BackupKeep  int
+	// RunsRetention deletes closed lineage runs edges (and the drift and validation totals on
+	// them) older than this; AuditRetention exports audit entries older than this into
+	// AuditArchiveDir and prunes them (a checkpointed chain); the leader applies both every
+	// RetentionEvery (DefaultRetentionEvery when 0). 0 keeps forever. See retention.go.
+	RunsRetention   time.Duration
+	AuditRetention  time.Duration
+	AuditArchiveDir string
+	RetentionEvery  time.Duration
 	// SampleSettle is how long devices' samples of drifted windows wait for others before they
 	// become a candidate dataset version (0: hub/samples' default, 30 s).
 	SampleSettle time.Duration
@@ -195,6 +203,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		if cfg.JoinToken == "" {
 			cfg.JoinToken = tok
 		}
+	}
+	if err := checkRetention(cfg); err != nil {
+		return nil, err
 	}
 	if cfg.TopicPrefix == "" {
 		cfg.TopicPrefix = wire.DefaultPrefix
@@ -354,6 +365,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		m := newBackupMetrics(n.registry)
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.runBackups(bg, m) }()
+	}
+	if cfg.RunsRetention > 0 || cfg.AuditRetention > 0 {
+		m := newRetentionMetrics(n.registry)
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.runRetention(bg, m) }()
 	}
 	n.log.Info("hub node started", "id", cfg.NodeID, "http", n.httpLn.Addr().String(), "raft", cfg.RaftAddr, "data", cfg.DataDir)
 	ok = true
