@@ -128,6 +128,16 @@ type Config struct {
 	AuditRetention  time.Duration
 	AuditArchiveDir string
 	RetentionEvery  time.Duration
+	// DriftFineRetention and DriftCoarseRetention bound fleet drift's in-memory series (0: the
+	// drift service's defaults, 1 h and 7 days).
+	DriftFineRetention, DriftCoarseRetention time.Duration
+	// Peers are the API URLs of the other nodes. A node with no Join and no Raft state asks them
+	// first: if one is in a cluster that has a leader, it joins through it instead of
+	// bootstrapping a second cluster (peers.go).
+	Peers []string
+	// DeadNodeTimeout, when positive, makes the leader remove a voter it has not heard from for
+	// this long, as long as the remaining voters keep a quorum (autopilot.go in hub/store).
+	DeadNodeTimeout time.Duration
 	// SampleSettle is how long devices' samples of drifted windows wait for others before they
 	// become a candidate dataset version (0: hub/samples' default, 30 s).
 	SampleSettle time.Duration
@@ -286,6 +296,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		LeaderOnly: len(cfg.Brokers) > 0})
 	n.drift, err = drift.New(drift.Config{
 		Registry: n.Reader(), Topics: n.topics, Logger: cfg.Logger, Registerer: n.registry,
+		FineRetention: cfg.DriftFineRetention, CoarseRetention: cfg.DriftCoarseRetention,
 		Publish: func(topic string, payload []byte) error {
 			if n.transport == nil {
 				return nil
