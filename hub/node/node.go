@@ -146,6 +146,8 @@ type Config struct {
 	httpLimits httpLimits
 	// forwardLimit overrides the largest telemetry body forwarded to the leader (tests).
 	forwardLimit int
+	// peerWait overrides defaultPeerWait (tests).
+	peerWait time.Duration
 }
 
 // Node is a running hub node.
@@ -278,7 +280,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.store, err = store.Open(store.Config{
 		DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID, StreamLayer: layer,
 		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertiseOf(cfg), HTTPAddr: advHTTP,
-		Bootstrap: cfg.Join == "", Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
+		Bootstrap: cfg.Join == "" && len(cfg.Peers) == 0, DeadNodeTimeout: cfg.DeadNodeTimeout,
+		Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
 	})
 	if err != nil {
 		if layer != nil {
@@ -354,6 +357,22 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}()
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
+	if cfg.Join == "" && len(cfg.Peers) > 0 {
+		has, err := n.store.HasState()
+		if err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		via, err := n.findCluster(ctx, has)
+		if err != nil {
+			return nil, err
+		}
+		if via == "" {
+			if err := n.store.Bootstrap(); err != nil {
+				return nil, fmt.Errorf("node: %w", err)
+			}
+		}
+		cfg.Join, n.cfg.Join = via, via
+	}
 	if cfg.Join != "" {
 		if err := n.join(ctx, advHTTP); err != nil {
 			return nil, err
