@@ -41,7 +41,7 @@ ci-deps:
 
 ci: ci-deps vet build
 	DRIFTLINE_INTEGRATION=1 $(GO) test $(TESTFLAGS) $(PKGS)
-	cd scripts/release && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd scripts/release && $(GO) vet ./... && DRIFTLINE_INTEGRATION=1 $(GO) test -count=1 ./...
 
 # bench runs every benchmark once through and prints one table (scripts/benchtable); the raw
 # output stays in bench.out. Figures and their baselines are recorded in docs/benchmarks.md.
