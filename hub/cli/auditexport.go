@@ -156,13 +156,19 @@ type exportChain struct {
 	after    map[uint64]string
 }
 
-// verifyExports reads the export files in chain order (by their first seq) and checks each, and
-// that each continues the one before from seq 1. cp is the hub's checkpoint: the hash of entry
-// cp.Seq is kept, and the hashes of entries after it (exports taken without --prune).
+// verifyExports reads the export files in chain order and checks each (state.ReadAuditExport),
+// and that together they form one chain from seq 1 without gaps. Files may overlap: a retention
+// pass interrupted between its export and its prune leaves an export that the next pass covers
+// again (same first seq, or a first seq inside it when part of the prune went through). A file
+// that starts inside the part already covered must start from the hash the chain has there, and
+// one wholly inside it must end on the chain's hash at its last seq. cpSeq is the hub's
+// checkpoint: the hash of entry cpSeq is kept, and those of the entries after it (exports taken
+// without --prune) to compare with the kept log.
 func verifyExports(paths []string, cpSeq uint64) (exportChain, error) {
 	type file struct {
 		path string
 		hdr  state.AuditExportHeader
+		tr   state.AuditExportTrailer
 	}
 	var files []file
 	var expanded []string
@@ -175,33 +181,61 @@ func verifyExports(paths []string, cpSeq uint64) (exportChain, error) {
 		expanded = append(expanded, p)
 	}
 	ch := exportChain{after: map[uint64]string{}}
+	boundary := map[uint64]string{0: ""} // hashes of the chain at every file's first seq - 1 and last seq
 	for _, p := range expanded {
 		f, err := os.Open(p)
 		if err != nil {
 			return ch, usagef("%v", err)
 		}
-		hdr, _, err := state.ReadAuditExport(f, nil)
+		hdr, tr, err := state.ReadAuditExport(f, nil)
 		f.Close()
 		if err != nil {
 			return ch, fmt.Errorf("%w: %s: %v", ErrAuditBroken, p, err)
 		}
-		files = append(files, file{p, hdr})
+		files = append(files, file{p, hdr, tr})
 	}
 	if len(files) == 0 {
 		return ch, usagef("--export: no audit export files")
 	}
-	sort.Slice(files, func(i, j int) bool { return files[i].hdr.FirstSeq < files[j].hdr.FirstSeq })
-	prev := ""
+	wanted := map[uint64]bool{}
 	for _, fl := range files {
-		if fl.hdr.FirstSeq != ch.lastSeq+1 || fl.hdr.PrevHash != prev {
-			return ch, fmt.Errorf("%w: %s starts at entry %d after hash %q; the exports before it end at entry %d hash %q (an export is missing)",
-				ErrAuditBroken, fl.path, fl.hdr.FirstSeq, fl.hdr.PrevHash, ch.lastSeq, prev)
+		wanted[fl.hdr.FirstSeq-1], wanted[fl.tr.LastSeq] = true, true
+	}
+	sort.Slice(files, func(i, j int) bool {
+		if files[i].hdr.FirstSeq != files[j].hdr.FirstSeq {
+			return files[i].hdr.FirstSeq < files[j].hdr.FirstSeq
+		}
+		return files[i].tr.LastSeq > files[j].tr.LastSeq
+	})
+	for _, fl := range files {
+		if fl.hdr.FirstSeq > ch.lastSeq+1 {
+			return ch, fmt.Errorf("%w: %s starts at entry %d; the exports before it end at entry %d (an export is missing)",
+				ErrAuditBroken, fl.path, fl.hdr.FirstSeq, ch.lastSeq)
+		}
+		if h, ok := boundary[fl.hdr.FirstSeq-1]; !ok || h != fl.hdr.PrevHash {
+			return ch, fmt.Errorf("%w: %s starts after hash %q, but entry %d of the exports before it has hash %q",
+				ErrAuditBroken, fl.path, fl.hdr.PrevHash, fl.hdr.FirstSeq-1, h)
+		}
+		if fl.tr.LastSeq <= ch.lastSeq { // wholly inside what is covered: it must agree at its end
+			if h := boundary[fl.tr.LastSeq]; h != fl.tr.LastHash {
+				return ch, fmt.Errorf("%w: %s ends on hash %s at entry %d, the other exports on %s",
+					ErrAuditBroken, fl.path, fl.tr.LastHash, fl.tr.LastSeq, h)
+			}
+			ch.files++
+			continue
 		}
 		f, err := os.Open(fl.path)
 		if err != nil {
 			return ch, usagef("%v", err)
 		}
+		covered := ch.lastSeq
 		_, tr, err := state.ReadAuditExport(f, func(e state.AuditEntry) error {
+			if e.Seq <= covered {
+				return nil // the same chain from the same prev hash: the same entries
+			}
+			if wanted[e.Seq] {
+				boundary[e.Seq] = e.Hash
+			}
 			if e.Seq == cpSeq {
 				ch.atCP = e.Hash
 			} else if e.Seq > cpSeq {
@@ -213,7 +247,7 @@ func verifyExports(paths []string, cpSeq uint64) (exportChain, error) {
 		if err != nil {
 			return ch, fmt.Errorf("%w: %s: %v", ErrAuditBroken, fl.path, err)
 		}
-		prev, ch.lastSeq, ch.lastHash = tr.LastHash, tr.LastSeq, tr.LastHash
+		ch.lastSeq, ch.lastHash = tr.LastSeq, tr.LastHash
 		ch.files++
 	}
 	return ch, nil

@@ -43,6 +43,14 @@ func TestAuditExportPruneVerify(t *testing.T) {
 	if !res.OK || res.Exports != 2 {
 		t.Fatalf("verify --export DIR: %+v", res)
 	}
+	// An overlapping export (what a retention pass interrupted between export and prune leaves,
+	// then covered again by the next pass) still chains.
+	overlap := filepath.Join(t.TempDir(), "audit-3.jsonl")
+	h.ok(t, "audit", "export", overlap, "--through", "6")
+	h.okJSON(t, &res, "audit", "verify", "--export", dir, "--export", overlap)
+	if !res.OK || res.Exports != 3 {
+		t.Fatalf("verify with overlapping exports: %+v", res)
+	}
 	if r := h.run(t, "audit", "export", second); r.code != ExitUsage || !strings.Contains(r.stderr, "exists") {
 		t.Errorf("export over an existing file: exit %d %s", r.code, r.stderr)
 	}
@@ -76,5 +84,48 @@ func TestAuditExportPruneVerify(t *testing.T) {
 	}
 	if r := h.run(t, "audit", "export", filepath.Join(dir, "y"), "--before", "yesterday"); r.code != ExitUsage {
 		t.Errorf("export --before yesterday: exit %d %s", r.code, r.stderr)
+	}
+}
+
+// TestVerifyExportsOverlap: exports that overlap (a retention pass interrupted between export and
+// prune, then repeated) form one chain; a contained or overlapping file of another chain does not.
+func TestVerifyExportsOverlap(t *testing.T) {
+	chain := auditChain(10)
+	dir := t.TempDir()
+	write := func(name string, from, to int, entries []state.AuditEntry) string {
+		p := filepath.Join(dir, name)
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		prev := ""
+		if from > 1 {
+			prev = entries[from-2].Hash
+		}
+		x, _ := state.NewAuditExportWriter(f, uint64(from), prev)
+		for _, e := range entries[from-1 : to] {
+			if err := x.Add(e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := x.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := []string{write("a", 1, 5, chain), write("b", 1, 3, chain), write("c", 4, 8, chain), write("d", 6, 10, chain)}
+	ch, err := verifyExports(good, 10)
+	if err != nil || ch.lastSeq != 10 || ch.atCP != chain[9].Hash || ch.files != 4 {
+		t.Fatalf("overlapping exports: %+v %v", ch, err)
+	}
+	other := auditChain(3)
+	other[2].Detail = "forged"
+	other[2].Hash = state.AuditHash(other[2])
+	if _, err := verifyExports(append(good, write("e", 1, 3, other)), 10); err == nil || !strings.Contains(err.Error(), "ends on hash") {
+		t.Fatalf("a contained export of another chain: %v", err)
+	}
+	if _, err := verifyExports([]string{good[1], good[3]}, 10); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("a gap between exports: %v", err)
 	}
 }
