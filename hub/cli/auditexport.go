@@ -66,59 +66,8 @@ func (a *app) auditExport() *cobra.Command {
 			if through != 0 && through <= cp.Seq {
 				return usagef("--through %d: entries up to %d are already pruned", through, cp.Seq)
 			}
-			tmp := path + ".partial"
-			f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
+			tr, err := writeAuditExport(a, c, path, cp, through, beforeMS)
 			if err != nil {
-				return usagef("%v", err)
-			}
-			defer os.Remove(tmp) // after the rename this removes nothing
-			defer f.Close()
-			x, err := state.NewAuditExportWriter(f, cp.Seq+1, cp.Hash)
-			if err != nil {
-				return err
-			}
-			q := url.Values{"limit": {"1000"}}
-			done := false
-			for !done {
-				var p auditPage
-				if _, err := c.JSON(a.ctx, http.MethodGet, "/api/v1/audit", q, nil, &p); err != nil {
-					return err
-				}
-				for _, e := range p.Items {
-					if (through != 0 && e.Seq > through) || (beforeMS != 0 && e.Time >= beforeMS) {
-						done = true
-						break
-					}
-					if err := x.Add(e); err != nil {
-						return fmt.Errorf("%w: %v", ErrAuditBroken, err)
-					}
-					if e.Seq == through {
-						done = true
-						break
-					}
-				}
-				if p.NextCursor == nil || *p.NextCursor == "" || len(p.Items) == 0 {
-					break
-				}
-				q.Set("cursor", *p.NextCursor)
-			}
-			tr, err := x.Close()
-			if err != nil {
-				return fmt.Errorf("%w: nothing to export", ErrRefused)
-			}
-			if through != 0 && tr.LastSeq != through {
-				return fmt.Errorf("%w: the log ends at entry %d, before --through %d", ErrRefused, tr.LastSeq, through)
-			}
-			if err := f.Sync(); err != nil {
-				return err
-			}
-			if _, err := f.Seek(0, 0); err != nil {
-				return err
-			}
-			if _, _, err := state.ReadAuditExport(f, nil); err != nil {
-				return fmt.Errorf("check the written export: %w", err)
-			}
-			if err := os.Rename(tmp, path); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stderr, "exported audit entries %d-%d (%d) to %s, last hash %s\n", cp.Seq+1, tr.LastSeq, tr.Entries, path, tr.LastHash)
@@ -143,6 +92,63 @@ func (a *app) auditExport() *cobra.Command {
 	f.StringVar(&before, "before", "", "export the entries older than this time (RFC 3339)")
 	f.BoolVar(&prune, "prune", false, "after the export is written and checked, delete its entries from the hub (admin)")
 	return cmd
+}
+
+// writeAuditExport writes the kept entries after cp through through (or those before beforeMS,
+// or all) to path: into path.partial first, synced, read back and checked, then renamed.
+func writeAuditExport(a *app, c *client, path string, cp state.AuditCheckpoint, through uint64, beforeMS int64) (state.AuditExportTrailer, error) {
+	var tr state.AuditExportTrailer
+	tmp := path + ".partial"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
+	if err != nil {
+		return tr, usagef("%v", err)
+	}
+	defer os.Remove(tmp) // after the rename this removes nothing
+	defer f.Close()
+	x, err := state.NewAuditExportWriter(f, cp.Seq+1, cp.Hash)
+	if err != nil {
+		return tr, err
+	}
+	q := url.Values{"limit": {"1000"}}
+	for done := false; !done; {
+		var p auditPage
+		if _, err := c.JSON(a.ctx, http.MethodGet, "/api/v1/audit", q, nil, &p); err != nil {
+			return tr, err
+		}
+		for _, e := range p.Items {
+			if (through != 0 && e.Seq > through) || (beforeMS != 0 && e.Time >= beforeMS) {
+				done = true
+				break
+			}
+			if err := x.Add(e); err != nil {
+				return tr, fmt.Errorf("%w: %v", ErrAuditBroken, err)
+			}
+			if e.Seq == through {
+				done = true
+				break
+			}
+		}
+		if p.NextCursor == nil || *p.NextCursor == "" || len(p.Items) == 0 {
+			break
+		}
+		q.Set("cursor", *p.NextCursor)
+	}
+	if tr, err = x.Close(); err != nil {
+		return tr, fmt.Errorf("%w: nothing to export", ErrRefused)
+	}
+	if through != 0 && tr.LastSeq != through {
+		return tr, fmt.Errorf("%w: the log ends at entry %d, before --through %d", ErrRefused, tr.LastSeq, through)
+	}
+	if err := f.Sync(); err != nil {
+		return tr, err
+	}
+	if _, err := f.Seek(0, 0); err != nil {
+		return tr, err
+	}
+	if _, _, err := state.ReadAuditExport(f, nil); err != nil {
+		return tr, fmt.Errorf("check the written export: %w", err)
+	}
+	return tr, os.Rename(tmp, path)
 }
 
 // exportChain is what verifyExports found: how many files, where they end, the hash of the

@@ -22,6 +22,32 @@ import (
 // leader is already there (it may have been removed as dead meanwhile; joining again is harmless
 // for a member).
 
+// joinOrBootstrap joins the cluster at Config.Join; without one but with Config.Peers it asks
+// the peers first and joins through the one in a cluster, or bootstraps (findCluster). Without
+// either the store bootstrapped at Open.
+func (n *Node) joinOrBootstrap(ctx context.Context, advHTTP string) error {
+	if n.cfg.Join == "" && len(n.cfg.Peers) > 0 {
+		has, err := n.store.HasState()
+		if err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+		via, err := n.findCluster(ctx, has)
+		if err != nil {
+			return err
+		}
+		if via == "" {
+			if err := n.store.Bootstrap(); err != nil {
+				return fmt.Errorf("node: %w", err)
+			}
+		}
+		n.cfg.Join = via
+	}
+	if n.cfg.Join == "" {
+		return nil
+	}
+	return n.join(ctx, advHTTP)
+}
+
 // defaultPeerWait is how long a node with an empty data dir waits for peers that are members of a
 // cluster without a leader.
 const defaultPeerWait = 2 * time.Minute

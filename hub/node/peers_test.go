@@ -2,10 +2,11 @@ package node
 
 import (
 	"context"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // TestPeersWithoutLeaderBlockBootstrap: a node with an empty data dir and --peers whose peer holds
@@ -13,17 +14,14 @@ import (
 // beside it: it waits, then fails to start naming the peer. A node whose peers are all new or
 // down bootstraps as before.
 func TestPeersWithoutLeaderBlockBootstrap(t *testing.T) {
-	log := func() *slog.Logger {
-		return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	}
 	n1, tok := testNode(t)
 	n2, err := Start(context.Background(), Config{DataDir: t.TempDir(), NodeID: "n2", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
-		Join: n1.URL(), JoinToken: tok, Logger: log()})
+		Join: n1.URL(), JoinToken: tok, Logger: testhelp.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n2.Close() })
-	waitFor(t, 20*time.Second, "n2 a voter", func() bool {
+	testhelp.WaitFor(t, 20*time.Second, "n2 a voter", func() bool {
 		for _, nd := range n1.Store().Status().Nodes {
 			if nd.ID == "n2" && nd.Voter {
 				return true
@@ -32,10 +30,10 @@ func TestPeersWithoutLeaderBlockBootstrap(t *testing.T) {
 		return false
 	})
 	n1.Close() // n2 alone is not a quorum of two: no leader
-	waitFor(t, 20*time.Second, "n2 without a leader", func() bool { return n2.Store().Status().LeaderID == "" })
+	testhelp.WaitFor(t, 20*time.Second, "n2 without a leader", func() bool { return n2.Store().Status().LeaderID == "" })
 
 	cfg := Config{DataDir: t.TempDir(), NodeID: "n1", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
-		Peers: []string{n2.URL()}, Logger: log(), peerWait: time.Second}
+		Peers: []string{n2.URL()}, Logger: testhelp.Logger(t), peerWait: time.Second}
 	if n, err := Start(context.Background(), cfg); err == nil {
 		n.Close()
 		t.Fatal("an empty node bootstrapped beside a peer that holds a cluster")
@@ -50,5 +48,5 @@ func TestPeersWithoutLeaderBlockBootstrap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	waitFor(t, 20*time.Second, "the lone node to lead", func() bool { return n.Store().IsLeader() })
+	testhelp.WaitFor(t, 20*time.Second, "the lone node to lead", func() bool { return n.Store().IsLeader() })
 }

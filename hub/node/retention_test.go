@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
+
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // TestRetentionOnLeader: with --runs-retention, --audit-retention and --audit-archive-dir a
@@ -24,13 +25,13 @@ func TestRetentionOnLeader(t *testing.T) {
 		DataDir: dir, NodeID: "n1", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
 		RunsRetention: 30 * 24 * time.Hour, AuditRetention: 90 * 24 * time.Hour, AuditArchiveDir: adir,
 		RetentionEvery: time.Hour, // the pass is run by hand below, at a simulated time
-		Logger:         slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger:         testhelp.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	waitFor(t, 20*time.Second, "leader chores", func() bool {
+	testhelp.WaitFor(t, 20*time.Second, "leader chores", func() bool {
 		_, err := os.Stat(n.AdminTokenPath())
 		return n.store.IsLeader() && err == nil
 	})

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/hub/store/storetest"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // TestDeadNodesRemovedAfterScaleDown: five voters, two of them gone for good (a StatefulSet
@@ -25,7 +26,7 @@ func TestDeadNodesRemovedAfterScaleDown(t *testing.T) {
 	}
 	killed := time.Now()
 	mustPut(t, lead.Store, "during", "x")
-	storetest.WaitFor(t, 60*time.Second, "the two dead voters removed", func() bool {
+	testhelp.WaitFor(t, 60*time.Second, "the two dead voters removed", func() bool {
 		l := c.Leader()
 		st := l.Store.Status()
 		for _, n := range st.Nodes {
