@@ -40,6 +40,7 @@ func TestDeadNodesRemovedAfterScaleDown(t *testing.T) {
 		t.Fatalf("removed after %s, before the timeout", d)
 	}
 	mustPut(t, c.Leader().Store, "after", "y")
+	c.WaitReplicated()
 	for _, n := range c.LiveNodes() {
 		wantValue(t, n, "after", "y")
 	}
