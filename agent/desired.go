@@ -61,6 +61,8 @@ func (a *Agent) desiredLoop(ctx context.Context) {
 			return
 		case b := <-a.conn.frames:
 			a.fetch.drainIdle(b)
+		case <-a.conn.sharedFrames:
+			// A frame of a shared subscription that has just ended: nothing wants it.
 		case <-a.conn.desiredCh:
 			if b := a.conn.takeDesired(); b != nil {
 				act(b)
@@ -452,6 +454,12 @@ func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man a
 	defer stopHash()
 	hashed := make(chan error, 1)
 	go func() { hashed <- as.hashLoop(hashCtx) }()
+	// Listen on the model's shared chunk topic for the pull only (issue 18).
+	var shared *sharedSub
+	if len(missing) > 0 {
+		shared = a.conn.subscribeShared(ctx, m.Name)
+		defer a.conn.unsubscribeShared(shared)
+	}
 	err = a.fetch.fetch(ctx, kindChunk, missing, func(d string, data []byte) error {
 		err := as.put(d, data, -1)
 		putPlainBuf(data)
@@ -462,7 +470,7 @@ func (a *Agent) downloadAndStage(ctx context.Context, m wire.DesiredModel, man a
 		if a.opts.OnChunk != nil {
 			a.opts.OnChunk()
 		}
-	}, preempt)
+	}, preempt, shared)
 	if left := len(as.missing()); err == nil && left > 0 {
 		err = fmt.Errorf("download of %s@%d ended with %d chunks missing", m.Name, m.Version, left)
 	}
@@ -582,7 +590,7 @@ func (a *Agent) asset(ctx context.Context, kind objectKind, digest string, preem
 	err = a.fetch.fetch(ctx, kind, []string{digest}, func(_ string, data []byte) error {
 		got = append([]byte(nil), data...)
 		return a.assets.Set(key, got)
-	}, func(string) {}, preempt)
+	}, func(string) {}, preempt, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -71,6 +71,9 @@ type pullState struct {
 	// whole window (Requests x Digests), which bounds the frames held in memory.
 	verifying map[string]bool
 	gen       uint64
+	// shared is the pull's subscription to its model's shared chunk topic (nil: none, or lost
+	// with the connection it was made on): first requests name it, retries do not.
+	shared *sharedSub
 }
 
 // verifyWorkers decompress, hash and store frames beside the pull's loop, which keeps the
@@ -122,7 +125,12 @@ type verifyResult struct {
 // Fetch.Attempts times (ErrAttempts), fails when nothing verified for Fetch.Stall (ErrStalled),
 // and fails at once when the hub has no such digest (wire.ErrNotFound). preempt, when it
 // reports true, ends the pull with errPreempted.
-func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, store func(digest string, data []byte) error, onStored func(digest string), preempt func() bool) error {
+//
+// shared, when not nil, is a granted subscription to the model's shared chunk topic: the first
+// request of each digest names it (the hub may answer there, once for all devices pulling the
+// model), frames arriving there for any digest still wanted are taken like answers (verified
+// against the digest the same way), and a retry asks on the device's own topic.
+func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, store func(digest string, data []byte) error, onStored func(digest string), preempt func() bool, shared *sharedSub) error {
 	if len(digests) == 0 {
 		return nil
 	}
@@ -170,7 +178,10 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 	st := &pullState{
 		queue: append([]string(nil), digests...), inflight: map[string]*request{}, owner: map[string]string{},
 		attempts: map[string]int{}, objects: map[string]*wire.Object{}, wanted: map[string]bool{},
-		verifying: map[string]bool{}, gen: f.a.conn.gen.Load(),
+		verifying: map[string]bool{}, gen: f.a.conn.gen.Load(), shared: shared,
+	}
+	if shared != nil && shared.gen != st.gen {
+		st.shared = nil
 	}
 	for _, d := range digests {
 		st.wanted[d] = true
@@ -227,7 +238,23 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 				return errPreempted
 			}
 		case b := <-f.a.conn.frames:
-			j, ok, err := f.handleFrame(kind, st, b)
+			j, ok, err := f.handleFrame(kind, st, b, false)
+			if err != nil {
+				return err
+			}
+			if ok {
+				pending = append(pending, j)
+				if st.received(j.digest) {
+					if err := f.fill(ctx, st); err != nil {
+						return err
+					}
+				}
+			}
+		case b := <-f.a.conn.sharedFrames:
+			if shared == nil {
+				break // a late frame of an earlier pull's subscription
+			}
+			j, ok, err := f.handleFrame(kind, st, b, true)
 			if err != nil {
 				return err
 			}
@@ -245,8 +272,9 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 			}
 			if g := f.a.conn.gen.Load(); g != st.gen {
 				// The connection changed: answers to what was in flight are lost with the
-				// old session. Ask again at once (not counted as an attempt).
-				st.gen = g
+				// old session, and so is the shared subscription (clean session). Ask
+				// again at once (not counted as an attempt), on the device's own topic.
+				st.gen, st.shared = g, nil
 				for id, r := range st.inflight {
 					st.requeue(r, false)
 					delete(st.inflight, id)
@@ -323,7 +351,7 @@ func (f *fetcher) fill(ctx context.Context, st *pullState) error {
 		rest := st.queue[:0:0]
 		for _, d := range st.queue {
 			switch {
-			case !st.wanted[d] || st.owner[d] != "":
+			case !st.wanted[d] || st.owner[d] != "" || st.verifying[d]:
 			case len(batch) < cfg.Digests:
 				batch = append(batch, d)
 			default:
@@ -337,13 +365,19 @@ func (f *fetcher) fill(ctx context.Context, st *pullState) error {
 		id := f.prefix + "-" + strconv.FormatUint(f.seq, 10)
 		f.seq++
 		r := &request{id: id, digests: map[string]bool{}, deadline: time.Now().Add(cfg.Timeout.D())}
+		first := true // every digest asked for the first time: the request may name st.shared
 		for _, d := range batch {
 			r.digests[d] = true
 			st.owner[d] = id
+			first = first && st.attempts[d] == 0
 			st.attempts[d]++
 		}
 		st.inflight[id] = r
-		b, err := wire.Encode(wire.FetchRequest{Header: wire.Header{DeviceID: f.a.cfg.DeviceID, TS: time.Now().UnixMilli()}, RequestID: id, Digests: batch})
+		req := wire.FetchRequest{Header: wire.Header{DeviceID: f.a.cfg.DeviceID, TS: time.Now().UnixMilli()}, RequestID: id, Digests: batch}
+		if first && st.shared != nil {
+			req.Shared, req.SharedSub = st.shared.model, st.shared.id
+		}
+		b, err := wire.Encode(req)
 		if err != nil {
 			return fmt.Errorf("encode fetch request: %w", err)
 		}
@@ -357,12 +391,20 @@ func (f *fetcher) fill(ctx context.Context, st *pullState) error {
 
 // handleFrame decodes one frame and returns the job that verifies and stores its object, once
 // the object is whole (single-part frames at once; parts are collected here).
-func (f *fetcher) handleFrame(kind objectKind, st *pullState, b []byte) (verifyJob, bool, error) {
-	fr, ok := f.decode(b)
+//
+// A frame from the shared topic (shared) answers no request of this agent: it is taken for any
+// digest still wanted, as one whole chunk only. A not-found or partial frame there is refused
+// (the hub sends neither there), so no other publisher can fail or stall the pull.
+func (f *fetcher) handleFrame(kind objectKind, st *pullState, b []byte, shared bool) (verifyJob, bool, error) {
+	fr, ok := f.decode(b, shared)
 	if !ok {
 		return verifyJob{}, false, nil
 	}
 	d := fr.DigestString()
+	if shared && (fr.Kind != wire.FrameData || fr.Offset != 0 || fr.Plain != fr.Total) {
+		f.a.reject(ReasonBadFrame, "not a whole chunk on the shared chunk topic", "digest", d)
+		return verifyJob{}, false, nil
+	}
 	if !st.wanted[d] || st.verifying[d] {
 		return verifyJob{}, false, nil // a duplicate or late answer: already have it
 	}
@@ -443,8 +485,9 @@ func (f *fetcher) refused(kind objectKind, st *pullState, d string, err error) {
 	f.a.reject(reason, "frame refused", "digest", d, "err", err)
 }
 
-// decode parses a chunk-topic message and checks its request id, counting what it refuses.
-func (f *fetcher) decode(b []byte) (wire.Frame, bool) {
+// decode parses a chunk-topic message and checks its request id (not on the shared topic, whose
+// frames answer every device's requests), counting what it refuses.
+func (f *fetcher) decode(b []byte, shared bool) (wire.Frame, bool) {
 	if len(b) > wire.MaxFrameSize {
 		f.a.reject(ReasonOversizedFrame, "oversized chunk frame", "bytes", len(b))
 		return wire.Frame{}, false
@@ -454,7 +497,7 @@ func (f *fetcher) decode(b []byte) (wire.Frame, bool) {
 		f.a.reject(ReasonBadFrame, "bad chunk frame", "err", err)
 		return wire.Frame{}, false
 	}
-	if !f.issued(fr.RequestID) {
+	if !shared && !f.issued(fr.RequestID) {
 		f.a.reject(ReasonUnknownRequest, "chunk frame for a request this agent never sent", "request", fr.RequestID)
 		return wire.Frame{}, false
 	}
@@ -464,7 +507,7 @@ func (f *fetcher) decode(b []byte) (wire.Frame, bool) {
 // drainIdle handles frames that arrive while no pull runs: they are checked and counted like
 // any other, then dropped.
 func (f *fetcher) drainIdle(b []byte) {
-	if _, ok := f.decode(b); ok {
+	if _, ok := f.decode(b, false); ok {
 		f.a.log.Debug("late chunk frame dropped")
 	}
 }

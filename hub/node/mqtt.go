@@ -27,6 +27,13 @@ type mqttAuth struct{ r state.Reader }
 
 var errMQTTAuth = errors.New("bad credentials")
 
+// MayFetchModel lets a device read the shared chunk topic of a model its desired state names
+// (broker.ModelAuthorizer).
+func (a mqttAuth) MayFetchModel(deviceID, model string) bool {
+	sc, err := a.r.DeviceScope(deviceID)
+	return err == nil && sc.ModelName(model)
+}
+
 func (a mqttAuth) Authenticate(username string, password []byte) (broker.Principal, error) {
 	if len(password) == 0 {
 		return broker.Principal{}, errMQTTAuth
