@@ -257,6 +257,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		shared: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricSharedChunkRequests,
 			Help: "Chunks of shared fetch requests, by result (scheduled, joined, deduplicated)."}, []string{"result"}),
 	}
+	m.egress.WithLabelValues(EgressShared) // both paths shown from the start, at 0
+	m.egress.WithLabelValues(EgressDevice)
 	if reg != nil {
 		reg.MustRegister(m.chunkBytes, m.serveSecs, m.fetches, m.desired, m.batches, m.messages, m.acks, m.egress, m.shared)
 	}
