@@ -96,6 +96,10 @@ type Config struct {
 	// devices' requests before it goes out (default DefaultSharedDelay); SharedGap is the least
 	// time between two shared publishes of one chunk (default DefaultSharedGap). See shared.go.
 	SharedDelay, SharedGap time.Duration
+	// SharedCopyRate bounds, on a transport that copies what it publishes for each subscriber
+	// (the embedded broker), the bytes of shared frames times their listeners published per
+	// second (default DefaultSharedCopyRate).
+	SharedCopyRate int
 	// Keys signs desired states (the cluster's current online key). Required.
 	Keys KeySource
 	// DesiredTTL is how long a signed desired state is valid; default DefaultDesiredTTL.
@@ -151,6 +155,9 @@ func Start(cfg Config) (*Service, error) {
 	}
 	if cfg.SharedGap <= 0 {
 		cfg.SharedGap = DefaultSharedGap
+	}
+	if cfg.SharedCopyRate <= 0 {
+		cfg.SharedCopyRate = DefaultSharedCopyRate
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -40,6 +40,9 @@ const (
 	DefaultSharedGap   = 3 * time.Second
 )
 
+// DefaultSharedCopyRate is Config.SharedCopyRate's default.
+const DefaultSharedCopyRate = 256 << 20
+
 // sharedForget is how long the fan-out remembers a subscription or a published chunk.
 const sharedForget = 10 * time.Minute
 
@@ -122,8 +125,19 @@ func (f *sharedFanout) run(ctx context.Context) {
 	for {
 		now := time.Now()
 		due, next := f.takeDue(now)
-		for _, k := range due {
-			f.publish(k, &bufs)
+		for i, k := range due {
+			n := f.publish(k, &bufs)
+			if bufs.reuse && n > 0 && i < len(due)-1 {
+				// The embedded broker copies the frame for every subscriber and holds the copies
+				// until each socket takes them: pace the copies (SharedCopyRate), so a burst of
+				// chunks to thousands of listeners does not sit in memory at once.
+				pause := time.Duration(float64(n*f.listeners(k.model)) / float64(f.s.cfg.SharedCopyRate) * float64(time.Second))
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(pause):
+				}
+			}
 		}
 		if now.Sub(lastSweep) > time.Minute {
 			f.sweep(now)
@@ -144,6 +158,21 @@ func (f *sharedFanout) run(ctx context.Context) {
 		case <-timer.C:
 		}
 	}
+}
+
+// listeners estimates the devices listening on model's shared topic: the subscriptions seen
+// in the last minute.
+func (f *sharedFanout) listeners(model string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	since := time.Now().Add(-time.Minute)
+	for k, t := range f.joined {
+		if k.model == model && t.After(since) {
+			n++
+		}
+	}
+	return n
 }
 
 // takeDue returns the chunks due at now, stamped as published (the stamp is taken before the
@@ -169,9 +198,10 @@ func (f *sharedFanout) takeDue(now time.Time) (due []sharedKey, next time.Time) 
 	return due, next
 }
 
-// publish sends chunk k once on its model's shared topic. A failure forgets the stamp, so the
-// next request schedules it again; the devices that waited for it ask again on their own topic.
-func (f *sharedFanout) publish(k sharedKey, bufs *frameBufs) {
+// publish sends chunk k once on its model's shared topic and returns the frame's size (0 when
+// nothing went out). A failure forgets the stamp, so the next request schedules it again; the
+// devices that waited for it ask again on their own topic.
+func (f *sharedFanout) publish(k sharedKey, bufs *frameBufs) int {
 	fail := func() {
 		f.mu.Lock()
 		if c := f.chunks[k]; c != nil && !c.pending {
@@ -182,20 +212,20 @@ func (f *sharedFanout) publish(k sharedKey, bufs *frameBufs) {
 	sum, err := artifact.ParseDigest(k.digest)
 	if err != nil {
 		fail()
-		return
+		return 0
 	}
 	z, err := f.s.cfg.Reader.Chunk(bufs.zst[:0], k.digest)
 	if err != nil {
 		f.s.log.Error("read chunk for shared topic", "model", k.model, "digest", k.digest, "err", err)
 		fail()
-		return
+		return 0
 	}
 	bufs.zst = z
 	plainSize, err := storedPlainSize(z)
 	if err != nil {
 		f.s.log.Error("stored chunk is unreadable", "digest", k.digest, "err", err)
 		fail()
-		return
+		return 0
 	}
 	frame, err := wire.AppendFrame(bufs.next(len(z)+256), wire.Frame{
 		Kind: wire.FrameData, RequestID: sharedRequestID, Digest: sum,
@@ -204,7 +234,7 @@ func (f *sharedFanout) publish(k sharedKey, bufs *frameBufs) {
 	if err != nil {
 		f.s.log.Error("encode chunk frame", "digest", k.digest, "err", err)
 		fail()
-		return
+		return 0
 	}
 	if bufs.reuse {
 		bufs.frame = frame
@@ -212,10 +242,11 @@ func (f *sharedFanout) publish(k sharedKey, bufs *frameBufs) {
 	if err := f.s.cfg.Transport.Publish(f.s.cfg.Topics.ModelChunk(k.model), frame, false, 1); err != nil {
 		f.s.log.Warn("publish shared chunk frame", "model", k.model, "err", err)
 		fail()
-		return
+		return 0
 	}
 	f.s.m.chunkBytes.WithLabelValues("shared_chunk").Add(float64(len(frame)))
 	f.s.m.egress.WithLabelValues(EgressShared).Add(float64(len(frame)))
+	return len(frame)
 }
 
 // sweep forgets subscriptions and published chunks older than sharedForget.
