@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/config"
 	hubbroker "github.com/driftline/driftline/hub/broker"
 	"github.com/driftline/driftline/hub/broker/mosquittotest"
 	"github.com/driftline/driftline/shared/wire"
@@ -17,6 +18,8 @@ type mosquitto struct {
 	t                testing.TB
 	b                *mosquittotest.Broker
 	hubUser, hubPass string
+	// models lists the models whose shared chunk topic each device may read (the rendered ACL).
+	models map[string][]string
 }
 
 func startMosquitto(t *testing.T) *mosquitto {
@@ -42,7 +45,7 @@ func (m *mosquitto) files(devices map[string]string) mosquittotest.Files {
 	if err := hubbroker.WriteMosquittoPasswd(&pw, creds); err != nil {
 		m.t.Fatal(err)
 	}
-	if err := hubbroker.WriteMosquittoACL(&acl, wire.DefaultPrefix, ids, nil, m.hubUser); err != nil {
+	if err := hubbroker.WriteMosquittoACLModels(&acl, wire.DefaultPrefix, ids, m.models, nil, m.hubUser); err != nil {
 		m.t.Fatal(err)
 	}
 	return mosquittotest.Files{Passwd: pw.Bytes(), ACL: acl.Bytes()}
@@ -83,5 +86,63 @@ func TestEndToEndMosquitto(t *testing.T) {
 	}
 	if n := metric(t, a.reg, agent.MetricRejected, "reason", agent.ReasonForeignMessage); n != 0 {
 		t.Fatalf("%v foreign messages", n)
+	}
+}
+
+// TestSharedChunksMosquitto: with the ACL `driftline broker acl` renders (each device may read
+// the shared chunk topic of the models its desired state names), two devices pull one model
+// through a real Mosquitto from the hub's shared publishes, none from their own topics; a
+// device the file does not grant the model still completes, on its own topic.
+func TestSharedChunksMosquitto(t *testing.T) {
+	m := startMosquitto(t)
+	h := startHub(t, strings.Replace(m.url(), "tcp://", "tcp://"+m.hubUser+":"+m.hubPass+"@", 1))
+	toks := map[string]string{}
+	for _, id := range []string{"mqf-1", "mqf-2", "mqf-3"} {
+		toks[id] = h.enroll(id)
+	}
+	m.models = map[string][]string{"mqf-1": {"mqf"}, "mqf-2": {"mqf"}} // not mqf-3
+	m.writeFiles(toks)
+	for id, tok := range toks {
+		m.b.WaitAccepts(id, tok)
+	}
+	data := randomBytes(21, 2<<20)
+	v, digest := h.pushModel("mqf", data)
+	var cfgs []agentConfigT
+	for _, id := range []string{"mqf-1", "mqf-2"} {
+		cfg := agentConfig(t, id, toks[id], []string{m.url()}, h.keys())
+		cfg.Fetch.Timeout = config.Duration(10 * time.Second)
+		a := startAgent(t, cfg, agent.Options{})
+		waitFor(t, 20*time.Second, id+" connected", a.Connected)
+		waitFor(t, 20*time.Second, id+" online", func() bool { on, _ := h.device(id); return on })
+		cfgs = append(cfgs, cfg)
+	}
+	for _, cfg := range cfgs {
+		h.assign(cfg.DeviceID, "mqf", v)
+	}
+	for _, cfg := range cfgs {
+		waitActive(t, h, cfg.DeviceID, "mqf", v, "active")
+		if got := fileDigest(t, modelFile(cfg.ModelDir, "mqf")); got != digest {
+			t.Fatalf("%s: current %s, want %s", cfg.DeviceID, got, digest)
+		}
+	}
+	shared, device := h.egress()
+	t.Logf("over mosquitto, 2 devices: shared %.0f bytes, per device %.0f", shared, device)
+	if shared == 0 || device != 0 {
+		t.Fatalf("shared %.0f, per device %.0f bytes: want every chunk on the shared topic", shared, device)
+	}
+
+	// mqf-3 is not granted the topic: Mosquitto acknowledges the subscription but delivers
+	// nothing; the agent's request times out once and it completes on its own topic.
+	cfg := agentConfig(t, "mqf-3", toks["mqf-3"], []string{m.url()}, h.keys())
+	a := startAgent(t, cfg, agent.Options{})
+	waitFor(t, 20*time.Second, "mqf-3 connected", a.Connected)
+	waitFor(t, 20*time.Second, "mqf-3 online", func() bool { on, _ := h.device("mqf-3"); return on })
+	h.assign("mqf-3", "mqf", v)
+	waitActive(t, h, "mqf-3", "mqf", v, "active")
+	if got := fileDigest(t, modelFile(cfg.ModelDir, "mqf")); got != digest {
+		t.Fatalf("mqf-3: current %s, want %s", got, digest)
+	}
+	if _, device2 := h.egress(); device2 == 0 {
+		t.Fatal("mqf-3 completed without its own topic: the ACL let it read the shared one")
 	}
 }
