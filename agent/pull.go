@@ -202,6 +202,13 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 		if len(pending) > 0 {
 			send, next = jobs, pending[0]
 		}
+		// Shared frames come whether or not this agent asked for them: take them only while
+		// fewer than a window wait for the workers, so memory stays bounded as with requests
+		// (beyond the channel's room they are dropped, queue_full, and asked for again).
+		sharedCh := f.a.conn.sharedFrames
+		if len(pending) >= cfg.Requests*cfg.Digests {
+			sharedCh = nil
+		}
 		select {
 		case send <- next:
 			pending = pending[1:]
@@ -250,7 +257,7 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 					}
 				}
 			}
-		case b := <-f.a.conn.sharedFrames:
+		case b := <-sharedCh:
 			if shared == nil {
 				break // a late frame of an earlier pull's subscription
 			}
