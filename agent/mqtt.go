@@ -18,6 +18,7 @@ import (
 
 	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/agent/outbox"
+	"github.com/driftline/driftline/agent/reconcile"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -64,7 +65,7 @@ type conn struct {
 	sharedFrames chan []byte
 	sharedTopic  atomic.Pointer[string]
 	data         chan []byte
-	wantData bool
+	wantData     bool // an extension provides EventData (AddExtension, before Run)
 	// onFrameBytes counts every chunk-topic byte received.
 	onFrameBytes func(n int)
 
@@ -82,11 +83,11 @@ type conn struct {
 	tryingAt string // the broker of the attempt in progress (paho's notifications)
 }
 
-func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger, started time.Time, version string, wantData bool, pace pacing) (*conn, error) {
+func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger, started time.Time, version string, pace pacing) (*conn, error) {
 	c := &conn{
 		topics: topics, id: cfg.DeviceID, log: log, m: m,
 		connected: make(chan struct{}, 1), desiredCh: make(chan struct{}, 1), lost: make(chan struct{}), upCh: make(chan struct{}), acks: make(chan []byte, 1),
-		frames: make(chan []byte, frameQueue), sharedFrames: make(chan []byte, frameQueue), data: make(chan []byte, dataQueue), wantData: wantData,
+		frames: make(chan []byte, frameQueue), sharedFrames: make(chan []byte, frameQueue), data: make(chan []byte, dataQueue),
 		kick: make(chan struct{}, 1), pace: pace,
 	}
 	tok := cfg.Token
@@ -261,7 +262,7 @@ func (c *conn) route(_ paho.Client, msg paho.Message) {
 		}
 	case c.topics.Desired(c.id):
 		// Only a desired state the agent would act on takes the slot: a forged, replayed or
-		// expired one must not push a real one out before the desired loop reads it.
+		// expired one must not push a real one out before the reconciler reads it.
 		if c.acceptDesired != nil && !c.acceptDesired(p) {
 			return
 		}
@@ -312,20 +313,15 @@ func (c *conn) route(_ paho.Client, msg paho.Message) {
 	}
 }
 
-// sharedSub is a pull's subscription to its model's shared chunk topic.
-type sharedSub struct {
-	model, topic string
-	id           string // FetchRequest.SharedSub
-	gen          uint64 // the connection it was made on: a new one has lost it (clean session)
-}
+var _ reconcile.Conn = (*conn)(nil)
 
 // sharedSubscribeTimeout bounds the wait for the broker's SUBACK of a shared chunk topic.
 const sharedSubscribeTimeout = 10 * time.Second
 
-// subscribeShared subscribes to model's shared chunk topic and returns the subscription once
+// SubscribeShared subscribes to model's shared chunk topic and returns the subscription once
 // the broker granted it, or nil (not connected, refused by the broker's ACL, no answer): the
 // pull then asks for every chunk on the device's own topic, as agents before it did.
-func (c *conn) subscribeShared(ctx context.Context, model string) *sharedSub {
+func (c *conn) SubscribeShared(ctx context.Context, model string) *reconcile.SharedSub {
 	if !c.up.Load() {
 		return nil
 	}
@@ -338,9 +334,9 @@ func (c *conn) subscribeShared(ctx context.Context, model string) *sharedSub {
 	case <-ctx.Done():
 	case <-time.After(sharedSubscribeTimeout):
 	}
-	refused := func(why string, err error) *sharedSub {
+	refused := func(why string, err error) *reconcile.SharedSub {
 		c.log.Info("shared chunk topic not used", "topic", topic, "why", why, "err", err)
-		c.unsubscribeShared(&sharedSub{topic: topic})
+		c.UnsubscribeShared(&reconcile.SharedSub{Topic: topic})
 		return nil
 	}
 	select {
@@ -358,17 +354,17 @@ func (c *conn) subscribeShared(ctx context.Context, model string) *sharedSub {
 	}
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
-	return &sharedSub{model: model, topic: topic, id: hex.EncodeToString(b), gen: gen}
+	return &reconcile.SharedSub{Model: model, Topic: topic, ID: hex.EncodeToString(b), Gen: gen}
 }
 
-// unsubscribeShared ends a shared subscription (nil: none) and drops its queued frames.
-func (c *conn) unsubscribeShared(s *sharedSub) {
+// UnsubscribeShared ends a shared subscription (nil: none) and drops its queued frames.
+func (c *conn) UnsubscribeShared(s *reconcile.SharedSub) {
 	if s == nil {
 		return
 	}
 	c.sharedTopic.Store(nil)
 	if c.up.Load() {
-		c.client.Unsubscribe(s.topic) // not waited for: a late frame is dropped by route
+		c.client.Unsubscribe(s.Topic) // not waited for: a late frame is dropped by route
 	}
 	for {
 		select {
@@ -379,15 +375,30 @@ func (c *conn) unsubscribeShared(s *sharedSub) {
 	}
 }
 
-// peekDesired returns the latest desired payload without taking it.
-func (c *conn) peekDesired() []byte {
+// SharedFrames carries the messages of the shared chunk topic subscribed to.
+func (c *conn) SharedFrames() <-chan []byte { return c.sharedFrames }
+
+// DesiredSignal holds a value while a desired payload waits (reconcile.Conn).
+func (c *conn) DesiredSignal() chan struct{} { return c.desiredCh }
+
+// Frames carries the chunk topic's messages (reconcile.Conn).
+func (c *conn) Frames() <-chan []byte { return c.frames }
+
+// Gen changes on every connect and loss (reconcile.Conn).
+func (c *conn) Gen() uint64 { return c.gen.Load() }
+
+// Up reports whether the connection is up (reconcile.Conn).
+func (c *conn) Up() bool { return c.up.Load() }
+
+// PeekDesired returns the latest desired payload without taking it.
+func (c *conn) PeekDesired() []byte {
 	c.desiredMu.Lock()
 	defer c.desiredMu.Unlock()
 	return c.desired
 }
 
-// takeDesired returns the latest desired payload and forgets it.
-func (c *conn) takeDesired() []byte {
+// TakeDesired returns the latest desired payload and forgets it.
+func (c *conn) TakeDesired() []byte {
 	c.desiredMu.Lock()
 	defer c.desiredMu.Unlock()
 	b := c.desired
@@ -395,11 +406,11 @@ func (c *conn) takeDesired() []byte {
 	return b
 }
 
-// send hands one message to the client without waiting for the broker's acknowledgement: for
+// Send hands one message to the client without waiting for the broker's acknowledgement: for
 // requests whose answer is the confirmation (fetch requests, asked again at their deadline).
 // Waiting for a PUBACK that queues behind megabytes of chunk frames on the same connection
 // would stall the pull's loop while its workers starve.
-func (c *conn) send(topic string, payload []byte, qos byte) error {
+func (c *conn) Send(topic string, payload []byte, qos byte) error {
 	if !c.up.Load() || !c.client.IsConnectionOpen() {
 		return ErrNotConnected
 	}
