@@ -152,9 +152,7 @@ func (f *sharedFanout) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-f.wake:
-			if !timer.Stop() {
-				<-timer.C
-			}
+			timer.Stop() // Go 1.23+: Reset above never delivers a stale expiry
 		case <-timer.C:
 		}
 	}
