@@ -208,39 +208,35 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 				return errPreempted
 			}
 		case b := <-f.conn.Frames():
-			j, ok, err := f.handleFrame(kind, st, b, false)
-			if err != nil {
+			if err := f.take(ctx, kind, st, b, false, &pending); err != nil {
 				return err
-			}
-			if ok {
-				pending = append(pending, j)
-				if st.received(j.digest) {
-					if err := f.fill(ctx, st); err != nil {
-						return err
-					}
-				}
 			}
 		case b := <-sharedCh:
 			if shared == nil {
 				break // a late frame of an earlier pull's subscription
 			}
-			j, ok, err := f.handleFrame(kind, st, b, true)
-			if err != nil {
+			if err := f.take(ctx, kind, st, b, true, &pending); err != nil {
 				return err
-			}
-			if ok {
-				pending = append(pending, j)
-				if st.received(j.digest) {
-					if err := f.fill(ctx, st); err != nil {
-						return err
-					}
-				}
 			}
 		case now := <-tick.C:
 			if err := f.tick(ctx, st, now, lastProgress); err != nil {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// take handles one frame (from the shared topic: shared): a whole object goes to pending for
+// the workers, and a request it completes makes room for the next.
+func (f *fetcher) take(ctx context.Context, kind objectKind, st *pullState, b []byte, shared bool, pending *[]verifyJob) error {
+	j, ok, err := f.handleFrame(kind, st, b, shared)
+	if err != nil || !ok {
+		return err
+	}
+	*pending = append(*pending, j)
+	if st.received(j.digest) {
+		return f.fill(ctx, st)
 	}
 	return nil
 }
