@@ -27,6 +27,13 @@ type mqttAuth struct{ r state.Reader }
 
 var errMQTTAuth = errors.New("bad credentials")
 
+// MayFetchModel lets a device read the shared chunk topic of a model its desired state names
+// (broker.ModelAuthorizer).
+func (a mqttAuth) MayFetchModel(deviceID, model string) bool {
+	sc, err := a.r.DeviceScope(deviceID)
+	return err == nil && sc.ModelName(model)
+}
+
 func (a mqttAuth) Authenticate(username string, password []byte) (broker.Principal, error) {
 	if len(password) == 0 {
 		return broker.Principal{}, errMQTTAuth
@@ -80,6 +87,7 @@ func (n *Node) startMQTT() error {
 	svc, err := protocol.Start(protocol.Config{
 		Transport: transport, DB: n.db, Reader: n.Reader(), Topics: n.topics,
 		Apply: n.applyOrForward, Logger: n.log, Registerer: n.registry, Keys: n.keys, DesiredTTL: n.cfg.DesiredTTL,
+		SharedDelay: n.cfg.SharedChunkDelay, SharedGap: n.cfg.SharedChunkGap,
 		OnDeviceRemoved: func(id string) {
 			if n.broker != nil { // its sessions and retained topics go with it
 				n.broker.Forget(broker.Principal{Kind: broker.Device, ID: id}, false)

@@ -105,6 +105,9 @@ type Config struct {
 	RootKey string
 	// DesiredTTL is how long a signed desired state is valid (protocol.DefaultDesiredTTL when 0).
 	DesiredTTL time.Duration
+	// SharedChunkDelay and SharedChunkGap tune the shared chunk fan-out (protocol.Config's
+	// SharedDelay and SharedGap); zero: the defaults.
+	SharedChunkDelay, SharedChunkGap time.Duration
 	// FourEyes refuses an approval by the identity that registered the version.
 	FourEyes bool
 	// MaxUploadBytes bounds one upload; 0 means api.DefaultMaxUploadBytes (4 GiB).
@@ -501,6 +504,13 @@ func (n *Node) ID() string { return n.cfg.NodeID }
 
 // Store is the node's Raft store.
 func (n *Node) Store() *store.Store { return n.store }
+
+// Gatherer returns the node's metrics registry, what GET /metrics serves (tests and tools).
+func (n *Node) Gatherer() prometheus.Gatherer { return n.registry }
+
+// Transport returns the MQTT connection the hub's protocol service publishes with (nil without
+// MQTT): what goes out on it, agents take as the hub's. For tests and tools.
+func (n *Node) Transport() protocol.Transport { return n.transport }
 
 // Reader reads the node's local state.
 func (n *Node) Reader() state.Reader { return state.Reader{DB: n.db} }
