@@ -25,6 +25,9 @@ type Client struct {
 	Transport *http.Transport
 	// HTTP is a client over Transport with a 10 s timeout, for short calls (health, join).
 	HTTP *http.Client
+	// Timeout bounds one call of the cluster service (Apply, ReadIndex, Member); 0 means
+	// ForwardTimeout.
+	Timeout time.Duration
 }
 
 // NewClient returns the client for a cluster whose API serves TLS when https is set. t is the

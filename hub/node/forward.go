@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/command"
@@ -100,4 +104,32 @@ func (n *Node) sweepChunks(ctx context.Context, grace time.Duration) (int, error
 		n.log.Info("deleted chunks of aborted uploads", "chunks", swept.Deleted)
 	}
 	return swept.Deleted, nil
+}
+
+// ensureNodeToken gives this node (the leader) a node token of its own when DATA/node.token
+// holds none (the bootstrap node, which never joined; a node that joined before node tokens
+// were node credentials): without a cluster CA it is the credential this node forwards writes
+// with once it is a follower.
+func (n *Node) ensureNodeToken(ctx context.Context) error {
+	if tok := n.peerToken(); tok != "" {
+		p, err := n.Reader().PrincipalByTokenHash(api.HashToken(tok))
+		if err == nil && api.IsNodeCredential(p) {
+			return nil
+		}
+	}
+	tok := api.NewToken()
+	id := api.NodeTokenIDPrefix + uuid.NewString()[:8]
+	name := "node-" + strings.NewReplacer(":", "-", "/", "-").Replace(n.cfg.NodeID)
+	if !state.ValidName(name) {
+		name = "node-" + id[len(api.NodeTokenIDPrefix):]
+	}
+	env, err := command.New(command.TypeTokenCreate, "", 0, "hub:"+n.cfg.NodeID,
+		state.TokenCreate{ID: id, Name: name, Role: state.RoleAdmin, Hash: api.HashToken(tok)})
+	if err != nil {
+		return err
+	}
+	if _, err := n.store.Apply(ctx, env); err != nil {
+		return err
+	}
+	return writeSecret(filepath.Join(n.cfg.DataDir, NodeTokenFile), tok)
 }

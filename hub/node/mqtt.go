@@ -160,29 +160,22 @@ func (n *Node) MQTTURL() string {
 	return ""
 }
 
-// applyOrForward proposes a command on the leader, or sends a telemetry batch (or a device's
-// staged sample) to the leader's API from a follower, authenticated with this node's token.
+// applyOrForward proposes a command on the leader, or, on a follower, sends it to the leader
+// as it is over the cluster client (cluster.PathApply), authenticated as a cluster peer: any
+// command type, not only telemetry. A telemetry batch is split so that no forwarded command
+// exceeds forwardLimit (one oversized batch must not stall telemetry).
 func (n *Node) applyOrForward(ctx context.Context, env command.Envelope) error {
 	if n.store.IsLeader() {
 		_, err := n.store.Apply(ctx, env)
 		return err
 	}
-	switch env.Type {
-	case command.TypeDeviceTelemetry, command.TypeSampleStage:
-	default:
-		return fmt.Errorf("node: only telemetry and samples are forwarded, not command type %d", env.Type)
-	}
 	_, addr, ok := n.store.LeaderHTTP()
-	if !ok {
+	if !ok || addr == "" {
 		return errors.New("node: no leader known")
 	}
-	tok, err := n.nodeToken()
-	if err != nil {
-		return err
-	}
-	if env.Type == command.TypeSampleStage {
-		if err := n.peers.ForwardSample(ctx, addr, tok, env.Payload); err != nil {
-			return fmt.Errorf("node: leader refused the sample: %w", err)
+	if env.Type != command.TypeDeviceTelemetry {
+		if _, err := n.peers.Apply(ctx, addr, n.peerToken(), env); err != nil {
+			return fmt.Errorf("node: forward command type %d to the leader: %w", env.Type, err)
 		}
 		return nil
 	}
@@ -194,24 +187,29 @@ func (n *Node) applyOrForward(ctx context.Context, env command.Envelope) error {
 		n.log.Warn("telemetry too large to forward to the leader, left out", "devices", dropped, "limit", n.forwardLimit())
 	}
 	for _, p := range parts {
-		if err := n.forwardTelemetry(ctx, addr, tok, p); err != nil {
-			return err
+		part := env
+		part.Payload = p
+		if _, err := n.peers.Apply(ctx, addr, n.peerToken(), part); err != nil {
+			return fmt.Errorf("node: forward telemetry to the leader: %w", err)
 		}
 	}
 	return nil
 }
 
-// forwardTelemetry posts one telemetry payload to the leader's API at addr.
-func (n *Node) forwardTelemetry(ctx context.Context, addr, tok string, payload []byte) error {
-	if err := n.peers.ForwardTelemetry(ctx, addr, tok, payload); err != nil {
-		return fmt.Errorf("node: leader refused telemetry: %w", err)
-	}
-	return nil
-}
-
-// NodeTokenFile holds the admin token the leader gave this node when it joined (node-to-node
-// calls).
+// NodeTokenFile holds the node token the leader gave this node when it joined, or that this
+// node made for itself as leader (ensureNodeToken): its credential for the cluster service
+// without a cluster CA (api.IsNodeCredential).
 const NodeTokenFile = "node.token"
+
+// peerToken is this node's credential for the leader's cluster service: its node token, "" when
+// it has none (with a cluster CA its certificate is what counts).
+func (n *Node) peerToken() string {
+	b, err := os.ReadFile(filepath.Join(n.cfg.DataDir, NodeTokenFile))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
 
 // nodeToken returns the token this node authenticates to other nodes with.
 func (n *Node) nodeToken() (string, error) {

@@ -307,6 +307,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		},
 		OnRolloutChanged: func(string) { n.rollouts.Wake() },
 		PeerScheme:       n.peers.Scheme, PeerTransport: n.peers.Transport,
+		Peers: n.peers, PeerToken: n.peerToken, ClusterTLS: ctls,
 		AdvertiseMQTT: n.advertisedMQTT(),
 		TopicPrefix:   cfg.TopicPrefix,
 		OnDesiredChanged: func(id string) {
@@ -501,6 +502,12 @@ func (n *Node) leaderChores(ctx context.Context) {
 				n.log.Warn("create admin token", "err", err)
 			} else {
 				tokenDone = true
+			}
+		}
+		// After the admin token: ensureAdminToken acts only on a cluster with no token at all.
+		if tokenDone {
+			if err := n.ensureNodeToken(ctx); err != nil {
+				n.log.Warn("create this node's node token", "err", err)
 			}
 		}
 	}
