@@ -136,11 +136,16 @@ func TestClusterServiceRefusesNonPeers(t *testing.T) {
 	if tokenExists(t, n1, "evil") {
 		t.Fatal("a raw command from a non-peer was applied")
 	}
-	// The leader's own node token (made by its leader chores) is a node credential.
-	var nodeTok string
-	waitFor(t, 10*time.Second, "n1's node token", func() bool { nodeTok = n1.peerToken(); return nodeTok != "" })
-	if code, body := rawCommand(t, cl, n1.URL(), nodeTok, evilToken(t, "node-made")); code != http.StatusOK {
-		t.Fatalf("node token: %d %s", code, body)
+	// A node's token (made with its promotion) is a node credential; so is the one the leader
+	// makes for itself once it has a peer (the bootstrap node never joined).
+	n2 := joinNode(t, n1, tok, "n2")
+	if code, body := rawCommand(t, cl, n1.URL(), n2.peerToken(), evilToken(t, "node-made")); code != http.StatusOK {
+		t.Fatalf("n2's node token: %d %s", code, body)
+	}
+	var own string
+	waitFor(t, 10*time.Second, "n1's own node token", func() bool { own = n1.peerToken(); return own != "" })
+	if p, err := n1.Reader().PrincipalByTokenHash(api.HashToken(own)); err != nil || !api.IsNodeCredential(p) {
+		t.Fatalf("n1's own node token: %+v %v", p, err)
 	}
 	if !tokenExists(t, n1, "node-made") {
 		t.Fatal("the node's raw command was not applied")

@@ -106,11 +106,15 @@ func (n *Node) sweepChunks(ctx context.Context, grace time.Duration) (int, error
 	return swept.Deleted, nil
 }
 
-// ensureNodeToken gives this node (the leader) a node token of its own when DATA/node.token
+// ensureNodeToken gives this node (the leader of a cluster of two nodes or more; a lone node
+// calls no one) a node token of its own when DATA/node.token
 // holds none (the bootstrap node, which never joined; a node that joined before node tokens
 // were node credentials): without a cluster CA it is the credential this node forwards writes
 // with once it is a follower.
 func (n *Node) ensureNodeToken(ctx context.Context) error {
+	if len(n.store.Status().Nodes) < 2 { // alone, it calls no one
+		return nil
+	}
 	if tok := n.peerToken(); tok != "" {
 		p, err := n.Reader().PrincipalByTokenHash(api.HashToken(tok))
 		if err == nil && api.IsNodeCredential(p) {
