@@ -26,7 +26,16 @@ const (
 	PathReadIndex = "/cluster/v1/read-index"
 	// PathMembers takes a MemberRequest (join, promote, remove) for the leader's Service.
 	PathMembers = "/cluster/v1/members"
+	// PathInfo is answered by every node, leader or not: Info, what its build knows.
+	PathInfo = "/cluster/v1/info"
 )
+
+// Info answers PathInfo: MaxCommand is the highest command type the node's build knows. A
+// leader proposes a command type that an older node would stop at only once every node knows
+// it.
+type Info struct {
+	MaxCommand uint16 `json:"max_command"`
+}
 
 // MaxCommandBytes bounds one command sent to PathApply (the leader refuses more with 413): above
 // the largest command a handler builds (a 1 MiB batch of chunks, base64 in JSON; a dataset
@@ -178,6 +187,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method != http.MethodPost && !(r.Method == http.MethodDelete && strings.HasPrefix(r.URL.Path, PathMembers+"/")) {
 		h.write(w, http.StatusMethodNotAllowed, ApplyResponse{Error: &RemoteError{Kind: KindInvalid, Detail: "method " + r.Method}})
+		return
+	}
+	if r.URL.Path == PathInfo {
+		h.write(w, http.StatusOK, Info{MaxCommand: uint16(command.MaxType())})
 		return
 	}
 	if !h.L.IsLeader() {
@@ -335,6 +348,14 @@ func (c *Client) ReadIndex(ctx context.Context, addr, token string) (uint64, err
 		return 0, err
 	}
 	return out.Index, nil
+}
+
+// Info asks the node at addr what its build knows. A node of a build without the call answers
+// 404: an error.
+func (c *Client) Info(ctx context.Context, addr, token string) (Info, error) {
+	var out Info
+	err := c.call(ctx, http.MethodPost, c.URL(addr, PathInfo), token, "", nil, &out)
+	return out, err
 }
 
 // Member sends a membership change to the leader at addr. A refusal by the leader's Service is

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/command"
@@ -78,10 +79,11 @@ func splitTelemetry(payload []byte, limit int) (parts [][]byte, dropped []string
 	return out, dropped, nil
 }
 
-// Chunks an aborted upload left are deleted by a sweep the leader proposes every
-// chunkSweepInterval, for chunks stored more than chunkSweepGrace ago that no version lists:
-// an upload in progress keeps its chunks (each batch it sends refreshes the time of chunks it
-// shares with another pending upload).
+// Chunks an aborted upload left are deleted by a sweep the leader proposes when it starts leading
+// and every chunkSweepInterval, for chunks stored more than chunkSweepGrace ago that no version
+// lists: an upload in progress keeps its chunks (each batch it sends refreshes the time of chunks
+// it shares with another pending upload). Chunks left by builds that did not mark them pending
+// are marked first (markOrphanChunks), so they go one grace period later.
 const (
 	chunkSweepInterval = 10 * time.Minute
 	chunkSweepGrace    = time.Hour
@@ -90,8 +92,14 @@ const (
 // sweepChunks proposes a ChunksSweep of chunks stored more than grace ago that no version lists,
 // and returns how many it deleted.
 func (n *Node) sweepChunks(ctx context.Context, grace time.Duration) (int, error) {
+	return n.sweepChunksBefore(ctx, time.Now().Add(-grace))
+}
+
+// sweepChunksBefore proposes a ChunksSweep of the pending chunks marked before t, counts what it
+// deleted in the metrics and returns how many chunks that was.
+func (n *Node) sweepChunksBefore(ctx context.Context, t time.Time) (int, error) {
 	env, err := command.New(command.TypeChunksSweep, "", 0, "hub:"+n.cfg.NodeID,
-		state.ChunksSweep{Before: time.Now().Add(-grace).UnixMilli()})
+		state.ChunksSweep{Before: t.UnixMilli()})
 	if err != nil {
 		return 0, err
 	}
@@ -101,7 +109,9 @@ func (n *Node) sweepChunks(ctx context.Context, grace time.Duration) (int, error
 	}
 	swept, _ := res.(state.ChunksSwept)
 	if swept.Deleted > 0 {
-		n.log.Info("deleted chunks of aborted uploads", "chunks", swept.Deleted)
+		n.sweep.swept.Add(float64(swept.Deleted))
+		n.sweep.bytes.Add(float64(swept.Bytes))
+		n.log.Info("deleted chunks of aborted uploads", "chunks", swept.Deleted, "bytes", swept.Bytes)
 	}
 	return swept.Deleted, nil
 }
@@ -136,4 +146,62 @@ func (n *Node) ensureNodeToken(ctx context.Context) error {
 		return err
 	}
 	return writeSecret(filepath.Join(n.cfg.DataDir, NodeTokenFile), tok)
+}
+
+// Metric names of the chunk sweep.
+const (
+	// MetricChunksSwept counts chunks the leader's sweep deleted (aborted uploads).
+	MetricChunksSwept = "driftline_hub_chunks_swept_total"
+	// MetricChunksSweptBytes counts their stored (compressed) bytes.
+	MetricChunksSweptBytes = "driftline_hub_chunks_swept_bytes_total"
+	// MetricChunksOrphaned counts chunks found unlisted and unmarked (left by builds before
+	// uploads marked their chunks) and marked for the sweep.
+	MetricChunksOrphaned = "driftline_hub_chunks_orphaned_total"
+)
+
+type sweepMetrics struct {
+	swept, bytes, orphaned prometheus.Counter
+}
+
+func newSweepMetrics(reg prometheus.Registerer) *sweepMetrics {
+	m := &sweepMetrics{
+		swept: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricChunksSwept,
+			Help: "Chunks of aborted uploads the leader's sweep deleted."}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricChunksSweptBytes,
+			Help: "Stored (compressed) bytes of the chunks the leader's sweep deleted."}),
+		orphaned: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricChunksOrphaned,
+			Help: "Chunks no version lists and no pending mark covered (left by older builds), marked for the sweep."}),
+	}
+	reg.MustRegister(m.swept, m.bytes, m.orphaned)
+	return m
+}
+
+// markOrphanChunks proposes a ChunksOrphanMark: chunks no version lists that carry no pending
+// mark (what aborted uploads left before uploads marked their chunks) are marked pending now, so
+// the sweep deletes them once older than its grace period. It proposes nothing while a node of
+// the cluster does not know the command (a rolling upgrade): that node would stop at it.
+func (n *Node) markOrphanChunks(ctx context.Context) (int, error) {
+	for _, nd := range n.store.Status().Nodes {
+		if nd.ID == n.cfg.NodeID {
+			continue
+		}
+		info, err := n.peers.Info(ctx, nd.HTTP, n.peerToken())
+		if err != nil || command.Type(info.MaxCommand) < command.TypeChunksOrphanMark {
+			return 0, fmt.Errorf("node %s does not know the orphan mark yet (%v): not proposed", nd.ID, err)
+		}
+	}
+	env, err := command.New(command.TypeChunksOrphanMark, "", 0, "hub:"+n.cfg.NodeID, state.ChunksOrphanMark{})
+	if err != nil {
+		return 0, err
+	}
+	res, err := n.store.Apply(ctx, env)
+	if err != nil {
+		return 0, err
+	}
+	marked, _ := res.(state.ChunksMarked)
+	if marked.Marked > 0 {
+		n.sweep.orphaned.Add(float64(marked.Marked))
+		n.log.Info("marked orphan chunks of older aborted uploads for the sweep", "chunks", marked.Marked)
+	}
+	return marked.Marked, nil
 }

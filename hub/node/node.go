@@ -147,7 +147,9 @@ type Node struct {
 	registry *prometheus.Registry
 	broker   *broker.Broker
 	// peers is how this node calls the others' APIs.
-	peers    *cluster.Client
+	peers *cluster.Client
+	// sweep counts what the chunk sweep deleted (forward.go).
+	sweep    *sweepMetrics
 	paho     *protocol.PahoTransport
 	proto    *protocol.Service
 	rollouts *rollout.Controller
@@ -266,6 +268,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.registerOps()
+	n.sweep = newSweepMetrics(n.registry)
 	n.rollouts = rollout.New(rollout.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
 	n.webhooks = webhook.New(webhook.Config{Store: n.store, Reader: n.Reader(), NodeID: cfg.NodeID,
 		Logger: cfg.Logger, Registerer: n.registry})
@@ -468,7 +471,7 @@ func (n *Node) leaderChores(ctx context.Context) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	keyDone, tokenDone := false, false
-	lastSweep := time.Now()
+	var lastSweep time.Time // the first sweep runs as soon as this node leads
 	for {
 		select {
 		case <-ctx.Done():
@@ -477,6 +480,9 @@ func (n *Node) leaderChores(ctx context.Context) {
 		}
 		if n.store.IsLeader() && time.Since(lastSweep) >= chunkSweepInterval {
 			lastSweep = time.Now()
+			if _, err := n.markOrphanChunks(ctx); err != nil {
+				n.log.Warn("mark orphan chunks", "err", err)
+			}
 			if _, err := n.sweepChunks(ctx, chunkSweepGrace); err != nil {
 				n.log.Warn("sweep chunks of aborted uploads", "err", err)
 			}

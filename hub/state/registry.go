@@ -179,7 +179,10 @@ func chunksSweep(txn *badger.Txn, c ChunksSweep) (any, *auditNote, error) {
 	for _, k := range stale {
 		digest := strings.TrimPrefix(string(k), pChunkPending)
 		if item, err := txn.Get(nameKey(pChunk, digest)); err == nil {
-			bytes += item.ValueSize()
+			// ValueSize is approximate; the metric counts the stored bytes exactly.
+			if err := item.Value(func(v []byte) error { bytes += int64(len(v)); return nil }); err != nil {
+				return nil, nil, err
+			}
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
 			return nil, nil, err
 		}
