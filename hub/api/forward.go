@@ -54,8 +54,45 @@ func (s *Server) leaderOnly(next echo.HandlerFunc) echo.HandlerFunc {
 		if s.cfg.Peers == nil {
 			return noLeader("this node is not the leader and cannot forward")
 		}
+		if _, addr, ok := s.store.LeaderHTTP(); ok && addr != "" && !s.leaderTyped(c.Request().Context(), addr) {
+			return s.leaderBound(next)(c)
+		}
 		return next(c)
 	}
+}
+
+// typedCheckTTL is how long a follower trusts what it learnt about a leader's cluster service.
+const typedCheckTTL = 10 * time.Second
+
+type typedCheck struct {
+	typed bool
+	at    time.Time
+}
+
+// leaderTyped reports whether the leader at addr takes typed calls from this node: it serves the
+// cluster service (a leader of an older build does not: a rolling upgrade) and admits this
+// node's credential (a node whose node token predates node credentials, without a cluster CA).
+// When it does not, writes are relayed as requests instead, which such a leader still takes;
+// the answer is kept typedCheckTTL. An unreachable leader counts as typed (the typed call then
+// answers 503).
+func (s *Server) leaderTyped(ctx context.Context, addr string) bool {
+	if v, ok := s.typed.Load(addr); ok && time.Since(v.(typedCheck).at) < typedCheckTTL {
+		return v.(typedCheck).typed
+	}
+	_, err := s.cfg.Peers.Info(ctx, addr, s.peerToken())
+	typed := true
+	switch {
+	case errors.Is(err, cluster.ErrNoService):
+		typed = false
+		s.log.Warn("the leader has no cluster service (an older build): relaying writes to it", "leader", addr)
+	case errors.Is(err, cluster.ErrUnauthorized):
+		typed = false
+		s.log.Warn("the leader refuses this node's cluster credential: relaying writes to it; give this node a node token (join again) or use --tls-ca", "leader", addr)
+	case err != nil:
+		return true
+	}
+	s.typed.Store(addr, typedCheck{typed: typed, at: time.Now()})
+	return typed
 }
 
 // leaderBound runs a call on the leader that needs what only the leader has: its root key (key
@@ -111,6 +148,16 @@ func (s *Server) strongRead(next echo.HandlerFunc) echo.HandlerFunc {
 		case "strong":
 		default:
 			return badRequest("consistency", "consistency must be strong or local")
+		}
+		if !s.store.IsLeader() && s.cfg.Peers != nil {
+			if _, addr, ok := s.store.LeaderHTTP(); ok && addr != "" && !s.leaderTyped(c.Request().Context(), addr) {
+				return s.leaderBound(func(c echo.Context) error {
+					if err := s.store.Barrier(c.Request().Context()); err != nil {
+						return err
+					}
+					return next(c)
+				})(c)
+			}
 		}
 		if err := s.barrier(c.Request().Context()); err != nil {
 			return err

@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -167,6 +168,8 @@ const DefaultMaxBodyBytes = 4 << 20
 
 // Server is the HTTP API.
 type Server struct {
+	// typed caches, per leader address, whether the leader takes typed calls (forward.go).
+	typed   sync.Map
 	cfg     Config
 	store   Store
 	read    state.Reader

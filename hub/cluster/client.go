@@ -62,6 +62,9 @@ var (
 	ErrUnavailable = errors.New("cluster: peer unavailable")
 	// ErrUnauthorized is a peer's 401: it does not (yet) know the token.
 	ErrUnauthorized = errors.New("cluster: token refused")
+	// ErrNoService is a peer's 404 or 405 for a call of the cluster service: a build from
+	// before it (a rolling upgrade).
+	ErrNoService = errors.New("cluster: the peer has no cluster service")
 )
 
 // PostJSON posts body as JSON to url with the bearer token and decodes a 200 or 201 answer into

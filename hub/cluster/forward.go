@@ -417,6 +417,11 @@ func (c *Client) call(ctx context.Context, method, u, token, ctype string, body 
 		return fmt.Errorf("%w: %s: %s", ErrUnauthorized, res.Status, strings.TrimSpace(string(rb)))
 	}
 	var re ApplyResponse
+	if res.StatusCode == http.StatusNotFound || res.StatusCode == http.StatusMethodNotAllowed {
+		if json.Unmarshal(rb, &re) != nil || re.Error == nil {
+			return fmt.Errorf("%w: %s", ErrNoService, res.Status)
+		}
+	}
 	if json.Unmarshal(rb, &re) == nil && re.Error != nil {
 		return fmt.Errorf("cluster: %s: %w", res.Status, re.Error)
 	}

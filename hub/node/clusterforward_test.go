@@ -367,3 +367,36 @@ func newTestServer(t *testing.T, h http.Handler) string {
 	t.Cleanup(ts.Close)
 	return ts.URL
 }
+
+// TestFollowerRelaysToOlderLeader: during a rolling upgrade the leader may be of a build without
+// the cluster service (404 on /cluster/v1/): a follower then relays the write as a request,
+// which such a leader takes, instead of failing it.
+func TestFollowerRelaysToOlderLeader(t *testing.T) {
+	n, tok := testNode(t)
+	old := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/cluster/v1/") {
+			http.NotFound(w, r) // what a build before the cluster service answers
+			return
+		}
+		n.api.Handler().ServeHTTP(w, r)
+	})
+	leader := strings.TrimPrefix(newTestServer(t, old), "http://")
+	srv := api.New(api.Config{Store: followerOf{storeAdapter{n.store}, leader}, Reader: n.Reader(), Peers: n.peers,
+		PeerToken: n.peerToken, Logger: n.log})
+	ts := newTestServer(t, srv.Handler())
+	req, _ := http.NewRequest(http.MethodPost, ts+"/api/v1/models", strings.NewReader(`{"name":"via-old-leader"}`))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("write through a follower of an older leader: %d %s", res.StatusCode, body)
+	}
+	if _, err := n.Reader().Model("via-old-leader"); err != nil {
+		t.Fatalf("the relayed write did not land: %v", err)
+	}
+}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/broker"
+	"github.com/driftline/driftline/hub/cluster"
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/protocol"
 	"github.com/driftline/driftline/hub/state"
@@ -175,6 +177,9 @@ func (n *Node) applyOrForward(ctx context.Context, env command.Envelope) error {
 	}
 	if env.Type != command.TypeDeviceTelemetry {
 		if _, err := n.peers.Apply(ctx, addr, n.peerToken(), env); err != nil {
+			if handled, lerr := n.legacyForward(ctx, addr, env, err); handled {
+				return lerr
+			}
 			return fmt.Errorf("node: forward command type %d to the leader: %w", env.Type, err)
 		}
 		return nil
@@ -190,10 +195,43 @@ func (n *Node) applyOrForward(ctx context.Context, env command.Envelope) error {
 		part := env
 		part.Payload = p
 		if _, err := n.peers.Apply(ctx, addr, n.peerToken(), part); err != nil {
+			if handled, lerr := n.legacyForward(ctx, addr, part, err); handled {
+				if lerr != nil {
+					return lerr
+				}
+				continue
+			}
 			return fmt.Errorf("node: forward telemetry to the leader: %w", err)
 		}
 	}
 	return nil
+}
+
+// legacyForward sends a telemetry batch or a staged sample to the leader's API with this node's
+// token, as builds before the cluster service did, when the typed call failed because the
+// leader has no cluster service (an older build, during a rolling upgrade) or does not admit
+// this node's credential (a node token from before node credentials, without a cluster CA).
+// handled is false when that fallback does not apply.
+func (n *Node) legacyForward(ctx context.Context, addr string, env command.Envelope, typedErr error) (handled bool, err error) {
+	if !errors.Is(typedErr, cluster.ErrNoService) && !errors.Is(typedErr, cluster.ErrUnauthorized) {
+		return false, nil
+	}
+	path := "/api/v1/devices/telemetry"
+	switch env.Type {
+	case command.TypeDeviceTelemetry:
+	case command.TypeSampleStage:
+		path = "/api/v1/devices/samples"
+	default:
+		return false, nil
+	}
+	tok, err := n.nodeToken()
+	if err != nil {
+		return true, err
+	}
+	if err := n.peers.PostJSON(ctx, n.peers.URL(addr, path), tok, json.RawMessage(env.Payload), nil); err != nil {
+		return true, fmt.Errorf("node: the leader refused %s: %w", path, err)
+	}
+	return true, nil
 }
 
 // NodeTokenFile holds the node token the leader gave this node when it joined, or that this
