@@ -237,15 +237,9 @@ func (s *Server) waitApplied(ctx context.Context, index uint64) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, appliedWait)
 	defer cancel()
-	if w, ok := s.store.(interface {
-		WaitApplied(context.Context, uint64) error
-	}); ok {
-		if err := w.WaitApplied(ctx, index); err != nil {
-			return noLeader(fmt.Sprintf("this node has not applied index %d yet; retry", index))
-		}
-		return nil
-	}
-	t := time.NewTicker(5 * time.Millisecond)
+	// A fine poll, only while waiting: the wait is on the path of every forwarded write, and a
+	// 5 ms tick (the store's WaitApplied) was most of a forwarded write's time at low load.
+	t := time.NewTicker(200 * time.Microsecond)
 	defer t.Stop()
 	for s.store.AppliedIndex() < index {
 		select {

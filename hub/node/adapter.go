@@ -21,13 +21,8 @@ func (a storeAdapter) LeaderHTTP() (string, string, bool) {
 	return a.s.LeaderHTTP()
 }
 func (a storeAdapter) Ready() bool          { return a.s.Ready() }
-func (a storeAdapter) AppliedIndex() uint64 { return a.s.Status().AppliedIndex }
+func (a storeAdapter) AppliedIndex() uint64 { return a.s.AppliedIndex() }
 
-// WaitApplied returns once this node applied index (a follower's read-your-writes after a
-// forwarded write).
-func (a storeAdapter) WaitApplied(ctx context.Context, index uint64) error {
-	return a.s.WaitApplied(ctx, index)
-}
 func (a storeAdapter) Cluster() api.ClusterStatus {
 	st := a.s.Status()
 	out := api.ClusterStatus{

@@ -260,6 +260,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID, StreamLayer: layer,
 		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertiseOf(cfg), HTTPAddr: advHTTP,
 		Bootstrap: cfg.Join == "", Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
+		Tune: tuneRaft,
 	})
 	if err != nil {
 		if layer != nil {
