@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -20,18 +19,19 @@ import (
 	"github.com/driftline/driftline/hub/cluster/clustertest"
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // joinNode starts a node that joins n1 with tok and waits until it is a voter.
 func joinNode(t *testing.T, n1 *Node, tok, id string) *Node {
 	t.Helper()
 	n, err := Start(context.Background(), Config{DataDir: t.TempDir(), NodeID: id, HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
-		Join: n1.URL(), JoinToken: tok, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		Join: n1.URL(), JoinToken: tok, Logger: testhelp.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	waitFor(t, 20*time.Second, id+" a voter", func() bool {
+	testhelp.WaitFor(t, 20*time.Second, id+" a voter", func() bool {
 		for _, nd := range n1.Store().Status().Nodes {
 			if nd.ID == id && nd.Voter {
 				return true
@@ -143,7 +143,7 @@ func TestClusterServiceRefusesNonPeers(t *testing.T) {
 		t.Fatalf("n2's node token: %d %s", code, body)
 	}
 	var own string
-	waitFor(t, 10*time.Second, "n1's own node token", func() bool { own = n1.peerToken(); return own != "" })
+	testhelp.WaitFor(t, 10*time.Second, "n1's own node token", func() bool { own = n1.peerToken(); return own != "" })
 	if p, err := n1.Reader().PrincipalByTokenHash(api.HashToken(own)); err != nil || !api.IsNodeCredential(p) {
 		t.Fatalf("n1's own node token: %+v %v", p, err)
 	}
@@ -173,7 +173,7 @@ func TestClusterServiceRefusesNonPeers(t *testing.T) {
 func readToken(t *testing.T, n *Node) string {
 	t.Helper()
 	var tok string
-	waitFor(t, 10*time.Second, "admin token", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "admin token", func() bool {
 		b, err := readFileTrim(n.AdminTokenPath())
 		tok = b
 		return err == nil && tok != ""

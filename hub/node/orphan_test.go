@@ -13,6 +13,7 @@ import (
 
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/zstdx"
 )
@@ -65,7 +66,7 @@ func TestOrphanChunksOfOlderBuildsSwept(t *testing.T) {
 		t.Fatal("the orphan was not marked for the sweep")
 	}
 	marked := time.Now()
-	waitFor(t, time.Second, "the clock moved past the mark", func() bool { return time.Now().UnixMilli() > marked.UnixMilli()+1 })
+	testhelp.WaitFor(t, time.Second, "the clock moved past the mark", func() bool { return time.Now().UnixMilli() > marked.UnixMilli()+1 })
 
 	// An upload in progress after the mark: its chunk is pending, younger than the cut.
 	inflight := make([]byte, 32<<10)
