@@ -86,8 +86,7 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 		var c ChunksSweep
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return chunksSweep(txn, c) })
 	case command.TypeChunksOrphanMark:
-		var c ChunksOrphanMark
-		return decodeAnd(env, &c, func() (any, *auditNote, error) { return chunksOrphanMark(txn, env) })
+		return decodeAnd(env, &ChunksOrphanMark{}, func() (any, *auditNote, error) { return chunksOrphanMark(txn, env) })
 	case command.TypeModelVersionCreate:
 		var c ModelVersionCreate
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return modelVersionCreate(txn, env, c) })
