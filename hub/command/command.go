@@ -85,6 +85,9 @@ const (
 	// TypeCandidateCreate registers a candidate dataset version from staged samples. Payload:
 	// state.CandidateCreate.
 	TypeCandidateCreate
+	// TypeRetentionPrune deletes closed lineage runs edges older than a cutoff and audit entries
+	// up to an exported checkpoint. Payload: state.RetentionPrune.
+	TypeRetentionPrune
 	// TypeChunksOrphanMark marks as pending, with the command's time, every chunk that no model
 	// version lists and that carries no pending mark: what aborted uploads left before uploads
 	// marked their chunks. ChunksSweep then deletes them after its grace period. Payload:
