@@ -55,6 +55,9 @@ type Config struct {
 	AdvertiseHTTP string
 	// RaftAddr is where Raft listens and what it advertises ("127.0.0.1:7000").
 	RaftAddr string
+	// RaftDialVia maps a peer's Raft address to the address this node dials for it instead
+	// (store.Config.RaftDialVia: a fault-injection harness's per-link proxy, or a tunnel).
+	RaftDialVia map[string]string
 	// AdvertiseRaft, when set, is the Raft address peers dial instead of RaftAddr (a NAT or a
 	// proxy in front of the node: the fault-injection harness puts one on every node).
 	AdvertiseRaft string
@@ -329,7 +332,7 @@ func (n *Node) openStore() (string, *cluster.TLS, error) {
 	n.peers = cluster.NewClient(ctls, cfg.TLSCert != "")
 	n.store, err = store.Open(store.Config{
 		DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID, StreamLayer: layer,
-		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertiseOf(*cfg), HTTPAddr: advHTTP,
+		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertiseOf(*cfg), RaftDialVia: cfg.RaftDialVia, HTTPAddr: advHTTP,
 		Bootstrap: cfg.Join == "" && len(cfg.Peers) == 0, DeadNodeTimeout: cfg.DeadNodeTimeout,
 		Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
 		Tune: tuneRaft,
