@@ -173,7 +173,9 @@ type Node struct {
 	registry *prometheus.Registry
 	broker   *broker.Broker
 	// peers is how this node calls the others' APIs.
-	peers    *cluster.Client
+	peers *cluster.Client
+	// sweep counts what the chunk sweep deleted (forward.go).
+	sweep    *sweepMetrics
 	paho     *protocol.PahoTransport
 	proto    *protocol.Service
 	rollouts *rollout.Controller
@@ -336,6 +338,7 @@ func (n *Node) openStore() (string, *cluster.TLS, error) {
 		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertiseOf(*cfg), RaftDialVia: cfg.RaftDialVia, HTTPAddr: advHTTP,
 		Bootstrap: cfg.Join == "" && len(cfg.Peers) == 0, DeadNodeTimeout: cfg.DeadNodeTimeout,
 		Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
+		Tune: tuneRaft,
 	})
 	if err != nil {
 		if layer != nil {
@@ -351,6 +354,7 @@ func (n *Node) openStore() (string, *cluster.TLS, error) {
 func (n *Node) startServices() error {
 	cfg := n.cfg
 	n.registerOps()
+	n.sweep = newSweepMetrics(n.registry)
 	n.rollouts = rollout.New(rollout.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
 	n.webhooks = webhook.New(webhook.Config{Store: n.store, Reader: n.Reader(), NodeID: cfg.NodeID,
 		Logger: cfg.Logger, Registerer: n.registry})
@@ -398,6 +402,7 @@ func (n *Node) serveAPI(ctls *cluster.TLS) error {
 		},
 		OnRolloutChanged: func(string) { n.rollouts.Wake() },
 		PeerScheme:       n.peers.Scheme, PeerTransport: n.peers.Transport,
+		Peers: n.peers, PeerToken: n.peerToken, ClusterTLS: ctls,
 		AdvertiseMQTT: n.advertisedMQTT(),
 		TopicPrefix:   cfg.TopicPrefix,
 		OnDesiredChanged: func(id string) {
@@ -567,7 +572,7 @@ func (n *Node) leaderChores(ctx context.Context) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	keyDone, tokenDone := false, false
-	lastSweep := time.Now()
+	var lastSweep time.Time // the first sweep runs as soon as this node leads
 	for {
 		select {
 		case <-ctx.Done():
@@ -576,6 +581,9 @@ func (n *Node) leaderChores(ctx context.Context) {
 		}
 		if n.store.IsLeader() && time.Since(lastSweep) >= chunkSweepInterval {
 			lastSweep = time.Now()
+			if _, err := n.markOrphanChunks(ctx); err != nil {
+				n.log.Warn("mark orphan chunks", "err", err)
+			}
 			if _, err := n.sweepChunks(ctx, chunkSweepGrace); err != nil {
 				n.log.Warn("sweep chunks of aborted uploads", "err", err)
 			}
@@ -601,6 +609,12 @@ func (n *Node) leaderChores(ctx context.Context) {
 				n.log.Warn("create admin token", "err", err)
 			} else {
 				tokenDone = true
+			}
+		}
+		// After the admin token: ensureAdminToken acts only on a cluster with no token at all.
+		if tokenDone {
+			if err := n.ensureNodeToken(ctx); err != nil {
+				n.log.Warn("create this node's node token", "err", err)
 			}
 		}
 	}

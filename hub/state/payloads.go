@@ -70,6 +70,12 @@ type ChunksSweep struct {
 	Before int64 `json:"before"`
 }
 
+// ChunksOrphanMark marks the chunks no model version lists and no pending mark covers (left by
+// aborted uploads of builds that did not mark them) as pending, with the command's time, so
+// that ChunksSweep deletes them after its grace period. Payload of
+// command.TypeChunksOrphanMark.
+type ChunksOrphanMark struct{}
+
 // ModelVersionCreate registers the next version of a model; every chunk must already be stored.
 // Payload of command.TypeModelVersionCreate.
 type ModelVersionCreate struct {
