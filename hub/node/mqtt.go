@@ -94,6 +94,9 @@ func (n *Node) startMQTT() error {
 	if err := protocol.SubscribeProfiles(transport, n.topics, n.drift.Enqueue); err != nil {
 		return err
 	}
+	if err := protocol.SubscribePredictionProfiles(transport, n.topics, n.predDrift.Enqueue); err != nil {
+		return err
+	}
 	// Samples are handled by whichever node hears them (a follower forwards the staging command
 	// to the leader); with an external broker they come through the shared subscription, once.
 	topics := n.topics

@@ -152,6 +152,9 @@ type Node struct {
 	proto    *protocol.Service
 	rollouts *rollout.Controller
 	drift    *drift.Service
+	// predDrift is the fleet view of predictions: merged prediction profiles against each
+	// version's output reference.
+	predDrift *drift.Service
 	webhooks *webhook.Dispatcher
 	samples  *samples.Collector
 	// transport is the MQTT connection the protocol service uses (nil without MQTT).
@@ -287,6 +290,19 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	n.predDrift, err = drift.New(drift.Config{
+		Predictions: true, Registry: n.Reader(), Topics: n.topics, Logger: cfg.Logger, Registerer: n.registry,
+		Publish: func(topic string, payload []byte) error {
+			if n.transport == nil {
+				return nil
+			}
+			return n.transport.Publish(topic, payload, false, 1)
+		},
+		ShouldPublish: func() bool { return len(cfg.Brokers) == 0 || n.store.IsLeader() },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
 	if err := n.startMQTT(); err != nil {
 		return nil, fmt.Errorf("node: mqtt: %w", err)
 	}
@@ -300,6 +316,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		Samples: NewSampleProcessor(spool), ProfileJSON: ProfileJSON, SpoolDir: spool,
 		Extra: func(e *echo.Echo, s *api.Server) {
 			drift.Register(e.Group("/api/v1"), n.drift, s.ReadMiddleware()...)
+			drift.RegisterPredictions(e.Group("/api/v1"), n.predDrift, s.ReadMiddleware()...)
 			dashboard.Register(e)
 			if os.Getenv("DRIFTLINE_PPROF") != "" { // profiling for operators, off by default
 				registerPprof(e, s.AdminMiddleware()...)
@@ -340,6 +357,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.wg.Add(5)
 	go func() { defer n.wg.Done(); n.watchCredentials(bg) }()
 	go func() { defer n.wg.Done(); n.drift.Run(bg) }()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.predDrift.Run(bg) }()
 	go func() { defer n.wg.Done(); n.rollouts.Run(bg) }()
 	go func() { defer n.wg.Done(); n.leaderChores(bg) }()
 	n.wg.Add(1)

@@ -48,6 +48,13 @@ const (
 	KindPerformance
 	// KindSample is PREFIX/dev/{id}/sample: agent, JSON Sample.
 	KindSample
+	// KindPredictionProfile is PREFIX/dev/{id}/prediction_profile: agent, binary (zstd
+	// profile of one output window's predictions), merged by the hub into the fleet's
+	// prediction drift.
+	KindPredictionProfile
+	// KindFleetPredictionDrift is PREFIX/fleet/prediction_drift/{model}: hub, JSON FleetDrift
+	// of the merged prediction profiles against the output reference.
+	KindFleetPredictionDrift
 )
 
 // kindLevels is the last topic level (under dev/{id}/) of each device kind.
@@ -70,6 +77,9 @@ var kindLevels = map[Kind]string{
 	KindPredictionDrift: "prediction_drift",
 	KindPerformance:     "performance",
 	KindSample:          "sample",
+
+	KindPredictionProfile:    "prediction_profile",
+	KindFleetPredictionDrift: "fleet/prediction_drift",
 }
 
 // String returns the kind's topic suffix, e.g. "heartbeat" or "drift/+".
@@ -99,13 +109,13 @@ func (k Kind) Retained() bool {
 }
 
 // Binary reports whether the kind's payload is binary rather than JSON.
-func (k Kind) Binary() bool { return k == KindProfile || k == KindChunk }
+func (k Kind) Binary() bool { return k == KindProfile || k == KindChunk || k == KindPredictionProfile }
 
 // FromHub reports whether only the hub may publish the kind. A device may never publish
 // desired or chunk, nor anything under fleet/.
 func (k Kind) FromHub() bool {
 	switch k {
-	case KindDesired, KindChunk, KindFleetRollout, KindFleetDrift, KindAck:
+	case KindDesired, KindChunk, KindFleetRollout, KindFleetDrift, KindAck, KindFleetPredictionDrift:
 		return true
 	}
 	return false
@@ -186,6 +196,14 @@ func (t Topics) FleetRollout(rollout string) string {
 // FleetDrift returns PREFIX/fleet/drift/{model}.
 func (t Topics) FleetDrift(model string) string { return t.prefix + "/fleet/drift/" + model }
 
+// FleetPredictionDrift returns PREFIX/fleet/prediction_drift/{model}.
+func (t Topics) FleetPredictionDrift(model string) string {
+	return t.prefix + "/fleet/prediction_drift/" + model
+}
+
+// PredictionProfile returns PREFIX/dev/{id}/prediction_profile.
+func (t Topics) PredictionProfile(id string) string { return t.dev(id, "prediction_profile") }
+
 // All returns the filter PREFIX/# matching every topic of the protocol.
 func (t Topics) All() string { return t.prefix + "/#" }
 
@@ -203,7 +221,7 @@ func (t Topics) AllDevices(k Kind) string {
 	switch k {
 	case KindUnknown:
 		return ""
-	case KindFleetRollout, KindFleetDrift:
+	case KindFleetRollout, KindFleetDrift, KindFleetPredictionDrift:
 		return t.prefix + "/" + k.String() + "/+"
 	}
 	if _, ok := kindLevels[k]; !ok {
@@ -239,10 +257,12 @@ func (t Topics) Parse(topic string) (k Kind, deviceID, extra string, err error) 
 		k, extra = KindFleetRollout, levels[2]
 	case levels[0] == "fleet" && len(levels) == 3 && levels[1] == "drift":
 		k, extra = KindFleetDrift, levels[2]
+	case levels[0] == "fleet" && len(levels) == 3 && levels[1] == "prediction_drift":
+		k, extra = KindFleetPredictionDrift, levels[2]
 	default:
 		return KindUnknown, "", "", unknown
 	}
-	if k == KindFleetRollout || k == KindFleetDrift {
+	if k == KindFleetRollout || k == KindFleetDrift || k == KindFleetPredictionDrift {
 		if err := ValidateName(k.String(), extra); err != nil {
 			return KindUnknown, "", "", fmt.Errorf("topic %.200q: %w", topic, err)
 		}
@@ -271,4 +291,6 @@ var deviceKinds = map[string]Kind{
 	"prediction_drift": KindPredictionDrift,
 	"performance":      KindPerformance,
 	"sample":           KindSample,
+
+	"prediction_profile": KindPredictionProfile,
 }
