@@ -18,6 +18,21 @@ func (a *Agent) OnData(f func(payload []byte)) {
 	a.conn.wantData = f != nil
 }
 
+// OnMessage subscribes the device's own topic of kind k (one the hub publishes to it, such as
+// wire.KindSampleAck) on every connect and hands each message's payload to f. f runs on the
+// MQTT client's goroutine: it must not block (queue the work). Call before Run.
+func (a *Agent) OnMessage(k wire.Kind, f func(payload []byte)) error {
+	topic := a.topics.DevicePrefix(a.cfg.DeviceID) + k.String()
+	if !k.FromHub() || strings.Contains(k.String(), "/") {
+		return fmt.Errorf("agent: %v is not a topic the hub sends a device", k)
+	}
+	if a.conn.extra == nil {
+		a.conn.extra = map[string]func([]byte){}
+	}
+	a.conn.extra[topic] = f
+	return nil
+}
+
 // SetStats sets the source of the pipeline's heartbeat counters (see Options.Stats). Call
 // before Run.
 func (a *Agent) SetStats(f func() PipelineStats) { a.opts.Stats = f }

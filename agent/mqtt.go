@@ -59,6 +59,9 @@ type conn struct {
 	frames   chan []byte
 	data     chan []byte
 	wantData bool
+	// extra are the extensions' subscriptions (Agent.OnMessage): topic -> handler, set before
+	// Run and read-only afterwards.
+	extra map[string]func([]byte)
 	// onFrameBytes counts every chunk-topic byte received.
 	onFrameBytes func(n int)
 
@@ -183,6 +186,9 @@ func (c *conn) onConnect(cl paho.Client) {
 	if c.wantData {
 		subs[c.topics.Data(c.id)] = 1
 	}
+	for topic := range c.extra {
+		subs[topic] = 1
+	}
 	tok := cl.SubscribeMultiple(subs, nil)
 	go func() {
 		if !tok.WaitTimeout(30 * time.Second) {
@@ -290,6 +296,10 @@ func (c *conn) route(_ paho.Client, msg paho.Message) {
 			c.m.rejected.WithLabelValues(ReasonQueueFull).Inc()
 		}
 	default:
+		if f := c.extra[msg.Topic()]; f != nil {
+			f(p)
+			return
+		}
 		c.m.rejected.WithLabelValues(ReasonForeignMessage).Inc()
 		c.log.Warn("message on an unexpected topic", "topic", msg.Topic())
 	}

@@ -237,7 +237,7 @@ func TestNoCollectionWithoutOptIn(t *testing.T) {
 	if n := seen()[wire.KindDrift]; n < 3 {
 		t.Fatalf("%d drift reports: the windows did not drift", n)
 	}
-	if n := seen()[wire.KindSample]; n != 0 {
+	if n := seen()[wire.KindSample] + seen()[wire.KindSamplePart]; n != 0 {
 		t.Fatalf("%d sample messages left a device whose contract does not allow collection", n)
 	}
 	var page hubstate.Page[hubstate.DatasetVersion]
@@ -274,8 +274,8 @@ func TestDriftBecomesCandidate(t *testing.T) {
 		l.call("GET", "/api/v1/datasets/temps/versions", nil, &page)
 		return len(page.Items) == 2
 	})
-	if seen()[wire.KindSample] == 0 {
-		t.Fatal("no sample on the wire")
+	if seen()[wire.KindSamplePart] == 0 || seen()[wire.KindSample] != 0 {
+		t.Fatalf("sample frames on the wire: %d, whole-sample messages %d; want frames only", seen()[wire.KindSamplePart], seen()[wire.KindSample])
 	}
 	cand := page.Items[1]
 	if !hubstate.IsCandidate(cand) || cand.SampleRows == 0 || cand.SampleRows > 3*samples.DefaultMaxRows || len(cand.Parents) != 1 || cand.Parents[0].Version != 1 {

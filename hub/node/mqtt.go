@@ -111,6 +111,16 @@ func (n *Node) startMQTT() error {
 	}); err != nil {
 		return err
 	}
+	// Sample uploads (chunk frames): every frame of one upload must reach the same node, so
+	// not a shared subscription; with an external broker every node hears them and only the
+	// leader assembles (the collector's LeaderOnly).
+	if err := transport.Subscribe(topics.AllDevices(wire.KindSamplePart), func(topic string, payload []byte) {
+		if kind, id, _, err := topics.Parse(topic); err == nil && kind == wire.KindSamplePart {
+			n.samples.HandlePart(id, payload)
+		}
+	}); err != nil {
+		return err
+	}
 	return nil
 }
 

@@ -273,7 +273,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.webhooks = webhook.New(webhook.Config{Store: n.store, Reader: n.Reader(), NodeID: cfg.NodeID,
 		Logger: cfg.Logger, Registerer: n.registry})
 	n.samples = samples.New(samples.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry,
-		Settle: cfg.SampleSettle, Forward: n.applyOrForward,
+		Settle: cfg.SampleSettle, Forward: n.applyOrForward, Topics: n.topics,
+		Publish: func(topic string, payload []byte) error {
+			if n.transport == nil {
+				return nil
+			}
+			return n.transport.Publish(topic, payload, false, 1)
+		},
 		// With an external broker every node hears every device: the leader stages alone.
 		LeaderOnly: len(cfg.Brokers) > 0})
 	n.drift, err = drift.New(drift.Config{

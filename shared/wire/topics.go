@@ -55,6 +55,12 @@ const (
 	// KindFleetPredictionDrift is PREFIX/fleet/prediction_drift/{model}: hub, JSON FleetDrift
 	// of the merged prediction profiles against the output reference.
 	KindFleetPredictionDrift
+	// KindSamplePart is PREFIX/dev/{id}/sample_part: agent, binary chunk frames (the layout
+	// of KindChunk) carrying one sample upload; the frame's request id is the upload id.
+	KindSamplePart
+	// KindSampleAck is PREFIX/dev/{id}/sample_ack: hub, JSON SampleAck (the hub's receipt of
+	// one sample upload).
+	KindSampleAck
 )
 
 // kindLevels is the last topic level (under dev/{id}/) of each device kind.
@@ -80,6 +86,8 @@ var kindLevels = map[Kind]string{
 
 	KindPredictionProfile:    "prediction_profile",
 	KindFleetPredictionDrift: "fleet/prediction_drift",
+	KindSamplePart:           "sample_part",
+	KindSampleAck:            "sample_ack",
 }
 
 // String returns the kind's topic suffix, e.g. "heartbeat" or "drift/+".
@@ -109,13 +117,15 @@ func (k Kind) Retained() bool {
 }
 
 // Binary reports whether the kind's payload is binary rather than JSON.
-func (k Kind) Binary() bool { return k == KindProfile || k == KindChunk || k == KindPredictionProfile }
+func (k Kind) Binary() bool {
+	return k == KindProfile || k == KindChunk || k == KindPredictionProfile || k == KindSamplePart
+}
 
 // FromHub reports whether only the hub may publish the kind. A device may never publish
 // desired or chunk, nor anything under fleet/.
 func (k Kind) FromHub() bool {
 	switch k {
-	case KindDesired, KindChunk, KindFleetRollout, KindFleetDrift, KindAck, KindFleetPredictionDrift:
+	case KindDesired, KindChunk, KindFleetRollout, KindFleetDrift, KindAck, KindFleetPredictionDrift, KindSampleAck:
 		return true
 	}
 	return false
@@ -293,4 +303,6 @@ var deviceKinds = map[string]Kind{
 	"sample":           KindSample,
 
 	"prediction_profile": KindPredictionProfile,
+	"sample_part":        KindSamplePart,
+	"sample_ack":         KindSampleAck,
 }
