@@ -155,8 +155,8 @@ type Node struct {
 	// predDrift is the fleet view of predictions: merged prediction profiles against each
 	// version's output reference.
 	predDrift *drift.Service
-	webhooks *webhook.Dispatcher
-	samples  *samples.Collector
+	webhooks  *webhook.Dispatcher
+	samples   *samples.Collector
 	// transport is the MQTT connection the protocol service uses (nil without MQTT).
 	transport protocol.Transport
 	// topics are the protocol's topics under Config.TopicPrefix.

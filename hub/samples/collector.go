@@ -64,9 +64,9 @@ type Config struct {
 	Queue int
 	// Publish sends a sample ack to a device (PREFIX/dev/{id}/sample_ack, QoS 1); nil: acks
 	// are not sent (the devices send their uploads again until their outbox bounds drop them).
-	Publish func(topic string, payload []byte) error
-	Topics  wire.Topics
-	Logger  *slog.Logger
+	Publish    func(topic string, payload []byte) error
+	Topics     wire.Topics
+	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Now        func() time.Time
 }
