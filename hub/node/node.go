@@ -33,6 +33,7 @@ import (
 	"github.com/driftline/driftline/hub/protocol"
 	"github.com/driftline/driftline/hub/rollout"
 	"github.com/driftline/driftline/hub/samples"
+	"github.com/driftline/driftline/hub/seal"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/hub/store"
 	"github.com/driftline/driftline/hub/webhook"
@@ -155,8 +156,11 @@ type Node struct {
 	// predDrift is the fleet view of predictions: merged prediction profiles against each
 	// version's output reference.
 	predDrift *drift.Service
-	webhooks  *webhook.Dispatcher
-	samples   *samples.Collector
+	// sealMu guards sealKey: the cluster's seal key, nil when this node holds none.
+	sealMu   sync.RWMutex
+	sealKey  *seal.Key
+	webhooks *webhook.Dispatcher
+	samples  *samples.Collector
 	// transport is the MQTT connection the protocol service uses (nil without MQTT).
 	transport protocol.Transport
 	// topics are the protocol's topics under Config.TopicPrefix.
@@ -240,6 +244,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if n.logDB, err = kv.Open(filepath.Join(cfg.DataDir, "raftlog"), kv.Server); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	// The cluster's seal key (hub/seal): the first node of a new cluster makes it; a joiner gets
+	// it with its promotion; a node of a cluster made before sealing has none until an operator
+	// copies one in (docs/upgrading.md), and then stores webhook secrets as given.
+	_, statErr := os.Stat(filepath.Join(cfg.DataDir, "db"))
+	fresh := errors.Is(statErr, fs.ErrNotExist) && cfg.Join == ""
+	if n.sealKey, err = seal.LoadOrGenerate(filepath.Join(cfg.DataDir, seal.FileName), fresh); err != nil {
+		return nil, fmt.Errorf("node: seal key: %w", err)
+	}
 	if n.db, err = kv.Open(filepath.Join(cfg.DataDir, "db"), kv.State); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
@@ -270,7 +282,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.registerOps()
 	n.rollouts = rollout.New(rollout.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
-	n.webhooks = webhook.New(webhook.Config{Store: n.store, Reader: n.Reader(), NodeID: cfg.NodeID,
+	n.webhooks = webhook.New(webhook.Config{Store: n.store, Reader: n.Reader(), NodeID: cfg.NodeID, Open: n.openSecret,
 		Logger: cfg.Logger, Registerer: n.registry})
 	n.samples = samples.New(samples.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry,
 		Settle: cfg.SampleSettle, Forward: n.applyOrForward, Topics: n.topics,
@@ -320,6 +332,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		Store: opsAdapter{storeAdapter{n.store}, cfg.DataDir}, Reader: state.Reader{DB: n.db}, Keys: n.keys, NodeKey: n.key, RootKey: n.currentRootKey, FourEyes: cfg.FourEyes,
 		MaxUploadBytes: cfg.MaxUploadBytes, Logger: cfg.Logger, Registerer: n.registry, Gatherer: n.registry,
 		Samples: NewSampleProcessor(spool), ProfileJSON: ProfileJSON, SpoolDir: spool,
+		Seal: n.sealSecret, SealKey: n.sealKeyText,
 		Extra: func(e *echo.Echo, s *api.Server) {
 			drift.Register(e.Group("/api/v1"), n.drift, s.ReadMiddleware()...)
 			drift.RegisterPredictions(e.Group("/api/v1"), n.predDrift, s.ReadMiddleware()...)
@@ -644,6 +657,9 @@ func (n *Node) join(ctx context.Context, advHTTP string) error {
 	req.Promote = true
 	if resp, err = n.postJoin(ctx, req); err != nil {
 		return fmt.Errorf("node: join %s (promote): %w", n.cfg.Join, err)
+	}
+	if err := n.adoptSealKey(resp.SealKey); err != nil {
+		return fmt.Errorf("node: join: %w", err)
 	}
 	if resp.NodeToken != "" { // the leader made this node's token with the promotion
 		if err := writeSecret(filepath.Join(n.cfg.DataDir, NodeTokenFile), resp.NodeToken); err != nil {
