@@ -138,3 +138,25 @@ func TestUploadAssembledCheckedAcked(t *testing.T) {
 		t.Fatalf("a repeat staged again: %d", len(staged))
 	}
 }
+
+// FuzzHandlePart: any bytes on a device's sample_part topic are refused or assembled, never a
+// panic, and the open uploads stay within their bounds.
+func FuzzHandlePart(f *testing.F) {
+	frames, _ := wire.DataFrames("s-f", []byte(`{"device_id":"d1"}`))
+	for _, fr := range frames {
+		f.Add(fr)
+	}
+	f.Add([]byte("DLCF"))
+	c := New(Config{Store: nil, LeaderOnly: false, Queue: 4})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c.HandlePart("d1", b)
+		for len(c.queue) > 0 {
+			<-c.queue
+		}
+		c.upMu.Lock()
+		defer c.upMu.Unlock()
+		if len(c.open) > MaxOpenUploads || c.openBytes > MaxOpenBytes {
+			t.Fatalf("%d open uploads, %d bytes", len(c.open), c.openBytes)
+		}
+	})
+}
