@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"testing"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -18,7 +18,7 @@ func (nopReporter) Report(wire.Kind, string, []byte) error { return nil }
 // BenchmarkUpload1MiB: the agent's cost of one 1 MiB sample upload (frames cut and compressed,
 // kept on disk until the ack, queued) and of its ack; b.SetBytes makes the rate MB/s of sample.
 func BenchmarkUpload1MiB(b *testing.B) {
-	db, err := state.OpenInMemory()
+	db, err := devicedb.OpenInMemory()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -14,8 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/pipeline"
-	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -45,7 +45,7 @@ type UploadOptions struct {
 	Reporter pipeline.Reporter
 	// State keeps the uploads waiting for their ack (required): their frames and when they
 	// were last sent.
-	State       state.Namespace
+	State       devicedb.Namespace
 	ResendAfter time.Duration
 	MaxPending  int
 	MaxAge      time.Duration
@@ -70,7 +70,7 @@ type Uploader struct {
 	acks chan []byte
 	// meta holds one record per pending upload (key: its id), parts its frames (key:
 	// ID:NNNN), apart so listing the uploads reads no frame.
-	meta, partsNS state.Namespace
+	meta, partsNS devicedb.Namespace
 
 	mu sync.Mutex // one change of the pending set at a time
 

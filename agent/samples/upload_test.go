@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -16,7 +16,7 @@ import (
 // survives a restart of the uploader); an ack for other bytes does not end it, the right one
 // does, and a refused one does too.
 func TestUploaderKeepsUntilAcked(t *testing.T) {
-	db, err := state.OpenInMemory()
+	db, err := devicedb.OpenInMemory()
 	if err != nil {
 		t.Fatal(err)
 	}

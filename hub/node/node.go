@@ -28,7 +28,7 @@ import (
 	"github.com/driftline/driftline/hub/cluster"
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/dashboard"
-	"github.com/driftline/driftline/hub/drift"
+	"github.com/driftline/driftline/hub/fleetdrift"
 	"github.com/driftline/driftline/hub/keys"
 	"github.com/driftline/driftline/hub/protocol"
 	"github.com/driftline/driftline/hub/rollout"
@@ -152,10 +152,10 @@ type Node struct {
 	paho     *protocol.PahoTransport
 	proto    *protocol.Service
 	rollouts *rollout.Controller
-	drift    *drift.Service
+	drift    *fleetdrift.Service
 	// predDrift is the fleet view of predictions: merged prediction profiles against each
 	// version's output reference.
-	predDrift *drift.Service
+	predDrift *fleetdrift.Service
 	// sealMu guards sealKey: the cluster's seal key, nil when this node holds none.
 	sealMu   sync.RWMutex
 	sealKey  *seal.Key
@@ -294,7 +294,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		},
 		// With an external broker every node hears every device: the leader stages alone.
 		LeaderOnly: len(cfg.Brokers) > 0})
-	n.drift, err = drift.New(drift.Config{
+	n.drift, err = fleetdrift.New(fleetdrift.Config{
 		Registry: n.Reader(), Topics: n.topics, Logger: cfg.Logger, Registerer: n.registry,
 		Publish: func(topic string, payload []byte) error {
 			if n.transport == nil {
@@ -308,7 +308,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	n.predDrift, err = drift.New(drift.Config{
+	n.predDrift, err = fleetdrift.New(fleetdrift.Config{
 		Predictions: true, Registry: n.Reader(), Topics: n.topics, Logger: cfg.Logger, Registerer: n.registry,
 		Publish: func(topic string, payload []byte) error {
 			if n.transport == nil {
@@ -334,8 +334,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		Samples: NewSampleProcessor(spool), ProfileJSON: ProfileJSON, SpoolDir: spool,
 		Seal: n.sealSecret, SealKey: n.sealKeyText,
 		Extra: func(e *echo.Echo, s *api.Server) {
-			drift.Register(e.Group("/api/v1"), n.drift, s.ReadMiddleware()...)
-			drift.RegisterPredictions(e.Group("/api/v1"), n.predDrift, s.ReadMiddleware()...)
+			fleetdrift.Register(e.Group("/api/v1"), n.drift, s.ReadMiddleware()...)
+			fleetdrift.RegisterPredictions(e.Group("/api/v1"), n.predDrift, s.ReadMiddleware()...)
 			dashboard.Register(e)
 			if os.Getenv("DRIFTLINE_PPROF") != "" { // profiling for operators, off by default
 				registerPprof(e, s.AdminMiddleware()...)
