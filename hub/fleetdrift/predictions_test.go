@@ -12,6 +12,7 @@ import (
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/fleetdrift"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/contract"
 	"github.com/driftline/driftline/shared/contract/rows"
@@ -89,7 +90,7 @@ func TestFleetPredictionDriftMergesProfiles(t *testing.T) {
 
 	clk := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	pub := &published{}
-	svc, err := fleetdrift.New(fleetdrift.Config{Predictions: true, Registry: h.n.Reader(), Now: clk.Now, Publish: pub.Publish, Logger: testLogger(t)})
+	svc, err := fleetdrift.New(fleetdrift.Config{Predictions: true, Registry: h.n.Reader(), Now: clk.Now, Publish: pub.Publish, Logger: testhelp.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,11 +1,29 @@
 package node
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 
 	"github.com/driftline/driftline/hub/seal"
 )
+
+// loadSealKey loads DATA/seal.key; the first node of a new cluster (no state database yet, no
+// --join) makes it. A joiner gets it with its promotion (adoptSealKey); a node of a cluster made
+// before sealing has none until an operator copies one in (docs/upgrading.md), and then stores
+// webhook secrets as given.
+func (n *Node) loadSealKey() error {
+	_, statErr := os.Stat(filepath.Join(n.cfg.DataDir, "db"))
+	fresh := errors.Is(statErr, fs.ErrNotExist) && n.cfg.Join == ""
+	k, err := seal.LoadOrGenerate(filepath.Join(n.cfg.DataDir, seal.FileName), fresh)
+	if err != nil {
+		return fmt.Errorf("node: seal key: %w", err)
+	}
+	n.sealKey = k
+	return nil
+}
 
 // sealSecret seals a secret under the cluster's seal key before it enters a Raft command; a node
 // without a key stores it as given (and says so).

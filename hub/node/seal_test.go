@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/seal"
 	"github.com/driftline/driftline/hub/webhook"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // TestWebhookSecretSealed: a webhook secret enters the replicated state (and so the Raft log,
@@ -61,7 +61,7 @@ func TestWebhookSecretSealed(t *testing.T) {
 	}
 
 	call(t, n1, tok, http.MethodPost, "/api/v1/webhooks/ci/test", nil, http.StatusAccepted, nil)
-	waitFor(t, 20*time.Second, "the test delivery", func() bool { mu.Lock(); defer mu.Unlock(); return len(verified) > 0 })
+	testhelp.WaitFor(t, 20*time.Second, "the test delivery", func() bool { mu.Lock(); defer mu.Unlock(); return len(verified) > 0 })
 	mu.Lock()
 	if verified[0] != nil {
 		t.Fatalf("delivery signature: %v", verified[0])
@@ -73,7 +73,7 @@ func TestWebhookSecretSealed(t *testing.T) {
 	call(t, n1, tok, http.MethodPost, "/api/v1/cluster/join-tokens", api.JoinTokenRequest{TTLSeconds: 600}, http.StatusCreated, &jt)
 	dir := t.TempDir()
 	n2, err := Start(context.Background(), Config{DataDir: dir, NodeID: "n2", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
-		Join: n1.URL(), JoinToken: jt.Token, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		Join: n1.URL(), JoinToken: jt.Token, Logger: testhelp.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
