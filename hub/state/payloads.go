@@ -192,12 +192,16 @@ type DeviceObservation struct {
 }
 
 // NumberedReport is one report an agent numbered for the hub's acknowledgement: a validation or
-// drift report's contribution to the device's health summary.
+// drift report's contribution to the device's health summary, or (Outputs set) a prediction
+// drift or performance report's counts for the device's output health.
 type NumberedReport struct {
 	Epoch  uint64        `json:"epoch"`
 	Seq    uint64        `json:"seq"`
 	First  uint64        `json:"first"`
 	Health HealthSummary `json:"health"`
+	// Outputs, when set, is the report's output news (counts are this report's alone); Health
+	// is then zero and not applied.
+	Outputs *OutputHealth `json:"outputs,omitempty"`
 }
 
 // DeviceTelemetry is a batch of device observations: one command per interval, never one per

@@ -67,11 +67,18 @@ type Config struct {
 	// then ignored): the hub passes cluster.StreamLayer, mutual TLS with the cluster CA. Without
 	// it Raft is unauthenticated: anyone who reaches RaftBind can append entries.
 	StreamLayer raft.StreamLayer
+	// RaftDialVia maps a peer's Raft address (as the Raft configuration holds it) to the address
+	// this node dials instead: a per-link proxy of a fault-injection harness, or a tunnel.
+	// Peers not named are dialled directly.
+	RaftDialVia map[string]string
 	// HTTPAddr is this node's API address, recorded in the replicated node records so followers
 	// can forward writes to the leader.
 	HTTPAddr string
 	// Bootstrap bootstraps a one-node cluster when no raft state exists yet.
 	Bootstrap bool
+	// DeadNodeTimeout, when positive, makes the leader remove members it has not reached for
+	// this long while a quorum remains (autopilot.go).
+	DeadNodeTimeout time.Duration
 	// Processor applies the hub's commands.
 	Processor Processor
 	// Logger receives the store's and raft's logs; nil means slog.Default().
@@ -103,6 +110,7 @@ type Store struct {
 	guard   *guardedTransport
 	snaps   raft.SnapshotStore
 	logs    raft.LogStore // the log cache raft reads through (appliedIndex)
+	stable  raft.StableStore
 	ap      *applier
 	metrics *metrics
 
@@ -167,10 +175,8 @@ func Open(cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("%w: raft advertise address %q: %w", ErrConfig, cfg.RaftAdvertise, err)
 		}
 	}
-	if cfg.StreamLayer != nil {
-		s.trans = raft.NewNetworkTransportWithLogger(cfg.StreamLayer, 3, 10*time.Second, hlog)
-	} else if s.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftBind, adv, 3, 10*time.Second, hlog); err != nil {
-		return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftBind, err)
+	if s.trans, err = newTransport(cfg, adv, hlog); err != nil {
+		return nil, err
 	}
 
 	notify := make(chan bool, 16)
@@ -190,6 +196,7 @@ func Open(cfg Config) (*Store, error) {
 	f := &fsm{db: cfg.DB, ap: s.ap, log: log, dir: cfg.Dir}
 	s.guard = &guardedTransport{NetworkTransport: s.trans}
 	s.logs = cache
+	s.stable = logs
 	s.raft, err = raft.NewRaft(rc, f, cache, logs, snaps, s.guard)
 	if err != nil {
 		_ = s.trans.Close()
@@ -204,6 +211,10 @@ func Open(cfg Config) (*Store, error) {
 			s.shutdown(false)
 			return nil, err
 		}
+	}
+	if cfg.DeadNodeTimeout > 0 {
+		s.wg.Add(1)
+		go s.reapDeadNodes(cfg.DeadNodeTimeout)
 	}
 	s.wg.Add(2)
 	go s.commitLoop()
@@ -311,7 +322,11 @@ func (s *Store) shutdown(transfer bool) error {
 			}
 		}
 		close(s.stop)
-		if err := s.raft.Shutdown().Error(); err != nil {
+		fut := s.raft.Shutdown()
+		// Raft's replication may be stuck in a pipeline whose reader stopped: closing the
+		// pipelines lets it see the shutdown (guardedTransport.closePipelines).
+		s.guard.closePipelines()
+		if err := fut.Error(); err != nil {
 			s.closeErr = fmt.Errorf("raft shutdown: %w", err)
 		}
 		s.guard.closeHeartbeats()
