@@ -95,6 +95,11 @@ type KeySource interface {
 type Config struct {
 	Store  Store
 	Reader state.Reader
+	// Seal seals a secret before it enters a Raft command (webhook secrets; hub/seal); nil
+	// stores secrets as given. SealKey is the cluster seal key's text, handed to a node with its
+	// promotion ("" when this node holds none).
+	Seal    func(plain string) (string, error)
+	SealKey func() string
 	// Keys gives the cluster's current online signing key (approvals sign with it).
 	Keys KeySource
 	// NodeKey is this node's own signing key (DATA/signing.key). An approval also signs the

@@ -104,6 +104,9 @@ func (n *Node) startMQTT() error {
 	if err := protocol.SubscribeProfiles(transport, n.topics, n.drift.Enqueue); err != nil {
 		return err
 	}
+	if err := protocol.SubscribePredictionProfiles(transport, n.topics, n.predDrift.Enqueue); err != nil {
+		return err
+	}
 	// Samples are handled by whichever node hears them (a follower forwards the staging command
 	// to the leader); with an external broker they come through the shared subscription, once.
 	topics := n.topics
@@ -114,6 +117,16 @@ func (n *Node) startMQTT() error {
 	if err := subscribe(topics.AllDevices(wire.KindSample), func(topic string, payload []byte) {
 		if kind, id, _, err := topics.Parse(topic); err == nil && kind == wire.KindSample {
 			n.samples.Handle(topic, id, payload)
+		}
+	}); err != nil {
+		return err
+	}
+	// Sample uploads (chunk frames): every frame of one upload must reach the same node, so
+	// not a shared subscription; with an external broker every node hears them and only the
+	// leader assembles (the collector's LeaderOnly).
+	if err := transport.Subscribe(topics.AllDevices(wire.KindSamplePart), func(topic string, payload []byte) {
+		if kind, id, _, err := topics.Parse(topic); err == nil && kind == wire.KindSamplePart {
+			n.samples.HandlePart(id, payload)
 		}
 	}); err != nil {
 		return err

@@ -220,7 +220,7 @@ func BuildDesired(r state.Reader, d state.Device, cur keys.Current, now time.Tim
 		if err != nil {
 			return msg, err
 		}
-		sig, ok := state.ApprovalSignature(mv, cur.Online)
+		sig, ok := state.ApprovalSignature(mv, a, cur.Online)
 		if !ok && mv.Status == state.StatusApproved {
 			sig = artifact.SignApproval(cur.Key, a)
 		}
