@@ -21,6 +21,7 @@ const (
 	pChunk          = "fsm/chunk/"
 	pChunkPending   = "fsm/chunkp/" // digest -> Unix ms it was stored: no version lists it yet
 	pDevice         = "fsm/dev/"
+	pDeviceStatus   = "fsm/devst/"  // device id -> its status (presence, reported, health, outputs)
 	pDeviceToken    = "fsm/devtok/" // token hash -> device id
 	pReportCursor   = ReportCursorPrefix
 	pToken          = "fsm/tok/"

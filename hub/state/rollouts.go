@@ -354,7 +354,7 @@ func rolloutDevices(txn *badger.Txn, id string, wave int) ([]RolloutDevice, erro
 }
 
 // setDesired points one device at a version (0 clears) as part of a rollout.
-func setDesired(txn *badger.Txn, env command.Envelope, id, model string, version int, rollout string) error {
+func setDesired(txn *badger.Txn, env command.Envelope, id, model string, version int, rollout string, em emitter) error {
 	d, err := getDevice(txn, id)
 	if errors.Is(err, ErrNotFound) {
 		return nil // removed meanwhile
@@ -377,10 +377,11 @@ func setDesired(txn *badger.Txn, env command.Envelope, id, model string, version
 		d.Desired[model] = DesiredModel{Version: version, RolloutID: rollout, SetAt: env.Time}
 	}
 	d.DesiredRev++
-	return putDevice(txn, d)
+	em.add(Change{Kind: ChangeDesired, Device: id, Rev: d.DesiredRev})
+	return putDeviceSpec(txn, d)
 }
 
-func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransition) (any, *auditNote, error) {
+func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransition, em emitter) (any, *auditNote, error) {
 	r, err := getRollout(txn, c.ID)
 	if err != nil {
 		return nil, nil, err
@@ -411,7 +412,7 @@ func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransitio
 			return nil, nil, err
 		}
 		for _, rd := range devs {
-			if err := setDesired(txn, env, rd.ID, r.Model, r.Version, r.ID); err != nil {
+			if err := setDesired(txn, env, rd.ID, r.Model, r.Version, r.ID, em); err != nil {
 				return nil, nil, err
 			}
 			if err := setDeviceState(txn, &r, rd, DevNotified, "", env.Time); err != nil {
@@ -472,7 +473,7 @@ func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransitio
 			if rd.State == DevPending {
 				continue // never told: nothing to undo
 			}
-			if err := setDesired(txn, env, rd.ID, r.Model, rd.Previous, r.ID); err != nil {
+			if err := setDesired(txn, env, rd.ID, r.Model, rd.Previous, r.ID, em); err != nil {
 				return nil, nil, err
 			}
 			if err := setDeviceState(txn, &r, rd, DevRolledBack, "", env.Time); err != nil {
