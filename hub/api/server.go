@@ -129,9 +129,6 @@ type Config struct {
 	// ProfileJSON renders an encoded profile as JSON for GET .../profile with Accept:
 	// application/json. May be nil.
 	ProfileJSON func(profile []byte) ([]byte, error)
-	// OnDesiredChanged is called after a device's desired state changed (the MQTT side
-	// publishes it). May be nil.
-	OnDesiredChanged func(deviceID string)
 	// OnRolloutChanged is called after a rollout was created or acted on (the controller
 	// wakes). May be nil.
 	OnRolloutChanged func(id string)

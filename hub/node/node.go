@@ -254,8 +254,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.peers = cluster.NewClient(ctls, cfg.TLSCert != "")
+	// The credential watch subscribes before the store starts, so the entries replayed at start
+	// reach it too.
+	changes := store.NewFeed()
+	credentials := changes.Subscribe()
 	n.store, err = store.Open(store.Config{
-		DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID, StreamLayer: layer,
+		Changes: changes, DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID, StreamLayer: layer,
 		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertiseOf(cfg), HTTPAddr: advHTTP,
 		Bootstrap: cfg.Join == "", Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
 	})
@@ -309,11 +313,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		PeerScheme:       n.peers.Scheme, PeerTransport: n.peers.Transport,
 		AdvertiseMQTT: n.advertisedMQTT(),
 		TopicPrefix:   cfg.TopicPrefix,
-		OnDesiredChanged: func(id string) {
-			if n.proto != nil {
-				n.proto.DesiredChanged(id)
-			}
-		},
 	})
 	n.http = newHTTPServer(n.api.Handler(), cfg.httpLimits, n.registry)
 	if ctls != nil {
@@ -338,7 +337,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}
 	n.wg.Add(5)
-	go func() { defer n.wg.Done(); n.watchCredentials(bg) }()
+	go func() { defer n.wg.Done(); n.watchCredentials(bg, credentials) }()
 	go func() { defer n.wg.Done(); n.drift.Run(bg) }()
 	go func() { defer n.wg.Done(); n.rollouts.Run(bg) }()
 	go func() { defer n.wg.Done(); n.leaderChores(bg) }()

@@ -13,13 +13,6 @@ import (
 	"github.com/driftline/driftline/shared/wire"
 )
 
-// devicePrefix is where the FSM keeps devices (hub/state key layout); trustPrefix its root of
-// trust.
-const (
-	devicePrefix = "fsm/dev/"
-	trustPrefix  = "fsm/trust/"
-)
-
 // DefaultDesiredTTL is how long a signed desired state is valid when Config.DesiredTTL is 0.
 // The hub signs it again once half of it has passed, so a device that hears nothing valid for
 // longer knows it is cut off (frozen) rather than idle.
@@ -31,16 +24,18 @@ type KeySource interface {
 	Current() (keys.Current, error)
 }
 
-// desiredPublisher keeps every device's retained desired message equal to the FSM. It watches
-// the node's database for writes under the device prefix (badger's Subscribe), so it reacts to
-// changes however they were made (API, rollout controller, a snapshot restore) and on every node.
-// It publishes a device when its desired revision moved, when the root of trust changed (a
-// rotated key signs it again and carries the new root to the agent), and when half of the
-// last signature's lifetime has passed (a refresh: same rev, new issue and expiry times).
+// desiredPublisher keeps every device's retained desired message equal to the FSM. It is driven
+// by the state machine's change feed (changes.go), so it reacts to changes however they were made
+// (API, rollout controller, a snapshot restore) and on every node, and only to desired changes:
+// telemetry (a device's status) does not wake it. It publishes a device when its desired
+// revision moved, when the root of trust changed (a rotated key signs it again and carries the
+// new root to the agent), and when half of the last signature's lifetime has passed (a refresh:
+// same rev, new issue and expiry times).
 type desiredPublisher struct {
 	s     *Service
 	ttl   time.Duration
 	dirty *dirtySet
+	// trust asks for a pass over every device (the key set changed, or the feed reset).
 	trust chan struct{}
 	// mu guards published.
 	mu sync.Mutex
@@ -66,15 +61,15 @@ func newDesiredPublisher(s *Service) *desiredPublisher {
 
 func (p *desiredPublisher) notify(id string) { p.dirty.mark(id) }
 
+// all asks for a pass over every device.
+func (p *desiredPublisher) all() {
+	select {
+	case p.trust <- struct{}{}:
+	default:
+	}
+}
+
 func (p *desiredPublisher) run(ctx context.Context) {
-	go p.s.watchPrefix(ctx, devicePrefix, p.notify)
-	go p.s.watchPrefix(ctx, trustPrefix, func(string) {
-		select {
-		case p.trust <- struct{}{}:
-		default:
-		}
-	})
-	p.publishAll(false)
 	// A periodic pass repairs what a failed publish or a broker restart lost, for the devices
 	// that have not acted on their desired revision yet (one that has reported it holds it),
 	// and signs again the desired states whose refresh time has come.
@@ -122,9 +117,6 @@ func (p *desiredPublisher) publishAll(repair bool) {
 func (p *desiredPublisher) publish(id string) {
 	d, err := p.s.cfg.Reader.Device(id)
 	if errors.Is(err, state.ErrNotFound) {
-		if p.s.cfg.OnDeviceRemoved != nil {
-			p.s.cfg.OnDeviceRemoved(id)
-		}
 		p.mu.Lock()
 		_, had := p.published[id]
 		delete(p.published, id)
