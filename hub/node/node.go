@@ -270,7 +270,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.registerOps()
-	n.rollouts = rollout.New(rollout.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
+	n.rollouts = rollout.New(rollout.Config{Store: n.store, Changes: n.store.Changes(), Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
 	n.webhooks = webhook.New(webhook.Config{Store: n.store, Reader: n.Reader(), NodeID: cfg.NodeID,
 		Logger: cfg.Logger, Registerer: n.registry})
 	n.samples = samples.New(samples.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry,
@@ -309,7 +309,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 				registerPprof(e, s.AdminMiddleware()...)
 			}
 		},
-		OnRolloutChanged: func(string) { n.rollouts.Wake() },
 		PeerScheme:       n.peers.Scheme, PeerTransport: n.peers.Transport,
 		AdvertiseMQTT: n.advertisedMQTT(),
 		TopicPrefix:   cfg.TopicPrefix,

@@ -337,7 +337,7 @@ func (a *applier) attempt(units []unit, only ...position) (int, error) {
 		a.applied.Store(p.index)
 	}
 	if a.feed != nil {
-		a.feed.publish(changes)
+		a.feed.Publish(changes)
 	}
 	return len(units), nil
 }

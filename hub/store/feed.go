@@ -67,8 +67,10 @@ func (f *Feed) Subscribe() *Subscription {
 	return s
 }
 
-// publish hands changes to every subscription (the FSM goroutine calls it after a commit).
-func (f *Feed) publish(cs []Change) {
+// Publish hands changes to every subscription, in order. The FSM calls it after each commit;
+// nothing else should, except an in-process test store that applies commands itself
+// (hub/state/statetest).
+func (f *Feed) Publish(cs []Change) {
 	if len(cs) == 0 {
 		return
 	}
@@ -90,24 +92,33 @@ func (f *Feed) publish(cs []Change) {
 // ctx ends first, and ErrShutdown after Close.
 func (s *Subscription) Next(ctx context.Context) ([]Change, error) {
 	for {
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			return nil, ErrShutdown
+		cs, err := s.Take()
+		if err != nil || len(cs) > 0 {
+			return cs, err
 		}
-		if len(s.q) > 0 {
-			out := s.q
-			s.q = nil
-			s.mu.Unlock()
-			return out, nil
-		}
-		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-s.signal:
 		}
 	}
+}
+
+// Ready has a value when changes may be queued (Take them); a consumer that selects on other
+// channels too waits on it instead of calling Next.
+func (s *Subscription) Ready() <-chan struct{} { return s.signal }
+
+// Take returns every queued change, oldest first, without waiting (none: an empty slice), and
+// ErrShutdown after Close.
+func (s *Subscription) Take() ([]Change, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrShutdown
+	}
+	out := s.q
+	s.q = nil
+	return out, nil
 }
 
 // Close ends the subscription; Next returns ErrShutdown from then on.

@@ -49,7 +49,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	// What the snapshot replaced is described by no change: consumers rescan.
 	if f.ap.feed != nil {
-		f.ap.feed.publish([]Change{{Index: f.ap.pos.index, Reset: true}})
+		f.ap.feed.Publish([]Change{{Index: f.ap.pos.index, Reset: true}})
 	}
 	return nil
 }
