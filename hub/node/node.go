@@ -309,7 +309,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 				registerPprof(e, s.AdminMiddleware()...)
 			}
 		},
-		PeerScheme:       n.peers.Scheme, PeerTransport: n.peers.Transport,
+		PeerScheme: n.peers.Scheme, PeerTransport: n.peers.Transport,
 		AdvertiseMQTT: n.advertisedMQTT(),
 		TopicPrefix:   cfg.TopicPrefix,
 	})

@@ -71,8 +71,8 @@ type Config struct {
 	// Changes is the node's change feed (store.Store.Changes): desired states, rollouts, keys
 	// and report cursors that changed. Required.
 	Changes *store.Feed
-	Reader state.Reader
-	Topics wire.Topics
+	Reader  state.Reader
+	Topics  wire.Topics
 	// Apply proposes a command (on the leader) or forwards it to the leader.
 	Apply func(ctx context.Context, env command.Envelope) error
 	// Interval is how often observed telemetry becomes one Raft command; default 1 s.
@@ -86,8 +86,8 @@ type Config struct {
 	Keys KeySource
 	// DesiredTTL is how long a signed desired state is valid; default DefaultDesiredTTL.
 	DesiredTTL time.Duration
-	Logger          *slog.Logger
-	Registerer      prometheus.Registerer
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // Service runs the hub side of the protocol.
