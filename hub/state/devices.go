@@ -259,7 +259,10 @@ func deviceDesiredSet(txn *badger.Txn, env command.Envelope, c DeviceDesiredSet)
 	if d.Desired == nil {
 		d.Desired = map[string]DesiredModel{}
 	}
-	if cur, ok := d.Desired[c.Model]; ok && cur.Version == c.Version && cur.RolloutID == c.RolloutID {
+	cur, ok := d.Desired[c.Model]
+	if ok && cur.Version == c.Version && cur.RolloutID == c.RolloutID || !ok && c.Version == 0 {
+		// Unchanged (clearing a model the device has no desired version of included): the
+		// revision stays, nothing is written or published.
 		return DesiredResult{ID: d.ID, Rev: d.DesiredRev, Desired: d.Desired}, nil, nil
 	}
 	if c.Version == 0 {
