@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/driftline/driftline/hub/keys"
@@ -41,6 +42,8 @@ type desiredPublisher struct {
 	mu sync.Mutex
 	// published is what was last published per device (absent: cleared or never).
 	published map[string]publishedDesired
+	// looked counts devices read because the feed named them (tests: a status change wakes none).
+	looked atomic.Int64
 }
 
 // publishedDesired is one device's last published desired state.
@@ -115,6 +118,7 @@ func (p *desiredPublisher) publishAll(repair bool) {
 }
 
 func (p *desiredPublisher) publish(id string) {
+	p.looked.Add(1)
 	d, err := p.s.cfg.Reader.Device(id)
 	if errors.Is(err, state.ErrNotFound) {
 		p.mu.Lock()
