@@ -11,10 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/keys"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/hub/state/statetest"
+	"github.com/driftline/driftline/hub/store"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -87,6 +90,24 @@ func TestPublishersFollowTheChangeFeed(t *testing.T) {
 	st.Must(t, command.TypeDeviceDelete, state.DeviceDelete{ID: "d4"})
 	testhelp.WaitFor(t, 10*time.Second, "d4's desired message cleared", func() bool {
 		b, ok := tr.payloadOf(topics.Desired("d4"))
+		return ok && len(b) == 0
+	})
+
+	// A snapshot restore that drops a device (no change describes it: the feed resets) clears
+	// its retained message too. The restore is simulated by deleting the device's keys.
+	if err := st.DB.Update(func(txn *badger.Txn) error {
+		for _, k := range []string{"fsm/dev/d2", "fsm/devst/d2"} {
+			if err := txn.Delete([]byte(k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st.Changes.Publish([]store.Change{{Index: st.Index(), Reset: true}})
+	testhelp.WaitFor(t, 10*time.Second, "d2's desired message cleared after the reset", func() bool {
+		b, ok := tr.payloadOf(topics.Desired("d2"))
 		return ok && len(b) == 0
 	})
 

@@ -95,9 +95,12 @@ func (p *desiredPublisher) run(ctx context.Context) {
 }
 
 // publishAll publishes every device's desired state that was not published at its revision yet;
-// with repair, it publishes again those whose agents have not reported acting on it.
+// with repair, it publishes again those whose agents have not reported acting on it. A device
+// published before that is gone (removed by a restored snapshot, which no change describes) has
+// its retained message cleared.
 func (p *desiredPublisher) publishAll(repair bool) {
 	cursor := ""
+	seen := map[string]bool{}
 	for {
 		page, err := p.s.cfg.Reader.Devices(nil, cursor, state.MaxLimit)
 		if err != nil {
@@ -105,15 +108,27 @@ func (p *desiredPublisher) publishAll(repair bool) {
 			return
 		}
 		for _, d := range page.Items {
+			seen[d.ID] = true
 			if repair && unacknowledged(d) {
 				p.forget(d.ID)
 			}
 			p.publishDevice(d)
 		}
 		if page.NextCursor == nil {
-			return
+			break
 		}
 		cursor = *page.NextCursor
+	}
+	var gone []string
+	p.mu.Lock()
+	for id := range p.published {
+		if !seen[id] {
+			gone = append(gone, id)
+		}
+	}
+	p.mu.Unlock()
+	for _, id := range gone {
+		p.publish(id)
 	}
 }
 
