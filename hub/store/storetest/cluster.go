@@ -153,7 +153,7 @@ func (c *Cluster) start(node *Node, bootstrap bool) {
 	}
 	s, err := store.Open(store.Config{
 		Registerer: reg, Changes: feed,
-		DB:         db, Dir: filepath.Join(node.Dir, "raft"), NodeID: node.ID,
+		DB: db, Dir: filepath.Join(node.Dir, "raft"), NodeID: node.ID,
 		RaftBind: node.RaftAddr, HTTPAddr: node.HTTPAddr, Bootstrap: bootstrap,
 		Processor: c.factory(node.ID), Logger: log,
 		Tune: func(rc *raft.Config) {
