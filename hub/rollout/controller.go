@@ -170,6 +170,10 @@ func (c *Controller) Run(ctx context.Context) {
 			}
 			took = time.Since(start)
 			c.tick.Observe(took.Seconds())
+		} else {
+			c.passMu.Lock()
+			clear(c.trackers) // another node decides meanwhile: start from a full read if this one leads again
+			c.passMu.Unlock()
 		}
 		t.Reset(max(c.cfg.Interval, passBackoff*took))
 	}
