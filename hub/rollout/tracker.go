@@ -108,7 +108,7 @@ func (c *Controller) look(t *tracker, id string, d *tdev) error {
 	}
 	st, errText := d.recorded, ""
 	if st != state.DevActive && st != state.DevRolledBack {
-		if dev, err := c.cfg.Reader.Device(id); err == nil {
+		if dev, err := c.cfg.Reader.DeviceStatus(id); err == nil {
 			st, errText = deviceState(dev, r, st)
 		} else if errors.Is(err, state.ErrNotFound) {
 			st, errText = state.DevFailed, "device removed"

@@ -99,6 +99,12 @@ func TestDeviceSpecAndStatusApart(t *testing.T) {
 		t.Fatalf("legacy device lists as %+v (%v)", page.Items, err)
 	}
 	wantJSON, _ := json.Marshal(want)
+	if st, err := r.DeviceStatus("old"); err != nil || st.LastSeen != want.LastSeen || !reflect.DeepEqual(st.Reported, want.Reported) || st.Health == nil {
+		t.Fatalf("legacy device status %+v (%v)", st, err)
+	}
+	if _, err := r.DeviceStatus("nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("status of an unknown device: %v", err)
+	}
 
 	// A spec write on a legacy device moves its status out and keeps everything readable.
 	if cs := h.applyChanges(command.TypeDevicePatch, DevicePatch{ID: "old", Labels: map[string]*string{"x": ptr("y")}}); len(cs) != 0 {
@@ -126,6 +132,9 @@ func TestDeviceSpecAndStatusApart(t *testing.T) {
 	}
 	if string(h.raw(pDevice+"old")) != string(spec) {
 		t.Fatal("telemetry rewrote the device's spec")
+	}
+	if st, err := r.DeviceStatus("old"); err != nil || st.LastSeen != seen || *st.Reported.Models["m"].Active != 2 {
+		t.Fatalf("status after telemetry %+v (%v)", st, err)
 	}
 	got, _ = r.Device("old")
 	if got.LastSeen != seen || *got.Reported.Models["m"].Active != 2 || got.DesiredRev != 1 || got.Labels["site"] != "a" {
@@ -158,6 +167,9 @@ func TestDeviceSpecAndStatusApart(t *testing.T) {
 	}
 	if h.raw(pDeviceStatus+"new") != nil || h.raw(pDevice+"new") != nil {
 		t.Fatal("a removed device left keys behind")
+	}
+	if _, err := r.DeviceStatus("new"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("status of a removed device: %v", err)
 	}
 }
 

@@ -223,6 +223,23 @@ func (r Reader) Device(id string) (Device, error) {
 	return d.Device, err
 }
 
+// DeviceStatus returns a device's status only (ID, presence, reported state, health, outputs:
+// no labels or desired state), in one read for a device of the current layout. ErrNotFound when
+// the device does not exist.
+func (r Reader) DeviceStatus(id string) (Device, error) {
+	var d storedDevice
+	err := r.DB.View(func(txn *badger.Txn) error {
+		d.ID = id
+		err := loadStatus(txn, &d)
+		if err != nil || !d.legacy {
+			return err
+		}
+		d, err = getDevice(txn, id) // no status key: a device of the previous layout, or none
+		return err
+	})
+	return d.Device, err
+}
+
 // Tokens lists API tokens (never their hashes).
 func (r Reader) Tokens(cursor string, limit int) (Page[Token], error) {
 	p, err := list[storedToken](r.DB, pToken, cursor, limit, false, nil)
