@@ -1,7 +1,7 @@
 // Package agent is the edge runtime of driftline-agent: one Agent per device connects to the
 // broker over MQTT, acts on the hub's desired state (pulls, verifies and activates model
 // versions), reports what runs, sends heartbeats, and forwards every report through the
-// store-and-forward outbox. Everything it keeps lives in the state.Namespace it is given, so
+// store-and-forward outbox. Everything it keeps lives in the devicedb.Namespace it is given, so
 // fleet mode runs thousands of Agents on one shared database. DESIGN.md has the invariants.
 package agent
 
@@ -21,9 +21,10 @@ import (
 
 	"github.com/driftline/driftline/agent/chunkcache"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/modelstore"
 	"github.com/driftline/driftline/agent/outbox"
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/reconcile"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -42,11 +43,6 @@ type Options struct {
 	// Gatherer is what GET /metrics serves (default: the registry created for Registerer, or
 	// prometheus.DefaultGatherer when Registerer was given).
 	Gatherer prometheus.Gatherer
-	// OnData, when set, receives each message of the device's data topic, on one agent
-	// goroutine, in order (the data pipeline's ingestion). The payload is the caller's.
-	OnData func(payload []byte)
-	// Stats, when set, supplies the pipeline's counters for heartbeats.
-	Stats func() PipelineStats
 	// OnChunk, when set, is called after each fetched chunk is verified and stored (progress
 	// displays and crash tests).
 	OnChunk func()
@@ -83,46 +79,29 @@ type Agent struct {
 	trust   *trustStore
 	started time.Time
 
-	ns     state.Namespace
-	own    state.Namespace // records, revision
-	assets state.Namespace // manifests, contracts, profiles by digest
-	out    *outbox.Outbox
-	cache  *chunkcache.Cache
-	store  *modelstore.Store
-	conn   *conn
-	fetch  *fetcher
-	m      *metrics
+	ns    devicedb.Namespace
+	out   *outbox.Outbox
+	store *modelstore.Store
+	conn  *conn
+	rec   *reconcile.Reconciler
+	m     *metrics
 
-	mux      *http.ServeMux
-	addr     atomic.Value // string: the listener's address once Run serves it
-	gatherer prometheus.Gatherer
-	reg      prometheus.Registerer
+	mux  *http.ServeMux
+	addr atomic.Value // string: the listener's address once Run serves it
+	reg  prometheus.Registerer
 
-	mu           sync.Mutex
-	models       map[string]*modelRecord
-	reportRev    uint64
-	lastProgress time.Time
-
-	activeKey   string // what activeCache holds (Active)
-	activeCache ActiveModel
-	outputKey   string // what outputCache holds (Output)
-	outputCache []byte
-
-	lastRev uint64 // desired loop only
 	// reportedStale is the desired_stale the last reported state carried (heartbeat loop only).
 	reportedStale bool
 	// reportedRootExpired is the root_expired the last reported state carried (heartbeat loop
 	// only).
 	reportedRootExpired bool
-	retry               bool          // desired loop only: a model of the current revision failed transiently
-	retryMin            time.Duration // first wait before a failed revision is tried again
 	ran                 bool
-	extra               []func(context.Context)
+	exts                []Extension // AddExtension
 }
 
 // New validates cfg and opens the agent's stores inside ns (children "agent", "assets",
 // "outbox", "chunks", "models"). It connects nothing; Run does.
-func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
+func New(cfg config.Config, ns devicedb.Namespace, opts Options) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -154,13 +133,13 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: cfg, opts: opts, log: opts.Logger.With("device", cfg.DeviceID), topics: topics,
-		started: time.Now(), ns: ns, own: ns.Sub("agent"), assets: ns.Sub("assets"),
-		models: map[string]*modelRecord{}, mux: http.NewServeMux(), gatherer: gat, reg: reg,
+		started: time.Now(), ns: ns, mux: http.NewServeMux(), reg: reg,
 	}
 	if a.m, err = newMetrics(reg, Version, !opts.NoRSSGauge); err != nil {
 		return nil, err
 	}
-	if a.trust, err = newTrustStore(a.own, root, keys); err != nil {
+	own := ns.Sub("agent") // trust, model records, desired revision
+	if a.trust, err = newTrustStore(own, root, keys); err != nil {
 		return nil, err
 	}
 	if err := a.trust.register(reg); err != nil {
@@ -173,12 +152,13 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.cache, err = chunkcache.Open(ns.Sub("chunks"), chunkcache.Options{MaxBytes: cfg.ChunkCacheBytes, Logger: a.log}); err != nil {
+	cache, err := chunkcache.Open(ns.Sub("chunks"), chunkcache.Options{MaxBytes: cfg.ChunkCacheBytes, Logger: a.log})
+	if err != nil {
 		return nil, err
 	}
 	a.store, err = modelstore.Open(ns.Sub("models"), modelstore.Options{
 		Dir: cfg.ModelDir, Health: modelstore.HealthCheck{Argv: cfg.HealthCheck.Command, Timeout: cfg.HealthCheck.Timeout.D()}, Logger: a.log,
-		BeforeRemove: a.keepChunks, Failpoint: opts.Failpoint,
+		BeforeRemove: func(v modelstore.Version, kept []modelstore.Version) { a.rec.KeepChunks(v, kept) }, Failpoint: opts.Failpoint,
 	})
 	if err != nil {
 		return nil, err
@@ -195,22 +175,23 @@ func New(cfg config.Config, ns state.Namespace, opts Options) (*Agent, error) {
 		pace.refusedMax = DefaultRefusedBackoffMax
 	}
 	pace.refusedMax = max(pace.refusedMax, pace.refusedMin)
-	if a.conn, err = newConn(cfg, topics, a.m, a.log, a.started, Version, opts.OnData != nil, pace); err != nil {
+	if a.conn, err = newConn(cfg, topics, a.m, a.log, a.started, Version, pace); err != nil {
 		return nil, err
 	}
 	a.conn.onRefused = opts.OnConnectRefused
 	a.conn.onFrameBytes = func(n int) { a.m.fetchedBytes.Add(float64(n)) }
 	a.conn.acceptDesired = a.acceptDesired
-	a.fetch = newFetcher(a)
-	a.retryMin = cfg.Fetch.Retry.D()
+	a.rec = reconcile.New(reconcile.Config{
+		DeviceID: cfg.DeviceID, Topics: topics, Fetch: cfg.Fetch, Logger: a.log,
+		Metrics: reconcile.Metrics{FetchedChunks: a.m.fetchedChunks, ChunksReused: a.m.chunksReused,
+			Activations: a.m.activations, Rejected: a.m.rejected},
+		Conn: a.conn, Trust: reconcileTrust{a}, Store: a.store, Cache: cache, Assets: ns.Sub("assets"), Records: own,
+		PullSlots: opts.PullSlots, OnChunk: opts.OnChunk, Failpoint: opts.Failpoint, OnChange: a.report,
+	})
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(gat, promhttp.HandlerOpts{}))
 	a.mux.HandleFunc("GET /status", a.serveStatus)
 	return a, nil
 }
-
-// Handle registers an HTTP handler on the agent's listener (the metrics address) before Run:
-// the pipeline adds POST /ingest here.
-func (a *Agent) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }
 
 // MetricsAddr returns the address GET /metrics (and the agent's other local endpoints) listen
 // on once Run has started serving, else "" (not yet, or Config.Metrics is "off").
@@ -232,36 +213,31 @@ func (a *Agent) Topics() wire.Topics { return a.topics }
 // Logger returns the agent's logger.
 func (a *Agent) Logger() *slog.Logger { return a.log }
 
-// Send queues a report of kind k (validation, drift, drift/{feature} with feature set, profile,
-// ...) for the broker through the outbox: kept on disk while the broker is unreachable and sent
-// in order, within the buffer's bounds. It refuses kinds only the hub may publish.
-func (a *Agent) Send(k wire.Kind, feature string, payload []byte) error {
-	var topic string
-	switch k {
-	case wire.KindValidation:
-		topic = a.topics.Validation(a.cfg.DeviceID)
-	case wire.KindDrift:
-		topic = a.topics.Drift(a.cfg.DeviceID)
-	case wire.KindDriftFeature:
-		if err := wire.ValidateName("feature", feature); err != nil {
-			return err
-		}
-		topic = a.topics.DriftFeature(a.cfg.DeviceID, feature)
-	case wire.KindProfile:
-		topic = a.topics.Profile(a.cfg.DeviceID)
-	case wire.KindHeartbeat:
-		topic = a.topics.Heartbeat(a.cfg.DeviceID)
-	default:
-		return fmt.Errorf("agent: %v is not a report kind the agent sends", k)
-	}
-	return a.out.Enqueue(topic, payload, k.QoS(), k.Retained())
-}
-
 // failpoint calls Options.Failpoint at step.
 func (a *Agent) failpoint(step string) {
 	if a.opts.Failpoint != nil {
 		a.opts.Failpoint(step)
 	}
+}
+
+// report queues the retained reported state: the reconciler's records (the active and previous
+// versions as read from MODELDIR) with the trust flags.
+func (a *Agent) report() {
+	now := time.Now()
+	rev, models := a.rec.Reported()
+	rep := wire.Reported{Header: wire.Header{DeviceID: a.cfg.DeviceID, TS: now.UnixMilli()}, Rev: rev, AgentVersion: Version, Models: models}
+	rep.DesiredStale, _ = a.trust.stale(now)
+	rep.RootExpired = a.trust.rootExpiry(now) != nil
+	b, err := wire.Encode(rep)
+	if err != nil {
+		a.log.Error("encode reported state", "err", err)
+		return
+	}
+	if err := a.out.Enqueue(a.topics.Reported(a.cfg.DeviceID), b, wire.KindReported.QoS(), wire.KindReported.Retained()); err != nil {
+		a.log.Error("queue reported state", "err", err)
+		return
+	}
+	a.failpoint("reported")
 }
 
 // BufferStats returns the outbox's depth, bytes and counters.
@@ -284,7 +260,7 @@ func (a *Agent) reject(reason, msg string, args ...any) {
 	a.log.Warn(msg, append([]any{"reason", reason}, args...)...)
 }
 
-// Run recovers MODELDIR, starts the HTTP listener, connects and runs the desired loop, the
+// Run recovers MODELDIR, starts the HTTP listener, connects and runs the reconciler, the
 // outbox sender and the heartbeat until ctx ends; then it publishes the offline status,
 // disconnects and returns nil. It returns an error only when start-up fails. Run may be called
 // once.
@@ -297,35 +273,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("recover model directory: %w", err)
 	}
-	if err := a.loadRecords(); err != nil {
+	if err := a.rec.Load(recs); err != nil {
 		return err
-	}
-	for _, r := range recs {
-		a.log.Warn("model directory recovered", "model", r.Name, "action", r.Action, "current", r.Current, "err", r.Err)
-		if r.Action == modelstore.ActionRolledBack {
-			a.m.activations.WithLabelValues(ResultFailed).Inc()
-			msg := "activation interrupted and rolled back"
-			if r.Err != nil {
-				msg = r.Err.Error()
-			}
-			a.setState(r.Name, wire.StateFailed, func(rec *modelRecord) { rec.LastError = msg })
-		}
-	}
-	if err := a.adoptDisk(); err != nil {
-		return err
-	}
-	a.mu.Lock()
-	names := make([]string, 0, len(a.models))
-	for n := range a.models {
-		names = append(names, n)
-	}
-	a.reportRev = a.lastRev
-	a.mu.Unlock()
-	for _, n := range names {
-		a.refreshLinks(n)
-		if modelstore.ValidName(n) == nil {
-			a.releasePins(n)
-		}
 	}
 
 	var srv *http.Server
@@ -357,13 +306,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	})
 	spawn(a.connectedLoop)
 	spawn(a.ackLoop)
-	spawn(a.desiredLoop)
+	spawn(a.rec.Run)
 	spawn(a.heartbeatLoop)
-	if a.opts.OnData != nil {
+	if a.conn.wantData {
 		spawn(a.dataLoop)
 	}
-	for _, f := range a.extra {
-		spawn(f)
+	for _, x := range a.exts {
+		spawn(x.Run)
 	}
 	spawn(a.conn.run)
 	a.report()
@@ -440,18 +389,6 @@ func (a *Agent) ackLoop(ctx context.Context) {
 		}
 		if err := a.out.HubAck(ack); err != nil {
 			a.log.Error("apply the hub's ack", "err", err)
-		}
-	}
-}
-
-// dataLoop hands data-topic messages to Options.OnData, in order.
-func (a *Agent) dataLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case b := <-a.conn.data:
-			a.opts.OnData(b)
 		}
 	}
 }

@@ -219,23 +219,29 @@ func (c *conn) run(ctx context.Context) {
 			}
 			lastRefusal = Refusal{}
 		}
-		now := time.Now()
-		c.stMu.Lock()
-		since := c.st.Since
-		if c.st.Connected || c.st.Refused != reason || since.IsZero() {
-			since = now
-		}
-		c.st = ConnStatus{Broker: broker, Since: since, Refused: reason, Error: err.Error(),
-			FailedAttempts: failures, NextAttempt: now.Add(wait)}
-		if reason != "" {
-			c.st.RefusedCode = code
-		}
-		c.stMu.Unlock()
-		c.m.backoff.Set(wait.Seconds())
+		c.failed(broker, reason, code, err, failures, wait)
 		if !c.wait(ctx, wait) {
 			return
 		}
 	}
+}
+
+// failed records a failed connect attempt in the status and the backoff gauge: reason is the
+// refusal ("" for a broker not reached) with its CONNACK code, wait the time to the next attempt.
+func (c *conn) failed(broker, reason string, code byte, err error, failures int, wait time.Duration) {
+	now := time.Now()
+	c.stMu.Lock()
+	since := c.st.Since
+	if c.st.Connected || c.st.Refused != reason || since.IsZero() {
+		since = now
+	}
+	c.st = ConnStatus{Broker: broker, Since: since, Refused: reason, Error: err.Error(),
+		FailedAttempts: failures, NextAttempt: now.Add(wait)}
+	if reason != "" {
+		c.st.RefusedCode = code
+	}
+	c.stMu.Unlock()
+	c.m.backoff.Set(wait.Seconds())
 }
 
 // grow returns the step after prev: lo at first, then doubling up to hi.

@@ -122,9 +122,9 @@ func TestEndToEnd(t *testing.T) {
 	if n := metric(t, a.reg, agent.MetricActivations, "result", agent.ResultActive); n != 2 {
 		t.Fatalf("%v successful activations, want 2", n)
 	}
-	am, ok, err := a.ActiveModel()
-	if err != nil || !ok || am.Name != "clf" || am.Version != v1 {
-		t.Fatalf("ActiveModel = %+v %v %v", am, ok, err)
+	am, err := a.ActiveModels()
+	if err != nil || len(am) != 1 || am[0].Name != "clf" || am[0].Version != v1 {
+		t.Fatalf("ActiveModels = %+v %v", am, err)
 	}
 	// Versions on disk: at most current and previous.
 	entries, _ := os.ReadDir(filepath.Join(cfg.ModelDir, "clf"))

@@ -12,13 +12,4 @@ var (
 	// ErrReconnected is returned when the connection changed while a publish waited for its
 	// acknowledgement, so a completed token proves nothing (PITFALLS: paho); it is sent again.
 	ErrReconnected = errors.New("agent: connection changed during publish")
-	// ErrStalled is returned by a pull that verified nothing for Fetch.Stall.
-	ErrStalled = errors.New("agent: pull stalled")
-	// ErrAttempts is returned by a pull when a digest was requested Fetch.Attempts times.
-	ErrAttempts = errors.New("agent: too many attempts for one digest")
-	// ErrRejected wraps a model version refused before download: manifest digest, signature,
-	// manifest content or model name.
-	ErrRejected = errors.New("agent: model version refused")
-	// errPreempted ends a pull when a newer desired revision arrived.
-	errPreempted = errors.New("agent: newer desired revision")
 )

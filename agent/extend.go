@@ -3,36 +3,107 @@ package agent
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"net/http"
 	"strings"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/devicedb"
+	"github.com/driftline/driftline/agent/reconcile"
 	"github.com/driftline/driftline/shared/wire"
 )
 
-// This file is the data pipeline's way in: it wires itself to an Agent after New and before
-// Run (agent/cli's run hooks do it for driftline-agent).
+// This file is the runtime's one way in for what runs beside it (the data pipeline, the
+// outputs tracker, the sampler): an Extension, in the manner of mochi's Hook. AddExtension
+// hands it a Host before Run; Run calls its hooks. agent/cli's run hooks add them for
+// driftline-agent; firmware-sim's fleet mode adds the same ones.
 
-// OnData sets the handler of the device's data topic (see Options.OnData). Call before Run.
-func (a *Agent) OnData(f func(payload []byte)) {
-	a.opts.OnData = f
-	a.conn.wantData = f != nil
+// Event names a hook an Extension may provide (Extension.Provides).
+type Event int
+
+const (
+	// EventData: OnData receives the device's data topic (the agent subscribes to it only when
+	// an extension provides this).
+	EventData Event = iota + 1
+	// EventStats: Stats supplies heartbeat counters.
+	EventStats
+)
+
+// Extension is something that runs beside the agent's own loops. Embed ExtensionBase and
+// override what it provides.
+type Extension interface {
+	// ID names the extension in logs and errors.
+	ID() string
+	// Provides reports whether the extension handles ev (OnData for EventData, Stats for
+	// EventStats); hooks it does not provide are never called.
+	Provides(ev Event) bool
+	// Init is called once, by AddExtension, with what the extension may use. An error refuses
+	// the extension.
+	Init(h Host) error
+	// OnData receives each message of the device's data topic, in order, on one agent
+	// goroutine. The payload is the caller's.
+	OnData(payload []byte)
+	// Stats returns the counters heartbeats carry; those of several extensions are added.
+	Stats() PipelineStats
+	// Run runs from Agent.Run until ctx ends; Agent.Run waits for it to return.
+	Run(ctx context.Context)
 }
 
-// SetStats sets the source of the pipeline's heartbeat counters (see Options.Stats). Call
-// before Run.
-func (a *Agent) SetStats(f func() PipelineStats) { a.opts.Stats = f }
+// ExtensionBase provides nothing: embedded in an Extension, it supplies the hooks the
+// extension does not (Provides false, no-op OnData and Run, zero Stats).
+type ExtensionBase struct{}
 
-// Go registers f to run beside the agent's own loops: Run starts it and waits for it to return
-// after ctx ends. Call before Run.
-func (a *Agent) Go(f func(ctx context.Context)) { a.extra = append(a.extra, f) }
+func (ExtensionBase) Provides(Event) bool     { return false }
+func (ExtensionBase) Init(Host) error         { return nil }
+func (ExtensionBase) OnData([]byte)           {}
+func (ExtensionBase) Stats() PipelineStats    { return PipelineStats{} }
+func (ExtensionBase) Run(ctx context.Context) {}
 
-// Namespace returns a namespace of the agent's state for an extension (the quarantine, say),
-// apart from the runtime's own.
-func (a *Agent) Namespace(name string) state.Namespace { return a.ns.Sub("x").Sub(name) }
+// Host is what the agent hands an extension (Extension.Init).
+type Host struct {
+	// Agent sends reports (Agent.Report) and reads the running models (Agent.ActiveModels).
+	Agent  *Agent
+	Config config.Config
+	Topics wire.Topics
+	// Logger is the agent's, with the extension's id.
+	Logger *slog.Logger
+	// Registerer is where the agent's collectors are registered (served on GET /metrics).
+	Registerer prometheus.Registerer
+	// State is the extensions' part of the agent's database, apart from the runtime's own: an
+	// extension keeps its data under State.Sub(name) (the CLI opens the quarantine there).
+	State devicedb.Namespace
+	// Mux serves the agent's local endpoints on the metrics address (GET /metrics, GET
+	// /status): an extension adds its own (POST /ingest) during Init.
+	Mux *http.ServeMux
+}
 
-// Report queues a report on topic for the broker through the outbox, like Send, for callers that
-// build their own topics (pipeline.Reporter). The topic must be the device's own topic of kind
-// k; kinds only the hub publishes are refused.
+// ExtensionState returns the extensions' part of an agent's namespace ns (Host.State): the
+// offline commands (`driftline-agent quarantine`) open an extension's data there.
+func ExtensionState(ns devicedb.Namespace) devicedb.Namespace { return ns.Sub("x") }
+
+// AddExtension initialises x and has Run run its hooks. Call before Run.
+func (a *Agent) AddExtension(x Extension) error {
+	if a.ran {
+		return fmt.Errorf("agent: extension %s added after Run", x.ID())
+	}
+	err := x.Init(Host{Agent: a, Config: a.cfg, Topics: a.topics, Logger: a.log.With("extension", x.ID()),
+		Registerer: a.reg, State: ExtensionState(a.ns), Mux: a.mux})
+	if err != nil {
+		return fmt.Errorf("extension %s: %w", x.ID(), err)
+	}
+	a.exts = append(a.exts, x)
+	if x.Provides(EventData) {
+		a.conn.wantData = true
+	}
+	return nil
+}
+
+// Report queues a report on topic for the broker through the outbox: kept on disk while the
+// broker is unreachable and sent in order, within the buffer's bounds. The topic must be the
+// device's own topic of kind k (wire.Topics builds them); kinds only the hub publishes are
+// refused.
 func (a *Agent) Report(k wire.Kind, topic string, payload []byte) error {
 	kind, id, _, err := a.topics.Parse(topic)
 	if err != nil {
@@ -47,39 +118,44 @@ func (a *Agent) Report(k wire.Kind, topic string, payload []byte) error {
 	return a.out.Enqueue(topic, payload, k.QoS(), k.Retained())
 }
 
-// Active returns the first running model by name with its contract and reference profile
-// (pipeline.ActiveModel). ok is false while none runs. The bytes are cached per version, so
-// calling it between streams is cheap.
-func (a *Agent) Active() (model string, version int, contract, profile []byte, ok bool) {
-	a.mu.Lock()
-	var name string
-	var r *modelRecord
-	for n, rec := range a.models {
-		if rec.Current > 0 && rec.ActiveVersion == rec.Current && (name == "" || n < name) {
-			name, r = n, rec
+// ActiveModel is a running model version with what came with it (reconcile.ActiveModel).
+type ActiveModel = reconcile.ActiveModel
+
+// ActiveModels returns every model with a running version, sorted by name, with its contract,
+// reference profile and output reference. Safe for concurrent use and cheap to call often (the
+// bytes are read once per version); the bytes are shared: callers must not modify them.
+func (a *Agent) ActiveModels() ([]ActiveModel, error) { return a.rec.ActiveModels() }
+
+// dataLoop hands data-topic messages to the extensions that provide EventData, in order.
+func (a *Agent) dataLoop(ctx context.Context) {
+	var xs []Extension
+	for _, x := range a.exts {
+		if x.Provides(EventData) {
+			xs = append(xs, x)
 		}
 	}
-	if r == nil {
-		a.mu.Unlock()
-		return "", 0, nil, nil, false
-	}
-	key := fmt.Sprintf("%s@%d %s %s", name, r.Current, r.ContractDigest, r.ProfileDigest)
-	if a.activeKey == key {
-		c := a.activeCache
-		a.mu.Unlock()
-		return c.Name, c.Version, c.Contract, c.Profile, true
-	}
-	a.mu.Unlock()
-	ms, err := a.ActiveModels()
-	if err != nil || len(ms) == 0 {
-		if err != nil {
-			a.log.Warn("read active model", "err", err)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case b := <-a.conn.data:
+			for _, x := range xs {
+				x.OnData(b)
+			}
 		}
-		return "", 0, nil, nil, false
 	}
-	m := ms[0]
-	a.mu.Lock()
-	a.activeKey, a.activeCache = key, m
-	a.mu.Unlock()
-	return m.Name, m.Version, m.Contract, m.Profile, true
+}
+
+// extensionStats adds the counters of the extensions that provide EventStats.
+func (a *Agent) extensionStats() (p PipelineStats, ok bool) {
+	for _, x := range a.exts {
+		if x.Provides(EventStats) {
+			s := x.Stats()
+			p.RecordsSeen += max(s.RecordsSeen, 0)
+			p.RecordsInvalid += max(s.RecordsInvalid, 0)
+			p.QuarantineDepth += max(s.QuarantineDepth, 0)
+			ok = true
+		}
+	}
+	return p, ok
 }

@@ -22,9 +22,9 @@ import (
 	"github.com/driftline/driftline/shared/wire"
 )
 
-// TestExtensionPoints wires a stand-in pipeline the way agent/pipeline does: data messages
+// TestExtensionPoints adds a stand-in pipeline the way agent/pipeline does: data messages
 // reach OnData in order, POST /ingest shares the metrics listener, reports go out through
-// Report, its counters ride the heartbeat, its goroutine stops with the agent, and GET
+// Report, its counters ride the heartbeat, its Run stops with the agent, and GET
 // /metrics is valid Prometheus text with every metric the agent promises.
 func TestExtensionPoints(t *testing.T) {
 	const id = "dev-ext"
@@ -46,33 +46,24 @@ func TestExtensionPoints(t *testing.T) {
 	cfg.Metrics = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg.Heartbeat = 200_000_000 // 200 ms
 
-	// Built by hand (not startAgent) to wire the extension between New and Run.
+	// Built by hand (not startAgent) to add the extension between New and Run.
+	x := &standIn{}
 	ra := startAgentWith(t, cfg, func(a *agent.Agent) {
-		var mu sync.Mutex
-		var got []string
-		a.OnData(func(p []byte) { mu.Lock(); got = append(got, string(p)); mu.Unlock() })
-		a.Handle("POST /ingest", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			body, _ := io.ReadAll(r.Body)
-			mu.Lock()
-			got = append(got, "ingest:"+string(body))
-			mu.Unlock()
-			w.WriteHeader(http.StatusAccepted)
-		}))
-		a.SetStats(func() agent.PipelineStats {
-			mu.Lock()
-			defer mu.Unlock()
-			return agent.PipelineStats{RecordsSeen: int64(len(got)), RecordsInvalid: 1}
-		})
-		a.Go(func(ctx context.Context) { <-ctx.Done() })
-		if err := a.Namespace("quarantine").Set([]byte("k"), []byte("v")); err != nil {
+		if err := a.AddExtension(x); err != nil {
+			t.Fatal(err)
+		}
+		if err := x.host.State.Sub("quarantine").Set([]byte("k"), []byte("v")); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
-			mu.Lock()
-			defer mu.Unlock()
+			x.mu.Lock()
+			defer x.mu.Unlock()
 			want := []string{"r1", "r2", "r3", "ingest:row"}
-			if fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Errorf("pipeline saw %q, want %q", got, want)
+			if fmt.Sprint(x.got) != fmt.Sprint(want) {
+				t.Errorf("pipeline saw %q, want %q", x.got, want)
+			}
+			if !x.stopped {
+				t.Error("the extension's Run did not return")
 			}
 		})
 	})
@@ -114,8 +105,8 @@ func TestExtensionPoints(t *testing.T) {
 		}
 	}
 	waitFor(t, 5*time.Second, "validation report", func() bool { return validations.Load() == 1 })
-	if _, _, _, _, ok := ra.Active(); ok {
-		t.Fatal("Active with no model")
+	if ms, err := ra.ActiveModels(); err != nil || len(ms) != 0 {
+		t.Fatalf("ActiveModels with no model: %v %v", ms, err)
 	}
 
 	// GET /metrics: valid text format, every promised name.
@@ -147,6 +138,52 @@ func TestExtensionPoints(t *testing.T) {
 		t.Log("promtool not installed: format checked with the Go parser only")
 	}
 	ra.stop() // returns only once the extension goroutine has stopped
+}
+
+// standIn is a stand-in pipeline: it keeps what it is given and serves POST /ingest.
+type standIn struct {
+	agent.ExtensionBase
+	host    agent.Host
+	mu      sync.Mutex
+	got     []string
+	stopped bool
+}
+
+func (x *standIn) ID() string { return "stand-in" }
+
+func (x *standIn) Provides(ev agent.Event) bool {
+	return ev == agent.EventData || ev == agent.EventStats
+}
+
+func (x *standIn) Init(h agent.Host) error {
+	x.host = h
+	h.Mux.Handle("POST /ingest", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		x.mu.Lock()
+		x.got = append(x.got, "ingest:"+string(body))
+		x.mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	return nil
+}
+
+func (x *standIn) OnData(p []byte) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.got = append(x.got, string(p))
+}
+
+func (x *standIn) Stats() agent.PipelineStats {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return agent.PipelineStats{RecordsSeen: int64(len(x.got)), RecordsInvalid: 1}
+}
+
+func (x *standIn) Run(ctx context.Context) {
+	<-ctx.Done()
+	x.mu.Lock()
+	x.stopped = true
+	x.mu.Unlock()
 }
 
 // startAgentWith is startAgent with a hook between New and Run.

@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/driftline/driftline/agent"
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 )
 
 // TestFleetOneDatabase runs many agents in one process on one shared database, one namespace
@@ -24,7 +24,7 @@ func TestFleetOneDatabase(t *testing.T) {
 	v, digest := h.pushModel("fleet", data)
 	keys := h.keys()
 	dir := t.TempDir()
-	db, err := state.Open(filepath.Join(dir, "state"))
+	db, err := devicedb.Open(filepath.Join(dir, "state"))
 	if err != nil {
 		t.Fatal(err)
 	}

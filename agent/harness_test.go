@@ -24,7 +24,7 @@ import (
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/config"
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/hub/node"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/artifact"
@@ -263,7 +263,7 @@ type runningAgent struct {
 	reg    *prometheus.Registry
 	cancel context.CancelFunc
 	done   chan error
-	db     *state.DB
+	db     *devicedb.DB
 }
 
 func startAgent(t testing.TB, cfg config.Config, opts agent.Options) *runningAgent {
@@ -277,7 +277,7 @@ type agentConfigT = config.Config
 // startAgentHook starts an agent, calling hook (if set) between New and Run.
 func startAgentHook(t testing.TB, cfg config.Config, opts agent.Options, hook func(a *agent.Agent)) *runningAgent {
 	t.Helper()
-	db, err := state.Open(cfg.StateDir)
+	db, err := devicedb.Open(cfg.StateDir)
 	if err != nil {
 		t.Fatal(err)
 	}

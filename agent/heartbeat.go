@@ -3,8 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
-	"sort"
 	"time"
 
 	"github.com/driftline/driftline/shared/wire"
@@ -51,7 +49,7 @@ func (a *Agent) heartbeat(now time.Time, ps procStats, cpu float64) error {
 	hb := wire.Heartbeat{
 		Header:  wire.Header{DeviceID: a.cfg.DeviceID, TS: now.UnixMilli()},
 		UptimeS: int64(now.Sub(a.started).Seconds()), AgentVersion: Version,
-		ActiveModels: a.activeNames(), BufferDepth: int64(st.Depth), BufferBytes: st.Bytes,
+		ActiveModels: a.rec.ActiveNames(), BufferDepth: int64(st.Depth), BufferBytes: st.Bytes,
 		BufferDropped: dropped, CPU: cpu, RSS: ps.RSS,
 	}
 	hb.DesiredStale, hb.DesiredExpires = a.trust.stale(now)
@@ -69,9 +67,8 @@ func (a *Agent) heartbeat(now time.Time, ps procStats, cpu float64) error {
 		a.reportedStale, a.reportedRootExpired = hb.DesiredStale, hb.RootExpired
 		a.report()
 	}
-	if a.opts.Stats != nil {
-		p := a.opts.Stats()
-		hb.RecordsSeen, hb.RecordsInvalid, hb.QuarantineDepth = max(p.RecordsSeen, 0), max(p.RecordsInvalid, 0), max(p.QuarantineDepth, 0)
+	if p, ok := a.extensionStats(); ok {
+		hb.RecordsSeen, hb.RecordsInvalid, hb.QuarantineDepth = p.RecordsSeen, p.RecordsInvalid, p.QuarantineDepth
 	}
 	b, err := wire.Encode(hb)
 	if err != nil {
@@ -80,22 +77,8 @@ func (a *Agent) heartbeat(now time.Time, ps procStats, cpu float64) error {
 	// A heartbeat says the device is alive now: it goes straight out at its QoS 0, never
 	// through the durable outbox (two database commits each, and late heartbeats replayed after
 	// an outage say nothing). While disconnected it is skipped.
-	if err := a.conn.send(a.topics.Heartbeat(a.cfg.DeviceID), b, wire.KindHeartbeat.QoS()); err != nil && !errors.Is(err, ErrNotConnected) {
+	if err := a.conn.Send(a.topics.Heartbeat(a.cfg.DeviceID), b, wire.KindHeartbeat.QoS()); err != nil && !errors.Is(err, ErrNotConnected) {
 		return err
 	}
 	return nil
-}
-
-// activeNames lists the running models as NAME@VERSION.
-func (a *Agent) activeNames() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := []string{}
-	for n, r := range a.models {
-		if r.Current > 0 && len(out) < wire.MaxModels {
-			out = append(out, fmt.Sprintf("%s@%d", n, r.Current))
-		}
-	}
-	sort.Strings(out)
-	return out
 }

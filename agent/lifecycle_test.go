@@ -57,19 +57,20 @@ func TestModelLifecycle(t *testing.T) {
 	if bytesTotal("clf") != int64(len(v1.data)) {
 		t.Fatalf("bytes_total %d, want %d", bytesTotal("clf"), len(v1.data))
 	}
-	am, ok, err := a.ActiveModel()
-	if err != nil || !ok || am.Name != "clf" || am.Version != 1 || am.Dataset != "sensors" || am.DatasetVersion != 3 ||
-		!bytes.Equal(am.Contract, contract) || !bytes.Equal(am.Profile, profile) {
-		t.Fatalf("ActiveModel = %+v %v %v (contract %d bytes, profile %d bytes)", am.Name, ok, err, len(am.Contract), len(am.Profile))
-	}
+	var am agent.ActiveModel
 	for i := 0; i < 2; i++ { // the second call is served from the cache
-		name, v, c, p, ok := a.Active()
-		if !ok || name != "clf" || v != 1 || !bytes.Equal(c, contract) || !bytes.Equal(p, profile) {
-			t.Fatalf("Active = %s %d %d bytes %d bytes %v", name, v, len(c), len(p), ok)
+		ms, err := a.ActiveModels()
+		if err != nil || len(ms) != 1 {
+			t.Fatalf("ActiveModels = %+v %v", ms, err)
+		}
+		am = ms[0]
+		if am.Name != "clf" || am.Version != 1 || am.Dataset != "sensors" || am.DatasetVersion != 3 ||
+			!bytes.Equal(am.Contract, contract) || !bytes.Equal(am.Profile, profile) {
+			t.Fatalf("ActiveModels = %+v (contract %d bytes, profile %d bytes)", am.Name, len(am.Contract), len(am.Profile))
 		}
 	}
 	if got := fileDigest(t, am.Path); got != v1.manifest.Digest {
-		t.Fatalf("ActiveModel path holds %s", got)
+		t.Fatalf("ActiveModels path holds %s", got)
 	}
 	noPartials(t, filepath.Join(cfg.ModelDir, "clf"))
 
@@ -103,16 +104,9 @@ func TestModelLifecycle(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(cfg.ModelDir, "clf")); !os.IsNotExist(err) {
 		t.Fatalf("deactivated model still on disk: %v", err)
 	}
-	am, ok, err = a.ActiveModel()
-	if err != nil || !ok || am.Name != "aux" || am.Contract != nil {
-		t.Fatalf("ActiveModel after removal = %+v %v %v", am.Name, ok, err)
-	}
-	if name, _, c, _, ok := a.Active(); !ok || name != "aux" || c != nil {
-		t.Fatalf("Active after removal = %s %v", name, ok)
-	}
-	ms, _ := a.ActiveModels()
-	if len(ms) != 1 {
-		t.Fatalf("%d active models", len(ms))
+	ms, err := a.ActiveModels()
+	if err != nil || len(ms) != 1 || ms[0].Name != "aux" || ms[0].Contract != nil {
+		t.Fatalf("ActiveModels after removal = %+v %v", ms, err)
 	}
 
 	// The removed model's chunks went into the chunk cache: assigning it again fetches none.

@@ -27,11 +27,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv("DRIFTLINE_PPROF") != "" {
 		// Profiling for the benchmarks (BenchmarkPull100MB's DRIFTLINE_PROFILE_DIR), served on
 		// the metrics listener of the test binary only: the shipped agent does not carry it.
-		cli.RegisterRunHook(func(a *agent.Agent) error {
-			a.Handle("GET /debug/pprof/profile", http.HandlerFunc(pprof.Profile))
-			a.Handle("GET /debug/pprof/trace", http.HandlerFunc(pprof.Trace))
-			return nil
-		})
+		cli.RegisterRunHook(func(a *agent.Agent) error { return a.AddExtension(pprofExtension{}) })
 	}
 	n, _ := strconv.ParseInt(os.Getenv("DRIFTLINE_AGENT_KILL_AFTER_CHUNKS"), 10, 64)
 	fp := os.Getenv("DRIFTLINE_AGENT_FAILPOINT")
@@ -83,4 +79,15 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+}
+
+// pprofExtension serves the CPU profile and the trace on the agent's local listener.
+type pprofExtension struct{ agent.ExtensionBase }
+
+func (pprofExtension) ID() string { return "pprof" }
+
+func (pprofExtension) Init(h agent.Host) error {
+	h.Mux.Handle("GET /debug/pprof/profile", http.HandlerFunc(pprof.Profile))
+	h.Mux.Handle("GET /debug/pprof/trace", http.HandlerFunc(pprof.Trace))
+	return nil
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/procfs"
+
+	"github.com/driftline/driftline/agent/reconcile"
 )
 
 // Metric names the agent exports on GET /metrics. The buffer's own (depth, bytes, dropped) are
@@ -57,24 +59,24 @@ const (
 
 // Activation results, the values of MetricActivations' result label.
 const (
-	ResultActive     = "active"
-	ResultFailed     = "failed"
-	ResultRolledBack = "rolled_back"
+	ResultActive     = reconcile.ResultActive
+	ResultFailed     = reconcile.ResultFailed
+	ResultRolledBack = reconcile.ResultRolledBack
 )
 
 // Rejection reasons, the values of MetricRejected's reason label.
 const (
 	ReasonMalformedDesired = "malformed_desired"
-	ReasonUnknownModel     = "unknown_model"
-	ReasonManifestDigest   = "manifest_digest"
-	ReasonBadManifest      = "bad_manifest"
-	ReasonUnsigned         = "unsigned"
-	ReasonUnknownKey       = "unknown_key"
-	ReasonBadSignature     = "bad_signature"
-	ReasonChunkDigest      = "chunk_digest"
-	ReasonBadFrame         = "bad_frame"
-	ReasonOversizedFrame   = "oversized_frame"
-	ReasonUnknownRequest   = "unknown_request"
+	ReasonUnknownModel     = reconcile.ReasonUnknownModel
+	ReasonManifestDigest   = reconcile.ReasonManifestDigest
+	ReasonBadManifest      = reconcile.ReasonBadManifest
+	ReasonUnsigned         = reconcile.ReasonUnsigned
+	ReasonUnknownKey       = reconcile.ReasonUnknownKey
+	ReasonBadSignature     = reconcile.ReasonBadSignature
+	ReasonChunkDigest      = reconcile.ReasonChunkDigest
+	ReasonBadFrame         = reconcile.ReasonBadFrame
+	ReasonOversizedFrame   = reconcile.ReasonOversizedFrame
+	ReasonUnknownRequest   = reconcile.ReasonUnknownRequest
 	ReasonQueueFull        = "queue_full"
 	ReasonForeignMessage   = "foreign_message"
 	// ReasonExpired: a signed desired state past its expiry (a replay, or a frozen feed).
@@ -87,7 +89,7 @@ const (
 	// holds has expired (TUF refuses new metadata under an expired root).
 	ReasonRootExpired = "root_expired"
 	// ReasonRevoked: a model version the hub withdrew (its revocation list) named again.
-	ReasonRevoked      = "revoked"
+	ReasonRevoked      = reconcile.ReasonRevoked
 	ReasonMalformedAck = "malformed_ack"
 )
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/agent/outbox"
+	"github.com/driftline/driftline/agent/reconcile"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -58,7 +59,7 @@ type conn struct {
 
 	frames   chan []byte
 	data     chan []byte
-	wantData bool
+	wantData bool // an extension provides EventData (AddExtension, before Run)
 	// onFrameBytes counts every chunk-topic byte received.
 	onFrameBytes func(n int)
 
@@ -76,11 +77,11 @@ type conn struct {
 	tryingAt string // the broker of the attempt in progress (paho's notifications)
 }
 
-func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger, started time.Time, version string, wantData bool, pace pacing) (*conn, error) {
+func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger, started time.Time, version string, pace pacing) (*conn, error) {
 	c := &conn{
 		topics: topics, id: cfg.DeviceID, log: log, m: m,
 		connected: make(chan struct{}, 1), desiredCh: make(chan struct{}, 1), lost: make(chan struct{}), upCh: make(chan struct{}), acks: make(chan []byte, 1),
-		frames: make(chan []byte, frameQueue), data: make(chan []byte, dataQueue), wantData: wantData,
+		frames: make(chan []byte, frameQueue), data: make(chan []byte, dataQueue),
 		kick: make(chan struct{}, 1), pace: pace,
 	}
 	tok := cfg.Token
@@ -255,7 +256,7 @@ func (c *conn) route(_ paho.Client, msg paho.Message) {
 		}
 	case c.topics.Desired(c.id):
 		// Only a desired state the agent would act on takes the slot: a forged, replayed or
-		// expired one must not push a real one out before the desired loop reads it.
+		// expired one must not push a real one out before the reconciler reads it.
 		if c.acceptDesired != nil && !c.acceptDesired(p) {
 			return
 		}
@@ -295,15 +296,29 @@ func (c *conn) route(_ paho.Client, msg paho.Message) {
 	}
 }
 
-// peekDesired returns the latest desired payload without taking it.
-func (c *conn) peekDesired() []byte {
+var _ reconcile.Conn = (*conn)(nil)
+
+// DesiredSignal holds a value while a desired payload waits (reconcile.Conn).
+func (c *conn) DesiredSignal() chan struct{} { return c.desiredCh }
+
+// Frames carries the chunk topic's messages (reconcile.Conn).
+func (c *conn) Frames() <-chan []byte { return c.frames }
+
+// Gen changes on every connect and loss (reconcile.Conn).
+func (c *conn) Gen() uint64 { return c.gen.Load() }
+
+// Up reports whether the connection is up (reconcile.Conn).
+func (c *conn) Up() bool { return c.up.Load() }
+
+// PeekDesired returns the latest desired payload without taking it.
+func (c *conn) PeekDesired() []byte {
 	c.desiredMu.Lock()
 	defer c.desiredMu.Unlock()
 	return c.desired
 }
 
-// takeDesired returns the latest desired payload and forgets it.
-func (c *conn) takeDesired() []byte {
+// TakeDesired returns the latest desired payload and forgets it.
+func (c *conn) TakeDesired() []byte {
 	c.desiredMu.Lock()
 	defer c.desiredMu.Unlock()
 	b := c.desired
@@ -311,11 +326,11 @@ func (c *conn) takeDesired() []byte {
 	return b
 }
 
-// send hands one message to the client without waiting for the broker's acknowledgement: for
+// Send hands one message to the client without waiting for the broker's acknowledgement: for
 // requests whose answer is the confirmation (fetch requests, asked again at their deadline).
 // Waiting for a PUBACK that queues behind megabytes of chunk frames on the same connection
 // would stall the pull's loop while its workers starve.
-func (c *conn) send(topic string, payload []byte, qos byte) error {
+func (c *conn) Send(topic string, payload []byte, qos byte) error {
 	if !c.up.Load() || !c.client.IsConnectionOpen() {
 		return ErrNotConnected
 	}

@@ -97,7 +97,7 @@ func TestBrokerOutage(t *testing.T) {
 	send := func(n int, pause time.Duration) {
 		for i := 0; i < n; i++ {
 			idx++
-			if err := a.Send(wire.KindValidation, "", validation(id, idx)); err != nil {
+			if err := a.Report(wire.KindValidation, a.Topics().Validation(id), validation(id, idx)); err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(pause)

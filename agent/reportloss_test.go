@@ -71,7 +71,7 @@ func reportOutage(t *testing.T, outage time.Duration, perSec, rows int) {
 				Window: wire.Window{Index: i, WindowStart: end, WindowEnd: end}, ModelRef: wire.ModelRef{Model: "om", Version: v},
 				Rows: int64(rows), Valid: int64(rows), ValidShare: 1})
 			if err == nil {
-				err = a.Send(wire.KindValidation, "", b)
+				err = a.Report(wire.KindValidation, a.Topics().Validation(id), b)
 			}
 			if err != nil {
 				t.Errorf("send report %d: %v", i, err)

@@ -30,7 +30,7 @@ type Status struct {
 func (a *Agent) Status() Status {
 	st := a.out.Stats()
 	return Status{DeviceID: a.cfg.DeviceID, AgentVersion: Version, StartedAt: a.started.UTC(),
-		Connection: a.conn.status(), BufferDepth: st.Depth, BufferBytes: st.Bytes, ActiveModels: a.activeNames(),
+		Connection: a.conn.status(), BufferDepth: st.Depth, BufferBytes: st.Bytes, ActiveModels: a.rec.ActiveNames(),
 		RootVersion: a.trust.rootVersion(), RootExpires: a.trust.rootExpires(), RootExpired: a.trust.rootExpiry(time.Now()) != nil}
 }
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/trust"
 	"github.com/driftline/driftline/shared/wire"
@@ -32,14 +32,14 @@ const maxRevoked = 4096
 // trustStore holds what the agent trusts: the cluster's root (its online keys sign approvals
 // and desired states), or, for an agent configured with trusted_keys only, that fixed key set;
 // and what it last accepted, to refuse replays and notice a frozen feed. Safe for concurrent
-// use: the MQTT goroutine filters desired messages with it while the desired loop acts.
+// use: the MQTT goroutine filters desired messages with it while the reconciler acts.
 type trustStore struct {
-	ns state.Namespace
+	ns devicedb.Namespace
 
 	mu      sync.Mutex
 	root    trust.Root       // zero with trusted_keys only
 	fixed   artifact.KeyRing // the trusted_keys
-	lastRev uint64           // the last rev acted on (a copy of Agent.lastRev)
+	lastRev uint64           // the last rev acted on (reconcile.Trust.ActedOn)
 	issued  int64            // IssuedAt of the newest valid desired state seen
 	expires int64            // its Expires, Unix ms (0: none yet)
 	revoked []string         // "NAME@VERSION" the hub withdrew, oldest first
@@ -47,11 +47,11 @@ type trustStore struct {
 
 // newTrustStore starts from the configured root, or from the newer one the agent chained to
 // before (kept in ns), whichever is newer; fixed are the configured trusted_keys.
-func newTrustStore(ns state.Namespace, configured trust.Root, fixed artifact.KeyRing) (*trustStore, error) {
+func newTrustStore(ns devicedb.Namespace, configured trust.Root, fixed artifact.KeyRing) (*trustStore, error) {
 	t := &trustStore{ns: ns, root: configured, fixed: fixed}
 	if b, err := ns.Get([]byte(keyRevoked)); err == nil {
 		_ = json.Unmarshal(b, &t.revoked) // damaged: start empty, the next desired state refills it
-	} else if !errors.Is(err, state.ErrNotFound) {
+	} else if !errors.Is(err, devicedb.ErrNotFound) {
 		return nil, fmt.Errorf("load revocation list: %w", err)
 	}
 	if configured.IsZero() {
@@ -71,11 +71,11 @@ func newTrustStore(ns state.Namespace, configured trust.Root, fixed artifact.Key
 			}
 			return t, nil
 		}
-	} else if !errors.Is(err, state.ErrNotFound) {
+	} else if !errors.Is(err, devicedb.ErrNotFound) {
 		return nil, fmt.Errorf("load trusted root chain: %w", err)
 	}
 	b, err := ns.Get([]byte(keyTrustRoot))
-	if errors.Is(err, state.ErrNotFound) {
+	if errors.Is(err, devicedb.ErrNotFound) {
 		return t, nil
 	}
 	if err != nil {

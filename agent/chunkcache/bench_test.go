@@ -3,13 +3,13 @@ package chunkcache
 import (
 	"testing"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/shared/artifact"
 )
 
 func benchCache(b *testing.B) *Cache {
 	b.Helper()
-	db, err := state.Open(b.TempDir())
+	db, err := devicedb.Open(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
 	}

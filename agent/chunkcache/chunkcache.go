@@ -20,7 +20,7 @@ import (
 	"log/slog"
 	"sync"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/zstdx"
 )
@@ -78,8 +78,8 @@ type entry struct {
 
 // Cache is the chunk store. It is safe for concurrent use.
 type Cache struct {
-	ns               state.Namespace // parent of data, meta and pins
-	data, meta, pins state.Namespace
+	ns               devicedb.Namespace // parent of data, meta and pins
+	data, meta, pins devicedb.Namespace
 	opts             Options
 	log              *slog.Logger
 
@@ -96,7 +96,7 @@ type Cache struct {
 
 // Open loads the cache kept in ns: its index, recency order and pin sets. Damaged bookkeeping
 // is dropped with its chunk (counted as corrupt).
-func Open(ns state.Namespace, opts Options) (*Cache, error) {
+func Open(ns devicedb.Namespace, opts Options) (*Cache, error) {
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = 256 << 20
 	}
@@ -139,7 +139,7 @@ func (c *Cache) Get(digest string) ([]byte, error) {
 		return nil, err
 	}
 	stored, err := c.data.Get(s[:])
-	if errors.Is(err, state.ErrNotFound) {
+	if errors.Is(err, devicedb.ErrNotFound) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if _, ok := c.index[s]; ok {
@@ -231,7 +231,7 @@ func (c *Cache) put(digest string, plain []byte, overCap bool) error {
 	// The chunk is written outside the lock, so that the Puts of a pull's workers commit
 	// together. Until it is in the index it is invisible to Has and to eviction; a crash
 	// before that leaves data and meta on disk, which Open indexes like any other entry.
-	err = c.ns.Update(func(tx *state.Txn) error {
+	err = c.ns.Update(func(tx *devicedb.Txn) error {
 		// data and meta are siblings: one transaction on the parent keeps them in step.
 		if err := tx.Sub(subData).Set(s[:], stored); err != nil {
 			return err
@@ -292,7 +292,7 @@ func (c *Cache) removeLocked(sums []sum) error {
 	for len(sums) > 0 {
 		batch := sums[:min(len(sums), 500)]
 		sums = sums[len(batch):]
-		err := c.ns.Update(func(tx *state.Txn) error {
+		err := c.ns.Update(func(tx *devicedb.Txn) error {
 			data, meta := tx.Sub(subData), tx.Sub(subMeta)
 			for _, s := range batch {
 				if err := data.Delete(s[:]); err != nil {

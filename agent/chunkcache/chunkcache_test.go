@@ -9,7 +9,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/zstdx"
 )
@@ -26,9 +26,9 @@ func chunk(seed uint64, n int) ([]byte, string) {
 	return b, artifact.DigestOf(b)
 }
 
-func memNS(t *testing.T) state.Namespace {
+func memNS(t *testing.T) devicedb.Namespace {
 	t.Helper()
-	db, err := state.OpenInMemory()
+	db, err := devicedb.OpenInMemory()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func TestCorruptEntryIsDeletedAndMissing(t *testing.T) {
 			if st := c.Stats(); st.Corrupt != 1 || st.Entries != 0 || st.Bytes != 0 {
 				t.Fatalf("stats %+v", st)
 			}
-			if _, err := c.data.Get(s[:]); !errors.Is(err, state.ErrNotFound) {
+			if _, err := c.data.Get(s[:]); !errors.Is(err, devicedb.ErrNotFound) {
 				t.Fatalf("corrupt bytes still on disk: %v", err)
 			}
 		})
@@ -239,7 +239,7 @@ func TestSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	one := storedSize(t, 1000)
 	opts := Options{MaxBytes: 3*one + one/2, Logger: quiet()}
-	db, err := state.Open(dir)
+	db, err := devicedb.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	db, err = state.Open(dir)
+	db, err = devicedb.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +329,7 @@ func FuzzGetStored(f *testing.F) {
 	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0})
 	f.Add([]byte("plain"))
 	f.Fuzz(func(t *testing.T, stored []byte) {
-		db, err := state.OpenInMemory()
+		db, err := devicedb.OpenInMemory()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/quarantine"
-	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/shared/contract"
 )
 
@@ -101,11 +102,11 @@ func TestProfileThenCheckCommands(t *testing.T) {
 
 func TestQuarantineCommands(t *testing.T) {
 	dir := t.TempDir()
-	db, err := state.Open(dir)
+	db, err := devicedb.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := quarantine.Open(db.Root().Sub(quarantine.Namespace), quarantine.Options{MaxRows: 2})
+	q, err := quarantine.Open(agent.ExtensionState(db.Root()).Sub(quarantine.Namespace), quarantine.Options{MaxRows: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

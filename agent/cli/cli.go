@@ -20,7 +20,7 @@ import (
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/config"
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 )
 
 // Exit codes of driftline-agent.
@@ -44,8 +44,8 @@ var (
 )
 
 // RegisterRunHook adds h to `run`: it is called with the agent after agent.New and before Run,
-// in registration order, to wire an extension (the data pipeline: a.OnData, a.Handle("POST
-// /ingest", ...), a.SetStats, a.Go, a.Namespace, a.Registerer). An error stops the start.
+// in registration order, to add extensions (agent.AddExtension: the data pipeline, the
+// sampler, the outputs tracker). An error stops the start.
 // Files of this package call it from init().
 func RegisterRunHook(h func(a *agent.Agent) error) {
 	regMu.Lock()
@@ -198,7 +198,7 @@ func Run(ctx context.Context, cfg config.Config, logOut io.Writer, opts agent.Op
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
-	db, err := state.Open(cfg.StateDir)
+	db, err := devicedb.Open(cfg.StateDir)
 	if err != nil {
 		return err
 	}

@@ -10,8 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/quarantine"
-	"github.com/driftline/driftline/agent/state"
 )
 
 func init() { Register(quarantineCmd) }
@@ -42,12 +43,12 @@ func quarantineSub(name, short string, write func(io.Writer, *quarantine.Store) 
 			if _, err := os.Stat(stateDir); err != nil {
 				return fmt.Errorf("%w: state directory: %v", ErrUsage, err)
 			}
-			db, err := state.Open(stateDir)
+			db, err := devicedb.Open(stateDir)
 			if err != nil {
 				return fmt.Errorf("%w (is the agent still running?)", err)
 			}
 			defer db.Close()
-			q, err := quarantine.Open(db.Root().Sub(quarantine.Namespace), quarantine.Options{})
+			q, err := quarantine.Open(agent.ExtensionState(db.Root()).Sub(quarantine.Namespace), quarantine.Options{})
 			if err != nil {
 				return err
 			}

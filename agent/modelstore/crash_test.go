@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 )
 
 // Crash tests: the test binary re-executes itself as a child that installs version 2 over an
@@ -44,7 +44,7 @@ func crashChild() int {
 			select {} // the signal is on its way
 		}
 	}
-	db, err := state.Open(os.Getenv(envState))
+	db, err := devicedb.Open(os.Getenv(envState))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/shared/artifact"
 )
 
@@ -59,7 +59,7 @@ func sh(t *testing.T, script string) HealthCheck {
 // env is one test's model directory and state database.
 type env struct {
 	modelDir, stateDir string
-	db                 *state.DB
+	db                 *devicedb.DB
 }
 
 func newEnv(t *testing.T) *env {
@@ -72,7 +72,7 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) open(t *testing.T) {
 	t.Helper()
-	db, err := state.Open(e.stateDir)
+	db, err := devicedb.Open(e.stateDir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 )
 
 // Journal steps. The journal of a model exists from just before its links are touched until the
@@ -55,7 +55,7 @@ func (s *Store) deleteJournal(name string) error {
 // loadJournal returns the pending journal of name, if any.
 func (s *Store) loadJournal(name string) (journal, bool, error) {
 	b, err := s.journal.Get([]byte(name))
-	if errors.Is(err, state.ErrNotFound) {
+	if errors.Is(err, devicedb.ErrNotFound) {
 		return journal{}, false, nil
 	}
 	if err != nil {

@@ -18,7 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 )
 
 // File and link names inside MODELDIR/NAME.
@@ -95,7 +95,7 @@ type Options struct {
 // must not run two Stores on one directory.
 type Store struct {
 	dir     string
-	journal state.Namespace
+	journal devicedb.Namespace
 	opts    Options
 	log     *slog.Logger
 	mu      sync.Mutex
@@ -146,7 +146,7 @@ type Version struct {
 
 // Open returns the Store for opts.Dir with its activation journal in ns. Call Recover before
 // anything else after a start: it finishes or undoes what a crash interrupted.
-func Open(ns state.Namespace, opts Options) (*Store, error) {
+func Open(ns devicedb.Namespace, opts Options) (*Store, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("modelstore: no model directory configured")
 	}

@@ -6,7 +6,7 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 )
 
 // reportPayload is a typical validation report, about 400 bytes of JSON.
@@ -17,7 +17,7 @@ var reportPayload = []byte(`{"device_id":"dev-0001","ts":1700000000123,"model":"
 
 func benchOutbox(b *testing.B) *Outbox {
 	b.Helper()
-	db, err := state.Open(b.TempDir())
+	db, err := devicedb.Open(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
 	}

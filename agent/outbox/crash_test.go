@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 )
 
 // The crash test re-executes the test binary as a child that enqueues reports, publishes some
@@ -44,7 +44,7 @@ func (b *killingBroker) Publish(_ context.Context, _ string, payload []byte, _ b
 }
 
 func crashChild() int {
-	db, err := state.Open(os.Getenv(envDir))
+	db, err := devicedb.Open(os.Getenv(envDir))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -83,7 +83,7 @@ func TestKilledBeforeAckResends(t *testing.T) {
 				t.Fatalf("child acked %d, want %d", n, tc.acks)
 			}
 
-			db, err := state.Open(dir)
+			db, err := devicedb.Open(dir)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -121,7 +121,7 @@ func TestNumberedReportsWaitForTheHub(t *testing.T) {
 // on numbering; one with none waiting starts a later epoch from 1. Waiting reports are sent again
 // after the restart, and the wait for the hub stays on.
 func TestNumberingSurvivesRestart(t *testing.T) {
-	db, err := state.Open(t.TempDir())
+	db, err := devicedb.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

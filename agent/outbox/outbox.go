@@ -28,7 +28,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/shared/wire"
 	"github.com/driftline/driftline/shared/zstdx"
 )
@@ -145,7 +145,7 @@ type Stats struct {
 // Outbox is a persistent FIFO of reports. Enqueue and Stats are safe for concurrent use; Run
 // runs once at a time.
 type Outbox struct {
-	ns      state.Namespace
+	ns      devicedb.Namespace
 	opts    Options
 	log     *slog.Logger
 	metrics *metrics
@@ -158,7 +158,7 @@ type Outbox struct {
 	bytes    int64
 	inflight uint64 // seq being published (never dropped meanwhile); 0 = none
 	// head is a seq at or below the oldest live record: scans start there instead of walking
-	// over the deletion markers of everything already sent (see state.Namespace.IterateFrom).
+	// over the deletion markers of everything already sent (see devicedb.Namespace.IterateFrom).
 	head    uint64
 	dropped map[string]uint64
 	sent    uint64
@@ -175,7 +175,7 @@ type Outbox struct {
 }
 
 // Open loads the queue kept in ns (its size and last sequence number) and registers its metrics.
-func Open(ns state.Namespace, opts Options) (*Outbox, error) {
+func Open(ns devicedb.Namespace, opts Options) (*Outbox, error) {
 	opts.defaults()
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
@@ -319,7 +319,7 @@ func (o *Outbox) dropLocked(now time.Time, need int64) error {
 		} else if free < need {
 			reason = ReasonSize
 		} else {
-			return state.ErrStop
+			return devicedb.ErrStop
 		}
 		victims = append(victims, victim{append([]byte(nil), k...), size, reason})
 		free += size
@@ -331,7 +331,7 @@ func (o *Outbox) dropLocked(now time.Time, need int64) error {
 	for len(victims) > 0 {
 		batch := victims[:min(len(victims), 1000)]
 		victims = victims[len(batch):]
-		err := o.ns.Update(func(tx *state.Txn) error {
+		err := o.ns.Update(func(tx *devicedb.Txn) error {
 			for _, v := range batch {
 				if err := tx.Delete(v.key); err != nil {
 					return err
@@ -439,7 +439,7 @@ func (o *Outbox) HubAck(a wire.Ack) error {
 				newHead, headSet = seq, true
 			}
 			if err == nil && r.num > a.Seq {
-				return state.ErrStop // numbers grow with keys: nothing later is acknowledged
+				return devicedb.ErrStop // numbers grow with keys: nothing later is acknowledged
 			}
 			return nil
 		}
@@ -451,7 +451,7 @@ func (o *Outbox) HubAck(a wire.Ack) error {
 		return fmt.Errorf("scan outbox for acknowledged reports: %w", err)
 	}
 	if len(victims) > 0 {
-		err = o.ns.Update(func(tx *state.Txn) error {
+		err = o.ns.Update(func(tx *devicedb.Txn) error {
 			for _, v := range victims {
 				if err := tx.Delete(v.key); err != nil {
 					return err

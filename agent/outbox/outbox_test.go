@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
@@ -122,9 +122,9 @@ func checkInOrder(t *testing.T, got []msg, from, to int) {
 	}
 }
 
-func openMem(t *testing.T) state.Namespace {
+func openMem(t *testing.T) devicedb.Namespace {
 	t.Helper()
-	db, err := state.OpenInMemory()
+	db, err := devicedb.OpenInMemory()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func TestOutageThenRecoveryKeepsOrder(t *testing.T) {
 
 func TestRestartBetweenEnqueueAndAck(t *testing.T) {
 	dir := t.TempDir()
-	db, err := state.Open(dir)
+	db, err := devicedb.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ func TestRestartBetweenEnqueueAndAck(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	db, err = state.Open(dir)
+	db, err = devicedb.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -110,7 +110,7 @@ func (o *Outbox) seqOf(r record) wire.ReportSeq {
 		}
 		if h, _, err := decodeHeader(v); err == nil && h.num > 0 {
 			first = min(first, h.num)
-			return state.ErrStop
+			return devicedb.ErrStop
 		}
 		return nil
 	})
@@ -169,7 +169,7 @@ func (o *Outbox) next() (record, bool, error) {
 			key = append([]byte(nil), k...)
 			size = recordSize(int64(len(v)))
 			r, decErr = decodeRecord(v)
-			return state.ErrStop
+			return devicedb.ErrStop
 		})
 		if err != nil {
 			return record{}, false, fmt.Errorf("read outbox head: %w", err)
@@ -229,7 +229,7 @@ func (o *Outbox) sent1(r record) error {
 	}
 	key := seqKey(r.seq)
 	var size int64 = -1
-	err := o.ns.Update(func(tx *state.Txn) error {
+	err := o.ns.Update(func(tx *devicedb.Txn) error {
 		v, err := tx.Get(key)
 		if err != nil {
 			return err
@@ -237,7 +237,7 @@ func (o *Outbox) sent1(r record) error {
 		size = recordSize(int64(len(v)))
 		return tx.Delete(key)
 	})
-	if errors.Is(err, state.ErrNotFound) {
+	if errors.Is(err, devicedb.ErrNotFound) {
 		return nil // the hub's acknowledgement came first
 	}
 	if err != nil {

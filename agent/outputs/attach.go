@@ -25,17 +25,55 @@ func Attach(a *agent.Agent, pl *pipeline.Pipeline, reg prometheus.Registerer) (*
 // AttachWith is Attach with a callback for drifted prediction windows (agent/samples'
 // Sampler.PredictionDrift, so the open input window is sampled).
 func AttachWith(a *agent.Agent, pl *pipeline.Pipeline, reg prometheus.Registerer, onPredictionDrift func()) (*Tracker, error) {
-	cfg := a.Config()
-	t, err := New(Options{OnPredictionDrift: onPredictionDrift,
-		DeviceID: cfg.DeviceID, Topics: a.Topics(), Reporter: a, Model: a, State: a.Namespace(Namespace),
-		Window:     contract.Window{Rows: cfg.Window.Rows, Seconds: float64(cfg.Window.Seconds)},
-		Join:       JoinOptions{MaxEntries: cfg.Outputs.MaxPending, MaxAge: cfg.Outputs.MaxAge.D()},
-		Registerer: reg, Logger: a.Logger(),
-	})
-	if err != nil {
+	x := &extension{pl: pl, reg: reg, onPredictionDrift: onPredictionDrift}
+	if err := a.AddExtension(x); err != nil {
 		return nil, err
 	}
-	pl.SetKinds(t)
-	a.Go(func(ctx context.Context) { t.Run(ctx, time.Second) })
-	return t, nil
+	return x.t, nil
+}
+
+// extension is the tracker as an agent extension.
+type extension struct {
+	agent.ExtensionBase
+	pl                *pipeline.Pipeline
+	reg               prometheus.Registerer
+	onPredictionDrift func()
+	t                 *Tracker
+}
+
+func (x *extension) ID() string { return "outputs" }
+
+func (x *extension) Init(h agent.Host) error {
+	cfg := h.Config
+	t, err := New(Options{OnPredictionDrift: x.onPredictionDrift,
+		DeviceID: cfg.DeviceID, Topics: h.Topics, Reporter: h.Agent, Model: RunningModel{h.Agent}, State: h.State.Sub(Namespace),
+		Window:     contract.Window{Rows: cfg.Window.Rows, Seconds: float64(cfg.Window.Seconds)},
+		Join:       JoinOptions{MaxEntries: cfg.Outputs.MaxPending, MaxAge: cfg.Outputs.MaxAge.D()},
+		Registerer: x.reg, Logger: h.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	x.pl.SetKinds(t)
+	x.t = t
+	return nil
+}
+
+func (x *extension) Run(ctx context.Context) { x.t.Run(ctx, time.Second) }
+
+// RunningModel is the tracker's Model over an agent: the first running model by name, with its
+// output reference (ok false when it came without one), as the pipeline checks data against
+// the first running model.
+type RunningModel struct{ Agent *agent.Agent }
+
+// Output implements Model.
+func (m RunningModel) Output() (model string, version int, reference []byte, ok bool) {
+	ms, err := m.Agent.ActiveModels()
+	if err != nil {
+		m.Agent.Logger().Warn("read output reference", "err", err)
+	}
+	if len(ms) == 0 || ms[0].Output == nil {
+		return "", 0, nil, false
+	}
+	return ms[0].Name, ms[0].Version, ms[0].Output, true
 }

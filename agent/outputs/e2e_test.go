@@ -17,9 +17,9 @@ import (
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/outputs"
 	"github.com/driftline/driftline/agent/pipeline"
-	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/hub/node"
 	hubstate "github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/internal/testhelp"
@@ -113,7 +113,7 @@ func TestOutputsReachTheHub(t *testing.T) {
 	cfg.DeviceID, cfg.Token, cfg.Brokers = "edge-1", dev.Token, []string{hub.MQTTURL()}
 	cfg.StateDir, cfg.ModelDir, cfg.Metrics = filepath.Join(dir, "state"), filepath.Join(dir, "models"), "127.0.0.1:0"
 	cfg.Window.Rows = 90
-	db, err := state.OpenInMemory()
+	db, err := devicedb.OpenInMemory()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,8 +134,8 @@ func TestOutputsReachTheHub(t *testing.T) {
 	go func() { done <- a.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	testhelp.WaitFor(t, 30*time.Second, "the output reference on the agent", func() bool {
-		_, _, b, ok := a.Output()
-		return ok && len(b) > 0
+		ms, _ := a.ActiveModels()
+		return len(ms) > 0 && len(ms[0].Output) > 0
 	})
 	ingest := func(kind, body string) {
 		t.Helper()

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/shared/contract"
 )
 
@@ -51,13 +51,13 @@ type JoinStats struct {
 }
 
 // Join matches predictions and labels by id, in any order and with any delay within its
-// bounds, on disk (a state.Namespace), so a restart keeps what waits. Safe for concurrent use.
+// bounds, on disk (a devicedb.Namespace), so a restart keeps what waits. Safe for concurrent use.
 //
 // Keys: "p/ID" a waiting prediction, "l/ID" a waiting label, "j/ID" a joined id, each holding an
 // entry with its order number; "o/SEQ" (big endian) -> kind and id, the age order used to expire
 // and evict.
 type Join struct {
-	ns   state.Namespace
+	ns   devicedb.Namespace
 	opts JoinOptions
 
 	mu      sync.Mutex
@@ -80,7 +80,7 @@ const (
 )
 
 // OpenJoin opens the join state in ns, counting what a previous run left.
-func OpenJoin(ns state.Namespace, opts JoinOptions) (*Join, error) {
+func OpenJoin(ns devicedb.Namespace, opts JoinOptions) (*Join, error) {
 	if opts.MaxEntries <= 0 {
 		opts.MaxEntries = DefaultMaxEntries
 	}
@@ -135,12 +135,12 @@ func (j *Join) add(mine, other byte, id string, v contract.Value, at time.Time) 
 	var pair Pair
 	joined, dup := false, false
 	newEntries := 0
-	err := j.ns.Update(func(tx *state.Txn) error {
+	err := j.ns.Update(func(tx *devicedb.Txn) error {
 		for _, k := range []byte{kindJoined, mine} {
 			if _, err := tx.Get(idKey(k, id)); err == nil {
 				dup = true
 				return nil
-			} else if !errors.Is(err, state.ErrNotFound) {
+			} else if !errors.Is(err, devicedb.ErrNotFound) {
 				return err
 			}
 		}
@@ -167,7 +167,7 @@ func (j *Join) add(mine, other byte, id string, v contract.Value, at time.Time) 
 				pair.PredictedAt, pair.LabelledAt = time.UnixMilli(e.At), at
 			}
 			return j.put(tx, kindJoined, id, contract.Value{}, at)
-		case errors.Is(err, state.ErrNotFound):
+		case errors.Is(err, devicedb.ErrNotFound):
 			newEntries = 1
 			return j.put(tx, mine, id, v, at)
 		default:
@@ -206,7 +206,7 @@ func (j *Join) add(mine, other byte, id string, v contract.Value, at time.Time) 
 }
 
 // put writes an entry and its order key; the caller counts it.
-func (j *Join) put(tx *state.Txn, kind byte, id string, v contract.Value, at time.Time) error {
+func (j *Join) put(tx *devicedb.Txn, kind byte, id string, v contract.Value, at time.Time) error {
 	j.seq++
 	b, err := json.Marshal(joinEntry{Seq: j.seq, At: at.UnixMilli(), V: v})
 	if err != nil {
@@ -239,14 +239,14 @@ func (j *Join) trim(cutoff time.Time, n int) error {
 	const batch = 256
 	for {
 		var vs []victim
-		err := j.ns.View(func(tx *state.Txn) error {
+		err := j.ns.View(func(tx *devicedb.Txn) error {
 			return tx.IterateFrom(j.head, func(k, v []byte) error {
 				if len(k) < 2 || k[0] != 'o' || k[1] != '/' || len(vs) >= batch {
-					return state.ErrStop
+					return devicedb.ErrStop
 				}
 				if len(vs) >= n {
 					if cutoff.IsZero() {
-						return state.ErrStop
+						return devicedb.ErrStop
 					}
 					b, err := tx.Get(idKey(v[0], string(v[1:])))
 					if err != nil {
@@ -254,7 +254,7 @@ func (j *Join) trim(cutoff time.Time, n int) error {
 					}
 					var e joinEntry
 					if json.Unmarshal(b, &e) == nil && !time.UnixMilli(e.At).Before(cutoff) {
-						return state.ErrStop
+						return devicedb.ErrStop
 					}
 				}
 				vs = append(vs, victim{order: append([]byte(nil), k...), kind: v[0], id: string(v[1:])})
@@ -267,7 +267,7 @@ func (j *Join) trim(cutoff time.Time, n int) error {
 		if len(vs) == 0 {
 			return nil
 		}
-		err = j.ns.Update(func(tx *state.Txn) error {
+		err = j.ns.Update(func(tx *devicedb.Txn) error {
 			for _, v := range vs {
 				if err := tx.Delete(v.order); err != nil {
 					return err

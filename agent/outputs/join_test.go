@@ -6,12 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/shared/contract"
 )
 
-func testNamespace(t testing.TB) state.Namespace {
-	db, err := state.OpenInMemory()
+func testNamespace(t testing.TB) devicedb.Namespace {
+	db, err := devicedb.OpenInMemory()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,8 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/pipeline"
-	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/shared/contract"
 	"github.com/driftline/driftline/shared/contract/rows"
 	"github.com/driftline/driftline/shared/drift"
@@ -49,7 +49,7 @@ type Options struct {
 	Reporter pipeline.Reporter
 	Model    Model
 	// State holds the join state.
-	State state.Namespace
+	State devicedb.Namespace
 	// Window is the agent config's window (zero parts defer to the output contract, then the
 	// defaults), as for inputs.
 	Window contract.Window

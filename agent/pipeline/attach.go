@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,51 +23,98 @@ type AttachOptions struct {
 	WatchDir string
 }
 
-// Attach wires a data pipeline into agent a through its extension points: readings from the
-// device's data topic, optionally POST /ingest and a watched directory; validation against the
-// active model's contract (or the configured one while none is active); the quarantine in the
-// agent's own namespace; windows; and reports through the agent's durable outbox against the
-// reference profile of the active model's training data. driftline-agent's `run` and
+// Attach wires a data pipeline into agent a as an extension (agent.AddExtension): readings
+// from the device's data topic, optionally POST /ingest and a watched directory; validation
+// against the running model's contract (or the configured one while none runs); the quarantine
+// in the extensions' namespace; windows; and reports through the agent's durable outbox against
+// the reference profile of the running model's training data. driftline-agent's `run` and
 // firmware-sim's fleet mode both call it, so a fleet agent is wired exactly like a real one.
 func Attach(a *agent.Agent, opts AttachOptions) (*Pipeline, error) {
-	cfg := a.Config()
+	x := &extension{opts: opts}
+	if err := a.AddExtension(x); err != nil {
+		return nil, err
+	}
+	return x.pl, nil
+}
+
+// extension is the pipeline as an agent extension.
+type extension struct {
+	agent.ExtensionBase
+	opts  AttachOptions
+	pl    *Pipeline
+	watch *DirWatcher
+}
+
+func (x *extension) ID() string { return "pipeline" }
+
+func (x *extension) Provides(ev agent.Event) bool {
+	return ev == agent.EventData || ev == agent.EventStats
+}
+
+func (x *extension) Init(h agent.Host) error {
+	cfg := h.Config
 	var schema *contract.Schema
 	if cfg.Contract != "" {
 		s, err := LoadContract(cfg.Contract)
 		if err != nil {
-			return nil, fmt.Errorf("pipeline: contract %s: %w", cfg.Contract, err)
+			return fmt.Errorf("pipeline: contract %s: %w", cfg.Contract, err)
 		}
 		schema = s
 	}
-	q, err := quarantine.Open(a.Namespace(quarantine.Namespace), quarantine.Options{
+	q, err := quarantine.Open(h.State.Sub(quarantine.Namespace), quarantine.Options{
 		MaxRows: cfg.Quarantine.MaxRows, MaxBytes: cfg.Quarantine.MaxBytes, MaxAge: cfg.Quarantine.MaxAge.D(),
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	pl, err := New(Options{
-		DeviceID: cfg.DeviceID, Topics: a.Topics(), Contract: schema,
+	x.pl, err = New(Options{
+		DeviceID: cfg.DeviceID, Topics: h.Topics, Contract: schema,
 		Window:   contract.Window{Rows: cfg.Window.Rows, Seconds: float64(cfg.Window.Seconds)},
-		Reporter: a, Model: a, Quarantine: q, Registerer: opts.Registerer, Logger: a.Logger(),
+		Reporter: h.Agent, Model: RunningModel{h.Agent}, Quarantine: q, Registerer: x.opts.Registerer, Logger: h.Logger,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	a.OnData(func(p []byte) { _, _ = pl.IngestData("mqtt", p) })
-	a.SetStats(func() agent.PipelineStats {
-		s := pl.Stats()
-		return agent.PipelineStats{RecordsSeen: s.RecordsSeen, RecordsInvalid: s.RecordsInvalid, QuarantineDepth: s.QuarantineDepth}
-	})
-	if opts.Ingest {
-		a.Handle("POST /ingest", pl.Handler(0))
+	if x.opts.Ingest {
+		h.Mux.Handle("POST /ingest", x.pl.Handler(0))
 	}
-	if opts.WatchDir != "" {
-		w, err := NewDirWatcher(pl, DirOptions{Dir: opts.WatchDir, State: a.Namespace("watch"), Logger: a.Logger()})
+	if x.opts.WatchDir != "" {
+		x.watch, err = NewDirWatcher(x.pl, DirOptions{Dir: x.opts.WatchDir, State: h.State.Sub("watch"), Logger: h.Logger})
 		if err != nil {
-			return nil, err
+			return err
 		}
-		a.Go(w.Run)
 	}
-	a.Go(func(ctx context.Context) { pl.Run(ctx, time.Second) })
-	return pl, nil
+	return nil
+}
+
+func (x *extension) OnData(p []byte) { _, _ = x.pl.IngestData("mqtt", p) }
+
+func (x *extension) Stats() agent.PipelineStats {
+	s := x.pl.Stats()
+	return agent.PipelineStats{RecordsSeen: s.RecordsSeen, RecordsInvalid: s.RecordsInvalid, QuarantineDepth: s.QuarantineDepth}
+}
+
+func (x *extension) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	if x.watch != nil {
+		wg.Go(func() { x.watch.Run(ctx) })
+	}
+	x.pl.Run(ctx, time.Second)
+	wg.Wait()
+}
+
+// RunningModel is the pipeline's ActiveModel over an agent: the first running model by name.
+// A device's pipeline checks data against one model; with several running, the first by name.
+type RunningModel struct{ Agent *agent.Agent }
+
+// Active implements ActiveModel.
+func (m RunningModel) Active() (model string, version int, contract, profile []byte, ok bool) {
+	ms, err := m.Agent.ActiveModels()
+	if err != nil {
+		m.Agent.Logger().Warn("read active model", "err", err)
+	}
+	if len(ms) == 0 {
+		return "", 0, nil, nil, false
+	}
+	return ms[0].Name, ms[0].Version, ms[0].Contract, ms[0].Profile, true
 }

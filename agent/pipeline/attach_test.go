@@ -24,8 +24,8 @@ import (
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/pipeline"
-	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/hub/node"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
@@ -91,7 +91,7 @@ func TestAttachReportsReachTheHub(t *testing.T) {
 	cfg.DeviceID, cfg.Token, cfg.Brokers = "edge-1", dev.Token, []string{hub.MQTTURL()}
 	cfg.StateDir, cfg.ModelDir, cfg.Metrics = filepath.Join(dir, "state"), filepath.Join(dir, "models"), "127.0.0.1:0"
 	cfg.Contract, cfg.Window.Rows = contract, 4
-	db, err := state.OpenInMemory()
+	db, err := devicedb.OpenInMemory()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ func TestContractWindowHonoured(t *testing.T) {
 	cfg.TrustedKeys = api.keys()
 	cfg.DeviceID, cfg.Token, cfg.Brokers = "edge-w", dev.Token, []string{hub.MQTTURL()}
 	cfg.StateDir, cfg.ModelDir, cfg.Metrics = filepath.Join(dir, "state"), filepath.Join(dir, "models"), "127.0.0.1:0"
-	db, err := state.OpenInMemory()
+	db, err := devicedb.OpenInMemory()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,8 +217,8 @@ func TestContractWindowHonoured(t *testing.T) {
 	waitFor(t, "the agent online", a.Connected)
 	api.call(http.MethodPut, "/api/v1/devices/edge-w/models/m", map[string]int{"version": mv}, http.StatusOK, nil)
 	waitFor(t, "the model active", func() bool {
-		am, ok, err := a.ActiveModel()
-		return err == nil && ok && am.Version == mv
+		ms, err := a.ActiveModels()
+		return err == nil && len(ms) > 0 && ms[0].Version == mv
 	})
 
 	// A dashboard client (another connection of the device) watches the drift topic.
@@ -395,7 +395,7 @@ func TestAttachQuarantineCaps(t *testing.T) {
 	cfg.StateDir, cfg.ModelDir, cfg.Metrics = filepath.Join(dir, "state"), filepath.Join(dir, "models"), config.MetricsOff
 	cfg.Contract = contractPath
 	cfg.Quarantine.MaxRows = 3
-	db, err := state.OpenInMemory()
+	db, err := devicedb.OpenInMemory()
 	if err != nil {
 		t.Fatal(err)
 	}

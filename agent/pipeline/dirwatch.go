@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/shared/contract"
 	"github.com/driftline/driftline/shared/contract/rows"
 )
@@ -34,7 +34,7 @@ type DirOptions struct {
 	Dir string
 	// State holds the progress of the file being read (required; the agent passes a Sub of its
 	// namespace), so a restart resumes a file instead of reading it twice.
-	State state.Namespace
+	State devicedb.Namespace
 	// Interval is the polling period of Run (default 2 s).
 	Interval time.Duration
 	// MinAge skips files modified less than this long ago, which may still be being written
@@ -180,7 +180,7 @@ func (d *DirWatcher) file(ctx context.Context, name string) error {
 	key := []byte(name)
 	pr := progress{Size: info.Size(), MTime: info.ModTime().UnixNano()}
 	switch b, err := d.opts.State.Get(key); {
-	case errors.Is(err, state.ErrNotFound):
+	case errors.Is(err, devicedb.ErrNotFound):
 	case err != nil:
 		return fmt.Errorf("file progress %s: %w", name, err)
 	default:

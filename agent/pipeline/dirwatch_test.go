@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/shared/contract"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -47,7 +47,7 @@ func writeOld(t *testing.T, path, content string) {
 	}
 }
 
-func newWatcher(t *testing.T, h *harness, dir string, ns state.Namespace) *DirWatcher {
+func newWatcher(t *testing.T, h *harness, dir string, ns devicedb.Namespace) *DirWatcher {
 	t.Helper()
 	w, err := NewDirWatcher(h.p, DirOptions{Dir: dir, State: ns, Logger: h.p.log})
 	if err != nil {
@@ -56,9 +56,9 @@ func newWatcher(t *testing.T, h *harness, dir string, ns state.Namespace) *DirWa
 	return w
 }
 
-func stateNS(t *testing.T) state.Namespace {
+func stateNS(t *testing.T) devicedb.Namespace {
 	t.Helper()
-	db, err := state.OpenInMemory()
+	db, err := devicedb.OpenInMemory()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func FuzzDirFile(f *testing.F) {
 	f.Add(false, []byte{0xff, 0xfe, '\n'})
 	s := mustSchema(f, testContract)
 	h := newHarness(f, Options{Contract: s, Window: contract.Window{Rows: 64, Seconds: 60}})
-	db, err := state.OpenInMemory()
+	db, err := devicedb.OpenInMemory()
 	if err != nil {
 		f.Fatal(err)
 	}

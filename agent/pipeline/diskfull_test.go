@@ -20,9 +20,9 @@ import (
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/outbox"
 	"github.com/driftline/driftline/agent/pipeline"
-	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -98,7 +98,7 @@ func TestDiskAlmostFull(t *testing.T) {
 	cfg.Contract, cfg.Window.Rows = contractPath, 10
 	cfg.Quarantine.MaxRows, cfg.Quarantine.MaxBytes = 50, 64<<10
 	cfg.Buffer.MaxBytes = 64 << 10
-	db, err := state.Open(cfg.StateDir)
+	db, err := devicedb.Open(cfg.StateDir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/quarantine"
-	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/contract"
 	"github.com/driftline/driftline/shared/profile"
@@ -142,7 +142,7 @@ func newHarness(t testing.TB, opts Options) *harness {
 // newHarnessQ is newHarness with quarantine bounds.
 func newHarnessQ(t testing.TB, opts Options, qopts quarantine.Options) *harness {
 	t.Helper()
-	db, err := state.OpenInMemory()
+	db, err := devicedb.OpenInMemory()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/outbox"
-	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/shared/contract"
 	"github.com/driftline/driftline/shared/profile"
 	"github.com/driftline/driftline/shared/wire"
@@ -43,7 +43,7 @@ func (p *published) len() int {
 }
 
 func TestReportsThroughOutbox(t *testing.T) {
-	db, err := state.OpenInMemory()
+	db, err := devicedb.OpenInMemory()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 )
 
 // Sentinel errors of the package.
@@ -22,11 +22,12 @@ var (
 	// ErrBadOptions wraps bounds that cannot work (negative sizes).
 	ErrBadOptions = errors.New("quarantine: bad options")
 	// ErrStop may be returned by an Iterate callback to stop early without an error.
-	ErrStop = state.ErrStop
+	ErrStop = devicedb.ErrStop
 )
 
-// Namespace is the name of the agent namespace's child that holds the quarantine
-// (state.Namespace.Sub(Namespace)): the agent and `driftline-agent quarantine` both use it.
+// Namespace is the name of the child of the agent's extension namespace that holds the
+// quarantine (agent.ExtensionState(ns).Sub(Namespace)): the agent and `driftline-agent
+// quarantine` both use it.
 const Namespace = "quarantine"
 
 // Defaults of Options.
@@ -76,8 +77,8 @@ type item struct {
 
 // Store is a bounded FIFO of quarantined rows. It is safe for concurrent use.
 type Store struct {
-	rows state.Namespace
-	meta state.Namespace
+	rows devicedb.Namespace
+	meta devicedb.Namespace
 	opts Options
 
 	mu      sync.Mutex
@@ -95,7 +96,7 @@ var (
 )
 
 // Open loads the store kept in ns (entries under ns.Sub("rows"), counters in ns itself).
-func Open(ns state.Namespace, opts Options) (*Store, error) {
+func Open(ns devicedb.Namespace, opts Options) (*Store, error) {
 	if opts.MaxRows < 0 || opts.MaxBytes < 0 || opts.MaxAge < 0 {
 		return nil, fmt.Errorf("%w: max rows %d, max bytes %d, max age %v", ErrBadOptions, opts.MaxRows, opts.MaxBytes, opts.MaxAge)
 	}
@@ -127,7 +128,7 @@ func Open(ns state.Namespace, opts Options) (*Store, error) {
 		v   *uint64
 	}{{keyEvicted, &s.evicted}, {keyExpired, &s.expired}} {
 		switch b, err := s.meta.Get(c.key); {
-		case errors.Is(err, state.ErrNotFound):
+		case errors.Is(err, devicedb.ErrNotFound):
 		case err != nil:
 			return nil, fmt.Errorf("open quarantine: %w", err)
 		case len(b) == 8:
@@ -162,7 +163,7 @@ func (s *Store) expireLocked(now time.Time) (int, error) {
 		it := &s.queue[i]
 		if it.at == 0 {
 			b, err := s.rows.Get(seqKey(it.seq))
-			if err != nil && !errors.Is(err, state.ErrNotFound) {
+			if err != nil && !errors.Is(err, devicedb.ErrNotFound) {
 				return 0, fmt.Errorf("quarantine expire: %w", err)
 			}
 			it.at = 1 // undecodable or gone: expire it
@@ -181,7 +182,7 @@ func (s *Store) expireLocked(now time.Time) (int, error) {
 	}
 	expired := s.expired + uint64(n)
 	gone := s.queue[s.head : s.head+n]
-	err := s.meta.Update(func(tx *state.Txn) error {
+	err := s.meta.Update(func(tx *devicedb.Txn) error {
 		rt := tx.Sub("rows")
 		for _, it := range gone {
 			if err := rt.Delete(seqKey(it.seq)); err != nil {
@@ -274,7 +275,7 @@ func (s *Store) write(vals [][]byte, ats []int64) error {
 		total--
 	}
 	evicted := s.evicted + uint64(evictOld+evictNew)
-	err := s.meta.Update(func(tx *state.Txn) error {
+	err := s.meta.Update(func(tx *devicedb.Txn) error {
 		rt := tx.Sub("rows")
 		for _, it := range live[:evictOld] {
 			if err := rt.Delete(seqKey(it.seq)); err != nil {
@@ -339,7 +340,7 @@ func (s *Store) Iterate(fn func(Entry) error) (skipped int, err error) {
 		}
 		return fn(e)
 	})
-	if errors.Is(err, state.ErrStop) {
+	if errors.Is(err, devicedb.ErrStop) {
 		err = nil
 	}
 	return skipped, err

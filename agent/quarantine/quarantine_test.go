@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/shared/contract"
 )
 
@@ -44,7 +44,7 @@ func TestBoundsEvictOldestFirst(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			db, err := state.OpenInMemory()
+			db, err := devicedb.OpenInMemory()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -88,7 +88,7 @@ func TestBoundsEvictOldestFirst(t *testing.T) {
 
 func TestReopenKeepsEntriesAndEvictionCount(t *testing.T) {
 	dir := t.TempDir()
-	db, err := state.Open(dir)
+	db, err := devicedb.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestReopenKeepsEntriesAndEvictionCount(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err = state.Open(dir)
+	db, err = devicedb.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestReopenKeepsEntriesAndEvictionCount(t *testing.T) {
 }
 
 func TestLargeEntryIsTruncated(t *testing.T) {
-	db, err := state.OpenInMemory()
+	db, err := devicedb.OpenInMemory()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestLargeEntryIsTruncated(t *testing.T) {
 }
 
 func TestCorruptEntryIsSkipped(t *testing.T) {
-	db, err := state.OpenInMemory()
+	db, err := devicedb.OpenInMemory()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func FuzzDecode(f *testing.F) {
 // first, counted apart from evictions for space; after a reopen (times not in memory) the
 // count survives and expiry reads the head entries' times.
 func TestMaxAgeExpiresOldestFirst(t *testing.T) {
-	db, err := state.OpenInMemory()
+	db, err := devicedb.OpenInMemory()
 	if err != nil {
 		t.Fatal(err)
 	}

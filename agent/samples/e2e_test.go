@@ -22,9 +22,9 @@ import (
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/pipeline"
 	"github.com/driftline/driftline/agent/samples"
-	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/hub/node"
 	hubstate "github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/hub/webhook"
@@ -141,7 +141,7 @@ func startLoop(t *testing.T, collect bool) *loop {
 	cfg.DeviceID, cfg.Token, cfg.Brokers = "edge-1", dev.Token, []string{hub.MQTTURL()}
 	cfg.StateDir, cfg.ModelDir, cfg.Metrics = filepath.Join(dir, "state"), filepath.Join(dir, "models"), "127.0.0.1:0"
 	cfg.Window.Rows = 100
-	db, err := state.OpenInMemory()
+	db, err := devicedb.OpenInMemory()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,8 +163,8 @@ func startLoop(t *testing.T, collect bool) *loop {
 	t.Cleanup(func() { cancel(); <-done })
 	l.agent = a
 	testhelp.WaitFor(t, 30*time.Second, "the model with its contract on the agent", func() bool {
-		_, _, c, _, ok := a.Active()
-		return ok && len(c) > 0
+		ms, _ := a.ActiveModels()
+		return len(ms) > 0 && len(ms[0].Contract) > 0
 	})
 	return l
 }

@@ -18,8 +18,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/pipeline"
-	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/shared/contract"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -44,7 +44,7 @@ type Options struct {
 	Topics   wire.Topics
 	Reporter pipeline.Reporter
 	// State keeps the budget's use per day (required).
-	State          state.Namespace
+	State          devicedb.Namespace
 	MaxRows        int
 	MaxBytesPerDay int64
 	Registerer     prometheus.Registerer
@@ -271,7 +271,7 @@ func (s *Sampler) budgetLeft() (int64, string, error) {
 	used := int64(0)
 	b, err := s.opts.State.Get([]byte(day))
 	switch {
-	case errors.Is(err, state.ErrNotFound):
+	case errors.Is(err, devicedb.ErrNotFound):
 	case err != nil:
 		return 0, day, err
 	default:

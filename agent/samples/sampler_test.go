@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/driftline/driftline/agent/state"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/shared/contract"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -42,7 +42,7 @@ func schema(t testing.TB, collect bool) *contract.Schema {
 }
 
 func newSampler(t testing.TB, rep *reporter, maxRows int, budget int64, now func() time.Time) *Sampler {
-	db, err := state.OpenInMemory()
+	db, err := devicedb.OpenInMemory()
 	if err != nil {
 		t.Fatal(err)
 	}

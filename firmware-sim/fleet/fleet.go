@@ -1,5 +1,5 @@
 // Package fleet is `firmware-sim fleet`: N real agents (the agent package itself, each with
-// its own identity, MQTT connection, agent/state namespace and model directory) in one process,
+// its own identity, MQTT connection, agent/devicedb namespace and model directory) in one process,
 // sharing one badger database, fed in-process by a scenario. It exists for scale tests of the
 // hub: enrolment, rollouts to thousands of devices, telemetry load.
 package fleet
@@ -23,10 +23,10 @@ import (
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/outputs"
 	"github.com/driftline/driftline/agent/pipeline"
 	"github.com/driftline/driftline/agent/samples"
-	"github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/firmware-sim/publish"
 	"github.com/driftline/driftline/firmware-sim/sim"
 	"github.com/driftline/driftline/shared/kv"
@@ -244,7 +244,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		brokers = []string{"tcp://127.0.0.1:1883"}
 	}
 
-	db, err := state.OpenProfile(filepath.Join(cfg.StateDir, "db"), kv.Fleet)
+	db, err := devicedb.OpenProfile(filepath.Join(cfg.StateDir, "db"), kv.Fleet)
 	if err != nil {
 		return Summary{}, err
 	}

@@ -3,7 +3,7 @@ package api_test
 import (
 	"github.com/labstack/echo/v4"
 
-	"github.com/driftline/driftline/hub/drift"
+	"github.com/driftline/driftline/hub/fleetdrift"
 
 	"fmt"
 	"os"
@@ -71,7 +71,7 @@ func operations(t *testing.T, doc map[string]any) []operation {
 // fullAPI is the API with the extra routes hub/node mounts (fleet drift), as a node serves it.
 func fullAPI() *api.Server {
 	return api.New(api.Config{Extra: func(e *echo.Echo, s *api.Server) {
-		drift.Register(e.Group("/api/v1"), nil, s.ReadMiddleware()...)
+		fleetdrift.Register(e.Group("/api/v1"), nil, s.ReadMiddleware()...)
 	}})
 }
 

@@ -6,10 +6,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/driftline/driftline/hub/drift"
+	"github.com/driftline/driftline/hub/fleetdrift"
 )
 
-// TestDriftViewsInBrowser renders the drift answers of hub/drift (its own types, marshalled as
+// TestDriftViewsInBrowser renders the drift answers of hub/fleetdrift (its own types, marshalled as
 // the API does) with the dashboard's drift and device modules in Chromium, so the pages keep up
 // with the API's shapes even before a node serves them.
 func TestDriftViewsInBrowser(t *testing.T) {
@@ -17,25 +17,25 @@ func TestDriftViewsInBrowser(t *testing.T) {
 	b.loadDashboard()
 
 	f64 := func(x float64) *float64 { return &x }
-	point := func(end int64, share, score float64) drift.Point {
-		return drift.Point{Start: end - 60_000, End: end, Resolution: drift.ResolutionWindow, Devices: 2, Profiles: 4, Rows: 2000,
+	point := func(end int64, share, score float64) fleetdrift.Point {
+		return fleetdrift.Point{Start: end - 60_000, End: end, Resolution: fleetdrift.ResolutionWindow, Devices: 2, Profiles: 4, Rows: 2000,
 			DatasetDrift: share >= 0.5, DriftShare: share,
-			Features: map[string]drift.FeaturePoint{"value": {Method: "wasserstein", Score: score, Threshold: 0.18, Drift: score > 0.18}}}
+			Features: map[string]fleetdrift.FeaturePoint{"value": {Method: "wasserstein", Score: score, Threshold: 0.18, Drift: score > 0.18}}}
 	}
-	series := []drift.Point{point(1764096060000, 0, 0.05), point(1764096120000, 0.5, 0.31)}
-	fleet := drift.FleetView{Model: "temp-model", Version: 3, Reference: &drift.RefView{Dataset: "temps", Version: 2},
+	series := []fleetdrift.Point{point(1764096060000, 0, 0.05), point(1764096120000, 0.5, 0.31)}
+	fleet := fleetdrift.FleetView{Model: "temp-model", Version: 3, Reference: &fleetdrift.RefView{Dataset: "temps", Version: 2},
 		WindowSeconds: 60, CoarseSeconds: 3600, Versions: []int{3}, Devices: 2, DatasetDrift: true, DriftShare: 0.5,
-		Latest: &series[1], Series: series, Coarse: []drift.Point{}, DriftingDevices: []string{"edge-2"},
-		Features: map[string]drift.FleetFeatureView{"value": {
-			FeaturePoint: drift.FeaturePoint{Method: "wasserstein", Score: 0.31, Threshold: 0.18, Calibrated: true, Drift: true, PSI: f64(0.4)},
+		Latest: &series[1], Series: series, Coarse: []fleetdrift.Point{}, DriftingDevices: []string{"edge-2"},
+		Features: map[string]fleetdrift.FleetFeatureView{"value": {
+			FeaturePoint: fleetdrift.FeaturePoint{Method: "wasserstein", Score: 0.31, Threshold: 0.18, Calibrated: true, Drift: true, PSI: f64(0.4)},
 			Devices:      []string{"edge-2"}}}}
-	empty := drift.FleetView{Model: "temp-model", Version: 4, Features: map[string]drift.FleetFeatureView{}, DriftingDevices: []string{},
-		Series: []drift.Point{}, Coarse: []drift.Point{}, Versions: []int{}}
-	device := drift.DeviceView{Device: "edge-2", Models: []drift.DeviceModelView{{Model: "temp-model", Version: 3,
-		Reference: &drift.RefView{Dataset: "temps", Version: 2},
-		Latest:    drift.DeviceLatest{TS: 1764096120000, Rows: 1000, DatasetDrift: true, DriftShare: 0.5, Features: series[1].Features},
+	empty := fleetdrift.FleetView{Model: "temp-model", Version: 4, Features: map[string]fleetdrift.FleetFeatureView{}, DriftingDevices: []string{},
+		Series: []fleetdrift.Point{}, Coarse: []fleetdrift.Point{}, Versions: []int{}}
+	device := fleetdrift.DeviceView{Device: "edge-2", Models: []fleetdrift.DeviceModelView{{Model: "temp-model", Version: 3,
+		Reference: &fleetdrift.RefView{Dataset: "temps", Version: 2},
+		Latest:    fleetdrift.DeviceLatest{TS: 1764096120000, Rows: 1000, DatasetDrift: true, DriftShare: 0.5, Features: series[1].Features},
 		Features:  []string{"value"},
-		History: []drift.DevicePoint{{TS: 1764096060000, Rows: 1000, DriftShare: 0, Scores: []float64{0.05}},
+		History: []fleetdrift.DevicePoint{{TS: 1764096060000, Rows: 1000, DriftShare: 0, Scores: []float64{0.05}},
 			{TS: 1764096120000, Rows: 1000, DatasetDrift: true, DriftShare: 0.5, Scores: []float64{0.31}, Drifted: []int{0}}}}}}
 	js := func(v any) string {
 		b, err := json.Marshal(v)
@@ -74,7 +74,7 @@ func TestDriftViewsInBrowser(t *testing.T) {
 			[]string{"No fleet drift data yet"}, 0, true},
 		{"device", "/ui/js/pages/device.js", fmt.Sprintf("driftModels(%s)", js(device)),
 			[]string{"temp-model@3", "temps@2", "dataset drift", "2 windows", "wasserstein", "0.31"}, 2, false},
-		{"device without profiles", "/ui/js/pages/device.js", fmt.Sprintf("driftModels(%s)", js(drift.DeviceView{Device: "edge-1", Models: []drift.DeviceModelView{}})),
+		{"device without profiles", "/ui/js/pages/device.js", fmt.Sprintf("driftModels(%s)", js(fleetdrift.DeviceView{Device: "edge-1", Models: []fleetdrift.DeviceModelView{}})),
 			[]string{"has not scored a profile"}, 0, false},
 	}
 	for _, c := range cases {

@@ -2,7 +2,7 @@ package dashboard_test
 
 import (
 	"fmt"
-	driftstat "github.com/driftline/driftline/shared/drift"
+	"github.com/driftline/driftline/shared/drift"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -13,7 +13,7 @@ import (
 	"github.com/chromedp/chromedp"
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/driftline/driftline/hub/drift"
+	"github.com/driftline/driftline/hub/fleetdrift"
 	"github.com/driftline/driftline/shared/contract"
 	"github.com/driftline/driftline/shared/profile"
 	"github.com/driftline/driftline/shared/wire"
@@ -39,7 +39,7 @@ func mapsProfile(t *testing.T, rows [][2]string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := profile.New(driftstat.Columns(schema))
+	p, err := profile.New(drift.Columns(schema))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestDriftMapsInBrowser(t *testing.T) {
 		h.runAgent(d.id, dev.Token, "press", mv.Version, mapsProfile(t, mapsRows(2000, d.mean, d.sites, uint64(10+i))))
 	}
 	q := fmt.Sprintf("model=press&version=%d", mv.Version)
-	var hm drift.HeatmapView
+	var hm fleetdrift.HeatmapView
 	waitFor(t, 15*time.Second, "three devices in the heatmap", func() bool {
 		h.call(http.MethodGet, "/api/v1/drift/heatmap?"+q, nil, http.StatusOK, &hm)
 		return hm.Total == 3
@@ -190,7 +190,7 @@ func TestDriftMapsInBrowser(t *testing.T) {
 	}
 
 	// The numeric distribution: two CDF lines of 21 points each.
-	var dist drift.DistributionView
+	var dist fleetdrift.DistributionView
 	h.call(http.MethodGet, "/api/v1/drift/distribution?"+q+"&feature=temp", nil, http.StatusOK, &dist)
 	if dist.Current == nil || dist.Current.Devices != 3 {
 		t.Fatalf("temp distribution %+v", dist)
@@ -206,7 +206,7 @@ func TestDriftMapsInBrowser(t *testing.T) {
 	read := `(() => { const d = document.querySelector('.distribution'); const pts = (sel) => (d.querySelector(sel)?.getAttribute('d') || '').split(/[ML]/).filter(Boolean).length;
 		return { feature: d.dataset.feature, kind: d.dataset.kind, ref: pts('svg path.ref'), cur: pts('svg path.cur'), bars: d.querySelectorAll('svg rect.cur').length, text: d.innerText }; })()`
 	b.wait(ctx, "the distribution of temp", `document.querySelector('.distribution svg path.cur') && document.querySelector('.distribution').dataset.feature === 'temp'`)
-	if c := eval[chart](b, ctx, read); c.Kind != "numeric" || c.Ref != drift.DistributionQuantiles || c.Cur != drift.DistributionQuantiles ||
+	if c := eval[chart](b, ctx, read); c.Kind != "numeric" || c.Ref != fleetdrift.DistributionQuantiles || c.Cur != fleetdrift.DistributionQuantiles ||
 		!strings.Contains(c.Text, jsNum(dist.Current.Quantiles[10].Value, 3)) || !strings.Contains(c.Text, "3 devices") {
 		t.Errorf("temp chart %+v, API median %v", c, dist.Current.Quantiles[10].Value)
 	}

@@ -28,7 +28,7 @@ import (
 	"github.com/driftline/driftline/hub/cluster"
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/dashboard"
-	"github.com/driftline/driftline/hub/drift"
+	"github.com/driftline/driftline/hub/fleetdrift"
 	"github.com/driftline/driftline/hub/keys"
 	"github.com/driftline/driftline/hub/protocol"
 	"github.com/driftline/driftline/hub/rollout"
@@ -151,7 +151,7 @@ type Node struct {
 	paho     *protocol.PahoTransport
 	proto    *protocol.Service
 	rollouts *rollout.Controller
-	drift    *drift.Service
+	drift    *fleetdrift.Service
 	webhooks *webhook.Dispatcher
 	samples  *samples.Collector
 	// transport is the MQTT connection the protocol service uses (nil without MQTT).
@@ -277,7 +277,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		Settle: cfg.SampleSettle, Forward: n.applyOrForward,
 		// With an external broker every node hears every device: the leader stages alone.
 		LeaderOnly: len(cfg.Brokers) > 0})
-	n.drift, err = drift.New(drift.Config{
+	n.drift, err = fleetdrift.New(fleetdrift.Config{
 		Registry: n.Reader(), Topics: n.topics, Logger: cfg.Logger, Registerer: n.registry,
 		Publish: func(topic string, payload []byte) error {
 			if n.transport == nil {
@@ -303,7 +303,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		MaxUploadBytes: cfg.MaxUploadBytes, Logger: cfg.Logger, Registerer: n.registry, Gatherer: n.registry,
 		Samples: NewSampleProcessor(spool), ProfileJSON: ProfileJSON, SpoolDir: spool,
 		Extra: func(e *echo.Echo, s *api.Server) {
-			drift.Register(e.Group("/api/v1"), n.drift, s.ReadMiddleware()...)
+			fleetdrift.Register(e.Group("/api/v1"), n.drift, s.ReadMiddleware()...)
 			dashboard.Register(e)
 			if os.Getenv("DRIFTLINE_PPROF") != "" { // profiling for operators, off by default
 				registerPprof(e, s.AdminMiddleware()...)

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"math"
 
-	driftstat "github.com/driftline/driftline/shared/drift"
+	"github.com/driftline/driftline/shared/drift"
 	"github.com/driftline/driftline/shared/profile"
 )
 
@@ -114,9 +114,9 @@ func finite(x float64) *float64 {
 func thresholdOn(th profile.Threshold) string {
 	switch {
 	case th.OnStatistic:
-		return driftstat.ScoreStatistic
-	case driftstat.Method(th.Method).IsPValue():
-		return driftstat.ScorePValue
+		return drift.ScoreStatistic
+	case drift.Method(th.Method).IsPValue():
+		return drift.ScorePValue
 	}
-	return driftstat.ScoreDistance
+	return drift.ScoreDistance
 }

@@ -82,7 +82,7 @@ func exactCounts(ref, cur map[string]float64) (rc, cc []float64) {
 
 // TestFleetMergeMatchesUnion is the property behind the fleet view: the statistics of the
 // merged device profiles (each encoded and decoded, as the hub receives them, then merged as
-// hub/drift merges them) equal the statistics over the union of every device's raw rows, within
+// hub/fleetdrift merges them) equal the statistics over the union of every device's raw rows, within
 // the sketches' error bounds (DESIGN.md): KS D, W1/sd and PSI within 0.02; chi-square,
 // Jensen-Shannon and categorical PSI exactly (at most 128 categories are counted exactly).
 func TestFleetMergeMatchesUnion(t *testing.T) {

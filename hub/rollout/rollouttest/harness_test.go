@@ -23,9 +23,9 @@ import (
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/modelstore"
 	"github.com/driftline/driftline/agent/pipeline"
-	agentstate "github.com/driftline/driftline/agent/state"
 	"github.com/driftline/driftline/hub/node"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/internal/testhelp"
@@ -305,7 +305,7 @@ func (h *hub) reportedActive(id, model string) int {
 type fleet struct {
 	t    testing.TB
 	h    *hub
-	db   *agentstate.DB
+	db   *devicedb.DB
 	dir  string
 	keys []string
 	mu   sync.Mutex
@@ -328,7 +328,7 @@ type device struct {
 func newFleet(t testing.TB, h *hub) *fleet {
 	t.Helper()
 	dir := t.TempDir()
-	db, err := agentstate.Open(filepath.Join(dir, "db"))
+	db, err := devicedb.Open(filepath.Join(dir, "db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,11 +444,13 @@ func (d *device) current(t testing.TB, model string) int {
 
 // activeVersion is the version d's agent runs of model, from the agent itself (0: none).
 func (d *device) activeVersion(model string) int {
-	name, v, _, _, ok := d.a.Active()
-	if !ok || name != model {
-		return 0
+	ms, _ := d.a.ActiveModels()
+	for _, m := range ms {
+		if m.Name == model {
+			return m.Version
+		}
 	}
-	return v
+	return 0
 }
 
 // publish sends rows on d's data topic as the device's firmware does (its own MQTT client

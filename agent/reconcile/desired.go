@@ -1,0 +1,570 @@
+package reconcile
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/driftline/driftline/agent/devicedb"
+	"github.com/driftline/driftline/agent/modelstore"
+	"github.com/driftline/driftline/shared/artifact"
+	"github.com/driftline/driftline/shared/wire"
+)
+
+// Run acts on desired states, one at a time, until ctx ends. It is the only goroutine
+// that changes MODELDIR, the chunk cache's pins and the model records' versions.
+//
+// A revision whose pull failed for a reason that may pass (a stall, too many attempts, a store
+// error) is not marked as acted on: it is tried again after a backoff (retryMin doubling to
+// retryMax), and at the next start, until it succeeds or a newer revision replaces it.
+func (rc *Reconciler) Run(ctx context.Context) {
+	var (
+		retryB    []byte // the desired to try again, nil when none
+		retryWait time.Duration
+		retryT    = time.NewTimer(time.Hour)
+	)
+	retryT.Stop()
+	defer retryT.Stop()
+	act := func(b []byte) {
+		for {
+			rev, err := rc.handleDesired(ctx, b)
+			switch {
+			case errors.Is(err, errPreempted):
+				// A newer revision arrived during the pull: act on it now; what was fetched
+				// stays in the cache.
+				if nb := rc.conn.TakeDesired(); nb != nil {
+					b = nb
+					continue
+				}
+			case err == nil && rev.RetryAfter():
+				retryWait = min(max(2*retryWait, rc.retryMin), retryMax)
+				retryB = b
+				retryT.Reset(retryWait)
+				rc.log.Info("desired state will be tried again", "in", retryWait)
+				return
+			}
+			retryB, retryWait = nil, 0
+			retryT.Stop()
+			return
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case b := <-rc.conn.Frames():
+			rc.fetch.drainIdle(b)
+		case <-rc.conn.DesiredSignal():
+			if b := rc.conn.TakeDesired(); b != nil {
+				act(b)
+			}
+		case <-retryT.C:
+			if retryB != nil {
+				act(retryB)
+			}
+		}
+	}
+}
+
+// retryMax bounds the wait before a failed pull is tried again.
+const retryMax = 10 * time.Minute
+
+// transient reports whether a pull failure may pass by itself (so the revision is retried):
+// a stall, too many attempts, a store or disk error. Refusals of what the hub sent (signature,
+// manifest, not found) and failed health checks are final for the revision.
+func transient(err error) bool {
+	switch {
+	case errors.Is(err, ErrRejected), errors.Is(err, wire.ErrNotFound), errors.Is(err, modelstore.ErrHealthCheck),
+		errors.Is(err, modelstore.ErrConflict), errors.Is(err, modelstore.ErrDigestMismatch), errors.Is(err, artifact.ErrFileDigest):
+		return false
+	}
+	return true
+}
+
+// handleDesired acts on one desired payload if it verifies and its revision is above the last
+// acted on, and returns each model's outcome. The revision is persisted only when no model is
+// to be retried, so a restart or a preemption resumes it (chunks already verified are in the
+// cache and are not fetched again). Only ctx's end and preemption are returned as errors.
+func (rc *Reconciler) handleDesired(ctx context.Context, b []byte) (Revision, error) {
+	d, ok := rc.trust.Desired(b)
+	if !ok {
+		return Revision{}, nil
+	}
+	rc.log.Info("acting on desired state", "rev", d.Rev, "models", len(d.Models))
+	rev := Revision{Rev: d.Rev, Models: make(map[string]Outcome, len(d.Models))}
+	rc.mu.Lock()
+	rc.reportRev = d.Rev
+	rc.mu.Unlock()
+	preempt := func() bool {
+		nb := rc.conn.PeekDesired()
+		return nb != nil && rc.trust.Preempts(nb, d.Rev)
+	}
+	want := map[string]bool{}
+	models := append([]wire.DesiredModel(nil), d.Models...)
+	sort.Slice(models, func(i, j int) bool { return models[i].Name < models[j].Name })
+	for _, m := range models {
+		want[m.Name] = true
+		out, err := rc.applyModel(ctx, m, preempt)
+		if err != nil {
+			return rev, err
+		}
+		rev.Models[m.Name] = out
+	}
+	rc.mu.Lock()
+	var gone []string
+	for n := range rc.models {
+		if !want[n] {
+			gone = append(gone, n)
+		}
+	}
+	rc.mu.Unlock()
+	sort.Strings(gone)
+	for _, n := range gone {
+		rc.deactivate(n)
+	}
+	rc.gcAssets()
+	if !rev.RetryAfter() {
+		if err := rc.saveRev(d.Rev); err != nil {
+			rc.log.Error("persist desired revision", "err", err)
+		}
+	}
+	rc.changed()
+	return rev, nil
+}
+
+// takePullSlot waits for one of Config.PullSlots (none configured: at once) and returns its
+// release, which may be called more than once.
+func (rc *Reconciler) takePullSlot(ctx context.Context) (release func(), err error) {
+	slots := rc.cfg.PullSlots
+	if slots == nil {
+		return func() {}, nil
+	}
+	select {
+	case slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	var once sync.Once
+	return func() { once.Do(func() { <-slots }) }, nil
+}
+
+// applyModel brings one model to the desired version and returns the outcome. Failures end in
+// state failed with the reason in last_error; only ctx's end and preemption are returned as
+// errors.
+func (rc *Reconciler) applyModel(ctx context.Context, m wire.DesiredModel, preempt func() bool) (Outcome, error) {
+	log := rc.log.With("model", m.Name, "version", m.Version)
+	if err := modelstore.ValidName(m.Name); err != nil {
+		rc.reject(ReasonUnknownModel, "model name unusable as a directory", "model", m.Name, "err", err)
+		rc.fail(m, fmt.Errorf("%w: %v", ErrRejected, err))
+		return OutcomeFailed, nil
+	}
+	rc.refreshLinks(m.Name)
+	cur, curErr := rc.store.Current(m.Name)
+	if curErr == nil && cur.Version == m.Version && cur.ManifestDigest == m.ManifestDigest {
+		// Already running: make sure what the pipeline needs is here, and say so.
+		if err := rc.fetchAssets(ctx, m, preempt); err != nil {
+			return rc.pullFailed(m, err)
+		}
+		rc.setState(m.Name, rc.stateFor(m.Name, wire.StateActive), func(r *modelRecord) { rc.adopt(r, m); r.Target = 0; r.LastError = "" })
+		rc.dropPartials(m.Name) // e.g. of a pull this desired preempted
+		return OutcomeActive, nil
+	}
+	if rc.trust.Revoked(m.Name, m.Version) {
+		// Withdrawn by the hub: never activated again, whatever signature it comes with.
+		rc.reject(ReasonRevoked, "revoked model version refused", "model", m.Name, "version", m.Version)
+		rc.fail(m, fmt.Errorf("%w: %s@%d was revoked", ErrRejected, m.Name, m.Version))
+		return OutcomeFailed, nil
+	}
+	back := curErr == nil && m.Version < cur.Version
+	rc.setState(m.Name, wire.StateNotified, func(r *modelRecord) { r.Target = m.Version; r.RolloutID = m.RolloutID; r.LastError = "" })
+
+	// A pull slot (fleet mode) is held from the manifest's request until the file is staged and
+	// the contract and profile are here.
+	release, err := rc.takePullSlot(ctx)
+	if err != nil {
+		return rc.pullFailed(m, err)
+	}
+	defer release()
+	man, err := rc.manifest(ctx, m, preempt)
+	if err != nil {
+		return rc.pullFailed(m, err)
+	}
+	rc.failpoint("manifest")
+	pin := pinName(m.Name, m.Version)
+	digests := make([]string, 0, len(man.Chunks))
+	for _, c := range man.Chunks {
+		digests = append(digests, c.Digest)
+	}
+	if err := rc.cache.Pin(pin, digests); err != nil {
+		return rc.pullFailed(m, err)
+	}
+	rc.mu.Lock()
+	if r := rc.models[m.Name]; r != nil && !contains(r.Pins, pin) {
+		r.Pins = append(r.Pins, pin)
+		_ = rc.saveRecordLocked(m.Name)
+	}
+	rc.mu.Unlock()
+
+	stageErr, err := rc.downloadAndStage(ctx, m, man, preempt)
+	if err != nil {
+		return rc.pullFailed(m, err)
+	}
+	if err := rc.fetchAssets(ctx, m, preempt); err != nil {
+		return rc.pullFailed(m, err)
+	}
+	release()
+
+	rc.setState(m.Name, wire.StateActivating, nil)
+	// The activation runs to its end even when a newer desired arrives: a health check cut
+	// short leaves the journal pending until the next start (modelstore).
+	err = stageErr
+	if err == nil {
+		err = rc.store.Activate(ctx, m.Name, m.Version)
+	}
+	rc.refreshLinks(m.Name)
+	if ctx.Err() != nil {
+		return 0, ctx.Err()
+	}
+	if err != nil {
+		log.Warn("activation failed", "err", err)
+		rc.m.Activations.WithLabelValues(ResultFailed).Inc()
+		rc.setState(m.Name, wire.StateFailed, func(r *modelRecord) { r.LastError = err.Error() })
+		rc.releasePins(m.Name)
+		out := failure(err) // retry: a disk or store error, not a verdict on the version
+		if out == OutcomeFailed {
+			rc.dropPartials(m.Name)
+		}
+		return out, nil
+	}
+	result, st := ResultActive, wire.StateActive
+	if back {
+		result, st = ResultRolledBack, wire.StateRolledBack
+	}
+	rc.m.Activations.WithLabelValues(result).Inc()
+	log.Info("model version running", "state", st)
+	rc.setState(m.Name, st, func(r *modelRecord) { rc.adopt(r, m); r.Target = 0; r.LastError = "" })
+	rc.releasePins(m.Name)
+	rc.dropPartials(m.Name)
+	return OutcomeActive, nil
+}
+
+// dropPartials deletes the partial downloads of name once nothing will resume them: the model
+// runs what is desired, or its pull failed for good. A pull that failed for a reason that may
+// pass keeps its partial for the retry, and a preempted one for the next pull, which reads it.
+func (rc *Reconciler) dropPartials(name string) {
+	if err := rc.store.DropPartials(name, 0); err != nil {
+		rc.log.Warn("remove partial downloads", "model", name, "err", err)
+	}
+}
+
+// stateFor keeps rolled_back for a version reached by going back, instead of active.
+func (rc *Reconciler) stateFor(name string, st wire.State) wire.State {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if r := rc.models[name]; r != nil && r.State == wire.StateRolledBack && st == wire.StateActive {
+		return wire.StateRolledBack
+	}
+	return st
+}
+
+// adopt records what the active version m brought.
+func (rc *Reconciler) adopt(r *modelRecord, m wire.DesiredModel) {
+	r.ActiveVersion, r.ManifestDigest = m.Version, m.ManifestDigest
+	r.ContractDigest, r.ProfileDigest = m.ContractDigest, m.ProfileDigest
+	r.OutputDigest = m.OutputDigest
+	r.Dataset, r.DatasetVersion = m.Dataset, m.DatasetVersion
+	r.RolloutID = m.RolloutID
+}
+
+// pullFailed records a failed pull and returns its outcome, or passes ctx's end and preemption
+// through.
+func (rc *Reconciler) pullFailed(m wire.DesiredModel, err error) (Outcome, error) {
+	if errors.Is(err, errPreempted) || canceled(err) {
+		return 0, err
+	}
+	rc.fail(m, err)
+	out := failure(err)
+	if out == OutcomeFailed {
+		rc.dropPartials(m.Name)
+	}
+	return out, nil
+}
+
+func (rc *Reconciler) fail(m wire.DesiredModel, err error) {
+	rc.log.Warn("model version not activated", "model", m.Name, "version", m.Version, "err", err)
+	rc.m.Activations.WithLabelValues(ResultFailed).Inc()
+	rc.setState(m.Name, wire.StateFailed, func(r *modelRecord) { r.Target = m.Version; r.LastError = err.Error() })
+	if modelstore.ValidName(m.Name) == nil {
+		rc.releasePins(m.Name)
+	}
+}
+
+// manifest returns m's manifest, from the asset store or fetched, after checking its digest
+// (the fetch verifies it), its form and its signature against the trusted keys.
+func (rc *Reconciler) manifest(ctx context.Context, m wire.DesiredModel, preempt func() bool) (artifact.Manifest, error) {
+	b, err := rc.asset(ctx, kindManifest, m.ManifestDigest, preempt)
+	if err != nil {
+		return artifact.Manifest{}, fmt.Errorf("fetch manifest: %w", err)
+	}
+	// The fetch checked that b hashes to m.ManifestDigest; the approval signature binds that
+	// digest with the name, version, contract, profile and dataset version.
+	if err := rc.trust.Approval(m); err != nil {
+		reason := ReasonBadSignature
+		switch {
+		case errors.Is(err, artifact.ErrUnsigned):
+			reason = ReasonUnsigned
+		case errors.Is(err, artifact.ErrUnknownKey):
+			reason = ReasonUnknownKey
+		}
+		rc.reject(reason, "approval signature refused", "model", m.Name, "version", m.Version, "err", err)
+		rc.deleteAsset(m.ManifestDigest)
+		return artifact.Manifest{}, fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+	man, err := artifact.DecodeManifest(b)
+	if err == nil && m.Size > 0 && man.Size != m.Size {
+		err = fmt.Errorf("%w: manifest says %d bytes, desired %d", artifact.ErrBadManifest, man.Size, m.Size)
+	}
+	if err != nil {
+		rc.reject(ReasonBadManifest, "manifest refused", "model", m.Name, "version", m.Version, "err", err)
+		rc.deleteAsset(m.ManifestDigest)
+		return artifact.Manifest{}, fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+	return man, nil
+}
+
+// downloadAndStage brings name@version's file to disk as a staged version directory: into a
+// resumable modelstore.Partial it writes the chunks this device already holds (fillLocal), then
+// fetches the rest, writing each at its places as soon as it is verified, while hashLoop hashes
+// the file's completed prefix; modelstore then keeps the file only if it hashes to man.Digest.
+// err is the download's failure (the partial download stays on disk, to be resumed); stageErr is
+// the staging's result. man is valid (rc.manifest decoded it).
+func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel, man artifact.Manifest, preempt func() bool) (stageErr, err error) {
+	p, done, err := rc.store.OpenPartial(m.Name, m.Version, m.ManifestDigest, man.Digest, man.Size)
+	if err != nil || done {
+		return err, nil
+	}
+	as := newAssembly(p, man)
+	reused, err := rc.fillLocal(ctx, m.Name, m.Version, as)
+	if err != nil {
+		p.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return err, nil
+	}
+	// What other partial downloads of this model held is in this one now.
+	if err := rc.store.DropPartials(m.Name, m.Version); err != nil {
+		rc.log.Warn("remove other partial downloads", "model", m.Name, "err", err)
+	}
+	rc.m.ChunksReused.Add(float64(reused))
+	missing := as.missing()
+	rc.log.Info("downloading model", "model", m.Name, "version", m.Version, "chunks", len(man.Chunks), "missing", len(missing), "reused", reused, "bytes", man.Size, "resumed", p.Resumed())
+	rc.setState(m.Name, wire.StateDownloading, func(r *modelRecord) { r.BytesDone, r.BytesTotal = as.done(), man.Size })
+
+	hashCtx, stopHash := context.WithCancel(ctx)
+	defer stopHash()
+	hashed := make(chan error, 1)
+	go func() { hashed <- as.hashLoop(hashCtx) }()
+	err = rc.fetch.fetch(ctx, kindChunk, missing, func(d string, data []byte) error {
+		err := as.put(d, data, -1)
+		putPlainBuf(data)
+		return err
+	}, func(string) {
+		rc.m.FetchedChunks.Inc()
+		rc.progress(m.Name, as.done(), man.Size)
+		if rc.cfg.OnChunk != nil {
+			rc.cfg.OnChunk()
+		}
+	}, preempt)
+	if left := len(as.missing()); err == nil && left > 0 {
+		err = fmt.Errorf("download of %s@%d ended with %d chunks missing", m.Name, m.Version, left)
+	}
+	if err != nil {
+		stopHash()
+		<-hashed
+		p.Close()
+		return nil, err
+	}
+	if err := <-hashed; err != nil {
+		p.Discard() // unreadable: the retry starts over
+		return err, nil
+	}
+	return p.Commit(ctx), nil
+}
+
+// fetchAssets makes sure the contract and reference profile m names are in the asset store.
+func (rc *Reconciler) fetchAssets(ctx context.Context, m wire.DesiredModel, preempt func() bool) error {
+	for _, d := range []string{m.ContractDigest, m.ProfileDigest, m.OutputDigest} {
+		if d == "" {
+			continue
+		}
+		if _, err := rc.asset(ctx, kindAsset, d, preempt); err != nil {
+			return fmt.Errorf("fetch contract or profile %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// releasePins unpins every set of name except those of its current and previous versions.
+func (rc *Reconciler) releasePins(name string) {
+	keep := map[string]bool{}
+	if v, err := rc.store.Current(name); err == nil {
+		keep[pinName(name, v.Version)] = true
+	}
+	if v, err := rc.store.Previous(name); err == nil {
+		keep[pinName(name, v.Version)] = true
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	r := rc.models[name]
+	if r == nil {
+		return
+	}
+	var kept []string
+	for _, p := range r.Pins {
+		if keep[p] {
+			kept = append(kept, p)
+			continue
+		}
+		if err := rc.cache.Unpin(p); err != nil {
+			rc.log.Warn("unpin", "set", p, "err", err)
+			kept = append(kept, p)
+		}
+	}
+	r.Pins = kept
+	if err := rc.saveRecordLocked(name); err != nil {
+		rc.log.Error("persist model record", "model", name, "err", err)
+	}
+}
+
+// deactivate handles a model no longer in the desired state: the chunks of its current and
+// previous versions go into the chunk cache (until evicted: assigning it again costs little),
+// its directory is renamed away (so current disappears in one step) and deleted, its chunks
+// unpinned, its record dropped.
+func (rc *Reconciler) deactivate(name string) {
+	rc.log.Info("model removed from desired state: deactivating", "model", name)
+	if modelstore.ValidName(name) == nil {
+		dir := filepath.Join(rc.store.Dir(), name)
+		if _, err := os.Stat(dir); err == nil {
+			for _, get := range []func(string) (modelstore.Version, error){rc.store.Current, rc.store.Previous} {
+				if ver, err := get(name); err == nil {
+					rc.KeepChunks(ver, nil)
+				}
+			}
+			b := make([]byte, 4)
+			_, _ = rand.Read(b)
+			trash := filepath.Join(rc.store.Dir(), ".removed-"+name+"-"+hex.EncodeToString(b))
+			if err := os.Rename(dir, trash); err != nil {
+				rc.log.Error("deactivate model", "model", name, "err", err)
+				return
+			}
+			if err := os.RemoveAll(trash); err != nil {
+				rc.log.Warn("remove deactivated model", "model", name, "err", err)
+			}
+		}
+	}
+	rc.mu.Lock()
+	r := rc.models[name]
+	delete(rc.models, name)
+	err := rc.saveRecordLocked(name)
+	rc.mu.Unlock()
+	if err != nil {
+		rc.log.Error("drop model record", "model", name, "err", err)
+	}
+	if r != nil {
+		for _, p := range r.Pins {
+			if err := rc.cache.Unpin(p); err != nil {
+				rc.log.Warn("unpin", "set", p, "err", err)
+			}
+		}
+	}
+}
+
+// asset returns the object digest from the asset store, fetching and storing it when absent.
+// The fetch verifies the digest.
+func (rc *Reconciler) asset(ctx context.Context, kind objectKind, digest string, preempt func() bool) ([]byte, error) {
+	key := []byte(digest)
+	b, err := rc.assets.Get(key)
+	if err == nil && artifact.DigestOf(b) == digest {
+		return b, nil
+	}
+	if err != nil && !errors.Is(err, devicedb.ErrNotFound) {
+		return nil, err
+	}
+	var got []byte
+	err = rc.fetch.fetch(ctx, kind, []string{digest}, func(_ string, data []byte) error {
+		got = append([]byte(nil), data...)
+		return rc.assets.Set(key, got)
+	}, func(string) {}, preempt)
+	if err != nil {
+		return nil, err
+	}
+	return got, nil
+}
+
+func (rc *Reconciler) deleteAsset(digest string) {
+	if err := rc.assets.Delete([]byte(digest)); err != nil {
+		rc.log.Warn("delete asset", "digest", digest, "err", err)
+	}
+}
+
+// gcAssets deletes manifests, contracts and profiles no model record and no version on disk
+// refers to.
+func (rc *Reconciler) gcAssets() {
+	keep := map[string]bool{}
+	rc.mu.Lock()
+	names := make([]string, 0, len(rc.models))
+	for n, r := range rc.models {
+		names = append(names, n)
+		for _, d := range []string{r.ManifestDigest, r.ContractDigest, r.ProfileDigest, r.OutputDigest} {
+			keep[d] = true
+		}
+	}
+	rc.mu.Unlock()
+	for _, n := range names {
+		if v, err := rc.store.Current(n); err == nil {
+			keep[v.ManifestDigest] = true
+		}
+		if v, err := rc.store.Previous(n); err == nil {
+			keep[v.ManifestDigest] = true
+		}
+		// A partial download kept for a retry or the next pull is read with its manifest.
+		if ps, err := rc.store.Partials(n); err == nil {
+			for _, p := range ps {
+				keep[p.ManifestDigest] = true
+			}
+		}
+	}
+	var drop [][]byte
+	err := rc.assets.IterateKeys(false, func(k []byte, _ int64) error {
+		if !keep[string(k)] {
+			drop = append(drop, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	if err != nil {
+		rc.log.Warn("list assets", "err", err)
+		return
+	}
+	for _, k := range drop {
+		if err := rc.assets.Delete(k); err != nil {
+			rc.log.Warn("delete asset", "err", err)
+		}
+	}
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,495 @@
+package reconcile
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/shared/wire"
+)
+
+// objectKind says what a pull fetches, for rejection reasons and logs.
+type objectKind int
+
+const (
+	kindChunk objectKind = iota
+	kindManifest
+	kindAsset // contract or reference profile
+)
+
+// fetcher requests objects by digest on the fetch topic and collects the frames the hub
+// answers on the chunk topic. One pull runs at a time (Run's goroutine).
+//
+// Request ids are "PREFIX-SEQ" with a random PREFIX per process, so a frame naming an id this
+// process never issued is told apart (ReasonUnknownRequest) from a late answer to a request
+// that was retried (used if its digest is still wanted: it is verified by digest anyway).
+type fetcher struct {
+	conn   Conn
+	cfg    config.Fetch
+	device string
+	topics wire.Topics
+	log    *slog.Logger
+	reject func(reason, msg string, args ...any)
+	prefix string
+	seq    uint64
+}
+
+func newFetcher(conn Conn, cfg config.Fetch, device string, topics wire.Topics, log *slog.Logger, reject func(reason, msg string, args ...any)) *fetcher {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return &fetcher{conn: conn, cfg: cfg, device: device, topics: topics, log: log, reject: reject, prefix: hex.EncodeToString(b)}
+}
+
+// issued reports whether id is one this fetcher sent.
+func (f *fetcher) issued(id string) bool {
+	p, s, ok := strings.Cut(id, "-")
+	if !ok || p != f.prefix {
+		return false
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	return err == nil && n < f.seq
+}
+
+type request struct {
+	id       string
+	digests  map[string]bool
+	deadline time.Time
+}
+
+// pullState is one fetch call's bookkeeping.
+type pullState struct {
+	queue    []string                // not yet requested (or to be requested again), in order
+	inflight map[string]*request     // by request id
+	owner    map[string]string       // digest -> request id
+	attempts map[string]int          // digest -> requests sent
+	objects  map[string]*wire.Object // multi-part objects being collected
+	wanted   map[string]bool
+	// verifying holds the digests received whole and handed to the workers. A request leaves
+	// inflight once every digest it asked for is received, not verified, so that the next
+	// requests go out while the workers catch up; fill stops asking while verifying holds a
+	// whole window (Requests x Digests), which bounds the frames held in memory.
+	verifying map[string]bool
+	gen       uint64
+}
+
+// verifyWorkers decompress, hash and store frames beside the pull's loop, which keeps the
+// bookkeeping: on a small device the hashing and the writing are the pull's cost.
+const verifyWorkers = 2
+
+// plainBufs recycles the buffers chunks are decompressed into: a pull decompresses every chunk,
+// and a fresh buffer per chunk costs as much in zeroing and garbage collection as the
+// decompression itself. Buffers go back with putPlainBuf once nothing refers to them.
+var plainBufs sync.Pool // of *[]byte
+
+// maxPooledBuf bounds the buffers kept for reuse (artifact chunks are at most 256 KiB).
+const maxPooledBuf = 512 << 10
+
+func getPlainBuf() []byte {
+	if p, ok := plainBufs.Get().(*[]byte); ok {
+		return (*p)[:0]
+	}
+	return nil
+}
+
+func putPlainBuf(b []byte) {
+	if cap(b) == 0 || cap(b) > maxPooledBuf {
+		return
+	}
+	b = b[:0]
+	plainBufs.Put(&b)
+}
+
+// verifyJob is one object to check and store: a single-part frame (data nil) or the bytes of a
+// multi-part object already verified by wire.Object.
+type verifyJob struct {
+	digest string
+	frame  wire.Frame
+	data   []byte
+}
+
+type verifyResult struct {
+	digest string
+	err    error
+	stored bool // false: the frame failed its check (err); true with err: store failed
+}
+
+// fetch gets every digest: store is called with each verified object's bytes, on worker
+// goroutines (it must be safe for concurrent use; its error ends the pull). The bytes are
+// store's to keep; a chunk's come from getPlainBuf, and store may give them back with
+// putPlainBuf. onStored is called on the caller's goroutine after it. It keeps Fetch.Requests
+// requests of up to Fetch.Digests digests in flight, asks again for what a request did not
+// bring within Fetch.Timeout, fails a digest requested Fetch.Attempts times (ErrAttempts),
+// fails when nothing verified for Fetch.Stall (ErrStalled), and fails at once when the hub has
+// no such digest (wire.ErrNotFound). preempt, when it reports true, ends the pull with
+// errPreempted.
+func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, store func(digest string, data []byte) error, onStored func(digest string), preempt func() bool) error {
+	if len(digests) == 0 {
+		return nil
+	}
+	jobs := make(chan verifyJob)
+	results := make(chan verifyResult, verifyWorkers)
+	quit := make(chan struct{})
+	defer close(quit)
+	for i := 0; i < verifyWorkers; i++ {
+		go verifyWorker(kind, store, jobs, results, quit)
+	}
+	var pending []verifyJob
+	st := newPullState(digests, f.conn.Gen())
+	sawDesired := false // a desired signal was taken during this fetch
+	lastProgress := time.Now()
+	// The tick checks deadlines and the connection: a twentieth of the request timeout (100 ms
+	// to 1 s) is soon enough, and thousands of fleet-mode agents pulling at once would spend a
+	// core waking every 100 ms.
+	tick := time.NewTicker(min(max(f.cfg.Timeout.D()/20, 100*time.Millisecond), time.Second))
+	defer tick.Stop()
+	if err := f.fill(ctx, st); err != nil {
+		return err
+	}
+	for len(st.wanted) > 0 {
+		var send chan verifyJob
+		var next verifyJob
+		if len(pending) > 0 {
+			send, next = jobs, pending[0]
+		}
+		select {
+		case send <- next:
+			pending = pending[1:]
+		case r := <-results:
+			delete(st.verifying, r.digest)
+			done, err := f.verified(kind, st, r)
+			if err != nil {
+				return err
+			}
+			if done {
+				onStored(r.digest)
+				lastProgress = time.Now()
+				if err := f.fill(ctx, st); err != nil {
+					return err
+				}
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-f.conn.DesiredSignal():
+			// Stop if the news is newer. The signal goes back for the reconciler when this
+			// fetch ends (deferred), not now: put back at once, it would be received again at
+			// once, and a desired that does not preempt (the same revision sent again) would
+			// spin this loop for the rest of the pull. A newer desired signals anew.
+			if !sawDesired {
+				sawDesired = true
+				defer f.resignalDesired()
+			}
+			if preempt != nil && preempt() {
+				return errPreempted
+			}
+		case b := <-f.conn.Frames():
+			j, ok, err := f.handleFrame(kind, st, b)
+			if err != nil {
+				return err
+			}
+			if ok {
+				pending = append(pending, j)
+				if st.received(j.digest) {
+					if err := f.fill(ctx, st); err != nil {
+						return err
+					}
+				}
+			}
+		case now := <-tick.C:
+			if err := f.tick(ctx, st, now, lastProgress); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// newPullState returns the bookkeeping of a fetch of digests on connection generation gen.
+func newPullState(digests []string, gen uint64) *pullState {
+	st := &pullState{
+		queue: append([]string(nil), digests...), inflight: map[string]*request{}, owner: map[string]string{},
+		attempts: map[string]int{}, objects: map[string]*wire.Object{}, wanted: map[string]bool{},
+		verifying: map[string]bool{}, gen: gen,
+	}
+	for _, d := range digests {
+		st.wanted[d] = true
+	}
+	return st
+}
+
+// verifyWorker decompresses and checks the jobs it receives and hands each object's bytes to
+// store, until quit is closed. kind chunk is decompressed into a pooled buffer: a fresh one per
+// chunk costs as much as the decompression.
+func verifyWorker(kind objectKind, store func(digest string, data []byte) error, jobs <-chan verifyJob, results chan<- verifyResult, quit <-chan struct{}) {
+	for {
+		var j verifyJob
+		select {
+		case <-quit:
+			return
+		case j = <-jobs:
+		}
+		r := verifyResult{digest: j.digest}
+		data := j.data
+		switch {
+		case data != nil: // verified by wire.Object
+		case kind == kindChunk:
+			buf := getPlainBuf()
+			if data, r.err = j.frame.OpenTo(buf); r.err != nil {
+				putPlainBuf(buf)
+			}
+		default:
+			data, r.err = j.frame.Open()
+		}
+		if r.err == nil {
+			r.stored = true
+			r.err = store(j.digest, data)
+		}
+		select {
+		case <-quit:
+			return
+		case results <- r:
+		}
+	}
+}
+
+// resignalDesired puts back a desired signal a fetch took (non-blocking: one is enough).
+func (f *fetcher) resignalDesired() {
+	select {
+	case f.conn.DesiredSignal() <- struct{}{}:
+	default:
+	}
+}
+
+// tick is a fetch's periodic check: the stall, a changed connection (everything in flight is
+// asked again, not counted as an attempt), requests past their deadline (asked again, counted),
+// digests out of attempts; then it refills the window.
+func (f *fetcher) tick(ctx context.Context, st *pullState, now, lastProgress time.Time) error {
+	if now.Sub(lastProgress) > f.cfg.Stall.D() {
+		return fmt.Errorf("%w: nothing verified for %v, %d objects missing", ErrStalled, f.cfg.Stall.D(), len(st.wanted))
+	}
+	if g := f.conn.Gen(); g != st.gen {
+		// The answers to what was in flight are lost with the old session.
+		st.gen = g
+		for id, r := range st.inflight {
+			st.requeue(r, false)
+			delete(st.inflight, id)
+		}
+	}
+	for id, r := range st.inflight {
+		if now.After(r.deadline) {
+			f.log.Debug("fetch request timed out", "request", id, "missing", len(r.digests))
+			st.requeue(r, true)
+			delete(st.inflight, id)
+		}
+	}
+	for _, d := range st.queue {
+		if st.attempts[d] >= f.cfg.Attempts {
+			return fmt.Errorf("%w: %s requested %d times", ErrAttempts, d, st.attempts[d])
+		}
+	}
+	return f.fill(ctx, st)
+}
+
+// received books digest d as received whole and handed to the workers: it leaves its request
+// (freed reports whether that emptied the request).
+func (st *pullState) received(d string) (freed bool) {
+	st.verifying[d] = true
+	return st.leave(d, st.inflight[st.owner[d]])
+}
+
+// leave takes digest d out of request r (nil: none); a request with nothing left to receive
+// leaves inflight, and freed reports that.
+func (st *pullState) leave(d string, r *request) (freed bool) {
+	if r == nil {
+		return false
+	}
+	delete(r.digests, d)
+	if len(r.digests) > 0 {
+		return false
+	}
+	delete(st.inflight, r.id)
+	return true
+}
+
+// requeue puts what r still misses at the front of the queue; counted says whether the
+// request counts as a failed attempt.
+func (st *pullState) requeue(r *request, counted bool) {
+	var back []string
+	for d := range r.digests {
+		if st.owner[d] == r.id {
+			delete(st.owner, d)
+		}
+		if st.wanted[d] {
+			back = append(back, d)
+			if !counted {
+				st.attempts[d]--
+			}
+		}
+	}
+	st.queue = append(back, st.queue...)
+}
+
+// fill sends requests until the window is full or nothing is left to ask. While disconnected
+// it sends nothing: the tick asks again once the connection is back.
+func (f *fetcher) fill(ctx context.Context, st *pullState) error {
+	cfg := f.cfg
+	for len(st.inflight) < cfg.Requests && len(st.verifying) < cfg.Requests*cfg.Digests && len(st.queue) > 0 {
+		if !f.conn.Up() {
+			return nil
+		}
+		var batch []string
+		rest := st.queue[:0:0]
+		for _, d := range st.queue {
+			switch {
+			case !st.wanted[d] || st.owner[d] != "":
+			case len(batch) < cfg.Digests:
+				batch = append(batch, d)
+			default:
+				rest = append(rest, d)
+			}
+		}
+		st.queue = rest
+		if len(batch) == 0 {
+			return nil
+		}
+		id := f.prefix + "-" + strconv.FormatUint(f.seq, 10)
+		f.seq++
+		r := &request{id: id, digests: map[string]bool{}, deadline: time.Now().Add(cfg.Timeout.D())}
+		for _, d := range batch {
+			r.digests[d] = true
+			st.owner[d] = id
+			st.attempts[d]++
+		}
+		st.inflight[id] = r
+		b, err := wire.Encode(wire.FetchRequest{Header: wire.Header{DeviceID: f.device, TS: time.Now().UnixMilli()}, RequestID: id, Digests: batch})
+		if err != nil {
+			return fmt.Errorf("encode fetch request: %w", err)
+		}
+		if err := f.conn.Send(f.topics.Fetch(f.device), b, 1); err != nil {
+			// The deadline asks again; a lost connection is noticed by the tick.
+			f.log.Debug("fetch request not sent", "request", id, "err", err)
+		}
+	}
+	return nil
+}
+
+// handleFrame decodes one frame and returns the job that verifies and stores its object, once
+// the object is whole (single-part frames at once; parts are collected here).
+func (f *fetcher) handleFrame(kind objectKind, st *pullState, b []byte) (verifyJob, bool, error) {
+	fr, ok := f.decode(b)
+	if !ok {
+		return verifyJob{}, false, nil
+	}
+	d := fr.DigestString()
+	if !st.wanted[d] || st.verifying[d] {
+		return verifyJob{}, false, nil // a duplicate or late answer: already have it
+	}
+	if fr.Kind == wire.FrameNotFound {
+		if kind == kindManifest {
+			f.reject(ReasonUnknownModel, "hub has no such manifest", "digest", d)
+		}
+		return verifyJob{}, false, fmt.Errorf("fetch %s: %w", d, wire.ErrNotFound)
+	}
+	if fr.Offset == 0 && fr.Plain == fr.Total {
+		return verifyJob{digest: d, frame: fr}, true, nil
+	}
+	o := st.objects[d]
+	if o == nil {
+		var err error
+		if o, err = wire.NewObject(fr); err != nil {
+			f.reject(ReasonBadFrame, "bad frame", "digest", d, "err", err)
+			return verifyJob{}, false, nil
+		}
+		st.objects[d] = o
+	}
+	complete, err := o.Add(fr)
+	if err != nil {
+		f.refused(kind, st, d, err)
+		return verifyJob{}, false, nil
+	}
+	if !complete {
+		return verifyJob{}, false, nil
+	}
+	return verifyJob{digest: d, data: o.Bytes()}, true, nil
+}
+
+// verified books a worker's result: done reports that the object is stored.
+func (f *fetcher) verified(kind objectKind, st *pullState, r verifyResult) (done bool, err error) {
+	d := r.digest
+	if r.err != nil {
+		if r.stored {
+			return false, r.err
+		}
+		f.refused(kind, st, d, r.err)
+		return false, nil
+	}
+	delete(st.wanted, d)
+	delete(st.objects, d)
+	if id := st.owner[d]; id != "" {
+		delete(st.owner, d)
+		if r := st.inflight[id]; r != nil {
+			delete(r.digests, d)
+			if len(r.digests) == 0 {
+				delete(st.inflight, id)
+			}
+		}
+	}
+	return true, nil
+}
+
+// refused counts an object whose frames failed their check. A digest mismatch (forged or
+// damaged bytes), or any damage to an object already received whole (its request no longer
+// waits for it, so no deadline would ask again), is asked for again at once; a damaged part of
+// an object still arriving waits for the request's deadline.
+func (f *fetcher) refused(kind objectKind, st *pullState, d string, err error) {
+	reason := ReasonBadFrame
+	digestErr := errors.Is(err, wire.ErrFrameDigest)
+	if digestErr {
+		reason = ReasonChunkDigest
+		if kind == kindManifest {
+			reason = ReasonManifestDigest
+		}
+	}
+	id := st.owner[d]
+	r := st.inflight[id]
+	if id != "" && (digestErr || r == nil || !r.digests[d]) {
+		delete(st.objects, d)
+		delete(st.owner, d)
+		st.leave(d, r)
+		st.queue = append([]string{d}, st.queue...)
+	}
+	f.reject(reason, "frame refused", "digest", d, "err", err)
+}
+
+// decode parses a chunk-topic message and checks its request id, counting what it refuses.
+func (f *fetcher) decode(b []byte) (wire.Frame, bool) {
+	if len(b) > wire.MaxFrameSize {
+		f.reject(ReasonOversizedFrame, "oversized chunk frame", "bytes", len(b))
+		return wire.Frame{}, false
+	}
+	fr, err := wire.DecodeFrame(b)
+	if err != nil {
+		f.reject(ReasonBadFrame, "bad chunk frame", "err", err)
+		return wire.Frame{}, false
+	}
+	if !f.issued(fr.RequestID) {
+		f.reject(ReasonUnknownRequest, "chunk frame for a request this agent never sent", "request", fr.RequestID)
+		return wire.Frame{}, false
+	}
+	return fr, true
+}
+
+// drainIdle handles frames that arrive while no pull runs: they are checked and counted like
+// any other, then dropped.
+func (f *fetcher) drainIdle(b []byte) {
+	if _, ok := f.decode(b); ok {
+		f.log.Debug("late chunk frame dropped")
+	}
+}

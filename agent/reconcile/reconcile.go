@@ -1,0 +1,235 @@
+// Package reconcile brings a device's models to the hub's desired state: desired → pull →
+// assemble → activate. A Reconciler owns the model records (what each model reported last and
+// what its running version brought), the desired revision acted on, and the pulls; it is handed
+// what it works with: the MQTT connection (Conn), the device's root of trust (Trust), the model
+// store, the chunk cache and the asset store. It imports nothing of package agent, which wires
+// it (agent.New) and reports what it records (Reported).
+//
+// Run is the only goroutine that changes MODELDIR, the chunk cache's pins and the records'
+// versions; the read side (ActiveModels, ActiveNames, Reported) is safe for concurrent use.
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/driftline/driftline/agent/chunkcache"
+	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/devicedb"
+	"github.com/driftline/driftline/agent/modelstore"
+	"github.com/driftline/driftline/shared/wire"
+)
+
+// Errors of a pull. A model's last_error wraps one of these with context.
+var (
+	// ErrStalled is returned by a pull that verified nothing for Fetch.Stall.
+	ErrStalled = errors.New("agent: pull stalled")
+	// ErrAttempts is returned by a pull when a digest was requested Fetch.Attempts times.
+	ErrAttempts = errors.New("agent: too many attempts for one digest")
+	// ErrRejected wraps a model version refused before download: manifest digest, signature,
+	// manifest content or model name.
+	ErrRejected = errors.New("agent: model version refused")
+	// errPreempted ends a pull when a newer desired revision arrived.
+	errPreempted = errors.New("agent: newer desired revision")
+)
+
+// Conn is what the reconciler needs of the device's MQTT connection.
+type Conn interface {
+	// DesiredSignal holds a value (1-slot) while a new desired payload waits. A receiver that
+	// takes the signal without taking the payload puts it back (non-blocking send).
+	DesiredSignal() chan struct{}
+	// PeekDesired returns the waiting desired payload (nil: none) and leaves it; TakeDesired
+	// returns and forgets it.
+	PeekDesired() []byte
+	TakeDesired() []byte
+	// Frames carries the chunk topic's messages, in order.
+	Frames() <-chan []byte
+	// Gen changes on every connect and every loss of the connection; Up reports it is up.
+	Gen() uint64
+	Up() bool
+	// Send publishes without waiting for an acknowledgement (the fetch requests).
+	Send(topic string, payload []byte, qos byte) error
+}
+
+// Trust is the device's root of trust: it verifies what the hub signs.
+type Trust interface {
+	// Desired decodes and verifies a desired payload (signature, expiry, revision against the
+	// last acted on) and says whether to act on it; it counts and logs what it refuses.
+	Desired(payload []byte) (wire.Desired, bool)
+	// Preempts reports whether payload is a valid desired state above rev that Desired would
+	// act on. It changes and counts nothing.
+	Preempts(payload []byte, rev uint64) bool
+	// Approval checks the approval signature of a model version (artifact.ErrUnsigned,
+	// artifact.ErrUnknownKey, or another error for a bad signature).
+	Approval(m wire.DesiredModel) error
+	// Revoked reports whether the hub withdrew name@version.
+	Revoked(name string, version int) bool
+	// ActedOn records the revision acted on in full (replays below it are refused).
+	ActedOn(rev uint64)
+}
+
+// Metrics are the agent's collectors the reconciler counts into (agent/metrics.go names them).
+type Metrics struct {
+	FetchedChunks prometheus.Counter
+	ChunksReused  prometheus.Counter
+	// Activations is labelled by result (ResultActive, ResultFailed, ResultRolledBack).
+	Activations *prometheus.CounterVec
+	// Rejected is labelled by reason (the Reason constants).
+	Rejected *prometheus.CounterVec
+}
+
+// Config is what New needs. Every field but the callbacks and PullSlots is required.
+type Config struct {
+	DeviceID string
+	Topics   wire.Topics
+	Fetch    config.Fetch
+	Logger   *slog.Logger
+	Metrics  Metrics
+
+	Conn  Conn
+	Trust Trust
+	// Store is MODELDIR; Cache the chunk cache; Assets holds manifests, contracts, profiles
+	// and output references by digest; Records the model records and the desired revision.
+	Store   *modelstore.Store
+	Cache   *chunkcache.Cache
+	Assets  devicedb.Namespace
+	Records devicedb.Namespace
+
+	// PullSlots, when not nil, bounds the pulls that run at once (agent.Options.PullSlots).
+	PullSlots chan struct{}
+	// OnChunk, when set, is called after each fetched chunk is verified and stored.
+	OnChunk func()
+	// Failpoint, when set, is called at "manifest" (a manifest fetched and verified).
+	Failpoint func(step string)
+	// OnChange, when set, is called after the records changed (a state, progress, a revision
+	// begun): the agent queues the reported state (Reported).
+	OnChange func()
+}
+
+// Reconciler acts on desired states. New prepares it, Load reads its records, Run acts.
+type Reconciler struct {
+	cfg   Config
+	log   *slog.Logger
+	conn  Conn
+	trust Trust
+	store *modelstore.Store
+	cache *chunkcache.Cache
+	// assets and own are Config.Assets and Config.Records.
+	assets devicedb.Namespace
+	own    devicedb.Namespace
+	m      Metrics
+	fetch  *fetcher
+
+	mu           sync.Mutex
+	models       map[string]*modelRecord
+	reportRev    uint64
+	lastProgress time.Time
+
+	assetMu    sync.Mutex
+	assetCache map[string][]byte // the active models' assets by digest (ActiveModels)
+
+	lastRev  uint64        // Run only
+	retryMin time.Duration // first wait before a failed revision is tried again
+}
+
+// New returns a Reconciler over cfg's stores. It reads nothing yet (Load does).
+func New(cfg Config) *Reconciler {
+	rc := &Reconciler{
+		cfg: cfg, log: cfg.Logger, conn: cfg.Conn, trust: cfg.Trust, store: cfg.Store, cache: cfg.Cache,
+		assets: cfg.Assets, own: cfg.Records, m: cfg.Metrics, models: map[string]*modelRecord{}, assetCache: map[string][]byte{},
+		retryMin: cfg.Fetch.Retry.D(),
+	}
+	rc.fetch = newFetcher(cfg.Conn, cfg.Fetch, cfg.DeviceID, cfg.Topics, cfg.Logger, rc.reject)
+	return rc
+}
+
+// Load reads the model records and the last revision acted on, then reconciles them with what
+// recovery found in MODELDIR (recs, from modelstore.Recover): a rolled-back activation is
+// recorded as failed, models on disk without a record are adopted, every record's links are
+// read again, and pins no version needs are released.
+func (rc *Reconciler) Load(recs []modelstore.Recovery) error {
+	if err := rc.loadRecords(); err != nil {
+		return err
+	}
+	for _, r := range recs {
+		rc.log.Warn("model directory recovered", "model", r.Name, "action", r.Action, "current", r.Current, "err", r.Err)
+		if r.Action == modelstore.ActionRolledBack {
+			rc.m.Activations.WithLabelValues(ResultFailed).Inc()
+			msg := "activation interrupted and rolled back"
+			if r.Err != nil {
+				msg = r.Err.Error()
+			}
+			rc.setState(r.Name, wire.StateFailed, func(rec *modelRecord) { rec.LastError = msg })
+		}
+	}
+	if err := rc.adoptDisk(); err != nil {
+		return err
+	}
+	rc.mu.Lock()
+	names := make([]string, 0, len(rc.models))
+	for n := range rc.models {
+		names = append(names, n)
+	}
+	rc.reportRev = rc.lastRev
+	rc.mu.Unlock()
+	for _, n := range names {
+		rc.refreshLinks(n)
+		if modelstore.ValidName(n) == nil {
+			rc.releasePins(n)
+		}
+	}
+	return nil
+}
+
+// reject counts refused input and logs why.
+func (rc *Reconciler) reject(reason, msg string, args ...any) {
+	rc.m.Rejected.WithLabelValues(reason).Inc()
+	rc.log.Warn(msg, append([]any{"reason", reason}, args...)...)
+}
+
+// failpoint calls Config.Failpoint at step.
+func (rc *Reconciler) failpoint(step string) {
+	if rc.cfg.Failpoint != nil {
+		rc.cfg.Failpoint(step)
+	}
+}
+
+// changed tells the agent the records changed.
+func (rc *Reconciler) changed() {
+	if rc.cfg.OnChange != nil {
+		rc.cfg.OnChange()
+	}
+}
+
+// canceled reports whether err is a context's end.
+func canceled(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// Activation results, the values of the activations metric's result label.
+const (
+	ResultActive     = "active"
+	ResultFailed     = "failed"
+	ResultRolledBack = "rolled_back"
+)
+
+// Rejection reasons the reconciler counts, values of the rejected metric's reason label.
+const (
+	ReasonUnknownModel   = "unknown_model"
+	ReasonManifestDigest = "manifest_digest"
+	ReasonBadManifest    = "bad_manifest"
+	ReasonUnsigned       = "unsigned"
+	ReasonUnknownKey     = "unknown_key"
+	ReasonBadSignature   = "bad_signature"
+	ReasonChunkDigest    = "chunk_digest"
+	ReasonBadFrame       = "bad_frame"
+	ReasonOversizedFrame = "oversized_frame"
+	ReasonUnknownRequest = "unknown_request"
+	// ReasonRevoked: a model version the hub withdrew (its revocation list) named again.
+	ReasonRevoked = "revoked"
+)
