@@ -303,7 +303,7 @@ func TestAPI(t *testing.T) {
 // TestForgetDropsDeviceHistory: a device the hub removed (the node calls Forget from the change
 // feed) loses its drift history, so a device enrolled again under the same id starts clean.
 func TestForgetDropsDeviceHistory(t *testing.T) {
-	s := newFleetSetup(t, drift.Config{})
+	s := newFleetSetup(t, fleetdrift.Config{})
 	if err := s.svc.Observe("d1", windowProfile(t, 500, 20, "abc", 1)); err != nil {
 		t.Fatal(err)
 	}
