@@ -29,7 +29,7 @@ test:
 # ci-deps installs the outside programs that integration tests drive: Mosquitto (external broker
 # tests), Chromium (dashboard browser test), promtool (metrics format check, alert rules and their
 # unit tests; in Debian's prometheus package) and qemu-user-static (the arm64 and armv7 agents run
-# under it in hub/systemtest). Run as root on a Debian-like machine; elsewhere it says what is missing.
+# under it in systemtest). Run as root on a Debian-like machine; elsewhere it says what is missing.
 ci-deps:
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		export DEBIAN_FRONTEND=noninteractive; \

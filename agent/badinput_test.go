@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/agenttest"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/wire"
 	"github.com/driftline/driftline/shared/zstdx"
@@ -23,21 +25,21 @@ func TestBadInput(t *testing.T) {
 	b := startBroker(t, 0)
 	h := newFakeHub(t, b, "dev-bad")
 	latest := h.watchReported()
-	cfg := agentConfig(t, "dev-bad", "any", []string{b.url()}, []string{h.publicKey()})
+	cfg := agenttest.Config(t, "dev-bad", "any", []string{b.url()}, []string{h.publicKey()})
 	cfg.Fetch.Timeout = config.Duration(500 * time.Millisecond)
 	cfg.Fetch.Attempts = 3
-	a := startAgent(t, cfg, agent.Options{})
-	waitFor(t, 10*time.Second, "connected", a.Connected)
+	a := agenttest.Start(t, cfg, agent.Options{})
+	testhelp.WaitFor(t, 10*time.Second, "connected", a.Connected)
 
-	good := h.addModel(randomBytes(1, 600<<10))
-	other := h.addModel(randomBytes(2, 100<<10))
+	good := h.addModel(agenttest.RandomBytes(1, 600<<10))
+	other := h.addModel(agenttest.RandomBytes(2, 100<<10))
 	_, strangerKey, _ := ed25519.GenerateKey(rand.Reader)
 
-	rejected := func(reason string) float64 { return metric(t, a.reg, agent.MetricRejected, "reason", reason) }
+	rejected := func(reason string) float64 { return agenttest.Metric(t, a.Reg, agent.MetricRejected, "reason", reason) }
 	// failedWith waits for model name to be reported failed with an error holding msg.
 	failedWith := func(t *testing.T, name, msg string) {
 		t.Helper()
-		waitFor(t, 10*time.Second, name+" failed with "+msg, func() bool {
+		testhelp.WaitFor(t, 10*time.Second, name+" failed with "+msg, func() bool {
 			m, ok := latest().Models[name]
 			return ok && m.State == wire.StateFailed && strings.Contains(m.LastError, msg)
 		})
@@ -148,7 +150,7 @@ func TestBadInput(t *testing.T) {
 			h.mu.Unlock()
 			defer func() { h.mu.Lock(); h.tamper = nil; h.mu.Unlock() }()
 			h.desire(h.entry("m-good", 1, good))
-			waitFor(t, 20*time.Second, "m-good active", func() bool {
+			testhelp.WaitFor(t, 20*time.Second, "m-good active", func() bool {
 				m := latest().Models["m-good"]
 				return m.State == wire.StateActive && m.Active != nil && *m.Active == 1
 			})
@@ -170,7 +172,7 @@ func TestBadInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := rejected(tc.reason)
 			tc.run(t)
-			waitFor(t, 10*time.Second, "rejection counted under "+tc.reason, func() bool { return rejected(tc.reason) > before })
+			testhelp.WaitFor(t, 10*time.Second, "rejection counted under "+tc.reason, func() bool { return rejected(tc.reason) > before })
 			if !a.Connected() {
 				t.Fatal("agent disconnected")
 			}
@@ -179,12 +181,12 @@ func TestBadInput(t *testing.T) {
 	// Still alive and acting: a good desired state (m-good only) activates and the rest is
 	// dropped from the report.
 	h.desire(h.entry("m-good", 1, good))
-	waitFor(t, 10*time.Second, "final state", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "final state", func() bool {
 		r := latest()
 		m, ok := r.Models["m-good"]
 		return ok && m.State == wire.StateActive && len(r.Models) == 1
 	})
-	if got := fileDigest(t, modelFile(cfg.ModelDir, "m-good")); got != good.manifest.Digest {
+	if got := agenttest.FileDigest(t, agenttest.ModelFile(cfg.ModelDir, "m-good")); got != good.manifest.Digest {
 		t.Fatalf("current %s, want %s", got, good.manifest.Digest)
 	}
 }

@@ -23,6 +23,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/agenttest"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -38,10 +40,10 @@ func TestBrokerFailover(t *testing.T) {
 			}
 		})
 	})
-	down := fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t))
-	cfg := agentConfig(t, id, "any", []string{down, b.url()}, []string{testKey(t)})
-	a := startAgent(t, cfg, agent.Options{})
-	waitFor(t, 20*time.Second, "connected through the second broker", a.Connected)
+	down := fmt.Sprintf("tcp://127.0.0.1:%d", testhelp.FreePort(t))
+	cfg := agenttest.Config(t, id, "any", []string{down, b.url()}, []string{agenttest.Key(t)})
+	a := agenttest.Start(t, cfg, agent.Options{})
+	testhelp.WaitFor(t, 20*time.Second, "connected through the second broker", a.Connected)
 	select {
 	case st := <-online:
 		if !st.Online || st.Reason != wire.ReasonConnect || st.AgentVersion != agent.Version {
@@ -50,7 +52,7 @@ func TestBrokerFailover(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no online status")
 	}
-	a.stop()
+	a.Stop()
 	select {
 	case st := <-online:
 		if st.Online || st.Reason != wire.ReasonStop {
@@ -76,9 +78,9 @@ func TestWillOnCrash(t *testing.T) {
 			statuses <- st
 		})
 	})
-	cfg := agentConfig(t, id, "any", []string{b.url()}, []string{testKey(t)})
-	a := startAgent(t, cfg, agent.Options{})
-	waitFor(t, 10*time.Second, "connected", a.Connected)
+	cfg := agenttest.Config(t, id, "any", []string{b.url()}, []string{agenttest.Key(t)})
+	a := agenttest.Start(t, cfg, agent.Options{})
+	testhelp.WaitFor(t, 10*time.Second, "connected", a.Connected)
 	if st := <-statuses; !st.Online {
 		t.Fatalf("first status %+v", st)
 	}
@@ -119,7 +121,7 @@ func TestTLSBroker(t *testing.T) {
 	}
 	s := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
 	s.AddHook(new(auth.AllowHook), nil)
-	port := freePort(t)
+	port := testhelp.FreePort(t)
 	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "tls", Address: fmt.Sprintf("127.0.0.1:%d", port),
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}})); err != nil {
 		t.Fatal(err)
@@ -134,15 +136,15 @@ func TestTLSBroker(t *testing.T) {
 	}{{"trusted CA", caFile, true}, {"system pool only", "", false}}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := agentConfig(t, "dev-tls-"+tc.name[:3], "any", []string{fmt.Sprintf("ssl://127.0.0.1:%d", port)}, []string{testKey(t)})
+			cfg := agenttest.Config(t, "dev-tls-"+tc.name[:3], "any", []string{fmt.Sprintf("ssl://127.0.0.1:%d", port)}, []string{agenttest.Key(t)})
 			cfg.TLS.CAFile = tc.ca
 			if tc.ca == "" {
 				cfg.TLS.InsecureSkipVerify = false
 				cfg.TLS.CertFile = "" // nothing set: system pool, which does not know our CA
 			}
-			a := startAgent(t, cfg, agent.Options{})
+			a := agenttest.Start(t, cfg, agent.Options{})
 			if tc.connect {
-				waitFor(t, 10*time.Second, "TLS connection", a.Connected)
+				testhelp.WaitFor(t, 10*time.Second, "TLS connection", a.Connected)
 				return
 			}
 			time.Sleep(1500 * time.Millisecond)

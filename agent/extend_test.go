@@ -18,7 +18,10 @@ import (
 	pmodel "github.com/prometheus/common/model"
 
 	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/agenttest"
+	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/agent/outbox"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -42,8 +45,8 @@ func TestExtensionPoints(t *testing.T) {
 		})
 		s.Subscribe(topics.Validation(id), 2, func(*mqtt.Client, packets.Subscription, packets.Packet) { validations.Add(1) })
 	})
-	cfg := agentConfig(t, id, "any", []string{b.url()}, []string{testKey(t)})
-	cfg.Metrics = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg := agenttest.Config(t, id, "any", []string{b.url()}, []string{agenttest.Key(t)})
+	cfg.Metrics = fmt.Sprintf("127.0.0.1:%d", testhelp.FreePort(t))
 	cfg.Heartbeat = 200_000_000 // 200 ms
 
 	// Built by hand (not startAgent) to add the extension between New and Run.
@@ -67,10 +70,10 @@ func TestExtensionPoints(t *testing.T) {
 			}
 		})
 	})
-	waitFor(t, 10*time.Second, "connected", ra.Connected)
-	waitFor(t, 10*time.Second, "data subscription", func() bool { return metric(t, ra.reg, agent.MetricConnects) >= 1 })
+	testhelp.WaitFor(t, 10*time.Second, "connected", ra.Connected)
+	testhelp.WaitFor(t, 10*time.Second, "data subscription", func() bool { return agenttest.Metric(t, ra.Reg, agent.MetricConnects) >= 1 })
 	// The agent subscribes to its data topic on connect without waiting: wait for the broker.
-	waitFor(t, 10*time.Second, "data topic subscribed", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "data topic subscribed", func() bool {
 		return len(b.s.Topics.Subscribers(wire.Default().Data(id)).Subscriptions) > 0
 	})
 	for _, r := range []string{"r1", "r2", "r3"} {
@@ -78,7 +81,7 @@ func TestExtensionPoints(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 5*time.Second, "data handled", func() bool {
+	testhelp.WaitFor(t, 5*time.Second, "data handled", func() bool {
 		hbMu.Lock()
 		defer hbMu.Unlock()
 		return lastHB.RecordsSeen >= 3 && lastHB.RecordsInvalid == 1
@@ -104,7 +107,7 @@ func TestExtensionPoints(t *testing.T) {
 			t.Errorf("Report(%v, %s) accepted", bad.k, bad.topic)
 		}
 	}
-	waitFor(t, 5*time.Second, "validation report", func() bool { return validations.Load() == 1 })
+	testhelp.WaitFor(t, 5*time.Second, "validation report", func() bool { return validations.Load() == 1 })
 	if ms, err := ra.ActiveModels(); err != nil || len(ms) != 0 {
 		t.Fatalf("ActiveModels with no model: %v %v", ms, err)
 	}
@@ -137,7 +140,7 @@ func TestExtensionPoints(t *testing.T) {
 	} else {
 		t.Log("promtool not installed: format checked with the Go parser only")
 	}
-	ra.stop() // returns only once the extension goroutine has stopped
+	ra.Stop() // returns only once the extension goroutine has stopped
 }
 
 // standIn is a stand-in pipeline: it keeps what it is given and serves POST /ingest.
@@ -187,6 +190,6 @@ func (x *standIn) Run(ctx context.Context) {
 }
 
 // startAgentWith is startAgent with a hook between New and Run.
-func startAgentWith(t testing.TB, cfg agentConfigT, hook func(a *agent.Agent)) *runningAgent {
-	return startAgentHook(t, cfg, agent.Options{}, hook)
+func startAgentWith(t testing.TB, cfg config.Config, hook func(a *agent.Agent)) *agenttest.Agent {
+	return agenttest.StartHook(t, cfg, agent.Options{}, hook)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -38,7 +39,7 @@ func (b *broker) stop() { b.once.Do(func() { b.s.Close() }) }
 func startBroker(t testing.TB, port int, setup ...func(s *mqtt.Server)) *broker {
 	t.Helper()
 	if port == 0 {
-		port = freePort(t)
+		port = testhelp.FreePort(t)
 	}
 	s := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
 	if err := s.AddHook(new(auth.AllowHook), nil); err != nil {

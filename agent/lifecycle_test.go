@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/agenttest"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -23,14 +25,14 @@ func TestModelLifecycle(t *testing.T) {
 	h := newFakeHub(t, b, "dev-life")
 	latest := h.watchReported()
 	states, bytesTotal := h.watchStates()
-	cfg := agentConfig(t, "dev-life", "any", []string{b.url()}, []string{h.publicKey()})
+	cfg := agenttest.Config(t, "dev-life", "any", []string{b.url()}, []string{h.publicKey()})
 	// Version 2 of any model is unhealthy.
 	cfg.HealthCheck.Command = []string{"sh", "-c", `test "$DRIFTLINE_MODEL_VERSION" != 2 || { echo "v2 is broken" >&2; exit 3; }`}
 	cfg.Fetch.Retry = config.Duration(100 * time.Millisecond) // a failed health check must not be retried
-	a := startAgent(t, cfg, agent.Options{})
-	waitFor(t, 10*time.Second, "connected", a.Connected)
+	a := agenttest.Start(t, cfg, agent.Options{})
+	testhelp.WaitFor(t, 10*time.Second, "connected", a.Connected)
 
-	v1, v2, other := h.addModel(randomBytes(8, 300<<10)), h.addModel(randomBytes(9, 300<<10)), h.addModel(randomBytes(10, 50<<10))
+	v1, v2, other := h.addModel(agenttest.RandomBytes(8, 300<<10)), h.addModel(agenttest.RandomBytes(9, 300<<10)), h.addModel(agenttest.RandomBytes(10, 50<<10))
 	contract := []byte(`{"fields":[{"name":"temp","type":"number"}]}`)
 	profile := bytes.Repeat([]byte("profile bytes "), 30000) // > one frame part: fetched as a multi-part object
 	e1 := h.entry("clf", 1, v1)
@@ -41,7 +43,7 @@ func TestModelLifecycle(t *testing.T) {
 	waitState := func(name string, st wire.State, active int) wire.ReportedModel {
 		t.Helper()
 		var m wire.ReportedModel
-		waitFor(t, 15*time.Second, name+" "+string(st), func() bool {
+		testhelp.WaitFor(t, 15*time.Second, name+" "+string(st), func() bool {
 			var ok bool
 			m, ok = latest().Models[name]
 			return ok && m.State == st && m.Active != nil && *m.Active == active
@@ -69,7 +71,7 @@ func TestModelLifecycle(t *testing.T) {
 			t.Fatalf("ActiveModels = %+v (contract %d bytes, profile %d bytes)", am.Name, len(am.Contract), len(am.Profile))
 		}
 	}
-	if got := fileDigest(t, am.Path); got != v1.manifest.Digest {
+	if got := agenttest.FileDigest(t, am.Path); got != v1.manifest.Digest {
 		t.Fatalf("ActiveModels path holds %s", got)
 	}
 	noPartials(t, filepath.Join(cfg.ModelDir, "clf"))
@@ -81,14 +83,14 @@ func TestModelLifecycle(t *testing.T) {
 	if !strings.Contains(m.LastError, "health check") || !strings.Contains(m.LastError, "v2 is broken") {
 		t.Fatalf("last_error %q", m.LastError)
 	}
-	if got := fileDigest(t, modelFile(cfg.ModelDir, "clf")); got != v1.manifest.Digest {
+	if got := agenttest.FileDigest(t, agenttest.ModelFile(cfg.ModelDir, "clf")); got != v1.manifest.Digest {
 		t.Fatalf("current %s after a failed health check, want v1", got)
 	}
 	if _, err := os.Stat(filepath.Join(cfg.ModelDir, "clf", "2")); !os.IsNotExist(err) {
 		t.Fatalf("failed version left on disk: %v", err)
 	}
 	time.Sleep(time.Second) // ten retry periods
-	if n := metric(t, a.reg, agent.MetricActivations, "result", agent.ResultFailed); n != 1 {
+	if n := agenttest.Metric(t, a.Reg, agent.MetricActivations, "result", agent.ResultFailed); n != 1 {
 		t.Fatalf("%v failed activations: an unhealthy version was tried again", n)
 	}
 
@@ -97,7 +99,7 @@ func TestModelLifecycle(t *testing.T) {
 	waitState("aux", wire.StateActive, 1)
 	waitState("clf", wire.StateActive, 1)
 	h.desire(h.entry("aux", 1, other))
-	waitFor(t, 10*time.Second, "clf dropped from the report", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "clf dropped from the report", func() bool {
 		_, ok := latest().Models["clf"]
 		return !ok && len(latest().Models) == 1
 	})
@@ -110,16 +112,16 @@ func TestModelLifecycle(t *testing.T) {
 	}
 
 	// The removed model's chunks went into the chunk cache: assigning it again fetches none.
-	fetched, reused := metric(t, a.reg, agent.MetricFetchedChunks), metric(t, a.reg, agent.MetricChunksReused)
+	fetched, reused := agenttest.Metric(t, a.Reg, agent.MetricFetchedChunks), agenttest.Metric(t, a.Reg, agent.MetricChunksReused)
 	h.desire(e1, h.entry("aux", 1, other))
 	waitState("clf", wire.StateActive, 1)
-	if got := fileDigest(t, modelFile(cfg.ModelDir, "clf")); got != v1.manifest.Digest {
+	if got := agenttest.FileDigest(t, agenttest.ModelFile(cfg.ModelDir, "clf")); got != v1.manifest.Digest {
 		t.Fatalf("current %s after assigning clf again, want v1", got)
 	}
-	if n := metric(t, a.reg, agent.MetricFetchedChunks) - fetched; n != 0 {
+	if n := agenttest.Metric(t, a.Reg, agent.MetricFetchedChunks) - fetched; n != 0 {
 		t.Fatalf("assigning a removed model again fetched %v chunks, want 0 (from the cache)", n)
 	}
-	if n := metric(t, a.reg, agent.MetricChunksReused) - reused; n != float64(len(uniqueDigests(v1.manifest))) {
+	if n := agenttest.Metric(t, a.Reg, agent.MetricChunksReused) - reused; n != float64(len(uniqueDigests(v1.manifest))) {
 		t.Fatalf("assigning a removed model again reused %v chunks, want %d", n, len(uniqueDigests(v1.manifest)))
 	}
 }
@@ -154,15 +156,15 @@ func TestPrunedVersionCached(t *testing.T) {
 	b := startBroker(t, 0)
 	h := newFakeHub(t, b, "dev-prune")
 	latest := h.watchReported()
-	cfg := agentConfig(t, "dev-prune", "any", []string{b.url()}, []string{h.publicKey()})
-	a := startAgent(t, cfg, agent.Options{})
-	waitFor(t, 10*time.Second, "connected", a.Connected)
-	v1data := randomBytes(31, 600<<10)
-	versions := []model{h.addModel(v1data), h.addModel(randomBytes(32, 600<<10)), h.addModel(mutate(v1data, 0.3, 3))}
+	cfg := agenttest.Config(t, "dev-prune", "any", []string{b.url()}, []string{h.publicKey()})
+	a := agenttest.Start(t, cfg, agent.Options{})
+	testhelp.WaitFor(t, 10*time.Second, "connected", a.Connected)
+	v1data := agenttest.RandomBytes(31, 600<<10)
+	versions := []model{h.addModel(v1data), h.addModel(agenttest.RandomBytes(32, 600<<10)), h.addModel(agenttest.Mutate(v1data, 0.3, 3))}
 	run := func(v int) {
 		t.Helper()
 		h.desire(h.entry("m", v, versions[v-1]))
-		waitFor(t, 15*time.Second, fmt.Sprint("v", v, " active"), func() bool {
+		testhelp.WaitFor(t, 15*time.Second, fmt.Sprint("v", v, " active"), func() bool {
 			m, ok := latest().Models["m"]
 			return ok && m.Active != nil && *m.Active == v && (m.State == wire.StateActive || m.State == wire.StateRolledBack)
 		})
@@ -173,12 +175,12 @@ func TestPrunedVersionCached(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(cfg.ModelDir, "m", "1")); !os.IsNotExist(err) {
 		t.Fatalf("v1 still on disk after v3 was activated: %v", err)
 	}
-	fetched := metric(t, a.reg, agent.MetricFetchedChunks)
+	fetched := agenttest.Metric(t, a.Reg, agent.MetricFetchedChunks)
 	run(1)
-	if got := fileDigest(t, modelFile(cfg.ModelDir, "m")); got != versions[0].manifest.Digest {
+	if got := agenttest.FileDigest(t, agenttest.ModelFile(cfg.ModelDir, "m")); got != versions[0].manifest.Digest {
 		t.Fatalf("current holds %s, want v1", got)
 	}
-	if n := metric(t, a.reg, agent.MetricFetchedChunks) - fetched; n != 0 {
+	if n := agenttest.Metric(t, a.Reg, agent.MetricFetchedChunks) - fetched; n != 0 {
 		t.Fatalf("going back to a pruned version fetched %v chunks, want 0 (from the cache and v3's file)", n)
 	}
 }

@@ -9,7 +9,9 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/agenttest"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -87,10 +89,10 @@ func TestBrokerOutage(t *testing.T) {
 	const id = "dev-out"
 	var first collector
 	b := startBroker(t, 0, first.subscribe(t, id))
-	cfg := agentConfig(t, id, "any", []string{b.url()}, []string{testKey(t)})
+	cfg := agenttest.Config(t, id, "any", []string{b.url()}, []string{agenttest.Key(t)})
 	cfg.Heartbeat = config.Duration(100 * time.Millisecond)
-	a := startAgent(t, cfg, agent.Options{})
-	waitFor(t, 10*time.Second, "connected", a.Connected)
+	a := agenttest.Start(t, cfg, agent.Options{})
+	testhelp.WaitFor(t, 10*time.Second, "connected", a.Connected)
 
 	const before, during, after = 10, 300, 10
 	idx := int64(0)
@@ -104,24 +106,24 @@ func TestBrokerOutage(t *testing.T) {
 		}
 	}
 	send(before, 5*time.Millisecond)
-	waitFor(t, 10*time.Second, "reports before the outage", func() bool { return len(first.distinct(t)) == before })
+	testhelp.WaitFor(t, 10*time.Second, "reports before the outage", func() bool { return len(first.distinct(t)) == before })
 
 	b.stop()
-	waitFor(t, 10*time.Second, "disconnect noticed", func() bool { return !a.Connected() })
+	testhelp.WaitFor(t, 10*time.Second, "disconnect noticed", func() bool { return !a.Connected() })
 	send(during, time.Millisecond)
 	if st := a.BufferStats(); st.Depth < during {
 		t.Fatalf("buffer holds %d reports during the outage, want at least %d", st.Depth, during)
 	}
-	if n := metric(t, a.reg, "driftline_agent_buffer_depth"); n < during {
+	if n := agenttest.Metric(t, a.Reg, "driftline_agent_buffer_depth"); n < during {
 		t.Fatalf("buffer depth gauge %v", n)
 	}
 
 	var second collector
 	startBroker(t, b.port, second.subscribe(t, id))
-	waitFor(t, 20*time.Second, "reconnect", a.Connected)
+	testhelp.WaitFor(t, 20*time.Second, "reconnect", a.Connected)
 	send(after, 5*time.Millisecond)
 	want := during + after
-	waitFor(t, 20*time.Second, "every buffered report", func() bool { return len(second.distinct(t)) >= want })
+	testhelp.WaitFor(t, 20*time.Second, "every buffered report", func() bool { return len(second.distinct(t)) >= want })
 	got := second.distinct(t)
 	for i, w := range got {
 		if w != int64(before+1+i) {
@@ -129,7 +131,7 @@ func TestBrokerOutage(t *testing.T) {
 		}
 	}
 	var hbs []int64
-	waitFor(t, 10*time.Second, "heartbeats after the outage", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "heartbeats after the outage", func() bool {
 		second.mu.Lock()
 		defer second.mu.Unlock()
 		hbs = append([]int64(nil), second.heartbeats...)
@@ -140,7 +142,7 @@ func TestBrokerOutage(t *testing.T) {
 			t.Fatalf("heartbeat %d (ts %d) before %d: out of order", i, hbs[i], hbs[i-1])
 		}
 	}
-	if d := metric(t, a.reg, "driftline_agent_buffer_dropped_total", "reason", "size"); d != 0 {
+	if d := agenttest.Metric(t, a.Reg, "driftline_agent_buffer_dropped_total", "reason", "size"); d != 0 {
 		t.Fatalf("%v reports dropped within the bounds", d)
 	}
 	t.Logf("%d windows and %d heartbeats delivered after the outage, in order", len(got), len(hbs))

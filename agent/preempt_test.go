@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/agenttest"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -22,11 +24,11 @@ func TestPreemptedPullSeedsNext(t *testing.T) {
 	b := startBroker(t, 0)
 	h := newFakeHub(t, b, "dev-pre")
 	latest := h.watchReported()
-	cfg := agentConfig(t, "dev-pre", "any", []string{b.url()}, []string{h.publicKey()})
+	cfg := agenttest.Config(t, "dev-pre", "any", []string{b.url()}, []string{h.publicKey()})
 	const window = 2
 	cfg.Fetch.Requests, cfg.Fetch.Digests = 1, window // a small window: the preemption lands mid-pull
-	v2data := randomBytes(21, 2<<20)
-	v2, v3 := h.addModel(v2data), h.addModel(mutate(v2data, 0.05, 3))
+	v2data := agenttest.RandomBytes(21, 2<<20)
+	v2, v3 := h.addModel(v2data), h.addModel(agenttest.Mutate(v2data, 0.05, 3))
 	h.mu.Lock()
 	h.delay = 5 * time.Millisecond
 	h.mu.Unlock()
@@ -35,12 +37,12 @@ func TestPreemptedPullSeedsNext(t *testing.T) {
 	var chunks, at atomic.Int64
 	at.Store(preemptAt)
 	preempt := make(chan struct{}, 2)
-	a := startAgent(t, cfg, agent.Options{OnChunk: func() {
+	a := agenttest.Start(t, cfg, agent.Options{OnChunk: func() {
 		if chunks.Add(1) == at.Load() {
 			preempt <- struct{}{}
 		}
 	}})
-	waitFor(t, 10*time.Second, "connected", a.Connected)
+	testhelp.WaitFor(t, 10*time.Second, "connected", a.Connected)
 	h.desire(h.entry("m", 2, v2))
 	select {
 	case <-preempt:
@@ -61,7 +63,7 @@ func TestPreemptedPullSeedsNext(t *testing.T) {
 	if len(again) > window {
 		t.Fatalf("%d chunks of v3 were fetched again after the preemption (window %d): %v", len(again), window, again)
 	}
-	if reused := metric(t, a.reg, agent.MetricChunksReused); reused < preemptAt/2 {
+	if reused := agenttest.Metric(t, a.Reg, agent.MetricChunksReused); reused < preemptAt/2 {
 		t.Fatalf("v3 reused %v chunks, want most of the %d v2 had", reused, preemptAt)
 	}
 	if _, err := os.Stat(filepath.Join(cfg.ModelDir, "m", ".partial-2")); !os.IsNotExist(err) {
@@ -70,14 +72,14 @@ func TestPreemptedPullSeedsNext(t *testing.T) {
 
 	// v4 is preempted by a revision that asks for v3 again, which runs already.
 	at.Store(chunks.Load() + preemptAt)
-	h.desire(h.entry("m", 4, h.addModel(randomBytes(22, 2<<20))))
+	h.desire(h.entry("m", 4, h.addModel(agenttest.RandomBytes(22, 2<<20))))
 	select {
 	case <-preempt:
 	case <-time.After(30 * time.Second):
 		t.Fatal("v4's download did not start")
 	}
 	rev := h.desire(h.entry("m", 3, v3))
-	waitFor(t, 30*time.Second, "v3 reported active again", func() bool {
+	testhelp.WaitFor(t, 30*time.Second, "v3 reported active again", func() bool {
 		r := latest()
 		m, ok := r.Models["m"]
 		return r.Rev == rev && ok && m.State == wire.StateActive && m.Active != nil && *m.Active == 3
@@ -92,15 +94,15 @@ func TestFailedPullSeedsNext(t *testing.T) {
 	b := startBroker(t, 0)
 	h := newFakeHub(t, b, "dev-stall")
 	latest := h.watchReported()
-	cfg := agentConfig(t, "dev-stall", "any", []string{b.url()}, []string{h.publicKey()})
+	cfg := agenttest.Config(t, "dev-stall", "any", []string{b.url()}, []string{h.publicKey()})
 	const window = 2
 	cfg.Fetch.Requests, cfg.Fetch.Digests = 1, window
 	cfg.Fetch.Timeout = config.Duration(200 * time.Millisecond)
 	cfg.Fetch.Stall = config.Duration(time.Second)
 	cfg.Fetch.Attempts = 100
 	cfg.Fetch.Retry = config.Duration(time.Hour) // no retry of v2 within the test
-	v2data := randomBytes(41, 2<<20)
-	v2, v3 := h.addModel(v2data), h.addModel(mutate(v2data, 0.05, 3))
+	v2data := agenttest.RandomBytes(41, 2<<20)
+	v2, v3 := h.addModel(v2data), h.addModel(agenttest.Mutate(v2data, 0.05, 3))
 
 	// The hub answers the manifest and 8 chunks, then nothing.
 	var served atomic.Int64
@@ -112,10 +114,10 @@ func TestFailedPullSeedsNext(t *testing.T) {
 		return nil, served.Add(1) > 8
 	}
 	h.mu.Unlock()
-	a := startAgent(t, cfg, agent.Options{})
-	waitFor(t, 10*time.Second, "connected", a.Connected)
+	a := agenttest.Start(t, cfg, agent.Options{})
+	testhelp.WaitFor(t, 10*time.Second, "connected", a.Connected)
 	h.desire(h.entry("m", 2, v2))
-	waitFor(t, 30*time.Second, "v2 failed (stalled)", func() bool {
+	testhelp.WaitFor(t, 30*time.Second, "v2 failed (stalled)", func() bool {
 		m, ok := latest().Models["m"]
 		return ok && m.State == wire.StateFailed
 	})
@@ -128,7 +130,7 @@ func TestFailedPullSeedsNext(t *testing.T) {
 	h.mu.Unlock()
 	h.desire(h.entry("m", 3, v3))
 	waitRunning(t, latest, cfg.ModelDir, 3, v3)
-	if reused := metric(t, a.reg, agent.MetricChunksReused); reused < 6 {
+	if reused := agenttest.Metric(t, a.Reg, agent.MetricChunksReused); reused < 6 {
 		t.Fatalf("v3 reused %v chunks, want most of the 8 the stalled v2 had", reused)
 	}
 	noPartials(t, filepath.Join(cfg.ModelDir, "m"))
@@ -138,11 +140,11 @@ func TestFailedPullSeedsNext(t *testing.T) {
 // current holds m's file.
 func waitRunning(t *testing.T, latest func() wire.Reported, modelDir string, v int, m model) {
 	t.Helper()
-	waitFor(t, 30*time.Second, fmt.Sprint("v", v, " active"), func() bool {
+	testhelp.WaitFor(t, 30*time.Second, fmt.Sprint("v", v, " active"), func() bool {
 		r, ok := latest().Models["m"]
 		return ok && r.State == wire.StateActive && r.Active != nil && *r.Active == v
 	})
-	if got := fileDigest(t, modelFile(modelDir, "m")); got != m.manifest.Digest {
+	if got := agenttest.FileDigest(t, agenttest.ModelFile(modelDir, "m")); got != m.manifest.Digest {
 		t.Fatalf("current holds %s, want v%d", got, v)
 	}
 }

@@ -6,7 +6,9 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/agenttest"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -18,13 +20,13 @@ func TestPullSurvivesReconnect(t *testing.T) {
 	const id = "dev-recon"
 	b1 := startBroker(t, 0)
 	h1 := newFakeHub(t, b1, id)
-	cfg := agentConfig(t, id, "any", []string{b1.url()}, []string{h1.publicKey()})
+	cfg := agenttest.Config(t, id, "any", []string{b1.url()}, []string{h1.publicKey()})
 	cfg.Fetch.Requests, cfg.Fetch.Digests = 1, 2
 	cfg.Fetch.Timeout = config.Duration(3 * time.Second)
-	a := startAgent(t, cfg, agent.Options{})
-	waitFor(t, 10*time.Second, "connected", a.Connected)
+	a := agenttest.Start(t, cfg, agent.Options{})
+	testhelp.WaitFor(t, 10*time.Second, "connected", a.Connected)
 
-	m := h1.addModel(randomBytes(12, 2<<20))
+	m := h1.addModel(agenttest.RandomBytes(12, 2<<20))
 	chunks := map[string]bool{}
 	for _, c := range m.manifest.Chunks {
 		chunks[c.Digest] = true
@@ -33,10 +35,10 @@ func TestPullSurvivesReconnect(t *testing.T) {
 	h1.delay = 20 * time.Millisecond
 	h1.mu.Unlock()
 	h1.desire(h1.entry("m", 1, m))
-	waitFor(t, 20*time.Second, "a few chunks", func() bool { return metric(t, a.reg, agent.MetricFetchedChunks) >= 6 })
+	testhelp.WaitFor(t, 20*time.Second, "a few chunks", func() bool { return agenttest.Metric(t, a.Reg, agent.MetricFetchedChunks) >= 6 })
 	b1.stop()
-	waitFor(t, 10*time.Second, "disconnect noticed", func() bool { return !a.Connected() })
-	verified := int(metric(t, a.reg, agent.MetricFetchedChunks))
+	testhelp.WaitFor(t, 10*time.Second, "disconnect noticed", func() bool { return !a.Connected() })
+	verified := int(agenttest.Metric(t, a.Reg, agent.MetricFetchedChunks))
 	if verified >= len(chunks) {
 		t.Fatalf("pull finished before the outage (%d chunks)", verified)
 	}
@@ -45,11 +47,11 @@ func TestPullSurvivesReconnect(t *testing.T) {
 	h2 := h1.successor(b2)
 	latest := h2.watchReported()
 	h2.desire(h2.entry("m", 1, m)) // the new broker has no retained message: the hub publishes again
-	waitFor(t, 30*time.Second, "active after the reconnect", func() bool {
+	testhelp.WaitFor(t, 30*time.Second, "active after the reconnect", func() bool {
 		r, ok := latest().Models["m"]
 		return ok && r.State == wire.StateActive
 	})
-	if got := fileDigest(t, modelFile(cfg.ModelDir, "m")); got != m.manifest.Digest {
+	if got := agenttest.FileDigest(t, agenttest.ModelFile(cfg.ModelDir, "m")); got != m.manifest.Digest {
 		t.Fatalf("current %s", got)
 	}
 	asked := h2.requested()
@@ -72,36 +74,36 @@ func TestTransientFailureRetried(t *testing.T) {
 	b := startBroker(t, 0)
 	h := newFakeHub(t, b, id)
 	latest := h.watchReported()
-	cfg := agentConfig(t, id, "any", []string{b.url()}, []string{h.publicKey()})
+	cfg := agenttest.Config(t, id, "any", []string{b.url()}, []string{h.publicKey()})
 	cfg.Fetch.Timeout = config.Duration(200 * time.Millisecond)
 	cfg.Fetch.Attempts = 2
 	cfg.Fetch.Retry = config.Duration(300 * time.Millisecond)
-	a := startAgent(t, cfg, agent.Options{})
-	waitFor(t, 10*time.Second, "connected", a.Connected)
+	a := agenttest.Start(t, cfg, agent.Options{})
+	testhelp.WaitFor(t, 10*time.Second, "connected", a.Connected)
 
-	m := h.addModel(randomBytes(13, 300<<10))
+	m := h.addModel(agenttest.RandomBytes(13, 300<<10))
 	silent := m.manifest.Chunks[1].Digest
 	h.mu.Lock()
 	h.tamper = func(_, d string) ([][]byte, bool) { return nil, d == silent } // no answer at all
 	h.mu.Unlock()
 	h.desire(h.entry("m", 1, m))
-	waitFor(t, 10*time.Second, "failed for too many attempts", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "failed for too many attempts", func() bool {
 		r, ok := latest().Models["m"]
 		return ok && r.State == wire.StateFailed && strings.Contains(r.LastError, "attempts")
 	})
 	h.mu.Lock()
 	h.tamper = nil
 	h.mu.Unlock()
-	waitFor(t, 10*time.Second, "active after the retry", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "active after the retry", func() bool {
 		r, ok := latest().Models["m"]
 		return ok && r.State == wire.StateActive
 	})
 
 	// A refused signature is final for the revision: no request after the refusal.
-	e := h.entry("n", 1, h.addModel(randomBytes(14, 10<<10))) // its manifest is fetched, then refused
+	e := h.entry("n", 1, h.addModel(agenttest.RandomBytes(14, 10<<10))) // its manifest is fetched, then refused
 	e.ApprovalSignature = artifact.Signature{}
 	h.desire(h.entry("m", 1, m), e)
-	waitFor(t, 10*time.Second, "n refused", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "n refused", func() bool {
 		r, ok := latest().Models["n"]
 		return ok && r.State == wire.StateFailed
 	})

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/agenttest"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/trust"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -57,11 +59,11 @@ func TestExpiredRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := agentConfig(t, "dev-re", "any", []string{b.url()}, nil)
+	cfg := agenttest.Config(t, "dev-re", "any", []string{b.url()}, nil)
 	cfg.TrustedRoot = string(r1)
-	a := startAgent(t, cfg, agent.Options{})
-	waitFor(t, 10*time.Second, "connected", a.Connected)
-	v1, v2 := h.addModel(randomBytes(61, 20<<10)), h.addModel(randomBytes(62, 20<<10))
+	a := agenttest.Start(t, cfg, agent.Options{})
+	testhelp.WaitFor(t, 10*time.Second, "connected", a.Connected)
+	v1, v2 := h.addModel(agenttest.RandomBytes(61, 20<<10)), h.addModel(agenttest.RandomBytes(62, 20<<10))
 	active := func(version int) func() bool {
 		return func() bool {
 			m, ok := latest().Models["m"]
@@ -69,37 +71,39 @@ func TestExpiredRoot(t *testing.T) {
 		}
 	}
 	h.desire(h.entry("m", 1, v1))
-	waitFor(t, 15*time.Second, "m@1 active", active(1))
-	if a.Status().RootExpired || metric(t, a.reg, agent.MetricTrustRootExpired) != 0 {
+	testhelp.WaitFor(t, 15*time.Second, "m@1 active", active(1))
+	if a.Status().RootExpired || agenttest.Metric(t, a.Reg, agent.MetricTrustRootExpired) != 0 {
 		t.Fatal("root version 1 reported expired")
 	}
 
-	refused := func() float64 { return metric(t, a.reg, agent.MetricRejected, "reason", agent.ReasonRootExpired) }
+	refused := func() float64 {
+		return agenttest.Metric(t, a.Reg, agent.MetricRejected, "reason", agent.ReasonRootExpired)
+	}
 	p := withRoots(t, h.signedDesired(h.rev.Add(1), time.Hour, h.entry("m", 2, v2)), r2)
 	h.publish(h.topics.Desired(h.id), p, true)
-	waitFor(t, 10*time.Second, "the desired state under an expired root refused", func() bool { return refused() >= 1 })
-	if v := metric(t, a.reg, agent.MetricTrustRoot); v != 2 {
+	testhelp.WaitFor(t, 10*time.Second, "the desired state under an expired root refused", func() bool { return refused() >= 1 })
+	if v := agenttest.Metric(t, a.Reg, agent.MetricTrustRoot); v != 2 {
 		t.Fatalf("root version %v, want 2 (the expired root is kept: it chained)", v)
 	}
-	if v := metric(t, a.reg, agent.MetricTrustRootExpired); v != 1 {
+	if v := agenttest.Metric(t, a.Reg, agent.MetricTrustRootExpired); v != 1 {
 		t.Fatalf("%s = %v, want 1", agent.MetricTrustRootExpired, v)
 	}
 	if st := a.Status(); !st.RootExpired || st.RootVersion != 2 || st.RootExpires.IsZero() {
 		t.Fatalf("status %+v, want root version 2 expired", st)
 	}
-	waitFor(t, 10*time.Second, "reported root_expired", func() bool { return latest().RootExpired })
+	testhelp.WaitFor(t, 10*time.Second, "reported root_expired", func() bool { return latest().RootExpired })
 	if !active(1)() {
 		t.Fatalf("m is %+v, want m@1 still active", latest().Models["m"])
 	}
 
 	p = withRoots(t, h.signedDesired(h.rev.Add(1), time.Hour, h.entry("m", 2, v2)), r2, r3)
 	h.publish(h.topics.Desired(h.id), p, true)
-	waitFor(t, 15*time.Second, "m@2 active under the renewed root", active(2))
-	waitFor(t, 10*time.Second, "reported root_expired cleared", func() bool { return !latest().RootExpired })
-	if v := metric(t, a.reg, agent.MetricTrustRoot); v != 3 {
+	testhelp.WaitFor(t, 15*time.Second, "m@2 active under the renewed root", active(2))
+	testhelp.WaitFor(t, 10*time.Second, "reported root_expired cleared", func() bool { return !latest().RootExpired })
+	if v := agenttest.Metric(t, a.Reg, agent.MetricTrustRoot); v != 3 {
 		t.Fatalf("root version %v, want 3", v)
 	}
-	if a.Status().RootExpired || metric(t, a.reg, agent.MetricTrustRootExpired) != 0 {
+	if a.Status().RootExpired || agenttest.Metric(t, a.Reg, agent.MetricTrustRootExpired) != 0 {
 		t.Fatal("renewed root still reported expired")
 	}
 }

@@ -15,8 +15,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/driftline/driftline/agent/config"
-	"github.com/driftline/driftline/hub/cli"
 	"github.com/driftline/driftline/shared/artifact"
+	"github.com/driftline/driftline/shared/enrol"
 )
 
 func testKey(t testing.TB) string {
@@ -129,21 +129,23 @@ func TestParse(t *testing.T) {
 	}
 }
 
-// TestCLIWrittenConfig checks that what `driftline device add --agent-config` writes is a valid
-// agent config as it is.
+// TestCLIWrittenConfig checks that the enrolment file `driftline device add --agent-config`
+// writes (shared/enrol) is a valid agent config as it is.
 func TestCLIWrittenConfig(t *testing.T) {
 	key := testKey(t)
-	b, err := yaml.Marshal(cli.AgentConfig{DeviceID: "edge-1", Token: "tok", Brokers: []string{"tcp://127.0.0.1:1883", "ssl://h:8883"}, TrustedKeys: []string{key}, Hub: "http://127.0.0.1:8080"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	path := filepath.Join(t.TempDir(), "agent.yaml")
-	if err := os.WriteFile(path, append([]byte("# written by the CLI\n"), b...), 0o600); err != nil {
+	err := enrol.Write(path, enrol.Config{DeviceID: "edge-1", Token: "tok", Brokers: []string{"tcp://127.0.0.1:1883", "ssl://h:8883"},
+		TrustedKeys: []string{key}, Hub: "http://127.0.0.1:8080", TopicPrefix: "site9/dl"})
+	if err != nil {
 		t.Fatal(err)
 	}
 	c, err := config.Load(path)
 	if err != nil {
+		b, _ := os.ReadFile(path)
 		t.Fatalf("%v\n%s", err, b)
+	}
+	if c.TopicPrefix != "site9/dl" {
+		t.Fatalf("topic prefix %q", c.TopicPrefix)
 	}
 	if c.DeviceID != "edge-1" || c.Token != "tok" || len(c.Brokers) != 2 || c.TrustedKeys[0] != key || c.Hub != "http://127.0.0.1:8080" {
 		t.Fatalf("%+v", c)

@@ -9,8 +9,10 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/driftline/driftline/agent/devicedb"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // The crash test re-executes the test binary as a child that enqueues reports, publishes some
@@ -99,7 +101,7 @@ func TestKilledBeforeAckResends(t *testing.T) {
 			}
 			b := newBroker(nil)
 			runOutbox(t, o, b)
-			waitFor(t, "resend", func() bool { return len(b.received()) == 30-tc.acks })
+			testhelp.WaitFor(t, 10*time.Second, "resend", func() bool { return len(b.received()) == 30-tc.acks })
 			checkInOrder(t, b.received(), tc.acks, 30)
 		})
 	}

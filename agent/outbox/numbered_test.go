@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/agent/devicedb"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -59,7 +60,7 @@ func TestNumberedReportsWaitForTheHub(t *testing.T) {
 	if err := o.Enqueue("dl/v1/dev/d/f", []byte(`{"feature":1}`), 1, false); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "three sent", func() bool { return len(b.received()) == 3 })
+	testhelp.WaitFor(t, 10*time.Second, "three sent", func() bool { return len(b.received()) == 3 })
 	if d := o.Stats().Depth; d != 0 {
 		t.Fatalf("before the hub acknowledges anything, depth %d after the broker's acks", d)
 	}
@@ -77,7 +78,7 @@ func TestNumberedReportsWaitForTheHub(t *testing.T) {
 	if err := o.Enqueue("dl/v1/dev/d/f", []byte(`{"feature":2}`), 1, false); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the rest sent", func() bool { return len(b.received()) == 9 })
+	testhelp.WaitFor(t, 10*time.Second, "the rest sent", func() bool { return len(b.received()) == 9 })
 	if st := o.Stats(); st.Depth != 5 || !st.AwaitHub {
 		t.Fatalf("after the broker's acks: %+v, want the 5 numbered reports kept", st)
 	}
@@ -92,7 +93,7 @@ func TestNumberedReportsWaitForTheHub(t *testing.T) {
 		t.Fatalf("depth %d after the hub acknowledged through 4, want 3", d)
 	}
 	o.Rewind()
-	waitFor(t, "resend", func() bool { return len(b.received()) == 12 })
+	testhelp.WaitFor(t, 10*time.Second, "resend", func() bool { return len(b.received()) == 12 })
 	var ns2 []int
 	for _, m := range b.received()[9:] {
 		n, s := stamped(t, m)
@@ -108,7 +109,7 @@ func TestNumberedReportsWaitForTheHub(t *testing.T) {
 	if err := o.HubAck(wire.Ack{Epoch: epoch, Seq: 4, Gap: true}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "resend for the gap", func() bool { return len(b.received()) == 15 })
+	testhelp.WaitFor(t, 10*time.Second, "resend for the gap", func() bool { return len(b.received()) == 15 })
 	if err := o.HubAck(wire.Ack{Epoch: epoch, Seq: 7}); err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +139,7 @@ func TestNumberingSurvivesRestart(t *testing.T) {
 	enqueueV(t, o, 1, 4)
 	b := newBroker(nil)
 	stop := runOutbox(t, o, b)
-	waitFor(t, "sent", func() bool { return len(b.received()) == 3 })
+	testhelp.WaitFor(t, 10*time.Second, "sent", func() bool { return len(b.received()) == 3 })
 	stop()
 
 	o, err = Open(ns, numberedOpts())
@@ -150,7 +151,7 @@ func TestNumberingSurvivesRestart(t *testing.T) {
 	}
 	b2 := newBroker(nil)
 	stop = runOutbox(t, o, b2)
-	waitFor(t, "resent after restart", func() bool { return len(b2.received()) == 3 })
+	testhelp.WaitFor(t, 10*time.Second, "resent after restart", func() bool { return len(b2.received()) == 3 })
 	if err := o.HubAck(wire.Ack{Epoch: e1, Seq: 3}); err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +181,7 @@ func TestResendAfterSilence(t *testing.T) {
 	b := newBroker(nil)
 	runOutbox(t, o, b)
 	enqueueV(t, o, 1, 3)
-	waitFor(t, "sent twice", func() bool { return len(b.received()) >= 4 })
+	testhelp.WaitFor(t, 10*time.Second, "sent twice", func() bool { return len(b.received()) >= 4 })
 	got := b.received()
 	if a, _ := stamped(t, got[2]); a != 1 {
 		t.Fatalf("resend starts with %s, want report 1", got[2].payload)

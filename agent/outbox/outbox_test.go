@@ -68,12 +68,6 @@ func (b *fakeBroker) received() []msg {
 	return append([]msg(nil), b.got...)
 }
 
-// waitFor polls cond until it holds or a deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	testhelp.WaitFor(t, 10*time.Second, what, cond)
-}
-
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func fastOpts() Options {
@@ -156,9 +150,9 @@ func TestOutageThenRecoveryKeepsOrder(t *testing.T) {
 			enqueueN(t, o, 0, 10)
 			runOutbox(t, o, b)
 			enqueueN(t, o, 10, 40)
-			waitFor(t, "all reports", func() bool { return len(b.received()) == 40 })
+			testhelp.WaitFor(t, 10*time.Second, "all reports", func() bool { return len(b.received()) == 40 })
 			checkInOrder(t, b.received(), 0, 40)
-			waitFor(t, "empty queue", func() bool { return o.Stats().Depth == 0 })
+			testhelp.WaitFor(t, 10*time.Second, "empty queue", func() bool { return o.Stats().Depth == 0 })
 			if s := o.Stats(); s.Bytes != 0 || s.Sent != 40 {
 				t.Fatalf("stats after drain: %+v", s)
 			}
@@ -185,7 +179,7 @@ func TestRestartBetweenEnqueueAndAck(t *testing.T) {
 		return nil
 	})
 	stop := runOutbox(t, o, b)
-	waitFor(t, "outage", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "outage", func() bool {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		return b.attempts > 8
@@ -211,7 +205,7 @@ func TestRestartBetweenEnqueueAndAck(t *testing.T) {
 	enqueueN(t, o, 20, 25) // new reports queue behind the old ones
 	b2 := newBroker(nil)
 	runOutbox(t, o, b2)
-	waitFor(t, "redelivery", func() bool { return len(b2.received()) == 20 })
+	testhelp.WaitFor(t, 10*time.Second, "redelivery", func() bool { return len(b2.received()) == 20 })
 	checkInOrder(t, b2.received(), 5, 25)
 }
 
@@ -261,7 +255,7 @@ func TestBoundsDropOldestAndCount(t *testing.T) {
 	}
 	b := newBroker(nil)
 	runOutbox(t, o, b)
-	waitFor(t, "survivors", func() bool { return len(b.received()) == 6 })
+	testhelp.WaitFor(t, 10*time.Second, "survivors", func() bool { return len(b.received()) == 6 })
 	checkInOrder(t, b.received(), 25, 31)
 
 	if err := o.Enqueue("t", make([]byte, MaxPayload+1), 1, false); !errors.Is(err, ErrTooLarge) {
@@ -287,7 +281,7 @@ func TestAgeDropAtSend(t *testing.T) {
 	enqueueN(t, o, 3, 4) // this enqueue already drops 0..2; the sender must not send stale ones
 	b := newBroker(nil)
 	runOutbox(t, o, b)
-	waitFor(t, "fresh report", func() bool { return len(b.received()) == 1 })
+	testhelp.WaitFor(t, 10*time.Second, "fresh report", func() bool { return len(b.received()) == 1 })
 	checkInOrder(t, b.received(), 3, 4)
 	if d := o.Stats().Dropped[ReasonAge]; d != 3 {
 		t.Fatalf("age drops = %d, want 3", d)
@@ -320,8 +314,8 @@ func TestCorruptRecordSkipped(t *testing.T) {
 	}
 	b := newBroker(nil)
 	runOutbox(t, o, b)
-	waitFor(t, "intact reports", func() bool { return len(b.received()) == 4 })
-	waitFor(t, "empty queue", func() bool { return o.Stats().Depth == 0 })
+	testhelp.WaitFor(t, 10*time.Second, "intact reports", func() bool { return len(b.received()) == 4 })
+	testhelp.WaitFor(t, 10*time.Second, "empty queue", func() bool { return o.Stats().Depth == 0 })
 	var got []string
 	for _, m := range b.received() {
 		got = append(got, m.payload)
@@ -375,7 +369,7 @@ func TestRunTwiceRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	runOutbox(t, o, newBroker(nil))
-	waitFor(t, "first Run", func() bool { return o.running.Load() })
+	testhelp.WaitFor(t, 10*time.Second, "first Run", func() bool { return o.running.Load() })
 	if err := o.Run(context.Background(), newBroker(nil)); !errors.Is(err, ErrRunning) {
 		t.Fatalf("second Run = %v", err)
 	}
@@ -408,7 +402,7 @@ func TestConcurrentEnqueueWhileSending(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	waitFor(t, "all reports", func() bool { return len(flaky.received()) == writers*each })
+	testhelp.WaitFor(t, 10*time.Second, "all reports", func() bool { return len(flaky.received()) == writers*each })
 	next := map[string]int{}
 	for _, m := range flaky.received() {
 		if m.payload != fmt.Sprint(next[m.topic]) {

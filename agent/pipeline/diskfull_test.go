@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/agenttest"
 	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/outbox"
@@ -140,8 +141,8 @@ func TestDiskAlmostFull(t *testing.T) {
 	pl.Flush()
 	st := pl.Stats()
 	buf := a.BufferStats()
-	evicted := gathered(t, reg, "driftline_agent_quarantine_evicted_total")
-	dropped := gathered(t, reg, outbox.MetricDropped, "reason", "size")
+	evicted := agenttest.Metric(t, reg, "driftline_agent_quarantine_evicted_total")
+	dropped := agenttest.Metric(t, reg, outbox.MetricDropped, "reason", "size")
 	t.Logf("small disk mounted: %v; %d rows seen, %d invalid; quarantine %d rows, %d evicted (metric %v); buffer %d reports, %d bytes, %v dropped for size; disk used %d bytes",
 		mounted, st.RecordsSeen, st.RecordsInvalid, st.QuarantineDepth, st.QuarantineEvicted, evicted, buf.Depth, buf.Bytes, dropped, usedBytes(t, disk))
 	if st.RecordsSeen != windows*rows || st.RecordsInvalid != windows*rows/2 {
@@ -200,37 +201,4 @@ func TestDiskAlmostFull(t *testing.T) {
 	if last.QuarantineEvicted == 0 {
 		t.Fatal("the last report does not carry the quarantine's evictions")
 	}
-}
-
-// gathered returns the value of the counter or gauge name whose labels include labels.
-func gathered(t *testing.T, g prometheus.Gatherer, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, l := range m.GetLabel() {
-					found = found || (l.GetName() == labels[i] && l.GetValue() == labels[i+1])
-				}
-				if !found {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue()
-			case m.Gauge != nil:
-				return m.Gauge.GetValue()
-			}
-		}
-	}
-	return 0
 }

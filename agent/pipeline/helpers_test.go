@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"fmt"
-	"github.com/driftline/driftline/shared/drift"
 	"log/slog"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"github.com/driftline/driftline/agent/quarantine"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/contract"
+	"github.com/driftline/driftline/shared/drift"
 	"github.com/driftline/driftline/shared/profile"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -156,7 +156,7 @@ func newHarnessQ(t testing.TB, opts Options, qopts quarantine.Options) *harness 
 	opts.Reporter = h.rec
 	opts.Quarantine = q
 	opts.Now = h.clock.Now
-	opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	opts.Logger = testhelp.Logger(t)
 	if _, fuzz := t.(*testing.F); fuzz {
 		opts.Logger = slog.New(slog.DiscardHandler) // f.Log may not be called inside a fuzz target
 	}
@@ -164,13 +164,6 @@ func newHarnessQ(t testing.TB, opts Options, qopts quarantine.Options) *harness 
 		t.Fatal(err)
 	}
 	return h
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
 }
 
 // jsonRows renders n rows {"id": start+i, "temp": f(i), "mode": "auto"} as JSONL.
@@ -196,10 +189,4 @@ func refProfile(t testing.TB, s *contract.Schema, temps []float64) []byte {
 		}
 	}
 	return p.Encode()
-}
-
-// waitFor polls cond until it holds or timeout passes (then the test fails).
-func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	testhelp.WaitFor(t, timeout, "condition", cond)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/outbox"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/contract"
 	"github.com/driftline/driftline/shared/profile"
 	"github.com/driftline/driftline/shared/wire"
@@ -62,7 +63,7 @@ func TestReportsThroughOutbox(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- ob.Run(ctx, pub) }()
-	waitFor(t, 5*time.Second, func() bool { return pub.len() >= 2 })
+	testhelp.WaitFor(t, 5*time.Second, "condition", func() bool { return pub.len() >= 2 })
 	cancel()
 	<-done
 	if pub.len() != 2 || pub.topics[0] != "dl/v1/dev/dev-1/validation" || pub.topics[1] != "dl/v1/dev/dev-1/profile" {

@@ -91,6 +91,54 @@ func benchScenario() string {
 
 // BenchFleet runs one fleet benchmark and stops everything it started.
 func BenchFleet(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
+	cfg.defaults()
+	b := &bench{cfg: cfg, res: BenchResult{Devices: cfg.Devices}}
+	if cfg.Dir == "" {
+		d, err := os.MkdirTemp("", "bench-fleet-")
+		if err != nil {
+			return b.res, err
+		}
+		defer os.RemoveAll(d)
+		b.cfg.Dir = d
+	}
+	if err := b.prepare(); err != nil {
+		return b.res, err
+	}
+	defer b.ps.stopAll(10 * time.Second)
+	if err := b.startHub(ctx); err != nil {
+		return b.res, err
+	}
+	sampleCtx, stopSample := context.WithCancel(ctx)
+	defer stopSample()
+	go b.samplePeakRSS(sampleCtx)
+	scen, err := b.pushAssets(ctx)
+	if err != nil {
+		return b.result(), err
+	}
+	idle, _ := procstat.Memory(b.hub.cmd.Process.Pid)
+	online, err := b.startFleet(ctx, scen)
+	if err != nil {
+		return b.result(), err
+	}
+	ro, err := b.rollOut(ctx)
+	if err != nil {
+		return b.result(), err
+	}
+	st, err := b.steady(ctx)
+	if err != nil {
+		return b.result(), err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	res := &b.res
+	res.Online, res.Rollout, res.RolloutCPU, res.RolloutBytes, res.FleetRolloutCPU = online, ro.time, ro.cpu, ro.bytes, ro.fleetCPU
+	res.State, res.Counts = ro.state, ro.counts
+	res.SteadyCores, res.SteadyRSS, res.MessagesPerSec = st.cores, st.rss, st.msgsPerSec
+	res.IdleRSS, res.PerDevice = idle, (st.rss-idle)/int64(max(b.cfg.Devices, 1))
+	return *res, nil
+}
+
+func (cfg *BenchConfig) defaults() {
 	if cfg.Bin == "" {
 		cfg.Bin = "bin"
 	}
@@ -109,103 +157,119 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 	if cfg.Log == nil {
 		cfg.Log = os.Stderr
 	}
-	res := BenchResult{Devices: cfg.Devices}
-	if cfg.Dir == "" {
-		d, err := os.MkdirTemp("", "bench-fleet-")
-		if err != nil {
-			return res, err
-		}
-		defer os.RemoveAll(d)
-		cfg.Dir = d
+}
+
+// bench is one fleet benchmark's state: its processes, the hub's API and what it measured so
+// far (res, shared with the RSS sampler under mu).
+type bench struct {
+	cfg     BenchConfig
+	bin     string // absolute cfg.Bin
+	dir     string // absolute cfg.Dir
+	ps      procs
+	hub     *proc
+	api     *hubAPI
+	hubURL  string
+	mqttURL string
+	token   string
+
+	mu    sync.Mutex
+	fleet *proc
+	res   BenchResult
+}
+
+// result is a copy of what was measured so far.
+func (b *bench) result() BenchResult {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.res
+}
+
+// prepare makes a fresh benchmark dir with its hub, fleet, logs and assets subdirectories.
+func (b *bench) prepare() error {
+	var err error
+	if b.bin, err = filepath.Abs(b.cfg.Bin); err != nil {
+		return err
 	}
-	bin, err := filepath.Abs(cfg.Bin)
-	if err != nil {
-		return res, err
+	if b.dir, err = filepath.Abs(b.cfg.Dir); err != nil {
+		return err
 	}
-	dir, err := filepath.Abs(cfg.Dir)
-	if err != nil {
-		return res, err
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return res, err
+	if err := os.RemoveAll(b.dir); err != nil {
+		return err
 	}
 	for _, sub := range []string{"hub", "fleet", "logs", "assets"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
-			return res, err
+		if err := os.MkdirAll(filepath.Join(b.dir, sub), 0o700); err != nil {
+			return err
 		}
 	}
-	var ps procs
-	ps.logDir = filepath.Join(dir, "logs")
-	defer ps.stopAll(10 * time.Second)
+	b.ps.logDir = filepath.Join(b.dir, "logs")
+	return nil
+}
+
+// startHub starts the one-node hub with its embedded broker and waits until it is ready.
+func (b *bench) startHub(ctx context.Context) error {
+	cfg := b.cfg
 	r := &run{cfg: Config{Out: cfg.Log}, start: time.Now()}
-	mqttURL := "tcp://" + cfg.MQTTAddr
-	hub, err := ps.start("hub", filepath.Join(bin, "driftline"), "hub", "serve", "--data", filepath.Join(dir, "hub"), "--node-id", "bench",
-		"--http", cfg.HTTPAddr, "--raft", cfg.RaftAddr, "--mqtt", cfg.MQTTAddr, "--advertise-mqtt", mqttURL)
+	b.mqttURL = "tcp://" + cfg.MQTTAddr
+	hub, err := b.ps.start("hub", filepath.Join(b.bin, "driftline"), "hub", "serve", "--data", filepath.Join(b.dir, "hub"), "--node-id", "bench",
+		"--http", cfg.HTTPAddr, "--raft", cfg.RaftAddr, "--mqtt", cfg.MQTTAddr, "--advertise-mqtt", b.mqttURL)
 	if err != nil {
-		return res, err
+		return err
 	}
-	r.hubProc = hub
-	hubURL := "http://" + cfg.HTTPAddr
-	token, err := r.waitHub(ctx, hubURL, filepath.Join(dir, "hub", "admin.token"))
-	if err != nil {
-		return res, err
+	b.hub, r.hubProc = hub, hub
+	b.hubURL = "http://" + cfg.HTTPAddr
+	if b.token, err = r.waitHub(ctx, b.hubURL, filepath.Join(b.dir, "hub", "admin.token")); err != nil {
+		return err
 	}
-	ps.env = []string{"DRIFTLINE_HUB=" + hubURL, "DRIFTLINE_TOKEN=" + token}
-	api := &hubAPI{url: hubURL, token: token, c: &http.Client{}}
+	b.ps.env = []string{"DRIFTLINE_HUB=" + b.hubURL, "DRIFTLINE_TOKEN=" + b.token}
+	b.api = &hubAPI{url: b.hubURL, token: b.token, c: &http.Client{}}
+	return nil
+}
 
-	// Peak RSS sampling of the hub and the fleet process.
-	sampleCtx, stopSample := context.WithCancel(ctx)
-	defer stopSample()
-	var (
-		mu    sync.Mutex
-		fleet *proc
-	)
-	go func() {
-		t := time.NewTicker(500 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-sampleCtx.Done():
-				return
-			case <-t.C:
-				hubRSS, _ := procstat.Memory(hub.cmd.Process.Pid)
-				mu.Lock()
-				res.HubPeakRSS = max(res.HubPeakRSS, hubRSS)
-				if fleet != nil {
-					total, anon := procstat.Memory(fleet.cmd.Process.Pid)
-					res.FleetPeakRSS, res.FleetPeakAnon = max(res.FleetPeakRSS, total), max(res.FleetPeakAnon, anon)
-				}
-				mu.Unlock()
+// samplePeakRSS samples the peak RSS of the hub and the fleet process every 500 ms until ctx
+// ends.
+func (b *bench) samplePeakRSS(ctx context.Context) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			hubRSS, _ := procstat.Memory(b.hub.cmd.Process.Pid)
+			b.mu.Lock()
+			b.res.HubPeakRSS = max(b.res.HubPeakRSS, hubRSS)
+			if b.fleet != nil {
+				total, anon := procstat.Memory(b.fleet.cmd.Process.Pid)
+				b.res.FleetPeakRSS, b.res.FleetPeakAnon = max(b.res.FleetPeakRSS, total), max(b.res.FleetPeakAnon, anon)
 			}
+			b.mu.Unlock()
 		}
-	}()
-	result := func() BenchResult {
-		mu.Lock()
-		defer mu.Unlock()
-		return res
 	}
+}
 
-	// A dataset with a contract and a reference profile, and a model version trained on it, so
-	// that the agents validate, profile and score their windows once it runs.
-	assets := filepath.Join(dir, "assets")
+// pushAssets pushes a dataset with a contract and a reference profile, and a model version
+// trained on it and approved, so that the agents validate, profile and score their windows once
+// it runs. It returns the path of the firmware scenario it wrote.
+func (b *bench) pushAssets(ctx context.Context) (string, error) {
+	assets := filepath.Join(b.dir, "assets")
 	contract, sample, scen := filepath.Join(assets, "contract.json"), filepath.Join(assets, "sample.csv"), filepath.Join(assets, "scenario.yaml")
 	var cbuf bytes.Buffer
 	if err := json.Compact(&cbuf, []byte(contractJSON)); err != nil {
-		return result(), err
+		return "", err
 	}
-	for path, b := range map[string][]byte{contract: cbuf.Bytes(), scen: []byte(benchScenario())} {
-		if err := os.WriteFile(path, b, 0o644); err != nil {
-			return result(), err
+	for path, data := range map[string][]byte{contract: cbuf.Bytes(), scen: []byte(benchScenario())} {
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			return "", err
 		}
 	}
 	if err := writeSample(sample, 1000); err != nil {
-		return result(), err
+		return "", err
 	}
-	v1, _, err := writeArtifacts(assets, cfg.ModelBytes)
+	v1, _, err := writeArtifacts(assets, b.cfg.ModelBytes)
 	if err != nil {
-		return result(), err
+		return "", err
 	}
-	dl := filepath.Join(bin, "driftline")
+	dl := filepath.Join(b.bin, "driftline")
 	for _, args := range [][]string{
 		{dl, "dataset", "create", DatasetName},
 		{dl, "dataset", "push", DatasetName, "--contract", contract, "--sample", sample},
@@ -213,57 +277,76 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 		{dl, "model", "push", "bench", "--artifact", v1, "--trained-on", DatasetName + "@1", "--format", "bench"},
 		{dl, "model", "approve", "bench", "1", "--comment", "bench"},
 	} {
-		if _, err := ps.run(ctx, args...); err != nil {
-			return result(), err
+		if _, err := b.ps.run(ctx, args...); err != nil {
+			return "", err
 		}
 	}
-	idle, _ := procstat.Memory(hub.cmd.Process.Pid)
+	return scen, nil
+}
 
+// startFleet starts the firmware-sim fleet process playing scenario scen and returns how long
+// its agents took to come online.
+func (b *bench) startFleet(ctx context.Context, scen string) (time.Duration, error) {
+	cfg := b.cfg
 	t0 := time.Now()
-	fl, err := ps.start("fleet", filepath.Join(bin, "firmware-sim"), "fleet", "--devices", strconv.Itoa(cfg.Devices), "--hub", hubURL,
-		"--token", token, "--broker", mqttURL, "--state-dir", filepath.Join(dir, "fleet"), "--scenario", scen,
+	fl, err := b.ps.start("fleet", filepath.Join(b.bin, "firmware-sim"), "fleet", "--devices", strconv.Itoa(cfg.Devices), "--hub", b.hubURL,
+		"--token", b.token, "--broker", b.mqttURL, "--state-dir", filepath.Join(b.dir, "fleet"), "--scenario", scen,
 		"--heartbeat", "10s", "--window", "60s", "--summary-every", "10s")
 	if err != nil {
-		return result(), err
+		return 0, err
 	}
-	mu.Lock()
-	fleet = fl
-	mu.Unlock()
+	b.mu.Lock()
+	b.fleet = fl
+	b.mu.Unlock()
 	fmt.Fprintf(cfg.Log, "bench-fleet: %d agents starting\n", cfg.Devices)
 	for {
-		n, err := countOnline(ctx, api)
+		n, err := countOnline(ctx, b.api)
 		if err == nil && n >= cfg.Devices {
 			break
 		}
 		if done, perr := fl.exited(); done {
-			return result(), fmt.Errorf("%w: fleet: %v (see %s)", ErrExited, perr, filepath.Join(ps.logDir, "fleet.log"))
+			return 0, fmt.Errorf("%w: fleet: %v (see %s)", ErrExited, perr, filepath.Join(b.ps.logDir, "fleet.log"))
 		}
 		if time.Since(t0) > cfg.Timeout {
-			return result(), fmt.Errorf("%w: %d of %d agents online", ErrNotReady, n, cfg.Devices)
+			return 0, fmt.Errorf("%w: %d of %d agents online", ErrNotReady, n, cfg.Devices)
 		}
 		if err := sleepCtx(ctx, time.Second); err != nil {
-			return result(), err
+			return 0, err
 		}
 	}
 	online := time.Since(t0)
 	fmt.Fprintf(cfg.Log, "bench-fleet: %d agents online after %s\n", cfg.Devices, online.Round(time.Millisecond))
+	return online, nil
+}
 
-	pid := hub.cmd.Process.Pid
+// rolloutFigures is what the rollout measured.
+type rolloutFigures struct {
+	state         string
+	counts        map[string]int
+	time          time.Duration
+	cpu, fleetCPU time.Duration
+	bytes         int64
+}
+
+// rollOut rolls the model out in waves of 1, 10 and 100 %, waits until the rollout ends, and
+// measures its time, the hub's and the fleet's CPU and the chunk bytes served.
+func (b *bench) rollOut(ctx context.Context) (rolloutFigures, error) {
+	cfg, api := b.cfg, b.api
+	pid, fleetPid := b.hub.cmd.Process.Pid, b.fleet.cmd.Process.Pid
 	cpu0, bytes0 := procstat.CPU(pid), metricSum(ctx, api, "driftline_hub_chunk_bytes_served_total")
-	fleetCPU0 := procstat.CPU(fl.cmd.Process.Pid)
+	fleetCPU0 := procstat.CPU(fleetPid)
 	t1 := time.Now()
 	var ro rollout
 	if err := api.do(ctx, http.MethodPost, "/api/v1/rollouts", map[string]any{"model": "bench", "version": 1, "selector": "",
 		"waves": []float64{1, 10, 100}, "bake_seconds": 5, "device_timeout_seconds": int(cfg.Timeout.Seconds())}, &ro); err != nil {
-		return result(), err
+		return rolloutFigures{}, err
 	}
-	var state string
-	var counts map[string]int
+	var f rolloutFigures
 	lastLog := ""
 	for {
 		cur, err := api.rollout(ctx, ro.ID)
 		if err == nil && cur.State != "running" {
-			state, counts = cur.State, cur.Devices
+			f.state, f.counts = cur.State, cur.Devices
 			break
 		}
 		if err == nil {
@@ -273,35 +356,40 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 			}
 		}
 		if time.Since(t1) > cfg.Timeout {
-			return result(), fmt.Errorf("%w: rollout still running: %v", ErrNotReady, cur.Devices)
+			return f, fmt.Errorf("%w: rollout still running: %v", ErrNotReady, cur.Devices)
 		}
 		if err := sleepCtx(ctx, 250*time.Millisecond); err != nil {
-			return result(), err
+			return f, err
 		}
 	}
-	rolloutTime, rolloutCPU, fleetCPU := time.Since(t1), procstat.CPU(pid)-cpu0, procstat.CPU(fl.cmd.Process.Pid)-fleetCPU0
-	rolloutBytes := int64(metricSum(ctx, api, "driftline_hub_chunk_bytes_served_total") - bytes0)
+	f.time, f.cpu, f.fleetCPU = time.Since(t1), procstat.CPU(pid)-cpu0, procstat.CPU(fleetPid)-fleetCPU0
+	f.bytes = int64(metricSum(ctx, api, "driftline_hub_chunk_bytes_served_total") - bytes0)
 	fmt.Fprintf(cfg.Log, "bench-fleet: rollout %s after %s (fetch requests: %s; broker drops: %s); measuring the steady state for %s\n",
-		state, rolloutTime.Round(time.Millisecond), metricText(ctx, api, "driftline_hub_fetch_requests_total"),
+		f.state, f.time.Round(time.Millisecond), metricText(ctx, api, "driftline_hub_fetch_requests_total"),
 		metricText(ctx, api, "driftline_hub_mqtt_dropped_total"), cfg.Steady)
+	return f, nil
+}
 
-	// Steady state: heartbeats, and one window per agent per minute now that v1 runs.
-	cpu0, msgs0, t2 := procstat.CPU(pid), metricSum(ctx, api, "driftline_hub_mqtt_messages_total"), time.Now()
-	if err := sleepCtx(ctx, cfg.Steady); err != nil {
-		return result(), err
+// steadyFigures is what the steady state measured.
+type steadyFigures struct {
+	cores, msgsPerSec float64
+	rss               int64
+}
+
+// steady measures the steady state for cfg.Steady: heartbeats, and one window per agent per
+// minute now that the model runs.
+func (b *bench) steady(ctx context.Context) (steadyFigures, error) {
+	pid := b.hub.cmd.Process.Pid
+	cpu0, msgs0, t2 := procstat.CPU(pid), metricSum(ctx, b.api, "driftline_hub_mqtt_messages_total"), time.Now()
+	if err := sleepCtx(ctx, b.cfg.Steady); err != nil {
+		return steadyFigures{}, err
 	}
 	secs := time.Since(t2).Seconds()
-	steadyCores := (procstat.CPU(pid) - cpu0).Seconds() / secs
-	msgsPerSec := (metricSum(ctx, api, "driftline_hub_mqtt_messages_total") - msgs0) / secs
-	steadyRSS, _ := procstat.Memory(pid)
-
-	mu.Lock()
-	defer mu.Unlock()
-	res.Online, res.Rollout, res.RolloutCPU, res.RolloutBytes, res.FleetRolloutCPU = online, rolloutTime, rolloutCPU, rolloutBytes, fleetCPU
-	res.State, res.Counts = state, counts
-	res.SteadyCores, res.SteadyRSS, res.MessagesPerSec = steadyCores, steadyRSS, msgsPerSec
-	res.IdleRSS, res.PerDevice = idle, (steadyRSS-idle)/int64(max(cfg.Devices, 1))
-	return res, nil
+	var f steadyFigures
+	f.cores = (procstat.CPU(pid) - cpu0).Seconds() / secs
+	f.msgsPerSec = (metricSum(ctx, b.api, "driftline_hub_mqtt_messages_total") - msgs0) / secs
+	f.rss, _ = procstat.Memory(pid)
+	return f, nil
 }
 
 // metricSum reads the hub's /metrics and returns the sum of every sample of the metric family

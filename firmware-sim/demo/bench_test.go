@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // TestBenchFleetSmall runs the fleet benchmark (`make bench-fleet`) with 20 agents and a short
@@ -21,7 +23,7 @@ func TestBenchFleetSmall(t *testing.T) {
 	res, err := BenchFleet(context.Background(), BenchConfig{
 		Bin: buildBinaries(t), Dir: filepath.Join(t.TempDir(), "bench"), Devices: n,
 		HTTPAddr: freeAddr(t), RaftAddr: freeAddr(t), MQTTAddr: freeAddr(t),
-		Timeout: 2 * time.Minute, Steady: 15 * time.Second, Log: testWriter{t},
+		Timeout: 2 * time.Minute, Steady: 15 * time.Second, Log: testhelp.LogWriter(t),
 	})
 	t.Logf("%s\n%s", BenchHeader, res.Row())
 	if err != nil {

@@ -169,75 +169,139 @@ type run struct {
 
 func (d *run) steps(ctx context.Context) error {
 	cfg := d.cfg
-	absBin, err := filepath.Abs(cfg.Bin)
+	dirs, err := d.prepare()
 	if err != nil {
 		return err
+	}
+	url := "http://" + cfg.HTTPAddr
+	mqttURL := "tcp://" + cfg.MQTTAddr
+	token, err := d.startHub(ctx, dirs, url, mqttURL)
+	if err != nil {
+		return err
+	}
+	err = d.startWebhooks(ctx)
+	if d.hooks != nil {
+		defer d.hooks.close()
+	}
+	if err != nil {
+		return err
+	}
+	ids, err := d.enrolDevices(ctx, dirs)
+	if err != nil {
+		return err
+	}
+	if err := d.pushDataset(ctx, dirs); err != nil {
+		return err
+	}
+	if err := d.pushModels(ctx, dirs); err != nil {
+		return err
+	}
+	fwStart, err := d.startAgents(ctx, dirs, url, token, mqttURL, ids)
+	if err != nil {
+		return err
+	}
+	if err := d.rollOutV1(ctx); err != nil {
+		return err
+	}
+	if fwStart, err = d.startFirmware(ctx, dirs, mqttURL, ids, fwStart); err != nil {
+		return err
+	}
+	if err := d.rollOutV2AtShift(ctx, fwStart); err != nil {
+		return err
+	}
+	if cfg.Seconds == 0 {
+		d.narr.say("the demo keeps running: open the dashboard; Ctrl-C stops everything")
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// prepare checks that the binaries exist and the demo's addresses are free, and makes a fresh
+// data dir with its hub, agents, assets and logs subdirectories (returned by those names).
+func (d *run) prepare() (map[string]string, error) {
+	cfg := d.cfg
+	absBin, err := filepath.Abs(cfg.Bin)
+	if err != nil {
+		return nil, err
 	}
 	d.bin = func(name string) string { return filepath.Join(absBin, name) }
 	for _, b := range []string{"driftline", "driftline-agent", "firmware-sim"} {
 		if _, err := os.Stat(d.bin(b)); err != nil {
-			return fmt.Errorf("%s: %w (run `make build` first)", d.bin(b), err)
+			return nil, fmt.Errorf("%s: %w (run `make build` first)", d.bin(b), err)
 		}
 	}
 	for _, addr := range []string{cfg.HTTPAddr, cfg.RaftAddr, cfg.MQTTAddr} {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return fmt.Errorf("%w: %v (is another demo or hub running?)", ErrBusy, err)
+			return nil, fmt.Errorf("%w: %v (is another demo or hub running?)", ErrBusy, err)
 		}
 		ln.Close()
 	}
 	data, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := os.RemoveAll(data); err != nil {
-		return err
+		return nil, err
 	}
 	dirs := map[string]string{"hub": "hub", "agents": "agents", "assets": "assets", "logs": "logs"}
 	for k, v := range dirs {
 		dirs[k] = filepath.Join(data, v)
 		if err := os.MkdirAll(dirs[k], 0o700); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	d.procs.logDir = dirs["logs"]
-	url := "http://" + cfg.HTTPAddr
-	out := cfg.Out
-	fmt.Fprintf(out, "Driftline demo: data in %s, process logs in %s\n", data, dirs["logs"])
+	fmt.Fprintf(cfg.Out, "Driftline demo: data in %s, process logs in %s\n", data, dirs["logs"])
+	return dirs, nil
+}
 
-	// 1. The hub: one node, embedded broker.
-	mqttURL := "tcp://" + cfg.MQTTAddr
+// startHub starts step 1, the hub: one node, embedded broker. It returns the admin token once
+// the hub is ready, and sets up the API client and the narrator.
+func (d *run) startHub(ctx context.Context, dirs map[string]string, url, mqttURL string) (string, error) {
+	cfg := d.cfg
+	var err error
 	d.hubProc, err = d.procs.start("hub", d.bin("driftline"), "hub", "serve", "--data", dirs["hub"], "--node-id", "demo",
 		"--http", cfg.HTTPAddr, "--raft", cfg.RaftAddr, "--mqtt", cfg.MQTTAddr, "--advertise-mqtt", mqttURL,
 		"--sample-settle", "15s")
 	if err != nil {
-		return err
+		return "", err
 	}
 	tokenPath := filepath.Join(dirs["hub"], "admin.token")
 	token, err := d.waitHub(ctx, url, tokenPath)
 	if err != nil {
-		return err
+		return "", err
 	}
 	d.procs.env = []string{"DRIFTLINE_HUB=" + url, "DRIFTLINE_TOKEN=" + token}
 	d.api = &hubAPI{url: url, token: token, c: &http.Client{}}
-	d.narr = newNarrator(d.api, out, ModelName, d.start)
-	fmt.Fprintf(out, "Dashboard: %s/\nAdmin token: %s\n", url, tokenPath)
+	d.narr = newNarrator(d.api, cfg.Out, ModelName, d.start)
+	fmt.Fprintf(cfg.Out, "Dashboard: %s/\nAdmin token: %s\n", url, tokenPath)
 	d.narr.say("hub ready (one node, embedded MQTT broker on %s)", mqttURL)
+	return token, nil
+}
 
-	// 1b. A webhook receiver, as a CI system would run one, subscribed to drift, gate and
-	// candidate dataset events.
-	if d.hooks, err = startReceiver(); err != nil {
+// startWebhooks is step 1b: a webhook receiver, as a CI system would run one, subscribed to
+// drift, gate and candidate dataset events. d.hooks is set once the receiver runs, even when
+// the subscription then fails.
+func (d *run) startWebhooks(ctx context.Context) error {
+	hooks, err := startReceiver()
+	if err != nil {
 		return err
 	}
-	defer d.hooks.close()
+	d.hooks = hooks
 	d.hooks.narr = d.narr
 	if _, err := d.procs.run(ctx, d.bin("driftline"), "webhook", "add", d.hooks.URL(), "--id", "demo-ci", "--secret", d.hooks.secret,
 		"--event", "drift", "--event", "gate", "--event", "candidate"); err != nil {
 		return err
 	}
 	d.narr.say("webhook demo-ci: signed CloudEvents for drift, gate decisions and candidate datasets go to %s", d.hooks.URL())
+	return nil
+}
 
-	// 2. Enrol the devices, with labels, writing each agent's config.
+// enrolDevices is step 2: enrol the devices, with labels, writing each agent's config. It
+// returns their ids.
+func (d *run) enrolDevices(ctx context.Context, dirs map[string]string) ([]string, error) {
+	cfg := d.cfg
 	ids := make([]string, cfg.Devices)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("edge-%d", i+1)
@@ -249,16 +313,20 @@ func (d *run) steps(ctx context.Context) error {
 		cfgPath := filepath.Join(dirs["agents"], ids[i]+".yaml")
 		args = append(args, "--agent-config", cfgPath)
 		if _, err := d.procs.run(ctx, args...); err != nil {
-			return err
+			return nil, err
 		}
 		extra := fmt.Sprintf("window:\n  rows: 10000\n  seconds: %d\nlog_level: debug\nheartbeat: 2s\n", int(cfg.Window.Seconds()))
 		if err := appendFile(cfgPath, extra); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	d.narr.say("enrolled %s (site=berlin|munich, %s canary=true); agent configs in %s, each trusting the cluster's root of trust", strings.Join(ids, ", "), ids[0], dirs["agents"])
+	return ids, nil
+}
 
-	// 3. The dataset version the models are trained on: contract and a generated sample.
+// pushDataset is step 3: the dataset version the models are trained on, contract and a
+// generated sample.
+func (d *run) pushDataset(ctx context.Context, dirs map[string]string) error {
 	contract, sample := filepath.Join(dirs["assets"], "contract.json"), filepath.Join(dirs["assets"], "sample.csv")
 	// Compact JSON: the hub stores the contract re-encoded (compacted), and serves those bytes
 	// to agents under the digest of the upload; the two agree only for compact input.
@@ -282,8 +350,13 @@ func (d *run) steps(ctx context.Context) error {
 		}
 	}
 	d.narr.say("dataset %s@1 pushed: contract (temperature, humidity, vibration, mode) and a 1,000-row sample; the hub computed its reference profile", DatasetName)
+	return nil
+}
 
-	// 4. Two model versions trained on it; v2 shares most of v1's bytes. Approve both.
+// pushModels is step 4: two model versions trained on the dataset, v2 sharing most of v1's
+// bytes, both approved.
+func (d *run) pushModels(ctx context.Context, dirs map[string]string) error {
+	dl := d.bin("driftline")
 	v1, v2, err := writeArtifacts(dirs["assets"], 1<<20)
 	if err != nil {
 		return err
@@ -300,9 +373,15 @@ func (d *run) steps(ctx context.Context) error {
 		}
 	}
 	d.narr.say("model %s v1 and v2 (1 MiB each, 95%% shared) registered, trained_on %s@1, approved and signed", ModelName, DatasetName)
+	return nil
+}
 
-	// 5. The agents: real driftline-agent processes, or one firmware-sim fleet process (which
-	// also plays the firmware, in-process).
+// startAgents is step 5: the agents, real driftline-agent processes or one firmware-sim fleet
+// process (which also plays the firmware, in-process); it waits until every device is online.
+// It returns when the fleet's firmware clock starts (zero without a fleet: the firmware starts
+// in step 7).
+func (d *run) startAgents(ctx context.Context, dirs map[string]string, url, token, mqttURL string, ids []string) (time.Time, error) {
+	cfg := d.cfg
 	d.shifted = []string{ids[1], ids[3]}
 	scen := filepath.Join(dirs["assets"], "scenario.yaml")
 	lead := time.Duration(0) // how long before the firmware's clock starts the scenario does
@@ -310,47 +389,58 @@ func (d *run) steps(ctx context.Context) error {
 	if cfg.Fleet {
 		lead = fleetLead
 		if err := d.startFleet(dirs, url, token, mqttURL, scen, lead, ids); err != nil {
-			return err
+			return time.Time{}, err
 		}
 		fwStart = time.Now().Add(lead)
 	} else {
 		for _, id := range ids {
 			if _, err := d.procs.start(id, d.bin("driftline-agent"), "run", "--config", filepath.Join(dirs["agents"], id+".yaml"),
 				"--state-dir", filepath.Join(dirs["agents"], id, "state"), "--model-dir", filepath.Join(dirs["agents"], id, "models"), "--metrics", "off"); err != nil {
-				return err
+				return time.Time{}, err
 			}
 		}
 	}
 	go d.narr.run(ctx, time.Second)
 	if err := d.waitOnline(ctx, len(ids)); err != nil {
-		return err
+		return time.Time{}, err
 	}
+	return fwStart, nil
+}
 
-	// 6. Roll v1 out to every device and wait for it to complete.
+// rollOutV1 is step 6: roll v1 out to every device and wait for it to complete.
+func (d *run) rollOutV1(ctx context.Context) error {
 	r1, err := d.createRollout(ctx, map[string]any{"model": ModelName, "version": 1, "selector": "", "waves": []float64{100},
 		"bake_seconds": 3, "device_timeout_seconds": 60})
 	if err != nil {
 		return err
 	}
 	d.narr.say("rollout %s: %s v1 to every device, one wave, bake 3 s; each device's desired state is signed for it (rev, expiry) and verified by its agent", short(r1), ModelName)
-	if err := d.waitRollout(ctx, r1, 90*time.Second, "completed"); err != nil {
-		return err
-	}
+	return d.waitRollout(ctx, r1, 90*time.Second, "completed")
+}
 
-	// 7. The firmware: readings on every device's data topic; two devices drift later.
+// startFirmware is step 7: readings on every device's data topic; two devices drift later.
+// Without a fleet it starts firmware-sim and returns when its clock started; with one, fwStart.
+func (d *run) startFirmware(ctx context.Context, dirs map[string]string, mqttURL string, ids []string, fwStart time.Time) (time.Time, error) {
+	cfg := d.cfg
+	scen := filepath.Join(dirs["assets"], "scenario.yaml")
 	if !cfg.Fleet {
 		if err := os.WriteFile(scen, []byte(scenarioYAML(cfg.Rate, cfg.ShiftAfter, d.shifted)), 0o644); err != nil {
-			return err
+			return fwStart, err
 		}
 		if _, err := d.procs.start("firmware-sim", d.bin("firmware-sim"), "run", "--scenario", scen, "--broker", mqttURL,
 			"--credentials", dirs["agents"], "--seed", "7", "--log-level", "info"); err != nil {
-			return err
+			return fwStart, err
 		}
 		fwStart = time.Now()
 	}
 	d.narr.say("firmware: %d devices send %.0f readings/s each; %s will run hot in %s", len(ids), cfg.Rate, strings.Join(d.shifted, " and "), time.Until(fwStart.Add(cfg.ShiftAfter)).Round(time.Second))
+	return fwStart, nil
+}
 
-	// 8. At the shift, roll v2 out behind a drift gate.
+// rollOutV2AtShift is step 8: at the shift, roll v2 out behind a drift gate and wait for the
+// rollout to end (the gate rolls it back once it sees the drift).
+func (d *run) rollOutV2AtShift(ctx context.Context, fwStart time.Time) error {
+	cfg := d.cfg
 	if err := sleepCtx(ctx, time.Until(fwStart.Add(cfg.ShiftAfter))); err != nil {
 		return err
 	}
@@ -361,14 +451,7 @@ func (d *run) steps(ctx context.Context) error {
 		return err
 	}
 	d.narr.say("rollout %s: %s v2 to every device, gate max_drift_share 0.2, on_gate_failure rollback", short(r2), ModelName)
-	if err := d.waitRollout(ctx, r2, 0, "rolled_back", "paused", "aborted", "completed"); err != nil {
-		return err
-	}
-	if cfg.Seconds == 0 {
-		d.narr.say("the demo keeps running: open the dashboard; Ctrl-C stops everything")
-	}
-	<-ctx.Done()
-	return ctx.Err()
+	return d.waitRollout(ctx, r2, 0, "rolled_back", "paused", "aborted", "completed")
 }
 
 // waitHub waits for /readyz and the admin token file.

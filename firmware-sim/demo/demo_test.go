@@ -14,13 +14,6 @@ import (
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 func freeAddr(t *testing.T) string {
 	return testhelp.FreeAddr(t)
 }
@@ -49,10 +42,10 @@ func runDemo(t *testing.T, fleet bool) Summary {
 	cfg := Config{
 		Bin: buildBinaries(t), DataDir: filepath.Join(t.TempDir(), "demo"),
 		HTTPAddr: freeAddr(t), RaftAddr: freeAddr(t), MQTTAddr: freeAddr(t),
-		Seconds: 90, ShiftAfter: 15 * time.Second, Out: testWriter{t}, Fleet: fleet,
+		Seconds: 90, ShiftAfter: 15 * time.Second, Out: testhelp.LogWriter(t), Fleet: fleet,
 	}
 	sum, err := Run(context.Background(), cfg)
-	sum.Print(testWriter{t})
+	sum.Print(testhelp.LogWriter(t))
 	if err != nil {
 		t.Fatal(err)
 	}

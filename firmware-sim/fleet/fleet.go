@@ -27,6 +27,7 @@ import (
 	"github.com/driftline/driftline/agent/outputs"
 	"github.com/driftline/driftline/agent/pipeline"
 	"github.com/driftline/driftline/agent/samples"
+	"github.com/driftline/driftline/firmware-sim/creds"
 	"github.com/driftline/driftline/firmware-sim/publish"
 	"github.com/driftline/driftline/firmware-sim/sim"
 	"github.com/driftline/driftline/shared/kv"
@@ -191,6 +192,52 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if cfg.Devices < 1 || cfg.Hub == "" || cfg.Token == "" || cfg.StateDir == "" {
 		return Summary{}, fmt.Errorf("%w: --devices ≥ 1, --hub, --token and --state-dir are required", ErrConfig)
 	}
+	cfg.defaults()
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return Summary{}, err
+	}
+	f, err := joinHub(ctx, cfg)
+	if err != nil {
+		return Summary{}, err
+	}
+	db, err := devicedb.OpenProfile(filepath.Join(cfg.StateDir, "db"), kv.Fleet)
+	if err != nil {
+		return Summary{}, err
+	}
+	defer db.Close()
+	gcCtx, gcStop := context.WithCancel(ctx)
+	defer gcStop()
+	go db.RunGC(gcCtx, 5*time.Minute, cfg.Logger)
+	members, err := f.newMembers(ctx, db)
+	if err != nil {
+		return Summary{}, err
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(members))
+	if err := f.start(ctx, &wg, errs, members); err != nil {
+		return Summary{}, err
+	}
+	final := printSummaries(ctx, cfg, members)
+	wg.Wait()
+	close(errs)
+	var all []error
+	if err := f.store.flush(); err != nil {
+		all = append(all, err)
+	}
+	for err := range errs {
+		all = append(all, err)
+	}
+	fmt.Fprintf(cfg.Out, "final: %s\n", final)
+	return final, errors.Join(all...)
+}
+
+// defaults fills in what cfg leaves unset.
+func (cfg *Config) defaults() {
 	if cfg.IDPattern == "" {
 		cfg.IDPattern = "fleet-{n:05}"
 	}
@@ -212,56 +259,61 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	if cfg.Duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
-		defer cancel()
+}
+
+// fleet is a run's devices as the hub knows them: their credentials (kept in store) and what
+// the hub tells its agents (root of trust, brokers).
+type fleet struct {
+	cfg     Config
+	h       *hubClient
+	store   *credStore
+	ids     []string
+	creds   []creds.Credential
+	root    string
+	brokers []string
+}
+
+// joinHub enrols the devices cfg names (reusing the credentials saved in the state dir) and reads
+// the hub's root of trust and brokers (cfg.Brokers, when set, win).
+func joinHub(ctx context.Context, cfg Config) (*fleet, error) {
+	f := &fleet{cfg: cfg, h: &hubClient{url: strings.TrimRight(cfg.Hub, "/"), token: cfg.Token, c: &http.Client{}}}
+	f.ids = make([]string, cfg.Devices)
+	for i := range f.ids {
+		f.ids[i] = sim.DeviceID(cfg.IDPattern, i+1)
 	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return Summary{}, err
+	var err error
+	if f.store, err = openCredStore(filepath.Join(cfg.StateDir, CredentialsFile)); err != nil {
+		return nil, err
 	}
-	h := &hubClient{url: strings.TrimRight(cfg.Hub, "/"), token: cfg.Token, c: &http.Client{}}
-	ids := make([]string, cfg.Devices)
-	for i := range ids {
-		ids[i] = sim.DeviceID(cfg.IDPattern, i+1)
+	if f.creds, err = enroll(ctx, f.h, f.store, f.ids, cfg.Labels, cfg.Logger); err != nil {
+		return nil, err
 	}
-	store, err := openCredStore(filepath.Join(cfg.StateDir, CredentialsFile))
-	if err != nil {
-		return Summary{}, err
-	}
-	cs, err := enroll(ctx, h, store, ids, cfg.Labels, cfg.Logger)
-	if err != nil {
-		return Summary{}, err
-	}
-	root, brokers, err := hubFacts(ctx, h)
-	if err != nil {
-		return Summary{}, err
+	if f.root, f.brokers, err = hubFacts(ctx, f.h); err != nil {
+		return nil, err
 	}
 	if len(cfg.Brokers) > 0 {
-		brokers = cfg.Brokers
+		f.brokers = cfg.Brokers
 	}
-	if len(brokers) == 0 {
-		brokers = []string{"tcp://127.0.0.1:1883"}
+	if len(f.brokers) == 0 {
+		f.brokers = []string{"tcp://127.0.0.1:1883"}
 	}
+	return f, nil
+}
 
-	db, err := devicedb.OpenProfile(filepath.Join(cfg.StateDir, "db"), kv.Fleet)
-	if err != nil {
-		return Summary{}, err
-	}
-	defer db.Close()
-	gcCtx, gcStop := context.WithCancel(ctx)
-	defer gcStop()
-	go db.RunGC(gcCtx, 5*time.Minute, cfg.Logger)
-
-	prefix := hubTopicPrefix(ctx, h) // the agents talk on the hub's topics
+// newMembers makes every device's agent on the shared database db, wired as `driftline-agent
+// run` wires it (pipeline, samples, outputs), on the hub's topics; a refused agent is enrolled
+// again.
+func (f *fleet) newMembers(ctx context.Context, db *devicedb.DB) ([]*member, error) {
+	cfg := f.cfg
+	prefix := hubTopicPrefix(ctx, f.h) // the agents talk on the hub's topics
 	reg := prometheus.NewRegistry()
 	slots := make(chan struct{}, cfg.PullConcurrency)
-	members := make([]*member, len(cs))
-	re := &reenroller{ctx: ctx, h: h, store: store, labels: cfg.Labels, log: cfg.Logger, sem: make(chan struct{}, 8)}
-	for i, c := range cs {
+	members := make([]*member, len(f.creds))
+	re := &reenroller{ctx: ctx, h: f.h, store: f.store, labels: cfg.Labels, log: cfg.Logger, sem: make(chan struct{}, 8)}
+	for i, c := range f.creds {
 		m := &member{id: c.ID}
 		ac := config.Default()
-		ac.DeviceID, ac.Token, ac.Brokers, ac.TrustedRoot, ac.Hub = c.ID, c.Token, brokers, root, cfg.Hub
+		ac.DeviceID, ac.Token, ac.Brokers, ac.TrustedRoot, ac.Hub = c.ID, c.Token, f.brokers, f.root, cfg.Hub
 		ac.StateDir = filepath.Join(cfg.StateDir, "db")
 		ac.ModelDir = filepath.Join(cfg.StateDir, "models", c.ID)
 		ac.Metrics = config.MetricsOff
@@ -284,26 +336,38 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			OnConnectRefused: func(r agent.Refusal) { re.refused(m, r) },
 		})
 		if err != nil {
-			return Summary{}, fmt.Errorf("agent %s: %w", c.ID, err)
+			return nil, fmt.Errorf("agent %s: %w", c.ID, err)
 		}
-		pl, err := pipeline.Attach(a, pipeline.AttachOptions{}) // wired as driftline-agent run wires it
-		if err != nil {
-			return Summary{}, fmt.Errorf("agent %s pipeline: %w", c.ID, err)
+		if m.pl, err = attach(a); err != nil {
+			return nil, fmt.Errorf("agent %s %w", c.ID, err) // err names the part: "pipeline: ..."
 		}
-		sm, err := samples.Attach(a, pl, nil)
-		if err != nil {
-			return Summary{}, fmt.Errorf("agent %s samples: %w", c.ID, err)
-		}
-		if _, err := outputs.AttachWith(a, pl, nil, sm.PredictionDrift); err != nil {
-			return Summary{}, fmt.Errorf("agent %s outputs: %w", c.ID, err)
-		}
-		m.a, m.pl = a, pl
+		m.a = a
 		members[i] = m
 	}
+	return members, nil
+}
 
-	var wg sync.WaitGroup
-	errs := make(chan error, len(members))
-	// Tokens enrolled again at run time are saved every 2 s and at the end.
+// attach wires the pipeline, sample collection and output checks to a as `driftline-agent run`
+// does, and returns the pipeline.
+func attach(a *agent.Agent) (*pipeline.Pipeline, error) {
+	pl, err := pipeline.Attach(a, pipeline.AttachOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
+	sm, err := samples.Attach(a, pl, nil)
+	if err != nil {
+		return nil, fmt.Errorf("samples: %w", err)
+	}
+	if _, err := outputs.AttachWith(a, pl, nil, sm.PredictionDrift); err != nil {
+		return nil, fmt.Errorf("outputs: %w", err)
+	}
+	return pl, nil
+}
+
+// start runs, under wg until ctx ends: the credential saver (tokens enrolled again at run time
+// are saved every 2 s), every member's agent (an agent's error goes to errs) and, with a
+// scenario, every member's firmware, which starts once its agent has connected.
+func (f *fleet) start(ctx context.Context, wg *sync.WaitGroup, errs chan<- error, members []*member) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -314,8 +378,8 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if err := store.flush(); err != nil {
-					cfg.Logger.Error("fleet: saving credentials", "err", err)
+				if err := f.store.flush(); err != nil {
+					f.cfg.Logger.Error("fleet: saving credentials", "err", err)
 				}
 			}
 		}
@@ -329,30 +393,37 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			}
 		}()
 	}
-	var stats publish.Stats
-	if cfg.Scenario != nil {
-		f, err := sim.NewFleet(cfg.Scenario, sim.Options{Seed: cfg.Seed, Devices: len(members), IDs: ids, Start: time.Now()})
-		if err != nil {
-			return Summary{}, err
-		}
-		start := time.Now()
-		for i, m := range members {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if waitStarted(ctx, m) {
-					_ = publish.Play(ctx, f.Stream(i), start, inproc{m.pl}, &stats)
-				}
-			}()
-		}
+	if f.cfg.Scenario == nil {
+		return nil
 	}
+	fw, err := sim.NewFleet(f.cfg.Scenario, sim.Options{Seed: f.cfg.Seed, Devices: len(members), IDs: f.ids, Start: time.Now()})
+	if err != nil {
+		return err
+	}
+	var stats publish.Stats
+	start := time.Now()
+	for i, m := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if waitStarted(ctx, m) {
+				_ = publish.Play(ctx, fw.Stream(i), start, inproc{m.pl}, &stats)
+			}
+		}()
+	}
+	return nil
+}
+
+// printSummaries prints a summary line (with rows and reports per second since the last) every
+// cfg.SummaryEvery until ctx ends, and returns the final summary.
+func printSummaries(ctx context.Context, cfg Config, members []*member) Summary {
 	tick := time.NewTicker(cfg.SummaryEvery)
 	defer tick.Stop()
 	last, lastAt := snapshot(members), time.Now()
-	for done := false; !done; {
+	for {
 		select {
 		case <-ctx.Done():
-			done = true
+			return snapshot(members)
 		case <-tick.C:
 			s := snapshot(members)
 			dt := time.Since(lastAt).Seconds()
@@ -360,18 +431,6 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			last, lastAt = s, time.Now()
 		}
 	}
-	final := snapshot(members)
-	wg.Wait()
-	close(errs)
-	var all []error
-	if err := store.flush(); err != nil {
-		all = append(all, err)
-	}
-	for err := range errs {
-		all = append(all, err)
-	}
-	fmt.Fprintf(cfg.Out, "final: %s\n", final)
-	return final, errors.Join(all...)
 }
 
 // snapshot reads every agent's counters.

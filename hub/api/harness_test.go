@@ -2,23 +2,18 @@ package api_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"mime/multipart"
 	"net/http"
 	"net/textproto"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/node"
-	"github.com/driftline/driftline/internal/testhelp"
+	"github.com/driftline/driftline/hub/node/nodetest"
 )
 
 // testHub is one real hub node (Raft, badger, HTTP API) started for a test, with its admin
@@ -31,63 +26,16 @@ type testHub struct {
 	client *http.Client
 }
 
-// freeAddr returns a 127.0.0.1 address with a port nothing listens on right now (Raft needs a
-// concrete address it can advertise, so ":0" does not do).
-func freeAddr(t testing.TB) string {
-	return testhelp.FreeAddr(t)
-}
-
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	testhelp.WaitFor(t, timeout, what, cond)
-}
-
-// tLogWriter sends the node's log lines to t.Log so a passing run stays quiet.
-type tLogWriter struct{ t testing.TB }
-
-func (w tLogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-// startHub starts a one-node hub in a temp dir, waits for its admin token and returns it. mod,
-// when not nil, adjusts the config before the start.
+// startHub starts a one-node hub without MQTT (nodetest.Start) with mod, when not nil, applied
+// to its config, and returns it with the API-testing helpers below.
 func startHub(t testing.TB, mod func(*node.Config)) *testHub {
 	t.Helper()
-	dir := t.TempDir()
-	cfg := node.Config{
-		DataDir:  dir,
-		HTTPAddr: "127.0.0.1:0",
-		RaftAddr: freeAddr(t),
-		Logger:   slog.New(slog.NewTextHandler(tLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	}
+	opts := []nodetest.Option{nodetest.NoMQTT()}
 	if mod != nil {
-		mod(&cfg)
+		opts = append(opts, mod)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	n, err := node.Start(ctx, cfg)
-	if err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			t.Logf("close node: %v", err)
-		}
-	})
-	h := &testHub{t: t, n: n, url: n.URL(), client: &http.Client{Timeout: 60 * time.Second}}
-	var tok []byte
-	waitFor(t, "admin token file", 30*time.Second, func() bool {
-		tok, err = os.ReadFile(filepath.Join(dir, node.AdminTokenFile))
-		return err == nil && len(bytes.TrimSpace(tok)) > 0
-	})
-	h.admin = strings.TrimSpace(string(tok))
-	waitFor(t, "root of trust created", 30*time.Second, func() bool {
-		_, err := n.Reader().Trust()
-		return err == nil
-	})
-	return h
+	nh := nodetest.Start(t, opts...)
+	return &testHub{t: t, n: nh.Node, url: nh.URL(), admin: nh.Token, client: nh.Client}
 }
 
 // with returns a copy of h that reports to t (a fuzz function must not fail its *testing.F).

@@ -176,116 +176,148 @@ func (s *Server) datasetVersionCreate(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var (
-		contract  []byte
-		sampleTmp *os.File
-		format    string
-		req       = state.DatasetVersionCreate{Dataset: name}
-		res       SampleResult
-		sampled   bool
-	)
-	defer func() {
-		if sampleTmp != nil {
-			sampleTmp.Close()
-			os.Remove(sampleTmp.Name())
-		}
-	}()
-	process := func(r io.Reader) error {
-		h := sha256.New()
-		cr := &countingReader{r: io.TeeReader(r, h)}
-		out, err := s.processSample(contract, cr, format)
-		if err != nil {
-			return err
-		}
-		// Drain what the processor did not read so the hash covers the whole sample.
-		if _, err := io.Copy(io.Discard, cr); err != nil {
-			return uploadErr(err)
-		}
-		req.SampleSHA256 = "sha256:" + hex.EncodeToString(h.Sum(nil))
-		req.SampleBytes = cr.n
-		res, sampled = out, true
-		return nil
+	u := &datasetUpload{s: s, req: state.DatasetVersionCreate{Dataset: name}}
+	defer u.close()
+	if err := eachPart(mr, u.part); err != nil {
+		return err
 	}
-	err = eachPart(mr, func(part *multipart.Part) (err error) {
-		switch part.FormName() {
-		case "contract":
-			contract, err = readPart(part, s.cfg.MaxBodyBytes, "contract")
-			if err != nil {
-				return err
-			}
-			if contract, err = storedJSON(contract); err != nil {
-				return badRequest("contract", "the contract is not JSON: %v", err)
-			}
-			if sampleTmp != nil { // the sample came first: it waited on disk
-				if _, err := sampleTmp.Seek(0, io.SeekStart); err != nil {
-					return err
-				}
-				if err := process(sampleTmp); err != nil {
-					return err
-				}
-			}
-		case "sample":
-			if sampled || sampleTmp != nil {
-				return badRequest("sample", "more than one sample part")
-			}
-			format = sampleFormat(part)
-			if contract == nil {
-				if sampleTmp, err = os.CreateTemp(s.cfg.SpoolDir, "driftline-sample-*"); err != nil {
-					return err
-				}
-				if _, err := io.Copy(sampleTmp, part); err != nil {
-					return uploadErr(err)
-				}
-				return nil
-			}
-			if err := process(part); err != nil {
-				return err
-			}
-		case "source_uri":
-			b, err := readPart(part, 4096, "source_uri")
-			if err != nil {
-				return err
-			}
-			req.SourceURI = string(b)
-		case "parents":
-			b, err := readPart(part, 64<<10, "parents")
-			if err != nil {
-				return err
-			}
-			if err := decodeStrict(b, &req.Parents); err != nil {
-				return badRequest("parents", "parents must be a JSON list of {\"dataset\", \"version\"}: %v", err)
-			}
-		default:
-			return badRequest(part.FormName(), "unknown part %q: send contract, sample, source_uri, parents", part.FormName())
-		}
-		return nil
-	})
+	req, err := u.command()
 	if err != nil {
 		return err
 	}
-	if contract == nil {
-		return badRequest("contract", "the contract part is required")
-	}
-	if !sampled {
-		return badRequest("sample", "the sample part is required")
-	}
-	req.Contract = json.RawMessage(contract)
-	// The digest names the stored bytes exactly: agents fetch the contract by it and check it.
-	req.ContractHash = artifact.DigestOf(contract)
-	req.Profile = res.Profile
-	if len(res.Profile) > 0 {
-		req.ProfileDigest = artifact.DigestOf(res.Profile)
-	}
-	req.SampleRows, req.InvalidRows, req.Notes = res.Rows, res.InvalidRows, res.Notes
 	out, err := s.apply(c, command.TypeDatasetVersionCreate, req)
 	if err != nil {
 		return err
 	}
 	if dv, ok := out.(state.DatasetVersion); ok {
 		dv.Profile = nil
-		out = createdVersion{DatasetVersion: dv, Warnings: res.Warnings}
+		out = createdVersion{DatasetVersion: dv, Warnings: u.res.Warnings}
 	}
 	return c.JSON(http.StatusCreated, out)
+}
+
+// datasetUpload collects the parts of a dataset version push (contract, sample, source_uri,
+// parents). The contract and the sample may come in either order: a sample sent before its
+// contract waits in a spool file until the contract arrives.
+type datasetUpload struct {
+	s         *Server
+	contract  []byte
+	sampleTmp *os.File
+	format    string
+	req       state.DatasetVersionCreate
+	res       SampleResult
+	sampled   bool
+}
+
+// close removes the spool file, if any.
+func (u *datasetUpload) close() {
+	if u.sampleTmp != nil {
+		u.sampleTmp.Close()
+		os.Remove(u.sampleTmp.Name())
+	}
+}
+
+// process runs the sample processor over r under the contract and records the sample's digest
+// and size.
+func (u *datasetUpload) process(r io.Reader) error {
+	h := sha256.New()
+	cr := &countingReader{r: io.TeeReader(r, h)}
+	out, err := u.s.processSample(u.contract, cr, u.format)
+	if err != nil {
+		return err
+	}
+	// Drain what the processor did not read so the hash covers the whole sample.
+	if _, err := io.Copy(io.Discard, cr); err != nil {
+		return uploadErr(err)
+	}
+	u.req.SampleSHA256 = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	u.req.SampleBytes = cr.n
+	u.res, u.sampled = out, true
+	return nil
+}
+
+// part reads one part of the upload.
+func (u *datasetUpload) part(part *multipart.Part) error {
+	switch part.FormName() {
+	case "contract":
+		return u.contractPart(part)
+	case "sample":
+		return u.samplePart(part)
+	case "source_uri":
+		b, err := readPart(part, 4096, "source_uri")
+		if err != nil {
+			return err
+		}
+		u.req.SourceURI = string(b)
+	case "parents":
+		b, err := readPart(part, 64<<10, "parents")
+		if err != nil {
+			return err
+		}
+		if err := decodeStrict(b, &u.req.Parents); err != nil {
+			return badRequest("parents", "parents must be a JSON list of {\"dataset\", \"version\"}: %v", err)
+		}
+	default:
+		return badRequest(part.FormName(), "unknown part %q: send contract, sample, source_uri, parents", part.FormName())
+	}
+	return nil
+}
+
+// contractPart reads the contract and processes a sample that came before it.
+func (u *datasetUpload) contractPart(part *multipart.Part) (err error) {
+	u.contract, err = readPart(part, u.s.cfg.MaxBodyBytes, "contract")
+	if err != nil {
+		return err
+	}
+	if u.contract, err = storedJSON(u.contract); err != nil {
+		return badRequest("contract", "the contract is not JSON: %v", err)
+	}
+	if u.sampleTmp != nil { // the sample came first: it waited on disk
+		if _, err := u.sampleTmp.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		return u.process(u.sampleTmp)
+	}
+	return nil
+}
+
+// samplePart processes the sample, or spools it until the contract comes.
+func (u *datasetUpload) samplePart(part *multipart.Part) (err error) {
+	if u.sampled || u.sampleTmp != nil {
+		return badRequest("sample", "more than one sample part")
+	}
+	u.format = sampleFormat(part)
+	if u.contract != nil {
+		return u.process(part)
+	}
+	if u.sampleTmp, err = os.CreateTemp(u.s.cfg.SpoolDir, "driftline-sample-*"); err != nil {
+		return err
+	}
+	if _, err := io.Copy(u.sampleTmp, part); err != nil {
+		return uploadErr(err)
+	}
+	return nil
+}
+
+// command is the dataset version command of a complete upload; a 400 problem when the contract
+// or the sample is missing.
+func (u *datasetUpload) command() (state.DatasetVersionCreate, error) {
+	if u.contract == nil {
+		return u.req, badRequest("contract", "the contract part is required")
+	}
+	if !u.sampled {
+		return u.req, badRequest("sample", "the sample part is required")
+	}
+	req := u.req
+	req.Contract = json.RawMessage(u.contract)
+	// The digest names the stored bytes exactly: agents fetch the contract by it and check it.
+	req.ContractHash = artifact.DigestOf(u.contract)
+	req.Profile = u.res.Profile
+	if len(u.res.Profile) > 0 {
+		req.ProfileDigest = artifact.DigestOf(u.res.Profile)
+	}
+	req.SampleRows, req.InvalidRows, req.Notes = u.res.Rows, u.res.InvalidRows, u.res.Notes
+	return req, nil
 }
 
 // createdVersion is the answer to a dataset push: the version and the build's warnings.

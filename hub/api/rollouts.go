@@ -73,48 +73,9 @@ func (s *Server) rolloutCreate(c echo.Context) error {
 	if err := s.decodeJSON(c, &req); err != nil {
 		return err
 	}
-	if !state.ValidName(req.Model) {
-		return badRequest("model", "model is required")
-	}
-	if req.Version < 1 {
-		return badRequest("version", "version must be a positive integer")
-	}
-	if req.Waves == nil {
-		req.Waves = &Waves{Values: []float64{100}}
-	}
-	bake, timeout := DefaultBakeSeconds, DefaultDeviceTimeout
-	if req.BakeSeconds != nil {
-		if bake = *req.BakeSeconds; bake < 0 {
-			return badRequest("bake_seconds", "bake_seconds must be >= 0")
-		}
-	}
-	if req.DeviceTimeout != nil {
-		if timeout = *req.DeviceTimeout; timeout < 1 {
-			return badRequest("device_timeout_seconds", "device_timeout_seconds must be >= 1")
-		}
-	}
-	switch req.OnGateFailure {
-	case "":
-		req.OnGateFailure = "pause"
-	case "pause", "rollback":
-	default:
-		return badRequest("on_gate_failure", "on_gate_failure must be pause or rollback")
-	}
-	for name, g := range map[string]*float64{"gates.max_failure_rate": req.Gates.MaxFailureRate,
-		"gates.max_drift_share": req.Gates.MaxDriftShare, "gates.max_invalid_rate": req.Gates.MaxInvalidRate,
-		"gates.max_prediction_drift_share": req.Gates.MaxPredictionDriftShare} {
-		if g != nil && (*g < 0 || *g > 1) {
-			return badRequest(name, "%s must be between 0 and 1", name)
-		}
-	}
-	if g := req.Gates.MinPerformance; g != nil && (*g < 0 || *g > 10) {
-		return badRequest("gates.min_performance", "gates.min_performance is relative to the reference metric (1 = as good): give 0 to 10")
-	}
-	if req.Gates.MinPerformanceLabels < 0 {
-		return badRequest("gates.min_performance_labels", "gates.min_performance_labels must not be negative")
-	}
-	if req.SetAlias != "" && !state.ValidName(req.SetAlias) {
-		return badRequest("set_alias", "bad alias %q", req.SetAlias)
+	bake, timeout, err := checkRolloutRequest(&req)
+	if err != nil {
+		return err
 	}
 	sel, err := state.ParseSelector(req.Selector)
 	if err != nil {
@@ -130,20 +91,9 @@ func (s *Server) rolloutCreate(c echo.Context) error {
 	if mv.Status != state.StatusApproved {
 		return badRequest("version", "model:%s@%d is %s: only approved versions roll out", req.Model, req.Version, mv.Status)
 	}
-	var cands []rollout.Candidate
-	cursor := ""
-	for {
-		page, err := s.read.Devices(sel, cursor, state.MaxLimit)
-		if err != nil {
-			return err
-		}
-		for _, d := range page.Items {
-			cands = append(cands, rollout.Candidate{ID: d.ID, Canary: d.Labels["canary"] == "true"})
-		}
-		if page.NextCursor == nil {
-			break
-		}
-		cursor = *page.NextCursor
+	cands, err := s.rolloutCandidates(sel)
+	if err != nil {
+		return err
 	}
 	sizes, err := rollout.WaveSizes(req.Waves.Values, req.Waves.Counts, len(cands))
 	if err != nil {
@@ -170,6 +120,84 @@ func (s *Server) rolloutCreate(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusCreated, res)
+}
+
+// checkRolloutRequest checks a rollout request's fields (a 400 problem naming the first bad one)
+// and fills in the defaults: waves [100 %], on_gate_failure pause. It returns the bake and device
+// timeout in seconds, the defaults when the request has none.
+func checkRolloutRequest(req *RolloutRequest) (bake, timeout int, err error) {
+	if !state.ValidName(req.Model) {
+		return 0, 0, badRequest("model", "model is required")
+	}
+	if req.Version < 1 {
+		return 0, 0, badRequest("version", "version must be a positive integer")
+	}
+	if req.Waves == nil {
+		req.Waves = &Waves{Values: []float64{100}}
+	}
+	bake, timeout = DefaultBakeSeconds, DefaultDeviceTimeout
+	if req.BakeSeconds != nil {
+		if bake = *req.BakeSeconds; bake < 0 {
+			return 0, 0, badRequest("bake_seconds", "bake_seconds must be >= 0")
+		}
+	}
+	if req.DeviceTimeout != nil {
+		if timeout = *req.DeviceTimeout; timeout < 1 {
+			return 0, 0, badRequest("device_timeout_seconds", "device_timeout_seconds must be >= 1")
+		}
+	}
+	switch req.OnGateFailure {
+	case "":
+		req.OnGateFailure = "pause"
+	case "pause", "rollback":
+	default:
+		return 0, 0, badRequest("on_gate_failure", "on_gate_failure must be pause or rollback")
+	}
+	if err := checkGates(req.Gates); err != nil {
+		return 0, 0, err
+	}
+	if req.SetAlias != "" && !state.ValidName(req.SetAlias) {
+		return 0, 0, badRequest("set_alias", "bad alias %q", req.SetAlias)
+	}
+	return bake, timeout, nil
+}
+
+// checkGates checks the gate thresholds: shares and rates between 0 and 1, the performance ratio
+// between 0 and 10, the label count not negative.
+func checkGates(g state.Gates) error {
+	for name, v := range map[string]*float64{"gates.max_failure_rate": g.MaxFailureRate,
+		"gates.max_drift_share": g.MaxDriftShare, "gates.max_invalid_rate": g.MaxInvalidRate,
+		"gates.max_prediction_drift_share": g.MaxPredictionDriftShare} {
+		if v != nil && (*v < 0 || *v > 1) {
+			return badRequest(name, "%s must be between 0 and 1", name)
+		}
+	}
+	if v := g.MinPerformance; v != nil && (*v < 0 || *v > 10) {
+		return badRequest("gates.min_performance", "gates.min_performance is relative to the reference metric (1 = as good): give 0 to 10")
+	}
+	if g.MinPerformanceLabels < 0 {
+		return badRequest("gates.min_performance_labels", "gates.min_performance_labels must not be negative")
+	}
+	return nil
+}
+
+// rolloutCandidates lists every device sel matches, canaries marked by the label canary=true.
+func (s *Server) rolloutCandidates(sel state.Selector) ([]rollout.Candidate, error) {
+	var cands []rollout.Candidate
+	cursor := ""
+	for {
+		page, err := s.read.Devices(sel, cursor, state.MaxLimit)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range page.Items {
+			cands = append(cands, rollout.Candidate{ID: d.ID, Canary: d.Labels["canary"] == "true"})
+		}
+		if page.NextCursor == nil {
+			return cands, nil
+		}
+		cursor = *page.NextCursor
+	}
 }
 
 func (s *Server) rolloutList(c echo.Context) error { return listPage(c, s.read.Rollouts) }

@@ -12,6 +12,7 @@ import (
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/hub/webhook"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // The webhook API end to end on a real hub: create (secret shown once), list without secrets,
@@ -40,7 +41,7 @@ func TestWebhookAPI(t *testing.T) {
 	}
 	var q api.WebhookTestQueued
 	h.must(202, "POST", "/api/v1/webhooks/ci/test", h.admin, nil, &q)
-	waitFor(t, "test delivery", 15*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 })
+	testhelp.WaitFor(t, 15*time.Second, "test delivery", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 })
 	mu.Lock()
 	if err := webhook.Verify(created.Secret, got[0].Header.Get(webhook.HeaderSignature), bodies[0], time.Now(), time.Minute); err != nil {
 		t.Fatalf("verify: %v", err)
@@ -49,7 +50,7 @@ func TestWebhookAPI(t *testing.T) {
 		t.Fatalf("event id %q, queued %q", got[0].Header.Get(webhook.HeaderEventID), q.EventID)
 	}
 	mu.Unlock()
-	waitFor(t, "delivery log", 10*time.Second, func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "delivery log", func() bool {
 		var p state.Page[state.WebhookLogEntry]
 		h.must(200, "GET", "/api/v1/webhooks/ci/deliveries", h.admin, nil, &p)
 		return len(p.Items) == 1 && p.Items[0].Outcome == state.OutcomeDelivered && p.Items[0].EventID == q.EventID

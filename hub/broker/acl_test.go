@@ -1,9 +1,11 @@
 package broker
 
 import (
+	"log/slog"
 	"strings"
 	"testing"
 
+	"github.com/driftline/driftline/internal/testhelp"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -196,10 +198,10 @@ func TestConnectOverlappingRevokeIsAuthenticatedAgain(t *testing.T) {
 	m, _ := newMetrics(nil)
 	r, _ := newRules("")
 	ra := &revokingAuth{auth: newTableAuth()}
-	h := newACLHook(r, ra, m, testLogger(t))
+	h := newACLHook(r, ra, m, testhelp.Logger(t, slog.LevelInfo))
 	ra.hook = h
 
-	srv := mqtt.New(&mqtt.Options{Logger: testLogger(t)})
+	srv := mqtt.New(&mqtt.Options{Logger: testhelp.Logger(t, slog.LevelInfo)})
 	cl := srv.NewClient(nil, "tcp", userDevA, false)
 	pk := packets.Packet{Connect: packets.ConnectParams{Username: []byte(userDevA), Password: []byte(testCreds[userDevA])}}
 	if h.OnConnectAuthenticate(cl, pk) {

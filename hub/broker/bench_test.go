@@ -2,9 +2,11 @@ package broker
 
 import (
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/internal/testhelp"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -13,8 +15,8 @@ import (
 func BenchmarkACLCheck(b *testing.B) {
 	m, _ := newMetrics(nil)
 	r, _ := newRules("")
-	h := newACLHook(r, nil, m, testLogger(b))
-	srv := mqtt.New(&mqtt.Options{Logger: testLogger(b)})
+	h := newACLHook(r, nil, m, testhelp.Logger(b, slog.LevelInfo))
+	srv := mqtt.New(&mqtt.Options{Logger: testhelp.Logger(b, slog.LevelInfo)})
 	var cls []*mqtt.Client
 	for i := 0; i < 10000; i++ {
 		id := fmt.Sprintf("edge-%05d", i)
@@ -43,7 +45,7 @@ func BenchmarkACLCheck(b *testing.B) {
 // goroutine: hashing the topic and copying a 200-byte payload into a worker's queue.
 func BenchmarkHandlerEnqueue(b *testing.B) {
 	m, _ := newMetrics(nil)
-	d := newDispatcher(DefaultHandlerWorkers, DefaultHandlerQueue, m, testLogger(b))
+	d := newDispatcher(DefaultHandlerWorkers, DefaultHandlerQueue, m, testhelp.Logger(b, slog.LevelInfo))
 	defer d.close()
 	payload := make([]byte, 200)
 	h := func(string, []byte) {}
@@ -59,8 +61,8 @@ func BenchmarkHandlerEnqueue(b *testing.B) {
 func BenchmarkDeviceLimits(b *testing.B) {
 	m, _ := newMetrics(nil)
 	r, _ := newRules("")
-	acl := newACLHook(r, nil, m, testLogger(b))
-	srv := mqtt.New(&mqtt.Options{Logger: testLogger(b)})
+	acl := newACLHook(r, nil, m, testhelp.Logger(b, slog.LevelInfo))
+	srv := mqtt.New(&mqtt.Options{Logger: testhelp.Logger(b, slog.LevelInfo)})
 	h := &limitsHook{acl: acl, m: m, rate: 1e9, burst: 1e9, maxRetained: DefaultMaxRetainedPerDevice, now: time.Now,
 		buckets: map[string]*bucket{}, retained: map[string]map[string]bool{}}
 	var cls []*mqtt.Client

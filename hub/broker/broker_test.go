@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/kv"
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,7 +37,7 @@ func startBroker(t *testing.T, cfg Config) *testBroker {
 		cfg.Registerer = tb.reg
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t)
+		cfg.Logger = testhelp.Logger(t, slog.LevelInfo)
 	}
 	b, err := New(cfg)
 	if err != nil {
@@ -140,7 +142,7 @@ func TestOneMiBFrame(t *testing.T) {
 		t.Fatal(err)
 	}
 	publish(t, dev, "dl/v1/dev/dev-a/profile", 1, false, frame)
-	waitFor(t, 10*time.Second, "hub handler got the frame", func() bool { return hubGot.Load() == 1 })
+	testhelp.WaitFor(t, 10*time.Second, "hub handler got the frame", func() bool { return hubGot.Load() == 1 })
 }
 
 func TestRevokeDisconnectsAtOnce(t *testing.T) {
@@ -254,13 +256,13 @@ func TestSubscribeHandlerNeverBlocksBroker(t *testing.T) {
 	// The PUBACK goes out before mochi routes the message, so wait for the last ones to be routed.
 	// At most three are accepted: one in the stuck handler, two queued.
 	var dropped float64
-	waitFor(t, 5*time.Second, "drops counted", func() bool {
+	testhelp.WaitFor(t, 5*time.Second, "drops counted", func() bool {
 		dropped = testutil.ToFloat64(b.acl.m.dropped.WithLabelValues(reasonHandlerQueue))
 		return dropped >= n-3
 	})
 	close(release)
-	waitFor(t, 5*time.Second, "queued messages handled", func() bool { return handled.Load()+int64(dropped) == n })
-	waitFor(t, 5*time.Second, "messages{heartbeat} = 20", func() bool {
+	testhelp.WaitFor(t, 5*time.Second, "queued messages handled", func() bool { return handled.Load()+int64(dropped) == n })
+	testhelp.WaitFor(t, 5*time.Second, "messages{heartbeat} = 20", func() bool {
 		return testutil.ToFloat64(b.acl.m.messages.WithLabelValues("heartbeat")) == n
 	})
 }
@@ -342,7 +344,7 @@ func TestRetainedDesiredSurvivesRestart(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "hub handler saw the retained state", func() bool { return hubSaw.Load() >= 1 })
+	testhelp.WaitFor(t, 5*time.Second, "hub handler saw the retained state", func() bool { return hubSaw.Load() >= 1 })
 	if hubSaw.Load() != 1 {
 		t.Fatalf("hub saw %d (a cleared retained message came back?)", hubSaw.Load())
 	}
@@ -393,7 +395,7 @@ func TestRetainedNeverExpires(t *testing.T) {
 	publish(t, dev, "dl/v1/dev/dev-a/status", 1, true, []byte(`{"online":true}`))
 	for _, topic := range []string{"dl/v1/dev/dev-a/desired", "dl/v1/dev/dev-a/status"} {
 		var ok bool
-		waitFor(t, 5*time.Second, "retained "+topic, func() bool {
+		testhelp.WaitFor(t, 5*time.Second, "retained "+topic, func() bool {
 			_, ok = b.srv.Topics.Retained.Get(topic)
 			return ok
 		})

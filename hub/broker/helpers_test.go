@@ -3,15 +3,12 @@ package broker
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-
-	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // Test users, the same for the embedded broker and for Mosquitto.
@@ -68,40 +65,6 @@ func (a *tableAuth) revoke(user string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.revoked[user] = true
-}
-
-// testLogger sends logs to t.Log, so a passing test is quiet and a failing one tells its story.
-// Goroutines of mochi may still log after the test ends (a refused connection's goroutine logs
-// after the broker stopped waiting for it); those lines are dropped, as t.Log would panic.
-func testLogger(t testing.TB) *slog.Logger {
-	w := &tWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type tWriter struct {
-	t    testing.TB
-	mu   sync.Mutex
-	done bool
-}
-
-func (w *tWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	testhelp.WaitFor(t, timeout, what, cond)
 }
 
 // clientOpts are the paho options of a test client; adjust before connecting.

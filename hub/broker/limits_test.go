@@ -38,10 +38,10 @@ func TestIdleSocketClosed(t *testing.T) {
 		}
 		t.Logf("%s: closed after %v", addr, time.Since(start).Round(time.Millisecond))
 	}
-	waitFor(t, 5*time.Second, "connect timeouts counted", func() bool {
+	testhelp.WaitFor(t, 5*time.Second, "connect timeouts counted", func() bool {
 		return testutil.ToFloat64(b.acl.m.rejected.WithLabelValues(reasonConnectTimeout)) == 2
 	})
-	waitFor(t, 5*time.Second, "no pending socket", func() bool { return testutil.ToFloat64(b.m.pending) == 0 })
+	testhelp.WaitFor(t, 5*time.Second, "no pending socket", func() bool { return testutil.ToFloat64(b.m.pending) == 0 })
 }
 
 // TestDefaultConnectTimeout: the default an operator gets is 10 s.
@@ -64,7 +64,7 @@ func TestPendingSocketCap(t *testing.T) {
 		}
 		idle = append(idle, c)
 	}
-	waitFor(t, 5*time.Second, "two pending", func() bool { return testutil.ToFloat64(b.m.pending) == 2 })
+	testhelp.WaitFor(t, 5*time.Second, "two pending", func() bool { return testutil.ToFloat64(b.m.pending) == 2 })
 	third, err := net.Dial("tcp", b.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +80,7 @@ func TestPendingSocketCap(t *testing.T) {
 	for _, c := range idle {
 		c.Close()
 	}
-	waitFor(t, 5*time.Second, "pending back to 0", func() bool { return testutil.ToFloat64(b.m.pending) == 0 })
+	testhelp.WaitFor(t, 5*time.Second, "pending back to 0", func() bool { return testutil.ToFloat64(b.m.pending) == 0 })
 	mustConnect(t, clientOpts(b.url, userDevB, userDevB))
 }
 
@@ -102,7 +102,7 @@ func TestDeviceRateLimit(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		dev.Publish("dl/v1/dev/dev-a/heartbeat", 0, false, []byte("{}")).WaitTimeout(time.Second)
 	}
-	waitFor(t, 5*time.Second, "excess counted", func() bool {
+	testhelp.WaitFor(t, 5*time.Second, "excess counted", func() bool {
 		return testutil.ToFloat64(b.acl.m.rejected.WithLabelValues(reasonRate)) >= 14
 	})
 	for len(gotc) > 0 {

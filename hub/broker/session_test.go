@@ -7,6 +7,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/kv"
 )
 
@@ -65,11 +66,11 @@ func TestForgetDeviceRemovesSessionsAndRetained(t *testing.T) {
 	if err := b.Publish("dl/v1/dev/dev-a/desired", []byte(`{"rev":1}`), true, 1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "sessions stored", func() bool { return len(storedKeys(t, db)) >= 4 })
+	testhelp.WaitFor(t, 5*time.Second, "sessions stored", func() bool { return len(storedKeys(t, db)) >= 4 })
 
 	b.auth.revoke(userDevB)
 	b.Forget(Principal{Kind: Device, ID: userDevB}, false)
-	waitFor(t, 5*time.Second, "live session closed", func() bool { return !live.IsConnectionOpen() })
+	testhelp.WaitFor(t, 5*time.Second, "live session closed", func() bool { return !live.IsConnectionOpen() })
 	for _, id := range []string{userDevB, userDevB + ":sim"} {
 		if _, ok := b.srv.Clients.Get(id); ok {
 			t.Errorf("session %s still in the broker", id)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/kv"
 	paho "github.com/eclipse/paho.mqtt.golang"
 )
@@ -52,7 +53,7 @@ func TestStoreKeepsOnlyWhatARestartNeeds(t *testing.T) {
 	waitKeys := func(what string, want []string) {
 		t.Helper()
 		var got []string
-		waitFor(t, 5*time.Second, what, func() bool {
+		testhelp.WaitFor(t, 5*time.Second, what, func() bool {
 			got = storedKeys(t, db)
 			return equalKeys(got, want)
 		})

@@ -2,21 +2,21 @@ package cli
 
 import (
 	"context"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/node"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 func TestClusterRemoveAndJoin(t *testing.T) {
 	h := startHub(t)
-	raft2 := freeAddr(t)
+	raft2 := testhelp.FreeAddr(t)
 	n2, err := node.Start(context.Background(), node.Config{
 		DataDir: t.TempDir(), NodeID: "n2", HTTPAddr: "127.0.0.1:0", RaftAddr: raft2, Join: h.url, JoinToken: h.admin,
-		Logger: slog.New(slog.NewTextHandler(tLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger: testhelp.Logger(t),
 	})
 	if err != nil {
 		t.Fatalf("start n2: %v", err)
@@ -42,10 +42,10 @@ func TestClusterRemoveAndJoin(t *testing.T) {
 		t.Fatalf("after remove: %v", v)
 	}
 	h.ok(t, "cluster", "join", n2.URL(), "--id", "n2", "--raft", raft2, "--wait", "30s")
-	waitFor(t, "n2 a voter again", 10*time.Second, func() bool { return voters()["n2"] })
+	testhelp.WaitFor(t, 10*time.Second, "n2 a voter again", func() bool { return voters()["n2"] })
 	// A write through the leader reaches n2.
 	h.ok(t, "dataset", "create", "replicated")
-	waitFor(t, "n2 applies the write", 10*time.Second, func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "n2 applies the write", func() bool {
 		_, err := n2.Reader().Dataset("replicated")
 		return err == nil
 	})

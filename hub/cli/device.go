@@ -12,6 +12,7 @@ import (
 
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/shared/enrol"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -121,11 +122,11 @@ func (a *app) agentConfig(c *client, path, broker string, d api.DeviceCreated) e
 	if err != nil {
 		return fail(err)
 	}
-	cfg := AgentConfig{DeviceID: d.ID, Token: d.Token, Brokers: brokers, TrustedRoot: root, Hub: c.base}
+	cfg := enrol.Config{DeviceID: d.ID, Token: d.Token, Brokers: brokers, TrustedRoot: root, Hub: c.base}
 	if prefix != wire.DefaultPrefix {
 		cfg.TopicPrefix = prefix
 	}
-	if err := writeAgentConfig(path, cfg); err != nil {
+	if err := enrol.Write(path, cfg); err != nil {
 		return fail(usagef("--agent-config %s: %v", path, err))
 	}
 	return nil

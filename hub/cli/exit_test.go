@@ -11,11 +11,13 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 func TestExitCodes(t *testing.T) {
 	h := startHub(t)
-	closed := "http://" + freeAddr(t)
+	closed := "http://" + testhelp.FreeAddr(t)
 	boom := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/problem+json")
 		w.WriteHeader(http.StatusInternalServerError)

@@ -8,11 +8,11 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	agentconfig "github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/node"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/shared/artifact"
+	"github.com/driftline/driftline/shared/enrol"
 )
 
 func TestDeviceCommands(t *testing.T) {
@@ -33,7 +33,7 @@ func TestDeviceCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cfg AgentConfig
+	var cfg enrol.Config
 	if err := yaml.Unmarshal(raw, &cfg); err != nil {
 		t.Fatalf("agent config is not YAML: %v\n%s", err, raw)
 	}
@@ -46,9 +46,10 @@ func TestDeviceCommands(t *testing.T) {
 		t.Fatalf("agent config %+v", cfg)
 	}
 
-	// The agent reads the file as written.
-	if ac, err := agentconfig.Load(cfgPath); err != nil {
-		t.Errorf("the agent refuses the config the CLI wrote: %v", err)
+	// The file reads back as the enrolment file both binaries share (agent/config's tests load
+	// such files as the agent's config).
+	if ac, err := enrol.Read(cfgPath); err != nil {
+		t.Errorf("the config the CLI wrote does not read back: %v", err)
 	} else if ac.DeviceID != "edge-1" || ac.Token != cfg.Token {
 		t.Errorf("the agent read %q/%q", ac.DeviceID, ac.Token)
 	}
@@ -67,7 +68,7 @@ func TestDeviceCommands(t *testing.T) {
 	cfg2 := filepath.Join(t.TempDir(), "agent2.yaml")
 	h.ok(t, "device", "add", "edge-3", "--agent-config", cfg2, "--broker", "ssl://a:8883,ssl://b:8883")
 	raw, _ = os.ReadFile(cfg2)
-	cfg = AgentConfig{}
+	cfg = enrol.Config{}
 	if err := yaml.Unmarshal(raw, &cfg); err != nil || len(cfg.Brokers) != 2 || cfg.Brokers[1] != "ssl://b:8883" {
 		t.Errorf("agent config with --broker: %+v (%v)", cfg, err)
 	}
@@ -251,7 +252,7 @@ func TestDeviceRotateToken(t *testing.T) {
 	}
 	cfgPath := filepath.Join(t.TempDir(), "agent.yaml")
 	h.ok(t, "device", "rotate-token", "edge-1", "--agent-config", cfgPath)
-	ac, err := agentconfig.Load(cfgPath)
+	ac, err := enrol.Read(cfgPath)
 	if err != nil || ac.Token == fresh || !strings.HasPrefix(ac.Token, "dl_") {
 		t.Fatalf("agent config after a second rotation: %+v %v", ac, err)
 	}

@@ -4,15 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/driftline/driftline/hub/node"
-	"github.com/driftline/driftline/internal/testhelp"
+	"github.com/driftline/driftline/hub/node/nodetest"
 )
 
 // testHub is one real hub node (Raft, badger, HTTP API) for a test, with its admin token.
@@ -23,54 +21,11 @@ type testHub struct {
 	dir   string // the node's data dir
 }
 
-// freeAddr returns a 127.0.0.1 address nothing listens on right now: Raft must advertise a
-// concrete port, so "127.0.0.1:0" does not do for it.
-func freeAddr(t testing.TB) string {
-	return testhelp.FreeAddr(t)
-}
-
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	testhelp.WaitFor(t, timeout, what, cond)
-}
-
-// tLog sends log lines to t.Log so a passing run stays quiet.
-type tLog struct{ t testing.TB }
-
-func (w tLog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-// startHub starts a one-node hub without MQTT in a temp dir and waits for its admin token and
-// signing key.
+// startHub starts a one-node hub without MQTT (nodetest.Start) for the CLI to run against.
 func startHub(t testing.TB) *testHub {
 	t.Helper()
-	dir := t.TempDir()
-	n, err := node.Start(context.Background(), node.Config{
-		DataDir: dir, HTTPAddr: "127.0.0.1:0", RaftAddr: freeAddr(t),
-		Logger: slog.New(slog.NewTextHandler(tLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
-	if err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			t.Logf("close node: %v", err)
-		}
-	})
-	h := &testHub{n: n, url: n.URL(), dir: dir}
-	waitFor(t, "admin token file", 30*time.Second, func() bool {
-		b, err := os.ReadFile(filepath.Join(dir, node.AdminTokenFile))
-		h.admin = strings.TrimSpace(string(b))
-		return err == nil && h.admin != ""
-	})
-	waitFor(t, "root of trust created", 30*time.Second, func() bool {
-		_, err := n.Reader().Trust()
-		return err == nil
-	})
-	return h
+	nh := nodetest.Start(t, nodetest.NoMQTT())
+	return &testHub{n: nh.Node, url: nh.URL(), admin: nh.Token, dir: nh.Dir}
 }
 
 // result is what one CLI invocation did.

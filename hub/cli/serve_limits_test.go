@@ -15,14 +15,15 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/driftline/driftline/hub/broker"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // TestServeBrokerLimitFlag: --mqtt-max-retained reaches the embedded broker of a real node: with
 // a cap of 1, a device's retained messages on two more topics are refused and counted.
 func TestServeBrokerLimitFlag(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	httpAddr, mqttAddr := freeAddr(t), freeAddr(t)
-	env := map[string]string{"DRIFTLINE_DATA": dir, "DRIFTLINE_RAFT": freeAddr(t), "DRIFTLINE_MQTT_MAX_RETAINED": "1"}
+	httpAddr, mqttAddr := testhelp.FreeAddr(t), testhelp.FreeAddr(t)
+	env := map[string]string{"DRIFTLINE_DATA": dir, "DRIFTLINE_RAFT": testhelp.FreeAddr(t), "DRIFTLINE_MQTT_MAX_RETAINED": "1"}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan result, 1)
 	go func() {
@@ -40,14 +41,14 @@ func TestServeBrokerLimitFlag(t *testing.T) {
 		}
 	}()
 	var admin string
-	waitFor(t, "admin token", 30*time.Second, func() bool {
+	testhelp.WaitFor(t, 30*time.Second, "admin token", func() bool {
 		b, err := os.ReadFile(filepath.Join(dir, "admin.token"))
 		admin = strings.TrimSpace(string(b))
 		return err == nil && admin != ""
 	})
 	client := map[string]string{"DRIFTLINE_HUB": "http://" + httpAddr, "DRIFTLINE_DATA": dir}
 	var r result
-	waitFor(t, "device added", 30*time.Second, func() bool {
+	testhelp.WaitFor(t, 30*time.Second, "device added", func() bool {
 		r = runCLI(t, client, "device", "add", "edge-1")
 		return r.code == 0
 	})
@@ -67,7 +68,7 @@ func TestServeBrokerLimitFlag(t *testing.T) {
 		}
 	}
 	want := fmt.Sprintf(`%s{reason="retained_cap"} 2`, broker.MetricRejected)
-	waitFor(t, "retained_cap refusals counted", 10*time.Second, func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "retained_cap refusals counted", func() bool {
 		resp, err := http.Get("http://" + httpAddr + "/metrics")
 		if err != nil {
 			return false

@@ -8,16 +8,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/spf13/pflag"
 )
 
 func TestServeRunsAndStopsCleanly(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	httpAddr := freeAddr(t)
+	httpAddr := testhelp.FreeAddr(t)
 	env := map[string]string{
 		"DRIFTLINE_DATA":      dir,
 		"DRIFTLINE_HTTP":      "256.0.0.1:1", // the flag below must win
-		"DRIFTLINE_RAFT":      freeAddr(t),
+		"DRIFTLINE_RAFT":      testhelp.FreeAddr(t),
 		"DRIFTLINE_MQTT":      "",
 		"DRIFTLINE_NODE_ID":   "n-env",
 		"DRIFTLINE_FOUR_EYES": "true",
@@ -28,7 +29,7 @@ func TestServeRunsAndStopsCleanly(t *testing.T) {
 	go func() { done <- runCLICtx(t, ctx, env, "hub", "serve", "--http", httpAddr, "--log-level", "warn") }()
 	tokPath := filepath.Join(dir, "admin.token")
 	var tok string
-	waitFor(t, "admin token", 30*time.Second, func() bool {
+	testhelp.WaitFor(t, 30*time.Second, "admin token", func() bool {
 		b, err := os.ReadFile(tokPath)
 		tok = strings.TrimSpace(string(b))
 		return err == nil && tok != ""

@@ -17,6 +17,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/driftline/driftline/hub/dashboard"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // browser is one headless Chromium with its console collected.
@@ -190,7 +191,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	// Two devices report as agents running the rolled-out version: one clean, one drifting.
 	h.reportAsAgent(f.Devices[0], f.Tokens[f.Devices[0]], f.Model, f.Version, 0, 0)
 	h.reportAsAgent(f.Devices[1], f.Tokens[f.Devices[1]], f.Model, f.Version, 120, 0.5)
-	waitFor(t, 15*time.Second, "device reports applied", func() bool {
+	testhelp.WaitFor(t, 15*time.Second, "device reports applied", func() bool {
 		var d struct {
 			Online bool            `json:"online"`
 			Health *map[string]any `json:"health"`

@@ -2,13 +2,16 @@ package dashboard_test
 
 import (
 	"fmt"
-	"github.com/driftline/driftline/shared/drift"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/driftline/driftline/shared/drift"
+
+	"github.com/driftline/driftline/internal/testhelp"
 
 	"github.com/chromedp/chromedp"
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -72,7 +75,7 @@ func (h *testHub) runAgent(id, token, model string, version int, prof []byte) {
 	if tk := c.Publish(topics.Reported(id), 1, true, rep); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
 		h.t.Fatalf("publish reported %s: %v", id, tk.Error())
 	}
-	waitFor(h.t, 15*time.Second, id+" running "+model, func() bool {
+	testhelp.WaitFor(h.t, 15*time.Second, id+" running "+model, func() bool {
 		var d struct {
 			Reported struct {
 				Models map[string]struct {
@@ -133,7 +136,7 @@ func TestDriftMapsInBrowser(t *testing.T) {
 	}
 	q := fmt.Sprintf("model=press&version=%d", mv.Version)
 	var hm fleetdrift.HeatmapView
-	waitFor(t, 15*time.Second, "three devices in the heatmap", func() bool {
+	testhelp.WaitFor(t, 15*time.Second, "three devices in the heatmap", func() bool {
 		h.call(http.MethodGet, "/api/v1/drift/heatmap?"+q, nil, http.StatusOK, &hm)
 		return hm.Total == 3
 	})

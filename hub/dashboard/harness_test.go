@@ -2,27 +2,22 @@ package dashboard_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/driftline/driftline/hub/dashboard"
 	"github.com/driftline/driftline/hub/node"
-	"github.com/driftline/driftline/internal/testhelp"
+	"github.com/driftline/driftline/hub/node/nodetest"
 )
 
 // testHub is a real one-node hub (hub/node.Start, embedded broker) and the base URL that serves
@@ -37,24 +32,13 @@ type testHub struct {
 	URL string
 }
 
-// startHub starts a hub on free ports in a temporary directory and waits for its admin token.
+// startHub starts a one-node hub (nodetest.Start) and serves the dashboard in front of it when
+// the node does not.
 func startHub(t *testing.T) *testHub {
 	t.Helper()
-	dir := t.TempDir()
-	n, err := node.Start(context.Background(), node.Config{
-		DataDir: dir, NodeID: "n1", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0",
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	h := &testHub{t: t, node: n, URL: n.URL()}
-	waitFor(t, 15*time.Second, "admin token", func() bool {
-		b, err := os.ReadFile(filepath.Join(dir, node.AdminTokenFile))
-		h.token = strings.TrimSpace(string(b))
-		return err == nil && h.token != ""
-	})
+	nh := nodetest.Start(t)
+	n := nh.Node
+	h := &testHub{t: t, node: n, token: nh.Token, URL: n.URL()}
 	if !servesDashboard(n.URL()) {
 		t.Log("hub/node does not serve the dashboard yet: using a front server that proxies the API")
 		target, _ := url.Parse(n.URL())
@@ -77,19 +61,6 @@ func servesDashboard(base string) bool {
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	return res.StatusCode == http.StatusOK && bytes.Contains(b, []byte(`name="driftline-dashboard"`))
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
-// waitFor polls cond every 20 ms until it holds, failing the test after d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	testhelp.WaitFor(t, d, what, cond)
 }
 
 // call sends a JSON request with the admin token and decodes the answer into out, failing on

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // integration reports whether DRIFTLINE_INTEGRATION=1 asks for every integration test to run:
@@ -42,7 +44,7 @@ func TestHubMetricsPromtool(t *testing.T) {
 	h.call(http.MethodGet, "/api/v1/devices", nil, http.StatusOK, nil)
 	h.call(http.MethodGet, "/api/v1/devices/nope", nil, http.StatusNotFound, nil)
 	var body []byte
-	waitFor(t, 10*time.Second, "hub metrics", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "hub metrics", func() bool {
 		res, err := http.Get(h.URL + "/metrics")
 		if err != nil {
 			return false

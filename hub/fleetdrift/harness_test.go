@@ -5,23 +5,21 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/driftline/driftline/shared/drift"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"mime/multipart"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/shared/drift"
+
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/node"
+	"github.com/driftline/driftline/hub/node/nodetest"
 	"github.com/driftline/driftline/hub/state"
-	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/contract"
 	"github.com/driftline/driftline/shared/profile"
@@ -40,42 +38,15 @@ type hub struct {
 	tok string
 }
 
+// startHub starts a one-node hub (nodetest.Start), with its embedded broker when mqtt is set.
 func startHub(t testing.TB, mqtt bool) hub {
 	t.Helper()
-	dir := t.TempDir()
-	addr := ""
-	if mqtt {
-		addr = "127.0.0.1:0"
+	var opts []nodetest.Option
+	if !mqtt {
+		opts = append(opts, nodetest.NoMQTT())
 	}
-	n, err := node.Start(context.Background(), node.Config{DataDir: dir, NodeID: "n1", HTTPAddr: "127.0.0.1:0",
-		RaftAddr: "127.0.0.1:0", MQTTAddr: addr, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	var tok string
-	waitFor(t, 10*time.Second, "admin token", func() bool {
-		b, err := os.ReadFile(filepath.Join(dir, node.AdminTokenFile))
-		tok = strings.TrimSpace(string(b))
-		return err == nil && tok != ""
-	})
-	return hub{n: n, tok: tok}
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	testhelp.WaitFor(t, d, what, cond)
+	nh := nodetest.Start(t, opts...)
+	return hub{n: nh.Node, tok: nh.Token}
 }
 
 func (h hub) call(t testing.TB, method, path string, body any, want int, out any) {

@@ -11,6 +11,7 @@ import (
 	"github.com/driftline/driftline/hub/broker"
 	"github.com/driftline/driftline/hub/fleetdrift"
 	"github.com/driftline/driftline/hub/protocol"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -28,7 +29,7 @@ func (deviceAuth) Authenticate(user string, pw []byte) (broker.Principal, error)
 // through the embedded broker, into the service via protocol.SubscribeProfiles and Enqueue.
 func TestProfilesOverMQTT(t *testing.T) {
 	s := newFleetSetup(t, fleetdrift.Config{})
-	b, err := broker.New(broker.Config{Addr: "127.0.0.1:0", Auth: deviceAuth{}, Logger: testLogger(t)})
+	b, err := broker.New(broker.Config{Addr: "127.0.0.1:0", Auth: deviceAuth{}, Logger: testhelp.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +52,7 @@ func TestProfilesOverMQTT(t *testing.T) {
 			t.Fatalf("publish: %v", tk.Error())
 		}
 	}
-	waitFor(t, 10*time.Second, "both profiles handled", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "both profiles handled", func() bool {
 		st := s.svc.Stats()
 		return st[fleetdrift.ResultOK] == 1 && st[fleetdrift.ResultBad] == 1
 	})

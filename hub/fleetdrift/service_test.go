@@ -14,6 +14,7 @@ import (
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/fleetdrift"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/profile"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -38,7 +39,7 @@ func newFleetSetup(t testing.TB, cfg fleetdrift.Config) fleetSetup {
 	h.device(t, "d3", "", 0)
 	clk := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	pub := &published{}
-	cfg.Registry, cfg.Now, cfg.Publish, cfg.Logger = h.n.Reader(), clk.Now, pub.Publish, testLogger(t)
+	cfg.Registry, cfg.Now, cfg.Publish, cfg.Logger = h.n.Reader(), clk.Now, pub.Publish, testhelp.Logger(t)
 	svc, err := fleetdrift.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +216,7 @@ func TestEnqueueRun(t *testing.T) {
 	ctx, cancel := contextWithCancel(t)
 	done := make(chan struct{})
 	go func() { s.svc.Run(ctx); close(done) }()
-	waitFor(t, 5*time.Second, "queued profiles observed", func() bool {
+	testhelp.WaitFor(t, 5*time.Second, "queued profiles observed", func() bool {
 		st := s.svc.Stats()
 		return st[fleetdrift.ResultOK] == 1 && st[fleetdrift.ResultBad] == 1 && st[fleetdrift.ResultDropped] == 1
 	})

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/driftline/driftline/hub/store"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // TestScheduledBackups: the leader writes a checked backup every interval and keeps the newest
@@ -21,7 +21,7 @@ func TestScheduledBackups(t *testing.T) {
 	n, err := Start(context.Background(), Config{
 		DataDir: dir, NodeID: "n1", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
 		BackupDir: bdir, BackupEvery: 100 * time.Millisecond, BackupKeep: 2,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger: testhelp.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -40,9 +40,9 @@ func TestScheduledBackups(t *testing.T) {
 		}
 		return 0
 	}
-	waitFor(t, 20*time.Second, "four scheduled backups", func() bool { return ok() >= 4 })
+	testhelp.WaitFor(t, 20*time.Second, "four scheduled backups", func() bool { return ok() >= 4 })
 	var names []string
-	waitFor(t, 5*time.Second, "two kept", func() bool {
+	testhelp.WaitFor(t, 5*time.Second, "two kept", func() bool {
 		entries, _ := os.ReadDir(bdir)
 		names = names[:0]
 		for _, e := range entries {

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // seedDataDir runs a one-node hub in a fresh data dir, writes some state, takes a Raft snapshot
@@ -19,12 +20,12 @@ func seedDataDir(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	n, err := Start(context.Background(), Config{DataDir: dir, NodeID: "n1", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		Logger: testhelp.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var tok string
-	waitFor(t, 10*time.Second, "admin token", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "admin token", func() bool {
 		b, err := os.ReadFile(filepath.Join(dir, AdminTokenFile))
 		tok = strings.TrimSpace(string(b))
 		return err == nil && tok != ""
@@ -103,7 +104,7 @@ func TestCorruptDataDirRefusesStart(t *testing.T) {
 			victim := files[len(files)-1]
 			tc.damage(t, victim)
 			n, err := Start(context.Background(), Config{DataDir: dir, NodeID: "n1", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
-				Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+				Logger: testhelp.Logger(t)})
 			if err == nil {
 				n.Close()
 				t.Fatalf("the hub started with %s damaged", victim)

@@ -60,7 +60,7 @@ func smallDisk(t *testing.T, size int64) string {
 func TestDiskFullStopsNodeAndItCatchesUp(t *testing.T) {
 	mnt := smallDisk(t, 192<<20)
 	logger := func() *slog.Logger {
-		return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		return testhelp.Logger(t)
 	}
 	n1, tok := testNode(t)
 	n2, err := Start(context.Background(), Config{DataDir: t.TempDir(), NodeID: "n2", HTTPAddr: "127.0.0.1:0",
@@ -83,7 +83,7 @@ func TestDiskFullStopsNodeAndItCatchesUp(t *testing.T) {
 		t.Helper()
 		body, _ := json.Marshal(map[string]any{"name": name})
 		var last string
-		waitFor(t, 30*time.Second, "the cluster to take write "+name, func() bool {
+		testhelp.WaitFor(t, 30*time.Second, "the cluster to take write "+name, func() bool {
 			req, _ := http.NewRequest(http.MethodPost, n1.URL()+"/api/v1/datasets", bytes.NewReader(body))
 			req.Header.Set("Authorization", "Bearer "+tok)
 			req.Header.Set("Content-Type", "application/json")
@@ -107,7 +107,7 @@ func TestDiskFullStopsNodeAndItCatchesUp(t *testing.T) {
 		})
 	}
 	write("before")
-	waitFor(t, 20*time.Second, "n3 applies a write", func() bool { _, err := n3.Reader().Dataset("before"); return err == nil })
+	testhelp.WaitFor(t, 20*time.Second, "n3 applies a write", func() bool { _, err := n3.Reader().Dataset("before"); return err == nil })
 
 	// Something else fills the file system.
 	free, err := freeBytes(mnt)
@@ -142,5 +142,5 @@ func TestDiskFullStopsNodeAndItCatchesUp(t *testing.T) {
 		t.Fatalf("restart after freeing space: %v", err)
 	}
 	t.Cleanup(func() { n3.Close() })
-	waitFor(t, 30*time.Second, "n3 catches up", func() bool { _, err := n3.Reader().Dataset("during-19"); return err == nil })
+	testhelp.WaitFor(t, 30*time.Second, "n3 catches up", func() bool { _, err := n3.Reader().Dataset("during-19"); return err == nil })
 }

@@ -11,6 +11,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/contract"
 	"github.com/driftline/driftline/shared/profile"
 	"github.com/driftline/driftline/shared/wire"
@@ -85,7 +86,7 @@ func TestNodeFleetDrift(t *testing.T) {
 	rep, _ := wire.Encode(wire.Reported{Header: wire.Header{DeviceID: "d1", TS: time.Now().UnixMilli()}, Rev: 1,
 		Models: map[string]wire.ReportedModel{"m": {Active: &one, State: wire.StateActive}}})
 	c.Publish(topics.Reported("d1"), 1, true, rep).WaitTimeout(5 * time.Second)
-	waitFor(t, 10*time.Second, "d1 runs m@1", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "d1 runs m@1", func() bool {
 		var d struct {
 			Reported struct {
 				Models map[string]struct {
@@ -119,7 +120,7 @@ func TestNodeFleetDrift(t *testing.T) {
 			Dataset string `json:"dataset"`
 		} `json:"reference"`
 	}
-	waitFor(t, 10*time.Second, "the profile in the fleet view", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "the profile in the fleet view", func() bool {
 		call(t, n, tok, http.MethodGet, "/api/v1/drift?model=m&version=1", nil, http.StatusOK, &fv)
 		return fv.Current != nil && fv.Current.Devices == 1
 	})

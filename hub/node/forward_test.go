@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // TestFollowerSplitsTelemetry: a follower's telemetry batch larger than the leader's body limit
@@ -20,7 +20,7 @@ import (
 func TestFollowerSplitsTelemetry(t *testing.T) {
 	n1, tok := testNode(t)
 	n2, err := Start(context.Background(), Config{DataDir: t.TempDir(), NodeID: "n2", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
-		Join: n1.URL(), JoinToken: tok, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		Join: n1.URL(), JoinToken: tok, Logger: testhelp.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +28,7 @@ func TestFollowerSplitsTelemetry(t *testing.T) {
 	for _, id := range []string{"d1", "d2", "d3"} {
 		createDevice(t, n1, tok, id)
 	}
-	waitFor(t, 10*time.Second, "n2 has the devices", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "n2 has the devices", func() bool {
 		_, err := n2.Reader().Device("d3")
 		return err == nil
 	})
@@ -50,7 +50,7 @@ func TestFollowerSplitsTelemetry(t *testing.T) {
 		t.Fatalf("batch of %d bytes is not over the limit", len(env.Payload))
 	}
 	// An election under load answers 503 for a moment; a 413 (the bug) never goes away.
-	waitFor(t, 30*time.Second, "the batch forwarded", func() bool {
+	testhelp.WaitFor(t, 30*time.Second, "the batch forwarded", func() bool {
 		err := n2.applyOrForward(context.Background(), env)
 		if err != nil {
 			t.Logf("forward: %.200v", err)

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/hub/api"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // TestJoinWithJoinToken: a node joins with a join token (not the admin token), becomes a voter,
@@ -30,12 +30,12 @@ func TestJoinWithJoinToken(t *testing.T) {
 
 	dir := t.TempDir()
 	n2, err := Start(context.Background(), Config{DataDir: dir, NodeID: "n2", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
-		Join: n1.URL(), JoinToken: jt.Token, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		Join: n1.URL(), JoinToken: jt.Token, Logger: testhelp.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n2.Close() })
-	waitFor(t, 20*time.Second, "n2 a voter", func() bool {
+	testhelp.WaitFor(t, 20*time.Second, "n2 a voter", func() bool {
 		for _, nd := range n1.Store().Status().Nodes {
 			if nd.ID == "n2" && nd.Voter {
 				return true
@@ -53,7 +53,7 @@ func TestJoinWithJoinToken(t *testing.T) {
 	// An expired join token is refused.
 	var short api.TokenCreated
 	call(t, n1, tok, http.MethodPost, "/api/v1/cluster/join-tokens", api.JoinTokenRequest{TTLSeconds: 1}, http.StatusCreated, &short)
-	waitFor(t, 5*time.Second, "the short join token expired", func() bool { return time.Now().UnixMilli() > short.ExpiresAt })
+	testhelp.WaitFor(t, 5*time.Second, "the short join token expired", func() bool { return time.Now().UnixMilli() > short.ExpiresAt })
 	call(t, n1, short.Token, http.MethodPost, "/api/v1/cluster/join", api.JoinRequest{ID: "n3", Raft: "127.0.0.1:1", HTTP: "127.0.0.1:2"}, http.StatusUnauthorized, nil)
 }
 
@@ -63,7 +63,7 @@ func TestJoinWithJoinToken(t *testing.T) {
 func TestClusterClientJoinRemove(t *testing.T) {
 	n1, tok := testNode(t)
 	n2, err := Start(context.Background(), Config{DataDir: t.TempDir(), NodeID: "n2", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
-		Join: n1.URL(), JoinToken: tok, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		Join: n1.URL(), JoinToken: tok, Logger: testhelp.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestClusterClientJoinRemove(t *testing.T) {
 		}
 		return false
 	}
-	waitFor(t, 20*time.Second, "n2 a member", func() bool { return member("n2") })
+	testhelp.WaitFor(t, 20*time.Second, "n2 a member", func() bool { return member("n2") })
 	nodeTok, err := n2.nodeToken()
 	if err != nil {
 		t.Fatal(err)

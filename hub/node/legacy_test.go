@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/hub/protocol"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -34,7 +35,7 @@ type legacyDesired struct {
 func TestDesiredCarriesLegacySignature(t *testing.T) {
 	n, tok := testNode(t)
 	nodePub := n.key.Public().(ed25519.PublicKey)
-	waitFor(t, 10*time.Second, "the node key registered (key/KEYID)", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "the node key registered (key/KEYID)", func() bool {
 		have, _ := n.Reader().SigningKeys()
 		for _, k := range have {
 			if k.KeyID == artifact.KeyID(nodePub) {

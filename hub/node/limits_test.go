@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"mime/multipart"
 	"net"
 	"net/http"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // testNodeWith starts a one-node hub like testNode, with cfg's extra settings.
@@ -24,14 +25,14 @@ func testNodeWith(t *testing.T, cfg Config) (*Node, string) {
 	if cfg.MQTTAddr == "" {
 		cfg.MQTTAddr = "127.0.0.1:0"
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.Logger = testhelp.Logger(t)
 	n, err := Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
 	var tok string
-	waitFor(t, 10*time.Second, "admin token", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "admin token", func() bool {
 		b, err := os.ReadFile(filepath.Join(cfg.DataDir, AdminTokenFile))
 		tok = strings.TrimSpace(string(b))
 		return err == nil && tok != ""
@@ -56,7 +57,7 @@ func TestStalledBodyClosed(t *testing.T) {
 		t.Fatalf("stalled request still open after 5s: %v", err)
 	}
 	t.Logf("stalled request closed after %v", time.Since(start).Round(time.Millisecond))
-	waitFor(t, 5*time.Second, "stall counted", func() bool {
+	testhelp.WaitFor(t, 5*time.Second, "stall counted", func() bool {
 		return metricValue(t, n, MetricHTTPStalled, "read") == 1
 	})
 }

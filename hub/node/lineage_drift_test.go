@@ -10,6 +10,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -71,7 +72,7 @@ func TestLineageWhichDevicesDrifted(t *testing.T) {
 		hdr := wire.Header{DeviceID: id, TS: now}
 		pub(topics.Reported(id), wire.Reported{Header: hdr, Rev: 1, Models: map[string]wire.ReportedModel{"m": {Active: &one, State: wire.StateActive}}}, true)
 		// The runs edge must exist before health can hang off it.
-		waitFor(t, 10*time.Second, id+" runs m@1", func() bool {
+		testhelp.WaitFor(t, 10*time.Second, id+" runs m@1", func() bool {
 			var d struct {
 				Reported struct {
 					Models map[string]struct {
@@ -109,7 +110,7 @@ func TestLineageWhichDevicesDrifted(t *testing.T) {
 		Edges []edge `json:"edges"`
 	}
 	runs := map[string]edge{}
-	waitFor(t, 10*time.Second, "health on both runs edges", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "health on both runs edges", func() bool {
 		call(t, n, tok, http.MethodGet, "/api/v1/lineage?node=dataset:sensors@1&direction=down&depth=2", nil, http.StatusOK, &g)
 		clear(runs)
 		for _, e := range g.Edges {

@@ -132,20 +132,23 @@ type Config struct {
 
 // Node is a running hub node.
 type Node struct {
-	cfg      Config
-	log      *slog.Logger
-	db       *badger.DB
-	logDB    *badger.DB
-	store    *store.Store
-	api      *api.Server
-	http     *http.Server
-	httpLn   net.Listener
-	key      ed25519.PrivateKey
-	keys     *keys.Source
-	rootMu   sync.Mutex
-	rootKey  ed25519.PrivateKey // nil when this node does not hold the root key
-	registry *prometheus.Registry
-	broker   *broker.Broker
+	cfg   Config
+	log   *slog.Logger
+	db    *badger.DB
+	logDB *badger.DB
+	store *store.Store
+	// credentials is the credential watch's subscription to the store's change feed, made
+	// before the store opens.
+	credentials *store.Subscription
+	api         *api.Server
+	http        *http.Server
+	httpLn      net.Listener
+	key         ed25519.PrivateKey
+	keys        *keys.Source
+	rootMu      sync.Mutex
+	rootKey     ed25519.PrivateKey // nil when this node does not hold the root key
+	registry    *prometheus.Registry
+	broker      *broker.Broker
 	// peers is how this node calls the others' APIs.
 	peers    *cluster.Client
 	paho     *protocol.PahoTransport
@@ -177,31 +180,9 @@ const RootKeyFile = "root.key"
 // Start opens the node's state and starts serving. It returns once the HTTP API listens; leader
 // chores run in the background.
 func Start(ctx context.Context, cfg Config) (*Node, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.DataDir == "" {
-		return nil, errors.New("node: data dir is required")
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("node: data dir: %w", err)
-	}
-	if cfg.AdminTokenFile != "" {
-		tok, err := readBootstrapToken(cfg.AdminTokenFile)
-		if err != nil {
-			return nil, err
-		}
-		cfg.adminToken = tok
-		if cfg.JoinToken == "" {
-			cfg.JoinToken = tok
-		}
-	}
-	if cfg.TopicPrefix == "" {
-		cfg.TopicPrefix = wire.DefaultPrefix
-	}
-	topics, err := wire.NewTopics(cfg.TopicPrefix)
+	topics, err := prepareConfig(&cfg)
 	if err != nil {
-		return nil, fmt.Errorf("node: topic prefix: %w", err)
+		return nil, err
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, registry: prometheus.NewRegistry(), topics: topics, failed: make(chan struct{})}
 	if reserve := n.diskReserve(); reserve > 0 {
@@ -216,29 +197,102 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			n.Close()
 		}
 	}()
-	keyPath := cfg.SigningKey
+	if err := n.loadKeys(); err != nil {
+		return nil, err
+	}
+	advHTTP, ctls, err := n.openStore()
+	if err != nil {
+		return nil, err
+	}
+	if err := n.startServices(); err != nil {
+		return nil, err
+	}
+	if err := n.startMQTT(); err != nil {
+		return nil, fmt.Errorf("node: mqtt: %w", err)
+	}
+	if err := n.serveAPI(ctls); err != nil {
+		return nil, err
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	if n.cfg.Join != "" {
+		if err := n.join(ctx, advHTTP); err != nil {
+			return nil, err
+		}
+	}
+	n.runBackground(bg)
+	n.log.Info("hub node started", "id", n.cfg.NodeID, "http", n.httpLn.Addr().String(), "raft", n.cfg.RaftAddr, "data", n.cfg.DataDir)
+	ok = true
+	return n, nil
+}
+
+// prepareConfig checks cfg and fills in its defaults (the logger, the bootstrap admin token from
+// its file, the topic prefix), making the data dir; it returns the topics of the prefix.
+func prepareConfig(cfg *Config) (wire.Topics, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.DataDir == "" {
+		return wire.Topics{}, errors.New("node: data dir is required")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return wire.Topics{}, fmt.Errorf("node: data dir: %w", err)
+	}
+	if cfg.AdminTokenFile != "" {
+		tok, err := readBootstrapToken(cfg.AdminTokenFile)
+		if err != nil {
+			return wire.Topics{}, err
+		}
+		cfg.adminToken = tok
+		if cfg.JoinToken == "" {
+			cfg.JoinToken = tok
+		}
+	}
+	if cfg.TopicPrefix == "" {
+		cfg.TopicPrefix = wire.DefaultPrefix
+	}
+	topics, err := wire.NewTopics(cfg.TopicPrefix)
+	if err != nil {
+		return wire.Topics{}, fmt.Errorf("node: topic prefix: %w", err)
+	}
+	return topics, nil
+}
+
+// loadKeys loads the node's signing key (made on first start) and, when this node holds it, the
+// cluster's root key.
+func (n *Node) loadKeys() error {
+	keyPath := n.cfg.SigningKey
 	if keyPath == "" {
-		keyPath = filepath.Join(cfg.DataDir, "signing.key")
+		keyPath = filepath.Join(n.cfg.DataDir, "signing.key")
 	}
+	var err error
 	if n.key, err = artifact.LoadOrGenerateKey(keyPath); err != nil {
-		return nil, fmt.Errorf("node: signing key: %w", err)
+		return fmt.Errorf("node: signing key: %w", err)
 	}
-	if cfg.RootKey == "" {
-		cfg.RootKey = filepath.Join(cfg.DataDir, RootKeyFile)
+	if n.cfg.RootKey == "" {
+		n.cfg.RootKey = filepath.Join(n.cfg.DataDir, RootKeyFile)
 	}
-	if n.rootKey, err = artifact.LoadKey(cfg.RootKey); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("node: root key: %w", err)
+	if n.rootKey, err = artifact.LoadKey(n.cfg.RootKey); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("node: root key: %w", err)
 	}
+	return nil
+}
+
+// openStore listens on the API address, opens the two databases and the Raft store, and returns
+// the API address advertised to the cluster and the cluster TLS config (nil without TLS).
+func (n *Node) openStore() (string, *cluster.TLS, error) {
+	cfg := &n.cfg
+	var err error
 	if n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-		return nil, fmt.Errorf("node: listen http %s: %w", cfg.HTTPAddr, err)
+		return "", nil, fmt.Errorf("node: listen http %s: %w", cfg.HTTPAddr, err)
 	}
 	// Two databases: the Raft log syncs every write; the state machine's does not need to (see
 	// store.Config.LogDB), which halves the fsyncs per committed batch.
 	if n.logDB, err = kv.Open(filepath.Join(cfg.DataDir, "raftlog"), kv.Server); err != nil {
-		return nil, fmt.Errorf("node: %w", err)
+		return "", nil, fmt.Errorf("node: %w", err)
 	}
 	if n.db, err = kv.Open(filepath.Join(cfg.DataDir, "db"), kv.State); err != nil {
-		return nil, fmt.Errorf("node: %w", err)
+		return "", nil, fmt.Errorf("node: %w", err)
 	}
 	advHTTP := cfg.AdvertiseHTTP
 	if advHTTP == "" {
@@ -247,28 +301,34 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.NodeID == "" {
 		cfg.NodeID = DefaultNodeID(cfg.RaftAddr)
 	}
-	n.cfg = cfg
 	n.keys = &keys.Source{R: n.Reader()}
-	ctls, layer, err := clusterTLS(cfg)
+	ctls, layer, err := clusterTLS(*cfg)
 	if err != nil {
-		return nil, fmt.Errorf("node: %w", err)
+		return "", nil, fmt.Errorf("node: %w", err)
 	}
 	n.peers = cluster.NewClient(ctls, cfg.TLSCert != "")
 	// The credential watch subscribes before the store starts, so the entries replayed at start
 	// reach it too.
 	changes := store.NewFeed()
-	credentials := changes.Subscribe()
+	n.credentials = changes.Subscribe()
 	n.store, err = store.Open(store.Config{
 		Changes: changes, DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID, StreamLayer: layer,
-		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertiseOf(cfg), HTTPAddr: advHTTP,
+		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertiseOf(*cfg), HTTPAddr: advHTTP,
 		Bootstrap: cfg.Join == "", Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
 	})
 	if err != nil {
 		if layer != nil {
 			layer.Close()
 		}
-		return nil, fmt.Errorf("node: %w", err)
+		return "", nil, fmt.Errorf("node: %w", err)
 	}
+	return advHTTP, ctls, nil
+}
+
+// startServices makes the services that run on the store: the ops commands, the rollout
+// controller, webhooks, dataset samples and the drift service.
+func (n *Node) startServices() error {
+	cfg := n.cfg
 	n.registerOps()
 	n.rollouts = rollout.New(rollout.Config{Store: n.store, Changes: n.store.Changes(), Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
 	n.webhooks = webhook.New(webhook.Config{Store: n.store, Reader: n.Reader(), NodeID: cfg.NodeID,
@@ -277,6 +337,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		Settle: cfg.SampleSettle, Forward: n.applyOrForward,
 		// With an external broker every node hears every device: the leader stages alone.
 		LeaderOnly: len(cfg.Brokers) > 0})
+	var err error
 	n.drift, err = fleetdrift.New(fleetdrift.Config{
 		Registry: n.Reader(), Topics: n.topics, Logger: cfg.Logger, Registerer: n.registry,
 		Publish: func(topic string, payload []byte) error {
@@ -289,14 +350,18 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		ShouldPublish: func() bool { return len(cfg.Brokers) == 0 || n.store.IsLeader() },
 	})
 	if err != nil {
-		return nil, fmt.Errorf("node: %w", err)
+		return fmt.Errorf("node: %w", err)
 	}
-	if err := n.startMQTT(); err != nil {
-		return nil, fmt.Errorf("node: mqtt: %w", err)
-	}
+	return nil
+}
+
+// serveAPI makes the HTTP API (with the drift routes, the dashboard and, when asked for, pprof)
+// and serves it on the API listener, over TLS when configured.
+func (n *Node) serveAPI(ctls *cluster.TLS) error {
+	cfg := n.cfg
 	spool, err := prepareSpool(cfg.DataDir)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	n.api = api.New(api.Config{
 		Store: opsAdapter{storeAdapter{n.store}, cfg.DataDir}, Reader: state.Reader{DB: n.db}, Keys: n.keys, NodeKey: n.key, RootKey: n.currentRootKey, FourEyes: cfg.FourEyes,
@@ -328,34 +393,32 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			n.log.Error("http server stopped", "err", err)
 		}
 	}()
-	bg, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
-	if cfg.Join != "" {
-		if err := n.join(ctx, advHTTP); err != nil {
-			return nil, err
-		}
+	return nil
+}
+
+// runBackground starts the node's background loops until bg ends: credential watch, drift,
+// rollouts, leader chores, webhooks, samples, the databases' GC, the disk watch and scheduled
+// backups. Close waits for them.
+func (n *Node) runBackground(bg context.Context) {
+	loops := []func(){
+		func() { n.watchCredentials(bg, n.credentials) },
+		func() { n.drift.Run(bg) },
+		func() { n.rollouts.Run(bg) },
+		func() { n.leaderChores(bg) },
+		func() { n.webhooks.Run(bg) },
+		func() { n.samples.Run(bg) },
+		func() { kv.RunGC(bg, n.db, 5*time.Minute, n.log) },
+		func() { kv.RunGC(bg, n.logDB, 5*time.Minute, n.log) },
+		func() { n.watchDisk(bg) },
 	}
-	n.wg.Add(5)
-	go func() { defer n.wg.Done(); n.watchCredentials(bg, credentials) }()
-	go func() { defer n.wg.Done(); n.drift.Run(bg) }()
-	go func() { defer n.wg.Done(); n.rollouts.Run(bg) }()
-	go func() { defer n.wg.Done(); n.leaderChores(bg) }()
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.webhooks.Run(bg) }()
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.samples.Run(bg) }()
-	go func() { defer n.wg.Done(); kv.RunGC(bg, n.db, 5*time.Minute, n.log) }()
-	n.wg.Add(2)
-	go func() { defer n.wg.Done(); kv.RunGC(bg, n.logDB, 5*time.Minute, n.log) }()
-	go func() { defer n.wg.Done(); n.watchDisk(bg) }()
-	if cfg.BackupDir != "" && cfg.BackupEvery > 0 {
+	if n.cfg.BackupDir != "" && n.cfg.BackupEvery > 0 {
 		m := newBackupMetrics(n.registry)
-		n.wg.Add(1)
-		go func() { defer n.wg.Done(); n.runBackups(bg, m) }()
+		loops = append(loops, func() { n.runBackups(bg, m) })
 	}
-	n.log.Info("hub node started", "id", cfg.NodeID, "http", n.httpLn.Addr().String(), "raft", cfg.RaftAddr, "data", cfg.DataDir)
-	ok = true
-	return n, nil
+	n.wg.Add(len(loops))
+	for _, loop := range loops {
+		go func() { defer n.wg.Done(); loop() }()
+	}
 }
 
 // advertise turns a listen address into one other hosts can dial.

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"mime/multipart"
 	"net/http"
 	"os"
@@ -30,31 +29,19 @@ func testNode(t *testing.T) (*Node, string) {
 	dir := t.TempDir()
 	n, err := Start(context.Background(), Config{
 		DataDir: dir, NodeID: "n1", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0",
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger: testhelp.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
 	var tok string
-	waitFor(t, 10*time.Second, "admin token", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "admin token", func() bool {
 		b, err := os.ReadFile(filepath.Join(dir, AdminTokenFile))
 		tok = strings.TrimSpace(string(b))
 		return err == nil && tok != ""
 	})
 	return n, tok
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	testhelp.WaitFor(t, d, what, cond)
 }
 
 // call sends a JSON request and decodes the answer into out, failing on an unexpected status.
@@ -240,7 +227,7 @@ func TestDeviceProtocol(t *testing.T) {
 	c.Publish(topics.Reported("d1"), 1, true, rep).WaitTimeout(5 * time.Second)
 	st, _ := wire.Encode(wire.Status{Header: wire.Header{DeviceID: "d1", TS: time.Now().UnixMilli()}, Online: true})
 	c.Publish(topics.Status("d1"), 1, true, st).WaitTimeout(5 * time.Second)
-	waitFor(t, 10*time.Second, "device state", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "device state", func() bool {
 		var d struct {
 			Online   bool `json:"online"`
 			Reported struct {
@@ -258,7 +245,7 @@ func TestDeviceProtocol(t *testing.T) {
 	c.Publish(topics.Reported("d1"), 1, false, []byte("{not json")).WaitTimeout(5 * time.Second)
 	// Deleting the device disconnects it.
 	call(t, n, tok, http.MethodDelete, "/api/v1/devices/d1", nil, http.StatusOK, nil)
-	waitFor(t, 10*time.Second, "revoked device disconnected", func() bool { return !c.IsConnectionOpen() })
+	testhelp.WaitFor(t, 10*time.Second, "revoked device disconnected", func() bool { return !c.IsConnectionOpen() })
 }
 
 // TestAdminTokenCannotPublishDesired: an admin API token logs in to the embedded broker but may

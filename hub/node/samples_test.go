@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"mime/multipart"
 	"net/http"
@@ -24,6 +23,7 @@ import (
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/hub/store"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/kv"
 	"github.com/driftline/driftline/shared/profile"
 )
@@ -38,7 +38,7 @@ type sampleHub struct {
 func newSampleHub(t *testing.T) sampleHub {
 	t.Helper()
 	dir := t.TempDir()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := testhelp.Logger(t)
 	db, err := kv.Open(filepath.Join(dir, "db"), kv.Server)
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +50,7 @@ func newSampleHub(t *testing.T) sampleHub {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close(); db.Close() })
-	waitFor(t, 10*time.Second, "leadership", st.IsLeader)
+	testhelp.WaitFor(t, 10*time.Second, "leadership", st.IsLeader)
 	tok := api.NewToken()
 	env, _ := command.New(command.TypeTokenCreate, "admin", 0, "test",
 		state.TokenCreate{ID: "admin", Name: "admin", Role: state.RoleAdmin, Hash: api.HashToken(tok)})

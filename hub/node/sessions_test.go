@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/internal/testhelp"
 	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
@@ -67,7 +68,7 @@ func TestClientIDSquattingAttack(t *testing.T) {
 	}
 	c2.Disconnect(20)
 	call(t, n, tok, http.MethodDelete, "/api/v1/devices/d2", nil, http.StatusOK, nil)
-	waitFor(t, 10*time.Second, "d2's session removed", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "d2's session removed", func() bool {
 		_, ok := n.broker.Session("d2")
 		return !ok
 	})

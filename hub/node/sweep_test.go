@@ -14,6 +14,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/driftline/driftline/hub/api"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // chunkCount counts the chunks in the node's state.
@@ -68,7 +69,7 @@ func TestAbortedUploadChunksSwept(t *testing.T) {
 		}
 	}
 	// The handler may still be storing what it read: wait until it has answered.
-	waitFor(t, 30*time.Second, "the aborted upload's handler answered", func() bool {
+	testhelp.WaitFor(t, 30*time.Second, "the aborted upload's handler answered", func() bool {
 		mfs, _ := n.registry.Gather()
 		for _, mf := range mfs {
 			if mf.GetName() != api.MetricRequests {
@@ -95,7 +96,7 @@ func TestAbortedUploadChunksSwept(t *testing.T) {
 	}
 	// Batches the handler proposed before it gave up may still land: sweep until none is left.
 	deleted := 0
-	waitFor(t, 30*time.Second, "every orphan swept", func() bool {
+	testhelp.WaitFor(t, 30*time.Second, "every orphan swept", func() bool {
 		got, err := n.sweepChunks(context.Background(), 0)
 		if err != nil {
 			t.Fatal(err)

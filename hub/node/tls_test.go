@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/driftline/driftline/hub/cluster/clustertest"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // tlsNode starts a node with the cluster CA's certificate for name; join is a node to join.
@@ -27,7 +27,7 @@ func tlsNode(t *testing.T, ca *clustertest.CA, name string, join *Node, joinToke
 	cert, key := ca.Issue(t, name)
 	cfg := Config{DataDir: t.TempDir(), NodeID: name, HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0",
 		TLSCert: cert, TLSKey: key, TLSCA: ca.CertFile,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+		Logger: testhelp.Logger(t)}
 	if join != nil {
 		cfg.Join, cfg.JoinToken = join.URL(), joinToken
 	}
@@ -97,13 +97,13 @@ func TestRaftPortAttack(t *testing.T) {
 	// replication check (https) sees it.
 	cl := caClient(t, ca)
 	var tok string
-	waitFor(t, 10*time.Second, "admin token", func() bool {
+	testhelp.WaitFor(t, 10*time.Second, "admin token", func() bool {
 		b, err := os.ReadFile(filepath.Join(n1.cfg.DataDir, AdminTokenFile))
 		tok = strings.TrimSpace(string(b))
 		return err == nil && tok != ""
 	})
 	n2 := tlsNode(t, ca, "n2", n1, tok)
-	waitFor(t, 20*time.Second, "two voters", func() bool {
+	testhelp.WaitFor(t, 20*time.Second, "two voters", func() bool {
 		st := n1.Store().Status()
 		return len(st.Nodes) == 2 && st.Nodes[0].Voter && st.Nodes[1].Voter
 	})

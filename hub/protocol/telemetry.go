@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -40,96 +41,16 @@ func (t *telemetry) obs(id string) *state.DeviceObservation {
 // observe decodes one message and folds it in. It reports false for a payload it refused.
 func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
 	now := time.Now().UnixMilli()
+	if len(payload) == 0 && (kind == wire.KindStatus || kind == wire.KindReported) {
+		return true // a cleared retained message
+	}
 	var apply func(o *state.DeviceObservation)
 	var err error
 	switch kind {
-	case wire.KindStatus:
-		if len(payload) == 0 {
-			return true // a cleared retained message
-		}
-		var st wire.Status
-		if st, err = wire.DecodeStatus(payload); err == nil {
-			err = st.MatchTopic(id)
-		}
-		online := st.Online
-		apply = func(o *state.DeviceObservation) { o.Online = &online }
-	case wire.KindHeartbeat:
-		var hb wire.Heartbeat
-		if hb, err = wire.DecodeHeartbeat(payload); err == nil {
-			err = hb.MatchTopic(id)
-		}
-		online := true
-		apply = func(o *state.DeviceObservation) { o.Online = &online }
-	case wire.KindReported:
-		if len(payload) == 0 {
-			return true
-		}
-		var r wire.Reported
-		if r, err = wire.DecodeReported(payload); err == nil {
-			err = r.MatchTopic(id)
-		}
-		rep := toStateReported(r)
-		apply = func(o *state.DeviceObservation) { o.Reported = &rep }
-	case wire.KindValidation:
-		var v wire.Validation
-		if v, err = wire.DecodeValidation(payload); err == nil {
-			err = v.MatchTopic(id)
-		}
-		apply = func(o *state.DeviceObservation) {
-			if v.Numbered() {
-				if len(o.Reports) >= maxPendingReports {
-					return // not acknowledged: the agent sends it again
-				}
-				o.Reports = append(o.Reports, state.NumberedReport{Epoch: v.Epoch, Seq: v.Seq, First: v.First,
-					Health: state.HealthSummary{Model: v.Model, Version: v.Version, Rows: v.Rows, Invalid: v.Invalid, At: v.WindowEnd}})
-				return
-			}
-			h := health(o, v.Model, v.Version, v.WindowEnd)
-			h.Rows += v.Rows
-			h.Invalid += v.Invalid
-		}
-	case wire.KindDrift:
-		var d wire.Drift
-		if d, err = wire.DecodeDrift(payload); err == nil {
-			err = d.MatchTopic(id)
-		}
-		apply = func(o *state.DeviceObservation) {
-			if d.Numbered() {
-				if len(o.Reports) >= maxPendingReports {
-					return
-				}
-				o.Reports = append(o.Reports, state.NumberedReport{Epoch: d.Epoch, Seq: d.Seq, First: d.First,
-					Health: state.HealthSummary{Model: d.Model, Version: d.Version, DatasetDrift: d.DatasetDrift == 1, DriftShare: d.DriftShare, At: d.WindowEnd}})
-				return
-			}
-			h := health(o, d.Model, d.Version, d.WindowEnd)
-			h.DatasetDrift = h.DatasetDrift || d.DatasetDrift == 1
-			h.DriftShare = max(h.DriftShare, d.DriftShare)
-		}
-	case wire.KindPredictionDrift:
-		var d wire.PredictionDrift
-		if d, err = wire.DecodePredictionDrift(payload); err == nil {
-			err = d.MatchTopic(id)
-		}
-		apply = func(o *state.DeviceObservation) {
-			h := outputHealth(o, d.Model, d.Version, d.WindowEnd)
-			h.PredictionWindows++
-			h.PredictionDrift = d.Drift == 1
-			if h.PredictionDrift {
-				h.PredictionDrifted++
-			}
-		}
-	case wire.KindPerformance:
-		var p wire.Performance
-		if p, err = wire.DecodePerformance(payload); err == nil {
-			err = p.MatchTopic(id)
-		}
-		apply = func(o *state.DeviceObservation) {
-			h := outputHealth(o, p.Model, p.Version, p.WindowEnd)
-			h.Labels += p.Labels
-			h.RelativeSum += p.Relative * float64(p.Labels)
-			h.Relative, h.Metric, h.Value = p.Relative, p.Metric, p.Value
-		}
+	case wire.KindStatus, wire.KindHeartbeat, wire.KindReported:
+		apply, err = decodePresence(kind, id, payload)
+	default:
+		apply, err = decodeReport(kind, id, payload)
 	}
 	if err != nil {
 		t.s.log.Warn("bad device message", "device", id, "kind", kind.String(), "err", err)
@@ -141,6 +62,115 @@ func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
 	apply(o)
 	t.mu.Unlock()
 	return true
+}
+
+// decodePresence decodes a status, heartbeat or reported-state message of device id and returns
+// how it changes the device's pending observation.
+func decodePresence(kind wire.Kind, id string, payload []byte) (func(o *state.DeviceObservation), error) {
+	switch kind {
+	case wire.KindStatus:
+		st, err := wire.DecodeStatus(payload)
+		if err == nil {
+			err = st.MatchTopic(id)
+		}
+		online := st.Online
+		return func(o *state.DeviceObservation) { o.Online = &online }, err
+	case wire.KindHeartbeat:
+		hb, err := wire.DecodeHeartbeat(payload)
+		if err == nil {
+			err = hb.MatchTopic(id)
+		}
+		online := true
+		return func(o *state.DeviceObservation) { o.Online = &online }, err
+	default: // wire.KindReported
+		r, err := wire.DecodeReported(payload)
+		if err == nil {
+			err = r.MatchTopic(id)
+		}
+		rep := toStateReported(r)
+		return func(o *state.DeviceObservation) { o.Reported = &rep }, err
+	}
+}
+
+// decodeReport decodes a window report of device id (validation, drift, prediction drift,
+// performance) and returns how it changes the device's pending observation: a numbered report
+// is queued for acknowledgement (dropped, so sent again, when maxPendingReports wait), an
+// unnumbered one is folded into the health summary of its runs edge.
+func decodeReport(kind wire.Kind, id string, payload []byte) (func(o *state.DeviceObservation), error) {
+	switch kind {
+	case wire.KindValidation:
+		v, err := wire.DecodeValidation(payload)
+		if err == nil {
+			err = v.MatchTopic(id)
+		}
+		return func(o *state.DeviceObservation) {
+			if v.Numbered() {
+				queueReport(o, state.NumberedReport{Epoch: v.Epoch, Seq: v.Seq, First: v.First,
+					Health: state.HealthSummary{Model: v.Model, Version: v.Version, Rows: v.Rows, Invalid: v.Invalid, At: v.WindowEnd}})
+				return
+			}
+			h := health(o, v.Model, v.Version, v.WindowEnd)
+			h.Rows += v.Rows
+			h.Invalid += v.Invalid
+		}, err
+	case wire.KindDrift:
+		d, err := wire.DecodeDrift(payload)
+		if err == nil {
+			err = d.MatchTopic(id)
+		}
+		return func(o *state.DeviceObservation) {
+			if d.Numbered() {
+				queueReport(o, state.NumberedReport{Epoch: d.Epoch, Seq: d.Seq, First: d.First,
+					Health: state.HealthSummary{Model: d.Model, Version: d.Version, DatasetDrift: d.DatasetDrift == 1, DriftShare: d.DriftShare, At: d.WindowEnd}})
+				return
+			}
+			h := health(o, d.Model, d.Version, d.WindowEnd)
+			h.DatasetDrift = h.DatasetDrift || d.DatasetDrift == 1
+			h.DriftShare = max(h.DriftShare, d.DriftShare)
+		}, err
+	default:
+		return decodeOutputReport(kind, id, payload)
+	}
+}
+
+// decodeOutputReport decodes a prediction-drift or performance report of device id.
+func decodeOutputReport(kind wire.Kind, id string, payload []byte) (func(o *state.DeviceObservation), error) {
+	switch kind {
+	case wire.KindPredictionDrift:
+		d, err := wire.DecodePredictionDrift(payload)
+		if err == nil {
+			err = d.MatchTopic(id)
+		}
+		return func(o *state.DeviceObservation) {
+			h := outputHealth(o, d.Model, d.Version, d.WindowEnd)
+			h.PredictionWindows++
+			h.PredictionDrift = d.Drift == 1
+			if h.PredictionDrift {
+				h.PredictionDrifted++
+			}
+		}, err
+	case wire.KindPerformance:
+		p, err := wire.DecodePerformance(payload)
+		if err == nil {
+			err = p.MatchTopic(id)
+		}
+		return func(o *state.DeviceObservation) {
+			h := outputHealth(o, p.Model, p.Version, p.WindowEnd)
+			h.Labels += p.Labels
+			h.RelativeSum += p.Relative * float64(p.Labels)
+			h.Relative, h.Metric, h.Value = p.Relative, p.Metric, p.Value
+		}, err
+	default:
+		return nil, fmt.Errorf("not a telemetry kind: %s", kind)
+	}
+}
+
+// queueReport queues a numbered report for acknowledgement unless maxPendingReports already
+// wait (then it is not acknowledged, and the agent sends it again).
+func queueReport(o *state.DeviceObservation, r state.NumberedReport) {
+	if len(o.Reports) < maxPendingReports {
+		o.Reports = append(o.Reports, r)
+	}
 }
 
 // health returns the observation's summary for one model version, starting a new one when the

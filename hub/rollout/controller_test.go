@@ -12,14 +12,8 @@ import (
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/hub/state/statetest"
+	"github.com/driftline/driftline/internal/testhelp"
 )
-
-type testLog struct{ t testing.TB }
-
-func (w testLog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
 
 type fleet struct {
 	t     testing.TB
@@ -35,7 +29,7 @@ func newFleet(t testing.TB, devices int, labels func(i int) map[string]string) *
 	f.store.Now = func() time.Time { return f.clock }
 	f.read = f.store.Reader()
 	f.ctl = New(Config{Store: f.store, Reader: f.read, Changes: f.store.Changes, Now: func() time.Time { return f.clock },
-		Logger: slog.New(slog.NewTextHandler(testLog{t}, nil))})
+		Logger: testhelp.Logger(t, slog.LevelInfo)})
 	f.store.ApprovedModel(t, "m", 2)
 	for i := 0; i < devices; i++ {
 		var l map[string]string

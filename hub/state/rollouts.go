@@ -402,24 +402,11 @@ func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransitio
 			return nil, nil, err
 		}
 	case ActStartWave:
-		if r.State != RolloutRunning || r.Wave >= r.Waves() {
-			return nil, nil, conflict("rollout %s cannot start a wave: %s, wave %d of %d", c.ID, r.State, r.Wave, r.Waves())
-		}
-		r.Wave++
-		r.WaveStartedAt, r.WaveDoneAt = env.Time, 0
-		devs, err := rolloutDevices(txn, c.ID, r.Wave)
+		n, err := startWave(txn, env, &r, em)
 		if err != nil {
 			return nil, nil, err
 		}
-		for _, rd := range devs {
-			if err := setDesired(txn, env, rd.ID, r.Model, r.Version, r.ID, em); err != nil {
-				return nil, nil, err
-			}
-			if err := setDeviceState(txn, &r, rd, DevNotified, "", env.Time); err != nil {
-				return nil, nil, err
-			}
-		}
-		note.detail = fmt.Sprintf("wave %d of %d (%d devices) %s", r.Wave, r.Waves(), len(devs), note.detail)
+		note.detail = fmt.Sprintf("wave %d of %d (%d devices) %s", r.Wave, r.Waves(), n, note.detail)
 	case ActWaveDone:
 		if r.WaveDoneAt != 0 {
 			return nil, nil, conflict("wave %d of rollout %s already settled", r.Wave, c.ID)
@@ -427,16 +414,7 @@ func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransitio
 		r.WaveDoneAt = env.Time
 		note.detail = fmt.Sprintf("wave %d settled; baking %ds %s", r.Wave, r.BakeSeconds, note.detail)
 	case ActComplete:
-		if r.State != RolloutRunning {
-			return nil, nil, conflict("rollout %s is %s", c.ID, r.State)
-		}
-		r.State = RolloutCompleted
-		if r.SetAlias != "" {
-			if _, _, err := aliasSet(txn, AliasSet{Model: r.Model, Alias: r.SetAlias, Version: r.Version}); err != nil {
-				return nil, nil, err
-			}
-		}
-		if err := releaseDevices(txn, r); err != nil {
+		if err := completeRollout(txn, &r); err != nil {
 			return nil, nil, err
 		}
 	case ActPause:
@@ -462,26 +440,7 @@ func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransitio
 			return nil, nil, err
 		}
 	case ActRollback:
-		if !r.Active() && r.State != RolloutCompleted {
-			return nil, nil, conflict("rollout %s is %s", c.ID, r.State)
-		}
-		devs, err := rolloutDevices(txn, c.ID, 0)
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, rd := range devs {
-			if rd.State == DevPending {
-				continue // never told: nothing to undo
-			}
-			if err := setDesired(txn, env, rd.ID, r.Model, rd.Previous, r.ID, em); err != nil {
-				return nil, nil, err
-			}
-			if err := setDeviceState(txn, &r, rd, DevRolledBack, "", env.Time); err != nil {
-				return nil, nil, err
-			}
-		}
-		r.State = RolloutRolledBack
-		if err := releaseDevices(txn, r); err != nil {
+		if err := rollBackRollout(txn, env, &r, em); err != nil {
 			return nil, nil, err
 		}
 	default:
@@ -495,6 +454,69 @@ func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransitio
 		return nil, nil, err
 	}
 	return r, note, nil
+}
+
+// startWave moves running rollout r to its next wave and tells that wave's devices (their desired
+// state names the version; their rollout state becomes notified). It returns how many it told.
+func startWave(txn *badger.Txn, env command.Envelope, r *Rollout, em emitter) (int, error) {
+	if r.State != RolloutRunning || r.Wave >= r.Waves() {
+		return 0, conflict("rollout %s cannot start a wave: %s, wave %d of %d", r.ID, r.State, r.Wave, r.Waves())
+	}
+	r.Wave++
+	r.WaveStartedAt, r.WaveDoneAt = env.Time, 0
+	devs, err := rolloutDevices(txn, r.ID, r.Wave)
+	if err != nil {
+		return 0, err
+	}
+	for _, rd := range devs {
+		if err := setDesired(txn, env, rd.ID, r.Model, r.Version, r.ID, em); err != nil {
+			return 0, err
+		}
+		if err := setDeviceState(txn, r, rd, DevNotified, "", env.Time); err != nil {
+			return 0, err
+		}
+	}
+	return len(devs), nil
+}
+
+// completeRollout ends running rollout r successfully: its alias (if any) moves to the version and its
+// devices are released.
+func completeRollout(txn *badger.Txn, r *Rollout) error {
+	if r.State != RolloutRunning {
+		return conflict("rollout %s is %s", r.ID, r.State)
+	}
+	r.State = RolloutCompleted
+	if r.SetAlias != "" {
+		if _, _, err := aliasSet(txn, AliasSet{Model: r.Model, Alias: r.SetAlias, Version: r.Version}); err != nil {
+			return err
+		}
+	}
+	return releaseDevices(txn, *r)
+}
+
+// rollBackRollout sends every device r told back to the version it ran before (devices never told
+// keep theirs), marks them rolled back and releases them.
+func rollBackRollout(txn *badger.Txn, env command.Envelope, r *Rollout, em emitter) error {
+	if !r.Active() && r.State != RolloutCompleted {
+		return conflict("rollout %s is %s", r.ID, r.State)
+	}
+	devs, err := rolloutDevices(txn, r.ID, 0)
+	if err != nil {
+		return err
+	}
+	for _, rd := range devs {
+		if rd.State == DevPending {
+			continue // never told: nothing to undo
+		}
+		if err := setDesired(txn, env, rd.ID, r.Model, rd.Previous, r.ID, em); err != nil {
+			return err
+		}
+		if err := setDeviceState(txn, r, rd, DevRolledBack, "", env.Time); err != nil {
+			return err
+		}
+	}
+	r.State = RolloutRolledBack
+	return releaseDevices(txn, *r)
 }
 
 // deviceStateRank orders states so that reports can only move a device forward (no duplicate

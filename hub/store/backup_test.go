@@ -45,7 +45,7 @@ func backupUnderLoad(t *testing.T) ([]byte, []string, store.BackupInfo) {
 			}
 		}()
 	}
-	storetest.WaitFor(t, storetest.WaitTimeout, "load", func() bool { return written.Load() > 100 })
+	testhelp.WaitFor(t, storetest.WaitTimeout, "load", func() bool { return written.Load() > 100 })
 	var buf bytes.Buffer
 	started := false
 	info, err := lead.Backup(ctxT(t), &buf, func(store.BackupInfo) { started = true })
@@ -99,7 +99,7 @@ func TestBackupSeedRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	storetest.WaitFor(t, storetest.WaitTimeout, "restored node leads", s.IsLeader)
+	testhelp.WaitFor(t, storetest.WaitTimeout, "restored node leads", s.IsLeader)
 	for i, k := range pre {
 		v, ok, err := storetest.Get(db, k)
 		if err != nil || !ok || v != strings.Repeat("v", i) {
@@ -110,7 +110,7 @@ func TestBackupSeedRoundTrip(t *testing.T) {
 	if len(st.Nodes) != 1 || st.Nodes[0].ID != "r0" || st.Term <= info.Term {
 		t.Fatalf("restored cluster %+v, backup term %d", st, info.Term)
 	}
-	storetest.WaitFor(t, storetest.WaitTimeout, "own raft address corrected", func() bool {
+	testhelp.WaitFor(t, storetest.WaitTimeout, "own raft address corrected", func() bool {
 		st := s.Status()
 		return len(st.Nodes) == 1 && st.Nodes[0].Raft == raftAddr
 	})
@@ -229,5 +229,5 @@ func TestTransferLeadership(t *testing.T) {
 	if got, err := old.Store.TransferLeadership(ctx, target.ID); err != nil || got != target.ID {
 		t.Fatalf("transfer: %q, %v", got, err)
 	}
-	storetest.WaitFor(t, storetest.WaitTimeout, target.ID+" leads", target.Store.IsLeader)
+	testhelp.WaitFor(t, storetest.WaitTimeout, target.ID+" leads", target.Store.IsLeader)
 }

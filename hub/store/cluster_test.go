@@ -16,6 +16,7 @@ import (
 	"github.com/driftline/driftline/hub/raftstore"
 	"github.com/driftline/driftline/hub/store"
 	"github.com/driftline/driftline/hub/store/storetest"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 func kvProcessor(string) store.Processor { return storetest.KVProcessor{} }
@@ -176,7 +177,7 @@ func TestRestartKeepsState(t *testing.T) {
 	l := c.Leader()
 	wantValue(t, l, "k19", "b")
 	wantValue(t, l, "after-snapshot", "c")
-	storetest.WaitFor(t, storetest.WaitTimeout, "ready after restart", l.Store.Ready)
+	testhelp.WaitFor(t, storetest.WaitTimeout, "ready after restart", l.Store.Ready)
 }
 
 // TestLaggingFollowerGetsSnapshot makes the leader compact its log past what a stopped follower

@@ -11,6 +11,7 @@ import (
 	"github.com/driftline/driftline/hub/raftstore"
 	"github.com/driftline/driftline/hub/store"
 	"github.com/driftline/driftline/hub/store/storetest"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // consumer records what one subscription of a node's change feed delivered.
@@ -103,7 +104,7 @@ func TestChangeFeedExactlyOnceInOrder(t *testing.T) {
 	for id, list := range cons {
 		for ci, cn := range list {
 			var got []store.Change
-			storetest.WaitFor(t, storetest.WaitTimeout, fmt.Sprintf("%s consumer %d to see index %d", id, ci, last), func() bool {
+			testhelp.WaitFor(t, storetest.WaitTimeout, fmt.Sprintf("%s consumer %d to see index %d", id, ci, last), func() bool {
 				got = cn.changes()
 				return len(got) > 0 && got[len(got)-1].Index >= last
 			})

@@ -16,6 +16,7 @@ import (
 
 	"github.com/driftline/driftline/hub/store"
 	"github.com/driftline/driftline/hub/store/storetest"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // kvInput and kvOutput are one operation of the porcupine history.
@@ -180,18 +181,18 @@ func TestLeaderKillLinearizable(t *testing.T) {
 		}()
 	}
 
-	storetest.WaitFor(t, storetest.WaitTimeout, "writes before the kill", func() bool { return done.Load() >= killAfter })
+	testhelp.WaitFor(t, storetest.WaitTimeout, "writes before the kill", func() bool { return done.Load() >= killAfter })
 	old := c.Leader()
 	killedAt := time.Now()
 	if err := old.Store.Abort(); err != nil {
 		t.Logf("abort %s: %v", old.ID, err)
 	}
-	storetest.WaitFor(t, 5*time.Second, "a new leader", func() bool {
+	testhelp.WaitFor(t, 5*time.Second, "a new leader", func() bool {
 		l := leaderOf(ms)
 		return l != nil && l.id != old.ID
 	})
 	t.Logf("new leader %s after %v", leaderOf(ms).id, time.Since(killedAt).Round(time.Millisecond))
-	storetest.WaitFor(t, storetest.WaitTimeout, "writes after the kill", func() bool { return done.Load() >= stopAfter })
+	testhelp.WaitFor(t, storetest.WaitTimeout, "writes after the kill", func() bool { return done.Load() >= stopAfter })
 	close(stop)
 	wg.Wait()
 	c.Kill(old) // closes its database now that no client reads it

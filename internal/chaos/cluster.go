@@ -13,19 +13,10 @@
 package chaos
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -33,21 +24,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/driftline/driftline/internal/testhelp"
+	"github.com/driftline/driftline/internal/hubproc"
 )
 
-// Node is one hub process and the proxy in front of its Raft port.
+// Node is one hub process (internal/hubproc) and the proxy in front of its Raft port: the
+// process listens for Raft on Raft and advertises AdvertiseRaft, the proxy's address peers dial.
 type Node struct {
-	ID, Dir, HTTP string
-	// RaftListen is where the process listens for Raft; RaftAdv the proxy address peers dial.
-	RaftListen, RaftAdv string
-	proxy               *toxiproxy.Proxy
-
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
-	paused bool
-	out    *syncBuffer
+	*hubproc.Hub
+	proxy *toxiproxy.Proxy
 }
 
 // Cluster is a running set of nodes.
@@ -55,39 +39,14 @@ type Cluster struct {
 	t     testing.TB
 	bin   string
 	Nodes []*Node
-	Token string
-	toxic *toxiproxy.ApiServer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.b.Len() > 4<<20 { // keep the tail
-		rest := append([]byte(nil), s.b.Bytes()[s.b.Len()-(2<<20):]...)
-		s.b.Reset()
-		s.b.Write(rest)
-	}
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	// Token is the admin token; the client sends it.
+	Token  string
+	client *hubproc.Client
+	toxic  *toxiproxy.ApiServer
 }
 
 // BuildBinary builds `driftline` into dir and returns its path.
-func BuildBinary(dir string) (string, error) {
-	bin := filepath.Join(dir, "driftline")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/driftline/driftline/hub/cmd/driftline")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	return bin, cmd.Run()
-}
+func BuildBinary(dir string) (string, error) { return hubproc.BuildHub(dir) }
 
 // StartCluster starts n nodes (the first bootstraps, the others join) and returns once all are
 // voters. Everything stops when the test ends.
@@ -98,129 +57,47 @@ func StartCluster(t testing.TB, bin string, n int) *Cluster {
 		toxic: toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())}
 	t.Cleanup(func() {
 		for _, nd := range c.Nodes {
-			c.stop(nd)
+			nd.Stop(15 * time.Second)
 			nd.proxy.Stop()
 			if t.Failed() {
-				t.Logf("log of %s (tail):\n%s", nd.ID, tail(nd.out.String(), 4000))
+				t.Logf("log of %s (tail):\n%s", nd.ID, nd.Out.Tail(4000))
 			}
 		}
 	})
 	for i := 1; i <= n; i++ {
-		nd := &Node{ID: fmt.Sprintf("hub%d", i), Dir: filepath.Join(base, fmt.Sprintf("hub%d", i)),
-			HTTP: testhelp.FreeAddr(t), RaftListen: testhelp.FreeAddr(t), out: &syncBuffer{}}
-		nd.proxy = toxiproxy.NewProxy(c.toxic, nd.ID, "127.0.0.1:0", nd.RaftListen)
+		h := hubproc.NewHub(t, base, fmt.Sprintf("hub%d", i))
+		h.Args = []string{"--log-level", "warn", "--disk-reserve-bytes", "-1"}
+		nd := &Node{Hub: h, proxy: toxiproxy.NewProxy(c.toxic, h.ID, "127.0.0.1:0", h.Raft)}
 		if err := nd.proxy.Start(); err != nil {
 			t.Fatalf("proxy for %s: %v", nd.ID, err)
 		}
-		nd.RaftAdv = nd.proxy.Listen
+		nd.AdvertiseRaft = nd.proxy.Listen
 		c.Nodes = append(c.Nodes, nd)
 	}
-	c.start(c.Nodes[0], "")
-	testhelp.WaitFor(t, 30*time.Second, "admin token", func() bool {
-		b, err := os.ReadFile(filepath.Join(c.Nodes[0].Dir, "admin.token"))
-		c.Token = strings.TrimSpace(string(b))
-		return err == nil && c.Token != ""
-	})
-	for _, nd := range c.Nodes[1:] {
-		c.start(nd, "http://"+c.Nodes[0].HTTP)
-		c.waitVoters(nd, 1+len(c.running()))
+	first := c.Nodes[0]
+	first.Start(t, bin)
+	c.Token = hubproc.ReadToken(t, first.Dir)
+	c.client = hubproc.NewClient(c.Token)
+	c.client.HTTP.Timeout = 10 * time.Second
+	for i, nd := range c.Nodes[1:] {
+		nd.Start(t, bin, "--join", first.URL(), "--join-token", c.Token)
+		c.client.WaitVoters(t, nd.Hub, i+2)
 	}
-	c.waitVoters(c.Nodes[0], n)
+	c.client.WaitVoters(t, first.Hub, n)
 	return c
 }
 
-func (c *Cluster) running() []*Node {
-	var out []*Node
-	for _, nd := range c.Nodes[1:] {
-		nd.mu.Lock()
-		if nd.cmd != nil {
-			out = append(out, nd)
-		}
-		nd.mu.Unlock()
-	}
-	return out
-}
-
-func (c *Cluster) start(nd *Node, join string) {
-	c.t.Helper()
-	if err := os.MkdirAll(nd.Dir, 0o700); err != nil {
-		c.t.Fatal(err)
-	}
-	args := []string{"hub", "serve", "--node-id", nd.ID, "--data", nd.Dir, "--http", nd.HTTP, "--raft", nd.RaftListen,
-		"--advertise-raft", nd.RaftAdv, "--mqtt", "", "--log-level", "warn", "--disk-reserve-bytes", "-1"}
-	if join != "" {
-		args = append(args, "--join", join, "--join-token", c.Token)
-	}
-	cmd := exec.Command(c.bin, args...)
-	cmd.Stdout, cmd.Stderr = nd.out, nd.out
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + nd.Dir}
-	if err := cmd.Start(); err != nil {
-		c.t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	nd.mu.Lock()
-	nd.cmd, nd.exited, nd.paused = cmd, done, false
-	nd.mu.Unlock()
-}
-
-// stop ends a node with SIGTERM (SIGKILL after 15 s), resuming it first if paused.
-func (c *Cluster) stop(nd *Node) {
-	nd.mu.Lock()
-	cmd, done, paused := nd.cmd, nd.exited, nd.paused
-	nd.cmd, nd.paused = nil, false
-	nd.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	if paused {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		<-done
-	}
-}
-
 // Kill ends a node with SIGKILL and waits for it.
-func (c *Cluster) Kill(nd *Node) {
-	nd.mu.Lock()
-	cmd, done := nd.cmd, nd.exited
-	nd.cmd, nd.paused = nil, false
-	nd.mu.Unlock()
-	if cmd != nil {
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		<-done
-	}
-}
+func (c *Cluster) Kill(nd *Node) { nd.Hub.Kill() }
 
 // Restart starts a killed node again on its data dir.
-func (c *Cluster) Restart(nd *Node) { c.start(nd, "") }
-
-// Running reports whether the node's process runs (paused or not).
-func (nd *Node) Running() bool {
-	nd.mu.Lock()
-	defer nd.mu.Unlock()
-	return nd.cmd != nil
-}
+func (c *Cluster) Restart(nd *Node) { nd.Start(c.t, c.bin) }
 
 // Pause freezes a node with SIGSTOP; Resume thaws it.
-func (c *Cluster) Pause(nd *Node) { c.signal(nd, syscall.SIGSTOP, true) }
+func (c *Cluster) Pause(nd *Node) { nd.Hub.Pause() }
 
 // Resume sends SIGCONT to a paused node.
-func (c *Cluster) Resume(nd *Node) { c.signal(nd, syscall.SIGCONT, false) }
-
-func (c *Cluster) signal(nd *Node, sig syscall.Signal, paused bool) {
-	nd.mu.Lock()
-	defer nd.mu.Unlock()
-	if nd.cmd != nil {
-		_ = nd.cmd.Process.Signal(sig)
-		nd.paused = paused
-	}
-}
+func (c *Cluster) Resume(nd *Node) { nd.Hub.Resume() }
 
 // Cut black-holes every Raft connection to nd at its proxy (data is held, never delivered, and
 // nothing is closed): nobody reaches nd, nd still reaches the others (an asymmetric partition).
@@ -244,96 +121,40 @@ func (c *Cluster) toxicate(nd *Node, name, body string) {
 func (c *Cluster) Heal(nd *Node) {
 	for _, stream := range []string{"upstream", "downstream"} {
 		for _, name := range []string{"cut", "slow"} {
-			_ = nd.proxy.Toxics.RemoveToxic(bgctx, name+"_"+stream)
+			_ = nd.proxy.Toxics.RemoveToxic(context.Background(), name+"_"+stream)
 		}
 	}
 }
 
-var bgctx = context.Background()
-
-var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-
-// Do sends one API request to nd and returns the status (0 when the node did not answer) and body.
+// Do sends one API request to nd and returns the status (Refused when the node refused the
+// connection, 0 when it did not answer) and body.
 func (c *Cluster) Do(nd *Node, method, path string, body any) (int, []byte) {
-	var r io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		r = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, "http://"+nd.HTTP+path, r)
-	req.Header.Set("Authorization", "Bearer "+c.Token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	res, err := client.Do(req)
-	if errors.Is(err, syscall.ECONNREFUSED) {
-		return Refused, []byte(err.Error())
-	}
-	if err != nil {
-		return 0, []byte(err.Error())
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return res.StatusCode, b
+	return c.client.Do(nd.Hub, method, path, body)
 }
 
 // Refused is Do's status when the node refused the connection: the request was never sent.
-const Refused = -1
+const Refused = hubproc.Refused
 
 // Status is the part of GET /api/v1/cluster the harness reads.
-type Status struct {
-	Leader *struct {
-		ID string `json:"id"`
-	} `json:"leader"`
-	Nodes []struct {
-		ID    string `json:"id"`
-		Voter bool   `json:"voter"`
-	} `json:"nodes"`
-	AppliedIndex uint64 `json:"applied_index"`
-	CommitIndex  uint64 `json:"commit_index"`
-}
+type Status = hubproc.Status
 
 // Status returns nd's view of the cluster.
-func (c *Cluster) Status(nd *Node) (Status, bool) {
-	var st Status
-	code, b := c.Do(nd, http.MethodGet, "/api/v1/cluster", nil)
-	return st, code == http.StatusOK && json.Unmarshal(b, &st) == nil
-}
+func (c *Cluster) Status(nd *Node) (Status, bool) { return c.client.Status(nd.Hub) }
 
 // Leader returns the node the running nodes agree leads, or nil.
 func (c *Cluster) Leader() *Node {
+	hubs := make([]*hubproc.Hub, len(c.Nodes))
+	for i, nd := range c.Nodes {
+		hubs[i] = nd.Hub
+	}
+	l := c.client.Leader(hubs)
 	for _, nd := range c.Nodes {
-		if !nd.Running() {
-			continue
-		}
-		if st, ok := c.Status(nd); ok && st.Leader != nil {
-			for _, x := range c.Nodes {
-				if x.ID == st.Leader.ID {
-					return x
-				}
-			}
+		if nd.Hub == l {
+			return nd
 		}
 	}
 	return nil
 }
 
-func (c *Cluster) waitVoters(nd *Node, n int) {
-	c.t.Helper()
-	testhelp.WaitFor(c.t, 60*time.Second, fmt.Sprintf("%d voters", n), func() bool {
-		st, ok := c.Status(nd)
-		v := 0
-		for _, x := range st.Nodes {
-			if x.Voter {
-				v++
-			}
-		}
-		return ok && v == n
-	})
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "..." + s[len(s)-n:]
-	}
-	return s
-}
+// client is the HTTP client of the workload's own requests (multipart uploads).
+func (c *Cluster) httpClient() *http.Client { return c.client.HTTP }

@@ -222,10 +222,7 @@ func (c *Cluster) fault(r *rand.Rand, count map[string]int, t testing.TB) {
 func (c *Cluster) healAll() {
 	for _, nd := range c.Nodes {
 		c.Heal(nd)
-		nd.mu.Lock()
-		paused := nd.paused
-		nd.mu.Unlock()
-		if paused {
+		if nd.Paused() {
 			c.Resume(nd)
 		}
 		if !nd.Running() {

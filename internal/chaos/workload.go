@@ -122,10 +122,10 @@ func (c *Cluster) upload(nd *Node) (int, []byte) {
 	fw, _ := mw.CreateFormFile("artifact", "m.bin")
 	fmt.Fprintf(fw, "a tiny model %d", time.Now().UnixNano())
 	mw.Close()
-	req, _ := http.NewRequest(http.MethodPost, "http://"+nd.HTTP+"/api/v1/models/"+model+"/versions", &buf)
+	req, _ := http.NewRequest(http.MethodPost, nd.URL()+"/api/v1/models/"+model+"/versions", &buf)
 	req.Header.Set("Authorization", "Bearer "+c.Token)
 	req.Header.Set("Content-Type", mw.FormDataContentType())
-	res, err := client.Do(req)
+	res, err := c.httpClient().Do(req)
 	if err != nil {
 		return 0, []byte(err.Error())
 	}
@@ -166,101 +166,121 @@ func (c *Cluster) Client(id int, seed uint64, h *History, stop <-chan struct{}) 
 		}
 		nd := c.Nodes[r.IntN(len(c.Nodes))]
 		seq++
-		val := fmt.Sprintf("c%d-%d", id, seq)
-		var in Input
-		var call func() (int, string)
-		switch p := r.IntN(100); {
-		case p < 25:
-			k := r.IntN(tagKeys)
-			in = Input{Write: true, Key: fmt.Sprintf("tag/t%d", k), Value: val}
-			call = func() (int, string) {
-				code, _ := c.Do(nd, http.MethodPut, "/api/v1/models/"+model+"/versions/1/tags", map[string]any{"tags": map[string]string{fmt.Sprintf("t%d", k): val}})
-				return code, ""
-			}
-		case p < 45:
-			k := r.IntN(tagKeys)
-			in = Input{Key: fmt.Sprintf("tag/t%d", k)}
-			call = func() (int, string) { return c.readTag(nd, fmt.Sprintf("t%d", k), true) }
-		case p < 55:
-			k, v := r.IntN(aliases), 1+r.IntN(2)
-			in = Input{Write: true, Key: fmt.Sprintf("alias/a%d", k), Value: strconv.Itoa(v)}
-			call = func() (int, string) {
-				code, _ := c.Do(nd, http.MethodPut, fmt.Sprintf("/api/v1/models/%s/aliases/a%d", model, k), map[string]any{"version": v})
-				return code, ""
-			}
-		case p < 65:
-			k := r.IntN(aliases)
-			in = Input{Key: fmt.Sprintf("alias/a%d", k)}
-			call = func() (int, string) {
-				code, b := c.Do(nd, http.MethodGet, fmt.Sprintf("/api/v1/models/%s/aliases/a%d?consistency=strong", model, k), nil)
-				if code == http.StatusNotFound {
-					return http.StatusOK, ""
-				}
-				var a struct {
-					Version int `json:"version"`
-				}
-				if code == http.StatusOK && json.Unmarshal(b, &a) == nil {
-					return code, strconv.Itoa(a.Version)
-				}
-				return code, ""
-			}
-		case p < 80:
-			k := r.IntN(devices)
-			in = Input{Write: true, Key: fmt.Sprintf("label/d%d", k), Value: val}
-			call = func() (int, string) {
-				code, _ := c.Do(nd, http.MethodPatch, fmt.Sprintf("/api/v1/devices/d%d", k), map[string]any{"labels": map[string]string{labelKey: val}})
-				return code, ""
-			}
-		case p < 95:
-			k := r.IntN(devices)
-			in = Input{Key: fmt.Sprintf("label/d%d", k)}
-			call = func() (int, string) {
-				code, b := c.Do(nd, http.MethodGet, fmt.Sprintf("/api/v1/devices/d%d?consistency=strong", k), nil)
-				var d struct {
-					Labels map[string]string `json:"labels"`
-				}
-				if code == http.StatusOK && json.Unmarshal(b, &d) == nil {
-					return code, d.Labels[labelKey]
-				}
-				return code, ""
-			}
-		default:
-			code, b := c.upload(nd)
-			if code == http.StatusCreated {
-				var v struct {
-					Version int `json:"version"`
-				}
-				if json.Unmarshal(b, &v) == nil {
-					h.mu.Lock()
-					h.Versions = append(h.Versions, v.Version)
-					h.mu.Unlock()
-				}
-			}
+		in, call := c.pickOp(r, nd, fmt.Sprintf("c%d-%d", id, seq))
+		if call == nil {
+			c.registerVersion(nd, h)
 			continue
 		}
-		op := porcupine.Operation{ClientId: id, Input: in, Call: h.now()}
-		code, got := call()
-		op.Return = h.now()
-		if in.Write {
-			applied, unknown := outcome(code)
-			switch {
-			case unknown:
-				op.Return = math.MaxInt64 // it may take effect at any later time
-				h.mu.Lock()
-				h.Unknown++
-				h.mu.Unlock()
-			case !applied:
-				continue
-			}
-			op.Output = Output{}
-		} else {
-			if code != http.StatusOK {
-				continue // a failed read tells nothing
-			}
-			op.Output = Output{Value: got}
-		}
-		h.add(op)
+		h.record(id, in, call)
 	}
+}
+
+// pickOp draws the next operation on nd: a register write or strong read (of a tag, an alias or
+// a device label; val is the value a write writes) and the call that performs it, returning the
+// status and the value read. A nil call means: register a model version (not a register).
+func (c *Cluster) pickOp(r *rand.Rand, nd *Node, val string) (Input, func() (int, string)) {
+	switch p := r.IntN(100); {
+	case p < 25:
+		k := r.IntN(tagKeys)
+		return Input{Write: true, Key: fmt.Sprintf("tag/t%d", k), Value: val}, func() (int, string) {
+			code, _ := c.Do(nd, http.MethodPut, "/api/v1/models/"+model+"/versions/1/tags", map[string]any{"tags": map[string]string{fmt.Sprintf("t%d", k): val}})
+			return code, ""
+		}
+	case p < 45:
+		k := r.IntN(tagKeys)
+		return Input{Key: fmt.Sprintf("tag/t%d", k)}, func() (int, string) { return c.readTag(nd, fmt.Sprintf("t%d", k), true) }
+	case p < 55:
+		k, v := r.IntN(aliases), 1+r.IntN(2)
+		return Input{Write: true, Key: fmt.Sprintf("alias/a%d", k), Value: strconv.Itoa(v)}, func() (int, string) {
+			code, _ := c.Do(nd, http.MethodPut, fmt.Sprintf("/api/v1/models/%s/aliases/a%d", model, k), map[string]any{"version": v})
+			return code, ""
+		}
+	case p < 65:
+		k := r.IntN(aliases)
+		return Input{Key: fmt.Sprintf("alias/a%d", k)}, func() (int, string) { return c.readAlias(nd, k) }
+	case p < 80:
+		k := r.IntN(devices)
+		return Input{Write: true, Key: fmt.Sprintf("label/d%d", k), Value: val}, func() (int, string) {
+			code, _ := c.Do(nd, http.MethodPatch, fmt.Sprintf("/api/v1/devices/d%d", k), map[string]any{"labels": map[string]string{labelKey: val}})
+			return code, ""
+		}
+	case p < 95:
+		k := r.IntN(devices)
+		return Input{Key: fmt.Sprintf("label/d%d", k)}, func() (int, string) { return c.readLabel(nd, k) }
+	default:
+		return Input{}, nil
+	}
+}
+
+// readAlias reads alias a<k> with a strong read ("" when it is not set).
+func (c *Cluster) readAlias(nd *Node, k int) (int, string) {
+	code, b := c.Do(nd, http.MethodGet, fmt.Sprintf("/api/v1/models/%s/aliases/a%d?consistency=strong", model, k), nil)
+	if code == http.StatusNotFound {
+		return http.StatusOK, ""
+	}
+	var a struct {
+		Version int `json:"version"`
+	}
+	if code == http.StatusOK && json.Unmarshal(b, &a) == nil {
+		return code, strconv.Itoa(a.Version)
+	}
+	return code, ""
+}
+
+// readLabel reads device d<k>'s label with a strong read.
+func (c *Cluster) readLabel(nd *Node, k int) (int, string) {
+	code, b := c.Do(nd, http.MethodGet, fmt.Sprintf("/api/v1/devices/d%d?consistency=strong", k), nil)
+	var d struct {
+		Labels map[string]string `json:"labels"`
+	}
+	if code == http.StatusOK && json.Unmarshal(b, &d) == nil {
+		return code, d.Labels[labelKey]
+	}
+	return code, ""
+}
+
+// registerVersion registers a model version through nd and records it when acknowledged.
+func (c *Cluster) registerVersion(nd *Node, h *History) {
+	code, b := c.upload(nd)
+	if code != http.StatusCreated {
+		return
+	}
+	var v struct {
+		Version int `json:"version"`
+	}
+	if json.Unmarshal(b, &v) == nil {
+		h.mu.Lock()
+		h.Versions = append(h.Versions, v.Version)
+		h.mu.Unlock()
+	}
+}
+
+// record performs call for client id and adds the operation to the history: a write whose
+// outcome is unknown as one that may take effect at any later time, a write not applied and a
+// failed read not at all.
+func (h *History) record(id int, in Input, call func() (int, string)) {
+	op := porcupine.Operation{ClientId: id, Input: in, Call: h.now()}
+	code, got := call()
+	op.Return = h.now()
+	if in.Write {
+		applied, unknown := outcome(code)
+		switch {
+		case unknown:
+			op.Return = math.MaxInt64 // it may take effect at any later time
+			h.mu.Lock()
+			h.Unknown++
+			h.mu.Unlock()
+		case !applied:
+			return
+		}
+		op.Output = Output{}
+	} else {
+		if code != http.StatusOK {
+			return // a failed read tells nothing
+		}
+		op.Output = Output{Value: got}
+	}
+	h.add(op)
 }
 
 func (c *Cluster) readTag(nd *Node, key string, strong bool) (int, string) {

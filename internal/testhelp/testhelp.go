@@ -1,10 +1,13 @@
 // Package testhelp holds the helpers that tests across the module share: waiting for a
-// condition, free loopback addresses, and a buffer safe for a process's output copier and the
-// test reading it. Test code only.
+// condition, a logger writing to t.Log, free loopback addresses, and a buffer safe for a
+// process's output copier and the test reading it. Test code only; a running hub for a test is
+// hub/node/nodetest.
 package testhelp
 
 import (
 	"bytes"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -26,6 +29,41 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Logger returns a logger writing text lines at level and above (slog.LevelWarn when none is
+// given) to t.Log, so a passing run is quiet and a failing one shows them. Lines logged after
+// the test ended (by goroutines still stopping) are dropped: t.Log panics then.
+func Logger(t testing.TB, level ...slog.Level) *slog.Logger {
+	lv := slog.LevelWarn
+	if len(level) > 0 {
+		lv = level[0]
+	}
+	return slog.New(slog.NewTextHandler(LogWriter(t), &slog.HandlerOptions{Level: lv}))
+}
+
+// LogWriter returns a writer sending each write to t.Log until the test ends (for a logger
+// that also writes elsewhere, through io.MultiWriter).
+func LogWriter(t testing.TB) io.Writer {
+	w := &tWriter{t: t, on: true}
+	t.Cleanup(func() { w.mu.Lock(); w.on = false; w.mu.Unlock() })
+	return w
+}
+
+// tWriter sends each write to t.Log until the test ends.
+type tWriter struct {
+	t  testing.TB
+	mu sync.Mutex
+	on bool
+}
+
+func (w *tWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.on {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
 }
 
 // FreeAddr returns a loopback "127.0.0.1:PORT" that was free a moment ago (see FreePort).

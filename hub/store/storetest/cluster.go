@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/driftline/driftline/hub/store"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/kv"
 )
 
@@ -188,7 +189,7 @@ func (c *Cluster) LiveNodes() []*Node {
 func (c *Cluster) Leader() *Node {
 	c.t.Helper()
 	var leader *Node
-	WaitFor(c.t, WaitTimeout, "a single leader", func() bool {
+	testhelp.WaitFor(c.t, WaitTimeout, "a single leader", func() bool {
 		leader = c.currentLeader()
 		return leader != nil
 	})
@@ -196,37 +197,68 @@ func (c *Cluster) Leader() *Node {
 }
 
 func (c *Cluster) currentLeader() *Node {
-	var leader *Node
-	for _, n := range c.LiveNodes() {
-		if n.Store.IsLeader() {
-			if leader != nil {
-				return nil
+	live := c.LiveNodes()
+	stores := make([]*store.Store, len(live))
+	for i, n := range live {
+		stores[i] = n.Store
+	}
+	if i := AgreedLeader(stores); i >= 0 {
+		return live[i]
+	}
+	return nil
+}
+
+// AgreedLeader returns the index of the store in stores that leads when exactly one does and
+// every store that is a member of its configuration names it as leader; -1 otherwise (no
+// leader yet, two during a change, or a member that has not heard). A store not in the leader's
+// configuration (not yet joined, or removed) does not count. nodetest's clusters use it too.
+func AgreedLeader(stores []*store.Store) int {
+	leader := -1
+	for i, s := range stores {
+		if s.IsLeader() {
+			if leader >= 0 {
+				return -1
 			}
-			leader = n
+			leader = i
 		}
 	}
-	if leader == nil {
-		return nil
+	if leader < 0 {
+		return -1
 	}
-	// Every live member of the leader's configuration must know it (a node not yet joined, or
-	// removed, does not count).
+	l := stores[leader]
 	members := map[string]bool{}
-	for _, m := range leader.Store.Status().Nodes {
+	for _, m := range l.Status().Nodes {
 		members[m.ID] = true
 	}
-	for _, n := range c.LiveNodes() {
-		if members[n.ID] && n.Store.Status().LeaderID != leader.ID {
-			return nil
+	for _, s := range stores {
+		if members[s.NodeID()] && s.Status().LeaderID != l.NodeID() {
+			return -1
 		}
 	}
 	return leader
+}
+
+// Replicated reports whether every store has applied the commit index of the agreed leader
+// among them (false without one).
+func Replicated(stores []*store.Store) bool {
+	i := AgreedLeader(stores)
+	if i < 0 {
+		return false
+	}
+	want := stores[i].Status().CommitIndex
+	for _, s := range stores {
+		if s.Status().AppliedIndex < want {
+			return false
+		}
+	}
+	return true
 }
 
 // WaitForNewLeader waits for a leader other than old and returns it.
 func (c *Cluster) WaitForNewLeader(old *Node) *Node {
 	c.t.Helper()
 	var leader *Node
-	WaitFor(c.t, WaitTimeout, "a new leader", func() bool {
+	testhelp.WaitFor(c.t, WaitTimeout, "a new leader", func() bool {
 		leader = c.currentLeader()
 		return leader != nil && leader != old
 	})
@@ -301,18 +333,13 @@ func (c *Cluster) Close() {
 // WaitReplicated waits until every live node has applied the leader's last index.
 func (c *Cluster) WaitReplicated() {
 	c.t.Helper()
-	WaitFor(c.t, WaitTimeout, "all nodes to apply the leader's log", func() bool {
-		l := c.currentLeader()
-		if l == nil {
-			return false
+	testhelp.WaitFor(c.t, WaitTimeout, "all nodes to apply the leader's log", func() bool {
+		live := c.LiveNodes()
+		stores := make([]*store.Store, len(live))
+		for i, n := range live {
+			stores[i] = n.Store
 		}
-		want := l.Store.Status().CommitIndex
-		for _, n := range c.LiveNodes() {
-			if n.Store.Status().AppliedIndex < want {
-				return false
-			}
-		}
-		return true
+		return Replicated(stores)
 	})
 }
 
@@ -321,21 +348,32 @@ func (c *Cluster) WaitReplicated() {
 func (c *Cluster) EnsureSame() {
 	c.t.Helper()
 	var diff string
-	ok := Poll(WaitTimeout, func() bool {
+	ok := poll(WaitTimeout, func() bool {
 		c.WaitReplicated()
-		nodes := c.LiveNodes()
-		ref := Dump(c.t, nodes[0].DB)
-		for _, n := range nodes[1:] {
-			if d := diffDumps(ref, Dump(c.t, n.DB)); d != "" {
-				diff = fmt.Sprintf("%s vs %s: %s", nodes[0].ID, n.ID, d)
-				return false
-			}
+		live := c.LiveNodes()
+		ids, dbs := make([]string, len(live)), make([]*badger.DB, len(live))
+		for i, n := range live {
+			ids[i], dbs[i] = n.ID, n.DB
 		}
-		return true
+		diff = StateDiff(c.t, ids, dbs)
+		return diff == ""
 	})
 	if !ok {
 		c.t.Fatalf("FSM states differ: %s", diff)
 	}
+}
+
+// StateDiff compares the keys and values under store.FSMPrefix of the databases dbs (of the nodes
+// ids) with the first one's, and describes the first difference ("" when all are the same).
+func StateDiff(t testing.TB, ids []string, dbs []*badger.DB) string {
+	t.Helper()
+	ref := Dump(t, dbs[0])
+	for i, db := range dbs[1:] {
+		if d := diffDumps(ref, Dump(t, db)); d != "" {
+			return fmt.Sprintf("%s vs %s: %s", ids[0], ids[i+1], d)
+		}
+	}
+	return ""
 }
 
 // KV is one key and value.
@@ -380,16 +418,8 @@ func diffDumps(a, b []KV) string {
 	return ""
 }
 
-// WaitFor polls cond until it holds, failing the test with what after timeout.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	if !Poll(timeout, cond) {
-		t.Fatalf("timed out after %v waiting for %s", timeout, what)
-	}
-}
-
-// Poll calls cond every 10 ms until it returns true (true) or timeout passes (false).
-func Poll(timeout time.Duration, cond func() bool) bool {
+// poll calls cond every 10 ms until it returns true (true) or timeout passes (false).
+func poll(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for {
 		if cond() {

@@ -1,0 +1,200 @@
+// Package agenttest runs real agents (agent.New and Run) in the test's process, each on its own
+// state database, with configs whose timings suit tests, and reads their metrics. It is shared by
+// the agent's own tests (where the test plays the hub) and the system tests in systemtest/
+// (where a real hub does). Test code only; it imports nothing under hub/.
+package agenttest
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	mathrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/driftline/driftline/agent"
+	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/devicedb"
+	"github.com/driftline/driftline/agent/modelstore"
+	"github.com/driftline/driftline/internal/testhelp"
+	"github.com/driftline/driftline/shared/artifact"
+)
+
+// Config returns a config for device id with fast test timings, its state and model dirs in a
+// temp dir, and metrics off.
+func Config(t testing.TB, id, token string, brokers, keys []string) config.Config {
+	dir := t.TempDir()
+	c := config.Default()
+	c.DeviceID, c.Token, c.Brokers, c.TrustedKeys = id, token, brokers, keys
+	c.StateDir, c.ModelDir, c.Metrics = filepath.Join(dir, "state"), filepath.Join(dir, "models"), config.MetricsOff
+	c.Heartbeat = config.Duration(time.Second)
+	c.Fetch.Timeout = config.Duration(2 * time.Second)
+	c.Fetch.Stall = config.Duration(20 * time.Second)
+	return c
+}
+
+// Agent is an agent run in this process on its own database.
+type Agent struct {
+	*agent.Agent
+	// Reg holds the agent's metrics.
+	Reg    *prometheus.Registry
+	cancel context.CancelFunc
+	done   chan error
+	db     *devicedb.DB
+}
+
+// Start starts an agent with cfg and opts (a fresh metrics registry; the log on t at info level
+// unless opts has a logger) and stops it when the test ends.
+func Start(t testing.TB, cfg config.Config, opts agent.Options) *Agent {
+	t.Helper()
+	return StartHook(t, cfg, opts, nil)
+}
+
+// StartHook is Start calling hook (if set) between New and Run.
+func StartHook(t testing.TB, cfg config.Config, opts agent.Options, hook func(a *agent.Agent)) *Agent {
+	t.Helper()
+	db, err := devicedb.Open(cfg.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	opts.Registerer, opts.Gatherer = reg, reg
+	if opts.Logger == nil {
+		opts.Logger = testhelp.Logger(t, slog.LevelInfo)
+	}
+	a, err := agent.New(cfg, db.Root(), opts)
+	if err != nil {
+		db.Close()
+		t.Fatal(err)
+	}
+	if hook != nil {
+		hook(a)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ra := &Agent{Agent: a, Reg: reg, cancel: cancel, done: make(chan error, 1), db: db}
+	go func() { ra.done <- a.Run(ctx) }()
+	t.Cleanup(ra.Stop)
+	return ra
+}
+
+// Stop ends the agent and closes its database (idempotent).
+func (ra *Agent) Stop() {
+	if ra.cancel == nil {
+		return
+	}
+	ra.cancel()
+	<-ra.done
+	ra.db.Close()
+	ra.cancel = nil
+}
+
+// Metric returns the value of the counter or gauge sample of name whose labels include labels
+// (name, value pairs); 0 if there is none.
+func Metric(t testing.TB, g prometheus.Gatherer, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if hasLabels(m, labels) {
+				switch {
+				case m.Counter != nil:
+					return m.Counter.GetValue()
+				case m.Gauge != nil:
+					return m.Gauge.GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+func hasLabels(m *dto.Metric, kv []string) bool {
+	for i := 0; i+1 < len(kv); i += 2 {
+		found := false
+		for _, l := range m.GetLabel() {
+			if l.GetName() == kv[i] && l.GetValue() == kv[i+1] {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// Key returns a fresh public key in config form (for agents that never see a manifest).
+func Key(t testing.TB) string {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return artifact.PublicKeyBase64(pub)
+}
+
+// RandomBytes returns n incompressible bytes from a generator seeded with seed: the same bytes
+// on every run, so content-defined chunk boundaries (and the bytes a delta moves) are the same.
+func RandomBytes(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	r := mathrand.NewChaCha8([32]byte{0: byte(seed), 1: byte(seed >> 8), 2: byte(seed >> 16), 31: 0x5a})
+	_, _ = r.Read(b)
+	return b
+}
+
+// Mutate returns a copy of base with share of its bytes replaced, in a few contiguous runs (an
+// edit of a real model file: some layers change, most do not).
+func Mutate(base []byte, share float64, runs int) []byte {
+	out := bytes.Clone(base)
+	per := int(float64(len(base))*share) / runs
+	for i := 0; i < runs; i++ {
+		off := (len(base) / runs) * i
+		copy(out[off:off+per], RandomBytes(uint64(1000+i), per))
+	}
+	return out
+}
+
+// FileDigest is "sha256:HEX" of the file at path.
+func FileDigest(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("sha256:%x", sha256.Sum256(b))
+}
+
+// ModelFile is MODELDIR/NAME/current/model.
+func ModelFile(dir, name string) string {
+	return filepath.Join(dir, name, modelstore.CurrentLink, modelstore.ModelFile)
+}
+
+// DistinctChunks is the number of distinct chunk digests of data as the hub cuts it: what a pull
+// of data into an empty chunk cache fetches.
+func DistinctChunks(t testing.TB, data []byte) int {
+	t.Helper()
+	man, err := artifact.Split(bytes.NewReader(data), func(artifact.Chunk) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, c := range man.Chunks {
+		seen[c.Digest] = true
+	}
+	return len(seen)
+}
