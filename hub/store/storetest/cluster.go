@@ -56,6 +56,8 @@ type Options struct {
 	// Changes, when set, gives each node (by id) its change feed, the same one at every start,
 	// so a subscription made before the node starts sees its changes across restarts.
 	Changes func(id string) *store.Feed
+	// DeadNodeTimeout is every node's store.Config.DeadNodeTimeout (0: no dead node cleanup).
+	DeadNodeTimeout time.Duration
 }
 
 // Cluster is a set of nodes started by MakeCluster.
@@ -156,7 +158,7 @@ func (c *Cluster) start(node *Node, bootstrap bool) {
 		Registerer: reg, Changes: feed,
 		DB: db, Dir: filepath.Join(node.Dir, "raft"), NodeID: node.ID,
 		RaftBind: node.RaftAddr, HTTPAddr: node.HTTPAddr, Bootstrap: bootstrap,
-		Processor: c.factory(node.ID), Logger: log,
+		Processor: c.factory(node.ID), Logger: log, DeadNodeTimeout: c.opts.DeadNodeTimeout,
 		Tune: func(rc *raft.Config) {
 			FastTimeouts(rc)
 			if c.opts.Tune != nil {
