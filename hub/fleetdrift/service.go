@@ -342,6 +342,15 @@ func (s *Service) recordDevice(now int64, id string, key ModelKey, ref *referenc
 	s.m.devices.Set(float64(len(s.devices)))
 }
 
+// Forget drops what the service keeps of a device (the hub removed it; the node calls it from the
+// state machine's change feed), so its drift history does not outlive it.
+func (s *Service) Forget(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.devices, id)
+	s.m.devices.Set(float64(len(s.devices)))
+}
+
 // evictDevices forgets the least recently heard tenth of the tracked devices.
 func (s *Service) evictDevices() {
 	type seen struct {

@@ -87,14 +87,9 @@ func (n *Node) startMQTT() error {
 		return nil
 	}
 	svc, err := protocol.Start(protocol.Config{
-		Transport: transport, DB: n.db, Reader: n.Reader(), Topics: n.topics,
+		Transport: transport, DB: n.db, Changes: n.store.Changes(), Reader: n.Reader(), Topics: n.topics,
 		Apply: n.applyOrForward, Logger: n.log, Registerer: n.registry, Keys: n.keys, DesiredTTL: n.cfg.DesiredTTL,
 		SharedDelay: n.cfg.SharedChunkDelay, SharedGap: n.cfg.SharedChunkGap,
-		OnDeviceRemoved: func(id string) {
-			if n.broker != nil { // its sessions and retained topics go with it
-				n.broker.Forget(broker.Principal{Kind: broker.Device, ID: id}, false)
-			}
-		},
 	})
 	if err != nil {
 		return err

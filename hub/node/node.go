@@ -159,20 +159,23 @@ type Config struct {
 
 // Node is a running hub node.
 type Node struct {
-	cfg      Config
-	log      *slog.Logger
-	db       *badger.DB
-	logDB    *badger.DB
-	store    *store.Store
-	api      *api.Server
-	http     *http.Server
-	httpLn   net.Listener
-	key      ed25519.PrivateKey
-	keys     *keys.Source
-	rootMu   sync.Mutex
-	rootKey  ed25519.PrivateKey // nil when this node does not hold the root key
-	registry *prometheus.Registry
-	broker   *broker.Broker
+	cfg   Config
+	log   *slog.Logger
+	db    *badger.DB
+	logDB *badger.DB
+	store *store.Store
+	// credentials is the credential watch's subscription to the store's change feed, made
+	// before the store opens.
+	credentials *store.Subscription
+	api         *api.Server
+	http        *http.Server
+	httpLn      net.Listener
+	key         ed25519.PrivateKey
+	keys        *keys.Source
+	rootMu      sync.Mutex
+	rootKey     ed25519.PrivateKey // nil when this node does not hold the root key
+	registry    *prometheus.Registry
+	broker      *broker.Broker
 	// peers is how this node calls the others' APIs.
 	peers *cluster.Client
 	// sweep counts what the chunk sweep deleted (forward.go).
@@ -343,8 +346,12 @@ func (n *Node) openStore() (string, *cluster.TLS, error) {
 		return "", nil, fmt.Errorf("node: %w", err)
 	}
 	n.peers = cluster.NewClient(ctls, cfg.TLSCert != "")
+	// The credential watch subscribes before the store starts, so the entries replayed at start
+	// reach it too.
+	changes := store.NewFeed()
+	n.credentials = changes.Subscribe()
 	n.store, err = store.Open(store.Config{
-		DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID, StreamLayer: layer,
+		Changes: changes, DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID, StreamLayer: layer,
 		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertiseOf(*cfg), RaftDialVia: cfg.RaftDialVia, HTTPAddr: advHTTP,
 		Bootstrap: cfg.Join == "" && len(cfg.Peers) == 0, DeadNodeTimeout: cfg.DeadNodeTimeout,
 		Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
@@ -365,7 +372,7 @@ func (n *Node) startServices() error {
 	cfg := n.cfg
 	n.registerOps()
 	n.sweep = newSweepMetrics(n.registry)
-	n.rollouts = rollout.New(rollout.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
+	n.rollouts = rollout.New(rollout.Config{Store: n.store, Changes: n.store.Changes(), Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
 	n.webhooks = webhook.New(webhook.Config{Store: n.store, Reader: n.Reader(), NodeID: cfg.NodeID, Open: n.openSecret,
 		Logger: cfg.Logger, Registerer: n.registry})
 	n.samples = samples.New(samples.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry,
@@ -426,16 +433,10 @@ func (n *Node) serveAPI(ctls *cluster.TLS) error {
 				registerPprof(e, s.AdminMiddleware()...)
 			}
 		},
-		OnRolloutChanged: func(string) { n.rollouts.Wake() },
-		PeerScheme:       n.peers.Scheme, PeerTransport: n.peers.Transport,
+		PeerScheme: n.peers.Scheme, PeerTransport: n.peers.Transport,
 		Peers: n.peers, PeerToken: n.peerToken, ClusterTLS: ctls,
 		AdvertiseMQTT: n.advertisedMQTT(),
 		TopicPrefix:   cfg.TopicPrefix,
-		OnDesiredChanged: func(id string) {
-			if n.proto != nil {
-				n.proto.DesiredChanged(id)
-			}
-		},
 	})
 	n.http = newHTTPServer(n.api.Handler(), cfg.httpLimits, n.registry)
 	if ctls != nil {
@@ -460,7 +461,7 @@ func (n *Node) serveAPI(ctls *cluster.TLS) error {
 // backups. Close waits for them.
 func (n *Node) runBackground(bg context.Context) {
 	loops := []func(){
-		func() { n.watchCredentials(bg) },
+		func() { n.watchCredentials(bg, n.credentials) },
 		func() { n.drift.Run(bg) },
 		func() { n.predDrift.Run(bg) },
 		func() { n.rollouts.Run(bg) },
