@@ -299,7 +299,9 @@ func deviceTelemetry(txn *badger.Txn, env command.Envelope, c DeviceTelemetry, e
 		if o.Online != nil {
 			d.Online = *o.Online
 		}
-		if o.Reported != nil {
+		// An older reported state (sent before the one applied; it came through another node)
+		// is dropped: see Reported.TS.
+		if o.Reported != nil && (o.Reported.TS == 0 || o.Reported.TS >= d.Reported.TS) {
 			if err := updateRunsEdges(txn, d.ID, d.Reported, *o.Reported, env.Time); err != nil {
 				return nil, nil, err
 			}
