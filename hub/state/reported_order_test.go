@@ -35,4 +35,13 @@ func TestReportedStateOlderLoses(t *testing.T) {
 	if d, _ = r.Device("d1"); d.Reported.Rev != 3 {
 		t.Fatalf("a reported state without a time was dropped: %+v", d.Reported)
 	}
+	// A device whose clock was set back (no real-time clock, before NTP) is not frozen: a report
+	// dated well before the applied one is a clock change, not a reordering.
+	late := &Reported{Rev: 4, TS: 10 * 3600_000, Models: map[string]ReportedModel{"m": {Target: 4, State: "downloading"}}}
+	h.must(command.TypeDeviceTelemetry, "hub1", DeviceTelemetry{Devices: []DeviceObservation{{ID: "d1", Reported: late}}})
+	setBack := &Reported{Rev: 4, TS: 9 * 3600_000, Models: map[string]ReportedModel{"m": {Active: &one, State: "active"}}}
+	h.must(command.TypeDeviceTelemetry, "hub1", DeviceTelemetry{Devices: []DeviceObservation{{ID: "d1", Reported: setBack}}})
+	if d, _ = r.Device("d1"); d.Reported.Models["m"].State != "active" {
+		t.Fatalf("a report from a clock set back an hour was dropped: %+v", d.Reported)
+	}
 }
