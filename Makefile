@@ -29,18 +29,19 @@ test:
 # ci-deps installs the outside programs that integration tests drive: Mosquitto (external broker
 # tests), Chromium (dashboard browser test), promtool (metrics format check, alert rules and their
 # unit tests; in Debian's prometheus package) and qemu-user-static (the arm64 and armv7 agents run
-# under it in systemtest). Run as root on a Debian-like machine; elsewhere it says what is missing.
+# under it in systemtest) and docker-compose (`docker-compose config` validates
+# deploy/compose without a Docker daemon). Run as root on a Debian-like machine; elsewhere it says what is missing.
 ci-deps:
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -q && apt-get install -y -q --no-install-recommends mosquitto prometheus chromium qemu-user-static ca-certificates; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends mosquitto prometheus chromium qemu-user-static docker-compose ca-certificates; \
 	else \
 		echo "ci-deps: not root or no apt-get: integration tests that need mosquitto/chromium/promtool will skip"; \
 	fi
 
 ci: ci-deps vet build
 	DRIFTLINE_INTEGRATION=1 $(GO) test $(TESTFLAGS) $(PKGS)
-	cd scripts/release && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd scripts/release && $(GO) vet ./... && DRIFTLINE_INTEGRATION=1 $(GO) test -count=1 ./...
 
 # bench runs every benchmark once through and prints one table (scripts/benchtable); the raw
 # output stays in bench.out. Figures and their baselines are recorded in docs/benchmarks.md.

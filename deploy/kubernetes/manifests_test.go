@@ -80,6 +80,9 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 	if !strings.Contains(script, "--join http://driftline-hub-0.") {
 		t.Errorf("pods other than 0 must join pod 0: %s", script)
 	}
+	if !strings.Contains(script, "--peers") || !strings.Contains(script, "--dead-node-timeout") {
+		t.Errorf("pod 0 must ask its peers before bootstrapping (--peers) and dead pods must be removed (--dead-node-timeout): %s", script)
+	}
 	if len(sts.Spec.VolumeClaimTemplates) == 0 || pod.Containers[0].ReadinessProbe == nil {
 		t.Error("the StatefulSet needs a volume claim template and a readiness probe")
 	}
@@ -125,12 +128,57 @@ func TestComposeFile(t *testing.T) {
 	if hubs != 3 {
 		t.Errorf("%d hubs, want 3", hubs)
 	}
-	if exec.Command("docker", "compose", "version").Run() != nil {
-		t.Log("SKIPPED docker compose config: docker compose is not installed")
-		return
+	if !strings.Contains(strings.Join(doc.Services["hub1"].Command, " "), "--peers http://hub2:8080,http://hub3:8080") {
+		t.Error("hub1 must ask hub2 and hub3 before bootstrapping (--peers): with an empty volume it would start a second cluster")
 	}
-	if out, err := exec.Command("docker", "compose", "-f", path, "config", "-q").CombinedOutput(); err != nil {
-		t.Fatalf("docker compose config: %v\n%s", err, out)
+	t.Run("compose config", func(t *testing.T) { composeConfig(t, path) })
+}
+
+// composeCommand returns the Compose CLI installed here: `docker compose` (v2) or `docker-compose`
+// (v1, Debian's docker-compose package, which `make ci-deps` installs), or nil.
+func composeCommand() []string {
+	if exec.Command("docker", "compose", "version").Run() == nil {
+		return []string{"docker", "compose"}
+	}
+	if p, err := exec.LookPath("docker-compose"); err == nil {
+		return []string{p}
+	}
+	return nil
+}
+
+// composeConfig validates the compose file with the Compose CLI's own schema and reference
+// checks (`config -q`, no Docker daemon needed), and checks that the validator does refuse a
+// copy of the file with an unknown service key, so a validator that accepts anything cannot pass.
+func composeConfig(t *testing.T, path string) {
+	cmd := composeCommand()
+	if cmd == nil {
+		t.Skip("SKIPPED: neither `docker compose` nor `docker-compose` is installed (make ci-deps installs docker-compose): the compose file is not validated")
+	}
+	run := func(file string) ([]byte, error) {
+		args := append(append([]string{}, cmd[1:]...), "-f", file, "config", "-q")
+		c := exec.Command(cmd[0], args...)
+		c.Dir = filepath.Dir(file)
+		return c.CombinedOutput()
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(abs); err != nil {
+		t.Fatalf("%s config: %v\n%s", strings.Join(cmd, " "), err, out)
+	}
+	b, _ := os.ReadFile(abs)
+	bad := filepath.Join(filepath.Dir(abs), ".invalid-compose-test.yml")
+	broken := strings.Replace(string(b), "  hub1:\n", "  hub1:\n    restart_policy_typo: always\n", 1)
+	if broken == string(b) {
+		t.Fatal("could not make the broken copy: no hub1 service line")
+	}
+	if err := os.WriteFile(bad, []byte(broken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(bad)
+	if out, err := run(bad); err == nil || !strings.Contains(string(out), "restart_policy_typo") {
+		t.Fatalf("the validator accepted an unknown key: %v\n%s", err, out)
 	}
 }
 

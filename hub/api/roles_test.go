@@ -105,6 +105,8 @@ var roleTable = []roleCase{
 	{"/api/v1/lineage/batch", "POST", "/api/v1/lineage/batch", `[]`, [6]int{400, 403, 400, 403, 403, 403}},
 	{"/api/v1/openlineage/events", "GET", "/api/v1/openlineage/events", nil, [6]int{200, 200, 200, 200, 403, 403}},
 	{"/api/v1/audit", "GET", "/api/v1/audit", nil, [6]int{200, 200, 200, 200, 403, 403}},
+	{"/api/v1/audit/checkpoint", "GET", "/api/v1/audit/checkpoint", nil, [6]int{200, 200, 200, 200, 403, 403}},
+	{"/api/v1/audit/prune", "POST", "/api/v1/audit/prune", `{}`, [6]int{400, 403, 403, 403, 403, 403}},
 	{"/api/v1/keys", "GET", "/api/v1/keys", nil, [6]int{200, 200, 200, 200, 200, 403}},
 	{"/api/v1/keys/root", "GET", "/api/v1/keys/root", nil, [6]int{200, 200, 200, 200, 200, 403}},
 	{"/api/v1/keys/rotate", "POST", "/api/v1/keys/rotate", nil, [6]int{admitted, 403, 403, 403, 403, 403}},

@@ -92,6 +92,8 @@ func (s *Server) routes() {
 	v1.POST("/openlineage", s.openLineageIngest, w(publisher...)...)
 	v1.GET("/openlineage/events", s.openLineageExport, r(readers...)...)
 	v1.GET("/audit", s.audit, r(readers...)...)
+	v1.GET("/audit/checkpoint", s.auditCheckpoint, r(readers...)...)
+	v1.POST("/audit/prune", s.auditPrune, w(adminOnly...)...)
 	v1.GET("/keys", s.keys, r(anyRole...)...)
 	v1.GET("/keys/root", s.keysRoot, r(anyRole...)...)
 	v1.POST("/keys/rotate", s.keysRotate, w(adminOnly...)...)

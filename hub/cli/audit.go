@@ -88,7 +88,7 @@ func (a *app) auditCmd() *cobra.Command {
 	f.BoolVar(&all, "all", false, "follow every page")
 	f.IntVar(&limit, "limit", 100, "entries per page without --all")
 	f.StringVar(&cursor, "cursor", "", "continue after a previous page")
-	cmd.AddCommand(a.auditVerify())
+	cmd.AddCommand(a.auditVerify(), a.auditExport())
 	return cmd
 }
 
@@ -100,19 +100,45 @@ type chainResult struct {
 	HeadHash string `json:"head_hash"`
 	BadSeq   uint64 `json:"bad_seq,omitempty"`
 	Reason   string `json:"reason,omitempty"`
+	// CheckpointSeq is where the kept log starts (entries up to it were pruned); Exports the
+	// export files verified with --export, which then cover entries 1 to CheckpointSeq.
+	CheckpointSeq uint64 `json:"checkpoint_seq,omitempty"`
+	Exports       int    `json:"exports,omitempty"`
 }
 
 func (a *app) auditVerify() *cobra.Command {
-	return &cobra.Command{
-		Use:   "verify",
+	var exports []string
+	cmd := &cobra.Command{
+		Use:   "verify [--export FILE|DIR ...]",
 		Short: "Fetch the whole audit log and check its hash chain (exit 1 naming the first bad entry)",
-		Args:  exactArgs(0),
+		Long: "verify walks the kept audit log from the hub's checkpoint (seq 1 when nothing was pruned) and checks every\n" +
+			"hash and link. With --export (files or directories of audit-*.jsonl) it also checks the exports as one chain\n" +
+			"from seq 1 and that they end exactly where the kept log starts: the whole history, pruned part included.",
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client()
 			if err != nil {
 				return err
 			}
-			res, err := verifyAudit(a, c)
+			cp, err := auditCheckpoint(a, c)
+			if err != nil {
+				return err
+			}
+			var ch *exportChain
+			if len(exports) > 0 {
+				x, err := verifyExports(exports, cp.Seq)
+				if err != nil {
+					return err
+				}
+				if x.lastSeq < cp.Seq {
+					return fmt.Errorf("%w: the exports end at entry %d but the hub pruned through %d: an export is missing", ErrAuditBroken, x.lastSeq, cp.Seq)
+				}
+				if cp.Seq > 0 && x.atCP != cp.Hash {
+					return fmt.Errorf("%w: entry %d has hash %s in the exports but %s in the hub's checkpoint", ErrAuditBroken, cp.Seq, x.atCP, cp.Hash)
+				}
+				ch = &x
+			}
+			res, err := verifyAudit(a, c, cp, ch)
 			if err != nil {
 				return err
 			}
@@ -123,6 +149,12 @@ func (a *app) auditVerify() *cobra.Command {
 				}
 			} else if res.OK {
 				fmt.Fprintf(a.stdout, "audit chain holds: %d entries, head seq %d hash %s\n", res.Entries, res.HeadSeq, res.HeadHash)
+				switch {
+				case ch != nil:
+					fmt.Fprintf(a.stdout, "from seq 1: %d export files hold entries 1-%d and chain into the kept log\n", ch.files, ch.lastSeq)
+				case cp.Seq > 0:
+					fmt.Fprintf(a.stdout, "entries 1-%d were pruned: checked from the checkpoint (hash %s); --export FILE... checks them too\n", cp.Seq, cp.Hash)
+				}
 			}
 			if !res.OK {
 				return fmt.Errorf("%w at seq %d: %s", ErrAuditBroken, res.BadSeq, res.Reason)
@@ -130,15 +162,21 @@ func (a *app) auditVerify() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().StringSliceVar(&exports, "export", nil, "audit export files or directories to check with the kept log (repeat or comma-separate)")
+	return cmd
 }
 
-// verifyAudit walks the log page by page from the start, carrying the previous entry's hash
-// across pages, and checks the chain with state.VerifyChain and that sequence numbers run 1, 2, ...
-// without gaps.
-func verifyAudit(a *app, c *client) (chainResult, error) {
-	var res chainResult
+// verifyAudit walks the kept log page by page from the checkpoint cp (seq 1 and hash "" when
+// nothing was pruned), carrying the previous entry's hash across pages, and checks the chain with
+// state.VerifyChain and that sequence numbers run on without gaps. Entries that the exports ch
+// also hold must have the same hash there.
+func verifyAudit(a *app, c *client, cp state.AuditCheckpoint, ch *exportChain) (chainResult, error) {
+	res := chainResult{CheckpointSeq: cp.Seq}
+	if ch != nil {
+		res.Exports = ch.files
+	}
 	q := url.Values{"limit": {"1000"}}
-	prev, want := "", uint64(1)
+	prev, want := cp.Hash, cp.Seq+1
 	for {
 		var p auditPage
 		if _, err := c.JSON(a.ctx, http.MethodGet, "/api/v1/audit", q, nil, &p); err != nil {
@@ -148,6 +186,12 @@ func verifyAudit(a *app, c *client) (chainResult, error) {
 			if e.Seq != want {
 				res.BadSeq, res.Reason = e.Seq, fmt.Sprintf("expected seq %d: entries are missing or out of order", want)
 				return res, nil
+			}
+			if ch != nil {
+				if h, ok := ch.after[e.Seq]; ok && h != e.Hash {
+					res.BadSeq, res.Reason = e.Seq, fmt.Sprintf("hash %s differs from the export's %s", e.Hash, h)
+					return res, nil
+				}
 			}
 			want++
 		}

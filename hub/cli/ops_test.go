@@ -23,6 +23,12 @@ func TestOpsBadInput(t *testing.T) {
 	}{
 		{[]string{"hub", "serve", "--backup-dir", dir, "--backup-every", "10ms"}, ExitUsage, "--backup-every"},
 		{[]string{"hub", "serve", "--backup-keep", "-1"}, ExitUsage, "--backup-keep"},
+		{[]string{"hub", "serve", "--audit-retention", "720h"}, ExitUsage, "--audit-archive-dir"},
+		{[]string{"hub", "serve", "--runs-retention", "-1h"}, ExitUsage, "--runs-retention"},
+		{[]string{"hub", "serve", "--retention-every", "1ms"}, ExitUsage, "--retention-every"},
+		{[]string{"hub", "serve", "--dead-node-timeout", "1s"}, ExitUsage, "at least 10s"},
+		{[]string{"hub", "serve", "--peers", "hub2:8080"}, ExitUsage, "--peers"},
+		{[]string{"audit", "export", filepath.Join(dir, "e.jsonl"), "--through", "3", "--before", "2026-01-01T00:00:00Z"}, ExitUsage, "exclude"},
 		{[]string{"hub", "restore", junk, "--data", filepath.Join(dir, "a")}, ExitUsage, "truncated"},
 		{[]string{"hub", "restore", notBackup, "--data", filepath.Join(dir, "b")}, ExitUsage, "not a driftline backup"},
 		{[]string{"hub", "restore", filepath.Join(dir, "missing"), "--data", filepath.Join(dir, "c")}, ExitUsage, "no such file"},

@@ -48,6 +48,9 @@ type serveOptions struct {
 	mqttConnectTimeout                                           time.Duration
 	mqttMaxPending, mqttMaxRetained                              int
 	mqttDeviceRate, mqttDeviceBurst                              float64
+	runsRetention, auditRetention, retentionEvery                time.Duration
+	auditArchiveDir, peers                                       string
+	driftFine, driftCoarse, deadNodeTimeout                      time.Duration
 }
 
 func (a *app) hubCmd() *cobra.Command {
@@ -112,6 +115,14 @@ func (a *app) serveCmd() *cobra.Command {
 	f.StringVar(&o.backupDir, "backup-dir", "", "write a checked backup here every --backup-every while this node leads")
 	f.DurationVar(&o.backupEvery, "backup-every", time.Hour, "interval of scheduled backups (with --backup-dir)")
 	f.IntVar(&o.backupKeep, "backup-keep", 24, "scheduled backups to keep in --backup-dir (0: all)")
+	f.DurationVar(&o.runsRetention, "runs-retention", 0, "delete closed lineage runs edges (a device's past model versions, with their drift and validation totals) older than this, e.g. 2160h (0: keep forever)")
+	f.DurationVar(&o.auditRetention, "audit-retention", 0, "export audit entries older than this into --audit-archive-dir, then prune them; the kept log verifies from the checkpoint (0: keep forever)")
+	f.StringVar(&o.auditArchiveDir, "audit-archive-dir", "", "where --audit-retention writes audit exports (audit-FIRST-LAST.jsonl) before pruning; give every node the same shared directory")
+	f.DurationVar(&o.retentionEvery, "retention-every", node.DefaultRetentionEvery, "how often the leader applies --runs-retention and --audit-retention")
+	f.DurationVar(&o.driftFine, "drift-fine-retention", 0, "how long fleet drift keeps its per-window points in memory (0: 1h)")
+	f.DurationVar(&o.driftCoarse, "drift-coarse-retention", 0, "how long fleet drift keeps its hourly points in memory (0: 168h)")
+	f.StringVar(&o.peers, "peers", "", "HTTP URLs of the other nodes, comma-separated: a node with an empty data dir and no --join joins the one that is already in a cluster instead of bootstrapping a new one (StatefulSet pod 0)")
+	f.DurationVar(&o.deadNodeTimeout, "dead-node-timeout", 0, "the leader removes a voter it has not reached for this long from the Raft configuration, while the rest keep a quorum (0: never; the StatefulSet sets it)")
 	f.VisitAll(func(fl *pflag.Flag) { fl.Usage += " (env " + envName(fl.Name) + ")" })
 	return cmd
 }
@@ -181,6 +192,34 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 	if o.backupKeep < 0 {
 		return node.Config{}, 0, usagef("--backup-keep must be >= 0")
 	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"--runs-retention", o.runsRetention}, {"--audit-retention", o.auditRetention}, {"--drift-fine-retention", o.driftFine},
+		{"--drift-coarse-retention", o.driftCoarse}, {"--dead-node-timeout", o.deadNodeTimeout}} {
+		if d.v < 0 {
+			return node.Config{}, 0, usagef("%s %s: want a duration >= 0 (0: the default)", d.name, d.v)
+		}
+	}
+	if o.auditRetention > 0 && o.auditArchiveDir == "" {
+		return node.Config{}, 0, usagef("--audit-retention needs --audit-archive-dir: audit entries are exported there before they are pruned")
+	}
+	if o.retentionEvery < time.Second {
+		return node.Config{}, 0, usagef("--retention-every %s: want at least 1s", o.retentionEvery)
+	}
+	if o.deadNodeTimeout > 0 && o.deadNodeTimeout < 10*time.Second {
+		return node.Config{}, 0, usagef("--dead-node-timeout %s: want at least 10s (a restart or a leader election must not remove a node)", o.deadNodeTimeout)
+	}
+	var peers []string
+	for _, p := range strings.Split(o.peers, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		if u, err := url.Parse(p); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return node.Config{}, 0, usagef("--peers %q: want HTTP URLs of hub nodes, comma-separated", p)
+		}
+		peers = append(peers, p)
+	}
 	limits, err := o.brokerLimits()
 	if err != nil {
 		return node.Config{}, 0, err
@@ -193,6 +232,8 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 		TopicPrefix: o.topicPrefix, DiskReserve: o.diskReserve,
 		AdminTokenFile: o.adminTokenFile, BackupDir: o.backupDir, BackupEvery: o.backupEvery, BackupKeep: o.backupKeep,
 		SampleSettle: o.sampleSettle, BrokerLimits: limits,
+		RunsRetention: o.runsRetention, AuditRetention: o.auditRetention, AuditArchiveDir: o.auditArchiveDir, RetentionEvery: o.retentionEvery,
+		DriftFineRetention: o.driftFine, DriftCoarseRetention: o.driftCoarse, Peers: peers, DeadNodeTimeout: o.deadNodeTimeout,
 	}, level, nil
 }
 

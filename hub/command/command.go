@@ -85,6 +85,9 @@ const (
 	// TypeCandidateCreate registers a candidate dataset version from staged samples. Payload:
 	// state.CandidateCreate.
 	TypeCandidateCreate
+	// TypeRetentionPrune deletes closed lineage runs edges older than a cutoff and audit entries
+	// up to an exported checkpoint. Payload: state.RetentionPrune.
+	TypeRetentionPrune
 	typeEnd // sentinel: first unassigned value
 )
 

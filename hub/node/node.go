@@ -120,6 +120,24 @@ type Config struct {
 	BackupDir   string
 	BackupEvery time.Duration
 	BackupKeep  int
+	// RunsRetention deletes closed lineage runs edges (and the drift and validation totals on
+	// them) older than this; AuditRetention exports audit entries older than this into
+	// AuditArchiveDir and prunes them (a checkpointed chain); the leader applies both every
+	// RetentionEvery (DefaultRetentionEvery when 0). 0 keeps forever. See retention.go.
+	RunsRetention   time.Duration
+	AuditRetention  time.Duration
+	AuditArchiveDir string
+	RetentionEvery  time.Duration
+	// DriftFineRetention and DriftCoarseRetention bound fleet drift's in-memory series (0: the
+	// drift service's defaults, 1 h and 7 days).
+	DriftFineRetention, DriftCoarseRetention time.Duration
+	// Peers are the API URLs of the other nodes. A node with no Join asks them first: if one is
+	// in a cluster that has a leader, it joins through it instead of bootstrapping a second
+	// cluster (peers.go).
+	Peers []string
+	// DeadNodeTimeout, when positive, makes the leader remove a voter it has not heard from for
+	// this long, as long as the remaining voters keep a quorum (autopilot.go in hub/store).
+	DeadNodeTimeout time.Duration
 	// SampleSettle is how long devices' samples of drifted windows wait for others before they
 	// become a candidate dataset version (0: hub/samples' default, 30 s).
 	SampleSettle time.Duration
@@ -128,6 +146,8 @@ type Config struct {
 	httpLimits httpLimits
 	// forwardLimit overrides the largest telemetry body forwarded to the leader (tests).
 	forwardLimit int
+	// peerWait overrides defaultPeerWait (tests).
+	peerWait time.Duration
 }
 
 // Node is a running hub node.
@@ -212,10 +232,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	if n.cfg.Join != "" {
-		if err := n.join(ctx, advHTTP); err != nil {
-			return nil, err
-		}
+	if err := n.joinOrBootstrap(ctx, advHTTP); err != nil {
+		return nil, err
 	}
 	n.runBackground(bg)
 	n.log.Info("hub node started", "id", n.cfg.NodeID, "http", n.httpLn.Addr().String(), "raft", n.cfg.RaftAddr, "data", n.cfg.DataDir)
@@ -244,6 +262,9 @@ func prepareConfig(cfg *Config) (wire.Topics, error) {
 		if cfg.JoinToken == "" {
 			cfg.JoinToken = tok
 		}
+	}
+	if err := checkRetention(*cfg); err != nil {
+		return wire.Topics{}, err
 	}
 	if cfg.TopicPrefix == "" {
 		cfg.TopicPrefix = wire.DefaultPrefix
@@ -307,7 +328,8 @@ func (n *Node) openStore() (string, *cluster.TLS, error) {
 	n.store, err = store.Open(store.Config{
 		DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID, StreamLayer: layer,
 		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertiseOf(*cfg), HTTPAddr: advHTTP,
-		Bootstrap: cfg.Join == "", Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
+		Bootstrap: cfg.Join == "" && len(cfg.Peers) == 0, DeadNodeTimeout: cfg.DeadNodeTimeout,
+		Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
 	})
 	if err != nil {
 		if layer != nil {
@@ -333,6 +355,7 @@ func (n *Node) startServices() error {
 	var err error
 	n.drift, err = fleetdrift.New(fleetdrift.Config{
 		Registry: n.Reader(), Topics: n.topics, Logger: cfg.Logger, Registerer: n.registry,
+		FineRetention: cfg.DriftFineRetention, CoarseRetention: cfg.DriftCoarseRetention,
 		Publish: func(topic string, payload []byte) error {
 			if n.transport == nil {
 				return nil
@@ -413,6 +436,10 @@ func (n *Node) runBackground(bg context.Context) {
 	if n.cfg.BackupDir != "" && n.cfg.BackupEvery > 0 {
 		m := newBackupMetrics(n.registry)
 		loops = append(loops, func() { n.runBackups(bg, m) })
+	}
+	if n.cfg.RunsRetention > 0 || n.cfg.AuditRetention > 0 {
+		m := newRetentionMetrics(n.registry)
+		loops = append(loops, func() { n.runRetention(bg, m) })
 	}
 	n.wg.Add(len(loops))
 	for _, loop := range loops {

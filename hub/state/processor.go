@@ -155,6 +155,16 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 		var c WebhookAttempt
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return webhookAttempt(txn, env, c) })
 	}
+	return dispatchOps(txn, env)
+}
+
+// dispatchOps applies the operations commands (retention) and refuses what nothing applies.
+func dispatchOps(txn *badger.Txn, env command.Envelope) (any, *auditNote, error) {
+	switch env.Type &^ command.IgnoreIfUnknown {
+	case command.TypeRetentionPrune:
+		var c RetentionPrune
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return retentionPrune(txn, env, c) })
+	}
 	// A type the command package knows but nothing here applies: a build mistake. The store
 	// stops the node on it rather than letting it diverge.
 	return nil, nil, fmt.Errorf("%w %d: not handled by the registry", command.ErrUnknownType, uint16(env.Type))

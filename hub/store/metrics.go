@@ -16,12 +16,14 @@ const (
 	metricAppliedIndex = "driftline_hub_raft_applied_index"
 	metricApplySeconds = "driftline_hub_raft_apply_seconds"
 	metricBatchCmds    = "driftline_hub_raft_batch_commands"
+	metricDeadRemoved  = "driftline_hub_raft_dead_nodes_removed_total"
 )
 
 // metrics are the store's Prometheus collectors. Gauges are read from raft at scrape time.
 type metrics struct {
 	applySeconds prometheus.Histogram
 	batchCmds    prometheus.Histogram
+	deadRemoved  prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -36,6 +38,10 @@ func newMetrics() *metrics {
 			Help:    "Commands (envelopes) per applied raft entry.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 		}),
+		deadRemoved: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: metricDeadRemoved,
+			Help: "Members this node, as leader, removed after --dead-node-timeout without contact.",
+		}),
 	}
 }
 
@@ -44,7 +50,7 @@ func (m *metrics) register(reg prometheus.Registerer, r *raft.Raft) error {
 	if reg == nil {
 		return nil
 	}
-	cs := []prometheus.Collector{m.applySeconds, m.batchCmds,
+	cs := []prometheus.Collector{m.applySeconds, m.batchCmds, m.deadRemoved,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: metricTerm, Help: "Current raft term."},
 			func() float64 { return float64(r.CurrentTerm()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: metricCommitIndex, Help: "Raft commit index."},

@@ -72,6 +72,9 @@ type Config struct {
 	HTTPAddr string
 	// Bootstrap bootstraps a one-node cluster when no raft state exists yet.
 	Bootstrap bool
+	// DeadNodeTimeout, when positive, makes the leader remove members it has not reached for
+	// this long while a quorum remains (autopilot.go).
+	DeadNodeTimeout time.Duration
 	// Processor applies the hub's commands.
 	Processor Processor
 	// Logger receives the store's and raft's logs; nil means slog.Default().
@@ -103,6 +106,7 @@ type Store struct {
 	guard   *guardedTransport
 	snaps   raft.SnapshotStore
 	logs    raft.LogStore // the log cache raft reads through (appliedIndex)
+	stable  raft.StableStore
 	ap      *applier
 	metrics *metrics
 
@@ -190,6 +194,7 @@ func Open(cfg Config) (*Store, error) {
 	f := &fsm{db: cfg.DB, ap: s.ap, log: log, dir: cfg.Dir}
 	s.guard = &guardedTransport{NetworkTransport: s.trans}
 	s.logs = cache
+	s.stable = logs
 	s.raft, err = raft.NewRaft(rc, f, cache, logs, snaps, s.guard)
 	if err != nil {
 		_ = s.trans.Close()
@@ -204,6 +209,10 @@ func Open(cfg Config) (*Store, error) {
 			s.shutdown(false)
 			return nil, err
 		}
+	}
+	if cfg.DeadNodeTimeout > 0 {
+		s.wg.Add(1)
+		go s.reapDeadNodes(cfg.DeadNodeTimeout)
 	}
 	s.wg.Add(2)
 	go s.commitLoop()

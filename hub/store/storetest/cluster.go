@@ -53,6 +53,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer, when set, gives each node (by id) a metrics registerer; nil registers nothing.
 	Registerer func(id string) prometheus.Registerer
+	// DeadNodeTimeout is every node's store.Config.DeadNodeTimeout (0: no dead node cleanup).
+	DeadNodeTimeout time.Duration
 }
 
 // Cluster is a set of nodes started by MakeCluster.
@@ -149,7 +151,7 @@ func (c *Cluster) start(node *Node, bootstrap bool) {
 		Registerer: reg,
 		DB:         db, Dir: filepath.Join(node.Dir, "raft"), NodeID: node.ID,
 		RaftBind: node.RaftAddr, HTTPAddr: node.HTTPAddr, Bootstrap: bootstrap,
-		Processor: c.factory(node.ID), Logger: log,
+		Processor: c.factory(node.ID), Logger: log, DeadNodeTimeout: c.opts.DeadNodeTimeout,
 		Tune: func(rc *raft.Config) {
 			FastTimeouts(rc)
 			if c.opts.Tune != nil {
