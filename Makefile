@@ -10,7 +10,7 @@ LDFLAGS := -X github.com/driftline/driftline/agent.Version=$(VERSION) -X github.
 
 SHELL   := /bin/bash
 
-.PHONY: all build test ci ci-deps vet bench bench-fleet demo fuzz soak clean release
+.PHONY: all build test ci ci-deps vet bench bench-fleet demo fuzz soak soak-load clean release
 
 all: build
 
@@ -29,12 +29,13 @@ test:
 # ci-deps installs the outside programs that integration tests drive: Mosquitto (external broker
 # tests), Chromium (dashboard browser test), promtool (metrics format check, alert rules and their
 # unit tests; in Debian's prometheus package) and qemu-user-static (the arm64 and armv7 agents run
-# under it in systemtest) and docker-compose (`docker-compose config` validates
-# deploy/compose without a Docker daemon). Run as root on a Debian-like machine; elsewhere it says what is missing.
+# under it in systemtest), docker-compose (`docker-compose config` validates deploy/compose without a
+# Docker daemon), strace (the chaos harness's slow-disk faults) and stress-ng (make soak-load). Run
+# as root on a Debian-like machine; elsewhere it says what is missing.
 ci-deps:
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -q && apt-get install -y -q --no-install-recommends mosquitto prometheus chromium qemu-user-static docker-compose ca-certificates; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends mosquitto prometheus chromium qemu-user-static docker-compose ca-certificates strace stress-ng; \
 	else \
 		echo "ci-deps: not root or no apt-get: integration tests that need mosquitto/chromium/promtool will skip"; \
 	fi
@@ -69,8 +70,17 @@ bench-fleet: build
 SEED ?=
 DURATION ?= 10m
 NODES ?= 3
+#
+# soak then runs soak-load: a subset of the test suite (LOAD_PKGS) under CPU, memory and disk
+# pressure (stress-ng when installed, else shell hogs; scripts/loadtest.sh), LOAD_RUNS times, and
+# names the tests that failed. LOAD=0 skips it.
+LOAD ?= 1
 soak:
 	CHAOS_SEED=$(SEED) CHAOS_DURATION=$(DURATION) CHAOS_NODES=$(NODES) $(GO) test -count=1 -v -timeout 0 -run '^TestChaos$$' ./internal/chaos/
+	@if [ "$(LOAD)" != 0 ]; then $(MAKE) soak-load; fi
+
+soak-load:
+	GO=$(GO) ./scripts/loadtest.sh
 
 demo: build
 	@./scripts/demo.sh

@@ -398,11 +398,19 @@ func (a *Agent) connectedLoop(ctx context.Context) {
 	}
 }
 
-// numbered says which reports the hub acknowledges end to end: the validation and drift reports
-// it stores (docs/telemetry.md, "Delivery").
+// numbered says which reports the hub acknowledges end to end: the ones whose counts it stores
+// (validation, drift, prediction_drift, performance; docs/telemetry.md, "Delivery", says why the
+// others need not be).
 func (a *Agent) numbered(topic string) bool {
 	k, id, _, err := a.topics.Parse(topic)
-	return err == nil && id == a.cfg.DeviceID && (k == wire.KindValidation || k == wire.KindDrift)
+	if err != nil || id != a.cfg.DeviceID {
+		return false
+	}
+	switch k {
+	case wire.KindValidation, wire.KindDrift, wire.KindPredictionDrift, wire.KindPerformance:
+		return true
+	}
+	return false
 }
 
 // ackLoop hands the hub's acknowledgements to the outbox.

@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
@@ -57,9 +59,13 @@ type conn struct {
 	// (Agent.acceptDesired); it runs on the MQTT client's goroutine.
 	acceptDesired func([]byte) bool
 
-	frames   chan []byte
-	data     chan []byte
-	wantData bool // an extension provides EventData (AddExtension, before Run)
+	frames chan []byte
+	// sharedFrames gets the frames of the model chunk topic a pull listens on (sharedTopic,
+	// nil when none): the hub publishes there once for every device pulling the model.
+	sharedFrames chan []byte
+	sharedTopic  atomic.Pointer[string]
+	data         chan []byte
+	wantData     bool // an extension provides EventData (AddExtension, before Run)
 	// onFrameBytes counts every chunk-topic byte received.
 	onFrameBytes func(n int)
 
@@ -81,7 +87,7 @@ func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger
 	c := &conn{
 		topics: topics, id: cfg.DeviceID, log: log, m: m,
 		connected: make(chan struct{}, 1), desiredCh: make(chan struct{}, 1), lost: make(chan struct{}), upCh: make(chan struct{}), acks: make(chan []byte, 1),
-		frames: make(chan []byte, frameQueue), data: make(chan []byte, dataQueue),
+		frames: make(chan []byte, frameQueue), sharedFrames: make(chan []byte, frameQueue), data: make(chan []byte, dataQueue),
 		kick: make(chan struct{}, 1), pace: pace,
 	}
 	tok := cfg.Token
@@ -291,12 +297,86 @@ func (c *conn) route(_ paho.Client, msg paho.Message) {
 			c.m.rejected.WithLabelValues(ReasonQueueFull).Inc()
 		}
 	default:
+		if t := c.sharedTopic.Load(); t != nil && msg.Topic() == *t {
+			if c.onFrameBytes != nil {
+				c.onFrameBytes(len(p))
+			}
+			select {
+			case c.sharedFrames <- p:
+			default:
+				c.m.rejected.WithLabelValues(ReasonQueueFull).Inc()
+			}
+			return
+		}
 		c.m.rejected.WithLabelValues(ReasonForeignMessage).Inc()
 		c.log.Warn("message on an unexpected topic", "topic", msg.Topic())
 	}
 }
 
 var _ reconcile.Conn = (*conn)(nil)
+
+// sharedSubscribeTimeout bounds the wait for the broker's SUBACK of a shared chunk topic.
+const sharedSubscribeTimeout = 10 * time.Second
+
+// SubscribeShared subscribes to model's shared chunk topic and returns the subscription once
+// the broker granted it, or nil (not connected, refused by the broker's ACL, no answer): the
+// pull then asks for every chunk on the device's own topic, as agents before it did.
+func (c *conn) SubscribeShared(ctx context.Context, model string) *reconcile.SharedSub {
+	if !c.up.Load() {
+		return nil
+	}
+	gen := c.gen.Load()
+	topic := c.topics.ModelChunk(model)
+	c.sharedTopic.Store(&topic)
+	tok := c.client.Subscribe(topic, 1, nil)
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+	case <-time.After(sharedSubscribeTimeout):
+	}
+	refused := func(why string, err error) *reconcile.SharedSub {
+		c.log.Info("shared chunk topic not used", "topic", topic, "why", why, "err", err)
+		c.UnsubscribeShared(&reconcile.SharedSub{Topic: topic})
+		return nil
+	}
+	select {
+	case <-tok.Done():
+	default:
+		return refused("no answer", nil)
+	}
+	if err := tok.Error(); err != nil {
+		return refused("subscribe failed", err)
+	}
+	if st, ok := tok.(*paho.SubscribeToken); ok {
+		if code, ok := st.Result()[topic]; !ok || code >= 0x80 {
+			return refused("broker refused the subscription", nil)
+		}
+	}
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return &reconcile.SharedSub{Model: model, Topic: topic, ID: hex.EncodeToString(b), Gen: gen}
+}
+
+// UnsubscribeShared ends a shared subscription (nil: none) and drops its queued frames.
+func (c *conn) UnsubscribeShared(s *reconcile.SharedSub) {
+	if s == nil {
+		return
+	}
+	c.sharedTopic.Store(nil)
+	if c.up.Load() {
+		c.client.Unsubscribe(s.Topic) // not waited for: a late frame is dropped by route
+	}
+	for {
+		select {
+		case <-c.sharedFrames:
+		default:
+			return
+		}
+	}
+}
+
+// SharedFrames carries the messages of the shared chunk topic subscribed to.
+func (c *conn) SharedFrames() <-chan []byte { return c.sharedFrames }
 
 // DesiredSignal holds a value while a desired payload waits (reconcile.Conn).
 func (c *conn) DesiredSignal() chan struct{} { return c.desiredCh }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -83,6 +84,22 @@ func TestWriteThroughFollower(t *testing.T) {
 			t.Fatalf("%s lacks the write", h.ID)
 		}
 	}
+	// It went as the command, over the cluster client (hub/cluster), not as a proxied request.
+	code, m := c.do(follower, http.MethodGet, "/metrics", nil)
+	if code != http.StatusOK || !strings.Contains(string(m), `driftline_hub_forwarded_total{call="apply",outcome="ok"} 1`) {
+		t.Fatalf("the follower's metrics (%d) do not count one forwarded command:\n%s", code, forwardedLines(m))
+	}
+}
+
+// forwardedLines are the lines of a /metrics answer about forwarded calls.
+func forwardedLines(m []byte) string {
+	var out []string
+	for _, l := range strings.Split(string(m), "\n") {
+		if strings.HasPrefix(l, "driftline_hub_forwarded_total") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func TestLeaderKilledUnderLoad(t *testing.T) {

@@ -86,6 +86,14 @@ func StartHook(t testing.TB, cfg config.Config, opts agent.Options, hook func(a 
 	return ra
 }
 
+// Cancel asks the agent to stop without waiting for it: for a test holding one of the agent's
+// hooks, which Stop would wait for. Stop still closes the database.
+func (ra *Agent) Cancel() {
+	if ra.cancel != nil {
+		ra.cancel()
+	}
+}
+
 // Stop ends the agent and closes its database (idempotent).
 func (ra *Agent) Stop() {
 	if ra.cancel == nil {

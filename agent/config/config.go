@@ -236,10 +236,46 @@ type problem struct {
 func (c Config) Validate() error { return c.validate(nil) }
 
 func (c Config) validate(lines map[string]int) error {
-	var ps []problem
-	add := func(path, format string, args ...any) {
-		ps = append(ps, problem{path, fmt.Sprintf(format, args...)})
+	var ps problems
+	c.checkIdentity(&ps)
+	c.checkStores(&ps)
+	c.checkPipeline(&ps, lines)
+	c.checkProtocol(&ps)
+	return ps.err(lines)
+}
+
+// problems collects what is wrong with a Config, by path.
+type problems []problem
+
+func (ps *problems) add(path, format string, args ...any) {
+	*ps = append(*ps, problem{path, fmt.Sprintf(format, args...)})
+}
+
+func (ps *problems) positive(path string, d Duration) {
+	if d <= 0 {
+		ps.add(path, "must be positive")
 	}
+}
+
+// err is nil without problems, else ErrInvalid with each problem and its line in the file.
+func (ps problems) err(lines map[string]int) error {
+	if len(ps) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(ps))
+	for i, p := range ps {
+		at := ""
+		if line := lineFor(lines, p.path); line > 0 {
+			at = fmt.Sprintf("line %d: ", line)
+		}
+		msgs[i] = fmt.Sprintf("%s%s: %s", at, p.path, p.msg)
+	}
+	return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(msgs, "; "))
+}
+
+// checkIdentity checks who the device is, where it connects and what it trusts.
+func (c Config) checkIdentity(ps *problems) {
+	add := ps.add
 	if c.DeviceID == "" {
 		add("device_id", "required")
 	} else if err := wire.ValidateName("device_id", c.DeviceID); err != nil {
@@ -277,6 +313,12 @@ func (c Config) validate(lines map[string]int) error {
 			add("hub", "%q is not an http:// or https:// URL", c.Hub)
 		}
 	}
+}
+
+// checkStores checks the directories, the local listener, the health check and the bounds of
+// what the agent keeps.
+func (c Config) checkStores(ps *problems) {
+	add, positive := ps.add, ps.positive
 	if c.StateDir == "" {
 		add("state_dir", "required")
 	}
@@ -291,11 +333,6 @@ func (c Config) validate(lines map[string]int) error {
 	for i, a := range c.HealthCheck.Command {
 		if a == "" && i == 0 {
 			add("health_check.command", "the program name is empty")
-		}
-	}
-	positive := func(path string, d Duration) {
-		if d <= 0 {
-			add(path, "must be positive")
 		}
 	}
 	positive("health_check.timeout", c.HealthCheck.Timeout)
@@ -317,6 +354,11 @@ func (c Config) validate(lines map[string]int) error {
 		add("outputs.max_pending", "must be at least 1, got %d", c.Outputs.MaxPending)
 	}
 	positive("outputs.max_age", c.Outputs.MaxAge)
+}
+
+// checkPipeline checks the data pipeline's settings; lines says which keys the file wrote.
+func (c Config) checkPipeline(ps *problems, lines map[string]int) {
+	add := ps.add
 	if c.Samples.MaxRows < 1 || c.Samples.MaxRows > 10000 {
 		add("samples.max_rows", "must be within 1..10000, got %d", c.Samples.MaxRows)
 	}
@@ -333,6 +375,11 @@ func (c Config) validate(lines map[string]int) error {
 			add(b.path, "must be at least 1, got %d (leave it out to use the contract's window)", b.v)
 		}
 	}
+}
+
+// checkProtocol checks the MQTT protocol's settings and the log level.
+func (c Config) checkProtocol(ps *problems) {
+	add, positive := ps.add, ps.positive
 	if _, err := wire.NewTopics(c.TopicPrefix); err != nil {
 		add("topic_prefix", "%v", err)
 	}
@@ -356,18 +403,6 @@ func (c Config) validate(lines map[string]int) error {
 	default:
 		add("log_level", "%q is not debug, info, warn or error", c.LogLevel)
 	}
-	if len(ps) == 0 {
-		return nil
-	}
-	msgs := make([]string, len(ps))
-	for i, p := range ps {
-		at := ""
-		if line := lineFor(lines, p.path); line > 0 {
-			at = fmt.Sprintf("line %d: ", line)
-		}
-		msgs[i] = fmt.Sprintf("%s%s: %s", at, p.path, p.msg)
-	}
-	return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(msgs, "; "))
 }
 
 // lineFor returns the line of path's key, or of its closest parent present in the file.

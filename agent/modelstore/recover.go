@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 )
 
 // Recovery actions reported by Recover.
@@ -80,8 +82,58 @@ func (s *Store) Recover(ctx context.Context) ([]Recovery, error) {
 		if err := s.prune(name); err != nil {
 			return out, err
 		}
+		if err := s.dropTornPartials(name); err != nil {
+			return out, err
+		}
 	}
 	return out, nil
+}
+
+// dropTornPartials removes, with a warning naming it, every resumable download of name whose
+// meta file cannot be read as its own (torn by a power loss: it is written without a sync) or
+// whose file is not the size it names: it could never be resumed, and leaving it would hide what
+// was lost.
+func (s *Store) dropTornPartials(name string) error {
+	modelDir := filepath.Join(s.dir, name)
+	entries, err := os.ReadDir(modelDir)
+	if err != nil {
+		return fmt.Errorf("list %s: %w", modelDir, err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), partialPrefix) {
+			continue
+		}
+		dir := filepath.Join(modelDir, e.Name())
+		reason := func() error {
+			b, err := os.ReadFile(filepath.Join(dir, partialMetaFile))
+			if err != nil {
+				return err
+			}
+			m, err := parseMarker(b)
+			if err != nil {
+				return err
+			}
+			if m.Name != name || e.Name() != partialPrefix+strconv.Itoa(m.Version) {
+				return fmt.Errorf("meta names %s@%d", m.Name, m.Version)
+			}
+			st, err := os.Stat(filepath.Join(dir, ModelFile))
+			if err != nil {
+				return err
+			}
+			if st.Size() != m.Size {
+				return fmt.Errorf("file is %d bytes, meta says %d", st.Size(), m.Size)
+			}
+			return nil
+		}()
+		if reason == nil {
+			continue
+		}
+		s.log.Warn("discarding partial download that cannot be resumed", "model", name, "dir", dir, "reason", reason)
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("remove %s: %w", dir, err)
+		}
+	}
+	return nil
 }
 
 func (s *Store) recoverJournal(ctx context.Context, j journal) (Recovery, error) {

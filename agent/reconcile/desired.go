@@ -61,6 +61,8 @@ func (rc *Reconciler) Run(ctx context.Context) {
 			return
 		case b := <-rc.conn.Frames():
 			rc.fetch.drainIdle(b)
+		case <-rc.conn.SharedFrames():
+			// A frame of a shared subscription that has just ended: nothing wants it.
 		case <-rc.conn.DesiredSignal():
 			if b := rc.conn.TakeDesired(); b != nil {
 				act(b)
@@ -372,6 +374,12 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 	defer stopHash()
 	hashed := make(chan error, 1)
 	go func() { hashed <- as.hashLoop(hashCtx) }()
+	// Listen on the model's shared chunk topic for the pull only (issue 18).
+	var shared *SharedSub
+	if len(missing) > 0 {
+		shared = rc.conn.SubscribeShared(ctx, m.Name)
+		defer rc.conn.UnsubscribeShared(shared)
+	}
 	err = rc.fetch.fetch(ctx, kindChunk, missing, func(d string, data []byte) error {
 		err := as.put(d, data, -1)
 		putPlainBuf(data)
@@ -382,7 +390,7 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 		if rc.cfg.OnChunk != nil {
 			rc.cfg.OnChunk()
 		}
-	}, preempt)
+	}, preempt, shared)
 	if left := len(as.missing()); err == nil && left > 0 {
 		err = fmt.Errorf("download of %s@%d ended with %d chunks missing", m.Name, m.Version, left)
 	}
@@ -502,7 +510,7 @@ func (rc *Reconciler) asset(ctx context.Context, kind objectKind, digest string,
 	err = rc.fetch.fetch(ctx, kind, []string{digest}, func(_ string, data []byte) error {
 		got = append([]byte(nil), data...)
 		return rc.assets.Set(key, got)
-	}, func(string) {}, preempt)
+	}, func(string) {}, preempt, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -78,6 +78,9 @@ type pullState struct {
 	// whole window (Requests x Digests), which bounds the frames held in memory.
 	verifying map[string]bool
 	gen       uint64
+	// shared is the pull's subscription to its model's shared chunk topic (nil: none, or lost
+	// with the connection it was made on): first requests name it, retries do not.
+	shared *SharedSub
 }
 
 // verifyWorkers decompress, hash and store frames beside the pull's loop, which keeps the
@@ -130,7 +133,12 @@ type verifyResult struct {
 // fails when nothing verified for Fetch.Stall (ErrStalled), and fails at once when the hub has
 // no such digest (wire.ErrNotFound). preempt, when it reports true, ends the pull with
 // errPreempted.
-func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, store func(digest string, data []byte) error, onStored func(digest string), preempt func() bool) error {
+//
+// shared, when not nil, is a granted subscription to the model's shared chunk topic: the first
+// request of each digest names it (the hub may answer there, once for all devices pulling the
+// model), frames arriving there for any digest still wanted are taken like answers (verified
+// against the digest the same way), and a retry asks on the device's own topic.
+func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, store func(digest string, data []byte) error, onStored func(digest string), preempt func() bool, shared *SharedSub) error {
 	if len(digests) == 0 {
 		return nil
 	}
@@ -143,6 +151,9 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 	}
 	var pending []verifyJob
 	st := newPullState(digests, f.conn.Gen())
+	if shared != nil && shared.Gen == st.gen {
+		st.shared = shared
+	}
 	sawDesired := false // a desired signal was taken during this fetch
 	lastProgress := time.Now()
 	// The tick checks deadlines and the connection: a twentieth of the request timeout (100 ms
@@ -158,6 +169,13 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 		var next verifyJob
 		if len(pending) > 0 {
 			send, next = jobs, pending[0]
+		}
+		// Shared frames come whether or not this agent asked for them: take them only while
+		// fewer than a window wait for the workers, so memory stays bounded as with requests
+		// (beyond the channel's room they are dropped, queue_full, and asked for again).
+		sharedCh := f.conn.SharedFrames()
+		if len(pending) >= f.cfg.Requests*f.cfg.Digests {
+			sharedCh = nil
 		}
 		select {
 		case send <- next:
@@ -190,23 +208,35 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 				return errPreempted
 			}
 		case b := <-f.conn.Frames():
-			j, ok, err := f.handleFrame(kind, st, b)
-			if err != nil {
+			if err := f.take(ctx, kind, st, b, false, &pending); err != nil {
 				return err
 			}
-			if ok {
-				pending = append(pending, j)
-				if st.received(j.digest) {
-					if err := f.fill(ctx, st); err != nil {
-						return err
-					}
-				}
+		case b := <-sharedCh:
+			if shared == nil {
+				break // a late frame of an earlier pull's subscription
+			}
+			if err := f.take(ctx, kind, st, b, true, &pending); err != nil {
+				return err
 			}
 		case now := <-tick.C:
 			if err := f.tick(ctx, st, now, lastProgress); err != nil {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// take handles one frame (from the shared topic: shared): a whole object goes to pending for
+// the workers, and a request it completes makes room for the next.
+func (f *fetcher) take(ctx context.Context, kind objectKind, st *pullState, b []byte, shared bool, pending *[]verifyJob) error {
+	j, ok, err := f.handleFrame(kind, st, b, shared)
+	if err != nil || !ok {
+		return err
+	}
+	*pending = append(*pending, j)
+	if st.received(j.digest) {
+		return f.fill(ctx, st)
 	}
 	return nil
 }
@@ -275,8 +305,9 @@ func (f *fetcher) tick(ctx context.Context, st *pullState, now, lastProgress tim
 		return fmt.Errorf("%w: nothing verified for %v, %d objects missing", ErrStalled, f.cfg.Stall.D(), len(st.wanted))
 	}
 	if g := f.conn.Gen(); g != st.gen {
-		// The answers to what was in flight are lost with the old session.
-		st.gen = g
+		// The answers to what was in flight are lost with the old session, and so is the
+		// shared subscription (clean session): ask again on the device's own topic.
+		st.gen, st.shared = g, nil
 		for id, r := range st.inflight {
 			st.requeue(r, false)
 			delete(st.inflight, id)
@@ -348,7 +379,7 @@ func (f *fetcher) fill(ctx context.Context, st *pullState) error {
 		rest := st.queue[:0:0]
 		for _, d := range st.queue {
 			switch {
-			case !st.wanted[d] || st.owner[d] != "":
+			case !st.wanted[d] || st.owner[d] != "" || st.verifying[d]:
 			case len(batch) < cfg.Digests:
 				batch = append(batch, d)
 			default:
@@ -362,13 +393,19 @@ func (f *fetcher) fill(ctx context.Context, st *pullState) error {
 		id := f.prefix + "-" + strconv.FormatUint(f.seq, 10)
 		f.seq++
 		r := &request{id: id, digests: map[string]bool{}, deadline: time.Now().Add(cfg.Timeout.D())}
+		first := true // every digest asked for the first time: the request may name st.shared
 		for _, d := range batch {
 			r.digests[d] = true
 			st.owner[d] = id
+			first = first && st.attempts[d] == 0
 			st.attempts[d]++
 		}
 		st.inflight[id] = r
-		b, err := wire.Encode(wire.FetchRequest{Header: wire.Header{DeviceID: f.device, TS: time.Now().UnixMilli()}, RequestID: id, Digests: batch})
+		req := wire.FetchRequest{Header: wire.Header{DeviceID: f.device, TS: time.Now().UnixMilli()}, RequestID: id, Digests: batch}
+		if first && st.shared != nil {
+			req.Shared, req.SharedSub = st.shared.Model, st.shared.ID
+		}
+		b, err := wire.Encode(req)
 		if err != nil {
 			return fmt.Errorf("encode fetch request: %w", err)
 		}
@@ -382,12 +419,20 @@ func (f *fetcher) fill(ctx context.Context, st *pullState) error {
 
 // handleFrame decodes one frame and returns the job that verifies and stores its object, once
 // the object is whole (single-part frames at once; parts are collected here).
-func (f *fetcher) handleFrame(kind objectKind, st *pullState, b []byte) (verifyJob, bool, error) {
-	fr, ok := f.decode(b)
+//
+// A frame from the shared topic (shared) answers no request of this agent: it is taken for any
+// digest still wanted, as one whole chunk only. A not-found or partial frame there is refused
+// (the hub sends neither there), so no other publisher can fail or stall the pull.
+func (f *fetcher) handleFrame(kind objectKind, st *pullState, b []byte, shared bool) (verifyJob, bool, error) {
+	fr, ok := f.decode(b, shared)
 	if !ok {
 		return verifyJob{}, false, nil
 	}
 	d := fr.DigestString()
+	if shared && (fr.Kind != wire.FrameData || fr.Offset != 0 || fr.Plain != fr.Total) {
+		f.reject(ReasonBadFrame, "not a whole chunk on the shared chunk topic", "digest", d)
+		return verifyJob{}, false, nil
+	}
 	if !st.wanted[d] || st.verifying[d] {
 		return verifyJob{}, false, nil // a duplicate or late answer: already have it
 	}
@@ -468,8 +513,9 @@ func (f *fetcher) refused(kind objectKind, st *pullState, d string, err error) {
 	f.reject(reason, "frame refused", "digest", d, "err", err)
 }
 
-// decode parses a chunk-topic message and checks its request id, counting what it refuses.
-func (f *fetcher) decode(b []byte) (wire.Frame, bool) {
+// decode parses a chunk-topic message and checks its request id (not on the shared topic, whose
+// frames answer every device's requests), counting what it refuses.
+func (f *fetcher) decode(b []byte, shared bool) (wire.Frame, bool) {
 	if len(b) > wire.MaxFrameSize {
 		f.reject(ReasonOversizedFrame, "oversized chunk frame", "bytes", len(b))
 		return wire.Frame{}, false
@@ -479,7 +525,7 @@ func (f *fetcher) decode(b []byte) (wire.Frame, bool) {
 		f.reject(ReasonBadFrame, "bad chunk frame", "err", err)
 		return wire.Frame{}, false
 	}
-	if !f.issued(fr.RequestID) {
+	if !shared && !f.issued(fr.RequestID) {
 		f.reject(ReasonUnknownRequest, "chunk frame for a request this agent never sent", "request", fr.RequestID)
 		return wire.Frame{}, false
 	}
@@ -489,7 +535,7 @@ func (f *fetcher) decode(b []byte) (wire.Frame, bool) {
 // drainIdle handles frames that arrive while no pull runs: they are checked and counted like
 // any other, then dropped.
 func (f *fetcher) drainIdle(b []byte) {
-	if _, ok := f.decode(b); ok {
+	if _, ok := f.decode(b, false); ok {
 		f.log.Debug("late chunk frame dropped")
 	}
 }

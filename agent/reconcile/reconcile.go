@@ -54,6 +54,23 @@ type Conn interface {
 	Up() bool
 	// Send publishes without waiting for an acknowledgement (the fetch requests).
 	Send(topic string, payload []byte, qos byte) error
+	// SubscribeShared subscribes to model's shared chunk topic (issue 18) and returns the
+	// subscription once the broker granted it, or nil (not connected, refused, no answer): the
+	// pull then fetches on the device's own topic. UnsubscribeShared ends one (nil: none) and
+	// drops its queued frames; SharedFrames carries that topic's messages meanwhile.
+	SubscribeShared(ctx context.Context, model string) *SharedSub
+	UnsubscribeShared(s *SharedSub)
+	SharedFrames() <-chan []byte
+}
+
+// SharedSub is a pull's granted subscription to its model's shared chunk topic.
+type SharedSub struct {
+	Model, Topic string
+	// ID names the subscription in fetch requests (wire.FetchRequest.SharedSub).
+	ID string
+	// Gen is the connection generation it was made on: a new connection has lost it (clean
+	// session).
+	Gen uint64
 }
 
 // Trust is the device's root of trust: it verifies what the hub signs.

@@ -46,6 +46,12 @@ func (c *hubConn) Frames() <-chan []byte        { return c.frames }
 func (c *hubConn) Gen() uint64                  { return 1 }
 func (c *hubConn) Up() bool                     { return true }
 
+// The table hub has no shared chunk topic: pulls fetch on the device's own (the agent's tests
+// run the shared topic against a real hub).
+func (c *hubConn) SubscribeShared(context.Context, string) *SharedSub { return nil }
+func (c *hubConn) UnsubscribeShared(*SharedSub)                       {}
+func (c *hubConn) SharedFrames() <-chan []byte                        { return nil }
+
 func (c *hubConn) PeekDesired() []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -53,6 +53,13 @@ type BenchResult struct {
 	// hub sent meanwhile.
 	Rollout, RolloutCPU time.Duration
 	RolloutBytes        int64
+	// EgressShared and EgressDevice are the chunk data frame bytes the hub published during the
+	// rollout on the model's shared topic (once per wave) and on devices' own topics (old
+	// agents, retries, stragglers): hub/protocol's driftline_hub_chunk_egress_bytes_total. A hub
+	// without that metric reports its whole chunk frame bytes as EgressDevice.
+	EgressShared, EgressDevice int64
+	// ModelBytes is the model's size, the unit of the egress column.
+	ModelBytes int
 	// FleetRolloutCPU is the fleet process's CPU time during the rollout.
 	FleetRolloutCPU time.Duration
 	// SteadyCores is the hub's CPU use in the steady state after the rollout (cores), SteadyRSS
@@ -75,13 +82,15 @@ type BenchResult struct {
 
 // Row formats r as one line of the benchmark table.
 func (r BenchResult) Row() string {
-	return fmt.Sprintf("| %d | %.1f s | %.1f s (%s %s) | %.1f s (fleet %.1f s) | %d MiB | %.2f | %d MiB | %.0f | %.0f KiB | %d MiB | %d MiB (%d MiB anon) |",
+	unit := float64(max(r.ModelBytes, 1))
+	return fmt.Sprintf("| %d | %.1f s | %.1f s (%s %s) | %.1f s (fleet %.1f s) | %d MiB | %.1f + %.1f | %.2f | %d MiB | %.0f | %.0f KiB | %d MiB | %d MiB (%d MiB anon) |",
 		r.Devices, r.Online.Seconds(), r.Rollout.Seconds(), r.State, countsText(r.Counts), r.RolloutCPU.Seconds(), r.FleetRolloutCPU.Seconds(), r.RolloutBytes>>20,
+		float64(r.EgressShared)/unit, float64(r.EgressDevice)/unit,
 		r.SteadyCores, r.SteadyRSS>>20, r.MessagesPerSec, float64(r.PerDevice)/1024, r.HubPeakRSS>>20, r.FleetPeakRSS>>20, r.FleetPeakAnon>>20)
 }
 
 // BenchHeader is the benchmark table's header.
-const BenchHeader = "| agents | all online | rollout [1, 10, 100] %, bake 5 s | hub CPU during rollout (fleet process) | hub bytes sent (chunk frames) | hub CPU steady (cores) | hub RSS steady | MQTT messages/s steady | hub memory per device | hub peak RSS | fleet process peak RSS |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+const BenchHeader = "| agents | all online | rollout [1, 10, 100] %, bake 5 s | hub CPU during rollout (fleet process) | hub bytes sent (chunk frames) | chunk egress, shared + per device (× model size) | hub CPU steady (cores) | hub RSS steady | MQTT messages/s steady | hub memory per device | hub peak RSS | fleet process peak RSS |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 
 // benchScenario feeds every fleet agent one reading per second from the demo's fields, without
 // events: steady traffic for the agents' windows.
@@ -133,6 +142,7 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 	res := &b.res
 	res.Online, res.Rollout, res.RolloutCPU, res.RolloutBytes, res.FleetRolloutCPU = online, ro.time, ro.cpu, ro.bytes, ro.fleetCPU
 	res.State, res.Counts = ro.state, ro.counts
+	res.EgressShared, res.EgressDevice, res.ModelBytes = ro.shared, ro.device, b.cfg.ModelBytes
 	res.SteadyCores, res.SteadyRSS, res.MessagesPerSec = st.cores, st.rss, st.msgsPerSec
 	res.IdleRSS, res.PerDevice = idle, (st.rss-idle)/int64(max(b.cfg.Devices, 1))
 	return *res, nil
@@ -326,6 +336,8 @@ type rolloutFigures struct {
 	time          time.Duration
 	cpu, fleetCPU time.Duration
 	bytes         int64
+	// shared and device split the chunk egress (BenchResult.EgressShared, EgressDevice).
+	shared, device int64
 }
 
 // rollOut rolls the model out in waves of 1, 10 and 100 %, waits until the rollout ends, and
@@ -335,6 +347,7 @@ func (b *bench) rollOut(ctx context.Context) (rolloutFigures, error) {
 	pid, fleetPid := b.hub.cmd.Process.Pid, b.fleet.cmd.Process.Pid
 	cpu0, bytes0 := procstat.CPU(pid), metricSum(ctx, api, "driftline_hub_chunk_bytes_served_total")
 	fleetCPU0 := procstat.CPU(fleetPid)
+	shared0, device0 := egress(ctx, api)
 	t1 := time.Now()
 	var ro rollout
 	if err := api.do(ctx, http.MethodPost, "/api/v1/rollouts", map[string]any{"model": "bench", "version": 1, "selector": "",
@@ -364,6 +377,10 @@ func (b *bench) rollOut(ctx context.Context) (rolloutFigures, error) {
 	}
 	f.time, f.cpu, f.fleetCPU = time.Since(t1), procstat.CPU(pid)-cpu0, procstat.CPU(fleetPid)-fleetCPU0
 	f.bytes = int64(metricSum(ctx, api, "driftline_hub_chunk_bytes_served_total") - bytes0)
+	shared1, device1 := egress(ctx, api)
+	f.shared, f.device = shared1-shared0, device1-device0
+	fmt.Fprintf(cfg.Log, "bench-fleet: chunk egress during the rollout: shared %d bytes, per device %d bytes (model %d bytes, 3 waves); shared requests: %s\n",
+		f.shared, f.device, cfg.ModelBytes, metricText(ctx, api, "driftline_hub_shared_chunk_requests_total"))
 	fmt.Fprintf(cfg.Log, "bench-fleet: rollout %s after %s (fetch requests: %s; broker drops: %s); measuring the steady state for %s\n",
 		f.state, f.time.Round(time.Millisecond), metricText(ctx, api, "driftline_hub_fetch_requests_total"),
 		metricText(ctx, api, "driftline_hub_mqtt_dropped_total"), cfg.Steady)
@@ -397,6 +414,29 @@ func (b *bench) steady(ctx context.Context) (steadyFigures, error) {
 func metricSum(ctx context.Context, api *hubAPI, name string) float64 {
 	sum, _ := metricSamples(ctx, api, name)
 	return sum
+}
+
+// egress returns the hub's chunk egress bytes so far, shared and per device (all chunk frame
+// bytes as per device from a hub that does not split them).
+func egress(ctx context.Context, api *hubAPI) (shared, device int64) {
+	_, lines := metricSamples(ctx, api, "driftline_hub_chunk_egress_bytes_total")
+	if len(lines) == 0 {
+		return 0, int64(metricSum(ctx, api, "driftline_hub_chunk_bytes_served_total"))
+	}
+	for _, l := range lines {
+		labels, v, ok := strings.Cut(l, " ")
+		n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if !ok || err != nil {
+			continue
+		}
+		switch {
+		case strings.Contains(labels, `path="shared"`):
+			shared += int64(n)
+		case strings.Contains(labels, `path="device"`):
+			device += int64(n)
+		}
+	}
+	return shared, device
 }
 
 // metricText lists the samples of the metric family name, for the log ("none" when it has none).

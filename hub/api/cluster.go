@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -101,13 +102,15 @@ func (s *Server) clusterJoinToken(c echo.Context) error {
 	return c.JSON(http.StatusCreated, TokenCreated{ID: t.ID, Name: t.Name, Role: t.Role, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, Token: tok})
 }
 
-// nodeToken creates the admin token a node that just became a voter calls the others with.
+// nodeToken creates the token a node that just became a voter calls the others with: an admin
+// token whose id starts with NodeTokenIDPrefix, which makes it a node credential for the
+// cluster service (IsNodeCredential).
 func (s *Server) nodeToken(c echo.Context, nodeID string) (string, error) {
 	tok := NewToken()
-	id := uuid.NewString()[:8]
+	id := NodeTokenIDPrefix + uuid.NewString()[:8]
 	name := "node-" + strings.NewReplacer(":", "-", "/", "-").Replace(nodeID)
 	if !state.ValidName(name) {
-		name = "node-" + id
+		name = "node-" + id[len(NodeTokenIDPrefix):]
 	}
 	if _, err := s.apply(c, command.TypeTokenCreate, state.TokenCreate{ID: id, Name: name, Role: state.RoleAdmin, Hash: HashToken(tok)}); err != nil {
 		return "", err
@@ -151,10 +154,18 @@ func (s *Server) clusterJoin(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
+	if err := cluster.ValidateJoin(req); err != nil {
+		return membershipError(err)
+	}
+	op := cluster.OpJoin
 	if req.Promote {
-		if err := s.membership().Promote(ctx, req); err != nil {
-			return membershipError(err)
-		}
+		op = cluster.OpPromote
+	}
+	res, err := s.member(ctx, cluster.MemberRequest{Op: op, Join: req})
+	if err != nil {
+		return membershipError(err)
+	}
+	if req.Promote {
 		// A voter gets its node token with the answer (again on a retried promotion, whose
 		// first answer may have been lost).
 		tok, err := s.nodeToken(c, req.ID)
@@ -163,17 +174,46 @@ func (s *Server) clusterJoin(c echo.Context) error {
 		}
 		return c.JSON(http.StatusOK, JoinResponse{ID: req.ID, Voter: true, NodeToken: tok})
 	}
-	res, err := s.membership().Join(ctx, req)
-	if err != nil {
-		return membershipError(err)
-	}
-	return c.JSON(http.StatusOK, res)
+	return c.JSON(http.StatusOK, JoinResponse{ID: req.ID, CommitIndex: res.CommitIndex})
 }
 
 func (s *Server) clusterRemove(c echo.Context) error {
 	id := c.Param("id")
-	if err := s.membership().Remove(c.Request().Context(), id); err != nil {
+	if _, err := s.member(c.Request().Context(), cluster.MemberRequest{Op: cluster.OpRemove, ID: id}); err != nil {
 		return membershipError(err)
 	}
 	return c.JSON(http.StatusOK, map[string]any{"id": id, "removed": true})
+}
+
+// member carries out a membership change with cluster.Service: on the leader over the store, on
+// a follower by sending it to the leader's Service (PathMembers), which checks it against the
+// authoritative configuration.
+func (s *Server) member(ctx context.Context, req cluster.MemberRequest) (cluster.MemberResponse, error) {
+	if s.store.IsLeader() || s.cfg.Peers == nil {
+		svc := s.membership()
+		switch req.Op {
+		case cluster.OpJoin:
+			res, err := svc.Join(ctx, req.Join)
+			return cluster.MemberResponse{CommitIndex: res.CommitIndex}, err
+		case cluster.OpPromote:
+			return cluster.MemberResponse{}, svc.Promote(ctx, req.Join)
+		default:
+			return cluster.MemberResponse{}, svc.Remove(ctx, req.ID)
+		}
+	}
+	addr, err := s.leaderAddr()
+	if err != nil {
+		return cluster.MemberResponse{}, err
+	}
+	res, err := s.cfg.Peers.Member(ctx, addr, s.peerToken(), req)
+	if err != nil {
+		var re *cluster.RemoteError
+		if errors.As(err, &re) && re.Unwrap() != nil && !errors.Is(err, cluster.ErrUnavailable) {
+			s.metrics.forwarded.WithLabelValues("member", "refused").Inc()
+			return res, err
+		}
+		return res, s.forwardError("member", addr, err)
+	}
+	s.metrics.forwarded.WithLabelValues("member", "ok").Inc()
+	return res, nil
 }

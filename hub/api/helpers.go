@@ -69,13 +69,14 @@ func requestID(c echo.Context) string {
 	return ""
 }
 
-// apply proposes a command on behalf of the caller and returns its result.
+// apply proposes a command on behalf of the caller and returns its result; on a follower the
+// command is forwarded to the leader (propose).
 func (s *Server) apply(c echo.Context, t command.Type, body any) (any, error) {
 	env, err := command.New(t, requestID(c), 0, actor(c), body)
 	if err != nil {
 		return nil, err
 	}
-	return s.store.Apply(c.Request().Context(), env)
+	return s.propose(c.Request().Context(), env)
 }
 
 // pageParams reads limit and cursor.

@@ -37,6 +37,9 @@ func (s *joinStore) Promote(_ context.Context, id, raftAddr string) error {
 
 func (s *joinStore) IsNotLeader(error) bool { return false }
 
+// IsLeader: the handler runs on the leader (a follower forwards to the leader's Service).
+func (s *joinStore) IsLeader() bool { return true }
+
 // Apply takes the node token a promotion creates (TokenCreate); any other command fails the test.
 func (s *joinStore) Apply(_ context.Context, env command.Envelope) (any, error) {
 	if env.Type != command.TypeTokenCreate {

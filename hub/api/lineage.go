@@ -178,7 +178,7 @@ func (s *Server) openLineageIngest(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		res, err := s.store.Apply(c.Request().Context(), env)
+		res, err := s.propose(c.Request().Context(), env)
 		if err != nil {
 			return fmt.Errorf("event %d of %d (the earlier ones are applied): %w", i, len(cmds), err)
 		}

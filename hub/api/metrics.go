@@ -14,12 +14,16 @@ const (
 	MetricRequestSeconds = "driftline_hub_api_request_seconds"
 	// MetricSigningFailures counts approvals this node could not sign, by reason (no_key).
 	MetricSigningFailures = "driftline_hub_signing_failures_total"
+	// MetricForwarded counts a follower's calls to the leader by call (apply, read_index,
+	// member, relay) and outcome (ok, refused, unavailable, unauthorized, error).
+	MetricForwarded = "driftline_hub_forwarded_total"
 )
 
 type apiMetrics struct {
 	requests   *prometheus.CounterVec
 	latency    *prometheus.HistogramVec
 	signFailed *prometheus.CounterVec
+	forwarded  *prometheus.CounterVec
 }
 
 func newAPIMetrics(reg prometheus.Registerer) *apiMetrics {
@@ -34,10 +38,13 @@ func newAPIMetrics(reg prometheus.Registerer) *apiMetrics {
 		signFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricSigningFailures, Help: "Approvals this node could not sign, by reason (no_key).",
 		}, []string{"reason"}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricForwarded, Help: "A follower's calls to the leader over the cluster client, by call and outcome.",
+		}, []string{"call", "outcome"}),
 	}
 	m.signFailed.WithLabelValues("no_key")
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.signFailed)
+		reg.MustRegister(m.requests, m.latency, m.signFailed, m.forwarded)
 	}
 	return m
 }

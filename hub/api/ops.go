@@ -86,7 +86,7 @@ type LeadershipResponse struct {
 
 // opsRoutes registers the operations endpoints; routes() calls it.
 func (s *Server) opsRoutes(v1 *echo.Group) {
-	admin := []echo.MiddlewareFunc{s.allow(adminOnly...), s.leaderOnly}
+	admin := []echo.MiddlewareFunc{s.allow(adminOnly...), s.leaderBound}
 	v1.GET("/cluster/backup", s.clusterBackup, admin...)
 	v1.POST("/cluster/leadership", s.clusterLeadership, admin...)
 	v1.GET("/node", s.nodeReport, s.allow(adminOnly...))

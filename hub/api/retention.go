@@ -52,7 +52,7 @@ func (s *Server) auditPrune(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		res, err := s.store.Apply(c.Request().Context(), env)
+		res, err := s.propose(c.Request().Context(), env) // on a follower: forwarded to the leader
 		if err != nil {
 			return err
 		}

@@ -8,8 +8,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// routes registers every endpoint. Writes pass leaderOnly (forwarded from followers); reads pass
-// strongRead (local unless ?consistency=strong). Each route names the roles it admits; admin is
+// routes registers every endpoint. Writes pass leaderOnly (on a follower their commands are
+// forwarded to the leader), the few calls only the leader can answer leaderBound (relayed);
+// reads pass strongRead (local unless ?consistency=strong). Each route names the roles it admits; admin is
 // always admitted.
 func (s *Server) routes() {
 	e := s.echo
@@ -20,6 +21,8 @@ func (s *Server) routes() {
 		g = prometheus.DefaultGatherer
 	}
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(g, promhttp.HandlerOpts{})))
+	// The cluster service: node-to-node only (cluster peers; see forward.go).
+	e.Any("/cluster/v1/*", echo.WrapHandler(s.clusterService()))
 
 	v1 := e.Group("/api/v1")
 	r := func(roles ...string) []echo.MiddlewareFunc {
@@ -27,6 +30,10 @@ func (s *Server) routes() {
 	}
 	w := func(roles ...string) []echo.MiddlewareFunc {
 		return []echo.MiddlewareFunc{s.allow(roles...), s.leaderOnly}
+	}
+	// lb is w for a call only the leader can answer (forward.go: leaderBound).
+	lb := func(roles ...string) []echo.MiddlewareFunc {
+		return []echo.MiddlewareFunc{s.allow(roles...), s.leaderBound}
 	}
 	// rs is r for a registry read a device token may make only within its scope (scope.go).
 	rs := func(kind scopeKind, roles ...string) []echo.MiddlewareFunc {
@@ -57,7 +64,7 @@ func (s *Server) routes() {
 	v1.GET("/models/:name/versions", s.modelVersionList, r(readers...)...)
 	v1.GET("/models/:name/versions/:v", s.modelVersionGet, rs(scopeModelVersion, anyRole...)...)
 	v1.GET("/models/:name/versions/:v/artifact", s.modelVersionArtifact, rs(scopeModelVersion, anyRole...)...)
-	v1.POST("/models/:name/versions/:v/approve", s.modelVersionApprove, w(approver...)...)
+	v1.POST("/models/:name/versions/:v/approve", s.modelVersionApprove, lb(approver...)...)
 	v1.POST("/models/:name/versions/:v/deprecate", s.modelVersionDeprecate, w(approver...)...)
 	v1.PUT("/models/:name/versions/:v/tags", s.modelVersionTags, w(governor...)...)
 	v1.PUT("/models/:name/versions/:v/outputs", s.modelVersionOutputs, w(publisher...)...)
@@ -96,9 +103,9 @@ func (s *Server) routes() {
 	v1.POST("/audit/prune", s.auditPrune, w(adminOnly...)...)
 	v1.GET("/keys", s.keys, r(anyRole...)...)
 	v1.GET("/keys/root", s.keysRoot, r(anyRole...)...)
-	v1.POST("/keys/rotate", s.keysRotate, w(adminOnly...)...)
-	v1.POST("/keys/root", s.keysRootRotate, w(adminOnly...)...)
-	v1.POST("/keys/:id/retire", s.keysRetire, w(adminOnly...)...)
+	v1.POST("/keys/rotate", s.keysRotate, lb(adminOnly...)...)
+	v1.POST("/keys/root", s.keysRootRotate, lb(adminOnly...)...)
+	v1.POST("/keys/:id/retire", s.keysRetire, lb(adminOnly...)...)
 
 	s.webhookRoutes(v1)
 }

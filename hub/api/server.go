@@ -2,8 +2,9 @@
 // problem+json errors, and forwarding of writes from followers to the leader.
 //
 // Reads are answered from the local FSM; `?consistency=strong` makes a read linearizable (a
-// barrier on the leader; a follower forwards such reads). Writes on a follower are proxied to the
-// leader's HTTP address, so clients never chase the leader.
+// barrier on the leader; a follower waits for the leader's read index). A write on a follower
+// runs its handler there and sends the command it builds to the leader over hub/cluster's
+// client (forward.go), so clients never chase the leader.
 package api
 
 import (
@@ -19,6 +20,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/driftline/driftline/hub/cluster"
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/keys"
 	"github.com/driftline/driftline/hub/state"
@@ -143,6 +145,16 @@ type Config struct {
 	// a pooled plain transport.
 	PeerScheme    string
 	PeerTransport http.RoundTripper
+	// Peers is the cluster client a follower calls the leader with: typed forwarding of the
+	// commands its handlers build, read indexes, membership changes, and the relay of the
+	// leader-bound calls (forward.go). nil: a follower answers writes with 503.
+	Peers *cluster.Client
+	// PeerToken returns this node's credential for the leader's cluster service (its node
+	// token, "" without one). With a cluster CA the client's certificate is what counts.
+	PeerToken func() string
+	// ClusterTLS, when set, makes the cluster service (/cluster/v1/) admit only callers that
+	// present a certificate of the cluster CA; without it, only node tokens are admitted.
+	ClusterTLS *cluster.TLS
 }
 
 // DefaultMaxUploadBytes is the largest upload accepted unless configured (4 GiB): above the
@@ -156,8 +168,8 @@ const DefaultMaxBodyBytes = 4 << 20
 
 // Server is the HTTP API.
 type Server struct {
-	// proxies holds the reverse proxy to each leader address seen (forward.go).
-	proxies sync.Map
+	// typed caches, per leader address, whether the leader takes typed calls (forward.go).
+	typed   sync.Map
 	cfg     Config
 	store   Store
 	read    state.Reader

@@ -22,9 +22,13 @@ const maxIDLen = 256
 // (subscribe). It is pure, allocates nothing and is safe for concurrent use; the same decision is
 // rendered for Mosquitto by WriteMosquittoACL.
 type rules struct {
-	prefix  string // "dl/v1"
-	devBase string // "dl/v1/dev/"
+	prefix    string // "dl/v1"
+	devBase   string // "dl/v1/dev/"
+	modelBase string // "dl/v1/model/"
 }
+
+// modelChunkLeaf ends a model's shared chunk topic, "{prefix}/model/{name}/chunk".
+const modelChunkLeaf = "/chunk"
 
 // newRules validates prefix (one or more non-empty topic levels, no wildcards, no leading '$')
 // and returns the rules for it.
@@ -40,7 +44,7 @@ func newRules(prefix string) (rules, error) {
 			return rules{}, fmt.Errorf("%w: prefix %q: every level must be non-empty, without '+', '#' or NUL", ErrConfig, prefix)
 		}
 	}
-	return rules{prefix: prefix, devBase: prefix + "/dev/"}, nil
+	return rules{prefix: prefix, devBase: prefix + "/dev/", modelBase: prefix + "/model/"}, nil
 }
 
 // validLevel reports whether s can stand as one literal topic level: non-empty, valid UTF-8, at most
@@ -65,15 +69,34 @@ func validPrincipal(p Principal) bool {
 	}
 }
 
+// modelTopic returns the model of a shared chunk topic "{prefix}/model/{name}/chunk" (name one
+// literal level: a filter with a wildcard is not one), and whether topic is one.
+func (r rules) modelTopic(topic string) (string, bool) {
+	rest, ok := strings.CutPrefix(topic, r.modelBase)
+	if !ok {
+		return "", false
+	}
+	name, ok := strings.CutSuffix(rest, modelChunkLeaf)
+	if !ok || !validLevel(name) {
+		return "", false
+	}
+	return name, true
+}
+
 // allow reports whether p may publish to topic (write) or subscribe to, or receive, topic (read;
 // topic may then be a filter with wildcards). A device's filter must stay literally inside
 // "{prefix}/dev/{id}/": "dl/v1/dev/+/status" is refused even though it matches the device's own
-// status topic, because it matches every other device's too.
+// status topic, because it matches every other device's too. A model's shared chunk topic is
+// only the hub's to publish; whether a device may read one depends on its desired state, which
+// these pure rules do not know (the hook asks its ModelAuthorizer): here it is refused.
 func (r rules) allow(p Principal, topic string, write bool) bool {
 	switch p.Kind {
 	case Hub:
 		return true
 	case Admin:
+		if _, ok := r.modelTopic(topic); ok && write {
+			return false
+		}
 		if write {
 			if rest, ok := strings.CutPrefix(topic, r.devBase); ok {
 				if _, rest, ok = strings.Cut(rest, "/"); ok { // skip the device id
@@ -139,6 +162,9 @@ func (r rules) topicKind(topic string) string {
 			return "other"
 		}
 		return kind
+	}
+	if _, ok := r.modelTopic(topic); ok {
+		return "model_chunk"
 	}
 	if rest, ok := strings.CutPrefix(topic, r.prefix+"/fleet/"); ok {
 		kind, _, _ := strings.Cut(rest, "/")

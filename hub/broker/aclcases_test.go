@@ -28,6 +28,10 @@ var aclCases = []aclCase{
 	{"device subscribes whole prefix", userDevA, true, "dl/v1/#", "dl/v1/fleet/drift/m", false},
 	{"device subscribes everything", userDevA, true, "#", "dl/v1/dev/dev-b/desired", false},
 	{"device subscribes fleet", userDevA, true, "dl/v1/fleet/rollouts/r1", "", false},
+	{"device subscribes its model's shared chunks", userDevA, true, "dl/v1/model/model-a/chunk", "", true},
+	{"device subscribes another model's shared chunks", userDevA, true, "dl/v1/model/model-b/chunk", "", false},
+	{"other device subscribes the model's shared chunks", userDevB, true, "dl/v1/model/model-a/chunk", "", false},
+	{"device subscribes every model's shared chunks", userDevA, true, "dl/v1/model/+/chunk", "dl/v1/model/model-b/chunk", false},
 	{"viewer subscribes prefix", userViewer, true, "dl/v1/#", "dl/v1/dev/dev-b/heartbeat", true},
 	{"viewer subscribes device status", userViewer, true, "dl/v1/dev/dev-a/status", "", true},
 	{"viewer subscribes outside prefix", userViewer, true, "other/#", "other/x", false},
@@ -47,6 +51,8 @@ var aclCases = []aclCase{
 	{"viewer publishes fleet", userViewer, false, "dl/v1/fleet/rollouts/r1", "", false},
 	{"hub publishes desired", userHub, false, "dl/v1/dev/dev-a/desired", "", true},
 	{"hub publishes chunk", userHub, false, "dl/v1/dev/dev-b/chunk", "", true},
+	{"device publishes its model's shared chunks", userDevA, false, "dl/v1/model/model-a/chunk", "", false},
+	{"hub publishes shared chunks", userHub, false, "dl/v1/model/model-a/chunk", "", true},
 }
 
 // syncFilter is a filter the user may subscribe to; a SUBACK on it proves that the broker has

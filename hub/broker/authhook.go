@@ -35,6 +35,41 @@ type aclHook struct {
 type aclEntry struct {
 	p  Principal
 	cl *mqtt.Client
+
+	grantsMu sync.Mutex
+	grants   map[string]modelGrant // model -> the ModelAuthorizer's last answer
+}
+
+type modelGrant struct {
+	ok    bool
+	until time.Time
+}
+
+// ModelGrantTTL is how long the broker keeps a ModelAuthorizer answer for one device and model.
+const ModelGrantTTL = 2 * time.Second
+
+// mayFetchModel asks the hook's ModelAuthorizer whether e's device may read model's shared chunk
+// topic, at most once per ModelGrantTTL.
+func (h *aclHook) mayFetchModel(e *aclEntry, model string) bool {
+	ma, ok := h.auth.(ModelAuthorizer)
+	if !ok {
+		return false
+	}
+	now := time.Now()
+	e.grantsMu.Lock()
+	g, ok := e.grants[model]
+	e.grantsMu.Unlock()
+	if ok && now.Before(g.until) {
+		return g.ok
+	}
+	g = modelGrant{ok: ma.MayFetchModel(e.p.ID, model), until: now.Add(ModelGrantTTL)}
+	e.grantsMu.Lock()
+	if e.grants == nil {
+		e.grants = map[string]modelGrant{}
+	}
+	e.grants[model] = g
+	e.grantsMu.Unlock()
+	return g.ok
 }
 
 func newACLHook(r rules, auth Authenticator, m *metrics, log *slog.Logger) *aclHook {
@@ -125,6 +160,11 @@ func (h *aclHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	h.mu.RUnlock()
 	if e != nil && e.cl == cl && h.rules.allow(e.p, topic, write) {
 		return true
+	}
+	if e != nil && e.cl == cl && e.p.Kind == Device && !write {
+		if model, ok := h.rules.modelTopic(topic); ok && h.mayFetchModel(e, model) {
+			return true
+		}
 	}
 	if write {
 		h.m.reject(reasonPublish)

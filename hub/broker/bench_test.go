@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 	"log/slog"
+	"syscall"
 	"testing"
 	"time"
 
@@ -86,4 +87,74 @@ func BenchmarkDeviceLimits(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// BenchmarkRetainedSweep measures what mochi's once-a-second housekeeping costs the embedded
+// broker with a fleet's retained messages and sessions (issue 18): one op is one pass of
+// clearExpiredRetainedMessages (mochi v2.7.9: GetAll copies the retained map, then every message
+// is checked), or of the client passes clearExpiredClients and clearExpiredInflights (each
+// copies the clients map). The loops below are mochi's, copied, since its methods are
+// unexported. Each runs once a second, so ns/op is the broker's idle CPU share per second.
+// Three retained topics per device: status, desired and reported.
+func BenchmarkRetainedSweep(b *testing.B) {
+	for _, devices := range []int{10_000, 100_000} {
+		srv := mqtt.New(&mqtt.Options{Logger: testhelp.Logger(b, slog.LevelInfo)})
+		maxExpiry := int64(0) // the broker's setting (PITFALLS: retained desired states never expire)
+		for i := 0; i < devices; i++ {
+			base := fmt.Sprintf("dl/v1/dev/edge-%06d/", i)
+			for _, k := range []string{"status", "desired", "reported"} {
+				srv.Topics.RetainMessage(packets.Packet{TopicName: base + k, Payload: make([]byte, 300), Created: time.Now().Unix(),
+					FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true, Qos: 1}})
+			}
+			srv.Clients.Add(srv.NewClient(nil, "tcp", fmt.Sprintf("edge-%06d", i), false))
+		}
+		b.Run(fmt.Sprintf("retained/devices=%d", devices), func(b *testing.B) {
+			b.ReportAllocs()
+			defer reportCPU(b)()
+			now := time.Now().Unix()
+			n := 0
+			for i := 0; i < b.N; i++ {
+				for filter, pk := range srv.Topics.Retained.GetAll() {
+					expired := pk.ProtocolVersion == 5 && pk.Expiry > 0 && pk.Expiry < now
+					enforced := maxExpiry > 0 && now-pk.Created > maxExpiry
+					if expired || enforced {
+						srv.Topics.Retained.Delete(filter)
+					}
+					n++
+				}
+			}
+			if n != b.N*3*devices {
+				b.Fatalf("swept %d messages, want %d", n, b.N*3*devices)
+			}
+		})
+		b.Run(fmt.Sprintf("clients/devices=%d", devices), func(b *testing.B) {
+			b.ReportAllocs()
+			defer reportCPU(b)()
+			now := time.Now().Unix()
+			for i := 0; i < b.N; i++ {
+				for _, cl := range srv.Clients.GetAll() { // clearExpiredClients
+					if d := cl.StopTime(); d != 0 && d < now-1e9 {
+						b.Fatal("expired")
+					}
+				}
+				for _, cl := range srv.Clients.GetAll() { // clearExpiredInflights
+					cl.ClearExpiredInflights(now, maxExpiry)
+				}
+			}
+		})
+	}
+}
+
+// reportCPU reports the process's CPU time per op (user + system, garbage collection included),
+// which on a shared machine says more than the wall time: call its result when the loop ends.
+func reportCPU(b *testing.B) func() {
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	c0 := cpu()
+	return func() {
+		b.ReportMetric(float64((cpu()-c0).Milliseconds())/float64(b.N), "cpu-ms/op")
+	}
 }

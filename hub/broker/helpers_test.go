@@ -61,6 +61,19 @@ func (a *tableAuth) Authenticate(user string, password []byte) (Principal, error
 	}
 }
 
+// testModels are the models each test device may fetch (broker.ModelAuthorizer).
+var testModels = map[string][]string{userDevA: {"model-a"}}
+
+// MayFetchModel lets a device read the shared chunk topic of its testModels.
+func (a *tableAuth) MayFetchModel(device, model string) bool {
+	for _, m := range testModels[device] {
+		if m == model {
+			return true
+		}
+	}
+	return false
+}
+
 func (a *tableAuth) revoke(user string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -15,7 +15,8 @@ import (
 // device publish: every device-to-hub kind of SPEC section 3, and drift/{feature}. Mosquitto's
 // ACL cannot forbid only the writing of a topic it lets a user read, so for Mosquitto the
 // device's write rights are this list rather than "everything but desired and chunk".
-var DeviceWriteKinds = []string{"status", "heartbeat", "data", "validation", "drift", "drift/+", "profile", "reported", "fetch"}
+var DeviceWriteKinds = []string{"status", "heartbeat", "data", "validation", "drift", "drift/+", "profile", "reported", "fetch",
+	"prediction_drift", "performance", "sample"}
 
 // mosquittoIterations is the PBKDF2 iteration count; 101 is mosquitto_passwd's default. Device
 // and API tokens are long random strings, so stretching adds little, and every connect pays it.
@@ -38,6 +39,16 @@ type Cred struct {
 // must be rendered again (and Mosquitto sent SIGHUP) when devices or viewers change, as the
 // password file must anyway.
 func WriteMosquittoACL(w io.Writer, prefix string, devices []string, viewers []string, hubUser string) error {
+	return WriteMosquittoACLModels(w, prefix, devices, nil, viewers, hubUser)
+}
+
+// WriteMosquittoACLModels is WriteMosquittoACL that also lets each device read the shared chunk
+// topic "{prefix}/model/{name}/chunk" of every model models[device] names: the models its desired
+// state names when the file is rendered (broker.ModelAuthorizer decides the same live for the
+// embedded broker). A device whose desired state names a model after the rendering is not
+// delivered that topic until the file is rendered again; its agent's requests then time out once
+// and are answered on its own chunk topic, as for an agent without the shared topic.
+func WriteMosquittoACLModels(w io.Writer, prefix string, devices []string, models map[string][]string, viewers []string, hubUser string) error {
 	r, err := newRules(prefix)
 	if err != nil {
 		return err
@@ -66,6 +77,12 @@ func WriteMosquittoACL(w io.Writer, prefix string, devices []string, viewers []s
 		fmt.Fprintf(bw, "\n# Device %s: its own subtree; never desired or chunk.\nuser %s\ntopic read %s#\n", d, d, base)
 		for _, k := range DeviceWriteKinds {
 			fmt.Fprintf(bw, "topic write %s%s\n", base, k)
+		}
+		for _, m := range models[d] {
+			if !validLevel(m) || strings.ContainsAny(m, " \t") {
+				return fmt.Errorf("%w: model %q is not one topic level", ErrBadUser, m)
+			}
+			fmt.Fprintf(bw, "topic read %s%s%s\n", r.modelBase, m, modelChunkLeaf)
 		}
 	}
 	if err := bw.Flush(); err != nil {

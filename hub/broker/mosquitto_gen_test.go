@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/driftline/driftline/shared/wire"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata golden files")
@@ -134,4 +136,26 @@ func FuzzWriteMosquittoACL(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestMosquittoACLLetsDevicesWriteEveryKind checks that the rendered Mosquitto ACL lets a device
+// publish every device-to-hub kind of the protocol: a kind missing from it is denied by Mosquitto
+// without an error the agent sees (MQTT 3.1.1 acknowledges a denied QoS 1 publish), so its
+// reports vanish (reliability finding 12: prediction_drift, performance and sample were missing).
+func TestMosquittoACLLetsDevicesWriteEveryKind(t *testing.T) {
+	var buf bytes.Buffer
+	if err := WriteMosquittoACL(&buf, "", []string{"dev-1"}, nil, "hub"); err != nil {
+		t.Fatal(err)
+	}
+	acl := buf.String()
+	topics := wire.Default()
+	for k := wire.KindStatus; k < 255; k++ {
+		level := k.String()
+		if k.FromHub() || strings.HasPrefix(level, "Kind(") {
+			continue // only the hub publishes it, or no kind has this number
+		}
+		if !strings.Contains(acl, "topic write "+topics.DevicePrefix("dev-1")+level+"\n") {
+			t.Errorf("the ACL does not let a device write %q:\n%s", level, acl)
+		}
+	}
 }

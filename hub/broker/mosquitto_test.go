@@ -28,7 +28,7 @@ func startMosquitto(t *testing.T) string {
 	if err := WriteMosquittoPasswd(&pw, creds); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteMosquittoACL(&acl, DefaultPrefix, []string{userDevA, userDevB}, []string{userViewer}, userHub); err != nil {
+	if err := WriteMosquittoACLModels(&acl, DefaultPrefix, []string{userDevA, userDevB}, testModels, []string{userViewer}, userHub); err != nil {
 		t.Fatal(err)
 	}
 	b := mosquittotest.Start(t, "the external-broker ACL tests", mosquittotest.Files{Passwd: pw.Bytes(), ACL: acl.Bytes()},

@@ -65,6 +65,15 @@ type Authenticator interface {
 	Authenticate(username string, password []byte) (Principal, error)
 }
 
+// ModelAuthorizer is an Authenticator that also says whether a device may read the shared chunk
+// topic of a model, "{prefix}/model/{name}/chunk": whether its desired state names the model.
+// Without it no device may. The broker asks at subscribe and, cached for ModelGrantTTL, at
+// delivery: a device whose desired state no longer names the model stops receiving its chunks
+// within that time. MayFetchModel must be safe for concurrent use.
+type ModelAuthorizer interface {
+	MayFetchModel(deviceID, model string) bool
+}
+
 // Client-id namespaces. A session belongs to the principal that may use its client id, so no
 // principal can hold, take over or squat on another's session:
 //

@@ -23,7 +23,9 @@ func (a *app) brokerCmd() *cobra.Command {
 	return cmd
 }
 
-// brokerACL renders the embedded broker's access rules for Mosquitto. The hub keeps only hashes
+// brokerACL renders the embedded broker's access rules for Mosquitto, with each device's read
+// right on the shared chunk topics of the models its desired state names now (render again
+// after a rollout's wave starts, as after enrolling devices). The hub keeps only hashes
 // of device tokens, so password entries come from a credentials file the operator kept when
 // enrolling devices ("user:password" per line; `device add` prints each token once).
 func (a *app) brokerACL() *cobra.Command {
@@ -49,8 +51,13 @@ func (a *app) brokerACL() *cobra.Command {
 				return err
 			}
 			ids := make([]string, 0, len(devs))
+			models := map[string][]string{} // device -> the models its desired state names
 			for _, d := range devs {
 				ids = append(ids, d.ID)
+				for name := range d.Desired {
+					models[d.ID] = append(models[d.ID], name)
+				}
+				sort.Strings(models[d.ID])
 			}
 			sort.Strings(ids)
 			if prefix == "" {
@@ -62,7 +69,7 @@ func (a *app) brokerACL() *cobra.Command {
 				prefix = cmp.Or(hp, wire.DefaultPrefix)
 			}
 			var acl bytes.Buffer
-			if err := broker.WriteMosquittoACL(&acl, prefix, ids, viewers, hubUser); err != nil {
+			if err := broker.WriteMosquittoACLModels(&acl, prefix, ids, models, viewers, hubUser); err != nil {
 				return usagef("%v", err)
 			}
 			if err := writeOut(a.stdout, aclOut, acl.Bytes(), 0o644); err != nil {

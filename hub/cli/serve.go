@@ -33,6 +33,7 @@ func envName(flag string) string {
 // serveOptions are the flags of `driftline hub serve`.
 type serveOptions struct {
 	data, nodeID, http, advertiseHTTP, raft, advertiseRaft, mqtt string
+	raftDialVia                                                  []string
 	broker, join, joinToken, tlsCert, tlsKey                     string
 	tlsCA, tlsClientCA, mqttPlain                                string
 	advertiseMQTT, signingKey, logLevel                          string
@@ -87,6 +88,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.StringVar(&o.advertiseHTTP, "advertise-http", "", "API address other nodes use (default: --http with the --raft host)")
 	f.StringVar(&o.raft, "raft", "127.0.0.1:7000", "Raft listen and advertise address")
 	f.StringVar(&o.advertiseRaft, "advertise-raft", "", "Raft address peers dial, when not --raft (NAT, proxy)")
+	f.StringSliceVar(&o.raftDialVia, "raft-dial-via", nil, "PEER=VIA: dial the peer whose Raft address is PEER at VIA instead (a tunnel, or a test harness's per-link proxy); repeatable or comma-separated")
 	f.StringVar(&o.mqtt, "mqtt", ":1883", `embedded MQTT broker listen address; "" disables it`)
 	f.StringVar(&o.broker, "broker", "", "external broker URL(s), comma-separated (tcp:// or ssl://), instead of the embedded one")
 	f.StringVar(&o.join, "join", "", "HTTP URL of a node of an existing cluster to join")
@@ -144,6 +146,22 @@ func (a *app) applyEnv(fs *pflag.FlagSet) error {
 		}
 	})
 	return err
+}
+
+// parseDialVia reads the --raft-dial-via PEER=VIA pairs (nil when none).
+func parseDialVia(pairs []string) (map[string]string, error) {
+	var out map[string]string
+	for _, kv := range pairs {
+		peer, via, ok := strings.Cut(kv, "=")
+		if !ok || peer == "" || via == "" {
+			return nil, usagef("--raft-dial-via wants PEER=VIA, got %q", kv)
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[peer] = via
+	}
+	return out, nil
 }
 
 // config validates the options and turns them into a node.Config.
@@ -224,8 +242,13 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 	if err != nil {
 		return node.Config{}, 0, err
 	}
+	dialVia, err := parseDialVia(o.raftDialVia)
+	if err != nil {
+		return node.Config{}, 0, err
+	}
 	return node.Config{
-		DataDir: o.data, NodeID: o.nodeID, HTTPAddr: o.http, AdvertiseHTTP: o.advertiseHTTP, RaftAddr: o.raft, AdvertiseRaft: o.advertiseRaft,
+		RaftDialVia: dialVia,
+		DataDir:     o.data, NodeID: o.nodeID, HTTPAddr: o.http, AdvertiseHTTP: o.advertiseHTTP, RaftAddr: o.raft, AdvertiseRaft: o.advertiseRaft,
 		MQTTAddr: o.mqtt, Brokers: brokers, AdvertiseMQTT: adv, Join: o.join, JoinToken: o.joinToken,
 		TLSCert: o.tlsCert, TLSKey: o.tlsKey, TLSCA: o.tlsCA, TLSClientCA: o.tlsClientCA, MQTTPlainAddr: o.mqttPlain,
 		SigningKey: o.signingKey, RootKey: o.rootKey, DesiredTTL: o.desiredTTL, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload,

@@ -25,6 +25,9 @@ type Client struct {
 	Transport *http.Transport
 	// HTTP is a client over Transport with a 10 s timeout, for short calls (health, join).
 	HTTP *http.Client
+	// Timeout bounds one call of the cluster service (Apply, ReadIndex, Member); 0 means
+	// ForwardTimeout.
+	Timeout time.Duration
 }
 
 // NewClient returns the client for a cluster whose API serves TLS when https is set. t is the
@@ -59,6 +62,9 @@ var (
 	ErrUnavailable = errors.New("cluster: peer unavailable")
 	// ErrUnauthorized is a peer's 401: it does not (yet) know the token.
 	ErrUnauthorized = errors.New("cluster: token refused")
+	// ErrNoService is a peer's 404 or 405 for a call of the cluster service: a build from
+	// before it (a rolling upgrade).
+	ErrNoService = errors.New("cluster: the peer has no cluster service")
 )
 
 // PostJSON posts body as JSON to url with the bearer token and decodes a 200 or 201 answer into

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -118,6 +117,10 @@ func (s Service) Remove(ctx context.Context, id string) error {
 	return s.M.Remove(ctx, id)
 }
 
+// ValidateJoin checks what a JoinRequest must carry (the checks Join and Promote make first), so
+// that a follower refuses a bad request before it forwards it.
+func ValidateJoin(req JoinRequest) error { return validJoin(req) }
+
 func validJoin(req JoinRequest) error {
 	switch {
 	case req.ID == "":
@@ -146,16 +149,4 @@ func (c *Client) Join(ctx context.Context, base, token string, req JoinRequest, 
 // cluster, with an admin token.
 func (c *Client) Remove(ctx context.Context, base, token, id string) error {
 	return c.do(ctx, http.MethodDelete, strings.TrimRight(base, "/")+"/api/v1/cluster/nodes/"+url.PathEscape(id), token, nil, nil)
-}
-
-// ForwardTelemetry sends a telemetry batch (the payload of a TypeDeviceTelemetry command) to
-// the leader whose API is at addr (host:port), with this node's token.
-func (c *Client) ForwardTelemetry(ctx context.Context, addr, token string, payload []byte) error {
-	return c.PostJSON(ctx, c.URL(addr, "/api/v1/devices/telemetry"), token, json.RawMessage(payload), nil)
-}
-
-// ForwardSample sends a device's staged sample (the payload of a TypeSampleStage command) to the
-// leader whose API is at addr (host:port), with this node's token.
-func (c *Client) ForwardSample(ctx context.Context, addr, token string, payload []byte) error {
-	return c.PostJSON(ctx, c.URL(addr, "/api/v1/devices/samples"), token, json.RawMessage(payload), nil)
 }

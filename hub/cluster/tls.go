@@ -68,6 +68,10 @@ func (t *TLS) verify(chain []*x509.Certificate) error {
 	return err
 }
 
+// VerifyPeer checks a certificate chain a peer presented (an HTTP request's
+// TLS.PeerCertificates) against the cluster CA: nil means the caller is a member of the cluster.
+func (t *TLS) VerifyPeer(chain []*x509.Certificate) error { return t.verify(chain) }
+
 // PeerServerConfig is the TLS config of a listener only peers use (Raft): the client must present a
 // certificate the cluster CA signed.
 func (t *TLS) PeerServerConfig() *tls.Config {

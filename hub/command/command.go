@@ -88,6 +88,12 @@ const (
 	// TypeRetentionPrune deletes closed lineage runs edges older than a cutoff and audit entries
 	// up to an exported checkpoint. Payload: state.RetentionPrune.
 	TypeRetentionPrune
+	// TypeChunksOrphanMark marks as pending, with the command's time, every chunk that no model
+	// version lists and that carries no pending mark: what aborted uploads left before uploads
+	// marked their chunks. ChunksSweep then deletes them after its grace period. Payload:
+	// state.ChunksOrphanMark. Not ignorable (skipping it would let states diverge): a leader
+	// proposes it only when every node knows it (cluster.PathInfo).
+	TypeChunksOrphanMark
 	typeEnd // sentinel: first unassigned value
 )
 
@@ -96,6 +102,10 @@ func (t Type) Known() bool {
 	b := t &^ IgnoreIfUnknown
 	return b > TypeUnknown && b < typeEnd
 }
+
+// MaxType is the highest command type this build knows (a leader proposes a type that a node
+// of an older build would stop at only when every node knows it).
+func MaxType() Type { return typeEnd - 1 }
 
 // Version is the format version written as byte 0 of every entry.
 const Version byte = 1

@@ -21,7 +21,8 @@ func (a storeAdapter) LeaderHTTP() (string, string, bool) {
 	return a.s.LeaderHTTP()
 }
 func (a storeAdapter) Ready() bool          { return a.s.Ready() }
-func (a storeAdapter) AppliedIndex() uint64 { return a.s.Status().AppliedIndex }
+func (a storeAdapter) AppliedIndex() uint64 { return a.s.AppliedIndex() }
+
 func (a storeAdapter) Cluster() api.ClusterStatus {
 	st := a.s.Status()
 	out := api.ClusterStatus{

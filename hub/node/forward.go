@@ -4,7 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"time"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/command"
@@ -74,10 +80,11 @@ func splitTelemetry(payload []byte, limit int) (parts [][]byte, dropped []string
 	return out, dropped, nil
 }
 
-// Chunks an aborted upload left are deleted by a sweep the leader proposes every
-// chunkSweepInterval, for chunks stored more than chunkSweepGrace ago that no version lists:
-// an upload in progress keeps its chunks (each batch it sends refreshes the time of chunks it
-// shares with another pending upload).
+// Chunks an aborted upload left are deleted by a sweep the leader proposes when it starts leading
+// and every chunkSweepInterval, for chunks stored more than chunkSweepGrace ago that no version
+// lists: an upload in progress keeps its chunks (each batch it sends refreshes the time of chunks
+// it shares with another pending upload). Chunks left by builds that did not mark them pending
+// are marked first (markOrphanChunks), so they go one grace period later.
 const (
 	chunkSweepInterval = 10 * time.Minute
 	chunkSweepGrace    = time.Hour
@@ -86,8 +93,14 @@ const (
 // sweepChunks proposes a ChunksSweep of chunks stored more than grace ago that no version lists,
 // and returns how many it deleted.
 func (n *Node) sweepChunks(ctx context.Context, grace time.Duration) (int, error) {
+	return n.sweepChunksBefore(ctx, time.Now().Add(-grace))
+}
+
+// sweepChunksBefore proposes a ChunksSweep of the pending chunks marked before t, counts what it
+// deleted in the metrics and returns how many chunks that was.
+func (n *Node) sweepChunksBefore(ctx context.Context, t time.Time) (int, error) {
 	env, err := command.New(command.TypeChunksSweep, "", 0, "hub:"+n.cfg.NodeID,
-		state.ChunksSweep{Before: time.Now().Add(-grace).UnixMilli()})
+		state.ChunksSweep{Before: t.UnixMilli()})
 	if err != nil {
 		return 0, err
 	}
@@ -97,7 +110,112 @@ func (n *Node) sweepChunks(ctx context.Context, grace time.Duration) (int, error
 	}
 	swept, _ := res.(state.ChunksSwept)
 	if swept.Deleted > 0 {
-		n.log.Info("deleted chunks of aborted uploads", "chunks", swept.Deleted)
+		n.sweep.swept.Add(float64(swept.Deleted))
+		n.sweep.bytes.Add(float64(swept.Bytes))
+		n.log.Info("deleted chunks of aborted uploads", "chunks", swept.Deleted, "bytes", swept.Bytes)
 	}
 	return swept.Deleted, nil
 }
+
+// ensureNodeToken gives this node (the leader of a cluster of two nodes or more; a lone node
+// calls no one) a node token of its own when DATA/node.token
+// holds none (the bootstrap node, which never joined; a node that joined before node tokens
+// were node credentials): without a cluster CA it is the credential this node forwards writes
+// with once it is a follower.
+func (n *Node) ensureNodeToken(ctx context.Context) error {
+	if len(n.store.Status().Nodes) < 2 { // alone, it calls no one
+		return nil
+	}
+	if tok := n.peerToken(); tok != "" {
+		p, err := n.Reader().PrincipalByTokenHash(api.HashToken(tok))
+		if err == nil && api.IsNodeCredential(p) {
+			return nil
+		}
+	}
+	tok := api.NewToken()
+	id := api.NodeTokenIDPrefix + uuid.NewString()[:8]
+	name := "node-" + strings.NewReplacer(":", "-", "/", "-").Replace(n.cfg.NodeID)
+	if !state.ValidName(name) {
+		name = "node-" + id[len(api.NodeTokenIDPrefix):]
+	}
+	env, err := command.New(command.TypeTokenCreate, "", 0, "hub:"+n.cfg.NodeID,
+		state.TokenCreate{ID: id, Name: name, Role: state.RoleAdmin, Hash: api.HashToken(tok)})
+	if err != nil {
+		return err
+	}
+	if _, err := n.store.Apply(ctx, env); err != nil {
+		return err
+	}
+	return writeSecret(filepath.Join(n.cfg.DataDir, NodeTokenFile), tok)
+}
+
+// Metric names of the chunk sweep.
+const (
+	// MetricChunksSwept counts chunks the leader's sweep deleted (aborted uploads).
+	MetricChunksSwept = "driftline_hub_chunks_swept_total"
+	// MetricChunksSweptBytes counts their stored (compressed) bytes.
+	MetricChunksSweptBytes = "driftline_hub_chunks_swept_bytes_total"
+	// MetricChunksOrphaned counts chunks found unlisted and unmarked (left by builds before
+	// uploads marked their chunks) and marked for the sweep.
+	MetricChunksOrphaned = "driftline_hub_chunks_orphaned_total"
+)
+
+type sweepMetrics struct {
+	swept, bytes, orphaned prometheus.Counter
+}
+
+func newSweepMetrics(reg prometheus.Registerer) *sweepMetrics {
+	m := &sweepMetrics{
+		swept: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricChunksSwept,
+			Help: "Chunks of aborted uploads the leader's sweep deleted."}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricChunksSweptBytes,
+			Help: "Stored (compressed) bytes of the chunks the leader's sweep deleted."}),
+		orphaned: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricChunksOrphaned,
+			Help: "Chunks no version lists and no pending mark covered (left by older builds), marked for the sweep."}),
+	}
+	reg.MustRegister(m.swept, m.bytes, m.orphaned)
+	return m
+}
+
+// markOrphanChunks proposes a ChunksOrphanMark: chunks no version lists that carry no pending
+// mark (what aborted uploads left before uploads marked their chunks) are marked pending now, so
+// the sweep deletes them once older than its grace period. It proposes nothing while a node of
+// the cluster does not know the command (a rolling upgrade): that node would stop at it.
+func (n *Node) markOrphanChunks(ctx context.Context) (int, error) {
+	for _, nd := range n.store.Status().Nodes {
+		if nd.ID == n.cfg.NodeID {
+			continue
+		}
+		info, err := n.peers.Info(ctx, nd.HTTP, n.peerToken())
+		if err != nil || command.Type(info.MaxCommand) < command.TypeChunksOrphanMark {
+			return 0, fmt.Errorf("node %s does not know the orphan mark yet (%v): not proposed", nd.ID, err)
+		}
+	}
+	env, err := command.New(command.TypeChunksOrphanMark, "", 0, "hub:"+n.cfg.NodeID, state.ChunksOrphanMark{})
+	if err != nil {
+		return 0, err
+	}
+	res, err := n.store.Apply(ctx, env)
+	if err != nil {
+		return 0, err
+	}
+	marked, _ := res.(state.ChunksMarked)
+	if marked.Marked > 0 {
+		n.sweep.orphaned.Add(float64(marked.Marked))
+		n.log.Info("marked orphan chunks of older aborted uploads for the sweep", "chunks", marked.Marked)
+	}
+	return marked.Marked, nil
+}
+
+// followerCommitTimeout is raft's CommitTimeout on every node: how long the leader's replication
+// to a follower waits without new entries before it sends an (empty) append, which is how a
+// follower learns that entries it holds were committed. hashicorp/raft does not send one when
+// the commit index advances (etcd's raft does), so with its 50 ms default a follower applied a
+// write it forwarded 50-100 ms after the leader answered, and forwarded writes, which wait for
+// that apply (read-your-writes), fell to 16 writes/s for one client (BenchmarkAPIWrites,
+// docs/benchmarks.md: 208/s at 1 ms, 154/s at 3 ms). The price is idle CPU: three idle hubs use
+// about 2.7% of a core each more than with the default (measured, docs/benchmarks.md).
+const followerCommitTimeout = 1 * time.Millisecond
+
+// tuneRaft is the node's adjustment of the store's raft config.
+func tuneRaft(rc *raft.Config) { rc.CommitTimeout = followerCommitTimeout }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/broker"
+	"github.com/driftline/driftline/hub/cluster"
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/protocol"
 	"github.com/driftline/driftline/hub/state"
@@ -26,6 +28,13 @@ import (
 type mqttAuth struct{ r state.Reader }
 
 var errMQTTAuth = errors.New("bad credentials")
+
+// MayFetchModel lets a device read the shared chunk topic of a model its desired state names
+// (broker.ModelAuthorizer).
+func (a mqttAuth) MayFetchModel(deviceID, model string) bool {
+	sc, err := a.r.DeviceScope(deviceID)
+	return err == nil && sc.ModelName(model)
+}
 
 func (a mqttAuth) Authenticate(username string, password []byte) (broker.Principal, error) {
 	if len(password) == 0 {
@@ -80,6 +89,7 @@ func (n *Node) startMQTT() error {
 	svc, err := protocol.Start(protocol.Config{
 		Transport: transport, DB: n.db, Reader: n.Reader(), Topics: n.topics,
 		Apply: n.applyOrForward, Logger: n.log, Registerer: n.registry, Keys: n.keys, DesiredTTL: n.cfg.DesiredTTL,
+		SharedDelay: n.cfg.SharedChunkDelay, SharedGap: n.cfg.SharedChunkGap,
 		OnDeviceRemoved: func(id string) {
 			if n.broker != nil { // its sessions and retained topics go with it
 				n.broker.Forget(broker.Principal{Kind: broker.Device, ID: id}, false)
@@ -160,29 +170,25 @@ func (n *Node) MQTTURL() string {
 	return ""
 }
 
-// applyOrForward proposes a command on the leader, or sends a telemetry batch (or a device's
-// staged sample) to the leader's API from a follower, authenticated with this node's token.
+// applyOrForward proposes a command on the leader, or, on a follower, sends it to the leader
+// as it is over the cluster client (cluster.PathApply), authenticated as a cluster peer: any
+// command type, not only telemetry. A telemetry batch is split so that no forwarded command
+// exceeds forwardLimit (one oversized batch must not stall telemetry).
 func (n *Node) applyOrForward(ctx context.Context, env command.Envelope) error {
 	if n.store.IsLeader() {
 		_, err := n.store.Apply(ctx, env)
 		return err
 	}
-	switch env.Type {
-	case command.TypeDeviceTelemetry, command.TypeSampleStage:
-	default:
-		return fmt.Errorf("node: only telemetry and samples are forwarded, not command type %d", env.Type)
-	}
 	_, addr, ok := n.store.LeaderHTTP()
-	if !ok {
+	if !ok || addr == "" {
 		return errors.New("node: no leader known")
 	}
-	tok, err := n.nodeToken()
-	if err != nil {
-		return err
-	}
-	if env.Type == command.TypeSampleStage {
-		if err := n.peers.ForwardSample(ctx, addr, tok, env.Payload); err != nil {
-			return fmt.Errorf("node: leader refused the sample: %w", err)
+	if env.Type != command.TypeDeviceTelemetry {
+		if _, err := n.peers.Apply(ctx, addr, n.peerToken(), env); err != nil {
+			if handled, lerr := n.legacyForward(ctx, addr, env, err); handled {
+				return lerr
+			}
+			return fmt.Errorf("node: forward command type %d to the leader: %w", env.Type, err)
 		}
 		return nil
 	}
@@ -194,24 +200,62 @@ func (n *Node) applyOrForward(ctx context.Context, env command.Envelope) error {
 		n.log.Warn("telemetry too large to forward to the leader, left out", "devices", dropped, "limit", n.forwardLimit())
 	}
 	for _, p := range parts {
-		if err := n.forwardTelemetry(ctx, addr, tok, p); err != nil {
-			return err
+		part := env
+		part.Payload = p
+		if _, err := n.peers.Apply(ctx, addr, n.peerToken(), part); err != nil {
+			if handled, lerr := n.legacyForward(ctx, addr, part, err); handled {
+				if lerr != nil {
+					return lerr
+				}
+				continue
+			}
+			return fmt.Errorf("node: forward telemetry to the leader: %w", err)
 		}
 	}
 	return nil
 }
 
-// forwardTelemetry posts one telemetry payload to the leader's API at addr.
-func (n *Node) forwardTelemetry(ctx context.Context, addr, tok string, payload []byte) error {
-	if err := n.peers.ForwardTelemetry(ctx, addr, tok, payload); err != nil {
-		return fmt.Errorf("node: leader refused telemetry: %w", err)
+// legacyForward sends a telemetry batch or a staged sample to the leader's API with this node's
+// token, as builds before the cluster service did, when the typed call failed because the
+// leader has no cluster service (an older build, during a rolling upgrade) or does not admit
+// this node's credential (a node token from before node credentials, without a cluster CA).
+// handled is false when that fallback does not apply.
+func (n *Node) legacyForward(ctx context.Context, addr string, env command.Envelope, typedErr error) (handled bool, err error) {
+	if !errors.Is(typedErr, cluster.ErrNoService) && !errors.Is(typedErr, cluster.ErrUnauthorized) {
+		return false, nil
 	}
-	return nil
+	path := "/api/v1/devices/telemetry"
+	switch env.Type {
+	case command.TypeDeviceTelemetry:
+	case command.TypeSampleStage:
+		path = "/api/v1/devices/samples"
+	default:
+		return false, nil
+	}
+	tok, err := n.nodeToken()
+	if err != nil {
+		return true, err
+	}
+	if err := n.peers.PostJSON(ctx, n.peers.URL(addr, path), tok, json.RawMessage(env.Payload), nil); err != nil {
+		return true, fmt.Errorf("node: the leader refused %s: %w", path, err)
+	}
+	return true, nil
 }
 
-// NodeTokenFile holds the admin token the leader gave this node when it joined (node-to-node
-// calls).
+// NodeTokenFile holds the node token the leader gave this node when it joined, or that this
+// node made for itself as leader (ensureNodeToken): its credential for the cluster service
+// without a cluster CA (api.IsNodeCredential).
 const NodeTokenFile = "node.token"
+
+// peerToken is this node's credential for the leader's cluster service: its node token, "" when
+// it has none (with a cluster CA its certificate is what counts).
+func (n *Node) peerToken() string {
+	b, err := os.ReadFile(filepath.Join(n.cfg.DataDir, NodeTokenFile))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
 
 // nodeToken returns the token this node authenticates to other nodes with.
 func (n *Node) nodeToken() (string, error) {

@@ -55,6 +55,9 @@ type Config struct {
 	AdvertiseHTTP string
 	// RaftAddr is where Raft listens and what it advertises ("127.0.0.1:7000").
 	RaftAddr string
+	// RaftDialVia maps a peer's Raft address to the address this node dials for it instead
+	// (store.Config.RaftDialVia: a fault-injection harness's per-link proxy, or a tunnel).
+	RaftDialVia map[string]string
 	// AdvertiseRaft, when set, is the Raft address peers dial instead of RaftAddr (a NAT or a
 	// proxy in front of the node: the fault-injection harness puts one on every node).
 	AdvertiseRaft string
@@ -102,6 +105,9 @@ type Config struct {
 	RootKey string
 	// DesiredTTL is how long a signed desired state is valid (protocol.DefaultDesiredTTL when 0).
 	DesiredTTL time.Duration
+	// SharedChunkDelay and SharedChunkGap tune the shared chunk fan-out (protocol.Config's
+	// SharedDelay and SharedGap); zero: the defaults.
+	SharedChunkDelay, SharedChunkGap time.Duration
 	// FourEyes refuses an approval by the identity that registered the version.
 	FourEyes bool
 	// MaxUploadBytes bounds one upload; 0 means api.DefaultMaxUploadBytes (4 GiB).
@@ -167,7 +173,9 @@ type Node struct {
 	registry *prometheus.Registry
 	broker   *broker.Broker
 	// peers is how this node calls the others' APIs.
-	peers    *cluster.Client
+	peers *cluster.Client
+	// sweep counts what the chunk sweep deleted (forward.go).
+	sweep    *sweepMetrics
 	paho     *protocol.PahoTransport
 	proto    *protocol.Service
 	rollouts *rollout.Controller
@@ -327,9 +335,10 @@ func (n *Node) openStore() (string, *cluster.TLS, error) {
 	n.peers = cluster.NewClient(ctls, cfg.TLSCert != "")
 	n.store, err = store.Open(store.Config{
 		DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID, StreamLayer: layer,
-		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertiseOf(*cfg), HTTPAddr: advHTTP,
+		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertiseOf(*cfg), RaftDialVia: cfg.RaftDialVia, HTTPAddr: advHTTP,
 		Bootstrap: cfg.Join == "" && len(cfg.Peers) == 0, DeadNodeTimeout: cfg.DeadNodeTimeout,
 		Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
+		Tune: tuneRaft,
 	})
 	if err != nil {
 		if layer != nil {
@@ -345,6 +354,7 @@ func (n *Node) openStore() (string, *cluster.TLS, error) {
 func (n *Node) startServices() error {
 	cfg := n.cfg
 	n.registerOps()
+	n.sweep = newSweepMetrics(n.registry)
 	n.rollouts = rollout.New(rollout.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
 	n.webhooks = webhook.New(webhook.Config{Store: n.store, Reader: n.Reader(), NodeID: cfg.NodeID,
 		Logger: cfg.Logger, Registerer: n.registry})
@@ -392,6 +402,7 @@ func (n *Node) serveAPI(ctls *cluster.TLS) error {
 		},
 		OnRolloutChanged: func(string) { n.rollouts.Wake() },
 		PeerScheme:       n.peers.Scheme, PeerTransport: n.peers.Transport,
+		Peers: n.peers, PeerToken: n.peerToken, ClusterTLS: ctls,
 		AdvertiseMQTT: n.advertisedMQTT(),
 		TopicPrefix:   cfg.TopicPrefix,
 		OnDesiredChanged: func(id string) {
@@ -499,6 +510,13 @@ func (n *Node) ID() string { return n.cfg.NodeID }
 // Store is the node's Raft store.
 func (n *Node) Store() *store.Store { return n.store }
 
+// Gatherer returns the node's metrics registry, what GET /metrics serves (tests and tools).
+func (n *Node) Gatherer() prometheus.Gatherer { return n.registry }
+
+// Transport returns the MQTT connection the hub's protocol service publishes with (nil without
+// MQTT): what goes out on it, agents take as the hub's. For tests and tools.
+func (n *Node) Transport() protocol.Transport { return n.transport }
+
 // Reader reads the node's local state.
 func (n *Node) Reader() state.Reader { return state.Reader{DB: n.db} }
 
@@ -554,7 +572,7 @@ func (n *Node) leaderChores(ctx context.Context) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	keyDone, tokenDone := false, false
-	lastSweep := time.Now()
+	var lastSweep time.Time // the first sweep runs as soon as this node leads
 	for {
 		select {
 		case <-ctx.Done():
@@ -563,6 +581,9 @@ func (n *Node) leaderChores(ctx context.Context) {
 		}
 		if n.store.IsLeader() && time.Since(lastSweep) >= chunkSweepInterval {
 			lastSweep = time.Now()
+			if _, err := n.markOrphanChunks(ctx); err != nil {
+				n.log.Warn("mark orphan chunks", "err", err)
+			}
 			if _, err := n.sweepChunks(ctx, chunkSweepGrace); err != nil {
 				n.log.Warn("sweep chunks of aborted uploads", "err", err)
 			}
@@ -588,6 +609,12 @@ func (n *Node) leaderChores(ctx context.Context) {
 				n.log.Warn("create admin token", "err", err)
 			} else {
 				tokenDone = true
+			}
+		}
+		// After the admin token: ensureAdminToken acts only on a cluster with no token at all.
+		if tokenDone {
+			if err := n.ensureNodeToken(ctx); err != nil {
+				n.log.Warn("create this node's node token", "err", err)
 			}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/driftline/driftline/hub/keys"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/shared/artifact"
+	"github.com/driftline/driftline/shared/clock"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -163,7 +164,7 @@ func (p *desiredPublisher) publishDevice(d state.Device) {
 		p.s.log.Debug("no signing key for desired states yet", "device", d.ID, "err", err)
 		return
 	}
-	now := time.Now()
+	now := clock.Now()
 	p.mu.Lock()
 	last, ok := p.published[d.ID]
 	p.mu.Unlock()

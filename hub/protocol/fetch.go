@@ -93,7 +93,8 @@ func (b *frameBufs) next(n int) []byte {
 	return b.frame[:0]
 }
 
-// serve answers every digest of one request: a stored chunk goes out as one frame built from the
+// serve answers every digest of one request: a chunk of the model a shared request names goes
+// to the fan-out (shared.go); any other stored chunk goes out as one frame built from the
 // zstd bytes at rest (no recompression); a manifest, contract or profile is framed from its
 // plain bytes; an unknown digest gets a not-found frame so the agent fails fast. Only objects of
 // the device's scope (scope.go) are served: anything else gets a not-found frame too, and the
@@ -106,6 +107,9 @@ func (s *Service) serve(job fetchJob, bufs *frameBufs) {
 			return
 		}
 		s.m.chunkBytes.WithLabelValues(kind).Add(float64(len(frame)))
+		if kind == "chunk" {
+			s.m.egress.WithLabelValues(EgressDevice).Add(float64(len(frame)))
+		}
 	}
 	scope, err := s.scopeFor(job.device)
 	if err != nil {
@@ -123,10 +127,16 @@ func (s *Service) serve(job fetchJob, bufs *frameBufs) {
 			s.m.fetches.WithLabelValues("out_of_scope").Inc()
 		}
 	}()
+	shared := job.req.Shared != "" && scope.sc.ModelName(job.req.Shared)
+	now := time.Now()
 	for _, d := range job.req.Digests {
 		sum, err := artifact.ParseDigest(d)
 		if err != nil {
 			continue // validated already
+		}
+		if shared && scope.modelChunk(job.req.Shared, d) {
+			s.shared.want(job.device, job.req.Shared, job.req.SharedSub, d, now)
+			continue
 		}
 		var z []byte
 		if scope.chunk(d) {

@@ -19,12 +19,23 @@ const manifestChunksCache = 64
 type fetchScope struct {
 	sc     state.DeviceScope
 	chunks []map[string]bool
+	models []string // the model of each chunk set
 }
 
 // chunk reports whether digest d is a chunk of a manifest in the scope.
 func (f *fetchScope) chunk(d string) bool {
 	for _, set := range f.chunks {
 		if set[d] {
+			return true
+		}
+	}
+	return false
+}
+
+// modelChunk reports whether digest d is a chunk of a version of model name in the scope.
+func (f *fetchScope) modelChunk(name, d string) bool {
+	for i, set := range f.chunks {
+		if f.models[i] == name && set[d] {
 			return true
 		}
 	}
@@ -64,6 +75,7 @@ func (s *Service) scopeFor(id string) (*fetchScope, error) {
 				return nil, err
 			}
 			f.chunks = append(f.chunks, set)
+			f.models = append(f.models, name)
 		}
 	}
 	return f, nil

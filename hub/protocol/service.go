@@ -60,6 +60,20 @@ const (
 	MetricTelemetryBatches = "driftline_hub_telemetry_batches_total"
 	MetricDeviceMessages   = "driftline_hub_device_messages_total"
 	MetricAcksPublished    = "driftline_hub_report_acks_published_total"
+	// MetricChunkEgressBytes counts the bytes of chunk data frames the hub published, by path:
+	// EgressShared (once per wave on a model's shared topic) or EgressDevice (on one device's
+	// chunk topic: old agents, retries, stragglers and resumes).
+	MetricChunkEgressBytes = "driftline_hub_chunk_egress_bytes_total"
+	// MetricSharedChunkRequests counts the chunks of shared fetch requests by what became of
+	// them: scheduled (a shared publish), joined (one was scheduled already), deduplicated (one
+	// went out after the device started listening).
+	MetricSharedChunkRequests = "driftline_hub_shared_chunk_requests_total"
+)
+
+// Paths of MetricChunkEgressBytes.
+const (
+	EgressShared = "shared"
+	EgressDevice = "device"
 )
 
 // Config configures a Service.
@@ -78,6 +92,14 @@ type Config struct {
 	FetchWorkers, FetchQueue int
 	// PerDeviceQueued bounds one device's queued fetch requests (default 8).
 	PerDeviceQueued int
+	// SharedDelay is how long a chunk asked for on a model's shared topic waits for other
+	// devices' requests before it goes out (default DefaultSharedDelay); SharedGap is the least
+	// time between two shared publishes of one chunk (default DefaultSharedGap). See shared.go.
+	SharedDelay, SharedGap time.Duration
+	// SharedCopyRate bounds, on a transport that copies what it publishes for each subscriber
+	// (the embedded broker), the bytes of shared frames times their listeners published per
+	// second (default DefaultSharedCopyRate).
+	SharedCopyRate int
 	// Keys signs desired states (the cluster's current online key). Required.
 	Keys KeySource
 	// DesiredTTL is how long a signed desired state is valid; default DefaultDesiredTTL.
@@ -100,6 +122,7 @@ type Service struct {
 	tele    *telemetry
 	desired *desiredPublisher
 	acks    *ackPublisher
+	shared  *sharedFanout
 
 	queuedMu sync.Mutex
 	queued   map[string]int
@@ -127,6 +150,15 @@ func Start(cfg Config) (*Service, error) {
 	if cfg.PerDeviceQueued <= 0 {
 		cfg.PerDeviceQueued = 8
 	}
+	if cfg.SharedDelay <= 0 {
+		cfg.SharedDelay = DefaultSharedDelay
+	}
+	if cfg.SharedGap <= 0 {
+		cfg.SharedGap = DefaultSharedGap
+	}
+	if cfg.SharedCopyRate <= 0 {
+		cfg.SharedCopyRate = DefaultSharedCopyRate
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -138,6 +170,7 @@ func Start(cfg Config) (*Service, error) {
 	s.tele = newTelemetry(s)
 	s.desired = newDesiredPublisher(s)
 	s.acks = newAckPublisher(s)
+	s.shared = newSharedFanout(s)
 	subscribe := cfg.Transport.Subscribe
 	if sh, ok := cfg.Transport.(SharedSubscriber); ok {
 		subscribe = sh.SubscribeShared
@@ -153,7 +186,8 @@ func Start(cfg Config) (*Service, error) {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.fetchWorker(ctx) }()
 	}
-	s.wg.Add(4)
+	s.wg.Add(5)
+	go func() { defer s.wg.Done(); s.shared.run(ctx) }()
 	go func() { defer s.wg.Done(); s.acks.run(ctx) }()
 	go func() { defer s.wg.Done(); s.runRolloutPublisher(ctx) }()
 	go func() { defer s.wg.Done(); s.tele.run(ctx) }()
@@ -205,6 +239,8 @@ type metrics struct {
 	batches    *prometheus.CounterVec
 	messages   *prometheus.CounterVec
 	acks       prometheus.Counter
+	egress     *prometheus.CounterVec
+	shared     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -223,9 +259,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Device messages the hub handled, by topic kind and result."}, []string{"topic_kind", "result"}),
 		acks: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricAcksPublished,
 			Help: "Acknowledgements of numbered reports sent to agents."}),
+		egress: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricChunkEgressBytes,
+			Help: "Bytes of chunk data frames published, by path (shared: once per wave on a model's topic; device: per device)."}, []string{"path"}),
+		shared: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricSharedChunkRequests,
+			Help: "Chunks of shared fetch requests, by result (scheduled, joined, deduplicated)."}, []string{"result"}),
 	}
+	m.egress.WithLabelValues(EgressShared) // both paths shown from the start, at 0
+	m.egress.WithLabelValues(EgressDevice)
 	if reg != nil {
-		reg.MustRegister(m.chunkBytes, m.serveSecs, m.fetches, m.desired, m.batches, m.messages, m.acks)
+		reg.MustRegister(m.chunkBytes, m.serveSecs, m.fetches, m.desired, m.batches, m.messages, m.acks, m.egress, m.shared)
 	}
 	return m
 }

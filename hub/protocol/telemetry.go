@@ -133,7 +133,8 @@ func decodeReport(kind wire.Kind, id string, payload []byte) (func(o *state.Devi
 	}
 }
 
-// decodeOutputReport decodes a prediction-drift or performance report of device id.
+// decodeOutputReport decodes a prediction-drift or performance report of device id: numbered,
+// its counts are queued for acknowledgement like decodeReport's; else folded into the output news.
 func decodeOutputReport(kind wire.Kind, id string, payload []byte) (func(o *state.DeviceObservation), error) {
 	switch kind {
 	case wire.KindPredictionDrift:
@@ -142,6 +143,14 @@ func decodeOutputReport(kind wire.Kind, id string, payload []byte) (func(o *stat
 			err = d.MatchTopic(id)
 		}
 		return func(o *state.DeviceObservation) {
+			if d.Numbered() {
+				part := state.OutputHealth{Model: d.Model, Version: d.Version, At: d.WindowEnd, PredictionWindows: 1, PredictionDrift: d.Drift == 1}
+				if part.PredictionDrift {
+					part.PredictionDrifted = 1
+				}
+				queueReport(o, state.NumberedReport{Epoch: d.Epoch, Seq: d.Seq, First: d.First, Outputs: &part})
+				return
+			}
 			h := outputHealth(o, d.Model, d.Version, d.WindowEnd)
 			h.PredictionWindows++
 			h.PredictionDrift = d.Drift == 1
@@ -155,6 +164,12 @@ func decodeOutputReport(kind wire.Kind, id string, payload []byte) (func(o *stat
 			err = p.MatchTopic(id)
 		}
 		return func(o *state.DeviceObservation) {
+			if p.Numbered() {
+				queueReport(o, state.NumberedReport{Epoch: p.Epoch, Seq: p.Seq, First: p.First, Outputs: &state.OutputHealth{
+					Model: p.Model, Version: p.Version, At: p.WindowEnd,
+					Labels: p.Labels, RelativeSum: p.Relative * float64(p.Labels), Relative: p.Relative, Metric: p.Metric, Value: p.Value}})
+				return
+			}
 			h := outputHealth(o, p.Model, p.Version, p.WindowEnd)
 			h.Labels += p.Labels
 			h.RelativeSum += p.Relative * float64(p.Labels)

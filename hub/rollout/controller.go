@@ -13,6 +13,7 @@ import (
 
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/shared/clock"
 )
 
 // Store is what the controller needs from the replicated store.
@@ -63,7 +64,7 @@ func New(cfg Config) *Controller {
 		cfg.GateRefresh = 5 * time.Second
 	}
 	if cfg.Now == nil {
-		cfg.Now = time.Now
+		cfg.Now = clock.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

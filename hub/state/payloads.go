@@ -70,6 +70,12 @@ type ChunksSweep struct {
 	Before int64 `json:"before"`
 }
 
+// ChunksOrphanMark marks the chunks no model version lists and no pending mark covers (left by
+// aborted uploads of builds that did not mark them) as pending, with the command's time, so
+// that ChunksSweep deletes them after its grace period. Payload of
+// command.TypeChunksOrphanMark.
+type ChunksOrphanMark struct{}
+
 // ModelVersionCreate registers the next version of a model; every chunk must already be stored.
 // Payload of command.TypeModelVersionCreate.
 type ModelVersionCreate struct {
@@ -192,12 +198,16 @@ type DeviceObservation struct {
 }
 
 // NumberedReport is one report an agent numbered for the hub's acknowledgement: a validation or
-// drift report's contribution to the device's health summary.
+// drift report's contribution to the device's health summary, or (Outputs set) a prediction
+// drift or performance report's counts for the device's output health.
 type NumberedReport struct {
 	Epoch  uint64        `json:"epoch"`
 	Seq    uint64        `json:"seq"`
 	First  uint64        `json:"first"`
 	Health HealthSummary `json:"health"`
+	// Outputs, when set, is the report's output news (counts are this report's alone); Health
+	// is then zero and not applied.
+	Outputs *OutputHealth `json:"outputs,omitempty"`
 }
 
 // DeviceTelemetry is a batch of device observations: one command per interval, never one per

@@ -158,12 +158,14 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 	return dispatchOps(txn, env)
 }
 
-// dispatchOps applies the operations commands (retention) and refuses what nothing applies.
+// dispatchOps applies the operations commands (retention, the orphan-chunk mark) and refuses what nothing applies.
 func dispatchOps(txn *badger.Txn, env command.Envelope) (any, *auditNote, error) {
 	switch env.Type &^ command.IgnoreIfUnknown {
 	case command.TypeRetentionPrune:
 		var c RetentionPrune
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return retentionPrune(txn, env, c) })
+	case command.TypeChunksOrphanMark:
+		return decodeAnd(env, &ChunksOrphanMark{}, func() (any, *auditNote, error) { return chunksOrphanMark(txn, env) })
 	}
 	// A type the command package knows but nothing here applies: a build mistake. The store
 	// stops the node on it rather than letting it diverge.

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -149,14 +150,17 @@ func chunksPut(txn *badger.Txn, env command.Envelope, c ChunksPut) (any, *auditN
 	return res, nil, nil
 }
 
-// ChunksSwept answers a ChunksSweep: how many chunks it deleted.
+// ChunksSwept answers a ChunksSweep: how many chunks it deleted and their stored (compressed)
+// bytes.
 type ChunksSwept struct {
-	Deleted int `json:"deleted"`
+	Deleted int   `json:"deleted"`
+	Bytes   int64 `json:"bytes"`
 }
 
 // chunksSweep deletes the pending chunks (no version lists them) stored before c.Before.
 func chunksSweep(txn *badger.Txn, c ChunksSweep) (any, *auditNote, error) {
 	var stale [][]byte
+	var bytes int64
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pChunkPending)})
 	for it.Rewind(); it.Valid(); it.Next() {
 		err := it.Item().Value(func(v []byte) error {
@@ -174,6 +178,14 @@ func chunksSweep(txn *badger.Txn, c ChunksSweep) (any, *auditNote, error) {
 	it.Close()
 	for _, k := range stale {
 		digest := strings.TrimPrefix(string(k), pChunkPending)
+		if item, err := txn.Get(nameKey(pChunk, digest)); err == nil {
+			// ValueSize is approximate; the metric counts the stored bytes exactly.
+			if err := item.Value(func(v []byte) error { bytes += int64(len(v)); return nil }); err != nil {
+				return nil, nil, err
+			}
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return nil, nil, err
+		}
 		if err := txn.Delete(k); err != nil {
 			return nil, nil, err
 		}
@@ -185,7 +197,80 @@ func chunksSweep(txn *badger.Txn, c ChunksSweep) (any, *auditNote, error) {
 	if len(stale) > 0 {
 		note = &auditNote{"chunks.sweep", "", strconv.Itoa(len(stale))}
 	}
-	return ChunksSwept{Deleted: len(stale)}, note, nil
+	return ChunksSwept{Deleted: len(stale), Bytes: bytes}, note, nil
+}
+
+// ChunksMarked answers a ChunksOrphanMark: how many unlisted chunks it marked pending.
+type ChunksMarked struct {
+	Marked int `json:"marked"`
+}
+
+// chunksOrphanMark marks as pending (at env.Time) every stored chunk that carries no pending mark
+// and that no model version lists, neither in its manifest nor in its document (versions of
+// older builds). A manifest it cannot read stops it without a change: it must never mark a
+// chunk a version needs.
+func chunksOrphanMark(txn *badger.Txn, env command.Envelope) (any, *auditNote, error) {
+	listed := map[string]bool{}
+	var chunkList struct {
+		Chunks []struct {
+			Digest string `json:"digest"`
+		} `json:"chunks"`
+	}
+	scan := func(prefix string, f func(key, val []byte) error) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix), PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().KeyCopy(nil)
+			if err := it.Item().Value(func(v []byte) error { return f(k, v) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	collect := func(key, val []byte) error {
+		chunkList.Chunks = chunkList.Chunks[:0]
+		if err := json.Unmarshal(val, &chunkList); err != nil {
+			return fmt.Errorf("chunk list of %s: %w", key, err)
+		}
+		for _, c := range chunkList.Chunks {
+			listed[c.Digest] = true
+		}
+		return nil
+	}
+	if err := scan(pManifest, collect); err != nil {
+		return nil, nil, err
+	}
+	if err := scan(pModelVersion, collect); err != nil {
+		return nil, nil, err
+	}
+	var orphans [][]byte
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pChunk), PrefetchValues: false})
+	for it.Rewind(); it.Valid(); it.Next() {
+		digest := strings.TrimPrefix(string(it.Item().Key()), pChunk)
+		if listed[digest] {
+			continue
+		}
+		pending, err := exists(txn, nameKey(pChunkPending, digest))
+		if err != nil {
+			it.Close()
+			return nil, nil, err
+		}
+		if !pending {
+			orphans = append(orphans, nameKey(pChunkPending, digest))
+		}
+	}
+	it.Close()
+	stamp := strconv.AppendInt(nil, env.Time, 10)
+	for _, k := range orphans {
+		if err := txn.Set(k, stamp); err != nil {
+			return nil, nil, err
+		}
+	}
+	var note *auditNote
+	if len(orphans) > 0 {
+		note = &auditNote{"chunks.orphans", "", strconv.Itoa(len(orphans))}
+	}
+	return ChunksMarked{Marked: len(orphans)}, note, nil
 }
 
 func getModelVersion(txn *badger.Txn, model string, version int) (ModelVersion, error) {

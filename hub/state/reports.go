@@ -80,8 +80,8 @@ func getReportCursor(txn *badger.Txn, id string) (ReportCursor, error) {
 	return c, err
 }
 
-// applyNumbered counts the device's numbered reports into its health summary, each once and in
-// sequence order, and stores the advanced cursor.
+// applyNumbered counts the device's numbered reports into its health summary (or, for output
+// reports, its output health), each once and in sequence order, and stores the advanced cursor.
 func applyNumbered(txn *badger.Txn, d *storedDevice, reports []NumberedReport) error {
 	if len(reports) == 0 {
 		return nil
@@ -92,7 +92,13 @@ func applyNumbered(txn *badger.Txn, d *storedDevice, reports []NumberedReport) e
 	}
 	for _, r := range reports {
 		for _, a := range c.offer(r) {
-			if err := applyHealth(txn, d, a.Health); err != nil {
+			var err error
+			if a.Outputs != nil {
+				err = attachOutputs(txn, d, *a.Outputs)
+			} else {
+				err = applyHealth(txn, d, a.Health)
+			}
+			if err != nil {
 				return err
 			}
 		}

@@ -85,3 +85,55 @@ func TestNumberedReportsCountOnce(t *testing.T) {
 		t.Fatalf("cursor of a deleted device: %+v", c)
 	}
 }
+
+// TestNumberedOutputReportsCountOnce: numbered prediction drift and performance reports (their
+// counts are deltas) interleaved with validation reports in one sequence are added once each,
+// however often and in whatever order they arrive, and leave the health summary alone.
+func TestNumberedOutputReportsCountOnce(t *testing.T) {
+	h := newHarness(t)
+	seedRegistry(h)
+	h.must(command.TypeModelVersionApprove, "bob", ModelVersionApprove{Model: "m", Version: 1, Signature: Signature{KeyID: "k", Sig: "s"}})
+	h.must(command.TypeDeviceCreate, "a", DeviceCreate{ID: "d1", TokenHash: "h1"})
+	one := 1
+	h.must(command.TypeDeviceTelemetry, "hub", DeviceTelemetry{Devices: []DeviceObservation{
+		{ID: "d1", Reported: &Reported{Rev: 1, Models: map[string]ReportedModel{"m": {Active: &one, State: "active"}}}},
+	}})
+	// Seq 1, 4: validation; 2, 5: prediction drift (5 drifted); 3, 6: performance of 8 labels.
+	rep := func(seq uint64) NumberedReport {
+		at := int64(seq) * 1000
+		r := NumberedReport{Epoch: 7, Seq: seq, First: 1}
+		switch seq % 3 {
+		case 1:
+			r.Health = HealthSummary{Model: "m", Version: 1, Rows: 10, At: at}
+		case 2:
+			r.Outputs = &OutputHealth{Model: "m", Version: 1, At: at, PredictionWindows: 1, PredictionDrift: seq == 5}
+			if seq == 5 {
+				r.Outputs.PredictionDrifted = 1
+			}
+		case 0:
+			r.Outputs = &OutputHealth{Model: "m", Version: 1, At: at, Labels: 8, RelativeSum: 4, Relative: 0.5, Metric: "mae", Value: 2}
+		}
+		return r
+	}
+	for _, batch := range [][]uint64{{2, 3, 5}, {1, 2}, {6, 3, 1, 4}, {5, 6}} {
+		var rs []NumberedReport
+		for _, s := range batch {
+			rs = append(rs, rep(s))
+		}
+		h.must(command.TypeDeviceTelemetry, "hub", DeviceTelemetry{Devices: []DeviceObservation{{ID: "d1", Reports: rs}}})
+	}
+	r := Reader{DB: h.db}
+	edge, err := r.RunsEdge("d1", "m", 1)
+	a := edge.Attr
+	if err != nil || a["rows"] != float64(20) || a["windows"] != float64(2) || a["prediction_windows"] != float64(2) ||
+		a["prediction_drift_windows"] != float64(1) || a["labels"] != float64(16) || a["relative_sum"] != float64(8) {
+		t.Fatalf("runs edge after 6 reports sent 11 times, out of order: %+v %v", a, err)
+	}
+	d, err := r.Device("d1")
+	if err != nil || d.Health == nil || d.Health.Rows != 10 || d.Health.At != 4000 {
+		t.Fatalf("health summary %+v %v: output reports must not replace it", d.Health, err)
+	}
+	if c, err := r.ReportCursor("d1"); err != nil || c.Through != 6 || c.Gap() {
+		t.Fatalf("cursor %+v %v", c, err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/shared/clock"
 )
 
 // request is one caller's command waiting for group commit.
@@ -39,7 +40,7 @@ func (s *Store) Apply(ctx context.Context, env command.Envelope) (any, error) {
 		return nil, fmt.Errorf("%w: type %d is unknown to this build and not marked ignore-if-unknown", ErrBadCommand, uint16(env.Type))
 	}
 	if env.Time == 0 {
-		env.Time = start.UnixMilli()
+		env.Time = clock.Now().UnixMilli()
 	}
 	data, err := command.Encode(env)
 	if err != nil {

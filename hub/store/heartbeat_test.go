@@ -2,6 +2,9 @@ package store
 
 import (
 	"errors"
+	"io"
+	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,5 +48,68 @@ func TestHeartbeatFence(t *testing.T) {
 	<-resp
 	if r := <-resp; !errors.Is(r.Error, raft.ErrRaftShutdown) {
 		t.Fatalf("a heartbeat after the fence answered %v, want ErrRaftShutdown", r.Error)
+	}
+}
+
+// TestClosePipelinesUnblocksSend reproduces reliability finding 16 at the transport: a pipeline to
+// a peer that never answers, whose responses nobody consumes (raft's decoder stopped at
+// shutdown), blocks its next send for good; closePipelines must let that send return, and a
+// pipeline opened afterwards is refused.
+func TestClosePipelinesUnblocksSend(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() { // the peer: reads everything, answers nothing
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	trans, err := raft.NewTCPTransport("127.0.0.1:0", nil, 2, 20*time.Millisecond, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer trans.Close()
+	g := &guardedTransport{NetworkTransport: trans}
+	p, err := g.AppendEntriesPipeline("peer", raft.ServerAddress(ln.Addr().String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := p.AppendEntries(&raft.AppendEntriesRequest{Term: 1}, &raft.AppendEntriesResponse{}); err != nil {
+				done <- err
+				return
+			}
+			sent.Add(1)
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for sent.Load() < 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // polling for the first send (a condition)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the send returned (%v) before the pipeline was closed: the stall did not happen", err)
+	case <-time.After(500 * time.Millisecond): // the next send is stuck (its response reader waits on raft)
+	}
+	g.closePipelines()
+	select {
+	case err := <-done:
+		if !errors.Is(err, raft.ErrPipelineShutdown) {
+			t.Fatalf("send after closePipelines: %v, want ErrPipelineShutdown", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stuck send did not return after closePipelines: raft's shutdown would hang")
+	}
+	if _, err := g.AppendEntriesPipeline("peer", raft.ServerAddress(ln.Addr().String())); !errors.Is(err, raft.ErrTransportShutdown) {
+		t.Fatalf("pipeline opened after closePipelines: %v", err)
 	}
 }

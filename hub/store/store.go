@@ -67,6 +67,10 @@ type Config struct {
 	// then ignored): the hub passes cluster.StreamLayer, mutual TLS with the cluster CA. Without
 	// it Raft is unauthenticated: anyone who reaches RaftBind can append entries.
 	StreamLayer raft.StreamLayer
+	// RaftDialVia maps a peer's Raft address (as the Raft configuration holds it) to the address
+	// this node dials instead: a per-link proxy of a fault-injection harness, or a tunnel.
+	// Peers not named are dialled directly.
+	RaftDialVia map[string]string
 	// HTTPAddr is this node's API address, recorded in the replicated node records so followers
 	// can forward writes to the leader.
 	HTTPAddr string
@@ -171,10 +175,8 @@ func Open(cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("%w: raft advertise address %q: %w", ErrConfig, cfg.RaftAdvertise, err)
 		}
 	}
-	if cfg.StreamLayer != nil {
-		s.trans = raft.NewNetworkTransportWithLogger(cfg.StreamLayer, 3, 10*time.Second, hlog)
-	} else if s.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftBind, adv, 3, 10*time.Second, hlog); err != nil {
-		return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftBind, err)
+	if s.trans, err = newTransport(cfg, adv, hlog); err != nil {
+		return nil, err
 	}
 
 	notify := make(chan bool, 16)
@@ -320,7 +322,11 @@ func (s *Store) shutdown(transfer bool) error {
 			}
 		}
 		close(s.stop)
-		if err := s.raft.Shutdown().Error(); err != nil {
+		fut := s.raft.Shutdown()
+		// Raft's replication may be stuck in a pipeline whose reader stopped: closing the
+		// pipelines lets it see the shutdown (guardedTransport.closePipelines).
+		s.guard.closePipelines()
+		if err := fut.Error(); err != nil {
 			s.closeErr = fmt.Errorf("raft shutdown: %w", err)
 		}
 		s.guard.closeHeartbeats()

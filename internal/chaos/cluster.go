@@ -1,8 +1,11 @@
 // Package chaos is Driftline's fault-injection harness: it runs real `driftline hub serve`
 // processes on loopback, each behind a TCP proxy on its Raft port (toxiproxy, in process; every
-// node advertises its proxy's address, so all Raft traffic to a node crosses it), throws a seeded
+// node advertises its proxy's address, so all Raft traffic to a node crosses it) and with a proxy
+// of its own per peer (it dials each peer through it, --raft-dial-via), throws a seeded
 // schedule of faults at them (SIGKILL and restart, leader preferred; SIGSTOP/SIGCONT; a node cut
-// off or slowed at its proxy) while concurrent clients write and read through random nodes, and
+// off or slowed at its proxy; one link or both directions between two nodes cut while both
+// reach the rest, or slowed; a node's fsyncs delayed; a node's wall clock jumped), creates,
+// pauses, resumes and aborts rollouts and runs real agents while concurrent clients write and read through random nodes, and
 // then checks the recorded history: strong reads and writes linearizable (porcupine), default
 // reads never going back in time on one node, every node's state digest equal, the audit chain
 // whole on every node, no acknowledged write missing.
@@ -16,7 +19,11 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +32,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/driftline/driftline/internal/hubproc"
+	"github.com/driftline/driftline/internal/testhelp"
+	"github.com/driftline/driftline/shared/clock"
 )
 
 // Node is one hub process (internal/hubproc) and the proxy in front of its Raft port: the
@@ -32,6 +41,9 @@ import (
 type Node struct {
 	*hubproc.Hub
 	proxy *toxiproxy.Proxy
+	// links holds this node's own proxy per peer, by peer id: the node dials the peer's Raft
+	// address through it (--raft-dial-via), so one directed link can be cut or slowed alone.
+	links map[string]*toxiproxy.Proxy
 }
 
 // Cluster is a running set of nodes.
@@ -48,6 +60,12 @@ type Cluster struct {
 // BuildBinary builds `driftline` into dir and returns its path.
 func BuildBinary(dir string) (string, error) { return hubproc.BuildHub(dir) }
 
+// BuildFleet builds `firmware-sim` (whose fleet mode runs real agents) into dir and returns its
+// path.
+func BuildFleet(dir string) (string, error) {
+	return hubproc.Build(dir, "firmware-sim", "github.com/driftline/driftline/firmware-sim/cmd/firmware-sim")
+}
+
 // StartCluster starts n nodes (the first bootstraps, the others join) and returns once all are
 // voters. Everything stops when the test ends.
 func StartCluster(t testing.TB, bin string, n int) *Cluster {
@@ -59,6 +77,9 @@ func StartCluster(t testing.TB, bin string, n int) *Cluster {
 		for _, nd := range c.Nodes {
 			nd.Stop(15 * time.Second)
 			nd.proxy.Stop()
+			for _, l := range nd.links {
+				l.Stop()
+			}
 			if t.Failed() {
 				t.Logf("log of %s (tail):\n%s", nd.ID, nd.Out.Tail(4000))
 			}
@@ -67,13 +88,16 @@ func StartCluster(t testing.TB, bin string, n int) *Cluster {
 	for i := 1; i <= n; i++ {
 		h := hubproc.NewHub(t, base, fmt.Sprintf("hub%d", i))
 		h.Args = []string{"--log-level", "warn", "--disk-reserve-bytes", "-1"}
+		h.MQTT = testhelp.FreeAddr(t) // the agents connect to every node's broker
 		nd := &Node{Hub: h, proxy: toxiproxy.NewProxy(c.toxic, h.ID, "127.0.0.1:0", h.Raft)}
+		h.Env = []string{clock.EnvOffsetFile + "=" + nd.clockFile()}
 		if err := nd.proxy.Start(); err != nil {
 			t.Fatalf("proxy for %s: %v", nd.ID, err)
 		}
 		nd.AdvertiseRaft = nd.proxy.Listen
 		c.Nodes = append(c.Nodes, nd)
 	}
+	c.startLinks(t)
 	first := c.Nodes[0]
 	first.Start(t, bin)
 	c.Token = hubproc.ReadToken(t, first.Dir)
@@ -85,6 +109,24 @@ func StartCluster(t testing.TB, bin string, n int) *Cluster {
 	}
 	c.client.WaitVoters(t, first.Hub, n)
 	return c
+}
+
+// startLinks gives every node a proxy per peer and makes it dial the peer through it.
+func (c *Cluster) startLinks(t testing.TB) {
+	for _, from := range c.Nodes {
+		from.links = map[string]*toxiproxy.Proxy{}
+		for _, to := range c.Nodes {
+			if to == from {
+				continue
+			}
+			l := toxiproxy.NewProxy(c.toxic, from.ID+"->"+to.ID, "127.0.0.1:0", to.AdvertiseRaft)
+			if err := l.Start(); err != nil {
+				t.Fatalf("proxy %s->%s: %v", from.ID, to.ID, err)
+			}
+			from.links[to.ID] = l
+			from.Args = append(from.Args, "--raft-dial-via", to.AdvertiseRaft+"="+l.Listen)
+		}
+	}
 }
 
 // Kill ends a node with SIGKILL and waits for it.
@@ -117,11 +159,100 @@ func (c *Cluster) toxicate(nd *Node, name, body string) {
 	}
 }
 
-// Heal removes every toxic from nd's proxy.
-func (c *Cluster) Heal(nd *Node) {
+// CutLink black-holes the directed link from -> to: the Raft connections from dials to to (its
+// requests and their answers) hold their data, while to's own connections to from, and both
+// nodes' links to everyone else, work. CutLink(a, b) and CutLink(b, a) partition a from b while
+// both reach the rest; one of them alone is an asymmetric partition.
+func (c *Cluster) CutLink(from, to *Node) {
+	c.toxicateProxy(from.links[to.ID], "cut", `"type":"timeout","attributes":{"timeout":0}`)
+}
+
+// SlowLink delays the directed link from -> to by latency ± jitter.
+func (c *Cluster) SlowLink(from, to *Node, latency, jitter time.Duration) {
+	c.toxicateProxy(from.links[to.ID], "slow", fmt.Sprintf(`"type":"latency","attributes":{"latency":%d,"jitter":%d}`, latency.Milliseconds(), jitter.Milliseconds()))
+}
+
+func (c *Cluster) toxicateProxy(p *toxiproxy.Proxy, name, body string) {
 	for _, stream := range []string{"upstream", "downstream"} {
-		for _, name := range []string{"cut", "slow"} {
-			_ = nd.proxy.Toxics.RemoveToxic(context.Background(), name+"_"+stream)
+		js := fmt.Sprintf(`{"name":%q,"stream":%q,"toxicity":1,%s}`, name+"_"+stream, stream, body)
+		if _, err := p.Toxics.AddToxicJson(strings.NewReader(js)); err != nil {
+			c.t.Errorf("toxic %s on %s: %v", name, p.Name, err)
+		}
+	}
+}
+
+// SlowDisk delays every fsync, fdatasync and msync of nd's process by delay (strace's fault
+// injection, attached to all its threads) until the returned function is called. ok is false,
+// and nothing is done, when strace is not installed or cannot attach (make ci-deps installs it).
+func (c *Cluster) SlowDisk(nd *Node, delay time.Duration) (undo func(), ok bool) {
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		return nil, false
+	}
+	proc := nd.Process()
+	if proc == nil {
+		return nil, false
+	}
+	s := exec.Command(strace, "-f", "-o", "/dev/null", "-e", "trace=fsync,fdatasync,msync",
+		"-e", fmt.Sprintf("inject=fsync,fdatasync,msync:delay_enter=%d", delay.Microseconds()), "-p", fmt.Sprint(proc.Pid()))
+	out := &hubproc.Output{}
+	s.Stdout, s.Stderr = out, out
+	if err := s.Start(); err != nil {
+		return nil, false
+	}
+	done := make(chan struct{})
+	go func() { _ = s.Wait(); close(done) }()
+	// strace says "Process N attached" (on stderr) once it holds the process: the fault is on
+	// from then, not from its start.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "attached") {
+		select {
+		case <-done:
+			c.t.Logf("strace could not attach to %s: %s", nd.ID, out.Tail(500))
+			return nil, false
+		case <-time.After(10 * time.Millisecond): // polling strace's output for a condition
+		}
+		if time.Now().After(deadline) {
+			_ = s.Process.Kill()
+			<-done
+			return nil, false
+		}
+	}
+	return func() {
+		_ = s.Process.Signal(syscall.SIGINT) // strace detaches, the node runs on
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = s.Process.Kill()
+			<-done
+		}
+		if o := out.String(); strings.Contains(o, "strace: ") && !strings.Contains(o, "detached") {
+			c.t.Logf("strace on %s: %s", nd.ID, out.Tail(500))
+		}
+	}, true
+}
+
+// ClockJump sets nd's wall clock to run d ahead of the real one (behind when negative; 0: back
+// to the real one), through shared/clock's offset file: the node reads it within 100 ms.
+func (c *Cluster) ClockJump(nd *Node, d time.Duration) {
+	if err := os.WriteFile(nd.clockFile(), []byte(d.String()), 0o600); err != nil {
+		c.t.Errorf("clock jump on %s: %v", nd.ID, err)
+	}
+}
+
+func (nd *Node) clockFile() string { return filepath.Join(filepath.Dir(nd.Dir), nd.ID+".clock-offset") }
+
+// Heal removes every toxic from nd's proxy and from nd's own links to its peers.
+func (c *Cluster) Heal(nd *Node) {
+	proxies := []*toxiproxy.Proxy{nd.proxy}
+	for _, l := range nd.links {
+		proxies = append(proxies, l)
+	}
+	for _, p := range proxies {
+		for _, stream := range []string{"upstream", "downstream"} {
+			for _, name := range []string{"cut", "slow"} {
+				_ = p.Toxics.RemoveToxic(context.Background(), name+"_"+stream)
+			}
 		}
 	}
 }

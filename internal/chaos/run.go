@@ -28,6 +28,10 @@ type Options struct {
 	Duration time.Duration // how long faults are thrown
 	// OutDir receives porcupine's HTML visualisation when the history is not linearizable.
 	OutDir string
+	// Agents real agents (firmware-sim fleet mode, FleetBin) run through the faults; the
+	// rollouts then target them only. 0: none.
+	Agents   int
+	FleetBin string
 }
 
 // Result is what a run did and found.
@@ -41,6 +45,13 @@ type Result struct {
 	Linearizable string
 	// Pruned counts writes of unknown outcome left out of the check because no read saw them.
 	Pruned int
+	// RolloutOps counts the rollout operations sent (RolloutOpsAcked acknowledged) and
+	// Rollouts the rollouts checked on every node.
+	RolloutOps, RolloutOpsAcked, Rollouts int
+	// Agents ran through the faults; AgentsConverged reached their desired version after.
+	Agents, AgentsConverged int
+	// AgentsRunning run the approved version at the end (the others have no desired version).
+	AgentsRunning int
 	// Findings, each a failed check; empty when the run passed.
 	Findings []string
 }
@@ -57,16 +68,9 @@ func Run(t testing.TB, bin string, o Options) Result {
 	h := &History{start: time.Now()}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for i := 0; i < o.Clients; i++ {
-		wg.Add(1)
-		go func(i int) { defer wg.Done(); c.Client(i+1, o.Seed, h, stop) }(i)
-	}
-	wg.Add(1)
-	go func() { defer wg.Done(); c.MonoWriter(o.Seed, stop) }()
-	for _, nd := range c.Nodes {
-		wg.Add(1)
-		go func(nd *Node) { defer wg.Done(); c.MonoReader(nd, h, stop) }(nd)
-	}
+	fleet, selector := c.startAgents(t, o)
+	rl := &RolloutLog{}
+	c.startWorkload(o, h, rl, selector, stop, &wg)
 
 	r := rand.New(rand.NewPCG(o.Seed, 7))
 	deadline := time.Now().Add(o.Duration)
@@ -131,6 +135,7 @@ func Run(t testing.TB, bin string, o Options) Result {
 	if f := c.compareDigests(); f != "" {
 		res.Findings = append(res.Findings, f)
 	}
+	c.checkRolloutsAndAgents(rl, fleet, &res)
 	// 4. Whole audit chains, 5. no acknowledged version missing, on every node.
 	for _, nd := range c.Nodes {
 		if err := c.verifyAudit(nd); err != nil {
@@ -143,6 +148,61 @@ func Run(t testing.TB, bin string, o Options) Result {
 		}
 	}
 	return res
+}
+
+// startWorkload starts the clients, the monotonic writer and readers and the rollout client
+// (over the devices selector picks); they run until stop is closed, counted in wg.
+func (c *Cluster) startWorkload(o Options, h *History, rl *RolloutLog, selector string, stop <-chan struct{}, wg *sync.WaitGroup) {
+	for i := 0; i < o.Clients; i++ {
+		wg.Add(1)
+		go func(i int) { defer wg.Done(); c.Client(i+1, o.Seed, h, stop) }(i)
+	}
+	wg.Add(2)
+	go func() { defer wg.Done(); c.MonoWriter(o.Seed, stop) }()
+	go func() { defer wg.Done(); c.RolloutClient(o.Seed, selector, rl, stop) }()
+	for _, nd := range c.Nodes {
+		wg.Add(1)
+		go func(nd *Node) { defer wg.Done(); c.MonoReader(nd, h, stop) }(nd)
+	}
+}
+
+// startAgents starts o.Agents real agents (none without o.FleetBin) and waits until every one is
+// online; it returns them and the selector the rollouts use ("" every device, without agents).
+func (c *Cluster) startAgents(t testing.TB, o Options) (*Fleet, string) {
+	if o.Agents <= 0 || o.FleetBin == "" {
+		return nil, ""
+	}
+	fleet := c.StartFleet(t, o.FleetBin, o.Agents)
+	const selector = "fleet=firmware-sim"
+	// The fleet enrolls and fetches the root of trust through one node: faults start once
+	// every agent is connected (it then fails over between the nodes' brokers by itself).
+	testhelp.WaitFor(t, 90*time.Second, "the agents online", func() bool {
+		if fleet.Exited() {
+			t.Fatalf("seed %d: the agents' process exited before the faults: %s", o.Seed, fleet.out.Tail(2000))
+		}
+		lead := c.Leader()
+		if lead == nil {
+			return false
+		}
+		code, b := c.Do(lead, http.MethodGet, "/api/v1/devices?limit=1000&consistency=strong&selector="+selector, nil)
+		return code == http.StatusOK && strings.Count(string(b), `"online":true`) == o.Agents
+	})
+	return fleet, selector
+}
+
+// checkRolloutsAndAgents runs checks 6 and 7 and adds their figures and findings to res.
+func (c *Cluster) checkRolloutsAndAgents(rl *RolloutLog, fleet *Fleet, res *Result) {
+	// 6. Rollouts: every acknowledged one on every node, in a state its operations allow; no
+	// device told to run a version nobody approved.
+	rf, n := c.checkRollouts(rl)
+	res.Findings = append(res.Findings, rf...)
+	res.RolloutOps, res.RolloutOpsAcked, res.Rollouts = rl.Ops, rl.Acked, n
+	// 7. Real agents: none runs an unapproved version; all reach their desired version.
+	if fleet != nil {
+		af, conv, running := c.checkAgents(fleet, 120*time.Second)
+		res.Findings = append(res.Findings, af...)
+		res.Agents, res.AgentsConverged, res.AgentsRunning = fleet.N, conv, running
+	}
 }
 
 // pruneUnobserved leaves out the writes of unknown outcome whose value no read returned, on
@@ -192,24 +252,82 @@ func (c *Cluster) fault(r *rand.Rand, count map[string]int, t testing.TB) {
 	}
 	hold := time.Duration(1000+r.IntN(3000)) * time.Millisecond
 	switch k := r.IntN(100); {
-	case k < 35:
+	case k < 30:
 		nd := pick(true)
 		count["kill"]++
 		c.Kill(nd)
 		time.Sleep(hold / 2)
 		c.Restart(nd)
-	case k < 60:
+	case k < 50:
 		nd := pick(true)
 		count["pause"]++
 		c.Pause(nd)
 		time.Sleep(hold)
 		c.Resume(nd)
-	case k < 85:
+	case k < 60:
+		// One node's wall clock jumps (the leader preferred), by up to two hours either way,
+		// and back after the hold.
+		nd := pick(true)
+		jump := time.Duration(1+r.IntN(120)) * time.Minute
+		if r.IntN(2) == 0 {
+			jump = -jump
+		}
+		count["clock_jump"]++
+		c.ClockJump(nd, jump)
+		time.Sleep(hold)
+		c.ClockJump(nd, 0)
+	case k < 70:
 		nd := pick(true)
 		count["cut"]++
 		c.Cut(nd)
 		time.Sleep(hold)
 		c.Heal(nd)
+	case k < 80:
+		// A partition between two nodes (the leader preferred) that both still reach the rest:
+		// both directions cut, or one only (asymmetric).
+		a := pick(true)
+		b := c.Nodes[r.IntN(len(c.Nodes))]
+		for b == a {
+			b = c.Nodes[r.IntN(len(c.Nodes))]
+		}
+		if r.IntN(2) == 0 {
+			count["link_cut"]++
+			c.CutLink(a, b)
+			c.CutLink(b, a)
+		} else {
+			count["link_cut_one_way"]++
+			if r.IntN(2) == 0 {
+				a, b = b, a
+			}
+			c.CutLink(a, b)
+		}
+		time.Sleep(hold)
+		c.Heal(a)
+		c.Heal(b)
+	case k < 85:
+		// One directed link slowed.
+		a, b := c.Nodes[r.IntN(len(c.Nodes))], pick(true)
+		for b == a {
+			a = c.Nodes[r.IntN(len(c.Nodes))]
+		}
+		count["link_slow"]++
+		c.SlowLink(a, b, 200*time.Millisecond, 100*time.Millisecond)
+		time.Sleep(hold)
+		c.Heal(a)
+	case k < 92:
+		// A slow disk on one node (the leader preferred): every fsync 200 ms late.
+		nd := pick(true)
+		undo, ok := c.SlowDisk(nd, 200*time.Millisecond)
+		if !ok {
+			if count["slow_fsync_skipped"] == 0 {
+				t.Logf("SKIPPED slow-disk faults: strace is missing or cannot attach (make ci-deps installs it)")
+			}
+			count["slow_fsync_skipped"]++
+			return
+		}
+		count["slow_fsync"]++
+		time.Sleep(hold)
+		undo()
 	default:
 		nd := pick(false)
 		count["slow"]++
@@ -222,6 +340,7 @@ func (c *Cluster) fault(r *rand.Rand, count map[string]int, t testing.TB) {
 func (c *Cluster) healAll() {
 	for _, nd := range c.Nodes {
 		c.Heal(nd)
+		c.ClockJump(nd, 0)
 		if nd.Paused() {
 			c.Resume(nd)
 		}
@@ -330,8 +449,8 @@ func (c *Cluster) verifyAudit(nd *Node) error {
 
 // Summary is one line of figures.
 func (r Result) Summary() string {
-	return fmt.Sprintf("seed %d: faults %v; %d operations checked (%d writes, %d of unknown outcome, %d unobserved ones pruned), linearizable: %s; %d versions registered, %d default reads; %d findings",
-		r.Seed, r.Faults, r.Ops, r.Writes, r.Unknown, r.Pruned, r.Linearizable, r.Versions, r.MonoReads, len(r.Findings))
+	return fmt.Sprintf("seed %d: faults %v; %d operations checked (%d writes, %d of unknown outcome, %d unobserved ones pruned), linearizable: %s; %d versions registered, %d default reads; %d rollout operations (%d acknowledged) over %d rollouts checked; %d of %d agents converged (%d running the approved version); %d findings",
+		r.Seed, r.Faults, r.Ops, r.Writes, r.Unknown, r.Pruned, r.Linearizable, r.Versions, r.MonoReads, r.RolloutOps, r.RolloutOpsAcked, r.Rollouts, r.AgentsConverged, r.Agents, r.AgentsRunning, len(r.Findings))
 }
 
 // EnvSeed reads CHAOS_SEED, else picks one from the clock.

@@ -16,6 +16,8 @@ type PredictionDrift struct {
 	Header
 	Window
 	ModelRef
+	// ReportSeq numbers the report for the hub's acknowledgement (zero from older agents).
+	ReportSeq
 	// Prediction names the prediction field.
 	Prediction string `json:"prediction"`
 	// Rows counts the window's valid predictions, Invalid those that broke the contract.
@@ -34,7 +36,7 @@ type PredictionDrift struct {
 
 // Validate checks the model reference (required) and the ranges.
 func (d PredictionDrift) Validate() error {
-	if err := checkModelReport(d.Header, nil, d.Window, d.ModelRef); err != nil {
+	if err := checkModelReport(d.Header, &d.ReportSeq, d.Window, d.ModelRef); err != nil {
 		return err
 	}
 	if err := ValidateName("prediction", d.Prediction); err != nil {
@@ -68,6 +70,8 @@ type Performance struct {
 	Header
 	Window
 	ModelRef
+	// ReportSeq numbers the report for the hub's acknowledgement (zero from older agents).
+	ReportSeq
 	// Task is "classification" or "regression"; Metric the headline metric ("accuracy",
 	// "f1", "mae", "rmse").
 	Task   string `json:"task"`
@@ -93,7 +97,7 @@ type Performance struct {
 
 // Validate checks the model reference (required), the metric and the ranges.
 func (p Performance) Validate() error {
-	if err := checkModelReport(p.Header, nil, p.Window, p.ModelRef); err != nil {
+	if err := checkModelReport(p.Header, &p.ReportSeq, p.Window, p.ModelRef); err != nil {
 		return err
 	}
 	switch p.Task {

@@ -136,6 +136,10 @@ var payloadCases = []struct {
 	{"fetch nothing", decFetch, `{` + hdr + `,"request_id":"r","digests":[]}`, nil, ErrBadPayload},
 	{"fetch duplicate", decFetch, `{` + hdr + `,"request_id":"r","digests":["` + dig1 + `","` + dig1 + `"]}`, nil, ErrBadPayload},
 	{"fetch bad request id", decFetch, `{` + hdr + `,"request_id":"a b","digests":["` + dig1 + `"]}`, nil, ErrBadName},
+	{"fetch shared", decFetch, `{` + hdr + `,"request_id":"r","digests":["` + dig1 + `"],"shared":"iris","shared_sub":"9c1e02b7"}`,
+		FetchRequest{Header: h1, RequestID: "r", Digests: []string{dig1}, Shared: "iris", SharedSub: "9c1e02b7"}, nil},
+	{"fetch shared without subscription id", decFetch, `{` + hdr + `,"request_id":"r","digests":["` + dig1 + `"],"shared":"iris"}`, nil, ErrBadName},
+	{"fetch shared wildcard model", decFetch, `{` + hdr + `,"request_id":"r","digests":["` + dig1 + `"],"shared":"+","shared_sub":"s"}`, nil, ErrBadName},
 	{"fetch upper-case digest", decFetch, `{` + hdr + `,"request_id":"r","digests":["` + strings.ToUpper(dig1) + `"]}`, nil, ErrBadPayload},
 
 	// fleet

@@ -5,8 +5,8 @@ import (
 	"strconv"
 )
 
-// ReportSeq numbers a report the hub acknowledges end to end (validation and drift reports;
-// docs/telemetry.md, "Delivery"). The agent stamps it into the report when it sends it; older
+// ReportSeq numbers a report the hub acknowledges end to end (validation, drift,
+// prediction_drift and performance reports; docs/telemetry.md, "Delivery"). The agent stamps it into the report when it sends it; older
 // agents send none (all fields zero) and are handled as before.
 //
 // Seq numbers the agent's acknowledged reports from 1 within one Epoch, without holes except

@@ -48,6 +48,10 @@ const (
 	KindPerformance
 	// KindSample is PREFIX/dev/{id}/sample: agent, JSON Sample.
 	KindSample
+	// KindModelChunk is PREFIX/model/{model}/chunk: hub, binary chunk frames of the model's
+	// versions, published once for every device pulling the model (the broker multiplies them);
+	// only devices whose desired state names the model may subscribe.
+	KindModelChunk
 )
 
 // kindLevels is the last topic level (under dev/{id}/) of each device kind.
@@ -70,6 +74,7 @@ var kindLevels = map[Kind]string{
 	KindPredictionDrift: "prediction_drift",
 	KindPerformance:     "performance",
 	KindSample:          "sample",
+	KindModelChunk:      "model/chunk",
 }
 
 // String returns the kind's topic suffix, e.g. "heartbeat" or "drift/+".
@@ -99,13 +104,13 @@ func (k Kind) Retained() bool {
 }
 
 // Binary reports whether the kind's payload is binary rather than JSON.
-func (k Kind) Binary() bool { return k == KindProfile || k == KindChunk }
+func (k Kind) Binary() bool { return k == KindProfile || k == KindChunk || k == KindModelChunk }
 
 // FromHub reports whether only the hub may publish the kind. A device may never publish
 // desired or chunk, nor anything under fleet/.
 func (k Kind) FromHub() bool {
 	switch k {
-	case KindDesired, KindChunk, KindFleetRollout, KindFleetDrift, KindAck:
+	case KindDesired, KindChunk, KindFleetRollout, KindFleetDrift, KindAck, KindModelChunk:
 		return true
 	}
 	return false
@@ -178,6 +183,9 @@ func (t Topics) Fetch(id string) string { return t.dev(id, "fetch") }
 // Chunk returns PREFIX/dev/{id}/chunk.
 func (t Topics) Chunk(id string) string { return t.dev(id, "chunk") }
 
+// ModelChunk returns PREFIX/model/{model}/chunk, the shared chunk topic of a model.
+func (t Topics) ModelChunk(model string) string { return t.prefix + "/model/" + model + "/chunk" }
+
 // FleetRollout returns PREFIX/fleet/rollouts/{rollout}.
 func (t Topics) FleetRollout(rollout string) string {
 	return t.prefix + "/fleet/rollouts/" + rollout
@@ -205,6 +213,8 @@ func (t Topics) AllDevices(k Kind) string {
 		return ""
 	case KindFleetRollout, KindFleetDrift:
 		return t.prefix + "/" + k.String() + "/+"
+	case KindModelChunk:
+		return t.ModelChunk("+")
 	}
 	if _, ok := kindLevels[k]; !ok {
 		return ""
@@ -214,7 +224,7 @@ func (t Topics) AllDevices(k Kind) string {
 
 // Parse splits a topic of the protocol into its kind, its device id (empty for fleet topics)
 // and its extra level (the feature of a drift/{feature} topic, the rollout id or model of a
-// fleet topic). It returns ErrForeignTopic for a topic outside the prefix, ErrUnknownTopic for
+// fleet topic, the model of a model/{model}/chunk topic). It returns ErrForeignTopic for a topic outside the prefix, ErrUnknownTopic for
 // an unknown shape and ErrBadName for a level that fails ValidateName.
 func (t Topics) Parse(topic string) (k Kind, deviceID, extra string, err error) {
 	rest, ok := strings.CutPrefix(topic, t.prefix+"/")
@@ -239,10 +249,12 @@ func (t Topics) Parse(topic string) (k Kind, deviceID, extra string, err error) 
 		k, extra = KindFleetRollout, levels[2]
 	case levels[0] == "fleet" && len(levels) == 3 && levels[1] == "drift":
 		k, extra = KindFleetDrift, levels[2]
+	case levels[0] == "model" && len(levels) == 3 && levels[2] == "chunk":
+		k, extra = KindModelChunk, levels[1]
 	default:
 		return KindUnknown, "", "", unknown
 	}
-	if k == KindFleetRollout || k == KindFleetDrift {
+	if k == KindFleetRollout || k == KindFleetDrift || k == KindModelChunk {
 		if err := ValidateName(k.String(), extra); err != nil {
 			return KindUnknown, "", "", fmt.Errorf("topic %.200q: %w", topic, err)
 		}

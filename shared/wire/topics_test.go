@@ -28,6 +28,7 @@ func TestTopicsBuildAndParse(t *testing.T) {
 		{tp.Ack("pump-7"), KindAck, "pump-7", ""},
 		{tp.FleetRollout("r-1"), KindFleetRollout, "", "r-1"},
 		{tp.FleetDrift("iris"), KindFleetDrift, "", "iris"},
+		{tp.ModelChunk("iris"), KindModelChunk, "", "iris"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.topic, func(t *testing.T) {
@@ -145,6 +146,7 @@ func TestKindRules(t *testing.T) {
 		{KindFleetRollout, 1, true, false, true, "dl/v1/fleet/rollouts/+"},
 		{KindFleetDrift, 1, false, false, true, "dl/v1/fleet/drift/+"},
 		{KindAck, 1, false, false, true, "dl/v1/dev/+/ack"},
+		{KindModelChunk, 1, false, true, true, "dl/v1/model/+/chunk"},
 		{KindUnknown, 1, false, false, false, ""},
 	}
 	for _, tc := range cases {
@@ -200,6 +202,8 @@ func FuzzParseTopic(f *testing.F) {
 			rebuilt = tp.FleetRollout(extra)
 		case KindFleetDrift:
 			rebuilt = tp.FleetDrift(extra)
+		case KindModelChunk:
+			rebuilt = tp.ModelChunk(extra)
 		default:
 			rebuilt = tp.dev(dev, k.String())
 		}

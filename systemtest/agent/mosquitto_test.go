@@ -8,6 +8,7 @@ import (
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/agenttest"
+	"github.com/driftline/driftline/agent/config"
 	hubbroker "github.com/driftline/driftline/hub/broker"
 	"github.com/driftline/driftline/hub/broker/mosquittotest"
 	"github.com/driftline/driftline/hub/node/nodetest"
@@ -20,6 +21,8 @@ type mosquitto struct {
 	t                testing.TB
 	b                *mosquittotest.Broker
 	hubUser, hubPass string
+	// models lists the models whose shared chunk topic each device may read (the rendered ACL).
+	models map[string][]string
 }
 
 func startMosquitto(t *testing.T) *mosquitto {
@@ -45,7 +48,7 @@ func (m *mosquitto) files(devices map[string]string) mosquittotest.Files {
 	if err := hubbroker.WriteMosquittoPasswd(&pw, creds); err != nil {
 		m.t.Fatal(err)
 	}
-	if err := hubbroker.WriteMosquittoACL(&acl, wire.DefaultPrefix, ids, nil, m.hubUser); err != nil {
+	if err := hubbroker.WriteMosquittoACLModels(&acl, wire.DefaultPrefix, ids, m.models, nil, m.hubUser); err != nil {
 		m.t.Fatal(err)
 	}
 	return mosquittotest.Files{Passwd: pw.Bytes(), ACL: acl.Bytes()}
@@ -86,5 +89,63 @@ func TestEndToEndMosquitto(t *testing.T) {
 	}
 	if n := agenttest.Metric(t, a.Reg, agent.MetricRejected, "reason", agent.ReasonForeignMessage); n != 0 {
 		t.Fatalf("%v foreign messages", n)
+	}
+}
+
+// TestSharedChunksMosquitto: with the ACL `driftline broker acl` renders (each device may read
+// the shared chunk topic of the models its desired state names), two devices pull one model
+// through a real Mosquitto from the hub's shared publishes, none from their own topics; a
+// device the file does not grant the model still completes, on its own topic.
+func TestSharedChunksMosquitto(t *testing.T) {
+	m := startMosquitto(t)
+	h := nodetest.Start(t, nodetest.Brokers(strings.Replace(m.url(), "tcp://", "tcp://"+m.hubUser+":"+m.hubPass+"@", 1)))
+	toks := map[string]string{}
+	for _, id := range []string{"mqf-1", "mqf-2", "mqf-3"} {
+		toks[id] = enroll(h, id)
+	}
+	m.models = map[string][]string{"mqf-1": {"mqf"}, "mqf-2": {"mqf"}} // not mqf-3
+	m.writeFiles(toks)
+	for id, tok := range toks {
+		m.b.WaitAccepts(id, tok)
+	}
+	data := agenttest.RandomBytes(21, 2<<20)
+	v, digest := h.PushModel("mqf", data, "", true)
+	var cfgs []config.Config
+	for _, id := range []string{"mqf-1", "mqf-2"} {
+		cfg := agenttest.Config(t, id, toks[id], []string{m.url()}, h.Keys())
+		cfg.Fetch.Timeout = config.Duration(10 * time.Second)
+		a := agenttest.Start(t, cfg, agent.Options{})
+		testhelp.WaitFor(t, 20*time.Second, id+" connected", a.Connected)
+		testhelp.WaitFor(t, 20*time.Second, id+" online", func() bool { on, _ := device(h, id); return on })
+		cfgs = append(cfgs, cfg)
+	}
+	for _, cfg := range cfgs {
+		assign(h, cfg.DeviceID, "mqf", v)
+	}
+	for _, cfg := range cfgs {
+		waitActive(t, h, cfg.DeviceID, "mqf", v, "active")
+		if got := agenttest.FileDigest(t, agenttest.ModelFile(cfg.ModelDir, "mqf")); got != digest {
+			t.Fatalf("%s: current %s, want %s", cfg.DeviceID, got, digest)
+		}
+	}
+	shared, perDevice := egress(h)
+	t.Logf("over mosquitto, 2 devices: shared %.0f bytes, per device %.0f", shared, perDevice)
+	if shared == 0 || perDevice != 0 {
+		t.Fatalf("shared %.0f, per device %.0f bytes: want every chunk on the shared topic", shared, perDevice)
+	}
+
+	// mqf-3 is not granted the topic: Mosquitto acknowledges the subscription but delivers
+	// nothing; the agent's request times out once and it completes on its own topic.
+	cfg := agenttest.Config(t, "mqf-3", toks["mqf-3"], []string{m.url()}, h.Keys())
+	a := agenttest.Start(t, cfg, agent.Options{})
+	testhelp.WaitFor(t, 20*time.Second, "mqf-3 connected", a.Connected)
+	testhelp.WaitFor(t, 20*time.Second, "mqf-3 online", func() bool { on, _ := device(h, "mqf-3"); return on })
+	assign(h, "mqf-3", "mqf", v)
+	waitActive(t, h, "mqf-3", "mqf", v, "active")
+	if got := agenttest.FileDigest(t, agenttest.ModelFile(cfg.ModelDir, "mqf")); got != digest {
+		t.Fatalf("mqf-3: current %s, want %s", got, digest)
+	}
+	if _, perDevice2 := egress(h); perDevice2 == 0 {
+		t.Fatal("mqf-3 completed without its own topic: the ACL let it read the shared one")
 	}
 }

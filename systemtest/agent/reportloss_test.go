@@ -17,7 +17,8 @@ import (
 )
 
 // TestReportsSurviveBrokerOutage runs the hub and an agent on a Mosquitto with persistence on (as
-// deploy/mosquitto configures it), kills the broker with SIGKILL while validation reports flow,
+// deploy/mosquitto configures it), kills the broker with SIGKILL while validation, prediction
+// drift and performance reports flow,
 // starts it again after the outage, and checks that the hub counted every report once: the rows
 // on the device's runs edge are the rows sent, each report one window, the last one last. The
 // agent reconnects first and drains its outbox while the hub may not be subscribed yet; a killed
@@ -76,6 +77,24 @@ func reportOutage(t *testing.T, outage time.Duration, perSec, rows int) {
 			if err == nil {
 				err = a.Report(wire.KindValidation, a.Topics().Validation(id), b)
 			}
+			// The output reports of the same window: their counts are deltas the hub adds up,
+			// so each must arrive once too.
+			if err == nil {
+				b, err = wire.Encode(wire.PredictionDrift{Header: wire.Header{DeviceID: id, TS: end},
+					Window: wire.Window{Index: i, WindowStart: end, WindowEnd: end}, ModelRef: wire.ModelRef{Model: "om", Version: v},
+					Prediction: "y", Rows: int64(rows), Method: "psi", Score: 0.3, Threshold: 0.2, Drift: int(i % 2)})
+			}
+			if err == nil {
+				err = a.Report(wire.KindPredictionDrift, a.Topics().PredictionDrift(id), b)
+			}
+			if err == nil {
+				b, err = wire.Encode(wire.Performance{Header: wire.Header{DeviceID: id, TS: end},
+					Window: wire.Window{Index: i, WindowStart: end, WindowEnd: end}, ModelRef: wire.ModelRef{Model: "om", Version: v},
+					Task: "regression", Metric: "mae", Labels: int64(rows), Value: 1, Reference: 1, Relative: 1})
+			}
+			if err == nil {
+				err = a.Report(wire.KindPerformance, a.Topics().Performance(id), b)
+			}
 			if err != nil {
 				t.Errorf("send report %d: %v", i, err)
 				return
@@ -100,17 +119,26 @@ func reportOutage(t *testing.T, outage time.Duration, perSec, rows int) {
 	mu.Unlock()
 	want := float64(n * rows)
 	var attr map[string]any
-	testhelp.WaitFor(t, 120*time.Second, fmt.Sprintf("the hub has counted all %d reports (%v rows)", n, want), func() bool {
+	deadline := time.Now().Add(120 * time.Second)
+	for {
 		e, err := h.Reader().RunsEdge(id, "om", v)
 		attr = e.Attr
-		return err == nil && attr["rows"] == want
-	})
-	if attr["windows"] != float64(n) || attr["last_report"] != fmt.Sprint(end) {
-		t.Fatalf("the hub counted %v windows for %d reports, last %v (want %d): %v", attr["windows"], n, attr["last_report"], end, attr)
+		if err == nil && attr["rows"] == want && attr["prediction_windows"] == float64(n) && attr["labels"] == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			c, _ := h.Reader().ReportCursor(id)
+			t.Fatalf("the hub has not counted all %d reports of each kind (%v rows): runs edge %v, cursor through %d, %d pending", n, want, attr, c.Through, len(c.Pending))
+		}
+		time.Sleep(100 * time.Millisecond) // polling the hub's state (a condition, not a delay)
+	}
+	if attr["windows"] != float64(n) || attr["last_report"] != fmt.Sprint(end) || attr["prediction_drift_windows"] != float64((n+1)/2) {
+		t.Fatalf("the hub counted %v windows for %d reports, last %v (want %d), %v drifted prediction windows (want %d): %v",
+			attr["windows"], n, attr["last_report"], end, attr["prediction_drift_windows"], (n+1)/2, attr)
 	}
 	c, err := h.Reader().ReportCursor(id)
-	if err != nil || c.Through != uint64(n) || c.Gap() {
-		t.Fatalf("report cursor %+v %v, want through %d without a gap", c, err, n)
+	if err != nil || c.Through != uint64(3*n) || c.Gap() {
+		t.Fatalf("report cursor %+v %v, want through %d (3 reports a window) without a gap", c, err, 3*n)
 	}
 	st := a.BufferStats()
 	t.Logf("%d reports (%v rows) over a %v outage: all counted once; agent resends %d, buffer depth %d", n, want, outage, st.Resends, st.Depth)

@@ -66,11 +66,15 @@ type Cluster struct {
 	base    string
 }
 
-// FastTimeouts makes elections and heartbeats quick enough for tests on a busy machine.
+// FastTimeouts makes elections and heartbeats quicker than raft's defaults (1 s, 1 s, 500 ms
+// lease), yet slow enough that a leader keeps its lease on a loaded machine: with 300 ms and a
+// 150 ms lease, tests that write through one leader lost it mid-test ("leadership lost while
+// committing log") when the suite ran under CPU and disk pressure with -race (make soak-load,
+// docs/reliability.md). Tests wait for conditions, so only the elections they cause take longer.
 func FastTimeouts(c *raft.Config) {
-	c.HeartbeatTimeout = 300 * time.Millisecond
-	c.ElectionTimeout = 300 * time.Millisecond
-	c.LeaderLeaseTimeout = 150 * time.Millisecond
+	c.HeartbeatTimeout = 700 * time.Millisecond
+	c.ElectionTimeout = 700 * time.Millisecond
+	c.LeaderLeaseTimeout = 500 * time.Millisecond
 	c.CommitTimeout = 5 * time.Millisecond
 }
 

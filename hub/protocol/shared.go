@@ -1,0 +1,264 @@
+package protocol
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/driftline/driftline/shared/artifact"
+	"github.com/driftline/driftline/shared/wire"
+)
+
+// Shared chunk fan-out (issue 18). All devices of a rollout wave fetch the same chunks; an agent
+// that subscribed to its model's shared topic (wire.Topics.ModelChunk) says so in its fetch
+// requests (FetchRequest.Shared), and the hub answers their chunks there, once for every
+// listening device, instead of once per device on PREFIX/dev/{id}/chunk.
+//
+// A device is listening since its first request naming the subscription (SharedSub): the agent
+// sends it only after the broker acknowledged the subscription, and the broker handles a
+// client's packets in order, so the subscription is in place before the hub sees the request.
+// A chunk published on the shared topic after that time reached the device. So, for each chunk
+// of a shared request:
+//   - published after the device started listening, or about to be published: nothing to do
+//     (deduplicated: the device has it or will have it);
+//   - else it is scheduled: published SharedDelay from now (other devices' requests arriving
+//     meanwhile join it), and never sooner than SharedGap after its previous shared publish, so
+//     a wave whose devices join over several seconds costs a few publishes, not one per device.
+//
+// Retries (an agent asks again for what did not arrive in time), old agents and resumes without
+// a subscription are answered on the per-device topic: stragglers, counted apart
+// (MetricChunkEgressBytes).
+
+// sharedRequestID is the request id of every frame on a shared topic: no device issued it; an
+// agent takes a shared frame for any digest it still wants, and checks it against its manifest.
+const sharedRequestID = "shared"
+
+// Defaults of Config.SharedDelay and Config.SharedGap.
+const (
+	DefaultSharedDelay = 250 * time.Millisecond
+	DefaultSharedGap   = 3 * time.Second
+)
+
+// DefaultSharedCopyRate is Config.SharedCopyRate's default.
+const DefaultSharedCopyRate = 256 << 20
+
+// sharedForget is how long the fan-out remembers a subscription or a published chunk.
+const sharedForget = 10 * time.Minute
+
+type sharedKey struct{ model, digest string }
+
+type joinKey struct{ device, model, sub string }
+
+type sharedChunk struct {
+	lastPub time.Time // when it last went out on the shared topic (taken before the publish)
+	due     time.Time // when the pending publish goes out
+	pending bool
+}
+
+// sharedFanout schedules and publishes shared chunk frames.
+type sharedFanout struct {
+	s          *Service
+	delay, gap time.Duration
+	wake       chan struct{}
+
+	mu     sync.Mutex
+	chunks map[sharedKey]*sharedChunk
+	joined map[joinKey]time.Time
+}
+
+func newSharedFanout(s *Service) *sharedFanout {
+	return &sharedFanout{
+		s: s, delay: s.cfg.SharedDelay, gap: s.cfg.SharedGap, wake: make(chan struct{}, 1),
+		chunks: map[sharedKey]*sharedChunk{}, joined: map[joinKey]time.Time{},
+	}
+}
+
+// want books device's shared request for chunk digest of model: it is deduplicated (already on
+// its way to the device) or scheduled. It never serves anything itself.
+func (f *sharedFanout) want(device, model, sub, digest string, now time.Time) {
+	f.mu.Lock()
+	k := joinKey{device, model, sub}
+	since, ok := f.joined[k]
+	if !ok {
+		since = now
+		f.joined[k] = now
+	}
+	ck := sharedKey{model, digest}
+	c := f.chunks[ck]
+	if c == nil {
+		c = &sharedChunk{}
+		f.chunks[ck] = c
+	}
+	switch {
+	case c.pending:
+		f.mu.Unlock()
+		f.s.m.shared.WithLabelValues("joined").Inc()
+		return
+	case c.lastPub.After(since):
+		f.mu.Unlock()
+		f.s.m.shared.WithLabelValues("deduplicated").Inc()
+		return
+	}
+	c.pending = true
+	c.due = now.Add(f.delay)
+	if !c.lastPub.IsZero() && c.lastPub.Add(f.gap).After(c.due) {
+		c.due = c.lastPub.Add(f.gap)
+	}
+	f.mu.Unlock()
+	f.s.m.shared.WithLabelValues("scheduled").Inc()
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run publishes scheduled chunks when they are due, and forgets old subscriptions and chunks.
+func (f *sharedFanout) run(ctx context.Context) {
+	var bufs frameBufs
+	if pc, ok := f.s.cfg.Transport.(PayloadCopier); ok && pc.PublishCopiesPayload() {
+		bufs.reuse = true
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	lastSweep := time.Now()
+	for {
+		now := time.Now()
+		due, next := f.takeDue(now)
+		for i, k := range due {
+			n := f.publish(k, &bufs)
+			if bufs.reuse && n > 0 && i < len(due)-1 {
+				// The embedded broker copies the frame for every subscriber and holds the copies
+				// until each socket takes them: pace the copies (SharedCopyRate), so a burst of
+				// chunks to thousands of listeners does not sit in memory at once.
+				pause := time.Duration(float64(n*f.listeners(k.model)) / float64(f.s.cfg.SharedCopyRate) * float64(time.Second))
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(pause):
+				}
+			}
+		}
+		if now.Sub(lastSweep) > time.Minute {
+			f.sweep(now)
+			lastSweep = now
+		}
+		wait := time.Minute
+		if !next.IsZero() {
+			wait = max(time.Until(next), time.Millisecond)
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.wake:
+			timer.Stop() // Go 1.23+: Reset above never delivers a stale expiry
+		case <-timer.C:
+		}
+	}
+}
+
+// listeners estimates the devices listening on model's shared topic: the subscriptions seen
+// in the last minute.
+func (f *sharedFanout) listeners(model string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	since := time.Now().Add(-time.Minute)
+	for k, t := range f.joined {
+		if k.model == model && t.After(since) {
+			n++
+		}
+	}
+	return n
+}
+
+// takeDue returns the chunks due at now, stamped as published (the stamp is taken before the
+// publish, so a device listening before it surely gets the frame), and when the next one is due.
+func (f *sharedFanout) takeDue(now time.Time) (due []sharedKey, next time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for k, c := range f.chunks {
+		if !c.pending {
+			continue
+		}
+		if c.due.After(now) {
+			if next.IsZero() || c.due.Before(next) {
+				next = c.due
+			}
+			continue
+		}
+		c.pending, c.lastPub = false, now
+		due = append(due, k)
+	}
+	// Chunks in manifest order do not matter to the agents; a stable order keeps runs alike.
+	sort.Slice(due, func(i, j int) bool { return due[i].digest < due[j].digest })
+	return due, next
+}
+
+// publish sends chunk k once on its model's shared topic and returns the frame's size (0 when
+// nothing went out). A failure forgets the stamp, so the next request schedules it again; the
+// devices that waited for it ask again on their own topic.
+func (f *sharedFanout) publish(k sharedKey, bufs *frameBufs) int {
+	fail := func() {
+		f.mu.Lock()
+		if c := f.chunks[k]; c != nil && !c.pending {
+			c.lastPub = time.Time{}
+		}
+		f.mu.Unlock()
+	}
+	sum, err := artifact.ParseDigest(k.digest)
+	if err != nil {
+		fail()
+		return 0
+	}
+	z, err := f.s.cfg.Reader.Chunk(bufs.zst[:0], k.digest)
+	if err != nil {
+		f.s.log.Error("read chunk for shared topic", "model", k.model, "digest", k.digest, "err", err)
+		fail()
+		return 0
+	}
+	bufs.zst = z
+	plainSize, err := storedPlainSize(z)
+	if err != nil {
+		f.s.log.Error("stored chunk is unreadable", "digest", k.digest, "err", err)
+		fail()
+		return 0
+	}
+	frame, err := wire.AppendFrame(bufs.next(len(z)+256), wire.Frame{
+		Kind: wire.FrameData, RequestID: sharedRequestID, Digest: sum,
+		Total: plainSize, Plain: plainSize, Payload: z,
+	})
+	if err != nil {
+		f.s.log.Error("encode chunk frame", "digest", k.digest, "err", err)
+		fail()
+		return 0
+	}
+	if bufs.reuse {
+		bufs.frame = frame
+	}
+	if err := f.s.cfg.Transport.Publish(f.s.cfg.Topics.ModelChunk(k.model), frame, false, 1); err != nil {
+		f.s.log.Warn("publish shared chunk frame", "model", k.model, "err", err)
+		fail()
+		return 0
+	}
+	f.s.m.chunkBytes.WithLabelValues("shared_chunk").Add(float64(len(frame)))
+	f.s.m.egress.WithLabelValues(EgressShared).Add(float64(len(frame)))
+	return len(frame)
+}
+
+// sweep forgets subscriptions and published chunks older than sharedForget.
+func (f *sharedFanout) sweep(now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for k, t := range f.joined {
+		if now.Sub(t) > sharedForget {
+			delete(f.joined, k)
+		}
+	}
+	for k, c := range f.chunks {
+		if !c.pending && now.Sub(c.lastPub) > sharedForget {
+			delete(f.chunks, k)
+		}
+	}
+}
