@@ -259,8 +259,9 @@ func (a *Agent) report() {
 	if seq < a.reportQueued {
 		// A snapshot taken after this one is queued: this one is stale, and queueing it
 		// would make the broker retain (and the hub keep) what no longer holds.
+		queued := a.reportQueued
 		a.reportMu.Unlock()
-		a.log.Debug("stale reported state not queued", "taken", seq, "queued", a.reportQueued)
+		a.log.Debug("stale reported state not queued", "taken", seq, "queued", queued)
 		return
 	}
 	err = a.out.Enqueue(a.topics.Reported(a.cfg.DeviceID), b, wire.KindReported.QoS(), wire.KindReported.Retained())
