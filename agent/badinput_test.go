@@ -14,6 +14,8 @@ import (
 	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/artifact"
+	"github.com/driftline/driftline/shared/contract/rows"
+	"github.com/driftline/driftline/shared/outputs"
 	"github.com/driftline/driftline/shared/wire"
 	"github.com/driftline/driftline/shared/zstdx"
 )
@@ -99,6 +101,15 @@ func TestBadInput(t *testing.T) {
 			e.ContractDigest, e.Dataset, e.DatasetVersion = h.addObject([]byte(`{"fields":[]}`)), "sensors", 1
 			h.desire(e)
 			failedWith(t, "m-swapped", "signature")
+		}},
+		{"output reference swapped after approval", agent.ReasonBadSignature, func(t *testing.T) {
+			// An approval made for the version without an output reference (valid, by a
+			// trusted key) under a desired state that names a forged output reference: the
+			// approval must bind output_digest, or the forged contract would be used.
+			e := h.entry("m-outputs", 1, good)
+			e.OutputDigest = h.addObject(forgedOutputReference(t))
+			h.desire(e)
+			failedWith(t, "m-outputs", "signature")
 		}},
 		{"unsigned desired (forged)", agent.ReasonUnsigned, func(t *testing.T) {
 			p, _ := wire.Encode(wire.Desired{Header: wire.Header{DeviceID: h.id, TS: 1}, Rev: 9007199254740991, Models: []wire.DesiredModel{}})
@@ -189,4 +200,23 @@ func TestBadInput(t *testing.T) {
 	if got := agenttest.FileDigest(t, agenttest.ModelFile(cfg.ModelDir, "m-good")); got != good.manifest.Digest {
 		t.Fatalf("current %s, want %s", got, good.manifest.Digest)
 	}
+}
+
+// forgedOutputReference is a well-formed output reference (shared/outputs) nobody approved.
+func forgedOutputReference(t *testing.T) []byte {
+	t.Helper()
+	c, err := outputs.ParseContract([]byte(`{"primaryKey":["id"],"fields":[{"name":"id","type":"string"},
+ {"name":"pred","type":"string","x-driftline":{"role":"prediction"}},{"name":"label","type":"string","x-driftline":{"role":"label"}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := outputs.Build(c, []byte("id,pred,label\na,x,x\nb,y,x\n"), rows.FormatCSV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ref.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

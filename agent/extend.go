@@ -100,6 +100,23 @@ func (a *Agent) AddExtension(x Extension) error {
 	return nil
 }
 
+// OnMessage subscribes the device's own topic of kind k (one the hub publishes to it, such as
+// wire.KindSampleAck) on every connect and hands each message's payload to f. f runs on the
+// MQTT client's goroutine: it must not block (queue the work). An extension calls it from Init.
+func (a *Agent) OnMessage(k wire.Kind, f func(payload []byte)) error {
+	if a.ran {
+		return fmt.Errorf("agent: subscription to %v added after Run", k)
+	}
+	if !k.FromHub() || strings.Contains(k.String(), "/") {
+		return fmt.Errorf("agent: %v is not a topic the hub sends a device", k)
+	}
+	if a.conn.extra == nil {
+		a.conn.extra = map[string]func([]byte){}
+	}
+	a.conn.extra[a.topics.DevicePrefix(a.cfg.DeviceID)+k.String()] = f
+	return nil
+}
+
 // Report queues a report on topic for the broker through the outbox: kept on disk while the
 // broker is unreachable and sent in order, within the buffer's bounds. The topic must be the
 // device's own topic of kind k (wire.Topics builds them); kinds only the hub publishes are

@@ -66,6 +66,9 @@ type conn struct {
 	sharedTopic  atomic.Pointer[string]
 	data         chan []byte
 	wantData     bool // an extension provides EventData (AddExtension, before Run)
+	// extra are the extensions' subscriptions (Agent.OnMessage): topic -> handler, set before
+	// Run and read-only afterwards.
+	extra map[string]func([]byte)
 	// onFrameBytes counts every chunk-topic byte received.
 	onFrameBytes func(n int)
 
@@ -190,6 +193,9 @@ func (c *conn) onConnect(cl paho.Client) {
 	if c.wantData {
 		subs[c.topics.Data(c.id)] = 1
 	}
+	for topic := range c.extra {
+		subs[topic] = 1
+	}
 	tok := cl.SubscribeMultiple(subs, nil)
 	go func() {
 		if !tok.WaitTimeout(30 * time.Second) {
@@ -306,6 +312,10 @@ func (c *conn) route(_ paho.Client, msg paho.Message) {
 			default:
 				c.m.rejected.WithLabelValues(ReasonQueueFull).Inc()
 			}
+			return
+		}
+		if f := c.extra[msg.Topic()]; f != nil {
+			f(p)
 			return
 		}
 		c.m.rejected.WithLabelValues(ReasonForeignMessage).Inc()

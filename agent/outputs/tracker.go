@@ -323,6 +323,14 @@ func (t *Tracker) closeLocked(now time.Time) {
 			t.m.drift.Set(float64(d.Drift))
 		}
 	}
+	if t.g.driftOK && w.predictions > 0 {
+		// The window's prediction profile, for the hub's fleet view (merged across devices and
+		// scored against the output reference): sent even when this window alone is too small
+		// to be scored, since many small windows add up to a fleet that can be.
+		if err := t.opts.Reporter.Report(wire.KindPredictionProfile, t.opts.Topics.PredictionProfile(t.opts.DeviceID), w.prof.Encode()); err != nil {
+			t.log.Error("report not queued", "kind", wire.KindPredictionProfile, "err", err)
+		}
+	}
 	if w.acc.Len() > 0 {
 		perf := w.acc.Result()
 		value, _ := perf.Value(c.Metric)

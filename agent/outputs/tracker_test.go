@@ -13,6 +13,7 @@ import (
 
 	"github.com/driftline/driftline/shared/contract/rows"
 	"github.com/driftline/driftline/shared/outputs"
+	"github.com/driftline/driftline/shared/profile"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -194,6 +195,27 @@ func TestPredictionDriftAndPerformance(t *testing.T) {
 		}
 		if drifts[i].topic != "dl/v1/dev/d1/prediction_drift" {
 			t.Fatalf("topic %s", drifts[i].topic)
+		}
+	}
+	// Each window's prediction profile goes to the hub for the fleet view (hub/drift merges
+	// them): it holds the window's predictions, class by class.
+	profs := rep.of(wire.KindPredictionProfile)
+	if len(profs) != 2 {
+		t.Fatalf("%d prediction profiles, want 2", len(profs))
+	}
+	for i, cur := range [][]int{{600, 300, 100}, {200, 300, 500}} {
+		p, err := profile.Decode(profs[i].payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		col, ok := p.Column("pred")
+		if !ok || p.Rows() != 1000 || profs[i].topic != "dl/v1/dev/d1/prediction_profile" {
+			t.Fatalf("window %d: profile of %d rows (pred column %v) on %s", i+1, p.Rows(), ok, profs[i].topic)
+		}
+		for ci, n := range cur {
+			if got := col.Frequent().Count(classes[ci]); got != uint64(n) {
+				t.Fatalf("window %d: %d predictions of %s in the profile, want %d", i+1, got, classes[ci], n)
+			}
 		}
 	}
 	perfs := rep.of(wire.KindPerformance)

@@ -12,34 +12,10 @@ const (
 	DefaultWindowSeconds = 60
 )
 
-// DriftOptions returns the drift.Compare options a contract asks for against ref: only the
-// contract's scored fields (drift.Scored) that ref profiles with the same kind are scored, with
-// the per-field x-driftline.drift method and threshold. ok is false when no feature can be
-// scored. An unknown method name is an error (Parse already refuses it, so it is a bug).
+// DriftOptions returns the drift.Compare options a contract asks for against ref
+// (drift.ReferenceOptions, which the hub's fleet view calls too).
 func DriftOptions(s *contract.Schema, ref *profile.Profile) (opts drift.Options, ok bool, err error) {
-	all, err := drift.ContractOptions(s)
-	if err != nil {
-		return drift.Options{}, false, err
-	}
-	cols := drift.Columns(s)
-	kinds := make(map[string]profile.Kind, len(cols))
-	for _, c := range cols {
-		kinds[c.Name] = c.Kind
-	}
-	for _, name := range all.Only {
-		rc, found := ref.Column(name)
-		if !found || rc.Kind() != kinds[name] {
-			continue
-		}
-		opts.Only = append(opts.Only, name)
-		if fo, ok := all.Features[name]; ok {
-			if opts.Features == nil {
-				opts.Features = map[string]drift.FeatureOptions{}
-			}
-			opts.Features[name] = fo
-		}
-	}
-	return opts, len(opts.Only) > 0, nil
+	return drift.ReferenceOptions(s, ref)
 }
 
 // Window sources: where a bound of the window in force came from (the source label of

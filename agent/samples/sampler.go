@@ -2,8 +2,9 @@
 // device and, when the window drifts, sends it to the hub (PREFIX/dev/{id}/sample) as material
 // for the next training run. Nothing leaves the device unless the contract in force allows
 // collection (x-driftline.collect: true): without it rows are not even kept in memory. A
-// per-device byte budget per UTC day bounds what is sent; the sample rides the agent's outbox
-// (store and forward) like every report.
+// per-device byte budget per UTC day bounds what is sent. A sample travels as a chunk-frame
+// upload (Uploader: bounded frames through the agent's outbox, kept until the hub acknowledges
+// the whole, digest-checked sample).
 package samples
 
 import (
@@ -52,6 +53,9 @@ type Options struct {
 	Now            func() time.Time
 	// Seed seeds the reservoir's random choices (0: random).
 	Seed uint64
+	// Upload tunes the Uploader the Sampler sends through (its DeviceID, Topics, Reporter,
+	// State, Registerer, Logger and Now are the Sampler's own).
+	Upload UploadOptions
 }
 
 // Sampler is a pipeline.WindowSampler. Safe for concurrent use (the pipeline calls it under its
@@ -72,6 +76,7 @@ type Sampler struct {
 	predDrift bool
 
 	sent, skipped *prometheus.CounterVec
+	up            *Uploader
 }
 
 // New returns a Sampler.
@@ -102,6 +107,14 @@ func New(opts Options) (*Sampler, error) {
 	s.sent = prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricSent, Help: "Samples of drifted windows sent, by reason."}, []string{"reason"})
 	s.skipped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricSkipped,
 		Help: "Drifted windows whose sample was not sent, by why (not_allowed, budget, empty)."}, []string{"why"})
+	uo := opts.Upload
+	uo.DeviceID, uo.Topics, uo.Reporter, uo.State, uo.Registerer, uo.Logger, uo.Now =
+		opts.DeviceID, opts.Topics, opts.Reporter, opts.State.Sub("uploads"), opts.Registerer, opts.Logger, opts.Now
+	up, err := NewUploader(uo)
+	if err != nil {
+		return nil, err
+	}
+	s.up = up
 	if opts.Registerer != nil {
 		for _, c := range []prometheus.Collector{s.sent, s.skipped} {
 			if err := opts.Registerer.Register(c); err != nil {
@@ -232,7 +245,7 @@ func (s *Sampler) Close(sc *contract.Schema, hdr wire.Header, win wire.Window, r
 			s.log.Error("sample not encodable", "err", err)
 			return
 		}
-		if int64(len(payload)) <= left && len(payload) <= wire.MaxPayloadSize {
+		if int64(len(payload)) <= left && len(payload) <= wire.MaxSampleUpload {
 			break
 		}
 		// The reservoirs are random: any prefix is a sample.
@@ -245,17 +258,25 @@ func (s *Sampler) Close(sc *contract.Schema, hdr wire.Header, win wire.Window, r
 		s.log.Info("drifted window not sampled: the day's sample budget is spent", "model", ref.Model, "window", win.Index)
 		return
 	}
-	if err := s.opts.Reporter.Report(wire.KindSample, s.opts.Topics.Sample(s.opts.DeviceID), payload); err != nil {
+	id, err := s.up.Upload(payload)
+	if err != nil && id == "" {
 		s.log.Error("sample not queued", "err", err)
 		return
+	}
+	if err != nil { // stored: the resend queues it again
+		s.log.Warn("sample upload not queued yet", "upload", id, "err", err)
 	}
 	if err := s.spend(day, int64(len(payload))); err != nil {
 		s.log.Error("sample budget", "err", err)
 	}
 	s.sent.WithLabelValues(reason).Inc()
-	s.log.Info("sampled a drifted window", "model", ref.Model, "version", ref.Version, "window", win.Index,
+	s.log.Info("sampled a drifted window", "upload", id, "model", ref.Model, "version", ref.Version, "window", win.Index,
 		"rows", len(msg.Rows), "of", seen, "invalid_rows", len(msg.InvalidRows), "bytes", len(payload))
 }
+
+// Uploader returns the uploader the sampler sends through: run it and hand it the device's
+// sample acks (Attach does both).
+func (s *Sampler) Uploader() *Uploader { return s.up }
 
 // PredictionDrift tells the sampler that the model's predictions drifted (agent/outputs): the
 // input window open now is sampled when it closes, even if its inputs do not drift.

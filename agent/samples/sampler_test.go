@@ -14,18 +14,44 @@ import (
 	"github.com/driftline/driftline/shared/wire"
 )
 
+// reporter collects the sample uploads' frames and reassembles each upload: msgs are the
+// whole samples (their JSON), frames the frames as queued.
 type reporter struct {
-	mu   sync.Mutex
-	msgs [][]byte
+	mu     sync.Mutex
+	msgs   [][]byte
+	frames [][]byte
+	open   map[string]*wire.Object
 }
 
 func (r *reporter) Report(k wire.Kind, topic string, b []byte) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if k != wire.KindSample || topic != "dl/v1/dev/d1/sample" {
+	if k != wire.KindSamplePart || topic != "dl/v1/dev/d1/sample_part" {
 		panic("unexpected report " + topic)
 	}
-	r.msgs = append(r.msgs, append([]byte(nil), b...))
+	r.frames = append(r.frames, append([]byte(nil), b...))
+	f, err := wire.DecodeFrame(b)
+	if err != nil {
+		panic(err)
+	}
+	if r.open == nil {
+		r.open = map[string]*wire.Object{}
+	}
+	o := r.open[f.RequestID]
+	if o == nil {
+		if o, err = wire.NewObject(f); err != nil {
+			panic(err)
+		}
+		r.open[f.RequestID] = o
+	}
+	done, err := o.Add(f)
+	if err != nil {
+		panic(err)
+	}
+	if done {
+		r.msgs = append(r.msgs, append([]byte(nil), o.Bytes()...))
+		delete(r.open, f.RequestID)
+	}
 	return nil
 }
 

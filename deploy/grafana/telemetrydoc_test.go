@@ -90,7 +90,10 @@ func TestTelemetryDocExamples(t *testing.T) {
 		case wire.KindSample:
 			var p wire.Sample
 			v, decode = &p, func(b []byte) error { _, err := wire.DecodeSample(b); check(p.DeviceID, ""); return err }
-		case wire.KindFleetDrift:
+		case wire.KindSampleAck:
+			var p wire.SampleAck
+			v, decode = &p, func(b []byte) error { _, err := wire.DecodeSampleAck(b); check(p.DeviceID, ""); return err }
+		case wire.KindFleetDrift, wire.KindFleetPredictionDrift:
 			var p wire.FleetDrift
 			v, decode = &p, func([]byte) error { check("", p.Model); return p.Validate() }
 		default:
@@ -107,7 +110,7 @@ func TestTelemetryDocExamples(t *testing.T) {
 	}
 	for _, k := range []wire.Kind{wire.KindStatus, wire.KindHeartbeat, wire.KindValidation, wire.KindDrift, wire.KindDriftFeature,
 		wire.KindDesired, wire.KindReported, wire.KindFetch, wire.KindFleetRollout, wire.KindFleetDrift, wire.KindAck,
-		wire.KindPredictionDrift, wire.KindPerformance, wire.KindSample} {
+		wire.KindPredictionDrift, wire.KindPerformance, wire.KindSample, wire.KindSampleAck, wire.KindFleetPredictionDrift} {
 		if !seen[k] {
 			t.Errorf("docs/telemetry.md has no example payload for %s", k)
 		}
@@ -124,6 +127,8 @@ func topicPattern(k wire.Kind) string {
 		return wire.DefaultPrefix + "/fleet/rollouts/{rollout}"
 	case wire.KindFleetDrift:
 		return wire.DefaultPrefix + "/fleet/drift/{model}"
+	case wire.KindFleetPredictionDrift:
+		return wire.DefaultPrefix + "/fleet/prediction_drift/{model}"
 	case wire.KindDriftFeature:
 		return wire.DefaultPrefix + "/dev/{id}/drift/{feature}"
 	}

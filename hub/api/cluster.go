@@ -172,7 +172,11 @@ func (s *Server) clusterJoin(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		return c.JSON(http.StatusOK, JoinResponse{ID: req.ID, Voter: true, NodeToken: tok})
+		resp := JoinResponse{ID: req.ID, Voter: true, NodeToken: tok}
+		if s.cfg.SealKey != nil {
+			resp.SealKey = s.cfg.SealKey()
+		}
+		return c.JSON(http.StatusOK, resp)
 	}
 	return c.JSON(http.StatusOK, JoinResponse{ID: req.ID, CommitIndex: res.CommitIndex})
 }

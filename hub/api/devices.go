@@ -197,9 +197,6 @@ func (s *Server) deviceDesiredSet(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if s.cfg.OnDesiredChanged != nil {
-		s.cfg.OnDesiredChanged(id)
-	}
 	return c.JSON(http.StatusOK, res)
 }
 

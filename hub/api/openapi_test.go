@@ -72,6 +72,7 @@ func operations(t *testing.T, doc map[string]any) []operation {
 func fullAPI() *api.Server {
 	return api.New(api.Config{Extra: func(e *echo.Echo, s *api.Server) {
 		fleetdrift.Register(e.Group("/api/v1"), nil, s.ReadMiddleware()...)
+		fleetdrift.RegisterPredictions(e.Group("/api/v1"), nil, s.ReadMiddleware()...)
 	}})
 }
 

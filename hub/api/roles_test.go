@@ -99,6 +99,8 @@ var roleTable = []roleCase{
 	{"/api/v1/devices/:id/drift", "GET", "/api/v1/devices/ghost/drift", nil, [6]int{admitted, admitted, admitted, admitted, 403, 403}},
 	{"/api/v1/drift/heatmap", "GET", "/api/v1/drift/heatmap?model=ghost", nil, [6]int{admitted, admitted, admitted, admitted, 403, 403}},
 	{"/api/v1/drift/distribution", "GET", "/api/v1/drift/distribution?model=ghost&feature=x", nil, [6]int{admitted, admitted, admitted, admitted, 403, 403}},
+	{"/api/v1/drift/predictions", "GET", "/api/v1/drift/predictions?model=ghost", nil, [6]int{admitted, admitted, admitted, admitted, 403, 403}},
+	{"/api/v1/drift/predictions/distribution", "GET", "/api/v1/drift/predictions/distribution?model=ghost&feature=x", nil, [6]int{admitted, admitted, admitted, admitted, 403, 403}},
 	{"/api/v1/lineage", "GET", "/api/v1/lineage?node=dataset:temps@1", nil, [6]int{200, 200, 200, 200, 403, 403}},
 	{"/api/v1/openlineage", "POST", "/api/v1/openlineage", `{}`, [6]int{400, 403, 400, 403, 403, 403}},
 	{"/api/v1/lineage", "POST", "/api/v1/lineage", `{}`, [6]int{400, 403, 400, 403, 403, 403}},

@@ -119,9 +119,6 @@ func (s *Server) rolloutCreate(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if s.cfg.OnRolloutChanged != nil {
-		s.cfg.OnRolloutChanged(id)
-	}
 	return c.JSON(http.StatusCreated, res)
 }
 
@@ -252,9 +249,6 @@ func (s *Server) rolloutAction(c echo.Context) error {
 	res, err := s.apply(c, command.TypeRolloutTransition, state.RolloutTransition{ID: c.Param("id"), Action: action, Reason: req.Reason})
 	if err != nil {
 		return err
-	}
-	if s.cfg.OnRolloutChanged != nil {
-		s.cfg.OnRolloutChanged(c.Param("id"))
 	}
 	return c.JSON(http.StatusOK, res)
 }

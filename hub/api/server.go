@@ -95,6 +95,11 @@ type KeySource interface {
 type Config struct {
 	Store  Store
 	Reader state.Reader
+	// Seal seals a secret before it enters a Raft command (webhook secrets; hub/seal); nil
+	// stores secrets as given. SealKey is the cluster seal key's text, handed to a node with its
+	// promotion ("" when this node holds none).
+	Seal    func(plain string) (string, error)
+	SealKey func() string
 	// Keys gives the cluster's current online signing key (approvals sign with it).
 	Keys KeySource
 	// NodeKey is this node's own signing key (DATA/signing.key). An approval also signs the
@@ -131,12 +136,6 @@ type Config struct {
 	// ProfileJSON renders an encoded profile as JSON for GET .../profile with Accept:
 	// application/json. May be nil.
 	ProfileJSON func(profile []byte) ([]byte, error)
-	// OnDesiredChanged is called after a device's desired state changed (the MQTT side
-	// publishes it). May be nil.
-	OnDesiredChanged func(deviceID string)
-	// OnRolloutChanged is called after a rollout was created or acted on (the controller
-	// wakes). May be nil.
-	OnRolloutChanged func(id string)
 	// Extra registers more routes (dashboard, drift, rollouts) on the same server. May be nil.
 	Extra func(e *echo.Echo, s *Server)
 	// PeerScheme ("http" or "https") and PeerTransport are how this node calls the others

@@ -77,8 +77,17 @@ func (s *Server) webhookCreate(c echo.Context) error {
 	} else if len(req.Secret) < 16 {
 		return badRequest("secret", "a webhook secret needs at least 16 characters")
 	}
+	stored := req.Secret
+	if s.cfg.Seal != nil {
+		// Sealed here, before the command: the Raft log, snapshots and backups hold only the
+		// sealed form (docs/security.md).
+		var err error
+		if stored, err = s.cfg.Seal(req.Secret); err != nil {
+			return err
+		}
+	}
 	res, err := s.apply(c, command.TypeWebhookCreate, state.WebhookCreate{ID: req.ID, URL: req.URL, Events: req.Events,
-		Secret: req.Secret, Description: req.Description})
+		Secret: stored, Description: req.Description})
 	if err != nil {
 		return err
 	}

@@ -142,6 +142,8 @@ func (r rules) deviceRest(id, topic string) (string, bool) {
 var deviceKinds = map[string]bool{
 	"status": true, "heartbeat": true, "data": true, "validation": true, "drift": true,
 	"profile": true, "desired": true, "reported": true, "fetch": true, "chunk": true,
+	"ack": true, "prediction_drift": true, "performance": true, "prediction_profile": true,
+	"sample": true, "sample_part": true, "sample_ack": true,
 }
 
 // topicKind names the protocol topic kind of a topic name: "status", "drift", "drift_feature",

@@ -16,7 +16,7 @@ import (
 // ACL cannot forbid only the writing of a topic it lets a user read, so for Mosquitto the
 // device's write rights are this list rather than "everything but desired and chunk".
 var DeviceWriteKinds = []string{"status", "heartbeat", "data", "validation", "drift", "drift/+", "profile", "reported", "fetch",
-	"prediction_drift", "performance", "sample"}
+	"prediction_drift", "performance", "prediction_profile", "sample", "sample_part"}
 
 // mosquittoIterations is the PBKDF2 iteration count; 101 is mosquitto_passwd's default. Device
 // and API tokens are long random strings, so stretching adds little, and every connect pays it.

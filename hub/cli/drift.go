@@ -30,8 +30,9 @@ type driftView struct {
 func (a *app) driftCmd() *cobra.Command {
 	var model string
 	var version int
+	var predictions bool
 	cmd := &cobra.Command{
-		Use:   "drift --model M [--version V]",
+		Use:   "drift --model M [--version V] [--predictions]",
 		Short: "Fleet-wide drift of a model: the merged live profiles against its training reference",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -46,7 +47,11 @@ func (a *app) driftCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			raw, err := c.JSON(a.ctx, http.MethodGet, "/api/v1/drift", q, nil, nil)
+			path := "/api/v1/drift"
+			if predictions {
+				path = "/api/v1/drift/predictions"
+			}
+			raw, err := c.JSON(a.ctx, http.MethodGet, path, q, nil, nil)
 			if err != nil {
 				return err
 			}
@@ -77,5 +82,6 @@ func (a *app) driftCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&model, "model", "", "model name")
 	cmd.Flags().IntVar(&version, "version", 0, "model version (default: every version the fleet runs)")
+	cmd.Flags().BoolVar(&predictions, "predictions", false, "the model's predictions: merged prediction profiles against its output reference")
 	return cmd
 }

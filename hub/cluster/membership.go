@@ -29,6 +29,9 @@ type JoinResponse struct {
 	// NodeToken answers a promotion: the admin token the new node calls the others with
 	// (forwarded telemetry), shown this once. The join token itself admits nothing but joins.
 	NodeToken string `json:"node_token,omitempty"`
+	// SealKey answers a promotion too: the cluster's seal key (hub/seal), which every node needs
+	// to open the secrets stored sealed (webhook secrets); empty when the leader holds none.
+	SealKey string `json:"seal_key,omitempty"`
 }
 
 // Member is one server of the Raft configuration as Membership reports it.

@@ -31,6 +31,19 @@ func Register(g *echo.Group, s *Service, mw ...echo.MiddlewareFunc) {
 	g.GET("/drift/distribution", s.handleDistribution, mw...)
 }
 
+// RegisterPredictions mounts the routes of the fleet view of predictions (a Service with
+// Config.Predictions) on g, each behind mw:
+//
+//	GET /drift/predictions?model=M[&version=V][&since=T]   merged prediction profiles of a
+//	                                                       model version against its output
+//	                                                       reference (FleetView)
+//	GET /drift/predictions/distribution?model=M[&version=V]&feature=PREDICTION
+//	                                                       reference vs current predictions
+func RegisterPredictions(g *echo.Group, s *Service, mw ...echo.MiddlewareFunc) {
+	g.GET("/drift/predictions", s.handleFleet, mw...)
+	g.GET("/drift/predictions/distribution", s.handleDistribution, mw...)
+}
+
 func (s *Service) handleFleet(c echo.Context) error {
 	key, err := s.modelKey(c)
 	if err != nil {

@@ -87,7 +87,7 @@ func (s *Service) Distribution(key ModelKey, feature string) (DistributionView, 
 		return DistributionView{}, fmt.Errorf("%w: %q in %s", ErrUnknownFeature, feature, key)
 	}
 	v := DistributionView{Model: key.Model, Version: key.Version, Feature: feature, Kind: rc.Kind().String(),
-		Dataset: &RefView{Dataset: ref.dataset, Version: ref.version}, Features: scored}
+		Dataset: ref.view(), Features: scored}
 	now := s.cfg.Now().UnixMilli()
 	s.mu.Lock()
 	defer s.mu.Unlock()

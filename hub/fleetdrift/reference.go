@@ -8,6 +8,7 @@ import (
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/shared/contract"
 	"github.com/driftline/driftline/shared/drift"
+	"github.com/driftline/driftline/shared/outputs"
 	"github.com/driftline/driftline/shared/profile"
 )
 
@@ -25,8 +26,19 @@ func (k ModelKey) String() string { return fmt.Sprintf("%s@%d", k.Model, k.Versi
 type reference struct {
 	dataset string
 	version int
-	prof    *profile.Profile
-	opts    drift.Options
+	// output is the output reference's digest when this is a model version's output
+	// reference (a Predictions service); dataset and version are then empty.
+	output string
+	prof   *profile.Profile
+	opts   drift.Options
+}
+
+// view names the reference for the API.
+func (r *reference) view() *RefView {
+	if r.output != "" {
+		return &RefView{Output: r.output}
+	}
+	return &RefView{Dataset: r.dataset, Version: r.version}
 }
 
 // refEntry caches one resolution; a failed one (err set) is retried after refRetry.
@@ -71,6 +83,35 @@ func resolveReference(reg Registry, key ModelKey) (*reference, error) {
 		return &reference{dataset: dv.Dataset, version: dv.Version, prof: p, opts: opts}, nil
 	}
 	return nil, fmt.Errorf("model %s: %w", key, ErrNoReference)
+}
+
+// resolveOutputReference reads a model version's output reference: the profile of its
+// validation predictions, scored with the drift options of its output contract's prediction
+// field, as the agent scores a window (shared/drift.ReferenceOptions).
+func resolveOutputReference(reg Registry, key ModelKey) (*reference, error) {
+	mv, err := reg.ModelVersion(key.Model, key.Version)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", key, err)
+	}
+	if mv.Output == nil {
+		return nil, fmt.Errorf("model %s: no output reference: %w", key, ErrNoReference)
+	}
+	b, err := reg.OutputReference(key.Model, key.Version)
+	if errors.Is(err, state.ErrNotFound) {
+		return nil, fmt.Errorf("model %s: no output reference: %w", key, ErrNoReference)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("model %s: output reference: %w", key, err)
+	}
+	dec, err := outputs.Decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", key, err)
+	}
+	opts, ok, err := drift.ReferenceOptions(dec.Contract.PredictionSchema(), dec.Profile)
+	if err != nil || !ok {
+		return nil, fmt.Errorf("model %s: the output reference does not profile the prediction: %w", key, ErrNoReference)
+	}
+	return &reference{output: mv.Output.Digest, prof: dec.Profile, opts: opts}, nil
 }
 
 // fits reports whether a device profile has every column the reference compares, with the

@@ -32,11 +32,20 @@ type Registry interface {
 	DatasetVersion(name string, v int) (state.DatasetVersion, error)
 	// Devices lists devices a page at a time (the API reads their drift health).
 	Devices(sel state.Selector, cursor string, limit int) (state.Page[state.Device], error)
+	// OutputReference returns a model version's encoded output reference (shared/outputs),
+	// state.ErrNotFound when it has none. Only a Predictions service reads it.
+	OutputReference(model string, version int) ([]byte, error)
 }
 
 // Config configures a Service. Zero durations and counts take the defaults in brackets.
 type Config struct {
 	Registry Registry
+	// Predictions makes this the fleet view of the models' outputs: it takes the devices'
+	// prediction profiles (PREFIX/dev/{id}/prediction_profile), compares them with each model
+	// version's output reference instead of its training data's reference, publishes on
+	// PREFIX/fleet/prediction_drift/{model}, and counts under the driftline_hub_prediction_drift_*
+	// metrics. Everything else (windows, merging, bounds) is the same.
+	Predictions bool
 	// Publish sends one fleet drift message (PREFIX/fleet/drift/{model}, QoS 1, not retained).
 	// May be nil: nothing is published.
 	Publish func(topic string, payload []byte) error
@@ -162,7 +171,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.Logger = slog.Default()
 	}
 	return &Service{
-		cfg: cfg, log: cfg.Logger, m: newMetrics(cfg.Registerer), queue: make(chan observation, cfg.Queue),
+		cfg: cfg, log: cfg.Logger, m: newMetrics(cfg.Registerer, cfg.Predictions), queue: make(chan observation, cfg.Queue),
 		refs: map[ModelKey]*refEntry{}, fleets: map[ModelKey]*fleet{}, devices: map[string]*device{}, counts: map[string]uint64{},
 	}, nil
 }
@@ -278,7 +287,11 @@ func (s *Service) reference(key ModelKey) (*reference, error) {
 	if e != nil && (e.err == nil || now.Sub(e.at) < refRetry) {
 		return e.ref, e.err
 	}
-	ref, err := resolveReference(s.cfg.Registry, key)
+	resolve := resolveReference
+	if s.cfg.Predictions {
+		resolve = resolveOutputReference
+	}
+	ref, err := resolve(s.cfg.Registry, key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.refs) >= 4*s.cfg.MaxModels { // bounded: forget failures first, then everything
@@ -326,6 +339,15 @@ func (s *Service) recordDevice(now int64, id string, key ModelKey, ref *referenc
 	if over := len(dm.history) - s.cfg.DeviceHistory; over > 0 {
 		dm.history = append(dm.history[:0], dm.history[over:]...)
 	}
+	s.m.devices.Set(float64(len(s.devices)))
+}
+
+// Forget drops what the service keeps of a device (the hub removed it; the node calls it from the
+// state machine's change feed), so its drift history does not outlive it.
+func (s *Service) Forget(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.devices, id)
 	s.m.devices.Set(float64(len(s.devices)))
 }
 
@@ -520,7 +542,11 @@ func (s *Service) publish(msgs []wire.FleetDrift) {
 			s.log.Warn("fleet drift message not encodable", "model", m.Model, "err", err)
 			continue
 		}
-		if err := s.cfg.Publish(s.cfg.Topics.FleetDrift(m.Model), b); err != nil {
+		topic := s.cfg.Topics.FleetDrift(m.Model)
+		if s.cfg.Predictions {
+			topic = s.cfg.Topics.FleetPredictionDrift(m.Model)
+		}
+		if err := s.cfg.Publish(topic, b); err != nil {
 			s.log.Warn("publish fleet drift", "model", m.Model, "err", err)
 			continue
 		}

@@ -300,3 +300,19 @@ func TestAPI(t *testing.T) {
 		get(c.path, c.want, nil)
 	}
 }
+
+// TestForgetDropsDeviceHistory: a device the hub removed (the node calls Forget from the change
+// feed) loses its drift history, so a device enrolled again under the same id starts clean.
+func TestForgetDropsDeviceHistory(t *testing.T) {
+	s := newFleetSetup(t, fleetdrift.Config{})
+	if err := s.svc.Observe("d1", windowProfile(t, 500, 20, "abc", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.svc.Device("d1"); err != nil || len(v.Models) != 1 {
+		t.Fatalf("before: %+v %v", v, err)
+	}
+	s.svc.Forget("d1")
+	if v, err := s.svc.Device("d1"); err != nil || len(v.Models) != 0 {
+		t.Fatalf("after Forget the device still has drift history: %+v %v", v, err)
+	}
+}

@@ -10,8 +10,10 @@ import (
 
 // RefView names the reference a model version is compared with.
 type RefView struct {
-	Dataset string `json:"dataset"`
-	Version int    `json:"version"`
+	Dataset string `json:"dataset,omitempty"`
+	Version int    `json:"version,omitempty"`
+	// Output is the output reference's digest, for the fleet view of predictions.
+	Output string `json:"output,omitempty"`
 }
 
 // FleetFeatureView is one feature of GET /api/v1/drift: the verdict on the merged profile of
@@ -63,7 +65,7 @@ func (s *Service) Fleet(key ModelKey, since int64) (FleetView, error) {
 		return v, err
 	}
 	if ref != nil {
-		v.Reference = &RefView{Dataset: ref.dataset, Version: ref.version}
+		v.Reference = ref.view()
 	}
 	healthDrift, err := s.healthDrifting(key)
 	if err != nil {
@@ -165,7 +167,11 @@ func (s *Service) healthDrifting(key ModelKey) ([]string, error) {
 			return nil, err
 		}
 		for _, d := range page.Items {
-			if h := d.Health; h != nil && h.Model == key.Model && h.Version == key.Version && h.DatasetDrift {
+			if s.cfg.Predictions {
+				if o := d.Outputs; o != nil && o.Model == key.Model && o.Version == key.Version && o.PredictionWindows > 0 && o.PredictionDrift {
+					out = append(out, d.ID)
+				}
+			} else if h := d.Health; h != nil && h.Model == key.Model && h.Version == key.Version && h.DatasetDrift {
 				out = append(out, d.ID)
 			}
 		}
@@ -223,7 +229,7 @@ func (s *Service) Device(id string) (DeviceView, error) {
 		mv := DeviceModelView{Model: key.Model, Version: key.Version, Features: dm.features,
 			History: append([]DevicePoint(nil), dm.history...), Latest: deviceLatest(dm.latestTS, dm.rows, dm.latest)}
 		if e := s.refs[key]; e != nil && e.ref != nil {
-			mv.Reference = &RefView{Dataset: e.ref.dataset, Version: e.ref.version}
+			mv.Reference = e.ref.view()
 		}
 		v.Models = append(v.Models, mv)
 	}

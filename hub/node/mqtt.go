@@ -87,14 +87,9 @@ func (n *Node) startMQTT() error {
 		return nil
 	}
 	svc, err := protocol.Start(protocol.Config{
-		Transport: transport, DB: n.db, Reader: n.Reader(), Topics: n.topics,
+		Transport: transport, DB: n.db, Changes: n.store.Changes(), Reader: n.Reader(), Topics: n.topics,
 		Apply: n.applyOrForward, Logger: n.log, Registerer: n.registry, Keys: n.keys, DesiredTTL: n.cfg.DesiredTTL,
 		SharedDelay: n.cfg.SharedChunkDelay, SharedGap: n.cfg.SharedChunkGap,
-		OnDeviceRemoved: func(id string) {
-			if n.broker != nil { // its sessions and retained topics go with it
-				n.broker.Forget(broker.Principal{Kind: broker.Device, ID: id}, false)
-			}
-		},
 	})
 	if err != nil {
 		return err
@@ -102,6 +97,9 @@ func (n *Node) startMQTT() error {
 	n.proto = svc
 	n.transport = transport
 	if err := protocol.SubscribeProfiles(transport, n.topics, n.drift.Enqueue); err != nil {
+		return err
+	}
+	if err := protocol.SubscribePredictionProfiles(transport, n.topics, n.predDrift.Enqueue); err != nil {
 		return err
 	}
 	// Samples are handled by whichever node hears them (a follower forwards the staging command
@@ -114,6 +112,16 @@ func (n *Node) startMQTT() error {
 	if err := subscribe(topics.AllDevices(wire.KindSample), func(topic string, payload []byte) {
 		if kind, id, _, err := topics.Parse(topic); err == nil && kind == wire.KindSample {
 			n.samples.Handle(topic, id, payload)
+		}
+	}); err != nil {
+		return err
+	}
+	// Sample uploads (chunk frames): every frame of one upload must reach the same node, so
+	// not a shared subscription; with an external broker every node hears them and only the
+	// leader assembles (the collector's LeaderOnly).
+	if err := transport.Subscribe(topics.AllDevices(wire.KindSamplePart), func(topic string, payload []byte) {
+		if kind, id, _, err := topics.Parse(topic); err == nil && kind == wire.KindSamplePart {
+			n.samples.HandlePart(id, payload)
 		}
 	}); err != nil {
 		return err

@@ -33,6 +33,7 @@ import (
 	"github.com/driftline/driftline/hub/protocol"
 	"github.com/driftline/driftline/hub/rollout"
 	"github.com/driftline/driftline/hub/samples"
+	"github.com/driftline/driftline/hub/seal"
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/hub/store"
 	"github.com/driftline/driftline/hub/webhook"
@@ -158,20 +159,23 @@ type Config struct {
 
 // Node is a running hub node.
 type Node struct {
-	cfg      Config
-	log      *slog.Logger
-	db       *badger.DB
-	logDB    *badger.DB
-	store    *store.Store
-	api      *api.Server
-	http     *http.Server
-	httpLn   net.Listener
-	key      ed25519.PrivateKey
-	keys     *keys.Source
-	rootMu   sync.Mutex
-	rootKey  ed25519.PrivateKey // nil when this node does not hold the root key
-	registry *prometheus.Registry
-	broker   *broker.Broker
+	cfg   Config
+	log   *slog.Logger
+	db    *badger.DB
+	logDB *badger.DB
+	store *store.Store
+	// credentials is the credential watch's subscription to the store's change feed, made
+	// before the store opens.
+	credentials *store.Subscription
+	api         *api.Server
+	http        *http.Server
+	httpLn      net.Listener
+	key         ed25519.PrivateKey
+	keys        *keys.Source
+	rootMu      sync.Mutex
+	rootKey     ed25519.PrivateKey // nil when this node does not hold the root key
+	registry    *prometheus.Registry
+	broker      *broker.Broker
 	// peers is how this node calls the others' APIs.
 	peers *cluster.Client
 	// sweep counts what the chunk sweep deleted (forward.go).
@@ -180,6 +184,12 @@ type Node struct {
 	proto    *protocol.Service
 	rollouts *rollout.Controller
 	drift    *fleetdrift.Service
+	// predDrift is the fleet view of predictions: merged prediction profiles against each
+	// version's output reference.
+	predDrift *fleetdrift.Service
+	// sealMu guards sealKey: the cluster's seal key, nil when this node holds none.
+	sealMu   sync.RWMutex
+	sealKey  *seal.Key
 	webhooks *webhook.Dispatcher
 	samples  *samples.Collector
 	// transport is the MQTT connection the protocol service uses (nil without MQTT).
@@ -312,6 +322,9 @@ func (n *Node) openStore() (string, *cluster.TLS, error) {
 	if n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return "", nil, fmt.Errorf("node: listen http %s: %w", cfg.HTTPAddr, err)
 	}
+	if err := n.loadSealKey(); err != nil {
+		return "", nil, err
+	}
 	// Two databases: the Raft log syncs every write; the state machine's does not need to (see
 	// store.Config.LogDB), which halves the fsyncs per committed batch.
 	if n.logDB, err = kv.Open(filepath.Join(cfg.DataDir, "raftlog"), kv.Server); err != nil {
@@ -333,8 +346,12 @@ func (n *Node) openStore() (string, *cluster.TLS, error) {
 		return "", nil, fmt.Errorf("node: %w", err)
 	}
 	n.peers = cluster.NewClient(ctls, cfg.TLSCert != "")
+	// The credential watch subscribes before the store starts, so the entries replayed at start
+	// reach it too.
+	changes := store.NewFeed()
+	n.credentials = changes.Subscribe()
 	n.store, err = store.Open(store.Config{
-		DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID, StreamLayer: layer,
+		Changes: changes, DB: n.db, LogDB: n.logDB, Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: cfg.NodeID, StreamLayer: layer,
 		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertiseOf(*cfg), RaftDialVia: cfg.RaftDialVia, HTTPAddr: advHTTP,
 		Bootstrap: cfg.Join == "" && len(cfg.Peers) == 0, DeadNodeTimeout: cfg.DeadNodeTimeout,
 		Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
@@ -355,30 +372,44 @@ func (n *Node) startServices() error {
 	cfg := n.cfg
 	n.registerOps()
 	n.sweep = newSweepMetrics(n.registry)
-	n.rollouts = rollout.New(rollout.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
-	n.webhooks = webhook.New(webhook.Config{Store: n.store, Reader: n.Reader(), NodeID: cfg.NodeID,
+	n.rollouts = rollout.New(rollout.Config{Store: n.store, Changes: n.store.Changes(), Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry})
+	n.webhooks = webhook.New(webhook.Config{Store: n.store, Reader: n.Reader(), NodeID: cfg.NodeID, Open: n.openSecret,
 		Logger: cfg.Logger, Registerer: n.registry})
 	n.samples = samples.New(samples.Config{Store: n.store, Reader: n.Reader(), Logger: cfg.Logger, Registerer: n.registry,
-		Settle: cfg.SampleSettle, Forward: n.applyOrForward,
+		Settle: cfg.SampleSettle, Forward: n.applyOrForward, Topics: n.topics, Publish: n.publishQoS1,
 		// With an external broker every node hears every device: the leader stages alone.
 		LeaderOnly: len(cfg.Brokers) > 0})
 	var err error
-	n.drift, err = fleetdrift.New(fleetdrift.Config{
-		Registry: n.Reader(), Topics: n.topics, Logger: cfg.Logger, Registerer: n.registry,
+	if n.drift, err = n.newFleetDrift(false); err != nil {
+		return err
+	}
+	n.predDrift, err = n.newFleetDrift(true)
+	return err
+}
+
+// newFleetDrift makes the fleet view of inputs, or with predictions of the models' outputs.
+func (n *Node) newFleetDrift(predictions bool) (*fleetdrift.Service, error) {
+	cfg := n.cfg
+	s, err := fleetdrift.New(fleetdrift.Config{
+		Predictions: predictions, Registry: n.Reader(), Topics: n.topics, Logger: cfg.Logger, Registerer: n.registry,
 		FineRetention: cfg.DriftFineRetention, CoarseRetention: cfg.DriftCoarseRetention,
-		Publish: func(topic string, payload []byte) error {
-			if n.transport == nil {
-				return nil
-			}
-			return n.transport.Publish(topic, payload, false, 1)
-		},
+		Publish: n.publishQoS1,
 		// With an external broker every node hears every device: only the leader publishes.
 		ShouldPublish: func() bool { return len(cfg.Brokers) == 0 || n.store.IsLeader() },
 	})
 	if err != nil {
-		return fmt.Errorf("node: %w", err)
+		return nil, fmt.Errorf("node: %w", err)
 	}
-	return nil
+	return s, nil
+}
+
+// publishQoS1 publishes one message (QoS 1, not retained) on the node's MQTT transport; without
+// one it does nothing.
+func (n *Node) publishQoS1(topic string, payload []byte) error {
+	if n.transport == nil {
+		return nil
+	}
+	return n.transport.Publish(topic, payload, false, 1)
 }
 
 // serveAPI makes the HTTP API (with the drift routes, the dashboard and, when asked for, pprof)
@@ -393,23 +424,19 @@ func (n *Node) serveAPI(ctls *cluster.TLS) error {
 		Store: opsAdapter{storeAdapter{n.store}, cfg.DataDir}, Reader: state.Reader{DB: n.db}, Keys: n.keys, NodeKey: n.key, RootKey: n.currentRootKey, FourEyes: cfg.FourEyes,
 		MaxUploadBytes: cfg.MaxUploadBytes, Logger: cfg.Logger, Registerer: n.registry, Gatherer: n.registry,
 		Samples: NewSampleProcessor(spool), ProfileJSON: ProfileJSON, SpoolDir: spool,
+		Seal: n.sealSecret, SealKey: n.sealKeyText,
 		Extra: func(e *echo.Echo, s *api.Server) {
 			fleetdrift.Register(e.Group("/api/v1"), n.drift, s.ReadMiddleware()...)
+			fleetdrift.RegisterPredictions(e.Group("/api/v1"), n.predDrift, s.ReadMiddleware()...)
 			dashboard.Register(e)
 			if os.Getenv("DRIFTLINE_PPROF") != "" { // profiling for operators, off by default
 				registerPprof(e, s.AdminMiddleware()...)
 			}
 		},
-		OnRolloutChanged: func(string) { n.rollouts.Wake() },
-		PeerScheme:       n.peers.Scheme, PeerTransport: n.peers.Transport,
+		PeerScheme: n.peers.Scheme, PeerTransport: n.peers.Transport,
 		Peers: n.peers, PeerToken: n.peerToken, ClusterTLS: ctls,
 		AdvertiseMQTT: n.advertisedMQTT(),
 		TopicPrefix:   cfg.TopicPrefix,
-		OnDesiredChanged: func(id string) {
-			if n.proto != nil {
-				n.proto.DesiredChanged(id)
-			}
-		},
 	})
 	n.http = newHTTPServer(n.api.Handler(), cfg.httpLimits, n.registry)
 	if ctls != nil {
@@ -434,8 +461,9 @@ func (n *Node) serveAPI(ctls *cluster.TLS) error {
 // backups. Close waits for them.
 func (n *Node) runBackground(bg context.Context) {
 	loops := []func(){
-		func() { n.watchCredentials(bg) },
+		func() { n.watchCredentials(bg, n.credentials) },
 		func() { n.drift.Run(bg) },
+		func() { n.predDrift.Run(bg) },
 		func() { n.rollouts.Run(bg) },
 		func() { n.leaderChores(bg) },
 		func() { n.webhooks.Run(bg) },
@@ -733,6 +761,9 @@ func (n *Node) join(ctx context.Context, advHTTP string) error {
 	req.Promote = true
 	if resp, err = n.postJoin(ctx, req); err != nil {
 		return fmt.Errorf("node: join %s (promote): %w", n.cfg.Join, err)
+	}
+	if err := n.adoptSealKey(resp.SealKey); err != nil {
+		return fmt.Errorf("node: join: %w", err)
 	}
 	if resp.NodeToken != "" { // the leader made this node's token with the promotion
 		if err := writeSecret(filepath.Join(n.cfg.DataDir, NodeTokenFile), resp.NodeToken); err != nil {

@@ -4,13 +4,13 @@ import (
 	"context"
 	"time"
 
-	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/shared/wire"
 )
 
 // ackPublisher tells agents which numbered reports the hub has stored (wire.Ack on
 // PREFIX/dev/{id}/ack), so that their outboxes forget them only then: a broker's PUBACK is not
-// the hub's receipt. It watches the FSM's report cursors, so it runs on every node and answers
+// the hub's receipt. The change feed tells it of stored report cursors (state.ChangeReports), so
+// it runs on every node and answers
 // whatever node's batch stored the reports; every write of a cursor (a batch with any numbered
 // report of the device, repeats included) is acknowledged again, so a lost ack is repaired by
 // the agent's next resend.
@@ -26,7 +26,6 @@ func newAckPublisher(s *Service) *ackPublisher {
 func (p *ackPublisher) notify(id string) { p.dirty.mark(id) }
 
 func (p *ackPublisher) run(ctx context.Context) {
-	go p.s.watchPrefix(ctx, state.ReportCursorPrefix, p.notify)
 	for {
 		select {
 		case <-ctx.Done():

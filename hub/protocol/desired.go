@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/driftline/driftline/hub/keys"
@@ -12,13 +13,6 @@ import (
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/clock"
 	"github.com/driftline/driftline/shared/wire"
-)
-
-// devicePrefix is where the FSM keeps devices (hub/state key layout); trustPrefix its root of
-// trust.
-const (
-	devicePrefix = "fsm/dev/"
-	trustPrefix  = "fsm/trust/"
 )
 
 // DefaultDesiredTTL is how long a signed desired state is valid when Config.DesiredTTL is 0.
@@ -32,21 +26,25 @@ type KeySource interface {
 	Current() (keys.Current, error)
 }
 
-// desiredPublisher keeps every device's retained desired message equal to the FSM. It watches
-// the node's database for writes under the device prefix (badger's Subscribe), so it reacts to
-// changes however they were made (API, rollout controller, a snapshot restore) and on every node.
-// It publishes a device when its desired revision moved, when the root of trust changed (a
-// rotated key signs it again and carries the new root to the agent), and when half of the
-// last signature's lifetime has passed (a refresh: same rev, new issue and expiry times).
+// desiredPublisher keeps every device's retained desired message equal to the FSM. It is driven
+// by the state machine's change feed (changes.go), so it reacts to changes however they were made
+// (API, rollout controller, a snapshot restore) and on every node, and only to desired changes:
+// telemetry (a device's status) does not wake it. It publishes a device when its desired
+// revision moved, when the root of trust changed (a rotated key signs it again and carries the
+// new root to the agent), and when half of the last signature's lifetime has passed (a refresh:
+// same rev, new issue and expiry times).
 type desiredPublisher struct {
 	s     *Service
 	ttl   time.Duration
 	dirty *dirtySet
+	// trust asks for a pass over every device (the key set changed, or the feed reset).
 	trust chan struct{}
 	// mu guards published.
 	mu sync.Mutex
 	// published is what was last published per device (absent: cleared or never).
 	published map[string]publishedDesired
+	// looked counts devices read because the feed named them (tests: a status change wakes none).
+	looked atomic.Int64
 }
 
 // publishedDesired is one device's last published desired state.
@@ -67,15 +65,15 @@ func newDesiredPublisher(s *Service) *desiredPublisher {
 
 func (p *desiredPublisher) notify(id string) { p.dirty.mark(id) }
 
+// all asks for a pass over every device.
+func (p *desiredPublisher) all() {
+	select {
+	case p.trust <- struct{}{}:
+	default:
+	}
+}
+
 func (p *desiredPublisher) run(ctx context.Context) {
-	go p.s.watchPrefix(ctx, devicePrefix, p.notify)
-	go p.s.watchPrefix(ctx, trustPrefix, func(string) {
-		select {
-		case p.trust <- struct{}{}:
-		default:
-		}
-	})
-	p.publishAll(false)
 	// A periodic pass repairs what a failed publish or a broker restart lost, for the devices
 	// that have not acted on their desired revision yet (one that has reported it holds it),
 	// and signs again the desired states whose refresh time has come.
@@ -98,9 +96,12 @@ func (p *desiredPublisher) run(ctx context.Context) {
 }
 
 // publishAll publishes every device's desired state that was not published at its revision yet;
-// with repair, it publishes again those whose agents have not reported acting on it.
+// with repair, it publishes again those whose agents have not reported acting on it. A device
+// published before that is gone (removed by a restored snapshot, which no change describes) has
+// its retained message cleared.
 func (p *desiredPublisher) publishAll(repair bool) {
 	cursor := ""
+	seen := map[string]bool{}
 	for {
 		page, err := p.s.cfg.Reader.Devices(nil, cursor, state.MaxLimit)
 		if err != nil {
@@ -108,24 +109,34 @@ func (p *desiredPublisher) publishAll(repair bool) {
 			return
 		}
 		for _, d := range page.Items {
+			seen[d.ID] = true
 			if repair && unacknowledged(d) {
 				p.forget(d.ID)
 			}
 			p.publishDevice(d)
 		}
 		if page.NextCursor == nil {
-			return
+			break
 		}
 		cursor = *page.NextCursor
+	}
+	var gone []string
+	p.mu.Lock()
+	for id := range p.published {
+		if !seen[id] {
+			gone = append(gone, id)
+		}
+	}
+	p.mu.Unlock()
+	for _, id := range gone {
+		p.publish(id)
 	}
 }
 
 func (p *desiredPublisher) publish(id string) {
+	p.looked.Add(1)
 	d, err := p.s.cfg.Reader.Device(id)
 	if errors.Is(err, state.ErrNotFound) {
-		if p.s.cfg.OnDeviceRemoved != nil {
-			p.s.cfg.OnDeviceRemoved(id)
-		}
 		p.mu.Lock()
 		_, had := p.published[id]
 		delete(p.published, id)
@@ -220,7 +231,7 @@ func BuildDesired(r state.Reader, d state.Device, cur keys.Current, now time.Tim
 		if err != nil {
 			return msg, err
 		}
-		sig, ok := state.ApprovalSignature(mv, cur.Online)
+		sig, ok := state.ApprovalSignature(mv, a, cur.Online)
 		if !ok && mv.Status == state.StatusApproved {
 			sig = artifact.SignApproval(cur.Key, a)
 		}

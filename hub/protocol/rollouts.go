@@ -2,41 +2,31 @@ package protocol
 
 import (
 	"context"
-	"errors"
-	"strings"
 	"time"
-
-	"github.com/dgraph-io/badger/v4/pb"
 
 	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/shared/wire"
 )
 
-// rolloutPrefix is where the FSM keeps rollouts (hub/state key layout).
-const rolloutPrefix = "fsm/ro/"
-
 // runRolloutPublisher keeps the retained PREFIX/fleet/rollouts/{id} message equal to each
-// rollout's replicated state, for dashboards.
+// rollout's replicated state, for dashboards: the rollouts the change feed names (s.rollouts),
+// every rollout after a feed reset (s.rolloutsAll), and every minute as a repair.
 func (s *Service) runRolloutPublisher(ctx context.Context) {
-	dirty := make(chan string, 1024)
-	go s.watchPrefix(ctx, rolloutPrefix, func(id string) {
-		select {
-		case dirty <- id:
-		default: // the next full pass catches up
-		}
-	})
 	full := time.NewTicker(time.Minute)
 	defer full.Stop()
-	s.publishAllRollouts()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-full.C:
 			s.publishAllRollouts()
-		case id := <-dirty:
-			if r, err := s.cfg.Reader.Rollout(id); err == nil {
-				s.publishRollout(r)
+		case <-s.rolloutsAll:
+			s.publishAllRollouts()
+		case <-s.rollouts.signal:
+			for _, id := range s.rollouts.take() {
+				if r, err := s.cfg.Reader.Rollout(id); err == nil {
+					s.publishRollout(r)
+				}
 			}
 		}
 	}
@@ -82,21 +72,5 @@ func (s *Service) publishRollout(r state.Rollout) {
 	}
 	if err := s.cfg.Transport.Publish(s.cfg.Topics.FleetRollout(r.ID), b, true, 1); err != nil {
 		s.log.Warn("publish fleet rollout", "rollout", r.ID, "err", err)
-	}
-}
-
-// watchPrefix calls changed with the rest of every key written under prefix in the node's
-// database (badger's Subscribe), until ctx ends. changed must not block.
-func (s *Service) watchPrefix(ctx context.Context, prefix string, changed func(rest string)) {
-	err := s.cfg.DB.Subscribe(ctx, func(kvs *pb.KVList) error {
-		for _, kv := range kvs.Kv {
-			if rest, ok := strings.CutPrefix(string(kv.Key), prefix); ok {
-				changed(rest)
-			}
-		}
-		return nil
-	}, []pb.Match{{Prefix: []byte(prefix)}})
-	if err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
-		s.log.Error("watch state", "prefix", prefix, "err", err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/hub/store"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -79,10 +80,13 @@ const (
 // Config configures a Service.
 type Config struct {
 	Transport Transport
-	// DB is the node's database: the service watches the FSM's device keys in it.
-	DB     *badger.DB
-	Reader state.Reader
-	Topics wire.Topics
+	// DB is the node's database.
+	DB *badger.DB
+	// Changes is the node's change feed (store.Store.Changes): desired states, rollouts, keys
+	// and report cursors that changed. Required.
+	Changes *store.Feed
+	Reader  state.Reader
+	Topics  wire.Topics
 	// Apply proposes a command (on the leader) or forwards it to the leader.
 	Apply func(ctx context.Context, env command.Envelope) error
 	// Interval is how often observed telemetry becomes one Raft command; default 1 s.
@@ -104,11 +108,8 @@ type Config struct {
 	Keys KeySource
 	// DesiredTTL is how long a signed desired state is valid; default DefaultDesiredTTL.
 	DesiredTTL time.Duration
-	// OnDeviceRemoved is called when the service sees a device disappear from the state (the
-	// embedded broker disconnects it). May be nil.
-	OnDeviceRemoved func(id string)
-	Logger          *slog.Logger
-	Registerer      prometheus.Registerer
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // Service runs the hub side of the protocol.
@@ -123,6 +124,9 @@ type Service struct {
 	desired *desiredPublisher
 	acks    *ackPublisher
 	shared  *sharedFanout
+	// rollouts are the rollouts to publish again; rolloutsAll asks for all of them.
+	rollouts    *dirtySet
+	rolloutsAll chan struct{}
 
 	queuedMu sync.Mutex
 	queued   map[string]int
@@ -132,8 +136,8 @@ type Service struct {
 
 // Start subscribes to the device topics and starts the workers.
 func Start(cfg Config) (*Service, error) {
-	if cfg.Transport == nil || cfg.DB == nil || cfg.Apply == nil || cfg.Keys == nil {
-		return nil, errors.New("protocol: transport, db, apply and keys are required")
+	if cfg.Transport == nil || cfg.DB == nil || cfg.Apply == nil || cfg.Keys == nil || cfg.Changes == nil {
+		return nil, errors.New("protocol: transport, db, apply, keys and changes are required")
 	}
 	if cfg.Topics == (wire.Topics{}) {
 		cfg.Topics = wire.Default()
@@ -171,6 +175,10 @@ func Start(cfg Config) (*Service, error) {
 	s.desired = newDesiredPublisher(s)
 	s.acks = newAckPublisher(s)
 	s.shared = newSharedFanout(s)
+	s.rollouts, s.rolloutsAll = newDirtySet(), make(chan struct{}, 1)
+	// Subscribed before anything runs: its first change is the reset that makes the
+	// publishers' first full pass.
+	sub := cfg.Changes.Subscribe()
 	subscribe := cfg.Transport.Subscribe
 	if sh, ok := cfg.Transport.(SharedSubscriber); ok {
 		subscribe = sh.SubscribeShared
@@ -179,6 +187,7 @@ func Start(cfg Config) (*Service, error) {
 		wire.KindPredictionDrift, wire.KindPerformance} {
 		if err := subscribe(cfg.Topics.AllDevices(k), s.handle); err != nil {
 			cancel()
+			sub.Close()
 			return nil, err
 		}
 	}
@@ -186,8 +195,9 @@ func Start(cfg Config) (*Service, error) {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.fetchWorker(ctx) }()
 	}
-	s.wg.Add(5)
+	s.wg.Add(6)
 	go func() { defer s.wg.Done(); s.shared.run(ctx) }()
+	go func() { defer s.wg.Done(); s.watchChanges(ctx, sub) }()
 	go func() { defer s.wg.Done(); s.acks.run(ctx) }()
 	go func() { defer s.wg.Done(); s.runRolloutPublisher(ctx) }()
 	go func() { defer s.wg.Done(); s.tele.run(ctx) }()
@@ -200,10 +210,6 @@ func (s *Service) Close() {
 	s.cancel()
 	s.wg.Wait()
 }
-
-// DesiredChanged asks the service to publish the device's desired state now (the FSM watch
-// would find it too; this makes the API's write visible without waiting).
-func (s *Service) DesiredChanged(id string) { s.desired.notify(id) }
 
 // handle routes one device message. It never blocks: work is queued or folded into the pending
 // telemetry batch.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/hub/store"
 	"github.com/driftline/driftline/shared/clock"
 )
 
@@ -28,12 +29,22 @@ type Store interface {
 const (
 	MetricDecisions       = "driftline_hub_rollout_decisions_total"
 	MetricDecisionSeconds = "driftline_hub_rollout_tick_seconds"
+	// MetricTrackerBuilds counts full reads of a rollout's started waves (the repair);
+	// MetricDeviceLooks counts devices looked at (read) by passes and builds.
+	MetricTrackerBuilds = "driftline_hub_rollout_tracker_builds_total"
+	MetricDeviceLooks   = "driftline_hub_rollout_device_looks_total"
 )
 
 // Config configures a Controller.
 type Config struct {
 	Store  Store
 	Reader state.Reader
+	// Changes is the node's change feed: the controller keeps per-rollout totals from it, so a
+	// pass reads only the devices whose status changed (tracker.go). Nil: every pass reads every
+	// device of the started waves (the design before the feed; tools and old tests).
+	Changes *store.Feed
+	// Rebuild is how often a rollout's totals are read in full again, as a repair; default 1 min.
+	Rebuild time.Duration
 	// Interval between passes over the running rollouts; default 500 ms.
 	Interval time.Duration
 	// GateRefresh is how often unchanged-state gate values are written; default 5 s.
@@ -50,9 +61,15 @@ type Controller struct {
 	log       *slog.Logger
 	decisions *prometheus.CounterVec
 	tick      prometheus.Histogram
+	builds    prometheus.Counter
+	looks     prometheus.Counter
 	mu        sync.Mutex
 	lastGates map[string]time.Time
 	wake      chan struct{}
+	sub       *store.Subscription // nil without Config.Changes
+	// passMu serializes passes and the ingestion of changes; it guards trackers.
+	passMu   sync.Mutex
+	trackers map[string]*tracker
 }
 
 // New returns a controller; Run drives it.
@@ -62,6 +79,9 @@ func New(cfg Config) *Controller {
 	}
 	if cfg.GateRefresh <= 0 {
 		cfg.GateRefresh = 5 * time.Second
+	}
+	if cfg.Rebuild <= 0 {
+		cfg.Rebuild = time.Minute
 	}
 	if cfg.Now == nil {
 		cfg.Now = clock.Now
@@ -75,11 +95,33 @@ func New(cfg Config) *Controller {
 			Help: "Rollout decisions proposed, by action."}, []string{"action"}),
 		tick: prometheus.NewHistogram(prometheus.HistogramOpts{Name: MetricDecisionSeconds,
 			Help: "Time of one controller pass over the running rollouts.", Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12)}),
+		builds: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricTrackerBuilds,
+			Help: "Full reads of a running rollout's started waves (first pass, repair, after a reset or an operator action)."}),
+		looks: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricDeviceLooks,
+			Help: "Devices the controller read (their reported state and gate evidence)."}),
+		trackers: map[string]*tracker{},
+	}
+	if cfg.Changes != nil {
+		c.sub = cfg.Changes.Subscribe()
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(c.decisions, c.tick)
+		cfg.Registerer.MustRegister(c.decisions, c.tick, c.builds, c.looks)
 	}
 	return c
+}
+
+// drain ingests the changes queued since the last call; it reports whether one asks for a pass
+// now. Called with passMu held.
+func (c *Controller) drain() bool {
+	if c.sub == nil {
+		clear(c.trackers) // no feed: every pass reads everything
+		return false
+	}
+	cs, err := c.sub.Take()
+	if err != nil {
+		return false
+	}
+	return c.ingest(cs)
 }
 
 // Wake asks for a pass now (after a new rollout or a resume).
@@ -91,19 +133,35 @@ func (c *Controller) Wake() {
 }
 
 // Run passes over the running rollouts every interval while this node is the leader, until
-// ctx ends. A pass reads every device of the started waves, so on a large fleet it takes long:
-// the wait before the next pass is at least passBackoff times the last pass's duration, which
-// keeps the controller to a bounded share of the leader's CPU (the telemetry, the broker and
-// the chunks the devices are pulling need the rest) at the cost of slower decisions.
+// ctx ends, and ingests the change feed as it comes (a new or resumed rollout asks for a pass at
+// once). A pass costs what changed since the last one; the wait before the next pass is still at
+// least passBackoff times the last pass's duration, which bounds the controller's share of the
+// leader's CPU when a repair reads a large rollout in full. On a follower the trackers are
+// dropped, so a node that becomes the leader starts from a full read.
 func (c *Controller) Run(ctx context.Context) {
 	t := time.NewTimer(c.cfg.Interval)
 	defer t.Stop()
+	var ready <-chan struct{}
+	if c.sub != nil {
+		ready = c.sub.Ready()
+		defer c.sub.Close()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-c.wake: // the Reset below discards the pending tick (Go 1.23 timers)
+		case <-ready:
+			c.passMu.Lock()
+			wake := c.drain()
+			if !c.cfg.Store.IsLeader() {
+				clear(c.trackers)
+			}
+			c.passMu.Unlock()
+			if !wake {
+				continue
+			}
 		}
 		var took time.Duration
 		if c.cfg.Store.IsLeader() {
@@ -113,6 +171,10 @@ func (c *Controller) Run(ctx context.Context) {
 			}
 			took = time.Since(start)
 			c.tick.Observe(took.Seconds())
+		} else {
+			c.passMu.Lock()
+			clear(c.trackers) // another node decides meanwhile: start from a full read if this one leads again
+			c.passMu.Unlock()
 		}
 		t.Reset(max(c.cfg.Interval, passBackoff*took))
 	}
@@ -122,10 +184,15 @@ func (c *Controller) Run(ctx context.Context) {
 // one: at most a quarter of a core goes to passes.
 const passBackoff = 4
 
-// Pass makes one round of decisions for every running rollout.
+// Pass makes one round of decisions for every running rollout, after ingesting the changes
+// the feed queued since the last pass.
 func (c *Controller) Pass(ctx context.Context) error {
+	c.passMu.Lock()
+	defer c.passMu.Unlock()
+	c.drain()
 	cursor := ""
 	var errs []error
+	running := map[string]bool{}
 	for {
 		page, err := c.cfg.Reader.Rollouts(cursor, state.MaxLimit)
 		if err != nil {
@@ -135,15 +202,25 @@ func (c *Controller) Pass(ctx context.Context) error {
 			if r.State != state.RolloutRunning {
 				continue
 			}
-			if err := c.step(ctx, r); err != nil && !errors.Is(err, state.ErrConflict) {
-				errs = append(errs, err)
+			running[r.ID] = true
+			if err := c.step(ctx, r); err != nil {
+				delete(c.trackers, r.ID) // whatever it missed, the next pass reads in full
+				if !errors.Is(err, state.ErrConflict) {
+					errs = append(errs, err)
+				}
 			}
 		}
 		if page.NextCursor == nil {
-			return errors.Join(errs...)
+			break
 		}
 		cursor = *page.NextCursor
 	}
+	for id := range c.trackers {
+		if !running[id] {
+			delete(c.trackers, id)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // observation is what the controller learned about a rollout's started waves.
@@ -167,79 +244,25 @@ type observation struct {
 	relativeSum               float64
 }
 
-func (c *Controller) observe(r state.Rollout) (observation, error) {
-	var o observation
-	now := c.cfg.Now().UnixMilli()
-	devs, err := c.cfg.Reader.RolloutDevices(r.ID, 0)
-	if err != nil {
-		return o, err
+// observe brings the rollout's tracker up to date (reading it in full when there is none yet or
+// its repair is due) and returns what it knows.
+func (c *Controller) observe(r state.Rollout) (*tracker, observation, error) {
+	t := c.trackers[r.ID]
+	if t != nil && c.cfg.Now().Sub(t.built) >= c.cfg.Rebuild {
+		t = nil
 	}
-	o.waveSettled = true
-	timeout := int64(r.DeviceTimeout) * 1000
-	for _, rd := range devs {
-		if rd.Wave == 0 || rd.Wave > r.Wave {
-			continue
+	if t == nil {
+		var err error
+		if t, err = c.build(r); err != nil {
+			return nil, observation{}, err
 		}
-		o.started++
-		st, errText := rd.State, ""
-		// A failed device is looked at again: one an operator fixed that now runs the version
-		// counts as active (a timed-out device likewise, once it activates).
-		if st != state.DevActive && st != state.DevRolledBack {
-			if d, err := c.cfg.Reader.Device(rd.ID); err == nil {
-				st, errText = deviceState(d, r, st)
-			} else if errors.Is(err, state.ErrNotFound) {
-				st, errText = state.DevFailed, "device removed"
-			}
-			if st == state.DevFailed && rd.State == state.DevFailed {
-				errText = rd.Error
-			}
-			if st != state.DevActive && st != state.DevFailed && timeout > 0 && r.WaveStartedAt > 0 && now-r.WaveStartedAt > timeout && rd.Wave == r.Wave {
-				st, errText = state.DevFailed, "timed out: no activation within device_timeout_seconds"
-			}
-			if st != rd.State {
-				o.updates = append(o.updates, state.DeviceUpdate{ID: rd.ID, State: st, Error: errText})
-			}
-		}
-		switch st {
-		case state.DevFailed:
-			o.failed++
-		case state.DevActive:
-			o.active++
-			if e, err := c.cfg.Reader.RunsEdge(rd.ID, r.Model, r.Version); err == nil {
-				windows, _ := e.Attr["windows"].(float64)
-				driftWindows, _ := e.Attr["drift_windows"].(float64)
-				rows, _ := e.Attr["rows"].(float64)
-				inv, _ := e.Attr["invalid_rows"].(float64)
-				if windows > 0 {
-					o.withEvidence++
-					if driftWindows > 0 {
-						o.drifted++
-					}
-				}
-				o.rows += int64(rows)
-				o.invalid += int64(inv)
-				pw, _ := e.Attr["prediction_windows"].(float64)
-				pd, _ := e.Attr["prediction_drift_windows"].(float64)
-				if pw > 0 {
-					o.predEvidence++
-					if pd > 0 {
-						o.predDrifted++
-					}
-				}
-				labels, _ := e.Attr["labels"].(float64)
-				rel, _ := e.Attr["relative_sum"].(float64)
-				o.labels += int64(labels)
-				o.relativeSum += rel
-			}
-		}
-		if rd.Wave == r.Wave && st != state.DevActive && st != state.DevFailed {
-			o.waveSettled = false
-		}
-		if rd.Wave == r.Wave && st == state.DevActive {
-			o.waveActive++
-		}
+		timeout := int64(r.DeviceTimeout) * 1000
+		t.timedOut = timeout > 0 && r.WaveStartedAt > 0 && c.cfg.Now().UnixMilli()-r.WaveStartedAt > timeout
+		c.trackers[r.ID] = t
+	} else if err := c.refresh(t, r); err != nil {
+		return nil, observation{}, err
 	}
-	return o, nil
+	return t, t.observation(), nil
 }
 
 // deviceState reads where a device stands on the rollout's version from its reported state.
@@ -372,7 +395,7 @@ func (c *Controller) step(ctx context.Context, r state.Rollout) error {
 	if r.Wave == 0 {
 		return c.propose(ctx, r, state.RolloutTransition{Action: state.ActStartWave, Reason: "rollout started"})
 	}
-	o, err := c.observe(r)
+	t, o, err := c.observe(r)
 	if err != nil {
 		return err
 	}
@@ -380,6 +403,12 @@ func (c *Controller) step(ctx context.Context, r state.Rollout) error {
 	if len(o.updates) > 0 {
 		if err := c.propose(ctx, r, state.RolloutTransition{Action: state.ActDevices, Devices: o.updates, Gates: g}); err != nil {
 			return err
+		}
+		for _, u := range o.updates {
+			if d := t.devs[u.ID]; d != nil {
+				d.recorded, d.recErr = u.State, u.Error
+			}
+			delete(t.pending, u.ID)
 		}
 		if r, err = c.cfg.Reader.Rollout(r.ID); err != nil {
 			return err

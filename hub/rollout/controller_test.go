@@ -28,7 +28,7 @@ func newFleet(t testing.TB, devices int, labels func(i int) map[string]string) *
 	f := &fleet{t: t, store: statetest.New(t), clock: time.UnixMilli(1_700_000_000_000)}
 	f.store.Now = func() time.Time { return f.clock }
 	f.read = f.store.Reader()
-	f.ctl = New(Config{Store: f.store, Reader: f.read, Now: func() time.Time { return f.clock },
+	f.ctl = New(Config{Store: f.store, Reader: f.read, Changes: f.store.Changes, Now: func() time.Time { return f.clock },
 		Logger: testhelp.Logger(t, slog.LevelInfo)})
 	f.store.ApprovedModel(t, "m", 2)
 	for i := 0; i < devices; i++ {

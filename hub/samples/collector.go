@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,7 +61,11 @@ type Config struct {
 	Every time.Duration
 	// Queue bounds the samples waiting to be staged (default 256; beyond, new ones are dropped
 	// and counted).
-	Queue      int
+	Queue int
+	// Publish sends a sample ack to a device (PREFIX/dev/{id}/sample_ack, QoS 1); nil: acks
+	// are not sent (the devices send their uploads again until their outbox bounds drop them).
+	Publish    func(topic string, payload []byte) error
+	Topics     wire.Topics
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Now        func() time.Time
@@ -70,6 +75,7 @@ type Config struct {
 const (
 	MetricSamples    = "driftline_hub_samples_total"
 	MetricCandidates = "driftline_hub_candidates_total"
+	MetricParts      = "driftline_hub_sample_parts_total"
 )
 
 // Collector stages samples and makes candidates.
@@ -80,11 +86,22 @@ type Collector struct {
 	last       map[string]time.Time // training dataset version -> its last candidate (Run only)
 	samples    *prometheus.CounterVec
 	candidates prometheus.Counter
+	parts      *prometheus.CounterVec
+
+	upMu      sync.Mutex
+	open      map[uploadKey]*openUpload
+	openBytes int
+	done      map[uploadKey]doneUpload
 }
 
+// staged is a sample waiting for Run: its JSON, and for a chunk-frame upload its id and
+// digest (to acknowledge it). again is an ack to send once more instead (a repeated upload).
 type staged struct {
 	device  string
 	payload []byte
+	upload  string
+	digest  string
+	again   *wire.SampleAck
 }
 
 // New returns a Collector; Run starts it.
@@ -110,13 +127,19 @@ func New(cfg Config) *Collector {
 	if cfg.Forward == nil {
 		cfg.Forward = func(ctx context.Context, env command.Envelope) error { _, err := cfg.Store.Apply(ctx, env); return err }
 	}
+	if cfg.Topics.Prefix() == "" {
+		cfg.Topics = wire.Default()
+	}
 	c := &Collector{cfg: cfg, log: cfg.Logger, queue: make(chan staged, cfg.Queue), last: map[string]time.Time{},
+		open: map[uploadKey]*openUpload{}, done: map[uploadKey]doneUpload{},
+		parts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricParts,
+			Help: "Sample upload frames by result (ok, bad, digest, repeat, evicted)."}, []string{"result"}),
 		samples: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricSamples,
 			Help: "Device samples by result (staged, refused, not_allowed, not_leader, dropped)."}, []string{"result"}),
 		candidates: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricCandidates, Help: "Candidate dataset versions registered."}),
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(c.samples, c.candidates)
+		cfg.Registerer.MustRegister(c.samples, c.candidates, c.parts)
 	}
 	return c
 }
@@ -155,6 +178,10 @@ func (c *Collector) Run(ctx context.Context) {
 // stage checks one sample against the hub's state and proposes it through Forward (a follower
 // with the embedded broker sends it to the leader; with LeaderOnly a follower ignores it).
 func (c *Collector) stage(ctx context.Context, s staged) {
+	if s.again != nil {
+		c.publishAck(*s.again)
+		return
+	}
 	if c.cfg.LeaderOnly && !c.cfg.Store.IsLeader() {
 		c.samples.WithLabelValues("not_leader").Inc()
 		return
@@ -166,18 +193,23 @@ func (c *Collector) stage(ctx context.Context, s staged) {
 	if err != nil {
 		c.samples.WithLabelValues("refused").Inc()
 		c.log.Warn("bad sample", "device", s.device, "err", err)
+		c.finished(s, wire.SampleRefused, err.Error())
 		return
 	}
 	ds, dv, err := c.trainingData(m.Model, m.Version)
 	if err != nil {
 		c.samples.WithLabelValues("refused").Inc()
 		c.log.Warn("sample refused", "device", s.device, "model", m.Model, "version", m.Version, "err", err)
+		if errors.Is(err, state.ErrNotFound) || errors.Is(err, errNoTraining) { // else a read error: not acknowledged
+			c.finished(s, wire.SampleRefused, err.Error())
+		}
 		return
 	}
 	sc, err := contract.Parse(dv.Contract)
 	if err != nil || !sc.Driftline.Collect {
 		c.samples.WithLabelValues("not_allowed").Inc()
 		c.log.Warn("sample refused: the training dataset's contract does not allow collection", "device", s.device, "dataset", state.DatasetNode(ds, dv.Version))
+		c.finished(s, wire.SampleRefused, "the training dataset's contract does not allow collection")
 		return
 	}
 	env, err := command.New(command.TypeSampleStage, "", 0, "device:"+s.device, state.SampleStage{Sample: state.StagedSample{
@@ -189,12 +221,17 @@ func (c *Collector) stage(ctx context.Context, s staged) {
 		return
 	}
 	if err := c.cfg.Forward(ctx, env); err != nil {
+		// Not acknowledged: the device sends it again (no leader, a forward that failed).
 		c.samples.WithLabelValues("refused").Inc()
 		c.log.Warn("sample not staged", "device", s.device, "err", err)
 		return
 	}
 	c.samples.WithLabelValues("staged").Inc()
+	c.finished(s, wire.SampleStored, "")
 }
+
+// errNoTraining refuses a sample of a model version trained on no dataset.
+var errNoTraining = errors.New("the model version names no training dataset")
 
 // trainingData returns the dataset version model@version was trained on.
 func (c *Collector) trainingData(model string, version int) (string, state.DatasetVersion, error) {
@@ -203,7 +240,7 @@ func (c *Collector) trainingData(model string, version int) (string, state.Datas
 		return "", state.DatasetVersion{}, err
 	}
 	if len(mv.TrainedOn) == 0 {
-		return "", state.DatasetVersion{}, errors.New("the model version names no training dataset")
+		return "", state.DatasetVersion{}, errNoTraining
 	}
 	t := mv.TrainedOn[0]
 	dv, err := c.cfg.Reader.DatasetVersion(t.Dataset, t.Version)

@@ -10,10 +10,40 @@ import (
 	"github.com/driftline/driftline/hub/command"
 )
 
-// storedDevice is Device with its token hash, for storage.
+// A device is stored under two keys: its spec (what it should run: labels, token hash, desired
+// state) under dev/ID and its status (what it says and how it is: presence, reported state,
+// health, outputs) under devst/ID, so telemetry never rewrites the desired state and a status
+// change is not a desired change. A device written by the previous release has one document
+// under dev/ID holding both; it reads the same (the status from that document until the device
+// has a devst/ key), and its first spec write moves the status out.
+
+// storedDevice is Device with its token hash, for storage. Decoding a dev/ document fills the
+// spec and, for a document of the previous layout, the status too.
 type storedDevice struct {
 	Device
 	TokenHash string `json:"token_hash"`
+	// legacy: the status came from a dev/ document of the previous layout (no devst/ key).
+	legacy bool
+}
+
+// deviceSpec is the document under dev/ID.
+type deviceSpec struct {
+	ID         string                  `json:"id"`
+	Labels     map[string]string       `json:"labels"`
+	TokenHash  string                  `json:"token_hash"`
+	CreatedAt  int64                   `json:"created_at"`
+	Desired    map[string]DesiredModel `json:"desired"`
+	DesiredRev int64                   `json:"desired_rev"`
+}
+
+// deviceStatus is the document under devst/ID.
+type deviceStatus struct {
+	FirstSeen int64          `json:"first_seen,omitempty"`
+	LastSeen  int64          `json:"last_seen,omitempty"`
+	Online    bool           `json:"online"`
+	Reported  Reported       `json:"reported"`
+	Health    *HealthSummary `json:"health,omitempty"`
+	Outputs   *OutputHealth  `json:"outputs,omitempty"`
 }
 
 func getDevice(txn *badger.Txn, id string) (storedDevice, error) {
@@ -24,13 +54,47 @@ func getDevice(txn *badger.Txn, id string) (storedDevice, error) {
 		}
 		return d, err
 	}
-	d.Device.TokenHash = d.TokenHash
-	return d, nil
+	return d, loadStatus(txn, &d)
 }
 
+// loadStatus completes d, decoded from its dev/ document, with its devst/ document.
+func loadStatus(txn *badger.Txn, d *storedDevice) error {
+	d.Device.TokenHash = d.TokenHash
+	var st deviceStatus
+	if err := getJSON(txn, nameKey(pDeviceStatus, d.ID), &st); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			d.legacy = true
+			return nil
+		}
+		return err
+	}
+	d.FirstSeen, d.LastSeen, d.Online, d.Reported, d.Health, d.Outputs = st.FirstSeen, st.LastSeen, st.Online, st.Reported, st.Health, st.Outputs
+	if d.Reported.Models == nil {
+		d.Reported.Models = map[string]ReportedModel{}
+	}
+	return nil
+}
+
+// putDevice writes d's spec (and its status too while that still lives in a dev/ document of
+// the previous layout, which this write replaces).
 func putDevice(txn *badger.Txn, d storedDevice) error {
-	d.TokenHash = d.Device.TokenHash
-	return putJSON(txn, nameKey(pDevice, d.ID), d)
+	spec := deviceSpec{ID: d.ID, Labels: d.Labels, TokenHash: d.Device.TokenHash, CreatedAt: d.CreatedAt, Desired: d.Desired, DesiredRev: d.DesiredRev}
+	if err := putJSON(txn, nameKey(pDevice, d.ID), spec); err != nil {
+		return err
+	}
+	if d.legacy {
+		return putDeviceStatus(txn, d)
+	}
+	return nil
+}
+
+// putDeviceSpec is putDevice (named for the callers that change the desired state).
+func putDeviceSpec(txn *badger.Txn, d storedDevice) error { return putDevice(txn, d) }
+
+// putDeviceStatus writes d's status only.
+func putDeviceStatus(txn *badger.Txn, d storedDevice) error {
+	return putJSON(txn, nameKey(pDeviceStatus, d.ID), deviceStatus{FirstSeen: d.FirstSeen, LastSeen: d.LastSeen,
+		Online: d.Online, Reported: d.Reported, Health: d.Health, Outputs: d.Outputs})
 }
 
 func deviceCreate(txn *badger.Txn, env command.Envelope, c DeviceCreate) (any, *auditNote, error) {
@@ -58,7 +122,7 @@ func deviceCreate(txn *badger.Txn, env command.Envelope, c DeviceCreate) (any, *
 	d := storedDevice{Device: Device{
 		ID: c.ID, Labels: labels, TokenHash: c.TokenHash, CreatedAt: env.Time,
 		Desired: map[string]DesiredModel{}, Reported: Reported{Models: map[string]ReportedModel{}},
-	}}
+	}, legacy: true} // writes the status too
 	if err := putDevice(txn, d); err != nil {
 		return nil, nil, err
 	}
@@ -127,6 +191,9 @@ func deviceDelete(txn *badger.Txn, env command.Envelope, c DeviceDelete) (any, *
 	if err := txn.Delete(nameKey(pReportCursor, c.ID)); err != nil {
 		return nil, nil, err
 	}
+	if err := txn.Delete(nameKey(pDeviceStatus, c.ID)); err != nil {
+		return nil, nil, err
+	}
 	// Close any open runs edges: the device no longer runs anything we know of.
 	if err := closeRunsEdges(txn, c.ID, "", env.Time); err != nil {
 		return nil, nil, err
@@ -192,7 +259,10 @@ func deviceDesiredSet(txn *badger.Txn, env command.Envelope, c DeviceDesiredSet)
 	if d.Desired == nil {
 		d.Desired = map[string]DesiredModel{}
 	}
-	if cur, ok := d.Desired[c.Model]; ok && cur.Version == c.Version && cur.RolloutID == c.RolloutID {
+	cur, ok := d.Desired[c.Model]
+	if ok && cur.Version == c.Version && cur.RolloutID == c.RolloutID || !ok && c.Version == 0 {
+		// Unchanged (clearing a model the device has no desired version of included): the
+		// revision stays, nothing is written or published.
 		return DesiredResult{ID: d.ID, Rev: d.DesiredRev, Desired: d.Desired}, nil, nil
 	}
 	if c.Version == 0 {
@@ -208,7 +278,9 @@ func deviceDesiredSet(txn *badger.Txn, env command.Envelope, c DeviceDesiredSet)
 		&auditNote{"device.desired.set", DeviceNode(c.ID), ModelNode(c.Model, c.Version)}, nil
 }
 
-func deviceTelemetry(txn *badger.Txn, env command.Envelope, c DeviceTelemetry) (any, *auditNote, error) {
+// deviceTelemetry writes the status of each device it has news of (never its spec) and reports
+// each as a ChangeStatus (and a ChangeReports when it carried numbered reports).
+func deviceTelemetry(txn *badger.Txn, env command.Envelope, c DeviceTelemetry, em emitter) (any, *auditNote, error) {
 	applied := 0
 	for _, o := range c.Devices {
 		d, err := getDevice(txn, o.ID)
@@ -249,8 +321,12 @@ func deviceTelemetry(txn *badger.Txn, env command.Envelope, c DeviceTelemetry) (
 				return nil, nil, err
 			}
 		}
-		if err := putDevice(txn, d); err != nil {
+		if err := putDeviceStatus(txn, d); err != nil {
 			return nil, nil, err
+		}
+		em.add(Change{Kind: ChangeStatus, Device: d.ID})
+		if len(o.Reports) > 0 {
+			em.add(Change{Kind: ChangeReports, Device: d.ID})
 		}
 		applied++
 	}

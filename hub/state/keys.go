@@ -21,8 +21,9 @@ const (
 	pChunk          = "fsm/chunk/"
 	pChunkPending   = "fsm/chunkp/" // digest -> Unix ms it was stored: no version lists it yet
 	pDevice         = "fsm/dev/"
+	pDeviceStatus   = "fsm/devst/"  // device id -> its status (presence, reported, health, outputs)
 	pDeviceToken    = "fsm/devtok/" // token hash -> device id
-	pReportCursor   = ReportCursorPrefix
+	pReportCursor   = "fsm/devrep/" // device id -> JSON ReportCursor (a "reports" change when written)
 	pToken          = "fsm/tok/"
 	pTokenHash      = "fsm/tokh/" // token hash -> token id
 	pAudit          = "fsm/audit/"
@@ -37,10 +38,6 @@ const (
 	pRequest        = "fsm/req/"
 	pObject         = "fsm/obj/" // digest -> ObjectRef of a manifest, contract or profile
 )
-
-// ReportCursorPrefix is the key prefix of the devices' report cursors (device id -> JSON
-// ReportCursor): the hub's protocol service watches it to send acknowledgements.
-const ReportCursorPrefix = "fsm/devrep/"
 
 func versionKey(prefix, name string, v int) []byte {
 	return []byte(fmt.Sprintf("%s%s/%010d", prefix, name, v))

@@ -24,6 +24,10 @@ type Processor struct{}
 
 // Apply applies env at Raft index. The result is the object the command created or changed.
 func (p Processor) Apply(txn *badger.Txn, index uint64, env command.Envelope) (any, error) {
+	return p.apply(txn, index, env, nil)
+}
+
+func (p Processor) apply(txn *badger.Txn, index uint64, env command.Envelope, em emitter) (any, error) {
 	if env.ID != "" {
 		var prev json.RawMessage
 		if err := getJSON(txn, []byte(pRequest+env.ID), &prev); err == nil {
@@ -34,10 +38,15 @@ func (p Processor) Apply(txn *badger.Txn, index uint64, env command.Envelope) (a
 	if err != nil {
 		return nil, err
 	}
-	res, audit, err := p.dispatch(txn, env)
+	var deep []Change
+	res, audit, err := p.dispatch(txn, env, func(c any) { deep = append(deep, c.(Change)) })
 	if err != nil {
 		return nil, err
 	}
+	for _, c := range deep {
+		em.add(c)
+	}
+	changesOf(em, env, res, audit != nil)
 	if err := eventsAfter(txn, env, pre, res); err != nil {
 		return nil, err
 	}
@@ -62,7 +71,7 @@ type auditNote struct {
 	action, object, detail string
 }
 
-func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditNote, error) {
+func (p Processor) dispatch(txn *badger.Txn, env command.Envelope, em emitter) (any, *auditNote, error) {
 	switch env.Type &^ command.IgnoreIfUnknown {
 	case command.TypeTokenCreate:
 		var c TokenCreate
@@ -117,7 +126,7 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return deviceDesiredSet(txn, env, c) })
 	case command.TypeDeviceTelemetry:
 		var c DeviceTelemetry
-		return decodeAnd(env, &c, func() (any, *auditNote, error) { return deviceTelemetry(txn, env, c) })
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return deviceTelemetry(txn, env, c, em) })
 	case command.TypeOpenLineage:
 		var c OpenLineageEvent
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return openLineage(txn, env, c) })
@@ -126,7 +135,7 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope) (any, *auditN
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return rolloutCreate(txn, env, c) })
 	case command.TypeRolloutTransition:
 		var c RolloutTransition
-		return decodeAnd(env, &c, func() (any, *auditNote, error) { return rolloutTransition(txn, env, c) })
+		return decodeAnd(env, &c, func() (any, *auditNote, error) { return rolloutTransition(txn, env, c, em) })
 	case command.TypeTrustSet:
 		var c TrustSet
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return trustSet(txn, env, c) })

@@ -199,7 +199,12 @@ func (r Reader) Chunk(dst []byte, digest string) ([]byte, error) {
 
 // Devices lists devices whose labels match sel (nil matches all).
 func (r Reader) Devices(sel Selector, cursor string, limit int) (Page[Device], error) {
-	p, err := list[storedDevice](r.DB, pDevice, cursor, limit, false, func(_ *badger.Txn, d *storedDevice) (bool, error) { return sel.Matches(d.Labels), nil })
+	p, err := list[storedDevice](r.DB, pDevice, cursor, limit, false, func(txn *badger.Txn, d *storedDevice) (bool, error) {
+		if !sel.Matches(d.Labels) {
+			return false, nil
+		}
+		return true, loadStatus(txn, d)
+	})
 	out := Page[Device]{Items: make([]Device, len(p.Items)), NextCursor: p.NextCursor}
 	for i, d := range p.Items {
 		out.Items[i] = d.Device
@@ -209,7 +214,29 @@ func (r Reader) Devices(sel Selector, cursor string, limit int) (Page[Device], e
 
 // Device returns one device.
 func (r Reader) Device(id string) (Device, error) {
-	d, err := get[storedDevice](r.DB, nameKey(pDevice, id), "device "+id)
+	var d storedDevice
+	err := r.DB.View(func(txn *badger.Txn) error {
+		var err error
+		d, err = getDevice(txn, id)
+		return err
+	})
+	return d.Device, err
+}
+
+// DeviceStatus returns a device's status only (ID, presence, reported state, health, outputs:
+// no labels or desired state), in one read for a device of the current layout. ErrNotFound when
+// the device does not exist.
+func (r Reader) DeviceStatus(id string) (Device, error) {
+	var d storedDevice
+	err := r.DB.View(func(txn *badger.Txn) error {
+		d.ID = id
+		err := loadStatus(txn, &d)
+		if err != nil || !d.legacy {
+			return err
+		}
+		d, err = getDevice(txn, id) // no status key: a device of the previous layout, or none
+		return err
+	})
 	return d.Device, err
 }
 

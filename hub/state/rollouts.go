@@ -354,7 +354,7 @@ func rolloutDevices(txn *badger.Txn, id string, wave int) ([]RolloutDevice, erro
 }
 
 // setDesired points one device at a version (0 clears) as part of a rollout.
-func setDesired(txn *badger.Txn, env command.Envelope, id, model string, version int, rollout string) error {
+func setDesired(txn *badger.Txn, env command.Envelope, id, model string, version int, rollout string, em emitter) error {
 	d, err := getDevice(txn, id)
 	if errors.Is(err, ErrNotFound) {
 		return nil // removed meanwhile
@@ -377,10 +377,11 @@ func setDesired(txn *badger.Txn, env command.Envelope, id, model string, version
 		d.Desired[model] = DesiredModel{Version: version, RolloutID: rollout, SetAt: env.Time}
 	}
 	d.DesiredRev++
-	return putDevice(txn, d)
+	em.add(Change{Kind: ChangeDesired, Device: id, Rev: d.DesiredRev})
+	return putDeviceSpec(txn, d)
 }
 
-func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransition) (any, *auditNote, error) {
+func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransition, em emitter) (any, *auditNote, error) {
 	r, err := getRollout(txn, c.ID)
 	if err != nil {
 		return nil, nil, err
@@ -401,7 +402,7 @@ func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransitio
 			return nil, nil, err
 		}
 	case ActStartWave:
-		n, err := startWave(txn, env, &r)
+		n, err := startWave(txn, env, &r, em)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -439,7 +440,7 @@ func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransitio
 			return nil, nil, err
 		}
 	case ActRollback:
-		if err := rollBackRollout(txn, env, &r); err != nil {
+		if err := rollBackRollout(txn, env, &r, em); err != nil {
 			return nil, nil, err
 		}
 	default:
@@ -457,7 +458,7 @@ func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransitio
 
 // startWave moves running rollout r to its next wave and tells that wave's devices (their desired
 // state names the version; their rollout state becomes notified). It returns how many it told.
-func startWave(txn *badger.Txn, env command.Envelope, r *Rollout) (int, error) {
+func startWave(txn *badger.Txn, env command.Envelope, r *Rollout, em emitter) (int, error) {
 	if r.State != RolloutRunning || r.Wave >= r.Waves() {
 		return 0, conflict("rollout %s cannot start a wave: %s, wave %d of %d", r.ID, r.State, r.Wave, r.Waves())
 	}
@@ -468,7 +469,7 @@ func startWave(txn *badger.Txn, env command.Envelope, r *Rollout) (int, error) {
 		return 0, err
 	}
 	for _, rd := range devs {
-		if err := setDesired(txn, env, rd.ID, r.Model, r.Version, r.ID); err != nil {
+		if err := setDesired(txn, env, rd.ID, r.Model, r.Version, r.ID, em); err != nil {
 			return 0, err
 		}
 		if err := setDeviceState(txn, r, rd, DevNotified, "", env.Time); err != nil {
@@ -495,7 +496,7 @@ func completeRollout(txn *badger.Txn, r *Rollout) error {
 
 // rollBackRollout sends every device r told back to the version it ran before (devices never told
 // keep theirs), marks them rolled back and releases them.
-func rollBackRollout(txn *badger.Txn, env command.Envelope, r *Rollout) error {
+func rollBackRollout(txn *badger.Txn, env command.Envelope, r *Rollout, em emitter) error {
 	if !r.Active() && r.State != RolloutCompleted {
 		return conflict("rollout %s is %s", r.ID, r.State)
 	}
@@ -507,7 +508,7 @@ func rollBackRollout(txn *badger.Txn, env command.Envelope, r *Rollout) error {
 		if rd.State == DevPending {
 			continue // never told: nothing to undo
 		}
-		if err := setDesired(txn, env, rd.ID, r.Model, rd.Previous, r.ID); err != nil {
+		if err := setDesired(txn, env, rd.ID, r.Model, rd.Previous, r.ID, em); err != nil {
 			return err
 		}
 		if err := setDeviceState(txn, r, rd, DevRolledBack, "", env.Time); err != nil {

@@ -473,7 +473,7 @@ func TestApproveStoresBothSignatures(t *testing.T) {
 	if got, ok := LegacySignature(mv); !ok || got.Sig != "legacy" {
 		t.Errorf("LegacySignature = %+v %v, want the legacy one", got, ok)
 	}
-	if got, ok := ApprovalSignature(mv, artifact.NewKeyRing()); ok {
+	if got, ok := ApprovalSignature(mv, artifact.Approval{}, artifact.NewKeyRing()); ok {
 		t.Errorf("ApprovalSignature with no online key = %+v, want none", got)
 	}
 	for _, s := range mv.Signatures {

@@ -177,10 +177,14 @@ func (r Reader) TrustRoots() ([][]byte, error) {
 }
 
 // ApprovalOf returns what an approval signature of mv binds: its name, version and manifest,
-// and the contract and reference profile of its first trained_on dataset version (the ones
-// its desired state names). A trained_on version that does not exist binds nothing.
+// its output reference when it has one, and the contract and reference profile of its first
+// trained_on dataset version (the ones its desired state names). A trained_on version that
+// does not exist binds nothing.
 func (r Reader) ApprovalOf(mv ModelVersion) (artifact.Approval, error) {
 	a := artifact.Approval{Name: mv.Model, Version: mv.Version, ManifestDigest: mv.ManifestDigest}
+	if mv.Output != nil {
+		a.OutputDigest = mv.Output.Digest
+	}
 	if len(mv.TrainedOn) == 0 {
 		return a, nil
 	}
@@ -197,13 +201,22 @@ func (r Reader) ApprovalOf(mv ModelVersion) (artifact.Approval, error) {
 	return a, nil
 }
 
-// ApprovalSignature returns the newest SigApproval signature of mv by a key of online, if any.
-func ApprovalSignature(mv ModelVersion, online artifact.KeyRing) (artifact.Signature, bool) {
+// ApprovalSignature returns the newest SigApproval signature of mv by a key of online that
+// signs a (ApprovalOf(mv)), if any. For a version with an output reference the signature is
+// verified, since one made before approvals bound the output digest does not cover it (and
+// agents refuse it); without one, any SigApproval signature by an online key is taken as is:
+// those bytes have not changed (docs/upgrading.md).
+func ApprovalSignature(mv ModelVersion, a artifact.Approval, online artifact.KeyRing) (artifact.Signature, bool) {
 	for i := len(mv.Signatures) - 1; i >= 0; i-- {
 		s := mv.Signatures[i]
-		if s.Kind == SigApproval && online.Has(s.KeyID) {
-			return artifact.Signature{KeyID: s.KeyID, Sig: s.Sig}, true
+		if s.Kind != SigApproval || !online.Has(s.KeyID) {
+			continue
 		}
+		sig := artifact.Signature{KeyID: s.KeyID, Sig: s.Sig}
+		if a.OutputDigest != "" && online.VerifyApproval(a, sig) != nil {
+			continue
+		}
+		return sig, true
 	}
 	return artifact.Signature{}, false
 }

@@ -72,6 +72,8 @@ type applier struct {
 	// Tests set it to observe the halt without losing the process.
 	onHalt func(err error)
 	halted error // once set, nothing more is applied
+	// feed receives the changes of every committed transaction; nil drops them.
+	feed *Feed
 }
 
 // haltError is a committed command this node cannot apply without diverging from its peers: a
@@ -302,9 +304,11 @@ func (a *applier) run(units []unit) *haltError {
 func (a *applier) attempt(units []unit, only ...position) (int, error) {
 	txn := a.db.NewTransaction(true)
 	defer txn.Discard()
+	var changes, mine []Change
 	for i := range units {
 		u := &units[i]
-		val, err := a.one(txn, u)
+		mine = mine[:0]
+		val, err := a.one(txn, u, func(ev any) { mine = append(mine, Change{Index: u.index, Event: ev}) })
 		if errors.Is(err, badger.ErrTxnTooBig) {
 			return i, err
 		}
@@ -312,6 +316,9 @@ func (a *applier) attempt(units []unit, only ...position) (int, error) {
 			return i, &haltError{index: u.index, pos: u.pos, err: err}
 		}
 		*u.res = result{val: val, err: err}
+		if err == nil {
+			changes = append(changes, mine...)
+		}
 	}
 	var p position
 	if len(units) > 0 {
@@ -329,11 +336,15 @@ func (a *applier) attempt(units []unit, only ...position) (int, error) {
 	if p.next == entryDone {
 		a.applied.Store(p.index)
 	}
+	if a.feed != nil {
+		a.feed.Publish(changes)
+	}
 	return len(units), nil
 }
 
 // one applies a single envelope: node records here, everything else in the processor.
-func (a *applier) one(txn *badger.Txn, u *unit) (any, error) {
+// Changes the processor emits go to emit (a ChangeProcessor's only).
+func (a *applier) one(txn *badger.Txn, u *unit, emit func(any)) (any, error) {
 	switch u.env.Type {
 	case command.TypeNodeSet:
 		var n command.NodeSet
@@ -354,6 +365,9 @@ func (a *applier) one(txn *badger.Txn, u *unit) (any, error) {
 			return nil, err
 		}
 		return nil, txn.Delete(nodeKey(n.ID))
+	}
+	if cp, ok := a.proc.(ChangeProcessor); ok {
+		return cp.ApplyChanges(txn, u.index, u.env, emit)
 	}
 	return a.proc.Apply(txn, u.index, u.env)
 }

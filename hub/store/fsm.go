@@ -44,5 +44,12 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		f.log.Error("restore snapshot", "err", err)
 		return err
 	}
-	return f.ap.loadApplied()
+	if err := f.ap.loadApplied(); err != nil {
+		return err
+	}
+	// What the snapshot replaced is described by no change: consumers rescan.
+	if f.ap.feed != nil {
+		f.ap.feed.Publish([]Change{{Index: f.ap.pos.index, Reset: true}})
+	}
+	return nil
 }

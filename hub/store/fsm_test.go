@@ -544,3 +544,42 @@ func TestRestoreKeepsStateOnCorruptSnapshot(t *testing.T) {
 		})
 	}
 }
+
+// changeKV is kvProc as a ChangeProcessor: it emits the key of every command it applies.
+type changeKV struct{ *kvProc }
+
+func (p changeKV) ApplyChanges(txn *badger.Txn, index uint64, env command.Envelope, emit func(any)) (any, error) {
+	var op kvOp
+	if err := env.DecodePayload(&op); err == nil {
+		emit(op.K) // emitted before the writes: a command that then fails must not deliver it
+	}
+	return p.kvProc.Apply(txn, index, env)
+}
+
+// TestFeedDropsChangesOfDiscardedWork: the changes of a transaction badger refused as too big
+// (applied again in a smaller one), of a command too big for any, and of a command that failed
+// are not delivered; every other change is, once, in order.
+func TestFeedDropsChangesOfDiscardedWork(t *testing.T) {
+	db := memDB(t)
+	a := newApplier(t, db, changeKV{&kvProc{}})
+	a.feed = NewFeed()
+	sub := a.feed.Subscribe()
+	size := 4096
+	n := int(db.MaxBatchSize()*4/10) / size
+	fill := func(k string, count int) []byte {
+		return enc(t, command.TypeTagSet, kvOp{K: k, Fill: count, Size: size})
+	}
+	dup := enc(t, command.TypeTagSet, kvOp{K: "after", V: "2", Create: true}) // exists: fails
+	a.applyLogs(logs(1, batch(t, fill("f0", n), fill("f1", n), fill("huge", 3*n), fill("f2", n)), put(t, "after", "1"), dup))
+	cs, err := sub.Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range cs[1:] { // after the subscription's reset
+		got = append(got, fmt.Sprintf("%d %v", c.Index, c.Event))
+	}
+	if want := []string{"1 f0", "1 f1", "1 f2", "2 after"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("delivered %v, want %v", got, want)
+	}
+}

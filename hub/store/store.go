@@ -79,8 +79,11 @@ type Config struct {
 	// DeadNodeTimeout, when positive, makes the leader remove members it has not reached for
 	// this long while a quorum remains (autopilot.go).
 	DeadNodeTimeout time.Duration
-	// Processor applies the hub's commands.
+	// Processor applies the hub's commands. A ChangeProcessor's changes go to the Feed.
 	Processor Processor
+	// Changes is the node's change feed; nil makes a new one (Store.Changes). Giving it lets a
+	// consumer subscribe before Open, so it sees the changes of the entries replayed at start.
+	Changes *Feed
 	// Logger receives the store's and raft's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the store's metrics; nil registers nothing.
@@ -143,7 +146,11 @@ func Open(cfg Config) (*Store, error) {
 	}
 	s := &Store{cfg: cfg, log: log, metrics: newMetrics(),
 		queue: make(chan *request, queueLen), stop: make(chan struct{})}
-	s.ap = &applier{db: cfg.DB, proc: cfg.Processor, log: log,
+	if cfg.Changes == nil {
+		cfg.Changes = NewFeed()
+	}
+	s.cfg.Changes = cfg.Changes
+	s.ap = &applier{db: cfg.DB, proc: cfg.Processor, log: log, feed: cfg.Changes,
 		batches: func(n int) { s.metrics.batchCmds.Observe(float64(n)) }}
 	if err := s.ap.loadApplied(); err != nil {
 		return nil, err
@@ -287,6 +294,10 @@ func (s *Store) bootstrap(logs raft.LogStore, stable raft.StableStore, snaps raf
 // DB returns the shared badger database. Readers may read anything under FSMPrefix; writing
 // there outside the FSM breaks replication.
 func (s *Store) DB() *badger.DB { return s.cfg.DB }
+
+// Changes is the node's change feed: what every committed command changed, on every node, in
+// commit order (feed.go).
+func (s *Store) Changes() *Feed { return s.cfg.Changes }
 
 // NodeID returns this node's raft id.
 func (s *Store) NodeID() string { return s.cfg.NodeID }

@@ -73,6 +73,9 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Open returns the plain secret of a stored one (hub/seal: secrets are stored sealed under
+	// the cluster's seal key); nil: secrets are used as stored.
+	Open func(stored string) (string, error)
 }
 
 // Dispatcher delivers pending events while its node leads.
@@ -247,6 +250,11 @@ func (d *Dispatcher) send(ctx context.Context, id string, del state.WebhookDeliv
 	secret, err := d.cfg.Reader.WebhookSecret(id)
 	if err != nil {
 		return 0, err
+	}
+	if d.cfg.Open != nil {
+		if secret, err = d.cfg.Open(secret); err != nil {
+			return 0, fmt.Errorf("webhook %s secret: %w", id, err) // retried: another leader may hold the key
+		}
 	}
 	ce, err := Envelope(del.Event)
 	if err != nil {

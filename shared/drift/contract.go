@@ -97,3 +97,33 @@ func CalibrationWindows(s *contract.Schema, override int) map[int][]string {
 	}
 	return out
 }
+
+// ReferenceOptions returns the drift.Compare options a contract asks for against ref: only the
+// contract's scored fields (Scored) that ref profiles with the same kind are scored, with
+// the per-field x-driftline.drift method and threshold. ok is false when no feature can be
+// scored. An unknown method name is an error (Parse already refuses it, so it is a bug).
+func ReferenceOptions(s *contract.Schema, ref *profile.Profile) (opts Options, ok bool, err error) {
+	all, err := ContractOptions(s)
+	if err != nil {
+		return Options{}, false, err
+	}
+	cols := Columns(s)
+	kinds := make(map[string]profile.Kind, len(cols))
+	for _, c := range cols {
+		kinds[c.Name] = c.Kind
+	}
+	for _, name := range all.Only {
+		rc, found := ref.Column(name)
+		if !found || rc.Kind() != kinds[name] {
+			continue
+		}
+		opts.Only = append(opts.Only, name)
+		if fo, ok := all.Features[name]; ok {
+			if opts.Features == nil {
+				opts.Features = map[string]FeatureOptions{}
+			}
+			opts.Features[name] = fo
+		}
+	}
+	return opts, len(opts.Only) > 0, nil
+}

@@ -103,7 +103,8 @@ func VersionRef(name string, version int) string { return name + "@" + strconv.I
 // Approval is what the approval signature of m binds (artifact.Approval).
 func (m DesiredModel) Approval() artifact.Approval {
 	return artifact.Approval{Name: m.Name, Version: m.Version, ManifestDigest: m.ManifestDigest,
-		ContractDigest: m.ContractDigest, ProfileDigest: m.ProfileDigest, Dataset: m.Dataset, DatasetVersion: m.DatasetVersion}
+		ContractDigest: m.ContractDigest, ProfileDigest: m.ProfileDigest, Dataset: m.Dataset, DatasetVersion: m.DatasetVersion,
+		OutputDigest: m.OutputDigest}
 }
 
 // DesiredModel is one model version a device should run, with what it needs to fetch and
@@ -124,7 +125,8 @@ type DesiredModel struct {
 	// release ignore it.
 	LegacySignature artifact.Signature `json:"signature"`
 	// ApprovalSignature is the approval signature over Approval(): name, version, manifest
-	// digest, contract and profile digests and the dataset version, by an online key of the
+	// digest, contract and profile digests, the dataset version and the output digest (when
+	// the version has an output reference), by an online key of the
 	// cluster's root of trust. Agents refuse a model without one (artifact.ErrUnsigned); the
 	// decoder leaves that decision to them.
 	ApprovalSignature artifact.Signature `json:"approval,omitzero"`

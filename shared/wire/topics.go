@@ -52,6 +52,19 @@ const (
 	// versions, published once for every device pulling the model (the broker multiplies them);
 	// only devices whose desired state names the model may subscribe.
 	KindModelChunk
+	// KindPredictionProfile is PREFIX/dev/{id}/prediction_profile: agent, binary (zstd
+	// profile of one output window's predictions), merged by the hub into the fleet's
+	// prediction drift.
+	KindPredictionProfile
+	// KindFleetPredictionDrift is PREFIX/fleet/prediction_drift/{model}: hub, JSON FleetDrift
+	// of the merged prediction profiles against the output reference.
+	KindFleetPredictionDrift
+	// KindSamplePart is PREFIX/dev/{id}/sample_part: agent, binary chunk frames (the layout
+	// of KindChunk) carrying one sample upload; the frame's request id is the upload id.
+	KindSamplePart
+	// KindSampleAck is PREFIX/dev/{id}/sample_ack: hub, JSON SampleAck (the hub's receipt of
+	// one sample upload).
+	KindSampleAck
 )
 
 // kindLevels is the last topic level (under dev/{id}/) of each device kind.
@@ -75,6 +88,11 @@ var kindLevels = map[Kind]string{
 	KindPerformance:     "performance",
 	KindSample:          "sample",
 	KindModelChunk:      "model/chunk",
+
+	KindPredictionProfile:    "prediction_profile",
+	KindFleetPredictionDrift: "fleet/prediction_drift",
+	KindSamplePart:           "sample_part",
+	KindSampleAck:            "sample_ack",
 }
 
 // String returns the kind's topic suffix, e.g. "heartbeat" or "drift/+".
@@ -104,13 +122,15 @@ func (k Kind) Retained() bool {
 }
 
 // Binary reports whether the kind's payload is binary rather than JSON.
-func (k Kind) Binary() bool { return k == KindProfile || k == KindChunk || k == KindModelChunk }
+func (k Kind) Binary() bool {
+	return k == KindProfile || k == KindChunk || k == KindModelChunk || k == KindPredictionProfile || k == KindSamplePart
+}
 
 // FromHub reports whether only the hub may publish the kind. A device may never publish
 // desired or chunk, nor anything under fleet/.
 func (k Kind) FromHub() bool {
 	switch k {
-	case KindDesired, KindChunk, KindFleetRollout, KindFleetDrift, KindAck, KindModelChunk:
+	case KindDesired, KindChunk, KindFleetRollout, KindFleetDrift, KindAck, KindModelChunk, KindFleetPredictionDrift, KindSampleAck:
 		return true
 	}
 	return false
@@ -194,6 +214,14 @@ func (t Topics) FleetRollout(rollout string) string {
 // FleetDrift returns PREFIX/fleet/drift/{model}.
 func (t Topics) FleetDrift(model string) string { return t.prefix + "/fleet/drift/" + model }
 
+// FleetPredictionDrift returns PREFIX/fleet/prediction_drift/{model}.
+func (t Topics) FleetPredictionDrift(model string) string {
+	return t.prefix + "/fleet/prediction_drift/" + model
+}
+
+// PredictionProfile returns PREFIX/dev/{id}/prediction_profile.
+func (t Topics) PredictionProfile(id string) string { return t.dev(id, "prediction_profile") }
+
 // All returns the filter PREFIX/# matching every topic of the protocol.
 func (t Topics) All() string { return t.prefix + "/#" }
 
@@ -211,7 +239,7 @@ func (t Topics) AllDevices(k Kind) string {
 	switch k {
 	case KindUnknown:
 		return ""
-	case KindFleetRollout, KindFleetDrift:
+	case KindFleetRollout, KindFleetDrift, KindFleetPredictionDrift:
 		return t.prefix + "/" + k.String() + "/+"
 	case KindModelChunk:
 		return t.ModelChunk("+")
@@ -251,10 +279,12 @@ func (t Topics) Parse(topic string) (k Kind, deviceID, extra string, err error) 
 		k, extra = KindFleetDrift, levels[2]
 	case levels[0] == "model" && len(levels) == 3 && levels[2] == "chunk":
 		k, extra = KindModelChunk, levels[1]
+	case levels[0] == "fleet" && len(levels) == 3 && levels[1] == "prediction_drift":
+		k, extra = KindFleetPredictionDrift, levels[2]
 	default:
 		return KindUnknown, "", "", unknown
 	}
-	if k == KindFleetRollout || k == KindFleetDrift || k == KindModelChunk {
+	if k == KindFleetRollout || k == KindFleetDrift || k == KindModelChunk || k == KindFleetPredictionDrift {
 		if err := ValidateName(k.String(), extra); err != nil {
 			return KindUnknown, "", "", fmt.Errorf("topic %.200q: %w", topic, err)
 		}
@@ -283,4 +313,8 @@ var deviceKinds = map[string]Kind{
 	"prediction_drift": KindPredictionDrift,
 	"performance":      KindPerformance,
 	"sample":           KindSample,
+
+	"prediction_profile": KindPredictionProfile,
+	"sample_part":        KindSamplePart,
+	"sample_ack":         KindSampleAck,
 }

@@ -131,6 +131,14 @@ func TestOutputsReachTheHub(t *testing.T) {
 			t.Fatalf("ingest %s: %d %s", kind, res.StatusCode, b)
 		}
 	}
+	// The hub attributes a prediction profile to the versions the device reports active: wait
+	// until its record says so (reported states reach it in batches).
+	testhelp.WaitFor(t, 30*time.Second, "clf@1 active on the hub's device record", func() bool {
+		var d hubstate.Device
+		call("GET", "/api/v1/devices/edge-1", nil, &d)
+		m, ok := d.Reported.Models["clf"]
+		return ok && m.Active != nil && *m.Active == 1
+	})
 	// Labels first (they wait for their predictions), then 90 predictions closing one window:
 	// every prediction is "a" (drifted from a uniform reference), 60 labelled, 30 right.
 	var labels, preds strings.Builder
@@ -149,5 +157,26 @@ func TestOutputsReachTheHub(t *testing.T) {
 	})
 	if !d.Outputs.PredictionDrift || d.Outputs.Relative != 0.5 || d.Outputs.Metric != "accuracy" || d.Outputs.Version != 1 {
 		t.Fatalf("device outputs %+v", d.Outputs)
+	}
+	// The window's prediction profile reached the hub's fleet view of predictions: merged (one
+	// device here) and scored against the output reference.
+	var fleet struct {
+		Reference *struct {
+			Output string `json:"output"`
+		} `json:"reference"`
+		Current *struct {
+			Devices  int    `json:"devices"`
+			Rows     uint64 `json:"rows"`
+			Features map[string]struct {
+				Drift bool `json:"drift"`
+			} `json:"features"`
+		} `json:"current"`
+	}
+	testhelp.WaitFor(t, 30*time.Second, "the fleet view of predictions", func() bool {
+		call("GET", "/api/v1/drift/predictions?model=clf&version=1", nil, &fleet)
+		return fleet.Current != nil && fleet.Current.Rows == 90
+	})
+	if fleet.Reference == nil || fleet.Reference.Output == "" || fleet.Current.Devices != 1 || !fleet.Current.Features["pred"].Drift {
+		t.Fatalf("fleet view of predictions: reference %+v, current %+v", fleet.Reference, fleet.Current)
 	}
 }

@@ -3,12 +3,14 @@ package samples_test
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -35,10 +37,19 @@ import (
 // loop is a real hub and one agent with its pipeline and sampler, for a dataset whose contract
 // allows collection or not.
 type loop struct {
-	t     *testing.T
-	hub   *node.Node
-	admin string
-	agent *agent.Agent
+	t       *testing.T
+	hub     *node.Node
+	admin   string
+	agent   *agent.Agent
+	sampler *samples.Sampler
+}
+
+// loopOptions vary startLoopWith: a contract with a wide string column (note, for samples
+// larger than one frame), and a broker URL rewrite (a proxy in front of the hub's broker).
+type loopOptions struct {
+	collect bool
+	wide    bool
+	broker  func(hubURL string) string
 }
 
 func (l *loop) send(method, path, ct string, body io.Reader, out any) int {
@@ -93,6 +104,11 @@ func temps(rng *rand.Rand, n int, mean float64) string {
 }
 
 func startLoop(t *testing.T, collect bool) *loop {
+	return startLoopWith(t, loopOptions{collect: collect})
+}
+
+func startLoopWith(t *testing.T, o loopOptions) *loop {
+	collect := o.collect
 	dir := t.TempDir()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	h := nodetest.Start(t, func(c *node.Config) { c.SampleSettle = 500 * time.Millisecond })
@@ -104,8 +120,14 @@ func startLoop(t *testing.T, collect bool) *loop {
 	}
 	contract := `{"fields":[{"name":"temp","type":"number"}]` + ext + `}`
 	rng := rand.New(rand.NewPCG(1, 2))
+	ref := temps(rng, 500, 20)
+	if o.wide {
+		contract = `{"fields":[{"name":"temp","type":"number"},{"name":"note","type":"string"}]` + ext + `}`
+		ref = strings.ReplaceAll(strings.Replace(ref, "temp\n", "temp,note\n", 1), "\n", ",x\n")
+		ref = strings.Replace(ref, "temp,note,x\n", "temp,note\n", 1)
+	}
 	l.call("POST", "/api/v1/datasets", map[string]string{"name": "temps"}, nil)
-	if code := l.multi("/api/v1/datasets/temps/versions", map[string]string{"contract": contract}, "sample", "s.csv", []byte(temps(rng, 500, 20))); code != 201 {
+	if code := l.multi("/api/v1/datasets/temps/versions", map[string]string{"contract": contract}, "sample", "s.csv", []byte(ref)); code != 201 {
 		t.Fatalf("dataset push: %d", code)
 	}
 	l.call("POST", "/api/v1/models", map[string]string{"name": "m"}, nil)
@@ -121,6 +143,9 @@ func startLoop(t *testing.T, collect bool) *loop {
 	cfg := config.Default()
 	cfg.TrustedKeys = h.Keys()
 	cfg.DeviceID, cfg.Token, cfg.Brokers = "edge-1", dev.Token, []string{hub.MQTTURL()}
+	if o.broker != nil {
+		cfg.Brokers = []string{o.broker(hub.MQTTURL())}
+	}
 	cfg.StateDir, cfg.ModelDir, cfg.Metrics = filepath.Join(dir, "state"), filepath.Join(dir, "models"), "127.0.0.1:0"
 	cfg.Window.Rows = 100
 	db, err := devicedb.OpenInMemory()
@@ -136,9 +161,11 @@ func startLoop(t *testing.T, collect bool) *loop {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := samples.Attach(a, pl, nil); err != nil {
+	sm, err := samples.Attach(a, pl, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
+	l.sampler = sm
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -219,7 +246,7 @@ func TestNoCollectionWithoutOptIn(t *testing.T) {
 	if n := seen()[wire.KindDrift]; n < 3 {
 		t.Fatalf("%d drift reports: the windows did not drift", n)
 	}
-	if n := seen()[wire.KindSample]; n != 0 {
+	if n := seen()[wire.KindSample] + seen()[wire.KindSamplePart]; n != 0 {
 		t.Fatalf("%d sample messages left a device whose contract does not allow collection", n)
 	}
 	var page hubstate.Page[hubstate.DatasetVersion]
@@ -256,8 +283,8 @@ func TestDriftBecomesCandidate(t *testing.T) {
 		l.call("GET", "/api/v1/datasets/temps/versions", nil, &page)
 		return len(page.Items) == 2
 	})
-	if seen()[wire.KindSample] == 0 {
-		t.Fatal("no sample on the wire")
+	if seen()[wire.KindSamplePart] == 0 || seen()[wire.KindSample] != 0 {
+		t.Fatalf("sample frames on the wire: %d, whole-sample messages %d; want frames only", seen()[wire.KindSamplePart], seen()[wire.KindSample])
 	}
 	cand := page.Items[1]
 	if !hubstate.IsCandidate(cand) || cand.SampleRows == 0 || cand.SampleRows > 3*samples.DefaultMaxRows || len(cand.Parents) != 1 || cand.Parents[0].Version != 1 {
@@ -333,5 +360,148 @@ func checkLoopLineage(t *testing.T, l *loop) {
 	var w hubstate.Graph
 	if code := l.call("GET", "/api/v1/lineage?node="+windows[0].ID+"&direction=both&depth=1", nil, &w); code != 200 || len(w.Nodes) != 3 {
 		t.Fatalf("lineage of the window itself: %d %+v", code, w)
+	}
+}
+
+// cutProxy forwards TCP connections to an MQTT broker and, once, drops the connection carrying
+// the nth occurrence of a byte pattern from client to broker before forwarding it: the broker
+// never sees that message, and the client reconnects through the proxy.
+type cutProxy struct {
+	t       *testing.T
+	ln      net.Listener
+	target  string
+	pattern []byte
+	nth     int
+
+	mu   sync.Mutex
+	seen int
+	cut  bool
+}
+
+func newCutProxy(t *testing.T, target string, pattern string, nth int) *cutProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{t: t, ln: ln, target: target, pattern: []byte(pattern), nth: nth}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); p.serve(c) }()
+		}
+	}()
+	return p
+}
+
+func (p *cutProxy) url() string { return "tcp://" + p.ln.Addr().String() }
+
+func (p *cutProxy) didCut() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.cut }
+
+func (p *cutProxy) serve(c net.Conn) {
+	up, err := net.Dial("tcp", p.target)
+	if err != nil {
+		c.Close()
+		return
+	}
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(c, up); c.Close(); done <- struct{}{} }()
+	go func() {
+		defer func() { up.Close(); c.Close(); done <- struct{}{} }()
+		buf := make([]byte, 32<<10)
+		tail := []byte{} // the end of what was forwarded, for a pattern split across reads
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				win := append(append([]byte(nil), tail...), buf[:n]...)
+				hits := bytes.Count(win, p.pattern)
+				p.mu.Lock()
+				cutNow := !p.cut && p.seen+hits >= p.nth
+				if cutNow {
+					p.cut = true
+				}
+				p.seen += hits
+				p.mu.Unlock()
+				if cutNow {
+					return // the message with the nth occurrence never reaches the broker
+				}
+				if _, werr := up.Write(buf[:n]); werr != nil {
+					return
+				}
+				if k := len(p.pattern) - 1; len(win) > k {
+					tail = append(tail[:0], win[len(win)-k:]...)
+				} else {
+					tail = append(tail[:0], win...)
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	<-done
+	<-done
+}
+
+// TestLargeSampleUploadResumesAfterDrop: a drifted window's sample larger than one frame is
+// uploaded as several chunk frames; the connection drops while the second frame is on its way
+// (a proxy cuts it before the broker sees it). The agent reconnects and sends only what the
+// broker never acknowledged: the hub completes the upload with the first frame it already
+// holds (each frame crosses the broker once), checks the digest, stages the sample into a
+// candidate and acknowledges it, and the agent forgets the upload.
+func TestLargeSampleUploadResumesAfterDrop(t *testing.T) {
+	var proxy *cutProxy
+	l := startLoopWith(t, loopOptions{collect: true, wide: true, broker: func(hubURL string) string {
+		proxy = newCutProxy(t, strings.TrimPrefix(hubURL, "tcp://"), "edge-1/sample_part", 2)
+		return proxy.url()
+	}})
+	seen := l.watch()
+
+	// One drifted window of 100 rows, each with a 4 KB note: a sample of about 400 KB, two
+	// frames (wire.MaxPartSize is 256 KiB).
+	rng := rand.New(rand.NewPCG(5, 6))
+	var jl strings.Builder
+	for range 100 {
+		note := make([]byte, 2048)
+		for i := range note {
+			note[i] = byte(rng.IntN(256))
+		}
+		fmt.Fprintf(&jl, "{\"temp\":%.3f,\"note\":%q}\n", 40+rng.NormFloat64(), hex.EncodeToString(note))
+	}
+	req, _ := http.NewRequest("POST", "http://"+l.agent.MetricsAddr()+"/ingest", strings.NewReader(jl.String()))
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("ingest: %d", res.StatusCode)
+	}
+
+	var page hubstate.Page[hubstate.DatasetVersion]
+	testhelp.WaitFor(t, 60*time.Second, "a candidate dataset version from the resumed upload", func() bool {
+		l.call("GET", "/api/v1/datasets/temps/versions", nil, &page)
+		return len(page.Items) == 2
+	})
+	if !proxy.didCut() {
+		t.Fatal("the proxy never cut the connection: the upload was not interrupted")
+	}
+	if cand := page.Items[1]; cand.SampleRows != 100 {
+		t.Fatalf("candidate of %d rows, want the window's 100", cand.SampleRows)
+	}
+	testhelp.WaitFor(t, 20*time.Second, "the agent's upload acknowledged", func() bool { return len(l.sampler.Uploader().Pending()) == 0 })
+	if parts := seen()[wire.KindSamplePart]; parts != 2 {
+		t.Fatalf("%d frames crossed the broker, want 2: the upload restarted instead of resuming", parts)
+	}
+	if seen()[wire.KindSampleAck] == 0 {
+		t.Fatal("no sample ack on the wire")
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/hub/store"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/kv"
 )
@@ -24,6 +25,9 @@ type Store struct {
 	DB *badger.DB
 	// Now stamps commands that carry no time (default time.Now).
 	Now func() time.Time
+	// Changes receives the changes of every command applied, after its commit, as the store's
+	// feed does on every node.
+	Changes *store.Feed
 
 	mu    sync.Mutex
 	index uint64
@@ -37,7 +41,7 @@ func New(t testing.TB) *Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return &Store{DB: db, Now: time.Now}
+	return &Store{DB: db, Now: time.Now, Changes: store.NewFeed()}
 }
 
 // Reader reads the store's state.
@@ -63,12 +67,19 @@ func (s *Store) Apply(_ context.Context, env command.Envelope) (any, error) {
 	}
 	var res any
 	var aerr error
+	var changes []store.Change
 	err := s.DB.Update(func(txn *badger.Txn) error {
-		res, aerr = state.Processor{}.Apply(txn, s.index, env)
+		changes = changes[:0]
+		res, aerr = state.Processor{}.ApplyChanges(txn, s.index, env, func(ev any) {
+			changes = append(changes, store.Change{Index: s.index, Event: ev})
+		})
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	if aerr == nil {
+		s.Changes.Publish(changes)
 	}
 	return res, aerr
 }

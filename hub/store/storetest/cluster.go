@@ -53,6 +53,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer, when set, gives each node (by id) a metrics registerer; nil registers nothing.
 	Registerer func(id string) prometheus.Registerer
+	// Changes, when set, gives each node (by id) its change feed, the same one at every start,
+	// so a subscription made before the node starts sees its changes across restarts.
+	Changes func(id string) *store.Feed
 	// DeadNodeTimeout is every node's store.Config.DeadNodeTimeout (0: no dead node cleanup).
 	DeadNodeTimeout time.Duration
 }
@@ -151,9 +154,13 @@ func (c *Cluster) start(node *Node, bootstrap bool) {
 	if c.opts.Registerer != nil {
 		reg = c.opts.Registerer(node.ID)
 	}
+	var feed *store.Feed
+	if c.opts.Changes != nil {
+		feed = c.opts.Changes(node.ID)
+	}
 	s, err := store.Open(store.Config{
-		Registerer: reg,
-		DB:         db, Dir: filepath.Join(node.Dir, "raft"), NodeID: node.ID,
+		Registerer: reg, Changes: feed,
+		DB: db, Dir: filepath.Join(node.Dir, "raft"), NodeID: node.ID,
 		RaftBind: node.RaftAddr, HTTPAddr: node.HTTPAddr, Bootstrap: bootstrap,
 		Processor: c.factory(node.ID), Logger: log, DeadNodeTimeout: c.opts.DeadNodeTimeout,
 		Tune: func(rc *raft.Config) {

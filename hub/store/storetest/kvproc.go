@@ -59,8 +59,18 @@ func Op(op KVOp) command.Envelope {
 	return env
 }
 
+// KVChange is the change KVProcessor emits for each key it writes (OpPut, OpCreate).
+type KVChange struct {
+	Key, Value string
+}
+
 // Apply implements store.Processor.
-func (KVProcessor) Apply(txn *badger.Txn, index uint64, env command.Envelope) (any, error) {
+func (p KVProcessor) Apply(txn *badger.Txn, index uint64, env command.Envelope) (any, error) {
+	return p.ApplyChanges(txn, index, env, func(any) {})
+}
+
+// ApplyChanges implements store.ChangeProcessor: a KVChange per key written by put or create.
+func (KVProcessor) ApplyChanges(txn *badger.Txn, index uint64, env command.Envelope, emit func(any)) (any, error) {
 	var op KVOp
 	if err := env.DecodePayload(&op); err != nil {
 		return nil, err
@@ -81,6 +91,7 @@ func (KVProcessor) Apply(txn *badger.Txn, index uint64, env command.Envelope) (a
 		if err := txn.Set(k, []byte(op.Value)); err != nil {
 			return nil, err
 		}
+		emit(KVChange{Key: op.Key, Value: op.Value})
 		return KVResult{Index: index, Value: op.Value}, nil
 	case OpFill:
 		v := []byte(strings.Repeat("f", op.Size))

@@ -172,19 +172,52 @@ export default {
               ago(hs.at),
             ];
           }), { empty: 'No device has sent a validation or drift report yet.', numeric: [2] })),
-          outputsCard(devices));
+          outputsCard(devices, await fleetPredictions(devices)));
       },
     };
   },
 };
 
-/** outputsCard lists the devices' prediction drift and performance beside their input drift. */
-function outputsCard(devices) {
+/**
+ * fleetPredictions reads the fleet view of predictions (the devices' prediction profiles merged
+ * per model version and scored against its output reference) of every version devices report
+ * outputs for: [{mv, view}] with view null where the hub has none.
+ */
+async function fleetPredictions(devices) {
+  const seen = new Map();
+  for (const d of devices) {
+    if (d.outputs) seen.set(`${d.outputs.model}@${d.outputs.version}`, { model: d.outputs.model, version: d.outputs.version });
+  }
+  const mvs = [...seen.values()].sort((a, b) => a.model.localeCompare(b.model) || a.version - b.version);
+  return Promise.all(mvs.map(async (mv) => ({ mv, view: await optional(`/api/v1/drift/predictions?${q(mv)}`) })));
+}
+
+/** fleetPredictionRows renders one row per model version of the merged prediction verdict. */
+function fleetPredictionRows(fleet) {
+  return fleet.map(({ mv, view }) => {
+    const pt = view && (view.latest || view.current);
+    const feats = pt && pt.features ? Object.entries(pt.features) : [];
+    const [name, f] = feats.length ? feats[0] : [null, null];
+    return [
+      h('code', {}, `${mv.model}@${mv.version}`),
+      pt ? String(pt.devices) : '—', pt ? String(pt.rows || 0) : '—',
+      f ? `${name}: ${f.method} ${num(f.score)} (threshold ${num(f.threshold)})` : '—',
+      f ? (f.drift ? badge('drift', 'bad') : badge('no drift', 'ok')) : '—',
+    ];
+  });
+}
+
+/** outputsCard lists the fleet's merged prediction drift, then the devices' prediction drift and performance beside their input drift. */
+function outputsCard(devices, fleet) {
   const rows = devices.filter((d) => d.outputs)
     .sort((a, b) => Number(b.outputs.prediction_drift) - Number(a.outputs.prediction_drift) || a.id.localeCompare(b.id)).slice(0, 500);
   if (!rows.length) return null;
   return h('section', { class: 'card', 'aria-labelledby': 'h-devoutputs' },
     h('h2', { id: 'h-devoutputs' }, 'Predictions and performance'),
+    h('h3', {}, 'Fleet (merged prediction profiles against the output reference)'),
+    table(['Model', 'Devices', 'Predictions', 'Score', 'Merged verdict'], fleetPredictionRows(fleet),
+      { empty: 'No merged prediction window yet.', numeric: [1, 2] }),
+    h('h3', {}, 'Per device'),
     table(['Device', 'Model', 'Prediction drift', 'Drifted windows', 'Performance', 'Relative', 'Labels', 'Reported'], rows.map((d) => {
       const o = d.outputs;
       return [

@@ -1,0 +1,365 @@
+package samples
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/driftline/driftline/agent/devicedb"
+	"github.com/driftline/driftline/agent/pipeline"
+	"github.com/driftline/driftline/shared/wire"
+)
+
+// Upload defaults.
+const (
+	// DefaultResendAfter is how long an upload waits for the hub's ack before it is sent again.
+	DefaultResendAfter = 2 * time.Minute
+	// DefaultMaxPending bounds the uploads kept waiting for an ack; the oldest is dropped (and
+	// counted) to make room.
+	DefaultMaxPending = 16
+	// DefaultMaxAge drops an upload never acknowledged after this long.
+	DefaultMaxAge = 7 * 24 * time.Hour
+)
+
+// Metric names of the uploader.
+const (
+	MetricUploads     = "driftline_agent_sample_uploads_total"
+	MetricUploadParts = "driftline_agent_sample_upload_parts_total"
+	MetricPending     = "driftline_agent_sample_uploads_pending"
+)
+
+// UploadOptions configure an Uploader.
+type UploadOptions struct {
+	DeviceID string
+	Topics   wire.Topics
+	// Reporter queues each frame in the agent's outbox (store and forward, in order).
+	Reporter pipeline.Reporter
+	// State keeps the uploads waiting for their ack (required): their frames and when they
+	// were last sent.
+	State       devicedb.Namespace
+	ResendAfter time.Duration
+	MaxPending  int
+	MaxAge      time.Duration
+	Registerer  prometheus.Registerer
+	Logger      *slog.Logger
+	Now         func() time.Time
+}
+
+// Uploader sends samples to the hub as chunk frames (wire.DataFrames, on PREFIX/dev/{id}/
+// sample_part) and keeps each upload on disk until the hub's wire.SampleAck names it.
+//
+// Delivery: the frames go through the outbox, which keeps them across restarts and broker
+// outages and sends them in order; a frame the broker acknowledged is not sent again, so an
+// upload cut by a lost connection resumes with its next frame, and the hub completes it with
+// the parts it already holds. Only the hub's ack ends an upload: without one after ResendAfter
+// (the hub restarted and lost the parts, a broker dropped one) every frame is queued again;
+// the hub ignores parts it has and answers an upload it stored already with the same ack. A
+// refused upload (SampleRefused) is forgotten too.
+type Uploader struct {
+	opts UploadOptions
+	log  *slog.Logger
+	acks chan []byte
+	// meta holds one record per pending upload (key: its id), parts its frames (key:
+	// ID:NNNN), apart so listing the uploads reads no frame.
+	meta, partsNS devicedb.Namespace
+
+	mu sync.Mutex // one change of the pending set at a time
+
+	uploads *prometheus.CounterVec
+	parts   prometheus.Counter
+	pending prometheus.Gauge
+}
+
+// pendingUpload is the record of one upload waiting for its ack (key "m:ID").
+type pendingUpload struct {
+	Digest  string `json:"digest"`
+	Parts   int    `json:"parts"`
+	Created int64  `json:"created"`
+	SentAt  int64  `json:"sent_at"`
+}
+
+// NewUploader returns an Uploader. Run it (for resends and acks) and give its HandleAck to the
+// agent's sample_ack subscription.
+func NewUploader(opts UploadOptions) (*Uploader, error) {
+	if opts.Reporter == nil {
+		return nil, errors.New("samples: uploader needs a Reporter")
+	}
+	if err := wire.ValidateName("device id", opts.DeviceID); err != nil {
+		return nil, fmt.Errorf("samples: %w", err)
+	}
+	if opts.Topics.Prefix() == "" {
+		opts.Topics = wire.Default()
+	}
+	if opts.ResendAfter <= 0 {
+		opts.ResendAfter = DefaultResendAfter
+	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = DefaultMaxPending
+	}
+	if opts.MaxAge <= 0 {
+		opts.MaxAge = DefaultMaxAge
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	u := &Uploader{opts: opts, log: opts.Logger, acks: make(chan []byte, 64), meta: opts.State.Sub("meta"), partsNS: opts.State.Sub("parts"),
+		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricUploads,
+			Help: "Sample uploads by outcome (started, resent, stored, refused, dropped)."}, []string{"outcome"}),
+		parts:   prometheus.NewCounter(prometheus.CounterOpts{Name: MetricUploadParts, Help: "Sample upload frames queued (resends included)."}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: MetricPending, Help: "Sample uploads waiting for the hub's ack."}),
+	}
+	if opts.Registerer != nil {
+		for _, c := range []prometheus.Collector{u.uploads, u.parts, u.pending} {
+			if err := opts.Registerer.Register(c); err != nil {
+				var are prometheus.AlreadyRegisteredError
+				if !errors.As(err, &are) {
+					return nil, err
+				}
+			}
+		}
+	}
+	u.mu.Lock()
+	u.pending.Set(float64(len(u.listLocked())))
+	u.mu.Unlock()
+	return u, nil
+}
+
+// Upload stores payload (a wire.Sample's JSON, at most wire.MaxSampleUpload bytes) as a new
+// upload and queues its frames. It returns the upload id.
+func (u *Uploader) Upload(payload []byte) (string, error) {
+	if len(payload) > wire.MaxSampleUpload {
+		return "", fmt.Errorf("samples: upload of %d bytes, at most %d", len(payload), wire.MaxSampleUpload)
+	}
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return "", err
+	}
+	id := "s-" + hex.EncodeToString(rnd[:])
+	frames, err := wire.DataFrames(id, payload)
+	if err != nil {
+		return "", err
+	}
+	f, err := wire.DecodeFrame(frames[0])
+	if err != nil {
+		return "", err
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	ids := u.listLocked()
+	for len(ids) >= u.opts.MaxPending {
+		u.log.Warn("sample upload dropped unacknowledged: too many waiting", "upload", ids[0])
+		u.forgetLocked(ids[0])
+		u.uploads.WithLabelValues("dropped").Inc()
+		ids = ids[1:]
+	}
+	// The parts first, then the record that names them: a crash in between leaves parts no
+	// record names, which the next Run removes.
+	for i, fr := range frames {
+		if err := u.partsNS.Set(partKey(id, i), fr); err != nil {
+			return "", fmt.Errorf("samples: store upload: %w", err)
+		}
+	}
+	now := u.opts.Now().UnixMilli()
+	rec := pendingUpload{Digest: f.DigestString(), Parts: len(frames), Created: now, SentAt: now}
+	if err := u.putLocked(id, rec); err != nil {
+		return "", err
+	}
+	u.uploads.WithLabelValues("started").Inc()
+	u.pending.Set(float64(len(ids) + 1))
+	if err := u.sendLocked(id, rec); err != nil {
+		return id, err
+	}
+	return id, nil
+}
+
+// HandleAck takes one PREFIX/dev/{id}/sample_ack payload. It never blocks (it runs on the MQTT
+// client's goroutine): the ack is queued for Run; when the queue is full it is dropped and the
+// upload is acknowledged again after its resend.
+func (u *Uploader) HandleAck(payload []byte) {
+	select {
+	case u.acks <- append([]byte(nil), payload...):
+	default:
+	}
+}
+
+// Run applies acks and, every tick, sends again the uploads not acknowledged for ResendAfter
+// and drops those older than MaxAge, until ctx ends.
+func (u *Uploader) Run(ctx context.Context, tick time.Duration) {
+	u.sweep(true)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case b := <-u.acks:
+			u.ack(b)
+		case <-t.C:
+			u.sweep(false)
+		}
+	}
+}
+
+// Pending returns the ids of the uploads waiting for an ack, oldest first.
+func (u *Uploader) Pending() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.listLocked()
+}
+
+func (u *Uploader) ack(b []byte) {
+	a, err := wire.DecodeSampleAck(b)
+	if err != nil || a.DeviceID != u.opts.DeviceID {
+		u.log.Warn("bad sample ack", "err", err)
+		return
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	rec, ok := u.getLocked(a.UploadID)
+	if !ok || rec.Digest != a.Digest {
+		return // an old repeat, or not ours
+	}
+	u.forgetLocked(a.UploadID)
+	u.uploads.WithLabelValues(a.Status).Inc()
+	u.pending.Set(float64(len(u.listLocked())))
+	if a.Status == wire.SampleRefused {
+		u.log.Warn("the hub refused a sample", "upload", a.UploadID, "err", a.Error)
+		return
+	}
+	u.log.Info("sample stored by the hub", "upload", a.UploadID, "parts", rec.Parts)
+}
+
+// sweep resends the uploads due (all of them when orphans is set: at start, after a restart,
+// and removes parts no record names).
+func (u *Uploader) sweep(start bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	now := u.opts.Now().UnixMilli()
+	ids := u.listLocked()
+	for _, id := range ids {
+		rec, ok := u.getLocked(id)
+		if !ok {
+			continue
+		}
+		switch {
+		case now-rec.Created > u.opts.MaxAge.Milliseconds():
+			u.log.Warn("sample upload dropped: never acknowledged", "upload", id)
+			u.forgetLocked(id)
+			u.uploads.WithLabelValues("dropped").Inc()
+		case now-rec.SentAt >= u.opts.ResendAfter.Milliseconds():
+			rec.SentAt = now
+			if err := u.putLocked(id, rec); err != nil {
+				u.log.Error("sample upload", "err", err)
+				continue
+			}
+			u.uploads.WithLabelValues("resent").Inc()
+			if err := u.sendLocked(id, rec); err != nil {
+				u.log.Error("sample upload not queued", "upload", id, "err", err)
+			}
+		}
+	}
+	if start {
+		u.dropOrphansLocked()
+	}
+	u.pending.Set(float64(len(u.listLocked())))
+}
+
+// sendLocked queues every frame of an upload in the outbox.
+func (u *Uploader) sendLocked(id string, rec pendingUpload) error {
+	topic := u.opts.Topics.SamplePart(u.opts.DeviceID)
+	for i := 0; i < rec.Parts; i++ {
+		fr, err := u.partsNS.Get(partKey(id, i))
+		if err != nil {
+			return fmt.Errorf("samples: read upload %s part %d: %w", id, i, err)
+		}
+		if err := u.opts.Reporter.Report(wire.KindSamplePart, topic, fr); err != nil {
+			return err
+		}
+		u.parts.Inc()
+	}
+	return nil
+}
+
+func (u *Uploader) getLocked(id string) (pendingUpload, bool) {
+	b, err := u.meta.Get([]byte(id))
+	if err != nil {
+		return pendingUpload{}, false
+	}
+	var rec pendingUpload
+	if json.Unmarshal(b, &rec) != nil {
+		return pendingUpload{}, false
+	}
+	return rec, true
+}
+
+func (u *Uploader) putLocked(id string, rec pendingUpload) error {
+	b, _ := json.Marshal(rec)
+	if err := u.meta.Set([]byte(id), b); err != nil {
+		return fmt.Errorf("samples: store upload: %w", err)
+	}
+	return nil
+}
+
+// listLocked returns the pending upload ids, oldest first.
+func (u *Uploader) listLocked() []string {
+	type entry struct {
+		id      string
+		created int64
+	}
+	var all []entry
+	_ = u.meta.Iterate(false, func(k, v []byte) error {
+		var rec pendingUpload
+		if json.Unmarshal(v, &rec) == nil {
+			all = append(all, entry{string(k), rec.Created})
+		}
+		return nil
+	})
+	for i := 1; i < len(all); i++ { // few entries: insertion sort by creation
+		for j := i; j > 0 && (all[j].created < all[j-1].created || all[j].created == all[j-1].created && all[j].id < all[j-1].id); j-- {
+			all[j], all[j-1] = all[j-1], all[j]
+		}
+	}
+	ids := make([]string, len(all))
+	for i, e := range all {
+		ids[i] = e.id
+	}
+	return ids
+}
+
+// forgetLocked deletes an upload's record and parts.
+func (u *Uploader) forgetLocked(id string) {
+	rec, _ := u.getLocked(id)
+	_ = u.meta.Delete([]byte(id))
+	for i := 0; i < rec.Parts; i++ {
+		_ = u.partsNS.Delete(partKey(id, i))
+	}
+}
+
+// dropOrphansLocked deletes parts whose upload has no record (a crash inside Upload).
+func (u *Uploader) dropOrphansLocked() {
+	var orphans [][]byte
+	_ = u.partsNS.IterateKeys(false, func(k []byte, _ int64) error {
+		id, _, _ := strings.Cut(string(k), ":")
+		if _, ok := u.getLocked(id); !ok {
+			orphans = append(orphans, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	for _, k := range orphans {
+		_ = u.partsNS.Delete(k)
+	}
+}
+
+func partKey(id string, i int) []byte { return []byte(fmt.Sprintf("%s:%04d", id, i)) }

@@ -1,0 +1,51 @@
+package protocol
+
+import (
+	"context"
+
+	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/hub/store"
+)
+
+// watchChanges hands the state machine's change feed to the publishers until ctx ends: a desired
+// state or a removed device to the desired publisher, a changed key set or a reset (a snapshot
+// restore, the subscription's start) to its full pass, a rollout to the rollout publisher, a
+// stored report cursor to the acknowledgements. A device's status (telemetry) wakes nobody.
+func (s *Service) watchChanges(ctx context.Context, sub *store.Subscription) {
+	defer sub.Close()
+	for {
+		cs, err := sub.Next(ctx)
+		if err != nil {
+			return
+		}
+		for _, c := range cs {
+			if c.Reset {
+				s.desired.all()
+				signal(s.rolloutsAll)
+				continue
+			}
+			ch, ok := c.Event.(state.Change)
+			if !ok {
+				continue
+			}
+			switch ch.Kind {
+			case state.ChangeDesired, state.ChangeDeviceRemoved:
+				s.desired.notify(ch.Device)
+			case state.ChangeKeys:
+				s.desired.all()
+			case state.ChangeRollout:
+				s.rollouts.mark(ch.Rollout)
+			case state.ChangeReports:
+				s.acks.notify(ch.Device)
+			}
+		}
+	}
+}
+
+// signal wakes whoever waits on c (capacity 1) unless a wake-up is pending.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
