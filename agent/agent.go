@@ -97,6 +97,18 @@ type Agent struct {
 	reportedRootExpired bool
 	ran                 bool
 	exts                []Extension // AddExtension
+
+	// reportMu orders the reported states: report numbers each snapshot under it
+	// (reportTaken) and queues a snapshot only if none taken after it is queued already
+	// (reportQueued). report runs on several goroutines (the reconciler's changes, every
+	// connect, the heartbeat loop); without this a snapshot taken before a change could be
+	// queued after the change's own, and the retained reported state would stay stale.
+	reportMu     sync.Mutex
+	reportTaken  uint64
+	reportQueued uint64
+	// reportHeld, when set (tests only), is called by report between its snapshot and
+	// its queueing.
+	reportHeld func()
 }
 
 // New validates cfg and opens the agent's stores inside ns (children "agent", "assets",
@@ -221,19 +233,43 @@ func (a *Agent) failpoint(step string) {
 }
 
 // report queues the retained reported state: the reconciler's records (the active and previous
-// versions as read from MODELDIR) with the trust flags.
+// versions as read from MODELDIR) with the trust flags. It is safe to call from any goroutine:
+// the outbox receives the snapshots in the order they were taken, and a snapshot that a newer
+// one overtook is not queued, so the last reported state queued is never older than the last
+// change (docs/reliability.md, the stale "activating" after a restart).
 func (a *Agent) report() {
+	a.reportMu.Lock()
 	now := time.Now()
 	rev, models := a.rec.Reported()
 	rep := wire.Reported{Header: wire.Header{DeviceID: a.cfg.DeviceID, TS: now.UnixMilli()}, Rev: rev, AgentVersion: Version, Models: models}
 	rep.DesiredStale, _ = a.trust.stale(now)
 	rep.RootExpired = a.trust.rootExpiry(now) != nil
+	a.reportTaken++
+	seq := a.reportTaken
+	a.reportMu.Unlock()
 	b, err := wire.Encode(rep)
 	if err != nil {
 		a.log.Error("encode reported state", "err", err)
 		return
 	}
-	if err := a.out.Enqueue(a.topics.Reported(a.cfg.DeviceID), b, wire.KindReported.QoS(), wire.KindReported.Retained()); err != nil {
+	if a.reportHeld != nil {
+		a.reportHeld()
+	}
+	a.reportMu.Lock()
+	if seq < a.reportQueued {
+		// A snapshot taken after this one is queued: this one is stale, and queueing it
+		// would make the broker retain (and the hub keep) what no longer holds.
+		queued := a.reportQueued
+		a.reportMu.Unlock()
+		a.log.Debug("stale reported state not queued", "taken", seq, "queued", queued)
+		return
+	}
+	err = a.out.Enqueue(a.topics.Reported(a.cfg.DeviceID), b, wire.KindReported.QoS(), wire.KindReported.Retained())
+	if err == nil {
+		a.reportQueued = seq
+	}
+	a.reportMu.Unlock()
+	if err != nil {
 		a.log.Error("queue reported state", "err", err)
 		return
 	}

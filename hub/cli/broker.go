@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -102,6 +103,11 @@ func (a *app) brokerACL() *cobra.Command {
 	return cmd
 }
 
+// writeOut writes b to stdout when path is empty, else replaces the file at path atomically
+// with mode. A file it replaces keeps its owner and group: Mosquitto drops to its own user before
+// it reads password_file and acl_file, so a re-rendered file handed to that user once must stay
+// readable by it after the next SIGHUP. When the owner cannot be kept (not root), it says so
+// instead of leaving Mosquitto a file it cannot open.
 func writeOut(stdout io.Writer, path string, b []byte, mode os.FileMode) error {
 	if path == "" {
 		_, err := stdout.Write(b)
@@ -110,6 +116,18 @@ func writeOut(stdout io.Writer, path string, b []byte, mode os.FileMode) error {
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, b, mode); err != nil {
 		return err
+	}
+	if err := os.Chmod(tmp, mode); err != nil { // WriteFile leaves an existing tmp's mode
+		os.Remove(tmp)
+		return err
+	}
+	if st, err := os.Stat(path); err == nil {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && (int(sys.Uid) != os.Geteuid() || int(sys.Gid) != os.Getegid()) {
+			if err := os.Chown(tmp, int(sys.Uid), int(sys.Gid)); err != nil {
+				os.Remove(tmp)
+				return fmt.Errorf("keep the owner (uid %d, gid %d) of %s, which the broker reads: %w (render it as root or as that user)", sys.Uid, sys.Gid, path, err)
+			}
+		}
 	}
 	return os.Rename(tmp, path)
 }

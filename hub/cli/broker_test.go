@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -35,5 +36,46 @@ func TestBrokerACL(t *testing.T) {
 	bad := writeFile(t, dir, "bad", []byte("nocolon\n"))
 	if r := h.run(t, "broker", "acl", "--credentials", bad); r.code != ExitUsage {
 		t.Fatalf("bad credentials file: exit %d", r.code)
+	}
+}
+
+// TestBrokerACLKeepsOwner: Mosquitto drops to its own user before it reads password_file and
+// acl_file, so the operator hands the files to that user once (docs/operations.md). Rendering
+// them again must keep that owner, or the next SIGHUP leaves Mosquitto unable to read a file it
+// could read before ("Unable to open pwfile") and every client is refused.
+func TestBrokerACLKeepsOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIP: handing a file to another user needs root")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "driftline.passwd")
+	if err := os.WriteFile(path, []byte("old\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const uid, gid = 4242, 4343 // any user but root
+	if err := os.Chown(path, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeOut(nil, path, []byte("new\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := st.Sys().(*syscall.Stat_t)
+	if sys.Uid != uid || sys.Gid != gid || st.Mode().Perm() != 0o600 {
+		t.Fatalf("re-rendered file: uid %d gid %d mode %v, want %d %d 0600", sys.Uid, sys.Gid, st.Mode().Perm(), uid, gid)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "new\n" {
+		t.Fatalf("content %q", b)
+	}
+	// A file that did not exist is created as before, owned by whoever renders it.
+	fresh := filepath.Join(dir, "driftline.acl")
+	if err := writeOut(nil, fresh, []byte("acl\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(fresh); err != nil || st.Sys().(*syscall.Stat_t).Uid != uint32(os.Geteuid()) {
+		t.Fatalf("fresh file: %v", err)
 	}
 }

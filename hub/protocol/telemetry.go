@@ -236,7 +236,7 @@ func mergeOutputs(old, cur *state.OutputHealth) *state.OutputHealth {
 }
 
 func toStateReported(r wire.Reported) state.Reported {
-	out := state.Reported{Rev: int64(r.Rev), AgentVersion: r.AgentVersion, Models: map[string]state.ReportedModel{}, DesiredStale: r.DesiredStale, RootExpired: r.RootExpired}
+	out := state.Reported{Rev: int64(r.Rev), TS: r.TS, AgentVersion: r.AgentVersion, Models: map[string]state.ReportedModel{}, DesiredStale: r.DesiredStale, RootExpired: r.RootExpired}
 	for name, m := range r.Models {
 		out.Models[name] = state.ReportedModel{Active: m.Active, Previous: m.Previous, Target: m.Target, State: string(m.State), LastError: m.LastError}
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -299,7 +300,9 @@ func deviceTelemetry(txn *badger.Txn, env command.Envelope, c DeviceTelemetry, e
 		if o.Online != nil {
 			d.Online = *o.Online
 		}
-		if o.Reported != nil {
+		// An older reported state (sent before the one applied; it came through another node)
+		// is dropped: see Reported.TS and reportReorderWindow.
+		if o.Reported != nil && !overtaken(*o.Reported, d.Reported) {
 			if err := updateRunsEdges(txn, d.ID, d.Reported, *o.Reported, env.Time); err != nil {
 				return nil, nil, err
 			}
@@ -335,6 +338,18 @@ func deviceTelemetry(txn *badger.Txn, env command.Envelope, c DeviceTelemetry, e
 
 // updateRunsEdges opens a runs edge for every model whose active version changed and closes the
 // edge of the version it replaced.
+// reportReorderWindow bounds how much older than the applied reported state a report may be
+// dated and still lose to it. Reports of one device that reach different nodes commit at most
+// seconds apart; a device whose clock was set back further (one without a real-time clock,
+// before NTP answers) must not have its reported state frozen until its clock catches up.
+const reportReorderWindow = 2 * time.Minute
+
+// overtaken reports whether r was sent shortly before applied, so applied is newer and stays.
+// A report without a send time (an agent before Reported.TS) is never overtaken.
+func overtaken(r, applied Reported) bool {
+	return r.TS != 0 && r.TS < applied.TS && applied.TS-r.TS <= reportReorderWindow.Milliseconds()
+}
+
 func updateRunsEdges(txn *badger.Txn, id string, old, cur Reported, ts int64) error {
 	names := make([]string, 0, len(cur.Models)+len(old.Models))
 	seen := map[string]bool{}

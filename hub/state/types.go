@@ -137,7 +137,12 @@ type ReportedModel struct {
 
 // Reported is a device's reported state.
 type Reported struct {
-	Rev          int64                    `json:"rev"`
+	Rev int64 `json:"rev"`
+	// TS is when the agent sent this reported state (its message's header, ms since the epoch;
+	// 0 from a hub before it was recorded). An older one never replaces a newer one: with an
+	// external broker consecutive reports of one device can reach different nodes and commit
+	// in either order.
+	TS           int64                    `json:"ts,omitempty"`
 	AgentVersion string                   `json:"agent_version,omitempty"`
 	Models       map[string]ReportedModel `json:"models"`
 	// DesiredStale: the agent heard no valid desired state since the last one expired.
