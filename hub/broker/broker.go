@@ -142,6 +142,11 @@ type Broker struct {
 	nextSub atomic.Int64
 	closed  atomic.Bool
 	once    sync.Once
+	// retainMu serialises the hub's retained publishes (and Forget's clearing) with its
+	// subscriptions: mochi 2.7.9 reads a topic's retained path unlocked while a wildcard
+	// subscription collects retained messages, and writes it on a retained publish
+	// (mochi-mqtt/server#200; docs/pitfalls.md). Client packets are not covered.
+	retainMu sync.Mutex
 }
 
 // New builds the broker, binds its listeners, restores stored state from cfg.DB and starts
@@ -330,6 +335,10 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) er
 	if n := len(topic) + len(payload) + 16; n > b.maxPkt {
 		return fmt.Errorf("%w: %d bytes on %s, limit %d", ErrTooLarge, len(payload), topic, b.maxPkt)
 	}
+	if retain {
+		b.retainMu.Lock()
+		defer b.retainMu.Unlock()
+	}
 	if err := b.srv.Publish(topic, payload, retain, qos); err != nil {
 		return fmt.Errorf("publish %s: %w", topic, err)
 	}
@@ -355,9 +364,11 @@ func (b *Broker) Subscribe(filter string, handler func(topic string, payload []b
 		return fmt.Errorf("%w: filter %q", ErrBadTopic, filter)
 	}
 	id := int(b.nextSub.Add(1))
+	b.retainMu.Lock()
 	err := b.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 		b.disp.enqueue(handler, pk.TopicName, pk.Payload)
 	})
+	b.retainMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", filter, err)
 	}

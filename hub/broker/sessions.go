@@ -44,7 +44,9 @@ func (b *Broker) Forget(p Principal, keepHubRetained bool) int {
 			if !strings.HasPrefix(topic, prefix) || (keepHubRetained && b.rules.hubKind(pk.TopicName)) {
 				continue
 			}
+			b.retainMu.Lock()
 			b.srv.Topics.RetainMessage(packets.Packet{TopicName: pk.TopicName})
+			b.retainMu.Unlock()
 			if b.store != nil {
 				b.store.del(keyRetained + pk.TopicName)
 			}

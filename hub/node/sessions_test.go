@@ -1,10 +1,13 @@
 package node
 
 import (
+	"context"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/hub/store"
 	"github.com/driftline/driftline/internal/testhelp"
 	paho "github.com/eclipse/paho.mqtt.golang"
 )
@@ -108,5 +111,47 @@ func TestDeletingTokenDisconnects(t *testing.T) {
 	case <-lost:
 	case <-time.After(10 * time.Second):
 		t.Fatal("deleted viewer token still connected")
+	}
+}
+
+// TestDeviceAddedKeepsFirstConnection: the credentials watcher follows the change feed behind
+// the API, so it may hear that a device was created after the device's agent connected (under
+// load, TestDeviceProtocol's device was cut off that way and never got its desired state). A
+// creation must not end the device's sessions. The watcher here reads a feed the test writes,
+// so the late creation is certain; a later change for d2 shows the creation was handled.
+func TestDeviceAddedKeepsFirstConnection(t *testing.T) {
+	n, tok := testNode(t)
+	t1 := createDevice(t, n, tok, "d1")
+	t2 := createDevice(t, n, tok, "d2")
+	lost1, lost2 := make(chan error, 1), make(chan error, 1)
+	if _, err := mqttConnect(t, n, "d1", "d1", t1, true, lost1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mqttConnect(t, n, "d2", "d2", t2, true, lost2); err != nil {
+		t.Fatal(err)
+	}
+	feed := store.NewFeed()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	sub := feed.Subscribe() // before Publish: a subscription sees what is published after it
+	go func() { defer close(done); n.watchCredentials(ctx, sub) }()
+	t.Cleanup(func() { cancel(); <-done })
+	feed.Publish([]store.Change{
+		{Index: 1, Event: state.Change{Kind: state.ChangeDeviceAdded, Device: "d1"}},
+		{Index: 2, Event: state.Change{Kind: state.ChangeDeviceToken, Device: "d2"}},
+	})
+	select {
+	case <-lost2: // the re-key after it ends d2's session: d1's creation was handled
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watcher did not handle d2's re-key")
+	}
+	// Forget removes a session before it returns, so the broker's table is certain here.
+	if connected, ok := n.broker.Session("d1"); !ok || !connected {
+		t.Fatalf("d1's creation, heard after it connected, cut it off (session %v, connected %v)", ok, connected)
+	}
+	select {
+	case err := <-lost1:
+		t.Fatalf("d1 lost its connection: %v", err)
+	default:
 	}
 }
