@@ -87,8 +87,26 @@ func (h *testHub) runAgent(id, token, model string, version int, prof []byte) {
 		a := d.Reported.Models[model].Active
 		return a != nil && *a == version
 	})
-	if tk := c.Publish(topics.Profile(id), 1, false, prof); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
-		h.t.Fatalf("publish profile %s: %v", id, tk.Error())
+	h.profiles = append(h.profiles, func() {
+		if tk := c.Publish(topics.Profile(id), 1, false, prof); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
+			h.t.Fatalf("publish profile %s: %v", id, tk.Error())
+		}
+	})
+}
+
+// publishProfiles sends the profiles of every runAgent device inside one fleet window (1
+// minute, aligned to the epoch): when less than 20 s of the current one is left, it waits for
+// the next to begin, so the merged view holds all of them.
+func (h *testHub) publishProfiles() {
+	h.t.Helper()
+	left := func() time.Duration {
+		return time.Minute - time.Duration(time.Now().UnixMilli()%60_000)*time.Millisecond
+	}
+	if left() < 20*time.Second {
+		testhelp.WaitFor(h.t, 30*time.Second, "the next fleet window", func() bool { return left() > 30*time.Second })
+	}
+	for _, publish := range h.profiles {
+		publish()
 	}
 }
 
@@ -134,6 +152,7 @@ func TestDriftMapsInBrowser(t *testing.T) {
 		h.call(http.MethodPost, "/api/v1/devices", map[string]any{"id": d.id}, http.StatusCreated, &dev)
 		h.runAgent(d.id, dev.Token, "press", mv.Version, mapsProfile(t, mapsRows(2000, d.mean, d.sites, uint64(10+i))))
 	}
+	h.publishProfiles()
 	q := fmt.Sprintf("model=press&version=%d", mv.Version)
 	var hm fleetdrift.HeatmapView
 	testhelp.WaitFor(t, 15*time.Second, "three devices in the heatmap", func() bool {
@@ -193,11 +212,14 @@ func TestDriftMapsInBrowser(t *testing.T) {
 	}
 
 	// The numeric distribution: two CDF lines of 21 points each.
+	// The merged view follows the per-device scores (it is rebuilt from the same profiles on
+	// the service's own pass), so it is waited for, not read once.
 	var dist fleetdrift.DistributionView
-	h.call(http.MethodGet, "/api/v1/drift/distribution?"+q+"&feature=temp", nil, http.StatusOK, &dist)
-	if dist.Current == nil || dist.Current.Devices != 3 {
-		t.Fatalf("temp distribution %+v", dist)
-	}
+	testhelp.WaitFor(t, 15*time.Second, "three devices in the temp distribution", func() bool {
+		dist = fleetdrift.DistributionView{}
+		h.call(http.MethodGet, "/api/v1/drift/distribution?"+q+"&feature=temp", nil, http.StatusOK, &dist)
+		return dist.Current != nil && dist.Current.Devices == 3
+	})
 	type chart struct {
 		Feature string `json:"feature"`
 		Kind    string `json:"kind"`

@@ -30,6 +30,8 @@ type testHub struct {
 	// hub/node registers the dashboard; until then a front server adds the dashboard's routes
 	// and proxies everything else to the node.
 	URL string
+	// profiles publish the profiles of the devices runAgent started (publishProfiles).
+	profiles []func()
 }
 
 // startHub starts a one-node hub (nodetest.Start) and serves the dashboard in front of it when
