@@ -232,21 +232,10 @@ const appliedWait = 10 * time.Second
 // waitApplied waits until this node applied index (read-your-writes after a forwarded write, and
 // the read index of a strong read).
 func (s *Server) waitApplied(ctx context.Context, index uint64) error {
-	if s.store.AppliedIndex() >= index {
-		return nil
-	}
 	ctx, cancel := context.WithTimeout(ctx, appliedWait)
 	defer cancel()
-	// A fine poll, only while waiting: the wait is on the path of every forwarded write, and a
-	// 5 ms tick (the store's WaitApplied) was most of a forwarded write's time at low load.
-	t := time.NewTicker(200 * time.Microsecond)
-	defer t.Stop()
-	for s.store.AppliedIndex() < index {
-		select {
-		case <-ctx.Done():
-			return noLeader(fmt.Sprintf("this node has not applied index %d yet; retry", index))
-		case <-t.C:
-		}
+	if err := s.store.WaitApplied(ctx, index); err != nil {
+		return noLeader(fmt.Sprintf("this node has not applied index %d yet; retry", index))
 	}
 	return nil
 }

@@ -43,6 +43,8 @@ type Store interface {
 	Cluster() ClusterStatus
 	// AppliedIndex is the index of the last entry this node applied.
 	AppliedIndex() uint64
+	// WaitApplied blocks until this node applied index, or ctx ends (an error).
+	WaitApplied(ctx context.Context, index uint64) error
 	// AddNonvoter adds a node as non-voter and returns the commit index it must reach.
 	AddNonvoter(ctx context.Context, id, raftAddr, httpAddr string) (uint64, error)
 	// Promote makes a caught-up non-voter a voter.

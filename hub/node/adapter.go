@@ -22,6 +22,9 @@ func (a storeAdapter) LeaderHTTP() (string, string, bool) {
 }
 func (a storeAdapter) Ready() bool          { return a.s.Ready() }
 func (a storeAdapter) AppliedIndex() uint64 { return a.s.AppliedIndex() }
+func (a storeAdapter) WaitApplied(ctx context.Context, index uint64) error {
+	return a.s.WaitApplied(ctx, index)
+}
 
 func (a storeAdapter) Cluster() api.ClusterStatus {
 	st := a.s.Status()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"sync"
 	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
@@ -67,7 +68,11 @@ type applier struct {
 	log     *slog.Logger
 	pos     position      // last committed position (FSM goroutine only)
 	applied atomic.Uint64 // highest raft index whose envelopes are all applied
-	batches func(n int)   // observes envelopes per raft entry; may be nil
+	// moved is closed (and replaced) each time applied moves, so waiters wake on it instead of
+	// polling the index (advanced).
+	movedMu sync.Mutex
+	moved   chan struct{}
+	batches func(n int) // observes envelopes per raft entry; may be nil
 	// onHalt is called when the FSM must stop (see halt); nil panics, which stops the node.
 	// Tests set it to observe the halt without losing the process.
 	onHalt func(err error)
@@ -130,7 +135,7 @@ func (a *applier) loadApplied() error {
 		return fmt.Errorf("load applied position: %w", err)
 	}
 	a.pos = p
-	a.applied.Store(p.index)
+	a.advance(p.index)
 	return nil
 }
 
@@ -174,7 +179,7 @@ func (a *applier) applyLogs(logs []*raft.Log) []any {
 		return out
 	}
 	if n := len(logs); n > 0 && a.applied.Load() < logs[n-1].Index {
-		a.applied.Store(logs[n-1].Index)
+		a.advance(logs[n-1].Index)
 	}
 	return out
 }
@@ -334,7 +339,7 @@ func (a *applier) attempt(units []unit, only ...position) (int, error) {
 	}
 	a.pos = p
 	if p.next == entryDone {
-		a.applied.Store(p.index)
+		a.advance(p.index)
 	}
 	if a.feed != nil {
 		a.feed.Publish(changes)
@@ -374,4 +379,25 @@ func (a *applier) one(txn *badger.Txn, u *unit, emit func(any)) (any, error) {
 
 func nodeKey(id string) []byte {
 	return append(append([]byte(nil), nodesPrefix...), id...)
+}
+
+// advance records that every entry up to index is applied and wakes the waiters of appliedMoved.
+func (a *applier) advance(index uint64) {
+	a.applied.Store(index)
+	a.movedMu.Lock()
+	if a.moved != nil {
+		close(a.moved)
+		a.moved = nil
+	}
+	a.movedMu.Unlock()
+}
+
+// appliedMoved returns a channel closed the next time the applied index moves.
+func (a *applier) appliedMoved() <-chan struct{} {
+	a.movedMu.Lock()
+	defer a.movedMu.Unlock()
+	if a.moved == nil {
+		a.moved = make(chan struct{})
+	}
+	return a.moved
 }

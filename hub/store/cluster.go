@@ -149,10 +149,18 @@ func (s *Store) Ready() bool {
 // WaitApplied blocks until this node's FSM has applied index, ctx ends (ErrTimeout) or the store
 // closes (ErrShutdown).
 func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
+	// The FSM wakes the wait when it applies an entry (appliedMoved). Entries raft applies
+	// without the FSM (no-ops, configuration changes) move the index with no wake-up, so a slow
+	// tick catches those.
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
-	for s.appliedIndex() < index {
+	for {
+		moved := s.ap.appliedMoved() // taken before the check, so no apply slips between them
+		if s.appliedIndex() >= index {
+			return nil
+		}
 		select {
+		case <-moved:
 		case <-t.C:
 		case <-ctx.Done():
 			return fmt.Errorf("%w: waiting for index %d (applied %d): %w", ErrTimeout, index, s.appliedIndex(), ctx.Err())
@@ -160,7 +168,6 @@ func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
 			return ErrShutdown
 		}
 	}
-	return nil
 }
 
 // Barrier returns once every entry committed before the call is applied on this node, the
