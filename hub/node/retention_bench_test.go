@@ -13,6 +13,7 @@ import (
 
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // BenchmarkRetentionReclaims measures what retention takes back: retentionDevices devices, each
@@ -33,13 +34,7 @@ func BenchmarkRetentionReclaims(b *testing.B) {
 	}
 	defer n.Close()
 	ctx := context.Background()
-	deadline := time.Now().Add(20 * time.Second)
-	for !n.store.IsLeader() || !n.store.Ready() {
-		if time.Now().After(deadline) {
-			b.Fatal("no leader")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testhelp.WaitFor(b, 20*time.Second, "a ready leader", func() bool { return n.store.IsLeader() && n.store.Ready() })
 	apply := func(t command.Type, body any) {
 		env, err := command.New(t, "", 0, "bench", body)
 		if err != nil {
