@@ -176,10 +176,12 @@ func TestListenWhileWaitingForSlot(t *testing.T) {
 	slots <- struct{}{} // held by another pull
 	slot := &pullSlot{ch: slots}
 	n := 0
-	err := f.fetch(context.Background(), kindChunk, ds, func(string, []byte) error { return nil },
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := f.fetch(ctx, kindChunk, ds, func(string, []byte) error { return nil },
 		func(string) { n++ }, nil, &SharedSub{Model: "m", ID: "s1", Gen: 1}, slot)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("pull waiting for a slot: %v (it did not take the shared frames meanwhile)", err)
 	}
 	if shared, own := conn.requests(); n != len(ds) || own != 0 || shared == 0 || slot.held {
 		t.Fatalf("stored %d of %d chunks, %d shared and %d own requests, slot held %v; want all, shared only, no slot", n, len(ds), shared, own, slot.held)
