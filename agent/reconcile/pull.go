@@ -213,7 +213,7 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 			now := time.Now()
 			lastProgress = now
 			for _, r := range st.inflight {
-				r.deadline = now.Add(f.cfg.Timeout.D())
+				r.deadline = f.deadline(r.shared, now)
 			}
 			if err := f.fill(ctx, st); err != nil {
 				return err
@@ -277,7 +277,7 @@ func (f *fetcher) take(ctx context.Context, kind objectKind, st *pullState, b []
 	*pending = append(*pending, j)
 	if shared {
 		// The shared topic is delivering: what the pull asked there is on its way.
-		later := time.Now().Add(f.cfg.Timeout.D())
+		later := f.deadline(true, time.Now())
 		for _, r := range st.inflight {
 			if r.shared && r.deadline.Before(later) {
 				r.deadline = later
@@ -388,6 +388,16 @@ func (f *fetcher) tick(ctx context.Context, st *pullState, now, lastProgress tim
 	return f.fill(ctx, st)
 }
 
+// deadline returns when a request sent at now is asked again: after Fetch.Timeout, or twice
+// that for one naming the shared topic, whose chunks the hub may hold back for several seconds
+// to gather a wave's devices into one publish (hub/protocol/shared.go).
+func (f *fetcher) deadline(shared bool, now time.Time) time.Time {
+	if shared {
+		return now.Add(2 * f.cfg.Timeout.D())
+	}
+	return now.Add(f.cfg.Timeout.D())
+}
+
 // received books digest d as received whole and handed to the workers: it leaves its request
 // (freed reports whether that emptied the request).
 func (st *pullState) received(d string) (freed bool) {
@@ -470,6 +480,7 @@ func (f *fetcher) fill(ctx context.Context, st *pullState) error {
 		if first && st.shared != nil {
 			req.Shared, req.SharedSub = st.shared.Model, st.shared.ID
 			r.shared = true
+			r.deadline = f.deadline(true, time.Now())
 		}
 		b, err := wire.Encode(req)
 		if err != nil {

@@ -22,9 +22,18 @@ import (
 // of a shared request:
 //   - published after the device started listening, or about to be published: nothing to do
 //     (deduplicated: the device has it or will have it);
-//   - else it is scheduled: published SharedDelay from now (other devices' requests arriving
-//     meanwhile join it), and never sooner than SharedGap after its previous shared publish, so
-//     a wave whose devices join over several seconds costs a few publishes, not one per device.
+//   - else it is scheduled, or joins the publish already scheduled: it goes out once no device
+//     joined it for SharedDelay (the wave's devices, which got their desired states together,
+//     ask within that of each other), but no later than SharedWait after the first device that
+//     waits for it (doubling with each publish of the chunk less than a minute apart, up to
+//     maxWaitDoublings: a wave whose devices keep joining for a minute, as a fleet simulated
+//     on one machine does, costs a handful of publishes, not one per SharedDelay), and never
+//     sooner than SharedGap after its previous shared publish.
+//
+// The agents make this work: a pull subscribes, and names the subscription in its first
+// requests, as soon as it has the model's manifest, before anything else bounds it (a fleet
+// process's pull slots); it takes shared frames for as long as they come, and asks on its own
+// topic only what the wave's publishes did not bring.
 //
 // Retries (an agent asks again for what did not arrive in time), old agents and resumes without
 // a subscription are answered on the per-device topic: stragglers, counted apart
@@ -34,11 +43,17 @@ import (
 // agent takes a shared frame for any digest it still wants, and checks it against its manifest.
 const sharedRequestID = "shared"
 
-// Defaults of Config.SharedDelay and Config.SharedGap.
+// Defaults of Config.SharedDelay, Config.SharedWait and Config.SharedGap.
 const (
 	DefaultSharedDelay = 250 * time.Millisecond
+	DefaultSharedWait  = 2 * time.Second
 	DefaultSharedGap   = 3 * time.Second
 )
+
+// maxWaitDoublings bounds the doubling of SharedWait for a chunk published again and again (2 s
+// becomes at most 16 s; an agent's request naming the shared topic waits twice its timeout, 20 s
+// by default, before it asks on its own topic).
+const maxWaitDoublings = 3
 
 // DefaultSharedCopyRate is Config.SharedCopyRate's default.
 const DefaultSharedCopyRate = 256 << 20
@@ -53,14 +68,18 @@ type joinKey struct{ device, model, sub string }
 type sharedChunk struct {
 	lastPub time.Time // when it last went out on the shared topic (taken before the publish)
 	due     time.Time // when the pending publish goes out
+	first   time.Time // when the first device waiting for the pending publish asked
 	pending bool
+	// again counts the publishes of the chunk, each less than a minute after the one before
+	// (the count starts again after a quiet minute): the wait for the next doubles with each.
+	again int
 }
 
 // sharedFanout schedules and publishes shared chunk frames.
 type sharedFanout struct {
-	s          *Service
-	delay, gap time.Duration
-	wake       chan struct{}
+	s                *Service
+	delay, wait, gap time.Duration
+	wake             chan struct{}
 
 	mu     sync.Mutex
 	chunks map[sharedKey]*sharedChunk
@@ -69,7 +88,7 @@ type sharedFanout struct {
 
 func newSharedFanout(s *Service) *sharedFanout {
 	return &sharedFanout{
-		s: s, delay: s.cfg.SharedDelay, gap: s.cfg.SharedGap, wake: make(chan struct{}, 1),
+		s: s, delay: s.cfg.SharedDelay, wait: s.cfg.SharedWait, gap: s.cfg.SharedGap, wake: make(chan struct{}, 1),
 		chunks: map[sharedKey]*sharedChunk{}, joined: map[joinKey]time.Time{},
 	}
 }
@@ -91,26 +110,38 @@ func (f *sharedFanout) want(device, model, sub, digest string, now time.Time) {
 		f.chunks[ck] = c
 	}
 	switch {
-	case c.pending:
-		f.mu.Unlock()
-		f.s.m.shared.WithLabelValues("joined").Inc()
-		return
 	case c.lastPub.After(since):
 		f.mu.Unlock()
 		f.s.m.shared.WithLabelValues("deduplicated").Inc()
 		return
+	case c.pending:
+		c.due = f.dueAt(c, now)
+		f.mu.Unlock()
+		f.s.m.shared.WithLabelValues("joined").Inc()
+		return
 	}
-	c.pending = true
-	c.due = now.Add(f.delay)
-	if !c.lastPub.IsZero() && c.lastPub.Add(f.gap).After(c.due) {
-		c.due = c.lastPub.Add(f.gap)
-	}
+	c.pending, c.first = true, now
+	c.due = f.dueAt(c, now)
 	f.mu.Unlock()
 	f.s.m.shared.WithLabelValues("scheduled").Inc()
 	select {
 	case f.wake <- struct{}{}:
 	default:
 	}
+}
+
+// dueAt returns when c's pending publish goes out, a device having joined it at now: delay
+// after the last join, but no later than the wait (doubled per recent publish) after the first,
+// and no sooner than gap after the previous publish. Called with f.mu held.
+func (f *sharedFanout) dueAt(c *sharedChunk, now time.Time) time.Time {
+	due := now.Add(f.delay)
+	if limit := c.first.Add(f.wait << min(c.again, maxWaitDoublings)); due.After(limit) {
+		due = limit
+	}
+	if !c.lastPub.IsZero() && c.lastPub.Add(f.gap).After(due) {
+		due = c.lastPub.Add(f.gap)
+	}
+	return due
 }
 
 // run publishes scheduled chunks when they are due, and forgets old subscriptions and chunks.
@@ -188,6 +219,10 @@ func (f *sharedFanout) takeDue(now time.Time) (due []sharedKey, next time.Time) 
 			}
 			continue
 		}
+		if c.lastPub.IsZero() || now.Sub(c.lastPub) >= time.Minute {
+			c.again = 0
+		}
+		c.again++
 		c.pending, c.lastPub = false, now
 		due = append(due, k)
 	}
