@@ -24,11 +24,13 @@ import (
 //     (deduplicated: the device has it or will have it);
 //   - else it is scheduled, or joins the publish already scheduled: it goes out once no device
 //     joined it for SharedDelay (the wave's devices, which got their desired states together,
-//     ask within that of each other), but no later than SharedWait after the first device that
-//     waits for it (doubling with each publish of the chunk less than a minute apart, up to
-//     maxWaitDoublings: a wave whose devices keep joining for a minute, as a fleet simulated
-//     on one machine does, costs a handful of publishes, not one per SharedDelay), and never
-//     sooner than SharedGap after its previous shared publish.
+//     ask within that of each other), but no later than a wait after the first device that
+//     waits for it: SharedWait, or, while devices keep joining without a pause of SharedGap
+//     (a burst: a wave simulated on one machine, each device joining as its share of the CPU
+//     allows), as long as the burst has lasted, up to SharedWait << maxWaitDoublings. A burst
+//     of T seconds then costs about log2(T/SharedWait)+2 publishes, not T/SharedGap, and the
+//     next wave, after a pause, starts again at SharedWait. Never sooner than SharedGap after
+//     the chunk's previous shared publish.
 //
 // The agents make this work: a pull subscribes, and names the subscription in its first
 // requests, as soon as it has the model's manifest, before anything else bounds it (a fleet
@@ -50,9 +52,9 @@ const (
 	DefaultSharedGap   = 3 * time.Second
 )
 
-// maxWaitDoublings bounds the doubling of SharedWait for a chunk published again and again (2 s
-// becomes at most 16 s; an agent's request naming the shared topic waits twice its timeout, 20 s
-// by default, before it asks on its own topic).
+// maxWaitDoublings bounds the wait of a long burst (2 s becomes at most 16 s; an agent's request
+// naming the shared topic waits twice its timeout, 20 s by default, before it asks on its own
+// topic).
 const maxWaitDoublings = 3
 
 // DefaultSharedCopyRate is Config.SharedCopyRate's default.
@@ -70,9 +72,9 @@ type sharedChunk struct {
 	due     time.Time // when the pending publish goes out
 	first   time.Time // when the first device waiting for the pending publish asked
 	pending bool
-	// again counts the publishes of the chunk, each less than a minute after the one before
-	// (the count starts again after a quiet minute): the wait for the next doubles with each.
-	again int
+	// burst is when the devices' current run of joins began (no pause of SharedGap since),
+	// lastJoin the last join.
+	burst, lastJoin time.Time
 }
 
 // sharedFanout schedules and publishes shared chunk frames.
@@ -109,11 +111,16 @@ func (f *sharedFanout) want(device, model, sub, digest string, now time.Time) {
 		c = &sharedChunk{}
 		f.chunks[ck] = c
 	}
-	switch {
-	case c.lastPub.After(since):
+	if c.lastPub.After(since) {
 		f.mu.Unlock()
 		f.s.m.shared.WithLabelValues("deduplicated").Inc()
 		return
+	}
+	if c.lastJoin.IsZero() || now.Sub(c.lastJoin) > f.gap {
+		c.burst = now
+	}
+	c.lastJoin = now
+	switch {
 	case c.pending:
 		c.due = f.dueAt(c, now)
 		f.mu.Unlock()
@@ -131,11 +138,13 @@ func (f *sharedFanout) want(device, model, sub, digest string, now time.Time) {
 }
 
 // dueAt returns when c's pending publish goes out, a device having joined it at now: delay
-// after the last join, but no later than the wait (doubled per recent publish) after the first,
-// and no sooner than gap after the previous publish. Called with f.mu held.
+// after the last join, but no later than the wait (the burst's age, within SharedWait and
+// SharedWait << maxWaitDoublings) after the first, and no sooner than gap after the previous
+// publish. Called with f.mu held.
 func (f *sharedFanout) dueAt(c *sharedChunk, now time.Time) time.Time {
 	due := now.Add(f.delay)
-	if limit := c.first.Add(f.wait << min(c.again, maxWaitDoublings)); due.After(limit) {
+	wait := min(max(c.first.Sub(c.burst), f.wait), f.wait<<maxWaitDoublings)
+	if limit := c.first.Add(wait); due.After(limit) {
 		due = limit
 	}
 	if !c.lastPub.IsZero() && c.lastPub.Add(f.gap).After(due) {
@@ -219,10 +228,6 @@ func (f *sharedFanout) takeDue(now time.Time) (due []sharedKey, next time.Time) 
 			}
 			continue
 		}
-		if c.lastPub.IsZero() || now.Sub(c.lastPub) >= time.Minute {
-			c.again = 0
-		}
-		c.again++
 		c.pending, c.lastPub = false, now
 		due = append(due, k)
 	}

@@ -76,6 +76,22 @@ func TestSharedFanoutWaveSpread(t *testing.T) {
 		t.Fatalf("last device joined at %v, last publish at %v: it never got the chunk", last.Sub(t0), pubs[len(pubs)-1].Sub(t0))
 	}
 
+	// The next wave, after a pause, is not held back by the first one's burst: its first
+	// publish comes within the wait of its start.
+	t2 := t0.Add(30 * time.Second)
+	var next []time.Time
+	for now := t2; now.Before(t2.Add(10 * time.Second)); now = now.Add(step) {
+		if now.Before(t2.Add(5 * time.Second)) {
+			f.want(fmt.Sprintf("w%d", now.UnixMilli()), "m", fmt.Sprintf("w%d", now.UnixMilli()), c, now)
+		}
+		if due, _ := f.takeDue(now); len(due) == 1 {
+			next = append(next, now)
+		}
+	}
+	if len(next) == 0 || len(next) > 2 || next[0].Sub(t2) > 2*time.Second {
+		t.Fatalf("the next wave (joining for 5 s, 10 s after the last publish): publishes at %v; want the first within the wait after its start (%v), two at most", next, t2)
+	}
+
 	// A wave that joins together: one publish, the delay after the last device.
 	const c2 = "sha256:01"
 	t1 := t0.Add(time.Hour)
