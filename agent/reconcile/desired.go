@@ -409,9 +409,15 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 	// Listen on the model's shared chunk topic for the pull only (issue 18), from before the
 	// pull holds a slot: a device that waits for one takes the chunks published meanwhile.
 	var shared *SharedSub
+	unsubscribe := func() {
+		if shared != nil {
+			rc.conn.UnsubscribeShared(shared)
+			shared = nil
+		}
+	}
 	if len(missing) > 0 {
 		shared = rc.conn.SubscribeShared(ctx, m.Name)
-		defer rc.conn.UnsubscribeShared(shared)
+		defer unsubscribe()
 		if shared == nil {
 			if err := slot.take(ctx); err != nil {
 				stopHash()
@@ -432,6 +438,9 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 			rc.cfg.OnChunk()
 		}
 	}, preempt, shared, slot)
+	// Done listening: the wave's later publishes are for devices that joined later, and
+	// staging (a hash and an fsync) can take a while.
+	unsubscribe()
 	if left := len(as.missing()); err == nil && left > 0 {
 		err = fmt.Errorf("download of %s@%d ended with %d chunks missing", m.Name, m.Version, left)
 	}

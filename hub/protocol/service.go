@@ -52,6 +52,12 @@ type PayloadCopier interface {
 	PublishCopiesPayload() bool
 }
 
+// SubscriberCounter is a Transport that knows how many subscribers a publish on a topic
+// reaches (the embedded broker): the shared chunk fan-out paces by it.
+type SubscriberCounter interface {
+	Subscribers(topic string) int
+}
+
 // Metric names of the protocol service.
 const (
 	MetricChunkBytesServed = "driftline_hub_chunk_bytes_served_total"

@@ -198,9 +198,12 @@ func (f *sharedFanout) run(ctx context.Context) {
 	}
 }
 
-// listeners estimates the devices listening on model's shared topic: the subscriptions seen
-// in the last minute.
+// listeners returns the devices listening on model's shared topic: from the broker when it
+// knows, else an estimate, the subscriptions seen in the last minute.
 func (f *sharedFanout) listeners(model string) int {
+	if sc, ok := f.s.cfg.Transport.(SubscriberCounter); ok {
+		return sc.Subscribers(f.s.cfg.Topics.ModelChunk(model))
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := 0
