@@ -213,10 +213,12 @@ func (rc *Reconciler) applyModel(ctx context.Context, m wire.DesiredModel, preem
 	back := curErr == nil && m.Version < cur.Version
 	rc.setState(m.Name, wire.StateNotified, func(r *modelRecord) { r.Target = m.Version; r.RolloutID = m.RolloutID; r.LastError = "" })
 
-	// A pull slot (fleet mode) is held from the download (or, for a pull that listens on the
-	// model's shared topic, from when one is free) until the file is staged and the contract and
-	// profile are here. The manifest is fetched before: it is small, and the pull must know the
-	// chunks it may take from the shared topic while it waits for a slot (issue 18).
+	// A pull slot (fleet mode) bounds the chunks a pull asks on its own topic: it is held from
+	// the download (or, for a pull that listens on the model's shared topic, from when one is
+	// free, if the wave's publishes have not brought everything by then) until the file is
+	// staged and the contract and profile are here. The manifest, contract and profile are small
+	// and fetched without one: the pull must know the chunks it may take from the shared topic
+	// while it waits, and one that got them all there needs no slot at all (issue 18).
 	slot := &pullSlot{ch: rc.cfg.PullSlots}
 	defer slot.release()
 	man, err := rc.manifest(ctx, m, preempt)
@@ -241,9 +243,6 @@ func (rc *Reconciler) applyModel(ctx context.Context, m wire.DesiredModel, preem
 
 	stageErr, err := rc.downloadAndStage(ctx, m, man, preempt, slot)
 	if err != nil {
-		return rc.pullFailed(m, err)
-	}
-	if err := slot.take(ctx); err != nil {
 		return rc.pullFailed(m, err)
 	}
 	if err := rc.fetchAssets(ctx, m, preempt); err != nil {
