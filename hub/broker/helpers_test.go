@@ -218,14 +218,6 @@ func cid(user, suffix string) string {
 	return ClientIDFor(p, suffix)
 }
 
-// retainedUnder counts the broker's retained messages whose topic starts with prefix (from mochi's
-// locked copy: Topics.Messages races with RetainMessage).
-func retainedUnder(b *Broker, prefix string) int {
-	n := 0
-	for topic := range b.srv.Topics.Retained.GetAll() {
-		if strings.HasPrefix(topic, prefix) {
-			n++
-		}
-	}
-	return n
-}
+// retainedUnder counts the broker's retained messages whose topic starts with prefix (ending
+// with "/").
+func retainedUnder(b *Broker, prefix string) int { return len(b.ret.under(prefix)) }
