@@ -133,6 +133,7 @@ type Broker struct {
 	store   *storeHook // nil without a DB
 	limits  *limitsHook
 	ret     *retainedStore
+	rh      *retainHook
 	disp    *dispatcher
 	rules   rules
 	maxPkt  int
@@ -199,6 +200,7 @@ func New(cfg Config) (*Broker, error) {
 		maxRetained: cfg.MaxRetainedPerDevice, now: time.Now, buckets: map[string]*bucket{}, retained: map[string]map[string]bool{}}
 	b.ret = &retainedStore{}
 	rh := &retainHook{store: b.ret, acl: b.acl, srv: srv}
+	b.rh = rh
 	// Order matters: retainHook's OnPublish runs after the ACL and the limits (which may take the
 	// retain flag off a device's publish) allowed the message.
 	hooks := []mqtt.Hook{b.acl, b.limits, &metricsHook{rules: r, m: m}, rh}

@@ -169,12 +169,13 @@ type received struct {
 	topic   string
 	payload []byte
 	retain  bool
+	qos     byte
 }
 
 func (r *recorder) handle(_ paho.Client, m paho.Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.msgs = append(r.msgs, received{m.Topic(), append([]byte(nil), m.Payload()...), m.Retained()})
+	r.msgs = append(r.msgs, received{m.Topic(), append([]byte(nil), m.Payload()...), m.Retained(), m.Qos()})
 }
 
 // find returns the first message on topic with payload (nil payload: any).
