@@ -393,3 +393,31 @@ func TestRetainedSubscribeRacesPublish(t *testing.T) {
 		v.Disconnect(50)
 	}
 }
+
+// TestRetainedAllDeliveredToWildcard: a viewer subscribing to every device's desired state gets
+// every one of them. Mochi queued retained messages on the client's write queue
+// (ClientWritesPending, 512) and dropped what did not fit; they are written directly now.
+func TestRetainedAllDeliveredToWildcard(t *testing.T) {
+	b := startBroker(t, Config{})
+	const devices = 3000
+	for i := 0; i < devices; i++ {
+		if err := b.Publish(fmt.Sprintf("dl/v1/dev/d-%04d/desired", i), []byte(`{"rev":1}`), true, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	viewer := mustConnect(t, clientOpts(b.url, cid(userViewer, ""), userViewer))
+	subscribe(t, viewer, "dl/v1/dev/+/desired", 1, func(_ paho.Client, m paho.Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		if m.Retained() {
+			seen[m.Topic()] = true
+		}
+	})
+	testhelp.WaitFor(t, 20*time.Second, "every retained desired state", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) == devices
+	})
+}
