@@ -100,8 +100,9 @@ func (s *retainedStore) set(m *retainedMsg) {
 	n.msg = m
 }
 
-// clear removes topic's retained message, if it is still only (non-nil) the message it was
-// (nil: whatever is there), and prunes the nodes left empty. It reports whether it removed one.
+// clear removes topic's retained message (with a non-nil only: only if that is still the one
+// stored, so an expired message is not cleared over its replacement) and prunes the nodes left
+// empty. It reports whether it removed one.
 func (s *retainedStore) clear(topic string, only *retainedMsg) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
