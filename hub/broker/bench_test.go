@@ -48,7 +48,7 @@ func BenchmarkACLCheck(b *testing.B) {
 // goroutine: hashing the topic and copying a 200-byte payload into a worker's queue.
 func BenchmarkHandlerEnqueue(b *testing.B) {
 	m, _ := newMetrics(nil)
-	d := newDispatcher(DefaultHandlerWorkers, DefaultHandlerQueue, m, testhelp.Logger(b, slog.LevelInfo))
+	d := newDispatcher(DefaultHandlerWorkers, DefaultHandlerQueue, &retainedStore{}, m, testhelp.Logger(b, slog.LevelInfo))
 	defer d.close()
 	payload := make([]byte, 200)
 	h := func(string, []byte) {}
