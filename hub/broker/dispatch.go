@@ -96,7 +96,7 @@ func (d *dispatcher) enqueue(handle func(string, []byte), topic string, payload 
 }
 
 // replay owes handle the retained message of each of topics. It never blocks and drops
-// nothing: the entries go on their workers' replay lists (about 40 bytes each, no payload),
+// nothing: the entries go on their workers' replay lists (24 bytes each, no payload),
 // which a worker serves whenever its live queue is empty. Each entry delivers the topic's
 // retained message as the store holds it when the worker reaches it (nothing if it was cleared
 // or has expired since), so a live message on the topic queued before that moment is never
