@@ -176,3 +176,35 @@ func TestSubscribeRetainedReplayYieldsToLive(t *testing.T) {
 	_ = b.Close()
 	rec.check(t, topics)
 }
+
+// TestSubscribeRetainedClearedBeforeReplay: a topic cleared (empty retained publish) while its
+// replay entry waits gets no stale copy afterwards: the handler sees the live clearing last.
+func TestSubscribeRetainedClearedBeforeReplay(t *testing.T) {
+	b := startBroker(t, Config{HandlerWorkers: 1})
+	topics := retainDevices(t, b, 10)
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	last := map[string]string{}
+	if err := b.Subscribe("dl/v1/dev/+/status", func(topic string, payload []byte) {
+		<-gate
+		mu.Lock()
+		last[topic] = string(payload)
+		mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, topic := range topics {
+		if err := b.Publish(topic, nil, true, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(gate)
+	_ = b.Close() // finishes the live queue; the replay entries before it, or none
+	mu.Lock()
+	defer mu.Unlock()
+	for _, topic := range topics {
+		if v, ok := last[topic]; !ok || v != "" {
+			t.Errorf("%s: last handled %q (%v), want the clearing", topic, v, ok)
+		}
+	}
+}
