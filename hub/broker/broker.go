@@ -418,7 +418,9 @@ func (b *Broker) RevokePrincipal(p Principal) {
 }
 
 // Close disconnects every client, stops the listeners, waits (up to 5 s) for client goroutines
-// and for queued Subscribe handlers to finish. It leaves the DB open. Calling it again is a no-op.
+// and for queued Subscribe handlers to finish; retained messages a Subscribe still owes its
+// handler are not delivered (the next Subscribe reads them again). It leaves the DB open.
+// Calling it again is a no-op.
 func (b *Broker) Close() error {
 	b.once.Do(func() {
 		b.closed.Store(true)
