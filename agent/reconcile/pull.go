@@ -90,6 +90,13 @@ type pullState struct {
 	listening bool
 }
 
+// listenQuiet is how many fetch timeouts a listening pull waits without a chunk from the shared
+// topic before it takes a pull slot and asks on its own topic: more than the hub's longest hold
+// of a shared publish (hub/protocol's SharedWait << maxWaitDoublings, 32 s against 40 s by
+// default), so a device of a wave whose devices keep joining for minutes waits for the next
+// publish instead of becoming a straggler.
+const listenQuiet = 4
+
 // verifyWorkers decompress, hash and store frames beside the pull's loop, which keeps the
 // bookkeeping: on a small device the hashing and the writing are the pull's cost.
 const verifyWorkers = 2
@@ -149,9 +156,10 @@ type verifyResult struct {
 // answers, slower than one device's because a broker multiplies them to a whole wave.
 //
 // slot, when not nil and not held, is the pull slot (fleet mode) the caller has not taken yet:
-// with a shared subscription the fetch listens until it takes the slot (pullState.listening),
-// so a device waiting for a slot is listening when its wave's chunks go out, and needs no
-// publish of its own later; without one, it waits for the slot before asking anything.
+// with a shared subscription the fetch listens (pullState.listening) until the shared topic has
+// brought it nothing for listenQuiet timeouts and a slot is free, so a device is listening when
+// its wave's chunks go out and holds no slot while they come; without one, it waits for the
+// slot before asking anything.
 func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, store func(digest string, data []byte) error, onStored func(digest string), preempt func() bool, shared *SharedSub, slot *pullSlot) error {
 	if len(digests) == 0 {
 		return nil
@@ -179,6 +187,7 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 	}
 	sawDesired := false // a desired signal was taken during this fetch
 	lastProgress := time.Now()
+	lastShared := lastProgress // when the shared topic last brought this pull a chunk
 	// The tick checks deadlines and the connection: a twentieth of the request timeout (100 ms
 	// to 1 s) is soon enough, and thousands of fleet-mode agents pulling at once would spend a
 	// core waking every 100 ms.
@@ -201,8 +210,8 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 			sharedCh = nil
 		}
 		var slotCh chan struct{}
-		if st.listening {
-			slotCh = slot.waiting()
+		if st.listening && (st.shared == nil || time.Since(lastShared) > listenQuiet*f.cfg.Timeout.D()) {
+			slotCh = slot.waiting() // the wave's publishes are not bringing what this pull lacks
 		}
 		select {
 		case slotCh <- struct{}{}:
@@ -255,8 +264,12 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 			if shared == nil {
 				break // a late frame of an earlier pull's subscription
 			}
+			n := len(pending)
 			if err := f.take(ctx, kind, st, b, true, &pending); err != nil {
 				return err
+			}
+			if len(pending) > n {
+				lastShared = time.Now()
 			}
 		case now := <-tick.C:
 			if err := f.tick(ctx, st, now, lastProgress); err != nil {

@@ -27,7 +27,7 @@ import (
 //     ask within that of each other), but no later than a wait after the first device that
 //     waits for it: SharedWait, or, while devices keep joining without a pause of SharedGap
 //     (a burst: a wave simulated on one machine, each device joining as its share of the CPU
-//     allows), as long as the burst has lasted, up to SharedWait << maxWaitDoublings. A burst
+//     allows), as long as the burst has lasted, up to SharedWait << maxWaitDoublings (32 s). A burst
 //     of T seconds then costs about log2(T/SharedWait)+2 publishes, not T/SharedGap, and the
 //     next wave, after a pause, starts again at SharedWait. Never sooner than SharedGap after
 //     the chunk's previous shared publish.
@@ -52,10 +52,11 @@ const (
 	DefaultSharedGap   = 3 * time.Second
 )
 
-// maxWaitDoublings bounds the wait of a long burst (2 s becomes at most 16 s; an agent's request
-// naming the shared topic waits twice its timeout, 20 s by default, before it asks on its own
-// topic).
-const maxWaitDoublings = 3
+// maxWaitDoublings bounds the wait of a long burst (2 s becomes at most 32 s). A pull listening
+// before its fleet pull slot waits 4 timeouts (40 s by default) of silence before it asks on its
+// own topic; one holding a slot, or a device without slots, twice its timeout (20 s), which a
+// device joining a burst that has lasted over 20 s may outlive: it is a straggler.
+const maxWaitDoublings = 4
 
 // DefaultSharedCopyRate is Config.SharedCopyRate's default.
 const DefaultSharedCopyRate = 256 << 20
