@@ -408,13 +408,21 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 	// Listen on the model's shared chunk topic for the pull only (issue 18), from before the
 	// pull holds a slot: a device that waits for one takes the chunks published meanwhile.
 	var shared *SharedSub
+	listen := &pullSlot{ch: rc.cfg.ListenSlots} // fleet mode: the listeners of one process
 	unsubscribe := func() {
 		if shared != nil {
 			rc.conn.UnsubscribeShared(shared)
 			shared = nil
 		}
+		listen.release()
 	}
 	if len(missing) > 0 {
+		if err := listen.take(ctx); err != nil {
+			stopHash()
+			<-hashed
+			p.Close()
+			return nil, err
+		}
 		shared = rc.conn.SubscribeShared(ctx, m.Name)
 		defer unsubscribe()
 		if shared == nil {
