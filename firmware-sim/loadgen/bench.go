@@ -81,12 +81,12 @@ type BenchResult struct {
 	// State, Counts and Rollout are the rollout's end, device counts and duration; HubCPU,
 	// BrokerCPU, LoadCPU the processes' CPU time during it; HubPeakRSS the hub's largest
 	// resident size over the whole run (sampled every 500 ms).
-	State                     string
-	Counts                    map[string]int
-	Rollout                   time.Duration
+	State                      string
+	Counts                     map[string]int
+	Rollout                    time.Duration
 	HubCPU, BrokerCPU, LoadCPU time.Duration
-	HubPeakRSS, BrokerPeakRSS int64
-	Waves                     []WaveFigures
+	HubPeakRSS, BrokerPeakRSS  int64
+	Waves                      []WaveFigures
 	// EgressShared and EgressDevice are the hub's chunk data bytes during the rollout.
 	EgressShared, EgressDevice int64
 	// DBBytes and RaftLogBytes are the hub's data dir parts at the end.

@@ -104,7 +104,7 @@ type device struct {
 	// want is the desired state being acted on (nil: none).
 	want *pullWant
 	// seq, acked number the validation reports; windows counts them.
-	seq, acked uint64
+	seq, acked  uint64
 	windowStart int64
 }
 

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/firmware-sim/loadgen"
 	hubbroker "github.com/driftline/driftline/hub/broker"
 	"github.com/driftline/driftline/hub/broker/mosquittotest"
 	"github.com/driftline/driftline/hub/node/nodetest"
-	"github.com/driftline/driftline/firmware-sim/loadgen"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
 )
