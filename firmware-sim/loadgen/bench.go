@@ -40,6 +40,11 @@ type BenchConfig struct {
 	// Steady is how long the steady states before and after the rollout are measured (default
 	// 60 s).
 	Steady time.Duration
+	// Rollouts splits the rollout into this many rollouts of equal shares of the devices (label
+	// shard), run at once (default 1). One hub transaction holds the plan and every wave start
+	// of a rollout, which caps one rollout at some 15,000 devices with waves [1, 10, 100] %
+	// (docs/benchmarks.md).
+	Rollouts int
 	// EnrollWorkers is the number of concurrent enrolment requests (default 32).
 	EnrollWorkers int
 	// Timeout bounds each phase (default 15 min).
@@ -52,6 +57,8 @@ type BenchConfig struct {
 
 // WaveFigures is one wave of the rollout.
 type WaveFigures struct {
+	// Devices counts the wave's devices over every rollout; the times are the slowest
+	// rollout's, DecisionMean the mean over the rollouts.
 	Wave, Devices int
 	// Duration runs from the wave's start to the start of the next (or to completion).
 	Duration time.Duration
@@ -60,7 +67,7 @@ type WaveFigures struct {
 	Settled time.Duration
 	// Decision is from the wave's last active report to the next wave's start (or the
 	// completion) minus the bake: what the hub took to notice and decide.
-	Decision time.Duration
+	Decision, DecisionMean time.Duration
 	// Entries and RaftBytes are the Raft log entries and raft log bytes written during the wave
 	// (telemetry batches included).
 	Entries   uint64
@@ -69,7 +76,7 @@ type WaveFigures struct {
 
 // BenchResult is what one load test measured.
 type BenchResult struct {
-	Devices, Conns, ModelBytes int
+	Devices, Conns, ModelBytes, Rollouts int
 	// Enroll is the time to enrol every device through the API.
 	Enroll time.Duration
 	// Online is from the load tool's start to every device online at the hub.
@@ -105,6 +112,9 @@ type Steady struct {
 }
 
 func (cfg *BenchConfig) defaults() {
+	if cfg.Rollouts < 1 {
+		cfg.Rollouts = 1
+	}
 	if cfg.Conns < 2 {
 		cfg.Conns = 4
 	}
@@ -155,7 +165,7 @@ type bench struct {
 func Bench(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 	cfg.defaults()
 	b := &bench{cfg: cfg, client: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}}
-	b.res.Devices, b.res.Conns, b.res.ModelBytes = cfg.Devices, cfg.Conns, cfg.ModelBytes
+	b.res.Devices, b.res.Conns, b.res.ModelBytes, b.res.Rollouts = cfg.Devices, cfg.Conns, cfg.ModelBytes, cfg.Rollouts
 	if cfg.Devices < 1 || cfg.Hub == "" || cfg.Dir == "" {
 		return b.res, fmt.Errorf("%w: devices, the hub binary and a directory are required", ErrConfig)
 	}

@@ -208,7 +208,7 @@ func (b *bench) enroll(ctx context.Context) ([]string, error) {
 				if i >= len(ids) || ctx.Err() != nil {
 					return
 				}
-				if err := b.api(ctx, http.MethodPost, "/api/v1/devices", map[string]any{"id": ids[i], "labels": map[string]string{"fleet": "load"}}, nil); err != nil {
+				if err := b.api(ctx, http.MethodPost, "/api/v1/devices", map[string]any{"id": ids[i], "labels": map[string]string{"fleet": "load", "shard": strconv.Itoa(i % b.cfg.Rollouts)}}, nil); err != nil {
 					errOnce.Do(func() { firstErr = err; cancel() })
 					return
 				}
@@ -403,7 +403,7 @@ type rolloutView struct {
 	Devices       map[string]int `json:"devices"`
 }
 
-// waveMark is what was seen when a wave started (or the rollout ended).
+// waveMark is what was seen when a wave of one rollout started (or the rollout ended).
 type waveMark struct {
 	at         time.Time
 	index      uint64
@@ -411,49 +411,73 @@ type waveMark struct {
 	lastActive time.Time
 }
 
-// rollOut creates the rollout and follows it to its end, wave by wave.
+// rollOut creates the rollouts (Rollouts of them, one per shard of the devices) and follows
+// them to their end, wave by wave.
 func (b *bench) rollOut(ctx context.Context, version int) error {
 	self := os.Getpid()
 	h0, m0, l0 := procstat.CPU(b.hubPid), procstat.CPU(b.mqPid), procstat.CPU(self)
 	sh0, dv0 := b.metric(ctx, "driftline_hub_chunk_egress_bytes_total", `path="shared"`), b.metric(ctx, "driftline_hub_chunk_egress_bytes_total", `path="device"`)
 	t0 := time.Now()
-	var ro rolloutView
-	err := b.api(ctx, http.MethodPost, "/api/v1/rollouts", map[string]any{"model": "loadm", "version": version, "selector": "fleet=load",
-		"waves": b.cfg.Waves, "bake_seconds": int(b.cfg.Bake.Seconds()), "device_timeout_seconds": int(b.cfg.Timeout.Seconds())}, &ro)
-	if err != nil {
-		return fmt.Errorf("create the rollout to %d devices: %w", b.cfg.Devices, err)
+	ros := make([]rolloutView, b.cfg.Rollouts)
+	for j := range ros {
+		sel := "fleet=load"
+		if b.cfg.Rollouts > 1 {
+			sel += ",shard=" + strconv.Itoa(j)
+		}
+		err := b.api(ctx, http.MethodPost, "/api/v1/rollouts", map[string]any{"model": "loadm", "version": version, "selector": sel,
+			"waves": b.cfg.Waves, "bake_seconds": int(b.cfg.Bake.Seconds()), "device_timeout_seconds": int(b.cfg.Timeout.Seconds())}, &ros[j])
+		if err != nil {
+			return fmt.Errorf("create a rollout to %d devices: %w", b.cfg.Devices/b.cfg.Rollouts, err)
+		}
+		b.logf("rollout %s (%s) created after %s: waves %v", ros[j].ID, sel, time.Since(t0).Round(time.Millisecond), ros[j].WaveSizes)
 	}
-	b.logf("rollout %s created in %s: waves %v", ro.ID, time.Since(t0).Round(time.Millisecond), ro.WaveSizes)
-	marks := map[int]waveMark{}
+	marks := make([]map[int]waveMark, len(ros))
+	for j := range marks {
+		marks[j] = map[int]waveMark{}
+	}
 	lastLine := ""
 	for {
-		var cur rolloutView
-		if err := b.api(ctx, http.MethodGet, "/api/v1/rollouts/"+ro.ID, nil, &cur); err == nil {
+		running := 0
+		total := map[string]int{}
+		var line strings.Builder
+		for j := range ros {
+			var cur rolloutView
+			if err := b.api(ctx, http.MethodGet, "/api/v1/rollouts/"+ros[j].ID, nil, &cur); err != nil {
+				running++
+				continue
+			}
 			wave := cur.Wave
 			if cur.State != "running" && cur.State != "paused" {
 				wave = len(cur.WaveSizes) + 1 // the end marks the last wave's end
 			}
-			if _, ok := marks[wave]; !ok && wave > 0 {
+			if _, ok := marks[j][wave]; !ok && wave > 0 {
 				n := b.node(ctx)
 				at := time.UnixMilli(cur.WaveStartedAt)
 				if wave > len(cur.WaveSizes) {
 					at = time.UnixMilli(cur.UpdatedAt)
 				}
-				marks[wave] = waveMark{at: at, index: n.LastLogIndex, raft: n.Disk.Bytes["raftlog"], lastActive: b.sim.Stats().LastActive}
+				marks[j][wave] = waveMark{at: at, index: n.LastLogIndex, raft: n.Disk.Bytes["raftlog"], lastActive: b.sim.Stats().LastActiveBy[cur.ID]}
 			}
-			if line := fmt.Sprintf("%s wave %d/%d %s", cur.State, cur.Wave, len(cur.WaveSizes), countsLine(cur.Devices)); line != lastLine {
-				b.logf("%6.1f s rollout %s", time.Since(t0).Seconds(), line)
-				lastLine = line
+			if cur.State == "running" {
+				running++
 			}
-			if cur.State != "running" {
-				ro = cur
-				break
+			for k, v := range cur.Devices {
+				total[k] += v
 			}
+			fmt.Fprintf(&line, " %d", cur.Wave)
+			ros[j] = cur
+		}
+		if l := fmt.Sprintf("waves%s: %s", line.String(), countsLine(total)); l != lastLine {
+			b.logf("%6.1f s %d rollouts running, %s", time.Since(t0).Seconds(), running, l)
+			lastLine = l
+		}
+		if running == 0 {
+			break
 		}
 		if time.Since(t0) > b.cfg.Timeout {
-			return fmt.Errorf("%w: the rollout still runs after %s", ErrBench, b.cfg.Timeout)
+			return fmt.Errorf("%w: %d rollouts still run after %s", ErrBench, running, b.cfg.Timeout)
 		}
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+		if err := sleep(ctx, 250*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -461,27 +485,57 @@ func (b *bench) rollOut(ctx context.Context, version int) error {
 	defer b.mu.Unlock()
 	r := &b.res
 	r.Rollout = time.Since(t0)
-	r.State, r.Counts = ro.State, ro.Devices
+	r.Counts = map[string]int{}
+	states := map[string]int{}
+	for _, ro := range ros {
+		states[ro.State]++
+		for k, v := range ro.Devices {
+			r.Counts[k] += v
+		}
+	}
+	r.State = countsLine(states)
 	r.HubCPU, r.BrokerCPU, r.LoadCPU = procstat.CPU(b.hubPid)-h0, procstat.CPU(b.mqPid)-m0, procstat.CPU(self)-l0
 	r.EgressShared = int64(b.metric(ctx, "driftline_hub_chunk_egress_bytes_total", `path="shared"`) - sh0)
 	r.EgressDevice = int64(b.metric(ctx, "driftline_hub_chunk_egress_bytes_total", `path="device"`) - dv0)
-	prevSize := 0
-	for w := 1; w <= len(ro.WaveSizes); w++ {
-		start, okS := marks[w]
-		end, okE := marks[w+1]
-		if !okS || !okE {
+	for w := 1; w <= len(ros[0].WaveSizes); w++ {
+		wf := WaveFigures{Wave: w}
+		var minIndex, maxIndex uint64
+		var minRaft, maxRaft int64
+		var decisions time.Duration
+		n := 0
+		for j, ro := range ros {
+			start, okS := marks[j][w]
+			end, okE := marks[j][w+1]
+			if !okS || !okE {
+				continue
+			}
+			prev := 0
+			if w > 1 {
+				prev = ro.WaveSizes[w-2]
+			}
+			wf.Devices += ro.WaveSizes[w-1] - prev
+			wf.Duration = max(wf.Duration, end.at.Sub(start.at))
+			if n == 0 || start.index < minIndex {
+				minIndex, minRaft = start.index, start.raft
+			}
+			maxIndex, maxRaft = max(maxIndex, end.index), max(maxRaft, end.raft)
+			if !end.lastActive.IsZero() && end.lastActive.After(start.at) {
+				wf.Settled = max(wf.Settled, end.lastActive.Sub(start.at))
+				d := end.at.Sub(end.lastActive) - b.cfg.Bake // the last wave bakes too before completing
+				wf.Decision = max(wf.Decision, d)
+				decisions += d
+			}
+			n++
+		}
+		if n == 0 {
 			continue
 		}
-		wf := WaveFigures{Wave: w, Devices: ro.WaveSizes[w-1] - prevSize, Duration: end.at.Sub(start.at), Entries: end.index - start.index, RaftBytes: end.raft - start.raft}
-		prevSize = ro.WaveSizes[w-1]
-		if !end.lastActive.IsZero() && end.lastActive.After(start.at) {
-			wf.Settled = end.lastActive.Sub(start.at)
-			wf.Decision = end.at.Sub(end.lastActive) - b.cfg.Bake // the last wave bakes too before completing
-		}
+		wf.DecisionMean = decisions / time.Duration(n)
+		wf.Entries, wf.RaftBytes = maxIndex-minIndex, maxRaft-minRaft
 		r.Waves = append(r.Waves, wf)
 	}
-	b.logf("rollout %s %s after %s: hub CPU %.1f s, broker %.1f s, load tool %.1f s; chunk egress shared %d B, per device %d B",
-		ro.ID, ro.State, r.Rollout.Round(time.Millisecond), r.HubCPU.Seconds(), r.BrokerCPU.Seconds(), r.LoadCPU.Seconds(), r.EgressShared, r.EgressDevice)
+	b.logf("rollouts %s after %s: hub CPU %.1f s, broker %.1f s, load tool %.1f s; chunk egress shared %d B, per device %d B",
+		r.State, r.Rollout.Round(time.Millisecond), r.HubCPU.Seconds(), r.BrokerCPU.Seconds(), r.LoadCPU.Seconds(), r.EgressShared, r.EgressDevice)
 	return nil
 }
 
@@ -507,7 +561,7 @@ func (randReader) Read(p []byte) (int, error) { return cryptoRead(p) }
 func (r BenchResult) Report() string {
 	var sb strings.Builder
 	mib := func(v int64) float64 { return float64(v) / (1 << 20) }
-	fmt.Fprintf(&sb, "devices %d over %d MQTT connections, model %d bytes\n", r.Devices, r.Conns, r.ModelBytes)
+	fmt.Fprintf(&sb, "devices %d over %d MQTT connections, model %d bytes, %d rollout(s) at once\n", r.Devices, r.Conns, r.ModelBytes, r.Rollouts)
 	fmt.Fprintf(&sb, "enrolment: %.1f s (%.0f devices/s); all online after %.1f s\n", r.Enroll.Seconds(), float64(r.Devices)/max(r.Enroll.Seconds(), 1e-9), r.Online.Seconds())
 	for _, s := range []struct {
 		name string
@@ -519,9 +573,9 @@ func (r BenchResult) Report() string {
 	fmt.Fprintf(&sb, "rollout: %s %s in %.1f s; hub CPU %.1f s (%.2f cores), broker %.1f s, load tool %.1f s; hub peak RSS %.0f MiB, broker peak RSS %.0f MiB\n",
 		r.State, countsLine(r.Counts), r.Rollout.Seconds(), r.HubCPU.Seconds(), r.HubCPU.Seconds()/max(r.Rollout.Seconds(), 1e-9), r.BrokerCPU.Seconds(), r.LoadCPU.Seconds(), mib(r.HubPeakRSS), mib(r.BrokerPeakRSS))
 	fmt.Fprintf(&sb, "chunk egress: shared %d B (%.1f × model), per device %d B (%.1f × model)\n", r.EgressShared, float64(r.EgressShared)/float64(max(r.ModelBytes, 1)), r.EgressDevice, float64(r.EgressDevice)/float64(max(r.ModelBytes, 1)))
-	sb.WriteString("| wave | devices | wave start → next | start → last active | decision (last active → next start − bake) | raft entries | raft log bytes |\n| --- | --- | --- | --- | --- | --- | --- |\n")
+	sb.WriteString("| wave | devices | wave start → next | start → last active | decision (last active → next start − bake), slowest / mean | raft entries | raft log bytes |\n| --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, w := range r.Waves {
-		fmt.Fprintf(&sb, "| %d | %d | %.1f s | %.1f s | %.2f s | %d | %.1f MiB |\n", w.Wave, w.Devices, w.Duration.Seconds(), w.Settled.Seconds(), w.Decision.Seconds(), w.Entries, mib(w.RaftBytes))
+		fmt.Fprintf(&sb, "| %d | %d | %.1f s | %.1f s | %.2f / %.2f s | %d | %.1f MiB |\n", w.Wave, w.Devices, w.Duration.Seconds(), w.Settled.Seconds(), w.Decision.Seconds(), w.DecisionMean.Seconds(), w.Entries, mib(w.RaftBytes))
 	}
 	fmt.Fprintf(&sb, "hub data dir at the end: db %.0f MiB, raft log %.0f MiB\n", mib(r.DBBytes), mib(r.RaftLogBytes))
 	l := r.Load

@@ -87,8 +87,10 @@ type Stats struct {
 	// Running counts devices running each "NAME@VERSION"; Pulling those fetching.
 	Running map[string]int
 	Pulling int
-	// LastActive is when the last device reported active.
-	LastActive time.Time
+	// LastActive is when the last device reported active; LastActiveBy the same per rollout
+	// (the desired state's rollout id).
+	LastActive   time.Time
+	LastActiveBy map[string]time.Time
 }
 
 // device is one simulated device. Its fields are guarded by Sim.mu.
@@ -147,6 +149,7 @@ type Sim struct {
 	stats  Stats
 	quit   chan struct{}
 	last   atomic.Int64
+	lastBy map[string]time.Time // guarded by mu
 	counts struct {
 		desired, verified, bad, shared, devFrames, retries, acks atomic.Int64
 	}
@@ -183,7 +186,7 @@ func New(cfg Config) (*Sim, error) {
 		return nil, fmt.Errorf("%w: root of trust: %v", ErrConfig, err)
 	}
 	s := &Sim{cfg: cfg, log: cfg.Logger, ring: root.Online(), epoch: uint64(time.Now().UnixMilli()), byID: make(map[string]int, len(cfg.Devices)),
-		devs: make([]*device, len(cfg.Devices)), pulls: map[string]*pull{}, objs: map[string]*wire.Object{}, quit: make(chan struct{})}
+		devs: make([]*device, len(cfg.Devices)), pulls: map[string]*pull{}, objs: map[string]*wire.Object{}, quit: make(chan struct{}), lastBy: map[string]time.Time{}}
 	s.stats.Published = map[string]int64{}
 	for i, id := range cfg.Devices {
 		if err := wire.ValidateName("device id", id); err != nil {
@@ -518,6 +521,7 @@ func (s *Sim) gotLocked(d *device, j int, now time.Time) {
 	d.model, d.active, d.rollout, d.rev, d.want = w.m.Name, w.m.Version, w.m.RolloutID, w.rev, nil
 	done := s.reportedLocked(d, "")
 	s.last.Store(now.UnixNano())
+	s.lastBy[w.m.RolloutID] = now
 	go func() { // never publish under s.mu, nor block paho's router
 		s.send(d, wire.KindReported, s.cfg.Topics.Reported(d.id), act)
 		s.send(d, wire.KindReported, s.cfg.Topics.Reported(d.id), done)
@@ -670,6 +674,10 @@ func (s *Sim) Stats() Stats {
 		st.LastActive = time.Unix(0, l)
 	}
 	s.mu.Lock()
+	st.LastActiveBy = make(map[string]time.Time, len(s.lastBy))
+	for k, v := range s.lastBy {
+		st.LastActiveBy[k] = v
+	}
 	for _, d := range s.devs {
 		if d.model != "" {
 			st.Running[wire.VersionRef(d.model, d.active)]++
