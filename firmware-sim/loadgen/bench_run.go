@@ -154,7 +154,22 @@ func (b *bench) api(ctx context.Context, method, path string, body, out any) err
 	return b.apiRaw(ctx, method, path, r, ct, out)
 }
 
+// apiLong is api without the client's 60 s timeout (ctx bounds it).
+func (b *bench) apiLong(ctx context.Context, method, path string, body, out any) error {
+	j, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	c := *b.client
+	c.Timeout = 0
+	return b.apiWith(ctx, &c, method, path, bytes.NewReader(j), "application/json", out)
+}
+
 func (b *bench) apiRaw(ctx context.Context, method, path string, body io.Reader, ct string, out any) error {
+	return b.apiWith(ctx, b.client, method, path, body, ct, out)
+}
+
+func (b *bench) apiWith(ctx context.Context, client *http.Client, method, path string, body io.Reader, ct string, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, b.hubURL+path, body)
 	if err != nil {
 		return err
@@ -163,7 +178,7 @@ func (b *bench) apiRaw(ctx context.Context, method, path string, body io.Reader,
 	if ct != "" {
 		req.Header.Set("Content-Type", ct)
 	}
-	resp, err := b.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("%w: %s %s: %v", ErrBench, method, path, err)
 	}
@@ -424,8 +439,10 @@ func (b *bench) rollOut(ctx context.Context, version int) error {
 		if b.cfg.Rollouts > 1 {
 			sel += ",shard=" + strconv.Itoa(j)
 		}
-		err := b.api(ctx, http.MethodPost, "/api/v1/rollouts", map[string]any{"model": "loadm", "version": version, "selector": sel,
+		cctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout) // planning reads every device
+		err := b.apiLong(cctx, http.MethodPost, "/api/v1/rollouts", map[string]any{"model": "loadm", "version": version, "selector": sel,
 			"waves": b.cfg.Waves, "bake_seconds": int(b.cfg.Bake.Seconds()), "device_timeout_seconds": int(b.cfg.Timeout.Seconds())}, &ros[j])
+		cancel()
 		if err != nil {
 			return fmt.Errorf("create a rollout to %d devices: %w", b.cfg.Devices/b.cfg.Rollouts, err)
 		}

@@ -35,6 +35,8 @@ func main() {
 	flag.DurationVar(&cfg.Steady, "steady", time.Minute, "steady-state measurement before and after the rollout")
 	flag.DurationVar(&cfg.Timeout, "timeout", 15*time.Minute, "limit of each phase")
 	flag.IntVar(&cfg.Rollouts, "rollouts", 1, "split the rollout into this many rollouts of equal shares of the devices, run at once (one rollout holds some 15,000 devices)")
+	flag.DurationVar(&cfg.Heartbeat, "heartbeat", 10*time.Second, "the devices' heartbeat interval (the agent's default: 10 s)")
+	flag.DurationVar(&cfg.Window, "window", time.Minute, "the interval of each running device's validation report (the agent's default window: 60 s)")
 	flag.IntVar(&cfg.EnrollWorkers, "enroll-workers", 32, "concurrent enrolment requests")
 	flag.Parse()
 	for _, p := range strings.Split(waves, ",") {
