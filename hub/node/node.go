@@ -327,7 +327,7 @@ func (n *Node) openStore() (string, *cluster.TLS, error) {
 	}
 	// Two databases: the Raft log syncs every write; the state machine's does not need to (see
 	// store.Config.LogDB), which halves the fsyncs per committed batch.
-	if n.logDB, err = kv.Open(filepath.Join(cfg.DataDir, "raftlog"), kv.Server); err != nil {
+	if n.logDB, err = kv.Open(filepath.Join(cfg.DataDir, "raftlog"), kv.RaftLog); err != nil {
 		return "", nil, fmt.Errorf("node: %w", err)
 	}
 	if n.db, err = kv.Open(filepath.Join(cfg.DataDir, "db"), kv.State); err != nil {
