@@ -47,6 +47,8 @@ type BenchConfig struct {
 	// (steady-N.cpu.pprof) and its heap profile at the end of it (steady-N.heap.pprof); the hub
 	// is started with DRIFTLINE_PPROF=1 for it.
 	ProfileDir string
+	// HubEnv are extra environment variables of the hub process only (e.g. GOGC=50).
+	HubEnv []string
 	// Log receives progress lines (default os.Stderr).
 	Log io.Writer
 }
@@ -257,6 +259,7 @@ func (b *bench) startHub(ctx context.Context) error {
 	if cfg.ProfileDir != "" {
 		b.ps.env = append(b.ps.env, "DRIFTLINE_PPROF=1")
 	}
+	b.ps.env = append(b.ps.env, cfg.HubEnv...) // the hub's only: replaced once it is up
 	hub, err := b.ps.start("hub", filepath.Join(b.bin, "driftline"), "hub", "serve", "--data", filepath.Join(b.dir, "hub"), "--node-id", "bench",
 		"--http", cfg.HTTPAddr, "--raft", cfg.RaftAddr, "--mqtt", cfg.MQTTAddr, "--advertise-mqtt", b.mqttURL)
 	if err != nil {
@@ -346,10 +349,15 @@ func (b *bench) startFleet(ctx context.Context, scen string) (time.Duration, err
 	b.fleet = fl
 	b.mu.Unlock()
 	fmt.Fprintf(cfg.Log, "bench-fleet: %d agents starting\n", cfg.Devices)
+	lastLog := t0
 	for {
 		n, err := countOnline(ctx, b.api)
 		if err == nil && n >= cfg.Devices {
 			break
+		}
+		if time.Since(lastLog) >= 5*time.Second {
+			fmt.Fprintf(cfg.Log, "bench-fleet: %5.1f s %d of %d agents online\n", time.Since(t0).Seconds(), n, cfg.Devices)
+			lastLog = time.Now()
 		}
 		if done, perr := fl.exited(); done {
 			return 0, fmt.Errorf("%w: fleet: %v (see %s)", ErrExited, perr, filepath.Join(b.ps.logDir, "fleet.log"))

@@ -47,6 +47,13 @@ func main() {
 	flag.DurationVar(&cfg.Steady, "steady", time.Minute, "how long the steady state after the rollout is measured")
 	flag.DurationVar(&cfg.Settle, "settle", 30*time.Second, "wait after the rollout before the steady window (negative: none)")
 	flag.StringVar(&cfg.ProfileDir, "profile-dir", "", "save the hub's CPU profile over the steady window and its heap profile here")
+	flag.Func("hub-env", "NAME=VALUE in the hub's environment only, e.g. GOGC=50 (repeatable)", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("want NAME=VALUE, got %q", v)
+		}
+		cfg.HubEnv = append(cfg.HubEnv, v)
+		return nil
+	})
 	flag.Parse()
 	if len(ns) == 0 {
 		ns = sizes{1000}
