@@ -3,6 +3,7 @@ package profile
 import (
 	"math"
 	"slices"
+	"sync/atomic"
 )
 
 // DefaultQuantileK is the KLL accuracy parameter of numeric columns. With k = 400 the sketch is
@@ -25,7 +26,8 @@ const kllSeed uint64 = 0x9E3779B97F4A7C15
 // compacted, so the same values in the same order give the same sketch byte for byte, while
 // sketches of different streams do not share coin sequences (which would bias a fleet merge).
 //
-// A Quantiles is not safe for concurrent use.
+// A Quantiles is not safe for concurrent use, except that any number of goroutines may read one
+// that no one changes (CDF included).
 type Quantiles struct {
 	k       int
 	n       uint64
@@ -35,6 +37,9 @@ type Quantiles struct {
 	maxSize int   // sum of caps: compaction starts when size reaches it
 	rng     uint64
 	scr     []float64 // merge scratch, swapped with a level buffer
+	// cdf is CDF's result, kept until the next add or merge: a reference profile's sketch is
+	// compared with every device window (hub/fleetdrift) and sorted once, not once per window.
+	cdf atomic.Pointer[CDF]
 }
 
 func newQuantiles(k int) *Quantiles {
@@ -74,6 +79,9 @@ func (q *Quantiles) setCaps() {
 
 // add inserts one finite value. Amortised O(log k), no allocation once level buffers have grown.
 func (q *Quantiles) add(x float64) {
+	if q.cdf.Load() != nil {
+		q.cdf.Store(nil)
+	}
 	q.levels[0] = append(q.levels[0], x)
 	q.size++
 	q.n++
@@ -143,6 +151,7 @@ func (q *Quantiles) mergeUp(h int, run []float64) {
 
 // merge adds o's values into q. Both must have the same k.
 func (q *Quantiles) merge(o *Quantiles) {
+	q.cdf.Store(nil)
 	for len(q.levels) < len(o.levels) {
 		q.grow()
 	}
@@ -158,14 +167,13 @@ func (q *Quantiles) merge(o *Quantiles) {
 }
 
 func (q *Quantiles) clone() *Quantiles {
-	c := *q
+	c := &Quantiles{k: q.k, n: q.n, size: q.size, maxSize: q.maxSize, rng: q.rng}
 	c.levels = make([][]float64, len(q.levels))
 	for i, lv := range q.levels {
 		c.levels[i] = slices.Clone(lv)
 	}
 	c.caps = slices.Clone(q.caps)
-	c.scr = nil
-	return &c
+	return c
 }
 
 // CDF is the step distribution function a sketch describes: Values ascending and distinct,
@@ -179,9 +187,20 @@ type CDF struct {
 	N uint64
 }
 
-// CDF returns the sketch's distribution as a sorted step function. It allocates; call it once
-// per query batch, not per value.
+// CDF returns the sketch's distribution as a sorted step function. The first call after a change
+// sorts and allocates; later ones return the same result (its slices are shared: read them, do
+// not change them).
 func (q *Quantiles) CDF() CDF {
+	if c := q.cdf.Load(); c != nil {
+		return *c
+	}
+	c := q.cdfOf()
+	q.cdf.Store(&c)
+	return c
+}
+
+// cdfOf computes CDF.
+func (q *Quantiles) cdfOf() CDF {
 	type wv struct {
 		v float64
 		w uint64

@@ -99,3 +99,30 @@ func TestQuantilesMergeRankError(t *testing.T) {
 		t.Fatalf("merged rank error %.4f over 0.01", e)
 	}
 }
+
+// TestQuantilesCDFKept: a sketch that does not change sorts once: later CDF calls allocate
+// nothing (hub/fleetdrift compares every device window with the same reference sketch), and a
+// change (add, merge) is seen by the next call.
+func TestQuantilesCDFKept(t *testing.T) {
+	q := newQuantiles(DefaultQuantileK)
+	for i := range 5000 {
+		q.add(float64(i % 997))
+	}
+	first := q.CDF()
+	if allocs := testing.AllocsPerRun(20, func() { _ = q.CDF() }); allocs != 0 {
+		t.Fatalf("CDF of an unchanged sketch allocated %v times per call, want 0", allocs)
+	}
+	q.add(5000)
+	if c := q.CDF(); c.N != first.N+1 || c.Values[len(c.Values)-1] != 5000 {
+		t.Fatalf("after add: N %d (want %d), largest %v (want 5000)", c.N, first.N+1, c.Values[len(c.Values)-1])
+	}
+	o := newQuantiles(DefaultQuantileK)
+	o.add(-1)
+	q.merge(o)
+	if c := q.CDF(); c.N != first.N+2 || c.Values[0] != -1 {
+		t.Fatalf("after merge: N %d (want %d), smallest %v (want -1)", c.N, first.N+2, c.Values[0])
+	}
+	if c := q.clone().CDF(); c.N != first.N+2 {
+		t.Fatalf("clone: N %d, want %d", c.N, first.N+2)
+	}
+}
