@@ -1,6 +1,7 @@
 package profile
 
 import (
+	"cmp"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -124,5 +125,62 @@ func TestQuantilesCDFKept(t *testing.T) {
 	}
 	if c := q.clone().CDF(); c.N != first.N+2 {
 		t.Fatalf("clone: N %d, want %d", c.N, first.N+2)
+	}
+}
+
+// cdfBySort is the CDF by definition, as CDF computed it before cdfOf: every retained value with
+// its level's weight, sorted.
+func cdfBySort(q *Quantiles) CDF {
+	type wv struct {
+		v float64
+		w uint64
+	}
+	all := make([]wv, 0, q.size)
+	for h, lv := range q.levels {
+		for _, v := range lv {
+			all = append(all, wv{v, 1 << h})
+		}
+	}
+	slices.SortFunc(all, func(a, b wv) int { return cmp.Compare(a.v, b.v) })
+	c := CDF{N: q.n, Values: make([]float64, 0, len(all)), Cum: make([]uint64, 0, len(all))}
+	var cum uint64
+	for i, e := range all {
+		cum += e.w
+		if i > 0 && e.v == all[i-1].v {
+			c.Cum[len(c.Cum)-1] = cum
+			continue
+		}
+		c.Values = append(c.Values, e.v)
+		c.Cum = append(c.Cum, cum)
+	}
+	return c
+}
+
+// TestQuantilesCDFMatchesDefinition: the merged CDF equals the sorted one, on sketches built by
+// adds (sorted upper levels), by merges (unsorted levels) and with repeated values.
+func TestQuantilesCDFMatchesDefinition(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, tc := range []struct {
+		name  string
+		n     int
+		value func() float64
+	}{
+		{"small", 50, func() float64 { return r.NormFloat64() }},
+		{"compacted", 20000, func() float64 { return r.NormFloat64() * 10 }},
+		{"repeats", 20000, func() float64 { return float64(r.IntN(37)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q, o := newQuantiles(DefaultQuantileK), newQuantiles(DefaultQuantileK)
+			for range tc.n {
+				q.add(tc.value())
+				o.add(tc.value())
+			}
+			for _, s := range []*Quantiles{q, func() *Quantiles { m := q.clone(); m.merge(o); return m }()} {
+				got, want := s.cdfOf(), cdfBySort(s)
+				if got.N != want.N || !slices.Equal(got.Values, want.Values) || !slices.Equal(got.Cum, want.Cum) {
+					t.Fatalf("CDF differs from its definition: %d/%d values, N %d/%d", len(got.Values), len(want.Values), got.N, want.N)
+				}
+			}
+		})
 	}
 }
