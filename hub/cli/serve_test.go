@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -164,5 +165,25 @@ func TestServeRaftCommitTimeout(t *testing.T) {
 		if cfg.RaftCommitTimeout != tc.want {
 			t.Errorf("%v %v: RaftCommitTimeout %s, want %s", tc.args, tc.env, cfg.RaftCommitTimeout, tc.want)
 		}
+	}
+}
+
+// TestServeGCPercent: hub serve sets the collector's target to hubGCPercent unless GOGC is set.
+func TestServeGCPercent(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	a := &app{getenv: func(string) (string, bool) { return "", false }}
+	if pct, set := a.setGCPercent(); !set || pct != hubGCPercent {
+		t.Fatalf("no GOGC: %d, %v; want %d, true", pct, set, hubGCPercent)
+	}
+	if got := debug.SetGCPercent(100); got != hubGCPercent {
+		t.Fatalf("the runtime's target is %d, want %d", got, hubGCPercent)
+	}
+	a.getenv = func(k string) (string, bool) { return "200", k == "GOGC" }
+	if pct, set := a.setGCPercent(); set || pct != 200 {
+		t.Fatalf("GOGC=200: %d, %v; want 200, false", pct, set)
+	}
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Fatalf("GOGC=200 in the environment: the hub changed the runtime's target to %d", got)
 	}
 }
