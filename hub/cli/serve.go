@@ -326,7 +326,8 @@ func brokerURLs(flag, s string) ([]string, error) {
 // subscriptions, retained messages) and the state machine's memtable arenas, which the default
 // would double with garbage; the collector's CPU grows with how often it runs, and the hub
 // allocates little per device at steady state. Measured at 1,000 agents (make bench-fleet,
-// docs/benchmarks.md, issue 18): RSS 304 -> 236 MiB for 0.040 -> 0.045 core. GOGC and
+// docs/benchmarks.md, issue 18; two alternated pairs): RSS 304-312 -> 236-238 MiB for
+// 0.040-0.046 -> 0.045-0.050 core. GOGC and
 // GOMEMLIMIT in the environment win.
 const hubGCPercent = 50
 
