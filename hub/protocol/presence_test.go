@@ -33,18 +33,23 @@ func (noClients) Authenticate(string, []byte) (broker.Principal, error) {
 //     not move to the restart (SPEC: last_seen), and with no heartbeat within the presence
 //     window it must be shown offline;
 //   - "fresh" connected just before the crash and never came back: offline after the window;
-//   - "live" connected weeks ago and still heartbeats: it stays online, last seen now.
+//   - "live" connected weeks ago and still heartbeats: it stays online, last seen now;
+//   - "elsewhere" connected weeks ago and its live messages go through another hub node (their
+//     batches reach the replicated state, not this node): it stays online too;
+//   - "expired" was already shown offline before this restart (an earlier expiry), though its
+//     retained status says online: the replay must not show it online, not even for a window.
 func TestRetainedReplayIsNotPresence(t *testing.T) {
 	st := statetest.New(t)
 	now := time.Now()
 	weeksAgo := now.Add(-21 * 24 * time.Hour).UnixMilli()
-	ids := []string{"gone", "fresh", "live"}
-	connected := map[string]int64{"gone": weeksAgo, "fresh": now.Add(-100 * time.Millisecond).UnixMilli(), "live": weeksAgo}
+	ids := []string{"gone", "fresh", "live", "elsewhere", "expired"}
+	connected := map[string]int64{"gone": weeksAgo, "fresh": now.Add(-100 * time.Millisecond).UnixMilli(), "live": weeksAgo,
+		"elsewhere": weeksAgo, "expired": weeksAgo}
 	var before []state.DeviceObservation
-	online := true
 	for _, id := range ids {
 		st.Must(t, command.TypeDeviceCreate, state.DeviceCreate{ID: id, TokenHash: "h-" + id})
-		before = append(before, state.DeviceObservation{ID: id, LastSeen: connected[id], Online: &online})
+		was := id != "expired"
+		before = append(before, state.DeviceObservation{ID: id, LastSeen: connected[id], Online: &was})
 	}
 	st.Must(t, command.TypeDeviceTelemetry, state.DeviceTelemetry{Devices: before})
 	_, onlineKey, _ := ed25519.GenerateKey(rand.Reader)
@@ -88,7 +93,8 @@ func TestRetainedReplayIsNotPresence(t *testing.T) {
 	}
 	t.Cleanup(s.Close)
 
-	// "live" heartbeats (live, never retained) until the test ends.
+	// "live" heartbeats (live, never retained) until the test ends; "elsewhere" sends window
+	// reports through another node, whose telemetry batches this node sees only in the state.
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -99,6 +105,14 @@ func TestRetainedReplayIsNotPresence(t *testing.T) {
 		for {
 			p, _ := wire.Encode(wire.Heartbeat{Header: wire.Header{DeviceID: "live", TS: time.Now().UnixMilli()}, AgentVersion: "0.9.0"})
 			_ = b.Publish(topics.Heartbeat("live"), p, false, 0)
+			env, err := command.New(command.TypeDeviceTelemetry, "", 0, "n2", state.DeviceTelemetry{Devices: []state.DeviceObservation{
+				{ID: "elsewhere", LastSeen: time.Now().UnixMilli()}}})
+			if err == nil {
+				_, err = st.Apply(ctx, env)
+			}
+			if err != nil {
+				t.Error(err)
+			}
 			select {
 			case <-ctx.Done():
 				return
@@ -122,9 +136,12 @@ func TestRetainedReplayIsNotPresence(t *testing.T) {
 		return d.LastSeen >= started && d.Reported.Rev == 1
 	})
 	testhelp.WaitFor(t, 10*time.Second, "the replayed reported states applied", func() bool {
-		return dev("gone").Reported.Rev == 1 && dev("fresh").Reported.Rev == 1
+		return dev("gone").Reported.Rev == 1 && dev("fresh").Reported.Rev == 1 && dev("expired").Reported.Rev == 1
 	})
-	for _, id := range []string{"gone", "fresh"} {
+	if dev("expired").Online {
+		t.Errorf("expired: online after the replay of a weeks-old retained status")
+	}
+	for _, id := range []string{"gone", "fresh", "expired"} {
 		if d := dev(id); d.LastSeen != connected[id] {
 			t.Errorf("%s: last_seen %s after the replay of its retained messages, want its own %s (the restart is not a sighting)",
 				id, time.UnixMilli(d.LastSeen).UTC(), time.UnixMilli(connected[id]).UTC())
@@ -133,8 +150,10 @@ func TestRetainedReplayIsNotPresence(t *testing.T) {
 	testhelp.WaitFor(t, 5*window, "gone and fresh shown offline: no heartbeat within the presence window", func() bool {
 		return !dev("gone").Online && !dev("fresh").Online
 	})
-	if d := dev("live"); !d.Online || d.LastSeen < started {
-		t.Fatalf("live: online %v, last seen %s: its heartbeats say it is here", d.Online, time.UnixMilli(d.LastSeen).UTC())
+	for _, id := range []string{"live", "elsewhere"} {
+		if d := dev(id); !d.Online || d.LastSeen < started {
+			t.Fatalf("%s: online %v, last seen %s: its live messages say it is here", id, d.Online, time.UnixMilli(d.LastSeen).UTC())
+		}
 	}
 	// A heartbeat brings a device marked offline back at once.
 	publish(topics.Heartbeat("gone"), wire.Heartbeat{Header: wire.Header{DeviceID: "gone", TS: time.Now().UnixMilli()}, AgentVersion: "0.9.0"}, false)
