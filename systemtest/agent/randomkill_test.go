@@ -1,0 +1,311 @@
+package agent_test
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/driftline/driftline/agent/agenttest"
+	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/devicedb"
+	"github.com/driftline/driftline/agent/modelstore"
+	"github.com/driftline/driftline/agent/outbox"
+	"github.com/driftline/driftline/hub/node/nodetest"
+	"github.com/driftline/driftline/internal/testhelp"
+)
+
+// TestRandomKills SIGKILLs a real driftline-agent process at uniformly random times while the
+// hub moves it between three approved versions of a model (pulls of the one not on disk,
+// activations, switches back) and data flows into its POST /ingest, each POST one whole
+// reporting window, so that a 200 answer means a validation report is durably queued in the
+// outbox. After every kill the model directory is checked as the agent checks it at start
+// (modelstore.CheckLinks: current and previous verify, the file re-hashed against its marker)
+// and current must be a version the agent was asked to run. After the last restart the agent
+// must reach its desired version, and the hub must hold every report whose POST was answered:
+// the reports it applied (its runs edges' windows and rows, TestReportsSurviveBrokerOutage's
+// check) cover every answered window, no more than were sent, and its report cursor has no gap.
+//
+// DRIFTLINE_KILL_SEED replays a run (the seed is printed); DRIFTLINE_KILL_ITERATIONS sets the
+// number of kills (default 6, 25 with DRIFTLINE_INTEGRATION=1).
+func TestRandomKills(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	if s, err := strconv.ParseUint(os.Getenv("DRIFTLINE_KILL_SEED"), 10, 64); err == nil {
+		seed = s
+	}
+	iterations := 6
+	if os.Getenv("DRIFTLINE_INTEGRATION") == "1" {
+		iterations = 25
+	}
+	if n, err := strconv.Atoi(os.Getenv("DRIFTLINE_KILL_ITERATIONS")); err == nil && n > 0 {
+		iterations = n
+	}
+	t.Logf("seed %d, %d kills (replay: DRIFTLINE_KILL_SEED=%d)", seed, iterations, seed)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("FAILED with seed %d: replay with DRIFTLINE_KILL_SEED=%d DRIFTLINE_KILL_ITERATIONS=%d", seed, seed, iterations)
+		}
+	})
+	r := rand.New(rand.NewPCG(seed, 16))
+
+	h := nodetest.Start(t)
+	const id, model = "dev-rk", "m"
+	tok := enroll(h, id)
+	// Three unrelated versions: of the three, one is never on disk (current and previous are),
+	// and the chunk cache (at its 1 MiB minimum) keeps little of it, so moving to it is a pull.
+	digests := map[int]string{}
+	var versions []int
+	for i := range 3 {
+		v, d := h.PushModel(model, agenttest.RandomBytes(uint64(300+i), 3<<20), "", true)
+		digests[v] = d
+		versions = append(versions, v)
+	}
+	dir := t.TempDir()
+	contractPath := filepath.Join(dir, "contract.json")
+	if err := os.WriteFile(contractPath, []byte(`{"fields":[{"name":"temp","type":"number"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const rowsPerWindow = 5
+	cfg := agenttest.Config(t, id, tok, []string{h.MQTTURL()}, h.Keys())
+	cfg.Metrics = fmt.Sprintf("127.0.0.1:%d", testhelp.FreePort(t))
+	cfg.Contract = contractPath
+	cfg.Window.Rows, cfg.Window.Seconds = rowsPerWindow, 3600 // a window per POST, never by time
+	cfg.ChunkCacheBytes = 1 << 20
+	cfg.Fetch.Requests, cfg.Fetch.Digests = 2, 4 // a pull long enough to be hit
+	cfg.Fetch.Retry = config.Duration(2 * time.Second)
+	path := writeConfig(t, cfg)
+
+	// Warm-up, without kills: every version runs once, and the hub has acknowledged a report
+	// (from then on the outbox keeps numbered reports until the hub has them).
+	f := startFeeder(t, "http://"+cfg.Metrics+"/ingest", rowsPerWindow)
+	c := startChild(t, path, 0)
+	for _, v := range versions {
+		assign(h, id, model, v)
+		waitActive(t, h, id, model, v, "active")
+	}
+	testhelp.WaitFor(t, 60*time.Second, "the hub acknowledging reports", func() bool {
+		return strings.Contains(c.out.String(), "numbered reports are kept until it has them")
+	})
+	began := time.Now()
+	t.Logf("warm-up done")
+	desired := versions[len(versions)-1]
+	asked := map[int]bool{}
+	for _, v := range versions {
+		asked[v] = true
+	}
+	a := &reportAudit{t: t, h: h, id: id, stateDir: cfg.StateDir, epochs: map[uint64]uint64{}}
+
+	for i := range iterations {
+		// A move to another version, and a kill at a uniformly random time after it: during
+		// start-up and recovery, a pull, an activation, a health check, or while reports wait
+		// in the outbox for the hub.
+		next := versions[r.IntN(len(versions))]
+		for next == desired {
+			next = versions[r.IntN(len(versions))]
+		}
+		desired = next
+		assign(h, id, model, desired)
+		delay := time.Duration(r.Int64N(int64(4 * time.Second)))
+		time.Sleep(delay) // the random kill time (not a synchronisation)
+		c.kill(t)
+		cur, prev, err := modelstore.CheckLinks(cfg.ModelDir, model)
+		if err != nil {
+			t.Fatalf("kill %d (%v after asking for v%d): the model directory is not whole: %v", i+1, delay, desired, err)
+		}
+		if cur.Version == 0 || !asked[cur.Version] || cur.FileDigest != digests[cur.Version] {
+			t.Fatalf("kill %d: current is %+v: not a version the agent was asked to run", i+1, cur.Marker)
+		}
+		held := a.ended(fmt.Sprintf("kill %d", i+1))
+		t.Logf("kill %d at %v after asking for v%d: current v%d, previous v%d; %d reports held (epoch %d); %d windows answered so far",
+			i+1, delay.Round(time.Millisecond), desired, cur.Version, prev.Version, len(held.Numbers), held.Epoch, f.answered())
+		c = startChild(t, path, 0)
+	}
+
+	// Healed: the agent reaches its desired version (reported active, or rolled_back when it is
+	// older than the one it replaced).
+	testhelp.WaitFor(t, 90*time.Second, fmt.Sprintf("%s@%d running on %s", model, desired, id), func() bool {
+		_, ms := device(h, id)
+		m, ok := ms[model]
+		return ok && m.Active != nil && *m.Active == desired && (m.State == "active" || m.State == "rolled_back")
+	})
+	t.Logf("converged to v%d %v after the warm-up", desired, time.Since(began).Round(time.Millisecond))
+	f.stop()
+	// Stop it once its outbox is empty (the hub acknowledged every numbered report), until it
+	// stops holding none: the hub then holds all of them.
+	for {
+		testhelp.WaitFor(t, 90*time.Second, "the agent's outbox empty", func() bool {
+			ms, err := scrape(cfg.Metrics) // serving: its signal handler is installed too
+			d, ok := ms[outbox.MetricDepth]
+			return err == nil && ok && d == 0
+		})
+		c.stop(t)
+		if held := a.ended("the final stop"); len(held.Numbers) == 0 {
+			break
+		}
+		c = startChild(t, path, 0)
+	}
+	t.Logf("stopped with no report held %v after the warm-up", time.Since(began).Round(time.Millisecond))
+	cur, _, err := modelstore.CheckLinks(cfg.ModelDir, model)
+	if err != nil || cur.Version != desired || cur.FileDigest != digests[desired] {
+		t.Fatalf("after the last stop current is %+v (%v), want whole v%d", cur.Marker, err, desired)
+	}
+	// Every answered window is one numbered report the hub holds, counted in the epoch the
+	// agent numbered it in; none counted twice (each report is one POST).
+	answered, unknown := f.answered(), f.unknown()
+	var total uint64
+	for _, n := range a.epochs {
+		total += n
+	}
+	rc, _ := h.Reader().ReportCursor(id)
+	if total < uint64(answered) || total > uint64(answered+unknown) || rc.Gap() {
+		t.Fatalf("the hub holds %d numbered reports over %d epochs %v for %d windows answered and %d of unknown outcome; cursor %+v",
+			total, len(a.epochs), a.epochs, answered, unknown, rc)
+	}
+	t.Logf("%d kills: the hub holds %d reports over %d epochs for %d windows answered and %d of unknown outcome; cursor epoch %d through %d, no gap",
+		iterations, total, len(a.epochs), answered, unknown, rc.Epoch, rc.Through)
+}
+
+// reportAudit checks, each time the agent process ends, what its outbox holds against what the
+// hub holds (the hub's report cursor, as TestReportsSurviveBrokerOutage reads it).
+type reportAudit struct {
+	t        testing.TB
+	h        *nodetest.Hub
+	id       string
+	stateDir string
+	// epochs holds, per numbering epoch that ended (the agent starts a new one when it starts
+	// holding no numbered report), how many reports of it the hub holds.
+	epochs map[uint64]uint64
+}
+
+// ended reads the stopped agent's outbox and checks it against the hub: the numbers it holds
+// follow each other, and every number of its epoch below them is at the hub (the outbox forgets
+// a numbered report only once the hub acknowledged it). When it holds none, its epoch ends
+// here: the hub must hold all of it, and that count is recorded.
+func (a *reportAudit) ended(when string) outbox.Held {
+	t := a.t
+	t.Helper()
+	db, err := devicedb.Open(a.stateDir)
+	if err != nil {
+		t.Fatalf("%s: open the agent's state: %v", when, err)
+	}
+	held, err := outbox.Inspect(db.Root().Sub("outbox"))
+	db.Close()
+	if err != nil {
+		t.Fatalf("%s: read the agent's outbox: %v", when, err)
+	}
+	if !held.AwaitHub {
+		t.Fatalf("%s: the outbox does not wait for the hub's acknowledgements", when)
+	}
+	for i := 1; i < len(held.Numbers); i++ {
+		if held.Numbers[i] != held.Numbers[i-1]+1 {
+			t.Fatalf("%s: the outbox holds reports %v of epoch %d: a hole", when, held.Numbers, held.Epoch)
+		}
+	}
+	rc, err := a.h.Reader().ReportCursor(a.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Epoch > held.Epoch {
+		t.Fatalf("%s: the hub is at epoch %d, the agent at %d", when, rc.Epoch, held.Epoch)
+	}
+	if len(held.Numbers) > 0 {
+		first := held.Numbers[0]
+		if (rc.Epoch == held.Epoch && rc.Through+1 < first) || (rc.Epoch < held.Epoch && first != 1) {
+			t.Fatalf("%s: the agent forgot reports %d to %d of epoch %d that the hub does not hold (cursor %+v)", when, min(rc.Through+1, first), first-1, held.Epoch, rc)
+		}
+		return held
+	}
+	if rc.Epoch == held.Epoch {
+		a.epochs[held.Epoch] = rc.Through
+	} else {
+		a.epochs[held.Epoch] = 0 // none of this epoch was numbered, or none forgotten
+	}
+	return held
+}
+
+// kill SIGKILLs the agent and waits until it is gone.
+func (c *child) kill(t testing.TB) {
+	t.Helper()
+	_ = c.cmd.Process.Signal(syscall.SIGKILL)
+	c.waitKilled(t, "a random time")
+}
+
+// feeder POSTs one reporting window of rows at a time to an agent's /ingest until stopped,
+// counting the POSTs answered 200 (their report is in the agent's outbox) and those whose outcome
+// is unknown (the agent died while answering). A refused connection (the agent is down) counts
+// as neither.
+type feeder struct {
+	mu          sync.Mutex
+	ok, unknown_ int
+	done        chan struct{}
+	wg          sync.WaitGroup
+}
+
+func startFeeder(t testing.TB, url string, rows int) *feeder {
+	f := &feeder{done: make(chan struct{})}
+	client := &http.Client{Timeout: 30 * time.Second}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for n := 0; ; n++ {
+			select {
+			case <-f.done:
+				return
+			case <-tick.C:
+			}
+			var b strings.Builder
+			for i := range rows {
+				fmt.Fprintf(&b, "{\"temp\":%d}\n", n*rows+i)
+			}
+			res, err := client.Post(url+"?kind=inputs", "application/x-ndjson", strings.NewReader(b.String()))
+			switch {
+			case err != nil && errors.Is(err, syscall.ECONNREFUSED):
+			case err != nil:
+				f.mu.Lock()
+				f.unknown_++
+				f.mu.Unlock()
+			default:
+				res.Body.Close()
+				f.mu.Lock()
+				switch res.StatusCode {
+				case http.StatusOK:
+					f.ok++
+				case http.StatusServiceUnavailable:
+					// No contract yet: the agent refused the rows before reading any.
+				default:
+					f.unknown_++
+					t.Logf("POST /ingest: %s", res.Status)
+				}
+				f.mu.Unlock()
+			}
+		}
+	}()
+	return f
+}
+
+func (f *feeder) stop() {
+	close(f.done)
+	f.wg.Wait()
+}
+
+func (f *feeder) answered() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ok
+}
+
+func (f *feeder) unknown() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.unknown_
+}
