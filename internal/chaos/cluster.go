@@ -55,6 +55,8 @@ type Cluster struct {
 	Token  string
 	client *hubproc.Client
 	toxic  *toxiproxy.ApiServer
+	// fleet, when the run has agents, is killed from too (Fleet.KillAgent).
+	fleet *Fleet
 }
 
 // BuildBinary builds `driftline` into dir and returns its path.
