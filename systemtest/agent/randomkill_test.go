@@ -101,6 +101,7 @@ func TestRandomKills(t *testing.T) {
 		asked[v] = true
 	}
 	a := &reportAudit{t: t, h: h, id: id, stateDir: cfg.StateDir, epochs: map[uint64]uint64{}}
+	phases := map[string]int{}
 
 	for i := range iterations {
 		// A move to another version, and a kill at a uniformly random time after it: during
@@ -123,8 +124,10 @@ func TestRandomKills(t *testing.T) {
 			t.Fatalf("kill %d: current is %+v: not a version the agent was asked to run", i+1, cur.Marker)
 		}
 		held := a.ended(fmt.Sprintf("kill %d", i+1))
-		t.Logf("kill %d at %v after asking for v%d: current v%d, previous v%d; %d reports held (epoch %d); %d windows answered so far",
-			i+1, delay.Round(time.Millisecond), desired, cur.Version, prev.Version, len(held.Numbers), held.Epoch, f.answered())
+		ph := killPhase(c.out.String())
+		phases[ph]++
+		t.Logf("kill %d at %v after asking for v%d, during %s: current v%d, previous v%d; %d reports held (epoch %d); %d windows answered so far",
+			i+1, delay.Round(time.Millisecond), desired, ph, cur.Version, prev.Version, len(held.Numbers), held.Epoch, f.answered())
 		c = startChild(t, path, 0)
 	}
 
@@ -175,6 +178,7 @@ func TestRandomKills(t *testing.T) {
 		t.Fatalf("the hub holds %d numbered reports over %d epochs %v for %d windows answered and %d of unknown outcome; cursor %+v",
 			total, len(a.epochs), a.epochs, answered, unknown, rc)
 	}
+	t.Logf("kills by what the agent was doing (its last log line about the model): %v", phases)
 	t.Logf("%d kills: the hub holds %d reports over %d epochs for %d windows answered and %d of unknown outcome; cursor epoch %d through %d, no gap",
 		iterations, total, len(a.epochs), answered, unknown, rc.Epoch, rc.Through)
 }
@@ -217,6 +221,22 @@ func (a *reportAudit) ended(when string) outbox.Held {
 		}
 	}
 	return held
+}
+
+// killPhase names what a killed agent was doing, from the last line of its log about the
+// model: "start-up" (none yet), "reconcile" (acting on a desired state), "pull", "activation"
+// (staged or switched, not yet running) or "running" (nothing to do for the model).
+func killPhase(log string) string {
+	phase, at := "start-up", -1
+	for msg, p := range map[string]string{
+		`msg="downloading model"`: "pull", `msg="model version staged"`: "activation", `msg="current switched"`: "activation",
+		`msg="model activated"`: "activation", `msg="model version running"`: "running", `msg="acting on desired state"`: "reconcile",
+	} {
+		if i := strings.LastIndex(log, msg); i > at {
+			phase, at = p, i
+		}
+	}
+	return phase
 }
 
 // kill SIGKILLs the agent and waits until it is gone.
