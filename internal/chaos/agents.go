@@ -39,6 +39,9 @@ type Fleet struct {
 	// checked counts the kills whose agent's model directory and outbox were checked; skipped
 	// those whose outbox did not yet wait for the hub (no report acknowledged yet).
 	checked, skipped int
+	// epochs holds, per agent and numbering epoch seen when the agent was checked (at a kill
+	// or at the end), how many numbered reports of it the hub held then, in order.
+	epochs map[string]uint64
 }
 
 // fleetAgent is one agent's process and state directory (db/ and models/ID/).
@@ -231,6 +234,11 @@ func (f *Fleet) hubReports(id string) (agenttest.HubReports, bool) {
 // every numbered report it ever queued (agenttest.CheckHeld). It returns the failures, and
 // whether the outbox was checked (it is not while no report was acknowledged by the hub yet).
 func (f *Fleet) checkAgentState(a *fleetAgent, when string, want int) ([]string, bool) {
+	f.mu.Lock()
+	if f.epochs == nil {
+		f.epochs = map[string]uint64{}
+	}
+	f.mu.Unlock()
 	var out []string
 	cur, _, err := modelstore.CheckLinks(filepath.Join(a.dir, "models", a.id), model)
 	switch {
@@ -261,6 +269,12 @@ func (f *Fleet) checkAgentState(a *fleetAgent, when string, want int) ([]string,
 	if _, err := agenttest.CheckHeld(held, hub); err != nil {
 		out = append(out, fmt.Sprintf("%s %s: %v", a.id, when, err))
 	}
+	if hub.Epoch == held.Epoch {
+		f.mu.Lock()
+		k := fmt.Sprintf("%s/%d", a.id, held.Epoch)
+		f.epochs[k] = max(f.epochs[k], hub.Through)
+		f.mu.Unlock()
+	}
 	return out, true
 }
 
@@ -280,7 +294,8 @@ func (f *Fleet) checkKilled(a *fleetAgent) {
 // stopAndCheck ends the run's agents: once the hub holds every device's reports without a hole
 // (or after a minute), each agent is stopped and its state checked (checkAgentState) against
 // its desired version, read from the leader.
-// It returns the failures and the numbered reports the hub holds of the agents' current epochs.
+// It returns the failures and the numbered reports the hub held, without a hole, of the epochs
+// seen when the agents were checked.
 func (f *Fleet) stopAndCheck() ([]string, uint64) {
 	var out []string
 	var reports uint64
@@ -310,10 +325,12 @@ func (f *Fleet) stopAndCheck() ([]string, uint64) {
 		}
 		found, _ := f.checkAgentState(a, "at the end", want)
 		out = append(out, found...)
-		if hub, ok := f.hubReports(a.id); ok {
-			reports += hub.Through
-		}
 	}
+	f.mu.Lock()
+	for _, n := range f.epochs {
+		reports += n
+	}
+	f.mu.Unlock()
 	return out, reports
 }
 

@@ -54,8 +54,9 @@ type Result struct {
 	AgentsRunning int
 	// AgentKillsChecked counts agent kills after which the agent's model directory and outbox
 	// were checked; AgentKillsUnchecked those whose outbox was only checked for its model (no
-	// report acknowledged by the hub yet). Reports sums the numbered reports the hub holds of
-	// the agents' last epochs at the end.
+	// report acknowledged by the hub yet). Reports sums the numbered reports the hub held, in
+	// order, of each agent's numbering epochs seen when the agent was checked (at its kills and
+	// at the end).
 	AgentKillsChecked, AgentKillsUnchecked int
 	Reports                                uint64
 	// Findings, each a failed check; empty when the run passed.
@@ -473,7 +474,7 @@ func (c *Cluster) verifyAudit(nd *Node) error {
 
 // Summary is one line of figures.
 func (r Result) Summary() string {
-	return fmt.Sprintf("seed %d: faults %v; %d operations checked (%d writes, %d of unknown outcome, %d unobserved ones pruned), linearizable: %s; %d versions registered, %d default reads; %d rollout operations (%d acknowledged) over %d rollouts checked; %d of %d agents converged (%d running the approved version); %d agent kills checked (%d before the hub acknowledged a report), %d numbered reports held by the hub in the agents' last epochs; %d findings",
+	return fmt.Sprintf("seed %d: faults %v; %d operations checked (%d writes, %d of unknown outcome, %d unobserved ones pruned), linearizable: %s; %d versions registered, %d default reads; %d rollout operations (%d acknowledged) over %d rollouts checked; %d of %d agents converged (%d running the approved version); %d agent kills checked (%d before the hub acknowledged a report), %d numbered reports held by the hub in the epochs checked; %d findings",
 		r.Seed, r.Faults, r.Ops, r.Writes, r.Unknown, r.Pruned, r.Linearizable, r.Versions, r.MonoReads, r.RolloutOps, r.RolloutOpsAcked, r.Rollouts, r.AgentsConverged, r.Agents, r.AgentsRunning, r.AgentKillsChecked+r.AgentKillsUnchecked, r.AgentKillsUnchecked, r.Reports, len(r.Findings))
 }
 
