@@ -63,7 +63,7 @@ func TestRandomKills(t *testing.T) {
 	digests := map[int]string{}
 	var versions []int
 	for i := range 3 {
-		v, d := h.PushModel(model, agenttest.RandomBytes(uint64(300+i), 3<<20), "", true)
+		v, d := h.PushModel(model, agenttest.RandomBytes(uint64(300+i), 5<<20), "", true)
 		digests[v] = d
 		versions = append(versions, v)
 	}
@@ -113,7 +113,7 @@ func TestRandomKills(t *testing.T) {
 		}
 		desired = next
 		assign(h, id, model, desired)
-		delay := time.Duration(r.Int64N(int64(4 * time.Second)))
+		delay := time.Duration(r.Int64N(int64(3 * time.Second)))
 		time.Sleep(delay) // the random kill time (not a synchronisation)
 		c.kill(t)
 		cur, prev, err := modelstore.CheckLinks(cfg.ModelDir, model)
