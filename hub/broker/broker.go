@@ -132,6 +132,8 @@ type Broker struct {
 	acl     *aclHook
 	store   *storeHook // nil without a DB
 	limits  *limitsHook
+	ret     *retainedStore
+	rh      *retainHook
 	disp    *dispatcher
 	rules   rules
 	maxPkt  int
@@ -142,11 +144,6 @@ type Broker struct {
 	nextSub atomic.Int64
 	closed  atomic.Bool
 	once    sync.Once
-	// retainMu serialises the hub's retained publishes (and Forget's clearing) with its
-	// subscriptions: mochi 2.7.9 reads a topic's retained path unlocked while a wildcard
-	// subscription collects retained messages, and writes it on a retained publish
-	// (mochi-mqtt/server#200; docs/pitfalls.md). Client packets are not covered.
-	retainMu sync.Mutex
 }
 
 // New builds the broker, binds its listeners, restores stored state from cfg.DB and starts
@@ -173,6 +170,12 @@ func New(cfg Config) (*Broker, error) {
 
 	caps := mqtt.NewDefaultServerCapabilities() // a partial struct would zero the rest
 	caps.MaximumMessageExpiryInterval = 0       // retained `desired` states never expire
+	// Retained messages live in retainHook's store, not in mochi: with RetainAvailable = 0
+	// mochi's retainMessage stores nothing, so its once-a-second sweep (which copies the whole
+	// retained map) has nothing to copy and its unlocked retained read (mochi-mqtt/server#200)
+	// nothing to race with. Mochi 2.7.9 reads this field only there and when it checks a Will
+	// (retainHook gets the Will past that); it does not advertise it in CONNACK.
+	caps.RetainAvailable = 0
 	caps.MaximumPacketSize = cfg.MaxPacketSize
 	caps.MaximumClientWritesPending = cfg.ClientWritesPending
 	caps.ReceiveMaximum = cfg.ReceiveMaximum
@@ -195,10 +198,24 @@ func New(cfg Config) (*Broker, error) {
 	b.acl.server = srv
 	b.limits = &limitsHook{acl: b.acl, m: m, rate: cfg.MaxDeviceRate, burst: cfg.DeviceBurst,
 		maxRetained: cfg.MaxRetainedPerDevice, now: time.Now, buckets: map[string]*bucket{}, retained: map[string]map[string]bool{}}
-	hooks := []mqtt.Hook{b.acl, b.limits, &metricsHook{rules: r, m: m}}
+	b.ret = &retainedStore{}
+	rh := &retainHook{store: b.ret, acl: b.acl, srv: srv}
+	b.rh = rh
+	// Order matters: retainHook's OnPublish runs after the ACL and the limits (which may take the
+	// retain flag off a device's publish) allowed the message.
+	hooks := []mqtt.Hook{b.acl, b.limits, &metricsHook{rules: r, m: m}, rh}
 	if cfg.DB != nil {
 		b.store = &storeHook{db: cfg.DB, log: cfg.Logger}
+		rh.persist = b.store
 		hooks = append(hooks, b.store)
+		stored, err := b.store.loadRetained()
+		if err != nil {
+			return nil, err
+		}
+		for _, sm := range stored {
+			b.ret.set(newRetainedMsg(sm.ToPacket()))
+		}
+		srv.Info.Retained = int64(b.ret.len())
 	}
 	for _, h := range hooks {
 		if err := srv.AddHook(h, nil); err != nil {
@@ -335,10 +352,6 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) er
 	if n := len(topic) + len(payload) + 16; n > b.maxPkt {
 		return fmt.Errorf("%w: %d bytes on %s, limit %d", ErrTooLarge, len(payload), topic, b.maxPkt)
 	}
-	if retain {
-		b.retainMu.Lock()
-		defer b.retainMu.Unlock()
-	}
 	if err := b.srv.Publish(topic, payload, retain, qos); err != nil {
 		return fmt.Errorf("publish %s: %w", topic, err)
 	}
@@ -364,13 +377,18 @@ func (b *Broker) Subscribe(filter string, handler func(topic string, payload []b
 		return fmt.Errorf("%w: filter %q", ErrBadTopic, filter)
 	}
 	id := int(b.nextSub.Add(1))
-	b.retainMu.Lock()
 	err := b.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 		b.disp.enqueue(handler, pk.TopicName, pk.Payload)
 	})
-	b.retainMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", filter, err)
+	}
+	// The retained messages are in the broker's store, not mochi's (retainHook). Read after the
+	// subscription is in place, so a retained publish racing it reaches the handler one way or
+	// the other (or both).
+	live, _ := b.ret.match(filter, time.Now().Unix())
+	for _, m := range live {
+		b.disp.enqueue(handler, m.topic, m.payload)
 	}
 	return nil
 }
