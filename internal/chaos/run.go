@@ -269,11 +269,7 @@ func (c *Cluster) fault(r *rand.Rand, count map[string]int, t testing.TB) {
 		return c.Nodes[r.IntN(len(c.Nodes))]
 	}
 	hold := time.Duration(1000+r.IntN(3000)) * time.Millisecond
-	if c.fleet != nil && r.IntN(100) < 20 {
-		// An agent killed with SIGKILL at this random moment and started again (drawn only
-		// with agents, so that a seed replays the same hub faults without them).
-		count["agent_kill"]++
-		c.fleet.KillAgent(r, hold/2)
+	if c.agentFault(r, count, hold) {
 		return
 	}
 	switch k := r.IntN(100); {
@@ -360,6 +356,18 @@ func (c *Cluster) fault(r *rand.Rand, count map[string]int, t testing.TB) {
 		time.Sleep(hold)
 		c.Heal(nd)
 	}
+}
+
+// agentFault, one slot in five when the run has agents, kills an agent with SIGKILL at this
+// random moment and starts it again (Fleet.KillAgent), and reports whether it did. It draws from
+// r only with agents, so that a seed replays the same hub faults without them.
+func (c *Cluster) agentFault(r *rand.Rand, count map[string]int, hold time.Duration) bool {
+	if c.fleet == nil || r.IntN(100) >= 20 {
+		return false
+	}
+	count["agent_kill"]++
+	c.fleet.KillAgent(r, hold/2)
+	return true
 }
 
 func (c *Cluster) healAll() {
