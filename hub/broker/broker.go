@@ -132,6 +132,8 @@ type Broker struct {
 	acl     *aclHook
 	store   *storeHook // nil without a DB
 	limits  *limitsHook
+	ret     *retainedStore
+	rh      *retainHook
 	disp    *dispatcher
 	rules   rules
 	maxPkt  int
@@ -142,11 +144,6 @@ type Broker struct {
 	nextSub atomic.Int64
 	closed  atomic.Bool
 	once    sync.Once
-	// retainMu serialises the hub's retained publishes (and Forget's clearing) with its
-	// subscriptions: mochi 2.7.9 reads a topic's retained path unlocked while a wildcard
-	// subscription collects retained messages, and writes it on a retained publish
-	// (mochi-mqtt/server#200; docs/pitfalls.md). Client packets are not covered.
-	retainMu sync.Mutex
 }
 
 // New builds the broker, binds its listeners, restores stored state from cfg.DB and starts
@@ -173,6 +170,12 @@ func New(cfg Config) (*Broker, error) {
 
 	caps := mqtt.NewDefaultServerCapabilities() // a partial struct would zero the rest
 	caps.MaximumMessageExpiryInterval = 0       // retained `desired` states never expire
+	// Retained messages live in retainHook's store, not in mochi: with RetainAvailable = 0
+	// mochi's retainMessage stores nothing, so its once-a-second sweep (which copies the whole
+	// retained map) has nothing to copy and its unlocked retained read (mochi-mqtt/server#200)
+	// nothing to race with. Mochi 2.7.9 reads this field only there and when it checks a Will
+	// (retainHook gets the Will past that); it does not advertise it in CONNACK.
+	caps.RetainAvailable = 0
 	caps.MaximumPacketSize = cfg.MaxPacketSize
 	caps.MaximumClientWritesPending = cfg.ClientWritesPending
 	caps.ReceiveMaximum = cfg.ReceiveMaximum
@@ -195,10 +198,24 @@ func New(cfg Config) (*Broker, error) {
 	b.acl.server = srv
 	b.limits = &limitsHook{acl: b.acl, m: m, rate: cfg.MaxDeviceRate, burst: cfg.DeviceBurst,
 		maxRetained: cfg.MaxRetainedPerDevice, now: time.Now, buckets: map[string]*bucket{}, retained: map[string]map[string]bool{}}
-	hooks := []mqtt.Hook{b.acl, b.limits, &metricsHook{rules: r, m: m}}
+	b.ret = &retainedStore{}
+	rh := &retainHook{store: b.ret, acl: b.acl, srv: srv}
+	b.rh = rh
+	// Order matters: retainHook's OnPublish runs after the ACL and the limits (which may take the
+	// retain flag off a device's publish) allowed the message.
+	hooks := []mqtt.Hook{b.acl, b.limits, &metricsHook{rules: r, m: m}, rh}
 	if cfg.DB != nil {
 		b.store = &storeHook{db: cfg.DB, log: cfg.Logger}
+		rh.persist = b.store
 		hooks = append(hooks, b.store)
+		stored, err := b.store.loadRetained()
+		if err != nil {
+			return nil, err
+		}
+		for _, sm := range stored {
+			b.ret.set(newRetainedMsg(sm.ToPacket()))
+		}
+		srv.Info.Retained = int64(b.ret.len())
 	}
 	for _, h := range hooks {
 		if err := srv.AddHook(h, nil); err != nil {
@@ -209,7 +226,7 @@ func New(cfg Config) (*Broker, error) {
 		srv.Listeners.CloseAll(func(string) {})
 		return nil, err
 	}
-	b.disp = newDispatcher(cfg.HandlerWorkers, cfg.HandlerQueue, m, cfg.Logger)
+	b.disp = newDispatcher(cfg.HandlerWorkers, cfg.HandlerQueue, b.ret, m, cfg.Logger)
 	if err := srv.Serve(); err != nil {
 		srv.Listeners.CloseAll(func(string) {})
 		b.disp.close()
@@ -335,10 +352,6 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) er
 	if n := len(topic) + len(payload) + 16; n > b.maxPkt {
 		return fmt.Errorf("%w: %d bytes on %s, limit %d", ErrTooLarge, len(payload), topic, b.maxPkt)
 	}
-	if retain {
-		b.retainMu.Lock()
-		defer b.retainMu.Unlock()
-	}
 	if err := b.srv.Publish(topic, payload, retain, qos); err != nil {
 		return fmt.Errorf("publish %s: %w", topic, err)
 	}
@@ -350,12 +363,15 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) er
 // of it (chunk frames are not retained). protocol.PayloadCopier.
 func (b *Broker) PublishCopiesPayload() bool { return true }
 
-// Subscribe calls handler for every message on a topic matching filter, retained ones included
-// (those are handed over before Subscribe returns). The handler runs on a worker of the broker's
-// bounded handler queue, never on the publisher's goroutine: messages of one topic arrive in
-// order, and when the queue is full a message is dropped and counted in MetricDropped, since
-// the broker never waits for the hub. The payload is the handler's own copy. Subscriptions
-// last until Close.
+// Subscribe calls handler for every message on a topic matching filter, retained ones included.
+// The handler runs on a worker of the broker's handler queues, never on the publisher's
+// goroutine: messages of one topic arrive in order, and when a live message finds its queue
+// full it is dropped and counted in MetricDropped, since the broker never waits for the hub.
+// The retained messages are never dropped: Subscribe puts their topics on the workers' replay
+// lists before it returns, without blocking, and each is delivered as the topic's retained
+// message stands when its worker gets to it (after any live message waiting), so it may arrive
+// twice (replayed and live) but never older than a live one handled before it. The payload is
+// the handler's own copy. Subscriptions last until Close.
 func (b *Broker) Subscribe(filter string, handler func(topic string, payload []byte)) error {
 	if b.closed.Load() {
 		return ErrClosed
@@ -364,13 +380,26 @@ func (b *Broker) Subscribe(filter string, handler func(topic string, payload []b
 		return fmt.Errorf("%w: filter %q", ErrBadTopic, filter)
 	}
 	id := int(b.nextSub.Add(1))
-	b.retainMu.Lock()
 	err := b.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 		b.disp.enqueue(handler, pk.TopicName, pk.Payload)
 	})
-	b.retainMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", filter, err)
+	}
+	// The retained messages are in the broker's store, not mochi's (retainHook). Read after the
+	// subscription is in place, so a retained publish racing it reaches the handler one way or
+	// the other (or both). Only the topics are queued: the worker reads the message when it
+	// delivers it, so a copy read here can never overtake a newer live message.
+	live, _ := b.ret.match(filter, time.Now().Unix())
+	if len(live) == 0 {
+		return nil
+	}
+	topics := make([]string, len(live))
+	for i, m := range live {
+		topics[i] = m.topic
+	}
+	if !b.disp.replay(handler, topics) {
+		return ErrClosed
 	}
 	return nil
 }
@@ -389,7 +418,9 @@ func (b *Broker) RevokePrincipal(p Principal) {
 }
 
 // Close disconnects every client, stops the listeners, waits (up to 5 s) for client goroutines
-// and for queued Subscribe handlers to finish. It leaves the DB open. Calling it again is a no-op.
+// and for queued Subscribe handlers to finish; retained messages a Subscribe still owes its
+// handler are not delivered (the next Subscribe reads them again). It leaves the DB open.
+// Calling it again is a no-op.
 func (b *Broker) Close() error {
 	b.once.Do(func() {
 		b.closed.Store(true)

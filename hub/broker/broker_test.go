@@ -394,14 +394,14 @@ func TestRetainedNeverExpires(t *testing.T) {
 	dev := mustConnect(t, clientOpts(b.url, userDevA, userDevA))
 	publish(t, dev, "dl/v1/dev/dev-a/status", 1, true, []byte(`{"online":true}`))
 	for _, topic := range []string{"dl/v1/dev/dev-a/desired", "dl/v1/dev/dev-a/status"} {
-		var ok bool
+		var m *retainedMsg
 		testhelp.WaitFor(t, 5*time.Second, "retained "+topic, func() bool {
-			_, ok = b.srv.Topics.Retained.Get(topic)
+			var ok bool
+			m, ok = b.ret.get(topic)
 			return ok
 		})
-		pk, _ := b.srv.Topics.Retained.Get(topic)
-		if pk.Expiry != 0 {
-			t.Errorf("retained %s expires at %d, want never", topic, pk.Expiry)
+		if m.expiry != 0 {
+			t.Errorf("retained %s expires at %d, want never", topic, m.expiry)
 		}
 	}
 }

@@ -169,12 +169,13 @@ type received struct {
 	topic   string
 	payload []byte
 	retain  bool
+	qos     byte
 }
 
 func (r *recorder) handle(_ paho.Client, m paho.Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.msgs = append(r.msgs, received{m.Topic(), append([]byte(nil), m.Payload()...), m.Retained()})
+	r.msgs = append(r.msgs, received{m.Topic(), append([]byte(nil), m.Payload()...), m.Retained(), m.Qos()})
 }
 
 // find returns the first message on topic with payload (nil payload: any).
@@ -218,14 +219,6 @@ func cid(user, suffix string) string {
 	return ClientIDFor(p, suffix)
 }
 
-// retainedUnder counts the broker's retained messages whose topic starts with prefix (from mochi's
-// locked copy: Topics.Messages races with RetainMessage).
-func retainedUnder(b *Broker, prefix string) int {
-	n := 0
-	for topic := range b.srv.Topics.Retained.GetAll() {
-		if strings.HasPrefix(topic, prefix) {
-			n++
-		}
-	}
-	return n
-}
+// retainedUnder counts the broker's retained messages whose topic starts with prefix (ending
+// with "/").
+func retainedUnder(b *Broker, prefix string) int { return len(b.ret.under(prefix)) }

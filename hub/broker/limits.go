@@ -69,9 +69,10 @@ func (h *limitsHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 
 // retain records that device id retains topic (clear: clears it) and reports whether it may:
 // replacing or clearing a topic it holds always may, one more topic only under the cap. The
-// count is the hook's own (mochi's topic index cannot be read safely beside its writers); it
-// starts empty at each broker start, so retained messages restored from the store are not
-// counted until the device publishes them again.
+// count is the hook's own, of what the device itself published (the retained store also holds
+// the hub's `desired` under the device's subtree); it starts empty at each broker start, so
+// retained messages restored from the store are not counted until the device publishes them
+// again.
 func (h *limitsHook) retain(id, topic string, clear bool) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -130,8 +130,8 @@ func TestDeviceRetainedCap(t *testing.T) {
 	if n := testutil.ToFloat64(b.acl.m.rejected.WithLabelValues(reasonRetainedCap)); n != 2 {
 		t.Fatalf("rejected{retained_cap} = %v, want 2", n)
 	}
-	if m, _ := b.srv.Topics.Retained.Get("dl/v1/dev/dev-a/status"); string(m.Payload) != `{"v":2}` {
-		t.Fatalf("status not replaced: %s", m.Payload)
+	if m, ok := b.ret.get("dl/v1/dev/dev-a/status"); !ok || string(m.payload) != `{"v":2}` {
+		t.Fatalf("status not replaced: %v", m)
 	}
 }
 

@@ -6,12 +6,14 @@ import (
 	"testing"
 )
 
-// TestRetainedPublishBesideWildcardSubscribe: mochi 2.7.9 reads a topic's retained path
-// without a lock when a wildcard subscription collects the retained messages it matches, while
-// a retained publish writes it under the topic's lock (mochi-mqtt/server#200). The hub's own
-// wildcard subscriptions (made at start, while the desired publisher already publishes) and its
-// retained publishes go through the Broker, which serialises them; under -race this test
-// fails without that.
+// TestRetainedPublishBesideWildcardSubscribe: the hub's own wildcard subscriptions (made at
+// start, while the desired publisher already publishes) beside its retained publishes and
+// clearings. Mochi 2.7.9 read a topic's retained path without a lock when a wildcard
+// subscription collected the retained messages it matches, while a retained publish wrote it
+// (mochi-mqtt/server#200); the Broker serialised the two with a mutex. Retained messages now
+// live in the broker's own locked store (retainHook) and mochi's retained index is never
+// written, so no mutex is needed, for the hub or for clients (TestRetainedSubscribeRacesPublish);
+// under -race this test keeps it that way.
 func TestRetainedPublishBesideWildcardSubscribe(t *testing.T) {
 	b := startBroker(t, Config{})
 	const rounds = 200

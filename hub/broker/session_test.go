@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -66,7 +67,12 @@ func TestForgetDeviceRemovesSessionsAndRetained(t *testing.T) {
 	if err := b.Publish("dl/v1/dev/dev-a/desired", []byte(`{"rev":1}`), true, 1); err != nil {
 		t.Fatal(err)
 	}
-	testhelp.WaitFor(t, 5*time.Second, "sessions stored", func() bool { return len(storedKeys(t, db)) >= 4 })
+	// Both sessions' records: mochi stores the live one's (OnSessionEstablished) after its
+	// CONNACK, so the count alone could be reached without it, and its write land after Forget.
+	testhelp.WaitFor(t, 5*time.Second, "sessions stored", func() bool {
+		keys := storedKeys(t, db)
+		return len(keys) >= 5 && slices.Contains(keys, "broker/cli/"+userDevB)
+	})
 
 	b.auth.revoke(userDevB)
 	b.Forget(Principal{Kind: Device, ID: userDevB}, false)

@@ -1,8 +1,6 @@
 package broker
 
 import (
-	"strings"
-
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -37,18 +35,13 @@ func (b *Broker) Forget(p Principal, keepHubRetained bool) int {
 	}
 	cleared := 0
 	if p.Kind == Device && validPrincipal(p) {
-		// Retained.GetAll is a locked copy; Topics.Messages walks the topic tree without the
-		// locks RetainMessage takes (a data race in mochi 2.7.9).
 		prefix := b.rules.devicePrefix(p.ID)
-		for topic, pk := range b.srv.Topics.Retained.GetAll() {
-			if !strings.HasPrefix(topic, prefix) || (keepHubRetained && b.rules.hubKind(pk.TopicName)) {
+		for _, m := range b.ret.under(prefix) {
+			if keepHubRetained && b.rules.hubKind(m.topic) {
 				continue
 			}
-			b.retainMu.Lock()
-			b.srv.Topics.RetainMessage(packets.Packet{TopicName: pk.TopicName})
-			b.retainMu.Unlock()
-			if b.store != nil {
-				b.store.del(keyRetained + pk.TopicName)
+			if b.ret.clear(m.topic, nil) && b.store != nil {
+				b.store.deleteRetained(m.topic)
 			}
 			cleared++
 		}

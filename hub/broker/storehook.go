@@ -22,9 +22,11 @@ const (
 	keySub      = keyPrefix + "sub/" // + client id + "\x00" + filter -> storage.Subscription
 )
 
-// storeHook keeps retained messages and persistent sessions (client records and their granted
-// subscriptions) in the hub's one badger database, so they survive a hub restart. It does not
-// own the database: Stop leaves it open. In-flight QoS messages are not stored (see DESIGN.md).
+// storeHook keeps persistent sessions (client records and their granted subscriptions) in the
+// hub's one badger database, and, for retainHook, the retained messages, so they survive a hub
+// restart. It does not own the database: Stop leaves it open. In-flight QoS messages are not
+// stored (see DESIGN.md). Retained messages are not handed to mochi (StoredRetainedMessages):
+// they live in the broker's retainedStore, which loadRetained fills at start.
 type storeHook struct {
 	mqtt.HookBase
 	db      *badger.DB
@@ -40,8 +42,7 @@ func (h *storeHook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnClientExpired,
 		mqtt.OnSubscribed, mqtt.OnUnsubscribed,
-		mqtt.OnRetainMessage, mqtt.OnRetainedExpired,
-		mqtt.StoredClients, mqtt.StoredSubscriptions, mqtt.StoredRetainedMessages:
+		mqtt.StoredClients, mqtt.StoredSubscriptions:
 		return true
 	}
 	return false
@@ -153,14 +154,10 @@ func (h *storeHook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	}
 }
 
-// OnRetainMessage stores a retained message, or deletes it when the payload is empty (the MQTT
-// way to clear a retained topic).
-func (h *storeHook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, _ int64) {
+// saveRetained stores a retained message (retainHook calls it; an empty payload is
+// deleteRetained's).
+func (h *storeHook) saveRetained(pk packets.Packet) {
 	if h.stopped.Load() {
-		return
-	}
-	if len(pk.Payload) == 0 {
-		h.del(keyRetained + pk.TopicName)
 		return
 	}
 	props := pk.Properties.Copy(false)
@@ -171,7 +168,7 @@ func (h *storeHook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, _ int64)
 		TopicName:   pk.TopicName,
 		Payload:     pk.Payload,
 		Created:     pk.Created,
-		Client:      cl.ID,
+		Client:      pk.Origin,
 		Origin:      pk.Origin,
 		Properties: storage.MessageProperties{
 			PayloadFormat:         props.PayloadFormat,
@@ -185,9 +182,8 @@ func (h *storeHook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, _ int64)
 	})
 }
 
-// OnRetainedExpired deletes an expired retained message. The broker runs with no maximum
-// message expiry, so this only happens to messages a v5 client published with an expiry.
-func (h *storeHook) OnRetainedExpired(topic string) {
+// deleteRetained deletes a stored retained message (cleared or expired).
+func (h *storeHook) deleteRetained(topic string) {
 	if !h.stopped.Load() {
 		h.del(keyRetained + topic)
 	}
@@ -223,8 +219,9 @@ func (h *storeHook) StoredSubscriptions() ([]storage.Subscription, error) {
 	return out, err
 }
 
-// StoredRetainedMessages returns the stored retained messages.
-func (h *storeHook) StoredRetainedMessages() ([]storage.Message, error) {
+// loadRetained returns the stored retained messages (the records mochi's own
+// OnRetainMessage path wrote before retainHook took over have the same form).
+func (h *storeHook) loadRetained() ([]storage.Message, error) {
 	var out []storage.Message
 	err := h.scan(keyRetained, func(k, v []byte) error {
 		var m storage.Message
