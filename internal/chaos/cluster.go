@@ -37,8 +37,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/hubproc"
-	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/clock"
 )
 
@@ -96,7 +96,7 @@ func StartCluster(t testing.TB, bin string, n int) *Cluster {
 	for i := 1; i <= n; i++ {
 		h := hubproc.NewHub(t, base, fmt.Sprintf("hub%d", i))
 		h.Args = []string{"--log-level", "warn", "--disk-reserve-bytes", "-1"}
-		h.MQTT = testhelp.FreeAddr(t) // the agents connect to every node's broker
+		h.MQTT = freeport.Addr(t) // the agents connect to every node's broker
 		nd := &Node{Hub: h, proxy: toxiproxy.NewProxy(c.toxic, h.ID, "127.0.0.1:0", h.Raft)}
 		h.Env = []string{clock.EnvOffsetFile + "=" + nd.clockFile()}
 		if err := nd.proxy.Start(); err != nil {
