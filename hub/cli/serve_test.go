@@ -10,17 +10,18 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/hub/node"
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/spf13/pflag"
 )
 
 func TestServeRunsAndStopsCleanly(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	httpAddr := testhelp.FreeAddr(t)
+	httpAddr := freeport.Addr(t)
 	env := map[string]string{
 		"DRIFTLINE_DATA":      dir,
 		"DRIFTLINE_HTTP":      "256.0.0.1:1", // the flag below must win
-		"DRIFTLINE_RAFT":      testhelp.FreeAddr(t),
+		"DRIFTLINE_RAFT":      freeport.Addr(t),
 		"DRIFTLINE_MQTT":      "",
 		"DRIFTLINE_NODE_ID":   "n-env",
 		"DRIFTLINE_FOUR_EYES": "true",
