@@ -93,6 +93,14 @@ func TestRetainedReplayIsNotPresence(t *testing.T) {
 	}
 	t.Cleanup(s.Close)
 
+	// "slowbeat" connects after the hub started and heartbeats less often than the window (an
+	// agent configured with a long heartbeat): its live status needs no confirmation, the Will or
+	// a clean stop ends it.
+	st.Must(t, command.TypeDeviceCreate, state.DeviceCreate{ID: "slowbeat", TokenHash: "h-slowbeat"})
+	slowAt := time.Now()
+	publish(topics.Status("slowbeat"), wire.Status{Header: wire.Header{DeviceID: "slowbeat", TS: slowAt.UnixMilli()},
+		Online: true, AgentVersion: "0.9.0", Reason: wire.ReasonConnect}, true)
+
 	// "live" heartbeats (live, never retained) until the test ends; "elsewhere" sends window
 	// reports through another node, whose telemetry batches this node sees only in the state.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -161,4 +169,11 @@ func TestRetainedReplayIsNotPresence(t *testing.T) {
 		d := dev("gone")
 		return d.Online && d.LastSeen >= started
 	})
+	testhelp.WaitFor(t, 10*time.Second, "slowbeat's live status applied", func() bool { return dev("slowbeat").Online })
+	for time.Since(slowAt) < 3*window { // the absence of an expiry can only be seen by letting windows pass
+		time.Sleep(window / 10)
+	}
+	if !dev("slowbeat").Online {
+		t.Errorf("slowbeat: shown offline %s after a live connect without a heartbeat in the window; its Will ends it, not the window", time.Since(slowAt))
+	}
 }

@@ -21,8 +21,9 @@ import (
 // the device's last_seen only to its own `ts` (bounded by now), never to when the hub heard it.
 // Live messages (heartbeats and window reports, never retained) are sightings: last_seen = now.
 // A `status` online is a claim the next heartbeat must confirm: one whose `ts` is older than the
-// presence window cannot set online (it is a replay), and after any `status` online the device
-// has PresenceWindow to send a heartbeat (or any live message); if none came and the replicated
+// presence window cannot set online (it is a replay), and after a `status` online dated before
+// the service started (possibly a replay) the device has PresenceWindow to send a heartbeat (or
+// any live message); if none came and the replicated
 // state shows no sighting within the window either (another node may have heard it), the hub
 // shows it offline. This covers the broker dying with the hub (a crash sends no Will): the
 // retained `status` still says online, and the device may never come back.
@@ -33,6 +34,11 @@ type telemetry struct {
 	// unconfirmed holds the devices whose `status` said online and that have sent nothing live
 	// since, with the Unix millisecond time by which they must.
 	unconfirmed map[string]int64
+	// started is when this service started (Unix ms). A `status` online dated before it may be a
+	// replay of a record the broker kept across a crash, so it must be confirmed; one dated after
+	// it is a live connect, which the device's Will or clean stop will end, so a device with a
+	// heartbeat interval longer than the window does not flap offline after each reconnect.
+	started int64
 }
 
 // DefaultPresenceWindow is Config.PresenceWindow's default: three heartbeats at the SPEC's 10 s.
@@ -43,7 +49,8 @@ const DefaultPresenceWindow = 30 * time.Second
 const maxPendingReports = 4096
 
 func newTelemetry(s *Service) *telemetry {
-	return &telemetry{s: s, pending: map[string]*state.DeviceObservation{}, unconfirmed: map[string]int64{}}
+	return &telemetry{s: s, pending: map[string]*state.DeviceObservation{}, unconfirmed: map[string]int64{},
+		started: time.Now().UnixMilli()}
 }
 
 func (t *telemetry) obs(id string) *state.DeviceObservation {
@@ -70,7 +77,7 @@ func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
 		if st, err = wire.DecodeStatus(payload); err == nil {
 			err = st.MatchTopic(id)
 		}
-		seen, claim = min(st.TS, now), st.Online
+		seen, claim = min(st.TS, now), st.Online && st.TS < t.started
 		// An online status older than the window is a replayed record, not news of presence.
 		online := st.Online
 		apply = func(o *state.DeviceObservation) {
