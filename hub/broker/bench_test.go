@@ -48,7 +48,7 @@ func BenchmarkACLCheck(b *testing.B) {
 // goroutine: hashing the topic and copying a 200-byte payload into a worker's queue.
 func BenchmarkHandlerEnqueue(b *testing.B) {
 	m, _ := newMetrics(nil)
-	d := newDispatcher(DefaultHandlerWorkers, DefaultHandlerQueue, m, testhelp.Logger(b, slog.LevelInfo))
+	d := newDispatcher(DefaultHandlerWorkers, DefaultHandlerQueue, &retainedStore{}, m, testhelp.Logger(b, slog.LevelInfo))
 	defer d.close()
 	payload := make([]byte, 200)
 	h := func(string, []byte) {}
@@ -186,4 +186,70 @@ func reportCPU(b *testing.B) func() {
 	return func() {
 		b.ReportMetric(float64((cpu()-c0).Milliseconds())/float64(b.N), "cpu-ms/op")
 	}
+}
+
+// BenchmarkSubscribeRetainedReplay measures a hub (re)start's Subscribe to every device's
+// retained status at 100,000 devices: the time Subscribe itself takes (it returns once the
+// replay is queued; subscribe-ms/op) and the time until the handler had every message, with the
+// heap the replay lists take at their largest (replay-B/topic).
+func BenchmarkSubscribeRetainedReplay(b *testing.B) {
+	const devices = 100_000
+	brk, err := New(Config{Addr: "127.0.0.1:0", Auth: newTableAuth(), Logger: testhelp.Logger(b, slog.LevelWarn)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = brk.Close() }()
+	payload := make([]byte, 300)
+	for i := 0; i < devices; i++ {
+		if err := brk.Publish(fmt.Sprintf("dl/v1/dev/edge-%06d/status", i), payload, true, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var subscribe time.Duration
+	var replayBytes float64
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		var got atomic.Int64
+		done := make(chan struct{})
+		gate := make(chan struct{})
+		t0 := time.Now()
+		if err := brk.Subscribe("dl/v1/dev/+/status", func(string, []byte) {
+			<-gate
+			if got.Add(1) == devices {
+				close(done)
+			}
+		}); err != nil {
+			b.Fatal(err)
+		}
+		subscribe += time.Since(t0)
+		b.StopTimer()
+		runtime.GC() // the handlers are held at the gate: the replay lists are full
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		before := ms.HeapAlloc
+		brk.disp.mu.RLock()
+		n := 0
+		for _, w := range brk.disp.workers {
+			w.mu.Lock()
+			n += len(w.replay) - w.head
+			w.mu.Unlock()
+		}
+		brk.disp.mu.RUnlock()
+		if n < devices-len(brk.disp.workers) {
+			b.Fatalf("%d replay entries queued, want %d", n, devices)
+		}
+		b.StartTimer()
+		close(gate)
+		<-done
+		b.StopTimer()
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		if before > ms.HeapAlloc {
+			replayBytes += float64(before-ms.HeapAlloc) / devices
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(subscribe.Milliseconds())/float64(b.N), "subscribe-ms/op")
+	b.ReportMetric(replayBytes/float64(b.N), "replay-B/topic")
 }

@@ -226,7 +226,7 @@ func New(cfg Config) (*Broker, error) {
 		srv.Listeners.CloseAll(func(string) {})
 		return nil, err
 	}
-	b.disp = newDispatcher(cfg.HandlerWorkers, cfg.HandlerQueue, m, cfg.Logger)
+	b.disp = newDispatcher(cfg.HandlerWorkers, cfg.HandlerQueue, b.ret, m, cfg.Logger)
 	if err := srv.Serve(); err != nil {
 		srv.Listeners.CloseAll(func(string) {})
 		b.disp.close()
@@ -363,12 +363,15 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) er
 // of it (chunk frames are not retained). protocol.PayloadCopier.
 func (b *Broker) PublishCopiesPayload() bool { return true }
 
-// Subscribe calls handler for every message on a topic matching filter, retained ones included
-// (those are handed over before Subscribe returns). The handler runs on a worker of the broker's
-// bounded handler queue, never on the publisher's goroutine: messages of one topic arrive in
-// order, and when the queue is full a message is dropped and counted in MetricDropped, since
-// the broker never waits for the hub. The payload is the handler's own copy. Subscriptions
-// last until Close.
+// Subscribe calls handler for every message on a topic matching filter, retained ones included.
+// The handler runs on a worker of the broker's handler queues, never on the publisher's
+// goroutine: messages of one topic arrive in order, and when a live message finds its queue
+// full it is dropped and counted in MetricDropped, since the broker never waits for the hub.
+// The retained messages are never dropped: Subscribe puts their topics on the workers' replay
+// lists before it returns, without blocking, and each is delivered as the topic's retained
+// message stands when its worker gets to it (after any live message waiting), so it may arrive
+// twice (replayed and live) but never older than a live one handled before it. The payload is
+// the handler's own copy. Subscriptions last until Close.
 func (b *Broker) Subscribe(filter string, handler func(topic string, payload []byte)) error {
 	if b.closed.Load() {
 		return ErrClosed
@@ -385,10 +388,18 @@ func (b *Broker) Subscribe(filter string, handler func(topic string, payload []b
 	}
 	// The retained messages are in the broker's store, not mochi's (retainHook). Read after the
 	// subscription is in place, so a retained publish racing it reaches the handler one way or
-	// the other (or both).
+	// the other (or both). Only the topics are queued: the worker reads the message when it
+	// delivers it, so a copy read here can never overtake a newer live message.
 	live, _ := b.ret.match(filter, time.Now().Unix())
-	for _, m := range live {
-		b.disp.enqueue(handler, m.topic, m.payload)
+	if len(live) == 0 {
+		return nil
+	}
+	topics := make([]string, len(live))
+	for i, m := range live {
+		topics[i] = m.topic
+	}
+	if !b.disp.replay(handler, topics) {
+		return ErrClosed
 	}
 	return nil
 }
@@ -407,7 +418,9 @@ func (b *Broker) RevokePrincipal(p Principal) {
 }
 
 // Close disconnects every client, stops the listeners, waits (up to 5 s) for client goroutines
-// and for queued Subscribe handlers to finish. It leaves the DB open. Calling it again is a no-op.
+// and for queued Subscribe handlers to finish; retained messages a Subscribe still owes its
+// handler are not delivered (the next Subscribe reads them again). It leaves the DB open.
+// Calling it again is a no-op.
 func (b *Broker) Close() error {
 	b.once.Do(func() {
 		b.closed.Store(true)
