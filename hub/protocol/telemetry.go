@@ -332,7 +332,16 @@ func (t *telemetry) run(ctx context.Context) {
 	}
 }
 
-// flush proposes the pending observations as one command.
+// maxBatchDevices is the most devices one DeviceTelemetry command carries. One command is one
+// badger transaction on every node (~560 bytes written per device, more with numbered reports),
+// and a transaction holds ~9.6 MB: at 100,000 devices a second's batch (every device that came
+// online at once) was refused as too big, merged back, and grew until no batch applied again
+// (issue 18, firmware-sim/loadgen). Bigger batches are cut into commands of this many devices.
+const maxBatchDevices = 1000
+
+// flush proposes the pending observations, in commands of at most maxBatchDevices devices
+// proposed together (Raft appends them as one batch); the devices of a command that fails are
+// merged back for the next flush.
 func (t *telemetry) flush(ctx context.Context) {
 	t.mu.Lock()
 	if len(t.pending) == 0 {
@@ -342,19 +351,43 @@ func (t *telemetry) flush(ctx context.Context) {
 	batch := t.pending
 	t.pending = map[string]*state.DeviceObservation{}
 	t.mu.Unlock()
-	cmd := state.DeviceTelemetry{Devices: make([]state.DeviceObservation, 0, len(batch))}
+	all := make([]state.DeviceObservation, 0, len(batch))
 	for _, o := range batch {
-		cmd.Devices = append(cmd.Devices, *o)
+		all = append(all, *o)
 	}
-	sort.Slice(cmd.Devices, func(i, j int) bool { return cmd.Devices[i].ID < cmd.Devices[j].ID })
-	env, err := command.New(command.TypeDeviceTelemetry, "", 0, "hub", cmd)
-	if err == nil {
-		err = t.s.cfg.Apply(ctx, env)
+	sort.Slice(all, func(i, j int) bool { return all[i].ID < all[j].ID })
+	parts := (len(all) + maxBatchDevices - 1) / maxBatchDevices
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := state.DeviceTelemetry{Devices: all[p*maxBatchDevices : min(len(all), (p+1)*maxBatchDevices)]}
+			env, err := command.New(command.TypeDeviceTelemetry, "", 0, "hub", cmd)
+			if err == nil {
+				err = t.s.cfg.Apply(ctx, env)
+			}
+			errs[p] = err
+		}()
+	}
+	wg.Wait()
+	failed := map[string]*state.DeviceObservation{}
+	var err error
+	for p, e := range errs {
+		if e == nil {
+			t.s.m.batches.WithLabelValues("applied").Inc()
+			continue
+		}
+		err = e
+		for _, o := range all[p*maxBatchDevices : min(len(all), (p+1)*maxBatchDevices)] {
+			failed[o.ID] = batch[o.ID]
+		}
 	}
 	if err == nil {
-		t.s.m.batches.WithLabelValues("applied").Inc()
 		return
 	}
+	batch = failed
 	t.s.m.batches.WithLabelValues("retry").Inc()
 	t.s.log.Warn("telemetry batch not applied; will retry", "devices", len(batch), "err", err)
 	// Merge back under newer news: what arrived meanwhile wins.
