@@ -10,7 +10,7 @@ LDFLAGS := -X github.com/driftline/driftline/agent.Version=$(VERSION) -X github.
 
 SHELL   := /bin/bash
 
-.PHONY: all build test ci ci-deps vet bench bench-fleet demo fuzz soak soak-load clean release
+.PHONY: all build test ci ci-deps vet bench bench-fleet bench-load demo fuzz soak soak-load clean release
 
 all: build
 
@@ -62,6 +62,16 @@ fuzz:
 bench-fleet: build
 	$(GO) build -trimpath -o $(BIN)/bench-fleet ./firmware-sim/cmd/bench-fleet
 	$(BIN)/bench-fleet -devices $${FLEET_SIZES:-1000,10000}
+
+# bench-load is the hub-side load test past the agents one machine can run: Mosquitto as
+# docs/operations.md configures it, a one-node hub on it, DEVICES simulated devices spoken for by
+# firmware-sim/loadgen over a few MQTT connections, the steady state and a 1 MiB rollout in waves
+# [1, 10, 100] % to all of them; see docs/benchmarks.md. 100,000 devices need ~15 minutes and most
+# of the machine: run it under the shared lock.
+DEVICES ?= 100000
+bench-load: build
+	$(GO) build -trimpath -o $(BIN)/bench-load ./firmware-sim/cmd/bench-load
+	$(BIN)/bench-load -devices $(DEVICES) -hub $(BIN)/driftline $(BENCH_LOAD_FLAGS)
 
 # soak runs the fault-injection harness (internal/chaos) for DURATION with SEED (default: from the
 # clock; a failure prints the seed to replay), on NODES hub processes (3 or 5). make ci runs a

@@ -24,6 +24,7 @@ import (
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/agenttest"
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -40,7 +41,7 @@ func TestBrokerFailover(t *testing.T) {
 			}
 		})
 	})
-	down := fmt.Sprintf("tcp://127.0.0.1:%d", testhelp.FreePort(t))
+	down := "tcp://" + freeport.Addr(t) // nothing listens there
 	cfg := agenttest.Config(t, id, "any", []string{down, b.url()}, []string{agenttest.Key(t)})
 	a := agenttest.Start(t, cfg, agent.Options{})
 	testhelp.WaitFor(t, 20*time.Second, "connected through the second broker", a.Connected)
@@ -121,11 +122,12 @@ func TestTLSBroker(t *testing.T) {
 	}
 	s := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
 	s.AddHook(new(auth.AllowHook), nil)
-	port := testhelp.FreePort(t)
-	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "tls", Address: fmt.Sprintf("127.0.0.1:%d", port),
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}})); err != nil {
+	ln := listeners.NewTCP(listeners.Config{ID: "tls", Address: "127.0.0.1:0",
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}})
+	if err := s.AddListener(ln); err != nil {
 		t.Fatal(err)
 	}
+	addr := ln.Address() // bound by AddListener
 	go s.Serve()
 	t.Cleanup(func() { s.Close() })
 
@@ -136,7 +138,7 @@ func TestTLSBroker(t *testing.T) {
 	}{{"trusted CA", caFile, true}, {"system pool only", "", false}}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := agenttest.Config(t, "dev-tls-"+tc.name[:3], "any", []string{fmt.Sprintf("ssl://127.0.0.1:%d", port)}, []string{agenttest.Key(t)})
+			cfg := agenttest.Config(t, "dev-tls-"+tc.name[:3], "any", []string{"ssl://" + addr}, []string{agenttest.Key(t)})
 			cfg.TLS.CAFile = tc.ca
 			if tc.ca == "" {
 				cfg.TLS.InsecureSkipVerify = false

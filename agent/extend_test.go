@@ -46,7 +46,7 @@ func TestExtensionPoints(t *testing.T) {
 		s.Subscribe(topics.Validation(id), 2, func(*mqtt.Client, packets.Subscription, packets.Packet) { validations.Add(1) })
 	})
 	cfg := agenttest.Config(t, id, "any", []string{b.url()}, []string{agenttest.Key(t)})
-	cfg.Metrics = fmt.Sprintf("127.0.0.1:%d", testhelp.FreePort(t))
+	cfg.Metrics = "127.0.0.1:0"
 	cfg.Heartbeat = 200_000_000 // 200 ms
 
 	// Built by hand (not startAgent) to add the extension between New and Run.
@@ -71,6 +71,8 @@ func TestExtensionPoints(t *testing.T) {
 		})
 	})
 	testhelp.WaitFor(t, 10*time.Second, "connected", ra.Connected)
+	testhelp.WaitFor(t, 10*time.Second, "local endpoints served", func() bool { return ra.MetricsAddr() != "" })
+	local := ra.MetricsAddr()
 	testhelp.WaitFor(t, 10*time.Second, "data subscription", func() bool { return agenttest.Metric(t, ra.Reg, agent.MetricConnects) >= 1 })
 	// The agent subscribes to its data topic on connect without waiting: wait for the broker.
 	testhelp.WaitFor(t, 10*time.Second, "data topic subscribed", func() bool {
@@ -86,7 +88,7 @@ func TestExtensionPoints(t *testing.T) {
 		defer hbMu.Unlock()
 		return lastHB.RecordsSeen >= 3 && lastHB.RecordsInvalid == 1
 	})
-	res, err := http.Post("http://"+cfg.Metrics+"/ingest", "text/csv", bytes.NewReader([]byte("row")))
+	res, err := http.Post("http://"+local+"/ingest", "text/csv", bytes.NewReader([]byte("row")))
 	if err != nil || res.StatusCode != http.StatusAccepted {
 		t.Fatalf("POST /ingest: %v %v", res, err)
 	}
@@ -113,7 +115,7 @@ func TestExtensionPoints(t *testing.T) {
 	}
 
 	// GET /metrics: valid text format, every promised name.
-	res, err = http.Get("http://" + cfg.Metrics + "/metrics")
+	res, err = http.Get("http://" + local + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,9 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,7 +19,6 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -34,13 +35,11 @@ type broker struct {
 // stop closes the broker (idempotent).
 func (b *broker) stop() { b.once.Do(func() { b.s.Close() }) }
 
-// startBroker starts a broker on port (0: a free one). setup runs before it listens (inline
-// subscriptions that must see the first message).
+// startBroker starts a broker on port: 0 listens on ":0" (a test that restarts the broker on the
+// same port passes freeport.Port instead, a port outside the kernel's ephemeral range). setup runs
+// before it listens (inline subscriptions that must see the first message).
 func startBroker(t testing.TB, port int, setup ...func(s *mqtt.Server)) *broker {
 	t.Helper()
-	if port == 0 {
-		port = testhelp.FreePort(t)
-	}
 	s := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
 	if err := s.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
@@ -52,6 +51,8 @@ func startBroker(t testing.TB, port int, setup ...func(s *mqtt.Server)) *broker 
 	for i := 0; i < 50; i++ { // the port may still be held by a broker just closed
 		ln := listeners.NewTCP(listeners.Config{ID: "t", Address: fmt.Sprintf("127.0.0.1:%d", port)})
 		if err = s.AddListener(ln); err == nil {
+			_, p, _ := net.SplitHostPort(ln.Address())
+			port, _ = strconv.Atoi(p)
 			break
 		}
 		time.Sleep(100 * time.Millisecond)

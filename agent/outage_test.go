@@ -11,6 +11,7 @@ import (
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/agenttest"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -88,7 +89,7 @@ func validation(id string, index int64) []byte {
 func TestBrokerOutage(t *testing.T) {
 	const id = "dev-out"
 	var first collector
-	b := startBroker(t, 0, first.subscribe(t, id))
+	b := startBroker(t, freeport.Port(t), first.subscribe(t, id)) // restarted on its port below
 	cfg := agenttest.Config(t, id, "any", []string{b.url()}, []string{agenttest.Key(t)})
 	cfg.Heartbeat = config.Duration(100 * time.Millisecond)
 	a := agenttest.Start(t, cfg, agent.Options{})

@@ -8,6 +8,7 @@ import (
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/agenttest"
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/wire"
@@ -18,7 +19,7 @@ import (
 // the version activates.
 func TestPullSurvivesReconnect(t *testing.T) {
 	const id = "dev-recon"
-	b1 := startBroker(t, 0)
+	b1 := startBroker(t, freeport.Port(t)) // restarted on its port below
 	h1 := newFakeHub(t, b1, id)
 	cfg := agenttest.Config(t, id, "any", []string{b1.url()}, []string{h1.publicKey()})
 	cfg.Fetch.Requests, cfg.Fetch.Digests = 1, 2

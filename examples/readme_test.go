@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/internal/freeport"
+	"github.com/driftline/driftline/internal/hubproc"
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
@@ -67,7 +69,7 @@ func TestReadmeFirstSession(t *testing.T) {
 	copyExamples(t, work)
 	r := &runner{
 		t: t, repo: repo, work: work,
-		http: testhelp.FreeAddr(t), raft: testhelp.FreeAddr(t), mqtt: testhelp.FreeAddr(t), metrics: testhelp.FreeAddr(t),
+		http: freeport.Addr(t), raft: freeport.Addr(t), mqtt: freeport.Addr(t), metrics: freeport.Addr(t),
 	}
 	defer r.stopAll()
 	for _, line := range blocks[0] {
@@ -195,7 +197,7 @@ type runner struct {
 type bgProc struct {
 	line string
 	cmd  *exec.Cmd
-	out  *testhelp.SyncBuffer
+	out  *hubproc.Output
 	done chan error
 }
 
@@ -343,7 +345,7 @@ func (r *runner) start(line string, args []string) {
 	t := r.t
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir, cmd.Env = r.work, r.env()
-	out := &testhelp.SyncBuffer{}
+	out := &hubproc.Output{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("%s: %v", line, err)

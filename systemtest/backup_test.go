@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
@@ -140,7 +141,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	bad := filepath.Join(c.base, "truncated.backup")
 	os.WriteFile(bad, whole[:len(whole)*2/3], 0o600)
 	badDir := c.dir("bad")
-	if code, _, errOut := cli(t, "hub", "restore", bad, "--data", badDir, "--raft", freePort(t)); code != 2 || !strings.Contains(errOut, "truncated") {
+	if code, _, errOut := cli(t, "hub", "restore", bad, "--data", badDir, "--raft", freeport.Addr(t)); code != 2 || !strings.Contains(errOut, "truncated") {
 		t.Fatalf("restore of a truncated file: exit %d: %s", code, errOut)
 	}
 	if entries, _ := os.ReadDir(filepath.Join(badDir, "raft")); len(entries) != 0 {

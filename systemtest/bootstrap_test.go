@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
@@ -68,7 +69,7 @@ func TestHandsOffBootstrap(t *testing.T) {
 
 	// A token too short to be safe is refused at start.
 	os.WriteFile(tokFile, []byte("short\n"), 0o600)
-	code, _, errOut := cli(t, "hub", "serve", "--data", t.TempDir(), "--http", freePort(t), "--raft", freePort(t), "--mqtt", "",
+	code, _, errOut := cli(t, "hub", "serve", "--data", t.TempDir(), "--http", freeport.Addr(t), "--raft", freeport.Addr(t), "--mqtt", "",
 		"--admin-token-file", tokFile)
 	if code == 0 || !strings.Contains(errOut, "at least") {
 		t.Fatalf("short admin token: exit %d: %s", code, errOut)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/hubproc"
 )
 
@@ -62,7 +63,7 @@ func TestAgentUnderQemu(t *testing.T) {
 	// A hub with its embedded broker, a model, and one device per architecture.
 	c := emptyCluster(t)
 	h := c.newHub("hub1")
-	h.MQTT = freePort(t)
+	h.MQTT = freeport.Addr(t)
 	h.Start(t, binary)
 	c.hubs = []*hub{h}
 	c.token = hubproc.ReadToken(t, h.Dir)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
@@ -80,8 +81,8 @@ func startEtcd(b *testing.B, bin string, n int) []string {
 	base := b.TempDir()
 	var peers, clients []string
 	for i := 0; i < n; i++ {
-		peers = append(peers, "http://"+freePort(b))
-		clients = append(clients, "http://"+freePort(b))
+		peers = append(peers, "http://"+freeport.Addr(b))
+		clients = append(clients, "http://"+freeport.Addr(b))
 	}
 	var initial []string
 	for i, p := range peers {

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/hubproc"
-	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // binary and agentBinary are `driftline` and `driftline-agent`, built once by TestMain.
@@ -33,15 +33,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freePort(t testing.TB) string {
-	return testhelp.FreeAddr(t)
-}
-
 // hub is one `driftline hub serve` process (internal/hubproc).
 type hub = hubproc.Hub
-
-// syncBuffer collects a process's output for the test (testhelp.SyncBuffer).
-type syncBuffer = testhelp.SyncBuffer
 
 // cluster is a set of hub processes and the admin token of their cluster.
 type cluster struct {
@@ -109,7 +102,7 @@ func startClusterWith(t testing.TB, n int, mqtt bool) *cluster {
 	for i := 0; i < n; i++ {
 		h := c.newHub(fmt.Sprintf("hub%d", i+1))
 		if mqtt {
-			h.MQTT = freePort(t)
+			h.MQTT = freeport.Addr(t)
 		}
 		c.hubs = append(c.hubs, h)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/hubproc"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/enrol"
@@ -24,9 +25,9 @@ import (
 func TestTopicPrefix(t *testing.T) {
 	const prefix = "plant7/driftline"
 	dir := filepath.Join(t.TempDir(), "data")
-	httpAddr := freePort(t)
-	hubEnv := []string{"DRIFTLINE_DATA=" + dir, "DRIFTLINE_HTTP=" + httpAddr, "DRIFTLINE_RAFT=" + freePort(t),
-		"DRIFTLINE_MQTT=" + freePort(t), "DRIFTLINE_TOPIC_PREFIX=" + prefix}
+	httpAddr := freeport.Addr(t)
+	hubEnv := []string{"DRIFTLINE_DATA=" + dir, "DRIFTLINE_HTTP=" + httpAddr, "DRIFTLINE_RAFT=" + freeport.Addr(t),
+		"DRIFTLINE_MQTT=" + freeport.Addr(t), "DRIFTLINE_TOPIC_PREFIX=" + prefix}
 	hubproc.StartT(t, "hub", hubEnv, binary, "hub", "serve", "--log-level", "warn")
 	client := []string{"DRIFTLINE_HUB=http://" + httpAddr, "DRIFTLINE_DATA=" + dir}
 	run := func(args ...string) (string, error) {

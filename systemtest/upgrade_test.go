@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/hubproc"
 	"github.com/driftline/driftline/internal/testhelp"
 )
@@ -76,7 +77,7 @@ func TestRollingUpgrade(t *testing.T) {
 	c := emptyCluster(t) // its cleanup, registered first, runs after the agents'
 	mqtt := map[string]string{}
 	var agents []*exec.Cmd
-	var agentLogs []*syncBuffer
+	var agentLogs []*hubproc.Output
 	t.Cleanup(func() {
 		for _, a := range agents {
 			a.Process.Signal(os.Interrupt)
@@ -91,7 +92,7 @@ func TestRollingUpgrade(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		id := fmt.Sprintf("hub%d", i)
 		c.hubs = append(c.hubs, c.newHub(id))
-		mqtt[id] = freePort(t)
+		mqtt[id] = freeport.Addr(t)
 	}
 	var brokers []string
 	for _, h := range c.hubs {
@@ -141,7 +142,7 @@ func TestRollingUpgrade(t *testing.T) {
 		}
 		a := exec.Command(oldAgent, "run", "--config", cfg, "--state-dir", filepath.Join(c.base, dev, "state"),
 			"--model-dir", filepath.Join(c.base, dev, "models"), "--metrics", "off")
-		l := &syncBuffer{}
+		l := &hubproc.Output{}
 		a.Stdout, a.Stderr = l, l
 		if err := a.Start(); err != nil {
 			t.Fatal(err)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/hub/broker/mosquittotest"
+	"github.com/driftline/driftline/internal/freeport"
+	"github.com/driftline/driftline/internal/hubproc"
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
@@ -57,12 +59,12 @@ func TestOperationsWalkthrough(t *testing.T) {
 		"DRIFTLINE_TOKEN=", "DRIFTLINE_HUB=", "SSL_CERT_FILE=",
 	)
 	for _, name := range []string{"API1", "API2", "API3", "RAFT1", "RAFT2", "RAFT3", "MQTT_DEV", "MQTT_HUB"} {
-		env = append(env, name+"="+strconv.Itoa(testhelp.FreePort(t)))
+		env = append(env, name+"="+strconv.Itoa(freeport.Port(t)))
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
-	var out testhelp.SyncBuffer
+	var out hubproc.Output
 	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
 	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = dir, env, &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

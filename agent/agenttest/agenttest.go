@@ -10,6 +10,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"log/slog"
 	mathrand "math/rand/v2"
@@ -25,8 +26,10 @@ import (
 	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/modelstore"
+	"github.com/driftline/driftline/agent/outbox"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/artifact"
+	"github.com/driftline/driftline/shared/kv"
 )
 
 // Config returns a config for device id with fast test timings, its state and model dirs in a
@@ -205,4 +208,66 @@ func DistinctChunks(t testing.TB, data []byte) int {
 		seen[c.Digest] = true
 	}
 	return len(seen)
+}
+
+// Outbox reads, without changing it, the outbox of a stopped agent whose state database is in
+// stateDir: a driftline-agent's (device "") or one fleet-mode agent's (firmware-sim fleet keeps
+// every device's namespace in one database).
+func Outbox(stateDir, device string) (outbox.Held, error) {
+	profile := kv.Edge
+	if device != "" {
+		profile = kv.Fleet
+	}
+	db, err := devicedb.OpenProfile(stateDir, profile)
+	if err != nil {
+		return outbox.Held{}, err
+	}
+	defer db.Close()
+	ns := db.Root()
+	if device != "" {
+		ns = db.Namespace(device)
+	}
+	return outbox.Inspect(ns.Sub("outbox"))
+}
+
+// HubReports is what the hub holds of a device's numbered reports: its report cursor
+// (hub/state.ReportCursor, shown by GET /api/v1/devices/{id} as "reports").
+type HubReports struct {
+	Epoch   uint64 `json:"epoch"`
+	Through uint64 `json:"through"`
+	Pending int    `json:"pending"`
+}
+
+// CheckHeld checks what a stopped agent's outbox holds against what the hub holds: the outbox
+// waits for the hub's acknowledgements, the numbers it holds follow each other, and every
+// number of its epoch below them is at the hub (the outbox forgets a numbered report only once
+// the hub acknowledged it), so the hub's reports held after a hole (Pending) wait for reports
+// the agent still holds. ended says the agent holds no numbered report: its epoch is over (the
+// next start numbers a new one) and the hub holds all of it. An error names what was lost.
+func CheckHeld(held outbox.Held, hub HubReports) (ended bool, err error) {
+	if !held.AwaitHub {
+		return false, errors.New("the outbox does not wait for the hub's acknowledgements")
+	}
+	for i := 1; i < len(held.Numbers); i++ {
+		if held.Numbers[i] != held.Numbers[i-1]+1 {
+			return false, fmt.Errorf("the outbox holds reports %v of epoch %d: a hole", held.Numbers, held.Epoch)
+		}
+	}
+	if hub.Epoch > held.Epoch {
+		return false, fmt.Errorf("the hub holds reports of epoch %d, the agent numbers epoch %d", hub.Epoch, held.Epoch)
+	}
+	if len(held.Numbers) == 0 {
+		if hub.Pending > 0 && hub.Epoch == held.Epoch {
+			return true, fmt.Errorf("the hub holds %d reports of epoch %d after a missing one (through %d) that the agent no longer holds", hub.Pending, hub.Epoch, hub.Through)
+		}
+		return true, nil
+	}
+	first := held.Numbers[0]
+	switch {
+	case hub.Epoch == held.Epoch && hub.Through+1 < first:
+		return false, fmt.Errorf("the agent forgot reports %d to %d of epoch %d that the hub does not hold (through %d)", hub.Through+1, first-1, held.Epoch, hub.Through)
+	case hub.Epoch < held.Epoch && first != 1:
+		return false, fmt.Errorf("the agent forgot reports 1 to %d of epoch %d that the hub does not hold (the hub is at epoch %d)", first-1, held.Epoch, hub.Epoch)
+	}
+	return false, nil
 }

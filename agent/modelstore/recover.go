@@ -247,3 +247,33 @@ func (s *Store) Models() ([]string, error) {
 	defer s.mu.Unlock()
 	return s.modelNames()
 }
+
+// CheckLinks checks, without changing anything, what Recover's link check checks at a start:
+// that the current and previous links of model name under the model directory dir, where
+// present, point at version directories whose marker is valid and names them and whose file
+// re-hashes to the marked digest. It returns the two versions (zero Version for a link that is
+// absent) and the first failure. Crash tests call it on a stopped agent's directory: after any
+// kill, current must be one whole version.
+func CheckLinks(dir, name string) (current, previous Version, err error) {
+	if err := ValidName(name); err != nil {
+		return Version{}, Version{}, err
+	}
+	modelDir := filepath.Join(dir, name)
+	check := func(link string) (Version, error) {
+		v, err := readLink(modelDir, link)
+		if err != nil || v == 0 {
+			return Version{}, err
+		}
+		vdir := filepath.Join(modelDir, strconv.Itoa(v))
+		m, err := verifyDir(vdir, name, v, true)
+		if err != nil {
+			return Version{}, fmt.Errorf("%s link: %w", link, err)
+		}
+		return Version{Marker: m, Dir: vdir, Path: filepath.Join(vdir, ModelFile)}, nil
+	}
+	if current, err = check(CurrentLink); err != nil {
+		return current, Version{}, err
+	}
+	previous, err = check(PreviousLink)
+	return current, previous, err
+}

@@ -481,3 +481,45 @@ func (o *Outbox) HubAck(a wire.Ack) error {
 	}
 	return nil
 }
+
+// Held is what an outbox keeps in its namespace, as Inspect reads it.
+type Held struct {
+	// Epoch is the stored numbering epoch (0: none yet).
+	Epoch uint64
+	// Numbers are the numbers of the numbered reports held, oldest first; Unnumbered counts
+	// the other reports.
+	Numbers    []uint64
+	Unnumbered int
+	// AwaitHub says numbered reports are kept until the hub acknowledges them.
+	AwaitHub bool
+}
+
+// Inspect reads, without changing anything, the reports an outbox keeps in ns (a stopped
+// agent's: Open would start a new epoch when no numbered report is held). Crash tests call it
+// to learn what a killed agent had durably queued.
+func Inspect(ns devicedb.Namespace) (Held, error) {
+	var h Held
+	err := ns.Iterate(false, func(k, v []byte) error {
+		switch {
+		case string(k) == string(keyEpoch) && len(v) == 8:
+			h.Epoch = binary.BigEndian.Uint64(v)
+			return nil
+		case string(k) == string(keyHubAcks):
+			h.AwaitHub = true
+			return nil
+		case len(k) != 8:
+			return nil
+		}
+		r, _, err := decodeHeader(v)
+		switch {
+		case err != nil:
+			return fmt.Errorf("%w: seq %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
+		case r.num > 0:
+			h.Numbers = append(h.Numbers, r.num)
+		default:
+			h.Unnumbered++
+		}
+		return nil
+	})
+	return h, err
+}

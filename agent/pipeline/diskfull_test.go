@@ -24,6 +24,7 @@ import (
 	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/outbox"
 	"github.com/driftline/driftline/agent/pipeline"
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -90,7 +91,7 @@ func TestDiskAlmostFull(t *testing.T) {
 	if err := os.WriteFile(contractPath, []byte(`{"fields":[{"name":"temp","type":"number","constraints":{"required":true,"maximum":100}}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port := testhelp.FreePort(t)
+	port := freeport.Port(t) // the broker listens there later
 	const id = "edge-full"
 	cfg := config.Default()
 	cfg.DeviceID, cfg.Token, cfg.Brokers = id, "t", []string{fmt.Sprintf("tcp://127.0.0.1:%d", port)}

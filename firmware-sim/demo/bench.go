@@ -39,6 +39,16 @@ type BenchConfig struct {
 	// Steady is how long the steady state after the rollout is measured (default 60 s: one
 	// reporting window of every agent).
 	Steady time.Duration
+	// Settle is how long the bench waits after the rollout before the steady window starts
+	// (default 30 s), so the window holds no rollout tail (agents activating the model, their
+	// first windows, the controller's last passes); negative: none.
+	Settle time.Duration
+	// ProfileDir, when set, receives the hub's CPU profile over the steady window
+	// (steady-N.cpu.pprof) and its heap profile at the end of it (steady-N.heap.pprof); the hub
+	// is started with DRIFTLINE_PPROF=1 for it.
+	ProfileDir string
+	// HubEnv are extra environment variables of the hub process only (e.g. GOGC=50).
+	HubEnv []string
 	// Log receives progress lines (default os.Stderr).
 	Log io.Writer
 }
@@ -71,6 +81,14 @@ type BenchResult struct {
 	// IdleRSS is the hub's resident size before the fleet connected; PerDevice is
 	// (SteadyRSS - IdleRSS) / Devices.
 	IdleRSS, PerDevice int64
+	// SteadyAnon is the anonymous part of SteadyRSS (heap and stacks; the rest is file pages of
+	// the memory-mapped databases, which the kernel can reclaim); GoHeap and GoStacks are the Go
+	// runtime's heap in use and goroutine stacks at the end of the steady window (its
+	// go_memstats_heap_inuse_bytes and go_memstats_stack_inuse_bytes), Goroutines its goroutines.
+	SteadyAnon, GoHeap, GoStacks int64
+	Goroutines                   int
+	// SteadyWindow is the steady window's length, after SteadySettle.
+	SteadyWindow, SteadySettle time.Duration
 	// HubPeakRSS and FleetPeakRSS are the largest resident sizes seen over the whole run
 	// (sampled every 500 ms); FleetPeakAnon the largest anonymous part of the fleet's (heap and
 	// stacks, without the file pages of its memory-mapped database).
@@ -88,6 +106,19 @@ func (r BenchResult) Row() string {
 		float64(r.EgressShared)/unit, float64(r.EgressDevice)/unit,
 		r.SteadyCores, r.SteadyRSS>>20, r.MessagesPerSec, float64(r.PerDevice)/1024, r.HubPeakRSS>>20, r.FleetPeakRSS>>20, r.FleetPeakAnon>>20)
 }
+
+// SteadyRow formats r's steady state and memory as one line of the SteadyHeader table: the
+// figures issue 18's goals name (time to all online, hub CPU over a stated window, memory per
+// device).
+func (r BenchResult) SteadyRow() string {
+	per := func(b int64) float64 { return float64(b) / 1024 / float64(max(r.Devices, 1)) }
+	return fmt.Sprintf("| %d | %.1f s | %.0f s after %.0f s | %.3f | %d MiB (%d MiB anon) | %.0f KiB | %.0f KiB | %d MiB (%.1f KiB/device) | %d MiB (%.1f KiB/device) | %d | %d MiB |",
+		r.Devices, r.Online.Seconds(), r.SteadyWindow.Seconds(), r.SteadySettle.Seconds(), r.SteadyCores, r.SteadyRSS>>20, r.SteadyAnon>>20,
+		float64(r.PerDevice)/1024, per(r.SteadyAnon), r.GoHeap>>20, per(r.GoHeap), r.GoStacks>>20, per(r.GoStacks), r.Goroutines, r.IdleRSS>>20)
+}
+
+// SteadyHeader is the SteadyRow table's header.
+const SteadyHeader = "| agents | all online | steady window | hub CPU steady (cores) | hub RSS steady | RSS - idle per device | anon per device | Go heap in use | Go stacks | goroutines | hub idle RSS |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 
 // BenchHeader is the benchmark table's header.
 const BenchHeader = "| agents | all online | rollout [1, 10, 100] %, bake 5 s | hub CPU during rollout (fleet process) | hub bytes sent (chunk frames) | chunk egress, shared + per device (× model size) | hub CPU steady (cores) | hub RSS steady | MQTT messages/s steady | hub memory per device | hub peak RSS | fleet process peak RSS |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
@@ -144,6 +175,8 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 	res.State, res.Counts = ro.state, ro.counts
 	res.EgressShared, res.EgressDevice, res.ModelBytes = ro.shared, ro.device, b.cfg.ModelBytes
 	res.SteadyCores, res.SteadyRSS, res.MessagesPerSec = st.cores, st.rss, st.msgsPerSec
+	res.SteadyAnon, res.GoHeap, res.GoStacks, res.Goroutines = st.anon, st.heap, st.stacks, st.goroutines
+	res.SteadyWindow, res.SteadySettle = st.window, max(b.cfg.Settle, 0)
 	res.IdleRSS, res.PerDevice = idle, (st.rss-idle)/int64(max(b.cfg.Devices, 1))
 	return *res, nil
 }
@@ -163,6 +196,9 @@ func (cfg *BenchConfig) defaults() {
 	}
 	if cfg.Steady == 0 {
 		cfg.Steady = time.Minute
+	}
+	if cfg.Settle == 0 {
+		cfg.Settle = 30 * time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = os.Stderr
@@ -220,6 +256,10 @@ func (b *bench) startHub(ctx context.Context) error {
 	cfg := b.cfg
 	r := &run{cfg: Config{Out: cfg.Log}, start: time.Now()}
 	b.mqttURL = "tcp://" + cfg.MQTTAddr
+	if cfg.ProfileDir != "" {
+		b.ps.env = append(b.ps.env, "DRIFTLINE_PPROF=1")
+	}
+	b.ps.env = append(b.ps.env, cfg.HubEnv...) // the hub's only: replaced once it is up
 	hub, err := b.ps.start("hub", filepath.Join(b.bin, "driftline"), "hub", "serve", "--data", filepath.Join(b.dir, "hub"), "--node-id", "bench",
 		"--http", cfg.HTTPAddr, "--raft", cfg.RaftAddr, "--mqtt", cfg.MQTTAddr, "--advertise-mqtt", b.mqttURL)
 	if err != nil {
@@ -309,10 +349,15 @@ func (b *bench) startFleet(ctx context.Context, scen string) (time.Duration, err
 	b.fleet = fl
 	b.mu.Unlock()
 	fmt.Fprintf(cfg.Log, "bench-fleet: %d agents starting\n", cfg.Devices)
+	lastLog := t0
 	for {
 		n, err := countOnline(ctx, b.api)
 		if err == nil && n >= cfg.Devices {
 			break
+		}
+		if time.Since(lastLog) >= 5*time.Second {
+			fmt.Fprintf(cfg.Log, "bench-fleet: %5.1f s %d of %d agents online\n", time.Since(t0).Seconds(), n, cfg.Devices)
+			lastLog = time.Now()
 		}
 		if done, perr := fl.exited(); done {
 			return 0, fmt.Errorf("%w: fleet: %v (see %s)", ErrExited, perr, filepath.Join(b.ps.logDir, "fleet.log"))
@@ -390,23 +435,83 @@ func (b *bench) rollOut(ctx context.Context) (rolloutFigures, error) {
 // steadyFigures is what the steady state measured.
 type steadyFigures struct {
 	cores, msgsPerSec float64
-	rss               int64
+	rss, anon         int64
+	heap, stacks      int64
+	goroutines        int
+	window            time.Duration
 }
 
-// steady measures the steady state for cfg.Steady: heartbeats, and one window per agent per
-// minute now that the model runs.
+// steady measures the steady state: it waits cfg.Settle after the rollout, then measures the
+// hub's CPU and messages over cfg.Steady (heartbeats, and one window per agent per minute now
+// that the model runs), and its memory at the end. With cfg.ProfileDir the hub's CPU profile
+// covers the same window.
 func (b *bench) steady(ctx context.Context) (steadyFigures, error) {
+	if b.cfg.Settle > 0 {
+		fmt.Fprintf(b.cfg.Log, "bench-fleet: settling for %s before the steady window\n", b.cfg.Settle)
+		if err := sleepCtx(ctx, b.cfg.Settle); err != nil {
+			return steadyFigures{}, err
+		}
+	}
 	pid := b.hub.cmd.Process.Pid
+	var prof chan error
+	if b.cfg.ProfileDir != "" {
+		prof = make(chan error, 1)
+		go func() {
+			prof <- b.saveProfile(ctx, fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(b.cfg.Steady.Seconds())), fmt.Sprintf("steady-%d.cpu.pprof", b.cfg.Devices))
+		}()
+	}
 	cpu0, msgs0, t2 := procstat.CPU(pid), metricSum(ctx, b.api, "driftline_hub_mqtt_messages_total"), time.Now()
 	if err := sleepCtx(ctx, b.cfg.Steady); err != nil {
 		return steadyFigures{}, err
 	}
-	secs := time.Since(t2).Seconds()
 	var f steadyFigures
-	f.cores = (procstat.CPU(pid) - cpu0).Seconds() / secs
-	f.msgsPerSec = (metricSum(ctx, b.api, "driftline_hub_mqtt_messages_total") - msgs0) / secs
-	f.rss, _ = procstat.Memory(pid)
+	f.window = time.Since(t2)
+	f.cores = (procstat.CPU(pid) - cpu0).Seconds() / f.window.Seconds()
+	f.msgsPerSec = (metricSum(ctx, b.api, "driftline_hub_mqtt_messages_total") - msgs0) / f.window.Seconds()
+	f.rss, f.anon = procstat.Memory(pid)
+	f.heap = int64(metricSum(ctx, b.api, "go_memstats_heap_inuse_bytes"))
+	f.stacks = int64(metricSum(ctx, b.api, "go_memstats_stack_inuse_bytes"))
+	f.goroutines = int(metricSum(ctx, b.api, "go_goroutines"))
+	if prof != nil {
+		if err := <-prof; err != nil {
+			fmt.Fprintf(b.cfg.Log, "bench-fleet: cpu profile: %v\n", err)
+		}
+		if err := b.saveProfile(ctx, "/debug/pprof/heap", fmt.Sprintf("steady-%d.heap.pprof", b.cfg.Devices)); err != nil {
+			fmt.Fprintf(b.cfg.Log, "bench-fleet: heap profile: %v\n", err)
+		}
+	}
+	fmt.Fprintf(b.cfg.Log, "bench-fleet: steady: %.3f cores over %s, RSS %d MiB (anon %d MiB), Go heap %d MiB, stacks %d MiB, %d goroutines\n",
+		f.cores, f.window.Round(time.Second), f.rss>>20, f.anon>>20, f.heap>>20, f.stacks>>20, f.goroutines)
 	return f, nil
+}
+
+// saveProfile fetches one of the hub's /debug/pprof profiles into cfg.ProfileDir/name.
+func (b *bench) saveProfile(ctx context.Context, path, name string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.api.url+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+b.api.token)
+	resp, err := b.api.c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", path, resp.Status)
+	}
+	if err := os.MkdirAll(b.cfg.ProfileDir, 0o755); err != nil {
+		return err
+	}
+	out, err := os.Create(filepath.Join(b.cfg.ProfileDir, name))
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // metricSum reads the hub's /metrics and returns the sum of every sample of the metric family

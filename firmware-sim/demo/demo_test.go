@@ -11,11 +11,12 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/firmware-sim/sim"
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
 func freeAddr(t *testing.T) string {
-	return testhelp.FreeAddr(t)
+	return freeport.Addr(t)
 }
 
 // buildBinaries builds the demo's three binaries into a temporary directory.

@@ -79,25 +79,30 @@ func enroll(ctx context.Context, h *hubClient, store *credStore, ids []string, l
 			return nil, err
 		}
 	}
-	out := make([]creds.Credential, 0, len(ids))
+	out := make([]creds.Credential, len(ids))
+	var todo []int // indexes of ids to create on the hub
 	again := 0
 	for i, id := range ids {
 		if tok, ok := store.get(id); ok && onHub[id] {
-			out = append(out, creds.Credential{ID: id, Token: tok})
+			out[i] = creds.Credential{ID: id, Token: tok}
 			continue
 		} else if ok {
 			again++
 		}
-		tok, err := enrollOne(ctx, h, store.path, id, labels)
-		if err != nil {
+		todo = append(todo, i)
+	}
+	// Creates go out enrollConcurrency at a time: each is a Raft commit, and the leader writes
+	// the commits that wait together in one synced append, so one at a time cost a disk sync per
+	// device (~5 ms: 10,000 devices took ~50 s of bench-fleet's "all online"). Every
+	// enrollBatch the tokens so far are saved, so a run stopped part-way keeps what it enrolled.
+	for len(todo) > 0 {
+		batch := todo[:min(enrollBatch, len(todo))]
+		todo = todo[len(batch):]
+		if err := enrollBatchOf(ctx, h, store, ids, batch, labels, out); err != nil {
 			return nil, err
 		}
-		store.set(id, tok)
-		out = append(out, creds.Credential{ID: id, Token: tok})
-		if (i+1)%100 == 0 { // keep what is enrolled even if the run stops part-way
-			if err := store.flush(); err != nil {
-				return nil, err
-			}
+		if err := store.flush(); err != nil {
+			return nil, err
 		}
 	}
 	if again > 0 {
@@ -105,6 +110,53 @@ func enroll(ctx context.Context, h *hubClient, store *credStore, ids []string, l
 			"devices", again, "credentials", store.path)
 	}
 	return out, store.flush()
+}
+
+// enrollConcurrency is how many device creates are in flight at once; enrollBatch how many are
+// enrolled between two saves of the credentials file.
+const (
+	enrollConcurrency = 32
+	enrollBatch       = 512
+)
+
+// enrollBatchOf creates the devices ids[i] for i in batch, enrollConcurrency at a time, records
+// their tokens in store and out[i], and returns the first error.
+func enrollBatchOf(ctx context.Context, h *hubClient, store *credStore, ids []string, batch []int, labels map[string]string, out []creds.Credential) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	next := make(chan int)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for range min(enrollConcurrency, len(batch)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				tok, err := enrollOne(ctx, h, store.path, ids[i], labels)
+				if err != nil {
+					once.Do(func() { first = err; cancel() })
+					continue
+				}
+				store.set(ids[i], tok)
+				out[i] = creds.Credential{ID: ids[i], Token: tok}
+			}
+		}()
+	}
+feed:
+	for _, i := range batch {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = ctx.Err()
+	}
+	return first
 }
 
 // enrollOne creates device id on the hub and returns its token. A device that exists already

@@ -283,7 +283,9 @@ type fleet struct {
 // joinHub enrols the devices cfg names (reusing the credentials saved in the state dir) and reads
 // the hub's root of trust and brokers (cfg.Brokers, when set, win).
 func joinHub(ctx context.Context, cfg Config) (*fleet, error) {
-	f := &fleet{cfg: cfg, h: &hubClient{url: strings.TrimRight(cfg.Hub, "/"), token: cfg.Token, c: &http.Client{}}}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = enrollConcurrency // keep the enrolment's connections
+	f := &fleet{cfg: cfg, h: &hubClient{url: strings.TrimRight(cfg.Hub, "/"), token: cfg.Token, c: &http.Client{Transport: tr}}}
 	f.ids = make([]string, cfg.Devices)
 	for i := range f.ids {
 		f.ids[i] = sim.DeviceID(cfg.IDPattern, i+1)

@@ -44,6 +44,17 @@ type DeviceView struct {
 	FirstSeen *int64         `json:"first_seen"`
 	LastSeen  *int64         `json:"last_seen"`
 	Reported  state.Reported `json:"reported"`
+	// Reports is what the hub holds of the device's numbered reports (GET /devices/{id} only;
+	// absent before the first one).
+	Reports *ReportsView `json:"reports,omitempty"`
+}
+
+// ReportsView shows a device's report cursor (state.ReportCursor): every numbered report of
+// Epoch up to Through is stored, in order; Pending counts the reports held after a missing one.
+type ReportsView struct {
+	Epoch   uint64 `json:"epoch"`
+	Through uint64 `json:"through"`
+	Pending int    `json:"pending"`
 }
 
 // viewDevice renders d for an answer.
@@ -146,7 +157,15 @@ func (s *Server) deviceGet(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, viewDevice(d))
+	v := viewDevice(d)
+	rc, err := s.read.ReportCursor(d.ID)
+	if err != nil {
+		return err
+	}
+	if rc.Epoch != 0 {
+		v.Reports = &ReportsView{Epoch: rc.Epoch, Through: rc.Through, Pending: len(rc.Pending)}
+	}
+	return c.JSON(http.StatusOK, v)
 }
 
 // PatchRequest is the body of PATCH /api/v1/devices/{id}: labels merge, a null removes one.

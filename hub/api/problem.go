@@ -11,6 +11,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/hub/store"
 )
 
 // Problem is an RFC 7807 problem document. Type is a stable URI per kind of error, so that
@@ -121,6 +122,11 @@ func toProblem(err error) Problem {
 		return Problem{Type: ProblemConflict, Title: "conflict", Status: 409, Detail: err.Error()}
 	case errors.Is(err, state.ErrInvalid), errors.Is(err, state.ErrBadCursor):
 		return Problem{Type: ProblemInvalid, Title: "invalid request", Status: 400, Detail: err.Error()}
+	case errors.Is(err, store.ErrCommandTooBig):
+		// The request was valid but its change does not fit in one replicated transaction (a
+		// rollout of more devices than one transaction holds; docs/benchmarks.md, issue 18).
+		return Problem{Type: ProblemTooLarge, Title: "change too big", Status: http.StatusRequestEntityTooLarge,
+			Detail: "the change is too big for one replicated transaction (a rollout of a few tens of thousands of devices or more): split it, e.g. into rollouts by selector"}
 	}
 	// The cause (a file path, a database message) is for the hub's log, not for the client:
 	// errorHandler logs it under an incident id and answers with the id only.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/driftline/driftline/internal/hubproc"
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
@@ -137,7 +138,7 @@ func TestDeviceRetainedCap(t *testing.T) {
 // TestRefusedConnectLogOncePerInterval: a client retrying with a bad token gets one log line per
 // interval, not one (or two) per attempt; every refusal is counted.
 func TestRefusedConnectLogOncePerInterval(t *testing.T) {
-	buf := &testhelp.SyncBuffer{}
+	buf := &hubproc.Output{}
 	b := startBroker(t, Config{Logger: slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	for i := 0; i < 10; i++ {
 		if _, err := connect(t, clientOpts(b.url, userDevA, userDevA).SetPassword("wrong").SetProtocolVersion(4)); err == nil {

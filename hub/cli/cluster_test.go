@@ -8,12 +8,13 @@ import (
 
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/node"
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
 func TestClusterRemoveAndJoin(t *testing.T) {
 	h := startHub(t)
-	raft2 := testhelp.FreeAddr(t)
+	raft2 := freeport.Addr(t)
 	n2, err := node.Start(context.Background(), node.Config{
 		DataDir: t.TempDir(), NodeID: "n2", HTTPAddr: "127.0.0.1:0", RaftAddr: raft2, Join: h.url, JoinToken: h.admin,
 		Logger: testhelp.Logger(t),

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/driftline/driftline/internal/testhelp"
+	"github.com/driftline/driftline/internal/freeport"
 )
 
 // TestClusterStatusWait: `cluster status --wait` started before the hub (as a script does after
@@ -15,7 +15,7 @@ import (
 // same call fails at once, and with a short --wait it gives up naming the cause.
 func TestClusterStatusWait(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	httpAddr := testhelp.FreeAddr(t)
+	httpAddr := freeport.Addr(t)
 	client := map[string]string{"DRIFTLINE_HUB": "http://" + httpAddr, "DRIFTLINE_DATA": dir}
 	if r := runCLI(t, client, "cluster", "status"); r.code != ExitUnavailable {
 		t.Fatalf("no hub, no --wait: exit %d, want %d", r.code, ExitUnavailable)
@@ -28,7 +28,7 @@ func TestClusterStatusWait(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan result, 1)
-	env := map[string]string{"DRIFTLINE_DATA": dir, "DRIFTLINE_HTTP": httpAddr, "DRIFTLINE_RAFT": testhelp.FreeAddr(t), "DRIFTLINE_MQTT": ""}
+	env := map[string]string{"DRIFTLINE_DATA": dir, "DRIFTLINE_HTTP": httpAddr, "DRIFTLINE_RAFT": freeport.Addr(t), "DRIFTLINE_MQTT": ""}
 	go func() { done <- runCLICtx(t, ctx, env, "hub", "serve", "--log-level", "warn") }()
 	defer func() {
 		cancel()

@@ -12,12 +12,12 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/driftline/driftline/internal/testhelp"
+	"github.com/driftline/driftline/internal/freeport"
 )
 
 func TestExitCodes(t *testing.T) {
 	h := startHub(t)
-	closed := "http://" + testhelp.FreeAddr(t)
+	closed := "http://" + freeport.Addr(t)
 	boom := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/problem+json")
 		w.WriteHeader(http.StatusInternalServerError)

@@ -15,6 +15,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/driftline/driftline/hub/broker"
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
@@ -22,8 +23,8 @@ import (
 // a cap of 1, a device's retained messages on two more topics are refused and counted.
 func TestServeBrokerLimitFlag(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	httpAddr, mqttAddr := testhelp.FreeAddr(t), testhelp.FreeAddr(t)
-	env := map[string]string{"DRIFTLINE_DATA": dir, "DRIFTLINE_RAFT": testhelp.FreeAddr(t), "DRIFTLINE_MQTT_MAX_RETAINED": "1"}
+	httpAddr, mqttAddr := freeport.Addr(t), freeport.Addr(t)
+	env := map[string]string{"DRIFTLINE_DATA": dir, "DRIFTLINE_RAFT": freeport.Addr(t), "DRIFTLINE_MQTT_MAX_RETAINED": "1"}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan result, 1)
 	go func() {

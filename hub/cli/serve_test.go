@@ -4,21 +4,24 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/hub/node"
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/spf13/pflag"
 )
 
 func TestServeRunsAndStopsCleanly(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	httpAddr := testhelp.FreeAddr(t)
+	httpAddr := freeport.Addr(t)
 	env := map[string]string{
 		"DRIFTLINE_DATA":      dir,
 		"DRIFTLINE_HTTP":      "256.0.0.1:1", // the flag below must win
-		"DRIFTLINE_RAFT":      testhelp.FreeAddr(t),
+		"DRIFTLINE_RAFT":      freeport.Addr(t),
 		"DRIFTLINE_MQTT":      "",
 		"DRIFTLINE_NODE_ID":   "n-env",
 		"DRIFTLINE_FOUR_EYES": "true",
@@ -75,6 +78,8 @@ func TestServeConfigErrors(t *testing.T) {
 		{"empty data", map[string]string{"DRIFTLINE_DATA": ""}, nil, "--data"},
 		{"wildcard topic prefix", nil, []string{"--topic-prefix", "plant/+/dl"}, "--topic-prefix"},
 		{"empty topic prefix level", map[string]string{"DRIFTLINE_TOPIC_PREFIX": "plant//dl"}, nil, "--topic-prefix"},
+		{"raft commit timeout too long", nil, []string{"--raft-commit-timeout", "1s"}, "--raft-commit-timeout"},
+		{"raft commit timeout zero", map[string]string{"DRIFTLINE_RAFT_COMMIT_TIMEOUT": "0s"}, nil, "--raft-commit-timeout"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -129,5 +134,57 @@ func TestApplyEnvFlagWins(t *testing.T) {
 		if got, _ := fs.GetString(flag); got != want {
 			t.Errorf("--%s = %q, want %q", flag, got, want)
 		}
+	}
+}
+
+// TestServeRaftCommitTimeout: --raft-commit-timeout (or its variable) reaches the node's config;
+// unset, the node's default applies.
+func TestServeRaftCommitTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want time.Duration
+	}{
+		{nil, nil, node.DefaultRaftCommitTimeout},
+		{[]string{"--raft-commit-timeout", "20ms"}, nil, 20 * time.Millisecond},
+		{nil, map[string]string{"DRIFTLINE_RAFT_COMMIT_TIMEOUT": "50ms"}, 50 * time.Millisecond},
+	} {
+		a := &app{getenv: func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }}
+		var o serveOptions
+		cmd := a.serveCommand(&o)
+		if err := cmd.Flags().Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.applyEnv(cmd.Flags()); err != nil {
+			t.Fatal(err)
+		}
+		o.data = t.TempDir()
+		cfg, _, err := o.config()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.RaftCommitTimeout != tc.want {
+			t.Errorf("%v %v: RaftCommitTimeout %s, want %s", tc.args, tc.env, cfg.RaftCommitTimeout, tc.want)
+		}
+	}
+}
+
+// TestServeGCPercent: hub serve sets the collector's target to hubGCPercent unless GOGC is set.
+func TestServeGCPercent(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	a := &app{getenv: func(string) (string, bool) { return "", false }}
+	if pct, set := a.setGCPercent(); !set || pct != hubGCPercent {
+		t.Fatalf("no GOGC: %d, %v; want %d, true", pct, set, hubGCPercent)
+	}
+	if got := debug.SetGCPercent(100); got != hubGCPercent {
+		t.Fatalf("the runtime's target is %d, want %d", got, hubGCPercent)
+	}
+	a.getenv = func(k string) (string, bool) { return "200", k == "GOGC" }
+	if pct, set := a.setGCPercent(); set || pct != 200 {
+		t.Fatalf("GOGC=200: %d, %v; want 200, false", pct, set)
+	}
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Fatalf("GOGC=200 in the environment: the hub changed the runtime's target to %d", got)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
@@ -64,13 +65,13 @@ func TestDiskFullStopsNodeAndItCatchesUp(t *testing.T) {
 	}
 	n1, tok := testNode(t)
 	n2, err := Start(context.Background(), Config{DataDir: t.TempDir(), NodeID: "n2", HTTPAddr: "127.0.0.1:0",
-		RaftAddr: fmt.Sprintf("127.0.0.1:%d", testhelp.FreePort(t)), Join: n1.URL(), JoinToken: tok, Logger: logger()})
+		RaftAddr: fmt.Sprintf("127.0.0.1:%d", freeport.Port(t)), Join: n1.URL(), JoinToken: tok, Logger: logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n2.Close() })
 	dir3 := filepath.Join(mnt, "data")
-	cfg3 := Config{DataDir: dir3, NodeID: "n3", HTTPAddr: "127.0.0.1:0", RaftAddr: fmt.Sprintf("127.0.0.1:%d", testhelp.FreePort(t)),
+	cfg3 := Config{DataDir: dir3, NodeID: "n3", HTTPAddr: "127.0.0.1:0", RaftAddr: fmt.Sprintf("127.0.0.1:%d", freeport.Port(t)),
 		Join: n1.URL(), JoinToken: tok, DiskReserve: 48 << 20, DiskCheckInterval: 50 * time.Millisecond, Logger: logger()}
 	n3, err := Start(context.Background(), cfg3)
 	if err != nil {

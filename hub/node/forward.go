@@ -207,15 +207,23 @@ func (n *Node) markOrphanChunks(ctx context.Context) (int, error) {
 	return marked.Marked, nil
 }
 
-// followerCommitTimeout is raft's CommitTimeout on every node: how long the leader's replication
-// to a follower waits without new entries before it sends an (empty) append, which is how a
-// follower learns that entries it holds were committed. hashicorp/raft does not send one when
-// the commit index advances (etcd's raft does), so with its 50 ms default a follower applied a
-// write it forwarded 50-100 ms after the leader answered, and forwarded writes, which wait for
-// that apply (read-your-writes), fell to 16 writes/s for one client (BenchmarkAPIWrites,
-// docs/benchmarks.md: 208/s at 1 ms, 154/s at 3 ms). The price is idle CPU: three idle hubs use
-// about 2.7% of a core each more than with the default (measured, docs/benchmarks.md).
-const followerCommitTimeout = 1 * time.Millisecond
+// DefaultRaftCommitTimeout is raft's CommitTimeout on every node unless Config.RaftCommitTimeout
+// says otherwise: how long the leader's replication to a follower waits without new entries
+// before it sends an (empty) append, which is how a follower learns that entries it holds were
+// committed. hashicorp/raft does not send one when the commit index advances (etcd's raft does),
+// so with its 50 ms default a follower applied a write it forwarded 50-100 ms after the leader
+// answered, and forwarded writes, which wait for that apply (read-your-writes), fell to 16
+// writes/s for one client (BenchmarkAPIWrites, docs/benchmarks.md: 208/s at 1 ms, 154/s at 3 ms).
+// The price is idle CPU on the leader, an empty append per follower per timeout: three idle hubs
+// use 2.7 s of CPU in 20 s against 1.1 s at 50 ms (docs/benchmarks.md). A one-node cluster
+// replicates to no one and pays nothing; a cluster whose writes come through the leader, or
+// whose clients tolerate the latency, can trade it back with --raft-commit-timeout.
+const DefaultRaftCommitTimeout = 1 * time.Millisecond
 
 // tuneRaft is the node's adjustment of the store's raft config.
-func tuneRaft(rc *raft.Config) { rc.CommitTimeout = followerCommitTimeout }
+func (n *Node) tuneRaft(rc *raft.Config) {
+	rc.CommitTimeout = DefaultRaftCommitTimeout
+	if n.cfg.RaftCommitTimeout > 0 {
+		rc.CommitTimeout = n.cfg.RaftCommitTimeout
+	}
+}

@@ -142,6 +142,10 @@ type Config struct {
 	// in a cluster that has a leader, it joins through it instead of bootstrapping a second
 	// cluster (peers.go).
 	Peers []string
+	// RaftCommitTimeout is raft's CommitTimeout: how soon a follower learns that its forwarded
+	// write committed (read-your-writes latency) against the leader's idle CPU (an empty append
+	// per follower per timeout); 0 means DefaultRaftCommitTimeout (1 ms). See forward.go.
+	RaftCommitTimeout time.Duration
 	// DeadNodeTimeout, when positive, makes the leader remove a voter it has not heard from for
 	// this long, as long as the remaining voters keep a quorum (autopilot.go in hub/store).
 	DeadNodeTimeout time.Duration
@@ -327,7 +331,7 @@ func (n *Node) openStore() (string, *cluster.TLS, error) {
 	}
 	// Two databases: the Raft log syncs every write; the state machine's does not need to (see
 	// store.Config.LogDB), which halves the fsyncs per committed batch.
-	if n.logDB, err = kv.Open(filepath.Join(cfg.DataDir, "raftlog"), kv.Server); err != nil {
+	if n.logDB, err = kv.Open(filepath.Join(cfg.DataDir, "raftlog"), kv.RaftLog); err != nil {
 		return "", nil, fmt.Errorf("node: %w", err)
 	}
 	if n.db, err = kv.Open(filepath.Join(cfg.DataDir, "db"), kv.State); err != nil {
@@ -355,7 +359,7 @@ func (n *Node) openStore() (string, *cluster.TLS, error) {
 		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertiseOf(*cfg), RaftDialVia: cfg.RaftDialVia, HTTPAddr: advHTTP,
 		Bootstrap: cfg.Join == "" && len(cfg.Peers) == 0, DeadNodeTimeout: cfg.DeadNodeTimeout,
 		Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
-		Tune: tuneRaft,
+		Tune: n.tuneRaft,
 	})
 	if err != nil {
 		if layer != nil {

@@ -181,7 +181,7 @@ func Restore(cfg RestoreConfig, r io.Reader) (store.BackupInfo, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return store.BackupInfo{}, fmt.Errorf("restore: data dir: %w", err)
 	}
-	logDB, err := kv.Open(filepath.Join(cfg.DataDir, "raftlog"), kv.Server)
+	logDB, err := kv.Open(filepath.Join(cfg.DataDir, "raftlog"), kv.RaftLog)
 	if err != nil {
 		return store.BackupInfo{}, fmt.Errorf("restore: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -57,6 +58,10 @@ type PahoTransport struct {
 	mu     sync.Mutex
 	subs   map[string]paho.MessageHandler
 	early  []paho.Message
+	// window bounds the published messages awaiting the broker's acknowledgement; failed
+	// counts those never acknowledged.
+	window pubWindow
+	failed atomic.Uint64
 }
 
 // maxEarly bounds the messages held for a subscription not made yet.
@@ -178,13 +183,123 @@ func (t *PahoTransport) resubscribe(c paho.Client) {
 	}
 }
 
-// Publish sends one message and waits for the broker's acknowledgement (QoS 1) up to 10 s.
+// Publish hands one message to the broker connection and returns without waiting for the
+// broker's acknowledgement: a publisher waiting a round trip per message (as this did) sends one
+// desired state, ack or chunk frame per round trip, some 140 a second on a loaded machine, so a
+// wave of 90,000 desired states took over ten minutes (issue 18, firmware-sim/loadgen). At most
+// maxPendingWeight of messages (payload plus pendingOverhead each) await their
+// acknowledgement at once; beyond that Publish waits up to publishTimeout for room, and returns
+// an error when there is none, or when paho refuses the message at once (not connected). A
+// message that fails later is logged and counted (Failed): every publisher of the service has a
+// repair for a lost message (the desired repair pass, the agents' fetch and report retries).
 func (t *PahoTransport) Publish(topic string, payload []byte, retain bool, qos byte) error {
-	tok := t.client.Publish(topic, qos, retain, payload)
-	if !tok.WaitTimeout(10 * time.Second) {
-		return fmt.Errorf("publish %s: timed out", topic)
+	w := len(payload) + pendingOverhead
+	if !t.window.acquire(w, publishTimeout) {
+		return fmt.Errorf("publish %s: timed out waiting for the broker to acknowledge earlier messages", topic)
 	}
-	return tok.Error()
+	tok := t.client.Publish(topic, qos, retain, payload)
+	select {
+	case <-tok.Done(): // refused at once, or QoS 0 written already
+		t.window.release(w)
+		return tok.Error()
+	default:
+	}
+	go func() {
+		defer t.window.release(w)
+		var err error
+		if !tok.WaitTimeout(publishTimeout) {
+			err = errors.New("no acknowledgement within " + publishTimeout.String())
+		} else {
+			err = tok.Error()
+		}
+		if err != nil {
+			t.failed.Add(1)
+			t.log.Warn("publish to the external broker failed after it was sent", "topic", topic, "err", err)
+		}
+	}()
+	return nil
+}
+
+// Failed counts the messages Publish handed over that the broker did not acknowledge.
+func (t *PahoTransport) Failed() uint64 { return t.failed.Load() }
+
+// Publish's window: pendingOverhead is what each message counts beyond its payload (so many
+// small messages are bounded too: at most 16,384 of them), maxPendingWeight the most awaiting
+// an acknowledgement, publishTimeout how long a message may wait for room or for its
+// acknowledgement.
+const (
+	pendingOverhead  = 1024
+	maxPendingWeight = 16 << 20
+	publishTimeout   = 10 * time.Second
+)
+
+// pubWindow bounds the weight of messages awaiting their acknowledgement.
+type pubWindow struct {
+	mu    sync.Mutex
+	used  int
+	freed chan struct{} // closed (and replaced) at every release
+}
+
+// acquire takes n of the window, waiting up to timeout for room; a message heavier than the
+// whole window is let through alone.
+func (w *pubWindow) acquire(n int, timeout time.Duration) bool {
+	var deadline *time.Timer
+	for {
+		w.mu.Lock()
+		if w.freed == nil {
+			w.freed = make(chan struct{})
+		}
+		if w.used == 0 || w.used+n <= maxPendingWeight {
+			w.used += n
+			w.mu.Unlock()
+			if deadline != nil {
+				deadline.Stop()
+			}
+			return true
+		}
+		ch := w.freed
+		w.mu.Unlock()
+		if deadline == nil {
+			deadline = time.NewTimer(timeout)
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return false
+		}
+	}
+}
+
+func (w *pubWindow) release(n int) {
+	w.mu.Lock()
+	w.used -= n
+	if w.freed != nil {
+		close(w.freed)
+	}
+	w.freed = make(chan struct{})
+	w.mu.Unlock()
+}
+
+// drain waits up to timeout until nothing awaits an acknowledgement.
+func (w *pubWindow) drain(timeout time.Duration) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		w.mu.Lock()
+		if w.freed == nil {
+			w.freed = make(chan struct{})
+		}
+		used, ch := w.used, w.freed
+		w.mu.Unlock()
+		if used == 0 {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return
+		}
+	}
 }
 
 // SubscribeShared subscribes filter in the transport's shared-subscription group: the broker
@@ -225,4 +340,7 @@ func (t *PahoTransport) Subscribe(filter string, handler func(topic string, payl
 }
 
 // Close disconnects; the broker keeps the session (and queues for it) until the node is back.
-func (t *PahoTransport) Close() { t.client.Disconnect(500) }
+func (t *PahoTransport) Close() {
+	t.window.drain(2 * time.Second) // what was handed over gets its chance to be acknowledged
+	t.client.Disconnect(500)
+}

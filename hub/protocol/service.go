@@ -97,6 +97,10 @@ type Config struct {
 	Apply func(ctx context.Context, env command.Envelope) error
 	// Interval is how often observed telemetry becomes one Raft command; default 1 s.
 	Interval time.Duration
+	// PresenceWindow is how long after a `status` saying online the hub waits for a heartbeat
+	// (or any live message) before it shows the device offline; default DefaultPresenceWindow.
+	// See telemetry.go.
+	PresenceWindow time.Duration
 	// FetchWorkers answer fetch requests; default 4. FetchQueue bounds queued requests
 	// (default 1024); a request beyond it is dropped and counted (the agent retries).
 	FetchWorkers, FetchQueue int
@@ -152,6 +156,9 @@ func Start(cfg Config) (*Service, error) {
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
+	}
+	if cfg.PresenceWindow <= 0 {
+		cfg.PresenceWindow = DefaultPresenceWindow
 	}
 	if cfg.FetchWorkers <= 0 {
 		cfg.FetchWorkers = 4

@@ -15,18 +15,42 @@ import (
 // telemetry folds device messages into one pending observation per device and proposes them as
 // one DeviceTelemetry command per interval: the Raft log grows with the interval, not with the
 // message rate. A batch that cannot be applied (no leader) is merged back and retried.
+//
+// Presence. A `status` or `reported` message is retained: the broker replays the last one to the
+// hub on every subscribe (a hub restart), however old it is. So neither is a sighting: each moves
+// the device's last_seen only to its own `ts` (bounded by now), never to when the hub heard it.
+// Live messages (heartbeats and window reports, never retained) are sightings: last_seen = now.
+// A `status` online is a claim the next heartbeat must confirm: one whose `ts` is older than the
+// presence window cannot set online (it is a replay), and after a `status` online dated before
+// the service started (possibly a replay) the device has PresenceWindow to send a heartbeat (or
+// any live message); if none came and the replicated
+// state shows no sighting within the window either (another node may have heard it), the hub
+// shows it offline. This covers the broker dying with the hub (a crash sends no Will): the
+// retained `status` still says online, and the device may never come back.
 type telemetry struct {
 	s       *Service
 	mu      sync.Mutex
 	pending map[string]*state.DeviceObservation
+	// unconfirmed holds the devices whose `status` said online and that have sent nothing live
+	// since, with the Unix millisecond time by which they must.
+	unconfirmed map[string]int64
+	// started is when this service started (Unix ms). A `status` online dated before it may be a
+	// replay of a record the broker kept across a crash, so it must be confirmed; one dated after
+	// it is a live connect, which the device's Will or clean stop will end, so a device with a
+	// heartbeat interval longer than the window does not flap offline after each reconnect.
+	started int64
 }
+
+// DefaultPresenceWindow is Config.PresenceWindow's default: three heartbeats at the SPEC's 10 s.
+const DefaultPresenceWindow = 30 * time.Second
 
 // maxPendingReports bounds one device's numbered reports waiting for a batch (while no leader
 // applies them); more are left unacknowledged, and the agent sends them again.
 const maxPendingReports = 4096
 
 func newTelemetry(s *Service) *telemetry {
-	return &telemetry{s: s, pending: map[string]*state.DeviceObservation{}}
+	return &telemetry{s: s, pending: map[string]*state.DeviceObservation{}, unconfirmed: map[string]int64{},
+		started: time.Now().UnixMilli()}
 }
 
 func (t *telemetry) obs(id string) *state.DeviceObservation {
@@ -46,9 +70,31 @@ func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
 	}
 	var apply func(o *state.DeviceObservation)
 	var err error
+	seen, claim := now, false // when the message shows the device was there; a status online
 	switch kind {
-	case wire.KindStatus, wire.KindHeartbeat, wire.KindReported:
-		apply, err = decodePresence(kind, id, payload)
+	case wire.KindStatus:
+		var st wire.Status
+		if st, err = wire.DecodeStatus(payload); err == nil {
+			err = st.MatchTopic(id)
+		}
+		seen, claim = min(st.TS, now), st.Online && st.TS < t.started
+		// An online status older than the window is a replayed record, not news of presence.
+		online := st.Online
+		apply = func(o *state.DeviceObservation) {
+			if !online || now-seen <= t.s.cfg.PresenceWindow.Milliseconds() {
+				o.Online = &online
+			}
+		}
+	case wire.KindReported:
+		var r wire.Reported
+		if r, err = wire.DecodeReported(payload); err == nil {
+			err = r.MatchTopic(id)
+		}
+		seen = min(r.TS, now)
+		rep := toStateReported(r)
+		apply = func(o *state.DeviceObservation) { o.Reported = &rep }
+	case wire.KindHeartbeat:
+		apply, err = decodeHeartbeat(id, payload)
 	default:
 		apply, err = decodeReport(kind, id, payload)
 	}
@@ -58,38 +104,64 @@ func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
 	}
 	t.mu.Lock()
 	o := t.obs(id)
-	o.LastSeen = now
+	o.LastSeen = max(o.LastSeen, seen)
 	apply(o)
+	switch {
+	case claim:
+		t.unconfirmed[id] = now + t.s.cfg.PresenceWindow.Milliseconds()
+	case kind != wire.KindReported:
+		delete(t.unconfirmed, id) // a status offline, or a live message: the claim is settled
+	}
 	t.mu.Unlock()
 	return true
 }
 
-// decodePresence decodes a status, heartbeat or reported-state message of device id and returns
-// how it changes the device's pending observation.
-func decodePresence(kind wire.Kind, id string, payload []byte) (func(o *state.DeviceObservation), error) {
-	switch kind {
-	case wire.KindStatus:
-		st, err := wire.DecodeStatus(payload)
-		if err == nil {
-			err = st.MatchTopic(id)
+// expire marks offline, in the pending batch, each device whose online `status` no live message
+// confirmed within the presence window, unless the replicated state shows it seen within the
+// window (through another node) or offline already.
+func (t *telemetry) expire(now int64) {
+	t.mu.Lock()
+	var due []string
+	for id, by := range t.unconfirmed {
+		if by <= now {
+			due = append(due, id)
+			delete(t.unconfirmed, id)
 		}
-		online := st.Online
-		return func(o *state.DeviceObservation) { o.Online = &online }, err
-	case wire.KindHeartbeat:
-		hb, err := wire.DecodeHeartbeat(payload)
-		if err == nil {
-			err = hb.MatchTopic(id)
-		}
-		online := true
-		return func(o *state.DeviceObservation) { o.Online = &online }, err
-	default: // wire.KindReported
-		r, err := wire.DecodeReported(payload)
-		if err == nil {
-			err = r.MatchTopic(id)
-		}
-		rep := toStateReported(r)
-		return func(o *state.DeviceObservation) { o.Reported = &rep }, err
 	}
+	t.mu.Unlock()
+	window := t.s.cfg.PresenceWindow.Milliseconds()
+	for _, id := range due {
+		d, err := t.s.cfg.Reader.DeviceStatus(id)
+		if err != nil {
+			continue // deleted, or unreadable: nothing to correct
+		}
+		t.mu.Lock()
+		o := t.pending[id]
+		online, last := d.Online, d.LastSeen // as the state will read once the pending batch applies
+		if o != nil {
+			if o.Online != nil {
+				online = *o.Online
+			}
+			last = max(last, o.LastSeen)
+		}
+		// A new status meanwhile runs its own window.
+		if _, reclaimed := t.unconfirmed[id]; !reclaimed && online && now-last >= window {
+			offline := false
+			t.obs(id).Online = &offline
+			t.s.log.Info("device shown offline: no heartbeat within the presence window", "device", id, "last_seen", last)
+		}
+		t.mu.Unlock()
+	}
+}
+
+// decodeHeartbeat decodes a heartbeat of device id: a live message, so the device is online.
+func decodeHeartbeat(id string, payload []byte) (func(o *state.DeviceObservation), error) {
+	hb, err := wire.DecodeHeartbeat(payload)
+	if err == nil {
+		err = hb.MatchTopic(id)
+	}
+	online := true
+	return func(o *state.DeviceObservation) { o.Online = &online }, err
 }
 
 // decodeReport decodes a window report of device id (validation, drift, prediction drift,
@@ -254,12 +326,22 @@ func (t *telemetry) run(ctx context.Context) {
 			cancel()
 			return
 		case <-tick.C:
+			t.expire(time.Now().UnixMilli())
 			t.flush(ctx)
 		}
 	}
 }
 
-// flush proposes the pending observations as one command.
+// maxBatchDevices is the most devices one DeviceTelemetry command carries. One command is one
+// badger transaction on every node (~560 bytes written per device, more with numbered reports),
+// and a transaction holds ~9.6 MB: at 100,000 devices a second's batch (every device that came
+// online at once) was refused as too big, merged back, and grew until no batch applied again
+// (issue 18, firmware-sim/loadgen). Bigger batches are cut into commands of this many devices.
+const maxBatchDevices = 1000
+
+// flush proposes the pending observations, in commands of at most maxBatchDevices devices
+// proposed together (Raft appends them as one batch); the devices of a command that fails are
+// merged back for the next flush.
 func (t *telemetry) flush(ctx context.Context) {
 	t.mu.Lock()
 	if len(t.pending) == 0 {
@@ -269,19 +351,43 @@ func (t *telemetry) flush(ctx context.Context) {
 	batch := t.pending
 	t.pending = map[string]*state.DeviceObservation{}
 	t.mu.Unlock()
-	cmd := state.DeviceTelemetry{Devices: make([]state.DeviceObservation, 0, len(batch))}
+	all := make([]state.DeviceObservation, 0, len(batch))
 	for _, o := range batch {
-		cmd.Devices = append(cmd.Devices, *o)
+		all = append(all, *o)
 	}
-	sort.Slice(cmd.Devices, func(i, j int) bool { return cmd.Devices[i].ID < cmd.Devices[j].ID })
-	env, err := command.New(command.TypeDeviceTelemetry, "", 0, "hub", cmd)
-	if err == nil {
-		err = t.s.cfg.Apply(ctx, env)
+	sort.Slice(all, func(i, j int) bool { return all[i].ID < all[j].ID })
+	parts := (len(all) + maxBatchDevices - 1) / maxBatchDevices
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := state.DeviceTelemetry{Devices: all[p*maxBatchDevices : min(len(all), (p+1)*maxBatchDevices)]}
+			env, err := command.New(command.TypeDeviceTelemetry, "", 0, "hub", cmd)
+			if err == nil {
+				err = t.s.cfg.Apply(ctx, env)
+			}
+			errs[p] = err
+		}()
+	}
+	wg.Wait()
+	failed := map[string]*state.DeviceObservation{}
+	var err error
+	for p, e := range errs {
+		if e == nil {
+			t.s.m.batches.WithLabelValues("applied").Inc()
+			continue
+		}
+		err = e
+		for _, o := range all[p*maxBatchDevices : min(len(all), (p+1)*maxBatchDevices)] {
+			failed[o.ID] = batch[o.ID]
+		}
 	}
 	if err == nil {
-		t.s.m.batches.WithLabelValues("applied").Inc()
 		return
 	}
+	batch = failed
 	t.s.m.batches.WithLabelValues("retry").Inc()
 	t.s.log.Warn("telemetry batch not applied; will retry", "devices", len(batch), "err", err)
 	// Merge back under newer news: what arrived meanwhile wins.

@@ -389,11 +389,29 @@ func (c *Controller) propose(ctx context.Context, r state.Rollout, t state.Rollo
 	return err
 }
 
+// startWave proposes t, the start of r's next wave. A wave whose start does not fit in one
+// replicated transaction (store.ErrCommandTooBig: one wave writes every device's desired state
+// at once, some 15,000-20,000 devices; docs/benchmarks.md) would be proposed again at every pass
+// and never start: the rollout is paused instead, with a reason that says what to do.
+func (c *Controller) startWave(ctx context.Context, r state.Rollout, t state.RolloutTransition) error {
+	err := c.propose(ctx, r, t)
+	if !errors.Is(err, store.ErrCommandTooBig) || r.Wave >= r.Waves() {
+		return err
+	}
+	size := r.WaveSizes[r.Wave]
+	if r.Wave > 0 {
+		size -= r.WaveSizes[r.Wave-1]
+	}
+	c.log.Error("rollout wave too big to start; pausing", "rollout", r.ID, "wave", r.Wave+1, "devices", size, "err", err)
+	return c.propose(ctx, r, state.RolloutTransition{Action: state.ActPause, Gates: t.Gates,
+		Reason: fmt.Sprintf("wave %d (%d devices) is too big to start in one replicated transaction: abort, and roll out in smaller waves or several rollouts by selector", r.Wave+1, size)})
+}
+
 // step makes the decisions one running rollout needs now, in order: record device progress,
 // stop on a failed gate, settle the wave, start the next wave after the bake, complete.
 func (c *Controller) step(ctx context.Context, r state.Rollout) error {
 	if r.Wave == 0 {
-		return c.propose(ctx, r, state.RolloutTransition{Action: state.ActStartWave, Reason: "rollout started"})
+		return c.startWave(ctx, r, state.RolloutTransition{Action: state.ActStartWave, Reason: "rollout started"})
 	}
 	t, o, err := c.observe(r)
 	if err != nil {
@@ -433,7 +451,7 @@ func (c *Controller) step(ctx context.Context, r state.Rollout) error {
 		}
 	} else if now.UnixMilli()-r.WaveDoneAt >= int64(r.BakeSeconds)*1000 && enoughEvidence(r, o) {
 		if r.Wave < r.Waves() {
-			return c.propose(ctx, r, state.RolloutTransition{Action: state.ActStartWave, Reason: "previous wave baked with every gate passing", Gates: g})
+			return c.startWave(ctx, r, state.RolloutTransition{Action: state.ActStartWave, Reason: "previous wave baked with every gate passing", Gates: g})
 		}
 		return c.propose(ctx, r, state.RolloutTransition{Action: state.ActComplete, Reason: "last wave baked with every gate passing", Gates: g})
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/driftline/driftline/hub/store"
 	"github.com/driftline/driftline/hub/store/storetest"
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/kv"
 )
@@ -73,7 +74,7 @@ func TestBackupSeedRoundTrip(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	raftAddr := testhelp.FreeAddr(t)
+	raftAddr := freeport.Addr(t)
 	db, err := badger.Open(kv.Options(filepath.Join(dir, "db"), kv.Server).WithNumVersionsToKeep(1))
 	if err != nil {
 		t.Fatal(err)

@@ -4,11 +4,17 @@
 // of its own per peer (it dials each peer through it, --raft-dial-via), throws a seeded
 // schedule of faults at them (SIGKILL and restart, leader preferred; SIGSTOP/SIGCONT; a node cut
 // off or slowed at its proxy; one link or both directions between two nodes cut while both
-// reach the rest, or slowed; a node's fsyncs delayed; a node's wall clock jumped), creates,
-// pauses, resumes and aborts rollouts and runs real agents while concurrent clients write and read through random nodes, and
-// then checks the recorded history: strong reads and writes linearizable (porcupine), default
-// reads never going back in time on one node, every node's state digest equal, the audit chain
-// whole on every node, no acknowledged write missing.
+// reach the rest, or slowed; a node's fsyncs delayed; a node's wall clock jumped; with agents,
+// SIGKILL and restart of one agent process at a random moment), creates, pauses, resumes and
+// aborts rollouts and runs real agents (one `firmware-sim fleet --devices 1` process each, fed a
+// scenario so that they validate and send numbered reports) while concurrent clients write and
+// read through random nodes, and then checks the recorded history: strong reads and writes
+// linearizable (porcupine), default reads never going back in time on one node, every node's
+// state digest equal, the audit chain whole on every node, no acknowledged write missing, no
+// agent running an unapproved version, every agent at its desired version; and for the agents,
+// after each kill and at the end, one whole approved model on disk (modelstore.CheckLinks) and
+// no numbered report forgotten by the agent that the hub lacks (agenttest.CheckHeld against the
+// hub's report cursor), with no hole left in the hub's sequence at the end.
 //
 // TestChaos (chaos_test.go) runs a bounded seeded run under DRIFTLINE_INTEGRATION=1 (make ci)
 // and a longer one from `make soak SEED=... DURATION=...`; a failure names the seed that
@@ -31,8 +37,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/hubproc"
-	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/clock"
 )
 
@@ -55,6 +61,8 @@ type Cluster struct {
 	Token  string
 	client *hubproc.Client
 	toxic  *toxiproxy.ApiServer
+	// fleet, when the run has agents, is killed from too (Fleet.KillAgent).
+	fleet *Fleet
 }
 
 // BuildBinary builds `driftline` into dir and returns its path.
@@ -88,7 +96,7 @@ func StartCluster(t testing.TB, bin string, n int) *Cluster {
 	for i := 1; i <= n; i++ {
 		h := hubproc.NewHub(t, base, fmt.Sprintf("hub%d", i))
 		h.Args = []string{"--log-level", "warn", "--disk-reserve-bytes", "-1"}
-		h.MQTT = testhelp.FreeAddr(t) // the agents connect to every node's broker
+		h.MQTT = freeport.Addr(t) // the agents connect to every node's broker
 		nd := &Node{Hub: h, proxy: toxiproxy.NewProxy(c.toxic, h.ID, "127.0.0.1:0", h.Raft)}
 		h.Env = []string{clock.EnvOffsetFile + "=" + nd.clockFile()}
 		if err := nd.proxy.Start(); err != nil {

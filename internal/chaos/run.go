@@ -52,6 +52,13 @@ type Result struct {
 	Agents, AgentsConverged int
 	// AgentsRunning run the approved version at the end (the others have no desired version).
 	AgentsRunning int
+	// AgentKillsChecked counts agent kills after which the agent's model directory and outbox
+	// were checked; AgentKillsUnchecked those whose outbox was only checked for its model (no
+	// report acknowledged by the hub yet). Reports sums the numbered reports the hub held, in
+	// order, of each agent's numbering epochs seen when the agent was checked (at its kills and
+	// at the end).
+	AgentKillsChecked, AgentKillsUnchecked int
+	Reports                                uint64
 	// Findings, each a failed check; empty when the run passed.
 	Findings []string
 }
@@ -173,12 +180,13 @@ func (c *Cluster) startAgents(t testing.TB, o Options) (*Fleet, string) {
 		return nil, ""
 	}
 	fleet := c.StartFleet(t, o.FleetBin, o.Agents)
+	c.fleet = fleet
 	const selector = "fleet=firmware-sim"
 	// The fleet enrolls and fetches the root of trust through one node: faults start once
 	// every agent is connected (it then fails over between the nodes' brokers by itself).
 	testhelp.WaitFor(t, 90*time.Second, "the agents online", func() bool {
 		if fleet.Exited() {
-			t.Fatalf("seed %d: the agents' process exited before the faults: %s", o.Seed, fleet.out.Tail(2000))
+			t.Fatalf("seed %d: the agents' process exited before the faults: %s", o.Seed, fleet.tails(2000))
 		}
 		lead := c.Leader()
 		if lead == nil {
@@ -202,6 +210,16 @@ func (c *Cluster) checkRolloutsAndAgents(rl *RolloutLog, fleet *Fleet, res *Resu
 		af, conv, running := c.checkAgents(fleet, 120*time.Second)
 		res.Findings = append(res.Findings, af...)
 		res.Agents, res.AgentsConverged, res.AgentsRunning = fleet.N, conv, running
+		// 8. Killed agents: each left one whole approved model and an outbox holding what the
+		// hub lacks (checked at each kill); at the end every agent holds its desired version
+		// whole and the hub every report without a hole.
+		sf, reports := fleet.stopAndCheck()
+		fleet.mu.Lock()
+		res.Findings = append(res.Findings, fleet.findings...)
+		res.AgentKillsChecked, res.AgentKillsUnchecked = fleet.checked, fleet.skipped
+		fleet.mu.Unlock()
+		res.Findings = append(res.Findings, sf...)
+		res.Reports = reports
 	}
 }
 
@@ -251,6 +269,9 @@ func (c *Cluster) fault(r *rand.Rand, count map[string]int, t testing.TB) {
 		return c.Nodes[r.IntN(len(c.Nodes))]
 	}
 	hold := time.Duration(1000+r.IntN(3000)) * time.Millisecond
+	if c.agentFault(r, count, hold) {
+		return
+	}
 	switch k := r.IntN(100); {
 	case k < 30:
 		nd := pick(true)
@@ -335,6 +356,18 @@ func (c *Cluster) fault(r *rand.Rand, count map[string]int, t testing.TB) {
 		time.Sleep(hold)
 		c.Heal(nd)
 	}
+}
+
+// agentFault, one slot in five when the run has agents, kills an agent with SIGKILL at this
+// random moment and starts it again (Fleet.KillAgent), and reports whether it did. It draws from
+// r only with agents, so that a seed replays the same hub faults without them.
+func (c *Cluster) agentFault(r *rand.Rand, count map[string]int, hold time.Duration) bool {
+	if c.fleet == nil || r.IntN(100) >= 20 {
+		return false
+	}
+	count["agent_kill"]++
+	c.fleet.KillAgent(r, hold/2)
+	return true
 }
 
 func (c *Cluster) healAll() {
@@ -449,8 +482,8 @@ func (c *Cluster) verifyAudit(nd *Node) error {
 
 // Summary is one line of figures.
 func (r Result) Summary() string {
-	return fmt.Sprintf("seed %d: faults %v; %d operations checked (%d writes, %d of unknown outcome, %d unobserved ones pruned), linearizable: %s; %d versions registered, %d default reads; %d rollout operations (%d acknowledged) over %d rollouts checked; %d of %d agents converged (%d running the approved version); %d findings",
-		r.Seed, r.Faults, r.Ops, r.Writes, r.Unknown, r.Pruned, r.Linearizable, r.Versions, r.MonoReads, r.RolloutOps, r.RolloutOpsAcked, r.Rollouts, r.AgentsConverged, r.Agents, r.AgentsRunning, len(r.Findings))
+	return fmt.Sprintf("seed %d: faults %v; %d operations checked (%d writes, %d of unknown outcome, %d unobserved ones pruned), linearizable: %s; %d versions registered, %d default reads; %d rollout operations (%d acknowledged) over %d rollouts checked; %d of %d agents converged (%d running the approved version); %d agent kills checked (%d before the hub acknowledged a report), %d numbered reports held by the hub in the epochs checked; %d findings",
+		r.Seed, r.Faults, r.Ops, r.Writes, r.Unknown, r.Pruned, r.Linearizable, r.Versions, r.MonoReads, r.RolloutOps, r.RolloutOpsAcked, r.Rollouts, r.AgentsConverged, r.Agents, r.AgentsRunning, r.AgentKillsChecked+r.AgentKillsUnchecked, r.AgentKillsUnchecked, r.Reports, len(r.Findings))
 }
 
 // EnvSeed reads CHAOS_SEED, else picks one from the clock.

@@ -10,10 +10,13 @@ import (
 	"mime/multipart"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/anishathalye/porcupine"
+
+	"github.com/driftline/driftline/agent/agenttest"
 )
 
 // The workload's objects: one model with registered versions, tags and aliases on it, devices
@@ -25,6 +28,10 @@ const (
 	devices  = 3
 	monoTag  = "mono"
 	labelKey = "l"
+	// datasetName is the dataset the approved version was trained on; datasetContract its
+	// contract, the shape of the agents' scenario (the id and time it adds are labels).
+	datasetName     = "chaos-sensors"
+	datasetContract = `{"fields":[{"name":"device_id","type":"string","x-driftline":{"role":"label"}},{"name":"ts","type":"integer","x-driftline":{"role":"label"}},{"name":"x","type":"number","constraints":{"required":true}}]}`
 )
 
 // Input and Output are one operation of the porcupine history.
@@ -103,10 +110,28 @@ func Setup(c *Cluster) error {
 	if code, b := c.Do(lead, http.MethodPost, "/api/v1/models", map[string]string{"name": model}); code != http.StatusCreated {
 		return fmt.Errorf("create model: %d %s", code, b)
 	}
-	for i := 0; i < 2; i++ {
-		if code, b := c.upload(lead); code != http.StatusCreated {
-			return fmt.Errorf("register version: %d %s", code, b)
-		}
+	// The agents' data contract and reference: a dataset version the approved version was
+	// trained on (the agents then validate and report what their scenario feeds them).
+	if code, b := c.Do(lead, http.MethodPost, "/api/v1/datasets", map[string]string{"name": datasetName}); code != http.StatusCreated {
+		return fmt.Errorf("create dataset: %d %s", code, b)
+	}
+	var sample strings.Builder
+	sample.WriteString("device_id,ts,x\n")
+	for i := 0; i < 200; i++ {
+		fmt.Fprintf(&sample, "d,%d,%.3f\n", i, 1+0.1*math.Sin(float64(i)))
+	}
+	if code, b := c.multipart(lead, "/api/v1/datasets/"+datasetName+"/versions", map[string]string{"contract": datasetContract}, "sample", "sample.csv", []byte(sample.String())); code != http.StatusCreated {
+		return fmt.Errorf("register dataset version: %d %s", code, b)
+	}
+	// Version 1 (the approved one) is 1 MiB, so an agent's pull of it takes a moment a kill
+	// can land in; version 2 is tiny.
+	big := agenttest.RandomBytes(1, 1<<20)
+	meta := fmt.Sprintf(`{"format":"test","trained_on":[{"dataset":%q,"version":1}]}`, datasetName)
+	if code, b := c.multipart(lead, "/api/v1/models/"+model+"/versions", map[string]string{"metadata": meta}, "artifact", "m.bin", big); code != http.StatusCreated {
+		return fmt.Errorf("register version: %d %s", code, b)
+	}
+	if code, b := c.upload(lead); code != http.StatusCreated {
+		return fmt.Errorf("register version: %d %s", code, b)
 	}
 	for d := 0; d < devices; d++ {
 		if code, b := c.Do(lead, http.MethodPost, "/api/v1/devices", map[string]any{"id": fmt.Sprintf("d%d", d)}); code != http.StatusCreated {
@@ -117,12 +142,20 @@ func Setup(c *Cluster) error {
 }
 
 func (c *Cluster) upload(nd *Node) (int, []byte) {
+	return c.multipart(nd, "/api/v1/models/"+model+"/versions", nil, "artifact", "m.bin", fmt.Appendf(nil, "a tiny model %d", time.Now().UnixNano()))
+}
+
+// multipart POSTs fields and one file part to path on nd.
+func (c *Cluster) multipart(nd *Node, path string, fields map[string]string, fileField, fileName string, file []byte) (int, []byte) {
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
-	fw, _ := mw.CreateFormFile("artifact", "m.bin")
-	fmt.Fprintf(fw, "a tiny model %d", time.Now().UnixNano())
+	for k, v := range fields {
+		_ = mw.WriteField(k, v)
+	}
+	fw, _ := mw.CreateFormFile(fileField, fileName)
+	_, _ = fw.Write(file)
 	mw.Close()
-	req, _ := http.NewRequest(http.MethodPost, nd.URL()+"/api/v1/models/"+model+"/versions", &buf)
+	req, _ := http.NewRequest(http.MethodPost, nd.URL()+path, &buf)
 	req.Header.Set("Authorization", "Bearer "+c.Token)
 	req.Header.Set("Content-Type", mw.FormDataContentType())
 	res, err := c.httpClient().Do(req)

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
@@ -43,8 +44,8 @@ func BuildAgent(dir string) (string, error) {
 	return Build(dir, "driftline-agent", "github.com/driftline/driftline/agent/cmd/driftline-agent")
 }
 
-// Output collects a process's stdout and stderr, safe for the copier and the test reading it. It
-// keeps the last 2-4 MiB.
+// Output collects a process's stdout and stderr (or an in-process logger's lines a test reads
+// back), safe for the writer and the test reading it concurrently. It keeps the last 2-4 MiB.
 type Output struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -228,7 +229,7 @@ func NewHub(t testing.TB, base, id string) *Hub {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	return &Hub{ID: id, Dir: dir, HTTP: testhelp.FreeAddr(t), Raft: testhelp.FreeAddr(t), Out: &Output{}}
+	return &Hub{ID: id, Dir: dir, HTTP: freeport.Addr(t), Raft: freeport.Addr(t), Out: &Output{}}
 }
 
 // Start runs bin (a `driftline` binary) as `hub serve` with the node's settings, then Args, then

@@ -1,17 +1,12 @@
-// Package testhelp holds the helpers that tests across the module share: waiting for a
-// condition, a logger writing to t.Log, free loopback addresses, and a buffer safe for a
-// process's output copier and the test reading it. Test code only; a running hub for a test is
-// hub/node/nodetest.
+// Package testhelp holds the two helpers every test of the module shares: waiting for a
+// condition (WaitFor) and a logger writing to t.Log (Logger, and LogWriter for its writer). Test
+// code only. A port a child process binds is internal/freeport; a child process and its output
+// are internal/hubproc; a running hub for a test is hub/node/nodetest.
 package testhelp
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
-	"math/rand/v2"
-	"net"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -64,84 +59,4 @@ func (w *tWriter) Write(p []byte) (int, error) {
 		w.t.Log(strings.TrimRight(string(p), "\n"))
 	}
 	return len(p), nil
-}
-
-// FreeAddr returns a loopback "127.0.0.1:PORT" that was free a moment ago (see FreePort).
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
-}
-
-// FreePort returns a loopback TCP port that was free a moment ago, for a process the test starts
-// later with that port on its command line. It picks at random below the kernel's ephemeral range
-// (ip_local_port_range): a port taken from that range (":0") is released before the process binds
-// it, and in that gap the kernel may hand it to any outgoing connection on the machine, which on
-// a busy machine running many tests it does ("address already in use"). A port is never handed
-// out twice by one test binary.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	lo, hi := portRange()
-	for range 200 {
-		port := lo + rand.IntN(hi-lo)
-		portsMu.Lock()
-		taken := portsGiven[port]
-		portsMu.Unlock()
-		if taken {
-			continue
-		}
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		portsMu.Lock()
-		portsGiven[port] = true
-		portsMu.Unlock()
-		return port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-var (
-	portsMu    sync.Mutex
-	portsGiven = map[int]bool{}
-)
-
-// portRange is where FreePort picks: from 10000 up to the start of the ephemeral range.
-func portRange() (lo, hi int) {
-	lo, hi = 10000, 32768
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return lo, hi
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 2 {
-		if start, err := strconv.Atoi(f[0]); err == nil && start > lo+1000 {
-			hi = start
-		}
-	}
-	return lo, hi
-}
-
-// SyncBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -32,12 +34,31 @@ const (
 	Edge
 	// Test is for unit tests: everything in memory.
 	Test
+	// RaftLog is for the hub's Raft log and stable store: Server's synchronous writes with small
+	// memtables and block cache. See raftLogMemTable.
+	RaftLog
 	// Fleet is for the one database that thousands of simulated agents share in firmware-sim's
 	// fleet mode: State's sizing, and no conflict detection. Every read-modify-write of the
 	// agent's stores is serialized by its owner's mutex, so badger's conflict detection only
 	// costs: with thousands of agents' transactions overlapping, its list of committed
 	// transactions stays long and every commit scans it.
 	Fleet
+)
+
+// raftLogMemTable and raftLogBlockCache size the Raft log's database (RaftLog). Every memtable
+// is a skiplist arena badger allocates in full on the Go heap when it opens one (MemTableSize
+// plus 30 % for the largest batch: 83 MB at badger's default 64 MiB), and a live arena also
+// raises the garbage collector's heap goal by its size: a hub idled at ~450 MiB heap goal with
+// two 64 MiB memtables. The Raft log needs none of that: its entries above ValueThreshold (1 KiB:
+// telemetry batches, uploads, wave starts) go to the value log, so a memtable holds keys, value
+// pointers and the small entries, and raftstore splits a batch badger refuses
+// (ErrTxnTooBig) into several transactions. Its reads are the newest entries (replication to
+// followers, applying), mostly still in the memtable. The state machine's database keeps State's
+// 64 MiB memtables: its largest transaction is one command (a wave start writes every device of
+// the wave in one entry) and must fit in 15 % of a memtable.
+const (
+	raftLogMemTable   = 8 << 20
+	raftLogBlockCache = 8 << 20
 )
 
 // Options returns badger options for dir sized for p.
@@ -61,6 +82,13 @@ func Options(dir string, p Profile) badger.Options {
 			WithNumMemtables(3).
 			WithBlockCacheSize(64 << 20).
 			WithDetectConflicts(p != Fleet)
+	case RaftLog:
+		opts = opts.WithSyncWrites(true).
+			WithValueLogFileSize(256 << 20).
+			WithValueThreshold(1 << 10).
+			WithMemTableSize(raftLogMemTable).
+			WithNumMemtables(2).
+			WithBlockCacheSize(raftLogBlockCache)
 	case Edge:
 		// The largest batch is 15% of MemTableSize and ValueThreshold must stay below it.
 		opts = opts.WithMemTableSize(4 << 20).
@@ -84,21 +112,59 @@ func Options(dir string, p Profile) badger.Options {
 }
 
 // Open opens (creating if needed) the database in dir with the options of profile p. For the
-// hub's profiles (Server, State) it first checks that the MANIFEST describes the table files
-// present and that every table's checksums hold: a damaged database is refused with an error
-// naming the file (wrapping ErrDamaged), never opened short of part of its data.
+// hub's profiles (Server, State, RaftLog) it first checks that the MANIFEST describes the table
+// files present and that every table's checksums hold: a damaged database is refused with an
+// error naming the file (wrapping ErrDamaged), never opened short of part of its data.
+//
+// A database left with memtable logs of larger memtables than p's (a crash under a release that
+// sized them larger, as the Raft log's were before RaftLog) is first opened with memtables as
+// large as its logs and closed, which flushes them into tables: replaying such a log into a
+// smaller memtable would stop the process (badger asserts that its arena is large enough).
 func Open(dir string, p Profile) (*badger.DB, error) {
 	opts := Options(dir, p)
-	if p == Server || p == State {
+	if p == Server || p == State || p == RaftLog {
 		if err := checkManifest(dir, opts); err != nil {
 			return nil, err
 		}
+	}
+	if err := flushLargerMemtables(dir, opts); err != nil {
+		return nil, err
 	}
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open badger %s: %w", dir, err)
 	}
 	return db, nil
+}
+
+// flushLargerMemtables opens and closes the database in dir with memtables sized for its largest
+// memtable log (NNNNN.mem: badger makes each twice its MemTableSize) when that is larger than
+// opts' memtables (see Open).
+func flushLargerMemtables(dir string, opts badger.Options) error {
+	if opts.InMemory || dir == "" {
+		return nil
+	}
+	paths, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+	if err != nil {
+		return err
+	}
+	var largest int64
+	for _, path := range paths {
+		if fi, err := os.Stat(path); err == nil {
+			largest = max(largest, fi.Size()/2)
+		}
+	}
+	if largest <= opts.MemTableSize {
+		return nil
+	}
+	db, err := badger.Open(opts.WithMemTableSize(largest))
+	if err != nil {
+		return fmt.Errorf("open badger %s to flush its %d MiB memtables: %w", dir, largest>>20, err)
+	}
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("close badger %s after flushing its %d MiB memtables: %w", dir, largest>>20, err)
+	}
+	return nil
 }
 
 // RunGC runs value-log garbage collection every interval until ctx is done. Each round calls

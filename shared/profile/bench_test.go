@@ -131,3 +131,26 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCDF computes a 10,000-value sketch's CDF (what fleet drift does for every device
+// window): merge is cdfOf, sort the definition (every value with its weight, sorted), which
+// CDF was before.
+func BenchmarkCDF(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	q := newQuantiles(DefaultQuantileK)
+	for range 10000 {
+		q.add(r.NormFloat64())
+	}
+	b.Run("merge", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			_ = q.cdfOf()
+		}
+	})
+	b.Run("sort", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			_ = cdfBySort(q)
+		}
+	})
+}

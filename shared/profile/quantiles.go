@@ -3,6 +3,7 @@ package profile
 import (
 	"math"
 	"slices"
+	"sync/atomic"
 )
 
 // DefaultQuantileK is the KLL accuracy parameter of numeric columns. With k = 400 the sketch is
@@ -25,7 +26,8 @@ const kllSeed uint64 = 0x9E3779B97F4A7C15
 // compacted, so the same values in the same order give the same sketch byte for byte, while
 // sketches of different streams do not share coin sequences (which would bias a fleet merge).
 //
-// A Quantiles is not safe for concurrent use.
+// A Quantiles is not safe for concurrent use, except that any number of goroutines may read one
+// that no one changes (CDF included).
 type Quantiles struct {
 	k       int
 	n       uint64
@@ -35,6 +37,9 @@ type Quantiles struct {
 	maxSize int   // sum of caps: compaction starts when size reaches it
 	rng     uint64
 	scr     []float64 // merge scratch, swapped with a level buffer
+	// cdf is CDF's result, kept until the next add or merge: a reference profile's sketch is
+	// compared with every device window (hub/fleetdrift) and sorted once, not once per window.
+	cdf atomic.Pointer[CDF]
 }
 
 func newQuantiles(k int) *Quantiles {
@@ -74,6 +79,9 @@ func (q *Quantiles) setCaps() {
 
 // add inserts one finite value. Amortised O(log k), no allocation once level buffers have grown.
 func (q *Quantiles) add(x float64) {
+	if q.cdf.Load() != nil {
+		q.cdf.Store(nil)
+	}
 	q.levels[0] = append(q.levels[0], x)
 	q.size++
 	q.n++
@@ -143,6 +151,7 @@ func (q *Quantiles) mergeUp(h int, run []float64) {
 
 // merge adds o's values into q. Both must have the same k.
 func (q *Quantiles) merge(o *Quantiles) {
+	q.cdf.Store(nil)
 	for len(q.levels) < len(o.levels) {
 		q.grow()
 	}
@@ -158,14 +167,13 @@ func (q *Quantiles) merge(o *Quantiles) {
 }
 
 func (q *Quantiles) clone() *Quantiles {
-	c := *q
+	c := &Quantiles{k: q.k, n: q.n, size: q.size, maxSize: q.maxSize, rng: q.rng}
 	c.levels = make([][]float64, len(q.levels))
 	for i, lv := range q.levels {
 		c.levels[i] = slices.Clone(lv)
 	}
 	c.caps = slices.Clone(q.caps)
-	c.scr = nil
-	return &c
+	return c
 }
 
 // CDF is the step distribution function a sketch describes: Values ascending and distinct,
@@ -179,40 +187,55 @@ type CDF struct {
 	N uint64
 }
 
-// CDF returns the sketch's distribution as a sorted step function. It allocates; call it once
-// per query batch, not per value.
+// CDF returns the sketch's distribution as a sorted step function. The first call after a change
+// sorts and allocates; later ones return the same result (its slices are shared: read them, do
+// not change them).
 func (q *Quantiles) CDF() CDF {
-	type wv struct {
-		v float64
-		w uint64
+	if c := q.cdf.Load(); c != nil {
+		return *c
 	}
-	all := make([]wv, 0, q.size)
+	c := q.cdfOf()
+	q.cdf.Store(&c)
+	return c
+}
+
+// cdfOf computes CDF: each level in order (levels above 0 usually are already: compaction merges
+// sorted runs into them; level 0 and levels a profile merge appended to are sorted here, on a
+// copy), then merged by value, the weight of level h being 2^h. A few levels' heads compared per
+// value cost less than sorting every retained value with its weight (the previous form, a third
+// of a fleet drift comparison).
+func (q *Quantiles) cdfOf() CDF {
+	runs := make([][]float64, len(q.levels))
 	for h, lv := range q.levels {
-		for _, v := range lv {
-			all = append(all, wv{v, 1 << h})
+		if !slices.IsSorted(lv) {
+			lv = slices.Clone(lv)
+			slices.Sort(lv)
 		}
+		runs[h] = lv
 	}
-	slices.SortFunc(all, func(a, b wv) int {
-		switch {
-		case a.v < b.v:
-			return -1
-		case a.v > b.v:
-			return 1
-		}
-		return 0
-	})
-	c := CDF{N: q.n, Values: make([]float64, 0, len(all)), Cum: make([]uint64, 0, len(all))}
+	next := make([]int, len(runs))
+	c := CDF{N: q.n, Values: make([]float64, 0, q.size), Cum: make([]uint64, 0, q.size)}
 	var cum uint64
-	for i, e := range all {
-		cum += e.w
-		if i > 0 && e.v == all[i-1].v {
-			c.Cum[len(c.Cum)-1] = cum
+	for {
+		best := -1
+		for h, r := range runs {
+			if next[h] < len(r) && (best < 0 || r[next[h]] < runs[best][next[best]]) {
+				best = h
+			}
+		}
+		if best < 0 {
+			return c
+		}
+		v := runs[best][next[best]]
+		next[best]++
+		cum += 1 << best
+		if n := len(c.Values); n > 0 && c.Values[n-1] == v {
+			c.Cum[n-1] = cum
 			continue
 		}
-		c.Values = append(c.Values, e.v)
+		c.Values = append(c.Values, v)
 		c.Cum = append(c.Cum, cum)
 	}
-	return c
 }
 
 // At returns the fraction of weight at or below x (0 for an empty CDF).

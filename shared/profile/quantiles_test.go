@@ -1,6 +1,7 @@
 package profile
 
 import (
+	"cmp"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -97,5 +98,89 @@ func TestQuantilesMergeRankError(t *testing.T) {
 	t.Logf("merged 50 sketches of %d values: retained %d, rank error %.4f", len(all), total.Retained(), e)
 	if e > 0.01 {
 		t.Fatalf("merged rank error %.4f over 0.01", e)
+	}
+}
+
+// TestQuantilesCDFKept: a sketch that does not change sorts once: later CDF calls allocate
+// nothing (hub/fleetdrift compares every device window with the same reference sketch), and a
+// change (add, merge) is seen by the next call.
+func TestQuantilesCDFKept(t *testing.T) {
+	q := newQuantiles(DefaultQuantileK)
+	for i := range 5000 {
+		q.add(float64(i % 997))
+	}
+	first := q.CDF()
+	if allocs := testing.AllocsPerRun(20, func() { _ = q.CDF() }); allocs != 0 {
+		t.Fatalf("CDF of an unchanged sketch allocated %v times per call, want 0", allocs)
+	}
+	q.add(5000)
+	if c := q.CDF(); c.N != first.N+1 || c.Values[len(c.Values)-1] != 5000 {
+		t.Fatalf("after add: N %d (want %d), largest %v (want 5000)", c.N, first.N+1, c.Values[len(c.Values)-1])
+	}
+	o := newQuantiles(DefaultQuantileK)
+	o.add(-1)
+	q.merge(o)
+	if c := q.CDF(); c.N != first.N+2 || c.Values[0] != -1 {
+		t.Fatalf("after merge: N %d (want %d), smallest %v (want -1)", c.N, first.N+2, c.Values[0])
+	}
+	if c := q.clone().CDF(); c.N != first.N+2 {
+		t.Fatalf("clone: N %d, want %d", c.N, first.N+2)
+	}
+}
+
+// cdfBySort is the CDF by definition, as CDF computed it before cdfOf: every retained value with
+// its level's weight, sorted.
+func cdfBySort(q *Quantiles) CDF {
+	type wv struct {
+		v float64
+		w uint64
+	}
+	all := make([]wv, 0, q.size)
+	for h, lv := range q.levels {
+		for _, v := range lv {
+			all = append(all, wv{v, 1 << h})
+		}
+	}
+	slices.SortFunc(all, func(a, b wv) int { return cmp.Compare(a.v, b.v) })
+	c := CDF{N: q.n, Values: make([]float64, 0, len(all)), Cum: make([]uint64, 0, len(all))}
+	var cum uint64
+	for i, e := range all {
+		cum += e.w
+		if i > 0 && e.v == all[i-1].v {
+			c.Cum[len(c.Cum)-1] = cum
+			continue
+		}
+		c.Values = append(c.Values, e.v)
+		c.Cum = append(c.Cum, cum)
+	}
+	return c
+}
+
+// TestQuantilesCDFMatchesDefinition: the merged CDF equals the sorted one, on sketches built by
+// adds (sorted upper levels), by merges (unsorted levels) and with repeated values.
+func TestQuantilesCDFMatchesDefinition(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, tc := range []struct {
+		name  string
+		n     int
+		value func() float64
+	}{
+		{"small", 50, func() float64 { return r.NormFloat64() }},
+		{"compacted", 20000, func() float64 { return r.NormFloat64() * 10 }},
+		{"repeats", 20000, func() float64 { return float64(r.IntN(37)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q, o := newQuantiles(DefaultQuantileK), newQuantiles(DefaultQuantileK)
+			for range tc.n {
+				q.add(tc.value())
+				o.add(tc.value())
+			}
+			for _, s := range []*Quantiles{q, func() *Quantiles { m := q.clone(); m.merge(o); return m }()} {
+				got, want := s.cdfOf(), cdfBySort(s)
+				if got.N != want.N || !slices.Equal(got.Values, want.Values) || !slices.Equal(got.Cum, want.Cum) {
+					t.Fatalf("CDF differs from its definition: %d/%d values, N %d/%d", len(got.Values), len(want.Values), got.N, want.N)
+				}
+			}
+		})
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/agenttest"
 	"github.com/driftline/driftline/hub/node/nodetest"
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/procstat"
 	"github.com/driftline/driftline/internal/testhelp"
 )
@@ -61,7 +62,7 @@ func BenchmarkPull100MB(b *testing.B) {
 		id := fmt.Sprintf("bench-%d", i)
 		tok := enroll(h, id)
 		cfg := agenttest.Config(b, id, tok, []string{h.MQTTURL()}, keys)
-		cfg.Metrics = fmt.Sprintf("127.0.0.1:%d", testhelp.FreePort(b))
+		cfg.Metrics = fmt.Sprintf("127.0.0.1:%d", freeport.Port(b))
 		cfg.Heartbeat = 10_000_000_000 // 10 s: idle
 		c := startChild(b, writeConfig(b, cfg), 0)
 		var ms map[string]float64

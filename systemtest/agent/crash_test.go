@@ -22,18 +22,17 @@ import (
 	"github.com/driftline/driftline/agent/agenttest"
 	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/hub/node/nodetest"
+	"github.com/driftline/driftline/internal/freeport"
+	"github.com/driftline/driftline/internal/hubproc"
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // child is a driftline-agent process (this test binary in child mode).
 type child struct {
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *hubproc.Output
 	exited chan error
 }
-
-// syncBuffer collects a process's output for the test (testhelp.SyncBuffer).
-type syncBuffer = testhelp.SyncBuffer
 
 // writeConfig writes cfg as the YAML file the agent reads.
 func writeConfig(t testing.TB, cfg config.Config) string {
@@ -56,7 +55,7 @@ func startChild(t testing.TB, cfgPath string, killAfter int, env ...string) *chi
 	cmd := exec.Command(os.Args[0], "run", "--config", cfgPath)
 	cmd.Env = append(os.Environ(), "DRIFTLINE_AGENT_CHILD=1", "DRIFTLINE_AGENT_KILL_AFTER_CHUNKS="+strconv.Itoa(killAfter))
 	cmd.Env = append(cmd.Env, env...)
-	c := &child{cmd: cmd, out: &syncBuffer{}, exited: make(chan error, 1)}
+	c := &child{cmd: cmd, out: &hubproc.Output{}, exited: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = c.out, c.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -120,7 +119,7 @@ func TestCrashDuringPull(t *testing.T) {
 	v2, d2 := h.PushModel("m", v2data, "", true)
 	cfg := agenttest.Config(t, "dev-crash", tok, []string{h.MQTTURL()}, h.Keys())
 	cfg.Fetch.Requests, cfg.Fetch.Digests = 2, 4 // small window: the kill lands mid-pull
-	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testhelp.FreePort(t))
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freeport.Port(t))
 	cfg.Metrics = metricsAddr
 	path := writeConfig(t, cfg)
 

@@ -15,6 +15,7 @@ import (
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/agenttest"
 	"github.com/driftline/driftline/hub/node/nodetest"
+	"github.com/driftline/driftline/internal/hubproc"
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
@@ -80,9 +81,9 @@ func (p *connProxy) attempts() []time.Time {
 
 // refusedAgent runs an agent whose broker refuses its token, with a refused backoff starting
 // at base, and returns it with its log.
-func refusedAgent(t *testing.T, id, broker string, keys []string, base time.Duration) (*agenttest.Agent, *testhelp.SyncBuffer) {
+func refusedAgent(t *testing.T, id, broker string, keys []string, base time.Duration) (*agenttest.Agent, *hubproc.Output) {
 	t.Helper()
-	logs := &testhelp.SyncBuffer{}
+	logs := &hubproc.Output{}
 	logger := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testhelp.LogWriter(t)), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	cfg := agenttest.Config(t, id, "dl_dev_not-the-token", []string{broker}, keys)
 	cfg.Metrics = "127.0.0.1:0"
@@ -227,7 +228,7 @@ func TestOutboxQuietWhileDown(t *testing.T) {
 		}
 		dead := "tcp://" + ln.Addr().String()
 		ln.Close() // nothing listens there: every attempt is a network error
-		logs := &testhelp.SyncBuffer{}
+		logs := &hubproc.Output{}
 		logger := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testhelp.LogWriter(t)), &slog.HandlerOptions{Level: slog.LevelInfo}))
 		cfg := agenttest.Config(t, "dev-away", tok, []string{dead}, h.Keys())
 		cfg.Metrics = "127.0.0.1:0"

@@ -17,11 +17,9 @@ import (
 	"github.com/driftline/driftline/firmware-sim/fleet"
 	"github.com/driftline/driftline/firmware-sim/sim"
 	"github.com/driftline/driftline/hub/node/nodetest"
+	"github.com/driftline/driftline/internal/hubproc"
 	"github.com/driftline/driftline/internal/testhelp"
 )
-
-// syncBuffer collects a process's output for the test (testhelp.SyncBuffer).
-type syncBuffer = testhelp.SyncBuffer
 
 type hubDevice struct {
 	ID       string `json:"id"`
@@ -49,7 +47,7 @@ func TestFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := &syncBuffer{}
+	out := &hubproc.Output{}
 	cfg := fleet.Config{
 		Devices: 3, Hub: h.URL(), Token: h.Token, Brokers: []string{h.MQTTURL()}, StateDir: stateDir,
 		Scenario: s, Seed: 3, SummaryEvery: 200 * time.Millisecond, Out: out, Logger: testhelp.Logger(t),
@@ -189,7 +187,7 @@ func TestFleetNewHub(t *testing.T) {
 	stateDir := t.TempDir()
 	a := nodetest.Start(t)
 	cfg := fleet.Config{Devices: 3, Hub: a.URL(), Token: a.Token, Brokers: []string{a.MQTTURL()}, StateDir: stateDir,
-		SummaryEvery: 200 * time.Millisecond, Out: &syncBuffer{}, Logger: testhelp.Logger(t), Heartbeat: time.Second}
+		SummaryEvery: 200 * time.Millisecond, Out: &hubproc.Output{}, Logger: testhelp.Logger(t), Heartbeat: time.Second}
 	stop := runFleet(t, cfg)
 	testhelp.WaitFor(t, 20*time.Second, "3 devices online on hub A", func() bool { return onlineOn(a) == 3 })
 	if err := stop(); err != nil {
@@ -202,7 +200,7 @@ func TestFleetNewHub(t *testing.T) {
 
 	b := nodetest.Start(t)
 	cfg.Hub, cfg.Token, cfg.Brokers = b.URL(), b.Token, []string{b.MQTTURL()}
-	out := &syncBuffer{}
+	out := &hubproc.Output{}
 	cfg.Out = out
 	stop = runFleet(t, cfg)
 	testhelp.WaitFor(t, 20*time.Second, "3 devices online on hub B", func() bool { return onlineOn(b) == 3 })
@@ -224,7 +222,7 @@ func TestFleetNewHub(t *testing.T) {
 func TestFleetDeviceDeletedWhileRunning(t *testing.T) {
 	h := nodetest.Start(t)
 	stateDir := t.TempDir()
-	out := &syncBuffer{}
+	out := &hubproc.Output{}
 	cfg := fleet.Config{Devices: 2, Hub: h.URL(), Token: h.Token, Brokers: []string{h.MQTTURL()}, StateDir: stateDir,
 		SummaryEvery: 200 * time.Millisecond, Out: out, Logger: testhelp.Logger(t), Heartbeat: time.Second}
 	stop := runFleet(t, cfg)

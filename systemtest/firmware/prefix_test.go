@@ -9,6 +9,7 @@ import (
 	"github.com/driftline/driftline/firmware-sim/fleet"
 	"github.com/driftline/driftline/hub/node"
 	"github.com/driftline/driftline/hub/node/nodetest"
+	"github.com/driftline/driftline/internal/hubproc"
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
@@ -18,7 +19,7 @@ func TestFleetTopicPrefix(t *testing.T) {
 	h := nodetest.Start(t, func(c *node.Config) { c.TopicPrefix = "site9/dl" })
 	cfg := fleet.Config{
 		Devices: 1, Hub: h.URL(), Token: h.Token, Brokers: []string{h.MQTTURL()}, StateDir: t.TempDir(),
-		SummaryEvery: time.Second, Out: &syncBuffer{}, Logger: testhelp.Logger(t), Heartbeat: time.Second,
+		SummaryEvery: time.Second, Out: &hubproc.Output{}, Logger: testhelp.Logger(t), Heartbeat: time.Second,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -44,13 +44,23 @@ func main() {
 	flag.StringVar(&cfg.RaftAddr, "raft", "127.0.0.1:17000", "hub Raft address")
 	flag.StringVar(&cfg.MQTTAddr, "mqtt", "127.0.0.1:11883", "hub MQTT address")
 	flag.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "limit of each phase")
+	flag.DurationVar(&cfg.Steady, "steady", time.Minute, "how long the steady state after the rollout is measured")
+	flag.DurationVar(&cfg.Settle, "settle", 30*time.Second, "wait after the rollout before the steady window (negative: none)")
+	flag.StringVar(&cfg.ProfileDir, "profile-dir", "", "save the hub's CPU profile over the steady window and its heap profile here")
+	flag.Func("hub-env", "NAME=VALUE in the hub's environment only, e.g. GOGC=50 (repeatable)", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("want NAME=VALUE, got %q", v)
+		}
+		cfg.HubEnv = append(cfg.HubEnv, v)
+		return nil
+	})
 	flag.Parse()
 	if len(ns) == 0 {
 		ns = sizes{1000}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	var rows []string
+	var rows, steadyRows []string
 	failed := false
 	for _, n := range ns {
 		cfg.Devices = n
@@ -61,9 +71,15 @@ func main() {
 			continue
 		}
 		rows = append(rows, r.Row())
+		steadyRows = append(steadyRows, r.SteadyRow())
 	}
 	fmt.Println(demo.BenchHeader)
 	for _, r := range rows {
+		fmt.Println(r)
+	}
+	fmt.Println()
+	fmt.Println(demo.SteadyHeader)
+	for _, r := range steadyRows {
 		fmt.Println(r)
 	}
 	if failed {

@@ -15,7 +15,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/driftline/driftline/internal/testhelp"
+	"github.com/driftline/driftline/internal/freeport"
+	"github.com/driftline/driftline/internal/hubproc"
 )
 
 // Files are the access files Mosquitto reads.
@@ -41,7 +42,7 @@ type Broker struct {
 	port            int
 	pwFile, aclFile string
 	exited          chan error
-	out             *testhelp.SyncBuffer
+	out             *hubproc.Output
 	probeUser       string
 	probePass       string
 }
@@ -78,7 +79,7 @@ func StartWith(t testing.TB, what string, files Files, probeUser, probePass stri
 	t.Helper()
 	bin := Binary(t, what)
 	dir := t.TempDir()
-	b := &Broker{t: t, bin: bin, port: testhelp.FreePort(t), pwFile: filepath.Join(dir, "passwd"), aclFile: filepath.Join(dir, "acl"),
+	b := &Broker{t: t, bin: bin, port: freeport.Port(t), pwFile: filepath.Join(dir, "passwd"), aclFile: filepath.Join(dir, "acl"),
 		probeUser: probeUser, probePass: probePass}
 	b.write(files)
 	persistence := "persistence false\n"
@@ -94,7 +95,7 @@ func StartWith(t testing.TB, what string, files Files, probeUser, probePass stri
 	if err := os.WriteFile(b.confFile, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b.out = &testhelp.SyncBuffer{}
+	b.out = &hubproc.Output{}
 	b.run()
 	t.Cleanup(func() {
 		if b.cmd != nil {

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/hub/node"
+	"github.com/driftline/driftline/internal/freeport"
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
@@ -61,7 +62,7 @@ type Hub struct {
 // dir, id n1, the API, Raft and the embedded broker on free loopback ports, and the log on t at
 // warning level.
 func Config(t testing.TB) node.Config {
-	return node.Config{DataDir: t.TempDir(), NodeID: "n1", HTTPAddr: "127.0.0.1:0", RaftAddr: testhelp.FreeAddr(t),
+	return node.Config{DataDir: t.TempDir(), NodeID: "n1", HTTPAddr: "127.0.0.1:0", RaftAddr: freeport.Addr(t),
 		MQTTAddr: "127.0.0.1:0", Logger: testhelp.Logger(t)}
 }
 

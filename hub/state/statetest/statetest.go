@@ -6,6 +6,8 @@ package statetest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -73,8 +75,14 @@ func (s *Store) Apply(_ context.Context, env command.Envelope) (any, error) {
 		res, aerr = state.Processor{}.ApplyChanges(txn, s.index, env, func(ev any) {
 			changes = append(changes, store.Change{Index: s.index, Event: ev})
 		})
+		if errors.Is(aerr, badger.ErrTxnTooBig) {
+			return aerr // nothing of it is committed, as in the store
+		}
 		return nil
 	})
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		return nil, fmt.Errorf("%w: %v", store.ErrCommandTooBig, err) // what the store answers
+	}
 	if err != nil {
 		return nil, err
 	}
