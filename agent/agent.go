@@ -52,11 +52,17 @@ type Options struct {
 	Failpoint func(step string)
 	// NoRSSGauge leaves out driftline_agent_rss_bytes (fleet mode registers it once).
 	NoRSSGauge bool
-	// PullSlots, when not nil, bounds the pulls that run at once: a pull holds one slot (a value
-	// sent into the channel) from its manifest request until its file is staged. Fleet mode
-	// shares one among its agents, so that the frames and buffers of thousands of simultaneous
-	// pulls do not all sit in one process's memory.
+	// PullSlots, when not nil, bounds the pulls that ask for chunks on their own topic at once: a
+	// pull holds one slot (a value sent into the channel) from then until its file is staged.
+	// Fleet mode shares one among its agents, so that the frames and buffers of thousands of
+	// simultaneous pulls do not all sit in one process's memory. A pull listening on its model's
+	// shared topic needs none until that brings it nothing (agent/DESIGN.md).
 	PullSlots chan struct{}
+	// ListenSlots, when not nil, bounds the pulls listening on their model's shared chunk topic
+	// at once (a slot is held from the subscription to the end of the download): every
+	// listener takes every publish of the wave, which in one fleet process is thousands of
+	// copies. Fleet mode shares one among its agents; a device has its own memory and needs none.
+	ListenSlots chan struct{}
 	// ConnectBackoff is the first wait after a connect attempt that reached no broker; it
 	// doubles up to MaxConnectBackoff (default DefaultConnectBackoff).
 	ConnectBackoff time.Duration
@@ -198,7 +204,7 @@ func New(cfg config.Config, ns devicedb.Namespace, opts Options) (*Agent, error)
 		Metrics: reconcile.Metrics{FetchedChunks: a.m.fetchedChunks, ChunksReused: a.m.chunksReused,
 			Activations: a.m.activations, Rejected: a.m.rejected},
 		Conn: a.conn, Trust: reconcileTrust{a}, Store: a.store, Cache: cache, Assets: ns.Sub("assets"), Records: own,
-		PullSlots: opts.PullSlots, OnChunk: opts.OnChunk, Failpoint: opts.Failpoint, OnChange: a.report,
+		PullSlots: opts.PullSlots, ListenSlots: opts.ListenSlots, OnChunk: opts.OnChunk, Failpoint: opts.Failpoint, OnChange: a.report,
 	})
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(gat, promhttp.HandlerOpts{}))
 	a.mux.HandleFunc("GET /status", a.serveStatus)

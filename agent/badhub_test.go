@@ -21,8 +21,10 @@ import (
 )
 
 // TestPullFromBadHub pulls a 1 MiB model from a hub that answers chunk requests badly.
-//   - slowly: each frame 400 ms late, so every request outlives its 1 s timeout and is asked
-//     again; the late duplicate answers are dropped, each chunk verified and stored once;
+//   - slowly: each frame 600 ms late, so every request outlives its 1 s timeout (2 s for a
+//     first request, which names the shared topic: a hub may hold those back to gather a wave)
+//     and is asked again; the late duplicate answers are dropped, each chunk verified and
+//     stored once;
 //   - out of order: each request's digests answered last first, each object's frames too;
 //   - not at all: the pull fails within its stall timeout (3 s here) with a reason naming the
 //     stall, no partial file becomes current, and once the hub answers again the agent tries
@@ -55,7 +57,7 @@ func TestPullFromBadHub(t *testing.T) {
 		h, latest, a, cfg := setup(t, "dev-slow")
 		m := h.addModel(data)
 		h.mu.Lock()
-		h.delay = 400 * time.Millisecond
+		h.delay = 600 * time.Millisecond
 		h.mu.Unlock()
 		start := time.Now()
 		h.desire(h.entry("slow", 1, m))

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/driftline/driftline/shared/artifact"
@@ -54,8 +55,12 @@ type Partial struct {
 
 	h      hash.Hash
 	hashed int64
-	buf    []byte
 }
+
+// hashBufs holds HashThrough's read buffers between calls: a Partial waits for its chunks far
+// longer than it hashes, and a fleet of agents in one process holds hundreds at once (issue 18:
+// a buffer each was a MiB per pull listening for its wave).
+var hashBufs = sync.Pool{New: func() any { b := make([]byte, hashBlock); return &b }}
 
 // OpenPartial returns the resumable download of name@v: the one an earlier run left in
 // MODELDIR/NAME/.partial-V when it was for the same manifest, file digest and size (Resumed
@@ -247,14 +252,17 @@ func (p *Partial) ReadAt(b []byte, off int64) (int, error) { return p.f.ReadAt(b
 // HashThrough feeds the file's bytes up to end into the file hash, from where the last call
 // stopped. The caller must be done writing them. It stops with ctx's error when ctx ends.
 func (p *Partial) HashThrough(ctx context.Context, end int64) error {
-	if p.buf == nil {
-		p.buf = make([]byte, hashBlock)
+	if p.hashed >= end {
+		return nil
 	}
+	bp := hashBufs.Get().(*[]byte)
+	defer hashBufs.Put(bp)
+	buf := *bp
 	for p.hashed < end {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		b := p.buf[:min(int64(len(p.buf)), end-p.hashed)]
+		b := buf[:min(int64(len(buf)), end-p.hashed)]
 		n, err := p.f.ReadAt(b, p.hashed)
 		p.h.Write(b[:n])
 		p.hashed += int64(n)

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/driftline/driftline/agent/devicedb"
@@ -141,20 +140,47 @@ func (rc *Reconciler) handleDesired(ctx context.Context, b []byte) (Revision, er
 	return rev, nil
 }
 
-// takePullSlot waits for one of Config.PullSlots (none configured: at once) and returns its
-// release, which may be called more than once.
-func (rc *Reconciler) takePullSlot(ctx context.Context) (release func(), err error) {
-	slots := rc.cfg.PullSlots
-	if slots == nil {
-		return func() {}, nil
+// pullSlot is one pull's hold on Config.PullSlots (fleet mode; ch nil: no limit). A pull whose
+// chunks may come on the model's shared topic listens there before it holds a slot (the fetch
+// takes the slot when it can: listening); everything else a pull does, the manifest excepted,
+// happens while it holds one.
+type pullSlot struct {
+	ch   chan struct{}
+	held bool
+}
+
+// take waits for the slot (no limit, or held already: at once).
+func (s *pullSlot) take(ctx context.Context) error {
+	if s == nil || s.ch == nil || s.held {
+		return nil
 	}
 	select {
-	case slots <- struct{}{}:
+	case s.ch <- struct{}{}:
+		s.held = true
+		return nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
-	var once sync.Once
-	return func() { once.Do(func() { <-slots }) }, nil
+}
+
+// waiting returns the channel a select sends on to take the slot: nil (never ready) when there
+// is no limit or the slot is held. A successful send must be followed by took.
+func (s *pullSlot) waiting() chan struct{} {
+	if s == nil || s.held {
+		return nil
+	}
+	return s.ch
+}
+
+// took records a slot taken by a send on waiting's channel.
+func (s *pullSlot) took() { s.held = true }
+
+// release gives the slot back; it may be called more than once.
+func (s *pullSlot) release() {
+	if s != nil && s.held {
+		s.held = false
+		<-s.ch
+	}
 }
 
 // applyModel brings one model to the desired version and returns the outcome. Failures end in
@@ -187,13 +213,14 @@ func (rc *Reconciler) applyModel(ctx context.Context, m wire.DesiredModel, preem
 	back := curErr == nil && m.Version < cur.Version
 	rc.setState(m.Name, wire.StateNotified, func(r *modelRecord) { r.Target = m.Version; r.RolloutID = m.RolloutID; r.LastError = "" })
 
-	// A pull slot (fleet mode) is held from the manifest's request until the file is staged and
-	// the contract and profile are here.
-	release, err := rc.takePullSlot(ctx)
-	if err != nil {
-		return rc.pullFailed(m, err)
-	}
-	defer release()
+	// A pull slot (fleet mode) bounds the chunks a pull asks on its own topic: it is held from
+	// the download (or, for a pull that listens on the model's shared topic, from when one is
+	// free, if the wave's publishes have not brought everything by then) until the file is
+	// staged and the contract and profile are here. The manifest, contract and profile are small
+	// and fetched without one: the pull must know the chunks it may take from the shared topic
+	// while it waits, and one that got them all there needs no slot at all (issue 18).
+	slot := &pullSlot{ch: rc.cfg.PullSlots}
+	defer slot.release()
 	man, err := rc.manifest(ctx, m, preempt)
 	if err != nil {
 		return rc.pullFailed(m, err)
@@ -214,14 +241,14 @@ func (rc *Reconciler) applyModel(ctx context.Context, m wire.DesiredModel, preem
 	}
 	rc.mu.Unlock()
 
-	stageErr, err := rc.downloadAndStage(ctx, m, man, preempt)
+	stageErr, err := rc.downloadAndStage(ctx, m, man, preempt, slot)
 	if err != nil {
 		return rc.pullFailed(m, err)
 	}
 	if err := rc.fetchAssets(ctx, m, preempt); err != nil {
 		return rc.pullFailed(m, err)
 	}
-	release()
+	slot.release()
 
 	rc.setState(m.Name, wire.StateActivating, nil)
 	// The activation runs to its end even when a newer desired arrives: a health check cut
@@ -347,7 +374,11 @@ func (rc *Reconciler) manifest(ctx context.Context, m wire.DesiredModel, preempt
 // the file's completed prefix; modelstore then keeps the file only if it hashes to man.Digest.
 // err is the download's failure (the partial download stays on disk, to be resumed); stageErr is
 // the staging's result. man is valid (rc.manifest decoded it).
-func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel, man artifact.Manifest, preempt func() bool) (stageErr, err error) {
+//
+// slot is the pull's slot: taken before the fetch, or, while the pull listens on the model's
+// shared topic, by the fetch when one is free (fetcher.fetch); a download that needs no fetch
+// (everything local) runs without it.
+func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel, man artifact.Manifest, preempt func() bool, slot *pullSlot) (stageErr, err error) {
 	p, done, err := rc.store.OpenPartial(m.Name, m.Version, m.ManifestDigest, man.Digest, man.Size)
 	if err != nil || done {
 		return err, nil
@@ -374,11 +405,34 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 	defer stopHash()
 	hashed := make(chan error, 1)
 	go func() { hashed <- as.hashLoop(hashCtx) }()
-	// Listen on the model's shared chunk topic for the pull only (issue 18).
+	// Listen on the model's shared chunk topic for the pull only (issue 18), from before the
+	// pull holds a slot: a device that waits for one takes the chunks published meanwhile.
 	var shared *SharedSub
+	listen := &pullSlot{ch: rc.cfg.ListenSlots} // fleet mode: the listeners of one process
+	unsubscribe := func() {
+		if shared != nil {
+			rc.conn.UnsubscribeShared(shared)
+			shared = nil
+		}
+		listen.release()
+	}
 	if len(missing) > 0 {
+		if err := listen.take(ctx); err != nil {
+			stopHash()
+			<-hashed
+			p.Close()
+			return nil, err
+		}
 		shared = rc.conn.SubscribeShared(ctx, m.Name)
-		defer rc.conn.UnsubscribeShared(shared)
+		defer unsubscribe()
+		if shared == nil {
+			if err := slot.take(ctx); err != nil {
+				stopHash()
+				<-hashed
+				p.Close()
+				return nil, err
+			}
+		}
 	}
 	err = rc.fetch.fetch(ctx, kindChunk, missing, func(d string, data []byte) error {
 		err := as.put(d, data, -1)
@@ -390,7 +444,10 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 		if rc.cfg.OnChunk != nil {
 			rc.cfg.OnChunk()
 		}
-	}, preempt, shared)
+	}, preempt, shared, slot)
+	// Done listening: the wave's later publishes are for devices that joined later, and
+	// staging (a hash and an fsync) can take a while.
+	unsubscribe()
 	if left := len(as.missing()); err == nil && left > 0 {
 		err = fmt.Errorf("download of %s@%d ended with %d chunks missing", m.Name, m.Version, left)
 	}
@@ -510,7 +567,7 @@ func (rc *Reconciler) asset(ctx context.Context, kind objectKind, digest string,
 	err = rc.fetch.fetch(ctx, kind, []string{digest}, func(_ string, data []byte) error {
 		got = append([]byte(nil), data...)
 		return rc.assets.Set(key, got)
-	}, func(string) {}, preempt, nil)
+	}, func(string) {}, preempt, nil, nil)
 	if err != nil {
 		return nil, err
 	}

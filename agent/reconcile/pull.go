@@ -62,6 +62,9 @@ type request struct {
 	id       string
 	digests  map[string]bool
 	deadline time.Time
+	// shared says the request named the pull's shared subscription: its chunks may come on the
+	// model's shared topic, and its deadline moves on while frames arrive there.
+	shared bool
 }
 
 // pullState is one fetch call's bookkeeping.
@@ -81,7 +84,18 @@ type pullState struct {
 	// shared is the pull's subscription to its model's shared chunk topic (nil: none, or lost
 	// with the connection it was made on): first requests name it, retries do not.
 	shared *SharedSub
+	// listening: the pull waits for its pull slot and meanwhile takes what comes on the shared
+	// topic. It sends only first requests naming shared (none once shared is lost), asks nothing
+	// again, and neither stalls nor runs out of attempts; taking the slot ends it.
+	listening bool
 }
+
+// listenQuiet is how many fetch timeouts a listening pull waits without a chunk from the shared
+// topic before it takes a pull slot and asks on its own topic: more than the hub's longest hold
+// of a shared publish (hub/protocol's SharedWait << maxWaitDoublings, 32 s against 40 s by
+// default), so a device of a wave whose devices keep joining for minutes waits for the next
+// publish instead of becoming a straggler.
+const listenQuiet = 4
 
 // verifyWorkers decompress, hash and store frames beside the pull's loop, which keeps the
 // bookkeeping: on a small device the hashing and the writing are the pull's cost.
@@ -137,8 +151,16 @@ type verifyResult struct {
 // shared, when not nil, is a granted subscription to the model's shared chunk topic: the first
 // request of each digest names it (the hub may answer there, once for all devices pulling the
 // model), frames arriving there for any digest still wanted are taken like answers (verified
-// against the digest the same way), and a retry asks on the device's own topic.
-func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, store func(digest string, data []byte) error, onStored func(digest string), preempt func() bool, shared *SharedSub) error {
+// against the digest the same way), and a retry asks on the device's own topic. A request
+// naming it does not time out while shared frames keep coming for the pull: they are the
+// answers, slower than one device's because a broker multiplies them to a whole wave.
+//
+// slot, when not nil and not held, is the pull slot (fleet mode) the caller has not taken yet:
+// with a shared subscription the fetch listens (pullState.listening) until the shared topic has
+// brought it nothing for listenQuiet timeouts and a slot is free, so a device is listening when
+// its wave's chunks go out and holds no slot while they come; without one, it waits for the
+// slot before asking anything.
+func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, store func(digest string, data []byte) error, onStored func(digest string), preempt func() bool, shared *SharedSub, slot *pullSlot) error {
 	if len(digests) == 0 {
 		return nil
 	}
@@ -154,8 +176,18 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 	if shared != nil && shared.Gen == st.gen {
 		st.shared = shared
 	}
+	if slot.waiting() != nil {
+		if st.shared == nil {
+			if err := slot.take(ctx); err != nil {
+				return err
+			}
+		} else {
+			st.listening = true
+		}
+	}
 	sawDesired := false // a desired signal was taken during this fetch
 	lastProgress := time.Now()
+	lastShared := lastProgress // when the shared topic last brought this pull a chunk
 	// The tick checks deadlines and the connection: a twentieth of the request timeout (100 ms
 	// to 1 s) is soon enough, and thousands of fleet-mode agents pulling at once would spend a
 	// core waking every 100 ms.
@@ -177,7 +209,24 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 		if len(pending) >= f.cfg.Requests*f.cfg.Digests {
 			sharedCh = nil
 		}
+		var slotCh chan struct{}
+		if st.listening && (st.shared == nil || time.Since(lastShared) > listenQuiet*f.cfg.Timeout.D()) {
+			slotCh = slot.waiting() // the wave's publishes are not bringing what this pull lacks
+		}
 		select {
+		case slotCh <- struct{}{}:
+			// The pull holds its slot: from now on it is an ordinary pull, whose requests
+			// wait their full timeout from here.
+			slot.took()
+			st.listening = false
+			now := time.Now()
+			lastProgress = now
+			for _, r := range st.inflight {
+				r.deadline = f.deadline(r.shared, now)
+			}
+			if err := f.fill(ctx, st); err != nil {
+				return err
+			}
 		case send <- next:
 			pending = pending[1:]
 		case r := <-results:
@@ -215,8 +264,12 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 			if shared == nil {
 				break // a late frame of an earlier pull's subscription
 			}
+			n := len(pending)
 			if err := f.take(ctx, kind, st, b, true, &pending); err != nil {
 				return err
+			}
+			if len(pending) > n {
+				lastShared = time.Now()
 			}
 		case now := <-tick.C:
 			if err := f.tick(ctx, st, now, lastProgress); err != nil {
@@ -235,6 +288,15 @@ func (f *fetcher) take(ctx context.Context, kind objectKind, st *pullState, b []
 		return err
 	}
 	*pending = append(*pending, j)
+	if shared {
+		// The shared topic is delivering: what the pull asked there is on its way.
+		later := f.deadline(true, time.Now())
+		for _, r := range st.inflight {
+			if r.shared && r.deadline.Before(later) {
+				r.deadline = later
+			}
+		}
+	}
 	if st.received(j.digest) {
 		return f.fill(ctx, st)
 	}
@@ -301,6 +363,17 @@ func (f *fetcher) resignalDesired() {
 // asked again, not counted as an attempt), requests past their deadline (asked again, counted),
 // digests out of attempts; then it refills the window.
 func (f *fetcher) tick(ctx context.Context, st *pullState, now, lastProgress time.Time) error {
+	if st.listening {
+		// Waiting for a slot is no stall, and nothing is asked again before it is taken.
+		if g := f.conn.Gen(); g != st.gen {
+			st.gen, st.shared = g, nil
+			for id, r := range st.inflight {
+				st.requeue(r, false)
+				delete(st.inflight, id)
+			}
+		}
+		return nil
+	}
 	if now.Sub(lastProgress) > f.cfg.Stall.D() {
 		return fmt.Errorf("%w: nothing verified for %v, %d objects missing", ErrStalled, f.cfg.Stall.D(), len(st.wanted))
 	}
@@ -326,6 +399,16 @@ func (f *fetcher) tick(ctx context.Context, st *pullState, now, lastProgress tim
 		}
 	}
 	return f.fill(ctx, st)
+}
+
+// deadline returns when a request sent at now is asked again: after Fetch.Timeout, or twice
+// that for one naming the shared topic, whose chunks the hub may hold back for several seconds
+// to gather a wave's devices into one publish (hub/protocol/shared.go).
+func (f *fetcher) deadline(shared bool, now time.Time) time.Time {
+	if shared {
+		return now.Add(2 * f.cfg.Timeout.D())
+	}
+	return now.Add(f.cfg.Timeout.D())
 }
 
 // received books digest d as received whole and handed to the workers: it leaves its request
@@ -371,6 +454,9 @@ func (st *pullState) requeue(r *request, counted bool) {
 // it sends nothing: the tick asks again once the connection is back.
 func (f *fetcher) fill(ctx context.Context, st *pullState) error {
 	cfg := f.cfg
+	if st.listening && st.shared == nil {
+		return nil // the slot comes first
+	}
 	for len(st.inflight) < cfg.Requests && len(st.verifying) < cfg.Requests*cfg.Digests && len(st.queue) > 0 {
 		if !f.conn.Up() {
 			return nil
@@ -380,6 +466,8 @@ func (f *fetcher) fill(ctx context.Context, st *pullState) error {
 		for _, d := range st.queue {
 			switch {
 			case !st.wanted[d] || st.owner[d] != "" || st.verifying[d]:
+			case st.listening && st.attempts[d] > 0:
+				rest = append(rest, d) // asked again once the pull holds its slot
 			case len(batch) < cfg.Digests:
 				batch = append(batch, d)
 			default:
@@ -404,6 +492,8 @@ func (f *fetcher) fill(ctx context.Context, st *pullState) error {
 		req := wire.FetchRequest{Header: wire.Header{DeviceID: f.device, TS: time.Now().UnixMilli()}, RequestID: id, Digests: batch}
 		if first && st.shared != nil {
 			req.Shared, req.SharedSub = st.shared.Model, st.shared.ID
+			r.shared = true
+			r.deadline = f.deadline(true, time.Now())
 		}
 		b, err := wire.Encode(req)
 		if err != nil {

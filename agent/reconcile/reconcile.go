@@ -100,7 +100,8 @@ type Metrics struct {
 	Rejected *prometheus.CounterVec
 }
 
-// Config is what New needs. Every field but the callbacks and PullSlots is required.
+// Config is what New needs. Every field but the callbacks, PullSlots and ListenSlots is
+// required.
 type Config struct {
 	DeviceID string
 	Topics   wire.Topics
@@ -117,8 +118,9 @@ type Config struct {
 	Assets  devicedb.Namespace
 	Records devicedb.Namespace
 
-	// PullSlots, when not nil, bounds the pulls that run at once (agent.Options.PullSlots).
-	PullSlots chan struct{}
+	// PullSlots, when not nil, bounds the pulls that run at once (agent.Options.PullSlots);
+	// ListenSlots the pulls listening on a shared chunk topic (agent.Options.ListenSlots).
+	PullSlots, ListenSlots chan struct{}
 	// OnChunk, when set, is called after each fetched chunk is verified and stored.
 	OnChunk func()
 	// Failpoint, when set, is called at "manifest" (a manifest fetched and verified).

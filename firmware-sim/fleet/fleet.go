@@ -70,6 +70,10 @@ type Config struct {
 	// agent.Options.PullSlots): real devices each have their own memory, the fleet process
 	// would otherwise hold every simultaneous pull's frames at once.
 	PullConcurrency int
+	// ListenConcurrency bounds the pulls listening on a model's shared chunk topic at once
+	// (default 4 x PullConcurrency; see agent.Options.ListenSlots): each listener takes every
+	// publish of its wave, and this process holds them all.
+	ListenConcurrency int
 	// Duration stops the run (0: until ctx ends).
 	Duration time.Duration
 	// SummaryEvery is the live summary interval (default 5 s); Out receives it (default
@@ -256,6 +260,9 @@ func (cfg *Config) defaults() {
 	if cfg.PullConcurrency <= 0 {
 		cfg.PullConcurrency = 256
 	}
+	if cfg.ListenConcurrency <= 0 {
+		cfg.ListenConcurrency = 4 * cfg.PullConcurrency
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
@@ -310,6 +317,7 @@ func (f *fleet) newMembers(ctx context.Context, db *devicedb.DB) ([]*member, err
 	prefix := hubTopicPrefix(ctx, f.h) // the agents talk on the hub's topics
 	reg := prometheus.NewRegistry()
 	slots := make(chan struct{}, cfg.PullConcurrency)
+	listen := make(chan struct{}, cfg.ListenConcurrency)
 	members := make([]*member, len(f.creds))
 	re := &reenroller{ctx: ctx, h: f.h, store: f.store, labels: cfg.Labels, log: cfg.Logger, sem: make(chan struct{}, 8)}
 	for i, c := range f.creds {
@@ -335,6 +343,7 @@ func (f *fleet) newMembers(ctx context.Context, db *devicedb.DB) ([]*member, err
 			Gatherer:         reg,
 			NoRSSGauge:       true,
 			PullSlots:        slots,
+			ListenSlots:      listen,
 			OnConnectRefused: func(r agent.Refusal) { re.refused(m, r) },
 		})
 		if err != nil {

@@ -363,6 +363,14 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) er
 // of it (chunk frames are not retained). protocol.PayloadCopier.
 func (b *Broker) PublishCopiesPayload() bool { return true }
 
+// Subscribers returns how many clients' subscriptions match topic now (shared subscriptions
+// count once per group). protocol.SubscriberCounter: the shared chunk fan-out paces its
+// publishes by the copies mochi makes.
+func (b *Broker) Subscribers(topic string) int {
+	subs := b.srv.Topics.Subscribers(topic)
+	return len(subs.Subscriptions) + len(subs.Shared)
+}
+
 // Subscribe calls handler for every message on a topic matching filter, retained ones included.
 // The handler runs on a worker of the broker's handler queues, never on the publisher's
 // goroutine: messages of one topic arrive in order, and when a live message finds its queue

@@ -405,3 +405,28 @@ func TestRetainedNeverExpires(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscribersCountsClients: Subscribers counts the clients whose subscriptions match a
+// topic (once per client, whatever its matching filters), and forgets one that unsubscribed
+// (the shared chunk fan-out paces by it).
+func TestSubscribersCountsClients(t *testing.T) {
+	b := startBroker(t, Config{})
+	const topic = "dl/v1/dev/dev-a/chunk"
+	if n := b.Subscribers(topic); n != 0 {
+		t.Fatalf("no client: %d subscribers", n)
+	}
+	a := mustConnect(t, clientOpts(b.url, userDevA, userDevA))
+	subscribe(t, a, topic, 1, func(paho.Client, paho.Message) {})
+	subscribe(t, a, "dl/v1/dev/dev-a/#", 1, func(paho.Client, paho.Message) {})
+	if n := b.Subscribers(topic); n != 1 {
+		t.Fatalf("one client, two matching filters: %d subscribers", n)
+	}
+	for _, f := range []string{topic, "dl/v1/dev/dev-a/#"} {
+		if tok := a.Unsubscribe(f); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("unsubscribe: %v", tok.Error())
+		}
+	}
+	if n := b.Subscribers(topic); n != 0 {
+		t.Fatalf("client unsubscribed: %d subscribers", n)
+	}
+}

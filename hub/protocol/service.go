@@ -52,6 +52,12 @@ type PayloadCopier interface {
 	PublishCopiesPayload() bool
 }
 
+// SubscriberCounter is a Transport that knows how many subscribers a publish on a topic
+// reaches (the embedded broker): the shared chunk fan-out paces by it.
+type SubscriberCounter interface {
+	Subscribers(topic string) int
+}
+
 // Metric names of the protocol service.
 const (
 	MetricChunkBytesServed = "driftline_hub_chunk_bytes_served_total"
@@ -100,10 +106,12 @@ type Config struct {
 	FetchWorkers, FetchQueue int
 	// PerDeviceQueued bounds one device's queued fetch requests (default 8).
 	PerDeviceQueued int
-	// SharedDelay is how long a chunk asked for on a model's shared topic waits for other
-	// devices' requests before it goes out (default DefaultSharedDelay); SharedGap is the least
-	// time between two shared publishes of one chunk (default DefaultSharedGap). See shared.go.
-	SharedDelay, SharedGap time.Duration
+	// SharedDelay is how long a chunk asked for on a model's shared topic waits for more
+	// devices' requests after the last one (default DefaultSharedDelay), SharedWait the longest
+	// it waits after the first (default DefaultSharedWait, doubled for a chunk published again
+	// within a minute); SharedGap is the least time between two shared publishes of one chunk
+	// (default DefaultSharedGap). See shared.go.
+	SharedDelay, SharedWait, SharedGap time.Duration
 	// SharedCopyRate bounds, on a transport that copies what it publishes for each subscriber
 	// (the embedded broker), the bytes of shared frames times their listeners published per
 	// second (default DefaultSharedCopyRate).
@@ -163,6 +171,12 @@ func Start(cfg Config) (*Service, error) {
 	}
 	if cfg.SharedDelay <= 0 {
 		cfg.SharedDelay = DefaultSharedDelay
+	}
+	if cfg.SharedWait <= 0 {
+		cfg.SharedWait = DefaultSharedWait
+	}
+	if cfg.SharedWait < cfg.SharedDelay {
+		cfg.SharedWait = cfg.SharedDelay
 	}
 	if cfg.SharedGap <= 0 {
 		cfg.SharedGap = DefaultSharedGap

@@ -22,9 +22,20 @@ import (
 // of a shared request:
 //   - published after the device started listening, or about to be published: nothing to do
 //     (deduplicated: the device has it or will have it);
-//   - else it is scheduled: published SharedDelay from now (other devices' requests arriving
-//     meanwhile join it), and never sooner than SharedGap after its previous shared publish, so
-//     a wave whose devices join over several seconds costs a few publishes, not one per device.
+//   - else it is scheduled, or joins the publish already scheduled: it goes out once no device
+//     joined it for SharedDelay (the wave's devices, which got their desired states together,
+//     ask within that of each other), but no later than a wait after the first device that
+//     waits for it: SharedWait, or, while devices keep joining without a pause of SharedGap
+//     (a burst: a wave simulated on one machine, each device joining as its share of the CPU
+//     allows), as long as the burst has lasted, up to SharedWait << maxWaitDoublings (32 s). A burst
+//     of T seconds then costs about log2(T/SharedWait)+2 publishes, not T/SharedGap, and the
+//     next wave, after a pause, starts again at SharedWait. Never sooner than SharedGap after
+//     the chunk's previous shared publish.
+//
+// The agents make this work: a pull subscribes, and names the subscription in its first
+// requests, as soon as it has the model's manifest, before anything else bounds it (a fleet
+// process's pull slots); it takes shared frames for as long as they come, and asks on its own
+// topic only what the wave's publishes did not bring.
 //
 // Retries (an agent asks again for what did not arrive in time), old agents and resumes without
 // a subscription are answered on the per-device topic: stragglers, counted apart
@@ -34,11 +45,18 @@ import (
 // agent takes a shared frame for any digest it still wants, and checks it against its manifest.
 const sharedRequestID = "shared"
 
-// Defaults of Config.SharedDelay and Config.SharedGap.
+// Defaults of Config.SharedDelay, Config.SharedWait and Config.SharedGap.
 const (
 	DefaultSharedDelay = 250 * time.Millisecond
+	DefaultSharedWait  = 2 * time.Second
 	DefaultSharedGap   = 3 * time.Second
 )
+
+// maxWaitDoublings bounds the wait of a long burst (2 s becomes at most 32 s). A pull listening
+// before its fleet pull slot waits 4 timeouts (40 s by default) of silence before it asks on its
+// own topic; one holding a slot, or a device without slots, twice its timeout (20 s), which a
+// device joining a burst that has lasted over 20 s may outlive: it is a straggler.
+const maxWaitDoublings = 4
 
 // DefaultSharedCopyRate is Config.SharedCopyRate's default.
 const DefaultSharedCopyRate = 256 << 20
@@ -53,14 +71,18 @@ type joinKey struct{ device, model, sub string }
 type sharedChunk struct {
 	lastPub time.Time // when it last went out on the shared topic (taken before the publish)
 	due     time.Time // when the pending publish goes out
+	first   time.Time // when the first device waiting for the pending publish asked
 	pending bool
+	// burst is when the devices' current run of joins began (no pause of SharedGap since),
+	// lastJoin the last join.
+	burst, lastJoin time.Time
 }
 
 // sharedFanout schedules and publishes shared chunk frames.
 type sharedFanout struct {
-	s          *Service
-	delay, gap time.Duration
-	wake       chan struct{}
+	s                *Service
+	delay, wait, gap time.Duration
+	wake             chan struct{}
 
 	mu     sync.Mutex
 	chunks map[sharedKey]*sharedChunk
@@ -69,7 +91,7 @@ type sharedFanout struct {
 
 func newSharedFanout(s *Service) *sharedFanout {
 	return &sharedFanout{
-		s: s, delay: s.cfg.SharedDelay, gap: s.cfg.SharedGap, wake: make(chan struct{}, 1),
+		s: s, delay: s.cfg.SharedDelay, wait: s.cfg.SharedWait, gap: s.cfg.SharedGap, wake: make(chan struct{}, 1),
 		chunks: map[sharedKey]*sharedChunk{}, joined: map[joinKey]time.Time{},
 	}
 }
@@ -90,27 +112,46 @@ func (f *sharedFanout) want(device, model, sub, digest string, now time.Time) {
 		c = &sharedChunk{}
 		f.chunks[ck] = c
 	}
-	switch {
-	case c.pending:
-		f.mu.Unlock()
-		f.s.m.shared.WithLabelValues("joined").Inc()
-		return
-	case c.lastPub.After(since):
+	if c.lastPub.After(since) {
 		f.mu.Unlock()
 		f.s.m.shared.WithLabelValues("deduplicated").Inc()
 		return
 	}
-	c.pending = true
-	c.due = now.Add(f.delay)
-	if !c.lastPub.IsZero() && c.lastPub.Add(f.gap).After(c.due) {
-		c.due = c.lastPub.Add(f.gap)
+	if c.lastJoin.IsZero() || now.Sub(c.lastJoin) > f.gap {
+		c.burst = now
 	}
+	c.lastJoin = now
+	switch {
+	case c.pending:
+		c.due = f.dueAt(c, now)
+		f.mu.Unlock()
+		f.s.m.shared.WithLabelValues("joined").Inc()
+		return
+	}
+	c.pending, c.first = true, now
+	c.due = f.dueAt(c, now)
 	f.mu.Unlock()
 	f.s.m.shared.WithLabelValues("scheduled").Inc()
 	select {
 	case f.wake <- struct{}{}:
 	default:
 	}
+}
+
+// dueAt returns when c's pending publish goes out, a device having joined it at now: delay
+// after the last join, but no later than the wait (the burst's age, within SharedWait and
+// SharedWait << maxWaitDoublings) after the first, and no sooner than gap after the previous
+// publish. Called with f.mu held.
+func (f *sharedFanout) dueAt(c *sharedChunk, now time.Time) time.Time {
+	due := now.Add(f.delay)
+	wait := min(max(c.first.Sub(c.burst), f.wait), f.wait<<maxWaitDoublings)
+	if limit := c.first.Add(wait); due.After(limit) {
+		due = limit
+	}
+	if !c.lastPub.IsZero() && c.lastPub.Add(f.gap).After(due) {
+		due = c.lastPub.Add(f.gap)
+	}
+	return due
 }
 
 // run publishes scheduled chunks when they are due, and forgets old subscriptions and chunks.
@@ -158,9 +199,12 @@ func (f *sharedFanout) run(ctx context.Context) {
 	}
 }
 
-// listeners estimates the devices listening on model's shared topic: the subscriptions seen
-// in the last minute.
+// listeners returns the devices listening on model's shared topic: from the broker when it
+// knows, else an estimate, the subscriptions seen in the last minute.
 func (f *sharedFanout) listeners(model string) int {
+	if sc, ok := f.s.cfg.Transport.(SubscriberCounter); ok {
+		return sc.Subscribers(f.s.cfg.Topics.ModelChunk(model))
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := 0

@@ -1,24 +1,26 @@
 package protocol
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
 
-// TestSharedFanoutDedupe: requests for a chunk join its pending publish; after the publish, a
+// TestSharedFanoutDedupe: requests for a chunk join its pending publish (which waits the delay
+// after the last of them); after the publish, a
 // device that was listening before it is not served again, and one that started listening
 // after it gets another shared publish, no sooner than the gap after the first.
 func TestSharedFanoutDedupe(t *testing.T) {
-	s := &Service{cfg: Config{SharedDelay: 100 * time.Millisecond, SharedGap: 3 * time.Second}, m: newMetrics(nil)}
+	s := &Service{cfg: Config{SharedDelay: 100 * time.Millisecond, SharedWait: time.Second, SharedGap: 3 * time.Second}, m: newMetrics(nil)}
 	f := newSharedFanout(s)
 	t0 := time.Unix(1_000_000, 0)
 	const c = "sha256:00"
 	f.want("a", "m", "sa", c, t0)
 	f.want("b", "m", "sb", c, t0.Add(50*time.Millisecond)) // joins the pending publish
-	if due, next := f.takeDue(t0.Add(50 * time.Millisecond)); len(due) != 0 || !next.Equal(t0.Add(100*time.Millisecond)) {
-		t.Fatalf("before the delay: due %v, next %v", due, next)
+	if due, next := f.takeDue(t0.Add(50 * time.Millisecond)); len(due) != 0 || !next.Equal(t0.Add(150*time.Millisecond)) {
+		t.Fatalf("before the delay: due %v, next %v; want the delay after the last request", due, next)
 	}
-	pub := t0.Add(100 * time.Millisecond)
+	pub := t0.Add(150 * time.Millisecond)
 	if due, _ := f.takeDue(pub); len(due) != 1 {
 		t.Fatalf("at the delay: due %v, want the chunk once", due)
 	}
@@ -42,5 +44,67 @@ func TestSharedFanoutDedupe(t *testing.T) {
 	f.want("d", "m2", "sd", c, t0.Add(5*time.Second))
 	if due, _ := f.takeDue(t0.Add(6 * time.Second)); len(due) != 1 || due[0].model != "m2" {
 		t.Fatalf("other model: due %v", due)
+	}
+}
+
+// TestSharedFanoutWaveSpread: a wave whose devices start listening one every 100 ms for 20 s
+// (a fleet simulated on one machine, each device joining as its share of the CPU allows) costs
+// a handful of publishes of each chunk, not one per SharedGap, and every device still gets one
+// after it started listening; a wave that joins within the delay of each other costs one.
+func TestSharedFanoutWaveSpread(t *testing.T) {
+	s := &Service{cfg: Config{SharedDelay: 250 * time.Millisecond, SharedWait: 2 * time.Second, SharedGap: 3 * time.Second}, m: newMetrics(nil)}
+	f := newSharedFanout(s)
+	t0 := time.Unix(1_000_000, 0)
+	const c = "sha256:00"
+	var pubs []time.Time
+	var joins []time.Time
+	step := 50 * time.Millisecond
+	for now := t0; now.Before(t0.Add(40 * time.Second)); now = now.Add(step) {
+		if i := len(joins); now.Before(t0.Add(20*time.Second)) && now.Sub(t0) >= time.Duration(i)*100*time.Millisecond {
+			f.want(fmt.Sprintf("d%d", i), "m", fmt.Sprintf("s%d", i), c, now)
+			joins = append(joins, now)
+		}
+		if due, _ := f.takeDue(now); len(due) == 1 {
+			pubs = append(pubs, now)
+		}
+	}
+	t.Logf("%d devices joining over 20 s: publishes at %v", len(joins), pubs)
+	if len(pubs) == 0 || len(pubs) > 4 {
+		t.Fatalf("%d publishes for one wave joining over 20 s; want 1 to 4", len(pubs))
+	}
+	if last := joins[len(joins)-1]; !pubs[len(pubs)-1].After(last) {
+		t.Fatalf("last device joined at %v, last publish at %v: it never got the chunk", last.Sub(t0), pubs[len(pubs)-1].Sub(t0))
+	}
+
+	// The next wave, after a pause, is not held back by the first one's burst: its first
+	// publish comes within the wait of its start.
+	t2 := t0.Add(30 * time.Second)
+	var next []time.Time
+	for now := t2; now.Before(t2.Add(10 * time.Second)); now = now.Add(step) {
+		if now.Before(t2.Add(5 * time.Second)) {
+			f.want(fmt.Sprintf("w%d", now.UnixMilli()), "m", fmt.Sprintf("w%d", now.UnixMilli()), c, now)
+		}
+		if due, _ := f.takeDue(now); len(due) == 1 {
+			next = append(next, now)
+		}
+	}
+	if len(next) == 0 || len(next) > 2 || next[0].Sub(t2) > 2*time.Second {
+		t.Fatalf("the next wave (joining for 5 s, 10 s after the last publish): publishes at %v; want the first within the wait after its start (%v), two at most", next, t2)
+	}
+
+	// A wave that joins together: one publish, the delay after the last device.
+	const c2 = "sha256:01"
+	t1 := t0.Add(time.Hour)
+	for i := range 10 {
+		f.want(fmt.Sprintf("e%d", i), "m", fmt.Sprintf("e%d", i), c2, t1.Add(time.Duration(i)*20*time.Millisecond))
+	}
+	if due, next := f.takeDue(t1.Add(200 * time.Millisecond)); len(due) != 0 || !next.Equal(t1.Add(180*time.Millisecond+250*time.Millisecond)) {
+		t.Fatalf("wave within the delay: due %v, next %v", due, next)
+	}
+	if due, _ := f.takeDue(t1.Add(time.Second)); len(due) != 1 {
+		t.Fatalf("wave within the delay: due %v, want one publish", due)
+	}
+	if due, next := f.takeDue(t1.Add(time.Minute)); len(due) != 0 || !next.IsZero() {
+		t.Fatalf("after the publish: due %v, next %v", due, next)
 	}
 }

@@ -187,3 +187,34 @@ func TestSharedTopicForgedChunk(t *testing.T) {
 		t.Fatal("no not-found frame refused on the shared topic")
 	}
 }
+
+// TestSharedChunksWhileWaitingForSlot: agents that share one pull slot (a fleet process's
+// pull concurrency) pull one at a time, yet all listen on the model's shared topic from the
+// moment they have its manifest: the publishes made for the first pull reach the others, which
+// need none of their own. Chunk egress stays under 2 x the model for 4 devices; before, each
+// device subscribed only once it held the slot and cost a publish of its own (~4 x).
+func TestSharedChunksWhileWaitingForSlot(t *testing.T) {
+	h := nodetest.Start(t)
+	data := agenttest.RandomBytes(21, 2<<20)
+	v, digest := h.PushModel("slot", data, "", true)
+	slots := make(chan struct{}, 1)
+	const n = 4
+	cfgs := make([]config.Config, n)
+	for i := range cfgs {
+		_, cfgs[i] = fanoutDevice(t, h, fmt.Sprintf("slot-%d", i), agent.Options{PullSlots: slots})
+	}
+	for i := range cfgs {
+		assign(h, cfgs[i].DeviceID, "slot", v)
+	}
+	for i := range cfgs {
+		waitActive(t, h, cfgs[i].DeviceID, "slot", v, "active")
+		if got := agenttest.FileDigest(t, agenttest.ModelFile(cfgs[i].ModelDir, "slot")); got != digest {
+			t.Fatalf("%s: file %s, artifact %s", cfgs[i].DeviceID, got, digest)
+		}
+	}
+	shared, device := egress(h)
+	t.Logf("%d devices on one pull slot, %d-byte model: shared %.0f bytes, per device %.0f", n, len(data), shared, device)
+	if shared+device > 2*float64(len(data)) {
+		t.Fatalf("chunk egress shared %.0f + per device %.0f bytes for %d devices of a %d-byte model on one pull slot; want at most 2 x the model", shared, device, n, len(data))
+	}
+}
