@@ -164,26 +164,12 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 	if len(digests) == 0 {
 		return nil
 	}
-	jobs := make(chan verifyJob)
-	results := make(chan verifyResult, verifyWorkers)
-	quit := make(chan struct{})
+	jobs, results, quit := startVerifiers(kind, store)
 	defer close(quit)
-	for i := 0; i < verifyWorkers; i++ {
-		go verifyWorker(kind, store, jobs, results, quit)
-	}
 	var pending []verifyJob
-	st := newPullState(digests, f.conn.Gen())
-	if shared != nil && shared.Gen == st.gen {
-		st.shared = shared
-	}
-	if slot.waiting() != nil {
-		if st.shared == nil {
-			if err := slot.take(ctx); err != nil {
-				return err
-			}
-		} else {
-			st.listening = true
-		}
+	st, err := f.startPull(ctx, digests, shared, slot)
+	if err != nil {
+		return err
 	}
 	sawDesired := false // a desired signal was taken during this fetch
 	lastProgress := time.Now()
@@ -215,16 +201,8 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 		}
 		select {
 		case slotCh <- struct{}{}:
-			// The pull holds its slot: from now on it is an ordinary pull, whose requests
-			// wait their full timeout from here.
-			slot.took()
-			st.listening = false
-			now := time.Now()
-			lastProgress = now
-			for _, r := range st.inflight {
-				r.deadline = f.deadline(r.shared, now)
-			}
-			if err := f.fill(ctx, st); err != nil {
+			lastProgress = time.Now()
+			if err := f.slotTaken(ctx, st, slot, lastProgress); err != nil {
 				return err
 			}
 		case send <- next:
@@ -278,6 +256,49 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 		}
 	}
 	return nil
+}
+
+// startVerifiers starts the workers that verify and store whole objects; closing quit stops
+// them.
+func startVerifiers(kind objectKind, store func(digest string, data []byte) error) (chan verifyJob, chan verifyResult, chan struct{}) {
+	jobs := make(chan verifyJob)
+	results := make(chan verifyResult, verifyWorkers)
+	quit := make(chan struct{})
+	for i := 0; i < verifyWorkers; i++ {
+		go verifyWorker(kind, store, jobs, results, quit)
+	}
+	return jobs, results, quit
+}
+
+// startPull returns the state of a pull of digests. A pull that may listen on its model's
+// shared topic (shared, of this connection) starts listening without a pull slot; one that
+// cannot takes its slot first (when slots bound it).
+func (f *fetcher) startPull(ctx context.Context, digests []string, shared *SharedSub, slot *pullSlot) (*pullState, error) {
+	st := newPullState(digests, f.conn.Gen())
+	if shared != nil && shared.Gen == st.gen {
+		st.shared = shared
+	}
+	if slot.waiting() != nil {
+		if st.shared == nil {
+			if err := slot.take(ctx); err != nil {
+				return nil, err
+			}
+		} else {
+			st.listening = true
+		}
+	}
+	return st, nil
+}
+
+// slotTaken makes a listening pull that got its slot an ordinary pull, whose requests wait
+// their full timeout from now.
+func (f *fetcher) slotTaken(ctx context.Context, st *pullState, slot *pullSlot, now time.Time) error {
+	slot.took()
+	st.listening = false
+	for _, r := range st.inflight {
+		r.deadline = f.deadline(r.shared, now)
+	}
+	return f.fill(ctx, st)
 }
 
 // take handles one frame (from the shared topic: shared): a whole object goes to pending for

@@ -433,70 +433,13 @@ func (b *bench) rollOut(ctx context.Context, version int) error {
 	h0, m0, l0 := procstat.CPU(b.hubPid), procstat.CPU(b.mqPid), procstat.CPU(self)
 	sh0, dv0 := b.metric(ctx, "driftline_hub_chunk_egress_bytes_total", `path="shared"`), b.metric(ctx, "driftline_hub_chunk_egress_bytes_total", `path="device"`)
 	t0 := time.Now()
-	ros := make([]rolloutView, b.cfg.Rollouts)
-	for j := range ros {
-		sel := "fleet=load"
-		if b.cfg.Rollouts > 1 {
-			sel += ",shard=" + strconv.Itoa(j)
-		}
-		cctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout) // planning reads every device
-		err := b.apiLong(cctx, http.MethodPost, "/api/v1/rollouts", map[string]any{"model": "loadm", "version": version, "selector": sel,
-			"waves": b.cfg.Waves, "bake_seconds": int(b.cfg.Bake.Seconds()), "device_timeout_seconds": int(b.cfg.Timeout.Seconds())}, &ros[j])
-		cancel()
-		if err != nil {
-			return fmt.Errorf("create a rollout to %d devices: %w", b.cfg.Devices/b.cfg.Rollouts, err)
-		}
-		b.logf("rollout %s (%s) created after %s: waves %v", ros[j].ID, sel, time.Since(t0).Round(time.Millisecond), ros[j].WaveSizes)
+	ros, err := b.createRollouts(ctx, version, t0)
+	if err != nil {
+		return err
 	}
-	marks := make([]map[int]waveMark, len(ros))
-	for j := range marks {
-		marks[j] = map[int]waveMark{}
-	}
-	lastLine := ""
-	for {
-		running := 0
-		total := map[string]int{}
-		var line strings.Builder
-		for j := range ros {
-			var cur rolloutView
-			if err := b.api(ctx, http.MethodGet, "/api/v1/rollouts/"+ros[j].ID, nil, &cur); err != nil {
-				running++
-				continue
-			}
-			wave := cur.Wave
-			if cur.State != "running" && cur.State != "paused" {
-				wave = len(cur.WaveSizes) + 1 // the end marks the last wave's end
-			}
-			if _, ok := marks[j][wave]; !ok && wave > 0 {
-				n := b.node(ctx)
-				at := time.UnixMilli(cur.WaveStartedAt)
-				if wave > len(cur.WaveSizes) {
-					at = time.UnixMilli(cur.UpdatedAt)
-				}
-				marks[j][wave] = waveMark{at: at, index: n.LastLogIndex, raft: n.Disk.Bytes["raftlog"], lastActive: b.sim.Stats().LastActiveBy[cur.ID]}
-			}
-			if cur.State == "running" {
-				running++
-			}
-			for k, v := range cur.Devices {
-				total[k] += v
-			}
-			fmt.Fprintf(&line, " %d", cur.Wave)
-			ros[j] = cur
-		}
-		if l := fmt.Sprintf("waves%s: %s", line.String(), countsLine(total)); l != lastLine {
-			b.logf("%6.1f s %d rollouts running, %s", time.Since(t0).Seconds(), running, l)
-			lastLine = l
-		}
-		if running == 0 {
-			break
-		}
-		if time.Since(t0) > b.cfg.Timeout {
-			return fmt.Errorf("%w: %d rollouts still run after %s", ErrBench, running, b.cfg.Timeout)
-		}
-		if err := sleep(ctx, 250*time.Millisecond); err != nil {
-			return err
-		}
+	marks, err := b.followRollouts(ctx, ros, t0)
+	if err != nil {
+		return err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -514,6 +457,98 @@ func (b *bench) rollOut(ctx context.Context, version int) error {
 	r.HubCPU, r.BrokerCPU, r.LoadCPU = procstat.CPU(b.hubPid)-h0, procstat.CPU(b.mqPid)-m0, procstat.CPU(self)-l0
 	r.EgressShared = int64(b.metric(ctx, "driftline_hub_chunk_egress_bytes_total", `path="shared"`) - sh0)
 	r.EgressDevice = int64(b.metric(ctx, "driftline_hub_chunk_egress_bytes_total", `path="device"`) - dv0)
+	r.Waves = b.waveFigures(ros, marks)
+	b.logf("rollouts %s after %s: hub CPU %.1f s, broker %.1f s, load tool %.1f s; chunk egress shared %d B, per device %d B",
+		r.State, r.Rollout.Round(time.Millisecond), r.HubCPU.Seconds(), r.BrokerCPU.Seconds(), r.LoadCPU.Seconds(), r.EgressShared, r.EgressDevice)
+	return nil
+}
+
+// createRollouts creates one rollout of version per shard of the devices (one when Rollouts is 1).
+func (b *bench) createRollouts(ctx context.Context, version int, t0 time.Time) ([]rolloutView, error) {
+	ros := make([]rolloutView, b.cfg.Rollouts)
+	for j := range ros {
+		sel := "fleet=load"
+		if b.cfg.Rollouts > 1 {
+			sel += ",shard=" + strconv.Itoa(j)
+		}
+		cctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout) // planning reads every device
+		err := b.apiLong(cctx, http.MethodPost, "/api/v1/rollouts", map[string]any{"model": "loadm", "version": version, "selector": sel,
+			"waves": b.cfg.Waves, "bake_seconds": int(b.cfg.Bake.Seconds()), "device_timeout_seconds": int(b.cfg.Timeout.Seconds())}, &ros[j])
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("create a rollout to %d devices: %w", b.cfg.Devices/b.cfg.Rollouts, err)
+		}
+		b.logf("rollout %s (%s) created after %s: waves %v", ros[j].ID, sel, time.Since(t0).Round(time.Millisecond), ros[j].WaveSizes)
+	}
+	return ros, nil
+}
+
+// followRollouts polls ros (updated in place) until none runs, and returns per rollout the mark
+// taken when each wave started (the index after the last wave marks the rollout's end).
+func (b *bench) followRollouts(ctx context.Context, ros []rolloutView, t0 time.Time) ([]map[int]waveMark, error) {
+	marks := make([]map[int]waveMark, len(ros))
+	for j := range marks {
+		marks[j] = map[int]waveMark{}
+	}
+	lastLine := ""
+	for {
+		running := 0
+		total := map[string]int{}
+		var line strings.Builder
+		for j := range ros {
+			var cur rolloutView
+			if err := b.api(ctx, http.MethodGet, "/api/v1/rollouts/"+ros[j].ID, nil, &cur); err != nil {
+				running++
+				continue
+			}
+			b.markWave(ctx, marks[j], cur)
+			if cur.State == "running" {
+				running++
+			}
+			for k, v := range cur.Devices {
+				total[k] += v
+			}
+			fmt.Fprintf(&line, " %d", cur.Wave)
+			ros[j] = cur
+		}
+		if l := fmt.Sprintf("waves%s: %s", line.String(), countsLine(total)); l != lastLine {
+			b.logf("%6.1f s %d rollouts running, %s", time.Since(t0).Seconds(), running, l)
+			lastLine = l
+		}
+		if running == 0 {
+			return marks, nil
+		}
+		if time.Since(t0) > b.cfg.Timeout {
+			return nil, fmt.Errorf("%w: %d rollouts still run after %s", ErrBench, running, b.cfg.Timeout)
+		}
+		if err := sleep(ctx, 250*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// markWave records, the first time cur is seen in a wave, when it started and where the Raft
+// log and the simulated devices' activations stood.
+func (b *bench) markWave(ctx context.Context, marks map[int]waveMark, cur rolloutView) {
+	wave := cur.Wave
+	if cur.State != "running" && cur.State != "paused" {
+		wave = len(cur.WaveSizes) + 1 // the end marks the last wave's end
+	}
+	if _, ok := marks[wave]; ok || wave <= 0 {
+		return
+	}
+	n := b.node(ctx)
+	at := time.UnixMilli(cur.WaveStartedAt)
+	if wave > len(cur.WaveSizes) {
+		at = time.UnixMilli(cur.UpdatedAt)
+	}
+	marks[wave] = waveMark{at: at, index: n.LastLogIndex, raft: n.Disk.Bytes["raftlog"], lastActive: b.sim.Stats().LastActiveBy[cur.ID]}
+}
+
+// waveFigures turns the wave marks of the finished rollouts into per-wave figures (the largest
+// over the rollouts for durations, the mean for the decision latency).
+func (b *bench) waveFigures(ros []rolloutView, marks []map[int]waveMark) []WaveFigures {
+	var out []WaveFigures
 	for w := 1; w <= len(ros[0].WaveSizes); w++ {
 		wf := WaveFigures{Wave: w}
 		var minIndex, maxIndex uint64
@@ -549,11 +584,9 @@ func (b *bench) rollOut(ctx context.Context, version int) error {
 		}
 		wf.DecisionMean = decisions / time.Duration(n)
 		wf.Entries, wf.RaftBytes = maxIndex-minIndex, maxRaft-minRaft
-		r.Waves = append(r.Waves, wf)
+		out = append(out, wf)
 	}
-	b.logf("rollouts %s after %s: hub CPU %.1f s, broker %.1f s, load tool %.1f s; chunk egress shared %d B, per device %d B",
-		r.State, r.Rollout.Round(time.Millisecond), r.HubCPU.Seconds(), r.BrokerCPU.Seconds(), r.LoadCPU.Seconds(), r.EgressShared, r.EgressDevice)
-	return nil
+	return out
 }
 
 func countsLine(m map[string]int) string {

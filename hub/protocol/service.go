@@ -289,7 +289,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		egress: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricChunkEgressBytes,
 			Help: "Bytes of chunk data frames published, by path (shared: once per wave on a model's topic; device: per device)."}, []string{"path"}),
 		shared: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricSharedChunkRequests,
-			Help: "Chunks of shared fetch requests, by result (scheduled, joined, deduplicated)."}, []string{"result"}),
+			Help: "Chunks of shared fetch requests, by result (scheduled, joined, deduplicated; all_listening: sent at once, every listener having asked)."}, []string{"result"}),
 	}
 	m.egress.WithLabelValues(EgressShared) // both paths shown from the start, at 0
 	m.egress.WithLabelValues(EgressDevice)

@@ -31,6 +31,12 @@ import (
 //     of T seconds then costs about log2(T/SharedWait)+2 publishes, not T/SharedGap, and the
 //     next wave, after a pause, starts again at SharedWait. Never sooner than SharedGap after
 //     the chunk's previous shared publish.
+//   - On a broker that counts a topic's subscribers (the embedded one: SubscriberCounter), a
+//     pending publish goes out at once when every device listening on the topic has asked for
+//     it and the device asking has listened for SharedDelay already (its first requests wait as
+//     above: the first device of a wave is alone for a moment): nobody is left to wait for. A
+//     device pulling alone (a canary, a resume, a device replaced in the field) then waits once,
+//     not one SharedDelay per request window.
 //
 // The agents make this work: a pull subscribes, and names the subscription in its first
 // requests, as soon as it has the model's manifest, before anything else bounds it (a fleet
@@ -73,6 +79,8 @@ type sharedChunk struct {
 	due     time.Time // when the pending publish goes out
 	first   time.Time // when the first device waiting for the pending publish asked
 	pending bool
+	// waiting holds the devices that asked for the pending publish.
+	waiting map[string]struct{}
 	// burst is when the devices' current run of joins began (no pause of SharedGap since),
 	// lastJoin the last join.
 	burst, lastJoin time.Time
@@ -99,6 +107,10 @@ func newSharedFanout(s *Service) *sharedFanout {
 // want books device's shared request for chunk digest of model: it is deduplicated (already on
 // its way to the device) or scheduled. It never serves anything itself.
 func (f *sharedFanout) want(device, model, sub, digest string, now time.Time) {
+	listening := -1 // unknown: the broker does not count subscribers
+	if sc, ok := f.s.cfg.Transport.(SubscriberCounter); ok {
+		listening = sc.Subscribers(f.s.cfg.Topics.ModelChunk(model))
+	}
 	f.mu.Lock()
 	k := joinKey{device, model, sub}
 	since, ok := f.joined[k]
@@ -121,17 +133,25 @@ func (f *sharedFanout) want(device, model, sub, digest string, now time.Time) {
 		c.burst = now
 	}
 	c.lastJoin = now
-	switch {
-	case c.pending:
-		c.due = f.dueAt(c, now)
-		f.mu.Unlock()
-		f.s.m.shared.WithLabelValues("joined").Inc()
-		return
+	joined := c.pending
+	if !joined {
+		c.pending, c.first, c.waiting = true, now, map[string]struct{}{}
 	}
-	c.pending, c.first = true, now
+	c.waiting[device] = struct{}{}
 	c.due = f.dueAt(c, now)
+	if listening > 0 && len(c.waiting) >= listening && now.Sub(since) >= f.delay {
+		c.due = now // every listener asked, the asker is not new: nobody to wait for
+		if !c.lastPub.IsZero() && c.lastPub.Add(f.gap).After(now) {
+			c.due = c.lastPub.Add(f.gap)
+		}
+		f.s.m.shared.WithLabelValues("all_listening").Inc()
+	}
 	f.mu.Unlock()
-	f.s.m.shared.WithLabelValues("scheduled").Inc()
+	if joined {
+		f.s.m.shared.WithLabelValues("joined").Inc()
+	} else {
+		f.s.m.shared.WithLabelValues("scheduled").Inc()
+	}
 	select {
 	case f.wake <- struct{}{}:
 	default:
@@ -232,7 +252,7 @@ func (f *sharedFanout) takeDue(now time.Time) (due []sharedKey, next time.Time) 
 			}
 			continue
 		}
-		c.pending, c.lastPub = false, now
+		c.pending, c.lastPub, c.waiting = false, now, nil
 		due = append(due, k)
 	}
 	// Chunks in manifest order do not matter to the agents; a stable order keeps runs alike.

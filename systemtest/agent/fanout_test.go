@@ -218,3 +218,27 @@ func TestSharedChunksWhileWaitingForSlot(t *testing.T) {
 		t.Fatalf("chunk egress shared %.0f + per device %.0f bytes for %d devices of a %d-byte model on one pull slot; want at most 2 x the model", shared, device, n, len(data))
 	}
 }
+
+// TestLonePullNotHeldPerWindow: a device pulling alone (a canary, a replaced device) waits for
+// the hub's shared delay once, not once per request window: on the embedded broker, which
+// counts the topic's subscribers, a chunk every listener has asked for goes out at once. The
+// delay here is 2 s, so a pull of several windows held at each would show in the metric as no
+// all_listening request (and take seconds per window).
+func TestLonePullNotHeldPerWindow(t *testing.T) {
+	h := nodetest.Start(t, func(c *node.Config) { c.SharedChunkDelay = 2 * time.Second })
+	data := agenttest.RandomBytes(21, 24<<20) // several request windows
+	v, digest := h.PushModel("lone", data, "", true)
+	_, cfg := fanoutDevice(t, h, "lone-1", agent.Options{})
+	assign(h, "lone-1", "lone", v)
+	waitActive(t, h, "lone-1", "lone", v, "active")
+	if got := agenttest.FileDigest(t, agenttest.ModelFile(cfg.ModelDir, "lone")); got != digest {
+		t.Fatalf("file %s, artifact %s", got, digest)
+	}
+	g := h.Gatherer()
+	early := agenttest.Metric(t, g, protocol.MetricSharedChunkRequests, "result", "all_listening")
+	scheduled := agenttest.Metric(t, g, protocol.MetricSharedChunkRequests, "result", "scheduled")
+	t.Logf("%.0f shared chunk publishes scheduled, %.0f sent at once (every listener had asked)", scheduled, early)
+	if early == 0 || early >= scheduled {
+		t.Fatalf("%.0f of %.0f shared chunk requests sent at once; want all but the first window's", early, scheduled)
+	}
+}
