@@ -31,10 +31,11 @@ import (
 //     of T seconds then costs about log2(T/SharedWait)+2 publishes, not T/SharedGap, and the
 //     next wave, after a pause, starts again at SharedWait. Never sooner than SharedGap after
 //     the chunk's previous shared publish.
-//   - On a broker that counts a topic's subscribers (the embedded one: SubscriberCounter), a
-//     pending publish goes out at once when every device listening on the topic has asked for
-//     it and the device asking has listened for SharedDelay already (its first requests wait as
-//     above: the first device of a wave is alone for a moment): nobody is left to wait for. A
+//   - A pending publish goes out at once when every device listening on the topic has asked for
+//     it (the embedded broker counts them: SubscriberCounter; elsewhere the devices that joined
+//     within sharedForget stand for them, so a lone pull soon after a wave still waits) and the
+//     device asking has listened for SharedDelay already (its first requests wait as above: the
+//     first device of a wave is alone for a moment): nobody is left to wait for. A
 //     device pulling alone (a canary, a resume, a device replaced in the field) then waits once,
 //     not one SharedDelay per request window.
 //
@@ -95,19 +96,22 @@ type sharedFanout struct {
 	mu     sync.Mutex
 	chunks map[sharedKey]*sharedChunk
 	joined map[joinKey]time.Time
+	// joinedPer counts joined's subscriptions per model: where the broker does not count a
+	// topic's subscribers, the devices remembered as joining (sharedForget) stand for them.
+	joinedPer map[string]int
 }
 
 func newSharedFanout(s *Service) *sharedFanout {
 	return &sharedFanout{
 		s: s, delay: s.cfg.SharedDelay, wait: s.cfg.SharedWait, gap: s.cfg.SharedGap, wake: make(chan struct{}, 1),
-		chunks: map[sharedKey]*sharedChunk{}, joined: map[joinKey]time.Time{},
+		chunks: map[sharedKey]*sharedChunk{}, joined: map[joinKey]time.Time{}, joinedPer: map[string]int{},
 	}
 }
 
 // want books device's shared request for chunk digest of model: it is deduplicated (already on
 // its way to the device) or scheduled. It never serves anything itself.
 func (f *sharedFanout) want(device, model, sub, digest string, now time.Time) {
-	listening := -1 // unknown: the broker does not count subscribers
+	listening := -1 // counted below from the devices seen joining: the broker does not count
 	if sc, ok := f.s.cfg.Transport.(SubscriberCounter); ok {
 		listening = sc.Subscribers(f.s.cfg.Topics.ModelChunk(model))
 	}
@@ -117,6 +121,10 @@ func (f *sharedFanout) want(device, model, sub, digest string, now time.Time) {
 	if !ok {
 		since = now
 		f.joined[k] = now
+		f.joinedPer[model]++
+	}
+	if listening < 0 {
+		listening = f.joinedPer[model]
 	}
 	ck := sharedKey{model, digest}
 	c := f.chunks[ck]
@@ -318,6 +326,9 @@ func (f *sharedFanout) sweep(now time.Time) {
 	for k, t := range f.joined {
 		if now.Sub(t) > sharedForget {
 			delete(f.joined, k)
+			if f.joinedPer[k.model]--; f.joinedPer[k.model] <= 0 {
+				delete(f.joinedPer, k.model)
+			}
 		}
 	}
 	for k, c := range f.chunks {

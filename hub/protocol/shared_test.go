@@ -108,3 +108,40 @@ func TestSharedFanoutWaveSpread(t *testing.T) {
 		t.Fatalf("after the publish: due %v, next %v", due, next)
 	}
 }
+
+// TestSharedFanoutLonePull: where the broker does not count subscribers (Mosquitto, EMQX), the
+// devices seen joining stand for the listeners. A device pulling alone waits SharedDelay for its
+// first request only; a chunk it asks for later goes out at once. With a second device joined,
+// a chunk only one of them asked for still waits.
+func TestSharedFanoutLonePull(t *testing.T) {
+	s := &Service{cfg: Config{SharedDelay: 250 * time.Millisecond, SharedWait: 2 * time.Second, SharedGap: 3 * time.Second}, m: newMetrics(nil)}
+	f := newSharedFanout(s)
+	t0 := time.Unix(1_000_000, 0)
+	f.want("d0", "m", "s0", "sha256:a0", t0)
+	if due, next := f.takeDue(t0); len(due) != 0 || !next.Equal(t0.Add(250*time.Millisecond)) {
+		t.Fatalf("first request: due %v, next %v; want it held SharedDelay", due, next)
+	}
+	if due, _ := f.takeDue(t0.Add(300 * time.Millisecond)); len(due) != 1 {
+		t.Fatalf("first request after the delay: due %v", due)
+	}
+	t1 := t0.Add(time.Second)
+	f.want("d0", "m", "s0", "sha256:a1", t1)
+	if due, _ := f.takeDue(t1); len(due) != 1 {
+		t.Fatalf("the lone device's second window: due %v at once; want it published at once", due)
+	}
+
+	// A wave of two: d1 joins; a chunk d0 alone asks for waits for d1.
+	f.want("d1", "m", "s1", "sha256:a2", t1)
+	if due, _ := f.takeDue(t1.Add(300 * time.Millisecond)); len(due) != 1 {
+		t.Fatalf("the second device's first request after the delay: due %v", due)
+	}
+	t2 := t1.Add(time.Second)
+	f.want("d0", "m", "s0", "sha256:a3", t2)
+	if due, _ := f.takeDue(t2); len(due) != 0 {
+		t.Fatalf("a chunk one of two listeners asked for: due %v at once; want it held for the other", due)
+	}
+	f.want("d1", "m", "s1", "sha256:a3", t2.Add(10*time.Millisecond))
+	if due, _ := f.takeDue(t2.Add(10 * time.Millisecond)); len(due) != 1 || due[0].digest != "sha256:a3" {
+		t.Fatalf("both listeners asked: due %v; want sha256:a3 at once", due)
+	}
+}
