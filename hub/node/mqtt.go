@@ -88,7 +88,7 @@ func (n *Node) startMQTT() error {
 	}
 	svc, err := protocol.Start(protocol.Config{
 		Transport: transport, DB: n.db, Changes: n.store.Changes(), Reader: n.Reader(), Topics: n.topics,
-		Apply: n.applyOrForward, Logger: n.log, Registerer: n.registry, Keys: n.keys, DesiredTTL: n.cfg.DesiredTTL,
+		Apply: n.applyOrForward, CatchUp: n.catchUp, Logger: n.log, Registerer: n.registry, Keys: n.keys, DesiredTTL: n.cfg.DesiredTTL,
 		SharedDelay: n.cfg.SharedChunkDelay, SharedGap: n.cfg.SharedChunkGap,
 	})
 	if err != nil {
@@ -257,6 +257,23 @@ const NodeTokenFile = "node.token"
 
 // peerToken is this node's credential for the leader's cluster service: its node token, "" when
 // it has none (with a cluster CA its certificate is what counts).
+// catchUp returns once this node has applied every write the cluster committed before the call:
+// a barrier on the leader, the leader's read index on a follower (as the API's strong reads).
+func (n *Node) catchUp(ctx context.Context) error {
+	if n.store.IsLeader() {
+		return n.store.Barrier(ctx)
+	}
+	_, addr, ok := n.store.LeaderHTTP()
+	if !ok || addr == "" {
+		return errors.New("no leader is known")
+	}
+	idx, err := n.peers.ReadIndex(ctx, addr, n.peerToken())
+	if err != nil {
+		return fmt.Errorf("read index from the leader: %w", err)
+	}
+	return n.store.WaitApplied(ctx, idx)
+}
+
 func (n *Node) peerToken() string {
 	b, err := os.ReadFile(filepath.Join(n.cfg.DataDir, NodeTokenFile))
 	if err != nil {

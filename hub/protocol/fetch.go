@@ -100,6 +100,32 @@ func (b *frameBufs) next(n int) []byte {
 // the device's scope (scope.go) are served: anything else gets a not-found frame too, and the
 // request is counted as out_of_scope.
 func (s *Service) serve(job fetchJob, bufs *frameBufs) {
+	missing := s.serveDigests(job, job.req.Digests, bufs, s.cfg.CatchUp != nil)
+	if len(missing) == 0 {
+		return
+	}
+	// This node may only lag: the device heard of a desired state (from the leader, or from
+	// another node's publish) that this node has not applied yet, and its request came here
+	// (a shared subscription spreads requests over the nodes). A not-found is final for the
+	// agent's revision, so catch up with the cluster before saying it.
+	ctx, cancel := context.WithTimeout(context.Background(), catchUpTimeout)
+	err := s.cfg.CatchUp(ctx)
+	cancel()
+	if err != nil {
+		s.log.Warn("fetch: could not catch up with the cluster before answering not found", "device", job.device, "err", err)
+	}
+	s.m.fetches.WithLabelValues("caught_up").Inc()
+	s.serveDigests(job, missing, bufs, false)
+}
+
+// catchUpTimeout bounds the wait for this node to apply what the cluster committed before it
+// answers a digest it does not have.
+const catchUpTimeout = 3 * time.Second
+
+// serveDigests answers digests of job (see serve). With deferMissing it sends nothing for a
+// digest this node does not have or that is outside the device's scope, and returns those
+// digests instead; without, it answers them not found.
+func (s *Service) serveDigests(job fetchJob, digests []string, bufs *frameBufs, deferMissing bool) (missing []string) {
 	topic := s.cfg.Topics.Chunk(job.device)
 	send := func(kind string, frame []byte) {
 		if err := s.cfg.Transport.Publish(topic, frame, false, 1); err != nil {
@@ -114,7 +140,7 @@ func (s *Service) serve(job fetchJob, bufs *frameBufs) {
 	scope, err := s.scopeFor(job.device)
 	if err != nil {
 		s.log.Error("device scope for fetch", "device", job.device, "err", err)
-		return
+		return nil
 	}
 	refused := false
 	notFound := func(sum [32]byte) {
@@ -129,7 +155,7 @@ func (s *Service) serve(job fetchJob, bufs *frameBufs) {
 	}()
 	shared := job.req.Shared != "" && scope.sc.ModelName(job.req.Shared)
 	now := time.Now()
-	for _, d := range job.req.Digests {
+	for _, d := range digests {
 		sum, err := artifact.ParseDigest(d)
 		if err != nil {
 			continue // validated already
@@ -170,12 +196,17 @@ func (s *Service) serve(job fetchJob, bufs *frameBufs) {
 			continue
 		}
 		obj, ref, err := s.cfg.Reader.Object(d)
+		outOfScope := false
 		if err == nil && !scope.object(ref) {
-			refused, err = true, state.ErrNotFound
+			outOfScope, err = true, state.ErrNotFound
 		}
 		if err != nil {
-			if ok, _ := s.cfg.Reader.HasChunk(d); ok {
-				refused = true // a chunk outside the scope
+			if deferMissing {
+				missing = append(missing, d)
+				continue
+			}
+			if ok, _ := s.cfg.Reader.HasChunk(d); ok || outOfScope {
+				refused = true // an object or chunk outside the scope
 			}
 			notFound(sum)
 			continue
@@ -189,6 +220,7 @@ func (s *Service) serve(job fetchJob, bufs *frameBufs) {
 			send(ref.Kind, f)
 		}
 	}
+	return missing
 }
 
 // storedPlainSize returns the plain size of a chunk stored as zstd: from the frame header when it

@@ -95,6 +95,12 @@ type Config struct {
 	Topics  wire.Topics
 	// Apply proposes a command (on the leader) or forwards it to the leader.
 	Apply func(ctx context.Context, env command.Envelope) error
+	// CatchUp, when set, returns once this node has applied every write the cluster committed
+	// before the call (a barrier on the leader, the leader's read index on a follower). A fetch
+	// for a digest this node does not have, or outside the device's scope as this node knows it,
+	// calls it before answering not found: the device may have heard of a desired state this
+	// node has not applied yet, and a not-found is final for its revision.
+	CatchUp func(ctx context.Context) error
 	// Interval is how often observed telemetry becomes one Raft command; default 1 s.
 	Interval time.Duration
 	// PresenceWindow is how long after a `status` saying online the hub waits for a heartbeat
@@ -277,7 +283,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		serveSecs: prometheus.NewHistogram(prometheus.HistogramOpts{Name: MetricChunkServeSecs,
 			Help: "Time to answer one fetch request.", Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12)}),
 		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricFetchRequests,
-			Help: "Fetch requests by result (served, dropped, bad, out_of_scope)."}, []string{"result"}),
+			Help: "Fetch requests by result (served, dropped, bad, out_of_scope, caught_up)."}, []string{"result"}),
 		desired: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricDesiredPublished,
 			Help: "Retained desired-state messages published."}),
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricTelemetryBatches,
