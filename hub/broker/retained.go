@@ -135,13 +135,22 @@ func (s *retainedStore) clear(topic string, only *retainedMsg) bool {
 func (s *retainedStore) get(topic string) (*retainedMsg, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	n := s.node(topic)
+	if n == nil || n.msg == nil {
+		return nil, false
+	}
+	return n.msg, true
+}
+
+// node returns topic's node, nil if there is none; the caller holds s.mu.
+func (s *retainedStore) node(topic string) *retNode {
 	n := &s.root
 	for _, l := range strings.Split(topic, "/") {
 		if n = n.children[l]; n == nil {
-			return nil, false
+			return nil
 		}
 	}
-	return n.msg, n.msg != nil
+	return n
 }
 
 // len returns the number of retained messages.
@@ -160,21 +169,7 @@ func (s *retainedStore) match(filter string, now int64) (live, expired []*retain
 	if s.n == 0 {
 		return nil, nil
 	}
-	var all []*retainedMsg
-	if !strings.ContainsAny(filter, "+#") {
-		n := &s.root
-		for _, l := range strings.Split(filter, "/") {
-			if n = n.children[l]; n == nil {
-				return nil, nil
-			}
-		}
-		if n.msg != nil {
-			all = append(all, n.msg)
-		}
-	} else {
-		all = collect(&s.root, strings.Split(filter, "/"), 0, nil)
-	}
-	for _, m := range all {
+	for _, m := range collect(&s.root, strings.Split(filter, "/"), 0, nil) {
 		if m.expired(now) {
 			expired = append(expired, m)
 		} else {
@@ -233,11 +228,9 @@ func all(n *retNode, out []*retainedMsg) []*retainedMsg {
 func (s *retainedStore) under(prefix string) []*retainedMsg {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	n := &s.root
-	for _, l := range strings.Split(strings.TrimSuffix(prefix, "/"), "/") {
-		if n = n.children[l]; n == nil {
-			return nil
-		}
+	n := s.node(strings.TrimSuffix(prefix, "/"))
+	if n == nil {
+		return nil
 	}
 	var out []*retainedMsg
 	for _, c := range n.children {

@@ -2,8 +2,6 @@ package protocol
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -34,13 +32,7 @@ func TestPublishersFollowTheChangeFeed(t *testing.T) {
 		st.Must(t, command.TypeDeviceCreate, state.DeviceCreate{ID: id, TokenHash: "h-" + id})
 		st.Must(t, command.TypeDeviceDesiredSet, state.DeviceDesiredSet{ID: id, Model: "m", Version: 1})
 	}
-	_, online, _ := ed25519.GenerateKey(rand.Reader)
-	_, rootKey, _ := ed25519.GenerateKey(rand.Reader)
-	set, err := keys.Bootstrap(rootKey, online, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Must(t, command.TypeTrustSet, set)
+	setTrust(t, st)
 
 	tr := &recorder{}
 	s, err := Start(Config{Transport: tr, DB: st.DB, Changes: st.Changes, Reader: st.Reader(), Keys: &keys.Source{R: st.Reader()},

@@ -67,10 +67,7 @@ func (p *desiredPublisher) notify(id string) { p.dirty.mark(id) }
 
 // all asks for a pass over every device.
 func (p *desiredPublisher) all() {
-	select {
-	case p.trust <- struct{}{}:
-	default:
-	}
+	signal(p.trust)
 }
 
 func (p *desiredPublisher) run(ctx context.Context) {

@@ -1,8 +1,6 @@
 package protocol
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"testing"
 	"time"
 
@@ -21,13 +19,7 @@ func BenchmarkBuildDesired(b *testing.B) {
 	st.ApprovedModel(b, "m", 1)
 	st.Must(b, command.TypeDeviceCreate, state.DeviceCreate{ID: "d1", TokenHash: "h"})
 	st.Must(b, command.TypeDeviceDesiredSet, state.DeviceDesiredSet{ID: "d1", Model: "m", Version: 1})
-	_, online, _ := ed25519.GenerateKey(rand.Reader)
-	_, rootKey, _ := ed25519.GenerateKey(rand.Reader)
-	set, err := keys.Bootstrap(rootKey, online, time.Now())
-	if err != nil {
-		b.Fatal(err)
-	}
-	st.Must(b, command.TypeTrustSet, set)
+	setTrust(b, st)
 	src := &keys.Source{R: st.Reader()}
 	d, err := st.Reader().Device("d1")
 	if err != nil {

@@ -71,13 +71,7 @@ func TestDesiredRepairPass(t *testing.T) {
 		{ID: "acked", Reported: &state.Reported{Rev: acked.DesiredRev}},
 	}})
 
-	_, online, _ := ed25519.GenerateKey(rand.Reader)
-	_, rootKey, _ := ed25519.GenerateKey(rand.Reader)
-	set, err := keys.Bootstrap(rootKey, online, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Must(t, command.TypeTrustSet, set)
+	setTrust(t, st)
 
 	tr := &recorder{}
 	s := &Service{cfg: Config{Transport: tr, Reader: st.Reader(), Topics: wire.Default(), Keys: &keys.Source{R: st.Reader()}},
@@ -180,4 +174,16 @@ func TestDesiredSignedRefreshedRotated(t *testing.T) {
 	if len(msg.Revoked) != 1 || msg.Revoked[0] != "m@1" || msg.Verify(cur.Online) != nil {
 		t.Fatalf("after deprecation: revoked %v, verify %v", msg.Revoked, msg.Verify(cur.Online))
 	}
+}
+
+// setTrust stores in st a trust set bootstrapped from a new root key and online key.
+func setTrust(t testing.TB, st *statetest.Store) {
+	t.Helper()
+	_, online, _ := ed25519.GenerateKey(rand.Reader)
+	_, rootKey, _ := ed25519.GenerateKey(rand.Reader)
+	set, err := keys.Bootstrap(rootKey, online, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Must(t, command.TypeTrustSet, set)
 }

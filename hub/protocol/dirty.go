@@ -22,10 +22,7 @@ func (d *dirtySet) mark(id string) {
 	d.mu.Lock()
 	d.ids[id] = true
 	d.mu.Unlock()
-	select {
-	case d.signal <- struct{}{}:
-	default:
-	}
+	signal(d.signal)
 }
 
 func (d *dirtySet) take() []string {

@@ -23,14 +23,7 @@ import (
 // device sent; handled out of order, "activating" could land after "active" and stay.
 func TestPahoTransportKeepsOrder(t *testing.T) {
 	const user, pass, dev = "driftline-hub", "hub-secret", "dev-order"
-	var pw, acl bytes.Buffer
-	if err := hubbroker.WriteMosquittoPasswd(&pw, []hubbroker.Cred{{User: user, Password: pass}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := hubbroker.WriteMosquittoACL(&acl, wire.DefaultPrefix, nil, nil, user); err != nil {
-		t.Fatal(err)
-	}
-	b := mosquittotest.Start(t, "the external-broker order test", mosquittotest.Files{Passwd: pw.Bytes(), ACL: acl.Bytes()}, user, pass)
+	b := startHubMosquitto(t, "the external-broker order test", user, pass)
 	u, err := url.Parse(b.URL())
 	if err != nil {
 		t.Fatal(err)
@@ -101,14 +94,7 @@ func TestPahoTransportKeepsOrder(t *testing.T) {
 // when it is back.
 func TestPahoSharedSubscriptionsAndSessions(t *testing.T) {
 	const user, pass = "driftline-hub", "hub-secret"
-	var pw, acl bytes.Buffer
-	if err := hubbroker.WriteMosquittoPasswd(&pw, []hubbroker.Cred{{User: user, Password: pass}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := hubbroker.WriteMosquittoACL(&acl, wire.DefaultPrefix, nil, nil, user); err != nil {
-		t.Fatal(err)
-	}
-	b := mosquittotest.Start(t, "the shared-subscription test", mosquittotest.Files{Passwd: pw.Bytes(), ACL: acl.Bytes()}, user, pass)
+	b := startHubMosquitto(t, "the shared-subscription test", user, pass)
 	u, err := url.Parse(b.URL())
 	if err != nil {
 		t.Fatal(err)
@@ -190,4 +176,18 @@ func TestPahoSharedSubscriptionsAndSessions(t *testing.T) {
 	if n, dup := total(); n != 400 || dup {
 		t.Fatalf("%d deliveries for 400 messages (duplicates: %v)", n, dup)
 	}
+}
+
+// startHubMosquitto starts a Mosquitto (see mosquittotest.Start; what names it in the skip
+// message) whose only credential is the hub's user and password, with the ACL the hub renders.
+func startHubMosquitto(t *testing.T, what, user, pass string) *mosquittotest.Broker {
+	t.Helper()
+	var pw, acl bytes.Buffer
+	if err := hubbroker.WriteMosquittoPasswd(&pw, []hubbroker.Cred{{User: user, Password: pass}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := hubbroker.WriteMosquittoACL(&acl, wire.DefaultPrefix, nil, nil, user); err != nil {
+		t.Fatal(err)
+	}
+	return mosquittotest.Start(t, what, mosquittotest.Files{Passwd: pw.Bytes(), ACL: acl.Bytes()}, user, pass)
 }

@@ -1,7 +1,6 @@
 package protocol_test
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -13,8 +12,6 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	hubbroker "github.com/driftline/driftline/hub/broker"
-	"github.com/driftline/driftline/hub/broker/mosquittotest"
 	"github.com/driftline/driftline/hub/protocol"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
@@ -95,14 +92,7 @@ func (p *gatedProxy) setOpen(open bool) {
 // subscriber; once the answers flow, none is counted failed.
 func TestPahoPublishDoesNotWaitForEachAck(t *testing.T) {
 	const user, pass = "driftline-hub", "hub-secret"
-	var pw, acl bytes.Buffer
-	if err := hubbroker.WriteMosquittoPasswd(&pw, []hubbroker.Cred{{User: user, Password: pass}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := hubbroker.WriteMosquittoACL(&acl, wire.DefaultPrefix, nil, nil, user); err != nil {
-		t.Fatal(err)
-	}
-	b := mosquittotest.Start(t, "the publish window test", mosquittotest.Files{Passwd: pw.Bytes(), ACL: acl.Bytes()}, user, pass)
+	b := startHubMosquitto(t, "the publish window test", user, pass)
 	bu, err := url.Parse(b.URL())
 	if err != nil {
 		t.Fatal(err)

@@ -2,8 +2,6 @@ package protocol
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"sync"
 	"testing"
@@ -52,13 +50,7 @@ func TestRetainedReplayIsNotPresence(t *testing.T) {
 		before = append(before, state.DeviceObservation{ID: id, LastSeen: connected[id], Online: &was})
 	}
 	st.Must(t, command.TypeDeviceTelemetry, state.DeviceTelemetry{Devices: before})
-	_, onlineKey, _ := ed25519.GenerateKey(rand.Reader)
-	_, rootKey, _ := ed25519.GenerateKey(rand.Reader)
-	set, err := keys.Bootstrap(rootKey, onlineKey, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Must(t, command.TypeTrustSet, set)
+	setTrust(t, st)
 
 	b, err := broker.New(broker.Config{Addr: "127.0.0.1:0", DB: st.DB, Auth: noClients{}, Logger: testhelp.Logger(t)})
 	if err != nil {

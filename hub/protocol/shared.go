@@ -160,10 +160,7 @@ func (f *sharedFanout) want(device, model, sub, digest string, now time.Time) {
 	} else {
 		f.s.m.shared.WithLabelValues("scheduled").Inc()
 	}
-	select {
-	case f.wake <- struct{}{}:
-	default:
-	}
+	signal(f.wake)
 }
 
 // dueAt returns when c's pending publish goes out, a device having joined it at now: delay
