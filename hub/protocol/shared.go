@@ -111,10 +111,7 @@ func newSharedFanout(s *Service) *sharedFanout {
 // want books device's shared request for chunk digest of model: it is deduplicated (already on
 // its way to the device) or scheduled. It never serves anything itself.
 func (f *sharedFanout) want(device, model, sub, digest string, now time.Time) {
-	listening := -1 // counted below from the devices seen joining: the broker does not count
-	if sc, ok := f.s.cfg.Transport.(SubscriberCounter); ok {
-		listening = sc.Subscribers(f.s.cfg.Topics.ModelChunk(model))
-	}
+	listening, counted := f.brokerListeners(model) // else counted below from the devices seen joining
 	f.mu.Lock()
 	k := joinKey{device, model, sub}
 	since, ok := f.joined[k]
@@ -123,7 +120,7 @@ func (f *sharedFanout) want(device, model, sub, digest string, now time.Time) {
 		f.joined[k] = now
 		f.joinedPer[model]++
 	}
-	if listening < 0 {
+	if !counted {
 		listening = f.joinedPer[model]
 	}
 	ck := sharedKey{model, digest}
@@ -225,21 +222,23 @@ func (f *sharedFanout) run(ctx context.Context) {
 }
 
 // listeners returns the devices listening on model's shared topic: from the broker when it
-// knows, else an estimate, the subscriptions seen in the last minute.
+// counts them (SubscriberCounter), else the subscriptions seen joining within sharedForget.
 func (f *sharedFanout) listeners(model string) int {
-	if sc, ok := f.s.cfg.Transport.(SubscriberCounter); ok {
-		return sc.Subscribers(f.s.cfg.Topics.ModelChunk(model))
+	if n, ok := f.brokerListeners(model); ok {
+		return n
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	n := 0
-	since := time.Now().Add(-time.Minute)
-	for k, t := range f.joined {
-		if k.model == model && t.After(since) {
-			n++
-		}
+	return f.joinedPer[model]
+}
+
+// brokerListeners returns the subscribers of model's shared topic when the broker counts them.
+func (f *sharedFanout) brokerListeners(model string) (int, bool) {
+	sc, ok := f.s.cfg.Transport.(SubscriberCounter)
+	if !ok {
+		return 0, false
 	}
-	return n
+	return sc.Subscribers(f.s.cfg.Topics.ModelChunk(model)), true
 }
 
 // takeDue returns the chunks due at now, stamped as published (the stamp is taken before the
