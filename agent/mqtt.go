@@ -258,14 +258,7 @@ func (c *conn) route(_ paho.Client, msg paho.Message) {
 	p := msg.Payload()
 	switch msg.Topic() {
 	case c.topics.Chunk(c.id):
-		if c.onFrameBytes != nil {
-			c.onFrameBytes(len(p))
-		}
-		select {
-		case c.frames <- p:
-		default:
-			c.m.rejected.WithLabelValues(ReasonQueueFull).Inc()
-		}
+		c.queueFrame(c.frames, p)
 	case c.topics.Desired(c.id):
 		// Only a desired state the agent would act on takes the slot: a forged, replayed or
 		// expired one must not push a real one out before the reconciler reads it.
@@ -304,14 +297,7 @@ func (c *conn) route(_ paho.Client, msg paho.Message) {
 		}
 	default:
 		if t := c.sharedTopic.Load(); t != nil && msg.Topic() == *t {
-			if c.onFrameBytes != nil {
-				c.onFrameBytes(len(p))
-			}
-			select {
-			case c.sharedFrames <- p:
-			default:
-				c.m.rejected.WithLabelValues(ReasonQueueFull).Inc()
-			}
+			c.queueFrame(c.sharedFrames, p)
 			return
 		}
 		if f := c.extra[msg.Topic()]; f != nil {
@@ -320,6 +306,19 @@ func (c *conn) route(_ paho.Client, msg paho.Message) {
 		}
 		c.m.rejected.WithLabelValues(ReasonForeignMessage).Inc()
 		c.log.Warn("message on an unexpected topic", "topic", msg.Topic())
+	}
+}
+
+// queueFrame counts a chunk frame's bytes and queues it on ch (the device's or the shared chunk
+// topic's queue); a full queue drops it, counted.
+func (c *conn) queueFrame(ch chan []byte, p []byte) {
+	if c.onFrameBytes != nil {
+		c.onFrameBytes(len(p))
+	}
+	select {
+	case ch <- p:
+	default:
+		c.m.rejected.WithLabelValues(ReasonQueueFull).Inc()
 	}
 }
 

@@ -211,10 +211,26 @@ func (s *Store) versionDir(name string, v int) string {
 
 // checkVersion reads and checks the marker of name@v; deep also re-hashes the file.
 func (s *Store) checkVersion(name string, v int, deep bool) (Version, error) {
-	dir := s.versionDir(name, v)
-	m, err := verifyDir(dir, name, v, deep)
+	return checkVersionIn(s.dir, name, v, deep)
+}
+
+// checkVersionIn reads and checks the marker of name@v under the model directory dir; deep also
+// re-hashes the file.
+func checkVersionIn(dir, name string, v int, deep bool) (Version, error) {
+	vdir := filepath.Join(dir, name, strconv.Itoa(v))
+	m, err := verifyDir(vdir, name, v, deep)
 	if err != nil {
 		return Version{}, err
 	}
-	return Version{Marker: m, Dir: dir, Path: filepath.Join(dir, ModelFile)}, nil
+	return Version{Marker: m, Dir: vdir, Path: filepath.Join(vdir, ModelFile)}, nil
+}
+
+// linkedVersion reads link of model name under the model directory dir and checks (re-hashing
+// the file) the version it points at: a zero Version when the link is absent.
+func linkedVersion(dir, name, link string) (Version, error) {
+	v, err := readLink(filepath.Join(dir, name), link)
+	if err != nil || v == 0 {
+		return Version{}, err
+	}
+	return checkVersionIn(dir, name, v, true)
 }

@@ -185,18 +185,9 @@ func (s *Store) recoverJournal(ctx context.Context, j journal) (Recovery, error)
 // repairLinks makes current and previous point at versions that verify, or removes them.
 func (s *Store) repairLinks(name string) (Recovery, bool, error) {
 	modelDir := filepath.Join(s.dir, name)
-	check := func(link string) (int, error) {
-		v, err := readLink(modelDir, link)
-		if err != nil || v == 0 {
-			return 0, err
-		}
-		if _, err := s.checkVersion(name, v, true); err != nil {
-			return 0, err
-		}
-		return v, nil
-	}
-	cur, curErr := check(CurrentLink)
-	prev, prevErr := check(PreviousLink)
+	curV, curErr := linkedVersion(s.dir, name, CurrentLink)
+	prevV, prevErr := linkedVersion(s.dir, name, PreviousLink)
+	cur, prev := curV.Version, prevV.Version
 	if prevErr != nil {
 		s.log.Warn("removing previous link to a version that does not verify", "model", name, "err", prevErr)
 		if err := removeLink(modelDir, PreviousLink); err != nil {
@@ -258,18 +249,12 @@ func CheckLinks(dir, name string) (current, previous Version, err error) {
 	if err := ValidName(name); err != nil {
 		return Version{}, Version{}, err
 	}
-	modelDir := filepath.Join(dir, name)
 	check := func(link string) (Version, error) {
-		v, err := readLink(modelDir, link)
-		if err != nil || v == 0 {
-			return Version{}, err
-		}
-		vdir := filepath.Join(modelDir, strconv.Itoa(v))
-		m, err := verifyDir(vdir, name, v, true)
+		v, err := linkedVersion(dir, name, link)
 		if err != nil {
 			return Version{}, fmt.Errorf("%s link: %w", link, err)
 		}
-		return Version{Marker: m, Dir: vdir, Path: filepath.Join(vdir, ModelFile)}, nil
+		return v, nil
 	}
 	if current, err = check(CurrentLink); err != nil {
 		return current, Version{}, err

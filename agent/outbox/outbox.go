@@ -187,17 +187,7 @@ func Open(ns devicedb.Namespace, opts Options) (*Outbox, error) {
 	}
 	// Values are read (not just badger's size estimate) so that the byte count is exact.
 	var maxNum uint64
-	err = ns.Iterate(false, func(k, v []byte) error {
-		switch {
-		case string(k) == string(keyEpoch) && len(v) == 8:
-			o.epoch = binary.BigEndian.Uint64(v)
-			return nil
-		case string(k) == string(keyHubAcks):
-			o.awaitHub = true
-			return nil
-		case len(k) != 8:
-			return nil // not ours; Run skips it too
-		}
+	o.epoch, o.awaitHub, err = scan(ns, func(k, v []byte) error {
 		if o.depth == 0 {
 			o.head = binary.BigEndian.Uint64(k)
 		}
@@ -225,6 +215,26 @@ func Open(ns devicedb.Namespace, opts Options) (*Outbox, error) {
 	o.lastProgress = opts.Now()
 	o.publishGauges()
 	return o, nil
+}
+
+// scan reads what an outbox keeps in ns: it returns the stored epoch (0: none) and whether the
+// hub has acknowledged a numbered report, and hands each report's key and value, in order, to
+// record. Other keys are not the outbox's and are skipped (Run skips them too).
+func scan(ns devicedb.Namespace, record func(k, v []byte) error) (epoch uint64, awaitHub bool, err error) {
+	err = ns.Iterate(false, func(k, v []byte) error {
+		switch {
+		case string(k) == string(keyEpoch) && len(v) == 8:
+			epoch = binary.BigEndian.Uint64(v)
+			return nil
+		case string(k) == string(keyHubAcks):
+			awaitHub = true
+			return nil
+		case len(k) != 8:
+			return nil
+		}
+		return record(k, v)
+	})
+	return epoch, awaitHub, err
 }
 
 // recordSize is what one record costs against MaxBytes: its key and stored value.
@@ -499,17 +509,8 @@ type Held struct {
 // to learn what a killed agent had durably queued.
 func Inspect(ns devicedb.Namespace) (Held, error) {
 	var h Held
-	err := ns.Iterate(false, func(k, v []byte) error {
-		switch {
-		case string(k) == string(keyEpoch) && len(v) == 8:
-			h.Epoch = binary.BigEndian.Uint64(v)
-			return nil
-		case string(k) == string(keyHubAcks):
-			h.AwaitHub = true
-			return nil
-		case len(k) != 8:
-			return nil
-		}
+	var err error
+	h.Epoch, h.AwaitHub, err = scan(ns, func(k, v []byte) error {
 		r, _, err := decodeHeader(v)
 		switch {
 		case err != nil:

@@ -84,11 +84,16 @@ type pullState struct {
 	// shared is the pull's subscription to its model's shared chunk topic (nil: none, or lost
 	// with the connection it was made on): first requests name it, retries do not.
 	shared *SharedSub
-	// listening: the pull waits for its pull slot and meanwhile takes what comes on the shared
-	// topic. It sends only first requests naming shared (none once shared is lost), asks nothing
-	// again, and neither stalls nor runs out of attempts; taking the slot ends it.
-	listening bool
+	// slot is the pull slot (fleet mode; nil: none). While the pull does not hold it, it is
+	// listening (see listening).
+	slot *pullSlot
 }
+
+// listening says the pull waits for its pull slot and meanwhile takes what comes on the shared
+// topic. It sends only first requests naming shared (none once shared is lost), asks nothing
+// again, and neither stalls nor runs out of attempts; taking the slot ends it. A pull without a
+// shared subscription takes its slot before it starts (startPull), so never listens.
+func (st *pullState) listening() bool { return st.slot.waiting() != nil }
 
 // listenQuiet is how many fetch timeouts a listening pull waits without a chunk from the shared
 // topic before it takes a pull slot and asks on its own topic: more than the hub's longest hold
@@ -196,7 +201,7 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 			sharedCh = nil
 		}
 		var slotCh chan struct{}
-		if st.listening && (st.shared == nil || time.Since(lastShared) > listenQuiet*f.cfg.Timeout.D()) {
+		if st.listening() && (st.shared == nil || time.Since(lastShared) > listenQuiet*f.cfg.Timeout.D()) {
 			slotCh = slot.waiting() // the wave's publishes are not bringing what this pull lacks
 		}
 		select {
@@ -278,13 +283,10 @@ func (f *fetcher) startPull(ctx context.Context, digests []string, shared *Share
 	if shared != nil && shared.Gen == st.gen {
 		st.shared = shared
 	}
-	if slot.waiting() != nil {
-		if st.shared == nil {
-			if err := slot.take(ctx); err != nil {
-				return nil, err
-			}
-		} else {
-			st.listening = true
+	st.slot = slot
+	if st.shared == nil {
+		if err := slot.take(ctx); err != nil {
+			return nil, err
 		}
 	}
 	return st, nil
@@ -294,7 +296,6 @@ func (f *fetcher) startPull(ctx context.Context, digests []string, shared *Share
 // their full timeout from now.
 func (f *fetcher) slotTaken(ctx context.Context, st *pullState, slot *pullSlot, now time.Time) error {
 	slot.took()
-	st.listening = false
 	for _, r := range st.inflight {
 		r.deadline = f.deadline(r.shared, now)
 	}
@@ -384,7 +385,7 @@ func (f *fetcher) resignalDesired() {
 // asked again, not counted as an attempt), requests past their deadline (asked again, counted),
 // digests out of attempts; then it refills the window.
 func (f *fetcher) tick(ctx context.Context, st *pullState, now, lastProgress time.Time) error {
-	if st.listening {
+	if st.listening() {
 		// Waiting for a slot is no stall, and nothing is asked again before it is taken.
 		if g := f.conn.Gen(); g != st.gen {
 			st.gen, st.shared = g, nil
@@ -475,7 +476,7 @@ func (st *pullState) requeue(r *request, counted bool) {
 // it sends nothing: the tick asks again once the connection is back.
 func (f *fetcher) fill(ctx context.Context, st *pullState) error {
 	cfg := f.cfg
-	if st.listening && st.shared == nil {
+	if st.listening() && st.shared == nil {
 		return nil // the slot comes first
 	}
 	for len(st.inflight) < cfg.Requests && len(st.verifying) < cfg.Requests*cfg.Digests && len(st.queue) > 0 {
@@ -487,7 +488,7 @@ func (f *fetcher) fill(ctx context.Context, st *pullState) error {
 		for _, d := range st.queue {
 			switch {
 			case !st.wanted[d] || st.owner[d] != "" || st.verifying[d]:
-			case st.listening && st.attempts[d] > 0:
+			case st.listening() && st.attempts[d] > 0:
 				rest = append(rest, d) // asked again once the pull holds its slot
 			case len(batch) < cfg.Digests:
 				batch = append(batch, d)

@@ -1,6 +1,7 @@
 package samples
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -159,8 +161,8 @@ func (u *Uploader) Upload(payload []byte) (string, error) {
 	defer u.mu.Unlock()
 	ids := u.listLocked()
 	for len(ids) >= u.opts.MaxPending {
-		u.log.Warn("sample upload dropped unacknowledged: too many waiting", "upload", ids[0])
-		u.forgetLocked(ids[0])
+		u.log.Warn("sample upload dropped unacknowledged: too many waiting", "upload", ids[0].id)
+		u.forgetLocked(ids[0].id)
 		u.uploads.WithLabelValues("dropped").Inc()
 		ids = ids[1:]
 	}
@@ -216,7 +218,12 @@ func (u *Uploader) Run(ctx context.Context, tick time.Duration) {
 func (u *Uploader) Pending() []string {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.listLocked()
+	all := u.listLocked()
+	ids := make([]string, len(all))
+	for i, e := range all {
+		ids[i] = e.id
+	}
+	return ids
 }
 
 func (u *Uploader) ack(b []byte) {
@@ -247,12 +254,8 @@ func (u *Uploader) sweep(start bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	now := u.opts.Now().UnixMilli()
-	ids := u.listLocked()
-	for _, id := range ids {
-		rec, ok := u.getLocked(id)
-		if !ok {
-			continue
-		}
+	for _, e := range u.listLocked() {
+		id, rec := e.id, e.rec
 		switch {
 		case now-rec.Created > u.opts.MaxAge.Milliseconds():
 			u.log.Warn("sample upload dropped: never acknowledged", "upload", id)
@@ -312,30 +315,26 @@ func (u *Uploader) putLocked(id string, rec pendingUpload) error {
 	return nil
 }
 
-// listLocked returns the pending upload ids, oldest first.
-func (u *Uploader) listLocked() []string {
-	type entry struct {
-		id      string
-		created int64
-	}
-	var all []entry
+// pendingEntry is one pending upload as listLocked reads it.
+type pendingEntry struct {
+	id  string
+	rec pendingUpload
+}
+
+// listLocked returns the pending uploads with their records, oldest first.
+func (u *Uploader) listLocked() []pendingEntry {
+	var all []pendingEntry
 	_ = u.meta.Iterate(false, func(k, v []byte) error {
 		var rec pendingUpload
 		if json.Unmarshal(v, &rec) == nil {
-			all = append(all, entry{string(k), rec.Created})
+			all = append(all, pendingEntry{string(k), rec})
 		}
 		return nil
 	})
-	for i := 1; i < len(all); i++ { // few entries: insertion sort by creation
-		for j := i; j > 0 && (all[j].created < all[j-1].created || all[j].created == all[j-1].created && all[j].id < all[j-1].id); j-- {
-			all[j], all[j-1] = all[j-1], all[j]
-		}
-	}
-	ids := make([]string, len(all))
-	for i, e := range all {
-		ids[i] = e.id
-	}
-	return ids
+	slices.SortFunc(all, func(a, b pendingEntry) int {
+		return cmp.Or(cmp.Compare(a.rec.Created, b.rec.Created), strings.Compare(a.id, b.id))
+	})
+	return all
 }
 
 // forgetLocked deletes an upload's record and parts.
