@@ -28,7 +28,7 @@ func TestHeartbeatFence(t *testing.T) {
 		<-release
 		rpc.Respond(nil, nil)
 	})
-	fenced := g.handler() // what the transport calls for a heartbeat
+	fenced := g.fenced // what the transport calls for a heartbeat
 	resp := make(chan raft.RPCResponse, 2)
 	go fenced(raft.RPC{RespChan: resp})
 	<-entered
