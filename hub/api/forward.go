@@ -107,12 +107,9 @@ func (s *Server) leaderBound(next echo.HandlerFunc) echo.HandlerFunc {
 		if c.Request().Header.Get(cluster.ForwardedHeader) != "" {
 			return noLeader("this node was told it is the leader but is not; retry")
 		}
-		_, addr, ok := s.store.LeaderHTTP()
-		if !ok || addr == "" {
-			return noLeader("no leader is known; the cluster is electing one")
-		}
-		if s.cfg.Peers == nil {
-			return noLeader("this node is not the leader and cannot forward")
+		addr, err := s.leaderAddr()
+		if err != nil {
+			return err
 		}
 		res, err := s.cfg.Peers.Relay(c.Request().Context(), addr, c.Request())
 		if err != nil {

@@ -250,13 +250,6 @@ func (n *Node) legacyForward(ctx context.Context, addr string, env command.Envel
 	return true, nil
 }
 
-// NodeTokenFile holds the node token the leader gave this node when it joined, or that this
-// node made for itself as leader (ensureNodeToken): its credential for the cluster service
-// without a cluster CA (api.IsNodeCredential).
-const NodeTokenFile = "node.token"
-
-// peerToken is this node's credential for the leader's cluster service: its node token, "" when
-// it has none (with a cluster CA its certificate is what counts).
 // catchUp returns once this node has applied every write the cluster committed before the call:
 // a barrier on the leader, the leader's read index on a follower (as the API's strong reads).
 func (n *Node) catchUp(ctx context.Context) error {
@@ -274,6 +267,13 @@ func (n *Node) catchUp(ctx context.Context) error {
 	return n.store.WaitApplied(ctx, idx)
 }
 
+// NodeTokenFile holds the node token the leader gave this node when it joined, or that this
+// node made for itself as leader (ensureNodeToken): its credential for the cluster service
+// without a cluster CA (api.IsNodeCredential).
+const NodeTokenFile = "node.token"
+
+// peerToken is this node's credential for the leader's cluster service: its node token, "" when
+// it has none (with a cluster CA its certificate is what counts).
 func (n *Node) peerToken() string {
 	b, err := os.ReadFile(filepath.Join(n.cfg.DataDir, NodeTokenFile))
 	if err != nil {

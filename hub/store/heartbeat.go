@@ -41,9 +41,6 @@ func (g *guardedTransport) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
 	g.NetworkTransport.SetHeartbeatHandler(g.fenced)
 }
 
-// handler returns the handler installed in the transport.
-func (g *guardedTransport) handler() func(rpc raft.RPC) { return g.fenced }
-
 // closeHeartbeats returns once no heartbeat is being handled; none is handled after.
 func (g *guardedTransport) closeHeartbeats() {
 	g.mu.Lock()

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // TestHeartbeatFence: closeHeartbeats waits for a heartbeat being handled, and a heartbeat after
@@ -28,7 +30,7 @@ func TestHeartbeatFence(t *testing.T) {
 		<-release
 		rpc.Respond(nil, nil)
 	})
-	fenced := g.handler() // what the transport calls for a heartbeat
+	fenced := g.fenced // what the transport calls for a heartbeat
 	resp := make(chan raft.RPCResponse, 2)
 	go fenced(raft.RPC{RespChan: resp})
 	<-entered
@@ -91,10 +93,7 @@ func TestClosePipelinesUnblocksSend(t *testing.T) {
 			sent.Add(1)
 		}
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for sent.Load() < 1 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond) // polling for the first send (a condition)
-	}
+	testhelp.WaitFor(t, 10*time.Second, "the first send", func() bool { return sent.Load() >= 1 })
 	select {
 	case err := <-done:
 		t.Fatalf("the send returned (%v) before the pipeline was closed: the stall did not happen", err)
