@@ -9,7 +9,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/driftline/driftline/firmware-sim/hubpage"
 	"github.com/driftline/driftline/internal/procstat"
 )
 
@@ -595,27 +595,7 @@ func metricSamples(ctx context.Context, api *hubAPI, name string) (float64, []st
 
 // countOnline counts online devices, page by page.
 func countOnline(ctx context.Context, api *hubAPI) (int, error) {
-	n, cursor := 0, ""
-	for {
-		var page struct {
-			Items      []device `json:"items"`
-			NextCursor string   `json:"next_cursor"`
-		}
-		path := "/api/v1/devices?limit=1000"
-		if cursor != "" {
-			path += "&cursor=" + url.QueryEscape(cursor)
-		}
-		if err := api.do(ctx, http.MethodGet, path, nil, &page); err != nil {
-			return n, err
-		}
-		for _, d := range page.Items {
-			if d.Online {
-				n++
-			}
-		}
-		if page.NextCursor == "" || len(page.Items) == 0 {
-			return n, nil
-		}
-		cursor = page.NextCursor
-	}
+	return hubpage.CountOnline(ctx, func(ctx context.Context, path string, out any) error {
+		return api.do(ctx, http.MethodGet, path, nil, out)
+	})
 }
