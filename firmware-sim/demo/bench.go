@@ -1,7 +1,6 @@
 package demo
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -568,26 +567,8 @@ func metricSamples(ctx context.Context, api *hubAPI, name string) (float64, []st
 		return math.NaN(), nil
 	}
 	defer resp.Body.Close()
-	sum := 0.0
-	var lines []string
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) {
-			continue
-		}
-		rest := line[len(name):]
-		if rest == "" || (rest[0] != ' ' && rest[0] != '{') {
-			continue // another family sharing the prefix
-		}
-		f := strings.Fields(line)
-		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			sum += v
-			lines = append(lines, rest)
-		}
-	}
-	if sc.Err() != nil || resp.StatusCode != http.StatusOK {
+	sum, lines, err := hubpage.MetricSamples(resp.Body, name, "")
+	if err != nil || resp.StatusCode != http.StatusOK {
 		return math.NaN(), nil
 	}
 	return sum, lines

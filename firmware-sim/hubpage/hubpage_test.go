@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -22,5 +23,29 @@ func TestCountOnlineFollowsCursor(t *testing.T) {
 	n, err := CountOnline(context.Background(), get)
 	if err != nil || n != 2 {
 		t.Fatalf("CountOnline = %d, %v; want 2, nil", n, err)
+	}
+}
+
+func TestMetricSamples(t *testing.T) {
+	const text = `# HELP driftline_hub_x_total x
+driftline_hub_x_total{path="shared"} 3
+driftline_hub_x_total{path="device"} 4.5
+driftline_hub_x_total_other 100
+driftline_hub_y 7
+`
+	for _, c := range []struct {
+		name, match string
+		sum         float64
+		lines       int
+	}{
+		{"driftline_hub_x_total", "", 7.5, 2},
+		{"driftline_hub_x_total", `path="shared"`, 3, 1},
+		{"driftline_hub_y", "", 7, 1},
+		{"driftline_hub_z", "", 0, 0},
+	} {
+		sum, lines, err := MetricSamples(strings.NewReader(text), c.name, c.match)
+		if err != nil || sum != c.sum || len(lines) != c.lines {
+			t.Errorf("MetricSamples(%s, %q) = %v, %q, %v; want %v with %d lines", c.name, c.match, sum, lines, err, c.sum, c.lines)
+		}
 	}
 }

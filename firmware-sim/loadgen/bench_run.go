@@ -1,7 +1,6 @@
 package loadgen
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -340,22 +339,7 @@ func (b *bench) metric(ctx context.Context, name, match string) float64 {
 	if err := b.api(ctx, http.MethodGet, "/metrics", nil, &raw); err != nil {
 		return 0
 	}
-	sum := 0.0
-	sc := bufio.NewScanner(bytes.NewReader(raw))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) || (len(line) > len(name) && line[len(name)] != ' ' && line[len(name)] != '{') {
-			continue
-		}
-		if match != "" && !strings.Contains(line, match) {
-			continue
-		}
-		f := strings.Fields(line)
-		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			sum += v
-		}
-	}
+	sum, _, _ := hubpage.MetricSamples(bytes.NewReader(raw), name, match)
 	return sum
 }
 
