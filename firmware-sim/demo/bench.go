@@ -1,7 +1,6 @@
 package demo
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/driftline/driftline/firmware-sim/hubpage"
 	"github.com/driftline/driftline/internal/procstat"
 )
 
@@ -568,26 +567,8 @@ func metricSamples(ctx context.Context, api *hubAPI, name string) (float64, []st
 		return math.NaN(), nil
 	}
 	defer resp.Body.Close()
-	sum := 0.0
-	var lines []string
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) {
-			continue
-		}
-		rest := line[len(name):]
-		if rest == "" || (rest[0] != ' ' && rest[0] != '{') {
-			continue // another family sharing the prefix
-		}
-		f := strings.Fields(line)
-		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			sum += v
-			lines = append(lines, rest)
-		}
-	}
-	if sc.Err() != nil || resp.StatusCode != http.StatusOK {
+	sum, lines, err := hubpage.MetricSamples(resp.Body, name, "")
+	if err != nil || resp.StatusCode != http.StatusOK {
 		return math.NaN(), nil
 	}
 	return sum, lines
@@ -595,27 +576,7 @@ func metricSamples(ctx context.Context, api *hubAPI, name string) (float64, []st
 
 // countOnline counts online devices, page by page.
 func countOnline(ctx context.Context, api *hubAPI) (int, error) {
-	n, cursor := 0, ""
-	for {
-		var page struct {
-			Items      []device `json:"items"`
-			NextCursor string   `json:"next_cursor"`
-		}
-		path := "/api/v1/devices?limit=1000"
-		if cursor != "" {
-			path += "&cursor=" + url.QueryEscape(cursor)
-		}
-		if err := api.do(ctx, http.MethodGet, path, nil, &page); err != nil {
-			return n, err
-		}
-		for _, d := range page.Items {
-			if d.Online {
-				n++
-			}
-		}
-		if page.NextCursor == "" || len(page.Items) == 0 {
-			return n, nil
-		}
-		cursor = page.NextCursor
-	}
+	return hubpage.CountOnline(ctx, func(ctx context.Context, path string, out any) error {
+		return api.do(ctx, http.MethodGet, path, nil, out)
+	})
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +26,14 @@ const CredentialsFile = "credentials.yaml"
 type hubClient struct {
 	url, token string
 	c          *http.Client
+}
+
+// newHubClient is the client fleet mode enrols through: its transport keeps enrollConcurrency
+// idle connections to the hub, so the concurrent creates reuse theirs.
+func newHubClient(hubURL, token string) *hubClient {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = enrollConcurrency // keep the enrolment's connections
+	return &hubClient{url: strings.TrimRight(hubURL, "/"), token: token, c: &http.Client{Transport: tr}}
 }
 
 func (h *hubClient) do(ctx context.Context, method, path string, body, out any) (int, error) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
@@ -17,11 +16,7 @@ import (
 func BenchmarkEnroll(b *testing.B) {
 	const devices = 300
 	h := nodetest.Start(b)
-	hc := &hubClient{url: h.URL(), token: h.Token, c: &http.Client{Transport: func() *http.Transport {
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.MaxIdleConnsPerHost = enrollConcurrency
-		return tr
-	}()}}
+	hc := newHubClient(h.URL(), h.Token)
 	var total time.Duration
 	for n := range b.N {
 		ids := make([]string, devices)

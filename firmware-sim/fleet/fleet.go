@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -283,9 +282,7 @@ type fleet struct {
 // joinHub enrols the devices cfg names (reusing the credentials saved in the state dir) and reads
 // the hub's root of trust and brokers (cfg.Brokers, when set, win).
 func joinHub(ctx context.Context, cfg Config) (*fleet, error) {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = enrollConcurrency // keep the enrolment's connections
-	f := &fleet{cfg: cfg, h: &hubClient{url: strings.TrimRight(cfg.Hub, "/"), token: cfg.Token, c: &http.Client{Transport: tr}}}
+	f := &fleet{cfg: cfg, h: newHubClient(cfg.Hub, cfg.Token)}
 	f.ids = make([]string, cfg.Devices)
 	for i := range f.ids {
 		f.ids[i] = sim.DeviceID(cfg.IDPattern, i+1)

@@ -1,7 +1,6 @@
 package loadgen
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -12,7 +11,6 @@ import (
 	"log/slog"
 	"mime/multipart"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/driftline/driftline/firmware-sim/hubpage"
 	"github.com/driftline/driftline/internal/procstat"
 )
 
@@ -315,31 +314,9 @@ func (b *bench) startSim(ctx context.Context, ids []string, done chan<- error) e
 
 // online counts the devices the hub shows online.
 func (b *bench) online(ctx context.Context) (int, error) {
-	n, cursor := 0, ""
-	for {
-		var page struct {
-			Items []struct {
-				Online bool `json:"online"`
-			} `json:"items"`
-			NextCursor string `json:"next_cursor"`
-		}
-		path := "/api/v1/devices?limit=1000"
-		if cursor != "" {
-			path += "&cursor=" + url.QueryEscape(cursor)
-		}
-		if err := b.api(ctx, http.MethodGet, path, nil, &page); err != nil {
-			return n, err
-		}
-		for _, d := range page.Items {
-			if d.Online {
-				n++
-			}
-		}
-		if page.NextCursor == "" || len(page.Items) == 0 {
-			return n, nil
-		}
-		cursor = page.NextCursor
-	}
+	return hubpage.CountOnline(ctx, func(ctx context.Context, path string, out any) error {
+		return b.api(ctx, http.MethodGet, path, nil, out)
+	})
 }
 
 // nodeReport is the part of GET /api/v1/node the load test reads.
@@ -362,22 +339,7 @@ func (b *bench) metric(ctx context.Context, name, match string) float64 {
 	if err := b.api(ctx, http.MethodGet, "/metrics", nil, &raw); err != nil {
 		return 0
 	}
-	sum := 0.0
-	sc := bufio.NewScanner(bytes.NewReader(raw))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) || (len(line) > len(name) && line[len(name)] != ' ' && line[len(name)] != '{') {
-			continue
-		}
-		if match != "" && !strings.Contains(line, match) {
-			continue
-		}
-		f := strings.Fields(line)
-		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			sum += v
-		}
-	}
+	sum, _, _ := hubpage.MetricSamples(bytes.NewReader(raw), name, match)
 	return sum
 }
 
