@@ -38,7 +38,12 @@ type tdev struct {
 	c                contribution
 }
 
-// contribution is what one device adds to the totals of an observation.
+// contribution is what one device adds to the totals of an observation. Summed: started
+// counts devices of started waves, failed those failed (timeouts included), active those active;
+// withEvidence counts active devices that reported at least one window on the new version,
+// drifted those whose windows showed dataset drift; predEvidence counts active devices that
+// reported prediction drift on the new version, predDrifted those with a drifted prediction
+// window; labels and relativeSum add up the joined labels and label-weighted relative performance.
 type contribution struct {
 	started, failed, active, withEvidence, drifted, predEvidence, predDrifted int
 	rows, invalid, labels                                                     int64
@@ -177,12 +182,7 @@ func (c *Controller) look(t *tracker, id string, d *tdev) error {
 
 // observation reads the tracker's totals the way the gates and the wave decisions want them.
 func (t *tracker) observation() observation {
-	o := observation{
-		started: t.tot.started, failed: t.tot.failed, active: t.tot.active, withEvidence: t.tot.withEvidence,
-		drifted: t.tot.drifted, rows: t.tot.rows, invalid: t.tot.invalid, predEvidence: t.tot.predEvidence,
-		predDrifted: t.tot.predDrifted, labels: t.tot.labels, relativeSum: t.tot.relativeSum,
-		waveSettled: t.waveUnsettled[t.r.Wave] == 0, waveActive: t.waveActive[t.r.Wave],
-	}
+	o := observation{contribution: t.tot, waveSettled: t.waveUnsettled[t.r.Wave] == 0, waveActive: t.waveActive[t.r.Wave]}
 	for id := range t.pending {
 		d := t.devs[id]
 		o.updates = append(o.updates, state.DeviceUpdate{ID: id, State: d.st, Error: d.errText})
