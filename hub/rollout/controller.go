@@ -247,8 +247,7 @@ func (c *Controller) observe(r state.Rollout) (*tracker, observation, error) {
 		if t, err = c.build(r); err != nil {
 			return nil, observation{}, err
 		}
-		timeout := int64(r.DeviceTimeout) * 1000
-		t.timedOut = timeout > 0 && r.WaveStartedAt > 0 && c.cfg.Now().UnixMilli()-r.WaveStartedAt > timeout
+		t.timedOut = waveTimedOut(r, c.cfg.Now().UnixMilli())
 		c.trackers[r.ID] = t
 	} else if err := c.refresh(t, r); err != nil {
 		return nil, observation{}, err

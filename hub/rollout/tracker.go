@@ -95,7 +95,6 @@ func (c *Controller) admit(t *tracker, rd state.RolloutDevice) error {
 	} else if d.st == state.DevFailed {
 		t.waveUnsettled[d.wave]--
 	}
-	d.c = contribution{}
 	return c.look(t, rd.ID, d)
 }
 
@@ -123,8 +122,7 @@ func (c *Controller) look(t *tracker, id string, d *tdev) error {
 		if st == state.DevFailed && d.recorded == state.DevFailed {
 			errText = d.recErr
 		}
-		timeout := int64(r.DeviceTimeout) * 1000
-		if st != state.DevActive && st != state.DevFailed && timeout > 0 && r.WaveStartedAt > 0 && now-r.WaveStartedAt > timeout && d.wave == r.Wave {
+		if st != state.DevActive && st != state.DevFailed && d.wave == r.Wave && waveTimedOut(r, now) {
 			st, errText = state.DevFailed, "timed out: no activation within device_timeout_seconds"
 		}
 	}
@@ -249,8 +247,7 @@ func (c *Controller) refresh(t *tracker, r state.Rollout) error {
 		}
 		t.timedOut = false
 	}
-	timeout := int64(r.DeviceTimeout) * 1000
-	if !t.timedOut && timeout > 0 && r.WaveStartedAt > 0 && c.cfg.Now().UnixMilli()-r.WaveStartedAt > timeout {
+	if !t.timedOut && waveTimedOut(r, c.cfg.Now().UnixMilli()) {
 		t.timedOut = true
 		for id, d := range t.devs {
 			if d.wave == r.Wave && d.st != state.DevActive && d.st != state.DevFailed {
@@ -272,4 +269,11 @@ func (c *Controller) refresh(t *tracker, r state.Rollout) error {
 		delete(t.dirty, id)
 	}
 	return nil
+}
+
+// waveTimedOut reports whether r's current wave started more than its device timeout before
+// now (Unix ms): its devices not yet active have failed.
+func waveTimedOut(r state.Rollout, now int64) bool {
+	timeout := int64(r.DeviceTimeout) * 1000
+	return timeout > 0 && r.WaveStartedAt > 0 && now-r.WaveStartedAt > timeout
 }
