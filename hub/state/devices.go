@@ -100,9 +100,6 @@ func putDevice(txn *badger.Txn, d storedDevice) error {
 	return nil
 }
 
-// putDeviceSpec is putDevice (named for the callers that change the desired state).
-func putDeviceSpec(txn *badger.Txn, d storedDevice) error { return putDevice(txn, d) }
-
 // putDeviceStatus writes d's status only.
 func putDeviceStatus(txn *badger.Txn, d storedDevice) error {
 	return putJSON(txn, nameKey(pDeviceStatus, d.ID), deviceStatus{FirstSeen: d.FirstSeen, LastSeen: d.LastSeen,
