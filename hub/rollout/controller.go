@@ -223,25 +223,16 @@ func (c *Controller) Pass(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// observation is what the controller learned about a rollout's started waves.
+// observation is what the controller learned about a rollout's started waves: the totals
+// of its devices' contributions (tracker.go), the current wave's progress and the device
+// updates to record.
 type observation struct {
 	updates []state.DeviceUpdate
-	// started counts devices of started waves; failed those failed (timeouts included).
-	started, failed int
+	contribution
 	// waveSettled is true when every device of the current wave is active or failed;
 	// waveActive counts the current wave's active devices.
 	waveSettled bool
 	waveActive  int
-	// withEvidence counts active devices that reported at least one window on the new version;
-	// drifted those whose windows showed dataset drift; active counts active devices.
-	active, withEvidence, drifted int
-	rows, invalid                 int64
-	// predEvidence counts active devices that reported prediction drift on the new version,
-	// predDrifted those with a drifted prediction window; labels and relativeSum add up the
-	// joined labels and label-weighted relative performance.
-	predEvidence, predDrifted int
-	labels                    int64
-	relativeSum               float64
 }
 
 // observe brings the rollout's tracker up to date (reading it in full when there is none yet or
@@ -256,8 +247,7 @@ func (c *Controller) observe(r state.Rollout) (*tracker, observation, error) {
 		if t, err = c.build(r); err != nil {
 			return nil, observation{}, err
 		}
-		timeout := int64(r.DeviceTimeout) * 1000
-		t.timedOut = timeout > 0 && r.WaveStartedAt > 0 && c.cfg.Now().UnixMilli()-r.WaveStartedAt > timeout
+		t.timedOut = waveTimedOut(r, c.cfg.Now().UnixMilli())
 		c.trackers[r.ID] = t
 	} else if err := c.refresh(t, r); err != nil {
 		return nil, observation{}, err

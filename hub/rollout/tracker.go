@@ -38,7 +38,12 @@ type tdev struct {
 	c                contribution
 }
 
-// contribution is what one device adds to the totals of an observation.
+// contribution is what one device adds to the totals of an observation. Summed: started
+// counts devices of started waves, failed those failed (timeouts included), active those active;
+// withEvidence counts active devices that reported at least one window on the new version,
+// drifted those whose windows showed dataset drift; predEvidence counts active devices that
+// reported prediction drift on the new version, predDrifted those with a drifted prediction
+// window; labels and relativeSum add up the joined labels and label-weighted relative performance.
 type contribution struct {
 	started, failed, active, withEvidence, drifted, predEvidence, predDrifted int
 	rows, invalid, labels                                                     int64
@@ -90,7 +95,6 @@ func (c *Controller) admit(t *tracker, rd state.RolloutDevice) error {
 	} else if d.st == state.DevFailed {
 		t.waveUnsettled[d.wave]--
 	}
-	d.c = contribution{}
 	return c.look(t, rd.ID, d)
 }
 
@@ -118,8 +122,7 @@ func (c *Controller) look(t *tracker, id string, d *tdev) error {
 		if st == state.DevFailed && d.recorded == state.DevFailed {
 			errText = d.recErr
 		}
-		timeout := int64(r.DeviceTimeout) * 1000
-		if st != state.DevActive && st != state.DevFailed && timeout > 0 && r.WaveStartedAt > 0 && now-r.WaveStartedAt > timeout && d.wave == r.Wave {
+		if st != state.DevActive && st != state.DevFailed && d.wave == r.Wave && waveTimedOut(r, now) {
 			st, errText = state.DevFailed, "timed out: no activation within device_timeout_seconds"
 		}
 	}
@@ -177,12 +180,7 @@ func (c *Controller) look(t *tracker, id string, d *tdev) error {
 
 // observation reads the tracker's totals the way the gates and the wave decisions want them.
 func (t *tracker) observation() observation {
-	o := observation{
-		started: t.tot.started, failed: t.tot.failed, active: t.tot.active, withEvidence: t.tot.withEvidence,
-		drifted: t.tot.drifted, rows: t.tot.rows, invalid: t.tot.invalid, predEvidence: t.tot.predEvidence,
-		predDrifted: t.tot.predDrifted, labels: t.tot.labels, relativeSum: t.tot.relativeSum,
-		waveSettled: t.waveUnsettled[t.r.Wave] == 0, waveActive: t.waveActive[t.r.Wave],
-	}
+	o := observation{contribution: t.tot, waveSettled: t.waveUnsettled[t.r.Wave] == 0, waveActive: t.waveActive[t.r.Wave]}
 	for id := range t.pending {
 		d := t.devs[id]
 		o.updates = append(o.updates, state.DeviceUpdate{ID: id, State: d.st, Error: d.errText})
@@ -249,8 +247,7 @@ func (c *Controller) refresh(t *tracker, r state.Rollout) error {
 		}
 		t.timedOut = false
 	}
-	timeout := int64(r.DeviceTimeout) * 1000
-	if !t.timedOut && timeout > 0 && r.WaveStartedAt > 0 && c.cfg.Now().UnixMilli()-r.WaveStartedAt > timeout {
+	if !t.timedOut && waveTimedOut(r, c.cfg.Now().UnixMilli()) {
 		t.timedOut = true
 		for id, d := range t.devs {
 			if d.wave == r.Wave && d.st != state.DevActive && d.st != state.DevFailed {
@@ -272,4 +269,11 @@ func (c *Controller) refresh(t *tracker, r state.Rollout) error {
 		delete(t.dirty, id)
 	}
 	return nil
+}
+
+// waveTimedOut reports whether r's current wave started more than its device timeout before
+// now (Unix ms): its devices not yet active have failed.
+func waveTimedOut(r state.Rollout, now int64) bool {
+	timeout := int64(r.DeviceTimeout) * 1000
+	return timeout > 0 && r.WaveStartedAt > 0 && now-r.WaveStartedAt > timeout
 }

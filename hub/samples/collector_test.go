@@ -38,6 +38,18 @@ func newFixture(t *testing.T, collect bool) *fixture {
 	return f
 }
 
+// trainedModel registers m2@1, trained on temps@1, by hand with m@1's chunk (ApprovedModel
+// registers no training data).
+func (f *fixture) trainedModel(t *testing.T) {
+	f.st.Must(t, command.TypeModelCreate, state.ModelCreate{Name: "m2"})
+	mvs, _ := f.st.Reader().ModelVersions("m", "", 10)
+	mv := mvs.Items[0]
+	man, _ := f.st.Reader().Manifest("m", 1)
+	f.st.Must(t, command.TypeModelVersionCreate, state.ModelVersionCreate{Model: "m2", Digest: mv.Digest, Size: mv.Size,
+		Chunks: []state.ChunkRef{{Digest: mv.Digest, Size: mv.Size}}, Manifest: man, ManifestDigest: mv.ManifestDigest,
+		TrainedOn: []state.VersionRef{{Dataset: "temps", Version: 1}}})
+}
+
 func sample(dev string, idx int64, rows int) []byte {
 	s := wire.Sample{Header: wire.Header{DeviceID: dev, TS: 1}, Window: wire.Window{Index: idx, WindowStart: 1, WindowEnd: 1000 * idx},
 		ModelRef: wire.ModelRef{Model: "m2", Version: 1}, Reason: "input_drift", WindowRows: 100}
@@ -50,14 +62,7 @@ func sample(dev string, idx int64, rows int) []byte {
 
 func TestCollectorMakesOneCandidatePerPeriod(t *testing.T) {
 	f := newFixture(t, true)
-	f.st.Must(t, command.TypeModelCreate, state.ModelCreate{Name: "m2"})
-	// m2@1 trained on temps@1: register by hand with the helper's chunk.
-	mvs, _ := f.st.Reader().ModelVersions("m", "", 10)
-	mv := mvs.Items[0]
-	man, _ := f.st.Reader().Manifest("m", 1)
-	f.st.Must(t, command.TypeModelVersionCreate, state.ModelVersionCreate{Model: "m2", Digest: mv.Digest, Size: mv.Size,
-		Chunks: []state.ChunkRef{{Digest: mv.Digest, Size: mv.Size}}, Manifest: man, ManifestDigest: mv.ManifestDigest,
-		TrainedOn: []state.VersionRef{{Dataset: "temps", Version: 1}}})
+	f.trainedModel(t)
 	for _, dev := range []string{"d1", "d2"} {
 		f.st.Must(t, command.TypeDeviceCreate, state.DeviceCreate{ID: dev, TokenHash: "h" + dev})
 	}
@@ -114,13 +119,7 @@ func TestCollectorMakesOneCandidatePerPeriod(t *testing.T) {
 
 func TestCollectorRefusesWithoutOptIn(t *testing.T) {
 	f := newFixture(t, false)
-	f.st.Must(t, command.TypeModelCreate, state.ModelCreate{Name: "m2"})
-	mvs, _ := f.st.Reader().ModelVersions("m", "", 10)
-	mv := mvs.Items[0]
-	man, _ := f.st.Reader().Manifest("m", 1)
-	f.st.Must(t, command.TypeModelVersionCreate, state.ModelVersionCreate{Model: "m2", Digest: mv.Digest, Size: mv.Size,
-		Chunks: []state.ChunkRef{{Digest: mv.Digest, Size: mv.Size}}, Manifest: man, ManifestDigest: mv.ManifestDigest,
-		TrainedOn: []state.VersionRef{{Dataset: "temps", Version: 1}}})
+	f.trainedModel(t)
 	f.c.stage(context.Background(), staged{device: "d1", payload: sample("d1", 1, 10)})
 	if s, _ := f.st.Reader().StagedSamples(); len(s) != 0 {
 		t.Fatalf("staged %d samples of a dataset that does not allow collection", len(s))

@@ -46,13 +46,7 @@ func TestUploadAssembledCheckedAcked(t *testing.T) {
 	f := newFixture(t, true)
 	rec := &acks{}
 	f.c.cfg.Publish = rec.publish
-	f.st.Must(t, command.TypeModelCreate, state.ModelCreate{Name: "m2"})
-	mvs, _ := f.st.Reader().ModelVersions("m", "", 10)
-	mv := mvs.Items[0]
-	man, _ := f.st.Reader().Manifest("m", 1)
-	f.st.Must(t, command.TypeModelVersionCreate, state.ModelVersionCreate{Model: "m2", Digest: mv.Digest, Size: mv.Size,
-		Chunks: []state.ChunkRef{{Digest: mv.Digest, Size: mv.Size}}, Manifest: man, ManifestDigest: mv.ManifestDigest,
-		TrainedOn: []state.VersionRef{{Dataset: "temps", Version: 1}}})
+	f.trainedModel(t)
 	f.st.Must(t, command.TypeDeviceCreate, state.DeviceCreate{ID: "d1", TokenHash: "hd1"})
 
 	s := wire.Sample{Header: wire.Header{DeviceID: "d1", TS: 1}, Window: wire.Window{Index: 1, WindowStart: 1, WindowEnd: 1000},

@@ -53,24 +53,11 @@ func TestReportCursorOffer(t *testing.T) {
 // repeated, out of order, in several batches. Each counts once on the runs edge, in sequence
 // order (the newest window is the last one applied).
 func TestNumberedReportsCountOnce(t *testing.T) {
-	h := newHarness(t)
-	seedRegistry(h)
-	h.must(command.TypeModelVersionApprove, "bob", ModelVersionApprove{Model: "m", Version: 1, Signature: Signature{KeyID: "k", Sig: "s"}})
-	h.must(command.TypeDeviceCreate, "a", DeviceCreate{ID: "d1", TokenHash: "h1"})
-	one := 1
-	h.must(command.TypeDeviceTelemetry, "hub", DeviceTelemetry{Devices: []DeviceObservation{
-		{ID: "d1", Reported: &Reported{Rev: 1, Models: map[string]ReportedModel{"m": {Active: &one, State: "active"}}}},
-	}})
+	h := newReportsHarness(t)
 	rep := func(seq uint64) NumberedReport {
 		return NumberedReport{Epoch: 7, Seq: seq, First: 1, Health: HealthSummary{Model: "m", Version: 1, Rows: 10, Invalid: 1, At: int64(seq) * 1000}}
 	}
-	for _, batch := range [][]uint64{{1, 2, 4}, {2, 3}, {4, 6, 1}, {5}} {
-		var rs []NumberedReport
-		for _, s := range batch {
-			rs = append(rs, rep(s))
-		}
-		h.must(command.TypeDeviceTelemetry, "hub", DeviceTelemetry{Devices: []DeviceObservation{{ID: "d1", Reports: rs}}})
-	}
+	sendReportBatches(h, rep, [][]uint64{{1, 2, 4}, {2, 3}, {4, 6, 1}, {5}})
 	r := Reader{DB: h.db}
 	edge, err := r.RunsEdge("d1", "m", 1)
 	if err != nil || edge.Attr["rows"] != float64(60) || edge.Attr["invalid_rows"] != float64(6) || edge.Attr["windows"] != float64(6) || edge.Attr["last_report"] != "6000" {
@@ -90,14 +77,7 @@ func TestNumberedReportsCountOnce(t *testing.T) {
 // counts are deltas) interleaved with validation reports in one sequence are added once each,
 // however often and in whatever order they arrive, and leave the health summary alone.
 func TestNumberedOutputReportsCountOnce(t *testing.T) {
-	h := newHarness(t)
-	seedRegistry(h)
-	h.must(command.TypeModelVersionApprove, "bob", ModelVersionApprove{Model: "m", Version: 1, Signature: Signature{KeyID: "k", Sig: "s"}})
-	h.must(command.TypeDeviceCreate, "a", DeviceCreate{ID: "d1", TokenHash: "h1"})
-	one := 1
-	h.must(command.TypeDeviceTelemetry, "hub", DeviceTelemetry{Devices: []DeviceObservation{
-		{ID: "d1", Reported: &Reported{Rev: 1, Models: map[string]ReportedModel{"m": {Active: &one, State: "active"}}}},
-	}})
+	h := newReportsHarness(t)
 	// Seq 1, 4: validation; 2, 5: prediction drift (5 drifted); 3, 6: performance of 8 labels.
 	rep := func(seq uint64) NumberedReport {
 		at := int64(seq) * 1000
@@ -115,13 +95,7 @@ func TestNumberedOutputReportsCountOnce(t *testing.T) {
 		}
 		return r
 	}
-	for _, batch := range [][]uint64{{2, 3, 5}, {1, 2}, {6, 3, 1, 4}, {5, 6}} {
-		var rs []NumberedReport
-		for _, s := range batch {
-			rs = append(rs, rep(s))
-		}
-		h.must(command.TypeDeviceTelemetry, "hub", DeviceTelemetry{Devices: []DeviceObservation{{ID: "d1", Reports: rs}}})
-	}
+	sendReportBatches(h, rep, [][]uint64{{2, 3, 5}, {1, 2}, {6, 3, 1, 4}, {5, 6}})
 	r := Reader{DB: h.db}
 	edge, err := r.RunsEdge("d1", "m", 1)
 	a := edge.Attr
@@ -135,5 +109,30 @@ func TestNumberedOutputReportsCountOnce(t *testing.T) {
 	}
 	if c, err := r.ReportCursor("d1"); err != nil || c.Through != 6 || c.Gap() {
 		t.Fatalf("cursor %+v %v", c, err)
+	}
+}
+
+// newReportsHarness returns a harness with the seeded registry, version 1 of "m" approved and
+// device d1 reporting it active: the state numbered reports are applied to.
+func newReportsHarness(t *testing.T) *harness {
+	h := newHarness(t)
+	seedRegistry(h)
+	h.must(command.TypeModelVersionApprove, "bob", ModelVersionApprove{Model: "m", Version: 1, Signature: Signature{KeyID: "k", Sig: "s"}})
+	h.must(command.TypeDeviceCreate, "a", DeviceCreate{ID: "d1", TokenHash: "h1"})
+	one := 1
+	h.must(command.TypeDeviceTelemetry, "hub", DeviceTelemetry{Devices: []DeviceObservation{
+		{ID: "d1", Reported: &Reported{Rev: 1, Models: map[string]ReportedModel{"m": {Active: &one, State: "active"}}}},
+	}})
+	return h
+}
+
+// sendReportBatches applies d1's numbered reports rep(seq), one telemetry command per batch.
+func sendReportBatches(h *harness, rep func(uint64) NumberedReport, batches [][]uint64) {
+	for _, batch := range batches {
+		var rs []NumberedReport
+		for _, s := range batch {
+			rs = append(rs, rep(s))
+		}
+		h.must(command.TypeDeviceTelemetry, "hub", DeviceTelemetry{Devices: []DeviceObservation{{ID: "d1", Reports: rs}}})
 	}
 }

@@ -378,7 +378,7 @@ func setDesired(txn *badger.Txn, env command.Envelope, id, model string, version
 	}
 	d.DesiredRev++
 	em.add(Change{Kind: ChangeDesired, Device: id, Rev: d.DesiredRev})
-	return putDeviceSpec(txn, d)
+	return putDevice(txn, d)
 }
 
 func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransition, em emitter) (any, *auditNote, error) {
