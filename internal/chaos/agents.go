@@ -73,7 +73,8 @@ func (c *Cluster) StartFleet(t testing.TB, bin string, n int) *Fleet {
 	for _, nd := range c.Nodes {
 		brokers = append(brokers, "tcp://"+nd.MQTT)
 	}
-	f := &Fleet{N: n, c: c, t: t, bin: bin, brokers: strings.Join(brokers, ","), scenario: filepath.Join(t.TempDir(), "scenario.yaml")}
+	f := &Fleet{N: n, c: c, t: t, bin: bin, brokers: strings.Join(brokers, ","), scenario: filepath.Join(t.TempDir(), "scenario.yaml"),
+		epochs: map[string]uint64{}}
 	if err := os.WriteFile(f.scenario, []byte(scenarioYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -234,11 +235,6 @@ func (f *Fleet) hubReports(id string) (agenttest.HubReports, bool) {
 // every numbered report it ever queued (agenttest.CheckHeld). It returns the failures, and
 // whether the outbox was checked (it is not while no report was acknowledged by the hub yet).
 func (f *Fleet) checkAgentState(a *fleetAgent, when string, want int) ([]string, bool) {
-	f.mu.Lock()
-	if f.epochs == nil {
-		f.epochs = map[string]uint64{}
-	}
-	f.mu.Unlock()
 	var out []string
 	cur, _, err := modelstore.CheckLinks(filepath.Join(a.dir, "models", a.id), model)
 	switch {
