@@ -15,6 +15,7 @@ import (
 
 	"github.com/driftline/driftline/agent/agenttest"
 	"github.com/driftline/driftline/agent/modelstore"
+	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/internal/hubproc"
 )
 
@@ -73,7 +74,8 @@ func (c *Cluster) StartFleet(t testing.TB, bin string, n int) *Fleet {
 	for _, nd := range c.Nodes {
 		brokers = append(brokers, "tcp://"+nd.MQTT)
 	}
-	f := &Fleet{N: n, c: c, t: t, bin: bin, brokers: strings.Join(brokers, ","), scenario: filepath.Join(t.TempDir(), "scenario.yaml")}
+	f := &Fleet{N: n, c: c, t: t, bin: bin, brokers: strings.Join(brokers, ","), scenario: filepath.Join(t.TempDir(), "scenario.yaml"),
+		epochs: map[string]uint64{}}
 	if err := os.WriteFile(f.scenario, []byte(scenarioYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -234,11 +236,6 @@ func (f *Fleet) hubReports(id string) (agenttest.HubReports, bool) {
 // every numbered report it ever queued (agenttest.CheckHeld). It returns the failures, and
 // whether the outbox was checked (it is not while no report was acknowledged by the hub yet).
 func (f *Fleet) checkAgentState(a *fleetAgent, when string, want int) ([]string, bool) {
-	f.mu.Lock()
-	if f.epochs == nil {
-		f.epochs = map[string]uint64{}
-	}
-	f.mu.Unlock()
 	var out []string
 	cur, _, err := modelstore.CheckLinks(filepath.Join(a.dir, "models", a.id), model)
 	switch {
@@ -302,7 +299,7 @@ func (f *Fleet) stopAndCheck() ([]string, uint64) {
 	for _, a := range f.agents {
 		want := 0
 		if lead := f.c.Leader(); lead != nil {
-			var d agentView
+			var d state.Device
 			if code, b := f.c.Do(lead, http.MethodGet, "/api/v1/devices/"+a.id+"?consistency=strong", nil); code == http.StatusOK && json.Unmarshal(b, &d) == nil {
 				want = d.Desired[model].Version
 			}
@@ -334,20 +331,6 @@ func (f *Fleet) stopAndCheck() ([]string, uint64) {
 	return out, reports
 }
 
-// agentView is the part of a device record the agent checks read.
-type agentView struct {
-	ID      string `json:"id"`
-	Desired map[string]struct {
-		Version int `json:"version"`
-	} `json:"desired"`
-	Reported struct {
-		Models map[string]struct {
-			Active *int   `json:"active"`
-			State  string `json:"state"`
-		} `json:"models"`
-	} `json:"reported"`
-}
-
 // checkAgents checks the real agents once the faults stopped: none ever reports running a
 // version of the workload's model other than the approved one (the others are unapproved and
 // unsigned), and within timeout every agent runs what the hub wants it to (its desired version,
@@ -358,16 +341,16 @@ func (c *Cluster) checkAgents(f *Fleet, timeout time.Duration) ([]string, int, i
 		return []string{"an agent's process exited during the run: " + f.tails(1000)}, 0, 0
 	}
 	var out []string
-	var last []agentView
+	var last []state.Device
 	converged, running := 0, 0
 	deadline := time.Now().Add(timeout)
 	for {
 		lead := c.Leader()
-		var devs []agentView
+		var devs []state.Device
 		if lead != nil {
 			code, b := c.Do(lead, http.MethodGet, "/api/v1/devices?limit=1000&consistency=strong", nil)
 			var page struct {
-				Items []agentView `json:"items"`
+				Items []state.Device `json:"items"`
 			}
 			if code == http.StatusOK && json.Unmarshal(b, &page) == nil {
 				for _, d := range page.Items {

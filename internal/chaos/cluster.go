@@ -201,38 +201,33 @@ func (c *Cluster) SlowDisk(nd *Node, delay time.Duration) (undo func(), ok bool)
 	if proc == nil {
 		return nil, false
 	}
-	s := exec.Command(strace, "-f", "-o", "/dev/null", "-e", "trace=fsync,fdatasync,msync",
-		"-e", fmt.Sprintf("inject=fsync,fdatasync,msync:delay_enter=%d", delay.Microseconds()), "-p", fmt.Sprint(proc.Pid()))
 	out := &hubproc.Output{}
-	s.Stdout, s.Stderr = out, out
-	if err := s.Start(); err != nil {
+	s, err := hubproc.Start(out, os.Getenv("HOME"), nil, strace, "-f", "-o", "/dev/null", "-e", "trace=fsync,fdatasync,msync",
+		"-e", fmt.Sprintf("inject=fsync,fdatasync,msync:delay_enter=%d", delay.Microseconds()), "-p", fmt.Sprint(proc.Pid()))
+	if err != nil {
 		return nil, false
 	}
-	done := make(chan struct{})
-	go func() { _ = s.Wait(); close(done) }()
 	// strace says "Process N attached" (on stderr) once it holds the process: the fault is on
 	// from then, not from its start.
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(out.String(), "attached") {
 		select {
-		case <-done:
+		case <-s.Exited():
 			c.t.Logf("strace could not attach to %s: %s", nd.ID, out.Tail(500))
 			return nil, false
 		case <-time.After(10 * time.Millisecond): // polling strace's output for a condition
 		}
 		if time.Now().After(deadline) {
-			_ = s.Process.Kill()
-			<-done
+			s.Kill()
 			return nil, false
 		}
 	}
 	return func() {
-		_ = s.Process.Signal(syscall.SIGINT) // strace detaches, the node runs on
+		s.Signal(syscall.SIGINT) // strace detaches, the node runs on
 		select {
-		case <-done:
+		case <-s.Exited():
 		case <-time.After(10 * time.Second):
-			_ = s.Process.Kill()
-			<-done
+			s.Kill()
 		}
 		if o := out.String(); strings.Contains(o, "strace: ") && !strings.Contains(o, "detached") {
 			c.t.Logf("strace on %s: %s", nd.ID, out.Tail(500))

@@ -62,7 +62,7 @@ func BenchmarkPull100MB(b *testing.B) {
 		id := fmt.Sprintf("bench-%d", i)
 		tok := enroll(h, id)
 		cfg := agenttest.Config(b, id, tok, []string{h.MQTTURL()}, keys)
-		cfg.Metrics = fmt.Sprintf("127.0.0.1:%d", freeport.Port(b))
+		cfg.Metrics = freeport.Addr(b)
 		cfg.Heartbeat = 10_000_000_000 // 10 s: idle
 		c := startChild(b, writeConfig(b, cfg), 0)
 		var ms map[string]float64

@@ -119,7 +119,7 @@ func TestCrashDuringPull(t *testing.T) {
 	v2, d2 := h.PushModel("m", v2data, "", true)
 	cfg := agenttest.Config(t, "dev-crash", tok, []string{h.MQTTURL()}, h.Keys())
 	cfg.Fetch.Requests, cfg.Fetch.Digests = 2, 4 // small window: the kill lands mid-pull
-	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freeport.Port(t))
+	metricsAddr := freeport.Addr(t)
 	cfg.Metrics = metricsAddr
 	path := writeConfig(t, cfg)
 

@@ -79,7 +79,7 @@ func TestRandomKills(t *testing.T) {
 	}
 	const rowsPerWindow = 5
 	cfg := agenttest.Config(t, id, tok, []string{h.MQTTURL()}, h.Keys())
-	cfg.Metrics = fmt.Sprintf("127.0.0.1:%d", freeport.Port(t))
+	cfg.Metrics = freeport.Addr(t)
 	cfg.Contract = contractPath
 	cfg.Window.Rows, cfg.Window.Seconds = rowsPerWindow, 3600 // a window per POST, never by time
 	cfg.ChunkCacheBytes = 1 << 20

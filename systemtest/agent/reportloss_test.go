@@ -119,19 +119,19 @@ func reportOutage(t *testing.T, outage time.Duration, perSec, rows int) {
 	mu.Unlock()
 	want := float64(n * rows)
 	var attr map[string]any
-	deadline := time.Now().Add(120 * time.Second)
-	for {
+	counted := false
+	defer func() { // WaitFor failed: what the hub had counted by then
+		if !counted {
+			c, _ := h.Reader().ReportCursor(id)
+			t.Logf("runs edge %v, cursor through %d, %d pending", attr, c.Through, len(c.Pending))
+		}
+	}()
+	testhelp.WaitFor(t, 120*time.Second, fmt.Sprintf("the hub counting all %d reports of each kind (%v rows)", n, want), func() bool {
 		e, err := h.Reader().RunsEdge(id, "om", v)
 		attr = e.Attr
-		if err == nil && attr["rows"] == want && attr["prediction_windows"] == float64(n) && attr["labels"] == want {
-			break
-		}
-		if time.Now().After(deadline) {
-			c, _ := h.Reader().ReportCursor(id)
-			t.Fatalf("the hub has not counted all %d reports of each kind (%v rows): runs edge %v, cursor through %d, %d pending", n, want, attr, c.Through, len(c.Pending))
-		}
-		time.Sleep(100 * time.Millisecond) // polling the hub's state (a condition, not a delay)
-	}
+		return err == nil && attr["rows"] == want && attr["prediction_windows"] == float64(n) && attr["labels"] == want
+	})
+	counted = true
 	if attr["windows"] != float64(n) || attr["last_report"] != fmt.Sprint(end) || attr["prediction_drift_windows"] != float64((n+1)/2) {
 		t.Fatalf("the hub counted %v windows for %d reports, last %v (want %d), %v drifted prediction windows (want %d): %v",
 			attr["windows"], n, attr["last_report"], end, attr["prediction_drift_windows"], (n+1)/2, attr)
