@@ -58,17 +58,6 @@ func getDevice(txn *badger.Txn, id string) (storedDevice, error) {
 	return d, loadStatus(txn, &d)
 }
 
-// getDeviceStatus reads device id's status only (its ID, presence, reported state, health and
-// outputs; no spec), in one read for a device of the current layout. ErrNotFound when the device
-// does not exist.
-func getDeviceStatus(txn *badger.Txn, id string) (storedDevice, error) {
-	d := storedDevice{Device: Device{ID: id}}
-	if err := loadStatus(txn, &d); err != nil || !d.legacy {
-		return d, err
-	}
-	return getDevice(txn, id) // no status key: a device of the previous layout, or none
-}
-
 // loadStatus completes d, decoded from its dev/ document, with its devst/ document.
 func loadStatus(txn *badger.Txn, d *storedDevice) error {
 	d.Device.TokenHash = d.TokenHash
@@ -292,7 +281,7 @@ func deviceDesiredSet(txn *badger.Txn, env command.Envelope, c DeviceDesiredSet)
 func deviceTelemetry(txn *badger.Txn, env command.Envelope, c DeviceTelemetry, em emitter) (any, *auditNote, error) {
 	applied := 0
 	for _, o := range c.Devices {
-		d, err := getDeviceStatus(txn, o.ID)
+		d, err := getDevice(txn, o.ID)
 		if errors.Is(err, ErrNotFound) {
 			continue // deleted meanwhile: news about it is dropped
 		}

@@ -229,8 +229,12 @@ func (r Reader) Device(id string) (Device, error) {
 func (r Reader) DeviceStatus(id string) (Device, error) {
 	var d storedDevice
 	err := r.DB.View(func(txn *badger.Txn) error {
-		var err error
-		d, err = getDeviceStatus(txn, id)
+		d.ID = id
+		err := loadStatus(txn, &d)
+		if err != nil || !d.legacy {
+			return err
+		}
+		d, err = getDevice(txn, id) // no status key: a device of the previous layout, or none
 		return err
 	})
 	return d.Device, err

@@ -92,7 +92,7 @@ func eventsBefore(txn *badger.Txn, env command.Envelope) (*eventsPre, error) {
 			if _, seen := pre.health[o.ID]; seen {
 				continue
 			}
-			d, err := getDeviceStatus(txn, o.ID)
+			d, err := getDevice(txn, o.ID)
 			if err != nil {
 				pre.health[o.ID] = nil
 				continue
@@ -162,7 +162,7 @@ func IsCandidate(v DatasetVersion) bool {
 // count as detected once.
 func driftEvents(txn *badger.Txn, env command.Envelope, pre *eventsPre) error {
 	for id, before := range sortedHealth(pre.health) {
-		d, err := getDeviceStatus(txn, id)
+		d, err := getDevice(txn, id)
 		if err != nil {
 			continue // deleted
 		}
