@@ -20,7 +20,11 @@ const requestTTL = time.Hour
 //
 // Contract with the store: Apply runs inside the store's badger transaction; when it returns an
 // error it has written nothing (every check happens before the first write).
-type Processor struct{}
+type Processor struct {
+	// PartDevices bounds the devices of one part of a rollout command split by Split (0:
+	// DefaultPartDevices); tests set it small.
+	PartDevices int
+}
 
 // Apply applies env at Raft index. The result is the object the command created or changed.
 func (p Processor) Apply(txn *badger.Txn, index uint64, env command.Envelope) (any, error) {
