@@ -379,10 +379,12 @@ func (c *Controller) propose(ctx context.Context, r state.Rollout, t state.Rollo
 	return err
 }
 
-// startWave proposes t, the start of r's next wave. A wave whose start does not fit in one
-// replicated transaction (store.ErrCommandTooBig: one wave writes every device's desired state
-// at once, some 15,000-20,000 devices; docs/benchmarks.md) would be proposed again at every pass
-// and never start: the rollout is paused instead, with a reason that says what to do.
+// startWave proposes t, the start of r's next wave. The store proposes a wave start in parts of
+// state.DefaultPartDevices devices (one Raft entry, one badger transaction per part), so a wave of
+// any size starts; a part whose writes still do not fit one transaction (store.ErrCommandTooBig:
+// devices with very large label sets) would be proposed again at every pass and never start: the
+// rollout is paused instead, with a reason that says so. Nothing of the wave started then (the
+// first part decides, and it is the one refused or the others are refused with it).
 func (c *Controller) startWave(ctx context.Context, r state.Rollout, t state.RolloutTransition) error {
 	err := c.propose(ctx, r, t)
 	if !errors.Is(err, store.ErrCommandTooBig) || r.Wave >= r.Waves() {
@@ -394,7 +396,7 @@ func (c *Controller) startWave(ctx context.Context, r state.Rollout, t state.Rol
 	}
 	c.log.Error("rollout wave too big to start; pausing", "rollout", r.ID, "wave", r.Wave+1, "devices", size, "err", err)
 	return c.propose(ctx, r, state.RolloutTransition{Action: state.ActPause, Gates: t.Gates,
-		Reason: fmt.Sprintf("wave %d (%d devices) is too big to start in one replicated transaction: abort, and roll out in smaller waves or several rollouts by selector", r.Wave+1, size)})
+		Reason: fmt.Sprintf("wave %d (%d devices) cannot start: the desired states of %d of its devices are too big for one replicated transaction (very large device labels?): abort, and roll out to devices with smaller labels", r.Wave+1, size, min(size, state.DefaultPartDevices))})
 }
 
 // step makes the decisions one running rollout needs now, in order: record device progress,
