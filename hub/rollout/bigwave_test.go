@@ -1,13 +1,16 @@
 package rollout
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // TestWaveTooBigToStartPauses: a wave start is proposed in parts of state.DefaultPartDevices
@@ -64,5 +67,40 @@ func TestBigWaveStarts(t *testing.T) {
 	r = f.pass()
 	if r.State != state.RolloutCompleted || r.Counts[state.DevActive] != 3000 {
 		t.Fatalf("rollout %s (%q), counts %v; want completed with 3,000 active", r.State, r.Reason, r.Counts)
+	}
+}
+
+// slowApply is a store whose applies take d, as a wave start of 90,000 devices keeps the FSM
+// busy for ~20 s (docs/benchmarks.md, run d).
+type slowApply struct {
+	Store
+	d time.Duration
+}
+
+func (s slowApply) Apply(ctx context.Context, env command.Envelope) (any, error) {
+	time.Sleep(s.d) // the FSM's work, simulated
+	return s.Store.Apply(ctx, env)
+}
+
+// TestBackoffLeavesOutApplyWait: the wait before the next pass is passBackoff times the pass's
+// own work, not the time its proposals waited for the store: counted whole, a 20 s wave start put
+// the next pass (and the recording of the wave's progress) 80 s later.
+func TestBackoffLeavesOutApplyWait(t *testing.T) {
+	f := newFleet(t, 3, nil)
+	f.create(state.RolloutCreate{WaveSizes: []int{3}, BakeSeconds: 5})
+	const apply = 400 * time.Millisecond
+	c := New(Config{Store: slowApply{Store: f.store, d: apply}, Reader: f.read, Changes: f.store.Changes,
+		Now: func() time.Time { return f.clock }, Interval: 10 * time.Millisecond, Logger: testhelp.Logger(t, slog.LevelInfo)})
+	start := time.Now()
+	c.applyWait.Store(0)
+	if err := c.Pass(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if r, _ := f.read.Rollout("r1"); r.Wave != 1 || took < apply {
+		t.Fatalf("pass took %s, rollout in wave %d: want the wave started through the slow store", took, r.Wave)
+	}
+	if wait := c.backoff(took); wait >= passBackoff*apply {
+		t.Fatalf("next pass in %s after a pass of %s of which %s waited for the store: want less than %s", wait, took, apply, passBackoff*apply)
 	}
 }

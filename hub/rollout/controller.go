@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,6 +71,9 @@ type Controller struct {
 	// passMu serializes passes and the ingestion of changes; it guards trackers.
 	passMu   sync.Mutex
 	trackers map[string]*tracker
+	// applyWait is the time the current pass's proposals waited for the store (Run's backoff
+	// leaves it out: it is the FSM's work, not the controller's).
+	applyWait atomic.Int64
 }
 
 // New returns a controller; Run drives it.
@@ -135,7 +139,8 @@ func (c *Controller) Wake() {
 // Run passes over the running rollouts every interval while this node is the leader, until
 // ctx ends, and ingests the change feed as it comes (a new or resumed rollout asks for a pass at
 // once). A pass costs what changed since the last one; the wait before the next pass is still at
-// least passBackoff times the last pass's duration, which bounds the controller's share of the
+// least passBackoff times the last pass's own work (its duration less the time its proposals
+// waited for the store to apply them), which bounds the controller's share of the
 // leader's CPU when a repair reads a large rollout in full. On a follower the trackers are
 // dropped, so a node that becomes the leader starts from a full read.
 func (c *Controller) Run(ctx context.Context) {
@@ -166,6 +171,7 @@ func (c *Controller) Run(ctx context.Context) {
 		var took time.Duration
 		if c.cfg.Store.IsLeader() {
 			start := time.Now()
+			c.applyWait.Store(0)
 			if err := c.Pass(ctx); err != nil && ctx.Err() == nil {
 				c.log.Warn("rollout controller pass", "err", err)
 			}
@@ -176,13 +182,21 @@ func (c *Controller) Run(ctx context.Context) {
 			clear(c.trackers) // another node decides meanwhile: start from a full read if this one leads again
 			c.passMu.Unlock()
 		}
-		t.Reset(max(c.cfg.Interval, passBackoff*took))
+		t.Reset(c.backoff(took))
 	}
 }
 
 // passBackoff is how many times a pass's own duration the controller waits before the next
 // one: at most a quarter of a core goes to passes.
 const passBackoff = 4
+
+// backoff is the wait after a pass that took took: passBackoff times the pass's own work, which
+// leaves out the time its proposals waited for the store to apply them. A 90,000-device wave
+// start is ~20 s of FSM work (docs/benchmarks.md, run d); counted as the controller's, it put the
+// next pass, and every device progress of the wave, 80 s later.
+func (c *Controller) backoff(took time.Duration) time.Duration {
+	return max(c.cfg.Interval, passBackoff*(took-time.Duration(c.applyWait.Load())))
+}
 
 // Pass makes one round of decisions for every running rollout, after ingesting the changes
 // the feed queued since the last pass.
@@ -372,7 +386,9 @@ func (c *Controller) propose(ctx context.Context, r state.Rollout, t state.Rollo
 		return err
 	}
 	c.decisions.WithLabelValues(t.Action).Inc()
+	start := time.Now()
 	_, err = c.cfg.Store.Apply(ctx, env)
+	c.applyWait.Add(int64(time.Since(start)))
 	if err == nil && t.Action != state.ActDevices && t.Action != state.ActGates {
 		c.log.Info("rollout decision", "rollout", r.ID, "action", t.Action, "wave", r.Wave, "reason", t.Reason)
 	}
