@@ -76,7 +76,7 @@ func waveSpan(r Rollout, w int) span {
 	return span{from, r.WaveSizes[w-1]}
 }
 
-func rolloutPlanKey(id string) []byte      { return []byte("fsm/rp/" + id) }
+func rolloutPlanKey(id string) []byte     { return []byte("fsm/rp/" + id) }
 func rolloutOrderPrefix(id string) string { return "fsm/rn/" + id + "/" }
 func rolloutOrderKey(id string, order int) []byte {
 	return []byte(fmt.Sprintf("%s%010d", rolloutOrderPrefix(id), order))
