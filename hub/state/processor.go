@@ -134,12 +134,22 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope, em emitter) (
 	case command.TypeOpenLineage:
 		var c OpenLineageEvent
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return openLineage(txn, env, c) })
-	case command.TypeRolloutCreate:
+	case command.TypeRolloutCreate, command.TypeRolloutCreatePart:
 		var c RolloutCreate
-		return decodeAnd(env, &c, func() (any, *auditNote, error) { return rolloutCreate(txn, env, c) })
-	case command.TypeRolloutTransition:
+		return decodeAnd(env, &c, func() (any, *auditNote, error) {
+			if (c.Part != nil) != (env.Type&^command.IgnoreIfUnknown == command.TypeRolloutCreatePart) {
+				return nil, nil, invalid("a rollout plan part travels as its own command type, and only it")
+			}
+			return rolloutCreate(txn, env, c)
+		})
+	case command.TypeRolloutTransition, command.TypeRolloutTransitionPart:
 		var c RolloutTransition
-		return decodeAnd(env, &c, func() (any, *auditNote, error) { return rolloutTransition(txn, env, c, em) })
+		return decodeAnd(env, &c, func() (any, *auditNote, error) {
+			if (c.Part != nil) != (env.Type&^command.IgnoreIfUnknown == command.TypeRolloutTransitionPart) {
+				return nil, nil, invalid("a rollout transition part travels as its own command type, and only it")
+			}
+			return rolloutTransition(txn, env, c, em)
+		})
 	case command.TypeTrustSet:
 		var c TrustSet
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return trustSet(txn, env, c) })

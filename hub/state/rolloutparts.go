@@ -357,7 +357,11 @@ func (p Processor) Split(db *badger.DB, env command.Envelope) ([]command.Envelop
 		if id != "" {
 			id += "/" + strconv.Itoa(i)
 		}
-		e, err := command.New(env.Type, id, env.Time, env.Actor, b)
+		typ := command.TypeRolloutCreatePart
+		if env.Type&^command.IgnoreIfUnknown == command.TypeRolloutTransition {
+			typ = command.TypeRolloutTransitionPart
+		}
+		e, err := command.New(typ, id, env.Time, env.Actor, b)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -398,7 +402,10 @@ func splitTransition(db *badger.DB, c RolloutTransition, n int) ([]any, error) {
 	case ActDevices:
 		for from := 0; from < len(c.Devices); from += n {
 			t := c
-			t.Devices = c.Devices[from:min(from+n, len(c.Devices))]
+			to := min(from+n, len(c.Devices))
+			t.Devices = c.Devices[from:to]
+			// Each part is a whole decision of its own (its precondition, its devices).
+			t.Part = &Part{First: true, Last: to == len(c.Devices)}
 			bodies = append(bodies, t)
 		}
 		return bodies, nil

@@ -36,8 +36,8 @@ func TestRolloutWithoutOrderIndex(t *testing.T) {
 	}
 	h.must(command.TypeRolloutTransition, "ctl", RolloutTransition{ID: "old", Action: ActStartWave})
 	// Wave 2 (orders 2-5) in two parts, as Split cuts it.
-	h.must(command.TypeRolloutTransition, "ctl", RolloutTransition{ID: "old", Action: ActStartWave, Part: &Part{From: 2, To: 4, Wave: 2, First: true}})
-	r := h.must(command.TypeRolloutTransition, "ctl", RolloutTransition{ID: "old", Action: ActStartWave, Part: &Part{From: 4, To: 6, Wave: 2, Last: true}}).(Rollout)
+	h.must(command.TypeRolloutTransitionPart, "ctl", RolloutTransition{ID: "old", Action: ActStartWave, Part: &Part{From: 2, To: 4, Wave: 2, First: true}})
+	r := h.must(command.TypeRolloutTransitionPart, "ctl", RolloutTransition{ID: "old", Action: ActStartWave, Part: &Part{From: 4, To: 6, Wave: 2, Last: true}}).(Rollout)
 	if r.Wave != 2 || r.Counts[DevNotified] != 6 {
 		t.Fatalf("wave %d, counts %v: want wave 2 with all 6 told", r.Wave, r.Counts)
 	}
