@@ -134,22 +134,8 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope, em emitter) (
 	case command.TypeOpenLineage:
 		var c OpenLineageEvent
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return openLineage(txn, env, c) })
-	case command.TypeRolloutCreate, command.TypeRolloutCreatePart:
-		var c RolloutCreate
-		return decodeAnd(env, &c, func() (any, *auditNote, error) {
-			if (c.Part != nil) != (env.Type&^command.IgnoreIfUnknown == command.TypeRolloutCreatePart) {
-				return nil, nil, invalid("a rollout plan part travels as its own command type, and only it")
-			}
-			return rolloutCreate(txn, env, c)
-		})
-	case command.TypeRolloutTransition, command.TypeRolloutTransitionPart:
-		var c RolloutTransition
-		return decodeAnd(env, &c, func() (any, *auditNote, error) {
-			if (c.Part != nil) != (env.Type&^command.IgnoreIfUnknown == command.TypeRolloutTransitionPart) {
-				return nil, nil, invalid("a rollout transition part travels as its own command type, and only it")
-			}
-			return rolloutTransition(txn, env, c, em)
-		})
+	case command.TypeRolloutCreate, command.TypeRolloutCreatePart, command.TypeRolloutTransition, command.TypeRolloutTransitionPart:
+		return dispatchRollout(txn, env, em)
 	case command.TypeTrustSet:
 		var c TrustSet
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return trustSet(txn, env, c) })
@@ -179,6 +165,27 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope, em emitter) (
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return webhookAttempt(txn, env, c) })
 	}
 	return dispatchOps(txn, env)
+}
+
+// dispatchRollout applies the rollout commands, whole or in parts (Split).
+func dispatchRollout(txn *badger.Txn, env command.Envelope, em emitter) (any, *auditNote, error) {
+	typ := env.Type &^ command.IgnoreIfUnknown
+	if typ == command.TypeRolloutCreate || typ == command.TypeRolloutCreatePart {
+		var c RolloutCreate
+		return decodeAnd(env, &c, func() (any, *auditNote, error) {
+			if (c.Part != nil) != (typ == command.TypeRolloutCreatePart) {
+				return nil, nil, invalid("a rollout plan part travels as its own command type, and only it")
+			}
+			return rolloutCreate(txn, env, c)
+		})
+	}
+	var c RolloutTransition
+	return decodeAnd(env, &c, func() (any, *auditNote, error) {
+		if (c.Part != nil) != (typ == command.TypeRolloutTransitionPart) {
+			return nil, nil, invalid("a rollout transition part travels as its own command type, and only it")
+		}
+		return rolloutTransition(txn, env, c, em)
+	})
 }
 
 // dispatchOps applies the operations commands (retention, the orphan-chunk mark) and refuses what nothing applies.
