@@ -14,6 +14,7 @@ import (
 // presence after the change is noted for the heartbeats (telemetry.replicated).
 func (s *Service) watchChanges(ctx context.Context, sub *store.Subscription) {
 	defer sub.Close()
+	started := false // the subscription's first change is a reset: its start, not a restore
 	for {
 		cs, err := sub.Next(ctx)
 		if err != nil {
@@ -21,11 +22,15 @@ func (s *Service) watchChanges(ctx context.Context, sub *store.Subscription) {
 		}
 		for _, c := range cs {
 			if c.Reset {
-				s.tele.reset()
+				if started {
+					s.tele.reset()
+				}
+				started = true
 				s.desired.all()
 				signal(s.rolloutsAll)
 				continue
 			}
+			started = true
 			ch, ok := c.Event.(state.Change)
 			if !ok {
 				continue

@@ -53,6 +53,8 @@ type telemetry struct {
 	// it is a live connect, which the device's Will or clean stop will end, so a device with a
 	// heartbeat interval longer than the window does not flap offline after each reconnect.
 	started int64
+	// clock returns now, Unix ms (time.Now; a benchmark's simulated clock).
+	clock func() int64
 }
 
 // claim is an online `status` waiting for a live message: by when (Unix ms), and the last_seen
@@ -86,7 +88,7 @@ const maxPendingReports = 4096
 
 func newTelemetry(s *Service) *telemetry {
 	return &telemetry{s: s, pending: map[string]*state.DeviceObservation{}, unconfirmed: map[string]claim{},
-		presence: map[string]*presence{}, started: time.Now().UnixMilli()}
+		presence: map[string]*presence{}, started: time.Now().UnixMilli(), clock: func() int64 { return time.Now().UnixMilli() }}
 }
 
 func (t *telemetry) obs(id string) *state.DeviceObservation {
@@ -100,7 +102,7 @@ func (t *telemetry) obs(id string) *state.DeviceObservation {
 
 // observe decodes one message and folds it in. It reports false for a payload it refused.
 func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
-	now := time.Now().UnixMilli()
+	now := t.clock()
 	if len(payload) == 0 && (kind == wire.KindStatus || kind == wire.KindReported) {
 		return true // a cleared retained message
 	}
@@ -198,7 +200,7 @@ func (t *telemetry) forget(id string) {
 }
 
 // reset forgets the replicated presence of every device (a snapshot restore may have changed
-// it): each device's next heartbeat is replicated, and the feed teaches the rest.
+// it; not the feed's first reset, the subscription's start, which is before any message): each device's next heartbeat is replicated, and the feed teaches the rest.
 func (t *telemetry) reset() {
 	t.mu.Lock()
 	for _, p := range t.presence {
@@ -441,7 +443,7 @@ func (t *telemetry) run(ctx context.Context) {
 			cancel()
 			return
 		case <-tick.C:
-			t.expire(time.Now().UnixMilli())
+			t.expire(t.clock())
 			t.flush(ctx)
 		}
 	}
