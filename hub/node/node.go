@@ -106,6 +106,9 @@ type Config struct {
 	RootKey string
 	// DesiredTTL is how long a signed desired state is valid (protocol.DefaultDesiredTTL when 0).
 	DesiredTTL time.Duration
+	// LastSeenInterval is how often at most a device's heartbeats move its replicated last_seen
+	// (protocol.Config's LastSeenInterval); zero: the presence window.
+	LastSeenInterval time.Duration
 	// SharedChunkDelay and SharedChunkGap tune the shared chunk fan-out (protocol.Config's
 	// SharedDelay and SharedGap); zero: the defaults.
 	SharedChunkDelay, SharedChunkGap time.Duration
