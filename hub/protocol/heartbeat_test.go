@@ -244,3 +244,59 @@ func BenchmarkHeartbeatLogBytes(b *testing.B) {
 		})
 	}
 }
+
+// TestClaimCountsAnotherNodesCoarseSighting: after a hub restart, a replayed online `status`
+// must be confirmed within the presence window. A device whose heartbeats go through another node
+// moves the replicated last_seen only every LastSeenInterval, so that sighting counts until the
+// window plus the interval has passed; a device with no sighting since its status is shown
+// offline when the window ends.
+func TestClaimCountsAnotherNodesCoarseSighting(t *testing.T) {
+	st := statetest.New(t)
+	const window, interval = 30 * time.Second, 30 * time.Second
+	now := time.Now().UnixMilli()
+	replayed := now - 3_600_000 // the replayed status's own ts, an hour ago
+	online := true
+	// "elsewhere" was last replicated as seen 40 s ago (another node's coarse refresh: older than
+	// the window, within window + interval); "gone" was not seen since its status.
+	seen := map[string]int64{"elsewhere": now - 40_000, "gone": replayed}
+	for id, at := range seen {
+		st.Must(t, command.TypeDeviceCreate, state.DeviceCreate{ID: id, TokenHash: "h"})
+		st.Must(t, command.TypeDeviceTelemetry, state.DeviceTelemetry{Devices: []state.DeviceObservation{{ID: id, LastSeen: at, Online: &online}}})
+	}
+	s, err := Start(Config{Transport: &recorder{}, DB: st.DB, Changes: st.Changes, Reader: st.Reader(), Keys: &keys.Source{R: st.Reader()},
+		Apply:    func(ctx context.Context, env command.Envelope) error { _, err := st.Apply(ctx, env); return err },
+		Interval: time.Hour, PresenceWindow: window, LastSeenInterval: interval,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	shownOffline := func(id string) bool {
+		s.tele.mu.Lock()
+		defer s.tele.mu.Unlock()
+		o := s.tele.pending[id]
+		return o != nil && o.Online != nil && !*o.Online
+	}
+	s.tele.mu.Lock()
+	for id := range seen {
+		s.tele.unconfirmed[id] = claim{by: now, seen: replayed}
+	}
+	s.tele.mu.Unlock()
+	s.tele.expire(now)
+	if !shownOffline("gone") {
+		t.Error("gone: no sighting since its replayed status, not shown offline when the window ended")
+	}
+	if shownOffline("elsewhere") {
+		t.Fatal("elsewhere: shown offline though another node's sighting 40 s ago is within the window plus the last_seen interval")
+	}
+	s.tele.mu.Lock()
+	c, ok := s.tele.unconfirmed["elsewhere"]
+	s.tele.mu.Unlock()
+	if want := seen["elsewhere"] + (window + interval).Milliseconds(); !ok || c.by != want {
+		t.Fatalf("elsewhere: claim %+v (%v), want it checked again at %d", c, ok, want)
+	}
+	s.tele.expire(c.by) // no newer sighting reached the state meanwhile
+	if !shownOffline("elsewhere") {
+		t.Error("elsewhere: not shown offline once the window plus the interval passed without a newer sighting")
+	}
+}
