@@ -301,6 +301,8 @@ type metrics struct {
 	egress     *prometheus.CounterVec
 	shared     *prometheus.CounterVec
 	heartbeats *prometheus.CounterVec
+	// hbReplicated and hbLocal are heartbeats' two series, resolved once (one per message).
+	hbReplicated, hbLocal prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -328,8 +330,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	m.egress.WithLabelValues(EgressShared) // both paths shown from the start, at 0
 	m.egress.WithLabelValues(EgressDevice)
-	m.heartbeats.WithLabelValues(HeartbeatReplicated)
-	m.heartbeats.WithLabelValues(HeartbeatLocal)
+	m.hbReplicated = m.heartbeats.WithLabelValues(HeartbeatReplicated)
+	m.hbLocal = m.heartbeats.WithLabelValues(HeartbeatLocal)
 	if reg != nil {
 		reg.MustRegister(m.chunkBytes, m.serveSecs, m.fetches, m.desired, m.batches, m.messages, m.acks, m.egress, m.shared, m.heartbeats)
 	}

@@ -158,11 +158,11 @@ func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
 		delete(t.unconfirmed, id) // a status offline, or a live message: the claim is settled
 	}
 	if kind == wire.KindHeartbeat && t.pending[id] == nil && p.known && p.online && now-p.shared < t.s.cfg.LastSeenInterval.Milliseconds() {
-		t.s.m.heartbeats.WithLabelValues(HeartbeatLocal).Inc()
+		t.s.m.hbLocal.Inc()
 		return true // the replicated state shows the device online, seen recently enough
 	}
 	if kind == wire.KindHeartbeat {
-		t.s.m.heartbeats.WithLabelValues(HeartbeatReplicated).Inc()
+		t.s.m.hbReplicated.Inc()
 	}
 	o := t.obs(id)
 	o.LastSeen = max(o.LastSeen, seen)
