@@ -399,8 +399,11 @@ func (c *Controller) propose(ctx context.Context, r state.Rollout, t state.Rollo
 // state.DefaultPartDevices devices (one Raft entry, one badger transaction per part), so a wave of
 // any size starts; a part whose writes still do not fit one transaction (store.ErrCommandTooBig:
 // devices with very large label sets) would be proposed again at every pass and never start: the
-// rollout is paused instead, with a reason that says so. Nothing of the wave started then (the
-// first part decides, and it is the one refused or the others are refused with it).
+// rollout is paused instead, with a reason that says so. When the first part is the one refused,
+// nothing of the wave started (the others are refused with it). A later part refused alone (its
+// devices' labels far larger than the first part's) leaves the wave started without them: they
+// stay pending, count as timed out after device_timeout_seconds, and the pause is refused as a
+// conflict (the wave moved).
 func (c *Controller) startWave(ctx context.Context, r state.Rollout, t state.RolloutTransition) error {
 	err := c.propose(ctx, r, t)
 	if !errors.Is(err, store.ErrCommandTooBig) || r.Wave >= r.Waves() {
