@@ -5,9 +5,18 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,8 +35,16 @@ import (
 // growth is the hub's own: the embedded broker's per-client state and goroutines, the hub's
 // per-device maps. issue 18's goal is 64 KiB per device for everything; bench-fleet measures the
 // whole process at 10,000 (docs/benchmarks.md).
+//
+// DRIFTLINE_BENCH_DEVICES sets the number of devices (default 300; above ~2,000 take the
+// heavy-run lock, docs/benchmarks.md); DRIFTLINE_BENCH_PROFILE_DIR, when set, receives the
+// heap (in use after the collections) and goroutine profiles taken with the devices connected.
 func BenchmarkHubMemoryPerDevice(b *testing.B) {
-	const devices = 300
+	devices := benchDevices(b, 300)
+	if os.Getenv("DRIFTLINE_BENCH_PROFILE_DIR") != "" {
+		defer func(rate int) { runtime.MemProfileRate = rate }(runtime.MemProfileRate)
+		runtime.MemProfileRate = 1 // every allocation: the per-device structures are small
+	}
 	for range b.N {
 		b.StopTimer()
 		h := nodetest.Start(b)
@@ -36,44 +53,183 @@ func BenchmarkHubMemoryPerDevice(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		tokens := make([]string, devices)
-		for i := range tokens {
-			tokens[i] = h.Enroll(fmt.Sprintf("mem-%04d", i), nil)
-		}
+		tokens := enrollDevices(b, h, devices)
 		addr := strings.TrimPrefix(h.MQTTURL(), "tcp://")
 		before := memNow()
 		b.StartTimer()
 		conns := make([]net.Conn, devices)
 		for i := range conns {
-			conns[i] = connectDevice(b, addr, topics, fmt.Sprintf("mem-%04d", i), tokens[i])
+			conns[i] = connectDevice(b, addr, topics, benchDeviceID(i), tokens[i])
 		}
 		b.StopTimer()
-		testhelp.WaitFor(b, 30*time.Second, "every device online", func() bool {
-			n := 0
-			var page struct {
-				Items []struct {
-					Online bool `json:"online"`
-				} `json:"items"`
-			}
-			h.Call("GET", "/api/v1/devices?limit=1000", nil, 200, &page)
-			for _, d := range page.Items {
-				if d.Online {
-					n++
-				}
-			}
-			return n == devices
-		})
+		waitOnline(b, h, devices)
 		after := memNow()
-		b.ReportMetric(float64(after.heap-before.heap)/devices, "heap-B/device")
-		b.ReportMetric(float64(after.stacks-before.stacks)/devices, "stack-B/device")
-		b.ReportMetric(float64(after.goroutines-before.goroutines)/devices, "goroutines/device")
+		b.ReportMetric(float64(after.heap-before.heap)/float64(devices), "heap-B/device")
+		b.ReportMetric(float64(after.stacks-before.stacks)/float64(devices), "stack-B/device")
+		b.ReportMetric(float64(after.goroutines-before.goroutines)/float64(devices), "goroutines/device")
+		writeProfiles(b, "mem")
+		// What a publish leaves: each device publishes its status again (QoS 1) and waits for
+		// the PUBACK, with the collector off, so the stacks mochi's packet handling grew are
+		// still that size (the next collections halve them again, down to what the goroutine
+		// uses at rest).
+		gc := debug.SetGCPercent(-1)
+		busy0 := stackNow()
+		for i, c := range conns {
+			republishStatus(b, c, topics, benchDeviceID(i))
+		}
+		busy := stackNow()
+		debug.SetGCPercent(gc)
+		b.ReportMetric(float64(busy-busy0)/float64(devices), "stack-grown-B/device")
 		for _, c := range conns {
 			c.Close()
 		}
 	}
 }
 
+// benchDevices returns DRIFTLINE_BENCH_DEVICES, or def.
+func benchDevices(b *testing.B, def int) int {
+	if s := os.Getenv("DRIFTLINE_BENCH_DEVICES"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			b.Fatalf("DRIFTLINE_BENCH_DEVICES=%q: want a positive integer", s)
+		}
+		return n
+	}
+	return def
+}
+
+func benchDeviceID(i int) string { return fmt.Sprintf("mem-%05d", i) }
+
+// enrollDevices enrols n devices, 16 requests at a time, and returns their tokens.
+func enrollDevices(b *testing.B, h *nodetest.Hub, n int) []string {
+	tokens := make([]string, n)
+	errs := make(chan error, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for i := range next {
+				res, err := h.Client.Do(h.NewRequest(http.MethodPost, "/api/v1/devices", map[string]any{"id": benchDeviceID(i)}))
+				if err != nil {
+					errs <- err
+					continue
+				}
+				var dev struct {
+					Token string `json:"token"`
+				}
+				err = json.NewDecoder(res.Body).Decode(&dev)
+				res.Body.Close()
+				if res.StatusCode != http.StatusCreated || err != nil || dev.Token == "" {
+					errs <- fmt.Errorf("enrol %s: %s (%v)", benchDeviceID(i), res.Status, err)
+					continue
+				}
+				tokens[i] = dev.Token
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	return tokens
+}
+
+// waitOnline waits until the hub lists n devices online.
+func waitOnline(b *testing.B, h *nodetest.Hub, n int) {
+	testhelp.WaitFor(b, 2*time.Minute, "every device online", func() bool {
+		online, cursor := 0, ""
+		for {
+			var page struct {
+				Items []struct {
+					Online bool `json:"online"`
+				} `json:"items"`
+				NextCursor *string `json:"next_cursor"`
+			}
+			h.Call("GET", "/api/v1/devices?limit=1000&cursor="+url.QueryEscape(cursor), nil, 200, &page)
+			for _, d := range page.Items {
+				if d.Online {
+					online++
+				}
+			}
+			if page.NextCursor == nil || *page.NextCursor == "" || *page.NextCursor == cursor {
+				return online == n
+			}
+			cursor = *page.NextCursor
+		}
+	})
+}
+
+// writeProfiles writes the heap and goroutine profiles to DRIFTLINE_BENCH_PROFILE_DIR, if set,
+// as {name}-heap.pb.gz and {name}-goroutine.txt.
+func writeProfiles(b *testing.B, name string) {
+	dir := os.Getenv("DRIFTLINE_BENCH_PROFILE_DIR")
+	if dir == "" {
+		return
+	}
+	for _, p := range []struct {
+		prof, file string
+		debug      int
+	}{{"heap", name + "-heap.pb.gz", 0}, {"goroutine", name + "-goroutine.txt", 1}} {
+		f, err := os.Create(filepath.Join(dir, p.file))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.Lookup(p.prof).WriteTo(f, p.debug); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	}
+}
+
 type memFigures struct{ heap, stacks, goroutines int64 }
+
+// stackNow is the goroutine stacks in use, without a collection.
+func stackNow() int64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.StackInuse)
+}
+
+// republishStatus publishes id's retained status again at QoS 1 (packet id 3) and reads c until
+// its PUBACK arrives.
+func republishStatus(tb testing.TB, c net.Conn, topics wire.Topics, id string) {
+	tb.Helper()
+	st, _ := json.Marshal(wire.Status{Header: wire.Header{DeviceID: id, TS: time.Now().UnixMilli()}, Online: true, AgentVersion: "bench", Reason: "connect"})
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: true}, ProtocolVersion: 4, PacketID: 3,
+		TopicName: topics.Status(id), Payload: st}
+	var buf bytes.Buffer
+	if err := pk.PublishEncode(&buf); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := c.Write(buf.Bytes()); err != nil {
+		tb.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	defer c.SetReadDeadline(time.Time{})
+	r := bufio.NewReader(c)
+	for {
+		fh, err := r.ReadByte()
+		if err != nil {
+			tb.Fatalf("%s: waiting for the PUBACK: %v", id, err)
+		}
+		n, _, err := packets.DecodeLength(r)
+		if err != nil {
+			tb.Fatalf("%s: %v", id, err)
+		}
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r, body); err != nil {
+			tb.Fatalf("%s: %v", id, err)
+		}
+		if fh>>4 == packets.Puback && n >= 2 && body[0] == 0 && body[1] == 3 {
+			return
+		}
+	}
+}
 
 // memNow is the heap in use and the stacks after a collection.
 func memNow() memFigures {
