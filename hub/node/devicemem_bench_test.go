@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -281,4 +282,117 @@ func connectDevice(tb testing.TB, addr string, topics wire.Topics, id, token str
 	write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: 4,
 		TopicName: topics.Heartbeat(id), Payload: hb}, (*packets.Packet).PublishEncode)
 	return c
+}
+
+// BenchmarkHubSteadyCPU measures the hub's steady CPU for connected devices that heartbeat:
+// devices bare sockets (as in BenchmarkHubMemoryPerDevice) connect, then each sends a
+// heartbeat every 10 s (the agent's default), spread evenly, for DRIFTLINE_BENCH_WINDOW
+// (default 30 s). The process's CPU time over the window (the hub, the sender's few writes and
+// the collector, at `hub serve`'s GOGC of 50) is reported in cores, beside the same window
+// with the devices enrolled but not connected, and the difference per 1,000 devices.
+// DRIFTLINE_BENCH_DEVICES sets the number of devices (default 1,000); with
+// DRIFTLINE_BENCH_PROFILE_DIR the connected window's CPU profile is written there
+// (cpu-steady.pb.gz).
+func BenchmarkHubSteadyCPU(b *testing.B) {
+	devices := benchDevices(b, 1000)
+	window := 30 * time.Second
+	if s := os.Getenv("DRIFTLINE_BENCH_WINDOW"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			b.Fatalf("DRIFTLINE_BENCH_WINDOW=%q: want a positive duration", s)
+		}
+		window = d
+	}
+	defer debug.SetGCPercent(debug.SetGCPercent(50))
+	for range b.N {
+		b.StopTimer()
+		h := nodetest.Start(b)
+		h.WaitTrust()
+		topics, err := wire.NewTopics(wire.DefaultPrefix)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tokens := enrollDevices(b, h, devices)
+		idle := cpuOver(window, nil)
+		addr := strings.TrimPrefix(h.MQTTURL(), "tcp://")
+		conns := make([]net.Conn, devices)
+		for i := range conns {
+			conns[i] = connectDevice(b, addr, topics, benchDeviceID(i), tokens[i])
+		}
+		waitOnline(b, h, devices)
+		var prof *os.File
+		if dir := os.Getenv("DRIFTLINE_BENCH_PROFILE_DIR"); dir != "" {
+			if prof, err = os.Create(filepath.Join(dir, "cpu-steady.pb.gz")); err != nil {
+				b.Fatal(err)
+			}
+			if err := pprof.StartCPUProfile(prof); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		steady := cpuOver(window, func(stop <-chan struct{}) { heartbeats(b, conns, topics, stop) })
+		b.StopTimer()
+		if prof != nil {
+			pprof.StopCPUProfile()
+			prof.Close()
+		}
+		b.ReportMetric(idle, "idle-cores")
+		b.ReportMetric(steady, "steady-cores")
+		b.ReportMetric((steady-idle)/float64(devices)*1000, "cores/1000-devices")
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+}
+
+// cpuOver runs work (nil: nothing) for d, stops it, and returns the process's CPU time over that
+// wall time, in cores.
+func cpuOver(d time.Duration, work func(stop <-chan struct{})) float64 {
+	stop, done := make(chan struct{}), make(chan struct{})
+	start, t0 := processCPU(), time.Now()
+	go func() {
+		defer close(done)
+		if work != nil {
+			work(stop)
+		}
+	}()
+	time.Sleep(d) // the measured window itself, not a synchronisation
+	close(stop)
+	<-done
+	return (processCPU() - start).Seconds() / time.Since(t0).Seconds()
+}
+
+// processCPU is the process's user and system CPU time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// heartbeats sends each connection's device a heartbeat every 10 s, spread evenly over the
+// interval, until stop.
+func heartbeats(b *testing.B, conns []net.Conn, topics wire.Topics, stop <-chan struct{}) {
+	tick := time.NewTicker(10 * time.Second / time.Duration(len(conns)))
+	defer tick.Stop()
+	start := time.Now()
+	for i := 0; ; i = (i + 1) % len(conns) {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		id := benchDeviceID(i)
+		hb, _ := json.Marshal(wire.Heartbeat{Header: wire.Header{DeviceID: id, TS: time.Now().UnixMilli()}, AgentVersion: "bench",
+			UptimeS: int64(time.Since(start).Seconds()), ActiveModels: []string{}})
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: 4, TopicName: topics.Heartbeat(id), Payload: hb}
+		var buf bytes.Buffer
+		if err := pk.PublishEncode(&buf); err != nil {
+			b.Error(err)
+			return
+		}
+		if _, err := conns[i].Write(buf.Bytes()); err != nil {
+			b.Error(err)
+			return
+		}
+	}
 }
