@@ -289,7 +289,9 @@ func connectDevice(tb testing.TB, addr string, topics wire.Topics, id, token str
 // heartbeat every 10 s (the agent's default), spread evenly, for DRIFTLINE_BENCH_WINDOW
 // (default 30 s). The process's CPU time over the window (the hub, the sender's few writes and
 // the collector, at `hub serve`'s GOGC of 50) is reported in cores, beside the same window
-// with the devices enrolled but not connected, and the difference per 1,000 devices.
+// with the devices enrolled but not connected, and the difference per 1,000 devices; and the
+// goroutine stacks the process holds at the end of each window (no forced collection), the
+// difference per device.
 // DRIFTLINE_BENCH_DEVICES sets the number of devices (default 1,000); with
 // DRIFTLINE_BENCH_PROFILE_DIR the connected window's CPU profile is written there
 // (cpu-steady.pb.gz).
@@ -314,6 +316,7 @@ func BenchmarkHubSteadyCPU(b *testing.B) {
 		}
 		tokens := enrollDevices(b, h, devices)
 		idle := cpuOver(window, nil)
+		memIdle := memHeld()
 		addr := strings.TrimPrefix(h.MQTTURL(), "tcp://")
 		conns := make([]net.Conn, devices)
 		for i := range conns {
@@ -332,6 +335,7 @@ func BenchmarkHubSteadyCPU(b *testing.B) {
 		b.StartTimer()
 		steady := cpuOver(window, func(stop <-chan struct{}) { heartbeats(b, conns, topics, stop) })
 		b.StopTimer()
+		memSteady := memHeld()
 		if prof != nil {
 			pprof.StopCPUProfile()
 			prof.Close()
@@ -339,10 +343,20 @@ func BenchmarkHubSteadyCPU(b *testing.B) {
 		b.ReportMetric(idle, "idle-cores")
 		b.ReportMetric(steady, "steady-cores")
 		b.ReportMetric((steady-idle)/float64(devices)*1000, "cores/1000-devices")
+		b.ReportMetric(float64(memSteady.stacks-memIdle.stacks)/float64(devices), "held-stack-B/device")
 		for _, c := range conns {
 			c.Close()
 		}
 	}
+}
+
+// memHeld is the heap spans and stacks in use as the process runs (no forced collection). The
+// stacks are what the process holds between collections (mochi's readers grown by their last
+// publish); the heap is mostly garbage then, so only the stacks are reported.
+func memHeld() memFigures {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return memFigures{heap: int64(m.HeapInuse), stacks: int64(m.StackInuse), goroutines: int64(runtime.NumGoroutine())}
 }
 
 // cpuOver runs work (nil: nothing) for d, stops it, and returns the process's CPU time over that
