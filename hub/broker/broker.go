@@ -208,7 +208,7 @@ func New(cfg Config) (*Broker, error) {
 	}
 	b.acl.server = srv
 	b.limits = &limitsHook{acl: b.acl, m: m, rate: cfg.MaxDeviceRate, burst: cfg.DeviceBurst,
-		maxRetained: cfg.MaxRetainedPerDevice, now: time.Now, buckets: map[string]*bucket{}, retained: map[string]map[string]bool{}}
+		maxRetained: cfg.MaxRetainedPerDevice, now: time.Now, buckets: map[string]*bucket{}, retained: map[string][]string{}}
 	b.ret = &retainedStore{}
 	rh := &retainHook{store: b.ret, acl: b.acl, srv: srv}
 	b.rh = rh
