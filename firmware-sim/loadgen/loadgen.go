@@ -84,8 +84,9 @@ type Stats struct {
 	// were checked; BadPayloads frames or messages that failed a check (any is a failure).
 	Desired, Verified, BadPayloads int64
 	// SharedFrames and DeviceFrames count chunk frames received on shared and device topics;
-	// Retries the fetch requests sent again per device after a timeout.
-	SharedFrames, DeviceFrames, Retries int64
+	// Retries the fetch requests sent again per device after a timeout, ChunkRetries those of
+	// them for chunks (not the manifest).
+	SharedFrames, DeviceFrames, Retries, ChunkRetries int64
 	// Acks counts report acknowledgements received.
 	Acks int64
 	// Running counts devices running each "NAME@VERSION"; Pulling those fetching.
@@ -159,7 +160,7 @@ type Sim struct {
 	last   atomic.Int64
 	lastBy map[string]time.Time // guarded by mu
 	counts struct {
-		desired, verified, bad, shared, devFrames, retries, acks atomic.Int64
+		desired, verified, bad, shared, devFrames, retries, chunkRetries, acks atomic.Int64
 	}
 }
 
@@ -632,6 +633,7 @@ func (s *Sim) retries(ctx context.Context) {
 	type again struct {
 		d       *device
 		digests []string
+		chunks  bool
 	}
 	for {
 		select {
@@ -648,7 +650,7 @@ func (s *Sim) retries(ctx context.Context) {
 					}
 					w.deadline, w.shared = now.Add(s.cfg.FetchTimeout), false
 					if w.step == 0 {
-						todo = append(todo, again{d, []string{w.m.ManifestDigest}})
+						todo = append(todo, again{d, []string{w.m.ManifestDigest}, false})
 						continue
 					}
 					var miss []string
@@ -657,12 +659,15 @@ func (s *Sim) retries(ctx context.Context) {
 							miss = append(miss, g.manifest.Chunks[j].Digest)
 						}
 					}
-					todo = append(todo, again{d, miss})
+					todo = append(todo, again{d, miss, true})
 				}
 			}
 			s.mu.Unlock()
 			for _, a := range todo {
 				s.counts.retries.Add(1)
+				if a.chunks {
+					s.counts.chunkRetries.Add(1)
+				}
 				s.fetch(a.d, a.digests, "", "")
 			}
 		}
@@ -682,6 +687,7 @@ func (s *Sim) Stats() Stats {
 	}
 	st.Desired, st.Verified, st.BadPayloads = s.counts.desired.Load(), s.counts.verified.Load(), s.counts.bad.Load()
 	st.SharedFrames, st.DeviceFrames, st.Retries, st.Acks = s.counts.shared.Load(), s.counts.devFrames.Load(), s.counts.retries.Load(), s.counts.acks.Load()
+	st.ChunkRetries = s.counts.chunkRetries.Load()
 	if l := s.last.Load(); l != 0 {
 		st.LastActive = time.Unix(0, l)
 	}
