@@ -271,15 +271,21 @@ func (f *sharedFanout) takeDue(now time.Time) (due []sharedKey, next time.Time) 
 }
 
 // publish sends chunk k once on its model's shared topic and returns the frame's size (0 when
-// nothing went out). A failure forgets the stamp, so the next request schedules it again; the
-// devices that waited for it ask again on their own topic.
+// nothing went out). A failure forgets the stamp and schedules the chunk again, SharedGap later
+// (or joins the publish already pending): the devices that waited for it still listen, and left
+// to their retries they would each fetch it on their own topic.
 func (f *sharedFanout) publish(k sharedKey, bufs *frameBufs) int {
 	fail := func() {
 		f.mu.Lock()
-		if c := f.chunks[k]; c != nil && !c.pending {
+		if c := f.chunks[k]; c != nil {
 			c.lastPub = time.Time{}
+			if !c.pending {
+				now := time.Now()
+				c.pending, c.first, c.waiting, c.due = true, now, map[string]struct{}{}, now.Add(f.gap)
+			}
 		}
 		f.mu.Unlock()
+		signal(f.wake)
 	}
 	sum, err := artifact.ParseDigest(k.digest)
 	if err != nil {
