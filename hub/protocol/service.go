@@ -125,7 +125,10 @@ type Config struct {
 	// telemetry.go.
 	LastSeenInterval time.Duration
 	// FetchWorkers answer fetch requests; default 4. FetchQueue bounds queued requests
-	// (default 1024); a request beyond it is dropped and counted (the agent retries).
+	// (default 1024); a request beyond it is dropped and counted (the agent retries). Requests
+	// naming a shared topic have a queue of the same bound and a worker of their own: they only
+	// book the device into its wave's publish, and are not held up (or dropped) behind
+	// per-device chunks waiting on the broker.
 	FetchWorkers, FetchQueue int
 	// PerDeviceQueued bounds one device's queued fetch requests (default 8).
 	PerDeviceQueued int
@@ -155,6 +158,8 @@ type Service struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	fetchCh chan fetchJob
+	// sharedCh queues the requests naming a shared topic (fetch.go).
+	sharedCh chan fetchJob
 	tele    *telemetry
 	desired *desiredPublisher
 	acks    *ackPublisher
@@ -216,8 +221,9 @@ func Start(cfg Config) (*Service, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		cfg: cfg, log: cfg.Logger, m: newMetrics(cfg.Registerer), cancel: cancel,
-		fetchCh: make(chan fetchJob, cfg.FetchQueue), queued: map[string]int{},
+		queued: map[string]int{},
 	}
+	s.makeFetchQueues()
 	s.tele = newTelemetry(s)
 	s.desired = newDesiredPublisher(s)
 	s.acks = newAckPublisher(s)
@@ -240,8 +246,10 @@ func Start(cfg Config) (*Service, error) {
 	}
 	for i := 0; i < cfg.FetchWorkers; i++ {
 		s.wg.Add(1)
-		go func() { defer s.wg.Done(); s.fetchWorker(ctx) }()
+		go func() { defer s.wg.Done(); s.fetchWorker(ctx, s.fetchCh) }()
 	}
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.fetchWorker(ctx, s.sharedCh) }()
 	s.wg.Add(6)
 	go func() { defer s.wg.Done(); s.shared.run(ctx) }()
 	go func() { defer s.wg.Done(); s.watchChanges(ctx, sub) }()

@@ -27,10 +27,14 @@ import (
 //     ask within that of each other), but no later than a wait after the first device that
 //     waits for it: SharedWait, or, while devices keep joining without a pause of SharedGap
 //     (a burst: a wave simulated on one machine, each device joining as its share of the CPU
-//     allows), as long as the burst has lasted, up to SharedWait << maxWaitDoublings (32 s). A burst
-//     of T seconds then costs about log2(T/SharedWait)+2 publishes, not T/SharedGap, and the
-//     next wave, after a pause, starts again at SharedWait. Never sooner than SharedGap after
-//     the chunk's previous shared publish.
+//     allows, or a large wave whose desired states and manifests go out at the hub's pace), as
+//     long as the burst has lasted, up to wire.MaxSharedHold (8 s by default: whatever
+//     SharedWait, never beyond what an agent waits for a request naming the shared topic,
+//     wire.SharedDeadline of its request timeout, 20 s by default, less the request's and the
+//     frames' transit). A burst of T seconds then costs about log2(MaxSharedHold/SharedWait)+
+//     T/MaxSharedHold publishes, not T/SharedGap, and the next wave, after a pause, starts
+//     again at SharedWait. Never sooner than SharedGap after the chunk's previous shared
+//     publish.
 //   - A pending publish goes out at once when every device listening on the topic has asked for
 //     it (the embedded broker counts them: SubscriberCounter; elsewhere the devices that joined
 //     within sharedForget stand for them, so a lone pull soon after a wave still waits) and the
@@ -59,11 +63,12 @@ const (
 	DefaultSharedGap   = 3 * time.Second
 )
 
-// maxWaitDoublings bounds the wait of a long burst (2 s becomes at most 32 s). A pull listening
-// before its fleet pull slot waits 4 timeouts (40 s by default) of silence before it asks on its
-// own topic; one holding a slot, or a device without slots, twice its timeout (20 s), which a
-// device joining a burst that has lasted over 20 s may outlive: it is a straggler.
-const maxWaitDoublings = 4
+// The wait of a long burst is bounded by wire.MaxSharedHold (or SharedWait when that is longer):
+// a pull listening before its fleet pull slot waits wire.SharedListenQuiet timeouts (40 s by
+// default) of silence before it asks on its own topic, one holding a slot, or a device without
+// slots, wire.SharedDeadline of its timeout (20 s). The wait used to double up to 32 s, which the
+// devices joining a long burst outlived: at 100,000 devices they asked per device, hundreds of
+// copies of the model (docs/benchmarks.md, run d).
 
 // DefaultSharedCopyRate is Config.SharedCopyRate's default.
 const DefaultSharedCopyRate = 256 << 20
@@ -91,6 +96,7 @@ type sharedChunk struct {
 type sharedFanout struct {
 	s                *Service
 	delay, wait, gap time.Duration
+	maxWait          time.Duration // the longest hold of a burst: wire.MaxSharedHold, or wait if longer
 	wake             chan struct{}
 
 	mu     sync.Mutex
@@ -103,7 +109,7 @@ type sharedFanout struct {
 
 func newSharedFanout(s *Service) *sharedFanout {
 	return &sharedFanout{
-		s: s, delay: s.cfg.SharedDelay, wait: s.cfg.SharedWait, gap: s.cfg.SharedGap, wake: make(chan struct{}, 1),
+		s: s, delay: s.cfg.SharedDelay, wait: s.cfg.SharedWait, gap: s.cfg.SharedGap, maxWait: max(s.cfg.SharedWait, wire.MaxSharedHold), wake: make(chan struct{}, 1),
 		chunks: map[sharedKey]*sharedChunk{}, joined: map[joinKey]time.Time{}, joinedPer: map[string]int{},
 	}
 }
@@ -162,11 +168,11 @@ func (f *sharedFanout) want(device, model, sub, digest string, now time.Time) {
 
 // dueAt returns when c's pending publish goes out, a device having joined it at now: delay
 // after the last join, but no later than the wait (the burst's age, within SharedWait and
-// SharedWait << maxWaitDoublings) after the first, and no sooner than gap after the previous
-// publish. Called with f.mu held.
+// maxWait) after the first, and no sooner than gap after the previous publish. Called with f.mu
+// held.
 func (f *sharedFanout) dueAt(c *sharedChunk, now time.Time) time.Time {
 	due := now.Add(f.delay)
-	wait := min(max(c.first.Sub(c.burst), f.wait), f.wait<<maxWaitDoublings)
+	wait := min(max(c.first.Sub(c.burst), f.wait), f.maxWait)
 	if limit := c.first.Add(wait); due.After(limit) {
 		due = limit
 	}
@@ -265,15 +271,21 @@ func (f *sharedFanout) takeDue(now time.Time) (due []sharedKey, next time.Time) 
 }
 
 // publish sends chunk k once on its model's shared topic and returns the frame's size (0 when
-// nothing went out). A failure forgets the stamp, so the next request schedules it again; the
-// devices that waited for it ask again on their own topic.
+// nothing went out). A failure forgets the stamp and schedules the chunk again, SharedGap later
+// (or joins the publish already pending): the devices that waited for it still listen, and left
+// to their retries they would each fetch it on their own topic.
 func (f *sharedFanout) publish(k sharedKey, bufs *frameBufs) int {
 	fail := func() {
 		f.mu.Lock()
-		if c := f.chunks[k]; c != nil && !c.pending {
+		if c := f.chunks[k]; c != nil {
 			c.lastPub = time.Time{}
+			if !c.pending {
+				now := time.Now()
+				c.pending, c.first, c.waiting, c.due = true, now, map[string]struct{}{}, now.Add(f.gap)
+			}
 		}
 		f.mu.Unlock()
+		signal(f.wake)
 	}
 	sum, err := artifact.ParseDigest(k.digest)
 	if err != nil {
