@@ -2,8 +2,13 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	httppprof "net/http/pprof"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -36,6 +41,8 @@ type fleetFlags struct {
 	// heapProfile and heapAfter write a heap profile once, for sizing fleets.
 	heapProfile string
 	heapAfter   time.Duration
+	// pprofAddr serves net/http/pprof there (for bench-fleet's profiles; off by default).
+	pprofAddr string
 }
 
 func fleetCmd() *cobra.Command {
@@ -65,7 +72,28 @@ func fleetCmd() *cobra.Command {
 	fl.StringVar(&f.logLevel, "log-level", "warn", "agents' log level")
 	fl.StringVar(&f.heapProfile, "heap-profile", "", "write a heap profile here after --heap-after (for sizing fleets)")
 	fl.DurationVar(&f.heapAfter, "heap-after", time.Minute, "when to write --heap-profile")
+	fl.StringVar(&f.pprofAddr, "pprof", "", "serve the process's profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6061 (off by default)")
 	return cmd
+}
+
+// servePprof serves net/http/pprof on addr (its own mux, not http.DefaultServeMux) until stop.
+func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --pprof: %v", ErrUsage, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", httppprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", httppprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("fleet: pprof server", "err", err)
+		}
+	}()
+	return func() { _ = srv.Close() }, nil
 }
 
 func runFleet(ctx context.Context, f fleetFlags, stderr io.Writer) error {
@@ -90,6 +118,13 @@ func runFleet(ctx context.Context, f fleetFlags, stderr io.Writer) error {
 	log, err := newLogger(stderr, f.logLevel)
 	if err != nil {
 		return err
+	}
+	if f.pprofAddr != "" {
+		stop, err := servePprof(f.pprofAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	var s *sim.Scenario
 	if f.scenario != "" {
