@@ -36,6 +36,7 @@ type fleetFlags struct {
 	window    time.Duration
 	heartbeat time.Duration
 	pulls     int
+	dbShards  int
 	every     time.Duration
 	logLevel  string
 	// heapProfile and heapAfter write a heap profile once, for sizing fleets.
@@ -68,6 +69,7 @@ func fleetCmd() *cobra.Command {
 	fl.DurationVar(&f.window, "window", 0, "agents' reporting window in seconds (0: agent default)")
 	fl.DurationVar(&f.heartbeat, "heartbeat", 10*time.Second, "agents' heartbeat interval")
 	fl.IntVar(&f.pulls, "pull-concurrency", 256, "model pulls the agents run at once (bounds the fleet process's memory)")
+	fl.IntVar(&f.dbShards, "db-shards", 0, "badger databases the agents are spread over (0: one per 500 agents; a state dir keeps the number of its first run)")
 	fl.DurationVar(&f.every, "summary-every", 5*time.Second, "live summary interval")
 	fl.StringVar(&f.logLevel, "log-level", "warn", "agents' log level")
 	fl.StringVar(&f.heapProfile, "heap-profile", "", "write a heap profile here after --heap-after (for sizing fleets)")
@@ -140,7 +142,7 @@ func runFleet(ctx context.Context, f fleetFlags, stderr io.Writer) error {
 		Devices: f.devices, Hub: f.hub, Token: f.token, Brokers: f.brokers, StateDir: dir,
 		IDPattern: f.idPattern, Scenario: s, Seed: f.seed, Duration: f.duration,
 		Window: config.Window{Seconds: int(f.window.Seconds())}, Heartbeat: f.heartbeat,
-		PullConcurrency: f.pulls, SummaryEvery: f.every, Out: stderr, Logger: log,
+		PullConcurrency: f.pulls, DBShards: f.dbShards, SummaryEvery: f.every, Out: stderr, Logger: log,
 	})
 	return err
 }
