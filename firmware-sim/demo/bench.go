@@ -427,6 +427,11 @@ func (b *bench) rollOut(ctx context.Context) (rolloutFigures, error) {
 			}
 		}
 		if time.Since(t1) > cfg.Timeout {
+			// Past the limit there is no table row: say what the rollout cost so far.
+			shared1, device1 := egress(ctx, api)
+			fmt.Fprintf(cfg.Log, "bench-fleet: at the limit (%s): hub CPU %.1f s, fleet CPU %.1f s, chunk egress shared %d + per device %d bytes (model %d bytes); shared requests: %s; fetch requests: %s\n",
+				cfg.Timeout, (procstat.CPU(pid) - cpu0).Seconds(), (procstat.CPU(fleetPid) - fleetCPU0).Seconds(), shared1-shared0, device1-device0, cfg.ModelBytes,
+				metricText(ctx, api, "driftline_hub_shared_chunk_requests_total"), metricText(ctx, api, "driftline_hub_fetch_requests_total"))
 			return f, fmt.Errorf("%w: rollout still running: %v", ErrNotReady, cur.Devices)
 		}
 		if err := sleepCtx(ctx, 250*time.Millisecond); err != nil {
