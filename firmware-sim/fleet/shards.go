@@ -31,8 +31,8 @@ const agentsPerShard = 500
 // shards are the badger databases of one fleet process; an agent's namespace lives in one.
 type shards []*devicedb.DB
 
-// dirs returns the directories of n shards under stateDir: db (the one database of fleet mode
-// before shards, so an old state dir is shard 0 of 1), db-1, db-2, ...
+// shardDir returns the directory of shard i under stateDir: db for shard 0 (the one database of
+// fleet mode before shards, so an old state dir is shard 0 of 1), then db-1, db-2, ...
 func shardDir(stateDir string, i int) string {
 	if i == 0 {
 		return filepath.Join(stateDir, "db")
