@@ -189,9 +189,10 @@ func setTrust(t testing.TB, st *statetest.Store) {
 	st.Must(t, command.TypeTrustSet, set)
 }
 
-// overlapTransport is a Transport whose Publish waits (up to 200 ms) for a second publish to be
-// in flight beside it, and records the most publishes seen in flight at once.
+// overlapTransport is a Transport whose Publish waits (up to 200 ms) for need publishes (at
+// least 2) to be in flight beside it, and records the most publishes seen in flight at once.
 type overlapTransport struct {
+	need     int
 	mu       sync.Mutex
 	inflight int
 	most     int
@@ -205,7 +206,7 @@ func (o *overlapTransport) Publish(string, []byte, bool, byte) error {
 	o.n++
 	o.most = max(o.most, o.inflight)
 	deadline := time.Now().Add(200 * time.Millisecond)
-	for o.inflight < 2 && time.Now().Before(deadline) {
+	for o.inflight < max(o.need, 2) && time.Now().Before(deadline) {
 		o.mu.Unlock()
 		time.Sleep(time.Millisecond) // polling the count: the test's own stand-in for a slow store
 		o.mu.Lock()
