@@ -109,6 +109,12 @@ type Steady struct {
 	// MessagesPerSec is the device messages the hub took per second; EntriesPerSec its Raft
 	// entries per second.
 	MessagesPerSec, EntriesPerSec float64
+	// OfferedPerSec is the device messages the load tool published per second; RaftBytesPerSec
+	// the growth of the hub's Raft log directory per second; HeartbeatsReplicated and
+	// HeartbeatsLocal the heartbeats per second that entered a telemetry batch and that moved
+	// only the hub's in-memory last-heard time (driftline_hub_heartbeats_total).
+	OfferedPerSec, RaftBytesPerSec        float64
+	HeartbeatsReplicated, HeartbeatsLocal float64
 }
 
 func (cfg *BenchConfig) defaults() {

@@ -343,13 +343,27 @@ func (b *bench) metric(ctx context.Context, name, match string) float64 {
 	return sum
 }
 
-const metricDeviceMessages = "driftline_hub_device_messages_total"
+const (
+	metricDeviceMessages = "driftline_hub_device_messages_total"
+	metricHeartbeats     = "driftline_hub_heartbeats_total"
+)
+
+// published sums the load tool's published messages of every kind.
+func published(s Stats) int64 {
+	var n int64
+	for _, v := range s.Published {
+		n += v
+	}
+	return n
+}
 
 // steady measures Steady for cfg.Steady.
 func (b *bench) steady(ctx context.Context, what string) (Steady, error) {
 	self := os.Getpid()
 	h0, m0, l0 := procstat.CPU(b.hubPid), procstat.CPU(b.mqPid), procstat.CPU(self)
 	msgs0, n0, t0 := b.metric(ctx, metricDeviceMessages, ""), b.node(ctx), time.Now()
+	pub0 := published(b.sim.Stats())
+	hbr0, hbl0 := b.metric(ctx, metricHeartbeats, `result="replicated"`), b.metric(ctx, metricHeartbeats, `result="local"`)
 	b.logf("measuring the steady state %s for %s", what, b.cfg.Steady)
 	if err := sleep(ctx, b.cfg.Steady); err != nil {
 		return Steady{}, err
@@ -362,9 +376,15 @@ func (b *bench) steady(ctx context.Context, what string) (Steady, error) {
 	s.HubRSS, _ = procstat.Memory(b.hubPid)
 	s.BrokerRSS, _ = procstat.Memory(b.mqPid)
 	s.MessagesPerSec = (b.metric(ctx, metricDeviceMessages, "") - msgs0) / dt
-	s.EntriesPerSec = float64(b.node(ctx).LastLogIndex-n0.LastLogIndex) / dt
-	b.logf("steady %s: hub %.2f cores %d MiB, broker %.2f cores %d MiB, load tool %.2f cores, %.0f device messages/s, %.1f raft entries/s",
-		what, s.HubCores, s.HubRSS>>20, s.BrokerCores, s.BrokerRSS>>20, s.LoadCores, s.MessagesPerSec, s.EntriesPerSec)
+	n1 := b.node(ctx)
+	s.EntriesPerSec = float64(n1.LastLogIndex-n0.LastLogIndex) / dt
+	s.RaftBytesPerSec = float64(n1.Disk.Bytes["raftlog"]-n0.Disk.Bytes["raftlog"]) / dt
+	s.OfferedPerSec = float64(published(b.sim.Stats())-pub0) / dt
+	s.HeartbeatsReplicated = (b.metric(ctx, metricHeartbeats, `result="replicated"`) - hbr0) / dt
+	s.HeartbeatsLocal = (b.metric(ctx, metricHeartbeats, `result="local"`) - hbl0) / dt
+	b.logf("steady %s: hub %.2f cores %d MiB, broker %.2f cores %d MiB, load tool %.2f cores, %.0f of %.0f device messages/s, %.1f raft entries/s, %.0f raft log B/s; heartbeats/s %.0f replicated, %.0f local",
+		what, s.HubCores, s.HubRSS>>20, s.BrokerCores, s.BrokerRSS>>20, s.LoadCores, s.MessagesPerSec, s.OfferedPerSec, s.EntriesPerSec, s.RaftBytesPerSec,
+		s.HeartbeatsReplicated, s.HeartbeatsLocal)
 	return s, nil
 }
 
@@ -579,8 +599,9 @@ func (r BenchResult) Report() string {
 		name string
 		v    Steady
 	}{{"steady before the rollout", r.Before}, {"steady after the rollout", r.After}} {
-		fmt.Fprintf(&sb, "%s: hub %.3f cores, RSS %.0f MiB (%.1f KiB per device over idle %.0f MiB); broker %.3f cores, RSS %.0f MiB; load tool %.3f cores; %.0f device messages/s; %.2f raft entries/s\n",
-			s.name, s.v.HubCores, mib(s.v.HubRSS), float64(s.v.HubRSS-r.IdleRSS)/1024/float64(max(r.Devices, 1)), mib(r.IdleRSS), s.v.BrokerCores, mib(s.v.BrokerRSS), s.v.LoadCores, s.v.MessagesPerSec, s.v.EntriesPerSec)
+		fmt.Fprintf(&sb, "%s: hub %.3f cores, RSS %.0f MiB (%.1f KiB per device over idle %.0f MiB); broker %.3f cores, RSS %.0f MiB; load tool %.3f cores; %.0f of %.0f device messages/s handled; %.2f raft entries/s, %.0f raft log B/s; heartbeats/s %.0f replicated, %.0f local\n",
+			s.name, s.v.HubCores, mib(s.v.HubRSS), float64(s.v.HubRSS-r.IdleRSS)/1024/float64(max(r.Devices, 1)), mib(r.IdleRSS), s.v.BrokerCores, mib(s.v.BrokerRSS), s.v.LoadCores, s.v.MessagesPerSec, s.v.OfferedPerSec, s.v.EntriesPerSec,
+			s.v.RaftBytesPerSec, s.v.HeartbeatsReplicated, s.v.HeartbeatsLocal)
 	}
 	fmt.Fprintf(&sb, "rollout: %s %s in %.1f s; hub CPU %.1f s (%.2f cores), broker %.1f s, load tool %.1f s; hub peak RSS %.0f MiB, broker peak RSS %.0f MiB\n",
 		r.State, countsLine(r.Counts), r.Rollout.Seconds(), r.HubCPU.Seconds(), r.HubCPU.Seconds()/max(r.Rollout.Seconds(), 1e-9), r.BrokerCPU.Seconds(), r.LoadCPU.Seconds(), mib(r.HubPeakRSS), mib(r.BrokerPeakRSS))

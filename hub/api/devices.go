@@ -57,8 +57,18 @@ type ReportsView struct {
 	Pending int    `json:"pending"`
 }
 
-// viewDevice renders d for an answer.
-func viewDevice(d state.Device) DeviceView {
+// viewDevice renders d for an answer, its last_seen merged with when this node last heard it
+// (Config.LastHeard): the replicated last_seen of a live device moves only every
+// LastSeenInterval, this node's own sightings are fresher.
+func (s *Server) viewDevice(d state.Device) DeviceView {
+	if s.cfg.LastHeard != nil {
+		if h := s.cfg.LastHeard(d.ID); h > d.LastSeen {
+			d.LastSeen = h
+			if d.FirstSeen == 0 {
+				d.FirstSeen = h
+			}
+		}
+	}
 	v := DeviceView{Device: d, Reported: d.Reported}
 	if d.FirstSeen != 0 {
 		v.FirstSeen = &d.FirstSeen
@@ -100,7 +110,7 @@ func (s *Server) deviceCreate(c echo.Context) error {
 	if !ok { // a retried request: the token of the first attempt cannot be shown again
 		return problem(http.StatusConflict, ProblemExists, "already exists", "device "+req.ID+" was created by an earlier attempt of this request")
 	}
-	return c.JSON(http.StatusCreated, DeviceCreated{DeviceView: viewDevice(d), Token: tok})
+	return c.JSON(http.StatusCreated, DeviceCreated{DeviceView: s.viewDevice(d), Token: tok})
 }
 
 // deviceRotateToken gives a device a new token (shown this once) and stops accepting the old
@@ -117,7 +127,7 @@ func (s *Server) deviceRotateToken(c echo.Context) error {
 	if !ok || d.TokenHash != HashToken(tok) {
 		return problem(http.StatusConflict, ProblemExists, "already rotated", "this request rotated the token already; its token cannot be shown again")
 	}
-	return c.JSON(http.StatusOK, DeviceCreated{DeviceView: viewDevice(d), Token: tok})
+	return c.JSON(http.StatusOK, DeviceCreated{DeviceView: s.viewDevice(d), Token: tok})
 }
 
 func (s *Server) deviceList(c echo.Context) error {
@@ -135,7 +145,7 @@ func (s *Server) deviceList(c echo.Context) error {
 	}
 	items := make([]DeviceView, len(p.Items))
 	for i, d := range p.Items {
-		items[i] = viewDevice(d)
+		items[i] = s.viewDevice(d)
 	}
 	return c.JSON(http.StatusOK, state.Page[DeviceView]{Items: items, NextCursor: p.NextCursor})
 }
@@ -157,7 +167,7 @@ func (s *Server) deviceGet(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	v := viewDevice(d)
+	v := s.viewDevice(d)
 	rc, err := s.read.ReportCursor(d.ID)
 	if err != nil {
 		return err
@@ -188,7 +198,7 @@ func (s *Server) devicePatch(c echo.Context) error {
 		return err
 	}
 	if d, ok := res.(state.Device); ok {
-		return c.JSON(http.StatusOK, viewDevice(d))
+		return c.JSON(http.StatusOK, s.viewDevice(d))
 	}
 	return c.JSON(http.StatusOK, res)
 }

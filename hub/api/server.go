@@ -112,6 +112,11 @@ type Config struct {
 	// RootKey returns this node's root key, or nil when the node does not hold it (then key
 	// rotation must be signed offline, see docs/security.md).
 	RootKey func() ed25519.PrivateKey
+	// LastHeard, when set, returns when this node last heard a live message of a device (Unix
+	// ms, 0: not since it started; hub/protocol Service.LastHeard). A device's answer shows the
+	// later of it and the replicated last_seen, which heartbeats move only every
+	// LastSeenInterval (docs/telemetry.md, "Presence contract").
+	LastHeard func(id string) int64
 	// FourEyes refuses an approval by the identity that registered the version.
 	FourEyes bool
 	// MaxUploadBytes bounds one upload (artifact or dataset sample); 0 means

@@ -42,6 +42,7 @@ type serveOptions struct {
 	topicPrefix                                                  string
 	rootKey                                                      string
 	desiredTTL                                                   time.Duration
+	lastSeenInterval                                             time.Duration
 	fourEyes                                                     bool
 	maxUpload, diskReserve                                       int64
 	backupDir, adminTokenFile                                    string
@@ -114,6 +115,7 @@ func (a *app) serveCommand(o *serveOptions) *cobra.Command {
 	f.StringVar(&o.signingKey, "signing-key", "", "ed25519 signing key file (default DATA/signing.key, generated when absent)")
 	f.StringVar(&o.rootKey, "root-key", "", "root-of-trust key file: signs key rotations (default DATA/root.key; the cluster's first leader generates it; may be kept offline)")
 	f.DurationVar(&o.desiredTTL, "desired-ttl", 0, "how long a signed desired state stays valid; signed again at half of it (default 24h)")
+	f.DurationVar(&o.lastSeenInterval, "last-seen-interval", 0, "how often at most a device's heartbeats move its replicated last_seen; between, only the node that heard them knows (default: the presence window, 30s)")
 	f.BoolVar(&o.fourEyes, "four-eyes", false, "refuse an approval by the identity that registered the version")
 	f.Int64Var(&o.maxUpload, "max-upload-bytes", 0, "largest upload accepted (0: 4 GiB)")
 	f.Int64Var(&o.diskReserve, "disk-reserve-bytes", node.DefaultDiskReserve, "free space the data dir must keep; below it the node stops before a write fails (negative: no check)")
@@ -220,7 +222,8 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 		name string
 		v    time.Duration
 	}{{"--runs-retention", o.runsRetention}, {"--audit-retention", o.auditRetention}, {"--drift-fine-retention", o.driftFine},
-		{"--drift-coarse-retention", o.driftCoarse}, {"--dead-node-timeout", o.deadNodeTimeout}} {
+		{"--drift-coarse-retention", o.driftCoarse}, {"--dead-node-timeout", o.deadNodeTimeout},
+		{"--last-seen-interval", o.lastSeenInterval}} {
 		if d.v < 0 {
 			return node.Config{}, 0, usagef("%s %s: want a duration >= 0 (0: the default)", d.name, d.v)
 		}
@@ -260,7 +263,7 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 		DataDir:     o.data, NodeID: o.nodeID, HTTPAddr: o.http, AdvertiseHTTP: o.advertiseHTTP, RaftAddr: o.raft, AdvertiseRaft: o.advertiseRaft,
 		MQTTAddr: o.mqtt, Brokers: brokers, AdvertiseMQTT: adv, Join: o.join, JoinToken: o.joinToken,
 		TLSCert: o.tlsCert, TLSKey: o.tlsKey, TLSCA: o.tlsCA, TLSClientCA: o.tlsClientCA, MQTTPlainAddr: o.mqttPlain,
-		SigningKey: o.signingKey, RootKey: o.rootKey, DesiredTTL: o.desiredTTL, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload,
+		SigningKey: o.signingKey, RootKey: o.rootKey, DesiredTTL: o.desiredTTL, LastSeenInterval: o.lastSeenInterval, FourEyes: o.fourEyes, MaxUploadBytes: o.maxUpload,
 		TopicPrefix: o.topicPrefix, DiskReserve: o.diskReserve,
 		AdminTokenFile: o.adminTokenFile, BackupDir: o.backupDir, BackupEvery: o.backupEvery, BackupKeep: o.backupKeep,
 		SampleSettle: o.sampleSettle, BrokerLimits: limits,

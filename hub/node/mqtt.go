@@ -89,7 +89,7 @@ func (n *Node) startMQTT() error {
 	svc, err := protocol.Start(protocol.Config{
 		Transport: transport, DB: n.db, Changes: n.store.Changes(), Reader: n.Reader(), Topics: n.topics,
 		Apply: n.applyOrForward, CatchUp: n.catchUp, Logger: n.log, Registerer: n.registry, Keys: n.keys, DesiredTTL: n.cfg.DesiredTTL,
-		SharedDelay: n.cfg.SharedChunkDelay, SharedGap: n.cfg.SharedChunkGap,
+		SharedDelay: n.cfg.SharedChunkDelay, SharedGap: n.cfg.SharedChunkGap, LastSeenInterval: n.cfg.LastSeenInterval,
 	})
 	if err != nil {
 		return err

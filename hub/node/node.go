@@ -106,6 +106,9 @@ type Config struct {
 	RootKey string
 	// DesiredTTL is how long a signed desired state is valid (protocol.DefaultDesiredTTL when 0).
 	DesiredTTL time.Duration
+	// LastSeenInterval is how often at most a device's heartbeats move its replicated last_seen
+	// (protocol.Config's LastSeenInterval); zero: the presence window.
+	LastSeenInterval time.Duration
 	// SharedChunkDelay and SharedChunkGap tune the shared chunk fan-out (protocol.Config's
 	// SharedDelay and SharedGap); zero: the defaults.
 	SharedChunkDelay, SharedChunkGap time.Duration
@@ -416,6 +419,15 @@ func (n *Node) publishQoS1(topic string, payload []byte) error {
 	return n.transport.Publish(topic, payload, false, 1)
 }
 
+// lastHeard is when this node's protocol service last heard a live message of device id (0
+// without one): the API merges it into the replicated last_seen.
+func (n *Node) lastHeard(id string) int64 {
+	if n.proto == nil {
+		return 0
+	}
+	return n.proto.LastHeard(id)
+}
+
 // serveAPI makes the HTTP API (with the drift routes, the dashboard and, when asked for, pprof)
 // and serves it on the API listener, over TLS when configured.
 func (n *Node) serveAPI(ctls *cluster.TLS) error {
@@ -428,7 +440,7 @@ func (n *Node) serveAPI(ctls *cluster.TLS) error {
 		Store: opsAdapter{storeAdapter{n.store}, cfg.DataDir}, Reader: state.Reader{DB: n.db}, Keys: n.keys, NodeKey: n.key, RootKey: n.currentRootKey, FourEyes: cfg.FourEyes,
 		MaxUploadBytes: cfg.MaxUploadBytes, Logger: cfg.Logger, Registerer: n.registry, Gatherer: n.registry,
 		Samples: NewSampleProcessor(spool), ProfileJSON: ProfileJSON, SpoolDir: spool,
-		Seal: n.sealSecret, SealKey: n.sealKeyText,
+		Seal: n.sealSecret, SealKey: n.sealKeyText, LastHeard: n.lastHeard,
 		Extra: func(e *echo.Echo, s *api.Server) {
 			fleetdrift.Register(e.Group("/api/v1"), n.drift, s.ReadMiddleware()...)
 			fleetdrift.RegisterPredictions(e.Group("/api/v1"), n.predDrift, s.ReadMiddleware()...)

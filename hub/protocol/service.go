@@ -75,6 +75,17 @@ const (
 	// them: scheduled (a shared publish), joined (one was scheduled already), deduplicated (one
 	// went out after the device started listening).
 	MetricSharedChunkRequests = "driftline_hub_shared_chunk_requests_total"
+	// MetricHeartbeats counts the heartbeats the hub took, by what became of them:
+	// HeartbeatReplicated (in the next telemetry batch: a presence transition, the coarse
+	// last_seen refresh, or news of the device in the batch anyway) or HeartbeatLocal (only this
+	// node's last-heard time moved).
+	MetricHeartbeats = "driftline_hub_heartbeats_total"
+)
+
+// Results of MetricHeartbeats.
+const (
+	HeartbeatReplicated = "replicated"
+	HeartbeatLocal      = "local"
 )
 
 // Paths of MetricChunkEgressBytes.
@@ -107,6 +118,12 @@ type Config struct {
 	// (or any live message) before it shows the device offline; default DefaultPresenceWindow.
 	// See telemetry.go.
 	PresenceWindow time.Duration
+	// LastSeenInterval is how often at most a live device's heartbeats move its replicated
+	// last_seen (a Raft write on every node); between, they move only this node's in-memory
+	// last-heard time (Service.LastHeard). Online/offline transitions, status, reported state
+	// and window reports are replicated at once whatever it says. Default: PresenceWindow. See
+	// telemetry.go.
+	LastSeenInterval time.Duration
 	// FetchWorkers answer fetch requests; default DefaultFetchWorkers. FetchQueue bounds queued requests
 	// (default 1024); a request beyond it is dropped and counted (the agent retries).
 	FetchWorkers, FetchQueue int
@@ -165,6 +182,9 @@ func Start(cfg Config) (*Service, error) {
 	}
 	if cfg.PresenceWindow <= 0 {
 		cfg.PresenceWindow = DefaultPresenceWindow
+	}
+	if cfg.LastSeenInterval <= 0 {
+		cfg.LastSeenInterval = cfg.PresenceWindow
 	}
 	if cfg.FetchWorkers <= 0 {
 		cfg.FetchWorkers = DefaultFetchWorkers
@@ -244,6 +264,12 @@ func (s *Service) startFetchWorkers(ctx context.Context) {
 	}
 }
 
+// LastHeard returns when this node last received a live message (a heartbeat or a window
+// report) of device id, Unix ms, 0 when it has not since it started. It may be later than the
+// replicated last_seen, which live messages move only every Config.LastSeenInterval: an API
+// answer merges it (the later of the two).
+func (s *Service) LastHeard(id string) int64 { return s.tele.lastHeard(id) }
+
 // Close stops the workers, flushing pending telemetry once.
 func (s *Service) Close() {
 	s.cancel()
@@ -286,6 +312,9 @@ type metrics struct {
 	acks       prometheus.Counter
 	egress     *prometheus.CounterVec
 	shared     *prometheus.CounterVec
+	heartbeats *prometheus.CounterVec
+	// hbReplicated and hbLocal are heartbeats' two series, resolved once (one per message).
+	hbReplicated, hbLocal prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -308,11 +337,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Bytes of chunk data frames published, by path (shared: once per wave on a model's topic; device: per device)."}, []string{"path"}),
 		shared: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricSharedChunkRequests,
 			Help: "Chunks of shared fetch requests, by result (scheduled, joined, deduplicated; all_listening: sent at once, every listener having asked)."}, []string{"result"}),
+		heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricHeartbeats,
+			Help: "Heartbeats taken, by result (replicated: in the next telemetry batch; local: only this node's last-heard time moved)."}, []string{"result"}),
 	}
 	m.egress.WithLabelValues(EgressShared) // both paths shown from the start, at 0
 	m.egress.WithLabelValues(EgressDevice)
+	m.hbReplicated = m.heartbeats.WithLabelValues(HeartbeatReplicated)
+	m.hbLocal = m.heartbeats.WithLabelValues(HeartbeatLocal)
 	if reg != nil {
-		reg.MustRegister(m.chunkBytes, m.serveSecs, m.fetches, m.desired, m.batches, m.messages, m.acks, m.egress, m.shared)
+		reg.MustRegister(m.chunkBytes, m.serveSecs, m.fetches, m.desired, m.batches, m.messages, m.acks, m.egress, m.shared, m.heartbeats)
 	}
 	return m
 }

@@ -23,34 +23,72 @@ import (
 // A `status` online is a claim the next heartbeat must confirm: one whose `ts` is older than the
 // presence window cannot set online (it is a replay), and after a `status` online dated before
 // the service started (possibly a replay) the device has PresenceWindow to send a heartbeat (or
-// any live message); if none came and the replicated
-// state shows no sighting within the window either (another node may have heard it), the hub
-// shows it offline. This covers the broker dying with the hub (a crash sends no Will): the
-// retained `status` still says online, and the device may never come back.
+// any live message); if none came and the replicated state shows no sighting since (another node
+// may have heard it: see below for the slack its coarse last_seen needs), the hub shows it
+// offline. This covers the broker dying with the hub (a crash sends no Will): the retained
+// `status` still says online, and the device may never come back.
+//
+// Heartbeats stay on the node that heard them (issue 18). A heartbeat moves the device's
+// last-heard time in this node's memory (presence); it enters the batch, a replicated write,
+// only when a reader of the replicated state needs it: the device is not online there (as this
+// node knows it from the change feed: a transition, replicated at once), or the replicated
+// last_seen is LastSeenInterval old or older (the coarse refresh), or the device has news in
+// the batch anyway. At 100,000 devices heartbeating every 10 s that is 100,000 / 30 s writes a
+// second instead of 10,000. So the replicated last_seen of a live device lags the last heartbeat
+// by at most LastSeenInterval plus one heartbeat interval plus a batch; the node answering the
+// API merges its own last-heard time (LastHeard). Status, reported and window reports are
+// replicated as before.
 type telemetry struct {
 	s       *Service
 	mu      sync.Mutex
 	pending map[string]*state.DeviceObservation
 	// unconfirmed holds the devices whose `status` said online and that have sent nothing live
-	// since, with the Unix millisecond time by which they must.
-	unconfirmed map[string]int64
+	// since: by when they must, and the last_seen that status gave.
+	unconfirmed map[string]claim
+	// presence is what this node knows of each device's presence: what it heard itself, and
+	// the replicated online and last_seen (from the change feed, or its own proposals since).
+	presence map[string]*presence
 	// started is when this service started (Unix ms). A `status` online dated before it may be a
 	// replay of a record the broker kept across a crash, so it must be confirmed; one dated after
 	// it is a live connect, which the device's Will or clean stop will end, so a device with a
 	// heartbeat interval longer than the window does not flap offline after each reconnect.
 	started int64
+	// clock returns now, Unix ms (time.Now; a benchmark's simulated clock).
+	clock func() int64
+}
+
+// claim is an online `status` waiting for a live message: by when (Unix ms), and the last_seen
+// the status itself set (its own ts), which is no sighting.
+type claim struct {
+	by, seen int64
+}
+
+// presence is one device's presence as one node knows it (Unix ms).
+type presence struct {
+	// heard is when this node last received a live message of the device; 0: never.
+	heard int64
+	// shared is the replicated last_seen: the latest the change feed reported or this node
+	// proposed since.
+	shared int64
+	// online is the replicated online flag as last reported (or proposed); known says it is
+	// known at all (false after a reset of the feed: a snapshot restore, the service's start).
+	online, known bool
 }
 
 // DefaultPresenceWindow is Config.PresenceWindow's default: three heartbeats at the SPEC's 10 s.
 const DefaultPresenceWindow = 30 * time.Second
+
+// DefaultLastSeenInterval is Config.LastSeenInterval's default when PresenceWindow is default:
+// the presence window, so a live device's replicated last_seen moves at most once per window.
+const DefaultLastSeenInterval = DefaultPresenceWindow
 
 // maxPendingReports bounds one device's numbered reports waiting for a batch (while no leader
 // applies them); more are left unacknowledged, and the agent sends them again.
 const maxPendingReports = 4096
 
 func newTelemetry(s *Service) *telemetry {
-	return &telemetry{s: s, pending: map[string]*state.DeviceObservation{}, unconfirmed: map[string]int64{},
-		started: time.Now().UnixMilli()}
+	return &telemetry{s: s, pending: map[string]*state.DeviceObservation{}, unconfirmed: map[string]claim{},
+		presence: map[string]*presence{}, started: time.Now().UnixMilli(), clock: func() int64 { return time.Now().UnixMilli() }}
 }
 
 func (t *telemetry) obs(id string) *state.DeviceObservation {
@@ -64,20 +102,20 @@ func (t *telemetry) obs(id string) *state.DeviceObservation {
 
 // observe decodes one message and folds it in. It reports false for a payload it refused.
 func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
-	now := time.Now().UnixMilli()
+	now := t.clock()
 	if len(payload) == 0 && (kind == wire.KindStatus || kind == wire.KindReported) {
 		return true // a cleared retained message
 	}
 	var apply func(o *state.DeviceObservation)
 	var err error
-	seen, claim := now, false // when the message shows the device was there; a status online
+	seen, isClaim := now, false // when the message shows the device was there; a status online
 	switch kind {
 	case wire.KindStatus:
 		var st wire.Status
 		if st, err = wire.DecodeStatus(payload); err == nil {
 			err = st.MatchTopic(id)
 		}
-		seen, claim = min(st.TS, now), st.Online && st.TS < t.started
+		seen, isClaim = min(st.TS, now), st.Online && st.TS < t.started
 		// An online status older than the window is a replayed record, not news of presence.
 		online := st.Online
 		apply = func(o *state.DeviceObservation) {
@@ -103,34 +141,104 @@ func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
 		return false
 	}
 	t.mu.Lock()
-	o := t.obs(id)
-	o.LastSeen = max(o.LastSeen, seen)
-	apply(o)
+	defer t.mu.Unlock()
+	live := kind != wire.KindStatus && kind != wire.KindReported
+	p := t.presence[id]
+	if p == nil {
+		p = &presence{}
+		t.presence[id] = p
+	}
+	if live {
+		p.heard = max(p.heard, now)
+	}
 	switch {
-	case claim:
-		t.unconfirmed[id] = now + t.s.cfg.PresenceWindow.Milliseconds()
+	case isClaim:
+		t.unconfirmed[id] = claim{by: now + t.s.cfg.PresenceWindow.Milliseconds(), seen: seen}
 	case kind != wire.KindReported:
 		delete(t.unconfirmed, id) // a status offline, or a live message: the claim is settled
 	}
-	t.mu.Unlock()
+	if kind == wire.KindHeartbeat && t.pending[id] == nil && p.known && p.online && now-p.shared < t.s.cfg.LastSeenInterval.Milliseconds() {
+		t.s.m.hbLocal.Inc()
+		return true // the replicated state shows the device online, seen recently enough
+	}
+	if kind == wire.KindHeartbeat {
+		t.s.m.hbReplicated.Inc()
+	}
+	o := t.obs(id)
+	o.LastSeen = max(o.LastSeen, seen)
+	apply(o)
+	if live || kind == wire.KindStatus {
+		// What the replicated state will say once the batch applies (the change feed corrects it
+		// if another node's command commits after).
+		p.shared = max(p.shared, o.LastSeen)
+		if o.Online != nil {
+			p.online, p.known = *o.Online, true
+		}
+	}
 	return true
 }
 
+// replicated takes in a device's presence as a committed command left it (a ChangeStatus of the
+// change feed, in commit order, from any node).
+func (t *telemetry) replicated(id string, online bool, lastSeen int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.presence[id]
+	if p == nil {
+		p = &presence{}
+		t.presence[id] = p
+	}
+	p.shared = max(p.shared, lastSeen)
+	p.online, p.known = online, true
+}
+
+// forget drops what this node knows of a removed device.
+func (t *telemetry) forget(id string) {
+	t.mu.Lock()
+	delete(t.presence, id)
+	t.mu.Unlock()
+}
+
+// reset forgets the replicated presence of every device (a snapshot restore may have changed
+// it; not the feed's first reset, the subscription's start, which is before any message): each device's next heartbeat is replicated, and the feed teaches the rest.
+func (t *telemetry) reset() {
+	t.mu.Lock()
+	for _, p := range t.presence {
+		p.known, p.shared = false, 0
+	}
+	t.mu.Unlock()
+}
+
+// lastHeard returns when this node last received a live message of device id (Unix ms; 0:
+// never since it started).
+func (t *telemetry) lastHeard(id string) int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p := t.presence[id]; p != nil {
+		return p.heard
+	}
+	return 0
+}
+
 // expire marks offline, in the pending batch, each device whose online `status` no live message
-// confirmed within the presence window, unless the replicated state shows it seen within the
-// window (through another node) or offline already.
+// confirmed within the presence window, unless the replicated state shows it seen since (through
+// another node) or offline already. A sighting through another node reaches the replicated
+// last_seen only every LastSeenInterval (heartbeats stay on the node that heard them), so one
+// counts while it is younger than the window plus that interval: the claim is then checked
+// again when it will not be.
 func (t *telemetry) expire(now int64) {
 	t.mu.Lock()
-	var due []string
-	for id, by := range t.unconfirmed {
-		if by <= now {
-			due = append(due, id)
+	due := map[string]claim{}
+	for id, c := range t.unconfirmed {
+		if c.by <= now {
+			due[id] = c
 			delete(t.unconfirmed, id)
 		}
 	}
 	t.mu.Unlock()
 	window := t.s.cfg.PresenceWindow.Milliseconds()
-	for _, id := range due {
+	slack := t.s.cfg.LastSeenInterval.Milliseconds()
+	for id, c := range due {
 		d, err := t.s.cfg.Reader.DeviceStatus(id)
 		if err != nil {
 			continue // deleted, or unreadable: nothing to correct
@@ -145,10 +253,19 @@ func (t *telemetry) expire(now int64) {
 			last = max(last, o.LastSeen)
 		}
 		// A new status meanwhile runs its own window.
-		if _, reclaimed := t.unconfirmed[id]; !reclaimed && online && now-last >= window {
-			offline := false
-			t.obs(id).Online = &offline
-			t.s.log.Info("device shown offline: no heartbeat within the presence window", "device", id, "last_seen", last)
+		if _, reclaimed := t.unconfirmed[id]; !reclaimed && online {
+			switch {
+			case last > c.seen && now-last < window+slack:
+				// Seen since its status, through another node, recently enough.
+				t.unconfirmed[id] = claim{by: last + window + slack, seen: c.seen}
+			case now-last >= window:
+				offline := false
+				t.obs(id).Online = &offline
+				if p := t.presence[id]; p != nil {
+					p.online = false
+				}
+				t.s.log.Info("device shown offline: no heartbeat within the presence window", "device", id, "last_seen", last)
+			}
 		}
 		t.mu.Unlock()
 	}
@@ -326,7 +443,7 @@ func (t *telemetry) run(ctx context.Context) {
 			cancel()
 			return
 		case <-tick.C:
-			t.expire(time.Now().UnixMilli())
+			t.expire(t.clock())
 			t.flush(ctx)
 		}
 	}

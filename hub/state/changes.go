@@ -13,7 +13,8 @@ type ChangeKind uint8
 const (
 	// ChangeDesired: device Device's desired state (spec) is now at revision Rev.
 	ChangeDesired ChangeKind = iota + 1
-	// ChangeStatus: device Device's status (reported state, health, outputs, presence) changed.
+	// ChangeStatus: device Device's status (reported state, health, outputs, presence) changed;
+	// Online and LastSeen are its presence after the change.
 	ChangeStatus
 	// ChangeReports: device Device's report cursor was stored (numbered reports to acknowledge).
 	ChangeReports
@@ -51,6 +52,11 @@ type Change struct {
 	// Action is the rollout transition (RolloutTransition.Action), "create" for a new rollout.
 	Action string `json:"action,omitempty"`
 	Token  string `json:"token,omitempty"`
+	// Online and LastSeen are, for a ChangeStatus, the device's replicated presence after the
+	// command: each node's protocol service keeps them to decide which heartbeats need a
+	// replicated write (hub/protocol telemetry.go) without reading the device.
+	Online   bool  `json:"online,omitempty"`
+	LastSeen int64 `json:"last_seen,omitempty"`
 }
 
 // emitter collects the changes of one command; a nil emitter drops them.

@@ -277,7 +277,8 @@ func deviceDesiredSet(txn *badger.Txn, env command.Envelope, c DeviceDesiredSet)
 }
 
 // deviceTelemetry writes the status of each device it has news of (never its spec) and reports
-// each as a ChangeStatus (and a ChangeReports when it carried numbered reports).
+// each as a ChangeStatus carrying its presence after the command (and a ChangeReports when it
+// carried numbered reports).
 func deviceTelemetry(txn *badger.Txn, env command.Envelope, c DeviceTelemetry, em emitter) (any, *auditNote, error) {
 	applied := 0
 	for _, o := range c.Devices {
@@ -324,7 +325,7 @@ func deviceTelemetry(txn *badger.Txn, env command.Envelope, c DeviceTelemetry, e
 		if err := putDeviceStatus(txn, d); err != nil {
 			return nil, nil, err
 		}
-		em.add(Change{Kind: ChangeStatus, Device: d.ID})
+		em.add(Change{Kind: ChangeStatus, Device: d.ID, Online: d.Online, LastSeen: d.LastSeen})
 		if len(o.Reports) > 0 {
 			em.add(Change{Kind: ChangeReports, Device: d.ID})
 		}

@@ -127,7 +127,7 @@ func TestDeviceSpecAndStatusApart(t *testing.T) {
 	two, seen := 2, h.now
 	cs := h.applyChanges(command.TypeDeviceTelemetry, DeviceTelemetry{Devices: []DeviceObservation{{
 		ID: "old", LastSeen: seen, Reported: &Reported{Rev: 1, Models: map[string]ReportedModel{"m": {Active: &two}}}}}})
-	if !reflect.DeepEqual(cs, []Change{{Kind: ChangeStatus, Device: "old"}}) {
+	if !reflect.DeepEqual(cs, []Change{{Kind: ChangeStatus, Device: "old", Online: true, LastSeen: seen}}) {
 		t.Fatalf("telemetry reported %v, want one status change", cs)
 	}
 	if string(h.raw(pDevice+"old")) != string(spec) {
