@@ -123,10 +123,12 @@ func toProblem(err error) Problem {
 	case errors.Is(err, state.ErrInvalid), errors.Is(err, state.ErrBadCursor):
 		return Problem{Type: ProblemInvalid, Title: "invalid request", Status: 400, Detail: err.Error()}
 	case errors.Is(err, store.ErrCommandTooBig):
-		// The request was valid but its change does not fit in one replicated transaction (a
-		// rollout of more devices than one transaction holds; docs/benchmarks.md, issue 18).
+		// The request was valid but one command of its change does not fit in one replicated
+		// transaction. Rollouts are written in parts of state.DefaultPartDevices devices
+		// (issue 18), so their size is no longer the cause; a part whose devices carry very large
+		// label sets, or another command of several MB, still can be.
 		return Problem{Type: ProblemTooLarge, Title: "change too big", Status: http.StatusRequestEntityTooLarge,
-			Detail: "the change is too big for one replicated transaction (a rollout of a few tens of thousands of devices or more): split it, e.g. into rollouts by selector"}
+			Detail: fmt.Sprintf("the change is too big for one replicated transaction (~9 MB; rollouts are written %d devices at a time, so for a rollout: its devices' labels are too large): make it smaller", state.DefaultPartDevices)}
 	}
 	// The cause (a file path, a database message) is for the hub's log, not for the client:
 	// errorHandler logs it under an incident id and answers with the id only.

@@ -94,6 +94,14 @@ const (
 	// state.ChunksOrphanMark. Not ignorable (skipping it would let states diverge): a leader
 	// proposes it only when every node knows it (cluster.PathInfo).
 	TypeChunksOrphanMark
+	// TypeRolloutCreatePart and TypeRolloutTransitionPart are the parts of a rollout command
+	// split into bounded parts proposed as one entry (hub/state Processor.Split, issue 18).
+	// Payloads: state.RolloutCreate, state.RolloutTransition with Part set. Types of their own,
+	// not a field of the whole commands', so that a node of an older build stops at them
+	// (applier.halt) instead of applying a part as a whole rollout: finish the upgrade before
+	// rolling out to more than 1,000 devices.
+	TypeRolloutCreatePart
+	TypeRolloutTransitionPart
 	typeEnd // sentinel: first unassigned value
 )
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,6 +71,9 @@ type Controller struct {
 	// passMu serializes passes and the ingestion of changes; it guards trackers.
 	passMu   sync.Mutex
 	trackers map[string]*tracker
+	// applyWait is the time the current pass's proposals waited for the store (Run's backoff
+	// leaves it out: it is the FSM's work, not the controller's).
+	applyWait atomic.Int64
 }
 
 // New returns a controller; Run drives it.
@@ -135,7 +139,8 @@ func (c *Controller) Wake() {
 // Run passes over the running rollouts every interval while this node is the leader, until
 // ctx ends, and ingests the change feed as it comes (a new or resumed rollout asks for a pass at
 // once). A pass costs what changed since the last one; the wait before the next pass is still at
-// least passBackoff times the last pass's duration, which bounds the controller's share of the
+// least passBackoff times the last pass's own work (its duration less the time its proposals
+// waited for the store to apply them), which bounds the controller's share of the
 // leader's CPU when a repair reads a large rollout in full. On a follower the trackers are
 // dropped, so a node that becomes the leader starts from a full read.
 func (c *Controller) Run(ctx context.Context) {
@@ -166,6 +171,7 @@ func (c *Controller) Run(ctx context.Context) {
 		var took time.Duration
 		if c.cfg.Store.IsLeader() {
 			start := time.Now()
+			c.applyWait.Store(0)
 			if err := c.Pass(ctx); err != nil && ctx.Err() == nil {
 				c.log.Warn("rollout controller pass", "err", err)
 			}
@@ -176,13 +182,21 @@ func (c *Controller) Run(ctx context.Context) {
 			clear(c.trackers) // another node decides meanwhile: start from a full read if this one leads again
 			c.passMu.Unlock()
 		}
-		t.Reset(max(c.cfg.Interval, passBackoff*took))
+		t.Reset(c.backoff(took))
 	}
 }
 
 // passBackoff is how many times a pass's own duration the controller waits before the next
 // one: at most a quarter of a core goes to passes.
 const passBackoff = 4
+
+// backoff is the wait after a pass that took took: passBackoff times the pass's own work, which
+// leaves out the time its proposals waited for the store to apply them. A 90,000-device wave
+// start is ~20 s of FSM work (docs/benchmarks.md, run d); counted as the controller's, it put the
+// next pass, and every device progress of the wave, 80 s later.
+func (c *Controller) backoff(took time.Duration) time.Duration {
+	return max(c.cfg.Interval, passBackoff*(took-time.Duration(c.applyWait.Load())))
+}
 
 // Pass makes one round of decisions for every running rollout, after ingesting the changes
 // the feed queued since the last pass.
@@ -372,17 +386,24 @@ func (c *Controller) propose(ctx context.Context, r state.Rollout, t state.Rollo
 		return err
 	}
 	c.decisions.WithLabelValues(t.Action).Inc()
+	start := time.Now()
 	_, err = c.cfg.Store.Apply(ctx, env)
+	c.applyWait.Add(int64(time.Since(start)))
 	if err == nil && t.Action != state.ActDevices && t.Action != state.ActGates {
 		c.log.Info("rollout decision", "rollout", r.ID, "action", t.Action, "wave", r.Wave, "reason", t.Reason)
 	}
 	return err
 }
 
-// startWave proposes t, the start of r's next wave. A wave whose start does not fit in one
-// replicated transaction (store.ErrCommandTooBig: one wave writes every device's desired state
-// at once, some 15,000-20,000 devices; docs/benchmarks.md) would be proposed again at every pass
-// and never start: the rollout is paused instead, with a reason that says what to do.
+// startWave proposes t, the start of r's next wave. The store proposes a wave start in parts of
+// state.DefaultPartDevices devices (one Raft entry, one badger transaction per part), so a wave of
+// any size starts; a part whose writes still do not fit one transaction (store.ErrCommandTooBig:
+// devices with very large label sets) would be proposed again at every pass and never start: the
+// rollout is paused instead, with a reason that says so. When the first part is the one refused,
+// nothing of the wave started (the others are refused with it). A later part refused alone (its
+// devices' labels far larger than the first part's) leaves the wave started without them: they
+// stay pending, count as timed out after device_timeout_seconds, and the pause is refused as a
+// conflict (the wave moved).
 func (c *Controller) startWave(ctx context.Context, r state.Rollout, t state.RolloutTransition) error {
 	err := c.propose(ctx, r, t)
 	if !errors.Is(err, store.ErrCommandTooBig) || r.Wave >= r.Waves() {
@@ -394,7 +415,7 @@ func (c *Controller) startWave(ctx context.Context, r state.Rollout, t state.Rol
 	}
 	c.log.Error("rollout wave too big to start; pausing", "rollout", r.ID, "wave", r.Wave+1, "devices", size, "err", err)
 	return c.propose(ctx, r, state.RolloutTransition{Action: state.ActPause, Gates: t.Gates,
-		Reason: fmt.Sprintf("wave %d (%d devices) is too big to start in one replicated transaction: abort, and roll out in smaller waves or several rollouts by selector", r.Wave+1, size)})
+		Reason: fmt.Sprintf("wave %d (%d devices) cannot start: the desired states of %d of its devices are too big for one replicated transaction (very large device labels?): abort, and roll out to devices with smaller labels", r.Wave+1, size, min(size, state.DefaultPartDevices))})
 }
 
 // step makes the decisions one running rollout needs now, in order: record device progress,

@@ -105,7 +105,7 @@ func changesOf(em emitter, env command.Envelope, res any, audited bool) {
 		}
 	case Rollout:
 		action := "create"
-		if env.Type&^command.IgnoreIfUnknown == command.TypeRolloutTransition {
+		if t := env.Type &^ command.IgnoreIfUnknown; t == command.TypeRolloutTransition || t == command.TypeRolloutTransitionPart {
 			var t RolloutTransition
 			if env.DecodePayload(&t) == nil {
 				action = t.Action

@@ -20,7 +20,11 @@ const requestTTL = time.Hour
 //
 // Contract with the store: Apply runs inside the store's badger transaction; when it returns an
 // error it has written nothing (every check happens before the first write).
-type Processor struct{}
+type Processor struct {
+	// PartDevices bounds the devices of one part of a rollout command split by Split (0:
+	// DefaultPartDevices); tests set it small.
+	PartDevices int
+}
 
 // Apply applies env at Raft index. The result is the object the command created or changed.
 func (p Processor) Apply(txn *badger.Txn, index uint64, env command.Envelope) (any, error) {
@@ -130,12 +134,8 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope, em emitter) (
 	case command.TypeOpenLineage:
 		var c OpenLineageEvent
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return openLineage(txn, env, c) })
-	case command.TypeRolloutCreate:
-		var c RolloutCreate
-		return decodeAnd(env, &c, func() (any, *auditNote, error) { return rolloutCreate(txn, env, c) })
-	case command.TypeRolloutTransition:
-		var c RolloutTransition
-		return decodeAnd(env, &c, func() (any, *auditNote, error) { return rolloutTransition(txn, env, c, em) })
+	case command.TypeRolloutCreate, command.TypeRolloutCreatePart, command.TypeRolloutTransition, command.TypeRolloutTransitionPart:
+		return dispatchRollout(txn, env, em)
 	case command.TypeTrustSet:
 		var c TrustSet
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return trustSet(txn, env, c) })
@@ -165,6 +165,27 @@ func (p Processor) dispatch(txn *badger.Txn, env command.Envelope, em emitter) (
 		return decodeAnd(env, &c, func() (any, *auditNote, error) { return webhookAttempt(txn, env, c) })
 	}
 	return dispatchOps(txn, env)
+}
+
+// dispatchRollout applies the rollout commands, whole or in parts (Split).
+func dispatchRollout(txn *badger.Txn, env command.Envelope, em emitter) (any, *auditNote, error) {
+	typ := env.Type &^ command.IgnoreIfUnknown
+	if typ == command.TypeRolloutCreate || typ == command.TypeRolloutCreatePart {
+		var c RolloutCreate
+		return decodeAnd(env, &c, func() (any, *auditNote, error) {
+			if (c.Part != nil) != (typ == command.TypeRolloutCreatePart) {
+				return nil, nil, invalid("a rollout plan part travels as its own command type, and only it")
+			}
+			return rolloutCreate(txn, env, c)
+		})
+	}
+	var c RolloutTransition
+	return decodeAnd(env, &c, func() (any, *auditNote, error) {
+		if (c.Part != nil) != (typ == command.TypeRolloutTransitionPart) {
+			return nil, nil, invalid("a rollout transition part travels as its own command type, and only it")
+		}
+		return rolloutTransition(txn, env, c, em)
+	})
 }
 
 // dispatchOps applies the operations commands (retention, the orphan-chunk mark) and refuses what nothing applies.

@@ -133,6 +133,9 @@ type RolloutCreate struct {
 	OnGateFailure string   `json:"on_gate_failure"`
 	DeviceTimeout int      `json:"device_timeout_seconds"`
 	SetAlias      string   `json:"set_alias,omitempty"`
+	// Part places the command among the parts of a plan split by Processor.Split (nil: the
+	// whole plan in one command, with Devices all of it).
+	Part *Part `json:"part,omitempty"`
 }
 
 // Rollout transition actions.
@@ -169,6 +172,9 @@ type RolloutTransition struct {
 	Reason    string               `json:"reason,omitempty"`
 	Gates     map[string]GateValue `json:"gates,omitempty"`
 	Devices   []DeviceUpdate       `json:"devices,omitempty"`
+	// Part places the command among the parts of a transition split by Processor.Split (nil:
+	// every device of the rollout, or of the wave started).
+	Part *Part `json:"part,omitempty"`
 }
 
 func rolloutKey(id string) []byte              { return []byte("fsm/ro/" + id) }
@@ -200,43 +206,76 @@ func (e *ConflictError) Error() string {
 func (e *ConflictError) Unwrap() error { return ErrConflict }
 
 func rolloutCreate(txn *badger.Txn, env command.Envelope, c RolloutCreate) (any, *auditNote, error) {
-	if !ValidName(c.ID) || len(c.Devices) == 0 || len(c.WaveSizes) == 0 {
-		return nil, nil, invalid("rollout needs an id, devices and waves")
+	if c.Part != nil {
+		return rolloutPlanPart(txn, env, c)
 	}
-	if c.OnGateFailure != "pause" && c.OnGateFailure != "rollback" {
-		return nil, nil, invalid("on_gate_failure must be pause or rollback")
-	}
-	if ok, err := exists(txn, rolloutKey(c.ID)); err != nil || ok {
-		if err != nil {
-			return nil, nil, err
-		}
-		return nil, nil, existsErr("rollout %s", c.ID)
-	}
-	mv, err := getModelVersion(txn, c.Model, c.Version)
+	r, err := newRollout(txn, env, c, len(c.Devices))
 	if err != nil {
 		return nil, nil, err
 	}
+	devices, err := planDevices(txn, c.Model, c.Devices)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := writePlan(txn, env, c, devices, 0); err != nil {
+		return nil, nil, err
+	}
+	return commitRollout(txn, r)
+}
+
+// newRollout checks a rollout's own fields for a plan of total devices (its devices are checked
+// by planDevices) and returns it as it starts: running, every device pending.
+func newRollout(txn *badger.Txn, env command.Envelope, c RolloutCreate, total int) (Rollout, error) {
+	if !ValidName(c.ID) || total <= 0 || len(c.WaveSizes) == 0 {
+		return Rollout{}, invalid("rollout needs an id, devices and waves")
+	}
+	if c.OnGateFailure != "pause" && c.OnGateFailure != "rollback" {
+		return Rollout{}, invalid("on_gate_failure must be pause or rollback")
+	}
+	for _, k := range [][]byte{rolloutKey(c.ID), rolloutPlanKey(c.ID)} {
+		if ok, err := exists(txn, k); err != nil || ok {
+			if err != nil {
+				return Rollout{}, err
+			}
+			return Rollout{}, existsErr("rollout %s", c.ID)
+		}
+	}
+	mv, err := getModelVersion(txn, c.Model, c.Version)
+	if err != nil {
+		return Rollout{}, err
+	}
 	if mv.Status != StatusApproved {
-		return nil, nil, invalid("model:%s@%d is %s: only approved versions roll out", c.Model, c.Version, mv.Status)
+		return Rollout{}, invalid("model:%s@%d is %s: only approved versions roll out", c.Model, c.Version, mv.Status)
 	}
 	prev := 0
 	for _, s := range c.WaveSizes {
-		if s <= prev || s > len(c.Devices) {
-			return nil, nil, invalid("wave sizes must grow and stay within the %d devices", len(c.Devices))
+		if s <= prev || s > total {
+			return Rollout{}, invalid("wave sizes must grow and stay within the %d devices", total)
 		}
 		prev = s
 	}
+	return Rollout{
+		ID: c.ID, Model: c.Model, Version: c.Version, Selector: c.Selector, WaveSizes: c.WaveSizes,
+		BakeSeconds: c.BakeSeconds, Gates: c.Gates, OnGateFailure: c.OnGateFailure, DeviceTimeout: c.DeviceTimeout,
+		SetAlias: c.SetAlias, State: RolloutRunning, GateValues: map[string]GateValue{}, Total: total,
+		Counts: map[string]int{DevPending: total}, CreatedBy: env.Actor, CreatedAt: env.Time, UpdatedAt: env.Time,
+	}, nil
+}
+
+// planDevices reads the devices of a plan: each must exist and belong to no active rollout of
+// model (a *ConflictError names the first 20 that do).
+func planDevices(txn *badger.Txn, model string, ids []string) ([]storedDevice, error) {
 	var overlap []string
 	owner := ""
-	devices := make([]storedDevice, len(c.Devices))
-	for i, id := range c.Devices {
+	devices := make([]storedDevice, len(ids))
+	for i, id := range ids {
 		d, err := getDevice(txn, id)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		devices[i] = d
 		var other string
-		if err := getJSON(txn, rolloutIndexKey(c.Model, id), &other); err == nil {
+		if err := getJSON(txn, rolloutIndexKey(model, id), &other); err == nil {
 			if owner == "" {
 				owner = other
 			}
@@ -246,37 +285,46 @@ func rolloutCreate(txn *badger.Txn, env command.Envelope, c RolloutCreate) (any,
 		}
 	}
 	if len(overlap) > 0 {
-		return nil, nil, &ConflictError{Rollout: owner, Devices: overlap}
+		return nil, &ConflictError{Rollout: owner, Devices: overlap}
 	}
-	r := Rollout{
-		ID: c.ID, Model: c.Model, Version: c.Version, Selector: c.Selector, WaveSizes: c.WaveSizes,
-		BakeSeconds: c.BakeSeconds, Gates: c.Gates, OnGateFailure: c.OnGateFailure, DeviceTimeout: c.DeviceTimeout,
-		SetAlias: c.SetAlias, State: RolloutRunning, GateValues: map[string]GateValue{}, Total: len(c.Devices),
-		Counts: map[string]int{DevPending: len(c.Devices)}, CreatedBy: env.Actor, CreatedAt: env.Time, UpdatedAt: env.Time,
-	}
+	return devices, nil
+}
+
+// writePlan records devices, the plan's devices from order from on: each one's place (with the
+// version it ran before), its claim (rx/) and its order index entry (rn/).
+func writePlan(txn *badger.Txn, env command.Envelope, c RolloutCreate, devices []storedDevice, from int) error {
 	for i, d := range devices {
+		order := from + i
 		previous := 0
 		if rm, ok := d.Reported.Models[c.Model]; ok && rm.Active != nil {
 			previous = *rm.Active
 		} else if dm, ok := d.Desired[c.Model]; ok {
 			previous = dm.Version
 		}
-		rd := RolloutDevice{Rollout: c.ID, ID: d.ID, Wave: waveOf(c.WaveSizes, i), Order: i, Previous: previous, State: DevPending, Since: env.Time}
+		rd := RolloutDevice{Rollout: c.ID, ID: d.ID, Wave: waveOf(c.WaveSizes, order), Order: order, Previous: previous, State: DevPending, Since: env.Time}
 		if err := putJSON(txn, rolloutDeviceKey(c.ID, d.ID), rd); err != nil {
-			return nil, nil, err
+			return err
 		}
 		if err := putJSON(txn, rolloutIndexKey(c.Model, d.ID), c.ID); err != nil {
-			return nil, nil, err
+			return err
+		}
+		if err := txn.Set(rolloutOrderKey(c.ID, order), []byte(d.ID)); err != nil {
+			return err
 		}
 	}
-	if err := putJSON(txn, rolloutKey(c.ID), r); err != nil {
+	return nil
+}
+
+// commitRollout writes planned rollout r: from here on readers see it.
+func commitRollout(txn *badger.Txn, r Rollout) (any, *auditNote, error) {
+	if err := putJSON(txn, rolloutKey(r.ID), r); err != nil {
 		return nil, nil, err
 	}
-	if err := PutRolloutDeploys(txn, c.ID, c.Model, c.Version, env.Time); err != nil {
+	if err := PutRolloutDeploys(txn, r.ID, r.Model, r.Version, r.CreatedAt); err != nil {
 		return nil, nil, err
 	}
-	return r, &auditNote{"rollout.create", RolloutNode(c.ID),
-		fmt.Sprintf("%s devices=%d waves=%v gates=%s", ModelNode(c.Model, c.Version), len(c.Devices), c.WaveSizes, gatesString(c.Gates))}, nil
+	return r, &auditNote{"rollout.create", RolloutNode(r.ID),
+		fmt.Sprintf("%s devices=%d waves=%v gates=%s", ModelNode(r.Model, r.Version), r.Total, r.WaveSizes, gatesString(r.Gates))}, nil
 }
 
 // waveOf returns the 1-based wave of the device at position i.
@@ -337,6 +385,24 @@ func gateValuesString(g map[string]GateValue) string {
 
 // rolloutDevices returns the rollout's devices in order, optionally of one wave (0: all).
 func rolloutDevices(txn *badger.Txn, id string, wave int) ([]RolloutDevice, error) {
+	if wave > 0 {
+		// One wave's devices through the order index, not by reading every device.
+		r, err := getRollout(txn, id)
+		if errors.Is(err, ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		devs, err := devicesIn(txn, id, waveSpan(r, wave))
+		var out []RolloutDevice
+		for _, rd := range devs {
+			if rd.Wave == wave {
+				out = append(out, rd)
+			}
+		}
+		return out, err
+	}
 	var out []RolloutDevice
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(rolloutDevicePrefix(id)), PrefetchValues: true, PrefetchSize: 64})
 	defer it.Close()
@@ -382,6 +448,13 @@ func setDesired(txn *badger.Txn, env command.Envelope, id, model string, version
 }
 
 func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransition, em emitter) (any, *auditNote, error) {
+	if c.Part != nil && !c.Part.First {
+		return rolloutContinue(txn, env, c, em)
+	}
+	sp := allOrders
+	if c.Part != nil {
+		sp = span{c.Part.From, c.Part.To}
+	}
 	r, err := getRollout(txn, c.ID)
 	if err != nil {
 		return nil, nil, err
@@ -402,11 +475,11 @@ func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransitio
 			return nil, nil, err
 		}
 	case ActStartWave:
-		n, err := startWave(txn, env, &r, em)
-		if err != nil {
+		if err := startWave(txn, env, &r, em, c.Part); err != nil {
 			return nil, nil, err
 		}
-		note.detail = fmt.Sprintf("wave %d of %d (%d devices) %s", r.Wave, r.Waves(), n, note.detail)
+		ws := waveSpan(r, r.Wave)
+		note.detail = fmt.Sprintf("wave %d of %d (%d devices) %s", r.Wave, r.Waves(), ws.to-ws.from, note.detail)
 	case ActWaveDone:
 		if r.WaveDoneAt != 0 {
 			return nil, nil, conflict("wave %d of rollout %s already settled", r.Wave, c.ID)
@@ -414,7 +487,7 @@ func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransitio
 		r.WaveDoneAt = env.Time
 		note.detail = fmt.Sprintf("wave %d settled; baking %ds %s", r.Wave, r.BakeSeconds, note.detail)
 	case ActComplete:
-		if err := completeRollout(txn, &r); err != nil {
+		if err := completeRollout(txn, &r, sp); err != nil {
 			return nil, nil, err
 		}
 	case ActPause:
@@ -436,11 +509,11 @@ func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransitio
 			return nil, nil, conflict("rollout %s is %s", c.ID, r.State)
 		}
 		r.State = RolloutAborted
-		if err := releaseDevices(txn, r); err != nil {
+		if err := releaseDevices(txn, r, sp); err != nil {
 			return nil, nil, err
 		}
 	case ActRollback:
-		if err := rollBackRollout(txn, env, &r, em); err != nil {
+		if err := rollBackRollout(txn, env, &r, em, sp); err != nil {
 			return nil, nil, err
 		}
 	default:
@@ -457,31 +530,49 @@ func rolloutTransition(txn *badger.Txn, env command.Envelope, c RolloutTransitio
 }
 
 // startWave moves running rollout r to its next wave and tells that wave's devices (their desired
-// state names the version; their rollout state becomes notified). It returns how many it told.
-func startWave(txn *badger.Txn, env command.Envelope, r *Rollout, em emitter) (int, error) {
+// state names the version; their rollout state becomes notified). With part, only the devices of
+// its order range are told (the first part of a start split by Processor.Split), and the wave
+// must be part.Wave.
+func startWave(txn *badger.Txn, env command.Envelope, r *Rollout, em emitter, part *Part) error {
 	if r.State != RolloutRunning || r.Wave >= r.Waves() {
-		return 0, conflict("rollout %s cannot start a wave: %s, wave %d of %d", r.ID, r.State, r.Wave, r.Waves())
+		return conflict("rollout %s cannot start a wave: %s, wave %d of %d", r.ID, r.State, r.Wave, r.Waves())
 	}
 	r.Wave++
 	r.WaveStartedAt, r.WaveDoneAt = env.Time, 0
-	devs, err := rolloutDevices(txn, r.ID, r.Wave)
+	sp := waveSpan(*r, r.Wave)
+	if part != nil {
+		if part.Wave != r.Wave {
+			return conflict("rollout %s would start wave %d, not %d", r.ID, r.Wave, part.Wave)
+		}
+		sp = sp.and(span{part.From, part.To})
+	}
+	return notifyWave(txn, env, r, em, sp)
+}
+
+// notifyWave tells the pending devices of r's current wave in orders sp. Devices already told
+// are left alone, so telling a range twice changes nothing.
+func notifyWave(txn *badger.Txn, env command.Envelope, r *Rollout, em emitter, sp span) error {
+	devs, err := devicesIn(txn, r.ID, sp)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	for _, rd := range devs {
+		if rd.Wave != r.Wave || rd.State != DevPending {
+			continue
+		}
 		if err := setDesired(txn, env, rd.ID, r.Model, r.Version, r.ID, em); err != nil {
-			return 0, err
+			return err
 		}
 		if err := setDeviceState(txn, r, rd, DevNotified, "", env.Time); err != nil {
-			return 0, err
+			return err
 		}
 	}
-	return len(devs), nil
+	return nil
 }
 
 // completeRollout ends running rollout r successfully: its alias (if any) moves to the version and its
-// devices are released.
-func completeRollout(txn *badger.Txn, r *Rollout) error {
+// devices (those of orders sp) are released.
+func completeRollout(txn *badger.Txn, r *Rollout, sp span) error {
 	if r.State != RolloutRunning {
 		return conflict("rollout %s is %s", r.ID, r.State)
 	}
@@ -491,22 +582,31 @@ func completeRollout(txn *badger.Txn, r *Rollout) error {
 			return err
 		}
 	}
-	return releaseDevices(txn, *r)
+	return releaseDevices(txn, *r, sp)
 }
 
-// rollBackRollout sends every device r told back to the version it ran before (devices never told
-// keep theirs), marks them rolled back and releases them.
-func rollBackRollout(txn *badger.Txn, env command.Envelope, r *Rollout, em emitter) error {
+// rollBackRollout sends every device r told (of orders sp) back to the version it ran before
+// (devices never told keep theirs), marks them rolled back and releases them.
+func rollBackRollout(txn *badger.Txn, env command.Envelope, r *Rollout, em emitter, sp span) error {
 	if !r.Active() && r.State != RolloutCompleted {
 		return conflict("rollout %s is %s", r.ID, r.State)
 	}
-	devs, err := rolloutDevices(txn, r.ID, 0)
+	r.State = RolloutRolledBack
+	if err := rollBackDevices(txn, env, r, em, sp); err != nil {
+		return err
+	}
+	return releaseDevices(txn, *r, sp)
+}
+
+// rollBackDevices rolls back the told devices of orders sp that are not rolled back yet.
+func rollBackDevices(txn *badger.Txn, env command.Envelope, r *Rollout, em emitter, sp span) error {
+	devs, err := devicesIn(txn, r.ID, sp)
 	if err != nil {
 		return err
 	}
 	for _, rd := range devs {
-		if rd.State == DevPending {
-			continue // never told: nothing to undo
+		if rd.State == DevPending || rd.State == DevRolledBack {
+			continue // never told: nothing to undo; or done already
 		}
 		if err := setDesired(txn, env, rd.ID, r.Model, rd.Previous, r.ID, em); err != nil {
 			return err
@@ -515,8 +615,7 @@ func rollBackRollout(txn *badger.Txn, env command.Envelope, r *Rollout, em emitt
 			return err
 		}
 	}
-	r.State = RolloutRolledBack
-	return releaseDevices(txn, *r)
+	return nil
 }
 
 // deviceStateRank orders states so that reports can only move a device forward (no duplicate
@@ -559,19 +658,26 @@ func setDeviceState(txn *badger.Txn, r *Rollout, rd RolloutDevice, st, errText s
 	return putJSON(txn, rolloutDeviceKey(r.ID, rd.ID), rd)
 }
 
-// releaseDevices drops the rollout's claim on its devices so another rollout may take them.
-func releaseDevices(txn *badger.Txn, r Rollout) error {
-	devs, err := rolloutDevices(txn, r.ID, 0)
+// releaseDevices drops the rollout's claim on its devices of orders sp so another rollout may
+// take them.
+func releaseDevices(txn *badger.Txn, r Rollout, sp span) error {
+	devs, err := devicesIn(txn, r.ID, sp)
 	if err != nil {
 		return err
 	}
 	for _, rd := range devs {
-		var owner string
-		if err := getJSON(txn, rolloutIndexKey(r.Model, rd.ID), &owner); err == nil && owner == r.ID {
-			if err := txn.Delete(rolloutIndexKey(r.Model, rd.ID)); err != nil {
-				return err
-			}
+		if err := dropClaim(txn, r.Model, rd.ID, r.ID); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// dropClaim deletes device dev's claim (rx/) if rollout id holds it.
+func dropClaim(txn *badger.Txn, model, dev, id string) error {
+	var owner string
+	if err := getJSON(txn, rolloutIndexKey(model, dev), &owner); err == nil && owner == id {
+		return txn.Delete(rolloutIndexKey(model, dev))
 	}
 	return nil
 }

@@ -63,7 +63,7 @@ type eventsPre struct {
 
 func emitsEvents(t command.Type) bool {
 	switch t &^ command.IgnoreIfUnknown {
-	case command.TypeDeviceTelemetry, command.TypeRolloutTransition, command.TypeDatasetVersionCreate, command.TypeCandidateCreate:
+	case command.TypeDeviceTelemetry, command.TypeRolloutTransition, command.TypeRolloutTransitionPart, command.TypeDatasetVersionCreate, command.TypeCandidateCreate:
 		return true
 	}
 	return false
@@ -111,7 +111,7 @@ func eventsAfter(txn *badger.Txn, env command.Envelope, pre *eventsPre, res any)
 	switch env.Type &^ command.IgnoreIfUnknown {
 	case command.TypeDeviceTelemetry:
 		return driftEvents(txn, env, pre)
-	case command.TypeRolloutTransition:
+	case command.TypeRolloutTransition, command.TypeRolloutTransitionPart:
 		var c RolloutTransition
 		r, ok := res.(Rollout)
 		if !ok || env.DecodePayload(&c) != nil || c.Gates == nil {

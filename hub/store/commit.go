@@ -14,7 +14,10 @@ import (
 // request is one caller's command waiting for group commit.
 type request struct {
 	data []byte
-	done chan result // buffered 1: the committer never blocks on a caller that gave up
+	// parts > 0: data is a TypeBatch of the parts of one split command (Splitter), proposed as
+	// an entry of its own; result names the part whose result is the command's.
+	parts, result int
+	done          chan result // buffered 1: the committer never blocks on a caller that gave up
 }
 
 // Apply proposes env and returns its result once it is applied on this node (the leader). A
@@ -42,11 +45,10 @@ func (s *Store) Apply(ctx context.Context, env command.Envelope) (any, error) {
 	if env.Time == 0 {
 		env.Time = clock.Now().UnixMilli()
 	}
-	data, err := command.Encode(env)
+	req, err := s.encodeRequest(env)
 	if err != nil {
 		return nil, err
 	}
-	req := &request{data: data, done: make(chan result, 1)}
 	select {
 	case s.queue <- req:
 	case <-ctx.Done():
@@ -63,6 +65,40 @@ func (s *Store) Apply(ctx context.Context, env command.Envelope) (any, error) {
 	case <-s.stop:
 		return nil, ErrShutdown
 	}
+}
+
+// encodeRequest encodes env, or its parts when the processor splits it (Splitter).
+func (s *Store) encodeRequest(env command.Envelope) (*request, error) {
+	req := &request{done: make(chan result, 1)}
+	sp, ok := s.cfg.Processor.(Splitter)
+	if !ok {
+		data, err := command.Encode(env)
+		req.data = data
+		return req, err
+	}
+	parts, res, err := sp.Split(s.cfg.DB, env)
+	if err != nil {
+		return nil, err
+	}
+	if len(parts) == 0 {
+		data, err := command.Encode(env)
+		req.data = data
+		return req, err
+	}
+	b := command.Batch{Entries: make([][]byte, len(parts))}
+	for i, p := range parts {
+		p.Time = env.Time
+		if b.Entries[i], err = command.Encode(p); err != nil {
+			return nil, err
+		}
+	}
+	benv, err := command.New(command.TypeBatch, "", env.Time, env.Actor, b)
+	if err != nil {
+		return nil, err
+	}
+	req.data, err = command.Encode(benv)
+	req.parts, req.result = len(parts), res
+	return req, err
 }
 
 // commitLoop takes queued requests, groups those that are waiting into one raft entry, and keeps
@@ -91,7 +127,7 @@ func (s *Store) commitLoop() {
 			return
 		}
 		group := []*request{first}
-		if len(first.data) < bigCommand {
+		if len(first.data) < bigCommand && first.parts == 0 {
 			group, carry = s.gather(group)
 		}
 		data, err := encodeGroup(group)
@@ -120,7 +156,7 @@ func (s *Store) gather(group []*request) (all []*request, carry *request) {
 	for len(group) < maxBatchCommands {
 		select {
 		case r := <-s.queue:
-			if len(r.data) >= bigCommand || size+len(r.data) > maxBatchBytes {
+			if r.parts > 0 || len(r.data) >= bigCommand || size+len(r.data) > maxBatchBytes {
 				return group, r
 			}
 			group = append(group, r)
@@ -161,6 +197,10 @@ func (s *Store) deliver(group []*request, fut raft.ApplyFuture) {
 		}
 		deliverAll(group, resp.err) // the whole batch failed to decode
 	case []result:
+		if len(group) == 1 && group[0].parts > 0 {
+			group[0].done <- partsResult(resp, group[0])
+			return
+		}
 		if len(resp) != len(group) {
 			deliverAll(group, fmt.Errorf("%w: %d results for %d commands", ErrBadCommand, len(resp), len(group)))
 			return
@@ -189,4 +229,17 @@ func (s *Store) failQueued() {
 			return
 		}
 	}
+}
+
+// partsResult is the result of split request r from its parts' results.
+func partsResult(resp []result, r *request) result {
+	if len(resp) != r.parts {
+		return result{err: fmt.Errorf("%w: %d results for %d parts", ErrBadCommand, len(resp), r.parts)}
+	}
+	vals, errs := make([]any, len(resp)), make([]error, len(resp))
+	for i, x := range resp {
+		vals[i], errs[i] = x.val, x.err
+	}
+	v, err := PartsResult(vals, errs, r.result)
+	return result{val: v, err: err}
 }

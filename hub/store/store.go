@@ -42,6 +42,30 @@ type Processor interface {
 	Apply(txn *badger.Txn, index uint64, env command.Envelope) (any, error)
 }
 
+// Splitter is a Processor some of whose commands may write more than one badger transaction
+// holds (a rollout of 100,000 devices). Split returns the parts env is cut into (none: apply it
+// whole) and which part's result is the command's. Apply proposes the parts together as one
+// TypeBatch entry of their own: nothing else is applied between them, every node applies them
+// alike, and a node that stops mid-entry resumes at the next part (the applied position counts
+// the envelopes of an entry). db is the leader's state, for reads only.
+type Splitter interface {
+	Split(db *badger.DB, env command.Envelope) (parts []command.Envelope, result int, err error)
+}
+
+// PartsResult is the result of a command applied as parts (Splitter): the result part's when it
+// succeeded, otherwise the first error of the parts in order.
+func PartsResult(vals []any, errs []error, result int) (any, error) {
+	if result >= 0 && result < len(errs) && errs[result] == nil {
+		return vals[result], nil
+	}
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("%w: no result part %d of %d", ErrBadCommand, result, len(errs))
+}
+
 // Config configures Open.
 type Config struct {
 	// DB holds the FSM state (keys under FSMPrefix) and, when LogDB is nil, the Raft log and

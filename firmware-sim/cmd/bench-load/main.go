@@ -34,7 +34,7 @@ func main() {
 	flag.DurationVar(&cfg.Bake, "bake", 5*time.Second, "bake time of each wave")
 	flag.DurationVar(&cfg.Steady, "steady", time.Minute, "steady-state measurement before and after the rollout")
 	flag.DurationVar(&cfg.Timeout, "timeout", 15*time.Minute, "limit of each phase")
-	flag.IntVar(&cfg.Rollouts, "rollouts", 1, "split the rollout into this many rollouts of equal shares of the devices, run at once (one rollout holds some 15,000 devices)")
+	flag.IntVar(&cfg.Rollouts, "rollouts", 1, "split the rollout into this many rollouts of equal shares of the devices, run at once (one rollout may hold every device: its plan and wave starts are written in parts)")
 	flag.DurationVar(&cfg.Heartbeat, "heartbeat", 10*time.Second, "the devices' heartbeat interval (the agent's default: 10 s)")
 	flag.DurationVar(&cfg.Window, "window", time.Minute, "the interval of each running device's validation report (the agent's default window: 60 s)")
 	flag.IntVar(&cfg.EnrollWorkers, "enroll-workers", 32, "concurrent enrolment requests")

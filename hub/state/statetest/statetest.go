@@ -31,6 +31,10 @@ type Store struct {
 	// feed does on every node.
 	Changes *store.Feed
 
+	// Proc is the processor applied (its PartDevices bounds the parts of split rollout
+	// commands).
+	Proc state.Processor
+
 	mu    sync.Mutex
 	index uint64
 }
@@ -39,6 +43,19 @@ type Store struct {
 func New(t testing.TB) *Store {
 	t.Helper()
 	db, err := kv.Open("", kv.Test)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return &Store{DB: db, Now: time.Now, Changes: store.NewFeed()}
+}
+
+// NewSmall is New with badger memtables of memTable bytes, so a transaction holds at most 15 %
+// of that: commands too big for one transaction show up with a few thousand devices.
+func NewSmall(t testing.TB, memTable int64) *Store {
+	t.Helper()
+	db, err := badger.Open(badger.DefaultOptions("").WithInMemory(true).WithLogger(nil).
+		WithMemTableSize(memTable).WithValueThreshold(memTable / 16).WithNumMemtables(2).WithBlockCacheSize(1 << 20))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +76,9 @@ func (s *Store) Index() uint64 {
 	return s.index
 }
 
-// Apply applies env in a transaction of its own and returns the processor's result.
+// Apply applies env in a transaction of its own and returns the processor's result. A command
+// the processor splits (store.Splitter) is applied part after part, each in its own transaction
+// under one log index, as the store applies the parts of one entry.
 func (s *Store) Apply(_ context.Context, env command.Envelope) (any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -67,12 +86,28 @@ func (s *Store) Apply(_ context.Context, env command.Envelope) (any, error) {
 	if env.Time == 0 {
 		env.Time = s.Now().UnixMilli()
 	}
+	parts, result, err := s.Proc.Split(s.DB, env)
+	if err != nil || len(parts) == 0 {
+		if err != nil {
+			return nil, err
+		}
+		return s.applyOne(env)
+	}
+	vals, errs := make([]any, len(parts)), make([]error, len(parts))
+	for i, p := range parts {
+		p.Time = env.Time
+		vals[i], errs[i] = s.applyOne(p)
+	}
+	return store.PartsResult(vals, errs, result)
+}
+
+func (s *Store) applyOne(env command.Envelope) (any, error) {
 	var res any
 	var aerr error
 	var changes []store.Change
 	err := s.DB.Update(func(txn *badger.Txn) error {
 		changes = changes[:0]
-		res, aerr = state.Processor{}.ApplyChanges(txn, s.index, env, func(ev any) {
+		res, aerr = s.Proc.ApplyChanges(txn, s.index, env, func(ev any) {
 			changes = append(changes, store.Change{Index: s.index, Event: ev})
 		})
 		if errors.Is(aerr, badger.ErrTxnTooBig) {
