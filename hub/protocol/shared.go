@@ -76,6 +76,20 @@ const DefaultSharedCopyRate = 256 << 20
 // sharedForget is how long the fan-out remembers a subscription or a published chunk.
 const sharedForget = 10 * time.Minute
 
+// listenersAge is how long a broker's count of a shared topic's subscribers is used before it
+// is asked again. mochi counts by gathering every matching subscription into a new map
+// (TopicsIndex.Subscribers): with 9,000 devices listening and every one of their requests
+// naming 16 chunks, asking per chunk request took a third of the hub's CPU in a 10,000-agent
+// rollout (docs/benchmarks.md). A count this old at most only moves when "every listener
+// asked" (want) or a pacing pause (run) is decided.
+const listenersAge = 100 * time.Millisecond
+
+// listenerCount is a broker's subscriber count of one shared topic and when it was taken.
+type listenerCount struct {
+	n  int
+	at time.Time
+}
+
 type sharedKey struct{ model, digest string }
 
 type joinKey struct{ device, model, sub string }
@@ -105,12 +119,17 @@ type sharedFanout struct {
 	// joinedPer counts joined's subscriptions per model: where the broker does not count a
 	// topic's subscribers, the devices remembered as joining (sharedForget) stand for them.
 	joinedPer map[string]int
+
+	// counted caches the broker's subscriber counts by model (listenersAge), under countMu.
+	countMu sync.Mutex
+	counted map[string]listenerCount
 }
 
 func newSharedFanout(s *Service) *sharedFanout {
 	return &sharedFanout{
 		s: s, delay: s.cfg.SharedDelay, wait: s.cfg.SharedWait, gap: s.cfg.SharedGap, maxWait: max(s.cfg.SharedWait, wire.MaxSharedHold), wake: make(chan struct{}, 1),
 		chunks: map[sharedKey]*sharedChunk{}, joined: map[joinKey]time.Time{}, joinedPer: map[string]int{},
+		counted: map[string]listenerCount{},
 	}
 }
 
@@ -238,13 +257,22 @@ func (f *sharedFanout) listeners(model string) int {
 	return f.joinedPer[model]
 }
 
-// brokerListeners returns the subscribers of model's shared topic when the broker counts them.
+// brokerListeners returns the subscribers of model's shared topic when the broker counts them,
+// as counted at most listenersAge ago.
 func (f *sharedFanout) brokerListeners(model string) (int, bool) {
 	sc, ok := f.s.cfg.Transport.(SubscriberCounter)
 	if !ok {
 		return 0, false
 	}
-	return sc.Subscribers(f.s.cfg.Topics.ModelChunk(model)), true
+	f.countMu.Lock()
+	defer f.countMu.Unlock()
+	now := time.Now()
+	if c, ok := f.counted[model]; ok && now.Sub(c.at) < listenersAge {
+		return c.n, true
+	}
+	n := sc.Subscribers(f.s.cfg.Topics.ModelChunk(model))
+	f.counted[model] = listenerCount{n: n, at: now}
+	return n, true
 }
 
 // takeDue returns the chunks due at now, stamped as published (the stamp is taken before the
@@ -344,4 +372,11 @@ func (f *sharedFanout) sweep(now time.Time) {
 			delete(f.chunks, k)
 		}
 	}
+	f.countMu.Lock()
+	for m, c := range f.counted {
+		if now.Sub(c.at) > sharedForget {
+			delete(f.counted, m)
+		}
+	}
+	f.countMu.Unlock()
 }
