@@ -117,9 +117,9 @@ type device struct {
 
 // pullWant is one device's pull of one model version.
 type pullWant struct {
-	rev     uint64
-	m       wire.DesiredModel
-	g       *pull
+	rev uint64
+	m   wire.DesiredModel
+	g   *pull
 	sub string // shared subscription id
 	// deadline is when what the device still misses is asked again on its own topic; shared
 	// says the outstanding request named the shared topic (its deadline moves on with every
