@@ -196,24 +196,9 @@ func (s *Service) serveDigests(job fetchJob, digests []string, bufs *frameBufs, 
 			err = state.ErrNotFound // not a chunk this device may fetch: perhaps an object of its scope
 		}
 		if err == nil {
-			bufs.zst = z
-			plainSize, err := storedPlainSize(z)
-			if err != nil {
-				s.log.Error("stored chunk is unreadable", "digest", d, "err", err)
-				continue
+			if frame, ok := s.chunkFrame(job.req.RequestID, sum, d, z, bufs); ok {
+				send("chunk", frame)
 			}
-			frame, err := wire.AppendFrame(bufs.next(len(z)+256), wire.Frame{
-				Kind: wire.FrameData, RequestID: job.req.RequestID, Digest: sum,
-				Total: plainSize, Plain: plainSize, Payload: z,
-			})
-			if err != nil {
-				s.log.Error("encode chunk frame", "digest", d, "err", err)
-				continue
-			}
-			if bufs.reuse {
-				bufs.frame = frame
-			}
-			send("chunk", frame)
 			continue
 		}
 		if !errors.Is(err, state.ErrNotFound) {
@@ -254,6 +239,29 @@ func (s *Service) serveDigests(job fetchJob, digests []string, bufs *frameBufs, 
 		}
 	}
 	return missing
+}
+
+// chunkFrame encodes stored chunk z (zstd, digest d) as one data frame of request reqID in bufs;
+// false when the chunk cannot be framed (logged).
+func (s *Service) chunkFrame(reqID string, sum [32]byte, d string, z []byte, bufs *frameBufs) ([]byte, bool) {
+	bufs.zst = z
+	plainSize, err := storedPlainSize(z)
+	if err != nil {
+		s.log.Error("stored chunk is unreadable", "digest", d, "err", err)
+		return nil, false
+	}
+	frame, err := wire.AppendFrame(bufs.next(len(z)+256), wire.Frame{
+		Kind: wire.FrameData, RequestID: reqID, Digest: sum,
+		Total: plainSize, Plain: plainSize, Payload: z,
+	})
+	if err != nil {
+		s.log.Error("encode chunk frame", "digest", d, "err", err)
+		return nil, false
+	}
+	if bufs.reuse {
+		bufs.frame = frame
+	}
+	return frame, true
 }
 
 // storedPlainSize returns the plain size of a chunk stored as zstd: from the frame header when it
