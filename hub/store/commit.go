@@ -20,7 +20,7 @@ type request struct {
 	parts, result int
 	// unsplit is why a command the processor split went out whole (ErrClusterBehind).
 	unsplit error
-	done          chan result // buffered 1: the committer never blocks on a caller that gave up
+	done    chan result // buffered 1: the committer never blocks on a caller that gave up
 }
 
 // Apply proposes env and returns its result once it is applied on this node (the leader). A
