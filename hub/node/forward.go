@@ -97,8 +97,14 @@ func (n *Node) sweepChunks(ctx context.Context, grace time.Duration) (int, error
 }
 
 // sweepChunksBefore proposes a ChunksSweep of the pending chunks marked before t, counts what it
-// deleted in the metrics and returns how many chunks that was.
+// deleted in the metrics and returns how many chunks that was. It proposes nothing while a node
+// of the cluster does not know the command (a rolling upgrade from a build before the sweep: the
+// node would stop at it; the leader sweeps when it starts leading, i.e. in the middle of an
+// upgrade).
 func (n *Node) sweepChunksBefore(ctx context.Context, t time.Time) (int, error) {
+	if err := n.store.ClusterKnows(ctx, command.TypeChunksSweep); err != nil {
+		return 0, fmt.Errorf("chunk sweep not proposed: %w", err)
+	}
 	env, err := command.New(command.TypeChunksSweep, "", 0, "hub:"+n.cfg.NodeID,
 		state.ChunksSweep{Before: t.UnixMilli()})
 	if err != nil {
