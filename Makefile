@@ -61,7 +61,7 @@ fuzz:
 # docs/benchmarks.md. 10,000 agents take ~11 minutes and ~16 GiB (most of it file pages).
 bench-fleet: build
 	$(GO) build -trimpath -o $(BIN)/bench-fleet ./firmware-sim/cmd/bench-fleet
-	$(BIN)/bench-fleet -devices $${FLEET_SIZES:-1000,10000}
+	$(BIN)/bench-fleet -devices $${FLEET_SIZES:-1000,10000} $(BENCH_FLEET_FLAGS)
 
 # bench-load is the hub-side load test past the agents one machine can run: Mosquitto as
 # docs/operations.md configures it, a one-node hub on it, DEVICES simulated devices spoken for by

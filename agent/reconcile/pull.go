@@ -96,11 +96,11 @@ type pullState struct {
 func (st *pullState) listening() bool { return st.slot.waiting() != nil }
 
 // listenQuiet is how many fetch timeouts a listening pull waits without a chunk from the shared
-// topic before it takes a pull slot and asks on its own topic: more than the hub's longest hold
-// of a shared publish (hub/protocol's SharedWait << maxWaitDoublings, 32 s against 40 s by
+// topic before it takes a pull slot and asks on its own topic (wire.SharedListenQuiet): more
+// than the hub's longest hold of a shared publish (wire.MaxSharedHold, 8 s against 40 s by
 // default), so a device of a wave whose devices keep joining for minutes waits for the next
 // publish instead of becoming a straggler.
-const listenQuiet = 4
+const listenQuiet = wire.SharedListenQuiet
 
 // verifyWorkers decompress, hash and store frames beside the pull's loop, which keeps the
 // bookkeeping: on a small device the hashing and the writing are the pull's cost.
@@ -423,12 +423,12 @@ func (f *fetcher) tick(ctx context.Context, st *pullState, now, lastProgress tim
 	return f.fill(ctx, st)
 }
 
-// deadline returns when a request sent at now is asked again: after Fetch.Timeout, or twice
-// that for one naming the shared topic, whose chunks the hub may hold back for several seconds
-// to gather a wave's devices into one publish (hub/protocol/shared.go).
+// deadline returns when a request sent at now is asked again: after Fetch.Timeout, or
+// wire.SharedDeadline of it for one naming the shared topic, whose chunks the hub may hold back
+// for several seconds to gather a wave's devices into one publish (hub/protocol/shared.go).
 func (f *fetcher) deadline(shared bool, now time.Time) time.Time {
 	if shared {
-		return now.Add(2 * f.cfg.Timeout.D())
+		return now.Add(wire.SharedDeadline(f.cfg.Timeout.D()))
 	}
 	return now.Add(f.cfg.Timeout.D())
 }

@@ -2,8 +2,13 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	httppprof "net/http/pprof"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -31,11 +36,14 @@ type fleetFlags struct {
 	window    time.Duration
 	heartbeat time.Duration
 	pulls     int
+	dbShards  int
 	every     time.Duration
 	logLevel  string
 	// heapProfile and heapAfter write a heap profile once, for sizing fleets.
 	heapProfile string
 	heapAfter   time.Duration
+	// pprofAddr serves net/http/pprof there (for bench-fleet's profiles; off by default).
+	pprofAddr string
 }
 
 func fleetCmd() *cobra.Command {
@@ -61,11 +69,33 @@ func fleetCmd() *cobra.Command {
 	fl.DurationVar(&f.window, "window", 0, "agents' reporting window in seconds (0: agent default)")
 	fl.DurationVar(&f.heartbeat, "heartbeat", 10*time.Second, "agents' heartbeat interval")
 	fl.IntVar(&f.pulls, "pull-concurrency", 256, "model pulls the agents run at once (bounds the fleet process's memory)")
+	fl.IntVar(&f.dbShards, "db-shards", 0, "badger databases the agents are spread over (0: one per 500 agents; a state dir keeps the number of its first run)")
 	fl.DurationVar(&f.every, "summary-every", 5*time.Second, "live summary interval")
 	fl.StringVar(&f.logLevel, "log-level", "warn", "agents' log level")
 	fl.StringVar(&f.heapProfile, "heap-profile", "", "write a heap profile here after --heap-after (for sizing fleets)")
 	fl.DurationVar(&f.heapAfter, "heap-after", time.Minute, "when to write --heap-profile")
+	fl.StringVar(&f.pprofAddr, "pprof", "", "serve the process's profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6061 (off by default)")
 	return cmd
+}
+
+// servePprof serves net/http/pprof on addr (its own mux, not http.DefaultServeMux) until stop.
+func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --pprof: %v", ErrUsage, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", httppprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", httppprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("fleet: pprof server", "err", err)
+		}
+	}()
+	return func() { _ = srv.Close() }, nil
 }
 
 func runFleet(ctx context.Context, f fleetFlags, stderr io.Writer) error {
@@ -91,6 +121,13 @@ func runFleet(ctx context.Context, f fleetFlags, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if f.pprofAddr != "" {
+		stop, err := servePprof(f.pprofAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	var s *sim.Scenario
 	if f.scenario != "" {
 		if s, err = sim.ParseFile(f.scenario); err != nil {
@@ -105,7 +142,7 @@ func runFleet(ctx context.Context, f fleetFlags, stderr io.Writer) error {
 		Devices: f.devices, Hub: f.hub, Token: f.token, Brokers: f.brokers, StateDir: dir,
 		IDPattern: f.idPattern, Scenario: s, Seed: f.seed, Duration: f.duration,
 		Window: config.Window{Seconds: int(f.window.Seconds())}, Heartbeat: f.heartbeat,
-		PullConcurrency: f.pulls, SummaryEvery: f.every, Out: stderr, Logger: log,
+		PullConcurrency: f.pulls, DBShards: f.dbShards, SummaryEvery: f.every, Out: stderr, Logger: log,
 	})
 	return err
 }

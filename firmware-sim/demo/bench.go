@@ -45,7 +45,12 @@ type BenchConfig struct {
 	// ProfileDir, when set, receives the hub's CPU profile over the steady window
 	// (steady-N.cpu.pprof) and its heap profile at the end of it (steady-N.heap.pprof); the hub
 	// is started with DRIFTLINE_PPROF=1 for it.
-	ProfileDir string
+	// With ProfileDir the fleet process serves its profiles on FleetPprofAddr (default
+	// 127.0.0.1:16061), and CPU profiles of the hub and the fleet are taken in 30 s slices while
+	// the agents come online and during the rollout (online-N-I.hub.cpu.pprof,
+	// rollout-N-I.fleet.cpu.pprof, ...).
+	ProfileDir     string
+	FleetPprofAddr string
 	// HubEnv are extra environment variables of the hub process only (e.g. GOGC=50).
 	HubEnv []string
 	// Log receives progress lines (default os.Stderr).
@@ -202,6 +207,9 @@ func (cfg *BenchConfig) defaults() {
 	if cfg.Log == nil {
 		cfg.Log = os.Stderr
 	}
+	if cfg.FleetPprofAddr == "" {
+		cfg.FleetPprofAddr = "127.0.0.1:16061"
+	}
 }
 
 // bench is one fleet benchmark's state: its processes, the hub's API and what it measured so
@@ -338,15 +346,20 @@ func (b *bench) pushAssets(ctx context.Context) (string, error) {
 func (b *bench) startFleet(ctx context.Context, scen string) (time.Duration, error) {
 	cfg := b.cfg
 	t0 := time.Now()
-	fl, err := b.ps.start("fleet", filepath.Join(b.bin, "firmware-sim"), "fleet", "--devices", strconv.Itoa(cfg.Devices), "--hub", b.hubURL,
+	args := []string{"fleet", "--devices", strconv.Itoa(cfg.Devices), "--hub", b.hubURL,
 		"--token", b.token, "--broker", b.mqttURL, "--state-dir", filepath.Join(b.dir, "fleet"), "--scenario", scen,
-		"--heartbeat", "10s", "--window", "60s", "--summary-every", "10s")
+		"--heartbeat", "10s", "--window", "60s", "--summary-every", "10s"}
+	if cfg.ProfileDir != "" {
+		args = append(args, "--pprof", cfg.FleetPprofAddr)
+	}
+	fl, err := b.ps.start("fleet", append([]string{filepath.Join(b.bin, "firmware-sim")}, args...)...)
 	if err != nil {
 		return 0, err
 	}
 	b.mu.Lock()
 	b.fleet = fl
 	b.mu.Unlock()
+	defer b.profilePhase(ctx, "online")()
 	fmt.Fprintf(cfg.Log, "bench-fleet: %d agents starting\n", cfg.Devices)
 	lastLog := t0
 	for {
@@ -392,6 +405,7 @@ func (b *bench) rollOut(ctx context.Context) (rolloutFigures, error) {
 	cpu0, bytes0 := procstat.CPU(pid), metricSum(ctx, api, "driftline_hub_chunk_bytes_served_total")
 	fleetCPU0 := procstat.CPU(fleetPid)
 	shared0, device0 := egress(ctx, api)
+	defer b.profilePhase(ctx, "rollout")()
 	t1 := time.Now()
 	var ro rollout
 	if err := api.do(ctx, http.MethodPost, "/api/v1/rollouts", map[string]any{"model": "bench", "version": 1, "selector": "",
@@ -413,6 +427,11 @@ func (b *bench) rollOut(ctx context.Context) (rolloutFigures, error) {
 			}
 		}
 		if time.Since(t1) > cfg.Timeout {
+			// Past the limit there is no table row: say what the rollout cost so far.
+			shared1, device1 := egress(ctx, api)
+			fmt.Fprintf(cfg.Log, "bench-fleet: at the limit (%s): hub CPU %.1f s, fleet CPU %.1f s, chunk egress shared %d + per device %d bytes (model %d bytes); shared requests: %s; fetch requests: %s\n",
+				cfg.Timeout, (procstat.CPU(pid) - cpu0).Seconds(), (procstat.CPU(fleetPid) - fleetCPU0).Seconds(), shared1-shared0, device1-device0, cfg.ModelBytes,
+				metricText(ctx, api, "driftline_hub_shared_chunk_requests_total"), metricText(ctx, api, "driftline_hub_fetch_requests_total"))
 			return f, fmt.Errorf("%w: rollout still running: %v", ErrNotReady, cur.Devices)
 		}
 		if err := sleepCtx(ctx, 250*time.Millisecond); err != nil {
@@ -484,9 +503,40 @@ func (b *bench) steady(ctx context.Context) (steadyFigures, error) {
 	return f, nil
 }
 
+// profilePhase, with cfg.ProfileDir, takes CPU profiles of the hub and the fleet process in 30 s
+// slices (PHASE-N-I.hub.cpu.pprof, PHASE-N-I.fleet.cpu.pprof) until the returned stop is
+// called; the slice running then is cut short and lost. Without cfg.ProfileDir it does nothing.
+func (b *bench) profilePhase(ctx context.Context, phase string) (stop func()) {
+	if b.cfg.ProfileDir == "" {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	loop := func(base, which string) {
+		defer wg.Done()
+		for i := 0; ctx.Err() == nil; i++ {
+			name := fmt.Sprintf("%s-%d-%02d.%s.cpu.pprof", phase, b.cfg.Devices, i, which)
+			if err := b.fetchProfile(ctx, base+"/debug/pprof/profile?seconds=30", name); err != nil && ctx.Err() == nil {
+				fmt.Fprintf(b.cfg.Log, "bench-fleet: %s profile: %v\n", which, err)
+				_ = sleepCtx(ctx, 5*time.Second)
+			}
+		}
+	}
+	wg.Add(2)
+	go loop(b.api.url, "hub")
+	go loop("http://"+b.cfg.FleetPprofAddr, "fleet")
+	return func() { cancel(); wg.Wait() }
+}
+
 // saveProfile fetches one of the hub's /debug/pprof profiles into cfg.ProfileDir/name.
 func (b *bench) saveProfile(ctx context.Context, path, name string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.api.url+path, nil)
+	return b.fetchProfile(ctx, b.api.url+path, name)
+}
+
+// fetchProfile fetches the profile at url (with the hub's admin token) into
+// cfg.ProfileDir/name; nothing is written when the request fails.
+func (b *bench) fetchProfile(ctx context.Context, url, name string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
@@ -497,20 +547,16 @@ func (b *bench) saveProfile(ctx context.Context, path, name string) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", path, resp.Status)
+		return fmt.Errorf("%s: %s", url, resp.Status)
 	}
 	if err := os.MkdirAll(b.cfg.ProfileDir, 0o755); err != nil {
 		return err
 	}
-	out, err := os.Create(filepath.Join(b.cfg.ProfileDir, name))
+	data, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, resp.Body); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
+	return os.WriteFile(filepath.Join(b.cfg.ProfileDir, name), data, 0o644)
 }
 
 // metricSum reads the hub's /metrics and returns the sum of every sample of the metric family

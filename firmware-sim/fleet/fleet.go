@@ -1,6 +1,7 @@
 // Package fleet is `firmware-sim fleet`: N real agents (the agent package itself, each with
 // its own identity, MQTT connection, agent/devicedb namespace and model directory) in one process,
-// sharing one badger database, fed in-process by a scenario. It exists for scale tests of the
+// their namespaces spread over a few badger databases (one per ~500 agents), fed in-process by a
+// scenario. It exists for scale tests of the
 // hub: enrolment, rollouts to thousands of devices, telemetry load.
 package fleet
 
@@ -22,14 +23,12 @@ import (
 
 	"github.com/driftline/driftline/agent"
 	"github.com/driftline/driftline/agent/config"
-	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/outputs"
 	"github.com/driftline/driftline/agent/pipeline"
 	"github.com/driftline/driftline/agent/samples"
 	"github.com/driftline/driftline/firmware-sim/creds"
 	"github.com/driftline/driftline/firmware-sim/publish"
 	"github.com/driftline/driftline/firmware-sim/sim"
-	"github.com/driftline/driftline/shared/kv"
 )
 
 var (
@@ -50,8 +49,8 @@ type Config struct {
 	// Brokers overrides the broker URLs the hub advertises (default: advertised, else
 	// tcp://127.0.0.1:1883).
 	Brokers []string
-	// StateDir holds the shared database (db/), the model directories (models/ID/) and the
-	// credentials file.
+	// StateDir holds the agents' databases (db/, db-1/, ...; ShardsFile), the model directories
+	// (models/ID/) and the credentials file.
 	StateDir string
 	// IDPattern names the devices (sim.DeviceID pattern; default "fleet-{n:05}").
 	IDPattern string
@@ -73,6 +72,11 @@ type Config struct {
 	// (default 4 x PullConcurrency; see agent.Options.ListenSlots): each listener takes every
 	// publish of its wave, and this process holds them all.
 	ListenConcurrency int
+	// DBShards is how many badger databases the agents' namespaces are spread over (default one
+	// per 500 agents): each database serializes its commits and read transactions, which
+	// thousands of agents queue behind. A state dir keeps the number it was first run with
+	// (ShardsFile).
+	DBShards int
 	// Duration stops the run (0: until ctx ends).
 	Duration time.Duration
 	// SummaryEvery is the live summary interval (default 5 s); Out receives it (default
@@ -208,15 +212,15 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
-	db, err := devicedb.OpenProfile(filepath.Join(cfg.StateDir, "db"), kv.Fleet)
+	dbs, err := openShards(cfg.StateDir, cfg.DBShards, cfg.Logger)
 	if err != nil {
 		return Summary{}, err
 	}
-	defer db.Close()
+	defer dbs.close()
 	gcCtx, gcStop := context.WithCancel(ctx)
 	defer gcStop()
-	go db.RunGC(gcCtx, 5*time.Minute, cfg.Logger)
-	members, err := f.newMembers(ctx, db)
+	dbs.runGC(gcCtx, 5*time.Minute, cfg.Logger)
+	members, err := f.newMembers(ctx, dbs)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -262,6 +266,9 @@ func (cfg *Config) defaults() {
 	if cfg.ListenConcurrency <= 0 {
 		cfg.ListenConcurrency = 4 * cfg.PullConcurrency
 	}
+	if cfg.DBShards <= 0 {
+		cfg.DBShards = (cfg.Devices + agentsPerShard - 1) / agentsPerShard
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
@@ -306,10 +313,10 @@ func joinHub(ctx context.Context, cfg Config) (*fleet, error) {
 	return f, nil
 }
 
-// newMembers makes every device's agent on the shared database db, wired as `driftline-agent
+// newMembers makes every device's agent on its shard of dbs, wired as `driftline-agent
 // run` wires it (pipeline, samples, outputs), on the hub's topics; a refused agent is enrolled
 // again.
-func (f *fleet) newMembers(ctx context.Context, db *devicedb.DB) ([]*member, error) {
+func (f *fleet) newMembers(ctx context.Context, dbs shards) ([]*member, error) {
 	cfg := f.cfg
 	prefix := hubTopicPrefix(ctx, f.h) // the agents talk on the hub's topics
 	reg := prometheus.NewRegistry()
@@ -321,7 +328,8 @@ func (f *fleet) newMembers(ctx context.Context, db *devicedb.DB) ([]*member, err
 		m := &member{id: c.ID}
 		ac := config.Default()
 		ac.DeviceID, ac.Token, ac.Brokers, ac.TrustedRoot, ac.Hub = c.ID, c.Token, f.brokers, f.root, cfg.Hub
-		ac.StateDir = filepath.Join(cfg.StateDir, "db")
+		db, dir := dbs.forDevice(cfg.StateDir, c.ID)
+		ac.StateDir = dir
 		ac.ModelDir = filepath.Join(cfg.StateDir, "models", c.ID)
 		ac.Metrics = config.MetricsOff
 		ac.Heartbeat = config.Duration(cfg.Heartbeat)

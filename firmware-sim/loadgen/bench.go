@@ -94,8 +94,12 @@ type BenchResult struct {
 	HubCPU, BrokerCPU, LoadCPU time.Duration
 	HubPeakRSS, BrokerPeakRSS  int64
 	Waves                      []WaveFigures
-	// EgressShared and EgressDevice are the hub's chunk data bytes during the rollout.
+	// EgressShared and EgressDevice are the hub's chunk data bytes during the rollout;
+	// Fetches its fetch requests by result (served, dropped, ...) and SharedChunks the chunks of
+	// shared requests by what became of them (scheduled, joined, deduplicated, all_listening),
+	// during the rollout: what explains a per-device path.
 	EgressShared, EgressDevice int64
+	Fetches, SharedChunks      map[string]int64
 	// DBBytes and RaftLogBytes are the hub's data dir parts at the end.
 	DBBytes, RaftLogBytes int64
 	// Load is the load tool's counters at the end.

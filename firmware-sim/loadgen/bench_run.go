@@ -343,7 +343,30 @@ func (b *bench) metric(ctx context.Context, name, match string) float64 {
 	return sum
 }
 
+// byResult returns the hub's counter name by each of results (its "result" label).
+func (b *bench) byResult(ctx context.Context, name string, results []string) map[string]int64 {
+	var raw []byte
+	if err := b.api(ctx, http.MethodGet, "/metrics", nil, &raw); err != nil {
+		return map[string]int64{}
+	}
+	out := make(map[string]int64, len(results))
+	for _, res := range results {
+		sum, _, _ := hubpage.MetricSamples(bytes.NewReader(raw), name, `result="`+res+`"`)
+		out[res] = int64(sum)
+	}
+	return out
+}
+
+// The hub's fetch counters the report breaks down (hub/protocol's MetricFetchRequests and
+// MetricSharedChunkRequests).
+var (
+	fetchResults  = []string{"served", "dropped", "caught_up", "out_of_scope", "bad"}
+	sharedResults = []string{"scheduled", "joined", "deduplicated", "all_listening"}
+)
+
 const (
+	metricFetchRequests  = "driftline_hub_fetch_requests_total"
+	metricSharedChunks   = "driftline_hub_shared_chunk_requests_total"
 	metricDeviceMessages = "driftline_hub_device_messages_total"
 	metricHeartbeats     = "driftline_hub_heartbeats_total"
 )
@@ -414,6 +437,7 @@ func (b *bench) rollOut(ctx context.Context, version int) error {
 	self := os.Getpid()
 	h0, m0, l0 := procstat.CPU(b.hubPid), procstat.CPU(b.mqPid), procstat.CPU(self)
 	sh0, dv0 := b.metric(ctx, "driftline_hub_chunk_egress_bytes_total", `path="shared"`), b.metric(ctx, "driftline_hub_chunk_egress_bytes_total", `path="device"`)
+	f0, c0 := b.byResult(ctx, metricFetchRequests, fetchResults), b.byResult(ctx, metricSharedChunks, sharedResults)
 	t0 := time.Now()
 	ros, err := b.createRollouts(ctx, version, t0)
 	if err != nil {
@@ -439,6 +463,13 @@ func (b *bench) rollOut(ctx context.Context, version int) error {
 	r.HubCPU, r.BrokerCPU, r.LoadCPU = procstat.CPU(b.hubPid)-h0, procstat.CPU(b.mqPid)-m0, procstat.CPU(self)-l0
 	r.EgressShared = int64(b.metric(ctx, "driftline_hub_chunk_egress_bytes_total", `path="shared"`) - sh0)
 	r.EgressDevice = int64(b.metric(ctx, "driftline_hub_chunk_egress_bytes_total", `path="device"`) - dv0)
+	r.Fetches, r.SharedChunks = b.byResult(ctx, metricFetchRequests, fetchResults), b.byResult(ctx, metricSharedChunks, sharedResults)
+	for k := range r.Fetches {
+		r.Fetches[k] -= f0[k]
+	}
+	for k := range r.SharedChunks {
+		r.SharedChunks[k] -= c0[k]
+	}
 	r.Waves = b.waveFigures(ros, marks)
 	b.logf("rollouts %s after %s: hub CPU %.1f s, broker %.1f s, load tool %.1f s; chunk egress shared %d B, per device %d B",
 		r.State, r.Rollout.Round(time.Millisecond), r.HubCPU.Seconds(), r.BrokerCPU.Seconds(), r.LoadCPU.Seconds(), r.EgressShared, r.EgressDevice)
@@ -606,14 +637,15 @@ func (r BenchResult) Report() string {
 	fmt.Fprintf(&sb, "rollout: %s %s in %.1f s; hub CPU %.1f s (%.2f cores), broker %.1f s, load tool %.1f s; hub peak RSS %.0f MiB, broker peak RSS %.0f MiB\n",
 		r.State, countsLine(r.Counts), r.Rollout.Seconds(), r.HubCPU.Seconds(), r.HubCPU.Seconds()/max(r.Rollout.Seconds(), 1e-9), r.BrokerCPU.Seconds(), r.LoadCPU.Seconds(), mib(r.HubPeakRSS), mib(r.BrokerPeakRSS))
 	fmt.Fprintf(&sb, "chunk egress: shared %d B (%.1f × model), per device %d B (%.1f × model)\n", r.EgressShared, float64(r.EgressShared)/float64(max(r.ModelBytes, 1)), r.EgressDevice, float64(r.EgressDevice)/float64(max(r.ModelBytes, 1)))
+	fmt.Fprintf(&sb, "hub fetch requests during the rollout %v; chunks of shared requests %v\n", r.Fetches, r.SharedChunks)
 	sb.WriteString("| wave | devices | wave start → next | start → last active | decision (last active → next start − bake), slowest / mean | raft entries | raft log bytes |\n| --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, w := range r.Waves {
 		fmt.Fprintf(&sb, "| %d | %d | %.1f s | %.1f s | %.2f / %.2f s | %d | %.1f MiB |\n", w.Wave, w.Devices, w.Duration.Seconds(), w.Settled.Seconds(), w.Decision.Seconds(), w.DecisionMean.Seconds(), w.Entries, mib(w.RaftBytes))
 	}
 	fmt.Fprintf(&sb, "hub data dir at the end: db %.0f MiB, raft log %.0f MiB\n", mib(r.DBBytes), mib(r.RaftLogBytes))
 	l := r.Load
-	fmt.Fprintf(&sb, "load tool: published %v (errors %d); desired %d (verified %d, bad payloads %d); frames shared %d, per device %d; retries %d; acks %d\n",
-		l.Published, l.PublishErrors, l.Desired, l.Verified, l.BadPayloads, l.SharedFrames, l.DeviceFrames, l.Retries, l.Acks)
+	fmt.Fprintf(&sb, "load tool: published %v (errors %d); desired %d (verified %d, bad payloads %d); frames shared %d, per device %d; retries %d (%d for chunks); acks %d\n",
+		l.Published, l.PublishErrors, l.Desired, l.Verified, l.BadPayloads, l.SharedFrames, l.DeviceFrames, l.Retries, l.ChunkRetries, l.Acks)
 	return sb.String()
 }
 

@@ -3,8 +3,10 @@
 // one machine can run (issue 18): retained status and reported states, heartbeats at the
 // agents' interval, numbered validation reports once a model runs (acknowledged by the hub),
 // desired states acted on as an agent does (manifest fetched per device, chunks asked for on the
-// model's shared topic, retries per device after the agents' request timeout, then activating
-// and active reported), with the payloads verified: every frame against its digest, the
+// model's shared topic, asked again per device only when the agent would: after
+// wire.SharedDeadline of the request timeout without a shared frame bringing the device
+// anything, the policy of a standalone agent's fetcher; then activating and active reported),
+// with the payloads verified: every frame against its digest, the
 // manifest against the desired digest, and the desired signature and model approval of one
 // device in VerifyEvery against the hub's root of trust.
 //
@@ -62,8 +64,10 @@ type Config struct {
 	// VerifyEvery: the desired signature and model approval of one device in VerifyEvery are
 	// verified (default 100; 1 verifies every device).
 	VerifyEvery int
-	// FetchTimeout is how long a device waits for an answer before asking again on its own
-	// topic (default 10 s, the agent's request timeout).
+	// FetchTimeout is the devices' request timeout (default wire.DefaultFetchTimeout, the
+	// agent's): a request on the device's own topic (the manifest, a retry) is asked again after
+	// it, one naming the shared topic after wire.SharedDeadline of it, counted from the request
+	// or from the last shared frame that brought the device a chunk, as the agent does.
 	FetchTimeout time.Duration
 	// InFlight bounds each publishing connection's unacknowledged QoS 1 messages (default 512).
 	InFlight int
@@ -80,8 +84,9 @@ type Stats struct {
 	// were checked; BadPayloads frames or messages that failed a check (any is a failure).
 	Desired, Verified, BadPayloads int64
 	// SharedFrames and DeviceFrames count chunk frames received on shared and device topics;
-	// Retries the fetch requests sent again per device after a timeout.
-	SharedFrames, DeviceFrames, Retries int64
+	// Retries the fetch requests sent again per device after a timeout, ChunkRetries those of
+	// them for chunks (not the manifest).
+	SharedFrames, DeviceFrames, Retries, ChunkRetries int64
 	// Acks counts report acknowledgements received.
 	Acks int64
 	// Running counts devices running each "NAME@VERSION"; Pulling those fetching.
@@ -112,15 +117,19 @@ type device struct {
 
 // pullWant is one device's pull of one model version.
 type pullWant struct {
-	rev     uint64
-	m       wire.DesiredModel
-	g       *pull
-	sub     string    // shared subscription id
-	askedAt time.Time // the last request
-	listen  time.Time // since when the device counts as listening on the shared topic
-	step    int       // 0: manifest, 1: chunks
-	have    []bool
-	left    int
+	rev uint64
+	m   wire.DesiredModel
+	g   *pull
+	sub string // shared subscription id
+	// deadline is when what the device still misses is asked again on its own topic; shared
+	// says the outstanding request named the shared topic (its deadline moves on with every
+	// shared frame that brings the device a chunk).
+	deadline time.Time
+	shared   bool
+	listen   time.Time // since when the device counts as listening on the shared topic
+	step     int       // 0: manifest, 1: chunks
+	have     []bool
+	left     int
 }
 
 // pull is what the devices fetching one model version share: the verified manifest and when
@@ -151,7 +160,7 @@ type Sim struct {
 	last   atomic.Int64
 	lastBy map[string]time.Time // guarded by mu
 	counts struct {
-		desired, verified, bad, shared, devFrames, retries, acks atomic.Int64
+		desired, verified, bad, shared, devFrames, retries, chunkRetries, acks atomic.Int64
 	}
 }
 
@@ -173,7 +182,7 @@ func New(cfg Config) (*Sim, error) {
 		cfg.VerifyEvery = 100
 	}
 	if cfg.FetchTimeout <= 0 {
-		cfg.FetchTimeout = 10 * time.Second
+		cfg.FetchTimeout = wire.DefaultFetchTimeout
 	}
 	if cfg.InFlight <= 0 {
 		cfg.InFlight = 512
@@ -382,7 +391,7 @@ func (s *Sim) desired(id string, b []byte) {
 		g = &pull{key: key, waiting: map[int]*device{}}
 		s.pulls[key] = g
 	}
-	d.want = &pullWant{rev: ds.Rev, m: m, g: g, askedAt: time.Now()}
+	d.want = &pullWant{rev: ds.Rev, m: m, g: g, deadline: time.Now().Add(s.cfg.FetchTimeout)}
 	g.waiting[d.idx] = d
 	r := s.reportedLocked(d, wire.StateDownloading)
 	s.mu.Unlock()
@@ -469,14 +478,15 @@ func (s *Sim) frame(id, model string, b []byte) {
 		for _, c := range w.g.manifest.Chunks {
 			chunks = append(chunks, c.Digest)
 		}
-		w.step, w.have, w.left, w.sub, w.askedAt, w.listen = 1, make([]bool, len(chunks)), len(chunks), newID(), now, now
+		w.step, w.have, w.left, w.sub, w.listen = 1, make([]bool, len(chunks)), len(chunks), newID(), now
+		w.deadline, w.shared = now.Add(wire.SharedDeadline(s.cfg.FetchTimeout)), true
 		sub := w.sub
 		s.mu.Unlock()
 		s.fetch(d, chunks, w.m.Name, sub)
 		return
 	}
 	if j, ok := w.g.index[digest]; ok && w.step == 1 {
-		s.gotLocked(d, j, now)
+		s.gotLocked(d, j, now, false)
 	}
 	s.mu.Unlock()
 }
@@ -493,21 +503,24 @@ func (s *Sim) sharedArrived(model, digest string, now time.Time) {
 		}
 		for _, d := range g.waiting {
 			if w := d.want; w != nil && w.step == 1 && w.m.Name == model && w.listen.Before(now) {
-				s.gotLocked(d, j, now)
+				s.gotLocked(d, j, now, true)
 			}
 		}
 	}
 }
 
-// gotLocked records chunk j for d; the last one makes d activate and report active.
-func (s *Sim) gotLocked(d *device, j int, now time.Time) {
+// gotLocked records chunk j for d (from the shared topic: shared); the last one makes d activate
+// and report active.
+func (s *Sim) gotLocked(d *device, j int, now time.Time, shared bool) {
 	w := d.want
 	if w.have[j] {
 		return
 	}
 	w.have[j] = true
 	w.left--
-	w.askedAt = now // progress: the agent's timeout counts from the last answer
+	if later := now.Add(wire.SharedDeadline(s.cfg.FetchTimeout)); shared && w.shared && w.deadline.Before(later) {
+		w.deadline = later // the shared topic is delivering what the request asked there
+	}
 	if w.left > 0 {
 		return
 	}
@@ -612,14 +625,15 @@ func (s *Sim) validation(d *device) {
 	s.send(d, wire.KindValidation, s.cfg.Topics.Validation(d.id), v)
 }
 
-// retries asks again, on the device's own topic, for what a pulling device has waited for
-// longer than FetchTimeout.
+// retries asks again, on the device's own topic, for what a pulling device still misses at its
+// request's deadline (pullWant.deadline); the retry waits FetchTimeout.
 func (s *Sim) retries(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	type again struct {
 		d       *device
 		digests []string
+		chunks  bool
 	}
 	for {
 		select {
@@ -631,12 +645,12 @@ func (s *Sim) retries(ctx context.Context) {
 			for _, g := range s.pulls {
 				for _, d := range g.waiting {
 					w := d.want
-					if w == nil || now.Sub(w.askedAt) < s.cfg.FetchTimeout {
+					if w == nil || now.Before(w.deadline) {
 						continue
 					}
-					w.askedAt = now
+					w.deadline, w.shared = now.Add(s.cfg.FetchTimeout), false
 					if w.step == 0 {
-						todo = append(todo, again{d, []string{w.m.ManifestDigest}})
+						todo = append(todo, again{d, []string{w.m.ManifestDigest}, false})
 						continue
 					}
 					var miss []string
@@ -645,12 +659,15 @@ func (s *Sim) retries(ctx context.Context) {
 							miss = append(miss, g.manifest.Chunks[j].Digest)
 						}
 					}
-					todo = append(todo, again{d, miss})
+					todo = append(todo, again{d, miss, true})
 				}
 			}
 			s.mu.Unlock()
 			for _, a := range todo {
 				s.counts.retries.Add(1)
+				if a.chunks {
+					s.counts.chunkRetries.Add(1)
+				}
 				s.fetch(a.d, a.digests, "", "")
 			}
 		}
@@ -670,6 +687,7 @@ func (s *Sim) Stats() Stats {
 	}
 	st.Desired, st.Verified, st.BadPayloads = s.counts.desired.Load(), s.counts.verified.Load(), s.counts.bad.Load()
 	st.SharedFrames, st.DeviceFrames, st.Retries, st.Acks = s.counts.shared.Load(), s.counts.devFrames.Load(), s.counts.retries.Load(), s.counts.acks.Load()
+	st.ChunkRetries = s.counts.chunkRetries.Load()
 	if l := s.last.Load(); l != 0 {
 		st.LastActive = time.Unix(0, l)
 	}

@@ -67,7 +67,7 @@ func BenchmarkDeviceLimits(b *testing.B) {
 	acl := newACLHook(r, nil, m, testhelp.Logger(b, slog.LevelInfo))
 	srv := mqtt.New(&mqtt.Options{Logger: testhelp.Logger(b, slog.LevelInfo)})
 	h := &limitsHook{acl: acl, m: m, rate: 1e9, burst: 1e9, maxRetained: DefaultMaxRetainedPerDevice, now: time.Now,
-		buckets: map[string]*bucket{}, retained: map[string]map[string]bool{}}
+		buckets: map[string]*bucket{}, retained: map[string][]string{}}
 	var cls []*mqtt.Client
 	var pks []packets.Packet
 	for i := 0; i < 10000; i++ {

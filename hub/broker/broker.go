@@ -32,11 +32,21 @@ const (
 	// DefaultMaxPacketSize is the largest MQTT packet accepted or sent: a full frame plus room for
 	// the fixed header, the topic, the packet id and v5 properties.
 	DefaultMaxPacketSize = MaxFrame + 64<<10
-	// DefaultClientWritesPending is the per-client queue of packets waiting to be written. A device
-	// asks for chunks a window at a time (tens of frames) and otherwise receives a handful of
-	// retained states at subscribe; mochi drops a packet when the queue is full, QoS 1 included,
-	// so the queue holds several windows. It is a channel of pointers: 4 KiB per client at 512.
-	DefaultClientWritesPending = 512
+	// DefaultClientWritesPending is the per-client queue of packets waiting to be written; mochi
+	// drops a packet when it is full, QoS 1 included. What may queue for one device at once: its
+	// chunk frames, a window at a time (the agent's default window is 6 requests x 16 digests =
+	// 96 frames; a wave's chunks go out on the shared topic, paced by the copies they cost), its
+	// desired state and acknowledgements. Retained messages at subscribe do not queue (written
+	// directly, retainHook). So it holds one default window and room beside it. It is allocated
+	// with each client, a channel of pointers: 1.1 KiB at 128, 4.7 KiB at 512 (the value before,
+	// docs/benchmarks.md "Hub steady state").
+	DefaultClientWritesPending = 128
+	// DefaultClientReadBuffer is each client's read buffer (mochi's bufio.Reader, allocated with
+	// the client and kept for its life; mochi's default is 2 KiB). What devices send is small
+	// (heartbeats, statuses, reports, fetch requests, acknowledgements: one fill reads several);
+	// a packet larger than the buffer is read straight into the packet's own slice, so only the
+	// number of reads for a burst of small packets depends on it.
+	DefaultClientReadBuffer = 512
 	// DefaultReceiveMaximum is how many QoS 1/2 publishes a client may have unacknowledged towards
 	// the broker (fetch requests and reports); mochi disconnects a client that exceeds it.
 	DefaultReceiveMaximum = 512
@@ -181,10 +191,11 @@ func New(cfg Config) (*Broker, error) {
 	caps.ReceiveMaximum = cfg.ReceiveMaximum
 	caps.MaximumSessionExpiryInterval = uint32(cfg.SessionExpiry / time.Second)
 	srv := mqtt.New(&mqtt.Options{
-		Capabilities:           caps,
-		InlineClient:           true,
-		Logger:                 cfg.Logger,
-		SysTopicResendInterval: 10,
+		Capabilities:            caps,
+		InlineClient:            true,
+		Logger:                  cfg.Logger,
+		SysTopicResendInterval:  10,
+		ClientNetReadBufferSize: DefaultClientReadBuffer,
 	})
 
 	b := &Broker{
@@ -197,7 +208,7 @@ func New(cfg Config) (*Broker, error) {
 	}
 	b.acl.server = srv
 	b.limits = &limitsHook{acl: b.acl, m: m, rate: cfg.MaxDeviceRate, burst: cfg.DeviceBurst,
-		maxRetained: cfg.MaxRetainedPerDevice, now: time.Now, buckets: map[string]*bucket{}, retained: map[string]map[string]bool{}}
+		maxRetained: cfg.MaxRetainedPerDevice, now: time.Now, buckets: map[string]*bucket{}, retained: map[string][]string{}}
 	b.ret = &retainedStore{}
 	rh := &retainHook{store: b.ret, acl: b.acl, srv: srv}
 	b.rh = rh

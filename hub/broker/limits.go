@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -26,9 +27,11 @@ type limitsHook struct {
 	maxRetained int
 	now         func() time.Time
 
-	mu       sync.Mutex
-	buckets  map[string]*bucket         // device id -> its publish allowance
-	retained map[string]map[string]bool // device id -> topics it retains
+	mu      sync.Mutex
+	buckets map[string]*bucket // device id -> its publish allowance
+	// retained maps a device id to the topics it retains: a slice, at most maxRetained long and
+	// usually one or two (status, reported), where a set cost ~300 B a device.
+	retained map[string][]string
 	adds     int
 }
 
@@ -76,22 +79,25 @@ func (h *limitsHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 func (h *limitsHook) retain(id, topic string, clear bool) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	set := h.retained[id]
-	if clear {
-		delete(set, topic)
+	held := h.retained[id]
+	i := slices.Index(held, topic)
+	switch {
+	case clear:
+		if i >= 0 {
+			held = slices.Delete(held, i, i+1)
+			if len(held) == 0 {
+				delete(h.retained, id)
+			} else {
+				h.retained[id] = held
+			}
+		}
 		return true
-	}
-	if set[topic] {
+	case i >= 0:
 		return true
-	}
-	if len(set) >= h.maxRetained {
+	case len(held) >= h.maxRetained:
 		return false
 	}
-	if set == nil {
-		set = map[string]bool{}
-		h.retained[id] = set
-	}
-	set[topic] = true
+	h.retained[id] = append(held, topic)
 	return true
 }
 

@@ -133,6 +133,15 @@ func TestDeviceRetainedCap(t *testing.T) {
 	if m, ok := b.ret.get("dl/v1/dev/dev-a/status"); !ok || string(m.payload) != `{"v":2}` {
 		t.Fatalf("status not replaced: %v", m)
 	}
+	// Clearing a topic frees its place under the cap.
+	publish(t, dev, "dl/v1/dev/dev-a/reported", 1, true, nil)
+	publish(t, dev, "dl/v1/dev/dev-a/heartbeat", 1, true, []byte(`{"v":3}`))
+	if _, ok := b.ret.get("dl/v1/dev/dev-a/heartbeat"); !ok {
+		t.Fatal("a retained topic refused after the device cleared one of its two")
+	}
+	if n := retainedUnder(b.Broker, "dl/v1/dev/dev-a/"); n != 2 {
+		t.Fatalf("device holds %d retained topics, cap 2", n)
+	}
 }
 
 // TestRefusedConnectLogOncePerInterval: a client retrying with a bad token gets one log line per

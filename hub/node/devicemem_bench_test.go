@@ -5,9 +5,19 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,8 +36,16 @@ import (
 // growth is the hub's own: the embedded broker's per-client state and goroutines, the hub's
 // per-device maps. issue 18's goal is 64 KiB per device for everything; bench-fleet measures the
 // whole process at 10,000 (docs/benchmarks.md).
+//
+// DRIFTLINE_BENCH_DEVICES sets the number of devices (default 300; above ~2,000 take the
+// heavy-run lock, docs/benchmarks.md); DRIFTLINE_BENCH_PROFILE_DIR, when set, receives the
+// heap (in use after the collections) and goroutine profiles taken with the devices connected.
 func BenchmarkHubMemoryPerDevice(b *testing.B) {
-	const devices = 300
+	devices := benchDevices(b, 300)
+	if os.Getenv("DRIFTLINE_BENCH_PROFILE_DIR") != "" {
+		defer func(rate int) { runtime.MemProfileRate = rate }(runtime.MemProfileRate)
+		runtime.MemProfileRate = 1 // every allocation: the per-device structures are small
+	}
 	for range b.N {
 		b.StopTimer()
 		h := nodetest.Start(b)
@@ -36,44 +54,183 @@ func BenchmarkHubMemoryPerDevice(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		tokens := make([]string, devices)
-		for i := range tokens {
-			tokens[i] = h.Enroll(fmt.Sprintf("mem-%04d", i), nil)
-		}
+		tokens := enrollDevices(b, h, devices)
 		addr := strings.TrimPrefix(h.MQTTURL(), "tcp://")
 		before := memNow()
 		b.StartTimer()
 		conns := make([]net.Conn, devices)
 		for i := range conns {
-			conns[i] = connectDevice(b, addr, topics, fmt.Sprintf("mem-%04d", i), tokens[i])
+			conns[i] = connectDevice(b, addr, topics, benchDeviceID(i), tokens[i])
 		}
 		b.StopTimer()
-		testhelp.WaitFor(b, 30*time.Second, "every device online", func() bool {
-			n := 0
-			var page struct {
-				Items []struct {
-					Online bool `json:"online"`
-				} `json:"items"`
-			}
-			h.Call("GET", "/api/v1/devices?limit=1000", nil, 200, &page)
-			for _, d := range page.Items {
-				if d.Online {
-					n++
-				}
-			}
-			return n == devices
-		})
+		waitOnline(b, h, devices)
 		after := memNow()
-		b.ReportMetric(float64(after.heap-before.heap)/devices, "heap-B/device")
-		b.ReportMetric(float64(after.stacks-before.stacks)/devices, "stack-B/device")
-		b.ReportMetric(float64(after.goroutines-before.goroutines)/devices, "goroutines/device")
+		b.ReportMetric(float64(after.heap-before.heap)/float64(devices), "heap-B/device")
+		b.ReportMetric(float64(after.stacks-before.stacks)/float64(devices), "stack-B/device")
+		b.ReportMetric(float64(after.goroutines-before.goroutines)/float64(devices), "goroutines/device")
+		writeProfiles(b, "mem")
+		// What a publish leaves: each device publishes its status again (QoS 1) and waits for
+		// the PUBACK, with the collector off, so the stacks mochi's packet handling grew are
+		// still that size (the next collections halve them again, down to what the goroutine
+		// uses at rest).
+		gc := debug.SetGCPercent(-1)
+		busy0 := stackNow()
+		for i, c := range conns {
+			republishStatus(b, c, topics, benchDeviceID(i))
+		}
+		busy := stackNow()
+		debug.SetGCPercent(gc)
+		b.ReportMetric(float64(busy-busy0)/float64(devices), "stack-grown-B/device")
 		for _, c := range conns {
 			c.Close()
 		}
 	}
 }
 
+// benchDevices returns DRIFTLINE_BENCH_DEVICES, or def.
+func benchDevices(b *testing.B, def int) int {
+	if s := os.Getenv("DRIFTLINE_BENCH_DEVICES"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			b.Fatalf("DRIFTLINE_BENCH_DEVICES=%q: want a positive integer", s)
+		}
+		return n
+	}
+	return def
+}
+
+func benchDeviceID(i int) string { return fmt.Sprintf("mem-%05d", i) }
+
+// enrollDevices enrols n devices, 16 requests at a time, and returns their tokens.
+func enrollDevices(b *testing.B, h *nodetest.Hub, n int) []string {
+	tokens := make([]string, n)
+	errs := make(chan error, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for i := range next {
+				res, err := h.Client.Do(h.NewRequest(http.MethodPost, "/api/v1/devices", map[string]any{"id": benchDeviceID(i)}))
+				if err != nil {
+					errs <- err
+					continue
+				}
+				var dev struct {
+					Token string `json:"token"`
+				}
+				err = json.NewDecoder(res.Body).Decode(&dev)
+				res.Body.Close()
+				if res.StatusCode != http.StatusCreated || err != nil || dev.Token == "" {
+					errs <- fmt.Errorf("enrol %s: %s (%v)", benchDeviceID(i), res.Status, err)
+					continue
+				}
+				tokens[i] = dev.Token
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	return tokens
+}
+
+// waitOnline waits until the hub lists n devices online.
+func waitOnline(b *testing.B, h *nodetest.Hub, n int) {
+	testhelp.WaitFor(b, 2*time.Minute, "every device online", func() bool {
+		online, cursor := 0, ""
+		for {
+			var page struct {
+				Items []struct {
+					Online bool `json:"online"`
+				} `json:"items"`
+				NextCursor *string `json:"next_cursor"`
+			}
+			h.Call("GET", "/api/v1/devices?limit=1000&cursor="+url.QueryEscape(cursor), nil, 200, &page)
+			for _, d := range page.Items {
+				if d.Online {
+					online++
+				}
+			}
+			if page.NextCursor == nil || *page.NextCursor == "" || *page.NextCursor == cursor {
+				return online == n
+			}
+			cursor = *page.NextCursor
+		}
+	})
+}
+
+// writeProfiles writes the heap and goroutine profiles to DRIFTLINE_BENCH_PROFILE_DIR, if set,
+// as {name}-heap.pb.gz and {name}-goroutine.txt.
+func writeProfiles(b *testing.B, name string) {
+	dir := os.Getenv("DRIFTLINE_BENCH_PROFILE_DIR")
+	if dir == "" {
+		return
+	}
+	for _, p := range []struct {
+		prof, file string
+		debug      int
+	}{{"heap", name + "-heap.pb.gz", 0}, {"goroutine", name + "-goroutine.txt", 1}} {
+		f, err := os.Create(filepath.Join(dir, p.file))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.Lookup(p.prof).WriteTo(f, p.debug); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	}
+}
+
 type memFigures struct{ heap, stacks, goroutines int64 }
+
+// stackNow is the goroutine stacks in use, without a collection.
+func stackNow() int64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.StackInuse)
+}
+
+// republishStatus publishes id's retained status again at QoS 1 (packet id 3) and reads c until
+// its PUBACK arrives.
+func republishStatus(tb testing.TB, c net.Conn, topics wire.Topics, id string) {
+	tb.Helper()
+	st, _ := json.Marshal(wire.Status{Header: wire.Header{DeviceID: id, TS: time.Now().UnixMilli()}, Online: true, AgentVersion: "bench", Reason: "connect"})
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: true}, ProtocolVersion: 4, PacketID: 3,
+		TopicName: topics.Status(id), Payload: st}
+	var buf bytes.Buffer
+	if err := pk.PublishEncode(&buf); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := c.Write(buf.Bytes()); err != nil {
+		tb.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	defer c.SetReadDeadline(time.Time{})
+	r := bufio.NewReader(c)
+	for {
+		fh, err := r.ReadByte()
+		if err != nil {
+			tb.Fatalf("%s: waiting for the PUBACK: %v", id, err)
+		}
+		n, _, err := packets.DecodeLength(r)
+		if err != nil {
+			tb.Fatalf("%s: %v", id, err)
+		}
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r, body); err != nil {
+			tb.Fatalf("%s: %v", id, err)
+		}
+		if fh>>4 == packets.Puback && n >= 2 && body[0] == 0 && body[1] == 3 {
+			return
+		}
+	}
+}
 
 // memNow is the heap in use and the stacks after a collection.
 func memNow() memFigures {
@@ -125,4 +282,131 @@ func connectDevice(tb testing.TB, addr string, topics wire.Topics, id, token str
 	write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: 4,
 		TopicName: topics.Heartbeat(id), Payload: hb}, (*packets.Packet).PublishEncode)
 	return c
+}
+
+// BenchmarkHubSteadyCPU measures the hub's steady CPU for connected devices that heartbeat:
+// devices bare sockets (as in BenchmarkHubMemoryPerDevice) connect, then each sends a
+// heartbeat every 10 s (the agent's default), spread evenly, for DRIFTLINE_BENCH_WINDOW
+// (default 30 s). The process's CPU time over the window (the hub, the sender's few writes and
+// the collector, at `hub serve`'s GOGC of 50) is reported in cores, beside the same window
+// with the devices enrolled but not connected, and the difference per 1,000 devices; and the
+// goroutine stacks the process holds at the end of each window (no forced collection), the
+// difference per device.
+// DRIFTLINE_BENCH_DEVICES sets the number of devices (default 1,000); with
+// DRIFTLINE_BENCH_PROFILE_DIR the connected window's CPU profile is written there
+// (cpu-steady.pb.gz).
+func BenchmarkHubSteadyCPU(b *testing.B) {
+	devices := benchDevices(b, 1000)
+	window := 30 * time.Second
+	if s := os.Getenv("DRIFTLINE_BENCH_WINDOW"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			b.Fatalf("DRIFTLINE_BENCH_WINDOW=%q: want a positive duration", s)
+		}
+		window = d
+	}
+	defer debug.SetGCPercent(debug.SetGCPercent(50))
+	for range b.N {
+		b.StopTimer()
+		h := nodetest.Start(b)
+		h.WaitTrust()
+		topics, err := wire.NewTopics(wire.DefaultPrefix)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tokens := enrollDevices(b, h, devices)
+		idle := cpuOver(window, nil)
+		memIdle := memHeld()
+		addr := strings.TrimPrefix(h.MQTTURL(), "tcp://")
+		conns := make([]net.Conn, devices)
+		for i := range conns {
+			conns[i] = connectDevice(b, addr, topics, benchDeviceID(i), tokens[i])
+		}
+		waitOnline(b, h, devices)
+		var prof *os.File
+		if dir := os.Getenv("DRIFTLINE_BENCH_PROFILE_DIR"); dir != "" {
+			if prof, err = os.Create(filepath.Join(dir, "cpu-steady.pb.gz")); err != nil {
+				b.Fatal(err)
+			}
+			if err := pprof.StartCPUProfile(prof); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		steady := cpuOver(window, func(stop <-chan struct{}) { heartbeats(b, conns, topics, stop) })
+		b.StopTimer()
+		memSteady := memHeld()
+		if prof != nil {
+			pprof.StopCPUProfile()
+			prof.Close()
+		}
+		b.ReportMetric(idle, "idle-cores")
+		b.ReportMetric(steady, "steady-cores")
+		b.ReportMetric((steady-idle)/float64(devices)*1000, "cores/1000-devices")
+		b.ReportMetric(float64(memSteady.stacks-memIdle.stacks)/float64(devices), "held-stack-B/device")
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+}
+
+// memHeld is the heap spans and stacks in use as the process runs (no forced collection). The
+// stacks are what the process holds between collections (mochi's readers grown by their last
+// publish); the heap is mostly garbage then, so only the stacks are reported.
+func memHeld() memFigures {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return memFigures{heap: int64(m.HeapInuse), stacks: int64(m.StackInuse), goroutines: int64(runtime.NumGoroutine())}
+}
+
+// cpuOver runs work (nil: nothing) for d, stops it, and returns the process's CPU time over that
+// wall time, in cores.
+func cpuOver(d time.Duration, work func(stop <-chan struct{})) float64 {
+	stop, done := make(chan struct{}), make(chan struct{})
+	start, t0 := processCPU(), time.Now()
+	go func() {
+		defer close(done)
+		if work != nil {
+			work(stop)
+		}
+	}()
+	time.Sleep(d) // the measured window itself, not a synchronisation
+	close(stop)
+	<-done
+	return (processCPU() - start).Seconds() / time.Since(t0).Seconds()
+}
+
+// processCPU is the process's user and system CPU time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// heartbeats sends each connection's device a heartbeat every 10 s, spread evenly over the
+// interval, until stop.
+func heartbeats(b *testing.B, conns []net.Conn, topics wire.Topics, stop <-chan struct{}) {
+	tick := time.NewTicker(10 * time.Second / time.Duration(len(conns)))
+	defer tick.Stop()
+	start := time.Now()
+	for i := 0; ; i = (i + 1) % len(conns) {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		id := benchDeviceID(i)
+		hb, _ := json.Marshal(wire.Heartbeat{Header: wire.Header{DeviceID: id, TS: time.Now().UnixMilli()}, AgentVersion: "bench",
+			UptimeS: int64(time.Since(start).Seconds()), ActiveModels: []string{}})
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: 4, TopicName: topics.Heartbeat(id), Payload: hb}
+		var buf bytes.Buffer
+		if err := pk.PublishEncode(&buf); err != nil {
+			b.Error(err)
+			return
+		}
+		if _, err := conns[i].Write(buf.Bytes()); err != nil {
+			b.Error(err)
+			return
+		}
+	}
 }

@@ -85,11 +85,39 @@ func (p *desiredPublisher) run(ctx context.Context) {
 		case <-p.trust:
 			p.publishAll(false)
 		case <-p.dirty.signal:
-			for _, id := range p.dirty.take() {
-				p.publish(id)
-			}
+			p.publishIDs(p.dirty.take())
 		}
 	}
+}
+
+// desiredWorkers is how many devices of one batch of changes publishDevice handles at once. A
+// publish waits on the state store's reads (each waits for the commits in flight) and on the
+// broker's store of the retained message (a commit): one at a time, a wave start of 9,000
+// devices took 85 s to reach its agents in the 10,000-agent bench-fleet run (2026-12-07), with
+// the hub's CPU mostly idle; concurrent commits share badger's write batches.
+const desiredWorkers = 8
+
+// publishIDs publishes the devices ids (distinct: one dirty set's take), desiredWorkers at a
+// time, and returns when all are done. A device is never published by two workers at once.
+func (p *desiredPublisher) publishIDs(ids []string) {
+	if len(ids) <= 1 {
+		for _, id := range ids {
+			p.publish(id)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(desiredWorkers, len(ids)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1) - 1; i < int64(len(ids)); i = next.Add(1) - 1 {
+				p.publish(ids[i])
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // publishAll publishes every device's desired state that was not published at its revision yet;

@@ -3,6 +3,7 @@ package protocol
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -186,4 +187,70 @@ func setTrust(t testing.TB, st *statetest.Store) {
 		t.Fatal(err)
 	}
 	st.Must(t, command.TypeTrustSet, set)
+}
+
+// overlapTransport is a Transport whose Publish waits (up to 200 ms) for need publishes (at
+// least 2) to be in flight beside it, and records the most publishes seen in flight at once.
+type overlapTransport struct {
+	need     int
+	mu       sync.Mutex
+	inflight int
+	most     int
+	n        int
+}
+
+func (o *overlapTransport) Publish(string, []byte, bool, byte) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.inflight++
+	o.n++
+	o.most = max(o.most, o.inflight)
+	deadline := time.Now().Add(200 * time.Millisecond)
+	for o.inflight < max(o.need, 2) && time.Now().Before(deadline) {
+		o.mu.Unlock()
+		time.Sleep(time.Millisecond) // polling the count: the test's own stand-in for a slow store
+		o.mu.Lock()
+	}
+	o.inflight--
+	return nil
+}
+
+func (o *overlapTransport) Subscribe(string, func(string, []byte)) error { return nil }
+
+// TestDesiredWaveStartPublishedConcurrently: the desired states of a wave start (one batch of
+// changes) are published several at a time, not one after another: each publish waits on the
+// state store's reads and the broker's retained store, and 9,000 one at a time took 85 s to
+// reach a 10,000-agent fleet's wave 3 with the hub's CPU mostly idle.
+func TestDesiredWaveStartPublishedConcurrently(t *testing.T) {
+	st := statetest.New(t)
+	st.ApprovedModel(t, "m", 1)
+	var ids []string
+	for i := range 16 {
+		id := fmt.Sprintf("d%02d", i)
+		ids = append(ids, id)
+		st.Must(t, command.TypeDeviceCreate, state.DeviceCreate{ID: id, TokenHash: "h-" + id})
+		st.Must(t, command.TypeDeviceDesiredSet, state.DeviceDesiredSet{ID: id, Model: "m", Version: 1})
+	}
+	setTrust(t, st)
+	tr := &overlapTransport{}
+	s := &Service{cfg: Config{Transport: tr, Reader: st.Reader(), Topics: wire.Default(), Keys: &keys.Source{R: st.Reader()}},
+		log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: newMetrics(prometheus.NewRegistry())}
+	p := newDesiredPublisher(s)
+	p.publishIDs(ids)
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.n != len(ids) {
+		t.Fatalf("%d publishes for %d devices", tr.n, len(ids))
+	}
+	if tr.most < 2 {
+		t.Fatalf("at most %d desired publish in flight at once; want several", tr.most)
+	}
+	// Each device once: a second batch of the same devices publishes nothing new.
+	tr.n = 0
+	tr.mu.Unlock()
+	p.publishIDs(ids)
+	tr.mu.Lock()
+	if tr.n != 0 {
+		t.Fatalf("the same revisions published again: %d", tr.n)
+	}
 }

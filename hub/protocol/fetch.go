@@ -19,9 +19,19 @@ type fetchJob struct {
 	req    wire.FetchRequest
 }
 
+// makeFetchQueues makes the fetch queues (Config.FetchQueue each).
+func (s *Service) makeFetchQueues() {
+	s.fetchCh = make(chan fetchJob, s.cfg.FetchQueue)
+	s.sharedCh = make(chan fetchJob, s.cfg.FetchQueue)
+}
+
 // enqueueFetch validates a fetch request and queues it, refusing it (counted) when the device
-// already has PerDeviceQueued requests waiting or the global queue is full: the agent's own
-// window and retry make up for a drop, and the broker's per-client write queue is never flooded.
+// already has PerDeviceQueued requests waiting or its queue is full: the agent's own window and
+// retry make up for a drop, and the broker's per-client write queue is never flooded. A request
+// naming a shared topic goes to its own queue (sharedCh): booking a device into the wave's
+// publish costs a scope read, while the per-device queue's workers wait on the broker for every
+// frame they send; a shared request dropped behind them costs the whole model per device when
+// the agent asks again (docs/benchmarks.md, run d).
 func (s *Service) enqueueFetch(id string, payload []byte) bool {
 	req, err := wire.DecodeFetchRequest(payload)
 	if err == nil {
@@ -40,8 +50,12 @@ func (s *Service) enqueueFetch(id string, payload []byte) bool {
 	}
 	s.queued[id]++
 	s.queuedMu.Unlock()
+	ch := s.fetchCh
+	if req.Shared != "" {
+		ch = s.sharedCh
+	}
 	select {
-	case s.fetchCh <- fetchJob{device: id, req: req}:
+	case ch <- fetchJob{device: id, req: req}:
 		return true
 	default:
 		s.dequeued(id)
@@ -58,7 +72,8 @@ func (s *Service) dequeued(id string) {
 	s.queuedMu.Unlock()
 }
 
-func (s *Service) fetchWorker(ctx context.Context) {
+// fetchWorker answers the requests of queue ch until ctx ends.
+func (s *Service) fetchWorker(ctx context.Context, ch <-chan fetchJob) {
 	var bufs frameBufs
 	if pc, ok := s.cfg.Transport.(PayloadCopier); ok && pc.PublishCopiesPayload() {
 		bufs.reuse = true
@@ -67,7 +82,7 @@ func (s *Service) fetchWorker(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case job := <-s.fetchCh:
+		case job := <-ch:
 			start := time.Now()
 			s.serve(job, &bufs)
 			s.dequeued(job.device)

@@ -27,10 +27,14 @@ import (
 //     ask within that of each other), but no later than a wait after the first device that
 //     waits for it: SharedWait, or, while devices keep joining without a pause of SharedGap
 //     (a burst: a wave simulated on one machine, each device joining as its share of the CPU
-//     allows), as long as the burst has lasted, up to SharedWait << maxWaitDoublings (32 s). A burst
-//     of T seconds then costs about log2(T/SharedWait)+2 publishes, not T/SharedGap, and the
-//     next wave, after a pause, starts again at SharedWait. Never sooner than SharedGap after
-//     the chunk's previous shared publish.
+//     allows, or a large wave whose desired states and manifests go out at the hub's pace), as
+//     long as the burst has lasted, up to wire.MaxSharedHold (8 s by default: whatever
+//     SharedWait, never beyond what an agent waits for a request naming the shared topic,
+//     wire.SharedDeadline of its request timeout, 20 s by default, less the request's and the
+//     frames' transit). A burst of T seconds then costs about log2(MaxSharedHold/SharedWait)+
+//     T/MaxSharedHold publishes, not T/SharedGap, and the next wave, after a pause, starts
+//     again at SharedWait. Never sooner than SharedGap after the chunk's previous shared
+//     publish.
 //   - A pending publish goes out at once when every device listening on the topic has asked for
 //     it (the embedded broker counts them: SubscriberCounter; elsewhere the devices that joined
 //     within sharedForget stand for them, so a lone pull soon after a wave still waits) and the
@@ -59,17 +63,32 @@ const (
 	DefaultSharedGap   = 3 * time.Second
 )
 
-// maxWaitDoublings bounds the wait of a long burst (2 s becomes at most 32 s). A pull listening
-// before its fleet pull slot waits 4 timeouts (40 s by default) of silence before it asks on its
-// own topic; one holding a slot, or a device without slots, twice its timeout (20 s), which a
-// device joining a burst that has lasted over 20 s may outlive: it is a straggler.
-const maxWaitDoublings = 4
+// The wait of a long burst is bounded by wire.MaxSharedHold (or SharedWait when that is longer):
+// a pull listening before its fleet pull slot waits wire.SharedListenQuiet timeouts (40 s by
+// default) of silence before it asks on its own topic, one holding a slot, or a device without
+// slots, wire.SharedDeadline of its timeout (20 s). The wait used to double up to 32 s, which the
+// devices joining a long burst outlived: at 100,000 devices they asked per device, hundreds of
+// copies of the model (docs/benchmarks.md, run d).
 
 // DefaultSharedCopyRate is Config.SharedCopyRate's default.
 const DefaultSharedCopyRate = 256 << 20
 
 // sharedForget is how long the fan-out remembers a subscription or a published chunk.
 const sharedForget = 10 * time.Minute
+
+// listenersAge is how long a broker's count of a shared topic's subscribers is used before it
+// is asked again. mochi counts by gathering every matching subscription into a new map
+// (TopicsIndex.Subscribers): with 9,000 devices listening and every one of their requests
+// naming 16 chunks, asking per chunk request took a third of the hub's CPU in a 10,000-agent
+// rollout (docs/benchmarks.md). A count this old at most only moves when "every listener
+// asked" (want) or a pacing pause (run) is decided.
+const listenersAge = 100 * time.Millisecond
+
+// listenerCount is a broker's subscriber count of one shared topic and when it was taken.
+type listenerCount struct {
+	n  int
+	at time.Time
+}
 
 type sharedKey struct{ model, digest string }
 
@@ -91,6 +110,7 @@ type sharedChunk struct {
 type sharedFanout struct {
 	s                *Service
 	delay, wait, gap time.Duration
+	maxWait          time.Duration // the longest hold of a burst: wire.MaxSharedHold, or wait if longer
 	wake             chan struct{}
 
 	mu     sync.Mutex
@@ -99,12 +119,17 @@ type sharedFanout struct {
 	// joinedPer counts joined's subscriptions per model: where the broker does not count a
 	// topic's subscribers, the devices remembered as joining (sharedForget) stand for them.
 	joinedPer map[string]int
+
+	// counted caches the broker's subscriber counts by model (listenersAge), under countMu.
+	countMu sync.Mutex
+	counted map[string]listenerCount
 }
 
 func newSharedFanout(s *Service) *sharedFanout {
 	return &sharedFanout{
-		s: s, delay: s.cfg.SharedDelay, wait: s.cfg.SharedWait, gap: s.cfg.SharedGap, wake: make(chan struct{}, 1),
+		s: s, delay: s.cfg.SharedDelay, wait: s.cfg.SharedWait, gap: s.cfg.SharedGap, maxWait: max(s.cfg.SharedWait, wire.MaxSharedHold), wake: make(chan struct{}, 1),
 		chunks: map[sharedKey]*sharedChunk{}, joined: map[joinKey]time.Time{}, joinedPer: map[string]int{},
+		counted: map[string]listenerCount{},
 	}
 }
 
@@ -162,11 +187,11 @@ func (f *sharedFanout) want(device, model, sub, digest string, now time.Time) {
 
 // dueAt returns when c's pending publish goes out, a device having joined it at now: delay
 // after the last join, but no later than the wait (the burst's age, within SharedWait and
-// SharedWait << maxWaitDoublings) after the first, and no sooner than gap after the previous
-// publish. Called with f.mu held.
+// maxWait) after the first, and no sooner than gap after the previous publish. Called with f.mu
+// held.
 func (f *sharedFanout) dueAt(c *sharedChunk, now time.Time) time.Time {
 	due := now.Add(f.delay)
-	wait := min(max(c.first.Sub(c.burst), f.wait), f.wait<<maxWaitDoublings)
+	wait := min(max(c.first.Sub(c.burst), f.wait), f.maxWait)
 	if limit := c.first.Add(wait); due.After(limit) {
 		due = limit
 	}
@@ -232,13 +257,22 @@ func (f *sharedFanout) listeners(model string) int {
 	return f.joinedPer[model]
 }
 
-// brokerListeners returns the subscribers of model's shared topic when the broker counts them.
+// brokerListeners returns the subscribers of model's shared topic when the broker counts them,
+// as counted at most listenersAge ago.
 func (f *sharedFanout) brokerListeners(model string) (int, bool) {
 	sc, ok := f.s.cfg.Transport.(SubscriberCounter)
 	if !ok {
 		return 0, false
 	}
-	return sc.Subscribers(f.s.cfg.Topics.ModelChunk(model)), true
+	f.countMu.Lock()
+	defer f.countMu.Unlock()
+	now := time.Now()
+	if c, ok := f.counted[model]; ok && now.Sub(c.at) < listenersAge {
+		return c.n, true
+	}
+	n := sc.Subscribers(f.s.cfg.Topics.ModelChunk(model))
+	f.counted[model] = listenerCount{n: n, at: now}
+	return n, true
 }
 
 // takeDue returns the chunks due at now, stamped as published (the stamp is taken before the
@@ -265,15 +299,21 @@ func (f *sharedFanout) takeDue(now time.Time) (due []sharedKey, next time.Time) 
 }
 
 // publish sends chunk k once on its model's shared topic and returns the frame's size (0 when
-// nothing went out). A failure forgets the stamp, so the next request schedules it again; the
-// devices that waited for it ask again on their own topic.
+// nothing went out). A failure forgets the stamp and schedules the chunk again, SharedGap later
+// (or joins the publish already pending): the devices that waited for it still listen, and left
+// to their retries they would each fetch it on their own topic.
 func (f *sharedFanout) publish(k sharedKey, bufs *frameBufs) int {
 	fail := func() {
 		f.mu.Lock()
-		if c := f.chunks[k]; c != nil && !c.pending {
+		if c := f.chunks[k]; c != nil {
 			c.lastPub = time.Time{}
+			if !c.pending {
+				now := time.Now()
+				c.pending, c.first, c.waiting, c.due = true, now, map[string]struct{}{}, now.Add(f.gap)
+			}
 		}
 		f.mu.Unlock()
+		signal(f.wake)
 	}
 	sum, err := artifact.ParseDigest(k.digest)
 	if err != nil {
@@ -332,4 +372,11 @@ func (f *sharedFanout) sweep(now time.Time) {
 			delete(f.chunks, k)
 		}
 	}
+	f.countMu.Lock()
+	for m, c := range f.counted {
+		if now.Sub(c.at) > sharedForget {
+			delete(f.counted, m)
+		}
+	}
+	f.countMu.Unlock()
 }

@@ -2,8 +2,14 @@ package protocol
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/driftline/driftline/hub/broker"
+	"github.com/driftline/driftline/hub/state/statetest"
+	"github.com/driftline/driftline/internal/testhelp"
+	"github.com/driftline/driftline/shared/wire"
 )
 
 // TestSharedFanoutDedupe: requests for a chunk join its pending publish (which waits the delay
@@ -49,8 +55,9 @@ func TestSharedFanoutDedupe(t *testing.T) {
 
 // TestSharedFanoutWaveSpread: a wave whose devices start listening one every 100 ms for 20 s
 // (a fleet simulated on one machine, each device joining as its share of the CPU allows) costs
-// a handful of publishes of each chunk, not one per SharedGap, and every device still gets one
-// after it started listening; a wave that joins within the delay of each other costs one.
+// a handful of publishes of each chunk (2, 4, 8 s into the burst, then every
+// wire.MaxSharedHold), not one per SharedGap, and every device still gets one after it started
+// listening; a wave that joins within the delay of each other costs one.
 func TestSharedFanoutWaveSpread(t *testing.T) {
 	s := &Service{cfg: Config{SharedDelay: 250 * time.Millisecond, SharedWait: 2 * time.Second, SharedGap: 3 * time.Second}, m: newMetrics(nil)}
 	f := newSharedFanout(s)
@@ -69,8 +76,8 @@ func TestSharedFanoutWaveSpread(t *testing.T) {
 		}
 	}
 	t.Logf("%d devices joining over 20 s: publishes at %v", len(joins), pubs)
-	if len(pubs) == 0 || len(pubs) > 4 {
-		t.Fatalf("%d publishes for one wave joining over 20 s; want 1 to 4", len(pubs))
+	if len(pubs) == 0 || len(pubs) > 5 {
+		t.Fatalf("%d publishes for one wave joining over 20 s; want 1 to 5", len(pubs))
 	}
 	if last := joins[len(joins)-1]; !pubs[len(pubs)-1].After(last) {
 		t.Fatalf("last device joined at %v, last publish at %v: it never got the chunk", last.Sub(t0), pubs[len(pubs)-1].Sub(t0))
@@ -143,5 +150,92 @@ func TestSharedFanoutLonePull(t *testing.T) {
 	f.want("d1", "m", "s1", "sha256:a3", t2.Add(10*time.Millisecond))
 	if due, _ := f.takeDue(t2.Add(10 * time.Millisecond)); len(due) != 1 || due[0].digest != "sha256:a3" {
 		t.Fatalf("both listeners asked: due %v; want sha256:a3 at once", due)
+	}
+}
+
+// TestSharedFanoutHoldsNoLongerThanAgentsWait: a wave whose devices keep joining for 90 s (a
+// 90,000-device wave whose desired states and manifests go out at the hub's pace) is published
+// again and again; no device waits longer than wire.MaxSharedHold from its request to the next
+// publish, well under what an agent waits for a request naming the shared topic
+// (wire.SharedDeadline of its request timeout) before it asks per device. The hold used to grow
+// with the burst to 32 s, and at 100,000 devices the devices joining late in a long burst
+// timed out and fetched the whole model per device (docs/benchmarks.md, run d).
+func TestSharedFanoutHoldsNoLongerThanAgentsWait(t *testing.T) {
+	s := &Service{cfg: Config{SharedDelay: DefaultSharedDelay, SharedWait: DefaultSharedWait, SharedGap: DefaultSharedGap}, m: newMetrics(nil)}
+	f := newSharedFanout(s)
+	t0 := time.Unix(1_000_000, 0)
+	const c = "sha256:00"
+	const step = 50 * time.Millisecond
+	var joins, pubs []time.Time
+	for now := t0; now.Before(t0.Add(2 * time.Minute)); now = now.Add(step) {
+		if now.Before(t0.Add(90*time.Second)) && now.Sub(t0)%(100*time.Millisecond) == 0 {
+			i := len(joins)
+			f.want(fmt.Sprintf("d%d", i), "m", fmt.Sprintf("s%d", i), c, now)
+			joins = append(joins, now)
+		}
+		if due, _ := f.takeDue(now); len(due) == 1 {
+			pubs = append(pubs, now)
+		}
+	}
+	t.Logf("%d devices joining over 90 s: %d publishes", len(joins), len(pubs))
+	if limit := wire.SharedDeadline(wire.DefaultFetchTimeout) / 2; wire.MaxSharedHold > limit {
+		t.Fatalf("wire.MaxSharedHold %v leaves an agent's shared request less than half its wait (%v)", wire.MaxSharedHold, limit)
+	}
+	p, longest := 0, time.Duration(0)
+	for _, j := range joins {
+		for p < len(pubs) && pubs[p].Before(j) { // a publish stamped at the join carries it
+			p++
+		}
+		if p == len(pubs) {
+			t.Fatalf("a device joined at %v and no publish came after", j.Sub(t0))
+		}
+		longest = max(longest, pubs[p].Sub(j))
+	}
+	if longest > wire.MaxSharedHold+step {
+		t.Fatalf("a device waited %v for a shared publish; want at most wire.MaxSharedHold (%v)", longest, wire.MaxSharedHold)
+	}
+	// Still far fewer publishes than one per device or per gap: 90 s at 8 s apart.
+	if len(pubs) > 90/8+5 {
+		t.Fatalf("%d publishes for one wave joining over 90 s; want about one per wire.MaxSharedHold", len(pubs))
+	}
+}
+
+// countingBroker is the embedded broker, counting the subscriber counts asked of it.
+type countingBroker struct {
+	*broker.Broker
+	counts atomic.Int64
+}
+
+func (c *countingBroker) Subscribers(topic string) int {
+	c.counts.Add(1)
+	return c.Broker.Subscribers(topic)
+}
+
+// TestSharedFanoutCountsListenersSeldom: the embedded broker counts a topic's subscribers by
+// gathering them all (mochi), so the fan-out asks it at most once per listenersAge, not once per
+// chunk of every shared request: 9,000 devices asking for 16 chunks each would otherwise make
+// 144,000 counts of up to 9,000 subscriptions (a third of the hub's CPU in the 10,000-agent
+// bench-fleet run of 2026-12-07).
+func TestSharedFanoutCountsListenersSeldom(t *testing.T) {
+	st := statetest.New(t)
+	b, err := broker.New(broker.Config{Addr: "127.0.0.1:0", DB: st.DB, Auth: noClients{}, Logger: testhelp.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	cb := &countingBroker{Broker: b}
+	s := &Service{cfg: Config{Transport: cb, Topics: wire.Default(), SharedDelay: 250 * time.Millisecond, SharedWait: 2 * time.Second, SharedGap: 3 * time.Second}, m: newMetrics(nil)}
+	f := newSharedFanout(s)
+	start := time.Now()
+	const requests = 2000
+	for i := range requests {
+		f.want(fmt.Sprintf("d%d", i), "m", fmt.Sprintf("s%d", i), fmt.Sprintf("sha256:%02x", i%16), time.Now())
+	}
+	took := time.Since(start)
+	if limit := int64(took/listenersAge) + 2; cb.counts.Load() > limit {
+		t.Fatalf("%d requests in %v asked the broker for its subscriber count %d times; want at most %d (once per %v)", requests, took, cb.counts.Load(), limit, listenersAge)
+	}
+	if n, ok := f.brokerListeners("m"); !ok || n != 0 {
+		t.Fatalf("listeners %d, %v; want the broker's count (0)", n, ok)
 	}
 }

@@ -37,8 +37,9 @@ const (
 	// RaftLog is for the hub's Raft log and stable store: Server's synchronous writes with small
 	// memtables and block cache. See raftLogMemTable.
 	RaftLog
-	// Fleet is for the one database that thousands of simulated agents share in firmware-sim's
-	// fleet mode: State's sizing, and no conflict detection. Every read-modify-write of the
+	// Fleet is for the databases that simulated agents share in firmware-sim's fleet mode (one
+	// per ~500 agents): State's value log, 16 MiB memtables and a 16 MiB block cache (a fleet
+	// process opens tens of them), and no conflict detection. Every read-modify-write of the
 	// agent's stores is serialized by its owner's mutex, so badger's conflict detection only
 	// costs: with thousands of agents' transactions overlapping, its list of committed
 	// transactions stays long and every commit scans it.
@@ -56,6 +57,10 @@ const (
 // followers, applying), mostly still in the memtable. The state machine's database keeps State's
 // 64 MiB memtables: its largest transaction is one command (a wave start writes every device of
 // the wave in one entry) and must fit in 15 % of a memtable.
+// fleetMemTable is a fleet-mode database's memtable and block cache size: an agent's largest
+// transaction is well below 15 % of it (the Edge profile of one device has 4 MiB memtables).
+const fleetMemTable = 16 << 20
+
 const (
 	raftLogMemTable   = 8 << 20
 	raftLogBlockCache = 8 << 20
@@ -75,13 +80,20 @@ func Options(dir string, p Profile) badger.Options {
 			WithValueThreshold(1 << 10).
 			WithNumMemtables(3).
 			WithBlockCacheSize(64 << 20)
-	case State, Fleet:
+	case State:
 		opts = opts.WithSyncWrites(false).
 			WithValueLogFileSize(256 << 20).
 			WithValueThreshold(1 << 10).
 			WithNumMemtables(3).
-			WithBlockCacheSize(64 << 20).
-			WithDetectConflicts(p != Fleet)
+			WithBlockCacheSize(64 << 20)
+	case Fleet:
+		opts = opts.WithSyncWrites(false).
+			WithValueLogFileSize(256 << 20).
+			WithValueThreshold(1 << 10).
+			WithMemTableSize(fleetMemTable).
+			WithNumMemtables(3).
+			WithBlockCacheSize(fleetMemTable).
+			WithDetectConflicts(false)
 	case RaftLog:
 		opts = opts.WithSyncWrites(true).
 			WithValueLogFileSize(256 << 20).

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/driftline/driftline/shared/artifact"
 )
@@ -25,6 +26,32 @@ type FetchRequest struct {
 	// the hub counts a device as listening since the first request naming it.
 	SharedSub string `json:"shared_sub,omitempty"`
 }
+
+// The agents' fetch policy towards a model's shared chunk topic: one contract for the agent's
+// fetcher (agent/reconcile), the hub's fan-out (hub/protocol/shared.go), which must publish
+// before agents give up on it, and the load tool (firmware-sim/loadgen), which must wait as
+// agents do or its simulated devices ask per device sooner than real ones would.
+const (
+	// DefaultFetchTimeout is the agent's default request timeout (config fetch.timeout): how
+	// long a request on the device's own topic waits for its frames before it is asked again.
+	DefaultFetchTimeout = 10 * time.Second
+	// SharedListenQuiet is how many request timeouts a pull listening on the shared topic
+	// before it holds a pull slot (fleet mode) waits without a chunk from there before it asks
+	// on its own topic.
+	SharedListenQuiet = 4
+	// MaxSharedHold is the longest the hub holds a shared publish after the first device asked
+	// for it (gathering the wave's devices into one publish): well under
+	// SharedDeadline(DefaultFetchTimeout), leaving the rest for the request's way to the hub
+	// and the frames' way back through a loaded hub and broker.
+	MaxSharedHold = 8 * time.Second
+)
+
+// SharedDeadline returns how long a request naming a shared subscription waits for its frames
+// when requests time out after timeout, before what it did not bring is asked again on the
+// device's own topic (twice the timeout: the hub holds shared publishes to gather a wave). Every
+// shared frame that brings the pull an object it wanted starts the wait again: while the
+// wave's publishes keep coming, nothing is asked per device.
+func SharedDeadline(timeout time.Duration) time.Duration { return 2 * timeout }
 
 // Validate checks the request id and that the digests are well formed, distinct and few enough.
 func (f FetchRequest) Validate() error {

@@ -46,7 +46,7 @@ func main() {
 	flag.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "limit of each phase")
 	flag.DurationVar(&cfg.Steady, "steady", time.Minute, "how long the steady state after the rollout is measured")
 	flag.DurationVar(&cfg.Settle, "settle", 30*time.Second, "wait after the rollout before the steady window (negative: none)")
-	flag.StringVar(&cfg.ProfileDir, "profile-dir", "", "save the hub's CPU profile over the steady window and its heap profile here")
+	flag.StringVar(&cfg.ProfileDir, "profile-dir", "", "save the hub's CPU profile over the steady window and its heap profile here, and CPU profiles of the hub and the fleet process in 30 s slices while the agents come online and during the rollout")
 	flag.Func("hub-env", "NAME=VALUE in the hub's environment only, e.g. GOGC=50 (repeatable)", func(v string) error {
 		if !strings.Contains(v, "=") {
 			return fmt.Errorf("want NAME=VALUE, got %q", v)
