@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,6 +109,12 @@ func TestRollingUpgrade(t *testing.T) {
 		h.Start(t, bin)
 	}
 	first := "http://" + c.hubs[0].HTTP
+	join := func(h *hub) string {
+		if h == c.hubs[0] {
+			return "http://" + c.hubs[1].HTTP
+		}
+		return first
+	}
 	start(oldHub, c.hubs[0], "")
 	c.token = hubproc.ReadToken(t, c.hubs[0].Dir)
 	start(oldHub, c.hubs[1], first)
@@ -180,12 +187,11 @@ func TestRollingUpgrade(t *testing.T) {
 	}
 	order = append(order, lead)
 	for _, h := range order {
-		c.stop(h)
-		join := first
-		if h == c.hubs[0] {
-			join = "http://" + c.hubs[1].HTTP
+		if h == lead {
+			c.rolloutMixed(oldHub, h, start, join(h))
 		}
-		start(binary, h, join)
+		c.stop(h)
+		start(binary, h, join(h))
 		c.waitVoters(3)
 		c.waitSame(c.hubs)
 		if code, b := c.do(h, http.MethodPost, "/api/v1/datasets", map[string]string{"name": "after-" + h.ID}); code != http.StatusCreated {
@@ -249,6 +255,76 @@ func TestRollingUpgrade(t *testing.T) {
 	for _, dev := range devs {
 		testhelp.WaitFor(t, 60*time.Second, dev+" (old agent) runs version 2 from the new hubs", func() bool { return active(c.hubs[0], dev, 2) })
 	}
+}
+
+// bigRolloutDevices is one device more than a part of a split rollout (state.DefaultPartDevices):
+// a rollout of them is one the new build would write in parts.
+const bigRolloutDevices = 1001
+
+// rolloutMixed runs the mixed phase the leader-last order never has: a leader of the new build
+// with a live node of the old one. It stops old (the old build's leader; the two upgraded
+// followers elect a new leader), starts it again on the old build (a follower now), and creates
+// a rollout of bigRolloutDevices devices through the new leader: with an old node in the cluster
+// the leader must write it whole, as the old build did, and the old node keeps applying (before
+// the leader asked the nodes' builds, it wrote the rollout in parts and the old node stopped at
+// them). The rollout is aborted before the upgrade goes on.
+func (c *cluster) rolloutMixed(oldHub string, old *hub, start func(string, *hub, string), join string) {
+	t := c.t
+	t.Helper()
+	c.stop(old)
+	start(oldHub, old, join)
+	c.waitVoters(3)
+	c.waitSame(c.hubs)
+	lead := c.leader(c.hubs)
+	if lead == old {
+		t.Fatalf("%s (old build) leads again after its restart", old.ID)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, bigRolloutDevices)
+	ids := make(chan int)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range ids {
+				body := map[string]any{"id": fmt.Sprintf("big-%04d", i), "labels": map[string]string{"fleet": "big"}}
+				if code, b := c.do(lead, http.MethodPost, "/api/v1/devices", body); code != http.StatusCreated {
+					errs <- fmt.Sprintf("device %d: %d %s", i, code, b)
+				}
+			}
+		}()
+	}
+	for i := 0; i < bigRolloutDevices; i++ {
+		ids <- i
+	}
+	close(ids)
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
+	}
+	code, b := c.do(lead, http.MethodPost, "/api/v1/rollouts", map[string]any{"model": "m", "version": 1,
+		"selector": "fleet=big", "waves": []int{100}, "bake_seconds": 0})
+	var ro struct {
+		ID    string `json:"id"`
+		Total int    `json:"total"`
+	}
+	if code != http.StatusCreated || json.Unmarshal(b, &ro) != nil || ro.Total != bigRolloutDevices {
+		t.Fatalf("rollout of %d devices in the mixed cluster: %d %s", bigRolloutDevices, code, b)
+	}
+	c.waitSame(c.hubs)
+	if code, b := c.do(old, http.MethodGet, "/api/v1/rollouts/"+ro.ID, nil); code != http.StatusOK {
+		t.Fatalf("the old node does not have the rollout: %d %s", code, b)
+	}
+	if code, b := c.do(lead, http.MethodPost, "/api/v1/datasets", map[string]string{"name": "after-big-rollout"}); code != http.StatusCreated {
+		t.Fatalf("write after the rollout: %d %s", code, b)
+	}
+	c.waitSame(c.hubs) // the old node still applies
+	if code, b := c.do(lead, http.MethodPost, "/api/v1/rollouts/"+ro.ID+"/abort", map[string]string{"reason": "test done"}); code != http.StatusOK {
+		t.Fatalf("abort the rollout: %d %s", code, b)
+	}
+	c.waitSame(c.hubs)
+	t.Logf("a rollout of %d devices applied on every node of the mixed cluster (leader %s, %s on the old build)", bigRolloutDevices, lead.ID, old.ID)
 }
 
 // uploadBytes registers a model version with the given content.

@@ -360,7 +360,7 @@ func (b *bench) byResult(ctx context.Context, name string, results []string) map
 // The hub's fetch counters the report breaks down (hub/protocol's MetricFetchRequests and
 // MetricSharedChunkRequests).
 var (
-	fetchResults  = []string{"served", "dropped", "caught_up", "out_of_scope", "bad"}
+	fetchResults  = []string{"served", "dropped", "caught_up", "catch_up_failed", "out_of_scope", "bad"}
 	sharedResults = []string{"scheduled", "joined", "deduplicated", "all_listening"}
 )
 

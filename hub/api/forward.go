@@ -15,6 +15,7 @@ import (
 	"github.com/driftline/driftline/hub/cluster"
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/hub/store"
 )
 
 // Writes on a follower (the way rqlite's cluster/ does it): the follower runs the handler
@@ -289,12 +290,23 @@ func domainError(re *cluster.RemoteError) error {
 			return &ce
 		}
 		sentinel = state.ErrConflict
+	case cluster.KindTooBig:
+		sentinel = store.ErrCommandTooBig
+		var d tooBigData
+		if len(re.Data) > 0 && json.Unmarshal(re.Data, &d) == nil && d.NotSplit {
+			sentinel = errors.Join(store.ErrCommandTooBig, store.ErrNotSplit)
+		}
 	case cluster.KindField, cluster.KindNotNonvoter, cluster.KindNotMember:
 		return re // membershipError matches these like the Service's own
 	default:
 		return nil
 	}
 	return &remoteDomainErr{msg: re.Detail, sentinel: sentinel}
+}
+
+// tooBigData is the Data of a cluster.KindTooBig refusal.
+type tooBigData struct {
+	NotSplit bool `json:"not_split,omitempty"`
 }
 
 // describeError classifies an error of the leader's store for the cluster service (what a
@@ -313,6 +325,9 @@ func (s *Server) describeError(err error) (string, json.RawMessage) {
 		return cluster.KindConflict, nil
 	case errors.Is(err, state.ErrInvalid):
 		return cluster.KindInvalid, nil
+	case errors.Is(err, store.ErrCommandTooBig):
+		b, _ := json.Marshal(tooBigData{NotSplit: errors.Is(err, store.ErrNotSplit)})
+		return cluster.KindTooBig, b
 	case s.store.IsNotLeader(err):
 		return cluster.KindLeadershipLost, nil
 	}

@@ -122,6 +122,11 @@ func toProblem(err error) Problem {
 		return Problem{Type: ProblemConflict, Title: "conflict", Status: 409, Detail: err.Error()}
 	case errors.Is(err, state.ErrInvalid), errors.Is(err, state.ErrBadCursor):
 		return Problem{Type: ProblemInvalid, Title: "invalid request", Status: 400, Detail: err.Error()}
+	case errors.Is(err, store.ErrNotSplit) && errors.Is(err, store.ErrCommandTooBig):
+		// A rollout command the leader would have written in parts, proposed whole because a
+		// hub node of an older build does not know the parts yet (hub/store ClusterKnows).
+		return Problem{Type: ProblemTooLarge, Title: "change too big", Status: http.StatusRequestEntityTooLarge,
+			Detail: "the change is too big for one replicated transaction while a hub node runs an older build (a rolling upgrade in progress: until every node runs this release a rollout is written in one transaction, some 15,000-20,000 devices, not in parts): finish the upgrade and retry, or split it into rollouts by selector"}
 	case errors.Is(err, store.ErrCommandTooBig):
 		// The request was valid but one command of its change does not fit in one replicated
 		// transaction. Rollouts are written in parts of state.DefaultPartDevices devices

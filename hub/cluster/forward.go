@@ -60,6 +60,10 @@ const (
 	KindExists   = "exists"
 	KindConflict = "conflict"
 	KindInvalid  = "invalid"
+	// KindTooBig is a command too big for one replicated transaction (the API's 413); Data
+	// {"not_split":true} says the leader did not split it because a node does not know the
+	// parts yet (a rolling upgrade).
+	KindTooBig = "too_big"
 	// KindField is a membership request refused by the Service (*FieldError; Field names it).
 	KindField = "field"
 	// KindNotNonvoter and KindNotMember are ErrNotNonvoter and ErrNotMember.

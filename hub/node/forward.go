@@ -97,8 +97,14 @@ func (n *Node) sweepChunks(ctx context.Context, grace time.Duration) (int, error
 }
 
 // sweepChunksBefore proposes a ChunksSweep of the pending chunks marked before t, counts what it
-// deleted in the metrics and returns how many chunks that was.
+// deleted in the metrics and returns how many chunks that was. It proposes nothing while a node
+// of the cluster does not know the command (a rolling upgrade from a build before the sweep: the
+// node would stop at it; the leader sweeps when it starts leading, i.e. in the middle of an
+// upgrade).
 func (n *Node) sweepChunksBefore(ctx context.Context, t time.Time) (int, error) {
+	if err := n.store.ClusterKnows(ctx, command.TypeChunksSweep); err != nil {
+		return 0, fmt.Errorf("chunk sweep not proposed: %w", err)
+	}
 	env, err := command.New(command.TypeChunksSweep, "", 0, "hub:"+n.cfg.NodeID,
 		state.ChunksSweep{Before: t.UnixMilli()})
 	if err != nil {
@@ -182,14 +188,8 @@ func newSweepMetrics(reg prometheus.Registerer) *sweepMetrics {
 // the sweep deletes them once older than its grace period. It proposes nothing while a node of
 // the cluster does not know the command (a rolling upgrade): that node would stop at it.
 func (n *Node) markOrphanChunks(ctx context.Context) (int, error) {
-	for _, nd := range n.store.Status().Nodes {
-		if nd.ID == n.cfg.NodeID {
-			continue
-		}
-		info, err := n.peers.Info(ctx, nd.HTTP, n.peerToken())
-		if err != nil || command.Type(info.MaxCommand) < command.TypeChunksOrphanMark {
-			return 0, fmt.Errorf("node %s does not know the orphan mark yet (%v): not proposed", nd.ID, err)
-		}
+	if err := n.store.ClusterKnows(ctx, command.TypeChunksOrphanMark); err != nil {
+		return 0, fmt.Errorf("orphan mark not proposed: %w", err)
 	}
 	env, err := command.New(command.TypeChunksOrphanMark, "", 0, "hub:"+n.cfg.NodeID, state.ChunksOrphanMark{})
 	if err != nil {
@@ -205,6 +205,14 @@ func (n *Node) markOrphanChunks(ctx context.Context) (int, error) {
 		n.log.Info("marked orphan chunks of older aborted uploads for the sweep", "chunks", marked.Marked)
 	}
 	return marked.Marked, nil
+}
+
+// peerMaxCommand asks the node whose API is at addr for the highest command type its build
+// knows (store.Config.PeerInfo). A node of a build before cluster.PathInfo cannot say: it
+// knows none of the types added since.
+func (n *Node) peerMaxCommand(ctx context.Context, addr string) (uint16, error) {
+	info, err := n.peers.Info(ctx, addr, n.peerToken())
+	return info.MaxCommand, err
 }
 
 // DefaultRaftCommitTimeout is raft's CommitTimeout on every node unless Config.RaftCommitTimeout

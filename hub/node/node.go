@@ -362,7 +362,7 @@ func (n *Node) openStore() (string, *cluster.TLS, error) {
 		RaftBind: cfg.RaftAddr, RaftAdvertise: raftAdvertiseOf(*cfg), RaftDialVia: cfg.RaftDialVia, HTTPAddr: advHTTP,
 		Bootstrap: cfg.Join == "" && len(cfg.Peers) == 0, DeadNodeTimeout: cfg.DeadNodeTimeout,
 		Processor: state.Processor{}, Logger: cfg.Logger, Registerer: n.registry,
-		Tune: n.tuneRaft,
+		Tune: n.tuneRaft, PeerInfo: n.peerMaxCommand,
 	})
 	if err != nil {
 		if layer != nil {

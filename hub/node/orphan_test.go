@@ -13,6 +13,7 @@ import (
 
 	"github.com/driftline/driftline/hub/command"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/hub/store"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/zstdx"
@@ -100,4 +101,28 @@ func TestOrphanChunksOfOlderBuildsSwept(t *testing.T) {
 		t.Fatalf("second mark: %d %v", m, err)
 	}
 	call(t, n, tok, http.MethodGet, "/api/v1/models/m/versions/1/artifact", nil, http.StatusOK, nil)
+}
+
+// TestSweepsWaitForEveryNode: the chunk sweep and the orphan mark are commands a build before
+// them stops at (or, as the previous release does inside a batch, skips: its state then
+// diverges), and a new leader sweeps as soon as it leads, in the middle of a rolling upgrade.
+// The leader proposes them only once every node has said, through /cluster/v1/info, that its
+// build knows them: here nodes that answer, then a member that never answered (stopped).
+func TestSweepsWaitForEveryNode(t *testing.T) {
+	n1, _, _, tok := threeNodes(t)
+	ctx := context.Background()
+	testhelp.WaitFor(t, 20*time.Second, "the leader learns its peers know the rollout parts", func() bool {
+		return n1.Store().ClusterKnows(ctx, command.TypeRolloutTransitionPart) == nil
+	})
+	if _, err := n1.sweepChunksBefore(ctx, time.Now()); err != nil {
+		t.Fatalf("sweep with every node on this build: %v", err)
+	}
+	n4 := joinNode(t, n1, tok, "n4")
+	n4.Close() // a member the leader never heard from: a node of an older build, or down
+	if _, err := n1.sweepChunksBefore(ctx, time.Now()); !errors.Is(err, store.ErrClusterBehind) {
+		t.Fatalf("sweep with n4 unheard of: %v, want ErrClusterBehind", err)
+	}
+	if _, err := n1.markOrphanChunks(ctx); !errors.Is(err, store.ErrClusterBehind) {
+		t.Fatalf("orphan mark with n4 unheard of: %v, want ErrClusterBehind", err)
+	}
 }

@@ -113,7 +113,9 @@ func (b *frameBufs) next(n int) []byte {
 // zstd bytes at rest (no recompression); a manifest, contract or profile is framed from its
 // plain bytes; an unknown digest gets a not-found frame so the agent fails fast. Only objects of
 // the device's scope (scope.go) are served: anything else gets a not-found frame too, and the
-// request is counted as out_of_scope.
+// request is counted as out_of_scope. Not found is final for the agent's revision, so it is
+// said only after this node caught up with the cluster (CatchUp); a node that cannot tell
+// (catch-up failed, a state read failed) says nothing and the agent asks again.
 func (s *Service) serve(job fetchJob, bufs *frameBufs) {
 	missing := s.serveDigests(job, job.req.Digests, bufs, s.cfg.CatchUp != nil)
 	if len(missing) == 0 {
@@ -123,11 +125,19 @@ func (s *Service) serve(job fetchJob, bufs *frameBufs) {
 	// another node's publish) that this node has not applied yet, and its request came here
 	// (a shared subscription spreads requests over the nodes). A not-found is final for the
 	// agent's revision, so catch up with the cluster before saying it.
+	// A node that could not catch up (no leader, the barrier or read index timed out under load)
+	// cannot tell yet: it answers nothing for those digests, as for a dropped request, and the
+	// agent asks again when its request deadline passes (a retry, never final; the wire has no
+	// "retry" frame, and an unknown frame kind is refused by agents of earlier releases:
+	// docs/decisions.md).
 	ctx, cancel := context.WithTimeout(context.Background(), catchUpTimeout)
 	err := s.cfg.CatchUp(ctx)
 	cancel()
 	if err != nil {
-		s.log.Warn("fetch: could not catch up with the cluster before answering not found", "device", job.device, "err", err)
+		s.log.Warn("fetch: could not catch up with the cluster; not answering, the agent will ask again",
+			"device", job.device, "digests", len(missing), "err", err)
+		s.m.fetches.WithLabelValues("catch_up_failed").Inc()
+		return
 	}
 	s.m.fetches.WithLabelValues("caught_up").Inc()
 	s.serveDigests(job, missing, bufs, false)
@@ -186,24 +196,9 @@ func (s *Service) serveDigests(job fetchJob, digests []string, bufs *frameBufs, 
 			err = state.ErrNotFound // not a chunk this device may fetch: perhaps an object of its scope
 		}
 		if err == nil {
-			bufs.zst = z
-			plainSize, err := storedPlainSize(z)
-			if err != nil {
-				s.log.Error("stored chunk is unreadable", "digest", d, "err", err)
-				continue
+			if frame, ok := s.chunkFrame(job.req.RequestID, sum, d, z, bufs); ok {
+				send("chunk", frame)
 			}
-			frame, err := wire.AppendFrame(bufs.next(len(z)+256), wire.Frame{
-				Kind: wire.FrameData, RequestID: job.req.RequestID, Digest: sum,
-				Total: plainSize, Plain: plainSize, Payload: z,
-			})
-			if err != nil {
-				s.log.Error("encode chunk frame", "digest", d, "err", err)
-				continue
-			}
-			if bufs.reuse {
-				bufs.frame = frame
-			}
-			send("chunk", frame)
 			continue
 		}
 		if !errors.Is(err, state.ErrNotFound) {
@@ -212,8 +207,16 @@ func (s *Service) serveDigests(job fetchJob, digests []string, bufs *frameBufs, 
 		}
 		obj, ref, err := s.cfg.Reader.Object(d)
 		outOfScope := false
-		if err == nil && !scope.object(ref) {
-			outOfScope, err = true, state.ErrNotFound
+		if err == nil {
+			var in bool
+			if in, err = scope.object(s.cfg.Reader, d, ref); err == nil && !in {
+				outOfScope, err = true, state.ErrNotFound
+			}
+		}
+		if err != nil && !errors.Is(err, state.ErrNotFound) {
+			// Cannot tell: say nothing, the agent asks again (not found would be final).
+			s.log.Error("read object for fetch", "device", job.device, "digest", d, "err", err)
+			continue
 		}
 		if err != nil {
 			if deferMissing {
@@ -236,6 +239,29 @@ func (s *Service) serveDigests(job fetchJob, digests []string, bufs *frameBufs, 
 		}
 	}
 	return missing
+}
+
+// chunkFrame encodes stored chunk z (zstd, digest d) as one data frame of request reqID in bufs;
+// false when the chunk cannot be framed (logged).
+func (s *Service) chunkFrame(reqID string, sum [32]byte, d string, z []byte, bufs *frameBufs) ([]byte, bool) {
+	bufs.zst = z
+	plainSize, err := storedPlainSize(z)
+	if err != nil {
+		s.log.Error("stored chunk is unreadable", "digest", d, "err", err)
+		return nil, false
+	}
+	frame, err := wire.AppendFrame(bufs.next(len(z)+256), wire.Frame{
+		Kind: wire.FrameData, RequestID: reqID, Digest: sum,
+		Total: plainSize, Plain: plainSize, Payload: z,
+	})
+	if err != nil {
+		s.log.Error("encode chunk frame", "digest", d, "err", err)
+		return nil, false
+	}
+	if bufs.reuse {
+		bufs.frame = frame
+	}
+	return frame, true
 }
 
 // storedPlainSize returns the plain size of a chunk stored as zstd: from the frame header when it

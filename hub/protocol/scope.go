@@ -42,16 +42,10 @@ func (f *fetchScope) modelChunk(name, d string) bool {
 	return false
 }
 
-// object reports whether the registry object ref is in the scope.
-func (f *fetchScope) object(ref state.ObjectRef) bool {
-	switch ref.Kind {
-	case state.ObjectManifest, state.ObjectOutput:
-		// An output reference belongs to the model version, as its manifest does.
-		return f.sc.Model(ref.Name, ref.Version)
-	case state.ObjectContract, state.ObjectProfile:
-		return f.sc.Dataset(ref.Name, ref.Version)
-	}
-	return false
+// object reports whether the registry object digest, which the object index names ref, is in
+// the scope (state.Reader.HoldsObject: by digest, not only by the one version the index names).
+func (f *fetchScope) object(r state.Reader, digest string, ref state.ObjectRef) (bool, error) {
+	return r.HoldsObject(f.sc, digest, ref)
 }
 
 // chunkSets caches each manifest's chunk digests, keyed by manifest digest (immutable content).

@@ -332,7 +332,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		serveSecs: prometheus.NewHistogram(prometheus.HistogramOpts{Name: MetricChunkServeSecs,
 			Help: "Time to answer one fetch request.", Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12)}),
 		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricFetchRequests,
-			Help: "Fetch requests by result (served, dropped, bad, out_of_scope, caught_up)."}, []string{"result"}),
+			Help: "Fetch requests by result (served, dropped, bad, out_of_scope, caught_up, catch_up_failed)."}, []string{"result"}),
 		desired: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricDesiredPublished,
 			Help: "Retained desired-state messages published."}),
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricTelemetryBatches,

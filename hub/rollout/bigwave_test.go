@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -67,6 +68,37 @@ func TestBigWaveStarts(t *testing.T) {
 	r = f.pass()
 	if r.State != state.RolloutCompleted || r.Counts[state.DevActive] != 3000 {
 		t.Fatalf("rollout %s (%q), counts %v; want completed with 3,000 active", r.State, r.Reason, r.Counts)
+	}
+}
+
+// TestBigWaveDuringUpgradePauses: while a hub node runs a build that does not know the parts
+// (a rolling upgrade: the store proposes the wave start whole, store.ErrNotSplit), a wave too big
+// for one transaction pauses the rollout with a reason that says to finish the upgrade; once
+// every node knows the parts, a resume starts the wave in parts.
+func TestBigWaveDuringUpgradePauses(t *testing.T) {
+	f := newFleet(t, 0, nil)
+	f.store.Unsplit = errors.New("node hub3 runs an older build")
+	labels := map[string]string{}
+	for i := range 10 {
+		labels[fmt.Sprintf("label%d", i)] = strings.Repeat("x", 200)
+	}
+	var cands []Candidate
+	for i := range 3000 {
+		id := fmt.Sprintf("big%04d", i)
+		f.must(command.TypeDeviceCreate, state.DeviceCreate{ID: id, TokenHash: "h", Labels: labels})
+		cands = append(cands, Candidate{ID: id})
+	}
+	f.must(command.TypeRolloutCreate, state.RolloutCreate{ID: "r1", Model: "m", Version: 2, Devices: Order("r1", cands),
+		WaveSizes: []int{3000}, BakeSeconds: 5, OnGateFailure: "pause", DeviceTimeout: 600})
+	r := f.pass()
+	if r.State != state.RolloutPaused || r.Wave != 0 || !strings.Contains(r.Reason, "finish the upgrade") || r.Counts[state.DevPending] != 3000 {
+		t.Fatalf("rollout %s in wave %d (%q), counts %v; want paused in wave 0 saying to finish the upgrade", r.State, r.Wave, r.Reason, r.Counts)
+	}
+	f.store.Unsplit = nil // every node upgraded
+	f.must(command.TypeRolloutTransition, state.RolloutTransition{ID: "r1", Action: state.ActResume, Reason: "upgrade done"})
+	r = f.pass()
+	if r.State != state.RolloutRunning || r.Wave != 1 || r.Counts[state.DevNotified] != 3000 {
+		t.Fatalf("rollout %s in wave %d (%q), counts %v; want wave 1 started in parts after the upgrade", r.State, r.Wave, r.Reason, r.Counts)
 	}
 }
 

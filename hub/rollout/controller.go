@@ -399,7 +399,10 @@ func (c *Controller) propose(ctx context.Context, r state.Rollout, t state.Rollo
 // state.DefaultPartDevices devices (one Raft entry, one badger transaction per part), so a wave of
 // any size starts; a part whose writes still do not fit one transaction (store.ErrCommandTooBig:
 // devices with very large label sets) would be proposed again at every pass and never start: the
-// rollout is paused instead, with a reason that says so. When the first part is the one refused,
+// rollout is paused instead, with a reason that says so. While a node of the cluster runs a
+// build that does not know the parts (a rolling upgrade), the store proposes the wave start
+// whole, as before parts (store.ErrNotSplit with ErrCommandTooBig): the pause then says to
+// finish the upgrade and resume. When the first part is the one refused,
 // nothing of the wave started (the others are refused with it). A later part refused alone (its
 // devices' labels far larger than the first part's) leaves the wave started without them: they
 // stay pending, count as timed out after device_timeout_seconds, and the pause is refused as a
@@ -414,6 +417,10 @@ func (c *Controller) startWave(ctx context.Context, r state.Rollout, t state.Rol
 		size -= r.WaveSizes[r.Wave-1]
 	}
 	c.log.Error("rollout wave too big to start; pausing", "rollout", r.ID, "wave", r.Wave+1, "devices", size, "err", err)
+	if errors.Is(err, store.ErrNotSplit) {
+		return c.propose(ctx, r, state.RolloutTransition{Action: state.ActPause, Gates: t.Gates,
+			Reason: fmt.Sprintf("wave %d (%d devices) is too big to start in one replicated transaction while a hub node runs an older build (a rolling upgrade: waves start in parts of %d devices only once every node knows them): finish the upgrade, then resume", r.Wave+1, size, state.DefaultPartDevices)})
+	}
 	return c.propose(ctx, r, state.RolloutTransition{Action: state.ActPause, Gates: t.Gates,
 		Reason: fmt.Sprintf("wave %d (%d devices) cannot start: the desired states of %d of its devices are too big for one replicated transaction (very large device labels?): abort, and roll out to devices with smaller labels", r.Wave+1, size, min(size, state.DefaultPartDevices))})
 }

@@ -10,6 +10,8 @@ type DeviceScope struct {
 	Models map[string]map[int]string
 	// Datasets maps dataset name -> versions.
 	Datasets map[string]map[int]bool
+	// outputs holds the output reference digests of the model versions.
+	outputs map[string]bool
 }
 
 // Model reports whether the scope holds model name at version v.
@@ -57,6 +59,12 @@ func (r Reader) DeviceScope(id string) (DeviceScope, error) {
 			sc.Models[name] = map[int]string{}
 		}
 		sc.Models[name][mv.Version] = mv.ManifestDigest
+		if mv.Output != nil && mv.Output.Digest != "" {
+			if sc.outputs == nil {
+				sc.outputs = map[string]bool{}
+			}
+			sc.outputs[mv.Output.Digest] = true
+		}
 		for _, t := range mv.TrainedOn {
 			if t.Dataset == "" {
 				continue
@@ -68,4 +76,47 @@ func (r Reader) DeviceScope(id string) (DeviceScope, error) {
 		}
 	}
 	return sc, nil
+}
+
+// HoldsObject reports whether the scope sc may read the registry object whose digest is digest
+// and which the object index names ref (Reader.Object). The index holds one reference per
+// digest, the last registered, while identical bytes may belong to several versions: every
+// candidate the sample collector makes keeps its parent's contract, a `dataset push` may keep
+// the contract or profile, a model may be pushed again. So the object is in the scope when ref
+// is, or when any version of the scope holds an object with that digest (the bytes are the
+// same: the digest is theirs). Checking ref alone took the contract away from every device of a
+// model trained on the parent as soon as a candidate was made (docs/benchmarks.md, 10,000
+// agents). The second check reads the scope's dataset versions, only when ref is not in it.
+func (r Reader) HoldsObject(sc DeviceScope, digest string, ref ObjectRef) (bool, error) {
+	switch ref.Kind {
+	case ObjectManifest, ObjectOutput:
+		// An output reference belongs to the model version, as its manifest does.
+		if sc.Model(ref.Name, ref.Version) || sc.outputs[digest] {
+			return true, nil
+		}
+		for _, d := range sc.Manifests() {
+			if d == digest {
+				return true, nil
+			}
+		}
+	case ObjectContract, ObjectProfile:
+		if sc.Dataset(ref.Name, ref.Version) {
+			return true, nil
+		}
+		for name, vs := range sc.Datasets {
+			for v := range vs {
+				dv, err := r.DatasetVersion(name, v)
+				if errors.Is(err, ErrNotFound) {
+					continue
+				}
+				if err != nil {
+					return false, err
+				}
+				if dv.ContractHash == digest || dv.ProfileDigest == digest {
+					return true, nil
+				}
+			}
+		}
+	}
+	return false, nil
 }

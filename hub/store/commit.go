@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -17,7 +18,9 @@ type request struct {
 	// parts > 0: data is a TypeBatch of the parts of one split command (Splitter), proposed as
 	// an entry of its own; result names the part whose result is the command's.
 	parts, result int
-	done          chan result // buffered 1: the committer never blocks on a caller that gave up
+	// unsplit is why a command the processor split went out whole (ErrClusterBehind).
+	unsplit error
+	done    chan result // buffered 1: the committer never blocks on a caller that gave up
 }
 
 // Apply proposes env and returns its result once it is applied on this node (the leader). A
@@ -45,7 +48,7 @@ func (s *Store) Apply(ctx context.Context, env command.Envelope) (any, error) {
 	if env.Time == 0 {
 		env.Time = clock.Now().UnixMilli()
 	}
-	req, err := s.encodeRequest(env)
+	req, err := s.encodeRequest(ctx, env)
 	if err != nil {
 		return nil, err
 	}
@@ -59,6 +62,9 @@ func (s *Store) Apply(ctx context.Context, env command.Envelope) (any, error) {
 	select {
 	case r := <-req.done:
 		s.metrics.observeApply(start)
+		if req.unsplit != nil && errors.Is(r.err, ErrCommandTooBig) {
+			r.err = fmt.Errorf("%w (%w: %w)", r.err, ErrNotSplit, req.unsplit)
+		}
 		return r.val, r.err
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: waiting for command: %w", ErrTimeout, ctx.Err())
@@ -67,8 +73,11 @@ func (s *Store) Apply(ctx context.Context, env command.Envelope) (any, error) {
 	}
 }
 
-// encodeRequest encodes env, or its parts when the processor splits it (Splitter).
-func (s *Store) encodeRequest(env command.Envelope) (*request, error) {
+// encodeRequest encodes env, or its parts when the processor splits it (Splitter) and every
+// node of the cluster knows the parts' types (ClusterKnows); while one does not, env goes out
+// whole, as a build before parts proposed it. The choice is made here, once per command: the
+// parts of a command are never mixed with a whole.
+func (s *Store) encodeRequest(ctx context.Context, env command.Envelope) (*request, error) {
 	req := &request{done: make(chan result, 1)}
 	sp, ok := s.cfg.Processor.(Splitter)
 	if !ok {
@@ -79,6 +88,13 @@ func (s *Store) encodeRequest(env command.Envelope) (*request, error) {
 	parts, res, err := sp.Split(s.cfg.DB, env)
 	if err != nil {
 		return nil, err
+	}
+	if len(parts) > 0 {
+		if err := s.ClusterKnows(ctx, newestType(parts)); err != nil {
+			s.log.Warn("command proposed whole, not in parts: a node of the cluster does not know the parts yet", "type", uint16(env.Type), "parts", len(parts), "err", err)
+			s.metrics.unsplit.Inc()
+			parts, req.unsplit = nil, err
+		}
 	}
 	if len(parts) == 0 {
 		data, err := command.Encode(env)
@@ -99,6 +115,15 @@ func (s *Store) encodeRequest(env command.Envelope) (*request, error) {
 	req.data, err = command.Encode(benv)
 	req.parts, req.result = len(parts), res
 	return req, err
+}
+
+// newestType is the highest type among parts.
+func newestType(parts []command.Envelope) command.Type {
+	var t command.Type
+	for _, p := range parts {
+		t = max(t, p.Type&^command.IgnoreIfUnknown)
+	}
+	return t
 }
 
 // commitLoop takes queued requests, groups those that are waiting into one raft entry, and keeps

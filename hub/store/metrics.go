@@ -17,6 +17,7 @@ const (
 	metricApplySeconds = "driftline_hub_raft_apply_seconds"
 	metricBatchCmds    = "driftline_hub_raft_batch_commands"
 	metricDeadRemoved  = "driftline_hub_raft_dead_nodes_removed_total"
+	metricUnsplit      = "driftline_hub_raft_commands_unsplit_total"
 )
 
 // metrics are the store's Prometheus collectors. Gauges are read from raft at scrape time.
@@ -24,6 +25,7 @@ type metrics struct {
 	applySeconds prometheus.Histogram
 	batchCmds    prometheus.Histogram
 	deadRemoved  prometheus.Counter
+	unsplit      prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -42,6 +44,10 @@ func newMetrics() *metrics {
 			Name: metricDeadRemoved,
 			Help: "Members this node, as leader, removed after --dead-node-timeout without contact.",
 		}),
+		unsplit: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: metricUnsplit,
+			Help: "Commands the processor would split into parts that went out whole because a node of the cluster does not know the parts' types (a rolling upgrade).",
+		}),
 	}
 }
 
@@ -50,7 +56,7 @@ func (m *metrics) register(reg prometheus.Registerer, r *raft.Raft) error {
 	if reg == nil {
 		return nil
 	}
-	cs := []prometheus.Collector{m.applySeconds, m.batchCmds, m.deadRemoved,
+	cs := []prometheus.Collector{m.applySeconds, m.batchCmds, m.deadRemoved, m.unsplit,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: metricTerm, Help: "Current raft term."},
 			func() float64 { return float64(r.CurrentTerm()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: metricCommitIndex, Help: "Raft commit index."},

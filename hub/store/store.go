@@ -105,6 +105,11 @@ type Config struct {
 	DeadNodeTimeout time.Duration
 	// Processor applies the hub's commands. A ChangeProcessor's changes go to the Feed.
 	Processor Processor
+	// PeerInfo asks the node whose API is at addr for the highest command type its build
+	// knows (cluster.PathInfo). The leader proposes a Splitter's parts, and ClusterKnows
+	// admits a type, only once every member has said it knows them (buildgate.go). nil: every
+	// node is taken to run this build.
+	PeerInfo func(ctx context.Context, addr string) (maxCommand uint16, err error)
 	// Changes is the node's change feed; nil makes a new one (Store.Changes). Giving it lets a
 	// consumer subscribe before Open, so it sees the changes of the entries replayed at start.
 	Changes *Feed
@@ -149,6 +154,8 @@ type Store struct {
 
 	caughtUp    atomic.Bool
 	readyTarget atomic.Uint64
+
+	builds buildGate // what the members' builds know (ClusterKnows)
 }
 
 // logCacheEntries bounds raft's in-memory cache of recent log entries (at most ~1 MiB each).

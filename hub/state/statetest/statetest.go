@@ -34,6 +34,10 @@ type Store struct {
 	// Proc is the processor applied (its PartDevices bounds the parts of split rollout
 	// commands).
 	Proc state.Processor
+	// Unsplit, when set, plays a cluster with a node that does not know the parts' types (a
+	// rolling upgrade): a command the processor would split is applied whole, and when it is too
+	// big its error carries store.ErrNotSplit, as the store answers (store.ClusterKnows).
+	Unsplit error
 
 	mu    sync.Mutex
 	index uint64
@@ -87,10 +91,17 @@ func (s *Store) Apply(_ context.Context, env command.Envelope) (any, error) {
 		env.Time = s.Now().UnixMilli()
 	}
 	parts, result, err := s.Proc.Split(s.DB, env)
-	if err != nil || len(parts) == 0 {
-		if err != nil {
-			return nil, err
+	if err != nil {
+		return nil, err
+	}
+	if len(parts) > 0 && s.Unsplit != nil {
+		res, err := s.applyOne(env)
+		if errors.Is(err, store.ErrCommandTooBig) {
+			err = fmt.Errorf("%w (%w: %w)", err, store.ErrNotSplit, s.Unsplit)
 		}
+		return res, err
+	}
+	if len(parts) == 0 {
 		return s.applyOne(env)
 	}
 	vals, errs := make([]any, len(parts)), make([]error, len(parts))

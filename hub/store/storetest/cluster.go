@@ -58,6 +58,9 @@ type Options struct {
 	Changes func(id string) *store.Feed
 	// DeadNodeTimeout is every node's store.Config.DeadNodeTimeout (0: no dead node cleanup).
 	DeadNodeTimeout time.Duration
+	// PeerInfo is every node's store.Config.PeerInfo: what the node at a (made-up) HTTPAddr
+	// says its build knows. nil: every node runs this build.
+	PeerInfo func(ctx context.Context, addr string) (uint16, error)
 }
 
 // Cluster is a set of nodes started by MakeCluster.
@@ -163,6 +166,7 @@ func (c *Cluster) start(node *Node, bootstrap bool) {
 		DB: db, Dir: filepath.Join(node.Dir, "raft"), NodeID: node.ID,
 		RaftBind: node.RaftAddr, HTTPAddr: node.HTTPAddr, Bootstrap: bootstrap,
 		Processor: c.factory(node.ID), Logger: log, DeadNodeTimeout: c.opts.DeadNodeTimeout,
+		PeerInfo: c.opts.PeerInfo,
 		Tune: func(rc *raft.Config) {
 			FastTimeouts(rc)
 			if c.opts.Tune != nil {
