@@ -100,6 +100,16 @@ func (t *telemetry) obs(id string) *state.DeviceObservation {
 	return o
 }
 
+// presenceOf returns device id's presence, made when there is none. Called with t.mu held.
+func (t *telemetry) presenceOf(id string) *presence {
+	p := t.presence[id]
+	if p == nil {
+		p = &presence{}
+		t.presence[id] = p
+	}
+	return p
+}
+
 // observe decodes one message and folds it in. It reports false for a payload it refused.
 func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
 	now := t.clock()
@@ -143,11 +153,7 @@ func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	live := kind != wire.KindStatus && kind != wire.KindReported
-	p := t.presence[id]
-	if p == nil {
-		p = &presence{}
-		t.presence[id] = p
-	}
+	p := t.presenceOf(id)
 	if live {
 		p.heard = max(p.heard, now)
 	}
@@ -183,11 +189,7 @@ func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
 func (t *telemetry) replicated(id string, online bool, lastSeen int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	p := t.presence[id]
-	if p == nil {
-		p = &presence{}
-		t.presence[id] = p
-	}
+	p := t.presenceOf(id)
 	p.shared = max(p.shared, lastSeen)
 	p.online, p.known = online, true
 }
