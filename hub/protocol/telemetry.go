@@ -78,10 +78,6 @@ type presence struct {
 // DefaultPresenceWindow is Config.PresenceWindow's default: three heartbeats at the SPEC's 10 s.
 const DefaultPresenceWindow = 30 * time.Second
 
-// DefaultLastSeenInterval is Config.LastSeenInterval's default when PresenceWindow is default:
-// the presence window, so a live device's replicated last_seen moves at most once per window.
-const DefaultLastSeenInterval = DefaultPresenceWindow
-
 // maxPendingReports bounds one device's numbered reports waiting for a batch (while no leader
 // applies them); more are left unacknowledged, and the agent sends them again.
 const maxPendingReports = 4096
