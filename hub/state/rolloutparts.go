@@ -331,6 +331,7 @@ func (p Processor) Split(db *badger.DB, env command.Envelope) ([]command.Envelop
 	n := p.partDevices()
 	var bodies []any
 	result := 0
+	typ := command.TypeRolloutCreatePart
 	switch env.Type &^ command.IgnoreIfUnknown {
 	case command.TypeRolloutCreate:
 		var c RolloutCreate
@@ -347,7 +348,7 @@ func (p Processor) Split(db *badger.DB, env command.Envelope) ([]command.Envelop
 		if bodies, err = splitTransition(db, c, n); err != nil || len(bodies) < 2 {
 			return nil, 0, err
 		}
-		result = len(bodies) - 1
+		result, typ = len(bodies)-1, command.TypeRolloutTransitionPart
 	default:
 		return nil, 0, nil
 	}
@@ -356,10 +357,6 @@ func (p Processor) Split(db *badger.DB, env command.Envelope) ([]command.Envelop
 		id := env.ID
 		if id != "" {
 			id += "/" + strconv.Itoa(i)
-		}
-		typ := command.TypeRolloutCreatePart
-		if env.Type&^command.IgnoreIfUnknown == command.TypeRolloutTransition {
-			typ = command.TypeRolloutTransitionPart
 		}
 		e, err := command.New(typ, id, env.Time, env.Actor, b)
 		if err != nil {
