@@ -299,9 +299,7 @@ func rolloutContinue(txn *badger.Txn, env command.Envelope, c RolloutTransition,
 	case ActStartWave:
 		err = notifyWave(txn, env, &r, em, sp.and(waveSpan(r, r.Wave)))
 	case ActRollback:
-		if err = rollBackDevices(txn, env, &r, em, sp); err == nil {
-			err = releaseDevices(txn, r, sp)
-		}
+		err = rollBackDevices(txn, env, &r, em, sp)
 	default:
 		err = releaseDevices(txn, r, sp)
 	}
