@@ -142,7 +142,7 @@ type rolloutPlan struct {
 
 // planFailure is a plan part's refusal, kept to be answered by the commit part.
 type planFailure struct {
-	Kind    string   `json:"kind"` // "conflict", "not_found", "invalid"
+	Kind    string   `json:"kind"` // "overlap" (a *ConflictError), "conflict", "not_found", "invalid"
 	Detail  string   `json:"detail"`
 	Rollout string   `json:"rollout,omitempty"` // a *ConflictError's
 	Devices []string `json:"devices,omitempty"`
