@@ -2,6 +2,7 @@ package state_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -207,7 +208,16 @@ func TestRetriedRolloutCreateIsIdempotent(t *testing.T) {
 		if err != nil {
 			t.Fatalf("attempt %d: %v", i+1, err)
 		}
-		if r, ok := res.(state.Rollout); ok && r.ID != "r1" {
+		// The retry answers the result the first attempt stored (JSON).
+		var r state.Rollout
+		if raw, ok := res.(json.RawMessage); ok {
+			if err := json.Unmarshal(raw, &r); err != nil {
+				t.Fatalf("attempt %d: %v", i+1, err)
+			}
+		} else {
+			r, _ = res.(state.Rollout)
+		}
+		if r.ID != "r1" {
 			t.Fatalf("attempt %d: %+v", i+1, r)
 		}
 	}
