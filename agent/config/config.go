@@ -215,7 +215,7 @@ func Default() Config {
 		TopicPrefix:     wire.DefaultPrefix,
 		Heartbeat:       Duration(10 * time.Second),
 		Fetch: Fetch{
-			Requests: 6, Digests: 16, Timeout: Duration(10 * time.Second),
+			Requests: 6, Digests: 16, Timeout: Duration(wire.DefaultFetchTimeout),
 			Stall: Duration(2 * time.Minute), Attempts: 8, Retry: Duration(30 * time.Second),
 		},
 		LogLevel: "info",

@@ -52,24 +52,33 @@ func shardOf(id string, n int) int {
 // else 1 when the state dir holds a database of a run before shards; else want (at least 1).
 // It keeps the number in ShardsFile.
 func shardCount(stateDir string, want int) (int, error) {
-	path := filepath.Join(stateDir, ShardsFile)
-	b, err := os.ReadFile(path)
-	switch {
-	case err == nil:
-		n, perr := strconv.Atoi(strings.TrimSpace(string(b)))
-		if perr != nil || n < 1 {
-			return 0, fmt.Errorf("%w: %s holds %q, not a number of databases", ErrConfig, path, strings.TrimSpace(string(b)))
-		}
-		return n, nil
-	case !errors.Is(err, fs.ErrNotExist):
-		return 0, err
+	if n, err := keptShardCount(stateDir); n != 0 || err != nil {
+		return n, err
 	}
 	n := max(want, 1)
 	if _, err := os.Stat(filepath.Join(shardDir(stateDir, 0), "MANIFEST")); err == nil {
 		n = 1 // a database of fleet mode before shards: every agent's state is there
 	}
-	if err := os.WriteFile(path, []byte(strconv.Itoa(n)+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(stateDir, ShardsFile), []byte(strconv.Itoa(n)+"\n"), 0o600); err != nil {
 		return 0, err
+	}
+	return n, nil
+}
+
+// keptShardCount returns the number of databases kept in the state dir's ShardsFile; 0 when
+// there is no such file.
+func keptShardCount(stateDir string) (int, error) {
+	path := filepath.Join(stateDir, ShardsFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("%w: %s holds %q, not a number of databases", ErrConfig, path, strings.TrimSpace(string(b)))
 	}
 	return n, nil
 }
@@ -123,16 +132,9 @@ func (s shards) close() error {
 // DBDir returns the directory of the database holding device id's state in a fleet state dir
 // (for tools reading a stopped agent's state, e.g. agenttest.Outbox).
 func DBDir(stateDir, id string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(stateDir, ShardsFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return shardDir(stateDir, 0), nil
-	}
+	n, err := keptShardCount(stateDir)
 	if err != nil {
 		return "", err
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || n < 1 {
-		return "", fmt.Errorf("%w: %s holds %q", ErrConfig, ShardsFile, strings.TrimSpace(string(b)))
-	}
-	return shardDir(stateDir, shardOf(id, n)), nil
+	return shardDir(stateDir, shardOf(id, max(n, 1))), nil
 }

@@ -57,25 +57,12 @@ func dialBare(t testing.TB, addr, user, password string, rcvBuf int) *bareClient
 // write encodes and sends pk.
 func (c *bareClient) write(pk packets.Packet) {
 	c.t.Helper()
-	var buf bytes.Buffer
-	var err error
-	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		err = pk.ConnectEncode(&buf)
-	case packets.Subscribe:
-		err = pk.SubscribeEncode(&buf)
-	case packets.Publish:
-		err = pk.PublishEncode(&buf)
-	case packets.Puback:
-		err = pk.PubackEncode(&buf)
-	default:
-		err = fmt.Errorf("packet type %d", pk.FixedHeader.Type)
-	}
+	b, err := encodePacket(pk)
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	_ = c.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	if _, err := c.conn.Write(buf.Bytes()); err != nil {
+	if _, err := c.conn.Write(b); err != nil {
 		c.t.Fatal(err)
 	}
 }

@@ -3,6 +3,7 @@ package broker
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -85,8 +86,8 @@ func dialRaw(t testing.TB, addr string, version byte, clientID, user string, wil
 	return c
 }
 
-func (c *v5client) write(pk packets.Packet) error {
-	pk.ProtocolVersion = c.version
+// encodePacket encodes pk, one of the packet types the tests' clients send.
+func encodePacket(pk packets.Packet) ([]byte, error) {
 	var buf bytes.Buffer
 	var err error
 	switch pk.FixedHeader.Type {
@@ -100,13 +101,21 @@ func (c *v5client) write(pk packets.Packet) error {
 		err = pk.PubackEncode(&buf)
 	case packets.Disconnect:
 		err = pk.DisconnectEncode(&buf)
+	default:
+		err = fmt.Errorf("packet type %d", pk.FixedHeader.Type)
 	}
+	return buf.Bytes(), err
+}
+
+func (c *v5client) write(pk packets.Packet) error {
+	pk.ProtocolVersion = c.version
+	b, err := encodePacket(pk)
 	if err != nil {
 		return err
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	_, err = c.conn.Write(buf.Bytes())
+	_, err = c.conn.Write(b)
 	return err
 }
 

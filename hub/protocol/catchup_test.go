@@ -20,14 +20,10 @@ import (
 	"github.com/driftline/driftline/shared/wire"
 )
 
-// TestFetchOnLaggingNodeCatchesUp: with several hub nodes, a device hears of its desired state
-// from one node and its fetch request may reach another (shared subscriptions) that has not
-// applied that desired state yet. Found by the operations walkthrough (3 nodes on Mosquitto):
-// the lagging node answered the manifest not found, which is final for the agent's revision, so
-// the rollout never completed. The node now catches up with the cluster (CatchUp) before it says
-// not found. Here the lag is the device's desired state, applied by CatchUp as a follower
-// applies the entry once it has caught up.
-func TestFetchOnLaggingNodeCatchesUp(t *testing.T) {
+// oneChunkModel splits a model small enough for one chunk: its manifest, the manifest's
+// canonical bytes and its chunk.
+func oneChunkModel(t *testing.T) (artifact.Manifest, []byte, []state.ChunkRef) {
+	t.Helper()
 	data := []byte("a model small enough for one chunk")
 	var refs []state.ChunkRef
 	man, err := artifact.Split(bytes.NewReader(data), func(c artifact.Chunk) error {
@@ -41,6 +37,18 @@ func TestFetchOnLaggingNodeCatchesUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return man, manifest, refs
+}
+
+// TestFetchOnLaggingNodeCatchesUp: with several hub nodes, a device hears of its desired state
+// from one node and its fetch request may reach another (shared subscriptions) that has not
+// applied that desired state yet. Found by the operations walkthrough (3 nodes on Mosquitto):
+// the lagging node answered the manifest not found, which is final for the agent's revision, so
+// the rollout never completed. The node now catches up with the cluster (CatchUp) before it says
+// not found. Here the lag is the device's desired state, applied by CatchUp as a follower
+// applies the entry once it has caught up.
+func TestFetchOnLaggingNodeCatchesUp(t *testing.T) {
+	man, manifest, refs := oneChunkModel(t)
 	manifestDigest := artifact.DigestOf(manifest)
 	for _, withCatchUp := range []bool{false, true} {
 		st := statetest.New(t)

@@ -1,7 +1,6 @@
 package protocol
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -34,19 +33,7 @@ func newScopeFixture(t *testing.T) scopeFixture {
 	f := scopeFixture{st: statetest.New(t), contract: []byte(`{"columns":[{"name":"x","type":"float"}]}`),
 		profile: []byte("a reference profile")}
 	f.contractDigest, f.profileDigest = artifact.DigestOf(f.contract), artifact.DigestOf(f.profile)
-	data := []byte("a model small enough for one chunk")
-	var refs []state.ChunkRef
-	man, err := artifact.Split(bytes.NewReader(data), func(c artifact.Chunk) error {
-		refs = append(refs, state.ChunkRef{Digest: c.Digest, Size: int64(len(c.Data))})
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	manifest, err := man.Canonical()
-	if err != nil {
-		t.Fatal(err)
-	}
+	man, manifest, refs := oneChunkModel(t)
 	f.manifestDigest = artifact.DigestOf(manifest)
 	st := f.st
 	st.Must(t, command.TypeDatasetCreate, state.DatasetCreate{Name: "ds"})

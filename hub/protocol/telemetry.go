@@ -78,10 +78,6 @@ type presence struct {
 // DefaultPresenceWindow is Config.PresenceWindow's default: three heartbeats at the SPEC's 10 s.
 const DefaultPresenceWindow = 30 * time.Second
 
-// DefaultLastSeenInterval is Config.LastSeenInterval's default when PresenceWindow is default:
-// the presence window, so a live device's replicated last_seen moves at most once per window.
-const DefaultLastSeenInterval = DefaultPresenceWindow
-
 // maxPendingReports bounds one device's numbered reports waiting for a batch (while no leader
 // applies them); more are left unacknowledged, and the agent sends them again.
 const maxPendingReports = 4096
@@ -98,6 +94,16 @@ func (t *telemetry) obs(id string) *state.DeviceObservation {
 		t.pending[id] = o
 	}
 	return o
+}
+
+// presenceOf returns device id's presence, made when there is none. Called with t.mu held.
+func (t *telemetry) presenceOf(id string) *presence {
+	p := t.presence[id]
+	if p == nil {
+		p = &presence{}
+		t.presence[id] = p
+	}
+	return p
 }
 
 // observe decodes one message and folds it in. It reports false for a payload it refused.
@@ -143,11 +149,7 @@ func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	live := kind != wire.KindStatus && kind != wire.KindReported
-	p := t.presence[id]
-	if p == nil {
-		p = &presence{}
-		t.presence[id] = p
-	}
+	p := t.presenceOf(id)
 	if live {
 		p.heard = max(p.heard, now)
 	}
@@ -183,11 +185,7 @@ func (t *telemetry) observe(kind wire.Kind, id string, payload []byte) bool {
 func (t *telemetry) replicated(id string, online bool, lastSeen int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	p := t.presence[id]
-	if p == nil {
-		p = &presence{}
-		t.presence[id] = p
-	}
+	p := t.presenceOf(id)
 	p.shared = max(p.shared, lastSeen)
 	p.online, p.known = online, true
 }

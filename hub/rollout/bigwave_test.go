@@ -14,6 +14,24 @@ import (
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
+// bigWave creates n devices with 10 labels of labelLen bytes each and rollout r1 of them in one
+// wave, and returns the devices.
+func bigWave(f *fleet, n, labelLen int) []Candidate {
+	labels := map[string]string{}
+	for i := range 10 {
+		labels[fmt.Sprintf("label%d", i)] = strings.Repeat("x", labelLen)
+	}
+	var cands []Candidate
+	for i := range n {
+		id := fmt.Sprintf("big%04d", i)
+		f.must(command.TypeDeviceCreate, state.DeviceCreate{ID: id, TokenHash: "h", Labels: labels})
+		cands = append(cands, Candidate{ID: id})
+	}
+	f.must(command.TypeRolloutCreate, state.RolloutCreate{ID: "r1", Model: "m", Version: 2, Devices: Order("r1", cands),
+		WaveSizes: []int{n}, BakeSeconds: 5, OnGateFailure: "pause", DeviceTimeout: 600})
+	return cands
+}
+
 // TestWaveTooBigToStartPauses: a wave start is proposed in parts of state.DefaultPartDevices
 // devices (issue 18), so waves of any size start; a part that still does not fit in one
 // replicated transaction (here 1,000 devices with ~6 KB of labels each on the test database's
@@ -21,18 +39,7 @@ import (
 // start again at every pass while the rollout seems to run. Nothing of the wave started.
 func TestWaveTooBigToStartPauses(t *testing.T) {
 	f := newFleet(t, 0, nil)
-	labels := map[string]string{}
-	for i := range 10 {
-		labels[fmt.Sprintf("label%d", i)] = strings.Repeat("x", 600)
-	}
-	var cands []Candidate
-	for i := range 1500 {
-		id := fmt.Sprintf("big%04d", i)
-		f.must(command.TypeDeviceCreate, state.DeviceCreate{ID: id, TokenHash: "h", Labels: labels})
-		cands = append(cands, Candidate{ID: id})
-	}
-	f.must(command.TypeRolloutCreate, state.RolloutCreate{ID: "r1", Model: "m", Version: 2, Devices: Order("r1", cands),
-		WaveSizes: []int{1500}, BakeSeconds: 5, OnGateFailure: "pause", DeviceTimeout: 600})
+	bigWave(f, 1500, 600)
 	r := f.pass()
 	if r.State != state.RolloutPaused || r.Wave != 0 || !strings.Contains(r.Reason, "too big") || r.Counts[state.DevPending] != 1500 {
 		t.Fatalf("rollout %s in wave %d (%q), counts %v; want paused in wave 0 saying a part is too big", r.State, r.Wave, r.Reason, r.Counts)
@@ -44,18 +51,7 @@ func TestWaveTooBigToStartPauses(t *testing.T) {
 // starts, every device is told, and the rollout completes.
 func TestBigWaveStarts(t *testing.T) {
 	f := newFleet(t, 0, nil)
-	labels := map[string]string{}
-	for i := range 10 {
-		labels[fmt.Sprintf("label%d", i)] = strings.Repeat("x", 200)
-	}
-	var cands []Candidate
-	for i := range 3000 {
-		id := fmt.Sprintf("big%04d", i)
-		f.must(command.TypeDeviceCreate, state.DeviceCreate{ID: id, TokenHash: "h", Labels: labels})
-		cands = append(cands, Candidate{ID: id})
-	}
-	f.must(command.TypeRolloutCreate, state.RolloutCreate{ID: "r1", Model: "m", Version: 2, Devices: Order("r1", cands),
-		WaveSizes: []int{3000}, BakeSeconds: 5, OnGateFailure: "pause", DeviceTimeout: 600})
+	cands := bigWave(f, 3000, 200)
 	r := f.pass()
 	if r.State != state.RolloutRunning || r.Wave != 1 || r.Counts[state.DevNotified] != 3000 {
 		t.Fatalf("rollout %s in wave %d (%q), counts %v; want wave 1 started with 3,000 devices told", r.State, r.Wave, r.Reason, r.Counts)
@@ -78,18 +74,7 @@ func TestBigWaveStarts(t *testing.T) {
 func TestBigWaveDuringUpgradePauses(t *testing.T) {
 	f := newFleet(t, 0, nil)
 	f.store.Unsplit = errors.New("node hub3 runs an older build")
-	labels := map[string]string{}
-	for i := range 10 {
-		labels[fmt.Sprintf("label%d", i)] = strings.Repeat("x", 200)
-	}
-	var cands []Candidate
-	for i := range 3000 {
-		id := fmt.Sprintf("big%04d", i)
-		f.must(command.TypeDeviceCreate, state.DeviceCreate{ID: id, TokenHash: "h", Labels: labels})
-		cands = append(cands, Candidate{ID: id})
-	}
-	f.must(command.TypeRolloutCreate, state.RolloutCreate{ID: "r1", Model: "m", Version: 2, Devices: Order("r1", cands),
-		WaveSizes: []int{3000}, BakeSeconds: 5, OnGateFailure: "pause", DeviceTimeout: 600})
+	bigWave(f, 3000, 200)
 	r := f.pass()
 	if r.State != state.RolloutPaused || r.Wave != 0 || !strings.Contains(r.Reason, "finish the upgrade") || r.Counts[state.DevPending] != 3000 {
 		t.Fatalf("rollout %s in wave %d (%q), counts %v; want paused in wave 0 saying to finish the upgrade", r.State, r.Wave, r.Reason, r.Counts)

@@ -142,7 +142,7 @@ type rolloutPlan struct {
 
 // planFailure is a plan part's refusal, kept to be answered by the commit part.
 type planFailure struct {
-	Kind    string   `json:"kind"` // "conflict", "not_found", "invalid"
+	Kind    string   `json:"kind"` // "overlap" (a *ConflictError), "conflict", "not_found", "invalid"
 	Detail  string   `json:"detail"`
 	Rollout string   `json:"rollout,omitempty"` // a *ConflictError's
 	Devices []string `json:"devices,omitempty"`
@@ -299,9 +299,7 @@ func rolloutContinue(txn *badger.Txn, env command.Envelope, c RolloutTransition,
 	case ActStartWave:
 		err = notifyWave(txn, env, &r, em, sp.and(waveSpan(r, r.Wave)))
 	case ActRollback:
-		if err = rollBackDevices(txn, env, &r, em, sp); err == nil {
-			err = releaseDevices(txn, r, sp)
-		}
+		err = rollBackDevices(txn, env, &r, em, sp)
 	default:
 		err = releaseDevices(txn, r, sp)
 	}
@@ -331,6 +329,7 @@ func (p Processor) Split(db *badger.DB, env command.Envelope) ([]command.Envelop
 	n := p.partDevices()
 	var bodies []any
 	result := 0
+	typ := command.TypeRolloutCreatePart
 	switch env.Type &^ command.IgnoreIfUnknown {
 	case command.TypeRolloutCreate:
 		var c RolloutCreate
@@ -347,7 +346,7 @@ func (p Processor) Split(db *badger.DB, env command.Envelope) ([]command.Envelop
 		if bodies, err = splitTransition(db, c, n); err != nil || len(bodies) < 2 {
 			return nil, 0, err
 		}
-		result = len(bodies) - 1
+		result, typ = len(bodies)-1, command.TypeRolloutTransitionPart
 	default:
 		return nil, 0, nil
 	}
@@ -356,10 +355,6 @@ func (p Processor) Split(db *badger.DB, env command.Envelope) ([]command.Envelop
 		id := env.ID
 		if id != "" {
 			id += "/" + strconv.Itoa(i)
-		}
-		typ := command.TypeRolloutCreatePart
-		if env.Type&^command.IgnoreIfUnknown == command.TypeRolloutTransition {
-			typ = command.TypeRolloutTransitionPart
 		}
 		e, err := command.New(typ, id, env.Time, env.Actor, b)
 		if err != nil {

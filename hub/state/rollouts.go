@@ -592,26 +592,27 @@ func rollBackRollout(txn *badger.Txn, env command.Envelope, r *Rollout, em emitt
 		return conflict("rollout %s is %s", r.ID, r.State)
 	}
 	r.State = RolloutRolledBack
-	if err := rollBackDevices(txn, env, r, em, sp); err != nil {
-		return err
-	}
-	return releaseDevices(txn, *r, sp)
+	return rollBackDevices(txn, env, r, em, sp)
 }
 
-// rollBackDevices rolls back the told devices of orders sp that are not rolled back yet.
+// rollBackDevices rolls back the told devices of orders sp that are not rolled back yet and
+// releases every device of sp (releaseDevices), reading the devices once for both.
 func rollBackDevices(txn *badger.Txn, env command.Envelope, r *Rollout, em emitter, sp span) error {
 	devs, err := devicesIn(txn, r.ID, sp)
 	if err != nil {
 		return err
 	}
 	for _, rd := range devs {
-		if rd.State == DevPending || rd.State == DevRolledBack {
-			continue // never told: nothing to undo; or done already
+		// Never told (pending): nothing to undo; rolled back: done already.
+		if rd.State != DevPending && rd.State != DevRolledBack {
+			if err := setDesired(txn, env, rd.ID, r.Model, rd.Previous, r.ID, em); err != nil {
+				return err
+			}
+			if err := setDeviceState(txn, r, rd, DevRolledBack, "", env.Time); err != nil {
+				return err
+			}
 		}
-		if err := setDesired(txn, env, rd.ID, r.Model, rd.Previous, r.ID, em); err != nil {
-			return err
-		}
-		if err := setDeviceState(txn, r, rd, DevRolledBack, "", env.Time); err != nil {
+		if err := dropClaim(txn, r.Model, rd.ID, r.ID); err != nil {
 			return err
 		}
 	}

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -34,16 +33,6 @@ const (
 	// not answer.
 	peerInfoRetry = 2 * time.Second
 )
-
-// ErrClusterBehind means a node of the cluster does not know (or could not say whether it
-// knows) a command type this build proposes: a rolling upgrade in progress.
-var ErrClusterBehind = errors.New("store: a node of the cluster does not know the command type")
-
-// ErrNotSplit is joined to the error of a command that the processor would have split into
-// parts (Splitter) but that went out whole because a node of the cluster does not know the
-// parts' types (ErrClusterBehind): with ErrCommandTooBig, it says the command is too big only
-// until every node is upgraded.
-var ErrNotSplit = errors.New("store: proposed whole, not in parts, while a node of the cluster does not know the parts")
 
 // buildGate is what the members reported (ClusterKnows).
 type buildGate struct {

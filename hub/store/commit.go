@@ -79,15 +79,13 @@ func (s *Store) Apply(ctx context.Context, env command.Envelope) (any, error) {
 // parts of a command are never mixed with a whole.
 func (s *Store) encodeRequest(ctx context.Context, env command.Envelope) (*request, error) {
 	req := &request{done: make(chan result, 1)}
-	sp, ok := s.cfg.Processor.(Splitter)
-	if !ok {
-		data, err := command.Encode(env)
-		req.data = data
-		return req, err
-	}
-	parts, res, err := sp.Split(s.cfg.DB, env)
-	if err != nil {
-		return nil, err
+	var parts []command.Envelope
+	var res int
+	var err error
+	if sp, ok := s.cfg.Processor.(Splitter); ok {
+		if parts, res, err = sp.Split(s.cfg.DB, env); err != nil {
+			return nil, err
+		}
 	}
 	if len(parts) > 0 {
 		if err := s.ClusterKnows(ctx, newestType(parts)); err != nil {

@@ -29,6 +29,14 @@ var (
 	ErrConfig = errors.New("store: bad config")
 	// ErrCorruptSnapshot means a snapshot stream could not be parsed.
 	ErrCorruptSnapshot = errors.New("store: corrupt snapshot")
+	// ErrClusterBehind means a node of the cluster does not know (or could not say whether it
+	// knows) a command type this build proposes: a rolling upgrade in progress (ClusterKnows).
+	ErrClusterBehind = errors.New("store: a node of the cluster does not know the command type")
+	// ErrNotSplit is joined to the error of a command that the processor would have split into
+	// parts (Splitter) but that went out whole because a node of the cluster does not know the
+	// parts' types (ErrClusterBehind): with ErrCommandTooBig, it says the command is too big only
+	// until every node is upgraded.
+	ErrNotSplit = errors.New("store: proposed whole, not in parts, while a node of the cluster does not know the parts")
 )
 
 // translate maps raft's errors to the sentinels above, wrapping with what was being done.

@@ -57,14 +57,14 @@ const (
 // followers, applying), mostly still in the memtable. The state machine's database keeps State's
 // 64 MiB memtables: its largest transaction is one command (a wave start writes every device of
 // the wave in one entry) and must fit in 15 % of a memtable.
-// fleetMemTable is a fleet-mode database's memtable and block cache size: an agent's largest
-// transaction is well below 15 % of it (the Edge profile of one device has 4 MiB memtables).
-const fleetMemTable = 16 << 20
-
 const (
 	raftLogMemTable   = 8 << 20
 	raftLogBlockCache = 8 << 20
 )
+
+// fleetMemTable is a fleet-mode database's memtable and block cache size: an agent's largest
+// transaction is well below 15 % of it (the Edge profile of one device has 4 MiB memtables).
+const fleetMemTable = 16 << 20
 
 // Options returns badger options for dir sized for p.
 func Options(dir string, p Profile) badger.Options {
@@ -80,20 +80,17 @@ func Options(dir string, p Profile) badger.Options {
 			WithValueThreshold(1 << 10).
 			WithNumMemtables(3).
 			WithBlockCacheSize(64 << 20)
-	case State:
+	case State, Fleet:
 		opts = opts.WithSyncWrites(false).
 			WithValueLogFileSize(256 << 20).
 			WithValueThreshold(1 << 10).
 			WithNumMemtables(3).
 			WithBlockCacheSize(64 << 20)
-	case Fleet:
-		opts = opts.WithSyncWrites(false).
-			WithValueLogFileSize(256 << 20).
-			WithValueThreshold(1 << 10).
-			WithMemTableSize(fleetMemTable).
-			WithNumMemtables(3).
-			WithBlockCacheSize(fleetMemTable).
-			WithDetectConflicts(false)
+		if p == Fleet {
+			opts = opts.WithMemTableSize(fleetMemTable).
+				WithBlockCacheSize(fleetMemTable).
+				WithDetectConflicts(false)
+		}
 	case RaftLog:
 		opts = opts.WithSyncWrites(true).
 			WithValueLogFileSize(256 << 20).

@@ -58,8 +58,7 @@ func New(t testing.TB) *Store {
 // of that: commands too big for one transaction show up with a few thousand devices.
 func NewSmall(t testing.TB, memTable int64) *Store {
 	t.Helper()
-	db, err := badger.Open(badger.DefaultOptions("").WithInMemory(true).WithLogger(nil).
-		WithMemTableSize(memTable).WithValueThreshold(memTable / 16).WithNumMemtables(2).WithBlockCacheSize(1 << 20))
+	db, err := badger.Open(kv.Options("", kv.Test).WithMemTableSize(memTable).WithValueThreshold(memTable / 16))
 	if err != nil {
 		t.Fatal(err)
 	}
