@@ -35,16 +35,17 @@ type BenchConfig struct {
 	HTTPAddr, RaftAddr, MQTTAddr string
 	// Timeout bounds each phase (default 10 min).
 	Timeout time.Duration
-	// Steady is how long the steady state after the rollout is measured (default 60 s: one
-	// reporting window of every agent).
+	// Steady is how long each steady state is measured (default 60 s: one reporting window of
+	// every agent): once with every agent online before the rollout, once after it.
 	Steady time.Duration
-	// Settle is how long the bench waits after the rollout before the steady window starts
-	// (default 30 s), so the window holds no rollout tail (agents activating the model, their
-	// first windows, the controller's last passes); negative: none.
+	// Settle is how long the bench waits before each steady window (default 30 s): after every
+	// agent is online, so the window holds no connection burst, and after the rollout, so it
+	// holds no rollout tail (agents activating the model, their first windows, the controller's
+	// last passes); negative: none.
 	Settle time.Duration
-	// ProfileDir, when set, receives the hub's CPU profile over the steady window
-	// (steady-N.cpu.pprof) and its heap profile at the end of it (steady-N.heap.pprof); the hub
-	// is started with DRIFTLINE_PPROF=1 for it.
+	// ProfileDir, when set, receives the hub's CPU profile over each steady window
+	// (steady-before-N.cpu.pprof, steady-after-N.cpu.pprof) and its heap profile at the end of
+	// it (steady-before-N.heap.pprof, ...); the hub is started with DRIFTLINE_PPROF=1 for it.
 	// With ProfileDir the fleet process serves its profiles on FleetPprofAddr (default
 	// 127.0.0.1:16061), and CPU profiles of the hub and the fleet are taken in 30 s slices while
 	// the agents come online and during the rollout (online-N-I.hub.cpu.pprof,
@@ -76,23 +77,12 @@ type BenchResult struct {
 	ModelBytes int
 	// FleetRolloutCPU is the fleet process's CPU time during the rollout.
 	FleetRolloutCPU time.Duration
-	// SteadyCores is the hub's CPU use in the steady state after the rollout (cores), SteadyRSS
-	// its resident size at the end of it, and MessagesPerSec the MQTT messages the hub's broker
-	// accepted per second meanwhile.
-	SteadyCores    float64
-	SteadyRSS      int64
-	MessagesPerSec float64
-	// IdleRSS is the hub's resident size before the fleet connected; PerDevice is
-	// (SteadyRSS - IdleRSS) / Devices.
-	IdleRSS, PerDevice int64
-	// SteadyAnon is the anonymous part of SteadyRSS (heap and stacks; the rest is file pages of
-	// the memory-mapped databases, which the kernel can reclaim); GoHeap and GoStacks are the Go
-	// runtime's heap in use and goroutine stacks at the end of the steady window (its
-	// go_memstats_heap_inuse_bytes and go_memstats_stack_inuse_bytes), Goroutines its goroutines.
-	SteadyAnon, GoHeap, GoStacks int64
-	Goroutines                   int
-	// SteadyWindow is the steady window's length, after SteadySettle.
-	SteadyWindow, SteadySettle time.Duration
+	// IdleRSS is the hub's resident size before the fleet connected.
+	IdleRSS int64
+	// Before is the hub's steady state with every agent online, heartbeating and reporting
+	// windows, before the rollout (measured even when the rollout then fails); After the one
+	// after the completed rollout (zero when the rollout did not complete).
+	Before, After SteadyFigures
 	// HubPeakRSS and FleetPeakRSS are the largest resident sizes seen over the whole run
 	// (sampled every 500 ms); FleetPeakAnon the largest anonymous part of the fleet's (heap and
 	// stacks, without the file pages of its memory-mapped database).
@@ -102,27 +92,60 @@ type BenchResult struct {
 	Counts map[string]int
 }
 
+// SteadyFigures is one steady-state measurement of the hub: after Settle, its CPU and the MQTT
+// messages its broker accepted over Window, and its memory at the end of Window.
+type SteadyFigures struct {
+	// Cores is the hub's CPU use over Window (cores); MessagesPerSec the MQTT messages its broker
+	// accepted per second meanwhile.
+	Cores, MessagesPerSec float64
+	// RSS is the hub's resident size at the end, Anon its anonymous part (heap and stacks; the
+	// rest is file pages of the memory-mapped databases, which the kernel can reclaim);
+	// PerDevice is (RSS - BenchResult.IdleRSS) / Devices.
+	RSS, Anon, PerDevice int64
+	// Heap and Stacks are the Go runtime's heap in use and goroutine stacks at the end (its
+	// go_memstats_heap_inuse_bytes and go_memstats_stack_inuse_bytes), Goroutines its goroutines.
+	Heap, Stacks int64
+	Goroutines   int
+	// Window is the measured window's length, after Settle.
+	Window, Settle time.Duration
+}
+
+// Measured reports whether s holds a measurement.
+func (s SteadyFigures) Measured() bool { return s.Window > 0 }
+
 // Row formats r as one line of the benchmark table.
 func (r BenchResult) Row() string {
 	unit := float64(max(r.ModelBytes, 1))
 	return fmt.Sprintf("| %d | %.1f s | %.1f s (%s %s) | %.1f s (fleet %.1f s) | %d MiB | %.1f + %.1f | %.2f | %d MiB | %.0f | %.0f KiB | %d MiB | %d MiB (%d MiB anon) |",
 		r.Devices, r.Online.Seconds(), r.Rollout.Seconds(), r.State, countsText(r.Counts), r.RolloutCPU.Seconds(), r.FleetRolloutCPU.Seconds(), r.RolloutBytes>>20,
 		float64(r.EgressShared)/unit, float64(r.EgressDevice)/unit,
-		r.SteadyCores, r.SteadyRSS>>20, r.MessagesPerSec, float64(r.PerDevice)/1024, r.HubPeakRSS>>20, r.FleetPeakRSS>>20, r.FleetPeakAnon>>20)
+		r.After.Cores, r.After.RSS>>20, r.After.MessagesPerSec, float64(r.After.PerDevice)/1024, r.HubPeakRSS>>20, r.FleetPeakRSS>>20, r.FleetPeakAnon>>20)
 }
 
-// SteadyRow formats r's steady state and memory as one line of the SteadyHeader table: the
-// figures issue 18's goals name (time to all online, hub CPU over a stated window, memory per
-// device).
-func (r BenchResult) SteadyRow() string {
+// SteadyRows formats r's steady states and memory as lines of the SteadyHeader table, one per
+// measured steady state (before the rollout, after it): the figures issue 18's goals name (time
+// to all online, hub CPU over a stated window, memory per device). A run whose rollout did not
+// complete has only the line before it.
+func (r BenchResult) SteadyRows() []string {
 	per := func(b int64) float64 { return float64(b) / 1024 / float64(max(r.Devices, 1)) }
-	return fmt.Sprintf("| %d | %.1f s | %.0f s after %.0f s | %.3f | %d MiB (%d MiB anon) | %.0f KiB | %.0f KiB | %d MiB (%.1f KiB/device) | %d MiB (%.1f KiB/device) | %d | %d MiB |",
-		r.Devices, r.Online.Seconds(), r.SteadyWindow.Seconds(), r.SteadySettle.Seconds(), r.SteadyCores, r.SteadyRSS>>20, r.SteadyAnon>>20,
-		float64(r.PerDevice)/1024, per(r.SteadyAnon), r.GoHeap>>20, per(r.GoHeap), r.GoStacks>>20, per(r.GoStacks), r.Goroutines, r.IdleRSS>>20)
+	var rows []string
+	for _, p := range []struct {
+		name string
+		s    SteadyFigures
+	}{{"before the rollout", r.Before}, {"after the rollout", r.After}} {
+		s := p.s
+		if !s.Measured() {
+			continue
+		}
+		rows = append(rows, fmt.Sprintf("| %d | %s | %.1f s | %.0f s after %.0f s | %.3f | %.0f | %d MiB (%d MiB anon) | %.0f KiB | %.0f KiB | %d MiB (%.1f KiB/device) | %d MiB (%.1f KiB/device) | %d | %d MiB |",
+			r.Devices, p.name, r.Online.Seconds(), s.Window.Seconds(), s.Settle.Seconds(), s.Cores, s.MessagesPerSec, s.RSS>>20, s.Anon>>20,
+			float64(s.PerDevice)/1024, per(s.Anon), s.Heap>>20, per(s.Heap), s.Stacks>>20, per(s.Stacks), s.Goroutines, r.IdleRSS>>20))
+	}
+	return rows
 }
 
-// SteadyHeader is the SteadyRow table's header.
-const SteadyHeader = "| agents | all online | steady window | hub CPU steady (cores) | hub RSS steady | RSS - idle per device | anon per device | Go heap in use | Go stacks | goroutines | hub idle RSS |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+// SteadyHeader is the SteadyRows table's header.
+const SteadyHeader = "| agents | measured | all online | steady window | hub CPU steady (cores) | MQTT messages/s | hub RSS steady | RSS - idle per device | anon per device | Go heap in use | Go stacks | goroutines | hub idle RSS |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 
 // BenchHeader is the benchmark table's header.
 const BenchHeader = "| agents | all online | rollout [1, 10, 100] %, bake 5 s | hub CPU during rollout (fleet process) | hub bytes sent (chunk frames) | chunk egress, shared + per device (× model size) | hub CPU steady (cores) | hub RSS steady | MQTT messages/s steady | hub memory per device | hub peak RSS | fleet process peak RSS |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
@@ -160,29 +183,41 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 		return b.result(), err
 	}
 	idle, _ := procstat.Memory(b.hub.cmd.Process.Pid)
+	b.mu.Lock()
+	b.res.IdleRSS, b.res.ModelBytes = idle, b.cfg.ModelBytes
+	b.mu.Unlock()
 	online, err := b.startFleet(ctx, scen)
 	if err != nil {
 		return b.result(), err
 	}
+	b.mu.Lock()
+	b.res.Online = online
+	b.mu.Unlock()
+	before, err := b.steady(ctx, "before")
+	if err != nil {
+		return b.result(), err
+	}
+	b.mu.Lock()
+	b.res.Before = before
+	b.mu.Unlock()
 	ro, err := b.rollOut(ctx)
 	if err != nil {
 		return b.result(), err
 	}
-	st, err := b.steady(ctx)
+	b.mu.Lock()
+	res := &b.res
+	res.Rollout, res.RolloutCPU, res.RolloutBytes, res.FleetRolloutCPU = ro.time, ro.cpu, ro.bytes, ro.fleetCPU
+	res.State, res.Counts = ro.state, ro.counts
+	res.EgressShared, res.EgressDevice = ro.shared, ro.device
+	b.mu.Unlock()
+	after, err := b.steady(ctx, "after")
 	if err != nil {
 		return b.result(), err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	res := &b.res
-	res.Online, res.Rollout, res.RolloutCPU, res.RolloutBytes, res.FleetRolloutCPU = online, ro.time, ro.cpu, ro.bytes, ro.fleetCPU
-	res.State, res.Counts = ro.state, ro.counts
-	res.EgressShared, res.EgressDevice, res.ModelBytes = ro.shared, ro.device, b.cfg.ModelBytes
-	res.SteadyCores, res.SteadyRSS, res.MessagesPerSec = st.cores, st.rss, st.msgsPerSec
-	res.SteadyAnon, res.GoHeap, res.GoStacks, res.Goroutines = st.anon, st.heap, st.stacks, st.goroutines
-	res.SteadyWindow, res.SteadySettle = st.window, max(b.cfg.Settle, 0)
-	res.IdleRSS, res.PerDevice = idle, (st.rss-idle)/int64(max(b.cfg.Devices, 1))
-	return *res, nil
+	b.res.After = after
+	return b.res, nil
 }
 
 func (cfg *BenchConfig) defaults() {
@@ -444,30 +479,23 @@ func (b *bench) rollOut(ctx context.Context) (rolloutFigures, error) {
 	f.shared, f.device = shared1-shared0, device1-device0
 	fmt.Fprintf(cfg.Log, "bench-fleet: chunk egress during the rollout: shared %d bytes, per device %d bytes (model %d bytes, 3 waves); shared requests: %s\n",
 		f.shared, f.device, cfg.ModelBytes, metricText(ctx, api, "driftline_hub_shared_chunk_requests_total"))
-	fmt.Fprintf(cfg.Log, "bench-fleet: rollout %s after %s (fetch requests: %s; broker drops: %s); measuring the steady state for %s\n",
+	fmt.Fprintf(cfg.Log, "bench-fleet: rollout %s after %s (fetch requests: %s; broker drops: %s)\n",
 		f.state, f.time.Round(time.Millisecond), metricText(ctx, api, "driftline_hub_fetch_requests_total"),
-		metricText(ctx, api, "driftline_hub_mqtt_dropped_total"), cfg.Steady)
+		metricText(ctx, api, "driftline_hub_mqtt_dropped_total"))
 	return f, nil
 }
 
-// steadyFigures is what the steady state measured.
-type steadyFigures struct {
-	cores, msgsPerSec float64
-	rss, anon         int64
-	heap, stacks      int64
-	goroutines        int
-	window            time.Duration
-}
-
-// steady measures the steady state: it waits cfg.Settle after the rollout, then measures the
-// hub's CPU and messages over cfg.Steady (heartbeats, and one window per agent per minute now
-// that the model runs), and its memory at the end. With cfg.ProfileDir the hub's CPU profile
-// covers the same window.
-func (b *bench) steady(ctx context.Context) (steadyFigures, error) {
+// steady measures one steady state, phase "before" (every agent online, no model yet) or
+// "after" (the rollout): it waits cfg.Settle, then measures the hub's CPU and messages over
+// cfg.Steady (heartbeats, and one window per agent per minute) and its memory at the end. With
+// cfg.ProfileDir the hub's CPU profile covers the same window
+// (steady-PHASE-N.cpu.pprof) and its heap profile is taken at the end (steady-PHASE-N.heap.pprof).
+func (b *bench) steady(ctx context.Context, phase string) (SteadyFigures, error) {
+	f := SteadyFigures{Settle: max(b.cfg.Settle, 0)}
 	if b.cfg.Settle > 0 {
-		fmt.Fprintf(b.cfg.Log, "bench-fleet: settling for %s before the steady window\n", b.cfg.Settle)
+		fmt.Fprintf(b.cfg.Log, "bench-fleet: settling for %s before the steady window %s the rollout\n", b.cfg.Settle, phase)
 		if err := sleepCtx(ctx, b.cfg.Settle); err != nil {
-			return steadyFigures{}, err
+			return SteadyFigures{}, err
 		}
 	}
 	pid := b.hub.cmd.Process.Pid
@@ -475,31 +503,31 @@ func (b *bench) steady(ctx context.Context) (steadyFigures, error) {
 	if b.cfg.ProfileDir != "" {
 		prof = make(chan error, 1)
 		go func() {
-			prof <- b.saveProfile(ctx, fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(b.cfg.Steady.Seconds())), fmt.Sprintf("steady-%d.cpu.pprof", b.cfg.Devices))
+			prof <- b.saveProfile(ctx, fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(b.cfg.Steady.Seconds())), fmt.Sprintf("steady-%s-%d.cpu.pprof", phase, b.cfg.Devices))
 		}()
 	}
 	cpu0, msgs0, t2 := procstat.CPU(pid), metricSum(ctx, b.api, "driftline_hub_mqtt_messages_total"), time.Now()
 	if err := sleepCtx(ctx, b.cfg.Steady); err != nil {
-		return steadyFigures{}, err
+		return SteadyFigures{}, err
 	}
-	var f steadyFigures
-	f.window = time.Since(t2)
-	f.cores = (procstat.CPU(pid) - cpu0).Seconds() / f.window.Seconds()
-	f.msgsPerSec = (metricSum(ctx, b.api, "driftline_hub_mqtt_messages_total") - msgs0) / f.window.Seconds()
-	f.rss, f.anon = procstat.Memory(pid)
-	f.heap = int64(metricSum(ctx, b.api, "go_memstats_heap_inuse_bytes"))
-	f.stacks = int64(metricSum(ctx, b.api, "go_memstats_stack_inuse_bytes"))
-	f.goroutines = int(metricSum(ctx, b.api, "go_goroutines"))
+	f.Window = time.Since(t2)
+	f.Cores = (procstat.CPU(pid) - cpu0).Seconds() / f.Window.Seconds()
+	f.MessagesPerSec = (metricSum(ctx, b.api, "driftline_hub_mqtt_messages_total") - msgs0) / f.Window.Seconds()
+	f.RSS, f.Anon = procstat.Memory(pid)
+	f.PerDevice = (f.RSS - b.result().IdleRSS) / int64(max(b.cfg.Devices, 1))
+	f.Heap = int64(metricSum(ctx, b.api, "go_memstats_heap_inuse_bytes"))
+	f.Stacks = int64(metricSum(ctx, b.api, "go_memstats_stack_inuse_bytes"))
+	f.Goroutines = int(metricSum(ctx, b.api, "go_goroutines"))
 	if prof != nil {
 		if err := <-prof; err != nil {
 			fmt.Fprintf(b.cfg.Log, "bench-fleet: cpu profile: %v\n", err)
 		}
-		if err := b.saveProfile(ctx, "/debug/pprof/heap", fmt.Sprintf("steady-%d.heap.pprof", b.cfg.Devices)); err != nil {
+		if err := b.saveProfile(ctx, "/debug/pprof/heap", fmt.Sprintf("steady-%s-%d.heap.pprof", phase, b.cfg.Devices)); err != nil {
 			fmt.Fprintf(b.cfg.Log, "bench-fleet: heap profile: %v\n", err)
 		}
 	}
-	fmt.Fprintf(b.cfg.Log, "bench-fleet: steady: %.3f cores over %s, RSS %d MiB (anon %d MiB), Go heap %d MiB, stacks %d MiB, %d goroutines\n",
-		f.cores, f.window.Round(time.Second), f.rss>>20, f.anon>>20, f.heap>>20, f.stacks>>20, f.goroutines)
+	fmt.Fprintf(b.cfg.Log, "bench-fleet: steady %s the rollout: %.3f cores over %s, %.0f MQTT messages/s, RSS %d MiB (anon %d MiB), RSS - idle %.0f KiB per device, Go heap %d MiB, stacks %d MiB, %d goroutines\n",
+		phase, f.Cores, f.Window.Round(time.Second), f.MessagesPerSec, f.RSS>>20, f.Anon>>20, float64(f.PerDevice)/1024, f.Heap>>20, f.Stacks>>20, f.Goroutines)
 	return f, nil
 }
 
