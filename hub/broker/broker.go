@@ -297,7 +297,7 @@ func withDefaults(cfg Config) Config {
 func (b *Broker) listen(cfg Config) error {
 	mk := func(id, addr string, tc *tls.Config) *listener {
 		return &listener{id: id, address: addr, tlsConfig: tc, connectTimeout: cfg.ConnectTimeout,
-			maxPending: int64(cfg.MaxPendingSockets), m: b.m, log: cfg.Logger}
+			maxPending: int64(cfg.MaxPendingSockets), m: b.m, log: cfg.Logger, closeClients: b.closeListenerClients}
 	}
 	if cfg.Addr != "" {
 		b.plain = mk("tcp", cfg.Addr, nil)
@@ -434,6 +434,19 @@ func (b *Broker) Revoke(deviceID string) {
 // that authenticated as exactly p (kind and id) is forgotten and disconnected.
 func (b *Broker) RevokePrincipal(p Principal) {
 	b.acl.revoke(p)
+}
+
+// closeListenerClients disconnects the clients of one listener as the broker shuts down: what
+// mochi's Server.closeListenerClients does, without its Clients.GetByListener, which takes the
+// clients' read lock twice (nested, through Len): a client disconnecting in between queues for
+// the write lock (Clients.Delete) and the nested read lock waits behind it, a deadlock that hung
+// Close (mochi v2.7.9; TestCloseWhileClientsDisconnect). GetAll takes the lock once.
+func (b *Broker) closeListenerClients(listener string) {
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Listener == listener && !cl.Closed() {
+			_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
 }
 
 // Close disconnects every client, stops the listeners, waits (up to 5 s) for client goroutines

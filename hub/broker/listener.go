@@ -29,6 +29,10 @@ type listener struct {
 	m              *metrics
 	log            *slog.Logger
 
+	// closeClients, when set, replaces the close function mochi passes to Close (see
+	// Broker.closeListenerClients: mochi's own can deadlock).
+	closeClients func(listener string)
+
 	mu      sync.Mutex
 	ln      net.Listener
 	end     atomic.Bool
@@ -137,6 +141,9 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 			l.ln.Close()
 		}
 		l.mu.Unlock()
+		if l.closeClients != nil {
+			closeClients = l.closeClients
+		}
 		closeClients(l.id)
 	}
 }
