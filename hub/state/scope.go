@@ -94,9 +94,11 @@ func (r Reader) HoldsObject(sc DeviceScope, digest string, ref ObjectRef) (bool,
 		if sc.Model(ref.Name, ref.Version) || sc.outputs[digest] {
 			return true, nil
 		}
-		for _, d := range sc.Manifests() {
-			if d == digest {
-				return true, nil
+		for _, vs := range sc.Models {
+			for _, d := range vs {
+				if d == digest {
+					return true, nil
+				}
 			}
 		}
 	case ObjectContract, ObjectProfile:
