@@ -63,13 +63,6 @@ const (
 	DefaultSharedGap   = 3 * time.Second
 )
 
-// The wait of a long burst is bounded by wire.MaxSharedHold (or SharedWait when that is longer):
-// a pull listening before its fleet pull slot waits wire.SharedListenQuiet timeouts (40 s by
-// default) of silence before it asks on its own topic, one holding a slot, or a device without
-// slots, wire.SharedDeadline of its timeout (20 s). The wait used to double up to 32 s, which the
-// devices joining a long burst outlived: at 100,000 devices they asked per device, hundreds of
-// copies of the model (docs/benchmarks.md, run d).
-
 // DefaultSharedCopyRate is Config.SharedCopyRate's default.
 const DefaultSharedCopyRate = 256 << 20
 
@@ -110,8 +103,14 @@ type sharedChunk struct {
 type sharedFanout struct {
 	s                *Service
 	delay, wait, gap time.Duration
-	maxWait          time.Duration // the longest hold of a burst: wire.MaxSharedHold, or wait if longer
-	wake             chan struct{}
+	// maxWait is the longest hold of a burst: wire.MaxSharedHold, or wait if longer. A pull
+	// listening before its fleet pull slot waits wire.SharedListenQuiet timeouts (40 s by
+	// default) of silence before it asks on its own topic; one holding a slot, or a device
+	// without slots, wire.SharedDeadline of its timeout (20 s). The hold used to double up to
+	// 32 s, which the devices joining a long burst outlived: at 100,000 devices they asked per
+	// device, hundreds of copies of the model (docs/benchmarks.md, run d).
+	maxWait time.Duration
+	wake    chan struct{}
 
 	mu     sync.Mutex
 	chunks map[sharedKey]*sharedChunk

@@ -198,7 +198,8 @@ func (t *telemetry) forget(id string) {
 }
 
 // reset forgets the replicated presence of every device (a snapshot restore may have changed
-// it; not the feed's first reset, the subscription's start, which is before any message): each device's next heartbeat is replicated, and the feed teaches the rest.
+// it; not the feed's first reset, the subscription's start, which is before any message): each
+// device's next heartbeat is replicated, and the feed teaches the rest.
 func (t *telemetry) reset() {
 	t.mu.Lock()
 	for _, p := range t.presence {
