@@ -14,9 +14,11 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/driftline/driftline/hub/api"
 	"github.com/driftline/driftline/hub/state"
+	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/artifact"
 )
 
@@ -532,7 +534,13 @@ func TestClusterAndHealth(t *testing.T) {
 	if u := "http://" + cs.Leader.HTTP; u != h.url {
 		t.Errorf("leader http = %q, want %q", u, h.url)
 	}
+	// Readiness latches the commit index at the first probe and answers 503 until the node has
+	// applied it: an entry the node committed just then (its start-up commands) may still be in
+	// flight, so a probe may see 503 once before 200, as a load balancer's would.
 	var ready map[string]any
+	testhelp.WaitFor(t, 10*time.Second, "/readyz answers 200", func() bool {
+		return h.do("GET", "/readyz", "", nil).code == http.StatusOK
+	})
 	h.must(http.StatusOK, "GET", "/readyz", "", nil, &ready)
 	if ready["ready"] != true {
 		t.Errorf("readyz = %v", ready)
