@@ -140,3 +140,68 @@ func TestPahoPublishDoesNotWaitForEachAck(t *testing.T) {
 		t.Fatalf("%d publishes counted failed once the acknowledgements came", f)
 	}
 }
+
+// TestPahoAcksNotHeldBehindDeviceMessages: the broker's acknowledgements of what the hub
+// publishes are not read behind the device messages it delivers. On one connection they share
+// a stream that paho reads in order and hands to one router; with the router busy (here a
+// handler that blocks, at 100,000 devices the 10,000+ device messages a second), the PUBACKs
+// stayed unread, Publish's window filled, and every publisher of the hub waited for it: a
+// wave's manifests went out at the rate acknowledgements came back (docs/benchmarks.md,
+// "Manifests ahead of chunks"). The transport now publishes on a connection of its own.
+func TestPahoAcksNotHeldBehindDeviceMessages(t *testing.T) {
+	const user, pass = "driftline-hub", "hub-secret"
+	b := startHubMosquitto(t, "the publishing connection test", user, pass)
+	bu, err := url.Parse(b.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := url.URL{Scheme: "tcp", Host: bu.Host, User: url.UserPassword(user, pass)}
+	tr, err := protocol.DialPaho(protocol.PahoConfig{URLs: []string{u.String()}, ClientID: "ack-path", CleanSession: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	release := make(chan struct{})
+	defer close(release) // runs before Close: the router is let go
+	var entered atomic.Int64
+	if err := tr.Subscribe(wire.Default().AllDevices(wire.KindHeartbeat), func(string, []byte) {
+		entered.Add(1)
+		<-release
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Device messages the hub's router cannot take: paho stops reading that connection.
+	dev := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("ack-path-devices").SetUsername(user).SetPassword(pass))
+	if tok := dev.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect device client: %v", tok.Error())
+	}
+	defer dev.Disconnect(100)
+	for i := range 20 {
+		if tok := dev.Publish(wire.Default().Heartbeat(fmt.Sprintf("dev-%d", i)), 1, false, []byte(`{}`)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("device message %d: %v", i, tok.Error())
+		}
+	}
+	testhelp.WaitFor(t, 10*time.Second, "the hub's router to be busy", func() bool { return entered.Load() > 0 })
+
+	// More than the window (16 MiB) of publishes: each returns once acknowledgements free room.
+	const n, size = 40, 512 << 10
+	payload := make([]byte, size)
+	var returned atomic.Int64
+	errs := make(chan error, n)
+	go func() {
+		for i := range n {
+			if err := tr.Publish(wire.Default().Desired(fmt.Sprintf("dev-%d", i)), payload, false, 1); err != nil {
+				errs <- err
+			}
+			returned.Add(1)
+		}
+	}()
+	testhelp.WaitFor(t, 8*time.Second, fmt.Sprintf("%d publishes of %d KiB (more than the window) to return while the router is busy", n, size>>10),
+		func() bool { return returned.Load() == n })
+	select {
+	case err := <-errs:
+		t.Fatalf("publish: %v", err)
+	default:
+	}
+}
