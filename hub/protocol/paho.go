@@ -62,12 +62,12 @@ type PahoConfig struct {
 type PahoTransport struct {
 	client paho.Client
 	// pub is the publishing connection.
-	pub   paho.Client
-	log   *slog.Logger
-	group string
-	mu    sync.Mutex
-	subs  map[string]paho.MessageHandler
-	early []paho.Message
+	pub paho.Client
+	log    *slog.Logger
+	group  string
+	mu     sync.Mutex
+	subs   map[string]paho.MessageHandler
+	early  []paho.Message
 	// window bounds the published messages awaiting the broker's acknowledgement; failed
 	// counts those never acknowledged.
 	window pubWindow
