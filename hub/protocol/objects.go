@@ -40,7 +40,7 @@ const (
 
 // DefaultObjectWorkers is how many workers answer requests for cached objects (objCh): each
 // request is CPU work (the device's scope read, one frame encoded) and one publish.
-const DefaultObjectWorkers = 8
+const DefaultObjectWorkers = 4
 
 // cachedObject is one registry object's reference in the object index and its frames, ready
 // to be encoded for a request (wire.DataParts).

@@ -48,21 +48,11 @@ type PahoConfig struct {
 // maxEarly) and handed to the handler of the first subscription that matches them, before any
 // later message, so none is acknowledged unhandled.
 //
-// It publishes on a second connection of its own (client id ClientID+PublishClientSuffix, a
-// clean session: nothing is subscribed on it). On one connection, the broker's PUBACKs for what
-// the hub publishes arrive in the same stream as the device messages it delivers, which paho
-// reads in order and hands to one router: at 100,000 devices (10,000+ device messages a second)
-// the acknowledgements queued behind them, Publish's window stayed full, and every publisher of
-// the hub (desired states, fetch answers, acks) waited for it; a wave's manifests went out at
-// the rate its acknowledgements came back (docs/benchmarks.md, "Manifests ahead of chunks").
-//
 // Nothing here makes a broker's delivery the hub's receipt: a broker can accept a message and
 // lose it; the agents' numbered reports are acknowledged from the replicated state instead
 // (ackPublisher).
 type PahoTransport struct {
 	client paho.Client
-	// pub is the publishing connection.
-	pub paho.Client
 	log    *slog.Logger
 	group  string
 	mu     sync.Mutex
@@ -73,11 +63,6 @@ type PahoTransport struct {
 	window pubWindow
 	failed atomic.Uint64
 }
-
-// PublishClientSuffix is appended to PahoConfig.ClientID to name the transport's publishing
-// connection. The hubs' broker user needs no other right for it (their listener does not bind
-// client ids to user names: docs/operations.md).
-const PublishClientSuffix = "-pub"
 
 // maxEarly bounds the messages held for a subscription not made yet.
 const maxEarly = 16384
@@ -140,34 +125,14 @@ func DialPaho(cfg PahoConfig) (*PahoTransport, error) {
 		SetDefaultPublishHandler(t.unrouted).
 		SetOnConnectHandler(t.resubscribe).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { t.log.Warn("external broker connection lost", "err", err) })
-	// The publishing connection: the same broker and credentials, a clean session with nothing
-	// subscribed, reconnecting on its own.
-	popts := *opts
-	popts.ClientID = ""
-	if cfg.ClientID != "" {
-		popts.ClientID = cfg.ClientID + PublishClientSuffix
-	}
-	popts.SetCleanSession(true).
-		SetResumeSubs(false).
-		SetDefaultPublishHandler(nil).
-		SetOnConnectHandler(nil).
-		SetConnectionLostHandler(func(_ paho.Client, err error) {
-			t.log.Warn("external broker publishing connection lost", "err", err)
-		})
-	t.pub = paho.NewClient(&popts)
 	t.client = paho.NewClient(opts)
-	for _, c := range []paho.Client{t.client, t.pub} {
-		tok := c.Connect()
-		if !tok.WaitTimeout(30 * time.Second) {
-			t.client.Disconnect(0)
-			t.pub.Disconnect(0)
-			return nil, fmt.Errorf("protocol: connect to %v: timed out", cfg.URLs)
-		}
-		if err := tok.Error(); err != nil {
-			t.client.Disconnect(0)
-			t.pub.Disconnect(0)
-			return nil, fmt.Errorf("protocol: connect to %v: %w", cfg.URLs, err)
-		}
+	tok := t.client.Connect()
+	if !tok.WaitTimeout(30 * time.Second) {
+		t.client.Disconnect(0)
+		return nil, fmt.Errorf("protocol: connect to %v: timed out", cfg.URLs)
+	}
+	if err := tok.Error(); err != nil {
+		return nil, fmt.Errorf("protocol: connect to %v: %w", cfg.URLs, err)
 	}
 	return t, nil
 }
@@ -232,7 +197,7 @@ func (t *PahoTransport) Publish(topic string, payload []byte, retain bool, qos b
 	if !t.window.acquire(w, publishTimeout) {
 		return fmt.Errorf("publish %s: timed out waiting for the broker to acknowledge earlier messages", topic)
 	}
-	tok := t.pub.Publish(topic, qos, retain, payload)
+	tok := t.client.Publish(topic, qos, retain, payload)
 	select {
 	case <-tok.Done(): // refused at once, or QoS 0 written already
 		t.window.release(w)
@@ -377,6 +342,5 @@ func (t *PahoTransport) Subscribe(filter string, handler func(topic string, payl
 // Close disconnects; the broker keeps the session (and queues for it) until the node is back.
 func (t *PahoTransport) Close() {
 	t.window.drain(2 * time.Second) // what was handed over gets its chance to be acknowledged
-	t.pub.Disconnect(500)
 	t.client.Disconnect(500)
 }
