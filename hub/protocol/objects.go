@@ -39,8 +39,13 @@ const (
 )
 
 // DefaultObjectWorkers is how many workers answer requests for cached objects (objCh): each
-// request is CPU work (the device's scope read, one frame encoded) and one publish.
-const DefaultObjectWorkers = 4
+// request is CPU work (the device's scope read, one frame encoded) and one publish. As many as
+// the per-device queue has (DefaultFetchWorkers): on the external broker every publisher waits
+// for room in one window of messages awaiting acknowledgement (PahoTransport), and the workers
+// waiting there are the manifests' share of it beside the desired publisher's; with 4, a
+// 20,000-device wave dropped 2,650 manifest requests where 16 per-device workers had dropped
+// 127 (docs/benchmarks.md, "Manifests ahead of chunks").
+const DefaultObjectWorkers = DefaultFetchWorkers
 
 // cachedObject is one registry object's reference in the object index and its frames, ready
 // to be encoded for a request (wire.DataParts).
