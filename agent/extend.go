@@ -155,7 +155,11 @@ func (a *Agent) dataLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case b := <-a.conn.data:
+		case <-a.conn.data.Ready():
+			b, ok := a.conn.data.Pop()
+			if !ok {
+				continue
+			}
 			for _, x := range xs {
 				x.OnData(b)
 			}
