@@ -153,6 +153,8 @@ type Reconciler struct {
 
 	assetMu    sync.Mutex
 	assetCache map[string][]byte // the active models' assets by digest (ActiveModels)
+	// activeMemo is ActiveModels' last answer and the records it came from (under assetMu).
+	activeMemo activeMemo
 
 	lastRev  uint64        // Run only
 	retryMin time.Duration // first wait before a failed revision is tried again
