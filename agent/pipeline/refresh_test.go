@@ -41,3 +41,26 @@ func TestRefreshUnchangedAllocatesNothing(t *testing.T) {
 		t.Fatalf("refresh with no model: %.1f allocations, want 0", n)
 	}
 }
+
+// BenchmarkIngestOneReading is one MQTT data message of one reading (what a device's firmware
+// sends once a second, and what each fleet agent takes): the per-message cost of the path.
+func BenchmarkIngestOneReading(b *testing.B) {
+	// The fleet benchmark's contract (firmware-sim/demo) and one reading of its scenario.
+	const doc = `{"fields":[{"name":"device_id","type":"string","x-driftline":{"role":"label"}},` +
+		`{"name":"ts","type":"integer","x-driftline":{"role":"label"}},` +
+		`{"name":"temperature","type":"number","constraints":{"required":true,"minimum":-40,"maximum":150}},` +
+		`{"name":"humidity","type":"number","constraints":{"minimum":0,"maximum":100}},` +
+		`{"name":"vibration","type":"number","constraints":{"minimum":0}},` +
+		`{"name":"mode","type":"string","constraints":{"enum":["idle","run","clean"]}}]}`
+	s := mustSchema(b, doc)
+	m := &model{}
+	m.set("pump", 3, []byte(doc), nil)
+	h := newHarness(b, Options{Contract: s, Window: contract.Window{Rows: 1 << 30, Seconds: 1 << 20}, Model: m})
+	msg := []byte(`{"device_id":"fleet-00001","ts":1765000000000,"temperature":70.812,"humidity":44.1,"vibration":0.513,"mode":"run"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := h.p.IngestPayload("mqtt", msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
