@@ -26,8 +26,8 @@ func (e *syntaxError) Error() string { return fmt.Sprintf("invalid JSON at byte 
 type objectScanner struct {
 	schema *contract.Schema // its name→field index is the scanner's: nothing to build per stream
 	order  []int            // field index of the k-th key of the previous object, -1 for an extra key
-	arena []byte
-	data  []byte
+	arena  []byte
+	data   []byte
 }
 
 func newObjectScanner(s *contract.Schema) *objectScanner {
