@@ -196,7 +196,8 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 		// Shared frames come whether or not this agent asked for them: take them only while
 		// fewer than a window wait for the workers, so memory stays bounded as with requests
 		// (beyond the channel's room they are dropped, queue_full, and asked for again).
-		sharedCh := f.conn.SharedFrames()
+		sharedQ := f.conn.SharedFrames()
+		sharedCh := sharedQ.Ready()
 		if len(pending) >= f.cfg.Requests*f.cfg.Digests {
 			sharedCh = nil
 		}
@@ -239,11 +240,19 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 			if preempt != nil && preempt() {
 				return errPreempted
 			}
-		case b := <-f.conn.Frames():
+		case <-f.conn.Frames().Ready():
+			b, ok := f.conn.Frames().Pop()
+			if !ok {
+				break
+			}
 			if err := f.take(ctx, kind, st, b, false, &pending); err != nil {
 				return err
 			}
-		case b := <-sharedCh:
+		case <-sharedCh:
+			b, ok := sharedQ.Pop()
+			if !ok {
+				break
+			}
 			if shared == nil {
 				break // a late frame of an earlier pull's subscription
 			}
