@@ -143,6 +143,21 @@ type verifyResult struct {
 	stored bool // false: the frame failed its check (err); true with err: store failed
 }
 
+// takeShared takes one frame of the shared chunk topic, if one is queued, and says whether it
+// brought this pull a chunk to verify. A frame that arrives while the pull does not listen
+// (subscribed is false) is a late one of an earlier pull's subscription, dropped.
+func (f *fetcher) takeShared(ctx context.Context, kind objectKind, st *pullState, subscribed bool, pending *[]verifyJob) (bool, error) {
+	b, ok := f.conn.SharedFrames().Pop()
+	if !ok || !subscribed {
+		return false, nil
+	}
+	n := len(*pending)
+	if err := f.take(ctx, kind, st, b, true, pending); err != nil {
+		return false, err
+	}
+	return len(*pending) > n, nil
+}
+
 // fetch gets every digest: store is called with each verified object's bytes, on worker
 // goroutines (it must be safe for concurrent use; its error ends the pull). The bytes are
 // store's to keep; a chunk's come from getPlainBuf, and store may give them back with
@@ -249,18 +264,11 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 				return err
 			}
 		case <-sharedCh:
-			b, ok := sharedQ.Pop()
-			if !ok {
-				break
-			}
-			if shared == nil {
-				break // a late frame of an earlier pull's subscription
-			}
-			n := len(pending)
-			if err := f.take(ctx, kind, st, b, true, &pending); err != nil {
+			took, err := f.takeShared(ctx, kind, st, shared != nil, &pending)
+			if err != nil {
 				return err
 			}
-			if len(pending) > n {
+			if took {
 				lastShared = time.Now()
 			}
 		case now := <-tick.C:
