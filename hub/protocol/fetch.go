@@ -162,21 +162,25 @@ func (s *Service) serve(job fetchJob, bufs *frameBufs) {
 // answers a digest it does not have.
 const catchUpTimeout = 3 * time.Second
 
+// sendDeviceFrame publishes one fetch answer frame of kind on a device's own chunk topic and
+// counts its bytes (a chunk's as per-device egress).
+func (s *Service) sendDeviceFrame(device, topic, kind string, frame []byte) {
+	if err := s.cfg.Transport.Publish(topic, frame, false, 1); err != nil {
+		s.log.Warn("publish chunk frame", "device", device, "err", err)
+		return
+	}
+	s.m.chunkBytes.WithLabelValues(kind).Add(float64(len(frame)))
+	if kind == "chunk" {
+		s.m.egress.WithLabelValues(EgressDevice).Add(float64(len(frame)))
+	}
+}
+
 // serveDigests answers digests of job (see serve). With deferMissing it sends nothing for a
 // digest this node does not have or that is outside the device's scope, and returns those
 // digests instead; without, it answers them not found.
 func (s *Service) serveDigests(job fetchJob, digests []string, bufs *frameBufs, deferMissing bool) (missing []string) {
 	topic := s.cfg.Topics.Chunk(job.device)
-	send := func(kind string, frame []byte) {
-		if err := s.cfg.Transport.Publish(topic, frame, false, 1); err != nil {
-			s.log.Warn("publish chunk frame", "device", job.device, "err", err)
-			return
-		}
-		s.m.chunkBytes.WithLabelValues(kind).Add(float64(len(frame)))
-		if kind == "chunk" {
-			s.m.egress.WithLabelValues(EgressDevice).Add(float64(len(frame)))
-		}
-	}
+	send := func(kind string, frame []byte) { s.sendDeviceFrame(job.device, topic, kind, frame) }
 	scope, err := s.scopeFor(job.device)
 	if err != nil {
 		s.log.Error("device scope for fetch", "device", job.device, "err", err)
