@@ -295,7 +295,12 @@ func connectDevice(tb testing.TB, addr string, topics wire.Topics, id, token str
 // the collector, at `hub serve`'s GOGC of 50) is reported in cores, beside the same window
 // with the devices enrolled but not connected, and the difference per 1,000 devices; and the
 // goroutine stacks the process holds at the end of each window (no forced collection), the
-// difference per device.
+// difference per device; with the heap in use and the process's RSS held the same way, the
+// collections in the window, their CPU (all of it, and the part of the collector's idle-priority
+// workers), the heap live at the last collection and what it scanned. The process collects as
+// `hub serve` does: GOGC 50 and at least every gcpace.DefaultInterval;
+// DRIFTLINE_BENCH_GOGC and DRIFTLINE_BENCH_GC_INTERVAL (0s: the runtime's pacing only) change
+// them.
 // DRIFTLINE_BENCH_DEVICES sets the number of devices (default 1,000); with
 // DRIFTLINE_BENCH_PROFILE_DIR the connected window's CPU profile is written there
 // (cpu-steady.pb.gz).
@@ -370,6 +375,9 @@ func BenchmarkHubSteadyCPU(b *testing.B) {
 		b.ReportMetric(float64(memSteady.stacks-memIdle.stacks)/float64(devices), "held-stack-B/device")
 		b.ReportMetric(float64(memSteady.heap-memIdle.heap)/float64(devices), "held-heap-B/device")
 		b.ReportMetric(float64(memSteady.rss-memIdle.rss)/float64(devices), "rss-B/device")
+		b.ReportMetric(float64(memSteady.rss)/(1<<20), "rss-MiB")
+		b.ReportMetric(float64(memSteady.heap)/(1<<20), "heap-inuse-MiB")
+		b.ReportMetric(float64(memSteady.stacks)/(1<<20), "stacks-MiB")
 		b.ReportMetric(gc.cycles/window.Seconds(), "gc/s")
 		b.ReportMetric(gc.cpu/window.Seconds(), "gc-cores")
 		b.ReportMetric(gc.idle/window.Seconds(), "gc-idle-cores")
