@@ -135,7 +135,7 @@ func (a *app) serveCommand(o *serveOptions) *cobra.Command {
 	f.StringVar(&o.peers, "peers", "", "HTTP URLs of the other nodes, comma-separated: a node with an empty data dir and no --join joins the one that is already in a cluster instead of bootstrapping a new one (StatefulSet pod 0)")
 	f.DurationVar(&o.deadNodeTimeout, "dead-node-timeout", 0, "the leader removes a voter it has not reached for this long from the Raft configuration, while the rest keep a quorum (0: never; the StatefulSet sets it)")
 	f.DurationVar(&o.raftCommitTimeout, "raft-commit-timeout", node.DefaultRaftCommitTimeout, "how soon a follower learns that a write committed (its forwarded writes wait for it: read-your-writes) against the leader's idle CPU, one empty append per follower per timeout; 1ms to 50ms")
-	f.DurationVar(&o.gcInterval, "gc-interval", gcpace.DefaultInterval, "the longest the process goes without a garbage collection, which alone gives back the goroutine stacks that devices' publishes grew (0: the runtime's pacing only; 1s or more)")
+	f.DurationVar(&o.gcInterval, "gc-interval", gcpace.DefaultInterval, "the longest the process goes without a garbage collection, which alone gives back the goroutine stacks that devices' publishes grew: 5s holds ~25 KiB less per connected device for ~0.005 core per 1,000 devices (0: the runtime's pacing only; 1s or more)")
 	f.VisitAll(func(fl *pflag.Flag) { fl.Usage += " (env " + envName(fl.Name) + ")" })
 	return cmd
 }
@@ -355,7 +355,7 @@ func (a *app) setGCPercent() (int, bool) {
 }
 
 // serve runs the node until the context ends or SIGINT/SIGTERM arrives, then closes it. It
-// collects garbage at least every gcInterval (gcpace; 0: never forced).
+// collects garbage at least every gcInterval (gcpace; 0: only as the runtime paces it).
 func (a *app) serve(cfg node.Config, level slog.Level, gcInterval time.Duration) error {
 	log := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = log

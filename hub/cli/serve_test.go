@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/hub/node"
-	"github.com/driftline/driftline/internal/gcpace"
 	"github.com/driftline/driftline/internal/freeport"
+	"github.com/driftline/driftline/internal/gcpace"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/spf13/pflag"
 )
@@ -140,7 +140,7 @@ func TestApplyEnvFlagWins(t *testing.T) {
 }
 
 // TestServeGCInterval: --gc-interval (or DRIFTLINE_GC_INTERVAL) sets the longest the hub goes
-// without a collection; unset, gcpace.DefaultInterval; 0 turns the forced collections off.
+// without a collection; unset, gcpace.DefaultInterval (0: the runtime's pacing only).
 func TestServeGCInterval(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -149,7 +149,7 @@ func TestServeGCInterval(t *testing.T) {
 	}{
 		{nil, nil, gcpace.DefaultInterval},
 		{[]string{"--gc-interval", "2s"}, nil, 2 * time.Second},
-		{nil, map[string]string{"DRIFTLINE_GC_INTERVAL": "0s"}, 0},
+		{nil, map[string]string{"DRIFTLINE_GC_INTERVAL": "5s"}, gcpace.MemoryInterval},
 	} {
 		a := &app{getenv: func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }}
 		var o serveOptions
