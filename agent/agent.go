@@ -347,12 +347,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	})
 	spawn(a.connectedLoop)
-	spawn(a.ackLoop)
 	spawn(a.rec.Run)
-	spawn(a.heartbeatLoop)
-	if a.conn.wantData {
-		spawn(a.dataLoop)
-	}
+	spawn(a.loop)
 	for _, x := range a.exts {
 		spawn(x.Run)
 	}
@@ -420,25 +416,17 @@ func (a *Agent) numbered(topic string) bool {
 	return false
 }
 
-// ackLoop hands the hub's acknowledgements to the outbox.
-func (a *Agent) ackLoop(ctx context.Context) {
-	for {
-		var b []byte
-		select {
-		case <-ctx.Done():
-			return
-		case b = <-a.conn.acks:
-		}
-		ack, err := wire.DecodeAck(b)
-		if err == nil {
-			err = ack.MatchTopic(a.cfg.DeviceID)
-		}
-		if err != nil {
-			a.reject(ReasonMalformedAck, "bad ack from the hub", "err", err)
-			continue
-		}
-		if err := a.out.HubAck(ack); err != nil {
-			a.log.Error("apply the hub's ack", "err", err)
-		}
+// ack hands one acknowledgement of the hub to the outbox.
+func (a *Agent) ack(b []byte) {
+	ack, err := wire.DecodeAck(b)
+	if err == nil {
+		err = ack.MatchTopic(a.cfg.DeviceID)
+	}
+	if err != nil {
+		a.reject(ReasonMalformedAck, "bad ack from the hub", "err", err)
+		return
+	}
+	if err := a.out.HubAck(ack); err != nil {
+		a.log.Error("apply the hub's ack", "err", err)
 	}
 }

@@ -58,10 +58,13 @@ func (rc *Reconciler) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case b := <-rc.conn.Frames():
-			rc.fetch.drainIdle(b)
-		case <-rc.conn.SharedFrames():
+		case <-rc.conn.Frames().Ready():
+			if b, ok := rc.conn.Frames().Pop(); ok {
+				rc.fetch.drainIdle(b)
+			}
+		case <-rc.conn.SharedFrames().Ready():
 			// A frame of a shared subscription that has just ended: nothing wants it.
+			rc.conn.SharedFrames().Drain()
 		case <-rc.conn.DesiredSignal():
 			if b := rc.conn.TakeDesired(); b != nil {
 				act(b)

@@ -22,6 +22,7 @@ import (
 	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/modelstore"
+	"github.com/driftline/driftline/agent/msgq"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -47,8 +48,8 @@ type Conn interface {
 	// returns and forgets it.
 	PeekDesired() []byte
 	TakeDesired() []byte
-	// Frames carries the chunk topic's messages, in order.
-	Frames() <-chan []byte
+	// Frames queues the chunk topic's messages, in order.
+	Frames() *msgq.Queue
 	// Gen changes on every connect and every loss of the connection; Up reports it is up.
 	Gen() uint64
 	Up() bool
@@ -57,10 +58,11 @@ type Conn interface {
 	// SubscribeShared subscribes to model's shared chunk topic (issue 18) and returns the
 	// subscription once the broker granted it, or nil (not connected, refused, no answer): the
 	// pull then fetches on the device's own topic. UnsubscribeShared ends one (nil: none) and
-	// drops its queued frames; SharedFrames carries that topic's messages meanwhile.
+	// drops its queued frames; SharedFrames queues that topic's messages meanwhile (nil: the
+	// connection has no shared topic).
 	SubscribeShared(ctx context.Context, model string) *SharedSub
 	UnsubscribeShared(s *SharedSub)
-	SharedFrames() <-chan []byte
+	SharedFrames() *msgq.Queue
 }
 
 // SharedSub is a pull's granted subscription to its model's shared chunk topic.
@@ -151,6 +153,8 @@ type Reconciler struct {
 
 	assetMu    sync.Mutex
 	assetCache map[string][]byte // the active models' assets by digest (ActiveModels)
+	// activeMemo is ActiveModels' last answer and the records it came from (under assetMu).
+	activeMemo activeMemo
 
 	lastRev  uint64        // Run only
 	retryMin time.Duration // first wait before a failed revision is tried again
