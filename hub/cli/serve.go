@@ -17,6 +17,7 @@ import (
 
 	"github.com/driftline/driftline/hub/broker"
 	"github.com/driftline/driftline/hub/node"
+	"github.com/driftline/driftline/internal/gcpace"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -56,6 +57,7 @@ type serveOptions struct {
 	auditArchiveDir, peers                                       string
 	driftFine, driftCoarse, deadNodeTimeout                      time.Duration
 	raftCommitTimeout                                            time.Duration
+	gcInterval                                                   time.Duration
 }
 
 func (a *app) hubCmd() *cobra.Command {
@@ -84,7 +86,7 @@ func (a *app) serveCommand(o *serveOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.serve(cfg, level)
+			return a.serve(cfg, level, o.gcInterval)
 		},
 	}
 	f := cmd.Flags()
@@ -133,6 +135,7 @@ func (a *app) serveCommand(o *serveOptions) *cobra.Command {
 	f.StringVar(&o.peers, "peers", "", "HTTP URLs of the other nodes, comma-separated: a node with an empty data dir and no --join joins the one that is already in a cluster instead of bootstrapping a new one (StatefulSet pod 0)")
 	f.DurationVar(&o.deadNodeTimeout, "dead-node-timeout", 0, "the leader removes a voter it has not reached for this long from the Raft configuration, while the rest keep a quorum (0: never; the StatefulSet sets it)")
 	f.DurationVar(&o.raftCommitTimeout, "raft-commit-timeout", node.DefaultRaftCommitTimeout, "how soon a follower learns that a write committed (its forwarded writes wait for it: read-your-writes) against the leader's idle CPU, one empty append per follower per timeout; 1ms to 50ms")
+	f.DurationVar(&o.gcInterval, "gc-interval", gcpace.DefaultInterval, "the longest the process goes without a garbage collection, which alone gives back the goroutine stacks that devices' publishes grew: 5s holds ~25 KiB less per connected device for ~0.005 core per 1,000 devices (0: the runtime's pacing only; 1s or more)")
 	f.VisitAll(func(fl *pflag.Flag) { fl.Usage += " (env " + envName(fl.Name) + ")" })
 	return cmd
 }
@@ -236,6 +239,9 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 	}
 	if o.deadNodeTimeout > 0 && o.deadNodeTimeout < 10*time.Second {
 		return node.Config{}, 0, usagef("--dead-node-timeout %s: want at least 10s (a restart or a leader election must not remove a node)", o.deadNodeTimeout)
+	}
+	if o.gcInterval != 0 && o.gcInterval < time.Second {
+		return node.Config{}, 0, usagef("--gc-interval %s: want 0 (off) or at least 1s (each collection marks the whole heap)", o.gcInterval)
 	}
 	if o.raftCommitTimeout < time.Millisecond || o.raftCommitTimeout > 50*time.Millisecond {
 		return node.Config{}, 0, usagef("--raft-commit-timeout %s: want 1ms to 50ms (raft's own default; more delays every follower's forwarded writes)", o.raftCommitTimeout)
@@ -348,8 +354,9 @@ func (a *app) setGCPercent() (int, bool) {
 	return hubGCPercent, true
 }
 
-// serve runs the node until the context ends or SIGINT/SIGTERM arrives, then closes it.
-func (a *app) serve(cfg node.Config, level slog.Level) error {
+// serve runs the node until the context ends or SIGINT/SIGTERM arrives, then closes it. It
+// collects garbage at least every gcInterval (gcpace; 0: only as the runtime paces it).
+func (a *app) serve(cfg node.Config, level slog.Level, gcInterval time.Duration) error {
 	log := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = log
 	if pct, set := a.setGCPercent(); set {
@@ -357,6 +364,7 @@ func (a *app) serve(cfg node.Config, level slog.Level) error {
 	}
 	ctx, stop := signal.NotifyContext(a.ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	go gcpace.Run(ctx, gcInterval)
 	n, err := node.Start(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("%w: start hub: %w", ErrUnavailable, err)

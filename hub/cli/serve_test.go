@@ -11,6 +11,7 @@ import (
 
 	"github.com/driftline/driftline/hub/node"
 	"github.com/driftline/driftline/internal/freeport"
+	"github.com/driftline/driftline/internal/gcpace"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/spf13/pflag"
 )
@@ -80,6 +81,7 @@ func TestServeConfigErrors(t *testing.T) {
 		{"empty topic prefix level", map[string]string{"DRIFTLINE_TOPIC_PREFIX": "plant//dl"}, nil, "--topic-prefix"},
 		{"raft commit timeout too long", nil, []string{"--raft-commit-timeout", "1s"}, "--raft-commit-timeout"},
 		{"raft commit timeout zero", map[string]string{"DRIFTLINE_RAFT_COMMIT_TIMEOUT": "0s"}, nil, "--raft-commit-timeout"},
+		{"gc interval too short", nil, []string{"--gc-interval", "100ms"}, "--gc-interval"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -133,6 +135,37 @@ func TestApplyEnvFlagWins(t *testing.T) {
 	for flag, want := range map[string]string{"http": ":9000", "raft": "10.0.0.1:7000", "mqtt": ""} {
 		if got, _ := fs.GetString(flag); got != want {
 			t.Errorf("--%s = %q, want %q", flag, got, want)
+		}
+	}
+}
+
+// TestServeGCInterval: --gc-interval (or DRIFTLINE_GC_INTERVAL) sets the longest the hub goes
+// without a collection; unset, gcpace.DefaultInterval (0: the runtime's pacing only).
+func TestServeGCInterval(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want time.Duration
+	}{
+		{nil, nil, gcpace.DefaultInterval},
+		{[]string{"--gc-interval", "2s"}, nil, 2 * time.Second},
+		{nil, map[string]string{"DRIFTLINE_GC_INTERVAL": "5s"}, gcpace.MemoryInterval},
+	} {
+		a := &app{getenv: func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }}
+		var o serveOptions
+		cmd := a.serveCommand(&o)
+		if err := cmd.Flags().Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.applyEnv(cmd.Flags()); err != nil {
+			t.Fatal(err)
+		}
+		o.data = t.TempDir()
+		if _, _, err := o.config(); err != nil {
+			t.Fatal(err)
+		}
+		if o.gcInterval != tc.want {
+			t.Errorf("%v %v: gc interval %s, want %s", tc.args, tc.env, o.gcInterval, tc.want)
 		}
 	}
 }

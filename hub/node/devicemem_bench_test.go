@@ -3,6 +3,7 @@ package node_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -24,6 +26,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/driftline/driftline/hub/node/nodetest"
+	"github.com/driftline/driftline/internal/gcpace"
+	"github.com/driftline/driftline/internal/procstat"
 	"github.com/driftline/driftline/internal/testhelp"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -187,7 +191,7 @@ func writeProfiles(b *testing.B, name string) {
 	}
 }
 
-type memFigures struct{ heap, stacks, goroutines int64 }
+type memFigures struct{ heap, stacks, goroutines, rss int64 }
 
 // stackNow is the goroutine stacks in use, without a collection.
 func stackNow() int64 {
@@ -291,7 +295,12 @@ func connectDevice(tb testing.TB, addr string, topics wire.Topics, id, token str
 // the collector, at `hub serve`'s GOGC of 50) is reported in cores, beside the same window
 // with the devices enrolled but not connected, and the difference per 1,000 devices; and the
 // goroutine stacks the process holds at the end of each window (no forced collection), the
-// difference per device.
+// difference per device; with the heap in use and the process's RSS held the same way, the
+// collections in the window, their CPU (all of it, and the part of the collector's idle-priority
+// workers), the heap live at the last collection and what it scanned. The process collects as
+// `hub serve` does: GOGC 50 and at least every gcpace.DefaultInterval;
+// DRIFTLINE_BENCH_GOGC and DRIFTLINE_BENCH_GC_INTERVAL (0s: the runtime's pacing only) change
+// them.
 // DRIFTLINE_BENCH_DEVICES sets the number of devices (default 1,000); with
 // DRIFTLINE_BENCH_PROFILE_DIR the connected window's CPU profile is written there
 // (cpu-steady.pb.gz).
@@ -305,7 +314,22 @@ func BenchmarkHubSteadyCPU(b *testing.B) {
 		}
 		window = d
 	}
-	defer debug.SetGCPercent(debug.SetGCPercent(50))
+	gcPercent, gcInterval := 50, gcpace.DefaultInterval
+	if v := os.Getenv("DRIFTLINE_BENCH_GOGC"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			b.Fatalf("DRIFTLINE_BENCH_GOGC=%q: want an integer", v)
+		}
+		gcPercent = n
+	}
+	if v := os.Getenv("DRIFTLINE_BENCH_GC_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			b.Fatalf("DRIFTLINE_BENCH_GC_INTERVAL=%q: want a duration (0s: none)", v)
+		}
+		gcInterval = d
+	}
+	defer debug.SetGCPercent(debug.SetGCPercent(gcPercent))
 	for range b.N {
 		b.StopTimer()
 		h := nodetest.Start(b)
@@ -315,6 +339,8 @@ func BenchmarkHubSteadyCPU(b *testing.B) {
 			b.Fatal(err)
 		}
 		tokens := enrollDevices(b, h, devices)
+		ctx, stopPace := context.WithCancel(context.Background())
+		go gcpace.Run(ctx, gcInterval)
 		idle := cpuOver(window, nil)
 		memIdle := memHeld()
 		addr := strings.TrimPrefix(h.MQTTURL(), "tcp://")
@@ -332,10 +358,13 @@ func BenchmarkHubSteadyCPU(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+		gc0 := gcNow()
 		b.StartTimer()
 		steady := cpuOver(window, func(stop <-chan struct{}) { heartbeats(b, conns, topics, stop) })
 		b.StopTimer()
 		memSteady := memHeld()
+		gc := gcNow().since(gc0)
+		stopPace()
 		if prof != nil {
 			pprof.StopCPUProfile()
 			prof.Close()
@@ -344,19 +373,58 @@ func BenchmarkHubSteadyCPU(b *testing.B) {
 		b.ReportMetric(steady, "steady-cores")
 		b.ReportMetric((steady-idle)/float64(devices)*1000, "cores/1000-devices")
 		b.ReportMetric(float64(memSteady.stacks-memIdle.stacks)/float64(devices), "held-stack-B/device")
+		b.ReportMetric(float64(memSteady.heap-memIdle.heap)/float64(devices), "held-heap-B/device")
+		b.ReportMetric(float64(memSteady.rss-memIdle.rss)/float64(devices), "rss-B/device")
+		b.ReportMetric(float64(memSteady.rss)/(1<<20), "rss-MiB")
+		b.ReportMetric(float64(memSteady.heap)/(1<<20), "heap-inuse-MiB")
+		b.ReportMetric(float64(memSteady.stacks)/(1<<20), "stacks-MiB")
+		b.ReportMetric(gc.cycles/window.Seconds(), "gc/s")
+		b.ReportMetric(gc.cpu/window.Seconds(), "gc-cores")
+		b.ReportMetric(gc.idle/window.Seconds(), "gc-idle-cores")
+		if gc.cycles > 0 {
+			b.ReportMetric(gc.cpu/gc.cycles*1000, "gc-ms/cycle")
+		}
+		scan := gcScan()
+		b.ReportMetric(float64(scan[0])/(1<<20), "live-heap-MiB")
+		b.ReportMetric(float64(scan[1])/(1<<20), "scan-heap-MiB")
+		b.ReportMetric(float64(scan[2])/(1<<20), "scan-stack-MiB")
 		for _, c := range conns {
 			c.Close()
 		}
 	}
 }
 
-// memHeld is the heap spans and stacks in use as the process runs (no forced collection). The
-// stacks are what the process holds between collections (mochi's readers grown by their last
-// publish); the heap is mostly garbage then, so only the stacks are reported.
+// memHeld is the heap spans and stacks in use and the process's resident set as the process runs
+// (no forced collection): what the process holds between collections (mochi's readers grown by
+// their last publish, the garbage the collector has not reached yet).
 func memHeld() memFigures {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return memFigures{heap: int64(m.HeapInuse), stacks: int64(m.StackInuse), goroutines: int64(runtime.NumGoroutine())}
+	rss, _ := procstat.Memory(os.Getpid())
+	return memFigures{heap: int64(m.HeapInuse), stacks: int64(m.StackInuse), goroutines: int64(runtime.NumGoroutine()), rss: rss}
+}
+
+// gcFigures are the collections completed and the collector's CPU time, in seconds, so far.
+// idle is the part of cpu the collector's idle-priority workers used (time no goroutine wanted).
+type gcFigures struct{ cycles, cpu, idle float64 }
+
+func gcNow() gcFigures {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}, {Name: "/cpu/classes/gc/total:cpu-seconds"},
+		{Name: "/cpu/classes/gc/mark/idle:cpu-seconds"}}
+	metrics.Read(s)
+	return gcFigures{cycles: float64(s[0].Value.Uint64()), cpu: s[1].Value.Float64(), idle: s[2].Value.Float64()}
+}
+
+func (g gcFigures) since(o gcFigures) gcFigures {
+	return gcFigures{g.cycles - o.cycles, g.cpu - o.cpu, g.idle - o.idle}
+}
+
+// gcScan is the heap live at the last collection, the scannable heap and the scannable stacks,
+// in bytes.
+func gcScan() [3]uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/heap:bytes"}, {Name: "/gc/scan/stack:bytes"}}
+	metrics.Read(s)
+	return [3]uint64{s[0].Value.Uint64(), s[1].Value.Uint64(), s[2].Value.Uint64()}
 }
 
 // cpuOver runs work (nil: nothing) for d, stops it, and returns the process's CPU time over that

@@ -96,7 +96,9 @@ func (n *Node) sweepChunks(ctx context.Context, grace time.Duration) (int, error
 	return n.sweepChunksBefore(ctx, time.Now().Add(-grace))
 }
 
-// sweepChunksBefore proposes a ChunksSweep of the pending chunks marked before t, counts what it
+// sweepChunksBefore proposes ChunksSweeps of the pending chunks marked before t, at most
+// state.SweepChunksPerCommand chunks each (the oldest first: one command is one transaction of
+// the state machine, which an aborted upload of gigabytes would not fit), counts what they
 // deleted in the metrics and returns how many chunks that was. It proposes nothing while a node
 // of the cluster does not know the command (a rolling upgrade from a build before the sweep: the
 // node would stop at it; the leader sweeps when it starts leading, i.e. in the middle of an
@@ -105,22 +107,31 @@ func (n *Node) sweepChunksBefore(ctx context.Context, t time.Time) (int, error) 
 	if err := n.store.ClusterKnows(ctx, command.TypeChunksSweep); err != nil {
 		return 0, fmt.Errorf("chunk sweep not proposed: %w", err)
 	}
-	env, err := command.New(command.TypeChunksSweep, "", 0, "hub:"+n.cfg.NodeID,
-		state.ChunksSweep{Before: t.UnixMilli()})
-	if err != nil {
-		return 0, err
+	total := 0
+	for {
+		cutoff, all, err := n.Reader().ChunkSweepCutoff(t.UnixMilli(), state.SweepChunksPerCommand)
+		if err != nil {
+			return total, err
+		}
+		env, err := command.New(command.TypeChunksSweep, "", 0, "hub:"+n.cfg.NodeID, state.ChunksSweep{Before: cutoff})
+		if err != nil {
+			return total, err
+		}
+		res, err := n.store.Apply(ctx, env)
+		if err != nil {
+			return total, err
+		}
+		swept, _ := res.(state.ChunksSwept)
+		if swept.Deleted > 0 {
+			total += swept.Deleted
+			n.sweep.swept.Add(float64(swept.Deleted))
+			n.sweep.bytes.Add(float64(swept.Bytes))
+			n.log.Info("deleted chunks of aborted uploads", "chunks", swept.Deleted, "bytes", swept.Bytes)
+		}
+		if all || swept.Deleted == 0 {
+			return total, nil
+		}
 	}
-	res, err := n.store.Apply(ctx, env)
-	if err != nil {
-		return 0, err
-	}
-	swept, _ := res.(state.ChunksSwept)
-	if swept.Deleted > 0 {
-		n.sweep.swept.Add(float64(swept.Deleted))
-		n.sweep.bytes.Add(float64(swept.Bytes))
-		n.log.Info("deleted chunks of aborted uploads", "chunks", swept.Deleted, "bytes", swept.Bytes)
-	}
-	return swept.Deleted, nil
 }
 
 // ensureNodeToken gives this node (the leader of a cluster of two nodes or more; a lone node

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -14,6 +15,8 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/driftline/driftline/hub/api"
+	"github.com/driftline/driftline/hub/command"
+	"github.com/driftline/driftline/hub/state"
 	"github.com/driftline/driftline/internal/testhelp"
 )
 
@@ -118,5 +121,39 @@ func TestAbortedUploadChunksSwept(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusOK || len(body) != len(kept) {
 		t.Fatalf("the registered version after the sweep: %d, %d bytes", res.StatusCode, len(body))
+	}
+}
+
+// TestSweepManyChunksInBoundedCommands: the chunks of an aborted upload of ~900 MB (14,000
+// chunks: more deletes than one transaction of the state machine holds) are all deleted, in
+// commands of at most state.SweepChunksPerCommand chunks; one sweep of them all was refused as
+// too big for one transaction and left them for ever.
+func TestSweepManyChunksInBoundedCommands(t *testing.T) {
+	n, _ := testNode(t)
+	ctx := context.Background()
+	base := chunkCount(t, n)
+	const total, batch = 14_000, 1000
+	for i := 0; i < total; i += batch {
+		var c state.ChunksPut
+		for j := i; j < i+batch; j++ {
+			c.Chunks = append(c.Chunks, state.Chunk{Digest: fmt.Sprintf("sha256:%064x", j), Size: 1, Zstd: []byte{1}})
+		}
+		env, err := command.New(command.TypeChunksPut, "", 0, "tester", c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.store.Apply(ctx, env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := chunkCount(t, n); got != base+total {
+		t.Fatalf("%d chunks stored, want %d", got, base+total)
+	}
+	deleted, err := n.sweepChunksBefore(ctx, time.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if deleted != total || chunkCount(t, n) != base {
+		t.Fatalf("swept %d of %d chunks, %d left beside the %d kept", deleted, total, chunkCount(t, n)-base, base)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -508,4 +510,47 @@ func aliasSet(txn *badger.Txn, c AliasSet) (any, *auditNote, error) {
 		return nil, nil, err
 	}
 	return res, &auditNote{"model.alias.set", "model:" + c.Model, fmt.Sprintf("%s=%d", c.Alias, c.Version)}, nil
+}
+
+// SweepChunksPerCommand bounds the chunks one ChunksSweep deletes, as the leader proposes it
+// (ChunkSweepCutoff): two deletes a chunk, well inside one transaction of the hub's state
+// machine (shared/kv State: 26,214 writes), whatever an aborted upload left (a 4 GiB upload is
+// 65,536 chunks).
+const SweepChunksPerCommand = 4096
+
+// ChunkSweepCutoff returns the time a ChunksSweep should sweep before so that it deletes at most
+// limit of the chunks pending since before `before` (Unix ms), the oldest first, and whether it
+// then covers all of them. When more than limit chunks share the oldest time (one upload batch)
+// they go together. ChunksSweep also deletes marks it cannot read; they count here.
+func (r Reader) ChunkSweepCutoff(before int64, limit int) (cutoff int64, all bool, err error) {
+	var times []int64
+	err = r.DB.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pChunkPending)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			err := it.Item().Value(func(v []byte) error {
+				at, err := strconv.ParseInt(string(v), 10, 64)
+				if err != nil {
+					at = math.MinInt64
+				}
+				if at < before {
+					times = append(times, at)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil || len(times) <= limit {
+		return before, true, err
+	}
+	slices.Sort(times)
+	cutoff = times[limit] // fewer than limit+1 chunks are older than the (limit+1)th oldest
+	if cutoff == times[0] {
+		cutoff++ // the oldest batch alone holds more than limit: it goes whole
+	}
+	return cutoff, false, nil
 }

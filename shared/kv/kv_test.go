@@ -44,6 +44,24 @@ func TestRaftLogMemtableHeap(t *testing.T) {
 	t.Logf("heap after open: +%d MiB", grew>>20)
 }
 
+// TestStateMemtableHeap: opening the hub's state machine database costs a small heap (64 MiB
+// memtables cost 83 MB each, live for the process's life, raising the collector's goal too).
+func TestStateMemtableHeap(t *testing.T) {
+	const limit = 40 << 20
+	var db *badger.DB
+	grew := heapAfter(t, func() {
+		var err error
+		if db, err = Open(t.TempDir(), State); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer db.Close()
+	if grew > limit {
+		t.Fatalf("opening a State database grew the heap by %d MiB, want at most %d MiB", grew>>20, limit>>20)
+	}
+	t.Logf("heap after open: +%d MiB", grew>>20)
+}
+
 // TestRaftLogOpensLargerMemtableLogs: a Raft log left with the memtable log of a release that
 // used 64 MiB memtables, holding more than a RaftLog memtable takes (a crash before the memtable
 // was flushed), opens with every entry instead of stopping the process in badger's arena assertion.

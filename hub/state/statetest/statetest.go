@@ -66,6 +66,18 @@ func NewSmall(t testing.TB, memTable int64) *Store {
 	return &Store{DB: db, Now: time.Now, Changes: store.NewFeed()}
 }
 
+// NewOptions is New on a database opened with opts (the hub's own options on a temporary
+// directory: kv.Options(t.TempDir(), kv.State)), closed when t ends.
+func NewOptions(t testing.TB, opts badger.Options) *Store {
+	t.Helper()
+	db, err := badger.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return &Store{DB: db, Now: time.Now, Changes: store.NewFeed()}
+}
+
 // Reader reads the store's state.
 func (s *Store) Reader() state.Reader { return state.Reader{DB: s.DB} }
 
