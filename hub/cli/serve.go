@@ -215,36 +215,8 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 	if _, err := wire.NewTopics(o.topicPrefix); err != nil {
 		return node.Config{}, 0, usagef("--topic-prefix %q: want topic levels of letters, digits, '.', '_' or '-', no wildcard, no leading '$' (%v)", o.topicPrefix, err)
 	}
-	if o.backupDir != "" && o.backupEvery < time.Second {
-		return node.Config{}, 0, usagef("--backup-every %s: want at least 1s", o.backupEvery)
-	}
-	if o.backupKeep < 0 {
-		return node.Config{}, 0, usagef("--backup-keep must be >= 0")
-	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"--runs-retention", o.runsRetention}, {"--audit-retention", o.auditRetention}, {"--drift-fine-retention", o.driftFine},
-		{"--drift-coarse-retention", o.driftCoarse}, {"--dead-node-timeout", o.deadNodeTimeout},
-		{"--last-seen-interval", o.lastSeenInterval}} {
-		if d.v < 0 {
-			return node.Config{}, 0, usagef("%s %s: want a duration >= 0 (0: the default)", d.name, d.v)
-		}
-	}
-	if o.auditRetention > 0 && o.auditArchiveDir == "" {
-		return node.Config{}, 0, usagef("--audit-retention needs --audit-archive-dir: audit entries are exported there before they are pruned")
-	}
-	if o.retentionEvery < time.Second {
-		return node.Config{}, 0, usagef("--retention-every %s: want at least 1s", o.retentionEvery)
-	}
-	if o.deadNodeTimeout > 0 && o.deadNodeTimeout < 10*time.Second {
-		return node.Config{}, 0, usagef("--dead-node-timeout %s: want at least 10s (a restart or a leader election must not remove a node)", o.deadNodeTimeout)
-	}
-	if o.gcInterval != 0 && o.gcInterval < time.Second {
-		return node.Config{}, 0, usagef("--gc-interval %s: want 0 (off) or at least 1s (each collection marks the whole heap)", o.gcInterval)
-	}
-	if o.raftCommitTimeout < time.Millisecond || o.raftCommitTimeout > 50*time.Millisecond {
-		return node.Config{}, 0, usagef("--raft-commit-timeout %s: want 1ms to 50ms (raft's own default; more delays every follower's forwarded writes)", o.raftCommitTimeout)
+	if err := o.checkDurations(); err != nil {
+		return node.Config{}, 0, err
 	}
 	var peers []string
 	for _, p := range strings.Split(o.peers, ",") {
@@ -277,6 +249,42 @@ func (o serveOptions) config() (node.Config, slog.Level, error) {
 		DriftFineRetention: o.driftFine, DriftCoarseRetention: o.driftCoarse, Peers: peers, DeadNodeTimeout: o.deadNodeTimeout,
 		RaftCommitTimeout: o.raftCommitTimeout,
 	}, level, nil
+}
+
+// checkDurations refuses the intervals and retentions serve cannot run with.
+func (o serveOptions) checkDurations() error {
+	if o.backupDir != "" && o.backupEvery < time.Second {
+		return usagef("--backup-every %s: want at least 1s", o.backupEvery)
+	}
+	if o.backupKeep < 0 {
+		return usagef("--backup-keep must be >= 0")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"--runs-retention", o.runsRetention}, {"--audit-retention", o.auditRetention}, {"--drift-fine-retention", o.driftFine},
+		{"--drift-coarse-retention", o.driftCoarse}, {"--dead-node-timeout", o.deadNodeTimeout},
+		{"--last-seen-interval", o.lastSeenInterval}} {
+		if d.v < 0 {
+			return usagef("%s %s: want a duration >= 0 (0: the default)", d.name, d.v)
+		}
+	}
+	if o.auditRetention > 0 && o.auditArchiveDir == "" {
+		return usagef("--audit-retention needs --audit-archive-dir: audit entries are exported there before they are pruned")
+	}
+	if o.retentionEvery < time.Second {
+		return usagef("--retention-every %s: want at least 1s", o.retentionEvery)
+	}
+	if o.deadNodeTimeout > 0 && o.deadNodeTimeout < 10*time.Second {
+		return usagef("--dead-node-timeout %s: want at least 10s (a restart or a leader election must not remove a node)", o.deadNodeTimeout)
+	}
+	if o.gcInterval != 0 && o.gcInterval < time.Second {
+		return usagef("--gc-interval %s: want 0 (off) or at least 1s (each collection marks the whole heap)", o.gcInterval)
+	}
+	if o.raftCommitTimeout < time.Millisecond || o.raftCommitTimeout > 50*time.Millisecond {
+		return usagef("--raft-commit-timeout %s: want 1ms to 50ms (raft's own default; more delays every follower's forwarded writes)", o.raftCommitTimeout)
+	}
+	return nil
 }
 
 // brokerLimits validates the embedded broker's limit flags. On the command line 0 means no
