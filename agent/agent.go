@@ -63,6 +63,9 @@ type Options struct {
 	// listener takes every publish of the wave, which in one fleet process is thousands of
 	// copies. Fleet mode shares one among its agents; a device has its own memory and needs none.
 	ListenSlots chan struct{}
+	// PullStages, when set, receives the pull-stage observations (MetricPullStages) instead
+	// of a histogram the agent registers itself: fleet mode shares one among its agents.
+	PullStages prometheus.ObserverVec
 	// ConnectBackoff is the first wait after a connect attempt that reached no broker; it
 	// doubles up to MaxConnectBackoff (default DefaultConnectBackoff).
 	ConnectBackoff time.Duration
@@ -156,6 +159,14 @@ func New(cfg config.Config, ns devicedb.Namespace, opts Options) (*Agent, error)
 	if a.m, err = newMetrics(reg, Version, !opts.NoRSSGauge); err != nil {
 		return nil, err
 	}
+	stages := opts.PullStages
+	if stages == nil {
+		h := NewPullStages()
+		if err := reg.Register(h); err != nil {
+			return nil, fmt.Errorf("register agent metrics: %w", err)
+		}
+		stages = h
+	}
 	own := ns.Sub("agent") // trust, model records, desired revision
 	if a.trust, err = newTrustStore(own, root, keys); err != nil {
 		return nil, err
@@ -202,7 +213,7 @@ func New(cfg config.Config, ns devicedb.Namespace, opts Options) (*Agent, error)
 	a.rec = reconcile.New(reconcile.Config{
 		DeviceID: cfg.DeviceID, Topics: topics, Fetch: cfg.Fetch, Logger: a.log,
 		Metrics: reconcile.Metrics{FetchedChunks: a.m.fetchedChunks, ChunksReused: a.m.chunksReused,
-			Activations: a.m.activations, Rejected: a.m.rejected},
+			Activations: a.m.activations, Rejected: a.m.rejected, PullStages: stages},
 		Conn: a.conn, Trust: reconcileTrust{a}, Store: a.store, Cache: cache, Assets: ns.Sub("assets"), Records: own,
 		PullSlots: opts.PullSlots, ListenSlots: opts.ListenSlots, OnChunk: opts.OnChunk, Failpoint: opts.Failpoint, OnChange: a.report,
 	})

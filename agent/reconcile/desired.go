@@ -94,10 +94,12 @@ func transient(err error) bool {
 // to be retried, so a restart or a preemption resumes it (chunks already verified are in the
 // cache and are not fetched again). Only ctx's end and preemption are returned as errors.
 func (rc *Reconciler) handleDesired(ctx context.Context, b []byte) (Revision, error) {
+	taken := time.Now()
 	d, ok := rc.trust.Desired(b)
 	if !ok {
 		return Revision{}, nil
 	}
+	rc.taken = taken
 	rc.log.Info("acting on desired state", "rev", d.Rev, "models", len(d.Models))
 	rev := Revision{Rev: d.Rev, Models: make(map[string]Outcome, len(d.Models))}
 	rc.mu.Lock()
@@ -212,6 +214,7 @@ func (rc *Reconciler) applyModel(ctx context.Context, m wire.DesiredModel, preem
 	}
 	back := curErr == nil && m.Version < cur.Version
 	rc.setState(m.Name, wire.StateNotified, func(r *modelRecord) { r.Target = m.Version; r.RolloutID = m.RolloutID; r.LastError = "" })
+	rc.stage(StageNotified)
 
 	// A pull slot (fleet mode) bounds the chunks a pull asks on its own topic: it is held from
 	// the download (or, for a pull that listens on the model's shared topic, from when one is
@@ -226,6 +229,7 @@ func (rc *Reconciler) applyModel(ctx context.Context, m wire.DesiredModel, preem
 		return rc.pullFailed(m, err)
 	}
 	rc.failpoint("manifest")
+	rc.stage(StageManifest)
 	pin := pinName(m.Name, m.Version)
 	digests := make([]string, 0, len(man.Chunks))
 	for _, c := range man.Chunks {
@@ -245,9 +249,13 @@ func (rc *Reconciler) applyModel(ctx context.Context, m wire.DesiredModel, preem
 	if err != nil {
 		return rc.pullFailed(m, err)
 	}
+	if stageErr == nil {
+		rc.stage(StageStaged)
+	}
 	if err := rc.fetchAssets(ctx, m, preempt); err != nil {
 		return rc.pullFailed(m, err)
 	}
+	rc.stage(StageAssets)
 	slot.release()
 
 	rc.setState(m.Name, wire.StateActivating, nil)
@@ -279,6 +287,7 @@ func (rc *Reconciler) applyModel(ctx context.Context, m wire.DesiredModel, preem
 	rc.m.Activations.WithLabelValues(result).Inc()
 	log.Info("model version running", "state", st)
 	rc.setState(m.Name, st, func(r *modelRecord) { rc.adopt(r, m); r.Target = 0; r.LastError = "" })
+	rc.stage(StageActive)
 	rc.releasePins(m.Name)
 	rc.dropPartials(m.Name)
 	return OutcomeActive, nil
@@ -425,6 +434,9 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 		}
 		shared = rc.conn.SubscribeShared(ctx, m.Name)
 		defer unsubscribe()
+		if shared != nil {
+			rc.stage(StageListening)
+		}
 		if shared == nil {
 			if err := slot.take(ctx); err != nil {
 				stopHash()
@@ -450,6 +462,9 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 	unsubscribe()
 	if left := len(as.missing()); err == nil && left > 0 {
 		err = fmt.Errorf("download of %s@%d ended with %d chunks missing", m.Name, m.Version, left)
+	}
+	if err == nil {
+		rc.stage(StageChunks)
 	}
 	if err != nil {
 		stopHash()

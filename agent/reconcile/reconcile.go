@@ -98,7 +98,33 @@ type Metrics struct {
 	Activations *prometheus.CounterVec
 	// Rejected is labelled by reason (the Reason constants).
 	Rejected *prometheus.CounterVec
+	// PullStages, when set, observes the seconds from a desired state taken up to each stage a
+	// new model version's pull reaches, labelled by stage (the Stage constants).
+	PullStages prometheus.ObserverVec
 }
+
+// Stages of a pull, the values of the pull-stage metric's stage label: each observation is the
+// time from the desired state taken up (Run's goroutine took it from the queue) to the stage.
+const (
+	// StageNotified: the model's state notified recorded (its record persisted).
+	StageNotified = "notified"
+	// StageManifest: the manifest fetched (or found) and verified.
+	StageManifest = "manifest"
+	// StageListening: subscribed to the model's shared chunk topic (the broker's SUBACK),
+	// after any wait for a listening slot (fleet mode).
+	StageListening = "listening"
+	// StageChunks: every chunk of the file verified and written.
+	StageChunks = "chunks"
+	// StageStaged: the file hashed whole and staged as a version directory.
+	StageStaged = "staged"
+	// StageAssets: the contract, profile and output reference here.
+	StageAssets = "assets"
+	// StageActive: the version activated (health check passed), state active or rolled_back.
+	StageActive = "active"
+)
+
+// Stages lists the Stage constants in the order a pull reaches them.
+var Stages = []string{StageNotified, StageManifest, StageListening, StageChunks, StageStaged, StageAssets, StageActive}
 
 // Config is what New needs. Every field but the callbacks, PullSlots and ListenSlots is
 // required.
@@ -153,6 +179,7 @@ type Reconciler struct {
 	assetCache map[string][]byte // the active models' assets by digest (ActiveModels)
 
 	lastRev  uint64        // Run only
+	taken    time.Time     // Run only: when the desired state acted on was taken up
 	retryMin time.Duration // first wait before a failed revision is tried again
 }
 
@@ -215,6 +242,13 @@ func (rc *Reconciler) reject(reason, msg string, args ...any) {
 func (rc *Reconciler) failpoint(step string) {
 	if rc.cfg.Failpoint != nil {
 		rc.cfg.Failpoint(step)
+	}
+}
+
+// stage observes the time since the desired state acted on was taken up at stage (Run only).
+func (rc *Reconciler) stage(name string) {
+	if rc.m.PullStages != nil && !rc.taken.IsZero() {
+		rc.m.PullStages.WithLabelValues(name).Observe(time.Since(rc.taken).Seconds())
 	}
 }
 

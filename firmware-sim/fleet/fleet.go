@@ -98,6 +98,8 @@ type Summary struct {
 	Rows, Invalid, Reports int64
 	// Refused counts the agents whose broker refuses their CONNECT now (wrong or revoked token).
 	Refused int
+	// Stages is the agents' pull stages since the start (see StageLine), "" before any pull.
+	Stages string
 }
 
 // String is the one-line summary.
@@ -110,6 +112,9 @@ func (s Summary) String() string {
 	out := fmt.Sprintf("devices online %d/%d, versions %s, rows %d (invalid %d), reports %d", s.Online, s.Devices, strings.Join(vs, " "), s.Rows, s.Invalid, s.Reports)
 	if s.Refused > 0 {
 		out += fmt.Sprintf(", refused by the broker %d", s.Refused)
+	}
+	if s.Stages != "" {
+		out += "; " + s.Stages
 	}
 	return out
 }
@@ -220,7 +225,8 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	gcCtx, gcStop := context.WithCancel(ctx)
 	defer gcStop()
 	dbs.runGC(gcCtx, 5*time.Minute, cfg.Logger)
-	members, err := f.newMembers(ctx, dbs)
+	stages := agent.NewPullStages()
+	members, err := f.newMembers(ctx, dbs, stages)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -229,7 +235,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if err := f.start(ctx, &wg, errs, members); err != nil {
 		return Summary{}, err
 	}
-	final := printSummaries(ctx, cfg, members)
+	final := printSummaries(ctx, cfg, members, stages)
 	wg.Wait()
 	close(errs)
 	var all []error
@@ -316,7 +322,7 @@ func joinHub(ctx context.Context, cfg Config) (*fleet, error) {
 // newMembers makes every device's agent on its shard of dbs, wired as `driftline-agent
 // run` wires it (pipeline, samples, outputs), on the hub's topics; a refused agent is enrolled
 // again.
-func (f *fleet) newMembers(ctx context.Context, dbs shards) ([]*member, error) {
+func (f *fleet) newMembers(ctx context.Context, dbs shards, stages *prometheus.HistogramVec) ([]*member, error) {
 	cfg := f.cfg
 	prefix := hubTopicPrefix(ctx, f.h) // the agents talk on the hub's topics
 	reg := prometheus.NewRegistry()
@@ -349,6 +355,7 @@ func (f *fleet) newMembers(ctx context.Context, dbs shards) ([]*member, error) {
 			NoRSSGauge:       true,
 			PullSlots:        slots,
 			ListenSlots:      listen,
+			PullStages:       stages,
 			OnConnectRefused: func(r agent.Refusal) { re.refused(m, r) },
 		})
 		if err != nil {
@@ -432,16 +439,19 @@ func (f *fleet) start(ctx context.Context, wg *sync.WaitGroup, errs chan<- error
 
 // printSummaries prints a summary line (with rows and reports per second since the last) every
 // cfg.SummaryEvery until ctx ends, and returns the final summary.
-func printSummaries(ctx context.Context, cfg Config, members []*member) Summary {
+func printSummaries(ctx context.Context, cfg Config, members []*member, stages *prometheus.HistogramVec) Summary {
 	tick := time.NewTicker(cfg.SummaryEvery)
 	defer tick.Stop()
 	last, lastAt := snapshot(members), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
-			return snapshot(members)
+			s := snapshot(members)
+			s.Stages = StageLine(stages)
+			return s
 		case <-tick.C:
 			s := snapshot(members)
+			s.Stages = StageLine(stages)
 			dt := time.Since(lastAt).Seconds()
 			fmt.Fprintf(cfg.Out, "%s, %.0f rows/s, %.1f reports/s\n", s, float64(s.Rows-last.Rows)/dt, float64(s.Reports-last.Reports)/dt)
 			last, lastAt = s, time.Now()
