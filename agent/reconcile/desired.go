@@ -239,11 +239,15 @@ func (rc *Reconciler) applyModel(ctx context.Context, m wire.DesiredModel, preem
 		return rc.pullFailed(m, err)
 	}
 	rc.mu.Lock()
+	added := false
 	if r := rc.models[m.Name]; r != nil && !contains(r.Pins, pin) {
 		r.Pins = append(r.Pins, pin)
-		_ = rc.saveRecordLocked(m.Name)
+		added = true
 	}
 	rc.mu.Unlock()
+	if added {
+		_ = rc.saveRecord(m.Name)
+	}
 
 	stageErr, err := rc.downloadAndStage(ctx, m, man, preempt, slot)
 	if err != nil {
@@ -501,14 +505,20 @@ func (rc *Reconciler) releasePins(name string) {
 	if v, err := rc.store.Previous(name); err == nil {
 		keep[pinName(name, v.Version)] = true
 	}
+	// The pins are read and written back under rc.mu, the cache's commits made without it
+	// (Run is the only goroutine that changes pins).
 	rc.mu.Lock()
-	defer rc.mu.Unlock()
 	r := rc.models[name]
+	var pins []string
+	if r != nil {
+		pins = append(pins, r.Pins...)
+	}
+	rc.mu.Unlock()
 	if r == nil {
 		return
 	}
 	var kept []string
-	for _, p := range r.Pins {
+	for _, p := range pins {
 		if keep[p] {
 			kept = append(kept, p)
 			continue
@@ -518,8 +528,10 @@ func (rc *Reconciler) releasePins(name string) {
 			kept = append(kept, p)
 		}
 	}
+	rc.mu.Lock()
 	r.Pins = kept
-	if err := rc.saveRecordLocked(name); err != nil {
+	rc.mu.Unlock()
+	if err := rc.saveRecord(name); err != nil {
 		rc.log.Error("persist model record", "model", name, "err", err)
 	}
 }
@@ -553,9 +565,8 @@ func (rc *Reconciler) deactivate(name string) {
 	rc.mu.Lock()
 	r := rc.models[name]
 	delete(rc.models, name)
-	err := rc.saveRecordLocked(name)
 	rc.mu.Unlock()
-	if err != nil {
+	if err := rc.saveRecord(name); err != nil {
 		rc.log.Error("drop model record", "model", name, "err", err)
 	}
 	if r != nil {

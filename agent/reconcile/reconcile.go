@@ -170,13 +170,20 @@ type Reconciler struct {
 	m      Metrics
 	fetch  *fetcher
 
+	// mu guards the records in memory and is never held across a disk write (saveRecord);
+	// saveMu orders the records' writes.
 	mu           sync.Mutex
+	saveMu       sync.Mutex
 	models       map[string]*modelRecord
 	reportRev    uint64
 	lastProgress time.Time
 
 	assetMu    sync.Mutex
 	assetCache map[string][]byte // the active models' assets by digest (ActiveModels)
+
+	// recordHeld, when set (tests only), is called with each model record's value before it
+	// is written.
+	recordHeld func(value []byte)
 
 	lastRev  uint64        // Run only
 	taken    time.Time     // Run only: when the desired state acted on was taken up

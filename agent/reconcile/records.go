@@ -94,15 +94,30 @@ func cutPrefix(s, p string) (string, bool) {
 	return "", false
 }
 
-// saveRecordLocked persists one model's record (rc.mu held).
-func (rc *Reconciler) saveRecordLocked(name string) error {
+// saveRecord persists model name's record as it is now (deleted when there is none). The value
+// is taken under rc.mu and written after rc.mu is released, so the readers (ActiveModels,
+// ActiveNames, Reported: the pipeline on every reading, the heartbeat) never wait for a disk
+// commit, which in fleet mode queues behind thousands of agents' commits. rc.saveMu orders the
+// writes: each takes the value current when it runs, so the last write holds the last change.
+func (rc *Reconciler) saveRecord(name string) error {
+	rc.saveMu.Lock()
+	defer rc.saveMu.Unlock()
+	rc.mu.Lock()
 	r, ok := rc.models[name]
-	if !ok {
-		return rc.own.Delete([]byte(keyModelPrefix + name))
+	var b []byte
+	var err error
+	if ok {
+		b, err = json.Marshal(r)
 	}
-	b, err := json.Marshal(r)
+	rc.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("encode model record %s: %w", name, err)
+	}
+	if rc.recordHeld != nil {
+		rc.recordHeld(b)
+	}
+	if !ok {
+		return rc.own.Delete([]byte(keyModelPrefix + name))
 	}
 	return rc.own.Set([]byte(keyModelPrefix+name), b)
 }
@@ -135,9 +150,8 @@ func (rc *Reconciler) setState(name string, st wire.State, mut func(r *modelReco
 	if mut != nil {
 		mut(r)
 	}
-	err := rc.saveRecordLocked(name)
 	rc.mu.Unlock()
-	if err != nil {
+	if err := rc.saveRecord(name); err != nil {
 		rc.log.Error("persist model state", "model", name, "err", err)
 	}
 	rc.changed()
@@ -211,21 +225,21 @@ func (rc *Reconciler) adoptDisk() error {
 	if err != nil {
 		return err
 	}
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
 	for _, n := range names {
 		cur, err := rc.store.Current(n)
 		if err != nil {
 			continue
 		}
+		prev, prevErr := rc.store.Previous(n)
+		rc.mu.Lock()
 		r := rc.models[n]
 		if r == nil {
 			r = &modelRecord{State: wire.StateActive, Since: time.Now().UnixMilli()}
 			rc.models[n] = r
 		}
 		r.Current = cur.Version
-		if p, err := rc.store.Previous(n); err == nil {
-			r.Previous = p.Version
+		if prevErr == nil {
+			r.Previous = prev.Version
 		} else {
 			r.Previous = 0
 		}
@@ -236,7 +250,8 @@ func (rc *Reconciler) adoptDisk() error {
 			r.ContractDigest, r.ProfileDigest, r.Dataset, r.DatasetVersion = "", "", "", 0
 			r.OutputDigest = ""
 		}
-		if err := rc.saveRecordLocked(n); err != nil {
+		rc.mu.Unlock()
+		if err := rc.saveRecord(n); err != nil {
 			return err
 		}
 	}
@@ -260,10 +275,13 @@ func (rc *Reconciler) refreshLinks(name string) {
 		prev = v.Version
 	}
 	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	if r := rc.models[name]; r != nil {
+	r := rc.models[name]
+	if r != nil {
 		r.Current, r.Previous = cur, prev
-		if err := rc.saveRecordLocked(name); err != nil {
+	}
+	rc.mu.Unlock()
+	if r != nil {
+		if err := rc.saveRecord(name); err != nil {
 			rc.log.Error("persist model record", "model", name, "err", err)
 		}
 	}
