@@ -98,7 +98,7 @@ type Summary struct {
 	Rows, Invalid, Reports int64
 	// Refused counts the agents whose broker refuses their CONNECT now (wrong or revoked token).
 	Refused int
-	// Stages is the agents' pull stages since the start (see StageLine), "" before any pull.
+	// Stages is the agents' pull stages since the start (StageLine), "" before any pull.
 	Stages string
 }
 
@@ -112,9 +112,6 @@ func (s Summary) String() string {
 	out := fmt.Sprintf("devices online %d/%d, versions %s, rows %d (invalid %d), reports %d", s.Online, s.Devices, strings.Join(vs, " "), s.Rows, s.Invalid, s.Reports)
 	if s.Refused > 0 {
 		out += fmt.Sprintf(", refused by the broker %d", s.Refused)
-	}
-	if s.Stages != "" {
-		out += "; " + s.Stages
 	}
 	return out
 }
@@ -245,7 +242,11 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	for err := range errs {
 		all = append(all, err)
 	}
-	fmt.Fprintf(cfg.Out, "final: %s\n", final)
+	if final.Stages != "" {
+		fmt.Fprintf(cfg.Out, "final: %s; %s\n", final, final.Stages)
+	} else {
+		fmt.Fprintf(cfg.Out, "final: %s\n", final)
+	}
 	return final, errors.Join(all...)
 }
 
@@ -453,7 +454,11 @@ func printSummaries(ctx context.Context, cfg Config, members []*member, stages *
 			s := snapshot(members)
 			s.Stages = StageLine(stages)
 			dt := time.Since(lastAt).Seconds()
-			fmt.Fprintf(cfg.Out, "%s, %.0f rows/s, %.1f reports/s\n", s, float64(s.Rows-last.Rows)/dt, float64(s.Reports-last.Reports)/dt)
+			line := fmt.Sprintf("%s, %.0f rows/s, %.1f reports/s", s, float64(s.Rows-last.Rows)/dt, float64(s.Reports-last.Reports)/dt)
+			if s.Stages != "" {
+				line += "; " + s.Stages
+			}
+			fmt.Fprintln(cfg.Out, line)
 			last, lastAt = s, time.Now()
 		}
 	}
