@@ -118,6 +118,10 @@ type Agent struct {
 	// reportHeld, when set (tests only), is called by report between its snapshot and
 	// its queueing.
 	reportHeld func()
+	// reportKick asks reportLoop for a report (1-slot: changes that come while one is being
+	// queued are reported together); reportLoopOn says the loop runs (Run).
+	reportKick   chan struct{}
+	reportLoopOn atomic.Bool
 }
 
 // New validates cfg and opens the agent's stores inside ns (children "agent", "assets",
@@ -154,7 +158,7 @@ func New(cfg config.Config, ns devicedb.Namespace, opts Options) (*Agent, error)
 	}
 	a := &Agent{
 		cfg: cfg, opts: opts, log: opts.Logger.With("device", cfg.DeviceID), topics: topics,
-		started: time.Now(), ns: ns, mux: http.NewServeMux(), reg: reg,
+		started: time.Now(), ns: ns, mux: http.NewServeMux(), reg: reg, reportKick: make(chan struct{}, 1),
 	}
 	if a.m, err = newMetrics(reg, Version, !opts.NoRSSGauge); err != nil {
 		return nil, err
@@ -215,7 +219,7 @@ func New(cfg config.Config, ns devicedb.Namespace, opts Options) (*Agent, error)
 		Metrics: reconcile.Metrics{FetchedChunks: a.m.fetchedChunks, ChunksReused: a.m.chunksReused,
 			Activations: a.m.activations, Rejected: a.m.rejected, PullStages: stages},
 		Conn: a.conn, Trust: reconcileTrust{a}, Store: a.store, Cache: cache, Assets: ns.Sub("assets"), Records: own,
-		PullSlots: opts.PullSlots, ListenSlots: opts.ListenSlots, OnChunk: opts.OnChunk, Failpoint: opts.Failpoint, OnChange: a.report,
+		PullSlots: opts.PullSlots, ListenSlots: opts.ListenSlots, OnChunk: opts.OnChunk, Failpoint: opts.Failpoint, OnChange: a.reportSoon,
 	})
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(gat, promhttp.HandlerOpts{}))
 	a.mux.HandleFunc("GET /status", a.serveStatus)
@@ -293,6 +297,41 @@ func (a *Agent) report() {
 	a.failpoint("reported")
 }
 
+// reportSoon is the reconciler's OnChange: while Run runs, the reported state is queued by
+// reportLoop, so a state change or download progress never waits for the outbox's commit (in a
+// fleet process it queues behind thousands of agents' commits; on a device behind slow flash),
+// and changes made meanwhile go out in one report that says what holds then. Before Run (and
+// after it) it reports at once.
+func (a *Agent) reportSoon() {
+	if !a.reportLoopOn.Load() {
+		a.report()
+		return
+	}
+	select {
+	case a.reportKick <- struct{}{}:
+	default: // a report is due already: it will take this change's snapshot
+	}
+}
+
+// reportLoop queues a reported state after each kick until ctx ends, then the last one asked
+// for, if any.
+func (a *Agent) reportLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			a.reportLoopOn.Store(false)
+			select {
+			case <-a.reportKick:
+				a.report()
+			default:
+			}
+			return
+		case <-a.reportKick:
+			a.report()
+		}
+	}
+}
+
 // BufferStats returns the outbox's depth, bytes and counters.
 func (a *Agent) BufferStats() outbox.Stats { return a.out.Stats() }
 
@@ -357,6 +396,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Error("report sender stopped", "err", err)
 		}
 	})
+	a.reportLoopOn.Store(true)
+	spawn(a.reportLoop)
 	spawn(a.connectedLoop)
 	spawn(a.ackLoop)
 	spawn(a.rec.Run)
