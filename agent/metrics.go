@@ -55,7 +55,7 @@ const (
 	MetricTrustRootExpired = "driftline_agent_trust_root_expired"
 	// MetricPullStages is a histogram of the seconds from a desired state taken up to each
 	// stage a new model version's pull reaches, by stage (reconcile.Stages: notified, manifest,
-	// listening, chunks, staged, assets, active): where a rollout's time goes on the device.
+	// downloading, listening, chunks, staged, assets, active): where a rollout's time goes on the device.
 	MetricPullStages = "driftline_agent_pull_stage_seconds"
 	// MetricInfo carries the agent's version as a label, value 1.
 	MetricInfo = "driftline_agent_info"
@@ -125,7 +125,7 @@ var PullStageBuckets = []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 45, 
 // own; fleet mode makes one for all its agents (Options.PullStages).
 func NewPullStages() *prometheus.HistogramVec {
 	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: MetricPullStages,
-		Help:    "Seconds from a desired state taken up to each stage of a model version's pull (notified, manifest, listening, chunks, staged, assets, active).",
+		Help:    "Seconds from a desired state taken up to each stage of a model version's pull (notified, manifest, downloading, listening, chunks, staged, assets, active).",
 		Buckets: PullStageBuckets}, []string{"stage"})
 }
 

@@ -413,6 +413,7 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 	missing := as.missing()
 	rc.log.Info("downloading model", "model", m.Name, "version", m.Version, "chunks", len(man.Chunks), "missing", len(missing), "reused", reused, "bytes", man.Size, "resumed", p.Resumed())
 	rc.setState(m.Name, wire.StateDownloading, func(r *modelRecord) { r.BytesDone, r.BytesTotal = as.done(), man.Size })
+	rc.stage(StageDownloading)
 
 	hashCtx, stopHash := context.WithCancel(ctx)
 	defer stopHash()

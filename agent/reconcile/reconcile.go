@@ -110,6 +110,9 @@ const (
 	StageNotified = "notified"
 	// StageManifest: the manifest fetched (or found) and verified.
 	StageManifest = "manifest"
+	// StageDownloading: the state downloading recorded (chunks pinned, the partial download
+	// open and filled from what the device holds), before any wait for a listening slot.
+	StageDownloading = "downloading"
 	// StageListening: subscribed to the model's shared chunk topic (the broker's SUBACK),
 	// after any wait for a listening slot (fleet mode).
 	StageListening = "listening"
@@ -124,7 +127,7 @@ const (
 )
 
 // Stages lists the Stage constants in the order a pull reaches them.
-var Stages = []string{StageNotified, StageManifest, StageListening, StageChunks, StageStaged, StageAssets, StageActive}
+var Stages = []string{StageNotified, StageManifest, StageDownloading, StageListening, StageChunks, StageStaged, StageAssets, StageActive}
 
 // Config is what New needs. Every field but the callbacks, PullSlots and ListenSlots is
 // required.
