@@ -58,11 +58,12 @@ type Options struct {
 	// simultaneous pulls do not all sit in one process's memory. A pull listening on its model's
 	// shared topic needs none until that brings it nothing (agent/DESIGN.md).
 	PullSlots chan struct{}
-	// ListenSlots, when not nil, bounds the pulls listening on their model's shared chunk topic
-	// at once (a slot is held from the subscription to the end of the download): every
-	// listener takes every publish of the wave, which in one fleet process is thousands of
-	// copies. Fleet mode shares one among its agents; a device has its own memory and needs none.
-	ListenSlots chan struct{}
+	// ListenBudget, when not nil, bounds the bytes of the models the pulls sharing it listen
+	// for on their model's shared chunk topic at once (each is charged its model's size, from
+	// the subscription to the end of its download): every listener takes every publish of the
+	// wave, which in one fleet process is thousands of copies. Fleet mode shares one among its
+	// agents; a device has its own memory and needs none.
+	ListenBudget *reconcile.Budget
 	// PullStages, when set, receives the pull-stage observations (MetricPullStages) instead
 	// of a histogram the agent registers itself: fleet mode shares one among its agents.
 	PullStages prometheus.ObserverVec
@@ -219,7 +220,7 @@ func New(cfg config.Config, ns devicedb.Namespace, opts Options) (*Agent, error)
 		Metrics: reconcile.Metrics{FetchedChunks: a.m.fetchedChunks, ChunksReused: a.m.chunksReused,
 			Activations: a.m.activations, Rejected: a.m.rejected, PullStages: stages},
 		Conn: a.conn, Trust: reconcileTrust{a}, Store: a.store, Cache: cache, Assets: ns.Sub("assets"), Records: own,
-		PullSlots: opts.PullSlots, ListenSlots: opts.ListenSlots, OnChunk: opts.OnChunk, Failpoint: opts.Failpoint, OnChange: a.reportSoon,
+		PullSlots: opts.PullSlots, ListenBudget: opts.ListenBudget, OnChunk: opts.OnChunk, Failpoint: opts.Failpoint, OnChange: a.reportSoon,
 	})
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(gat, promhttp.HandlerOpts{}))
 	a.mux.HandleFunc("GET /status", a.serveStatus)

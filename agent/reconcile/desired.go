@@ -422,20 +422,28 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 	// Listen on the model's shared chunk topic for the pull only (issue 18), from before the
 	// pull holds a slot: a device that waits for one takes the chunks published meanwhile.
 	var shared *SharedSub
-	listen := &pullSlot{ch: rc.cfg.ListenSlots} // fleet mode: the listeners of one process
+	// Fleet mode bounds the bytes the process's listeners may be sent at once: each is charged
+	// its model's size (one publish of the wave).
+	var listening int64
 	unsubscribe := func() {
 		if shared != nil {
 			rc.conn.UnsubscribeShared(shared)
 			shared = nil
 		}
-		listen.release()
+		if listening > 0 {
+			rc.cfg.ListenBudget.Release(listening)
+			listening = 0
+		}
 	}
 	if len(missing) > 0 {
-		if err := listen.take(ctx); err != nil {
+		if err := rc.takeListen(ctx, man.Size); err != nil {
 			stopHash()
 			<-hashed
 			p.Close()
 			return nil, err
+		}
+		if rc.cfg.ListenBudget != nil {
+			listening = min(max(man.Size, 1), rc.cfg.ListenBudget.Max())
 		}
 		shared = rc.conn.SubscribeShared(ctx, m.Name)
 		defer unsubscribe()
@@ -482,6 +490,16 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 		return err, nil
 	}
 	return p.Commit(ctx), nil
+}
+
+// takeListen waits until the listening budget (fleet mode; none: at once) has size bytes free
+// and takes them; the caller releases min(max(size, 1), Max()).
+func (rc *Reconciler) takeListen(ctx context.Context, size int64) error {
+	if rc.cfg.ListenBudget == nil {
+		return nil
+	}
+	_, err := rc.cfg.ListenBudget.Take(ctx, size)
+	return err
 }
 
 // fetchAssets makes sure the contract and reference profile m names are in the asset store.

@@ -129,7 +129,7 @@ const (
 // Stages lists the Stage constants in the order a pull reaches them.
 var Stages = []string{StageNotified, StageManifest, StageDownloading, StageListening, StageChunks, StageStaged, StageAssets, StageActive}
 
-// Config is what New needs. Every field but the callbacks, PullSlots and ListenSlots is
+// Config is what New needs. Every field but the callbacks, PullSlots and ListenBudget is
 // required.
 type Config struct {
 	DeviceID string
@@ -147,9 +147,12 @@ type Config struct {
 	Assets  devicedb.Namespace
 	Records devicedb.Namespace
 
-	// PullSlots, when not nil, bounds the pulls that run at once (agent.Options.PullSlots);
-	// ListenSlots the pulls listening on a shared chunk topic (agent.Options.ListenSlots).
-	PullSlots, ListenSlots chan struct{}
+	// PullSlots, when not nil, bounds the pulls that run at once (agent.Options.PullSlots).
+	PullSlots chan struct{}
+	// ListenBudget, when not nil, bounds the bytes of the models the pulls sharing it listen
+	// for on shared chunk topics (agent.Options.ListenBudget): a pull takes its model's size
+	// before it subscribes and gives it back when it leaves the topic.
+	ListenBudget *Budget
 	// OnChunk, when set, is called after each fetched chunk is verified and stored.
 	OnChunk func()
 	// Failpoint, when set, is called at "manifest" (a manifest fetched and verified).

@@ -25,6 +25,7 @@ import (
 	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/agent/outputs"
 	"github.com/driftline/driftline/agent/pipeline"
+	"github.com/driftline/driftline/agent/reconcile"
 	"github.com/driftline/driftline/agent/samples"
 	"github.com/driftline/driftline/firmware-sim/creds"
 	"github.com/driftline/driftline/firmware-sim/publish"
@@ -68,10 +69,12 @@ type Config struct {
 	// agent.Options.PullSlots): real devices each have their own memory, the fleet process
 	// would otherwise hold every simultaneous pull's frames at once.
 	PullConcurrency int
-	// ListenConcurrency bounds the pulls listening on a model's shared chunk topic at once
-	// (default 4 x PullConcurrency; see agent.Options.ListenSlots): each listener takes every
-	// publish of its wave, and this process holds them all.
-	ListenConcurrency int
+	// ListenBytes bounds the bytes of the models the agents listen for on shared chunk topics
+	// at once (default DefaultListenBytes; see agent.Options.ListenBudget): each listener is
+	// charged its model's size, since it takes every publish of its wave and this process
+	// holds them all. A wave of thousands of agents of a small model listens at once (one
+	// publish for all); of a large one, in as many groups as fit.
+	ListenBytes int64
 	// DBShards is how many badger databases the agents' namespaces are spread over (default one
 	// per 500 agents): each database serializes its commits and read transactions, which
 	// thousands of agents queue behind. A state dir keeps the number it was first run with
@@ -86,6 +89,10 @@ type Config struct {
 	// Logger receives the agents' logs (default: warnings and errors on stderr).
 	Logger *slog.Logger
 }
+
+// DefaultListenBytes is Config.ListenBytes' default: 10,240 listeners of a 1 MiB model (a wave
+// of 10,000 agents at once), 100 of a 100 MiB one.
+const DefaultListenBytes = 10 << 30
 
 // Summary is a snapshot of the fleet.
 type Summary struct {
@@ -270,8 +277,8 @@ func (cfg *Config) defaults() {
 	if cfg.PullConcurrency <= 0 {
 		cfg.PullConcurrency = 256
 	}
-	if cfg.ListenConcurrency <= 0 {
-		cfg.ListenConcurrency = 4 * cfg.PullConcurrency
+	if cfg.ListenBytes <= 0 {
+		cfg.ListenBytes = DefaultListenBytes
 	}
 	if cfg.DBShards <= 0 {
 		cfg.DBShards = (cfg.Devices + agentsPerShard - 1) / agentsPerShard
@@ -328,7 +335,7 @@ func (f *fleet) newMembers(ctx context.Context, dbs shards, stages *prometheus.H
 	prefix := hubTopicPrefix(ctx, f.h) // the agents talk on the hub's topics
 	reg := prometheus.NewRegistry()
 	slots := make(chan struct{}, cfg.PullConcurrency)
-	listen := make(chan struct{}, cfg.ListenConcurrency)
+	listen := reconcile.NewBudget(cfg.ListenBytes)
 	members := make([]*member, len(f.creds))
 	re := &reenroller{ctx: ctx, h: f.h, store: f.store, labels: cfg.Labels, log: cfg.Logger, sem: make(chan struct{}, 8)}
 	for i, c := range f.creds {
@@ -355,7 +362,7 @@ func (f *fleet) newMembers(ctx context.Context, dbs shards, stages *prometheus.H
 			Gatherer:         reg,
 			NoRSSGauge:       true,
 			PullSlots:        slots,
-			ListenSlots:      listen,
+			ListenBudget:     listen,
 			PullStages:       stages,
 			OnConnectRefused: func(r agent.Refusal) { re.refused(m, r) },
 		})
