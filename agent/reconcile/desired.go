@@ -24,6 +24,11 @@ import (
 // error) is not marked as acted on: it is tried again after a backoff (retryMin doubling to
 // retryMax), and at the next start, until it succeeds or a newer revision replaces it.
 func (rc *Reconciler) Run(ctx context.Context) {
+	// The records' writer: state changes are persisted beside the pulls (saveSoon).
+	stopW, doneW := make(chan struct{}), make(chan struct{})
+	rc.writerOn.Store(true)
+	go rc.writeLoop(stopW, doneW)
+	defer func() { close(stopW); <-doneW }()
 	var (
 		retryB    []byte // the desired to try again, nil when none
 		retryWait time.Duration

@@ -11,6 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/internal/testhelp"
 )
 
 // TestReadersNotBlockedBySlowRecordWrite: while the reconciler writes a model record (a disk
@@ -95,5 +96,52 @@ func TestPullStagesObserved(t *testing.T) {
 			t.Errorf("stage %s: %d observations, %.4f s (previous stage %.4f s); want one, not before the previous", st, n, sum, prev)
 		}
 		prev = sum
+	}
+}
+
+// TestPullNotBlockedBySlowRecordWrite: while Run runs, a state change's record is written beside
+// the pull, not on its way: with the write of state notified held, the pull fetches and verifies
+// the manifest; once the write lands, the pull completes and the records on disk say active.
+func TestPullNotBlockedBySlowRecordWrite(t *testing.T) {
+	r := newRig(t, config.Default().Fetch)
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "s"}, []string{"stage"})
+	r.rc.m.PullStages = h
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	r.rc.recordHeld = func(v []byte) {
+		if bytes.Contains(v, []byte(`"state":"notified"`)) {
+			once.Do(func() { close(held) })
+			<-release
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.rc.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	var releaseOnce sync.Once
+	unhold := func() { releaseOnce.Do(func() { close(release) }) }
+	defer unhold() // runs first: a failed wait must not leave Run stuck in the write
+
+	v1, _ := r.conn.version(r.key, "m", 1, bytes.Repeat([]byte("version one "), 20000))
+	r.conn.mu.Lock()
+	r.conn.waiting = desired(t, 1, v1)
+	r.conn.mu.Unlock()
+	r.conn.desired <- struct{}{}
+	<-held
+	count := func(stage string) uint64 {
+		var m dto.Metric
+		_ = h.WithLabelValues(stage).(prometheus.Metric).Write(&m)
+		return m.Histogram.GetSampleCount()
+	}
+	testhelp.WaitFor(t, 5*time.Second, "the manifest verified while state notified is being written", func() bool {
+		return count(StageManifest) == 1
+	})
+	unhold()
+	testhelp.WaitFor(t, 10*time.Second, "m@1 active", func() bool { return count(StageActive) == 1 })
+	cancel()
+	<-done
+	b, err := r.rc.own.Get([]byte(keyModelPrefix + "m"))
+	if err != nil || !bytes.Contains(b, []byte(`"state":"active"`)) {
+		t.Fatalf("record on disk after Run: %s, %v; want state active", b, err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -181,6 +182,9 @@ type Reconciler struct {
 	mu           sync.Mutex
 	saveMu       sync.Mutex
 	models       map[string]*modelRecord
+	dirty        map[string]bool // records saveSoon left to the writer (under mu)
+	writeKick    chan struct{}
+	writerOn     atomic.Bool // Run's record writer runs
 	reportRev    uint64
 	lastProgress time.Time
 
@@ -201,6 +205,7 @@ func New(cfg Config) *Reconciler {
 	rc := &Reconciler{
 		cfg: cfg, log: cfg.Logger, conn: cfg.Conn, trust: cfg.Trust, store: cfg.Store, cache: cfg.Cache,
 		assets: cfg.Assets, own: cfg.Records, m: cfg.Metrics, models: map[string]*modelRecord{}, assetCache: map[string][]byte{},
+		dirty: map[string]bool{}, writeKick: make(chan struct{}, 1),
 		retryMin: cfg.Fetch.Retry.D(),
 	}
 	rc.fetch = newFetcher(cfg.Conn, cfg.Fetch, cfg.DeviceID, cfg.Topics, cfg.Logger, rc.reject)

@@ -122,6 +122,61 @@ func (rc *Reconciler) saveRecord(name string) error {
 	return rc.own.Set([]byte(keyModelPrefix+name), b)
 }
 
+// saveSoon persists model name's record: while Run runs, by its record writer (writeLoop), so
+// the pull does not wait for the commit; otherwise at once. What a state or the links change
+// in a record is not needed to act correctly after a crash (a revision not yet acted on is
+// acted on again, and Load reads MODELDIR's links again), so it may land after the pull went on;
+// the pins a record names are written at once (saveRecord), since Load releases them from it.
+func (rc *Reconciler) saveSoon(name string) {
+	if !rc.writerOn.Load() {
+		if err := rc.saveRecord(name); err != nil {
+			rc.log.Error("persist model record", "model", name, "err", err)
+		}
+		return
+	}
+	rc.mu.Lock()
+	rc.dirty[name] = true
+	rc.mu.Unlock()
+	select {
+	case rc.writeKick <- struct{}{}:
+	default:
+	}
+}
+
+// writeLoop writes the records saveSoon marked until stop is closed, then the last ones, and
+// closes done.
+func (rc *Reconciler) writeLoop(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	for {
+		select {
+		case <-stop:
+			rc.flushRecords()
+			rc.writerOn.Store(false)
+			rc.flushRecords() // marked while the writer stopped
+			return
+		case <-rc.writeKick:
+			rc.flushRecords()
+		}
+	}
+}
+
+// flushRecords writes every record marked dirty.
+func (rc *Reconciler) flushRecords() {
+	rc.mu.Lock()
+	names := make([]string, 0, len(rc.dirty))
+	for n := range rc.dirty {
+		names = append(names, n)
+	}
+	clear(rc.dirty)
+	rc.mu.Unlock()
+	sort.Strings(names)
+	for _, n := range names {
+		if err := rc.saveRecord(n); err != nil {
+			rc.log.Error("persist model record", "model", n, "err", err)
+		}
+	}
+}
+
 func (rc *Reconciler) saveRev(rev uint64) error {
 	if err := rc.own.Set([]byte(keyRev), []byte(strconv.FormatUint(rev, 10))); err != nil {
 		return fmt.Errorf("save desired revision: %w", err)
@@ -151,9 +206,7 @@ func (rc *Reconciler) setState(name string, st wire.State, mut func(r *modelReco
 		mut(r)
 	}
 	rc.mu.Unlock()
-	if err := rc.saveRecord(name); err != nil {
-		rc.log.Error("persist model state", "model", name, "err", err)
-	}
+	rc.saveSoon(name)
 	rc.changed()
 }
 
@@ -281,8 +334,6 @@ func (rc *Reconciler) refreshLinks(name string) {
 	}
 	rc.mu.Unlock()
 	if r != nil {
-		if err := rc.saveRecord(name); err != nil {
-			rc.log.Error("persist model record", "model", name, "err", err)
-		}
+		rc.saveSoon(name)
 	}
 }
