@@ -464,11 +464,26 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 			}
 		}
 	}
-	err = rc.fetch.fetch(ctx, kindChunk, missing, func(d string, data []byte) error {
+	// The contract, profile and output reference the device lacks are asked with the first
+	// chunks: their answers come on the device's own topic while the wave's shared publish is
+	// held back and sent, instead of after it, when the whole wave asks for them at once.
+	want, assets := missing, rc.assetsToFetch(m, as)
+	if len(missing) > 0 && len(assets) > 0 {
+		want = append(append([]string(nil), missing...), keys(assets)...)
+	}
+	err = rc.fetch.fetch(ctx, kindChunk, want, func(d string, data []byte) error {
+		if assets[d] {
+			b := append([]byte(nil), data...)
+			putPlainBuf(data)
+			return rc.assets.Set([]byte(d), b)
+		}
 		err := as.put(d, data, -1)
 		putPlainBuf(data)
 		return err
-	}, func(string) {
+	}, func(d string) {
+		if assets[d] {
+			return
+		}
 		rc.m.FetchedChunks.Inc()
 		rc.progress(m.Name, as.done(), man.Size)
 		if rc.cfg.OnChunk != nil {
@@ -495,6 +510,32 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 		return err, nil
 	}
 	return p.Commit(ctx), nil
+}
+
+// assetsToFetch returns the digests of m's contract, profile and output reference that are not
+// in the asset store and are not chunks of the file as (those are fetched on their own after the
+// download, by fetchAssets).
+func (rc *Reconciler) assetsToFetch(m wire.DesiredModel, as *assembly) map[string]bool {
+	out := map[string]bool{}
+	for _, d := range []string{m.ContractDigest, m.ProfileDigest, m.OutputDigest} {
+		if d == "" || out[d] || len(as.at[d]) > 0 {
+			continue
+		}
+		if b, err := rc.assets.Get([]byte(d)); err == nil && artifact.DigestOf(b) == d {
+			continue
+		}
+		out[d] = true
+	}
+	return out
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // takeListen waits until the listening budget (fleet mode; none: at once) has size bytes free
