@@ -139,6 +139,9 @@ func (rc *Reconciler) handleDesired(ctx context.Context, b []byte) (Revision, er
 	}
 	rc.gcAssets()
 	if !rev.RetryAfter() {
+		// The records first: a revision recorded as acted on is not acted on again after a
+		// crash, so what its models' records say must be on disk before it.
+		rc.flushRecords()
 		if err := rc.saveRev(d.Rev); err != nil {
 			rc.log.Error("persist desired revision", "err", err)
 		}
