@@ -83,6 +83,9 @@ const (
 	ReasonUnknownRequest   = reconcile.ReasonUnknownRequest
 	ReasonQueueFull        = "queue_full"
 	ReasonForeignMessage   = "foreign_message"
+	// ReasonLateSharedFrame: a frame of a model's shared chunk topic after the pull left it
+	// (queued by the broker before the unsubscribe): expected, counted apart, not logged.
+	ReasonLateSharedFrame = "late_shared_frame"
 	// ReasonExpired: a signed desired state past its expiry (a replay, or a frozen feed).
 	ReasonExpired = "expired"
 	// ReasonReplayed: a signed desired state with a rev below the last acted on.
@@ -100,7 +103,7 @@ const (
 var rejectReasons = []string{
 	ReasonMalformedDesired, ReasonUnknownModel, ReasonManifestDigest, ReasonBadManifest, ReasonUnsigned,
 	ReasonUnknownKey, ReasonBadSignature, ReasonChunkDigest, ReasonBadFrame, ReasonOversizedFrame,
-	ReasonUnknownRequest, ReasonQueueFull, ReasonForeignMessage, ReasonExpired, ReasonReplayed, ReasonBadRoot, ReasonRevoked,
+	ReasonUnknownRequest, ReasonQueueFull, ReasonForeignMessage, ReasonLateSharedFrame, ReasonExpired, ReasonReplayed, ReasonBadRoot, ReasonRevoked,
 	ReasonMalformedAck, ReasonRootExpired,
 }
 
