@@ -58,8 +58,8 @@ type Options struct {
 	// simultaneous pulls do not all sit in one process's memory. A pull listening on its model's
 	// shared topic needs none until that brings it nothing (agent/DESIGN.md).
 	PullSlots chan struct{}
-	// ListenBudget, when not nil, bounds the bytes of the models the pulls sharing it listen
-	// for on their model's shared chunk topic at once (each is charged its model's size, from
+	// ListenBudget, when not nil, bounds the bytes the pulls sharing it may hold while they
+	// listen on their model's shared chunk topic (each is charged twice its model's size, from
 	// the subscription to the end of its download): every listener takes every publish of the
 	// wave, which in one fleet process is thousands of copies. Fleet mode shares one among its
 	// agents; a device has its own memory and needs none.

@@ -430,8 +430,8 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 	// Listen on the model's shared chunk topic for the pull only (issue 18), from before the
 	// pull holds a slot: a device that waits for one takes the chunks published meanwhile.
 	var shared *SharedSub
-	// Fleet mode bounds the bytes the process's listeners may be sent at once: each is charged
-	// its model's size (one publish of the wave).
+	// Fleet mode bounds the bytes the process's listeners may hold at once: each is charged
+	// twice its model's size (listenCharge).
 	var listening int64
 	unsubscribe := func() {
 		if shared != nil {
@@ -444,14 +444,14 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 		}
 	}
 	if len(missing) > 0 {
-		if err := rc.takeListen(ctx, man.Size); err != nil {
+		if err := rc.takeListen(ctx, listenCharge(man.Size)); err != nil {
 			stopHash()
 			<-hashed
 			p.Close()
 			return nil, err
 		}
 		if rc.cfg.ListenBudget != nil {
-			listening = min(max(man.Size, 1), rc.cfg.ListenBudget.Max())
+			listening = min(max(listenCharge(man.Size), 1), rc.cfg.ListenBudget.Max())
 		}
 		shared = rc.conn.SubscribeShared(ctx, m.Name)
 		defer unsubscribe()
@@ -540,6 +540,11 @@ func keys(m map[string]bool) []string {
 	sort.Strings(out)
 	return out
 }
+
+// listenCharge is what a listener of a model of size bytes is charged against the listening
+// budget: the frames of one publish of the wave queued for it, and as many waiting for its
+// verify workers (a fetch takes shared frames while fewer than a window wait).
+func listenCharge(size int64) int64 { return 2 * size }
 
 // takeListen waits until the listening budget (fleet mode; none: at once) has size bytes free
 // and takes them; the caller releases min(max(size, 1), Max()).

@@ -150,9 +150,9 @@ type Config struct {
 
 	// PullSlots, when not nil, bounds the pulls that run at once (agent.Options.PullSlots).
 	PullSlots chan struct{}
-	// ListenBudget, when not nil, bounds the bytes of the models the pulls sharing it listen
-	// for on shared chunk topics (agent.Options.ListenBudget): a pull takes its model's size
-	// before it subscribes and gives it back when it leaves the topic.
+	// ListenBudget, when not nil, bounds the bytes the pulls sharing it may hold while they
+	// listen on shared chunk topics (agent.Options.ListenBudget): a pull takes twice its
+	// model's size (listenCharge) before it subscribes and gives it back when it leaves.
 	ListenBudget *Budget
 	// OnChunk, when set, is called after each fetched chunk is verified and stored.
 	OnChunk func()

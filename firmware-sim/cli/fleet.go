@@ -70,7 +70,7 @@ func fleetCmd() *cobra.Command {
 	fl.DurationVar(&f.window, "window", 0, "agents' reporting window in seconds (0: agent default)")
 	fl.DurationVar(&f.heartbeat, "heartbeat", 10*time.Second, "agents' heartbeat interval")
 	fl.IntVar(&f.pulls, "pull-concurrency", 256, "model pulls the agents run at once (bounds the fleet process's memory)")
-	fl.Int64Var(&f.listen, "listen-bytes", fleet.DefaultListenBytes, "bytes of models the agents listen for on shared chunk topics at once, each charged its model's size (bounds the fleet process's memory)")
+	fl.Int64Var(&f.listen, "listen-bytes", fleet.DefaultListenBytes, "bytes the agents listening on shared chunk topics may hold at once, each charged twice its model's size (bounds the fleet process's memory)")
 	fl.IntVar(&f.dbShards, "db-shards", 0, "badger databases the agents are spread over (0: one per 500 agents; a state dir keeps the number of its first run)")
 	fl.DurationVar(&f.every, "summary-every", 5*time.Second, "live summary interval")
 	fl.StringVar(&f.logLevel, "log-level", "warn", "agents' log level")

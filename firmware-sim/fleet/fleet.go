@@ -69,11 +69,10 @@ type Config struct {
 	// agent.Options.PullSlots): real devices each have their own memory, the fleet process
 	// would otherwise hold every simultaneous pull's frames at once.
 	PullConcurrency int
-	// ListenBytes bounds the bytes of the models the agents listen for on shared chunk topics
-	// at once (default DefaultListenBytes; see agent.Options.ListenBudget): each listener is
-	// charged its model's size, since it takes every publish of its wave and this process
-	// holds them all. A wave of thousands of agents of a small model listens at once (one
-	// publish for all); of a large one, in as many groups as fit.
+	// ListenBytes bounds the bytes the agents listening on shared chunk topics may hold at once
+	// (default DefaultListenBytes; see agent.Options.ListenBudget): each listener is charged
+	// twice its model's size, since it takes every publish of its wave and this process holds
+	// them all. Many agents of a small model listen at once; of a large one, fewer.
 	ListenBytes int64
 	// DBShards is how many badger databases the agents' namespaces are spread over (default one
 	// per 500 agents): each database serializes its commits and read transactions, which
@@ -90,9 +89,12 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// DefaultListenBytes is Config.ListenBytes' default: 10,240 listeners of a 1 MiB model (a wave
-// of 10,000 agents at once), 100 of a 100 MiB one.
-const DefaultListenBytes = 10 << 30
+// DefaultListenBytes is Config.ListenBytes' default. A listener is charged twice its model's
+// size (a publish queued, a publish waiting for its verify workers): 2,048 listeners of a 1 MiB
+// model, twice the 1,024 listening slots before. 10 GiB (every agent of a 10,000-agent wave at
+// once) drove the fleet process to 20.8 GB and its two cores into decoding the wave's repeated
+// publishes for every listener (docs/benchmarks.md).
+const DefaultListenBytes = 4 << 30
 
 // Summary is a snapshot of the fleet.
 type Summary struct {
