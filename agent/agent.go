@@ -119,8 +119,9 @@ type Agent struct {
 	// reportHeld, when set (tests only), is called by report between its snapshot and
 	// its queueing.
 	reportHeld func()
-	// reportKick asks reportLoop for a report (1-slot: changes that come while one is being
-	// queued are reported together); reportLoopOn says the loop runs (Run).
+	// reportKick asks the connected loop for the reconciler's records and a report (1-slot:
+	// changes that come while one is being queued are reported together); reportLoopOn says
+	// the loop runs (Run).
 	reportKick   chan struct{}
 	reportLoopOn atomic.Bool
 }
@@ -298,11 +299,11 @@ func (a *Agent) report() {
 	a.failpoint("reported")
 }
 
-// reportSoon is the reconciler's OnChange: while Run runs, the reported state is queued by
-// reportLoop, so a state change or download progress never waits for the outbox's commit (in a
-// fleet process it queues behind thousands of agents' commits; on a device behind slow flash),
-// and changes made meanwhile go out in one report that says what holds then. Before Run (and
-// after it) it reports at once.
+// reportSoon is the reconciler's OnChange: while Run runs, the connected loop writes the
+// reconciler's changed records and queues the reported state, so a state change or download
+// progress never waits for those commits (in a fleet process they queue behind thousands of
+// agents' commits; on a device behind slow flash), and changes made meanwhile go out in one
+// report that says what holds then. Before Run (and after it) it reports at once.
 func (a *Agent) reportSoon() {
 	if !a.reportLoopOn.Load() {
 		a.report()
@@ -314,23 +315,11 @@ func (a *Agent) reportSoon() {
 	}
 }
 
-// reportLoop queues a reported state after each kick until ctx ends, then the last one asked
-// for, if any.
-func (a *Agent) reportLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			a.reportLoopOn.Store(false)
-			select {
-			case <-a.reportKick:
-				a.report()
-			default:
-			}
-			return
-		case <-a.reportKick:
-			a.report()
-		}
-	}
+// reportChanges writes the reconciler's records its changes left to be written, then queues
+// the reported state.
+func (a *Agent) reportChanges() {
+	a.rec.FlushRecords()
+	a.report()
 }
 
 // BufferStats returns the outbox's depth, bytes and counters.
@@ -398,14 +387,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	})
 	a.reportLoopOn.Store(true)
-	spawn(a.reportLoop)
+	a.rec.SetWriteBehind(true)
 	spawn(a.connectedLoop)
-	spawn(a.ackLoop)
 	spawn(a.rec.Run)
-	spawn(a.heartbeatLoop)
-	if a.conn.wantData {
-		spawn(a.dataLoop)
-	}
+	spawn(a.loop)
 	for _, x := range a.exts {
 		spawn(x.Run)
 	}
@@ -433,7 +418,20 @@ func (a *Agent) connectedLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			// What the reconciler changed last: written and reported now, and at once from
+			// here on.
+			a.reportLoopOn.Store(false)
+			a.rec.SetWriteBehind(false)
+			a.rec.FlushRecords()
+			select {
+			case <-a.reportKick:
+				a.report()
+			default:
+			}
 			return
+		case <-a.reportKick:
+			a.reportChanges()
+			continue
 		case <-a.conn.connected:
 		}
 		// What the broker acknowledged before may be lost with it: numbered reports the hub
@@ -473,25 +471,17 @@ func (a *Agent) numbered(topic string) bool {
 	return false
 }
 
-// ackLoop hands the hub's acknowledgements to the outbox.
-func (a *Agent) ackLoop(ctx context.Context) {
-	for {
-		var b []byte
-		select {
-		case <-ctx.Done():
-			return
-		case b = <-a.conn.acks:
-		}
-		ack, err := wire.DecodeAck(b)
-		if err == nil {
-			err = ack.MatchTopic(a.cfg.DeviceID)
-		}
-		if err != nil {
-			a.reject(ReasonMalformedAck, "bad ack from the hub", "err", err)
-			continue
-		}
-		if err := a.out.HubAck(ack); err != nil {
-			a.log.Error("apply the hub's ack", "err", err)
-		}
+// ack hands one acknowledgement of the hub to the outbox.
+func (a *Agent) ack(b []byte) {
+	ack, err := wire.DecodeAck(b)
+	if err == nil {
+		err = ack.MatchTopic(a.cfg.DeviceID)
+	}
+	if err != nil {
+		a.reject(ReasonMalformedAck, "bad ack from the hub", "err", err)
+		return
+	}
+	if err := a.out.HubAck(ack); err != nil {
+		a.log.Error("apply the hub's ack", "err", err)
 	}
 }

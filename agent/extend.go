@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -29,7 +30,16 @@ const (
 	EventData Event = iota + 1
 	// EventStats: Stats supplies heartbeat counters.
 	EventStats
+	// EventTick: Tick is called every ExtensionTick and Flush once when the agent stops (after
+	// the last Tick), all on one goroutine of the agent that serves every extension providing
+	// it, in the order they were added: a periodic check needs no goroutine and ticker of its
+	// own (a fleet process of 10,000 agents held 20,000 of each for the pipeline and the
+	// outputs tracker, waking 20,000 times a second).
+	EventTick
 )
+
+// ExtensionTick is how often Extension.Tick is called.
+const ExtensionTick = time.Second
 
 // Extension is something that runs beside the agent's own loops. Embed ExtensionBase and
 // override what it provides.
@@ -47,6 +57,11 @@ type Extension interface {
 	OnData(payload []byte)
 	// Stats returns the counters heartbeats carry; those of several extensions are added.
 	Stats() PipelineStats
+	// Tick is the extension's periodic work (EventTick), every ExtensionTick; Flush is called
+	// once when the agent stops, after the last Tick. Both run on the agent's tick goroutine:
+	// they must not wait long, or the other extensions' ticks wait with them.
+	Tick()
+	Flush()
 	// Run runs from Agent.Run until ctx ends; Agent.Run waits for it to return.
 	Run(ctx context.Context)
 }
@@ -59,6 +74,8 @@ func (ExtensionBase) Provides(Event) bool     { return false }
 func (ExtensionBase) Init(Host) error         { return nil }
 func (ExtensionBase) OnData([]byte)           {}
 func (ExtensionBase) Stats() PipelineStats    { return PipelineStats{} }
+func (ExtensionBase) Tick()                   {}
+func (ExtensionBase) Flush()                  {}
 func (ExtensionBase) Run(ctx context.Context) {}
 
 // Host is what the agent hands an extension (Extension.Init).
@@ -142,26 +159,6 @@ type ActiveModel = reconcile.ActiveModel
 // reference profile and output reference. Safe for concurrent use and cheap to call often (the
 // bytes are read once per version); the bytes are shared: callers must not modify them.
 func (a *Agent) ActiveModels() ([]ActiveModel, error) { return a.rec.ActiveModels() }
-
-// dataLoop hands data-topic messages to the extensions that provide EventData, in order.
-func (a *Agent) dataLoop(ctx context.Context) {
-	var xs []Extension
-	for _, x := range a.exts {
-		if x.Provides(EventData) {
-			xs = append(xs, x)
-		}
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case b := <-a.conn.data:
-			for _, x := range xs {
-				x.OnData(b)
-			}
-		}
-	}
-}
 
 // extensionStats adds the counters of the extensions that provide EventStats.
 func (a *Agent) extensionStats() (p PipelineStats, ok bool) {

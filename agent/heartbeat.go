@@ -16,17 +16,43 @@ type PipelineStats struct {
 	QuarantineDepth int64
 }
 
-// heartbeatLoop queues a heartbeat every cfg.Heartbeat until ctx ends. Heartbeats go through
-// the outbox like every report (QoS 0), so an outage delays them rather than losing them.
-func (a *Agent) heartbeatLoop(ctx context.Context) {
-	t := time.NewTicker(a.cfg.Heartbeat.D())
-	defer t.Stop()
+// loop is the agent's housekeeping goroutine, one for what needs no goroutine of its own: a
+// heartbeat every cfg.Heartbeat, the hub's acknowledgements of numbered reports (to the
+// outbox), the data topic's messages (in order, to the extensions that provide EventData), and
+// every ExtensionTick the Tick of the extensions that provide EventTick, whose Flush it calls
+// when ctx ends. Each of these was a goroutine of its own (four or five per device: 50,000 in
+// a fleet process of 10,000 agents); none of them waits on the network.
+func (a *Agent) loop(ctx context.Context) {
+	var data, tickers []Extension
+	for _, x := range a.exts {
+		if x.Provides(EventData) {
+			data = append(data, x)
+		}
+		if x.Provides(EventTick) {
+			tickers = append(tickers, x)
+		}
+	}
+	hb := time.NewTicker(a.cfg.Heartbeat.D())
+	defer hb.Stop()
+	var tickC <-chan time.Time
+	if len(tickers) > 0 {
+		t := time.NewTicker(ExtensionTick)
+		defer t.Stop()
+		tickC = t.C
+	}
+	var dataReady <-chan struct{}
+	if a.conn.wantData {
+		dataReady = a.conn.data.Ready()
+	}
 	last, lastAt := processStats(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
+			for _, x := range tickers {
+				x.Flush()
+			}
 			return
-		case now := <-t.C:
+		case now := <-hb.C:
 			ps := processStats()
 			cpu := 0.0
 			if dt := now.Sub(lastAt).Seconds(); dt > 0 && ps.CPUSeconds >= last.CPUSeconds {
@@ -35,6 +61,18 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			last, lastAt = ps, now
 			if err := a.heartbeat(now, ps, cpu); err != nil {
 				a.log.Warn("heartbeat not queued", "err", err)
+			}
+		case b := <-a.conn.acks:
+			a.ack(b)
+		case <-dataReady:
+			if b, ok := a.conn.data.Pop(); ok {
+				for _, x := range data {
+					x.OnData(b)
+				}
+			}
+		case <-tickC:
+			for _, x := range tickers {
+				x.Tick()
 			}
 		}
 	}

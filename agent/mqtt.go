@@ -18,13 +18,15 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/msgq"
 	"github.com/driftline/driftline/agent/outbox"
 	"github.com/driftline/driftline/agent/reconcile"
 	"github.com/driftline/driftline/shared/wire"
 )
 
-// Queue sizes between paho's handler and the agent's goroutines. The handler never blocks: a
+// Queue bounds between paho's handler and the agent's goroutines. The handler never blocks: a
 // full queue drops the message and counts it (ReasonQueueFull); the pull's timeout asks again.
+// The queues (msgq) hold memory for what they hold, not for their bound.
 const (
 	frameQueue = 1024
 	dataQueue  = 1024
@@ -60,12 +62,12 @@ type conn struct {
 	// (Agent.acceptDesired); it runs on the MQTT client's goroutine.
 	acceptDesired func([]byte) bool
 
-	frames chan []byte
+	frames *msgq.Queue
 	// sharedFrames gets the frames of the model chunk topic a pull listens on (sharedTopic,
 	// nil when none): the hub publishes there once for every device pulling the model.
-	sharedFrames chan []byte
+	sharedFrames *msgq.Queue
 	sharedTopic  atomic.Pointer[string]
-	data         chan []byte
+	data         *msgq.Queue
 	wantData     bool // an extension provides EventData (AddExtension, before Run)
 	// extra are the extensions' subscriptions (Agent.OnMessage): topic -> handler, set before
 	// Run and read-only afterwards.
@@ -91,7 +93,7 @@ func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger
 	c := &conn{
 		topics: topics, id: cfg.DeviceID, log: log, m: m,
 		connected: make(chan struct{}, 1), desiredCh: make(chan struct{}, 1), lost: make(chan struct{}), upCh: make(chan struct{}), acks: make(chan []byte, 1),
-		frames: make(chan []byte, frameQueue), sharedFrames: make(chan []byte, frameQueue), data: make(chan []byte, dataQueue),
+		frames: msgq.New(frameQueue), sharedFrames: msgq.New(frameQueue), data: msgq.New(dataQueue),
 		kick: make(chan struct{}, 1), pace: pace,
 	}
 	tok := cfg.Token
@@ -300,9 +302,7 @@ func (c *conn) route(_ paho.Client, msg paho.Message) {
 		if !c.wantData {
 			return
 		}
-		select {
-		case c.data <- p:
-		default:
+		if !c.data.Push(p) {
 			c.m.rejected.WithLabelValues(ReasonQueueFull).Inc()
 		}
 	default:
@@ -338,13 +338,11 @@ func (c *conn) lateShared(topic string) bool {
 
 // queueFrame counts a chunk frame's bytes and queues it on ch (the device's or the shared chunk
 // topic's queue); a full queue drops it, counted.
-func (c *conn) queueFrame(ch chan []byte, p []byte) {
+func (c *conn) queueFrame(q *msgq.Queue, p []byte) {
 	if c.onFrameBytes != nil {
 		c.onFrameBytes(len(p))
 	}
-	select {
-	case ch <- p:
-	default:
+	if !q.Push(p) {
 		c.m.rejected.WithLabelValues(ReasonQueueFull).Inc()
 	}
 }
@@ -402,23 +400,17 @@ func (c *conn) UnsubscribeShared(s *reconcile.SharedSub) {
 	if c.up.Load() {
 		c.client.Unsubscribe(s.Topic) // not waited for: a late frame is dropped by route
 	}
-	for {
-		select {
-		case <-c.sharedFrames:
-		default:
-			return
-		}
-	}
+	c.sharedFrames.Drain()
 }
 
 // SharedFrames carries the messages of the shared chunk topic subscribed to.
-func (c *conn) SharedFrames() <-chan []byte { return c.sharedFrames }
+func (c *conn) SharedFrames() *msgq.Queue { return c.sharedFrames }
 
 // DesiredSignal holds a value while a desired payload waits (reconcile.Conn).
 func (c *conn) DesiredSignal() chan struct{} { return c.desiredCh }
 
 // Frames carries the chunk topic's messages (reconcile.Conn).
-func (c *conn) Frames() <-chan []byte { return c.frames }
+func (c *conn) Frames() *msgq.Queue { return c.frames }
 
 // Gen changes on every connect and loss (reconcile.Conn).
 func (c *conn) Gen() uint64 { return c.gen.Load() }

@@ -1,9 +1,6 @@
 package outputs
 
 import (
-	"context"
-	"time"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/driftline/driftline/agent"
@@ -59,7 +56,10 @@ func (x *extension) Init(h agent.Host) error {
 	return nil
 }
 
-func (x *extension) Run(ctx context.Context) { x.t.Run(ctx, time.Second) }
+// The tracker's window and join expiry run on the agent's tick goroutine (agent.EventTick).
+func (x *extension) Provides(ev agent.Event) bool { return ev == agent.EventTick }
+func (x *extension) Tick()                        { x.t.Tick() }
+func (x *extension) Flush()                       { x.t.Flush() }
 
 // RunningModel is the tracker's Model over an agent: the first running model by name, with its
 // output reference (ok false when it came without one), as the pipeline checks data against

@@ -3,8 +3,6 @@ package pipeline
 import (
 	"context"
 	"fmt"
-	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -48,8 +46,13 @@ type extension struct {
 func (x *extension) ID() string { return "pipeline" }
 
 func (x *extension) Provides(ev agent.Event) bool {
-	return ev == agent.EventData || ev == agent.EventStats
+	return ev == agent.EventData || ev == agent.EventStats || ev == agent.EventTick
 }
+
+// Tick closes a window whose time is up and picks up a change of model, on the agent's tick
+// goroutine (agent.EventTick); Flush reports the last partial window when the agent stops.
+func (x *extension) Tick()  { x.pl.Tick() }
+func (x *extension) Flush() { x.pl.Flush() }
 
 func (x *extension) Init(h agent.Host) error {
 	cfg := h.Config
@@ -94,13 +97,11 @@ func (x *extension) Stats() agent.PipelineStats {
 	return agent.PipelineStats{RecordsSeen: s.RecordsSeen, RecordsInvalid: s.RecordsInvalid, QuarantineDepth: s.QuarantineDepth}
 }
 
+// Run runs the directory watcher, if any, until ctx ends.
 func (x *extension) Run(ctx context.Context) {
-	var wg sync.WaitGroup
 	if x.watch != nil {
-		wg.Go(func() { x.watch.Run(ctx) })
+		x.watch.Run(ctx)
 	}
-	x.pl.Run(ctx, time.Second)
-	wg.Wait()
 }
 
 // RunningModel is the pipeline's ActiveModel over an agent: the first running model by name.

@@ -37,6 +37,10 @@ func (p *Pipeline) refreshLocked() {
 	if p.opts.Model != nil {
 		model, version, cb, pb, active = p.opts.Model.Active()
 	}
+	// Unchanged (the common case: asked for every stream and every second): nothing to build.
+	if p.g != nil && (p.g.key != "") == active && (!active || p.g.model == model && p.g.version == version) {
+		return
+	}
 	if active {
 		key = fmt.Sprintf("%s@%d", model, version)
 	}

@@ -32,37 +32,48 @@ type ActiveModel struct {
 
 // ActiveModels returns every model with a running version, sorted by name. Safe for concurrent
 // use, and cheap to call between streams: the bytes are read from the asset store once per
-// digest and shared, so callers must not modify them.
+// digest and shared, and while the running models' records are unchanged the same answer is
+// returned again without allocating (the pipeline asks for every stream and every second,
+// the outputs tracker every second), so callers must modify neither the slice nor the bytes.
 func (rc *Reconciler) ActiveModels() ([]ActiveModel, error) {
-	type ref struct {
-		m                         ActiveModel
-		contract, profile, output string
-	}
-	var refs []ref
 	rc.mu.Lock()
+	rc.assetMu.Lock()
+	memo := rc.activeMemo
+	rc.assetMu.Unlock()
+	if memo.valid && memo.matchesLocked(rc.models) {
+		rc.mu.Unlock()
+		return memo.out, nil
+	}
+	var refs []activeRef
 	for n, r := range rc.models {
 		if r.Current == 0 || r.ActiveVersion != r.Current {
 			continue
 		}
-		refs = append(refs, ref{ActiveModel{Name: n, Version: r.Current, Dataset: r.Dataset, DatasetVersion: r.DatasetVersion,
-			Path: rc.store.CurrentPath(n)}, r.ContractDigest, r.ProfileDigest, r.OutputDigest})
+		refs = append(refs, activeRef{name: n, version: r.Current, dataset: r.Dataset, datasetVersion: r.DatasetVersion,
+			contract: r.ContractDigest, profile: r.ProfileDigest, output: r.OutputDigest})
 	}
 	rc.mu.Unlock()
-	sort.Slice(refs, func(i, j int) bool { return refs[i].m.Name < refs[j].m.Name })
+	sort.Slice(refs, func(i, j int) bool { return refs[i].name < refs[j].name })
 	out := make([]ActiveModel, 0, len(refs))
 	used := map[string]bool{}
+	complete := true // every named asset found: the answer holds until the records change
 	for _, r := range refs {
+		m := ActiveModel{Name: r.name, Version: r.version, Dataset: r.dataset, DatasetVersion: r.datasetVersion,
+			Path: rc.store.CurrentPath(r.name)}
 		for _, a := range []struct {
 			digest string
 			to     *[]byte
-		}{{r.contract, &r.m.Contract}, {r.profile, &r.m.Profile}, {r.output, &r.m.Output}} {
+		}{{r.contract, &m.Contract}, {r.profile, &m.Profile}, {r.output, &m.Output}} {
 			b, err := rc.assetBytes(a.digest)
 			if err != nil {
 				return nil, err
 			}
+			if a.digest != "" && b == nil {
+				complete = false
+			}
 			*a.to, used[a.digest] = b, true
 		}
-		out = append(out, r.m)
+		out = append(out, m)
 	}
 	rc.assetMu.Lock()
 	for d := range rc.assetCache {
@@ -70,8 +81,44 @@ func (rc *Reconciler) ActiveModels() ([]ActiveModel, error) {
 			delete(rc.assetCache, d)
 		}
 	}
+	rc.activeMemo = activeMemo{valid: complete, refs: refs, out: out}
 	rc.assetMu.Unlock()
 	return out, nil
+}
+
+// activeRef is what ActiveModels reads of one running model's record.
+type activeRef struct {
+	name                      string
+	version                   int
+	dataset                   string
+	datasetVersion            int
+	contract, profile, output string
+}
+
+// activeMemo is an answer of ActiveModels and the records it was computed from, sorted by name;
+// valid is false when an asset it names was not in the store yet (it may arrive later).
+type activeMemo struct {
+	valid bool
+	refs  []activeRef
+	out   []ActiveModel
+}
+
+// matchesLocked reports whether models (rc.mu held) still hold exactly the running versions
+// the memo was computed from. It allocates nothing.
+func (m activeMemo) matchesLocked(models map[string]*modelRecord) bool {
+	running := 0
+	for n, r := range models {
+		if r.Current == 0 || r.ActiveVersion != r.Current {
+			continue
+		}
+		running++
+		i := sort.Search(len(m.refs), func(i int) bool { return m.refs[i].name >= n })
+		if i == len(m.refs) || m.refs[i] != (activeRef{name: n, version: r.Current, dataset: r.Dataset, datasetVersion: r.DatasetVersion,
+			contract: r.ContractDigest, profile: r.ProfileDigest, output: r.OutputDigest}) {
+			return false
+		}
+	}
+	return running == len(m.refs)
 }
 
 // assetBytes returns the asset named digest (nil: none named, or not in the store), through

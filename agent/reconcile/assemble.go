@@ -201,9 +201,13 @@ func (rc *Reconciler) seeds(name string, v int) []seed {
 // other versions on disk and other partial downloads), then the chunk cache. Each is verified
 // on the way; one that fails or cannot be read is simply fetched. It returns how many distinct
 // chunks it reused. Only a write into the partial file, or ctx's end, fails it.
+//
+// Its read buffer (a chunk's largest size) is allocated only when there is a file to read: a
+// device's first pull of a model, the common case, reads nothing locally.
 func (rc *Reconciler) fillLocal(ctx context.Context, name string, v int, as *assembly) (reused int, err error) {
-	buf := make([]byte, artifact.MaxChunkSize)
+	var buf []byte
 	if as.p.Resumed() {
+		buf = make([]byte, artifact.MaxChunkSize)
 		if reused, err = as.scan(ctx, buf); err != nil {
 			return reused, err
 		}
@@ -216,6 +220,9 @@ func (rc *Reconciler) fillLocal(ctx context.Context, name string, v int, as *ass
 		f, err := os.Open(sd.path)
 		if err != nil {
 			continue
+		}
+		if buf == nil {
+			buf = make([]byte, artifact.MaxChunkSize)
 		}
 		for _, d := range need {
 			c, ok := sd.at[d]

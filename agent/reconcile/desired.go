@@ -24,11 +24,6 @@ import (
 // error) is not marked as acted on: it is tried again after a backoff (retryMin doubling to
 // retryMax), and at the next start, until it succeeds or a newer revision replaces it.
 func (rc *Reconciler) Run(ctx context.Context) {
-	// The records' writer: state changes are persisted beside the pulls (saveSoon).
-	stopW, doneW := make(chan struct{}), make(chan struct{})
-	rc.writerOn.Store(true)
-	go rc.writeLoop(stopW, doneW)
-	defer func() { close(stopW); <-doneW }()
 	var (
 		retryB    []byte // the desired to try again, nil when none
 		retryWait time.Duration
@@ -63,10 +58,13 @@ func (rc *Reconciler) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case b := <-rc.conn.Frames():
-			rc.fetch.drainIdle(b)
-		case <-rc.conn.SharedFrames():
+		case <-rc.conn.Frames().Ready():
+			if b, ok := rc.conn.Frames().Pop(); ok {
+				rc.fetch.drainIdle(b)
+			}
+		case <-rc.conn.SharedFrames().Ready():
 			// A frame of a shared subscription that has just ended: nothing wants it.
+			rc.conn.SharedFrames().Drain()
 		case <-rc.conn.DesiredSignal():
 			if b := rc.conn.TakeDesired(); b != nil {
 				act(b)

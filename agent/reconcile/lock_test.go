@@ -99,9 +99,10 @@ func TestPullStagesObserved(t *testing.T) {
 	}
 }
 
-// TestPullNotBlockedBySlowRecordWrite: while Run runs, a state change's record is written beside
-// the pull, not on its way: with the write of state notified held, the pull fetches and verifies
-// the manifest; once the write lands, the pull completes and the records on disk say active.
+// TestPullNotBlockedBySlowRecordWrite: with write-behind on (the agent's connected loop flushes
+// the records after each change), a state change's record is written beside the pull, not on its
+// way: with the write of state notified held, the pull fetches and verifies the manifest; once the
+// write lands, the pull completes and the records on disk say active.
 func TestPullNotBlockedBySlowRecordWrite(t *testing.T) {
 	r := newRig(t, config.Default().Fetch)
 	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "s"}, []string{"stage"})
@@ -114,10 +115,32 @@ func TestPullNotBlockedBySlowRecordWrite(t *testing.T) {
 			<-release
 		}
 	}
+	// The agent's part: flush the records after each change, on another goroutine.
+	kick := make(chan struct{}, 1)
+	r.rc.cfg.OnChange = func() {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	r.rc.SetWriteBehind(true)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
+	done, flushed := make(chan struct{}), make(chan struct{})
 	go func() { r.rc.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	go func() {
+		defer close(flushed)
+		for {
+			select {
+			case <-ctx.Done():
+				r.rc.SetWriteBehind(false)
+				r.rc.FlushRecords()
+				return
+			case <-kick:
+				r.rc.FlushRecords()
+			}
+		}
+	}()
+	defer func() { cancel(); <-done; <-flushed }()
 	var releaseOnce sync.Once
 	unhold := func() { releaseOnce.Do(func() { close(release) }) }
 	defer unhold() // runs first: a failed wait must not leave Run stuck in the write
@@ -140,6 +163,7 @@ func TestPullNotBlockedBySlowRecordWrite(t *testing.T) {
 	testhelp.WaitFor(t, 10*time.Second, "m@1 active", func() bool { return count(StageActive) == 1 })
 	cancel()
 	<-done
+	<-flushed
 	b, err := r.rc.own.Get([]byte(keyModelPrefix + "m"))
 	if err != nil || !bytes.Contains(b, []byte(`"state":"active"`)) {
 		t.Fatalf("record on disk after Run: %s, %v; want state active", b, err)

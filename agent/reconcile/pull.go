@@ -143,6 +143,21 @@ type verifyResult struct {
 	stored bool // false: the frame failed its check (err); true with err: store failed
 }
 
+// takeShared takes one frame of the shared chunk topic, if one is queued, and says whether it
+// brought this pull a chunk to verify. A frame that arrives while the pull does not listen
+// (subscribed is false) is a late one of an earlier pull's subscription, dropped.
+func (f *fetcher) takeShared(ctx context.Context, kind objectKind, st *pullState, subscribed bool, pending *[]verifyJob) (bool, error) {
+	b, ok := f.conn.SharedFrames().Pop()
+	if !ok || !subscribed {
+		return false, nil
+	}
+	n := len(*pending)
+	if err := f.take(ctx, kind, st, b, true, pending); err != nil {
+		return false, err
+	}
+	return len(*pending) > n, nil
+}
+
 // fetch gets every digest: store is called with each verified object's bytes, on worker
 // goroutines (it must be safe for concurrent use; its error ends the pull). The bytes are
 // store's to keep; a chunk's come from getPlainBuf, and store may give them back with
@@ -196,7 +211,8 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 		// Shared frames come whether or not this agent asked for them: take them only while
 		// fewer than a window wait for the workers, so memory stays bounded as with requests
 		// (beyond the channel's room they are dropped, queue_full, and asked for again).
-		sharedCh := f.conn.SharedFrames()
+		sharedQ := f.conn.SharedFrames()
+		sharedCh := sharedQ.Ready()
 		if len(pending) >= f.cfg.Requests*f.cfg.Digests {
 			sharedCh = nil
 		}
@@ -239,19 +255,20 @@ func (f *fetcher) fetch(ctx context.Context, kind objectKind, digests []string, 
 			if preempt != nil && preempt() {
 				return errPreempted
 			}
-		case b := <-f.conn.Frames():
+		case <-f.conn.Frames().Ready():
+			b, ok := f.conn.Frames().Pop()
+			if !ok {
+				break
+			}
 			if err := f.take(ctx, kind, st, b, false, &pending); err != nil {
 				return err
 			}
-		case b := <-sharedCh:
-			if shared == nil {
-				break // a late frame of an earlier pull's subscription
-			}
-			n := len(pending)
-			if err := f.take(ctx, kind, st, b, true, &pending); err != nil {
+		case <-sharedCh:
+			took, err := f.takeShared(ctx, kind, st, shared != nil, &pending)
+			if err != nil {
 				return err
 			}
-			if len(pending) > n {
+			if took {
 				lastShared = time.Now()
 			}
 		case now := <-tick.C:

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/driftline/driftline/agent/config"
+	"github.com/driftline/driftline/agent/msgq"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -19,8 +20,8 @@ import (
 // records the requests.
 type sharedConn struct {
 	t      testing.TB
-	frames chan []byte
-	shared chan []byte
+	frames *msgq.Queue
+	shared *msgq.Queue
 	gap    time.Duration
 	chunks map[string][]byte
 
@@ -31,14 +32,14 @@ type sharedConn struct {
 }
 
 func newSharedConn(t testing.TB, chunks map[string][]byte, gap time.Duration) *sharedConn {
-	c := &sharedConn{t: t, frames: make(chan []byte, 1024), shared: make(chan []byte, 1024), gap: gap, chunks: chunks, stop: make(chan struct{})}
+	c := &sharedConn{t: t, frames: msgq.New(1024), shared: msgq.New(1024), gap: gap, chunks: chunks, stop: make(chan struct{})}
 	t.Cleanup(func() { close(c.stop); c.wg.Wait() })
 	return c
 }
 
 func (c *sharedConn) DesiredSignal() chan struct{}                       { return nil }
-func (c *sharedConn) Frames() <-chan []byte                              { return c.frames }
-func (c *sharedConn) SharedFrames() <-chan []byte                        { return c.shared }
+func (c *sharedConn) Frames() *msgq.Queue                                { return c.frames }
+func (c *sharedConn) SharedFrames() *msgq.Queue                          { return c.shared }
 func (c *sharedConn) Gen() uint64                                        { return 1 }
 func (c *sharedConn) Up() bool                                           { return true }
 func (c *sharedConn) PeekDesired() []byte                                { return nil }
@@ -79,7 +80,9 @@ func (c *sharedConn) Send(_ string, payload []byte, _ byte) error {
 			case <-c.stop:
 				return
 			}
-			out <- f
+			if !out.Push(f) {
+				c.t.Errorf("frame queue full")
+			}
 		}
 	}()
 	return nil

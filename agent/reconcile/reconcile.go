@@ -23,6 +23,7 @@ import (
 	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/modelstore"
+	"github.com/driftline/driftline/agent/msgq"
 	"github.com/driftline/driftline/shared/wire"
 )
 
@@ -48,8 +49,8 @@ type Conn interface {
 	// returns and forgets it.
 	PeekDesired() []byte
 	TakeDesired() []byte
-	// Frames carries the chunk topic's messages, in order.
-	Frames() <-chan []byte
+	// Frames queues the chunk topic's messages, in order.
+	Frames() *msgq.Queue
 	// Gen changes on every connect and every loss of the connection; Up reports it is up.
 	Gen() uint64
 	Up() bool
@@ -58,10 +59,11 @@ type Conn interface {
 	// SubscribeShared subscribes to model's shared chunk topic (issue 18) and returns the
 	// subscription once the broker granted it, or nil (not connected, refused, no answer): the
 	// pull then fetches on the device's own topic. UnsubscribeShared ends one (nil: none) and
-	// drops its queued frames; SharedFrames carries that topic's messages meanwhile.
+	// drops its queued frames; SharedFrames queues that topic's messages meanwhile (nil: the
+	// connection has no shared topic).
 	SubscribeShared(ctx context.Context, model string) *SharedSub
 	UnsubscribeShared(s *SharedSub)
-	SharedFrames() <-chan []byte
+	SharedFrames() *msgq.Queue
 }
 
 // SharedSub is a pull's granted subscription to its model's shared chunk topic.
@@ -182,14 +184,15 @@ type Reconciler struct {
 	mu           sync.Mutex
 	saveMu       sync.Mutex
 	models       map[string]*modelRecord
-	dirty        map[string]bool // records saveSoon left to the writer (under mu)
-	writeKick    chan struct{}
-	writerOn     atomic.Bool // Run's record writer runs
+	dirty        map[string]bool // records saveSoon left for FlushRecords (under mu)
+	writeBehind  atomic.Bool     // SetWriteBehind
 	reportRev    uint64
 	lastProgress time.Time
 
 	assetMu    sync.Mutex
 	assetCache map[string][]byte // the active models' assets by digest (ActiveModels)
+	// activeMemo is ActiveModels' last answer and the records it came from (under assetMu).
+	activeMemo activeMemo
 
 	// recordHeld, when set (tests only), is called with each model record's value before it
 	// is written.
@@ -205,7 +208,7 @@ func New(cfg Config) *Reconciler {
 	rc := &Reconciler{
 		cfg: cfg, log: cfg.Logger, conn: cfg.Conn, trust: cfg.Trust, store: cfg.Store, cache: cfg.Cache,
 		assets: cfg.Assets, own: cfg.Records, m: cfg.Metrics, models: map[string]*modelRecord{}, assetCache: map[string][]byte{},
-		dirty: map[string]bool{}, writeKick: make(chan struct{}, 1),
+		dirty: map[string]bool{},
 		retryMin: cfg.Fetch.Retry.D(),
 	}
 	rc.fetch = newFetcher(cfg.Conn, cfg.Fetch, cfg.DeviceID, cfg.Topics, cfg.Logger, rc.reject)

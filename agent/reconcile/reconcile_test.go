@@ -19,6 +19,7 @@ import (
 	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/agent/devicedb"
 	"github.com/driftline/driftline/agent/modelstore"
+	"github.com/driftline/driftline/agent/msgq"
 	"github.com/driftline/driftline/shared/artifact"
 	"github.com/driftline/driftline/shared/wire"
 )
@@ -28,7 +29,7 @@ import (
 type hubConn struct {
 	t       testing.TB
 	desired chan struct{}
-	frames  chan []byte
+	frames  *msgq.Queue
 
 	mu      sync.Mutex
 	waiting []byte
@@ -39,12 +40,12 @@ type hubConn struct {
 }
 
 func newHubConn(t testing.TB) *hubConn {
-	return &hubConn{t: t, desired: make(chan struct{}, 1), frames: make(chan []byte, 1024),
+	return &hubConn{t: t, desired: make(chan struct{}, 1), frames: msgq.New(1024),
 		objects: map[string][]byte{}, silent: map[string]bool{}}
 }
 
 func (c *hubConn) DesiredSignal() chan struct{} { return c.desired }
-func (c *hubConn) Frames() <-chan []byte        { return c.frames }
+func (c *hubConn) Frames() *msgq.Queue          { return c.frames }
 func (c *hubConn) Gen() uint64                  { return 1 }
 func (c *hubConn) Up() bool                     { return true }
 
@@ -52,7 +53,7 @@ func (c *hubConn) Up() bool                     { return true }
 // run the shared topic against a real hub).
 func (c *hubConn) SubscribeShared(context.Context, string) *SharedSub { return nil }
 func (c *hubConn) UnsubscribeShared(*SharedSub)                       {}
-func (c *hubConn) SharedFrames() <-chan []byte                        { return nil }
+func (c *hubConn) SharedFrames() *msgq.Queue                          { return nil }
 
 func (c *hubConn) PeekDesired() []byte {
 	c.mu.Lock()
@@ -93,7 +94,9 @@ func (c *hubConn) Send(_ string, payload []byte, _ byte) error {
 			frames = [][]byte{f}
 		}
 		for _, f := range frames {
-			c.frames <- f
+			if !c.frames.Push(f) {
+				c.t.Errorf("frame queue full")
+			}
 		}
 	}
 	return nil

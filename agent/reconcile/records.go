@@ -122,13 +122,15 @@ func (rc *Reconciler) saveRecord(name string) error {
 	return rc.own.Set([]byte(keyModelPrefix+name), b)
 }
 
-// saveSoon persists model name's record: while Run runs, by its record writer (writeLoop), so
-// the pull does not wait for the commit; otherwise at once. What a state or the links change
-// in a record is not needed to act correctly after a crash (a revision not yet acted on is
-// acted on again, and Load reads MODELDIR's links again), so it may land after the pull went on;
-// the pins a record names are written at once (saveRecord), since Load releases them from it.
+// saveSoon persists model name's record: with write-behind on (SetWriteBehind: the agent's
+// connected loop calls FlushRecords after each OnChange), later, so the pull does not wait for
+// the commit; otherwise at once. What a state or the links change in a record is not needed to
+// act correctly after a crash (a revision not yet acted on is acted on again, and Load reads
+// MODELDIR's links again), so it may land after the pull went on; the pins a record names are
+// written at once (saveRecord), since Load releases them from it, and every record is written
+// before the revision is recorded as acted on.
 func (rc *Reconciler) saveSoon(name string) {
-	if !rc.writerOn.Load() {
+	if !rc.writeBehind.Load() {
 		if err := rc.saveRecord(name); err != nil {
 			rc.log.Error("persist model record", "model", name, "err", err)
 		}
@@ -137,28 +139,16 @@ func (rc *Reconciler) saveSoon(name string) {
 	rc.mu.Lock()
 	rc.dirty[name] = true
 	rc.mu.Unlock()
-	select {
-	case rc.writeKick <- struct{}{}:
-	default:
-	}
+	rc.changed()
 }
 
-// writeLoop writes the records saveSoon marked until stop is closed, then the last ones, and
-// closes done.
-func (rc *Reconciler) writeLoop(stop <-chan struct{}, done chan<- struct{}) {
-	defer close(done)
-	for {
-		select {
-		case <-stop:
-			rc.flushRecords()
-			rc.writerOn.Store(false)
-			rc.flushRecords() // marked while the writer stopped
-			return
-		case <-rc.writeKick:
-			rc.flushRecords()
-		}
-	}
-}
+// SetWriteBehind turns write-behind of the records' state and link changes on or off (see
+// saveSoon). Whoever turns it on calls FlushRecords after each OnChange, and once after turning
+// it off.
+func (rc *Reconciler) SetWriteBehind(on bool) { rc.writeBehind.Store(on) }
+
+// FlushRecords writes every record whose write saveSoon left for later. Safe for concurrent use.
+func (rc *Reconciler) FlushRecords() { rc.flushRecords() }
 
 // flushRecords writes every record marked dirty.
 func (rc *Reconciler) flushRecords() {

@@ -181,6 +181,14 @@ func (s *Schema) Index(name string) int {
 	return -1
 }
 
+// IndexBytes is Index for a name held in bytes (a key read from input), without converting it.
+func (s *Schema) IndexBytes(name []byte) int {
+	if i, ok := s.index[string(name)]; ok {
+		return i
+	}
+	return -1
+}
+
 // Passes reports whether valid rows out of total meet the schema's "mostly" share. An empty
 // window passes.
 func (s *Schema) Passes(valid, total int64) bool {

@@ -111,29 +111,29 @@ func (f *Frequent) appendTo(b []byte) []byte {
 }
 
 func (d *Distinct) appendTo(b []byte) []byte {
-	if d.regs == nil {
+	if d.empty() {
 		return append(b, hllEmpty)
 	}
 	nz := 0
-	for _, r := range d.regs {
-		if r != 0 {
-			nz++
-		}
-	}
+	d.each(func(int, uint8) { nz++ })
 	if nz*4 >= hllM { // dense is smaller from a quarter of the registers on
 		b = append(b, hllDense)
-		return append(b, d.regs...)
+		if d.regs != nil {
+			return append(b, d.regs...)
+		}
+		n := len(b)
+		b = append(b, make([]byte, hllM)...)
+		d.each(func(i int, r uint8) { b[n+i] = r })
+		return b
 	}
 	b = append(b, hllSparse)
 	b = binary.AppendUvarint(b, uint64(nz))
 	last := 0
-	for i, r := range d.regs {
-		if r != 0 {
-			b = binary.AppendUvarint(b, uint64(i-last))
-			b = append(b, r)
-			last = i
-		}
-	}
+	d.each(func(i int, r uint8) {
+		b = binary.AppendUvarint(b, uint64(i-last))
+		b = append(b, r)
+		last = i
+	})
 	return b
 }
 
@@ -574,7 +574,11 @@ func (r *reader) distinct(d *Distinct, n uint64) error {
 		if err != nil {
 			return err
 		}
-		d.regs = make([]uint8, hllM)
+		if nz > sparseMax {
+			d.regs = make([]uint8, hllM)
+		} else {
+			d.sparse = make([]uint32, 0, nz)
+		}
 		idx := 0
 		for i := range nz {
 			delta, err := r.uvarint("register index")
@@ -592,7 +596,10 @@ func (r *reader) distinct(d *Distinct, n uint64) error {
 			if v == 0 {
 				return fmt.Errorf("zero register in sparse form")
 			}
-			d.regs[idx] = v
+			if v > hllQ+1 {
+				return fmt.Errorf("register value %d out of range", v)
+			}
+			d.set(idx, v)
 		}
 	default:
 		return fmt.Errorf("bad distinct mode %d", mode)

@@ -45,6 +45,7 @@ func main() {
 	flag.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:18080", "hub HTTP address")
 	flag.StringVar(&cfg.RaftAddr, "raft", "127.0.0.1:17000", "hub Raft address")
 	flag.StringVar(&cfg.MQTTAddr, "mqtt", "127.0.0.1:11883", "hub MQTT address")
+	flag.StringVar(&cfg.FleetPprofAddr, "fleet-pprof", "127.0.0.1:16061", "where the fleet process serves its profiles with -profile-dir")
 	flag.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "limit of each phase")
 	flag.DurationVar(&cfg.Steady, "steady", time.Minute, "how long each steady state (before and after the rollout) is measured")
 	flag.DurationVar(&cfg.Settle, "settle", 30*time.Second, "wait before each steady window, after all agents are online and after the rollout (negative: none)")

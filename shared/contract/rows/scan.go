@@ -24,23 +24,14 @@ func (e *syntaxError) Error() string { return fmt.Sprintf("invalid JSON at byte 
 // are looked up in a name→field index and values are left as raw cells (strings unescaped into
 // an arena sized to the input, so cells never move while the row is built).
 type objectScanner struct {
-	index map[string]int
-	names []string
-	order []int // field index of the k-th key of the previous object, -1 for an extra key
-	arena []byte
-	data  []byte
+	schema *contract.Schema // its name→field index is the scanner's: nothing to build per stream
+	order  []int            // field index of the k-th key of the previous object, -1 for an extra key
+	arena  []byte
+	data   []byte
 }
 
 func newObjectScanner(s *contract.Schema) *objectScanner {
-	idx := make(map[string]int, len(s.Fields))
-	for i, f := range s.Fields {
-		idx[f.Name] = i
-	}
-	names := make([]string, len(s.Fields))
-	for i, f := range s.Fields {
-		names[i] = f.Name
-	}
-	return &objectScanner{index: idx, names: names}
+	return &objectScanner{schema: s}
 }
 
 // field maps the k-th key of an object to a field index (-1: not a field). Producers write keys
@@ -48,17 +39,14 @@ func newObjectScanner(s *contract.Schema) *objectScanner {
 // comparison instead of a map lookup.
 func (sc *objectScanner) field(k int, key []byte) int {
 	if k < len(sc.order) {
-		if f := sc.order[k]; f >= 0 && sc.names[f] == string(key) {
+		if f := sc.order[k]; f >= 0 && sc.schema.Fields[f].Name == string(key) {
 			return f
 		}
 	}
-	f, ok := sc.index[string(key)]
-	if !ok {
-		f = -1
-	}
+	f := sc.schema.IndexBytes(key)
 	if k < len(sc.order) {
 		sc.order[k] = f
-	} else if k == len(sc.order) && k < 4*len(sc.names)+8 {
+	} else if k == len(sc.order) && k < 4*len(sc.schema.Fields)+8 {
 		sc.order = append(sc.order, f)
 	}
 	return f
