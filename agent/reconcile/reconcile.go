@@ -208,7 +208,7 @@ func New(cfg Config) *Reconciler {
 	rc := &Reconciler{
 		cfg: cfg, log: cfg.Logger, conn: cfg.Conn, trust: cfg.Trust, store: cfg.Store, cache: cfg.Cache,
 		assets: cfg.Assets, own: cfg.Records, m: cfg.Metrics, models: map[string]*modelRecord{}, assetCache: map[string][]byte{},
-		dirty: map[string]bool{},
+		dirty:    map[string]bool{},
 		retryMin: cfg.Fetch.Retry.D(),
 	}
 	rc.fetch = newFetcher(cfg.Conn, cfg.Fetch, cfg.DeviceID, cfg.Topics, cfg.Logger, rc.reject)
