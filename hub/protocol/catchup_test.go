@@ -22,7 +22,7 @@ import (
 
 // oneChunkModel splits a model small enough for one chunk: its manifest, the manifest's
 // canonical bytes and its chunk.
-func oneChunkModel(t *testing.T) (artifact.Manifest, []byte, []state.ChunkRef) {
+func oneChunkModel(t testing.TB) (artifact.Manifest, []byte, []state.ChunkRef) {
 	t.Helper()
 	data := []byte("a model small enough for one chunk")
 	var refs []state.ChunkRef

@@ -23,6 +23,7 @@ type fetchJob struct {
 func (s *Service) makeFetchQueues() {
 	s.fetchCh = make(chan fetchJob, s.cfg.FetchQueue)
 	s.sharedCh = make(chan fetchJob, s.cfg.FetchQueue)
+	s.objCh = make(chan fetchJob, s.cfg.FetchQueue)
 }
 
 // enqueueFetch validates a fetch request and queues it, refusing it (counted) when the device
@@ -31,7 +32,8 @@ func (s *Service) makeFetchQueues() {
 // naming a shared topic goes to its own queue (sharedCh): booking a device into the wave's
 // publish costs a scope read, while the per-device queue's workers wait on the broker for every
 // frame they send; a shared request dropped behind them costs the whole model per device when
-// the agent asks again (docs/benchmarks.md, run d).
+// the agent asks again (docs/benchmarks.md, run d). A request for registry objects answered
+// lately (a wave's manifest, objects.go) goes to a third queue (objCh), for the same reason.
 func (s *Service) enqueueFetch(id string, payload []byte) bool {
 	req, err := wire.DecodeFetchRequest(payload)
 	if err == nil {
@@ -51,8 +53,11 @@ func (s *Service) enqueueFetch(id string, payload []byte) bool {
 	s.queued[id]++
 	s.queuedMu.Unlock()
 	ch := s.fetchCh
-	if req.Shared != "" {
+	switch {
+	case req.Shared != "":
 		ch = s.sharedCh
+	case s.cachedObjects(req.Digests):
+		ch = s.objCh
 	}
 	select {
 	case ch <- fetchJob{device: id, req: req}:
@@ -62,6 +67,16 @@ func (s *Service) enqueueFetch(id string, payload []byte) bool {
 		s.m.fetches.WithLabelValues("dropped").Inc()
 		return false
 	}
+}
+
+// cachedObjects reports whether every digest is an object of the object cache.
+func (s *Service) cachedObjects(digests []string) bool {
+	for _, d := range digests {
+		if !s.objects.has(d) {
+			return false
+		}
+	}
+	return len(digests) > 0
 }
 
 func (s *Service) dequeued(id string) {
@@ -147,21 +162,25 @@ func (s *Service) serve(job fetchJob, bufs *frameBufs) {
 // answers a digest it does not have.
 const catchUpTimeout = 3 * time.Second
 
+// sendDeviceFrame publishes one fetch answer frame of kind on a device's own chunk topic and
+// counts its bytes (a chunk's as per-device egress).
+func (s *Service) sendDeviceFrame(device, topic, kind string, frame []byte) {
+	if err := s.cfg.Transport.Publish(topic, frame, false, 1); err != nil {
+		s.log.Warn("publish chunk frame", "device", device, "err", err)
+		return
+	}
+	s.m.chunkBytes.WithLabelValues(kind).Add(float64(len(frame)))
+	if kind == "chunk" {
+		s.m.egress.WithLabelValues(EgressDevice).Add(float64(len(frame)))
+	}
+}
+
 // serveDigests answers digests of job (see serve). With deferMissing it sends nothing for a
 // digest this node does not have or that is outside the device's scope, and returns those
 // digests instead; without, it answers them not found.
 func (s *Service) serveDigests(job fetchJob, digests []string, bufs *frameBufs, deferMissing bool) (missing []string) {
 	topic := s.cfg.Topics.Chunk(job.device)
-	send := func(kind string, frame []byte) {
-		if err := s.cfg.Transport.Publish(topic, frame, false, 1); err != nil {
-			s.log.Warn("publish chunk frame", "device", job.device, "err", err)
-			return
-		}
-		s.m.chunkBytes.WithLabelValues(kind).Add(float64(len(frame)))
-		if kind == "chunk" {
-			s.m.egress.WithLabelValues(EgressDevice).Add(float64(len(frame)))
-		}
-	}
+	send := func(kind string, frame []byte) { s.sendDeviceFrame(job.device, topic, kind, frame) }
 	scope, err := s.scopeFor(job.device)
 	if err != nil {
 		s.log.Error("device scope for fetch", "device", job.device, "err", err)
@@ -189,27 +208,38 @@ func (s *Service) serveDigests(job fetchJob, digests []string, bufs *frameBufs, 
 			s.shared.want(job.device, job.req.Shared, job.req.SharedSub, d, now)
 			continue
 		}
-		var z []byte
-		if scope.chunk(d) {
-			z, err = s.cfg.Reader.Chunk(bufs.zst[:0], d)
-		} else {
-			err = state.ErrNotFound // not a chunk this device may fetch: perhaps an object of its scope
-		}
-		if err == nil {
-			if frame, ok := s.chunkFrame(job.req.RequestID, sum, d, z, bufs); ok {
-				send("chunk", frame)
+		obj, fresh := s.objects.get(d, now)
+		if !fresh {
+			var z []byte
+			if scope.chunk(d) {
+				z, err = s.cfg.Reader.Chunk(bufs.zst[:0], d)
+			} else {
+				err = state.ErrNotFound // not a chunk this device may fetch: perhaps an object of its scope
 			}
-			continue
+			if err == nil {
+				if frame, ok := s.chunkFrame(job.req.RequestID, sum, d, z, bufs); ok {
+					send("chunk", frame)
+				}
+				continue
+			}
+			if !errors.Is(err, state.ErrNotFound) {
+				s.log.Error("read chunk", "digest", d, "err", err)
+				continue
+			}
+			var data []byte
+			var ref state.ObjectRef
+			data, ref, err = s.cfg.Reader.Object(d)
+			if err == nil {
+				if obj, err = s.objects.put(d, ref, data, now); err != nil {
+					s.log.Error("frame object", "digest", d, "err", err)
+					continue
+				}
+			}
 		}
-		if !errors.Is(err, state.ErrNotFound) {
-			s.log.Error("read chunk", "digest", d, "err", err)
-			continue
-		}
-		obj, ref, err := s.cfg.Reader.Object(d)
 		outOfScope := false
 		if err == nil {
 			var in bool
-			if in, err = scope.object(s.cfg.Reader, d, ref); err == nil && !in {
+			if in, err = scope.object(s.cfg.Reader, d, obj.ref); err == nil && !in {
 				outOfScope, err = true, state.ErrNotFound
 			}
 		}
@@ -229,13 +259,13 @@ func (s *Service) serveDigests(job fetchJob, digests []string, bufs *frameBufs, 
 			notFound(sum)
 			continue
 		}
-		frames, err := wire.DataFrames(job.req.RequestID, obj)
+		frames, err := obj.frames(job.req.RequestID)
 		if err != nil {
 			s.log.Error("frame object", "digest", d, "err", err)
 			continue
 		}
 		for _, f := range frames {
-			send(ref.Kind, f)
+			send(obj.ref.Kind, f)
 		}
 	}
 	return missing

@@ -28,7 +28,7 @@ type scopeFixture struct {
 	again             state.ModelVersionCreate // m's version again: the same artifact and manifest
 }
 
-func newScopeFixture(t *testing.T) scopeFixture {
+func newScopeFixture(t testing.TB) scopeFixture {
 	t.Helper()
 	f := scopeFixture{st: statetest.New(t), contract: []byte(`{"columns":[{"name":"x","type":"float"}]}`),
 		profile: []byte("a reference profile")}

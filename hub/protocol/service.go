@@ -160,10 +160,13 @@ type Service struct {
 	fetchCh chan fetchJob
 	// sharedCh queues the requests naming a shared topic (fetch.go).
 	sharedCh chan fetchJob
-	tele     *telemetry
-	desired  *desiredPublisher
-	acks     *ackPublisher
-	shared   *sharedFanout
+	// objCh queues the requests for objects of the object cache (objects.go).
+	objCh   chan fetchJob
+	objects objectCache
+	tele    *telemetry
+	desired *desiredPublisher
+	acks    *ackPublisher
+	shared  *sharedFanout
 	// rollouts are the rollouts to publish again; rolloutsAll asks for all of them.
 	rollouts    *dirtySet
 	rolloutsAll chan struct{}
@@ -270,6 +273,10 @@ func (s *Service) startFetchWorkers(ctx context.Context) {
 	}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.fetchWorker(ctx, s.sharedCh) }()
+	for range DefaultObjectWorkers {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.fetchWorker(ctx, s.objCh) }()
+	}
 }
 
 // LastHeard returns when this node last received a live message (a heartbeat or a window

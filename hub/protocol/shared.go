@@ -27,14 +27,15 @@ import (
 //     ask within that of each other), but no later than a wait after the first device that
 //     waits for it: SharedWait, or, while devices keep joining without a pause of SharedGap
 //     (a burst: a wave simulated on one machine, each device joining as its share of the CPU
-//     allows, or a large wave whose desired states and manifests go out at the hub's pace), as
-//     long as the burst has lasted, up to wire.MaxSharedHold (8 s by default: whatever
+//     allows, or a large wave whose desired states and manifests go out at the hub's pace),
+//     twice as long as the burst has lasted, up to wire.MaxSharedHold (8 s by default: whatever
 //     SharedWait, never beyond what an agent waits for a request naming the shared topic,
 //     wire.SharedDeadline of its request timeout, 20 s by default, less the request's and the
-//     frames' transit). A burst of T seconds then costs about log2(MaxSharedHold/SharedWait)+
-//     T/MaxSharedHold publishes, not T/SharedGap, and the next wave, after a pause, starts
-//     again at SharedWait. Never sooner than SharedGap after the chunk's previous shared
-//     publish.
+//     frames' transit). A burst then goes out about 2, 6 and 14 s into it, then every
+//     MaxSharedHold: T seconds cost about 2+T/MaxSharedHold publishes, not T/SharedGap (with
+//     the hold growing as the burst's age, 2, 5, 10, 18 s: a 20 s burst cost 5 publishes, 4
+//     now, TestSharedFanoutBurstPublishes), and the next wave, after a pause, starts again at
+//     SharedWait. Never sooner than SharedGap after the chunk's previous shared publish.
 //   - A pending publish goes out at once when every device listening on the topic has asked for
 //     it (the embedded broker counts them: SubscriberCounter; elsewhere the devices that joined
 //     within sharedForget stand for them, so a lone pull soon after a wave still waits) and the
@@ -185,12 +186,12 @@ func (f *sharedFanout) want(device, model, sub, digest string, now time.Time) {
 }
 
 // dueAt returns when c's pending publish goes out, a device having joined it at now: delay
-// after the last join, but no later than the wait (the burst's age, within SharedWait and
-// maxWait) after the first, and no sooner than gap after the previous publish. Called with f.mu
+// after the last join, but no later than the wait (twice the burst's age, within SharedWait
+// and maxWait) after the first, and no sooner than gap after the previous publish. Called with f.mu
 // held.
 func (f *sharedFanout) dueAt(c *sharedChunk, now time.Time) time.Time {
 	due := now.Add(f.delay)
-	wait := min(max(c.first.Sub(c.burst), f.wait), f.maxWait)
+	wait := min(max(2*c.first.Sub(c.burst), f.wait), f.maxWait)
 	if limit := c.first.Add(wait); due.After(limit) {
 		due = limit
 	}

@@ -239,3 +239,35 @@ func TestSharedFanoutCountsListenersSeldom(t *testing.T) {
 		t.Fatalf("listeners %d, %v; want the broker's count (0)", n, ok)
 	}
 }
+
+// TestSharedFanoutBurstPublishes: a wave joining without a pause (one device every 20 ms) costs
+// at most 1 publish per chunk for 1 s, 2 for 6 s, 3 for 10 s, 4 for 20 s: the hold starts at
+// SharedWait and then grows to twice the burst's age (publishes about 2, 6, 14 s into the burst,
+// then every wire.MaxSharedHold). With the hold growing as the burst's age (2, 5, 10, 18 s),
+// 6 s cost 3 and 20 s 5, and the bound is 3 × the model per wave (at 100,000 devices
+// wave 3 joins over the ~15–20 s its desired states take to go out).
+func TestSharedFanoutBurstPublishes(t *testing.T) {
+	for _, tc := range []struct {
+		burst time.Duration
+		max   int
+	}{{time.Second, 1}, {6 * time.Second, 2}, {10 * time.Second, 3}, {20 * time.Second, 4}} {
+		s := &Service{cfg: Config{SharedDelay: DefaultSharedDelay, SharedWait: DefaultSharedWait, SharedGap: DefaultSharedGap}, m: newMetrics(nil)}
+		f := newSharedFanout(s)
+		t0 := time.Unix(1_000_000, 0)
+		var pubs []time.Duration
+		var last time.Time
+		n := 0
+		for now := t0; now.Before(t0.Add(tc.burst + 20*time.Second)); now = now.Add(10 * time.Millisecond) {
+			if now.Before(t0.Add(tc.burst)) && now.Sub(t0)%(20*time.Millisecond) == 0 {
+				f.want(fmt.Sprintf("d%d", n), "m", fmt.Sprintf("s%d", n), "sha256:00", now)
+				n, last = n+1, now
+			}
+			if due, _ := f.takeDue(now); len(due) == 1 {
+				pubs = append(pubs, now.Sub(t0))
+			}
+		}
+		if len(pubs) == 0 || len(pubs) > tc.max || t0.Add(pubs[len(pubs)-1]).Before(last) {
+			t.Errorf("a burst of %v (%d devices): publishes at %v; want 1 to %d, the last after the last device joined", tc.burst, n, pubs, tc.max)
+		}
+	}
+}

@@ -1,6 +1,10 @@
 package state
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/dgraph-io/badger/v4"
+)
 
 // DeviceScope is what one device may read from the registry: the model versions it is told to
 // run (its desired state) and the dataset versions they were trained on (contracts and reference
@@ -40,42 +44,57 @@ func (sc DeviceScope) Manifests() []string {
 }
 
 // DeviceScope returns what device id may read. A desired version that no longer exists is left
-// out; an unknown device has an empty scope and ErrNotFound.
+// out; an unknown device has an empty scope and ErrNotFound. It reads the device's spec and its
+// desired model versions in one read transaction (every fetch request of a device reads its
+// scope: each transaction of a badger read waits for the commits in flight, and under a wave
+// start's writes those waits were most of a fetch's time), leaving out the device's status and
+// the versions' tags, which the scope does not use.
 func (r Reader) DeviceScope(id string) (DeviceScope, error) {
 	sc := DeviceScope{Models: map[string]map[int]string{}, Datasets: map[string]map[int]bool{}}
-	d, err := r.Device(id)
-	if err != nil {
-		return sc, err
-	}
-	for name, want := range d.Desired {
-		mv, err := r.ModelVersion(name, want.Version)
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return sc, err
-		}
-		if sc.Models[name] == nil {
-			sc.Models[name] = map[int]string{}
-		}
-		sc.Models[name][mv.Version] = mv.ManifestDigest
-		if mv.Output != nil && mv.Output.Digest != "" {
-			if sc.outputs == nil {
-				sc.outputs = map[string]bool{}
+	err := r.DB.View(func(txn *badger.Txn) error {
+		var d deviceSpec // the spec's fields of either layout's dev/ document
+		if err := getJSON(txn, nameKey(pDevice, id), &d); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return notFound("device %s", id)
 			}
-			sc.outputs[mv.Output.Digest] = true
+			return err
 		}
-		for _, t := range mv.TrainedOn {
-			if t.Dataset == "" {
+		for name, want := range d.Desired {
+			mv, err := getModelVersion(txn, name, want.Version)
+			if errors.Is(err, ErrNotFound) {
 				continue
 			}
-			if sc.Datasets[t.Dataset] == nil {
-				sc.Datasets[t.Dataset] = map[int]bool{}
+			if err != nil {
+				return err
 			}
-			sc.Datasets[t.Dataset][t.Version] = true
+			sc.add(name, mv)
 		}
+		return nil
+	})
+	return sc, err
+}
+
+// add puts model version mv of model name, and the dataset versions it was trained on, in sc.
+func (sc *DeviceScope) add(name string, mv ModelVersion) {
+	if sc.Models[name] == nil {
+		sc.Models[name] = map[int]string{}
 	}
-	return sc, nil
+	sc.Models[name][mv.Version] = mv.ManifestDigest
+	if mv.Output != nil && mv.Output.Digest != "" {
+		if sc.outputs == nil {
+			sc.outputs = map[string]bool{}
+		}
+		sc.outputs[mv.Output.Digest] = true
+	}
+	for _, t := range mv.TrainedOn {
+		if t.Dataset == "" {
+			continue
+		}
+		if sc.Datasets[t.Dataset] == nil {
+			sc.Datasets[t.Dataset] = map[int]bool{}
+		}
+		sc.Datasets[t.Dataset][t.Version] = true
+	}
 }
 
 // HoldsObject reports whether the scope sc may read the registry object whose digest is digest

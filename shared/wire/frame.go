@@ -216,24 +216,41 @@ func (f Frame) OpenTo(dst []byte) ([]byte, error) {
 // requestID: one frame when len(data) <= MaxPartSize, else one per MaxPartSize part. The digest
 // in every frame is SHA-256(data).
 func DataFrames(requestID string, data []byte) ([][]byte, error) {
-	if len(data) > MaxObjectSize {
-		return nil, fmt.Errorf("%w: object of %d bytes, at most %d", ErrBadFrame, len(data), MaxObjectSize)
+	parts, err := DataParts(data)
+	if err != nil {
+		return nil, err
 	}
-	digest := sha256.Sum256(data)
-	var frames [][]byte
-	for off := 0; off == 0 || off < len(data); off += MaxPartSize {
-		part := data[off:min(off+MaxPartSize, len(data))]
-		b, err := EncodeFrame(Frame{
-			Kind: FrameData, RequestID: requestID, Digest: digest,
-			Total: uint32(len(data)), Offset: uint32(off), Plain: uint32(len(part)),
-			Payload: zstdx.Encode(nil, part),
-		})
+	frames := make([][]byte, 0, len(parts))
+	for _, f := range parts {
+		f.RequestID = requestID
+		b, err := EncodeFrame(f)
 		if err != nil {
 			return nil, err
 		}
 		frames = append(frames, b)
 	}
 	return frames, nil
+}
+
+// DataParts returns the data frames of DataFrames before encoding and without a request id:
+// the digest and compression are the costly part, the same for every request of one object,
+// so a server may keep the parts of an object it sends often and encode them per request
+// (setting RequestID, then EncodeFrame). The parts share no memory with data.
+func DataParts(data []byte) ([]Frame, error) {
+	if len(data) > MaxObjectSize {
+		return nil, fmt.Errorf("%w: object of %d bytes, at most %d", ErrBadFrame, len(data), MaxObjectSize)
+	}
+	digest := sha256.Sum256(data)
+	var parts []Frame
+	for off := 0; off == 0 || off < len(data); off += MaxPartSize {
+		part := data[off:min(off+MaxPartSize, len(data))]
+		parts = append(parts, Frame{
+			Kind: FrameData, Digest: digest,
+			Total: uint32(len(data)), Offset: uint32(off), Plain: uint32(len(part)),
+			Payload: zstdx.Encode(nil, part),
+		})
+	}
+	return parts, nil
 }
 
 // NotFoundFrame returns the encoded frame that tells requestID's sender the hub has no object
