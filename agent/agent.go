@@ -58,11 +58,15 @@ type Options struct {
 	// simultaneous pulls do not all sit in one process's memory. A pull listening on its model's
 	// shared topic needs none until that brings it nothing (agent/DESIGN.md).
 	PullSlots chan struct{}
-	// ListenSlots, when not nil, bounds the pulls listening on their model's shared chunk topic
-	// at once (a slot is held from the subscription to the end of the download): every
-	// listener takes every publish of the wave, which in one fleet process is thousands of
-	// copies. Fleet mode shares one among its agents; a device has its own memory and needs none.
-	ListenSlots chan struct{}
+	// ListenBudget, when not nil, bounds the bytes the pulls sharing it may hold while they
+	// listen on their model's shared chunk topic (each is charged twice its model's size, from
+	// the subscription to the end of its download): every listener takes every publish of the
+	// wave, which in one fleet process is thousands of copies. Fleet mode shares one among its
+	// agents; a device has its own memory and needs none.
+	ListenBudget *reconcile.Budget
+	// PullStages, when set, receives the pull-stage observations (MetricPullStages) instead
+	// of a histogram the agent registers itself: fleet mode shares one among its agents.
+	PullStages prometheus.ObserverVec
 	// ConnectBackoff is the first wait after a connect attempt that reached no broker; it
 	// doubles up to MaxConnectBackoff (default DefaultConnectBackoff).
 	ConnectBackoff time.Duration
@@ -115,6 +119,11 @@ type Agent struct {
 	// reportHeld, when set (tests only), is called by report between its snapshot and
 	// its queueing.
 	reportHeld func()
+	// reportKick asks the connected loop for the reconciler's records and a report (1-slot:
+	// changes that come while one is being queued are reported together); reportLoopOn says
+	// the loop runs (Run).
+	reportKick   chan struct{}
+	reportLoopOn atomic.Bool
 }
 
 // New validates cfg and opens the agent's stores inside ns (children "agent", "assets",
@@ -151,10 +160,18 @@ func New(cfg config.Config, ns devicedb.Namespace, opts Options) (*Agent, error)
 	}
 	a := &Agent{
 		cfg: cfg, opts: opts, log: opts.Logger.With("device", cfg.DeviceID), topics: topics,
-		started: time.Now(), ns: ns, mux: http.NewServeMux(), reg: reg,
+		started: time.Now(), ns: ns, mux: http.NewServeMux(), reg: reg, reportKick: make(chan struct{}, 1),
 	}
 	if a.m, err = newMetrics(reg, Version, !opts.NoRSSGauge); err != nil {
 		return nil, err
+	}
+	stages := opts.PullStages
+	if stages == nil {
+		h := NewPullStages()
+		if err := reg.Register(h); err != nil {
+			return nil, fmt.Errorf("register agent metrics: %w", err)
+		}
+		stages = h
 	}
 	own := ns.Sub("agent") // trust, model records, desired revision
 	if a.trust, err = newTrustStore(own, root, keys); err != nil {
@@ -202,9 +219,9 @@ func New(cfg config.Config, ns devicedb.Namespace, opts Options) (*Agent, error)
 	a.rec = reconcile.New(reconcile.Config{
 		DeviceID: cfg.DeviceID, Topics: topics, Fetch: cfg.Fetch, Logger: a.log,
 		Metrics: reconcile.Metrics{FetchedChunks: a.m.fetchedChunks, ChunksReused: a.m.chunksReused,
-			Activations: a.m.activations, Rejected: a.m.rejected},
+			Activations: a.m.activations, Rejected: a.m.rejected, PullStages: stages},
 		Conn: a.conn, Trust: reconcileTrust{a}, Store: a.store, Cache: cache, Assets: ns.Sub("assets"), Records: own,
-		PullSlots: opts.PullSlots, ListenSlots: opts.ListenSlots, OnChunk: opts.OnChunk, Failpoint: opts.Failpoint, OnChange: a.report,
+		PullSlots: opts.PullSlots, ListenBudget: opts.ListenBudget, OnChunk: opts.OnChunk, Failpoint: opts.Failpoint, OnChange: a.reportSoon,
 	})
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(gat, promhttp.HandlerOpts{}))
 	a.mux.HandleFunc("GET /status", a.serveStatus)
@@ -282,6 +299,29 @@ func (a *Agent) report() {
 	a.failpoint("reported")
 }
 
+// reportSoon is the reconciler's OnChange: while Run runs, the connected loop writes the
+// reconciler's changed records and queues the reported state, so a state change or download
+// progress never waits for those commits (in a fleet process they queue behind thousands of
+// agents' commits; on a device behind slow flash), and changes made meanwhile go out in one
+// report that says what holds then. Before Run (and after it) it reports at once.
+func (a *Agent) reportSoon() {
+	if !a.reportLoopOn.Load() {
+		a.report()
+		return
+	}
+	select {
+	case a.reportKick <- struct{}{}:
+	default: // a report is due already: it will take this change's snapshot
+	}
+}
+
+// reportChanges writes the reconciler's records its changes left to be written, then queues
+// the reported state.
+func (a *Agent) reportChanges() {
+	a.rec.FlushRecords()
+	a.report()
+}
+
 // BufferStats returns the outbox's depth, bytes and counters.
 func (a *Agent) BufferStats() outbox.Stats { return a.out.Stats() }
 
@@ -346,6 +386,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Error("report sender stopped", "err", err)
 		}
 	})
+	a.reportLoopOn.Store(true)
+	a.rec.SetWriteBehind(true)
 	spawn(a.connectedLoop)
 	spawn(a.rec.Run)
 	spawn(a.loop)
@@ -376,7 +418,20 @@ func (a *Agent) connectedLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			// What the reconciler changed last: written and reported now, and at once from
+			// here on.
+			a.reportLoopOn.Store(false)
+			a.rec.SetWriteBehind(false)
+			a.rec.FlushRecords()
+			select {
+			case <-a.reportKick:
+				a.report()
+			default:
+			}
 			return
+		case <-a.reportKick:
+			a.reportChanges()
+			continue
 		case <-a.conn.connected:
 		}
 		// What the broker acknowledged before may be lost with it: numbered reports the hub

@@ -53,6 +53,10 @@ const (
 	// MetricTrustRootExpired is 1 while that root has expired: desired states are refused until
 	// a renewed root arrives (the agent keeps running what it has).
 	MetricTrustRootExpired = "driftline_agent_trust_root_expired"
+	// MetricPullStages is a histogram of the seconds from a desired state taken up to each
+	// stage a new model version's pull reaches, by stage (reconcile.Stages: notified, manifest,
+	// downloading, listening, chunks, staged, assets, active): where a rollout's time goes on the device.
+	MetricPullStages = "driftline_agent_pull_stage_seconds"
 	// MetricInfo carries the agent's version as a label, value 1.
 	MetricInfo = "driftline_agent_info"
 )
@@ -79,6 +83,9 @@ const (
 	ReasonUnknownRequest   = reconcile.ReasonUnknownRequest
 	ReasonQueueFull        = "queue_full"
 	ReasonForeignMessage   = "foreign_message"
+	// ReasonLateSharedFrame: a frame of a model's shared chunk topic after the pull left it
+	// (queued by the broker before the unsubscribe): expected, counted apart, not logged.
+	ReasonLateSharedFrame = "late_shared_frame"
 	// ReasonExpired: a signed desired state past its expiry (a replay, or a frozen feed).
 	ReasonExpired = "expired"
 	// ReasonReplayed: a signed desired state with a rev below the last acted on.
@@ -96,7 +103,7 @@ const (
 var rejectReasons = []string{
 	ReasonMalformedDesired, ReasonUnknownModel, ReasonManifestDigest, ReasonBadManifest, ReasonUnsigned,
 	ReasonUnknownKey, ReasonBadSignature, ReasonChunkDigest, ReasonBadFrame, ReasonOversizedFrame,
-	ReasonUnknownRequest, ReasonQueueFull, ReasonForeignMessage, ReasonExpired, ReasonReplayed, ReasonBadRoot, ReasonRevoked,
+	ReasonUnknownRequest, ReasonQueueFull, ReasonForeignMessage, ReasonLateSharedFrame, ReasonExpired, ReasonReplayed, ReasonBadRoot, ReasonRevoked,
 	ReasonMalformedAck, ReasonRootExpired,
 }
 
@@ -111,6 +118,18 @@ type metrics struct {
 	refused       *prometheus.CounterVec
 	connectErrors prometheus.Counter
 	backoff       prometheus.Gauge
+}
+
+// PullStageBuckets are MetricPullStages' buckets, in seconds: from a pull on a quiet device
+// (well under a second) to a wave of thousands of fleet-mode agents (minutes).
+var PullStageBuckets = []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 45, 60, 90, 120, 180, 240, 300, 480, 600}
+
+// NewPullStages returns the MetricPullStages histogram, unregistered: an agent registers its
+// own; fleet mode makes one for all its agents (Options.PullStages).
+func NewPullStages() *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: MetricPullStages,
+		Help:    "Seconds from a desired state taken up to each stage of a model version's pull (notified, manifest, downloading, listening, chunks, staged, assets, active).",
+		Buckets: PullStageBuckets}, []string{"stage"})
 }
 
 func newMetrics(reg prometheus.Registerer, version string, rss bool) (*metrics, error) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -122,7 +123,13 @@ func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
 		SetConnectTimeout(10*time.Second).
-		SetKeepAlive(30*time.Second).
+		SetKeepAlive(keepAlive).
+		// paho drops a connection whose PINGRESP is late by PingTimeout (10 s by default), and
+		// the broker queues the PINGRESP behind what it is sending the device: a wave's shared
+		// publish (a model's chunks to every listener at once) over a slow link, or to agents
+		// of a busy fleet process, took longer than that and cut healthy connections (1,872
+		// in a 10,000-agent rollout), which then lost their shared subscription.
+		SetPingTimeout(keepAlive).
 		SetWriteTimeout(10*time.Second).
 		SetOrderMatters(true).
 		SetStore(noStore{}).
@@ -134,6 +141,9 @@ func newConn(cfg config.Config, topics wire.Topics, m *metrics, log *slog.Logger
 	c.client = paho.NewClient(opts)
 	return c, nil
 }
+
+// keepAlive is the MQTT keep-alive, and how long a PINGRESP may take.
+const keepAlive = 30 * time.Second
 
 // noStore is paho's message store keeping nothing. With a clean session the broker forgets
 // unacknowledged messages anyway, and the agent's own outbox resends what was not acknowledged
@@ -304,9 +314,26 @@ func (c *conn) route(_ paho.Client, msg paho.Message) {
 			f(p)
 			return
 		}
+		if c.lateShared(msg.Topic()) {
+			// A frame of a shared chunk topic the pull has left: the broker had queued it
+			// before the unsubscribe. Expected after every shared pull (a wave's publish
+			// reaches a listener in one burst), so counted apart and not logged.
+			c.m.rejected.WithLabelValues(ReasonLateSharedFrame).Inc()
+			return
+		}
 		c.m.rejected.WithLabelValues(ReasonForeignMessage).Inc()
 		c.log.Warn("message on an unexpected topic", "topic", msg.Topic())
 	}
+}
+
+// lateShared reports whether topic is a model's shared chunk topic (PREFIX/model/NAME/chunk).
+func (c *conn) lateShared(topic string) bool {
+	rest, ok := strings.CutPrefix(topic, c.topics.Prefix()+"/model/")
+	if !ok {
+		return false
+	}
+	name, ok := strings.CutSuffix(rest, "/chunk")
+	return ok && name != "" && !strings.Contains(name, "/")
 }
 
 // queueFrame counts a chunk frame's bytes and queues it on ch (the device's or the shared chunk

@@ -151,6 +151,13 @@ type Outbox struct {
 	metrics *metrics
 	wake    chan struct{}
 	running atomic.Bool
+	// stats is the snapshot Stats returns, replaced under mu after every change of the
+	// figures: mu is held across the database's reads and commits, and the heartbeat reads the
+	// figures on every beat without waiting for them.
+	stats atomic.Pointer[Stats]
+
+	// writeHeld, when set (tests only), is called by Enqueue before its write.
+	writeHeld func()
 
 	mu       sync.Mutex
 	nextSeq  uint64
@@ -271,6 +278,9 @@ func (o *Outbox) Enqueue(topic string, payload []byte, qos byte, retain bool) er
 	}
 	val := encodeRecord(rec)
 	seq := o.nextSeq
+	if o.writeHeld != nil {
+		o.writeHeld()
+	}
 	if err := o.ns.Set(seqKey(seq), val); err != nil {
 		return fmt.Errorf("enqueue %s: %w", topic, err)
 	}
@@ -376,21 +386,28 @@ func (o *Outbox) countDropLocked(reason string, size int64, seq uint64, cause er
 	}
 }
 
+// publishGauges sets the gauges and the snapshot Stats returns from the figures (o.mu held).
 func (o *Outbox) publishGauges() {
 	o.metrics.depth.Set(float64(o.depth))
 	o.metrics.bytes.Set(float64(o.bytes))
-}
-
-// Stats returns a snapshot of the queue's size and counters.
-func (o *Outbox) Stats() Stats {
-	o.mu.Lock()
-	defer o.mu.Unlock()
 	d := make(map[string]uint64, len(o.dropped))
 	for k, v := range o.dropped {
 		d[k] = v
 	}
-	return Stats{Depth: o.depth, Bytes: o.bytes, Dropped: d, Sent: o.sent,
-		Epoch: o.epoch, NextNumber: o.nextNum, AwaitHub: o.awaitHub, Resends: o.rewinds}
+	o.stats.Store(&Stats{Depth: o.depth, Bytes: o.bytes, Dropped: d, Sent: o.sent,
+		Epoch: o.epoch, NextNumber: o.nextNum, AwaitHub: o.awaitHub, Resends: o.rewinds})
+}
+
+// Stats returns a snapshot of the queue's size and counters as of the last change that
+// completed. It never waits for a write in progress (the heartbeat calls it on every beat).
+func (o *Outbox) Stats() Stats {
+	st := *o.stats.Load()
+	d := make(map[string]uint64, len(st.Dropped))
+	for k, v := range st.Dropped {
+		d[k] = v
+	}
+	st.Dropped = d
+	return st
 }
 
 // Rewind makes the sender send the numbered reports still waiting for the hub again, oldest
@@ -405,6 +422,7 @@ func (o *Outbox) Rewind() {
 func (o *Outbox) rewindLocked() {
 	o.sendFrom = 0
 	o.rewinds++
+	o.publishGauges()
 	now := o.opts.Now()
 	o.lastRewind, o.lastProgress = now, now
 	select {
@@ -429,6 +447,7 @@ func (o *Outbox) HubAck(a wire.Ack) error {
 			return fmt.Errorf("store hub acks: %w", err)
 		}
 		o.awaitHub = true
+		o.publishGauges()
 		o.log.Info("the hub acknowledges reports: numbered reports are kept until it has them")
 	}
 	type victim struct {

@@ -97,10 +97,12 @@ func transient(err error) bool {
 // to be retried, so a restart or a preemption resumes it (chunks already verified are in the
 // cache and are not fetched again). Only ctx's end and preemption are returned as errors.
 func (rc *Reconciler) handleDesired(ctx context.Context, b []byte) (Revision, error) {
+	taken := time.Now()
 	d, ok := rc.trust.Desired(b)
 	if !ok {
 		return Revision{}, nil
 	}
+	rc.taken = taken
 	rc.log.Info("acting on desired state", "rev", d.Rev, "models", len(d.Models))
 	rev := Revision{Rev: d.Rev, Models: make(map[string]Outcome, len(d.Models))}
 	rc.mu.Lock()
@@ -135,6 +137,9 @@ func (rc *Reconciler) handleDesired(ctx context.Context, b []byte) (Revision, er
 	}
 	rc.gcAssets()
 	if !rev.RetryAfter() {
+		// The records first: a revision recorded as acted on is not acted on again after a
+		// crash, so what its models' records say must be on disk before it.
+		rc.flushRecords()
 		if err := rc.saveRev(d.Rev); err != nil {
 			rc.log.Error("persist desired revision", "err", err)
 		}
@@ -215,6 +220,7 @@ func (rc *Reconciler) applyModel(ctx context.Context, m wire.DesiredModel, preem
 	}
 	back := curErr == nil && m.Version < cur.Version
 	rc.setState(m.Name, wire.StateNotified, func(r *modelRecord) { r.Target = m.Version; r.RolloutID = m.RolloutID; r.LastError = "" })
+	rc.stage(StageNotified)
 
 	// A pull slot (fleet mode) bounds the chunks a pull asks on its own topic: it is held from
 	// the download (or, for a pull that listens on the model's shared topic, from when one is
@@ -229,28 +235,22 @@ func (rc *Reconciler) applyModel(ctx context.Context, m wire.DesiredModel, preem
 		return rc.pullFailed(m, err)
 	}
 	rc.failpoint("manifest")
-	pin := pinName(m.Name, m.Version)
-	digests := make([]string, 0, len(man.Chunks))
-	for _, c := range man.Chunks {
-		digests = append(digests, c.Digest)
-	}
-	if err := rc.cache.Pin(pin, digests); err != nil {
+	rc.stage(StageManifest)
+	if err := rc.pinChunks(m, man); err != nil {
 		return rc.pullFailed(m, err)
 	}
-	rc.mu.Lock()
-	if r := rc.models[m.Name]; r != nil && !contains(r.Pins, pin) {
-		r.Pins = append(r.Pins, pin)
-		_ = rc.saveRecordLocked(m.Name)
-	}
-	rc.mu.Unlock()
 
 	stageErr, err := rc.downloadAndStage(ctx, m, man, preempt, slot)
 	if err != nil {
 		return rc.pullFailed(m, err)
 	}
+	if stageErr == nil {
+		rc.stage(StageStaged)
+	}
 	if err := rc.fetchAssets(ctx, m, preempt); err != nil {
 		return rc.pullFailed(m, err)
 	}
+	rc.stage(StageAssets)
 	slot.release()
 
 	rc.setState(m.Name, wire.StateActivating, nil)
@@ -282,9 +282,35 @@ func (rc *Reconciler) applyModel(ctx context.Context, m wire.DesiredModel, preem
 	rc.m.Activations.WithLabelValues(result).Inc()
 	log.Info("model version running", "state", st)
 	rc.setState(m.Name, st, func(r *modelRecord) { rc.adopt(r, m); r.Target = 0; r.LastError = "" })
+	rc.stage(StageActive)
 	rc.releasePins(m.Name)
 	rc.dropPartials(m.Name)
 	return OutcomeActive, nil
+}
+
+// pinChunks pins the chunks of man in the chunk cache under the version's pin, so that they are
+// kept while the pull runs, and records the pin in the model's record (written after the lock
+// is released).
+func (rc *Reconciler) pinChunks(m wire.DesiredModel, man artifact.Manifest) error {
+	pin := pinName(m.Name, m.Version)
+	digests := make([]string, 0, len(man.Chunks))
+	for _, c := range man.Chunks {
+		digests = append(digests, c.Digest)
+	}
+	if err := rc.cache.Pin(pin, digests); err != nil {
+		return err
+	}
+	rc.mu.Lock()
+	added := false
+	if r := rc.models[m.Name]; r != nil && !contains(r.Pins, pin) {
+		r.Pins = append(r.Pins, pin)
+		added = true
+	}
+	rc.mu.Unlock()
+	if added {
+		_ = rc.saveRecord(m.Name)
+	}
+	return nil
 }
 
 // dropPartials deletes the partial downloads of name once nothing will resume them: the model
@@ -403,6 +429,7 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 	missing := as.missing()
 	rc.log.Info("downloading model", "model", m.Name, "version", m.Version, "chunks", len(man.Chunks), "missing", len(missing), "reused", reused, "bytes", man.Size, "resumed", p.Resumed())
 	rc.setState(m.Name, wire.StateDownloading, func(r *modelRecord) { r.BytesDone, r.BytesTotal = as.done(), man.Size })
+	rc.stage(StageDownloading)
 
 	hashCtx, stopHash := context.WithCancel(ctx)
 	defer stopHash()
@@ -411,23 +438,34 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 	// Listen on the model's shared chunk topic for the pull only (issue 18), from before the
 	// pull holds a slot: a device that waits for one takes the chunks published meanwhile.
 	var shared *SharedSub
-	listen := &pullSlot{ch: rc.cfg.ListenSlots} // fleet mode: the listeners of one process
+	// Fleet mode bounds the bytes the process's listeners may hold at once: each is charged
+	// twice its model's size (listenCharge).
+	var listening int64
 	unsubscribe := func() {
 		if shared != nil {
 			rc.conn.UnsubscribeShared(shared)
 			shared = nil
 		}
-		listen.release()
+		if listening > 0 {
+			rc.cfg.ListenBudget.Release(listening)
+			listening = 0
+		}
 	}
 	if len(missing) > 0 {
-		if err := listen.take(ctx); err != nil {
+		if err := rc.takeListen(ctx, listenCharge(man.Size)); err != nil {
 			stopHash()
 			<-hashed
 			p.Close()
 			return nil, err
 		}
+		if rc.cfg.ListenBudget != nil {
+			listening = min(max(listenCharge(man.Size), 1), rc.cfg.ListenBudget.Max())
+		}
 		shared = rc.conn.SubscribeShared(ctx, m.Name)
 		defer unsubscribe()
+		if shared != nil {
+			rc.stage(StageListening)
+		}
 		if shared == nil {
 			if err := slot.take(ctx); err != nil {
 				stopHash()
@@ -437,22 +475,15 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 			}
 		}
 	}
-	err = rc.fetch.fetch(ctx, kindChunk, missing, func(d string, data []byte) error {
-		err := as.put(d, data, -1)
-		putPlainBuf(data)
-		return err
-	}, func(string) {
-		rc.m.FetchedChunks.Inc()
-		rc.progress(m.Name, as.done(), man.Size)
-		if rc.cfg.OnChunk != nil {
-			rc.cfg.OnChunk()
-		}
-	}, preempt, shared, slot)
+	err = rc.fetchChunksAndAssets(ctx, m, man, as, missing, preempt, shared, slot)
 	// Done listening: the wave's later publishes are for devices that joined later, and
 	// staging (a hash and an fsync) can take a while.
 	unsubscribe()
 	if left := len(as.missing()); err == nil && left > 0 {
 		err = fmt.Errorf("download of %s@%d ended with %d chunks missing", m.Name, m.Version, left)
+	}
+	if err == nil {
+		rc.stage(StageChunks)
 	}
 	if err != nil {
 		stopHash()
@@ -465,6 +496,79 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 		return err, nil
 	}
 	return p.Commit(ctx), nil
+}
+
+// fetchChunksAndAssets fetches the missing chunks of man into as, and with them the contract,
+// profile and output reference of m the device lacks (into the asset store). shared and slot
+// are the pull's listening subscription and pull slot (fetcher.fetch).
+func (rc *Reconciler) fetchChunksAndAssets(ctx context.Context, m wire.DesiredModel, man artifact.Manifest, as *assembly, missing []string, preempt func() bool, shared *SharedSub, slot *pullSlot) error {
+	// The contract, profile and output reference the device lacks are asked with the first
+	// chunks: their answers come on the device's own topic while the wave's shared publish is
+	// held back and sent, instead of after it, when the whole wave asks for them at once.
+	want, assets := missing, rc.assetsToFetch(m, as)
+	if len(missing) > 0 && len(assets) > 0 {
+		want = append(append([]string(nil), missing...), keys(assets)...)
+	}
+	return rc.fetch.fetch(ctx, kindChunk, want, func(d string, data []byte) error {
+		if assets[d] {
+			b := append([]byte(nil), data...)
+			putPlainBuf(data)
+			return rc.assets.Set([]byte(d), b)
+		}
+		err := as.put(d, data, -1)
+		putPlainBuf(data)
+		return err
+	}, func(d string) {
+		if assets[d] {
+			return
+		}
+		rc.m.FetchedChunks.Inc()
+		rc.progress(m.Name, as.done(), man.Size)
+		if rc.cfg.OnChunk != nil {
+			rc.cfg.OnChunk()
+		}
+	}, preempt, shared, slot)
+}
+
+// assetsToFetch returns the digests of m's contract, profile and output reference that are not
+// in the asset store and are not chunks of the file as (those are fetched on their own after the
+// download, by fetchAssets).
+func (rc *Reconciler) assetsToFetch(m wire.DesiredModel, as *assembly) map[string]bool {
+	out := map[string]bool{}
+	for _, d := range []string{m.ContractDigest, m.ProfileDigest, m.OutputDigest} {
+		if d == "" || out[d] || len(as.at[d]) > 0 {
+			continue
+		}
+		if b, err := rc.assets.Get([]byte(d)); err == nil && artifact.DigestOf(b) == d {
+			continue
+		}
+		out[d] = true
+	}
+	return out
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// listenCharge is what a listener of a model of size bytes is charged against the listening
+// budget: the frames of one publish of the wave queued for it, and as many waiting for its
+// verify workers (a fetch takes shared frames while fewer than a window wait).
+func listenCharge(size int64) int64 { return 2 * size }
+
+// takeListen waits until the listening budget (fleet mode; none: at once) has size bytes free
+// and takes them; the caller releases min(max(size, 1), Max()).
+func (rc *Reconciler) takeListen(ctx context.Context, size int64) error {
+	if rc.cfg.ListenBudget == nil {
+		return nil
+	}
+	_, err := rc.cfg.ListenBudget.Take(ctx, size)
+	return err
 }
 
 // fetchAssets makes sure the contract and reference profile m names are in the asset store.
@@ -489,14 +593,20 @@ func (rc *Reconciler) releasePins(name string) {
 	if v, err := rc.store.Previous(name); err == nil {
 		keep[pinName(name, v.Version)] = true
 	}
+	// The pins are read and written back under rc.mu, the cache's commits made without it
+	// (Run is the only goroutine that changes pins).
 	rc.mu.Lock()
-	defer rc.mu.Unlock()
 	r := rc.models[name]
+	var pins []string
+	if r != nil {
+		pins = append(pins, r.Pins...)
+	}
+	rc.mu.Unlock()
 	if r == nil {
 		return
 	}
 	var kept []string
-	for _, p := range r.Pins {
+	for _, p := range pins {
 		if keep[p] {
 			kept = append(kept, p)
 			continue
@@ -506,8 +616,10 @@ func (rc *Reconciler) releasePins(name string) {
 			kept = append(kept, p)
 		}
 	}
+	rc.mu.Lock()
 	r.Pins = kept
-	if err := rc.saveRecordLocked(name); err != nil {
+	rc.mu.Unlock()
+	if err := rc.saveRecord(name); err != nil {
 		rc.log.Error("persist model record", "model", name, "err", err)
 	}
 }
@@ -541,9 +653,8 @@ func (rc *Reconciler) deactivate(name string) {
 	rc.mu.Lock()
 	r := rc.models[name]
 	delete(rc.models, name)
-	err := rc.saveRecordLocked(name)
 	rc.mu.Unlock()
-	if err != nil {
+	if err := rc.saveRecord(name); err != nil {
 		rc.log.Error("drop model record", "model", name, "err", err)
 	}
 	if r != nil {

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -100,9 +101,38 @@ type Metrics struct {
 	Activations *prometheus.CounterVec
 	// Rejected is labelled by reason (the Reason constants).
 	Rejected *prometheus.CounterVec
+	// PullStages, when set, observes the seconds from a desired state taken up to each stage a
+	// new model version's pull reaches, labelled by stage (the Stage constants).
+	PullStages prometheus.ObserverVec
 }
 
-// Config is what New needs. Every field but the callbacks, PullSlots and ListenSlots is
+// Stages of a pull, the values of the pull-stage metric's stage label: each observation is the
+// time from the desired state taken up (Run's goroutine took it from the queue) to the stage.
+const (
+	// StageNotified: the model's state notified recorded (its record persisted).
+	StageNotified = "notified"
+	// StageManifest: the manifest fetched (or found) and verified.
+	StageManifest = "manifest"
+	// StageDownloading: the state downloading recorded (chunks pinned, the partial download
+	// open and filled from what the device holds), before any wait for a listening slot.
+	StageDownloading = "downloading"
+	// StageListening: subscribed to the model's shared chunk topic (the broker's SUBACK),
+	// after any wait for a listening slot (fleet mode).
+	StageListening = "listening"
+	// StageChunks: every chunk of the file verified and written.
+	StageChunks = "chunks"
+	// StageStaged: the file hashed whole and staged as a version directory.
+	StageStaged = "staged"
+	// StageAssets: the contract, profile and output reference here.
+	StageAssets = "assets"
+	// StageActive: the version activated (health check passed), state active or rolled_back.
+	StageActive = "active"
+)
+
+// Stages lists the Stage constants in the order a pull reaches them.
+var Stages = []string{StageNotified, StageManifest, StageDownloading, StageListening, StageChunks, StageStaged, StageAssets, StageActive}
+
+// Config is what New needs. Every field but the callbacks, PullSlots and ListenBudget is
 // required.
 type Config struct {
 	DeviceID string
@@ -120,9 +150,12 @@ type Config struct {
 	Assets  devicedb.Namespace
 	Records devicedb.Namespace
 
-	// PullSlots, when not nil, bounds the pulls that run at once (agent.Options.PullSlots);
-	// ListenSlots the pulls listening on a shared chunk topic (agent.Options.ListenSlots).
-	PullSlots, ListenSlots chan struct{}
+	// PullSlots, when not nil, bounds the pulls that run at once (agent.Options.PullSlots).
+	PullSlots chan struct{}
+	// ListenBudget, when not nil, bounds the bytes the pulls sharing it may hold while they
+	// listen on shared chunk topics (agent.Options.ListenBudget): a pull takes twice its
+	// model's size (listenCharge) before it subscribes and gives it back when it leaves.
+	ListenBudget *Budget
 	// OnChunk, when set, is called after each fetched chunk is verified and stored.
 	OnChunk func()
 	// Failpoint, when set, is called at "manifest" (a manifest fetched and verified).
@@ -146,8 +179,13 @@ type Reconciler struct {
 	m      Metrics
 	fetch  *fetcher
 
+	// mu guards the records in memory and is never held across a disk write (saveRecord);
+	// saveMu orders the records' writes.
 	mu           sync.Mutex
+	saveMu       sync.Mutex
 	models       map[string]*modelRecord
+	dirty        map[string]bool // records saveSoon left for FlushRecords (under mu)
+	writeBehind  atomic.Bool     // SetWriteBehind
 	reportRev    uint64
 	lastProgress time.Time
 
@@ -156,7 +194,12 @@ type Reconciler struct {
 	// activeMemo is ActiveModels' last answer and the records it came from (under assetMu).
 	activeMemo activeMemo
 
+	// recordHeld, when set (tests only), is called with each model record's value before it
+	// is written.
+	recordHeld func(value []byte)
+
 	lastRev  uint64        // Run only
+	taken    time.Time     // Run only: when the desired state acted on was taken up
 	retryMin time.Duration // first wait before a failed revision is tried again
 }
 
@@ -165,6 +208,7 @@ func New(cfg Config) *Reconciler {
 	rc := &Reconciler{
 		cfg: cfg, log: cfg.Logger, conn: cfg.Conn, trust: cfg.Trust, store: cfg.Store, cache: cfg.Cache,
 		assets: cfg.Assets, own: cfg.Records, m: cfg.Metrics, models: map[string]*modelRecord{}, assetCache: map[string][]byte{},
+		dirty:    map[string]bool{},
 		retryMin: cfg.Fetch.Retry.D(),
 	}
 	rc.fetch = newFetcher(cfg.Conn, cfg.Fetch, cfg.DeviceID, cfg.Topics, cfg.Logger, rc.reject)
@@ -219,6 +263,13 @@ func (rc *Reconciler) reject(reason, msg string, args ...any) {
 func (rc *Reconciler) failpoint(step string) {
 	if rc.cfg.Failpoint != nil {
 		rc.cfg.Failpoint(step)
+	}
+}
+
+// stage observes the time since the desired state acted on was taken up at stage (Run only).
+func (rc *Reconciler) stage(name string) {
+	if rc.m.PullStages != nil && !rc.taken.IsZero() {
+		rc.m.PullStages.WithLabelValues(name).Observe(time.Since(rc.taken).Seconds())
 	}
 }
 

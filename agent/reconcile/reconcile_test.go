@@ -35,6 +35,8 @@ type hubConn struct {
 	waiting []byte
 	objects map[string][]byte
 	silent  map[string]bool
+	// asked holds each fetch request's digests, in order.
+	asked [][]string
 }
 
 func newHubConn(t testing.TB) *hubConn {
@@ -75,6 +77,7 @@ func (c *hubConn) Send(_ string, payload []byte, _ byte) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.asked = append(c.asked, append([]string(nil), req.Digests...))
 	for _, d := range req.Digests {
 		if c.silent[d] {
 			continue

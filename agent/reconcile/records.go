@@ -94,17 +94,77 @@ func cutPrefix(s, p string) (string, bool) {
 	return "", false
 }
 
-// saveRecordLocked persists one model's record (rc.mu held).
-func (rc *Reconciler) saveRecordLocked(name string) error {
+// saveRecord persists model name's record as it is now (deleted when there is none). The value
+// is taken under rc.mu and written after rc.mu is released, so the readers (ActiveModels,
+// ActiveNames, Reported: the pipeline on every reading, the heartbeat) never wait for a disk
+// commit, which in fleet mode queues behind thousands of agents' commits. rc.saveMu orders the
+// writes: each takes the value current when it runs, so the last write holds the last change.
+func (rc *Reconciler) saveRecord(name string) error {
+	rc.saveMu.Lock()
+	defer rc.saveMu.Unlock()
+	rc.mu.Lock()
 	r, ok := rc.models[name]
-	if !ok {
-		return rc.own.Delete([]byte(keyModelPrefix + name))
+	var b []byte
+	var err error
+	if ok {
+		b, err = json.Marshal(r)
 	}
-	b, err := json.Marshal(r)
+	rc.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("encode model record %s: %w", name, err)
 	}
+	if rc.recordHeld != nil {
+		rc.recordHeld(b)
+	}
+	if !ok {
+		return rc.own.Delete([]byte(keyModelPrefix + name))
+	}
 	return rc.own.Set([]byte(keyModelPrefix+name), b)
+}
+
+// saveSoon persists model name's record: with write-behind on (SetWriteBehind: the agent's
+// connected loop calls FlushRecords after each OnChange), later, so the pull does not wait for
+// the commit; otherwise at once. What a state or the links change in a record is not needed to
+// act correctly after a crash (a revision not yet acted on is acted on again, and Load reads
+// MODELDIR's links again), so it may land after the pull went on; the pins a record names are
+// written at once (saveRecord), since Load releases them from it, and every record is written
+// before the revision is recorded as acted on.
+func (rc *Reconciler) saveSoon(name string) {
+	if !rc.writeBehind.Load() {
+		if err := rc.saveRecord(name); err != nil {
+			rc.log.Error("persist model record", "model", name, "err", err)
+		}
+		return
+	}
+	rc.mu.Lock()
+	rc.dirty[name] = true
+	rc.mu.Unlock()
+	rc.changed()
+}
+
+// SetWriteBehind turns write-behind of the records' state and link changes on or off (see
+// saveSoon). Whoever turns it on calls FlushRecords after each OnChange, and once after turning
+// it off.
+func (rc *Reconciler) SetWriteBehind(on bool) { rc.writeBehind.Store(on) }
+
+// FlushRecords writes every record whose write saveSoon left for later. Safe for concurrent use.
+func (rc *Reconciler) FlushRecords() { rc.flushRecords() }
+
+// flushRecords writes every record marked dirty.
+func (rc *Reconciler) flushRecords() {
+	rc.mu.Lock()
+	names := make([]string, 0, len(rc.dirty))
+	for n := range rc.dirty {
+		names = append(names, n)
+	}
+	clear(rc.dirty)
+	rc.mu.Unlock()
+	sort.Strings(names)
+	for _, n := range names {
+		if err := rc.saveRecord(n); err != nil {
+			rc.log.Error("persist model record", "model", n, "err", err)
+		}
+	}
 }
 
 func (rc *Reconciler) saveRev(rev uint64) error {
@@ -135,11 +195,8 @@ func (rc *Reconciler) setState(name string, st wire.State, mut func(r *modelReco
 	if mut != nil {
 		mut(r)
 	}
-	err := rc.saveRecordLocked(name)
 	rc.mu.Unlock()
-	if err != nil {
-		rc.log.Error("persist model state", "model", name, "err", err)
-	}
+	rc.saveSoon(name)
 	rc.changed()
 }
 
@@ -211,21 +268,21 @@ func (rc *Reconciler) adoptDisk() error {
 	if err != nil {
 		return err
 	}
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
 	for _, n := range names {
 		cur, err := rc.store.Current(n)
 		if err != nil {
 			continue
 		}
+		prev, prevErr := rc.store.Previous(n)
+		rc.mu.Lock()
 		r := rc.models[n]
 		if r == nil {
 			r = &modelRecord{State: wire.StateActive, Since: time.Now().UnixMilli()}
 			rc.models[n] = r
 		}
 		r.Current = cur.Version
-		if p, err := rc.store.Previous(n); err == nil {
-			r.Previous = p.Version
+		if prevErr == nil {
+			r.Previous = prev.Version
 		} else {
 			r.Previous = 0
 		}
@@ -236,7 +293,8 @@ func (rc *Reconciler) adoptDisk() error {
 			r.ContractDigest, r.ProfileDigest, r.Dataset, r.DatasetVersion = "", "", "", 0
 			r.OutputDigest = ""
 		}
-		if err := rc.saveRecordLocked(n); err != nil {
+		rc.mu.Unlock()
+		if err := rc.saveRecord(n); err != nil {
 			return err
 		}
 	}
@@ -260,11 +318,12 @@ func (rc *Reconciler) refreshLinks(name string) {
 		prev = v.Version
 	}
 	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	if r := rc.models[name]; r != nil {
+	r := rc.models[name]
+	if r != nil {
 		r.Current, r.Previous = cur, prev
-		if err := rc.saveRecordLocked(name); err != nil {
-			rc.log.Error("persist model record", "model", name, "err", err)
-		}
+	}
+	rc.mu.Unlock()
+	if r != nil {
+		rc.saveSoon(name)
 	}
 }

@@ -75,6 +75,11 @@ type Uploader struct {
 	meta, partsNS devicedb.Namespace
 
 	mu sync.Mutex // one change of the pending set at a time
+	// pend mirrors the records in meta (read once, by NewUploader): listing the uploads reads
+	// no store, and Run waits for the next one due instead of listing them every few seconds.
+	pend map[string]pendingUpload
+	// kick tells Run the pending set changed (its next due time may be sooner).
+	kick chan struct{}
 
 	uploads *prometheus.CounterVec
 	parts   prometheus.Counter
@@ -117,6 +122,7 @@ func NewUploader(opts UploadOptions) (*Uploader, error) {
 		opts.Now = time.Now
 	}
 	u := &Uploader{opts: opts, log: opts.Logger, acks: make(chan []byte, 64), meta: opts.State.Sub("meta"), partsNS: opts.State.Sub("parts"),
+		pend: map[string]pendingUpload{}, kick: make(chan struct{}, 1),
 		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricUploads,
 			Help: "Sample uploads by outcome (started, resent, stored, refused, dropped)."}, []string{"outcome"}),
 		parts:   prometheus.NewCounter(prometheus.CounterOpts{Name: MetricUploadParts, Help: "Sample upload frames queued (resends included)."}),
@@ -132,9 +138,16 @@ func NewUploader(opts UploadOptions) (*Uploader, error) {
 			}
 		}
 	}
-	u.mu.Lock()
-	u.pending.Set(float64(len(u.listLocked())))
-	u.mu.Unlock()
+	if err := u.meta.Iterate(false, func(k, v []byte) error {
+		var rec pendingUpload
+		if json.Unmarshal(v, &rec) == nil {
+			u.pend[string(k)] = rec
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("samples: read pending uploads: %w", err)
+	}
+	u.pending.Set(float64(len(u.pend)))
 	return u, nil
 }
 
@@ -180,6 +193,10 @@ func (u *Uploader) Upload(payload []byte) (string, error) {
 	}
 	u.uploads.WithLabelValues("started").Inc()
 	u.pending.Set(float64(len(ids) + 1))
+	select {
+	case u.kick <- struct{}{}:
+	default:
+	}
 	if err := u.sendLocked(id, rec); err != nil {
 		return id, err
 	}
@@ -196,11 +213,12 @@ func (u *Uploader) HandleAck(payload []byte) {
 	}
 }
 
-// Run applies acks and, every tick, sends again the uploads not acknowledged for ResendAfter
-// and drops those older than MaxAge, until ctx ends.
+// Run applies acks and sends again the uploads not acknowledged for ResendAfter and drops
+// those older than MaxAge, until ctx ends. It wakes when the next upload is due (at most tick
+// later: a clock that jumps is caught up with), and not at all while nothing is pending.
 func (u *Uploader) Run(ctx context.Context, tick time.Duration) {
 	u.sweep(true)
-	t := time.NewTicker(tick)
+	t := time.NewTimer(u.nextWait(tick))
 	defer t.Stop()
 	for {
 		select {
@@ -208,10 +226,36 @@ func (u *Uploader) Run(ctx context.Context, tick time.Duration) {
 			return
 		case b := <-u.acks:
 			u.ack(b)
+		case <-u.kick:
 		case <-t.C:
 			u.sweep(false)
 		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(u.nextWait(tick))
 	}
+}
+
+// nextWait returns how long Run may wait before an upload is due (at most tick; a day when none
+// is pending: an Upload kicks it).
+func (u *Uploader) nextWait(tick time.Duration) time.Duration {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.pend) == 0 {
+		return 24 * time.Hour
+	}
+	now := u.opts.Now().UnixMilli()
+	wait := tick
+	for _, rec := range u.pend {
+		due := min(rec.SentAt+u.opts.ResendAfter.Milliseconds(), rec.Created+u.opts.MaxAge.Milliseconds()+1)
+		wait = min(wait, time.Duration(max(due-now, 0))*time.Millisecond)
+	}
+	// A resend whose record could not be written stays due: do not spin on it.
+	return max(wait, 50*time.Millisecond)
 }
 
 // Pending returns the ids of the uploads waiting for an ack, oldest first.
@@ -296,15 +340,8 @@ func (u *Uploader) sendLocked(id string, rec pendingUpload) error {
 }
 
 func (u *Uploader) getLocked(id string) (pendingUpload, bool) {
-	b, err := u.meta.Get([]byte(id))
-	if err != nil {
-		return pendingUpload{}, false
-	}
-	var rec pendingUpload
-	if json.Unmarshal(b, &rec) != nil {
-		return pendingUpload{}, false
-	}
-	return rec, true
+	rec, ok := u.pend[id]
+	return rec, ok
 }
 
 func (u *Uploader) putLocked(id string, rec pendingUpload) error {
@@ -312,6 +349,7 @@ func (u *Uploader) putLocked(id string, rec pendingUpload) error {
 	if err := u.meta.Set([]byte(id), b); err != nil {
 		return fmt.Errorf("samples: store upload: %w", err)
 	}
+	u.pend[id] = rec
 	return nil
 }
 
@@ -321,16 +359,13 @@ type pendingEntry struct {
 	rec pendingUpload
 }
 
-// listLocked returns the pending uploads with their records, oldest first.
+// listLocked returns the pending uploads with their records, oldest first (from memory: pend
+// mirrors the store).
 func (u *Uploader) listLocked() []pendingEntry {
-	var all []pendingEntry
-	_ = u.meta.Iterate(false, func(k, v []byte) error {
-		var rec pendingUpload
-		if json.Unmarshal(v, &rec) == nil {
-			all = append(all, pendingEntry{string(k), rec})
-		}
-		return nil
-	})
+	all := make([]pendingEntry, 0, len(u.pend))
+	for id, rec := range u.pend {
+		all = append(all, pendingEntry{id, rec})
+	}
 	slices.SortFunc(all, func(a, b pendingEntry) int {
 		return cmp.Or(cmp.Compare(a.rec.Created, b.rec.Created), strings.Compare(a.id, b.id))
 	})
@@ -340,6 +375,7 @@ func (u *Uploader) listLocked() []pendingEntry {
 // forgetLocked deletes an upload's record and parts.
 func (u *Uploader) forgetLocked(id string) {
 	rec, _ := u.getLocked(id)
+	delete(u.pend, id)
 	_ = u.meta.Delete([]byte(id))
 	for i := 0; i < rec.Parts; i++ {
 		_ = u.partsNS.Delete(partKey(id, i))

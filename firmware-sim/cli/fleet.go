@@ -36,6 +36,7 @@ type fleetFlags struct {
 	window    time.Duration
 	heartbeat time.Duration
 	pulls     int
+	listen    int64
 	dbShards  int
 	every     time.Duration
 	logLevel  string
@@ -69,6 +70,7 @@ func fleetCmd() *cobra.Command {
 	fl.DurationVar(&f.window, "window", 0, "agents' reporting window in seconds (0: agent default)")
 	fl.DurationVar(&f.heartbeat, "heartbeat", 10*time.Second, "agents' heartbeat interval")
 	fl.IntVar(&f.pulls, "pull-concurrency", 256, "model pulls the agents run at once (bounds the fleet process's memory)")
+	fl.Int64Var(&f.listen, "listen-bytes", fleet.DefaultListenBytes, "bytes the agents listening on shared chunk topics may hold at once, each charged twice its model's size (bounds the fleet process's memory)")
 	fl.IntVar(&f.dbShards, "db-shards", 0, "badger databases the agents are spread over (0: one per 500 agents; a state dir keeps the number of its first run)")
 	fl.DurationVar(&f.every, "summary-every", 5*time.Second, "live summary interval")
 	fl.StringVar(&f.logLevel, "log-level", "warn", "agents' log level")
@@ -142,7 +144,7 @@ func runFleet(ctx context.Context, f fleetFlags, stderr io.Writer) error {
 		Devices: f.devices, Hub: f.hub, Token: f.token, Brokers: f.brokers, StateDir: dir,
 		IDPattern: f.idPattern, Scenario: s, Seed: f.seed, Duration: f.duration,
 		Window: config.Window{Seconds: int(f.window.Seconds())}, Heartbeat: f.heartbeat,
-		PullConcurrency: f.pulls, DBShards: f.dbShards, SummaryEvery: f.every, Out: stderr, Logger: log,
+		PullConcurrency: f.pulls, ListenBytes: f.listen, DBShards: f.dbShards, SummaryEvery: f.every, Out: stderr, Logger: log,
 	})
 	return err
 }

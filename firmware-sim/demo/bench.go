@@ -1,6 +1,7 @@
 package demo
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -448,7 +449,8 @@ func (b *bench) rollOut(ctx context.Context) (rolloutFigures, error) {
 		return rolloutFigures{}, err
 	}
 	var f rolloutFigures
-	lastLog := ""
+	lastLog, lastWave := "", 0
+	defer b.logStages("at the rollout's end")
 	for {
 		cur, err := api.rollout(ctx, ro.ID)
 		if err == nil && cur.State != "running" {
@@ -456,6 +458,10 @@ func (b *bench) rollOut(ctx context.Context) (rolloutFigures, error) {
 			break
 		}
 		if err == nil {
+			if cur.Wave != lastWave {
+				b.logStages(fmt.Sprintf("as wave %d starts", cur.Wave))
+				lastWave = cur.Wave
+			}
 			if line := fmt.Sprintf("wave %d: %s", cur.Wave, countsText(cur.Devices)); line != lastLog {
 				fmt.Fprintf(cfg.Log, "bench-fleet: %5.1f s rollout %s\n", time.Since(t1).Seconds(), line)
 				lastLog = line
@@ -483,6 +489,31 @@ func (b *bench) rollOut(ctx context.Context) (rolloutFigures, error) {
 		f.state, f.time.Round(time.Millisecond), metricText(ctx, api, "driftline_hub_fetch_requests_total"),
 		metricText(ctx, api, "driftline_hub_mqtt_dropped_total"))
 	return f, nil
+}
+
+// logStages logs the fleet's last summary of its agents' pull stages (fleet.StageLine, in the
+// fleet's log every -summary-every), cumulative since the fleet started.
+func (b *bench) logStages(when string) {
+	f, err := os.Open(filepath.Join(b.ps.logDir, "fleet.log"))
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	const tail = 1 << 20
+	if st, err := f.Stat(); err == nil && st.Size() > tail {
+		_, _ = f.Seek(st.Size()-tail, io.SeekStart)
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	last := ""
+	for sc.Scan() {
+		if _, st, ok := strings.Cut(sc.Text(), "pull stages since desired"); ok {
+			last = "pull stages since desired" + st
+		}
+	}
+	if last != "" {
+		fmt.Fprintf(b.cfg.Log, "bench-fleet: fleet %s: %s\n", when, last)
+	}
 }
 
 // steady measures one steady state, phase "before" (every agent online, no model yet) or

@@ -25,6 +25,7 @@ import (
 	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/agent/outputs"
 	"github.com/driftline/driftline/agent/pipeline"
+	"github.com/driftline/driftline/agent/reconcile"
 	"github.com/driftline/driftline/agent/samples"
 	"github.com/driftline/driftline/firmware-sim/creds"
 	"github.com/driftline/driftline/firmware-sim/publish"
@@ -68,10 +69,11 @@ type Config struct {
 	// agent.Options.PullSlots): real devices each have their own memory, the fleet process
 	// would otherwise hold every simultaneous pull's frames at once.
 	PullConcurrency int
-	// ListenConcurrency bounds the pulls listening on a model's shared chunk topic at once
-	// (default 4 x PullConcurrency; see agent.Options.ListenSlots): each listener takes every
-	// publish of its wave, and this process holds them all.
-	ListenConcurrency int
+	// ListenBytes bounds the bytes the agents listening on shared chunk topics may hold at once
+	// (default DefaultListenBytes; see agent.Options.ListenBudget): each listener is charged
+	// twice its model's size, since it takes every publish of its wave and this process holds
+	// them all. Many agents of a small model listen at once; of a large one, fewer.
+	ListenBytes int64
 	// DBShards is how many badger databases the agents' namespaces are spread over (default one
 	// per 500 agents): each database serializes its commits and read transactions, which
 	// thousands of agents queue behind. A state dir keeps the number it was first run with
@@ -87,6 +89,13 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// DefaultListenBytes is Config.ListenBytes' default. A listener is charged twice its model's
+// size (a publish queued, a publish waiting for its verify workers): 2,048 listeners of a 1 MiB
+// model, twice the 1,024 listening slots before. 10 GiB (every agent of a 10,000-agent wave at
+// once) drove the fleet process to 20.8 GB and its two cores into decoding the wave's repeated
+// publishes for every listener (docs/benchmarks.md).
+const DefaultListenBytes = 4 << 30
+
 // Summary is a snapshot of the fleet.
 type Summary struct {
 	// Devices, Online count the agents and those connected to a broker.
@@ -98,6 +107,8 @@ type Summary struct {
 	Rows, Invalid, Reports int64
 	// Refused counts the agents whose broker refuses their CONNECT now (wrong or revoked token).
 	Refused int
+	// Stages is the agents' pull stages since the start (StageLine), "" before any pull.
+	Stages string
 }
 
 // String is the one-line summary.
@@ -220,7 +231,8 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	gcCtx, gcStop := context.WithCancel(ctx)
 	defer gcStop()
 	dbs.runGC(gcCtx, 5*time.Minute, cfg.Logger)
-	members, err := f.newMembers(ctx, dbs)
+	stages := agent.NewPullStages()
+	members, err := f.newMembers(ctx, dbs, stages)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -229,7 +241,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if err := f.start(ctx, &wg, errs, members); err != nil {
 		return Summary{}, err
 	}
-	final := printSummaries(ctx, cfg, members)
+	final := printSummaries(ctx, cfg, members, stages)
 	wg.Wait()
 	close(errs)
 	var all []error
@@ -239,7 +251,11 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	for err := range errs {
 		all = append(all, err)
 	}
-	fmt.Fprintf(cfg.Out, "final: %s\n", final)
+	if final.Stages != "" {
+		fmt.Fprintf(cfg.Out, "final: %s; %s\n", final, final.Stages)
+	} else {
+		fmt.Fprintf(cfg.Out, "final: %s\n", final)
+	}
 	return final, errors.Join(all...)
 }
 
@@ -263,8 +279,8 @@ func (cfg *Config) defaults() {
 	if cfg.PullConcurrency <= 0 {
 		cfg.PullConcurrency = 256
 	}
-	if cfg.ListenConcurrency <= 0 {
-		cfg.ListenConcurrency = 4 * cfg.PullConcurrency
+	if cfg.ListenBytes <= 0 {
+		cfg.ListenBytes = DefaultListenBytes
 	}
 	if cfg.DBShards <= 0 {
 		cfg.DBShards = (cfg.Devices + agentsPerShard - 1) / agentsPerShard
@@ -316,12 +332,12 @@ func joinHub(ctx context.Context, cfg Config) (*fleet, error) {
 // newMembers makes every device's agent on its shard of dbs, wired as `driftline-agent
 // run` wires it (pipeline, samples, outputs), on the hub's topics; a refused agent is enrolled
 // again.
-func (f *fleet) newMembers(ctx context.Context, dbs shards) ([]*member, error) {
+func (f *fleet) newMembers(ctx context.Context, dbs shards, stages *prometheus.HistogramVec) ([]*member, error) {
 	cfg := f.cfg
 	prefix := hubTopicPrefix(ctx, f.h) // the agents talk on the hub's topics
 	reg := prometheus.NewRegistry()
 	slots := make(chan struct{}, cfg.PullConcurrency)
-	listen := make(chan struct{}, cfg.ListenConcurrency)
+	listen := reconcile.NewBudget(cfg.ListenBytes)
 	members := make([]*member, len(f.creds))
 	re := &reenroller{ctx: ctx, h: f.h, store: f.store, labels: cfg.Labels, log: cfg.Logger, sem: make(chan struct{}, 8)}
 	for i, c := range f.creds {
@@ -348,7 +364,8 @@ func (f *fleet) newMembers(ctx context.Context, dbs shards) ([]*member, error) {
 			Gatherer:         reg,
 			NoRSSGauge:       true,
 			PullSlots:        slots,
-			ListenSlots:      listen,
+			ListenBudget:     listen,
+			PullStages:       stages,
 			OnConnectRefused: func(r agent.Refusal) { re.refused(m, r) },
 		})
 		if err != nil {
@@ -432,18 +449,25 @@ func (f *fleet) start(ctx context.Context, wg *sync.WaitGroup, errs chan<- error
 
 // printSummaries prints a summary line (with rows and reports per second since the last) every
 // cfg.SummaryEvery until ctx ends, and returns the final summary.
-func printSummaries(ctx context.Context, cfg Config, members []*member) Summary {
+func printSummaries(ctx context.Context, cfg Config, members []*member, stages *prometheus.HistogramVec) Summary {
 	tick := time.NewTicker(cfg.SummaryEvery)
 	defer tick.Stop()
 	last, lastAt := snapshot(members), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
-			return snapshot(members)
+			s := snapshot(members)
+			s.Stages = StageLine(stages)
+			return s
 		case <-tick.C:
 			s := snapshot(members)
+			s.Stages = StageLine(stages)
 			dt := time.Since(lastAt).Seconds()
-			fmt.Fprintf(cfg.Out, "%s, %.0f rows/s, %.1f reports/s\n", s, float64(s.Rows-last.Rows)/dt, float64(s.Reports-last.Reports)/dt)
+			line := fmt.Sprintf("%s, %.0f rows/s, %.1f reports/s", s, float64(s.Rows-last.Rows)/dt, float64(s.Reports-last.Reports)/dt)
+			if s.Stages != "" {
+				line += "; " + s.Stages
+			}
+			fmt.Fprintln(cfg.Out, line)
 			last, lastAt = s, time.Now()
 		}
 	}
