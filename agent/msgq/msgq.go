@@ -88,15 +88,18 @@ func (q *Queue) Drain() int {
 	if q == nil {
 		return 0
 	}
+	// The signal is taken before the messages: a Push that lands after them signals again,
+	// where taking it afterwards could swallow that Push's signal and leave its message
+	// queued with Ready empty.
+	select {
+	case <-q.ready:
+	default:
+	}
 	q.mu.Lock()
 	n := len(q.items) - q.head
 	clear(q.items[q.head:])
 	q.resetLocked()
 	q.mu.Unlock()
-	select {
-	case <-q.ready:
-	default:
-	}
 	return n
 }
 

@@ -452,14 +452,11 @@ func (rc *Reconciler) downloadAndStage(ctx context.Context, m wire.DesiredModel,
 		}
 	}
 	if len(missing) > 0 {
-		if err := rc.takeListen(ctx, listenCharge(man.Size)); err != nil {
+		if listening, err = rc.takeListen(ctx, listenCharge(man.Size)); err != nil {
 			stopHash()
 			<-hashed
 			p.Close()
 			return nil, err
-		}
-		if rc.cfg.ListenBudget != nil {
-			listening = min(max(listenCharge(man.Size), 1), rc.cfg.ListenBudget.Max())
 		}
 		shared = rc.conn.SubscribeShared(ctx, m.Name)
 		defer unsubscribe()
@@ -562,13 +559,12 @@ func keys(m map[string]bool) []string {
 func listenCharge(size int64) int64 { return 2 * size }
 
 // takeListen waits until the listening budget (fleet mode; none: at once) has size bytes free
-// and takes them; the caller releases min(max(size, 1), Max()).
-func (rc *Reconciler) takeListen(ctx context.Context, size int64) error {
+// and takes them. It returns the bytes taken (0: no budget), which the caller releases.
+func (rc *Reconciler) takeListen(ctx context.Context, size int64) (int64, error) {
 	if rc.cfg.ListenBudget == nil {
-		return nil
+		return 0, nil
 	}
-	_, err := rc.cfg.ListenBudget.Take(ctx, size)
-	return err
+	return rc.cfg.ListenBudget.Take(ctx, size)
 }
 
 // fetchAssets makes sure the contract and reference profile m names are in the asset store.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/driftline/driftline/agent/config"
 	"github.com/driftline/driftline/internal/testhelp"
+	"github.com/driftline/driftline/shared/wire"
 )
 
 // TestReadersNotBlockedBySlowRecordWrite: while the reconciler writes a model record (a disk
@@ -167,5 +168,42 @@ func TestPullNotBlockedBySlowRecordWrite(t *testing.T) {
 	b, err := r.rc.own.Get([]byte(keyModelPrefix + "m"))
 	if err != nil || !bytes.Contains(b, []byte(`"state":"active"`)) {
 		t.Fatalf("record on disk after Run: %s, %v; want state active", b, err)
+	}
+}
+
+// TestFlushWaitsForFlushUnderWay: the flush before a revision is recorded as acted on does not
+// return while another goroutine's flush (the agent's connected loop) has taken a dirty record
+// but not yet written it: the record must be on disk before the revision.
+func TestFlushWaitsForFlushUnderWay(t *testing.T) {
+	r := newRig(t, config.Default().Fetch)
+	r.rc.SetWriteBehind(true)
+	r.rc.setState("m", wire.StateNotified, func(mr *modelRecord) { mr.Target = 7 })
+
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	r.rc.recordHeld = func([]byte) {
+		once.Do(func() { close(held); <-release })
+	}
+	first := make(chan struct{})
+	go func() { r.rc.FlushRecords(); close(first) }()
+	<-held // the agent's flush took m and is writing it
+
+	second := make(chan []byte, 1)
+	go func() {
+		r.rc.flushRecords() // Run's, before saveRev
+		b, _ := r.rc.own.Get([]byte(keyModelPrefix + "m"))
+		second <- b
+	}()
+	select {
+	case b := <-second:
+		close(release)
+		<-first
+		t.Fatalf("flush returned while another flush was writing m; record on disk: %q", b)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	<-first
+	if b := <-second; !bytes.Contains(b, []byte(`"state":"notified"`)) {
+		t.Fatalf("record on disk after the flush: %q; want state notified", b)
 	}
 }

@@ -183,6 +183,7 @@ type Reconciler struct {
 	// saveMu orders the records' writes.
 	mu           sync.Mutex
 	saveMu       sync.Mutex
+	flushMu      sync.Mutex // held across a flush (flushRecords)
 	models       map[string]*modelRecord
 	dirty        map[string]bool // records saveSoon left for FlushRecords (under mu)
 	writeBehind  atomic.Bool     // SetWriteBehind

@@ -150,8 +150,13 @@ func (rc *Reconciler) SetWriteBehind(on bool) { rc.writeBehind.Store(on) }
 // FlushRecords writes every record whose write saveSoon left for later. Safe for concurrent use.
 func (rc *Reconciler) FlushRecords() { rc.flushRecords() }
 
-// flushRecords writes every record marked dirty.
+// flushRecords writes every record marked dirty. flushMu is held from taking the marks to the
+// last write, so a flush does not return while another has taken a record it has not yet
+// written (Run's flush before saveRev would otherwise see nothing dirty and record the revision
+// before the record is on disk).
 func (rc *Reconciler) flushRecords() {
+	rc.flushMu.Lock()
+	defer rc.flushMu.Unlock()
 	rc.mu.Lock()
 	names := make([]string, 0, len(rc.dirty))
 	for n := range rc.dirty {
