@@ -122,14 +122,5 @@ func (c *objectCache) put(digest string, ref state.ObjectRef, data []byte, now t
 
 // frames encodes o's parts as the answer to request reqID.
 func (o *cachedObject) frames(reqID string) ([][]byte, error) {
-	out := make([][]byte, 0, len(o.parts))
-	for _, p := range o.parts {
-		p.RequestID = reqID
-		b, err := wire.EncodeFrame(p)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, b)
-	}
-	return out, nil
+	return wire.EncodeParts(reqID, o.parts)
 }

@@ -220,6 +220,11 @@ func DataFrames(requestID string, data []byte) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return EncodeParts(requestID, parts)
+}
+
+// EncodeParts encodes parts (DataParts) as the frames answering requestID.
+func EncodeParts(requestID string, parts []Frame) ([][]byte, error) {
 	frames := make([][]byte, 0, len(parts))
 	for _, f := range parts {
 		f.RequestID = requestID
@@ -235,7 +240,7 @@ func DataFrames(requestID string, data []byte) ([][]byte, error) {
 // DataParts returns the data frames of DataFrames before encoding and without a request id:
 // the digest and compression are the costly part, the same for every request of one object,
 // so a server may keep the parts of an object it sends often and encode them per request
-// (setting RequestID, then EncodeFrame). The parts share no memory with data.
+// (EncodeParts). The parts share no memory with data.
 func DataParts(data []byte) ([]Frame, error) {
 	if len(data) > MaxObjectSize {
 		return nil, fmt.Errorf("%w: object of %d bytes, at most %d", ErrBadFrame, len(data), MaxObjectSize)
