@@ -400,6 +400,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	<-ctx.Done()
 	cancel()
 	wg.Wait()
+	// A record the reconciler marked after connectedLoop's last flush (it read write-behind as
+	// on just before the loop turned it off) is written now that nothing runs beside it.
+	a.rec.FlushRecords()
 	offline, _ := wire.Encode(wire.Status{Header: wire.Header{DeviceID: a.cfg.DeviceID, TS: time.Now().UnixMilli()},
 		Online: false, AgentVersion: Version, StartedTS: a.started.UnixMilli(), Reason: wire.ReasonStop})
 	a.conn.close(offline)
