@@ -151,19 +151,7 @@ func TestServeGCInterval(t *testing.T) {
 		{[]string{"--gc-interval", "2s"}, nil, 2 * time.Second},
 		{nil, map[string]string{"DRIFTLINE_GC_INTERVAL": "5s"}, gcpace.MemoryInterval},
 	} {
-		a := &app{getenv: func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }}
-		var o serveOptions
-		cmd := a.serveCommand(&o)
-		if err := cmd.Flags().Parse(tc.args); err != nil {
-			t.Fatal(err)
-		}
-		if err := a.applyEnv(cmd.Flags()); err != nil {
-			t.Fatal(err)
-		}
-		o.data = t.TempDir()
-		if _, _, err := o.config(); err != nil {
-			t.Fatal(err)
-		}
+		o, _ := parseServe(t, tc.args, tc.env)
 		if o.gcInterval != tc.want {
 			t.Errorf("%v %v: gc interval %s, want %s", tc.args, tc.env, o.gcInterval, tc.want)
 		}
@@ -182,20 +170,7 @@ func TestServeRaftCommitTimeout(t *testing.T) {
 		{[]string{"--raft-commit-timeout", "20ms"}, nil, 20 * time.Millisecond},
 		{nil, map[string]string{"DRIFTLINE_RAFT_COMMIT_TIMEOUT": "50ms"}, 50 * time.Millisecond},
 	} {
-		a := &app{getenv: func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }}
-		var o serveOptions
-		cmd := a.serveCommand(&o)
-		if err := cmd.Flags().Parse(tc.args); err != nil {
-			t.Fatal(err)
-		}
-		if err := a.applyEnv(cmd.Flags()); err != nil {
-			t.Fatal(err)
-		}
-		o.data = t.TempDir()
-		cfg, _, err := o.config()
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, cfg := parseServe(t, tc.args, tc.env)
 		if cfg.RaftCommitTimeout != tc.want {
 			t.Errorf("%v %v: RaftCommitTimeout %s, want %s", tc.args, tc.env, cfg.RaftCommitTimeout, tc.want)
 		}
@@ -220,4 +195,25 @@ func TestServeGCPercent(t *testing.T) {
 	if got := debug.SetGCPercent(100); got != 100 {
 		t.Fatalf("GOGC=200 in the environment: the hub changed the runtime's target to %d", got)
 	}
+}
+
+// parseServe parses serve's flags args with the environment env, as the command does, and
+// returns the options and the node's config they make (a temporary --data).
+func parseServe(t *testing.T, args []string, env map[string]string) (serveOptions, node.Config) {
+	t.Helper()
+	a := &app{getenv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}
+	var o serveOptions
+	cmd := a.serveCommand(&o)
+	if err := cmd.Flags().Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.applyEnv(cmd.Flags()); err != nil {
+		t.Fatal(err)
+	}
+	o.data = t.TempDir()
+	cfg, _, err := o.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o, cfg
 }
