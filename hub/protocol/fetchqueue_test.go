@@ -31,17 +31,7 @@ func TestSharedRequestsNotDroppedBehindPerDeviceServing(t *testing.T) {
 		m: newMetrics(prometheus.NewRegistry()), queued: map[string]int{}}
 	s.makeFetchQueues()
 	const digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
-	req := func(id, shared string) []byte {
-		r := wire.FetchRequest{Header: wire.Header{DeviceID: id, TS: 1}, RequestID: "r-" + id, Digests: []string{digest}}
-		if shared != "" {
-			r.Shared, r.SharedSub = shared, "sub-"+id
-		}
-		b, err := wire.Encode(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	req := func(id, shared string) []byte { return fetchPayload(t, id, "r-"+id, shared, digest) }
 	// No worker runs: the per-device queue fills and then drops, as when the workers wait on
 	// the broker.
 	dropped := 0
