@@ -27,14 +27,7 @@ func TestReadersNotBlockedBySlowRecordWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	held, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	r.rc.recordHeld = func(v []byte) {
-		if bytes.Contains(v, []byte(`"state":"notified"`)) {
-			once.Do(func() { close(held) })
-			<-release
-		}
-	}
+	held, release := holdNotifiedWrite(r)
 	v2, _ := r.conn.version(r.key, "m", 2, bytes.Repeat([]byte("version two "), 20000))
 	done := make(chan error, 1)
 	go func() {
@@ -108,14 +101,7 @@ func TestPullNotBlockedBySlowRecordWrite(t *testing.T) {
 	r := newRig(t, config.Default().Fetch)
 	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "s"}, []string{"stage"})
 	r.rc.m.PullStages = h
-	held, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	r.rc.recordHeld = func(v []byte) {
-		if bytes.Contains(v, []byte(`"state":"notified"`)) {
-			once.Do(func() { close(held) })
-			<-release
-		}
-	}
+	held, release := holdNotifiedWrite(r)
 	// The agent's part: flush the records after each change, on another goroutine.
 	kick := make(chan struct{}, 1)
 	r.rc.cfg.OnChange = func() {
@@ -206,4 +192,19 @@ func TestFlushWaitsForFlushUnderWay(t *testing.T) {
 	if b := <-second; !bytes.Contains(b, []byte(`"state":"notified"`)) {
 		t.Fatalf("record on disk after the flush: %q; want state notified", b)
 	}
+}
+
+// holdNotifiedWrite makes r's reconciler hold the first write of a record in state notified:
+// held closes when that write is reached, and the write goes on once release is closed (every
+// later write of that state waits for release too).
+func holdNotifiedWrite(r *rig) (held, release chan struct{}) {
+	held, release = make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	r.rc.recordHeld = func(v []byte) {
+		if bytes.Contains(v, []byte(`"state":"notified"`)) {
+			once.Do(func() { close(held) })
+			<-release
+		}
+	}
+	return held, release
 }
