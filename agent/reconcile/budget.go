@@ -7,8 +7,9 @@ import (
 
 // Budget bounds, in bytes, what the pulls sharing it hold at once. Fleet mode gives one to all
 // its agents for their listening on shared chunk topics (Config.ListenBudget): a listener is
-// charged its model's size, since every publish of its wave brings it that much to parse, and
-// the process holds every listener's. Bounding bytes rather than pulls lets a wave of thousands
+// charged twice its model's size (listenCharge: every publish of its wave brings it that much to
+// parse, and one may wait for the verify workers while the next arrives), and the process holds
+// every listener's. Bounding bytes rather than pulls lets a wave of thousands
 // of devices of a small model listen at once (one publish for all of them), while a large model
 // still listens in as many groups as the process can hold.
 //
